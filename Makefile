@@ -1,0 +1,145 @@
+# Protobus build. `make` builds into build/; `make SAN=1` builds the same
+# tree with AddressSanitizer + UndefinedBehaviorSanitizer into build/san/.
+#
+#   make            protobusd, protobus, libprotobus.a, libprotobus.so
+#   make run        build and start protobusd on conf/protobusd.conf
+#   make test       install missing Debian packages, build, run every test,
+#                   then rebuild with ASan+UBSan and run them all again
+#   make install    header, libraries and pkg-config file under $(PREFIX)
+
+CC      ?= gcc
+PREFIX  ?= /usr/local
+PKGS    := libprotobuf-c libpcre2-8 libuv inih json-c
+
+ifeq ($(SAN),1)
+BUILD   ?= build/san
+OPT     := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+LDSAN   := -fsanitize=address,undefined
+else
+BUILD   ?= build
+OPT     := -O2 -g
+LDSAN   :=
+endif
+
+GEN     := $(BUILD)/gen
+WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
+CPPFLAGS += -D_GNU_SOURCE -I$(GEN) -Iproto -Iserver -Iclient -Itests/lib
+CFLAGS  += -std=c11 $(OPT) $(WARN) -pthread -fPIC $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+LDFLAGS += $(LDSAN) -pthread
+
+# Generated protobuf-c code (never committed).
+PROTO_INC  := $(shell pkg-config --variable=includedir protobuf 2>/dev/null || echo /usr/include)
+GEN_C      := $(GEN)/protobus.pb-c.c $(GEN)/google/protobuf/timestamp.pb-c.c \
+              $(GEN)/google/protobuf/any.pb-c.c
+GEN_H      := $(GEN_C:.c=.h)
+
+PROTO_SRC  := $(wildcard proto/*.c)
+SERVER_SRC := $(filter-out server/main.c,$(wildcard server/*.c))
+CLIENT_SRC := $(wildcard client/*.c)
+CLI_SRC    := $(wildcard client/cli/*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+GEN_OBJ    := $(patsubst $(GEN)/%.c,$(BUILD)/obj/gen/%.o,$(GEN_C))
+PROTO_OBJ  := $(call obj,$(PROTO_SRC)) $(GEN_OBJ)
+SERVER_OBJ := $(call obj,$(SERVER_SRC))
+CLIENT_OBJ := $(call obj,$(CLIENT_SRC))
+CLI_OBJ    := $(call obj,$(CLI_SRC))
+
+UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+# Integration tests: C programs that start the real protobusd (tests/lib/itest.h).
+INTEG_SRC  := $(wildcard tests/integration/test_*.c)
+INTEG_BIN  := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(INTEG_SRC))
+TESTLIB_SRC := $(wildcard tests/lib/*.c)
+TESTLIB_OBJ := $(call obj,$(TESTLIB_SRC))
+
+# The two programs are built once their mains exist (the tree grows in steps).
+BINS := $(BUILD)/libprotobus.a $(BUILD)/libprotobus.so
+ifneq ($(wildcard server/main.c),)
+BINS += $(BUILD)/protobusd
+endif
+ifneq ($(CLI_SRC),)
+BINS += $(BUILD)/protobus
+endif
+
+.PHONY: all run test check unit integration deps install clean format fuzz
+.SECONDARY:
+
+all: $(BINS)
+
+$(GEN)/protobus.pb-c.c $(GEN)/protobus.pb-c.h: proto/protobus.proto
+	@mkdir -p $(GEN)
+	protoc-c --c_out=$(GEN) -Iproto -I$(PROTO_INC) proto/protobus.proto
+
+$(GEN)/google/protobuf/%.pb-c.c $(GEN)/google/protobuf/%.pb-c.h: $(PROTO_INC)/google/protobuf/%.proto
+	@mkdir -p $(GEN)
+	protoc-c --c_out=$(GEN) -I$(PROTO_INC) $<
+
+$(BUILD)/obj/gen/%.o: $(GEN)/%.c $(GEN_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-error -c -o $@ $<
+
+$(BUILD)/obj/%.o: %.c $(GEN_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# Internal archive: everything but the two mains, for the binaries and tests.
+$(BUILD)/libpbinternal.a: $(PROTO_OBJ) $(SERVER_OBJ) $(CLIENT_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/libprotobus.a: $(PROTO_OBJ) $(CLIENT_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/libprotobus.so: $(PROTO_OBJ) $(CLIENT_OBJ)
+	$(CC) -shared $(LDFLAGS) -Wl,-soname,libprotobus.so.1 -o $@ $^ $(LDLIBS)
+
+$(BUILD)/protobusd: $(BUILD)/obj/server/main.o $(BUILD)/libpbinternal.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/protobus: $(CLI_OBJ) $(BUILD)/libpbinternal.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(TESTLIB_OBJ) $(BUILD)/libpbinternal.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/integration/%.o $(TESTLIB_OBJ) $(BUILD)/libpbinternal.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+run: $(BUILD)/protobusd
+	$(BUILD)/protobusd -c conf/protobusd.conf
+
+# `make test`: both passes, plain then sanitized. Each pass builds first.
+test: deps
+	$(MAKE) check
+	$(MAKE) SAN=1 check
+
+# One pass: build everything, run every unit test, then the integration tests.
+check: all $(UNIT_BIN) $(INTEG_BIN)
+	@BUILD=$(BUILD) tests/run-tests
+
+deps:
+	@tests/install-deps
+
+install: $(BUILD)/libprotobus.a $(BUILD)/libprotobus.so $(BUILD)/protobus $(BUILD)/protobusd
+	install -d $(DESTDIR)$(PREFIX)/include/protobus $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
+	install -m 644 client/protobus.h proto/pb_errors.h proto/reader.h proto/record.h \
+	  $(DESTDIR)$(PREFIX)/include/protobus/
+	install -m 644 $(BUILD)/libprotobus.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(BUILD)/libprotobus.so $(DESTDIR)$(PREFIX)/lib/libprotobus.so.1
+	ln -sf libprotobus.so.1 $(DESTDIR)$(PREFIX)/lib/libprotobus.so
+	install -m 755 $(BUILD)/protobus $(BUILD)/protobusd $(DESTDIR)$(PREFIX)/bin/
+	sed -e 's|@PREFIX@|$(PREFIX)|g' client/protobus.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/protobus.pc
+
+format:
+	clang-format -i $(PROTO_SRC) $(SERVER_SRC) server/main.c $(CLIENT_SRC) $(CLI_SRC) \
+	  $(wildcard proto/*.h server/*.h client/*.h client/cli/*.h tests/unit/*.c tests/lib/*.[ch])
+
+clean:
+	rm -rf build
