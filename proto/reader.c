@@ -1,0 +1,610 @@
+/*
+ * reader - sequential, seekable, follow-able reading of one partition's
+ * segment files (see reader.h).
+ *
+ * Threads: whichever thread owns the pb_reader (a daemon subscription thread
+ * or the CLI). Nothing here writes; the writer may append concurrently, so a
+ * short or half-copied record at the end of the newest segment is treated as
+ * "not written yet", and anything past the caller's end offset is not read.
+ *
+ * Reading goes through one segment_buf (1 MiB window, refilled by large
+ * preads), so replay costs one syscall per window, not per record.
+ */
+#include "reader.h"
+
+#include "pb_errors.h"
+#include "segment.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+enum seek_kind { SEEK_NONE, SEEK_OFFSET, SEEK_TIME };
+
+struct pb_reader {
+    char dir[PATH_MAX];
+    uint64_t *bases; /* sorted base offsets of the .log files */
+    size_t nseg, segcap;
+    size_t cur; /* index in bases of the segment being read */
+    int fd;     /* open .log of bases[cur], or -1 */
+    char path[PATH_MAX];
+    uint64_t pos;      /* file position of the next record; 0 = after the header */
+    uint64_t expected; /* offset the next record must have */
+    bool started;      /* expected is known */
+    uint64_t end_offset;
+    int seek;
+    uint64_t seek_offset;
+    int64_t seek_time;
+    segment_buf buf;
+    struct pb_reader_problem problem;
+    char problem_file[PATH_MAX];
+    char reason[160];
+};
+
+static ssize_t plain_pread(void *ctx, int fd, void *buf, size_t len, off_t off)
+{
+    for (;;) {
+        ssize_t n = pread(fd, buf, len, off);
+        if (n >= 0)
+            return n;
+        if (errno != EINTR)
+            return -errno;
+    }
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Index of the last base <= v, or (size_t)-1 if v is below the first. */
+static size_t find_base(const uint64_t *bases, size_t n, uint64_t v)
+{
+    size_t lo = 0, hi = n; /* answer in [lo, hi) is the first base > v */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (bases[mid] <= v)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo - 1;
+}
+
+static int push_base(pb_reader *r, uint64_t base)
+{
+    if (r->nseg == r->segcap) {
+        size_t cap = r->segcap ? r->segcap * 2 : 16;
+        uint64_t *b = realloc(r->bases, cap * sizeof *b);
+        if (!b)
+            return PB_ENOMEM;
+        r->bases = b;
+        r->segcap = cap;
+    }
+    r->bases[r->nseg++] = base;
+    return 0;
+}
+
+/* Re-reads the directory: picks up segments created by rotation and drops
+ * ones deleted by retention, keeping the open segment's place in the list. */
+static int refresh_segments(pb_reader *r)
+{
+    bool have_cur = r->fd >= 0;
+    uint64_t cur_base = have_cur ? r->bases[r->cur] : 0;
+    DIR *d = opendir(r->dir);
+    if (!d)
+        return errno == ENOENT ? PB_ENOTFOUND : -errno;
+    int rc = 0;
+    r->nseg = 0;
+    struct dirent *de;
+    errno = 0;
+    while ((de = readdir(d)) != NULL) {
+        uint64_t base;
+        if (segment_parse_name(de->d_name, ".log", &base) && (rc = push_base(r, base)) < 0)
+            break;
+        errno = 0;
+    }
+    if (rc == 0 && errno != 0)
+        rc = -errno;
+    (void)closedir(d); /* read-only: a close error loses nothing */
+    if (rc < 0)
+        return rc;
+    if (r->nseg > 1)
+        qsort(r->bases, r->nseg, sizeof *r->bases, cmp_u64);
+    if (have_cur) {
+        size_t i = find_base(r->bases, r->nseg, cur_base);
+        if (i == (size_t)-1 || r->bases[i] != cur_base) {
+            /* Deleted under us; our descriptor still reads it. */
+            if ((rc = push_base(r, cur_base)) < 0)
+                return rc;
+            qsort(r->bases, r->nseg, sizeof *r->bases, cmp_u64);
+            i = find_base(r->bases, r->nseg, cur_base);
+        }
+        r->cur = i;
+    }
+    return 0;
+}
+
+static void close_segment(pb_reader *r)
+{
+    if (r->fd >= 0)
+        (void)close(r->fd); /* read-only: a close error loses nothing */
+    r->fd = -1;
+    segment_buf_attach(&r->buf, -1);
+}
+
+static int open_segment(pb_reader *r, size_t i)
+{
+    close_segment(r);
+    r->cur = i;
+    int rc = segment_path(r->path, sizeof r->path, r->dir, r->bases[i], ".log");
+    if (rc < 0)
+        return rc;
+    r->fd = open(r->path, O_RDONLY | O_CLOEXEC);
+    if (r->fd < 0)
+        return -errno;
+    segment_buf_attach(&r->buf, r->fd);
+    return 0;
+}
+
+static bool is_last(const pb_reader *r)
+{
+    return r->cur + 1 >= r->nseg;
+}
+
+/* Records a problem; returns PB_ECORRUPT, or 0 when the lost offsets are all
+ * below an offset seek target (the caller did not ask for them). */
+static int report(pb_reader *r, uint64_t position, uint64_t first, uint64_t last,
+                  const char *reason)
+{
+    uint64_t upto = last + 1 == first ? first : last;
+    if (r->seek == SEEK_OFFSET && upto < r->seek_offset)
+        return 0;
+    snprintf(r->problem_file, sizeof r->problem_file, "%s", r->path);
+    snprintf(r->reason, sizeof r->reason, "%s", reason);
+    r->problem.file = r->problem_file;
+    r->problem.position = position;
+    r->problem.first_offset = first;
+    r->problem.last_offset = last;
+    r->problem.reason = r->reason;
+    return PB_ECORRUPT;
+}
+
+/* Moves on to segment cur+1 after the end of the current one. A base above
+ * the expected offset means offsets are missing between the two files. */
+static int next_segment(pb_reader *r)
+{
+    uint64_t end_pos = r->pos;
+    uint64_t base = r->bases[r->cur + 1];
+    int rc = 0;
+    if (r->started && base > r->expected)
+        rc = report(r, end_pos, r->expected, base - 1, "offsets missing between segment files");
+    int orc = open_segment(r, r->cur + 1);
+    if (orc < 0)
+        return orc;
+    r->pos = 0;
+    if (!r->started || base > r->expected) {
+        r->expected = base;
+        r->started = true;
+    }
+    return rc;
+}
+
+/* Positions at the first record of the open segment (checks the header). */
+static int enter_segment(pb_reader *r, bool *wait)
+{
+    const uint8_t *p;
+    size_t avail;
+    *wait = false;
+    int rc = segment_buf_get(&r->buf, 0, PB_FILE_HEADER_SIZE, &p, &avail);
+    if (rc < 0)
+        return rc;
+    uint64_t base = r->bases[r->cur];
+    if (!r->started) {
+        r->expected = base;
+        r->started = true;
+    }
+    if (avail < PB_FILE_HEADER_SIZE) {
+        if (is_last(r)) {
+            /* Being created right now: come back later. */
+            segment_buf_invalidate(&r->buf);
+            *wait = true;
+            return 0;
+        }
+        r->pos = avail;
+        uint64_t next = r->bases[r->cur + 1];
+        rc = report(r, 0, r->expected, next - 1, "segment header cut short");
+        r->expected = next;
+        int nrc = next_segment(r);
+        if (nrc < 0 && nrc != PB_ECORRUPT)
+            return nrc;
+        return rc;
+    }
+    /* A damaged header loses no record by itself (records carry their own
+     * offsets and CRCs), so reading goes on from byte 40 either way. */
+    r->pos = PB_FILE_HEADER_SIZE;
+    return 0;
+}
+
+/* Uses the segment's .idx to find the last entry whose key is below the
+ * target (offset <= target, or time < target), verifies that the record is
+ * really there, and starts reading from it; otherwise from the segment's
+ * first record. */
+static void seek_in_segment(pb_reader *r, bool by_time, uint64_t offset, int64_t time_ns)
+{
+    char ipath[PATH_MAX];
+    uint64_t base = r->bases[r->cur];
+    r->pos = PB_FILE_HEADER_SIZE;
+    r->expected = base;
+    r->started = true;
+    if (segment_path(ipath, sizeof ipath, r->dir, base, ".idx") < 0)
+        return;
+    int ifd = open(ipath, O_RDONLY | O_CLOEXEC);
+    if (ifd < 0)
+        return; /* no index: scan the segment */
+    struct stat st;
+    uint8_t hdr[PB_FILE_HEADER_SIZE];
+    uint64_t idx_base;
+    segment_index_entry best = {0};
+    bool found = false;
+    if (fstat(ifd, &st) < 0 || st.st_size < (off_t)PB_FILE_HEADER_SIZE ||
+        plain_pread(NULL, ifd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr ||
+        file_header_decode(hdr, PB_IDX_MAGIC, &idx_base, NULL) < 0 || idx_base != base)
+        goto out;
+    uint64_t lo = 0, hi = ((uint64_t)st.st_size - PB_FILE_HEADER_SIZE) / PB_INDEX_ENTRY_SIZE;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        uint8_t raw[PB_INDEX_ENTRY_SIZE];
+        segment_index_entry e;
+        off_t at = (off_t)(PB_FILE_HEADER_SIZE + mid * PB_INDEX_ENTRY_SIZE);
+        if (plain_pread(NULL, ifd, raw, sizeof raw, at) != (ssize_t)sizeof raw)
+            break;
+        segment_index_entry_decode(raw, &e);
+        bool below = by_time ? e.time_ns < time_ns : e.offset <= offset;
+        if (below) {
+            best = e;
+            found = true;
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    if (found && best.position >= PB_FILE_HEADER_SIZE && best.offset >= base) {
+        /* The index is an unsynced cache: trust an entry only if the record
+         * it names is there, whole, with that offset and time. */
+        pb_record rec;
+        uint32_t size;
+        int rc = segment_read_record(&r->buf, best.position, PB_RECORD_MAX_EVENT, &rec, &size);
+        if (rc == 0 && rec.offset == best.offset && rec.time_ns == best.time_ns) {
+            r->pos = best.position;
+            r->expected = best.offset;
+        }
+    }
+out:
+    (void)close(ifd); /* read-only */
+}
+
+/* Receive time of a segment's first record, for the binary search over
+ * segments. Returns false if it cannot be read and verified. */
+static bool first_time(pb_reader *r, size_t i, int64_t *t)
+{
+    pb_record rec;
+    uint32_t size;
+    if (open_segment(r, i) < 0)
+        return false;
+    if (segment_read_record(&r->buf, PB_FILE_HEADER_SIZE, PB_RECORD_MAX_EVENT, &rec, &size) < 0)
+        return false;
+    *t = rec.time_ns;
+    return true;
+}
+
+#define SEEK_READAHEAD 4096 /* probes read a record or two, not a window */
+
+static int seek_common(pb_reader *r, int kind, uint64_t offset, int64_t time_ns)
+{
+    close_segment(r);
+    r->started = false;
+    r->cur = 0;
+    r->pos = 0;
+    r->seek = kind;
+    r->seek_offset = offset;
+    r->seek_time = time_ns;
+    segment_buf_set_readahead(&r->buf, SEEK_READAHEAD);
+    int rc = refresh_segments(r);
+    if (rc < 0 || r->nseg == 0) {
+        segment_buf_set_readahead(&r->buf, r->buf.cap);
+        return rc;
+    }
+    size_t i;
+    if (kind == SEEK_OFFSET) {
+        i = find_base(r->bases, r->nseg, offset);
+        if (i == (size_t)-1)
+            i = 0;
+    } else {
+        /* Last segment whose first record is older than the target. A
+         * segment whose first record cannot be read counts as "not older",
+         * which only moves the start earlier: scanning from too early is
+         * slower, never wrong. */
+        size_t lo = 0, hi = r->nseg;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            int64_t t;
+            if (first_time(r, mid, &t) && t < time_ns)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        i = lo > 0 ? lo - 1 : 0;
+    }
+    if ((rc = open_segment(r, i)) == 0)
+        seek_in_segment(r, kind == SEEK_TIME, offset, time_ns);
+    segment_buf_set_readahead(&r->buf, r->buf.cap);
+    return rc;
+}
+
+int pb_reader_seek_offset(pb_reader *r, uint64_t offset)
+{
+    return seek_common(r, SEEK_OFFSET, offset, 0);
+}
+
+int pb_reader_seek_time(pb_reader *r, int64_t time_ns)
+{
+    return seek_common(r, SEEK_TIME, 0, time_ns);
+}
+
+void pb_reader_set_end(pb_reader *r, uint64_t end_offset)
+{
+    r->end_offset = end_offset;
+}
+
+/* Past the seek target yet? Once reached, the filter is dropped. */
+static bool wanted(pb_reader *r, const pb_record *rec)
+{
+    if (r->seek == SEEK_OFFSET && rec->offset < r->seek_offset)
+        return false;
+    if (r->seek == SEEK_TIME && rec->time_ns < r->seek_time)
+        return false;
+    r->seek = SEEK_NONE;
+    return true;
+}
+
+/* The current file ends (cleanly or not) at r->pos. Either there is a newer
+ * segment to go on with, or we wait for more data. *wait set = PB_EEOF. */
+static int at_end_of_file(pb_reader *r, bool clean, bool *wait)
+{
+    *wait = false;
+    if (is_last(r)) {
+        int rc = refresh_segments(r);
+        if (rc < 0)
+            return rc;
+        if (is_last(r)) {
+            *wait = true;
+            return 0;
+        }
+        /* A newer segment appeared after we read this one's end. The writer
+         * finishes a segment before it creates the next, so read the end
+         * again: it may have grown in between. */
+        segment_buf_invalidate(&r->buf);
+        return 0;
+    }
+    int rc = 0;
+    if (!clean) {
+        /* A newer segment exists, so the writer has left this one for good:
+         * whatever does not verify here never will. */
+        uint64_t next = r->bases[r->cur + 1];
+        rc = report(r, r->pos, r->expected, next - 1, "record cut short at end of segment");
+        r->expected = next;
+    }
+    int nrc = next_segment(r);
+    if (nrc < 0 && nrc != PB_ECORRUPT)
+        return nrc;
+    return rc < 0 ? rc : nrc;
+}
+
+/* A record at r->pos failed its checks: find the next one that verifies. */
+static int resync(pb_reader *r, bool *wait)
+{
+    pb_record rec;
+    uint32_t size;
+    uint64_t found;
+    uint64_t max = is_last(r) ? UINT64_MAX : r->bases[r->cur + 1] - 1;
+    *wait = false;
+    int rc =
+        segment_resync(&r->buf, r->pos, r->expected, max, PB_RECORD_MAX_EVENT, &found, &rec, &size);
+    if (rc == PB_EEOF) {
+        /* Nothing valid after the damage: in the newest segment that may be
+         * a write in progress; otherwise the rest of the file is lost. */
+        return at_end_of_file(r, false, wait);
+    }
+    if (rc < 0)
+        return rc;
+    uint64_t bad_pos = r->pos, first = r->expected;
+    r->pos = found;
+    r->expected = rec.offset;
+    if (r->seek == SEEK_TIME && rec.time_ns < r->seek_time)
+        return 0; /* the lost records are older than the target */
+    char reason[96];
+    snprintf(reason, sizeof reason, "record failed its checks (CRC or length); %llu bytes skipped",
+             (unsigned long long)(found - bad_pos));
+    return report(r, bad_pos, first, rec.offset - 1, reason);
+}
+
+int pb_reader_next(pb_reader *r, pb_record *rec)
+{
+    for (;;) {
+        bool wait = false;
+        int rc;
+        if (r->started && r->expected >= r->end_offset)
+            return PB_EEOF;
+        if (r->fd < 0) {
+            /* Not positioned yet (or waiting for a header): segment cur. */
+            if (r->nseg == 0 || r->cur >= r->nseg) {
+                if ((rc = refresh_segments(r)) < 0)
+                    return rc;
+                if (r->nseg == 0)
+                    return PB_EEOF;
+                if (r->cur >= r->nseg)
+                    r->cur = r->nseg - 1;
+            }
+            if ((rc = open_segment(r, r->cur)) < 0)
+                return rc;
+            r->pos = 0;
+        }
+        if (r->pos == 0) {
+            rc = enter_segment(r, &wait);
+            if (wait) {
+                close_segment(r);
+                return PB_EEOF;
+            }
+            if (rc < 0)
+                return rc;
+            continue;
+        }
+        uint32_t size;
+        rc = segment_read_record(&r->buf, r->pos, PB_RECORD_MAX_EVENT, rec, &size);
+        if (rc == 0) {
+            if (rec->offset < r->expected) {
+                rc = resync(r, &wait);
+            } else if (rec->offset > r->expected) {
+                /* A valid record, but offsets before it are missing. */
+                rc = report(r, r->pos, r->expected, rec->offset - 1, "offsets missing in segment");
+                r->expected = rec->offset;
+            } else {
+                if (rec->offset >= r->end_offset)
+                    return PB_EEOF;
+                r->pos += size;
+                r->expected = rec->offset + 1;
+                if (wanted(r, rec))
+                    return 0;
+                continue;
+            }
+        } else if (rc == PB_EINCOMPLETE) {
+            const uint8_t *p;
+            size_t avail;
+            if ((rc = segment_buf_get(&r->buf, r->pos, 1, &p, &avail)) < 0)
+                return rc;
+            /* Bytes that do not make a whole record: the end of a record
+             * still being written, or damage (a bad length can make a record
+             * seem to run past the end). resync tells them apart. */
+            rc = avail == 0 ? at_end_of_file(r, true, &wait) : resync(r, &wait);
+        } else if (rc == PB_ECORRUPT) {
+            rc = resync(r, &wait);
+        } else {
+            return rc;
+        }
+        if (wait)
+            return PB_EEOF;
+        if (rc < 0)
+            return rc;
+    }
+}
+
+const struct pb_reader_problem *pb_reader_problem(const pb_reader *r)
+{
+    return &r->problem;
+}
+
+int pb_reader_open(pb_reader **out, const char *partition_dir)
+{
+    *out = NULL;
+    pb_reader *r = calloc(1, sizeof *r);
+    if (!r)
+        return PB_ENOMEM;
+    r->fd = -1;
+    r->end_offset = UINT64_MAX;
+    r->seek = SEEK_NONE;
+    r->problem.file = r->problem_file;
+    r->problem.reason = r->reason;
+    int rc = PB_EINVAL;
+    if (snprintf(r->dir, sizeof r->dir, "%s", partition_dir) >= (int)sizeof r->dir)
+        goto fail;
+    if ((rc = segment_buf_init(&r->buf, plain_pread, NULL)) < 0)
+        goto fail;
+    if ((rc = refresh_segments(r)) < 0)
+        goto fail;
+    *out = r;
+    return 0;
+fail:
+    pb_reader_close(r);
+    return rc;
+}
+
+void pb_reader_close(pb_reader *r)
+{
+    if (!r)
+        return;
+    close_segment(r);
+    segment_buf_free(&r->buf);
+    free(r->bases);
+    free(r);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int pb_partition_list(const char *data_dir, char ***names, size_t *count)
+{
+    *names = NULL;
+    *count = 0;
+    DIR *d = opendir(data_dir);
+    if (!d)
+        return errno == ENOENT ? PB_ENOTFOUND : -errno;
+    char **v = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+    struct dirent *de;
+    for (;;) {
+        errno = 0;
+        if ((de = readdir(d)) == NULL) {
+            rc = errno ? -errno : 0;
+            break;
+        }
+        if (de->d_name[0] == '.')
+            continue;
+        struct stat st;
+        if (fstatat(dirfd(d), de->d_name, &st, 0) < 0 || !S_ISDIR(st.st_mode))
+            continue;
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            char **nv = realloc(v, ncap * sizeof *nv);
+            if (!nv) {
+                rc = PB_ENOMEM;
+                break;
+            }
+            v = nv;
+            cap = ncap;
+        }
+        if ((v[n] = strdup(de->d_name)) == NULL) {
+            rc = PB_ENOMEM;
+            break;
+        }
+        n++;
+    }
+    (void)closedir(d); /* read-only */
+    if (rc < 0) {
+        pb_partition_list_free(v, n);
+        return rc;
+    }
+    if (n > 1)
+        qsort(v, n, sizeof *v, cmp_str);
+    *names = v;
+    *count = n;
+    return 0;
+}
+
+void pb_partition_list_free(char **names, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        free(names[i]);
+    free(names);
+}

@@ -1,0 +1,226 @@
+/*
+ * segment - segment file names, index entries, and the buffered record
+ * scanner shared by the writer's recovery and the reader (see segment.h).
+ *
+ * Threads: any; a segment_buf belongs to one thread at a time.
+ */
+#include "segment.h"
+
+#include "pb_errors.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* See segment_resync: how far past the densest possible packing a found
+ * record's offset may be. */
+#define RESYNC_OFFSET_SLACK (1u << 20)
+
+void segment_index_entry_encode(uint8_t out[PB_INDEX_ENTRY_SIZE], const segment_index_entry *e)
+{
+    pb_store_le64(out, e->offset);
+    pb_store_le64(out + 8, e->position);
+    pb_store_le64(out + 16, (uint64_t)e->time_ns);
+}
+
+void segment_index_entry_decode(const uint8_t in[PB_INDEX_ENTRY_SIZE], segment_index_entry *e)
+{
+    e->offset = pb_load_le64(in);
+    e->position = pb_load_le64(in + 8);
+    e->time_ns = (int64_t)pb_load_le64(in + 16);
+}
+
+int segment_path(char *out, size_t cap, const char *dir, uint64_t base, const char *ext)
+{
+    int n = snprintf(out, cap, "%s/%020" PRIu64 "%s", dir, base, ext);
+    if (n < 0 || (size_t)n >= cap)
+        return PB_EINVAL;
+    return 0;
+}
+
+bool segment_parse_name(const char *name, const char *ext, uint64_t *base)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 20; i++) {
+        char c = name[i];
+        if (c < '0' || c > '9')
+            return false;
+        unsigned d = (unsigned)(c - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    if (strcmp(name + 20, ext) != 0)
+        return false;
+    *base = v;
+    return true;
+}
+
+int segment_buf_init(segment_buf *b, segment_pread_fn fn, void *ctx)
+{
+    memset(b, 0, sizeof *b);
+    b->pread = fn;
+    b->pread_ctx = ctx;
+    b->fd = -1;
+    b->data = malloc(PB_SEGMENT_READ_CHUNK);
+    if (!b->data)
+        return PB_ENOMEM;
+    b->cap = PB_SEGMENT_READ_CHUNK;
+    b->readahead = b->cap;
+    return 0;
+}
+
+void segment_buf_set_readahead(segment_buf *b, size_t bytes)
+{
+    b->readahead = bytes;
+}
+
+void segment_buf_free(segment_buf *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->cap = b->len = 0;
+}
+
+void segment_buf_attach(segment_buf *b, int fd)
+{
+    b->fd = fd;
+    b->pos = 0;
+    b->len = 0;
+}
+
+void segment_buf_invalidate(segment_buf *b)
+{
+    b->len = 0;
+}
+
+/* Reads from pos into data[len..) until at least n bytes and the readahead
+ * are buffered (within cap), or the file ends. The window starts at pos. */
+static int fill(segment_buf *b, uint64_t pos, size_t n)
+{
+    size_t want = n > b->readahead ? n : b->readahead;
+    if (want > b->cap)
+        want = b->cap;
+    if (b->pos != pos)
+        b->len = 0;
+    b->pos = pos;
+    while (b->len < want) {
+        ssize_t r =
+            b->pread(b->pread_ctx, b->fd, b->data + b->len, want - b->len, (off_t)(pos + b->len));
+        if (r < 0) {
+            b->len = 0;
+            return (int)r;
+        }
+        if (r == 0)
+            break;
+        b->len += (size_t)r;
+    }
+    return 0;
+}
+
+int segment_buf_get(segment_buf *b, uint64_t pos, size_t n, const uint8_t **p, size_t *avail)
+{
+    if (pos >= b->pos && pos - b->pos <= b->len && b->len - (pos - b->pos) >= n) {
+        *p = b->data + (pos - b->pos);
+        *avail = b->len - (size_t)(pos - b->pos);
+        return 0;
+    }
+    /* Refill starting at pos (everything before it is consumed), the whole
+     * window, so the following records come without another syscall. */
+    b->len = 0;
+    int rc = fill(b, pos, n);
+    if (rc < 0)
+        return rc;
+    if (n > b->cap && b->len == b->cap) {
+        /* A record bigger than the window, and the file really has more:
+         * grow (the caller bounds n by the maximum record size). A bogus
+         * length near the end of a file never gets here, so it cannot make
+         * us allocate for bytes that are not there. */
+        uint8_t *bigger = realloc(b->data, n);
+        if (!bigger)
+            return PB_ENOMEM;
+        if (b->readahead == b->cap)
+            b->readahead = n;
+        b->data = bigger;
+        b->cap = n;
+        if ((rc = fill(b, pos, n)) < 0)
+            return rc;
+    }
+    *p = b->data;
+    *avail = b->len;
+    return 0;
+}
+
+int segment_read_record(segment_buf *b, uint64_t pos, uint32_t max_event, pb_record *rec,
+                        uint32_t *size)
+{
+    const uint8_t *p;
+    size_t avail;
+    for (int attempt = 0;; attempt++) {
+        int rc = segment_buf_get(b, pos, PB_RECORD_HEADER_SIZE, &p, &avail);
+        if (rc < 0)
+            return rc;
+        rc = record_decode(p, avail, max_event, rec, size);
+        if (rc == PB_EINCOMPLETE && *size > avail) {
+            /* The record is larger than what is buffered: read it whole. */
+            rc = segment_buf_get(b, pos, *size, &p, &avail);
+            if (rc < 0)
+                return rc;
+            rc = record_decode(p, avail, max_event, rec, size);
+        }
+        if (rc != PB_ECORRUPT || attempt > 0)
+            return rc;
+        segment_buf_invalidate(b);
+    }
+}
+
+int segment_resync(segment_buf *b, uint64_t from, uint64_t min_offset, uint64_t max_offset,
+                   uint32_t max_event, uint64_t *found, pb_record *rec, uint32_t *size)
+{
+    if (max_event > PB_RECORD_MAX_EVENT)
+        max_event = PB_RECORD_MAX_EVENT;
+    uint64_t q = from;
+    for (;;) {
+        const uint8_t *p;
+        size_t avail;
+        int rc = segment_buf_get(b, q, PB_RECORD_HEADER_SIZE, &p, &avail);
+        if (rc < 0)
+            return rc;
+        if (avail < PB_RECORD_HEADER_SIZE)
+            return PB_EEOF;
+        /* Walk the buffered bytes with cheap checks first; only a position
+         * whose length and offset look right gets a CRC. Every record takes
+         * at least 24 bytes, so a genuine record d bytes past `from` has an
+         * offset of at most min_offset + d/24 (plus some slack, so that even
+         * a gap in the offsets, which the writer never makes, is found):
+         * random bytes almost never pass that, which keeps big bogus lengths
+         * from being read and summed. */
+        size_t i;
+        bool candidate = false;
+        for (i = 0; i + PB_RECORD_HEADER_SIZE <= avail; i++) {
+            uint32_t length = pb_load_le32(p + i + 4);
+            if (length < PB_RECORD_FIXED_LEN || length - PB_RECORD_FIXED_LEN > max_event)
+                continue;
+            uint64_t off = pb_load_le64(p + i + 8);
+            uint64_t reach = (q + i - from) / PB_RECORD_HEADER_SIZE + RESYNC_OFFSET_SLACK;
+            uint64_t bound = min_offset > UINT64_MAX - reach ? UINT64_MAX : min_offset + reach;
+            if (off < min_offset || off > bound || off > max_offset)
+                continue;
+            candidate = true;
+            break;
+        }
+        q += i;
+        if (!candidate)
+            continue;
+        rc = segment_read_record(b, q, max_event, rec, size);
+        if (rc == 0) {
+            *found = q;
+            return 0;
+        }
+        if (rc != PB_ECORRUPT && rc != PB_EINCOMPLETE)
+            return rc;
+        q++;
+    }
+}

@@ -1,0 +1,92 @@
+/*
+ * segment - what the writer (server/log.c) and the reader (proto/reader.c)
+ * share about segment files: their names, the index entry layout, and a
+ * buffered record scanner with resynchronisation after damage.
+ *
+ * The scanner reads through a caller-supplied pread function so the writer
+ * can route its recovery I/O through its fileio layer while the reader uses
+ * plain pread(2). No threads, no sockets: safe to use from any thread, one
+ * thread per segment_buf.
+ */
+#ifndef PB_SEGMENT_H
+#define PB_SEGMENT_H
+
+#include "record.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define PB_INDEX_ENTRY_SIZE   24u
+#define PB_SEGMENT_NAME_LEN   24u /* 20 digits + ".log" */
+#define PB_SEGMENT_READ_CHUNK (1u << 20)
+
+/* One sparse-index entry: the record with `offset` starts at byte `position`
+ * of the .log and was received at time_ns. */
+typedef struct segment_index_entry {
+    uint64_t offset;
+    uint64_t position;
+    int64_t time_ns;
+} segment_index_entry;
+
+void segment_index_entry_encode(uint8_t out[PB_INDEX_ENTRY_SIZE], const segment_index_entry *e);
+void segment_index_entry_decode(const uint8_t in[PB_INDEX_ENTRY_SIZE], segment_index_entry *e);
+
+/* Writes "<dir>/<20-digit base><ext>" (ext is ".log" or ".idx") into out.
+ * Returns 0 or PB_EINVAL if it does not fit in cap bytes. */
+int segment_path(char *out, size_t cap, const char *dir, uint64_t base, const char *ext);
+
+/* True if name is exactly 20 decimal digits followed by ext; *base gets the
+ * number (names above UINT64_MAX are rejected). */
+bool segment_parse_name(const char *name, const char *ext, uint64_t *base);
+
+/* Reads up to len bytes at off; returns the count (0 at end of file) or a
+ * negative errno. */
+typedef ssize_t (*segment_pread_fn)(void *ctx, int fd, void *buf, size_t len, off_t off);
+
+/* A read window over one file: one reusable buffer filled by large preads,
+ * so sequential scanning costs one syscall per PB_SEGMENT_READ_CHUNK bytes. */
+typedef struct segment_buf {
+    segment_pread_fn pread;
+    void *pread_ctx;
+    int fd;
+    uint8_t *data;
+    size_t cap;
+    uint64_t pos;     /* file position of data[0] */
+    size_t len;       /* valid bytes in data */
+    size_t readahead; /* bytes a refill tries to read (<= cap) */
+} segment_buf;
+
+/* Allocates the buffer (PB_SEGMENT_READ_CHUNK bytes). 0 or PB_ENOMEM. */
+int segment_buf_init(segment_buf *b, segment_pread_fn fn, void *ctx);
+void segment_buf_free(segment_buf *b);
+/* Points the window at another file (or the same one after it changed). */
+void segment_buf_attach(segment_buf *b, int fd);
+/* Forgets the buffered bytes so the next read sees the file as it is now. */
+void segment_buf_invalidate(segment_buf *b);
+/* How much a refill reads: the whole window (the default) for sequential
+ * scans, a few KiB for the scattered probes of a seek. */
+void segment_buf_set_readahead(segment_buf *b, size_t bytes);
+
+/* Makes bytes [pos, pos+n) readable, growing the buffer if n is larger than it
+ * (the caller bounds n). *p points at pos, *avail is how many bytes from pos
+ * are readable (< n only at end of file). 0 or a negative errno/PB_ENOMEM. */
+int segment_buf_get(segment_buf *b, uint64_t pos, size_t n, const uint8_t **p, size_t *avail);
+
+/* Decodes the record starting at file position pos (see record_decode for the
+ * codes). A CRC failure is re-checked once against fresh bytes from the file,
+ * so a reader racing a writer does not mistake a half-copied page for damage.
+ * On success rec->event points into b and is valid until the next call on b. */
+int segment_read_record(segment_buf *b, uint64_t pos, uint32_t max_event, pb_record *rec,
+                        uint32_t *size);
+
+/* Scans forward byte by byte from `from` for the first position where a whole
+ * record verifies with min_offset <= offset <= max_offset. Cheap checks on the
+ * length and offset fields reject most positions before any CRC is computed.
+ * 0: *found = its position, rec/size as segment_read_record. PB_EEOF: no such
+ * record before end of file. Negative errno on I/O error. */
+int segment_resync(segment_buf *b, uint64_t from, uint64_t min_offset, uint64_t max_offset,
+                   uint32_t max_event, uint64_t *found, pb_record *rec, uint32_t *size);
+
+#endif

@@ -1,0 +1,199 @@
+/*
+ * fileio - POSIX implementation of the writer's I/O table (see fileio.h).
+ *
+ * Threads: any; no state.
+ */
+#include "fileio.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int px_open(const fileio *io, const char *path, int flags, int mode)
+{
+    for (;;) {
+        int fd = open(path, flags | O_CLOEXEC, (mode_t)mode);
+        if (fd >= 0)
+            return fd;
+        if (errno != EINTR)
+            return -errno;
+    }
+}
+
+static ssize_t px_pwritev(const fileio *io, int fd, const struct iovec *iov, int iovcnt, off_t off)
+{
+    for (;;) {
+        ssize_t n = pwritev(fd, iov, iovcnt, off);
+        if (n >= 0)
+            return n;
+        if (errno != EINTR)
+            return -errno;
+    }
+}
+
+static ssize_t px_pread(const fileio *io, int fd, void *buf, size_t len, off_t off)
+{
+    for (;;) {
+        ssize_t n = pread(fd, buf, len, off);
+        if (n >= 0)
+            return n;
+        if (errno != EINTR)
+            return -errno;
+    }
+}
+
+/* No EINTR retry for the syncs: Linux does not interrupt them, and a sync
+ * that failed must not be retried (the caller fails the log instead). */
+static int px_fdatasync(const fileio *io, int fd)
+{
+    return fdatasync(fd) < 0 ? -errno : 0;
+}
+
+static int px_fsync(const fileio *io, int fd)
+{
+    return fsync(fd) < 0 ? -errno : 0;
+}
+
+static int px_ftruncate(const fileio *io, int fd, off_t len)
+{
+    for (;;) {
+        if (ftruncate(fd, len) == 0)
+            return 0;
+        if (errno != EINTR)
+            return -errno;
+    }
+}
+
+static int px_fsize(const fileio *io, int fd, off_t *size)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    *size = st.st_size;
+    return 0;
+}
+
+static int px_close(const fileio *io, int fd)
+{
+    /* Linux closes the descriptor even when close() reports EINTR, so it is
+     * not retried. */
+    return close(fd) < 0 ? -errno : 0;
+}
+
+static int px_mkdir(const fileio *io, const char *path, int mode)
+{
+    return mkdir(path, (mode_t)mode) < 0 ? -errno : 0;
+}
+
+static int px_unlink(const fileio *io, const char *path)
+{
+    return unlink(path) < 0 ? -errno : 0;
+}
+
+static int px_list_dir(const fileio *io, const char *path, fileio_dirent_fn fn, void *arg)
+{
+    DIR *d = opendir(path);
+    if (!d)
+        return -errno;
+    int rc = 0;
+    for (;;) {
+        errno = 0;
+        struct dirent *de = readdir(d);
+        if (!de) {
+            rc = errno ? -errno : 0;
+            break;
+        }
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if ((rc = fn(arg, de->d_name)) < 0)
+            break;
+    }
+    if (closedir(d) < 0 && rc == 0)
+        rc = -errno;
+    return rc;
+}
+
+static const fileio posix_io = {
+    .open = px_open,
+    .pwritev = px_pwritev,
+    .pread = px_pread,
+    .fdatasync = px_fdatasync,
+    .fsync = px_fsync,
+    .ftruncate = px_ftruncate,
+    .fsize = px_fsize,
+    .close = px_close,
+    .mkdir = px_mkdir,
+    .unlink = px_unlink,
+    .list_dir = px_list_dir,
+    .ctx = NULL,
+};
+
+const fileio *fileio_posix(void)
+{
+    return &posix_io;
+}
+
+int fileio_write_all(const fileio *io, int fd, struct iovec *iov, size_t cnt, off_t off)
+{
+    while (cnt > 0) {
+        int chunk = cnt > IOV_MAX ? IOV_MAX : (int)cnt;
+        ssize_t n = io->pwritev(io, fd, iov, chunk, off);
+        if (n < 0)
+            return (int)n;
+        if (n == 0)
+            return -EIO; /* no progress: would loop forever */
+        off += n;
+        size_t left = (size_t)n;
+        while (cnt > 0 && left >= iov->iov_len) {
+            left -= iov->iov_len;
+            iov++;
+            cnt--;
+        }
+        if (cnt > 0) {
+            iov->iov_base = (uint8_t *)iov->iov_base + left;
+            iov->iov_len -= left;
+        }
+    }
+    return 0;
+}
+
+int fileio_mkdir_durable(const fileio *io, const char *path, int mode, const char **what)
+{
+    const char *dummy;
+    if (!what)
+        what = &dummy;
+    *what = "mkdir";
+    int rc = io->mkdir(io, path, mode);
+    if (rc == -EEXIST)
+        return 0;
+    if (rc < 0)
+        return rc;
+    char parent[PATH_MAX];
+    if (snprintf(parent, sizeof parent, "%s", path) >= (int)sizeof parent)
+        return -ENAMETOOLONG;
+    char *slash = strrchr(parent, '/');
+    if (!slash)
+        snprintf(parent, sizeof parent, ".");
+    else if (slash == parent)
+        parent[1] = '\0';
+    else
+        *slash = '\0';
+    *what = "open of parent directory";
+    int fd = io->open(io, parent, O_RDONLY | O_DIRECTORY, 0);
+    if (fd < 0)
+        return fd;
+    *what = "fsync of parent directory";
+    rc = io->fsync(io, fd);
+    int c = io->close(io, fd);
+    if (rc == 0 && c < 0) {
+        *what = "close of parent directory";
+        rc = c;
+    }
+    return rc;
+}

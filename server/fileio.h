@@ -1,0 +1,54 @@
+/*
+ * fileio - the table of file operations the segment writer (log.c) uses for
+ * ALL of its file I/O, recovery included, so tests can put a layer beneath it
+ * that injects errors (EIO, ENOSPC) or simulates power loss.
+ *
+ * Threads: fileio_posix() is a static, stateless table, usable from any
+ * thread. A test layer's thread-safety is its own business.
+ *
+ * Every operation returns >= 0 on success and a negated errno on failure
+ * (never -1 with errno). EINTR is retried inside.
+ */
+#ifndef PB_FILEIO_H
+#define PB_FILEIO_H
+
+#include <sys/types.h>
+#include <sys/uio.h>
+
+typedef struct fileio fileio;
+
+/* Called once per directory entry name (not "." or ".."); a negative return
+ * stops the listing and is returned by list_dir. */
+typedef int (*fileio_dirent_fn)(void *arg, const char *name);
+
+struct fileio {
+    int (*open)(const fileio *io, const char *path, int flags, int mode); /* fd */
+    /* May write less than asked (like pwritev(2)); returns bytes written. */
+    ssize_t (*pwritev)(const fileio *io, int fd, const struct iovec *iov, int iovcnt, off_t off);
+    ssize_t (*pread)(const fileio *io, int fd, void *buf, size_t len, off_t off);
+    int (*fdatasync)(const fileio *io, int fd);
+    int (*fsync)(const fileio *io, int fd); /* used for directories */
+    int (*ftruncate)(const fileio *io, int fd, off_t len);
+    int (*fsize)(const fileio *io, int fd, off_t *size);
+    int (*close)(const fileio *io, int fd);
+    int (*mkdir)(const fileio *io, const char *path, int mode); /* -EEXIST if it exists */
+    int (*unlink)(const fileio *io, const char *path);
+    int (*list_dir)(const fileio *io, const char *path, fileio_dirent_fn fn, void *arg);
+    void *ctx; /* for the layer's own state */
+};
+
+/* The real thing: POSIX calls on the local file system. */
+const fileio *fileio_posix(void);
+
+/* Writes all of iov at off through io->pwritev, in IOV_MAX chunks,
+ * continuing after short writes. iov is consumed (modified). 0 or a negated
+ * errno (-EIO if the layer stops making progress). */
+int fileio_write_all(const fileio *io, int fd, struct iovec *iov, size_t cnt, off_t off);
+
+/* Creates directory path if missing and, if it did, fsyncs its parent: a
+ * new directory entry is not durable until its parent is synced. 0 (created
+ * or already there) or a negated errno; *what (if not NULL) names the failed
+ * step for messages. */
+int fileio_mkdir_durable(const fileio *io, const char *path, int mode, const char **what);
+
+#endif

@@ -1,0 +1,96 @@
+/*
+ * log - one partition's segment files on disk: append (one pwritev per batch
+ * and segment), sync, size- and time-based rotation, the sparse index, and
+ * crash recovery at open. File layout: proto/FORMAT.md, Part B.
+ *
+ * Threads: a pb_log is owned by its partition's writer thread; no function
+ * here is thread-safe, the accessors included (the partition publishes what
+ * other threads need, e.g. its durable end offset, itself). Readers use
+ * proto/reader.h on the same files concurrently; they need nothing from here.
+ *
+ * Durability: log_append only writes; log_sync makes everything appended so
+ * far durable (the ack point). Rotation syncs the old segment and makes the
+ * new file's directory entry durable before writing to it. After any failed
+ * write or sync the log is failed for good (PB_EFAILED): a retried fsync can
+ * report success after the kernel has dropped the dirty pages.
+ */
+#ifndef PB_LOG_H
+#define PB_LOG_H
+
+#include "fileio.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Message levels passed to log_options.logf (syslog priority numbers). */
+#define PB_LOG_ERR     3
+#define PB_LOG_WARNING 4
+#define PB_LOG_INFO    6
+
+/* Zero fields take the defaults noted. */
+typedef struct log_options {
+    uint64_t segment_bytes;        /* rotate before a record would take the segment (header
+                                      included) above this; default 64 MiB. A record larger than
+                                      this gets a segment of its own. */
+    int64_t rotate_every_s;        /* 0 = no time rotation; e.g. 3600, 86400 */
+    int64_t utc_offset_s;          /* boundary shift: daily at 00:00 in UTC+02:00 =>
+                                      rotate_every_s=86400, utc_offset_s=7200 */
+    uint32_t index_interval_bytes; /* default 4096 */
+    uint32_t max_record_bytes;     /* largest event (data + suffix); default and cap 64 MiB */
+    const fileio *io;              /* NULL = fileio_posix() */
+    int64_t (*now_ns)(void *ctx);  /* wall clock for created_ns; NULL = CLOCK_REALTIME */
+    void *clock_ctx;
+    /* Recovery, rotation and failure messages (each names the file, byte
+     * position and reason); called on the writer thread; may be NULL. */
+    void (*logf)(void *ctx, int level, const char *msg);
+    void *log_ctx;
+} log_options;
+
+/* One event to append: `data` then `suffix` form the stored event bytes
+ * (the daemon appends server-set fields after the client's bytes; they are
+ * never copied together). time_ns is the receive time; the log raises it to
+ * the previous record's time if it is earlier, so times never go backwards. */
+typedef struct log_entry {
+    const void *data;
+    size_t len;
+    const void *suffix;
+    size_t suffix_len;
+    int64_t time_ns;
+} log_entry;
+
+typedef struct pb_log pb_log;
+
+/* Opens the partition directory `dir`, creating it if missing (and making its
+ * entry durable), and recovers: a torn tail of the newest segment is truncated
+ * (durably, with a message); damage followed by valid records is reported but
+ * kept; missing or stale indexes are rebuilt. Returns 0, or a negative code
+ * (PB_EFORMAT for a file that is not a segment, errno values for I/O). */
+int log_open(pb_log **out, const char *dir, const log_options *opts);
+
+/* Appends n entries with consecutive offsets; *first_offset (may be NULL)
+ * gets the first one. Does not sync. The caller's buffers are only read
+ * during the call; no allocation once buffers have grown to the largest
+ * batch. PB_ETOOBIG (nothing written, log still usable) if an entry exceeds
+ * max_record_bytes; PB_EFAILED if the log has failed; the I/O error itself
+ * on the failure that fails the log. */
+int log_append(pb_log *log, const log_entry *e, size_t n, uint64_t *first_offset);
+
+/* Makes everything appended so far durable (fdatasync of the active
+ * segment; rotation already synced older ones). 0, the error that fails the
+ * log, or PB_EFAILED. */
+int log_sync(pb_log *log);
+
+/* Offset the next appended record gets. Writer thread only. */
+uint64_t log_next_offset(const pb_log *log);
+
+/* Receive time of the last record (after clamping); INT64_MIN if the log is
+ * empty. Writer thread only. */
+int64_t log_last_time(const pb_log *log);
+
+/* 0, or the sticky error (< 0) that failed the log. */
+int log_status(const pb_log *log);
+
+/* Syncs (unless failed), closes and frees. Returns the first error. NULL ok. */
+int log_close(pb_log *log);
+
+#endif
