@@ -1,0 +1,272 @@
+/*
+ * The wire codec: splitting the TCP stream into frames, walking Frame,
+ * Publish, Event, PublishAck and EncapsulatedEvent bytes without allocating,
+ * and hand encoders for the frames the daemon sends on its hot path.
+ *
+ * Data flow: net (loop thread) calls frame_split_next on what it has read,
+ * frame_parse on each frame, publish_open/publish_next and event_scan on a
+ * Publish batch, then appends event_put_receive_time's bytes to each event.
+ * Writers and subscriptions replay stored events with frame_put_event_header
+ * (header, then the stored bytes unchanged). Clients use event_frame_parse
+ * and the publish_ack_* iterator. protobuf-c (protobus.pb-c.h) remains for
+ * cold paths and agrees byte for byte with the encoders here.
+ *
+ * Every function is pure: caller-owned buffers, no allocation, no global
+ * state, callable from any thread. Views and iterators point into the buffer
+ * they were made from and are valid only while it is.
+ *
+ * Errors: functions return 0 or a negative PB_E* code. Where there is an
+ * `err` argument it receives a NUL-terminated message naming the message,
+ * field and byte position at fault (err may be NULL or errlen 0). Byte
+ * positions are relative to the buffer the caller passed in.
+ *
+ * Encoders (frame_put_*, event_put_*) work like snprintf: they return the
+ * number of bytes the encoding needs and write it only if that fits in cap,
+ * so `frame_put_x(NULL, 0, ...)` asks for the size.
+ */
+#ifndef PB_FRAME_H
+#define PB_FRAME_H
+
+#include "wire.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* --- splitting the stream -------------------------------------------- */
+
+typedef struct frame_split {
+    wire_slice body; /* the Frame message, without its length prefix */
+    size_t used;     /* prefix + body: bytes to drop from the front of the buffer */
+    size_t need;     /* on PB_EINCOMPLETE: total bytes (prefix + body) the frame
+                        needs once the prefix is complete, else 0 */
+} frame_split;
+
+/*
+ * Find the first frame in buf[0..n) (what has arrived so far).
+ *   0              a whole frame is there: s->body and s->used are set.
+ *   PB_EINCOMPLETE need more bytes; s->need says how many in total when the
+ *                  prefix is complete, so a reader can grow its buffer once.
+ *   PB_ETOOBIG     the prefix declares a body longer than max_frame_bytes;
+ *                  decided from the prefix alone, before anything is buffered.
+ *   PB_EPROTO      the prefix is not a varint (over 10 bytes or 64 bits).
+ * max_frame_bytes bounds the body (the Frame message), not the prefix. A
+ * zero-length frame is a valid, empty Frame: it is returned (used = 1,
+ * body.len = 0) and frame_parse reports it as FRAME_NONE.
+ */
+int frame_split_next(const uint8_t *buf, size_t n, uint64_t max_frame_bytes, frame_split *s,
+                     char *err, size_t errlen);
+
+/* --- walking a Frame -------------------------------------------------- */
+
+/* The Frame.body oneof; values are the field numbers. */
+enum frame_kind {
+    FRAME_NONE = 0, /* no body field this version knows */
+    FRAME_HELLO = 2,
+    FRAME_PUBLISH = 3,
+    FRAME_PUBLISH_ACK = 4,
+    FRAME_SUBSCRIBE = 5,
+    FRAME_EVENT = 6,
+    FRAME_ERROR = 7,
+};
+
+typedef struct frame_view {
+    uint64_t id;
+    enum frame_kind kind;
+    wire_slice body;        /* the body message's bytes (kind != FRAME_NONE) */
+    uint32_t unknown_field; /* first length-delimited field this version does not
+                               know (a newer frame type), 0 if none */
+} frame_view;
+
+/*
+ * Walk a Frame message (a frame_split body). Unknown fields are skipped;
+ * a Frame without a known body gives kind FRAME_NONE (the daemon answers
+ * UNIMPLEMENTED "unknown frame type"). A Frame carrying more than one body
+ * field is refused (PB_EPROTO): protobuf would merge or replace them, which
+ * no correct sender relies on. The last id wins.
+ */
+int frame_parse(const uint8_t *p, size_t n, frame_view *f, char *err, size_t errlen);
+
+/* "hello", "publish", ..., "none": for messages and logs. */
+const char *frame_kind_name(enum frame_kind kind);
+
+/* --- Publish ---------------------------------------------------------- */
+
+typedef struct publish_iter {
+    wire_cursor c;
+    size_t n_events; /* events in the batch */
+    bool no_ack;     /* last no_ack wins; any nonzero varint is true */
+} publish_iter;
+
+/*
+ * Check the Publish message's framing (every field well-formed; events are
+ * length-delimited; no_ack a varint), count the events and read no_ack.
+ * The events' contents are checked per event with event_scan.
+ */
+int publish_open(const uint8_t *p, size_t n, publish_iter *it, char *err, size_t errlen);
+
+/* The next event's bytes: 0, or PB_EEOF after the last. */
+int publish_next(publish_iter *it, wire_slice *event);
+
+/* --- EncapsulatedEvent -------------------------------------------------- */
+
+typedef struct event_time {
+    int64_t ns;   /* nanoseconds since 1970-01-01T00:00:00Z; 0 when absent */
+    bool present; /* the field occurred */
+} event_time;
+
+typedef struct event_view {
+    wire_slice topic;
+    wire_slice type_url; /* payload.type_url (empty when absent) */
+    wire_slice value;    /* payload.value (empty when absent) */
+    bool has_payload;
+    int64_t payload_size;
+    event_time client_event_time;
+    event_time client_transmit_time;
+    event_time server_receive_time;
+    size_t n_tags;        /* tag entries on the wire; a repeated key counts each time */
+    wire_slice tags_span; /* from the first tags field to the end of the last */
+} event_view;
+
+/*
+ * Validate an EncapsulatedEvent completely and fill *v (pointing into p).
+ * Every known field must have its wire type; strings (topic, tag keys and
+ * values, type_url) must be valid UTF-8; Timestamps have nanos in
+ * [0, 999999999] and must fit int64 nanoseconds (years 1677..2262); unknown
+ * fields are skipped. Repeated occurrences follow protobuf: the last value
+ * of a scalar or string wins, and repeated occurrences of a message field
+ * (timestamps, payload) merge field by field. Returns 0 or PB_EPROTO.
+ */
+int event_scan(const uint8_t *p, size_t n, event_view *v, char *err, size_t errlen);
+
+typedef struct event_tag {
+    wire_slice key;
+    wire_slice value;
+} event_tag;
+
+typedef struct event_tag_iter {
+    wire_cursor c;
+} event_tag_iter;
+
+/*
+ * Iterate the tags of a scanned event. Each key is produced once, with the
+ * value of its last entry on the wire (protobuf map semantics), in the order
+ * of those last entries. Cost: one pass per entry over the entries after it
+ * (quadratic in the tag count) - meant for formatting and filtering small
+ * maps; for one key use event_tag_get.
+ */
+void event_tags_begin(const event_view *v, event_tag_iter *it);
+bool event_tags_next(event_tag_iter *it, event_tag *t);
+
+/* The value of `key` (last entry wins): 0, or PB_ENOTFOUND. Linear. */
+int event_tag_get(const event_view *v, const void *key, size_t key_len, wire_slice *value);
+
+#define TOPIC_MAX_BYTES 255
+
+/*
+ * Check a topic: not empty, at most TOPIC_MAX_BYTES bytes, valid UTF-8, no
+ * whitespace (Unicode White_Space: ASCII space, tab, CR, LF, VT, FF, U+0085,
+ * U+00A0, U+1680, U+2000..U+200A, U+2028, U+2029, U+202F, U+205F, U+3000)
+ * and no control characters (C0, DEL, C1). Returns 0 or PB_EINVAL.
+ */
+int topic_validate(const uint8_t *p, size_t n, char *err, size_t errlen);
+
+/* --- encoders --------------------------------------------------------- */
+
+#define EVENT_RECEIVE_TIME_MAX 19 /* tag + length + Timestamp{int64, int32} */
+
+/*
+ * The field appended to a client's event: server_receive_time (field 5) =
+ * Timestamp for `ns` (floor to seconds, nanos in [0, 1e9), so negative times
+ * are right). Both Timestamp fields are always written, even when zero, so
+ * the appended value replaces a client-sent one under every decoder's rule:
+ * protobuf-c takes the later message's scalars, C++/Java/Go merge field by
+ * field and only fields present on the wire override.
+ */
+size_t event_put_receive_time(uint8_t *out, size_t cap, int64_t ns);
+
+/* The varint length prefix for an already encoded Frame of body_len bytes. */
+size_t frame_put_delimiter(uint8_t *out, size_t cap, size_t body_len);
+
+#define FRAME_EVENT_HEADER_MAX(partition_len) (72 + (partition_len))
+
+/*
+ * The start of a delimited Event frame, up to and including the length
+ * prefix of Event.event: prefix + Frame{id, event{partition, offset,
+ * event: len}}. Header bytes followed by the event_len stored event bytes
+ * form exactly one delimited Frame (send them with one writev). id and
+ * offset are omitted when 0, partition when empty (proto3 defaults), which
+ * is byte for byte what protobuf-c packs. partition is NUL-terminated.
+ */
+size_t frame_put_event_header(uint8_t *out, size_t cap, uint64_t id, const char *partition,
+                              uint64_t offset, size_t event_len);
+
+/*
+ * A delimited PublishAck frame: partitions[0..n_partitions) (NUL-terminated
+ * names), then partition_index and offsets for n_events events, both packed.
+ */
+size_t frame_put_publish_ack(uint8_t *out, size_t cap, uint64_t id, const char *const *partitions,
+                             size_t n_partitions, const uint32_t *partition_index,
+                             const uint64_t *offsets, size_t n_events);
+
+typedef struct frame_error {
+    int code;              /* Code enum (gRPC numbers) */
+    const char *message;   /* NULL = empty */
+    const char *partition; /* NULL = empty */
+    uint64_t first_offset;
+    uint64_t last_offset;
+    uint32_t event_index_plus_one; /* 0 = not about one event of a batch */
+} frame_error;
+
+/*
+ * A delimited Error frame. Bytes of message or partition that are not valid
+ * UTF-8 are sent as '?', so strict decoders never refuse an error report.
+ */
+size_t frame_put_error(uint8_t *out, size_t cap, uint64_t id, const frame_error *e);
+
+typedef struct frame_hello {
+    uint32_t protocol_version;
+    const char *name; /* NULL = empty; invalid UTF-8 sent as '?' */
+    uint64_t max_frame_bytes;
+    uint64_t max_event_bytes;
+} frame_hello;
+
+/* A delimited Hello frame. */
+size_t frame_put_hello(uint8_t *out, size_t cap, uint64_t id, const frame_hello *h);
+
+/* --- client-side decoders ----------------------------------------------- */
+
+typedef struct event_frame_view {
+    wire_slice partition;
+    uint64_t offset;
+    wire_slice event; /* the stored EncapsulatedEvent bytes (check with event_scan) */
+} event_frame_view;
+
+/*
+ * Walk an Event message (a frame_view body of kind FRAME_EVENT). The
+ * partition must be valid UTF-8; the event field must occur exactly once.
+ */
+int event_frame_parse(const uint8_t *p, size_t n, event_frame_view *v, char *err, size_t errlen);
+
+typedef struct publish_ack_iter {
+    wire_cursor names;
+    wire_repeated index;
+    wire_repeated offsets;
+    size_t n_partitions;
+    size_t n_events;
+} publish_ack_iter;
+
+/*
+ * Validate a PublishAck message (a frame_view body of kind
+ * FRAME_PUBLISH_ACK): names are UTF-8; partition_index and offsets, packed
+ * or not, have the same count; every index names a listed partition.
+ */
+int publish_ack_open(const uint8_t *p, size_t n, publish_ack_iter *it, char *err, size_t errlen);
+
+/* The next partition name in order: 0, or PB_EEOF. */
+int publish_ack_next_partition(publish_ack_iter *it, wire_slice *name);
+
+/* The next event's (partition_index, offset): 0, or PB_EEOF. */
+int publish_ack_next(publish_ack_iter *it, uint32_t *partition_index, uint64_t *offset);
+
+#endif
