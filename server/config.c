@@ -1,0 +1,821 @@
+/*
+ * Daemon configuration: conf file -> validated pb_config.
+ *
+ * inih does the parsing; we feed it lines through our own reader so that we
+ * know the line number of every key (this inih build does not pass it to
+ * handlers) and where each section starts (inih only reports keys, so an
+ * empty or misspelt section would otherwise go unnoticed). The reader also
+ * strips leading blanks, which turns off inih's multi-line continuation (an
+ * indented key would silently become part of the previous value), and
+ * strips "#" comments that follow a value (inih only knows ";" there).
+ * Parsing stops at the first error; messages are "path:line: reason".
+ *
+ * Threads: runs once on the main thread at start-up; keeps no global state.
+ */
+#include "config.h"
+
+#include "patterns.h"
+#include "pb_errors.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_LISTEN_HOST "127.0.0.1"
+#define DEFAULT_LISTEN_PORT 7420
+#define KIB                 1024ULL
+#define MIB                 (1024ULL * KIB)
+#define GIB                 (1024ULL * MIB)
+#define TIB                 (1024ULL * GIB)
+#define MAX_ROTATE_S        (3650LL * 86400) /* ten years: beyond that, say none */
+
+enum section_kind { SEC_NONE, SEC_SERVER, SEC_PARTITION };
+
+/* [server] keys; the enum names the ones that cross-checks refer to. */
+enum server_key { SK_MAX_EVENT_BYTES, SK_MAX_FRAME_BYTES, SK_SUBSCRIBER_QUEUE_BYTES, SK_OTHERS };
+
+enum value_kind { V_U32, V_SIZE, V_STRING, V_LISTEN, V_FSYNC, V_LOG_LEVEL };
+
+static const struct key_def {
+    const char *name;
+    enum value_kind kind;
+    size_t offset; /* of the field in pb_config */
+    uint64_t min, max;
+} server_keys[] = {
+    [SK_MAX_EVENT_BYTES] = {"max_event_bytes", V_SIZE, offsetof(pb_config, max_event_bytes), 64,
+                            GIB},
+    [SK_MAX_FRAME_BYTES] = {"max_frame_bytes", V_SIZE, offsetof(pb_config, max_frame_bytes),
+                            64 + CONFIG_FRAME_OVERHEAD, GIB + CONFIG_FRAME_OVERHEAD},
+    [SK_SUBSCRIBER_QUEUE_BYTES] = {"subscriber_queue_bytes", V_SIZE,
+                                   offsetof(pb_config, subscriber_queue_bytes), 64, 16 * GIB},
+    {"listen", V_LISTEN, 0, 0, 0},
+    {"data_dir", V_STRING, offsetof(pb_config, data_dir), 0, 0},
+    {"fsync", V_FSYNC, 0, 0, 0},
+    {"fsync_interval_ms", V_U32, offsetof(pb_config, fsync_interval_ms), 1, 3600000},
+    {"threads", V_U32, offsetof(pb_config, threads), 1, 4096},
+    {"max_connections", V_U32, offsetof(pb_config, max_connections), 1, 1000000},
+    {"write_deadline_ms", V_U32, offsetof(pb_config, write_deadline_ms), 1, 86400000},
+    {"idle_timeout_ms", V_U32, offsetof(pb_config, idle_timeout_ms), 1, 86400000},
+    {"log_level", V_LOG_LEVEL, 0, 0, 0},
+    {"route_cache_entries", V_U32, offsetof(pb_config, route_cache_entries), 16, 1U << 24},
+};
+
+#define SK_COUNT (sizeof server_keys / sizeof server_keys[0])
+
+enum rule_key { RK_MATCH, RK_SEGMENT_BYTES, RK_ROTATE_EVERY, RK_UTC_OFFSET, RK_COUNT };
+
+static const char *const rule_keys[RK_COUNT] = {"match", "segment_bytes", "rotate_every",
+                                                "utc_offset"};
+
+struct parse_ctx {
+    pb_config *cfg;
+    const char *name; /* file name for messages */
+
+    /* Line source: a FILE or an in-memory text. */
+    FILE *file;
+    const char *text;
+    size_t text_pos;
+    char *linebuf; /* getline buffer, reused */
+    size_t linecap;
+    int lineno; /* lines handed to inih so far = the line inih is on */
+
+    enum section_kind sec;
+    int server_line; /* line of [server], 0 if none yet */
+    int server_key_line[SK_COUNT];
+    int rule_key_line[RK_COUNT]; /* for the current [partition] */
+    size_t rules_cap;
+
+    char *err;
+    size_t errlen;
+    int err_line; /* 0: no error yet */
+    int rc;
+};
+
+/* Records the first error as "name:line: message"; later ones are
+ * consequences of it and are dropped. Returns 0 for inih's "failed". */
+__attribute__((format(printf, 4, 5))) static int fail_at(struct parse_ctx *c, int line, int rc,
+                                                         const char *fmt, ...)
+{
+    if (c->err_line)
+        return 0;
+    c->err_line = line > 0 ? line : 1;
+    c->rc = rc;
+    if (c->errlen) {
+        int n = snprintf(c->err, c->errlen, "%s:%d: ", c->name, c->err_line);
+        if (n >= 0 && (size_t)n < c->errlen) {
+            va_list ap;
+            va_start(ap, fmt);
+            vsnprintf(c->err + n, c->errlen - (size_t)n, fmt, ap);
+            va_end(ap);
+        }
+    }
+    return 0;
+}
+
+/* ---- value parsers ---- */
+
+/* Leading decimal digits of s into *v; *end after them. PB_EINVAL if there
+ * are none, PB_ETOOBIG on uint64 overflow. */
+static int parse_digits(const char *s, uint64_t *v, const char **end)
+{
+    uint64_t x = 0;
+    const char *p = s;
+    if (!isdigit((unsigned char)*p))
+        return PB_EINVAL;
+    for (; isdigit((unsigned char)*p); p++) {
+        unsigned d = (unsigned)(*p - '0');
+        if (x > (UINT64_MAX - d) / 10)
+            return PB_ETOOBIG;
+        x = x * 10 + d;
+    }
+    *v = x;
+    *end = p;
+    return 0;
+}
+
+static int parse_uint(const char *s, uint64_t *v)
+{
+    const char *end;
+    int rc = parse_digits(s, v, &end);
+    if (rc == 0 && *end)
+        rc = PB_EINVAL;
+    return rc;
+}
+
+/* "<digits>" followed by one character of `units` (which multiplies by the
+ * matching `scale`), or by nothing if bare_ok. */
+static int parse_scaled(const char *s, const char *units, const uint64_t *scale, bool bare_ok,
+                        uint64_t max, uint64_t *out)
+{
+    uint64_t v, mult = 1;
+    const char *end;
+    int rc = parse_digits(s, &v, &end);
+    if (rc != 0)
+        return rc;
+    if (*end) {
+        const char *u = strchr(units, *end);
+        if (!u || end[1])
+            return PB_EINVAL;
+        mult = scale[u - units];
+    } else if (!bare_ok) {
+        return PB_EINVAL;
+    }
+    if (v > max / mult)
+        return PB_ETOOBIG;
+    *out = v * mult;
+    return 0;
+}
+
+int config_parse_size(const char *s, uint64_t *bytes)
+{
+    static const uint64_t scale[] = {KIB, KIB, MIB, MIB, GIB, GIB};
+    return parse_scaled(s, "KkMmGg", scale, true, UINT64_MAX, bytes);
+}
+
+int config_parse_duration(const char *s, int64_t *seconds)
+{
+    static const uint64_t scale[] = {1, 60, 3600, 86400};
+    uint64_t v = 0;
+    /* The unit is required: a bare "30" could mean seconds or minutes. */
+    int rc = strcmp(s, "none") == 0 ? 0 : parse_scaled(s, "smhd", scale, false, INT64_MAX, &v);
+    if (rc == 0)
+        *seconds = (int64_t)v;
+    return rc;
+}
+
+int config_parse_utc_offset(const char *s, int32_t *seconds)
+{
+    if ((s[0] == 'Z' || s[0] == 'z') && s[1] == '\0') {
+        *seconds = 0;
+        return 0;
+    }
+    if ((s[0] != '+' && s[0] != '-') || strlen(s) != 6 || s[3] != ':')
+        return PB_EINVAL;
+    for (int i = 1; i < 6; i++)
+        if (i != 3 && !isdigit((unsigned char)s[i]))
+            return PB_EINVAL;
+    int hh = (s[1] - '0') * 10 + (s[2] - '0');
+    int mm = (s[4] - '0') * 10 + (s[5] - '0');
+    if (hh > 23 || mm > 59)
+        return PB_EINVAL;
+    *seconds = (s[0] == '-' ? -1 : 1) * (hh * 3600 + mm * 60);
+    return 0;
+}
+
+static bool name_char_ok(char ch)
+{
+    return isalnum((unsigned char)ch) || ch == '.' || ch == '_' || ch == '-';
+}
+
+bool config_partition_name_valid(const char *name, size_t len)
+{
+    if (len == 0 || len > PB_PARTITION_NAME_MAX)
+        return false;
+    if ((len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.'))
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!name_char_ok(name[i]))
+            return false;
+    return true;
+}
+
+static const char *const fsync_names[] = {"always", "interval", "never", NULL};
+static const char *const log_level_names[] = {"debug", "info", "warn", "error", NULL};
+
+const char *config_fsync_name(pb_fsync_policy p)
+{
+    return (unsigned)p <= PB_FSYNC_NEVER ? fsync_names[p] : "?";
+}
+
+const char *config_log_level_name(pb_log_level l)
+{
+    return (unsigned)l <= PB_LOGLEVEL_ERROR ? log_level_names[l] : "?";
+}
+
+/* ---- [server] ---- */
+
+static int set_string(struct parse_ctx *c, char **dst, const char *key, const char *value)
+{
+    if (!*value)
+        return fail_at(c, c->lineno, PB_EINVAL, "%s: must not be empty", key);
+    char *copy = strdup(value);
+    if (!copy)
+        return fail_at(c, c->lineno, PB_ENOMEM, "%s: out of memory", key);
+    free(*dst);
+    *dst = copy;
+    return 1;
+}
+
+/* "host:port", "[v6]:port"; the host must be numeric (libuv binds to an
+ * address, and resolving names at start-up would hide which one is used). */
+static int set_listen(struct parse_ctx *c, const char *value)
+{
+    char host[INET6_ADDRSTRLEN + 1];
+    const char *port_s, *host_s = value;
+    size_t host_len;
+    bool v6 = value[0] == '[';
+    unsigned char addr[sizeof(struct in6_addr)];
+    uint64_t port;
+
+    if (v6) {
+        const char *close = strchr(value, ']');
+        if (!close || close[1] != ':')
+            goto bad;
+        host_s = value + 1;
+        host_len = (size_t)(close - host_s);
+        port_s = close + 2;
+    } else {
+        const char *colon = strrchr(value, ':');
+        if (!colon)
+            goto bad;
+        if (memchr(value, ':', (size_t)(colon - value)))
+            return fail_at(c, c->lineno, PB_EINVAL,
+                           "listen: \"%s\": put an IPv6 address in brackets, e.g. [::1]:7420",
+                           value);
+        host_len = (size_t)(colon - value);
+        port_s = colon + 1;
+    }
+    if (host_len == 0 || host_len >= sizeof host)
+        goto bad;
+    memcpy(host, host_s, host_len);
+    host[host_len] = '\0';
+    if (inet_pton(v6 ? AF_INET6 : AF_INET, host, addr) != 1)
+        return fail_at(c, c->lineno, PB_EINVAL,
+                       "listen: \"%s\": \"%s\" is not a numeric %s address", value, host,
+                       v6 ? "IPv6" : "IPv4");
+    if (parse_uint(port_s, &port) != 0 || port > 65535)
+        return fail_at(c, c->lineno, PB_EINVAL, "listen: \"%s\": port must be a number 0..65535",
+                       value);
+    if (!set_string(c, &c->cfg->listen_host, "listen", host))
+        return 0;
+    c->cfg->listen_port = (uint16_t)port;
+    c->cfg->listen_ipv6 = v6;
+    return 1;
+bad:
+    return fail_at(c, c->lineno, PB_EINVAL,
+                   "listen: \"%s\" is not host:port (e.g. 127.0.0.1:7420 or [::1]:7420)", value);
+}
+
+static int set_u32(struct parse_ctx *c, uint32_t *dst, const char *key, const char *value,
+                   uint32_t min, uint32_t max)
+{
+    uint64_t v;
+    int rc = parse_uint(value, &v);
+    if (rc == PB_EINVAL)
+        return fail_at(c, c->lineno, rc, "%s: \"%s\" is not a whole number (expected %u..%u)", key,
+                       value, min, max);
+    if (rc != 0 || v < min || v > max)
+        return fail_at(c, c->lineno, PB_EINVAL, "%s: %s is out of range (expected %u..%u)", key,
+                       value, min, max);
+    *dst = (uint32_t)v;
+    return 1;
+}
+
+static int set_size(struct parse_ctx *c, uint64_t *dst, const char *key, const char *value,
+                    uint64_t min, uint64_t max)
+{
+    uint64_t v;
+    int rc = config_parse_size(value, &v);
+    if (rc == PB_EINVAL)
+        return fail_at(c, c->lineno, rc, "%s: \"%s\" is not a size (use e.g. 512K, 64M, 1G)", key,
+                       value);
+    if (rc != 0 || v < min || v > max)
+        return fail_at(c, c->lineno, PB_EINVAL,
+                       "%s: %s is out of range (expected %llu..%llu bytes)", key, value,
+                       (unsigned long long)min, (unsigned long long)max);
+    *dst = v;
+    return 1;
+}
+
+/* Looks `value` up in a NULL-terminated list of words. */
+static int set_enum(struct parse_ctx *c, int *dst, const char *key, const char *value,
+                    const char *const *words, const char *expected)
+{
+    for (int i = 0; words[i]; i++) {
+        if (strcmp(value, words[i]) == 0) {
+            *dst = i;
+            return 1;
+        }
+    }
+    return fail_at(c, c->lineno, PB_EINVAL, "%s: \"%s\" is not one of %s", key, value, expected);
+}
+
+static int server_key(struct parse_ctx *c, const struct key_def *d, const char *value)
+{
+    char *field = (char *)c->cfg + d->offset;
+    int e = 0;
+
+    switch (d->kind) {
+    case V_LISTEN:
+        return set_listen(c, value);
+    case V_STRING:
+        return set_string(c, (char **)(void *)field, d->name, value);
+    case V_U32:
+        return set_u32(c, (uint32_t *)(void *)field, d->name, value, (uint32_t)d->min,
+                       (uint32_t)d->max);
+    case V_SIZE:
+        return set_size(c, (uint64_t *)(void *)field, d->name, value, d->min, d->max);
+    case V_FSYNC:
+        if (!set_enum(c, &e, d->name, value, fsync_names, "always, interval, never"))
+            return 0;
+        c->cfg->fsync = (pb_fsync_policy)e;
+        return 1;
+    case V_LOG_LEVEL:
+        if (!set_enum(c, &e, d->name, value, log_level_names, "debug, info, warn, error"))
+            return 0;
+        c->cfg->log_level = (pb_log_level)e;
+        return 1;
+    }
+    return fail_at(c, c->lineno, PB_EINVAL, "%s: internal error: unhandled key", d->name);
+}
+
+/* ---- [partition NAME] ---- */
+
+static pb_rule *cur_rule(struct parse_ctx *c)
+{
+    return &c->cfg->rules[c->cfg->n_rules - 1];
+}
+
+/* Checks a name template: literal name characters and $0..$9. Sets
+ * *max_ref to the highest group referenced (-1: none). */
+static int check_template(struct parse_ctx *c, const char *tmpl, int *max_ref)
+{
+    size_t literal = 0;
+    *max_ref = -1;
+    for (const char *p = tmpl; *p; p++) {
+        if (*p == '$') {
+            if (!isdigit((unsigned char)p[1]))
+                return fail_at(c, c->lineno, PB_EINVAL,
+                               "[partition %s]: \"$\" must be followed by a group number 0..9 "
+                               "($0 is the whole topic, $1 the first capture group)",
+                               tmpl);
+            int n = p[1] - '0';
+            if (n > *max_ref)
+                *max_ref = n;
+            p++;
+        } else if (!name_char_ok(*p)) {
+            return fail_at(c, c->lineno, PB_EINVAL,
+                           "[partition %s]: '%c' is not allowed in a partition name (use "
+                           "A-Z a-z 0-9 . _ -)",
+                           tmpl, *p);
+        } else {
+            literal++;
+        }
+    }
+    if (*max_ref < 0 && !config_partition_name_valid(tmpl, strlen(tmpl)))
+        return fail_at(c, c->lineno, PB_EINVAL,
+                       "[partition %s]: not a valid partition name (1..%d characters of "
+                       "A-Z a-z 0-9 . _ -, not \".\" or \"..\")",
+                       tmpl, PB_PARTITION_NAME_MAX);
+    if (literal > PB_PARTITION_NAME_MAX)
+        return fail_at(c, c->lineno, PB_EINVAL, "[partition %s]: longer than %d characters", tmpl,
+                       PB_PARTITION_NAME_MAX);
+    return 1;
+}
+
+static int begin_partition(struct parse_ctx *c, const char *tmpl)
+{
+    pb_config *cfg = c->cfg;
+    int max_ref;
+
+    if (!*tmpl)
+        return fail_at(c, c->lineno, PB_EINVAL,
+                       "[partition] needs a name: [partition NAME], e.g. [partition events]");
+    if (!check_template(c, tmpl, &max_ref))
+        return 0;
+    if (max_ref < 0) {
+        for (size_t i = 0; i < cfg->n_rules; i++)
+            if (strcmp(cfg->rules[i].partition, tmpl) == 0)
+                return fail_at(c, c->lineno, PB_EINVAL,
+                               "duplicate partition \"%s\" (first defined at line %d)", tmpl,
+                               cfg->rules[i].line);
+    }
+    if (cfg->n_rules == c->rules_cap) {
+        size_t cap = c->rules_cap ? c->rules_cap * 2 : 8;
+        pb_rule *r = realloc(cfg->rules, cap * sizeof *r);
+        if (!r)
+            return fail_at(c, c->lineno, PB_ENOMEM, "out of memory");
+        cfg->rules = r;
+        c->rules_cap = cap;
+    }
+    pb_rule *rule = &cfg->rules[cfg->n_rules];
+    memset(rule, 0, sizeof *rule);
+    rule->partition = strdup(tmpl);
+    if (!rule->partition)
+        return fail_at(c, c->lineno, PB_ENOMEM, "out of memory");
+    cfg->n_rules++;
+    rule->line = c->lineno;
+    rule->max_group_ref = max_ref;
+    rule->segment_bytes = 64 * MIB;
+    memset(c->rule_key_line, 0, sizeof c->rule_key_line);
+    return 1;
+}
+
+/* Compiles the pattern exactly as the router will, so a config that loads
+ * routes; and checks that the name's $N exist. */
+static int set_match(struct parse_ctx *c, const char *value)
+{
+    pb_rule *rule = cur_rule(c);
+    pcre2_code *code;
+    char why[300];
+    uint32_t groups = 0;
+
+    if (!*value)
+        return fail_at(c, c->lineno, PB_EINVAL, "match: must not be empty (use .* for any topic)");
+    int rc = pattern_compile_whole(value, strlen(value), &code, why, sizeof why);
+    if (rc != 0)
+        return fail_at(c, c->lineno, rc, "match: bad regex \"%s\": %s", value, why);
+    (void)pcre2_pattern_info(code, PCRE2_INFO_CAPTURECOUNT, &groups);
+    pcre2_code_free(code);
+    if (rule->max_group_ref > (int)groups)
+        return fail_at(c, c->lineno, PB_EINVAL,
+                       "match: partition name \"%s\" uses $%d but \"%s\" has %u capture "
+                       "group(s)",
+                       rule->partition, rule->max_group_ref, value, groups);
+    if (!set_string(c, &rule->match, "match", value))
+        return 0;
+    rule->match_line = c->lineno;
+    return 1;
+}
+
+static int rule_key(struct parse_ctx *c, enum rule_key k, const char *value)
+{
+    pb_rule *rule = cur_rule(c);
+    int rc;
+
+    switch (k) {
+    case RK_MATCH:
+        return set_match(c, value);
+    case RK_SEGMENT_BYTES:
+        return set_size(c, &rule->segment_bytes, "segment_bytes", value, 4 * KIB, TIB);
+    case RK_ROTATE_EVERY:
+        rc = config_parse_duration(value, &rule->rotate_every_s);
+        if (rc == PB_EINVAL)
+            return fail_at(c, c->lineno, rc,
+                           "rotate_every: \"%s\" is not a duration (use e.g. 30m, 1h, 1d, or "
+                           "none)",
+                           value);
+        if (rc != 0 || rule->rotate_every_s > MAX_ROTATE_S)
+            return fail_at(c, c->lineno, PB_EINVAL,
+                           "rotate_every: %s is too long (at most 3650d; use none to rotate "
+                           "by size only)",
+                           value);
+        if (rule->rotate_every_s == 0 && strcmp(value, "none") != 0)
+            return fail_at(c, c->lineno, PB_EINVAL,
+                           "rotate_every: %s: must be more than 0 (or none)", value);
+        return 1;
+    case RK_UTC_OFFSET:
+        if (config_parse_utc_offset(value, &rule->utc_offset_s) != 0)
+            return fail_at(c, c->lineno, PB_EINVAL,
+                           "utc_offset: \"%s\" is not a UTC offset (use +HH:MM, -HH:MM or Z)",
+                           value);
+        return 1;
+    case RK_COUNT:
+        break;
+    }
+    return fail_at(c, c->lineno, PB_EINVAL, "internal error: unhandled key");
+}
+
+/* A section ends at the next header or at the end of the file. */
+static int end_section(struct parse_ctx *c)
+{
+    if (c->sec == SEC_PARTITION && !cur_rule(c)->match)
+        return fail_at(c, cur_rule(c)->line, PB_EINVAL, "[partition %s] has no match = REGEX line",
+                       cur_rule(c)->partition);
+    c->sec = SEC_NONE;
+    return 1;
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    size_t n = strlen(s);
+    while (n && isspace((unsigned char)s[n - 1]))
+        s[--n] = '\0';
+    return s;
+}
+
+/* Called by the reader for each "[...]" line, before inih sees it. A line
+ * without "]" is left to inih, which reports it. */
+static int begin_section(struct parse_ctx *c, char *line)
+{
+    char *close = strchr(line, ']');
+    if (!close)
+        return 1;
+    if (!end_section(c))
+        return 0;
+    *close = '\0';
+    char *name = trim(line + 1);
+    if (strcmp(name, "server") == 0) {
+        if (c->server_line)
+            return fail_at(c, c->lineno, PB_EINVAL, "duplicate [server] section (first at line %d)",
+                           c->server_line);
+        c->server_line = c->lineno;
+        c->sec = SEC_SERVER;
+        return 1;
+    }
+    if (strncmp(name, "partition", 9) == 0 &&
+        (name[9] == '\0' || isspace((unsigned char)name[9]))) {
+        c->sec = SEC_PARTITION;
+        if (!begin_partition(c, trim(name + 9))) {
+            c->sec = SEC_NONE;
+            return 0;
+        }
+        return 1;
+    }
+    return fail_at(c, c->lineno, PB_EINVAL,
+                   "unknown section [%s] (expected [server] or [partition NAME])", name);
+}
+
+static int on_key(void *user, const char *section, const char *key, const char *value)
+{
+    struct parse_ctx *c = user;
+    (void)section; /* we track sections ourselves, with their line numbers */
+
+    if (c->err_line)
+        return 0;
+    if (c->sec == SEC_NONE)
+        return fail_at(c, c->lineno, PB_EINVAL,
+                       "\"%s\" is outside any section (put it under [server] or "
+                       "[partition NAME])",
+                       key);
+    bool server = c->sec == SEC_SERVER;
+    int count = server ? (int)SK_COUNT : RK_COUNT;
+    int *lines = server ? c->server_key_line : c->rule_key_line;
+    for (int k = 0; k < count; k++) {
+        if (strcmp(key, server ? server_keys[k].name : rule_keys[k]) != 0)
+            continue;
+        if (lines[k])
+            return fail_at(c, c->lineno, PB_EINVAL,
+                           "%s: set twice in this section (also at line %d)", key, lines[k]);
+        lines[k] = c->lineno;
+        return server ? server_key(c, &server_keys[k], value)
+                      : rule_key(c, (enum rule_key)k, value);
+    }
+    return fail_at(c, c->lineno, PB_EINVAL, "unknown key \"%s\" in [%s]", key,
+                   server ? "server" : "partition ...");
+}
+
+/* ---- line source ---- */
+
+/* Next raw line into c->linebuf (without its newline); false at the end. */
+static bool next_line(struct parse_ctx *c, size_t *len)
+{
+    if (c->file) {
+        ssize_t n = getline(&c->linebuf, &c->linecap, c->file);
+        if (n < 0) {
+            if (ferror(c->file))
+                fail_at(c, c->lineno + 1, -errno, "read error: %s", strerror(errno));
+            return false;
+        }
+        *len = (size_t)n;
+    } else {
+        const char *s = c->text + c->text_pos;
+        if (!*s)
+            return false;
+        const char *nl = strchr(s, '\n');
+        size_t n = nl ? (size_t)(nl - s) + 1 : strlen(s);
+        if (n + 1 > c->linecap) {
+            char *b = realloc(c->linebuf, n + 1);
+            if (!b) {
+                fail_at(c, c->lineno + 1, PB_ENOMEM, "out of memory");
+                return false;
+            }
+            c->linebuf = b;
+            c->linecap = n + 1;
+        }
+        memcpy(c->linebuf, s, n);
+        c->linebuf[n] = '\0';
+        c->text_pos += n;
+        *len = n;
+    }
+    if (*len && c->linebuf[*len - 1] == '\n')
+        c->linebuf[--*len] = '\0';
+    if (*len && c->linebuf[*len - 1] == '\r')
+        c->linebuf[--*len] = '\0';
+    return true;
+}
+
+/* Cuts a "#" comment that starts the line or follows a blank. */
+static void strip_hash_comment(char *s)
+{
+    for (char *p = s; *p; p++) {
+        if (*p == '#' && (p == s || p[-1] == ' ' || p[-1] == '\t')) {
+            *p = '\0';
+            return;
+        }
+    }
+}
+
+/* inih's ini_reader: hands inih one line at a time. Returning NULL ends
+ * the parse, which is how an error found here or in on_key stops it. */
+static char *reader(char *str, int num, void *stream)
+{
+    struct parse_ctx *c = stream;
+    size_t len;
+
+    if (c->err_line || !next_line(c, &len))
+        return NULL;
+    c->lineno++;
+    if (memchr(c->linebuf, '\0', len)) {
+        fail_at(c, c->lineno, PB_EINVAL, "line contains a NUL byte");
+        return NULL;
+    }
+    char *line = c->linebuf;
+    if (c->lineno == 1 && strncmp(line, "\xEF\xBB\xBF", 3) == 0)
+        line += 3; /* UTF-8 byte order mark */
+    while (*line == ' ' || *line == '\t')
+        line++;
+    strip_hash_comment(line);
+    len = strlen(line);
+    /* inih needs room for "\n\0" and would read the rest of a longer line
+     * as a line of its own: refuse instead of misparsing. */
+    if (len > CONFIG_MAX_LINE || len + 3 > (size_t)num) {
+        fail_at(c, c->lineno, PB_EINVAL, "line is longer than %d characters", CONFIG_MAX_LINE);
+        return NULL;
+    }
+    memcpy(str, line, len);
+    str[len] = '\n';
+    str[len + 1] = '\0';
+    if (line[0] == '[' && !begin_section(c, line))
+        return NULL; /* begin_section() may cut `line`; inih reads `str` */
+    return str;
+}
+
+/* ---- load ---- */
+
+static void set_defaults(pb_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->listen_port = DEFAULT_LISTEN_PORT;
+    cfg->fsync = PB_FSYNC_ALWAYS;
+    cfg->fsync_interval_ms = 100;
+    cfg->threads = 16;
+    cfg->max_event_bytes = 1 * MIB;
+    cfg->max_frame_bytes = 16 * MIB;
+    cfg->max_connections = 1024;
+    cfg->subscriber_queue_bytes = 4 * MIB;
+    cfg->write_deadline_ms = 30000;
+    cfg->idle_timeout_ms = 60000;
+    cfg->log_level = PB_LOGLEVEL_INFO;
+    /* Above the 100,000-distinct-topics goal, so such a workload routes
+     * from the cache after the first sight of each topic. */
+    cfg->route_cache_entries = 262144;
+}
+
+/* Checks that involve several keys, once all are known. */
+static void check_whole(struct parse_ctx *c)
+{
+    pb_config *cfg = c->cfg;
+    const int *kl = c->server_key_line;
+
+    if (cfg->n_rules == 0) {
+        fail_at(c, c->lineno, PB_EINVAL,
+                "no [partition NAME] rules: every topic would be refused (add e.g. "
+                "[partition events] with match = .*)");
+        return;
+    }
+    if (cfg->max_frame_bytes < cfg->max_event_bytes + CONFIG_FRAME_OVERHEAD) {
+        int line = kl[SK_MAX_FRAME_BYTES] ? kl[SK_MAX_FRAME_BYTES] : kl[SK_MAX_EVENT_BYTES];
+        fail_at(c, line, PB_EINVAL,
+                "max_frame_bytes (%llu) must be at least max_event_bytes (%llu) + %d, so that "
+                "the largest event fits in a frame",
+                (unsigned long long)cfg->max_frame_bytes, (unsigned long long)cfg->max_event_bytes,
+                CONFIG_FRAME_OVERHEAD);
+        return;
+    }
+    if (cfg->subscriber_queue_bytes < cfg->max_event_bytes) {
+        int line =
+            kl[SK_SUBSCRIBER_QUEUE_BYTES] ? kl[SK_SUBSCRIBER_QUEUE_BYTES] : kl[SK_MAX_EVENT_BYTES];
+        fail_at(c, line, PB_EINVAL,
+                "subscriber_queue_bytes (%llu) must be at least max_event_bytes (%llu), so "
+                "that the largest event fits in a live queue",
+                (unsigned long long)cfg->subscriber_queue_bytes,
+                (unsigned long long)cfg->max_event_bytes);
+    }
+}
+
+static int load(struct parse_ctx *c, pb_config *cfg, char *err, size_t errlen)
+{
+    c->cfg = cfg;
+    c->err = err;
+    c->errlen = errlen;
+    set_defaults(cfg);
+    cfg->path = strdup(c->name);
+    cfg->listen_host = strdup(DEFAULT_LISTEN_HOST);
+    cfg->data_dir = strdup("./data");
+    if (!cfg->path || !cfg->listen_host || !cfg->data_dir) {
+        fail_at(c, 1, PB_ENOMEM, "out of memory");
+        goto out;
+    }
+
+    int r = ini_parse_stream(reader, c, on_key, c);
+    if (r > 0 && (!c->err_line || r < c->err_line)) {
+        /* inih found a line it cannot read; our handlers never saw it. */
+        c->err_line = 0;
+        fail_at(c, r, PB_EINVAL, "syntax error: expected [section] or key = value");
+    } else if (r < 0 && !c->err_line) {
+        fail_at(c, 1, r == -2 ? PB_ENOMEM : PB_EINVAL, "inih failed (%d)", r);
+    }
+    if (!c->err_line)
+        end_section(c);
+    if (!c->err_line)
+        check_whole(c);
+out:
+    free(c->linebuf);
+    if (c->err_line) {
+        config_free(cfg);
+        return c->rc;
+    }
+    return 0;
+}
+
+int config_load(const char *path, pb_config *cfg, char *err, size_t errlen)
+{
+    struct parse_ctx c = {.name = path};
+
+    memset(cfg, 0, sizeof *cfg);
+    c.file = fopen(path, "r");
+    if (!c.file) {
+        int e = errno;
+        if (errlen)
+            snprintf(err, errlen, "%s: cannot open: %s", path, strerror(e));
+        return -e;
+    }
+    int rc = load(&c, cfg, err, errlen);
+    if (fclose(c.file) != 0 && rc == 0) {
+        int e = errno;
+        config_free(cfg);
+        if (errlen)
+            snprintf(err, errlen, "%s: close: %s", path, strerror(e));
+        return -e;
+    }
+    return rc;
+}
+
+int config_load_string(const char *name, const char *text, pb_config *cfg, char *err, size_t errlen)
+{
+    struct parse_ctx c = {.name = name, .text = text};
+    return load(&c, cfg, err, errlen);
+}
+
+void config_free(pb_config *cfg)
+{
+    if (!cfg)
+        return;
+    for (size_t i = 0; i < cfg->n_rules; i++) {
+        free(cfg->rules[i].partition);
+        free(cfg->rules[i].match);
+    }
+    free(cfg->rules);
+    free(cfg->path);
+    free(cfg->listen_host);
+    free(cfg->data_dir);
+    memset(cfg, 0, sizeof *cfg);
+}

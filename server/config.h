@@ -1,0 +1,125 @@
+/*
+ * Daemon configuration: reads the INI file (parsed by inih) into a validated
+ * pb_config that the rest of protobusd reads.
+ *
+ * Threads: config_load() runs once at start-up on the main thread. The loaded
+ * pb_config is never modified afterwards, so any thread may read it until
+ * config_free().
+ *
+ * File format (see conf/protobusd.conf for a commented example):
+ *   [server]               daemon-wide settings; optional, every key has a default
+ *   [partition NAME]       one routing rule; rules are tried in file order
+ * Comments start with '#' or ';' at the start of a line, or after whitespace
+ * inside a line (so write a regex's " #" as "\x20#" if you ever need one).
+ * Lines are at most CONFIG_MAX_LINE characters.
+ */
+#ifndef PB_CONFIG_H
+#define PB_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A partition name (after $N expansion) is a directory under data_dir:
+ * 1..PB_PARTITION_NAME_MAX characters of [A-Za-z0-9._-], not "." or "..". */
+#define PB_PARTITION_NAME_MAX 100
+
+/* max_frame_bytes must be at least max_event_bytes plus this much, so that
+ * one maximal event still fits in a Publish or Event frame with its headers. */
+#define CONFIG_FRAME_OVERHEAD 1024
+
+/* Longest accepted line of a config file (inih's fixed line buffer). */
+#define CONFIG_MAX_LINE 196
+
+typedef enum pb_fsync_policy {
+    PB_FSYNC_ALWAYS = 0, /* fdatasync before every ack (group commit) */
+    PB_FSYNC_INTERVAL,   /* fdatasync every fsync_interval_ms; acks do not wait */
+    PB_FSYNC_NEVER,      /* leave it to the kernel */
+} pb_fsync_policy;
+
+/* Same numbers as logging.h's LOG_DEBUG..LOG_ERROR. (Not PB_LOG_*: log.h
+ * has macros by those names.) */
+typedef enum pb_log_level {
+    PB_LOGLEVEL_DEBUG = 0,
+    PB_LOGLEVEL_INFO,
+    PB_LOGLEVEL_WARN,
+    PB_LOGLEVEL_ERROR,
+} pb_log_level;
+
+/* One [partition NAME] section: topics whose whole text matches `match` go
+ * to the partition named by expanding `partition`. */
+typedef struct pb_rule {
+    /* Name template as written: literal [A-Za-z0-9._-] and $0..$9, where $N
+     * is the match's capture group N ($0: the whole topic). */
+    char *partition;
+    char *match;            /* PCRE2 pattern as written (anchored when compiled) */
+    int line;               /* line of the [partition ...] header */
+    int match_line;         /* line of the match key */
+    int max_group_ref;      /* highest $N in `partition`; -1: a static name */
+    uint64_t segment_bytes; /* rotate a segment once it reaches this size */
+    /* Time-based rotation, 0 = none. A segment rotates when the clock crosses
+     * an instant t (seconds since the epoch, UTC) where
+     * (t + utc_offset_s) % rotate_every_s == 0; e.g. 1d at +02:00 rotates at
+     * 00:00 local time, 22:00 UTC. */
+    int64_t rotate_every_s;
+    int32_t utc_offset_s;
+} pb_rule;
+
+typedef struct pb_config {
+    char *path;        /* the file loaded (as given), for messages */
+    char *listen_host; /* numeric IPv4 or IPv6 address, no brackets */
+    uint16_t listen_port;
+    bool listen_ipv6;
+    char *data_dir; /* relative paths are relative to the process's cwd */
+    pb_fsync_policy fsync;
+    uint32_t fsync_interval_ms;
+    uint32_t threads; /* subscription thread pool size */
+    uint64_t max_event_bytes;
+    uint64_t max_frame_bytes;
+    uint32_t max_connections;
+    uint64_t subscriber_queue_bytes; /* per-subscription live queue bound */
+    uint32_t write_deadline_ms;      /* drop a subscriber that accepts nothing this long */
+    uint32_t idle_timeout_ms;        /* drop a client stalled in the middle of a frame */
+    pb_log_level log_level;
+    uint32_t route_cache_entries; /* router's topic -> partition cache bound */
+    pb_rule *rules;               /* in file order; first match wins */
+    size_t n_rules;               /* >= 1 after a successful load */
+} pb_config;
+
+/* Reads and validates `path` into *cfg (which the caller provides; its old
+ * contents are ignored). Returns 0, or a negative code with a message in
+ * err ("path:line: reason"; errlen may be 0). On failure *cfg holds nothing
+ * to free. On success the caller owns *cfg and releases it with
+ * config_free(). Keeps no global state, so it is thread-safe, but the
+ * daemon calls it once, on the main thread. */
+int config_load(const char *path, pb_config *cfg, char *err, size_t errlen);
+
+/* Like config_load, with the file's text in memory; `name` is used in
+ * messages in place of the path. */
+int config_load_string(const char *name, const char *text, pb_config *cfg, char *err,
+                       size_t errlen);
+
+/* Frees everything config_load allocated and zeroes *cfg. NULL-safe; safe
+ * to call twice. */
+void config_free(pb_config *cfg);
+
+/* Value parsers, shared with the CLI. Each returns 0, PB_EINVAL when the
+ * text is not of the expected form, or PB_ETOOBIG when it overflows. */
+
+/* "512", "64K", "16M", "1G" (powers of 1024; k/m/g accepted too). */
+int config_parse_size(const char *s, uint64_t *bytes);
+
+/* "none" (0) or a whole number followed by s, m, h or d ("30m", "1d"). */
+int config_parse_duration(const char *s, int64_t *seconds);
+
+/* "+HH:MM", "-HH:MM" (HH 00..23, MM 00..59) or "Z" (case-insensitive). */
+int config_parse_utc_offset(const char *s, int32_t *seconds);
+
+/* True if name[0..len) is a valid partition (directory) name. */
+bool config_partition_name_valid(const char *name, size_t len);
+
+/* Names for logging; static strings. */
+const char *config_fsync_name(pb_fsync_policy p);
+const char *config_log_level_name(pb_log_level l);
+
+#endif

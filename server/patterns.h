@@ -1,0 +1,73 @@
+/*
+ * Topic patterns: PCRE2 regexes that must match a WHOLE topic (anchored at
+ * both ends, so "a.b" matches "axb" but not "xa.b" or "a.bc"). Patterns
+ * are byte-oriented (no UTF mode): "." matches one byte.
+ *
+ * A pattern_set is what a subscription filters topics with: any-of
+ * semantics, plus a bounded per-set cache of topic -> decision so that a
+ * topic seen before costs one hash lookup and no regex.
+ *
+ * Threads: a pattern_set belongs to one thread (each subscription thread
+ * compiles its own); it is not safe to share one between threads, because
+ * matching writes to its cache and match data. pattern_compile_whole() is
+ * thread-safe and is also what config and router use, so every
+ * "whole-topic" regex in the daemon means the same thing.
+ */
+#ifndef PB_PATTERNS_H
+#define PB_PATTERNS_H
+
+#ifndef PCRE2_CODE_UNIT_WIDTH
+#define PCRE2_CODE_UNIT_WIDTH 8
+#endif
+#include <pcre2.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Decisions cached per pattern_set (direct-mapped: a new topic replaces the
+ * one in its slot). Topics longer than PATTERNS_CACHE_TOPIC_MAX bytes are
+ * matched by regex every time rather than cached. Memory per set:
+ * PATTERNS_CACHE_SLOTS * 128 bytes. */
+#define PATTERNS_CACHE_SLOTS     2048
+#define PATTERNS_CACHE_TOPIC_MAX 116
+
+/* Limit on PCRE2 backtracking per match, so that a pathological pattern on
+ * a long topic fails (counts as "no match") instead of stalling a thread. */
+#define PATTERNS_MATCH_LIMIT 1000000
+
+typedef struct pattern_set pattern_set;
+
+/* Compiles pattern[0..len) for whole-topic matching and tries to JIT it
+ * (silently falling back to the interpreter if JIT is unavailable). On
+ * success returns 0 and *out, which the caller frees with pcre2_code_free().
+ * On a bad pattern returns PB_EINVAL and writes PCRE2's message and the
+ * offset into `why` ("missing closing parenthesis at offset 3"); PB_ENOMEM
+ * if out of memory. */
+int pattern_compile_whole(const char *pattern, size_t len, pcre2_code **out, char *why,
+                          size_t whylen);
+
+/* Compiles n NUL-terminated patterns into a new set (n may be 0: a set that
+ * matches nothing). Returns 0 and *out, owned by the caller (patterns_free);
+ * or PB_EINVAL with err naming the pattern, PCRE2's message and the offset
+ * (pattern "a(b": missing closing parenthesis at offset 3), or PB_ENOMEM.
+ * The patterns are not referenced after the call. */
+int patterns_compile(const char *const *patterns, size_t n, pattern_set **out, char *err,
+                     size_t errlen);
+
+/* True if any pattern of the set matches the whole topic[0..len). A match
+ * error (e.g. the backtracking limit) counts as no match for that pattern.
+ * No allocation. Owning thread only. */
+bool patterns_match(pattern_set *ps, const char *topic, size_t len);
+
+/* Number of patterns in the set. */
+size_t patterns_count(const pattern_set *ps);
+
+/* Cache counters since creation: lookups answered from the cache, and
+ * lookups that ran the regexes. For tests and statistics. */
+void patterns_cache_stats(const pattern_set *ps, unsigned long long *hits,
+                          unsigned long long *misses);
+
+/* Frees the set. NULL-safe. */
+void patterns_free(pattern_set *ps);
+
+#endif
