@@ -1,0 +1,629 @@
+/*
+ * client - libprotobus's connection: address parsing, connecting with a
+ * timeout, the Hello exchange, non-blocking socket I/O with deadlines,
+ * splitting received frames, and the error state every call reports
+ * through. publish.c and subscribe.c build on it.
+ *
+ * Threads: whichever thread calls into the pb_client (one at a time). The
+ * socket stays non-blocking; every wait is a poll() with a deadline.
+ */
+#include "client.h"
+
+#include "protobus.pb-c.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_CONNECT_TIMEOUT_MS 5000u
+#define DEFAULT_IO_TIMEOUT_MS      30000u
+#define DEFAULT_BATCH_BYTES        (1u << 20)
+#define DEFAULT_BATCH_EVENTS       1000u
+#define DEFAULT_MAX_IN_FLIGHT      64u
+#define MAX_IN_FLIGHT_LIMIT        4096u
+/* What we accept from a server that states no limits: the record cap of the
+ * file format (64 MiB of event) plus room for the frame around it. */
+#define RECV_MAX_NO_LIMIT (64ull * 1024 * 1024 + 4096)
+
+const char *pb_code_name(int code)
+{
+    static const char *const names[] = {
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+    };
+    if (code < 0 || code >= (int)(sizeof(names) / sizeof(names[0])))
+        return "UNKNOWN_CODE";
+    return names[code];
+}
+
+int64_t pb_time_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t client_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t client_deadline(int timeout_ms)
+{
+    return timeout_ms < 0 ? -1 : client_now_ms() + timeout_ms;
+}
+
+static void vformat(pb_client *c, const char *fmt, va_list ap)
+{
+    vsnprintf(c->msg, sizeof(c->msg), fmt, ap);
+}
+
+int client_fail(pb_client *c, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vformat(c, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+int client_die(pb_client *c, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vformat(c, fmt, ap);
+    va_end(ap);
+    c->sticky = code;
+    return code;
+}
+
+int client_reserve(void **buf, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    size_t n = *cap ? *cap : 16;
+    while (n < need) {
+        if (n > SIZE_MAX / 2 / elem)
+            return PB_ENOMEM;
+        n *= 2;
+    }
+    void *p = realloc(*buf, n * elem);
+    if (!p)
+        return PB_ENOMEM;
+    *buf = p;
+    *cap = n;
+    return 0;
+}
+
+void pb_client_options_init(pb_client_options *opts)
+{
+    memset(opts, 0, sizeof(*opts));
+    opts->connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
+    opts->io_timeout_ms = DEFAULT_IO_TIMEOUT_MS;
+    opts->batch_bytes = DEFAULT_BATCH_BYTES;
+    opts->batch_events = DEFAULT_BATCH_EVENTS;
+    opts->max_in_flight = DEFAULT_MAX_IN_FLIGHT;
+    opts->name = "libprotobus";
+}
+
+/* --- address parsing and connecting ------------------------------------- */
+
+/* Splits "host:port" / "[v6]:port" into host and port strings. */
+static int parse_address(const char *address, char *host, size_t hostcap, char *port, char *err,
+                         size_t errlen)
+{
+    const char *colon;
+    const char *h = address;
+    size_t hlen;
+    if (address[0] == '[') {
+        const char *close = strchr(address, ']');
+        if (!close || close[1] != ':') {
+            snprintf(err, errlen, "bad address \"%s\": expected [IPv6 address]:port", address);
+            return PB_EINVAL;
+        }
+        h = address + 1;
+        hlen = (size_t)(close - h);
+        colon = close + 1;
+    } else {
+        colon = strrchr(address, ':');
+        if (!colon) {
+            snprintf(err, errlen, "bad address \"%s\": expected host:port", address);
+            return PB_EINVAL;
+        }
+        hlen = (size_t)(colon - address);
+        if (memchr(address, ':', hlen)) {
+            snprintf(err, errlen, "bad address \"%s\": write IPv6 addresses as [address]:port",
+                     address);
+            return PB_EINVAL;
+        }
+    }
+    if (hlen == 0 || hlen >= hostcap) {
+        snprintf(err, errlen, "bad address \"%s\": %s host", address,
+                 hlen == 0 ? "empty" : "overlong");
+        return PB_EINVAL;
+    }
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    const char *p = colon + 1;
+    unsigned long v = 0;
+    size_t digits = 0;
+    for (; p[digits] >= '0' && p[digits] <= '9' && digits < 6; digits++)
+        v = v * 10 + (unsigned long)(p[digits] - '0');
+    if (digits == 0 || p[digits] != '\0' || v == 0 || v > 65535) {
+        snprintf(err, errlen, "bad address \"%s\": port must be a number from 1 to 65535", address);
+        return PB_EINVAL;
+    }
+    snprintf(port, 8, "%lu", v);
+    return 0;
+}
+
+/* One non-blocking connect bounded by the deadline: fd, or a negated errno
+ * (-ETIMEDOUT at the deadline). */
+static int connect_one(const struct addrinfo *ai, int64_t deadline)
+{
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0)
+        return -errno;
+    int rc = 0;
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+        if (errno != EINPROGRESS) {
+            rc = -errno;
+            goto fail;
+        }
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        for (;;) {
+            int64_t left = deadline - client_now_ms();
+            if (left <= 0) {
+                rc = -ETIMEDOUT;
+                goto fail;
+            }
+            int n = poll(&p, 1, (int)(left > 60000 ? 60000 : left));
+            if (n < 0 && errno != EINTR) {
+                rc = -errno;
+                goto fail;
+            }
+            if (n > 0)
+                break;
+        }
+        int soerr = 0;
+        socklen_t len = sizeof(soerr);
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0) {
+            rc = -errno;
+            goto fail;
+        }
+        if (soerr != 0) {
+            rc = -soerr;
+            goto fail;
+        }
+    }
+    /* Batches are already large; small ones (flush) should leave at once. */
+    int one = 1;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    return fd;
+fail:
+    close(fd);
+    return rc;
+}
+
+static int connect_address(pb_client *c, const char *address, int64_t deadline)
+{
+    char host[256], port[8];
+    int rc = parse_address(address, host, sizeof(host), port, c->msg, sizeof(c->msg));
+    if (rc < 0)
+        return rc;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG};
+    struct addrinfo *res = NULL;
+    int g = getaddrinfo(host, port, &hints, &res);
+    if (g != 0)
+        return client_fail(c, PB_ECONNECT, "cannot resolve \"%s\": %s", host,
+                           g == EAI_SYSTEM ? strerror(errno) : gai_strerror(g));
+    int last = -ECONNREFUSED;
+    for (const struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        int fd = connect_one(ai, deadline);
+        if (fd >= 0) {
+            c->fd = fd;
+            freeaddrinfo(res);
+            return 0;
+        }
+        last = fd;
+        if (fd == -ETIMEDOUT)
+            break;
+    }
+    freeaddrinfo(res);
+    if (last == -ETIMEDOUT)
+        return client_fail(c, PB_ETIMEDOUT, "connecting to %s: no answer within %u ms", address,
+                           c->opts.connect_timeout_ms);
+    return client_fail(c, PB_ECONNECT, "cannot connect to %s: %s", address, strerror(-last));
+}
+
+/* --- socket I/O ------------------------------------------------------------ */
+
+int client_poll(pb_client *c, bool want_write, int64_t deadline)
+{
+    struct pollfd p = {.fd = c->fd, .events = POLLIN | (want_write ? POLLOUT : 0)};
+    for (;;) {
+        int wait = -1;
+        if (deadline >= 0) {
+            int64_t left = deadline - client_now_ms();
+            if (left < 0)
+                left = 0;
+            wait = (int)(left > 60000 ? 60000 : left);
+        }
+        int n = poll(&p, 1, wait);
+        if (n > 0)
+            return p.revents;
+        if (n < 0 && errno != EINTR)
+            return -errno;
+        if (n == 0 && deadline >= 0 && client_now_ms() >= deadline)
+            return 0;
+    }
+}
+
+int client_read(pb_client *c)
+{
+    if (c->sticky)
+        return c->sticky;
+    /* Compact: the views of frames already consumed are dead now. */
+    if (c->rstart > 0) {
+        memmove(c->rbuf, c->rbuf + c->rstart, c->rend - c->rstart);
+        c->rend -= c->rstart;
+        c->rstart = 0;
+    }
+    if (c->rend == c->rcap) {
+        /* A frame larger than the buffer: client_next_frame grew need; grow
+         * by doubling up to the frame limit checked from its prefix. */
+        if (client_reserve((void **)&c->rbuf, &c->rcap, c->rcap + 1, 1) < 0)
+            return client_die(c, PB_ENOMEM, "out of memory for the receive buffer");
+    }
+    for (;;) {
+        ssize_t n = recv(c->fd, c->rbuf + c->rend, c->rcap - c->rend, 0);
+        if (n > 0) {
+            c->rend += (size_t)n;
+            return (int)(n > INT32_MAX ? INT32_MAX : n);
+        }
+        if (n == 0)
+            return client_die(c, PB_ECLOSED, "%s closed the connection", c->address);
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return 0;
+        int e = errno;
+        return client_die(c, -e, "reading from %s: %s", c->address, strerror(e));
+    }
+}
+
+int client_next_frame(pb_client *c, frame_view *f)
+{
+    if (c->sticky)
+        return c->sticky;
+    frame_split s;
+    char err[200];
+    int rc = frame_split_next(c->rbuf + c->rstart, c->rend - c->rstart, c->recv_max, &s, err,
+                              sizeof(err));
+    if (rc == PB_EINCOMPLETE) {
+        /* Make room for the whole frame once, so the next read can finish it. */
+        if (s.need > 0 && c->rcap < s.need &&
+            client_reserve((void **)&c->rbuf, &c->rcap, s.need, 1) < 0)
+            return client_die(c, PB_ENOMEM, "out of memory for a %zu-byte frame", s.need);
+        return 0;
+    }
+    if (rc < 0)
+        return client_die(c, rc, "bad frame from %s: %s", c->address, err);
+    rc = frame_parse(s.body.p, s.body.len, f, err, sizeof(err));
+    if (rc < 0)
+        return client_die(c, rc, "bad frame from %s: %s", c->address, err);
+    c->rstart += s.used;
+    return 1;
+}
+
+static char *dup_or_empty(const char *s, char **slot)
+{
+    char *d = strdup(s ? s : "");
+    if (!d)
+        return NULL;
+    free(*slot);
+    *slot = d;
+    return d;
+}
+
+int client_take_error(pb_client *c, const frame_view *f)
+{
+    Protobus__Error *e = protobus__error__unpack(NULL, f->body.len, f->body.p);
+    if (!e)
+        return client_die(c, PB_EPROTO, "bad Error frame from %s", c->address);
+    int rc = 0;
+    if (!dup_or_empty(e->message, &c->serr_message) ||
+        !dup_or_empty(e->partition, &c->serr_partition)) {
+        rc = client_die(c, PB_ENOMEM, "out of memory for a server error");
+        goto out;
+    }
+    memset(&c->serr, 0, sizeof(c->serr));
+    c->serr.code = (int)e->code;
+    c->serr.message = c->serr_message;
+    c->serr.frame_id = f->id;
+    c->serr.partition = c->serr_partition;
+    c->serr.first_offset = e->first_offset;
+    c->serr.last_offset = e->last_offset;
+    c->serr.about_event = e->event_index_plus_one != 0;
+    c->serr.event_in_batch = e->event_index_plus_one ? e->event_index_plus_one - 1 : 0;
+    client_fail(c, PB_ESERVER, "server error %s: %s", pb_code_name(c->serr.code), c->serr_message);
+out:
+    protobus__error__free_unpacked(e, NULL);
+    return rc;
+}
+
+int client_write_all(pb_client *c, int64_t deadline)
+{
+    while (c->ooff < c->olen) {
+        if (c->sticky)
+            return c->sticky;
+        ssize_t n = send(c->fd, c->obuf + c->ooff, c->olen - c->ooff, MSG_NOSIGNAL);
+        if (n > 0) {
+            c->ooff += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            int e = errno;
+            if (e == EPIPE || e == ECONNRESET)
+                return client_die(c, PB_ECLOSED, "%s closed the connection (%s)", c->address,
+                                  strerror(e));
+            return client_die(c, -e, "writing to %s: %s", c->address, strerror(e));
+        }
+        /* The socket is full: read what the server says meanwhile, so it is
+         * never stuck writing acks to us while we wait for it to read. */
+        int ev = client_poll(c, true, deadline);
+        if (ev < 0)
+            return client_die(c, ev, "waiting on %s: %s", c->address, strerror(-ev));
+        if (ev == 0)
+            return client_die(c, PB_ETIMEDOUT, "%s accepted no data for %u ms", c->address,
+                              c->opts.io_timeout_ms);
+        if (ev & (POLLIN | POLLHUP | POLLERR)) {
+            int r = client_read(c);
+            if (r < 0)
+                return r;
+            frame_view f;
+            while ((r = client_next_frame(c, &f)) == 1) {
+                r = publish_handle_frame(c, &f);
+                if (r < 0)
+                    return r;
+            }
+            if (r < 0)
+                return r;
+        }
+    }
+    c->olen = c->ooff = 0;
+    return 0;
+}
+
+/* --- Hello ------------------------------------------------------------------ */
+
+static int take_hello(pb_client *c, const frame_view *f)
+{
+    Protobus__Hello *h = protobus__hello__unpack(NULL, f->body.len, f->body.p);
+    if (!h)
+        return client_die(c, PB_EPROTO, "bad Hello from %s", c->address);
+    int rc = 0;
+    if (h->protocol_version != PB_PROTOCOL_VERSION) {
+        rc = client_die(c, PB_EPROTO, "%s speaks protocol version %u, this library %u", c->address,
+                        h->protocol_version, PB_PROTOCOL_VERSION);
+        goto out;
+    }
+    if (!dup_or_empty(h->name, &c->server_name)) {
+        rc = client_die(c, PB_ENOMEM, "out of memory");
+        goto out;
+    }
+    c->max_frame_bytes = h->max_frame_bytes;
+    c->max_event_bytes = h->max_event_bytes;
+    /* Event frames carry one stored event plus a small header; accept what
+     * the server may legitimately send us. */
+    uint64_t m = c->max_frame_bytes;
+    if (c->max_event_bytes && c->max_event_bytes + 4096 > m)
+        m = c->max_event_bytes + 4096;
+    c->recv_max = (c->max_frame_bytes || c->max_event_bytes) ? m : RECV_MAX_NO_LIMIT;
+    if (c->recv_max < CLIENT_DEFAULT_FRAME_MAX)
+        c->recv_max = CLIENT_DEFAULT_FRAME_MAX;
+out:
+    protobus__hello__free_unpacked(h, NULL);
+    return rc;
+}
+
+static int hello(pb_client *c, int64_t deadline)
+{
+    frame_hello h = {.protocol_version = PB_PROTOCOL_VERSION, .name = c->name};
+    uint64_t id = c->next_id++;
+    size_t need = frame_put_hello(NULL, 0, id, &h);
+    if (client_reserve((void **)&c->obuf, &c->ocap, need, 1) < 0)
+        return client_die(c, PB_ENOMEM, "out of memory");
+    c->olen = frame_put_hello(c->obuf, c->ocap, id, &h);
+    c->ooff = 0;
+    /* Nothing can arrive but the Hello answer yet; no publish state exists. */
+    int rc = client_write_all(c, deadline);
+    if (rc < 0)
+        return rc;
+    for (;;) {
+        frame_view f;
+        rc = client_next_frame(c, &f);
+        if (rc < 0)
+            return rc;
+        if (rc == 1) {
+            if (f.kind == FRAME_HELLO)
+                return take_hello(c, &f);
+            if (f.kind == FRAME_ERROR) {
+                rc = client_take_error(c, &f);
+                if (rc < 0)
+                    return rc;
+                return client_die(c, PB_ESERVER, "%s refused the connection: %s %s", c->address,
+                                  pb_code_name(c->serr.code), c->serr.message);
+            }
+            return client_die(c, PB_EPROTO, "%s answered Hello with a %s frame", c->address,
+                              frame_kind_name(f.kind));
+        }
+        int ev = client_poll(c, false, deadline);
+        if (ev < 0)
+            return client_die(c, ev, "waiting on %s: %s", c->address, strerror(-ev));
+        if (ev == 0)
+            return client_die(c, PB_ETIMEDOUT, "no Hello from %s within %u ms", c->address,
+                              c->opts.connect_timeout_ms);
+        rc = client_read(c);
+        if (rc < 0) {
+            if (rc == PB_ECLOSED)
+                client_fail(c, rc, "%s closed the connection before its Hello", c->address);
+            return rc;
+        }
+    }
+}
+
+static int apply_options(pb_client *c, const pb_client_options *opts)
+{
+    pb_client_options d;
+    pb_client_options_init(&d);
+    if (opts) {
+        c->opts = *opts;
+        if (!c->opts.connect_timeout_ms)
+            c->opts.connect_timeout_ms = d.connect_timeout_ms;
+        if (!c->opts.io_timeout_ms)
+            c->opts.io_timeout_ms = d.io_timeout_ms;
+        if (!c->opts.batch_bytes)
+            c->opts.batch_bytes = d.batch_bytes;
+        if (!c->opts.batch_events)
+            c->opts.batch_events = d.batch_events;
+        if (!c->opts.max_in_flight)
+            c->opts.max_in_flight = d.max_in_flight;
+        if (!c->opts.name)
+            c->opts.name = d.name;
+    } else {
+        c->opts = d;
+    }
+    if (c->opts.max_in_flight > MAX_IN_FLIGHT_LIMIT)
+        return client_fail(c, PB_EINVAL, "max_in_flight %u is above the limit %u",
+                           c->opts.max_in_flight, MAX_IN_FLIGHT_LIMIT);
+    if (c->opts.connect_timeout_ms > INT32_MAX || c->opts.io_timeout_ms > INT32_MAX)
+        return client_fail(c, PB_EINVAL, "timeouts must be below %d ms", INT32_MAX);
+    c->name = strdup(c->opts.name);
+    if (!c->name)
+        return client_fail(c, PB_ENOMEM, "out of memory");
+    c->opts.name = c->name;
+    return 0;
+}
+
+int pb_client_connect(pb_client **out, const char *address, const pb_client_options *opts,
+                      char *err, size_t errlen)
+{
+    *out = NULL;
+    pb_client *c = calloc(1, sizeof(*c));
+    if (!c) {
+        if (err && errlen)
+            snprintf(err, errlen, "out of memory");
+        return PB_ENOMEM;
+    }
+    c->fd = -1;
+    c->next_id = 1;
+    c->recv_max = CLIENT_DEFAULT_FRAME_MAX;
+    int rc;
+    if (!address) {
+        rc = client_fail(c, PB_EINVAL, "no address given");
+        goto fail;
+    }
+    snprintf(c->address, sizeof(c->address), "%s", address);
+    rc = apply_options(c, opts);
+    if (rc < 0)
+        goto fail;
+    c->rcap = 64 * 1024;
+    c->rbuf = malloc(c->rcap);
+    if (!c->rbuf) {
+        rc = client_fail(c, PB_ENOMEM, "out of memory");
+        goto fail;
+    }
+    int64_t deadline = client_deadline((int)c->opts.connect_timeout_ms);
+    rc = connect_address(c, address, deadline);
+    if (rc < 0)
+        goto fail;
+    rc = hello(c, deadline);
+    if (rc < 0)
+        goto fail;
+    c->msg[0] = '\0';
+    *out = c;
+    return 0;
+fail:
+    if (err && errlen)
+        snprintf(err, errlen, "%s", c->msg);
+    pb_client_close(c);
+    return rc;
+}
+
+void pb_client_close(pb_client *c)
+{
+    if (!c)
+        return;
+    /* Nothing to report from close(2) on a socket we only read and wrote:
+     * unacknowledged batches are lost either way, as documented. */
+    if (c->fd >= 0)
+        (void)close(c->fd);
+    publish_free(c);
+    subscribe_free(c);
+    free(c->rbuf);
+    free(c->obuf);
+    free(c->name);
+    free(c->server_name);
+    free(c->serr_message);
+    free(c->serr_partition);
+    free(c);
+}
+
+uint64_t pb_client_max_frame_bytes(const pb_client *c)
+{
+    return c->max_frame_bytes;
+}
+
+uint64_t pb_client_max_event_bytes(const pb_client *c)
+{
+    return c->max_event_bytes;
+}
+
+const char *pb_client_server_name(const pb_client *c)
+{
+    return c->server_name ? c->server_name : "";
+}
+
+const char *pb_client_message(const pb_client *c)
+{
+    return c->msg;
+}
+
+const pb_server_error *pb_client_server_error(const pb_client *c)
+{
+    return c->serr_message ? &c->serr : NULL;
+}

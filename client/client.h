@@ -1,0 +1,152 @@
+/*
+ * client - libprotobus internals shared by client.c (connection, Hello,
+ * socket I/O, frame reading, error reporting), publish.c (batching, acks)
+ * and subscribe.c (Subscribe, the event iterator). Not installed: library
+ * users see only protobus.h.
+ *
+ * Threads: whichever thread calls into the pb_client (one at a time).
+ */
+#ifndef PB_CLIENT_H
+#define PB_CLIENT_H
+
+#include "frame.h"
+#include "protobus.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CLIENT_MSG_MAX 512
+/* Frame size limit before the server's Hello says otherwise. */
+#define CLIENT_DEFAULT_FRAME_MAX (1u << 20)
+
+/* A batch sent and not yet answered. */
+typedef struct inflight_batch {
+    uint64_t frame_id;
+    uint64_t first_event; /* publish sequence number of its first event */
+    uint32_t count;
+    bool used;
+} inflight_batch;
+
+struct pb_client {
+    int fd;
+    pb_client_options opts;
+    char *name; /* copy of opts.name */
+    char address[300];
+
+    uint64_t max_frame_bytes; /* from the server's Hello (0 = not given) */
+    uint64_t max_event_bytes;
+    char *server_name;
+    uint64_t recv_max; /* largest incoming frame body accepted */
+    uint64_t next_id;
+
+    /* A failure that ended the connection: every later call returns it. */
+    int sticky;
+    char msg[CLIENT_MSG_MAX];
+
+    /* The last server Error frame. */
+    pb_server_error serr;
+    char *serr_message;
+    char *serr_partition;
+    bool serr_pending; /* refused batch not yet reported by pb_client_publish */
+
+    /* Receive buffer: frames are split from rbuf[rstart..rend). Bytes are
+     * compacted only when reading more, at the start of a public call, so
+     * views handed out by the previous frame stay valid until then. */
+    uint8_t *rbuf;
+    size_t rcap, rstart, rend;
+
+    /* Send buffer: one assembled frame being written. */
+    uint8_t *obuf;
+    size_t ocap, olen, ooff;
+
+    /* Publishing: the current batch's encoded events (bodies, back to back). */
+    uint8_t *ebuf;
+    size_t ecap, elen;
+    uint32_t *elens;
+    uint32_t ecount;
+    size_t elens_cap;
+    size_t batch_ub;      /* upper bound of the batch's Publish body bytes */
+    uint64_t seq;         /* events accepted so far */
+    uint64_t batch_first; /* sequence number of the current batch's first event */
+
+    inflight_batch *inflight;
+    uint32_t inflight_cap, ninflight;
+
+    /* Positions of the events since the last completed flush. */
+    pb_position *pos;
+    size_t pos_len, pos_cap;
+    uint64_t pos_base;    /* sequence number of pos[0] */
+    bool pos_reset;       /* the last flush completed: start a new window */
+    bool flush_refused;   /* a batch since the last flush was refused */
+    pb_position *scratch; /* per-batch positions when there is no window */
+    size_t scratch_cap;
+
+    /* Interned partition names (pointers stay valid until close). */
+    char **parts;
+    size_t nparts, parts_cap;
+    uint32_t *ptab; /* open addressing: index+1 into parts, 0 = empty */
+    size_t ptab_cap;
+    const char **ack_names; /* per PublishAck: its name list, interned */
+    size_t ack_names_cap;
+
+    /* Subscribing. */
+    bool subscribed;
+    uint64_t sub_id;
+    char *sbuf; /* NUL-terminated copies of a received event's strings */
+    size_t scap;
+    pb_tag_view *tagv;
+    size_t tagv_cap;
+};
+
+/* Monotonic milliseconds, for deadlines. */
+int64_t client_now_ms(void);
+/* now + timeout_ms, or -1 (no deadline) when timeout_ms < 0. */
+int64_t client_deadline(int timeout_ms);
+
+/* Formats c->msg; returns code (so `return client_fail(c, PB_EX, ...)`). */
+int client_fail(pb_client *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Like client_fail, and makes the failure sticky (the connection is dead). */
+int client_die(pb_client *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Grows *buf to at least need bytes (doubling). 0 or PB_ENOMEM. */
+int client_reserve(void **buf, size_t *cap, size_t need, size_t elem);
+
+/*
+ * Waits until the fd is readable (and, with want_write, writable) or the
+ * deadline passes. Returns the poll revents (POLLIN/POLLOUT/POLLHUP...),
+ * 0 at the deadline, or a negated errno.
+ */
+int client_poll(pb_client *c, bool want_write, int64_t deadline);
+
+/*
+ * Reads what the socket has (non-blocking) into rbuf, compacting it first.
+ * Returns bytes read (> 0), 0 if nothing was there, or a sticky error
+ * (PB_ECLOSED when the server closed).
+ */
+int client_read(pb_client *c);
+
+/*
+ * The next complete frame in rbuf: 1 with *f set (views into rbuf, valid
+ * until the next client_read), 0 if none is complete, or a sticky error.
+ */
+int client_next_frame(pb_client *c, frame_view *f);
+
+/* Records an Error frame body as c->serr and c->msg. 0 or a sticky error. */
+int client_take_error(pb_client *c, const frame_view *f);
+
+/*
+ * Writes obuf[ooff..olen) completely before the deadline. While the socket
+ * is full, incoming frames are read and handed to publish_handle_frame so the
+ * server never blocks on us. 0 or a sticky error.
+ */
+int client_write_all(pb_client *c, int64_t deadline);
+
+/* publish.c: an incoming frame while publishing (ack, error). 0 or sticky error. */
+int publish_handle_frame(pb_client *c, const frame_view *f);
+/* publish.c: frees publishing state. */
+void publish_free(pb_client *c);
+/* subscribe.c: frees subscribing state. */
+void subscribe_free(pb_client *c);
+
+#endif

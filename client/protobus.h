@@ -1,0 +1,370 @@
+/*
+ * libprotobus - the Protobus client library. This is the only header a
+ * library user includes (with pkg-config: `pkg-config --cflags --libs protobus`).
+ *
+ * A pb_client is one TCP connection to protobusd. It either publishes
+ * (pb_client_publish / pb_client_flush, batched and pipelined) or, after
+ * pb_client_subscribe, is dedicated to one subscription that pb_client_next
+ * iterates. Segment files can also be read without a server: see the
+ * pb_reader_* functions at the end of this header.
+ *
+ * Errors: every function that can fail returns 0 or a negative code from
+ * pb_errors.h (PB_E* or a negated errno value); pb_strerror(code) names it.
+ * pb_client_message() gives the text describing the last failure on a
+ * client (including the server's own message for PB_ESERVER).
+ *
+ * Threads: no global state. A pb_client must be used by one thread at a time
+ * (different clients in different threads are independent). Callbacks run on
+ * the thread that called into the library.
+ *
+ * Memory: the library allocates while connecting and grows a few reusable
+ * buffers up to the largest batch/frame seen; it does not allocate per
+ * event once warmed up. Pointers the library hands out stay valid until the
+ * call named next to them; the caller never frees them.
+ */
+#ifndef PROTOBUS_H
+#define PROTOBUS_H
+
+#include "pb_errors.h"
+#include "reader.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PB_PROTOCOL_VERSION 1
+
+/* protobus.Code values carried by server Error frames (gRPC numbering). */
+enum pb_code {
+    PB_CODE_OK = 0,
+    PB_CODE_CANCELLED = 1,
+    PB_CODE_UNKNOWN = 2,
+    PB_CODE_INVALID_ARGUMENT = 3,
+    PB_CODE_DEADLINE_EXCEEDED = 4,
+    PB_CODE_NOT_FOUND = 5,
+    PB_CODE_ALREADY_EXISTS = 6,
+    PB_CODE_PERMISSION_DENIED = 7,
+    PB_CODE_RESOURCE_EXHAUSTED = 8,
+    PB_CODE_FAILED_PRECONDITION = 9,
+    PB_CODE_ABORTED = 10,
+    PB_CODE_OUT_OF_RANGE = 11,
+    PB_CODE_UNIMPLEMENTED = 12,
+    PB_CODE_INTERNAL = 13,
+    PB_CODE_UNAVAILABLE = 14,
+    PB_CODE_DATA_LOSS = 15,
+};
+
+/* "INVALID_ARGUMENT", ...; "UNKNOWN_CODE" outside the enum. Static string. */
+const char *pb_code_name(int code);
+
+/* Wall clock (CLOCK_REALTIME) in nanoseconds since the Unix epoch. */
+int64_t pb_time_now_ns(void);
+
+typedef struct pb_client pb_client;
+
+/* One tag (map<string,string> entry). Both strings NUL-terminated UTF-8. */
+typedef struct pb_tag {
+    const char *key;
+    const char *value;
+} pb_tag;
+
+/* ------------------------------------------------------------------------ */
+/* Connecting                                                                */
+
+/* Where each published event ended up (or why it did not). */
+typedef struct pb_position {
+    /* Partition name, NUL-terminated; NULL when status != 0. Owned by the
+     * client, valid until pb_client_close. */
+    const char *partition;
+    uint64_t offset;
+    int status; /* 0 = stored (durable under the server's policy), else PB_ESERVER/PB_E* */
+} pb_position;
+
+/* The outcome of one Publish batch, given to pb_client_options.on_ack. */
+typedef struct pb_batch_result {
+    uint64_t frame_id;    /* the batch's frame id */
+    uint64_t first_event; /* publish sequence number of its first event (see pb_client_publish) */
+    size_t count;         /* events in the batch */
+    int status;           /* 0 = acked; PB_ESERVER = refused (see error); PB_ECLOSED etc. */
+    int code;             /* protobus.Code of the server's Error (0 when acked) */
+    const char *message;  /* the server's message ("" when acked) */
+    const pb_position *positions; /* count entries, in publish order */
+} pb_batch_result;
+
+/* The server's description of a refused request (an Error frame). Strings
+ * are owned by the client and valid until the next call on it. */
+typedef struct pb_server_error {
+    int code;                   /* protobus.Code, e.g. PB_CODE_INVALID_ARGUMENT */
+    const char *message;        /* the server's text, NUL-terminated */
+    uint64_t frame_id;          /* the request it answers (0: the connection as a whole) */
+    const char *partition;      /* DATA_LOSS / failed publish: the partition, or "" */
+    uint64_t first_offset;      /* DATA_LOSS: first offset that could not be read */
+    uint64_t last_offset;       /* DATA_LOSS: last offset that could not be read */
+    bool about_event;           /* the error concerns one event of a batch ... */
+    uint64_t event;             /* ... whose publish sequence number is this */
+    uint32_t event_in_batch;    /* ... and its index inside the batch */
+    uint64_t batch_first_event; /* publish: sequence number of the batch's first event */
+    size_t batch_count;         /* publish: events in the batch (0 if not a publish) */
+} pb_server_error;
+
+typedef struct pb_client_options {
+    /* Bounds connecting (every resolved address together) and the Hello
+     * exchange. Default 5000. */
+    uint32_t connect_timeout_ms;
+    /* Bounds each blocking step of publishing: writing a batch into the
+     * socket, waiting for room in the in-flight window. Default 30000.
+     * pb_client_flush has its own timeout argument. */
+    uint32_t io_timeout_ms;
+    /* A batch is sent when its encoded events reach batch_bytes (default
+     * 1 MiB; lowered to fit the server's max_frame_bytes) or batch_events
+     * events (default 1000). */
+    size_t batch_bytes;
+    uint32_t batch_events;
+    /* Batches sent and not yet acknowledged; publishing waits for acks
+     * beyond this. Default 64. */
+    uint32_t max_in_flight;
+    /* true: ask the server not to acknowledge (Publish.no_ack). Errors still
+     * arrive; pb_client_flush then only sends and reports no positions. */
+    bool no_ack;
+    /* false (default): pb_client_flush returns the position of every event
+     * published since the previous flush, which costs 24 bytes per event
+     * until that flush. true: positions are only given to on_ack. */
+    bool no_positions;
+    /* Optional: called once per batch when its PublishAck or Error arrives
+     * (from inside pb_client_publish/flush/close, on the caller's thread).
+     * The result and everything it points to are valid during the call only.
+     * The callback must not call into the same client. */
+    void (*on_ack)(void *ctx, const pb_batch_result *result);
+    void *on_ack_ctx;
+    /* Free text sent in Hello.name; default "libprotobus". */
+    const char *name;
+} pb_client_options;
+
+/* Fills *opts with the defaults (0/NULL fields also mean "default"). */
+void pb_client_options_init(pb_client_options *opts);
+
+/*
+ * Connects to `address` ("host:port", "1.2.3.4:port", "[::1]:port"; host
+ * may be a name, every resolved address is tried in turn) and exchanges
+ * Hello (protocol version 1), learning the server's limits.
+ * opts may be NULL (defaults); it is copied. On success *out owns the
+ * connection; free it with pb_client_close.
+ * Errors: PB_EINVAL (malformed address or option), PB_ECONNECT (cannot
+ * resolve or connect), PB_ETIMEDOUT (connecting or Hello took longer than
+ * connect_timeout_ms), PB_ECLOSED (server closed during Hello), PB_EPROTO
+ * (the answer was not a Hello), PB_ESERVER (the server refused with an
+ * Error), PB_ENOMEM. On failure *out is NULL and err (if not NULL and
+ * errlen > 0) describes it, naming the address.
+ */
+int pb_client_connect(pb_client **out, const char *address, const pb_client_options *opts,
+                      char *err, size_t errlen);
+
+/*
+ * Closes the connection and frees the client and everything it handed out.
+ * Batches not yet flushed are NOT sent and acks not yet received are lost:
+ * call pb_client_flush first to be sure. Always succeeds; NULL is a no-op.
+ */
+void pb_client_close(pb_client *c);
+
+/* The server's limits from its Hello (0 if it gave none). */
+uint64_t pb_client_max_frame_bytes(const pb_client *c);
+uint64_t pb_client_max_event_bytes(const pb_client *c);
+/* The server's Hello.name, NUL-terminated, valid until pb_client_close. */
+const char *pb_client_server_name(const pb_client *c);
+
+/* Text describing the last failure of a call on c (the server's message
+ * for PB_ESERVER); "" if none. Valid until the next call on c. */
+const char *pb_client_message(const pb_client *c);
+
+/* The last server Error frame received (NULL if none yet). Valid until the
+ * next call on c. */
+const pb_server_error *pb_client_server_error(const pb_client *c);
+
+/* ------------------------------------------------------------------------ */
+/* Publishing                                                                */
+
+/* One event to publish. The library copies (encodes) it before returning:
+ * the caller keeps ownership of every pointer. */
+typedef struct pb_event {
+    const char *topic;  /* required: non-empty UTF-8, <= 255 bytes, no whitespace */
+    const pb_tag *tags; /* ntags entries (may be NULL when ntags == 0) */
+    size_t ntags;
+    /* When the event happened, ns since the epoch. 0 = absent: the field is
+     * not sent (pass pb_time_now_ns() to stamp the current time). */
+    int64_t client_event_time_ns;
+    const char *payload_type; /* Any.type_url, e.g. "type.googleapis.com/my.Msg"; NULL = "" */
+    const void *payload;      /* payload_len bytes (may be NULL when 0) */
+    size_t payload_len;
+} pb_event;
+
+/*
+ * Adds one event to the current batch (encoding it into the client's
+ * reusable batch buffer). The batch is sent when it reaches its size or
+ * count limit; the library also reads acks that have arrived, without
+ * blocking, and waits (at most io_timeout_ms) only when the socket is full
+ * or max_in_flight batches are unacknowledged. client_transmit_time is set
+ * when the batch is sent; payload_size is payload_len.
+ * The event's publish sequence number is the number of events this client
+ * accepted before it (0, 1, 2, ...), used by pb_batch_result and
+ * pb_server_error.
+ * Returns 0 when the event was accepted. These leave the event NOT taken
+ * and the client usable:
+ *  PB_EINVAL   the event is invalid (bad topic, tag not UTF-8, ...);
+ *  PB_ETOOBIG  its encoding exceeds the server's max_event_bytes (or
+ *              cannot fit in its max_frame_bytes);
+ *  PB_ESERVER  the server refused an earlier batch (pb_client_server_error
+ *              says which); reported once, call again to add the event.
+ * These mean the connection is unusable and stay (every later call
+ * returns them): PB_ECLOSED, PB_ETIMEDOUT, PB_EPROTO, PB_ENOMEM, negated
+ * errno. Whether this event or earlier unacknowledged ones reached the
+ * server is then unknown: publish again what the last successful flush did
+ * not confirm, on a new connection.
+ * Also PB_EINVAL after pb_client_subscribe. pb_client_message() explains.
+ */
+int pb_client_publish(pb_client *c, const pb_event *ev);
+
+/*
+ * Sends the pending batch and waits up to timeout_ms (< 0: no limit) until
+ * every batch sent has been acknowledged or refused. On return
+ * *positions (if not NULL) points to *count entries: one per event accepted
+ * since the previous flush, in publish order (empty with no_ack or
+ * no_positions). The array is owned by the client, valid until the next
+ * call on c.
+ * Returns 0 when all of them were stored; PB_ESERVER when the server
+ * refused some (their entries have status != 0; pb_client_server_error
+ * gives the last refusal); PB_ETIMEDOUT when acks are still missing (their
+ * entries have status PB_ETIMEDOUT; the client stays usable and the next
+ * flush reports the same events again, with their answers if they came,
+ * followed by the newer ones); the sticky connection errors of
+ * pb_client_publish (entries not yet answered keep status PB_ETIMEDOUT).
+ * A flush that returns 0 or PB_ESERVER starts a new window. (Only the wait
+ * for acks times out softly: a PB_ETIMEDOUT while writing the last batch,
+ * bounded by io_timeout_ms, is sticky like pb_client_publish's.)
+ */
+int pb_client_flush(pb_client *c, int timeout_ms, const pb_position **positions, size_t *count);
+
+/* ------------------------------------------------------------------------ */
+/* Subscribing                                                               */
+
+typedef enum pb_start_mode {
+    PB_START_NEW = 0,       /* only events stored after the subscription starts */
+    PB_START_BEGINNING = 1, /* everything stored */
+    PB_START_OFFSETS = 2,   /* from `offsets` (partitions not listed: beginning) */
+    PB_START_TIME = 3,      /* first event with server_receive_time >= from_time_ns */
+    PB_START_LAST_N = 4,    /* the last `last_n` events of each matching topic */
+} pb_start_mode;
+
+typedef struct pb_partition_offset {
+    const char *partition;
+    uint64_t offset; /* first offset to deliver */
+} pb_partition_offset;
+
+typedef struct pb_subscription {
+    const char *const *patterns; /* PCRE2; a topic matches if any matches it whole */
+    size_t npatterns;
+    const pb_tag *tags; /* all must be present with these values */
+    size_t ntags;
+    pb_start_mode start;
+    const pb_partition_offset *offsets; /* PB_START_OFFSETS */
+    size_t noffsets;
+    int64_t from_time_ns; /* PB_START_TIME */
+    uint32_t last_n;      /* PB_START_LAST_N */
+} pb_subscription;
+
+/*
+ * Sends a Subscribe request. From then on the connection belongs to the
+ * subscription: pb_client_next yields its events; publishing is refused.
+ * Pending publishes must be flushed first (PB_EINVAL otherwise). The
+ * caller keeps ownership of *s. Returns 0, PB_EINVAL (bad arguments, or
+ * already subscribed), PB_ENOMEM, or the sticky connection errors. A
+ * refusal by the server (bad pattern, ...) arrives as PB_ESERVER from the
+ * first pb_client_next.
+ */
+int pb_client_subscribe(pb_client *c, const pb_subscription *s);
+
+typedef enum pb_item_kind {
+    PB_ITEM_EVENT = 1,     /* item.event is set */
+    PB_ITEM_DATA_LOSS = 2, /* item.loss is set: stored events that could not be read */
+} pb_item_kind;
+
+/* A tag of a received event: byte strings, NUL-terminated for convenience. */
+typedef struct pb_tag_view {
+    const char *key;
+    size_t key_len;
+    const char *value;
+    size_t value_len;
+} pb_tag_view;
+
+/* A received event. Strings are NUL-terminated copies (lengths given too,
+ * as they may contain NUL bytes); payload and raw point into the client's
+ * receive buffer. All valid until the next call on the client. */
+typedef struct pb_received_event {
+    const char *partition;
+    size_t partition_len;
+    uint64_t offset;
+    const char *topic;
+    size_t topic_len;
+    const pb_tag_view *tags; /* ntags entries; a key repeated on the wire: the last wins */
+    size_t ntags;
+    bool has_client_event_time, has_client_transmit_time, has_server_receive_time;
+    int64_t client_event_time_ns; /* ns since the epoch (0 when absent) */
+    int64_t client_transmit_time_ns;
+    int64_t server_receive_time_ns;
+    const char *payload_type; /* Any.type_url ("" when no payload) */
+    size_t payload_type_len;
+    const uint8_t *payload; /* Any.value */
+    size_t payload_len;
+    int64_t payload_size; /* as the publisher stated it */
+    /* The stored EncapsulatedEvent bytes exactly as the server sent them
+     * (e.g. for client/render.h's pb_render_event). */
+    const uint8_t *raw;
+    size_t raw_len;
+} pb_received_event;
+
+/* The server could not read stored events [first_offset, last_offset] of
+ * `partition` (a DATA_LOSS Error); the subscription continues after them. */
+typedef struct pb_data_loss {
+    const char *partition;
+    uint64_t first_offset;
+    uint64_t last_offset;
+    const char *message; /* the server's text (names the file and position) */
+} pb_data_loss;
+
+typedef struct pb_item {
+    pb_item_kind kind;
+    pb_received_event event;
+    pb_data_loss loss;
+} pb_item;
+
+/*
+ * Waits up to timeout_ms (< 0: no limit, 0: only what has arrived) for the
+ * next item of the subscription and fills *item (its pointers are valid
+ * until the next call on c). Decoding does not allocate per event.
+ * Returns 0 (an event or a data-loss report; iterate on), PB_ETIMEDOUT
+ * (nothing yet; call again), PB_ESERVER (the server ended the subscription
+ * with an Error: pb_client_server_error / pb_client_message), PB_ECLOSED
+ * (the server closed the connection), PB_EPROTO (a malformed frame or
+ * event; the connection is then unusable), PB_EINVAL (not subscribed).
+ * Errors other than PB_ETIMEDOUT are final.
+ */
+int pb_client_next(pb_client *c, pb_item *item, int timeout_ms);
+
+/* ------------------------------------------------------------------------ */
+/* Reading segment files without a server                                   */
+/*
+ * The pb_reader_* functions and pb_partition_list declared by reader.h
+ * (included above) read a partition directory offline with the same code
+ * the daemon uses: pb_reader_open / seek_offset / seek_time / set_end /
+ * next / problem / close. See reader.h for their contracts; a pb_reader is
+ * used by one thread at a time.
+ */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,1154 @@
+/*
+ * test_client - libprotobus against a scripted fake server: a thread on
+ * 127.0.0.1 (port from bind to port 0) that speaks the protocol with
+ * protobuf-c, independently of the library's hand codec. Covers connect
+ * errors, the Hello exchange and its timeout, publish + flush positions,
+ * server errors, size limits, no_ack, subscribe with every field of an
+ * event, DATA_LOSS reports and the server closing.
+ *
+ * The server thread never calls cmocka asserts (they longjmp); it records
+ * its first failure in fake_server.failure, checked after the join.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "protobus.h"
+#include "protobus.pb-c.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+/* --- the fake server -------------------------------------------------------- */
+
+typedef struct fake_server fake_server;
+typedef void (*server_script)(fake_server *s, int fd);
+
+struct fake_server {
+    int lfd;
+    uint16_t port;
+    char address[64];
+    pthread_t thread;
+    server_script script;
+    char failure[512];
+    uint64_t max_frame_bytes, max_event_bytes;
+    bool refuse_hello; /* answer Hello with an UNAVAILABLE Error */
+    bool any_events;   /* do not check published events against make_event */
+    int go_fd;         /* script_ack_when_told: read end of a pipe */
+    /* Script inputs/outputs. */
+    int param;
+    uint64_t events_seen;
+    uint64_t frames_seen;
+    Protobus__Hello *client_hello;
+    Protobus__Subscribe *subscribe;
+};
+
+static void srv_fail(fake_server *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void srv_fail(fake_server *s, const char *fmt, ...)
+{
+    if (s->failure[0])
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->failure, sizeof(s->failure), fmt, ap);
+    va_end(ap);
+}
+
+static int read_full(int fd, void *buf, size_t n)
+{
+    uint8_t *p = buf;
+    while (n > 0) {
+        ssize_t r = read(fd, p, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+static int write_full(int fd, const void *buf, size_t n)
+{
+    const uint8_t *p = buf;
+    while (n > 0) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* One delimited Frame, unpacked with protobuf-c; NULL at EOF or on error. */
+static Protobus__Frame *srv_read(fake_server *s, int fd)
+{
+    uint64_t len = 0;
+    for (int shift = 0;; shift += 7) {
+        uint8_t b;
+        if (shift > 63 || read_full(fd, &b, 1) < 0)
+            return NULL;
+        len |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80))
+            break;
+    }
+    uint8_t *body = malloc(len ? len : 1);
+    if (!body || read_full(fd, body, len) < 0) {
+        free(body);
+        return NULL;
+    }
+    Protobus__Frame *f = protobus__frame__unpack(NULL, len, body);
+    if (!f)
+        srv_fail(s, "client sent a frame protobuf-c cannot unpack (%llu bytes)",
+                 (unsigned long long)len);
+    s->frames_seen++;
+    free(body);
+    return f;
+}
+
+static void srv_send(fake_server *s, int fd, const Protobus__Frame *f)
+{
+    size_t n = protobus__frame__get_packed_size(f);
+    uint8_t *buf = malloc(n + 10);
+    if (!buf) {
+        srv_fail(s, "out of memory");
+        return;
+    }
+    size_t pre = 0;
+    uint64_t v = n;
+    do {
+        buf[pre++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+        v >>= 7;
+    } while (v);
+    protobus__frame__pack(f, buf + pre);
+    if (write_full(fd, buf, pre + n) < 0)
+        srv_fail(s, "sending a frame failed: %s", strerror(errno));
+    free(buf);
+}
+
+/* Reads the client's Hello and answers with the server's limits. */
+static int srv_hello(fake_server *s, int fd)
+{
+    Protobus__Frame *f = srv_read(s, fd);
+    if (!f || f->body_case != PROTOBUS__FRAME__BODY_HELLO) {
+        srv_fail(s, "first frame is not a Hello");
+        if (f)
+            protobus__frame__free_unpacked(f, NULL);
+        return -1;
+    }
+    s->client_hello = f->hello;
+    f->hello = NULL;
+    f->body_case = PROTOBUS__FRAME__BODY__NOT_SET;
+    uint64_t id = f->id;
+    protobus__frame__free_unpacked(f, NULL);
+    Protobus__Hello h = PROTOBUS__HELLO__INIT;
+    h.protocol_version = 1;
+    h.name = "fake-protobusd 0.1";
+    h.max_frame_bytes = s->max_frame_bytes;
+    h.max_event_bytes = s->max_event_bytes;
+    Protobus__Frame out = PROTOBUS__FRAME__INIT;
+    out.id = id;
+    out.body_case = PROTOBUS__FRAME__BODY_HELLO;
+    out.hello = &h;
+    srv_send(s, fd, &out);
+    return 0;
+}
+
+static void srv_send_error(fake_server *s, int fd, uint64_t id, Protobus__Code code,
+                           const char *msg, const char *partition, uint64_t first, uint64_t last,
+                           uint32_t event_index_plus_one)
+{
+    Protobus__Error e = PROTOBUS__ERROR__INIT;
+    e.code = code;
+    e.message = (char *)msg;
+    e.partition = (char *)(partition ? partition : "");
+    e.first_offset = first;
+    e.last_offset = last;
+    e.event_index_plus_one = event_index_plus_one;
+    Protobus__Frame out = PROTOBUS__FRAME__INIT;
+    out.id = id;
+    out.body_case = PROTOBUS__FRAME__BODY_ERROR;
+    out.error = &e;
+    srv_send(s, fd, &out);
+}
+
+/* Waits for the client to close (bounded by the socket's receive timeout). */
+static void srv_drain(fake_server *s, int fd)
+{
+    Protobus__Frame *f;
+    while ((f = srv_read(s, fd)) != NULL)
+        protobus__frame__free_unpacked(f, NULL);
+}
+
+static void *server_main(void *arg)
+{
+    fake_server *s = arg;
+    struct pollfd p = {.fd = s->lfd, .events = POLLIN};
+    if (poll(&p, 1, 10000) != 1) {
+        srv_fail(s, "no client connected");
+        return NULL;
+    }
+    int fd = accept(s->lfd, NULL, NULL);
+    if (fd < 0) {
+        srv_fail(s, "accept: %s", strerror(errno));
+        return NULL;
+    }
+    /* A broken client must not hang the test: bound every blocking read. */
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    if (s->refuse_hello) {
+        Protobus__Frame *f = srv_read(s, fd);
+        if (f) {
+            srv_send_error(s, fd, f->id, PROTOBUS__CODE__UNAVAILABLE, "shutting down", NULL, 0, 0,
+                           0);
+            protobus__frame__free_unpacked(f, NULL);
+        }
+    } else if (srv_hello(s, fd) == 0) {
+        s->script(s, fd);
+    }
+    close(fd);
+    return NULL;
+}
+
+static int listen_socket(uint16_t *port, int backlog)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    if (backlog >= 0)
+        assert_int_equal(listen(fd, backlog), 0);
+    socklen_t len = sizeof(a);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+static void server_start(fake_server *s, server_script script)
+{
+    memset(s, 0, sizeof(*s));
+    s->script = script;
+    s->max_frame_bytes = 4 << 20;
+    s->max_event_bytes = 1 << 20;
+    s->lfd = listen_socket(&s->port, 8);
+    snprintf(s->address, sizeof(s->address), "127.0.0.1:%u", s->port);
+}
+
+static void server_run(fake_server *s)
+{
+    assert_int_equal(pthread_create(&s->thread, NULL, server_main, s), 0);
+}
+
+static void server_join(fake_server *s)
+{
+    assert_int_equal(pthread_join(s->thread, NULL), 0);
+    close(s->lfd);
+    if (s->client_hello)
+        protobus__hello__free_unpacked(s->client_hello, NULL);
+    if (s->subscribe)
+        protobus__subscribe__free_unpacked(s->subscribe, NULL);
+    if (s->failure[0])
+        fail_msg("fake server: %s", s->failure);
+}
+
+static pb_client *connect_ok(fake_server *s, const pb_client_options *o)
+{
+    pb_client *c = NULL;
+    char err[256] = "";
+    int rc = pb_client_connect(&c, s->address, o, err, sizeof(err));
+    if (rc != 0)
+        fail_msg("connect: %s: %s", pb_strerror(rc), err);
+    return c;
+}
+
+/* --- connecting --------------------------------------------------------------- */
+
+static void test_connect_refused(void **state)
+{
+    uint16_t port;
+    int fd = listen_socket(&port, -1); /* bound, never listening: connect is refused */
+    char addr[64], err[256] = "";
+    snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
+    pb_client *c = (pb_client *)&c;
+    assert_int_equal(pb_client_connect(&c, addr, NULL, err, sizeof(err)), PB_ECONNECT);
+    assert_null(c);
+    assert_non_null(strstr(err, addr));
+    assert_non_null(strstr(err, "refused"));
+    close(fd);
+}
+
+static void test_connect_bad_address(void **state)
+{
+    static const char *const bad[] = {
+        "localhost", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:http",
+        ":7000",     "[::1",       "[::1]7000",   "::1:7000",        "127.0.0.1:70a",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        pb_client *c = NULL;
+        char err[256] = "";
+        int rc = pb_client_connect(&c, bad[i], NULL, err, sizeof(err));
+        if (rc != PB_EINVAL)
+            fail_msg("\"%s\": got %d (%s)", bad[i], rc, err);
+        assert_null(c);
+        assert_non_null(strstr(err, bad[i]));
+    }
+    pb_client *c = NULL;
+    char err[256] = "";
+    assert_int_equal(pb_client_connect(&c, NULL, NULL, err, sizeof(err)), PB_EINVAL);
+}
+
+static void test_connect_unresolvable(void **state)
+{
+    pb_client *c = NULL;
+    char err[256] = "";
+    /* .invalid never resolves (RFC 6761), and fails without a network. */
+    assert_int_equal(pb_client_connect(&c, "no-such-host.invalid:7000", NULL, err, sizeof(err)),
+                     PB_ECONNECT);
+    assert_non_null(strstr(err, "no-such-host.invalid"));
+}
+
+static void test_hello_timeout(void **state)
+{
+    uint16_t port;
+    int fd = listen_socket(&port, 4); /* the kernel completes connects; nobody answers */
+    char addr[64], err[256] = "";
+    snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
+    pb_client_options o;
+    pb_client_options_init(&o);
+    o.connect_timeout_ms = 150;
+    pb_client *c = NULL;
+    assert_int_equal(pb_client_connect(&c, addr, &o, err, sizeof(err)), PB_ETIMEDOUT);
+    assert_null(c);
+    assert_non_null(strstr(err, "no Hello"));
+    assert_non_null(strstr(err, addr));
+    close(fd);
+}
+
+static void script_close_now(fake_server *s, int fd)
+{
+}
+
+static void test_hello_exchange(void **state)
+{
+    fake_server s;
+    server_start(&s, script_close_now);
+    s.max_frame_bytes = 123456;
+    s.max_event_bytes = 65432;
+    server_run(&s);
+    pb_client_options o;
+    pb_client_options_init(&o);
+    o.name = "test-client/1";
+    pb_client *c = connect_ok(&s, &o);
+    assert_int_equal(pb_client_max_frame_bytes(c), 123456);
+    assert_int_equal(pb_client_max_event_bytes(c), 65432);
+    assert_string_equal(pb_client_server_name(c), "fake-protobusd 0.1");
+    pb_client_close(c);
+    server_join(&s);
+}
+
+static void script_check_hello(fake_server *s, int fd)
+{
+    if (s->client_hello->protocol_version != 1)
+        srv_fail(s, "client protocol_version %u", s->client_hello->protocol_version);
+    if (strcmp(s->client_hello->name, "test-client/2") != 0)
+        srv_fail(s, "client name \"%s\"", s->client_hello->name);
+}
+
+static void test_hello_sends_version_and_name(void **state)
+{
+    fake_server s;
+    server_start(&s, script_check_hello);
+    server_run(&s);
+    pb_client_options o;
+    pb_client_options_init(&o);
+    o.name = "test-client/2";
+    pb_client *c = connect_ok(&s, &o);
+    pb_client_close(c);
+    server_join(&s);
+}
+
+static void test_hello_refused_by_error(void **state)
+{
+    fake_server s;
+    server_start(&s, script_close_now);
+    s.refuse_hello = true;
+    server_run(&s);
+    pb_client *c = NULL;
+    char err[256] = "";
+    assert_int_equal(pb_client_connect(&c, s.address, NULL, err, sizeof(err)), PB_ESERVER);
+    assert_null(c);
+    assert_non_null(strstr(err, "UNAVAILABLE"));
+    assert_non_null(strstr(err, "shutting down"));
+    server_join(&s);
+}
+
+/* --- publishing ------------------------------------------------------------------ */
+
+#define EVENT_TIME_BASE 1700000000123456789LL
+
+/* The events the publish tests send: topic a.<i> for even i, b.<i> for odd. */
+static void make_event(uint64_t i, char *topic, size_t topiccap, char *seq, size_t seqcap,
+                       char *payload, size_t paycap, pb_tag tags[2], pb_event *ev)
+{
+    snprintf(topic, topiccap, "%c.%llu", i % 2 ? 'b' : 'a', (unsigned long long)i);
+    snprintf(seq, seqcap, "%llu", (unsigned long long)i);
+    snprintf(payload, paycap, "payload-%llu", (unsigned long long)i);
+    tags[0] = (pb_tag){"seq", seq};
+    tags[1] = (pb_tag){"host", "h1"};
+    *ev = (pb_event){
+        .topic = topic,
+        .tags = tags,
+        .ntags = 2,
+        .client_event_time_ns = EVENT_TIME_BASE + (int64_t)i,
+        .payload_type = "type.example/Test",
+        .payload = payload,
+        .payload_len = strlen(payload),
+    };
+}
+
+static int64_t ts_ns(const Google__Protobuf__Timestamp *t)
+{
+    return t->seconds * 1000000000LL + t->nanos;
+}
+
+/* Checks event i of the stream as protobuf-c decoded it. */
+static void srv_check_event(fake_server *s, const Protobus__EncapsulatedEvent *e, uint64_t i)
+{
+    char topic[32], seq[32], payload[64];
+    pb_tag tags[2];
+    pb_event ev;
+    make_event(i, topic, sizeof(topic), seq, sizeof(seq), payload, sizeof(payload), tags, &ev);
+    if (strcmp(e->topic, topic) != 0)
+        srv_fail(s, "event %llu: topic \"%s\", expected \"%s\"", (unsigned long long)i, e->topic,
+                 topic);
+    if (e->n_tags != 2 || strcmp(e->tags[0]->key, "seq") != 0 ||
+        strcmp(e->tags[0]->value, seq) != 0 || strcmp(e->tags[1]->key, "host") != 0 ||
+        strcmp(e->tags[1]->value, "h1") != 0)
+        srv_fail(s, "event %llu: wrong tags", (unsigned long long)i);
+    if (!e->client_event_time || ts_ns(e->client_event_time) != EVENT_TIME_BASE + (int64_t)i)
+        srv_fail(s, "event %llu: wrong client_event_time", (unsigned long long)i);
+    int64_t now = pb_time_now_ns();
+    if (!e->client_transmit_time || ts_ns(e->client_transmit_time) > now ||
+        ts_ns(e->client_transmit_time) < now - 60 * 1000000000LL)
+        srv_fail(s, "event %llu: client_transmit_time missing or not recent",
+                 (unsigned long long)i);
+    if (e->server_receive_time)
+        srv_fail(s, "event %llu: the client set server_receive_time", (unsigned long long)i);
+    if (e->payload_size != (int64_t)strlen(payload))
+        srv_fail(s, "event %llu: payload_size %lld", (unsigned long long)i,
+                 (long long)e->payload_size);
+    if (!e->payload || strcmp(e->payload->type_url, "type.example/Test") != 0 ||
+        e->payload->value.len != strlen(payload) ||
+        memcmp(e->payload->value.data, payload, strlen(payload)) != 0)
+        srv_fail(s, "event %llu: wrong payload", (unsigned long long)i);
+}
+
+/* Acks a Publish: a.* events go to "part-a", b.* to "part-b", offsets count
+ * up per partition. */
+static void srv_ack(fake_server *s, int fd, const Protobus__Frame *f, uint64_t next[2])
+{
+    static char *names[2] = {"part-a", "part-b"};
+    size_t n = f->publish->n_events;
+    uint32_t *idx = calloc(n ? n : 1, sizeof(*idx));
+    uint64_t *off = calloc(n ? n : 1, sizeof(*off));
+    if (!idx || !off) {
+        srv_fail(s, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        idx[i] = f->publish->events[i]->topic[0] == 'b';
+        off[i] = next[idx[i]]++;
+    }
+    Protobus__PublishAck ack = PROTOBUS__PUBLISH_ACK__INIT;
+    ack.n_partitions = 2;
+    ack.partitions = names;
+    ack.n_partition_index = n;
+    ack.partition_index = idx;
+    ack.n_offsets = n;
+    ack.offsets = off;
+    Protobus__Frame out = PROTOBUS__FRAME__INIT;
+    out.id = f->id;
+    out.body_case = PROTOBUS__FRAME__BODY_PUBLISH_ACK;
+    out.publish_ack = &ack;
+    srv_send(s, fd, &out);
+out:
+    free(idx);
+    free(off);
+}
+
+static Protobus__Frame *srv_read_publish(fake_server *s, int fd)
+{
+    Protobus__Frame *f = srv_read(s, fd);
+    if (f && f->body_case != PROTOBUS__FRAME__BODY_PUBLISH) {
+        srv_fail(s, "expected Publish, got body %d", (int)f->body_case);
+        protobus__frame__free_unpacked(f, NULL);
+        return NULL;
+    }
+    if (f) {
+        for (size_t i = 0; i < f->publish->n_events && !s->any_events; i++)
+            srv_check_event(s, f->publish->events[i], s->events_seen + i);
+        s->events_seen += f->publish->n_events;
+    }
+    return f;
+}
+
+static bool readable_now(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, 0) == 1;
+}
+
+/* Acks every batch; when a second batch is already waiting, acks it first,
+ * so acks arrive out of order. */
+static void script_ack_all(fake_server *s, int fd)
+{
+    uint64_t next[2] = {0, 0};
+    Protobus__Frame *f;
+    while ((f = srv_read_publish(s, fd)) != NULL) {
+        if (f->publish->no_ack)
+            srv_fail(s, "no_ack set");
+        Protobus__Frame *g = readable_now(fd) ? srv_read_publish(s, fd) : NULL;
+        if (g) {
+            /* Offsets are assigned in arrival order, acks sent reversed. */
+            uint64_t first[2] = {next[0], next[1]};
+            for (size_t i = 0; i < f->publish->n_events; i++)
+                next[f->publish->events[i]->topic[0] == 'b']++;
+            srv_ack(s, fd, g, next);
+            srv_ack(s, fd, f, first);
+            protobus__frame__free_unpacked(g, NULL);
+        } else {
+            srv_ack(s, fd, f, next);
+        }
+        protobus__frame__free_unpacked(f, NULL);
+    }
+}
+
+typedef struct ack_log {
+    uint64_t batches, events, next_first;
+    int bad;
+} ack_log;
+
+static void on_ack(void *ctx, const pb_batch_result *r)
+{
+    ack_log *l = ctx;
+    l->batches++;
+    l->events += r->count;
+    if (r->status != 0)
+        l->bad++;
+    for (size_t i = 0; i < r->count; i++) {
+        uint64_t seq = r->first_event + i;
+        if (strcmp(r->positions[i].partition, seq % 2 ? "part-b" : "part-a") != 0 ||
+            r->positions[i].offset != seq / 2)
+            l->bad++;
+    }
+}
+
+static void publish_n(pb_client *c, uint64_t from, uint64_t n)
+{
+    for (uint64_t i = from; i < from + n; i++) {
+        char topic[32], seq[32], payload[64];
+        pb_tag tags[2];
+        pb_event ev;
+        make_event(i, topic, sizeof(topic), seq, sizeof(seq), payload, sizeof(payload), tags, &ev);
+        int rc = pb_client_publish(c, &ev);
+        if (rc != 0)
+            fail_msg("publish %llu: %s: %s", (unsigned long long)i, pb_strerror(rc),
+                     pb_client_message(c));
+    }
+}
+
+static void test_publish_flush_positions(void **state)
+{
+    fake_server s;
+    server_start(&s, script_ack_all);
+    server_run(&s);
+    ack_log log = {0};
+    pb_client_options o;
+    pb_client_options_init(&o);
+    o.batch_events = 97; /* batches end at odd places */
+    o.max_in_flight = 3; /* publishing must wait for acks */
+    o.on_ack = on_ack;
+    o.on_ack_ctx = &log;
+    pb_client *c = connect_ok(&s, &o);
+
+    for (int round = 0; round < 2; round++) {
+        uint64_t from = round ? 2500 : 0, n = round ? 10 : 2500;
+        publish_n(c, from, n);
+        const pb_position *pos = NULL;
+        size_t count = 0;
+        int rc = pb_client_flush(c, 10000, &pos, &count);
+        if (rc != 0)
+            fail_msg("flush: %s: %s", pb_strerror(rc), pb_client_message(c));
+        assert_int_equal(count, n);
+        for (size_t i = 0; i < count; i++) {
+            uint64_t seq = from + i;
+            assert_int_equal(pos[i].status, 0);
+            assert_string_equal(pos[i].partition, seq % 2 ? "part-b" : "part-a");
+            assert_int_equal(pos[i].offset, seq / 2);
+        }
+    }
+    /* A flush with nothing new returns no positions. */
+    const pb_position *pos = NULL;
+    size_t count = 99;
+    assert_int_equal(pb_client_flush(c, 1000, &pos, &count), 0);
+    assert_int_equal(count, 0);
+
+    assert_int_equal(log.events, 2510);
+    assert_int_equal(log.batches, 2500 / 97 + 1 + 1);
+    assert_int_equal(log.bad, 0);
+    pb_client_close(c);
+    server_join(&s);
+    assert_int_equal(s.events_seen, 2510);
+}
+
+/* Refuses the second batch (INVALID_ARGUMENT about its second event), acks
+ * the others. */
+static void script_refuse_second(fake_server *s, int fd)
+{
+    uint64_t next[2] = {0, 0};
+    Protobus__Frame *f;
+    for (int n = 0; (f = srv_read_publish(s, fd)) != NULL; n++) {
+        if (n == 1)
+            srv_send_error(s, fd, f->id, PROTOBUS__CODE__INVALID_ARGUMENT,
+                           "topic \"b.3\" matches no rule", NULL, 0, 0, 2);
+        else
+            srv_ack(s, fd, f, next);
+        protobus__frame__free_unpacked(f, NULL);
+    }
+}
+
+static void test_publish_server_error(void **state)
+{
+    fake_server s;
+    server_start(&s, script_refuse_second);
+    server_run(&s);
+    pb_client_options o;
+    pb_client_options_init(&o);
+    o.batch_events = 3;
+    pb_client *c = connect_ok(&s, &o);
+    publish_n(c, 0, 9);
+    const pb_position *pos = NULL;
+    size_t count = 0;
+    assert_int_equal(pb_client_flush(c, 10000, &pos, &count), PB_ESERVER);
+    assert_int_equal(count, 9);
+    for (size_t i = 0; i < 9; i++) {
+        if (i >= 3 && i < 6) {
+            assert_int_equal(pos[i].status, PB_ESERVER);
+            assert_null(pos[i].partition);
+        } else {
+            assert_int_equal(pos[i].status, 0);
+            assert_non_null(pos[i].partition);
+        }
+    }
+    const pb_server_error *e = pb_client_server_error(c);
+    assert_non_null(e);
+    assert_int_equal(e->code, PB_CODE_INVALID_ARGUMENT);
+    assert_string_equal(e->message, "topic \"b.3\" matches no rule");
+    assert_true(e->about_event);
+    assert_int_equal(e->event_in_batch, 1);
+    assert_int_equal(e->event, 4);
+    assert_int_equal(e->batch_first_event, 3);
+    assert_int_equal(e->batch_count, 3);
+    assert_non_null(strstr(pb_client_message(c), "matches no rule"));
+    assert_non_null(strstr(pb_client_message(c), "INVALID_ARGUMENT"));
+
+    /* The connection goes on: the next flush succeeds. */
+    publish_n(c, 9, 3);
+    assert_int_equal(pb_client_flush(c, 10000, &pos, &count), 0);
+    assert_int_equal(count, 3);
+    assert_int_equal(pos[0].status, 0);
+    pb_client_close(c);
+    server_join(&s);
+}
+
+static void script_count_no_ack(fake_server *s, int fd)
+{
+    Protobus__Frame *f;
+    while ((f = srv_read_publish(s, fd)) != NULL) {
+        if (!f->publish->no_ack)
+            srv_fail(s, "no_ack not set");
+        protobus__frame__free_unpacked(f, NULL);
+    }
+}
+
+static void test_publish_no_ack(void **state)
+{
+    fake_server s;
+    server_start(&s, script_count_no_ack);
+    server_run(&s);
+    pb_client_options o;
+    pb_client_options_init(&o);
+    o.no_ack = true;
+    o.batch_events = 10;
+    o.max_in_flight = 1; /* irrelevant without acks: must not wait */
+    pb_client *c = connect_ok(&s, &o);
+    publish_n(c, 0, 95);
+    const pb_position *pos = NULL;
+    size_t count = 99;
+    assert_int_equal(pb_client_flush(c, 1000, &pos, &count), 0);
+    assert_int_equal(count, 0);
+    pb_client_close(c);
+    server_join(&s);
+    assert_int_equal(s.events_seen, 95);
+}
+
+static void test_publish_limits(void **state)
+{
+    fake_server s;
+    server_start(&s, script_ack_all);
+    s.max_event_bytes = 100;
+    s.any_events = true;
+    server_run(&s);
+    pb_client *c = connect_ok(&s, NULL);
+    char big[200];
+    memset(big, 'x', sizeof(big));
+    pb_event ev = {.topic = "a.big", .payload = big, .payload_len = sizeof(big)};
+    assert_int_equal(pb_client_publish(c, &ev), PB_ETOOBIG);
+    assert_non_null(strstr(pb_client_message(c), "a.big"));
+    assert_non_null(strstr(pb_client_message(c), "100"));
+    /* Just under the limit once encoded is still refused with its size. */
+    ev.payload_len = 90;
+    assert_int_equal(pb_client_publish(c, &ev), PB_ETOOBIG);
+    ev.payload_len = 40;
+    assert_int_equal(pb_client_publish(c, &ev), 0);
+
+    pb_event bad = {.topic = "has space"};
+    assert_int_equal(pb_client_publish(c, &bad), PB_EINVAL);
+    assert_non_null(strstr(pb_client_message(c), "has space"));
+    bad.topic = "";
+    assert_int_equal(pb_client_publish(c, &bad), PB_EINVAL);
+    pb_tag t = {"k", "\xff"};
+    pb_event badtag = {.topic = "a.t", .tags = &t, .ntags = 1};
+    assert_int_equal(pb_client_publish(c, &badtag), PB_EINVAL);
+    assert_non_null(strstr(pb_client_message(c), "UTF-8"));
+
+    /* The refused events were not taken: the flush covers one event. */
+    const pb_position *pos;
+    size_t count;
+    assert_int_equal(pb_client_flush(c, 10000, &pos, &count), 0);
+    assert_int_equal(count, 1);
+    pb_client_close(c);
+    server_join(&s);
+}
+
+static void script_close_after_publish(fake_server *s, int fd)
+{
+    Protobus__Frame *f = srv_read(s, fd);
+    if (f)
+        protobus__frame__free_unpacked(f, NULL);
+}
+
+static void test_publish_server_closes(void **state)
+{
+    fake_server s;
+    server_start(&s, script_close_after_publish);
+    s.param = 0;
+    server_run(&s);
+    pb_client *c = connect_ok(&s, NULL);
+    pb_event ev = {.topic = "a.x", .payload = "p", .payload_len = 1};
+    assert_int_equal(pb_client_publish(c, &ev), 0);
+    const pb_position *pos;
+    size_t count;
+    assert_int_equal(pb_client_flush(c, 10000, &pos, &count), PB_ECLOSED);
+    assert_int_equal(count, 1);
+    assert_int_not_equal(pos[0].status, 0);
+    assert_non_null(strstr(pb_client_message(c), "closed"));
+    /* Sticky. */
+    assert_int_equal(pb_client_publish(c, &ev), PB_ECLOSED);
+    pb_client_close(c);
+    server_join(&s);
+}
+
+/* Acks each batch only after the test writes a byte to the go pipe. */
+static void script_ack_when_told(fake_server *s, int fd)
+{
+    uint64_t next[2] = {0, 0};
+    Protobus__Frame *f;
+    while ((f = srv_read_publish(s, fd)) != NULL) {
+        char b;
+        if (read_full(s->go_fd, &b, 1) < 0)
+            srv_fail(s, "go pipe closed");
+        srv_ack(s, fd, f, next);
+        protobus__frame__free_unpacked(f, NULL);
+    }
+}
+
+static void test_flush_timeout_then_collect(void **state)
+{
+    int go[2];
+    assert_int_equal(pipe(go), 0);
+    fake_server s;
+    server_start(&s, script_ack_when_told);
+    s.go_fd = go[0];
+    server_run(&s);
+    pb_client *c = connect_ok(&s, NULL);
+    publish_n(c, 0, 2);
+    const pb_position *pos = NULL;
+    size_t count = 0;
+    assert_int_equal(pb_client_flush(c, 30, &pos, &count), PB_ETIMEDOUT);
+    assert_int_equal(count, 2);
+    assert_int_equal(pos[0].status, PB_ETIMEDOUT);
+    assert_int_equal(pos[1].status, PB_ETIMEDOUT);
+    assert_non_null(strstr(pb_client_message(c), "not acknowledged"));
+
+    /* Not sticky: once the ack comes, the next flush has them, plus a new one. */
+    assert_int_equal(write(go[1], "gg", 2), 2);
+    publish_n(c, 2, 1);
+    assert_int_equal(pb_client_flush(c, 10000, &pos, &count), 0);
+    assert_int_equal(count, 3);
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(pos[i].status, 0);
+        assert_int_equal(pos[i].offset, i / 2);
+    }
+    pb_client_close(c);
+    server_join(&s);
+    close(go[0]);
+    close(go[1]);
+}
+
+static void test_publish_no_positions_callback(void **state)
+{
+    fake_server s;
+    server_start(&s, script_ack_all);
+    server_run(&s);
+    ack_log log = {0};
+    pb_client_options o;
+    pb_client_options_init(&o);
+    o.no_positions = true;
+    o.batch_bytes = 2000; /* batches cut by size, not count */
+    o.on_ack = on_ack;
+    o.on_ack_ctx = &log;
+    pb_client *c = connect_ok(&s, &o);
+    publish_n(c, 0, 1000);
+    const pb_position *pos = NULL;
+    size_t count = 99;
+    assert_int_equal(pb_client_flush(c, 10000, &pos, &count), 0);
+    assert_int_equal(count, 0);
+    assert_int_equal(log.events, 1000);
+    assert_true(log.batches >= 1000 * 80 / 2000);
+    assert_int_equal(log.bad, 0);
+    pb_client_close(c);
+    server_join(&s);
+    assert_int_equal(s.events_seen, 1000);
+}
+
+/* --- subscribing --------------------------------------------------------------- */
+
+/* Reads the Subscribe request into s->subscribe; returns its frame id. */
+static uint64_t srv_read_subscribe(fake_server *s, int fd)
+{
+    Protobus__Frame *f = srv_read(s, fd);
+    if (!f || f->body_case != PROTOBUS__FRAME__BODY_SUBSCRIBE) {
+        srv_fail(s, "expected Subscribe");
+        if (f)
+            protobus__frame__free_unpacked(f, NULL);
+        return 0;
+    }
+    uint64_t id = f->id;
+    s->subscribe = f->subscribe;
+    f->subscribe = NULL;
+    f->body_case = PROTOBUS__FRAME__BODY__NOT_SET;
+    protobus__frame__free_unpacked(f, NULL);
+    return id;
+}
+
+/* Stored event i of the subscription tests, every field set. */
+typedef struct stored_event {
+    Protobus__EncapsulatedEvent ev;
+    Protobus__EncapsulatedEvent__TagsEntry t[3], *tp[3];
+    Google__Protobuf__Timestamp cet, ctt, srt;
+    Google__Protobuf__Any any;
+    char topic[32];
+    uint8_t *payload;
+    size_t payload_len;
+} stored_event;
+
+static void stored_event_init(stored_event *se, int i, size_t payload_len)
+{
+    protobus__encapsulated_event__init(&se->ev);
+    snprintf(se->topic, sizeof(se->topic), "sensors.t%d", i);
+    se->ev.topic = se->topic;
+    static char *keys[3] = {"zone", "host", "zone"};
+    static char *vals[3] = {"old", "h-1", "eu-west"}; /* "zone" repeated: the last wins */
+    for (int k = 0; k < 3; k++) {
+        protobus__encapsulated_event__tags_entry__init(&se->t[k]);
+        se->t[k].key = keys[k];
+        se->t[k].value = vals[k];
+        se->tp[k] = &se->t[k];
+    }
+    se->ev.n_tags = 3;
+    se->ev.tags = se->tp;
+    google__protobuf__timestamp__init(&se->cet);
+    google__protobuf__timestamp__init(&se->ctt);
+    google__protobuf__timestamp__init(&se->srt);
+    se->cet.seconds = -5; /* before 1970: nanos stay positive */
+    se->cet.nanos = 250000000;
+    se->ctt.seconds = 1700000000;
+    se->ctt.nanos = 1;
+    se->srt.seconds = 1700000001;
+    se->srt.nanos = 999999999;
+    se->ev.client_event_time = &se->cet;
+    se->ev.client_transmit_time = &se->ctt;
+    se->ev.server_receive_time = &se->srt;
+    se->payload_len = payload_len;
+    se->payload = malloc(payload_len ? payload_len : 1);
+    assert_non_null(se->payload);
+    for (size_t k = 0; k < payload_len; k++)
+        se->payload[k] = (uint8_t)(k * 7 + (size_t)i);
+    google__protobuf__any__init(&se->any);
+    se->any.type_url = "type.example/Reading";
+    se->any.value.data = se->payload;
+    se->any.value.len = payload_len;
+    se->ev.payload = &se->any;
+    se->ev.payload_size = (int64_t)payload_len;
+}
+
+static void srv_send_event(fake_server *s, int fd, uint64_t id, const char *partition,
+                           uint64_t offset, stored_event *se)
+{
+    Protobus__Event e = PROTOBUS__EVENT__INIT;
+    e.partition = (char *)partition;
+    e.offset = offset;
+    e.event = &se->ev;
+    Protobus__Frame out = PROTOBUS__FRAME__INIT;
+    out.id = id;
+    out.body_case = PROTOBUS__FRAME__BODY_EVENT;
+    out.event = &e;
+    srv_send(s, fd, &out);
+}
+
+/* Event 0 (small), DATA_LOSS, event 1 (300 KB: larger than the client's
+ * initial receive buffer), then many small events, then close. */
+#define SUB_MANY 500
+static void script_subscription(fake_server *s, int fd)
+{
+    uint64_t id = srv_read_subscribe(s, fd);
+    if (!id)
+        return;
+    stored_event se;
+    stored_event_init(&se, 0, 10);
+    srv_send_event(s, fd, id, "sensors", 41, &se);
+    free(se.payload);
+    srv_send_error(s, fd, id, PROTOBUS__CODE__DATA_LOSS,
+                   "/data/sensors/00000000000000000000.log at byte 4096: CRC mismatch", "sensors",
+                   42, 44, 0);
+    stored_event_init(&se, 1, 300 * 1024);
+    srv_send_event(s, fd, id, "sensors", 45, &se);
+    free(se.payload);
+    for (int i = 0; i < SUB_MANY; i++) {
+        stored_event_init(&se, i, (size_t)(i % 50));
+        srv_send_event(s, fd, id, "p2", (uint64_t)i, &se);
+        free(se.payload);
+    }
+}
+
+static void check_event(const pb_received_event *r, const char *partition, uint64_t offset, int i,
+                        size_t payload_len)
+{
+    stored_event se;
+    stored_event_init(&se, i, payload_len);
+    assert_string_equal(r->partition, partition);
+    assert_int_equal(r->partition_len, strlen(partition));
+    assert_int_equal(r->offset, offset);
+    assert_string_equal(r->topic, se.topic);
+    assert_int_equal(r->topic_len, strlen(se.topic));
+    assert_int_equal(r->ntags, 2);
+    /* Each key once, with its last value, in the order of the last entries. */
+    assert_string_equal(r->tags[0].key, "host");
+    assert_string_equal(r->tags[0].value, "h-1");
+    assert_string_equal(r->tags[1].key, "zone");
+    assert_string_equal(r->tags[1].value, "eu-west");
+    assert_int_equal(r->tags[1].value_len, 7);
+    assert_true(r->has_client_event_time);
+    assert_int_equal(r->client_event_time_ns, -5 * 1000000000LL + 250000000);
+    assert_true(r->has_client_transmit_time);
+    assert_int_equal(r->client_transmit_time_ns, 1700000000LL * 1000000000 + 1);
+    assert_true(r->has_server_receive_time);
+    assert_int_equal(r->server_receive_time_ns, 1700000001LL * 1000000000 + 999999999);
+    assert_string_equal(r->payload_type, "type.example/Reading");
+    assert_int_equal(r->payload_len, payload_len);
+    assert_int_equal(r->payload_size, (int64_t)payload_len);
+    if (payload_len)
+        assert_memory_equal(r->payload, se.payload, payload_len);
+    /* The raw bytes are the stored event exactly. */
+    size_t n = protobus__encapsulated_event__get_packed_size(&se.ev);
+    uint8_t *raw = malloc(n);
+    assert_non_null(raw);
+    protobus__encapsulated_event__pack(&se.ev, raw);
+    assert_int_equal(r->raw_len, n);
+    assert_memory_equal(r->raw, raw, n);
+    free(raw);
+    free(se.payload);
+}
+
+static void test_subscribe_events(void **state)
+{
+    fake_server s;
+    server_start(&s, script_subscription);
+    server_run(&s);
+    pb_client *c = connect_ok(&s, NULL);
+    const char *patterns[] = {"sensors\\..*", "p2"};
+    pb_tag tags[] = {{"zone", "eu-west"}};
+    pb_partition_offset offs[] = {{"sensors", 41}, {"p2", 0}};
+    pb_subscription sub = {.patterns = patterns,
+                           .npatterns = 2,
+                           .tags = tags,
+                           .ntags = 1,
+                           .start = PB_START_OFFSETS,
+                           .offsets = offs,
+                           .noffsets = 2};
+    assert_int_equal(pb_client_subscribe(c, &sub), 0);
+
+    pb_item it;
+    int rc = pb_client_next(c, &it, 10000);
+    if (rc != 0)
+        fail_msg("next: %s: %s", pb_strerror(rc), pb_client_message(c));
+    assert_int_equal(it.kind, PB_ITEM_EVENT);
+    check_event(&it.event, "sensors", 41, 0, 10);
+
+    assert_int_equal(pb_client_next(c, &it, 10000), 0);
+    assert_int_equal(it.kind, PB_ITEM_DATA_LOSS);
+    assert_string_equal(it.loss.partition, "sensors");
+    assert_int_equal(it.loss.first_offset, 42);
+    assert_int_equal(it.loss.last_offset, 44);
+    assert_non_null(strstr(it.loss.message, "CRC mismatch"));
+
+    assert_int_equal(pb_client_next(c, &it, 10000), 0);
+    assert_int_equal(it.kind, PB_ITEM_EVENT);
+    check_event(&it.event, "sensors", 45, 1, 300 * 1024);
+
+    for (int i = 0; i < SUB_MANY; i++) {
+        rc = pb_client_next(c, &it, 10000);
+        if (rc != 0)
+            fail_msg("next %d: %s: %s", i, pb_strerror(rc), pb_client_message(c));
+        assert_int_equal(it.kind, PB_ITEM_EVENT);
+        check_event(&it.event, "p2", (uint64_t)i, i, (size_t)(i % 50));
+    }
+    assert_int_equal(pb_client_next(c, &it, 10000), PB_ECLOSED);
+    assert_int_equal(pb_client_next(c, &it, 0), PB_ECLOSED);
+
+    /* A subscribed connection does not publish. */
+    pb_event ev = {.topic = "x"};
+    assert_int_equal(pb_client_publish(c, &ev), PB_EINVAL);
+    pb_client_close(c);
+    server_join(&s);
+
+    /* What the server received. */
+}
+
+static void script_check_subscribe(fake_server *s, int fd)
+{
+    if (!srv_read_subscribe(s, fd))
+        return;
+    Protobus__Subscribe *sub = s->subscribe;
+    if (sub->n_patterns != 1 || strcmp(sub->patterns[0], "a.*") != 0)
+        srv_fail(s, "patterns not as sent");
+    if (sub->n_tags != 2 || strcmp(sub->tags[0]->key, "k1") != 0 ||
+        strcmp(sub->tags[0]->value, "v1") != 0 || strcmp(sub->tags[1]->key, "k2") != 0 ||
+        strcmp(sub->tags[1]->value, "") != 0)
+        srv_fail(s, "tags not as sent");
+    if (sub->start != PROTOBUS__START_MODE__START_TIME || !sub->from_time ||
+        sub->from_time->seconds != -2 || sub->from_time->nanos != 500000000)
+        srv_fail(s, "start time not as sent");
+    if (s->param == 1)
+        srv_send_error(s, fd, 0, PROTOBUS__CODE__INVALID_ARGUMENT,
+                       "pattern \"a.*(\": missing closing parenthesis at offset 4", NULL, 0, 0, 0);
+    else
+        srv_drain(s, fd); /* until the client closes */
+}
+
+static void subscribe_time(pb_client *c)
+{
+    const char *patterns[] = {"a.*"};
+    pb_tag tags[] = {{"k1", "v1"}, {"k2", ""}};
+    pb_subscription sub = {.patterns = patterns,
+                           .npatterns = 1,
+                           .tags = tags,
+                           .ntags = 2,
+                           .start = PB_START_TIME,
+                           .from_time_ns = -1500000000LL};
+    assert_int_equal(pb_client_subscribe(c, &sub), 0);
+}
+
+static void test_subscribe_server_error(void **state)
+{
+    fake_server s;
+    server_start(&s, script_check_subscribe);
+    s.param = 1;
+    server_run(&s);
+    pb_client *c = connect_ok(&s, NULL);
+    subscribe_time(c);
+    pb_item it;
+    assert_int_equal(pb_client_next(c, &it, 10000), PB_ESERVER);
+    const pb_server_error *e = pb_client_server_error(c);
+    assert_non_null(e);
+    assert_int_equal(e->code, PB_CODE_INVALID_ARGUMENT);
+    assert_non_null(strstr(e->message, "missing closing parenthesis"));
+    assert_non_null(strstr(pb_client_message(c), "missing closing parenthesis"));
+    assert_int_equal(pb_client_next(c, &it, 0), PB_ESERVER);
+    pb_client_close(c);
+    server_join(&s);
+}
+
+static void test_subscribe_timeout_then_close(void **state)
+{
+    fake_server s;
+    server_start(&s, script_check_subscribe);
+    server_run(&s);
+    pb_client *c = connect_ok(&s, NULL);
+    pb_item it;
+    assert_int_equal(pb_client_next(c, &it, 0), PB_EINVAL); /* not subscribed yet */
+    subscribe_time(c);
+    assert_int_equal(pb_client_subscribe(c, NULL), PB_EINVAL); /* only once */
+    assert_int_equal(pb_client_next(c, &it, 0), PB_ETIMEDOUT);
+    assert_int_equal(pb_client_next(c, &it, 20), PB_ETIMEDOUT);
+    pb_client_close(c); /* the server's drain ends */
+    server_join(&s);
+}
+
+/* --- reading files (through protobus.h) --------------------------------------- */
+
+static void test_reader_exposed(void **state)
+{
+    pb_reader *r = NULL;
+    assert_int_equal(pb_reader_open(&r, "/nonexistent/protobus/partition"), PB_ENOTFOUND);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_connect_refused),
+        cmocka_unit_test(test_connect_bad_address),
+        cmocka_unit_test(test_connect_unresolvable),
+        cmocka_unit_test(test_hello_timeout),
+        cmocka_unit_test(test_hello_exchange),
+        cmocka_unit_test(test_hello_sends_version_and_name),
+        cmocka_unit_test(test_hello_refused_by_error),
+        cmocka_unit_test(test_publish_flush_positions),
+        cmocka_unit_test(test_publish_server_error),
+        cmocka_unit_test(test_publish_no_ack),
+        cmocka_unit_test(test_publish_limits),
+        cmocka_unit_test(test_publish_server_closes),
+        cmocka_unit_test(test_flush_timeout_then_collect),
+        cmocka_unit_test(test_publish_no_positions_callback),
+        cmocka_unit_test(test_subscribe_events),
+        cmocka_unit_test(test_subscribe_server_error),
+        cmocka_unit_test(test_subscribe_timeout_then_close),
+        cmocka_unit_test(test_reader_exposed),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
