@@ -1,0 +1,76 @@
+/*
+ * broker.h - the types that cross thread boundaries inside protobusd.
+ *
+ * Data flow of a publish (see DESIGN.md):
+ *
+ *   loop thread (net.c)        reads a Publish frame, copies its bytes once into a
+ *                              pub_batch (ONE allocation per batch, none per event),
+ *                              validates and routes every event, groups the events
+ *                              by partition into pub_parts, and hands each pub_part
+ *                              to its partition with partition_submit().
+ *   writer thread (partition.c) takes everything queued, appends it with one
+ *                              log_append (one writev), syncs per policy (group
+ *                              commit), fills in offsets, records per-topic last
+ *                              offsets, pushes the durable events to matching
+ *                              subscriptions' live queues (sub.c), then calls
+ *                              the batch's done() callback.
+ *   loop thread (net.c)        on the last done() of a batch (uv_async), sends the
+ *                              PublishAck (or an Error) and frees the batch.
+ *
+ * Ownership: a pub_batch belongs to net.c. Between partition_submit() and the
+ * done() callback, the partition's writer thread may read the batch's event
+ * bytes and write ONLY the fields of its own pub_part and the `offset` of the
+ * events of its own pub_part; nothing else touches those fields meanwhile.
+ */
+#ifndef PB_BROKER_H
+#define PB_BROKER_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct partition partition;
+typedef struct pub_batch pub_batch;
+
+/* One event of a batch: a slice of the batch's bytes (the client's encoded
+ * EncapsulatedEvent, validated by the loop thread). */
+typedef struct pub_event {
+    const uint8_t *data;
+    uint32_t len;
+    uint32_t topic_len;
+    const uint8_t *topic; /* slice of data */
+    uint32_t part;        /* index into pub_batch.parts */
+    uint64_t offset;      /* set by the writer thread */
+    int64_t time_ns;      /* server receive time, set by the writer thread */
+} pub_event;
+
+/* The events of one batch routed to one partition, in batch order. This is
+ * the node a partition's queue links (intrusive: no allocation to enqueue). */
+typedef struct pub_part {
+    struct pub_part *next; /* queue link, owned by the partition while queued */
+    pub_batch *batch;
+    partition *partition;
+    uint32_t *events; /* indexes into batch->events, in batch order */
+    uint32_t count;
+    int status; /* set by the writer: 0, or a negative PB_E / -errno code */
+} pub_part;
+
+struct pub_batch {
+    /* Called on the writer thread after a pub_part is durable (or failed).
+     * The implementation (net.c) counts down `pending` and hands the batch
+     * back to the loop thread when it reaches zero. */
+    void (*done)(pub_part *part);
+    atomic_uint pending; /* pub_parts not yet done */
+    void *conn;          /* net.c's connection (reference held by the batch) */
+    uint64_t frame_id;
+    int no_ack;
+    uint32_t nevents;
+    pub_event *events;
+    uint32_t nparts;
+    pub_part *parts;
+    pub_batch *next_done; /* net.c's completion list link */
+    size_t bytes_len;
+    uint8_t *bytes; /* the Publish frame's bytes; events point into it */
+};
+
+#endif

@@ -1,0 +1,67 @@
+/*
+ * logging - timestamped, levelled lines on stderr. Any thread: each line is
+ * formatted into a stack buffer and written with a single write(2), which
+ * keeps lines from different threads whole.
+ */
+#include "logging.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static atomic_int min_level = LOG_INFO;
+
+static const char *const level_names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
+
+void logging_set_level(int level)
+{
+    atomic_store(&min_level, level);
+}
+
+int logging_level_parse(const char *name)
+{
+    static const char *const lower[] = {"debug", "info", "warn", "error"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(name, lower[i]) == 0)
+            return i;
+    return -1;
+}
+
+static void vlog(int level, const char *fmt, va_list ap)
+{
+    if (level < atomic_load(&min_level))
+        return;
+    if (level < LOG_DEBUG || level > LOG_ERROR)
+        level = LOG_ERROR;
+    char line[2048];
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s ",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     ts.tv_nsec / 1000000, level_names[level]);
+    if (n < 0)
+        return;
+    int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    if (m < 0)
+        m = 0;
+    size_t len = (size_t)n + (size_t)m;
+    if (len > sizeof line - 2)
+        len = sizeof line - 2; /* truncated: keep the newline */
+    line[len++] = '\n';
+    /* Best effort: there is nowhere left to report a failed write to stderr. */
+    ssize_t w = write(STDERR_FILENO, line, len);
+    (void)w;
+}
+
+void logging_printf(int level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(level, fmt, ap);
+    va_end(ap);
+}

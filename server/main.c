@@ -1,0 +1,371 @@
+/*
+ * protobusd - the Protobus daemon: command line, configuration, start-up and
+ * shutdown order.
+ *
+ * Start: config -> store (recovers every partition found on disk) ->
+ * subscription pool -> router -> listener. Stop (SIGTERM/SIGINT): stop
+ * accepting and reading, let the writers finish what was received and the
+ * loop write its acks, end the subscriptions, close the partitions (final
+ * sync, topic snapshots), exit 0.
+ *
+ * Threads: main() and everything here run on the main thread, which is also
+ * the libuv loop thread.
+ */
+#include "config.h"
+#include "logging.h"
+#include "net.h"
+#include "partition.h"
+#include "pb_errors.h"
+#include "router.h"
+#include "store.h"
+#include "sub.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#define PROTOBUSD_VERSION "0.1.0"
+/* What each partition keeps per topic for START_LAST_N (history depth). */
+#define TOPIC_HISTORY 16
+/* Publish bytes queued to the writers before the loop stops reading. */
+#define MAX_INFLIGHT_BYTES (64u << 20)
+/* How long a graceful stop waits for writers and acks before giving up. */
+#define STOP_DEADLINE_MS 30000
+
+static const char usage[] =
+    "Usage: protobusd [-c FILE] [--listen HOST:PORT] [--data-dir DIR] [--port-file FILE]\n"
+    "       protobusd --check -c FILE\n"
+    "\n"
+    "The Protobus daemon: receives events over TCP, stores them in partitioned\n"
+    "segment files, acknowledges them once durable, and streams them to\n"
+    "subscribers.\n"
+    "\n"
+    "Options:\n"
+    "  -c, --config FILE      configuration file (default: built-in defaults:\n"
+    "                         127.0.0.1:7420, ./data, fsync always, one catch-all\n"
+    "                         partition \"events\")\n"
+    "  -l, --listen HOST:PORT override [server] listen (port 0 = any free port)\n"
+    "  -d, --data-dir DIR     override [server] data_dir\n"
+    "      --port-file FILE   write the port actually listened on to FILE\n"
+    "      --check            load and validate the configuration, then exit\n"
+    "  -h, --help             show this help\n"
+    "  -V, --version          show the version\n"
+    "\n"
+    "Signals: SIGTERM or SIGINT stop it gracefully (everything received is made\n"
+    "durable and acknowledged first). Logs go to standard error.\n";
+
+static const char builtin_config[] = "[server]\n"
+                                     "listen = 127.0.0.1:7420\n"
+                                     "data_dir = ./data\n"
+                                     "[partition events]\n"
+                                     "match = .*\n";
+
+typedef struct daemon_state {
+    pb_config cfg;
+    uv_loop_t loop;
+    store *store;
+    sub_registry *subs;
+    router *router;
+    net *net;
+    uv_signal_t sigterm, sigint;
+    uv_timer_t stop_timer;
+    uint64_t stop_started_ms;
+    int stopping;
+} daemon_state;
+
+/* --- partition options from the rules ------------------------------- */
+
+/* Does `name` fit the rule's name template? Literal characters must be
+ * equal; each $N stands for one or more name characters. Used to give a
+ * partition found on disk the settings of the rule that made it. */
+static int template_fits(const char *tpl, const char *name)
+{
+    if (*tpl == '\0')
+        return *name == '\0';
+    if (tpl[0] == '$' && tpl[1] >= '0' && tpl[1] <= '9') {
+        for (const char *p = name + 1; p <= name + strlen(name); p++)
+            if (template_fits(tpl + 2, p))
+                return 1;
+        return 0;
+    }
+    return *tpl == *name && template_fits(tpl + 1, name + 1);
+}
+
+static int partition_options_for(void *ctx, const char *name, partition_options *o)
+{
+    daemon_state *d = ctx;
+    const pb_rule *rule = NULL;
+    for (size_t i = 0; i < d->cfg.n_rules && !rule; i++)
+        if (template_fits(d->cfg.rules[i].partition, name))
+            rule = &d->cfg.rules[i];
+    memset(o, 0, sizeof *o);
+    o->log.segment_bytes = 64u << 20;
+    o->log.index_interval_bytes = 4096;
+    if (rule) {
+        o->log.segment_bytes = rule->segment_bytes;
+        o->log.rotate_every_s = rule->rotate_every_s;
+        o->log.utc_offset_s = rule->utc_offset_s;
+    } else {
+        logging_printf(LOG_WARN,
+                       "partition %s matches no rule's name in %s; using default segment "
+                       "settings (64 MiB, no time rotation)",
+                       name, d->cfg.path);
+    }
+    o->fsync = d->cfg.fsync == PB_FSYNC_ALWAYS     ? PARTITION_FSYNC_ALWAYS
+               : d->cfg.fsync == PB_FSYNC_INTERVAL ? PARTITION_FSYNC_INTERVAL
+                                                   : PARTITION_FSYNC_NEVER;
+    o->fsync_interval_ms = d->cfg.fsync_interval_ms;
+    o->topic_history = TOPIC_HISTORY;
+    o->subs = d->subs;
+    return 0;
+}
+
+/* --- graceful stop ---------------------------------------------------- */
+
+static void stop_poll(uv_timer_t *t)
+{
+    daemon_state *d = t->data;
+    int late = uv_now(&d->loop) - d->stop_started_ms > STOP_DEADLINE_MS;
+    if (net_inflight(d->net) > 0 && !late)
+        return;
+    if (late)
+        logging_printf(LOG_ERROR,
+                       "stop: %zu batches or replies still pending after %d ms; "
+                       "closing anyway (they are not acknowledged)",
+                       net_inflight(d->net), STOP_DEADLINE_MS);
+    uv_timer_stop(t);
+    uv_close((uv_handle_t *)&d->stop_timer, NULL);
+    uv_close((uv_handle_t *)&d->sigterm, NULL);
+    uv_close((uv_handle_t *)&d->sigint, NULL);
+    uv_stop(&d->loop);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    daemon_state *d = s->data;
+    if (d->stopping) {
+        logging_printf(LOG_WARN, "%s again: still finishing; waiting", strsignal(signum));
+        return;
+    }
+    d->stopping = 1;
+    logging_printf(LOG_INFO,
+                   "%s: stopping: no new connections or frames; finishing what was "
+                   "received",
+                   strsignal(signum));
+    net_stop_accepting(d->net);
+    d->stop_started_ms = uv_now(&d->loop);
+    uv_timer_init(&d->loop, &d->stop_timer);
+    d->stop_timer.data = d;
+    uv_timer_start(&d->stop_timer, stop_poll, 0, 5);
+}
+
+/* --- main --------------------------------------------------------------- */
+
+static int write_port_file(const char *path, uint16_t port)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        return -1;
+    int ok = fprintf(f, "%u\n", port) > 0;
+    ok = (fclose(f) == 0) && ok;
+    return ok && rename(tmp, path) == 0 ? 0 : -1;
+}
+
+static int split_host_port(const char *s, char **host, uint16_t *port)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon == s)
+        return -1;
+    const char *h = s;
+    size_t hl = (size_t)(colon - s);
+    if (h[0] == '[' && hl >= 2 && h[hl - 1] == ']') {
+        h++;
+        hl -= 2;
+    }
+    char *end;
+    long p = strtol(colon + 1, &end, 10);
+    if (*end || end == colon + 1 || p < 0 || p > 65535)
+        return -1;
+    *host = strndup(h, hl);
+    *port = (uint16_t)p;
+    return *host ? 0 : -1;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option long_opts[] = {
+        {"config", required_argument, NULL, 'c'},   {"listen", required_argument, NULL, 'l'},
+        {"data-dir", required_argument, NULL, 'd'}, {"port-file", required_argument, NULL, 'p'},
+        {"check", no_argument, NULL, 'k'},          {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},        {NULL, 0, NULL, 0},
+    };
+    const char *config_path = NULL, *listen = NULL, *data_dir = NULL, *port_file = NULL;
+    int check_only = 0, opt;
+    while ((opt = getopt_long(argc, argv, "c:l:d:hV", long_opts, NULL)) != -1) {
+        switch (opt) {
+        case 'c':
+            config_path = optarg;
+            break;
+        case 'l':
+            listen = optarg;
+            break;
+        case 'd':
+            data_dir = optarg;
+            break;
+        case 'p':
+            port_file = optarg;
+            break;
+        case 'k':
+            check_only = 1;
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            return 0;
+        case 'V':
+            printf("protobusd %s\n", PROTOBUSD_VERSION);
+            return 0;
+        default:
+            fputs(usage, stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "protobusd: unexpected argument \"%s\"\n%s", argv[optind], usage);
+        return 2;
+    }
+
+    static daemon_state d;
+    char err[1024];
+    int rc = config_path ? config_load(config_path, &d.cfg, err, sizeof err)
+                         : config_load_string("(built-in defaults)", builtin_config, &d.cfg, err,
+                                              sizeof err);
+    if (rc < 0) {
+        fprintf(stderr, "protobusd: bad configuration: %s\n", err);
+        return 1;
+    }
+    if (listen) {
+        char *host;
+        uint16_t port;
+        if (split_host_port(listen, &host, &port) < 0) {
+            fprintf(stderr, "protobusd: --listen \"%s\" is not HOST:PORT\n", listen);
+            config_free(&d.cfg);
+            return 2;
+        }
+        free(d.cfg.listen_host);
+        d.cfg.listen_host = host;
+        d.cfg.listen_port = port;
+    }
+    if (data_dir) {
+        char *dd = strdup(data_dir);
+        if (!dd) {
+            config_free(&d.cfg);
+            return 1;
+        }
+        free(d.cfg.data_dir);
+        d.cfg.data_dir = dd;
+    }
+    if (check_only) {
+        printf("%s: OK (%zu partition rule%s)\n", d.cfg.path, d.cfg.n_rules,
+               d.cfg.n_rules == 1 ? "" : "s");
+        config_free(&d.cfg);
+        return 0;
+    }
+    logging_set_level((int)d.cfg.log_level);
+    signal(SIGPIPE, SIG_IGN);
+
+    int status = 1;
+    uv_loop_init(&d.loop);
+    logging_printf(LOG_INFO, "protobusd %s starting: config %s, data directory %s, fsync %s",
+                   PROTOBUSD_VERSION, d.cfg.path, d.cfg.data_dir, config_fsync_name(d.cfg.fsync));
+
+    sub_options so = {
+        .threads = d.cfg.threads,
+        .queue_bytes = d.cfg.subscriber_queue_bytes,
+        .write_deadline_ms = d.cfg.write_deadline_ms,
+        .topic_history = TOPIC_HISTORY,
+    };
+    /* The registry needs the store and the store's partitions need the
+     * registry: create the registry first, then give it the store. */
+    rc = sub_registry_create(&d.subs, &so);
+    if (rc < 0) {
+        logging_printf(LOG_ERROR, "cannot start the subscription pool: %s", pb_strerror(rc));
+        goto out_loop;
+    }
+    rc = store_open(&d.store, d.cfg.data_dir, partition_options_for, &d);
+    if (rc < 0) {
+        logging_printf(LOG_ERROR, "cannot open data directory %s: %s", d.cfg.data_dir,
+                       pb_strerror(rc));
+        goto out_subs;
+    }
+    sub_registry_set_store(d.subs, d.store);
+    rc = router_create(&d.cfg, &d.router, err, sizeof err);
+    if (rc < 0) {
+        logging_printf(LOG_ERROR, "%s", err);
+        goto out_store;
+    }
+    net_options no = {
+        .host = d.cfg.listen_host,
+        .port = d.cfg.listen_port,
+        .max_frame_bytes = d.cfg.max_frame_bytes,
+        .max_event_bytes = d.cfg.max_event_bytes,
+        .max_connections = d.cfg.max_connections,
+        .idle_timeout_ms = d.cfg.idle_timeout_ms,
+        .max_inflight_bytes = MAX_INFLIGHT_BYTES,
+        .router = d.router,
+        .store = d.store,
+        .subs = d.subs,
+    };
+    rc = net_start(&d.net, &d.loop, &no, err, sizeof err);
+    if (rc < 0) {
+        logging_printf(LOG_ERROR, "%s", err);
+        goto out_router;
+    }
+    logging_printf(LOG_INFO, "listening on %s%s%s:%u", d.cfg.listen_ipv6 ? "[" : "",
+                   d.cfg.listen_host, d.cfg.listen_ipv6 ? "]" : "", net_port(d.net));
+    if (port_file && write_port_file(port_file, net_port(d.net)) < 0) {
+        logging_printf(LOG_ERROR, "cannot write the port file %s", port_file);
+        net_close(d.net);
+        goto out_router;
+    }
+
+    uv_signal_init(&d.loop, &d.sigterm);
+    uv_signal_init(&d.loop, &d.sigint);
+    d.sigterm.data = d.sigint.data = &d;
+    uv_signal_start(&d.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&d.sigint, on_signal, SIGINT);
+
+    uv_run(&d.loop, UV_RUN_DEFAULT);
+
+    /* Every batch received is stored and acked (or the deadline passed). */
+    net_close(d.net);
+    status = 0;
+out_router:
+    router_free(d.router);
+out_store:
+    /* Subscriptions read the partitions and the writers publish to the
+     * registry: end the subscriptions first (the registry stays valid for
+     * writers), then close the partitions, then free the registry. */
+    sub_registry_stop(d.subs);
+    rc = store_close(d.store);
+    if (rc < 0) {
+        logging_printf(LOG_ERROR, "closing the partitions: %s", pb_strerror(rc));
+        status = 1;
+    }
+    sub_registry_destroy(d.subs);
+    goto out_loop;
+out_subs:
+    sub_registry_destroy(d.subs);
+out_loop:
+    uv_run(&d.loop, UV_RUN_NOWAIT);
+    if (uv_loop_close(&d.loop) != 0)
+        logging_printf(LOG_WARN, "event loop closed with handles still open");
+    if (status == 0)
+        logging_printf(LOG_INFO, "stopped cleanly");
+    config_free(&d.cfg);
+    return status;
+}

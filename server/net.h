@@ -1,0 +1,55 @@
+/*
+ * net - the libuv side of protobusd: accepts TCP connections, splits the
+ * byte stream into Frames, answers Hello, validates and routes Publish
+ * batches into the partitions' writer queues, sends PublishAck/Error frames,
+ * and hands connections that subscribe over to the subscription pool.
+ *
+ * Threads: everything here runs on the loop thread, except the completion
+ * callback the writers call (it only queues the batch and wakes the loop).
+ */
+#ifndef PB_NET_H
+#define PB_NET_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct router;
+struct store;
+struct sub_registry;
+
+typedef struct net net;
+
+typedef struct net_options {
+    const char *host; /* numeric address to listen on */
+    uint16_t port;    /* 0 = any free port (see net_port) */
+    uint64_t max_frame_bytes;
+    uint64_t max_event_bytes;
+    uint32_t max_connections;
+    uint32_t idle_timeout_ms;    /* drop a client stalled in the middle of a frame */
+    uint64_t max_inflight_bytes; /* publish bytes in the writers' queues before reads pause */
+    struct router *router;
+    struct store *store;
+    struct sub_registry *subs;
+} net_options;
+
+/* Binds and listens; err names the address and the reason on failure. */
+int net_start(net **out, uv_loop_t *loop, const net_options *opts, char *err, size_t errlen);
+
+/* The port actually bound (useful with port 0). */
+uint16_t net_port(const net *n);
+
+/* First step of a graceful stop: close the listener and stop reading from
+ * every connection, so no new work arrives. Batches already handed to the
+ * writers still complete and their acks are still written. */
+void net_stop_accepting(net *n);
+
+/* Publish batches handed to writers, plus replies queued but not yet
+ * written: the graceful stop waits for this to reach zero. */
+size_t net_inflight(const net *n);
+
+/* Closes every connection and frees. The loop must then run until its
+ * handles are closed (uv_run) before it is closed. */
+void net_close(net *n);
+
+#endif

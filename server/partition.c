@@ -1,0 +1,511 @@
+/*
+ * partition - one partition's queue and writer thread (see partition.h and
+ * broker.h for the data flow).
+ *
+ * Threads:
+ *   loop thread    partition_submit: lock, link the pub_part, signal.
+ *   writer thread  writer_main: owns the log, the reusable batch arrays and
+ *                  the topic table's updates; calls sub_registry_publish and
+ *                  every done() callback.
+ *   any thread     the accessors (name, dir, end offset, status, topics).
+ *   main thread    partition_open / partition_close.
+ *
+ * Durability order for one take of the queue (fsync=always):
+ *   log_append (one writev) -> log_sync -> offsets and times into the
+ *   batches -> topic table -> end offset (release) -> live fan-out -> done().
+ * The end offset moves before the fan-out so that a subscription which
+ * registers its live queue after the fan-out already sees the new end and
+ * reads those records from the files: no gap. One registered before the
+ * fan-out may get them both ways and skips the duplicates by offset.
+ * Under fsync=interval/never the sync step is left out (interval: done when
+ * fsync_interval_ms has passed since the last sync, and when idle), so acks
+ * can cover records a power loss would take: the documented trade-off.
+ *
+ * A failed append or sync makes the partition failed for good: the parts of
+ * that take get the error, every later one PB_EFAILED, nothing is retried
+ * (a second fdatasync can succeed after the kernel dropped the dirty pages).
+ */
+#include "partition.h"
+
+#include "frame.h"
+#include "logging.h"
+#include "pb_errors.h"
+#include "record.h"
+#include "sub.h"
+#include "topics.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Room for one encoded server_receive_time field per event. */
+#define SUFFIX_SLOT EVENT_RECEIVE_TIME_MAX
+
+struct partition {
+    char *name;
+    char *dir;
+    partition_options opts;
+    pb_log *log;
+    topic_table *topics;
+
+    pthread_mutex_t lock; /* protects head, tail, stopping, exited */
+    pthread_cond_t wake;  /* work queued, or close requested (CLOCK_MONOTONIC) */
+    pub_part *head;
+    pub_part *tail;
+    bool stopping;
+    bool exited; /* the writer has taken its last part */
+    pthread_t thread;
+
+    _Atomic uint64_t end_offset;
+    atomic_int status;
+
+    /* Writer thread only. The arrays grow to the largest take and stay. */
+    log_entry *entries;
+    live_record *recs;
+    uint8_t *suffixes; /* cap slots of SUFFIX_SLOT bytes */
+    size_t cap;
+    int64_t last_time_ns;    /* receive times never go backwards */
+    uint64_t last_sync_mono; /* CLOCK_MONOTONIC ns of the last sync */
+    bool dirty;              /* appended since the last sync */
+    bool topics_warned;
+    int close_rc; /* first error of the final sync / snapshot */
+};
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int64_t wall_ns(const partition *p)
+{
+    if (p->opts.log.now_ns)
+        return p->opts.log.now_ns(p->opts.log.clock_ctx);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
+}
+
+/* Writer thread. Marks the partition failed (the first error sticks) and
+ * logs it once. Nothing will be synced any more, so nothing is pending. */
+static void set_failed(partition *p, int rc, const char *what)
+{
+    int expected = 0;
+    p->dirty = false;
+    if (atomic_compare_exchange_strong(&p->status, &expected, rc))
+        logging_printf(LOG_ERROR,
+                       "partition %s: %s failed: %s; the partition accepts no more events "
+                       "(stored events stay readable)",
+                       p->name, what, pb_strerror(rc));
+}
+
+/* Completes every part of the list with status; reads next before done(),
+ * which may free the batch. */
+static void complete_all(pub_part *part, int status)
+{
+    while (part) {
+        pub_part *next = part->next;
+        part->status = status;
+        part->batch->done(part);
+        part = next;
+    }
+}
+
+static int sync_log(partition *p)
+{
+    int rc = log_sync(p->log);
+    if (rc < 0) {
+        set_failed(p, rc, "fdatasync");
+        return rc;
+    }
+    p->dirty = false;
+    p->last_sync_mono = mono_ns();
+    return 0;
+}
+
+static bool interval_due(const partition *p, uint64_t now)
+{
+    uint64_t interval = (uint64_t)p->opts.fsync_interval_ms * 1000000ull;
+    return now - p->last_sync_mono >= interval;
+}
+
+static int reserve(partition *p, size_t n)
+{
+    if (n <= p->cap)
+        return 0;
+    size_t cap = p->cap ? p->cap : 64;
+    while (cap < n)
+        cap *= 2;
+    log_entry *entries = realloc(p->entries, cap * sizeof *entries);
+    if (!entries)
+        return PB_ENOMEM;
+    p->entries = entries;
+    live_record *recs = realloc(p->recs, cap * sizeof *recs);
+    if (!recs)
+        return PB_ENOMEM;
+    p->recs = recs;
+    uint8_t *suffixes = realloc(p->suffixes, cap * SUFFIX_SLOT);
+    if (!suffixes)
+        return PB_ENOMEM;
+    p->suffixes = suffixes;
+    p->cap = cap;
+    return 0;
+}
+
+/* Unlinks from *list the parts holding an event larger than the log takes
+ * (net.c checks max_event_bytes, so this is a guard against a configuration
+ * where that exceeds the record limit) and completes them with PB_ETOOBIG,
+ * so the rest of the take is stored normally. */
+static void reject_oversized(partition *p, pub_part **list, size_t suffix_len)
+{
+    uint64_t max = p->opts.log.max_record_bytes;
+    if (max == 0 || max > PB_RECORD_MAX_EVENT)
+        max = PB_RECORD_MAX_EVENT;
+    pub_part **link = list;
+    while (*link) {
+        pub_part *part = *link;
+        bool too_big = false;
+        for (uint32_t k = 0; k < part->count && !too_big; k++)
+            too_big = part->batch->events[part->events[k]].len + (uint64_t)suffix_len > max;
+        if (!too_big) {
+            link = &part->next;
+            continue;
+        }
+        *link = part->next;
+        logging_printf(LOG_WARN, "partition %s: refusing a batch with an event above %llu bytes",
+                       p->name, (unsigned long long)max);
+        part->next = NULL;
+        complete_all(part, PB_ETOOBIG);
+    }
+}
+
+/* Writes, syncs (per policy) and completes one take of the queue. */
+static void write_take(partition *p, pub_part *taken)
+{
+    int rc = atomic_load(&p->status);
+    if (rc < 0) {
+        complete_all(taken, PB_EFAILED);
+        return;
+    }
+    /* One clock read per take: every event of it gets the same receive time. */
+    int64_t t = wall_ns(p);
+    if (t < p->last_time_ns)
+        t = p->last_time_ns;
+    reject_oversized(p, &taken, event_put_receive_time(NULL, 0, t));
+    size_t n = 0;
+    for (const pub_part *part = taken; part; part = part->next)
+        n += part->count;
+    rc = reserve(p, n);
+    if (rc < 0) {
+        /* Nothing was written: the publisher may retry; the log is intact. */
+        logging_printf(LOG_ERROR, "partition %s: no memory for a batch of %zu events", p->name, n);
+        complete_all(taken, rc);
+        return;
+    }
+    p->last_time_ns = t;
+    size_t i = 0;
+    for (const pub_part *part = taken; part; part = part->next) {
+        const pub_batch *b = part->batch;
+        for (uint32_t k = 0; k < part->count; k++, i++) {
+            const pub_event *ev = &b->events[part->events[k]];
+            uint8_t *suffix = p->suffixes + i * SUFFIX_SLOT;
+            p->entries[i] = (log_entry){
+                .data = ev->data,
+                .len = ev->len,
+                .suffix = suffix,
+                .suffix_len = event_put_receive_time(suffix, SUFFIX_SLOT, t),
+                .time_ns = t,
+            };
+        }
+    }
+    uint64_t first = 0;
+    if (n > 0) {
+        rc = log_append(p->log, p->entries, n, &first);
+        if (rc == PB_ETOOBIG) {
+            /* Refused before writing anything (reject_oversized should
+             * have caught it): the log is intact and stays usable. */
+            complete_all(taken, rc);
+            return;
+        }
+        if (rc < 0) {
+            set_failed(p, rc, "write");
+            complete_all(taken, rc);
+            return;
+        }
+        p->dirty = true;
+        if (p->opts.fsync == PARTITION_FSYNC_ALWAYS ||
+            (p->opts.fsync == PARTITION_FSYNC_INTERVAL && interval_due(p, mono_ns()))) {
+            rc = sync_log(p);
+            if (rc < 0) {
+                complete_all(taken, rc);
+                return;
+            }
+        }
+    }
+    i = 0;
+    for (pub_part *part = taken; part; part = part->next) {
+        pub_batch *b = part->batch;
+        for (uint32_t k = 0; k < part->count; k++, i++) {
+            pub_event *ev = &b->events[part->events[k]];
+            ev->offset = first + i;
+            ev->time_ns = t;
+            p->recs[i] = (live_record){
+                .offset = first + i,
+                .time_ns = t,
+                .topic = ev->topic,
+                .topic_len = ev->topic_len,
+                .data = ev->data,
+                .len = ev->len,
+                .suffix = p->entries[i].suffix,
+                .suffix_len = (uint32_t)p->entries[i].suffix_len,
+            };
+        }
+    }
+    if (topics_add(p->topics, p->recs, n) < 0 && !p->topics_warned) {
+        p->topics_warned = true;
+        logging_printf(LOG_WARN,
+                       "partition %s: out of memory in the topic table; "
+                       "last-N subscriptions may miss events",
+                       p->name);
+    }
+    if (n > 0)
+        atomic_store_explicit(&p->end_offset, first + n, memory_order_release);
+    if (p->opts.subs && n > 0)
+        sub_registry_publish(p->opts.subs, p, p->recs, n);
+    complete_all(taken, 0);
+}
+
+/* Waits (lock held) until there is work, a close, or an interval sync due. */
+static void wait_for_work(partition *p)
+{
+    while (!p->head && !p->stopping) {
+        bool timed = p->dirty && p->opts.fsync == PARTITION_FSYNC_INTERVAL;
+        if (!timed) {
+            pthread_cond_wait(&p->wake, &p->lock);
+            continue;
+        }
+        uint64_t now = mono_ns();
+        if (interval_due(p, now))
+            return;
+        uint64_t deadline = p->last_sync_mono + (uint64_t)p->opts.fsync_interval_ms * 1000000ull;
+        struct timespec ts = {.tv_sec = (time_t)(deadline / 1000000000ull),
+                              .tv_nsec = (long)(deadline % 1000000000ull)};
+        pthread_cond_timedwait(&p->wake, &p->lock, &ts);
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    partition *p = arg;
+    for (;;) {
+        pthread_mutex_lock(&p->lock);
+        wait_for_work(p);
+        pub_part *taken = p->head;
+        p->head = p->tail = NULL;
+        bool stop = p->stopping && !taken;
+        if (stop)
+            p->exited = true; /* later submits are completed by the submitter */
+        pthread_mutex_unlock(&p->lock);
+        if (taken)
+            write_take(p, taken);
+        else if (p->dirty && atomic_load(&p->status) == 0)
+            sync_log(p); /* interval due, idle, or closing */
+        if (stop)
+            break;
+    }
+    int rc = atomic_load(&p->status);
+    if (rc == 0 && p->dirty)
+        rc = sync_log(p);
+    /* Cover only what is durable and acknowledged: on a failed partition the
+     * log may hold unsynced records past the end offset. */
+    int src = topics_save(p->topics, p->dir, atomic_load(&p->end_offset));
+    p->close_rc = rc < 0 ? rc : src;
+    return NULL;
+}
+
+void partition_submit(partition *p, pub_part *part)
+{
+    part->next = NULL;
+    pthread_mutex_lock(&p->lock);
+    if (p->exited) {
+        /* Closing: the writer is gone. Misuse by the caller, but never lose a
+         * callback. */
+        pthread_mutex_unlock(&p->lock);
+        part->status = PB_ECLOSED;
+        part->batch->done(part);
+        return;
+    }
+    bool was_empty = p->head == NULL;
+    if (p->tail)
+        p->tail->next = part;
+    else
+        p->head = part;
+    p->tail = part;
+    /* The writer only waits on an empty queue, so only the first part wakes it. */
+    if (was_empty)
+        pthread_cond_signal(&p->wake);
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* log.c's messages (syslog priority numbers) as daemon log lines. */
+static void log_message(void *ctx, int level, const char *msg)
+{
+    const partition *p = ctx;
+    int lv = level <= PB_LOG_ERR       ? LOG_ERROR
+             : level <= PB_LOG_WARNING ? LOG_WARN
+             : level <= PB_LOG_INFO    ? LOG_INFO
+                                       : LOG_DEBUG;
+    logging_printf(lv, "partition %s: %s", p->name, msg);
+}
+
+static void partition_free(partition *p)
+{
+    topics_destroy(p->topics);
+    free(p->entries);
+    free(p->recs);
+    free(p->suffixes);
+    free(p->name);
+    free(p->dir);
+    free(p);
+}
+
+int partition_open(partition **out, const char *data_dir, const char *name,
+                   const partition_options *opts)
+{
+    *out = NULL;
+    int rc = 0;
+    bool sync_init = false;
+    partition *p = calloc(1, sizeof *p);
+    if (!p)
+        return PB_ENOMEM;
+    p->opts = *opts;
+    if (!p->opts.log.logf) {
+        p->opts.log.logf = log_message;
+        p->opts.log.log_ctx = p;
+    }
+    if (p->opts.fsync < PARTITION_FSYNC_ALWAYS || p->opts.fsync > PARTITION_FSYNC_NEVER ||
+        p->opts.topic_history == 0) {
+        rc = PB_EINVAL;
+        goto fail;
+    }
+    p->name = strdup(name);
+    if (!p->name || asprintf(&p->dir, "%s/%s", data_dir, name) < 0) {
+        p->dir = NULL;
+        rc = PB_ENOMEM;
+        goto fail;
+    }
+    rc = log_open(&p->log, p->dir, &p->opts.log);
+    if (rc < 0)
+        goto fail;
+    uint64_t end = log_next_offset(p->log);
+    atomic_init(&p->end_offset, end);
+    atomic_init(&p->status, 0);
+    p->last_time_ns = log_last_time(p->log);
+    p->last_sync_mono = mono_ns();
+    rc = topics_create(&p->topics, p->opts.topic_history);
+    if (rc < 0)
+        goto fail;
+    rc = topics_load(p->topics, p->dir, p->name, end);
+    if (rc == PB_ENOMEM)
+        goto fail;
+    /* Other failures were logged: the partition still stores and serves
+     * events; only last-N starts may miss older ones. */
+    rc = 0;
+
+    pthread_condattr_t ca;
+    if (pthread_condattr_init(&ca) != 0) {
+        rc = PB_ENOMEM;
+        goto fail;
+    }
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    int e = pthread_cond_init(&p->wake, &ca);
+    pthread_condattr_destroy(&ca);
+    if (e != 0) {
+        rc = -e;
+        goto fail;
+    }
+    e = pthread_mutex_init(&p->lock, NULL);
+    if (e != 0) {
+        pthread_cond_destroy(&p->wake);
+        rc = -e;
+        goto fail;
+    }
+    sync_init = true;
+    e = pthread_create(&p->thread, NULL, writer_main, p);
+    if (e != 0) {
+        rc = -e;
+        goto fail;
+    }
+    logging_printf(LOG_DEBUG, "partition %s: opened %s at offset %llu, %zu topics", p->name, p->dir,
+                   (unsigned long long)end, topics_count(p->topics));
+    *out = p;
+    return 0;
+fail:
+    logging_printf(LOG_ERROR, "partition %s: cannot open %s/%s: %s", name, data_dir, name,
+                   pb_strerror(rc));
+    if (sync_init) {
+        pthread_mutex_destroy(&p->lock);
+        pthread_cond_destroy(&p->wake);
+    }
+    if (p->log && log_close(p->log) < 0)
+        logging_printf(LOG_ERROR, "partition %s: closing its log after a failed open failed", name);
+    partition_free(p);
+    return rc;
+}
+
+const char *partition_name(const partition *p)
+{
+    return p->name;
+}
+
+const char *partition_dir(const partition *p)
+{
+    return p->dir;
+}
+
+uint64_t partition_end_offset(const partition *p)
+{
+    /* Pairs with the writer's release store: records below it are in the files. */
+    return atomic_load_explicit(&p->end_offset, memory_order_acquire);
+}
+
+int partition_status(const partition *p)
+{
+    return atomic_load(&p->status);
+}
+
+int partition_foreach_topic(partition *p, uint32_t n, partition_topic_fn fn, void *ctx)
+{
+    return topics_foreach(p->topics, n, fn, ctx);
+}
+
+/* Returns the first error of the final sync, the topic snapshot or closing
+ * the log; or the sticky failure if the partition had failed before. */
+int partition_close(partition *p)
+{
+    if (!p)
+        return 0;
+    pthread_mutex_lock(&p->lock);
+    p->stopping = true;
+    pthread_cond_signal(&p->wake);
+    pthread_mutex_unlock(&p->lock);
+    pthread_join(p->thread, NULL);
+    int rc = p->close_rc;
+    int crc = log_close(p->log);
+    if (crc < 0) {
+        logging_printf(LOG_ERROR, "partition %s: closing %s failed: %s", p->name, p->dir,
+                       pb_strerror(crc));
+        if (rc == 0)
+            rc = crc;
+    }
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->wake);
+    partition_free(p);
+    return rc;
+}

@@ -1,0 +1,68 @@
+/*
+ * partition - one partition: its segment log, its writer thread and the
+ * queue in front of it, and its per-topic last offsets.
+ *
+ * Threads: partition_submit() is called on the libuv loop thread and never
+ * blocks on I/O (lock, link, signal). The writer thread owns the log: it
+ * takes everything queued, appends it with one log_append (one writev), syncs
+ * per the fsync policy (group commit: while one fdatasync runs the next
+ * batches queue up and the next append takes them all), assigns offsets and
+ * receive times, updates the topic table, pushes the now-durable events to
+ * the subscription registry (live fan-out), then calls each part's
+ * batch->done(). Accessors marked "any thread" are safe from subscription
+ * threads.
+ */
+#ifndef PB_PARTITION_H
+#define PB_PARTITION_H
+
+#include "broker.h"
+#include "log.h"
+
+#include <stdint.h>
+
+struct sub_registry;
+
+enum partition_fsync { PARTITION_FSYNC_ALWAYS, PARTITION_FSYNC_INTERVAL, PARTITION_FSYNC_NEVER };
+
+typedef struct partition_options {
+    log_options log;            /* segment size, time rotation, fileio, clock */
+    int fsync;                  /* enum partition_fsync */
+    uint32_t fsync_interval_ms; /* for PARTITION_FSYNC_INTERVAL */
+    uint32_t topic_history;     /* last offsets kept per topic (history depth), >= 1 */
+    struct sub_registry *subs;  /* live fan-out target; NULL = none */
+} partition_options;
+
+/* Opens (creating if needed) data_dir/name, recovers the log and the topic
+ * table, and starts the writer thread. Errors are logged with the reason. */
+int partition_open(partition **out, const char *data_dir, const char *name,
+                   const partition_options *opts);
+
+/* Loop thread. Queues part for the writer; part->batch->done(part) is called
+ * later on the writer thread (also when the partition has failed: then
+ * part->status < 0 and no event of the part was stored). */
+void partition_submit(partition *p, pub_part *part);
+
+/* Any thread. */
+const char *partition_name(const partition *p);
+const char *partition_dir(const partition *p);
+/* Offsets below this are durable under the policy and readable from the
+ * files. The writer advances it BEFORE it offers those records to the live
+ * fan-out, so a subscription that registers its live queue and then reads
+ * this value misses nothing: records below it come from the files, records
+ * at or above it come through the queue (duplicates are skipped by offset). */
+uint64_t partition_end_offset(const partition *p);
+/* 0, or the sticky error that stopped the partition (see log.h). */
+int partition_status(const partition *p);
+
+/* Any thread. Calls fn for every topic of the partition with up to `n` of its
+ * most recent offsets (ascending). Returns the number of topics visited, or
+ * the first negative value fn returned. */
+typedef int (*partition_topic_fn)(void *ctx, const char *topic, size_t topic_len,
+                                  const uint64_t *offsets, size_t count);
+int partition_foreach_topic(partition *p, uint32_t n, partition_topic_fn fn, void *ctx);
+
+/* Stops accepting, finishes and syncs everything queued (calling done() for
+ * each part), persists the topic table, joins the thread, closes the log. */
+int partition_close(partition *p);
+
+#endif

@@ -1,0 +1,270 @@
+/*
+ * store - the partitions of a data directory, by name (see store.h).
+ *
+ * Threads: store_open and store_close on the main thread; store_get on the
+ * loop thread (it opens new partitions, which does a little disk I/O: mkdir
+ * and fsyncs, once per new partition); store_find, store_list and
+ * store_data_dir on any thread. The mutex protects the array; partitions are
+ * only added, never removed, until store_close.
+ *
+ * Partitions are few (one per routing destination), so they sit in an array
+ * kept sorted by name: lookups are a binary search and store_list is a copy.
+ */
+#include "store.h"
+
+#include "config.h"
+#include "logging.h"
+#include "pb_errors.h"
+#include "reader.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct store {
+    char *data_dir;
+    store_options_fn options;
+    void *ctx;
+    pthread_mutex_t lock; /* protects parts, count, cap */
+    partition **parts;    /* sorted by name */
+    size_t count;
+    size_t cap;
+};
+
+/* Index of name in s->parts, or of where it would be inserted (*found false). */
+static size_t search(const store *s, const char *name, bool *found)
+{
+    size_t lo = 0, hi = s->count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(partition_name(s->parts[mid]), name);
+        if (c == 0) {
+            *found = true;
+            return mid;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = false;
+    return lo;
+}
+
+static int insert_at(store *s, size_t at, partition *p)
+{
+    if (s->count == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 16;
+        partition **parts = realloc(s->parts, cap * sizeof *parts);
+        if (!parts)
+            return PB_ENOMEM;
+        s->parts = parts;
+        s->cap = cap;
+    }
+    memmove(s->parts + at + 1, s->parts + at, (s->count - at) * sizeof *s->parts);
+    s->parts[at] = p;
+    s->count++;
+    return 0;
+}
+
+/* Opens partition `name` with opts and adds it; the lock is held (or not
+ * yet shared). */
+static int open_partition(store *s, const char *name, const partition_options *opts,
+                          partition **out)
+{
+    partition *p = NULL;
+    int rc = partition_open(&p, s->data_dir, name, opts);
+    if (rc < 0)
+        return rc;
+    bool found;
+    size_t at = search(s, name, &found);
+    rc = insert_at(s, at, p);
+    if (rc < 0) {
+        int crc = partition_close(p);
+        if (crc < 0)
+            logging_printf(LOG_ERROR, "partition %s: closing it after running out of memory: %s",
+                           name, pb_strerror(crc));
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+/* Makes data_dir exist; when this creates it, its entry is made durable too,
+ * as every partition directory below it will depend on it. */
+static int make_data_dir(const char *data_dir)
+{
+    if (mkdir(data_dir, 0755) == 0) {
+        char *copy = strdup(data_dir);
+        if (!copy)
+            return PB_ENOMEM;
+        int rc = 0;
+        int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0 || fsync(fd) < 0)
+            rc = -errno;
+        if (fd >= 0 && close(fd) < 0 && rc == 0)
+            rc = -errno;
+        free(copy);
+        return rc;
+    }
+    if (errno != EEXIST)
+        return -errno;
+    struct stat st;
+    if (stat(data_dir, &st) < 0)
+        return -errno;
+    return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+}
+
+int store_open(store **out, const char *data_dir, store_options_fn options, void *ctx)
+{
+    *out = NULL;
+    char **names = NULL;
+    size_t n = 0;
+    store *s = calloc(1, sizeof *s);
+    if (!s)
+        return PB_ENOMEM;
+    s->options = options;
+    s->ctx = ctx;
+    int rc = pthread_mutex_init(&s->lock, NULL);
+    if (rc != 0) {
+        free(s);
+        return -rc;
+    }
+    s->data_dir = strdup(data_dir);
+    if (!s->data_dir) {
+        rc = PB_ENOMEM;
+        goto fail;
+    }
+    rc = make_data_dir(data_dir);
+    if (rc < 0) {
+        logging_printf(LOG_ERROR, "data directory %s: cannot create it: %s", data_dir,
+                       pb_strerror(rc));
+        goto fail;
+    }
+    rc = pb_partition_list(data_dir, &names, &n);
+    if (rc < 0) {
+        logging_printf(LOG_ERROR, "data directory %s: cannot list it: %s", data_dir,
+                       pb_strerror(rc));
+        goto fail;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!config_partition_name_valid(names[i], strlen(names[i]))) {
+            logging_printf(LOG_WARN, "data directory %s: ignoring %s/: not a valid partition name",
+                           data_dir, names[i]);
+            continue;
+        }
+        partition_options opts;
+        memset(&opts, 0, sizeof opts);
+        rc = s->options(s->ctx, names[i], &opts);
+        if (rc < 0) {
+            logging_printf(LOG_WARN, "data directory %s: not opening partition %s: %s", data_dir,
+                           names[i], pb_strerror(rc));
+            rc = 0;
+            continue;
+        }
+        partition *p;
+        rc = open_partition(s, names[i], &opts, &p);
+        if (rc < 0) {
+            /* Serving without it would hide acknowledged events (and a
+             * publish would try to open it again): refuse to start. */
+            logging_printf(LOG_ERROR, "data directory %s: cannot open partition %s: %s", data_dir,
+                           names[i], pb_strerror(rc));
+            goto fail;
+        }
+    }
+    pb_partition_list_free(names, n);
+    logging_printf(LOG_INFO, "data directory %s: %zu partitions", data_dir, s->count);
+    *out = s;
+    return 0;
+fail:
+    pb_partition_list_free(names, n);
+    store_close(s);
+    return rc;
+}
+
+int store_get(store *s, const char *name, partition **out)
+{
+    *out = NULL;
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    bool found;
+    size_t at = search(s, name, &found);
+    if (found) {
+        *out = s->parts[at];
+        goto out;
+    }
+    if (!config_partition_name_valid(name, strlen(name))) {
+        logging_printf(LOG_ERROR, "partition \"%s\": not a valid partition name", name);
+        rc = PB_EINVAL;
+        goto out;
+    }
+    partition_options opts;
+    memset(&opts, 0, sizeof opts);
+    rc = s->options(s->ctx, name, &opts);
+    if (rc < 0)
+        goto out;
+    rc = open_partition(s, name, &opts, out);
+    if (rc == 0)
+        logging_printf(LOG_INFO, "partition %s: created in %s", name, s->data_dir);
+out:
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+partition *store_find(store *s, const char *name)
+{
+    pthread_mutex_lock(&s->lock);
+    bool found;
+    size_t at = search(s, name, &found);
+    partition *p = found ? s->parts[at] : NULL;
+    pthread_mutex_unlock(&s->lock);
+    return p;
+}
+
+int store_list(store *s, partition ***out, size_t *count)
+{
+    *out = NULL;
+    *count = 0;
+    pthread_mutex_lock(&s->lock);
+    size_t n = s->count;
+    /* One extra slot so an empty store still yields a pointer to free. */
+    partition **v = malloc((n + 1) * sizeof *v);
+    if (v) {
+        if (n > 0)
+            memcpy(v, s->parts, n * sizeof *v);
+        *out = v;
+        *count = n;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return v ? 0 : PB_ENOMEM;
+}
+
+const char *store_data_dir(const store *s)
+{
+    return s->data_dir;
+}
+
+int store_close(store *s)
+{
+    if (!s)
+        return 0;
+    int rc = 0;
+    /* No other thread uses the store any more; closing in order keeps the
+     * shutdown log readable. */
+    for (size_t i = 0; i < s->count; i++) {
+        int prc = partition_close(s->parts[i]);
+        if (prc < 0 && rc == 0)
+            rc = prc;
+    }
+    free(s->parts);
+    free(s->data_dir);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+    return rc;
+}

@@ -1,0 +1,677 @@
+/*
+ * sub - the subscription registry: validating a Subscribe request, the
+ * bounded pool of subscription threads, and the live fan-out from the
+ * partition writers into each subscription's bounded queue. What a
+ * subscription does on its thread (history, live tail, output) is in
+ * subrun.c.
+ *
+ * Threads:
+ *   loop thread     sub_start: unpack + validate (cold path), compile the
+ *                   patterns, hand the job to an idle pool thread.
+ *   writer threads  sub_registry_publish: copy matching durable records into
+ *                   the queues of the registered subscriptions.
+ *   pool threads    pool_main: wait for a job, run it (subrun_main), free it.
+ *   main thread     sub_registry_create, sub_registry_stop (ends every
+ *                   subscription, joins the pool), sub_registry_destroy.
+ *
+ * Locks, and the order they nest in (never the other way round):
+ *   r->list_lock (rwlock)  guards slots[].live, the fan-out list. Writers
+ *                          hold it for reading while they publish a batch;
+ *                          a subscription takes it for writing to register
+ *                          and unregister its queue.
+ *   sub->mu                guards the subscription's queue and the pattern
+ *                          set the writers match with (ps_live): writers of
+ *                          different partitions publish concurrently, and a
+ *                          pattern_set belongs to one thread at a time.
+ *   r->pool_lock           guards slots[].job, stopping, tailing. Never held
+ *                          together with the other two.
+ */
+#include "config.h" /* before store.h: see store.c */
+#include "subrun.h"
+
+#include "livequeue.h"
+#include "logging.h"
+#include "pb_errors.h"
+#include "protobus.pb-c.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct sub_slot {
+    struct sub_registry *r;
+    pthread_t thread;
+    pthread_cond_t wake; /* a job was assigned, or the pool is stopping */
+    bool started;
+    sub *job;  /* pool_lock */
+    sub *live; /* list_lock: the registered subscription, NULL if none */
+} sub_slot;
+
+struct sub_registry {
+    sub_options o;
+    pthread_rwlock_t list_lock;
+    atomic_uint nlive; /* registered subscriptions: the writers' fast exit */
+    pthread_mutex_t pool_lock;
+    pthread_cond_t changed; /* active or tailing changed (CLOCK_MONOTONIC) */
+    bool stopping;
+    atomic_uint active; /* slots with a job */
+    uint32_t tailing;   /* pool_lock: subscriptions past their history */
+    uint32_t nslots;
+    sub_slot *slots;
+};
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* ------------------------------------------------------------------ */
+/* filtering, shared by the writers (under sub->mu) and the subscription thread */
+
+int sub_scan_event(const uint8_t *p, size_t n, wire_slice *topic, const sub_tag *tags, size_t ntags,
+                   uint8_t *state)
+{
+    char detail[WIRE_DETAIL_MAX];
+    wire_cursor c;
+    wire_field f;
+    wire_cursor_init(&c, p, n);
+    topic->p = NULL;
+    topic->len = 0;
+    if (ntags)
+        memset(state, 0, ntags);
+    while (!wire_cursor_done(&c)) {
+        if (wire_next(&c, &f, detail) < 0)
+            return PB_EPROTO;
+        if (f.number == 1 && f.type == WIRE_LEN) {
+            *topic = f.data; /* the last occurrence wins */
+        } else if (f.number == 2 && f.type == WIRE_LEN && ntags) {
+            /* A map entry: key (1) and value (2), last occurrence of each wins. */
+            wire_slice key = {NULL, 0}, val = {NULL, 0};
+            wire_cursor e;
+            wire_field ef;
+            wire_cursor_sub(&e, &c, f.data);
+            while (!wire_cursor_done(&e)) {
+                if (wire_next(&e, &ef, detail) < 0)
+                    return PB_EPROTO;
+                if (ef.number == 1 && ef.type == WIRE_LEN)
+                    key = ef.data;
+                else if (ef.number == 2 && ef.type == WIRE_LEN)
+                    val = ef.data;
+            }
+            /* A later entry with the same key replaces the value (protobuf
+             * map semantics), so its verdict overwrites the earlier one. */
+            for (size_t i = 0; i < ntags; i++) {
+                if (key.len != tags[i].key_len || memcmp(key.p, tags[i].key, key.len) != 0)
+                    continue;
+                bool same = val.len == tags[i].value_len &&
+                            (val.len == 0 || memcmp(val.p, tags[i].value, val.len) == 0);
+                state[i] = same ? 1 : 2;
+            }
+        }
+    }
+    return 0;
+}
+
+bool sub_tags_ok(const uint8_t *state, size_t ntags)
+{
+    for (size_t i = 0; i < ntags; i++)
+        if (state[i] != 1)
+            return false;
+    return true;
+}
+
+/* ------------------------------------------------------------------ */
+/* the live fan-out (writer threads) */
+
+static void wake(sub *s)
+{
+    uint64_t one = 1;
+    /* The eventfd is non-blocking; EAGAIN means the counter is saturated,
+     * i.e. a wake-up is pending anyway. */
+    if (write(s->efd, &one, sizeof one) < 0 && errno != EAGAIN)
+        logging_printf(LOG_ERROR, "subscriber %s: cannot signal its thread: %s", s->peer,
+                       strerror(errno));
+}
+
+/* Writer thread, s->mu held. Returns true if the subscription thread must be
+ * woken: its queue went from empty to not empty, or it overflowed. */
+static bool publish_one(sub *s, partition *p, const live_record *recs, size_t n)
+{
+    livequeue *q = s->q;
+    if (livequeue_overflowed(q))
+        return false; /* already told; it is on its way back to the files */
+    bool was_empty = livequeue_empty(q);
+    bool pushed = false;
+    uint64_t since;
+    if (livequeue_since(q, p, recs[0].offset, &since) < 0)
+        return true;
+    for (size_t i = 0; i < n; i++) {
+        const live_record *rec = &recs[i];
+        if (rec->time_ns < s->min_time_ns)
+            continue;
+        if (!patterns_match(s->ps_live, (const char *)rec->topic, rec->topic_len))
+            continue;
+        if (s->ntags) {
+            wire_slice topic;
+            if (sub_scan_event(rec->data, rec->len, &topic, s->tags, s->ntags, s->tag_state_live) <
+                    0 ||
+                !sub_tags_ok(s->tag_state_live, s->ntags))
+                continue;
+        }
+        lq_entry e = {.key = p, .offset = rec->offset, .time_ns = rec->time_ns, .since = since};
+        if (livequeue_push(q, &e, rec->data, rec->len, rec->suffix, rec->suffix_len) < 0)
+            return true; /* overflowed: it catches up from the files */
+        pushed = true;
+    }
+    return was_empty && pushed;
+}
+
+void sub_registry_publish(sub_registry *r, struct partition *p, const live_record *recs, size_t n)
+{
+    if (!r || n == 0)
+        return;
+    /* Pairs with the fence in sub_register: either this writer sees the new
+     * subscription, or the subscription sees this batch's end offset (which
+     * the partition stored before calling us) and reads it from the files. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&r->nlive, memory_order_relaxed) == 0)
+        return;
+    pthread_rwlock_rdlock(&r->list_lock);
+    for (uint32_t i = 0; i < r->nslots; i++) {
+        sub *s = r->slots[i].live;
+        if (!s)
+            continue;
+        pthread_mutex_lock(&s->mu);
+        bool signal = publish_one(s, p, recs, n);
+        pthread_mutex_unlock(&s->mu);
+        if (signal)
+            wake(s);
+    }
+    pthread_rwlock_unlock(&r->list_lock);
+}
+
+void sub_register(sub *s)
+{
+    sub_registry *r = s->r;
+    pthread_rwlock_wrlock(&r->list_lock);
+    r->slots[s->slot].live = s;
+    atomic_fetch_add(&r->nlive, 1);
+    pthread_rwlock_unlock(&r->list_lock);
+    atomic_thread_fence(memory_order_seq_cst);
+}
+
+void sub_unregister(sub *s)
+{
+    sub_registry *r = s->r;
+    pthread_rwlock_wrlock(&r->list_lock);
+    if (r->slots[s->slot].live == s) {
+        r->slots[s->slot].live = NULL;
+        atomic_fetch_sub(&r->nlive, 1);
+    }
+    pthread_rwlock_unlock(&r->list_lock);
+}
+
+const sub_options *sub_registry_options(const sub_registry *r)
+{
+    return &r->o;
+}
+
+/* ------------------------------------------------------------------ */
+/* sub_start (loop thread): unpack and validate */
+
+static void sub_free(sub *s)
+{
+    if (!s)
+        return;
+    subrun_free_state(s);
+    patterns_free(s->ps);
+    patterns_free(s->ps_live);
+    livequeue_destroy(s->q);
+    if (s->efd >= 0 && close(s->efd) < 0)
+        logging_printf(LOG_WARN, "subscriber %s: closing its eventfd: %s", s->peer,
+                       strerror(errno));
+    if (s->mu_init)
+        pthread_mutex_destroy(&s->mu);
+    free(s->tags);
+    free(s->tag_state);
+    free(s->tag_state_live);
+    free(s->offsets);
+    if (s->req)
+        protobus__subscribe__free_unpacked(s->req, NULL);
+    free(s);
+}
+
+/* "127.0.0.1:5000", "[::1]:5000" or "local (fd N)" for the peer of fd. */
+static void peer_name(int fd, char *out, size_t len)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char host[INET6_ADDRSTRLEN];
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET) {
+            const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+            if (inet_ntop(AF_INET, &a->sin_addr, host, sizeof host)) {
+                snprintf(out, len, "%s:%u", host, (unsigned)ntohs(a->sin_port));
+                return;
+            }
+        } else if (ss.ss_family == AF_INET6) {
+            const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+            if (inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host)) {
+                snprintf(out, len, "[%s]:%u", host, (unsigned)ntohs(a->sin6_port));
+                return;
+            }
+        }
+    }
+    snprintf(out, len, "local (fd %d)", fd);
+}
+
+/* Fills s from the unpacked request. INVALID_ARGUMENT errors name the field. */
+static int validate(sub_registry *r, sub *s, char *err, size_t errlen)
+{
+    const Protobus__Subscribe *q = s->req;
+    if (q->n_patterns == 0) {
+        set_err(err, errlen,
+                "subscribe: no patterns (a topic must match one of them; use \".*\" for every "
+                "topic)");
+        return PB_EINVAL;
+    }
+    s->start = (int)q->start;
+    switch (s->start) {
+    case PROTOBUS__START_MODE__START_NEW:
+    case PROTOBUS__START_MODE__START_BEGINNING:
+        break;
+    case PROTOBUS__START_MODE__START_OFFSETS:
+        s->offsets = calloc(q->n_offsets ? q->n_offsets : 1, sizeof *s->offsets);
+        if (!s->offsets)
+            return PB_ENOMEM;
+        for (size_t i = 0; i < q->n_offsets; i++) {
+            const char *name = q->offsets[i]->partition;
+            if (!config_partition_name_valid(name, strlen(name))) {
+                set_err(err, errlen,
+                        "subscribe: offsets[%zu]: \"%.120s\" is not a valid partition name "
+                        "(1..%d characters of A-Z a-z 0-9 . _ -, not \".\" or \"..\")",
+                        i, name, PB_PARTITION_NAME_MAX);
+                return PB_EINVAL;
+            }
+            for (size_t j = 0; j < i; j++) {
+                if (strcmp(s->offsets[j].partition, name) == 0) {
+                    set_err(err, errlen, "subscribe: offsets: partition \"%s\" is listed twice",
+                            name);
+                    return PB_EINVAL;
+                }
+            }
+            s->offsets[i].partition = name;
+            s->offsets[i].offset = q->offsets[i]->offset;
+        }
+        s->noffsets = q->n_offsets;
+        break;
+    case PROTOBUS__START_MODE__START_TIME: {
+        const Google__Protobuf__Timestamp *t = q->from_time;
+        if (!t) {
+            set_err(err, errlen, "subscribe: START_TIME needs from_time");
+            return PB_EINVAL;
+        }
+        /* int64 nanoseconds cover 1677..2262, like every stored time. */
+        if (t->nanos < 0 || t->nanos > 999999999 || t->seconds < -9223372035LL ||
+            t->seconds > 9223372035LL) {
+            set_err(err, errlen,
+                    "subscribe: from_time {seconds %" PRId64 ", nanos %" PRId32
+                    "} is out of range (nanos 0..999999999, years 1677..2262)",
+                    t->seconds, t->nanos);
+            return PB_EINVAL;
+        }
+        s->min_time_ns = t->seconds * 1000000000LL + t->nanos;
+        break;
+    }
+    case PROTOBUS__START_MODE__START_LAST_N:
+        if (q->last_n == 0) {
+            set_err(err, errlen, "subscribe: START_LAST_N needs last_n >= 1");
+            return PB_EINVAL;
+        }
+        if (q->last_n > r->o.topic_history) {
+            set_err(err, errlen,
+                    "subscribe: last_n %" PRIu32 " is more than the %" PRIu32
+                    " events the server keeps per topic",
+                    q->last_n, r->o.topic_history);
+            return PB_EINVAL;
+        }
+        s->last_n = q->last_n;
+        break;
+    default:
+        set_err(err, errlen, "subscribe: unknown start mode %d", s->start);
+        return PB_EINVAL;
+    }
+
+    /* Tag filters; a key given twice keeps its last value (map semantics). */
+    s->tags = calloc(q->n_tags ? q->n_tags : 1, sizeof *s->tags);
+    s->tag_state = calloc(q->n_tags ? q->n_tags : 1, 1);
+    s->tag_state_live = calloc(q->n_tags ? q->n_tags : 1, 1);
+    if (!s->tags || !s->tag_state || !s->tag_state_live)
+        return PB_ENOMEM;
+    for (size_t i = 0; i < q->n_tags; i++) {
+        const char *k = q->tags[i]->key, *v = q->tags[i]->value;
+        size_t j = 0;
+        while (j < s->ntags && strcmp(s->tags[j].key, k) != 0)
+            j++;
+        s->tags[j] = (sub_tag){k, strlen(k), v, strlen(v)};
+        if (j == s->ntags)
+            s->ntags++;
+    }
+    return 0;
+}
+
+int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscribe, size_t len,
+              int *grpc_code, char *err, size_t errlen)
+{
+    int rc;
+    *grpc_code = PROTOBUS__CODE__INTERNAL;
+    if (!r->o.store) {
+        *grpc_code = PROTOBUS__CODE__UNAVAILABLE;
+        set_err(err, errlen, "subscribe: the server is still starting");
+        return PB_EINVAL;
+    }
+    sub *s = calloc(1, sizeof *s);
+    if (!s) {
+        *grpc_code = PROTOBUS__CODE__RESOURCE_EXHAUSTED;
+        set_err(err, errlen, "subscribe: out of memory");
+        return PB_ENOMEM;
+    }
+    s->r = r;
+    s->fd = fd;
+    s->efd = -1;
+    s->frame_id = frame_id;
+    s->min_time_ns = INT64_MIN;
+    peer_name(fd, s->peer, sizeof s->peer);
+
+    s->req = protobus__subscribe__unpack(NULL, len, subscribe);
+    if (!s->req) {
+        *grpc_code = PROTOBUS__CODE__INVALID_ARGUMENT;
+        set_err(err, errlen, "subscribe: the Subscribe message (%zu bytes) is malformed", len);
+        rc = PB_EPROTO;
+        goto fail;
+    }
+    rc = validate(r, s, err, errlen);
+    if (rc == PB_EINVAL)
+        *grpc_code = PROTOBUS__CODE__INVALID_ARGUMENT;
+    if (rc < 0)
+        goto fail;
+    /* Two compiled copies: the writers match under s->mu, the subscription
+     * thread matches history without taking it. */
+    const char *const *pats = (const char *const *)s->req->patterns;
+    rc = patterns_compile(pats, s->req->n_patterns, &s->ps, err, errlen);
+    if (rc == 0)
+        rc = patterns_compile(pats, s->req->n_patterns, &s->ps_live, err, errlen);
+    if (rc == PB_EINVAL) {
+        *grpc_code = PROTOBUS__CODE__INVALID_ARGUMENT;
+        goto fail;
+    }
+    if (rc < 0)
+        goto fail;
+
+    rc = livequeue_create(&s->q, r->o.queue_bytes);
+    if (rc < 0)
+        goto fail;
+    s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (s->efd < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    rc = pthread_mutex_init(&s->mu, NULL);
+    if (rc != 0) {
+        rc = -rc;
+        goto fail;
+    }
+    s->mu_init = true;
+
+    pthread_mutex_lock(&r->pool_lock);
+    uint32_t slot = r->nslots;
+    if (!r->stopping)
+        for (slot = 0; slot < r->nslots && r->slots[slot].job; slot++)
+            ;
+    if (slot == r->nslots) {
+        bool stopping = r->stopping;
+        pthread_mutex_unlock(&r->pool_lock);
+        if (stopping) {
+            *grpc_code = PROTOBUS__CODE__UNAVAILABLE;
+            set_err(err, errlen, "subscribe: the server is shutting down");
+            rc = PB_ECLOSED;
+        } else {
+            *grpc_code = PROTOBUS__CODE__RESOURCE_EXHAUSTED;
+            set_err(err, errlen,
+                    "subscribe: all %" PRIu32 " subscription threads are busy (server setting "
+                    "threads)",
+                    r->nslots);
+            rc = PB_ETOOBIG;
+        }
+        goto fail;
+    }
+    s->slot = slot;
+    r->slots[slot].job = s;
+    atomic_fetch_add(&r->active, 1);
+    pthread_cond_broadcast(&r->changed);
+    pthread_cond_signal(&r->slots[slot].wake);
+    pthread_mutex_unlock(&r->pool_lock);
+    return 0; /* s is the pool thread's now (it may even be gone already) */
+
+fail:
+    if (rc == PB_ENOMEM) {
+        *grpc_code = PROTOBUS__CODE__RESOURCE_EXHAUSTED;
+        set_err(err, errlen, "subscribe: out of memory");
+    } else if (*grpc_code == PROTOBUS__CODE__INTERNAL) {
+        set_err(err, errlen, "subscribe: cannot set up the subscription: %s", pb_strerror(rc));
+    }
+    s->fd = -1; /* stays the caller's */
+    sub_free(s);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* the pool */
+
+static void *pool_main(void *arg)
+{
+    sub_slot *slot = arg;
+    sub_registry *r = slot->r;
+    pthread_mutex_lock(&r->pool_lock);
+    for (;;) {
+        while (!slot->job && !r->stopping)
+            pthread_cond_wait(&slot->wake, &r->pool_lock);
+        sub *s = slot->job;
+        if (!s)
+            break;
+        pthread_mutex_unlock(&r->pool_lock);
+
+        subrun_main(s); /* registers and unregisters its queue itself */
+
+        /* Off the slot first: from then on sub_registry_stop no longer
+         * touches s, so it can be freed. The socket is closed last, so a
+         * client that sees its connection end can subscribe again at once. */
+        pthread_mutex_lock(&r->pool_lock);
+        slot->job = NULL;
+        atomic_fetch_sub(&r->active, 1);
+        pthread_cond_broadcast(&r->changed);
+        pthread_mutex_unlock(&r->pool_lock);
+        int fd = s->fd;
+        s->fd = -1;
+        sub_free(s);
+        if (close(fd) < 0)
+            logging_printf(LOG_WARN, "subscription socket: close: %s", strerror(errno));
+        pthread_mutex_lock(&r->pool_lock);
+    }
+    pthread_mutex_unlock(&r->pool_lock);
+    return NULL;
+}
+
+void sub_registry_stop(sub_registry *r)
+{
+    pthread_mutex_lock(&r->pool_lock);
+    r->stopping = true;
+    for (uint32_t i = 0; i < r->nslots; i++) {
+        sub *s = r->slots[i].job;
+        if (s) {
+            atomic_store(&s->stop, true);
+            wake(s);
+            /* Also ends a write the peer is not reading; the fd stays open
+             * until the thread has finished with it. */
+            if (shutdown(s->fd, SHUT_RDWR) < 0 && errno != ENOTCONN)
+                logging_printf(LOG_DEBUG, "subscriber %s: shutdown: %s", s->peer, strerror(errno));
+        }
+        pthread_cond_signal(&r->slots[i].wake);
+    }
+    pthread_mutex_unlock(&r->pool_lock);
+    for (uint32_t i = 0; i < r->nslots; i++) {
+        if (r->slots[i].started) {
+            pthread_join(r->slots[i].thread, NULL);
+            r->slots[i].started = false;
+        }
+    }
+}
+
+void sub_registry_set_store(sub_registry *r, struct store *s)
+{
+    /* Main thread, before the listener starts: no subscription can read it
+     * concurrently, and the pool hand-off (its lock) publishes it. */
+    r->o.store = s;
+}
+
+static void registry_free(sub_registry *r)
+{
+    for (uint32_t i = 0; i < r->nslots; i++)
+        pthread_cond_destroy(&r->slots[i].wake);
+    free(r->slots);
+    pthread_cond_destroy(&r->changed);
+    pthread_mutex_destroy(&r->pool_lock);
+    pthread_rwlock_destroy(&r->list_lock);
+    free(r);
+}
+
+int sub_registry_create(sub_registry **out, const sub_options *opts)
+{
+    if (!opts || opts->threads == 0 || opts->queue_bytes < 64 ||
+        opts->write_deadline_ms == 0 || opts->topic_history == 0)
+        return PB_EINVAL;
+    sub_registry *r = calloc(1, sizeof *r);
+    if (!r)
+        return PB_ENOMEM;
+    r->o = *opts;
+    atomic_init(&r->nlive, 0);
+    atomic_init(&r->active, 0);
+    /* Writers hold the list lock for reading almost continuously under load;
+     * prefer the rare writer (a subscription registering) so it cannot
+     * starve. */
+    pthread_rwlockattr_t ra;
+    pthread_rwlockattr_init(&ra);
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    int rc = pthread_rwlock_init(&r->list_lock, &ra);
+    pthread_rwlockattr_destroy(&ra);
+    if (rc != 0) {
+        free(r);
+        return -rc;
+    }
+    rc = pthread_mutex_init(&r->pool_lock, NULL);
+    if (rc != 0) {
+        pthread_rwlock_destroy(&r->list_lock);
+        free(r);
+        return -rc;
+    }
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    rc = pthread_cond_init(&r->changed, &ca);
+    pthread_condattr_destroy(&ca);
+    if (rc != 0) {
+        pthread_mutex_destroy(&r->pool_lock);
+        pthread_rwlock_destroy(&r->list_lock);
+        free(r);
+        return -rc;
+    }
+    r->slots = calloc(opts->threads, sizeof *r->slots);
+    if (!r->slots) {
+        registry_free(r);
+        return PB_ENOMEM;
+    }
+    for (uint32_t i = 0; i < opts->threads; i++) {
+        r->slots[i].r = r;
+        rc = pthread_cond_init(&r->slots[i].wake, NULL);
+        if (rc != 0)
+            break;
+        r->nslots++;
+        rc = pthread_create(&r->slots[i].thread, NULL, pool_main, &r->slots[i]);
+        if (rc != 0)
+            break;
+        r->slots[i].started = true;
+    }
+    if (rc != 0) {
+        logging_printf(LOG_ERROR, "cannot start %" PRIu32 " subscription threads: %s",
+                       opts->threads, strerror(rc));
+        sub_registry_stop(r);
+        registry_free(r);
+        return -rc;
+    }
+    *out = r;
+    return 0;
+}
+
+uint32_t sub_registry_active(sub_registry *r)
+{
+    return atomic_load(&r->active);
+}
+
+void sub_registry_set_tailing(sub *s, bool tailing)
+{
+    sub_registry *r = s->r;
+    pthread_mutex_lock(&r->pool_lock);
+    if (tailing)
+        r->tailing++;
+    else
+        r->tailing--;
+    pthread_cond_broadcast(&r->changed);
+    pthread_mutex_unlock(&r->pool_lock);
+}
+
+int sub_registry_wait(sub_registry *r, uint32_t active, uint32_t tailing, uint32_t timeout_ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += timeout_ms / 1000;
+    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    int rc = 0;
+    pthread_mutex_lock(&r->pool_lock);
+    while (atomic_load(&r->active) != active || r->tailing != tailing) {
+        if (pthread_cond_timedwait(&r->changed, &r->pool_lock, &ts) == ETIMEDOUT) {
+            rc = atomic_load(&r->active) == active && r->tailing == tailing ? 0 : PB_ETIMEDOUT;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&r->pool_lock);
+    return rc;
+}
+
+void sub_registry_destroy(sub_registry *r)
+{
+    if (!r)
+        return;
+    sub_registry_stop(r);
+    registry_free(r);
+}

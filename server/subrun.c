@@ -1,0 +1,786 @@
+/*
+ * subrun - one subscription on its pool thread (see subrun.h):
+ *
+ *   register the live queue -> snapshot every partition's end offset ->
+ *   replay [start, end) from the files, partitions merged by receive time ->
+ *   drain the queue, skipping offsets already handled -> tail the queue.
+ *
+ * Invariant: for every partition, parts[i].next is the first offset not yet
+ * handled (sent, filtered out, or reported lost). Records below a snapshot
+ * end are in the files; the writers publish every later record to the queue
+ * (they move the end offset before the fan-out, see partition.c). Each queue
+ * entry carries `since`: the queue saw every batch of that partition from
+ * there on. So an entry with since > next means records [next, since) never
+ * reached the queue (they were published before we registered, or while the
+ * queue was overflowed): they are read from the files first. Nothing is
+ * skipped and, since next only grows, nothing is sent twice.
+ *
+ * Threads: the subscription's pool thread only; it shares the queue with
+ * the writers under s->mu (livequeue.h explains why reading entries in place
+ * needs no lock). Writes to the socket never block: MSG_DONTWAIT plus poll
+ * with the write deadline, so the registry can always wake the thread.
+ */
+#include "subrun.h"
+
+#include "frame.h"
+#include "logging.h"
+#include "pb_errors.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#define OUT_CAP         (256u * 1024u) /* frames are written in chunks of up to this */
+#define CONSUME_EVERY   (64u * 1024u)  /* give queue space back at least this often */
+#define LAST_N_SEEK_GAP 64             /* seek rather than read past this many records */
+
+enum { DRAIN_EMPTY = 0, DRAIN_MORE = 1, DRAIN_OVERFLOW = 2 };
+
+static const char *start_name(int start)
+{
+    switch (start) {
+    case PROTOBUS__START_MODE__START_NEW:
+        return "START_NEW";
+    case PROTOBUS__START_MODE__START_BEGINNING:
+        return "START_BEGINNING";
+    case PROTOBUS__START_MODE__START_OFFSETS:
+        return "START_OFFSETS";
+    case PROTOBUS__START_MODE__START_TIME:
+        return "START_TIME";
+    case PROTOBUS__START_MODE__START_LAST_N:
+        return "START_LAST_N";
+    }
+    return "unknown";
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static bool stopping(sub *s)
+{
+    return atomic_load_explicit(&s->stop, memory_order_relaxed);
+}
+
+static void drain_efd(sub *s)
+{
+    uint64_t v;
+    /* Non-blocking; EAGAIN just means nothing was pending. */
+    if (read(s->efd, &v, sizeof v) < 0 && errno != EAGAIN && errno != EINTR)
+        logging_printf(LOG_WARN, "subscriber %s: reading its eventfd: %s", s->peer,
+                       strerror(errno));
+}
+
+/* ------------------------------------------------------------------ */
+/* output */
+
+/* Writes iov completely. The socket is used with MSG_DONTWAIT whatever its
+ * flags (it is a dup of the loop's non-blocking socket), waiting in poll
+ * for room; write_deadline_ms without any progress drops the subscriber. */
+static int send_all(sub *s, struct iovec *iov, int cnt)
+{
+    uint32_t deadline_ms = sub_registry_options(s->r)->write_deadline_ms;
+    int64_t last_progress = mono_ms();
+    while (cnt > 0) {
+        if (iov->iov_len == 0) {
+            iov++;
+            cnt--;
+            continue;
+        }
+        if (stopping(s))
+            return PB_ECLOSED;
+        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
+        ssize_t n = sendmsg(s->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n >= 0) {
+            size_t left = (size_t)n;
+            while (cnt > 0 && left >= iov->iov_len) {
+                left -= iov->iov_len;
+                iov++;
+                cnt--;
+            }
+            if (cnt > 0) {
+                iov->iov_base = (uint8_t *)iov->iov_base + left;
+                iov->iov_len -= left;
+            }
+            last_progress = mono_ms();
+            continue;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN || errno == ESHUTDOWN)
+            return PB_ECLOSED;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            snprintf(s->why, sizeof s->why, "writing to the subscriber: %s", strerror(errno));
+            return -errno;
+        }
+        int64_t wait_ms = (int64_t)deadline_ms - (mono_ms() - last_progress);
+        if (wait_ms <= 0) {
+            logging_printf(LOG_WARN, "subscriber %s dropped: no progress for %" PRIu32 " ms",
+                           s->peer, deadline_ms);
+            return PB_ETIMEDOUT;
+        }
+        struct pollfd pf[2] = {{s->fd, POLLOUT, 0}, {s->efd, POLLIN, 0}};
+        int pr = poll(pf, 2, (int)wait_ms);
+        if (pr < 0 && errno != EINTR)
+            return -errno;
+        /* A writer's wake-up; the queue is looked at before the thread
+         * sleeps anyway, so it can be consumed here. */
+        if (pr > 0 && (pf[1].revents & POLLIN))
+            drain_efd(s);
+    }
+    return 0;
+}
+
+static int flush_out(sub *s)
+{
+    if (s->out_len == 0)
+        return 0;
+    struct iovec v = {s->out, s->out_len};
+    s->out_len = 0;
+    return send_all(s, &v, 1);
+}
+
+/* Queues one Event frame: the encoded header, then the stored bytes as they
+ * are (no decoding). A record too big for the buffer goes out directly. */
+static int emit_event(sub *s, const part_state *st, uint64_t offset, const uint8_t *ev, size_t len)
+{
+    size_t hmax = FRAME_EVENT_HEADER_MAX(st->name_len);
+    int rc;
+    if (s->out_len + hmax + len > OUT_CAP && (rc = flush_out(s)) < 0)
+        return rc;
+    if (hmax + len > OUT_CAP) {
+        size_t h = frame_put_event_header(s->out, OUT_CAP, s->frame_id, st->name, offset, len);
+        struct iovec v[2] = {{s->out, h}, {(void *)ev, len}};
+        return send_all(s, v, 2);
+    }
+    s->out_len += frame_put_event_header(s->out + s->out_len, OUT_CAP - s->out_len, s->frame_id,
+                                         st->name, offset, len);
+    memcpy(s->out + s->out_len, ev, len);
+    s->out_len += len;
+    return 0;
+}
+
+static int emit_error(sub *s, int code, const char *msg, const char *part_name, uint64_t first,
+                      uint64_t last)
+{
+    frame_error e = {.code = code,
+                     .message = msg,
+                     .partition = part_name,
+                     .first_offset = first,
+                     .last_offset = last};
+    size_t need = frame_put_error(NULL, 0, s->frame_id, &e);
+    int rc;
+    if (need > OUT_CAP)
+        return PB_ETOOBIG; /* messages are a few hundred bytes */
+    if (s->out_len + need > OUT_CAP && (rc = flush_out(s)) < 0)
+        return rc;
+    s->out_len += frame_put_error(s->out + s->out_len, OUT_CAP - s->out_len, s->frame_id, &e);
+    return 0;
+}
+
+/* Reports offsets first..last of st's partition as lost (DATA_LOSS) and
+ * moves past them. */
+static int report_loss(sub *s, part_state *st, uint64_t first, uint64_t last, const char *what)
+{
+    char msg[1024];
+    snprintf(msg, sizeof msg, "partition %s: events %" PRIu64 "..%" PRIu64 " %s", st->name, first,
+             last, what);
+    logging_printf(LOG_WARN, "subscriber %s: %s", s->peer, msg);
+    if (last + 1 > st->next)
+        st->next = last + 1;
+    return emit_error(s, PROTOBUS__CODE__DATA_LOSS, msg, st->name, first, last);
+}
+
+/* ------------------------------------------------------------------ */
+/* the partitions the subscription knows */
+
+static size_t ptr_slot(const void *p, size_t nslots)
+{
+    return (size_t)(((uint64_t)(uintptr_t)p * 0x9E3779B97F4A7C15ull) >> 32) & (nslots - 1);
+}
+
+static size_t find_part(const sub *s, const partition *p)
+{
+    if (!s->index_slots)
+        return SIZE_MAX;
+    for (size_t i = ptr_slot(p, s->index_slots); s->index[i]; i = (i + 1) & (s->index_slots - 1))
+        if (s->parts[s->index[i] - 1].p == p)
+            return s->index[i] - 1;
+    return SIZE_MAX;
+}
+
+static void index_put(sub *s, size_t idx)
+{
+    size_t i = ptr_slot(s->parts[idx].p, s->index_slots);
+    while (s->index[i])
+        i = (i + 1) & (s->index_slots - 1);
+    s->index[i] = idx + 1;
+}
+
+/* The offset a partition first seen now starts at: START_OFFSETS' offset if
+ * listed, otherwise 0 (a partition created after the subscription started
+ * holds only events stored after it). The initial snapshot adjusts this per
+ * start mode. */
+static uint64_t listed_offset(const sub *s, const char *name)
+{
+    for (size_t i = 0; i < s->noffsets; i++)
+        if (strcmp(s->offsets[i].partition, name) == 0)
+            return s->offsets[i].offset;
+    return 0;
+}
+
+/* Allocates only for a partition seen for the first time. */
+static int add_part(sub *s, partition *p, size_t *out)
+{
+    if (s->nparts == s->partcap) {
+        size_t cap = s->partcap ? s->partcap * 2 : 16;
+        part_state *parts = realloc(s->parts, cap * sizeof *parts);
+        if (!parts)
+            return PB_ENOMEM;
+        s->parts = parts;
+        size_t *heap = realloc(s->heap, cap * sizeof *heap);
+        if (!heap)
+            return PB_ENOMEM;
+        s->heap = heap;
+        s->partcap = cap;
+    }
+    if ((s->nparts + 1) * 2 > s->index_slots) {
+        size_t slots = s->index_slots ? s->index_slots * 2 : 64;
+        size_t *index = calloc(slots, sizeof *index);
+        if (!index)
+            return PB_ENOMEM;
+        free(s->index);
+        s->index = index;
+        s->index_slots = slots;
+        for (size_t i = 0; i < s->nparts; i++)
+            index_put(s, i);
+    }
+    part_state *st = &s->parts[s->nparts];
+    memset(st, 0, sizeof *st);
+    st->p = p;
+    st->name = partition_name(p);
+    st->name_len = strlen(st->name);
+    st->next = listed_offset(s, st->name);
+    index_put(s, s->nparts);
+    *out = s->nparts++;
+    return 0;
+}
+
+static int part_of(sub *s, partition *p, size_t *idx)
+{
+    *idx = find_part(s, p);
+    return *idx == SIZE_MAX ? add_part(s, p, idx) : 0;
+}
+
+typedef struct last_n_ctx {
+    sub *s;
+    uint64_t end;
+    uint64_t *v;
+    size_t n, cap;
+} last_n_ctx;
+
+/* Under the topic table's read lock: quick, and no call back into it. */
+static int last_n_fn(void *ctx, const char *topic, size_t topic_len, const uint64_t *offsets,
+                     size_t count)
+{
+    last_n_ctx *c = ctx;
+    if (!patterns_match(c->s->ps, topic, topic_len))
+        return 0;
+    for (size_t i = 0; i < count; i++) {
+        if (offsets[i] >= c->end)
+            continue; /* in the live queue, not history */
+        if (c->n == c->cap) {
+            size_t cap = c->cap ? c->cap * 2 : 64;
+            uint64_t *v = realloc(c->v, cap * sizeof *v);
+            if (!v)
+                return PB_ENOMEM;
+            c->v = v;
+            c->cap = cap;
+        }
+        c->v[c->n++] = offsets[i];
+    }
+    return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* START_LAST_N: the last last_n offsets of every matching topic below end. */
+static int collect_last_n(sub *s, part_state *st)
+{
+    last_n_ctx c = {.s = s, .end = st->end};
+    int rc = partition_foreach_topic(st->p, s->last_n, last_n_fn, &c);
+    if (rc < 0) {
+        free(c.v);
+        snprintf(s->why, sizeof s->why, "partition %s: reading its topic table: %s", st->name,
+                 pb_strerror(rc));
+        return rc;
+    }
+    if (c.n == 0) {
+        free(c.v);
+        st->next = st->end;
+        return 0;
+    }
+    qsort(c.v, c.n, sizeof *c.v, cmp_u64);
+    st->want = c.v;
+    st->nwant = c.n;
+    st->iwant = 0;
+    st->next = c.v[0];
+    return 0;
+}
+
+/*
+ * Takes the end offset of every partition in the store as the bound of the
+ * next replay. Called after the queue is (re-)enabled: every record below
+ * these ends is in the files, every later one will come through the queue.
+ */
+static int snapshot(sub *s, bool initial)
+{
+    partition **list = NULL;
+    size_t n = 0;
+    int rc = store_list(sub_registry_options(s->r)->store, &list, &n);
+    if (rc < 0) {
+        snprintf(s->why, sizeof s->why, "listing the partitions: %s", pb_strerror(rc));
+        return rc;
+    }
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        size_t idx;
+        rc = part_of(s, list[i], &idx);
+        if (rc < 0)
+            break;
+        part_state *st = &s->parts[idx];
+        st->end = partition_end_offset(list[i]);
+        if (!initial)
+            continue;
+        switch (s->start) {
+        case PROTOBUS__START_MODE__START_NEW:
+            st->next = st->end;
+            break;
+        case PROTOBUS__START_MODE__START_TIME:
+            st->time_seek = true;
+            break;
+        case PROTOBUS__START_MODE__START_LAST_N:
+            rc = collect_last_n(s, st);
+            break;
+        default:
+            break; /* BEGINNING: 0; OFFSETS: set by add_part */
+        }
+    }
+    free(list);
+    return rc;
+}
+
+typedef struct any_match_ctx {
+    sub *s;
+    bool found;
+} any_match_ctx;
+
+static int any_match_fn(void *ctx, const char *topic, size_t topic_len, const uint64_t *offsets,
+                        size_t count)
+{
+    any_match_ctx *c = ctx;
+    if (!patterns_match(c->s->ps, topic, topic_len))
+        return 0;
+    c->found = true;
+    return -1; /* stop the walk */
+}
+
+/* False only if no topic stored in the partition matches the patterns: then
+ * its files need not be opened. The writer records topics before it moves
+ * the end offset, so the table covers every record below a snapshot end. */
+static bool may_match(sub *s, part_state *st)
+{
+    any_match_ctx c = {.s = s};
+    int rc = partition_foreach_topic(st->p, 1, any_match_fn, &c);
+    return c.found || rc < 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* replay from the files */
+
+static bool heap_less(const sub *s, size_t a, size_t b)
+{
+    int64_t ta = s->parts[a].rec.time_ns, tb = s->parts[b].rec.time_ns;
+    return ta < tb || (ta == tb && a < b);
+}
+
+static void heap_push(sub *s, size_t idx)
+{
+    size_t i = s->nheap++;
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!heap_less(s, idx, s->heap[parent]))
+            break;
+        s->heap[i] = s->heap[parent];
+        i = parent;
+    }
+    s->heap[i] = idx;
+}
+
+static size_t heap_pop(sub *s)
+{
+    size_t top = s->heap[0];
+    size_t last = s->heap[--s->nheap];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= s->nheap)
+            break;
+        if (c + 1 < s->nheap && heap_less(s, s->heap[c + 1], s->heap[c]))
+            c++;
+        if (!heap_less(s, s->heap[c], last))
+            break;
+        s->heap[i] = s->heap[c];
+        i = c;
+    }
+    if (s->nheap)
+        s->heap[i] = last;
+    return top;
+}
+
+static int open_reader(sub *s, part_state *st)
+{
+    const char *dir = partition_dir(st->p);
+    int rc = pb_reader_open(&st->rd, dir);
+    if (rc == 0)
+        rc = st->time_seek ? pb_reader_seek_time(st->rd, s->min_time_ns)
+                           : pb_reader_seek_offset(st->rd, st->next);
+    if (rc < 0) {
+        snprintf(s->why, sizeof s->why, "partition %s: cannot read its files in %s: %s", st->name,
+                 dir, pb_strerror(rc));
+        pb_reader_close(st->rd);
+        st->rd = NULL;
+        return rc;
+    }
+    pb_reader_set_end(st->rd, st->end);
+    return 0;
+}
+
+/* Done with st's replay: everything below its end has been handled. */
+static void finish(part_state *st)
+{
+    pb_reader_close(st->rd);
+    st->rd = NULL;
+    free(st->want);
+    st->want = NULL;
+    st->nwant = st->iwant = 0;
+    st->time_seek = false;
+    if (st->next < st->end)
+        st->next = st->end;
+}
+
+/* Moves st's reader to the next record to consider: 1 (st->rec set), 0 (no
+ * more below the end), or a negative code. Damage is reported on the way. */
+static int advance(sub *s, part_state *st)
+{
+    for (;;) {
+        int rc = pb_reader_next(st->rd, &st->rec);
+        if (rc == 0) {
+            if (st->rec.offset < st->next && !st->time_seek)
+                continue;
+            st->time_seek = false; /* from here on, next is exact */
+            if (!st->want)
+                return 1;
+            while (st->iwant < st->nwant && st->want[st->iwant] < st->rec.offset)
+                st->iwant++;
+            if (st->iwant == st->nwant)
+                return 0;
+            uint64_t w = st->want[st->iwant];
+            if (w == st->rec.offset) {
+                st->iwant++;
+                return 1;
+            }
+            if (w - st->rec.offset > LAST_N_SEEK_GAP && (rc = pb_reader_seek_offset(st->rd, w)) < 0)
+                goto io_error;
+            continue;
+        }
+        if (rc == PB_EEOF) {
+            /* Every record below a snapshot end is durable in the files; if
+             * the files end early, say so rather than skip silently. */
+            if (!st->want && !st->time_seek && st->next < st->end)
+                return report_loss(s, st, st->next, st->end - 1,
+                                   "are below the partition's end offset but missing from its "
+                                   "files");
+            return 0;
+        }
+        if (rc == PB_ECORRUPT) {
+            const struct pb_reader_problem *pr = pb_reader_problem(st->rd);
+            if (pr->last_offset + 1 == pr->first_offset) {
+                logging_printf(LOG_WARN,
+                               "subscriber %s: partition %s: unreadable bytes at byte %" PRIu64
+                               " of %s skipped (%s); no event lost",
+                               s->peer, st->name, pr->position, pr->file, pr->reason);
+                continue;
+            }
+            char what[768];
+            snprintf(what, sizeof what, "could not be read: %s at byte %" PRIu64 " of %s",
+                     pr->reason, pr->position, pr->file);
+            rc = report_loss(s, st, pr->first_offset, pr->last_offset, what);
+            if (rc < 0)
+                return rc;
+            continue;
+        }
+    io_error:
+        snprintf(s->why, sizeof s->why, "partition %s: reading %s: %s", st->name,
+                 partition_dir(st->p), pb_strerror(rc));
+        return rc;
+    }
+}
+
+/* Sends one record from the files if it passes the filters. */
+static int deliver(sub *s, part_state *st)
+{
+    const pb_record *rec = &st->rec;
+    if (rec->time_ns < s->min_time_ns)
+        return 0;
+    wire_slice topic;
+    if (sub_scan_event(rec->event, rec->event_len, &topic, s->tags, s->ntags, s->tag_state) < 0)
+        return report_loss(s, st, rec->offset, rec->offset,
+                           "could not be read: the stored bytes are not a well-formed "
+                           "EncapsulatedEvent");
+    if (!patterns_match(s->ps, (const char *)topic.p, topic.len))
+        return 0;
+    if (s->ntags && !sub_tags_ok(s->tag_state, s->ntags))
+        return 0;
+    return emit_event(s, st, rec->offset, rec->event, rec->event_len);
+}
+
+/*
+ * Replays [next, end) of partition `only`, or of every known partition
+ * (only == SIZE_MAX; partitions no stored topic of which matches are
+ * skipped), merged by receive time: a heap holds each partition's next
+ * record.
+ */
+static int replay(sub *s, size_t only)
+{
+    size_t lo = only == SIZE_MAX ? 0 : only, hi = only == SIZE_MAX ? s->nparts : only + 1;
+    int rc = 0;
+    s->nheap = 0;
+    for (size_t i = lo; i < hi; i++) {
+        part_state *st = &s->parts[i];
+        if (st->next >= st->end || (only == SIZE_MAX && !st->want && !may_match(s, st))) {
+            finish(st);
+            continue;
+        }
+        if ((rc = open_reader(s, st)) < 0 || (rc = advance(s, st)) < 0)
+            goto out;
+        if (rc == 1)
+            heap_push(s, i);
+        else
+            finish(st);
+    }
+    while (s->nheap > 0) {
+        if (stopping(s)) {
+            rc = PB_ECLOSED;
+            goto out;
+        }
+        size_t i = heap_pop(s);
+        part_state *st = &s->parts[i];
+        if ((rc = deliver(s, st)) < 0)
+            goto out;
+        if (st->rec.offset + 1 > st->next)
+            st->next = st->rec.offset + 1;
+        if ((rc = advance(s, st)) < 0)
+            goto out;
+        if (rc == 1)
+            heap_push(s, i);
+        else
+            finish(st);
+    }
+    rc = 0;
+out:
+    for (size_t i = lo; i < hi; i++) {
+        pb_reader_close(s->parts[i].rd);
+        s->parts[i].rd = NULL;
+    }
+    s->nheap = 0;
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* live */
+
+/* Sends what the queue holds. DRAIN_EMPTY, DRAIN_MORE, DRAIN_OVERFLOW or a
+ * negative code. */
+static int drain(sub *s)
+{
+    lq_span sp;
+    pthread_mutex_lock(&s->mu);
+    bool over = livequeue_overflowed(s->q);
+    if (!over)
+        livequeue_peek(s->q, &sp);
+    pthread_mutex_unlock(&s->mu);
+    if (over)
+        return DRAIN_OVERFLOW;
+    if (sp.pos == sp.end)
+        return DRAIN_EMPTY;
+
+    lq_entry e;
+    int rc = 0;
+    while (livequeue_read(s->q, &sp, &e) == 0) {
+        if (stopping(s))
+            return PB_ECLOSED;
+        size_t i;
+        if ((rc = part_of(s, (partition *)e.key, &i)) < 0) {
+            snprintf(s->why, sizeof s->why, "out of memory");
+            return rc;
+        }
+        if (e.offset >= s->parts[i].next && e.since > s->parts[i].next) {
+            /* [next, since) never reached the queue: read it from the files. */
+            s->parts[i].end = e.since;
+            if ((rc = replay(s, i)) < 0)
+                return rc;
+        }
+        part_state *st = &s->parts[i];
+        if (e.offset >= st->next) {
+            if (e.time_ns >= s->min_time_ns &&
+                (rc = emit_event(s, st, e.offset, e.data, e.len)) < 0)
+                return rc;
+            st->next = e.offset + 1;
+        }
+        if (sp.pos - sp.start >= CONSUME_EVERY) {
+            pthread_mutex_lock(&s->mu);
+            livequeue_consume(s->q, &sp);
+            pthread_mutex_unlock(&s->mu);
+            sp.start = sp.pos;
+        }
+    }
+    pthread_mutex_lock(&s->mu);
+    livequeue_consume(s->q, &sp);
+    pthread_mutex_unlock(&s->mu);
+    return DRAIN_MORE;
+}
+
+/* The queue overflowed: drop it, re-enable it, then catch up from the files
+ * up to the ends taken after re-enabling. */
+static int recover(sub *s)
+{
+    pthread_mutex_lock(&s->mu);
+    uint64_t cap = livequeue_capacity(s->q);
+    livequeue_reset(s->q);
+    pthread_mutex_unlock(&s->mu);
+    s->overflows++;
+    logging_printf(s->overflows == 1 ? LOG_INFO : LOG_DEBUG,
+                   "subscriber %s: live queue full (%" PRIu64
+                   " bytes, %u time(s)); catching up from the files",
+                   s->peer, cap, s->overflows);
+    int rc = snapshot(s, false);
+    return rc < 0 ? rc : replay(s, SIZE_MAX);
+}
+
+/* Waits for the writers to queue something, or for the client to leave. */
+static int wait_live(sub *s)
+{
+    for (;;) {
+        if (stopping(s))
+            return PB_ECLOSED;
+        /* Look again under the lock: a wake-up that came while the output
+         * was being flushed has been consumed by send_all. Once the queue is
+         * seen empty here, the next push finds it empty and signals. */
+        pthread_mutex_lock(&s->mu);
+        bool ready = !livequeue_empty(s->q) || livequeue_overflowed(s->q);
+        pthread_mutex_unlock(&s->mu);
+        if (ready)
+            return 0;
+        struct pollfd pf[2] = {{s->fd, POLLIN, 0}, {s->efd, POLLIN, 0}};
+        if (poll(pf, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            snprintf(s->why, sizeof s->why, "poll: %s", strerror(errno));
+            return -errno;
+        }
+        if (pf[1].revents & POLLIN) {
+            drain_efd(s);
+            return stopping(s) ? PB_ECLOSED : 0;
+        }
+        if (pf[0].revents & (POLLHUP | POLLERR | POLLNVAL))
+            return PB_ECLOSED;
+        if (pf[0].revents & POLLIN) {
+            /* A subscriber has nothing more to say: anything it sends is
+             * dropped; end of stream means it has gone. */
+            char buf[4096];
+            ssize_t n = recv(s->fd, buf, sizeof buf, MSG_DONTWAIT);
+            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+                return PB_ECLOSED;
+        }
+    }
+}
+
+void subrun_main(sub *s)
+{
+    int rc;
+    s->out = malloc(OUT_CAP);
+    if (!s->out) {
+        logging_printf(LOG_ERROR, "subscriber %s: out of memory", s->peer);
+        return;
+    }
+    logging_printf(LOG_INFO, "subscriber %s: subscribed (%zu pattern(s), %zu tag filter(s), %s)",
+                   s->peer, s->req->n_patterns, s->ntags, start_name(s->start));
+    sub_register(s);
+    rc = snapshot(s, true);
+    if (rc == 0)
+        rc = replay(s, SIZE_MAX);
+    bool tailing = false;
+    while (rc >= 0) {
+        rc = drain(s);
+        if (rc == DRAIN_OVERFLOW) {
+            rc = recover(s);
+        } else if (rc == DRAIN_EMPTY && (rc = flush_out(s)) == 0) {
+            if (!tailing) {
+                /* History is out on the socket: following the live stream. */
+                tailing = true;
+                sub_registry_set_tailing(s, true);
+            }
+            rc = wait_live(s);
+        }
+    }
+    sub_unregister(s);
+    if (tailing)
+        sub_registry_set_tailing(s, false);
+
+    if (rc == PB_ECLOSED) {
+        logging_printf(LOG_INFO, "subscriber %s: ended (%s)", s->peer,
+                       stopping(s) ? "server stopping" : "connection closed");
+    } else if (rc != PB_ETIMEDOUT) {
+        if (!s->why[0])
+            snprintf(s->why, sizeof s->why, "%s", pb_strerror(rc));
+        logging_printf(LOG_ERROR, "subscriber %s: subscription ended: %s", s->peer, s->why);
+        /* Best effort: tell the client why before closing. */
+        char msg[600];
+        snprintf(msg, sizeof msg, "subscription ended: %s", s->why);
+        s->out_len = 0;
+        int code = rc == PB_ENOMEM ? PROTOBUS__CODE__RESOURCE_EXHAUSTED : PROTOBUS__CODE__INTERNAL;
+        if (emit_error(s, code, msg, NULL, 0, 0) == 0)
+            (void)flush_out(s); /* the connection is being closed either way */
+    }
+}
+
+void subrun_free_state(sub *s)
+{
+    for (size_t i = 0; i < s->nparts; i++) {
+        pb_reader_close(s->parts[i].rd);
+        free(s->parts[i].want);
+    }
+    free(s->parts);
+    free(s->index);
+    free(s->heap);
+    free(s->out);
+    s->parts = NULL;
+    s->index = NULL;
+    s->heap = NULL;
+    s->out = NULL;
+    s->nparts = s->partcap = s->index_slots = 0;
+}

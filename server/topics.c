@@ -1,0 +1,654 @@
+/*
+ * topics - per-partition topic -> most recent offsets, and its snapshot file.
+ *
+ * Threads: topics_add, topics_save and topics_load run on the partition's
+ * writer thread; topics_foreach and topics_count on any thread (subscription
+ * threads). The table's rwlock protects the hash table and every entry.
+ *
+ * The table is a hash table with open addressing (linear probing, at most
+ * half full) of pointers to entries; an entry holds the topic's name and a
+ * ring of its latest offsets, ascending from `start`. Rings start small and
+ * double up to `history` slots, so rarely used topics stay cheap.
+ *
+ * Snapshot file DIR/topics.snapshot (all integers little-endian):
+ *
+ *   offset  size  field
+ *   0       8     magic "PBTOPICS"
+ *   8       4     version = 1
+ *   12      4     history: offsets per topic the saver kept (>= 1)
+ *   16      8     covered: the log's next offset when saved; every record
+ *                 below it is reflected in the table, none at or above it
+ *   24      8     topic_count
+ *   32      ...   topic_count topics, each:
+ *                   u32 name_len (1..65535) | u32 count (1..history) |
+ *                   name bytes | count x u64 offsets, strictly ascending,
+ *                   each below `covered`
+ *   end-4   4     CRC32C of every byte before it
+ *
+ * The file is replaced atomically (temporary file, fsync, rename, fsync of
+ * the directory), so a crash leaves either the old or the new snapshot. A
+ * snapshot that fails any check is ignored and the table rebuilt from the
+ * segment files; one that covers fewer records than the log holds (a crash
+ * after it was written) is caught up by reading the log past `covered`.
+ */
+#include "topics.h"
+
+#include "crc32c.h"
+#include "logging.h"
+#include "pb_errors.h"
+#include "reader.h"
+#include "record.h"
+#include "wire.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SNAP_MAGIC       "PBTOPICS"
+#define SNAP_VERSION     1u
+#define SNAP_HEADER      32u
+#define SNAP_TOPIC_HDR   8u
+#define SNAP_NAME_MAX    65535u
+#define SNAP_BUF         (64u * 1024u)
+#define RING_INITIAL_CAP 4u
+
+typedef struct topic_entry {
+    uint64_t hash;
+    uint64_t *ring;
+    uint32_t cap;   /* slots in ring */
+    uint32_t start; /* slot of the oldest offset */
+    uint32_t count; /* offsets held */
+    uint32_t name_len;
+    char name[]; /* NUL-terminated copy of the topic */
+} topic_entry;
+
+struct topic_table {
+    pthread_rwlock_t lock; /* protects everything below */
+    uint32_t history;
+    topic_entry **slots; /* nslots (a power of two), NULL = empty */
+    size_t nslots;
+    size_t count;
+};
+
+static uint64_t topic_hash(const uint8_t *p, size_t n)
+{
+    /* FNV-1a: topics are short, and this is only to spread them. */
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+int topics_create(topic_table **out, uint32_t history)
+{
+    *out = NULL;
+    if (history == 0)
+        return PB_EINVAL;
+    topic_table *t = calloc(1, sizeof *t);
+    if (!t)
+        return PB_ENOMEM;
+    t->history = history;
+    t->nslots = 64;
+    t->slots = calloc(t->nslots, sizeof *t->slots);
+    if (!t->slots) {
+        free(t);
+        return PB_ENOMEM;
+    }
+    int rc = pthread_rwlock_init(&t->lock, NULL);
+    if (rc != 0) {
+        free(t->slots);
+        free(t);
+        return -rc;
+    }
+    *out = t;
+    return 0;
+}
+
+static void clear_locked(topic_table *t)
+{
+    for (size_t i = 0; i < t->nslots; i++) {
+        if (t->slots[i]) {
+            free(t->slots[i]->ring);
+            free(t->slots[i]);
+            t->slots[i] = NULL;
+        }
+    }
+    t->count = 0;
+}
+
+void topics_destroy(topic_table *t)
+{
+    if (!t)
+        return;
+    clear_locked(t);
+    free(t->slots);
+    pthread_rwlock_destroy(&t->lock);
+    free(t);
+}
+
+/* Slot where topic is, or the empty slot where it would go. */
+static size_t find_slot(const topic_table *t, const uint8_t *topic, size_t len, uint64_t h)
+{
+    size_t mask = t->nslots - 1;
+    size_t i = (size_t)h & mask;
+    for (;;) {
+        const topic_entry *e = t->slots[i];
+        if (!e || (e->hash == h && e->name_len == len && memcmp(e->name, topic, len) == 0))
+            return i;
+        i = (i + 1) & mask;
+    }
+}
+
+static int grow_slots(topic_table *t)
+{
+    size_t n = t->nslots * 2;
+    topic_entry **slots = calloc(n, sizeof *slots);
+    if (!slots)
+        return PB_ENOMEM;
+    for (size_t i = 0; i < t->nslots; i++) {
+        topic_entry *e = t->slots[i];
+        if (!e)
+            continue;
+        size_t j = (size_t)e->hash & (n - 1);
+        while (slots[j])
+            j = (j + 1) & (n - 1);
+        slots[j] = e;
+    }
+    free(t->slots);
+    t->slots = slots;
+    t->nslots = n;
+    return 0;
+}
+
+/* The entry for topic, created if new; NULL when out of memory. Write lock held. */
+static topic_entry *entry_get(topic_table *t, const uint8_t *topic, size_t len, bool *created)
+{
+    uint64_t h = topic_hash(topic, len);
+    size_t i = find_slot(t, topic, len, h);
+    *created = false;
+    if (t->slots[i])
+        return t->slots[i];
+    if ((t->count + 1) * 2 > t->nslots) {
+        if (grow_slots(t) < 0)
+            return NULL;
+        i = find_slot(t, topic, len, h);
+    }
+    topic_entry *e = malloc(sizeof *e + len + 1);
+    if (!e)
+        return NULL;
+    e->cap = t->history < RING_INITIAL_CAP ? t->history : RING_INITIAL_CAP;
+    e->ring = malloc(e->cap * sizeof *e->ring);
+    if (!e->ring) {
+        free(e);
+        return NULL;
+    }
+    e->hash = h;
+    e->start = 0;
+    e->count = 0;
+    e->name_len = (uint32_t)len;
+    memcpy(e->name, topic, len);
+    e->name[len] = '\0';
+    t->slots[i] = e;
+    t->count++;
+    *created = true;
+    return e;
+}
+
+/* Appends offset to the entry's ring. Returns PB_ENOMEM if the ring could not
+ * grow (the oldest offset is then dropped early: the table degrades, it does
+ * not lose the newest). Write lock held. */
+static int ring_push(const topic_table *t, topic_entry *e, uint64_t offset)
+{
+    int rc = 0;
+    if (e->count == e->cap && e->cap < t->history) {
+        uint32_t cap = e->cap > t->history / 2 ? t->history : e->cap * 2;
+        uint64_t *ring = malloc((size_t)cap * sizeof *ring);
+        if (ring) {
+            for (uint32_t k = 0; k < e->count; k++)
+                ring[k] = e->ring[(e->start + k) % e->cap];
+            free(e->ring);
+            e->ring = ring;
+            e->cap = cap;
+            e->start = 0;
+        } else {
+            rc = PB_ENOMEM;
+        }
+    }
+    if (e->count < e->cap) {
+        e->ring[(e->start + e->count) % e->cap] = offset;
+        e->count++;
+    } else {
+        e->ring[e->start] = offset;
+        e->start = (e->start + 1) % e->cap;
+    }
+    return rc;
+}
+
+int topics_add(topic_table *t, const live_record *recs, size_t n)
+{
+    int rc = 0;
+    pthread_rwlock_wrlock(&t->lock);
+    for (size_t i = 0; i < n; i++) {
+        bool created;
+        topic_entry *e = entry_get(t, recs[i].topic, recs[i].topic_len, &created);
+        if (!e) {
+            rc = PB_ENOMEM;
+            continue;
+        }
+        if (ring_push(t, e, recs[i].offset) < 0)
+            rc = PB_ENOMEM;
+    }
+    pthread_rwlock_unlock(&t->lock);
+    return rc;
+}
+
+int topics_foreach(topic_table *t, uint32_t n, topics_fn fn, void *ctx)
+{
+    uint32_t want = (n == 0 || n > t->history) ? t->history : n;
+    /* Allocated outside the lock: a subscription start is a cold path. */
+    uint64_t *scratch = malloc((size_t)want * sizeof *scratch);
+    if (!scratch)
+        return PB_ENOMEM;
+    int visited = 0;
+    pthread_rwlock_rdlock(&t->lock);
+    for (size_t i = 0; i < t->nslots; i++) {
+        const topic_entry *e = t->slots[i];
+        if (!e)
+            continue;
+        uint32_t k = e->count < want ? e->count : want;
+        uint32_t skip = e->count - k;
+        for (uint32_t j = 0; j < k; j++)
+            scratch[j] = e->ring[(e->start + skip + j) % e->cap];
+        int rc = fn(ctx, e->name, e->name_len, scratch, k);
+        if (rc < 0) {
+            visited = rc;
+            break;
+        }
+        visited++;
+    }
+    pthread_rwlock_unlock(&t->lock);
+    free(scratch);
+    return visited;
+}
+
+size_t topics_count(topic_table *t)
+{
+    pthread_rwlock_rdlock(&t->lock);
+    size_t n = t->count;
+    pthread_rwlock_unlock(&t->lock);
+    return n;
+}
+
+int topics_event_topic(const uint8_t *ev, size_t n, const uint8_t **topic, size_t *len)
+{
+    wire_cursor c;
+    wire_field f;
+    char detail[WIRE_DETAIL_MAX];
+    bool found = false;
+    wire_cursor_init(&c, ev, n);
+    while (!wire_cursor_done(&c)) {
+        if (wire_next(&c, &f, detail) < 0)
+            return PB_EPROTO;
+        if (f.number != 1)
+            continue;
+        if (f.type != WIRE_LEN)
+            return PB_EPROTO;
+        *topic = f.data.p;
+        *len = f.data.len;
+        found = true;
+    }
+    return found ? 0 : PB_ENOTFOUND;
+}
+
+/* --- snapshot writing --- */
+
+typedef struct snap_out {
+    int fd;
+    uint8_t *buf; /* SNAP_BUF bytes */
+    size_t used;
+    uint32_t crc;
+    int err; /* first error, sticky */
+} snap_out;
+
+static void snap_flush(snap_out *o)
+{
+    size_t done = 0;
+    while (o->err == 0 && done < o->used) {
+        ssize_t w = write(o->fd, o->buf + done, o->used - done);
+        if (w < 0) {
+            if (errno != EINTR)
+                o->err = -errno;
+            continue;
+        }
+        done += (size_t)w;
+    }
+    o->used = 0;
+}
+
+static void snap_put(snap_out *o, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    o->crc = crc32c(o->crc, b, n);
+    while (n > 0 && o->err == 0) {
+        size_t k = SNAP_BUF - o->used < n ? SNAP_BUF - o->used : n;
+        memcpy(o->buf + o->used, b, k);
+        o->used += k;
+        b += k;
+        n -= k;
+        if (o->used == SNAP_BUF)
+            snap_flush(o);
+    }
+}
+
+static void snap_put32(snap_out *o, uint32_t v)
+{
+    uint8_t b[4];
+    pb_store_le32(b, v);
+    snap_put(o, b, 4);
+}
+
+static void snap_put64(snap_out *o, uint64_t v)
+{
+    uint8_t b[8];
+    pb_store_le64(b, v);
+    snap_put(o, b, 8);
+}
+
+static int fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = fsync(fd) < 0 ? -errno : 0;
+    if (close(fd) < 0 && rc == 0)
+        rc = -errno;
+    return rc;
+}
+
+int topics_save(topic_table *t, const char *dir, uint64_t covered_offset)
+{
+    char path[4096], tmp[4096];
+    int n1 = snprintf(path, sizeof path, "%s/%s", dir, TOPICS_SNAPSHOT_NAME);
+    int n2 = snprintf(tmp, sizeof tmp, "%s/%s.tmp", dir, TOPICS_SNAPSHOT_NAME);
+    if (n1 < 0 || n2 < 0 || (size_t)n2 >= sizeof tmp)
+        return PB_EINVAL;
+    snap_out o = {.fd = -1};
+    int rc = 0;
+    o.buf = malloc(SNAP_BUF);
+    if (!o.buf)
+        return PB_ENOMEM;
+    o.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (o.fd < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    pthread_rwlock_rdlock(&t->lock);
+    snap_put(&o, SNAP_MAGIC, 8);
+    snap_put32(&o, SNAP_VERSION);
+    snap_put32(&o, t->history);
+    snap_put64(&o, covered_offset);
+    snap_put64(&o, t->count);
+    for (size_t i = 0; i < t->nslots; i++) {
+        const topic_entry *e = t->slots[i];
+        if (!e)
+            continue;
+        snap_put32(&o, e->name_len);
+        snap_put32(&o, e->count);
+        snap_put(&o, e->name, e->name_len);
+        for (uint32_t k = 0; k < e->count; k++)
+            snap_put64(&o, e->ring[(e->start + k) % e->cap]);
+    }
+    pthread_rwlock_unlock(&t->lock);
+    uint8_t crc[4];
+    pb_store_le32(crc, o.crc);
+    snap_put(&o, crc, 4);
+    snap_flush(&o);
+    if (o.err < 0) {
+        rc = o.err;
+        goto fail;
+    }
+    /* The data must be durable before the rename makes it the snapshot,
+     * or a crash could leave a complete-looking name over missing bytes. */
+    if (fsync(o.fd) < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    int fd = o.fd;
+    o.fd = -1;
+    if (close(fd) < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    if (rename(tmp, path) < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    rc = fsync_dir(dir);
+    if (rc < 0)
+        logging_printf(LOG_ERROR, "%s: fsync of the directory after writing %s failed: %s", dir,
+                       TOPICS_SNAPSHOT_NAME, pb_strerror(rc));
+    free(o.buf);
+    return rc;
+fail:
+    logging_printf(LOG_ERROR, "%s: cannot write %s: %s", dir, tmp, pb_strerror(rc));
+    if (o.fd >= 0)
+        close(o.fd); /* already failing; the error that matters is rc */
+    unlink(tmp);
+    free(o.buf);
+    return rc;
+}
+
+/* --- snapshot loading and catching up --- */
+
+/* Reads the snapshot at path into t (which is empty). Returns 0 with
+ * *covered set, PB_ENOTFOUND if there is none, or another negative code with
+ * why[] describing the damage (the table is then left empty). */
+static int snap_read(topic_table *t, const char *path, uint64_t end_offset, uint64_t *covered,
+                     char *why, size_t whylen)
+{
+    uint8_t *buf = NULL;
+    int rc = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        rc = errno == ENOENT ? PB_ENOTFOUND : -errno;
+        snprintf(why, whylen, "%s", strerror(errno));
+        return rc;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        rc = -errno;
+        snprintf(why, whylen, "fstat: %s", strerror(errno));
+        goto out;
+    }
+    /* Far above what any sane table needs; refuse before allocating. */
+    if (st.st_size < (off_t)(SNAP_HEADER + 4) || st.st_size > ((off_t)1 << 32)) {
+        rc = PB_ECORRUPT;
+        snprintf(why, whylen, "implausible size %lld bytes", (long long)st.st_size);
+        goto out;
+    }
+    size_t size = (size_t)st.st_size;
+    buf = malloc(size);
+    if (!buf) {
+        rc = PB_ENOMEM;
+        snprintf(why, whylen, "out of memory for %zu bytes", size);
+        goto out;
+    }
+    for (size_t got = 0; got < size;) {
+        ssize_t r = pread(fd, buf + got, size - got, (off_t)got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            rc = r < 0 ? -errno : PB_ECORRUPT;
+            snprintf(why, whylen, "read at byte %zu: %s", got,
+                     r < 0 ? strerror(errno) : "file shrank");
+            goto out;
+        }
+        got += (size_t)r;
+    }
+    if (crc32c(0, buf, size - 4) != pb_load_le32(buf + size - 4)) {
+        rc = PB_ECORRUPT;
+        snprintf(why, whylen, "CRC mismatch");
+        goto out;
+    }
+    if (memcmp(buf, SNAP_MAGIC, 8) != 0 || pb_load_le32(buf + 8) != SNAP_VERSION) {
+        rc = PB_EFORMAT;
+        snprintf(why, whylen, "not a version %u topics snapshot", SNAP_VERSION);
+        goto out;
+    }
+    uint32_t history = pb_load_le32(buf + 12);
+    uint64_t cov = pb_load_le64(buf + 16);
+    uint64_t ntopics = pb_load_le64(buf + 24);
+    if (history < t->history) {
+        rc = PB_ECORRUPT;
+        snprintf(why, whylen, "it keeps %u offsets per topic, %u are configured", history,
+                 t->history);
+        goto out;
+    }
+    if (cov > end_offset) {
+        rc = PB_ECORRUPT;
+        snprintf(why, whylen, "it covers offsets up to %llu but the log ends at %llu",
+                 (unsigned long long)cov, (unsigned long long)end_offset);
+        goto out;
+    }
+    size_t pos = SNAP_HEADER, end = size - 4;
+    for (uint64_t i = 0; i < ntopics; i++) {
+        if (end - pos < SNAP_TOPIC_HDR)
+            goto bad;
+        uint32_t name_len = pb_load_le32(buf + pos);
+        uint32_t count = pb_load_le32(buf + pos + 4);
+        pos += SNAP_TOPIC_HDR;
+        if (name_len == 0 || name_len > SNAP_NAME_MAX || count == 0 || count > history ||
+            end - pos < name_len || (end - pos - name_len) / 8 < count)
+            goto bad;
+        const uint8_t *name = buf + pos;
+        pos += name_len;
+        bool created;
+        topic_entry *e = entry_get(t, name, name_len, &created);
+        if (!e) {
+            rc = PB_ENOMEM;
+            snprintf(why, whylen, "out of memory");
+            goto out;
+        }
+        if (!created)
+            goto bad; /* the same topic twice */
+        uint64_t prev = 0;
+        for (uint32_t k = 0; k < count; k++, pos += 8) {
+            uint64_t off = pb_load_le64(buf + pos);
+            if (off >= cov || (k > 0 && off <= prev))
+                goto bad;
+            prev = off;
+            /* A smaller configured history keeps the newest. */
+            if (count - k <= t->history && ring_push(t, e, off) < 0) {
+                rc = PB_ENOMEM;
+                snprintf(why, whylen, "out of memory");
+                goto out;
+            }
+        }
+    }
+    if (pos != end)
+        goto bad;
+    *covered = cov;
+    goto out;
+bad:
+    rc = PB_ECORRUPT;
+    snprintf(why, whylen, "inconsistent content near byte %zu", pos);
+out:
+    if (rc < 0)
+        clear_locked(t);
+    free(buf);
+    close(fd); /* read-only: nothing to lose */
+    return rc;
+}
+
+/* Adds the topics of the records in [from, end) read from the partition's files. */
+static int catch_up(topic_table *t, const char *dir, const char *name, uint64_t from, uint64_t end)
+{
+    if (from >= end)
+        return 0;
+    pb_reader *r = NULL;
+    int rc = pb_reader_open(&r, dir);
+    if (rc < 0) {
+        logging_printf(LOG_ERROR, "partition %s: cannot read %s to rebuild its topic table: %s",
+                       name, dir, pb_strerror(rc));
+        return rc;
+    }
+    uint64_t seen = 0, untopical = 0;
+    rc = pb_reader_seek_offset(r, from);
+    if (rc < 0)
+        goto out;
+    pb_reader_set_end(r, end);
+    for (;;) {
+        pb_record rec;
+        rc = pb_reader_next(r, &rec);
+        if (rc == PB_EEOF) {
+            rc = 0;
+            break;
+        }
+        if (rc == PB_ECORRUPT) {
+            const struct pb_reader_problem *pr = pb_reader_problem(r);
+            logging_printf(LOG_WARN,
+                           "partition %s: topic table misses offsets %llu..%llu: %s at byte %llu "
+                           "of %s",
+                           name, (unsigned long long)pr->first_offset,
+                           (unsigned long long)pr->last_offset, pr->reason,
+                           (unsigned long long)pr->position, pr->file);
+            continue;
+        }
+        if (rc < 0)
+            break;
+        const uint8_t *topic;
+        size_t topic_len;
+        if (topics_event_topic(rec.event, rec.event_len, &topic, &topic_len) < 0) {
+            untopical++;
+            continue;
+        }
+        live_record lr = {.offset = rec.offset, .topic = topic, .topic_len = (uint32_t)topic_len};
+        rc = topics_add(t, &lr, 1);
+        if (rc < 0)
+            break;
+        seen++;
+    }
+out:
+    if (rc < 0)
+        logging_printf(LOG_ERROR, "partition %s: reading %s for its topic table failed: %s", name,
+                       dir, pb_strerror(rc));
+    if (untopical > 0)
+        logging_printf(LOG_WARN, "partition %s: %llu stored events have no readable topic", name,
+                       (unsigned long long)untopical);
+    logging_printf(LOG_DEBUG, "partition %s: topic table caught up with %llu records from %llu",
+                   name, (unsigned long long)seen, (unsigned long long)from);
+    pb_reader_close(r);
+    return rc;
+}
+
+int topics_load(topic_table *t, const char *dir, const char *name, uint64_t end_offset)
+{
+    char path[4096];
+    char why[256] = "";
+    uint64_t covered = 0;
+    int n = snprintf(path, sizeof path, "%s/%s", dir, TOPICS_SNAPSHOT_NAME);
+    if (n < 0 || (size_t)n >= sizeof path)
+        return PB_EINVAL;
+    pthread_rwlock_wrlock(&t->lock);
+    int rc = snap_read(t, path, end_offset, &covered, why, sizeof why);
+    pthread_rwlock_unlock(&t->lock);
+    if (rc == PB_ENOMEM)
+        return rc;
+    if (rc == PB_ENOTFOUND && end_offset > 0)
+        logging_printf(LOG_INFO,
+                       "partition %s: no %s, rebuilding the topic table from %llu records", name,
+                       path, (unsigned long long)end_offset);
+    else if (rc < 0 && rc != PB_ENOTFOUND)
+        logging_printf(LOG_WARN, "partition %s: ignoring %s (%s), rebuilding the topic table", name,
+                       path, why);
+    if (rc < 0)
+        covered = 0;
+    return catch_up(t, dir, name, covered, end_offset);
+}

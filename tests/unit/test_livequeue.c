@@ -1,0 +1,275 @@
+/*
+ * test_livequeue - the bounded live queue of a subscription: entries come
+ * back intact and in order (also across the ring's wrap-around), the bound
+ * holds, a full queue stays overflowed until reset, the per-partition
+ * `since` bookkeeping, and the empty-peek/rebase corner of consume.
+ */
+#include "livequeue.h"
+#include "pb_errors.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static uint32_t rng_state = 12345;
+
+static uint32_t rnd(void)
+{
+    rng_state = rng_state * 1103515245u + 12345u;
+    return rng_state >> 8;
+}
+
+static void fill(uint8_t *b, size_t n, uint64_t seed)
+{
+    for (size_t i = 0; i < n; i++)
+        b[i] = (uint8_t)(seed * 31 + i * 7);
+}
+
+static void test_push_read_consume_roundtrip(void **state)
+{
+    livequeue *q;
+    assert_int_equal(livequeue_create(&q, 4096), 0);
+    assert_true(livequeue_empty(q));
+    int key_a, key_b;
+    uint8_t data[100], suffix[19];
+    fill(data, sizeof data, 1);
+    fill(suffix, sizeof suffix, 2);
+    lq_entry e = {.key = &key_a, .offset = 7, .time_ns = -5, .since = 3};
+    assert_int_equal(livequeue_push(q, &e, data, sizeof data, suffix, sizeof suffix), 0);
+    e = (lq_entry){.key = &key_b, .offset = 1ull << 40, .time_ns = INT64_MAX, .since = 0};
+    assert_int_equal(livequeue_push(q, &e, data, 0, NULL, 0), 0); /* empty event */
+    assert_false(livequeue_empty(q));
+    assert_int_equal(livequeue_used(q), 2 * LIVEQUEUE_ENTRY_OVERHEAD + 120);
+
+    lq_span sp;
+    livequeue_peek(q, &sp);
+    lq_entry got;
+    assert_int_equal(livequeue_read(q, &sp, &got), 0);
+    assert_ptr_equal(got.key, &key_a);
+    assert_int_equal(got.offset, 7);
+    assert_int_equal(got.time_ns, -5);
+    assert_int_equal(got.since, 3);
+    assert_int_equal(got.len, sizeof data + sizeof suffix);
+    assert_memory_equal(got.data, data, sizeof data);
+    assert_memory_equal(got.data + sizeof data, suffix, sizeof suffix);
+    assert_int_equal(livequeue_read(q, &sp, &got), 0);
+    assert_ptr_equal(got.key, &key_b);
+    assert_int_equal(got.offset, 1ull << 40);
+    assert_int_equal(got.time_ns, INT64_MAX);
+    assert_int_equal(got.len, 0);
+    assert_int_equal(livequeue_read(q, &sp, &got), PB_EEOF);
+    livequeue_consume(q, &sp);
+    assert_true(livequeue_empty(q));
+    assert_int_equal(livequeue_used(q), 0);
+    livequeue_destroy(q);
+}
+
+static void test_full_queue_stays_overflowed_until_reset(void **state)
+{
+    livequeue *q;
+    assert_int_equal(livequeue_create(&q, 1000), 0);
+    assert_int_equal(livequeue_capacity(q), 1000);
+    uint8_t data[60];
+    fill(data, sizeof data, 3);
+    int key;
+    size_t pushed = 0;
+    int rc;
+    for (;;) {
+        lq_entry e = {.key = &key, .offset = pushed};
+        rc = livequeue_push(q, &e, data, sizeof data, NULL, 0);
+        if (rc < 0)
+            break;
+        pushed++;
+        assert_true(livequeue_used(q) <= livequeue_capacity(q));
+    }
+    assert_int_equal(rc, PB_ETOOBIG);
+    assert_int_equal(pushed, 1000 / (LIVEQUEUE_ENTRY_OVERHEAD + 64));
+    assert_true(livequeue_overflowed(q));
+
+    /* Make room: an overflowed queue still refuses, even a tiny entry. */
+    lq_span sp;
+    livequeue_peek(q, &sp);
+    lq_entry got;
+    assert_int_equal(livequeue_read(q, &sp, &got), 0);
+    assert_int_equal(got.offset, 0);
+    livequeue_consume(q, &sp);
+    lq_entry e = {.key = &key, .offset = 99};
+    assert_int_equal(livequeue_push(q, &e, data, 1, NULL, 0), PB_ETOOBIG);
+
+    livequeue_reset(q);
+    assert_false(livequeue_overflowed(q));
+    assert_true(livequeue_empty(q));
+    assert_int_equal(livequeue_push(q, &e, data, 1, NULL, 0), 0);
+    livequeue_peek(q, &sp);
+    assert_int_equal(livequeue_read(q, &sp, &got), 0);
+    assert_int_equal(got.offset, 99);
+    assert_int_equal(livequeue_read(q, &sp, &got), PB_EEOF);
+    livequeue_destroy(q);
+}
+
+static void test_entry_larger_than_queue_overflows(void **state)
+{
+    livequeue *q;
+    assert_int_equal(livequeue_create(&q, 256), 0);
+    uint8_t big[256];
+    fill(big, sizeof big, 4);
+    int key;
+    lq_entry e = {.key = &key};
+    assert_int_equal(livequeue_push(q, &e, big, sizeof big, NULL, 0), PB_ETOOBIG);
+    assert_true(livequeue_overflowed(q));
+    assert_true(livequeue_empty(q));
+    /* The largest entry that fits is accepted by an empty queue wherever the
+     * previous entries left the ring position (no padding when empty). */
+    livequeue_reset(q);
+    lq_entry small = {.key = &key, .offset = 1};
+    assert_int_equal(livequeue_push(q, &small, big, 100, NULL, 0), 0);
+    lq_span sp;
+    lq_entry got;
+    livequeue_peek(q, &sp);
+    assert_int_equal(livequeue_read(q, &sp, &got), 0);
+    livequeue_consume(q, &sp);
+    e.offset = 2;
+    assert_int_equal(livequeue_push(q, &e, big, 256 - LIVEQUEUE_ENTRY_OVERHEAD, NULL, 0), 0);
+    livequeue_peek(q, &sp);
+    assert_int_equal(livequeue_read(q, &sp, &got), 0);
+    assert_int_equal(got.offset, 2);
+    assert_memory_equal(got.data, big, 256 - LIVEQUEUE_ENTRY_OVERHEAD);
+    livequeue_destroy(q);
+}
+
+/* Random producer/consumer interleaving over a small ring: every entry comes
+ * back once, in order, with its bytes, contiguous; the bound always holds. */
+static void test_wraparound_keeps_order_and_bytes(void **state)
+{
+    livequeue *q;
+    assert_int_equal(livequeue_create(&q, 1024), 0);
+    int key;
+    uint64_t next_push = 0, next_read = 0;
+    uint8_t data[300], check[300];
+    for (int round = 0; round < 20000; round++) {
+        if (rnd() % 3 != 0) {
+            size_t len = rnd() % 300;
+            size_t split = len ? rnd() % (len + 1) : 0;
+            fill(data, len, next_push);
+            lq_entry e = {.key = &key, .offset = next_push, .time_ns = (int64_t)next_push};
+            int rc =
+                livequeue_push(q, &e, data, (uint32_t)split, data + split, (uint32_t)(len - split));
+            if (rc == 0) {
+                next_push++;
+            } else {
+                assert_int_equal(rc, PB_ETOOBIG);
+                /* The test plays the subscription: drop and start over. */
+                assert_true(livequeue_overflowed(q));
+                livequeue_reset(q);
+                next_read = next_push;
+            }
+            assert_true(livequeue_used(q) <= livequeue_capacity(q));
+        } else {
+            lq_span sp;
+            livequeue_peek(q, &sp);
+            size_t take = rnd() % 4;
+            lq_entry got;
+            for (size_t i = 0; i < take && livequeue_read(q, &sp, &got) == 0; i++) {
+                assert_int_equal(got.offset, next_read);
+                assert_int_equal(got.time_ns, (int64_t)next_read);
+                fill(check, got.len, next_read);
+                assert_memory_equal(got.data, check, got.len);
+                next_read++;
+            }
+            livequeue_consume(q, &sp);
+        }
+    }
+    assert_true(next_push > 5000);
+    livequeue_destroy(q);
+}
+
+static void test_since_per_partition(void **state)
+{
+    livequeue *q;
+    assert_int_equal(livequeue_create(&q, 1024), 0);
+    int keys[100];
+    uint64_t since;
+    assert_int_equal(livequeue_since(q, &keys[0], 10, &since), 0);
+    assert_int_equal(since, 10);
+    assert_int_equal(livequeue_since(q, &keys[0], 25, &since), 0);
+    assert_int_equal(since, 10); /* the first batch seen counts */
+    /* Many partitions: the table grows and keeps every value. */
+    for (int i = 1; i < 100; i++)
+        assert_int_equal(livequeue_since(q, &keys[i], (uint64_t)i * 1000, &since), 0);
+    for (int i = 1; i < 100; i++) {
+        assert_int_equal(livequeue_since(q, &keys[i], 5, &since), 0);
+        assert_int_equal(since, (uint64_t)i * 1000);
+    }
+    assert_int_equal(livequeue_since(q, &keys[0], 99, &since), 0);
+    assert_int_equal(since, 10);
+    /* A reset forgets: the queue has seen nothing since. */
+    livequeue_reset(q);
+    assert_int_equal(livequeue_since(q, &keys[0], 40, &since), 0);
+    assert_int_equal(since, 40);
+    assert_int_equal(livequeue_since(q, &keys[7], 41, &since), 0);
+    assert_int_equal(since, 41);
+    livequeue_destroy(q);
+}
+
+/* A span peeked while empty must not move head after a producer pushed
+ * (the producer restarts an empty ring at position 0). */
+static void test_consume_of_empty_peek_keeps_new_entries(void **state)
+{
+    livequeue *q;
+    assert_int_equal(livequeue_create(&q, 512), 0);
+    int key;
+    uint8_t data[50];
+    fill(data, sizeof data, 9);
+    lq_span sp;
+    lq_entry got;
+    /* Move the ring position away from 0 first. */
+    for (int i = 0; i < 3; i++) {
+        lq_entry e = {.key = &key, .offset = (uint64_t)i};
+        assert_int_equal(livequeue_push(q, &e, data, sizeof data, NULL, 0), 0);
+        livequeue_peek(q, &sp);
+        assert_int_equal(livequeue_read(q, &sp, &got), 0);
+        livequeue_consume(q, &sp);
+    }
+    livequeue_peek(q, &sp); /* empty */
+    assert_int_equal(livequeue_read(q, &sp, &got), PB_EEOF);
+    lq_entry e = {.key = &key, .offset = 3};
+    assert_int_equal(livequeue_push(q, &e, data, sizeof data, NULL, 0), 0);
+    e.offset = 4;
+    assert_int_equal(livequeue_push(q, &e, data, sizeof data, NULL, 0), 0);
+    livequeue_consume(q, &sp); /* the stale empty span */
+    livequeue_peek(q, &sp);
+    assert_int_equal(livequeue_read(q, &sp, &got), 0);
+    assert_int_equal(got.offset, 3);
+    assert_int_equal(livequeue_read(q, &sp, &got), 0);
+    assert_int_equal(got.offset, 4);
+    assert_int_equal(livequeue_read(q, &sp, &got), PB_EEOF);
+    livequeue_destroy(q);
+}
+
+static void test_bad_capacity(void **state)
+{
+    livequeue *q = NULL;
+    assert_int_equal(livequeue_create(&q, 0), PB_EINVAL);
+    assert_int_equal(livequeue_create(&q, 63), PB_EINVAL);
+    assert_null(q);
+    livequeue_destroy(NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_push_read_consume_roundtrip),
+        cmocka_unit_test(test_full_queue_stays_overflowed_until_reset),
+        cmocka_unit_test(test_entry_larger_than_queue_overflows),
+        cmocka_unit_test(test_wraparound_keeps_order_and_bytes),
+        cmocka_unit_test(test_since_per_partition),
+        cmocka_unit_test(test_consume_of_empty_peek_keeps_new_entries),
+        cmocka_unit_test(test_bad_capacity),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
