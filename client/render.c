@@ -10,6 +10,8 @@
  */
 #include "render.h"
 
+#include "wire.h"
+
 #include "pb_errors.h"
 #include "protobus.pb-c.h"
 #include "timefmt.h"
@@ -22,174 +24,67 @@
 #include <string.h>
 #include <strings.h>
 
-/* ---- UTF-8 ---- */
+/* ---- UTF-8 (the strict validator in proto/wire.c) ---- */
 
 /* Length of the well-formed UTF-8 sequence at s[0..len), len > 0; 0 if the
- * bytes there are not one (RFC 3629 table 3-7: the second-byte ranges below
- * are what exclude overlongs, surrogates and code points past U+10FFFF). */
+ * bytes there are not one. */
 static size_t utf8_seq_len(const uint8_t *s, size_t len)
 {
-    uint8_t c = s[0];
-    size_t n;
-    uint8_t lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
-
-    if (c < 0x80)
-        return 1;
-    if (c < 0xC2) /* stray continuation byte, or overlong C0/C1 lead */
-        return 0;
-    if (c < 0xE0) {
-        n = 2;
-    } else if (c < 0xF0) {
-        n = 3;
-        if (c == 0xE0)
-            lo = 0xA0; /* overlong below U+0800 */
-        else if (c == 0xED)
-            hi = 0x9F; /* surrogates U+D800-U+DFFF */
-    } else if (c < 0xF5) {
-        n = 4;
-        if (c == 0xF0)
-            lo = 0x90; /* overlong below U+10000 */
-        else if (c == 0xF4)
-            hi = 0x8F; /* above U+10FFFF */
-    } else {
-        return 0;
-    }
-    if (len < n || s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < n; i++)
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-    return n;
+    uint32_t cp;
+    return wire_utf8_next(s, len, &cp);
 }
 
 bool pb_utf8_valid(const uint8_t *s, size_t len)
 {
-    size_t i = 0;
-    while (i < len) {
-        size_t n = utf8_seq_len(s + i, len - i);
-        if (n == 0)
-            return false;
-        i += n;
-    }
-    return true;
+    size_t bad_at;
+    return wire_utf8_valid(s, len, &bad_at);
 }
 
-/* ---- tag filter: in-place protobuf wire walk ---- */
-
-enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_I32 = 5 };
+/* ---- tag filter: in-place walk of the wire format (proto/wire.h) ---- */
 
 #define EVENT_FIELD_TAGS 2
 #define ENTRY_FIELD_KEY  1
 #define ENTRY_FIELD_VAL  2
 
-static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
-{
-    uint64_t x = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-        if (*p == end)
-            return PB_EPROTO;
-        uint8_t b = *(*p)++;
-        x |= (uint64_t)(b & 0x7F) << shift;
-        if (!(b & 0x80)) {
-            *v = x;
-            return 0;
-        }
-    }
-    return PB_EPROTO; /* more than 10 bytes */
-}
-
-/*
- * Reads one field header and steps over its value. For a length-delimited
- * field, *val and *vlen give the contents. Groups (wire types 3, 4) are refused:
- * proto3 has none and protobuf-c would not accept them here either.
- */
-static int next_field(const uint8_t **p, const uint8_t *end, uint32_t *field, int *wt,
-                      const uint8_t **val, size_t *vlen)
-{
-    uint64_t tag, n;
-    if (read_varint(p, end, &tag) != 0 || tag > UINT32_MAX || (tag >> 3) == 0)
-        return PB_EPROTO;
-    *field = (uint32_t)(tag >> 3);
-    *wt = (int)(tag & 7);
-    switch (*wt) {
-    case WT_VARINT:
-        return read_varint(p, end, &n);
-    case WT_I64:
-        n = 8;
-        break;
-    case WT_I32:
-        n = 4;
-        break;
-    case WT_LEN:
-        if (read_varint(p, end, &n) != 0)
-            return PB_EPROTO;
-        *val = *p;
-        *vlen = (size_t)n;
-        break;
-    default:
-        return PB_EPROTO;
-    }
-    if (n > (uint64_t)(end - *p))
-        return PB_EPROTO;
-    *p += n;
-    return 0;
-}
-
-/* Parses one map entry; absent key/value fields mean "", as in protobuf. */
-static int parse_entry(const uint8_t *p, const uint8_t *end, const uint8_t **key, size_t *klen,
-                       const uint8_t **value, size_t *vlen)
-{
-    *key = *value = p;
-    *klen = *vlen = 0;
-    while (p < end) {
-        uint32_t field;
-        int wt;
-        const uint8_t *v = NULL;
-        size_t n = 0;
-        if (next_field(&p, end, &field, &wt, &v, &n) != 0)
-            return PB_EPROTO;
-        if (field != ENTRY_FIELD_KEY && field != ENTRY_FIELD_VAL)
-            continue;
-        if (wt != WT_LEN)
-            return PB_EPROTO;
-        if (field == ENTRY_FIELD_KEY) {
-            *key = v;
-            *klen = n;
-        } else {
-            *value = v;
-            *vlen = n;
-        }
-    }
-    return 0;
-}
-
 /*
  * Finds the value of the last tag entry whose key is key[0..klen); with key
- * NULL, only checks the framing. Returns 1 found, 0 not found, PB_EPROTO.
+ * NULL, only checks the framing. Absent key/value fields of an entry mean
+ * "", as in protobuf. Returns 1 found, 0 not found, PB_EPROTO.
  */
 static int find_tag(const uint8_t *event, size_t len, const char *key, size_t klen,
                     const uint8_t **value, size_t *vlen)
 {
-    const uint8_t *p = event, *end = event + len;
+    char detail[WIRE_DETAIL_MAX];
+    wire_cursor c;
+    wire_field f;
     int found = 0;
-    while (p < end) {
-        uint32_t field;
-        int wt;
-        const uint8_t *v = NULL;
-        size_t n = 0;
-        if (next_field(&p, end, &field, &wt, &v, &n) != 0)
+    wire_cursor_init(&c, event, len);
+    while (!wire_cursor_done(&c)) {
+        if (wire_next(&c, &f, detail) != 0)
             return PB_EPROTO;
-        if (field != EVENT_FIELD_TAGS)
+        if (f.number != EVENT_FIELD_TAGS)
             continue;
-        if (wt != WT_LEN)
+        if (f.type != WIRE_LEN)
             return PB_EPROTO;
-        const uint8_t *k, *val;
-        size_t kl, vl;
-        if (parse_entry(v, v + n, &k, &kl, &val, &vl) != 0)
-            return PB_EPROTO;
-        if (key && kl == klen && memcmp(k, key, klen) == 0) {
-            *value = val;
-            *vlen = vl;
+        wire_cursor entry;
+        wire_cursor_sub(&entry, &c, f.data);
+        wire_slice k = {f.data.p, 0}, v = {f.data.p, 0};
+        while (!wire_cursor_done(&entry)) {
+            wire_field g;
+            if (wire_next(&entry, &g, detail) != 0)
+                return PB_EPROTO;
+            if (g.number != ENTRY_FIELD_KEY && g.number != ENTRY_FIELD_VAL)
+                continue;
+            if (g.type != WIRE_LEN)
+                return PB_EPROTO;
+            if (g.number == ENTRY_FIELD_KEY)
+                k = g.data;
+            else
+                v = g.data;
+        }
+        if (key && k.len == klen && memcmp(k.p, key, klen) == 0) {
+            *value = v.p;
+            *vlen = v.len;
             found = 1;
         }
     }
@@ -614,19 +509,6 @@ static void unpack_free(void *data, void *p)
     free(p);
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 int pb_render_event(FILE *out, pb_render_format fmt, const char *partition, uint64_t offset,
                     const uint8_t *event, size_t len, char *err, size_t errlen)
 {
@@ -636,23 +518,23 @@ int pb_render_event(FILE *out, pb_render_format fmt, const char *partition, uint
     struct out o = {out, 0};
     int rc;
 
-    set_err(err, errlen, "%s", "");
+    pb_set_err(err, errlen, "%s", "");
     if (!partition)
         partition = "";
     if (!out || (!event && len > 0) || (unsigned)fmt > PB_RENDER_RAW) {
-        set_err(err, errlen, "partition %s offset %llu: invalid render arguments", partition,
-                (unsigned long long)offset);
+        pb_set_err(err, errlen, "partition %s offset %llu: invalid render arguments", partition,
+                   (unsigned long long)offset);
         return PB_EINVAL;
     }
 
     ev = protobus__encapsulated_event__unpack(&alloc, len, event);
     if (!ev) {
         rc = state.failed ? PB_ENOMEM : PB_EPROTO;
-        set_err(err, errlen, "partition %s offset %llu: %s (%zu bytes)", partition,
-                (unsigned long long)offset,
-                state.failed ? "out of memory decoding the event"
-                             : "stored bytes are not a valid EncapsulatedEvent",
-                len);
+        pb_set_err(err, errlen, "partition %s offset %llu: %s (%zu bytes)", partition,
+                   (unsigned long long)offset,
+                   state.failed ? "out of memory decoding the event"
+                                : "stored bytes are not a valid EncapsulatedEvent",
+                   len);
         return rc;
     }
 
@@ -678,11 +560,11 @@ int pb_render_event(FILE *out, pb_render_format fmt, const char *partition, uint
 
     if (rc == 0 && o.err) {
         rc = -o.err;
-        set_err(err, errlen, "partition %s offset %llu: writing output: %s", partition,
-                (unsigned long long)offset, pb_strerror(rc));
+        pb_set_err(err, errlen, "partition %s offset %llu: writing output: %s", partition,
+                   (unsigned long long)offset, pb_strerror(rc));
     } else if (rc != 0) {
-        set_err(err, errlen, "partition %s offset %llu: rendering the event: %s", partition,
-                (unsigned long long)offset, pb_strerror(rc));
+        pb_set_err(err, errlen, "partition %s offset %llu: rendering the event: %s", partition,
+                   (unsigned long long)offset, pb_strerror(rc));
     }
     protobuf_c_message_free_unpacked(&ev->base, &alloc);
     return rc;

@@ -65,17 +65,6 @@ static const char *wire_type_name(unsigned type)
     return type < 6 ? names[type] : "invalid";
 }
 
-__attribute__((format(printf, 3, 4))) static void put_err(char *err, size_t errlen, const char *fmt,
-                                                          ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /*
  * "<Message> field N (name) at byte B: <detail>", or "<Message>: <detail>"
@@ -93,9 +82,9 @@ __attribute__((format(printf, 5, 6))) static int field_fail(char *err, size_t er
     vsnprintf(detail, sizeof detail, fmt, ap);
     va_end(ap);
     if (f->number == 0)
-        put_err(err, errlen, "%s: %s", d->name, detail);
+        pb_set_err(err, errlen, "%s: %s", d->name, detail);
     else
-        put_err(err, errlen, "%s field %u (%s) at byte %zu: %s", d->name, (unsigned)f->number,
+        pb_set_err(err, errlen, "%s field %u (%s) at byte %zu: %s", d->name, (unsigned)f->number,
                 field_name(d, f->number), f->pos, detail);
     return PB_EPROTO;
 }
@@ -150,13 +139,13 @@ int frame_split_next(const uint8_t *buf, size_t n, uint64_t max_frame_bytes, fra
     if (k == 0)
         return PB_EINCOMPLETE;
     if (k < 0) {
-        put_err(err, errlen,
+        pb_set_err(err, errlen,
                 "frame length prefix is not a valid varint (over 10 bytes or 64 bits)");
         return PB_EPROTO;
     }
     /* Decided on the prefix alone, before the caller buffers the body. */
     if (len > max_frame_bytes || len > SIZE_MAX - (size_t)k) {
-        put_err(err, errlen, "frame of %llu bytes exceeds the maximum of %llu bytes",
+        pb_set_err(err, errlen, "frame of %llu bytes exceeds the maximum of %llu bytes",
                 (unsigned long long)len, (unsigned long long)max_frame_bytes);
         return PB_ETOOBIG;
     }
@@ -495,11 +484,11 @@ int topic_validate(const uint8_t *p, size_t n, char *err, size_t errlen)
     size_t i = 0;
 
     if (n == 0) {
-        put_err(err, errlen, "topic is empty");
+        pb_set_err(err, errlen, "topic is empty");
         return PB_EINVAL;
     }
     if (n > TOPIC_MAX_BYTES) {
-        put_err(err, errlen, "topic has %zu bytes, the maximum is %d", n, TOPIC_MAX_BYTES);
+        pb_set_err(err, errlen, "topic has %zu bytes, the maximum is %d", n, TOPIC_MAX_BYTES);
         return PB_EINVAL;
     }
     while (i < n) {
@@ -507,15 +496,15 @@ int topic_validate(const uint8_t *p, size_t n, char *err, size_t errlen)
         size_t k = wire_utf8_next(p + i, n - i, &cp);
 
         if (k == 0) {
-            put_err(err, errlen, "topic is not valid UTF-8 at byte %zu", i);
+            pb_set_err(err, errlen, "topic is not valid UTF-8 at byte %zu", i);
             return PB_EINVAL;
         }
         if (is_space(cp)) {
-            put_err(err, errlen, "topic contains whitespace (U+%04X) at byte %zu", (unsigned)cp, i);
+            pb_set_err(err, errlen, "topic contains whitespace (U+%04X) at byte %zu", (unsigned)cp, i);
             return PB_EINVAL;
         }
         if (is_control(cp)) {
-            put_err(err, errlen, "topic contains a control character (U+%04X) at byte %zu",
+            pb_set_err(err, errlen, "topic contains a control character (U+%04X) at byte %zu",
                     (unsigned)cp, i);
             return PB_EINVAL;
         }
@@ -730,7 +719,7 @@ int event_frame_parse(const uint8_t *p, size_t n, event_frame_view *v, char *err
         }
     }
     if (!have_event) {
-        put_err(err, errlen, "Event has no event (field 3)");
+        pb_set_err(err, errlen, "Event has no event (field 3)");
         return PB_EPROTO;
     }
     return 0;
@@ -791,7 +780,7 @@ int publish_ack_open(const uint8_t *p, size_t n, publish_ack_iter *it, char *err
         count_repeated(&msg, 3, 0, NULL, &it->n_events, err, errlen) < 0)
         return PB_EPROTO;
     if (n_index != it->n_events) {
-        put_err(err, errlen, "PublishAck has %zu partition_index values but %zu offsets", n_index,
+        pb_set_err(err, errlen, "PublishAck has %zu partition_index values but %zu offsets", n_index,
                 it->n_events);
         return PB_EPROTO;
     }

@@ -1,28 +1,47 @@
 /* pb_strerror: names for the codes in pb_errors.h. Thread-safe. */
 #include "pb_errors.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 const char *pb_strerror(int code)
 {
     switch (code) {
-    case PB_OK: return "success";
-    case PB_ECORRUPT: return "corrupt record";
-    case PB_EEOF: return "end of data";
-    case PB_EINCOMPLETE: return "record incomplete (still being written)";
-    case PB_ETOOBIG: return "too large";
-    case PB_EPROTO: return "malformed frame or protocol violation";
-    case PB_EINVAL: return "invalid argument";
-    case PB_ENOMEM: return "out of memory";
-    case PB_ECONNECT: return "connection failed";
-    case PB_ETIMEDOUT: return "timed out";
-    case PB_ECLOSED: return "connection closed";
-    case PB_ESERVER: return "server error";
-    case PB_ENOTFOUND: return "not found";
-    case PB_EFORMAT: return "not a protobus file or unsupported format version";
-    case PB_EFAILED: return "partition failed after a write or sync error";
-    case PB_EDATALOSS: return "data loss";
-    default: break;
+    case PB_OK:
+        return "success";
+    case PB_ECORRUPT:
+        return "corrupt record";
+    case PB_EEOF:
+        return "end of data";
+    case PB_EINCOMPLETE:
+        return "record incomplete (still being written)";
+    case PB_ETOOBIG:
+        return "too large";
+    case PB_EPROTO:
+        return "malformed frame or protocol violation";
+    case PB_EINVAL:
+        return "invalid argument";
+    case PB_ENOMEM:
+        return "out of memory";
+    case PB_ECONNECT:
+        return "connection failed";
+    case PB_ETIMEDOUT:
+        return "timed out";
+    case PB_ECLOSED:
+        return "connection closed";
+    case PB_ESERVER:
+        return "server error";
+    case PB_ENOTFOUND:
+        return "not found";
+    case PB_EFORMAT:
+        return "not a protobus file or unsupported format version";
+    case PB_EFAILED:
+        return "partition failed after a write or sync error";
+    case PB_EDATALOSS:
+        return "data loss";
+    default:
+        break;
     }
     if (code < 0 && code > PB_ERRNO_MIN) {
         /* strerrordesc_np is thread-safe and returns a static string. */
@@ -30,4 +49,14 @@ const char *pb_strerror(int code)
         return s ? s : "unknown system error";
     }
     return "unknown error";
+}
+
+void pb_set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
 }

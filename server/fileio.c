@@ -5,6 +5,8 @@
  */
 #include "fileio.h"
 
+#include "iov.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -149,16 +151,7 @@ int fileio_write_all(const fileio *io, int fd, struct iovec *iov, size_t cnt, of
         if (n == 0)
             return -EIO; /* no progress: would loop forever */
         off += n;
-        size_t left = (size_t)n;
-        while (cnt > 0 && left >= iov->iov_len) {
-            left -= iov->iov_len;
-            iov++;
-            cnt--;
-        }
-        if (cnt > 0) {
-            iov->iov_base = (uint8_t *)iov->iov_base + left;
-            iov->iov_len -= left;
-        }
+        cnt = iov_consume(&iov, cnt, (size_t)n);
     }
     return 0;
 }

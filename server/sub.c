@@ -69,18 +69,6 @@ struct sub_registry {
     sub_slot *slots;
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ------------------------------------------------------------------ */
 /* filtering, shared by the writers (under sub->mu) and the subscription thread */
@@ -287,7 +275,7 @@ static int validate(sub_registry *r, sub *s, char *err, size_t errlen)
 {
     const Protobus__Subscribe *q = s->req;
     if (q->n_patterns == 0) {
-        set_err(err, errlen,
+        pb_set_err(err, errlen,
                 "subscribe: no patterns (a topic must match one of them; use \".*\" for every "
                 "topic)");
         return PB_EINVAL;
@@ -304,7 +292,7 @@ static int validate(sub_registry *r, sub *s, char *err, size_t errlen)
         for (size_t i = 0; i < q->n_offsets; i++) {
             const char *name = q->offsets[i]->partition;
             if (!config_partition_name_valid(name, strlen(name))) {
-                set_err(err, errlen,
+                pb_set_err(err, errlen,
                         "subscribe: offsets[%zu]: \"%.120s\" is not a valid partition name "
                         "(1..%d characters of A-Z a-z 0-9 . _ -, not \".\" or \"..\")",
                         i, name, PB_PARTITION_NAME_MAX);
@@ -312,7 +300,7 @@ static int validate(sub_registry *r, sub *s, char *err, size_t errlen)
             }
             for (size_t j = 0; j < i; j++) {
                 if (strcmp(s->offsets[j].partition, name) == 0) {
-                    set_err(err, errlen, "subscribe: offsets: partition \"%s\" is listed twice",
+                    pb_set_err(err, errlen, "subscribe: offsets: partition \"%s\" is listed twice",
                             name);
                     return PB_EINVAL;
                 }
@@ -325,13 +313,13 @@ static int validate(sub_registry *r, sub *s, char *err, size_t errlen)
     case PROTOBUS__START_MODE__START_TIME: {
         const Google__Protobuf__Timestamp *t = q->from_time;
         if (!t) {
-            set_err(err, errlen, "subscribe: START_TIME needs from_time");
+            pb_set_err(err, errlen, "subscribe: START_TIME needs from_time");
             return PB_EINVAL;
         }
         /* int64 nanoseconds cover 1677..2262, like every stored time. */
         if (t->nanos < 0 || t->nanos > 999999999 || t->seconds < -9223372035LL ||
             t->seconds > 9223372035LL) {
-            set_err(err, errlen,
+            pb_set_err(err, errlen,
                     "subscribe: from_time {seconds %" PRId64 ", nanos %" PRId32
                     "} is out of range (nanos 0..999999999, years 1677..2262)",
                     t->seconds, t->nanos);
@@ -342,11 +330,11 @@ static int validate(sub_registry *r, sub *s, char *err, size_t errlen)
     }
     case PROTOBUS__START_MODE__START_LAST_N:
         if (q->last_n == 0) {
-            set_err(err, errlen, "subscribe: START_LAST_N needs last_n >= 1");
+            pb_set_err(err, errlen, "subscribe: START_LAST_N needs last_n >= 1");
             return PB_EINVAL;
         }
         if (q->last_n > r->o.topic_history) {
-            set_err(err, errlen,
+            pb_set_err(err, errlen,
                     "subscribe: last_n %" PRIu32 " is more than the %" PRIu32
                     " events the server keeps per topic",
                     q->last_n, r->o.topic_history);
@@ -355,7 +343,7 @@ static int validate(sub_registry *r, sub *s, char *err, size_t errlen)
         s->last_n = q->last_n;
         break;
     default:
-        set_err(err, errlen, "subscribe: unknown start mode %d", s->start);
+        pb_set_err(err, errlen, "subscribe: unknown start mode %d", s->start);
         return PB_EINVAL;
     }
 
@@ -384,13 +372,13 @@ int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscri
     *grpc_code = PROTOBUS__CODE__INTERNAL;
     if (!r->o.store) {
         *grpc_code = PROTOBUS__CODE__UNAVAILABLE;
-        set_err(err, errlen, "subscribe: the server is still starting");
+        pb_set_err(err, errlen, "subscribe: the server is still starting");
         return PB_EINVAL;
     }
     sub *s = calloc(1, sizeof *s);
     if (!s) {
         *grpc_code = PROTOBUS__CODE__RESOURCE_EXHAUSTED;
-        set_err(err, errlen, "subscribe: out of memory");
+        pb_set_err(err, errlen, "subscribe: out of memory");
         return PB_ENOMEM;
     }
     s->r = r;
@@ -403,7 +391,7 @@ int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscri
     s->req = protobus__subscribe__unpack(NULL, len, subscribe);
     if (!s->req) {
         *grpc_code = PROTOBUS__CODE__INVALID_ARGUMENT;
-        set_err(err, errlen, "subscribe: the Subscribe message (%zu bytes) is malformed", len);
+        pb_set_err(err, errlen, "subscribe: the Subscribe message (%zu bytes) is malformed", len);
         rc = PB_EPROTO;
         goto fail;
     }
@@ -450,11 +438,11 @@ int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscri
         pthread_mutex_unlock(&r->pool_lock);
         if (stopping) {
             *grpc_code = PROTOBUS__CODE__UNAVAILABLE;
-            set_err(err, errlen, "subscribe: the server is shutting down");
+            pb_set_err(err, errlen, "subscribe: the server is shutting down");
             rc = PB_ECLOSED;
         } else {
             *grpc_code = PROTOBUS__CODE__RESOURCE_EXHAUSTED;
-            set_err(err, errlen,
+            pb_set_err(err, errlen,
                     "subscribe: all %" PRIu32 " subscription threads are busy (server setting "
                     "threads)",
                     r->nslots);
@@ -473,9 +461,9 @@ int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscri
 fail:
     if (rc == PB_ENOMEM) {
         *grpc_code = PROTOBUS__CODE__RESOURCE_EXHAUSTED;
-        set_err(err, errlen, "subscribe: out of memory");
+        pb_set_err(err, errlen, "subscribe: out of memory");
     } else if (*grpc_code == PROTOBUS__CODE__INTERNAL) {
-        set_err(err, errlen, "subscribe: cannot set up the subscription: %s", pb_strerror(rc));
+        pb_set_err(err, errlen, "subscribe: cannot set up the subscription: %s", pb_strerror(rc));
     }
     s->fd = -1; /* stays the caller's */
     sub_free(s);

@@ -22,6 +22,8 @@
  */
 #include "subrun.h"
 
+#include "iov.h"
+
 #include "frame.h"
 #include "logging.h"
 #include "pb_errors.h"
@@ -102,16 +104,7 @@ static int send_all(sub *s, struct iovec *iov, int cnt)
         struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
         ssize_t n = sendmsg(s->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n >= 0) {
-            size_t left = (size_t)n;
-            while (cnt > 0 && left >= iov->iov_len) {
-                left -= iov->iov_len;
-                iov++;
-                cnt--;
-            }
-            if (cnt > 0) {
-                iov->iov_base = (uint8_t *)iov->iov_base + left;
-                iov->iov_len -= left;
-            }
+            cnt = (int)iov_consume(&iov, (size_t)cnt, (size_t)n);
             last_progress = mono_ms();
             continue;
         }
