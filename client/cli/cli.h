@@ -1,0 +1,79 @@
+/*
+ * cli - what the `protobus` subcommands share: exit codes, messages,
+ * signal handling, option values (tags, numbers, times), the clock.
+ *
+ * Threads: the CLI is single-threaded; everything here runs on the main
+ * thread (the signal handler only sets cli_stop).
+ */
+#ifndef PB_CLI_H
+#define PB_CLI_H
+
+#include "protobus.h"
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Exit codes scripts can rely on. */
+enum { CLI_EXIT_OK = 0, CLI_EXIT_RUNTIME = 1, CLI_EXIT_USAGE = 2 };
+
+#define CLI_DEFAULT_SERVER "127.0.0.1:7420"
+#define CLI_VERSION        "0.1.0"
+
+/* Set (to the signal number) by SIGINT/SIGTERM once cli_catch_signals ran. */
+extern volatile sig_atomic_t cli_stop;
+
+/* SIGINT and SIGTERM set cli_stop instead of killing the process, so a
+ * command can finish its output and exit 0. */
+void cli_catch_signals(void);
+
+/* "protobus CMD: message\n" on stderr. */
+void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* cli_error, then "Try 'protobus CMD --help'."; returns CLI_EXIT_USAGE. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* After getopt_long printed its own complaint: "Try 'protobus CMD --help'."
+ * Returns CLI_EXIT_USAGE. */
+int cli_try_help(const char *cmd);
+
+/* -s value, else $PROTOBUS_SERVER when set and not empty, else the default. */
+const char *cli_server(const char *opt);
+
+/* KEY=VALUE options (-t). The strings point into argv (split at the first
+ * '=' by copying the key). keys/values are parallel to tags, for
+ * pb_event_tags_match. */
+typedef struct cli_tags {
+    pb_tag *tags;
+    const char **keys;
+    const char **values;
+    size_t n;
+} cli_tags;
+
+/* Adds one KEY=VALUE. 0, PB_EINVAL (no '=' or an empty key; the caller
+ * reports it as a usage error) or PB_ENOMEM. */
+int cli_tags_add(cli_tags *t, const char *arg);
+void cli_tags_free(cli_tags *t);
+
+/* Whole-string decimal numbers; false on anything else (sign, junk, overflow). */
+bool cli_parse_u64(const char *s, uint64_t *out);
+
+/* RFC 3339 or relative TIME (client/timefmt.h). On error prints the
+ * message (naming the option) and returns false. */
+bool cli_parse_time(const char *cmd, const char *option, const char *s, int64_t *out_ns);
+
+/* CLOCK_MONOTONIC in milliseconds. */
+int64_t cli_now_ms(void);
+
+/* Sleeps ms milliseconds (returns early on a signal). */
+void cli_sleep_ms(int ms);
+
+/* Flushes stdout; on failure reports it and returns false. */
+bool cli_flush_stdout(const char *cmd);
+
+int cmd_pub(int argc, char **argv);
+int cmd_sub(int argc, char **argv);
+int cmd_cat(int argc, char **argv);
+
+#endif

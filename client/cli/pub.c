@@ -1,0 +1,321 @@
+/*
+ * pub - `protobus pub`: publishes one event (MESSAGE) or one event per line
+ * of standard input through libprotobus. Lines are batched and pipelined by
+ * the library; the command flushes once at the end (and, with -v, every
+ * POSITION_WINDOW events, so that the positions it must keep stay bounded).
+ *
+ * Threads: the main thread only.
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* With -v the library keeps 24 bytes per event until a flush; flushing every
+ * this many events bounds that at ~1.5 MiB and costs one round trip each. */
+#define POSITION_WINDOW    65536
+#define DEFAULT_TIMEOUT_MS 60000
+#define READ_CHUNK         (64u * 1024u)
+
+static const char usage[] =
+    "Usage: protobus pub [OPTIONS] TOPIC [MESSAGE]\n"
+    "\n"
+    "Publishes MESSAGE as one event on TOPIC or, without MESSAGE, one event per\n"
+    "line of standard input (the newline is not part of the payload; an empty\n"
+    "line is an empty payload; a last line without newline counts). Events are\n"
+    "batched and pipelined; the command exits once the server has acknowledged\n"
+    "all of them as stored (durable under the server's fsync policy).\n"
+    "Each event gets the current time as its client event time.\n"
+    "\n"
+    "Options:\n"
+    "  -s, --server HOST:PORT  server address (default $PROTOBUS_SERVER, else\n"
+    "                          " CLI_DEFAULT_SERVER ")\n"
+    "  -t, --tag KEY=VALUE     add a tag to every event (repeatable)\n"
+    "      --type TYPE_URL     payload type URL (google.protobuf.Any type_url),\n"
+    "                          e.g. type.googleapis.com/google.protobuf.StringValue;\n"
+    "                          default: empty (the payload is opaque bytes)\n"
+    "  -v, --verbose           print PARTITION:OFFSET of each stored event, one per\n"
+    "                          line, in input order\n"
+    "      --timeout MS        wait at most MS milliseconds for the server's\n"
+    "                          acknowledgements at the end (default 60000)\n"
+    "  -h, --help              show this help\n"
+    "\n"
+    "A line longer than the server's maximum event size is an error. On any\n"
+    "error (refused by the server, unreachable server, invalid topic or tag)\n"
+    "publishing stops, the message goes to standard error and the exit status\n"
+    "is 1; with -v, every position printed is that of a stored event.\n"
+    "Exit status 2: usage error.\n";
+
+typedef struct pub_state {
+    pb_client *c;
+    const char *server;
+    pb_event ev;
+    bool verbose;
+    int timeout_ms;
+    uint64_t published;   /* events accepted by the library */
+    uint64_t since_flush; /* ... since the last flush */
+    bool failed;          /* an error was reported: exit 1 */
+    bool dead;            /* the connection is unusable: nothing left to flush */
+} pub_state;
+
+/* Sends what is pending and waits for the acknowledgements; prints the
+ * positions with -v. Returns false on a connection-level failure (nothing
+ * more can be done on this connection). */
+static bool flush_all(pub_state *st)
+{
+    const pb_position *pos;
+    size_t n;
+    int rc = pb_client_flush(st->c, st->timeout_ms, &pos, &n);
+    size_t refused = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (pos[i].status == 0) {
+            if (st->verbose)
+                printf("%s:%llu\n", pos[i].partition, (unsigned long long)pos[i].offset);
+        } else {
+            refused++;
+        }
+    }
+    st->since_flush = 0;
+    if (rc == 0)
+        return true;
+    if (rc != PB_ESERVER)
+        st->dead = true;
+    st->failed = true;
+    if (rc == PB_ESERVER) {
+        cli_error("pub", "%s", pb_client_message(st->c));
+        if (refused)
+            cli_error("pub", "%zu event(s) were not stored", refused);
+        return true;
+    }
+    if (rc == PB_ETIMEDOUT)
+        cli_error("pub", "%s did not acknowledge %zu event(s) within %d ms: %s", st->server,
+                  refused, st->timeout_ms, pb_client_message(st->c));
+    else
+        cli_error("pub", "%s", pb_client_message(st->c));
+    return false;
+}
+
+/* Publishes one payload. what names it in messages ("line 12", "MESSAGE").
+ * Returns false when publishing must stop. */
+static bool publish_one(pub_state *st, const void *payload, size_t len, const char *what)
+{
+    st->ev.payload = payload;
+    st->ev.payload_len = len;
+    st->ev.client_event_time_ns = pb_time_now_ns();
+    int rc = pb_client_publish(st->c, &st->ev);
+    if (rc == 0) {
+        st->published++;
+        st->since_flush++;
+        if (st->verbose && st->since_flush >= POSITION_WINDOW)
+            return flush_all(st) && !st->failed;
+        return true;
+    }
+    st->failed = true;
+    if (rc == PB_EINVAL || rc == PB_ETOOBIG) {
+        cli_error("pub", "%s: %s", what, pb_client_message(st->c));
+    } else {
+        /* PB_ESERVER: an earlier batch was refused (the client stays
+         * usable); anything else leaves the connection dead. */
+        cli_error("pub", "%s", pb_client_message(st->c));
+        st->dead = rc != PB_ESERVER;
+    }
+    return false;
+}
+
+/* Reads standard input in big chunks and cuts it into lines without
+ * copying them; the buffer grows up to limit + 1 bytes (one line plus its
+ * newline) and no further. */
+typedef struct line_reader {
+    uint8_t *buf;
+    size_t cap, start, end, scan;
+    size_t limit;
+    bool eof;
+} line_reader;
+
+/* 1: a line in *p and *len; 0: end of input; PB_ETOOBIG: the line is longer
+ * than limit; PB_ENOMEM; negated errno. */
+static int next_line(line_reader *lr, const uint8_t **p, size_t *len)
+{
+    for (;;) {
+        uint8_t *nl =
+            lr->scan < lr->end ? memchr(lr->buf + lr->scan, '\n', lr->end - lr->scan) : NULL;
+        if (nl) {
+            size_t n = (size_t)(nl - (lr->buf + lr->start));
+            if (n > lr->limit)
+                return PB_ETOOBIG;
+            *p = lr->buf + lr->start;
+            *len = n;
+            lr->start = lr->scan = (size_t)(nl - lr->buf) + 1;
+            return 1;
+        }
+        lr->scan = lr->end;
+        if (lr->end - lr->start > lr->limit)
+            return PB_ETOOBIG;
+        if (lr->eof) {
+            if (lr->start == lr->end)
+                return 0;
+            *p = lr->buf + lr->start;
+            *len = lr->end - lr->start;
+            lr->start = lr->scan = lr->end;
+            return 1;
+        }
+        if (lr->end == lr->cap && lr->start > 0) {
+            /* Lines before this one are published: reuse their room. */
+            memmove(lr->buf, lr->buf + lr->start, lr->end - lr->start);
+            lr->end -= lr->start;
+            lr->scan -= lr->start;
+            lr->start = 0;
+        }
+        if (lr->end == lr->cap) {
+            size_t cap = lr->cap ? lr->cap * 2 : READ_CHUNK;
+            if (cap > lr->limit + 1)
+                cap = lr->limit + 1; /* > end: end - start <= limit was checked */
+            uint8_t *b = realloc(lr->buf, cap);
+            if (!b)
+                return PB_ENOMEM;
+            lr->buf = b;
+            lr->cap = cap;
+        }
+        ssize_t r = read(STDIN_FILENO, lr->buf + lr->end, lr->cap - lr->end);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -errno;
+        if (r == 0)
+            lr->eof = true;
+        lr->end += (size_t)r;
+    }
+}
+
+static void publish_stdin(pub_state *st)
+{
+    uint64_t max = pb_client_max_event_bytes(st->c);
+    line_reader lr = {.limit = max && max < PB_RECORD_MAX_EVENT ? (size_t)max
+                                                                : (size_t)PB_RECORD_MAX_EVENT};
+    uint64_t lineno = 0;
+    for (;;) {
+        const uint8_t *p = NULL;
+        size_t len = 0;
+        int rc = next_line(&lr, &p, &len);
+        if (rc == 0)
+            break;
+        lineno++;
+        if (rc == PB_ETOOBIG) {
+            st->failed = true;
+            cli_error("pub",
+                      "line %llu of standard input is longer than the server's maximum event "
+                      "size (%zu bytes); the %llu line(s) before it were published",
+                      (unsigned long long)lineno, lr.limit, (unsigned long long)(lineno - 1));
+            break;
+        }
+        if (rc < 0) {
+            st->failed = true;
+            cli_error("pub", "reading standard input: %s", pb_strerror(rc));
+            break;
+        }
+        char what[48];
+        snprintf(what, sizeof what, "line %llu", (unsigned long long)lineno);
+        if (!publish_one(st, p, len, what))
+            break;
+    }
+    free(lr.buf);
+}
+
+int cmd_pub(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"server", required_argument, NULL, 's'},
+        {"tag", required_argument, NULL, 't'},
+        {"type", required_argument, NULL, 'T'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"timeout", required_argument, NULL, 'W'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    static char prog[] = "protobus pub";
+    const char *server_opt = NULL, *type = NULL;
+    cli_tags tags = {0};
+    pub_state st = {.timeout_ms = DEFAULT_TIMEOUT_MS};
+    int rc = CLI_EXIT_USAGE, opt;
+    argv[0] = prog;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "s:t:vh", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 's':
+            server_opt = optarg;
+            break;
+        case 't':
+            if (cli_tags_add(&tags, optarg) < 0) {
+                rc = cli_usage_error("pub", "-t %s: expected KEY=VALUE with a non-empty KEY",
+                                     optarg);
+                goto out;
+            }
+            break;
+        case 'T':
+            type = optarg;
+            break;
+        case 'v':
+            st.verbose = true;
+            break;
+        case 'W': {
+            uint64_t ms;
+            if (!cli_parse_u64(optarg, &ms) || ms > INT32_MAX) {
+                rc = cli_usage_error("pub", "--timeout %s: expected milliseconds", optarg);
+                goto out;
+            }
+            st.timeout_ms = (int)ms;
+            break;
+        }
+        case 'h':
+            fputs(usage, stdout);
+            rc = cli_flush_stdout("pub") ? CLI_EXIT_OK : CLI_EXIT_RUNTIME;
+            goto out;
+        default:
+            rc = cli_try_help("pub");
+            goto out;
+        }
+    }
+    int nargs = argc - optind;
+    if (nargs < 1 || nargs > 2) {
+        rc = cli_usage_error("pub", nargs < 1 ? "TOPIC is required"
+                                              : "too many arguments (quote MESSAGE)");
+        goto out;
+    }
+    st.server = cli_server(server_opt);
+    st.ev.topic = argv[optind];
+    st.ev.tags = tags.tags;
+    st.ev.ntags = tags.n;
+    st.ev.payload_type = type;
+
+    pb_client_options opts;
+    pb_client_options_init(&opts);
+    opts.no_positions = !st.verbose;
+    opts.name = "protobus pub " CLI_VERSION;
+    char err[256];
+    if (pb_client_connect(&st.c, st.server, &opts, err, sizeof err) < 0) {
+        cli_error("pub", "%s", err);
+        rc = CLI_EXIT_RUNTIME;
+        goto out;
+    }
+    if (nargs == 2) {
+        const char *msg = argv[optind + 1];
+        publish_one(&st, msg, strlen(msg), "MESSAGE");
+    } else {
+        publish_stdin(&st);
+    }
+    /* Whatever was accepted is flushed, also after an error, so that the
+     * events before it are stored and their fate is known. */
+    if (!st.dead && st.since_flush > 0)
+        flush_all(&st);
+    rc = st.failed ? CLI_EXIT_RUNTIME : CLI_EXIT_OK;
+    if (!cli_flush_stdout("pub"))
+        rc = CLI_EXIT_RUNTIME;
+out:
+    pb_client_close(st.c);
+    cli_tags_free(&tags);
+    return rc;
+}

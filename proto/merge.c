@@ -1,0 +1,215 @@
+/*
+ * merge - k-way merge of record sources by receive time (see merge.h).
+ *
+ * Threads: whichever thread owns the pb_merge.
+ *
+ * Each source is in exactly one state: IN_HEAP (its pending record is in
+ * the heap), NEED (it must be asked for its next record: just added, its
+ * record was just handed out, or it reported damage), IDLE (it said
+ * PB_EEOF) or FAILED. A handed-out record stays valid because its source is
+ * only asked again at the start of the following pb_merge_next call.
+ */
+#include "merge.h"
+
+#include "pb_errors.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum src_state { SRC_NEED, SRC_IN_HEAP, SRC_IDLE, SRC_FAILED };
+
+typedef struct merge_src {
+    char *name;
+    pb_merge_next_fn next;
+    void *ctx;
+    enum src_state state;
+    pb_record rec; /* pending record while IN_HEAP */
+} merge_src;
+
+struct pb_merge {
+    merge_src *src;
+    size_t nsrc, cap;
+    size_t *heap; /* source indices, min-heap by (time, name, index) */
+    size_t nheap;
+    size_t *need; /* stack of sources in state NEED */
+    size_t nneed;
+};
+
+int pb_merge_new(pb_merge **out)
+{
+    *out = calloc(1, sizeof **out);
+    return *out ? 0 : PB_ENOMEM;
+}
+
+void pb_merge_free(pb_merge *m)
+{
+    if (!m)
+        return;
+    for (size_t i = 0; i < m->nsrc; i++)
+        free(m->src[i].name);
+    free(m->src);
+    free(m->heap);
+    free(m->need);
+    free(m);
+}
+
+size_t pb_merge_count(const pb_merge *m)
+{
+    return m->nsrc;
+}
+
+/* Grows the three arrays together so that heap and need can never overflow:
+ * each holds at most one entry per source. */
+static int reserve(pb_merge *m)
+{
+    if (m->nsrc < m->cap)
+        return 0;
+    size_t cap = m->cap ? m->cap * 2 : 8;
+    merge_src *s = realloc(m->src, cap * sizeof *s);
+    if (!s)
+        return PB_ENOMEM;
+    m->src = s;
+    size_t *h = realloc(m->heap, cap * sizeof *h);
+    if (!h)
+        return PB_ENOMEM;
+    m->heap = h;
+    size_t *n = realloc(m->need, cap * sizeof *n);
+    if (!n)
+        return PB_ENOMEM;
+    m->need = n;
+    m->cap = cap;
+    return 0;
+}
+
+int pb_merge_add(pb_merge *m, const char *name, pb_merge_next_fn next, void *source, size_t *index)
+{
+    if (reserve(m) < 0)
+        return PB_ENOMEM;
+    char *copy = strdup(name ? name : "");
+    if (!copy)
+        return PB_ENOMEM;
+    size_t i = m->nsrc++;
+    m->src[i] = (merge_src){.name = copy, .next = next, .ctx = source, .state = SRC_NEED};
+    m->need[m->nneed++] = i;
+    if (index)
+        *index = i;
+    return 0;
+}
+
+static int reader_next(void *source, pb_record *rec)
+{
+    return pb_reader_next(source, rec);
+}
+
+int pb_merge_add_reader(pb_merge *m, const char *name, pb_reader *r, size_t *index)
+{
+    return pb_merge_add(m, name, reader_next, r, index);
+}
+
+/* a before b? */
+static bool before(const pb_merge *m, size_t a, size_t b)
+{
+    const merge_src *x = &m->src[a], *y = &m->src[b];
+    if (x->rec.time_ns != y->rec.time_ns)
+        return x->rec.time_ns < y->rec.time_ns;
+    int c = strcmp(x->name, y->name);
+    if (c != 0)
+        return c < 0;
+    return a < b;
+}
+
+static void heap_push(pb_merge *m, size_t s)
+{
+    size_t i = m->nheap++;
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!before(m, s, m->heap[parent]))
+            break;
+        m->heap[i] = m->heap[parent];
+        i = parent;
+    }
+    m->heap[i] = s;
+}
+
+static size_t heap_pop(pb_merge *m)
+{
+    size_t top = m->heap[0];
+    size_t last = m->heap[--m->nheap];
+    size_t i = 0;
+    for (;;) {
+        size_t child = 2 * i + 1;
+        if (child >= m->nheap)
+            break;
+        if (child + 1 < m->nheap && before(m, m->heap[child + 1], m->heap[child]))
+            child++;
+        if (!before(m, m->heap[child], last))
+            break;
+        m->heap[i] = m->heap[child];
+        i = child;
+    }
+    if (m->nheap > 0)
+        m->heap[i] = last;
+    return top;
+}
+
+static void fill_item(const pb_merge *m, size_t s, pb_merge_item *item)
+{
+    item->source = s;
+    item->name = m->src[s].name;
+    item->ctx = m->src[s].ctx;
+}
+
+/* Asks every source in state NEED for its next record. 0 when the stack is
+ * empty; a source's error code (item names it) otherwise. */
+static int refill(pb_merge *m, pb_merge_item *item)
+{
+    while (m->nneed > 0) {
+        size_t s = m->need[m->nneed - 1];
+        merge_src *src = &m->src[s];
+        int rc = src->next(src->ctx, &src->rec);
+        if (rc == PB_ECORRUPT) {
+            /* Stays on the stack: asked again on the next call. */
+            fill_item(m, s, item);
+            return rc;
+        }
+        m->nneed--;
+        if (rc == 0) {
+            src->state = SRC_IN_HEAP;
+            heap_push(m, s);
+        } else if (rc == PB_EEOF) {
+            src->state = SRC_IDLE;
+        } else {
+            src->state = SRC_FAILED;
+            fill_item(m, s, item);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+int pb_merge_next(pb_merge *m, pb_merge_item *item)
+{
+    int rc = refill(m, item);
+    if (rc < 0)
+        return rc;
+    if (m->nheap == 0) {
+        /* Nothing pending: give every idle source one more chance. */
+        for (size_t s = 0; s < m->nsrc; s++) {
+            if (m->src[s].state == SRC_IDLE) {
+                m->src[s].state = SRC_NEED;
+                m->need[m->nneed++] = s;
+            }
+        }
+        if ((rc = refill(m, item)) < 0)
+            return rc;
+        if (m->nheap == 0)
+            return PB_EEOF;
+    }
+    size_t s = heap_pop(m);
+    fill_item(m, s, item);
+    item->rec = m->src[s].rec;
+    m->src[s].state = SRC_NEED;
+    m->need[m->nneed++] = s;
+    return 0;
+}
