@@ -178,6 +178,20 @@ static int report(pb_reader *r, uint64_t position, uint64_t first, uint64_t last
     return PB_ECORRUPT;
 }
 
+/* The rest of segment cur, from `position`, is unreadable: the offsets up to
+ * the next segment's base are lost. Segments that overlap (a next base at or
+ * below the expected offset: damaged or copied-in files) lose no offset, and
+ * expected never moves back, so no offset is delivered twice. */
+static int report_rest_of_segment(pb_reader *r, uint64_t position, const char *reason)
+{
+    uint64_t next = r->bases[r->cur + 1];
+    uint64_t first = r->expected;
+    int rc = report(r, position, first, next > first ? next - 1 : first - 1, reason);
+    if (next > first)
+        r->expected = next;
+    return rc;
+}
+
 /* Moves on to segment cur+1 after the end of the current one. A base above
  * the expected offset means offsets are missing between the two files. */
 static int next_segment(pb_reader *r)
@@ -220,9 +234,7 @@ static int enter_segment(pb_reader *r, bool *wait)
             return 0;
         }
         r->pos = avail;
-        uint64_t next = r->bases[r->cur + 1];
-        rc = report(r, 0, r->expected, next - 1, "segment header cut short");
-        r->expected = next;
+        rc = report_rest_of_segment(r, 0, "segment header cut short");
         int nrc = next_segment(r);
         if (nrc < 0 && nrc != PB_ECORRUPT)
             return nrc;
@@ -399,9 +411,7 @@ static int at_end_of_file(pb_reader *r, bool clean, bool *wait)
     if (!clean) {
         /* A newer segment exists, so the writer has left this one for good:
          * whatever does not verify here never will. */
-        uint64_t next = r->bases[r->cur + 1];
-        rc = report(r, r->pos, r->expected, next - 1, "record cut short at end of segment");
-        r->expected = next;
+        rc = report_rest_of_segment(r, r->pos, "record cut short at end of segment");
     }
     int nrc = next_segment(r);
     if (nrc < 0 && nrc != PB_ECORRUPT)

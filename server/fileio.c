@@ -163,9 +163,10 @@ int fileio_mkdir_durable(const fileio *io, const char *path, int mode, const cha
         what = &dummy;
     *what = "mkdir";
     int rc = io->mkdir(io, path, mode);
-    if (rc == -EEXIST)
-        return 0;
-    if (rc < 0)
+    /* An existing directory's parent is synced too: a process killed
+     * between its mkdir and that sync leaves an entry that only the page
+     * cache holds, and whatever is acked inside it would go with it. */
+    if (rc < 0 && rc != -EEXIST)
         return rc;
     char parent[PATH_MAX];
     if (snprintf(parent, sizeof parent, "%s", path) >= (int)sizeof parent)

@@ -45,10 +45,11 @@ const fileio *fileio_posix(void);
  * errno (-EIO if the layer stops making progress). */
 int fileio_write_all(const fileio *io, int fd, struct iovec *iov, size_t cnt, off_t off);
 
-/* Creates directory path if missing and, if it did, fsyncs its parent: a
- * new directory entry is not durable until its parent is synced. 0 (created
- * or already there) or a negated errno; *what (if not NULL) names the failed
- * step for messages. */
+/* Creates directory path if missing, then fsyncs its parent (also when it
+ * was already there: it may have been made by a process killed before its
+ * sync): a new directory entry is not durable until its parent is synced.
+ * 0 (created or already there) or a negated errno; *what (if not NULL)
+ * names the failed step for messages. */
 int fileio_mkdir_durable(const fileio *io, const char *path, int mode, const char **what);
 
 #endif

@@ -595,6 +595,36 @@ out:
     return rc < 0 ? rc : c;
 }
 
+/* Reports a rotated segment whose header is damaged. Nothing else would:
+ * readers go on from byte 40 (records carry their own offsets and CRCs, so
+ * such damage loses no record) and the file is complete, so it is kept. */
+static int check_old_header(pb_log *log, uint64_t base)
+{
+    uint8_t hdr[PB_FILE_HEADER_SIZE];
+    char path[PATH_MAX];
+    uint64_t hbase = base;
+    int rc = segment_path(path, sizeof path, log->dir, base, ".log");
+    if (rc < 0)
+        return rc;
+    int fd = log->io->open(log->io, path, O_RDONLY, 0);
+    if (fd < 0)
+        return fd;
+    ssize_t n = log->io->pread(log->io, fd, hdr, sizeof hdr, 0);
+    int c = log->io->close(log->io, fd);
+    if (n < 0)
+        return (int)n;
+    if (c < 0)
+        return c;
+    rc =
+        n < (ssize_t)sizeof hdr ? PB_ECORRUPT : file_header_decode(hdr, PB_LOG_MAGIC, &hbase, NULL);
+    if (rc < 0 || hbase != base)
+        say(log, PB_LOG_ERR,
+            "segment %s: damaged header at byte 0 (%s); a rotated segment: kept, its records "
+            "are read without it",
+            path, rc < 0 ? pb_strerror(rc) : "base offset differs from the file name");
+    return 0;
+}
+
 /* Offset and time after the last record of a rotated segment, for an empty
  * active segment: the next record's time must not go below it. */
 static int tail_of(pb_log *log, segment_buf *b, uint64_t base, scan_state *st)
@@ -805,6 +835,10 @@ int log_open(pb_log **out, const char *dir, const log_options *opts)
             fail(log, rc, "index check of segment", log->log_path, 0);
             goto fail;
         }
+        if ((rc = check_old_header(log, bases.v[i])) < 0) {
+            fail(log, rc, "header check of segment", log->log_path, 0);
+            goto fail;
+        }
     }
     if (bases.n == 0)
         rc = create_segment(log, 0);
@@ -827,6 +861,11 @@ int log_open(pb_log **out, const char *dir, const log_options *opts)
                 "segment %s starts at offset %" PRIu64 " but the one before ends at %" PRIu64,
                 log->log_path, log->next_offset, st.expected);
     }
+    /* The files found may have been created by a process that was killed
+     * before it synced the directory (their entries live only in the page
+     * cache): sync it before anything appended to them can be acked. */
+    if (bases.n > 0 && (rc = sync_dir(log)) < 0)
+        goto fail;
     segment_buf_free(&b);
     free(bases.v);
     *out = log;

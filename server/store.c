@@ -13,13 +13,13 @@
 #include "store.h"
 
 #include "config.h"
+#include "fileio.h"
 #include "logging.h"
 #include "pb_errors.h"
 #include "reader.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -96,25 +96,14 @@ static int open_partition(store *s, const char *name, const partition_options *o
     return 0;
 }
 
-/* Makes data_dir exist; when this creates it, its entry is made durable too,
- * as every partition directory below it will depend on it. */
+/* Makes data_dir exist and its entry durable (also when it was there: a
+ * process killed between mkdir and the parent's fsync leaves an entry only
+ * the page cache holds), as every partition directory below depends on it. */
 static int make_data_dir(const char *data_dir)
 {
-    if (mkdir(data_dir, 0755) == 0) {
-        char *copy = strdup(data_dir);
-        if (!copy)
-            return PB_ENOMEM;
-        int rc = 0;
-        int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0 || fsync(fd) < 0)
-            rc = -errno;
-        if (fd >= 0 && close(fd) < 0 && rc == 0)
-            rc = -errno;
-        free(copy);
+    int rc = fileio_mkdir_durable(fileio_posix(), data_dir, 0755, NULL);
+    if (rc < 0)
         return rc;
-    }
-    if (errno != EEXIST)
-        return -errno;
     struct stat st;
     if (stat(data_dir, &st) < 0)
         return -errno;
