@@ -442,8 +442,9 @@ int partition_open(partition **out, const char *data_dir, const char *name,
         rc = -e;
         goto fail;
     }
-    logging_printf(LOG_DEBUG, "partition %s: opened %s at offset %llu, %zu topics", p->name, p->dir,
-                   (unsigned long long)end, topics_count(p->topics));
+    /* INFO: start-up names every partition it recovered and where it goes on. */
+    logging_printf(LOG_INFO, "partition %s: open (%s), next offset %llu, %zu topics", p->name,
+                   p->dir, (unsigned long long)end, topics_count(p->topics));
     *out = p;
     return 0;
 fail:

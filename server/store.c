@@ -168,7 +168,7 @@ int store_open(store **out, const char *data_dir, store_options_fn options, void
         }
     }
     pb_partition_list_free(names, n);
-    logging_printf(LOG_INFO, "data directory %s: %zu partitions", data_dir, s->count);
+    logging_printf(LOG_INFO, "data directory %s: %zu partition(s) recovered", data_dir, s->count);
     *out = s;
     return 0;
 fail:
