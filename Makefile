@@ -143,3 +143,11 @@ format:
 
 clean:
 	rm -rf build
+
+# --- benchmarks ----------------------------------------------------------------
+# `make bench`: tests/bench/run (baselines + the standard workloads, median of
+# 3, one table; ~5-10 minutes). Not part of `make test`.
+bench: $(BUILD)/protobusd $(BUILD)/protobus
+	BUILD=$(BUILD) tests/bench/run
+
+.PHONY: bench

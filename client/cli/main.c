@@ -5,6 +5,7 @@
  *
  * Threads: one (the main thread).
  */
+#include "bench.h"
 #include "cli.h"
 
 #include <stdio.h>
@@ -20,6 +21,7 @@ static const char usage[] =
     "  sub   subscribe to topics and print the events as they arrive\n"
     "  cat   print, filter, follow or verify stored events from segment files,\n"
     "        partition or data directories, with no server\n"
+    "  bench measure throughput and latency against a server\n"
     "\n"
     "'protobus COMMAND --help' describes each command.\n"
     "\n"
@@ -49,5 +51,7 @@ int main(int argc, char **argv)
         return cmd_sub(argc - 1, argv + 1);
     if (strcmp(cmd, "cat") == 0)
         return cmd_cat(argc - 1, argv + 1);
+    if (strcmp(cmd, "bench") == 0)
+        return cmd_bench(argc - 1, argv + 1);
     return cli_usage_error(NULL, "unknown command '%s' (pub, sub or cat)", cmd);
 }
