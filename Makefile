@@ -115,10 +115,12 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/integration/%.o $(TESTLIB_OBJ) $(BUILD)/lib
 run: $(BUILD)/protobusd
 	$(BUILD)/protobusd -c conf/protobusd.conf
 
-# `make test`: both passes, plain then sanitized. Each pass builds first.
+# `make test`: three passes, plain, then ASan+UBSan, then ThreadSanitizer
+# (the daemon and every threaded test; see `tsan` below). Each builds first.
 test: deps
 	$(MAKE) check
 	$(MAKE) SAN=1 check
+	$(MAKE) tsan
 
 # One pass: build everything, run every unit test, then the integration tests.
 check: all $(UNIT_BIN) $(INTEG_BIN)
@@ -143,6 +145,73 @@ format:
 
 clean:
 	rm -rf build
+
+# --- fuzzing (tests/fuzz) --------------------------------------------------
+# Each tests/fuzz/fuzz_<name>.c defines LLVMFuzzerTestOneInput. `make check`
+# replays its corpus (tests/fuzz/corpus/<name>/) with a gcc driver, built as
+# $(BUILD)/tests/test_fuzz_<name>, so no clang is needed there. `make fuzz`
+# builds every target with clang's libFuzzer + ASan/UBSan into build/fuzz and
+# runs each for FUZZ_SECONDS, or for FUZZ_RUNS executions when that is set
+# (`make fuzz FUZZ_RUNS=1000000`); new inputs collect in build/fuzz/corpus/.
+FUZZ_NAMES      := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_REPLAY_BIN := $(patsubst %,$(BUILD)/tests/test_fuzz_%,$(FUZZ_NAMES))
+FUZZ_SECONDS    ?= 60
+FUZZ_RUNS       ?=
+FUZZ_CC         ?= clang
+FUZZ_OPT        := -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined \
+                   -fno-sanitize-recover=all
+
+check: $(FUZZ_REPLAY_BIN)
+
+$(BUILD)/tests/test_fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/fuzz/replay.o \
+                            $(BUILD)/libpbinternal.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The libFuzzer binaries; built by `make fuzz` with BUILD=build/fuzz.
+$(BUILD)/fuzzers/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/libpbinternal.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+
+fuzz-bins: $(patsubst %,$(BUILD)/fuzzers/fuzz_%,$(FUZZ_NAMES))
+
+# `make fuzz-seeds` regenerates the seed inputs (tests/fuzz/seeds.c) in the
+# corpora; needed only when a format changes.
+$(BUILD)/fuzzers/seeds: $(BUILD)/obj/tests/fuzz/seeds.o $(BUILD)/libpbinternal.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+fuzz-seeds: $(BUILD)/fuzzers/seeds
+	$(BUILD)/fuzzers/seeds tests/fuzz/corpus
+
+# What `make fuzz` needs besides the build's packages (make test does not).
+FUZZ_DEPS := clang libclang-rt-14-dev
+
+# clang warns about other things than gcc: -Werror stays with the gcc build.
+fuzz:
+	@tests/install-deps $(FUZZ_DEPS)
+	$(MAKE) BUILD=build/fuzz CC=$(FUZZ_CC) OPT="$(FUZZ_OPT)" LDSAN="-fsanitize=address,undefined" \
+	  WARN="-Wall -Wextra -Wno-unused-parameter" fuzz-bins
+	FUZZ_SECONDS="$(FUZZ_SECONDS)" FUZZ_RUNS="$(FUZZ_RUNS)" tests/fuzz/run-fuzz build/fuzz $(FUZZ_NAMES)
+
+# --- ThreadSanitizer ---------------------------------------------------------
+# `make tsan`: every integration test (so the daemon itself, also built with
+# TSan) and the unit tests that start threads, built with -fsanitize=thread
+# into build/tsan and run by tests/run-tsan; any report fails it
+# (tests/tsan.supp lists known false positives, with reasons). The shell
+# scripts in tests/integration are left out: they load libprotobus.so into
+# programs that are not built with TSan, which TSan cannot run.
+TSAN_OPT       := -O1 -g -fno-omit-frame-pointer -fsanitize=thread
+TSAN_THREAD_RE := pthread_create|uv_thread_create|partition_open|store_open|sub_registry_create
+TSAN_UNIT      := $(patsubst tests/unit/%.c,%,$(shell grep -l -E '$(TSAN_THREAD_RE)' $(UNIT_SRC)))
+TSAN_TESTS     := $(sort $(TSAN_UNIT) $(patsubst tests/integration/%.c,%,$(INTEG_SRC)))
+
+tsan:
+	$(MAKE) BUILD=build/tsan OPT="$(TSAN_OPT)" LDSAN=-fsanitize=thread build/tsan/protobusd \
+	  $(TSAN_TESTS:%=build/tsan/tests/%)
+	tests/run-tsan build/tsan $(TSAN_TESTS)
+
+.PHONY: fuzz-bins fuzz-seeds tsan
 
 # --- benchmarks ----------------------------------------------------------------
 # `make bench`: tests/bench/run (baselines + the standard workloads, median of
