@@ -108,6 +108,13 @@ int publish_open(const uint8_t *p, size_t n, publish_iter *it, char *err, size_t
 /* The next event's bytes: 0, or PB_EEOF after the last. */
 int publish_next(publish_iter *it, wire_slice *event);
 
+/*
+ * Points an opened iterator at p, a byte-for-byte copy of the message it was
+ * opened on, back at its first event: the copy need not be walked again
+ * (the daemon checks a batch in its read buffer, then keeps a copy).
+ */
+void publish_restart(publish_iter *it, const uint8_t *p);
+
 /* --- EncapsulatedEvent -------------------------------------------------- */
 
 typedef struct event_time {
@@ -200,6 +207,11 @@ size_t frame_put_delimiter(uint8_t *out, size_t cap, size_t body_len);
  */
 size_t frame_put_event_header(uint8_t *out, size_t cap, uint64_t id, const char *partition,
                               uint64_t offset, size_t event_len);
+
+/* The same with the partition name's length given (it need not be
+ * NUL-terminated): for callers that send many events of one partition. */
+size_t frame_put_event_header_n(uint8_t *out, size_t cap, uint64_t id, const char *partition,
+                                size_t partition_len, uint64_t offset, size_t event_len);
 
 /*
  * A delimited PublishAck frame: partitions[0..n_partitions) (NUL-terminated

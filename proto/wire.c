@@ -33,20 +33,6 @@ int wire_varint_decode(const uint8_t *p, size_t n, uint64_t *v)
     return n >= WIRE_VARINT_MAX ? PB_EPROTO : 0;
 }
 
-void wire_cursor_init(wire_cursor *c, const uint8_t *p, size_t n)
-{
-    c->p = p;
-    c->end = n ? p + n : p; /* p may be NULL for an empty buffer */
-    c->base = p;
-}
-
-void wire_cursor_sub(wire_cursor *c, const wire_cursor *parent, wire_slice s)
-{
-    c->p = s.p;
-    c->end = s.len ? s.p + s.len : s.p;
-    c->base = parent->base;
-}
-
 static size_t cursor_pos(const wire_cursor *c, const uint8_t *at)
 {
     return (size_t)(at - c->base);
@@ -81,7 +67,8 @@ static int read_varint(wire_cursor *c, size_t max, const char *what, uint64_t *v
     return PB_EPROTO;
 }
 
-int wire_next(wire_cursor *c, wire_field *f, char *detail)
+/* wire_next for every shape wire_next_short does not take, and the errors. */
+static int next_slow(wire_cursor *c, wire_field *f, char *detail)
 {
     uint64_t tag;
     size_t rem;
@@ -141,10 +128,15 @@ int wire_next(wire_cursor *c, wire_field *f, char *detail)
     }
 }
 
+int wire_next(wire_cursor *c, wire_field *f, char *detail)
+{
+    return wire_next_short(c, f) ? 0 : next_slow(c, f, detail);
+}
+
 int wire_find(wire_cursor *c, uint32_t number, wire_field *f, char *detail)
 {
     while (!wire_cursor_done(c)) {
-        int rc = wire_next(c, f, detail);
+        int rc = wire_next_fast(c, f, detail);
         if (rc < 0)
             return rc;
         if (f->number == number)
@@ -225,7 +217,13 @@ bool wire_utf8_valid(const uint8_t *p, size_t n, size_t *bad_at)
     while (i < n) {
         uint32_t cp;
         size_t k;
-        /* Fast path: ASCII runs are the common case for topics and tags. */
+        uint64_t w;
+        /* Fast paths: ASCII runs are the common case for topics and tags;
+         * eight bytes at a time while no high bit is set. */
+        if (n - i >= 8 && (memcpy(&w, p + i, 8), (w & 0x8080808080808080ull) == 0)) {
+            i += 8;
+            continue;
+        }
         if (p[i] < 0x80) {
             i++;
             continue;
@@ -238,27 +236,6 @@ bool wire_utf8_valid(const uint8_t *p, size_t n, size_t *bad_at)
         i += k;
     }
     return true;
-}
-
-size_t wire_varint_size(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
-size_t wire_put_varint(uint8_t *out, uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        out[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    out[n++] = (uint8_t)v;
-    return n;
 }
 
 size_t wire_tag_size(uint32_t number)
@@ -303,6 +280,15 @@ size_t wire_put_utf8_field(uint8_t *out, uint32_t number, const void *s, size_t 
 
     k = wire_put_tag(out, number, WIRE_LEN);
     k += wire_put_varint(out + k, len);
+    if (wire_utf8_valid(p, len, &i)) {
+        /* The common case, checked in one fast pass: copy as is. */
+        if (len > 0)
+            memcpy(out + k, p, len);
+        return k + len;
+    }
+    /* Valid up to byte i: copy that, repair from there. */
+    memcpy(out + k, p, i);
+    k += i;
     while (i < len) {
         uint32_t cp;
         size_t m = wire_utf8_next(p + i, len - i, &cp);

@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 enum wire_type {
     WIRE_VARINT = 0,
@@ -72,10 +73,20 @@ typedef struct wire_field {
 int wire_varint_decode(const uint8_t *p, size_t n, uint64_t *v);
 
 /* Cursor over the whole of p[0..n); base = p. */
-void wire_cursor_init(wire_cursor *c, const uint8_t *p, size_t n);
+static inline void wire_cursor_init(wire_cursor *c, const uint8_t *p, size_t n)
+{
+    c->p = p;
+    c->end = n ? p + n : p; /* p may be NULL for an empty buffer */
+    c->base = p;
+}
 
 /* Cursor over a nested slice, keeping the parent's base for byte positions. */
-void wire_cursor_sub(wire_cursor *c, const wire_cursor *parent, wire_slice s);
+static inline void wire_cursor_sub(wire_cursor *c, const wire_cursor *parent, wire_slice s)
+{
+    c->p = s.p;
+    c->end = s.len ? s.p + s.len : s.p;
+    c->base = parent->base;
+}
 
 static inline bool wire_cursor_done(const wire_cursor *c)
 {
@@ -89,6 +100,99 @@ static inline bool wire_cursor_done(const wire_cursor *c)
  * and f->pos are set whenever the tag itself was readable).
  */
 int wire_next(wire_cursor *c, wire_field *f, char *detail);
+
+/*
+ * Decodes a varint of at most `max` bytes (max <= 9, so no 64-bit overflow
+ * is possible) from p[0..n). Returns its length with *v set, or 0 when it
+ * does not end within min(n, max) bytes: the caller then takes the slow,
+ * exact path (wire_varint_decode / wire_next), which also words the error.
+ */
+static inline size_t wire_varint_fast(const uint8_t *p, size_t n, size_t max, uint64_t *v)
+{
+    uint64_t x = 0;
+    size_t lim = n < max ? n : max;
+
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (n >= 8) {
+        /* Eight bytes at once, without a branch per byte (varint lengths vary
+         * from field to field, so a byte loop mispredicts): the first byte
+         * without its high bit ends the varint; the 7-bit groups are then
+         * packed together in three steps. */
+        uint64_t w, stop;
+        memcpy(&w, p, sizeof w);
+        stop = ~w & 0x8080808080808080ull;
+        if (stop) {
+            size_t len = ((size_t)__builtin_ctzll(stop) >> 3) + 1;
+            if (len > max)
+                return 0;
+            w &= (~0ull >> (64 - 8 * len)) & 0x7f7f7f7f7f7f7f7full;
+            w = (w & 0x007f007f007f007full) | ((w & 0x7f007f007f007f00ull) >> 1);
+            w = (w & 0x00003fff00003fffull) | ((w & 0x3fff00003fff0000ull) >> 2);
+            w = (w & 0x000000000fffffffull) | ((w & 0x0fffffff00000000ull) >> 4);
+            *v = w;
+            return len;
+        }
+    }
+#endif
+
+    for (size_t i = 0; i < lim; i++) {
+        x |= (uint64_t)(p[i] & 0x7f) << (7 * i);
+        if (!(p[i] & 0x80)) {
+            *v = x;
+            return i + 1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * The inline part of wire_next: reads the field at the cursor if it has
+ * one of the shapes nearly every field has - a one-byte tag (field numbers
+ * 1..15) with a varint value of up to 9 bytes, or with a length prefix of up
+ * to 4 bytes whose payload fits - and returns true; returns false, with
+ * nothing changed, for everything else (longer tags, fixed-width values, and
+ * every malformed or truncated field), which wire_next then reads at the
+ * same position. So a caller gets exactly wire_next's results and errors.
+ */
+static inline bool wire_next_short(wire_cursor *c, wire_field *f)
+{
+    const uint8_t *p = c->p;
+    size_t rem = (size_t)(c->end - p);
+    uint64_t v;
+    size_t k;
+
+    /* rem >= 2: a tag byte plus at least one byte of value or length. */
+    if (rem < 2 || p[0] < 8 || p[0] >= 0x80)
+        return false;
+    if ((p[0] & 7) == WIRE_VARINT && (k = wire_varint_fast(p + 1, rem - 1, 9, &v)) > 0) {
+        f->number = (uint32_t)(p[0] >> 3);
+        f->type = WIRE_VARINT;
+        f->pos = (size_t)(p - c->base);
+        f->value = v;
+        c->p = p + 1 + k;
+        return true;
+    }
+    /* A 4-byte length is below 2^28, so only "fits in what remains" is left
+     * to check (wire_next also refuses lengths above INT32_MAX). */
+    if ((p[0] & 7) == WIRE_LEN && (k = wire_varint_fast(p + 1, rem - 1, 4, &v)) > 0 &&
+        v <= rem - 1 - k) {
+        f->number = (uint32_t)(p[0] >> 3);
+        f->type = WIRE_LEN;
+        f->pos = (size_t)(p - c->base);
+        f->data.p = p + 1 + k;
+        f->data.len = (size_t)v;
+        c->p = p + 1 + k + v;
+        return true;
+    }
+    return false;
+}
+
+/* wire_next with its common case inline (see wire_next_short): for the
+ * per-event walkers on the hot paths. Same results, same errors. */
+static inline int wire_next_fast(wire_cursor *c, wire_field *f, char *detail)
+{
+    return wire_next_short(c, f) ? 0 : wire_next(c, f, detail);
+}
 
 /*
  * Advance to the next field numbered `number`, skipping all others. Returns
@@ -128,11 +232,25 @@ size_t wire_utf8_next(const uint8_t *p, size_t n, uint32_t *cp);
 
 /* --- encoding --- */
 
-/* Bytes the varint encoding of v takes (1..10). */
-size_t wire_varint_size(uint64_t v);
+/* Bytes the varint encoding of v takes (1..10). Inline: encoders call it
+ * per event. */
+static inline size_t wire_varint_size(uint64_t v)
+{
+    /* 1 + floor(bits / 7), with v | 1 so that 0 takes one byte too. */
+    return 1 + (size_t)(63 - __builtin_clzll(v | 1)) / 7;
+}
 
 /* Write v as a varint at out (room for wire_varint_size(v)); returns bytes written. */
-size_t wire_put_varint(uint8_t *out, uint64_t v);
+static inline size_t wire_put_varint(uint8_t *out, uint64_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        out[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    out[n++] = (uint8_t)v;
+    return n;
+}
 
 /* Bytes a tag takes / write a tag; number must be 1..WIRE_FIELD_MAX. */
 size_t wire_tag_size(uint32_t number);

@@ -37,7 +37,13 @@
 enum section_kind { SEC_NONE, SEC_SERVER, SEC_PARTITION };
 
 /* [server] keys; the enum names the ones that cross-checks refer to. */
-enum server_key { SK_MAX_EVENT_BYTES, SK_MAX_FRAME_BYTES, SK_SUBSCRIBER_QUEUE_BYTES, SK_OTHERS };
+enum server_key {
+    SK_MAX_EVENT_BYTES,
+    SK_MAX_FRAME_BYTES,
+    SK_SUBSCRIBER_QUEUE_BYTES,
+    SK_SUBSCRIBER_QUEUE_TOTAL_BYTES,
+    SK_OTHERS
+};
 
 enum value_kind { V_U32, V_SIZE, V_STRING, V_LISTEN, V_FSYNC, V_LOG_LEVEL };
 
@@ -53,6 +59,9 @@ static const struct key_def {
                             64 + CONFIG_FRAME_OVERHEAD, GIB + CONFIG_FRAME_OVERHEAD},
     [SK_SUBSCRIBER_QUEUE_BYTES] = {"subscriber_queue_bytes", V_SIZE,
                                    offsetof(pb_config, subscriber_queue_bytes), 64, 16 * GIB},
+    [SK_SUBSCRIBER_QUEUE_TOTAL_BYTES] = {"subscriber_queue_total_bytes", V_SIZE,
+                                         offsetof(pb_config, subscriber_queue_total_bytes), 4 * KIB,
+                                         1024 * GIB},
     {"listen", V_LISTEN, 0, 0, 0},
     {"data_dir", V_STRING, offsetof(pb_config, data_dir), 0, 0},
     {"fsync", V_FSYNC, 0, 0, 0},
@@ -701,6 +710,9 @@ static void set_defaults(pb_config *cfg)
     cfg->max_frame_bytes = 16 * MIB;
     cfg->max_connections = 1024;
     cfg->subscriber_queue_bytes = 4 * MIB;
+    /* 1,000 lagging subscribers must not hold 1,000 x 4 MiB: beyond this
+     * sum, the queue that would pass it overflows to the files. */
+    cfg->subscriber_queue_total_bytes = 32 * MIB;
     cfg->write_deadline_ms = 30000;
     cfg->idle_timeout_ms = 60000;
     cfg->log_level = PB_LOGLEVEL_INFO;
@@ -737,6 +749,16 @@ static void check_whole(struct parse_ctx *c)
                 "subscriber_queue_bytes (%llu) must be at least max_event_bytes (%llu), so "
                 "that the largest event fits in a live queue",
                 (unsigned long long)cfg->subscriber_queue_bytes,
+                (unsigned long long)cfg->max_event_bytes);
+        return;
+    }
+    if (cfg->subscriber_queue_total_bytes < cfg->max_event_bytes + 4 * KIB) {
+        int line = kl[SK_SUBSCRIBER_QUEUE_TOTAL_BYTES] ? kl[SK_SUBSCRIBER_QUEUE_TOTAL_BYTES]
+                                                       : kl[SK_MAX_EVENT_BYTES];
+        fail_at(c, line, PB_EINVAL,
+                "subscriber_queue_total_bytes (%llu) must be at least max_event_bytes (%llu) + "
+                "4K, so that the largest event fits in the live queues",
+                (unsigned long long)cfg->subscriber_queue_total_bytes,
                 (unsigned long long)cfg->max_event_bytes);
     }
 }

@@ -77,9 +77,10 @@ typedef struct pb_config {
     uint64_t max_event_bytes;
     uint64_t max_frame_bytes;
     uint32_t max_connections;
-    uint64_t subscriber_queue_bytes; /* per-subscription live queue bound */
-    uint32_t write_deadline_ms;      /* drop a subscriber that accepts nothing this long */
-    uint32_t idle_timeout_ms;        /* drop a client stalled in the middle of a frame */
+    uint64_t subscriber_queue_bytes;       /* per-subscription live queue bound */
+    uint64_t subscriber_queue_total_bytes; /* bound of all live queues together */
+    uint32_t write_deadline_ms;            /* drop a subscriber that accepts nothing this long */
+    uint32_t idle_timeout_ms;              /* drop a client stalled in the middle of a frame */
     pb_log_level log_level;
     uint32_t route_cache_entries; /* router's topic -> partition cache bound */
     pb_rule *rules;               /* in file order; first match wins */

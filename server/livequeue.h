@@ -13,12 +13,20 @@
  * got from livequeue_peek(): producers only write into free space and only
  * the consumer frees space (livequeue_consume/livequeue_reset), so the
  * entries of a peeked span stay untouched until the consumer consumes them.
+ * (A producer may replace the block of an EMPTY queue: no span can be
+ * reading there, since a span peeked while empty reads nothing.)
  *
- * Memory: one ring of `capacity` bytes allocated at creation (each entry
- * takes LIVEQUEUE_ENTRY_OVERHEAD bytes + its bytes rounded up to 8), plus a
- * small table of 16 bytes per partition seen. A full queue refuses the push
- * and stays "overflowed" (refusing everything) until livequeue_reset: the
- * subscription then reads the files instead, so nothing is dropped silently.
+ * Memory: nothing is preallocated. Entries go into blocks allocated as the
+ * queue grows (4 KiB first, doubling up to 256 KiB, or one entry's size);
+ * the consumer frees a block once it has consumed past it, and when the
+ * queue runs empty it keeps at most one small block for the next pushes. So
+ * an idle subscription costs a few hundred bytes. Two bounds apply to every
+ * push: the queue's own `capacity` (bytes of entries, their
+ * LIVEQUEUE_ENTRY_OVERHEAD and the padding at block ends), and the budget of
+ * the livequeue_pool the queue draws its blocks from, shared by every
+ * subscription. A push that either bound refuses overflows THIS queue: it
+ * refuses everything until livequeue_reset, and the subscription reads the
+ * files instead, so nothing is dropped silently.
  */
 #ifndef PB_LIVEQUEUE_H
 #define PB_LIVEQUEUE_H
@@ -30,6 +38,12 @@
 #define LIVEQUEUE_ENTRY_OVERHEAD 40u
 
 typedef struct livequeue livequeue;
+
+/* What every live queue of the daemon shares: the budget for the bytes of
+ * their blocks, and a counter of resets (livequeue_reset), so that the
+ * writers' fan-out knows when some queue has forgotten which partitions it
+ * has seen (see livequeue_since). Thread-safe (atomics). */
+typedef struct livequeue_pool livequeue_pool;
 
 /* One queued record. For a push, data is ignored (the bytes are passed
  * separately); from livequeue_read, data points into the ring. */
@@ -44,16 +58,31 @@ typedef struct lq_entry {
     uint32_t len;
 } lq_entry;
 
-/* A range of entries taken by livequeue_peek, read with livequeue_read. */
+/* A range of entries taken by livequeue_peek, read with livequeue_read.
+ * Positions count bytes since the queue's start (not addresses). */
 typedef struct lq_span {
-    uint64_t start; /* head when peeked */
-    uint64_t pos;   /* next entry to read */
-    uint64_t end;   /* tail when peeked */
+    uint64_t start;  /* head when peeked */
+    uint64_t pos;    /* next entry to read */
+    uint64_t end;    /* tail when peeked */
+    const void *blk; /* internal: the block holding pos */
 } lq_span;
 
-/* capacity: the bound in bytes (rounded down to a multiple of 8; at least
- * 64). Returns 0, PB_EINVAL or PB_ENOMEM. */
-int livequeue_create(livequeue **out, uint64_t capacity);
+/* budget_bytes: the bound on the sum of all the pool's queues' blocks
+ * (at least 4096). Returns 0, PB_EINVAL or PB_ENOMEM. */
+int livequeue_pool_create(livequeue_pool **out, uint64_t budget_bytes);
+/* Every queue of the pool must be destroyed first. NULL-safe. */
+void livequeue_pool_destroy(livequeue_pool *pool);
+/* Any thread: bytes the pool's queues hold now, and the budget. */
+uint64_t livequeue_pool_used(const livequeue_pool *pool);
+uint64_t livequeue_pool_budget(const livequeue_pool *pool);
+/* Any thread: how many times a queue of the pool was reset; it only grows. */
+uint64_t livequeue_pool_resets(const livequeue_pool *pool);
+
+/* capacity: the queue's own bound in bytes (rounded down to a multiple of 8;
+ * at least 64). pool: where its blocks are counted (NULL: only capacity
+ * bounds the queue). Allocates no block yet. Returns 0, PB_EINVAL or
+ * PB_ENOMEM. */
+int livequeue_create(livequeue **out, uint64_t capacity, livequeue_pool *pool);
 
 /* NULL-safe. */
 void livequeue_destroy(livequeue *q);
@@ -70,17 +99,24 @@ int livequeue_since(livequeue *q, const void *key, uint64_t first_offset, uint64
 
 /*
  * Producer. Appends a copy of data[0..len) followed by suffix[0..suffix_len)
- * with e's key, offset, time and since. PB_ETOOBIG when it does not fit: the
- * queue is then overflowed and refuses every push (PB_ETOOBIG) until reset.
+ * with e's key, offset, time and since. PB_ETOOBIG when it does not fit (the
+ * queue's capacity, the pool's budget, or no memory for a block): the queue
+ * is then overflowed and refuses every push (PB_ETOOBIG) until reset.
  */
 int livequeue_push(livequeue *q, const lq_entry *e, const void *data, uint32_t len,
                    const void *suffix, uint32_t suffix_len);
+
+/* Producer: marks the queue overflowed, as a refused push would (for a
+ * writer that cannot offer the records, e.g. out of memory). */
+void livequeue_overflow(livequeue *q);
 
 bool livequeue_overflowed(const livequeue *q);
 bool livequeue_empty(const livequeue *q);
 /* Bytes in use (entries, their overhead and wrap padding). */
 uint64_t livequeue_used(const livequeue *q);
 uint64_t livequeue_capacity(const livequeue *q);
+/* Bytes of blocks the queue holds now (what it takes from its pool). */
+uint64_t livequeue_allocated(const livequeue *q);
 
 /* Consumer, under the lock: the entries queued so far. */
 void livequeue_peek(const livequeue *q, lq_span *span);
@@ -91,11 +127,13 @@ void livequeue_peek(const livequeue *q, lq_span *span);
 int livequeue_read(const livequeue *q, lq_span *span, lq_entry *e);
 
 /* Consumer, under the lock: frees the entries before span->pos (a position
- * obtained from livequeue_read on a span of the current peek). */
+ * obtained from livequeue_read on a span of the current peek), and the
+ * blocks consumed past. The span stays readable from span->pos on. */
 void livequeue_consume(livequeue *q, const lq_span *span);
 
-/* Consumer, under the lock: drops every entry, forgets every partition's
- * `since`, and clears the overflow mark. */
+/* Consumer, under the lock: drops every entry (freeing the blocks), forgets
+ * every partition's `since`, clears the overflow mark, and counts a reset
+ * in the pool. */
 void livequeue_reset(livequeue *q);
 
 #endif

@@ -323,6 +323,7 @@ int main(int argc, char **argv)
     sub_options so = {
         .threads = d.cfg.threads,
         .queue_bytes = d.cfg.subscriber_queue_bytes,
+        .queue_total_bytes = d.cfg.subscriber_queue_total_bytes,
         .write_deadline_ms = d.cfg.write_deadline_ms,
         .topic_history = TOPIC_HISTORY,
     };

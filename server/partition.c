@@ -67,13 +67,14 @@ struct partition {
     /* Writer thread only. The arrays grow to the largest take and stay. */
     log_entry *entries;
     live_record *recs;
-    uint8_t *suffixes; /* cap slots of SUFFIX_SLOT bytes */
+    uint8_t suffix[SUFFIX_SLOT]; /* this take's receive time, shared by its events */
     size_t cap;
     int64_t last_time_ns;    /* receive times never go backwards */
     uint64_t last_sync_mono; /* CLOCK_MONOTONIC ns of the last sync */
     bool dirty;              /* appended since the last sync */
     bool topics_warned;
-    int close_rc; /* first error of the final sync / snapshot */
+    sub_fanout *fanout; /* the fan-out's state for this writer (sub.h) */
+    int close_rc;       /* first error of the final sync / snapshot */
 };
 
 static uint64_t mono_ns(void)
@@ -150,10 +151,6 @@ static int reserve(partition *p, size_t n)
     if (!recs)
         return PB_ENOMEM;
     p->recs = recs;
-    uint8_t *suffixes = realloc(p->suffixes, cap * SUFFIX_SLOT);
-    if (!suffixes)
-        return PB_ENOMEM;
-    p->suffixes = suffixes;
     p->cap = cap;
     return 0;
 }
@@ -209,17 +206,19 @@ static void write_take(partition *p, pub_part *taken)
         return;
     }
     p->last_time_ns = t;
+    /* Every event of the take gets the same suffix: encoded once, and each
+     * record points at the same bytes. */
+    size_t suffix_len = event_put_receive_time(p->suffix, SUFFIX_SLOT, t);
     size_t i = 0;
     for (const pub_part *part = taken; part; part = part->next) {
         const pub_batch *b = part->batch;
         for (uint32_t k = 0; k < part->count; k++, i++) {
             const pub_event *ev = &b->events[part->events[k]];
-            uint8_t *suffix = p->suffixes + i * SUFFIX_SLOT;
             p->entries[i] = (log_entry){
                 .data = ev->data,
                 .len = ev->len,
-                .suffix = suffix,
-                .suffix_len = event_put_receive_time(suffix, SUFFIX_SLOT, t),
+                .suffix = p->suffix,
+                .suffix_len = suffix_len,
                 .time_ns = t,
             };
         }
@@ -277,7 +276,7 @@ static void write_take(partition *p, pub_part *taken)
     if (n > 0)
         atomic_store_explicit(&p->end_offset, first + n, memory_order_release);
     if (p->opts.subs && n > 0)
-        sub_registry_publish(p->opts.subs, p, p->recs, n);
+        sub_registry_publish(p->opts.subs, &p->fanout, p, p->recs, n);
     complete_all(taken, 0);
 }
 
@@ -367,9 +366,9 @@ static void log_message(void *ctx, int level, const char *msg)
 static void partition_free(partition *p)
 {
     topics_destroy(p->topics);
+    sub_fanout_free(p->fanout);
     free(p->entries);
     free(p->recs);
-    free(p->suffixes);
     free(p->name);
     free(p->dir);
     free(p);

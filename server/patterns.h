@@ -7,11 +7,18 @@
  * semantics, plus a bounded per-set cache of topic -> decision so that a
  * topic seen before costs one hash lookup and no regex.
  *
- * Threads: a pattern_set belongs to one thread (each subscription thread
- * compiles its own); it is not safe to share one between threads, because
- * matching writes to its cache and match data. pattern_compile_whole() is
- * thread-safe and is also what config and router use, so every
- * "whole-topic" regex in the daemon means the same thing.
+ * A match_cache is the fan-out's counterpart: topic -> the list of
+ * subscription ids whose patterns match it, bounded in bytes, so that the
+ * partition writers run each subscription's regexes once per topic rather
+ * than once per event.
+ *
+ * Threads: a pattern_set belongs to one thread for patterns_match (it
+ * writes to the set's cache and match data); patterns_match_shared() and
+ * the read-only accessors may run on other threads at the same time, each
+ * with its own match data. A match_cache belongs to one thread (each
+ * partition writer has its own). pattern_compile_whole() is thread-safe
+ * and is also what config and router use, so every "whole-topic" regex in
+ * the daemon means the same thing.
  */
 #ifndef PB_PATTERNS_H
 #define PB_PATTERNS_H
@@ -23,6 +30,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Decisions cached per pattern_set (direct-mapped: a new topic replaces the
  * one in its slot). Topics longer than PATTERNS_CACHE_TOPIC_MAX bytes are
@@ -59,6 +67,22 @@ int patterns_compile(const char *const *patterns, size_t n, pattern_set **out, c
  * No allocation. Owning thread only. */
 bool patterns_match(pattern_set *ps, const char *topic, size_t len);
 
+/* True if the set matches every valid topic without running a regex: one
+ * of its patterns is exactly ".*" or "(?s).*". ("." stops only at line
+ * breaks, and a valid topic has no control characters, see topic_validate;
+ * patterns_match answers such a set at once, so every path agrees.) */
+bool patterns_match_all(const pattern_set *ps);
+
+/* Like patterns_match but without the set's cache, with match data md
+ * (from patterns_match_data_create) owned by the calling thread: safe to
+ * call while the owning thread uses the set. No allocation. */
+bool patterns_match_shared(const pattern_set *ps, const char *topic, size_t len,
+                           pcre2_match_data *md);
+
+/* Match data for patterns_match_shared (one per thread); free it with
+ * pcre2_match_data_free(). NULL if out of memory. */
+pcre2_match_data *patterns_match_data_create(void);
+
 /* Number of patterns in the set. */
 size_t patterns_count(const pattern_set *ps);
 
@@ -69,5 +93,46 @@ void patterns_cache_stats(const pattern_set *ps, unsigned long long *hits,
 
 /* Frees the set. NULL-safe. */
 void patterns_free(pattern_set *ps);
+
+/* ------------------------------------------------------------------ */
+/* match_cache: topic -> ids of the subscriptions that match it */
+
+typedef struct match_cache match_cache;
+
+/* Topics longer than this are not cached (looked up, they always miss). */
+#define MATCH_CACHE_TOPIC_MAX 1024
+/* Smallest limit_bytes match_cache_create accepts. */
+#define MATCH_CACHE_MIN_BYTES 16384
+
+/* A cache that holds at most limit_bytes of memory (its index and its
+ * entries; it starts small and grows up to the limit; when full it empties
+ * itself and starts over, so a working set that fits keeps hitting).
+ * Returns 0, PB_EINVAL (limit below MATCH_CACHE_MIN_BYTES) or PB_ENOMEM. */
+int match_cache_create(match_cache **out, size_t limit_bytes);
+
+/* NULL-safe. */
+void match_cache_free(match_cache *c);
+
+/* If topic[0..len) is cached, returns true with *ids / *n, which stay valid
+ * until the next match_cache_put or match_cache_clear. No allocation. */
+bool match_cache_get(match_cache *c, const char *topic, size_t len, const uint16_t **ids,
+                     size_t *n);
+
+/* Caches a copy of ids[0..n) for topic[0..len) (the topic must not be cached
+ * already). Returns 0; PB_ETOOBIG if the entry is not cached (topic longer
+ * than MATCH_CACHE_TOPIC_MAX, or an entry bigger than the limit allows);
+ * PB_ENOMEM if growing failed (the cache is then empty, still usable). */
+int match_cache_put(match_cache *c, const char *topic, size_t len, const uint16_t *ids, size_t n);
+
+/* Forgets every entry (keeps the memory for reuse). */
+void match_cache_clear(match_cache *c);
+
+/* Entries cached; bytes of memory held (always <= the limit); and since
+ * creation: lookups that hit, that missed, and times the cache was full and
+ * started over. For tests and statistics. */
+size_t match_cache_count(const match_cache *c);
+size_t match_cache_bytes(const match_cache *c);
+void match_cache_stats(const match_cache *c, unsigned long long *hits, unsigned long long *misses,
+                       unsigned long long *restarts);
 
 #endif

@@ -1,36 +1,27 @@
 /*
  * sub - the subscription registry: validating a Subscribe request, the
- * bounded pool of subscription threads, and the live fan-out from the
- * partition writers into each subscription's bounded queue. What a
- * subscription does on its thread (history, live tail, output) is in
- * subrun.c.
+ * bounded pool of subscription threads, and the entry points of the live
+ * fan-out from the partition writers into each subscription's bounded
+ * queue (fanout.c). What a subscription does on its thread (history, live
+ * tail, output) is in subrun.c.
  *
  * Threads:
  *   loop thread     sub_start: unpack + validate (cold path), compile the
  *                   patterns, hand the job to an idle pool thread.
- *   writer threads  sub_registry_publish: copy matching durable records into
- *                   the queues of the registered subscriptions.
+ *   writer threads  sub_registry_publish (fanout.c does the work).
  *   pool threads    pool_main: wait for a job, run it (subrun_main), free it.
  *   main thread     sub_registry_create, sub_registry_stop (ends every
  *                   subscription, joins the pool), sub_registry_destroy.
  *
- * Locks, and the order they nest in (never the other way round):
- *   r->list_lock (rwlock)  guards slots[].live, the fan-out list. Writers
- *                          hold it for reading while they publish a batch;
- *                          a subscription takes it for writing to register
- *                          and unregister its queue.
- *   sub->mu                guards the subscription's queue and the pattern
- *                          set the writers match with (ps_live): writers of
- *                          different partitions publish concurrently, and a
- *                          pattern_set belongs to one thread at a time.
- *   r->pool_lock           guards slots[].job, stopping, tailing. Never held
- *                          together with the other two.
+ * Locks: r->pool_lock guards slots[].job, stopping, tailing. It is never
+ * held together with the fan-out's locks (fanout.c).
  */
 #include "config.h" /* before store.h: see store.c */
-#include "subrun.h"
+#include "fanout.h"
 
 #include "livequeue.h"
 #include "logging.h"
+#include "patterns.h"
 #include "pb_errors.h"
 #include "protobus.pb-c.h"
 
@@ -52,14 +43,12 @@ typedef struct sub_slot {
     pthread_t thread;
     pthread_cond_t wake; /* a job was assigned, or the pool is stopping */
     bool started;
-    sub *job;  /* pool_lock */
-    sub *live; /* list_lock: the registered subscription, NULL if none */
+    sub *job; /* pool_lock */
 } sub_slot;
 
 struct sub_registry {
     sub_options o;
-    pthread_rwlock_t list_lock;
-    atomic_uint nlive; /* registered subscriptions: the writers' fast exit */
+    fanout *fo; /* the subscriptions registered for live records */
     pthread_mutex_t pool_lock;
     pthread_cond_t changed; /* active or tailing changed (CLOCK_MONOTONIC) */
     bool stopping;
@@ -68,7 +57,6 @@ struct sub_registry {
     uint32_t nslots;
     sub_slot *slots;
 };
-
 
 /* ------------------------------------------------------------------ */
 /* filtering, shared by the writers (under sub->mu) and the subscription thread */
@@ -126,94 +114,28 @@ bool sub_tags_ok(const uint8_t *state, size_t ntags)
 }
 
 /* ------------------------------------------------------------------ */
-/* the live fan-out (writer threads) */
-
-static void wake(sub *s)
-{
-    uint64_t one = 1;
-    /* The eventfd is non-blocking; EAGAIN means the counter is saturated,
-     * i.e. a wake-up is pending anyway. */
-    if (write(s->efd, &one, sizeof one) < 0 && errno != EAGAIN)
-        logging_printf(LOG_ERROR, "subscriber %s: cannot signal its thread: %s", s->peer,
-                       strerror(errno));
-}
-
-/* Writer thread, s->mu held. Returns true if the subscription thread must be
- * woken: its queue went from empty to not empty, or it overflowed. */
-static bool publish_one(sub *s, partition *p, const live_record *recs, size_t n)
-{
-    livequeue *q = s->q;
-    if (livequeue_overflowed(q))
-        return false; /* already told; it is on its way back to the files */
-    bool was_empty = livequeue_empty(q);
-    bool pushed = false;
-    uint64_t since;
-    if (livequeue_since(q, p, recs[0].offset, &since) < 0)
-        return true;
-    for (size_t i = 0; i < n; i++) {
-        const live_record *rec = &recs[i];
-        if (rec->time_ns < s->min_time_ns)
-            continue;
-        if (!patterns_match(s->ps_live, (const char *)rec->topic, rec->topic_len))
-            continue;
-        if (s->ntags) {
-            wire_slice topic;
-            if (sub_scan_event(rec->data, rec->len, &topic, s->tags, s->ntags, s->tag_state_live) <
-                    0 ||
-                !sub_tags_ok(s->tag_state_live, s->ntags))
-                continue;
-        }
-        lq_entry e = {.key = p, .offset = rec->offset, .time_ns = rec->time_ns, .since = since};
-        if (livequeue_push(q, &e, rec->data, rec->len, rec->suffix, rec->suffix_len) < 0)
-            return true; /* overflowed: it catches up from the files */
-        pushed = true;
-    }
-    return was_empty && pushed;
-}
-
-void sub_registry_publish(sub_registry *r, struct partition *p, const live_record *recs, size_t n)
-{
-    if (!r || n == 0)
-        return;
-    /* Pairs with the fence in sub_register: either this writer sees the new
-     * subscription, or the subscription sees this batch's end offset (which
-     * the partition stored before calling us) and reads it from the files. */
-    atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&r->nlive, memory_order_relaxed) == 0)
-        return;
-    pthread_rwlock_rdlock(&r->list_lock);
-    for (uint32_t i = 0; i < r->nslots; i++) {
-        sub *s = r->slots[i].live;
-        if (!s)
-            continue;
-        pthread_mutex_lock(&s->mu);
-        bool signal = publish_one(s, p, recs, n);
-        pthread_mutex_unlock(&s->mu);
-        if (signal)
-            wake(s);
-    }
-    pthread_rwlock_unlock(&r->list_lock);
-}
+/* the live fan-out: fanout.c; registration */
 
 void sub_register(sub *s)
 {
-    sub_registry *r = s->r;
-    pthread_rwlock_wrlock(&r->list_lock);
-    r->slots[s->slot].live = s;
-    atomic_fetch_add(&r->nlive, 1);
-    pthread_rwlock_unlock(&r->list_lock);
-    atomic_thread_fence(memory_order_seq_cst);
+    fanout_add(s->r->fo, s);
 }
 
 void sub_unregister(sub *s)
 {
-    sub_registry *r = s->r;
-    pthread_rwlock_wrlock(&r->list_lock);
-    if (r->slots[s->slot].live == s) {
-        r->slots[s->slot].live = NULL;
-        atomic_fetch_sub(&r->nlive, 1);
-    }
-    pthread_rwlock_unlock(&r->list_lock);
+    fanout_remove(s->r->fo, s);
+}
+
+void sub_registry_publish(sub_registry *r, sub_fanout **writer_state, struct partition *p,
+                          const live_record *recs, size_t n)
+{
+    if (r)
+        fanout_publish(r->fo, writer_state, p, recs, n);
+}
+
+void sub_registry_stats(sub_registry *r, sub_stats *out)
+{
+    fanout_stats(r->fo, out);
 }
 
 const sub_options *sub_registry_options(const sub_registry *r)
@@ -230,7 +152,6 @@ static void sub_free(sub *s)
         return;
     subrun_free_state(s);
     patterns_free(s->ps);
-    patterns_free(s->ps_live);
     livequeue_destroy(s->q);
     if (s->efd >= 0 && close(s->efd) < 0)
         logging_printf(LOG_WARN, "subscriber %s: closing its eventfd: %s", s->peer,
@@ -276,8 +197,8 @@ static int validate(sub_registry *r, sub *s, char *err, size_t errlen)
     const Protobus__Subscribe *q = s->req;
     if (q->n_patterns == 0) {
         pb_set_err(err, errlen,
-                "subscribe: no patterns (a topic must match one of them; use \".*\" for every "
-                "topic)");
+                   "subscribe: no patterns (a topic must match one of them; use \".*\" for every "
+                   "topic)");
         return PB_EINVAL;
     }
     s->start = (int)q->start;
@@ -293,15 +214,15 @@ static int validate(sub_registry *r, sub *s, char *err, size_t errlen)
             const char *name = q->offsets[i]->partition;
             if (!config_partition_name_valid(name, strlen(name))) {
                 pb_set_err(err, errlen,
-                        "subscribe: offsets[%zu]: \"%.120s\" is not a valid partition name "
-                        "(1..%d characters of A-Z a-z 0-9 . _ -, not \".\" or \"..\")",
-                        i, name, PB_PARTITION_NAME_MAX);
+                           "subscribe: offsets[%zu]: \"%.120s\" is not a valid partition name "
+                           "(1..%d characters of A-Z a-z 0-9 . _ -, not \".\" or \"..\")",
+                           i, name, PB_PARTITION_NAME_MAX);
                 return PB_EINVAL;
             }
             for (size_t j = 0; j < i; j++) {
                 if (strcmp(s->offsets[j].partition, name) == 0) {
                     pb_set_err(err, errlen, "subscribe: offsets: partition \"%s\" is listed twice",
-                            name);
+                               name);
                     return PB_EINVAL;
                 }
             }
@@ -320,9 +241,9 @@ static int validate(sub_registry *r, sub *s, char *err, size_t errlen)
         if (t->nanos < 0 || t->nanos > 999999999 || t->seconds < -9223372035LL ||
             t->seconds > 9223372035LL) {
             pb_set_err(err, errlen,
-                    "subscribe: from_time {seconds %" PRId64 ", nanos %" PRId32
-                    "} is out of range (nanos 0..999999999, years 1677..2262)",
-                    t->seconds, t->nanos);
+                       "subscribe: from_time {seconds %" PRId64 ", nanos %" PRId32
+                       "} is out of range (nanos 0..999999999, years 1677..2262)",
+                       t->seconds, t->nanos);
             return PB_EINVAL;
         }
         s->min_time_ns = t->seconds * 1000000000LL + t->nanos;
@@ -335,9 +256,9 @@ static int validate(sub_registry *r, sub *s, char *err, size_t errlen)
         }
         if (q->last_n > r->o.topic_history) {
             pb_set_err(err, errlen,
-                    "subscribe: last_n %" PRIu32 " is more than the %" PRIu32
-                    " events the server keeps per topic",
-                    q->last_n, r->o.topic_history);
+                       "subscribe: last_n %" PRIu32 " is more than the %" PRIu32
+                       " events the server keeps per topic",
+                       q->last_n, r->o.topic_history);
             return PB_EINVAL;
         }
         s->last_n = q->last_n;
@@ -400,12 +321,10 @@ int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscri
         *grpc_code = PROTOBUS__CODE__INVALID_ARGUMENT;
     if (rc < 0)
         goto fail;
-    /* Two compiled copies: the writers match under s->mu, the subscription
-     * thread matches history without taking it. */
+    /* One compiled set: the subscription thread matches history with it,
+     * the writers run its patterns on topics they have not cached. */
     const char *const *pats = (const char *const *)s->req->patterns;
     rc = patterns_compile(pats, s->req->n_patterns, &s->ps, err, errlen);
-    if (rc == 0)
-        rc = patterns_compile(pats, s->req->n_patterns, &s->ps_live, err, errlen);
     if (rc == PB_EINVAL) {
         *grpc_code = PROTOBUS__CODE__INVALID_ARGUMENT;
         goto fail;
@@ -413,7 +332,7 @@ int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscri
     if (rc < 0)
         goto fail;
 
-    rc = livequeue_create(&s->q, r->o.queue_bytes);
+    rc = livequeue_create(&s->q, r->o.queue_bytes, fanout_pool(r->fo));
     if (rc < 0)
         goto fail;
     s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -443,9 +362,9 @@ int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscri
         } else {
             *grpc_code = PROTOBUS__CODE__RESOURCE_EXHAUSTED;
             pb_set_err(err, errlen,
-                    "subscribe: all %" PRIu32 " subscription threads are busy (server setting "
-                    "threads)",
-                    r->nslots);
+                       "subscribe: all %" PRIu32 " subscription threads are busy (server setting "
+                       "threads)",
+                       r->nslots);
             rc = PB_ETOOBIG;
         }
         goto fail;
@@ -487,6 +406,10 @@ static void *pool_main(void *arg)
         pthread_mutex_unlock(&r->pool_lock);
 
         subrun_main(s); /* registers and unregisters its queue itself */
+        /* Unregistered: no writer reaches the queue any more. Its blocks go
+         * back to the shared budget before the slot counts as free. */
+        livequeue_destroy(s->q);
+        s->q = NULL;
 
         /* Off the slot first: from then on sub_registry_stop no longer
          * touches s, so it can be freed. The socket is closed last, so a
@@ -515,7 +438,7 @@ void sub_registry_stop(sub_registry *r)
         sub *s = r->slots[i].job;
         if (s) {
             atomic_store(&s->stop, true);
-            wake(s);
+            sub_wake(s);
             /* Also ends a write the peer is not reading; the fd stays open
              * until the thread has finished with it. */
             if (shutdown(s->fd, SHUT_RDWR) < 0 && errno != ENOTCONN)
@@ -544,38 +467,37 @@ static void registry_free(sub_registry *r)
     for (uint32_t i = 0; i < r->nslots; i++)
         pthread_cond_destroy(&r->slots[i].wake);
     free(r->slots);
+    fanout_destroy(r->fo);
     pthread_cond_destroy(&r->changed);
     pthread_mutex_destroy(&r->pool_lock);
-    pthread_rwlock_destroy(&r->list_lock);
     free(r);
 }
 
 int sub_registry_create(sub_registry **out, const sub_options *opts)
 {
-    if (!opts || opts->threads == 0 || opts->queue_bytes < 64 ||
+    if (!opts || opts->threads == 0 || opts->threads > SUB_THREADS_MAX || opts->queue_bytes < 64 ||
         opts->write_deadline_ms == 0 || opts->topic_history == 0)
         return PB_EINVAL;
+    sub_options o = *opts;
+    if (!o.queue_total_bytes)
+        o.queue_total_bytes = SUB_QUEUE_TOTAL_DEFAULT;
+    if (!o.match_cache_bytes)
+        o.match_cache_bytes = SUB_MATCH_CACHE_DEFAULT;
+    fanout *fo;
+    int rc = fanout_create(&fo, o.threads, o.queue_total_bytes, o.match_cache_bytes);
+    if (rc < 0)
+        return rc;
     sub_registry *r = calloc(1, sizeof *r);
-    if (!r)
+    if (!r) {
+        fanout_destroy(fo);
         return PB_ENOMEM;
-    r->o = *opts;
-    atomic_init(&r->nlive, 0);
-    atomic_init(&r->active, 0);
-    /* Writers hold the list lock for reading almost continuously under load;
-     * prefer the rare writer (a subscription registering) so it cannot
-     * starve. */
-    pthread_rwlockattr_t ra;
-    pthread_rwlockattr_init(&ra);
-    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-    int rc = pthread_rwlock_init(&r->list_lock, &ra);
-    pthread_rwlockattr_destroy(&ra);
-    if (rc != 0) {
-        free(r);
-        return -rc;
     }
+    r->o = o;
+    r->fo = fo;
+    atomic_init(&r->active, 0);
     rc = pthread_mutex_init(&r->pool_lock, NULL);
     if (rc != 0) {
-        pthread_rwlock_destroy(&r->list_lock);
+        fanout_destroy(fo);
         free(r);
         return -rc;
     }
@@ -586,7 +508,7 @@ int sub_registry_create(sub_registry **out, const sub_options *opts)
     pthread_condattr_destroy(&ca);
     if (rc != 0) {
         pthread_mutex_destroy(&r->pool_lock);
-        pthread_rwlock_destroy(&r->list_lock);
+        fanout_destroy(fo);
         free(r);
         return -rc;
     }

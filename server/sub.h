@@ -17,14 +17,26 @@ struct store;
 struct partition;
 typedef struct sub_registry sub_registry;
 
+typedef struct sub_fanout sub_fanout;
+
+/* Defaults for the sub_options fields left 0. */
+#define SUB_QUEUE_TOTAL_DEFAULT (32ull * 1024 * 1024)
+#define SUB_MATCH_CACHE_DEFAULT (8ull * 1024 * 1024)
+#define SUB_THREADS_MAX         65535u /* subscription ids are 16 bits in the fan-out cache */
+
 typedef struct sub_options {
     struct store *store;        /* the partitions (for history and end offsets) */
-    uint32_t threads;           /* pool size = max concurrent subscriptions */
+    uint32_t threads;           /* pool size = max concurrent subscriptions, <= SUB_THREADS_MAX */
     uint64_t queue_bytes;       /* bound of each live queue */
+    uint64_t queue_total_bytes; /* bound of all live queues together (0: the default) */
+    uint64_t
+        match_cache_bytes; /* bound of each writer's topic -> subscriptions cache (0: default) */
     uint32_t write_deadline_ms; /* a subscriber that accepts nothing this long is dropped */
     uint32_t topic_history;     /* what the partitions keep per topic (for START_LAST_N) */
 } sub_options;
 
+/* PB_EINVAL if an option is out of range (threads 0 or above SUB_THREADS_MAX,
+ * queue_bytes < 64, queue_total_bytes < 4096, match_cache_bytes < 16384). */
 int sub_registry_create(sub_registry **out, const sub_options *opts);
 
 /* Sets the store after creation (main thread, before any sub_start): the
@@ -47,10 +59,32 @@ typedef struct live_record {
 
 /* Writer thread of partition p, after the records are durable, in offset
  * order. Copies what each matching subscription needs into its bounded live
- * queue (a full queue marks that subscription as overflowed: it goes back to
- * the files; the writer never waits for a subscriber). Cheap when there are
- * no subscriptions. */
-void sub_registry_publish(sub_registry *r, struct partition *p, const live_record *recs, size_t n);
+ * queue (a full queue, or the queues' total budget reached, marks that
+ * subscription as overflowed: it goes back to the files; the writer never
+ * waits for a subscriber). Cheap when there are no subscriptions.
+ *
+ * *fanout is the writer's own state (start with NULL; created on first use,
+ * when there are subscriptions; free it with sub_fanout_free after the last
+ * publish): a bounded cache of topic -> subscriptions whose patterns match,
+ * so an event costs one lookup, not one regex per subscription. Patterns
+ * run once per topic and again only after a subscription starts or ends.
+ * Subscriptions whose patterns match every topic (".*") skip the lookup. */
+void sub_registry_publish(sub_registry *r, sub_fanout **fanout, struct partition *p,
+                          const live_record *recs, size_t n);
+
+/* The writer's fan-out state, after its last sub_registry_publish. NULL-safe. */
+void sub_fanout_free(sub_fanout *f);
+
+/* Counters for tests and diagnostics (any thread; approximate while writers
+ * publish). */
+typedef struct sub_stats {
+    uint64_t match_hits;   /* events whose subscriptions came from a writer's cache */
+    uint64_t match_misses; /* events whose topic ran the subscriptions' patterns */
+    uint64_t queued_bytes; /* bytes all live queues hold now (<= queue_budget) */
+    uint64_t queue_budget; /* queue_total_bytes in effect */
+    uint64_t queue_resets; /* live queues reset after an overflow, since creation */
+} sub_stats;
+void sub_registry_stats(sub_registry *r, sub_stats *out);
 
 /* Loop thread. Validates the Subscribe frame body (patterns compile, start
  * mode valid) and hands the connection to a pool thread, which takes

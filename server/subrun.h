@@ -3,8 +3,9 @@
  * queue, replay history from the segment files (partitions merged by receive
  * time, filtered by patterns and tags), drain the queue without duplicates,
  * tail it, and fall back to the files on overflow or gaps. Internal to the
- * subscription module: sub.c (registry, pool, fan-out) and subrun.c share
- * the struct below; nothing else includes this header.
+ * subscription module: sub.c (registry, pool), fanout.c (the writers'
+ * fan-out) and subrun.c share the struct below; nothing else includes this
+ * header.
  *
  * Threads: the fields marked "mu" are shared with the partition writer
  * threads under s->mu; "thread" fields belong to the subscription's pool
@@ -80,10 +81,12 @@ typedef struct sub {
     pthread_mutex_t mu;
     bool mu_init;
     livequeue *q;            /* mu */
-    pattern_set *ps_live;    /* mu: the writers' copy of the patterns */
     uint8_t *tag_state_live; /* mu: scratch for sub_scan_event */
 
-    pattern_set *ps;    /* thread */
+    /* thread: patterns_match; the writers use its compiled patterns too
+     * (patterns_match_shared, read-only), while the subscription is
+     * registered */
+    pattern_set *ps;
     uint8_t *tag_state; /* thread */
     part_state *parts;  /* thread: every partition seen so far */
     size_t nparts, partcap;

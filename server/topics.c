@@ -234,10 +234,15 @@ static int ring_push(const topic_table *t, topic_entry *e, uint64_t offset)
 int topics_add(topic_table *t, const live_record *recs, size_t n)
 {
     int rc = 0;
+    topic_entry *e = NULL;
     pthread_rwlock_wrlock(&t->lock);
     for (size_t i = 0; i < n; i++) {
         bool created;
-        topic_entry *e = entry_get(t, recs[i].topic, recs[i].topic_len, &created);
+        /* Runs of one topic are common (a batch from one producer): the
+         * previous entry is checked before hashing. Entries never move. */
+        if (!e || e->name_len != recs[i].topic_len ||
+            (recs[i].topic_len > 0 && memcmp(e->name, recs[i].topic, recs[i].topic_len) != 0))
+            e = entry_get(t, recs[i].topic, recs[i].topic_len, &created);
         if (!e) {
             rc = PB_ENOMEM;
             continue;

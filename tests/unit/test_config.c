@@ -44,6 +44,7 @@ static void test_defaults_without_server_section(void **state)
     assert_int_equal(cfg.max_frame_bytes, 16 * 1024 * 1024);
     assert_int_equal(cfg.max_connections, 1024);
     assert_int_equal(cfg.subscriber_queue_bytes, 4 * 1024 * 1024);
+    assert_int_equal(cfg.subscriber_queue_total_bytes, 32 * 1024 * 1024);
     assert_int_equal(cfg.write_deadline_ms, 30000);
     assert_int_equal(cfg.idle_timeout_ms, 60000);
     assert_int_equal(cfg.log_level, PB_LOGLEVEL_INFO);
@@ -75,6 +76,7 @@ static void test_every_key_parsed(void **state)
                        "max_frame_bytes = 2m\n"
                        "max_connections = 77\n"
                        "subscriber_queue_bytes = 1G\n"
+                       "subscriber_queue_total_bytes = 2G\n"
                        "write_deadline_ms = 1500\n"
                        "idle_timeout_ms = 2500\n"
                        "log_level = debug\n"
@@ -104,6 +106,7 @@ static void test_every_key_parsed(void **state)
     assert_int_equal(cfg.max_frame_bytes, 2 * 1024 * 1024);
     assert_int_equal(cfg.max_connections, 77);
     assert_int_equal(cfg.subscriber_queue_bytes, 1024ULL * 1024 * 1024);
+    assert_int_equal(cfg.subscriber_queue_total_bytes, 2048ULL * 1024 * 1024);
     assert_int_equal(cfg.write_deadline_ms, 1500);
     assert_int_equal(cfg.idle_timeout_ms, 2500);
     assert_int_equal(cfg.log_level, PB_LOGLEVEL_DEBUG);
@@ -112,15 +115,15 @@ static void test_every_key_parsed(void **state)
     const pb_rule *r0 = &cfg.rules[0], *r1 = &cfg.rules[1];
     assert_string_equal(r0->partition, "sensors-$1");
     assert_string_equal(r0->match, "sensors\\.([a-z0-9]+)\\..*");
-    assert_int_equal(r0->line, 17);
-    assert_int_equal(r0->match_line, 18);
+    assert_int_equal(r0->line, 18);
+    assert_int_equal(r0->match_line, 19);
     assert_int_equal(r0->max_group_ref, 1);
     assert_int_equal(r0->segment_bytes, 4096);
     assert_int_equal(r0->rotate_every_s, 90 * 60);
     assert_int_equal(r0->utc_offset_s, -(5 * 3600 + 30 * 60));
     assert_string_equal(r1->partition, "rest");
     assert_string_equal(r1->match, "a#b|.*"); /* '#' not after a blank is kept */
-    assert_int_equal(r1->line, 22);
+    assert_int_equal(r1->line, 23);
     assert_int_equal(r1->rotate_every_s, 86400);
     assert_int_equal(r1->utc_offset_s, 0);
     assert_string_equal(config_fsync_name(cfg.fsync), "interval");
@@ -174,6 +177,12 @@ static const struct error_case error_cases[] = {
     {"[server]\nmax_event_bytes = 8M\n[partition a]\nmatch = .*\n",
      "t.conf:2: subscriber_queue_bytes (4194304) must be at least max_event_bytes (8388608), "
      "so that the largest event fits in a live queue"},
+    {"[server]\nsubscriber_queue_total_bytes = 512K\n[partition a]\nmatch = .*\n",
+     "t.conf:2: subscriber_queue_total_bytes (524288) must be at least max_event_bytes (1048576) "
+     "+ 4K, so that the largest event fits in the live queues"},
+    {"[server]\nsubscriber_queue_total_bytes = 1K\n",
+     "t.conf:2: subscriber_queue_total_bytes: 1K is out of range (expected "
+     "4096..1099511627776 bytes)"},
     {"[server]\nfsync = sometimes\n",
      "t.conf:2: fsync: \"sometimes\" is not one of always, interval, never"},
     {"[server]\nlog_level = verbose\n",

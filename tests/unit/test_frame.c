@@ -742,6 +742,105 @@ static void test_topic_validate(void **state)
                "topic has 300 bytes, the maximum is 255");
 }
 
+/* The ASCII fast path of topic_validate decides every byte exactly as the
+ * full check does: each byte value at each position of an ASCII topic. */
+static void test_topic_validate_every_byte(void **state)
+{
+    uint8_t topic[24];
+    char err[160], want[96];
+
+    for (unsigned b = 0; b < 256; b++) {
+        for (size_t at = 0; at < 20; at++) {
+            memset(topic, 'x', sizeof topic);
+            topic[at] = (uint8_t)b;
+            int rc = topic_validate(topic, sizeof topic, err, sizeof err);
+            if (b >= 0x21 && b <= 0x7e) {
+                assert_int_equal(rc, 0);
+                continue;
+            }
+            if ((b >= 0x09 && b <= 0x0d) || b == 0x20)
+                snprintf(want, sizeof want, "whitespace (U+%04X) at byte %zu", b, at);
+            else if (b < 0x80)
+                snprintf(want, sizeof want, "control character (U+%04X) at byte %zu", b, at);
+            else /* a lone byte >= 0x80 followed by 'x' is never UTF-8 */
+                snprintf(want, sizeof want, "not valid UTF-8 at byte %zu", at);
+            expect_err(rc, PB_EINVAL, err, want);
+        }
+    }
+    /* After a long ASCII run, multi-byte characters are still checked. */
+    memcpy(topic, "abcdefghijklmnopqrs\xe2\x80\xa8yz", 24);
+    expect_err(topic_validate(topic, 24, err, sizeof err), PB_EINVAL, err,
+               "whitespace (U+2028) at byte 19");
+    memcpy(topic, "abcdefghijklmnopqrs\xe2\x82\xacyz", 24);
+    assert_int_equal(topic_validate(topic, 24, err, sizeof err), 0);
+}
+
+/* frame_put_event_header_n: the name need not be NUL-terminated, gives the
+ * bytes frame_put_event_header gives, and repairs bad UTF-8 in the name. */
+static void test_event_header_n(void **state)
+{
+    uint8_t a[128], b[128];
+    const char name[] = "sensors-euXXXX"; /* only the first 10 bytes are the name */
+    size_t ka = frame_put_event_header(a, sizeof a, 9, "sensors-eu", 123456, 150);
+    size_t kb = frame_put_event_header_n(b, sizeof b, 9, name, 10, 123456, 150);
+
+    assert_int_equal(ka, kb);
+    assert_memory_equal(a, b, ka);
+    assert_int_equal(frame_put_event_header_n(NULL, 0, 9, name, 10, 123456, 150), ka);
+    assert_int_equal(frame_put_event_header_n(b, ka - 1, 9, name, 10, 123456, 150), ka);
+
+    /* Invalid UTF-8 in a partition name (a capture group can cut a
+     * character) goes out as '?', so the frame stays decodable. */
+    const char bad[] = "part\xc3";
+    size_t k = frame_put_event_header_n(b, sizeof b, 0, bad, 5, 0, 0);
+    frame_split sp;
+    frame_view fv;
+    event_frame_view efv;
+    assert_int_equal(frame_split_next(b, k, 1024, &sp, NULL, 0), 0);
+    assert_int_equal(frame_parse(sp.body.p, sp.body.len, &fv, NULL, 0), 0);
+    assert_int_equal(event_frame_parse(fv.body.p, fv.body.len, &efv, NULL, 0), 0);
+    assert_true(slice_is_str(efv.partition, "part?"));
+}
+
+/* publish_restart walks a copy without checking it again: the events it
+ * gives point into the copy, the same ones in the same order. */
+static void test_publish_restart_on_copy(void **state)
+{
+    struct full_event fe[3];
+    Protobus__EncapsulatedEvent *evs[3];
+    Protobus__Publish pub = PROTOBUS__PUBLISH__INIT;
+    uint8_t payload[8];
+    publish_iter it;
+    wire_slice s;
+    char topic[3][16];
+
+    memset(payload, 1, sizeof payload);
+    for (int i = 0; i < 3; i++) {
+        snprintf(topic[i], sizeof topic[i], "t%d", i);
+        full_event_init(&fe[i], topic[i], payload, (size_t)i + 1);
+        evs[i] = &fe[i].ev;
+    }
+    pub.n_events = 3;
+    pub.events = evs;
+    buf orig = pack_msg(&pub.base);
+    uint8_t *copy = xmalloc(orig.len);
+    memcpy(copy, orig.p, orig.len);
+
+    assert_int_equal(publish_open(orig.p, orig.len, &it, NULL, 0), 0);
+    assert_int_equal(publish_next(&it, &s), 0); /* part-way through the original */
+    publish_restart(&it, copy);
+    for (int i = 0; i < 3; i++) {
+        event_view v;
+        assert_int_equal(publish_next(&it, &s), 0);
+        assert_true(s.p >= copy && s.p + s.len <= copy + orig.len);
+        assert_int_equal(event_scan(s.p, s.len, &v, NULL, 0), 0);
+        assert_true(slice_is_str(v.topic, topic[i]));
+    }
+    assert_int_equal(publish_next(&it, &s), PB_EEOF);
+    free(copy);
+    free(orig.p);
+}
+
 /* --- encoders ------------------------------------------------------------------------ */
 
 /* Timestamp for ns, floor-divided, as protobuf requires for negative times. */
@@ -1467,6 +1566,9 @@ int main(void)
         cmocka_unit_test(test_event_scan_errors),
         cmocka_unit_test(test_event_tags_last_wins),
         cmocka_unit_test(test_topic_validate),
+        cmocka_unit_test(test_topic_validate_every_byte),
+        cmocka_unit_test(test_event_header_n),
+        cmocka_unit_test(test_publish_restart_on_copy),
         cmocka_unit_test(test_receive_time_suffix),
         cmocka_unit_test(test_delimiter),
         cmocka_unit_test(test_event_header),

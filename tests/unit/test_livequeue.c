@@ -1,8 +1,11 @@
 /*
  * test_livequeue - the bounded live queue of a subscription: entries come
- * back intact and in order (also across the ring's wrap-around), the bound
+ * back intact and in order (also across block boundaries), the bound
  * holds, a full queue stays overflowed until reset, the per-partition
- * `since` bookkeeping, and the empty-peek/rebase corner of consume.
+ * `since` bookkeeping, and the empty-peek/rebase corner of consume; the
+ * memory: nothing allocated until the first push, blocks given back as they
+ * are consumed; the pool: the sum over queues never passes the budget, a
+ * push it refuses overflows that queue only, and resets are counted.
  */
 #include "livequeue.h"
 #include "pb_errors.h"
@@ -33,7 +36,7 @@ static void fill(uint8_t *b, size_t n, uint64_t seed)
 static void test_push_read_consume_roundtrip(void **state)
 {
     livequeue *q;
-    assert_int_equal(livequeue_create(&q, 4096), 0);
+    assert_int_equal(livequeue_create(&q, 4096, NULL), 0);
     assert_true(livequeue_empty(q));
     int key_a, key_b;
     uint8_t data[100], suffix[19];
@@ -72,7 +75,7 @@ static void test_push_read_consume_roundtrip(void **state)
 static void test_full_queue_stays_overflowed_until_reset(void **state)
 {
     livequeue *q;
-    assert_int_equal(livequeue_create(&q, 1000), 0);
+    assert_int_equal(livequeue_create(&q, 1000, NULL), 0);
     assert_int_equal(livequeue_capacity(q), 1000);
     uint8_t data[60];
     fill(data, sizeof data, 3);
@@ -115,7 +118,7 @@ static void test_full_queue_stays_overflowed_until_reset(void **state)
 static void test_entry_larger_than_queue_overflows(void **state)
 {
     livequeue *q;
-    assert_int_equal(livequeue_create(&q, 256), 0);
+    assert_int_equal(livequeue_create(&q, 256, NULL), 0);
     uint8_t big[256];
     fill(big, sizeof big, 4);
     int key;
@@ -147,7 +150,7 @@ static void test_entry_larger_than_queue_overflows(void **state)
 static void test_wraparound_keeps_order_and_bytes(void **state)
 {
     livequeue *q;
-    assert_int_equal(livequeue_create(&q, 1024), 0);
+    assert_int_equal(livequeue_create(&q, 1024, NULL), 0);
     int key;
     uint64_t next_push = 0, next_read = 0;
     uint8_t data[300], check[300];
@@ -191,7 +194,7 @@ static void test_wraparound_keeps_order_and_bytes(void **state)
 static void test_since_per_partition(void **state)
 {
     livequeue *q;
-    assert_int_equal(livequeue_create(&q, 1024), 0);
+    assert_int_equal(livequeue_create(&q, 1024, NULL), 0);
     int keys[100];
     uint64_t since;
     assert_int_equal(livequeue_since(q, &keys[0], 10, &since), 0);
@@ -221,7 +224,7 @@ static void test_since_per_partition(void **state)
 static void test_consume_of_empty_peek_keeps_new_entries(void **state)
 {
     livequeue *q;
-    assert_int_equal(livequeue_create(&q, 512), 0);
+    assert_int_equal(livequeue_create(&q, 512, NULL), 0);
     int key;
     uint8_t data[50];
     fill(data, sizeof data, 9);
@@ -251,11 +254,177 @@ static void test_consume_of_empty_peek_keeps_new_entries(void **state)
     livequeue_destroy(q);
 }
 
+/* An idle queue holds no memory; a queue grows by blocks as entries come
+ * and gives them back as they are consumed (keeping one small block). */
+static void test_grows_on_demand_and_gives_back(void **state)
+{
+    livequeue_pool *pool;
+    assert_int_equal(livequeue_pool_create(&pool, 64u << 20), 0);
+    livequeue *q;
+    assert_int_equal(livequeue_create(&q, 4u << 20, pool), 0);
+    assert_int_equal(livequeue_allocated(q), 0);
+    assert_int_equal(livequeue_pool_used(pool), 0);
+
+    int key;
+    uint8_t data[1000];
+    fill(data, sizeof data, 5);
+    uint64_t pushed = 0;
+    /* 1 MiB of entries: far more than a first block, far less than 4 MiB. */
+    while (livequeue_used(q) < (1u << 20)) {
+        lq_entry e = {.key = &key, .offset = pushed};
+        assert_int_equal(livequeue_push(q, &e, data, sizeof data, NULL, 0), 0);
+        pushed++;
+    }
+    uint64_t held = livequeue_allocated(q);
+    assert_true(held >= livequeue_used(q));
+    assert_true(held < livequeue_used(q) + (600u << 10)); /* used + at most ~2 blocks */
+    assert_int_equal(livequeue_pool_used(pool), held);
+
+    /* Consume half: the blocks before the read position go back. */
+    lq_span sp;
+    lq_entry got;
+    livequeue_peek(q, &sp);
+    uint64_t next = 0;
+    for (; next < pushed / 2; next++) {
+        assert_int_equal(livequeue_read(q, &sp, &got), 0);
+        assert_int_equal(got.offset, next);
+    }
+    livequeue_consume(q, &sp);
+    assert_true(livequeue_allocated(q) < held);
+    assert_true(livequeue_allocated(q) < livequeue_used(q) + (600u << 10));
+    /* The rest of the span still reads after the consume (the block that
+     * holds span->pos stays). */
+    sp.start = sp.pos;
+    while (livequeue_read(q, &sp, &got) == 0) {
+        assert_int_equal(got.offset, next);
+        assert_memory_equal(got.data, data, sizeof data);
+        next++;
+    }
+    assert_int_equal(next, pushed);
+    livequeue_consume(q, &sp);
+    assert_true(livequeue_empty(q));
+    /* Empty: at most one small block kept. */
+    assert_true(livequeue_allocated(q) <= 16u * 1024 + 64);
+    assert_int_equal(livequeue_pool_used(pool), livequeue_allocated(q));
+    livequeue_destroy(q);
+    assert_int_equal(livequeue_pool_used(pool), 0);
+    livequeue_pool_destroy(pool);
+}
+
+/* Several queues share a budget smaller than the sum of their capacities:
+ * the total never passes it; the queue whose push would pass it overflows
+ * (and only it); consuming or resetting gives the budget back. */
+static void test_pool_budget_shared_by_queues(void **state)
+{
+    livequeue_pool *pool;
+    assert_int_equal(livequeue_pool_create(&pool, 4095), PB_EINVAL);
+    const uint64_t budget = 256u * 1024;
+    assert_int_equal(livequeue_pool_create(&pool, budget), 0);
+    assert_int_equal(livequeue_pool_budget(pool), budget);
+    livequeue *q[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(livequeue_create(&q[i], 1u << 20, pool), 0);
+    int key;
+    uint8_t data[500];
+    fill(data, sizeof data, 6);
+
+    /* q0 and q1 fill in turns until one is refused. */
+    uint64_t n[2] = {0, 0};
+    int refused = -1;
+    for (int round = 0; refused < 0 && round < 10000; round++) {
+        for (int i = 0; i < 2 && refused < 0; i++) {
+            lq_entry e = {.key = &key, .offset = n[i]};
+            int rc = livequeue_push(q[i], &e, data, sizeof data, NULL, 0);
+            if (rc == 0)
+                n[i]++;
+            else {
+                assert_int_equal(rc, PB_ETOOBIG);
+                refused = i;
+            }
+            assert_true(livequeue_pool_used(pool) <= budget);
+        }
+    }
+    assert_true(refused >= 0);
+    assert_true(livequeue_overflowed(q[refused]));
+    assert_false(livequeue_overflowed(q[1 - refused]));
+    /* Each queue's own capacity (1 MiB) was far away: the budget decided. */
+    assert_true(livequeue_used(q[refused]) < 200u * 1024);
+    assert_true(livequeue_pool_used(pool) > budget - 64u * 1024);
+
+    /* A third queue is refused too while the budget is spent... */
+    int q2_ok = 0;
+    for (int i = 0; i < 200; i++) {
+        lq_entry e = {.key = &key, .offset = (uint64_t)i};
+        if (livequeue_push(q[2], &e, data, sizeof data, NULL, 0) < 0)
+            break;
+        q2_ok++;
+    }
+    assert_true(livequeue_overflowed(q[2]));
+    assert_true(livequeue_pool_used(pool) <= budget);
+
+    /* ...and accepted again once the overflowed queue is reset (its blocks
+     * go back) and counted as a reset. */
+    uint64_t resets = livequeue_pool_resets(pool);
+    livequeue_reset(q[refused]);
+    livequeue_reset(q[2]);
+    assert_int_equal(livequeue_pool_resets(pool), resets + 2);
+    assert_int_equal(livequeue_allocated(q[refused]), 0);
+    lq_entry e = {.key = &key, .offset = 1};
+    assert_int_equal(livequeue_push(q[3], &e, data, sizeof data, NULL, 0), 0);
+    assert_int_equal(livequeue_push(q[2], &e, data, sizeof data, NULL, 0), 0);
+
+    /* The survivor's entries are intact. */
+    int other = 1 - refused;
+    lq_span sp;
+    lq_entry got;
+    livequeue_peek(q[other], &sp);
+    for (uint64_t i = 0; i < n[other]; i++) {
+        assert_int_equal(livequeue_read(q[other], &sp, &got), 0);
+        assert_int_equal(got.offset, i);
+        assert_memory_equal(got.data, data, sizeof data);
+    }
+    assert_int_equal(livequeue_read(q[other], &sp, &got), PB_EEOF);
+    livequeue_consume(q[other], &sp);
+
+    for (int i = 0; i < 4; i++)
+        livequeue_destroy(q[i]);
+    assert_int_equal(livequeue_pool_used(pool), 0);
+    livequeue_pool_destroy(pool);
+    livequeue_pool_destroy(NULL);
+}
+
+/* An entry larger than the growth size gets a block of its own; with the
+ * budget nearly spent, a block just big enough is still tried. */
+static void test_big_entry_and_tight_budget(void **state)
+{
+    livequeue_pool *pool;
+    assert_int_equal(livequeue_pool_create(&pool, 8192), 0);
+    livequeue *q;
+    assert_int_equal(livequeue_create(&q, 1u << 20, pool), 0);
+    int key;
+    static uint8_t big[7000];
+    fill(big, sizeof big, 8);
+    lq_entry e = {.key = &key, .offset = 1};
+    assert_int_equal(livequeue_push(q, &e, big, sizeof big, NULL, 0), 0);
+    assert_true(livequeue_allocated(q) <= 8192);
+    e.offset = 2;
+    assert_int_equal(livequeue_push(q, &e, big, 3000, NULL, 0), PB_ETOOBIG);
+    lq_span sp;
+    lq_entry got;
+    livequeue_peek(q, &sp);
+    assert_int_equal(livequeue_read(q, &sp, &got), 0);
+    assert_int_equal(got.len, sizeof big);
+    assert_memory_equal(got.data, big, sizeof big);
+    livequeue_destroy(q);
+    assert_int_equal(livequeue_pool_used(pool), 0);
+    livequeue_pool_destroy(pool);
+}
+
 static void test_bad_capacity(void **state)
 {
     livequeue *q = NULL;
-    assert_int_equal(livequeue_create(&q, 0), PB_EINVAL);
-    assert_int_equal(livequeue_create(&q, 63), PB_EINVAL);
+    assert_int_equal(livequeue_create(&q, 0, NULL), PB_EINVAL);
+    assert_int_equal(livequeue_create(&q, 63, NULL), PB_EINVAL);
     assert_null(q);
     livequeue_destroy(NULL);
 }
@@ -270,6 +439,9 @@ int main(void)
         cmocka_unit_test(test_since_per_partition),
         cmocka_unit_test(test_consume_of_empty_peek_keeps_new_entries),
         cmocka_unit_test(test_bad_capacity),
+        cmocka_unit_test(test_grows_on_demand_and_gives_back),
+        cmocka_unit_test(test_pool_budget_shared_by_queues),
+        cmocka_unit_test(test_big_entry_and_tight_budget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,5 +1,8 @@
 /* Unit tests for server/patterns.c: any-of semantics, whole-topic
- * anchoring, error messages for bad patterns, and the decision cache. */
+ * anchoring, error messages for bad patterns, the decision cache, the
+ * match-everything fast path, matching from another thread's match data,
+ * and the match_cache (topic -> subscription ids: exact answers, bounded
+ * memory, starting over when full). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,7 +12,9 @@
 #include "patterns.h"
 #include "pb_errors.h"
 
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static bool m(pattern_set *ps, const char *topic)
@@ -141,6 +146,217 @@ static void test_cache_hits_and_stays_correct(void **state)
     patterns_free(ps);
 }
 
+static void test_match_all_fast_path(void **state)
+{
+    const char *dot_star[] = {"a\\.b", ".*"};
+    const char *dot_s[] = {"(?s).*"};
+    const char *not_all[] = {".+", "(.*)", ".*x"};
+    pattern_set *ps = compile_ok(dot_star, 2);
+    assert_true(patterns_match_all(ps));
+    unsigned long long hits, misses;
+    assert_true(m(ps, "anything.at.all"));
+    assert_true(m(ps, ""));
+    /* Answered before the cache: no lookup counted, no regex run. */
+    patterns_cache_stats(ps, &hits, &misses);
+    assert_int_equal(hits + misses, 0);
+    patterns_free(ps);
+
+    ps = compile_ok(dot_s, 1);
+    assert_true(patterns_match_all(ps));
+    patterns_free(ps);
+    /* Only the exact spellings count: others run their regex. */
+    for (size_t i = 0; i < 3; i++) {
+        ps = compile_ok(&not_all[i], 1);
+        assert_false(patterns_match_all(ps));
+        patterns_free(ps);
+    }
+    ps = compile_ok(not_all, 3);
+    assert_false(patterns_match_all(ps));
+    assert_true(m(ps, "")); /* by "(.*)"'s regex: a cache miss is counted */
+    patterns_cache_stats(ps, &hits, &misses);
+    assert_int_equal(misses, 1);
+    patterns_free(ps);
+}
+
+/* patterns_match_shared agrees with patterns_match, including while the
+ * owner matches (and fills its cache) at the same time on another thread. */
+typedef struct shared_ctx {
+    pattern_set *ps;
+    int mismatches;
+} shared_ctx;
+
+static bool even_topic(int i)
+{
+    return i % 2 == 0;
+}
+
+static void *owner_thread(void *arg)
+{
+    shared_ctx *c = arg;
+    char topic[32];
+    for (int i = 0; i < 20000; i++) {
+        int n = snprintf(topic, sizeof topic, "t.%d", i % 5000);
+        if (patterns_match(c->ps, topic, (size_t)n) != even_topic(i % 5000))
+            c->mismatches++;
+    }
+    return NULL;
+}
+
+static void test_match_shared_from_another_thread(void **state)
+{
+    const char *pats[] = {"t\\.[0-9]*[02468]", "never"};
+    shared_ctx c = {.ps = compile_ok(pats, 2)};
+    pcre2_match_data *md = patterns_match_data_create();
+    assert_non_null(md);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, owner_thread, &c), 0);
+    char topic[32];
+    int mismatches = 0;
+    for (int i = 0; i < 20000; i++) {
+        int n = snprintf(topic, sizeof topic, "t.%d", (i * 7) % 5000);
+        if (patterns_match_shared(c.ps, topic, (size_t)n, md) != even_topic((i * 7) % 5000))
+            mismatches++;
+    }
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(mismatches, 0);
+    assert_int_equal(c.mismatches, 0);
+    assert_false(patterns_match_shared(c.ps, "t.x", 3, md));
+    assert_true(patterns_match_shared(c.ps, "never", 5, md));
+    pcre2_match_data_free(md);
+    patterns_free(c.ps);
+}
+
+/* The ids the test caches for topic i: i % 5 ids, derived from i. */
+static size_t ids_of(int i, uint16_t *ids)
+{
+    size_t n = (size_t)(i % 5);
+    for (size_t k = 0; k < n; k++)
+        ids[k] = (uint16_t)(i * 3 + (int)k);
+    return n;
+}
+
+static void expect_cached(match_cache *c, const char *topic, size_t len, const uint16_t *want,
+                          size_t nwant)
+{
+    const uint16_t *ids = NULL;
+    size_t n = 99;
+    if (!match_cache_get(c, topic, len, &ids, &n))
+        fail_msg("topic %.*s not cached", (int)len, topic);
+    assert_int_equal(n, nwant);
+    if (n)
+        assert_memory_equal(ids, want, n * sizeof *ids);
+}
+
+static void test_match_cache_exact_and_bounded(void **state)
+{
+    match_cache *c = NULL;
+    assert_int_equal(match_cache_create(&c, MATCH_CACHE_MIN_BYTES - 1), PB_EINVAL);
+    const size_t limit = 256 * 1024;
+    assert_int_equal(match_cache_create(&c, limit), 0);
+    uint16_t ids[8];
+    const uint16_t *got;
+    size_t n;
+    char topic[64];
+
+    /* Empty list, and a topic that is a prefix of another: both distinct. */
+    assert_false(match_cache_get(c, "a.b", 3, &got, &n));
+    assert_int_equal(match_cache_put(c, "a.b", 3, NULL, 0), 0);
+    ids[0] = 7;
+    assert_int_equal(match_cache_put(c, "a.bc", 4, ids, 1), 0);
+    expect_cached(c, "a.b", 3, NULL, 0);
+    expect_cached(c, "a.bc", 4, ids, 1);
+    assert_false(match_cache_get(c, "a.", 2, &got, &n));
+    match_cache_clear(c);
+    assert_int_equal(match_cache_count(c), 0);
+    assert_false(match_cache_get(c, "a.b", 3, &got, &n));
+
+    /* A working set that fits: every topic comes back with its own ids,
+     * and a second pass only hits. */
+    const int fit = 2000;
+    for (int i = 0; i < fit; i++) {
+        int len = snprintf(topic, sizeof topic, "sensors.%d.temp", i);
+        assert_false(match_cache_get(c, topic, (size_t)len, &got, &n));
+        assert_int_equal(match_cache_put(c, topic, (size_t)len, ids, ids_of(i, ids)), 0);
+        assert_true(match_cache_bytes(c) <= limit);
+    }
+    unsigned long long hits, misses, restarts, hits2, misses2;
+    match_cache_stats(c, &hits, &misses, &restarts);
+    assert_int_equal(restarts, 0);
+    for (int i = 0; i < fit; i++) {
+        int len = snprintf(topic, sizeof topic, "sensors.%d.temp", i);
+        expect_cached(c, topic, (size_t)len, ids, ids_of(i, ids));
+    }
+    match_cache_stats(c, &hits2, &misses2, &restarts);
+    assert_int_equal(hits2 - hits, fit);
+    assert_int_equal(misses2, misses);
+
+    /* Far more topics than fit: memory never passes the limit, the cache
+     * starts over when full, and what it answers is always right. */
+    for (int i = 0; i < 100000; i++) {
+        int len = snprintf(topic, sizeof topic, "many.topics.%d", i);
+        if (!match_cache_get(c, topic, (size_t)len, &got, &n))
+            assert_int_equal(match_cache_put(c, topic, (size_t)len, ids, ids_of(i, ids)), 0);
+        assert_true(match_cache_bytes(c) <= limit);
+        int back = i - (int)((unsigned)(i * 2654435761u >> 7) % 64);
+        if (back >= 0) {
+            len = snprintf(topic, sizeof topic, "many.topics.%d", back);
+            if (match_cache_get(c, topic, (size_t)len, &got, &n)) {
+                uint16_t want[8];
+                assert_int_equal(n, ids_of(back, want));
+                if (n)
+                    assert_memory_equal(got, want, n * sizeof *want);
+            }
+        }
+    }
+    match_cache_stats(c, NULL, NULL, &restarts);
+    assert_true(restarts > 0);
+    assert_true(match_cache_count(c) > 0);
+
+    /* Not cacheable: a topic over the maximum. */
+    char *big = malloc(MATCH_CACHE_TOPIC_MAX + 2);
+    assert_non_null(big);
+    memset(big, 'x', MATCH_CACHE_TOPIC_MAX + 1);
+    assert_int_equal(match_cache_put(c, big, MATCH_CACHE_TOPIC_MAX + 1, ids, 1), PB_ETOOBIG);
+    assert_false(match_cache_get(c, big, MATCH_CACHE_TOPIC_MAX + 1, &got, &n));
+    assert_int_equal(match_cache_put(c, big, MATCH_CACHE_TOPIC_MAX, ids, 1), 0);
+    expect_cached(c, big, MATCH_CACHE_TOPIC_MAX, ids, 1);
+    free(big);
+    match_cache_free(c);
+    match_cache_free(NULL);
+}
+
+/* The daemon's case: 100,000 topics with one id each fit in the default
+ * fan-out cache (8 MiB), so a round robin over them only hits once warm. */
+static void test_match_cache_holds_100k_topics_in_8mib(void **state)
+{
+    match_cache *c;
+    assert_int_equal(match_cache_create(&c, 8u << 20), 0);
+    char topic[64];
+    const uint16_t *got;
+    size_t n;
+    for (int pass = 0; pass < 2; pass++) {
+        for (uint16_t i = 0; i < 50000; i++) {
+            for (int half = 0; half < 2; half++) {
+                int len = snprintf(topic, sizeof topic, "bench1234567.%06d", i * 2 + half);
+                if (!match_cache_get(c, topic, (size_t)len, &got, &n)) {
+                    assert_int_equal(pass, 0);
+                    assert_int_equal(match_cache_put(c, topic, (size_t)len, &i, 1), 0);
+                } else {
+                    assert_int_equal(n, 1);
+                    assert_int_equal(got[0], i);
+                }
+            }
+        }
+    }
+    unsigned long long hits, misses, restarts;
+    match_cache_stats(c, &hits, &misses, &restarts);
+    assert_int_equal(restarts, 0);
+    assert_int_equal(hits, 100000);
+    assert_int_equal(misses, 100000);
+    assert_true(match_cache_bytes(c) <= (8u << 20));
+    match_cache_free(c);
+}
+
 static void test_compile_whole_reports_offset(void **state)
 {
     pcre2_code *code = (pcre2_code *)1;
@@ -163,6 +379,10 @@ int main(void)
         cmocka_unit_test(test_empty_set_matches_nothing),
         cmocka_unit_test(test_cache_hits_and_stays_correct),
         cmocka_unit_test(test_compile_whole_reports_offset),
+        cmocka_unit_test(test_match_all_fast_path),
+        cmocka_unit_test(test_match_shared_from_another_thread),
+        cmocka_unit_test(test_match_cache_exact_and_bounded),
+        cmocka_unit_test(test_match_cache_holds_100k_topics_in_8mib),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

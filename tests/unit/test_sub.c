@@ -11,7 +11,10 @@
  * (overflow) still delivering everything once in order; a partition created
  * after the start; RESOURCE_EXHAUSTED; client close freeing the thread; a
  * stalled client dropped at the write deadline; a corrupt record reported as
- * DATA_LOSS with the rest still delivered; invalid requests; stop.
+ * DATA_LOSS with the rest still delivered; invalid requests; stop. The
+ * writers' fan-out cache (topic -> matching subscriptions) answering right
+ * while subscriptions come and go, and the live queues' total budget
+ * (overflowing to the files, still exactly once).
  *
  * Waits are on conditions (done callbacks, sub_registry_wait, poll on the
  * socket) with generous bounds that are never reached when things work.
@@ -121,14 +124,21 @@ static int teardown(void **state)
 }
 
 /* Creates the registry (before any partition, which takes it as its fan-out). */
-static void start(fixture *f, uint32_t threads, uint64_t queue_bytes, uint32_t deadline_ms)
+static void start_total(fixture *f, uint32_t threads, uint64_t queue_bytes,
+                        uint64_t queue_total_bytes, uint32_t deadline_ms)
 {
     sub_options o = {.store = f->st,
                      .threads = threads,
                      .queue_bytes = queue_bytes,
+                     .queue_total_bytes = queue_total_bytes,
                      .write_deadline_ms = deadline_ms,
                      .topic_history = 4};
     assert_int_equal(sub_registry_create(&f->reg, &o), 0);
+}
+
+static void start(fixture *f, uint32_t threads, uint64_t queue_bytes, uint32_t deadline_ms)
+{
+    start_total(f, threads, queue_bytes, 0, deadline_ms);
 }
 
 /* Event seq: topic t<seq%3>, tags env=prod|dev (odd|even), region=us|eu
@@ -622,6 +632,37 @@ static void test_pattern_and_tag_filter(void **state)
     client_close(c);
 }
 
+/* ".*" with tag filters: the match-everything shortcuts (no topic lookup in
+ * the fan-out, no pattern run in the history) must still apply the tags,
+ * from the files and live. */
+static void test_match_all_with_tags_still_filters(void **state)
+{
+    fixture *f = *state;
+    start(f, 2, 1 << 20, WAIT_MS);
+    publish(f, "a", 30);
+    Protobus__Subscribe req = sub_req(all_topics, 1, PROTOBUS__START_MODE__START_BEGINNING);
+    Protobus__Subscribe__TagsEntry t1 = PROTOBUS__SUBSCRIBE__TAGS_ENTRY__INIT, t2 = t1;
+    t1.key = "env";
+    t1.value = "prod";
+    t2.key = "region";
+    t2.value = "eu";
+    Protobus__Subscribe__TagsEntry *tags[] = {&t1, &t2};
+    req.tags = tags;
+    req.n_tags = 2;
+    client *c = subscribe_with(f, &req);
+    for (uint64_t s = 0; s < 30; s++)
+        if (tags_prod_eu(s))
+            expect_seq(f, c, s);
+    wait_subs(f, 1, 1);
+    uint64_t first = publish(f, "a", 30);
+    for (uint64_t s = first; s < first + 30; s++)
+        if (tags_prod_eu(s))
+            expect_seq(f, c, s);
+    uint64_t marker = publish(f, "a", 2); /* seq 60 (dev), 61 (prod, eu) */
+    expect_seq(f, c, marker + 1);
+    client_close(c);
+}
+
 /* A live queue that holds a few events and a client reading a little at a
  * time: the subscription keeps overflowing and catching up from the files,
  * yet every event arrives once, in offset order per partition. */
@@ -660,6 +701,122 @@ static void test_overflow_slow_reader_exactly_once(void **state)
     uint64_t marker = publish(f, "b", 1);
     expect_seq(f, c, marker);
     client_close(c);
+}
+
+/* Expects, for each client, the events of [first, first + n) its pattern
+ * selects (by topic number: bit t of want[i] set = client i wants tN). */
+static void expect_topics(fixture *f, client **c, const unsigned *want, size_t nc, uint64_t first,
+                          size_t n)
+{
+    for (size_t i = 0; i < nc; i++)
+        for (uint64_t s = first; s < first + n; s++)
+            if (want[i] & (1u << (s % 3)))
+                expect_seq(f, c[i], s);
+}
+
+static sub_stats stats(fixture *f)
+{
+    sub_stats st;
+    sub_registry_stats(f->reg, &st);
+    return st;
+}
+
+/* The writers cache topic -> matching subscriptions; every answer stays
+ * right when subscriptions end and start (the cache of the old set is not
+ * used), repeated topics are answered from the cache, and a subscription
+ * to everything needs no lookup at all. */
+static void test_fanout_cache_as_subscriptions_come_and_go(void **state)
+{
+    fixture *f = *state;
+    start(f, 4, 1 << 20, WAIT_MS);
+    char *p_t0[] = {"t0"}, *p_t01[] = {"t[01]"}, *p_t20[] = {"t2", "t0"};
+    Protobus__Subscribe r_t0 = sub_req(p_t0, 1, PROTOBUS__START_MODE__START_NEW);
+    Protobus__Subscribe r_t01 = sub_req(p_t01, 1, PROTOBUS__START_MODE__START_NEW);
+    Protobus__Subscribe r_t20 = sub_req(p_t20, 2, PROTOBUS__START_MODE__START_NEW);
+    Protobus__Subscribe r_all = sub_req(all_topics, 1, PROTOBUS__START_MODE__START_NEW);
+    client *c[3] = {subscribe_with(f, &r_t0), subscribe_with(f, &r_t01), subscribe_with(f, &r_all)};
+    wait_subs(f, 3, 3);
+
+    /* First sight of t0..t2: the patterns run (misses); the same topics
+     * again: answered from the cache, no miss added. */
+    sub_stats s0 = stats(f);
+    uint64_t first = publish(f, "a", 30);
+    unsigned want[3] = {1, 3, 7};
+    expect_topics(f, c, want, 3, first, 30);
+    sub_stats s1 = stats(f);
+    assert_int_equal(s1.match_misses - s0.match_misses, 30);
+    assert_int_equal(s1.match_hits, s0.match_hits);
+    first = publish(f, "a", 30);
+    expect_topics(f, c, want, 3, first, 30);
+    sub_stats s2 = stats(f);
+    assert_int_equal(s2.match_hits - s1.match_hits, 30);
+    assert_int_equal(s2.match_misses, s1.match_misses);
+
+    /* t0's subscriber leaves, one for t2|t0 arrives: the cached answers
+     * (t0 -> {first, second}) are stale and must not be used. */
+    client_close(c[0]);
+    wait_subs(f, 2, 2);
+    c[0] = subscribe_with(f, &r_t20);
+    wait_subs(f, 3, 3);
+    first = publish(f, "a", 30);
+    want[0] = 5;
+    expect_topics(f, c, want, 3, first, 30);
+    sub_stats s3 = stats(f);
+    assert_int_equal(s3.match_misses - s2.match_misses, 30);
+    /* Another partition has its own writer and cache: right answers too. */
+    first = publish(f, "b", 30);
+    expect_topics(f, c, want, 3, first, 30);
+    first = publish(f, "a", 30);
+    expect_topics(f, c, want, 3, first, 30);
+    sub_stats s4 = stats(f);
+    assert_int_equal(s4.match_hits - s3.match_hits, 30);
+    assert_int_equal(s4.match_misses - s3.match_misses, 30); /* b's first sight */
+
+    /* Only the ".*" subscription left: it gets everything, without any
+     * lookup. */
+    client_close(c[0]);
+    client_close(c[1]);
+    wait_subs(f, 1, 1);
+    sub_stats s5 = stats(f);
+    first = publish(f, "a", 30);
+    unsigned all = 7;
+    expect_topics(f, &c[2], &all, 1, first, 30);
+    sub_stats s6 = stats(f);
+    assert_int_equal(s6.match_hits, s5.match_hits);
+    assert_int_equal(s6.match_misses, s5.match_misses);
+    client_close(c[2]);
+}
+
+/* Live queues with room for 1 MiB each but 16 KiB for all of them: clients
+ * that do not read make their queues pass the shared budget, which
+ * overflows them (never the budget), and they still get every event once,
+ * in order, from the files. When they end, the budget is all free again. */
+static void test_queue_budget_overflows_to_files_exactly_once(void **state)
+{
+    fixture *f = *state;
+    f->pad = 1500;
+    start_total(f, 3, 1 << 20, 16384, WAIT_MS);
+    Protobus__Subscribe req = sub_req(all_topics, 1, PROTOBUS__START_MODE__START_NEW);
+    client *c[2] = {subscribe_with(f, &req), subscribe_with(f, &req)};
+    wait_subs(f, 2, 2);
+    assert_int_equal(stats(f).queue_budget, 16384);
+    /* 480 events of ~1.6 KB: far more than the socket buffers and the
+     * budget hold while nobody reads. */
+    for (int i = 0; i < 60; i++) {
+        publish(f, "a", 8);
+        assert_true(stats(f).queued_bytes <= 16384);
+    }
+    assert_true(stats(f).queue_resets > 0);
+    for (int k = 0; k < 2; k++)
+        for (uint64_t s = 0; s < 480; s++)
+            expect_seq(f, c[k], s);
+    uint64_t marker = publish(f, "a", 1);
+    expect_seq(f, c[0], marker);
+    expect_seq(f, c[1], marker);
+    client_close(c[0]);
+    client_close(c[1]);
+    wait_subs(f, 0, 0);
+    assert_int_equal(stats(f).queued_bytes, 0);
 }
 
 static void test_pool_full_and_client_close_frees_thread(void **state)
@@ -844,6 +1001,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_start_last_n, setup, teardown),
         cmocka_unit_test_setup_teardown(test_start_new, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pattern_and_tag_filter, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_match_all_with_tags_still_filters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_events, setup, teardown),
         cmocka_unit_test_setup_teardown(test_overflow_slow_reader_exactly_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pool_full_and_client_close_frees_thread, setup,
@@ -853,6 +1011,10 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_invalid_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_ends_subscriptions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fanout_cache_as_subscriptions_come_and_go, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_queue_budget_overflows_to_files_exactly_once, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,5 +1,6 @@
 /*
- * Unit tests for proto/wire.c: varints, tags, fields, packed runs, UTF-8.
+ * Unit tests for proto/wire.c: varints, tags, fields, packed runs, UTF-8,
+ * and the fast paths against the exact code they short-cut.
  * Single-threaded; no files.
  */
 #include <stdarg.h>
@@ -11,6 +12,7 @@
 #include "pb_errors.h"
 #include "wire.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* Decode every boundary value that encodes, and compare with the known sizes. */
@@ -267,6 +269,206 @@ static void test_field_writers(void **state)
     assert_memory_equal(buf, "\x20\xac\x02", 3);
 }
 
+/* --- fast paths: each must agree with the slow, exact code it short-cuts --- */
+
+static uint64_t rng = 0x243f6a8885a308d3ull;
+
+static uint64_t rnd(void)
+{
+    rng ^= rng >> 12;
+    rng ^= rng << 25;
+    rng ^= rng >> 27;
+    return rng * 0x2545f4914f6cdd1dull;
+}
+
+/* A copy of p[0..n) ending exactly at the end of a heap block: ASan traps any overread. */
+static uint8_t *tight(const uint8_t *p, size_t n)
+{
+    uint8_t *c = malloc(n ? n : 1);
+    assert_non_null(c);
+    if (n)
+        memcpy(c, p, n);
+    return c;
+}
+
+/* wire_varint_fast (8 bytes at a time when it can) against wire_varint_decode
+ * on encoded values, non-minimal encodings and random bytes, at every length
+ * and limit: it either agrees or (0) leaves the decision to the slow path,
+ * and it only does that when the slow path would not succeed within max. */
+static void test_varint_fast_agrees(void **state)
+{
+    uint8_t buf[16];
+
+    for (int r = 0; r < 200000; r++) {
+        size_t len;
+        switch (r % 3) {
+        case 0: { /* a value of every size, at a random bit length */
+            uint64_t v = rnd() >> (rnd() % 64);
+            len = wire_put_varint(buf, v);
+            break;
+        }
+        case 1: /* non-minimal: continuation bytes carrying zeros */
+            len = 1 + rnd() % 9;
+            for (size_t i = 0; i < len; i++)
+                buf[i] = (uint8_t)((i + 1 < len ? 0x80 : 0) | (rnd() % 2 ? 0 : rnd() & 0x7f));
+            break;
+        default:
+            len = 1 + rnd() % 12;
+            for (size_t i = 0; i < len; i++)
+                buf[i] = (uint8_t)rnd();
+            break;
+        }
+        for (size_t i = len; i < sizeof buf; i++)
+            buf[i] = (uint8_t)rnd(); /* whatever follows the varint */
+        size_t n = rnd() % (sizeof buf + 1);
+        size_t max = 1 + rnd() % 9;
+        uint8_t *c = tight(buf, n);
+        uint64_t slow_v = 0, fast_v = 0;
+        int slow = wire_varint_decode(c, n < max ? n : max, &slow_v);
+        size_t fast = wire_varint_fast(c, n, max, &fast_v);
+        if (slow > 0) {
+            assert_int_equal(fast, (size_t)slow);
+            assert_true(fast_v == slow_v);
+        } else {
+            assert_int_equal(fast, 0);
+        }
+        free(c);
+    }
+}
+
+static void test_varint_size_boundaries(void **state)
+{
+    for (int bits = 0; bits <= 64; bits++) {
+        uint64_t v = bits == 64 ? UINT64_MAX : (1ull << bits) - 1;
+        uint64_t w = bits == 64 ? UINT64_MAX : 1ull << bits;
+        uint8_t buf[WIRE_VARINT_MAX];
+        assert_int_equal(wire_varint_size(v), wire_put_varint(buf, v));
+        assert_int_equal(wire_varint_size(w), wire_put_varint(buf, w));
+    }
+}
+
+/* Reference reader for one field, from the slow varint decoder alone. */
+static bool ref_next(const uint8_t *p, size_t n, wire_field *f, size_t *used)
+{
+    uint64_t tag, v;
+    int k = wire_varint_decode(p, n < WIRE_TAG_MAX ? n : WIRE_TAG_MAX, &tag);
+    if (k <= 0 || tag >> 3 == 0 || tag >> 3 > WIRE_FIELD_MAX)
+        return false;
+    size_t at = (size_t)k;
+    f->number = (uint32_t)(tag >> 3);
+    f->type = (uint8_t)(tag & 7);
+    if (f->type == WIRE_VARINT) {
+        k = wire_varint_decode(p + at, n - at, &v);
+        if (k <= 0)
+            return false;
+        f->value = v;
+        *used = at + (size_t)k;
+        return true;
+    }
+    if (f->type == WIRE_LEN) {
+        size_t rem = n - at;
+        k = wire_varint_decode(p + at, rem < WIRE_LEN_MAX ? rem : WIRE_LEN_MAX, &v);
+        if (k <= 0 || v > INT32_MAX || v > rem - (size_t)k)
+            return false;
+        f->data.p = p + at + k;
+        f->data.len = (size_t)v;
+        *used = at + (size_t)k + (size_t)v;
+        return true;
+    }
+    if (f->type == WIRE_I64 || f->type == WIRE_I32) {
+        size_t w = f->type == WIRE_I64 ? 8 : 4;
+        if (n - at < w)
+            return false;
+        *used = at + w;
+        return true;
+    }
+    return false;
+}
+
+/* wire_next (whose common case is the inline wire_next_short) reads random
+ * and field-shaped bytes exactly as the reference does; when
+ * wire_next_short declines, it changed nothing. */
+static void test_next_short_agrees(void **state)
+{
+    uint8_t buf[24];
+
+    for (int r = 0; r < 200000; r++) {
+        size_t n = rnd() % (sizeof buf + 1);
+        for (size_t i = 0; i < n; i++)
+            buf[i] = (uint8_t)rnd();
+        if (n > 0 && r % 2) /* field-shaped: a small tag and a short length/value */
+            buf[0] = (uint8_t)(8 * (1 + rnd() % 15) + (rnd() % 3 == 0 ? WIRE_VARINT : WIRE_LEN));
+        if (n > 1 && r % 4 == 1)
+            buf[1] = (uint8_t)(rnd() % (n + 2));
+        uint8_t *c = tight(buf, n);
+        wire_cursor cur, keep;
+        wire_field f, g;
+        size_t used = 0;
+        char detail[WIRE_DETAIL_MAX];
+        bool ok = ref_next(c, n, &g, &used);
+
+        wire_cursor_init(&cur, c, n);
+        keep = cur;
+        if (!wire_next_short(&cur, &f)) {
+            assert_true(cur.p == keep.p);
+        } else {
+            assert_true(ok);
+        }
+        cur = keep;
+        int rc = wire_next(&cur, &f, detail);
+        assert_int_equal(rc == 0, ok);
+        if (ok) {
+            assert_int_equal(f.number, g.number);
+            assert_int_equal(f.type, g.type);
+            assert_int_equal(f.pos, 0);
+            assert_true(cur.p == c + used);
+            if (g.type == WIRE_VARINT)
+                assert_true(f.value == g.value);
+            if (g.type == WIRE_LEN) {
+                assert_true(f.data.p == g.data.p);
+                assert_int_equal(f.data.len, g.data.len);
+            }
+        } else {
+            assert_int_equal(rc, PB_EPROTO);
+            assert_true(strlen(detail) > 0);
+        }
+        free(c);
+    }
+}
+
+/* The 8-byte ASCII step of wire_utf8_valid still reports the first bad
+ * byte exactly, wherever it falls relative to the 8-byte steps, and
+ * wire_put_utf8_field repairs from there. */
+static void test_utf8_ascii_runs(void **state)
+{
+    static const char *const bad_seqs[] = {"\x80", "\xc3", "\xc0\x80", "\xed\xa0\x80", "\xff"};
+    uint8_t buf[64], out[80];
+
+    for (size_t run = 0; run < 40; run++) {
+        for (size_t b = 0; b < sizeof bad_seqs / sizeof bad_seqs[0]; b++) {
+            size_t blen = strlen(bad_seqs[b]), n = run + blen + 3, bad = 999;
+            memset(buf, 'a', run);
+            memcpy(buf + run, bad_seqs[b], blen);
+            memcpy(buf + run + blen, "xyz", 3);
+            uint8_t *c = tight(buf, n);
+            assert_false(wire_utf8_valid(c, n, &bad));
+            assert_int_equal(bad, run);
+            size_t k = wire_put_utf8_field(out, 1, c, n);
+            size_t hdr = 1 + wire_varint_size(n);
+            assert_int_equal(k, hdr + n); /* same length: one '?' per bad byte */
+            assert_memory_equal(out + hdr, buf, run);
+            assert_int_equal(out[hdr + run], '?');
+            assert_true(wire_utf8_valid(out + hdr, n, &bad));
+            free(c);
+        }
+        /* And a valid multi-byte character after the run passes. */
+        memset(buf, 'a', run);
+        memcpy(buf + run, "\xe2\x82\xac", 3);
+        size_t bad = 0;
+        assert_true(wire_utf8_valid(buf, run + 3, &bad));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -281,6 +483,10 @@ int main(void)
         cmocka_unit_test(test_repeated_truncated_packed),
         cmocka_unit_test(test_utf8),
         cmocka_unit_test(test_field_writers),
+        cmocka_unit_test(test_varint_fast_agrees),
+        cmocka_unit_test(test_varint_size_boundaries),
+        cmocka_unit_test(test_next_short_agrees),
+        cmocka_unit_test(test_utf8_ascii_runs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
