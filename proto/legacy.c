@@ -35,24 +35,13 @@ struct pb_legacy {
     char reason[200];
 };
 
-static ssize_t plain_pread(void *ctx, int fd, void *buf, size_t len, off_t off)
-{
-    for (;;) {
-        ssize_t n = pread(fd, buf, len, off);
-        if (n >= 0)
-            return n;
-        if (errno != EINTR)
-            return -errno;
-    }
-}
-
 int pb_file_probe(const char *path, pb_file_kind *kind)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return -errno;
     uint8_t magic[8];
-    ssize_t n = plain_pread(NULL, fd, magic, sizeof magic, 0);
+    ssize_t n = segment_pread_posix(NULL, fd, magic, sizeof magic, 0);
     (void)close(fd); /* read-only: a close error loses nothing */
     if (n < 0)
         return (int)n;
@@ -166,7 +155,7 @@ int pb_legacy_open(pb_legacy **out, const char *path, bool follow)
     int rc = PB_EINVAL;
     if (snprintf(l->path, sizeof l->path, "%s", path) >= (int)sizeof l->path)
         goto fail;
-    if ((rc = segment_buf_init(&l->buf, plain_pread, NULL)) < 0)
+    if ((rc = segment_buf_init(&l->buf, segment_pread_posix, NULL)) < 0)
         goto fail;
     l->fd = open(path, O_RDONLY | O_CLOEXEC);
     if (l->fd < 0) {

@@ -48,17 +48,6 @@ struct pb_reader {
     char reason[160];
 };
 
-static ssize_t plain_pread(void *ctx, int fd, void *buf, size_t len, off_t off)
-{
-    for (;;) {
-        ssize_t n = pread(fd, buf, len, off);
-        if (n >= 0)
-            return n;
-        if (errno != EINTR)
-            return -errno;
-    }
-}
-
 static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -268,7 +257,7 @@ static void seek_in_segment(pb_reader *r, bool by_time, uint64_t offset, int64_t
     segment_index_entry best = {0};
     bool found = false;
     if (fstat(ifd, &st) < 0 || st.st_size < (off_t)PB_FILE_HEADER_SIZE ||
-        plain_pread(NULL, ifd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr ||
+        segment_pread_posix(NULL, ifd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr ||
         file_header_decode(hdr, PB_IDX_MAGIC, &idx_base, NULL) < 0 || idx_base != base)
         goto out;
     uint64_t lo = 0, hi = ((uint64_t)st.st_size - PB_FILE_HEADER_SIZE) / PB_INDEX_ENTRY_SIZE;
@@ -277,7 +266,7 @@ static void seek_in_segment(pb_reader *r, bool by_time, uint64_t offset, int64_t
         uint8_t raw[PB_INDEX_ENTRY_SIZE];
         segment_index_entry e;
         off_t at = (off_t)(PB_FILE_HEADER_SIZE + mid * PB_INDEX_ENTRY_SIZE);
-        if (plain_pread(NULL, ifd, raw, sizeof raw, at) != (ssize_t)sizeof raw)
+        if (segment_pread_posix(NULL, ifd, raw, sizeof raw, at) != (ssize_t)sizeof raw)
             break;
         segment_index_entry_decode(raw, &e);
         bool below = by_time ? e.time_ns < time_ns : e.offset <= offset;
@@ -536,7 +525,7 @@ int pb_reader_open(pb_reader **out, const char *partition_dir)
     int rc = PB_EINVAL;
     if (snprintf(r->dir, sizeof r->dir, "%s", partition_dir) >= (int)sizeof r->dir)
         goto fail;
-    if ((rc = segment_buf_init(&r->buf, plain_pread, NULL)) < 0)
+    if ((rc = segment_buf_init(&r->buf, segment_pread_posix, NULL)) < 0)
         goto fail;
     if ((rc = refresh_segments(r)) < 0)
         goto fail;

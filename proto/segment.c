@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* See segment_resync: how far past the densest possible packing a found
  * record's offset may be. */
@@ -56,6 +57,18 @@ bool segment_parse_name(const char *name, const char *ext, uint64_t *base)
         return false;
     *base = v;
     return true;
+}
+
+ssize_t segment_pread_posix(void *ctx, int fd, void *buf, size_t len, off_t off)
+{
+    (void)ctx;
+    for (;;) {
+        ssize_t n = pread(fd, buf, len, off);
+        if (n >= 0)
+            return n;
+        if (errno != EINTR)
+            return -errno;
+    }
 }
 
 int segment_buf_init(segment_buf *b, segment_pread_fn fn, void *ctx)

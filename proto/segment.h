@@ -60,6 +60,11 @@ typedef struct segment_buf {
 
 /* Allocates the buffer (PB_SEGMENT_READ_CHUNK bytes). 0 or PB_ENOMEM. */
 int segment_buf_init(segment_buf *b, segment_pread_fn fn, void *ctx);
+
+/* A segment_pread_fn over plain pread(2): retries EINTR, returns bytes read
+ * or a negated errno; ctx unused. For readers outside the writer's fileio
+ * (the partition reader, single-file and original-layout readers). */
+ssize_t segment_pread_posix(void *ctx, int fd, void *buf, size_t len, off_t off);
 void segment_buf_free(segment_buf *b);
 /* Points the window at another file (or the same one after it changed). */
 void segment_buf_attach(segment_buf *b, int fd);

@@ -34,17 +34,6 @@ struct segfile {
     char reason[200];
 };
 
-static ssize_t plain_pread(void *ctx, int fd, void *buf, size_t len, off_t off)
-{
-    for (;;) {
-        ssize_t n = pread(fd, buf, len, off);
-        if (n >= 0)
-            return n;
-        if (errno != EINTR)
-            return -errno;
-    }
-}
-
 static int report(segfile *f, uint64_t position, uint64_t first, uint64_t last, const char *reason)
 {
     f->problem.file = f->path;
@@ -201,7 +190,7 @@ int segfile_open(segfile **out, const char *path, bool follow)
     int rc = PB_EINVAL;
     if (snprintf(f->path, sizeof f->path, "%s", path) >= (int)sizeof f->path)
         goto fail;
-    if ((rc = segment_buf_init(&f->buf, plain_pread, NULL)) < 0)
+    if ((rc = segment_buf_init(&f->buf, segment_pread_posix, NULL)) < 0)
         goto fail;
     f->fd = open(path, O_RDONLY | O_CLOEXEC);
     if (f->fd < 0) {
