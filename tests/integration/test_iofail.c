@@ -14,6 +14,7 @@
  * on demand; clients are libprotobus over 127.0.0.1 as usual. Readers (the
  * subscriptions) use the real files.
  */
+#include "testfs.h"
 #include "config.h"
 #include "fileio.h"
 #include "logging.h"
@@ -149,11 +150,6 @@ static void *loop_main(void *arg)
      * itself until the connections are closed). */
     net_close(d->net);
     return NULL;
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(path);
 }
 
 static void daemon_start(inproc *d)
@@ -345,7 +341,7 @@ static void test_eio_and_enospc(void **state)
     arm("", 0, 0);
     int rc = daemon_stop(d);
     assert_true(rc == -EIO || rc == -ENOSPC || rc == PB_EFAILED);
-    assert_int_equal(nftw(d->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS), 0);
+    assert_int_equal(testfs_rmrf(d->dir), 0);
 }
 
 int main(void)

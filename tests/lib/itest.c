@@ -1,6 +1,8 @@
 /* itest - integration test helpers; see itest.h. */
 #include "itest.h"
 
+#include "testfs.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -139,25 +141,12 @@ void itest_daemon_kill(itest_daemon *d)
     d->pid = 0;
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-void itest_rmrf(const char *path)
-{
-    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 void itest_daemon_cleanup(itest_daemon *d)
 {
     if (d->pid > 0)
         itest_daemon_stop(d);
     if (d->dir[0] && !getenv("ITEST_KEEP"))
-        itest_rmrf(d->dir);
+        testfs_rmrf(d->dir);
 }
 
 long itest_daemon_rss_kb(const itest_daemon *d)

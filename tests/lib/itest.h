@@ -78,9 +78,6 @@ uint8_t *itest_event(const char *topic, const char *payload, size_t *len);
 Protobus__Frame *itest_publish(int fd, uint64_t id, const char *const *topics,
                                const char *const *payloads, size_t n, int timeout_ms);
 
-/* Removes a directory tree. */
-void itest_rmrf(const char *path);
-
 /* Monotonic milliseconds. */
 uint64_t itest_now_ms(void);
 

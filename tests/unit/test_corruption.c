@@ -25,6 +25,7 @@
  *
  * PB_TEST_SCALE (a percentage, default 100) scales the number of flips.
  */
+#include "testfs.h"
 #include "log.h"
 #include "pb_errors.h"
 #include "reader.h"
@@ -106,40 +107,13 @@ static size_t nfiles;
 static rec_pos recs[NRECORDS];
 static size_t active; /* index of the active segment's file */
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
-
-static uint8_t *slurp(const char *path, size_t *len)
-{
-    int fd = open(path, O_RDONLY);
-    assert_true(fd >= 0);
-    struct stat st;
-    assert_int_equal(fstat(fd, &st), 0);
-    uint8_t *buf = malloc((size_t)st.st_size + 1);
-    assert_non_null(buf);
-    assert_int_equal(pread(fd, buf, (size_t)st.st_size, 0), st.st_size);
-    assert_int_equal(close(fd), 0);
-    *len = (size_t)st.st_size;
-    return buf;
-}
-
-static void put(const char *path, const uint8_t *data, size_t len)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, data, len), (ssize_t)len);
-    assert_int_equal(close(fd), 0);
-}
-
 /* Writes the pristine files into part (replacing whatever is there). */
 static void restore(void)
 {
     char path[PATH_MAX];
     for (size_t i = 0; i < nfiles; i++) {
         snprintf(path, sizeof path, "%s/%.200s", part, files[i].name);
-        put(path, files[i].data, files[i].len);
+        testfs_write_file(path, files[i].data, files[i].len);
     }
 }
 
@@ -200,7 +174,7 @@ static int build(void **state)
         char path[PATH_MAX];
         snprintf(f->name, sizeof f->name, "%s", de->d_name);
         snprintf(path, sizeof path, "%s/%s", part, de->d_name);
-        f->data = slurp(path, &f->len);
+        f->data = testfs_read_file(path, &f->len);
         f->is_log = segment_parse_name(f->name, ".log", &f->base);
     }
     closedir(d);
@@ -230,7 +204,7 @@ static int cleanup(void **state)
 {
     for (size_t i = 0; i < nfiles; i++)
         free(files[i].data);
-    return nftw(root, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    return testfs_rmrf(root);
 }
 
 /* ---- one flip ---------------------------------------------------------------- */
@@ -305,7 +279,7 @@ static void logs_unchanged(size_t flipped, uint64_t pos, uint64_t cut, const cha
             continue;
         snprintf(path, sizeof path, "%s/%.200s", part, files[i].name);
         size_t len;
-        uint8_t *now = slurp(path, &len);
+        uint8_t *now = testfs_read_file(path, &len);
         size_t want_len = i == active && cut != UINT64_MAX ? cut : files[i].len;
         if (len != want_len)
             fail_msg("%s: %s is %zu bytes, expected %zu", what, files[i].name, len, want_len);
@@ -342,7 +316,7 @@ static void one_flip(uint64_t seed, size_t total_log_bytes, uint64_t *kinds)
     restore();
     snprintf(path, sizeof path, "%s/%.200s", part, files[fi].name);
     files[fi].data[at] ^= bit;
-    put(path, files[fi].data, files[fi].len);
+    testfs_write_file(path, files[fi].data, files[fi].len);
     files[fi].data[at] ^= bit; /* the pristine copy stays pristine */
 
     const rec_pos *rp = at < PB_FILE_HEADER_SIZE ? NULL : record_at(fi, at);

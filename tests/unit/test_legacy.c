@@ -20,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "testfs.h"
 #include "frame.h"
 #include "legacy.h"
 #include "pb_errors.h"
@@ -30,11 +31,6 @@
 
 static char root[64];
 static char path[PATH_MAX];
-
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(p);
-}
 
 static int setup(void **state)
 {
@@ -47,7 +43,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    return nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return testfs_rmrf(root);
 }
 
 /* Packs event i as the original server stored it: topic, one tag, all three

@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "testfs.h"
 #include "fileio.h"
 #include "log.h"
 #include "pb_errors.h"
@@ -39,11 +40,6 @@ static char part[128];
 
 /* ---- helpers ----------------------------------------------------------- */
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
-
 static int setup(void **state)
 {
     snprintf(root, sizeof root, "/tmp/pb_test_log.XXXXXX");
@@ -55,7 +51,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    return nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return testfs_rmrf(root);
 }
 
 static uint64_t mix(uint64_t x)
@@ -173,53 +169,9 @@ static void verify_all(uint64_t n)
     pb_reader_close(r);
 }
 
-static size_t list_bases(uint64_t *bases, size_t cap)
-{
-    DIR *d = opendir(part);
-    assert_non_null(d);
-    size_t n = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        uint64_t b;
-        if (segment_parse_name(de->d_name, ".log", &b)) {
-            assert_true(n < cap);
-            size_t i = n++;
-            while (i > 0 && bases[i - 1] > b) {
-                bases[i] = bases[i - 1];
-                i--;
-            }
-            bases[i] = b;
-        }
-    }
-    closedir(d);
-    return n;
-}
-
 static void seg_path(char *out, uint64_t base, const char *ext)
 {
     assert_int_equal(segment_path(out, PATH_MAX, part, base, ext), 0);
-}
-
-static uint8_t *read_file(const char *path, size_t *len)
-{
-    int fd = open(path, O_RDONLY);
-    assert_true(fd >= 0);
-    struct stat st;
-    assert_int_equal(fstat(fd, &st), 0);
-    uint8_t *buf = malloc((size_t)st.st_size + 1);
-    assert_non_null(buf);
-    assert_int_equal(pread(fd, buf, (size_t)st.st_size, 0), st.st_size);
-    assert_int_equal(close(fd), 0);
-    *len = (size_t)st.st_size;
-    return buf;
-}
-
-static void write_file(const char *path, const void *buf, size_t len)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    assert_true(fd >= 0);
-    assert_int_equal(pwrite(fd, buf, len, 0), (ssize_t)len);
-    assert_int_equal(close(fd), 0);
 }
 
 static off_t file_size(const char *path)
@@ -233,7 +185,7 @@ static off_t file_size(const char *path)
 static size_t record_positions(const char *path, uint64_t *pos, size_t cap)
 {
     size_t len, n = 0;
-    uint8_t *buf = read_file(path, &len);
+    uint8_t *buf = testfs_read_file(path, &len);
     uint64_t p = PB_FILE_HEADER_SIZE;
     pb_record rec;
     uint32_t size;
@@ -261,7 +213,7 @@ static void test_creates_dir_and_segment(void **state)
     seg_path(p, 0, ".log");
     assert_string_equal(strrchr(p, '/') + 1, "00000000000000000000.log");
     size_t len;
-    uint8_t *h = read_file(p, &len);
+    uint8_t *h = testfs_read_file(p, &len);
     assert_int_equal(len, PB_FILE_HEADER_SIZE);
     uint64_t base;
     int64_t created;
@@ -269,7 +221,7 @@ static void test_creates_dir_and_segment(void **state)
     assert_true(base == 0 && created == clock_value);
     free(h);
     seg_path(p, 0, ".idx");
-    h = read_file(p, &len);
+    h = testfs_read_file(p, &len);
     assert_int_equal(len, PB_FILE_HEADER_SIZE);
     assert_int_equal(file_header_decode(h, PB_IDX_MAGIC, &base, NULL), 0);
     free(h);
@@ -295,7 +247,7 @@ static void test_index_entries(void **state)
     size_t n = record_positions(lp, pos, 600);
     assert_int_equal(n, 500);
     size_t ilen;
-    uint8_t *idx = read_file(ip, &ilen);
+    uint8_t *idx = testfs_read_file(ip, &ilen);
     size_t k = PB_FILE_HEADER_SIZE, entries = 0;
     uint64_t last = 0;
     for (size_t i = 0; i < n; i++) {
@@ -328,7 +280,7 @@ static void test_size_rotation(void **state)
     assert_int_equal(log_append(log, e, 2, NULL), 0);
     assert_int_equal(log_close(log), 0);
     uint64_t bases[16];
-    size_t n = list_bases(bases, 16);
+    size_t n = testfs_list_bases(part, bases, 16);
     /* (4096 - 40) / 124 = 32 records per segment. */
     uint64_t want[] = {0, 32, 64, 96, 100, 101};
     assert_int_equal(n, 6);
@@ -350,7 +302,7 @@ static void append_at(pb_log *log, int64_t t)
 static void expect_bases(const uint64_t *want, size_t n)
 {
     uint64_t bases[32];
-    assert_int_equal(list_bases(bases, 32), n);
+    assert_int_equal(testfs_list_bases(part, bases, 32), n);
     for (size_t i = 0; i < n; i++)
         if (bases[i] != want[i])
             fail_msg("segment %zu starts at %llu, expected %llu", i, (unsigned long long)bases[i],
@@ -497,20 +449,20 @@ static void test_recover_cut_inside_last_record(void **state)
     assert_int_equal(append_range(log, 0, 150, 9), 0); /* several segments */
     assert_int_equal(log_close(log), 0);
     uint64_t bases[32];
-    size_t nseg = list_bases(bases, 32);
+    size_t nseg = testfs_list_bases(part, bases, 32);
     assert_true(nseg >= 2);
     char lp[PATH_MAX], ip[PATH_MAX];
     seg_path(lp, bases[nseg - 1], ".log");
     seg_path(ip, bases[nseg - 1], ".idx");
     size_t llen, ilen;
-    uint8_t *orig = read_file(lp, &llen);
-    uint8_t *oidx = read_file(ip, &ilen);
+    uint8_t *orig = testfs_read_file(lp, &llen);
+    uint8_t *oidx = testfs_read_file(ip, &ilen);
     static uint64_t pos[400];
     size_t n = record_positions(lp, pos, 400);
     uint64_t last_pos = pos[n - 1];
     for (uint64_t cut = last_pos + 1; cut < llen; cut++) {
-        write_file(lp, orig, cut);
-        write_file(ip, oidx, ilen); /* may name the lost record: stale */
+        testfs_write_file(lp, orig, cut);
+        testfs_write_file(ip, oidx, ilen); /* may name the lost record: stale */
         log = open_log(16 << 10);
         if (log_next_offset(log) != 149)
             fail_msg("cut at %llu: next offset %llu", (unsigned long long)cut,
@@ -537,7 +489,7 @@ static void test_recover_cut_inside_fresh_header(void **state)
     assert_int_equal(append_range(log, 0, 40, 5), 0);
     assert_int_equal(log_close(log), 0);
     uint64_t bases[32];
-    size_t nseg = list_bases(bases, 32);
+    size_t nseg = testfs_list_bases(part, bases, 32);
     uint64_t next = 40;
     /* The state right after a rotation: a new segment starting at 40. */
     char lp[PATH_MAX], ip[PATH_MAX];
@@ -546,7 +498,7 @@ static void test_recover_cut_inside_fresh_header(void **state)
     uint8_t hdr[PB_FILE_HEADER_SIZE];
     file_header_encode(hdr, PB_LOG_MAGIC, next, 1);
     for (size_t cut = 0; cut < PB_FILE_HEADER_SIZE; cut++) {
-        write_file(lp, hdr, cut);
+        testfs_write_file(lp, hdr, cut);
         if (cut % 2)
             assert_int_equal(unlink(ip) == 0 || errno == ENOENT, 1);
         log = open_log(4096);
@@ -557,11 +509,11 @@ static void test_recover_cut_inside_fresh_header(void **state)
         assert_int_equal(append_range(log, next, 1, 1), 0);
         assert_int_equal(log_close(log), 0);
         verify_all(next + 1);
-        nseg = list_bases(bases, 32);
+        nseg = testfs_list_bases(part, bases, 32);
         assert_true(bases[nseg - 1] == next); /* the next round cuts it again */
     }
     /* A whole header with no record is fine as it is. */
-    write_file(lp, hdr, sizeof hdr);
+    testfs_write_file(lp, hdr, sizeof hdr);
     log = open_log(4096);
     assert_true(log_next_offset(log) == next);
     assert_null(strstr(messages, "recreating"));
@@ -660,7 +612,7 @@ static uint8_t *idx_entries(uint64_t base, size_t *len)
     char ip[PATH_MAX];
     seg_path(ip, base, ".idx");
     size_t n;
-    uint8_t *buf = read_file(ip, &n);
+    uint8_t *buf = testfs_read_file(ip, &n);
     assert_true(n >= PB_FILE_HEADER_SIZE);
     memmove(buf, buf + PB_FILE_HEADER_SIZE, n - PB_FILE_HEADER_SIZE);
     *len = n - PB_FILE_HEADER_SIZE;
@@ -682,7 +634,7 @@ static void test_index_rebuilt_when_missing_or_stale(void **state)
     assert_int_equal(append_range(log, 0, 400, 10), 0);
     assert_int_equal(log_close(log), 0);
     uint64_t bases[32];
-    size_t nseg = list_bases(bases, 32);
+    size_t nseg = testfs_list_bases(part, bases, 32);
     assert_true(nseg >= 3);
     uint64_t act = bases[nseg - 1], old = bases[0];
     size_t alen, olen;
@@ -756,7 +708,7 @@ static void sim_to_disk(simio *s)
 {
     struct stat st;
     if (stat(part, &st) == 0)
-        assert_int_equal(nftw(part, rm_entry, 16, FTW_DEPTH | FTW_PHYS), 0);
+        assert_int_equal(testfs_rmrf(part), 0);
     int rc = simio_export(s, part, part);
     assert_true(rc == 0 || rc == PB_ENOTFOUND);
 }

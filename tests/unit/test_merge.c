@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "testfs.h"
 #include "merge.h"
 #include "pb_errors.h"
 #include "reader.h"
@@ -26,11 +27,6 @@
 #include "segment.h"
 
 static char root[64];
-
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(p);
-}
 
 static int setup(void **state)
 {
@@ -40,7 +36,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    return nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return testfs_rmrf(root);
 }
 
 /* --- scripted sources ---------------------------------------------------- */

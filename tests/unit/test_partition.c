@@ -10,6 +10,7 @@
  * hold an fdatasync until the test releases it (a "slow disk", without
  * sleeping), and can inject EIO/ENOSPC.
  */
+#include "testfs.h"
 #include "fileio.h"
 #include "frame.h"
 #include "partition.h"
@@ -311,11 +312,6 @@ typedef struct fixture {
     partition_options opts;
 } fixture;
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
-
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
@@ -343,7 +339,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
-    nftw(f->root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    testfs_rmrf(f->root);
     pthread_mutex_destroy(&f->h.lock);
     pthread_cond_destroy(&f->h.cond);
     free(f);

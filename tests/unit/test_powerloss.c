@@ -26,6 +26,7 @@
  * on purpose); PB_TEST_VERBOSE=1 turns it back on. PB_TEST_SCALE (a
  * percentage, default 100) scales the number of rounds.
  */
+#include "testfs.h"
 #include "frame.h"
 #include "log.h"
 #include "logging.h"
@@ -274,16 +275,11 @@ static void run_daemon(round_state *r, simio *sim)
         note(r, "partition_close: %s with the disk up", pb_strerror(rc));
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
-
 static void clear_real_part(void)
 {
     struct stat st;
     if (stat(real_part, &st) == 0)
-        assert_int_equal(nftw(real_part, rm_entry, 8, FTW_DEPTH | FTW_PHYS), 0);
+        assert_int_equal(testfs_rmrf(real_part), 0);
 }
 
 /* The checks after the power loss, on the recovered real copy. Returns
@@ -577,7 +573,7 @@ static int teardown(void **state)
 {
     pthread_mutex_destroy(&R.lock);
     pthread_cond_destroy(&R.cond);
-    return nftw(root, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    return testfs_rmrf(root);
 }
 
 int main(void)

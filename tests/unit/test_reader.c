@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "testfs.h"
 #include "log.h"
 #include "pb_errors.h"
 #include "reader.h"
@@ -32,11 +33,6 @@
 
 static char root[64];
 static char part[PATH_MAX];
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
 
 static int setup(void **state)
 {
@@ -49,7 +45,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    return nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return testfs_rmrf(root);
 }
 
 static uint64_t mix(uint64_t x)
@@ -145,45 +141,9 @@ static void expect_eof(pb_reader *r)
 }
 
 /* Sorted base offsets of the .log files in part. */
-static size_t list_bases(uint64_t *bases, size_t cap)
-{
-    DIR *d = opendir(part);
-    assert_non_null(d);
-    size_t n = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        uint64_t b;
-        if (segment_parse_name(de->d_name, ".log", &b)) {
-            assert_true(n < cap);
-            size_t i = n++;
-            while (i > 0 && bases[i - 1] > b) {
-                bases[i] = bases[i - 1];
-                i--;
-            }
-            bases[i] = b;
-        }
-    }
-    closedir(d);
-    return n;
-}
-
 static void seg_path(char *out, uint64_t base, const char *ext)
 {
     assert_int_equal(segment_path(out, PATH_MAX, part, base, ext), 0);
-}
-
-static uint8_t *read_file(const char *path, size_t *len)
-{
-    int fd = open(path, O_RDONLY);
-    assert_true(fd >= 0);
-    struct stat st;
-    assert_int_equal(fstat(fd, &st), 0);
-    uint8_t *buf = malloc((size_t)st.st_size + 1);
-    assert_non_null(buf);
-    assert_int_equal(pread(fd, buf, (size_t)st.st_size, 0), st.st_size);
-    assert_int_equal(close(fd), 0);
-    *len = (size_t)st.st_size;
-    return buf;
 }
 
 static void write_at(const char *path, const void *buf, size_t len, off_t off)
@@ -198,7 +158,7 @@ static void write_at(const char *path, const void *buf, size_t len, off_t off)
 static uint64_t record_pos(const char *path, uint64_t off, uint32_t *size)
 {
     size_t len;
-    uint8_t *buf = read_file(path, &len);
+    uint8_t *buf = testfs_read_file(path, &len);
     uint64_t pos = PB_FILE_HEADER_SIZE;
     pb_record rec;
     while (pos < len) {
@@ -222,7 +182,7 @@ static void test_100k_records_roundtrip(void **state)
     assert_int_equal(log_close(log), 0);
 
     uint64_t bases[256];
-    size_t nseg = list_bases(bases, 256);
+    size_t nseg = testfs_list_bases(part, bases, 256);
     assert_true(nseg >= 10);
     assert_true(bases[0] == 0);
     for (size_t i = 0; i < nseg; i++) {
@@ -305,7 +265,7 @@ static void test_seek_offset_and_time(void **state)
     pb_log *log = open_log(256 << 10);
     append_range(log, 0, n, 300);
     uint64_t bases[64];
-    size_t nseg = list_bases(bases, 64);
+    size_t nseg = testfs_list_bases(part, bases, 64);
     assert_true(nseg >= 10);
     check_offset_seeks(n, bases, nseg);
     check_time_seeks(n, bases, nseg);
@@ -336,7 +296,7 @@ static void test_seek_without_or_with_bad_index(void **state)
     append_range(log, 0, n, 100);
     assert_int_equal(log_close(log), 0);
     uint64_t bases[64];
-    size_t nseg = list_bases(bases, 64);
+    size_t nseg = testfs_list_bases(part, bases, 64);
     assert_true(nseg >= 4);
     for (size_t i = 0; i < nseg; i++) {
         char p[PATH_MAX];
@@ -378,7 +338,7 @@ static void test_follow_live_log(void **state)
     expect_eof(r);
     append_range(log, 10, 300, 7); /* many rotations */
     uint64_t bases[128];
-    assert_true(list_bases(bases, 128) > 5);
+    assert_true(testfs_list_bases(part, bases, 128) > 5);
     expect_range(r, 10, 150);
     append_range(log, 310, 50, 50);
     expect_range(r, 150, 360);
@@ -387,7 +347,7 @@ static void test_follow_live_log(void **state)
 
     /* Write record 360 by hand, in two steps, at the end of the newest
      * segment: the first half reads as "nothing yet". */
-    size_t nseg = list_bases(bases, 128);
+    size_t nseg = testfs_list_bases(part, bases, 128);
     char p[PATH_MAX];
     seg_path(p, bases[nseg - 1], ".log");
     struct stat st;
@@ -442,7 +402,7 @@ static void test_corruption_in_rotated_segment(void **state)
     append_range(log, 0, n, 50);
     assert_int_equal(log_close(log), 0);
     uint64_t bases[64];
-    size_t nseg = list_bases(bases, 64);
+    size_t nseg = testfs_list_bases(part, bases, 64);
     assert_true(nseg >= 4);
     char p[PATH_MAX];
     seg_path(p, bases[1], ".log");
@@ -452,7 +412,7 @@ static void test_corruption_in_rotated_segment(void **state)
     uint32_t size;
     uint64_t pos = record_pos(p, victim, &size);
     size_t flen;
-    uint8_t *orig = read_file(p, &flen);
+    uint8_t *orig = testfs_read_file(p, &flen);
     uint8_t b = orig[pos + 30] ^ 0x10;
     write_at(p, &b, 1, (off_t)(pos + 30));
     read_expecting_problem(n, p, pos, victim, victim);
@@ -473,12 +433,12 @@ static void test_corruption_in_rotated_segment(void **state)
     read_expecting_problem(n, p, pos, victim, victim + 2);
 
     /* The writer's recovery leaves a rotated segment alone. */
-    uint8_t *before = read_file(p, &flen);
+    uint8_t *before = testfs_read_file(p, &flen);
     log = open_log(64 << 10);
     assert_true(log_next_offset(log) == n);
     assert_int_equal(log_close(log), 0);
     size_t flen2;
-    uint8_t *after = read_file(p, &flen2);
+    uint8_t *after = testfs_read_file(p, &flen2);
     assert_int_equal(flen, flen2);
     assert_memory_equal(before, after, flen);
     free(before);
@@ -495,7 +455,7 @@ static void test_cut_end_of_rotated_segment(void **state)
     append_range(log, 0, n, 20);
     assert_int_equal(log_close(log), 0);
     uint64_t bases[128];
-    size_t nseg = list_bases(bases, 128);
+    size_t nseg = testfs_list_bases(part, bases, 128);
     assert_true(nseg >= 3);
     char p[PATH_MAX];
     seg_path(p, bases[1], ".log");

@@ -3,6 +3,7 @@
  * created on demand, looked up, listed in name order, reopened with their
  * contents.
  */
+#include "testfs.h"
 #include "pb_errors.h"
 #include "store.h"
 
@@ -42,11 +43,6 @@ static int options(void *ctx, const char *name, partition_options *opts)
     return 0;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
-
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
@@ -63,7 +59,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
-    nftw(f->root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    testfs_rmrf(f->root);
     free(f);
     return 0;
 }

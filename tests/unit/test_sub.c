@@ -19,6 +19,7 @@
  * Waits are on conditions (done callbacks, sub_registry_wait, poll on the
  * socket) with generous bounds that are never reached when things work.
  */
+#include "testfs.h"
 #include "config.h" /* before store.h, as in store.c */
 #include "frame.h"
 #include "partition.h"
@@ -88,11 +89,6 @@ static int part_opts(void *ctx, const char *name, partition_options *o)
     return 0;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
-
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
@@ -116,7 +112,7 @@ static int teardown(void **state)
     sub_registry_stop(f->reg);
     assert_int_equal(store_close(f->st), 0);
     sub_registry_destroy(f->reg);
-    nftw(f->root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    testfs_rmrf(f->root);
     pthread_mutex_destroy(&f->lock);
     pthread_cond_destroy(&f->cond);
     free(f);

@@ -5,6 +5,7 @@
  *
  * Single-threaded: the test plays the partition's writer thread.
  */
+#include "testfs.h"
 #include "log.h"
 #include "pb_errors.h"
 #include "topics.h"
@@ -112,14 +113,9 @@ static void add(topic_table *t, const char *topic, uint64_t offset)
 
 /* --- temporary directories and a real partition log --- */
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
-
 static void rm_rf(const char *dir)
 {
-    assert_int_equal(nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS), 0);
+    assert_int_equal(testfs_rmrf(dir), 0);
 }
 
 typedef struct fixture {
