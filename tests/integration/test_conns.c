@@ -74,34 +74,6 @@ static int wait_counts(pid_t pid, long fds, long tasks, int timeout_ms, long *go
     }
 }
 
-static Protobus__Frame *hello(int fd, uint64_t id)
-{
-    Protobus__Hello h = PROTOBUS__HELLO__INIT;
-    h.protocol_version = 1;
-    h.name = "test_conns";
-    Protobus__Frame f = PROTOBUS__FRAME__INIT;
-    f.id = id;
-    f.body_case = PROTOBUS__FRAME__BODY_HELLO;
-    f.hello = &h;
-    if (itest_send_frame(fd, &f) < 0)
-        return NULL;
-    return itest_recv_frame(fd, TIMEOUT_MS);
-}
-
-static int subscribe(int fd, uint64_t id, const char *pattern)
-{
-    Protobus__Subscribe s = PROTOBUS__SUBSCRIBE__INIT;
-    char *patterns[1] = {(char *)pattern};
-    s.n_patterns = 1;
-    s.patterns = patterns;
-    s.start = PROTOBUS__START_MODE__START_BEGINNING;
-    Protobus__Frame f = PROTOBUS__FRAME__INIT;
-    f.id = id;
-    f.body_case = PROTOBUS__FRAME__BODY_SUBSCRIBE;
-    f.subscribe = &s;
-    return itest_send_frame(fd, &f);
-}
-
 static int send_publish(int fd, uint64_t id, const char *topic, const char *payload)
 {
     Protobus__EncapsulatedEvent ev = PROTOBUS__ENCAPSULATED_EVENT__INIT;
@@ -186,7 +158,7 @@ static void test_thousand_connections(void **state)
         assert_true(fds[i] >= 0);
     }
     for (int i = 0; i < NCONN; i++) {
-        r = hello(fds[i], (uint64_t)i + 1);
+        r = itest_hello(fds[i], (uint64_t)i + 1, TIMEOUT_MS);
         if (!r || r->body_case != PROTOBUS__FRAME__BODY_HELLO)
             fprintf(stderr, "test_conns: no Hello reply on connection %d (%s)\n", i,
                     r ? "another frame" : "timeout or closed");
@@ -202,7 +174,8 @@ static void test_thousand_connections(void **state)
     /* Subscribers first (from the beginning, so none can miss an event),
      * then every publisher sends one event, and all acks are read. */
     for (int i = NPUB; i < NCONN; i++)
-        assert_int_equal(subscribe(fds[i], 7, "conns\\..*"), 0);
+        assert_int_equal(
+            itest_subscribe(fds[i], 7, "conns\\..*", PROTOBUS__START_MODE__START_BEGINNING), 0);
     for (int i = 0; i < NPUB; i++) {
         char topic[32], payload[32];
         snprintf(topic, sizeof topic, "conns.p%d", i);

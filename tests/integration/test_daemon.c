@@ -21,34 +21,6 @@
 
 #define TIMEOUT_MS 10000
 
-static Protobus__Frame *hello(int fd)
-{
-    Protobus__Hello h = PROTOBUS__HELLO__INIT;
-    h.protocol_version = 1;
-    h.name = "itest";
-    Protobus__Frame f = PROTOBUS__FRAME__INIT;
-    f.id = 1;
-    f.body_case = PROTOBUS__FRAME__BODY_HELLO;
-    f.hello = &h;
-    if (itest_send_frame(fd, &f) < 0)
-        return NULL;
-    return itest_recv_frame(fd, TIMEOUT_MS);
-}
-
-static int subscribe(int fd, uint64_t id, const char *pattern, Protobus__StartMode start)
-{
-    Protobus__Subscribe s = PROTOBUS__SUBSCRIBE__INIT;
-    char *patterns[1] = {(char *)pattern};
-    s.n_patterns = 1;
-    s.patterns = patterns;
-    s.start = start;
-    Protobus__Frame f = PROTOBUS__FRAME__INIT;
-    f.id = id;
-    f.body_case = PROTOBUS__FRAME__BODY_SUBSCRIBE;
-    f.subscribe = &s;
-    return itest_send_frame(fd, &f);
-}
-
 static int64_t ts_ns(const Google__Protobuf__Timestamp *t)
 {
     return t ? t->seconds * 1000000000LL + t->nanos : -1;
@@ -71,7 +43,7 @@ static void test_roundtrip_every_field(void **state)
     assert_int_equal(itest_daemon_start(&d, NULL, NULL), 0);
     int pub = itest_connect(d.port);
     assert_true(pub >= 0);
-    Protobus__Frame *r = hello(pub);
+    Protobus__Frame *r = itest_hello(pub, 1, TIMEOUT_MS);
     assert_non_null(r);
     assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_HELLO);
     assert_int_equal(r->hello->protocol_version, 1);
@@ -131,7 +103,8 @@ static void test_roundtrip_every_field(void **state)
 
     int sub = itest_connect(d.port);
     assert_true(sub >= 0);
-    assert_int_equal(subscribe(sub, 9, "sensors\\..*", PROTOBUS__START_MODE__START_BEGINNING), 0);
+    assert_int_equal(itest_subscribe(sub, 9, "sensors\\..*", PROTOBUS__START_MODE__START_BEGINNING),
+                     0);
     r = itest_recv_frame(sub, TIMEOUT_MS);
     assert_non_null(r);
     assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_EVENT);
@@ -332,7 +305,8 @@ static void test_bad_input(void **state)
     assert_int_equal(r->publish_ack->offsets[0], 1);
     protobus__frame__free_unpacked(r, NULL);
     int sub = itest_connect(d.port);
-    assert_int_equal(subscribe(sub, 1, "keep\\.me", PROTOBUS__START_MODE__START_BEGINNING), 0);
+    assert_int_equal(itest_subscribe(sub, 1, "keep\\.me", PROTOBUS__START_MODE__START_BEGINNING),
+                     0);
     for (uint64_t off = 0; off < 2; off++) {
         r = itest_recv_frame(sub, TIMEOUT_MS);
         assert_non_null(r);
@@ -390,7 +364,7 @@ static void test_restart_continues(void **state)
     assert_int_equal(r->publish_ack->offsets[0], 10);
     protobus__frame__free_unpacked(r, NULL);
     int sub = itest_connect(d.port);
-    assert_int_equal(subscribe(sub, 3, ".*", PROTOBUS__START_MODE__START_BEGINNING), 0);
+    assert_int_equal(itest_subscribe(sub, 3, ".*", PROTOBUS__START_MODE__START_BEGINNING), 0);
     for (uint64_t off = 0; off < 11; off++) {
         r = itest_recv_frame(sub, TIMEOUT_MS);
         assert_non_null(r);

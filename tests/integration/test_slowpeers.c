@@ -56,40 +56,12 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-static Protobus__Frame *hello(int fd)
-{
-    Protobus__Hello h = PROTOBUS__HELLO__INIT;
-    h.protocol_version = 1;
-    h.name = "test_slowpeers";
-    Protobus__Frame f = PROTOBUS__FRAME__INIT;
-    f.id = 1;
-    f.body_case = PROTOBUS__FRAME__BODY_HELLO;
-    f.hello = &h;
-    if (itest_send_frame(fd, &f) < 0)
-        return NULL;
-    return itest_recv_frame(fd, TIMEOUT_MS);
-}
-
 static void assert_hello(int fd)
 {
-    Protobus__Frame *r = hello(fd);
+    Protobus__Frame *r = itest_hello(fd, 1, TIMEOUT_MS);
     assert_non_null(r);
     assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_HELLO);
     protobus__frame__free_unpacked(r, NULL);
-}
-
-static int subscribe(int fd, uint64_t id, const char *pattern)
-{
-    Protobus__Subscribe s = PROTOBUS__SUBSCRIBE__INIT;
-    char *patterns[1] = {(char *)pattern};
-    s.n_patterns = 1;
-    s.patterns = patterns;
-    s.start = PROTOBUS__START_MODE__START_BEGINNING;
-    Protobus__Frame f = PROTOBUS__FRAME__INIT;
-    f.id = id;
-    f.body_case = PROTOBUS__FRAME__BODY_SUBSCRIBE;
-    f.subscribe = &s;
-    return itest_send_frame(fd, &f);
 }
 
 /* A connection whose receive buffer is as small as the kernel allows, so
@@ -198,13 +170,15 @@ static void test_stalled_subscriber_dropped(void **state)
      * out) and then follows normal.* live. */
     int sub = itest_connect(d->port);
     assert_true(sub >= 0);
-    assert_int_equal(subscribe(sub, 7, "normal\\..*"), 0);
+    assert_int_equal(itest_subscribe(sub, 7, "normal\\..*", PROTOBUS__START_MODE__START_BEGINNING),
+                     0);
     (void)round_trip(pub, sub, 0);
 
     /* The stalled subscriber: asks for the bulk history, reads nothing. */
     int stalled = connect_small_rcvbuf(d->port);
     assert_true(stalled >= 0);
-    assert_int_equal(subscribe(stalled, 8, "bulk\\..*"), 0);
+    assert_int_equal(
+        itest_subscribe(stalled, 8, "bulk\\..*", PROTOBUS__START_MODE__START_BEGINNING), 0);
     uint64_t subscribed_at = itest_now_ms();
     /* Its stream has started once bytes wait in its receive buffer. */
     int queued = 0;
@@ -219,7 +193,8 @@ static void test_stalled_subscriber_dropped(void **state)
      * (this is what a subscriber held forever would do to everyone). */
     int third = itest_connect(d->port);
     assert_true(third >= 0);
-    assert_int_equal(subscribe(third, 9, "normal\\..*"), 0);
+    assert_int_equal(
+        itest_subscribe(third, 9, "normal\\..*", PROTOBUS__START_MODE__START_BEGINNING), 0);
     Protobus__Frame *r = itest_recv_frame(third, TIMEOUT_MS);
     assert_non_null(r);
     assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_ERROR);
@@ -256,7 +231,8 @@ static void test_stalled_subscriber_dropped(void **state)
     for (;;) {
         next = itest_connect(d->port);
         assert_true(next >= 0);
-        assert_int_equal(subscribe(next, 10, "normal\\..*"), 0);
+        assert_int_equal(
+            itest_subscribe(next, 10, "normal\\..*", PROTOBUS__START_MODE__START_BEGINNING), 0);
         /* Replays normal.0 .. normal.ROUND_TRIPS, or an Error if refused. */
         r = itest_recv_frame(next, TIMEOUT_MS);
         assert_non_null(r);
@@ -291,7 +267,8 @@ static void test_half_frame_dropped_idle_kept(void **state)
     assert_hello(pub);
     int sub = itest_connect(d->port);
     assert_true(sub >= 0);
-    assert_int_equal(subscribe(sub, 7, "normal\\..*"), 0);
+    assert_int_equal(itest_subscribe(sub, 7, "normal\\..*", PROTOBUS__START_MODE__START_BEGINNING),
+                     0);
     (void)round_trip(pub, sub, 0);
 
     /* Idle between frames: allowed to stay. */

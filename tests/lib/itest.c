@@ -296,6 +296,34 @@ int itest_wait_closed(int fd, int timeout_ms)
     }
 }
 
+Protobus__Frame *itest_hello(int fd, uint64_t id, int timeout_ms)
+{
+    Protobus__Hello h = PROTOBUS__HELLO__INIT;
+    h.protocol_version = 1;
+    h.name = "itest";
+    Protobus__Frame f = PROTOBUS__FRAME__INIT;
+    f.id = id;
+    f.body_case = PROTOBUS__FRAME__BODY_HELLO;
+    f.hello = &h;
+    if (itest_send_frame(fd, &f) < 0)
+        return NULL;
+    return itest_recv_frame(fd, timeout_ms);
+}
+
+int itest_subscribe(int fd, uint64_t id, const char *pattern, Protobus__StartMode start)
+{
+    Protobus__Subscribe s = PROTOBUS__SUBSCRIBE__INIT;
+    char *patterns[1] = {(char *)pattern};
+    s.n_patterns = 1;
+    s.patterns = patterns;
+    s.start = start;
+    Protobus__Frame f = PROTOBUS__FRAME__INIT;
+    f.id = id;
+    f.body_case = PROTOBUS__FRAME__BODY_SUBSCRIBE;
+    f.subscribe = &s;
+    return itest_send_frame(fd, &f);
+}
+
 uint8_t *itest_event(const char *topic, const char *payload, size_t *len)
 {
     Protobus__EncapsulatedEvent ev = PROTOBUS__ENCAPSULATED_EVENT__INIT;

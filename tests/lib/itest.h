@@ -70,6 +70,13 @@ Protobus__Frame *itest_recv_frame(int fd, int timeout_ms);
  * before the close are discarded). */
 int itest_wait_closed(int fd, int timeout_ms);
 
+/* Sends Hello (protocol version 1) with frame id `id` and returns the reply
+ * frame (NULL on timeout). Free it with protobus__frame__free_unpacked. */
+Protobus__Frame *itest_hello(int fd, uint64_t id, int timeout_ms);
+
+/* Sends a Subscribe for one pattern with the given start mode. 0 or -1. */
+int itest_subscribe(int fd, uint64_t id, const char *pattern, Protobus__StartMode start);
+
 /* Encodes an EncapsulatedEvent into buf (malloc'd, *len set). */
 uint8_t *itest_event(const char *topic, const char *payload, size_t *len);
 
