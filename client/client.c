@@ -9,6 +9,7 @@
  */
 #include "client.h"
 
+#include "hostport.h"
 #include "protobus.pb-c.h"
 
 #include <errno.h>
@@ -134,55 +135,6 @@ void pb_client_options_init(pb_client_options *opts)
 
 /* --- address parsing and connecting ------------------------------------- */
 
-/* Splits "host:port" / "[v6]:port" into host and port strings. */
-static int parse_address(const char *address, char *host, size_t hostcap, char *port, char *err,
-                         size_t errlen)
-{
-    const char *colon;
-    const char *h = address;
-    size_t hlen;
-    if (address[0] == '[') {
-        const char *close = strchr(address, ']');
-        if (!close || close[1] != ':') {
-            snprintf(err, errlen, "bad address \"%s\": expected [IPv6 address]:port", address);
-            return PB_EINVAL;
-        }
-        h = address + 1;
-        hlen = (size_t)(close - h);
-        colon = close + 1;
-    } else {
-        colon = strrchr(address, ':');
-        if (!colon) {
-            snprintf(err, errlen, "bad address \"%s\": expected host:port", address);
-            return PB_EINVAL;
-        }
-        hlen = (size_t)(colon - address);
-        if (memchr(address, ':', hlen)) {
-            snprintf(err, errlen, "bad address \"%s\": write IPv6 addresses as [address]:port",
-                     address);
-            return PB_EINVAL;
-        }
-    }
-    if (hlen == 0 || hlen >= hostcap) {
-        snprintf(err, errlen, "bad address \"%s\": %s host", address,
-                 hlen == 0 ? "empty" : "overlong");
-        return PB_EINVAL;
-    }
-    memcpy(host, h, hlen);
-    host[hlen] = '\0';
-    const char *p = colon + 1;
-    unsigned long v = 0;
-    size_t digits = 0;
-    for (; p[digits] >= '0' && p[digits] <= '9' && digits < 6; digits++)
-        v = v * 10 + (unsigned long)(p[digits] - '0');
-    if (digits == 0 || p[digits] != '\0' || v == 0 || v > 65535) {
-        snprintf(err, errlen, "bad address \"%s\": port must be a number from 1 to 65535", address);
-        return PB_EINVAL;
-    }
-    snprintf(port, 8, "%lu", v);
-    return 0;
-}
-
 /* One non-blocking connect bounded by the deadline: fd, or a negated errno
  * (-ETIMEDOUT at the deadline). */
 static int connect_one(const struct addrinfo *ai, int64_t deadline)
@@ -236,17 +188,18 @@ fail:
 
 static int connect_address(pb_client *c, const char *address, int64_t deadline)
 {
-    char host[256], port[8];
-    int rc = parse_address(address, host, sizeof(host), port, c->msg, sizeof(c->msg));
-    if (rc < 0)
-        return rc;
+    hostport hp;
+    char why[sizeof c->msg - 32], port[8];
+    if (hostport_parse(address, 0, &hp, why, sizeof why) < 0)
+        return client_fail(c, PB_EINVAL, "address %s", why);
+    snprintf(port, sizeof port, "%u", (unsigned)hp.port);
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG};
     struct addrinfo *res = NULL;
-    int g = getaddrinfo(host, port, &hints, &res);
+    int g = getaddrinfo(hp.host, port, &hints, &res);
     if (g != 0)
-        return client_fail(c, PB_ECONNECT, "cannot resolve \"%s\": %s", host,
+        return client_fail(c, PB_ECONNECT, "cannot resolve \"%s\": %s", hp.host,
                            g == EAI_SYSTEM ? strerror(errno) : gai_strerror(g));
     int last = -ECONNREFUSED;
     for (const struct addrinfo *ai = res; ai; ai = ai->ai_next) {

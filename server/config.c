@@ -14,10 +14,10 @@
  */
 #include "config.h"
 
+#include "hostport.h"
 #include "patterns.h"
 #include "pb_errors.h"
 
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <ini.h>
@@ -260,54 +260,19 @@ static int set_string(struct parse_ctx *c, char **dst, const char *key, const ch
     return 1;
 }
 
-/* "host:port", "[v6]:port"; the host must be numeric (libuv binds to an
- * address, and resolving names at start-up would hide which one is used). */
+/* The host must be numeric (libuv binds to an address, and resolving names
+ * at start-up would hide which one is used); port 0 = any free port. */
 static int set_listen(struct parse_ctx *c, const char *value)
 {
-    char host[INET6_ADDRSTRLEN + 1];
-    const char *port_s, *host_s = value;
-    size_t host_len;
-    bool v6 = value[0] == '[';
-    unsigned char addr[sizeof(struct in6_addr)];
-    uint64_t port;
-
-    if (v6) {
-        const char *close = strchr(value, ']');
-        if (!close || close[1] != ':')
-            goto bad;
-        host_s = value + 1;
-        host_len = (size_t)(close - host_s);
-        port_s = close + 2;
-    } else {
-        const char *colon = strrchr(value, ':');
-        if (!colon)
-            goto bad;
-        if (memchr(value, ':', (size_t)(colon - value)))
-            return fail_at(c, c->lineno, PB_EINVAL,
-                           "listen: \"%s\": put an IPv6 address in brackets, e.g. [::1]:7420",
-                           value);
-        host_len = (size_t)(colon - value);
-        port_s = colon + 1;
-    }
-    if (host_len == 0 || host_len >= sizeof host)
-        goto bad;
-    memcpy(host, host_s, host_len);
-    host[host_len] = '\0';
-    if (inet_pton(v6 ? AF_INET6 : AF_INET, host, addr) != 1)
-        return fail_at(c, c->lineno, PB_EINVAL,
-                       "listen: \"%s\": \"%s\" is not a numeric %s address", value, host,
-                       v6 ? "IPv6" : "IPv4");
-    if (parse_uint(port_s, &port) != 0 || port > 65535)
-        return fail_at(c, c->lineno, PB_EINVAL, "listen: \"%s\": port must be a number 0..65535",
-                       value);
-    if (!set_string(c, &c->cfg->listen_host, "listen", host))
+    hostport hp;
+    char why[512];
+    if (hostport_parse(value, HOSTPORT_NUMERIC | HOSTPORT_PORT_ZERO, &hp, why, sizeof why) < 0)
+        return fail_at(c, c->lineno, PB_EINVAL, "listen: %s", why);
+    if (!set_string(c, &c->cfg->listen_host, "listen", hp.host))
         return 0;
-    c->cfg->listen_port = (uint16_t)port;
-    c->cfg->listen_ipv6 = v6;
+    c->cfg->listen_port = hp.port;
+    c->cfg->listen_ipv6 = hp.bracketed;
     return 1;
-bad:
-    return fail_at(c, c->lineno, PB_EINVAL,
-                   "listen: \"%s\" is not host:port (e.g. 127.0.0.1:7420 or [::1]:7420)", value);
 }
 
 static int set_u32(struct parse_ctx *c, uint32_t *dst, const char *key, const char *value,

@@ -12,6 +12,7 @@
  * the libuv loop thread.
  */
 #include "config.h"
+#include "hostport.h"
 #include "logging.h"
 #include "net.h"
 #include "partition.h"
@@ -180,24 +181,26 @@ static int write_port_file(const char *path, uint16_t port)
     return ok && rename(tmp, path) == 0 ? 0 : -1;
 }
 
-static int split_host_port(const char *s, char **host, uint16_t *port)
+/* --listen: the same rules as the configuration's `listen`. 0, or the exit
+ * status after reporting the problem. */
+static int set_listen(pb_config *cfg, const char *listen)
 {
-    const char *colon = strrchr(s, ':');
-    if (!colon || colon == s)
-        return -1;
-    const char *h = s;
-    size_t hl = (size_t)(colon - s);
-    if (h[0] == '[' && hl >= 2 && h[hl - 1] == ']') {
-        h++;
-        hl -= 2;
+    hostport hp;
+    char err[512];
+    if (hostport_parse(listen, HOSTPORT_NUMERIC | HOSTPORT_PORT_ZERO, &hp, err, sizeof err) < 0) {
+        fprintf(stderr, "protobusd: --listen %s\n", err);
+        return 2;
     }
-    char *end;
-    long p = strtol(colon + 1, &end, 10);
-    if (*end || end == colon + 1 || p < 0 || p > 65535)
-        return -1;
-    *host = strndup(h, hl);
-    *port = (uint16_t)p;
-    return *host ? 0 : -1;
+    char *host = strdup(hp.host);
+    if (!host) {
+        fprintf(stderr, "protobusd: out of memory\n");
+        return 1;
+    }
+    free(cfg->listen_host);
+    cfg->listen_host = host;
+    cfg->listen_port = hp.port;
+    cfg->listen_ipv6 = hp.bracketed;
+    return 0;
 }
 
 /* Descriptors a subscription holds at least (its socket, its eventfd, the
@@ -284,17 +287,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "protobusd: bad configuration: %s\n", err);
         return 1;
     }
-    if (listen) {
-        char *host;
-        uint16_t port;
-        if (split_host_port(listen, &host, &port) < 0) {
-            fprintf(stderr, "protobusd: --listen \"%s\" is not HOST:PORT\n", listen);
-            config_free(&d.cfg);
-            return 2;
-        }
-        free(d.cfg.listen_host);
-        d.cfg.listen_host = host;
-        d.cfg.listen_port = port;
+    if (listen && (rc = set_listen(&d.cfg, listen)) != 0) {
+        config_free(&d.cfg);
+        return rc;
     }
     if (data_dir) {
         char *dd = strdup(data_dir);
@@ -363,8 +358,9 @@ int main(int argc, char **argv)
         logging_printf(LOG_ERROR, "%s", err);
         goto out_router;
     }
-    logging_printf(LOG_INFO, "listening on %s%s%s:%u", d.cfg.listen_ipv6 ? "[" : "",
-                   d.cfg.listen_host, d.cfg.listen_ipv6 ? "]" : "", net_port(d.net));
+    char where[HOSTPORT_HOST_MAX + 16];
+    hostport_format(where, sizeof where, d.cfg.listen_host, net_port(d.net));
+    logging_printf(LOG_INFO, "listening on %s", where);
     if (port_file && write_port_file(port_file, net_port(d.net)) < 0) {
         logging_printf(LOG_ERROR, "cannot write the port file %s", port_file);
         net_close(d.net);

@@ -20,6 +20,7 @@
 
 #include "broker.h"
 #include "frame.h"
+#include "hostport.h"
 #include "logging.h"
 #include "partition.h"
 #include "pb_errors.h"
@@ -761,18 +762,8 @@ static void on_connection(uv_stream_t *server, int status)
     struct sockaddr_storage ss;
     int sl = sizeof ss;
     snprintf(c->peer, sizeof c->peer, "?");
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
-        char host[48] = "?";
-        int port = 0;
-        if (ss.ss_family == AF_INET6) {
-            uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof host);
-            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-        } else {
-            uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof host);
-            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-        }
-        snprintf(c->peer, sizeof c->peer, "%s:%d", host, port);
-    }
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0)
+        hostport_format_sockaddr(c->peer, sizeof c->peer, (struct sockaddr *)&ss);
     uv_tcp_nodelay(&c->tcp, 1);
     if (n->nconns > n->opts.max_connections) {
         char msg[160];
@@ -815,8 +806,9 @@ int net_start(net **out, uv_loop_t *loop, const net_options *opts, char *err, si
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&n->listener, 511, on_connection);
     if (rc < 0) {
-        snprintf(err, errlen, "cannot listen on %s%s%s:%u: %s", strchr(opts->host, ':') ? "[" : "",
-                 opts->host, strchr(opts->host, ':') ? "]" : "", opts->port, uv_strerror(rc));
+        char where[HOSTPORT_SOCKADDR_LEN];
+        hostport_format(where, sizeof where, opts->host, opts->port);
+        snprintf(err, errlen, "cannot listen on %s: %s", where, uv_strerror(rc));
         uv_close((uv_handle_t *)&n->listener, NULL);
         uv_run(loop, UV_RUN_NOWAIT);
         goto fail_mutex;

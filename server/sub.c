@@ -19,16 +19,15 @@
 #include "config.h" /* before store.h: see store.c */
 #include "fanout.h"
 
+#include "hostport.h"
 #include "livequeue.h"
 #include "logging.h"
 #include "patterns.h"
 #include "pb_errors.h"
 #include "protobus.pb-c.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -167,27 +166,15 @@ static void sub_free(sub *s)
     free(s);
 }
 
-/* "127.0.0.1:5000", "[::1]:5000" or "local (fd N)" for the peer of fd. */
+/* "127.0.0.1:5000", "[::1]:5000" (hostport.h) or "local (fd N)" for the
+ * peer of fd. */
 static void peer_name(int fd, char *out, size_t len)
 {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
-    char host[INET6_ADDRSTRLEN];
-    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
-        if (ss.ss_family == AF_INET) {
-            const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
-            if (inet_ntop(AF_INET, &a->sin_addr, host, sizeof host)) {
-                snprintf(out, len, "%s:%u", host, (unsigned)ntohs(a->sin_port));
-                return;
-            }
-        } else if (ss.ss_family == AF_INET6) {
-            const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
-            if (inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host)) {
-                snprintf(out, len, "[%s]:%u", host, (unsigned)ntohs(a->sin6_port));
-                return;
-            }
-        }
-    }
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0 &&
+        hostport_format_sockaddr(out, len, (struct sockaddr *)&ss))
+        return;
     snprintf(out, len, "local (fd %d)", fd);
 }
 
