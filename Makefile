@@ -21,6 +21,10 @@ OPT     := -O2 -g
 LDSAN   :=
 endif
 
+# The release version: proto/protobus_version.h is its one source.
+PB_VERSION := $(shell sed -n 's/^\#define PB_VERSION_\(MAJOR\|MINOR\|PATCH\) *//p' \
+                proto/protobus_version.h | paste -sd.)
+
 GEN     := $(BUILD)/gen
 WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 CPPFLAGS += -D_GNU_SOURCE -I$(GEN) -Iproto -Iserver -Iclient -Itests/lib
@@ -131,13 +135,13 @@ deps:
 
 install: $(BUILD)/libprotobus.a $(BUILD)/libprotobus.so $(BUILD)/protobus $(BUILD)/protobusd
 	install -d $(DESTDIR)$(PREFIX)/include/protobus $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
-	install -m 644 client/protobus.h proto/pb_errors.h proto/reader.h proto/record.h \
+	install -m 644 client/protobus.h proto/protobus_version.h proto/pb_errors.h proto/reader.h proto/record.h \
 	  $(DESTDIR)$(PREFIX)/include/protobus/
 	install -m 644 $(BUILD)/libprotobus.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(BUILD)/libprotobus.so $(DESTDIR)$(PREFIX)/lib/libprotobus.so.1
 	ln -sf libprotobus.so.1 $(DESTDIR)$(PREFIX)/lib/libprotobus.so
 	install -m 755 $(BUILD)/protobus $(BUILD)/protobusd $(DESTDIR)$(PREFIX)/bin/
-	sed -e 's|@PREFIX@|$(PREFIX)|g' client/protobus.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/protobus.pc
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(PB_VERSION)|g' client/protobus.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/protobus.pc
 
 format:
 	clang-format -i $(PROTO_SRC) $(SERVER_SRC) server/main.c $(CLIENT_SRC) $(CLI_SRC) \

@@ -130,7 +130,7 @@ void pb_client_options_init(pb_client_options *opts)
     opts->batch_bytes = DEFAULT_BATCH_BYTES;
     opts->batch_events = DEFAULT_BATCH_EVENTS;
     opts->max_in_flight = DEFAULT_MAX_IN_FLIGHT;
-    opts->name = "libprotobus";
+    opts->name = "libprotobus " PB_VERSION_STRING;
 }
 
 /* --- address parsing and connecting ------------------------------------- */

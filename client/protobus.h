@@ -26,6 +26,7 @@
 #define PROTOBUS_H
 
 #include "pb_errors.h"
+#include "protobus_version.h"
 #include "reader.h"
 
 #include <stdbool.h>
@@ -35,8 +36,6 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-#define PB_PROTOCOL_VERSION 1
 
 /* protobus.Code values carried by server Error frames (gRPC numbering). */
 enum pb_code {
@@ -140,7 +139,7 @@ typedef struct pb_client_options {
      * The callback must not call into the same client. */
     void (*on_ack)(void *ctx, const pb_batch_result *result);
     void *on_ack_ctx;
-    /* Free text sent in Hello.name; default "libprotobus". */
+    /* Free text sent in Hello.name; default "libprotobus " PB_VERSION_STRING. */
     const char *name;
 } pb_client_options;
 

@@ -17,6 +17,7 @@
 #include "net.h"
 #include "partition.h"
 #include "pb_errors.h"
+#include "protobus_version.h"
 #include "router.h"
 #include "store.h"
 #include "sub.h"
@@ -29,7 +30,6 @@
 #include <sys/resource.h>
 #include <uv.h>
 
-#define PROTOBUSD_VERSION "0.1.0"
 /* What each partition keeps per topic for START_LAST_N (history depth). */
 #define TOPIC_HISTORY 16
 /* Publish bytes queued to the writers before the loop stops reading. 16 MiB
@@ -266,7 +266,7 @@ int main(int argc, char **argv)
             fputs(usage, stdout);
             return 0;
         case 'V':
-            printf("protobusd %s\n", PROTOBUSD_VERSION);
+            printf("protobusd %s\n", PB_VERSION_STRING);
             return 0;
         default:
             fputs(usage, stderr);
@@ -313,7 +313,7 @@ int main(int argc, char **argv)
     int status = 1;
     uv_loop_init(&d.loop);
     logging_printf(LOG_INFO, "protobusd %s starting: config %s, data directory %s, fsync %s",
-                   PROTOBUSD_VERSION, d.cfg.path, d.cfg.data_dir, config_fsync_name(d.cfg.fsync));
+                   PB_VERSION_STRING, d.cfg.path, d.cfg.data_dir, config_fsync_name(d.cfg.fsync));
 
     sub_options so = {
         .threads = d.cfg.threads,

@@ -24,6 +24,7 @@
 #include "logging.h"
 #include "partition.h"
 #include "pb_errors.h"
+#include "protobus_version.h"
 #include "router.h"
 #include "store.h"
 #include "sub.h"
@@ -38,7 +39,6 @@
 
 #define READ_CHUNK        (64 * 1024)
 #define MAX_PENDING_WRITE (8u << 20)
-#define PROTOCOL_VERSION  1
 
 /* protobus.Code values used here. */
 enum {
@@ -599,7 +599,7 @@ static void handle_hello(conn *c, uint64_t id)
 {
     net *n = c->net;
     frame_hello h = {
-        .protocol_version = PROTOCOL_VERSION,
+        .protocol_version = PB_PROTOCOL_VERSION,
         .name = n->version,
         .max_frame_bytes = n->opts.max_frame_bytes,
         .max_event_bytes = n->opts.max_event_bytes,
@@ -786,7 +786,7 @@ int net_start(net **out, uv_loop_t *loop, const net_options *opts, char *err, si
     }
     n->loop = loop;
     n->opts = *opts;
-    snprintf(n->version, sizeof n->version, "protobusd 0.1");
+    snprintf(n->version, sizeof n->version, "protobusd %s", PB_VERSION_STRING);
     if (uv_mutex_init(&n->done_lock) < 0) {
         free(n);
         snprintf(err, errlen, "cannot create a mutex");

@@ -239,7 +239,7 @@ static int pub_connect(pub_thread *p, pb_client **out)
     o.no_positions = true;
     o.on_ack = on_ack;
     o.on_ack_ctx = p;
-    o.name = "protobus bench";
+    o.name = "protobus bench " PB_VERSION_STRING;
     return pb_client_connect(out, cfg->server, &o, p->err, sizeof p->err);
 }
 
@@ -343,7 +343,7 @@ static int sub_open(sub_thread *s)
     const bench_cfg *cfg = s->cfg;
     pb_client_options o;
     pb_client_options_init(&o);
-    o.name = "protobus bench";
+    o.name = "protobus bench " PB_VERSION_STRING;
     int rc = pb_client_connect(&s->c, cfg->server, &o, s->err, sizeof s->err);
     if (rc < 0)
         return rc;

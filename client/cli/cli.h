@@ -19,7 +19,6 @@
 enum { CLI_EXIT_OK = 0, CLI_EXIT_RUNTIME = 1, CLI_EXIT_USAGE = 2 };
 
 #define CLI_DEFAULT_SERVER "127.0.0.1:7420"
-#define CLI_VERSION        "0.1.0"
 
 /* Set (to the signal number) by SIGINT/SIGTERM once cli_catch_signals ran. */
 extern volatile sig_atomic_t cli_stop;

@@ -42,7 +42,7 @@ int main(int argc, char **argv)
         return cli_flush_stdout(NULL) ? CLI_EXIT_OK : CLI_EXIT_RUNTIME;
     }
     if (strcmp(cmd, "-V") == 0 || strcmp(cmd, "--version") == 0) {
-        printf("protobus %s\n", CLI_VERSION);
+        printf("protobus %s\n", PB_VERSION_STRING);
         return cli_flush_stdout(NULL) ? CLI_EXIT_OK : CLI_EXIT_RUNTIME;
     }
     if (strcmp(cmd, "pub") == 0)

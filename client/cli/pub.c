@@ -294,7 +294,7 @@ int cmd_pub(int argc, char **argv)
     pb_client_options opts;
     pb_client_options_init(&opts);
     opts.no_positions = !st.verbose;
-    opts.name = "protobus pub " CLI_VERSION;
+    opts.name = "protobus pub " PB_VERSION_STRING;
     char err[256];
     if (pb_client_connect(&st.c, st.server, &opts, err, sizeof err) < 0) {
         cli_error("pub", "%s", err);

@@ -277,7 +277,7 @@ int cmd_sub(int argc, char **argv)
     cli_catch_signals();
     pb_client_options opts;
     pb_client_options_init(&opts);
-    opts.name = "protobus sub " CLI_VERSION;
+    opts.name = "protobus sub " PB_VERSION_STRING;
     char err[256];
     if (pb_client_connect(&c, o.server, &opts, err, sizeof err) < 0) {
         cli_error("sub", "%s", err);

@@ -5,6 +5,7 @@
  * bad input, restart.
  */
 #include "itest.h"
+#include "protobus_version.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -390,6 +391,25 @@ static void test_bad_config_refused(void **state)
     itest_daemon_cleanup(&d);
 }
 
+/* The daemon's Hello names it with the release version, the one that
+ * `protobusd --version` prints (both from proto/protobus_version.h). */
+static void test_hello_names_the_release(void **state)
+{
+    (void)state;
+    itest_daemon d;
+    assert_int_equal(itest_daemon_start(&d, NULL, NULL), 0);
+    int fd = itest_connect(d.port);
+    assert_true(fd >= 0);
+    Protobus__Frame *r = itest_hello(fd, 1, TIMEOUT_MS);
+    assert_non_null(r);
+    assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_HELLO);
+    assert_string_equal(r->hello->name, "protobusd " PB_VERSION_STRING);
+    assert_int_equal(r->hello->protocol_version, PB_PROTOCOL_VERSION);
+    protobus__frame__free_unpacked(r, NULL);
+    close(fd);
+    assert_int_equal(itest_daemon_stop(&d), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -398,6 +418,7 @@ int main(void)
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_restart_continues),
         cmocka_unit_test(test_bad_config_refused),
+        cmocka_unit_test(test_hello_names_the_release),
     };
     return cmocka_run_group_tests_name("integration: daemon (raw frames)", tests, NULL, NULL);
 }

@@ -48,6 +48,10 @@ check "static: build and run" bash -c "cc $san -std=c11 -Wall -Werror \$(pkg-con
     '$tmp/user.c' -o '$tmp/user-static' '$tmp/prefix/lib/libprotobus.a' \
     \$(pkg-config --libs --static protobus | sed 's/-lprotobus//') && '$tmp/user-static'"
 check "installed CLI runs" "$tmp/prefix/bin/protobus" --version
+# One release version (proto/protobus_version.h) everywhere it is shown.
+check "one version: CLI, daemon, pkg-config" bash -c "v=\$(pkg-config --modversion protobus) && \
+    [ \"\$('$tmp/prefix/bin/protobus' --version)\" = \"protobus \$v\" ] && \
+    [ \"\$('$tmp/prefix/bin/protobusd' --version)\" = \"protobusd \$v\" ]"
 check "installed daemon validates the default config" \
     "$tmp/prefix/bin/protobusd" --check -c "$top/conf/protobusd.conf"
 echo "$passed passed, $failed failed"
