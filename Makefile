@@ -27,7 +27,7 @@ PB_VERSION := $(shell sed -n 's/^\#define PB_VERSION_\(MAJOR\|MINOR\|PATCH\) *//
 
 GEN     := $(BUILD)/gen
 WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
-CPPFLAGS += -D_GNU_SOURCE -I$(GEN) -Iproto -Iserver -Iclient -Itests/lib
+CPPFLAGS += -D_GNU_SOURCE -I$(GEN) -Iproto -Iserver -Iclient -Iclient/cli -Itests/lib
 CFLAGS  += -std=c11 $(OPT) $(WARN) -pthread -fPIC $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 LDFLAGS += $(LDSAN) -pthread
@@ -49,6 +49,7 @@ PROTO_OBJ  := $(call obj,$(PROTO_SRC)) $(GEN_OBJ)
 SERVER_OBJ := $(call obj,$(SERVER_SRC))
 CLIENT_OBJ := $(call obj,$(CLIENT_SRC))
 CLI_OBJ    := $(call obj,$(CLI_SRC))
+CLI_MAIN   := $(BUILD)/obj/client/cli/main.o
 
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
@@ -91,7 +92,7 @@ $(BUILD)/obj/%.o: %.c $(GEN_H)
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
 # Internal archive: everything but the two mains, for the binaries and tests.
-$(BUILD)/libpbinternal.a: $(PROTO_OBJ) $(SERVER_OBJ) $(CLIENT_OBJ)
+$(BUILD)/libpbinternal.a: $(PROTO_OBJ) $(SERVER_OBJ) $(CLIENT_OBJ) $(filter-out $(CLI_MAIN),$(CLI_OBJ))
 	@rm -f $@
 	ar rcs $@ $^
 
@@ -105,7 +106,7 @@ $(BUILD)/libprotobus.so: $(PROTO_OBJ) $(CLIENT_OBJ)
 $(BUILD)/protobusd: $(BUILD)/obj/server/main.o $(BUILD)/libpbinternal.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/protobus: $(CLI_OBJ) $(BUILD)/libpbinternal.a
+$(BUILD)/protobus: $(CLI_MAIN) $(BUILD)/libpbinternal.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(TESTLIB_OBJ) $(BUILD)/libpbinternal.a

@@ -319,7 +319,7 @@ typedef struct pb_received_event {
     size_t payload_len;
     int64_t payload_size; /* as the publisher stated it */
     /* The stored EncapsulatedEvent bytes exactly as the server sent them
-     * (e.g. for client/render.h's pb_render_event). */
+     * (e.g. to store or forward them unchanged). */
     const uint8_t *raw;
     size_t raw_len;
 } pb_received_event;

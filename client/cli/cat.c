@@ -1,7 +1,7 @@
 /*
  * cat - `protobus cat`: reads stored events with no server (segment files,
  * partition and data directories, files of the original protobus-server),
- * merged by receive time, filtered, printed with client/render.h; or, with
+ * merged by receive time, filtered, printed with render.h; or, with
  * --verify, checks every record and prints a summary. Damage is always
  * reported on stderr (file, byte position, offsets lost) and makes the exit
  * status 1: nothing is skipped silently.

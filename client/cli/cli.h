@@ -58,7 +58,7 @@ void cli_tags_free(cli_tags *t);
 /* Whole-string decimal numbers; false on anything else (sign, junk, overflow). */
 bool cli_parse_u64(const char *s, uint64_t *out);
 
-/* RFC 3339 or relative TIME (client/timefmt.h). On error prints the
+/* RFC 3339 or relative TIME (timefmt.h). On error prints the
  * message (naming the option) and returns false. */
 bool cli_parse_time(const char *cmd, const char *option, const char *s, int64_t *out_ns);
 

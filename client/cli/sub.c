@@ -1,6 +1,6 @@
 /*
  * sub - `protobus sub`: one subscription through libprotobus, each event
- * printed with client/render.h. Stops after -n events, after --timeout of
+ * printed with render.h. Stops after -n events, after --timeout of
  * silence, on SIGINT/SIGTERM (exit 0), or on a server error (exit 1).
  * Events the server could not read (DATA_LOSS) are reported on stderr and
  * make the exit status 1, the subscription goes on.

@@ -1,4 +1,4 @@
-/* Unit tests for client/render.c: JSON/text/raw rendering, tag matching, UTF-8 validation. */
+/* Unit tests for client/cli/render.c: JSON/text/raw rendering, tag matching, UTF-8 validation. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

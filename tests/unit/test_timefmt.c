@@ -1,4 +1,4 @@
-/* Unit tests for client/timefmt.c: RFC 3339 and relative time parsing, formatting. */
+/* Unit tests for client/cli/timefmt.c: RFC 3339 and relative time parsing, formatting. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
