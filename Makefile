@@ -1,11 +1,11 @@
 # Protobus build. `make` builds into build/; `make SAN=1` builds the same
 # tree with AddressSanitizer + UndefinedBehaviorSanitizer into build/san/.
 #
-#   make            protobusd, protobus, libprotobus.a, libprotobus.so
+#   make            protobusd, protobus, libprotobus.a, libprotobus.so (+ .so.1)
 #   make run        build and start protobusd on conf/protobusd.conf
 #   make test       install missing Debian packages, build, run every test,
 #                   then rebuild with ASan+UBSan and run them all again
-#   make install    header, libraries and pkg-config file under $(PREFIX)
+#   make install    public headers, libraries and pkg-config file under $(PREFIX)
 
 CC      ?= gcc
 PREFIX  ?= /usr/local
@@ -28,7 +28,8 @@ PB_VERSION := $(shell sed -n 's/^\#define PB_VERSION_\(MAJOR\|MINOR\|PATCH\) *//
 GEN     := $(BUILD)/gen
 WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 CPPFLAGS += -D_GNU_SOURCE -I$(GEN) -Iproto -Iserver -Iclient -Iclient/cli -Itests/lib
-CFLAGS  += -std=c11 $(OPT) $(WARN) -pthread -fPIC $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+# -fvisibility=hidden: only PB_API functions leave libprotobus (see below).
+CFLAGS  += -std=c11 $(OPT) $(WARN) -pthread -fPIC -fvisibility=hidden $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 LDFLAGS += $(LDSAN) -pthread
 
@@ -59,8 +60,42 @@ INTEG_BIN  := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(INTEG_SRC))
 TESTLIB_SRC := $(wildcard tests/lib/*.c)
 TESTLIB_OBJ := $(call obj,$(TESTLIB_SRC))
 
+# --- libprotobus, the public library --------------------------------------------
+# Public API: the functions declared PB_API in the public headers, which are
+# client/protobus.h (the one header a user includes) and the
+# proto/protobus_*.h it includes. Rule: a header is public iff its name
+# starts with "protobus"; a public header includes only public headers and
+# the C library, is C++-safe (extern "C"), and marks every function PB_API.
+# `make install` installs those headers and no other.
+#
+# Exports. Every object is compiled with -fvisibility=hidden, so
+# libprotobus.so exports exactly the PB_API functions. libprotobus.a holds
+# one relocatable object (ld -r of the library's objects) in which objcopy
+# --localize-hidden turned every hidden symbol local. Rule, for both
+# libraries: every global symbol they define is a PB_API function (all
+# pb_*); internals (crc32c, wire_*, client_*, the generated protobus__* and
+# google__protobuf__* code) are not global, so they cannot clash with a
+# user's own names. tests/integration/test_api.sh checks both libraries
+# against the installed headers.
+#
+# ABI version, separate from the release version (proto/protobus_version.h).
+# The SONAME is libprotobus.so.$(SO_MAJOR); the file is
+# libprotobus.so.$(SO_VERSION).
+#   SO_MAJOR  +1 on every ABI break: a PB_API function removed or its
+#             signature changed; a public struct's size or layout or a public
+#             enum value changed; a documented behaviour changed
+#             incompatibly. SO_MINOR and SO_PATCH then go back to 0.
+#   SO_MINOR  +1 when PB_API functions or enum values are added (programs
+#             built against the previous version still run).
+#   SO_PATCH  +1 for a release that changes no public declaration.
+SO_MAJOR   := 1
+SO_VERSION := $(SO_MAJOR).0.0
+SO_FILE    := $(BUILD)/libprotobus.so.$(SO_VERSION)
+PUBLIC_HEADERS := client/protobus.h $(wildcard proto/protobus_*.h)
+LIB_OBJ    := $(PROTO_OBJ) $(CLIENT_OBJ)
+
 # The two programs are built once their mains exist (the tree grows in steps).
-BINS := $(BUILD)/libprotobus.a $(BUILD)/libprotobus.so
+BINS := $(BUILD)/libprotobus.a $(BUILD)/libprotobus.so $(BUILD)/libprotobus.so.$(SO_MAJOR)
 ifneq ($(wildcard server/main.c),)
 BINS += $(BUILD)/protobusd
 endif
@@ -96,12 +131,24 @@ $(BUILD)/libpbinternal.a: $(PROTO_OBJ) $(SERVER_OBJ) $(CLIENT_OBJ) $(filter-out 
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/libprotobus.a: $(PROTO_OBJ) $(CLIENT_OBJ)
-	@rm -f $@
-	ar rcs $@ $^
+# One object, internals made local (see "libprotobus" above).
+$(BUILD)/libprotobus.a: $(LIB_OBJ)
+	@rm -f $@ $(BUILD)/libprotobus.o
+	$(LD) -r -o $(BUILD)/libprotobus.o $^
+	objcopy --localize-hidden $(BUILD)/libprotobus.o
+	ar rcs $@ $(BUILD)/libprotobus.o
+	@rm -f $(BUILD)/libprotobus.o
 
-$(BUILD)/libprotobus.so: $(PROTO_OBJ) $(CLIENT_OBJ)
-	$(CC) -shared $(LDFLAGS) -Wl,-soname,libprotobus.so.1 -o $@ $^ $(LDLIBS)
+# -z defs: a library that needs a package nobody linked fails here, not in
+# a user's program; --as-needed: it records only the packages it uses.
+$(SO_FILE): $(LIB_OBJ)
+	$(CC) -shared $(LDFLAGS) -Wl,-soname,libprotobus.so.$(SO_MAJOR) -Wl,-z,defs -Wl,--as-needed \
+	  -o $@ $^ $(LDLIBS)
+
+# The links an installed system has: .so.MAJOR (what programs load) and .so
+# (what -lprotobus finds when linking).
+$(BUILD)/libprotobus.so.$(SO_MAJOR) $(BUILD)/libprotobus.so: $(SO_FILE)
+	ln -sf $(notdir $<) $@
 
 $(BUILD)/protobusd: $(BUILD)/obj/server/main.o $(BUILD)/libpbinternal.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -134,13 +181,13 @@ check: all $(UNIT_BIN) $(INTEG_BIN)
 deps:
 	@tests/install-deps
 
-install: $(BUILD)/libprotobus.a $(BUILD)/libprotobus.so $(BUILD)/protobus $(BUILD)/protobusd
+install: $(BUILD)/libprotobus.a $(SO_FILE) $(BUILD)/protobus $(BUILD)/protobusd
 	install -d $(DESTDIR)$(PREFIX)/include/protobus $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
-	install -m 644 client/protobus.h proto/protobus_version.h proto/pb_errors.h proto/reader.h proto/record.h \
-	  $(DESTDIR)$(PREFIX)/include/protobus/
+	install -m 644 $(PUBLIC_HEADERS) $(DESTDIR)$(PREFIX)/include/protobus/
 	install -m 644 $(BUILD)/libprotobus.a $(DESTDIR)$(PREFIX)/lib/
-	install -m 755 $(BUILD)/libprotobus.so $(DESTDIR)$(PREFIX)/lib/libprotobus.so.1
-	ln -sf libprotobus.so.1 $(DESTDIR)$(PREFIX)/lib/libprotobus.so
+	install -m 755 $(SO_FILE) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf libprotobus.so.$(SO_VERSION) $(DESTDIR)$(PREFIX)/lib/libprotobus.so.$(SO_MAJOR)
+	ln -sf libprotobus.so.$(SO_MAJOR) $(DESTDIR)$(PREFIX)/lib/libprotobus.so
 	install -m 755 $(BUILD)/protobus $(BUILD)/protobusd $(DESTDIR)$(PREFIX)/bin/
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(PB_VERSION)|g' client/protobus.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/protobus.pc
 

@@ -1,6 +1,9 @@
 /*
  * libprotobus - the Protobus client library. This is the only header a
- * library user includes (with pkg-config: `pkg-config --cflags --libs protobus`).
+ * library user includes (with pkg-config: `pkg-config --cflags --libs protobus`);
+ * C and C++ alike. The public API is every function declared PB_API here and
+ * in the protobus_*.h headers included below; the library exports nothing
+ * else.
  *
  * A pb_client is one TCP connection to protobusd. It either publishes
  * (pb_client_publish / pb_client_flush, batched and pipelined) or, after
@@ -9,7 +12,8 @@
  * pb_reader_* functions at the end of this header.
  *
  * Errors: every function that can fail returns 0 or a negative code from
- * pb_errors.h (PB_E* or a negated errno value); pb_strerror(code) names it.
+ * protobus_errors.h (PB_E* or a negated errno value); pb_strerror(code)
+ * names it.
  * pb_client_message() gives the text describing the last failure on a
  * client (including the server's own message for PB_ESERVER).
  *
@@ -25,9 +29,10 @@
 #ifndef PROTOBUS_H
 #define PROTOBUS_H
 
-#include "pb_errors.h"
-#include "protobus_version.h"
-#include "reader.h"
+/* The rest of the public API; each is C++-safe on its own. */
+#include "protobus_errors.h"  /* PB_E* codes, pb_strerror */
+#include "protobus_reader.h"  /* pb_reader_*: segment files without a server */
+#include "protobus_version.h" /* PB_VERSION_*, pb_version, PB_API */
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -58,10 +63,10 @@ enum pb_code {
 };
 
 /* "INVALID_ARGUMENT", ...; "UNKNOWN_CODE" outside the enum. Static string. */
-const char *pb_code_name(int code);
+PB_API const char *pb_code_name(int code);
 
 /* Wall clock (CLOCK_REALTIME) in nanoseconds since the Unix epoch. */
-int64_t pb_time_now_ns(void);
+PB_API int64_t pb_time_now_ns(void);
 
 typedef struct pb_client pb_client;
 
@@ -144,7 +149,7 @@ typedef struct pb_client_options {
 } pb_client_options;
 
 /* Fills *opts with the defaults (0/NULL fields also mean "default"). */
-void pb_client_options_init(pb_client_options *opts);
+PB_API void pb_client_options_init(pb_client_options *opts);
 
 /*
  * Connects to `address` ("host:port", "1.2.3.4:port", "[::1]:port"; host
@@ -159,29 +164,29 @@ void pb_client_options_init(pb_client_options *opts);
  * Error), PB_ENOMEM. On failure *out is NULL and err (if not NULL and
  * errlen > 0) describes it, naming the address.
  */
-int pb_client_connect(pb_client **out, const char *address, const pb_client_options *opts,
-                      char *err, size_t errlen);
+PB_API int pb_client_connect(pb_client **out, const char *address, const pb_client_options *opts,
+                             char *err, size_t errlen);
 
 /*
  * Closes the connection and frees the client and everything it handed out.
  * Batches not yet flushed are NOT sent and acks not yet received are lost:
  * call pb_client_flush first to be sure. Always succeeds; NULL is a no-op.
  */
-void pb_client_close(pb_client *c);
+PB_API void pb_client_close(pb_client *c);
 
 /* The server's limits from its Hello (0 if it gave none). */
-uint64_t pb_client_max_frame_bytes(const pb_client *c);
-uint64_t pb_client_max_event_bytes(const pb_client *c);
+PB_API uint64_t pb_client_max_frame_bytes(const pb_client *c);
+PB_API uint64_t pb_client_max_event_bytes(const pb_client *c);
 /* The server's Hello.name, NUL-terminated, valid until pb_client_close. */
-const char *pb_client_server_name(const pb_client *c);
+PB_API const char *pb_client_server_name(const pb_client *c);
 
 /* Text describing the last failure of a call on c (the server's message
  * for PB_ESERVER); "" if none. Valid until the next call on c. */
-const char *pb_client_message(const pb_client *c);
+PB_API const char *pb_client_message(const pb_client *c);
 
 /* The last server Error frame received (NULL if none yet). Valid until the
  * next call on c. */
-const pb_server_error *pb_client_server_error(const pb_client *c);
+PB_API const pb_server_error *pb_client_server_error(const pb_client *c);
 
 /* ------------------------------------------------------------------------ */
 /* Publishing                                                                */
@@ -224,7 +229,7 @@ typedef struct pb_event {
  * not confirm, on a new connection.
  * Also PB_EINVAL after pb_client_subscribe. pb_client_message() explains.
  */
-int pb_client_publish(pb_client *c, const pb_event *ev);
+PB_API int pb_client_publish(pb_client *c, const pb_event *ev);
 
 /*
  * Sends the pending batch and waits up to timeout_ms (< 0: no limit) until
@@ -244,7 +249,8 @@ int pb_client_publish(pb_client *c, const pb_event *ev);
  * for acks times out softly: a PB_ETIMEDOUT while writing the last batch,
  * bounded by io_timeout_ms, is sticky like pb_client_publish's.)
  */
-int pb_client_flush(pb_client *c, int timeout_ms, const pb_position **positions, size_t *count);
+PB_API int pb_client_flush(pb_client *c, int timeout_ms, const pb_position **positions,
+                           size_t *count);
 
 /* ------------------------------------------------------------------------ */
 /* Subscribing                                                               */
@@ -283,7 +289,7 @@ typedef struct pb_subscription {
  * refusal by the server (bad pattern, ...) arrives as PB_ESERVER from the
  * first pb_client_next.
  */
-int pb_client_subscribe(pb_client *c, const pb_subscription *s);
+PB_API int pb_client_subscribe(pb_client *c, const pb_subscription *s);
 
 typedef enum pb_item_kind {
     PB_ITEM_EVENT = 1,     /* item.event is set */
@@ -350,16 +356,16 @@ typedef struct pb_item {
  * event; the connection is then unusable), PB_EINVAL (not subscribed).
  * Errors other than PB_ETIMEDOUT are final.
  */
-int pb_client_next(pb_client *c, pb_item *item, int timeout_ms);
+PB_API int pb_client_next(pb_client *c, pb_item *item, int timeout_ms);
 
 /* ------------------------------------------------------------------------ */
 /* Reading segment files without a server                                   */
 /*
- * The pb_reader_* functions and pb_partition_list declared by reader.h
- * (included above) read a partition directory offline with the same code
- * the daemon uses: pb_reader_open / seek_offset / seek_time / set_end /
- * next / problem / close. See reader.h for their contracts; a pb_reader is
- * used by one thread at a time.
+ * The pb_reader_* functions and pb_partition_list declared by
+ * protobus_reader.h (included above) read a partition directory offline
+ * with the same code the daemon uses: pb_reader_open / seek_offset /
+ * seek_time / set_end / next / problem / close. See that header for their
+ * contracts; a pb_reader is used by one thread at a time.
  */
 
 #ifdef __cplusplus

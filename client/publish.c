@@ -15,6 +15,8 @@
  */
 #include "client.h"
 
+#include "record.h" /* PB_RECORD_MAX_EVENT */
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-/* pb_strerror: names for the codes in pb_errors.h. Thread-safe. */
+/* pb_strerror (protobus_errors.h) and pb_set_err (pb_errors.h). Thread-safe. */
 #include "pb_errors.h"
 
 #include <stdarg.h>

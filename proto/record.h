@@ -9,6 +9,8 @@
 #ifndef PB_RECORD_H
 #define PB_RECORD_H
 
+#include "protobus_reader.h" /* pb_record, the decoded record */
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,14 +24,6 @@
 
 #define PB_LOG_MAGIC "PROTOBUS"
 #define PB_IDX_MAGIC "PROTOIDX"
-
-/* One decoded record. `event` points into the buffer it was decoded from. */
-typedef struct pb_record {
-    uint64_t offset;
-    int64_t time_ns;
-    const uint8_t *event;
-    uint32_t event_len;
-} pb_record;
 
 /* Little-endian loads and stores used throughout the file format. */
 static inline uint32_t pb_load_le32(const uint8_t *p)

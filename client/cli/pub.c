@@ -8,6 +8,8 @@
  */
 #include "cli.h"
 
+#include "record.h" /* PB_RECORD_MAX_EVENT */
+
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
