@@ -5,7 +5,6 @@
  *
  * Threads: one (the main thread).
  */
-#include "bench.h"
 #include "cli.h"
 
 #include <stdio.h>

@@ -1,0 +1,245 @@
+/*
+ * bench_clients - the load of `protobus bench`: publisher threads (publish
+ * as fast as acks allow, or paced one event per batch in latency mode, and
+ * time the acks) and subscribers (count what arrives, time delivery in
+ * latency mode), plus the probes that tell when live subscriptions are
+ * registered.
+ *
+ * Threads: each bench_pub / bench_sub runs on its own thread with its own
+ * pb_client; they share the read-only bench_cfg and poll bench_stop. A
+ * subscriber's `ready` flag is the one value another thread (the prober)
+ * reads while it runs.
+ */
+#include "bench.h"
+
+#include "cli.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#define SUB_WAIT_MS      200   /* a subscriber re-checks the stop flag this often */
+#define READY_TIMEOUT_MS 30000 /* subscriptions must be live within this */
+
+/* --- publishers ----------------------------------------------------------- */
+
+static void on_ack(void *ctx, const pb_batch_result *r)
+{
+    bench_pub *p = ctx;
+    if (r->status != 0) {
+        if (p->rc == 0) {
+            p->rc = r->status;
+            snprintf(p->err, sizeof p->err, "batch of %zu events refused: %s", r->count,
+                     r->message);
+        }
+        return;
+    }
+    int64_t sent = p->sent_ns[r->first_event & p->mask];
+    if (sent)
+        bench_samples_add(&p->ack, pb_time_now_ns() - sent);
+}
+
+static int pub_connect(bench_pub *p, pb_client **out)
+{
+    const bench_cfg *cfg = p->cfg;
+    pb_client_options o;
+    pb_client_options_init(&o);
+    o.batch_events = p->latency ? 1 : cfg->batch;
+    if (cfg->batch_bytes)
+        o.batch_bytes = cfg->batch_bytes;
+    o.max_in_flight = cfg->in_flight;
+    o.no_positions = true;
+    o.on_ack = on_ack;
+    o.on_ack_ctx = p;
+    o.name = "protobus bench " PB_VERSION_STRING;
+    return pb_client_connect(out, cfg->server, &o, p->err, sizeof p->err);
+}
+
+/* Waits (pacing) until `due` on the monotonic clock, reading acks as they
+ * arrive so that their latency is measured when they come, not when the
+ * next event is due. */
+static int pace_until(pb_client *c, int64_t due)
+{
+    for (;;) {
+        int64_t left = due - bench_mono_ns();
+        if (left <= 0)
+            return 0;
+        int rc = pb_client_flush(c, 0, NULL, NULL);
+        if (rc < 0 && rc != PB_ETIMEDOUT)
+            return rc;
+        left = due - bench_mono_ns();
+        if (left > 50000)
+            left = 50000; /* 50 us: the resolution of ack times */
+        if (left > 0) {
+            struct timespec ts = {0, left};
+            nanosleep(&ts, NULL);
+        }
+    }
+}
+
+void *bench_pub_main(void *arg)
+{
+    bench_pub *p = arg;
+    const bench_cfg *cfg = p->cfg;
+    pb_client *c = NULL;
+    p->rc = pub_connect(p, &c);
+    if (p->rc < 0)
+        return NULL;
+    pb_event ev = {.payload = cfg->payload, .payload_len = cfg->size};
+    uint32_t batch = p->latency ? 1 : cfg->batch;
+    int64_t period = p->latency ? 1000000000 / (int64_t)cfg->rate : 0;
+    p->t_start = bench_mono_ns();
+    int64_t due = p->t_start;
+    for (uint64_t i = 0; i < p->n && p->rc == 0; i++) {
+        uint64_t seq = p->first + i;
+        ev.topic = cfg->topic_names[seq % cfg->topics];
+        if (p->latency) {
+            due += period;
+            int rc = pace_until(c, due);
+            if (rc < 0) {
+                p->rc = rc;
+                break;
+            }
+            ev.client_event_time_ns = pb_time_now_ns();
+            p->sent_ns[i & p->mask] = ev.client_event_time_ns;
+        } else if (i % batch == 0) {
+            /* The library's own sequence number is i: batches start at
+             * multiples of `batch` unless batch_bytes cut them earlier
+             * (those batches are then not timed). */
+            p->sent_ns[i & p->mask] = pb_time_now_ns();
+        }
+        int rc = pb_client_publish(c, &ev);
+        if (rc < 0) {
+            p->rc = rc;
+            break;
+        }
+        if (atomic_load_explicit(&bench_stop, memory_order_relaxed)) {
+            p->rc = PB_ETIMEDOUT;
+            break;
+        }
+    }
+    if (p->rc == 0) {
+        int rc = pb_client_flush(c, cfg->timeout_ms, NULL, NULL);
+        if (rc < 0)
+            p->rc = rc;
+    }
+    p->t_end = bench_mono_ns();
+    if (p->rc < 0 && !p->err[0])
+        snprintf(p->err, sizeof p->err, "%s", pb_client_message(c));
+    pb_client_close(c);
+    return NULL;
+}
+
+/* --- subscribers ---------------------------------------------------------- */
+
+int bench_sub_open(bench_sub *s)
+{
+    const bench_cfg *cfg = s->cfg;
+    pb_client_options o;
+    pb_client_options_init(&o);
+    o.name = "protobus bench " PB_VERSION_STRING;
+    int rc = pb_client_connect(&s->c, cfg->server, &o, s->err, sizeof s->err);
+    if (rc < 0)
+        return rc;
+    const char *pats[1] = {s->pattern};
+    pb_partition_offset off = {.partition = cfg->partition, .offset = cfg->offset};
+    pb_subscription sub = {.patterns = pats, .npatterns = 1, .start = s->start};
+    if (s->start == PB_START_OFFSETS) {
+        sub.offsets = &off;
+        sub.noffsets = 1;
+    } else if (s->start == PB_START_TIME) {
+        sub.from_time_ns = cfg->time_ns;
+    }
+    rc = pb_client_subscribe(s->c, &sub);
+    if (rc < 0)
+        snprintf(s->err, sizeof s->err, "%s", pb_client_message(s->c));
+    return rc;
+}
+
+void *bench_sub_main(void *arg)
+{
+    bench_sub *s = arg;
+    const bench_cfg *cfg = s->cfg;
+    pb_item item;
+    while (s->received < s->expected) {
+        int rc = pb_client_next(s->c, &item, SUB_WAIT_MS);
+        if (rc == PB_ETIMEDOUT) {
+            if (atomic_load(&bench_stop)) {
+                s->rc = rc;
+                snprintf(s->err, sizeof s->err, "received %" PRIu64 " of %" PRIu64 " events",
+                         s->received, s->expected);
+                break;
+            }
+            continue;
+        }
+        if (rc < 0) {
+            s->rc = rc;
+            snprintf(s->err, sizeof s->err, "%s", pb_client_message(s->c));
+            break;
+        }
+        if (item.kind != PB_ITEM_EVENT)
+            continue;
+        const pb_received_event *e = &item.event;
+        if (e->payload_len == 0) {
+            atomic_store(&s->ready, true);
+            continue;
+        }
+        if (s->all++ == 0)
+            s->t_first = bench_mono_ns();
+        if (s->prefix_len &&
+            (e->topic_len <= s->prefix_len || memcmp(e->topic, cfg->prefix, s->prefix_len) != 0 ||
+             e->topic[s->prefix_len] != '.'))
+            continue;
+        s->received++;
+        if (s->timed && e->has_client_event_time)
+            bench_samples_add(&s->delivery, pb_time_now_ns() - e->client_event_time_ns);
+    }
+    s->t_end = bench_mono_ns();
+    return NULL;
+}
+
+/* Publishes an empty-payload probe to each subscriber that has not seen one
+ * until every subscription is live: START_NEW subscriptions only see events
+ * stored after the server registered them, and nothing else says when. */
+int bench_wait_ready(const bench_cfg *cfg, bench_sub *subs, uint32_t n)
+{
+    bench_pub p = {.cfg = cfg};
+    int64_t zero = 0;
+    p.sent_ns = &zero;
+    pb_client *c = NULL;
+    int rc = pub_connect(&p, &c);
+    if (rc < 0) {
+        cli_error(BENCH_CMD, "%s", p.err);
+        return rc;
+    }
+    int64_t deadline = cli_now_ms() + READY_TIMEOUT_MS;
+    for (;;) {
+        uint32_t waiting = 0;
+        for (uint32_t j = 0; j < n; j++) {
+            if (atomic_load(&subs[j].ready))
+                continue;
+            waiting++;
+            pb_event ev = {.topic = cfg->topic_names[cfg->distinct ? j : 0]};
+            rc = pb_client_publish(c, &ev);
+            if (rc < 0)
+                goto out;
+        }
+        rc = pb_client_flush(c, cfg->timeout_ms, NULL, NULL);
+        if (rc < 0 || waiting == 0)
+            goto out;
+        if (cli_now_ms() > deadline) {
+            rc = PB_ETIMEDOUT;
+            snprintf(p.err, sizeof p.err, "%u subscription(s) not live after %d ms", waiting,
+                     READY_TIMEOUT_MS);
+            cli_error(BENCH_CMD, "%s", p.err);
+            pb_client_close(c);
+            return rc;
+        }
+        cli_sleep_ms(10);
+    }
+out:
+    if (rc < 0)
+        cli_error(BENCH_CMD, "probe publisher: %s", pb_client_message(c));
+    pb_client_close(c);
+    return rc;
+}

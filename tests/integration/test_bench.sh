@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Integration: `protobus bench` runs every mode end to end against a real
+# protobusd on 127.0.0.1 (a free port, a temp data directory) with small
+# counts, and reports each figure its mode promises on the RESULT line;
+# bad options and modes are refused with exit 2. Figures are not judged:
+# timing on a shared machine is noise. Every run is bounded by --timeout;
+# the daemon is stopped by its PID; the temp dir is removed.
+#
+# Environment: BUILD (default build) holds protobus and protobusd.
+set -euo pipefail
+
+BUILD=${BUILD:-build}
+BUILD=$(cd "$BUILD" && pwd)
+PB="$BUILD/protobus"
+PBD="$BUILD/protobusd"
+TMP=$(mktemp -d /tmp/pb_test_bench.XXXXXX)
+DPID=""
+passed=0
+failed=0
+
+cleanup() {
+    if [ -n "$DPID" ]; then kill -KILL "$DPID" 2>/dev/null || true; fi
+    wait 2>/dev/null || true
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+fail() {
+    echo "    $*" >&2
+    return 1
+}
+
+run() {
+    local name=$1 rc
+    set +e
+    (
+        set -e
+        "$name"
+    )
+    rc=$?
+    set -e
+    if [ "$rc" -eq 0 ]; then
+        passed=$((passed + 1))
+        echo "ok   $name"
+    else
+        failed=$((failed + 1))
+        echo "FAIL $name"
+    fi
+}
+
+# bench_ok "ARGS" KEY...: `protobus bench ARGS` exits 0 and its RESULT line
+# has mode=MODE and every KEY=number.
+bench_ok() {
+    local args=$1 key rc=0
+    shift
+    # shellcheck disable=SC2086
+    "$PB" bench --timeout 60000 $args >"$TMP/out" 2>&1 || rc=$?
+    [ "$rc" -eq 0 ] || fail "bench $args: exit $rc: $(cat "$TMP/out")"
+    grep '^RESULT ' "$TMP/out" >"$TMP/result" || fail "bench $args: no RESULT line: $(cat "$TMP/out")"
+    for key in "$@"; do
+        grep -qE "( )$key=[0-9.]+( |\$)" "$TMP/result" ||
+            fail "bench $args: no $key in: $(cat "$TMP/result")"
+    done
+}
+
+start_daemon() {
+    mkdir -p "$TMP/data"
+    printf '[server]\nlisten = 127.0.0.1:0\ndata_dir = %s\nlog_level = warn\n[partition events]\nmatch = .*\n' \
+        "$TMP/data" >"$TMP/d.conf"
+    "$PBD" -c "$TMP/d.conf" --port-file "$TMP/port" 2>"$TMP/daemon.log" &
+    DPID=$!
+    local i
+    for ((i = 0; i < 100; i++)); do
+        [ -s "$TMP/port" ] && break
+        sleep 0.1
+    done
+    [ -s "$TMP/port" ] || { echo "protobusd did not start: $(cat "$TMP/daemon.log")" >&2 && exit 1; }
+    export PROTOBUS_SERVER="127.0.0.1:$(cat "$TMP/port")"
+}
+
+test_pub() {
+    bench_ok "pub -n 5000 -b 500 -p 2 --topics 3" pub_events pub_ev_s ack_p50_us ack_max_us \
+        client_cpu_s
+    grep -q 'RESULT mode=pub size=100 count=5000 ' "$TMP/result" || fail "$(cat "$TMP/result")"
+}
+
+test_sub() {
+    bench_ok "sub -n 3000 --subs 3" pub_events sub_events sub_ev_s
+    grep -q ' sub_events=9000 ' "$TMP/result" || fail "3 subscribers x 3000: $(cat "$TMP/result")"
+}
+
+test_sub_distinct() {
+    bench_ok "sub -n 2000 --subs 10 --topics 20 --distinct" sub_events
+    grep -q ' sub_events=2000 ' "$TMP/result" || fail "each event to one: $(cat "$TMP/result")"
+}
+
+test_latency() {
+    bench_ok "latency --rate 2000 -n 200" ack_p50_us ack_p99_us delivery_p50_us delivery_p999_us
+}
+
+test_replay() {
+    bench_ok "replay -n 2000" pub_events replay_events replay_first_ms
+}
+
+test_seek() {
+    bench_ok "seek --offset 1 -n 2" seek_p50_us seek_max_us
+    bench_ok "seek --time -1h -n 2" seek_p50_us
+}
+
+test_tcp() {
+    bench_ok "tcp --bytes 20000000" tcp_mb_s
+}
+
+test_refusals() {
+    local rc=0
+    "$PB" bench frobnicate 2>"$TMP/err" || rc=$?
+    [ "$rc" -eq 2 ] || fail "unknown mode: exit $rc, want 2"
+    grep -q "unknown mode 'frobnicate'" "$TMP/err" || fail "$(cat "$TMP/err")"
+    rc=0
+    "$PB" bench --size 4 pub 2>"$TMP/err" || rc=$?
+    [ "$rc" -eq 2 ] || fail "--size 4: exit $rc, want 2"
+    grep -q -- "--size '4': expected a whole number from 8" "$TMP/err" || fail "$(cat "$TMP/err")"
+    rc=0
+    "$PB" bench pub sub 2>"$TMP/err" || rc=$?
+    [ "$rc" -eq 2 ] || fail "two modes: exit $rc, want 2"
+    rc=0
+    "$PB" bench --timeout 60000 seek 2>"$TMP/err" || rc=$?
+    [ "$rc" -eq 1 ] || fail "seek without --offset/--time: exit $rc, want 1"
+    grep -q 'exactly one of --offset and --time' "$TMP/err" || fail "$(cat "$TMP/err")"
+    "$PB" bench --help | grep -q -- '--distinct'
+}
+
+start_daemon
+run test_pub
+run test_sub
+run test_sub_distinct
+run test_latency
+run test_replay
+run test_seek
+run test_tcp
+run test_refusals
+kill -TERM "$DPID"
+wait "$DPID" || echo "protobusd exited with $?: $(cat "$TMP/daemon.log")" >&2
+DPID=""
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
