@@ -4,13 +4,30 @@
  * seek), plus a loopback TCP baseline (mode tcp) that needs no server. This
  * file is the command itself: defaults, the topics and payload built once,
  * the watchdog that ends a run at --timeout or on a signal, the dispatch to
- * a mode and the RESULT line; bench.h lists the files that do the rest.
+ * a mode and the RESULT line. The rest, from the top down:
  *
- * Threads: see bench.h. The watchdog is one more thread; it only sets
- * bench_stop.
+ *   bench_options  usage text and option parsing -> bench_cfg
+ *   bench_modes    pub/sub/latency, replay, seek: start threads, join, report
+ *   bench_tcp      the loopback TCP baseline
+ *   bench_clients  publisher and subscriber threads (one pb_client each)
+ *   bench_stats    latency samples, percentiles, rates, CPU time, RESULT
+ *
+ * The client side is kept off the critical path: events are encoded by the
+ * library into its batch buffer (no allocation per event), topics and the
+ * payload are built once, positions are not collected (no_positions), and
+ * timestamps are taken once per batch except in latency mode, where every
+ * event carries its send time in client_event_time.
+ *
+ * Threads: the main thread parses options, starts one thread per publisher
+ * and per subscriber (each owns its own pb_client and connection), joins
+ * them and prints the figures. Threads share only read-only setup data
+ * (bench_cfg) and a few atomics (ready flags, bench_stop). The watchdog is
+ * one more thread; it only sets bench_stop.
  */
-#include "bench.h"
-
+#include "bench_clients.h"
+#include "bench_modes.h"
+#include "bench_options.h"
+#include "bench_tcp.h"
 #include "cli.h"
 
 #include <inttypes.h>
@@ -18,24 +35,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#define THREAD_STACK (256u * 1024u)
-
-atomic_bool bench_stop;
-
-int bench_start_thread(pthread_t *t, void *(*fn)(void *), void *arg)
-{
-    pthread_attr_t attr;
-    int rc = pthread_attr_init(&attr);
-    if (rc != 0)
-        return -rc;
-    /* Many subscriber threads (1,000 in the standard run) stay cheap. */
-    rc = pthread_attr_setstacksize(&attr, THREAD_STACK);
-    if (rc == 0)
-        rc = pthread_create(t, &attr, fn, arg);
-    pthread_attr_destroy(&attr);
-    return -rc;
-}
 
 static void *watchdog_main(void *arg)
 {

@@ -10,7 +10,7 @@
  * subscriber's `ready` flag is the one value another thread (the prober)
  * reads while it runs.
  */
-#include "bench.h"
+#include "bench_clients.h"
 
 #include "cli.h"
 
@@ -20,6 +20,23 @@
 
 #define SUB_WAIT_MS      200   /* a subscriber re-checks the stop flag this often */
 #define READY_TIMEOUT_MS 30000 /* subscriptions must be live within this */
+#define THREAD_STACK     (256u * 1024u)
+
+atomic_bool bench_stop;
+
+int bench_start_thread(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+    pthread_attr_t attr;
+    int rc = pthread_attr_init(&attr);
+    if (rc != 0)
+        return -rc;
+    /* Many subscriber threads (1,000 in the standard run) stay cheap. */
+    rc = pthread_attr_setstacksize(&attr, THREAD_STACK);
+    if (rc == 0)
+        rc = pthread_create(t, &attr, fn, arg);
+    pthread_attr_destroy(&attr);
+    return -rc;
+}
 
 /* --- publishers ----------------------------------------------------------- */
 

@@ -8,8 +8,9 @@
  * Threads: the main thread; it owns the bench_pub / bench_sub arrays and
  * reads their results only after joining them.
  */
-#include "bench.h"
+#include "bench_modes.h"
 
+#include "bench_clients.h"
 #include "cli.h"
 
 #include <stdio.h>

@@ -4,7 +4,7 @@
  *
  * Threads: the main thread, before any other starts.
  */
-#include "bench.h"
+#include "bench_options.h"
 
 #include "cli.h"
 

@@ -5,7 +5,7 @@
  * Threads: samples belong to one thread while it runs; the main thread
  * merges and reports them after joining it.
  */
-#include "bench.h"
+#include "bench_stats.h"
 
 #include <inttypes.h>
 #include <stdarg.h>

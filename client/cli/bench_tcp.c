@@ -7,7 +7,7 @@
  * Threads: the main thread (reader) and one writer thread; they share only
  * the writer's struct, read after the join.
  */
-#include "bench.h"
+#include "bench_tcp.h"
 
 #include "cli.h"
 
@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,7 +70,7 @@ int bench_mode_tcp(bench_cfg *cfg, bench_result *res)
     tcp_writer w = {.fd = wfd, .bytes = cfg->tcp_bytes};
     pthread_t t;
     int64_t t0 = bench_mono_ns();
-    rc = bench_start_thread(&t, tcp_write_main, &w);
+    rc = -pthread_create(&t, NULL, tcp_write_main, &w);
     if (rc < 0)
         goto out;
     uint64_t got = 0;

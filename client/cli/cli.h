@@ -74,6 +74,6 @@ bool cli_flush_stdout(const char *cmd);
 int cmd_pub(int argc, char **argv);
 int cmd_sub(int argc, char **argv);
 int cmd_cat(int argc, char **argv);
-int cmd_bench(int argc, char **argv); /* bench.c and bench_*.c (bench.h) */
+int cmd_bench(int argc, char **argv); /* bench.c */
 
 #endif
