@@ -1,8 +1,9 @@
 /*
- * client - libprotobus's connection: address parsing, connecting with a
- * timeout, the Hello exchange, non-blocking socket I/O with deadlines,
- * splitting received frames, and the error state every call reports
- * through. publish.c and subscribe.c build on it.
+ * client - libprotobus's connection, the layer publish.c and subscribe.c
+ * build on: connecting with a timeout (every resolved address in turn), the
+ * Hello exchange, non-blocking socket I/O with deadlines, splitting received
+ * frames, and the error state every call reports through. lifecycle.c, on
+ * top, creates and frees the pb_client.
  *
  * Threads: whichever thread calls into the pb_client (one at a time). The
  * socket stays non-blocking; every wait is a poll() with a deadline.
@@ -26,12 +27,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define DEFAULT_CONNECT_TIMEOUT_MS 5000u
-#define DEFAULT_IO_TIMEOUT_MS      30000u
-#define DEFAULT_BATCH_BYTES        (1u << 20)
-#define DEFAULT_BATCH_EVENTS       1000u
-#define DEFAULT_MAX_IN_FLIGHT      64u
-#define MAX_IN_FLIGHT_LIMIT        4096u
 /* What we accept from a server that states no limits: the record cap of the
  * file format (64 MiB of event) plus room for the frame around it. */
 #define RECV_MAX_NO_LIMIT (64ull * 1024 * 1024 + 4096)
@@ -122,18 +117,7 @@ int client_reserve(void **buf, size_t *cap, size_t need, size_t elem)
     return 0;
 }
 
-void pb_client_options_init(pb_client_options *opts)
-{
-    memset(opts, 0, sizeof(*opts));
-    opts->connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
-    opts->io_timeout_ms = DEFAULT_IO_TIMEOUT_MS;
-    opts->batch_bytes = DEFAULT_BATCH_BYTES;
-    opts->batch_events = DEFAULT_BATCH_EVENTS;
-    opts->max_in_flight = DEFAULT_MAX_IN_FLIGHT;
-    opts->name = "libprotobus " PB_VERSION_STRING;
-}
-
-/* --- address parsing and connecting ------------------------------------- */
+/* --- connecting ------------------------------------------------------------ */
 
 /* One non-blocking connect bounded by the deadline: fd, or a negated errno
  * (-ETIMEDOUT at the deadline). */
@@ -336,7 +320,32 @@ out:
     return rc;
 }
 
-int client_write_all(pb_client *c, int64_t deadline)
+/* While a write waits for room: reads what the server sent meanwhile. With
+ * on_frame, complete frames go to it at once; without, they stay buffered
+ * for the caller, and more than one frame's worth is a protocol error (the
+ * server answers a Hello or a Subscribe only after reading all of it). 0 or
+ * a sticky error. */
+static int read_while_writing(pb_client *c, client_frame_fn on_frame)
+{
+    int r = client_read(c);
+    if (r < 0)
+        return r;
+    if (!on_frame) {
+        if (c->rend - c->rstart > c->recv_max + CLIENT_FRAME_PREFIX_MAX)
+            return client_die(c, PB_EPROTO, "%s sent %zu bytes before reading our request",
+                              c->address, c->rend - c->rstart);
+        return 0;
+    }
+    frame_view f;
+    while ((r = client_next_frame(c, &f)) == 1) {
+        r = on_frame(c, &f);
+        if (r < 0)
+            return r;
+    }
+    return r < 0 ? r : 0;
+}
+
+int client_write_all(pb_client *c, int64_t deadline, client_frame_fn on_frame)
 {
     while (c->ooff < c->olen) {
         if (c->sticky)
@@ -364,15 +373,7 @@ int client_write_all(pb_client *c, int64_t deadline)
             return client_die(c, PB_ETIMEDOUT, "%s accepted no data for %u ms", c->address,
                               c->opts.io_timeout_ms);
         if (ev & (POLLIN | POLLHUP | POLLERR)) {
-            int r = client_read(c);
-            if (r < 0)
-                return r;
-            frame_view f;
-            while ((r = client_next_frame(c, &f)) == 1) {
-                r = publish_handle_frame(c, &f);
-                if (r < 0)
-                    return r;
-            }
+            int r = read_while_writing(c, on_frame);
             if (r < 0)
                 return r;
         }
@@ -422,8 +423,8 @@ static int hello(pb_client *c, int64_t deadline)
         return client_die(c, PB_ENOMEM, "out of memory");
     c->olen = frame_put_hello(c->obuf, c->ocap, id, &h);
     c->ooff = 0;
-    /* Nothing can arrive but the Hello answer yet; no publish state exists. */
-    int rc = client_write_all(c, deadline);
+    /* Nothing can arrive but the Hello answer, after the server read it all. */
+    int rc = client_write_all(c, deadline, NULL);
     if (rc < 0)
         return rc;
     for (;;) {
@@ -459,124 +460,8 @@ static int hello(pb_client *c, int64_t deadline)
     }
 }
 
-static int apply_options(pb_client *c, const pb_client_options *opts)
+int client_connect(pb_client *c, const char *address, int64_t deadline)
 {
-    pb_client_options d;
-    pb_client_options_init(&d);
-    if (opts) {
-        c->opts = *opts;
-        if (!c->opts.connect_timeout_ms)
-            c->opts.connect_timeout_ms = d.connect_timeout_ms;
-        if (!c->opts.io_timeout_ms)
-            c->opts.io_timeout_ms = d.io_timeout_ms;
-        if (!c->opts.batch_bytes)
-            c->opts.batch_bytes = d.batch_bytes;
-        if (!c->opts.batch_events)
-            c->opts.batch_events = d.batch_events;
-        if (!c->opts.max_in_flight)
-            c->opts.max_in_flight = d.max_in_flight;
-        if (!c->opts.name)
-            c->opts.name = d.name;
-    } else {
-        c->opts = d;
-    }
-    if (c->opts.max_in_flight > MAX_IN_FLIGHT_LIMIT)
-        return client_fail(c, PB_EINVAL, "max_in_flight %u is above the limit %u",
-                           c->opts.max_in_flight, MAX_IN_FLIGHT_LIMIT);
-    if (c->opts.connect_timeout_ms > INT32_MAX || c->opts.io_timeout_ms > INT32_MAX)
-        return client_fail(c, PB_EINVAL, "timeouts must be below %d ms", INT32_MAX);
-    c->name = strdup(c->opts.name);
-    if (!c->name)
-        return client_fail(c, PB_ENOMEM, "out of memory");
-    c->opts.name = c->name;
-    return 0;
-}
-
-int pb_client_connect(pb_client **out, const char *address, const pb_client_options *opts,
-                      char *err, size_t errlen)
-{
-    *out = NULL;
-    pb_client *c = calloc(1, sizeof(*c));
-    if (!c) {
-        if (err && errlen)
-            snprintf(err, errlen, "out of memory");
-        return PB_ENOMEM;
-    }
-    c->fd = -1;
-    c->next_id = 1;
-    c->recv_max = CLIENT_DEFAULT_FRAME_MAX;
-    int rc;
-    if (!address) {
-        rc = client_fail(c, PB_EINVAL, "no address given");
-        goto fail;
-    }
-    snprintf(c->address, sizeof(c->address), "%s", address);
-    rc = apply_options(c, opts);
-    if (rc < 0)
-        goto fail;
-    c->rcap = 64 * 1024;
-    c->rbuf = malloc(c->rcap);
-    if (!c->rbuf) {
-        rc = client_fail(c, PB_ENOMEM, "out of memory");
-        goto fail;
-    }
-    int64_t deadline = client_deadline((int)c->opts.connect_timeout_ms);
-    rc = connect_address(c, address, deadline);
-    if (rc < 0)
-        goto fail;
-    rc = hello(c, deadline);
-    if (rc < 0)
-        goto fail;
-    c->msg[0] = '\0';
-    *out = c;
-    return 0;
-fail:
-    if (err && errlen)
-        snprintf(err, errlen, "%s", c->msg);
-    pb_client_close(c);
-    return rc;
-}
-
-void pb_client_close(pb_client *c)
-{
-    if (!c)
-        return;
-    /* Nothing to report from close(2) on a socket we only read and wrote:
-     * unacknowledged batches are lost either way, as documented. */
-    if (c->fd >= 0)
-        (void)close(c->fd);
-    publish_free(c);
-    subscribe_free(c);
-    free(c->rbuf);
-    free(c->obuf);
-    free(c->name);
-    free(c->server_name);
-    free(c->serr_message);
-    free(c->serr_partition);
-    free(c);
-}
-
-uint64_t pb_client_max_frame_bytes(const pb_client *c)
-{
-    return c->max_frame_bytes;
-}
-
-uint64_t pb_client_max_event_bytes(const pb_client *c)
-{
-    return c->max_event_bytes;
-}
-
-const char *pb_client_server_name(const pb_client *c)
-{
-    return c->server_name ? c->server_name : "";
-}
-
-const char *pb_client_message(const pb_client *c)
-{
-    return c->msg;
-}
-
-const pb_server_error *pb_client_server_error(const pb_client *c)
-{
-    return c->serr_message ? &c->serr : NULL;
+    int rc = connect_address(c, address, deadline);
+    return rc < 0 ? rc : hello(c, deadline);
 }

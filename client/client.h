@@ -1,8 +1,9 @@
 /*
- * client - libprotobus internals shared by client.c (connection, Hello,
- * socket I/O, frame reading, error reporting), publish.c (batching, acks)
- * and subscribe.c (Subscribe, the event iterator). Not installed: library
- * users see only protobus.h.
+ * client - libprotobus internals: the pb_client itself and its connection
+ * layer (client.c: connecting, Hello, socket I/O, frame reading, error
+ * reporting), on which publish.c (batching, acks) and subscribe.c
+ * (Subscribe, the event iterator) build; lifecycle.c, on top, creates and
+ * frees it. Not installed: library users see only protobus.h.
  *
  * Threads: whichever thread calls into the pb_client (one at a time).
  */
@@ -19,6 +20,8 @@
 #define CLIENT_MSG_MAX 512
 /* Frame size limit before the server's Hello says otherwise. */
 #define CLIENT_DEFAULT_FRAME_MAX (1u << 20)
+/* The most bytes a frame's length prefix takes (a 64-bit varint). */
+#define CLIENT_FRAME_PREFIX_MAX 10u
 
 /* A batch sent and not yet answered. */
 typedef struct inflight_batch {
@@ -135,18 +138,25 @@ int client_next_frame(pb_client *c, frame_view *f);
 /* Records an Error frame body as c->serr and c->msg. 0 or a sticky error. */
 int client_take_error(pb_client *c, const frame_view *f);
 
+/* Handles one received frame. 0 or a sticky error. */
+typedef int (*client_frame_fn)(pb_client *c, const frame_view *f);
+
 /*
  * Writes obuf[ooff..olen) completely before the deadline. While the socket
- * is full, incoming frames are read and handed to publish_handle_frame so the
- * server never blocks on us. 0 or a sticky error.
+ * is full, what the server sends is read meanwhile: with on_frame (a
+ * publisher's acks) each complete frame is handed to it, so the server never
+ * blocks writing to us; with NULL the bytes stay buffered for the caller's
+ * next client_next_frame. 0 or a sticky error.
  */
-int client_write_all(pb_client *c, int64_t deadline);
+int client_write_all(pb_client *c, int64_t deadline, client_frame_fn on_frame);
 
-/* publish.c: an incoming frame while publishing (ack, error). 0 or sticky error. */
-int publish_handle_frame(pb_client *c, const frame_view *f);
-/* publish.c: frees publishing state. */
+/* Connects c->fd to address ("host:port", "[v6]:port"; every resolved
+ * address in turn) and exchanges Hello, learning the server's limits, all
+ * before the deadline. 0 or an error (c->msg names the address). */
+int client_connect(pb_client *c, const char *address, int64_t deadline);
+
+/* For lifecycle.c's pb_client_close: publish.c's and subscribe.c's state. */
 void publish_free(pb_client *c);
-/* subscribe.c: frees subscribing state. */
 void subscribe_free(pb_client *c);
 
 #endif

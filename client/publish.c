@@ -314,7 +314,8 @@ static int take_error(pb_client *c, const frame_view *f)
     return 0;
 }
 
-int publish_handle_frame(pb_client *c, const frame_view *f)
+/* An incoming frame while publishing (ack, error). 0 or a sticky error. */
+static int publish_handle_frame(pb_client *c, const frame_view *f)
 {
     switch (f->kind) {
     case FRAME_PUBLISH_ACK:
@@ -447,7 +448,7 @@ static int send_batch(pb_client *c)
     c->ecount = 0;
     c->elen = 0;
     c->batch_ub = 0;
-    return client_write_all(c, deadline);
+    return client_write_all(c, deadline, publish_handle_frame);
 }
 
 static bool keeps_positions(const pb_client *c)

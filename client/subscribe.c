@@ -128,9 +128,11 @@ int pb_client_subscribe(pb_client *c, const pb_subscription *s)
     rc = encode_subscribe(c, s);
     if (rc < 0)
         return rc;
-    /* Marked first: from here on frames are the subscription's. */
+    /* Marked first: from here on frames are the subscription's. The server
+     * answers only after reading the whole request: whatever it sends is
+     * left buffered for pb_client_next. */
     c->subscribed = true;
-    return client_write_all(c, client_deadline((int)c->opts.io_timeout_ms));
+    return client_write_all(c, client_deadline((int)c->opts.io_timeout_ms), NULL);
 }
 
 static const char *copy_str(char **w, wire_slice s)

@@ -4,7 +4,8 @@
  * protobuf-c, independently of the library's hand codec. Covers connect
  * errors, the Hello exchange and its timeout, publish + flush positions,
  * server errors, size limits, no_ack, subscribe with every field of an
- * event, DATA_LOSS reports and the server closing.
+ * event, DATA_LOSS reports, a refusal that arrives while a large Subscribe
+ * is still being written, and the server closing.
  *
  * The server thread never calls cmocka asserts (they longjmp); it records
  * its first failure in fake_server.failure, checked after the join.
@@ -1120,6 +1121,60 @@ static void test_subscribe_timeout_then_close(void **state)
     server_join(&s);
 }
 
+/* The server refuses at once, before reading a Subscribe too large for the
+ * socket buffers: the Error arrives while the client is still writing. It
+ * must stay for pb_client_next (the documented place of a refusal), not be
+ * taken as an answer to a publish. */
+#define BIG_PATTERN_LEN 10000
+#define BIG_PATTERNS    1200 /* 12 MB, well past the client's send buffer (4 MB at most) */
+
+static void script_refuse_before_reading(fake_server *s, int fd)
+{
+    /* Refuse once the request has started to arrive (not with the Hello,
+     * where the client would read both at once, before writing). */
+    char first;
+    if (recv(fd, &first, 1, MSG_PEEK) != 1)
+        srv_fail(s, "no Subscribe came");
+    srv_send_error(s, fd, 0, PROTOBUS__CODE__RESOURCE_EXHAUSTED, "too many subscriptions", NULL, 0,
+                   0, 0);
+    usleep(200 * 1000); /* the client blocks writing meanwhile */
+    if (srv_read_subscribe(s, fd) && s->subscribe->n_patterns != BIG_PATTERNS)
+        srv_fail(s, "%zu patterns, want %d", s->subscribe->n_patterns, BIG_PATTERNS);
+    srv_drain(s, fd);
+}
+
+static void test_subscribe_refused_while_writing(void **state)
+{
+    fake_server s;
+    server_start(&s, script_refuse_before_reading);
+    /* A small receive buffer (the accepted socket inherits it) keeps the
+     * kernel from absorbing the whole request: the client must wait. */
+    int small = 4096;
+    assert_int_equal(setsockopt(s.lfd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+    server_run(&s);
+    pb_client *c = connect_ok(&s, NULL);
+    char *pattern = malloc(BIG_PATTERN_LEN + 1);
+    const char **patterns = malloc(BIG_PATTERNS * sizeof *patterns);
+    assert_non_null(pattern);
+    assert_non_null(patterns);
+    memset(pattern, 'a', BIG_PATTERN_LEN);
+    pattern[BIG_PATTERN_LEN] = '\0';
+    for (int i = 0; i < BIG_PATTERNS; i++)
+        patterns[i] = pattern;
+    pb_subscription sub = {.patterns = patterns, .npatterns = BIG_PATTERNS};
+    assert_int_equal(pb_client_subscribe(c, &sub), 0);
+    pb_item it;
+    assert_int_equal(pb_client_next(c, &it, 10000), PB_ESERVER);
+    const pb_server_error *e = pb_client_server_error(c);
+    assert_non_null(e);
+    assert_int_equal(e->code, PB_CODE_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(pb_client_message(c), "too many subscriptions"));
+    pb_client_close(c);
+    free(patterns);
+    free(pattern);
+    server_join(&s);
+}
+
 /* --- reading files (through protobus.h) --------------------------------------- */
 
 static void test_reader_exposed(void **state)
@@ -1148,6 +1203,7 @@ int main(void)
         cmocka_unit_test(test_subscribe_events),
         cmocka_unit_test(test_subscribe_server_error),
         cmocka_unit_test(test_subscribe_timeout_then_close),
+        cmocka_unit_test(test_subscribe_refused_while_writing),
         cmocka_unit_test(test_reader_exposed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
