@@ -9,6 +9,19 @@
 
 CC      ?= gcc
 PREFIX  ?= /usr/local
+
+# A fresh machine: every goal that builds first makes sure the Debian packages
+# it needs are there (tests/install-deps installs them with apt-get as root;
+# otherwise it names them and the build stops). Checked once, by the top make,
+# before anything below asks pkg-config; a few dpkg queries when all is there.
+NO_DEPS_GOALS := clean format deps
+ifeq ($(MAKELEVEL),0)
+ifneq ($(filter-out $(NO_DEPS_GOALS),$(or $(MAKECMDGOALS),all)),)
+ifneq ($(shell tests/install-deps >&2 && echo ok),ok)
+$(error Debian packages are missing (named above); `sudo make deps` installs them)
+endif
+endif
+endif
 PKGS    := libprotobuf-c libpcre2-8 libuv inih json-c
 
 ifeq ($(SAN),1)
@@ -164,8 +177,10 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/integration/%.o $(TESTLIB_OBJ) $(BUILD)/lib
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
+# exec: protobusd replaces the recipe's shell, so a signal to make's process
+# group reaches the daemon directly (tests/fresh-run stops it that way).
 run: $(BUILD)/protobusd
-	$(BUILD)/protobusd -c conf/protobusd.conf
+	exec $(BUILD)/protobusd -c conf/protobusd.conf
 
 # `make test`: three passes, plain, then ASan+UBSan, then ThreadSanitizer
 # (the daemon and every threaded test; see `tsan` below). Each builds first.
