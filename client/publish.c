@@ -205,7 +205,7 @@ static const char *intern(pb_client *c, wire_slice name)
             memchr(name.p, '\0', name.len) == NULL)
             return s;
     }
-    if (client_reserve((void **)&c->parts, &c->parts_cap, c->nparts + 1, sizeof(char *)) < 0)
+    if (grow_reserve(&c->parts, &c->parts_cap, c->nparts + 1, sizeof(char *)) < 0)
         return NULL;
     char *s = malloc(name.len + 1);
     if (!s)
@@ -233,7 +233,7 @@ static pb_position *batch_positions(pb_client *c, const inflight_batch *b)
 {
     if (!c->opts.no_positions)
         return &c->pos[b->first_event - c->pos_base];
-    if (client_reserve((void **)&c->scratch, &c->scratch_cap, b->count, sizeof(pb_position)) < 0)
+    if (grow_reserve(&c->scratch, &c->scratch_cap, b->count, sizeof(pb_position)) < 0)
         return NULL;
     return c->scratch;
 }
@@ -270,8 +270,7 @@ static int take_ack(pb_client *c, const frame_view *f)
     if (it.n_events != b->count)
         return client_die(c, PB_EPROTO, "%s acknowledged %zu events of frame %llu, it had %u",
                           c->address, it.n_events, (unsigned long long)f->id, b->count);
-    if (client_reserve((void **)&c->ack_names, &c->ack_names_cap, it.n_partitions, sizeof(char *)) <
-        0)
+    if (grow_reserve(&c->ack_names, &c->ack_names_cap, it.n_partitions, sizeof(char *)) < 0)
         return client_die(c, PB_ENOMEM, "out of memory for partition names");
     wire_slice name;
     for (size_t i = 0; publish_ack_next_partition(&it, &name) == 0; i++) {
@@ -408,7 +407,7 @@ static int send_batch(pb_client *c)
     uint64_t id = c->next_id++;
     size_t frame_len = wire_varint_field_size(1, id) + wire_len_field_size(3, pub_len);
     size_t total = wire_varint_size(frame_len) + frame_len;
-    if (client_reserve((void **)&c->obuf, &c->ocap, total, 1) < 0)
+    if (grow_reserve(&c->obuf, &c->ocap, total, 1) < 0)
         return client_die(c, PB_ENOMEM, "out of memory for a %zu-byte batch", total);
 
     uint8_t *p = c->obuf;
@@ -527,11 +526,11 @@ int pb_client_publish(pb_client *c, const pb_event *ev)
         if (rc < 0)
             return rc;
     }
-    if (client_reserve((void **)&c->ebuf, &c->ecap, c->elen + body, 1) < 0 ||
-        client_reserve((void **)&c->elens, &c->elens_cap, c->ecount + 1, sizeof(uint32_t)) < 0)
+    if (grow_reserve(&c->ebuf, &c->ecap, c->elen + body, 1) < 0 ||
+        grow_reserve(&c->elens, &c->elens_cap, c->ecount + 1, sizeof(uint32_t)) < 0)
         return client_fail(c, PB_ENOMEM, "out of memory for the batch");
     if (keeps_positions(c)) {
-        if (client_reserve((void **)&c->pos, &c->pos_cap, c->pos_len + 1, sizeof(pb_position)) < 0)
+        if (grow_reserve(&c->pos, &c->pos_cap, c->pos_len + 1, sizeof(pb_position)) < 0)
             return client_fail(c, PB_ENOMEM, "out of memory for positions");
         c->pos[c->pos_len++] =
             (pb_position){.partition = NULL, .offset = 0, .status = PB_ETIMEDOUT};

@@ -12,6 +12,7 @@
  */
 #include "reader.h"
 
+#include "grow.h"
 #include "pb_errors.h"
 #include "segment.h"
 
@@ -70,14 +71,8 @@ static size_t find_base(const uint64_t *bases, size_t n, uint64_t v)
 
 static int push_base(pb_reader *r, uint64_t base)
 {
-    if (r->nseg == r->segcap) {
-        size_t cap = r->segcap ? r->segcap * 2 : 16;
-        uint64_t *b = realloc(r->bases, cap * sizeof *b);
-        if (!b)
-            return PB_ENOMEM;
-        r->bases = b;
-        r->segcap = cap;
-    }
+    if (grow_reserve(&r->bases, &r->segcap, r->nseg + 1, sizeof *r->bases) < 0)
+        return PB_ENOMEM;
     r->bases[r->nseg++] = base;
     return 0;
 }
@@ -573,16 +568,8 @@ int pb_partition_list(const char *data_dir, char ***names, size_t *count)
         struct stat st;
         if (fstatat(dirfd(d), de->d_name, &st, 0) < 0 || !S_ISDIR(st.st_mode))
             continue;
-        if (n == cap) {
-            size_t ncap = cap ? cap * 2 : 16;
-            char **nv = realloc(v, ncap * sizeof *nv);
-            if (!nv) {
-                rc = PB_ENOMEM;
-                break;
-            }
-            v = nv;
-            cap = ncap;
-        }
+        if ((rc = grow_reserve(&v, &cap, n + 1, sizeof *v)) < 0)
+            break;
         if ((v[n] = strdup(de->d_name)) == NULL) {
             rc = PB_ENOMEM;
             break;

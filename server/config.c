@@ -14,6 +14,7 @@
  */
 #include "config.h"
 
+#include "grow.h"
 #include "patterns.h"
 #include "pb_errors.h"
 
@@ -444,14 +445,8 @@ static int begin_partition(struct parse_ctx *c, const char *tmpl)
                                "duplicate partition \"%s\" (first defined at line %d)", tmpl,
                                cfg->rules[i].line);
     }
-    if (cfg->n_rules == c->rules_cap) {
-        size_t cap = c->rules_cap ? c->rules_cap * 2 : 8;
-        pb_rule *r = realloc(cfg->rules, cap * sizeof *r);
-        if (!r)
-            return fail_at(c, c->lineno, PB_ENOMEM, "out of memory");
-        cfg->rules = r;
-        c->rules_cap = cap;
-    }
+    if (grow_reserve(&cfg->rules, &c->rules_cap, cfg->n_rules + 1, sizeof *cfg->rules) < 0)
+        return fail_at(c, c->lineno, PB_ENOMEM, "out of memory");
     pb_rule *rule = &cfg->rules[cfg->n_rules];
     memset(rule, 0, sizeof *rule);
     rule->partition = strdup(tmpl);
@@ -630,14 +625,9 @@ static bool next_line(struct parse_ctx *c, size_t *len)
             return false;
         const char *nl = strchr(s, '\n');
         size_t n = nl ? (size_t)(nl - s) + 1 : strlen(s);
-        if (n + 1 > c->linecap) {
-            char *b = realloc(c->linebuf, n + 1);
-            if (!b) {
-                fail_at(c, c->lineno + 1, PB_ENOMEM, "out of memory");
-                return false;
-            }
-            c->linebuf = b;
-            c->linecap = n + 1;
+        if (grow_reserve(&c->linebuf, &c->linecap, n + 1, 1) < 0) {
+            fail_at(c, c->lineno + 1, PB_ENOMEM, "out of memory");
+            return false;
         }
         memcpy(c->linebuf, s, n);
         c->linebuf[n] = '\0';
