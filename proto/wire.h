@@ -1,7 +1,8 @@
 /*
  * Protobuf wire-format primitives: varints, tags, length-delimited slices,
- * skipping fields, UTF-8 checks. The frame and event walkers (frame.c) are
- * built on these so the hot path reads protobuf bytes without allocating.
+ * skipping fields, UTF-8 checks. The frame and event walkers (frame.c,
+ * event.c) are built on these so the hot path reads protobuf bytes without
+ * allocating.
  *
  * Pure functions over caller-owned buffers: no allocation, no global state,
  * safe to call from any thread (the loop thread, writer threads, clients).
@@ -61,6 +62,12 @@ typedef struct wire_field {
     uint64_t value;  /* WIRE_VARINT, WIRE_I64, WIRE_I32 (little-endian decoded) */
     wire_slice data; /* WIRE_LEN: the payload, without its length prefix */
 } wire_field;
+
+/* Byte-for-byte equality of two slices. */
+static inline bool wire_slice_eq(wire_slice a, wire_slice b)
+{
+    return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0);
+}
 
 /* --- decoding --- */
 
