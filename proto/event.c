@@ -27,6 +27,17 @@ static const struct msg_desc TIMESTAMP_D = MSG_DESC("Timestamp", "seconds", "nan
 static const struct msg_desc ANY_D = MSG_DESC("Any", "type_url", "value");
 static const struct msg_desc TAG_D = MSG_DESC("TagsEntry", "key", "value");
 
+/* The wire type of each known field, by number ([0] is never read). */
+static const uint8_t FIELD_TYPE[EVENT_PAYLOAD + 1] = {
+    [EVENT_TOPIC] = WIRE_LEN,
+    [EVENT_TAGS] = WIRE_LEN,
+    [EVENT_CLIENT_EVENT_TIME] = WIRE_LEN,
+    [EVENT_CLIENT_TRANSMIT_TIME] = WIRE_LEN,
+    [EVENT_SERVER_RECEIVE_TIME] = WIRE_LEN,
+    [EVENT_PAYLOAD_SIZE] = WIRE_VARINT,
+    [EVENT_PAYLOAD] = WIRE_LEN,
+};
+
 /* A Timestamp accumulated over every occurrence of its field (merge rule). */
 struct ts_acc {
     int64_t seconds;
@@ -103,20 +114,29 @@ static int scan_any(const wire_cursor *parent, wire_slice s, event_view *v, char
     return 0;
 }
 
-/* One map entry: key 1, value 2, both strings; missing ones are empty. */
-static int scan_tag(const wire_cursor *parent, wire_slice s, event_tag *t, char *err, size_t errlen)
+/* --- the walker ------------------------------------------------------------ */
+
+/*
+ * One map entry: key 1, value 2, both length-delimited (strings: UTF-8 when
+ * strict); missing ones are empty. Errors are worded for TagsEntry into
+ * err; the caller wraps them in the event's field.
+ */
+static int open_tag(const wire_cursor *parent, wire_slice s, bool strict, event_tag *t, char *err,
+                    size_t errlen)
 {
     wire_cursor c;
     wire_field f;
 
-    memset(t, 0, sizeof *t);
+    t->key = (wire_slice){NULL, 0};
+    t->value = (wire_slice){NULL, 0};
     wire_cursor_sub(&c, parent, s);
     while (!wire_cursor_done(&c)) {
         if (msg_next(&c, &f, &TAG_D, err, errlen) < 0)
             return PB_EPROTO;
         if (f.number != 1 && f.number != 2)
             continue;
-        if (msg_want_string(&f, &c, &TAG_D, err, errlen) < 0)
+        if (strict ? msg_want_string(&f, &c, &TAG_D, err, errlen) < 0
+                   : msg_want_type(&f, WIRE_LEN, &TAG_D, err, errlen) < 0)
             return PB_EPROTO;
         if (f.number == 1)
             t->key = f.data;
@@ -126,6 +146,59 @@ static int scan_tag(const wire_cursor *parent, wire_slice s, event_tag *t, char 
     return 0;
 }
 
+/*
+ * The walker's body (see event.h). Always inlined: event_scan calls it
+ * with constant `want` and `strict`, which folds the checks it does not
+ * need away on the publish hot path; everyone else calls event_walk_next.
+ */
+static inline __attribute__((always_inline)) int
+walk_next(wire_cursor *c, unsigned want, bool strict, event_item *it, char *err, size_t errlen)
+{
+    wire_field *f = &it->f;
+
+    while (!wire_cursor_done(c)) {
+        if (msg_next(c, f, &EVENT_D, err, errlen) < 0)
+            return PB_EPROTO;
+        if (f->number > EVENT_PAYLOAD)
+            continue; /* unknown: a newer producer's field, kept in the bytes */
+        /* One table lookup, not a switch: event_scan dispatches on the
+         * field number right after, and two switches per field showed in
+         * the publish path's cost. */
+        if (f->type != FIELD_TYPE[f->number])
+            return msg_wrong_type(f, (enum wire_type)FIELD_TYPE[f->number], &EVENT_D, err, errlen);
+        if (!(want & EVENT_WANT(f->number)))
+            continue;
+        if (f->number > EVENT_TAGS)
+            return 1; /* the rest are returned as they are */
+        if (f->number == EVENT_TOPIC) {
+            if (strict && msg_want_string(f, c, &EVENT_D, err, errlen) < 0)
+                return PB_EPROTO;
+        } else {
+            char inner[MSG_ERR_MAX];
+
+            /* The entry's error is worded only when someone reads it. */
+            if (open_tag(c, f->data, strict, &it->tag, inner, errlen ? sizeof inner : 0) < 0)
+                return errlen ? msg_fail(err, errlen, &EVENT_D, f, "%s", inner) : PB_EPROTO;
+        }
+        return 1;
+    }
+    return 0;
+}
+
+void event_walk_init(event_walker *w, const uint8_t *p, size_t n, unsigned want, bool strict)
+{
+    wire_cursor_init(&w->c, p, n);
+    w->want = want;
+    w->strict = strict;
+}
+
+int event_walk_next(event_walker *w, event_item *it, char *err, size_t errlen)
+{
+    return walk_next(&w->c, w->want, w->strict, it, err, errlen);
+}
+
+/* --- scanning ---------------------------------------------------------------- */
+
 int event_scan(const uint8_t *p, size_t n, event_view *v, char *err, size_t errlen)
 {
     struct ts_acc ts[3];
@@ -133,9 +206,8 @@ int event_scan(const uint8_t *p, size_t n, event_view *v, char *err, size_t errl
                             &v->server_receive_time};
     char inner[MSG_ERR_MAX];
     wire_cursor c;
-    wire_field f;
-    event_tag tag;
-    int rc = 0;
+    event_item it;
+    int rc;
 
     memset(v, 0, sizeof *v);
     /* Small enough to clear field by field (a memset of the struct array was
@@ -143,51 +215,38 @@ int event_scan(const uint8_t *p, size_t n, event_view *v, char *err, size_t errl
     for (int i = 0; i < 3; i++)
         ts[i] = (struct ts_acc){0};
     wire_cursor_init(&c, p, n);
-    while (!wire_cursor_done(&c)) {
-        if (msg_next(&c, &f, &EVENT_D, err, errlen) < 0)
-            return PB_EPROTO;
+    while ((rc = walk_next(&c, EVENT_WANT_ALL, true, &it, err, errlen)) > 0) {
+        const wire_field *f = &it.f;
+
         rc = 0;
-        switch (f.number) {
-        case 1:
-            if (msg_want_string(&f, &c, &EVENT_D, err, errlen) < 0)
-                return PB_EPROTO;
-            v->topic = f.data;
+        switch (f->number) {
+        case EVENT_TOPIC:
+            v->topic = f->data;
             break;
-        case 2:
-            if (msg_want_type(&f, WIRE_LEN, &EVENT_D, err, errlen) < 0)
-                return PB_EPROTO;
-            rc = scan_tag(&c, f.data, &tag, inner, sizeof inner);
-            if (rc == 0) {
-                if (v->n_tags++ == 0)
-                    v->tags_span.p = c.base + f.pos;
-                v->tags_span.len = (size_t)(c.p - v->tags_span.p);
-            }
+        case EVENT_TAGS:
+            if (v->n_tags++ == 0)
+                v->tags_span.p = c.base + f->pos;
+            v->tags_span.len = (size_t)(c.p - v->tags_span.p);
             break;
-        case 3:
-        case 4:
-        case 5:
-            if (msg_want_type(&f, WIRE_LEN, &EVENT_D, err, errlen) < 0)
-                return PB_EPROTO;
-            ts[f.number - 3].last_pos = f.pos;
-            rc = scan_timestamp(&c, f.data, &ts[f.number - 3], inner, sizeof inner);
+        case EVENT_CLIENT_EVENT_TIME:
+        case EVENT_CLIENT_TRANSMIT_TIME:
+        case EVENT_SERVER_RECEIVE_TIME:
+            ts[f->number - 3].last_pos = f->pos;
+            rc = scan_timestamp(&c, f->data, &ts[f->number - 3], inner, sizeof inner);
             break;
-        case 6:
-            if (msg_want_type(&f, WIRE_VARINT, &EVENT_D, err, errlen) < 0)
-                return PB_EPROTO;
-            v->payload_size = (int64_t)f.value;
+        case EVENT_PAYLOAD_SIZE:
+            v->payload_size = (int64_t)f->value;
             break;
-        case 7:
-            if (msg_want_type(&f, WIRE_LEN, &EVENT_D, err, errlen) < 0)
-                return PB_EPROTO;
+        case EVENT_PAYLOAD:
             v->has_payload = true;
-            rc = scan_any(&c, f.data, v, inner, sizeof inner);
+            rc = scan_any(&c, f->data, v, inner, sizeof inner);
             break;
-        default:
-            break; /* unknown: a newer producer's field, kept in the bytes */
         }
         if (rc < 0)
-            return msg_fail(err, errlen, &EVENT_D, &f, "%s", inner);
+            return msg_fail(err, errlen, &EVENT_D, f, "%s", inner);
     }
+    if (rc < 0)
+        return PB_EPROTO;
     for (int i = 0; i < 3; i++) {
         if (!ts[i].present)
             continue;
@@ -202,40 +261,29 @@ int event_scan(const uint8_t *p, size_t n, event_view *v, char *err, size_t errl
     return 0;
 }
 
+/* --- tags ---------------------------------------------------------------------- */
+
 void event_tags_begin(const event_view *v, event_tag_iter *it)
 {
-    wire_cursor_init(&it->c, v->tags_span.p, v->tags_span.len);
-}
-
-/*
- * The next tag entry at or after c, skipping other fields. The event was
- * scanned, so the bytes are known to be well-formed.
- */
-static bool next_tag(wire_cursor *c, event_tag *t)
-{
-    char detail[MSG_ERR_MAX];
-    wire_field f;
-
-    while (!wire_cursor_done(c)) {
-        if (wire_next_fast(c, &f, detail) < 0)
-            return false;
-        if (f.number == 2 && f.type == WIRE_LEN && scan_tag(c, f.data, t, detail, 0) == 0)
-            return true;
-    }
-    return false;
+    /* The span was scanned: the bytes are known to be well-formed. */
+    event_walk_init(&it->w, v->tags_span.p, v->tags_span.len, EVENT_WANT(EVENT_TAGS), false);
 }
 
 bool event_tags_next(event_tag_iter *it, event_tag *t)
 {
-    while (next_tag(&it->c, t)) {
-        wire_cursor later = it->c;
-        event_tag u;
+    event_item item;
+
+    while (event_walk_next(&it->w, &item, NULL, 0) > 0) {
+        event_walker later = it->w;
+        event_item u;
         bool overridden = false;
 
-        while (!overridden && next_tag(&later, &u))
-            overridden = wire_slice_eq(t->key, u.key);
-        if (!overridden)
+        while (!overridden && event_walk_next(&later, &u, NULL, 0) > 0)
+            overridden = wire_slice_eq(item.tag.key, u.tag.key);
+        if (!overridden) {
+            *t = item.tag;
             return true;
+        }
     }
     return false;
 }
@@ -244,18 +292,20 @@ int event_tag_get(const event_view *v, const void *key, size_t key_len, wire_sli
 {
     wire_slice k = {key, key_len};
     event_tag_iter it;
-    event_tag t;
+    event_item item;
     bool found = false;
 
     event_tags_begin(v, &it);
-    while (next_tag(&it.c, &t)) {
-        if (wire_slice_eq(t.key, k)) {
-            *value = t.value;
+    while (event_walk_next(&it.w, &item, NULL, 0) > 0) {
+        if (wire_slice_eq(item.tag.key, k)) {
+            *value = item.tag.value;
             found = true;
         }
     }
     return found ? 0 : PB_ENOTFOUND;
 }
+
+/* --- encoder --------------------------------------------------------------- */
 
 size_t event_put_receive_time(uint8_t *out, size_t cap, int64_t ns)
 {

@@ -23,6 +23,66 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* EncapsulatedEvent's field numbers (protobus.proto). */
+enum event_field {
+    EVENT_TOPIC = 1,
+    EVENT_TAGS = 2,
+    EVENT_CLIENT_EVENT_TIME = 3,
+    EVENT_CLIENT_TRANSMIT_TIME = 4,
+    EVENT_SERVER_RECEIVE_TIME = 5,
+    EVENT_PAYLOAD_SIZE = 6,
+    EVENT_PAYLOAD = 7,
+};
+
+typedef struct event_tag {
+    wire_slice key;
+    wire_slice value;
+} event_tag;
+
+/* --- the walker ------------------------------------------------------------ */
+
+/*
+ * The one walk over stored event bytes: every reader of an EncapsulatedEvent
+ * (event_scan, the tag iterator, the daemon's subscription filter and topic
+ * table, the CLI's tag filter) goes through it, so they all agree on what
+ * well-formed bytes are and on protobuf's "last one wins".
+ *
+ * event_walk_next reads the fields in wire order and returns those the
+ * caller wants; on the way it checks what every caller relies on:
+ *   - the framing of every field (varints, lengths, no groups);
+ *   - the wire type of every known field, wanted or not (protobuf-c refuses
+ *     a known field with the wrong one; so does the daemon on publish);
+ *   - for a wanted tags entry, its framing and that key and value are
+ *     length-delimited (absent ones are empty, as in protobuf).
+ * With strict set, the topic and tag keys and values must also be valid
+ * UTF-8 (event_scan's rules; the other callers read bytes the daemon
+ * already checked and skip that cost). Unknown fields (a newer producer's)
+ * are skipped. Timestamps and the payload are returned as their bytes:
+ * event_scan checks what is inside them.
+ */
+#define EVENT_WANT(field) (1u << (field))
+#define EVENT_WANT_ALL    0xffu /* fields 1..7 (bit 0 is never a field) */
+
+typedef struct event_walker {
+    wire_cursor c;
+    unsigned want; /* EVENT_WANT bits */
+    bool strict;
+} event_walker;
+
+typedef struct event_item {
+    wire_field f;  /* f.number is an enum event_field; f.data (LEN fields),
+                      f.value (EVENT_PAYLOAD_SIZE), f.pos (the tag's byte) */
+    event_tag tag; /* EVENT_TAGS: the entry's key and value */
+} event_item;
+
+void event_walk_init(event_walker *w, const uint8_t *p, size_t n, unsigned want, bool strict);
+
+/* 1 with *it set, 0 after the last field, or PB_EPROTO (err names the
+ * field and byte position; err may be NULL). */
+int event_walk_next(event_walker *w, event_item *it, char *err, size_t errlen);
+
+/* --- scanning ---------------------------------------------------------------- */
+
 typedef struct event_time {
     int64_t ns;   /* nanoseconds since 1970-01-01T00:00:00Z; 0 when absent */
     bool present; /* the field occurred */
@@ -52,13 +112,8 @@ typedef struct event_view {
  */
 int event_scan(const uint8_t *p, size_t n, event_view *v, char *err, size_t errlen);
 
-typedef struct event_tag {
-    wire_slice key;
-    wire_slice value;
-} event_tag;
-
 typedef struct event_tag_iter {
-    wire_cursor c;
+    event_walker w;
 } event_tag_iter;
 
 /*

@@ -63,10 +63,16 @@ typedef struct wire_field {
     wire_slice data; /* WIRE_LEN: the payload, without its length prefix */
 } wire_field;
 
+/* Byte-for-byte equality of a slice and p[0..n) (p may be NULL when n is 0). */
+static inline bool wire_slice_eq_bytes(wire_slice a, const void *p, size_t n)
+{
+    return a.len == n && (n == 0 || memcmp(a.p, p, n) == 0);
+}
+
 /* Byte-for-byte equality of two slices. */
 static inline bool wire_slice_eq(wire_slice a, wire_slice b)
 {
-    return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0);
+    return wire_slice_eq_bytes(a, b.p, b.len);
 }
 
 /* --- decoding --- */

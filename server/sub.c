@@ -19,6 +19,7 @@
 #include "config.h" /* before store.h: see store.c */
 #include "fanout.h"
 
+#include "event.h"
 #include "livequeue.h"
 #include "logging.h"
 #include "patterns.h"
@@ -64,45 +65,29 @@ struct sub_registry {
 int sub_scan_event(const uint8_t *p, size_t n, wire_slice *topic, const sub_tag *tags, size_t ntags,
                    uint8_t *state)
 {
-    char detail[WIRE_DETAIL_MAX];
-    wire_cursor c;
-    wire_field f;
-    wire_cursor_init(&c, p, n);
+    event_walker w;
+    event_item it;
+    int rc;
     topic->p = NULL;
     topic->len = 0;
     if (ntags)
         memset(state, 0, ntags);
-    while (!wire_cursor_done(&c)) {
-        if (wire_next(&c, &f, detail) < 0)
-            return PB_EPROTO;
-        if (f.number == 1 && f.type == WIRE_LEN) {
-            *topic = f.data; /* the last occurrence wins */
-        } else if (f.number == 2 && f.type == WIRE_LEN && ntags) {
-            /* A map entry: key (1) and value (2), last occurrence of each wins. */
-            wire_slice key = {NULL, 0}, val = {NULL, 0};
-            wire_cursor e;
-            wire_field ef;
-            wire_cursor_sub(&e, &c, f.data);
-            while (!wire_cursor_done(&e)) {
-                if (wire_next(&e, &ef, detail) < 0)
-                    return PB_EPROTO;
-                if (ef.number == 1 && ef.type == WIRE_LEN)
-                    key = ef.data;
-                else if (ef.number == 2 && ef.type == WIRE_LEN)
-                    val = ef.data;
-            }
-            /* A later entry with the same key replaces the value (protobuf
-             * map semantics), so its verdict overwrites the earlier one. */
-            for (size_t i = 0; i < ntags; i++) {
-                if (key.len != tags[i].key_len || memcmp(key.p, tags[i].key, key.len) != 0)
-                    continue;
-                bool same = val.len == tags[i].value_len &&
-                            (val.len == 0 || memcmp(val.p, tags[i].value, val.len) == 0);
-                state[i] = same ? 1 : 2;
-            }
+    event_walk_init(&w, p, n, EVENT_WANT(EVENT_TOPIC) | (ntags ? EVENT_WANT(EVENT_TAGS) : 0),
+                    false);
+    while ((rc = event_walk_next(&w, &it, NULL, 0)) > 0) {
+        if (it.f.number == EVENT_TOPIC) {
+            *topic = it.f.data; /* the last occurrence wins */
+            continue;
+        }
+        /* A later entry with the same key replaces the value (protobuf
+         * map semantics), so its verdict overwrites the earlier one. */
+        for (size_t i = 0; i < ntags; i++) {
+            if (!wire_slice_eq_bytes(it.tag.key, tags[i].key, tags[i].key_len))
+                continue;
+            state[i] = wire_slice_eq_bytes(it.tag.value, tags[i].value, tags[i].value_len) ? 1 : 2;
         }
     }
-    return 0;
+    return rc;
 }
 
 bool sub_tags_ok(const uint8_t *state, size_t ntags)
