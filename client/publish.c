@@ -15,6 +15,8 @@
  */
 #include "client.h"
 
+#include "fnv.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,14 +173,6 @@ static int validate_event(pb_client *c, const pb_event *ev)
 
 /* --- partition names ---------------------------------------------------------- */
 
-static uint64_t name_hash(const uint8_t *p, size_t n)
-{
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * 1099511628211ull;
-    return h;
-}
-
 /* The client's copy of a partition name: one allocation per distinct name
  * for the client's lifetime, so positions can point at it. */
 static const char *intern(pb_client *c, wire_slice name)
@@ -189,7 +183,7 @@ static const char *intern(pb_client *c, wire_slice name)
         if (!t)
             return NULL;
         for (size_t i = 0; i < c->nparts; i++) {
-            size_t h = name_hash((const uint8_t *)c->parts[i], strlen(c->parts[i])) & (cap - 1);
+            size_t h = fnv1a_64(c->parts[i], strlen(c->parts[i])) & (cap - 1);
             while (t[h])
                 h = (h + 1) & (cap - 1);
             t[h] = (uint32_t)(i + 1);
@@ -198,7 +192,7 @@ static const char *intern(pb_client *c, wire_slice name)
         c->ptab = t;
         c->ptab_cap = cap;
     }
-    size_t h = name_hash(name.p, name.len) & (c->ptab_cap - 1);
+    size_t h = fnv1a_64(name.p, name.len) & (c->ptab_cap - 1);
     for (; c->ptab[h]; h = (h + 1) & (c->ptab_cap - 1)) {
         const char *s = c->parts[c->ptab[h] - 1];
         if (strncmp(s, (const char *)name.p, name.len) == 0 && s[name.len] == '\0' &&
