@@ -347,12 +347,11 @@ size_t cat_source_check_headers(const cat_source *src,
         uint8_t hdr[PB_FILE_HEADER_SIZE];
         const char *why = NULL;
         int fd = open(path, O_RDONLY | O_CLOEXEC);
-        ssize_t n = fd < 0 ? -1 : pread(fd, hdr, sizeof hdr, 0);
-        int err = errno;
+        ssize_t n = fd < 0 ? -errno : segment_pread_posix(NULL, fd, hdr, sizeof hdr, 0);
         if (fd >= 0)
             (void)close(fd); /* read-only */
         if (n < 0)
-            why = strerror(err);
+            why = strerror((int)-n);
         else if (n < (ssize_t)sizeof hdr)
             why = "segment header cut short";
         else if (file_header_decode(hdr, PB_LOG_MAGIC, &hbase, NULL) < 0)
