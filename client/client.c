@@ -35,31 +35,6 @@
  * file format (64 MiB of event) plus room for the frame around it. */
 #define RECV_MAX_NO_LIMIT (64ull * 1024 * 1024 + 4096)
 
-const char *pb_code_name(int code)
-{
-    static const char *const names[] = {
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-    };
-    if (code < 0 || code >= (int)(sizeof(names) / sizeof(names[0])))
-        return "UNKNOWN_CODE";
-    return names[code];
-}
-
 int64_t pb_time_now_ns(void)
 {
     struct timespec ts;

@@ -38,28 +38,8 @@ extern "C" {
 
 #define PB_PROTOCOL_VERSION 1
 
-/* protobus.Code values carried by server Error frames (gRPC numbering). */
-enum pb_code {
-    PB_CODE_OK = 0,
-    PB_CODE_CANCELLED = 1,
-    PB_CODE_UNKNOWN = 2,
-    PB_CODE_INVALID_ARGUMENT = 3,
-    PB_CODE_DEADLINE_EXCEEDED = 4,
-    PB_CODE_NOT_FOUND = 5,
-    PB_CODE_ALREADY_EXISTS = 6,
-    PB_CODE_PERMISSION_DENIED = 7,
-    PB_CODE_RESOURCE_EXHAUSTED = 8,
-    PB_CODE_FAILED_PRECONDITION = 9,
-    PB_CODE_ABORTED = 10,
-    PB_CODE_OUT_OF_RANGE = 11,
-    PB_CODE_UNIMPLEMENTED = 12,
-    PB_CODE_INTERNAL = 13,
-    PB_CODE_UNAVAILABLE = 14,
-    PB_CODE_DATA_LOSS = 15,
-};
-
-/* "INVALID_ARGUMENT", ...; "UNKNOWN_CODE" outside the enum. Static string. */
-const char *pb_code_name(int code);
+/* Server Error frames carry a protobus.Code: enum pb_code (PB_CODE_*) and
+ * pb_code_name() are in pb_errors.h, included above. */
 
 /* Wall clock (CLOCK_REALTIME) in nanoseconds since the Unix epoch. */
 int64_t pb_time_now_ns(void);

@@ -152,7 +152,7 @@ size_t frame_put_publish_ack(uint8_t *out, size_t cap, uint64_t id, const char *
                              const uint64_t *offsets, size_t n_events);
 
 typedef struct frame_error {
-    int code;              /* Code enum (gRPC numbers) */
+    int code;              /* enum pb_code (pb_errors.h) */
     const char *message;   /* NULL = empty */
     const char *partition; /* NULL = empty */
     uint64_t first_offset;

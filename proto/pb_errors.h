@@ -35,6 +35,33 @@ enum pb_error {
 /* A static string naming the error; never NULL. Thread-safe. */
 const char *pb_strerror(int code);
 
+/*
+ * protobus.Code, the status in an Error frame (gRPC numbering): the one
+ * spelling for C code on both sides. (The generated PROTOBUS__CODE__* of
+ * protobus.pb-c.h are the same numbers, for protobuf-c structs only.)
+ */
+enum pb_code {
+    PB_CODE_OK = 0,
+    PB_CODE_CANCELLED = 1,
+    PB_CODE_UNKNOWN = 2,
+    PB_CODE_INVALID_ARGUMENT = 3,
+    PB_CODE_DEADLINE_EXCEEDED = 4,
+    PB_CODE_NOT_FOUND = 5,
+    PB_CODE_ALREADY_EXISTS = 6,
+    PB_CODE_PERMISSION_DENIED = 7,
+    PB_CODE_RESOURCE_EXHAUSTED = 8,
+    PB_CODE_FAILED_PRECONDITION = 9,
+    PB_CODE_ABORTED = 10,
+    PB_CODE_OUT_OF_RANGE = 11,
+    PB_CODE_UNIMPLEMENTED = 12,
+    PB_CODE_INTERNAL = 13,
+    PB_CODE_UNAVAILABLE = 14,
+    PB_CODE_DATA_LOSS = 15,
+};
+
+/* "INVALID_ARGUMENT", ...; "UNKNOWN_CODE" outside the enum. Static string. */
+const char *pb_code_name(int code);
+
 /* printf into a caller's message buffer: the convention of every function
  * with (char *err, size_t errlen) arguments. err may be NULL or errlen 0
  * (then nothing is written). Thread-safe. */

@@ -275,15 +275,15 @@ int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscri
               int *grpc_code, char *err, size_t errlen)
 {
     int rc;
-    *grpc_code = PROTOBUS__CODE__INTERNAL;
+    *grpc_code = PB_CODE_INTERNAL;
     if (!r->o.store) {
-        *grpc_code = PROTOBUS__CODE__UNAVAILABLE;
+        *grpc_code = PB_CODE_UNAVAILABLE;
         pb_set_err(err, errlen, "subscribe: the server is still starting");
         return PB_EINVAL;
     }
     sub *s = calloc(1, sizeof *s);
     if (!s) {
-        *grpc_code = PROTOBUS__CODE__RESOURCE_EXHAUSTED;
+        *grpc_code = PB_CODE_RESOURCE_EXHAUSTED;
         pb_set_err(err, errlen, "subscribe: out of memory");
         return PB_ENOMEM;
     }
@@ -296,14 +296,14 @@ int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscri
 
     s->req = protobus__subscribe__unpack(NULL, len, subscribe);
     if (!s->req) {
-        *grpc_code = PROTOBUS__CODE__INVALID_ARGUMENT;
+        *grpc_code = PB_CODE_INVALID_ARGUMENT;
         pb_set_err(err, errlen, "subscribe: the Subscribe message (%zu bytes) is malformed", len);
         rc = PB_EPROTO;
         goto fail;
     }
     rc = validate(r, s, err, errlen);
     if (rc == PB_EINVAL)
-        *grpc_code = PROTOBUS__CODE__INVALID_ARGUMENT;
+        *grpc_code = PB_CODE_INVALID_ARGUMENT;
     if (rc < 0)
         goto fail;
     /* One compiled set: the subscription thread matches history with it,
@@ -311,7 +311,7 @@ int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscri
     const char *const *pats = (const char *const *)s->req->patterns;
     rc = patterns_compile(pats, s->req->n_patterns, &s->ps, err, errlen);
     if (rc == PB_EINVAL) {
-        *grpc_code = PROTOBUS__CODE__INVALID_ARGUMENT;
+        *grpc_code = PB_CODE_INVALID_ARGUMENT;
         goto fail;
     }
     if (rc < 0)
@@ -341,11 +341,11 @@ int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscri
         bool stopping = r->stopping;
         pthread_mutex_unlock(&r->pool_lock);
         if (stopping) {
-            *grpc_code = PROTOBUS__CODE__UNAVAILABLE;
+            *grpc_code = PB_CODE_UNAVAILABLE;
             pb_set_err(err, errlen, "subscribe: the server is shutting down");
             rc = PB_ECLOSED;
         } else {
-            *grpc_code = PROTOBUS__CODE__RESOURCE_EXHAUSTED;
+            *grpc_code = PB_CODE_RESOURCE_EXHAUSTED;
             pb_set_err(err, errlen,
                        "subscribe: all %" PRIu32 " subscription threads are busy (server setting "
                        "threads)",
@@ -364,9 +364,9 @@ int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscri
 
 fail:
     if (rc == PB_ENOMEM) {
-        *grpc_code = PROTOBUS__CODE__RESOURCE_EXHAUSTED;
+        *grpc_code = PB_CODE_RESOURCE_EXHAUSTED;
         pb_set_err(err, errlen, "subscribe: out of memory");
-    } else if (*grpc_code == PROTOBUS__CODE__INTERNAL) {
+    } else if (*grpc_code == PB_CODE_INTERNAL) {
         pb_set_err(err, errlen, "subscribe: cannot set up the subscription: %s", pb_strerror(rc));
     }
     s->fd = -1; /* stays the caller's */
