@@ -235,16 +235,10 @@ bool config_partition_name_valid(const char *name, size_t len)
 }
 
 static const char *const fsync_names[] = {"always", "interval", "never", NULL};
-static const char *const log_level_names[] = {"debug", "info", "warn", "error", NULL};
 
 const char *config_fsync_name(pb_fsync_policy p)
 {
     return (unsigned)p <= PB_FSYNC_NEVER ? fsync_names[p] : "?";
-}
-
-const char *config_log_level_name(pb_log_level l)
-{
-    return (unsigned)l <= PB_LOGLEVEL_ERROR ? log_level_names[l] : "?";
 }
 
 /* ---- [server] ---- */
@@ -376,9 +370,9 @@ static int server_key(struct parse_ctx *c, const struct key_def *d, const char *
         c->cfg->fsync = (pb_fsync_policy)e;
         return 1;
     case V_LOG_LEVEL:
-        if (!set_enum(c, &e, d->name, value, log_level_names, "debug, info, warn, error"))
+        if (!set_enum(c, &e, d->name, value, logging_level_names, "debug, info, warn, error"))
             return 0;
-        c->cfg->log_level = (pb_log_level)e;
+        c->cfg->log_level = (enum log_level)e;
         return 1;
     }
     return fail_at(c, c->lineno, PB_EINVAL, "%s: internal error: unhandled key", d->name);
@@ -705,7 +699,7 @@ static void set_defaults(pb_config *cfg)
     cfg->subscriber_queue_total_bytes = 32 * MIB;
     cfg->write_deadline_ms = 30000;
     cfg->idle_timeout_ms = 60000;
-    cfg->log_level = PB_LOGLEVEL_INFO;
+    cfg->log_level = LOG_INFO;
     /* Above the 100,000-distinct-topics goal, so such a workload routes
      * from the cache after the first sight of each topic. */
     cfg->route_cache_entries = 262144;
