@@ -131,14 +131,7 @@ int publish_open(const uint8_t *p, size_t n, publish_iter *it, char *err, size_t
 
 int publish_next(publish_iter *it, wire_slice *event)
 {
-    char detail[WIRE_DETAIL_MAX];
-    wire_field f;
-    int rc = wire_find(&it->c, 1, &f, detail);
-
-    if (rc < 0)
-        return rc;
-    *event = f.data;
-    return 0;
+    return wire_find_slice(&it->c, 1, event);
 }
 
 void publish_restart(publish_iter *it, const uint8_t *p)
@@ -429,14 +422,7 @@ int publish_ack_open(const uint8_t *p, size_t n, publish_ack_iter *it, char *err
 
 int publish_ack_next_partition(publish_ack_iter *it, wire_slice *name)
 {
-    char detail[WIRE_DETAIL_MAX];
-    wire_field f;
-    int rc = wire_find(&it->names, 1, &f, detail);
-
-    if (rc < 0)
-        return rc;
-    *name = f.data;
-    return 0;
+    return wire_find_slice(&it->names, 1, name);
 }
 
 int publish_ack_next(publish_ack_iter *it, uint32_t *partition_index, uint64_t *offset)

@@ -214,6 +214,10 @@ static inline int wire_next_fast(wire_cursor *c, wire_field *f, char *detail)
  */
 int wire_find(wire_cursor *c, uint32_t number, wire_field *f, char *detail);
 
+/* The bytes of the next field numbered `number` (a message already
+ * checked, so no error detail): 0, PB_EEOF when there is none, PB_EPROTO. */
+int wire_find_slice(wire_cursor *c, uint32_t number, wire_slice *data);
+
 /*
  * Iterator over a repeated varint field that may arrive packed (one LEN
  * field holding varints), unpacked (one VARINT field per value), or both
