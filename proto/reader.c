@@ -15,6 +15,7 @@
 #include "grow.h"
 #include "pb_errors.h"
 #include "segment.h"
+#include "sort.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -49,24 +50,10 @@ struct pb_reader {
     char reason[160];
 };
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Index of the last base <= v, or (size_t)-1 if v is below the first. */
 static size_t find_base(const uint64_t *bases, size_t n, uint64_t v)
 {
-    size_t lo = 0, hi = n; /* answer in [lo, hi) is the first base > v */
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (bases[mid] <= v)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo - 1;
+    return sort_upper_bound_u64(bases, n, v) - 1;
 }
 
 static int push_base(pb_reader *r, uint64_t base)
@@ -102,14 +89,14 @@ static int refresh_segments(pb_reader *r)
     if (rc < 0)
         return rc;
     if (r->nseg > 1)
-        qsort(r->bases, r->nseg, sizeof *r->bases, cmp_u64);
+        qsort(r->bases, r->nseg, sizeof *r->bases, sort_cmp_u64);
     if (have_cur) {
         size_t i = find_base(r->bases, r->nseg, cur_base);
         if (i == (size_t)-1 || r->bases[i] != cur_base) {
             /* Deleted under us; our descriptor still reads it. */
             if ((rc = push_base(r, cur_base)) < 0)
                 return rc;
-            qsort(r->bases, r->nseg, sizeof *r->bases, cmp_u64);
+            qsort(r->bases, r->nseg, sizeof *r->bases, sort_cmp_u64);
             i = find_base(r->bases, r->nseg, cur_base);
         }
         r->cur = i;
