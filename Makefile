@@ -40,10 +40,17 @@ PB_VERSION := $(shell sed -n 's/^\#define PB_VERSION_\(MAJOR\|MINOR\|PATCH\) *//
 
 GEN     := $(BUILD)/gen
 WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
-CPPFLAGS += -D_GNU_SOURCE -I$(GEN) -Iproto -Iserver -Iclient -Iclient/cli -Itests/lib
+CPPFLAGS += -D_GNU_SOURCE
+# Each layer sees only its own headers and those below it, so an include
+# that runs the wrong way fails to compile: proto/ sees proto, client/ and
+# server/ see proto and themselves (never each other), client/cli/ sees
+# client and proto; tests see all.
+INCLUDES = -I$(GEN) -Iproto -Iserver -Iclient -Iclient/cli -Itests/lib
 # -fvisibility=hidden: only PB_API functions leave libprotobus (see below).
 CFLAGS  += -std=c11 $(OPT) $(WARN) -pthread -fPIC -fvisibility=hidden $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+# The CLI needs no event loop and no config parser.
+CLI_LDLIBS := $(shell pkg-config --libs libprotobuf-c libpcre2-8 json-c 2>/dev/null) -lpthread -lm
 LDFLAGS += $(LDSAN) -pthread
 
 # Generated protobuf-c code (never committed).
@@ -60,6 +67,9 @@ CLI_SRC    := $(wildcard client/cli/*.c)
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 GEN_OBJ    := $(patsubst $(GEN)/%.c,$(BUILD)/obj/gen/%.o,$(GEN_C))
 PROTO_OBJ  := $(call obj,$(PROTO_SRC)) $(GEN_OBJ)
+# What libprotobus needs of proto/: all but the pattern sets (PCRE2), which
+# only the daemon and the CLI use.
+LIB_PROTO_OBJ := $(filter-out $(call obj,proto/patterns.c),$(PROTO_OBJ))
 SERVER_OBJ := $(call obj,$(SERVER_SRC))
 CLIENT_OBJ := $(call obj,$(CLIENT_SRC))
 CLI_OBJ    := $(call obj,$(CLI_SRC))
@@ -105,7 +115,8 @@ SO_MAJOR   := 1
 SO_VERSION := $(SO_MAJOR).0.0
 SO_FILE    := $(BUILD)/libprotobus.so.$(SO_VERSION)
 PUBLIC_HEADERS := client/protobus.h $(wildcard proto/protobus_*.h)
-LIB_OBJ    := $(PROTO_OBJ) $(CLIENT_OBJ)
+# proto/ without the pattern sets (LIB_PROTO_OBJ: no PCRE2 in the library).
+LIB_OBJ    := $(LIB_PROTO_OBJ) $(CLIENT_OBJ)
 
 # The two programs are built once their mains exist (the tree grows in steps).
 BINS := $(BUILD)/libprotobus.a $(BUILD)/libprotobus.so $(BUILD)/libprotobus.so.$(SO_MAJOR)
@@ -129,17 +140,29 @@ $(GEN)/google/protobuf/%.pb-c.c $(GEN)/google/protobuf/%.pb-c.h: $(PROTO_INC)/go
 	@mkdir -p $(GEN)
 	protoc-c --c_out=$(GEN) -I$(PROTO_INC) $<
 
+$(BUILD)/obj/gen/%.o: INCLUDES = -I$(GEN) -Iproto
+$(BUILD)/obj/proto/%.o: INCLUDES = -I$(GEN) -Iproto
+$(BUILD)/obj/client/%.o: INCLUDES = -I$(GEN) -Iproto -Iclient
+$(BUILD)/obj/client/cli/%.o: INCLUDES = -I$(GEN) -Iproto -Iclient -Iclient/cli
+$(BUILD)/obj/server/%.o: INCLUDES = -I$(GEN) -Iproto -Iserver
+
 $(BUILD)/obj/gen/%.o: $(GEN)/%.c $(GEN_H)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-error -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(INCLUDES) $(CFLAGS) -Wno-error -c -o $@ $<
 
 $(BUILD)/obj/%.o: %.c $(GEN_H)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(INCLUDES) $(CFLAGS) -MMD -MP -c -o $@ $<
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
-# Internal archive: everything but the two mains, for the binaries and tests.
+# The shared code (proto/ and the generated protobuf-c code), for the CLI.
+$(BUILD)/libpbproto.a: $(PROTO_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+# Internal archive: everything but the two mains, for the daemon and tests
+# (the unit tests also reach the CLI's render and timefmt through it).
 $(BUILD)/libpbinternal.a: $(PROTO_OBJ) $(SERVER_OBJ) $(CLIENT_OBJ) $(filter-out $(CLI_MAIN),$(CLI_OBJ))
 	@rm -f $@
 	ar rcs $@ $^
@@ -166,8 +189,10 @@ $(BUILD)/libprotobus.so.$(SO_MAJOR) $(BUILD)/libprotobus.so: $(SO_FILE)
 $(BUILD)/protobusd: $(BUILD)/obj/server/main.o $(BUILD)/libpbinternal.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/protobus: $(CLI_MAIN) $(BUILD)/libpbinternal.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+# The CLI is a client: its own objects, the client library's and proto's,
+# never the daemon's.
+$(BUILD)/protobus: $(CLI_OBJ) $(CLIENT_OBJ) $(BUILD)/libpbproto.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(CLI_LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(TESTLIB_OBJ) $(BUILD)/libpbinternal.a
 	@mkdir -p $(dir $@)

@@ -31,31 +31,6 @@
  * file format (64 MiB of event) plus room for the frame around it. */
 #define RECV_MAX_NO_LIMIT (64ull * 1024 * 1024 + 4096)
 
-const char *pb_code_name(int code)
-{
-    static const char *const names[] = {
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-    };
-    if (code < 0 || code >= (int)(sizeof(names) / sizeof(names[0])))
-        return "UNKNOWN_CODE";
-    return names[code];
-}
-
 int64_t pb_time_now_ns(void)
 {
     struct timespec ts;
@@ -97,24 +72,6 @@ int client_die(pb_client *c, int code, const char *fmt, ...)
     va_end(ap);
     c->sticky = code;
     return code;
-}
-
-int client_reserve(void **buf, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap)
-        return 0;
-    size_t n = *cap ? *cap : 16;
-    while (n < need) {
-        if (n > SIZE_MAX / 2 / elem)
-            return PB_ENOMEM;
-        n *= 2;
-    }
-    void *p = realloc(*buf, n * elem);
-    if (!p)
-        return PB_ENOMEM;
-    *buf = p;
-    *cap = n;
-    return 0;
 }
 
 /* --- connecting ------------------------------------------------------------ */
@@ -240,7 +197,7 @@ int client_read(pb_client *c)
     if (c->rend == c->rcap) {
         /* A frame larger than the buffer: client_next_frame grew need; grow
          * by doubling up to the frame limit checked from its prefix. */
-        if (client_reserve((void **)&c->rbuf, &c->rcap, c->rcap + 1, 1) < 0)
+        if (grow_reserve(&c->rbuf, &c->rcap, c->rcap + 1, 1) < 0)
             return client_die(c, PB_ENOMEM, "out of memory for the receive buffer");
     }
     for (;;) {
@@ -270,8 +227,7 @@ int client_next_frame(pb_client *c, frame_view *f)
                               sizeof(err));
     if (rc == PB_EINCOMPLETE) {
         /* Make room for the whole frame once, so the next read can finish it. */
-        if (s.need > 0 && c->rcap < s.need &&
-            client_reserve((void **)&c->rbuf, &c->rcap, s.need, 1) < 0)
+        if (s.need > 0 && c->rcap < s.need && grow_reserve(&c->rbuf, &c->rcap, s.need, 1) < 0)
             return client_die(c, PB_ENOMEM, "out of memory for a %zu-byte frame", s.need);
         return 0;
     }
@@ -419,7 +375,7 @@ static int hello(pb_client *c, int64_t deadline)
     frame_hello h = {.protocol_version = PB_PROTOCOL_VERSION, .name = c->name};
     uint64_t id = c->next_id++;
     size_t need = frame_put_hello(NULL, 0, id, &h);
-    if (client_reserve((void **)&c->obuf, &c->ocap, need, 1) < 0)
+    if (grow_reserve(&c->obuf, &c->ocap, need, 1) < 0)
         return client_die(c, PB_ENOMEM, "out of memory");
     c->olen = frame_put_hello(c->obuf, c->ocap, id, &h);
     c->ooff = 0;

@@ -11,6 +11,7 @@
 #define PB_CLIENT_H
 
 #include "frame.h"
+#include "grow.h"
 #include "protobus.h"
 
 #include <stdbool.h>
@@ -111,9 +112,6 @@ int64_t client_deadline(int timeout_ms);
 int client_fail(pb_client *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Like client_fail, and makes the failure sticky (the connection is dead). */
 int client_die(pb_client *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-/* Grows *buf to at least need bytes (doubling). 0 or PB_ENOMEM. */
-int client_reserve(void **buf, size_t *cap, size_t need, size_t elem);
 
 /*
  * Waits until the fd is readable (and, with want_write, writable) or the

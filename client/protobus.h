@@ -30,7 +30,7 @@
 #define PROTOBUS_H
 
 /* The rest of the public API; each is C++-safe on its own. */
-#include "protobus_errors.h"  /* PB_E* codes, pb_strerror */
+#include "protobus_errors.h"  /* PB_E*, pb_strerror, PB_CODE_*, pb_code_name */
 #include "protobus_reader.h"  /* pb_reader_*: segment files without a server */
 #include "protobus_version.h" /* PB_VERSION_*, pb_version, PB_API */
 
@@ -42,28 +42,8 @@
 extern "C" {
 #endif
 
-/* protobus.Code values carried by server Error frames (gRPC numbering). */
-enum pb_code {
-    PB_CODE_OK = 0,
-    PB_CODE_CANCELLED = 1,
-    PB_CODE_UNKNOWN = 2,
-    PB_CODE_INVALID_ARGUMENT = 3,
-    PB_CODE_DEADLINE_EXCEEDED = 4,
-    PB_CODE_NOT_FOUND = 5,
-    PB_CODE_ALREADY_EXISTS = 6,
-    PB_CODE_PERMISSION_DENIED = 7,
-    PB_CODE_RESOURCE_EXHAUSTED = 8,
-    PB_CODE_FAILED_PRECONDITION = 9,
-    PB_CODE_ABORTED = 10,
-    PB_CODE_OUT_OF_RANGE = 11,
-    PB_CODE_UNIMPLEMENTED = 12,
-    PB_CODE_INTERNAL = 13,
-    PB_CODE_UNAVAILABLE = 14,
-    PB_CODE_DATA_LOSS = 15,
-};
-
-/* "INVALID_ARGUMENT", ...; "UNKNOWN_CODE" outside the enum. Static string. */
-PB_API const char *pb_code_name(int code);
+/* Server Error frames carry a protobus.Code: enum pb_code (PB_CODE_*) and
+ * pb_code_name() are in protobus_errors.h, included above. */
 
 /* Wall clock (CLOCK_REALTIME) in nanoseconds since the Unix epoch. */
 PB_API int64_t pb_time_now_ns(void);

@@ -15,6 +15,7 @@
  */
 #include "client.h"
 
+#include "fnv.h"
 #include "record.h" /* PB_RECORD_MAX_EVENT */
 
 #include <stdio.h>
@@ -173,14 +174,6 @@ static int validate_event(pb_client *c, const pb_event *ev)
 
 /* --- partition names ---------------------------------------------------------- */
 
-static uint64_t name_hash(const uint8_t *p, size_t n)
-{
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * 1099511628211ull;
-    return h;
-}
-
 /* The client's copy of a partition name: one allocation per distinct name
  * for the client's lifetime, so positions can point at it. */
 static const char *intern(pb_client *c, wire_slice name)
@@ -191,7 +184,7 @@ static const char *intern(pb_client *c, wire_slice name)
         if (!t)
             return NULL;
         for (size_t i = 0; i < c->nparts; i++) {
-            size_t h = name_hash((const uint8_t *)c->parts[i], strlen(c->parts[i])) & (cap - 1);
+            size_t h = fnv1a_64(c->parts[i], strlen(c->parts[i])) & (cap - 1);
             while (t[h])
                 h = (h + 1) & (cap - 1);
             t[h] = (uint32_t)(i + 1);
@@ -200,14 +193,14 @@ static const char *intern(pb_client *c, wire_slice name)
         c->ptab = t;
         c->ptab_cap = cap;
     }
-    size_t h = name_hash(name.p, name.len) & (c->ptab_cap - 1);
+    size_t h = fnv1a_64(name.p, name.len) & (c->ptab_cap - 1);
     for (; c->ptab[h]; h = (h + 1) & (c->ptab_cap - 1)) {
         const char *s = c->parts[c->ptab[h] - 1];
         if (strncmp(s, (const char *)name.p, name.len) == 0 && s[name.len] == '\0' &&
             memchr(name.p, '\0', name.len) == NULL)
             return s;
     }
-    if (client_reserve((void **)&c->parts, &c->parts_cap, c->nparts + 1, sizeof(char *)) < 0)
+    if (grow_reserve(&c->parts, &c->parts_cap, c->nparts + 1, sizeof(char *)) < 0)
         return NULL;
     char *s = malloc(name.len + 1);
     if (!s)
@@ -235,7 +228,7 @@ static pb_position *batch_positions(pb_client *c, const inflight_batch *b)
 {
     if (!c->opts.no_positions)
         return &c->pos[b->first_event - c->pos_base];
-    if (client_reserve((void **)&c->scratch, &c->scratch_cap, b->count, sizeof(pb_position)) < 0)
+    if (grow_reserve(&c->scratch, &c->scratch_cap, b->count, sizeof(pb_position)) < 0)
         return NULL;
     return c->scratch;
 }
@@ -272,8 +265,7 @@ static int take_ack(pb_client *c, const frame_view *f)
     if (it.n_events != b->count)
         return client_die(c, PB_EPROTO, "%s acknowledged %zu events of frame %llu, it had %u",
                           c->address, it.n_events, (unsigned long long)f->id, b->count);
-    if (client_reserve((void **)&c->ack_names, &c->ack_names_cap, it.n_partitions, sizeof(char *)) <
-        0)
+    if (grow_reserve(&c->ack_names, &c->ack_names_cap, it.n_partitions, sizeof(char *)) < 0)
         return client_die(c, PB_ENOMEM, "out of memory for partition names");
     wire_slice name;
     for (size_t i = 0; publish_ack_next_partition(&it, &name) == 0; i++) {
@@ -411,7 +403,7 @@ static int send_batch(pb_client *c)
     uint64_t id = c->next_id++;
     size_t frame_len = wire_varint_field_size(1, id) + wire_len_field_size(3, pub_len);
     size_t total = wire_varint_size(frame_len) + frame_len;
-    if (client_reserve((void **)&c->obuf, &c->ocap, total, 1) < 0)
+    if (grow_reserve(&c->obuf, &c->ocap, total, 1) < 0)
         return client_die(c, PB_ENOMEM, "out of memory for a %zu-byte batch", total);
 
     uint8_t *p = c->obuf;
@@ -530,11 +522,11 @@ int pb_client_publish(pb_client *c, const pb_event *ev)
         if (rc < 0)
             return rc;
     }
-    if (client_reserve((void **)&c->ebuf, &c->ecap, c->elen + body, 1) < 0 ||
-        client_reserve((void **)&c->elens, &c->elens_cap, c->ecount + 1, sizeof(uint32_t)) < 0)
+    if (grow_reserve(&c->ebuf, &c->ecap, c->elen + body, 1) < 0 ||
+        grow_reserve(&c->elens, &c->elens_cap, c->ecount + 1, sizeof(uint32_t)) < 0)
         return client_fail(c, PB_ENOMEM, "out of memory for the batch");
     if (keeps_positions(c)) {
-        if (client_reserve((void **)&c->pos, &c->pos_cap, c->pos_len + 1, sizeof(pb_position)) < 0)
+        if (grow_reserve(&c->pos, &c->pos_cap, c->pos_len + 1, sizeof(pb_position)) < 0)
             return client_fail(c, PB_ENOMEM, "out of memory for positions");
         c->pos[c->pos_len++] =
             (pb_position){.partition = NULL, .offset = 0, .status = PB_ETIMEDOUT};

@@ -97,7 +97,7 @@ static int encode_subscribe(pb_client *c, const pb_subscription *s)
     frame.subscribe = &sub;
     size_t body = protobus__frame__get_packed_size(&frame);
     size_t need = frame_put_delimiter(NULL, 0, body) + body;
-    if (client_reserve((void **)&c->obuf, &c->ocap, need, 1) < 0)
+    if (grow_reserve(&c->obuf, &c->ocap, need, 1) < 0)
         goto nomem;
     size_t pre = frame_put_delimiter(c->obuf, c->ocap, body);
     c->olen = pre + protobus__frame__pack(&frame, c->obuf + pre);
@@ -161,9 +161,8 @@ static int take_event(pb_client *c, const frame_view *f, pb_item *item)
     /* Every string but the partition lies inside the event bytes, and each
      * copy adds one NUL: this bound holds whatever the tags are. */
     size_t need = v.partition.len + v.event.len + 2 * e.n_tags + 3;
-    if (client_reserve((void **)&c->sbuf, &c->scap, need, 1) < 0 ||
-        client_reserve((void **)&c->tagv, &c->tagv_cap, e.n_tags ? e.n_tags : 1,
-                       sizeof(pb_tag_view)) < 0)
+    if (grow_reserve(&c->sbuf, &c->scap, need, 1) < 0 ||
+        grow_reserve(&c->tagv, &c->tagv_cap, e.n_tags ? e.n_tags : 1, sizeof(pb_tag_view)) < 0)
         return client_die(c, PB_ENOMEM, "out of memory for a received event");
     char *w = c->sbuf;
     pb_received_event *r = &item->event;

@@ -1,7 +1,10 @@
 /*
- * The wire codec: splitting the TCP stream into frames, walking Frame,
- * Publish, Event, PublishAck and EncapsulatedEvent bytes without allocating,
- * and hand encoders for the frames the daemon sends on its hot path.
+ * frame - the wire codec: splitting the TCP stream into frames, walking
+ * Frame, Publish, Event and PublishAck bytes without allocating, and hand
+ * encoders for the frames the daemon sends on its hot path. The events the
+ * frames carry (EncapsulatedEvent) are event.h's, the topic rules topic.h's;
+ * this header includes both, since every user of a Publish or an Event
+ * frame walks the events inside.
  *
  * Data flow: net (loop thread) calls frame_split_next on what it has read,
  * frame_parse on each frame, publish_open/publish_next and event_scan on a
@@ -27,6 +30,8 @@
 #ifndef PB_FRAME_H
 #define PB_FRAME_H
 
+#include "event.h"
+#include "topic.h"
 #include "wire.h"
 
 #include <stdbool.h>
@@ -115,82 +120,7 @@ int publish_next(publish_iter *it, wire_slice *event);
  */
 void publish_restart(publish_iter *it, const uint8_t *p);
 
-/* --- EncapsulatedEvent -------------------------------------------------- */
-
-typedef struct event_time {
-    int64_t ns;   /* nanoseconds since 1970-01-01T00:00:00Z; 0 when absent */
-    bool present; /* the field occurred */
-} event_time;
-
-typedef struct event_view {
-    wire_slice topic;
-    wire_slice type_url; /* payload.type_url (empty when absent) */
-    wire_slice value;    /* payload.value (empty when absent) */
-    bool has_payload;
-    int64_t payload_size;
-    event_time client_event_time;
-    event_time client_transmit_time;
-    event_time server_receive_time;
-    size_t n_tags;        /* tag entries on the wire; a repeated key counts each time */
-    wire_slice tags_span; /* from the first tags field to the end of the last */
-} event_view;
-
-/*
- * Validate an EncapsulatedEvent completely and fill *v (pointing into p).
- * Every known field must have its wire type; strings (topic, tag keys and
- * values, type_url) must be valid UTF-8; Timestamps have nanos in
- * [0, 999999999] and must fit int64 nanoseconds (years 1677..2262); unknown
- * fields are skipped. Repeated occurrences follow protobuf: the last value
- * of a scalar or string wins, and repeated occurrences of a message field
- * (timestamps, payload) merge field by field. Returns 0 or PB_EPROTO.
- */
-int event_scan(const uint8_t *p, size_t n, event_view *v, char *err, size_t errlen);
-
-typedef struct event_tag {
-    wire_slice key;
-    wire_slice value;
-} event_tag;
-
-typedef struct event_tag_iter {
-    wire_cursor c;
-} event_tag_iter;
-
-/*
- * Iterate the tags of a scanned event. Each key is produced once, with the
- * value of its last entry on the wire (protobuf map semantics), in the order
- * of those last entries. Cost: one pass per entry over the entries after it
- * (quadratic in the tag count) - meant for formatting and filtering small
- * maps; for one key use event_tag_get.
- */
-void event_tags_begin(const event_view *v, event_tag_iter *it);
-bool event_tags_next(event_tag_iter *it, event_tag *t);
-
-/* The value of `key` (last entry wins): 0, or PB_ENOTFOUND. Linear. */
-int event_tag_get(const event_view *v, const void *key, size_t key_len, wire_slice *value);
-
-#define TOPIC_MAX_BYTES 255
-
-/*
- * Check a topic: not empty, at most TOPIC_MAX_BYTES bytes, valid UTF-8, no
- * whitespace (Unicode White_Space: ASCII space, tab, CR, LF, VT, FF, U+0085,
- * U+00A0, U+1680, U+2000..U+200A, U+2028, U+2029, U+202F, U+205F, U+3000)
- * and no control characters (C0, DEL, C1). Returns 0 or PB_EINVAL.
- */
-int topic_validate(const uint8_t *p, size_t n, char *err, size_t errlen);
-
 /* --- encoders --------------------------------------------------------- */
-
-#define EVENT_RECEIVE_TIME_MAX 19 /* tag + length + Timestamp{int64, int32} */
-
-/*
- * The field appended to a client's event: server_receive_time (field 5) =
- * Timestamp for `ns` (floor to seconds, nanos in [0, 1e9), so negative times
- * are right). Both Timestamp fields are always written, even when zero, so
- * the appended value replaces a client-sent one under every decoder's rule:
- * protobuf-c takes the later message's scalars, C++/Java/Go merge field by
- * field and only fields present on the wire override.
- */
-size_t event_put_receive_time(uint8_t *out, size_t cap, int64_t ns);
 
 /* The varint length prefix for an already encoded Frame of body_len bytes. */
 size_t frame_put_delimiter(uint8_t *out, size_t cap, size_t body_len);
@@ -222,7 +152,7 @@ size_t frame_put_publish_ack(uint8_t *out, size_t cap, uint64_t id, const char *
                              const uint64_t *offsets, size_t n_events);
 
 typedef struct frame_error {
-    int code;              /* Code enum (gRPC numbers) */
+    int code;              /* enum pb_code (protobus_errors.h) */
     const char *message;   /* NULL = empty */
     const char *partition; /* NULL = empty */
     uint64_t first_offset;

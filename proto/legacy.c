@@ -9,7 +9,7 @@
  */
 #include "legacy.h"
 
-#include "frame.h"
+#include "event.h"
 #include "pb_errors.h"
 #include "segment.h"
 

@@ -6,7 +6,7 @@
  * That layout has no file header, no offsets and no checksums: a file is a
  * sequence of records, each a little-endian u32 length followed by that many
  * bytes of one serialized EncapsulatedEvent. Since nothing else protects the
- * bytes, every event is checked with event_scan (frame.h); one that fails is
+ * bytes, every event is checked with event_scan (event.h); one that fails is
  * reported and skipped (its length prefix still says where the next record
  * starts). A record's "offset" is its ordinal in the file (0, 1, 2, ...) and
  * its time is the event's server_receive_time (0 when absent).

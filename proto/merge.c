@@ -11,6 +11,7 @@
  */
 #include "merge.h"
 
+#include "grow.h"
 #include "pb_errors.h"
 
 #include <stdbool.h>
@@ -65,19 +66,11 @@ static int reserve(pb_merge *m)
 {
     if (m->nsrc < m->cap)
         return 0;
-    size_t cap = m->cap ? m->cap * 2 : 8;
-    merge_src *s = realloc(m->src, cap * sizeof *s);
-    if (!s)
+    size_t cap = grow_capacity(m->cap, m->nsrc + 1, sizeof *m->src);
+    if (cap == 0 || grow_resize(&m->src, cap, sizeof *m->src) < 0 ||
+        grow_resize(&m->heap, cap, sizeof *m->heap) < 0 ||
+        grow_resize(&m->need, cap, sizeof *m->need) < 0)
         return PB_ENOMEM;
-    m->src = s;
-    size_t *h = realloc(m->heap, cap * sizeof *h);
-    if (!h)
-        return PB_ENOMEM;
-    m->heap = h;
-    size_t *n = realloc(m->need, cap * sizeof *n);
-    if (!n)
-        return PB_ENOMEM;
-    m->need = n;
     m->cap = cap;
     return 0;
 }

@@ -1,5 +1,8 @@
-/* pb_strerror (protobus_errors.h) and pb_set_err (pb_errors.h). Thread-safe. */
+/* pb_strerror and pb_code_name (protobus_errors.h), pb_set_err (pb_errors.h).
+ * Thread-safe. */
 #include "pb_errors.h"
+
+#include "protobus.pb-c.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -59,4 +62,49 @@ void pb_set_err(char *err, size_t errlen, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
+}
+
+/* enum pb_code is protobus.proto's Code, number for number. */
+#define SAME_CODE(x)                                                                               \
+    _Static_assert((int)PB_CODE_##x == (int)PROTOBUS__CODE__##x, "PB_CODE_" #x " differs")
+SAME_CODE(OK);
+SAME_CODE(CANCELLED);
+SAME_CODE(UNKNOWN);
+SAME_CODE(INVALID_ARGUMENT);
+SAME_CODE(DEADLINE_EXCEEDED);
+SAME_CODE(NOT_FOUND);
+SAME_CODE(ALREADY_EXISTS);
+SAME_CODE(PERMISSION_DENIED);
+SAME_CODE(RESOURCE_EXHAUSTED);
+SAME_CODE(FAILED_PRECONDITION);
+SAME_CODE(ABORTED);
+SAME_CODE(OUT_OF_RANGE);
+SAME_CODE(UNIMPLEMENTED);
+SAME_CODE(INTERNAL);
+SAME_CODE(UNAVAILABLE);
+SAME_CODE(DATA_LOSS);
+
+const char *pb_code_name(int code)
+{
+    static const char *const names[] = {
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+    };
+    if (code < 0 || code >= (int)(sizeof(names) / sizeof(names[0])))
+        return "UNKNOWN_CODE";
+    return names[code];
 }

@@ -1,7 +1,8 @@
 /*
- * pb_errors - the error convention inside Protobus: the public codes and
- * pb_strerror (protobus_errors.h), plus the message helper every module
- * with an (err, errlen) argument uses. Internal: not installed.
+ * pb_errors - the error convention inside Protobus: the public codes,
+ * pb_strerror, enum pb_code and pb_code_name (protobus_errors.h), plus the
+ * message helper every module with an (err, errlen) argument uses.
+ * Internal: not installed.
  */
 #ifndef PB_ERRORS_H
 #define PB_ERRORS_H

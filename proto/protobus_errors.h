@@ -6,7 +6,8 @@
  * Functions that can fail return int: 0 on success, a negative code on
  * failure. Codes above PB_ERRNO_MIN are negated errno values (-EIO, -ENOSPC,
  * ...) passed through from the system; the PB_E* codes below are Protobus's
- * own. pb_strerror() names either kind.
+ * own. pb_strerror() names either kind. enum pb_code is the status of a
+ * server Error frame; pb_code_name() names it.
  */
 #ifndef PROTOBUS_ERRORS_H
 #define PROTOBUS_ERRORS_H
@@ -40,6 +41,34 @@ enum pb_error {
 
 /* A static string naming the error; never NULL. Thread-safe. */
 PB_API const char *pb_strerror(int code);
+
+/*
+ * protobus.Code, the status a server Error frame carries (gRPC numbering).
+ * Inside Protobus it is the one spelling for C code on both sides; the
+ * generated PROTOBUS__CODE__* of protobus.pb-c.h are the same numbers, for
+ * protobuf-c structs only (pb_errors.c asserts that they agree).
+ */
+enum pb_code {
+    PB_CODE_OK = 0,
+    PB_CODE_CANCELLED = 1,
+    PB_CODE_UNKNOWN = 2,
+    PB_CODE_INVALID_ARGUMENT = 3,
+    PB_CODE_DEADLINE_EXCEEDED = 4,
+    PB_CODE_NOT_FOUND = 5,
+    PB_CODE_ALREADY_EXISTS = 6,
+    PB_CODE_PERMISSION_DENIED = 7,
+    PB_CODE_RESOURCE_EXHAUSTED = 8,
+    PB_CODE_FAILED_PRECONDITION = 9,
+    PB_CODE_ABORTED = 10,
+    PB_CODE_OUT_OF_RANGE = 11,
+    PB_CODE_UNIMPLEMENTED = 12,
+    PB_CODE_INTERNAL = 13,
+    PB_CODE_UNAVAILABLE = 14,
+    PB_CODE_DATA_LOSS = 15,
+};
+
+/* "INVALID_ARGUMENT", ...; "UNKNOWN_CODE" outside the enum. Static string. */
+PB_API const char *pb_code_name(int code);
 
 #ifdef __cplusplus
 }

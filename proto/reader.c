@@ -12,8 +12,10 @@
  */
 #include "reader.h"
 
+#include "grow.h"
 #include "pb_errors.h"
 #include "segment.h"
+#include "sort.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -48,36 +50,16 @@ struct pb_reader {
     char reason[160];
 };
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Index of the last base <= v, or (size_t)-1 if v is below the first. */
 static size_t find_base(const uint64_t *bases, size_t n, uint64_t v)
 {
-    size_t lo = 0, hi = n; /* answer in [lo, hi) is the first base > v */
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (bases[mid] <= v)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo - 1;
+    return sort_upper_bound_u64(bases, n, v) - 1;
 }
 
 static int push_base(pb_reader *r, uint64_t base)
 {
-    if (r->nseg == r->segcap) {
-        size_t cap = r->segcap ? r->segcap * 2 : 16;
-        uint64_t *b = realloc(r->bases, cap * sizeof *b);
-        if (!b)
-            return PB_ENOMEM;
-        r->bases = b;
-        r->segcap = cap;
-    }
+    if (grow_reserve(&r->bases, &r->segcap, r->nseg + 1, sizeof *r->bases) < 0)
+        return PB_ENOMEM;
     r->bases[r->nseg++] = base;
     return 0;
 }
@@ -107,14 +89,14 @@ static int refresh_segments(pb_reader *r)
     if (rc < 0)
         return rc;
     if (r->nseg > 1)
-        qsort(r->bases, r->nseg, sizeof *r->bases, cmp_u64);
+        qsort(r->bases, r->nseg, sizeof *r->bases, sort_cmp_u64);
     if (have_cur) {
         size_t i = find_base(r->bases, r->nseg, cur_base);
         if (i == (size_t)-1 || r->bases[i] != cur_base) {
             /* Deleted under us; our descriptor still reads it. */
             if ((rc = push_base(r, cur_base)) < 0)
                 return rc;
-            qsort(r->bases, r->nseg, sizeof *r->bases, cmp_u64);
+            qsort(r->bases, r->nseg, sizeof *r->bases, sort_cmp_u64);
             i = find_base(r->bases, r->nseg, cur_base);
         }
         r->cur = i;
@@ -573,16 +555,8 @@ int pb_partition_list(const char *data_dir, char ***names, size_t *count)
         struct stat st;
         if (fstatat(dirfd(d), de->d_name, &st, 0) < 0 || !S_ISDIR(st.st_mode))
             continue;
-        if (n == cap) {
-            size_t ncap = cap ? cap * 2 : 16;
-            char **nv = realloc(v, ncap * sizeof *nv);
-            if (!nv) {
-                rc = PB_ENOMEM;
-                break;
-            }
-            v = nv;
-            cap = ncap;
-        }
+        if ((rc = grow_reserve(&v, &cap, n + 1, sizeof *v)) < 0)
+            break;
         if ((v[n] = strdup(de->d_name)) == NULL) {
             rc = PB_ENOMEM;
             break;

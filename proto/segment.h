@@ -62,8 +62,10 @@ typedef struct segment_buf {
 int segment_buf_init(segment_buf *b, segment_pread_fn fn, void *ctx);
 
 /* A segment_pread_fn over plain pread(2): retries EINTR, returns bytes read
- * or a negated errno; ctx unused. For readers outside the writer's fileio
- * (the partition reader, single-file and original-layout readers). */
+ * or a negated errno; ctx unused. The one EINTR-safe pread loop: the
+ * readers outside the writer's fileio (the partition reader, single-file
+ * and original-layout readers, the CLI) call it, and so does fileio's
+ * POSIX table. */
 ssize_t segment_pread_posix(void *ctx, int fd, void *buf, size_t len, off_t off);
 void segment_buf_free(segment_buf *b);
 /* Points the window at another file (or the same one after it changed). */

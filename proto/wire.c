@@ -145,6 +145,18 @@ int wire_find(wire_cursor *c, uint32_t number, wire_field *f, char *detail)
     return PB_EEOF;
 }
 
+int wire_find_slice(wire_cursor *c, uint32_t number, wire_slice *data)
+{
+    char detail[WIRE_DETAIL_MAX];
+    wire_field f;
+    int rc = wire_find(c, number, &f, detail);
+
+    if (rc < 0)
+        return rc;
+    *data = f.data;
+    return 0;
+}
+
 void wire_repeated_init(wire_repeated *r, const wire_cursor *msg, uint32_t number)
 {
     r->msg = *msg;

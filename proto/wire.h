@@ -1,7 +1,8 @@
 /*
  * Protobuf wire-format primitives: varints, tags, length-delimited slices,
- * skipping fields, UTF-8 checks. The frame and event walkers (frame.c) are
- * built on these so the hot path reads protobuf bytes without allocating.
+ * skipping fields, UTF-8 checks. The frame and event walkers (frame.c,
+ * event.c) are built on these so the hot path reads protobuf bytes without
+ * allocating.
  *
  * Pure functions over caller-owned buffers: no allocation, no global state,
  * safe to call from any thread (the loop thread, writer threads, clients).
@@ -61,6 +62,18 @@ typedef struct wire_field {
     uint64_t value;  /* WIRE_VARINT, WIRE_I64, WIRE_I32 (little-endian decoded) */
     wire_slice data; /* WIRE_LEN: the payload, without its length prefix */
 } wire_field;
+
+/* Byte-for-byte equality of a slice and p[0..n) (p may be NULL when n is 0). */
+static inline bool wire_slice_eq_bytes(wire_slice a, const void *p, size_t n)
+{
+    return a.len == n && (n == 0 || memcmp(a.p, p, n) == 0);
+}
+
+/* Byte-for-byte equality of two slices. */
+static inline bool wire_slice_eq(wire_slice a, wire_slice b)
+{
+    return wire_slice_eq_bytes(a, b.p, b.len);
+}
 
 /* --- decoding --- */
 
@@ -200,6 +213,10 @@ static inline int wire_next_fast(wire_cursor *c, wire_field *f, char *detail)
  * field on the way is malformed.
  */
 int wire_find(wire_cursor *c, uint32_t number, wire_field *f, char *detail);
+
+/* The bytes of the next field numbered `number` (a message already
+ * checked, so no error detail): 0, PB_EEOF when there is none, PB_EPROTO. */
+int wire_find_slice(wire_cursor *c, uint32_t number, wire_slice *data);
 
 /*
  * Iterator over a repeated varint field that may arrive packed (one LEN

@@ -14,6 +14,7 @@
  */
 #include "config.h"
 
+#include "grow.h"
 #include "hostport.h"
 #include "patterns.h"
 #include "pb_errors.h"
@@ -234,16 +235,10 @@ bool config_partition_name_valid(const char *name, size_t len)
 }
 
 static const char *const fsync_names[] = {"always", "interval", "never", NULL};
-static const char *const log_level_names[] = {"debug", "info", "warn", "error", NULL};
 
 const char *config_fsync_name(pb_fsync_policy p)
 {
     return (unsigned)p <= PB_FSYNC_NEVER ? fsync_names[p] : "?";
-}
-
-const char *config_log_level_name(pb_log_level l)
-{
-    return (unsigned)l <= PB_LOGLEVEL_ERROR ? log_level_names[l] : "?";
 }
 
 /* ---- [server] ---- */
@@ -340,9 +335,9 @@ static int server_key(struct parse_ctx *c, const struct key_def *d, const char *
         c->cfg->fsync = (pb_fsync_policy)e;
         return 1;
     case V_LOG_LEVEL:
-        if (!set_enum(c, &e, d->name, value, log_level_names, "debug, info, warn, error"))
+        if (!set_enum(c, &e, d->name, value, logging_level_names, "debug, info, warn, error"))
             return 0;
-        c->cfg->log_level = (pb_log_level)e;
+        c->cfg->log_level = (enum log_level)e;
         return 1;
     }
     return fail_at(c, c->lineno, PB_EINVAL, "%s: internal error: unhandled key", d->name);
@@ -409,14 +404,8 @@ static int begin_partition(struct parse_ctx *c, const char *tmpl)
                                "duplicate partition \"%s\" (first defined at line %d)", tmpl,
                                cfg->rules[i].line);
     }
-    if (cfg->n_rules == c->rules_cap) {
-        size_t cap = c->rules_cap ? c->rules_cap * 2 : 8;
-        pb_rule *r = realloc(cfg->rules, cap * sizeof *r);
-        if (!r)
-            return fail_at(c, c->lineno, PB_ENOMEM, "out of memory");
-        cfg->rules = r;
-        c->rules_cap = cap;
-    }
+    if (grow_reserve(&cfg->rules, &c->rules_cap, cfg->n_rules + 1, sizeof *cfg->rules) < 0)
+        return fail_at(c, c->lineno, PB_ENOMEM, "out of memory");
     pb_rule *rule = &cfg->rules[cfg->n_rules];
     memset(rule, 0, sizeof *rule);
     rule->partition = strdup(tmpl);
@@ -595,14 +584,9 @@ static bool next_line(struct parse_ctx *c, size_t *len)
             return false;
         const char *nl = strchr(s, '\n');
         size_t n = nl ? (size_t)(nl - s) + 1 : strlen(s);
-        if (n + 1 > c->linecap) {
-            char *b = realloc(c->linebuf, n + 1);
-            if (!b) {
-                fail_at(c, c->lineno + 1, PB_ENOMEM, "out of memory");
-                return false;
-            }
-            c->linebuf = b;
-            c->linecap = n + 1;
+        if (grow_reserve(&c->linebuf, &c->linecap, n + 1, 1) < 0) {
+            fail_at(c, c->lineno + 1, PB_ENOMEM, "out of memory");
+            return false;
         }
         memcpy(c->linebuf, s, n);
         c->linebuf[n] = '\0';
@@ -680,7 +664,7 @@ static void set_defaults(pb_config *cfg)
     cfg->subscriber_queue_total_bytes = 32 * MIB;
     cfg->write_deadline_ms = 30000;
     cfg->idle_timeout_ms = 60000;
-    cfg->log_level = PB_LOGLEVEL_INFO;
+    cfg->log_level = LOG_INFO;
     /* Above the 100,000-distinct-topics goal, so such a workload routes
      * from the cache after the first sight of each topic. */
     cfg->route_cache_entries = 262144;

@@ -16,6 +16,8 @@
 #ifndef PB_CONFIG_H
 #define PB_CONFIG_H
 
+#include "logging.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -36,15 +38,6 @@ typedef enum pb_fsync_policy {
     PB_FSYNC_INTERVAL,   /* fdatasync every fsync_interval_ms; acks do not wait */
     PB_FSYNC_NEVER,      /* leave it to the kernel */
 } pb_fsync_policy;
-
-/* Same numbers as logging.h's LOG_DEBUG..LOG_ERROR. (Not PB_LOG_*: log.h
- * has macros by those names.) */
-typedef enum pb_log_level {
-    PB_LOGLEVEL_DEBUG = 0,
-    PB_LOGLEVEL_INFO,
-    PB_LOGLEVEL_WARN,
-    PB_LOGLEVEL_ERROR,
-} pb_log_level;
 
 /* One [partition NAME] section: topics whose whole text matches `match` go
  * to the partition named by expanding `partition`. */
@@ -81,10 +74,10 @@ typedef struct pb_config {
     uint64_t subscriber_queue_total_bytes; /* bound of all live queues together */
     uint32_t write_deadline_ms;            /* drop a subscriber that accepts nothing this long */
     uint32_t idle_timeout_ms;              /* drop a client stalled in the middle of a frame */
-    pb_log_level log_level;
-    uint32_t route_cache_entries; /* router's topic -> partition cache bound */
-    pb_rule *rules;               /* in file order; first match wins */
-    size_t n_rules;               /* >= 1 after a successful load */
+    enum log_level log_level;              /* logging.h */
+    uint32_t route_cache_entries;          /* router's topic -> partition cache bound */
+    pb_rule *rules;                        /* in file order; first match wins */
+    size_t n_rules;                        /* >= 1 after a successful load */
 } pb_config;
 
 /* Reads and validates `path` into *cfg (which the caller provides; its old
@@ -121,6 +114,5 @@ bool config_partition_name_valid(const char *name, size_t len);
 
 /* Names for logging; static strings. */
 const char *config_fsync_name(pb_fsync_policy p);
-const char *config_log_level_name(pb_log_level l);
 
 #endif

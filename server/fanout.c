@@ -35,6 +35,7 @@
 #include "fanout.h"
 
 #include "logging.h"
+#include "matchcache.h"
 #include "pb_errors.h"
 
 #include <errno.h>

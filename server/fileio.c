@@ -6,6 +6,7 @@
 #include "fileio.h"
 
 #include "iov.h"
+#include "segment.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -41,13 +42,7 @@ static ssize_t px_pwritev(const fileio *io, int fd, const struct iovec *iov, int
 
 static ssize_t px_pread(const fileio *io, int fd, void *buf, size_t len, off_t off)
 {
-    for (;;) {
-        ssize_t n = pread(fd, buf, len, off);
-        if (n >= 0)
-            return n;
-        if (errno != EINTR)
-            return -errno;
-    }
+    return segment_pread_posix(NULL, fd, buf, len, off);
 }
 
 /* No EINTR retry for the syncs: Linux does not interrupt them, and a sync

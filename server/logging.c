@@ -14,6 +14,7 @@
 
 static atomic_int min_level = LOG_INFO;
 
+/* As printed in a line. */
 static const char *const level_names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
 
 void logging_set_level(int level)
@@ -21,13 +22,11 @@ void logging_set_level(int level)
     atomic_store(&min_level, level);
 }
 
-int logging_level_parse(const char *name)
+const char *const logging_level_names[] = {"debug", "info", "warn", "error", NULL};
+
+const char *logging_level_name(int level)
 {
-    static const char *const lower[] = {"debug", "info", "warn", "error"};
-    for (int i = 0; i < 4; i++)
-        if (strcmp(name, lower[i]) == 0)
-            return i;
-    return -1;
+    return level >= LOG_DEBUG && level <= LOG_ERROR ? logging_level_names[level] : "?";
 }
 
 static void vlog(int level, const char *fmt, va_list ap)

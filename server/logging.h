@@ -6,12 +6,18 @@
 #ifndef PB_LOGGING_H
 #define PB_LOGGING_H
 
-enum { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 };
+/* The daemon's one log-level scheme: the config's log_level setting names
+ * a level ("warn"), each line prints its own ("WARN"). */
+enum log_level { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 };
+
+/* "debug", "info", "warn", "error" (indexed by level), then NULL. */
+extern const char *const logging_level_names[];
+
+/* The level's name in logging_level_names; "?" outside the enum. */
+const char *logging_level_name(int level);
 
 /* Lines below this level are dropped (default LOG_INFO). */
 void logging_set_level(int level);
-/* Parses "debug", "info", "warn", "error"; -1 if none of them. */
-int logging_level_parse(const char *name);
 
 void logging_printf(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -14,6 +14,7 @@
 
 #include "config.h"
 #include "fileio.h"
+#include "grow.h"
 #include "logging.h"
 #include "pb_errors.h"
 #include "reader.h"
@@ -59,14 +60,8 @@ static size_t search(const store *s, const char *name, bool *found)
 
 static int insert_at(store *s, size_t at, partition *p)
 {
-    if (s->count == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 16;
-        partition **parts = realloc(s->parts, cap * sizeof *parts);
-        if (!parts)
-            return PB_ENOMEM;
-        s->parts = parts;
-        s->cap = cap;
-    }
+    if (grow_reserve(&s->parts, &s->cap, s->count + 1, sizeof *s->parts) < 0)
+        return PB_ENOMEM;
     memmove(s->parts + at + 1, s->parts + at, (s->count - at) * sizeof *s->parts);
     s->parts[at] = p;
     s->count++;

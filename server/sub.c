@@ -19,6 +19,7 @@
 #include "config.h" /* before store.h: see store.c */
 #include "fanout.h"
 
+#include "event.h"
 #include "hostport.h"
 #include "livequeue.h"
 #include "logging.h"
@@ -63,45 +64,29 @@ struct sub_registry {
 int sub_scan_event(const uint8_t *p, size_t n, wire_slice *topic, const sub_tag *tags, size_t ntags,
                    uint8_t *state)
 {
-    char detail[WIRE_DETAIL_MAX];
-    wire_cursor c;
-    wire_field f;
-    wire_cursor_init(&c, p, n);
+    event_walker w;
+    event_item it;
+    int rc;
     topic->p = NULL;
     topic->len = 0;
     if (ntags)
         memset(state, 0, ntags);
-    while (!wire_cursor_done(&c)) {
-        if (wire_next(&c, &f, detail) < 0)
-            return PB_EPROTO;
-        if (f.number == 1 && f.type == WIRE_LEN) {
-            *topic = f.data; /* the last occurrence wins */
-        } else if (f.number == 2 && f.type == WIRE_LEN && ntags) {
-            /* A map entry: key (1) and value (2), last occurrence of each wins. */
-            wire_slice key = {NULL, 0}, val = {NULL, 0};
-            wire_cursor e;
-            wire_field ef;
-            wire_cursor_sub(&e, &c, f.data);
-            while (!wire_cursor_done(&e)) {
-                if (wire_next(&e, &ef, detail) < 0)
-                    return PB_EPROTO;
-                if (ef.number == 1 && ef.type == WIRE_LEN)
-                    key = ef.data;
-                else if (ef.number == 2 && ef.type == WIRE_LEN)
-                    val = ef.data;
-            }
-            /* A later entry with the same key replaces the value (protobuf
-             * map semantics), so its verdict overwrites the earlier one. */
-            for (size_t i = 0; i < ntags; i++) {
-                if (key.len != tags[i].key_len || memcmp(key.p, tags[i].key, key.len) != 0)
-                    continue;
-                bool same = val.len == tags[i].value_len &&
-                            (val.len == 0 || memcmp(val.p, tags[i].value, val.len) == 0);
-                state[i] = same ? 1 : 2;
-            }
+    event_walk_init(&w, p, n, EVENT_WANT(EVENT_TOPIC) | (ntags ? EVENT_WANT(EVENT_TAGS) : 0),
+                    false);
+    while ((rc = event_walk_next(&w, &it, NULL, 0)) > 0) {
+        if (it.f.number == EVENT_TOPIC) {
+            *topic = it.f.data; /* the last occurrence wins */
+            continue;
+        }
+        /* A later entry with the same key replaces the value (protobuf
+         * map semantics), so its verdict overwrites the earlier one. */
+        for (size_t i = 0; i < ntags; i++) {
+            if (!wire_slice_eq_bytes(it.tag.key, tags[i].key, tags[i].key_len))
+                continue;
+            state[i] = wire_slice_eq_bytes(it.tag.value, tags[i].value, tags[i].value_len) ? 1 : 2;
         }
     }
-    return 0;
+    return rc;
 }
 
 bool sub_tags_ok(const uint8_t *state, size_t ntags)
@@ -277,15 +262,15 @@ int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscri
               int *grpc_code, char *err, size_t errlen)
 {
     int rc;
-    *grpc_code = PROTOBUS__CODE__INTERNAL;
+    *grpc_code = PB_CODE_INTERNAL;
     if (!r->o.store) {
-        *grpc_code = PROTOBUS__CODE__UNAVAILABLE;
+        *grpc_code = PB_CODE_UNAVAILABLE;
         pb_set_err(err, errlen, "subscribe: the server is still starting");
         return PB_EINVAL;
     }
     sub *s = calloc(1, sizeof *s);
     if (!s) {
-        *grpc_code = PROTOBUS__CODE__RESOURCE_EXHAUSTED;
+        *grpc_code = PB_CODE_RESOURCE_EXHAUSTED;
         pb_set_err(err, errlen, "subscribe: out of memory");
         return PB_ENOMEM;
     }
@@ -298,14 +283,14 @@ int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscri
 
     s->req = protobus__subscribe__unpack(NULL, len, subscribe);
     if (!s->req) {
-        *grpc_code = PROTOBUS__CODE__INVALID_ARGUMENT;
+        *grpc_code = PB_CODE_INVALID_ARGUMENT;
         pb_set_err(err, errlen, "subscribe: the Subscribe message (%zu bytes) is malformed", len);
         rc = PB_EPROTO;
         goto fail;
     }
     rc = validate(r, s, err, errlen);
     if (rc == PB_EINVAL)
-        *grpc_code = PROTOBUS__CODE__INVALID_ARGUMENT;
+        *grpc_code = PB_CODE_INVALID_ARGUMENT;
     if (rc < 0)
         goto fail;
     /* One compiled set: the subscription thread matches history with it,
@@ -313,7 +298,7 @@ int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscri
     const char *const *pats = (const char *const *)s->req->patterns;
     rc = patterns_compile(pats, s->req->n_patterns, &s->ps, err, errlen);
     if (rc == PB_EINVAL) {
-        *grpc_code = PROTOBUS__CODE__INVALID_ARGUMENT;
+        *grpc_code = PB_CODE_INVALID_ARGUMENT;
         goto fail;
     }
     if (rc < 0)
@@ -343,11 +328,11 @@ int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscri
         bool stopping = r->stopping;
         pthread_mutex_unlock(&r->pool_lock);
         if (stopping) {
-            *grpc_code = PROTOBUS__CODE__UNAVAILABLE;
+            *grpc_code = PB_CODE_UNAVAILABLE;
             pb_set_err(err, errlen, "subscribe: the server is shutting down");
             rc = PB_ECLOSED;
         } else {
-            *grpc_code = PROTOBUS__CODE__RESOURCE_EXHAUSTED;
+            *grpc_code = PB_CODE_RESOURCE_EXHAUSTED;
             pb_set_err(err, errlen,
                        "subscribe: all %" PRIu32 " subscription threads are busy (server setting "
                        "threads)",
@@ -366,9 +351,9 @@ int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscri
 
 fail:
     if (rc == PB_ENOMEM) {
-        *grpc_code = PROTOBUS__CODE__RESOURCE_EXHAUSTED;
+        *grpc_code = PB_CODE_RESOURCE_EXHAUSTED;
         pb_set_err(err, errlen, "subscribe: out of memory");
-    } else if (*grpc_code == PROTOBUS__CODE__INTERNAL) {
+    } else if (*grpc_code == PB_CODE_INTERNAL) {
         pb_set_err(err, errlen, "subscribe: cannot set up the subscription: %s", pb_strerror(rc));
     }
     s->fd = -1; /* stays the caller's */

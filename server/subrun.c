@@ -192,7 +192,7 @@ static int report_loss(sub *s, part_state *st, uint64_t first, uint64_t last, co
     logging_printf(LOG_WARN, "subscriber %s: %s", s->peer, msg);
     if (last + 1 > st->next)
         st->next = last + 1;
-    return emit_error(s, PROTOBUS__CODE__DATA_LOSS, msg, st->name, first, last);
+    return emit_error(s, PB_CODE_DATA_LOSS, msg, st->name, first, last);
 }
 
 /* ------------------------------------------------------------------ */
@@ -761,7 +761,7 @@ void subrun_main(sub *s)
         char msg[600];
         snprintf(msg, sizeof msg, "subscription ended: %s", s->why);
         s->out_len = 0;
-        int code = rc == PB_ENOMEM ? PROTOBUS__CODE__RESOURCE_EXHAUSTED : PROTOBUS__CODE__INTERNAL;
+        int code = rc == PB_ENOMEM ? PB_CODE_RESOURCE_EXHAUSTED : PB_CODE_INTERNAL;
         if (emit_error(s, code, msg, NULL, 0, 0) == 0)
             (void)flush_out(s); /* the connection is being closed either way */
     }

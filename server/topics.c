@@ -34,11 +34,11 @@
 #include "topics.h"
 
 #include "crc32c.h"
+#include "event.h"
 #include "logging.h"
 #include "pb_errors.h"
 #include "reader.h"
 #include "record.h"
-#include "wire.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -293,23 +293,17 @@ size_t topics_count(topic_table *t)
 
 int topics_event_topic(const uint8_t *ev, size_t n, const uint8_t **topic, size_t *len)
 {
-    wire_cursor c;
-    wire_field f;
-    char detail[WIRE_DETAIL_MAX];
+    event_walker w;
+    event_item it;
     bool found = false;
-    wire_cursor_init(&c, ev, n);
-    while (!wire_cursor_done(&c)) {
-        if (wire_next(&c, &f, detail) < 0)
-            return PB_EPROTO;
-        if (f.number != 1)
-            continue;
-        if (f.type != WIRE_LEN)
-            return PB_EPROTO;
-        *topic = f.data.p;
-        *len = f.data.len;
+    int rc;
+    event_walk_init(&w, ev, n, EVENT_WANT(EVENT_TOPIC), false);
+    while ((rc = event_walk_next(&w, &it, NULL, 0)) > 0) {
+        *topic = it.f.data.p;
+        *len = it.f.data.len;
         found = true;
     }
-    return found ? 0 : PB_ENOTFOUND;
+    return rc < 0 ? rc : found ? 0 : PB_ENOTFOUND;
 }
 
 /* --- snapshot writing --- */

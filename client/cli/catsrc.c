@@ -7,6 +7,7 @@
 #include "catsrc.h"
 
 #include "cli.h"
+#include "grow.h"
 #include "pb_errors.h"
 #include "record.h"
 #include "segment.h"
@@ -175,16 +176,8 @@ static int add_source(cat_set *s, cat_kind kind, const char *path, char *name)
             goto fail;
         break;
     }
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 8;
-        cat_source **v = realloc(s->v, cap * sizeof *v);
-        if (!v) {
-            rc = PB_ENOMEM;
-            goto fail;
-        }
-        s->v = v;
-        s->cap = cap;
-    }
+    if ((rc = grow_reserve(&s->v, &s->cap, s->n + 1, sizeof *s->v)) < 0)
+        goto fail;
     if ((rc = pb_merge_add(s->merge, src->name, source_next, src, NULL)) < 0)
         goto fail;
     s->v[s->n++] = src;
@@ -294,14 +287,11 @@ int cat_set_add_path(cat_set *s, const char *path)
         }
         if (partition)
             return add_source(s, CAT_PARTITION, path, base_name(path));
-        char **dirs = realloc(s->data_dirs, (s->ndata + 1) * sizeof *dirs);
-        if (!dirs || !(dirs[s->ndata] = strdup(path))) {
-            if (dirs)
-                s->data_dirs = dirs;
+        if (grow_resize(&s->data_dirs, s->ndata + 1, sizeof *s->data_dirs) < 0 ||
+            !(s->data_dirs[s->ndata] = strdup(path))) {
             cli_error("cat", "out of memory");
             return PB_ENOMEM;
         }
-        s->data_dirs = dirs;
         s->ndata++;
         rc = scan_data_dir(s, path);
         return rc < 0 ? rc : 0;
@@ -357,12 +347,11 @@ size_t cat_source_check_headers(const cat_source *src,
         uint8_t hdr[PB_FILE_HEADER_SIZE];
         const char *why = NULL;
         int fd = open(path, O_RDONLY | O_CLOEXEC);
-        ssize_t n = fd < 0 ? -1 : pread(fd, hdr, sizeof hdr, 0);
-        int err = errno;
+        ssize_t n = fd < 0 ? -errno : segment_pread_posix(NULL, fd, hdr, sizeof hdr, 0);
         if (fd >= 0)
             (void)close(fd); /* read-only */
         if (n < 0)
-            why = strerror(err);
+            why = strerror((int)-n);
         else if (n < (ssize_t)sizeof hdr)
             why = "segment header cut short";
         else if (file_header_decode(hdr, PB_LOG_MAGIC, &hbase, NULL) < 0)

@@ -5,6 +5,7 @@
  */
 #include "cli.h"
 
+#include "grow.h"
 #include "timefmt.h"
 
 #include <errno.h>
@@ -78,18 +79,10 @@ int cli_tags_add(cli_tags *t, const char *arg)
     if (!eq || eq == arg)
         return PB_EINVAL;
     size_t n = t->n + 1;
-    pb_tag *tags = realloc(t->tags, n * sizeof *tags);
-    if (!tags)
+    if (grow_resize(&t->tags, n, sizeof *t->tags) < 0 ||
+        grow_resize(&t->keys, n, sizeof *t->keys) < 0 ||
+        grow_resize(&t->values, n, sizeof *t->values) < 0)
         return PB_ENOMEM;
-    t->tags = tags;
-    const char **keys = realloc(t->keys, n * sizeof *keys);
-    if (!keys)
-        return PB_ENOMEM;
-    t->keys = keys;
-    const char **values = realloc(t->values, n * sizeof *values);
-    if (!values)
-        return PB_ENOMEM;
-    t->values = values;
     char *key = strndup(arg, (size_t)(eq - arg));
     if (!key)
         return PB_ENOMEM;

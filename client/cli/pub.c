@@ -8,6 +8,7 @@
  */
 #include "cli.h"
 
+#include "grow.h"
 #include "record.h" /* PB_RECORD_MAX_EVENT */
 
 #include <errno.h>
@@ -176,10 +177,8 @@ static int next_line(line_reader *lr, const uint8_t **p, size_t *len)
             size_t cap = lr->cap ? lr->cap * 2 : READ_CHUNK;
             if (cap > lr->limit + 1)
                 cap = lr->limit + 1; /* > end: end - start <= limit was checked */
-            uint8_t *b = realloc(lr->buf, cap);
-            if (!b)
+            if (grow_resize(&lr->buf, cap, 1) < 0)
                 return PB_ENOMEM;
-            lr->buf = b;
             lr->cap = cap;
         }
         ssize_t r = read(STDIN_FILENO, lr->buf + lr->end, lr->cap - lr->end);

@@ -10,6 +10,7 @@
  */
 #include "render.h"
 
+#include "event.h"
 #include "wire.h"
 
 #include "pb_errors.h"
@@ -40,11 +41,7 @@ bool pb_utf8_valid(const uint8_t *s, size_t len)
     return wire_utf8_valid(s, len, &bad_at);
 }
 
-/* ---- tag filter: in-place walk of the wire format (proto/wire.h) ---- */
-
-#define EVENT_FIELD_TAGS 2
-#define ENTRY_FIELD_KEY  1
-#define ENTRY_FIELD_VAL  2
+/* ---- tag filter: the event walker (proto/event.h), in place ---- */
 
 /*
  * Finds the value of the last tag entry whose key is key[0..klen); with key
@@ -52,54 +49,29 @@ bool pb_utf8_valid(const uint8_t *s, size_t len)
  * "", as in protobuf. Returns 1 found, 0 not found, PB_EPROTO.
  */
 static int find_tag(const uint8_t *event, size_t len, const char *key, size_t klen,
-                    const uint8_t **value, size_t *vlen)
+                    wire_slice *value)
 {
-    char detail[WIRE_DETAIL_MAX];
-    wire_cursor c;
-    wire_field f;
-    int found = 0;
-    wire_cursor_init(&c, event, len);
-    while (!wire_cursor_done(&c)) {
-        if (wire_next(&c, &f, detail) != 0)
-            return PB_EPROTO;
-        if (f.number != EVENT_FIELD_TAGS)
-            continue;
-        if (f.type != WIRE_LEN)
-            return PB_EPROTO;
-        wire_cursor entry;
-        wire_cursor_sub(&entry, &c, f.data);
-        wire_slice k = {f.data.p, 0}, v = {f.data.p, 0};
-        while (!wire_cursor_done(&entry)) {
-            wire_field g;
-            if (wire_next(&entry, &g, detail) != 0)
-                return PB_EPROTO;
-            if (g.number != ENTRY_FIELD_KEY && g.number != ENTRY_FIELD_VAL)
-                continue;
-            if (g.type != WIRE_LEN)
-                return PB_EPROTO;
-            if (g.number == ENTRY_FIELD_KEY)
-                k = g.data;
-            else
-                v = g.data;
-        }
-        if (key && k.len == klen && memcmp(k.p, key, klen) == 0) {
-            *value = v.p;
-            *vlen = v.len;
+    event_walker w;
+    event_item it;
+    int found = 0, rc;
+    event_walk_init(&w, event, len, EVENT_WANT(EVENT_TAGS), false);
+    while ((rc = event_walk_next(&w, &it, NULL, 0)) > 0) {
+        if (key && wire_slice_eq_bytes(it.tag.key, key, klen)) {
+            *value = it.tag.value;
             found = 1;
         }
     }
-    return found;
+    return rc < 0 ? rc : found;
 }
 
 int pb_event_tags_match(const uint8_t *event, size_t len, const char *const *keys,
                         const char *const *values, size_t n)
 {
-    const uint8_t *v;
-    size_t vlen;
+    wire_slice v;
     if (!event && len > 0)
         return PB_EINVAL;
     if (n == 0) {
-        int rc = find_tag(event, len, NULL, 0, &v, &vlen);
+        int rc = find_tag(event, len, NULL, 0, &v);
         return rc < 0 ? rc : 1;
     }
     if (!keys || !values)
@@ -107,11 +79,11 @@ int pb_event_tags_match(const uint8_t *event, size_t len, const char *const *key
     for (size_t i = 0; i < n; i++) {
         if (!keys[i] || !values[i])
             return PB_EINVAL;
-        int rc = find_tag(event, len, keys[i], strlen(keys[i]), &v, &vlen);
+        int rc = find_tag(event, len, keys[i], strlen(keys[i]), &v);
         if (rc < 0)
             return rc;
         /* Keep walking the remaining pairs only while all match: one miss decides. */
-        if (rc == 0 || vlen != strlen(values[i]) || memcmp(v, values[i], vlen) != 0)
+        if (rc == 0 || !wire_slice_eq_bytes(v, values[i], strlen(values[i])))
             return 0;
     }
     return 1;

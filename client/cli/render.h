@@ -63,8 +63,9 @@ int pb_render_event(FILE *out, pb_render_format fmt, const char *partition, uint
  * Whether the EncapsulatedEvent in event[0..len) has tags[keys[i]] ==
  * values[i] for every i < n (exact byte comparison; for a key repeated in
  * the map, its last entry counts, as in protobuf). Walks the wire format in
- * place without allocating, checking the framing of top-level fields and tag
- * entries. Returns 1 (all match; also for n == 0), 0 (some pair does not
+ * place without allocating (proto/event.h's walker), checking the framing of
+ * top-level fields and tag entries and the wire types of known fields.
+ * Returns 1 (all match; also for n == 0), 0 (some pair does not
  * match), PB_EPROTO (malformed bytes) or PB_EINVAL (n > 0 with NULL arrays).
  */
 int pb_event_tags_match(const uint8_t *event, size_t len, const char *const *keys,

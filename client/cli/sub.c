@@ -10,6 +10,7 @@
  */
 #include "cli.h"
 
+#include "grow.h"
 #include "render.h"
 
 #include <getopt.h>
@@ -92,17 +93,14 @@ static int add_offset(sub_opts *o, const char *arg)
     if (!colon || colon == arg || !cli_parse_u64(colon + 1, &off))
         return cli_usage_error("sub", "--from-offset %s: expected PARTITION:OFFSET", arg);
     size_t n = o->noffsets + 1;
-    pb_partition_offset *v = realloc(o->offsets, n * sizeof *v);
-    if (!v)
+    if (grow_resize(&o->offsets, n, sizeof *o->offsets) < 0 ||
+        grow_resize(&o->offset_names, n, sizeof *o->offset_names) < 0)
         goto nomem;
-    o->offsets = v;
-    char **names = realloc(o->offset_names, n * sizeof *names);
-    if (!names)
+    char *name = strndup(arg, (size_t)(colon - arg));
+    if (!name)
         goto nomem;
-    o->offset_names = names;
-    if (!(names[o->noffsets] = strndup(arg, (size_t)(colon - arg))))
-        goto nomem;
-    v[o->noffsets] = (pb_partition_offset){.partition = names[o->noffsets], .offset = off};
+    o->offset_names[o->noffsets] = name;
+    o->offsets[o->noffsets] = (pb_partition_offset){.partition = name, .offset = off};
     o->noffsets = n;
     return 0;
 nomem:

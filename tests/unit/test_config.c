@@ -47,7 +47,7 @@ static void test_defaults_without_server_section(void **state)
     assert_int_equal(cfg.subscriber_queue_total_bytes, 32 * 1024 * 1024);
     assert_int_equal(cfg.write_deadline_ms, 30000);
     assert_int_equal(cfg.idle_timeout_ms, 60000);
-    assert_int_equal(cfg.log_level, PB_LOGLEVEL_INFO);
+    assert_int_equal(cfg.log_level, LOG_INFO);
     assert_int_equal(cfg.route_cache_entries, 262144);
     assert_int_equal(cfg.n_rules, 1);
     assert_string_equal(cfg.rules[0].partition, "all");
@@ -109,7 +109,7 @@ static void test_every_key_parsed(void **state)
     assert_int_equal(cfg.subscriber_queue_total_bytes, 2048ULL * 1024 * 1024);
     assert_int_equal(cfg.write_deadline_ms, 1500);
     assert_int_equal(cfg.idle_timeout_ms, 2500);
-    assert_int_equal(cfg.log_level, PB_LOGLEVEL_DEBUG);
+    assert_int_equal(cfg.log_level, LOG_DEBUG);
     assert_int_equal(cfg.route_cache_entries, 16);
     assert_int_equal(cfg.n_rules, 2);
     const pb_rule *r0 = &cfg.rules[0], *r1 = &cfg.rules[1];
@@ -127,7 +127,7 @@ static void test_every_key_parsed(void **state)
     assert_int_equal(r1->rotate_every_s, 86400);
     assert_int_equal(r1->utc_offset_s, 0);
     assert_string_equal(config_fsync_name(cfg.fsync), "interval");
-    assert_string_equal(config_log_level_name(cfg.log_level), "debug");
+    assert_string_equal(logging_level_name(cfg.log_level), "debug");
     config_free(&cfg);
 }
 

@@ -1,7 +1,8 @@
 /*
- * Unit tests for proto/frame.c: the splitter, the walkers and the encoders,
- * checked against protobuf-c's generated pack/unpack in both directions, plus
- * truncation at every byte and a bounded, deterministic mutation loop.
+ * Unit tests for proto/frame.c and proto/event.c: the splitter, the
+ * walkers and the encoders, checked against protobuf-c's generated
+ * pack/unpack in both directions, plus truncation at every byte and a
+ * bounded, deterministic mutation loop.
  * Single-threaded; no files.
  */
 #include <stdarg.h>

@@ -1,14 +1,15 @@
-/* Unit tests for server/patterns.c: any-of semantics, whole-topic
- * anchoring, error messages for bad patterns, the decision cache, the
- * match-everything fast path, matching from another thread's match data,
- * and the match_cache (topic -> subscription ids: exact answers, bounded
- * memory, starting over when full). */
+/* Unit tests for proto/patterns.c and server/matchcache.c: any-of
+ * semantics, whole-topic anchoring, error messages for bad patterns, the
+ * decision cache, the match-everything fast path, matching from another
+ * thread's match data, and the match_cache (topic -> subscription ids:
+ * exact answers, bounded memory, starting over when full). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "matchcache.h"
 #include "patterns.h"
 #include "pb_errors.h"
 

@@ -1,0 +1,146 @@
+/*
+ * event - EncapsulatedEvent, the stored event: the bytes a publisher sends
+ * inside a Publish frame, the daemon stores unchanged (plus the
+ * server_receive_time field it appends) and subscribers receive inside
+ * Event frames.
+ *
+ * Data flow: net (loop thread) checks every published event with
+ * event_scan and appends event_put_receive_time's bytes; clients scan what
+ * they receive with event_scan and read the tags with the tag iterator.
+ *
+ * Every function is pure: caller-owned buffers, no allocation, no global
+ * state, callable from any thread. Views and iterators point into the
+ * buffer they were made from and are valid only while it is. Errors: 0 or
+ * a negative PB_E* code; `err` (may be NULL or errlen 0) receives a message
+ * naming the field and byte position at fault.
+ */
+#ifndef PB_EVENT_H
+#define PB_EVENT_H
+
+#include "wire.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* EncapsulatedEvent's field numbers (protobus.proto). */
+enum event_field {
+    EVENT_TOPIC = 1,
+    EVENT_TAGS = 2,
+    EVENT_CLIENT_EVENT_TIME = 3,
+    EVENT_CLIENT_TRANSMIT_TIME = 4,
+    EVENT_SERVER_RECEIVE_TIME = 5,
+    EVENT_PAYLOAD_SIZE = 6,
+    EVENT_PAYLOAD = 7,
+};
+
+typedef struct event_tag {
+    wire_slice key;
+    wire_slice value;
+} event_tag;
+
+/* --- the walker ------------------------------------------------------------ */
+
+/*
+ * The one walk over stored event bytes: every reader of an EncapsulatedEvent
+ * (event_scan, the tag iterator, the daemon's subscription filter and topic
+ * table, the CLI's tag filter) goes through it, so they all agree on what
+ * well-formed bytes are and on protobuf's "last one wins".
+ *
+ * event_walk_next reads the fields in wire order and returns those the
+ * caller wants; on the way it checks what every caller relies on:
+ *   - the framing of every field (varints, lengths, no groups);
+ *   - the wire type of every known field, wanted or not (protobuf-c refuses
+ *     a known field with the wrong one; so does the daemon on publish);
+ *   - for a wanted tags entry, its framing and that key and value are
+ *     length-delimited (absent ones are empty, as in protobuf).
+ * With strict set, the topic and tag keys and values must also be valid
+ * UTF-8 (event_scan's rules; the other callers read bytes the daemon
+ * already checked and skip that cost). Unknown fields (a newer producer's)
+ * are skipped. Timestamps and the payload are returned as their bytes:
+ * event_scan checks what is inside them.
+ */
+#define EVENT_WANT(field) (1u << (field))
+#define EVENT_WANT_ALL    0xffu /* fields 1..7 (bit 0 is never a field) */
+
+typedef struct event_walker {
+    wire_cursor c;
+    unsigned want; /* EVENT_WANT bits */
+    bool strict;
+} event_walker;
+
+typedef struct event_item {
+    wire_field f;  /* f.number is an enum event_field; f.data (LEN fields),
+                      f.value (EVENT_PAYLOAD_SIZE), f.pos (the tag's byte) */
+    event_tag tag; /* EVENT_TAGS: the entry's key and value */
+} event_item;
+
+void event_walk_init(event_walker *w, const uint8_t *p, size_t n, unsigned want, bool strict);
+
+/* 1 with *it set, 0 after the last field, or PB_EPROTO (err names the
+ * field and byte position; err may be NULL). */
+int event_walk_next(event_walker *w, event_item *it, char *err, size_t errlen);
+
+/* --- scanning ---------------------------------------------------------------- */
+
+typedef struct event_time {
+    int64_t ns;   /* nanoseconds since 1970-01-01T00:00:00Z; 0 when absent */
+    bool present; /* the field occurred */
+} event_time;
+
+typedef struct event_view {
+    wire_slice topic;
+    wire_slice type_url; /* payload.type_url (empty when absent) */
+    wire_slice value;    /* payload.value (empty when absent) */
+    bool has_payload;
+    int64_t payload_size;
+    event_time client_event_time;
+    event_time client_transmit_time;
+    event_time server_receive_time;
+    size_t n_tags;        /* tag entries on the wire; a repeated key counts each time */
+    wire_slice tags_span; /* from the first tags field to the end of the last */
+} event_view;
+
+/*
+ * Validate an EncapsulatedEvent completely and fill *v (pointing into p).
+ * Every known field must have its wire type; strings (topic, tag keys and
+ * values, type_url) must be valid UTF-8; Timestamps have nanos in
+ * [0, 999999999] and must fit int64 nanoseconds (years 1677..2262); unknown
+ * fields are skipped. Repeated occurrences follow protobuf: the last value
+ * of a scalar or string wins, and repeated occurrences of a message field
+ * (timestamps, payload) merge field by field. Returns 0 or PB_EPROTO.
+ */
+int event_scan(const uint8_t *p, size_t n, event_view *v, char *err, size_t errlen);
+
+typedef struct event_tag_iter {
+    event_walker w;
+} event_tag_iter;
+
+/*
+ * Iterate the tags of a scanned event. Each key is produced once, with the
+ * value of its last entry on the wire (protobuf map semantics), in the order
+ * of those last entries. Cost: one pass per entry over the entries after it
+ * (quadratic in the tag count) - meant for formatting and filtering small
+ * maps; for one key use event_tag_get.
+ */
+void event_tags_begin(const event_view *v, event_tag_iter *it);
+bool event_tags_next(event_tag_iter *it, event_tag *t);
+
+/* The value of `key` (last entry wins): 0, or PB_ENOTFOUND. Linear. */
+int event_tag_get(const event_view *v, const void *key, size_t key_len, wire_slice *value);
+
+/* --- encoder --------------------------------------------------------------- */
+
+#define EVENT_RECEIVE_TIME_MAX 19 /* tag + length + Timestamp{int64, int32} */
+
+/*
+ * The field appended to a client's event: server_receive_time (field 5) =
+ * Timestamp for `ns` (floor to seconds, nanos in [0, 1e9), so negative times
+ * are right). Both Timestamp fields are always written, even when zero, so
+ * the appended value replaces a client-sent one under every decoder's rule:
+ * protobuf-c takes the later message's scalars, C++/Java/Go merge field by
+ * field and only fields present on the wire override.
+ */
+size_t event_put_receive_time(uint8_t *out, size_t cap, int64_t ns);
+
+#endif

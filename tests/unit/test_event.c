@@ -1,0 +1,272 @@
+/*
+ * Unit tests for proto/event.c's walker (event_walk_*), the one walk every
+ * reader of stored event bytes shares: it returns only the wanted fields,
+ * in wire order; checks the wire type of every known field, wanted or not;
+ * opens wanted tag entries (absent key or value: empty); checks UTF-8 only
+ * when strict; skips unknown fields; words errors like event_scan. And a
+ * bounded, deterministic mutation loop: whatever event_scan accepts, the
+ * lenient walk accepts too and finds the same topic and tags.
+ * Single-threaded; no files. (event_scan itself: test_frame.c.)
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "event.h"
+#include "pb_errors.h"
+#include "wire.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* A tags entry {key, value} as field 2 of an event, at out. */
+static size_t put_tag(uint8_t *out, const char *key, const char *value)
+{
+    uint8_t entry[64];
+    size_t n = 0;
+
+    if (key)
+        n += wire_put_len_field(entry + n, 1, key, strlen(key));
+    if (value)
+        n += wire_put_len_field(entry + n, 2, value, strlen(value));
+    return wire_put_len_field(out, 2, entry, n);
+}
+
+static size_t put_str(uint8_t *out, uint32_t field, const char *s)
+{
+    return wire_put_len_field(out, field, s, strlen(s));
+}
+
+static void expect_err(int rc, const char *err, const char *want)
+{
+    assert_int_equal(rc, PB_EPROTO);
+    if (strcmp(err, want) != 0)
+        fail_msg("error \"%s\", expected \"%s\"", err, want);
+}
+
+static void test_wanted_fields_in_wire_order(void **state)
+{
+    uint8_t ev[256];
+    size_t n = 0;
+    event_walker w;
+    event_item it;
+    char err[200];
+    (void)state;
+
+    n += put_str(ev + n, EVENT_TOPIC, "first");
+    n += put_tag(ev + n, "k", "v1");
+    n += wire_put_varint_field(ev + n, 99, 5); /* unknown: skipped */
+    n += wire_put_varint_field(ev + n, EVENT_PAYLOAD_SIZE, 7);
+    n += put_str(ev + n, EVENT_TOPIC, "second");
+    n += put_tag(ev + n, "k", "v2");
+
+    /* Topic only: both occurrences, nothing else. */
+    event_walk_init(&w, ev, n, EVENT_WANT(EVENT_TOPIC), false);
+    assert_int_equal(event_walk_next(&w, &it, err, sizeof err), 1);
+    assert_int_equal(it.f.number, EVENT_TOPIC);
+    assert_true(wire_slice_eq_bytes(it.f.data, "first", 5));
+    assert_int_equal(it.f.pos, 0);
+    assert_int_equal(event_walk_next(&w, &it, err, sizeof err), 1);
+    assert_true(wire_slice_eq_bytes(it.f.data, "second", 6));
+    assert_int_equal(event_walk_next(&w, &it, err, sizeof err), 0);
+    assert_int_equal(event_walk_next(&w, &it, err, sizeof err), 0); /* stays at the end */
+
+    /* Everything known, strict. */
+    event_walk_init(&w, ev, n, EVENT_WANT_ALL, true);
+    uint32_t want[] = {EVENT_TOPIC, EVENT_TAGS, EVENT_PAYLOAD_SIZE, EVENT_TOPIC, EVENT_TAGS};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        assert_int_equal(event_walk_next(&w, &it, err, sizeof err), 1);
+        assert_int_equal(it.f.number, want[i]);
+        if (it.f.number == EVENT_TAGS) {
+            assert_true(wire_slice_eq_bytes(it.tag.key, "k", 1));
+            assert_true(wire_slice_eq_bytes(it.tag.value, i == 1 ? "v1" : "v2", 2));
+        }
+        if (it.f.number == EVENT_PAYLOAD_SIZE)
+            assert_int_equal(it.f.value, 7);
+    }
+    assert_int_equal(event_walk_next(&w, &it, err, sizeof err), 0);
+
+    /* The empty event has no field. */
+    event_walk_init(&w, NULL, 0, EVENT_WANT_ALL, true);
+    assert_int_equal(event_walk_next(&w, &it, NULL, 0), 0);
+}
+
+static void test_absent_key_or_value_is_empty(void **state)
+{
+    uint8_t ev[64];
+    size_t n = 0;
+    event_walker w;
+    event_item it;
+    (void)state;
+
+    n += put_tag(ev + n, NULL, "v");
+    n += put_tag(ev + n, "k", NULL);
+    n += put_tag(ev + n, NULL, NULL);
+    event_walk_init(&w, ev, n, EVENT_WANT(EVENT_TAGS), false);
+    assert_int_equal(event_walk_next(&w, &it, NULL, 0), 1);
+    assert_int_equal(it.tag.key.len, 0);
+    assert_true(wire_slice_eq_bytes(it.tag.value, "v", 1));
+    assert_int_equal(event_walk_next(&w, &it, NULL, 0), 1);
+    assert_true(wire_slice_eq_bytes(it.tag.key, "k", 1));
+    assert_int_equal(it.tag.value.len, 0);
+    assert_int_equal(event_walk_next(&w, &it, NULL, 0), 1);
+    assert_int_equal(it.tag.key.len + it.tag.value.len, 0);
+    assert_int_equal(event_walk_next(&w, &it, NULL, 0), 0);
+}
+
+static void test_wire_types_checked_wanted_or_not(void **state)
+{
+    uint8_t ev[64];
+    size_t n;
+    event_walker w;
+    event_item it;
+    char err[200];
+    (void)state;
+
+    /* payload_size sent length-delimited: refused even when only the
+     * topic is wanted (and the topic before it is still returned). */
+    n = put_str(ev, EVENT_TOPIC, "t");
+    n += wire_put_len_field(ev + n, EVENT_PAYLOAD_SIZE, "x", 1);
+    event_walk_init(&w, ev, n, EVENT_WANT(EVENT_TOPIC), false);
+    assert_int_equal(event_walk_next(&w, &it, err, sizeof err), 1);
+    expect_err(event_walk_next(&w, &it, err, sizeof err), err,
+               "EncapsulatedEvent field 6 (payload_size) at byte 3: wire type 2 "
+               "(length-delimited), expected 0 (varint)");
+
+    /* A topic sent as a varint. */
+    n = wire_put_varint_field(ev, EVENT_TOPIC, 1);
+    event_walk_init(&w, ev, n, EVENT_WANT(EVENT_TAGS), false);
+    expect_err(event_walk_next(&w, &it, err, sizeof err), err,
+               "EncapsulatedEvent field 1 (topic) at byte 0: wire type 0 (varint), expected 2 "
+               "(length-delimited)");
+
+    /* A tag key sent as a varint: checked only when tags are wanted. */
+    uint8_t entry[8];
+    size_t e = wire_put_varint_field(entry, 1, 3);
+    n = wire_put_len_field(ev, EVENT_TAGS, entry, e);
+    event_walk_init(&w, ev, n, EVENT_WANT(EVENT_TOPIC), false);
+    assert_int_equal(event_walk_next(&w, &it, err, sizeof err), 0);
+    event_walk_init(&w, ev, n, EVENT_WANT(EVENT_TAGS), false);
+    expect_err(event_walk_next(&w, &it, err, sizeof err), err,
+               "EncapsulatedEvent field 2 (tags) at byte 0: TagsEntry field 1 (key) at byte 2: "
+               "wire type 0 (varint), expected 2 (length-delimited)");
+    event_walk_init(&w, ev, n, EVENT_WANT(EVENT_TAGS), false);
+    assert_int_equal(event_walk_next(&w, &it, NULL, 0), PB_EPROTO);
+
+    /* Framing: a length past the end. */
+    ev[0] = EVENT_TOPIC << 3 | WIRE_LEN;
+    ev[1] = 9;
+    event_walk_init(&w, ev, 3, EVENT_WANT(EVENT_TOPIC), false);
+    expect_err(event_walk_next(&w, &it, err, sizeof err), err,
+               "EncapsulatedEvent field 1 (topic) at byte 0: length 9 exceeds remaining 1 bytes");
+    /* err may be NULL: the same verdict, no message. */
+    event_walk_init(&w, ev, 3, EVENT_WANT(EVENT_TOPIC), false);
+    assert_int_equal(event_walk_next(&w, &it, NULL, 0), PB_EPROTO);
+}
+
+static void test_utf8_only_when_strict(void **state)
+{
+    uint8_t ev[64];
+    size_t n = 0;
+    event_walker w;
+    event_item it;
+    char err[200];
+    (void)state;
+
+    n += wire_put_len_field(ev + n, EVENT_TOPIC, "a\xff", 2);
+    event_walk_init(&w, ev, n, EVENT_WANT(EVENT_TOPIC), false);
+    assert_int_equal(event_walk_next(&w, &it, err, sizeof err), 1);
+    event_walk_init(&w, ev, n, EVENT_WANT(EVENT_TOPIC), true);
+    expect_err(event_walk_next(&w, &it, err, sizeof err), err,
+               "EncapsulatedEvent field 1 (topic) at byte 0: invalid UTF-8 at byte 3");
+
+    n = put_tag(ev, "k", "\xc0\x80"); /* an overlong NUL */
+    event_walk_init(&w, ev, n, EVENT_WANT(EVENT_TAGS), false);
+    assert_int_equal(event_walk_next(&w, &it, err, sizeof err), 1);
+    event_walk_init(&w, ev, n, EVENT_WANT(EVENT_TAGS), true);
+    expect_err(event_walk_next(&w, &it, err, sizeof err), err,
+               "EncapsulatedEvent field 2 (tags) at byte 0: TagsEntry field 2 (value) at byte 5: "
+               "invalid UTF-8 at byte 7");
+}
+
+/* The last topic and, per key, the last value, by walking leniently. */
+static int lenient_view(const uint8_t *p, size_t n, wire_slice *topic, size_t *n_tags)
+{
+    event_walker w;
+    event_item it;
+    int rc;
+
+    *topic = (wire_slice){NULL, 0};
+    *n_tags = 0;
+    event_walk_init(&w, p, n, EVENT_WANT(EVENT_TOPIC) | EVENT_WANT(EVENT_TAGS), false);
+    while ((rc = event_walk_next(&w, &it, NULL, 0)) > 0) {
+        if (it.f.number == EVENT_TOPIC)
+            *topic = it.f.data;
+        else
+            (*n_tags)++;
+    }
+    return rc;
+}
+
+static uint32_t rng_next(uint32_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 17;
+    *s ^= *s << 5;
+    return *s;
+}
+
+static void test_strict_accepts_only_what_lenient_accepts(void **state)
+{
+    uint8_t base[256], ev[256];
+    size_t n = 0;
+    uint32_t seed = 12345;
+    unsigned accepted = 0;
+    (void)state;
+
+    n += put_str(base + n, EVENT_TOPIC, "sensors.kitchen");
+    n += put_tag(base + n, "room", "kitchen");
+    n += put_tag(base + n, "site", "eu");
+    n += wire_put_varint_field(base + n, EVENT_PAYLOAD_SIZE, 300);
+    n += put_tag(base + n, "room", "hall");
+    for (int i = 0; i < 20000; i++) {
+        event_view v;
+        wire_slice topic;
+        size_t n_tags;
+
+        memcpy(ev, base, n);
+        for (int k = 1 + (int)(rng_next(&seed) % 3); k > 0; k--)
+            ev[rng_next(&seed) % n] = (uint8_t)rng_next(&seed);
+        size_t len = n - rng_next(&seed) % 4;
+        if (event_scan(ev, len, &v, NULL, 0) != 0)
+            continue;
+        accepted++;
+        assert_int_equal(lenient_view(ev, len, &topic, &n_tags), 0);
+        assert_true(wire_slice_eq(topic, v.topic));
+        assert_int_equal(n_tags, v.n_tags);
+        /* The tag iterator and event_tag_get agree with the walk. */
+        event_tag_iter it;
+        event_tag t;
+        event_tags_begin(&v, &it);
+        while (event_tags_next(&it, &t)) {
+            wire_slice got;
+            assert_int_equal(event_tag_get(&v, t.key.p, t.key.len, &got), 0);
+            assert_true(wire_slice_eq(got, t.value));
+        }
+    }
+    assert_true(accepted > 100); /* the loop did test something */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_wanted_fields_in_wire_order),
+        cmocka_unit_test(test_absent_key_or_value_is_empty),
+        cmocka_unit_test(test_wire_types_checked_wanted_or_not),
+        cmocka_unit_test(test_utf8_only_when_strict),
+        cmocka_unit_test(test_strict_accepts_only_what_lenient_accepts),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
