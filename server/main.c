@@ -2,16 +2,20 @@
  * protobusd - the Protobus daemon: command line, configuration, start-up and
  * shutdown order.
  *
- * Start: config -> store (recovers every partition found on disk) ->
- * subscription pool -> router -> listener. Stop (SIGTERM/SIGINT): stop
- * accepting and reading, let the writers finish what was received and the
- * loop write its acks, end the subscriptions, close the partitions (final
- * sync, topic snapshots), exit 0.
+ * Start, in the order data flows back from the disk: config -> live fan-out
+ * (where the partition writers announce durable records) -> store (recovers
+ * every partition found on disk; each writer announces into the fan-out) ->
+ * subscription pool (reads the store, registers its live queues with the
+ * fan-out) -> router -> listener. Stop (SIGTERM/SIGINT): stop accepting and
+ * reading, let the writers finish what was received and the loop write its
+ * acks, end the subscriptions, close the partitions (final sync, topic
+ * snapshots), free the fan-out, exit 0.
  *
  * Threads: main() and everything here run on the main thread, which is also
  * the libuv loop thread.
  */
 #include "config.h"
+#include "fanout.h"
 #include "logging.h"
 #include "net.h"
 #include "partition.h"
@@ -70,6 +74,7 @@ static const char builtin_config[] = "[server]\n"
 typedef struct daemon_state {
     pb_config cfg;
     uv_loop_t loop;
+    fanout *live;
     store *store;
     sub_registry *subs;
     router *router;
@@ -123,7 +128,14 @@ static int partition_options_for(void *ctx, const char *name, partition_options 
                                                    : PARTITION_FSYNC_NEVER;
     o->fsync_interval_ms = d->cfg.fsync_interval_ms;
     o->topic_history = TOPIC_HISTORY;
-    o->subs = d->subs;
+    /* Its writer announces durable records into the live fan-out, with a
+     * state of its own there. */
+    fanout_writer *w;
+    int rc = fanout_writer_get(d->live, name, &w);
+    if (rc < 0)
+        return rc;
+    o->durable = fanout_durable;
+    o->durable_ctx = w;
     return 0;
 }
 
@@ -320,31 +332,38 @@ int main(int argc, char **argv)
     logging_printf(LOG_INFO, "protobusd %s starting: config %s, data directory %s, fsync %s",
                    PROTOBUSD_VERSION, d.cfg.path, d.cfg.data_dir, config_fsync_name(d.cfg.fsync));
 
-    sub_options so = {
-        .threads = d.cfg.threads,
-        .queue_bytes = d.cfg.subscriber_queue_bytes,
+    fanout_options fo = {
+        .slots = d.cfg.threads,
         .queue_total_bytes = d.cfg.subscriber_queue_total_bytes,
-        .write_deadline_ms = d.cfg.write_deadline_ms,
-        .topic_history = TOPIC_HISTORY,
     };
-    /* The registry needs the store and the store's partitions need the
-     * registry: create the registry first, then give it the store. */
-    rc = sub_registry_create(&d.subs, &so);
+    rc = fanout_create(&d.live, &fo);
     if (rc < 0) {
-        logging_printf(LOG_ERROR, "cannot start the subscription pool: %s", pb_strerror(rc));
+        logging_printf(LOG_ERROR, "cannot create the live fan-out: %s", pb_strerror(rc));
         goto out_loop;
     }
     rc = store_open(&d.store, d.cfg.data_dir, partition_options_for, &d);
     if (rc < 0) {
         logging_printf(LOG_ERROR, "cannot open data directory %s: %s", d.cfg.data_dir,
                        pb_strerror(rc));
-        goto out_subs;
+        goto out_live;
     }
-    sub_registry_set_store(d.subs, d.store);
+    sub_options so = {
+        .store = d.store,
+        .live = d.live,
+        .threads = d.cfg.threads,
+        .queue_bytes = d.cfg.subscriber_queue_bytes,
+        .write_deadline_ms = d.cfg.write_deadline_ms,
+        .topic_history = TOPIC_HISTORY,
+    };
+    rc = sub_registry_create(&d.subs, &so);
+    if (rc < 0) {
+        logging_printf(LOG_ERROR, "cannot start the subscription pool: %s", pb_strerror(rc));
+        goto out_store;
+    }
     rc = router_create(&d.cfg, &d.router, err, sizeof err);
     if (rc < 0) {
         logging_printf(LOG_ERROR, "%s", err);
-        goto out_store;
+        goto out_subs;
     }
     net_options no = {
         .host = d.cfg.listen_host,
@@ -384,20 +403,19 @@ int main(int argc, char **argv)
     status = 0;
 out_router:
     router_free(d.router);
+out_subs:
+    /* Subscriptions read the partitions: end them first; then close the
+     * partitions (their writers announce into the fan-out until then); then
+     * free the fan-out. */
+    sub_registry_destroy(d.subs);
 out_store:
-    /* Subscriptions read the partitions and the writers publish to the
-     * registry: end the subscriptions first (the registry stays valid for
-     * writers), then close the partitions, then free the registry. */
-    sub_registry_stop(d.subs);
     rc = store_close(d.store);
     if (rc < 0) {
         logging_printf(LOG_ERROR, "closing the partitions: %s", pb_strerror(rc));
         status = 1;
     }
-    sub_registry_destroy(d.subs);
-    goto out_loop;
-out_subs:
-    sub_registry_destroy(d.subs);
+out_live:
+    fanout_destroy(d.live);
 out_loop:
     uv_run(&d.loop, UV_RUN_NOWAIT);
     if (uv_loop_close(&d.loop) != 0)

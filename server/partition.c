@@ -5,18 +5,19 @@
  * Threads:
  *   loop thread    partition_submit: lock, link the pub_part, signal.
  *   writer thread  writer_main: owns the log, the reusable batch arrays and
- *                  the topic table's updates; calls sub_registry_publish and
+ *                  the topic table's updates; calls the durable callback and
  *                  every done() callback.
  *   any thread     the accessors (name, dir, end offset, status, topics).
  *   main thread    partition_open / partition_close.
  *
  * Durability order for one take of the queue (fsync=always):
  *   log_append (one writev) -> log_sync -> offsets and times into the
- *   batches -> topic table -> end offset (release) -> live fan-out -> done().
- * The end offset moves before the fan-out so that a subscription which
- * registers its live queue after the fan-out already sees the new end and
+ *   batches -> topic table -> end offset (release) -> durable callback ->
+ *   done().
+ * The end offset moves before the callback so that a subscription which
+ * registers its live queue after the callback already sees the new end and
  * reads those records from the files: no gap. One registered before the
- * fan-out may get them both ways and skips the duplicates by offset.
+ * callback may get them both ways and skips the duplicates by offset.
  * Under fsync=interval/never the sync step is left out (interval: done when
  * fsync_interval_ms has passed since the last sync, and when idle), so acks
  * can cover records a power loss would take: the documented trade-off.
@@ -31,7 +32,6 @@
 #include "logging.h"
 #include "pb_errors.h"
 #include "record.h"
-#include "sub.h"
 #include "topics.h"
 
 #include <errno.h>
@@ -73,8 +73,7 @@ struct partition {
     uint64_t last_sync_mono; /* CLOCK_MONOTONIC ns of the last sync */
     bool dirty;              /* appended since the last sync */
     bool topics_warned;
-    sub_fanout *fanout; /* the fan-out's state for this writer (sub.h) */
-    int close_rc;       /* first error of the final sync / snapshot */
+    int close_rc; /* first error of the final sync / snapshot */
 };
 
 static uint64_t mono_ns(void)
@@ -275,8 +274,8 @@ static void write_take(partition *p, pub_part *taken)
     }
     if (n > 0)
         atomic_store_explicit(&p->end_offset, first + n, memory_order_release);
-    if (p->opts.subs && n > 0)
-        sub_registry_publish(p->opts.subs, &p->fanout, p, p->recs, n);
+    if (p->opts.durable && n > 0)
+        p->opts.durable(p->opts.durable_ctx, p, p->recs, n);
     complete_all(taken, 0);
 }
 
@@ -366,7 +365,6 @@ static void log_message(void *ctx, int level, const char *msg)
 static void partition_free(partition *p)
 {
     topics_destroy(p->topics);
-    sub_fanout_free(p->fanout);
     free(p->entries);
     free(p->recs);
     free(p->name);

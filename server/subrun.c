@@ -74,6 +74,16 @@ static bool stopping(sub *s)
     return atomic_load_explicit(&s->stop, memory_order_relaxed);
 }
 
+void sub_wake(sub *s)
+{
+    uint64_t one = 1;
+    /* The eventfd is non-blocking; EAGAIN means the counter is saturated,
+     * i.e. a wake-up is pending anyway. */
+    if (write(s->efd, &one, sizeof one) < 0 && errno != EAGAIN)
+        logging_printf(LOG_ERROR, "subscriber %s: cannot signal its thread: %s", s->peer,
+                       strerror(errno));
+}
+
 static void drain_efd(sub *s)
 {
     uint64_t v;

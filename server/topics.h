@@ -25,7 +25,7 @@
 #ifndef PB_TOPICS_H
 #define PB_TOPICS_H
 
-#include "sub.h"
+#include "live.h"
 
 #include <stddef.h>
 #include <stdint.h>
