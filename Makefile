@@ -112,6 +112,9 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/integration/%.o $(TESTLIB_OBJ) $(BUILD)/lib
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
+# test_ingest fails allocations on request (its __wrap_malloc).
+$(BUILD)/tests/test_ingest: LDFLAGS += -Wl,--wrap=malloc
+
 run: $(BUILD)/protobusd
 	$(BUILD)/protobusd -c conf/protobusd.conf
 
