@@ -519,7 +519,17 @@ int log_open(pb_log **out, const char *dir, const log_options *opts)
     }
     /* The files found may have been created by a process that was killed
      * before it synced the directory (their entries live only in the page
-     * cache): sync it before anything appended to them can be acked. */
+     * cache): sync it before anything appended to them can be acked. The
+     * same goes for the active segment's bytes: killed between writing a
+     * new segment's header and syncing it, a process leaves a header that
+     * only the page cache holds; records appended after it but never acked
+     * could then outlive a power loss that takes the header, and the next
+     * recovery would refuse the segment (a damaged header with records
+     * after it). */
+    if (bases.n > 0 && log->fd >= 0 && (rc = log->io->fdatasync(log->io, log->fd)) < 0) {
+        log_fail(log, rc, "fdatasync of", log->log_path, 0);
+        goto fail;
+    }
     if (bases.n > 0 && (rc = log_sync_dir(log)) < 0)
         goto fail;
     segment_buf_free(&b);
