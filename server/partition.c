@@ -50,6 +50,7 @@ struct partition {
     char *name;
     char *dir;
     partition_options opts;
+    const fileio *io; /* opts.log.io, or POSIX: the log's and the topic snapshot's */
     pb_log *log;
     topic_table *topics;
 
@@ -322,7 +323,7 @@ static void *writer_main(void *arg)
         rc = sync_log(p);
     /* Cover only what is durable and acknowledged: on a failed partition the
      * log may hold unsynced records past the end offset. */
-    int src = topics_save(p->topics, p->dir, atomic_load(&p->end_offset));
+    int src = topics_save(p->topics, p->io, p->dir, atomic_load(&p->end_offset));
     p->close_rc = rc < 0 ? rc : src;
     return NULL;
 }
@@ -382,6 +383,7 @@ int partition_open(partition **out, const char *data_dir, const char *name,
     if (!p)
         return PB_ENOMEM;
     p->opts = *opts;
+    p->io = p->opts.log.io ? p->opts.log.io : fileio_posix();
     if (!p->opts.log.logf) {
         p->opts.log.logf = log_message;
         p->opts.log.log_ctx = p;
@@ -408,7 +410,7 @@ int partition_open(partition **out, const char *data_dir, const char *name,
     rc = topics_create(&p->topics, p->opts.topic_history);
     if (rc < 0)
         goto fail;
-    rc = topics_load(p->topics, p->dir, p->name, end);
+    rc = topics_load(p->topics, p->io, p->dir, p->name, end);
     if (rc == PB_ENOMEM)
         goto fail;
     /* Other failures were logged: the partition still stores and serves
