@@ -12,6 +12,7 @@
  */
 #include "reader.h"
 
+#include "order.h"
 #include "pb_errors.h"
 #include "segment.h"
 
@@ -47,12 +48,6 @@ struct pb_reader {
     char problem_file[PATH_MAX];
     char reason[160];
 };
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
 
 /* Index of the last base <= v, or (size_t)-1 if v is below the first. */
 static size_t find_base(const uint64_t *bases, size_t n, uint64_t v)
@@ -113,15 +108,14 @@ static int refresh_segments(pb_reader *r)
         return rc == -ENOENT && !l.started ? PB_ENOTFOUND : rc;
     if (!l.started)
         r->nseg = 0; /* an empty directory */
-    if (r->nseg > 1)
-        qsort(r->bases, r->nseg, sizeof *r->bases, cmp_u64);
+    pb_sort_u64(r->bases, r->nseg);
     if (have_cur) {
         size_t i = find_base(r->bases, r->nseg, cur_base);
         if (i == (size_t)-1 || r->bases[i] != cur_base) {
             /* Deleted under us; our descriptor still reads it. */
             if ((rc = push_base(r, cur_base)) < 0)
                 return rc;
-            qsort(r->bases, r->nseg, sizeof *r->bases, cmp_u64);
+            pb_sort_u64(r->bases, r->nseg);
             i = find_base(r->bases, r->nseg, cur_base);
         }
         r->cur = i;

@@ -9,7 +9,6 @@
 #include "iov.h"
 #include "segment.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -42,15 +41,11 @@ static ssize_t px_pwritev(const fileio *io, int fd, const struct iovec *iov, int
     }
 }
 
+/* The EINTR-safe pread loop and the directory listing are proto's (the
+ * readers of segment files use them too). */
 static ssize_t px_pread(const fileio *io, int fd, void *buf, size_t len, off_t off)
 {
-    for (;;) {
-        ssize_t n = pread(fd, buf, len, off);
-        if (n >= 0)
-            return n;
-        if (errno != EINTR)
-            return -errno;
-    }
+    return segment_pread_posix(NULL, fd, buf, len, off);
 }
 
 /* No EINTR retry for the syncs: Linux does not interrupt them, and a sync
@@ -108,25 +103,7 @@ static int px_rename(const fileio *io, const char *from, const char *to)
 
 static int px_list_dir(const fileio *io, const char *path, fileio_dirent_fn fn, void *arg)
 {
-    DIR *d = opendir(path);
-    if (!d)
-        return -errno;
-    int rc = 0;
-    for (;;) {
-        errno = 0;
-        struct dirent *de = readdir(d);
-        if (!de) {
-            rc = errno ? -errno : 0;
-            break;
-        }
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        if ((rc = fn(arg, de->d_name)) < 0)
-            break;
-    }
-    if (closedir(d) < 0 && rc == 0)
-        rc = -errno;
-    return rc;
+    return segment_io_posix()->list(NULL, path, fn, arg);
 }
 
 static const fileio posix_io = {

@@ -75,6 +75,16 @@ int64_t log_period_of(const pb_log *log, int64_t t_ns)
     return p;
 }
 
+void log_close_index(pb_log *log)
+{
+    if (log->idx_fd < 0)
+        return;
+    int rc = log->io->close(log->io, log->idx_fd);
+    if (rc < 0)
+        log_say(log, PB_LOG_WARNING, "index %s: close failed: %s", log->idx_path, pb_strerror(rc));
+    log->idx_fd = -1;
+}
+
 /* The index is a cache: when writing it fails, stop indexing this segment
  * (the reader falls back to scanning; the next open rebuilds it). */
 static void drop_index(pb_log *log, int rc)
@@ -82,10 +92,7 @@ static void drop_index(pb_log *log, int rc)
     log_say(log, PB_LOG_WARNING,
             "index %s: write at byte %" PRIu64 " failed: %s; not indexing the rest of this segment",
             log->idx_path, log->idx_size, pb_strerror(rc));
-    int crc = log->io->close(log->io, log->idx_fd);
-    if (crc < 0)
-        log_say(log, PB_LOG_WARNING, "index %s: close failed: %s", log->idx_path, pb_strerror(crc));
-    log->idx_fd = -1;
+    log_close_index(log);
 }
 
 void log_write_index(pb_log *log, const uint8_t *entries, size_t n)
@@ -114,13 +121,7 @@ int log_sync_dir(pb_log *log)
 int log_close_active(pb_log *log)
 {
     int rc = 0;
-    if (log->idx_fd >= 0) {
-        int c = log->io->close(log->io, log->idx_fd);
-        if (c < 0)
-            log_say(log, PB_LOG_WARNING, "index %s: close failed: %s", log->idx_path,
-                    pb_strerror(c));
-        log->idx_fd = -1;
-    }
+    log_close_index(log);
     if (log->fd >= 0) {
         rc = log->io->close(log->io, log->fd);
         log->fd = -1;

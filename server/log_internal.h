@@ -76,6 +76,10 @@ void log_write_index(pb_log *log, const uint8_t *entries, size_t n);
  * the directory that names it is synced. */
 int log_sync_dir(pb_log *log);
 
+/* Closes the active segment's index, if open (a failure is only logged: the
+ * index is a cache). */
+void log_close_index(pb_log *log);
+
 /* Closes the active segment's files. Returns the .log's close result. */
 int log_close_active(pb_log *log);
 

@@ -15,6 +15,7 @@
  */
 #include "patterns.h"
 
+#include "hash.h"
 #include "pb_errors.h"
 
 #include <stdint.h>
@@ -76,18 +77,6 @@ int pattern_compile_whole(const char *pattern, size_t len, pcre2_code **out, cha
     (void)pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
     *out = code;
     return 0;
-}
-
-/* FNV-1a: the cache is direct-mapped, so a poor distribution only costs
- * extra regex runs, never correctness (slots compare the topic bytes). */
-static uint64_t topic_hash(const char *s, size_t len)
-{
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
 }
 
 int patterns_compile(const char *const *patterns, size_t n, pattern_set **out, char *err,
@@ -165,7 +154,7 @@ bool patterns_match(pattern_set *ps, const char *topic, size_t len)
         ps->misses++;
         return match_uncached(ps, topic, len);
     }
-    uint64_t h = topic_hash(topic, len);
+    uint64_t h = pb_hash_bytes(0, topic, len);
     struct cache_slot *slot = &ps->slots[h & (PATTERNS_CACHE_SLOTS - 1)];
     if (slot->used && slot->hash == h && slot->len == len && memcmp(slot->topic, topic, len) == 0) {
         ps->hits++;
@@ -339,7 +328,7 @@ bool match_cache_get(match_cache *c, const char *topic, size_t len, const uint16
     }
     if (!topic)
         topic = "";
-    uint64_t h = topic_hash(topic, len);
+    uint64_t h = pb_hash_bytes(0, topic, len);
     uint64_t tag = h & 0xFFFFFFFF00000000ull;
     for (size_t i = (size_t)mc_mix(h) & (c->nindex - 1); c->index[i];
          i = (i + 1) & (c->nindex - 1)) {
@@ -436,7 +425,7 @@ int match_cache_put(match_cache *c, const char *topic, size_t len, const uint16_
             return PB_ENOMEM;
         }
     }
-    uint64_t h = topic_hash(topic, len);
+    uint64_t h = pb_hash_bytes(0, topic, len);
     mc_entry e = {.hash = h, .len = (uint16_t)len, .nids = (uint16_t)n};
     uint8_t *at = c->arena + c->arena_used;
     memcpy(at, &e, sizeof e);

@@ -16,6 +16,7 @@
  */
 #include "log_internal.h"
 
+#include "order.h"
 #include "pb_errors.h"
 #include "record.h"
 #include "segment.h"
@@ -174,13 +175,7 @@ static size_t load_index(pb_log *log, segment_buf *b, uint64_t log_size, segment
     return kept;
 rebuild:
     free(raw);
-    if (log->idx_fd >= 0) {
-        int rc = log->io->close(log->io, log->idx_fd);
-        if (rc < 0)
-            log_say(log, PB_LOG_WARNING, "index %s: close failed: %s", log->idx_path,
-                    pb_strerror(rc));
-        log->idx_fd = -1;
-    }
+    log_close_index(log);
     log_say(log, PB_LOG_INFO, "index %s: %s; rebuilding from %s", log->idx_path, why,
             log->log_path);
     log_create_index(log, log_now_ns(log));
@@ -236,13 +231,7 @@ static int check_old_index(pb_log *log, segment_buf *b, uint64_t base)
                 " at the end of a rotated segment; kept",
                 log->log_path, st.file_size - st.pos, st.pos);
 out:
-    if (log->idx_fd >= 0) {
-        int c = log->io->close(log->io, log->idx_fd);
-        if (c < 0)
-            log_say(log, PB_LOG_WARNING, "index %s: close failed: %s", log->idx_path,
-                    pb_strerror(c));
-        log->idx_fd = -1;
-    }
+    log_close_index(log);
     segment_buf_attach(b, -1);
     int c = log->io->close(log->io, lfd);
     return rc < 0 ? rc : c;
@@ -433,12 +422,6 @@ static int collect_base(void *arg, const char *name)
     return 0;
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 int log_open(pb_log **out, const char *dir, const log_options *opts)
 {
     *out = NULL;
@@ -482,8 +465,7 @@ int log_open(pb_log **out, const char *dir, const log_options *opts)
         log_fail(log, rc, "listing of directory", log->dir, 0);
         goto fail;
     }
-    if (bases.n > 1)
-        qsort(bases.v, bases.n, sizeof *bases.v, cmp_u64);
+    pb_sort_u64(bases.v, bases.n);
     if ((rc = segment_buf_init(&b, io_pread, (void *)log->io)) < 0)
         goto fail;
     for (size_t i = 0; i + 1 < bases.n; i++) {

@@ -24,6 +24,7 @@
 #include "topics.h"
 
 #include "crc32c.h"
+#include "hash.h"
 #include "logging.h"
 #include "pb_errors.h"
 #include "reader.h"
@@ -63,17 +64,6 @@ struct topic_table {
     size_t nslots;
     size_t count;
 };
-
-static uint64_t topic_hash(const uint8_t *p, size_t n)
-{
-    /* FNV-1a: topics are short, and this is only to spread them. */
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
 
 int topics_create(topic_table **out, uint32_t history)
 {
@@ -159,7 +149,7 @@ static int grow_slots(topic_table *t)
 /* The entry for topic, created if new; NULL when out of memory. Write lock held. */
 static topic_entry *entry_get(topic_table *t, const uint8_t *topic, size_t len, bool *created)
 {
-    uint64_t h = topic_hash(topic, len);
+    uint64_t h = pb_hash_bytes(0, topic, len);
     size_t i = find_slot(t, topic, len, h);
     *created = false;
     if (t->slots[i])
