@@ -422,17 +422,10 @@ static int collect_base(void *arg, const char *name)
     return 0;
 }
 
-int log_open(pb_log **out, const char *dir, const log_options *opts)
+/* Options with their defaults, the I/O table, and the directory's name
+ * without trailing slashes. PB_EINVAL for an empty or too long name. */
+static int set_up(pb_log *log, const char *dir, const log_options *opts)
 {
-    *out = NULL;
-    if (opts && opts->rotate_every_s < 0)
-        return PB_EINVAL;
-    pb_log *log = calloc(1, sizeof *log);
-    if (!log)
-        return PB_ENOMEM;
-    base_list bases = {0};
-    segment_buf b = {0};
-    int rc = PB_EINVAL;
     log->fd = log->idx_fd = log->dir_fd = -1;
     log->last_time = INT64_MIN;
     if (opts)
@@ -448,9 +441,71 @@ int log_open(pb_log **out, const char *dir, const log_options *opts)
     while (len > 1 && dir[len - 1] == '/')
         len--; /* "a/b/" and "a/b" are one directory; keeps messages tidy */
     if (len == 0 || len >= sizeof log->dir)
-        goto fail;
+        return PB_EINVAL;
     memcpy(log->dir, dir, len);
+    return 0;
+}
 
+/* Checks the rotated segments bases[0..n-1), recovers the newest one (or
+ * creates segment 0 in an empty directory), and carries the previous
+ * segment's last time over to an active segment without records. */
+static int recover_segments(pb_log *log, segment_buf *b, const uint64_t *bases, size_t n)
+{
+    int rc;
+    for (size_t i = 0; i + 1 < n; i++) {
+        if ((rc = check_old_index(log, b, bases[i])) < 0)
+            return log_fail(log, rc, "index check of segment", log->log_path, 0);
+        if ((rc = check_old_header(log, bases[i])) < 0)
+            return log_fail(log, rc, "header check of segment", log->log_path, 0);
+    }
+    rc = n == 0 ? log_create_segment(log, 0) : recover_active(log, b, bases[n - 1]);
+    if (rc < 0 || log->has_records || n < 2)
+        return rc;
+    /* Rotated, then stopped before the first record: continue the previous
+     * segment's times so they never go backwards. */
+    scan_state st;
+    if ((rc = tail_of(log, b, bases[n - 2], &st)) < 0)
+        return log_fail(log, rc, "recovery read of segment before", log->log_path, 0);
+    if (st.any)
+        log->last_time = st.last_time;
+    if (st.expected != log->next_offset)
+        log_say(log, PB_LOG_WARNING,
+                "segment %s starts at offset %" PRIu64 " but the one before ends at %" PRIu64,
+                log->log_path, log->next_offset, st.expected);
+    return 0;
+}
+
+/*
+ * The files found may have been created by a process that was killed
+ * before it synced the directory (their entries live only in the page
+ * cache): sync it before anything appended to them can be acked. The same
+ * goes for the active segment's bytes: killed between writing a new
+ * segment's header and syncing it, a process leaves a header that only the
+ * page cache holds; records appended after it but never acked could then
+ * outlive a power loss that takes the header, and the next recovery would
+ * refuse the segment (a damaged header with records after it).
+ */
+static int make_found_durable(pb_log *log)
+{
+    int rc = log->io->fdatasync(log->io, log->fd);
+    if (rc < 0)
+        return log_fail(log, rc, "fdatasync of", log->log_path, 0);
+    return log_sync_dir(log);
+}
+
+int log_open(pb_log **out, const char *dir, const log_options *opts)
+{
+    *out = NULL;
+    if (opts && opts->rotate_every_s < 0)
+        return PB_EINVAL;
+    pb_log *log = calloc(1, sizeof *log);
+    if (!log)
+        return PB_ENOMEM;
+    base_list bases = {0};
+    segment_buf b = {0};
+    int rc = set_up(log, dir, opts);
+    if (rc < 0)
+        goto fail;
     const char *what;
     if ((rc = fileio_mkdir_durable(log->io, log->dir, DIR_MODE, &what)) < 0) {
         log_say(log, PB_LOG_ERR, "partition directory %s: %s failed: %s", log->dir, what,
@@ -466,53 +521,9 @@ int log_open(pb_log **out, const char *dir, const log_options *opts)
         goto fail;
     }
     pb_sort_u64(bases.v, bases.n);
-    if ((rc = segment_buf_init(&b, io_pread, (void *)log->io)) < 0)
-        goto fail;
-    for (size_t i = 0; i + 1 < bases.n; i++) {
-        if ((rc = check_old_index(log, &b, bases.v[i])) < 0) {
-            log_fail(log, rc, "index check of segment", log->log_path, 0);
-            goto fail;
-        }
-        if ((rc = check_old_header(log, bases.v[i])) < 0) {
-            log_fail(log, rc, "header check of segment", log->log_path, 0);
-            goto fail;
-        }
-    }
-    if (bases.n == 0)
-        rc = log_create_segment(log, 0);
-    else
-        rc = recover_active(log, &b, bases.v[bases.n - 1]);
-    if (rc < 0)
-        goto fail;
-    if (!log->has_records && bases.n > 1) {
-        /* Rotated, then stopped before the first record: continue the
-         * previous segment's times so they never go backwards. */
-        scan_state st;
-        if ((rc = tail_of(log, &b, bases.v[bases.n - 2], &st)) < 0) {
-            log_fail(log, rc, "recovery read of segment before", log->log_path, 0);
-            goto fail;
-        }
-        if (st.any)
-            log->last_time = st.last_time;
-        if (st.expected != log->next_offset)
-            log_say(log, PB_LOG_WARNING,
-                    "segment %s starts at offset %" PRIu64 " but the one before ends at %" PRIu64,
-                    log->log_path, log->next_offset, st.expected);
-    }
-    /* The files found may have been created by a process that was killed
-     * before it synced the directory (their entries live only in the page
-     * cache): sync it before anything appended to them can be acked. The
-     * same goes for the active segment's bytes: killed between writing a
-     * new segment's header and syncing it, a process leaves a header that
-     * only the page cache holds; records appended after it but never acked
-     * could then outlive a power loss that takes the header, and the next
-     * recovery would refuse the segment (a damaged header with records
-     * after it). */
-    if (bases.n > 0 && log->fd >= 0 && (rc = log->io->fdatasync(log->io, log->fd)) < 0) {
-        log_fail(log, rc, "fdatasync of", log->log_path, 0);
-        goto fail;
-    }
-    if (bases.n > 0 && (rc = log_sync_dir(log)) < 0)
+    if ((rc = segment_buf_init(&b, io_pread, (void *)log->io)) < 0 ||
+        (rc = recover_segments(log, &b, bases.v, bases.n)) < 0 ||
+        (bases.n > 0 && (rc = make_found_durable(log)) < 0))
         goto fail;
     segment_buf_free(&b);
     free(bases.v);

@@ -417,21 +417,20 @@ fail:
 
 /* --- snapshot loading and catching up --- */
 
-/* Reads the snapshot at path into t (which is empty). Returns 0 with
- * *covered set, PB_ENOTFOUND if there is none, or another negative code with
- * why[] describing the damage (the table is then left empty). */
-static int snap_read(topic_table *t, const fileio *io, const char *path, uint64_t end_offset,
-                     uint64_t *covered, char *why, size_t whylen)
+/* Reads the whole snapshot file at path into *buf (malloc'd, *size bytes).
+ * PB_ENOTFOUND if there is none; another negative code with why[] set. */
+static int snap_slurp(const fileio *io, const char *path, uint8_t **buf, size_t *size, char *why,
+                      size_t whylen)
 {
-    uint8_t *buf = NULL;
-    int rc = 0;
+    *buf = NULL;
     int fd = io->open(io, path, O_RDONLY, 0);
     if (fd < 0) {
         snprintf(why, whylen, "%s", strerror(-fd));
         return fd == -ENOENT ? PB_ENOTFOUND : fd;
     }
     off_t fsize;
-    if ((rc = io->fsize(io, fd, &fsize)) < 0) {
+    int rc = io->fsize(io, fd, &fsize);
+    if (rc < 0) {
         snprintf(why, whylen, "size: %s", pb_strerror(rc));
         goto out;
     }
@@ -441,15 +440,14 @@ static int snap_read(topic_table *t, const fileio *io, const char *path, uint64_
         snprintf(why, whylen, "implausible size %lld bytes", (long long)fsize);
         goto out;
     }
-    size_t size = (size_t)fsize;
-    buf = malloc(size);
-    if (!buf) {
+    *size = (size_t)fsize;
+    if (!(*buf = malloc(*size))) {
         rc = PB_ENOMEM;
-        snprintf(why, whylen, "out of memory for %zu bytes", size);
+        snprintf(why, whylen, "out of memory for %zu bytes", *size);
         goto out;
     }
-    for (size_t got = 0; got < size;) {
-        ssize_t r = io->pread(io, fd, buf + got, size - got, (off_t)got);
+    for (size_t got = 0; got < *size;) {
+        ssize_t r = io->pread(io, fd, *buf + got, *size - got, (off_t)got);
         if (r <= 0) {
             rc = r < 0 ? (int)r : PB_ECORRUPT;
             snprintf(why, whylen, "read at byte %zu: %s", got,
@@ -458,32 +456,21 @@ static int snap_read(topic_table *t, const fileio *io, const char *path, uint64_
         }
         got += (size_t)r;
     }
-    if (crc32c(0, buf, size - 4) != pb_load_le32(buf + size - 4)) {
-        rc = PB_ECORRUPT;
-        snprintf(why, whylen, "CRC mismatch");
-        goto out;
+out:
+    if (rc < 0) {
+        free(*buf);
+        *buf = NULL;
     }
-    if (memcmp(buf, SNAP_MAGIC, 8) != 0 || pb_load_le32(buf + 8) != SNAP_VERSION) {
-        rc = PB_EFORMAT;
-        snprintf(why, whylen, "not a version %u topics snapshot", SNAP_VERSION);
-        goto out;
-    }
-    uint32_t history = pb_load_le32(buf + 12);
-    uint64_t cov = pb_load_le64(buf + 16);
-    uint64_t ntopics = pb_load_le64(buf + 24);
-    if (history < t->history) {
-        rc = PB_ECORRUPT;
-        snprintf(why, whylen, "it keeps %u offsets per topic, %u are configured", history,
-                 t->history);
-        goto out;
-    }
-    if (cov > end_offset) {
-        rc = PB_ECORRUPT;
-        snprintf(why, whylen, "it covers offsets up to %llu but the log ends at %llu",
-                 (unsigned long long)cov, (unsigned long long)end_offset);
-        goto out;
-    }
-    size_t pos = SNAP_HEADER, end = size - 4;
+    (void)io->close(io, fd); /* read-only: nothing to lose */
+    return rc;
+}
+
+/* Adds the snapshot's topic entries, buf[SNAP_HEADER .. end), to t. 0,
+ * PB_ENOMEM, or PB_ECORRUPT with why[] set. */
+static int snap_entries(topic_table *t, const uint8_t *buf, size_t end, uint64_t ntopics,
+                        uint32_t history, uint64_t cov, char *why, size_t whylen)
+{
+    size_t pos = SNAP_HEADER;
     for (uint64_t i = 0; i < ntopics; i++) {
         if (end - pos < SNAP_TOPIC_HDR)
             goto bad;
@@ -497,11 +484,8 @@ static int snap_read(topic_table *t, const fileio *io, const char *path, uint64_
         pos += name_len;
         bool created;
         topic_entry *e = entry_get(t, name, name_len, &created);
-        if (!e) {
-            rc = PB_ENOMEM;
-            snprintf(why, whylen, "out of memory");
-            goto out;
-        }
+        if (!e)
+            goto nomem;
         if (!created)
             goto bad; /* the same topic twice */
         uint64_t prev = 0;
@@ -511,25 +495,56 @@ static int snap_read(topic_table *t, const fileio *io, const char *path, uint64_
                 goto bad;
             prev = off;
             /* A smaller configured history keeps the newest. */
-            if (count - k <= t->history && ring_push(t, e, off) < 0) {
-                rc = PB_ENOMEM;
-                snprintf(why, whylen, "out of memory");
-                goto out;
-            }
+            if (count - k <= t->history && ring_push(t, e, off) < 0)
+                goto nomem;
         }
     }
-    if (pos != end)
-        goto bad;
-    *covered = cov;
-    goto out;
+    if (pos == end)
+        return 0;
 bad:
-    rc = PB_ECORRUPT;
     snprintf(why, whylen, "inconsistent content near byte %zu", pos);
-out:
+    return PB_ECORRUPT;
+nomem:
+    snprintf(why, whylen, "out of memory");
+    return PB_ENOMEM;
+}
+
+/* Reads the snapshot at path into t (which is empty). Returns 0 with
+ * *covered set, PB_ENOTFOUND if there is none, or another negative code with
+ * why[] describing the damage (the table is then left empty). */
+static int snap_read(topic_table *t, const fileio *io, const char *path, uint64_t end_offset,
+                     uint64_t *covered, char *why, size_t whylen)
+{
+    uint8_t *buf;
+    size_t size = 0;
+    int rc = snap_slurp(io, path, &buf, &size, why, whylen);
     if (rc < 0)
+        return rc;
+    uint32_t history = pb_load_le32(buf + 12);
+    uint64_t cov = pb_load_le64(buf + 16);
+    uint64_t ntopics = pb_load_le64(buf + 24);
+    if (crc32c(0, buf, size - 4) != pb_load_le32(buf + size - 4)) {
+        rc = PB_ECORRUPT;
+        snprintf(why, whylen, "CRC mismatch");
+    } else if (memcmp(buf, SNAP_MAGIC, 8) != 0 || pb_load_le32(buf + 8) != SNAP_VERSION) {
+        rc = PB_EFORMAT;
+        snprintf(why, whylen, "not a version %u topics snapshot", SNAP_VERSION);
+    } else if (history < t->history) {
+        rc = PB_ECORRUPT;
+        snprintf(why, whylen, "it keeps %u offsets per topic, %u are configured", history,
+                 t->history);
+    } else if (cov > end_offset) {
+        rc = PB_ECORRUPT;
+        snprintf(why, whylen, "it covers offsets up to %llu but the log ends at %llu",
+                 (unsigned long long)cov, (unsigned long long)end_offset);
+    } else {
+        rc = snap_entries(t, buf, size - 4, ntopics, history, cov, why, whylen);
+    }
+    if (rc == 0)
+        *covered = cov;
+    else
         clear_locked(t);
     free(buf);
-    (void)io->close(io, fd); /* read-only: nothing to lose */
     return rc;
 }
 
