@@ -127,7 +127,7 @@ ifneq ($(CLI_SRC),)
 BINS += $(BUILD)/protobus
 endif
 
-.PHONY: all run test check unit integration deps install clean format fuzz
+.PHONY: all run test check layers unit integration deps install clean format fuzz
 .SECONDARY:
 
 all: $(BINS)
@@ -202,6 +202,9 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/integration/%.o $(TESTLIB_OBJ) $(BUILD)/lib
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
+# test_ingest fails allocations on request (its __wrap_malloc).
+$(BUILD)/tests/test_ingest: LDFLAGS += -Wl,--wrap=malloc
+
 # exec: protobusd replaces the recipe's shell, so a signal to make's process
 # group reaches the daemon directly (tests/fresh-run stops it that way).
 run: $(BUILD)/protobusd
@@ -214,9 +217,15 @@ test: deps
 	$(MAKE) SAN=1 check
 	$(MAKE) tsan
 
-# One pass: build everything, run every unit test, then the integration tests.
-check: all $(UNIT_BIN) $(INTEG_BIN)
+# One pass: check the include layers, build everything, run every unit
+# test, then the integration tests.
+check: layers all $(UNIT_BIN) $(INTEG_BIN)
 	@BUILD=$(BUILD) tests/run-tests
+
+# The #include lines run one way (proto <- server, proto <- client, and the
+# server's layers in data-flow order): tests/check-layers.
+layers:
+	@tests/check-layers
 
 deps:
 	@tests/install-deps

@@ -1,6 +1,7 @@
 /*
- * segment - segment file names, index entries, and the buffered record
- * scanner shared by the writer's recovery and the reader (see segment.h).
+ * segment - segment file names, index entries, the buffered record scanner
+ * shared by the writer's recovery and the reader, and the POSIX segment_io
+ * (see segment.h).
  *
  * Threads: any; a segment_buf belongs to one thread at a time.
  */
@@ -8,11 +9,14 @@
 
 #include "pb_errors.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* See segment_resync: how far past the densest possible packing a found
@@ -69,6 +73,62 @@ ssize_t segment_pread_posix(void *ctx, int fd, void *buf, size_t len, off_t off)
         if (errno != EINTR)
             return -errno;
     }
+}
+
+static int px_open(void *ctx, const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+static int px_size(void *ctx, int fd, uint64_t *size)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    *size = (uint64_t)st.st_size;
+    return 0;
+}
+
+static int px_close(void *ctx, int fd)
+{
+    return close(fd) < 0 ? -errno : 0;
+}
+
+static int px_list(void *ctx, const char *dir, int (*fn)(void *arg, const char *name), void *arg)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return -errno;
+    int rc = 0;
+    for (;;) {
+        errno = 0;
+        struct dirent *de = readdir(d);
+        if (!de) {
+            rc = errno ? -errno : 0;
+            break;
+        }
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if ((rc = fn(arg, de->d_name)) < 0)
+            break;
+    }
+    (void)closedir(d); /* read-only: a close error loses nothing */
+    return rc;
+}
+
+static const segment_io posix_io = {
+    .open = px_open,
+    .pread = segment_pread_posix,
+    .size = px_size,
+    .close = px_close,
+    .list = px_list,
+    .ctx = NULL,
+};
+
+const segment_io *segment_io_posix(void)
+{
+    return &posix_io;
 }
 
 int segment_buf_init(segment_buf *b, segment_pread_fn fn, void *ctx)

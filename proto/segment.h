@@ -3,10 +3,11 @@
  * share about segment files: their names, the index entry layout, and a
  * buffered record scanner with resynchronisation after damage.
  *
- * The scanner reads through a caller-supplied pread function so the writer
- * can route its recovery I/O through its fileio layer while the reader uses
- * plain pread(2). No threads, no sockets: safe to use from any thread, one
- * thread per segment_buf.
+ * The scanner reads through a caller-supplied pread function, and the
+ * partition reader through a segment_io table, so the daemon can route its
+ * reads through its file layer (server/fileio.h, which tests replace with a
+ * simulated disk) while everyone else uses plain POSIX. No threads, no
+ * sockets: safe to use from any thread, one thread per segment_buf.
  */
 #ifndef PB_SEGMENT_H
 #define PB_SEGMENT_H
@@ -67,6 +68,29 @@ int segment_buf_init(segment_buf *b, segment_pread_fn fn, void *ctx);
  * and original-layout readers, the CLI) call it, and so does fileio's
  * POSIX table. */
 ssize_t segment_pread_posix(void *ctx, int fd, void *buf, size_t len, off_t off);
+
+/* The file operations a partition reader uses. Each returns >= 0, or a
+ * negated errno (-ENOENT for a missing file or directory). */
+typedef struct segment_io {
+    int (*open)(void *ctx, const char *path); /* read-only; returns the fd */
+    segment_pread_fn pread;
+    int (*size)(void *ctx, int fd, uint64_t *size);
+    int (*close)(void *ctx, int fd);
+    /* Calls fn for every entry name in dir ("." and ".." left out) until fn
+     * returns a negative value, which it then returns. */
+    int (*list)(void *ctx, const char *dir, int (*fn)(void *arg, const char *name), void *arg);
+    void *ctx;
+} segment_io;
+
+/* Plain POSIX (open, pread, fstat, close, readdir); a static table. */
+const segment_io *segment_io_posix(void);
+
+/* pb_reader_open (reader.h) reading through io instead of POSIX; io must
+ * outlive the reader. The daemon reads its own partitions through its file
+ * layer with it (the topic table catching up at open). */
+struct pb_reader;
+int pb_reader_open_io(struct pb_reader **out, const char *partition_dir, const segment_io *io);
+
 void segment_buf_free(segment_buf *b);
 /* Points the window at another file (or the same one after it changed). */
 void segment_buf_attach(segment_buf *b, int fd);

@@ -1,7 +1,8 @@
 /*
  * log - one partition's segment files on disk: append (one pwritev per batch
- * and segment), sync, size- and time-based rotation, the sparse index, and
- * crash recovery at open. File layout: proto/FORMAT.md, Part B.
+ * and segment), sync, size- and time-based rotation, the sparse index
+ * (log.c), and crash recovery at open (recovery.c). File layout:
+ * proto/FORMAT.md, Part B.
  *
  * Threads: a pb_log is owned by its partition's writer thread; no function
  * here is thread-safe, the accessors included (the partition publishes what

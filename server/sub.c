@@ -1,14 +1,12 @@
 /*
- * sub - the subscription registry: validating a Subscribe request, the
- * bounded pool of subscription threads, and the entry points of the live
- * fan-out from the partition writers into each subscription's bounded
- * queue (fanout.c). What a subscription does on its thread (history, live
- * tail, output) is in subrun.c.
+ * sub - the subscription registry: validating a Subscribe request and the
+ * bounded pool of subscription threads. What a subscription does on its
+ * thread (history, live tail, output) is in subrun.c; how the partition
+ * writers fill its live queue is in fanout.c.
  *
  * Threads:
  *   loop thread     sub_start: unpack + validate (cold path), compile the
  *                   patterns, hand the job to an idle pool thread.
- *   writer threads  sub_registry_publish (fanout.c does the work).
  *   pool threads    pool_main: wait for a job, run it (subrun_main), free it.
  *   main thread     sub_registry_create, sub_registry_stop (ends every
  *                   subscription, joins the pool), sub_registry_destroy.
@@ -16,10 +14,11 @@
  * Locks: r->pool_lock guards slots[].job, stopping, tailing. It is never
  * held together with the fan-out's locks (fanout.c).
  */
-#include "config.h" /* before store.h: see store.c */
-#include "fanout.h"
+#include "subrun.h"
 
+#include "config.h"
 #include "event.h"
+#include "fanout.h"
 #include "hostport.h"
 #include "livequeue.h"
 #include "logging.h"
@@ -48,7 +47,7 @@ typedef struct sub_slot {
 
 struct sub_registry {
     sub_options o;
-    fanout *fo; /* the subscriptions registered for live records */
+    fanout *fo; /* o.live: where the live queues register */
     pthread_mutex_t pool_lock;
     pthread_cond_t changed; /* active or tailing changed (CLOCK_MONOTONIC) */
     bool stopping;
@@ -98,7 +97,7 @@ bool sub_tags_ok(const uint8_t *state, size_t ntags)
 }
 
 /* ------------------------------------------------------------------ */
-/* the live fan-out: fanout.c; registration */
+/* registration with the live fan-out (fanout.c) */
 
 void sub_register(sub *s)
 {
@@ -108,18 +107,6 @@ void sub_register(sub *s)
 void sub_unregister(sub *s)
 {
     fanout_remove(s->r->fo, s);
-}
-
-void sub_registry_publish(sub_registry *r, sub_fanout **writer_state, struct partition *p,
-                          const live_record *recs, size_t n)
-{
-    if (r)
-        fanout_publish(r->fo, writer_state, p, recs, n);
-}
-
-void sub_registry_stats(sub_registry *r, sub_stats *out)
-{
-    fanout_stats(r->fo, out);
 }
 
 const sub_options *sub_registry_options(const sub_registry *r)
@@ -263,11 +250,6 @@ int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscri
 {
     int rc;
     *grpc_code = PB_CODE_INTERNAL;
-    if (!r->o.store) {
-        *grpc_code = PB_CODE_UNAVAILABLE;
-        pb_set_err(err, errlen, "subscribe: the server is still starting");
-        return PB_EINVAL;
-    }
     sub *s = calloc(1, sizeof *s);
     if (!s) {
         *grpc_code = PB_CODE_RESOURCE_EXHAUSTED;
@@ -427,19 +409,11 @@ void sub_registry_stop(sub_registry *r)
     }
 }
 
-void sub_registry_set_store(sub_registry *r, struct store *s)
-{
-    /* Main thread, before the listener starts: no subscription can read it
-     * concurrently, and the pool hand-off (its lock) publishes it. */
-    r->o.store = s;
-}
-
 static void registry_free(sub_registry *r)
 {
     for (uint32_t i = 0; i < r->nslots; i++)
         pthread_cond_destroy(&r->slots[i].wake);
     free(r->slots);
-    fanout_destroy(r->fo);
     pthread_cond_destroy(&r->changed);
     pthread_mutex_destroy(&r->pool_lock);
     free(r);
@@ -447,29 +421,18 @@ static void registry_free(sub_registry *r)
 
 int sub_registry_create(sub_registry **out, const sub_options *opts)
 {
-    if (!opts || opts->threads == 0 || opts->threads > SUB_THREADS_MAX || opts->queue_bytes < 64 ||
+    if (!opts || !opts->store || !opts->live || opts->threads == 0 ||
+        opts->threads > fanout_slots(opts->live) || opts->queue_bytes < 64 ||
         opts->write_deadline_ms == 0 || opts->topic_history == 0)
         return PB_EINVAL;
-    sub_options o = *opts;
-    if (!o.queue_total_bytes)
-        o.queue_total_bytes = SUB_QUEUE_TOTAL_DEFAULT;
-    if (!o.match_cache_bytes)
-        o.match_cache_bytes = SUB_MATCH_CACHE_DEFAULT;
-    fanout *fo;
-    int rc = fanout_create(&fo, o.threads, o.queue_total_bytes, o.match_cache_bytes);
-    if (rc < 0)
-        return rc;
     sub_registry *r = calloc(1, sizeof *r);
-    if (!r) {
-        fanout_destroy(fo);
+    if (!r)
         return PB_ENOMEM;
-    }
-    r->o = o;
-    r->fo = fo;
+    r->o = *opts;
+    r->fo = opts->live;
     atomic_init(&r->active, 0);
-    rc = pthread_mutex_init(&r->pool_lock, NULL);
+    int rc = pthread_mutex_init(&r->pool_lock, NULL);
     if (rc != 0) {
-        fanout_destroy(fo);
         free(r);
         return -rc;
     }
@@ -480,7 +443,6 @@ int sub_registry_create(sub_registry **out, const sub_options *opts)
     pthread_condattr_destroy(&ca);
     if (rc != 0) {
         pthread_mutex_destroy(&r->pool_lock);
-        fanout_destroy(fo);
         free(r);
         return -rc;
     }

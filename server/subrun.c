@@ -26,6 +26,8 @@
 
 #include "frame.h"
 #include "logging.h"
+#include "heap.h"
+#include "sort.h"
 #include "pb_errors.h"
 
 #include <errno.h>
@@ -72,6 +74,16 @@ static int64_t mono_ms(void)
 static bool stopping(sub *s)
 {
     return atomic_load_explicit(&s->stop, memory_order_relaxed);
+}
+
+void sub_wake(sub *s)
+{
+    uint64_t one = 1;
+    /* The eventfd is non-blocking; EAGAIN means the counter is saturated,
+     * i.e. a wake-up is pending anyway. */
+    if (write(s->efd, &one, sizeof one) < 0 && errno != EAGAIN)
+        logging_printf(LOG_ERROR, "subscriber %s: cannot signal its thread: %s", s->peer,
+                       strerror(errno));
 }
 
 static void drain_efd(sub *s)
@@ -306,12 +318,6 @@ static int last_n_fn(void *ctx, const char *topic, size_t topic_len, const uint6
     return 0;
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* START_LAST_N: the last last_n offsets of every matching topic below end. */
 static int collect_last_n(sub *s, part_state *st)
 {
@@ -328,7 +334,7 @@ static int collect_last_n(sub *s, part_state *st)
         st->next = st->end;
         return 0;
     }
-    qsort(c.v, c.n, sizeof *c.v, cmp_u64);
+    sort_u64(c.v, c.n);
     st->want = c.v;
     st->nwant = c.n;
     st->iwant = 0;
@@ -405,44 +411,13 @@ static bool may_match(sub *s, part_state *st)
 /* ------------------------------------------------------------------ */
 /* replay from the files */
 
-static bool heap_less(const sub *s, size_t a, size_t b)
+/* Replay order (heap_less_fn over s->parts): receive time, then the
+ * partition's place in s->parts. */
+static bool heap_less(const void *ctx, size_t a, size_t b)
 {
+    const sub *s = ctx;
     int64_t ta = s->parts[a].rec.time_ns, tb = s->parts[b].rec.time_ns;
     return ta < tb || (ta == tb && a < b);
-}
-
-static void heap_push(sub *s, size_t idx)
-{
-    size_t i = s->nheap++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!heap_less(s, idx, s->heap[parent]))
-            break;
-        s->heap[i] = s->heap[parent];
-        i = parent;
-    }
-    s->heap[i] = idx;
-}
-
-static size_t heap_pop(sub *s)
-{
-    size_t top = s->heap[0];
-    size_t last = s->heap[--s->nheap];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= s->nheap)
-            break;
-        if (c + 1 < s->nheap && heap_less(s, s->heap[c + 1], s->heap[c]))
-            c++;
-        if (!heap_less(s, s->heap[c], last))
-            break;
-        s->heap[i] = s->heap[c];
-        i = c;
-    }
-    if (s->nheap)
-        s->heap[i] = last;
-    return top;
 }
 
 static int open_reader(sub *s, part_state *st)
@@ -577,7 +552,7 @@ static int replay(sub *s, size_t only)
         if ((rc = open_reader(s, st)) < 0 || (rc = advance(s, st)) < 0)
             goto out;
         if (rc == 1)
-            heap_push(s, i);
+            heap_push(s->heap, &s->nheap, i, heap_less, s);
         else
             finish(st);
     }
@@ -586,7 +561,7 @@ static int replay(sub *s, size_t only)
             rc = PB_ECLOSED;
             goto out;
         }
-        size_t i = heap_pop(s);
+        size_t i = heap_pop(s->heap, &s->nheap, heap_less, s);
         part_state *st = &s->parts[i];
         if ((rc = deliver(s, st)) < 0)
             goto out;
@@ -595,7 +570,7 @@ static int replay(sub *s, size_t only)
         if ((rc = advance(s, st)) < 0)
             goto out;
         if (rc == 1)
-            heap_push(s, i);
+            heap_push(s->heap, &s->nheap, i, heap_less, s);
         else
             finish(st);
     }

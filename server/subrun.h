@@ -126,5 +126,8 @@ void sub_registry_set_tailing(sub *s, bool tailing);
 void subrun_main(sub *s);
 /* Frees the thread-side state (readers, partition table, buffers). */
 void subrun_free_state(sub *s);
+/* Any thread: wakes s's thread (its eventfd): a writer queued a record or
+ * overflowed the queue, or the registry is stopping. */
+void sub_wake(sub *s);
 
 #endif
