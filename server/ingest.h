@@ -38,7 +38,7 @@ typedef struct ingest_options {
 
 /* Why a Publish is answered with an Error instead of an ack. */
 typedef struct ingest_error {
-    int code;                      /* protobus.Code */
+    int code;                      /* enum pb_code (protobus.Code) */
     bool fatal;                    /* the frame breaks the protocol: close the connection
                                       once the Error is written */
     uint32_t event_index_plus_one; /* the event at fault + 1; 0: the batch as a whole */

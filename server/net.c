@@ -23,7 +23,6 @@
 #include "ingest.h"
 #include "logging.h"
 #include "pb_errors.h"
-#include "protobus.pb-c.h"
 #include "protobus_version.h"
 #include "sub.h"
 
@@ -361,7 +360,7 @@ static void conn_maybe_handoff(conn *c)
     uv_os_fd_t fd;
     int dupfd = -1;
     char err[512] = "";
-    int code = PROTOBUS__CODE__INTERNAL;
+    int code = PB_CODE_INTERNAL;
     if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
         dupfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (dupfd < 0) {
@@ -387,7 +386,7 @@ static void handle_subscribe(conn *c, uint64_t id, const uint8_t *body, size_t l
 {
     c->sub_body = malloc(len ? len : 1);
     if (!c->sub_body) {
-        send_error(c, id, PROTOBUS__CODE__RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+        send_error(c, id, PB_CODE_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
         return;
     }
     memcpy(c->sub_body, body, len);
@@ -425,7 +424,7 @@ static void handle_frame(conn *c, const uint8_t *body, size_t len)
     if (frame_parse(body, len, &fv, err, sizeof err) < 0) {
         char msg[400];
         snprintf(msg, sizeof msg, "malformed frame: %s", err);
-        fail_conn(c, 0, PROTOBUS__CODE__INVALID_ARGUMENT, msg);
+        fail_conn(c, 0, PB_CODE_INVALID_ARGUMENT, msg);
         return;
     }
     switch (fv.kind) {
@@ -439,14 +438,14 @@ static void handle_frame(conn *c, const uint8_t *body, size_t len)
         handle_subscribe(c, fv.id, fv.body.p, fv.body.len);
         break;
     case FRAME_NONE:
-        send_error(c, fv.id, PROTOBUS__CODE__UNIMPLEMENTED,
+        send_error(c, fv.id, PB_CODE_UNIMPLEMENTED,
                    "unknown frame type: the frame has no body this server knows", NULL, 0);
         break;
     default: {
         char msg[200];
         snprintf(msg, sizeof msg, "frame type %s is not accepted from clients",
                  frame_kind_name(fv.kind));
-        send_error(c, fv.id, PROTOBUS__CODE__INVALID_ARGUMENT, msg, NULL, 0);
+        send_error(c, fv.id, PB_CODE_INVALID_ARGUMENT, msg, NULL, 0);
         break;
     }
     }
@@ -509,8 +508,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
                      rc == PB_ETOOBIG ? "frame refused" : "malformed frame", err,
                      (unsigned long long)n->opts.max_frame_bytes);
             fail_conn(c, 0,
-                      rc == PB_ETOOBIG ? PROTOBUS__CODE__RESOURCE_EXHAUSTED
-                                       : PROTOBUS__CODE__INVALID_ARGUMENT,
+                      rc == PB_ETOOBIG ? PB_CODE_RESOURCE_EXHAUSTED : PB_CODE_INVALID_ARGUMENT,
                       msg);
             break;
         }
@@ -576,7 +574,7 @@ static void on_connection(uv_stream_t *server, int status)
         char msg[160];
         snprintf(msg, sizeof msg, "too many connections (max_connections = %u)",
                  n->opts.max_connections);
-        fail_conn(c, 0, PROTOBUS__CODE__RESOURCE_EXHAUSTED, msg);
+        fail_conn(c, 0, PB_CODE_RESOURCE_EXHAUSTED, msg);
         return;
     }
     conn_update_reading(c);
