@@ -30,7 +30,7 @@
 #include <string.h>
 #include <time.h>
 
-void log_say(pb_log *log, int level, const char *fmt, ...)
+void log_say(pb_log *log, enum log_level level, const char *fmt, ...)
 {
     if (!log->opt.logf)
         return;
@@ -55,7 +55,7 @@ int log_fail(pb_log *log, int rc, const char *what, const char *path, uint64_t p
 {
     if (!log->failed)
         log->failed = rc;
-    log_say(log, PB_LOG_ERR, "%s %s at byte %" PRIu64 " failed: %s; the log is stopped", what, path,
+    log_say(log, LOG_ERROR, "%s %s at byte %" PRIu64 " failed: %s; the log is stopped", what, path,
             pos, pb_strerror(rc));
     return rc;
 }
@@ -81,7 +81,7 @@ void log_close_index(pb_log *log)
         return;
     int rc = log->io->close(log->io, log->idx_fd);
     if (rc < 0)
-        log_say(log, PB_LOG_WARNING, "index %s: close failed: %s", log->idx_path, pb_strerror(rc));
+        log_say(log, LOG_WARN, "index %s: close failed: %s", log->idx_path, pb_strerror(rc));
     log->idx_fd = -1;
 }
 
@@ -89,7 +89,7 @@ void log_close_index(pb_log *log)
  * (the reader falls back to scanning; the next open rebuilds it). */
 static void drop_index(pb_log *log, int rc)
 {
-    log_say(log, PB_LOG_WARNING,
+    log_say(log, LOG_WARN,
             "index %s: write at byte %" PRIu64 " failed: %s; not indexing the rest of this segment",
             log->idx_path, log->idx_size, pb_strerror(rc));
     log_close_index(log);
@@ -137,8 +137,8 @@ void log_create_index(pb_log *log, int64_t created)
     log->idx_size = 0;
     int fd = log->io->open(log->io, log->idx_path, O_RDWR | O_CREAT | O_TRUNC, FILE_MODE);
     if (fd < 0) {
-        log_say(log, PB_LOG_WARNING, "index %s: create failed: %s; segment not indexed",
-                log->idx_path, pb_strerror(fd));
+        log_say(log, LOG_WARN, "index %s: create failed: %s; segment not indexed", log->idx_path,
+                pb_strerror(fd));
         log->idx_fd = -1;
         return;
     }
@@ -181,7 +181,7 @@ int log_create_segment(pb_log *log, uint64_t base)
     log->size = PB_FILE_HEADER_SIZE;
     log->has_records = false;
     log->last_index_pos = 0;
-    log_say(log, PB_LOG_INFO, "segment %s created", log->log_path);
+    log_say(log, LOG_INFO, "segment %s created", log->log_path);
     return 0;
 }
 

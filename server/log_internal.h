@@ -57,7 +57,8 @@ struct pb_log {
 };
 
 /* Passes a message to opts.logf (if any), formatted. */
-void log_say(pb_log *log, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void log_say(pb_log *log, enum log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* The wall clock for file headers (opts.now_ns, else CLOCK_REALTIME). */
 int64_t log_now_ns(pb_log *log);

@@ -352,15 +352,11 @@ void partition_submit(partition *p, pub_part *part)
     pthread_mutex_unlock(&p->lock);
 }
 
-/* log.c's messages (syslog priority numbers) as daemon log lines. */
-static void log_message(void *ctx, int level, const char *msg)
+/* log.c's messages as daemon log lines, named by partition. */
+static void log_message(void *ctx, enum log_level level, const char *msg)
 {
     const partition *p = ctx;
-    int lv = level <= PB_LOG_ERR       ? LOG_ERROR
-             : level <= PB_LOG_WARNING ? LOG_WARN
-             : level <= PB_LOG_INFO    ? LOG_INFO
-                                       : LOG_DEBUG;
-    logging_printf(lv, "partition %s: %s", p->name, msg);
+    logging_printf(level, "partition %s: %s", p->name, msg);
 }
 
 static void partition_free(partition *p)

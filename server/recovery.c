@@ -89,7 +89,7 @@ static int scan_segment(pb_log *log, segment_buf *b, const char *path, scan_stat
             return rc;
         /* Valid records follow, so this is not a torn tail: they may have
          * been acked. Keep everything; say what is unreadable. */
-        log_say(log, PB_LOG_ERR,
+        log_say(log, LOG_ERROR,
                 "segment %s: damaged data at byte %" PRIu64 " (%" PRIu64 " bytes): offsets %" PRIu64
                 "..%" PRIu64 " lost; kept, not truncated",
                 path, st->pos, found - st->pos, st->expected, rec.offset - 1);
@@ -161,7 +161,7 @@ static size_t load_index(pb_log *log, segment_buf *b, uint64_t log_size, segment
         goto rebuild;
     }
     if (kept < n || (uint64_t)isize != PB_FILE_HEADER_SIZE + kept * PB_INDEX_ENTRY_SIZE) {
-        log_say(log, PB_LOG_INFO, "index %s: %zu of %zu entries valid; rebuilding the rest",
+        log_say(log, LOG_INFO, "index %s: %zu of %zu entries valid; rebuilding the rest",
                 log->idx_path, kept, n);
         int rc = log->io->ftruncate(log->io, fd,
                                     (off_t)(PB_FILE_HEADER_SIZE + kept * PB_INDEX_ENTRY_SIZE));
@@ -176,8 +176,7 @@ static size_t load_index(pb_log *log, segment_buf *b, uint64_t log_size, segment
 rebuild:
     free(raw);
     log_close_index(log);
-    log_say(log, PB_LOG_INFO, "index %s: %s; rebuilding from %s", log->idx_path, why,
-            log->log_path);
+    log_say(log, LOG_INFO, "index %s: %s; rebuilding from %s", log->idx_path, why, log->log_path);
     log_create_index(log, log_now_ns(log));
     return 0;
 }
@@ -219,14 +218,14 @@ static int check_old_index(pb_log *log, segment_buf *b, uint64_t base)
         return lfd;
     if ((rc = log->io->fsize(log->io, lfd, &lsize)) < 0)
         goto out;
-    log_say(log, PB_LOG_INFO, "index %s: missing or malformed; rebuilding from %s", log->idx_path,
+    log_say(log, LOG_INFO, "index %s: missing or malformed; rebuilding from %s", log->idx_path,
             log->log_path);
     log_create_index(log, log_now_ns(log));
     segment_buf_attach(b, lfd);
     scan_state st = {.pos = PB_FILE_HEADER_SIZE, .expected = base, .file_size = (uint64_t)lsize};
     rc = scan_segment(log, b, log->log_path, &st, true, true);
     if (rc == 0 && st.torn)
-        log_say(log, PB_LOG_ERR,
+        log_say(log, LOG_ERROR,
                 "segment %s: %" PRIu64 " unreadable bytes at byte %" PRIu64
                 " at the end of a rotated segment; kept",
                 log->log_path, st.file_size - st.pos, st.pos);
@@ -260,7 +259,7 @@ static int check_old_header(pb_log *log, uint64_t base)
     rc =
         n < (ssize_t)sizeof hdr ? PB_ECORRUPT : file_header_decode(hdr, PB_LOG_MAGIC, &hbase, NULL);
     if (rc < 0 || hbase != base)
-        log_say(log, PB_LOG_ERR,
+        log_say(log, LOG_ERROR,
                 "segment %s: damaged header at byte 0 (%s); a rotated segment: kept, its records "
                 "are read without it",
                 path, rc < 0 ? pb_strerror(rc) : "base offset differs from the file name");
@@ -294,8 +293,7 @@ static int tail_of(pb_log *log, segment_buf *b, uint64_t base, scan_state *st)
  * during its creation, before anything in it could be acked). */
 static int recreate(pb_log *log, uint64_t base, const char *why)
 {
-    log_say(log, PB_LOG_WARNING, "segment %s: %s; no record in it; recreating it", log->log_path,
-            why);
+    log_say(log, LOG_WARN, "segment %s: %s; no record in it; recreating it", log->log_path, why);
     int rc = log->io->unlink(log->io, log->log_path);
     if (rc < 0)
         return log_fail(log, rc, "unlink of", log->log_path, 0);
@@ -340,7 +338,7 @@ static int recover_active(pb_log *log, segment_buf *b, uint64_t base)
         int rr = segment_resync(b, PB_FILE_HEADER_SIZE, base, UINT64_MAX, PB_RECORD_MAX_EVENT,
                                 &found, &rec, &rsize);
         if (rr != PB_EEOF) {
-            log_say(log, PB_LOG_ERR,
+            log_say(log, LOG_ERROR,
                     "segment %s: bad header (%s) but records follow; not touching it",
                     log->log_path, pb_strerror(rc));
             return PB_EFORMAT;
@@ -350,7 +348,7 @@ static int recover_active(pb_log *log, segment_buf *b, uint64_t base)
         return recreate(log, base, "header damaged");
     }
     if (hbase != base) {
-        log_say(log, PB_LOG_ERR,
+        log_say(log, LOG_ERROR,
                 "segment %s: header says base offset %" PRIu64 ", name says %" PRIu64,
                 log->log_path, hbase, base);
         return PB_EFORMAT;
@@ -371,7 +369,7 @@ static int recover_active(pb_log *log, segment_buf *b, uint64_t base)
             return log_fail(log, rc, "truncate of", log->log_path, st.pos);
         if ((rc = log->io->fdatasync(log->io, fd)) < 0)
             return log_fail(log, rc, "fdatasync of", log->log_path, st.pos);
-        log_say(log, PB_LOG_WARNING,
+        log_say(log, LOG_WARN,
                 "segment %s: torn or corrupt tail at byte %" PRIu64 ": dropped %" PRIu64
                 " bytes; next offset %" PRIu64,
                 log->log_path, st.pos, st.file_size - st.pos, st.expected);
@@ -469,7 +467,7 @@ static int recover_segments(pb_log *log, segment_buf *b, const uint64_t *bases, 
     if (st.any)
         log->last_time = st.last_time;
     if (st.expected != log->next_offset)
-        log_say(log, PB_LOG_WARNING,
+        log_say(log, LOG_WARN,
                 "segment %s starts at offset %" PRIu64 " but the one before ends at %" PRIu64,
                 log->log_path, log->next_offset, st.expected);
     return 0;
@@ -508,7 +506,7 @@ int log_open(pb_log **out, const char *dir, const log_options *opts)
         goto fail;
     const char *what;
     if ((rc = fileio_mkdir_durable(log->io, log->dir, DIR_MODE, &what)) < 0) {
-        log_say(log, PB_LOG_ERR, "partition directory %s: %s failed: %s", log->dir, what,
+        log_say(log, LOG_ERROR, "partition directory %s: %s failed: %s", log->dir, what,
                 pb_strerror(rc));
         goto fail;
     }
