@@ -7,6 +7,7 @@
  */
 #include "segment.h"
 
+#include "grow.h"
 #include "pb_errors.h"
 
 #include <dirent.h>
@@ -211,12 +212,10 @@ int segment_buf_get(segment_buf *b, uint64_t pos, size_t n, const uint8_t **p, s
          * grow (the caller bounds n by the maximum record size). A bogus
          * length near the end of a file never gets here, so it cannot make
          * us allocate for bytes that are not there. */
-        uint8_t *bigger = realloc(b->data, n);
-        if (!bigger)
+        if (grow_resize(&b->data, n, 1) < 0)
             return PB_ENOMEM;
         if (b->readahead == b->cap)
             b->readahead = n;
-        b->data = bigger;
         b->cap = n;
         if ((rc = fill(b, pos, n)) < 0)
             return rc;

@@ -37,6 +37,7 @@
  */
 #include "fanout.h"
 
+#include "grow.h"
 #include "logging.h"
 #include "matchcache.h"
 #include "partition.h"
@@ -326,10 +327,8 @@ static int ensure_rows(fanout_writer *f, uint32_t nsome)
     size_t w = (nsome + 63) / 64;
     if (w <= f->row_words)
         return 0;
-    uint64_t *rows = realloc(f->rows, FANOUT_CHUNK * w * sizeof *rows);
-    if (!rows)
+    if (grow_resize(&f->rows, FANOUT_CHUNK * w, sizeof *f->rows) < 0)
         return PB_ENOMEM;
-    f->rows = rows;
     f->row_words = w;
     return 0;
 }

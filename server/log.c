@@ -15,6 +15,7 @@
  */
 #include "log_internal.h"
 
+#include "grow.h"
 #include "pb_errors.h"
 #include "record.h"
 #include "segment.h"
@@ -198,21 +199,6 @@ static int rotate(pb_log *log)
     return log_create_segment(log, log->next_offset);
 }
 
-int log_grow(void **p, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap)
-        return 0;
-    size_t n = *cap ? *cap : 64;
-    while (n < need)
-        n *= 2;
-    void *q = realloc(*p, n * elem);
-    if (!q)
-        return PB_ENOMEM;
-    *p = q;
-    *cap = n;
-    return 0;
-}
-
 /* Writes the records and index entries gathered for the active segment. */
 static int flush(pb_log *log, struct iovec *iov, size_t cnt, uint64_t bytes, const uint8_t *idx,
                  size_t nidx)
@@ -239,9 +225,9 @@ int log_append(pb_log *log, const log_entry *e, size_t n, uint64_t *first_offset
             e[i].suffix_len > log->opt.max_record_bytes - e[i].len)
             return PB_ETOOBIG;
     }
-    if (log_grow((void **)&log->hdrs, &log->hdrs_cap, n, PB_RECORD_HEADER_SIZE) < 0 ||
-        log_grow((void **)&log->iov, &log->iov_cap, 3 * n, sizeof *log->iov) < 0 ||
-        log_grow((void **)&log->idx_buf, &log->idx_cap, n, PB_INDEX_ENTRY_SIZE) < 0)
+    if (grow_reserve(&log->hdrs, &log->hdrs_cap, n, PB_RECORD_HEADER_SIZE) < 0 ||
+        grow_reserve(&log->iov, &log->iov_cap, 3 * n, sizeof *log->iov) < 0 ||
+        grow_reserve(&log->idx_buf, &log->idx_cap, n, PB_INDEX_ENTRY_SIZE) < 0)
         return PB_ENOMEM;
 
     size_t iov_start = 0, iov_n = 0, idx_start = 0, idx_n = 0;

@@ -93,8 +93,4 @@ void log_create_index(pb_log *log, int64_t created);
  * whole header unless the crash came before that sync (never acked). */
 int log_create_segment(pb_log *log, uint64_t base);
 
-/* Grows *p (of *cap elements of elem bytes) to hold at least need, doubling
- * from 64. 0 or PB_ENOMEM (*p unchanged). */
-int log_grow(void **p, size_t *cap, size_t need, size_t elem);
-
 #endif

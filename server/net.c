@@ -19,6 +19,7 @@
 #include "net.h"
 
 #include "frame.h"
+#include "grow.h"
 #include "hostport.h"
 #include "ingest.h"
 #include "logging.h"
@@ -457,14 +458,14 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
     size_t need = c->len + READ_CHUNK;
     if (c->want > c->len && c->want > need)
         need = c->want;
+    /* Exactly what the frame in progress needs (its length is checked
+     * against max_frame_bytes before it counts here), not doubled. */
     if (need > c->cap) {
-        uint8_t *nb = realloc(c->buf, need);
-        if (!nb) {
+        if (grow_resize(&c->buf, need, 1) < 0) {
             out->base = NULL;
             out->len = 0; /* libuv reports UV_ENOBUFS to on_read */
             return;
         }
-        c->buf = nb;
         c->cap = need;
     }
     out->base = (char *)c->buf + c->len;

@@ -29,6 +29,7 @@
 #include "partition.h"
 
 #include "frame.h"
+#include "grow.h"
 #include "logging.h"
 #include "pb_errors.h"
 #include "record.h"
@@ -136,21 +137,15 @@ static bool interval_due(const partition *p, uint64_t now)
     return now - p->last_sync_mono >= interval;
 }
 
+/* entries and recs grow together, under one capacity. */
 static int reserve(partition *p, size_t n)
 {
     if (n <= p->cap)
         return 0;
-    size_t cap = p->cap ? p->cap : 64;
-    while (cap < n)
-        cap *= 2;
-    log_entry *entries = realloc(p->entries, cap * sizeof *entries);
-    if (!entries)
+    size_t cap = grow_capacity(p->cap, n, sizeof *p->entries);
+    if (cap == 0 || grow_resize(&p->entries, cap, sizeof *p->entries) < 0 ||
+        grow_resize(&p->recs, cap, sizeof *p->recs) < 0)
         return PB_ENOMEM;
-    p->entries = entries;
-    live_record *recs = realloc(p->recs, cap * sizeof *recs);
-    if (!recs)
-        return PB_ENOMEM;
-    p->recs = recs;
     p->cap = cap;
     return 0;
 }

@@ -16,10 +16,11 @@
  */
 #include "log_internal.h"
 
-#include "sort.h"
+#include "grow.h"
 #include "pb_errors.h"
 #include "record.h"
 #include "segment.h"
+#include "sort.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -414,7 +415,7 @@ static int collect_base(void *arg, const char *name)
     uint64_t base;
     if (!segment_parse_name(name, ".log", &base))
         return 0;
-    if (log_grow((void **)&l->v, &l->cap, l->n + 1, sizeof *l->v) < 0)
+    if (grow_reserve(&l->v, &l->cap, l->n + 1, sizeof *l->v) < 0)
         return PB_ENOMEM;
     l->v[l->n++] = base;
     return 0;

@@ -22,13 +22,13 @@
  */
 #include "subrun.h"
 
-#include "iov.h"
-
 #include "frame.h"
-#include "logging.h"
+#include "grow.h"
 #include "heap.h"
-#include "sort.h"
+#include "iov.h"
+#include "logging.h"
 #include "pb_errors.h"
+#include "sort.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -249,15 +249,11 @@ static uint64_t listed_offset(const sub *s, const char *name)
 static int add_part(sub *s, partition *p, size_t *out)
 {
     if (s->nparts == s->partcap) {
-        size_t cap = s->partcap ? s->partcap * 2 : 16;
-        part_state *parts = realloc(s->parts, cap * sizeof *parts);
-        if (!parts)
+        /* parts and heap grow together, under one capacity. */
+        size_t cap = grow_capacity(s->partcap, s->nparts + 1, sizeof *s->parts);
+        if (cap == 0 || grow_resize(&s->parts, cap, sizeof *s->parts) < 0 ||
+            grow_resize(&s->heap, cap, sizeof *s->heap) < 0)
             return PB_ENOMEM;
-        s->parts = parts;
-        size_t *heap = realloc(s->heap, cap * sizeof *heap);
-        if (!heap)
-            return PB_ENOMEM;
-        s->heap = heap;
         s->partcap = cap;
     }
     if ((s->nparts + 1) * 2 > s->index_slots) {
@@ -305,14 +301,8 @@ static int last_n_fn(void *ctx, const char *topic, size_t topic_len, const uint6
     for (size_t i = 0; i < count; i++) {
         if (offsets[i] >= c->end)
             continue; /* in the live queue, not history */
-        if (c->n == c->cap) {
-            size_t cap = c->cap ? c->cap * 2 : 64;
-            uint64_t *v = realloc(c->v, cap * sizeof *v);
-            if (!v)
-                return PB_ENOMEM;
-            c->v = v;
-            c->cap = cap;
-        }
+        if (grow_reserve(&c->v, &c->cap, c->n + 1, sizeof *c->v) < 0)
+            return PB_ENOMEM;
         c->v[c->n++] = offsets[i];
     }
     return 0;
