@@ -172,6 +172,20 @@ void segment_buf_invalidate(segment_buf *b)
 
 /* Reads from pos into data[len..) until at least n bytes and the readahead
  * are buffered (within cap), or the file ends. The window starts at pos. */
+ssize_t segment_pread_full(segment_pread_fn fn, void *ctx, int fd, void *buf, size_t len, off_t off)
+{
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r = fn(ctx, fd, (uint8_t *)buf + got, len - got, off + (off_t)got);
+        if (r < 0)
+            return r;
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    return (ssize_t)got;
+}
+
 static int fill(segment_buf *b, uint64_t pos, size_t n)
 {
     size_t want = n > b->readahead ? n : b->readahead;
@@ -180,15 +194,13 @@ static int fill(segment_buf *b, uint64_t pos, size_t n)
     if (b->pos != pos)
         b->len = 0;
     b->pos = pos;
-    while (b->len < want) {
-        ssize_t r =
-            b->pread(b->pread_ctx, b->fd, b->data + b->len, want - b->len, (off_t)(pos + b->len));
+    if (b->len < want) {
+        ssize_t r = segment_pread_full(b->pread, b->pread_ctx, b->fd, b->data + b->len,
+                                       want - b->len, (off_t)(pos + b->len));
         if (r < 0) {
             b->len = 0;
             return (int)r;
         }
-        if (r == 0)
-            break;
         b->len += (size_t)r;
     }
     return 0;

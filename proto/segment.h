@@ -69,6 +69,13 @@ int segment_buf_init(segment_buf *b, segment_pread_fn fn, void *ctx);
  * POSIX table. */
 ssize_t segment_pread_posix(void *ctx, int fd, void *buf, size_t len, off_t off);
 
+/* Reads len bytes at off through fn, continuing after short reads: the one
+ * "read it all" loop (the record window, the daemon's topic snapshot and
+ * index reads). Returns the bytes read, fewer than len only at the end of
+ * the file, or a negated errno. */
+ssize_t segment_pread_full(segment_pread_fn fn, void *ctx, int fd, void *buf, size_t len,
+                           off_t off);
+
 /* The file operations a partition reader uses. Each returns >= 0, or a
  * negated errno (-ENOENT for a missing file or directory). */
 typedef struct segment_io {

@@ -198,7 +198,7 @@ static int sio_open(void *ctx, const char *path)
     return io->open(io, path, O_RDONLY, 0);
 }
 
-static ssize_t sio_pread(void *ctx, int fd, void *buf, size_t len, off_t off)
+ssize_t fileio_segment_pread(void *ctx, int fd, void *buf, size_t len, off_t off)
 {
     const fileio *io = ctx;
     return io->pread(io, fd, buf, len, off);
@@ -229,7 +229,7 @@ void fileio_segment_io(const fileio *io, struct segment_io *out)
 {
     *out = (segment_io){
         .open = sio_open,
-        .pread = sio_pread,
+        .pread = fileio_segment_pread,
         .size = sio_size,
         .close = sio_close,
         .list = sio_list,

@@ -65,4 +65,8 @@ struct segment_io;
  * pb_reader_open_io: *out reads through io, which must outlive it. */
 void fileio_segment_io(const fileio *io, struct segment_io *out);
 
+/* io->pread as a segment_pread_fn (proto/segment.h), ctx being the
+ * (const fileio *): for segment_buf and segment_pread_full over io. */
+ssize_t fileio_segment_pread(void *ctx, int fd, void *buf, size_t len, off_t off);
+
 #endif

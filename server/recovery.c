@@ -28,13 +28,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A segment_pread_fn over the log's fileio (ctx is the fileio). */
-static ssize_t io_pread(void *ctx, int fd, void *buf, size_t len, off_t off)
-{
-    const fileio *io = ctx;
-    return io->pread(io, fd, buf, len, off);
-}
-
 /* Where a scan of a segment ended. */
 typedef struct scan_state {
     uint64_t pos;      /* after the last whole record (or where scanning began) */
@@ -129,8 +122,9 @@ static size_t load_index(pb_log *log, segment_buf *b, uint64_t log_size, segment
         why = "out of memory";
         goto rebuild;
     }
-    if (n > 0 && log->io->pread(log->io, fd, raw, n * PB_INDEX_ENTRY_SIZE, PB_FILE_HEADER_SIZE) !=
-                     (ssize_t)(n * PB_INDEX_ENTRY_SIZE)) {
+    if (n > 0 &&
+        segment_pread_full(fileio_segment_pread, (void *)log->io, fd, raw, n * PB_INDEX_ENTRY_SIZE,
+                           PB_FILE_HEADER_SIZE) != (ssize_t)(n * PB_INDEX_ENTRY_SIZE)) {
         why = "unreadable";
         goto rebuild;
     }
@@ -520,7 +514,7 @@ int log_open(pb_log **out, const char *dir, const log_options *opts)
         goto fail;
     }
     sort_u64(bases.v, bases.n);
-    if ((rc = segment_buf_init(&b, io_pread, (void *)log->io)) < 0 ||
+    if ((rc = segment_buf_init(&b, fileio_segment_pread, (void *)log->io)) < 0 ||
         (rc = recover_segments(log, &b, bases.v, bases.n)) < 0 ||
         (bases.n > 0 && (rc = make_found_durable(log)) < 0))
         goto fail;

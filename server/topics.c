@@ -440,15 +440,14 @@ static int snap_slurp(const fileio *io, const char *path, uint8_t **buf, size_t 
         snprintf(why, whylen, "out of memory for %zu bytes", *size);
         goto out;
     }
-    for (size_t got = 0; got < *size;) {
-        ssize_t r = io->pread(io, fd, *buf + got, *size - got, (off_t)got);
-        if (r <= 0) {
-            rc = r < 0 ? (int)r : PB_ECORRUPT;
-            snprintf(why, whylen, "read at byte %zu: %s", got,
-                     r < 0 ? pb_strerror((int)r) : "file shrank");
-            goto out;
-        }
-        got += (size_t)r;
+    ssize_t got = segment_pread_full(fileio_segment_pread, (void *)io, fd, *buf, *size, 0);
+    if (got < (ssize_t)*size) {
+        rc = got < 0 ? (int)got : PB_ECORRUPT;
+        if (got < 0)
+            snprintf(why, whylen, "read: %s", pb_strerror(rc));
+        else
+            snprintf(why, whylen, "read at byte %zd: file shrank", got);
+        goto out;
     }
 out:
     if (rc < 0) {
