@@ -31,7 +31,7 @@
  *                           and its queue stay valid meanwhile); a
  *                           subscription takes it for writing to be added
  *                           or removed.
- *   sub->mu                 guards the subscription's queue and tag scratch:
+ *   member->mu              guards the subscription's queue and tag scratch:
  *                           writers of different partitions publish
  *                           concurrently. A writer holds one at a time.
  */
@@ -42,7 +42,6 @@
 #include "matchcache.h"
 #include "partition.h"
 #include "pb_errors.h"
-#include "subrun.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -55,8 +54,8 @@ struct fanout {
     atomic_uint nlive; /* subscriptions added: the writers' fast exit */
     uint64_t gen;      /* list_lock: moves when the lists change */
     uint32_t nslots;
-    sub **live;    /* list_lock: per pool slot, the subscription added, or NULL */
-    uint16_t *all; /* list_lock: slots whose patterns match every topic */
+    fanout_member **live; /* list_lock: per pool slot, the subscription added, or NULL */
+    uint16_t *all;        /* list_lock: slots whose patterns match every topic */
     uint32_t nall;
     uint16_t *some; /* list_lock: the other slots */
     uint32_t nsome;
@@ -246,7 +245,7 @@ int fanout_writer_get(fanout *fo, const char *name, fanout_writer **out)
 /* Writer thread, s->mu held: offers one record. Returns true if the
  * subscription thread must be woken: the record went into an empty queue,
  * or the queue overflowed. */
-static bool push_one(sub *s, partition *p, const live_record *rec, uint64_t first_offset)
+static bool push_one(fanout_member *s, partition *p, const live_record *rec, uint64_t first_offset)
 {
     livequeue *q = s->q;
     if (livequeue_overflowed(q))
@@ -255,8 +254,8 @@ static bool push_one(sub *s, partition *p, const live_record *rec, uint64_t firs
         return false;
     if (s->ntags) {
         wire_slice topic;
-        if (sub_scan_event(rec->data, rec->len, &topic, s->tags, s->ntags, s->tag_state_live) < 0 ||
-            !sub_tags_ok(s->tag_state_live, s->ntags))
+        if (event_filter_scan(rec->data, rec->len, s->tags, s->ntags, s->tag_state, &topic) < 0 ||
+            !event_filter_ok(s->tag_state, s->ntags))
             return false;
     }
     bool was_empty = livequeue_empty(q);
@@ -283,14 +282,14 @@ static bool push_one(sub *s, partition *p, const live_record *rec, uint64_t firs
 static void note_since_all(fanout *fo, partition *p, uint64_t first_offset)
 {
     for (uint32_t k = 0; k < fo->nall + fo->nsome; k++) {
-        sub *s = fo->live[k < fo->nall ? fo->all[k] : fo->some[k - fo->nall]];
+        fanout_member *s = fo->live[k < fo->nall ? fo->all[k] : fo->some[k - fo->nall]];
         uint64_t since;
         pthread_mutex_lock(&s->mu);
         bool signal =
             !livequeue_overflowed(s->q) && livequeue_since(s->q, p, first_offset, &since) < 0;
         pthread_mutex_unlock(&s->mu);
         if (signal)
-            sub_wake(s);
+            fanout_wake(s);
     }
 }
 
@@ -299,11 +298,11 @@ static void note_since_all(fanout *fo, partition *p, uint64_t first_offset)
 static void overflow_all(fanout *fo)
 {
     for (uint32_t k = 0; k < fo->nall + fo->nsome; k++) {
-        sub *s = fo->live[k < fo->nall ? fo->all[k] : fo->some[k - fo->nall]];
+        fanout_member *s = fo->live[k < fo->nall ? fo->all[k] : fo->some[k - fo->nall]];
         pthread_mutex_lock(&s->mu);
         livequeue_overflow(s->q);
         pthread_mutex_unlock(&s->mu);
-        sub_wake(s);
+        fanout_wake(s);
     }
 }
 
@@ -313,7 +312,7 @@ static size_t match_one(const fanout *fo, fanout_writer *f, const live_record *r
 {
     size_t n = 0;
     for (uint32_t k = 0; k < fo->nsome; k++) {
-        const sub *s = fo->live[fo->some[k]];
+        const fanout_member *s = fo->live[fo->some[k]];
         if (patterns_match_shared(s->ps, (const char *)rec->topic, rec->topic_len, f->md))
             out[n++] = fo->some[k];
     }
@@ -376,11 +375,11 @@ static void mark_wake(fanout_writer *f, uint32_t slot)
 /* Pushes recs[i] to the slots ids[0..n), keeping the lock of the last
  * subscription (*cur) for the next record: consecutive records for the same
  * subscription take its lock once. */
-static void push_to(const fanout *fo, fanout_writer *f, sub **cur, partition *p,
+static void push_to(const fanout *fo, fanout_writer *f, fanout_member **cur, partition *p,
                     const live_record *rec, uint64_t first_offset, const uint16_t *ids, size_t n)
 {
     for (size_t j = 0; j < n; j++) {
-        sub *s = fo->live[ids[j]];
+        fanout_member *s = fo->live[ids[j]];
         if (s != *cur) {
             if (*cur)
                 pthread_mutex_unlock(&(*cur)->mu);
@@ -420,7 +419,7 @@ static void publish_some(fanout *fo, fanout_writer *f, partition *p, const live_
     }
     bool rows_ok = ensure_rows(f, fo->nsome) == 0;
     uint64_t hits = 0;
-    sub *cur = NULL;
+    fanout_member *cur = NULL;
     for (size_t base = 0; base < n; base += FANOUT_CHUNK) {
         const live_record *c = recs + base;
         size_t m = n - base < FANOUT_CHUNK ? n - base : FANOUT_CHUNK;
@@ -501,26 +500,26 @@ void fanout_durable(void *ctx, partition *p, const live_record *recs, size_t n)
     }
     /* Match-everything subscriptions: no lookup, one lock per batch. */
     for (uint32_t k = 0; k < fo->nall; k++) {
-        sub *s = fo->live[fo->all[k]];
+        fanout_member *s = fo->live[fo->all[k]];
         bool signal = false;
         pthread_mutex_lock(&s->mu);
         for (size_t i = 0; i < n; i++)
             signal |= push_one(s, p, &recs[i], recs[0].offset);
         pthread_mutex_unlock(&s->mu);
         if (signal)
-            sub_wake(s);
+            fanout_wake(s);
     }
     if (fo->nsome)
         publish_some(fo, f, p, recs, n);
     for (uint32_t k = 0; k < f->nwake; k++) {
         f->marked[f->wake_list[k]] = 0;
-        sub_wake(fo->live[f->wake_list[k]]);
+        fanout_wake(fo->live[f->wake_list[k]]);
     }
     f->nwake = 0;
     pthread_rwlock_unlock(&fo->list_lock);
 }
 
-void fanout_add(fanout *fo, sub *s)
+void fanout_add(fanout *fo, fanout_member *s)
 {
     pthread_rwlock_wrlock(&fo->list_lock);
     fo->live[s->slot] = s;
@@ -545,7 +544,7 @@ static void list_remove(uint16_t *list, uint32_t *n, uint32_t slot)
     }
 }
 
-void fanout_remove(fanout *fo, sub *s)
+void fanout_remove(fanout *fo, fanout_member *s)
 {
     pthread_rwlock_wrlock(&fo->list_lock);
     if (fo->live[s->slot] == s) {
@@ -556,6 +555,16 @@ void fanout_remove(fanout *fo, sub *s)
         atomic_fetch_sub(&fo->nlive, 1);
     }
     pthread_rwlock_unlock(&fo->list_lock);
+}
+
+void fanout_wake(fanout_member *m)
+{
+    uint64_t one = 1;
+    /* The eventfd is non-blocking; EAGAIN means the counter is saturated,
+     * i.e. a wake-up is pending anyway. */
+    if (write(m->efd, &one, sizeof one) < 0 && errno != EAGAIN)
+        logging_printf(LOG_ERROR, "subscriber %s: cannot signal its thread: %s", m->peer,
+                       strerror(errno));
 }
 
 void fanout_get_stats(fanout *fo, fanout_stats *out)

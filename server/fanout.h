@@ -6,10 +6,12 @@
  * It sits between the two sides and depends on neither's internals: every
  * partition is opened with fanout_durable as its "records are durable"
  * callback (partition_options.durable, with the context fanout_writer gives
- * for that partition), and the subscription registry (sub.c, subrun.c)
- * registers each subscription's queue here. So the daemon starts it first:
- * fan-out -> store (the partitions' writers announce into it) ->
- * subscription registry (reads the store, registers here).
+ * for that partition), and each subscription (subrun.c) adds the part of
+ * itself the writers need, a fanout_member, here. So the daemon starts it
+ * first: fan-out -> store (the partitions' writers announce into it) ->
+ * subscription registry (reads the store, adds its members here). Inside
+ * the subscription module it is the bottom layer: sub.c -> subrun.c ->
+ * fanout.c -> livequeue.c, never upwards.
  *
  * Threads: fanout_durable runs on partition writer threads, several at a
  * time (each with its own fanout_writer state); fanout_add / fanout_remove
@@ -20,14 +22,16 @@
 #ifndef PB_FANOUT_H
 #define PB_FANOUT_H
 
+#include "event.h"
 #include "live.h"
 #include "livequeue.h"
+#include "patterns.h"
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
 struct partition;
-struct sub;
 
 typedef struct fanout fanout;
 /* One partition writer's own fan-out state (see fanout_writer). */
@@ -80,12 +84,37 @@ int fanout_writer_get(fanout *fo, const char *name, fanout_writer **out);
  * topic (".*") skip the lookup. */
 void fanout_durable(void *ctx, struct partition *p, const live_record *recs, size_t n);
 
-/* Subscription thread: adds s (its slot, patterns and queue) to the
- * writers' lists / removes it. Removing what is not there does nothing.
- * After fanout_add returns, every batch whose end offset s does not see
- * reaches s's queue (the fence pairing is in fanout.c). */
-void fanout_add(fanout *fo, struct sub *s);
-void fanout_remove(fanout *fo, struct sub *s);
+/*
+ * A subscription as the writers see it: which records it wants, the queue
+ * they go to, and how to wake its thread. The subscription embeds it
+ * (subrun.h), fills it before fanout_add and keeps it valid until
+ * fanout_remove has returned.
+ */
+typedef struct fanout_member {
+    /* Read-only while added. */
+    uint32_t slot;                /* the subscription's pool slot, < fanout_slots */
+    const pattern_set *ps;        /* topic patterns (patterns_match_shared) */
+    int64_t min_time_ns;          /* records received earlier are not queued */
+    const event_tag_filter *tags; /* every one must match (event_filter_scan) */
+    size_t ntags;
+    int efd;          /* eventfd the writers signal (fanout_wake) */
+    const char *peer; /* names the subscriber in messages */
+    /* Shared with the subscription's own thread, under mu. */
+    pthread_mutex_t mu;
+    livequeue *q;
+    uint8_t *tag_state; /* mu: the writers' scratch for the tag filter (ntags) */
+} fanout_member;
+
+/* Subscription thread: adds m to the writers' lists / removes it. Removing
+ * what is not there does nothing. After fanout_add returns, every batch
+ * whose end offset the subscription does not see reaches m's queue (the
+ * fence pairing is in fanout.c). */
+void fanout_add(fanout *fo, fanout_member *m);
+void fanout_remove(fanout *fo, fanout_member *m);
+
+/* Any thread: wakes m's subscription thread through its eventfd (records
+ * were queued, the queue overflowed, or the subscription is being ended). */
+void fanout_wake(fanout_member *m);
 
 /* Counters for tests and diagnostics (any thread; approximate while writers
  * publish). */

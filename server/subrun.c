@@ -16,7 +16,7 @@
  * skipped and, since next only grows, nothing is sent twice.
  *
  * Threads: the subscription's pool thread only; it shares the queue with
- * the writers under s->mu (livequeue.h explains why reading entries in place
+ * the writers under s->live.mu (livequeue.h explains why reading entries in place
  * needs no lock). Writes to the socket never block: MSG_DONTWAIT plus poll
  * with the write deadline, so the registry can always wake the thread.
  */
@@ -76,21 +76,11 @@ static bool stopping(sub *s)
     return atomic_load_explicit(&s->stop, memory_order_relaxed);
 }
 
-void sub_wake(sub *s)
-{
-    uint64_t one = 1;
-    /* The eventfd is non-blocking; EAGAIN means the counter is saturated,
-     * i.e. a wake-up is pending anyway. */
-    if (write(s->efd, &one, sizeof one) < 0 && errno != EAGAIN)
-        logging_printf(LOG_ERROR, "subscriber %s: cannot signal its thread: %s", s->peer,
-                       strerror(errno));
-}
-
 static void drain_efd(sub *s)
 {
     uint64_t v;
     /* Non-blocking; EAGAIN just means nothing was pending. */
-    if (read(s->efd, &v, sizeof v) < 0 && errno != EAGAIN && errno != EINTR)
+    if (read(s->live.efd, &v, sizeof v) < 0 && errno != EAGAIN && errno != EINTR)
         logging_printf(LOG_WARN, "subscriber %s: reading its eventfd: %s", s->peer,
                        strerror(errno));
 }
@@ -103,7 +93,7 @@ static void drain_efd(sub *s)
  * for room; write_deadline_ms without any progress drops the subscriber. */
 static int send_all(sub *s, struct iovec *iov, int cnt)
 {
-    uint32_t deadline_ms = sub_registry_options(s->r)->write_deadline_ms;
+    uint32_t deadline_ms = s->write_deadline_ms;
     int64_t last_progress = mono_ms();
     while (cnt > 0) {
         if (iov->iov_len == 0) {
@@ -134,7 +124,7 @@ static int send_all(sub *s, struct iovec *iov, int cnt)
                            s->peer, deadline_ms);
             return PB_ETIMEDOUT;
         }
-        struct pollfd pf[2] = {{s->fd, POLLOUT, 0}, {s->efd, POLLIN, 0}};
+        struct pollfd pf[2] = {{s->fd, POLLOUT, 0}, {s->live.efd, POLLIN, 0}};
         int pr = poll(pf, 2, (int)wait_ms);
         if (pr < 0 && errno != EINTR)
             return -errno;
@@ -341,7 +331,7 @@ static int snapshot(sub *s, bool initial)
 {
     partition **list = NULL;
     size_t n = 0;
-    int rc = store_list(sub_registry_options(s->r)->store, &list, &n);
+    int rc = store_list(s->store, &list, &n);
     if (rc < 0) {
         snprintf(s->why, sizeof s->why, "listing the partitions: %s", pb_strerror(rc));
         return rc;
@@ -511,13 +501,13 @@ static int deliver(sub *s, part_state *st)
     if (s->ntags == 0 && patterns_match_all(s->ps))
         return emit_event(s, st, rec->offset, rec->event, rec->event_len);
     wire_slice topic;
-    if (sub_scan_event(rec->event, rec->event_len, &topic, s->tags, s->ntags, s->tag_state) < 0)
+    if (event_filter_scan(rec->event, rec->event_len, s->tags, s->ntags, s->tag_state, &topic) < 0)
         return report_loss(s, st, rec->offset, rec->offset,
                            "could not be read: the stored bytes are not a well-formed "
                            "EncapsulatedEvent");
     if (!patterns_match(s->ps, (const char *)topic.p, topic.len))
         return 0;
-    if (s->ntags && !sub_tags_ok(s->tag_state, s->ntags))
+    if (s->ntags && !event_filter_ok(s->tag_state, s->ntags))
         return 0;
     return emit_event(s, st, rec->offset, rec->event, rec->event_len);
 }
@@ -582,11 +572,11 @@ out:
 static int drain(sub *s)
 {
     lq_span sp;
-    pthread_mutex_lock(&s->mu);
-    bool over = livequeue_overflowed(s->q);
+    pthread_mutex_lock(&s->live.mu);
+    bool over = livequeue_overflowed(s->live.q);
     if (!over)
-        livequeue_peek(s->q, &sp);
-    pthread_mutex_unlock(&s->mu);
+        livequeue_peek(s->live.q, &sp);
+    pthread_mutex_unlock(&s->live.mu);
     if (over)
         return DRAIN_OVERFLOW;
     if (sp.pos == sp.end)
@@ -594,7 +584,7 @@ static int drain(sub *s)
 
     lq_entry e;
     int rc = 0;
-    while (livequeue_read(s->q, &sp, &e) == 0) {
+    while (livequeue_read(s->live.q, &sp, &e) == 0) {
         if (stopping(s))
             return PB_ECLOSED;
         size_t i;
@@ -616,15 +606,15 @@ static int drain(sub *s)
             st->next = e.offset + 1;
         }
         if (sp.pos - sp.start >= CONSUME_EVERY) {
-            pthread_mutex_lock(&s->mu);
-            livequeue_consume(s->q, &sp);
-            pthread_mutex_unlock(&s->mu);
+            pthread_mutex_lock(&s->live.mu);
+            livequeue_consume(s->live.q, &sp);
+            pthread_mutex_unlock(&s->live.mu);
             sp.start = sp.pos;
         }
     }
-    pthread_mutex_lock(&s->mu);
-    livequeue_consume(s->q, &sp);
-    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_lock(&s->live.mu);
+    livequeue_consume(s->live.q, &sp);
+    pthread_mutex_unlock(&s->live.mu);
     return DRAIN_MORE;
 }
 
@@ -632,10 +622,10 @@ static int drain(sub *s)
  * up to the ends taken after re-enabling. */
 static int recover(sub *s)
 {
-    pthread_mutex_lock(&s->mu);
-    uint64_t cap = livequeue_capacity(s->q);
-    livequeue_reset(s->q);
-    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_lock(&s->live.mu);
+    uint64_t cap = livequeue_capacity(s->live.q);
+    livequeue_reset(s->live.q);
+    pthread_mutex_unlock(&s->live.mu);
     s->overflows++;
     logging_printf(s->overflows == 1 ? LOG_INFO : LOG_DEBUG,
                    "subscriber %s: live queue full (%" PRIu64
@@ -654,12 +644,12 @@ static int wait_live(sub *s)
         /* Look again under the lock: a wake-up that came while the output
          * was being flushed has been consumed by send_all. Once the queue is
          * seen empty here, the next push finds it empty and signals. */
-        pthread_mutex_lock(&s->mu);
-        bool ready = !livequeue_empty(s->q) || livequeue_overflowed(s->q);
-        pthread_mutex_unlock(&s->mu);
+        pthread_mutex_lock(&s->live.mu);
+        bool ready = !livequeue_empty(s->live.q) || livequeue_overflowed(s->live.q);
+        pthread_mutex_unlock(&s->live.mu);
         if (ready)
             return 0;
-        struct pollfd pf[2] = {{s->fd, POLLIN, 0}, {s->efd, POLLIN, 0}};
+        struct pollfd pf[2] = {{s->fd, POLLIN, 0}, {s->live.efd, POLLIN, 0}};
         if (poll(pf, 2, -1) < 0) {
             if (errno == EINTR)
                 continue;
@@ -693,7 +683,7 @@ void subrun_main(sub *s)
     }
     logging_printf(LOG_INFO, "subscriber %s: subscribed (%zu pattern(s), %zu tag filter(s), %s)",
                    s->peer, s->req->n_patterns, s->ntags, start_name(s->start));
-    sub_register(s);
+    fanout_add(s->fo, &s->live);
     rc = snapshot(s, true);
     if (rc == 0)
         rc = replay(s, SIZE_MAX);
@@ -706,14 +696,14 @@ void subrun_main(sub *s)
             if (!tailing) {
                 /* History is out on the socket: following the live stream. */
                 tailing = true;
-                sub_registry_set_tailing(s, true);
+                s->on_tailing(s->tailing_ctx, true);
             }
             rc = wait_live(s);
         }
     }
-    sub_unregister(s);
+    fanout_remove(s->fo, &s->live);
     if (tailing)
-        sub_registry_set_tailing(s, false);
+        s->on_tailing(s->tailing_ctx, false);
 
     if (rc == PB_ECLOSED) {
         logging_printf(LOG_INFO, "subscriber %s: ended (%s)", s->peer,
