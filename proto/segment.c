@@ -308,3 +308,46 @@ int segment_resync(segment_buf *b, uint64_t from, uint64_t min_offset, uint64_t 
         q++;
     }
 }
+
+/* --- one file on its own --- */
+
+int segment_file_open(segment_file *f, const char *path, bool follow)
+{
+    f->fd = -1;
+    f->follow = follow;
+    f->problem.file = f->path;
+    f->problem.reason = f->reason;
+    if (snprintf(f->path, sizeof f->path, "%s", path) >= (int)sizeof f->path)
+        return PB_EINVAL;
+    int rc = segment_buf_init(&f->buf, segment_pread_posix, NULL);
+    if (rc < 0)
+        return rc;
+    f->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (f->fd < 0) {
+        rc = -errno;
+        segment_buf_free(&f->buf);
+        return rc;
+    }
+    segment_buf_attach(&f->buf, f->fd);
+    return 0;
+}
+
+void segment_file_close(segment_file *f)
+{
+    if (f->fd >= 0)
+        (void)close(f->fd); /* read-only: a close error loses nothing */
+    f->fd = -1;
+    segment_buf_free(&f->buf);
+}
+
+int segment_file_report(segment_file *f, uint64_t position, uint64_t first, uint64_t last,
+                        const char *reason)
+{
+    f->problem.file = f->path;
+    f->problem.position = position;
+    f->problem.first_offset = first;
+    f->problem.last_offset = last;
+    snprintf(f->reason, sizeof f->reason, "%s", reason);
+    f->problem.reason = f->reason;
+    return PB_ECORRUPT;
+}

@@ -12,8 +12,10 @@
 #ifndef PB_SEGMENT_H
 #define PB_SEGMENT_H
 
+#include "protobus_reader.h"
 #include "record.h"
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -126,5 +128,36 @@ int segment_read_record(segment_buf *b, uint64_t pos, uint32_t max_event, pb_rec
  * record before end of file. Negative errno on I/O error. */
 int segment_resync(segment_buf *b, uint64_t from, uint64_t min_offset, uint64_t max_offset,
                    uint32_t max_event, uint64_t *found, pb_record *rec, uint32_t *size);
+
+/*
+ * One file read on its own through a segment_buf (POSIX), with the damage
+ * report a reader hands out: what the single-file readers (the CLI's
+ * segfile, the original-layout pb_legacy) share. Embedded in the reader's
+ * own struct; one thread at a time.
+ */
+typedef struct segment_file {
+    char path[PATH_MAX];
+    int fd;
+    bool follow;  /* the file may still grow: a cut-short tail is "not yet" */
+    bool stuck;   /* nothing more can be read: the reader says PB_EEOF */
+    uint64_t pos; /* file position of the next record */
+    segment_buf buf;
+    struct pb_reader_problem problem;
+    char reason[200];
+} segment_file;
+
+/* Opens path read-only into *f (which the caller zeroed). 0, PB_EINVAL (path
+ * too long), PB_ENOMEM or a negated errno; after a failure f holds nothing
+ * (segment_file_close is still safe). */
+int segment_file_open(segment_file *f, const char *path, bool follow);
+
+/* Closes what segment_file_open opened; safe after a failed open. */
+void segment_file_close(segment_file *f);
+
+/* Sets f->problem: damage at byte `position` of the file that cost offsets
+ * first..last (first = 0, last = UINT64_MAX: no record was lost), because
+ * of `reason` (copied). Returns PB_ECORRUPT, for the reader to pass on. */
+int segment_file_report(segment_file *f, uint64_t position, uint64_t first, uint64_t last,
+                        const char *reason);
 
 #endif
