@@ -9,7 +9,7 @@
 
 CC      ?= gcc
 PREFIX  ?= /usr/local
-PKGS    := libprotobuf-c libpcre2-8 libuv inih json-c
+PKGS    := libprotobuf-c libpcre2-8 libuv inih json-c libhs
 
 ifeq ($(SAN),1)
 BUILD   ?= build/san
@@ -220,3 +220,4 @@ bench: $(BUILD)/protobusd $(BUILD)/protobus
 	BUILD=$(BUILD) tests/bench/run
 
 .PHONY: bench
+
