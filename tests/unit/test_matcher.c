@@ -305,6 +305,23 @@ static void test_budget_f2_attack(void **state)
                         "match limit");
     /* An honest topic is unaffected. */
     EXPECT(r, "aac", 0, 1, 2, 3, 5);
+    /* In a batch, the breaches stay with the topic they happened on. */
+    const char *batch[] = {"aac", topic, "xyz", topic};
+    const size_t lens[] = {3, sizeof topic, 3, sizeof topic};
+    matcher_result rs[4];
+    assert_int_equal(matcher_match_batch(r, batch, lens, 4, rs), 0);
+    assert_int_equal(rs[0].n, 4);
+    assert_int_equal(rs[0].nbreaches, 0);
+    assert_int_equal(rs[2].n, 0);
+    assert_int_equal(rs[2].nbreaches, 0);
+    for (int i = 1; i < 4; i += 2) {
+        assert_int_equal(rs[i].n, 2);
+        assert_int_equal(rs[i].nbreaches, 2);
+        assert_true(rs[i].breaches[0].id == 2 || rs[i].breaches[0].id == 5);
+        assert_int_equal(rs[i].breaches[0].pattern, 1);
+    }
+    assert_int_equal(matcher_match_batch(r, batch, lens, 0, rs), PB_EINVAL);
+    assert_int_equal(matcher_match_batch(r, batch, lens, MATCHER_BATCH_MAX + 1, rs), PB_EINVAL);
     matcher_reader_destroy(r);
     matcher_set_destroy(set);
 
