@@ -1,8 +1,9 @@
 /*
- * matcher_snap - the matcher's internals shared by its two halves:
- * matcher.c (the writer side: subscriptions, shards, building, publishing
- * and freeing snapshots) and matcher_read.c (the reader side: finding the
- * current snapshot and matching a topic with it). Nothing else includes it.
+ * matcher_snap - the matcher's internals, shared by matcher.c (the writer
+ * side: subscriptions come and go, shards are compiled and compacted),
+ * matcher_snap.c (reference counts; building, publishing and reclaiming
+ * snapshots) and matcher_read.c (the reader side: finding the current
+ * snapshot and matching topics with it). Nothing else includes it.
  *
  * Objects:
  *   msub   one subscription: its patterns' texts, PCRE2 codes (every
@@ -167,7 +168,32 @@ struct matcher_reader {
     bool oom; /* a log could not grow: the batch fails with PB_ENOMEM */
 };
 
-/* Frees the retired snapshots no reader holds. set->mu held. */
+/* --- matcher_snap.c; all with set->mu held, except on objects no other
+ * thread can see yet. --- */
+
+/* A PCRE2 code's size with its JIT code; whether it has JIT code. */
+size_t pcre_code_bytes(const pcre2_code *code);
+bool pcre_code_has_jit(const pcre2_code *code);
+
+void msub_free(msub *ms);
+void msub_unref(msub *ms); /* frees at the last reference; NULL-safe */
+/* Frees the JIT twins of a subscription that is young no more, once no
+ * snapshot uses them. */
+void msub_drop_young_code(msub *ms);
+
+void shard_free(shard *sh); /* drops its pairs' references */
+void shard_unref(shard *sh);
+
+/* The snapshot of the set as it is now (taking its references, and the
+ * next generation), or PB_ENOMEM. */
+int snap_build(matcher_set *set, uint64_t version, snap **out);
+void snap_free(snap *s);
+
+/* Builds and publishes the set's snapshot, retiring the current one. On
+ * failure (PB_ENOMEM) the current snapshot stays. */
+int matcher_publish(matcher_set *set, uint64_t version);
+
+/* Frees the retired snapshots no reader holds. */
 void matcher_reclaim(matcher_set *set);
 
 #endif
