@@ -422,6 +422,52 @@ static void test_refused_subscribe_then_more(void **state)
     close(fd);
 }
 
+/* Acks of 1,000 pipelined Publishes, each spread over three partitions
+ * (so its parts complete on three writer threads in any order), come back
+ * in the order they were sent, each with its batch's offsets. */
+static void test_acks_in_order(void **state)
+{
+    enum { NBATCH = 1000 };
+    start(NULL, "[partition alpha]\nmatch = a\\..*\n[partition beta]\nmatch = b\\..*\n"
+                "[partition rest]\nmatch = .*\n");
+    int fd = itest_connect_hello(daemon_under_test.port);
+    assert_true(fd >= 0);
+    Protobus__EncapsulatedEvent ev[3] = {PROTOBUS__ENCAPSULATED_EVENT__INIT,
+                                         PROTOBUS__ENCAPSULATED_EVENT__INIT,
+                                         PROTOBUS__ENCAPSULATED_EVENT__INIT};
+    Protobus__EncapsulatedEvent *evp[3] = {&ev[0], &ev[1], &ev[2]};
+    ev[0].topic = "a.x";
+    ev[1].topic = "b.x";
+    ev[2].topic = "c.x";
+    Protobus__Publish pub = PROTOBUS__PUBLISH__INIT;
+    pub.n_events = 3;
+    pub.events = evp;
+    for (uint64_t i = 0; i < NBATCH; i++) {
+        Protobus__Frame f = PROTOBUS__FRAME__INIT;
+        f.id = 100 + i;
+        f.body_case = PROTOBUS__FRAME__BODY_PUBLISH;
+        f.publish = &pub;
+        assert_int_equal(itest_send_frame(fd, &f), 0);
+    }
+    for (uint64_t i = 0; i < NBATCH; i++) {
+        Protobus__Frame *r = itest_recv_frame(fd, TIMEOUT_MS);
+        assert_non_null(r);
+        if (r->id != 100 + i || r->body_case != PROTOBUS__FRAME__BODY_PUBLISH_ACK)
+            fail_msg("reply %llu: id %llu, frame %d", (unsigned long long)i,
+                     (unsigned long long)r->id, r->body_case);
+        const Protobus__PublishAck *a = r->publish_ack;
+        assert_int_equal(a->n_offsets, 3);
+        for (size_t k = 0; k < 3; k++) {
+            /* Each partition's batches are stored in arrival order. */
+            assert_int_equal(a->offsets[k], i);
+            assert_string_equal(a->partitions[a->partition_index[k]],
+                                k == 0 ? "alpha" : k == 1 ? "beta" : "rest");
+        }
+        protobus__frame__free_unpacked(r, NULL);
+    }
+    close(fd);
+}
+
 /* --- subscriptions ---------------------------------------------------------------- */
 
 #define RULES_AB "[partition alpha]\nmatch = a\\..*\n[partition beta]\nmatch = b\\..*\n"
@@ -870,6 +916,41 @@ static void lib_publish(pb_client *c, const char *topic, int n)
     assert_int_equal(pb_client_flush(c, TIMEOUT_MS, NULL, NULL), 0);
 }
 
+/* Many small batches over three partitions, pipelined through the library
+ * (which refuses a server that acks out of order): every position right. */
+static void test_library_pipelined_positions(void **state)
+{
+    enum { NEVENTS = 3000 };
+    start(NULL, "[partition alpha]\nmatch = a\\..*\n[partition beta]\nmatch = b\\..*\n"
+                "[partition rest]\nmatch = .*\n");
+    char addr[64], err[256] = "";
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", (unsigned)daemon_under_test.port);
+    pb_client_options o;
+    pb_client_options_init(&o);
+    o.batch_events = 3;
+    o.max_in_flight = 256;
+    pb_client *c = NULL;
+    if (pb_client_connect(&c, addr, &o, err, sizeof err) != 0)
+        fail_msg("connect: %s", err);
+    static const char *const topics[3] = {"a.x", "b.x", "c.x"};
+    for (int i = 0; i < NEVENTS; i++) {
+        pb_event ev = {.topic = topics[i % 3], .payload = "p", .payload_len = 1};
+        assert_int_equal(pb_client_publish(c, &ev), 0);
+    }
+    const pb_position *pos;
+    size_t n;
+    int rc = pb_client_flush(c, TIMEOUT_MS, &pos, &n);
+    if (rc != 0)
+        fail_msg("flush: %s", pb_client_message(c));
+    assert_int_equal(n, NEVENTS);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(pos[i].status, 0);
+        assert_string_equal(pos[i].partition, i % 3 == 0 ? "alpha" : i % 3 == 1 ? "beta" : "rest");
+        assert_int_equal(pos[i].offset, i / 3);
+    }
+    pb_client_close(c);
+}
+
 /* The start positions through pb_client_subscription, the history as
  * items, PB_ITEM_CAUGHT_UP once, then live events. */
 static void test_library_subscription(void **state)
@@ -950,11 +1031,13 @@ int main(void)
         cmocka_unit_test_teardown(test_ping_pong, teardown),
         cmocka_unit_test_teardown(test_reply_ids_and_what_closes, teardown),
         cmocka_unit_test_teardown(test_refused_subscribe_then_more, teardown),
+        cmocka_unit_test_teardown(test_acks_in_order, teardown),
         cmocka_unit_test_teardown(test_subscribed_every_start_mode, teardown),
         cmocka_unit_test_teardown(test_overflow_no_second_caught_up, teardown),
         cmocka_unit_test_teardown(test_subscribed_connection_answers, teardown),
         cmocka_unit_test_teardown(test_subscribed_connection_flood_bounded, teardown),
         cmocka_unit_test_teardown(test_library_subscription, teardown),
+        cmocka_unit_test_teardown(test_library_pipelined_positions, teardown),
     };
     return cmocka_run_group_tests_name("integration: connection model (raw frames)", tests, NULL,
                                        NULL);
