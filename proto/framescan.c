@@ -14,8 +14,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#define FIELD_NUMBER_MAX 536870911u /* 2^29 - 1, protobuf's largest */
-
 enum {
     S_PREFIX, /* the next frame's length prefix */
     S_TAG,    /* a field's tag (or the end of the frame) */
@@ -33,10 +31,11 @@ void frame_scan_init(frame_scan *s, uint64_t max_frame_bytes)
 }
 
 /* Adds byte b to the varint in progress: 1 when it is complete (*v set), 0
- * when more bytes are needed, -1 when it is over 10 bytes or 64 bits. */
-static int varint_byte(frame_scan *s, uint8_t b, uint64_t *v)
+ * when more bytes are needed, -1 when it is longer than max bytes (tags and
+ * lengths: 5, as protobuf-c reads them) or over 64 bits. */
+static int varint_byte(frame_scan *s, uint8_t b, size_t max, uint64_t *v)
 {
-    if (s->vlen == sizeof s->vbuf)
+    if (s->vlen == max)
         return -1;
     s->vbuf[s->vlen++] = b;
     if (b & 0x80)
@@ -82,9 +81,9 @@ static void on_tag(frame_scan *s, uint64_t tag)
 {
     uint64_t number = tag >> 3;
 
-    s->field = number <= FIELD_NUMBER_MAX ? (uint32_t)number : 0;
+    s->field = number <= WIRE_FIELD_MAX ? (uint32_t)number : 0;
     s->wtype = (uint8_t)(tag & 7);
-    if (number == 0 || number > FIELD_NUMBER_MAX) {
+    if (number == 0 || number > WIRE_FIELD_MAX) {
         malformed(s, "field number %llu at byte %llu is out of range", (unsigned long long)number,
                   (unsigned long long)s->field_pos);
         return;
@@ -127,7 +126,7 @@ static void on_tag(frame_scan *s, uint64_t tag)
 /* A complete length of a length-delimited field. */
 static void on_len(frame_scan *s, uint64_t len)
 {
-    if (len > s->frame_left) {
+    if (len > INT32_MAX || len > s->frame_left) {
         malformed(s, "length %llu exceeds remaining %llu bytes", (unsigned long long)len,
                   (unsigned long long)s->frame_left);
         return;
@@ -172,7 +171,7 @@ int frame_scan_feed(frame_scan *s, const uint8_t *p, size_t n, size_t *used, fra
             break;
         switch (s->state) {
         case S_PREFIX:
-            k = varint_byte(s, p[i++], &v);
+            k = varint_byte(s, p[i++], WIRE_VARINT_MAX, &v);
             if (k < 0) {
                 pb_set_err(err, errlen,
                            "frame length prefix is not a valid varint (over 10 bytes or 64 bits)");
@@ -193,20 +192,21 @@ int frame_scan_feed(frame_scan *s, const uint8_t *p, size_t n, size_t *used, fra
             if (s->vlen == 0)
                 s->field_pos = s->frame_len - s->frame_left;
             s->frame_left--;
-            k = varint_byte(s, p[i++], &v);
+            k = varint_byte(s, p[i++], WIRE_TAG_MAX, &v);
             s->field = 0;
             if (k < 0)
-                malformed(s, "tag varint at byte %llu is over 10 bytes or 64 bits",
-                          (unsigned long long)s->field_pos);
+                malformed(s, "tag varint at byte %llu is longer than %d bytes",
+                          (unsigned long long)s->field_pos, WIRE_TAG_MAX);
             else if (k == 1)
                 on_tag(s, v);
             break;
         case S_VALUE:
         case S_LEN:
             s->frame_left--;
-            k = varint_byte(s, p[i++], &v);
+            k = varint_byte(s, p[i++], s->state == S_LEN ? WIRE_LEN_MAX : WIRE_VARINT_MAX, &v);
             if (k < 0)
-                malformed(s, "varint is over 10 bytes or 64 bits");
+                malformed(s, "%s varint is malformed (too long or over 64 bits)",
+                          s->state == S_LEN ? "length" : "value");
             else if (k == 1 && s->state == S_LEN)
                 on_len(s, v);
             else if (k == 1) {

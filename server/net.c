@@ -298,11 +298,12 @@ void conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 static void on_idle_timeout(uv_timer_t *t)
 {
     conn *c = t->data;
-    logging_printf(LOG_INFO,
-                   "connection %s: dropped: %zu bytes of an unfinished frame and nothing more "
-                   "for %u ms (idle_timeout_ms)",
-                   c->peer, c->len, c->net->opts.idle_timeout_ms);
-    conn_close(c);
+    char msg[200];
+    snprintf(msg, sizeof msg,
+             "dropped: %zu bytes of an unfinished frame and nothing more for %u ms "
+             "(idle_timeout_ms)",
+             c->len, c->net->opts.idle_timeout_ms);
+    conn_fail(c, 0, PB_CODE_DEADLINE_EXCEEDED, msg);
 }
 
 static void on_handshake_timeout(uv_timer_t *t)

@@ -237,6 +237,21 @@ static void test_handshake_deadline(void **state)
     close(fd);
 }
 
+/* A connection stalled in the middle of a frame for idle_timeout_ms:
+ * DEADLINE_EXCEEDED, then closed. */
+static void test_idle_deadline(void **state)
+{
+    start("idle_timeout_ms = 300\n", NULL);
+    int fd = itest_connect_hello(daemon_under_test.port);
+    assert_true(fd >= 0);
+    const uint8_t part[] = {20, 0x08, 0x01}; /* 3 of a 21-byte frame */
+    assert_int_equal(itest_send_raw(fd, part, sizeof part), 0);
+    expect_error(fd, 0, PROTOBUS__CODE__DEADLINE_EXCEEDED,
+                 "3 bytes of an unfinished frame and nothing more for 300 ms (idle_timeout_ms)");
+    assert_true(itest_wait_closed(fd, TIMEOUT_MS));
+    close(fd);
+}
+
 static int raise_nofile(rlim_t want)
 {
     struct rlimit rl;
@@ -460,8 +475,9 @@ static void test_acks_in_order(void **state)
         for (size_t k = 0; k < 3; k++) {
             /* Each partition's batches are stored in arrival order. */
             assert_int_equal(a->offsets[k], i);
-            assert_string_equal(a->partitions[a->partition_index[k]],
-                                k == 0 ? "alpha" : k == 1 ? "beta" : "rest");
+            assert_string_equal(a->partitions[a->partition_index[k]], k == 0   ? "alpha"
+                                                                      : k == 1 ? "beta"
+                                                                               : "rest");
         }
         protobus__frame__free_unpacked(r, NULL);
     }
@@ -1026,6 +1042,7 @@ int main(void)
         cmocka_unit_test_teardown(test_versions_refused, teardown),
         cmocka_unit_test_teardown(test_server_hello, teardown),
         cmocka_unit_test_teardown(test_handshake_deadline, teardown),
+        cmocka_unit_test_teardown(test_idle_deadline, teardown),
         cmocka_unit_test_teardown(test_max_handshaking, teardown),
         cmocka_unit_test_teardown(test_max_connections_full_of_silent_ones, teardown),
         cmocka_unit_test_teardown(test_ping_pong, teardown),

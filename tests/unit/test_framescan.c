@@ -205,6 +205,8 @@ static void test_malformed_frames(void **state)
         {(const uint8_t *)"\x01\x08", 2, "runs past the end"},
         {(const uint8_t *)"\x01\x80", 2, "runs past the end"},
         {(const uint8_t *)"\x02\x00\x00", 3, "out of range"},
+        {(const uint8_t *)"\x07\x88\x80\x80\x80\x80\x00\x01", 8, "longer than 5 bytes"},
+        {(const uint8_t *)"\x07\x12\x80\x80\x80\x80\x80\x00", 8, "length varint"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         frame_scan s;
