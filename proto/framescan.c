@@ -35,12 +35,11 @@ void frame_scan_init(frame_scan *s, uint64_t max_frame_bytes)
  * lengths: 5, as protobuf-c reads them) or over 64 bits. */
 static int varint_byte(frame_scan *s, uint8_t b, size_t max, uint64_t *v)
 {
-    if (s->vlen == max)
-        return -1;
     s->vbuf[s->vlen++] = b;
     if (b & 0x80)
-        return 0;
+        return s->vlen == max ? -1 : 0; /* decided at once, as the splitter does */
     int k = wire_varint_decode(s->vbuf, s->vlen, v);
+    s->vlast = s->vlen;
     s->vlen = 0;
     return k > 0 ? 1 : -1;
 }
@@ -179,7 +178,10 @@ int frame_scan_feed(frame_scan *s, const uint8_t *p, size_t n, size_t *used, fra
                 return PB_EPROTO;
             }
             if (k == 1) {
-                if (v > s->max_frame_bytes) {
+                /* As frame_split_next decides it (a frame must also fit
+                 * in memory there, which a reader that keeps nothing does
+                 * not need, but the two agree). */
+                if (v > s->max_frame_bytes || v > SIZE_MAX - s->vlast) {
                     pb_set_err(err, errlen, "frame of %llu bytes exceeds the maximum of %llu bytes",
                                (unsigned long long)v, (unsigned long long)s->max_frame_bytes);
                     *used = i;

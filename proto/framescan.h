@@ -37,6 +37,7 @@ typedef struct frame_scan {
     int state;
     uint8_t vbuf[10]; /* a varint in progress */
     uint8_t vlen;
+    uint8_t vlast;       /* bytes of the last complete varint */
     uint64_t frame_len;  /* the current Frame's length */
     uint64_t frame_left; /* bytes of it not consumed yet */
     uint64_t skip_left;  /* bytes of a field's contents still to skip */
