@@ -142,7 +142,7 @@ static void srv_send(fake_server *s, int fd, const Protobus__Frame *f)
     } while (v);
     protobus__frame__pack(f, buf + pre);
     if (write_full(fd, buf, pre + n) < 0)
-        srv_fail(s, "sending a frame failed: %s", strerror(errno));
+        srv_fail(s, "sending a frame (body %d) failed: %s", (int)f->body_case, strerror(errno));
     free(buf);
 }
 
@@ -546,9 +546,13 @@ static void script_ack_reversed(fake_server *s, int fd)
             srv_ack(s, fd, g, next);
             srv_ack(s, fd, f, first);
             protobus__frame__free_unpacked(g, NULL);
-        } else {
-            srv_ack(s, fd, f, next);
+            protobus__frame__free_unpacked(f, NULL);
+            /* The client gives up on that and closes: send nothing more. */
+            s->any_events = true;
+            srv_drain(s, fd);
+            return;
         }
+        srv_ack(s, fd, f, next);
         protobus__frame__free_unpacked(f, NULL);
     }
 }
@@ -1011,8 +1015,8 @@ static void srv_send_event(fake_server *s, int fd, uint64_t id, const char *part
 
 /* Subscribed, event 0 (small), DATA_LOSS, event 1 (300 KB: larger than
  * the client's initial receive buffer), CaughtUp, then many small events
- * (param 1: a second CaughtUp in between, which breaks the protocol), then
- * close. */
+ * (param 1: a second CaughtUp after three of them, which breaks the
+ * protocol: then nothing more), then close. */
 #define SUB_MANY 500
 static void script_subscription(fake_server *s, int fd)
 {
@@ -1032,8 +1036,12 @@ static void script_subscription(fake_server *s, int fd)
     free(se.payload);
     srv_send_caught_up(s, fd, id, 2);
     for (int i = 0; i < SUB_MANY; i++) {
-        if (s->param == 1 && i == 3)
+        if (s->param == 1 && i == 3) {
+            /* The client gives up here and closes: send nothing more. */
             srv_send_caught_up(s, fd, id, 2);
+            srv_drain(s, fd);
+            return;
+        }
         stored_event_init(&se, i, (size_t)(i % 50));
         srv_send_event(s, fd, id, "p2", (uint64_t)i, &se);
         free(se.payload);
