@@ -374,6 +374,7 @@ static int open_daemon(daemon_state *d)
         .queue_bytes = d->cfg.subscriber_queue_bytes,
         .write_deadline_ms = d->cfg.write_deadline_ms,
         .topic_history = TOPIC_HISTORY,
+        .max_frame_bytes = d->cfg.max_frame_bytes,
     };
     rc = sub_registry_create(&d->subs, &so);
     if (rc < 0)
@@ -399,6 +400,8 @@ static int serve(daemon_state *d, const char *port_file)
         .max_event_bytes = d->cfg.max_event_bytes,
         .max_connections = d->cfg.max_connections,
         .idle_timeout_ms = d->cfg.idle_timeout_ms,
+        .handshake_timeout_ms = d->cfg.handshake_timeout_ms,
+        .max_handshaking = d->cfg.max_handshaking,
         .max_inflight_bytes = MAX_INFLIGHT_BYTES,
         .router = d->router,
         .store = d->store,

@@ -1,27 +1,30 @@
 /*
- * net - protobusd's libuv loop: connections, frames, replies, back-pressure,
- * and the hand-offs: a Publish to ingest (ingest.c validates, routes and
- * queues it; a writer's done() brings the batch back here for its reply), a
- * Subscribe to the subscription pool (sub.c takes the socket).
+ * net - protobusd's libuv loop: accepting connections, their handshake,
+ * splitting what they send into frames, and the hand-offs: a Publish to
+ * ingest (ingest.c validates, routes and queues it; a writer's done() brings
+ * the batch back here for its reply), a Subscribe to the subscription pool
+ * (sub.c takes the socket). What each frame gets in each state of a
+ * connection is session.c's decision; this file carries it out. A
+ * connection's writes, its replies in request order and its back-pressure
+ * are conn.c's.
  *
  * Threads: the loop thread runs everything in this file except
  * batch_done(), which partition writer threads call; it only counts down
  * the batch and, for the last part, queues the batch for the loop and wakes
  * it with uv_async_send. The loop thread never touches segment files.
  *
- * A batch lives until its reply has been queued for writing.
+ * Connection states (session.h): HANDSHAKE from accept until a valid Hello
+ * (deadline handshake_timeout_ms; at most max_handshaking such connections,
+ * the oldest closed first when a new one arrives at that cap or at
+ * max_connections), then OPEN, until a Subscribe hands the socket over.
  *
- * Back-pressure: while more than max_inflight_bytes of publishes wait in the
- * writers' queues, or a connection's unsent replies exceed MAX_PENDING_WRITE,
- * the loop stops reading the connections that push past it, so a fast
- * publisher or one that never reads its acks cannot grow the daemon's memory.
+ * A batch lives until its reply has been queued for writing.
  */
-#include "net.h"
+#include "net_internal.h"
 
 #include "frame.h"
 #include "grow.h"
 #include "hostport.h"
-#include "ingest.h"
 #include "logging.h"
 #include "pb_errors.h"
 #include "protobus_version.h"
@@ -34,228 +37,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#define READ_CHUNK        (64 * 1024)
-#define MAX_PENDING_WRITE (8u << 20)
+#define READ_CHUNK                   (64 * 1024)
+#define DEFAULT_HANDSHAKE_TIMEOUT_MS 10000u
 
-typedef struct conn conn;
-
-struct net {
-    uv_loop_t *loop;
-    uv_tcp_t listener;
-    uv_async_t wake;
-    net_options opts;
-    ingest_options ingest;
-    int accepting;
-    int stopping;
-    uint16_t port;
-    uint32_t nconns;
-    conn *conns; /* doubly linked list of open connections */
-    size_t inflight_batches;
-    size_t pending_writes; /* replies queued and not yet written, all connections */
-    uint64_t inflight_bytes;
-    uv_mutex_t done_lock; /* protects done_head: writers push, the loop pops */
-    pub_batch *done_head;
-    char version[64];
-};
-
-struct conn {
-    uv_tcp_t tcp;
-    uv_timer_t idle;
-    net *net;
-    conn *prev, *next;
-    int refs;              /* the open handle + one per batch and per write in flight */
-    int writes;            /* uv_write requests not completed */
-    int closing;           /* uv_close called or requested */
-    int close_after_write; /* protocol error sent: close once replies are out */
-    int reading;
-    int paused;   /* reads stopped for back-pressure */
-    uint8_t *buf; /* bytes received, not yet a whole frame */
-    size_t len, cap;
-    size_t want;       /* bytes the current frame needs, when known */
-    uint64_t inflight; /* bytes of this connection's batches in flight */
-    /* A Subscribe waiting for this connection's acks and writes to drain
-     * before the socket is handed to a subscription thread. */
-    uint8_t *sub_body;
-    size_t sub_len;
-    uint64_t sub_id;
-    char peer[64];
-};
-
-typedef struct write_req {
-    uv_write_t req;
-    uv_buf_t buf;
-    conn *c;
-} write_req;
-
-static void conn_close(conn *c);
-static void conn_maybe_handoff(conn *c);
-static void conn_update_reading(conn *c);
-
-/* ------------------------------------------------------------------ */
-/* connection lifetime */
-
-static void conn_unref(conn *c)
-{
-    if (--c->refs > 0)
-        return;
-    net *n = c->net;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        n->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    n->nconns--;
-    free(c->buf);
-    free(c->sub_body);
-    free(c);
-}
-
-static void on_idle_closed(uv_handle_t *h)
-{
-    conn_unref(h->data);
-}
-
-static void on_tcp_closed(uv_handle_t *h)
-{
-    conn *c = h->data;
-    uv_close((uv_handle_t *)&c->idle, on_idle_closed);
-}
-
-static void conn_close(conn *c)
-{
-    if (c->closing)
-        return;
-    c->closing = 1;
-    uv_timer_stop(&c->idle);
-    uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
-}
-
-/* ------------------------------------------------------------------ */
-/* writing replies */
-
-/* Drops a batch's or a write's reference; while the connection stays open,
- * this is the moment to resume reading or to finish a pending hand-off. */
-static void conn_release(conn *c)
-{
-    if (c->closing || c->refs == 1) {
-        conn_unref(c);
-        return;
-    }
-    c->refs--;
-    if (c->close_after_write && c->writes == 0)
-        conn_close(c);
-    else {
-        conn_update_reading(c);
-        conn_maybe_handoff(c);
-    }
-}
-
-static void on_write(uv_write_t *req, int status)
-{
-    write_req *w = (write_req *)req;
-    conn *c = w->c;
-    free(w->buf.base);
-    free(w);
-    c->writes--;
-    c->net->pending_writes--;
-    if (status < 0 && !c->closing) {
-        logging_printf(LOG_DEBUG, "connection %s: write failed: %s", c->peer, uv_strerror(status));
-        conn_close(c);
-    }
-    conn_release(c);
-}
-
-/* Takes ownership of buf (malloc'd). */
-static void conn_send(conn *c, uint8_t *buf, size_t len)
-{
-    if (c->closing) {
-        free(buf);
-        return;
-    }
-    write_req *w = malloc(sizeof *w);
-    if (!w) {
-        free(buf);
-        logging_printf(LOG_ERROR, "connection %s: out of memory for a reply", c->peer);
-        conn_close(c);
-        return;
-    }
-    w->buf = uv_buf_init((char *)buf, (unsigned)len);
-    w->c = c;
-    c->refs++;
-    c->writes++;
-    c->net->pending_writes++;
-    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &w->buf, 1, on_write);
-    if (rc < 0) {
-        c->refs--;
-        c->writes--;
-        c->net->pending_writes--;
-        free(buf);
-        free(w);
-        logging_printf(LOG_DEBUG, "connection %s: write failed: %s", c->peer, uv_strerror(rc));
-        conn_close(c);
-    }
-}
-
-static void send_error(conn *c, uint64_t id, int code, const char *message, const char *part_name,
-                       uint32_t event_index_plus_one)
-{
-    frame_error e = {
-        .code = code,
-        .message = message,
-        .partition = part_name,
-        .event_index_plus_one = event_index_plus_one,
-    };
-    size_t need = frame_put_error(NULL, 0, id, &e);
-    uint8_t *buf = malloc(need);
-    if (!buf) {
-        conn_close(c);
-        return;
-    }
-    conn_send(c, buf, frame_put_error(buf, need, id, &e));
-}
-
-/* A protocol violation: say why, then close once the error is written. */
-static void fail_conn(conn *c, uint64_t id, int code, const char *message)
-{
-    logging_printf(LOG_INFO, "connection %s: %s; closing it", c->peer, message);
-    send_error(c, id, code, message, NULL, 0);
-    c->close_after_write = 1;
-    if (c->reading) {
-        uv_read_stop((uv_stream_t *)&c->tcp);
-        c->reading = 0;
-    }
-}
-
-/* ------------------------------------------------------------------ */
-/* back-pressure */
-
-static int conn_may_read(const conn *c)
-{
-    const net *n = c->net;
-    if (c->closing || c->close_after_write || c->sub_body || n->stopping)
-        return 0;
-    if (uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp) > MAX_PENDING_WRITE)
-        return 0;
-    if (n->inflight_bytes > n->opts.max_inflight_bytes && c->inflight > 0)
-        return 0;
-    return 1;
-}
-
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out);
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
-
-static void conn_update_reading(conn *c)
-{
-    int want = conn_may_read(c);
-    if (want && !c->reading) {
-        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
-            c->reading = 1;
-    } else if (!want && c->reading) {
-        uv_read_stop((uv_stream_t *)&c->tcp);
-        c->reading = 0;
-    }
-}
+static void conn_process(conn *c);
 
 /* ------------------------------------------------------------------ */
 /* publish */
@@ -278,25 +63,8 @@ static void batch_done(pub_part *part)
 /* An Error for a Publish that ingest refused or could not ack. */
 static void send_ingest_error(conn *c, uint64_t id, const ingest_error *e)
 {
-    if (e->fatal) {
-        fail_conn(c, id, e->code, e->message);
-        return;
-    }
-    send_error(c, id, e->code, e->message, e->partition[0] ? e->partition : NULL,
-               e->event_index_plus_one);
-}
-
-/* The reply to a batch whose parts are all done: its PublishAck, nothing
- * (no_ack), or an Error. */
-static void batch_reply(conn *c, pub_batch *b)
-{
-    uint8_t *frame;
-    size_t len;
-    ingest_error err;
-    if (ingest_reply(b, &frame, &len, &err) < 0)
-        send_ingest_error(c, b->frame_id, &err);
-    else if (frame)
-        conn_send(c, frame, len);
+    conn_send_error(c, id, e->code, e->message, e->partition[0] ? e->partition : NULL,
+                    e->event_index_plus_one, false);
 }
 
 static void on_wake(uv_async_t *a)
@@ -306,16 +74,26 @@ static void on_wake(uv_async_t *a)
     pub_batch *b = n->done_head;
     n->done_head = NULL;
     uv_mutex_unlock(&n->done_lock);
-    while (b) {
-        pub_batch *next = b->next_done;
+    /* Mark them all and list their connections before any is freed: a
+     * flush frees every done batch at the head of its connection's FIFO,
+     * which may be later ones of this list. */
+    conn *flush = NULL;
+    for (; b; b = b->next_done) {
         conn *c = b->conn;
-        batch_reply(c, b);
-        n->inflight_batches--;
-        n->inflight_bytes -= b->bytes_len;
-        c->inflight -= b->bytes_len;
-        ingest_free(b);
+        b->complete = 1;
+        if (!c->flush_pending) {
+            c->flush_pending = 1;
+            c->refs++; /* keeps c while its flush drops batch references */
+            c->next_flush = flush;
+            flush = c;
+        }
+    }
+    while (flush) {
+        conn *c = flush;
+        flush = c->next_flush;
+        c->flush_pending = 0;
+        conn_flush_replies(c);
         conn_release(c);
-        b = next;
     }
     /* Connections paused for the global bound may read again. */
     if (n->inflight_bytes <= n->opts.max_inflight_bytes)
@@ -335,15 +113,24 @@ static void handle_publish(conn *c, uint64_t id, const uint8_t *body, size_t len
         return;
     }
     if (b->nparts == 0) {
-        /* An empty Publish: nothing to store, answered at once. */
-        batch_reply(c, b);
+        /* An empty Publish: nothing to store, answered in its turn. */
+        size_t rlen;
+        uint8_t *frame = conn_batch_reply(c, b, &rlen);
         ingest_free(b);
+        if (frame)
+            conn_reply(c, frame, rlen, false);
         return;
     }
     c->refs++;
     c->inflight += len;
     n->inflight_batches++;
     n->inflight_bytes += len;
+    if (c->rq_tail)
+        c->rq_tail->next_reply = b;
+    else
+        c->rq_head = b;
+    c->rq_tail = b;
+    c->after_tail = NULL;
     ingest_submit(b);
     conn_update_reading(c);
 }
@@ -351,12 +138,16 @@ static void handle_publish(conn *c, uint64_t id, const uint8_t *body, size_t len
 /* ------------------------------------------------------------------ */
 /* subscribe: hand the socket to a subscription thread */
 
-static void conn_maybe_handoff(conn *c)
+/* Hands the socket of a connection whose Subscribe waits to a subscription
+ * thread, once its earlier replies are all written: 1 handed over, 0 not
+ * yet (or nothing waits), -1 refused (the Error is queued and the
+ * connection goes on: the caller processes what was sent after it). */
+static int handoff(conn *c)
 {
     if (!c->sub_body || c->closing)
-        return;
+        return 0;
     if (c->refs != 1)
-        return; /* acks or writes still pending on this connection */
+        return 0; /* acks or writes still pending on this connection */
     net *n = c->net;
     uv_os_fd_t fd;
     int dupfd = -1;
@@ -366,93 +157,125 @@ static void conn_maybe_handoff(conn *c)
         dupfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (dupfd < 0) {
         snprintf(err, sizeof err, "cannot hand the connection over: %s", strerror(errno));
-    } else if (sub_start(n->opts.subs, dupfd, c->sub_id, c->sub_body, c->sub_len, &code, err,
-                         sizeof err) == 0) {
+    } else if (sub_start(n->opts.subs, dupfd, c->sub_id, c->sub_body, c->sub_len, c->buf, c->len,
+                         &code, err, sizeof err) == 0) {
+        /* What the client sent after the Subscribe went with it. */
+        c->len = 0;
         free(c->sub_body);
         c->sub_body = NULL;
         /* The subscription thread owns the socket through dupfd now. */
         conn_close(c);
-        return;
+        return 1;
     } else {
         close(dupfd);
     }
     logging_printf(LOG_INFO, "connection %s: subscription refused: %s", c->peer, err);
     free(c->sub_body);
     c->sub_body = NULL;
-    send_error(c, c->sub_id, code, err, NULL, 0);
-    conn_update_reading(c);
+    conn_send_error(c, c->sub_id, code, err, NULL, 0, false);
+    return -1;
+}
+
+/* After a reply was written: a waiting Subscribe may go now. */
+void conn_maybe_handoff(conn *c)
+{
+    if (handoff(c) < 0) {
+        /* Frames that arrived after the refused Subscribe are buffered. */
+        conn_process(c);
+        conn_update_reading(c);
+    }
 }
 
 static void handle_subscribe(conn *c, uint64_t id, const uint8_t *body, size_t len)
 {
     c->sub_body = malloc(len ? len : 1);
     if (!c->sub_body) {
-        send_error(c, id, PB_CODE_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+        conn_send_error(c, id, PB_CODE_RESOURCE_EXHAUSTED, "out of memory", NULL, 0, false);
         return;
     }
     memcpy(c->sub_body, body, len);
     c->sub_len = len;
     c->sub_id = id;
-    conn_update_reading(c); /* stops reading: the connection now belongs to the subscription */
-    conn_maybe_handoff(c);
+    /* Stops reading: the connection now belongs to the subscription. The
+     * hand-off follows once conn_process has consumed this frame, so that
+     * the bytes left in the buffer are exactly those sent after it. */
+    conn_update_reading(c);
 }
 
 /* ------------------------------------------------------------------ */
 /* frames */
 
-static void handle_hello(conn *c, uint64_t id)
+/* The handshake is done: the server's Hello, and the connection is open. */
+static void handshake_done(conn *c, uint64_t id, const char *user)
 {
     net *n = c->net;
-    frame_hello h = {
-        .protocol_version = PB_PROTOCOL_VERSION,
-        .name = n->version,
-        .max_frame_bytes = n->opts.max_frame_bytes,
-        .max_event_bytes = n->opts.max_event_bytes,
-    };
-    size_t need = frame_put_hello(NULL, 0, id, &h);
+    size_t need = session_put_hello(&n->session, id, user, NULL, 0);
     uint8_t *buf = malloc(need);
     if (!buf) {
         conn_close(c);
         return;
     }
-    conn_send(c, buf, frame_put_hello(buf, need, id, &h));
+    conn_leave_handshake(c);
+    c->state = SESSION_OPEN;
+    uv_timer_stop(&c->timer);
+    conn_reply(c, buf, session_put_hello(&n->session, id, user, buf, need), false);
+}
+
+/* Carries out session's answer to frame `id`. */
+static void answer(conn *c, uint64_t id, const session_answer *a)
+{
+    switch (a->action) {
+    case SESSION_ERROR:
+        if (a->close)
+            conn_fail(c, id, a->code, a->message);
+        else
+            conn_send_error(c, id, a->code, a->message, NULL, 0, false);
+        return;
+    case SESSION_PONG: {
+        size_t need = frame_put_pong(NULL, 0, id);
+        uint8_t *buf = malloc(need);
+        if (!buf) {
+            conn_close(c);
+            return;
+        }
+        conn_reply(c, buf, frame_put_pong(buf, need, id), false);
+        return;
+    }
+    default:
+        return; /* SESSION_IGNORE; the others are handle_frame's */
+    }
 }
 
 static void handle_frame(conn *c, const uint8_t *body, size_t len)
 {
+    net *n = c->net;
     frame_view fv;
+    session_answer a;
     char err[300];
     if (frame_parse(body, len, &fv, err, sizeof err) < 0) {
-        char msg[400];
-        snprintf(msg, sizeof msg, "malformed frame: %s", err);
-        fail_conn(c, 0, PB_CODE_INVALID_ARGUMENT, msg);
+        /* fv.id is the id if it could be read before the fault. */
+        session_answer_malformed(c->state, err, &a);
+        answer(c, fv.id, &a);
         return;
     }
-    switch (fv.kind) {
-    case FRAME_HELLO:
-        handle_hello(c, fv.id);
+    session_answer_frame(&n->session, c->state, fv.kind, fv.body.p, fv.body.len, &a);
+    switch (a.action) {
+    case SESSION_HELLO:
+        handshake_done(c, fv.id, a.user);
         break;
-    case FRAME_PUBLISH:
+    case SESSION_PUBLISH:
         handle_publish(c, fv.id, fv.body.p, fv.body.len);
         break;
-    case FRAME_SUBSCRIBE:
+    case SESSION_SUBSCRIBE:
         handle_subscribe(c, fv.id, fv.body.p, fv.body.len);
         break;
-    case FRAME_NONE:
-        send_error(c, fv.id, PB_CODE_UNIMPLEMENTED,
-                   "unknown frame type: the frame has no body this server knows", NULL, 0);
+    default:
+        answer(c, fv.id, &a);
         break;
-    default: {
-        char msg[200];
-        snprintf(msg, sizeof msg, "frame type %s is not accepted from clients",
-                 frame_kind_name(fv.kind));
-        send_error(c, fv.id, PB_CODE_INVALID_ARGUMENT, msg, NULL, 0);
-        break;
-    }
     }
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
+void conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 {
     conn *c = h->data;
     size_t need = c->len + READ_CHUNK;
@@ -463,7 +286,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
     if (need > c->cap) {
         if (grow_resize(&c->buf, need, 1) < 0) {
             out->base = NULL;
-            out->len = 0; /* libuv reports UV_ENOBUFS to on_read */
+            out->len = 0; /* libuv reports UV_ENOBUFS to conn_on_read */
             return;
         }
         c->cap = need;
@@ -475,17 +298,95 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 static void on_idle_timeout(uv_timer_t *t)
 {
     conn *c = t->data;
-    logging_printf(LOG_INFO,
-                   "connection %s: dropped: %zu bytes of an unfinished frame and nothing more "
-                   "for %u ms (idle_timeout_ms)",
-                   c->peer, c->len, c->net->opts.idle_timeout_ms);
-    conn_close(c);
+    char msg[200];
+    snprintf(msg, sizeof msg,
+             "dropped: %zu bytes of an unfinished frame and nothing more for %u ms "
+             "(idle_timeout_ms)",
+             c->len, c->net->opts.idle_timeout_ms);
+    conn_fail(c, 0, PB_CODE_DEADLINE_EXCEEDED, msg);
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+static void on_handshake_timeout(uv_timer_t *t)
+{
+    conn *c = t->data;
+    char msg[160];
+    snprintf(msg, sizeof msg, "no Hello within %u ms (handshake_timeout_ms)",
+             c->net->opts.handshake_timeout_ms);
+    conn_fail(c, 0, PB_CODE_DEADLINE_EXCEEDED, msg);
+}
+
+/* Handles every whole frame in the buffer, as far as the connection's
+ * state lets it (a Subscribe waiting for its hand-off stops it). */
+/* Handles every whole frame in the buffer, as far as the connection's
+ * state lets it: a Subscribe stops it until its hand-off, and if the
+ * Subscribe is refused at once the frames after it are handled too. */
+static void conn_process(conn *c)
+{
+    net *n = c->net;
+    /* Not re-entered (a hand-off refused from inside the loop's calls):
+     * the loop goes on by itself. */
+    if (c->processing)
+        return;
+    c->processing = 1;
+    for (;;) {
+        size_t pos = 0;
+        while (!c->closing && !c->condemned && !c->sub_body) {
+            frame_split sp;
+            char err[256];
+            int rc = frame_split_next(c->buf + pos, c->len - pos, n->opts.max_frame_bytes, &sp, err,
+                                      sizeof err);
+            if (rc == PB_EINCOMPLETE) {
+                c->want = sp.need;
+                break;
+            }
+            if (rc < 0) {
+                /* The next frame boundary is unknown: nothing more can be read. */
+                char msg[400];
+                snprintf(msg, sizeof msg, "%s: %s (max_frame_bytes = %llu)",
+                         rc == PB_ETOOBIG ? "frame refused" : "malformed frame", err,
+                         (unsigned long long)n->opts.max_frame_bytes);
+                conn_fail(c, 0,
+                          rc == PB_ETOOBIG ? PB_CODE_RESOURCE_EXHAUSTED : PB_CODE_INVALID_ARGUMENT,
+                          msg);
+                break;
+            }
+            c->want = 0;
+            handle_frame(c, sp.body.p, sp.body.len);
+            pos += sp.used;
+        }
+        if (pos > 0) {
+            memmove(c->buf, c->buf + pos, c->len - pos);
+            c->len -= pos;
+        }
+        /* A Subscribe just read: the buffer now holds exactly what came
+         * after it. Handed over now, or once its acks are out; refused at
+         * once, the loop goes on with the rest (iteratively: a client's
+         * burst of bad Subscribes does not nest calls). */
+        if (handoff(c) >= 0)
+            break;
+    }
+    c->processing = 0;
+    if (c->closing)
+        return;
+    /* Keep memory bounded: give back a large buffer once it is empty. */
+    if (c->len == 0 && c->cap > 4 * READ_CHUNK) {
+        free(c->buf);
+        c->buf = NULL;
+        c->cap = 0;
+    }
+    /* The idle timer watches for a client stalled mid-frame; during the
+     * handshake the timer is the handshake deadline instead. */
+    if (!c->condemned && c->state != SESSION_HANDSHAKE && n->opts.idle_timeout_ms > 0) {
+        if (c->len > 0)
+            uv_timer_start(&c->timer, on_idle_timeout, n->opts.idle_timeout_ms, 0);
+        else
+            uv_timer_stop(&c->timer);
+    }
+}
+
+void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     conn *c = s->data;
-    net *n = c->net;
     if (nread < 0) {
         if (nread != UV_EOF)
             logging_printf(LOG_DEBUG, "connection %s: read: %s", c->peer, uv_strerror((int)nread));
@@ -493,50 +394,34 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     c->len += (size_t)nread;
-    size_t pos = 0;
-    while (!c->closing && !c->close_after_write && !c->sub_body) {
-        frame_split sp;
-        char err[256];
-        int rc = frame_split_next(c->buf + pos, c->len - pos, n->opts.max_frame_bytes, &sp, err,
-                                  sizeof err);
-        if (rc == PB_EINCOMPLETE) {
-            c->want = sp.need;
-            break;
-        }
-        if (rc < 0) {
-            char msg[400];
-            snprintf(msg, sizeof msg, "%s: %s (max_frame_bytes = %llu)",
-                     rc == PB_ETOOBIG ? "frame refused" : "malformed frame", err,
-                     (unsigned long long)n->opts.max_frame_bytes);
-            fail_conn(c, 0,
-                      rc == PB_ETOOBIG ? PB_CODE_RESOURCE_EXHAUSTED : PB_CODE_INVALID_ARGUMENT,
-                      msg);
-            break;
-        }
-        c->want = 0;
-        handle_frame(c, sp.body.p, sp.body.len);
-        pos += sp.used;
-    }
-    if (pos > 0) {
-        memmove(c->buf, c->buf + pos, c->len - pos);
-        c->len -= pos;
-    }
-    /* Keep memory bounded: give back a large buffer once it is empty. */
-    if (c->len == 0 && c->cap > 4 * READ_CHUNK) {
-        free(c->buf);
-        c->buf = NULL;
-        c->cap = 0;
-    }
-    if (!c->closing && n->opts.idle_timeout_ms > 0) {
-        if (c->len > 0)
-            uv_timer_start(&c->idle, on_idle_timeout, n->opts.idle_timeout_ms, 0);
-        else
-            uv_timer_stop(&c->idle);
-    }
+    conn_process(c);
 }
 
 /* ------------------------------------------------------------------ */
 /* accept */
+
+/* A new connection is coming: if the connections still in their handshake
+ * are at their cap, or every connection slot is taken, the oldest of them
+ * makes room, so that silent connections cannot keep out a client that
+ * says Hello at once. */
+static void make_room(net *n)
+{
+    conn *old = n->hs_head;
+    if (!old || (n->nhandshaking < n->opts.max_handshaking && n->nlive < n->opts.max_connections))
+        return;
+    char msg[240];
+    if (n->nhandshaking >= n->opts.max_handshaking)
+        snprintf(msg, sizeof msg,
+                 "closed for a newer connection: %u connections had not completed their "
+                 "handshake (max_handshaking = %u) and this was the oldest",
+                 n->nhandshaking, n->opts.max_handshaking);
+    else
+        snprintf(msg, sizeof msg,
+                 "closed for a newer connection: the server is at max_connections = %u and this "
+                 "connection had not completed its handshake",
+                 n->opts.max_connections);
+    conn_fail(old, 0, PB_CODE_RESOURCE_EXHAUSTED, msg);
+}
 
 static void on_connection(uv_stream_t *server, int status)
 {
@@ -550,17 +435,27 @@ static void on_connection(uv_stream_t *server, int status)
         logging_printf(LOG_ERROR, "out of memory accepting a connection");
         return;
     }
+    make_room(n);
     c->net = n;
     uv_tcp_init(n->loop, &c->tcp);
-    uv_timer_init(n->loop, &c->idle);
+    uv_timer_init(n->loop, &c->timer);
     c->tcp.data = c;
-    c->idle.data = c;
+    c->timer.data = c;
     c->refs = 1;
+    c->state = SESSION_HANDSHAKE;
     c->next = n->conns;
     if (n->conns)
         n->conns->prev = c;
     n->conns = c;
     n->nconns++;
+    n->nlive++;
+    c->hs_prev = n->hs_tail;
+    if (n->hs_tail)
+        n->hs_tail->hs_next = c;
+    else
+        n->hs_head = c;
+    n->hs_tail = c;
+    n->nhandshaking++;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
         conn_close(c);
         return;
@@ -571,13 +466,14 @@ static void on_connection(uv_stream_t *server, int status)
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0)
         hostport_format_sockaddr(c->peer, sizeof c->peer, (struct sockaddr *)&ss);
     uv_tcp_nodelay(&c->tcp, 1);
-    if (n->nconns > n->opts.max_connections) {
+    if (n->nlive > n->opts.max_connections) {
         char msg[160];
         snprintf(msg, sizeof msg, "too many connections (max_connections = %u)",
                  n->opts.max_connections);
-        fail_conn(c, 0, PB_CODE_RESOURCE_EXHAUSTED, msg);
+        conn_fail(c, 0, PB_CODE_RESOURCE_EXHAUSTED, msg);
         return;
     }
+    uv_timer_start(&c->timer, on_handshake_timeout, n->opts.handshake_timeout_ms, 0);
     conn_update_reading(c);
 }
 
@@ -592,12 +488,22 @@ int net_start(net **out, uv_loop_t *loop, const net_options *opts, char *err, si
     }
     n->loop = loop;
     n->opts = *opts;
+    if (!n->opts.handshake_timeout_ms)
+        n->opts.handshake_timeout_ms = DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    if (!n->opts.max_handshaking)
+        n->opts.max_handshaking = n->opts.max_connections;
     n->ingest = (ingest_options){
         .max_event_bytes = opts->max_event_bytes,
         .router = opts->router,
         .store = opts->store,
     };
     snprintf(n->version, sizeof n->version, "protobusd %s", PB_VERSION_STRING);
+    n->session = (session_options){
+        .server_name = n->version,
+        .max_frame_bytes = opts->max_frame_bytes,
+        .max_event_bytes = opts->max_event_bytes,
+        .idle_timeout_ms = opts->idle_timeout_ms,
+    };
     if (uv_mutex_init(&n->done_lock) < 0) {
         free(n);
         snprintf(err, errlen, "cannot create a mutex");

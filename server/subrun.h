@@ -18,6 +18,7 @@
 
 #include "event.h"
 #include "fanout.h"
+#include "subconn.h"
 #include "livequeue.h"
 #include "partition.h"
 #include "patterns.h"
@@ -47,7 +48,6 @@ typedef struct part_state {
      * reported lost; nothing at or above it has been sent. */
     uint64_t next;
     uint64_t end;   /* upper bound (exclusive) of the replay in progress */
-    bool time_seek; /* first replay seeks by time (START_TIME) */
     uint64_t *want; /* START_LAST_N: the offsets to deliver, ascending */
     size_t nwant, iwant;
     pb_reader *rd; /* open during a replay */
@@ -95,10 +95,14 @@ typedef struct sub {
     size_t index_slots;
     size_t *heap; /* thread: parts indexes ordered by (rec.time_ns, index) */
     size_t nheap;
-    uint8_t *out; /* thread: frames waiting to be written */
-    size_t out_len;
+    subconn conn;       /* thread: the client's connection, output and input */
     unsigned overflows; /* thread: times the live queue overflowed */
-    char why[512];      /* thread: what ended the subscription, for the Error frame */
+    /* Bytes net.c had read after the Subscribe (set by sub_start; the
+     * connection takes them). */
+    uint8_t *input;
+    size_t input_len;
+    uint64_t max_frame_bytes; /* what the client may still send */
+    char why[512];            /* thread: what ended the subscription, for the Error frame */
 } sub;
 
 /* Runs the subscription until the client leaves, a write deadline passes,

@@ -21,7 +21,7 @@
  * Threads: the main thread parses options, starts one thread per publisher
  * and per subscriber (each owns its own pb_client and connection), joins
  * them and prints the figures. Threads share only read-only setup data
- * (bench_cfg) and a few atomics (ready flags, bench_stop). The watchdog is
+ * (bench_cfg) and one atomic (bench_stop). The watchdog is
  * one more thread; it only sets bench_stop.
  */
 #include "bench_clients.h"

@@ -2,13 +2,11 @@
  * bench_clients - the load of `protobus bench`: publisher threads (publish
  * as fast as acks allow, or paced one event per batch in latency mode, and
  * time the acks) and subscribers (count what arrives, time delivery in
- * latency mode), plus the probes that tell when live subscriptions are
- * registered.
+ * latency mode). A subscription is live once pb_client_subscribe returns
+ * (the server confirmed it), so publishers may start right after.
  *
  * Threads: each bench_pub / bench_sub runs on its own thread with its own
- * pb_client; they share the read-only bench_cfg and poll bench_stop. A
- * subscriber's `ready` flag is the one value another thread (the prober)
- * reads while it runs.
+ * pb_client; they share the read-only bench_cfg and poll bench_stop.
  */
 #include "bench_clients.h"
 
@@ -18,9 +16,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#define SUB_WAIT_MS      200   /* a subscriber re-checks the stop flag this often */
-#define READY_TIMEOUT_MS 30000 /* subscriptions must be live within this */
-#define THREAD_STACK     (256u * 1024u)
+#define SUB_WAIT_MS  200 /* a subscriber re-checks the stop flag this often */
+#define THREAD_STACK (256u * 1024u)
 
 atomic_bool bench_stop;
 
@@ -197,10 +194,6 @@ void *bench_sub_main(void *arg)
         if (item.kind != PB_ITEM_EVENT)
             continue;
         const pb_received_event *e = &item.event;
-        if (e->payload_len == 0) {
-            atomic_store(&s->ready, true);
-            continue;
-        }
         if (s->all++ == 0)
             s->t_first = bench_mono_ns();
         if (s->prefix_len &&
@@ -213,50 +206,4 @@ void *bench_sub_main(void *arg)
     }
     s->t_end = bench_mono_ns();
     return NULL;
-}
-
-/* Publishes an empty-payload probe to each subscriber that has not seen one
- * until every subscription is live: START_NEW subscriptions only see events
- * stored after the server registered them, and nothing else says when. */
-int bench_wait_ready(const bench_cfg *cfg, bench_sub *subs, uint32_t n)
-{
-    bench_pub p = {.cfg = cfg};
-    int64_t zero = 0;
-    p.sent_ns = &zero;
-    pb_client *c = NULL;
-    int rc = pub_connect(&p, &c);
-    if (rc < 0) {
-        cli_error(BENCH_CMD, "%s", p.err);
-        return rc;
-    }
-    int64_t deadline = cli_now_ms() + READY_TIMEOUT_MS;
-    for (;;) {
-        uint32_t waiting = 0;
-        for (uint32_t j = 0; j < n; j++) {
-            if (atomic_load(&subs[j].ready))
-                continue;
-            waiting++;
-            pb_event ev = {.topic = cfg->topic_names[cfg->distinct ? j : 0]};
-            rc = pb_client_publish(c, &ev);
-            if (rc < 0)
-                goto out;
-        }
-        rc = pb_client_flush(c, cfg->timeout_ms, NULL, NULL);
-        if (rc < 0 || waiting == 0)
-            goto out;
-        if (cli_now_ms() > deadline) {
-            rc = PB_ETIMEDOUT;
-            snprintf(p.err, sizeof p.err, "%u subscription(s) not live after %d ms", waiting,
-                     READY_TIMEOUT_MS);
-            cli_error(BENCH_CMD, "%s", p.err);
-            pb_client_close(c);
-            return rc;
-        }
-        cli_sleep_ms(10);
-    }
-out:
-    if (rc < 0)
-        cli_error(BENCH_CMD, "probe publisher: %s", pb_client_message(c));
-    pb_client_close(c);
-    return rc;
 }

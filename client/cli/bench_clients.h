@@ -5,7 +5,7 @@
  *
  * Threads: each bench_pub / bench_sub runs on its own thread; the main
  * thread reads its results after joining it. Shared while they run: the
- * read-only bench_cfg, bench_stop and each subscriber's `ready` flag.
+ * read-only bench_cfg and bench_stop.
  */
 #ifndef PB_CLI_BENCH_CLIENTS_H
 #define PB_CLI_BENCH_CLIENTS_H
@@ -54,7 +54,6 @@ typedef struct bench_sub {
     size_t prefix_len; /* replay: count only topics starting with PREFIX. */
     bool timed;        /* latency: record delivery latency per event */
     bench_samples delivery;
-    atomic_bool ready;      /* a probe (empty payload) arrived: the subscription is live */
     int64_t t_first, t_end; /* monotonic: first event of the run, last one */
     int rc;
     char err[512];
@@ -70,9 +69,5 @@ int bench_sub_open(bench_sub *s);
 /* Thread body (also called directly): receives until s->expected events
  * of the run arrived or bench_stop. Result in s->rc/err. */
 void *bench_sub_main(void *arg);
-
-/* Publishes empty-payload probes until every subscriber of subs[0..n) saw
- * one (its subscription is live). 0, or a negative code (reported). */
-int bench_wait_ready(const bench_cfg *cfg, bench_sub *subs, uint32_t n);
 
 #endif

@@ -137,7 +137,7 @@ static void test_thousand_connections(void **state)
 
     /* Warm up: the partition, its files and its writer exist from here on
      * and count in the baseline. This connection stays open throughout. */
-    int warm = itest_connect(d.port);
+    int warm = itest_connect_hello(d.port);
     assert_true(warm >= 0);
     const char *wt[1] = {"warm.up"}, *wp[1] = {"w"};
     Protobus__Frame *r = itest_publish(warm, 1, wt, wp, 1, TIMEOUT_MS);
@@ -206,7 +206,7 @@ static void test_thousand_connections(void **state)
     for (int s = NPUB; s < NCONN; s++) {
         memset(seen, 0, sizeof seen);
         for (int k = 0; k < NPUB; k++) {
-            r = itest_recv_frame(fds[s], TIMEOUT_MS);
+            r = itest_recv_event(fds[s], TIMEOUT_MS);
             if (!r || r->body_case != PROTOBUS__FRAME__BODY_EVENT)
                 fprintf(stderr, "test_conns: subscriber %d, event %d: %s\n", s - NPUB, k,
                         !r                                            ? "nothing within the timeout"
