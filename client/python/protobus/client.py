@@ -382,6 +382,19 @@ class _Publishing:
         except (errors.ConnectionLostError, errors.TimeoutError, ProtocolError) as e:
             e.acks = self._acks()
             raise
+        except Exception:
+            # The caller's iterable or one of its events failed: the batches
+            # in flight are answered first, so that the connection's next
+            # request does not read their acks.
+            try:
+                while self.inflight and not conn.closed:
+                    self._read_reply()
+            except errors.ProtobusError:
+                pass
+            raise
+        except BaseException:
+            conn.close()  # interrupted: replies in flight are abandoned with it
+            raise
         if self.error is not None:
             self.error.acks = self._acks()
             raise self.error

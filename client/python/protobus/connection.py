@@ -59,6 +59,10 @@ def parse_address(address):
     return host, int(port)
 
 
+def _seconds(timeout):
+    return "%g s" % timeout if timeout is not None else "the system's TCP timeout"
+
+
 class ServerInfo:
     """What the server said about itself in its Hello.
 
@@ -120,8 +124,8 @@ class Connection:
         try:
             self.sock = socket.create_connection((self.host, self.port), timeout=timeout)
         except socket.timeout:
-            raise errors.TimeoutError("cannot connect to protobusd at %s: no answer within %g s"
-                                      % (self.address, timeout)) from None
+            raise errors.TimeoutError("cannot connect to protobusd at %s: no answer within %s"
+                                      % (self.address, _seconds(timeout))) from None
         except OSError as e:
             raise ConnectionLostError("cannot connect to protobusd at %s: %s"
                                       % (self.address, e.strerror or e)) from None
@@ -131,7 +135,7 @@ class Connection:
                              name=name or "protobus-python %s" % __version__)
             hid = self.next_id()
             self.send(wire.frame(hid, wire.HELLO, hello.SerializeToString()))
-            fid, body, s, e = self.read_frame("the server's Hello")
+            fid, body, s, e = self.read_frame("its Hello")
             if body == wire.ERROR:
                 raise error_from_body(self, s, e)
             if body != wire.HELLO or fid != hid:
@@ -156,11 +160,12 @@ class Connection:
 
     def send(self, data):
         try:
+            self.sock.settimeout(self.timeout)
             self.sock.sendall(data)
         except socket.timeout:
             self.close()
-            raise errors.TimeoutError("protobusd at %s accepted no bytes for %g s"
-                                      % (self.address, self.timeout)) from None
+            raise errors.TimeoutError("protobusd at %s accepted no bytes for %s"
+                                      % (self.address, _seconds(self.timeout))) from None
         except OSError as e:
             self.close()
             raise ConnectionLostError("connection to protobusd at %s lost while sending: %s"
@@ -183,14 +188,15 @@ class Connection:
             if self.closed:
                 raise ConnectionLostError("connection closed") from None
             self.close()
-            raise ConnectionLostError("connection to protobusd at %s lost while waiting for %s: "
-                                      "%s" % (self.address, what, e.strerror or e)) from None
+            raise ConnectionLostError("connection to protobusd at %s lost: %s (this client was "
+                                      "waiting for %s)" % (self.address, e.strerror or e, what)) \
+                from None
         if not chunk:
             if self.closed:
                 raise ConnectionLostError("connection closed")
             self.close()
-            raise ConnectionLostError("protobusd at %s closed the connection while this client "
-                                      "waited for %s" % (self.address, what))
+            raise ConnectionLostError("protobusd at %s closed the connection (this client was "
+                                      "waiting for %s)" % (self.address, what))
         if self.pos:
             self.buf = self.buf[self.pos:] + chunk
             self.pos = 0
@@ -233,8 +239,9 @@ class Connection:
                                             % (self.address, e)) from None
             if not self.fill(timeout, what):
                 self.close()
-                raise errors.TimeoutError("protobusd at %s sent no %s within %g s"
-                                          % (self.address, what, timeout))
+                raise errors.TimeoutError("no reply from protobusd at %s within %s (this "
+                                          "client was waiting for %s)"
+                                          % (self.address, _seconds(timeout), what))
 
     def close(self):
         """Closes the socket; safe from any thread, any number of times.

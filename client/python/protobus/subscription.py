@@ -285,7 +285,7 @@ class Subscription:
                     if wait <= 0:
                         self.timed_out = True
                         return
-                if not conn.fill(wait, "subscription frames"):
+                if not conn.fill(wait, "the events of its subscription"):
                     self.timed_out = True
                     return
         except ConnectionLostError:
@@ -320,7 +320,7 @@ class Subscription:
         """Reads the answer to the Subscribe: Subscribed, or an Error (raised)."""
         conn = self._conn
         while self.positions is None:
-            fid, body, s, e = conn.read_frame("the answer to the Subscribe", timeout)
+            fid, body, s, e = conn.read_frame("the answer to its Subscribe", timeout)
             if body in (wire.SUBSCRIBED, wire.ERROR, wire.PING):
                 item = self._item(conn.buf, fid, body, s, e)
                 if item is not None:

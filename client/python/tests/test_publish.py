@@ -265,3 +265,19 @@ def test_one_client_shared_by_threads(client):
 @needs_v1
 def test_v1_ping(client):
     assert 0 <= client.ping() < 10
+
+
+def test_failing_iterable_leaves_the_connection_in_step(daemon):
+    def events():
+        for i in range(30):
+            yield ("t", b"%d" % i)
+        raise RuntimeError("the producer broke")
+
+    with protobus.Client(daemon.address, batch_events=5, window=4) as c:
+        with pytest.raises(RuntimeError, match="producer broke"):
+            c.publish_many(events())
+        with pytest.raises(TypeError):
+            c.publish_many([("t", b"a")] * 12 + [("t", 3.5)])
+        # The batches sent (5 of 5 events, then 2) were stored and answered;
+        # the unfinished ones were not sent; the next request is in step.
+        assert c.publish_many([("t", b"next")]) == [("events", 35)]
