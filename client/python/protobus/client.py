@@ -179,7 +179,8 @@ class Client:
         self.window = window
         self._lock = threading.RLock()
         self._enc = _Encoder()
-        self._subs = weakref.WeakSet()
+        self._subs = weakref.WeakSet()  # open subscriptions, closed with the Client
+        self._subs_lock = threading.Lock()
         self._closed = False
         self._conn = None
         self._connection()
@@ -204,13 +205,19 @@ class Client:
             return self._connection().server
 
     def close(self):
-        """Closes the publishing connection and every subscription of this Client."""
+        """Closes the publishing connection and every subscription of this Client.
+
+        From any thread: a call blocked on the connection in another thread
+        gets ConnectionLostError, an iteration of a subscription ends.
+        """
         self._closed = True
-        for s in list(self._subs):
+        with self._subs_lock:
+            subs = list(self._subs)
+        for s in subs:
             s.close()
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
+        conn = self._conn
+        if conn is not None:
+            conn.close()
 
     def __enter__(self):
         return self
@@ -295,7 +302,10 @@ class Client:
             raise errors.ConnectionLostError("this Client is closed")
         s = Subscription(self, patterns, start, tags, timeout, until_caught_up, on_caught_up,
                          on_notice, confirm)
-        self._subs.add(s)
+        with self._subs_lock:
+            self._subs.add(s)
+        if self._closed:  # closed meanwhile by another thread
+            s.close()
         return s
 
 

@@ -333,3 +333,21 @@ def test_acks_are_matched_by_id_and_pings_answered():
                 [("p", i) for i in range(12)]
     finally:
         peer.close()
+
+
+def test_close_from_another_thread_ends_a_blocked_publish():
+    def silent(w):  # takes the Publish, never answers it
+        w.hello()
+        w.until_closed()
+
+    peer = Peer(silent)
+    try:
+        c = protobus.Client(peer.address, timeout=30)
+        threading.Timer(0.2, c.close).start()
+        with pytest.raises(protobus.ConnectionLostError) as ei:
+            c.publish("t", b"x")
+        assert ei.value.acks == [None]
+        with pytest.raises(protobus.ConnectionLostError, match="closed"):
+            c.publish("t", b"y")
+    finally:
+        peer.close()
