@@ -244,12 +244,15 @@ class Client:
         (partition, offset), one per event in input order, once every event
         is acknowledged (durable under the server's fsync policy).
 
-        A batch is stored or refused as a whole. If the server refuses one,
-        no batch is sent after that; the batches already in flight are waited
-        for (they may be stored) and the ServerError is raised with ``acks``
-        (one (partition, offset) per event taken from the iterable, None for
-        each event not stored) and ``event_index`` (the index within the call
-        of the event at fault, when the server named one). An event over the
+        A batch is acknowledged or refused as a whole. If the server refuses
+        one, no batch is sent after that; the batches already in flight are
+        waited for (they may be stored) and the ServerError is raised with
+        ``acks`` (one (partition, offset) per event taken from the iterable,
+        None for each event not acknowledged) and ``event_index`` (the index
+        within the call of the event at fault, when the server named one).
+        An invalid event refuses its batch with nothing stored; a storage
+        failure (UNAVAILABLE) may leave other partitions' events of the batch
+        stored without an ack. An event over the
         server's max_event_bytes is refused the same way before it is sent.
         ConnectionLostError and TimeoutError carry ``acks`` too: events
         without an ack may or may not have been stored.
