@@ -30,3 +30,8 @@ echo "ok   pip install client/python"
 cd "$tmp"
 PROTOBUSD="$PBD" PYTHONDONTWRITEBYTECODE=1 "$tmp/venv/bin/python" -m pytest -q \
     -p no:cacheprovider --basetemp="$tmp/pytest" "$top/client/python/tests"
+# The codecs and the protocol handling once more on protobuf's pure-Python
+# backend (Debian's python3-protobuf may be built either way).
+PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python PROTOBUSD="$PBD" PYTHONDONTWRITEBYTECODE=1 \
+    "$tmp/venv/bin/python" -m pytest -q -p no:cacheprovider --basetemp="$tmp/pytest-py" \
+    "$top/client/python/tests/test_wire.py" "$top/client/python/tests/test_protocol.py"
