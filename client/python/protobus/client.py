@@ -163,8 +163,9 @@ class Client:
     window: publish_many's batches and how many are in flight at once.
 
     The connection is opened at once (so a server that is down raises here)
-    and reopened by the next request after it broke. Use as a context
-    manager, or call close(), which also closes the Client's subscriptions.
+    and reopened by the next request after it broke or the server closed it
+    while idle. Use as a context manager, or call close(), which also closes
+    the Client's subscriptions.
     """
 
     def __init__(self, address=None, *, timeout=30.0, name=None, batch_events=1000,
@@ -194,7 +195,7 @@ class Client:
         if self._closed:
             raise errors.ConnectionLostError("this Client is closed")
         c = self._conn
-        if c is None or c.closed:
+        if c is None or not c.usable():
             c = self._conn = self._connect()
         return c
 
@@ -344,7 +345,8 @@ class _Publishing:
         max_event = conn.server.max_event_bytes or (1 << 62)
         limit = min(client.batch_bytes,
                     (conn.server.max_frame_bytes or (1 << 62)) - _FRAME_OVERHEAD)
-        batch_events = client.batch_events
+        batch_events = min(client.batch_events,
+                           conn.server.limits.get("max_batch_events") or client.batch_events)
         varint = wire.varint
         batch = []
         size = 0

@@ -13,6 +13,7 @@ another thread.
 """
 
 import os
+import select
 import socket
 
 from . import errors, wire
@@ -242,6 +243,32 @@ class Connection:
                 raise errors.TimeoutError("no reply from protobusd at %s within %s (this "
                                           "client was waiting for %s)"
                                           % (self.address, _seconds(timeout), what))
+
+    def usable(self):
+        """Before a request: handles what arrived while none was in flight.
+
+        A server may close an idle connection (after an Error with id 0) or
+        go away; a new request would then be lost in a dead socket. Answers
+        a Ping, skips a Pong; returns False (the connection closed) on end of
+        stream, an Error or any other frame.
+        """
+        if self.closed:
+            return False
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+            if readable and not self.fill(0, "nothing"):
+                return True  # woken by nothing after all
+            while self.pos < len(self.buf):
+                fid, body, s, e = self.read_frame("the rest of a frame", 0)
+                if body == wire.PING:
+                    self.send(wire.frame(fid, wire.PONG, b""))
+                elif body not in (0, wire.PONG):
+                    self.close()
+                    return False
+        except (OSError, ValueError, errors.ProtobusError):
+            self.close()
+            return False
+        return True
 
     def close(self):
         """Closes the socket; safe from any thread, any number of times.

@@ -9,6 +9,7 @@ is newer than the generated module, never with the client's own encoders.
 
 import socket
 import threading
+import time
 
 import pytest
 
@@ -349,5 +350,59 @@ def test_close_from_another_thread_ends_a_blocked_publish():
         assert ei.value.acks == [None]
         with pytest.raises(protobus.ConnectionLostError, match="closed"):
             c.publish("t", b"y")
+    finally:
+        peer.close()
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced():
+    closed = threading.Event()
+
+    def closes_when_idle(w):
+        w.hello()
+        w.send(error(0, pb.DEADLINE_EXCEEDED, "idle for 100 ms (idle_timeout_ms)"))
+        closed.set()
+
+    def acks(w):
+        w.hello()
+        f = w.read()
+        w.send(frame(f.id, publish_ack=pb.PublishAck(partitions=["p"], partition_index=[0],
+                                                     offsets=[7])))
+        w.until_closed()
+
+    peer = Peer(closes_when_idle, acks)
+    try:
+        with protobus.Client(peer.address, timeout=10) as c:
+            assert closed.wait(10)
+            time.sleep(0.1)
+            assert c.publish("t", b"x") == ("p", 7)
+    finally:
+        peer.close()
+
+
+@pytest.mark.skipif(not hasattr(pb, "Limits"), reason="protobus.proto without Limits (v1)")
+def test_v1_batches_stay_within_the_announced_max_batch_events():
+    sizes = []
+
+    def publisher(w):
+        f = w.read()
+        w.send(frame(f.id, hello=pb.Hello(protocol_version=1, name="scripted",
+                                          max_frame_bytes=1 << 20, max_event_bytes=1 << 16,
+                                          limits=pb.Limits(max_batch_events=3))))
+        while True:
+            f = w.read()
+            if f is None:
+                return
+            n = len(f.publish.events)
+            sizes.append(n)
+            w.send(frame(f.id, publish_ack=pb.PublishAck(partitions=["p"],
+                                                         partition_index=[0] * n,
+                                                         offsets=list(range(n)))))
+
+    peer = Peer(publisher)
+    try:
+        with protobus.Client(peer.address, timeout=10) as c:
+            assert c.server.limits == {"max_batch_events": 3}
+            assert len(c.publish_many(("t", b"x") for _ in range(10))) == 10
+        assert sizes == [3, 3, 3, 1]
     finally:
         peer.close()

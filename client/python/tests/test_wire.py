@@ -283,7 +283,8 @@ class _AckingConn:
     address = "test"
 
     def __init__(self):
-        self.server = type("S", (), {"max_event_bytes": 1 << 20, "max_frame_bytes": 16 << 20})()
+        self.server = type("S", (), {"max_event_bytes": 1 << 20, "max_frame_bytes": 16 << 20,
+                                     "limits": {}})()
         self.frames = []
         self.replies = []
         self.next = 1
