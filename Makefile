@@ -22,7 +22,7 @@ $(error Debian packages are missing (named above); `sudo make deps` installs the
 endif
 endif
 endif
-PKGS    := libprotobuf-c libpcre2-8 libuv inih json-c
+PKGS    := libprotobuf-c libpcre2-8 libuv inih json-c libhs
 
 ifeq ($(SAN),1)
 BUILD   ?= build/san
@@ -127,7 +127,7 @@ ifneq ($(CLI_SRC),)
 BINS += $(BUILD)/protobus
 endif
 
-.PHONY: all run test check unit integration deps install clean format fuzz
+.PHONY: all run test check layers unit integration deps install clean format fuzz
 .SECONDARY:
 
 all: $(BINS)
@@ -202,6 +202,9 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/integration/%.o $(TESTLIB_OBJ) $(BUILD)/lib
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
+# test_ingest fails allocations on request (its __wrap_malloc).
+$(BUILD)/tests/test_ingest: LDFLAGS += -Wl,--wrap=malloc
+
 # exec: protobusd replaces the recipe's shell, so a signal to make's process
 # group reaches the daemon directly (tests/fresh-run stops it that way).
 run: $(BUILD)/protobusd
@@ -214,9 +217,15 @@ test: deps
 	$(MAKE) SAN=1 check
 	$(MAKE) tsan
 
-# One pass: build everything, run every unit test, then the integration tests.
-check: all $(UNIT_BIN) $(INTEG_BIN)
+# One pass: check the include layers, build everything, run every unit
+# test, then the integration tests.
+check: layers all $(UNIT_BIN) $(INTEG_BIN)
 	@BUILD=$(BUILD) tests/run-tests
+
+# The #include lines run one way (proto <- server, proto <- client, and the
+# server's layers in data-flow order): tests/check-layers.
+layers:
+	@tests/check-layers
 
 deps:
 	@tests/install-deps
@@ -312,6 +321,25 @@ bench: $(BUILD)/protobusd $(BUILD)/protobus
 	BUILD=$(BUILD) tests/bench/run
 
 .PHONY: bench
+
+# `make bench-matcher`: tests/bench/matcher_bench.c, the topic matching of
+# the "100k topics + 1,000 subscriptions" workload alone: one PCRE2 match
+# per pattern per topic (today's fan-out) against the combined matcher
+# (server/matcher.c), MATCHER_RUNS runs and their medians. `make check`
+# builds it (without running it) so that it keeps compiling.
+MATCHER_RUNS  ?= 5
+MATCHER_BENCH := $(BUILD)/bench/matcher_bench
+
+$(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(BUILD)/libpbinternal.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+check: $(MATCHER_BENCH)
+
+bench-matcher: $(MATCHER_BENCH)
+	$(MATCHER_BENCH) -r $(MATCHER_RUNS)
+
+.PHONY: bench-matcher
 
 # --- Python client (client/python) ----------------------------------------------
 # `make install-python` installs the `protobus` package into the virtualenv

@@ -15,7 +15,7 @@
  */
 #include "client.h"
 
-#include "fnv.h"
+#include "hash.h"
 #include "record.h" /* PB_RECORD_MAX_EVENT */
 
 #include <stdio.h>
@@ -184,7 +184,7 @@ static const char *intern(pb_client *c, wire_slice name)
         if (!t)
             return NULL;
         for (size_t i = 0; i < c->nparts; i++) {
-            size_t h = fnv1a_64(c->parts[i], strlen(c->parts[i])) & (cap - 1);
+            size_t h = hash_bytes(0, c->parts[i], strlen(c->parts[i])) & (cap - 1);
             while (t[h])
                 h = (h + 1) & (cap - 1);
             t[h] = (uint32_t)(i + 1);
@@ -193,7 +193,7 @@ static const char *intern(pb_client *c, wire_slice name)
         c->ptab = t;
         c->ptab_cap = cap;
     }
-    size_t h = fnv1a_64(name.p, name.len) & (c->ptab_cap - 1);
+    size_t h = hash_bytes(0, name.p, name.len) & (c->ptab_cap - 1);
     for (; c->ptab[h]; h = (h + 1) & (c->ptab_cap - 1)) {
         const char *s = c->parts[c->ptab[h] - 1];
         if (strncmp(s, (const char *)name.p, name.len) == 0 && s[name.len] == '\0' &&

@@ -305,6 +305,46 @@ int event_tag_get(const event_view *v, const void *key, size_t key_len, wire_sli
     return found ? 0 : PB_ENOTFOUND;
 }
 
+/* --- filtering by tags ------------------------------------------------------ */
+
+int event_filter_scan(const uint8_t *p, size_t n, const event_tag_filter *filters, size_t nfilters,
+                      uint8_t *state, wire_slice *topic)
+{
+    event_walker w;
+    event_item it;
+    int rc;
+
+    topic->p = NULL;
+    topic->len = 0;
+    if (nfilters)
+        memset(state, 0, nfilters);
+    event_walk_init(&w, p, n, EVENT_WANT(EVENT_TOPIC) | (nfilters ? EVENT_WANT(EVENT_TAGS) : 0),
+                    false);
+    while ((rc = event_walk_next(&w, &it, NULL, 0)) > 0) {
+        if (it.f.number == EVENT_TOPIC) {
+            *topic = it.f.data; /* the last occurrence wins */
+            continue;
+        }
+        /* A later entry with the same key replaces the value (protobuf map
+         * semantics), so its verdict overwrites the earlier one. */
+        for (size_t i = 0; i < nfilters; i++) {
+            const event_tag_filter *f = &filters[i];
+
+            if (wire_slice_eq_bytes(it.tag.key, f->key, f->key_len))
+                state[i] = wire_slice_eq_bytes(it.tag.value, f->value, f->value_len) ? 1 : 2;
+        }
+    }
+    return rc;
+}
+
+bool event_filter_ok(const uint8_t *state, size_t nfilters)
+{
+    for (size_t i = 0; i < nfilters; i++)
+        if (state[i] != 1)
+            return false;
+    return true;
+}
+
 /* --- encoder --------------------------------------------------------------- */
 
 size_t event_put_receive_time(uint8_t *out, size_t cap, int64_t ns)

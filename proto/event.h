@@ -129,6 +129,32 @@ bool event_tags_next(event_tag_iter *it, event_tag *t);
 /* The value of `key` (last entry wins): 0, or PB_ENOTFOUND. Linear. */
 int event_tag_get(const event_view *v, const void *key, size_t key_len, wire_slice *value);
 
+/* --- filtering by tags ------------------------------------------------------ */
+
+/* One key=value an event must carry (bytes; not NUL-terminated). */
+typedef struct event_tag_filter {
+    const char *key;
+    size_t key_len;
+    const char *value;
+    size_t value_len;
+} event_tag_filter;
+
+/*
+ * One walk over stored event bytes for a subscription's filters (no UTF-8
+ * checks: for bytes the daemon validated on the way in): *topic = field 1
+ * (the last occurrence wins; empty when absent), and for each filters[i]
+ * state[i] = 0 (key absent), 1 (present with that value) or 2 (present
+ * with another value), the last map entry of a key deciding, as protobuf
+ * maps do. Tag entries are walked only when nfilters > 0. Returns 0 or
+ * PB_EPROTO. state is the caller's scratch of nfilters bytes.
+ */
+int event_filter_scan(const uint8_t *p, size_t n, const event_tag_filter *filters, size_t nfilters,
+                      uint8_t *state, wire_slice *topic);
+
+/* True if every filter's key was present with its value (state as
+ * event_filter_scan left it). */
+bool event_filter_ok(const uint8_t *state, size_t nfilters);
+
 /* --- encoder --------------------------------------------------------------- */
 
 #define EVENT_RECEIVE_TIME_MAX 19 /* tag + length + Timestamp{int64, int32} */

@@ -15,7 +15,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,15 +23,9 @@
 #define LEGACY_PREFIX 4u /* the u32 length before each event */
 
 struct pb_legacy {
-    char path[PATH_MAX];
-    int fd;
-    bool follow;
-    bool stuck;       /* the rest of the file cannot be read: always PB_EEOF */
-    uint64_t pos;     /* file position of the next record's length prefix */
-    uint64_t ordinal; /* ordinal of the next record */
-    segment_buf buf;
-    struct pb_reader_problem problem;
-    char reason[200];
+    segment_file file; /* path, fd, buffer, position (of the next record's
+                          length prefix), problem report */
+    uint64_t ordinal;  /* ordinal of the next record */
 };
 
 int pb_file_probe(const char *path, pb_file_kind *kind)
@@ -58,19 +51,13 @@ int pb_file_probe(const char *path, pb_file_kind *kind)
  * file is unreadable, an unknown number after it) and returns PB_ECORRUPT. */
 static int report(pb_legacy *l, uint64_t position, const char *reason)
 {
-    l->problem.file = l->path;
-    l->problem.position = position;
-    l->problem.first_offset = l->ordinal;
-    l->problem.last_offset = l->ordinal;
-    snprintf(l->reason, sizeof l->reason, "%s", reason);
-    l->problem.reason = l->reason;
-    return PB_ECORRUPT;
+    return segment_file_report(&l->file, position, l->ordinal, l->ordinal, reason);
 }
 
 /* Bytes at the end of the file that do not make a whole record. */
 static int short_tail(pb_legacy *l, size_t have, uint64_t need)
 {
-    if (l->follow)
+    if (l->file.follow)
         return PB_EEOF; /* the original server writes prefix and event separately */
     char why[160];
     if (need == 0)
@@ -80,8 +67,8 @@ static int short_tail(pb_legacy *l, size_t have, uint64_t need)
         snprintf(why, sizeof why,
                  "record cut short at end of file: length prefix says %llu bytes, %zu present",
                  (unsigned long long)(need - LEGACY_PREFIX), have - LEGACY_PREFIX);
-    l->stuck = true;
-    return report(l, l->pos, why);
+    l->file.stuck = true;
+    return report(l, l->file.pos, why);
 }
 
 int pb_legacy_next(pb_legacy *l, pb_record *rec)
@@ -89,9 +76,9 @@ int pb_legacy_next(pb_legacy *l, pb_record *rec)
     const uint8_t *p;
     size_t avail;
     for (;;) {
-        if (l->stuck)
+        if (l->file.stuck)
             return PB_EEOF;
-        int rc = segment_buf_get(&l->buf, l->pos, LEGACY_PREFIX, &p, &avail);
+        int rc = segment_buf_get(&l->file.buf, l->file.pos, LEGACY_PREFIX, &p, &avail);
         if (rc < 0)
             return rc;
         if (avail == 0)
@@ -107,19 +94,19 @@ int pb_legacy_next(pb_legacy *l, pb_record *rec)
                      "length prefix %u exceeds the %u-byte maximum; the rest of the file "
                      "cannot be read",
                      len, PB_RECORD_MAX_EVENT);
-            l->stuck = true;
-            return report(l, l->pos, why);
+            l->file.stuck = true;
+            return report(l, l->file.pos, why);
         }
         uint64_t need = LEGACY_PREFIX + (uint64_t)len;
         if (avail < need) {
-            rc = segment_buf_get(&l->buf, l->pos, (size_t)need, &p, &avail);
+            rc = segment_buf_get(&l->file.buf, l->file.pos, (size_t)need, &p, &avail);
             if (rc < 0)
                 return rc;
             if (avail < need)
                 return short_tail(l, avail, need);
         }
-        uint64_t at = l->pos;
-        l->pos += need;
+        uint64_t at = l->file.pos;
+        l->file.pos += need;
         event_view v;
         char err[160];
         if (event_scan(p + LEGACY_PREFIX, len, &v, err, sizeof err) < 0) {
@@ -139,7 +126,7 @@ int pb_legacy_next(pb_legacy *l, pb_record *rec)
 
 const struct pb_reader_problem *pb_legacy_problem(const pb_legacy *l)
 {
-    return &l->problem;
+    return &l->file.problem;
 }
 
 int pb_legacy_open(pb_legacy **out, const char *path, bool follow)
@@ -148,34 +135,19 @@ int pb_legacy_open(pb_legacy **out, const char *path, bool follow)
     pb_legacy *l = calloc(1, sizeof *l);
     if (!l)
         return PB_ENOMEM;
-    l->fd = -1;
-    l->follow = follow;
-    l->problem.file = l->path;
-    l->problem.reason = l->reason;
-    int rc = PB_EINVAL;
-    if (snprintf(l->path, sizeof l->path, "%s", path) >= (int)sizeof l->path)
-        goto fail;
-    if ((rc = segment_buf_init(&l->buf, segment_pread_posix, NULL)) < 0)
-        goto fail;
-    l->fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (l->fd < 0) {
-        rc = -errno;
-        goto fail;
+    int rc = segment_file_open(&l->file, path, follow);
+    if (rc < 0) {
+        free(l);
+        return rc;
     }
-    segment_buf_attach(&l->buf, l->fd);
     *out = l;
     return 0;
-fail:
-    pb_legacy_close(l);
-    return rc;
 }
 
 void pb_legacy_close(pb_legacy *l)
 {
     if (!l)
         return;
-    if (l->fd >= 0)
-        (void)close(l->fd); /* read-only: a close error loses nothing */
-    segment_buf_free(&l->buf);
+    segment_file_close(&l->file);
     free(l);
 }

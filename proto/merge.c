@@ -12,6 +12,7 @@
 #include "merge.h"
 
 #include "grow.h"
+#include "heap.h"
 #include "pb_errors.h"
 
 #include <stdbool.h>
@@ -100,9 +101,10 @@ int pb_merge_add_reader(pb_merge *m, const char *name, pb_reader *r, size_t *ind
     return pb_merge_add(m, name, reader_next, r, index);
 }
 
-/* a before b? */
-static bool before(const pb_merge *m, size_t a, size_t b)
+/* a before b? (heap_less_fn over the sources) */
+static bool before(const void *ctx, size_t a, size_t b)
 {
+    const pb_merge *m = ctx;
     const merge_src *x = &m->src[a], *y = &m->src[b];
     if (x->rec.time_ns != y->rec.time_ns)
         return x->rec.time_ns < y->rec.time_ns;
@@ -110,40 +112,6 @@ static bool before(const pb_merge *m, size_t a, size_t b)
     if (c != 0)
         return c < 0;
     return a < b;
-}
-
-static void heap_push(pb_merge *m, size_t s)
-{
-    size_t i = m->nheap++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!before(m, s, m->heap[parent]))
-            break;
-        m->heap[i] = m->heap[parent];
-        i = parent;
-    }
-    m->heap[i] = s;
-}
-
-static size_t heap_pop(pb_merge *m)
-{
-    size_t top = m->heap[0];
-    size_t last = m->heap[--m->nheap];
-    size_t i = 0;
-    for (;;) {
-        size_t child = 2 * i + 1;
-        if (child >= m->nheap)
-            break;
-        if (child + 1 < m->nheap && before(m, m->heap[child + 1], m->heap[child]))
-            child++;
-        if (!before(m, m->heap[child], last))
-            break;
-        m->heap[i] = m->heap[child];
-        i = child;
-    }
-    if (m->nheap > 0)
-        m->heap[i] = last;
-    return top;
 }
 
 static void fill_item(const pb_merge *m, size_t s, pb_merge_item *item)
@@ -169,7 +137,7 @@ static int refill(pb_merge *m, pb_merge_item *item)
         m->nneed--;
         if (rc == 0) {
             src->state = SRC_IN_HEAP;
-            heap_push(m, s);
+            heap_push(m->heap, &m->nheap, s, before, m);
         } else if (rc == PB_EEOF) {
             src->state = SRC_IDLE;
         } else {
@@ -199,7 +167,7 @@ int pb_merge_next(pb_merge *m, pb_merge_item *item)
         if (m->nheap == 0)
             return PB_EEOF;
     }
-    size_t s = heap_pop(m);
+    size_t s = heap_pop(m->heap, &m->nheap, before, m);
     fill_item(m, s, item);
     item->rec = m->src[s].rec;
     m->src[s].state = SRC_NEED;

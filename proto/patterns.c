@@ -12,7 +12,7 @@
  */
 #include "patterns.h"
 
-#include "fnv.h"
+#include "hash.h"
 #include "pb_errors.h"
 
 #include <stdint.h>
@@ -153,7 +153,7 @@ bool patterns_match(pattern_set *ps, const char *topic, size_t len)
     }
     /* The cache is direct-mapped, so a poor distribution only costs extra
      * regex runs, never correctness (slots compare the topic bytes). */
-    uint64_t h = fnv1a_64(topic, len);
+    uint64_t h = hash_bytes(0, topic, len);
     struct cache_slot *slot = &ps->slots[h & (PATTERNS_CACHE_SLOTS - 1)];
     if (slot->used && slot->hash == h && slot->len == len && memcmp(slot->topic, topic, len) == 0) {
         ps->hits++;

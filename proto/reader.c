@@ -19,7 +19,6 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -31,6 +30,7 @@
 enum seek_kind { SEEK_NONE, SEEK_OFFSET, SEEK_TIME };
 
 struct pb_reader {
+    const segment_io *io; /* every file operation (POSIX unless opened with one) */
     char dir[PATH_MAX];
     uint64_t *bases; /* sorted base offsets of the .log files */
     size_t nseg, segcap;
@@ -64,39 +64,45 @@ static int push_base(pb_reader *r, uint64_t base)
     return 0;
 }
 
+/* A listing of the partition directory in progress: the old segment list
+ * is dropped at the first entry, so a directory that cannot be listed at
+ * all leaves it as it was. */
+typedef struct listing {
+    pb_reader *r;
+    bool started;
+} listing;
+
+static int collect_base(void *arg, const char *name)
+{
+    listing *l = arg;
+    if (!l->started) {
+        l->started = true;
+        l->r->nseg = 0;
+    }
+    uint64_t base;
+    return segment_parse_name(name, ".log", &base) ? push_base(l->r, base) : 0;
+}
+
 /* Re-reads the directory: picks up segments created by rotation and drops
  * ones deleted by retention, keeping the open segment's place in the list. */
 static int refresh_segments(pb_reader *r)
 {
     bool have_cur = r->fd >= 0;
     uint64_t cur_base = have_cur ? r->bases[r->cur] : 0;
-    DIR *d = opendir(r->dir);
-    if (!d)
-        return errno == ENOENT ? PB_ENOTFOUND : -errno;
-    int rc = 0;
-    r->nseg = 0;
-    struct dirent *de;
-    errno = 0;
-    while ((de = readdir(d)) != NULL) {
-        uint64_t base;
-        if (segment_parse_name(de->d_name, ".log", &base) && (rc = push_base(r, base)) < 0)
-            break;
-        errno = 0;
-    }
-    if (rc == 0 && errno != 0)
-        rc = -errno;
-    (void)closedir(d); /* read-only: a close error loses nothing */
+    listing l = {.r = r};
+    int rc = r->io->list(r->io->ctx, r->dir, collect_base, &l);
     if (rc < 0)
-        return rc;
-    if (r->nseg > 1)
-        qsort(r->bases, r->nseg, sizeof *r->bases, sort_cmp_u64);
+        return rc == -ENOENT && !l.started ? PB_ENOTFOUND : rc;
+    if (!l.started)
+        r->nseg = 0; /* an empty directory */
+    sort_u64(r->bases, r->nseg);
     if (have_cur) {
         size_t i = find_base(r->bases, r->nseg, cur_base);
         if (i == (size_t)-1 || r->bases[i] != cur_base) {
             /* Deleted under us; our descriptor still reads it. */
             if ((rc = push_base(r, cur_base)) < 0)
                 return rc;
-            qsort(r->bases, r->nseg, sizeof *r->bases, sort_cmp_u64);
+            sort_u64(r->bases, r->nseg);
             i = find_base(r->bases, r->nseg, cur_base);
         }
         r->cur = i;
@@ -107,7 +113,7 @@ static int refresh_segments(pb_reader *r)
 static void close_segment(pb_reader *r)
 {
     if (r->fd >= 0)
-        (void)close(r->fd); /* read-only: a close error loses nothing */
+        (void)r->io->close(r->io->ctx, r->fd); /* read-only: a close error loses nothing */
     r->fd = -1;
     segment_buf_attach(&r->buf, -1);
 }
@@ -119,9 +125,10 @@ static int open_segment(pb_reader *r, size_t i)
     int rc = segment_path(r->path, sizeof r->path, r->dir, r->bases[i], ".log");
     if (rc < 0)
         return rc;
-    r->fd = open(r->path, O_RDONLY | O_CLOEXEC);
-    if (r->fd < 0)
-        return -errno;
+    int fd = r->io->open(r->io->ctx, r->path);
+    if (fd < 0)
+        return fd;
+    r->fd = fd;
     segment_buf_attach(&r->buf, r->fd);
     return 0;
 }
@@ -230,25 +237,26 @@ static void seek_in_segment(pb_reader *r, bool by_time, uint64_t offset, int64_t
     r->started = true;
     if (segment_path(ipath, sizeof ipath, r->dir, base, ".idx") < 0)
         return;
-    int ifd = open(ipath, O_RDONLY | O_CLOEXEC);
+    const segment_io *io = r->io;
+    int ifd = io->open(io->ctx, ipath);
     if (ifd < 0)
         return; /* no index: scan the segment */
-    struct stat st;
+    uint64_t isize;
     uint8_t hdr[PB_FILE_HEADER_SIZE];
     uint64_t idx_base;
     segment_index_entry best = {0};
     bool found = false;
-    if (fstat(ifd, &st) < 0 || st.st_size < (off_t)PB_FILE_HEADER_SIZE ||
-        segment_pread_posix(NULL, ifd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr ||
+    if (io->size(io->ctx, ifd, &isize) < 0 || isize < PB_FILE_HEADER_SIZE ||
+        io->pread(io->ctx, ifd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr ||
         file_header_decode(hdr, PB_IDX_MAGIC, &idx_base, NULL) < 0 || idx_base != base)
         goto out;
-    uint64_t lo = 0, hi = ((uint64_t)st.st_size - PB_FILE_HEADER_SIZE) / PB_INDEX_ENTRY_SIZE;
+    uint64_t lo = 0, hi = (isize - PB_FILE_HEADER_SIZE) / PB_INDEX_ENTRY_SIZE;
     while (lo < hi) {
         uint64_t mid = lo + (hi - lo) / 2;
         uint8_t raw[PB_INDEX_ENTRY_SIZE];
         segment_index_entry e;
         off_t at = (off_t)(PB_FILE_HEADER_SIZE + mid * PB_INDEX_ENTRY_SIZE);
-        if (segment_pread_posix(NULL, ifd, raw, sizeof raw, at) != (ssize_t)sizeof raw)
+        if (io->pread(io->ctx, ifd, raw, sizeof raw, at) != (ssize_t)sizeof raw)
             break;
         segment_index_entry_decode(raw, &e);
         bool below = by_time ? e.time_ns < time_ns : e.offset <= offset;
@@ -272,7 +280,7 @@ static void seek_in_segment(pb_reader *r, bool by_time, uint64_t offset, int64_t
         }
     }
 out:
-    (void)close(ifd); /* read-only */
+    (void)io->close(io->ctx, ifd); /* read-only */
 }
 
 /* Receive time of a segment's first record, for the binary search over
@@ -495,10 +503,16 @@ const struct pb_reader_problem *pb_reader_problem(const pb_reader *r)
 
 int pb_reader_open(pb_reader **out, const char *partition_dir)
 {
+    return pb_reader_open_io(out, partition_dir, segment_io_posix());
+}
+
+int pb_reader_open_io(pb_reader **out, const char *partition_dir, const segment_io *io)
+{
     *out = NULL;
     pb_reader *r = calloc(1, sizeof *r);
     if (!r)
         return PB_ENOMEM;
+    r->io = io;
     r->fd = -1;
     r->end_offset = UINT64_MAX;
     r->seek = SEEK_NONE;
@@ -507,7 +521,7 @@ int pb_reader_open(pb_reader **out, const char *partition_dir)
     int rc = PB_EINVAL;
     if (snprintf(r->dir, sizeof r->dir, "%s", partition_dir) >= (int)sizeof r->dir)
         goto fail;
-    if ((rc = segment_buf_init(&r->buf, segment_pread_posix, NULL)) < 0)
+    if ((rc = segment_buf_init(&r->buf, io->pread, io->ctx)) < 0)
         goto fail;
     if ((rc = refresh_segments(r)) < 0)
         goto fail;

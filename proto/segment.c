@@ -1,18 +1,23 @@
 /*
- * segment - segment file names, index entries, and the buffered record
- * scanner shared by the writer's recovery and the reader (see segment.h).
+ * segment - segment file names, index entries, the buffered record scanner
+ * shared by the writer's recovery and the reader, and the POSIX segment_io
+ * (see segment.h).
  *
  * Threads: any; a segment_buf belongs to one thread at a time.
  */
 #include "segment.h"
 
+#include "grow.h"
 #include "pb_errors.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* See segment_resync: how far past the densest possible packing a found
@@ -71,6 +76,62 @@ ssize_t segment_pread_posix(void *ctx, int fd, void *buf, size_t len, off_t off)
     }
 }
 
+static int px_open(void *ctx, const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+static int px_size(void *ctx, int fd, uint64_t *size)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    *size = (uint64_t)st.st_size;
+    return 0;
+}
+
+static int px_close(void *ctx, int fd)
+{
+    return close(fd) < 0 ? -errno : 0;
+}
+
+static int px_list(void *ctx, const char *dir, int (*fn)(void *arg, const char *name), void *arg)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return -errno;
+    int rc = 0;
+    for (;;) {
+        errno = 0;
+        struct dirent *de = readdir(d);
+        if (!de) {
+            rc = errno ? -errno : 0;
+            break;
+        }
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if ((rc = fn(arg, de->d_name)) < 0)
+            break;
+    }
+    (void)closedir(d); /* read-only: a close error loses nothing */
+    return rc;
+}
+
+static const segment_io posix_io = {
+    .open = px_open,
+    .pread = segment_pread_posix,
+    .size = px_size,
+    .close = px_close,
+    .list = px_list,
+    .ctx = NULL,
+};
+
+const segment_io *segment_io_posix(void)
+{
+    return &posix_io;
+}
+
 int segment_buf_init(segment_buf *b, segment_pread_fn fn, void *ctx)
 {
     memset(b, 0, sizeof *b);
@@ -111,6 +172,20 @@ void segment_buf_invalidate(segment_buf *b)
 
 /* Reads from pos into data[len..) until at least n bytes and the readahead
  * are buffered (within cap), or the file ends. The window starts at pos. */
+ssize_t segment_pread_full(segment_pread_fn fn, void *ctx, int fd, void *buf, size_t len, off_t off)
+{
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r = fn(ctx, fd, (uint8_t *)buf + got, len - got, off + (off_t)got);
+        if (r < 0)
+            return r;
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    return (ssize_t)got;
+}
+
 static int fill(segment_buf *b, uint64_t pos, size_t n)
 {
     size_t want = n > b->readahead ? n : b->readahead;
@@ -119,15 +194,13 @@ static int fill(segment_buf *b, uint64_t pos, size_t n)
     if (b->pos != pos)
         b->len = 0;
     b->pos = pos;
-    while (b->len < want) {
-        ssize_t r =
-            b->pread(b->pread_ctx, b->fd, b->data + b->len, want - b->len, (off_t)(pos + b->len));
+    if (b->len < want) {
+        ssize_t r = segment_pread_full(b->pread, b->pread_ctx, b->fd, b->data + b->len,
+                                       want - b->len, (off_t)(pos + b->len));
         if (r < 0) {
             b->len = 0;
             return (int)r;
         }
-        if (r == 0)
-            break;
         b->len += (size_t)r;
     }
     return 0;
@@ -151,12 +224,10 @@ int segment_buf_get(segment_buf *b, uint64_t pos, size_t n, const uint8_t **p, s
          * grow (the caller bounds n by the maximum record size). A bogus
          * length near the end of a file never gets here, so it cannot make
          * us allocate for bytes that are not there. */
-        uint8_t *bigger = realloc(b->data, n);
-        if (!bigger)
+        if (grow_resize(&b->data, n, 1) < 0)
             return PB_ENOMEM;
         if (b->readahead == b->cap)
             b->readahead = n;
-        b->data = bigger;
         b->cap = n;
         if ((rc = fill(b, pos, n)) < 0)
             return rc;
@@ -236,4 +307,47 @@ int segment_resync(segment_buf *b, uint64_t from, uint64_t min_offset, uint64_t 
             return rc;
         q++;
     }
+}
+
+/* --- one file on its own --- */
+
+int segment_file_open(segment_file *f, const char *path, bool follow)
+{
+    f->fd = -1;
+    f->follow = follow;
+    f->problem.file = f->path;
+    f->problem.reason = f->reason;
+    if (snprintf(f->path, sizeof f->path, "%s", path) >= (int)sizeof f->path)
+        return PB_EINVAL;
+    int rc = segment_buf_init(&f->buf, segment_pread_posix, NULL);
+    if (rc < 0)
+        return rc;
+    f->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (f->fd < 0) {
+        rc = -errno;
+        segment_buf_free(&f->buf);
+        return rc;
+    }
+    segment_buf_attach(&f->buf, f->fd);
+    return 0;
+}
+
+void segment_file_close(segment_file *f)
+{
+    if (f->fd >= 0)
+        (void)close(f->fd); /* read-only: a close error loses nothing */
+    f->fd = -1;
+    segment_buf_free(&f->buf);
+}
+
+int segment_file_report(segment_file *f, uint64_t position, uint64_t first, uint64_t last,
+                        const char *reason)
+{
+    f->problem.file = f->path;
+    f->problem.position = position;
+    f->problem.first_offset = first;
+    f->problem.last_offset = last;
+    snprintf(f->reason, sizeof f->reason, "%s", reason);
+    f->problem.reason = f->reason;
+    return PB_ECORRUPT;
 }

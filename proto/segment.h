@@ -3,16 +3,19 @@
  * share about segment files: their names, the index entry layout, and a
  * buffered record scanner with resynchronisation after damage.
  *
- * The scanner reads through a caller-supplied pread function so the writer
- * can route its recovery I/O through its fileio layer while the reader uses
- * plain pread(2). No threads, no sockets: safe to use from any thread, one
- * thread per segment_buf.
+ * The scanner reads through a caller-supplied pread function, and the
+ * partition reader through a segment_io table, so the daemon can route its
+ * reads through its file layer (server/fileio.h, which tests replace with a
+ * simulated disk) while everyone else uses plain POSIX. No threads, no
+ * sockets: safe to use from any thread, one thread per segment_buf.
  */
 #ifndef PB_SEGMENT_H
 #define PB_SEGMENT_H
 
+#include "protobus_reader.h"
 #include "record.h"
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -67,6 +70,36 @@ int segment_buf_init(segment_buf *b, segment_pread_fn fn, void *ctx);
  * and original-layout readers, the CLI) call it, and so does fileio's
  * POSIX table. */
 ssize_t segment_pread_posix(void *ctx, int fd, void *buf, size_t len, off_t off);
+
+/* Reads len bytes at off through fn, continuing after short reads: the one
+ * "read it all" loop (the record window, the daemon's topic snapshot and
+ * index reads). Returns the bytes read, fewer than len only at the end of
+ * the file, or a negated errno. */
+ssize_t segment_pread_full(segment_pread_fn fn, void *ctx, int fd, void *buf, size_t len,
+                           off_t off);
+
+/* The file operations a partition reader uses. Each returns >= 0, or a
+ * negated errno (-ENOENT for a missing file or directory). */
+typedef struct segment_io {
+    int (*open)(void *ctx, const char *path); /* read-only; returns the fd */
+    segment_pread_fn pread;
+    int (*size)(void *ctx, int fd, uint64_t *size);
+    int (*close)(void *ctx, int fd);
+    /* Calls fn for every entry name in dir ("." and ".." left out) until fn
+     * returns a negative value, which it then returns. */
+    int (*list)(void *ctx, const char *dir, int (*fn)(void *arg, const char *name), void *arg);
+    void *ctx;
+} segment_io;
+
+/* Plain POSIX (open, pread, fstat, close, readdir); a static table. */
+const segment_io *segment_io_posix(void);
+
+/* pb_reader_open (reader.h) reading through io instead of POSIX; io must
+ * outlive the reader. The daemon reads its own partitions through its file
+ * layer with it (the topic table catching up at open). */
+struct pb_reader;
+int pb_reader_open_io(struct pb_reader **out, const char *partition_dir, const segment_io *io);
+
 void segment_buf_free(segment_buf *b);
 /* Points the window at another file (or the same one after it changed). */
 void segment_buf_attach(segment_buf *b, int fd);
@@ -95,5 +128,36 @@ int segment_read_record(segment_buf *b, uint64_t pos, uint32_t max_event, pb_rec
  * record before end of file. Negative errno on I/O error. */
 int segment_resync(segment_buf *b, uint64_t from, uint64_t min_offset, uint64_t max_offset,
                    uint32_t max_event, uint64_t *found, pb_record *rec, uint32_t *size);
+
+/*
+ * One file read on its own through a segment_buf (POSIX), with the damage
+ * report a reader hands out: what the single-file readers (the CLI's
+ * segfile, the original-layout pb_legacy) share. Embedded in the reader's
+ * own struct; one thread at a time.
+ */
+typedef struct segment_file {
+    char path[PATH_MAX];
+    int fd;
+    bool follow;  /* the file may still grow: a cut-short tail is "not yet" */
+    bool stuck;   /* nothing more can be read: the reader says PB_EEOF */
+    uint64_t pos; /* file position of the next record */
+    segment_buf buf;
+    struct pb_reader_problem problem;
+    char reason[200];
+} segment_file;
+
+/* Opens path read-only into *f (which the caller zeroed). 0, PB_EINVAL (path
+ * too long), PB_ENOMEM or a negated errno; after a failure f holds nothing
+ * (segment_file_close is still safe). */
+int segment_file_open(segment_file *f, const char *path, bool follow);
+
+/* Closes what segment_file_open opened; safe after a failed open. */
+void segment_file_close(segment_file *f);
+
+/* Sets f->problem: damage at byte `position` of the file that cost offsets
+ * first..last (first = 0, last = UINT64_MAX: no record was lost), because
+ * of `reason` (copied). Returns PB_ECORRUPT, for the reader to pass on. */
+int segment_file_report(segment_file *f, uint64_t position, uint64_t first, uint64_t last,
+                        const char *reason);
 
 #endif

@@ -1,6 +1,6 @@
 /*
  * sort - sorted arrays of uint64 (segment base offsets, offset lists): the
- * qsort comparator and the binary search every module would otherwise
+ * comparator, the sort and the binary search every module would otherwise
  * write again. Pure, any thread.
  */
 #ifndef PB_SORT_H
@@ -11,6 +11,9 @@
 
 /* qsort comparator for uint64_t elements, ascending. */
 int sort_cmp_u64(const void *a, const void *b);
+
+/* Sorts v[0..n) ascending. */
+void sort_u64(uint64_t *v, size_t n);
 
 /* In the ascending v[0..n): the index of the first element greater than x,
  * n when there is none (so the number of elements <= x). */

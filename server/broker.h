@@ -11,9 +11,11 @@
  *   writer thread (partition.c) takes everything queued, appends it with one
  *                              log_append (one writev), syncs per policy (group
  *                              commit), fills in offsets, records per-topic last
- *                              offsets, pushes the durable events to matching
- *                              subscriptions' live queues (sub.c), then calls
- *                              the batch's done() callback.
+ *                              offsets, announces the durable records through
+ *                              its durable callback (the live fan-out,
+ *                              fanout.c, copies them into the matching
+ *                              subscriptions' live queues), then calls the
+ *                              batch's done() callback.
  *   loop thread (net.c)        on the last done() of a batch (uv_async), sends the
  *                              PublishAck (or an Error) and frees the batch.
  *

@@ -1,5 +1,6 @@
 /*
- * Daemon configuration: conf file -> validated pb_config.
+ * Daemon configuration: conf file -> validated pb_config. The syntax of
+ * single values (sizes, durations, offsets, names) is config_values.c.
  *
  * inih does the parsing; we feed it lines through our own reader so that we
  * know the line number of every key (this inih build does not pass it to
@@ -127,120 +128,6 @@ __attribute__((format(printf, 4, 5))) static int fail_at(struct parse_ctx *c, in
     return 0;
 }
 
-/* ---- value parsers ---- */
-
-/* Leading decimal digits of s into *v; *end after them. PB_EINVAL if there
- * are none, PB_ETOOBIG on uint64 overflow. */
-static int parse_digits(const char *s, uint64_t *v, const char **end)
-{
-    uint64_t x = 0;
-    const char *p = s;
-    if (!isdigit((unsigned char)*p))
-        return PB_EINVAL;
-    for (; isdigit((unsigned char)*p); p++) {
-        unsigned d = (unsigned)(*p - '0');
-        if (x > (UINT64_MAX - d) / 10)
-            return PB_ETOOBIG;
-        x = x * 10 + d;
-    }
-    *v = x;
-    *end = p;
-    return 0;
-}
-
-static int parse_uint(const char *s, uint64_t *v)
-{
-    const char *end;
-    int rc = parse_digits(s, v, &end);
-    if (rc == 0 && *end)
-        rc = PB_EINVAL;
-    return rc;
-}
-
-/* "<digits>" followed by one character of `units` (which multiplies by the
- * matching `scale`), or by nothing if bare_ok. */
-static int parse_scaled(const char *s, const char *units, const uint64_t *scale, bool bare_ok,
-                        uint64_t max, uint64_t *out)
-{
-    uint64_t v, mult = 1;
-    const char *end;
-    int rc = parse_digits(s, &v, &end);
-    if (rc != 0)
-        return rc;
-    if (*end) {
-        const char *u = strchr(units, *end);
-        if (!u || end[1])
-            return PB_EINVAL;
-        mult = scale[u - units];
-    } else if (!bare_ok) {
-        return PB_EINVAL;
-    }
-    if (v > max / mult)
-        return PB_ETOOBIG;
-    *out = v * mult;
-    return 0;
-}
-
-int config_parse_size(const char *s, uint64_t *bytes)
-{
-    static const uint64_t scale[] = {KIB, KIB, MIB, MIB, GIB, GIB};
-    return parse_scaled(s, "KkMmGg", scale, true, UINT64_MAX, bytes);
-}
-
-int config_parse_duration(const char *s, int64_t *seconds)
-{
-    static const uint64_t scale[] = {1, 60, 3600, 86400};
-    uint64_t v = 0;
-    /* The unit is required: a bare "30" could mean seconds or minutes. */
-    int rc = strcmp(s, "none") == 0 ? 0 : parse_scaled(s, "smhd", scale, false, INT64_MAX, &v);
-    if (rc == 0)
-        *seconds = (int64_t)v;
-    return rc;
-}
-
-int config_parse_utc_offset(const char *s, int32_t *seconds)
-{
-    if ((s[0] == 'Z' || s[0] == 'z') && s[1] == '\0') {
-        *seconds = 0;
-        return 0;
-    }
-    if ((s[0] != '+' && s[0] != '-') || strlen(s) != 6 || s[3] != ':')
-        return PB_EINVAL;
-    for (int i = 1; i < 6; i++)
-        if (i != 3 && !isdigit((unsigned char)s[i]))
-            return PB_EINVAL;
-    int hh = (s[1] - '0') * 10 + (s[2] - '0');
-    int mm = (s[4] - '0') * 10 + (s[5] - '0');
-    if (hh > 23 || mm > 59)
-        return PB_EINVAL;
-    *seconds = (s[0] == '-' ? -1 : 1) * (hh * 3600 + mm * 60);
-    return 0;
-}
-
-static bool name_char_ok(char ch)
-{
-    return isalnum((unsigned char)ch) || ch == '.' || ch == '_' || ch == '-';
-}
-
-bool config_partition_name_valid(const char *name, size_t len)
-{
-    if (len == 0 || len > PB_PARTITION_NAME_MAX)
-        return false;
-    if ((len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.'))
-        return false;
-    for (size_t i = 0; i < len; i++)
-        if (!name_char_ok(name[i]))
-            return false;
-    return true;
-}
-
-static const char *const fsync_names[] = {"always", "interval", "never", NULL};
-
-const char *config_fsync_name(pb_fsync_policy p)
-{
-    return (unsigned)p <= PB_FSYNC_NEVER ? fsync_names[p] : "?";
-}
-
 /* ---- [server] ---- */
 
 static int set_string(struct parse_ctx *c, char **dst, const char *key, const char *value)
@@ -274,7 +161,7 @@ static int set_u32(struct parse_ctx *c, uint32_t *dst, const char *key, const ch
                    uint32_t min, uint32_t max)
 {
     uint64_t v;
-    int rc = parse_uint(value, &v);
+    int rc = config_parse_uint(value, &v);
     if (rc == PB_EINVAL)
         return fail_at(c, c->lineno, rc, "%s: \"%s\" is not a whole number (expected %u..%u)", key,
                        value, min, max);
@@ -330,7 +217,7 @@ static int server_key(struct parse_ctx *c, const struct key_def *d, const char *
     case V_SIZE:
         return set_size(c, (uint64_t *)(void *)field, d->name, value, d->min, d->max);
     case V_FSYNC:
-        if (!set_enum(c, &e, d->name, value, fsync_names, "always, interval, never"))
+        if (!set_enum(c, &e, d->name, value, config_fsync_names, "always, interval, never"))
             return 0;
         c->cfg->fsync = (pb_fsync_policy)e;
         return 1;
@@ -367,7 +254,7 @@ static int check_template(struct parse_ctx *c, const char *tmpl, int *max_ref)
             if (n > *max_ref)
                 *max_ref = n;
             p++;
-        } else if (!name_char_ok(*p)) {
+        } else if (!config_name_char_ok(*p)) {
             return fail_at(c, c->lineno, PB_EINVAL,
                            "[partition %s]: '%c' is not allowed in a partition name (use "
                            "A-Z a-z 0-9 . _ -)",

@@ -97,8 +97,11 @@ int config_load_string(const char *name, const char *text, pb_config *cfg, char 
  * to call twice. */
 void config_free(pb_config *cfg);
 
-/* Value parsers, shared with the CLI. Each returns 0, PB_EINVAL when the
- * text is not of the expected form, or PB_ETOOBIG when it overflows. */
+/* Value parsers (config_values.c). Each returns 0, PB_EINVAL when the text
+ * is not of the expected form, or PB_ETOOBIG when it overflows. */
+
+/* Decimal digits only ("7420"). */
+int config_parse_uint(const char *s, uint64_t *v);
 
 /* "512", "64K", "16M", "1G" (powers of 1024; k/m/g accepted too). */
 int config_parse_size(const char *s, uint64_t *bytes);
@@ -111,6 +114,11 @@ int config_parse_utc_offset(const char *s, int32_t *seconds);
 
 /* True if name[0..len) is a valid partition (directory) name. */
 bool config_partition_name_valid(const char *name, size_t len);
+/* True if ch may appear in a partition name ([A-Za-z0-9._-]). */
+bool config_name_char_ok(char ch);
+
+/* The words of the enumerations, in enum order, NULL-terminated. */
+extern const char *const config_fsync_names[];
 
 /* Names for logging; static strings. */
 const char *config_fsync_name(pb_fsync_policy p);

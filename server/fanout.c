@@ -4,7 +4,7 @@
  *
  * The registered subscriptions are kept in two lists of pool slots: `all`
  * (patterns that match every topic, e.g. ".*": no matching needed) and
- * `some` (the rest). Each writer has its own sub_fanout: a match_cache of
+ * `some` (the rest). Each writer has its own fanout_writer: a match_cache of
  * topic -> the `some` slots whose patterns match, valid for one value of
  * fo->gen, which moves whenever a subscription is added or removed (a cache
  * of another generation is emptied before use). A miss runs the `some`
@@ -17,25 +17,30 @@
  * Live-queue memory: every queue draws its blocks from one livequeue_pool
  * (queue_total_bytes); a push the pool refuses overflows that queue only.
  *
- * Threads: fanout_publish on partition writer threads (several at once,
- * each with its own sub_fanout); fanout_add / fanout_remove on subscription
- * pool threads; sub_wake on any thread.
+ * Threads: fanout_durable on partition writer threads (several at once,
+ * each with its own fanout_writer); fanout_add / fanout_remove on
+ * subscription pool threads; fanout_writer_get under the store's lock (main
+ * or loop thread).
  *
  * Locks, and the order they nest in (never the other way round):
+ *   fo->writers_lock        guards the writers list (fanout_writer_get); held
+ *                           alone, never with the others.
  *   fo->list_lock (rwlock)  guards live[], the all/some lists and gen.
  *                           Writers hold it for reading while they publish
  *                           a batch (so a listed subscription, its patterns
  *                           and its queue stay valid meanwhile); a
  *                           subscription takes it for writing to be added
  *                           or removed.
- *   sub->mu                 guards the subscription's queue and tag scratch:
+ *   member->mu              guards the subscription's queue and tag scratch:
  *                           writers of different partitions publish
  *                           concurrently. A writer holds one at a time.
  */
 #include "fanout.h"
 
+#include "grow.h"
 #include "logging.h"
 #include "matchcache.h"
+#include "partition.h"
 #include "pb_errors.h"
 
 #include <errno.h>
@@ -49,24 +54,70 @@ struct fanout {
     atomic_uint nlive; /* subscriptions added: the writers' fast exit */
     uint64_t gen;      /* list_lock: moves when the lists change */
     uint32_t nslots;
-    sub **live;    /* list_lock: per pool slot, the subscription added, or NULL */
-    uint16_t *all; /* list_lock: slots whose patterns match every topic */
+    fanout_member **live; /* list_lock: per pool slot, the subscription added, or NULL */
+    uint16_t *all;        /* list_lock: slots whose patterns match every topic */
     uint32_t nall;
     uint16_t *some; /* list_lock: the other slots */
     uint32_t nsome;
     uint64_t match_cache_bytes;
     livequeue_pool *pool; /* the budget of every live queue */
     _Atomic uint64_t match_hits, match_misses;
+    pthread_mutex_t writers_lock;
+    fanout_writer *writers; /* writers_lock: one per partition name */
 };
 
-int fanout_create(fanout **out, uint32_t nslots, uint64_t queue_total_bytes,
-                  uint64_t match_cache_bytes)
+/* Records whose subscriptions are worked out together (publish_some). */
+#define FANOUT_CHUNK 256
+
+/* One writer's fan-out state (see the top of the file and fanout.h). Only
+ * that partition's writer thread uses it after fanout_writer_get. */
+struct fanout_writer {
+    fanout *fo;
+    fanout_writer *next; /* fo->writers */
+    bool ready;          /* the scratch below is allocated */
+    match_cache *cache;  /* NULL until a `some` subscription is seen, or if out of memory */
+    uint64_t cache_gen;  /* the fo->gen the cache's decisions are for */
+    /* The since pass (note_since_all) last ran at this gen and pool reset
+     * count; it runs again only when either moves. */
+    bool since_valid;
+    uint64_t since_gen, since_resets;
+    pcre2_match_data *md;
+    uint16_t *ids; /* scratch: the matching slots of one topic (nslots) */
+    /* Scratch for one chunk of records (publish_some): the records whose
+     * topic missed the cache, one row of bits per missed record (bit k:
+     * some[k] matches), and the cached answers of the others. */
+    size_t miss[FANOUT_CHUNK];
+    uint64_t *rows;
+    size_t row_words; /* capacity of a row, in 64-bit words */
+    const uint16_t *hit_ids[FANOUT_CHUNK];
+    size_t hit_n[FANOUT_CHUNK];
+    /* The subscriptions to wake once the batch is queued: waking at the
+     * end, not at each push, lets a subscription thread take all of its
+     * records of the batch in one pass (one wake-up, one write). */
+    uint16_t *wake_list;
+    uint32_t nwake;
+    uint8_t *marked; /* per slot: in wake_list */
+    char name[];     /* the partition's */
+};
+
+static void writer_free(fanout_writer *w);
+
+int fanout_create(fanout **out, const fanout_options *opts)
 {
-    if (nslots == 0 || nslots > SUB_THREADS_MAX || match_cache_bytes < MATCH_CACHE_MIN_BYTES)
+    uint32_t nslots = opts->slots;
+    uint64_t queue_total_bytes =
+        opts->queue_total_bytes ? opts->queue_total_bytes : FANOUT_QUEUE_TOTAL_DEFAULT;
+    uint64_t match_cache_bytes =
+        opts->match_cache_bytes ? opts->match_cache_bytes : FANOUT_MATCH_CACHE_DEFAULT;
+    if (nslots == 0 || nslots > FANOUT_SLOTS_MAX || match_cache_bytes < MATCH_CACHE_MIN_BYTES)
         return PB_EINVAL;
     fanout *fo = calloc(1, sizeof *fo);
     if (!fo)
         return PB_ENOMEM;
+    if ((errno = pthread_mutex_init(&fo->writers_lock, NULL)) != 0) {
+        free(fo);
+        return -errno;
+    }
     /* Writers hold the list lock for reading almost continuously under load;
      * prefer the rare writer (a subscription registering) so it cannot
      * starve. */
@@ -76,6 +127,7 @@ int fanout_create(fanout **out, uint32_t nslots, uint64_t queue_total_bytes,
     int rc = pthread_rwlock_init(&fo->list_lock, &ra);
     pthread_rwlockattr_destroy(&ra);
     if (rc != 0) {
+        pthread_mutex_destroy(&fo->writers_lock);
         free(fo);
         return -rc;
     }
@@ -101,6 +153,12 @@ void fanout_destroy(fanout *fo)
 {
     if (!fo)
         return;
+    while (fo->writers) {
+        fanout_writer *w = fo->writers;
+        fo->writers = w->next;
+        writer_free(w);
+    }
+    pthread_mutex_destroy(&fo->writers_lock);
     pthread_rwlock_destroy(&fo->list_lock);
     free(fo->live);
     free(fo->all);
@@ -109,84 +167,85 @@ void fanout_destroy(fanout *fo)
     free(fo);
 }
 
+uint32_t fanout_slots(const fanout *fo)
+{
+    return fo->nslots;
+}
+
 livequeue_pool *fanout_pool(fanout *fo)
 {
     return fo->pool;
 }
 
-void sub_wake(sub *s)
+/* Frees the scratch (ready becomes false). */
+static void writer_release(fanout_writer *f)
 {
-    uint64_t one = 1;
-    /* The eventfd is non-blocking; EAGAIN means the counter is saturated,
-     * i.e. a wake-up is pending anyway. */
-    if (write(s->efd, &one, sizeof one) < 0 && errno != EAGAIN)
-        logging_printf(LOG_ERROR, "subscriber %s: cannot signal its thread: %s", s->peer,
-                       strerror(errno));
-}
-
-/* Records whose subscriptions are worked out together (publish_some). */
-#define FANOUT_CHUNK 256
-
-/* One writer's fan-out state (see the top of the file and sub.h). */
-struct sub_fanout {
-    match_cache *cache; /* NULL until a `some` subscription is seen, or if out of memory */
-    uint64_t cache_gen; /* the fo->gen the cache's decisions are for */
-    /* The since pass (note_since_all) last ran at this gen and pool reset
-     * count; it runs again only when either moves. */
-    bool since_valid;
-    uint64_t since_gen, since_resets;
-    pcre2_match_data *md;
-    uint16_t *ids; /* scratch: the matching slots of one topic (nslots) */
-    /* Scratch for one chunk of records (publish_some): the records whose
-     * topic missed the cache, one row of bits per missed record (bit k:
-     * some[k] matches), and the cached answers of the others. */
-    size_t miss[FANOUT_CHUNK];
-    uint64_t *rows;
-    size_t row_words; /* capacity of a row, in 64-bit words */
-    const uint16_t *hit_ids[FANOUT_CHUNK];
-    size_t hit_n[FANOUT_CHUNK];
-    /* The subscriptions to wake once the batch is queued: waking at the
-     * end, not at each push, lets a subscription thread take all of its
-     * records of the batch in one pass (one wake-up, one write). */
-    uint16_t *wake_list;
-    uint32_t nwake;
-    uint8_t *marked; /* per slot: in wake_list */
-};
-
-void sub_fanout_free(sub_fanout *f)
-{
-    if (!f)
-        return;
     match_cache_free(f->cache);
     pcre2_match_data_free(f->md);
     free(f->ids);
     free(f->rows);
     free(f->wake_list);
     free(f->marked);
+    f->cache = NULL;
+    f->md = NULL;
+    f->ids = f->wake_list = NULL;
+    f->rows = NULL;
+    f->row_words = 0;
+    f->marked = NULL;
+    f->ready = false;
+}
+
+static void writer_free(fanout_writer *f)
+{
+    writer_release(f);
     free(f);
 }
 
-static sub_fanout *writer_state_new(const fanout *fo)
+/* Writer thread: allocates the scratch, on the first batch that finds
+ * subscriptions. */
+static int writer_prepare(fanout_writer *f)
 {
-    sub_fanout *f = calloc(1, sizeof *f);
-    if (!f)
-        return NULL;
+    size_t n = f->fo->nslots;
     f->md = patterns_match_data_create();
-    size_t n = fo->nslots;
     f->ids = calloc(n, sizeof *f->ids);
     f->wake_list = calloc(n, sizeof *f->wake_list);
     f->marked = calloc(n, 1);
     if (!f->md || !f->ids || !f->wake_list || !f->marked) {
-        sub_fanout_free(f);
-        return NULL;
+        writer_release(f);
+        return PB_ENOMEM;
     }
-    return f;
+    f->ready = true;
+    return 0;
+}
+
+int fanout_writer_get(fanout *fo, const char *name, fanout_writer **out)
+{
+    int rc = 0;
+    pthread_mutex_lock(&fo->writers_lock);
+    fanout_writer *w = fo->writers;
+    while (w && strcmp(w->name, name) != 0)
+        w = w->next;
+    if (!w) {
+        size_t len = strlen(name);
+        w = calloc(1, sizeof *w + len + 1);
+        if (w) {
+            w->fo = fo;
+            memcpy(w->name, name, len + 1);
+            w->next = fo->writers;
+            fo->writers = w;
+        } else {
+            rc = PB_ENOMEM;
+        }
+    }
+    pthread_mutex_unlock(&fo->writers_lock);
+    *out = w;
+    return rc;
 }
 
 /* Writer thread, s->mu held: offers one record. Returns true if the
  * subscription thread must be woken: the record went into an empty queue,
  * or the queue overflowed. */
-static bool push_one(sub *s, partition *p, const live_record *rec, uint64_t first_offset)
+static bool push_one(fanout_member *s, partition *p, const live_record *rec, uint64_t first_offset)
 {
     livequeue *q = s->q;
     if (livequeue_overflowed(q))
@@ -195,8 +254,8 @@ static bool push_one(sub *s, partition *p, const live_record *rec, uint64_t firs
         return false;
     if (s->ntags) {
         wire_slice topic;
-        if (sub_scan_event(rec->data, rec->len, &topic, s->tags, s->ntags, s->tag_state_live) < 0 ||
-            !sub_tags_ok(s->tag_state_live, s->ntags))
+        if (event_filter_scan(rec->data, rec->len, s->tags, s->ntags, s->tag_state, &topic) < 0 ||
+            !event_filter_ok(s->tag_state, s->ntags))
             return false;
     }
     bool was_empty = livequeue_empty(q);
@@ -223,14 +282,14 @@ static bool push_one(sub *s, partition *p, const live_record *rec, uint64_t firs
 static void note_since_all(fanout *fo, partition *p, uint64_t first_offset)
 {
     for (uint32_t k = 0; k < fo->nall + fo->nsome; k++) {
-        sub *s = fo->live[k < fo->nall ? fo->all[k] : fo->some[k - fo->nall]];
+        fanout_member *s = fo->live[k < fo->nall ? fo->all[k] : fo->some[k - fo->nall]];
         uint64_t since;
         pthread_mutex_lock(&s->mu);
         bool signal =
             !livequeue_overflowed(s->q) && livequeue_since(s->q, p, first_offset, &since) < 0;
         pthread_mutex_unlock(&s->mu);
         if (signal)
-            sub_wake(s);
+            fanout_wake(s);
     }
 }
 
@@ -239,21 +298,21 @@ static void note_since_all(fanout *fo, partition *p, uint64_t first_offset)
 static void overflow_all(fanout *fo)
 {
     for (uint32_t k = 0; k < fo->nall + fo->nsome; k++) {
-        sub *s = fo->live[k < fo->nall ? fo->all[k] : fo->some[k - fo->nall]];
+        fanout_member *s = fo->live[k < fo->nall ? fo->all[k] : fo->some[k - fo->nall]];
         pthread_mutex_lock(&s->mu);
         livequeue_overflow(s->q);
         pthread_mutex_unlock(&s->mu);
-        sub_wake(s);
+        fanout_wake(s);
     }
 }
 
 /* The `some` slots whose patterns match rec's topic, into out (record by
  * record: for the rare topic the cache lost within a chunk). */
-static size_t match_one(const fanout *fo, sub_fanout *f, const live_record *rec, uint16_t *out)
+static size_t match_one(const fanout *fo, fanout_writer *f, const live_record *rec, uint16_t *out)
 {
     size_t n = 0;
     for (uint32_t k = 0; k < fo->nsome; k++) {
-        const sub *s = fo->live[fo->some[k]];
+        const fanout_member *s = fo->live[fo->some[k]];
         if (patterns_match_shared(s->ps, (const char *)rec->topic, rec->topic_len, f->md))
             out[n++] = fo->some[k];
     }
@@ -262,15 +321,13 @@ static size_t match_one(const fanout *fo, sub_fanout *f, const live_record *rec,
 
 /* Room for FANOUT_CHUNK rows of nsome bits. Allocates only when the number
  * of subscriptions grows past what was seen before. */
-static int ensure_rows(sub_fanout *f, uint32_t nsome)
+static int ensure_rows(fanout_writer *f, uint32_t nsome)
 {
     size_t w = (nsome + 63) / 64;
     if (w <= f->row_words)
         return 0;
-    uint64_t *rows = realloc(f->rows, FANOUT_CHUNK * w * sizeof *rows);
-    if (!rows)
+    if (grow_resize(&f->rows, FANOUT_CHUNK * w, sizeof *f->rows) < 0)
         return PB_ENOMEM;
-    f->rows = rows;
     f->row_words = w;
     return 0;
 }
@@ -282,7 +339,7 @@ static int ensure_rows(sub_fanout *f, uint32_t nsome)
  * topic, 1,000 subscriptions evict each other's JIT code at every topic:
  * measured about twice as slow per regex.)
  */
-static void match_misses(const fanout *fo, sub_fanout *f, const live_record *c, size_t nmiss)
+static void match_misses(const fanout *fo, fanout_writer *f, const live_record *c, size_t nmiss)
 {
     size_t w = f->row_words;
     memset(f->rows, 0, nmiss * w * sizeof *f->rows);
@@ -297,7 +354,7 @@ static void match_misses(const fanout *fo, sub_fanout *f, const live_record *c, 
 }
 
 /* The slots of missed record j's row, into out. */
-static size_t row_ids(const fanout *fo, const sub_fanout *f, size_t j, uint16_t *out)
+static size_t row_ids(const fanout *fo, const fanout_writer *f, size_t j, uint16_t *out)
 {
     size_t n = 0;
     const uint64_t *row = f->rows + j * f->row_words;
@@ -307,7 +364,7 @@ static size_t row_ids(const fanout *fo, const sub_fanout *f, size_t j, uint16_t 
     return n;
 }
 
-static void mark_wake(sub_fanout *f, uint32_t slot)
+static void mark_wake(fanout_writer *f, uint32_t slot)
 {
     if (!f->marked[slot]) {
         f->marked[slot] = 1;
@@ -318,11 +375,11 @@ static void mark_wake(sub_fanout *f, uint32_t slot)
 /* Pushes recs[i] to the slots ids[0..n), keeping the lock of the last
  * subscription (*cur) for the next record: consecutive records for the same
  * subscription take its lock once. */
-static void push_to(const fanout *fo, sub_fanout *f, sub **cur, partition *p,
+static void push_to(const fanout *fo, fanout_writer *f, fanout_member **cur, partition *p,
                     const live_record *rec, uint64_t first_offset, const uint16_t *ids, size_t n)
 {
     for (size_t j = 0; j < n; j++) {
-        sub *s = fo->live[ids[j]];
+        fanout_member *s = fo->live[ids[j]];
         if (s != *cur) {
             if (*cur)
                 pthread_mutex_unlock(&(*cur)->mu);
@@ -340,7 +397,8 @@ static void push_to(const fanout *fo, sub_fanout *f, sub **cur, partition *p,
  * in record order (each queue must see its partition's records in offset
  * order).
  */
-static void publish_some(fanout *fo, sub_fanout *f, partition *p, const live_record *recs, size_t n)
+static void publish_some(fanout *fo, fanout_writer *f, partition *p, const live_record *recs,
+                         size_t n)
 {
     if (!f->cache && f->cache_gen == 0) {
         /* First use. Without a cache (out of memory) every record runs
@@ -361,7 +419,7 @@ static void publish_some(fanout *fo, sub_fanout *f, partition *p, const live_rec
     }
     bool rows_ok = ensure_rows(f, fo->nsome) == 0;
     uint64_t hits = 0;
-    sub *cur = NULL;
+    fanout_member *cur = NULL;
     for (size_t base = 0; base < n; base += FANOUT_CHUNK) {
         const live_record *c = recs + base;
         size_t m = n - base < FANOUT_CHUNK ? n - base : FANOUT_CHUNK;
@@ -413,8 +471,10 @@ static void publish_some(fanout *fo, sub_fanout *f, partition *p, const live_rec
     atomic_fetch_add_explicit(&fo->match_misses, n - hits, memory_order_relaxed);
 }
 
-void fanout_publish(fanout *fo, sub_fanout **wf, partition *p, const live_record *recs, size_t n)
+void fanout_durable(void *ctx, partition *p, const live_record *recs, size_t n)
 {
+    fanout_writer *f = ctx;
+    fanout *fo = f->fo;
     if (n == 0)
         return;
     /* Pairs with the fence in fanout_add: either this writer sees the new
@@ -423,11 +483,10 @@ void fanout_publish(fanout *fo, sub_fanout **wf, partition *p, const live_record
     atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load_explicit(&fo->nlive, memory_order_relaxed) == 0)
         return;
-    sub_fanout *f = *wf;
-    if (!f)
-        f = *wf = writer_state_new(fo);
+    if (!f->ready)
+        (void)writer_prepare(f); /* failed: not ready, handled below */
     pthread_rwlock_rdlock(&fo->list_lock);
-    if (!f) {
+    if (!f->ready) {
         overflow_all(fo);
         pthread_rwlock_unlock(&fo->list_lock);
         return;
@@ -441,26 +500,26 @@ void fanout_publish(fanout *fo, sub_fanout **wf, partition *p, const live_record
     }
     /* Match-everything subscriptions: no lookup, one lock per batch. */
     for (uint32_t k = 0; k < fo->nall; k++) {
-        sub *s = fo->live[fo->all[k]];
+        fanout_member *s = fo->live[fo->all[k]];
         bool signal = false;
         pthread_mutex_lock(&s->mu);
         for (size_t i = 0; i < n; i++)
             signal |= push_one(s, p, &recs[i], recs[0].offset);
         pthread_mutex_unlock(&s->mu);
         if (signal)
-            sub_wake(s);
+            fanout_wake(s);
     }
     if (fo->nsome)
         publish_some(fo, f, p, recs, n);
     for (uint32_t k = 0; k < f->nwake; k++) {
         f->marked[f->wake_list[k]] = 0;
-        sub_wake(fo->live[f->wake_list[k]]);
+        fanout_wake(fo->live[f->wake_list[k]]);
     }
     f->nwake = 0;
     pthread_rwlock_unlock(&fo->list_lock);
 }
 
-void fanout_add(fanout *fo, sub *s)
+void fanout_add(fanout *fo, fanout_member *s)
 {
     pthread_rwlock_wrlock(&fo->list_lock);
     fo->live[s->slot] = s;
@@ -485,7 +544,7 @@ static void list_remove(uint16_t *list, uint32_t *n, uint32_t slot)
     }
 }
 
-void fanout_remove(fanout *fo, sub *s)
+void fanout_remove(fanout *fo, fanout_member *s)
 {
     pthread_rwlock_wrlock(&fo->list_lock);
     if (fo->live[s->slot] == s) {
@@ -498,7 +557,17 @@ void fanout_remove(fanout *fo, sub *s)
     pthread_rwlock_unlock(&fo->list_lock);
 }
 
-void fanout_stats(fanout *fo, sub_stats *out)
+void fanout_wake(fanout_member *m)
+{
+    uint64_t one = 1;
+    /* The eventfd is non-blocking; EAGAIN means the counter is saturated,
+     * i.e. a wake-up is pending anyway. */
+    if (write(m->efd, &one, sizeof one) < 0 && errno != EAGAIN)
+        logging_printf(LOG_ERROR, "subscriber %s: cannot signal its thread: %s", m->peer,
+                       strerror(errno));
+}
+
+void fanout_get_stats(fanout *fo, fanout_stats *out)
 {
     out->match_hits = atomic_load_explicit(&fo->match_hits, memory_order_relaxed);
     out->match_misses = atomic_load_explicit(&fo->match_misses, memory_order_relaxed);

@@ -1,49 +1,130 @@
 /*
- * fanout - the live fan-out of the subscription module: which subscriptions
- * are registered for live records, and how a partition writer copies each
- * durable record into the live queues of the subscriptions that want it.
- * Internal to the subscription module: sub.c creates it and registers /
- * unregisters subscriptions (for subrun.c), and sub_registry_publish (the
- * writers' entry point, sub.h) calls fanout_publish.
+ * fanout - the live fan-out: the subscriptions registered for live records,
+ * and how a partition writer copies each durable record into the live queues
+ * of the subscriptions that want it.
  *
- * Threads: fanout_publish runs on partition writer threads, several at a
- * time (each with its own sub_fanout); fanout_add / fanout_remove on
- * subscription pool threads; create / destroy on the main thread.
+ * It sits between the two sides and depends on neither's internals: every
+ * partition is opened with fanout_durable as its "records are durable"
+ * callback (partition_options.durable, with the context fanout_writer gives
+ * for that partition), and each subscription (subrun.c) adds the part of
+ * itself the writers need, a fanout_member, here. So the daemon starts it
+ * first: fan-out -> store (the partitions' writers announce into it) ->
+ * subscription registry (reads the store, adds its members here). Inside
+ * the subscription module it is the bottom layer: sub.c -> subrun.c ->
+ * fanout.c -> livequeue.c, never upwards.
+ *
+ * Threads: fanout_durable runs on partition writer threads, several at a
+ * time (each with its own fanout_writer state); fanout_add / fanout_remove
+ * on subscription pool threads; fanout_writer on the thread that opens
+ * partitions (main or loop); create / destroy on the main thread; the rest
+ * on any thread.
  */
 #ifndef PB_FANOUT_H
 #define PB_FANOUT_H
 
-#include "subrun.h"
+#include "event.h"
+#include "live.h"
+#include "livequeue.h"
+#include "patterns.h"
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct partition;
 
 typedef struct fanout fanout;
+/* One partition writer's own fan-out state (see fanout_writer). */
+typedef struct fanout_writer fanout_writer;
 
-/* nslots: the subscription pool's size (slot numbers are < nslots <=
- * SUB_THREADS_MAX); queue_total_bytes: the budget of all live queues;
- * match_cache_bytes: the bound of each writer's cache. Returns 0,
- * PB_EINVAL or PB_ENOMEM. */
-int fanout_create(fanout **out, uint32_t nslots, uint64_t queue_total_bytes,
-                  uint64_t match_cache_bytes);
+/* Subscription slots are 16 bits in the writers' caches. */
+#define FANOUT_SLOTS_MAX 65535u
+/* Defaults for the fanout_options fields left 0. */
+#define FANOUT_QUEUE_TOTAL_DEFAULT (32ull * 1024 * 1024)
+#define FANOUT_MATCH_CACHE_DEFAULT (8ull * 1024 * 1024)
 
-/* Every subscription removed and every queue destroyed first. NULL-safe. */
+typedef struct fanout_options {
+    uint32_t slots;             /* subscriptions at most (the pool's size), 1..FANOUT_SLOTS_MAX */
+    uint64_t queue_total_bytes; /* bound of all live queues together (0: the default) */
+    uint64_t match_cache_bytes; /* bound of each writer's topic -> subscriptions cache (0:
+                                   the default) */
+} fanout_options;
+
+/* PB_EINVAL if an option is out of range (slots 0 or above FANOUT_SLOTS_MAX,
+ * queue_total_bytes below 4096, match_cache_bytes below
+ * MATCH_CACHE_MIN_BYTES), or PB_ENOMEM. */
+int fanout_create(fanout **out, const fanout_options *opts);
+
+/* After every partition that announces into it has closed and every
+ * subscription has been removed and its queue destroyed. Frees the writers'
+ * states too. NULL-safe. */
 void fanout_destroy(fanout *fo);
+
+/* Number of subscription slots (fanout_options.slots). */
+uint32_t fanout_slots(const fanout *fo);
 
 /* The pool every live queue is created in (livequeue_create). */
 livequeue_pool *fanout_pool(fanout *fo);
 
-/* Subscription thread: adds s (its slot, patterns and queue) to the
- * writers' lists / removes it. Removing what is not there does nothing.
- * After fanout_add returns, every batch whose end offset s does not see
- * reaches s's queue (the fence pairing is in fanout.c). */
-void fanout_add(fanout *fo, sub *s);
-void fanout_remove(fanout *fo, sub *s);
+/* The context for partition `name`'s durable callback: that writer's own
+ * state (a bounded cache of topic -> the subscriptions whose patterns match,
+ * so an event costs one lookup, not one regex per subscription; its scratch
+ * is allocated on the first batch that finds subscriptions). Owned by the
+ * fan-out and kept until fanout_destroy; the same name gives the same state,
+ * so a partition opened again after a failed open reuses it. 0 or PB_ENOMEM. */
+int fanout_writer_get(fanout *fo, const char *name, fanout_writer **out);
 
-/* Writer thread: see sub_registry_publish in sub.h. */
-void fanout_publish(fanout *fo, sub_fanout **wf, partition *p, const live_record *recs, size_t n);
+/* The partitions' durable callback (partition_durable_fn), ctx being the
+ * partition's fanout_writer: copies what each matching subscription needs
+ * into its bounded live queue. A full queue, or the queues' total budget
+ * reached, marks that subscription as overflowed: it goes back to the files;
+ * the writer never waits for a subscriber. Cheap when there are no
+ * subscriptions. Patterns run once per topic and again only after a
+ * subscription starts or ends; subscriptions whose patterns match every
+ * topic (".*") skip the lookup. */
+void fanout_durable(void *ctx, struct partition *p, const live_record *recs, size_t n);
 
-/* Any thread: see sub_stats in sub.h. */
-void fanout_stats(fanout *fo, sub_stats *out);
+/*
+ * A subscription as the writers see it: which records it wants, the queue
+ * they go to, and how to wake its thread. The subscription embeds it
+ * (subrun.h), fills it before fanout_add and keeps it valid until
+ * fanout_remove has returned.
+ */
+typedef struct fanout_member {
+    /* Read-only while added. */
+    uint32_t slot;                /* the subscription's pool slot, < fanout_slots */
+    const pattern_set *ps;        /* topic patterns (patterns_match_shared) */
+    int64_t min_time_ns;          /* records received earlier are not queued */
+    const event_tag_filter *tags; /* every one must match (event_filter_scan) */
+    size_t ntags;
+    int efd;          /* eventfd the writers signal (fanout_wake) */
+    const char *peer; /* names the subscriber in messages */
+    /* Shared with the subscription's own thread, under mu. */
+    pthread_mutex_t mu;
+    livequeue *q;
+    uint8_t *tag_state; /* mu: the writers' scratch for the tag filter (ntags) */
+} fanout_member;
 
-/* Any thread: wakes s's thread (its eventfd). */
-void sub_wake(sub *s);
+/* Subscription thread: adds m to the writers' lists / removes it. Removing
+ * what is not there does nothing. After fanout_add returns, every batch
+ * whose end offset the subscription does not see reaches m's queue (the
+ * fence pairing is in fanout.c). */
+void fanout_add(fanout *fo, fanout_member *m);
+void fanout_remove(fanout *fo, fanout_member *m);
+
+/* Any thread: wakes m's subscription thread through its eventfd (records
+ * were queued, the queue overflowed, or the subscription is being ended). */
+void fanout_wake(fanout_member *m);
+
+/* Counters for tests and diagnostics (any thread; approximate while writers
+ * publish). */
+typedef struct fanout_stats {
+    uint64_t match_hits;   /* events whose subscriptions came from a writer's cache */
+    uint64_t match_misses; /* events whose topic ran the subscriptions' patterns */
+    uint64_t queued_bytes; /* bytes all live queues hold now (<= queue_budget) */
+    uint64_t queue_budget; /* queue_total_bytes in effect */
+    uint64_t queue_resets; /* live queues reset after an overflow, since creation */
+} fanout_stats;
+void fanout_get_stats(fanout *fo, fanout_stats *out);
 
 #endif

@@ -1,5 +1,6 @@
 /*
- * fileio - POSIX implementation of the writer's I/O table (see fileio.h).
+ * fileio - POSIX implementation of the storage's I/O table, and the helpers
+ * built on any table (see fileio.h).
  *
  * Threads: any; no state.
  */
@@ -8,10 +9,10 @@
 #include "iov.h"
 #include "segment.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -40,6 +41,8 @@ static ssize_t px_pwritev(const fileio *io, int fd, const struct iovec *iov, int
     }
 }
 
+/* The EINTR-safe pread loop and the directory listing are proto's (the
+ * readers of segment files use them too). */
 static ssize_t px_pread(const fileio *io, int fd, void *buf, size_t len, off_t off)
 {
     return segment_pread_posix(NULL, fd, buf, len, off);
@@ -93,27 +96,14 @@ static int px_unlink(const fileio *io, const char *path)
     return unlink(path) < 0 ? -errno : 0;
 }
 
+static int px_rename(const fileio *io, const char *from, const char *to)
+{
+    return rename(from, to) < 0 ? -errno : 0;
+}
+
 static int px_list_dir(const fileio *io, const char *path, fileio_dirent_fn fn, void *arg)
 {
-    DIR *d = opendir(path);
-    if (!d)
-        return -errno;
-    int rc = 0;
-    for (;;) {
-        errno = 0;
-        struct dirent *de = readdir(d);
-        if (!de) {
-            rc = errno ? -errno : 0;
-            break;
-        }
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        if ((rc = fn(arg, de->d_name)) < 0)
-            break;
-    }
-    if (closedir(d) < 0 && rc == 0)
-        rc = -errno;
-    return rc;
+    return segment_io_posix()->list(NULL, path, fn, arg);
 }
 
 static const fileio posix_io = {
@@ -127,6 +117,7 @@ static const fileio posix_io = {
     .close = px_close,
     .mkdir = px_mkdir,
     .unlink = px_unlink,
+    .rename = px_rename,
     .list_dir = px_list_dir,
     .ctx = NULL,
 };
@@ -151,6 +142,23 @@ int fileio_write_all(const fileio *io, int fd, struct iovec *iov, size_t cnt, of
     return 0;
 }
 
+/* open, fsync, close of directory dir; *what names the step that failed. */
+static int sync_dir(const fileio *io, const char *dir, bool parent, const char **what)
+{
+    *what = parent ? "open of parent directory" : "open of directory";
+    int fd = io->open(io, dir, O_RDONLY | O_DIRECTORY, 0);
+    if (fd < 0)
+        return fd;
+    *what = parent ? "fsync of parent directory" : "fsync of directory";
+    int rc = io->fsync(io, fd);
+    int c = io->close(io, fd);
+    if (rc == 0 && c < 0) {
+        *what = parent ? "close of parent directory" : "close of directory";
+        rc = c;
+    }
+    return rc;
+}
+
 int fileio_mkdir_durable(const fileio *io, const char *path, int mode, const char **what)
 {
     const char *dummy;
@@ -173,16 +181,58 @@ int fileio_mkdir_durable(const fileio *io, const char *path, int mode, const cha
         parent[1] = '\0';
     else
         *slash = '\0';
-    *what = "open of parent directory";
-    int fd = io->open(io, parent, O_RDONLY | O_DIRECTORY, 0);
-    if (fd < 0)
-        return fd;
-    *what = "fsync of parent directory";
-    rc = io->fsync(io, fd);
-    int c = io->close(io, fd);
-    if (rc == 0 && c < 0) {
-        *what = "close of parent directory";
-        rc = c;
-    }
+    return sync_dir(io, parent, true, what);
+}
+
+int fileio_sync_dir(const fileio *io, const char *dir)
+{
+    const char *what;
+    return sync_dir(io, dir, false, &what);
+}
+
+/* --- the segment readers' view (segment_io) --- */
+
+static int sio_open(void *ctx, const char *path)
+{
+    const fileio *io = ctx;
+    return io->open(io, path, O_RDONLY, 0);
+}
+
+ssize_t fileio_segment_pread(void *ctx, int fd, void *buf, size_t len, off_t off)
+{
+    const fileio *io = ctx;
+    return io->pread(io, fd, buf, len, off);
+}
+
+static int sio_size(void *ctx, int fd, uint64_t *size)
+{
+    const fileio *io = ctx;
+    off_t s = 0;
+    int rc = io->fsize(io, fd, &s);
+    *size = rc == 0 ? (uint64_t)s : 0;
     return rc;
+}
+
+static int sio_close(void *ctx, int fd)
+{
+    const fileio *io = ctx;
+    return io->close(io, fd);
+}
+
+static int sio_list(void *ctx, const char *dir, int (*fn)(void *arg, const char *name), void *arg)
+{
+    const fileio *io = ctx;
+    return io->list_dir(io, dir, fn, arg);
+}
+
+void fileio_segment_io(const fileio *io, struct segment_io *out)
+{
+    *out = (segment_io){
+        .open = sio_open,
+        .pread = fileio_segment_pread,
+        .size = sio_size,
+        .close = sio_close,
+        .list = sio_list,
+        .ctx = (void *)io,
+    };
 }

@@ -1,7 +1,8 @@
 /*
- * fileio - the table of file operations the segment writer (log.c) uses for
- * ALL of its file I/O, recovery included, so tests can put a layer beneath it
- * that injects errors (EIO, ENOSPC) or simulates power loss.
+ * fileio - the table of file operations the daemon's storage uses for ALL of
+ * its file I/O: the segment log (log.c, recovery.c), the topic table's
+ * snapshot and its catch-up reads (topics.c), so tests can put a layer
+ * beneath it that injects errors (EIO, ENOSPC) or simulates power loss.
  *
  * Threads: fileio_posix() is a static, stateless table, usable from any
  * thread. A test layer's thread-safety is its own business.
@@ -33,6 +34,9 @@ struct fileio {
     int (*close)(const fileio *io, int fd);
     int (*mkdir)(const fileio *io, const char *path, int mode); /* -EEXIST if it exists */
     int (*unlink)(const fileio *io, const char *path);
+    /* Atomically replaces `to` (if any) with `from`, both in one directory;
+     * durable once that directory is synced. */
+    int (*rename)(const fileio *io, const char *from, const char *to);
     int (*list_dir)(const fileio *io, const char *path, fileio_dirent_fn fn, void *arg);
     void *ctx; /* for the layer's own state */
 };
@@ -51,5 +55,18 @@ int fileio_write_all(const fileio *io, int fd, struct iovec *iov, size_t cnt, of
  * 0 (created or already there) or a negated errno; *what (if not NULL)
  * names the failed step for messages. */
 int fileio_mkdir_durable(const fileio *io, const char *path, int mode, const char **what);
+
+/* fsync of directory `dir` (open, fsync, close): makes the entries created,
+ * renamed or removed in it durable. 0 or a negated errno. */
+int fileio_sync_dir(const fileio *io, const char *dir);
+
+struct segment_io;
+/* A read-only view of io for the segment readers (proto/segment.h), e.g.
+ * pb_reader_open_io: *out reads through io, which must outlive it. */
+void fileio_segment_io(const fileio *io, struct segment_io *out);
+
+/* io->pread as a segment_pread_fn (proto/segment.h), ctx being the
+ * (const fileio *): for segment_buf and segment_pread_full over io. */
+ssize_t fileio_segment_pread(void *ctx, int fd, void *buf, size_t len, off_t off);
 
 #endif

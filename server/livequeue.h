@@ -4,7 +4,7 @@
  * writers hand to the subscription thread, plus, per partition, the offset
  * from which the queue has seen every record the writer published ("since").
  *
- * Data flow: writer threads push (sub_registry_publish); the subscription
+ * Data flow: writer threads push (fanout_durable); the subscription
  * thread peeks a span of entries, reads them in place, then consumes them.
  *
  * Threads and locking: the queue has no lock of its own. The owner (the

@@ -1,18 +1,21 @@
 /*
- * log - a partition's segment files: append, sync, rotation, index, and
- * recovery at open (see log.h; byte layout in proto/FORMAT.md, Part B).
+ * log - a partition's segment files, the writing half: append, sync,
+ * rotation, the index, close (see log.h; byte layout in proto/FORMAT.md,
+ * Part B). Opening a directory and recovering it is in recovery.c; the two
+ * share log_internal.h.
  *
  * Threads: the partition's writer thread only. Every file operation goes
- * through the fileio table (opts.io), recovery included, so tests can inject
- * errors and simulate power loss underneath.
+ * through the fileio table (opts.io), so tests can inject errors and
+ * simulate power loss underneath.
  *
  * Hot path: log_append encodes record headers into a reusable scratch array
  * and points an iovec array (also reused) at them and at the caller's event
  * bytes, then writes each segment's share of the batch with one pwritev. No
  * per-record syscall or allocation.
  */
-#include "log.h"
+#include "log_internal.h"
 
+#include "grow.h"
 #include "pb_errors.h"
 #include "record.h"
 #include "segment.h"
@@ -28,47 +31,7 @@
 #include <string.h>
 #include <time.h>
 
-#define DEFAULT_SEGMENT_BYTES  (64ull * 1024 * 1024)
-#define DEFAULT_INDEX_INTERVAL 4096u
-#define FILE_MODE              0644
-#define DIR_MODE               0755
-
-struct pb_log {
-    char dir[PATH_MAX];
-    char log_path[PATH_MAX]; /* active segment's .log */
-    char idx_path[PATH_MAX]; /* active segment's .idx */
-    log_options opt;
-    const fileio *io;
-    int dir_fd;
-
-    /* Active (newest) segment. */
-    uint64_t base;
-    int fd;
-    int idx_fd;              /* -1 when indexing this segment has been given up */
-    uint64_t size;           /* bytes in the .log */
-    uint64_t idx_size;       /* bytes in the .idx */
-    uint64_t last_index_pos; /* position named by the last index entry */
-    bool has_records;
-    int64_t period; /* time-rotation period of the segment's first record */
-
-    uint64_t next_offset;
-    int64_t last_time; /* INT64_MIN: no record yet */
-    int failed;        /* 0, or the error that stopped the log */
-
-    /* Reusable append buffers: grow to the largest batch, then stay. */
-    uint8_t *hdrs;
-    size_t hdrs_cap; /* records */
-    struct iovec *iov;
-    size_t iov_cap;
-    uint8_t *idx_buf;
-    size_t idx_cap; /* entries */
-
-    char msg[2 * PATH_MAX + 256];
-};
-
-static void say(pb_log *log, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void say(pb_log *log, int level, const char *fmt, ...)
+void log_say(pb_log *log, enum log_level level, const char *fmt, ...)
 {
     if (!log->opt.logf)
         return;
@@ -79,7 +42,7 @@ static void say(pb_log *log, int level, const char *fmt, ...)
     log->opt.logf(log->opt.log_ctx, level, log->msg);
 }
 
-static int64_t now_ns(pb_log *log)
+int64_t log_now_ns(pb_log *log)
 {
     if (log->opt.now_ns)
         return log->opt.now_ns(log->opt.clock_ctx);
@@ -89,17 +52,17 @@ static int64_t now_ns(pb_log *log)
 }
 
 /* Stops the log for good and says why. Returns the error for the caller. */
-static int fail(pb_log *log, int rc, const char *what, const char *path, uint64_t pos)
+int log_fail(pb_log *log, int rc, const char *what, const char *path, uint64_t pos)
 {
     if (!log->failed)
         log->failed = rc;
-    say(log, PB_LOG_ERR, "%s %s at byte %" PRIu64 " failed: %s; the log is stopped", what, path,
-        pos, pb_strerror(rc));
+    log_say(log, LOG_ERROR, "%s %s at byte %" PRIu64 " failed: %s; the log is stopped", what, path,
+            pos, pb_strerror(rc));
     return rc;
 }
 
 /* Time-rotation period of a receive time: floor((t + utc_offset) / every). */
-static int64_t period_of(const pb_log *log, int64_t t_ns)
+int64_t log_period_of(const pb_log *log, int64_t t_ns)
 {
     if (log->opt.rotate_every_s <= 0)
         return 0;
@@ -113,26 +76,27 @@ static int64_t period_of(const pb_log *log, int64_t t_ns)
     return p;
 }
 
-static ssize_t io_pread(void *ctx, int fd, void *buf, size_t len, off_t off)
+void log_close_index(pb_log *log)
 {
-    const fileio *io = ctx;
-    return io->pread(io, fd, buf, len, off);
+    if (log->idx_fd < 0)
+        return;
+    int rc = log->io->close(log->io, log->idx_fd);
+    if (rc < 0)
+        log_say(log, LOG_WARN, "index %s: close failed: %s", log->idx_path, pb_strerror(rc));
+    log->idx_fd = -1;
 }
 
 /* The index is a cache: when writing it fails, stop indexing this segment
  * (the reader falls back to scanning; the next open rebuilds it). */
 static void drop_index(pb_log *log, int rc)
 {
-    say(log, PB_LOG_WARNING,
-        "index %s: write at byte %" PRIu64 " failed: %s; not indexing the rest of this segment",
-        log->idx_path, log->idx_size, pb_strerror(rc));
-    int crc = log->io->close(log->io, log->idx_fd);
-    if (crc < 0)
-        say(log, PB_LOG_WARNING, "index %s: close failed: %s", log->idx_path, pb_strerror(crc));
-    log->idx_fd = -1;
+    log_say(log, LOG_WARN,
+            "index %s: write at byte %" PRIu64 " failed: %s; not indexing the rest of this segment",
+            log->idx_path, log->idx_size, pb_strerror(rc));
+    log_close_index(log);
 }
 
-static void write_index(pb_log *log, const uint8_t *entries, size_t n)
+void log_write_index(pb_log *log, const uint8_t *entries, size_t n)
 {
     if (log->idx_fd < 0 || n == 0)
         return;
@@ -147,23 +111,18 @@ static void write_index(pb_log *log, const uint8_t *entries, size_t n)
 
 /* Makes the directory's entries durable: a new file is not durable until
  * the directory that names it is synced. */
-static int sync_dir(pb_log *log)
+int log_sync_dir(pb_log *log)
 {
     int rc = log->io->fsync(log->io, log->dir_fd);
     if (rc < 0)
-        return fail(log, rc, "fsync of directory", log->dir, 0);
+        return log_fail(log, rc, "fsync of directory", log->dir, 0);
     return 0;
 }
 
-static int close_active(pb_log *log)
+int log_close_active(pb_log *log)
 {
     int rc = 0;
-    if (log->idx_fd >= 0) {
-        int c = log->io->close(log->io, log->idx_fd);
-        if (c < 0)
-            say(log, PB_LOG_WARNING, "index %s: close failed: %s", log->idx_path, pb_strerror(c));
-        log->idx_fd = -1;
-    }
+    log_close_index(log);
     if (log->fd >= 0) {
         rc = log->io->close(log->io, log->fd);
         log->fd = -1;
@@ -173,14 +132,14 @@ static int close_active(pb_log *log)
 
 /* Opens a new, empty index for the active segment (O_TRUNC: any old one is
  * a stale cache). Failure only disables indexing. */
-static void create_index(pb_log *log, int64_t created)
+void log_create_index(pb_log *log, int64_t created)
 {
     uint8_t hdr[PB_FILE_HEADER_SIZE];
     log->idx_size = 0;
     int fd = log->io->open(log->io, log->idx_path, O_RDWR | O_CREAT | O_TRUNC, FILE_MODE);
     if (fd < 0) {
-        say(log, PB_LOG_WARNING, "index %s: create failed: %s; segment not indexed", log->idx_path,
-            pb_strerror(fd));
+        log_say(log, LOG_WARN, "index %s: create failed: %s; segment not indexed", log->idx_path,
+                pb_strerror(fd));
         log->idx_fd = -1;
         return;
     }
@@ -198,32 +157,32 @@ static void create_index(pb_log *log, int64_t created)
 /* Creates segment `base` as the active one: header written and synced, then
  * the directory synced, so a segment that exists after a crash always has a
  * whole header unless the crash came before that sync (never acked). */
-static int create_segment(pb_log *log, uint64_t base)
+int log_create_segment(pb_log *log, uint64_t base)
 {
     uint8_t hdr[PB_FILE_HEADER_SIZE];
     int rc;
     log->base = base;
     if ((rc = segment_path(log->log_path, sizeof log->log_path, log->dir, base, ".log")) < 0 ||
         (rc = segment_path(log->idx_path, sizeof log->idx_path, log->dir, base, ".idx")) < 0)
-        return fail(log, rc, "segment path for", log->dir, 0);
+        return log_fail(log, rc, "segment path for", log->dir, 0);
     int fd = log->io->open(log->io, log->log_path, O_RDWR | O_CREAT | O_EXCL, FILE_MODE);
     if (fd < 0)
-        return fail(log, fd, "create of", log->log_path, 0);
+        return log_fail(log, fd, "create of", log->log_path, 0);
     log->fd = fd;
-    int64_t created = now_ns(log);
+    int64_t created = log_now_ns(log);
     file_header_encode(hdr, PB_LOG_MAGIC, base, created);
     struct iovec v = {.iov_base = hdr, .iov_len = sizeof hdr};
     if ((rc = fileio_write_all(log->io, fd, &v, 1, 0)) < 0)
-        return fail(log, rc, "header write to", log->log_path, 0);
+        return log_fail(log, rc, "header write to", log->log_path, 0);
     if ((rc = log->io->fdatasync(log->io, fd)) < 0)
-        return fail(log, rc, "fdatasync of", log->log_path, 0);
-    create_index(log, created);
-    if ((rc = sync_dir(log)) < 0)
+        return log_fail(log, rc, "fdatasync of", log->log_path, 0);
+    log_create_index(log, created);
+    if ((rc = log_sync_dir(log)) < 0)
         return rc;
     log->size = PB_FILE_HEADER_SIZE;
     log->has_records = false;
     log->last_index_pos = 0;
-    say(log, PB_LOG_INFO, "segment %s created", log->log_path);
+    log_say(log, LOG_INFO, "segment %s created", log->log_path);
     return 0;
 }
 
@@ -234,25 +193,10 @@ static int rotate(pb_log *log)
 {
     int rc = log->io->fdatasync(log->io, log->fd);
     if (rc < 0)
-        return fail(log, rc, "fdatasync of", log->log_path, log->size);
-    if ((rc = close_active(log)) < 0)
-        return fail(log, rc, "close of", log->log_path, log->size);
-    return create_segment(log, log->next_offset);
-}
-
-static int grow(void **p, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap)
-        return 0;
-    size_t n = *cap ? *cap : 64;
-    while (n < need)
-        n *= 2;
-    void *q = realloc(*p, n * elem);
-    if (!q)
-        return PB_ENOMEM;
-    *p = q;
-    *cap = n;
-    return 0;
+        return log_fail(log, rc, "fdatasync of", log->log_path, log->size);
+    if ((rc = log_close_active(log)) < 0)
+        return log_fail(log, rc, "close of", log->log_path, log->size);
+    return log_create_segment(log, log->next_offset);
 }
 
 /* Writes the records and index entries gathered for the active segment. */
@@ -263,10 +207,10 @@ static int flush(pb_log *log, struct iovec *iov, size_t cnt, uint64_t bytes, con
         return 0;
     int rc = fileio_write_all(log->io, log->fd, iov, cnt, (off_t)log->size);
     if (rc < 0)
-        return fail(log, rc, "write to", log->log_path, log->size);
+        return log_fail(log, rc, "write to", log->log_path, log->size);
     log->size += bytes;
     /* Index after log: an entry never names bytes not yet written. */
-    write_index(log, idx, nidx);
+    log_write_index(log, idx, nidx);
     return 0;
 }
 
@@ -281,9 +225,9 @@ int log_append(pb_log *log, const log_entry *e, size_t n, uint64_t *first_offset
             e[i].suffix_len > log->opt.max_record_bytes - e[i].len)
             return PB_ETOOBIG;
     }
-    if (grow((void **)&log->hdrs, &log->hdrs_cap, n, PB_RECORD_HEADER_SIZE) < 0 ||
-        grow((void **)&log->iov, &log->iov_cap, 3 * n, sizeof *log->iov) < 0 ||
-        grow((void **)&log->idx_buf, &log->idx_cap, n, PB_INDEX_ENTRY_SIZE) < 0)
+    if (grow_reserve(&log->hdrs, &log->hdrs_cap, n, PB_RECORD_HEADER_SIZE) < 0 ||
+        grow_reserve(&log->iov, &log->iov_cap, 3 * n, sizeof *log->iov) < 0 ||
+        grow_reserve(&log->idx_buf, &log->idx_cap, n, PB_INDEX_ENTRY_SIZE) < 0)
         return PB_ENOMEM;
 
     size_t iov_start = 0, iov_n = 0, idx_start = 0, idx_n = 0;
@@ -294,7 +238,7 @@ int log_append(pb_log *log, const log_entry *e, size_t n, uint64_t *first_offset
             t = log->last_time;
         uint64_t rec_size = PB_RECORD_HEADER_SIZE + e[i].len + e[i].suffix_len;
         uint64_t pos = log->size + pending;
-        bool new_period = log->opt.rotate_every_s > 0 && period_of(log, t) != log->period;
+        bool new_period = log->opt.rotate_every_s > 0 && log_period_of(log, t) != log->period;
         if (log->has_records && (new_period || pos + rec_size > log->opt.segment_bytes)) {
             int rc = flush(log, log->iov + iov_start, iov_n - iov_start, pending,
                            log->idx_buf + idx_start * PB_INDEX_ENTRY_SIZE, idx_n - idx_start);
@@ -314,7 +258,7 @@ int log_append(pb_log *log, const log_entry *e, size_t n, uint64_t *first_offset
             log->last_index_pos = pos;
         }
         if (!log->has_records) {
-            log->period = period_of(log, t);
+            log->period = log_period_of(log, t);
             log->has_records = true;
         }
         uint8_t *h = log->hdrs + i * PB_RECORD_HEADER_SIZE;
@@ -340,7 +284,7 @@ int log_sync(pb_log *log)
         return PB_EFAILED;
     int rc = log->io->fdatasync(log->io, log->fd);
     if (rc < 0)
-        return fail(log, rc, "fdatasync of", log->log_path, log->size);
+        return log_fail(log, rc, "fdatasync of", log->log_path, log->size);
     return 0;
 }
 
@@ -366,7 +310,7 @@ int log_close(pb_log *log)
     int rc = 0;
     if (log->fd >= 0 && !log->failed)
         rc = log_sync(log);
-    int c = close_active(log);
+    int c = log_close_active(log);
     if (c < 0 && rc == 0)
         rc = c;
     if (log->dir_fd >= 0) {
@@ -378,502 +322,5 @@ int log_close(pb_log *log)
     free(log->iov);
     free(log->idx_buf);
     free(log);
-    return rc;
-}
-
-/* ---- Recovery ---------------------------------------------------------- */
-
-/* Where a scan of a segment ended. */
-typedef struct scan_state {
-    uint64_t pos;      /* after the last whole record (or where scanning began) */
-    uint64_t expected; /* offset after the last whole record */
-    int64_t first_time, last_time;
-    bool any;  /* at least one record seen */
-    bool torn; /* bytes after pos that hold no valid record */
-    uint64_t file_size;
-} scan_state;
-
-/* Scans records from st->pos to the end of the file. Damage followed by a
- * valid record is reported and stepped over; damage with nothing valid after
- * it ends the scan with st->torn set. When idx_fd >= 0, index entries are
- * appended for the records scanned (the caller has cut the index back to the
- * last entry it trusts, st->pos). */
-static int scan_segment(pb_log *log, segment_buf *b, const char *path, scan_state *st, bool index,
-                        bool index_first)
-{
-    pb_record rec;
-    uint32_t size;
-    uint64_t last_index = index_first ? 0 : st->pos;
-    for (;;) {
-        int rc = segment_read_record(b, st->pos, PB_RECORD_MAX_EVENT, &rec, &size);
-        if (rc == 0 && rec.offset == st->expected) {
-            if (index && log->idx_fd >= 0 &&
-                (last_index == 0 || st->pos - last_index >= log->opt.index_interval_bytes)) {
-                uint8_t raw[PB_INDEX_ENTRY_SIZE];
-                segment_index_entry ie = {rec.offset, st->pos, rec.time_ns};
-                segment_index_entry_encode(raw, &ie);
-                write_index(log, raw, 1);
-                last_index = st->pos;
-            }
-            if (!st->any)
-                st->first_time = rec.time_ns;
-            st->any = true;
-            st->last_time = rec.time_ns;
-            st->pos += size;
-            st->expected = rec.offset + 1;
-            continue;
-        }
-        if (rc < 0 && rc != PB_ECORRUPT && rc != PB_EINCOMPLETE)
-            return rc;
-        if (st->pos >= st->file_size)
-            return 0; /* clean end */
-        uint64_t found;
-        rc = segment_resync(b, st->pos, st->expected, UINT64_MAX, PB_RECORD_MAX_EVENT, &found, &rec,
-                            &size);
-        if (rc == PB_EEOF) {
-            st->torn = true;
-            return 0;
-        }
-        if (rc < 0)
-            return rc;
-        /* Valid records follow, so this is not a torn tail: they may have
-         * been acked. Keep everything; say what is unreadable. */
-        say(log, PB_LOG_ERR,
-            "segment %s: damaged data at byte %" PRIu64 " (%" PRIu64 " bytes): offsets %" PRIu64
-            "..%" PRIu64 " lost; kept, not truncated",
-            path, st->pos, found - st->pos, st->expected, rec.offset - 1);
-        st->pos = found;
-        st->expected = rec.offset;
-        last_index = 0; /* index the record after the gap */
-    }
-}
-
-/* Reads and checks the active segment's index; keeps the longest prefix of
- * entries that is consistent and whose last entry names a real record, and
- * cuts the file back to it. Returns the number of entries kept (0: rebuild
- * from the first record) and the last kept entry. */
-static size_t load_index(pb_log *log, segment_buf *b, uint64_t log_size, segment_index_entry *last)
-{
-    uint8_t hdr[PB_FILE_HEADER_SIZE];
-    uint64_t ibase;
-    off_t isize;
-    size_t kept = 0;
-    const char *why = NULL;
-    uint8_t *raw = NULL;
-    int fd = log->io->open(log->io, log->idx_path, O_RDWR, 0);
-    if (fd < 0) {
-        why = "missing";
-        goto rebuild;
-    }
-    log->idx_fd = fd;
-    if (log->io->fsize(log->io, fd, &isize) < 0 || isize < (off_t)PB_FILE_HEADER_SIZE ||
-        log->io->pread(log->io, fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr ||
-        file_header_decode(hdr, PB_IDX_MAGIC, &ibase, NULL) < 0 || ibase != log->base) {
-        why = "bad header";
-        goto rebuild;
-    }
-    size_t n = ((size_t)isize - PB_FILE_HEADER_SIZE) / PB_INDEX_ENTRY_SIZE;
-    if (n > 0 && (raw = malloc(n * PB_INDEX_ENTRY_SIZE)) == NULL) {
-        why = "out of memory";
-        goto rebuild;
-    }
-    if (n > 0 && log->io->pread(log->io, fd, raw, n * PB_INDEX_ENTRY_SIZE, PB_FILE_HEADER_SIZE) !=
-                     (ssize_t)(n * PB_INDEX_ENTRY_SIZE)) {
-        why = "unreadable";
-        goto rebuild;
-    }
-    /* Longest consistent prefix: starts at the first record, strictly
-     * increasing offsets and positions, times not decreasing, inside the log. */
-    segment_index_entry prev = {0}, e;
-    for (kept = 0; kept < n; kept++) {
-        segment_index_entry_decode(raw + kept * PB_INDEX_ENTRY_SIZE, &e);
-        bool ok = kept == 0 ? e.offset == log->base && e.position == PB_FILE_HEADER_SIZE
-                            : e.offset > prev.offset && e.position > prev.position &&
-                                  e.time_ns >= prev.time_ns;
-        if (!ok || e.position + PB_RECORD_HEADER_SIZE > log_size)
-            break;
-        prev = e;
-    }
-    /* The last kept entry must name a whole record with that offset and time;
-     * step back over ones that do not (they point into a torn tail). */
-    while (kept > 0) {
-        pb_record rec;
-        uint32_t size;
-        segment_index_entry_decode(raw + (kept - 1) * PB_INDEX_ENTRY_SIZE, last);
-        if (segment_read_record(b, last->position, PB_RECORD_MAX_EVENT, &rec, &size) == 0 &&
-            rec.offset == last->offset && rec.time_ns == last->time_ns)
-            break;
-        kept--;
-    }
-    if (kept == 0) {
-        why = "stale";
-        goto rebuild;
-    }
-    if (kept < n || (uint64_t)isize != PB_FILE_HEADER_SIZE + kept * PB_INDEX_ENTRY_SIZE) {
-        say(log, PB_LOG_INFO, "index %s: %zu of %zu entries valid; rebuilding the rest",
-            log->idx_path, kept, n);
-        int rc = log->io->ftruncate(log->io, fd,
-                                    (off_t)(PB_FILE_HEADER_SIZE + kept * PB_INDEX_ENTRY_SIZE));
-        if (rc < 0) {
-            why = "truncate failed";
-            goto rebuild;
-        }
-    }
-    log->idx_size = PB_FILE_HEADER_SIZE + kept * PB_INDEX_ENTRY_SIZE;
-    free(raw);
-    return kept;
-rebuild:
-    free(raw);
-    if (log->idx_fd >= 0) {
-        int rc = log->io->close(log->io, log->idx_fd);
-        if (rc < 0)
-            say(log, PB_LOG_WARNING, "index %s: close failed: %s", log->idx_path, pb_strerror(rc));
-        log->idx_fd = -1;
-    }
-    say(log, PB_LOG_INFO, "index %s: %s; rebuilding from %s", log->idx_path, why, log->log_path);
-    create_index(log, now_ns(log));
-    return 0;
-}
-
-static int set_paths(pb_log *log, uint64_t base)
-{
-    log->base = base;
-    if (segment_path(log->log_path, sizeof log->log_path, log->dir, base, ".log") < 0 ||
-        segment_path(log->idx_path, sizeof log->idx_path, log->dir, base, ".idx") < 0)
-        return PB_EINVAL;
-    return 0;
-}
-
-/* An older (rotated) segment's index only gets a cheap check at open (whole
- * header, whole entries); readers verify every entry they use. A missing or
- * malformed one is rebuilt by scanning the segment. */
-static int check_old_index(pb_log *log, segment_buf *b, uint64_t base)
-{
-    uint8_t hdr[PB_FILE_HEADER_SIZE];
-    uint64_t ibase;
-    off_t isize, lsize;
-    int rc = set_paths(log, base);
-    if (rc < 0)
-        return rc;
-    int fd = log->io->open(log->io, log->idx_path, O_RDONLY, 0);
-    if (fd >= 0) {
-        bool ok = log->io->fsize(log->io, fd, &isize) == 0 &&
-                  isize >= (off_t)(PB_FILE_HEADER_SIZE + PB_INDEX_ENTRY_SIZE) &&
-                  ((uint64_t)isize - PB_FILE_HEADER_SIZE) % PB_INDEX_ENTRY_SIZE == 0 &&
-                  log->io->pread(log->io, fd, hdr, sizeof hdr, 0) == (ssize_t)sizeof hdr &&
-                  file_header_decode(hdr, PB_IDX_MAGIC, &ibase, NULL) == 0 && ibase == base;
-        if ((rc = log->io->close(log->io, fd)) < 0)
-            return rc;
-        if (ok)
-            return 0;
-    }
-    int lfd = log->io->open(log->io, log->log_path, O_RDONLY, 0);
-    if (lfd < 0)
-        return lfd;
-    if ((rc = log->io->fsize(log->io, lfd, &lsize)) < 0)
-        goto out;
-    say(log, PB_LOG_INFO, "index %s: missing or malformed; rebuilding from %s", log->idx_path,
-        log->log_path);
-    create_index(log, now_ns(log));
-    segment_buf_attach(b, lfd);
-    scan_state st = {.pos = PB_FILE_HEADER_SIZE, .expected = base, .file_size = (uint64_t)lsize};
-    rc = scan_segment(log, b, log->log_path, &st, true, true);
-    if (rc == 0 && st.torn)
-        say(log, PB_LOG_ERR,
-            "segment %s: %" PRIu64 " unreadable bytes at byte %" PRIu64
-            " at the end of a rotated segment; kept",
-            log->log_path, st.file_size - st.pos, st.pos);
-out:
-    if (log->idx_fd >= 0) {
-        int c = log->io->close(log->io, log->idx_fd);
-        if (c < 0)
-            say(log, PB_LOG_WARNING, "index %s: close failed: %s", log->idx_path, pb_strerror(c));
-        log->idx_fd = -1;
-    }
-    segment_buf_attach(b, -1);
-    int c = log->io->close(log->io, lfd);
-    return rc < 0 ? rc : c;
-}
-
-/* Reports a rotated segment whose header is damaged. Nothing else would:
- * readers go on from byte 40 (records carry their own offsets and CRCs, so
- * such damage loses no record) and the file is complete, so it is kept. */
-static int check_old_header(pb_log *log, uint64_t base)
-{
-    uint8_t hdr[PB_FILE_HEADER_SIZE];
-    char path[PATH_MAX];
-    uint64_t hbase = base;
-    int rc = segment_path(path, sizeof path, log->dir, base, ".log");
-    if (rc < 0)
-        return rc;
-    int fd = log->io->open(log->io, path, O_RDONLY, 0);
-    if (fd < 0)
-        return fd;
-    ssize_t n = log->io->pread(log->io, fd, hdr, sizeof hdr, 0);
-    int c = log->io->close(log->io, fd);
-    if (n < 0)
-        return (int)n;
-    if (c < 0)
-        return c;
-    rc =
-        n < (ssize_t)sizeof hdr ? PB_ECORRUPT : file_header_decode(hdr, PB_LOG_MAGIC, &hbase, NULL);
-    if (rc < 0 || hbase != base)
-        say(log, PB_LOG_ERR,
-            "segment %s: damaged header at byte 0 (%s); a rotated segment: kept, its records "
-            "are read without it",
-            path, rc < 0 ? pb_strerror(rc) : "base offset differs from the file name");
-    return 0;
-}
-
-/* Offset and time after the last record of a rotated segment, for an empty
- * active segment: the next record's time must not go below it. */
-static int tail_of(pb_log *log, segment_buf *b, uint64_t base, scan_state *st)
-{
-    char path[PATH_MAX];
-    off_t lsize;
-    int rc = segment_path(path, sizeof path, log->dir, base, ".log");
-    if (rc < 0)
-        return rc;
-    int lfd = log->io->open(log->io, path, O_RDONLY, 0);
-    if (lfd < 0)
-        return lfd;
-    if ((rc = log->io->fsize(log->io, lfd, &lsize)) == 0) {
-        segment_buf_attach(b, lfd);
-        *st = (scan_state){
-            .pos = PB_FILE_HEADER_SIZE, .expected = base, .file_size = (uint64_t)lsize};
-        rc = scan_segment(log, b, path, st, false, false);
-        segment_buf_attach(b, -1);
-    }
-    int c = log->io->close(log->io, lfd);
-    return rc < 0 ? rc : c;
-}
-
-/* Replaces a newest segment whose header never became whole (the crash came
- * during its creation, before anything in it could be acked). */
-static int recreate(pb_log *log, uint64_t base, const char *why)
-{
-    say(log, PB_LOG_WARNING, "segment %s: %s; no record in it; recreating it", log->log_path, why);
-    int rc = log->io->unlink(log->io, log->log_path);
-    if (rc < 0)
-        return fail(log, rc, "unlink of", log->log_path, 0);
-    rc = log->io->unlink(log->io, log->idx_path);
-    if (rc < 0 && rc != -ENOENT)
-        return fail(log, rc, "unlink of", log->idx_path, 0);
-    log->next_offset = base;
-    return create_segment(log, base);
-}
-
-/* Recovers the newest segment: checks the header, loads or rebuilds the
- * index, scans from the last trusted index entry to the end, truncates a torn
- * tail durably, and sets the append position, next offset and last time. */
-static int recover_active(pb_log *log, segment_buf *b, uint64_t base)
-{
-    uint8_t hdr[PB_FILE_HEADER_SIZE];
-    off_t size;
-    uint64_t hbase;
-    int rc = set_paths(log, base);
-    if (rc < 0)
-        return rc;
-    int fd = log->io->open(log->io, log->log_path, O_RDWR, 0);
-    if (fd < 0)
-        return fail(log, fd, "open of", log->log_path, 0);
-    log->fd = fd;
-    if ((rc = log->io->fsize(log->io, fd, &size)) < 0)
-        return fail(log, rc, "size of", log->log_path, 0);
-    segment_buf_attach(b, fd);
-    if (size < (off_t)PB_FILE_HEADER_SIZE) {
-        if ((rc = close_active(log)) < 0)
-            return fail(log, rc, "close of", log->log_path, 0);
-        return recreate(log, base, "header cut short");
-    }
-    ssize_t n = log->io->pread(log->io, fd, hdr, sizeof hdr, 0);
-    if (n != (ssize_t)sizeof hdr)
-        return fail(log, n < 0 ? (int)n : -EIO, "header read of", log->log_path, 0);
-    rc = file_header_decode(hdr, PB_LOG_MAGIC, &hbase, NULL);
-    if (rc < 0) {
-        pb_record rec;
-        uint32_t rsize;
-        uint64_t found;
-        int rr = segment_resync(b, PB_FILE_HEADER_SIZE, base, UINT64_MAX, PB_RECORD_MAX_EVENT,
-                                &found, &rec, &rsize);
-        if (rr != PB_EEOF) {
-            say(log, PB_LOG_ERR, "segment %s: bad header (%s) but records follow; not touching it",
-                log->log_path, pb_strerror(rc));
-            return PB_EFORMAT;
-        }
-        if ((rc = close_active(log)) < 0)
-            return fail(log, rc, "close of", log->log_path, 0);
-        return recreate(log, base, "header damaged");
-    }
-    if (hbase != base) {
-        say(log, PB_LOG_ERR, "segment %s: header says base offset %" PRIu64 ", name says %" PRIu64,
-            log->log_path, hbase, base);
-        return PB_EFORMAT;
-    }
-
-    segment_index_entry last;
-    size_t kept = load_index(log, b, (uint64_t)size, &last);
-    scan_state st = {.pos = kept ? last.position : PB_FILE_HEADER_SIZE,
-                     .expected = kept ? last.offset : base,
-                     .file_size = (uint64_t)size};
-    if ((rc = scan_segment(log, b, log->log_path, &st, true, kept == 0)) < 0)
-        return fail(log, rc, "recovery read of", log->log_path, st.pos);
-    if (st.torn) {
-        /* Nothing valid after st.pos: a write the crash cut short (or
-         * damage at the very end), never acked. Drop it durably, or a later
-         * append would be followed by these bytes in the file. */
-        if ((rc = log->io->ftruncate(log->io, fd, (off_t)st.pos)) < 0)
-            return fail(log, rc, "truncate of", log->log_path, st.pos);
-        if ((rc = log->io->fdatasync(log->io, fd)) < 0)
-            return fail(log, rc, "fdatasync of", log->log_path, st.pos);
-        say(log, PB_LOG_WARNING,
-            "segment %s: torn or corrupt tail at byte %" PRIu64 ": dropped %" PRIu64
-            " bytes; next offset %" PRIu64,
-            log->log_path, st.pos, st.file_size - st.pos, st.expected);
-    }
-    log->size = st.pos;
-    log->next_offset = st.expected;
-    log->has_records = st.any;
-    log->last_index_pos = log->idx_size > PB_FILE_HEADER_SIZE ? st.pos : 0;
-    if (st.any) {
-        log->last_time = st.last_time;
-        int64_t first = st.first_time;
-        if (kept > 0) {
-            pb_record rec;
-            uint32_t rsize;
-            if (segment_read_record(b, PB_FILE_HEADER_SIZE, PB_RECORD_MAX_EVENT, &rec, &rsize) == 0)
-                first = rec.time_ns;
-        }
-        log->period = period_of(log, first);
-    }
-    /* Reading the last index entry back is simpler than tracking it through
-     * the scan: the next entry is due index_interval bytes after it. */
-    if (log->idx_fd >= 0 && log->idx_size > PB_FILE_HEADER_SIZE) {
-        uint8_t raw[PB_INDEX_ENTRY_SIZE];
-        segment_index_entry e;
-        if (log->io->pread(log->io, log->idx_fd, raw, sizeof raw,
-                           (off_t)(log->idx_size - PB_INDEX_ENTRY_SIZE)) == (ssize_t)sizeof raw) {
-            segment_index_entry_decode(raw, &e);
-            log->last_index_pos = e.position;
-        }
-    }
-    return 0;
-}
-
-typedef struct base_list {
-    uint64_t *v;
-    size_t n, cap;
-} base_list;
-
-static int collect_base(void *arg, const char *name)
-{
-    base_list *l = arg;
-    uint64_t base;
-    if (!segment_parse_name(name, ".log", &base))
-        return 0;
-    if (grow((void **)&l->v, &l->cap, l->n + 1, sizeof *l->v) < 0)
-        return PB_ENOMEM;
-    l->v[l->n++] = base;
-    return 0;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-int log_open(pb_log **out, const char *dir, const log_options *opts)
-{
-    *out = NULL;
-    if (opts && opts->rotate_every_s < 0)
-        return PB_EINVAL;
-    pb_log *log = calloc(1, sizeof *log);
-    if (!log)
-        return PB_ENOMEM;
-    base_list bases = {0};
-    segment_buf b = {0};
-    int rc = PB_EINVAL;
-    log->fd = log->idx_fd = log->dir_fd = -1;
-    log->last_time = INT64_MIN;
-    if (opts)
-        log->opt = *opts;
-    if (!log->opt.segment_bytes)
-        log->opt.segment_bytes = DEFAULT_SEGMENT_BYTES;
-    if (!log->opt.index_interval_bytes)
-        log->opt.index_interval_bytes = DEFAULT_INDEX_INTERVAL;
-    if (!log->opt.max_record_bytes || log->opt.max_record_bytes > PB_RECORD_MAX_EVENT)
-        log->opt.max_record_bytes = PB_RECORD_MAX_EVENT;
-    log->io = log->opt.io ? log->opt.io : fileio_posix();
-    size_t len = strlen(dir);
-    while (len > 1 && dir[len - 1] == '/')
-        len--; /* "a/b/" and "a/b" are one directory; keeps messages tidy */
-    if (len == 0 || len >= sizeof log->dir)
-        goto fail;
-    memcpy(log->dir, dir, len);
-
-    const char *what;
-    if ((rc = fileio_mkdir_durable(log->io, log->dir, DIR_MODE, &what)) < 0) {
-        say(log, PB_LOG_ERR, "partition directory %s: %s failed: %s", log->dir, what,
-            pb_strerror(rc));
-        goto fail;
-    }
-    if ((log->dir_fd = log->io->open(log->io, log->dir, O_RDONLY | O_DIRECTORY, 0)) < 0) {
-        rc = fail(log, log->dir_fd, "open of directory", log->dir, 0);
-        goto fail;
-    }
-    if ((rc = log->io->list_dir(log->io, log->dir, collect_base, &bases)) < 0) {
-        fail(log, rc, "listing of directory", log->dir, 0);
-        goto fail;
-    }
-    if (bases.n > 1)
-        qsort(bases.v, bases.n, sizeof *bases.v, cmp_u64);
-    if ((rc = segment_buf_init(&b, io_pread, (void *)log->io)) < 0)
-        goto fail;
-    for (size_t i = 0; i + 1 < bases.n; i++) {
-        if ((rc = check_old_index(log, &b, bases.v[i])) < 0) {
-            fail(log, rc, "index check of segment", log->log_path, 0);
-            goto fail;
-        }
-        if ((rc = check_old_header(log, bases.v[i])) < 0) {
-            fail(log, rc, "header check of segment", log->log_path, 0);
-            goto fail;
-        }
-    }
-    if (bases.n == 0)
-        rc = create_segment(log, 0);
-    else
-        rc = recover_active(log, &b, bases.v[bases.n - 1]);
-    if (rc < 0)
-        goto fail;
-    if (!log->has_records && bases.n > 1) {
-        /* Rotated, then stopped before the first record: continue the
-         * previous segment's times so they never go backwards. */
-        scan_state st;
-        if ((rc = tail_of(log, &b, bases.v[bases.n - 2], &st)) < 0) {
-            fail(log, rc, "recovery read of segment before", log->log_path, 0);
-            goto fail;
-        }
-        if (st.any)
-            log->last_time = st.last_time;
-        if (st.expected != log->next_offset)
-            say(log, PB_LOG_WARNING,
-                "segment %s starts at offset %" PRIu64 " but the one before ends at %" PRIu64,
-                log->log_path, log->next_offset, st.expected);
-    }
-    /* The files found may have been created by a process that was killed
-     * before it synced the directory (their entries live only in the page
-     * cache): sync it before anything appended to them can be acked. */
-    if (bases.n > 0 && (rc = sync_dir(log)) < 0)
-        goto fail;
-    segment_buf_free(&b);
-    free(bases.v);
-    *out = log;
-    return 0;
-fail:
-    segment_buf_free(&b);
-    free(bases.v);
-    log->failed = log->failed ? log->failed : rc;
-    log_close(log);
     return rc;
 }

@@ -1,7 +1,8 @@
 /*
  * log - one partition's segment files on disk: append (one pwritev per batch
- * and segment), sync, size- and time-based rotation, the sparse index, and
- * crash recovery at open. File layout: proto/FORMAT.md, Part B.
+ * and segment), sync, size- and time-based rotation, the sparse index
+ * (log.c), and crash recovery at open (recovery.c). File layout:
+ * proto/FORMAT.md, Part B.
  *
  * Threads: a pb_log is owned by its partition's writer thread; no function
  * here is thread-safe, the accessors included (the partition publishes what
@@ -18,14 +19,10 @@
 #define PB_LOG_H
 
 #include "fileio.h"
+#include "logging.h"
 
 #include <stddef.h>
 #include <stdint.h>
-
-/* Message levels passed to log_options.logf (syslog priority numbers). */
-#define PB_LOG_ERR     3
-#define PB_LOG_WARNING 4
-#define PB_LOG_INFO    6
 
 /* Zero fields take the defaults noted. */
 typedef struct log_options {
@@ -41,8 +38,9 @@ typedef struct log_options {
     int64_t (*now_ns)(void *ctx);  /* wall clock for created_ns; NULL = CLOCK_REALTIME */
     void *clock_ctx;
     /* Recovery, rotation and failure messages (each names the file, byte
-     * position and reason); called on the writer thread; may be NULL. */
-    void (*logf)(void *ctx, int level, const char *msg);
+     * position and reason) at a logging.h level (LOG_ERROR, LOG_WARN,
+     * LOG_INFO); called on the writer thread; may be NULL. */
+    void (*logf)(void *ctx, enum log_level level, const char *msg);
     void *log_ctx;
 } log_options;
 

@@ -2,16 +2,20 @@
  * protobusd - the Protobus daemon: command line, configuration, start-up and
  * shutdown order.
  *
- * Start: config -> store (recovers every partition found on disk) ->
- * subscription pool -> router -> listener. Stop (SIGTERM/SIGINT): stop
- * accepting and reading, let the writers finish what was received and the
- * loop write its acks, end the subscriptions, close the partitions (final
- * sync, topic snapshots), exit 0.
+ * Start, in the order data flows back from the disk: config -> live fan-out
+ * (where the partition writers announce durable records) -> store (recovers
+ * every partition found on disk; each writer announces into the fan-out) ->
+ * subscription pool (reads the store, registers its live queues with the
+ * fan-out) -> router -> listener. Stop (SIGTERM/SIGINT): stop accepting and
+ * reading, let the writers finish what was received and the loop write its
+ * acks, end the subscriptions, close the partitions (final sync, topic
+ * snapshots), free the fan-out, exit 0.
  *
  * Threads: main() and everything here run on the main thread, which is also
  * the libuv loop thread.
  */
 #include "config.h"
+#include "fanout.h"
 #include "hostport.h"
 #include "logging.h"
 #include "net.h"
@@ -71,6 +75,7 @@ static const char builtin_config[] = "[server]\n"
 typedef struct daemon_state {
     pb_config cfg;
     uv_loop_t loop;
+    fanout *live;
     store *store;
     sub_registry *subs;
     router *router;
@@ -124,7 +129,14 @@ static int partition_options_for(void *ctx, const char *name, partition_options 
                                                    : PARTITION_FSYNC_NEVER;
     o->fsync_interval_ms = d->cfg.fsync_interval_ms;
     o->topic_history = TOPIC_HISTORY;
-    o->subs = d->subs;
+    /* Its writer announces durable records into the live fan-out, with a
+     * state of its own there. */
+    fanout_writer *w;
+    int rc = fanout_writer_get(d->live, name, &w);
+    if (rc < 0)
+        return rc;
+    o->durable = fanout_durable;
+    o->durable_ctx = w;
     return 0;
 }
 
@@ -235,7 +247,15 @@ static void raise_fd_limit(const pb_config *cfg)
                        cfg->max_connections, cfg->threads);
 }
 
-int main(int argc, char **argv)
+/* The command line. */
+typedef struct args {
+    const char *config_path, *listen, *data_dir, *port_file;
+    int check_only;
+} args;
+
+/* Parses argv into *a. Returns -1 to go on, or the exit status (--help,
+ * --version, a usage error). */
+static int parse_args(int argc, char **argv, args *a)
 {
     static const struct option long_opts[] = {
         {"config", required_argument, NULL, 'c'},   {"listen", required_argument, NULL, 'l'},
@@ -243,24 +263,23 @@ int main(int argc, char **argv)
         {"check", no_argument, NULL, 'k'},          {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},        {NULL, 0, NULL, 0},
     };
-    const char *config_path = NULL, *listen = NULL, *data_dir = NULL, *port_file = NULL;
-    int check_only = 0, opt;
+    int opt;
     while ((opt = getopt_long(argc, argv, "c:l:d:hV", long_opts, NULL)) != -1) {
         switch (opt) {
         case 'c':
-            config_path = optarg;
+            a->config_path = optarg;
             break;
         case 'l':
-            listen = optarg;
+            a->listen = optarg;
             break;
         case 'd':
-            data_dir = optarg;
+            a->data_dir = optarg;
             break;
         case 'p':
-            port_file = optarg;
+            a->port_file = optarg;
             break;
         case 'k':
-            check_only = 1;
+            a->check_only = 1;
             break;
         case 'h':
             fputs(usage, stdout);
@@ -277,30 +296,149 @@ int main(int argc, char **argv)
         fprintf(stderr, "protobusd: unexpected argument \"%s\"\n%s", argv[optind], usage);
         return 2;
     }
+    return -1;
+}
 
-    static daemon_state d;
+/* Loads the configuration (the file, or the built-in defaults) and applies
+ * the command line's overrides. Returns -1 to go on, or the exit status
+ * (with the message printed and nothing left to free). */
+static int load_config(const args *a, pb_config *cfg)
+{
     char err[1024];
-    int rc = config_path ? config_load(config_path, &d.cfg, err, sizeof err)
-                         : config_load_string("(built-in defaults)", builtin_config, &d.cfg, err,
-                                              sizeof err);
+    int rc = a->config_path
+                 ? config_load(a->config_path, cfg, err, sizeof err)
+                 : config_load_string("(built-in defaults)", builtin_config, cfg, err, sizeof err);
     if (rc < 0) {
         fprintf(stderr, "protobusd: bad configuration: %s\n", err);
         return 1;
     }
-    if (listen && (rc = set_listen(&d.cfg, listen)) != 0) {
-        config_free(&d.cfg);
+    if (a->listen && (rc = set_listen(cfg, a->listen)) != 0) {
+        config_free(cfg);
         return rc;
     }
-    if (data_dir) {
-        char *dd = strdup(data_dir);
+    if (a->data_dir) {
+        char *dd = strdup(a->data_dir);
         if (!dd) {
-            config_free(&d.cfg);
+            config_free(cfg);
             return 1;
         }
-        free(d.cfg.data_dir);
-        d.cfg.data_dir = dd;
+        free(cfg->data_dir);
+        cfg->data_dir = dd;
     }
-    if (check_only) {
+    return -1;
+}
+
+/* Closes what open_daemon opened, in the reverse order: subscriptions read
+ * the partitions, so they end first; then the partitions close (their
+ * writers announce into the fan-out until then); then the fan-out goes.
+ * Returns store_close's result. */
+static int close_daemon(daemon_state *d)
+{
+    router_free(d->router);
+    sub_registry_destroy(d->subs);
+    int rc = store_close(d->store);
+    if (rc < 0)
+        logging_printf(LOG_ERROR, "closing the partitions: %s", pb_strerror(rc));
+    fanout_destroy(d->live);
+    return rc;
+}
+
+/* Opens what data flows through, in the order it flows back from the disk:
+ * the live fan-out, the store (recovering every partition; each writer
+ * announces into the fan-out), the subscription pool (reads the store,
+ * registers with the fan-out), the router. On failure closes what it
+ * opened and returns a negative code. */
+static int open_daemon(daemon_state *d)
+{
+    char err[1024];
+    fanout_options fo = {
+        .slots = d->cfg.threads,
+        .queue_total_bytes = d->cfg.subscriber_queue_total_bytes,
+    };
+    int rc = fanout_create(&d->live, &fo);
+    if (rc < 0) {
+        logging_printf(LOG_ERROR, "cannot create the live fan-out: %s", pb_strerror(rc));
+        return rc;
+    }
+    rc = store_open(&d->store, d->cfg.data_dir, partition_options_for, d);
+    if (rc < 0) {
+        logging_printf(LOG_ERROR, "cannot open data directory %s: %s", d->cfg.data_dir,
+                       pb_strerror(rc));
+        fanout_destroy(d->live);
+        return rc;
+    }
+    sub_options so = {
+        .store = d->store,
+        .live = d->live,
+        .threads = d->cfg.threads,
+        .queue_bytes = d->cfg.subscriber_queue_bytes,
+        .write_deadline_ms = d->cfg.write_deadline_ms,
+        .topic_history = TOPIC_HISTORY,
+    };
+    rc = sub_registry_create(&d->subs, &so);
+    if (rc < 0)
+        logging_printf(LOG_ERROR, "cannot start the subscription pool: %s", pb_strerror(rc));
+    else if ((rc = router_create(&d->cfg, &d->router, err, sizeof err)) < 0)
+        logging_printf(LOG_ERROR, "%s", err);
+    if (rc < 0) {
+        d->router = NULL;
+        (void)close_daemon(d);
+    }
+    return rc;
+}
+
+/* Listens, runs the loop until a graceful stop has finished, closes the
+ * connections. 0, or -1 if it could not start listening. */
+static int serve(daemon_state *d, const char *port_file)
+{
+    char err[1024];
+    net_options no = {
+        .host = d->cfg.listen_host,
+        .port = d->cfg.listen_port,
+        .max_frame_bytes = d->cfg.max_frame_bytes,
+        .max_event_bytes = d->cfg.max_event_bytes,
+        .max_connections = d->cfg.max_connections,
+        .idle_timeout_ms = d->cfg.idle_timeout_ms,
+        .max_inflight_bytes = MAX_INFLIGHT_BYTES,
+        .router = d->router,
+        .store = d->store,
+        .subs = d->subs,
+    };
+    if (net_start(&d->net, &d->loop, &no, err, sizeof err) < 0) {
+        logging_printf(LOG_ERROR, "%s", err);
+        return -1;
+    }
+    char where[HOSTPORT_HOST_MAX + 16];
+    hostport_format(where, sizeof where, d->cfg.listen_host, net_port(d->net));
+    logging_printf(LOG_INFO, "listening on %s", where);
+    if (port_file && write_port_file(port_file, net_port(d->net)) < 0) {
+        logging_printf(LOG_ERROR, "cannot write the port file %s", port_file);
+        net_close(d->net);
+        return -1;
+    }
+    uv_signal_init(&d->loop, &d->sigterm);
+    uv_signal_init(&d->loop, &d->sigint);
+    d->sigterm.data = d->sigint.data = d;
+    uv_signal_start(&d->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&d->sigint, on_signal, SIGINT);
+
+    uv_run(&d->loop, UV_RUN_DEFAULT);
+
+    /* Every batch received is stored and acked (or the deadline passed). */
+    net_close(d->net);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    args a = {0};
+    int status = parse_args(argc, argv, &a);
+    if (status >= 0)
+        return status;
+    static daemon_state d;
+    if ((status = load_config(&a, &d.cfg)) >= 0)
+        return status;
+    if (a.check_only) {
         printf("%s: OK (%zu partition rule%s)\n", d.cfg.path, d.cfg.n_rules,
                d.cfg.n_rules == 1 ? "" : "s");
         config_free(&d.cfg);
@@ -310,91 +448,16 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit(&d.cfg);
 
-    int status = 1;
+    status = 1;
     uv_loop_init(&d.loop);
     logging_printf(LOG_INFO, "protobusd %s starting: config %s, data directory %s, fsync %s",
                    PB_VERSION_STRING, d.cfg.path, d.cfg.data_dir, config_fsync_name(d.cfg.fsync));
-
-    sub_options so = {
-        .threads = d.cfg.threads,
-        .queue_bytes = d.cfg.subscriber_queue_bytes,
-        .queue_total_bytes = d.cfg.subscriber_queue_total_bytes,
-        .write_deadline_ms = d.cfg.write_deadline_ms,
-        .topic_history = TOPIC_HISTORY,
-    };
-    /* The registry needs the store and the store's partitions need the
-     * registry: create the registry first, then give it the store. */
-    rc = sub_registry_create(&d.subs, &so);
-    if (rc < 0) {
-        logging_printf(LOG_ERROR, "cannot start the subscription pool: %s", pb_strerror(rc));
-        goto out_loop;
+    if (open_daemon(&d) == 0) {
+        if (serve(&d, a.port_file) == 0)
+            status = 0;
+        if (close_daemon(&d) < 0)
+            status = 1;
     }
-    rc = store_open(&d.store, d.cfg.data_dir, partition_options_for, &d);
-    if (rc < 0) {
-        logging_printf(LOG_ERROR, "cannot open data directory %s: %s", d.cfg.data_dir,
-                       pb_strerror(rc));
-        goto out_subs;
-    }
-    sub_registry_set_store(d.subs, d.store);
-    rc = router_create(&d.cfg, &d.router, err, sizeof err);
-    if (rc < 0) {
-        logging_printf(LOG_ERROR, "%s", err);
-        goto out_store;
-    }
-    net_options no = {
-        .host = d.cfg.listen_host,
-        .port = d.cfg.listen_port,
-        .max_frame_bytes = d.cfg.max_frame_bytes,
-        .max_event_bytes = d.cfg.max_event_bytes,
-        .max_connections = d.cfg.max_connections,
-        .idle_timeout_ms = d.cfg.idle_timeout_ms,
-        .max_inflight_bytes = MAX_INFLIGHT_BYTES,
-        .router = d.router,
-        .store = d.store,
-        .subs = d.subs,
-    };
-    rc = net_start(&d.net, &d.loop, &no, err, sizeof err);
-    if (rc < 0) {
-        logging_printf(LOG_ERROR, "%s", err);
-        goto out_router;
-    }
-    char where[HOSTPORT_HOST_MAX + 16];
-    hostport_format(where, sizeof where, d.cfg.listen_host, net_port(d.net));
-    logging_printf(LOG_INFO, "listening on %s", where);
-    if (port_file && write_port_file(port_file, net_port(d.net)) < 0) {
-        logging_printf(LOG_ERROR, "cannot write the port file %s", port_file);
-        net_close(d.net);
-        goto out_router;
-    }
-
-    uv_signal_init(&d.loop, &d.sigterm);
-    uv_signal_init(&d.loop, &d.sigint);
-    d.sigterm.data = d.sigint.data = &d;
-    uv_signal_start(&d.sigterm, on_signal, SIGTERM);
-    uv_signal_start(&d.sigint, on_signal, SIGINT);
-
-    uv_run(&d.loop, UV_RUN_DEFAULT);
-
-    /* Every batch received is stored and acked (or the deadline passed). */
-    net_close(d.net);
-    status = 0;
-out_router:
-    router_free(d.router);
-out_store:
-    /* Subscriptions read the partitions and the writers publish to the
-     * registry: end the subscriptions first (the registry stays valid for
-     * writers), then close the partitions, then free the registry. */
-    sub_registry_stop(d.subs);
-    rc = store_close(d.store);
-    if (rc < 0) {
-        logging_printf(LOG_ERROR, "closing the partitions: %s", pb_strerror(rc));
-        status = 1;
-    }
-    sub_registry_destroy(d.subs);
-    goto out_loop;
-out_subs:
-    sub_registry_destroy(d.subs);
-out_loop:
     uv_run(&d.loop, UV_RUN_NOWAIT);
     if (uv_loop_close(&d.loop) != 0)
         logging_printf(LOG_WARN, "event loop closed with handles still open");

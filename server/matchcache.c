@@ -6,7 +6,7 @@
  */
 #include "matchcache.h"
 
-#include "fnv.h"
+#include "hash.h"
 #include "grow.h"
 #include "pb_errors.h"
 
@@ -113,7 +113,7 @@ bool match_cache_get(match_cache *c, const char *topic, size_t len, const uint16
     }
     if (!topic)
         topic = "";
-    uint64_t h = fnv1a_64(topic, len);
+    uint64_t h = hash_bytes(0, topic, len);
     uint64_t tag = h & 0xFFFFFFFF00000000ull;
     for (size_t i = (size_t)mc_mix(h) & (c->nindex - 1); c->index[i];
          i = (i + 1) & (c->nindex - 1)) {
@@ -208,7 +208,7 @@ int match_cache_put(match_cache *c, const char *topic, size_t len, const uint16_
             return PB_ENOMEM;
         }
     }
-    uint64_t h = fnv1a_64(topic, len);
+    uint64_t h = hash_bytes(0, topic, len);
     mc_entry e = {.hash = h, .len = (uint16_t)len, .nids = (uint16_t)n};
     uint8_t *at = c->arena + c->arena_used;
     memcpy(at, &e, sizeof e);

@@ -1,15 +1,15 @@
 /*
- * net - protobusd's libuv loop: connections, frames, publish routing, acks.
+ * net - protobusd's libuv loop: connections, frames, replies, back-pressure,
+ * and the hand-offs: a Publish to ingest (ingest.c validates, routes and
+ * queues it; a writer's done() brings the batch back here for its reply), a
+ * Subscribe to the subscription pool (sub.c takes the socket).
  *
  * Threads: the loop thread runs everything in this file except
  * batch_done(), which partition writer threads call; it only counts down
  * the batch and, for the last part, queues the batch for the loop and wakes
  * it with uv_async_send. The loop thread never touches segment files.
  *
- * A Publish frame becomes one pub_batch: one allocation holding the frame's
- * bytes, the per-event slices and the per-partition parts, so the hot path
- * does no per-event allocation. The batch lives until its ack (or error) has
- * been queued for writing; the ack's buffer is a second allocation per batch.
+ * A batch lives until its reply has been queued for writing.
  *
  * Back-pressure: while more than max_inflight_bytes of publishes wait in the
  * writers' queues, or a connection's unsent replies exceed MAX_PENDING_WRITE,
@@ -18,17 +18,14 @@
  */
 #include "net.h"
 
-#include "broker.h"
 #include "frame.h"
+#include "grow.h"
 #include "hostport.h"
+#include "ingest.h"
 #include "logging.h"
-#include "partition.h"
 #include "pb_errors.h"
 #include "protobus_version.h"
-#include "router.h"
-#include "store.h"
 #include "sub.h"
-#include "wire.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -40,16 +37,6 @@
 #define READ_CHUNK        (64 * 1024)
 #define MAX_PENDING_WRITE (8u << 20)
 
-/* protobus.Code values used here. */
-enum {
-    CODE_INVALID_ARGUMENT = 3,
-    CODE_NOT_FOUND = 5,
-    CODE_RESOURCE_EXHAUSTED = 8,
-    CODE_UNIMPLEMENTED = 12,
-    CODE_INTERNAL = 13,
-    CODE_UNAVAILABLE = 14,
-};
-
 typedef struct conn conn;
 
 struct net {
@@ -57,6 +44,7 @@ struct net {
     uv_tcp_t listener;
     uv_async_t wake;
     net_options opts;
+    ingest_options ingest;
     int accepting;
     int stopping;
     uint16_t port;
@@ -98,13 +86,6 @@ typedef struct write_req {
     uv_buf_t buf;
     conn *c;
 } write_req;
-
-/* A pub_batch plus what only the loop thread uses to build its ack. */
-typedef struct net_batch {
-    pub_batch b; /* first member: a pub_batch * is a net_batch * */
-    uint32_t *ack_index;
-    uint64_t *ack_offsets;
-} net_batch;
 
 static void conn_close(conn *c);
 static void conn_maybe_handoff(conn *c);
@@ -294,42 +275,28 @@ static void batch_done(pub_part *part)
     uv_async_send(&n->wake);
 }
 
-static void batch_reply(conn *c, net_batch *nb)
+/* An Error for a Publish that ingest refused or could not ack. */
+static void send_ingest_error(conn *c, uint64_t id, const ingest_error *e)
 {
-    pub_batch *b = &nb->b;
-    for (uint32_t i = 0; i < b->nparts; i++) {
-        pub_part *p = &b->parts[i];
-        if (p->status == 0)
-            continue;
-        char msg[512];
-        snprintf(msg, sizeof msg,
-                 "partition %s could not store %u event(s) of this batch: %s; they are not "
-                 "acknowledged",
-                 partition_name(p->partition), p->count, pb_strerror(p->status));
-        send_error(c, b->frame_id, CODE_UNAVAILABLE, msg, partition_name(p->partition),
-                   p->count == 1 ? p->events[0] + 1 : 0);
+    if (e->fatal) {
+        fail_conn(c, id, e->code, e->message);
         return;
     }
-    if (b->no_ack)
-        return;
-    const char *names[b->nparts];
-    for (uint32_t i = 0; i < b->nparts; i++)
-        names[i] = partition_name(b->parts[i].partition);
-    for (uint32_t i = 0; i < b->nevents; i++) {
-        nb->ack_index[i] = b->events[i].part;
-        nb->ack_offsets[i] = b->events[i].offset;
-    }
-    size_t need = frame_put_publish_ack(NULL, 0, b->frame_id, names, b->nparts, nb->ack_index,
-                                        nb->ack_offsets, b->nevents);
-    uint8_t *buf = malloc(need);
-    if (!buf) {
-        logging_printf(LOG_ERROR, "connection %s: out of memory for an ack", c->peer);
-        conn_close(c);
-        return;
-    }
-    conn_send(c, buf,
-              frame_put_publish_ack(buf, need, b->frame_id, names, b->nparts, nb->ack_index,
-                                    nb->ack_offsets, b->nevents));
+    send_error(c, id, e->code, e->message, e->partition[0] ? e->partition : NULL,
+               e->event_index_plus_one);
+}
+
+/* The reply to a batch whose parts are all done: its PublishAck, nothing
+ * (no_ack), or an Error. */
+static void batch_reply(conn *c, pub_batch *b)
+{
+    uint8_t *frame;
+    size_t len;
+    ingest_error err;
+    if (ingest_reply(b, &frame, &len, &err) < 0)
+        send_ingest_error(c, b->frame_id, &err);
+    else if (frame)
+        conn_send(c, frame, len);
 }
 
 static void on_wake(uv_async_t *a)
@@ -342,11 +309,11 @@ static void on_wake(uv_async_t *a)
     while (b) {
         pub_batch *next = b->next_done;
         conn *c = b->conn;
-        batch_reply(c, (net_batch *)b);
+        batch_reply(c, b);
         n->inflight_batches--;
         n->inflight_bytes -= b->bytes_len;
         c->inflight -= b->bytes_len;
-        free(b); /* the net_batch: b is its first member */
+        ingest_free(b);
         conn_release(c);
         b = next;
     }
@@ -356,191 +323,29 @@ static void on_wake(uv_async_t *a)
             conn_update_reading(c);
 }
 
-/*
- * Validates, routes and queues one Publish frame. The whole batch is
- * refused (nothing stored) if any event is invalid or has no partition, so
- * a publisher never has to work out which half of a batch went in.
- */
+/* A Publish frame: ingest validates and routes it into a batch and queues
+ * its parts with the writers; the reply goes out when they are done. */
 static void handle_publish(conn *c, uint64_t id, const uint8_t *body, size_t len)
 {
     net *n = c->net;
-    char err[512];
-    publish_iter it;
-    int rc = publish_open(body, len, &it, err, sizeof err);
-    if (rc < 0) {
-        char msg[600];
-        snprintf(msg, sizeof msg, "malformed Publish frame: %s", err);
-        fail_conn(c, id, CODE_INVALID_ARGUMENT, msg);
+    pub_batch *b;
+    ingest_error err;
+    if (ingest_prepare(&n->ingest, id, body, len, batch_done, c, &b, &err) < 0) {
+        send_ingest_error(c, id, &err);
         return;
     }
-    if (it.n_events > UINT32_MAX / 2) {
-        fail_conn(c, id, CODE_INVALID_ARGUMENT, "malformed Publish frame: too many events");
+    if (b->nparts == 0) {
+        /* An empty Publish: nothing to store, answered at once. */
+        batch_reply(c, b);
+        ingest_free(b);
         return;
     }
-    uint32_t nevents = (uint32_t)it.n_events;
-    int no_ack = it.no_ack;
-    if (nevents == 0) {
-        if (!no_ack) {
-            size_t need = frame_put_publish_ack(NULL, 0, id, NULL, 0, NULL, NULL, 0);
-            uint8_t *buf = malloc(need);
-            if (buf)
-                conn_send(c, buf, frame_put_publish_ack(buf, need, id, NULL, 0, NULL, NULL, 0));
-        }
-        return;
-    }
-
-    /* One allocation: header, events, part index lists, parts, bytes. */
-    size_t sz = sizeof(net_batch) + (size_t)nevents * sizeof(pub_event) +
-                (size_t)nevents * (2 * sizeof(uint32_t) + sizeof(uint64_t)) +
-                (size_t)nevents * sizeof(pub_part) + len;
-    net_batch *nb = malloc(sz);
-    if (!nb) {
-        send_error(c, id, CODE_RESOURCE_EXHAUSTED, "out of memory for this batch", NULL, 0);
-        return;
-    }
-    memset(nb, 0, sizeof *nb);
-    pub_batch *b = &nb->b;
-    /* Layout: 8-byte aligned arrays first, then 4-byte ones, then bytes. */
-    nb->ack_offsets = (uint64_t *)(nb + 1);
-    b->events = (pub_event *)(nb->ack_offsets + nevents);
-    b->parts = (pub_part *)(b->events + nevents);
-    uint32_t *order = (uint32_t *)(b->parts + nevents);
-    nb->ack_index = order + nevents;
-    b->bytes = (uint8_t *)(nb->ack_index + nevents);
-    b->bytes_len = len;
-    memcpy(b->bytes, body, len);
-    b->frame_id = id;
-    b->no_ack = no_ack;
-    b->done = batch_done;
-    b->conn = c;
-
-    /* Walk the copy: the events must point into the batch's own bytes. It
-     * is byte for byte what publish_open checked, so it is not checked again. */
-    publish_restart(&it, b->bytes);
-    wire_slice evs;
-    uint32_t i = 0;
-    partition *memo_p = NULL;
-    uint32_t memo_part = 0;
-    /* The previous event's topic: batches are mostly runs of one topic, and
-     * a topic already validated and routed in this batch routes to the same
-     * partition, so a run costs one compare per event instead of a topic
-     * check and a route lookup. */
-    const uint8_t *memo_topic = NULL;
-    uint32_t memo_topic_len = 0;
-    while (rc == 0 && i < nevents && publish_next(&it, &evs) == 0) {
-        const uint8_t *ev = evs.p;
-        size_t evlen = evs.len;
-        pub_event *e = &b->events[i];
-        e->data = ev;
-        e->len = (uint32_t)evlen;
-        if (evlen > n->opts.max_event_bytes) {
-            snprintf(err, sizeof err,
-                     "event %u is %zu bytes, over the maximum of %llu bytes (max_event_bytes)", i,
-                     evlen, (unsigned long long)n->opts.max_event_bytes);
-            send_error(c, id, CODE_INVALID_ARGUMENT, err, NULL, i + 1);
-            goto refuse;
-        }
-        event_view v;
-        char why[300];
-        if (event_scan(ev, evlen, &v, why, sizeof why) < 0) {
-            snprintf(err, sizeof err, "event %u is not a valid EncapsulatedEvent: %s", i, why);
-            send_error(c, id, CODE_INVALID_ARGUMENT, err, NULL, i + 1);
-            goto refuse;
-        }
-        e->topic = v.topic.p;
-        e->topic_len = (uint32_t)v.topic.len;
-        if (memo_topic && e->topic_len == memo_topic_len &&
-            memcmp(e->topic, memo_topic, memo_topic_len) == 0) {
-            /* Same bytes as the previous topic: valid, and routed there. */
-            e->part = memo_part;
-            b->parts[memo_part].count++;
-            i++;
-            continue;
-        }
-        if (topic_validate(v.topic.p, v.topic.len, why, sizeof why) < 0) {
-            snprintf(err, sizeof err, "event %u: invalid topic: %s", i, why);
-            send_error(c, id, CODE_INVALID_ARGUMENT, err, NULL, i + 1);
-            goto refuse;
-        }
-
-        router_result route;
-        rc = router_route(n->opts.router, (const char *)e->topic, e->topic_len, &route);
-        if (rc < 0) {
-            router_format_error(n->opts.router, rc, (const char *)e->topic, e->topic_len, &route,
-                                err, sizeof err);
-            send_error(c, id, rc == PB_ENOTFOUND ? CODE_NOT_FOUND : CODE_INVALID_ARGUMENT, err,
-                       NULL, i + 1);
-            goto refuse;
-        }
-        partition *p = NULL;
-        if (memo_p && strcmp(partition_name(memo_p), route.partition) == 0) {
-            p = memo_p;
-        } else {
-            rc = store_get(n->opts.store, route.partition, &p);
-            if (rc < 0) {
-                snprintf(err, sizeof err, "partition %s cannot be opened: %s", route.partition,
-                         pb_strerror(rc));
-                send_error(c, id, CODE_UNAVAILABLE, err, route.partition, i + 1);
-                goto refuse;
-            }
-        }
-        /* Find or add this batch's part for p (batches touch few partitions). */
-        uint32_t k;
-        if (p == memo_p) {
-            k = memo_part;
-        } else {
-            for (k = 0; k < b->nparts; k++)
-                if (b->parts[k].partition == p)
-                    break;
-            if (k == b->nparts) {
-                b->parts[k] = (pub_part){.partition = p, .batch = b};
-                b->nparts++;
-            }
-            memo_p = p;
-            memo_part = k;
-        }
-        memo_topic = e->topic;
-        memo_topic_len = e->topic_len;
-        e->part = k;
-        b->parts[k].count++;
-        i++;
-    }
-    if (i != nevents) {
-        fail_conn(c, id, CODE_INVALID_ARGUMENT,
-                  "malformed Publish frame: events changed while read");
-        free(nb);
-        return;
-    }
-    b->nevents = nevents;
-
-    /* Lay the parts' event index lists out in `order`, in batch order. */
-    uint32_t at = 0;
-    for (uint32_t k = 0; k < b->nparts; k++) {
-        b->parts[k].events = order + at;
-        at += b->parts[k].count;
-        b->parts[k].count = 0;
-    }
-    for (uint32_t j = 0; j < nevents; j++) {
-        pub_part *p = &b->parts[b->events[j].part];
-        p->events[p->count++] = j;
-    }
-
-    atomic_store(&b->pending, b->nparts);
     c->refs++;
     c->inflight += len;
     n->inflight_batches++;
     n->inflight_bytes += len;
-    /* Count every part before submitting any: a fast writer may finish a part
-     * while we are still submitting the others. */
-    uint32_t nparts = b->nparts;
-    pub_part *parts = b->parts;
-    for (uint32_t k = 0; k < nparts; k++)
-        partition_submit(parts[k].partition, &parts[k]);
+    ingest_submit(b);
     conn_update_reading(c);
-    return;
-
-refuse:
-    free(nb);
 }
 
 /* ------------------------------------------------------------------ */
@@ -556,7 +361,7 @@ static void conn_maybe_handoff(conn *c)
     uv_os_fd_t fd;
     int dupfd = -1;
     char err[512] = "";
-    int code = CODE_INTERNAL;
+    int code = PB_CODE_INTERNAL;
     if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
         dupfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (dupfd < 0) {
@@ -582,7 +387,7 @@ static void handle_subscribe(conn *c, uint64_t id, const uint8_t *body, size_t l
 {
     c->sub_body = malloc(len ? len : 1);
     if (!c->sub_body) {
-        send_error(c, id, CODE_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+        send_error(c, id, PB_CODE_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
         return;
     }
     memcpy(c->sub_body, body, len);
@@ -620,7 +425,7 @@ static void handle_frame(conn *c, const uint8_t *body, size_t len)
     if (frame_parse(body, len, &fv, err, sizeof err) < 0) {
         char msg[400];
         snprintf(msg, sizeof msg, "malformed frame: %s", err);
-        fail_conn(c, 0, CODE_INVALID_ARGUMENT, msg);
+        fail_conn(c, 0, PB_CODE_INVALID_ARGUMENT, msg);
         return;
     }
     switch (fv.kind) {
@@ -634,14 +439,14 @@ static void handle_frame(conn *c, const uint8_t *body, size_t len)
         handle_subscribe(c, fv.id, fv.body.p, fv.body.len);
         break;
     case FRAME_NONE:
-        send_error(c, fv.id, CODE_UNIMPLEMENTED,
+        send_error(c, fv.id, PB_CODE_UNIMPLEMENTED,
                    "unknown frame type: the frame has no body this server knows", NULL, 0);
         break;
     default: {
         char msg[200];
         snprintf(msg, sizeof msg, "frame type %s is not accepted from clients",
                  frame_kind_name(fv.kind));
-        send_error(c, fv.id, CODE_INVALID_ARGUMENT, msg, NULL, 0);
+        send_error(c, fv.id, PB_CODE_INVALID_ARGUMENT, msg, NULL, 0);
         break;
     }
     }
@@ -653,14 +458,14 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
     size_t need = c->len + READ_CHUNK;
     if (c->want > c->len && c->want > need)
         need = c->want;
+    /* Exactly what the frame in progress needs (its length is checked
+     * against max_frame_bytes before it counts here), not doubled. */
     if (need > c->cap) {
-        uint8_t *nb = realloc(c->buf, need);
-        if (!nb) {
+        if (grow_resize(&c->buf, need, 1) < 0) {
             out->base = NULL;
             out->len = 0; /* libuv reports UV_ENOBUFS to on_read */
             return;
         }
-        c->buf = nb;
         c->cap = need;
     }
     out->base = (char *)c->buf + c->len;
@@ -703,7 +508,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             snprintf(msg, sizeof msg, "%s: %s (max_frame_bytes = %llu)",
                      rc == PB_ETOOBIG ? "frame refused" : "malformed frame", err,
                      (unsigned long long)n->opts.max_frame_bytes);
-            fail_conn(c, 0, rc == PB_ETOOBIG ? CODE_RESOURCE_EXHAUSTED : CODE_INVALID_ARGUMENT,
+            fail_conn(c, 0,
+                      rc == PB_ETOOBIG ? PB_CODE_RESOURCE_EXHAUSTED : PB_CODE_INVALID_ARGUMENT,
                       msg);
             break;
         }
@@ -769,7 +575,7 @@ static void on_connection(uv_stream_t *server, int status)
         char msg[160];
         snprintf(msg, sizeof msg, "too many connections (max_connections = %u)",
                  n->opts.max_connections);
-        fail_conn(c, 0, CODE_RESOURCE_EXHAUSTED, msg);
+        fail_conn(c, 0, PB_CODE_RESOURCE_EXHAUSTED, msg);
         return;
     }
     conn_update_reading(c);
@@ -786,6 +592,11 @@ int net_start(net **out, uv_loop_t *loop, const net_options *opts, char *err, si
     }
     n->loop = loop;
     n->opts = *opts;
+    n->ingest = (ingest_options){
+        .max_event_bytes = opts->max_event_bytes,
+        .router = opts->router,
+        .store = opts->store,
+    };
     snprintf(n->version, sizeof n->version, "protobusd %s", PB_VERSION_STRING);
     if (uv_mutex_init(&n->done_lock) < 0) {
         free(n);

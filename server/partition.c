@@ -5,18 +5,19 @@
  * Threads:
  *   loop thread    partition_submit: lock, link the pub_part, signal.
  *   writer thread  writer_main: owns the log, the reusable batch arrays and
- *                  the topic table's updates; calls sub_registry_publish and
+ *                  the topic table's updates; calls the durable callback and
  *                  every done() callback.
  *   any thread     the accessors (name, dir, end offset, status, topics).
  *   main thread    partition_open / partition_close.
  *
  * Durability order for one take of the queue (fsync=always):
  *   log_append (one writev) -> log_sync -> offsets and times into the
- *   batches -> topic table -> end offset (release) -> live fan-out -> done().
- * The end offset moves before the fan-out so that a subscription which
- * registers its live queue after the fan-out already sees the new end and
+ *   batches -> topic table -> end offset (release) -> durable callback ->
+ *   done().
+ * The end offset moves before the callback so that a subscription which
+ * registers its live queue after the callback already sees the new end and
  * reads those records from the files: no gap. One registered before the
- * fan-out may get them both ways and skips the duplicates by offset.
+ * callback may get them both ways and skips the duplicates by offset.
  * Under fsync=interval/never the sync step is left out (interval: done when
  * fsync_interval_ms has passed since the last sync, and when idle), so acks
  * can cover records a power loss would take: the documented trade-off.
@@ -28,10 +29,10 @@
 #include "partition.h"
 
 #include "frame.h"
+#include "grow.h"
 #include "logging.h"
 #include "pb_errors.h"
 #include "record.h"
-#include "sub.h"
 #include "topics.h"
 
 #include <errno.h>
@@ -50,6 +51,7 @@ struct partition {
     char *name;
     char *dir;
     partition_options opts;
+    const fileio *io; /* opts.log.io, or POSIX: the log's and the topic snapshot's */
     pb_log *log;
     topic_table *topics;
 
@@ -73,8 +75,7 @@ struct partition {
     uint64_t last_sync_mono; /* CLOCK_MONOTONIC ns of the last sync */
     bool dirty;              /* appended since the last sync */
     bool topics_warned;
-    sub_fanout *fanout; /* the fan-out's state for this writer (sub.h) */
-    int close_rc;       /* first error of the final sync / snapshot */
+    int close_rc; /* first error of the final sync / snapshot */
 };
 
 static uint64_t mono_ns(void)
@@ -136,21 +137,15 @@ static bool interval_due(const partition *p, uint64_t now)
     return now - p->last_sync_mono >= interval;
 }
 
+/* entries and recs grow together, under one capacity. */
 static int reserve(partition *p, size_t n)
 {
     if (n <= p->cap)
         return 0;
-    size_t cap = p->cap ? p->cap : 64;
-    while (cap < n)
-        cap *= 2;
-    log_entry *entries = realloc(p->entries, cap * sizeof *entries);
-    if (!entries)
+    size_t cap = grow_capacity(p->cap, n, sizeof *p->entries);
+    if (cap == 0 || grow_resize(&p->entries, cap, sizeof *p->entries) < 0 ||
+        grow_resize(&p->recs, cap, sizeof *p->recs) < 0)
         return PB_ENOMEM;
-    p->entries = entries;
-    live_record *recs = realloc(p->recs, cap * sizeof *recs);
-    if (!recs)
-        return PB_ENOMEM;
-    p->recs = recs;
     p->cap = cap;
     return 0;
 }
@@ -275,8 +270,8 @@ static void write_take(partition *p, pub_part *taken)
     }
     if (n > 0)
         atomic_store_explicit(&p->end_offset, first + n, memory_order_release);
-    if (p->opts.subs && n > 0)
-        sub_registry_publish(p->opts.subs, &p->fanout, p, p->recs, n);
+    if (p->opts.durable && n > 0)
+        p->opts.durable(p->opts.durable_ctx, p, p->recs, n);
     complete_all(taken, 0);
 }
 
@@ -323,7 +318,7 @@ static void *writer_main(void *arg)
         rc = sync_log(p);
     /* Cover only what is durable and acknowledged: on a failed partition the
      * log may hold unsynced records past the end offset. */
-    int src = topics_save(p->topics, p->dir, atomic_load(&p->end_offset));
+    int src = topics_save(p->topics, p->io, p->dir, atomic_load(&p->end_offset));
     p->close_rc = rc < 0 ? rc : src;
     return NULL;
 }
@@ -352,21 +347,16 @@ void partition_submit(partition *p, pub_part *part)
     pthread_mutex_unlock(&p->lock);
 }
 
-/* log.c's messages (syslog priority numbers) as daemon log lines. */
-static void log_message(void *ctx, int level, const char *msg)
+/* log.c's messages as daemon log lines, named by partition. */
+static void log_message(void *ctx, enum log_level level, const char *msg)
 {
     const partition *p = ctx;
-    int lv = level <= PB_LOG_ERR       ? LOG_ERROR
-             : level <= PB_LOG_WARNING ? LOG_WARN
-             : level <= PB_LOG_INFO    ? LOG_INFO
-                                       : LOG_DEBUG;
-    logging_printf(lv, "partition %s: %s", p->name, msg);
+    logging_printf(level, "partition %s: %s", p->name, msg);
 }
 
 static void partition_free(partition *p)
 {
     topics_destroy(p->topics);
-    sub_fanout_free(p->fanout);
     free(p->entries);
     free(p->recs);
     free(p->name);
@@ -384,6 +374,7 @@ int partition_open(partition **out, const char *data_dir, const char *name,
     if (!p)
         return PB_ENOMEM;
     p->opts = *opts;
+    p->io = p->opts.log.io ? p->opts.log.io : fileio_posix();
     if (!p->opts.log.logf) {
         p->opts.log.logf = log_message;
         p->opts.log.log_ctx = p;
@@ -410,7 +401,7 @@ int partition_open(partition **out, const char *data_dir, const char *name,
     rc = topics_create(&p->topics, p->opts.topic_history);
     if (rc < 0)
         goto fail;
-    rc = topics_load(p->topics, p->dir, p->name, end);
+    rc = topics_load(p->topics, p->io, p->dir, p->name, end);
     if (rc == PB_ENOMEM)
         goto fail;
     /* Other failures were logged: the partition still stores and serves

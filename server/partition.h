@@ -7,29 +7,39 @@
  * takes everything queued, appends it with one log_append (one writev), syncs
  * per the fsync policy (group commit: while one fdatasync runs the next
  * batches queue up and the next append takes them all), assigns offsets and
- * receive times, updates the topic table, pushes the now-durable events to
- * the subscription registry (live fan-out), then calls each part's
- * batch->done(). Accessors marked "any thread" are safe from subscription
+ * receive times, updates the topic table, announces the now-durable records
+ * through the durable callback it was given (the live fan-out, in the
+ * daemon), then calls each part's batch->done(). A partition knows nothing
+ * of who listens. Accessors marked "any thread" are safe from subscription
  * threads.
  */
 #ifndef PB_PARTITION_H
 #define PB_PARTITION_H
 
 #include "broker.h"
+#include "live.h"
 #include "log.h"
 
+#include <stddef.h>
 #include <stdint.h>
-
-struct sub_registry;
 
 enum partition_fsync { PARTITION_FSYNC_ALWAYS, PARTITION_FSYNC_INTERVAL, PARTITION_FSYNC_NEVER };
 
+/* "These records are durable": called on p's writer thread after recs[0..n)
+ * (n >= 1, offsets ascending) are durable under the fsync policy and the end
+ * offset has moved past them, before their batches' done() callbacks. The
+ * records and their bytes are valid during the call only. It must not block
+ * for long (the next group commit waits for it) and must not call back into
+ * p's writer (partition_submit is fine, partition_close is not). */
+typedef void (*partition_durable_fn)(void *ctx, partition *p, const live_record *recs, size_t n);
+
 typedef struct partition_options {
-    log_options log;            /* segment size, time rotation, fileio, clock */
-    int fsync;                  /* enum partition_fsync */
-    uint32_t fsync_interval_ms; /* for PARTITION_FSYNC_INTERVAL */
-    uint32_t topic_history;     /* last offsets kept per topic (history depth), >= 1 */
-    struct sub_registry *subs;  /* live fan-out target; NULL = none */
+    log_options log;              /* segment size, time rotation, fileio, clock */
+    int fsync;                    /* enum partition_fsync */
+    uint32_t fsync_interval_ms;   /* for PARTITION_FSYNC_INTERVAL */
+    uint32_t topic_history;       /* last offsets kept per topic (history depth), >= 1 */
+    partition_durable_fn durable; /* NULL = nobody listens */
+    void *durable_ctx;            /* its first argument */
 } partition_options;
 
 /* Opens (creating if needed) data_dir/name, recovers the log and the topic
@@ -46,10 +56,10 @@ void partition_submit(partition *p, pub_part *part);
 const char *partition_name(const partition *p);
 const char *partition_dir(const partition *p);
 /* Offsets below this are durable under the policy and readable from the
- * files. The writer advances it BEFORE it offers those records to the live
- * fan-out, so a subscription that registers its live queue and then reads
- * this value misses nothing: records below it come from the files, records
- * at or above it come through the queue (duplicates are skipped by offset). */
+ * files. The writer advances it BEFORE it announces those records (the
+ * durable callback), so a listener that starts listening and then reads this
+ * value misses nothing: records below it are in the files, records at or
+ * above it are announced (the live fan-out skips duplicates by offset). */
 uint64_t partition_end_offset(const partition *p);
 /* 0, or the sticky error that stopped the partition (see log.h). */
 int partition_status(const partition *p);

@@ -15,6 +15,7 @@
  */
 #include "router.h"
 
+#include "hash.h"
 #include "patterns.h"
 #include "pb_errors.h"
 
@@ -78,34 +79,6 @@ struct router {
 
     unsigned long long hits, misses, clears;
 };
-
-/* A seeded multiply-xorshift hash, 8 bytes at a time. The seed is random so
- * that publishers cannot easily choose topics that all land in one probe
- * run; slots compare the full topic, so correctness never depends on it. */
-static uint64_t mix(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    x ^= x >> 33;
-    return x;
-}
-
-static uint64_t topic_hash(uint64_t seed, const char *s, size_t len)
-{
-    uint64_t h = seed ^ (len * 0x9e3779b97f4a7c15ULL);
-    size_t i = 0;
-    for (; i + 8 <= len; i += 8) {
-        uint64_t w;
-        memcpy(&w, s + i, 8);
-        h = mix(h ^ w);
-    }
-    uint64_t tail = 0;
-    if (len > i)
-        memcpy(&tail, s + i, len - i);
-    return mix(h ^ tail ^ 0x5bd1e995ULL);
-}
 
 static size_t pow2_at_least(size_t n)
 {
@@ -383,7 +356,7 @@ int router_route(router *r, const char *topic, size_t topic_len, router_result *
     if (!topic)
         topic = ""; /* an empty topic may come as NULL; the C library wants a pointer */
     if (cacheable) {
-        h = topic_hash(r->seed, topic, topic_len);
+        h = hash_bytes(r->seed, topic, topic_len);
         struct slot *s = probe(r, h, topic, topic_len);
         if (s->gen == r->gen) {
             r->hits++;

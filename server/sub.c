@@ -1,14 +1,14 @@
 /*
- * sub - the subscription registry: validating a Subscribe request, the
- * bounded pool of subscription threads, and the entry points of the live
- * fan-out from the partition writers into each subscription's bounded
- * queue (fanout.c). What a subscription does on its thread (history, live
- * tail, output) is in subrun.c.
+ * sub - the subscription registry: validating a Subscribe request and the
+ * bounded pool of subscription threads. What a subscription does on its
+ * thread (history, live tail, output) is in subrun.c; how the partition
+ * writers fill its live queue is in fanout.c. Calls run one way: sub.c ->
+ * subrun.c -> fanout.c; what subrun needs back (the count of tailing
+ * subscriptions) is a callback set here.
  *
  * Threads:
  *   loop thread     sub_start: unpack + validate (cold path), compile the
  *                   patterns, hand the job to an idle pool thread.
- *   writer threads  sub_registry_publish (fanout.c does the work).
  *   pool threads    pool_main: wait for a job, run it (subrun_main), free it.
  *   main thread     sub_registry_create, sub_registry_stop (ends every
  *                   subscription, joins the pool), sub_registry_destroy.
@@ -16,16 +16,18 @@
  * Locks: r->pool_lock guards slots[].job, stopping, tailing. It is never
  * held together with the fan-out's locks (fanout.c).
  */
-#include "config.h" /* before store.h: see store.c */
-#include "fanout.h"
+#include "sub.h"
 
+#include "config.h"
 #include "event.h"
+#include "fanout.h"
 #include "hostport.h"
 #include "livequeue.h"
 #include "logging.h"
 #include "patterns.h"
 #include "pb_errors.h"
 #include "protobus.pb-c.h"
+#include "subrun.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -48,7 +50,6 @@ typedef struct sub_slot {
 
 struct sub_registry {
     sub_options o;
-    fanout *fo; /* the subscriptions registered for live records */
     pthread_mutex_t pool_lock;
     pthread_cond_t changed; /* active or tailing changed (CLOCK_MONOTONIC) */
     bool stopping;
@@ -59,75 +60,6 @@ struct sub_registry {
 };
 
 /* ------------------------------------------------------------------ */
-/* filtering, shared by the writers (under sub->mu) and the subscription thread */
-
-int sub_scan_event(const uint8_t *p, size_t n, wire_slice *topic, const sub_tag *tags, size_t ntags,
-                   uint8_t *state)
-{
-    event_walker w;
-    event_item it;
-    int rc;
-    topic->p = NULL;
-    topic->len = 0;
-    if (ntags)
-        memset(state, 0, ntags);
-    event_walk_init(&w, p, n, EVENT_WANT(EVENT_TOPIC) | (ntags ? EVENT_WANT(EVENT_TAGS) : 0),
-                    false);
-    while ((rc = event_walk_next(&w, &it, NULL, 0)) > 0) {
-        if (it.f.number == EVENT_TOPIC) {
-            *topic = it.f.data; /* the last occurrence wins */
-            continue;
-        }
-        /* A later entry with the same key replaces the value (protobuf
-         * map semantics), so its verdict overwrites the earlier one. */
-        for (size_t i = 0; i < ntags; i++) {
-            if (!wire_slice_eq_bytes(it.tag.key, tags[i].key, tags[i].key_len))
-                continue;
-            state[i] = wire_slice_eq_bytes(it.tag.value, tags[i].value, tags[i].value_len) ? 1 : 2;
-        }
-    }
-    return rc;
-}
-
-bool sub_tags_ok(const uint8_t *state, size_t ntags)
-{
-    for (size_t i = 0; i < ntags; i++)
-        if (state[i] != 1)
-            return false;
-    return true;
-}
-
-/* ------------------------------------------------------------------ */
-/* the live fan-out: fanout.c; registration */
-
-void sub_register(sub *s)
-{
-    fanout_add(s->r->fo, s);
-}
-
-void sub_unregister(sub *s)
-{
-    fanout_remove(s->r->fo, s);
-}
-
-void sub_registry_publish(sub_registry *r, sub_fanout **writer_state, struct partition *p,
-                          const live_record *recs, size_t n)
-{
-    if (r)
-        fanout_publish(r->fo, writer_state, p, recs, n);
-}
-
-void sub_registry_stats(sub_registry *r, sub_stats *out)
-{
-    fanout_stats(r->fo, out);
-}
-
-const sub_options *sub_registry_options(const sub_registry *r)
-{
-    return &r->o;
-}
-
-/* ------------------------------------------------------------------ */
 /* sub_start (loop thread): unpack and validate */
 
 static void sub_free(sub *s)
@@ -136,15 +68,15 @@ static void sub_free(sub *s)
         return;
     subrun_free_state(s);
     patterns_free(s->ps);
-    livequeue_destroy(s->q);
-    if (s->efd >= 0 && close(s->efd) < 0)
+    livequeue_destroy(s->live.q);
+    if (s->live.efd >= 0 && close(s->live.efd) < 0)
         logging_printf(LOG_WARN, "subscriber %s: closing its eventfd: %s", s->peer,
                        strerror(errno));
     if (s->mu_init)
-        pthread_mutex_destroy(&s->mu);
+        pthread_mutex_destroy(&s->live.mu);
     free(s->tags);
     free(s->tag_state);
-    free(s->tag_state_live);
+    free(s->live.tag_state);
     free(s->offsets);
     if (s->req)
         protobus__subscribe__free_unpacked(s->req, NULL);
@@ -161,6 +93,20 @@ static void peer_name(int fd, char *out, size_t len)
         hostport_format_sockaddr(out, len, (struct sockaddr *)&ss))
         return;
     snprintf(out, len, "local (fd %d)", fd);
+}
+
+/* subrun's on_tailing: counts s in or out of the subscriptions following
+ * the live stream (sub_registry_wait). */
+static void count_tailing(void *ctx, bool tailing)
+{
+    sub_registry *r = ctx;
+    pthread_mutex_lock(&r->pool_lock);
+    if (tailing)
+        r->tailing++;
+    else
+        r->tailing--;
+    pthread_cond_broadcast(&r->changed);
+    pthread_mutex_unlock(&r->pool_lock);
 }
 
 /* Fills s from the unpacked request. INVALID_ARGUMENT errors name the field. */
@@ -243,18 +189,39 @@ static int validate(sub_registry *r, sub *s, char *err, size_t errlen)
     /* Tag filters; a key given twice keeps its last value (map semantics). */
     s->tags = calloc(q->n_tags ? q->n_tags : 1, sizeof *s->tags);
     s->tag_state = calloc(q->n_tags ? q->n_tags : 1, 1);
-    s->tag_state_live = calloc(q->n_tags ? q->n_tags : 1, 1);
-    if (!s->tags || !s->tag_state || !s->tag_state_live)
+    s->live.tag_state = calloc(q->n_tags ? q->n_tags : 1, 1);
+    if (!s->tags || !s->tag_state || !s->live.tag_state)
         return PB_ENOMEM;
     for (size_t i = 0; i < q->n_tags; i++) {
         const char *k = q->tags[i]->key, *v = q->tags[i]->value;
         size_t j = 0;
         while (j < s->ntags && strcmp(s->tags[j].key, k) != 0)
             j++;
-        s->tags[j] = (sub_tag){k, strlen(k), v, strlen(v)};
+        s->tags[j] = (event_tag_filter){k, strlen(k), v, strlen(v)};
         if (j == s->ntags)
             s->ntags++;
     }
+    return 0;
+}
+
+/* The part of s the writers see (fanout_member, all but the slot): its
+ * queue, eventfd and lock, and the filters validate and sub_start made. */
+static int prepare_live(sub_registry *r, sub *s)
+{
+    int rc = livequeue_create(&s->live.q, r->o.queue_bytes, fanout_pool(r->o.live));
+    if (rc < 0)
+        return rc;
+    s->live.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (s->live.efd < 0)
+        return -errno;
+    if ((rc = pthread_mutex_init(&s->live.mu, NULL)) != 0)
+        return -rc;
+    s->mu_init = true;
+    s->live.ps = s->ps;
+    s->live.min_time_ns = s->min_time_ns;
+    s->live.tags = s->tags;
+    s->live.ntags = s->ntags;
+    s->live.peer = s->peer;
     return 0;
 }
 
@@ -263,20 +230,19 @@ int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscri
 {
     int rc;
     *grpc_code = PB_CODE_INTERNAL;
-    if (!r->o.store) {
-        *grpc_code = PB_CODE_UNAVAILABLE;
-        pb_set_err(err, errlen, "subscribe: the server is still starting");
-        return PB_EINVAL;
-    }
     sub *s = calloc(1, sizeof *s);
     if (!s) {
         *grpc_code = PB_CODE_RESOURCE_EXHAUSTED;
         pb_set_err(err, errlen, "subscribe: out of memory");
         return PB_ENOMEM;
     }
-    s->r = r;
+    s->store = r->o.store;
+    s->fo = r->o.live;
+    s->write_deadline_ms = r->o.write_deadline_ms;
+    s->on_tailing = count_tailing;
+    s->tailing_ctx = r;
     s->fd = fd;
-    s->efd = -1;
+    s->live.efd = -1;
     s->frame_id = frame_id;
     s->min_time_ns = INT64_MIN;
     peer_name(fd, s->peer, sizeof s->peer);
@@ -304,20 +270,8 @@ int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscri
     if (rc < 0)
         goto fail;
 
-    rc = livequeue_create(&s->q, r->o.queue_bytes, fanout_pool(r->fo));
-    if (rc < 0)
+    if ((rc = prepare_live(r, s)) < 0)
         goto fail;
-    s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (s->efd < 0) {
-        rc = -errno;
-        goto fail;
-    }
-    rc = pthread_mutex_init(&s->mu, NULL);
-    if (rc != 0) {
-        rc = -rc;
-        goto fail;
-    }
-    s->mu_init = true;
 
     pthread_mutex_lock(&r->pool_lock);
     uint32_t slot = r->nslots;
@@ -341,7 +295,7 @@ int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscri
         }
         goto fail;
     }
-    s->slot = slot;
+    s->live.slot = slot;
     r->slots[slot].job = s;
     atomic_fetch_add(&r->active, 1);
     pthread_cond_broadcast(&r->changed);
@@ -380,8 +334,8 @@ static void *pool_main(void *arg)
         subrun_main(s); /* registers and unregisters its queue itself */
         /* Unregistered: no writer reaches the queue any more. Its blocks go
          * back to the shared budget before the slot counts as free. */
-        livequeue_destroy(s->q);
-        s->q = NULL;
+        livequeue_destroy(s->live.q);
+        s->live.q = NULL;
 
         /* Off the slot first: from then on sub_registry_stop no longer
          * touches s, so it can be freed. The socket is closed last, so a
@@ -410,7 +364,7 @@ void sub_registry_stop(sub_registry *r)
         sub *s = r->slots[i].job;
         if (s) {
             atomic_store(&s->stop, true);
-            sub_wake(s);
+            fanout_wake(&s->live);
             /* Also ends a write the peer is not reading; the fd stays open
              * until the thread has finished with it. */
             if (shutdown(s->fd, SHUT_RDWR) < 0 && errno != ENOTCONN)
@@ -427,19 +381,11 @@ void sub_registry_stop(sub_registry *r)
     }
 }
 
-void sub_registry_set_store(sub_registry *r, struct store *s)
-{
-    /* Main thread, before the listener starts: no subscription can read it
-     * concurrently, and the pool hand-off (its lock) publishes it. */
-    r->o.store = s;
-}
-
 static void registry_free(sub_registry *r)
 {
     for (uint32_t i = 0; i < r->nslots; i++)
         pthread_cond_destroy(&r->slots[i].wake);
     free(r->slots);
-    fanout_destroy(r->fo);
     pthread_cond_destroy(&r->changed);
     pthread_mutex_destroy(&r->pool_lock);
     free(r);
@@ -447,29 +393,17 @@ static void registry_free(sub_registry *r)
 
 int sub_registry_create(sub_registry **out, const sub_options *opts)
 {
-    if (!opts || opts->threads == 0 || opts->threads > SUB_THREADS_MAX || opts->queue_bytes < 64 ||
+    if (!opts || !opts->store || !opts->live || opts->threads == 0 ||
+        opts->threads > fanout_slots(opts->live) || opts->queue_bytes < 64 ||
         opts->write_deadline_ms == 0 || opts->topic_history == 0)
         return PB_EINVAL;
-    sub_options o = *opts;
-    if (!o.queue_total_bytes)
-        o.queue_total_bytes = SUB_QUEUE_TOTAL_DEFAULT;
-    if (!o.match_cache_bytes)
-        o.match_cache_bytes = SUB_MATCH_CACHE_DEFAULT;
-    fanout *fo;
-    int rc = fanout_create(&fo, o.threads, o.queue_total_bytes, o.match_cache_bytes);
-    if (rc < 0)
-        return rc;
     sub_registry *r = calloc(1, sizeof *r);
-    if (!r) {
-        fanout_destroy(fo);
+    if (!r)
         return PB_ENOMEM;
-    }
-    r->o = o;
-    r->fo = fo;
+    r->o = *opts;
     atomic_init(&r->active, 0);
-    rc = pthread_mutex_init(&r->pool_lock, NULL);
+    int rc = pthread_mutex_init(&r->pool_lock, NULL);
     if (rc != 0) {
-        fanout_destroy(fo);
         free(r);
         return -rc;
     }
@@ -480,7 +414,6 @@ int sub_registry_create(sub_registry **out, const sub_options *opts)
     pthread_condattr_destroy(&ca);
     if (rc != 0) {
         pthread_mutex_destroy(&r->pool_lock);
-        fanout_destroy(fo);
         free(r);
         return -rc;
     }
@@ -514,18 +447,6 @@ int sub_registry_create(sub_registry **out, const sub_options *opts)
 uint32_t sub_registry_active(sub_registry *r)
 {
     return atomic_load(&r->active);
-}
-
-void sub_registry_set_tailing(sub *s, bool tailing)
-{
-    sub_registry *r = s->r;
-    pthread_mutex_lock(&r->pool_lock);
-    if (tailing)
-        r->tailing++;
-    else
-        r->tailing--;
-    pthread_cond_broadcast(&r->changed);
-    pthread_mutex_unlock(&r->pool_lock);
 }
 
 int sub_registry_wait(sub_registry *r, uint32_t active, uint32_t tailing, uint32_t timeout_ms)

@@ -16,17 +16,19 @@
  * skipped and, since next only grows, nothing is sent twice.
  *
  * Threads: the subscription's pool thread only; it shares the queue with
- * the writers under s->mu (livequeue.h explains why reading entries in place
+ * the writers under s->live.mu (livequeue.h explains why reading entries in place
  * needs no lock). Writes to the socket never block: MSG_DONTWAIT plus poll
  * with the write deadline, so the registry can always wake the thread.
  */
 #include "subrun.h"
 
-#include "iov.h"
-
 #include "frame.h"
+#include "grow.h"
+#include "heap.h"
+#include "iov.h"
 #include "logging.h"
 #include "pb_errors.h"
+#include "sort.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -78,7 +80,7 @@ static void drain_efd(sub *s)
 {
     uint64_t v;
     /* Non-blocking; EAGAIN just means nothing was pending. */
-    if (read(s->efd, &v, sizeof v) < 0 && errno != EAGAIN && errno != EINTR)
+    if (read(s->live.efd, &v, sizeof v) < 0 && errno != EAGAIN && errno != EINTR)
         logging_printf(LOG_WARN, "subscriber %s: reading its eventfd: %s", s->peer,
                        strerror(errno));
 }
@@ -91,7 +93,7 @@ static void drain_efd(sub *s)
  * for room; write_deadline_ms without any progress drops the subscriber. */
 static int send_all(sub *s, struct iovec *iov, int cnt)
 {
-    uint32_t deadline_ms = sub_registry_options(s->r)->write_deadline_ms;
+    uint32_t deadline_ms = s->write_deadline_ms;
     int64_t last_progress = mono_ms();
     while (cnt > 0) {
         if (iov->iov_len == 0) {
@@ -122,7 +124,7 @@ static int send_all(sub *s, struct iovec *iov, int cnt)
                            s->peer, deadline_ms);
             return PB_ETIMEDOUT;
         }
-        struct pollfd pf[2] = {{s->fd, POLLOUT, 0}, {s->efd, POLLIN, 0}};
+        struct pollfd pf[2] = {{s->fd, POLLOUT, 0}, {s->live.efd, POLLIN, 0}};
         int pr = poll(pf, 2, (int)wait_ms);
         if (pr < 0 && errno != EINTR)
             return -errno;
@@ -237,15 +239,11 @@ static uint64_t listed_offset(const sub *s, const char *name)
 static int add_part(sub *s, partition *p, size_t *out)
 {
     if (s->nparts == s->partcap) {
-        size_t cap = s->partcap ? s->partcap * 2 : 16;
-        part_state *parts = realloc(s->parts, cap * sizeof *parts);
-        if (!parts)
+        /* parts and heap grow together, under one capacity. */
+        size_t cap = grow_capacity(s->partcap, s->nparts + 1, sizeof *s->parts);
+        if (cap == 0 || grow_resize(&s->parts, cap, sizeof *s->parts) < 0 ||
+            grow_resize(&s->heap, cap, sizeof *s->heap) < 0)
             return PB_ENOMEM;
-        s->parts = parts;
-        size_t *heap = realloc(s->heap, cap * sizeof *heap);
-        if (!heap)
-            return PB_ENOMEM;
-        s->heap = heap;
         s->partcap = cap;
     }
     if ((s->nparts + 1) * 2 > s->index_slots) {
@@ -293,23 +291,11 @@ static int last_n_fn(void *ctx, const char *topic, size_t topic_len, const uint6
     for (size_t i = 0; i < count; i++) {
         if (offsets[i] >= c->end)
             continue; /* in the live queue, not history */
-        if (c->n == c->cap) {
-            size_t cap = c->cap ? c->cap * 2 : 64;
-            uint64_t *v = realloc(c->v, cap * sizeof *v);
-            if (!v)
-                return PB_ENOMEM;
-            c->v = v;
-            c->cap = cap;
-        }
+        if (grow_reserve(&c->v, &c->cap, c->n + 1, sizeof *c->v) < 0)
+            return PB_ENOMEM;
         c->v[c->n++] = offsets[i];
     }
     return 0;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
 }
 
 /* START_LAST_N: the last last_n offsets of every matching topic below end. */
@@ -328,7 +314,7 @@ static int collect_last_n(sub *s, part_state *st)
         st->next = st->end;
         return 0;
     }
-    qsort(c.v, c.n, sizeof *c.v, cmp_u64);
+    sort_u64(c.v, c.n);
     st->want = c.v;
     st->nwant = c.n;
     st->iwant = 0;
@@ -345,7 +331,7 @@ static int snapshot(sub *s, bool initial)
 {
     partition **list = NULL;
     size_t n = 0;
-    int rc = store_list(sub_registry_options(s->r)->store, &list, &n);
+    int rc = store_list(s->store, &list, &n);
     if (rc < 0) {
         snprintf(s->why, sizeof s->why, "listing the partitions: %s", pb_strerror(rc));
         return rc;
@@ -405,44 +391,13 @@ static bool may_match(sub *s, part_state *st)
 /* ------------------------------------------------------------------ */
 /* replay from the files */
 
-static bool heap_less(const sub *s, size_t a, size_t b)
+/* Replay order (heap_less_fn over s->parts): receive time, then the
+ * partition's place in s->parts. */
+static bool heap_less(const void *ctx, size_t a, size_t b)
 {
+    const sub *s = ctx;
     int64_t ta = s->parts[a].rec.time_ns, tb = s->parts[b].rec.time_ns;
     return ta < tb || (ta == tb && a < b);
-}
-
-static void heap_push(sub *s, size_t idx)
-{
-    size_t i = s->nheap++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!heap_less(s, idx, s->heap[parent]))
-            break;
-        s->heap[i] = s->heap[parent];
-        i = parent;
-    }
-    s->heap[i] = idx;
-}
-
-static size_t heap_pop(sub *s)
-{
-    size_t top = s->heap[0];
-    size_t last = s->heap[--s->nheap];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= s->nheap)
-            break;
-        if (c + 1 < s->nheap && heap_less(s, s->heap[c + 1], s->heap[c]))
-            c++;
-        if (!heap_less(s, s->heap[c], last))
-            break;
-        s->heap[i] = s->heap[c];
-        i = c;
-    }
-    if (s->nheap)
-        s->heap[i] = last;
-    return top;
 }
 
 static int open_reader(sub *s, part_state *st)
@@ -546,13 +501,13 @@ static int deliver(sub *s, part_state *st)
     if (s->ntags == 0 && patterns_match_all(s->ps))
         return emit_event(s, st, rec->offset, rec->event, rec->event_len);
     wire_slice topic;
-    if (sub_scan_event(rec->event, rec->event_len, &topic, s->tags, s->ntags, s->tag_state) < 0)
+    if (event_filter_scan(rec->event, rec->event_len, s->tags, s->ntags, s->tag_state, &topic) < 0)
         return report_loss(s, st, rec->offset, rec->offset,
                            "could not be read: the stored bytes are not a well-formed "
                            "EncapsulatedEvent");
     if (!patterns_match(s->ps, (const char *)topic.p, topic.len))
         return 0;
-    if (s->ntags && !sub_tags_ok(s->tag_state, s->ntags))
+    if (s->ntags && !event_filter_ok(s->tag_state, s->ntags))
         return 0;
     return emit_event(s, st, rec->offset, rec->event, rec->event_len);
 }
@@ -577,7 +532,7 @@ static int replay(sub *s, size_t only)
         if ((rc = open_reader(s, st)) < 0 || (rc = advance(s, st)) < 0)
             goto out;
         if (rc == 1)
-            heap_push(s, i);
+            heap_push(s->heap, &s->nheap, i, heap_less, s);
         else
             finish(st);
     }
@@ -586,7 +541,7 @@ static int replay(sub *s, size_t only)
             rc = PB_ECLOSED;
             goto out;
         }
-        size_t i = heap_pop(s);
+        size_t i = heap_pop(s->heap, &s->nheap, heap_less, s);
         part_state *st = &s->parts[i];
         if ((rc = deliver(s, st)) < 0)
             goto out;
@@ -595,7 +550,7 @@ static int replay(sub *s, size_t only)
         if ((rc = advance(s, st)) < 0)
             goto out;
         if (rc == 1)
-            heap_push(s, i);
+            heap_push(s->heap, &s->nheap, i, heap_less, s);
         else
             finish(st);
     }
@@ -617,11 +572,11 @@ out:
 static int drain(sub *s)
 {
     lq_span sp;
-    pthread_mutex_lock(&s->mu);
-    bool over = livequeue_overflowed(s->q);
+    pthread_mutex_lock(&s->live.mu);
+    bool over = livequeue_overflowed(s->live.q);
     if (!over)
-        livequeue_peek(s->q, &sp);
-    pthread_mutex_unlock(&s->mu);
+        livequeue_peek(s->live.q, &sp);
+    pthread_mutex_unlock(&s->live.mu);
     if (over)
         return DRAIN_OVERFLOW;
     if (sp.pos == sp.end)
@@ -629,7 +584,7 @@ static int drain(sub *s)
 
     lq_entry e;
     int rc = 0;
-    while (livequeue_read(s->q, &sp, &e) == 0) {
+    while (livequeue_read(s->live.q, &sp, &e) == 0) {
         if (stopping(s))
             return PB_ECLOSED;
         size_t i;
@@ -651,15 +606,15 @@ static int drain(sub *s)
             st->next = e.offset + 1;
         }
         if (sp.pos - sp.start >= CONSUME_EVERY) {
-            pthread_mutex_lock(&s->mu);
-            livequeue_consume(s->q, &sp);
-            pthread_mutex_unlock(&s->mu);
+            pthread_mutex_lock(&s->live.mu);
+            livequeue_consume(s->live.q, &sp);
+            pthread_mutex_unlock(&s->live.mu);
             sp.start = sp.pos;
         }
     }
-    pthread_mutex_lock(&s->mu);
-    livequeue_consume(s->q, &sp);
-    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_lock(&s->live.mu);
+    livequeue_consume(s->live.q, &sp);
+    pthread_mutex_unlock(&s->live.mu);
     return DRAIN_MORE;
 }
 
@@ -667,10 +622,10 @@ static int drain(sub *s)
  * up to the ends taken after re-enabling. */
 static int recover(sub *s)
 {
-    pthread_mutex_lock(&s->mu);
-    uint64_t cap = livequeue_capacity(s->q);
-    livequeue_reset(s->q);
-    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_lock(&s->live.mu);
+    uint64_t cap = livequeue_capacity(s->live.q);
+    livequeue_reset(s->live.q);
+    pthread_mutex_unlock(&s->live.mu);
     s->overflows++;
     logging_printf(s->overflows == 1 ? LOG_INFO : LOG_DEBUG,
                    "subscriber %s: live queue full (%" PRIu64
@@ -689,12 +644,12 @@ static int wait_live(sub *s)
         /* Look again under the lock: a wake-up that came while the output
          * was being flushed has been consumed by send_all. Once the queue is
          * seen empty here, the next push finds it empty and signals. */
-        pthread_mutex_lock(&s->mu);
-        bool ready = !livequeue_empty(s->q) || livequeue_overflowed(s->q);
-        pthread_mutex_unlock(&s->mu);
+        pthread_mutex_lock(&s->live.mu);
+        bool ready = !livequeue_empty(s->live.q) || livequeue_overflowed(s->live.q);
+        pthread_mutex_unlock(&s->live.mu);
         if (ready)
             return 0;
-        struct pollfd pf[2] = {{s->fd, POLLIN, 0}, {s->efd, POLLIN, 0}};
+        struct pollfd pf[2] = {{s->fd, POLLIN, 0}, {s->live.efd, POLLIN, 0}};
         if (poll(pf, 2, -1) < 0) {
             if (errno == EINTR)
                 continue;
@@ -728,7 +683,7 @@ void subrun_main(sub *s)
     }
     logging_printf(LOG_INFO, "subscriber %s: subscribed (%zu pattern(s), %zu tag filter(s), %s)",
                    s->peer, s->req->n_patterns, s->ntags, start_name(s->start));
-    sub_register(s);
+    fanout_add(s->fo, &s->live);
     rc = snapshot(s, true);
     if (rc == 0)
         rc = replay(s, SIZE_MAX);
@@ -741,14 +696,14 @@ void subrun_main(sub *s)
             if (!tailing) {
                 /* History is out on the socket: following the live stream. */
                 tailing = true;
-                sub_registry_set_tailing(s, true);
+                s->on_tailing(s->tailing_ctx, true);
             }
             rc = wait_live(s);
         }
     }
-    sub_unregister(s);
+    fanout_remove(s->fo, &s->live);
     if (tailing)
-        sub_registry_set_tailing(s, false);
+        s->on_tailing(s->tailing_ctx, false);
 
     if (rc == PB_ECLOSED) {
         logging_printf(LOG_INFO, "subscriber %s: ended (%s)", s->peer,

@@ -3,25 +3,27 @@
  * queue, replay history from the segment files (partitions merged by receive
  * time, filtered by patterns and tags), drain the queue without duplicates,
  * tail it, and fall back to the files on overflow or gaps. Internal to the
- * subscription module: sub.c (registry, pool), fanout.c (the writers'
- * fan-out) and subrun.c share the struct below; nothing else includes this
- * header.
+ * subscription module: sub.c (registry, pool) fills the struct below and
+ * runs it here; subrun.c hands the writers' part of it (s->live) to the
+ * fan-out (fanout.h). The calls run one way, sub.c -> subrun.c ->
+ * fanout.c; nothing but sub.c includes this header.
  *
- * Threads: the fields marked "mu" are shared with the partition writer
- * threads under s->mu; "thread" fields belong to the subscription's pool
- * thread; the rest is set by sub_start before the hand-off and read-only
- * afterwards.
+ * Threads: the fields of s->live marked "mu" are shared with the partition
+ * writer threads under s->live.mu; "thread" fields belong to the
+ * subscription's pool thread; the rest is set by sub_start before the
+ * hand-off and read-only afterwards.
  */
 #ifndef PB_SUBRUN_H
 #define PB_SUBRUN_H
 
+#include "event.h"
+#include "fanout.h"
 #include "livequeue.h"
 #include "partition.h"
 #include "patterns.h"
 #include "protobus.pb-c.h"
 #include "reader.h"
 #include "store.h"
-#include "sub.h"
 #include "wire.h"
 
 #include <pthread.h>
@@ -29,14 +31,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-
-/* One key=value an event must carry (slices of the unpacked request). */
-typedef struct sub_tag {
-    const char *key;
-    size_t key_len;
-    const char *value;
-    size_t value_len;
-} sub_tag;
 
 /* START_OFFSETS: the first offset to deliver of a named partition. */
 typedef struct sub_offset {
@@ -61,8 +55,15 @@ typedef struct part_state {
 } part_state;
 
 typedef struct sub {
-    struct sub_registry *r;
-    uint32_t slot;
+    /* Where it runs (from the registry's options). */
+    store *store;
+    fanout *fo;
+    uint32_t write_deadline_ms;
+    /* Told when the subscription starts or stops following the live
+     * stream (history written out); the registry counts them. */
+    void (*on_tailing)(void *ctx, bool tailing);
+    void *tailing_ctx;
+
     int fd;
     uint64_t frame_id;
     char peer[96];
@@ -72,16 +73,16 @@ typedef struct sub {
     int64_t min_time_ns; /* START_TIME: nothing older is delivered; else INT64_MIN */
     sub_offset *offsets;
     size_t noffsets;
-    sub_tag *tags;
+    event_tag_filter *tags; /* slices of the unpacked request */
     size_t ntags;
-    atomic_bool stop; /* set by sub_registry_destroy */
-    int efd;          /* eventfd: the writers wake the thread (added to an empty
-                         queue, or overflowed); destroy wakes it to stop */
+    atomic_bool stop; /* set by sub_registry_stop */
 
-    pthread_mutex_t mu;
-    bool mu_init;
-    livequeue *q;            /* mu */
-    uint8_t *tag_state_live; /* mu: scratch for sub_scan_event */
+    /* What the writers see (fanout.h): slot, patterns, filters, the queue
+     * and its lock (mu), and the eventfd with which they wake the thread
+     * (records added to an empty queue, or an overflow); the registry wakes
+     * it through the same to stop it. */
+    fanout_member live;
+    bool mu_init; /* live.mu */
 
     /* thread: patterns_match; the writers use its compiled patterns too
      * (patterns_match_shared, read-only), while the subscription is
@@ -99,26 +100,6 @@ typedef struct sub {
     unsigned overflows; /* thread: times the live queue overflowed */
     char why[512];      /* thread: what ended the subscription, for the Error frame */
 } sub;
-
-/* sub.c */
-
-/* Walks a stored EncapsulatedEvent once: *topic = field 1 (last wins), and
- * for each tags[i] state[i] = 0 (absent), 1 (present with that value) or 2
- * (present with another value), the last map entry of a key deciding.
- * Returns 0 or PB_EPROTO. Any thread; state is the caller's scratch. */
-int sub_scan_event(const uint8_t *p, size_t n, wire_slice *topic, const sub_tag *tags, size_t ntags,
-                   uint8_t *state);
-/* True if every tag was present with the wanted value. */
-bool sub_tags_ok(const uint8_t *state, size_t ntags);
-
-/* Adds / removes s's queue to / from the writers' fan-out list. */
-void sub_register(sub *s);
-void sub_unregister(sub *s);
-const sub_options *sub_registry_options(const struct sub_registry *r);
-/* Counts s in or out of the subscriptions following the live stream. */
-void sub_registry_set_tailing(sub *s, bool tailing);
-
-/* subrun.c */
 
 /* Runs the subscription until the client leaves, a write deadline passes,
  * the registry stops it, or an error ends it (sent as an Error frame when

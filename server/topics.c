@@ -10,35 +10,27 @@
  * ring of its latest offsets, ascending from `start`. Rings start small and
  * double up to `history` slots, so rarely used topics stay cheap.
  *
- * Snapshot file DIR/topics.snapshot (all integers little-endian):
- *
- *   offset  size  field
- *   0       8     magic "PBTOPICS"
- *   8       4     version = 1
- *   12      4     history: offsets per topic the saver kept (>= 1)
- *   16      8     covered: the log's next offset when saved; every record
- *                 below it is reflected in the table, none at or above it
- *   24      8     topic_count
- *   32      ...   topic_count topics, each:
- *                   u32 name_len (1..65535) | u32 count (1..history) |
- *                   name bytes | count x u64 offsets, strictly ascending,
- *                   each below `covered`
- *   end-4   4     CRC32C of every byte before it
- *
- * The file is replaced atomically (temporary file, fsync, rename, fsync of
- * the directory), so a crash leaves either the old or the new snapshot. A
+ * Snapshot file DIR/topics.snapshot: format in proto/FORMAT.md, Part B
+ * ("Topic snapshot"). It records the table and `covered`, the log offset it
+ * reflects: every record below it, none at or above it. It is written
+ * through the partition's fileio (so the power-loss simulation covers it)
+ * and replaced atomically (temporary file, fdatasync, rename, fsync of the
+ * directory), so a crash leaves either the old or the new snapshot. A
  * snapshot that fails any check is ignored and the table rebuilt from the
  * segment files; one that covers fewer records than the log holds (a crash
- * after it was written) is caught up by reading the log past `covered`.
+ * after it was written) is caught up by reading the log past `covered`,
+ * through the same fileio.
  */
 #include "topics.h"
 
 #include "crc32c.h"
 #include "event.h"
+#include "hash.h"
 #include "logging.h"
 #include "pb_errors.h"
 #include "reader.h"
 #include "record.h"
+#include "segment.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -46,8 +38,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #define SNAP_MAGIC       "PBTOPICS"
 #define SNAP_VERSION     1u
@@ -74,17 +64,6 @@ struct topic_table {
     size_t nslots;
     size_t count;
 };
-
-static uint64_t topic_hash(const uint8_t *p, size_t n)
-{
-    /* FNV-1a: topics are short, and this is only to spread them. */
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
 
 int topics_create(topic_table **out, uint32_t history)
 {
@@ -170,7 +149,7 @@ static int grow_slots(topic_table *t)
 /* The entry for topic, created if new; NULL when out of memory. Write lock held. */
 static topic_entry *entry_get(topic_table *t, const uint8_t *topic, size_t len, bool *created)
 {
-    uint64_t h = topic_hash(topic, len);
+    uint64_t h = hash_bytes(0, topic, len);
     size_t i = find_slot(t, topic, len, h);
     *created = false;
     if (t->slots[i])
@@ -309,7 +288,9 @@ int topics_event_topic(const uint8_t *ev, size_t n, const uint8_t **topic, size_
 /* --- snapshot writing --- */
 
 typedef struct snap_out {
+    const fileio *io;
     int fd;
+    uint64_t pos; /* file position of buf[0] */
     uint8_t *buf; /* SNAP_BUF bytes */
     size_t used;
     uint32_t crc;
@@ -318,16 +299,11 @@ typedef struct snap_out {
 
 static void snap_flush(snap_out *o)
 {
-    size_t done = 0;
-    while (o->err == 0 && done < o->used) {
-        ssize_t w = write(o->fd, o->buf + done, o->used - done);
-        if (w < 0) {
-            if (errno != EINTR)
-                o->err = -errno;
-            continue;
-        }
-        done += (size_t)w;
+    if (o->err == 0 && o->used > 0) {
+        struct iovec v = {.iov_base = o->buf, .iov_len = o->used};
+        o->err = fileio_write_all(o->io, o->fd, &v, 1, (off_t)o->pos);
     }
+    o->pos += o->used;
     o->used = 0;
 }
 
@@ -360,76 +336,65 @@ static void snap_put64(snap_out *o, uint64_t v)
     snap_put(o, b, 8);
 }
 
-static int fsync_dir(const char *dir)
+/* The table's bytes, CRC last (read lock held meanwhile). */
+static void snap_write_table(snap_out *o, topic_table *t, uint64_t covered_offset)
 {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    int rc = fsync(fd) < 0 ? -errno : 0;
-    if (close(fd) < 0 && rc == 0)
-        rc = -errno;
-    return rc;
+    pthread_rwlock_rdlock(&t->lock);
+    snap_put(o, SNAP_MAGIC, 8);
+    snap_put32(o, SNAP_VERSION);
+    snap_put32(o, t->history);
+    snap_put64(o, covered_offset);
+    snap_put64(o, t->count);
+    for (size_t i = 0; i < t->nslots; i++) {
+        const topic_entry *e = t->slots[i];
+        if (!e)
+            continue;
+        snap_put32(o, e->name_len);
+        snap_put32(o, e->count);
+        snap_put(o, e->name, e->name_len);
+        for (uint32_t k = 0; k < e->count; k++)
+            snap_put64(o, e->ring[(e->start + k) % e->cap]);
+    }
+    pthread_rwlock_unlock(&t->lock);
+    uint8_t crc[4];
+    pb_store_le32(crc, o->crc);
+    snap_put(o, crc, 4);
+    snap_flush(o);
 }
 
-int topics_save(topic_table *t, const char *dir, uint64_t covered_offset)
+int topics_save(topic_table *t, const fileio *io, const char *dir, uint64_t covered_offset)
 {
     char path[4096], tmp[4096];
     int n1 = snprintf(path, sizeof path, "%s/%s", dir, TOPICS_SNAPSHOT_NAME);
     int n2 = snprintf(tmp, sizeof tmp, "%s/%s.tmp", dir, TOPICS_SNAPSHOT_NAME);
     if (n1 < 0 || n2 < 0 || (size_t)n2 >= sizeof tmp)
         return PB_EINVAL;
-    snap_out o = {.fd = -1};
+    snap_out o = {.io = io, .fd = -1};
     int rc = 0;
     o.buf = malloc(SNAP_BUF);
     if (!o.buf)
         return PB_ENOMEM;
-    o.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    o.fd = io->open(io, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (o.fd < 0) {
-        rc = -errno;
+        rc = o.fd;
         goto fail;
     }
-    pthread_rwlock_rdlock(&t->lock);
-    snap_put(&o, SNAP_MAGIC, 8);
-    snap_put32(&o, SNAP_VERSION);
-    snap_put32(&o, t->history);
-    snap_put64(&o, covered_offset);
-    snap_put64(&o, t->count);
-    for (size_t i = 0; i < t->nslots; i++) {
-        const topic_entry *e = t->slots[i];
-        if (!e)
-            continue;
-        snap_put32(&o, e->name_len);
-        snap_put32(&o, e->count);
-        snap_put(&o, e->name, e->name_len);
-        for (uint32_t k = 0; k < e->count; k++)
-            snap_put64(&o, e->ring[(e->start + k) % e->cap]);
-    }
-    pthread_rwlock_unlock(&t->lock);
-    uint8_t crc[4];
-    pb_store_le32(crc, o.crc);
-    snap_put(&o, crc, 4);
-    snap_flush(&o);
+    snap_write_table(&o, t, covered_offset);
     if (o.err < 0) {
         rc = o.err;
         goto fail;
     }
     /* The data must be durable before the rename makes it the snapshot,
      * or a crash could leave a complete-looking name over missing bytes. */
-    if (fsync(o.fd) < 0) {
-        rc = -errno;
+    if ((rc = io->fdatasync(io, o.fd)) < 0)
         goto fail;
-    }
     int fd = o.fd;
     o.fd = -1;
-    if (close(fd) < 0) {
-        rc = -errno;
+    if ((rc = io->close(io, fd)) < 0)
         goto fail;
-    }
-    if (rename(tmp, path) < 0) {
-        rc = -errno;
+    if ((rc = io->rename(io, tmp, path)) < 0)
         goto fail;
-    }
-    rc = fsync_dir(dir);
+    rc = fileio_sync_dir(io, dir);
     if (rc < 0)
         logging_printf(LOG_ERROR, "%s: fsync of the directory after writing %s failed: %s", dir,
                        TOPICS_SNAPSHOT_NAME, pb_strerror(rc));
@@ -438,85 +403,67 @@ int topics_save(topic_table *t, const char *dir, uint64_t covered_offset)
 fail:
     logging_printf(LOG_ERROR, "%s: cannot write %s: %s", dir, tmp, pb_strerror(rc));
     if (o.fd >= 0)
-        close(o.fd); /* already failing; the error that matters is rc */
-    unlink(tmp);
+        (void)io->close(io, o.fd); /* already failing; the error that matters is rc */
+    (void)io->unlink(io, tmp);
     free(o.buf);
     return rc;
 }
 
 /* --- snapshot loading and catching up --- */
 
-/* Reads the snapshot at path into t (which is empty). Returns 0 with
- * *covered set, PB_ENOTFOUND if there is none, or another negative code with
- * why[] describing the damage (the table is then left empty). */
-static int snap_read(topic_table *t, const char *path, uint64_t end_offset, uint64_t *covered,
-                     char *why, size_t whylen)
+/* Reads the whole snapshot file at path into *buf (malloc'd, *size bytes).
+ * PB_ENOTFOUND if there is none; another negative code with why[] set. */
+static int snap_slurp(const fileio *io, const char *path, uint8_t **buf, size_t *size, char *why,
+                      size_t whylen)
 {
-    uint8_t *buf = NULL;
-    int rc = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    *buf = NULL;
+    int fd = io->open(io, path, O_RDONLY, 0);
     if (fd < 0) {
-        rc = errno == ENOENT ? PB_ENOTFOUND : -errno;
-        snprintf(why, whylen, "%s", strerror(errno));
-        return rc;
+        snprintf(why, whylen, "%s", strerror(-fd));
+        return fd == -ENOENT ? PB_ENOTFOUND : fd;
     }
-    struct stat st;
-    if (fstat(fd, &st) < 0) {
-        rc = -errno;
-        snprintf(why, whylen, "fstat: %s", strerror(errno));
+    off_t fsize;
+    int rc = io->fsize(io, fd, &fsize);
+    if (rc < 0) {
+        snprintf(why, whylen, "size: %s", pb_strerror(rc));
         goto out;
     }
     /* Far above what any sane table needs; refuse before allocating. */
-    if (st.st_size < (off_t)(SNAP_HEADER + 4) || st.st_size > ((off_t)1 << 32)) {
+    if (fsize < (off_t)(SNAP_HEADER + 4) || fsize > ((off_t)1 << 32)) {
         rc = PB_ECORRUPT;
-        snprintf(why, whylen, "implausible size %lld bytes", (long long)st.st_size);
+        snprintf(why, whylen, "implausible size %lld bytes", (long long)fsize);
         goto out;
     }
-    size_t size = (size_t)st.st_size;
-    buf = malloc(size);
-    if (!buf) {
+    *size = (size_t)fsize;
+    if (!(*buf = malloc(*size))) {
         rc = PB_ENOMEM;
-        snprintf(why, whylen, "out of memory for %zu bytes", size);
+        snprintf(why, whylen, "out of memory for %zu bytes", *size);
         goto out;
     }
-    for (size_t got = 0; got < size;) {
-        ssize_t r = pread(fd, buf + got, size - got, (off_t)got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            rc = r < 0 ? -errno : PB_ECORRUPT;
-            snprintf(why, whylen, "read at byte %zu: %s", got,
-                     r < 0 ? strerror(errno) : "file shrank");
-            goto out;
-        }
-        got += (size_t)r;
-    }
-    if (crc32c(0, buf, size - 4) != pb_load_le32(buf + size - 4)) {
-        rc = PB_ECORRUPT;
-        snprintf(why, whylen, "CRC mismatch");
+    ssize_t got = segment_pread_full(fileio_segment_pread, (void *)io, fd, *buf, *size, 0);
+    if (got < (ssize_t)*size) {
+        rc = got < 0 ? (int)got : PB_ECORRUPT;
+        if (got < 0)
+            snprintf(why, whylen, "read: %s", pb_strerror(rc));
+        else
+            snprintf(why, whylen, "read at byte %zd: file shrank", got);
         goto out;
     }
-    if (memcmp(buf, SNAP_MAGIC, 8) != 0 || pb_load_le32(buf + 8) != SNAP_VERSION) {
-        rc = PB_EFORMAT;
-        snprintf(why, whylen, "not a version %u topics snapshot", SNAP_VERSION);
-        goto out;
+out:
+    if (rc < 0) {
+        free(*buf);
+        *buf = NULL;
     }
-    uint32_t history = pb_load_le32(buf + 12);
-    uint64_t cov = pb_load_le64(buf + 16);
-    uint64_t ntopics = pb_load_le64(buf + 24);
-    if (history < t->history) {
-        rc = PB_ECORRUPT;
-        snprintf(why, whylen, "it keeps %u offsets per topic, %u are configured", history,
-                 t->history);
-        goto out;
-    }
-    if (cov > end_offset) {
-        rc = PB_ECORRUPT;
-        snprintf(why, whylen, "it covers offsets up to %llu but the log ends at %llu",
-                 (unsigned long long)cov, (unsigned long long)end_offset);
-        goto out;
-    }
-    size_t pos = SNAP_HEADER, end = size - 4;
+    (void)io->close(io, fd); /* read-only: nothing to lose */
+    return rc;
+}
+
+/* Adds the snapshot's topic entries, buf[SNAP_HEADER .. end), to t. 0,
+ * PB_ENOMEM, or PB_ECORRUPT with why[] set. */
+static int snap_entries(topic_table *t, const uint8_t *buf, size_t end, uint64_t ntopics,
+                        uint32_t history, uint64_t cov, char *why, size_t whylen)
+{
+    size_t pos = SNAP_HEADER;
     for (uint64_t i = 0; i < ntopics; i++) {
         if (end - pos < SNAP_TOPIC_HDR)
             goto bad;
@@ -530,11 +477,8 @@ static int snap_read(topic_table *t, const char *path, uint64_t end_offset, uint
         pos += name_len;
         bool created;
         topic_entry *e = entry_get(t, name, name_len, &created);
-        if (!e) {
-            rc = PB_ENOMEM;
-            snprintf(why, whylen, "out of memory");
-            goto out;
-        }
+        if (!e)
+            goto nomem;
         if (!created)
             goto bad; /* the same topic twice */
         uint64_t prev = 0;
@@ -544,35 +488,70 @@ static int snap_read(topic_table *t, const char *path, uint64_t end_offset, uint
                 goto bad;
             prev = off;
             /* A smaller configured history keeps the newest. */
-            if (count - k <= t->history && ring_push(t, e, off) < 0) {
-                rc = PB_ENOMEM;
-                snprintf(why, whylen, "out of memory");
-                goto out;
-            }
+            if (count - k <= t->history && ring_push(t, e, off) < 0)
+                goto nomem;
         }
     }
-    if (pos != end)
-        goto bad;
-    *covered = cov;
-    goto out;
+    if (pos == end)
+        return 0;
 bad:
-    rc = PB_ECORRUPT;
     snprintf(why, whylen, "inconsistent content near byte %zu", pos);
-out:
+    return PB_ECORRUPT;
+nomem:
+    snprintf(why, whylen, "out of memory");
+    return PB_ENOMEM;
+}
+
+/* Reads the snapshot at path into t (which is empty). Returns 0 with
+ * *covered set, PB_ENOTFOUND if there is none, or another negative code with
+ * why[] describing the damage (the table is then left empty). */
+static int snap_read(topic_table *t, const fileio *io, const char *path, uint64_t end_offset,
+                     uint64_t *covered, char *why, size_t whylen)
+{
+    uint8_t *buf;
+    size_t size = 0;
+    int rc = snap_slurp(io, path, &buf, &size, why, whylen);
     if (rc < 0)
+        return rc;
+    uint32_t history = pb_load_le32(buf + 12);
+    uint64_t cov = pb_load_le64(buf + 16);
+    uint64_t ntopics = pb_load_le64(buf + 24);
+    if (crc32c(0, buf, size - 4) != pb_load_le32(buf + size - 4)) {
+        rc = PB_ECORRUPT;
+        snprintf(why, whylen, "CRC mismatch");
+    } else if (memcmp(buf, SNAP_MAGIC, 8) != 0 || pb_load_le32(buf + 8) != SNAP_VERSION) {
+        rc = PB_EFORMAT;
+        snprintf(why, whylen, "not a version %u topics snapshot", SNAP_VERSION);
+    } else if (history < t->history) {
+        rc = PB_ECORRUPT;
+        snprintf(why, whylen, "it keeps %u offsets per topic, %u are configured", history,
+                 t->history);
+    } else if (cov > end_offset) {
+        rc = PB_ECORRUPT;
+        snprintf(why, whylen, "it covers offsets up to %llu but the log ends at %llu",
+                 (unsigned long long)cov, (unsigned long long)end_offset);
+    } else {
+        rc = snap_entries(t, buf, size - 4, ntopics, history, cov, why, whylen);
+    }
+    if (rc == 0)
+        *covered = cov;
+    else
         clear_locked(t);
     free(buf);
-    close(fd); /* read-only: nothing to lose */
     return rc;
 }
 
-/* Adds the topics of the records in [from, end) read from the partition's files. */
-static int catch_up(topic_table *t, const char *dir, const char *name, uint64_t from, uint64_t end)
+/* Adds the topics of the records in [from, end) read from the partition's
+ * files, through io. */
+static int catch_up(topic_table *t, const fileio *io, const char *dir, const char *name,
+                    uint64_t from, uint64_t end)
 {
     if (from >= end)
         return 0;
+    segment_io sio;
+    fileio_segment_io(io, &sio);
     pb_reader *r = NULL;
-    int rc = pb_reader_open(&r, dir);
+    int rc = pb_reader_open_io(&r, dir, &sio);
     if (rc < 0) {
         logging_printf(LOG_ERROR, "partition %s: cannot read %s to rebuild its topic table: %s",
                        name, dir, pb_strerror(rc));
@@ -627,7 +606,8 @@ out:
     return rc;
 }
 
-int topics_load(topic_table *t, const char *dir, const char *name, uint64_t end_offset)
+int topics_load(topic_table *t, const fileio *io, const char *dir, const char *name,
+                uint64_t end_offset)
 {
     char path[4096];
     char why[256] = "";
@@ -636,7 +616,7 @@ int topics_load(topic_table *t, const char *dir, const char *name, uint64_t end_
     if (n < 0 || (size_t)n >= sizeof path)
         return PB_EINVAL;
     pthread_rwlock_wrlock(&t->lock);
-    int rc = snap_read(t, path, end_offset, &covered, why, sizeof why);
+    int rc = snap_read(t, io, path, end_offset, &covered, why, sizeof why);
     pthread_rwlock_unlock(&t->lock);
     if (rc == PB_ENOMEM)
         return rc;
@@ -649,5 +629,5 @@ int topics_load(topic_table *t, const char *dir, const char *name, uint64_t end_
                        path, why);
     if (rc < 0)
         covered = 0;
-    return catch_up(t, dir, name, covered, end_offset);
+    return catch_up(t, io, dir, name, covered, end_offset);
 }

@@ -17,15 +17,17 @@
  * grows with the number of distinct topics in the partition, which the
  * routing rules decide.
  *
- * Persistence: topics_save writes DIR/topics.snapshot (format in topics.c)
- * recording the table and the log offset it covers; topics_load reads it and
- * catches up from the log past that offset, or rebuilds the table from the
- * whole partition when the snapshot is missing or damaged.
+ * Persistence: topics_save writes DIR/topics.snapshot (format in
+ * proto/FORMAT.md, Part B) recording the table and the log offset it covers;
+ * topics_load reads it and catches up from the log past that offset, or
+ * rebuilds the table from the whole partition when the snapshot is missing
+ * or damaged. Both go through the partition's fileio, like the log.
  */
 #ifndef PB_TOPICS_H
 #define PB_TOPICS_H
 
-#include "sub.h"
+#include "fileio.h"
+#include "live.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -61,20 +63,23 @@ size_t topics_count(topic_table *t);
 
 /* Writer thread. Atomically replaces DIR/topics.snapshot with the table,
  * recording that it reflects every record below covered_offset (write to a
- * temporary file, fsync it, rename, fsync the directory). Returns 0 or a
- * negative code (the old snapshot, if any, is then left in place). */
-int topics_save(topic_table *t, const char *dir, uint64_t covered_offset);
+ * temporary file, fdatasync it, rename, fsync the directory), all through
+ * io. Returns 0 or a negative code (the old snapshot, if any, is then left
+ * in place). */
+int topics_save(topic_table *t, const fileio *io, const char *dir, uint64_t covered_offset);
 
 /* Writer thread, at open, on an empty table. Loads DIR/topics.snapshot and
  * then reads the partition's records from the offset it covers up to
- * end_offset (the log's next offset) with pb_reader, so records written after
+ * end_offset (the log's next offset) with pb_reader, all through io (the
+ * log's file layer), so records written after
  * the snapshot (e.g. before a crash) are reflected. A missing, damaged or
  * inconsistent snapshot is ignored (with a log line naming the file and the
  * reason) and the table is rebuilt from the whole partition. Damaged records
  * met while scanning are logged and skipped (their topics cannot be known).
  * `name` names the partition in log lines. Returns 0, or a negative code for
  * an I/O error that stops the scan. */
-int topics_load(topic_table *t, const char *dir, const char *name, uint64_t end_offset);
+int topics_load(topic_table *t, const fileio *io, const char *dir, const char *name,
+                uint64_t end_offset);
 
 /* Any thread; pure. Finds the topic (field 1 of an encoded
  * EncapsulatedEvent; the last occurrence wins, as protobuf says). Returns 0

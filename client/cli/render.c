@@ -41,49 +41,33 @@ bool pb_utf8_valid(const uint8_t *s, size_t len)
     return wire_utf8_valid(s, len, &bad_at);
 }
 
-/* ---- tag filter: the event walker (proto/event.h), in place ---- */
-
-/*
- * Finds the value of the last tag entry whose key is key[0..klen); with key
- * NULL, only checks the framing. Absent key/value fields of an entry mean
- * "", as in protobuf. Returns 1 found, 0 not found, PB_EPROTO.
- */
-static int find_tag(const uint8_t *event, size_t len, const char *key, size_t klen,
-                    wire_slice *value)
-{
-    event_walker w;
-    event_item it;
-    int found = 0, rc;
-    event_walk_init(&w, event, len, EVENT_WANT(EVENT_TAGS), false);
-    while ((rc = event_walk_next(&w, &it, NULL, 0)) > 0) {
-        if (key && wire_slice_eq_bytes(it.tag.key, key, klen)) {
-            *value = it.tag.value;
-            found = 1;
-        }
-    }
-    return rc < 0 ? rc : found;
-}
+/* ---- tag filter: the daemon's (event_filter_scan, proto/event.h) ---- */
 
 int pb_event_tags_match(const uint8_t *event, size_t len, const char *const *keys,
                         const char *const *values, size_t n)
 {
-    wire_slice v;
+    wire_slice topic;
+    uint8_t verdict;
     if (!event && len > 0)
         return PB_EINVAL;
     if (n == 0) {
-        int rc = find_tag(event, len, NULL, 0, &v);
+        /* Nothing to match, but the tag entries' framing is still checked:
+         * a filter walks them (its verdict is not needed). */
+        const event_tag_filter none = {"", 0, "", 0};
+        int rc = event_filter_scan(event, len, &none, 1, &verdict, &topic);
         return rc < 0 ? rc : 1;
     }
     if (!keys || !values)
         return PB_EINVAL;
+    /* One pair per walk, so no scratch to allocate; one miss decides. */
     for (size_t i = 0; i < n; i++) {
         if (!keys[i] || !values[i])
             return PB_EINVAL;
-        int rc = find_tag(event, len, keys[i], strlen(keys[i]), &v);
+        const event_tag_filter f = {keys[i], strlen(keys[i]), values[i], strlen(values[i])};
+        int rc = event_filter_scan(event, len, &f, 1, &verdict, &topic);
         if (rc < 0)
             return rc;
-        /* Keep walking the remaining pairs only while all match: one miss decides. */
-        if (rc == 0 || !wire_slice_eq_bytes(v, values[i], strlen(values[i])))
+        if (!event_filter_ok(&verdict, 1))
             return 0;
     }
     return 1;

@@ -13,36 +13,20 @@
 #include "segment.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 struct segfile {
-    char path[PATH_MAX];
-    int fd;
-    bool follow;
+    segment_file file; /* path, fd, buffer, position, problem report */
     bool header_done;
-    bool stuck;        /* nothing more can be read: always PB_EEOF */
-    uint64_t pos;      /* file position of the next record */
     uint64_t expected; /* offset the next record must have, once started */
     bool started;
-    segment_buf buf;
-    struct pb_reader_problem problem;
-    char reason[200];
 };
 
 static int report(segfile *f, uint64_t position, uint64_t first, uint64_t last, const char *reason)
 {
-    f->problem.file = f->path;
-    f->problem.position = position;
-    f->problem.first_offset = first;
-    f->problem.last_offset = last;
-    snprintf(f->reason, sizeof f->reason, "%s", reason);
-    f->problem.reason = f->reason;
-    return PB_ECORRUPT;
+    return segment_file_report(&f->file, position, first, last, reason);
 }
 
 /* Reads and checks the 40-byte header. *wait: not all there yet (follow). */
@@ -51,22 +35,22 @@ static int read_header(segfile *f, bool *wait)
     const uint8_t *p;
     size_t avail;
     *wait = false;
-    int rc = segment_buf_get(&f->buf, 0, PB_FILE_HEADER_SIZE, &p, &avail);
+    int rc = segment_buf_get(&f->file.buf, 0, PB_FILE_HEADER_SIZE, &p, &avail);
     if (rc < 0)
         return rc;
     if (avail < PB_FILE_HEADER_SIZE) {
-        if (f->follow || avail == 0) {
+        if (f->file.follow || avail == 0) {
             *wait = true; /* being created, or empty: no records */
             return 0;
         }
         char why[96];
         snprintf(why, sizeof why, "segment header cut short (%zu of %u bytes)", avail,
                  PB_FILE_HEADER_SIZE);
-        f->stuck = true;
+        f->file.stuck = true;
         return report(f, 0, 0, UINT64_MAX, why); /* no record, so none lost */
     }
     f->header_done = true;
-    f->pos = PB_FILE_HEADER_SIZE;
+    f->file.pos = PB_FILE_HEADER_SIZE;
     uint64_t base;
     rc = file_header_decode(p, PB_LOG_MAGIC, &base, NULL);
     if (rc == 0) {
@@ -75,7 +59,7 @@ static int read_header(segfile *f, bool *wait)
         return 0;
     }
     if (rc == PB_EFORMAT) {
-        f->stuck = true;
+        f->file.stuck = true;
         return report(f, 0, 0, UINT64_MAX,
                       "not a segment this version can read (magic, version or flags)");
     }
@@ -83,37 +67,37 @@ static int read_header(segfile *f, bool *wait)
     return report(f, 0, 0, UINT64_MAX, "segment header failed its CRC check");
 }
 
-/* The record at f->pos failed its checks: find the next one that verifies. */
+/* The record at f->file.pos failed its checks: find the next one that verifies. */
 static int resync(segfile *f)
 {
     pb_record rec;
     uint32_t size;
     uint64_t found;
     uint64_t min = f->started ? f->expected : 0;
-    int rc =
-        segment_resync(&f->buf, f->pos, min, UINT64_MAX, PB_RECORD_MAX_EVENT, &found, &rec, &size);
+    int rc = segment_resync(&f->file.buf, f->file.pos, min, UINT64_MAX, PB_RECORD_MAX_EVENT, &found,
+                            &rec, &size);
     if (rc == PB_EEOF) {
-        if (f->follow) {
+        if (f->file.follow) {
             /* Maybe a record being written: look again on the next call. */
-            segment_buf_invalidate(&f->buf);
+            segment_buf_invalidate(&f->file.buf);
             return PB_EEOF;
         }
         struct stat st;
-        if (fstat(f->fd, &st) < 0)
+        if (fstat(f->file.fd, &st) < 0)
             return -errno;
         char why[160];
         snprintf(why, sizeof why,
                  "record cut short or damaged at end of file; %llu bytes cannot be read",
-                 (unsigned long long)((uint64_t)st.st_size - f->pos));
-        f->stuck = true;
+                 (unsigned long long)((uint64_t)st.st_size - f->file.pos));
+        f->file.stuck = true;
         uint64_t first = f->started ? f->expected : 0;
-        return report(f, f->pos, first, f->started ? first : UINT64_MAX, why);
+        return report(f, f->file.pos, first, f->started ? first : UINT64_MAX, why);
     }
     if (rc < 0)
         return rc;
-    uint64_t bad = f->pos;
+    uint64_t bad = f->file.pos;
     uint64_t first = f->started ? f->expected : rec.offset;
-    f->pos = found;
+    f->file.pos = found;
     f->expected = rec.offset;
     f->started = true;
     char why[160];
@@ -125,7 +109,7 @@ static int resync(segfile *f)
 int segfile_next(segfile *f, pb_record *rec)
 {
     for (;;) {
-        if (f->stuck)
+        if (f->file.stuck)
             return PB_EEOF;
         if (!f->header_done) {
             bool wait;
@@ -137,21 +121,22 @@ int segfile_next(segfile *f, pb_record *rec)
             continue;
         }
         uint32_t size;
-        int rc = segment_read_record(&f->buf, f->pos, PB_RECORD_MAX_EVENT, rec, &size);
+        int rc = segment_read_record(&f->file.buf, f->file.pos, PB_RECORD_MAX_EVENT, rec, &size);
         if (rc == 0) {
             if (!f->started) {
                 f->expected = rec->offset;
                 f->started = true;
             }
             if (rec->offset == f->expected) {
-                f->pos += size;
+                f->file.pos += size;
                 f->expected++;
                 return 0;
             }
             if (rec->offset > f->expected) {
                 /* A valid record, but the ones before it are missing. The
                  * next call returns it. */
-                rc = report(f, f->pos, f->expected, rec->offset - 1, "offsets missing in segment");
+                rc = report(f, f->file.pos, f->expected, rec->offset - 1,
+                            "offsets missing in segment");
                 f->expected = rec->offset;
                 return rc;
             }
@@ -160,7 +145,7 @@ int segfile_next(segfile *f, pb_record *rec)
         if (rc == PB_EINCOMPLETE) {
             const uint8_t *p;
             size_t avail;
-            if ((rc = segment_buf_get(&f->buf, f->pos, 1, &p, &avail)) < 0)
+            if ((rc = segment_buf_get(&f->file.buf, f->file.pos, 1, &p, &avail)) < 0)
                 return rc;
             if (avail == 0)
                 return PB_EEOF; /* clean end (for now) */
@@ -174,7 +159,7 @@ int segfile_next(segfile *f, pb_record *rec)
 
 const struct pb_reader_problem *segfile_problem(const segfile *f)
 {
-    return &f->problem;
+    return &f->file.problem;
 }
 
 int segfile_open(segfile **out, const char *path, bool follow)
@@ -183,34 +168,19 @@ int segfile_open(segfile **out, const char *path, bool follow)
     segfile *f = calloc(1, sizeof *f);
     if (!f)
         return PB_ENOMEM;
-    f->fd = -1;
-    f->follow = follow;
-    f->problem.file = f->path;
-    f->problem.reason = f->reason;
-    int rc = PB_EINVAL;
-    if (snprintf(f->path, sizeof f->path, "%s", path) >= (int)sizeof f->path)
-        goto fail;
-    if ((rc = segment_buf_init(&f->buf, segment_pread_posix, NULL)) < 0)
-        goto fail;
-    f->fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (f->fd < 0) {
-        rc = -errno;
-        goto fail;
+    int rc = segment_file_open(&f->file, path, follow);
+    if (rc < 0) {
+        free(f);
+        return rc;
     }
-    segment_buf_attach(&f->buf, f->fd);
     *out = f;
     return 0;
-fail:
-    segfile_close(f);
-    return rc;
 }
 
 void segfile_close(segfile *f)
 {
     if (!f)
         return;
-    if (f->fd >= 0)
-        (void)close(f->fd); /* read-only: a close error loses nothing */
-    segment_buf_free(&f->buf);
+    segment_file_close(&f->file);
     free(f);
 }

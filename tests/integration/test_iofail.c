@@ -16,6 +16,7 @@
  */
 #include "testfs.h"
 #include "config.h"
+#include "fanout.h"
 #include "fileio.h"
 #include "logging.h"
 #include "net.h"
@@ -112,6 +113,7 @@ typedef struct inproc {
     pb_config cfg;
     uv_loop_t loop;
     uv_async_t stop;
+    fanout *live;
     sub_registry *subs;
     store *store;
     router *router;
@@ -130,8 +132,11 @@ static int options_for(void *ctx, const char *name, partition_options *o)
     o->log.io = &failing_io;
     o->fsync = PARTITION_FSYNC_ALWAYS;
     o->topic_history = 4;
-    o->subs = d->subs;
-    return 0;
+    fanout_writer *w;
+    int rc = fanout_writer_get(d->live, name, &w);
+    o->durable = fanout_durable;
+    o->durable_ctx = w;
+    return rc;
 }
 
 static void on_stop(uv_async_t *a)
@@ -183,11 +188,16 @@ static void daemon_start(inproc *d)
     failing_io.fdatasync = f_fdatasync;
 
     assert_int_equal(uv_loop_init(&d->loop), 0);
-    sub_options so = {
-        .threads = 4, .queue_bytes = 1 << 20, .write_deadline_ms = 10000, .topic_history = 4};
-    assert_int_equal(sub_registry_create(&d->subs, &so), 0);
+    fanout_options fo = {.slots = 4};
+    assert_int_equal(fanout_create(&d->live, &fo), 0);
     assert_int_equal(store_open(&d->store, d->cfg.data_dir, options_for, d), 0);
-    sub_registry_set_store(d->subs, d->store);
+    sub_options so = {.store = d->store,
+                      .live = d->live,
+                      .threads = 4,
+                      .queue_bytes = 1 << 20,
+                      .write_deadline_ms = 10000,
+                      .topic_history = 4};
+    assert_int_equal(sub_registry_create(&d->subs, &so), 0);
     if (router_create(&d->cfg, &d->router, err, sizeof err) < 0)
         fail_msg("router: %s", err);
     net_options no = {.host = "127.0.0.1",
@@ -214,9 +224,9 @@ static int daemon_stop(inproc *d)
     assert_int_equal(uv_async_send(&d->stop), 0);
     assert_int_equal(pthread_join(d->thread, NULL), 0);
     router_free(d->router);
-    sub_registry_stop(d->subs);
-    int rc = store_close(d->store);
     sub_registry_destroy(d->subs);
+    int rc = store_close(d->store);
+    fanout_destroy(d->live);
     uv_run(&d->loop, UV_RUN_NOWAIT);
     assert_int_equal(uv_loop_close(&d->loop), 0);
     config_free(&d->cfg);

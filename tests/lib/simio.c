@@ -4,7 +4,7 @@
  * Model: inodes hold the current bytes, the durable bytes and the list of
  * unsynced changes (writes with a copy of their bytes, truncations) in
  * order. The namespace is a flat list of (path, inode) entries, current and
- * durable, plus the ordered list of unsynced creates/unlinks; a directory
+ * durable, plus the ordered list of unsynced creates/unlinks/renames; a directory
  * fsync moves that directory's unsynced changes into the durable list.
  *
  * Threads: any; one mutex around every call (the sync hook runs outside).
@@ -56,12 +56,13 @@ typedef struct entry_list {
     size_t n, cap;
 } entry_list;
 
-enum { DIROP_CREATE, DIROP_UNLINK };
+enum { DIROP_CREATE, DIROP_UNLINK, DIROP_RENAME };
 
 typedef struct dirop {
     int kind;
-    char *path;
+    char *path; /* RENAME: the new name */
     int ino;
+    char *from; /* RENAME: the old name (same directory); else NULL */
 } dirop;
 
 typedef struct open_file {
@@ -269,21 +270,33 @@ static int make_durable(inode *n)
     return 0;
 }
 
-static int add_dirop(simio *s, int kind, const char *path, int ino)
+static int add_dirop(simio *s, int kind, const char *path, int ino, const char *from)
 {
     if (grow((void **)&s->dirops, &s->dirops_cap, s->ndirops + 1, sizeof *s->dirops) < 0)
         return PB_ENOMEM;
     char *p = strdup(path);
-    if (!p)
+    char *f = from ? strdup(from) : NULL;
+    if (!p || (from && !f)) {
+        free(p);
+        free(f);
         return PB_ENOMEM;
-    s->dirops[s->ndirops++] = (dirop){kind, p, ino};
+    }
+    s->dirops[s->ndirops++] = (dirop){kind, p, ino, f};
     return 0;
+}
+
+static void free_dirop(dirop *d)
+{
+    free(d->path);
+    free(d->from);
 }
 
 static int apply_dirop(entry_list *l, const dirop *d)
 {
+    if (d->from)
+        list_del(l, d->from);
     list_del(l, d->path);
-    return d->kind == DIROP_CREATE ? list_add(l, d->path, d->ino) : 0;
+    return d->kind != DIROP_UNLINK ? list_add(l, d->path, d->ino) : 0;
 }
 
 static open_file *fd_find(simio *s, int fd)
@@ -361,7 +374,7 @@ static int s_open(const fileio *io, const char *path, int flags, int mode)
             goto out;
         }
         if ((ino = new_inode(s, false)) < 0 || (rc = list_add(&s->cur, path, ino)) < 0 ||
-            (rc = add_dirop(s, DIROP_CREATE, path, ino)) < 0) {
+            (rc = add_dirop(s, DIROP_CREATE, path, ino, NULL)) < 0) {
             rc = ino < 0 ? ino : rc;
             goto out;
         }
@@ -471,7 +484,7 @@ static int do_sync(const fileio *io, int fd, unsigned kind)
         if (parent_is(d->path, f->path)) {
             if (rc == 0)
                 rc = apply_dirop(&s->dur, d);
-            free(d->path);
+            free_dirop(d);
         } else {
             s->dirops[keep++] = *d;
         }
@@ -567,7 +580,7 @@ static int s_mkdir(const fileio *io, const char *path, int mode)
         goto out;
     }
     if ((rc = list_add(&s->cur, path, ino)) == 0)
-        rc = add_dirop(s, DIROP_CREATE, path, ino);
+        rc = add_dirop(s, DIROP_CREATE, path, ino, NULL);
 out:
     pthread_mutex_unlock(&s->lock);
     return rc;
@@ -591,7 +604,42 @@ static int s_unlink(const fileio *io, const char *path)
     }
     int ino = e->ino;
     list_del(&s->cur, path);
-    rc = add_dirop(s, DIROP_UNLINK, path, ino);
+    rc = add_dirop(s, DIROP_UNLINK, path, ino, NULL);
+out:
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+/* Regular files within one directory (all the daemon needs). */
+static int s_rename(const fileio *io, const char *from, const char *to)
+{
+    simio *s = S(io);
+    pthread_mutex_lock(&s->lock);
+    char pf[PATH_MAX], pt[PATH_MAX];
+    int rc = gate(s, SIMIO_RENAME, from);
+    if (rc < 0)
+        goto out;
+    entry *e = find(&s->cur, from);
+    if (!e) {
+        rc = -ENOENT;
+        goto out;
+    }
+    entry *t = find(&s->cur, to);
+    if (s->inodes[e->ino].is_dir || (t && s->inodes[t->ino].is_dir)) {
+        rc = -EISDIR;
+        goto out;
+    }
+    parent_of(from, pf, sizeof pf);
+    parent_of(to, pt, sizeof pt);
+    if (strcmp(pf, pt) != 0) {
+        rc = -EXDEV;
+        goto out;
+    }
+    int ino = e->ino;
+    list_del(&s->cur, from);
+    list_del(&s->cur, to);
+    if ((rc = list_add(&s->cur, to, ino)) == 0)
+        rc = add_dirop(s, DIROP_RENAME, to, ino, from);
 out:
     pthread_mutex_unlock(&s->lock);
     return rc;
@@ -641,8 +689,19 @@ int simio_create(simio **out)
         free(s);
         return PB_ENOMEM;
     }
-    s->io = (fileio){s_open,  s_pwritev, s_pread, s_fdatasync, s_fsync,    s_ftruncate,
-                     s_fsize, s_close,   s_mkdir, s_unlink,    s_list_dir, s};
+    s->io = (fileio){.open = s_open,
+                     .pwritev = s_pwritev,
+                     .pread = s_pread,
+                     .fdatasync = s_fdatasync,
+                     .fsync = s_fsync,
+                     .ftruncate = s_ftruncate,
+                     .fsize = s_fsize,
+                     .close = s_close,
+                     .mkdir = s_mkdir,
+                     .unlink = s_unlink,
+                     .rename = s_rename,
+                     .list_dir = s_list_dir,
+                     .ctx = s};
     s->next_fd = 100;
     *out = s;
     return 0;
@@ -660,7 +719,7 @@ void simio_destroy(simio *s)
     free(s->cur.v);
     free(s->dur.v);
     for (size_t i = 0; i < s->ndirops; i++)
-        free(s->dirops[i].path);
+        free_dirop(&s->dirops[i]);
     free(s->dirops);
     for (size_t i = 0; i < s->nroots; i++)
         free(s->roots[i]);
@@ -962,7 +1021,7 @@ int simio_power_loss(simio *s, uint64_t seed, simio_stats *stats)
         }
     }
     for (size_t i = 0; i < s->ndirops; i++)
-        free(s->dirops[i].path);
+        free_dirop(&s->dirops[i]);
     s->ndirops = 0;
     free(seen);
     seen = NULL;

@@ -10,9 +10,9 @@
  * torn (a prefix of it, the rest of its range zero-filled or garbage, or
  * missing), each unsynced truncation kept or not, all by a seeded choice;
  * each directory keeps a seeded prefix of its unsynced entry changes (a
- * journal commits metadata in order), so a file whose directory was never
- * synced usually disappears. simio_restart() is the milder crash (kill -9):
- * the page cache survives, only the descriptors go.
+ * journal commits metadata in order; a rename is one change, atomic), so a
+ * file whose directory was never synced usually disappears. simio_restart() is the milder crash
+ * (kill -9): the page cache survives, only the descriptors go.
  *
  * Also for tests: a crash point (the n-th counted operation finds the power
  * gone: it and every later one fail with EIO and change nothing), injected
@@ -50,6 +50,7 @@ enum {
     SIMIO_MKDIR = 1 << 7,
     SIMIO_UNLINK = 1 << 8,
     SIMIO_LIST_DIR = 1 << 9,
+    SIMIO_RENAME = 1 << 10,
     SIMIO_SYNCS = SIMIO_FDATASYNC | SIMIO_FSYNC,
 };
 

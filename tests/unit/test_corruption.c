@@ -76,7 +76,7 @@ static size_t event_for(uint64_t off, uint8_t *buf)
 
 static char messages[16384];
 
-static void capture(void *ctx, int level, const char *msg)
+static void capture(void *ctx, enum log_level level, const char *msg)
 {
     size_t used = strlen(messages);
     snprintf(messages + used, sizeof messages - used, "%s\n", msg);

@@ -5,7 +5,9 @@
  * opens wanted tag entries (absent key or value: empty); checks UTF-8 only
  * when strict; skips unknown fields; words errors like event_scan. And a
  * bounded, deterministic mutation loop: whatever event_scan accepts, the
- * lenient walk accepts too and finds the same topic and tags.
+ * lenient walk accepts too and finds the same topic and tags. And the
+ * subscription filter (event_filter_scan/ok): per-tag verdicts, the last
+ * entry of a key deciding, the last topic winning.
  * Single-threaded; no files. (event_scan itself: test_frame.c.)
  */
 #include <stdarg.h>
@@ -259,6 +261,62 @@ static void test_strict_accepts_only_what_lenient_accepts(void **state)
     assert_true(accepted > 100); /* the loop did test something */
 }
 
+static void test_filter_verdicts(void **state)
+{
+    uint8_t ev[256];
+    size_t n = 0;
+    wire_slice topic;
+    uint8_t st[4];
+    const event_tag_filter f[4] = {
+        {"room", 4, "kitchen", 7}, /* present, same value */
+        {"floor", 5, "2", 1},      /* present, other value */
+        {"gone", 4, "", 0},        /* absent ("" does not mean absent) */
+        {"k", 1, "new", 3},        /* repeated: the last entry decides */
+    };
+    (void)state;
+
+    n += put_str(ev + n, EVENT_TOPIC, "old.topic");
+    n += put_tag(ev + n, "room", "kitchen");
+    n += put_tag(ev + n, "k", "new");
+    n += put_tag(ev + n, "floor", "3");
+    n += put_tag(ev + n, "k", "old");
+    n += put_str(ev + n, EVENT_TOPIC, "new.topic");
+    memset(st, 9, sizeof st);
+    assert_int_equal(event_filter_scan(ev, n, f, 4, st, &topic), 0);
+    assert_true(wire_slice_eq_bytes(topic, "new.topic", 9));
+    assert_int_equal(st[0], 1);
+    assert_int_equal(st[1], 2);
+    assert_int_equal(st[2], 0);
+    assert_int_equal(st[3], 2);
+    assert_false(event_filter_ok(st, 4));
+    assert_true(event_filter_ok(st, 1));
+    assert_true(event_filter_ok(st, 0));
+
+    /* No filters: only the topic, and tag entries are not opened. */
+    assert_int_equal(event_filter_scan(ev, n, NULL, 0, NULL, &topic), 0);
+    assert_true(wire_slice_eq_bytes(topic, "new.topic", 9));
+    /* No topic: empty. */
+    assert_int_equal(event_filter_scan(ev, 0, f, 1, st, &topic), 0);
+    assert_int_equal(topic.len, 0);
+    assert_int_equal(st[0], 0);
+}
+
+static void test_filter_malformed(void **state)
+{
+    static const uint8_t entry_cut[] = {0x12, 0x03, 0x0a, 0x05, 'k'}; /* key past the entry */
+    static const uint8_t topic_varint[] = {0x08, 0x01};               /* topic as a varint */
+    const event_tag_filter f = {"k", 1, "v", 1};
+    wire_slice topic;
+    uint8_t st;
+    (void)state;
+
+    assert_int_equal(event_filter_scan(entry_cut, sizeof entry_cut, &f, 1, &st, &topic), PB_EPROTO);
+    /* Entries are opened only for filters. */
+    assert_int_equal(event_filter_scan(entry_cut, sizeof entry_cut, NULL, 0, NULL, &topic), 0);
+    assert_int_equal(event_filter_scan(topic_varint, sizeof topic_varint, NULL, 0, NULL, &topic),
+                     PB_EPROTO);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -267,6 +325,8 @@ int main(void)
         cmocka_unit_test(test_wire_types_checked_wanted_or_not),
         cmocka_unit_test(test_utf8_only_when_strict),
         cmocka_unit_test(test_strict_accepts_only_what_lenient_accepts),
+        cmocka_unit_test(test_filter_verdicts),
+        cmocka_unit_test(test_filter_malformed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

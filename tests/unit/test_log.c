@@ -79,7 +79,7 @@ static int64_t time_for(uint64_t off)
 /* Log messages, kept for assertions. */
 static char messages[16384];
 
-static void capture(void *ctx, int level, const char *msg)
+static void capture(void *ctx, enum log_level level, const char *msg)
 {
     size_t used = strlen(messages);
     snprintf(messages + used, sizeof messages - used, "%s\n", msg);

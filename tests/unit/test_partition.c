@@ -168,6 +168,11 @@ static int t_unlink(const fileio *io, const char *path)
     return fileio_posix()->unlink(fileio_posix(), path);
 }
 
+static int t_rename(const fileio *io, const char *from, const char *to)
+{
+    return fileio_posix()->rename(fileio_posix(), from, to);
+}
+
 static int t_list_dir(const fileio *io, const char *path, fileio_dirent_fn fn, void *arg)
 {
     return fileio_posix()->list_dir(fileio_posix(), path, fn, arg);
@@ -325,8 +330,19 @@ static int setup(void **state)
     pthread_cond_init(&h->cond, NULL);
     h->check_durable = true;
     atomic_init(&h->clock_ns, 1700000000123456789ll);
-    h->io = (fileio){t_open,  t_pwritev, t_pread, t_fdatasync, t_fsync,    t_ftruncate,
-                     t_fsize, t_close,   t_mkdir, t_unlink,    t_list_dir, h};
+    h->io = (fileio){.open = t_open,
+                     .pwritev = t_pwritev,
+                     .pread = t_pread,
+                     .fdatasync = t_fdatasync,
+                     .fsync = t_fsync,
+                     .ftruncate = t_ftruncate,
+                     .fsize = t_fsize,
+                     .close = t_close,
+                     .mkdir = t_mkdir,
+                     .unlink = t_unlink,
+                     .rename = t_rename,
+                     .list_dir = t_list_dir,
+                     .ctx = h};
     f->opts = (partition_options){
         .log = {.io = &h->io, .now_ns = t_now, .clock_ctx = h},
         .fsync = PARTITION_FSYNC_ALWAYS,

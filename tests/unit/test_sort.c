@@ -1,7 +1,6 @@
 /* Tests for proto/sort: the uint64 comparator orders the whole range
- * (no subtraction overflow), and the upper bound agrees with a linear
- * count on every probe around every element, duplicates and ends
- * included. */
+ * (no subtraction overflow), sort_u64 sorts with duplicates, and the upper bound agrees with a
+ * linear count on every probe around every element, duplicates and ends included. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -26,6 +25,19 @@ static void test_cmp_orders_extremes(void **state)
     assert_true(v[n - 1] == UINT64_MAX);
     uint64_t a = 3, b = 3;
     assert_int_equal(sort_cmp_u64(&a, &b), 0);
+}
+
+static void test_sort_u64(void **state)
+{
+    (void)state;
+    uint64_t v[] = {9, UINT64_MAX, 0, 9, 1ull << 40, 3};
+    const uint64_t want[] = {0, 3, 9, 9, 1ull << 40, UINT64_MAX};
+    size_t n = sizeof v / sizeof v[0];
+
+    sort_u64(v, 0); /* nothing to do, and no access */
+    sort_u64(v, n);
+    for (size_t i = 0; i < n; i++)
+        assert_true(v[i] == want[i]);
 }
 
 static size_t count_le(const uint64_t *v, size_t n, uint64_t x)
@@ -58,6 +70,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cmp_orders_extremes),
+        cmocka_unit_test(test_sort_u64),
         cmocka_unit_test(test_upper_bound_matches_count),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -20,7 +20,8 @@
  * socket) with generous bounds that are never reached when things work.
  */
 #include "testfs.h"
-#include "config.h" /* before store.h, as in store.c */
+#include "config.h"
+#include "fanout.h"
 #include "frame.h"
 #include "partition.h"
 #include "pb_errors.h"
@@ -60,6 +61,7 @@
 typedef struct fixture {
     char root[64];
     store *st;
+    fanout *live;
     sub_registry *reg;
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -80,13 +82,16 @@ static int64_t t_now(void *ctx)
 static int part_opts(void *ctx, const char *name, partition_options *o)
 {
     fixture *f = ctx;
+    fanout_writer *w;
+    int rc = fanout_writer_get(f->live, name, &w);
     *o = (partition_options){
         .log = {.now_ns = f->use_clock ? t_now : NULL, .clock_ctx = f},
         .fsync = PARTITION_FSYNC_NEVER, /* durability is test_partition's subject */
         .topic_history = 4,
-        .subs = f->reg,
+        .durable = fanout_durable,
+        .durable_ctx = w,
     };
-    return 0;
+    return rc;
 }
 
 static int setup(void **state)
@@ -109,9 +114,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
-    sub_registry_stop(f->reg);
-    assert_int_equal(store_close(f->st), 0);
     sub_registry_destroy(f->reg);
+    assert_int_equal(store_close(f->st), 0);
+    fanout_destroy(f->live);
     testfs_rmrf(f->root);
     pthread_mutex_destroy(&f->lock);
     pthread_cond_destroy(&f->cond);
@@ -119,14 +124,17 @@ static int teardown(void **state)
     return 0;
 }
 
-/* Creates the registry (before any partition, which takes it as its fan-out). */
+/* Creates the fan-out (before any partition, which announces into it) and
+ * the registry. */
 static void start_total(fixture *f, uint32_t threads, uint64_t queue_bytes,
                         uint64_t queue_total_bytes, uint32_t deadline_ms)
 {
+    fanout_options fo = {.slots = threads, .queue_total_bytes = queue_total_bytes};
+    assert_int_equal(fanout_create(&f->live, &fo), 0);
     sub_options o = {.store = f->st,
+                     .live = f->live,
                      .threads = threads,
                      .queue_bytes = queue_bytes,
-                     .queue_total_bytes = queue_total_bytes,
                      .write_deadline_ms = deadline_ms,
                      .topic_history = 4};
     assert_int_equal(sub_registry_create(&f->reg, &o), 0);
@@ -710,10 +718,10 @@ static void expect_topics(fixture *f, client **c, const unsigned *want, size_t n
                 expect_seq(f, c[i], s);
 }
 
-static sub_stats stats(fixture *f)
+static fanout_stats stats(fixture *f)
 {
-    sub_stats st;
-    sub_registry_stats(f->reg, &st);
+    fanout_stats st;
+    fanout_get_stats(f->live, &st);
     return st;
 }
 
@@ -735,16 +743,16 @@ static void test_fanout_cache_as_subscriptions_come_and_go(void **state)
 
     /* First sight of t0..t2: the patterns run (misses); the same topics
      * again: answered from the cache, no miss added. */
-    sub_stats s0 = stats(f);
+    fanout_stats s0 = stats(f);
     uint64_t first = publish(f, "a", 30);
     unsigned want[3] = {1, 3, 7};
     expect_topics(f, c, want, 3, first, 30);
-    sub_stats s1 = stats(f);
+    fanout_stats s1 = stats(f);
     assert_int_equal(s1.match_misses - s0.match_misses, 30);
     assert_int_equal(s1.match_hits, s0.match_hits);
     first = publish(f, "a", 30);
     expect_topics(f, c, want, 3, first, 30);
-    sub_stats s2 = stats(f);
+    fanout_stats s2 = stats(f);
     assert_int_equal(s2.match_hits - s1.match_hits, 30);
     assert_int_equal(s2.match_misses, s1.match_misses);
 
@@ -757,14 +765,14 @@ static void test_fanout_cache_as_subscriptions_come_and_go(void **state)
     first = publish(f, "a", 30);
     want[0] = 5;
     expect_topics(f, c, want, 3, first, 30);
-    sub_stats s3 = stats(f);
+    fanout_stats s3 = stats(f);
     assert_int_equal(s3.match_misses - s2.match_misses, 30);
     /* Another partition has its own writer and cache: right answers too. */
     first = publish(f, "b", 30);
     expect_topics(f, c, want, 3, first, 30);
     first = publish(f, "a", 30);
     expect_topics(f, c, want, 3, first, 30);
-    sub_stats s4 = stats(f);
+    fanout_stats s4 = stats(f);
     assert_int_equal(s4.match_hits - s3.match_hits, 30);
     assert_int_equal(s4.match_misses - s3.match_misses, 30); /* b's first sight */
 
@@ -773,11 +781,11 @@ static void test_fanout_cache_as_subscriptions_come_and_go(void **state)
     client_close(c[0]);
     client_close(c[1]);
     wait_subs(f, 1, 1);
-    sub_stats s5 = stats(f);
+    fanout_stats s5 = stats(f);
     first = publish(f, "a", 30);
     unsigned all = 7;
     expect_topics(f, &c[2], &all, 1, first, 30);
-    sub_stats s6 = stats(f);
+    fanout_stats s6 = stats(f);
     assert_int_equal(s6.match_hits, s5.match_hits);
     assert_int_equal(s6.match_misses, s5.match_misses);
     client_close(c[2]);

@@ -313,9 +313,9 @@ static void test_snapshot_survives_reopen(void **state)
     /* First open: no snapshot, so the table is built from the log. */
     topic_table *t;
     assert_int_equal(topics_create(&t, 4), 0);
-    assert_int_equal(topics_load(t, f->dir, "p", 30), 0);
+    assert_int_equal(topics_load(t, fileio_posix(), f->dir, "p", 30), 0);
     assert_table_matches(t, TOPICS30, 30, 4);
-    assert_int_equal(topics_save(t, f->dir, 30), 0);
+    assert_int_equal(topics_save(t, fileio_posix(), f->dir, 30), 0);
     topics_destroy(t);
 
     char path[160], tmp[170];
@@ -325,13 +325,13 @@ static void test_snapshot_survives_reopen(void **state)
     assert_int_not_equal(access(tmp, F_OK), 0);
 
     assert_int_equal(topics_create(&t, 4), 0);
-    assert_int_equal(topics_load(t, f->dir, "p", 30), 0);
+    assert_int_equal(topics_load(t, fileio_posix(), f->dir, "p", 30), 0);
     assert_table_matches(t, TOPICS30, 30, 4);
     topics_destroy(t);
 
     /* A smaller configured history keeps the newest of the saved ones. */
     assert_int_equal(topics_create(&t, 2), 0);
-    assert_int_equal(topics_load(t, f->dir, "p", 30), 0);
+    assert_int_equal(topics_load(t, fileio_posix(), f->dir, "p", 30), 0);
     assert_table_matches(t, TOPICS30, 30, 2);
     topics_destroy(t);
 }
@@ -347,11 +347,11 @@ static void test_clean_start_reads_no_log(void **state)
     assert_int_equal(topics_create(&t, 4), 0);
     add(t, "only.in.snapshot", 5);
     add(t, "only.in.snapshot", 9);
-    assert_int_equal(topics_save(t, f->dir, 30), 0);
+    assert_int_equal(topics_save(t, fileio_posix(), f->dir, 30), 0);
     topics_destroy(t);
 
     assert_int_equal(topics_create(&t, 4), 0);
-    assert_int_equal(topics_load(t, f->dir, "p", 30), 0);
+    assert_int_equal(topics_load(t, fileio_posix(), f->dir, "p", 30), 0);
     seen_table s;
     snapshot_of(t, 0, &s);
     assert_int_equal(s.n, 1);
@@ -370,13 +370,13 @@ static void test_crash_is_caught_up(void **state)
     write_log(f->dir, TOPICS30, 12);
     topic_table *t;
     assert_int_equal(topics_create(&t, 3), 0);
-    assert_int_equal(topics_load(t, f->dir, "p", 12), 0);
-    assert_int_equal(topics_save(t, f->dir, 12), 0);
+    assert_int_equal(topics_load(t, fileio_posix(), f->dir, "p", 12), 0);
+    assert_int_equal(topics_save(t, fileio_posix(), f->dir, 12), 0);
     topics_destroy(t);
     write_log(f->dir, TOPICS30 + 12, 18);
 
     assert_int_equal(topics_create(&t, 3), 0);
-    assert_int_equal(topics_load(t, f->dir, "p", 30), 0);
+    assert_int_equal(topics_load(t, fileio_posix(), f->dir, "p", 30), 0);
     assert_table_matches(t, TOPICS30, 30, 3);
     topics_destroy(t);
 }
@@ -387,7 +387,7 @@ static void save_wrong_snapshot(const fixture *f, uint32_t history, uint64_t cov
     assert_int_equal(topics_create(&t, history), 0);
     add(t, "wrong", 1);
     add(t, "wrong", 2);
-    assert_int_equal(topics_save(t, f->dir, covered), 0);
+    assert_int_equal(topics_save(t, fileio_posix(), f->dir, covered), 0);
     topics_destroy(t);
 }
 
@@ -395,7 +395,7 @@ static void load_and_check_rebuilt(const fixture *f)
 {
     topic_table *t;
     assert_int_equal(topics_create(&t, 3), 0);
-    assert_int_equal(topics_load(t, f->dir, "p", 30), 0);
+    assert_int_equal(topics_load(t, fileio_posix(), f->dir, "p", 30), 0);
     assert_table_matches(t, TOPICS30, 30, 3);
     topics_destroy(t);
 }
@@ -460,7 +460,7 @@ static void test_save_fails_cleanly(void **state)
     add(t, "a", 0);
     char missing[160];
     snprintf(missing, sizeof missing, "%s/no/such/dir", f->root);
-    assert_true(topics_save(t, missing, 1) < 0);
+    assert_true(topics_save(t, fileio_posix(), missing, 1) < 0);
     topics_destroy(t);
 }
 

@@ -1,0 +1,287 @@
+/*
+ * ingest - a Publish frame into a pub_batch, its parts into the partitions'
+ * writers, and its reply (see ingest.h).
+ *
+ * Threads: the loop thread only. The batch's done() callback (given by the
+ * caller) runs on writer threads; nothing here does.
+ *
+ * One allocation per batch: the ingest_batch header, the ack arrays, the
+ * events, the parts, the parts' event index lists and a copy of the frame's
+ * bytes (the events point into that copy, which lives as long as the batch:
+ * the read buffer they came from is reused at once). The ack frame is the
+ * second allocation, once the batch is done.
+ */
+#include "ingest.h"
+
+#include "frame.h"
+#include "partition.h"
+#include "pb_errors.h"
+#include "router.h"
+#include "store.h"
+#include "wire.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A pub_batch plus what only the loop thread uses to build its ack. */
+typedef struct ingest_batch {
+    pub_batch b; /* first member: a pub_batch * is an ingest_batch * */
+    uint32_t *ack_index;
+    uint64_t *ack_offsets;
+} ingest_batch;
+
+/* Where the previous event of the batch went. Batches are mostly runs of
+ * one topic, and a topic already validated and routed in this batch routes
+ * to the same partition, so a run costs one compare per event instead of a
+ * topic check and a route lookup. */
+typedef struct route_memo {
+    const uint8_t *topic; /* NULL: no event yet */
+    uint32_t topic_len;
+    partition *p; /* the partition of the last routed topic */
+    uint32_t part;
+} route_memo;
+
+static int refuse(ingest_error *e, int code, bool fatal, uint32_t index_plus_one,
+                  const char *part_name, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+/* Fills *e; returns PB_EINVAL for the caller to pass on. */
+static int refuse(ingest_error *e, int code, bool fatal, uint32_t index_plus_one,
+                  const char *part_name, const char *fmt, ...)
+{
+    e->code = code;
+    e->fatal = fatal;
+    e->event_index_plus_one = index_plus_one;
+    snprintf(e->partition, sizeof e->partition, "%s", part_name ? part_name : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
+    return PB_EINVAL;
+}
+
+/* The batch for nevents events and a copy of the frame body, laid out in
+ * one allocation: 8-byte aligned arrays first, then 4-byte ones, then the
+ * bytes. */
+static ingest_batch *batch_new(uint32_t nevents, const uint8_t *body, size_t len)
+{
+    size_t sz = sizeof(ingest_batch) + (size_t)nevents * sizeof(pub_event) +
+                (size_t)nevents * (2 * sizeof(uint32_t) + sizeof(uint64_t)) +
+                (size_t)nevents * sizeof(pub_part) + len;
+    ingest_batch *ib = malloc(sz);
+    if (!ib)
+        return NULL;
+    memset(ib, 0, sizeof *ib);
+    pub_batch *b = &ib->b;
+    ib->ack_offsets = (uint64_t *)(ib + 1);
+    b->events = (pub_event *)(ib->ack_offsets + nevents);
+    b->parts = (pub_part *)(b->events + nevents);
+    ib->ack_index = (uint32_t *)(b->parts + nevents) + nevents; /* after the parts' lists */
+    b->bytes = (uint8_t *)(ib->ack_index + nevents);
+    b->bytes_len = len;
+    memcpy(b->bytes, body, len);
+    return ib;
+}
+
+/* The parts' event index lists, in the space between the parts and the
+ * ack index (nevents entries). */
+static uint32_t *part_lists(ingest_batch *ib, uint32_t nevents)
+{
+    return (uint32_t *)(ib->b.parts + nevents);
+}
+
+/* Routes event i's topic to a partition (opening it if new) and returns the
+ * index of the batch's part for it in *part. */
+static int route_event(const ingest_options *o, pub_batch *b, uint32_t i, route_memo *m,
+                       uint32_t *part, ingest_error *err)
+{
+    const pub_event *e = &b->events[i];
+    router_result route;
+    int rc = router_route(o->router, (const char *)e->topic, e->topic_len, &route);
+    if (rc < 0) {
+        char msg[512];
+        router_format_error(o->router, rc, (const char *)e->topic, e->topic_len, &route, msg,
+                            sizeof msg);
+        return refuse(err, rc == PB_ENOTFOUND ? PB_CODE_NOT_FOUND : PB_CODE_INVALID_ARGUMENT, false,
+                      i + 1, NULL, "%s", msg);
+    }
+    partition *p = NULL;
+    if (m->p && strcmp(partition_name(m->p), route.partition) == 0) {
+        p = m->p;
+    } else if ((rc = store_get(o->store, route.partition, &p)) < 0) {
+        return refuse(err, PB_CODE_UNAVAILABLE, false, i + 1, route.partition,
+                      "partition %s cannot be opened: %s", route.partition, pb_strerror(rc));
+    }
+    /* Find or add this batch's part for p (batches touch few partitions). */
+    uint32_t k;
+    if (p == m->p) {
+        k = m->part;
+    } else {
+        for (k = 0; k < b->nparts; k++)
+            if (b->parts[k].partition == p)
+                break;
+        if (k == b->nparts) {
+            b->parts[k] = (pub_part){.partition = p, .batch = b};
+            b->nparts++;
+        }
+        m->p = p;
+        m->part = k;
+    }
+    *part = k;
+    return 0;
+}
+
+/* Validates event i (bytes ev) and counts it into its partition's part. */
+static int add_event(const ingest_options *o, pub_batch *b, uint32_t i, wire_slice ev,
+                     route_memo *m, ingest_error *err)
+{
+    pub_event *e = &b->events[i];
+    e->data = ev.p;
+    e->len = (uint32_t)ev.len;
+    if (ev.len > o->max_event_bytes)
+        return refuse(err, PB_CODE_INVALID_ARGUMENT, false, i + 1, NULL,
+                      "event %u is %zu bytes, over the maximum of %llu bytes (max_event_bytes)", i,
+                      ev.len, (unsigned long long)o->max_event_bytes);
+    event_view v;
+    char why[300];
+    if (event_scan(ev.p, ev.len, &v, why, sizeof why) < 0)
+        return refuse(err, PB_CODE_INVALID_ARGUMENT, false, i + 1, NULL,
+                      "event %u is not a valid EncapsulatedEvent: %s", i, why);
+    e->topic = v.topic.p;
+    e->topic_len = (uint32_t)v.topic.len;
+    uint32_t k = 0;
+    if (m->topic && e->topic_len == m->topic_len && memcmp(e->topic, m->topic, m->topic_len) == 0) {
+        k = m->part; /* same bytes as the previous topic: valid, and routed there */
+    } else {
+        if (topic_validate(v.topic.p, v.topic.len, why, sizeof why) < 0)
+            return refuse(err, PB_CODE_INVALID_ARGUMENT, false, i + 1, NULL,
+                          "event %u: invalid topic: %s", i, why);
+        int rc = route_event(o, b, i, m, &k, err);
+        if (rc < 0)
+            return rc;
+        m->topic = e->topic;
+        m->topic_len = e->topic_len;
+    }
+    e->part = k;
+    b->parts[k].count++;
+    return 0;
+}
+
+/* Lays the parts' event index lists out in `lists`, in batch order. */
+static void lay_out_parts(pub_batch *b, uint32_t *lists)
+{
+    uint32_t at = 0;
+    for (uint32_t k = 0; k < b->nparts; k++) {
+        b->parts[k].events = lists + at;
+        at += b->parts[k].count;
+        b->parts[k].count = 0;
+    }
+    for (uint32_t j = 0; j < b->nevents; j++) {
+        pub_part *p = &b->parts[b->events[j].part];
+        p->events[p->count++] = j;
+    }
+}
+
+int ingest_prepare(const ingest_options *o, uint64_t id, const uint8_t *body, size_t len,
+                   void (*done)(pub_part *part), void *conn, pub_batch **out, ingest_error *err)
+{
+    *out = NULL;
+    char why[512];
+    publish_iter it;
+    if (publish_open(body, len, &it, why, sizeof why) < 0)
+        return refuse(err, PB_CODE_INVALID_ARGUMENT, true, 0, NULL, "malformed Publish frame: %s",
+                      why);
+    if (it.n_events > UINT32_MAX / 2)
+        return refuse(err, PB_CODE_INVALID_ARGUMENT, true, 0, NULL,
+                      "malformed Publish frame: too many events");
+    uint32_t nevents = (uint32_t)it.n_events;
+    ingest_batch *ib = batch_new(nevents, body, len);
+    if (!ib)
+        return refuse(err, PB_CODE_RESOURCE_EXHAUSTED, false, 0, NULL,
+                      "out of memory for this batch");
+    pub_batch *b = &ib->b;
+    b->frame_id = id;
+    b->no_ack = it.no_ack;
+    b->done = done;
+    b->conn = conn;
+
+    /* Walk the copy: the events must point into the batch's own bytes. It
+     * is byte for byte what publish_open checked, so it is not checked again. */
+    publish_restart(&it, b->bytes);
+    wire_slice ev;
+    uint32_t i = 0;
+    route_memo memo = {0};
+    while (i < nevents && publish_next(&it, &ev) == 0) {
+        int rc = add_event(o, b, i, ev, &memo, err);
+        if (rc < 0) {
+            free(ib);
+            return rc;
+        }
+        i++;
+    }
+    if (i != nevents) {
+        free(ib);
+        return refuse(err, PB_CODE_INVALID_ARGUMENT, true, 0, NULL,
+                      "malformed Publish frame: events changed while read");
+    }
+    b->nevents = nevents;
+    lay_out_parts(b, part_lists(ib, nevents));
+    *out = b;
+    return 0;
+}
+
+void ingest_submit(pub_batch *b)
+{
+    /* Count every part before submitting any: a fast writer may finish a part
+     * while the others are still being submitted. */
+    atomic_store(&b->pending, b->nparts);
+    uint32_t nparts = b->nparts;
+    pub_part *parts = b->parts;
+    for (uint32_t k = 0; k < nparts; k++)
+        partition_submit(parts[k].partition, &parts[k]);
+}
+
+int ingest_reply(pub_batch *b, uint8_t **frame, size_t *len, ingest_error *err)
+{
+    ingest_batch *ib = (ingest_batch *)b; /* b is its first member */
+    *frame = NULL;
+    *len = 0;
+    for (uint32_t i = 0; i < b->nparts; i++) {
+        const pub_part *p = &b->parts[i];
+        if (p->status == 0)
+            continue;
+        const char *name = partition_name(p->partition);
+        return refuse(err, PB_CODE_UNAVAILABLE, false, p->count == 1 ? p->events[0] + 1 : 0, name,
+                      "partition %s could not store %u event(s) of this batch: %s; they are not "
+                      "acknowledged",
+                      name, p->count, pb_strerror(p->status));
+    }
+    if (b->no_ack)
+        return 0;
+    const char *names[b->nparts ? b->nparts : 1];
+    for (uint32_t i = 0; i < b->nparts; i++)
+        names[i] = partition_name(b->parts[i].partition);
+    for (uint32_t i = 0; i < b->nevents; i++) {
+        ib->ack_index[i] = b->events[i].part;
+        ib->ack_offsets[i] = b->events[i].offset;
+    }
+    size_t need = frame_put_publish_ack(NULL, 0, b->frame_id, names, b->nparts, ib->ack_index,
+                                        ib->ack_offsets, b->nevents);
+    uint8_t *buf = malloc(need);
+    if (!buf)
+        return refuse(err, PB_CODE_RESOURCE_EXHAUSTED, false, 0, NULL,
+                      "out of memory for the PublishAck of %u event(s); they are stored but "
+                      "not acknowledged",
+                      b->nevents);
+    *len = frame_put_publish_ack(buf, need, b->frame_id, names, b->nparts, ib->ack_index,
+                                 ib->ack_offsets, b->nevents);
+    *frame = buf;
+    return 0;
+}
+
+void ingest_free(pub_batch *b)
+{
+    free(b); /* the ingest_batch: b is its first member */
+}

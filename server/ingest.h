@@ -1,0 +1,71 @@
+/*
+ * ingest - publish ingest: one Publish frame becomes one pub_batch
+ * (broker.h) whose every event is validated (size, well-formed, topic),
+ * routed (router.h) and grouped by partition (store.h), with one allocation
+ * per batch and none per event; its parts go to the partitions' writers;
+ * once the writers are done, the batch's reply: the PublishAck, or an Error
+ * naming what failed.
+ *
+ * Data flow: net (reads frames) -> ingest (this) -> router, store ->
+ * partition writers -> the batch's done() callback (net's: it hands the
+ * batch back to the loop) -> ingest_reply -> net writes the reply.
+ *
+ * All or nothing: if any event of a batch is invalid or has no partition,
+ * the whole batch is refused before anything is queued, so a publisher
+ * never has to work out which half of a batch went in.
+ *
+ * Threads: the loop thread. Nothing here blocks or touches the disk (apart
+ * from store_get creating a partition the first time it is routed to).
+ */
+#ifndef PB_INGEST_H
+#define PB_INGEST_H
+
+#include "broker.h"
+#include "config.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct router;
+struct store;
+
+typedef struct ingest_options {
+    uint64_t max_event_bytes; /* a larger event refuses its batch */
+    struct router *router;
+    struct store *store;
+} ingest_options;
+
+/* Why a Publish is answered with an Error instead of an ack. */
+typedef struct ingest_error {
+    int code;                      /* enum pb_code (protobus.Code) */
+    bool fatal;                    /* the frame breaks the protocol: close the connection
+                                      once the Error is written */
+    uint32_t event_index_plus_one; /* the event at fault + 1; 0: the batch as a whole */
+    char partition[PB_PARTITION_NAME_MAX + 1]; /* the partition at fault; "": none */
+    char message[640];
+} ingest_error;
+
+/* Decodes, validates and routes the Publish frame body `body` (answering
+ * frame `id`) into a new batch, ready for ingest_submit; done and conn are
+ * stored in it (pub_batch.done, .conn). An empty Publish gives a batch with
+ * no parts: nothing to submit, its reply is due at once. Returns 0, or a
+ * negative code with *err saying why (nothing allocated or queued). */
+int ingest_prepare(const ingest_options *o, uint64_t id, const uint8_t *body, size_t len,
+                   void (*done)(pub_part *part), void *conn, pub_batch **out, ingest_error *err);
+
+/* Hands every part of b to its partition's writer (b->pending counts them;
+ * b->done runs once per part, on writer threads). */
+void ingest_submit(pub_batch *b);
+
+/* Once every part is done (at once for a batch with no parts): the reply.
+ * 0 with *frame the encoded PublishAck (malloc'd; the caller's) and *len its
+ * size, or *frame NULL when the publisher asked for no ack; or a negative
+ * code with *err describing the Error to send instead (a part could not be
+ * stored, or there was no memory for the ack). */
+int ingest_reply(pub_batch *b, uint8_t **frame, size_t *len, ingest_error *err);
+
+/* Frees a batch from ingest_prepare. NULL-safe. */
+void ingest_free(pub_batch *b);
+
+#endif

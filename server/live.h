@@ -1,0 +1,30 @@
+/*
+ * live - one durable record, as a partition's writer announces it to whoever
+ * listens (partition_options.durable, partition.h) and as its topic table
+ * records it (topics.h).
+ *
+ * The storage side (partition, topics) and the subscription side (fanout)
+ * both include this header; neither includes the other for it.
+ *
+ * Threads: the type only. A live_record and the bytes it points at are valid
+ * during the callback that hands it over; a listener copies what it keeps.
+ */
+#ifndef PB_LIVE_H
+#define PB_LIVE_H
+
+#include <stdint.h>
+
+/* One durable record. The stored event bytes are data followed by suffix
+ * (the server-set fields the writer appended). */
+typedef struct live_record {
+    uint64_t offset;
+    int64_t time_ns;
+    const uint8_t *topic;
+    uint32_t topic_len;
+    const uint8_t *data;
+    uint32_t len;
+    const uint8_t *suffix;
+    uint32_t suffix_len;
+} live_record;
+
+#endif

@@ -1,0 +1,96 @@
+/*
+ * log_internal - what the two halves of the segment log share: the pb_log
+ * struct and the helpers both use. log.c appends, rotates, syncs and closes;
+ * recovery.c opens a partition directory and recovers it (log_open). Nothing
+ * outside those two files includes this header; everyone else uses log.h.
+ *
+ * Threads: as log.h: a pb_log belongs to its partition's writer thread.
+ */
+#ifndef PB_LOG_INTERNAL_H
+#define PB_LOG_INTERNAL_H
+
+#include "log.h"
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#define DEFAULT_SEGMENT_BYTES  (64ull * 1024 * 1024)
+#define DEFAULT_INDEX_INTERVAL 4096u
+#define FILE_MODE              0644
+#define DIR_MODE               0755
+
+struct pb_log {
+    char dir[PATH_MAX];
+    char log_path[PATH_MAX]; /* active segment's .log */
+    char idx_path[PATH_MAX]; /* active segment's .idx */
+    log_options opt;
+    const fileio *io;
+    int dir_fd;
+
+    /* Active (newest) segment. */
+    uint64_t base;
+    int fd;
+    int idx_fd;              /* -1 when indexing this segment has been given up */
+    uint64_t size;           /* bytes in the .log */
+    uint64_t idx_size;       /* bytes in the .idx */
+    uint64_t last_index_pos; /* position named by the last index entry */
+    bool has_records;
+    int64_t period; /* time-rotation period of the segment's first record */
+
+    uint64_t next_offset;
+    int64_t last_time; /* INT64_MIN: no record yet */
+    int failed;        /* 0, or the error that stopped the log */
+
+    /* Reusable append buffers: grow to the largest batch, then stay. */
+    uint8_t *hdrs;
+    size_t hdrs_cap; /* records */
+    struct iovec *iov;
+    size_t iov_cap;
+    uint8_t *idx_buf;
+    size_t idx_cap; /* entries */
+
+    char msg[2 * PATH_MAX + 256];
+};
+
+/* Passes a message to opts.logf (if any), formatted. */
+void log_say(pb_log *log, enum log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* The wall clock for file headers (opts.now_ns, else CLOCK_REALTIME). */
+int64_t log_now_ns(pb_log *log);
+
+/* Stops the log for good and says why. Returns the error for the caller. */
+int log_fail(pb_log *log, int rc, const char *what, const char *path, uint64_t pos);
+
+/* Time-rotation period of a receive time: floor((t + utc_offset) / every). */
+int64_t log_period_of(const pb_log *log, int64_t t_ns);
+
+/* Appends n encoded index entries to the active segment's index; a failed
+ * write stops indexing this segment (the index is a cache). */
+void log_write_index(pb_log *log, const uint8_t *entries, size_t n);
+
+/* Makes the directory's entries durable: a new file is not durable until
+ * the directory that names it is synced. */
+int log_sync_dir(pb_log *log);
+
+/* Closes the active segment's index, if open (a failure is only logged: the
+ * index is a cache). */
+void log_close_index(pb_log *log);
+
+/* Closes the active segment's files. Returns the .log's close result. */
+int log_close_active(pb_log *log);
+
+/* Opens a new, empty index for the active segment (O_TRUNC: any old one is
+ * a stale cache). Failure only disables indexing. */
+void log_create_index(pb_log *log, int64_t created);
+
+/* Creates segment `base` as the active one: header written and synced, then
+ * the directory synced, so a segment that exists after a crash always has a
+ * whole header unless the crash came before that sync (never acked). */
+int log_create_segment(pb_log *log, uint64_t base);
+
+#endif
