@@ -22,13 +22,13 @@
 
 static const struct msg_desc EVENT_D =
     MSG_DESC("EncapsulatedEvent", "topic", "tags", "client_event_time", "client_transmit_time",
-             "server_receive_time", "payload_size", "payload");
+             "server_receive_time", "payload_size", "payload", "id");
 static const struct msg_desc TIMESTAMP_D = MSG_DESC("Timestamp", "seconds", "nanos");
 static const struct msg_desc ANY_D = MSG_DESC("Any", "type_url", "value");
 static const struct msg_desc TAG_D = MSG_DESC("TagsEntry", "key", "value");
 
 /* The wire type of each known field, by number ([0] is never read). */
-static const uint8_t FIELD_TYPE[EVENT_PAYLOAD + 1] = {
+static const uint8_t FIELD_TYPE[EVENT_ID + 1] = {
     [EVENT_TOPIC] = WIRE_LEN,
     [EVENT_TAGS] = WIRE_LEN,
     [EVENT_CLIENT_EVENT_TIME] = WIRE_LEN,
@@ -36,6 +36,7 @@ static const uint8_t FIELD_TYPE[EVENT_PAYLOAD + 1] = {
     [EVENT_SERVER_RECEIVE_TIME] = WIRE_LEN,
     [EVENT_PAYLOAD_SIZE] = WIRE_VARINT,
     [EVENT_PAYLOAD] = WIRE_LEN,
+    [EVENT_ID] = WIRE_LEN,
 };
 
 /* A Timestamp accumulated over every occurrence of its field (merge rule). */
@@ -159,7 +160,7 @@ walk_next(wire_cursor *c, unsigned want, bool strict, event_item *it, char *err,
     while (!wire_cursor_done(c)) {
         if (msg_next(c, f, &EVENT_D, err, errlen) < 0)
             return PB_EPROTO;
-        if (f->number > EVENT_PAYLOAD)
+        if (f->number > EVENT_ID)
             continue; /* unknown: a newer producer's field, kept in the bytes */
         /* One table lookup, not a switch: event_scan dispatches on the
          * field number right after, and two switches per field showed in
@@ -240,6 +241,15 @@ int event_scan(const uint8_t *p, size_t n, event_view *v, char *err, size_t errl
         case EVENT_PAYLOAD:
             v->has_payload = true;
             rc = scan_any(&c, f->data, v, inner, sizeof inner);
+            break;
+        case EVENT_ID:
+            /* Errors here name the field itself: nothing nested to wrap. */
+            if (msg_want_string(f, &c, &EVENT_D, err, errlen) < 0)
+                return PB_EPROTO;
+            if (f->data.len > EVENT_ID_MAX_BYTES)
+                return msg_fail(err, errlen, &EVENT_D, f, "%zu bytes, over the maximum of %d bytes",
+                                f->data.len, EVENT_ID_MAX_BYTES);
+            v->id = f->data;
             break;
         }
         if (rc < 0)

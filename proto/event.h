@@ -32,7 +32,11 @@ enum event_field {
     EVENT_SERVER_RECEIVE_TIME = 5,
     EVENT_PAYLOAD_SIZE = 6,
     EVENT_PAYLOAD = 7,
+    EVENT_ID = 8,
 };
+
+/* EncapsulatedEvent.id: at most this many bytes of UTF-8. */
+#define EVENT_ID_MAX_BYTES 64
 
 typedef struct event_tag {
     wire_slice key;
@@ -61,7 +65,7 @@ typedef struct event_tag {
  * event_scan checks what is inside them.
  */
 #define EVENT_WANT(field) (1u << (field))
-#define EVENT_WANT_ALL    0xffu /* fields 1..7 (bit 0 is never a field) */
+#define EVENT_WANT_ALL    0x1feu /* fields 1..8 (bit 0 is never a field) */
 
 typedef struct event_walker {
     wire_cursor c;
@@ -92,6 +96,7 @@ typedef struct event_view {
     wire_slice topic;
     wire_slice type_url; /* payload.type_url (empty when absent) */
     wire_slice value;    /* payload.value (empty when absent) */
+    wire_slice id;       /* the publisher's event id (empty when absent) */
     bool has_payload;
     int64_t payload_size;
     event_time client_event_time;
@@ -104,7 +109,8 @@ typedef struct event_view {
 /*
  * Validate an EncapsulatedEvent completely and fill *v (pointing into p).
  * Every known field must have its wire type; strings (topic, tag keys and
- * values, type_url) must be valid UTF-8; Timestamps have nanos in
+ * values, type_url, id) must be valid UTF-8; the id is at most
+ * EVENT_ID_MAX_BYTES bytes; Timestamps have nanos in
  * [0, 999999999] and must fit int64 nanoseconds (years 1677..2262); unknown
  * fields are skipped. Repeated occurrences follow protobuf: the last value
  * of a scalar or string wins, and repeated occurrences of a message field

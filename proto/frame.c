@@ -21,11 +21,13 @@
 #include <string.h>
 
 static const struct msg_desc FRAME_D =
-    MSG_DESC("Frame", "id", "hello", "publish", "publish_ack", "subscribe", "event", "error");
-static const struct msg_desc PUBLISH_D = MSG_DESC("Publish", "events", "no_ack");
+    MSG_DESC("Frame", "id", "hello", "publish", "publish_ack", "subscribe", "event", "error",
+             "subscribed", "caught_up", "replica_ack", "ping", "pong");
+static const struct msg_desc PUBLISH_D = MSG_DESC("Publish", "events", "no_ack", "expect");
+static const struct msg_desc EXPECT_D = MSG_DESC("ExpectLast", "topic", "none", "offset");
 static const struct msg_desc EVFRAME_D = MSG_DESC("Event", "partition", "offset", "event");
 static const struct msg_desc ACK_D =
-    MSG_DESC("PublishAck", "partitions", "partition_index", "offsets");
+    MSG_DESC("PublishAck", "partitions", "partition_index", "offsets", "duplicates");
 
 /* --- splitting ------------------------------------------------------------ */
 
@@ -66,7 +68,7 @@ int frame_split_next(const uint8_t *buf, size_t n, uint64_t max_frame_bytes, fra
 
 const char *frame_kind_name(enum frame_kind kind)
 {
-    if (kind >= FRAME_HELLO && kind <= FRAME_ERROR)
+    if (kind >= FRAME_HELLO && kind <= FRAME_KIND_MAX)
         return FRAME_D.fields[kind];
     return "none";
 }
@@ -86,7 +88,7 @@ int frame_parse(const uint8_t *p, size_t n, frame_view *f, char *err, size_t err
             if (msg_want_type(&fld, WIRE_VARINT, &FRAME_D, err, errlen) < 0)
                 return PB_EPROTO;
             f->id = fld.value;
-        } else if (fld.number >= FRAME_HELLO && fld.number <= FRAME_ERROR) {
+        } else if (fld.number >= FRAME_HELLO && fld.number <= FRAME_KIND_MAX) {
             if (msg_want_type(&fld, WIRE_LEN, &FRAME_D, err, errlen) < 0)
                 return PB_EPROTO;
             if (f->kind != FRAME_NONE)
@@ -104,6 +106,28 @@ int frame_parse(const uint8_t *p, size_t n, frame_view *f, char *err, size_t err
 }
 
 /* --- Publish ---------------------------------------------------------------- */
+
+/* One ExpectLast (Publish.expect): its fields well-formed, topic UTF-8.
+ * Errors are worded for ExpectLast into err; the caller wraps them. */
+static int check_expect(const wire_cursor *parent, wire_slice s, char *err, size_t errlen)
+{
+    wire_cursor c;
+    wire_field f;
+
+    wire_cursor_sub(&c, parent, s);
+    while (!wire_cursor_done(&c)) {
+        if (msg_next(&c, &f, &EXPECT_D, err, errlen) < 0)
+            return PB_EPROTO;
+        if (f.number == 1) {
+            if (msg_want_string(&f, &c, &EXPECT_D, err, errlen) < 0)
+                return PB_EPROTO;
+        } else if (f.number == 2 || f.number == 3) {
+            if (msg_want_type(&f, WIRE_VARINT, &EXPECT_D, err, errlen) < 0)
+                return PB_EPROTO;
+        }
+    }
+    return 0;
+}
 
 int publish_open(const uint8_t *p, size_t n, publish_iter *it, char *err, size_t errlen)
 {
@@ -124,6 +148,14 @@ int publish_open(const uint8_t *p, size_t n, publish_iter *it, char *err, size_t
             if (msg_want_type(&f, WIRE_VARINT, &PUBLISH_D, err, errlen) < 0)
                 return PB_EPROTO;
             it->no_ack = f.value != 0;
+        } else if (f.number == 3) {
+            char inner[MSG_ERR_MAX];
+
+            if (msg_want_type(&f, WIRE_LEN, &PUBLISH_D, err, errlen) < 0)
+                return PB_EPROTO;
+            if (check_expect(&c, f.data, inner, sizeof inner) < 0)
+                return msg_fail(err, errlen, &PUBLISH_D, &f, "%s", inner);
+            it->n_expect++;
         }
     }
     return 0;
@@ -397,7 +429,7 @@ int publish_ack_open(const uint8_t *p, size_t n, publish_ack_iter *it, char *err
             if (msg_want_string(&f, &c, &ACK_D, err, errlen) < 0)
                 return PB_EPROTO;
             it->n_partitions++;
-        } else if ((f.number == 2 || f.number == 3) && f.type != WIRE_VARINT &&
+        } else if ((f.number == 2 || f.number == 3 || f.number == 4) && f.type != WIRE_VARINT &&
                    f.type != WIRE_LEN) {
             return msg_fail(err, errlen, &ACK_D, &f,
                             "wire type %u (%s), expected a varint or a packed run", f.type,
@@ -407,7 +439,9 @@ int publish_ack_open(const uint8_t *p, size_t n, publish_ack_iter *it, char *err
     /* The limit also keeps every index within uint32 (n_partitions < 2^31). */
     if (count_repeated(&msg, 2, it->n_partitions, "not less than the number of partitions",
                        &n_index, err, errlen) < 0 ||
-        count_repeated(&msg, 3, 0, NULL, &it->n_events, err, errlen) < 0)
+        count_repeated(&msg, 3, 0, NULL, &it->n_events, err, errlen) < 0 ||
+        count_repeated(&msg, 4, UINT32_MAX + 1ull, "over the uint32 range", &it->n_duplicates, err,
+                       errlen) < 0)
         return PB_EPROTO;
     if (n_index != it->n_events) {
         pb_set_err(err, errlen, "PublishAck has %zu partition_index values but %zu offsets",

@@ -73,7 +73,15 @@ enum frame_kind {
     FRAME_SUBSCRIBE = 5,
     FRAME_EVENT = 6,
     FRAME_ERROR = 7,
+    FRAME_SUBSCRIBED = 8,
+    FRAME_CAUGHT_UP = 9,
+    FRAME_REPLICA_ACK = 10,
+    FRAME_PING = 11,
+    FRAME_PONG = 12,
 };
+
+/* The highest body field number this version knows. */
+#define FRAME_KIND_MAX FRAME_PONG
 
 typedef struct frame_view {
     uint64_t id;
@@ -100,13 +108,16 @@ const char *frame_kind_name(enum frame_kind kind);
 typedef struct publish_iter {
     wire_cursor c;
     size_t n_events; /* events in the batch */
+    size_t n_expect; /* Publish.expect entries (ExpectLast) */
     bool no_ack;     /* last no_ack wins; any nonzero varint is true */
 } publish_iter;
 
 /*
  * Check the Publish message's framing (every field well-formed; events are
- * length-delimited; no_ack a varint), count the events and read no_ack.
- * The events' contents are checked per event with event_scan.
+ * length-delimited; no_ack a varint; each expect entry a well-formed
+ * ExpectLast: topic UTF-8, none and offset varints), count the events and
+ * the expectations and read no_ack. The events' contents are checked per
+ * event with event_scan.
  */
 int publish_open(const uint8_t *p, size_t n, publish_iter *it, char *err, size_t errlen);
 
@@ -196,6 +207,7 @@ typedef struct publish_ack_iter {
     wire_repeated offsets;
     size_t n_partitions;
     size_t n_events;
+    size_t n_duplicates; /* PublishAck.duplicates entries (indexes, not walked here) */
 } publish_ack_iter;
 
 /*

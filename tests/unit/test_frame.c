@@ -158,6 +158,7 @@ static void assert_view_matches(const event_view *v, const Protobus__Encapsulate
         if (pt[i] != NULL)
             assert_true(vt[i]->ns == ts_ns(pt[i]));
     }
+    assert_true(slice_is_str(v->id, u->id));
     assert_int_equal(v->has_payload, u->payload != NULL);
     if (u->payload != NULL) {
         assert_true(slice_is_str(v->type_url, u->payload->type_url));
@@ -335,12 +336,20 @@ static void test_frame_parse_every_kind(void **state)
     Protobus__Subscribe sub = PROTOBUS__SUBSCRIBE__INIT;
     Protobus__Event ev = PROTOBUS__EVENT__INIT;
     Protobus__Error er = PROTOBUS__ERROR__INIT;
+    Protobus__Subscribed sd = PROTOBUS__SUBSCRIBED__INIT;
+    Protobus__CaughtUp cu = PROTOBUS__CAUGHT_UP__INIT;
+    Protobus__ReplicaAck ra = PROTOBUS__REPLICA_ACK__INIT;
+    Protobus__Ping pi = PROTOBUS__PING__INIT;
+    Protobus__Pong po = PROTOBUS__PONG__INIT;
     Protobus__EncapsulatedEvent inner = PROTOBUS__ENCAPSULATED_EVENT__INIT;
     char *patterns[] = {"sensors\\..*"};
-    const ProtobufCMessage *bodies[] = {&h.base,   &pub.base, &ack.base,
-                                        &sub.base, &ev.base,  &er.base};
-    const uint64_t ids[] = {0, 1, 127, 128, UINT64_MAX, 42};
+    const ProtobufCMessage *bodies[] = {&h.base,  &pub.base, &ack.base, &sub.base,
+                                        &ev.base, &er.base,  &sd.base,  &cu.base,
+                                        &ra.base, &pi.base,  &po.base};
+    const uint64_t ids[] = {0, 1, 127, 128, UINT64_MAX, 42, 7, 8, 9, 10, 1u << 20};
+    enum { NKINDS = sizeof bodies / sizeof bodies[0] };
 
+    assert_int_equal(NKINDS, FRAME_KIND_MAX - 1);
     h.name = "x";
     sub.n_patterns = 1;
     sub.patterns = patterns;
@@ -348,7 +357,8 @@ static void test_frame_parse_every_kind(void **state)
     ev.event = &inner;
     ev.partition = "p";
     er.code = PROTOBUS__CODE__DATA_LOSS;
-    for (int k = 0; k < 6; k++) {
+    cu.history_events = 3;
+    for (int k = 0; k < NKINDS; k++) {
         Protobus__Frame f = PROTOBUS__FRAME__INIT;
         frame_view fv;
         char err[256] = "";
@@ -372,15 +382,15 @@ static void test_frame_parse_every_kind(void **state)
 
 static void test_frame_parse_unknown_body(void **state)
 {
-    /* id 9, then field 12 (a future frame type) and an unknown varint. */
-    const uint8_t body[] = {0x08, 0x09, 0x62, 0x02, 0x08, 0x01, 0x68, 0x01};
+    /* id 9, then field 100 (a future frame type) and an unknown varint. */
+    const uint8_t body[] = {0x08, 0x09, 0xa2, 0x06, 0x02, 0x08, 0x01, 0x68, 0x01};
     Protobus__Frame *u;
     frame_view fv;
 
     assert_int_equal(frame_parse(body, sizeof body, &fv, NULL, 0), 0);
     assert_int_equal(fv.kind, FRAME_NONE);
     assert_int_equal(fv.id, 9);
-    assert_int_equal(fv.unknown_field, 12);
+    assert_int_equal(fv.unknown_field, 100);
     u = protobus__frame__unpack(NULL, sizeof body, body);
     assert_non_null(u);
     assert_int_equal(u->body_case, PROTOBUS__FRAME__BODY__NOT_SET);
@@ -448,7 +458,7 @@ static void test_publish_walk(void **state)
     free(whole.p);
 
     /* Hand order: no_ack first (then overridden), an unknown field between. */
-    const uint8_t hand[] = {0x10, 0x01, 0x0a, 0x00, 0x1d, 1,    2,   3,
+    const uint8_t hand[] = {0x10, 0x01, 0x0a, 0x00, 0x25, 1,    2,   3,
                             4,    0x10, 0x00, 0x0a, 0x02, 0x0a, 0x00};
     assert_int_equal(publish_open(hand, sizeof hand, &it, err, sizeof err), 0);
     assert_int_equal(it.n_events, 2);
@@ -462,6 +472,32 @@ static void test_publish_walk(void **state)
     const uint8_t bad[] = {0x08, 0x01};
     expect_err(publish_open(bad, sizeof bad, &it, err, sizeof err), PB_EPROTO, err,
                "Publish field 1 (events) at byte 0: wire type 0");
+
+    /* Expectations (field 3) are counted and checked like protobuf-c does. */
+    Protobus__ExpectLast ex[2] = {PROTOBUS__EXPECT_LAST__INIT, PROTOBUS__EXPECT_LAST__INIT};
+    Protobus__ExpectLast *exp[2] = {&ex[0], &ex[1]};
+    ex[0].topic = "topic.0";
+    ex[0].offset = 41;
+    ex[1].topic = "topic.1";
+    ex[1].none = 1;
+    pub.n_expect = 2;
+    pub.expect = exp;
+    whole = pack_msg(&pub.base);
+    assert_int_equal(publish_open(whole.p, whole.len, &it, err, sizeof err), 0);
+    assert_int_equal(it.n_events, 3);
+    assert_int_equal(it.n_expect, 2);
+    free(whole.p);
+    const uint8_t expect_varint[] = {0x18, 0x01};
+    expect_err(publish_open(expect_varint, sizeof expect_varint, &it, err, sizeof err), PB_EPROTO,
+               err, "Publish field 3 (expect) at byte 0: wire type 0");
+    const uint8_t expect_bad_topic[] = {0x1a, 0x03, 0x0a, 0x01, 0xff};
+    expect_err(publish_open(expect_bad_topic, sizeof expect_bad_topic, &it, err, sizeof err),
+               PB_EPROTO, err,
+               "Publish field 3 (expect) at byte 0: ExpectLast field 1 (topic) at byte 2: invalid "
+               "UTF-8");
+    const uint8_t expect_bad_offset[] = {0x1a, 0x02, 0x1a, 0x00};
+    expect_err(publish_open(expect_bad_offset, sizeof expect_bad_offset, &it, err, sizeof err),
+               PB_EPROTO, err, "ExpectLast field 3 (offset) at byte 2: wire type 2");
 }
 
 /* --- event scanner ------------------------------------------------------------------ */
@@ -661,6 +697,47 @@ static void test_event_scan_errors(void **state)
                    cases[i].needle);
         assert_non_null(strstr(err, "EncapsulatedEvent"));
     }
+}
+
+/* EncapsulatedEvent.id (field 8): UTF-8, at most 64 bytes; a wrong wire
+ * type is refused as protobuf-c refuses it. */
+static void test_event_scan_id(void **state)
+{
+    Protobus__EncapsulatedEvent ev = PROTOBUS__ENCAPSULATED_EVENT__INIT;
+    char id[EVENT_ID_MAX_BYTES + 2];
+    char err[256] = "";
+    event_view v;
+    buf b;
+
+    memset(id, 'i', sizeof id - 1);
+    id[EVENT_ID_MAX_BYTES] = '\0';
+    ev.topic = "a.b";
+    ev.id = id;
+    b = pack_msg(&ev.base); /* 64 bytes: the most accepted */
+    assert_int_equal(event_scan(b.p, b.len, &v, err, sizeof err), 0);
+    assert_int_equal(v.id.len, EVENT_ID_MAX_BYTES);
+    assert_scan_agrees(b.p, b.len);
+    free(b.p);
+
+    id[EVENT_ID_MAX_BYTES] = 'i';
+    id[EVENT_ID_MAX_BYTES + 1] = '\0';
+    b = pack_msg(&ev.base);
+    expect_err(event_scan(b.p, b.len, &v, err, sizeof err), PB_EPROTO, err,
+               "EncapsulatedEvent field 8 (id) at byte 5: 65 bytes, over the maximum of 64 bytes");
+    free(b.p);
+
+    const uint8_t varint_id[] = {0x40, 0x01};
+    expect_err(event_scan(varint_id, sizeof varint_id, &v, err, sizeof err), PB_EPROTO, err,
+               "field 8 (id) at byte 0: wire type 0 (varint)");
+    assert_null(protobus__encapsulated_event__unpack(NULL, sizeof varint_id, varint_id));
+    const uint8_t bad_utf8[] = {0x42, 0x02, 0x61, 0xc3};
+    expect_err(event_scan(bad_utf8, sizeof bad_utf8, &v, err, sizeof err), PB_EPROTO, err,
+               "field 8 (id) at byte 0: invalid UTF-8 at byte 3");
+    /* The last id wins, as for every string. */
+    const uint8_t two[] = {0x42, 0x01, 0x61, 0x42, 0x01, 0x62};
+    assert_int_equal(event_scan(two, sizeof two, &v, err, sizeof err), 0);
+    assert_true(slice_is_str(v.id, "b"));
+    assert_scan_agrees(two, sizeof two);
 }
 
 /* Map semantics: for a repeated key the last entry wins. */
@@ -1152,6 +1229,17 @@ static void test_publish_ack_unpacked_and_errors(void **state)
                "PublishAck field 2 (partition_index) at byte 3: wire type 5 (32-bit)");
     expect_err(publish_ack_open(cut_packed, sizeof cut_packed, &it, err, sizeof err), PB_EPROTO,
                err, "packed value varint at byte 5 runs past the end");
+
+    /* duplicates (field 4): counted, packed or not; a wrong wire type is refused. */
+    const uint8_t dups[] = {0x0a, 0x01, 'a',  0x12, 0x02, 0x00, 0x00, 0x1a,
+                            0x02, 0x05, 0x06, 0x22, 0x01, 0x01, 0x20, 0x00};
+    const uint8_t dups_fixed[] = {0x0a, 0x01, 'a', 0x25, 0, 0, 0, 0};
+    assert_ack_agrees(dups, sizeof dups);
+    assert_int_equal(publish_ack_open(dups, sizeof dups, &it, err, sizeof err), 0);
+    assert_int_equal(it.n_events, 2);
+    assert_int_equal(it.n_duplicates, 2);
+    expect_err(publish_ack_open(dups_fixed, sizeof dups_fixed, &it, err, sizeof err), PB_EPROTO,
+               err, "PublishAck field 4 (duplicates) at byte 3: wire type 5 (32-bit)");
 }
 
 static void test_error_frame(void **state)
@@ -1565,6 +1653,7 @@ int main(void)
         cmocka_unit_test(test_event_scan_timestamps),
         cmocka_unit_test(test_event_scan_repeated_fields),
         cmocka_unit_test(test_event_scan_errors),
+        cmocka_unit_test(test_event_scan_id),
         cmocka_unit_test(test_event_tags_last_wins),
         cmocka_unit_test(test_topic_validate),
         cmocka_unit_test(test_topic_validate_every_byte),
