@@ -26,6 +26,13 @@ static const struct msg_desc FRAME_D =
 static const struct msg_desc PUBLISH_D = MSG_DESC("Publish", "events", "no_ack", "expect");
 static const struct msg_desc EXPECT_D = MSG_DESC("ExpectLast", "topic", "none", "offset");
 static const struct msg_desc EVFRAME_D = MSG_DESC("Event", "partition", "offset", "event");
+static const struct msg_desc HELLO_D =
+    MSG_DESC("Hello", "protocol_version", "name", "max_frame_bytes", "max_event_bytes", "user",
+             "password", "limits");
+static const struct msg_desc LIMITS_D =
+    MSG_DESC("Limits", "max_subscribe_patterns", "max_pattern_bytes", "max_subscribe_tags",
+             "max_subscribe_offsets", "max_batch_events", "max_event_id_bytes", "dedup_window_ms",
+             "max_expectations", "idle_timeout_ms");
 static const struct msg_desc ACK_D =
     MSG_DESC("PublishAck", "partitions", "partition_index", "offsets", "duplicates");
 
@@ -73,6 +80,13 @@ const char *frame_kind_name(enum frame_kind kind)
     return "none";
 }
 
+const char *frame_field_name(uint32_t number)
+{
+    if (number >= 1 && number <= FRAME_KIND_MAX)
+        return FRAME_D.fields[number];
+    return "unknown";
+}
+
 int frame_parse(const uint8_t *p, size_t n, frame_view *f, char *err, size_t errlen)
 {
     wire_cursor c;
@@ -100,6 +114,106 @@ int frame_parse(const uint8_t *p, size_t n, frame_view *f, char *err, size_t err
             body_pos = fld.pos;
         } else if (fld.type == WIRE_LEN && f->unknown_field == 0) {
             f->unknown_field = fld.number;
+        }
+    }
+    return 0;
+}
+
+/* --- Hello ------------------------------------------------------------------ */
+
+/* Limits: nine varints (uint32 ones are read whole, as for every uint32
+ * here: protobuf-c keeps the low 32 bits, which only matters for a sender
+ * that is wrong anyway). */
+static int parse_limits(const wire_cursor *parent, wire_slice s, frame_limits *l, char *err,
+                        size_t errlen)
+{
+    wire_cursor c;
+    wire_field f;
+
+    wire_cursor_sub(&c, parent, s);
+    while (!wire_cursor_done(&c)) {
+        if (msg_next(&c, &f, &LIMITS_D, err, errlen) < 0)
+            return PB_EPROTO;
+        if (f.number < 1 || f.number > 9)
+            continue;
+        if (msg_want_type(&f, WIRE_VARINT, &LIMITS_D, err, errlen) < 0)
+            return PB_EPROTO;
+        uint32_t v32 = (uint32_t)f.value;
+        switch (f.number) {
+        case 1:
+            l->max_subscribe_patterns = v32;
+            break;
+        case 2:
+            l->max_pattern_bytes = v32;
+            break;
+        case 3:
+            l->max_subscribe_tags = v32;
+            break;
+        case 4:
+            l->max_subscribe_offsets = v32;
+            break;
+        case 5:
+            l->max_batch_events = v32;
+            break;
+        case 6:
+            l->max_event_id_bytes = v32;
+            break;
+        case 7:
+            l->dedup_window_ms = f.value;
+            break;
+        case 8:
+            l->max_expectations = v32;
+            break;
+        default:
+            l->idle_timeout_ms = f.value;
+            break;
+        }
+    }
+    return 0;
+}
+
+int hello_parse(const uint8_t *p, size_t n, hello_view *h, char *err, size_t errlen)
+{
+    wire_cursor c;
+    wire_field f;
+
+    memset(h, 0, sizeof *h);
+    wire_cursor_init(&c, p, n);
+    while (!wire_cursor_done(&c)) {
+        if (msg_next(&c, &f, &HELLO_D, err, errlen) < 0)
+            return PB_EPROTO;
+        switch (f.number) {
+        case 1:
+        case 3:
+        case 4:
+            if (msg_want_type(&f, WIRE_VARINT, &HELLO_D, err, errlen) < 0)
+                return PB_EPROTO;
+            if (f.number == 1)
+                h->protocol_version = f.value;
+            else if (f.number == 3)
+                h->max_frame_bytes = f.value;
+            else
+                h->max_event_bytes = f.value;
+            break;
+        case 2:
+        case 5:
+        case 6:
+            if (msg_want_string(&f, &c, &HELLO_D, err, errlen) < 0)
+                return PB_EPROTO;
+            *(f.number == 2 ? &h->name : f.number == 5 ? &h->user : &h->password) = f.data;
+            break;
+        case 7: {
+            char inner[MSG_ERR_MAX];
+
+            if (msg_want_type(&f, WIRE_LEN, &HELLO_D, err, errlen) < 0)
+                return PB_EPROTO;
+            if (parse_limits(&c, f.data, &h->limits, inner, sizeof inner) < 0)
+                return msg_fail(err, errlen, &HELLO_D, &f, "%s", inner);
+            h->has_limits = true;
+            break;
+        }
+        default:
+            break; /* unknown: a newer peer's */
         }
     }
     return 0;
@@ -328,11 +442,39 @@ size_t frame_put_error(uint8_t *out, size_t cap, uint64_t id, const frame_error 
     return k;
 }
 
+static size_t limits_size(const frame_limits *l)
+{
+    return opt_varint_size(1, l->max_subscribe_patterns) +
+           opt_varint_size(2, l->max_pattern_bytes) + opt_varint_size(3, l->max_subscribe_tags) +
+           opt_varint_size(4, l->max_subscribe_offsets) + opt_varint_size(5, l->max_batch_events) +
+           opt_varint_size(6, l->max_event_id_bytes) + opt_varint_size(7, l->dedup_window_ms) +
+           opt_varint_size(8, l->max_expectations) + opt_varint_size(9, l->idle_timeout_ms);
+}
+
+static size_t limits_put(uint8_t *out, const frame_limits *l)
+{
+    size_t k = 0;
+
+    k += opt_varint_put(out + k, 1, l->max_subscribe_patterns);
+    k += opt_varint_put(out + k, 2, l->max_pattern_bytes);
+    k += opt_varint_put(out + k, 3, l->max_subscribe_tags);
+    k += opt_varint_put(out + k, 4, l->max_subscribe_offsets);
+    k += opt_varint_put(out + k, 5, l->max_batch_events);
+    k += opt_varint_put(out + k, 6, l->max_event_id_bytes);
+    k += opt_varint_put(out + k, 7, l->dedup_window_ms);
+    k += opt_varint_put(out + k, 8, l->max_expectations);
+    k += opt_varint_put(out + k, 9, l->idle_timeout_ms);
+    return k;
+}
+
 size_t frame_put_hello(uint8_t *out, size_t cap, uint64_t id, const frame_hello *h)
 {
-    size_t nlen = cstr_len(h->name);
+    size_t nlen = cstr_len(h->name), ulen = cstr_len(h->user), plen = cstr_len(h->password);
+    size_t llen = h->limits ? limits_size(h->limits) : 0;
     size_t body = opt_varint_size(1, h->protocol_version) + opt_str_size(2, nlen) +
-                  opt_varint_size(3, h->max_frame_bytes) + opt_varint_size(4, h->max_event_bytes);
+                  opt_varint_size(3, h->max_frame_bytes) + opt_varint_size(4, h->max_event_bytes) +
+                  opt_str_size(5, ulen) + opt_str_size(6, plen) +
+                  (h->limits ? wire_len_field_size(7, llen) : 0);
     size_t frame_len, total, k;
 
     total = frame_size(id, FRAME_HELLO, body, &frame_len);
@@ -343,6 +485,75 @@ size_t frame_put_hello(uint8_t *out, size_t cap, uint64_t id, const frame_hello 
     k += opt_str_put(out + k, 2, h->name, nlen);
     k += opt_varint_put(out + k, 3, h->max_frame_bytes);
     k += opt_varint_put(out + k, 4, h->max_event_bytes);
+    k += opt_str_put(out + k, 5, h->user, ulen);
+    k += opt_str_put(out + k, 6, h->password, plen);
+    if (h->limits) {
+        k += wire_put_tag(out + k, 7, WIRE_LEN);
+        k += wire_put_varint(out + k, llen);
+        k += limits_put(out + k, h->limits);
+    }
+    return k;
+}
+
+/* A frame whose body is an empty message (Ping, Pong). */
+static size_t put_empty_body(uint8_t *out, size_t cap, uint64_t id, uint32_t body_field)
+{
+    size_t frame_len, total = frame_size(id, body_field, 0, &frame_len);
+
+    if (total > cap)
+        return total;
+    return frame_start(out, frame_len, id, body_field, 0);
+}
+
+size_t frame_put_pong(uint8_t *out, size_t cap, uint64_t id)
+{
+    return put_empty_body(out, cap, id, FRAME_PONG);
+}
+
+size_t frame_put_ping(uint8_t *out, size_t cap, uint64_t id)
+{
+    return put_empty_body(out, cap, id, FRAME_PING);
+}
+
+size_t frame_put_caught_up(uint8_t *out, size_t cap, uint64_t id, uint64_t history_events)
+{
+    size_t body = opt_varint_size(1, history_events), frame_len, total, k;
+
+    total = frame_size(id, FRAME_CAUGHT_UP, body, &frame_len);
+    if (total > cap)
+        return total;
+    k = frame_start(out, frame_len, id, FRAME_CAUGHT_UP, body);
+    k += opt_varint_put(out + k, 1, history_events);
+    return k;
+}
+
+static size_t position_size(const frame_position *p)
+{
+    return opt_str_size(1, cstr_len(p->partition)) + opt_varint_size(2, p->first_offset) +
+           opt_varint_size(3, p->start_offset) + opt_varint_size(4, p->end_offset);
+}
+
+size_t frame_put_subscribed(uint8_t *out, size_t cap, uint64_t id, const frame_position *parts,
+                            size_t n)
+{
+    size_t body = 0, frame_len, total, k;
+
+    for (size_t i = 0; i < n; i++)
+        body += wire_len_field_size(1, position_size(&parts[i]));
+    total = frame_size(id, FRAME_SUBSCRIBED, body, &frame_len);
+    if (total > cap)
+        return total;
+    k = frame_start(out, frame_len, id, FRAME_SUBSCRIBED, body);
+    for (size_t i = 0; i < n; i++) {
+        const frame_position *p = &parts[i];
+
+        k += wire_put_tag(out + k, 1, WIRE_LEN);
+        k += wire_put_varint(out + k, position_size(p));
+        k += opt_str_put(out + k, 1, p->partition, cstr_len(p->partition));
+        k += opt_varint_put(out + k, 2, p->first_offset);
+        k += opt_varint_put(out + k, 3, p->start_offset);
+        k += opt_varint_put(out + k, 4, p->end_offset);
+    }
     return k;
 }
 

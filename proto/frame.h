@@ -96,12 +96,50 @@ typedef struct frame_view {
  * a Frame without a known body gives kind FRAME_NONE (the daemon answers
  * UNIMPLEMENTED "unknown frame type"). A Frame carrying more than one body
  * field is refused (PB_EPROTO): protobuf would merge or replace them, which
- * no correct sender relies on. The last id wins.
+ * no correct sender relies on. The last id wins. On PB_EPROTO, f->id still
+ * holds the id if one was read before the fault (else 0), so that the
+ * answer to a malformed frame can carry it.
  */
 int frame_parse(const uint8_t *p, size_t n, frame_view *f, char *err, size_t errlen);
 
 /* "hello", "publish", ..., "none": for messages and logs. */
 const char *frame_kind_name(enum frame_kind kind);
+
+/* The name of Frame field `number`: "id", a body's name, or "unknown". */
+const char *frame_field_name(uint32_t number);
+
+/* --- Hello ------------------------------------------------------------ */
+
+/* Limits (Hello field 7): the server's caps; 0 = not announced. */
+typedef struct frame_limits {
+    uint32_t max_subscribe_patterns;
+    uint32_t max_pattern_bytes;
+    uint32_t max_subscribe_tags;
+    uint32_t max_subscribe_offsets;
+    uint32_t max_batch_events;
+    uint32_t max_event_id_bytes;
+    uint64_t dedup_window_ms;
+    uint32_t max_expectations;
+    uint64_t idle_timeout_ms;
+} frame_limits;
+
+typedef struct hello_view {
+    uint64_t protocol_version; /* as sent (a uint32 field; larger values kept, to be refused) */
+    wire_slice name;           /* UTF-8 */
+    uint64_t max_frame_bytes;
+    uint64_t max_event_bytes;
+    wire_slice user;     /* UTF-8 */
+    wire_slice password; /* UTF-8; never log it */
+    bool has_limits;
+    frame_limits limits;
+} hello_view;
+
+/*
+ * Walk a Hello message (a frame_view body of kind FRAME_HELLO): strings are
+ * UTF-8, numbers varints, limits a well-formed Limits. The last occurrence
+ * of a field wins; occurrences of limits merge field by field.
+ */
+int hello_parse(const uint8_t *p, size_t n, hello_view *h, char *err, size_t errlen);
 
 /* --- Publish ---------------------------------------------------------- */
 
@@ -182,10 +220,34 @@ typedef struct frame_hello {
     const char *name; /* NULL = empty; invalid UTF-8 sent as '?' */
     uint64_t max_frame_bytes;
     uint64_t max_event_bytes;
+    const char *user;           /* NULL = empty */
+    const char *password;       /* NULL = empty (client -> server only) */
+    const frame_limits *limits; /* NULL = absent; else sent, even if all 0 */
 } frame_hello;
 
 /* A delimited Hello frame. */
 size_t frame_put_hello(uint8_t *out, size_t cap, uint64_t id, const frame_hello *h);
+
+/* A delimited Pong frame (the answer to a Ping, same id). */
+size_t frame_put_pong(uint8_t *out, size_t cap, uint64_t id);
+
+/* A delimited Ping frame. */
+size_t frame_put_ping(uint8_t *out, size_t cap, uint64_t id);
+
+/* A delimited CaughtUp frame. */
+size_t frame_put_caught_up(uint8_t *out, size_t cap, uint64_t id, uint64_t history_events);
+
+/* One entry of Subscribed.partitions. */
+typedef struct frame_position {
+    const char *partition; /* NUL-terminated */
+    uint64_t first_offset;
+    uint64_t start_offset;
+    uint64_t end_offset;
+} frame_position;
+
+/* A delimited Subscribed frame listing parts[0..n). */
+size_t frame_put_subscribed(uint8_t *out, size_t cap, uint64_t id, const frame_position *parts,
+                            size_t n);
 
 /* --- client-side decoders ----------------------------------------------- */
 

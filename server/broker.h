@@ -71,6 +71,10 @@ struct pub_batch {
     uint32_t nparts;
     pub_part *parts;
     pub_batch *next_done; /* net.c's completion list link */
+    /* net.c, loop thread only: replies go out in request order. */
+    pub_batch *next_reply; /* the connection's batches, in request order */
+    void *replies_after;   /* replies due after this batch's, in order */
+    int complete;          /* every part is done: its reply may go */
     size_t bytes_len;
     uint8_t *bytes; /* the Publish frame's bytes; events point into it */
 };

@@ -72,6 +72,8 @@ static const struct key_def {
     {"max_connections", V_U32, offsetof(pb_config, max_connections), 1, 1000000},
     {"write_deadline_ms", V_U32, offsetof(pb_config, write_deadline_ms), 1, 86400000},
     {"idle_timeout_ms", V_U32, offsetof(pb_config, idle_timeout_ms), 1, 86400000},
+    {"handshake_timeout_ms", V_U32, offsetof(pb_config, handshake_timeout_ms), 1, 86400000},
+    {"max_handshaking", V_U32, offsetof(pb_config, max_handshaking), 1, 1000000},
     {"log_level", V_LOG_LEVEL, 0, 0, 0},
     {"route_cache_entries", V_U32, offsetof(pb_config, route_cache_entries), 16, 1U << 24},
 };
@@ -551,6 +553,11 @@ static void set_defaults(pb_config *cfg)
     cfg->subscriber_queue_total_bytes = 32 * MIB;
     cfg->write_deadline_ms = 30000;
     cfg->idle_timeout_ms = 60000;
+    cfg->handshake_timeout_ms = 10000;
+    /* As many as max_connections: a herd of clients reconnecting at once
+     * (after a restart) all fit; silent ones are still evicted, oldest
+     * first, when a new connection finds either cap reached. */
+    cfg->max_handshaking = 1024;
     cfg->log_level = LOG_INFO;
     /* Above the 100,000-distinct-topics goal, so such a workload routes
      * from the cache after the first sight of each topic. */

@@ -74,6 +74,9 @@ typedef struct pb_config {
     uint64_t subscriber_queue_total_bytes; /* bound of all live queues together */
     uint32_t write_deadline_ms;            /* drop a subscriber that accepts nothing this long */
     uint32_t idle_timeout_ms;              /* drop a client stalled in the middle of a frame */
+    uint32_t handshake_timeout_ms;         /* a connection's Hello must arrive within this */
+    uint32_t max_handshaking;              /* connections before their Hello; at the cap the
+                                              oldest is closed for a new one */
     enum log_level log_level;              /* logging.h */
     uint32_t route_cache_entries;          /* router's topic -> partition cache bound */
     pb_rule *rules;                        /* in file order; first match wins */

@@ -43,16 +43,14 @@ typedef struct route_memo {
     uint32_t part;
 } route_memo;
 
-static int refuse(ingest_error *e, int code, bool fatal, uint32_t index_plus_one,
-                  const char *part_name, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
+static int refuse(ingest_error *e, int code, uint32_t index_plus_one, const char *part_name,
+                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 /* Fills *e; returns PB_EINVAL for the caller to pass on. */
-static int refuse(ingest_error *e, int code, bool fatal, uint32_t index_plus_one,
-                  const char *part_name, const char *fmt, ...)
+static int refuse(ingest_error *e, int code, uint32_t index_plus_one, const char *part_name,
+                  const char *fmt, ...)
 {
     e->code = code;
-    e->fatal = fatal;
     e->event_index_plus_one = index_plus_one;
     snprintf(e->partition, sizeof e->partition, "%s", part_name ? part_name : "");
     va_list ap;
@@ -104,14 +102,14 @@ static int route_event(const ingest_options *o, pub_batch *b, uint32_t i, route_
         char msg[512];
         router_format_error(o->router, rc, (const char *)e->topic, e->topic_len, &route, msg,
                             sizeof msg);
-        return refuse(err, rc == PB_ENOTFOUND ? PB_CODE_NOT_FOUND : PB_CODE_INVALID_ARGUMENT, false,
-                      i + 1, NULL, "%s", msg);
+        return refuse(err, rc == PB_ENOTFOUND ? PB_CODE_NOT_FOUND : PB_CODE_INVALID_ARGUMENT, i + 1,
+                      NULL, "%s", msg);
     }
     partition *p = NULL;
     if (m->p && strcmp(partition_name(m->p), route.partition) == 0) {
         p = m->p;
     } else if ((rc = store_get(o->store, route.partition, &p)) < 0) {
-        return refuse(err, PB_CODE_UNAVAILABLE, false, i + 1, route.partition,
+        return refuse(err, PB_CODE_UNAVAILABLE, i + 1, route.partition,
                       "partition %s cannot be opened: %s", route.partition, pb_strerror(rc));
     }
     /* Find or add this batch's part for p (batches touch few partitions). */
@@ -141,13 +139,13 @@ static int add_event(const ingest_options *o, pub_batch *b, uint32_t i, wire_sli
     e->data = ev.p;
     e->len = (uint32_t)ev.len;
     if (ev.len > o->max_event_bytes)
-        return refuse(err, PB_CODE_INVALID_ARGUMENT, false, i + 1, NULL,
+        return refuse(err, PB_CODE_INVALID_ARGUMENT, i + 1, NULL,
                       "event %u is %zu bytes, over the maximum of %llu bytes (max_event_bytes)", i,
                       ev.len, (unsigned long long)o->max_event_bytes);
     event_view v;
     char why[300];
     if (event_scan(ev.p, ev.len, &v, why, sizeof why) < 0)
-        return refuse(err, PB_CODE_INVALID_ARGUMENT, false, i + 1, NULL,
+        return refuse(err, PB_CODE_INVALID_ARGUMENT, i + 1, NULL,
                       "event %u is not a valid EncapsulatedEvent: %s", i, why);
     e->topic = v.topic.p;
     e->topic_len = (uint32_t)v.topic.len;
@@ -156,8 +154,8 @@ static int add_event(const ingest_options *o, pub_batch *b, uint32_t i, wire_sli
         k = m->part; /* same bytes as the previous topic: valid, and routed there */
     } else {
         if (topic_validate(v.topic.p, v.topic.len, why, sizeof why) < 0)
-            return refuse(err, PB_CODE_INVALID_ARGUMENT, false, i + 1, NULL,
-                          "event %u: invalid topic: %s", i, why);
+            return refuse(err, PB_CODE_INVALID_ARGUMENT, i + 1, NULL, "event %u: invalid topic: %s",
+                          i, why);
         int rc = route_event(o, b, i, m, &k, err);
         if (rc < 0)
             return rc;
@@ -191,16 +189,21 @@ int ingest_prepare(const ingest_options *o, uint64_t id, const uint8_t *body, si
     char why[512];
     publish_iter it;
     if (publish_open(body, len, &it, why, sizeof why) < 0)
-        return refuse(err, PB_CODE_INVALID_ARGUMENT, true, 0, NULL, "malformed Publish frame: %s",
-                      why);
+        return refuse(err, PB_CODE_INVALID_ARGUMENT, 0, NULL, "malformed Publish frame: %s", why);
+    /* Until the partition writers check expectations, a Publish that
+     * states some is refused whole: storing it unchecked would break the
+     * promise it asks for. */
+    if (it.n_expect > 0)
+        return refuse(err, PB_CODE_UNIMPLEMENTED, 0, NULL,
+                      "Publish.expect (expected-offset checks) is not supported by this server; "
+                      "nothing of the batch was stored");
     if (it.n_events > UINT32_MAX / 2)
-        return refuse(err, PB_CODE_INVALID_ARGUMENT, true, 0, NULL,
+        return refuse(err, PB_CODE_INVALID_ARGUMENT, 0, NULL,
                       "malformed Publish frame: too many events");
     uint32_t nevents = (uint32_t)it.n_events;
     ingest_batch *ib = batch_new(nevents, body, len);
     if (!ib)
-        return refuse(err, PB_CODE_RESOURCE_EXHAUSTED, false, 0, NULL,
-                      "out of memory for this batch");
+        return refuse(err, PB_CODE_RESOURCE_EXHAUSTED, 0, NULL, "out of memory for this batch");
     pub_batch *b = &ib->b;
     b->frame_id = id;
     b->no_ack = it.no_ack;
@@ -223,7 +226,7 @@ int ingest_prepare(const ingest_options *o, uint64_t id, const uint8_t *body, si
     }
     if (i != nevents) {
         free(ib);
-        return refuse(err, PB_CODE_INVALID_ARGUMENT, true, 0, NULL,
+        return refuse(err, PB_CODE_INVALID_ARGUMENT, 0, NULL,
                       "malformed Publish frame: events changed while read");
     }
     b->nevents = nevents;
@@ -253,7 +256,7 @@ int ingest_reply(pub_batch *b, uint8_t **frame, size_t *len, ingest_error *err)
         if (p->status == 0)
             continue;
         const char *name = partition_name(p->partition);
-        return refuse(err, PB_CODE_UNAVAILABLE, false, p->count == 1 ? p->events[0] + 1 : 0, name,
+        return refuse(err, PB_CODE_UNAVAILABLE, p->count == 1 ? p->events[0] + 1 : 0, name,
                       "partition %s could not store %u event(s) of this batch: %s; they are not "
                       "acknowledged",
                       name, p->count, pb_strerror(p->status));
@@ -271,7 +274,7 @@ int ingest_reply(pub_batch *b, uint8_t **frame, size_t *len, ingest_error *err)
                                         ib->ack_offsets, b->nevents);
     uint8_t *buf = malloc(need);
     if (!buf)
-        return refuse(err, PB_CODE_RESOURCE_EXHAUSTED, false, 0, NULL,
+        return refuse(err, PB_CODE_RESOURCE_EXHAUSTED, 0, NULL,
                       "out of memory for the PublishAck of %u event(s); they are stored but "
                       "not acknowledged",
                       b->nevents);

@@ -38,9 +38,7 @@ typedef struct ingest_options {
 
 /* Why a Publish is answered with an Error instead of an ack. */
 typedef struct ingest_error {
-    int code;                      /* enum pb_code (protobus.Code) */
-    bool fatal;                    /* the frame breaks the protocol: close the connection
-                                      once the Error is written */
+    int code;                      /* enum pb_code (protobus.Code); the connection stays open */
     uint32_t event_index_plus_one; /* the event at fault + 1; 0: the batch as a whole */
     char partition[PB_PARTITION_NAME_MAX + 1]; /* the partition at fault; "": none */
     char message[640];

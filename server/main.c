@@ -399,6 +399,8 @@ static int serve(daemon_state *d, const char *port_file)
         .max_event_bytes = d->cfg.max_event_bytes,
         .max_connections = d->cfg.max_connections,
         .idle_timeout_ms = d->cfg.idle_timeout_ms,
+        .handshake_timeout_ms = d->cfg.handshake_timeout_ms,
+        .max_handshaking = d->cfg.max_handshaking,
         .max_inflight_bytes = MAX_INFLIGHT_BYTES,
         .router = d->router,
         .store = d->store,

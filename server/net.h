@@ -1,8 +1,10 @@
 /*
- * net - the libuv side of protobusd: accepts TCP connections, splits the
- * byte stream into Frames, answers Hello, validates and routes Publish
- * batches into the partitions' writer queues, sends PublishAck/Error frames,
- * and hands connections that subscribe over to the subscription pool.
+ * net - the libuv side of protobusd: accepts TCP connections, runs their
+ * handshake (session.h decides, net enforces the deadline and the cap on
+ * connections still in it), splits the byte stream into Frames, hands
+ * Publish batches to ingest and sends their PublishAck/Error frames in
+ * request order, answers Ping, and hands connections that subscribe over
+ * to the subscription pool.
  *
  * Threads: everything here runs on the loop thread, except the completion
  * callback the writers call (it only queues the batch and wakes the loop).
@@ -26,8 +28,11 @@ typedef struct net_options {
     uint64_t max_frame_bytes;
     uint64_t max_event_bytes;
     uint32_t max_connections;
-    uint32_t idle_timeout_ms;    /* drop a client stalled in the middle of a frame */
-    uint64_t max_inflight_bytes; /* publish bytes in the writers' queues before reads pause */
+    uint32_t idle_timeout_ms;      /* drop a client stalled in the middle of a frame */
+    uint32_t handshake_timeout_ms; /* a connection's Hello must arrive within this; 0: 10 s */
+    uint32_t max_handshaking;      /* connections before their Hello (oldest closed first);
+                                      0: max_connections */
+    uint64_t max_inflight_bytes;   /* publish bytes in the writers' queues before reads pause */
     struct router *router;
     struct store *store;
     struct sub_registry *subs;

@@ -254,6 +254,13 @@ int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscri
         rc = PB_EPROTO;
         goto fail;
     }
+    if (s->req->replicate) {
+        *grpc_code = PB_CODE_UNIMPLEMENTED;
+        pb_set_err(err, errlen,
+                   "subscribe: replication (Subscribe.replicate) is not supported by this server");
+        rc = PB_EINVAL;
+        goto fail;
+    }
     rc = validate(r, s, err, errlen);
     if (rc == PB_EINVAL)
         *grpc_code = PB_CODE_INVALID_ARGUMENT;

@@ -137,7 +137,7 @@ static void test_thousand_connections(void **state)
 
     /* Warm up: the partition, its files and its writer exist from here on
      * and count in the baseline. This connection stays open throughout. */
-    int warm = itest_connect(d.port);
+    int warm = itest_connect_hello(d.port);
     assert_true(warm >= 0);
     const char *wt[1] = {"warm.up"}, *wp[1] = {"w"};
     Protobus__Frame *r = itest_publish(warm, 1, wt, wp, 1, TIMEOUT_MS);

@@ -102,7 +102,7 @@ static void test_roundtrip_every_field(void **state)
     assert_int_equal(r->publish_ack->offsets[0], 0);
     protobus__frame__free_unpacked(r, NULL);
 
-    int sub = itest_connect(d.port);
+    int sub = itest_connect_hello(d.port);
     assert_true(sub >= 0);
     assert_int_equal(itest_subscribe(sub, 9, "sensors\\..*", PROTOBUS__START_MODE__START_BEGINNING),
                      0);
@@ -170,7 +170,7 @@ static void test_routing(void **state)
                         "[partition second]\nmatch = a\\.b.*\n"
                         "[partition sensors-$1]\nmatch = sensors\\.([a-z]+)\\..*\n";
     assert_int_equal(itest_daemon_start(&d, NULL, rules), 0);
-    int fd = itest_connect(d.port);
+    int fd = itest_connect_hello(d.port);
     assert_true(fd >= 0);
     const char *topics[4] = {"a.b.c", "sensors.kitchen.temp", "sensors.hall.temp", "a.x"};
     const char *payloads[4] = {"1", "2", "3", "4"};
@@ -225,7 +225,7 @@ static void test_bad_input(void **state)
     itest_daemon d;
     assert_int_equal(itest_daemon_start(&d, "max_event_bytes = 1K\nmax_frame_bytes = 64K\n", NULL),
                      0);
-    int good = itest_connect(d.port);
+    int good = itest_connect_hello(d.port);
     const char *t1[1] = {"keep.me"};
     const char *p1[1] = {"stored before the bad input"};
     Protobus__Frame *r = itest_publish(good, 1, t1, p1, 1, TIMEOUT_MS);
@@ -233,7 +233,8 @@ static void test_bad_input(void **state)
     assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_PUBLISH_ACK);
     protobus__frame__free_unpacked(r, NULL);
 
-    /* Malformed frame: a length prefix then bytes that are not a Frame. */
+    /* Malformed frame: a length prefix then bytes that are not a Frame.
+     * As the first frame it fails the handshake: Error, then closed. */
     int fd = itest_connect(d.port);
     const uint8_t garbage[] = {5, 0x0a, 0xff, 0xff, 0xff, 0xff};
     assert_int_equal(itest_send_raw(fd, garbage, sizeof garbage), 0);
@@ -241,8 +242,21 @@ static void test_bad_input(void **state)
     assert_true(itest_wait_closed(fd, TIMEOUT_MS));
     close(fd);
 
+    /* After the handshake its length was valid, so the connection stays
+     * (protocol v1; this used to close it): the Error, then a Ping works. */
+    fd = itest_connect_hello(d.port);
+    assert_true(fd >= 0);
+    assert_int_equal(itest_send_raw(fd, garbage, sizeof garbage), 0);
+    expect_error(fd, PROTOBUS__CODE__INVALID_ARGUMENT, "malformed");
+    r = itest_ping(fd, 31, TIMEOUT_MS);
+    assert_non_null(r);
+    assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_PONG);
+    assert_int_equal(r->id, 31);
+    protobus__frame__free_unpacked(r, NULL);
+    close(fd);
+
     /* Frame over the maximum: refused from its length prefix alone. */
-    fd = itest_connect(d.port);
+    fd = itest_connect_hello(d.port);
     const uint8_t huge[] = {0x80, 0x80, 0x80, 0x08}; /* 16 MiB declared */
     assert_int_equal(itest_send_raw(fd, huge, sizeof huge), 0);
     expect_error(fd, PROTOBUS__CODE__RESOURCE_EXHAUSTED, "max_frame_bytes");
@@ -250,7 +264,7 @@ static void test_bad_input(void **state)
     close(fd);
 
     /* Bad length prefix (11-byte varint). */
-    fd = itest_connect(d.port);
+    fd = itest_connect_hello(d.port);
     const uint8_t badvar[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01};
     assert_int_equal(itest_send_raw(fd, badvar, sizeof badvar), 0);
     expect_error(fd, PROTOBUS__CODE__INVALID_ARGUMENT, "malformed");
@@ -258,7 +272,7 @@ static void test_bad_input(void **state)
     close(fd);
 
     /* Event over max_event_bytes (1K); the connection stays usable. */
-    fd = itest_connect(d.port);
+    fd = itest_connect_hello(d.port);
     char *big = malloc(2000);
     memset(big, 'x', 1999);
     big[1999] = 0;
@@ -295,7 +309,7 @@ static void test_bad_input(void **state)
 
     /* A client sending half a frame does not disturb others. The first
      * client is still served, and what was stored is still there. */
-    int half = itest_connect(d.port);
+    int half = itest_connect_hello(d.port);
     const uint8_t partial[] = {100, 0x08};
     assert_int_equal(itest_send_raw(half, partial, sizeof partial), 0);
     const char *t2[1] = {"keep.me"};
@@ -305,7 +319,7 @@ static void test_bad_input(void **state)
     assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_PUBLISH_ACK);
     assert_int_equal(r->publish_ack->offsets[0], 1);
     protobus__frame__free_unpacked(r, NULL);
-    int sub = itest_connect(d.port);
+    int sub = itest_connect_hello(d.port);
     assert_int_equal(itest_subscribe(sub, 1, "keep\\.me", PROTOBUS__START_MODE__START_BEGINNING),
                      0);
     for (uint64_t off = 0; off < 2; off++) {
@@ -330,7 +344,7 @@ static void test_restart_continues(void **state)
     (void)state;
     itest_daemon d;
     assert_int_equal(itest_daemon_start(&d, NULL, NULL), 0);
-    int fd = itest_connect(d.port);
+    int fd = itest_connect_hello(d.port);
     const char *t[10];
     const char *p[10];
     for (int i = 0; i < 10; i++) {
@@ -358,13 +372,13 @@ static void test_restart_continues(void **state)
     assert_int_equal(itest_daemon_restart(&d), 0);
     assert_true(itest_log_contains(&d, "partition events: open"));
     assert_true(itest_log_contains(&d, "00000000000000000000.log: torn or corrupt tail"));
-    fd = itest_connect(d.port);
+    fd = itest_connect_hello(d.port);
     r = itest_publish(fd, 2, t, p, 1, TIMEOUT_MS);
     assert_non_null(r);
     assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_PUBLISH_ACK);
     assert_int_equal(r->publish_ack->offsets[0], 10);
     protobus__frame__free_unpacked(r, NULL);
-    int sub = itest_connect(d.port);
+    int sub = itest_connect_hello(d.port);
     assert_int_equal(itest_subscribe(sub, 3, ".*", PROTOBUS__START_MODE__START_BEGINNING), 0);
     for (uint64_t off = 0; off < 11; off++) {
         r = itest_recv_frame(sub, TIMEOUT_MS);

@@ -54,7 +54,7 @@ static void test_topic_runs_route_each_event(void **state)
     const char *rules = "[partition first]\nmatch = a\\..*\n"
                         "[partition sensors-$1]\nmatch = sensors\\.([a-z]+)\\..*\n";
     assert_int_equal(itest_daemon_start(d, NULL, rules), 0);
-    int fd = itest_connect(d->port);
+    int fd = itest_connect_hello(d->port);
     assert_true(fd >= 0);
 
     const char *topics[9] = {"a.x",   "a.x",   "sensors.k.t", "sensors.k.t", "a.x",
@@ -141,7 +141,7 @@ static void publish_tagged(int fd)
 static void expect_replay(uint16_t port, const char *pattern, const char *tag_value,
                           const uint64_t *want, size_t n)
 {
-    int fd = itest_connect(port);
+    int fd = itest_connect_hello(port);
     assert_true(fd >= 0);
     assert_int_equal(subscribe(fd, 11, pattern, tag_value ? "color" : NULL, tag_value), 0);
     for (size_t k = 0; k < n; k++) {
@@ -178,7 +178,7 @@ static void test_replay_all_topics_and_filters(void **state)
 {
     itest_daemon *d = *state;
     assert_int_equal(itest_daemon_start(d, NULL, NULL), 0);
-    int fd = itest_connect(d->port);
+    int fd = itest_connect_hello(d->port);
     assert_true(fd >= 0);
     publish_tagged(fd);
     close(fd);

@@ -79,6 +79,14 @@ static int connect_small_rcvbuf(uint16_t port)
         close(fd);
         return -1;
     }
+    Protobus__Frame *r = itest_hello(fd, 1, TIMEOUT_MS);
+    int ok = r && r->body_case == PROTOBUS__FRAME__BODY_HELLO;
+    if (r)
+        protobus__frame__free_unpacked(r, NULL);
+    if (!ok) {
+        close(fd);
+        return -1;
+    }
     return fd;
 }
 
@@ -168,7 +176,7 @@ static void test_stalled_subscriber_dropped(void **state)
 
     /* The normal subscriber: it replays past the bulk history (filtered
      * out) and then follows normal.* live. */
-    int sub = itest_connect(d->port);
+    int sub = itest_connect_hello(d->port);
     assert_true(sub >= 0);
     assert_int_equal(itest_subscribe(sub, 7, "normal\\..*", PROTOBUS__START_MODE__START_BEGINNING),
                      0);
@@ -191,7 +199,7 @@ static void test_stalled_subscriber_dropped(void **state)
 
     /* The pool is full while it is stalled: a third subscriber is refused
      * (this is what a subscriber held forever would do to everyone). */
-    int third = itest_connect(d->port);
+    int third = itest_connect_hello(d->port);
     assert_true(third >= 0);
     assert_int_equal(
         itest_subscribe(third, 9, "normal\\..*", PROTOBUS__START_MODE__START_BEGINNING), 0);
@@ -229,7 +237,7 @@ static void test_stalled_subscriber_dropped(void **state)
     int next = -1;
     uint64_t deadline = itest_now_ms() + TIMEOUT_MS;
     for (;;) {
-        next = itest_connect(d->port);
+        next = itest_connect_hello(d->port);
         assert_true(next >= 0);
         assert_int_equal(
             itest_subscribe(next, 10, "normal\\..*", PROTOBUS__START_MODE__START_BEGINNING), 0);
@@ -265,7 +273,7 @@ static void test_half_frame_dropped_idle_kept(void **state)
     int pub = itest_connect(d->port);
     assert_true(pub >= 0);
     assert_hello(pub);
-    int sub = itest_connect(d->port);
+    int sub = itest_connect_hello(d->port);
     assert_true(sub >= 0);
     assert_int_equal(itest_subscribe(sub, 7, "normal\\..*", PROTOBUS__START_MODE__START_BEGINNING),
                      0);
@@ -303,9 +311,13 @@ static void test_half_frame_dropped_idle_kept(void **state)
     assert_int_equal(close(half), 0);
 
     /* The idle connection has been idle longer than the timeout: still
-     * open, still answered. */
+     * open, still answered (a Ping: a second Hello is refused since
+     * protocol v1). */
     assert_true(itest_now_ms() - stalled_at >= IDLE_TIMEOUT_MS);
-    assert_hello(idle);
+    Protobus__Frame *pong = itest_ping(idle, 2, TIMEOUT_MS);
+    assert_non_null(pong);
+    assert_int_equal(pong->body_case, PROTOBUS__FRAME__BODY_PONG);
+    protobus__frame__free_unpacked(pong, NULL);
     assert_int_equal(close(idle), 0);
     assert_int_equal(close(sub), 0);
     assert_int_equal(close(pub), 0);

@@ -310,6 +310,41 @@ Protobus__Frame *itest_hello(int fd, uint64_t id, int timeout_ms)
     return itest_recv_frame(fd, timeout_ms);
 }
 
+Protobus__Frame *itest_ping(int fd, uint64_t id, int timeout_ms)
+{
+    Protobus__Ping ping = PROTOBUS__PING__INIT;
+    Protobus__Frame f = PROTOBUS__FRAME__INIT;
+    f.id = id;
+    f.body_case = PROTOBUS__FRAME__BODY_PING;
+    f.ping = &ping;
+    if (itest_send_frame(fd, &f) < 0)
+        return NULL;
+    return itest_recv_frame(fd, timeout_ms);
+}
+
+int itest_connect_hello(uint16_t port)
+{
+    int fd = itest_connect(port);
+    if (fd < 0) {
+        fprintf(stderr, "itest: cannot connect to port %u\n", (unsigned)port);
+        return -1;
+    }
+    Protobus__Frame *r = itest_hello(fd, 1, 10000);
+    int ok = r && r->body_case == PROTOBUS__FRAME__BODY_HELLO && r->id == 1;
+    if (!ok)
+        fprintf(stderr, "itest: no Hello answer on port %u (%s)\n", (unsigned)port,
+                !r                                            ? "timeout or closed"
+                : r->body_case == PROTOBUS__FRAME__BODY_ERROR ? r->error->message
+                                                              : "another frame");
+    if (r)
+        protobus__frame__free_unpacked(r, NULL);
+    if (!ok) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 int itest_subscribe(int fd, uint64_t id, const char *pattern, Protobus__StartMode start)
 {
     Protobus__Subscribe s = PROTOBUS__SUBSCRIBE__INIT;

@@ -52,8 +52,13 @@ long itest_daemon_rss_kb(const itest_daemon *d);
 /* True if the daemon's log contains `text`. */
 int itest_log_contains(const itest_daemon *d, const char *text);
 
-/* A blocking TCP connection to 127.0.0.1:port, or -1. */
+/* A blocking TCP connection to 127.0.0.1:port, or -1. Nothing is sent:
+ * protocol v1 wants a Hello first (itest_hello, or itest_connect_hello). */
 int itest_connect(uint16_t port);
+
+/* itest_connect plus the handshake: Hello (protocol version 1) sent with
+ * frame id 1 and the server's Hello received. The fd, or -1 (printed why). */
+int itest_connect_hello(uint16_t port);
 
 /* Sends one delimited Frame. 0 or -1. */
 int itest_send_frame(int fd, const Protobus__Frame *f);
@@ -73,6 +78,10 @@ int itest_wait_closed(int fd, int timeout_ms);
 /* Sends Hello (protocol version 1) with frame id `id` and returns the reply
  * frame (NULL on timeout). Free it with protobus__frame__free_unpacked. */
 Protobus__Frame *itest_hello(int fd, uint64_t id, int timeout_ms);
+
+/* Sends a Ping with frame id `id` and returns the reply frame (NULL on
+ * timeout). Free it with protobus__frame__free_unpacked. */
+Protobus__Frame *itest_ping(int fd, uint64_t id, int timeout_ms);
 
 /* Sends a Subscribe for one pattern with the given start mode. 0 or -1. */
 int itest_subscribe(int fd, uint64_t id, const char *pattern, Protobus__StartMode start);

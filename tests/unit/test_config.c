@@ -47,6 +47,8 @@ static void test_defaults_without_server_section(void **state)
     assert_int_equal(cfg.subscriber_queue_total_bytes, 32 * 1024 * 1024);
     assert_int_equal(cfg.write_deadline_ms, 30000);
     assert_int_equal(cfg.idle_timeout_ms, 60000);
+    assert_int_equal(cfg.handshake_timeout_ms, 10000);
+    assert_int_equal(cfg.max_handshaking, 1024);
     assert_int_equal(cfg.log_level, LOG_INFO);
     assert_int_equal(cfg.route_cache_entries, 262144);
     assert_int_equal(cfg.n_rules, 1);
@@ -79,6 +81,8 @@ static void test_every_key_parsed(void **state)
                        "subscriber_queue_total_bytes = 2G\n"
                        "write_deadline_ms = 1500\n"
                        "idle_timeout_ms = 2500\n"
+                       "handshake_timeout_ms = 700\n"
+                       "max_handshaking = 12\n"
                        "log_level = debug\n"
                        "route_cache_entries = 16\n"
                        "\n"
@@ -109,21 +113,23 @@ static void test_every_key_parsed(void **state)
     assert_int_equal(cfg.subscriber_queue_total_bytes, 2048ULL * 1024 * 1024);
     assert_int_equal(cfg.write_deadline_ms, 1500);
     assert_int_equal(cfg.idle_timeout_ms, 2500);
+    assert_int_equal(cfg.handshake_timeout_ms, 700);
+    assert_int_equal(cfg.max_handshaking, 12);
     assert_int_equal(cfg.log_level, LOG_DEBUG);
     assert_int_equal(cfg.route_cache_entries, 16);
     assert_int_equal(cfg.n_rules, 2);
     const pb_rule *r0 = &cfg.rules[0], *r1 = &cfg.rules[1];
     assert_string_equal(r0->partition, "sensors-$1");
     assert_string_equal(r0->match, "sensors\\.([a-z0-9]+)\\..*");
-    assert_int_equal(r0->line, 18);
-    assert_int_equal(r0->match_line, 19);
+    assert_int_equal(r0->line, 20);
+    assert_int_equal(r0->match_line, 21);
     assert_int_equal(r0->max_group_ref, 1);
     assert_int_equal(r0->segment_bytes, 4096);
     assert_int_equal(r0->rotate_every_s, 90 * 60);
     assert_int_equal(r0->utc_offset_s, -(5 * 3600 + 30 * 60));
     assert_string_equal(r1->partition, "rest");
     assert_string_equal(r1->match, "a#b|.*"); /* '#' not after a blank is kept */
-    assert_int_equal(r1->line, 23);
+    assert_int_equal(r1->line, 25);
     assert_int_equal(r1->rotate_every_s, 86400);
     assert_int_equal(r1->utc_offset_s, 0);
     assert_string_equal(config_fsync_name(cfg.fsync), "interval");

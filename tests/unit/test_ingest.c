@@ -138,8 +138,8 @@ static int prepare(fixture *f, const body *p, pub_batch **b, ingest_error *err)
     return ingest_prepare(&f->opts, 42, p->b, p->n, never_done, &f->conn, b, err);
 }
 
-/* Refused, not fatal unless said, naming event index_plus_one - 1. */
-static void expect_refused(fixture *f, const body *p, int code, bool fatal, uint32_t index_plus_one,
+/* Refused (the connection stays open), naming event index_plus_one - 1. */
+static void expect_refused(fixture *f, const body *p, int code, uint32_t index_plus_one,
                            const char *text)
 {
     pub_batch *b = (pub_batch *)1;
@@ -147,7 +147,6 @@ static void expect_refused(fixture *f, const body *p, int code, bool fatal, uint
     assert_true(prepare(f, p, &b, &err) < 0);
     assert_null(b);
     assert_int_equal(err.code, code);
-    assert_int_equal(err.fatal, fatal);
     assert_int_equal(err.event_index_plus_one, index_plus_one);
     if (!strstr(err.message, text))
         fail_msg("message \"%s\" does not say \"%s\"", err.message, text);
@@ -246,7 +245,6 @@ static void test_failed_part_answered_with_error(void **state)
     assert_true(ingest_reply(b, &frame, &len, &err) < 0);
     assert_null(frame);
     assert_int_equal(err.code, PROTOBUS__CODE__UNAVAILABLE);
-    assert_false(err.fatal);
     assert_string_equal(err.partition, "b");
     assert_int_equal(err.event_index_plus_one, 2);
     assert_non_null(strstr(err.message, "partition b could not store 1 event(s)"));
@@ -259,7 +257,7 @@ static void test_refusals_name_the_event(void **state)
     body p = {0};
     add_event(&p, "a.x");
     add_event(&p, "c.nowhere");
-    expect_refused(f, &p, PROTOBUS__CODE__NOT_FOUND, false, 2, "c.nowhere");
+    expect_refused(f, &p, PROTOBUS__CODE__NOT_FOUND, 2, "c.nowhere");
 
     body big = {0};
     add_event(&big, "a.x");
@@ -269,29 +267,42 @@ static void test_refusals_name_the_event(void **state)
     size_t n = wire_put_len_field(ev, 1, "a.x", 3);
     n += wire_put_len_field(ev + n, 7, payload, sizeof payload);
     add_raw_event(&big, ev, n);
-    expect_refused(f, &big, PROTOBUS__CODE__INVALID_ARGUMENT, false, 2, "max_event_bytes");
+    expect_refused(f, &big, PROTOBUS__CODE__INVALID_ARGUMENT, 2, "max_event_bytes");
 
     body bad = {0};
     add_raw_event(&bad,
                   "\x0a\x05"
                   "ab",
                   4); /* topic says 5 bytes, has 2 */
-    expect_refused(f, &bad, PROTOBUS__CODE__INVALID_ARGUMENT, false, 1,
-                   "not a valid EncapsulatedEvent");
+    expect_refused(f, &bad, PROTOBUS__CODE__INVALID_ARGUMENT, 1, "not a valid EncapsulatedEvent");
 
     body topic = {0};
     add_event(&topic, "a.x");
     add_event(&topic, "");
-    expect_refused(f, &topic, PROTOBUS__CODE__INVALID_ARGUMENT, false, 2, "invalid topic");
+    expect_refused(f, &topic, PROTOBUS__CODE__INVALID_ARGUMENT, 2, "invalid topic");
 }
 
-/* A frame that breaks the protocol: fatal (the connection is closed). */
-static void test_malformed_frame_is_fatal(void **state)
+/* A malformed Publish body is refused like a bad event: its length was
+ * valid, so the connection goes on (protocol v1; it used to close). */
+static void test_malformed_publish_refused(void **state)
 {
     fixture *f = *state;
     body p = {0};
     p.n = wire_put_varint_field(p.b, 1, 5); /* events must be length-delimited */
-    expect_refused(f, &p, PROTOBUS__CODE__INVALID_ARGUMENT, true, 0, "malformed Publish frame");
+    expect_refused(f, &p, PROTOBUS__CODE__INVALID_ARGUMENT, 0, "malformed Publish frame");
+}
+
+/* A Publish with expectations is refused whole until the writers check
+ * them: nothing is stored unchecked. */
+static void test_publish_with_expectations_refused(void **state)
+{
+    fixture *f = *state;
+    body p = {0};
+    add_event(&p, "a.x");
+    const uint8_t expect[] = {0x1a, 0x05, 0x0a, 0x03, 'a', '.', 'x'};
+    memcpy(p.b + p.n, expect, sizeof expect);
+    p.n += sizeof expect;
+    expect_refused(f, &p, PROTOBUS__CODE__UNIMPLEMENTED, 0, "Publish.expect");
 }
 
 /* An empty Publish: a batch with no parts, answered at once with an empty
@@ -340,7 +351,6 @@ static void test_empty_publish_without_memory_gets_an_error(void **state)
     assert_true(rc < 0);
     assert_null(frame);
     assert_int_equal(err.code, PROTOBUS__CODE__RESOURCE_EXHAUSTED);
-    assert_false(err.fatal);
     assert_non_null(strstr(err.message, "out of memory for the PublishAck"));
     ingest_free(b);
 
@@ -361,7 +371,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_batch_grouped_by_partition_and_acked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_part_answered_with_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusals_name_the_event, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_malformed_frame_is_fatal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_malformed_publish_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_publish_with_expectations_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_publish_acked_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_publish_without_memory_gets_an_error, setup,
                                         teardown),

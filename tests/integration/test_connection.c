@@ -1,0 +1,437 @@
+/*
+ * Integration: protocol version 1's connection model (FORMAT.md Part A,
+ * section 7) against the real protobusd, through raw frames (protobuf-c,
+ * tests/lib/itest.h): the handshake (a missing Hello, refused versions,
+ * the deadline, max_handshaking under 1,000 silent connections while a real
+ * client connects and publishes), the server's Hello, Ping/Pong, reply ids
+ * on malformed frames and which errors close the connection.
+ *
+ * Threads: the test's main thread only.
+ */
+#include "itest.h"
+#include "protobus_version.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TIMEOUT_MS 10000
+/* Allowed past a deadline before the close must have happened (sanitizer
+ * builds and a busy machine are slow, the daemon's timers are not late). */
+#define SLACK_MS 5000
+
+static itest_daemon daemon_under_test;
+
+static int teardown(void **state)
+{
+    (void)state;
+    itest_daemon_cleanup(&daemon_under_test);
+    return 0;
+}
+
+static void start(const char *extra, const char *rules)
+{
+    assert_int_equal(itest_daemon_start(&daemon_under_test, extra, rules), 0);
+}
+
+/* The next frame must be an Error with this id and code whose message
+ * contains text; returns nothing, frees the frame. */
+static void expect_error(int fd, uint64_t id, int code, const char *text)
+{
+    Protobus__Frame *r = itest_recv_frame(fd, TIMEOUT_MS);
+    if (!r)
+        fail_msg("no frame where an Error (%d, \"%s\") was expected", code, text);
+    if (r->body_case != PROTOBUS__FRAME__BODY_ERROR)
+        fail_msg("frame %d where an Error (%d, \"%s\") was expected", r->body_case, code, text);
+    if (r->id != id || (int)r->error->code != code || !strstr(r->error->message, text))
+        fail_msg("expected Error id %llu code %d with \"%s\", got id %llu code %d: %s",
+                 (unsigned long long)id, code, text, (unsigned long long)r->id, r->error->code,
+                 r->error->message);
+    protobus__frame__free_unpacked(r, NULL);
+}
+
+static void expect_pong(int fd, uint64_t id)
+{
+    Protobus__Frame *r = itest_recv_frame(fd, TIMEOUT_MS);
+    assert_non_null(r);
+    if (r->body_case != PROTOBUS__FRAME__BODY_PONG || r->id != id)
+        fail_msg("expected Pong id %llu, got frame %d id %llu (%s)", (unsigned long long)id,
+                 r->body_case, (unsigned long long)r->id,
+                 r->body_case == PROTOBUS__FRAME__BODY_ERROR ? r->error->message : "");
+    protobus__frame__free_unpacked(r, NULL);
+}
+
+static int send_hello(int fd, uint64_t id, uint32_t version)
+{
+    Protobus__Hello h = PROTOBUS__HELLO__INIT;
+    h.protocol_version = version;
+    h.name = "test_connection";
+    Protobus__Frame f = PROTOBUS__FRAME__INIT;
+    f.id = id;
+    f.body_case = PROTOBUS__FRAME__BODY_HELLO;
+    f.hello = &h;
+    return itest_send_frame(fd, &f);
+}
+
+static int send_ping(int fd, uint64_t id)
+{
+    Protobus__Ping p = PROTOBUS__PING__INIT;
+    Protobus__Frame f = PROTOBUS__FRAME__INIT;
+    f.id = id;
+    f.body_case = PROTOBUS__FRAME__BODY_PING;
+    f.ping = &p;
+    return itest_send_frame(fd, &f);
+}
+
+/* One event on topic, sent as a Publish with frame id `id` (no wait). */
+static int send_publish(int fd, uint64_t id, const char *topic, const char *payload)
+{
+    Protobus__EncapsulatedEvent ev = PROTOBUS__ENCAPSULATED_EVENT__INIT;
+    Google__Protobuf__Any any = GOOGLE__PROTOBUF__ANY__INIT;
+    Protobus__EncapsulatedEvent *evp = &ev;
+    ev.topic = (char *)topic;
+    any.value.data = (uint8_t *)payload;
+    any.value.len = strlen(payload);
+    ev.payload = &any;
+    Protobus__Publish pub = PROTOBUS__PUBLISH__INIT;
+    pub.n_events = 1;
+    pub.events = &evp;
+    Protobus__Frame f = PROTOBUS__FRAME__INIT;
+    f.id = id;
+    f.body_case = PROTOBUS__FRAME__BODY_PUBLISH;
+    f.publish = &pub;
+    return itest_send_frame(fd, &f);
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* --- the handshake ---------------------------------------------------------------- */
+
+/* The client speaks first; a first frame that is not a Hello is refused
+ * with its id and the connection closed; nothing of it is stored. */
+static void test_missing_hello(void **state)
+{
+    start(NULL, NULL);
+    uint16_t port = daemon_under_test.port;
+
+    int fd = itest_connect(port);
+    assert_true(fd >= 0);
+    assert_int_equal(send_publish(fd, 17, "never.stored", "x"), 0);
+    expect_error(fd, 17, PROTOBUS__CODE__FAILED_PRECONDITION, "the first frame must be a Hello");
+    assert_true(itest_wait_closed(fd, TIMEOUT_MS));
+    close(fd);
+
+    fd = itest_connect(port);
+    assert_int_equal(send_ping(fd, 3), 0);
+    expect_error(fd, 3, PROTOBUS__CODE__FAILED_PRECONDITION, "the first frame must be a Hello");
+    assert_true(itest_wait_closed(fd, TIMEOUT_MS));
+    close(fd);
+
+    /* The refused Publish was not stored: the topic's partition is empty. */
+    fd = itest_connect_hello(port);
+    assert_true(fd >= 0);
+    const char *t[1] = {"stored.now"}, *p[1] = {"y"};
+    Protobus__Frame *r = itest_publish(fd, 5, t, p, 1, TIMEOUT_MS);
+    assert_non_null(r);
+    assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_PUBLISH_ACK);
+    assert_int_equal(r->publish_ack->offsets[0], 0);
+    protobus__frame__free_unpacked(r, NULL);
+    close(fd);
+}
+
+/* Every version but 1 is refused, 0 (absent) included, then closed. */
+static void test_versions_refused(void **state)
+{
+    static const uint32_t versions[] = {0, 2, 999};
+    start(NULL, NULL);
+    for (size_t i = 0; i < sizeof versions / sizeof versions[0]; i++) {
+        char want[96];
+        int fd = itest_connect(daemon_under_test.port);
+        assert_true(fd >= 0);
+        assert_int_equal(send_hello(fd, 40 + i, versions[i]), 0);
+        snprintf(want, sizeof want, "protocol version %u is not supported; this server speaks 1",
+                 versions[i]);
+        expect_error(fd, 40 + i, PROTOBUS__CODE__FAILED_PRECONDITION, want);
+        assert_true(itest_wait_closed(fd, TIMEOUT_MS));
+        close(fd);
+    }
+}
+
+/* The server's Hello: same id, version 1, the release's name, the limits
+ * of its configuration, anonymous. A second Hello is refused, the
+ * connection kept. */
+static void test_server_hello(void **state)
+{
+    start("max_event_bytes = 2K\nmax_frame_bytes = 64K\nidle_timeout_ms = 4321\n", NULL);
+    int fd = itest_connect(daemon_under_test.port);
+    assert_true(fd >= 0);
+    Protobus__Frame *r = itest_hello(fd, 9001, TIMEOUT_MS);
+    assert_non_null(r);
+    assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_HELLO);
+    assert_int_equal(r->id, 9001);
+    const Protobus__Hello *h = r->hello;
+    assert_int_equal(h->protocol_version, 1);
+    assert_string_equal(h->name, "protobusd " PB_VERSION_STRING);
+    assert_int_equal(h->max_frame_bytes, 64 * 1024);
+    assert_int_equal(h->max_event_bytes, 2 * 1024);
+    assert_string_equal(h->user, "");
+    assert_string_equal(h->password, "");
+    assert_non_null(h->limits);
+    assert_int_equal(h->limits->max_event_id_bytes, 64);
+    assert_int_equal(h->limits->idle_timeout_ms, 4321);
+    protobus__frame__free_unpacked(r, NULL);
+
+    assert_int_equal(send_hello(fd, 12, 1), 0);
+    expect_error(fd, 12, PROTOBUS__CODE__FAILED_PRECONDITION, "already completed its handshake");
+    assert_int_equal(send_ping(fd, 13), 0);
+    expect_pong(fd, 13);
+    close(fd);
+}
+
+/* No complete Hello within handshake_timeout_ms: DEADLINE_EXCEEDED, then
+ * closed; silence and half a Hello alike. */
+static void test_handshake_deadline(void **state)
+{
+    enum { DEADLINE_MS = 400 };
+    char extra[64];
+    snprintf(extra, sizeof extra, "handshake_timeout_ms = %d\n", DEADLINE_MS);
+    start(extra, NULL);
+    int silent = itest_connect(daemon_under_test.port);
+    int half = itest_connect(daemon_under_test.port);
+    assert_true(silent >= 0 && half >= 0);
+    const uint8_t part[] = {12, 0x08, 0x01, 0x12}; /* a Hello frame's first bytes */
+    assert_int_equal(itest_send_raw(half, part, sizeof part), 0);
+    uint64_t t0 = itest_now_ms();
+    int fds[2] = {silent, half};
+    for (int i = 0; i < 2; i++) {
+        expect_error(fds[i], 0, PROTOBUS__CODE__DEADLINE_EXCEEDED, "handshake_timeout_ms");
+        assert_true(itest_wait_closed(fds[i], TIMEOUT_MS));
+        close(fds[i]);
+    }
+    uint64_t took = itest_now_ms() - t0;
+    /* libuv's timer may fire a millisecond early by our clock. */
+    assert_true(took + 2 >= DEADLINE_MS);
+    assert_true(took < DEADLINE_MS + SLACK_MS);
+    /* A client that says Hello at once is not affected. */
+    int fd = itest_connect_hello(daemon_under_test.port);
+    assert_true(fd >= 0);
+    sleep_ms(DEADLINE_MS + 200);
+    assert_int_equal(send_ping(fd, 1), 0);
+    expect_pong(fd, 1);
+    close(fd);
+}
+
+static int raise_nofile(rlim_t want)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return -1;
+    if (rl.rlim_cur >= want)
+        return 0;
+    if (rl.rlim_max != RLIM_INFINITY && want > rl.rlim_max)
+        return -1;
+    rl.rlim_cur = want;
+    return setrlimit(RLIMIT_NOFILE, &rl);
+}
+
+/* 1,000 connections that never say Hello cannot keep out a client that
+ * does: at max_handshaking the oldest silent one is closed (with an Error
+ * naming the setting) for each newcomer, and the real client connects,
+ * publishes and is acknowledged. */
+static void test_max_handshaking(void **state)
+{
+    enum { NSILENT = 1000, CAP = 100 };
+    assert_int_equal(raise_nofile(NSILENT + 256), 0);
+    char extra[128];
+    snprintf(extra, sizeof extra,
+             "max_handshaking = %d\nmax_connections = 1100\nhandshake_timeout_ms = 60000\n"
+             "log_level = warn\n",
+             CAP);
+    start(extra, NULL);
+    static int fds[NSILENT];
+    for (int i = 0; i < NSILENT; i++) {
+        fds[i] = itest_connect(daemon_under_test.port);
+        assert_true(fds[i] >= 0);
+    }
+    /* The real client, while the silent ones are there. */
+    int pub = itest_connect_hello(daemon_under_test.port);
+    assert_true(pub >= 0);
+    const char *t[1] = {"real.client"}, *p[1] = {"got in"};
+    Protobus__Frame *r = itest_publish(pub, 2, t, p, 1, TIMEOUT_MS);
+    assert_non_null(r);
+    assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_PUBLISH_ACK);
+    protobus__frame__free_unpacked(r, NULL);
+
+    /* The oldest were closed, each with its reason; the newest CAP - 1
+     * (the real client took one place) are still waiting: a Hello now
+     * completes their handshake. Counted rather than placed: the kernel's
+     * accept queue need not keep the connect order exactly. */
+    int evicted = 0, open = 0;
+    for (int i = 0; i < NSILENT; i++) {
+        (void)send_hello(fds[i], 1, 1); /* fails on a closed one: its Error is read */
+        Protobus__Frame *h = itest_recv_frame(fds[i], TIMEOUT_MS);
+        assert_non_null(h);
+        if (h->body_case == PROTOBUS__FRAME__BODY_HELLO) {
+            open++;
+        } else {
+            assert_int_equal(h->body_case, PROTOBUS__FRAME__BODY_ERROR);
+            assert_int_equal(h->error->code, PROTOBUS__CODE__RESOURCE_EXHAUSTED);
+            assert_non_null(strstr(h->error->message, "max_handshaking = 100"));
+            assert_true(itest_wait_closed(fds[i], TIMEOUT_MS));
+            evicted++;
+        }
+        protobus__frame__free_unpacked(h, NULL);
+    }
+    assert_int_equal(evicted, NSILENT - CAP + 1);
+    assert_int_equal(open, CAP - 1);
+    for (int i = 0; i < NSILENT; i++)
+        close(fds[i]);
+    close(pub);
+}
+
+/* Without max_handshaking in play, a full max_connections of silent
+ * connections still lets a real client in: the oldest silent one goes. */
+static void test_max_connections_full_of_silent_ones(void **state)
+{
+    enum { NSILENT = 50 };
+    start("max_connections = 50\n", NULL);
+    int fds[NSILENT];
+    for (int i = 0; i < NSILENT; i++) {
+        fds[i] = itest_connect(daemon_under_test.port);
+        assert_true(fds[i] >= 0);
+    }
+    int fd = itest_connect_hello(daemon_under_test.port);
+    assert_true(fd >= 0);
+    expect_error(fds[0], 0, PROTOBUS__CODE__RESOURCE_EXHAUSTED, "max_connections = 50");
+    assert_int_equal(send_ping(fd, 8), 0);
+    expect_pong(fd, 8);
+    for (int i = 0; i < NSILENT; i++)
+        close(fds[i]);
+    close(fd);
+}
+
+/* --- requests and replies ------------------------------------------------------------ */
+
+/* Ping gets Pong with its id; pipelined Pings are answered in order. */
+static void test_ping_pong(void **state)
+{
+    start(NULL, NULL);
+    int fd = itest_connect_hello(daemon_under_test.port);
+    assert_true(fd >= 0);
+    for (uint64_t id = 100; id < 200; id++)
+        assert_int_equal(send_ping(fd, id), 0);
+    for (uint64_t id = 100; id < 200; id++)
+        expect_pong(fd, id);
+    close(fd);
+}
+
+/* Every reply carries the request's id when it could be read; errors about
+ * a frame whose length was valid leave the connection open; a bad length
+ * prefix closes it. */
+static void test_reply_ids_and_what_closes(void **state)
+{
+    start("max_event_bytes = 1K\nmax_frame_bytes = 64K\n", "[partition xs]\nmatch = x\\..*\n");
+    int fd = itest_connect_hello(daemon_under_test.port);
+    assert_true(fd >= 0);
+
+    /* id 42, then a hello field whose length runs past the frame. */
+    const uint8_t cut[] = {5, 0x08, 0x2a, 0x12, 0x05, 0x01};
+    assert_int_equal(itest_send_raw(fd, cut, sizeof cut), 0);
+    expect_error(fd, 42, PROTOBUS__CODE__INVALID_ARGUMENT,
+                 "malformed frame: Frame field 2 (hello)");
+    /* The id after the fault cannot be read: 0. */
+    const uint8_t late[] = {4, 0x1a, 0x07, 0x08, 0x2b};
+    assert_int_equal(itest_send_raw(fd, late, sizeof late), 0);
+    expect_error(fd, 0, PROTOBUS__CODE__INVALID_ARGUMENT, "malformed frame");
+    /* Two bodies. */
+    const uint8_t two[] = {6, 0x08, 0x07, 0x5a, 0x00, 0x5a, 0x00};
+    assert_int_equal(itest_send_raw(fd, two, sizeof two), 0);
+    expect_error(fd, 7, PROTOBUS__CODE__INVALID_ARGUMENT, "a second body");
+    /* A Publish whose body is malformed (events must be length-delimited). */
+    const uint8_t pub[] = {6, 0x08, 0x09, 0x1a, 0x02, 0x08, 0x01};
+    assert_int_equal(itest_send_raw(fd, pub, sizeof pub), 0);
+    expect_error(fd, 9, PROTOBUS__CODE__INVALID_ARGUMENT, "malformed Publish frame");
+    /* An unknown frame type (field 100). */
+    const uint8_t unknown[] = {5, 0x08, 0x2c, 0xa2, 0x06, 0x00};
+    assert_int_equal(itest_send_raw(fd, unknown, sizeof unknown), 0);
+    expect_error(fd, 44, PROTOBUS__CODE__UNIMPLEMENTED, "unknown frame type");
+    /* A frame only servers send. */
+    const uint8_t event[] = {4, 0x08, 0x2d, 0x32, 0x00};
+    assert_int_equal(itest_send_raw(fd, event, sizeof event), 0);
+    expect_error(fd, 45, PROTOBUS__CODE__INVALID_ARGUMENT, "not accepted from clients");
+    /* A topic no rule matches is NOT_FOUND, an oversize event
+     * INVALID_ARGUMENT naming max_event_bytes; neither closes. */
+    const char *nomatch[1] = {"nomatch.topic"}, *small[1] = {"s"};
+    Protobus__Frame *r = itest_publish(fd, 47, nomatch, small, 1, TIMEOUT_MS);
+    assert_non_null(r);
+    assert_int_equal(r->id, 47);
+    assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_ERROR);
+    assert_int_equal(r->error->code, PROTOBUS__CODE__NOT_FOUND);
+    assert_non_null(strstr(r->error->message, "nomatch.topic"));
+    protobus__frame__free_unpacked(r, NULL);
+    const char *t[1] = {"x.y"};
+    char big[1100];
+    memset(big, 'b', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    const char *p[1] = {big};
+    r = itest_publish(fd, 46, t, p, 1, TIMEOUT_MS);
+    assert_non_null(r);
+    assert_int_equal(r->id, 46);
+    assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_ERROR);
+    assert_int_equal(r->error->code, PROTOBUS__CODE__INVALID_ARGUMENT);
+    assert_non_null(strstr(r->error->message, "max_event_bytes"));
+    protobus__frame__free_unpacked(r, NULL);
+    /* Still open after all of that. */
+    assert_int_equal(send_ping(fd, 50), 0);
+    expect_pong(fd, 50);
+    /* A frame over max_frame_bytes: refused from its prefix, then closed. */
+    const uint8_t huge[] = {0x81, 0x80, 0x04}; /* 65537 */
+    assert_int_equal(itest_send_raw(fd, huge, sizeof huge), 0);
+    expect_error(fd, 0, PROTOBUS__CODE__RESOURCE_EXHAUSTED, "max_frame_bytes = 65536");
+    assert_true(itest_wait_closed(fd, TIMEOUT_MS));
+    close(fd);
+}
+
+/* A refused Subscribe leaves the connection open, and what was sent after
+ * it in the same write is still answered, in order. */
+static void test_refused_subscribe_then_more(void **state)
+{
+    start(NULL, NULL);
+    int fd = itest_connect_hello(daemon_under_test.port);
+    assert_true(fd >= 0);
+    assert_int_equal(itest_subscribe(fd, 5, "a(", PROTOBUS__START_MODE__START_NEW), 0);
+    assert_int_equal(send_ping(fd, 6), 0);
+    expect_error(fd, 5, PROTOBUS__CODE__INVALID_ARGUMENT, "a(");
+    expect_pong(fd, 6);
+    close(fd);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_missing_hello, teardown),
+        cmocka_unit_test_teardown(test_versions_refused, teardown),
+        cmocka_unit_test_teardown(test_server_hello, teardown),
+        cmocka_unit_test_teardown(test_handshake_deadline, teardown),
+        cmocka_unit_test_teardown(test_max_handshaking, teardown),
+        cmocka_unit_test_teardown(test_max_connections_full_of_silent_ones, teardown),
+        cmocka_unit_test_teardown(test_ping_pong, teardown),
+        cmocka_unit_test_teardown(test_reply_ids_and_what_closes, teardown),
+        cmocka_unit_test_teardown(test_refused_subscribe_then_more, teardown),
+    };
+    return cmocka_run_group_tests_name("integration: connection model (raw frames)", tests, NULL,
+                                       NULL);
+}
