@@ -111,7 +111,9 @@ TESTLIB_OBJ := $(call obj,$(TESTLIB_SRC))
 #   SO_MINOR  +1 when PB_API functions or enum values are added (programs
 #             built against the previous version still run).
 #   SO_PATCH  +1 for a release that changes no public declaration.
-SO_MAJOR   := 1
+# 2: protocol version 1 (pb_client_subscribe waits for the server's answer
+# and returns its refusal; pb_item gained caught_up and PB_ITEM_CAUGHT_UP).
+SO_MAJOR   := 2
 SO_VERSION := $(SO_MAJOR).0.0
 SO_FILE    := $(BUILD)/libprotobus.so.$(SO_VERSION)
 PUBLIC_HEADERS := client/protobus.h $(wildcard proto/protobus_*.h)

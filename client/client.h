@@ -29,7 +29,6 @@ typedef struct inflight_batch {
     uint64_t frame_id;
     uint64_t first_event; /* publish sequence number of its first event */
     uint32_t count;
-    bool used;
 } inflight_batch;
 
 struct pb_client {
@@ -74,8 +73,10 @@ struct pb_client {
     uint64_t seq;         /* events accepted so far */
     uint64_t batch_first; /* sequence number of the current batch's first event */
 
+    /* Batches in flight, oldest first: a ring of inflight_cap entries from
+     * inflight_head. Protocol v1 answers them in this order. */
     inflight_batch *inflight;
-    uint32_t inflight_cap, ninflight;
+    uint32_t inflight_cap, ninflight, inflight_head;
 
     /* Positions of the events since the last completed flush. */
     pb_position *pos;
@@ -96,7 +97,11 @@ struct pb_client {
 
     /* Subscribing. */
     bool subscribed;
+    bool caught_up; /* the CaughtUp marker came */
     uint64_t sub_id;
+    pb_subscribed_partition *subparts; /* from Subscribed; names in subnames */
+    size_t nsubparts;
+    char *subnames;
     char *sbuf; /* NUL-terminated copies of a received event's strings */
     size_t scap;
     pb_tag_view *tagv;

@@ -5,7 +5,9 @@
  * in the protobus_*.h headers included below; the library exports nothing
  * else.
  *
- * A pb_client is one TCP connection to protobusd. It either publishes
+ * A pb_client is one TCP connection to protobusd, speaking protocol
+ * version 1 (proto/FORMAT.md Part A, section 7; a server that does not is
+ * refused with a message saying so). It either publishes
  * (pb_client_publish / pb_client_flush, batched and pipelined) or, after
  * pb_client_subscribe, is dedicated to one subscription that pb_client_next
  * iterates. Segment files can also be read without a server: see the
@@ -140,9 +142,11 @@ PB_API void pb_client_options_init(pb_client_options *opts);
  * Errors: PB_EINVAL (malformed address or option), PB_ECONNECT (cannot
  * resolve or connect), PB_ETIMEDOUT (connecting or Hello took longer than
  * connect_timeout_ms), PB_ECLOSED (server closed during Hello), PB_EPROTO
- * (the answer was not a Hello), PB_ESERVER (the server refused with an
- * Error), PB_ENOMEM. On failure *out is NULL and err (if not NULL and
- * errlen > 0) describes it, naming the address.
+ * (the answer was not a Hello, or a Hello of another protocol version),
+ * PB_ESERVER (the server refused with an Error, e.g. FAILED_PRECONDITION
+ * for a protocol version it does not speak), PB_ENOMEM. On failure *out is
+ * NULL and err (if not NULL and errlen > 0) describes it, naming the
+ * address.
  */
 PB_API int pb_client_connect(pb_client **out, const char *address, const pb_client_options *opts,
                              char *err, size_t errlen);
@@ -261,19 +265,49 @@ typedef struct pb_subscription {
 } pb_subscription;
 
 /*
- * Sends a Subscribe request. From then on the connection belongs to the
- * subscription: pb_client_next yields its events; publishing is refused.
- * Pending publishes must be flushed first (PB_EINVAL otherwise). The
- * caller keeps ownership of *s. Returns 0, PB_EINVAL (bad arguments, or
- * already subscribed), PB_ENOMEM, or the sticky connection errors. A
- * refusal by the server (bad pattern, ...) arrives as PB_ESERVER from the
- * first pb_client_next.
+ * Sends a Subscribe request and waits (at most io_timeout_ms) for the
+ * server's answer. On 0 the server confirmed it (Subscribed): the start
+ * positions are in pb_client_subscription, and from then on the
+ * connection belongs to the subscription: pb_client_next yields its items;
+ * publishing is refused. Pending publishes must be flushed first
+ * (PB_EINVAL otherwise). The caller keeps ownership of *s.
+ * Returns 0; PB_ESERVER when the server refused the subscription (bad
+ * pattern, no free subscription slot, ...: pb_client_server_error and
+ * pb_client_message say why; the connection stays usable, e.g. to
+ * subscribe again); PB_EINVAL (bad arguments, or already subscribed);
+ * PB_ENOMEM; PB_EPROTO (the server answered with something else than
+ * Subscribed or an Error: it does not speak protocol version 1); or the
+ * sticky connection errors (PB_ETIMEDOUT: no answer in time).
  */
 PB_API int pb_client_subscribe(pb_client *c, const pb_subscription *s);
+
+/* One partition of a confirmed subscription, as the server's Subscribed
+ * frame described it when the subscription started. */
+typedef struct pb_subscribed_partition {
+    const char *partition; /* NUL-terminated */
+    uint64_t first_offset; /* the oldest offset still stored */
+    uint64_t start_offset; /* the first offset the subscription can deliver here */
+    uint64_t end_offset;   /* the partition's next offset then: history is [start, end) */
+} pb_subscribed_partition;
+
+/*
+ * After pb_client_subscribe returned 0: the partitions the server had when
+ * the subscription started, in the server's order. *parts points to *n
+ * entries owned by the client, valid until pb_client_close. A partition
+ * created later is not listed; its events arrive live from its first
+ * offset. Returns 0, or PB_EINVAL if c has no confirmed subscription.
+ */
+PB_API int pb_client_subscription(const pb_client *c, const pb_subscribed_partition **parts,
+                                  size_t *n);
 
 typedef enum pb_item_kind {
     PB_ITEM_EVENT = 1,     /* item.event is set */
     PB_ITEM_DATA_LOSS = 2, /* item.loss is set: stored events that could not be read */
+    /* item.caught_up is set: every history event (those below the end
+     * offsets of pb_client_subscription) has been delivered; every later
+     * event is live. Comes exactly once per subscription, right after
+     * pb_client_subscribe for PB_START_NEW. */
+    PB_ITEM_CAUGHT_UP = 3,
 } pb_item_kind;
 
 /* A tag of a received event: byte strings, NUL-terminated for convenience. */
@@ -319,17 +353,24 @@ typedef struct pb_data_loss {
     const char *message; /* the server's text (names the file and position) */
 } pb_data_loss;
 
+/* The server's CaughtUp marker. */
+typedef struct pb_caught_up {
+    uint64_t history_events; /* Event frames the server sent before it */
+} pb_caught_up;
+
 typedef struct pb_item {
     pb_item_kind kind;
     pb_received_event event;
     pb_data_loss loss;
+    pb_caught_up caught_up;
 } pb_item;
 
 /*
  * Waits up to timeout_ms (< 0: no limit, 0: only what has arrived) for the
  * next item of the subscription and fills *item (its pointers are valid
  * until the next call on c). Decoding does not allocate per event.
- * Returns 0 (an event or a data-loss report; iterate on), PB_ETIMEDOUT
+ * Returns 0 (an event, a data-loss report or the caught-up marker; iterate
+ * on), PB_ETIMEDOUT
  * (nothing yet; call again), PB_ESERVER (the server ended the subscription
  * with an Error: pb_client_server_error / pb_client_message), PB_ECLOSED
  * (the server closed the connection), PB_EPROTO (a malformed frame or

@@ -214,12 +214,11 @@ static const char *intern(pb_client *c, wire_slice name)
 
 /* --- acks and errors ---------------------------------------------------------- */
 
-static inflight_batch *find_inflight(pb_client *c, uint64_t id)
+/* The oldest batch in flight: the only one a reply may answer, since the
+ * server replies in request order. NULL if none. */
+static inflight_batch *oldest_inflight(pb_client *c)
 {
-    for (uint32_t i = 0; i < c->inflight_cap; i++)
-        if (c->inflight[i].used && c->inflight[i].frame_id == id)
-            return &c->inflight[i];
-    return NULL;
+    return c->ninflight ? &c->inflight[c->inflight_head] : NULL;
 }
 
 /* Where the positions of batch b go: the flush window, or scratch space
@@ -247,16 +246,22 @@ static void batch_done(pb_client *c, inflight_batch *b, const pb_position *pos, 
         };
         c->opts.on_ack(c->opts.on_ack_ctx, &r);
     }
-    b->used = false;
+    /* b is the oldest (see oldest_inflight): the ring moves on. */
+    c->inflight_head = (c->inflight_head + 1) % c->inflight_cap;
     c->ninflight--;
 }
 
 static int take_ack(pb_client *c, const frame_view *f)
 {
-    inflight_batch *b = find_inflight(c, f->id);
+    inflight_batch *b = oldest_inflight(c);
     if (!b)
         return client_die(c, PB_EPROTO, "%s acknowledged frame %llu, which is not in flight",
                           c->address, (unsigned long long)f->id);
+    if (b->frame_id != f->id)
+        return client_die(c, PB_EPROTO,
+                          "%s acknowledged frame %llu before frame %llu, sent earlier: it does not "
+                          "answer in request order as protocol version 1 requires",
+                          c->address, (unsigned long long)f->id, (unsigned long long)b->frame_id);
     char err[200];
     publish_ack_iter it;
     int rc = publish_ack_open(f->body.p, f->body.len, &it, err, sizeof(err));
@@ -291,9 +296,20 @@ static int take_error(pb_client *c, const frame_view *f)
         return rc;
     c->serr_pending = true;
     c->flush_refused = true;
-    inflight_batch *b = f->id ? find_inflight(c, f->id) : NULL;
-    if (!b)
-        return 0; /* about the connection as a whole */
+    inflight_batch *b = oldest_inflight(c);
+    if (!b || f->id == 0 || f->id != b->frame_id) {
+        /* Not an answer to the oldest batch: id 0 is about the connection
+         * as a whole, and so is an Error to a no_ack batch (those are not
+         * in flight). Anything else breaks the reply order. */
+        if (b && f->id != 0)
+            return client_die(c, PB_EPROTO,
+                              "%s answered frame %llu while frame %llu, sent earlier, waits for "
+                              "its answer: it does not answer in request order as protocol "
+                              "version 1 requires",
+                              c->address, (unsigned long long)f->id,
+                              (unsigned long long)b->frame_id);
+        return 0;
+    }
     c->serr.batch_first_event = b->first_event;
     c->serr.batch_count = b->count;
     c->serr.event = b->first_event + c->serr.event_in_batch;
@@ -428,12 +444,8 @@ static int send_batch(pb_client *c)
 
     if (!c->opts.no_ack) {
         /* Registered before writing: acks may be read while the write waits. */
-        inflight_batch *b = NULL;
-        for (uint32_t i = 0; !b && i < c->inflight_cap; i++)
-            if (!c->inflight[i].used)
-                b = &c->inflight[i];
-        *b = (inflight_batch){
-            .frame_id = id, .first_event = c->batch_first, .count = c->ecount, .used = true};
+        inflight_batch *b = &c->inflight[(c->inflight_head + c->ninflight) % c->inflight_cap];
+        *b = (inflight_batch){.frame_id = id, .first_event = c->batch_first, .count = c->ecount};
         c->ninflight++;
     }
     c->batch_first += c->ecount;

@@ -1,9 +1,11 @@
 /*
  * subscribe - libprotobus's subscribing side: sends the Subscribe request
- * (protobuf-c pack: once per connection, a cold path), then iterates the
- * Event frames the server streams, walking each with the wire codec into
- * views over the receive buffer plus NUL-terminated copies of its strings
- * in one reusable buffer (no allocation per event once warm).
+ * and reads the server's answer, Subscribed (its start positions) or an
+ * Error (protobuf-c both ways: once per connection, a cold path), then
+ * iterates the Event frames the server streams, walking each with the wire
+ * codec into views over the receive buffer plus NUL-terminated copies of
+ * its strings in one reusable buffer (no allocation per event once warm),
+ * and the CaughtUp marker between history and live events.
  *
  * Threads: whichever thread calls into the pb_client (one at a time).
  */
@@ -114,6 +116,84 @@ out:
     return rc;
 }
 
+/* Keeps the positions of a Subscribed frame (names copied into one
+ * allocation). 0 or a sticky error. */
+static int take_subscribed(pb_client *c, const frame_view *f)
+{
+    Protobus__Subscribed *m = protobus__subscribed__unpack(NULL, f->body.len, f->body.p);
+    if (!m)
+        return client_die(c, PB_EPROTO, "bad Subscribed frame from %s", c->address);
+    int rc = 0;
+    size_t names = 0;
+    for (size_t i = 0; i < m->n_partitions; i++)
+        names += strlen(m->partitions[i]->partition) + 1;
+    free(c->subparts);
+    free(c->subnames);
+    c->nsubparts = 0;
+    c->subparts = calloc(m->n_partitions ? m->n_partitions : 1, sizeof(*c->subparts));
+    c->subnames = malloc(names ? names : 1);
+    if (!c->subparts || !c->subnames) {
+        rc = client_die(c, PB_ENOMEM, "out of memory for the subscription's positions");
+        goto out;
+    }
+    char *w = c->subnames;
+    for (size_t i = 0; i < m->n_partitions; i++) {
+        const Protobus__PartitionPosition *p = m->partitions[i];
+        size_t len = strlen(p->partition) + 1;
+        memcpy(w, p->partition, len);
+        c->subparts[i] = (pb_subscribed_partition){.partition = w,
+                                                   .first_offset = p->first_offset,
+                                                   .start_offset = p->start_offset,
+                                                   .end_offset = p->end_offset};
+        w += len;
+    }
+    c->nsubparts = m->n_partitions;
+out:
+    protobus__subscribed__free_unpacked(m, NULL);
+    return rc;
+}
+
+/* Waits for the answer to the Subscribe: 0 (Subscribed), PB_ESERVER
+ * (refused; not sticky) or a sticky error. */
+static int await_subscribed(pb_client *c, int64_t deadline)
+{
+    for (;;) {
+        frame_view f;
+        int rc = client_next_frame(c, &f);
+        if (rc < 0)
+            return rc;
+        if (rc == 1) {
+            if (f.kind == FRAME_SUBSCRIBED && f.id == c->sub_id)
+                return take_subscribed(c, &f);
+            if (f.kind == FRAME_ERROR && (f.id == c->sub_id || f.id == 0)) {
+                if ((rc = client_take_error(c, &f)) < 0)
+                    return rc;
+                /* A refused Subscribe leaves the connection as it was. An
+                 * Error about the connection as a whole (id 0) ends it. */
+                if (f.id == 0)
+                    return client_die(c, PB_ESERVER, "%s closed the connection: %s: %s", c->address,
+                                      pb_code_name(c->serr.code), c->serr.message);
+                c->subscribed = false;
+                return client_fail(c, PB_ESERVER, "subscription refused by %s: %s: %s", c->address,
+                                   pb_code_name(c->serr.code), c->serr.message);
+            }
+            return client_die(c, PB_EPROTO,
+                              "%s answered the Subscribe (frame %llu) with a %s frame (id %llu) "
+                              "instead of Subscribed: it does not speak protocol version 1",
+                              c->address, (unsigned long long)c->sub_id, frame_kind_name(f.kind),
+                              (unsigned long long)f.id);
+        }
+        int ev = client_poll(c, false, deadline);
+        if (ev < 0)
+            return client_die(c, ev, "waiting on %s: %s", c->address, pb_strerror(ev));
+        if (ev == 0)
+            return client_die(c, PB_ETIMEDOUT, "%s did not answer the Subscribe within %u ms",
+                              c->address, c->opts.io_timeout_ms);
+        if ((rc = client_read(c)) < 0)
+            return rc;
+    }
+}
+
 int pb_client_subscribe(pb_client *c, const pb_subscription *s)
 {
     if (c->subscribed)
@@ -128,11 +208,29 @@ int pb_client_subscribe(pb_client *c, const pb_subscription *s)
     rc = encode_subscribe(c, s);
     if (rc < 0)
         return rc;
-    /* Marked first: from here on frames are the subscription's. The server
-     * answers only after reading the whole request: whatever it sends is
-     * left buffered for pb_client_next. */
+    /* Marked first: from here on frames are the subscription's. Whatever
+     * the server sends while the request is written stays buffered. */
     c->subscribed = true;
-    return client_write_all(c, client_deadline((int)c->opts.io_timeout_ms), NULL);
+    c->caught_up = false;
+    int64_t deadline = client_deadline((int)c->opts.io_timeout_ms);
+    rc = client_write_all(c, deadline, NULL);
+    return rc < 0 ? rc : await_subscribed(c, deadline);
+}
+
+int pb_client_subscription(const pb_client *c, const pb_subscribed_partition **parts, size_t *n)
+{
+    if (!c->subscribed || !c->subparts) {
+        if (parts)
+            *parts = NULL;
+        if (n)
+            *n = 0;
+        return PB_EINVAL;
+    }
+    if (parts)
+        *parts = c->subparts;
+    if (n)
+        *n = c->nsubparts;
+    return 0;
 }
 
 static const char *copy_str(char **w, wire_slice s)
@@ -222,6 +320,21 @@ int pb_client_next(pb_client *c, pb_item *item, int timeout_ms)
             switch (f.kind) {
             case FRAME_EVENT:
                 return take_event(c, &f, item);
+            case FRAME_CAUGHT_UP: {
+                if (c->caught_up)
+                    return client_die(c, PB_EPROTO, "%s sent a second CaughtUp", c->address);
+                Protobus__CaughtUp *m = protobus__caught_up__unpack(NULL, f.body.len, f.body.p);
+                if (!m)
+                    return client_die(c, PB_EPROTO, "bad CaughtUp frame from %s", c->address);
+                c->caught_up = true;
+                memset(item, 0, sizeof(*item));
+                item->kind = PB_ITEM_CAUGHT_UP;
+                item->caught_up.history_events = m->history_events;
+                protobus__caught_up__free_unpacked(m, NULL);
+                return 0;
+            }
+            case FRAME_PONG:
+                continue; /* the answer to a Ping this client did not send: nothing */
             case FRAME_ERROR:
                 rc = client_take_error(c, &f);
                 if (rc < 0)
@@ -265,4 +378,6 @@ void subscribe_free(pb_client *c)
 {
     free(c->sbuf);
     free(c->tagv);
+    free(c->subparts);
+    free(c->subnames);
 }

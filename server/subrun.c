@@ -157,12 +157,14 @@ static int emit_event(sub *s, const part_state *st, uint64_t offset, const uint8
         size_t h = frame_put_event_header_n(s->out, OUT_CAP, s->frame_id, st->name, st->name_len,
                                             offset, len);
         struct iovec v[2] = {{s->out, h}, {(void *)ev, len}};
+        s->events_sent++;
         return send_all(s, v, 2);
     }
     s->out_len += frame_put_event_header_n(s->out + s->out_len, OUT_CAP - s->out_len, s->frame_id,
                                            st->name, st->name_len, offset, len);
     memcpy(s->out + s->out_len, ev, len);
     s->out_len += len;
+    s->events_sent++;
     return 0;
 }
 
@@ -182,6 +184,79 @@ static int emit_error(sub *s, int code, const char *msg, const char *part_name, 
         return rc;
     s->out_len += frame_put_error(s->out + s->out_len, OUT_CAP - s->out_len, s->frame_id, &e);
     return 0;
+}
+
+/* Sends the output now, frame (bytes already encoded in a buffer of its
+ * own, when it did not fit the output buffer) last. */
+static int flush_with(sub *s, const uint8_t *frame, size_t len)
+{
+    int rc = flush_out(s);
+    if (rc == 0 && frame) {
+        struct iovec v = {(void *)frame, len};
+        rc = send_all(s, &v, 1);
+    }
+    return rc;
+}
+
+/* The first offset still stored in a partition. Nothing removes old
+ * segments yet (retention will raise it), so every partition starts at 0. */
+static uint64_t first_offset(const part_state *st)
+{
+    (void)st;
+    return 0;
+}
+
+/* Subscribed, sent at once (the client waits for it): per partition known
+ * at subscribe time, its first offset, the start the snapshot chose, and
+ * its end (the history is [start, end)). */
+static int emit_subscribed(sub *s)
+{
+    frame_position *pos = calloc(s->nparts ? s->nparts : 1, sizeof *pos);
+    uint8_t *own = NULL;
+    int rc = 0;
+    if (!pos)
+        goto nomem;
+    for (size_t i = 0; i < s->nparts; i++) {
+        const part_state *st = &s->parts[i];
+        pos[i] = (frame_position){.partition = st->name,
+                                  .first_offset = first_offset(st),
+                                  .start_offset = st->next,
+                                  .end_offset = st->end};
+    }
+    size_t need = frame_put_subscribed(NULL, 0, s->frame_id, pos, s->nparts);
+    if (need > OUT_CAP - s->out_len) {
+        /* Thousands of partitions: a buffer of its own. */
+        if ((rc = flush_out(s)) < 0)
+            goto out;
+        if (need > OUT_CAP && !(own = malloc(need)))
+            goto nomem;
+    }
+    if (own) {
+        frame_put_subscribed(own, need, s->frame_id, pos, s->nparts);
+    } else {
+        frame_put_subscribed(s->out + s->out_len, need, s->frame_id, pos, s->nparts);
+        s->out_len += need;
+    }
+    rc = flush_with(s, own, need);
+    goto out;
+nomem:
+    snprintf(s->why, sizeof s->why, "out of memory for the Subscribed frame");
+    rc = PB_ENOMEM;
+out:
+    free(own);
+    free(pos);
+    return rc;
+}
+
+/* CaughtUp, sent at once: every history event is out, the rest is live. */
+static int emit_caught_up(sub *s)
+{
+    size_t need = frame_put_caught_up(NULL, 0, s->frame_id, s->events_sent);
+    int rc;
+    if (s->out_len + need > OUT_CAP && (rc = flush_out(s)) < 0)
+        return rc;
+    s->out_len += frame_put_caught_up(s->out + s->out_len, need, s->frame_id, s->events_sent);
+    return flush_out(s);
 }
 
 /* Reports offsets first..last of st's partition as lost (DATA_LOSS) and
@@ -323,6 +398,54 @@ static int collect_last_n(sub *s, part_state *st)
 }
 
 /*
+ * START_TIME: the offset of the first record received at or after
+ * min_time_ns below st->end (st->end if none), found with a reader of its
+ * own, so that Subscribed can tell the start before anything is sent; the
+ * replay then starts there by offset. Damage where the search lands makes
+ * the start the first offset lost: the replay reports it.
+ */
+static int time_start(sub *s, part_state *st)
+{
+    uint64_t start = st->end;
+    pb_reader *rd = NULL;
+    pb_record rec;
+    int rc = 0;
+    if (st->end > st->next) {
+        const char *dir = partition_dir(st->p);
+        rc = pb_reader_open(&rd, dir);
+        if (rc == 0)
+            rc = pb_reader_seek_time(rd, s->min_time_ns);
+        if (rc == 0) {
+            pb_reader_set_end(rd, st->end);
+            for (;;) {
+                rc = pb_reader_next(rd, &rec);
+                if (rc == 0) {
+                    start = rec.offset;
+                    break;
+                }
+                if (rc == PB_ECORRUPT) {
+                    const struct pb_reader_problem *pr = pb_reader_problem(rd);
+                    if (pr->last_offset + 1 == pr->first_offset)
+                        continue; /* unreadable bytes, no offset lost */
+                    start = pr->first_offset;
+                    rc = 0;
+                    break;
+                }
+                if (rc == PB_EEOF)
+                    rc = 0;
+                break;
+            }
+        }
+        if (rc < 0)
+            snprintf(s->why, sizeof s->why, "partition %s: cannot read its files in %s: %s",
+                     st->name, dir, pb_strerror(rc));
+        pb_reader_close(rd);
+    }
+    st->next = start;
+    return rc;
+}
+
+/*
  * Takes the end offset of every partition in the store as the bound of the
  * next replay. Called after the queue is (re-)enabled: every record below
  * these ends is in the files, every later one will come through the queue.
@@ -350,7 +473,7 @@ static int snapshot(sub *s, bool initial)
             st->next = st->end;
             break;
         case PROTOBUS__START_MODE__START_TIME:
-            st->time_seek = true;
+            rc = time_start(s, st);
             break;
         case PROTOBUS__START_MODE__START_LAST_N:
             rc = collect_last_n(s, st);
@@ -405,8 +528,7 @@ static int open_reader(sub *s, part_state *st)
     const char *dir = partition_dir(st->p);
     int rc = pb_reader_open(&st->rd, dir);
     if (rc == 0)
-        rc = st->time_seek ? pb_reader_seek_time(st->rd, s->min_time_ns)
-                           : pb_reader_seek_offset(st->rd, st->next);
+        rc = pb_reader_seek_offset(st->rd, st->next);
     if (rc < 0) {
         snprintf(s->why, sizeof s->why, "partition %s: cannot read its files in %s: %s", st->name,
                  dir, pb_strerror(rc));
@@ -426,7 +548,6 @@ static void finish(part_state *st)
     free(st->want);
     st->want = NULL;
     st->nwant = st->iwant = 0;
-    st->time_seek = false;
     if (st->next < st->end)
         st->next = st->end;
 }
@@ -438,9 +559,8 @@ static int advance(sub *s, part_state *st)
     for (;;) {
         int rc = pb_reader_next(st->rd, &st->rec);
         if (rc == 0) {
-            if (st->rec.offset < st->next && !st->time_seek)
+            if (st->rec.offset < st->next)
                 continue;
-            st->time_seek = false; /* from here on, next is exact */
             if (!st->want)
                 return 1;
             while (st->iwant < st->nwant && st->want[st->iwant] < st->rec.offset)
@@ -459,7 +579,7 @@ static int advance(sub *s, part_state *st)
         if (rc == PB_EEOF) {
             /* Every record below a snapshot end is durable in the files; if
              * the files end early, say so rather than skip silently. */
-            if (!st->want && !st->time_seek && st->next < st->end)
+            if (!st->want && st->next < st->end)
                 return report_loss(s, st, st->next, st->end - 1,
                                    "are below the partition's end offset but missing from its "
                                    "files");
@@ -684,9 +804,17 @@ void subrun_main(sub *s)
     logging_printf(LOG_INFO, "subscriber %s: subscribed (%zu pattern(s), %zu tag filter(s), %s)",
                    s->peer, s->req->n_patterns, s->ntags, start_name(s->start));
     fanout_add(s->fo, &s->live);
+    /* Registered first, then the ends: what is below them is history (in
+     * the files), everything later reaches the queue. */
     rc = snapshot(s, true);
     if (rc == 0)
+        rc = emit_subscribed(s);
+    if (rc == 0)
         rc = replay(s, SIZE_MAX);
+    /* Once, here: a later fall-back to the files after an overflow
+     * replays live events, not history. */
+    if (rc == 0)
+        rc = emit_caught_up(s);
     bool tailing = false;
     while (rc >= 0) {
         rc = drain(s);

@@ -47,7 +47,6 @@ typedef struct part_state {
      * reported lost; nothing at or above it has been sent. */
     uint64_t next;
     uint64_t end;   /* upper bound (exclusive) of the replay in progress */
-    bool time_seek; /* first replay seeks by time (START_TIME) */
     uint64_t *want; /* START_LAST_N: the offsets to deliver, ascending */
     size_t nwant, iwant;
     pb_reader *rd; /* open during a replay */
@@ -97,8 +96,9 @@ typedef struct sub {
     size_t nheap;
     uint8_t *out; /* thread: frames waiting to be written */
     size_t out_len;
-    unsigned overflows; /* thread: times the live queue overflowed */
-    char why[512];      /* thread: what ended the subscription, for the Error frame */
+    unsigned overflows;   /* thread: times the live queue overflowed */
+    uint64_t events_sent; /* thread: Event frames queued for the client so far */
+    char why[512];        /* thread: what ended the subscription, for the Error frame */
 } sub;
 
 /* Runs the subscription until the client leaves, a write deadline passes,

@@ -1,7 +1,8 @@
 /*
  * sub - `protobus sub`: one subscription through libprotobus, each event
  * printed with render.h. Stops after -n events, after --timeout of
- * silence, on SIGINT/SIGTERM (exit 0), or on a server error (exit 1).
+ * silence, once history is delivered (--until-caught-up), on SIGINT/SIGTERM
+ * (exit 0), or on a server error (exit 1).
  * Events the server could not read (DATA_LOSS) are reported on stderr and
  * make the exit status 1, the subscription goes on.
  *
@@ -26,7 +27,8 @@ static const char usage[] =
     "Subscribes to the topics that match any PATTERN (a PCRE2 regex that must\n"
     "match the whole topic, e.g. 'orders\\..*') and prints each event, with\n"
     "its partition and offset, on standard output. Runs until interrupted\n"
-    "(SIGINT/SIGTERM: exit 0) unless -n or --timeout ends it.\n"
+    "(SIGINT/SIGTERM: exit 0) unless -n, --timeout or --until-caught-up ends\n"
+    "it.\n"
     "\n"
     "Where to start (at most one; default: only events stored from now on):\n"
     "      --from-beginning          every stored event\n"
@@ -45,13 +47,15 @@ static const char usage[] =
     "                          must match)\n"
     "  -n, --count COUNT       exit 0 after COUNT events\n"
     "      --timeout MS        exit 0 after MS milliseconds without an event\n"
+    "      --until-caught-up   exit 0 once every stored event (the history up to\n"
+    "                          the moment of subscribing) has been printed\n"
     "  -f, --format FORMAT     text (default), json (one object per line) or raw\n"
     "                          (payload bytes only)\n"
     "  -h, --help              show this help\n"
     "\n"
-    "Exit status: 0 when stopped by -n, --timeout or a signal; 1 on a server or\n"
-    "connection error (message on standard error) or if the server reported\n"
-    "events it could not read (data loss); 2 usage error.\n";
+    "Exit status: 0 when stopped by -n, --timeout, --until-caught-up or a signal;\n"
+    "1 on a server or connection error (message on standard error) or if the\n"
+    "server reported events it could not read (data loss); 2 usage error.\n";
 
 enum {
     OPT_FROM_BEGINNING = 256,
@@ -59,6 +63,7 @@ enum {
     OPT_FROM_TIME,
     OPT_LAST,
     OPT_TIMEOUT,
+    OPT_UNTIL_CAUGHT_UP,
 };
 
 typedef struct sub_opts {
@@ -72,6 +77,7 @@ typedef struct sub_opts {
     uint64_t count;
     bool has_count;
     int64_t timeout_ms; /* -1: none */
+    bool until_caught_up;
     pb_render_format fmt;
 } sub_opts;
 
@@ -121,6 +127,7 @@ static int parse(int argc, char **argv, sub_opts *o)
         {"from-time", required_argument, NULL, OPT_FROM_TIME},
         {"last", required_argument, NULL, OPT_LAST},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"until-caught-up", no_argument, NULL, OPT_UNTIL_CAUGHT_UP},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -181,6 +188,9 @@ static int parse(int argc, char **argv, sub_opts *o)
                 return cli_usage_error("sub", "--timeout %s: expected milliseconds", optarg);
             o->timeout_ms = (int64_t)v;
             break;
+        case OPT_UNTIL_CAUGHT_UP:
+            o->until_caught_up = true;
+            break;
         case 'h':
             fputs(usage, stdout);
             return cli_flush_stdout("sub") ? -1 : CLI_EXIT_RUNTIME;
@@ -238,6 +248,11 @@ static int run(pb_client *c, const sub_opts *o)
             return CLI_EXIT_RUNTIME;
         }
         last_activity = cli_now_ms();
+        if (item.kind == PB_ITEM_CAUGHT_UP) {
+            if (o->until_caught_up)
+                break; /* everything stored when we subscribed is printed */
+            continue;
+        }
         if (item.kind == PB_ITEM_DATA_LOSS) {
             cli_error("sub", "data loss in partition %s, offsets %llu-%llu: %s",
                       item.loss.partition, (unsigned long long)item.loss.first_offset,

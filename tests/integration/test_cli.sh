@@ -254,6 +254,23 @@ test_sub_capture_all() {
     [ "$(lines "$TMP/sub_all.json")" -eq 8003 ] || fail "sub gave $(lines "$TMP/sub_all.json")"
 }
 
+test_sub_until_caught_up() {
+    # History only: every stored event (the same as sub_all), then exit 0
+    # by itself, without -n or --timeout.
+    local rc=0
+    timeout 60 "$PB" sub --from-beginning --until-caught-up --format json '.*' \
+        >"$TMP/caught.json" || rc=$?
+    [ "$rc" -eq 0 ] || fail "sub --from-beginning --until-caught-up: exit $rc"
+    sort "$TMP/caught.json" >"$TMP/a"
+    sort "$TMP/sub_all.json" >"$TMP/b"
+    cmp -s "$TMP/a" "$TMP/b" || fail "--until-caught-up gave $(lines "$TMP/caught.json") lines"
+    # New events only: no history, so it ends at once with nothing.
+    timeout 20 "$PB" sub --until-caught-up '.*' >"$TMP/caught_new" || rc=$?
+    [ "$rc" -eq 0 ] || fail "sub --until-caught-up (new only): exit $rc"
+    [ "$(lines "$TMP/caught_new")" -eq 0 ] || fail "new-only history printed something"
+    "$PB" sub --help | grep -q -- '--until-caught-up'
+}
+
 # --- tests on the files, daemon stopped --------------------------------------
 
 test_cat_equals_sub() {
@@ -440,6 +457,7 @@ run test_pub_errors
 run test_sub_filters_and_stop
 run test_cat_follow
 run test_sub_capture_all
+run test_sub_until_caught_up
 stop_daemon
 run test_cat_equals_sub
 run test_cat_filters

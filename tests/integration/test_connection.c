@@ -4,12 +4,14 @@
  * tests/lib/itest.h): the handshake (a missing Hello, refused versions,
  * the deadline, max_handshaking under 1,000 silent connections while a real
  * client connects and publishes), the server's Hello, Ping/Pong, reply ids
- * on malformed frames and which errors close the connection.
+ * on malformed frames and which errors close the connection, Subscribed
+ * for every start mode and CaughtUp's place; then the same model through
+ * libprotobus (pb_client_subscription, PB_ITEM_CAUGHT_UP).
  *
  * Threads: the test's main thread only.
  */
 #include "itest.h"
-#include "protobus_version.h"
+#include "protobus.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -419,6 +421,375 @@ static void test_refused_subscribe_then_more(void **state)
     close(fd);
 }
 
+/* --- subscriptions ---------------------------------------------------------------- */
+
+#define RULES_AB "[partition alpha]\nmatch = a\\..*\n[partition beta]\nmatch = b\\..*\n"
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Publishes n events of topic on fd (one batch) and checks the ack. */
+static void publish_n(int fd, uint64_t id, const char *topic, size_t n)
+{
+    const char *t[16], *p[16];
+    assert_true(n <= 16);
+    for (size_t i = 0; i < n; i++) {
+        t[i] = topic;
+        p[i] = "payload";
+    }
+    Protobus__Frame *r = itest_publish(fd, id, t, p, n, TIMEOUT_MS);
+    assert_non_null(r);
+    assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_PUBLISH_ACK);
+    protobus__frame__free_unpacked(r, NULL);
+}
+
+typedef struct sub_request {
+    Protobus__StartMode start;
+    const char *offsets_partition; /* START_OFFSETS */
+    uint64_t offset;
+    int64_t from_time_ns; /* START_TIME */
+    uint32_t last_n;      /* START_LAST_N */
+} sub_request;
+
+static int send_subscribe(int fd, uint64_t id, const char *pattern, const sub_request *q)
+{
+    Protobus__Subscribe s = PROTOBUS__SUBSCRIBE__INIT;
+    char *patterns[1] = {(char *)pattern};
+    s.n_patterns = 1;
+    s.patterns = patterns;
+    s.start = q->start;
+    Protobus__PartitionOffset po = PROTOBUS__PARTITION_OFFSET__INIT;
+    Protobus__PartitionOffset *pop = &po;
+    if (q->offsets_partition) {
+        po.partition = (char *)q->offsets_partition;
+        po.offset = q->offset;
+        s.n_offsets = 1;
+        s.offsets = &pop;
+    }
+    Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    if (q->start == PROTOBUS__START_MODE__START_TIME) {
+        ts.seconds = q->from_time_ns / 1000000000LL;
+        ts.nanos = (int32_t)(q->from_time_ns % 1000000000LL);
+        s.from_time = &ts;
+    }
+    s.last_n = q->last_n;
+    Protobus__Frame f = PROTOBUS__FRAME__INIT;
+    f.id = id;
+    f.body_case = PROTOBUS__FRAME__BODY_SUBSCRIBE;
+    f.subscribe = &s;
+    return itest_send_frame(fd, &f);
+}
+
+/* What a subscription received up to its CaughtUp. */
+typedef struct sub_history {
+    uint64_t start[2], end[2], first[2]; /* alpha, beta from Subscribed */
+    size_t nevents;
+    uint64_t offsets[2][64]; /* per partition, in order of arrival */
+    size_t n[2];
+    uint64_t history_events; /* CaughtUp's */
+} sub_history;
+
+static int part_index(const char *name)
+{
+    if (strcmp(name, "alpha") == 0)
+        return 0;
+    if (strcmp(name, "beta") == 0)
+        return 1;
+    fail_msg("unexpected partition %s", name);
+    return -1;
+}
+
+/* Subscribes on a new connection and reads Subscribed, then every frame up
+ * to and including CaughtUp: each must carry the Subscribe's id, and no
+ * Event may come before Subscribed. Returns the connection (still open). */
+static int subscribe_history(const char *pattern, const sub_request *q, sub_history *h)
+{
+    memset(h, 0, sizeof *h);
+    int fd = itest_connect_hello(daemon_under_test.port);
+    assert_true(fd >= 0);
+    assert_int_equal(send_subscribe(fd, 77, pattern, q), 0);
+    Protobus__Frame *r = itest_recv_frame(fd, TIMEOUT_MS);
+    assert_non_null(r);
+    if (r->body_case != PROTOBUS__FRAME__BODY_SUBSCRIBED)
+        fail_msg("first answer to Subscribe: frame %d (%s)", r->body_case,
+                 r->body_case == PROTOBUS__FRAME__BODY_ERROR ? r->error->message : "");
+    assert_int_equal(r->id, 77);
+    assert_int_equal(r->subscribed->n_partitions, 2);
+    for (size_t i = 0; i < 2; i++) {
+        const Protobus__PartitionPosition *p = r->subscribed->partitions[i];
+        int k = part_index(p->partition);
+        h->first[k] = p->first_offset;
+        h->start[k] = p->start_offset;
+        h->end[k] = p->end_offset;
+    }
+    protobus__frame__free_unpacked(r, NULL);
+    for (;;) {
+        r = itest_recv_frame(fd, TIMEOUT_MS);
+        assert_non_null(r);
+        assert_int_equal(r->id, 77);
+        if (r->body_case == PROTOBUS__FRAME__BODY_CAUGHT_UP) {
+            h->history_events = r->caught_up->history_events;
+            protobus__frame__free_unpacked(r, NULL);
+            return fd;
+        }
+        assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_EVENT);
+        int k = part_index(r->event->partition);
+        assert_true(h->n[k] < 64);
+        h->offsets[k][h->n[k]++] = r->event->offset;
+        h->nevents++;
+        protobus__frame__free_unpacked(r, NULL);
+    }
+}
+
+/* The history delivered is exactly [start, end) of each partition (for
+ * these tests' filters), in order, and CaughtUp counts it. */
+static void expect_history(const sub_history *h)
+{
+    assert_int_equal(h->history_events, h->nevents);
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(h->first[k], 0);
+        uint64_t want = h->start[k] < h->end[k] ? h->end[k] - h->start[k] : 0;
+        assert_int_equal(h->n[k], want);
+        for (size_t i = 0; i < h->n[k]; i++)
+            assert_int_equal(h->offsets[k][i], h->start[k] + i);
+    }
+}
+
+/* After CaughtUp, an event published now is the next frame: live. */
+static void expect_live_next(int sub, int pub, uint64_t id)
+{
+    publish_n(pub, id, "b.live", 1);
+    Protobus__Frame *r = itest_recv_frame(sub, TIMEOUT_MS);
+    assert_non_null(r);
+    assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_EVENT);
+    assert_string_equal(r->event->event->topic, "b.live");
+    protobus__frame__free_unpacked(r, NULL);
+}
+
+/* Subscribed's positions for every start mode, the history between it and
+ * CaughtUp, and an event published right after CaughtUp seen live. */
+static void test_subscribed_every_start_mode(void **state)
+{
+    start(NULL, RULES_AB);
+    int pub = itest_connect_hello(daemon_under_test.port);
+    assert_true(pub >= 0);
+    publish_n(pub, 1, "a.x", 3); /* alpha 0..2 */
+    sleep_ms(20);
+    int64_t t = now_ns();
+    sleep_ms(20);
+    publish_n(pub, 2, "a.x", 2); /* alpha 3..4 */
+    publish_n(pub, 3, "b.y", 3); /* beta 0..2 */
+    uint64_t pid = 10;
+    sub_history h;
+    int fd;
+
+    /* START_NEW: start = end, no history, CaughtUp at once. */
+    fd = subscribe_history(".*", &(sub_request){.start = PROTOBUS__START_MODE__START_NEW}, &h);
+    assert_int_equal(h.start[0], 5);
+    assert_int_equal(h.end[0], 5);
+    assert_int_equal(h.start[1], 3);
+    assert_int_equal(h.end[1], 3);
+    expect_history(&h);
+    expect_live_next(fd, pub, pid++);
+    close(fd);
+
+    /* START_BEGINNING: everything. (b.live is beta 3 by now.) */
+    fd =
+        subscribe_history(".*", &(sub_request){.start = PROTOBUS__START_MODE__START_BEGINNING}, &h);
+    assert_int_equal(h.start[0], 0);
+    assert_int_equal(h.end[0], 5);
+    assert_int_equal(h.start[1], 0);
+    assert_int_equal(h.end[1], 4);
+    expect_history(&h);
+    expect_live_next(fd, pub, pid++);
+    close(fd);
+
+    /* START_OFFSETS: alpha from 2, beta (not listed) from its beginning. */
+    fd = subscribe_history(".*",
+                           &(sub_request){.start = PROTOBUS__START_MODE__START_OFFSETS,
+                                          .offsets_partition = "alpha",
+                                          .offset = 2},
+                           &h);
+    assert_int_equal(h.start[0], 2);
+    assert_int_equal(h.start[1], 0);
+    assert_int_equal(h.end[1], 5);
+    expect_history(&h);
+    expect_live_next(fd, pub, pid++);
+    close(fd);
+
+    /* START_TIME: alpha from its first event after t, beta all of it. */
+    fd = subscribe_history(
+        ".*", &(sub_request){.start = PROTOBUS__START_MODE__START_TIME, .from_time_ns = t}, &h);
+    assert_int_equal(h.start[0], 3);
+    assert_int_equal(h.end[0], 5);
+    assert_int_equal(h.start[1], 0);
+    expect_history(&h);
+    expect_live_next(fd, pub, pid++);
+    close(fd);
+
+    /* START_LAST_N 1: the last event of each topic (a.x: alpha 4; b.y is
+     * beta 2, b.live beta 6: the start is the lowest wanted offset). */
+    fd = subscribe_history(
+        ".*", &(sub_request){.start = PROTOBUS__START_MODE__START_LAST_N, .last_n = 1}, &h);
+    assert_int_equal(h.start[0], 4);
+    assert_int_equal(h.end[0], 5);
+    assert_int_equal(h.start[1], 2);
+    assert_int_equal(h.end[1], 7);
+    assert_int_equal(h.history_events, 3);
+    assert_int_equal(h.n[0], 1);
+    assert_int_equal(h.offsets[0][0], 4);
+    assert_int_equal(h.n[1], 2);
+    assert_int_equal(h.offsets[1][0], 2);
+    assert_int_equal(h.offsets[1][1], 6);
+    expect_live_next(fd, pub, pid++);
+    close(fd);
+    close(pub);
+}
+
+/* A live queue that overflows falls back to the files: everything still
+ * arrives once, in order, and CaughtUp came exactly once. */
+static void test_overflow_no_second_caught_up(void **state)
+{
+    enum { NBATCH = 400, PER = 16, PAYLOAD = 900 };
+    start("max_event_bytes = 1K\nmax_frame_bytes = 64K\nsubscriber_queue_bytes = 4K\n", NULL);
+    int pub = itest_connect_hello(daemon_under_test.port);
+    int sub = itest_connect_hello(daemon_under_test.port);
+    assert_true(pub >= 0 && sub >= 0);
+    sub_request q = {.start = PROTOBUS__START_MODE__START_NEW};
+    assert_int_equal(send_subscribe(sub, 5, ".*", &q), 0);
+    Protobus__Frame *r = itest_recv_frame(sub, TIMEOUT_MS);
+    assert_non_null(r);
+    assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_SUBSCRIBED);
+    protobus__frame__free_unpacked(r, NULL);
+    /* Not read meanwhile: the socket fills, the queue overflows. */
+    static char payload[PAYLOAD + 1];
+    memset(payload, 'o', PAYLOAD);
+    const char *t[PER], *p[PER];
+    for (int i = 0; i < PER; i++) {
+        t[i] = "over.flow";
+        p[i] = payload;
+    }
+    for (int b = 0; b < NBATCH; b++) {
+        r = itest_publish(pub, (uint64_t)b + 1, t, p, PER, TIMEOUT_MS);
+        assert_non_null(r);
+        assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_PUBLISH_ACK);
+        protobus__frame__free_unpacked(r, NULL);
+    }
+    int caught_up = 0;
+    uint64_t next = 0;
+    while (next < (uint64_t)NBATCH * PER) {
+        r = itest_recv_frame(sub, TIMEOUT_MS);
+        assert_non_null(r);
+        if (r->body_case == PROTOBUS__FRAME__BODY_CAUGHT_UP) {
+            caught_up++;
+        } else {
+            assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_EVENT);
+            assert_int_equal(r->event->offset, next);
+            next++;
+        }
+        protobus__frame__free_unpacked(r, NULL);
+    }
+    assert_int_equal(caught_up, 1);
+    assert_true(itest_log_contains(&daemon_under_test, "catching up from the files"));
+    /* Nothing more: no late CaughtUp either. */
+    assert_null(itest_recv_frame(sub, 300));
+    close(sub);
+    close(pub);
+}
+
+/* --- through libprotobus ---------------------------------------------------------- */
+
+static pb_client *lib_connect(void)
+{
+    char addr[64], err[256] = "";
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", (unsigned)daemon_under_test.port);
+    pb_client *c = NULL;
+    if (pb_client_connect(&c, addr, NULL, err, sizeof err) != 0)
+        fail_msg("connect: %s", err);
+    return c;
+}
+
+static void lib_publish(pb_client *c, const char *topic, int n)
+{
+    for (int i = 0; i < n; i++) {
+        pb_event ev = {.topic = topic, .payload = "p", .payload_len = 1};
+        assert_int_equal(pb_client_publish(c, &ev), 0);
+    }
+    assert_int_equal(pb_client_flush(c, TIMEOUT_MS, NULL, NULL), 0);
+}
+
+/* The start positions through pb_client_subscription, the history as
+ * items, PB_ITEM_CAUGHT_UP once, then live events. */
+static void test_library_subscription(void **state)
+{
+    start(NULL, RULES_AB);
+    pb_client *pub = lib_connect();
+    lib_publish(pub, "a.x", 4);
+    lib_publish(pub, "b.y", 2);
+
+    pb_client *sub = lib_connect();
+    const char *pats[1] = {".*"};
+    pb_partition_offset from = {.partition = "alpha", .offset = 1};
+    pb_subscription s = {.patterns = pats,
+                         .npatterns = 1,
+                         .start = PB_START_OFFSETS,
+                         .offsets = &from,
+                         .noffsets = 1};
+    assert_int_equal(pb_client_subscribe(sub, &s), 0);
+    const pb_subscribed_partition *parts;
+    size_t nparts;
+    assert_int_equal(pb_client_subscription(sub, &parts, &nparts), 0);
+    assert_int_equal(nparts, 2);
+    for (size_t i = 0; i < nparts; i++) {
+        bool alpha = strcmp(parts[i].partition, "alpha") == 0;
+        assert_true(alpha || strcmp(parts[i].partition, "beta") == 0);
+        assert_int_equal(parts[i].first_offset, 0);
+        assert_int_equal(parts[i].start_offset, alpha ? 1 : 0);
+        assert_int_equal(parts[i].end_offset, alpha ? 4 : 2);
+    }
+    pb_item it;
+    int events = 0;
+    for (;;) {
+        assert_int_equal(pb_client_next(sub, &it, TIMEOUT_MS), 0);
+        if (it.kind == PB_ITEM_CAUGHT_UP)
+            break;
+        assert_int_equal(it.kind, PB_ITEM_EVENT);
+        events++;
+    }
+    assert_int_equal(events, 3 + 2);
+    assert_int_equal(it.caught_up.history_events, 5);
+    lib_publish(pub, "b.live", 1);
+    assert_int_equal(pb_client_next(sub, &it, TIMEOUT_MS), 0);
+    assert_int_equal(it.kind, PB_ITEM_EVENT);
+    assert_string_equal(it.event.topic, "b.live");
+    assert_int_equal(it.event.offset, 2);
+    pb_client_close(sub);
+
+    /* START_NEW: caught up at once, then live. A refused subscription
+     * leaves the connection usable for another. */
+    sub = lib_connect();
+    const char *bad[1] = {"a("};
+    pb_subscription refused = {.patterns = bad, .npatterns = 1};
+    assert_int_equal(pb_client_subscribe(sub, &refused), PB_ESERVER);
+    assert_int_equal(pb_client_server_error(sub)->code, PB_CODE_INVALID_ARGUMENT);
+    assert_int_equal(pb_client_subscription(sub, &parts, &nparts), PB_EINVAL);
+    pb_subscription fresh = {.patterns = pats, .npatterns = 1, .start = PB_START_NEW};
+    assert_int_equal(pb_client_subscribe(sub, &fresh), 0);
+    assert_int_equal(pb_client_next(sub, &it, TIMEOUT_MS), 0);
+    assert_int_equal(it.kind, PB_ITEM_CAUGHT_UP);
+    assert_int_equal(it.caught_up.history_events, 0);
+    lib_publish(pub, "a.live", 1);
+    assert_int_equal(pb_client_next(sub, &it, TIMEOUT_MS), 0);
+    assert_int_equal(it.kind, PB_ITEM_EVENT);
+    assert_string_equal(it.event.topic, "a.live");
+    pb_client_close(sub);
+    pb_client_close(pub);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -431,6 +802,9 @@ int main(void)
         cmocka_unit_test_teardown(test_ping_pong, teardown),
         cmocka_unit_test_teardown(test_reply_ids_and_what_closes, teardown),
         cmocka_unit_test_teardown(test_refused_subscribe_then_more, teardown),
+        cmocka_unit_test_teardown(test_subscribed_every_start_mode, teardown),
+        cmocka_unit_test_teardown(test_overflow_no_second_caught_up, teardown),
+        cmocka_unit_test_teardown(test_library_subscription, teardown),
     };
     return cmocka_run_group_tests_name("integration: connection model (raw frames)", tests, NULL,
                                        NULL);

@@ -206,7 +206,7 @@ static void test_thousand_connections(void **state)
     for (int s = NPUB; s < NCONN; s++) {
         memset(seen, 0, sizeof seen);
         for (int k = 0; k < NPUB; k++) {
-            r = itest_recv_frame(fds[s], TIMEOUT_MS);
+            r = itest_recv_event(fds[s], TIMEOUT_MS);
             if (!r || r->body_case != PROTOBUS__FRAME__BODY_EVENT)
                 fprintf(stderr, "test_conns: subscriber %d, event %d: %s\n", s - NPUB, k,
                         !r                                            ? "nothing within the timeout"

@@ -106,6 +106,16 @@ static void test_roundtrip_every_field(void **state)
     assert_true(sub >= 0);
     assert_int_equal(itest_subscribe(sub, 9, "sensors\\..*", PROTOBUS__START_MODE__START_BEGINNING),
                      0);
+    /* Confirmed first, with the partition's positions (protocol v1). */
+    r = itest_recv_frame(sub, TIMEOUT_MS);
+    assert_non_null(r);
+    assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_SUBSCRIBED);
+    assert_int_equal(r->id, 9);
+    assert_int_equal(r->subscribed->n_partitions, 1);
+    assert_string_equal(r->subscribed->partitions[0]->partition, "events");
+    assert_int_equal(r->subscribed->partitions[0]->start_offset, 0);
+    assert_int_equal(r->subscribed->partitions[0]->end_offset, 1);
+    protobus__frame__free_unpacked(r, NULL);
     r = itest_recv_frame(sub, TIMEOUT_MS);
     assert_non_null(r);
     assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_EVENT);
@@ -133,6 +143,13 @@ static void test_roundtrip_every_field(void **state)
     assert_string_equal(got->payload->type_url, "type.googleapis.com/demo.Reading");
     assert_int_equal(got->payload->value.len, sizeof payload);
     assert_memory_equal(got->payload->value.data, payload, sizeof payload);
+    protobus__frame__free_unpacked(r, NULL);
+    /* History done. */
+    r = itest_recv_frame(sub, TIMEOUT_MS);
+    assert_non_null(r);
+    assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_CAUGHT_UP);
+    assert_int_equal(r->id, 9);
+    assert_int_equal(r->caught_up->history_events, 1);
     protobus__frame__free_unpacked(r, NULL);
 
     /* Live: published after the subscription started. */
@@ -323,7 +340,7 @@ static void test_bad_input(void **state)
     assert_int_equal(itest_subscribe(sub, 1, "keep\\.me", PROTOBUS__START_MODE__START_BEGINNING),
                      0);
     for (uint64_t off = 0; off < 2; off++) {
-        r = itest_recv_frame(sub, TIMEOUT_MS);
+        r = itest_recv_event(sub, TIMEOUT_MS);
         assert_non_null(r);
         assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_EVENT);
         assert_int_equal(r->event->offset, off);
@@ -381,7 +398,7 @@ static void test_restart_continues(void **state)
     int sub = itest_connect_hello(d.port);
     assert_int_equal(itest_subscribe(sub, 3, ".*", PROTOBUS__START_MODE__START_BEGINNING), 0);
     for (uint64_t off = 0; off < 11; off++) {
-        r = itest_recv_frame(sub, TIMEOUT_MS);
+        r = itest_recv_event(sub, TIMEOUT_MS);
         assert_non_null(r);
         assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_EVENT);
         assert_int_equal(r->event->offset, off);

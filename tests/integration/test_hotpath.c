@@ -145,7 +145,7 @@ static void expect_replay(uint16_t port, const char *pattern, const char *tag_va
     assert_true(fd >= 0);
     assert_int_equal(subscribe(fd, 11, pattern, tag_value ? "color" : NULL, tag_value), 0);
     for (size_t k = 0; k < n; k++) {
-        Protobus__Frame *r = itest_recv_frame(fd, TIMEOUT_MS);
+        Protobus__Frame *r = itest_recv_event(fd, TIMEOUT_MS);
         assert_non_null(r);
         assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_EVENT);
         assert_int_equal(r->id, 11);
@@ -167,7 +167,7 @@ static void expect_replay(uint16_t port, const char *pattern, const char *tag_va
         protobus__frame__free_unpacked(r, NULL);
     }
     /* Nothing else: the filter held back the rest. */
-    assert_null(itest_recv_frame(fd, 300));
+    assert_null(itest_recv_event(fd, 300));
     close(fd);
 }
 

@@ -308,8 +308,12 @@ static void expect_stored(inproc *d, const char *part, int n)
         assert_int_equal(it.event.payload_len, strlen(want));
         assert_memory_equal(it.event.payload, want, strlen(want));
     }
-    /* The failed group was written before its sync failed; it must not be
-     * served. (A bounded look for something that must not come.) */
+    /* History ends there: the failed group was written before its sync
+     * failed, and it is not history (nor live: a bounded look for something
+     * that must not come). */
+    assert_int_equal(pb_client_next(c, &it, TIMEOUT_MS), 0);
+    assert_int_equal(it.kind, PB_ITEM_CAUGHT_UP);
+    assert_int_equal(it.caught_up.history_events, n);
     int rc = pb_client_next(c, &it, 300);
     if (rc != PB_ETIMEDOUT)
         fail_msg("%s: after the %d acked events: %s, kind %d offset %llu", part, n, pb_strerror(rc),

@@ -137,7 +137,7 @@ static uint64_t round_trip(int pub, int sub, int k)
     assert_non_null(r);
     assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_PUBLISH_ACK);
     protobus__frame__free_unpacked(r, NULL);
-    r = itest_recv_frame(sub, TIMEOUT_MS);
+    r = itest_recv_event(sub, TIMEOUT_MS);
     assert_non_null(r);
     assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_EVENT);
     assert_string_equal(r->event->event->topic, topic);
@@ -242,7 +242,7 @@ static void test_stalled_subscriber_dropped(void **state)
         assert_int_equal(
             itest_subscribe(next, 10, "normal\\..*", PROTOBUS__START_MODE__START_BEGINNING), 0);
         /* Replays normal.0 .. normal.ROUND_TRIPS, or an Error if refused. */
-        r = itest_recv_frame(next, TIMEOUT_MS);
+        r = itest_recv_event(next, TIMEOUT_MS);
         assert_non_null(r);
         if (r->body_case == PROTOBUS__FRAME__BODY_EVENT)
             break;

@@ -274,6 +274,19 @@ Protobus__Frame *itest_recv_frame(int fd, int timeout_ms)
     return f;
 }
 
+Protobus__Frame *itest_recv_event(int fd, int timeout_ms)
+{
+    uint64_t deadline = itest_now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        int64_t left = (int64_t)deadline - (int64_t)itest_now_ms();
+        Protobus__Frame *f = itest_recv_frame(fd, left > 0 ? (int)left : 0);
+        if (!f || (f->body_case != PROTOBUS__FRAME__BODY_SUBSCRIBED &&
+                   f->body_case != PROTOBUS__FRAME__BODY_CAUGHT_UP))
+            return f;
+        protobus__frame__free_unpacked(f, NULL);
+    }
+}
+
 int itest_wait_closed(int fd, int timeout_ms)
 {
     uint64_t deadline = itest_now_ms() + (uint64_t)timeout_ms;

@@ -83,6 +83,11 @@ Protobus__Frame *itest_hello(int fd, uint64_t id, int timeout_ms);
  * timeout). Free it with protobus__frame__free_unpacked. */
 Protobus__Frame *itest_ping(int fd, uint64_t id, int timeout_ms);
 
+/* Like itest_recv_frame, but skips Subscribed and CaughtUp frames: the next
+ * Event (or Error, or other reply) of a subscription, for tests that do not
+ * look at the confirmations. */
+Protobus__Frame *itest_recv_event(int fd, int timeout_ms);
+
 /* Sends a Subscribe for one pattern with the given start mode. 0 or -1. */
 int itest_subscribe(int fd, uint64_t id, const char *pattern, Protobus__StartMode start);
 

@@ -9,6 +9,10 @@
  *
  * The server thread never calls cmocka asserts (they longjmp); it records
  * its first failure in fake_server.failure, checked after the join.
+ *
+ * The fake server speaks protocol version 1 (replies in request order,
+ * Subscribed before any event, CaughtUp once) unless a test makes it break
+ * a rule on purpose, to check that the library refuses it clearly.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -43,9 +47,10 @@ struct fake_server {
     server_script script;
     char failure[512];
     uint64_t max_frame_bytes, max_event_bytes;
-    bool refuse_hello; /* answer Hello with an UNAVAILABLE Error */
-    bool any_events;   /* do not check published events against make_event */
-    int go_fd;         /* script_ack_when_told: read end of a pipe */
+    bool refuse_hello;      /* answer Hello with an UNAVAILABLE Error */
+    uint32_t hello_version; /* the server Hello's protocol_version (0: 1) */
+    bool any_events;        /* do not check published events against make_event */
+    int go_fd;              /* script_ack_when_told: read end of a pipe */
     /* Script inputs/outputs. */
     int param;
     uint64_t events_seen;
@@ -157,7 +162,7 @@ static int srv_hello(fake_server *s, int fd)
     uint64_t id = f->id;
     protobus__frame__free_unpacked(f, NULL);
     Protobus__Hello h = PROTOBUS__HELLO__INIT;
-    h.protocol_version = 1;
+    h.protocol_version = s->hello_version ? s->hello_version : 1;
     h.name = "fake-protobusd 0.1";
     h.max_frame_bytes = s->max_frame_bytes;
     h.max_event_bytes = s->max_event_bytes;
@@ -513,8 +518,7 @@ static bool readable_now(int fd)
     return poll(&p, 1, 0) == 1;
 }
 
-/* Acks every batch; when a second batch is already waiting, acks it first,
- * so acks arrive out of order. */
+/* Acks every batch, in request order (protocol v1). */
 static void script_ack_all(fake_server *s, int fd)
 {
     uint64_t next[2] = {0, 0};
@@ -522,9 +526,20 @@ static void script_ack_all(fake_server *s, int fd)
     while ((f = srv_read_publish(s, fd)) != NULL) {
         if (f->publish->no_ack)
             srv_fail(s, "no_ack set");
+        srv_ack(s, fd, f, next);
+        protobus__frame__free_unpacked(f, NULL);
+    }
+}
+
+/* Breaks protocol v1's reply order: once a second batch is waiting, acks
+ * it before the first (what protobusd 0.1 did). */
+static void script_ack_reversed(fake_server *s, int fd)
+{
+    uint64_t next[2] = {0, 0};
+    Protobus__Frame *f;
+    while ((f = srv_read_publish(s, fd)) != NULL) {
         Protobus__Frame *g = readable_now(fd) ? srv_read_publish(s, fd) : NULL;
         if (g) {
-            /* Offsets are assigned in arrival order, acks sent reversed. */
             uint64_t first[2] = {next[0], next[1]};
             for (size_t i = 0; i < f->publish->n_events; i++)
                 next[f->publish->events[i]->topic[0] == 'b']++;
@@ -614,6 +629,35 @@ static void test_publish_flush_positions(void **state)
     pb_client_close(c);
     server_join(&s);
     assert_int_equal(s.events_seen, 2510);
+}
+
+/* A server that acks out of order is refused, naming both frames. */
+static void test_publish_acks_out_of_order_refused(void **state)
+{
+    fake_server s;
+    server_start(&s, script_ack_reversed);
+    server_run(&s);
+    pb_client_options o;
+    pb_client_options_init(&o);
+    o.batch_events = 10;
+    pb_client *c = connect_ok(&s, &o);
+    int rc = 0;
+    for (uint64_t i = 0; i < 2000 && rc == 0; i += 10) {
+        for (uint64_t k = i; k < i + 10 && rc == 0; k++) {
+            char topic[32], seq[32], payload[64];
+            pb_tag tags[2];
+            pb_event ev;
+            make_event(k, topic, sizeof(topic), seq, sizeof(seq), payload, sizeof(payload), tags,
+                       &ev);
+            rc = pb_client_publish(c, &ev);
+        }
+    }
+    if (rc == 0)
+        rc = pb_client_flush(c, 10000, NULL, NULL);
+    assert_int_equal(rc, PB_EPROTO);
+    assert_non_null(strstr(pb_client_message(c), "request order"));
+    pb_client_close(c);
+    server_join(&s);
 }
 
 /* Refuses the second batch (INVALID_ARGUMENT about its second event), acks
@@ -918,6 +962,39 @@ static void stored_event_init(stored_event *se, int i, size_t payload_len)
     se->ev.payload_size = (int64_t)payload_len;
 }
 
+/* Subscribed for the subscription tests: sensors (first 3, start 41, end
+ * 46) and p2 (0, 0, 0). */
+static void srv_send_subscribed(fake_server *s, int fd, uint64_t id)
+{
+    Protobus__PartitionPosition p[2] = {PROTOBUS__PARTITION_POSITION__INIT,
+                                        PROTOBUS__PARTITION_POSITION__INIT};
+    Protobus__PartitionPosition *pp[2] = {&p[0], &p[1]};
+    p[0].partition = "sensors";
+    p[0].first_offset = 3;
+    p[0].start_offset = 41;
+    p[0].end_offset = 46;
+    p[1].partition = "p2";
+    Protobus__Subscribed sd = PROTOBUS__SUBSCRIBED__INIT;
+    sd.n_partitions = 2;
+    sd.partitions = pp;
+    Protobus__Frame out = PROTOBUS__FRAME__INIT;
+    out.id = id;
+    out.body_case = PROTOBUS__FRAME__BODY_SUBSCRIBED;
+    out.subscribed = &sd;
+    srv_send(s, fd, &out);
+}
+
+static void srv_send_caught_up(fake_server *s, int fd, uint64_t id, uint64_t n)
+{
+    Protobus__CaughtUp cu = PROTOBUS__CAUGHT_UP__INIT;
+    cu.history_events = n;
+    Protobus__Frame out = PROTOBUS__FRAME__INIT;
+    out.id = id;
+    out.body_case = PROTOBUS__FRAME__BODY_CAUGHT_UP;
+    out.caught_up = &cu;
+    srv_send(s, fd, &out);
+}
+
 static void srv_send_event(fake_server *s, int fd, uint64_t id, const char *partition,
                            uint64_t offset, stored_event *se)
 {
@@ -932,14 +1009,17 @@ static void srv_send_event(fake_server *s, int fd, uint64_t id, const char *part
     srv_send(s, fd, &out);
 }
 
-/* Event 0 (small), DATA_LOSS, event 1 (300 KB: larger than the client's
- * initial receive buffer), then many small events, then close. */
+/* Subscribed, event 0 (small), DATA_LOSS, event 1 (300 KB: larger than
+ * the client's initial receive buffer), CaughtUp, then many small events
+ * (param 1: a second CaughtUp in between, which breaks the protocol), then
+ * close. */
 #define SUB_MANY 500
 static void script_subscription(fake_server *s, int fd)
 {
     uint64_t id = srv_read_subscribe(s, fd);
     if (!id)
         return;
+    srv_send_subscribed(s, fd, id);
     stored_event se;
     stored_event_init(&se, 0, 10);
     srv_send_event(s, fd, id, "sensors", 41, &se);
@@ -950,7 +1030,10 @@ static void script_subscription(fake_server *s, int fd)
     stored_event_init(&se, 1, 300 * 1024);
     srv_send_event(s, fd, id, "sensors", 45, &se);
     free(se.payload);
+    srv_send_caught_up(s, fd, id, 2);
     for (int i = 0; i < SUB_MANY; i++) {
+        if (s->param == 1 && i == 3)
+            srv_send_caught_up(s, fd, id, 2);
         stored_event_init(&se, i, (size_t)(i % 50));
         srv_send_event(s, fd, id, "p2", (uint64_t)i, &se);
         free(se.payload);
@@ -1012,7 +1095,18 @@ static void test_subscribe_events(void **state)
                            .start = PB_START_OFFSETS,
                            .offsets = offs,
                            .noffsets = 2};
+    const pb_subscribed_partition *parts = NULL;
+    size_t nparts = 0;
+    assert_int_equal(pb_client_subscription(c, &parts, &nparts), PB_EINVAL);
     assert_int_equal(pb_client_subscribe(c, &sub), 0);
+    assert_int_equal(pb_client_subscription(c, &parts, &nparts), 0);
+    assert_int_equal(nparts, 2);
+    assert_string_equal(parts[0].partition, "sensors");
+    assert_int_equal(parts[0].first_offset, 3);
+    assert_int_equal(parts[0].start_offset, 41);
+    assert_int_equal(parts[0].end_offset, 46);
+    assert_string_equal(parts[1].partition, "p2");
+    assert_int_equal(parts[1].start_offset, 0);
 
     pb_item it;
     int rc = pb_client_next(c, &it, 10000);
@@ -1031,6 +1125,10 @@ static void test_subscribe_events(void **state)
     assert_int_equal(pb_client_next(c, &it, 10000), 0);
     assert_int_equal(it.kind, PB_ITEM_EVENT);
     check_event(&it.event, "sensors", 45, 1, 300 * 1024);
+
+    assert_int_equal(pb_client_next(c, &it, 10000), 0);
+    assert_int_equal(it.kind, PB_ITEM_CAUGHT_UP);
+    assert_int_equal(it.caught_up.history_events, 2);
 
     for (int i = 0; i < SUB_MANY; i++) {
         rc = pb_client_next(c, &it, 10000);
@@ -1051,9 +1149,79 @@ static void test_subscribe_events(void **state)
     /* What the server received. */
 }
 
+/* A second CaughtUp breaks the protocol: the library says so. */
+static void test_subscribe_second_caught_up_refused(void **state)
+{
+    fake_server s;
+    server_start(&s, script_subscription);
+    s.param = 1;
+    server_run(&s);
+    pb_client *c = connect_ok(&s, NULL);
+    const char *patterns[] = {".*"};
+    pb_subscription sub = {.patterns = patterns, .npatterns = 1};
+    assert_int_equal(pb_client_subscribe(c, &sub), 0);
+    pb_item it;
+    int rc, caught_up = 0;
+    while ((rc = pb_client_next(c, &it, 10000)) == 0)
+        caught_up += it.kind == PB_ITEM_CAUGHT_UP;
+    assert_int_equal(rc, PB_EPROTO);
+    assert_int_equal(caught_up, 1);
+    assert_non_null(strstr(pb_client_message(c), "second CaughtUp"));
+    pb_client_close(c);
+    server_join(&s);
+}
+
+/* A server that streams events without confirming the Subscribe (what
+ * protobusd 0.1 did) is refused clearly. */
+static void script_events_without_subscribed(fake_server *s, int fd)
+{
+    uint64_t id = srv_read_subscribe(s, fd);
+    if (!id)
+        return;
+    stored_event se;
+    stored_event_init(&se, 0, 10);
+    srv_send_event(s, fd, id, "sensors", 41, &se);
+    free(se.payload);
+    srv_drain(s, fd);
+}
+
+static void test_subscribe_old_server_refused(void **state)
+{
+    fake_server s;
+    server_start(&s, script_events_without_subscribed);
+    server_run(&s);
+    pb_client *c = connect_ok(&s, NULL);
+    const char *patterns[] = {".*"};
+    pb_subscription sub = {.patterns = patterns, .npatterns = 1};
+    assert_int_equal(pb_client_subscribe(c, &sub), PB_EPROTO);
+    assert_non_null(strstr(pb_client_message(c), "does not speak protocol version 1"));
+    pb_item it;
+    assert_int_equal(pb_client_next(c, &it, 0), PB_EPROTO);
+    pb_client_close(c);
+    server_join(&s);
+}
+
+/* A server Hello of another protocol version is refused at connect. */
+static void test_hello_other_version_refused(void **state)
+{
+    fake_server s;
+    server_start(&s, script_close_now);
+    s.hello_version = 2;
+    server_run(&s);
+    pb_client *c = NULL;
+    char err[256] = "";
+    assert_int_equal(pb_client_connect(&c, s.address, NULL, err, sizeof(err)), PB_EPROTO);
+    assert_null(c);
+    assert_non_null(strstr(err, "protocol version 2"));
+    server_join(&s);
+}
+
+/* Checks the Subscribe; then param 1: refuses it, 2: answers nothing,
+ * else confirms it and waits for the client to close. */
 static void script_check_subscribe(fake_server *s, int fd)
 {
-    if (!srv_read_subscribe(s, fd))
+    uint64_t id = srv_read_subscribe(s, fd);
+    if (!id)
         return;
     Protobus__Subscribe *sub = s->subscribe;
     if (sub->n_patterns != 1 || strcmp(sub->patterns[0], "a.*") != 0)
@@ -1065,14 +1233,21 @@ static void script_check_subscribe(fake_server *s, int fd)
     if (sub->start != PROTOBUS__START_MODE__START_TIME || !sub->from_time ||
         sub->from_time->seconds != -2 || sub->from_time->nanos != 500000000)
         srv_fail(s, "start time not as sent");
-    if (s->param == 1)
-        srv_send_error(s, fd, 0, PROTOBUS__CODE__INVALID_ARGUMENT,
+    if (s->param == 1) {
+        srv_send_error(s, fd, id, PROTOBUS__CODE__INVALID_ARGUMENT,
                        "pattern \"a.*(\": missing closing parenthesis at offset 4", NULL, 0, 0, 0);
-    else
-        srv_drain(s, fd); /* until the client closes */
+    } else if (s->param != 2) {
+        Protobus__Subscribed sd = PROTOBUS__SUBSCRIBED__INIT;
+        Protobus__Frame out = PROTOBUS__FRAME__INIT;
+        out.id = id;
+        out.body_case = PROTOBUS__FRAME__BODY_SUBSCRIBED;
+        out.subscribed = &sd;
+        srv_send(s, fd, &out);
+    }
+    srv_drain(s, fd); /* until the client closes */
 }
 
-static void subscribe_time(pb_client *c)
+static int subscribe_time(pb_client *c)
 {
     const char *patterns[] = {"a.*"};
     pb_tag tags[] = {{"k1", "v1"}, {"k2", ""}};
@@ -1082,7 +1257,7 @@ static void subscribe_time(pb_client *c)
                            .ntags = 2,
                            .start = PB_START_TIME,
                            .from_time_ns = -1500000000LL};
-    assert_int_equal(pb_client_subscribe(c, &sub), 0);
+    return pb_client_subscribe(c, &sub);
 }
 
 static void test_subscribe_server_error(void **state)
@@ -1092,15 +1267,33 @@ static void test_subscribe_server_error(void **state)
     s.param = 1;
     server_run(&s);
     pb_client *c = connect_ok(&s, NULL);
-    subscribe_time(c);
-    pb_item it;
-    assert_int_equal(pb_client_next(c, &it, 10000), PB_ESERVER);
+    /* The refusal is the answer to the Subscribe (protocol v1). */
+    assert_int_equal(subscribe_time(c), PB_ESERVER);
     const pb_server_error *e = pb_client_server_error(c);
     assert_non_null(e);
     assert_int_equal(e->code, PB_CODE_INVALID_ARGUMENT);
     assert_non_null(strstr(e->message, "missing closing parenthesis"));
     assert_non_null(strstr(pb_client_message(c), "missing closing parenthesis"));
-    assert_int_equal(pb_client_next(c, &it, 0), PB_ESERVER);
+    /* Not subscribed: the connection is as it was. */
+    pb_item it;
+    assert_int_equal(pb_client_next(c, &it, 0), PB_EINVAL);
+    pb_client_close(c);
+    server_join(&s);
+}
+
+/* No answer to the Subscribe within io_timeout_ms. */
+static void test_subscribe_unanswered(void **state)
+{
+    fake_server s;
+    server_start(&s, script_check_subscribe);
+    s.param = 2;
+    server_run(&s);
+    pb_client_options o;
+    pb_client_options_init(&o);
+    o.io_timeout_ms = 100;
+    pb_client *c = connect_ok(&s, &o);
+    assert_int_equal(subscribe_time(c), PB_ETIMEDOUT);
+    assert_non_null(strstr(pb_client_message(c), "did not answer the Subscribe"));
     pb_client_close(c);
     server_join(&s);
 }
@@ -1113,7 +1306,7 @@ static void test_subscribe_timeout_then_close(void **state)
     pb_client *c = connect_ok(&s, NULL);
     pb_item it;
     assert_int_equal(pb_client_next(c, &it, 0), PB_EINVAL); /* not subscribed yet */
-    subscribe_time(c);
+    assert_int_equal(subscribe_time(c), 0);
     assert_int_equal(pb_client_subscribe(c, NULL), PB_EINVAL); /* only once */
     assert_int_equal(pb_client_next(c, &it, 0), PB_ETIMEDOUT);
     assert_int_equal(pb_client_next(c, &it, 20), PB_ETIMEDOUT);
@@ -1123,8 +1316,8 @@ static void test_subscribe_timeout_then_close(void **state)
 
 /* The server refuses at once, before reading a Subscribe too large for the
  * socket buffers: the Error arrives while the client is still writing. It
- * must stay for pb_client_next (the documented place of a refusal), not be
- * taken as an answer to a publish. */
+ * must stay for the Subscribe's answer, not be taken as an answer to a
+ * publish. (Its id is 0: the server could not have read the request's.) */
 #define BIG_PATTERN_LEN 10000
 #define BIG_PATTERNS    1200 /* 12 MB, well past the client's send buffer (4 MB at most) */
 
@@ -1162,9 +1355,7 @@ static void test_subscribe_refused_while_writing(void **state)
     for (int i = 0; i < BIG_PATTERNS; i++)
         patterns[i] = pattern;
     pb_subscription sub = {.patterns = patterns, .npatterns = BIG_PATTERNS};
-    assert_int_equal(pb_client_subscribe(c, &sub), 0);
-    pb_item it;
-    assert_int_equal(pb_client_next(c, &it, 10000), PB_ESERVER);
+    assert_int_equal(pb_client_subscribe(c, &sub), PB_ESERVER);
     const pb_server_error *e = pb_client_server_error(c);
     assert_non_null(e);
     assert_int_equal(e->code, PB_CODE_RESOURCE_EXHAUSTED);
@@ -1193,7 +1384,9 @@ int main(void)
         cmocka_unit_test(test_hello_exchange),
         cmocka_unit_test(test_hello_sends_version_and_name),
         cmocka_unit_test(test_hello_refused_by_error),
+        cmocka_unit_test(test_hello_other_version_refused),
         cmocka_unit_test(test_publish_flush_positions),
+        cmocka_unit_test(test_publish_acks_out_of_order_refused),
         cmocka_unit_test(test_publish_server_error),
         cmocka_unit_test(test_publish_no_ack),
         cmocka_unit_test(test_publish_limits),
@@ -1201,7 +1394,10 @@ int main(void)
         cmocka_unit_test(test_flush_timeout_then_collect),
         cmocka_unit_test(test_publish_no_positions_callback),
         cmocka_unit_test(test_subscribe_events),
+        cmocka_unit_test(test_subscribe_second_caught_up_refused),
+        cmocka_unit_test(test_subscribe_old_server_refused),
         cmocka_unit_test(test_subscribe_server_error),
+        cmocka_unit_test(test_subscribe_unanswered),
         cmocka_unit_test(test_subscribe_timeout_then_close),
         cmocka_unit_test(test_subscribe_refused_while_writing),
         cmocka_unit_test(test_reader_exposed),

@@ -250,6 +250,13 @@ typedef struct client {
     int fd;
     uint8_t *buf;
     size_t len, cap;
+    /* Protocol v1's confirmations, seen on the way (next_item checks their
+     * order: Subscribed before anything, CaughtUp at most once). */
+    bool subscribed;
+    int caught_up;
+    uint64_t history_events; /* CaughtUp's count */
+    size_t events_before_caught_up;
+    size_t events;
 } client;
 
 typedef struct item {
@@ -333,7 +340,22 @@ static bool next_item(client *c, item *it)
             assert_non_null(fr);
             assert_int_equal(fr->id, FRAME_ID);
             memset(it, 0, sizeof *it);
-            if (fr->body_case == PROTOBUS__FRAME__BODY_EVENT) {
+            bool confirmation = fr->body_case == PROTOBUS__FRAME__BODY_SUBSCRIBED ||
+                                fr->body_case == PROTOBUS__FRAME__BODY_CAUGHT_UP;
+            /* Subscribed comes first (or an Error that ends it), once. */
+            if (fr->body_case == PROTOBUS__FRAME__BODY_SUBSCRIBED)
+                assert_false(c->subscribed);
+            else if (fr->body_case != PROTOBUS__FRAME__BODY_ERROR)
+                assert_true(c->subscribed);
+            if (fr->body_case == PROTOBUS__FRAME__BODY_SUBSCRIBED) {
+                c->subscribed = true;
+            } else if (fr->body_case == PROTOBUS__FRAME__BODY_CAUGHT_UP) {
+                assert_int_equal(c->caught_up++, 0);
+                c->history_events = fr->caught_up->history_events;
+                c->events_before_caught_up = c->events;
+                assert_int_equal(c->history_events, c->events);
+            } else if (fr->body_case == PROTOBUS__FRAME__BODY_EVENT) {
+                c->events++;
                 Protobus__Event *e = fr->event;
                 snprintf(it->part, sizeof it->part, "%s", e->partition);
                 it->offset = e->offset;
@@ -354,6 +376,8 @@ static bool next_item(client *c, item *it)
             protobus__frame__free_unpacked(fr, NULL);
             memmove(c->buf, c->buf + fs.used, c->len - fs.used);
             c->len -= fs.used;
+            if (confirmation)
+                continue;
             return true;
         }
         assert_int_equal(rc, PB_EINCOMPLETE);
