@@ -306,6 +306,14 @@ class Subscription:
             self.close()
             raise it
         kind, value = it
+        if (kind == _SUBSCRIBED and self.positions is not None) or \
+                (kind == _CAUGHT_UP and self.caught_up):
+            self._conn.close()
+            self._error = ProtocolError("protobusd at %s sent a second %s"
+                                        % (self._conn.address, "Subscribed" if kind ==
+                                           _SUBSCRIBED else "CaughtUp"))
+            self.closed = True
+            raise self._error
         if kind == _SUBSCRIBED:
             self.positions = value
         elif kind == _CAUGHT_UP:

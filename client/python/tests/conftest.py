@@ -19,13 +19,6 @@ import protobus
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 PROTOBUSD = os.environ.get("PROTOBUSD") or os.path.join(REPO, "build", "protobusd")
 
-# The daemon this suite runs against speaks protocol v1 as CONTRACT.md fixes
-# it (client-first Hello, Subscribed, CaughtUp, acks in order, Ping/Pong,
-# the subscribed-connection rule). Tests marked needs_v1 need that daemon.
-DAEMON_SPEAKS_V1 = False
-needs_v1 = pytest.mark.skipif(not DAEMON_SPEAKS_V1,
-                              reason="needs the protocol v1 daemon (branch proto-v1)")
-
 CATCH_ALL = """
 [partition events]
 match = .*

@@ -3,8 +3,8 @@
 These frames are what CONTRACT.md says a v1 server sends, in the order it
 sends them, including what the daemon cannot be made to send on demand
 (OUT_OF_RANGE notices, a Ping from the server, acks out of order, a broken
-peer). Frames are built with protobus_pb2, or byte by byte where the message
-is newer than the generated module, never with the client's own encoders.
+peer). Frames are built with protobus_pb2 (or byte by byte, for a frame type
+it does not know), never with the client's own encoders.
 """
 
 import socket
@@ -36,23 +36,20 @@ def frame(fid, **body):
 
 
 def raw_frame(fid, field, body):
-    """A Frame with body field `field` holding `body` (for messages pb lacks)."""
+    """A Frame with body field `field` holding `body` (a frame type pb lacks)."""
     inner = b"\x08" + varint(fid) + varint(field << 3 | 2) + varint(len(body)) + body
     return delimited(inner)
 
 
 def subscribed(fid, positions):
-    body = b""
-    for name, (first, start, end) in positions.items():
-        n = name.encode()
-        entry = (b"\x0a" + varint(len(n)) + n + b"\x10" + varint(first) + b"\x18"
-                 + varint(start) + b"\x20" + varint(end))
-        body += b"\x0a" + varint(len(entry)) + entry
-    return raw_frame(fid, 8, body)
+    return frame(fid, subscribed=pb.Subscribed(partitions=[
+        pb.PartitionPosition(partition=name, first_offset=first, start_offset=start,
+                             end_offset=end)
+        for name, (first, start, end) in positions.items()]))
 
 
 def caught_up(fid, n):
-    return raw_frame(fid, 9, b"\x08" + varint(n))
+    return frame(fid, caught_up=pb.CaughtUp(history_events=n))
 
 
 def event(fid, partition, offset, topic, payload):
@@ -161,7 +158,7 @@ def idle_publisher(w):
     w.until_closed()
 
 
-def test_v1_subscription_stream():
+def test_subscription_stream():
     seen = []
 
     def sub(w):
@@ -177,7 +174,7 @@ def test_v1_subscription_stream():
         w.send(event(i, "b", 0, "x.2", b"h3") + caught_up(i, 3) + event(i, "a", 30, "x.1",
                                                                           b"live"))
         w.send(delimited(b"\x08" + varint(i) + b"\x6a\x00"))  # field 13: a newer frame type
-        w.send(frame(77, ping=pb.Ping()) if hasattr(pb, "Ping") else raw_frame(77, 11, b""))
+        w.send(frame(77, ping=pb.Ping()))
         pong = w.read()
         assert pong.id == 77
         w.send(event(i, "a", 31, "x.1", b"live2"))
@@ -299,8 +296,10 @@ def test_malformed_reply_is_a_protocol_error():
 
 
 def test_acks_are_matched_by_id_and_pings_answered():
-    # The peer answers each window of Publishes in reverse order and sends a
-    # Ping first; publish_many still returns positions in input order.
+    # A v1 server acks in request order; the client matches acks by id and
+    # does not depend on it. The peer answers each window of Publishes in
+    # reverse order and sends a Ping first; publish_many still returns
+    # positions in input order.
     def publisher(w):
         w.hello()
         next_offset = 0
@@ -310,14 +309,13 @@ def test_acks_are_matched_by_id_and_pings_answered():
                 f = w.read()
                 if f is None:
                     break
-                if f.id == 500:  # the Pong (a body this pb module may not know yet)
-                    assert f.WhichOneof("body") in (None, "pong")
+                if f.WhichOneof("body") == "pong":
+                    assert f.id == 500
                     continue
                 batch.append(f)
             if not batch:
                 return
-            w.send(frame(500, ping=pb.Ping()) if hasattr(pb, "Ping") else raw_frame(500, 11,
-                                                                                       b""))
+            w.send(frame(500, ping=pb.Ping()))
             offsets = {}
             for f in batch:
                 offsets[f.id] = list(range(next_offset, next_offset + len(f.publish.events)))
@@ -379,8 +377,7 @@ def test_a_connection_the_server_closed_while_idle_is_replaced():
         peer.close()
 
 
-@pytest.mark.skipif(not hasattr(pb, "Limits"), reason="protobus.proto without Limits (v1)")
-def test_v1_batches_stay_within_the_announced_max_batch_events():
+def test_batches_stay_within_the_announced_max_batch_events():
     sizes = []
 
     def publisher(w):
@@ -404,5 +401,26 @@ def test_v1_batches_stay_within_the_announced_max_batch_events():
             assert c.server.limits == {"max_batch_events": 3}
             assert len(c.publish_many(("t", b"x") for _ in range(10))) == 10
         assert sizes == [3, 3, 3, 1]
+    finally:
+        peer.close()
+
+
+def test_a_second_caught_up_is_a_protocol_error():
+    def sub(w):
+        w.hello()
+        i = w.read().id
+        w.send(subscribed(i, {"a": (0, 0, 0)}) + caught_up(i, 0) + event(i, "a", 0, "t", b"0")
+               + caught_up(i, 1))
+        w.until_closed()
+
+    peer = Peer(idle_publisher, sub)
+    try:
+        with protobus.Client(peer.address, timeout=10) as c:
+            s = c.subscribe("t", timeout=10)
+            got = []
+            with pytest.raises(protobus.ProtocolError, match="second CaughtUp"):
+                for ev in s:
+                    got.append(ev.payload)
+            assert got == [b"0"] and s.closed
     finally:
         peer.close()

@@ -10,7 +10,6 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 import protobus
-from conftest import needs_v1
 
 
 def publish_numbered(c, topic, n, start=0, tags=None):
@@ -23,9 +22,10 @@ def payloads(events):
 
 def test_start_beginning_delivers_every_event_with_its_fields(client):
     acks = publish_numbered(client, "orders.eu", 300, tags={"site": "eu"})
-    sub = client.subscribe([r"orders\..*"], start="beginning", timeout=1, confirm=False)
+    sub = client.subscribe([r"orders\..*"], start="beginning", until_caught_up=True, timeout=10)
+    assert sub.positions == {"events": protobus.Position(0, 0, 300)}
     got = list(sub)
-    assert sub.timed_out
+    assert sub.caught_up and sub.history_events == 300 and not sub.timed_out
     assert [(e.partition, e.offset) for e in got] == acks
     assert payloads(got) == list(range(300))
     assert all(e.topic == "orders.eu" and e.tags == {"site": "eu"} for e in got)
@@ -33,7 +33,7 @@ def test_start_beginning_delivers_every_event_with_its_fields(client):
 
 def test_start_offsets(client):
     publish_numbered(client, "a", 50)
-    got = list(client.subscribe("a", start={"events": 42}, timeout=1, confirm=False))
+    got = list(client.subscribe("a", start={"events": 42}, until_caught_up=True, timeout=10))
     assert [e.offset for e in got] == list(range(42, 50))
 
 
@@ -43,19 +43,19 @@ def test_start_time(client):
     middle = datetime.now(timezone.utc)
     time.sleep(0.05)
     publish_numbered(client, "a", 5, start=10)
-    got = list(client.subscribe("a", start=middle, timeout=1, confirm=False))
+    got = list(client.subscribe("a", start=middle, until_caught_up=True, timeout=10))
     assert payloads(got) == list(range(10, 15))
     assert all(e.server_receive_time >= middle for e in got)
     # The same instant in another time zone is the same start.
     local = middle.astimezone(timezone(timedelta(hours=-5)))
-    assert payloads(client.subscribe("a", start=local, timeout=1, confirm=False)) == \
+    assert payloads(client.subscribe("a", start=local, until_caught_up=True, timeout=10)) == \
         list(range(10, 15))
 
 
 def test_start_last_n(client):
     client.publish_many([("x.1", b"%d" % i) for i in range(10)] +
                         [("x.2", b"%d" % i) for i in range(100, 103)])
-    got = list(client.subscribe(r"x\..*", start=("last", 2), timeout=1, confirm=False))
+    got = list(client.subscribe(r"x\..*", start=("last", 2), until_caught_up=True, timeout=10))
     assert sorted((e.topic, int(e.payload)) for e in got) == \
         [("x.1", 8), ("x.1", 9), ("x.2", 101), ("x.2", 102)]
 
@@ -64,7 +64,7 @@ def test_patterns_match_whole_topics(client):
     client.publish_many([("orders.eu", b"1"), ("orders.eu.x", b"2"), ("xorders.eu", b"3"),
                          ("sensors.t", b"4")])
     got = list(client.subscribe([r"orders\.[a-z]+", "sensors.*"], start="beginning",
-                                timeout=1, confirm=False))
+                                until_caught_up=True, timeout=10))
     assert [e.topic for e in got] == ["orders.eu", "sensors.t"]
 
 
@@ -75,22 +75,32 @@ def test_tags_filter(client):
         ("o", b"3", {"site": "eu", "tier": "gold"}),
         ("o", b"4"),
     ])
-    got = client.subscribe("o", start="beginning", tags={"site": "eu"}, timeout=1,
-                           confirm=False)
+    got = client.subscribe("o", start="beginning", tags={"site": "eu"}, until_caught_up=True,
+                           timeout=10)
     assert payloads(got) == [1, 3]
     got = client.subscribe("o", start="beginning", tags={"site": "eu", "tier": "gold"},
-                           timeout=1, confirm=False)
+                           until_caught_up=True, timeout=10)
     assert payloads(got) == [3]
 
 
 def test_timeout_ends_the_iteration_and_it_can_go_on(client):
-    sub = client.subscribe(".*", start="beginning", timeout=0.3, confirm=False)
+    sub = client.subscribe(".*", start="beginning", timeout=0.3)
     t0 = time.monotonic()
     assert list(sub) == []
     assert 0.25 <= time.monotonic() - t0 < 10
     assert sub.timed_out
     client.publish("late", b"1")
     assert payloads(sub) == [1]
+
+
+def test_unconfirmed_subscription(client):
+    # confirm=False: subscribe() returns once the request is sent; the
+    # iteration reads Subscribed on its way.
+    publish_numbered(client, "u", 3)
+    sub = client.subscribe("u", start="beginning", confirm=False, until_caught_up=True, timeout=10)
+    assert sub.positions is None
+    assert payloads(sub) == [0, 1, 2]
+    assert sub.positions == {"events": protobus.Position(0, 0, 3)} and sub.caught_up
 
 
 def test_refused_subscription_raises(client):
@@ -115,7 +125,7 @@ def test_bad_start_arguments(client):
 
 
 def test_close_from_another_thread_ends_the_iteration(client):
-    sub = client.subscribe(".*", start="new", confirm=False)
+    sub = client.subscribe(".*", start="new")
     done = threading.Event()
     got = []
 
@@ -134,7 +144,7 @@ def test_close_from_another_thread_ends_the_iteration(client):
 
 def test_client_close_closes_its_subscriptions(daemon):
     c = protobus.Client(daemon.address)
-    sub = c.subscribe(".*", start="beginning", confirm=False)
+    sub = c.subscribe(".*", start="beginning")
     c.close()
     assert sub.closed
     assert list(sub) == []
@@ -145,7 +155,7 @@ def test_subscribe_and_publish_concurrently(client):
     # thread iterates. History and live delivery join with no gap and no
     # duplicate.
     n = 20000
-    sub = client.subscribe("c", start="beginning", timeout=10, confirm=False)
+    sub = client.subscribe("c", start="beginning", timeout=10)
     got = []
 
     def reader():
@@ -172,7 +182,7 @@ def test_many_partitions_and_offsets_of_every_size(make_daemon):
     with protobus.Client(d.address) as c:
         acks = c.publish_many(("short.%d" % (i % 2) if i % 4 else "long", b"%d" % i * (i % 50))
                               for i in range(17000))
-        got = list(c.subscribe(".*", start="beginning", timeout=2, confirm=False))
+        got = list(c.subscribe(".*", start="beginning", until_caught_up=True, timeout=10))
     assert sorted((e.partition, e.offset) for e in got) == sorted(acks)
     by_pos = {(e.partition, e.offset): e for e in got}
     for i, a in enumerate(acks):
@@ -203,7 +213,7 @@ def test_data_loss_is_a_notice(daemon):
     daemon.start()
     with protobus.Client(daemon.address) as c:
         # Without on_notice: raised from the iteration, which then goes on.
-        sub = c.subscribe("d", start="beginning", timeout=1, confirm=False)
+        sub = c.subscribe("d", start="beginning", until_caught_up=True, timeout=10)
         before = []
         with pytest.raises(protobus.DataLossError) as ei:
             for ev in sub:
@@ -215,18 +225,17 @@ def test_data_loss_is_a_notice(daemon):
         assert payloads(sub) == [5, 6, 7, 8, 9]
         # With on_notice: handed over, the iteration does not stop.
         notices = []
-        got = payloads(c.subscribe("d", start="beginning", timeout=1, confirm=False,
+        got = payloads(c.subscribe("d", start="beginning", until_caught_up=True, timeout=10,
                                    on_notice=notices.append))
         assert got == [0, 1, 2, 3, 5, 6, 7, 8, 9]
         assert [(n.code, n.first_offset, n.last_offset) for n in notices] == \
             [("DATA_LOSS", 4, 4)]
 
 
-# --- protocol v1: Subscribed, CaughtUp, start "new" -------------------------
+# --- Subscribed, CaughtUp, start "new" ---------------------------------------
 
 
-@needs_v1
-def test_v1_start_new_sees_exactly_what_is_published_after_subscribe(client):
+def test_start_new_sees_exactly_what_is_published_after_subscribe(client):
     publish_numbered(client, "n", 5)
     sub = client.subscribe("n", start="new", timeout=1)
     assert sub.positions == {"events": protobus.Position(0, 5, 5)}
@@ -234,8 +243,7 @@ def test_v1_start_new_sees_exactly_what_is_published_after_subscribe(client):
     assert payloads(sub) == [5, 6, 7]
 
 
-@needs_v1
-def test_v1_positions_and_caught_up(client):
+def test_positions_and_caught_up(client):
     publish_numbered(client, "h", 7)
     seen = []
     sub = client.subscribe("h", start="beginning", until_caught_up=True,
@@ -252,15 +260,13 @@ def test_v1_positions_and_caught_up(client):
     assert seen == [7]
 
 
-@needs_v1
-def test_v1_caught_up_with_no_history(client):
+def test_caught_up_with_no_history(client):
     sub = client.subscribe("e", start="beginning", until_caught_up=True, timeout=10)
     assert list(sub) == [] and sub.caught_up and sub.history_events == 0
     assert not sub.timed_out
 
 
-@needs_v1
-def test_v1_caught_up_counts_only_matching_history(client):
+def test_caught_up_counts_only_matching_history(client):
     client.publish_many([("m", b"1"), ("other", b"2"), ("m", b"3", {"k": "v"})])
     sub = client.subscribe("m", start="beginning", tags={"k": "v"}, until_caught_up=True,
                            timeout=10)
@@ -268,8 +274,7 @@ def test_v1_caught_up_counts_only_matching_history(client):
     assert sub.caught_up and sub.history_events == 1
 
 
-@needs_v1
-def test_v1_subscribe_and_publish_concurrently_from_new(client):
+def test_subscribe_and_publish_concurrently_from_new(client):
     n = 5000
     sub = client.subscribe("c", start="new", timeout=10)
     got = []

@@ -143,7 +143,8 @@ def event_frame_pb(fid, partition, offset, event_bytes):
 
 
 def random_event(rng):
-    e = pb.EncapsulatedEvent(topic="".join(rng.choice("abc.é") for _ in range(rng.randrange(1, 40))))
+    e = pb.EncapsulatedEvent(topic="".join(rng.choice("abc.é")
+                                           for _ in range(rng.randrange(1, 40))))
     for _ in range(rng.randrange(0, 4)):
         e.tags["k%d" % rng.randrange(10)] = "v" * rng.randrange(0, 200)
     for field in ("client_event_time", "client_transmit_time", "server_receive_time"):
@@ -152,7 +153,8 @@ def random_event(rng):
             t.seconds = rng.choice([0, -1, 1700000000, -10**10, 2**33])
             t.nanos = rng.choice([0, 1, 999999999, 123456789])
     if rng.random() < 0.9:
-        e.payload.value = bytes(rng.randrange(256) for _ in range(rng.choice([0, 1, 127, 128, 1000])))
+        size = rng.choice([0, 1, 127, 128, 1000])
+        e.payload.value = bytes(rng.randrange(256) for _ in range(size))
         if rng.random() < 0.5:
             e.payload.type_url = "type/" + "x" * rng.randrange(0, 200)
         e.payload_size = rng.choice([len(e.payload.value), -5, 2**40])
