@@ -374,6 +374,7 @@ static int open_daemon(daemon_state *d)
         .queue_bytes = d->cfg.subscriber_queue_bytes,
         .write_deadline_ms = d->cfg.write_deadline_ms,
         .topic_history = TOPIC_HISTORY,
+        .max_frame_bytes = d->cfg.max_frame_bytes,
     };
     rc = sub_registry_create(&d->subs, &so);
     if (rc < 0)

@@ -40,6 +40,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#define DEFAULT_MAX_FRAME_BYTES (16u << 20)
+
 typedef struct sub_slot {
     struct sub_registry *r;
     pthread_t thread;
@@ -78,6 +80,7 @@ static void sub_free(sub *s)
     free(s->tag_state);
     free(s->live.tag_state);
     free(s->offsets);
+    free(s->input);
     if (s->req)
         protobus__subscribe__free_unpacked(s->req, NULL);
     free(s);
@@ -226,7 +229,7 @@ static int prepare_live(sub_registry *r, sub *s)
 }
 
 int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscribe, size_t len,
-              int *grpc_code, char *err, size_t errlen)
+              const uint8_t *pending, size_t pending_len, int *grpc_code, char *err, size_t errlen)
 {
     int rc;
     *grpc_code = PB_CODE_INTERNAL;
@@ -245,7 +248,16 @@ int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscri
     s->live.efd = -1;
     s->frame_id = frame_id;
     s->min_time_ns = INT64_MIN;
+    s->max_frame_bytes = r->o.max_frame_bytes;
     peer_name(fd, s->peer, sizeof s->peer);
+    if (pending_len > 0) {
+        if (!(s->input = malloc(pending_len))) {
+            rc = PB_ENOMEM;
+            goto fail;
+        }
+        memcpy(s->input, pending, pending_len);
+        s->input_len = pending_len;
+    }
 
     s->req = protobus__subscribe__unpack(NULL, len, subscribe);
     if (!s->req) {
@@ -408,6 +420,8 @@ int sub_registry_create(sub_registry **out, const sub_options *opts)
     if (!r)
         return PB_ENOMEM;
     r->o = *opts;
+    if (!r->o.max_frame_bytes)
+        r->o.max_frame_bytes = DEFAULT_MAX_FRAME_BYTES;
     atomic_init(&r->active, 0);
     int rc = pthread_mutex_init(&r->pool_lock, NULL);
     if (rc != 0) {

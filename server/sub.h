@@ -24,6 +24,9 @@ typedef struct sub_options {
     uint64_t queue_bytes; /* bound of each live queue */
     uint32_t write_deadline_ms; /* a subscriber that accepts nothing this long is dropped */
     uint32_t topic_history;     /* what the partitions keep per topic (for START_LAST_N) */
+    /* What the client may still send on its subscribed connection (read
+     * and answered, never buffered): frames over this close it. 0: 16 MiB. */
+    uint64_t max_frame_bytes;
 } sub_options;
 
 /* PB_EINVAL if an option is missing or out of range (threads 0 or above the
@@ -33,12 +36,16 @@ int sub_registry_create(sub_registry **out, const sub_options *opts);
 
 /* Loop thread. Validates the Subscribe frame body (patterns compile, start
  * mode valid) and hands the connection to a pool thread, which takes
- * ownership of fd (a blocking-capable dup the caller no longer uses) and
- * sends Event frames answering frame_id. On failure returns a negative code,
- * sets *grpc_code (protobus.Code) and writes a message naming the problem
- * into err; fd stays the caller's. RESOURCE_EXHAUSTED when the pool is full. */
+ * ownership of fd (a blocking-capable dup the caller no longer uses), sends
+ * Subscribed, Event frames and CaughtUp answering frame_id, and keeps
+ * reading the connection: what the client sends later (Ping: Pong; Publish,
+ * Subscribe: an Error) is answered there. pending[0..pending_len) are bytes
+ * the caller already read after the Subscribe frame (copied; may be NULL):
+ * they are read first. On failure returns a negative code, sets *grpc_code
+ * (protobus.Code) and writes a message naming the problem into err; fd
+ * stays the caller's. RESOURCE_EXHAUSTED when the pool is full. */
 int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscribe, size_t len,
-              int *grpc_code, char *err, size_t errlen);
+              const uint8_t *pending, size_t pending_len, int *grpc_code, char *err, size_t errlen);
 
 /* Number of subscriptions running (any thread). */
 uint32_t sub_registry_active(sub_registry *r);

@@ -2,8 +2,9 @@
  * subrun - one subscription on its pool thread (see subrun.h):
  *
  *   register the live queue -> snapshot every partition's end offset ->
- *   replay [start, end) from the files, partitions merged by receive time ->
- *   drain the queue, skipping offsets already handled -> tail the queue.
+ *   Subscribed -> replay [start, end) from the files, partitions merged by
+ *   receive time -> CaughtUp -> drain the queue, skipping offsets already
+ *   handled -> tail the queue, answering what the client sends meanwhile.
  *
  * Invariant: for every partition, parts[i].next is the first offset not yet
  * handled (sent, filtered out, or reported lost). Records below a snapshot
@@ -15,17 +16,18 @@
  * queue was overflowed): they are read from the files first. Nothing is
  * skipped and, since next only grows, nothing is sent twice.
  *
+ * The client's connection (output, writes under the deadline, what the
+ * client sends) is subconn.c's.
+ *
  * Threads: the subscription's pool thread only; it shares the queue with
  * the writers under s->live.mu (livequeue.h explains why reading entries in place
- * needs no lock). Writes to the socket never block: MSG_DONTWAIT plus poll
- * with the write deadline, so the registry can always wake the thread.
+ * needs no lock).
  */
 #include "subrun.h"
 
 #include "frame.h"
 #include "grow.h"
 #include "heap.h"
-#include "iov.h"
 #include "logging.h"
 #include "pb_errors.h"
 #include "sort.h"
@@ -36,14 +38,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
-#define OUT_CAP         (256u * 1024u) /* frames are written in chunks of up to this */
-#define CONSUME_EVERY   (64u * 1024u)  /* give queue space back at least this often */
-#define LAST_N_SEEK_GAP 64             /* seek rather than read past this many records */
+#define CONSUME_EVERY   (64u * 1024u) /* give queue space back at least this often */
+#define LAST_N_SEEK_GAP 64            /* seek rather than read past this many records */
 
 enum { DRAIN_EMPTY = 0, DRAIN_MORE = 1, DRAIN_OVERFLOW = 2 };
 
@@ -64,138 +63,9 @@ static const char *start_name(int start)
     return "unknown";
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static bool stopping(sub *s)
 {
     return atomic_load_explicit(&s->stop, memory_order_relaxed);
-}
-
-static void drain_efd(sub *s)
-{
-    uint64_t v;
-    /* Non-blocking; EAGAIN just means nothing was pending. */
-    if (read(s->live.efd, &v, sizeof v) < 0 && errno != EAGAIN && errno != EINTR)
-        logging_printf(LOG_WARN, "subscriber %s: reading its eventfd: %s", s->peer,
-                       strerror(errno));
-}
-
-/* ------------------------------------------------------------------ */
-/* output */
-
-/* Writes iov completely. The socket is used with MSG_DONTWAIT whatever its
- * flags (it is a dup of the loop's non-blocking socket), waiting in poll
- * for room; write_deadline_ms without any progress drops the subscriber. */
-static int send_all(sub *s, struct iovec *iov, int cnt)
-{
-    uint32_t deadline_ms = s->write_deadline_ms;
-    int64_t last_progress = mono_ms();
-    while (cnt > 0) {
-        if (iov->iov_len == 0) {
-            iov++;
-            cnt--;
-            continue;
-        }
-        if (stopping(s))
-            return PB_ECLOSED;
-        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
-        ssize_t n = sendmsg(s->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n >= 0) {
-            cnt = (int)iov_consume(&iov, (size_t)cnt, (size_t)n);
-            last_progress = mono_ms();
-            continue;
-        }
-        if (errno == EINTR)
-            continue;
-        if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN || errno == ESHUTDOWN)
-            return PB_ECLOSED;
-        if (errno != EAGAIN && errno != EWOULDBLOCK) {
-            snprintf(s->why, sizeof s->why, "writing to the subscriber: %s", strerror(errno));
-            return -errno;
-        }
-        int64_t wait_ms = (int64_t)deadline_ms - (mono_ms() - last_progress);
-        if (wait_ms <= 0) {
-            logging_printf(LOG_WARN, "subscriber %s dropped: no progress for %" PRIu32 " ms",
-                           s->peer, deadline_ms);
-            return PB_ETIMEDOUT;
-        }
-        struct pollfd pf[2] = {{s->fd, POLLOUT, 0}, {s->live.efd, POLLIN, 0}};
-        int pr = poll(pf, 2, (int)wait_ms);
-        if (pr < 0 && errno != EINTR)
-            return -errno;
-        /* A writer's wake-up; the queue is looked at before the thread
-         * sleeps anyway, so it can be consumed here. */
-        if (pr > 0 && (pf[1].revents & POLLIN))
-            drain_efd(s);
-    }
-    return 0;
-}
-
-static int flush_out(sub *s)
-{
-    if (s->out_len == 0)
-        return 0;
-    struct iovec v = {s->out, s->out_len};
-    s->out_len = 0;
-    return send_all(s, &v, 1);
-}
-
-/* Queues one Event frame: the encoded header, then the stored bytes as they
- * are (no decoding). A record too big for the buffer goes out directly. */
-static int emit_event(sub *s, const part_state *st, uint64_t offset, const uint8_t *ev, size_t len)
-{
-    size_t hmax = FRAME_EVENT_HEADER_MAX(st->name_len);
-    int rc;
-    if (s->out_len + hmax + len > OUT_CAP && (rc = flush_out(s)) < 0)
-        return rc;
-    if (hmax + len > OUT_CAP) {
-        size_t h = frame_put_event_header_n(s->out, OUT_CAP, s->frame_id, st->name, st->name_len,
-                                            offset, len);
-        struct iovec v[2] = {{s->out, h}, {(void *)ev, len}};
-        s->events_sent++;
-        return send_all(s, v, 2);
-    }
-    s->out_len += frame_put_event_header_n(s->out + s->out_len, OUT_CAP - s->out_len, s->frame_id,
-                                           st->name, st->name_len, offset, len);
-    memcpy(s->out + s->out_len, ev, len);
-    s->out_len += len;
-    s->events_sent++;
-    return 0;
-}
-
-static int emit_error(sub *s, int code, const char *msg, const char *part_name, uint64_t first,
-                      uint64_t last)
-{
-    frame_error e = {.code = code,
-                     .message = msg,
-                     .partition = part_name,
-                     .first_offset = first,
-                     .last_offset = last};
-    size_t need = frame_put_error(NULL, 0, s->frame_id, &e);
-    int rc;
-    if (need > OUT_CAP)
-        return PB_ETOOBIG; /* messages are a few hundred bytes */
-    if (s->out_len + need > OUT_CAP && (rc = flush_out(s)) < 0)
-        return rc;
-    s->out_len += frame_put_error(s->out + s->out_len, OUT_CAP - s->out_len, s->frame_id, &e);
-    return 0;
-}
-
-/* Sends the output now, frame (bytes already encoded in a buffer of its
- * own, when it did not fit the output buffer) last. */
-static int flush_with(sub *s, const uint8_t *frame, size_t len)
-{
-    int rc = flush_out(s);
-    if (rc == 0 && frame) {
-        struct iovec v = {(void *)frame, len};
-        rc = send_all(s, &v, 1);
-    }
-    return rc;
 }
 
 /* The first offset still stored in a partition. Nothing removes old
@@ -206,16 +76,15 @@ static uint64_t first_offset(const part_state *st)
     return 0;
 }
 
-/* Subscribed, sent at once (the client waits for it): per partition known
- * at subscribe time, its first offset, the start the snapshot chose, and
- * its end (the history is [start, end)). */
+/* Subscribed: per partition known at subscribe time, its first offset,
+ * the start the snapshot chose, and its end (the history is [start, end)). */
 static int emit_subscribed(sub *s)
 {
     frame_position *pos = calloc(s->nparts ? s->nparts : 1, sizeof *pos);
-    uint8_t *own = NULL;
-    int rc = 0;
-    if (!pos)
-        goto nomem;
+    if (!pos) {
+        snprintf(s->why, sizeof s->why, "out of memory for the Subscribed frame");
+        return PB_ENOMEM;
+    }
     for (size_t i = 0; i < s->nparts; i++) {
         const part_state *st = &s->parts[i];
         pos[i] = (frame_position){.partition = st->name,
@@ -223,40 +92,9 @@ static int emit_subscribed(sub *s)
                                   .start_offset = st->next,
                                   .end_offset = st->end};
     }
-    size_t need = frame_put_subscribed(NULL, 0, s->frame_id, pos, s->nparts);
-    if (need > OUT_CAP - s->out_len) {
-        /* Thousands of partitions: a buffer of its own. */
-        if ((rc = flush_out(s)) < 0)
-            goto out;
-        if (need > OUT_CAP && !(own = malloc(need)))
-            goto nomem;
-    }
-    if (own) {
-        frame_put_subscribed(own, need, s->frame_id, pos, s->nparts);
-    } else {
-        frame_put_subscribed(s->out + s->out_len, need, s->frame_id, pos, s->nparts);
-        s->out_len += need;
-    }
-    rc = flush_with(s, own, need);
-    goto out;
-nomem:
-    snprintf(s->why, sizeof s->why, "out of memory for the Subscribed frame");
-    rc = PB_ENOMEM;
-out:
-    free(own);
+    int rc = subconn_subscribed(&s->conn, pos, s->nparts);
     free(pos);
     return rc;
-}
-
-/* CaughtUp, sent at once: every history event is out, the rest is live. */
-static int emit_caught_up(sub *s)
-{
-    size_t need = frame_put_caught_up(NULL, 0, s->frame_id, s->events_sent);
-    int rc;
-    if (s->out_len + need > OUT_CAP && (rc = flush_out(s)) < 0)
-        return rc;
-    s->out_len += frame_put_caught_up(s->out + s->out_len, need, s->frame_id, s->events_sent);
-    return flush_out(s);
 }
 
 /* Reports offsets first..last of st's partition as lost (DATA_LOSS) and
@@ -269,7 +107,7 @@ static int report_loss(sub *s, part_state *st, uint64_t first, uint64_t last, co
     logging_printf(LOG_WARN, "subscriber %s: %s", s->peer, msg);
     if (last + 1 > st->next)
         st->next = last + 1;
-    return emit_error(s, PB_CODE_DATA_LOSS, msg, st->name, first, last);
+    return subconn_error(&s->conn, s->frame_id, PB_CODE_DATA_LOSS, msg, st->name, first, last);
 }
 
 /* ------------------------------------------------------------------ */
@@ -619,7 +457,8 @@ static int deliver(sub *s, part_state *st)
      * bytes the writer stored, which net.c validated on the way in, so they
      * go out without being walked at all. */
     if (s->ntags == 0 && patterns_match_all(s->ps))
-        return emit_event(s, st, rec->offset, rec->event, rec->event_len);
+        return subconn_event(&s->conn, st->name, st->name_len, rec->offset, rec->event,
+                             rec->event_len);
     wire_slice topic;
     if (event_filter_scan(rec->event, rec->event_len, s->tags, s->ntags, s->tag_state, &topic) < 0)
         return report_loss(s, st, rec->offset, rec->offset,
@@ -629,7 +468,7 @@ static int deliver(sub *s, part_state *st)
         return 0;
     if (s->ntags && !event_filter_ok(s->tag_state, s->ntags))
         return 0;
-    return emit_event(s, st, rec->offset, rec->event, rec->event_len);
+    return subconn_event(&s->conn, st->name, st->name_len, rec->offset, rec->event, rec->event_len);
 }
 
 /*
@@ -721,7 +560,7 @@ static int drain(sub *s)
         part_state *st = &s->parts[i];
         if (e.offset >= st->next) {
             if (e.time_ns >= s->min_time_ns &&
-                (rc = emit_event(s, st, e.offset, e.data, e.len)) < 0)
+                (rc = subconn_event(&s->conn, st->name, st->name_len, e.offset, e.data, e.len)) < 0)
                 return rc;
             st->next = e.offset + 1;
         }
@@ -762,7 +601,7 @@ static int wait_live(sub *s)
         if (stopping(s))
             return PB_ECLOSED;
         /* Look again under the lock: a wake-up that came while the output
-         * was being flushed has been consumed by send_all. Once the queue is
+         * was being flushed has been consumed there. Once the queue is
          * seen empty here, the next push finds it empty and signals. */
         pthread_mutex_lock(&s->live.mu);
         bool ready = !livequeue_empty(s->live.q) || livequeue_overflowed(s->live.q);
@@ -777,27 +616,37 @@ static int wait_live(sub *s)
             return -errno;
         }
         if (pf[1].revents & POLLIN) {
-            drain_efd(s);
+            subconn_drain_wake(&s->conn);
             return stopping(s) ? PB_ECLOSED : 0;
+        }
+        if (pf[0].revents & POLLIN) {
+            /* The client said something (a Ping, a Publish that must be
+             * refused, or end of stream): answer, then back to the loop,
+             * which sends the answers. */
+            return subconn_read(&s->conn);
         }
         if (pf[0].revents & (POLLHUP | POLLERR | POLLNVAL))
             return PB_ECLOSED;
-        if (pf[0].revents & POLLIN) {
-            /* A subscriber has nothing more to say: anything it sends is
-             * dropped; end of stream means it has gone. */
-            char buf[4096];
-            ssize_t n = recv(s->fd, buf, sizeof buf, MSG_DONTWAIT);
-            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
-                return PB_ECLOSED;
-        }
     }
 }
 
 void subrun_main(sub *s)
 {
     int rc;
-    s->out = malloc(OUT_CAP);
-    if (!s->out) {
+    s->conn = (subconn){.fd = s->fd,
+                        .wake_fd = s->live.efd,
+                        .stop = &s->stop,
+                        .frame_id = s->frame_id,
+                        .write_deadline_ms = s->write_deadline_ms,
+                        .max_frame_bytes = s->max_frame_bytes,
+                        .peer = s->peer,
+                        .why = s->why,
+                        .why_len = sizeof s->why,
+                        .input = s->input,
+                        .input_len = s->input_len};
+    s->input = NULL; /* the connection's now */
+    s->input_len = 0;
+    if (subconn_open(&s->conn) < 0) {
         logging_printf(LOG_ERROR, "subscriber %s: out of memory", s->peer);
         return;
     }
@@ -814,13 +663,13 @@ void subrun_main(sub *s)
     /* Once, here: a later fall-back to the files after an overflow
      * replays live events, not history. */
     if (rc == 0)
-        rc = emit_caught_up(s);
+        rc = subconn_caught_up(&s->conn);
     bool tailing = false;
     while (rc >= 0) {
         rc = drain(s);
         if (rc == DRAIN_OVERFLOW) {
             rc = recover(s);
-        } else if (rc == DRAIN_EMPTY && (rc = flush_out(s)) == 0) {
+        } else if (rc == DRAIN_EMPTY && (rc = subconn_flush(&s->conn)) == 0) {
             if (!tailing) {
                 /* History is out on the socket: following the live stream. */
                 tailing = true;
@@ -836,18 +685,17 @@ void subrun_main(sub *s)
     if (rc == PB_ECLOSED) {
         logging_printf(LOG_INFO, "subscriber %s: ended (%s)", s->peer,
                        stopping(s) ? "server stopping" : "connection closed");
+    } else if (s->conn.end_code) {
+        /* The client broke the stream (a frame over max_frame_bytes, a bad
+         * length prefix). */
+        logging_printf(LOG_INFO, "subscriber %s: %s; closing it", s->peer, s->why);
     } else if (rc != PB_ETIMEDOUT) {
         if (!s->why[0])
             snprintf(s->why, sizeof s->why, "%s", pb_strerror(rc));
         logging_printf(LOG_ERROR, "subscriber %s: subscription ended: %s", s->peer, s->why);
-        /* Best effort: tell the client why before closing. */
-        char msg[600];
-        snprintf(msg, sizeof msg, "subscription ended: %s", s->why);
-        s->out_len = 0;
-        int code = rc == PB_ENOMEM ? PB_CODE_RESOURCE_EXHAUSTED : PB_CODE_INTERNAL;
-        if (emit_error(s, code, msg, NULL, 0, 0) == 0)
-            (void)flush_out(s); /* the connection is being closed either way */
     }
+    /* Best effort: tell the client why before closing. */
+    subconn_end(&s->conn, rc);
 }
 
 void subrun_free_state(sub *s)
@@ -859,10 +707,9 @@ void subrun_free_state(sub *s)
     free(s->parts);
     free(s->index);
     free(s->heap);
-    free(s->out);
+    subconn_close(&s->conn);
     s->parts = NULL;
     s->index = NULL;
     s->heap = NULL;
-    s->out = NULL;
     s->nparts = s->partcap = s->index_slots = 0;
 }

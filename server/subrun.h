@@ -18,6 +18,7 @@
 
 #include "event.h"
 #include "fanout.h"
+#include "subconn.h"
 #include "livequeue.h"
 #include "partition.h"
 #include "patterns.h"
@@ -94,11 +95,14 @@ typedef struct sub {
     size_t index_slots;
     size_t *heap; /* thread: parts indexes ordered by (rec.time_ns, index) */
     size_t nheap;
-    uint8_t *out; /* thread: frames waiting to be written */
-    size_t out_len;
-    unsigned overflows;   /* thread: times the live queue overflowed */
-    uint64_t events_sent; /* thread: Event frames queued for the client so far */
-    char why[512];        /* thread: what ended the subscription, for the Error frame */
+    subconn conn;       /* thread: the client's connection, output and input */
+    unsigned overflows; /* thread: times the live queue overflowed */
+    /* Bytes net.c had read after the Subscribe (set by sub_start; the
+     * connection takes them). */
+    uint8_t *input;
+    size_t input_len;
+    uint64_t max_frame_bytes; /* what the client may still send */
+    char why[512];            /* thread: what ended the subscription, for the Error frame */
 } sub;
 
 /* Runs the subscription until the client leaves, a write deadline passes,

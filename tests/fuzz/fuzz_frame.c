@@ -2,26 +2,34 @@
  * Fuzz target: the wire decoder the daemon runs on untrusted bytes (loop
  * thread) and the client decoders for what comes back: frame_split_next,
  * frame_parse, publish_open/publish_next, event_scan and the tag iterator,
- * topic_validate, event_frame_parse and the publish_ack iterator.
+ * topic_validate, event_frame_parse and the publish_ack iterator; protocol
+ * v1's hello_parse and the connection rules (session.c) answering every
+ * frame in every state; and framescan, the subscribed connection's reader.
  *
  * Input: byte 0 picks the mode, the rest is the data.
  *   mode even  the data is a TCP stream: split it into frames (max_frame_bytes
- *              from mode bits 1-3) and walk each by its kind, as net.c does.
+ *              from mode bits 1-3) and walk each by its kind, as net.c does;
+ *              framescan reads the same stream in pieces the data chooses
+ *              and must find the same frames, ids and kinds.
  *   mode odd   the data is one message body: every walker is tried on it.
  * Besides "no crash, no leak, no UB", the oracles check what the daemon
  * relies on: what event_scan accepts protobuf-c accepts too, with the same
  * topic, payload_size and tag count (subscribers decode stored events with
  * protobuf-c); an appended server_receive_time wins; the Event frame and
  * Error frame encoders produce frames that our decoders and protobuf-c read
- * back unchanged; the PublishAck iterator agrees with protobuf-c.
+ * back unchanged; the PublishAck iterator agrees with protobuf-c; what
+ * hello_parse accepts protobuf-c reads alike, and the Hello, Subscribed,
+ * CaughtUp and Pong encoders produce what protobuf-c reads back.
  *
  * Threads: one (libFuzzer's or replay.c's). Static scratch buffers only.
  */
 #include "fuzz.h"
 
 #include "frame.h"
+#include "framescan.h"
 #include "pb_errors.h"
 #include "protobus.pb-c.h"
+#include "session.h"
 #include "wire.h"
 
 #include <stdbool.h>
@@ -238,6 +246,67 @@ static void walk_publish_ack(const uint8_t *p, size_t n)
     protobus__publish_ack__free_unpacked(a, NULL);
 }
 
+static const session_options fuzz_session = {
+    .server_name = "protobusd fuzz", .max_frame_bytes = 4096, .max_event_bytes = 1024};
+
+/* What hello_parse accepts, protobuf-c reads alike; the handshake accepts
+ * exactly the well-formed Hellos of version 1. */
+static void walk_hello(const uint8_t *p, size_t n)
+{
+    hello_view h;
+    char err[300];
+    int rc = hello_parse(p, n, &h, err, sizeof err);
+    session_answer a;
+    session_answer_frame(&fuzz_session, SESSION_HANDSHAKE, FRAME_HELLO, p, n, &a);
+    FUZZ_CHECK((a.action == SESSION_HELLO) == (rc == 0 && h.protocol_version == 1));
+    FUZZ_CHECK(a.action == SESSION_HELLO || (a.action == SESSION_ERROR && a.close));
+    if (rc < 0) {
+        FUZZ_CHECK(rc == PB_EPROTO && err[0] != '\0');
+        return;
+    }
+    FUZZ_CHECK(inside(p, n, h.name) && inside(p, n, h.user) && inside(p, n, h.password));
+    Protobus__Hello *u = protobus__hello__unpack(NULL, n, p);
+    FUZZ_CHECK(u != NULL);
+    FUZZ_CHECK(u->protocol_version == (uint32_t)h.protocol_version);
+    FUZZ_CHECK(same_cstr(u->name, h.name) && same_cstr(u->user, h.user) &&
+               same_cstr(u->password, h.password));
+    FUZZ_CHECK(u->max_frame_bytes == h.max_frame_bytes && u->max_event_bytes == h.max_event_bytes);
+    FUZZ_CHECK((u->limits != NULL) == h.has_limits);
+    /* Two occurrences of limits merge; libraries differ on an explicit 0
+     * in the later one (protobuf-c keeps the earlier value): compare one. */
+    wire_cursor c;
+    wire_field fld;
+    char detail[WIRE_DETAIL_MAX];
+    int occurrences = 0;
+    wire_cursor_init(&c, p, n);
+    while (wire_find(&c, 7, &fld, detail) == 0)
+        occurrences++;
+    if (u->limits && occurrences == 1)
+        FUZZ_CHECK(u->limits->dedup_window_ms == h.limits.dedup_window_ms &&
+                   u->limits->idle_timeout_ms == h.limits.idle_timeout_ms &&
+                   u->limits->max_event_id_bytes == h.limits.max_event_id_bytes);
+    protobus__hello__free_unpacked(u, NULL);
+}
+
+/* Every frame kind in every connection state gets a defined answer: the
+ * handshake closes on anything but a good Hello; later, nothing but a
+ * malformed length prefix (not a frame's business) closes. */
+static void check_answers(const frame_view *fv)
+{
+    for (int st = SESSION_HANDSHAKE; st <= SESSION_SUBSCRIBED; st++) {
+        session_answer a;
+        session_answer_frame(&fuzz_session, (session_state)st, fv->kind,
+                             st == SESSION_SUBSCRIBED ? NULL : fv->body.p,
+                             st == SESSION_SUBSCRIBED ? 0 : fv->body.len, &a);
+        if (st != SESSION_HANDSHAKE)
+            FUZZ_CHECK(!a.close && a.action != SESSION_HELLO);
+        if (st == SESSION_SUBSCRIBED)
+            FUZZ_CHECK(a.action != SESSION_PUBLISH && a.action != SESSION_SUBSCRIBE);
+        if (a.action == SESSION_ERROR)
+            FUZZ_CHECK(a.code > 0 && a.message[0] != '\0');
+    }
+}
+
 static void walk_frame_body(const uint8_t *p, size_t n)
 {
     frame_view fv;
@@ -245,6 +314,7 @@ static void walk_frame_body(const uint8_t *p, size_t n)
     if (frame_parse(p, n, &fv, err, sizeof err) < 0)
         return;
     FUZZ_CHECK(frame_kind_name(fv.kind) != NULL);
+    check_answers(&fv);
     if (fv.kind == FRAME_NONE)
         return;
     FUZZ_CHECK(inside(p, n, fv.body));
@@ -258,16 +328,69 @@ static void walk_frame_body(const uint8_t *p, size_t n)
     case FRAME_PUBLISH_ACK:
         walk_publish_ack(fv.body.p, fv.body.len);
         break;
+    case FRAME_HELLO:
+        walk_hello(fv.body.p, fv.body.len);
+        break;
     default:
         break;
     }
 }
 
+/* What the buffering reader made of one frame. */
+typedef struct seen_frame {
+    uint64_t id;
+    int kind; /* -1: malformed */
+} seen_frame;
+
+#define MAX_SEEN 256
+
+/* The subscribed connection's reader over the same stream, fed in pieces
+ * whose sizes come from the stream's own bytes: the same frames, in the
+ * same order, the same ids and kinds, malformed where frame_parse says so;
+ * and where the splitter gave up (end), the scanner stops there too. */
+static void check_scan(const uint8_t *p, size_t n, uint64_t max_frame, const seen_frame *want,
+                       size_t nwant, int end)
+{
+    frame_scan s;
+    frame_scan_init(&s, max_frame);
+    size_t pos = 0, got = 0;
+    while (pos < n) {
+        size_t piece = 1 + p[pos] % 13;
+        if (piece > n - pos)
+            piece = n - pos;
+        size_t off = 0;
+        while (off < piece) {
+            size_t used = 0;
+            frame_scan_result r;
+            int rc = frame_scan_feed(&s, p + pos + off, piece - off, &used, &r, NULL, 0);
+            FUZZ_CHECK(used <= piece - off);
+            off += used;
+            if (rc < 0) {
+                FUZZ_CHECK(rc == end && got == nwant);
+                return;
+            }
+            if (rc == 0) {
+                FUZZ_CHECK(off == piece);
+                break;
+            }
+            FUZZ_CHECK(got < nwant);
+            FUZZ_CHECK(r.malformed == (want[got].kind < 0));
+            FUZZ_CHECK(r.id == want[got].id);
+            FUZZ_CHECK(r.malformed || (int)r.kind == want[got].kind);
+            got++;
+        }
+        pos += piece;
+    }
+    FUZZ_CHECK(got == nwant && end == 0);
+}
+
 /* The daemon's read loop: split whatever has arrived, frame by frame. */
 static void walk_stream(const uint8_t *p, size_t n, uint64_t max_frame)
 {
-    size_t pos = 0;
-    while (pos < n) {
+    static seen_frame seen[MAX_SEEN];
+    size_t nseen = 0, pos = 0;
+    int end = 0;
+    while (pos < n && nseen < MAX_SEEN) {
         frame_split sp;
         char err[256];
         int rc = frame_split_next(p + pos, n - pos, max_frame, &sp, err, sizeof err);
@@ -277,10 +400,12 @@ static void walk_stream(const uint8_t *p, size_t n, uint64_t max_frame)
             FUZZ_CHECK(sp.need == 0 || sp.need > n - pos);
             FUZZ_CHECK(sp.need == 0 || max_frame > UINT64_MAX - WIRE_VARINT_MAX ||
                        sp.need <= max_frame + WIRE_VARINT_MAX);
-            return;
+            break;
         }
-        if (rc < 0)
-            return;
+        if (rc < 0) {
+            end = rc;
+            break;
+        }
         FUZZ_CHECK(sp.used >= 1 && sp.used <= n - pos && sp.body.len <= max_frame);
         FUZZ_CHECK(sp.body.p + sp.body.len == p + pos + sp.used);
         /* The same frame with nothing after it: a whole frame is decided
@@ -291,8 +416,71 @@ static void walk_stream(const uint8_t *p, size_t n, uint64_t max_frame)
         FUZZ_CHECK(frame_split_next(p + pos, sp.used - 1, max_frame, &again, NULL, 0) ==
                    PB_EINCOMPLETE);
         walk_frame_body(sp.body.p, sp.body.len);
+        frame_view fv;
+        seen[nseen].kind =
+            frame_parse(sp.body.p, sp.body.len, &fv, NULL, 0) < 0 ? -1 : (int)fv.kind;
+        seen[nseen++].id = fv.id;
         pos += sp.used;
     }
+    if (nseen < MAX_SEEN)
+        check_scan(p, n, max_frame, seen, nseen, end);
+}
+
+/* The v1 encoders around bytes from the input: protobuf-c reads back what
+ * was put in (strings as repaired UTF-8 of the same length). */
+static void check_v1_encoders(const uint8_t *p, size_t n, uint64_t id)
+{
+    char str[128];
+    size_t len = n < sizeof str - 1 ? n : sizeof str - 1;
+    memcpy(str, p, len);
+    str[len] = '\0';
+    len = strlen(str);
+    uint64_t v = n >= 8 ? load64(p) : n;
+    frame_limits l = {.dedup_window_ms = v, .max_event_id_bytes = (uint32_t)v};
+    frame_hello h = {.protocol_version = (uint32_t)v,
+                     .name = str,
+                     .max_frame_bytes = v,
+                     .user = str,
+                     .limits = n % 2 ? &l : NULL};
+    size_t need = frame_put_hello(NULL, 0, id, &h);
+    FUZZ_CHECK(need <= SCRATCH && frame_put_hello(scratch, need, id, &h) == need);
+    frame_split sp;
+    FUZZ_CHECK(frame_split_next(scratch, need, UINT64_MAX, &sp, NULL, 0) == 0 && sp.used == need);
+    Protobus__Frame *f = protobus__frame__unpack(NULL, sp.body.len, sp.body.p);
+    FUZZ_CHECK(f != NULL && f->body_case == PROTOBUS__FRAME__BODY_HELLO && f->id == id);
+    FUZZ_CHECK(f->hello->protocol_version == (uint32_t)v && f->hello->max_frame_bytes == v);
+    FUZZ_CHECK(strlen(f->hello->name) == len && strlen(f->hello->user) == len);
+    FUZZ_CHECK((f->hello->limits != NULL) == (n % 2 == 1));
+    if (f->hello->limits)
+        FUZZ_CHECK(f->hello->limits->dedup_window_ms == v);
+    protobus__frame__free_unpacked(f, NULL);
+
+    frame_position pos[3] = {{str, v, v / 2, v}, {"", 0, 0, 0}, {"p", 1, 2, 3}};
+    need = frame_put_subscribed(NULL, 0, id, pos, 3);
+    FUZZ_CHECK(need <= SCRATCH && frame_put_subscribed(scratch, need, id, pos, 3) == need);
+    FUZZ_CHECK(frame_split_next(scratch, need, UINT64_MAX, &sp, NULL, 0) == 0 && sp.used == need);
+    f = protobus__frame__unpack(NULL, sp.body.len, sp.body.p);
+    FUZZ_CHECK(f != NULL && f->body_case == PROTOBUS__FRAME__BODY_SUBSCRIBED);
+    FUZZ_CHECK(f->subscribed->n_partitions == 3);
+    FUZZ_CHECK(strlen(f->subscribed->partitions[0]->partition) == len);
+    FUZZ_CHECK(f->subscribed->partitions[0]->start_offset == v / 2);
+    FUZZ_CHECK(f->subscribed->partitions[2]->end_offset == 3);
+    protobus__frame__free_unpacked(f, NULL);
+
+    need = frame_put_caught_up(NULL, 0, id, v);
+    FUZZ_CHECK(frame_put_caught_up(scratch, need, id, v) == need);
+    FUZZ_CHECK(frame_split_next(scratch, need, UINT64_MAX, &sp, NULL, 0) == 0);
+    f = protobus__frame__unpack(NULL, sp.body.len, sp.body.p);
+    FUZZ_CHECK(f != NULL && f->body_case == PROTOBUS__FRAME__BODY_CAUGHT_UP && f->id == id);
+    FUZZ_CHECK(f->caught_up->history_events == v);
+    protobus__frame__free_unpacked(f, NULL);
+
+    need = frame_put_pong(NULL, 0, id);
+    FUZZ_CHECK(frame_put_pong(scratch, need, id) == need);
+    FUZZ_CHECK(frame_split_next(scratch, need, UINT64_MAX, &sp, NULL, 0) == 0);
+    f = protobus__frame__unpack(NULL, sp.body.len, sp.body.p);
+    FUZZ_CHECK(f != NULL && f->body_case == PROTOBUS__FRAME__BODY_PONG && f->id == id);
+    protobus__frame__free_unpacked(f, NULL);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -311,6 +499,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     walk_event(p, n, true);
     walk_event_frame(p, n);
     walk_publish_ack(p, n);
+    walk_hello(p, n);
+    check_v1_encoders(p, n, mode);
     char err[300];
     (void)topic_validate(p, n, err, sizeof err);
     check_error_frame(p, n, mode);

@@ -115,6 +115,154 @@ static void add_frame(buf *b, const Protobus__Frame *f)
     add(b, tmp, n);
 }
 
+/* Protocol v1's frames: the handshake with credentials and limits, Ping
+ * and Pong, an event with an id, a Publish with expectations, Subscribed,
+ * CaughtUp, ReplicaAck, an Error with expected/actual, and frames whose
+ * id comes before a fault (the reply must carry it). */
+static void v1_seeds(Protobus__EncapsulatedEvent **evp)
+{
+    uint8_t tmp[4096];
+    buf b = {.n = 0};
+    Protobus__Frame f = PROTOBUS__FRAME__INIT;
+
+    Protobus__Hello ch = PROTOBUS__HELLO__INIT;
+    ch.protocol_version = 1;
+    ch.name = "seed-client";
+    ch.user = "alice";
+    ch.password = "secret";
+    Protobus__Limits lim = PROTOBUS__LIMITS__INIT;
+    lim.max_event_id_bytes = 64;
+    lim.idle_timeout_ms = 60000;
+    lim.dedup_window_ms = 120000;
+    lim.max_subscribe_patterns = 100;
+    Protobus__Hello sh = PROTOBUS__HELLO__INIT;
+    sh.protocol_version = 1;
+    sh.name = "protobusd 0.1.0";
+    sh.max_frame_bytes = 16 << 20;
+    sh.max_event_bytes = 1 << 20;
+    sh.limits = &lim;
+    Protobus__Ping ping = PROTOBUS__PING__INIT;
+    Protobus__Pong pong = PROTOBUS__PONG__INIT;
+
+    /* An event with an id, in a Publish with expectations. */
+    Protobus__EncapsulatedEvent ide = *evp[1];
+    ide.id = "order-42-v1";
+    Protobus__EncapsulatedEvent *idp[2] = {&ide, evp[0]};
+    Protobus__ExpectLast ex[2] = {PROTOBUS__EXPECT_LAST__INIT, PROTOBUS__EXPECT_LAST__INIT};
+    Protobus__ExpectLast *exp[2] = {&ex[0], &ex[1]};
+    ex[0].topic = "orders.eu";
+    ex[0].offset = 41;
+    ex[1].topic = "sensors.t17.temp";
+    ex[1].none = 1;
+    Protobus__Publish pub = PROTOBUS__PUBLISH__INIT;
+    pub.n_events = 2;
+    pub.events = idp;
+    pub.n_expect = 2;
+    pub.expect = exp;
+    Protobus__PartitionOffset po = PROTOBUS__PARTITION_OFFSET__INIT;
+    Protobus__PartitionOffset *pop = &po;
+    po.partition = "events";
+    po.offset = 99;
+    Protobus__ReplicaAck ra = PROTOBUS__REPLICA_ACK__INIT;
+    ra.n_durable = 1;
+    ra.durable = &pop;
+
+    /* A client's v1 session. */
+    add_byte(&b, 7 << 1);
+    f.id = 1;
+    f.body_case = PROTOBUS__FRAME__BODY_HELLO;
+    f.hello = &ch;
+    add_frame(&b, &f);
+    f.id = 2;
+    f.body_case = PROTOBUS__FRAME__BODY_PING;
+    f.ping = &ping;
+    add_frame(&b, &f);
+    f.id = 3;
+    f.body_case = PROTOBUS__FRAME__BODY_PUBLISH;
+    f.publish = &pub;
+    add_frame(&b, &f);
+    f.id = 4;
+    f.body_case = PROTOBUS__FRAME__BODY_REPLICA_ACK;
+    f.replica_ack = &ra;
+    add_frame(&b, &f);
+    f.id = 5;
+    f.body_case = PROTOBUS__FRAME__BODY_PONG;
+    f.pong = &pong;
+    add_frame(&b, &f);
+    /* id 42, then a body field whose length runs past the frame; then a
+     * frame with an overlong (6-byte) tag. */
+    const uint8_t cut[] = {5, 0x08, 0x2a, 0x12, 0x05, 0x01};
+    add(&b, cut, sizeof cut);
+    const uint8_t longtag[] = {7, 0x88, 0x80, 0x80, 0x80, 0x80, 0x00, 0x01};
+    add(&b, longtag, sizeof longtag);
+    put("frame", "stream-v1-client", b.b, b.n);
+
+    /* What a v1 server sends. */
+    b.n = 0;
+    add_byte(&b, 6 << 1);
+    f.id = 1;
+    f.body_case = PROTOBUS__FRAME__BODY_HELLO;
+    f.hello = &sh;
+    add_frame(&b, &f);
+    Protobus__PartitionPosition pp[2] = {PROTOBUS__PARTITION_POSITION__INIT,
+                                         PROTOBUS__PARTITION_POSITION__INIT};
+    Protobus__PartitionPosition *ppp[2] = {&pp[0], &pp[1]};
+    pp[0].partition = "events";
+    pp[0].start_offset = 41;
+    pp[0].end_offset = 43;
+    pp[1].partition = "sensors-t17";
+    pp[1].first_offset = 7;
+    pp[1].start_offset = 7;
+    pp[1].end_offset = 7;
+    Protobus__Subscribed sd = PROTOBUS__SUBSCRIBED__INIT;
+    sd.n_partitions = 2;
+    sd.partitions = ppp;
+    f.id = 3;
+    f.body_case = PROTOBUS__FRAME__BODY_SUBSCRIBED;
+    f.subscribed = &sd;
+    add_frame(&b, &f);
+    Protobus__CaughtUp cu = PROTOBUS__CAUGHT_UP__INIT;
+    cu.history_events = 2;
+    f.body_case = PROTOBUS__FRAME__BODY_CAUGHT_UP;
+    f.caught_up = &cu;
+    add_frame(&b, &f);
+    f.id = 2;
+    f.body_case = PROTOBUS__FRAME__BODY_PONG;
+    f.pong = &pong;
+    add_frame(&b, &f);
+    Protobus__ExpectLast actual = PROTOBUS__EXPECT_LAST__INIT;
+    actual.topic = "orders.eu";
+    actual.offset = 44;
+    Protobus__Error er = PROTOBUS__ERROR__INIT;
+    er.code = PROTOBUS__CODE__FAILED_PRECONDITION;
+    er.message = "topic orders.eu: expected last offset 41, it is 44";
+    er.expected = &ex[0];
+    er.actual = &actual;
+    f.id = 3;
+    f.body_case = PROTOBUS__FRAME__BODY_ERROR;
+    f.error = &er;
+    add_frame(&b, &f);
+    put("frame", "stream-v1-server", b.b, b.n);
+
+    /* Bodies on their own. */
+    b.n = 0;
+    add_byte(&b, 1);
+    add(&b, tmp, protobus__hello__pack(&sh, tmp));
+    put("frame", "body-hello-server", b.b, b.n);
+    b.n = 0;
+    add_byte(&b, 1);
+    add(&b, tmp, protobus__hello__pack(&ch, tmp));
+    put("frame", "body-hello-client", b.b, b.n);
+    b.n = 0;
+    add_byte(&b, 1);
+    add(&b, tmp, protobus__encapsulated_event__pack(&ide, tmp));
+    put("frame", "body-event-id", b.b, b.n);
+    b.n = 0;
+    add_byte(&b, 1);
+    add(&b, tmp, protobus__publish__pack(&pub, tmp));
+    put("frame", "body-publish-expect", b.b, b.n);
+}
+
 static void frame_seeds(void)
 {
     uint8_t ev[3][512];
@@ -296,6 +444,7 @@ static void frame_seeds(void)
     add_byte(&b, 0x01);
     put("frame", "bad-prefix", b.b, b.n);
 
+    v1_seeds(evp);
     for (int i = 0; i < 3; i++)
         protobus__encapsulated_event__free_unpacked(evp[i], NULL);
 }

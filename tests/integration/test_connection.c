@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -236,6 +237,21 @@ static void test_handshake_deadline(void **state)
     close(fd);
 }
 
+/* A connection stalled in the middle of a frame for idle_timeout_ms:
+ * DEADLINE_EXCEEDED, then closed. */
+static void test_idle_deadline(void **state)
+{
+    start("idle_timeout_ms = 300\n", NULL);
+    int fd = itest_connect_hello(daemon_under_test.port);
+    assert_true(fd >= 0);
+    const uint8_t part[] = {20, 0x08, 0x01}; /* 3 of a 21-byte frame */
+    assert_int_equal(itest_send_raw(fd, part, sizeof part), 0);
+    expect_error(fd, 0, PROTOBUS__CODE__DEADLINE_EXCEEDED,
+                 "3 bytes of an unfinished frame and nothing more for 300 ms (idle_timeout_ms)");
+    assert_true(itest_wait_closed(fd, TIMEOUT_MS));
+    close(fd);
+}
+
 static int raise_nofile(rlim_t want)
 {
     struct rlimit rl;
@@ -418,6 +434,53 @@ static void test_refused_subscribe_then_more(void **state)
     assert_int_equal(send_ping(fd, 6), 0);
     expect_error(fd, 5, PROTOBUS__CODE__INVALID_ARGUMENT, "a(");
     expect_pong(fd, 6);
+    close(fd);
+}
+
+/* Acks of 1,000 pipelined Publishes, each spread over three partitions
+ * (so its parts complete on three writer threads in any order), come back
+ * in the order they were sent, each with its batch's offsets. */
+static void test_acks_in_order(void **state)
+{
+    enum { NBATCH = 1000 };
+    start(NULL, "[partition alpha]\nmatch = a\\..*\n[partition beta]\nmatch = b\\..*\n"
+                "[partition rest]\nmatch = .*\n");
+    int fd = itest_connect_hello(daemon_under_test.port);
+    assert_true(fd >= 0);
+    Protobus__EncapsulatedEvent ev[3] = {PROTOBUS__ENCAPSULATED_EVENT__INIT,
+                                         PROTOBUS__ENCAPSULATED_EVENT__INIT,
+                                         PROTOBUS__ENCAPSULATED_EVENT__INIT};
+    Protobus__EncapsulatedEvent *evp[3] = {&ev[0], &ev[1], &ev[2]};
+    ev[0].topic = "a.x";
+    ev[1].topic = "b.x";
+    ev[2].topic = "c.x";
+    Protobus__Publish pub = PROTOBUS__PUBLISH__INIT;
+    pub.n_events = 3;
+    pub.events = evp;
+    for (uint64_t i = 0; i < NBATCH; i++) {
+        Protobus__Frame f = PROTOBUS__FRAME__INIT;
+        f.id = 100 + i;
+        f.body_case = PROTOBUS__FRAME__BODY_PUBLISH;
+        f.publish = &pub;
+        assert_int_equal(itest_send_frame(fd, &f), 0);
+    }
+    for (uint64_t i = 0; i < NBATCH; i++) {
+        Protobus__Frame *r = itest_recv_frame(fd, TIMEOUT_MS);
+        assert_non_null(r);
+        if (r->id != 100 + i || r->body_case != PROTOBUS__FRAME__BODY_PUBLISH_ACK)
+            fail_msg("reply %llu: id %llu, frame %d", (unsigned long long)i,
+                     (unsigned long long)r->id, r->body_case);
+        const Protobus__PublishAck *a = r->publish_ack;
+        assert_int_equal(a->n_offsets, 3);
+        for (size_t k = 0; k < 3; k++) {
+            /* Each partition's batches are stored in arrival order. */
+            assert_int_equal(a->offsets[k], i);
+            assert_string_equal(a->partitions[a->partition_index[k]], k == 0   ? "alpha"
+                                                                      : k == 1 ? "beta"
+                                                                               : "rest");
+        }
+        protobus__frame__free_unpacked(r, NULL);
+    }
     close(fd);
 }
 
@@ -701,6 +764,153 @@ static void test_overflow_no_second_caught_up(void **state)
     close(pub);
 }
 
+/* --- a subscribed connection keeps being read -------------------------------------- */
+
+/* Requests on a subscribed connection: a Ping sent with the Subscribe is
+ * answered after Subscribed; Publish and a second Subscribe are refused
+ * with their ids (nothing stored), a malformed frame too; the subscription
+ * goes on. A frame over max_frame_bytes closes it. */
+static void test_subscribed_connection_answers(void **state)
+{
+    start("max_event_bytes = 1K\nmax_frame_bytes = 64K\n", RULES_AB);
+    int pub = itest_connect_hello(daemon_under_test.port);
+    int sub = itest_connect_hello(daemon_under_test.port);
+    assert_true(pub >= 0 && sub >= 0);
+    publish_n(pub, 1, "a.x", 2);
+
+    /* Subscribe and Ping in one write: the Ping arrives in the bytes the
+     * loop read with the Subscribe. */
+    assert_int_equal(send_subscribe(sub, 5, ".*",
+                                    &(sub_request){.start = PROTOBUS__START_MODE__START_BEGINNING}),
+                     0);
+    assert_int_equal(send_ping(sub, 6), 0);
+    Protobus__Frame *r = itest_recv_frame(sub, TIMEOUT_MS);
+    assert_non_null(r);
+    assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_SUBSCRIBED);
+    protobus__frame__free_unpacked(r, NULL);
+    expect_pong(sub, 6);
+    for (int i = 0; i < 2; i++) {
+        r = itest_recv_event(sub, TIMEOUT_MS);
+        assert_non_null(r);
+        assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_EVENT);
+        protobus__frame__free_unpacked(r, NULL);
+    }
+    r = itest_recv_frame(sub, TIMEOUT_MS);
+    assert_non_null(r);
+    assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_CAUGHT_UP);
+    protobus__frame__free_unpacked(r, NULL);
+
+    assert_int_equal(send_publish(sub, 7, "a.x", "dropped?"), 0);
+    expect_error(sub, 7, PROTOBUS__CODE__FAILED_PRECONDITION,
+                 "this connection is subscribed; publish on another connection");
+    assert_int_equal(
+        send_subscribe(sub, 8, ".*", &(sub_request){.start = PROTOBUS__START_MODE__START_NEW}), 0);
+    expect_error(sub, 8, PROTOBUS__CODE__FAILED_PRECONDITION, "this connection is subscribed");
+    const uint8_t two[] = {6, 0x08, 0x09, 0x5a, 0x00, 0x5a, 0x00};
+    assert_int_equal(itest_send_raw(sub, two, sizeof two), 0);
+    expect_error(sub, 9, PROTOBUS__CODE__INVALID_ARGUMENT, "a second body");
+    assert_int_equal(send_ping(sub, 10), 0);
+    expect_pong(sub, 10);
+
+    /* The subscription goes on, and the refused Publish took no offset. */
+    const char *t[1] = {"a.x"}, *p[1] = {"live"};
+    r = itest_publish(pub, 2, t, p, 1, TIMEOUT_MS);
+    assert_non_null(r);
+    assert_int_equal(r->publish_ack->offsets[0], 2);
+    protobus__frame__free_unpacked(r, NULL);
+    r = itest_recv_frame(sub, TIMEOUT_MS);
+    assert_non_null(r);
+    assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_EVENT);
+    assert_int_equal(r->event->offset, 2);
+    protobus__frame__free_unpacked(r, NULL);
+
+    /* Over max_frame_bytes: refused from the prefix, then closed. */
+    const uint8_t huge[] = {0x81, 0x80, 0x04}; /* 65537 */
+    assert_int_equal(itest_send_raw(sub, huge, sizeof huge), 0);
+    expect_error(sub, 0, PROTOBUS__CODE__RESOURCE_EXHAUSTED, "max_frame_bytes = 65536");
+    assert_true(itest_wait_closed(sub, TIMEOUT_MS));
+    close(sub);
+    close(pub);
+}
+
+typedef struct flood_reader {
+    int fd;
+    uint64_t first_id, n;
+    uint64_t answered; /* Errors with the expected id, in order */
+    bool bad;
+} flood_reader;
+
+/* Reads the n answers of a flood: FAILED_PRECONDITION, ids in order. No
+ * cmocka asserts off the main thread: bad says what went wrong. */
+static void *flood_read(void *arg)
+{
+    flood_reader *fr = arg;
+    while (fr->answered < fr->n && !fr->bad) {
+        Protobus__Frame *r = itest_recv_frame(fr->fd, 30000);
+        if (!r || r->body_case != PROTOBUS__FRAME__BODY_ERROR ||
+            r->error->code != PROTOBUS__CODE__FAILED_PRECONDITION ||
+            r->id != fr->first_id + fr->answered)
+            fr->bad = true;
+        else
+            fr->answered++;
+        if (r)
+            protobus__frame__free_unpacked(r, NULL);
+    }
+    return NULL;
+}
+
+/* 64 MB of Publishes on a subscribed connection: each answered, in order,
+ * and the daemon's memory does not follow (read, answer, discard); the
+ * subscription still delivers afterwards. */
+static void test_subscribed_connection_flood_bounded(void **state)
+{
+    enum { NFLOOD = 16000, PAYLOAD = 4000 };
+    start("max_event_bytes = 8K\nmax_frame_bytes = 64K\n", NULL);
+    int pub = itest_connect_hello(daemon_under_test.port);
+    int sub = itest_connect_hello(daemon_under_test.port);
+    assert_true(pub >= 0 && sub >= 0);
+    assert_int_equal(
+        send_subscribe(sub, 1, ".*", &(sub_request){.start = PROTOBUS__START_MODE__START_NEW}), 0);
+    for (int i = 0; i < 2; i++) { /* Subscribed, CaughtUp */
+        Protobus__Frame *r = itest_recv_frame(sub, TIMEOUT_MS);
+        assert_non_null(r);
+        protobus__frame__free_unpacked(r, NULL);
+    }
+    long rss_before = itest_daemon_rss_kb(&daemon_under_test);
+    assert_true(rss_before > 0);
+
+    /* One encoded Publish frame, sent NFLOOD times with increasing ids. */
+    static char payload[PAYLOAD + 1];
+    memset(payload, 'f', PAYLOAD);
+    flood_reader fr = {.fd = sub, .first_id = 1000, .n = NFLOOD};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, flood_read, &fr), 0);
+    for (uint64_t i = 0; i < NFLOOD; i++)
+        if (send_publish(sub, fr.first_id + i, "flood.x", payload) != 0)
+            break;
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_false(fr.bad);
+    assert_int_equal(fr.answered, NFLOOD);
+    long rss_after = itest_daemon_rss_kb(&daemon_under_test);
+    print_message("daemon RSS %ld KiB before, %ld KiB after %d MB of refused Publishes\n",
+                  rss_before, rss_after, NFLOOD * PAYLOAD / 1000000);
+    assert_true(rss_after - rss_before < 16 * 1024);
+
+    /* Nothing of it was stored, and the subscription delivers. */
+    const char *t[1] = {"after.flood"}, *p[1] = {"x"};
+    Protobus__Frame *r = itest_publish(pub, 2, t, p, 1, TIMEOUT_MS);
+    assert_non_null(r);
+    assert_int_equal(r->publish_ack->offsets[0], 0);
+    protobus__frame__free_unpacked(r, NULL);
+    r = itest_recv_frame(sub, TIMEOUT_MS);
+    assert_non_null(r);
+    assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_EVENT);
+    assert_string_equal(r->event->event->topic, "after.flood");
+    protobus__frame__free_unpacked(r, NULL);
+    close(sub);
+    close(pub);
+}
+
 /* --- through libprotobus ---------------------------------------------------------- */
 
 static pb_client *lib_connect(void)
@@ -720,6 +930,41 @@ static void lib_publish(pb_client *c, const char *topic, int n)
         assert_int_equal(pb_client_publish(c, &ev), 0);
     }
     assert_int_equal(pb_client_flush(c, TIMEOUT_MS, NULL, NULL), 0);
+}
+
+/* Many small batches over three partitions, pipelined through the library
+ * (which refuses a server that acks out of order): every position right. */
+static void test_library_pipelined_positions(void **state)
+{
+    enum { NEVENTS = 3000 };
+    start(NULL, "[partition alpha]\nmatch = a\\..*\n[partition beta]\nmatch = b\\..*\n"
+                "[partition rest]\nmatch = .*\n");
+    char addr[64], err[256] = "";
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", (unsigned)daemon_under_test.port);
+    pb_client_options o;
+    pb_client_options_init(&o);
+    o.batch_events = 3;
+    o.max_in_flight = 256;
+    pb_client *c = NULL;
+    if (pb_client_connect(&c, addr, &o, err, sizeof err) != 0)
+        fail_msg("connect: %s", err);
+    static const char *const topics[3] = {"a.x", "b.x", "c.x"};
+    for (int i = 0; i < NEVENTS; i++) {
+        pb_event ev = {.topic = topics[i % 3], .payload = "p", .payload_len = 1};
+        assert_int_equal(pb_client_publish(c, &ev), 0);
+    }
+    const pb_position *pos;
+    size_t n;
+    int rc = pb_client_flush(c, TIMEOUT_MS, &pos, &n);
+    if (rc != 0)
+        fail_msg("flush: %s", pb_client_message(c));
+    assert_int_equal(n, NEVENTS);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(pos[i].status, 0);
+        assert_string_equal(pos[i].partition, i % 3 == 0 ? "alpha" : i % 3 == 1 ? "beta" : "rest");
+        assert_int_equal(pos[i].offset, i / 3);
+    }
+    pb_client_close(c);
 }
 
 /* The start positions through pb_client_subscription, the history as
@@ -797,14 +1042,19 @@ int main(void)
         cmocka_unit_test_teardown(test_versions_refused, teardown),
         cmocka_unit_test_teardown(test_server_hello, teardown),
         cmocka_unit_test_teardown(test_handshake_deadline, teardown),
+        cmocka_unit_test_teardown(test_idle_deadline, teardown),
         cmocka_unit_test_teardown(test_max_handshaking, teardown),
         cmocka_unit_test_teardown(test_max_connections_full_of_silent_ones, teardown),
         cmocka_unit_test_teardown(test_ping_pong, teardown),
         cmocka_unit_test_teardown(test_reply_ids_and_what_closes, teardown),
         cmocka_unit_test_teardown(test_refused_subscribe_then_more, teardown),
+        cmocka_unit_test_teardown(test_acks_in_order, teardown),
         cmocka_unit_test_teardown(test_subscribed_every_start_mode, teardown),
         cmocka_unit_test_teardown(test_overflow_no_second_caught_up, teardown),
+        cmocka_unit_test_teardown(test_subscribed_connection_answers, teardown),
+        cmocka_unit_test_teardown(test_subscribed_connection_flood_bounded, teardown),
         cmocka_unit_test_teardown(test_library_subscription, teardown),
+        cmocka_unit_test_teardown(test_library_pipelined_positions, teardown),
     };
     return cmocka_run_group_tests_name("integration: connection model (raw frames)", tests, NULL,
                                        NULL);

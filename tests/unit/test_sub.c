@@ -281,7 +281,7 @@ static client *subscribe_with(fixture *f, const Protobus__Subscribe *req)
     protobus__subscribe__pack(req, body);
     int code = -1;
     char err[512] = "";
-    int rc = sub_start(f->reg, sv[1], FRAME_ID, body, len, &code, err, sizeof err);
+    int rc = sub_start(f->reg, sv[1], FRAME_ID, body, len, NULL, 0, &code, err, sizeof err);
     free(body);
     if (rc != 0)
         fail_msg("sub_start: %d (%s): %s", rc, pb_strerror(rc), err);
@@ -300,7 +300,7 @@ static int subscribe_refused(fixture *f, const uint8_t *body, size_t len, char *
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     int code = -1;
-    int rc = sub_start(f->reg, sv[1], FRAME_ID, body, len, &code, err, errlen);
+    int rc = sub_start(f->reg, sv[1], FRAME_ID, body, len, NULL, 0, &code, err, errlen);
     assert_true(rc < 0);
     /* The fd stays the caller's: still open. */
     assert_true(fcntl(sv[1], F_GETFD) >= 0);

@@ -1,0 +1,137 @@
+/*
+ * net_internal - what the two halves of the transport share: the net and
+ * conn structs and the calls between them. net.c runs the loop (accept,
+ * the handshake and its caps, frames, the hand-offs to ingest and to the
+ * subscription pool); conn.c is one connection's life, its writes and its
+ * replies in request order, and the back-pressure on its reads. Nothing
+ * outside those two files includes this header; everyone else uses net.h.
+ *
+ * Threads: the loop thread (see net.h).
+ */
+#ifndef PB_NET_INTERNAL_H
+#define PB_NET_INTERNAL_H
+
+#include "broker.h"
+#include "ingest.h"
+#include "net.h"
+#include "session.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+/* A connection's unsent replies (the kernel's queue plus those waiting for
+ * their turn) above this pause its reads. */
+#define MAX_PENDING_WRITE (8u << 20)
+
+typedef struct conn conn;
+
+struct net {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    uv_async_t wake;
+    net_options opts;
+    ingest_options ingest;
+    session_options session;
+    int accepting;
+    int stopping;
+    uint16_t port;
+    uint32_t nconns; /* in the list, closing ones included */
+    uint32_t nlive;  /* neither closing nor condemned: what max_connections counts */
+    conn *conns;     /* doubly linked list of open connections */
+    /* Connections still in their handshake, oldest first. */
+    conn *hs_head, *hs_tail;
+    uint32_t nhandshaking;
+    size_t inflight_batches;
+    size_t pending_writes; /* replies queued and not yet written, all connections */
+    uint64_t inflight_bytes;
+    uv_mutex_t done_lock; /* protects done_head: writers push, the loop pops */
+    pub_batch *done_head;
+    char version[64];
+};
+
+struct conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer; /* the handshake deadline, then the idle timer */
+    net *net;
+    conn *prev, *next;
+    conn *hs_prev, *hs_next; /* net.hs_* while in the handshake */
+    session_state state;
+    int refs;              /* the open handle + one per batch and per write in flight */
+    int writes;            /* uv_write requests not completed */
+    int closing;           /* uv_close called or requested */
+    int condemned;         /* a fatal Error is due: read nothing more, close after it */
+    int close_after_write; /* the fatal Error is out: close once every write is done */
+    int retired;           /* no longer counted in net.nlive */
+    int reading;
+    int processing; /* inside conn_process */
+    uint8_t *buf;   /* bytes received, not yet a whole frame */
+    size_t len, cap;
+    size_t want;       /* bytes the current frame needs, when known */
+    uint64_t inflight; /* bytes of this connection's batches in flight */
+    /* Publish batches in request order, and the bytes of replies waiting
+     * behind them (replies_after lists). */
+    pub_batch *rq_head, *rq_tail;
+    struct queued_reply *after_tail; /* last reply waiting behind rq_tail */
+    size_t queued_bytes;
+    conn *next_flush; /* on_wake's list of connections with replies due */
+    int flush_pending;
+    /* A Subscribe waiting for this connection's acks and writes to drain
+     * before the socket is handed to a subscription thread. */
+    uint8_t *sub_body;
+    size_t sub_len;
+    uint64_t sub_id;
+    char peer[64];
+};
+
+/* A reply that is ready while Publish batches before it are not. */
+typedef struct queued_reply {
+    struct queued_reply *next;
+    uint8_t *frame; /* malloc'd, delimited */
+    size_t len;
+    bool close; /* a fatal Error: the connection closes once it is written */
+} queued_reply;
+
+/* --- conn.c ------------------------------------------------------------ */
+
+/* Takes c off the list of connections in their handshake (if it is). */
+void conn_leave_handshake(conn *c);
+/* c no longer counts against max_connections and max_handshaking. */
+void conn_retire(conn *c);
+/* Closes c's handles; it is freed once nothing refers to it. */
+void conn_close(conn *c);
+/* Drops a batch's or a write's reference; while c stays open, resumes
+ * reading or finishes a waiting hand-off. */
+void conn_release(conn *c);
+/* Writes frame now (takes it; malloc'd); with close, c closes once every
+ * write is done. */
+void conn_send(conn *c, uint8_t *frame, size_t len, bool close);
+/* A reply in request order (takes frame): now, or behind the replies of
+ * Publish batches before it. */
+void conn_reply(conn *c, uint8_t *frame, size_t len, bool close);
+/* An Error reply in request order. */
+void conn_send_error(conn *c, uint64_t id, int code, const char *message, const char *part_name,
+                     uint32_t event_index_plus_one, bool close);
+/* A failure that ends c: the Error (after the replies due before it), no
+ * more reading, closed once written. */
+void conn_fail(conn *c, uint64_t id, int code, const char *message);
+/* The reply to a batch whose parts are all done: its PublishAck, or an
+ * Error (malloc'd; *len its size); NULL when the publisher asked for no
+ * ack, or without memory (then c is closed). */
+uint8_t *conn_batch_reply(conn *c, pub_batch *b, size_t *len);
+/* Reads or not, as the back-pressure bounds allow. */
+void conn_update_reading(conn *c);
+/* Sends the replies whose turn has come (done batches at the head of c's
+ * FIFO, each followed by what waited behind it) and frees those batches. */
+void conn_flush_replies(conn *c);
+
+/* --- net.c ------------------------------------------------------------- */
+
+/* libuv's read callbacks for a connection. */
+void conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out);
+void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+/* A Subscribe waiting for c's replies to drain may be handed over now. */
+void conn_maybe_handoff(conn *c);
+
+#endif

@@ -1,0 +1,326 @@
+/*
+ * subconn - a subscription's connection (see subconn.h): the output buffer
+ * and its writes under the write deadline, and what the client sends on a
+ * subscribed connection, read and answered as it comes.
+ *
+ * Threads: the subscription's pool thread. Writes never block: MSG_DONTWAIT
+ * plus poll with the write deadline, also watching wake_fd, so the
+ * registry can always wake the thread.
+ */
+#include "subconn.h"
+
+#include "iov.h"
+#include "logging.h"
+#include "pb_errors.h"
+#include "session.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#define OUT_CAP        (256u * 1024u) /* frames are written in chunks of up to this */
+#define INPUT_CHUNK    4096u          /* one recv of what the client sends */
+#define INPUT_PER_TURN (64u * 1024u)  /* then deliveries go on */
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int subconn_open(subconn *c)
+{
+    c->out = malloc(OUT_CAP);
+    if (!c->out)
+        return PB_ENOMEM;
+    c->out_len = 0;
+    frame_scan_init(&c->scan, c->max_frame_bytes);
+    return 0;
+}
+
+void subconn_close(subconn *c)
+{
+    free(c->out);
+    free(c->input);
+    c->out = NULL;
+    c->input = NULL;
+    c->input_len = 0;
+}
+
+bool subconn_stopping(const subconn *c)
+{
+    return atomic_load_explicit(c->stop, memory_order_relaxed);
+}
+
+void subconn_drain_wake(subconn *c)
+{
+    uint64_t v;
+    /* Non-blocking; EAGAIN just means nothing was pending. */
+    if (read(c->wake_fd, &v, sizeof v) < 0 && errno != EAGAIN && errno != EINTR)
+        logging_printf(LOG_WARN, "subscriber %s: reading its eventfd: %s", c->peer,
+                       strerror(errno));
+}
+
+/* ------------------------------------------------------------------ */
+/* output */
+
+/* Writes iov completely. The socket is used with MSG_DONTWAIT whatever its
+ * flags (it is a dup of the loop's non-blocking socket), waiting in poll
+ * for room; write_deadline_ms without any progress drops the subscriber. */
+static int send_all(subconn *c, struct iovec *iov, int cnt)
+{
+    uint32_t deadline_ms = c->write_deadline_ms;
+    int64_t last_progress = mono_ms();
+    while (cnt > 0) {
+        if (iov->iov_len == 0) {
+            iov++;
+            cnt--;
+            continue;
+        }
+        if (subconn_stopping(c))
+            return PB_ECLOSED;
+        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
+        ssize_t n = sendmsg(c->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n >= 0) {
+            cnt = (int)iov_consume(&iov, (size_t)cnt, (size_t)n);
+            last_progress = mono_ms();
+            continue;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN || errno == ESHUTDOWN)
+            return PB_ECLOSED;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            snprintf(c->why, c->why_len, "writing to the subscriber: %s", strerror(errno));
+            return -errno;
+        }
+        int64_t wait_ms = (int64_t)deadline_ms - (mono_ms() - last_progress);
+        if (wait_ms <= 0) {
+            logging_printf(LOG_WARN, "subscriber %s dropped: no progress for %" PRIu32 " ms",
+                           c->peer, deadline_ms);
+            return PB_ETIMEDOUT;
+        }
+        struct pollfd pf[2] = {{c->fd, POLLOUT, 0}, {c->wake_fd, POLLIN, 0}};
+        int pr = poll(pf, 2, (int)wait_ms);
+        if (pr < 0 && errno != EINTR)
+            return -errno;
+        /* A writer's wake-up; the queue is looked at before the thread
+         * sleeps anyway, so it can be consumed here. */
+        if (pr > 0 && (pf[1].revents & POLLIN))
+            subconn_drain_wake(c);
+    }
+    return 0;
+}
+
+int subconn_flush(subconn *c)
+{
+    if (c->out_len == 0)
+        return 0;
+    struct iovec v = {c->out, c->out_len};
+    c->out_len = 0;
+    return send_all(c, &v, 1);
+}
+
+/* Room for need more bytes: when the output is full, it is sent, and what
+ * the client sent meanwhile is read (once per full buffer, so a long
+ * replay still answers a Ping). */
+static int make_room(subconn *c, size_t need)
+{
+    if (c->out_len + need <= OUT_CAP)
+        return 0;
+    int rc = subconn_flush(c);
+    return rc < 0 ? rc : subconn_read(c);
+}
+
+int subconn_event(subconn *c, const char *partition, size_t partition_len, uint64_t offset,
+                  const uint8_t *event, size_t len)
+{
+    size_t hmax = FRAME_EVENT_HEADER_MAX(partition_len);
+    int rc = make_room(c, hmax + len);
+    if (rc < 0)
+        return rc;
+    c->events_sent++;
+    if (hmax + len > OUT_CAP) {
+        /* Too big for the buffer (which make_room emptied): directly. */
+        size_t h = frame_put_event_header_n(c->out, OUT_CAP, c->frame_id, partition, partition_len,
+                                            offset, len);
+        struct iovec v[2] = {{c->out, h}, {(void *)event, len}};
+        return send_all(c, v, 2);
+    }
+    c->out_len += frame_put_event_header_n(c->out + c->out_len, OUT_CAP - c->out_len, c->frame_id,
+                                           partition, partition_len, offset, len);
+    memcpy(c->out + c->out_len, event, len);
+    c->out_len += len;
+    return 0;
+}
+
+int subconn_error(subconn *c, uint64_t id, int code, const char *message, const char *partition,
+                  uint64_t first_offset, uint64_t last_offset)
+{
+    frame_error e = {.code = code,
+                     .message = message,
+                     .partition = partition,
+                     .first_offset = first_offset,
+                     .last_offset = last_offset};
+    size_t need = frame_put_error(NULL, 0, id, &e);
+    int rc;
+    if (need > OUT_CAP)
+        return PB_ETOOBIG; /* messages are a few hundred bytes */
+    if ((rc = make_room(c, need)) < 0)
+        return rc;
+    c->out_len += frame_put_error(c->out + c->out_len, OUT_CAP - c->out_len, id, &e);
+    return 0;
+}
+
+int subconn_subscribed(subconn *c, const frame_position *pos, size_t n)
+{
+    size_t need = frame_put_subscribed(NULL, 0, c->frame_id, pos, n);
+    int rc = subconn_flush(c);
+    if (rc < 0)
+        return rc;
+    if (need <= OUT_CAP) {
+        c->out_len = frame_put_subscribed(c->out, OUT_CAP, c->frame_id, pos, n);
+        rc = subconn_flush(c);
+    } else {
+        /* Thousands of partitions: a buffer of its own. */
+        uint8_t *own = malloc(need);
+        if (!own) {
+            snprintf(c->why, c->why_len, "out of memory for a %zu-byte Subscribed frame", need);
+            return PB_ENOMEM;
+        }
+        struct iovec v = {own, frame_put_subscribed(own, need, c->frame_id, pos, n)};
+        rc = send_all(c, &v, 1);
+        free(own);
+    }
+    /* Requests sent after the Subscribe are answered after it. */
+    return rc < 0 ? rc : subconn_read(c);
+}
+
+int subconn_caught_up(subconn *c)
+{
+    size_t need = frame_put_caught_up(NULL, 0, c->frame_id, c->events_sent);
+    int rc = make_room(c, need);
+    if (rc < 0)
+        return rc;
+    c->out_len += frame_put_caught_up(c->out + c->out_len, need, c->frame_id, c->events_sent);
+    return subconn_flush(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* what the client sends on its subscribed connection */
+
+/* The rules are session.c's; SESSION_SUBSCRIBED's answers need no options. */
+static const session_options no_session_options;
+
+/* Answers one frame of the client's: a Pong, an Error (never one that
+ * closes: the frame's length was valid), or nothing. Nothing of the frame
+ * is kept. */
+static int answer_frame(subconn *c, const frame_scan_result *r)
+{
+    session_answer a;
+    if (r->malformed)
+        session_answer_malformed(SESSION_SUBSCRIBED, r->why, &a);
+    else
+        session_answer_frame(&no_session_options, SESSION_SUBSCRIBED, r->kind, NULL, 0, &a);
+    if (a.action == SESSION_PONG) {
+        size_t need = frame_put_pong(NULL, 0, r->id);
+        int rc = make_room(c, need);
+        if (rc < 0)
+            return rc;
+        c->out_len += frame_put_pong(c->out + c->out_len, OUT_CAP - c->out_len, r->id);
+        return 0;
+    }
+    if (a.action == SESSION_ERROR)
+        return subconn_error(c, r->id, a.code, a.message, NULL, 0, 0);
+    return 0;
+}
+
+/* Scans bytes the client sent and answers each frame they complete. A
+ * broken stream (a length prefix over max_frame_bytes or not a varint)
+ * sets end_code and why. */
+static int scan_input(subconn *c, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        frame_scan_result r;
+        char err[256];
+        size_t used = 0;
+        int rc = frame_scan_feed(&c->scan, p, n, &used, &r, err, sizeof err);
+        p += used;
+        n -= used;
+        if (rc < 0) {
+            c->end_code = rc == PB_ETOOBIG ? PB_CODE_RESOURCE_EXHAUSTED : PB_CODE_INVALID_ARGUMENT;
+            snprintf(c->why, c->why_len, "%s: %s (max_frame_bytes = %llu)",
+                     rc == PB_ETOOBIG ? "frame refused" : "malformed frame", err,
+                     (unsigned long long)c->max_frame_bytes);
+            return rc;
+        }
+        if (rc == 1 && (rc = answer_frame(c, &r)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+int subconn_read(subconn *c)
+{
+    if (c->in_input)
+        return 0; /* an answer flushed the output from inside here */
+    c->in_input = true;
+    int rc = 0;
+    if (c->input) {
+        rc = scan_input(c, c->input, c->input_len);
+        free(c->input);
+        c->input = NULL;
+        c->input_len = 0;
+    }
+    /* Memory stays the one chunk on the stack, whatever the client sends;
+     * its answers wait in the output like events, under the same deadline. */
+    for (size_t total = 0; rc == 0 && total < INPUT_PER_TURN;) {
+        uint8_t buf[INPUT_CHUNK];
+        ssize_t n = recv(c->fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (n > 0) {
+            total += (size_t)n;
+            rc = scan_input(c, buf, (size_t)n);
+        } else if (n == 0) {
+            rc = PB_ECLOSED;
+        } else if (errno != EINTR) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            if (errno == ECONNRESET || errno == ENOTCONN || errno == ESHUTDOWN) {
+                rc = PB_ECLOSED;
+            } else {
+                snprintf(c->why, c->why_len, "reading from the subscriber: %s", strerror(errno));
+                rc = -errno;
+            }
+        }
+    }
+    c->in_input = false;
+    return rc;
+}
+
+void subconn_end(subconn *c, int rc)
+{
+    char msg[600];
+    c->in_input = true; /* nothing more is read */
+    if (c->end_code) {
+        /* Worded as net.c words it; what was queued goes first. */
+        snprintf(msg, sizeof msg, "%s", c->why);
+        if (subconn_error(c, 0, c->end_code, msg, NULL, 0, 0) == 0)
+            (void)subconn_flush(c); /* the connection is being closed either way */
+        return;
+    }
+    if (rc == PB_ECLOSED || rc == PB_ETIMEDOUT)
+        return;
+    snprintf(msg, sizeof msg, "subscription ended: %s", c->why);
+    c->out_len = 0;
+    int code = rc == PB_ENOMEM ? PB_CODE_RESOURCE_EXHAUSTED : PB_CODE_INTERNAL;
+    if (subconn_error(c, c->frame_id, code, msg, NULL, 0, 0) == 0)
+        (void)subconn_flush(c);
+}

@@ -1,0 +1,104 @@
+/*
+ * subconn - a subscription's connection, as its pool thread uses it: the
+ * output buffer every frame of the subscription is encoded into
+ * (Subscribed, Events carrying the stored bytes unchanged, DATA_LOSS
+ * notices, CaughtUp, and the answers to what the client sends), written
+ * without blocking under a write deadline; and the reading of what the
+ * client sends on its subscribed connection (a Ping gets a Pong, a Publish
+ * or a second Subscribe an Error, as session.c rules), scanned as it comes
+ * (framescan.h) and never buffered.
+ *
+ * Internal to the subscription module: subrun.c (above it) runs the
+ * subscription and calls these; nothing here knows partitions or queues.
+ *
+ * Threads: the subscription's pool thread only. The registry may set
+ * *stop and signal wake_fd from another thread (that is all it does).
+ */
+#ifndef PB_SUBCONN_H
+#define PB_SUBCONN_H
+
+#include "frame.h"
+#include "framescan.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct subconn {
+    /* Set by the caller before subconn_open, read-only afterwards. */
+    int fd;                     /* the client's socket (the caller closes it) */
+    int wake_fd;                /* eventfd the writers and the registry wake the thread with */
+    const atomic_bool *stop;    /* set when the registry stops the subscription */
+    uint64_t frame_id;          /* the Subscribe's: every frame of the subscription carries it */
+    uint32_t write_deadline_ms; /* no progress writing this long drops the subscriber */
+    uint64_t max_frame_bytes;   /* what the client may send; larger frames close */
+    const char *peer;           /* for log lines */
+    char *why;                  /* the caller's buffer for what went wrong */
+    size_t why_len;
+    /* Bytes already read after the Subscribe (malloc'd, taken by
+     * subconn_open; read first). */
+    uint8_t *input;
+    size_t input_len;
+
+    /* subconn's own. */
+    uint8_t *out; /* frames waiting to be written */
+    size_t out_len;
+    uint64_t events_sent; /* Event frames queued so far */
+    frame_scan scan;
+    bool in_input; /* inside subconn_read (its answers may flush) */
+    int end_code;  /* nonzero: the client broke the stream; the closing Error's code */
+} subconn;
+
+/* Allocates the output buffer. 0 or PB_ENOMEM. */
+int subconn_open(subconn *c);
+
+/* Frees what subconn owns (not the socket). */
+void subconn_close(subconn *c);
+
+/* True once the registry has asked the subscription to stop. */
+bool subconn_stopping(const subconn *c);
+
+/* Consumes a pending wake-up of wake_fd (non-blocking). */
+void subconn_drain_wake(subconn *c);
+
+/* Writes everything queued. 0, PB_ECLOSED (the client has gone or the
+ * registry stops), PB_ETIMEDOUT (write deadline; logged), or a negative
+ * code with why set. */
+int subconn_flush(subconn *c);
+
+/* Queues one Event frame: a header, then the stored event bytes as they
+ * are (no decoding). Same returns as subconn_flush. */
+int subconn_event(subconn *c, const char *partition, size_t partition_len, uint64_t offset,
+                  const uint8_t *event, size_t len);
+
+/* Queues an Error frame answering frame id. */
+int subconn_error(subconn *c, uint64_t id, int code, const char *message, const char *partition,
+                  uint64_t first_offset, uint64_t last_offset);
+
+/* Sends Subscribed listing pos[0..n) at once (the client waits for it),
+ * then answers what the client sent after the Subscribe. */
+int subconn_subscribed(subconn *c, const frame_position *pos, size_t n);
+
+/* Sends CaughtUp (counting the Events queued so far) at once. */
+int subconn_caught_up(subconn *c);
+
+/*
+ * Reads what the client sent, without waiting, and answers it: first the
+ * input handed over, then at most a bounded amount from the socket, so a
+ * client flooding its connection cannot hold the thread. 0, PB_ECLOSED
+ * when the client has gone, or a negative code: a broken stream sets
+ * end_code and why (subconn_end says it to the client).
+ */
+int subconn_read(subconn *c);
+
+/*
+ * Best effort, before the connection is closed: when the client broke the
+ * stream (end_code), its Error (id 0) after what was queued; after any
+ * other failure rc (not PB_ECLOSED or PB_ETIMEDOUT), Error "subscription
+ * ended: <why>" (RESOURCE_EXHAUSTED for PB_ENOMEM, else INTERNAL) in place
+ * of what was queued. Reads nothing more.
+ */
+void subconn_end(subconn *c, int rc);
+
+#endif
