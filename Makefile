@@ -342,3 +342,27 @@ bench-matcher: $(MATCHER_BENCH)
 	$(MATCHER_BENCH) -r $(MATCHER_RUNS)
 
 .PHONY: bench-matcher
+
+# --- Python client (client/python) ----------------------------------------------
+# `make install-python` installs the `protobus` package into the virtualenv
+# PYTHON_VENV (default build/venv), creating it first if needed with Debian's
+# python3 (PYTHON) and --system-site-packages, so the package finds Debian's
+# python3-protobuf; pip builds it offline (protoc generates protobus_pb2.py
+# from proto/protobus.proto at that moment). `make install-python
+# PYTHON_VENV=/path/to/venv` installs into another one; then
+# `/path/to/venv/bin/python -c 'import protobus'`. `make bench-python` runs
+# tests/bench/python_bench.py with it. The tests run in `make check`
+# (tests/integration/test_python.sh, a venv of their own).
+PYTHON      ?= /usr/bin/python3
+PYTHON_VENV ?= build/venv
+
+install-python:
+	@tests/install-deps
+	test -x $(PYTHON_VENV)/bin/python || $(PYTHON) -m venv --system-site-packages $(PYTHON_VENV)
+	$(PYTHON_VENV)/bin/pip install --no-index --no-build-isolation --no-warn-script-location \
+	  client/python
+
+bench-python: $(BUILD)/protobusd install-python
+	BUILD=$(BUILD) $(PYTHON_VENV)/bin/python tests/bench/python_bench.py
+
+.PHONY: install-python bench-python
