@@ -22,7 +22,8 @@ $(error Debian packages are missing (named above); `sudo make deps` installs the
 endif
 endif
 endif
-PKGS    := libprotobuf-c libpcre2-8 libuv inih json-c libhs
+# libnats: the NATS C client, for the mirrors to JetStream (server/mirror*).
+PKGS    := libprotobuf-c libpcre2-8 libuv inih json-c libhs libnats
 
 ifeq ($(SAN),1)
 BUILD   ?= build/san
