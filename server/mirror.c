@@ -16,6 +16,7 @@
 #include "mirror_cursor.h"
 #include "mirror_internal.h"
 #include "mirror_nats.h"
+#include "partition.h"
 #include "pb_errors.h"
 
 #include <inttypes.h>
@@ -34,11 +35,8 @@
 #define STOP_WAIT_MS 2000
 /* Records taken from one partition before the next one gets a turn. */
 #define BATCH 64
-/* The scan reads at most this many messages back; and starts from the
- * oldest unacknowledged send time minus this margin (clock skew between
- * this machine and the NATS servers). */
-#define SCAN_LIMIT     20000
-#define SCAN_MARGIN_NS (2LL * 1000000000)
+/* The scan of the stream's tail reads at most this many messages. */
+#define SCAN_LIMIT 200000
 
 int64_t mirror_mono_ms(void)
 {
@@ -56,7 +54,8 @@ int64_t mirror_wall_ns(void)
 
 /* --- acknowledgements (libnats' thread) --------------------------------- */
 
-static void on_ack(void *ctx, const void *token, enum mirror_ack result, const char *why)
+static void on_ack(void *ctx, const void *token, enum mirror_ack result, uint64_t seq,
+                   const char *why)
 {
     mirror *m = ctx;
     pthread_mutex_lock(&m->lock);
@@ -78,6 +77,7 @@ static void on_ack(void *ctx, const void *token, enum mirror_ack result, const c
             s->state = SLOT_ACKED;
             atomic_fetch_add(
                 result == MIRROR_ACK_DUPLICATE ? &m->counters.duplicates : &m->counters.stored, 1);
+            s->seq = seq;
         }
         break;
     }
@@ -104,6 +104,8 @@ static void collect(mirror *m)
         slot *s = &m->ring[m->head];
         mpart *p = m->parts[s->part];
         p->cursor = s->offset + 1;
+        if (s->seq > m->acked_seq)
+            m->acked_seq = s->seq;
         p->first_slot = s->next_in_part;
         if (--p->inflight == 0) {
             p->first_slot = p->last_slot = NO_SLOT;
@@ -121,19 +123,24 @@ static void collect(mirror *m)
 
 /* Everything outstanding has been answered and something failed: empty
  * the ring, keep the cursors of what was acknowledged, and rewind each
- * partition with a failure to its first failed offset. Those partitions
- * are then uncertain (an acknowledgement may be what was lost) until the
- * scan of the stream's tail settles them. */
+ * partition with a failure to its first failed offset. A failure may be a
+ * lost acknowledgement of a stored message, so the scan of the stream's
+ * tail (after acked_seq: everything sent since was stored after it, if at
+ * all) settles where each partition really is before anything is resent. */
 static void finish_drain(mirror *m)
 {
-    int64_t floor = INT64_MAX;
     char why[320];
     uint32_t fpart;
     uint64_t foffset;
+    bool in_order = true; /* still before the first slot not acknowledged */
     pthread_mutex_lock(&m->lock);
     for (uint32_t i = 0; i < m->count; i++) {
         slot *s = &m->ring[(m->head + i) % m->cap];
         mpart *p = m->parts[s->part];
+        if (s->state != SLOT_ACKED)
+            in_order = false;
+        else if (in_order && s->seq > m->acked_seq)
+            m->acked_seq = s->seq;
         if (s->state == SLOT_ACKED && !p->rewind) {
             p->cursor = s->offset + 1;
         } else if (!p->rewind) {
@@ -141,8 +148,6 @@ static void finish_drain(mirror *m)
             p->rewind_to = s->offset;
             p->rewind_time_ns = s->time_ns;
         }
-        if (s->sent_ns < floor)
-            floor = s->sent_ns;
     }
     m->head = m->count = 0;
     m->failed = false;
@@ -157,7 +162,6 @@ static void finish_drain(mirror *m)
         p->first_slot = p->last_slot = NO_SLOT;
         if (p->rewind) {
             p->next_read = p->cursor = p->rewind_to;
-            p->uncertain = true;
             p->rewind = false;
             atomic_store(&p->lag.oldest_ns, p->rewind_time_ns);
         } else if (p->next_read > p->cursor) {
@@ -165,8 +169,6 @@ static void finish_drain(mirror *m)
         }
         atomic_store(&p->lag.shipped, p->cursor);
     }
-    if (floor != INT64_MAX && floor - SCAN_MARGIN_NS < m->scan_floor_ns)
-        m->scan_floor_ns = floor - SCAN_MARGIN_NS;
     m->scan_needed = true;
     m->dirty = true;
     logging_printf(LOG_WARN,
@@ -178,26 +180,77 @@ static void finish_drain(mirror *m)
 
 /* --- resync: learn what the stream holds ------------------------------------ */
 
-static int scan_hit(void *ctx, const char *part_name, uint64_t offset)
+/* Forward over the stream's tail, in stream order: each partition's run of
+ * consecutive offsets from its cursor on (what the stream holds of it
+ * that the mirror never saw acknowledged), and whether a later offset of
+ * it came before the run ended (a gap: a publish lost while a later one
+ * was stored). */
+static void scan_hit(void *ctx, const char *part_name, uint64_t offset, uint64_t seq)
 {
     mirror *m = ctx;
-    mpart *p = mirror_find_part(m, part_name);
-    if (p && p->uncertain) {
-        /* The newest message of p in the stream: by the order guarantee,
-         * everything of p below it is there too. */
-        p->uncertain = false;
-        m->n_uncertain--;
-        if (offset >= p->cursor) {
+    mpart *p = m->scan_last && strcmp(m->scan_last->name, part_name) == 0
+                   ? m->scan_last
+                   : mirror_find_part(m, part_name);
+    m->scan_last = p;
+    if (!p)
+        return;
+    if (offset == p->scan_next) {
+        p->scan_next++;
+        p->scan_seq = seq;
+    } else if (offset > p->scan_next && !p->scan_gap) {
+        p->scan_gap = true;
+        p->scan_gap_at = offset;
+    }
+}
+
+/* What the scan found. The scan's consumer may have read a replica that is
+ * not the leader, so each finding that moves a cursor is first checked
+ * with the leader. 0, or -1 (why says what) to scan again later. */
+static int apply_scan(mirror *m, char *why, size_t whylen)
+{
+    int rc = 0;
+    for (size_t i = 0; i < m->n_parts && rc == 0; i++) {
+        mpart *p = m->parts[i];
+        if (p->scan_next == p->cursor)
+            continue;
+        char want[MIRROR_MSG_ID_MAX], id[MIRROR_MSG_ID_MAX] = "";
+        snprintf(want, sizeof want, "%s:%" PRIu64, p->name, p->scan_next - 1);
+        int r = mirror_nats_id_at(m->nats, p->scan_seq, id, sizeof id, why, whylen);
+        if (r == PB_ENOTFOUND || (r == 0 && strcmp(id, want) != 0)) {
+            snprintf(why, whylen,
+                     "its replicas disagree: a consumer read %s at sequence %" PRIu64
+                     ", the leader has %s there",
+                     want, p->scan_seq, r == 0 ? (*id ? id : "a message without id") : "nothing");
+            r = PB_ESERVER;
+        }
+        if (r < 0)
+            rc = -1;
+    }
+    for (size_t i = 0; i < m->n_parts; i++) {
+        mpart *p = m->parts[i];
+        if (rc == 0 && p->scan_next > p->cursor) {
             logging_printf(LOG_INFO,
                            "mirror %s: stream %s already holds %s up to offset %" PRIu64
                            " (acknowledgements were lost): going on from %" PRIu64,
-                           m->cfg->name, m->cfg->stream, p->name, offset, offset + 1);
-            p->cursor = p->next_read = offset + 1;
+                           m->cfg->name, m->cfg->stream, p->name, p->scan_next - 1, p->scan_next);
+            p->cursor = p->next_read = p->scan_next;
+            p->fresh = false;
             atomic_store(&p->lag.shipped, p->cursor);
             m->dirty = true;
         }
+        if (rc == 0 && p->scan_gap)
+            logging_printf(LOG_WARN,
+                           "mirror %s: stream %s holds %s:%" PRIu64 " but not %s:%" PRIu64
+                           ": a publish was lost inside NATS while a later one was stored; "
+                           "resending from %" PRIu64 " (the stream has this partition out of "
+                           "order there; offsets already in it come again as duplicates)",
+                           m->cfg->name, m->cfg->stream, p->name, p->scan_gap_at, p->name,
+                           p->cursor, p->cursor);
+        p->scan_next = p->cursor;
+        p->scan_gap = false;
     }
-    return m->n_uncertain == 0 ? 1 : 0;
+    m->scan_last = NULL;
+    return rc;
 }
 
 static void resync_failed(mirror *m, int64_t now, const char *why)
@@ -223,25 +276,27 @@ static int resync(mirror *m, int64_t now)
         return 0;
     }
     if (m->scan_needed) {
-        m->n_uncertain = 0;
-        for (size_t i = 0; i < m->n_parts; i++)
-            m->n_uncertain += m->parts[i]->uncertain;
         uint32_t read = 0;
         bool hit_limit = false;
-        if (m->n_uncertain && mirror_nats_scan(m->nats, m->scan_floor_ns, SCAN_LIMIT, scan_hit, m,
-                                               &read, &hit_limit, why, sizeof why) < 0) {
+        for (size_t i = 0; i < m->n_parts; i++) {
+            m->parts[i]->scan_next = m->parts[i]->cursor;
+            m->parts[i]->scan_gap = false;
+        }
+        if (mirror_nats_scan(m->nats, m->acked_seq + 1, SCAN_LIMIT, scan_hit, m, &read,
+                             &hit_limit, why, sizeof why) < 0) {
             resync_failed(m, now, why);
             return 0;
         }
         if (hit_limit)
             logging_printf(LOG_WARN,
-                           "mirror %s: stopped reading stream %s's tail after %u messages; "
-                           "events resent beyond that rely on its duplicate window",
-                           m->cfg->name, m->cfg->stream, read);
-        for (size_t i = 0; i < m->n_parts; i++)
-            m->parts[i]->uncertain = false;
+                           "mirror %s: stream %s: more than %d messages to read back; read the "
+                           "newest %d (events resent beyond them rely on its duplicate window)",
+                           m->cfg->name, m->cfg->stream, SCAN_LIMIT, SCAN_LIMIT);
+        if (apply_scan(m, why, sizeof why) < 0) {
+            resync_failed(m, now, why);
+            return 0;
+        }
         m->scan_needed = false;
-        m->scan_floor_ns = INT64_MAX;
     }
     for (size_t i = 0; i < m->n_parts; i++)
         mirror_part_seek(m, m->parts[i]);
@@ -250,7 +305,9 @@ static int resync(mirror *m, int64_t now)
                        m->cfg->stream);
     m->resync_failing = false;
     m->backoff_ms = 0;
-    m->chain_known = false; /* the first message goes without an expectation */
+    /* One message alone first: pipelining starts once the stream has
+     * acknowledged it (after an outage the cluster may still be settling). */
+    m->probe = true;
     m->run = RUN_SENDING;
     atomic_fetch_add(&m->counters.resyncs, 1);
     return 1;
@@ -297,8 +354,7 @@ static int send_one(mirror *m, uint32_t pi, const pb_record *rec)
     m->pending++;
     pthread_mutex_unlock(&m->lock);
 
-    int rc =
-        mirror_nats_publish(m->nats, token, m->chain_known ? m->last_id : NULL, why, sizeof why);
+    int rc = mirror_nats_publish(m->nats, token, why, sizeof why);
     atomic_fetch_add(&m->counters.published, 1);
     if (rc < 0) {
         mirror_nats_drop(token);
@@ -317,8 +373,6 @@ static int send_one(mirror *m, uint32_t pi, const pb_record *rec)
         pthread_mutex_unlock(&m->lock);
         return -1;
     }
-    memcpy(m->last_id, id, sizeof id);
-    m->chain_known = true;
     return 1;
 }
 
@@ -331,6 +385,12 @@ static int send_some(mirror *m)
     pthread_mutex_lock(&m->lock);
     uint32_t room = m->cap - m->count;
     bool failed = m->failed;
+    if (m->probe && m->count == 0 && m->pending == 0)
+        room = 1; /* the probe */
+    else if (m->probe && m->pending == 0)
+        m->probe = false; /* acknowledged: pipeline */
+    else if (m->probe)
+        room = 0;
     pthread_mutex_unlock(&m->lock);
     int handled = 0;
     for (size_t k = 0; k < m->n_parts && room && !failed; k++) {
@@ -441,7 +501,6 @@ static int mirror_create(mirror **out, const pb_mirror_config *cfg, store *st, c
     m->store = st;
     m->data_dir = data_dir;
     m->cap = cfg->max_pending;
-    m->scan_floor_ns = INT64_MAX;
     m->run = RUN_RESYNC;
     pthread_mutex_init(&m->lock, NULL);
     pthread_mutex_init(&m->parts_lock, NULL);

@@ -6,7 +6,7 @@
  *   protobus-mirror-cursor 1
  *   mirror NAME
  *   stream STREAM
- *   pending-since NS
+ *   acked-seq N
  *   partition NAME OFFSET        (one per partition, sorted by name)
  *   crc32c XXXXXXXX              (of all the bytes above, lowercase hex)
  */
@@ -89,8 +89,8 @@ int mirror_cursor_save(const fileio *io, const char *dir, const char *path, cons
                        const mirror_cursors *c, char *why, size_t whylen)
 {
     text t = {0};
-    put(&t, "%s\nmirror %s\nstream %s\npending-since %" PRId64 "\n", MAGIC, name, c->stream,
-        c->pending_since_ns);
+    put(&t, "%s\nmirror %s\nstream %s\nacked-seq %" PRIu64 "\n", MAGIC, name, c->stream,
+        c->acked_seq);
     for (size_t i = 0; i < c->count; i++)
         put(&t, "partition %s %" PRIu64 "\n", c->partitions[i], c->offsets[i]);
     if (!t.failed)
@@ -250,9 +250,8 @@ int mirror_cursor_load(const fileio *io, const char *path, const char *name, mir
                 goto fail;
             }
         } else if (lineno == 4) {
-            if (n != 2 || strcmp(word, "pending-since") != 0 ||
-                sscanf(a, "%" SCNd64, &out->pending_since_ns) != 1) {
-                rc = why_fmt(why, whylen, "%s:4: expected \"pending-since NS\"", path);
+            if (n != 2 || strcmp(word, "acked-seq") != 0 || parse_u64(a, &out->acked_seq) < 0) {
+                rc = why_fmt(why, whylen, "%s:4: expected \"acked-seq N\"", path);
                 goto fail;
             }
         } else {

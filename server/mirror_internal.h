@@ -39,7 +39,10 @@ typedef struct mpart {
     uint64_t next_read; /* next offset to read and send */
     uint64_t cursor;    /* every offset below is acknowledged (or cannot be mirrored) */
     bool fresh;         /* no cursor yet: the first record read is where it starts */
-    bool uncertain;     /* the stream may hold more of it than the cursor says */
+    uint64_t scan_next; /* (resync) the scan's run of consecutive offsets ends here */
+    uint64_t scan_seq;  /* the stream sequence of the run's last message */
+    bool scan_gap;      /* an offset past the run came first */
+    uint64_t scan_gap_at;
     bool rewind;        /* (finish_drain) a publish of it failed */
     uint64_t rewind_to;
     int64_t rewind_time_ns;
@@ -58,6 +61,7 @@ typedef struct slot {
     uint32_t part;
     uint32_t next_in_part;
     uint64_t offset;
+    uint64_t seq;    /* lock: its stream sequence, once acknowledged */
     int64_t time_ns; /* the event's receive time */
     int64_t sent_ns; /* wall clock when published */
     uint8_t state;
@@ -95,14 +99,16 @@ typedef struct mirror {
     bool refreshed; /* the first refresh happened */
 
     enum run_state run;
-    char last_id[MIRROR_MSG_ID_MAX]; /* Nats-Msg-Id of the last message sent */
-    bool chain_known;
+    bool probe; /* after a resync: one message alone until it is acknowledged */
+    /* The stream sequence of the last message acknowledged in send order:
+     * anything sent later was stored after it, if at all. In the cursor
+     * file too (a restart scans from there). */
+    uint64_t acked_seq;
     size_t rr;
     int64_t resync_at_ms, backoff_ms;
     bool resync_failing;
-    bool scan_needed;
-    int64_t scan_floor_ns;
-    size_t n_uncertain;
+    bool scan_needed; /* read the stream's tail before sending again */
+    mpart *scan_last; /* the partition of the previous scanned message */
     bool dirty; /* cursors changed since the last save */
     int64_t saved_at_ms;
     bool save_failing;

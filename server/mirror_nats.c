@@ -29,8 +29,10 @@
  * at most 5 s (a cluster that comes back is found within 5 s). */
 #define RECONNECT_FIRST_MS 100
 #define RECONNECT_MAX_MS   5000
-/* JetStream API requests (stream info, create, get message). */
+/* JetStream API requests (stream info, create, consumer). */
 #define API_WAIT_MS 5000
+/* The scan of the stream's tail ends when its consumer is quiet this long. */
+#define SCAN_QUIET_MS 2000
 
 /* The next step, if the previous ones went well. */
 #define IFOK(s, call)                                                                              \
@@ -161,6 +163,7 @@ static void ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae,
     mirror_nats *mn = closure;
     char why[320] = "";
     enum mirror_ack result = MIRROR_ACK_STORED;
+    uint64_t seq = pa ? pa->Sequence : 0;
     if (pa) {
         result = pa->Duplicate ? MIRROR_ACK_DUPLICATE : MIRROR_ACK_STORED;
     } else {
@@ -175,7 +178,7 @@ static void ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae,
     }
     pthread_mutex_lock(&mn->mu);
     if (!mn->closed)
-        mn->hooks.ack(mn->hooks.ctx, msg, result, why);
+        mn->hooks.ack(mn->hooks.ctx, msg, result, seq, why);
     pthread_mutex_unlock(&mn->mu);
     natsMsg_Destroy(msg);
 }
@@ -213,6 +216,8 @@ int mirror_nats_open(mirror_nats **out, const pb_mirror_config *cfg, const mirro
             /* libnats goes on trying in the background. */
             went_down(NULL, mn);
             s = NATS_OK;
+        } else if (s == NATS_OK) {
+            went_up(mn->nc, mn);
         }
     }
     jsOptions jo;
@@ -320,6 +325,12 @@ int mirror_nats_ensure_stream(mirror_nats *mn, char *why, size_t whylen)
                 (int)jerr);
         return PB_ESERVER;
     }
+    if (si->Cluster && (!si->Cluster->Leader || !*si->Cluster->Leader)) {
+        /* A leaderless stream's info may come from a replica that is behind. */
+        why_fmt(why, whylen, "stream %s has no leader yet (an election is under way)", cfg->stream);
+        jsStreamInfo_Destroy(si);
+        return PB_ESERVER;
+    }
     if (!mn->stream_logged || strcmp(verb, "created") == 0)
         log_stream(mn, si, verb);
     mn->stream_logged = true;
@@ -327,7 +338,69 @@ int mirror_nats_ensure_stream(mirror_nats *mn, char *why, size_t whylen)
     return 0;
 }
 
-int mirror_nats_scan(mirror_nats *mn, int64_t floor_ns, uint32_t limit, mirror_scan_fn fn,
+/* One forward pass over the stream from start_seq to `last`, at most
+ * `limit` messages. 0, 1 when it stopped at the limit, or a negative code. */
+static int scan_pass(mirror_nats *mn, uint64_t start_seq, uint64_t last, uint32_t limit,
+                     mirror_scan_fn fn, void *ctx, uint32_t *read, char *why, size_t whylen)
+{
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = mn->cfg->stream;
+    so.Ordered = true;
+    so.Config.HeadersOnly = true; /* the ids are all it needs */
+    so.Config.DeliverPolicy = js_DeliverByStartSequence;
+    so.Config.OptStartSeq = start_seq;
+    char subject[256];
+    snprintf(subject, sizeof subject, "%s>", mn->cfg->subject_prefix);
+    natsSubscription *sub = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_SubscribeSync(&sub, mn->js, subject, NULL, &so, &jerr);
+    if (s != NATS_OK) {
+        why_fmt(why, whylen, "stream %s: cannot read its tail: %s", mn->cfg->stream, nats_why(s));
+        return PB_ESERVER;
+    }
+    int rc = 0;
+    for (uint32_t n = 0;; n++) {
+        if (n >= limit) {
+            rc = 1;
+            break;
+        }
+        natsMsg *msg = NULL;
+        /* A quiet consumer: the rest of the stream is not under our prefix
+         * (or the stream shrank meanwhile). */
+        if (natsSubscription_NextMsg(&msg, sub, SCAN_QUIET_MS) != NATS_OK)
+            break;
+        (*read)++;
+        jsMsgMetaData *meta = NULL;
+        uint64_t seq = 0;
+        if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
+            seq = meta->Sequence.Stream;
+            jsMsgMetaData_Destroy(meta);
+        }
+        const char *id = NULL;
+        if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) == NATS_OK && id) {
+            const char *colon = strrchr(id, ':');
+            size_t plen = colon ? (size_t)(colon - id) : 0;
+            char part[PB_PARTITION_NAME_MAX + 1], *end = NULL;
+            if (colon && plen > 0 && plen <= PB_PARTITION_NAME_MAX && colon[1] >= '0' &&
+                colon[1] <= '9') {
+                unsigned long long off = strtoull(colon + 1, &end, 10);
+                memcpy(part, id, plen);
+                part[plen] = '\0';
+                if (end && *end == '\0')
+                    fn(ctx, part, off, seq);
+            }
+        }
+        natsMsg_Destroy(msg);
+        if (seq >= last)
+            break;
+    }
+    natsSubscription_Unsubscribe(sub);
+    natsSubscription_Destroy(sub);
+    return rc;
+}
+
+int mirror_nats_scan(mirror_nats *mn, uint64_t from_seq, uint32_t limit, mirror_scan_fn fn,
                      void *ctx, uint32_t *read, bool *hit_limit, char *why, size_t whylen)
 {
     jsStreamInfo *si = NULL;
@@ -342,44 +415,37 @@ int mirror_nats_scan(mirror_nats *mn, int64_t floor_ns, uint32_t limit, mirror_s
     uint64_t first = si->State.FirstSeq, last = si->State.LastSeq;
     bool empty = si->State.Msgs == 0;
     jsStreamInfo_Destroy(si);
-    if (empty)
+    if (empty || from_seq > last)
         return 0;
-    for (uint64_t seq = last; seq >= first && seq > 0; seq--) {
-        if (*read >= limit) {
-            *hit_limit = true;
-            break;
-        }
-        natsMsg *msg = NULL;
-        jerr = 0;
-        s = js_GetMsg(&msg, mn->js, mn->cfg->stream, seq, NULL, &jerr);
-        if (s == NATS_NOT_FOUND)
-            continue; /* deleted from the stream */
-        if (s != NATS_OK) {
-            why_fmt(why, whylen, "stream %s: reading message %" PRIu64 ": %s", mn->cfg->stream, seq,
-                    nats_why(s));
-            return PB_ESERVER;
-        }
-        (*read)++;
-        int stop = natsMsg_GetTime(msg) < floor_ns;
-        const char *id = NULL;
-        if (!stop && natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) == NATS_OK && id) {
-            const char *colon = strrchr(id, ':');
-            char part[PB_PARTITION_NAME_MAX + 1];
-            size_t plen = colon ? (size_t)(colon - id) : 0;
-            char *end = NULL;
-            if (colon && plen > 0 && plen <= PB_PARTITION_NAME_MAX && colon[1] >= '0' &&
-                colon[1] <= '9') {
-                unsigned long long off = strtoull(colon + 1, &end, 10);
-                memcpy(part, id, plen);
-                part[plen] = '\0';
-                if (end && *end == '\0')
-                    stop = fn(ctx, part, off) == 1;
-            }
-        }
-        natsMsg_Destroy(msg);
-        if (stop)
-            break;
+    if (from_seq < first)
+        from_seq = first;
+    /* More than `limit` to read: the newest `limit` are the ones that
+     * matter (the last messages sent before the acknowledgements stopped). */
+    if (last - from_seq + 1 > limit) {
+        *hit_limit = true;
+        from_seq = last + 1 - limit;
     }
+    int rc = scan_pass(mn, from_seq, last, limit, fn, ctx, read, why, whylen);
+    return rc < 0 ? rc : 0;
+}
+
+int mirror_nats_id_at(mirror_nats *mn, uint64_t seq, char *id, size_t idlen, char *why,
+                      size_t whylen)
+{
+    natsMsg *msg = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetMsg(&msg, mn->js, mn->cfg->stream, seq, NULL, &jerr);
+    if (s == NATS_NOT_FOUND)
+        return PB_ENOTFOUND;
+    if (s != NATS_OK) {
+        why_fmt(why, whylen, "stream %s: reading message %" PRIu64 ": %s", mn->cfg->stream, seq,
+                nats_why(s));
+        return PB_ESERVER;
+    }
+    const char *v = NULL;
+    snprintf(id, idlen, "%s",
+             natsMsgHeader_Get(msg, "Nats-Msg-Id", &v) == NATS_OK && v ? v : "");
+    natsMsg_Destroy(msg);
     return 0;
 }
 
@@ -486,14 +552,12 @@ int mirror_nats_build(mirror_nats *mn, const char *part_name, const pb_record *r
     return 0;
 }
 
-int mirror_nats_publish(mirror_nats *mn, void *token, const char *expect_last, char *why,
-                        size_t whylen)
+int mirror_nats_publish(mirror_nats *mn, void *token, char *why, size_t whylen)
 {
     natsMsg *m = token;
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.MaxWait = mn->cfg->ack_timeout_ms;
-    po.ExpectLastMsgId = expect_last;
     natsStatus s = js_PublishMsgAsync(mn->js, &m, &po);
     if (s != NATS_OK) {
         why_fmt(why, whylen, "%s", nats_why(s));

@@ -32,9 +32,12 @@ enum mirror_ack { MIRROR_ACK_STORED, MIRROR_ACK_DUPLICATE, MIRROR_ACK_FAILED };
 typedef struct mirror_nats_hooks {
     void *ctx;
     /* On a libnats thread: the message `token` (from mirror_nats_build)
-     * was acknowledged; for MIRROR_ACK_FAILED, why says how (a JetStream
-     * error, a timeout, no responders). Must not call mirror_nats_*. */
-    void (*ack)(void *ctx, const void *token, enum mirror_ack result, const char *why);
+     * was acknowledged, as stored at stream sequence seq or as a duplicate
+     * of the message at seq; for MIRROR_ACK_FAILED, why says how (a
+     * JetStream error, a timeout, no responders). Must not call
+     * mirror_nats_*. */
+    void (*ack)(void *ctx, const void *token, enum mirror_ack result, uint64_t seq,
+                const char *why);
     /* On a libnats thread: the connection went up or down. */
     void (*state)(void *ctx, bool up);
 } mirror_nats_hooks;
@@ -48,18 +51,28 @@ bool mirror_nats_connected(mirror_nats *mn);
 
 /* Looks the stream up; creates it if missing and create_stream allows (the
  * settings are logged). The first time, logs the stream's settings. 0, or
- * a negative code with why (not connected, no JetStream, no such stream). */
+ * a negative code with why (not connected, no JetStream, no such stream,
+ * no stream leader yet). */
 int mirror_nats_ensure_stream(mirror_nats *mn, char *why, size_t whylen);
 
-/* Reads the stream's messages from the last one backwards, calling
- * fn(ctx, partition, offset) for each whose Nats-Msg-Id is PARTITION:OFFSET,
- * until fn returns 1, a message is older than floor_ns (wall clock, by the
- * stream's timestamps) or `limit` messages were read. *read gets how many
- * were read; *hit_limit whether it stopped at the limit. 0, or a negative
- * code with why. */
-typedef int (*mirror_scan_fn)(void *ctx, const char *part_name, uint64_t offset);
-int mirror_nats_scan(mirror_nats *mn, int64_t floor_ns, uint32_t limit, mirror_scan_fn fn,
+/* Reads the stream's tail forward (an ordered, headers-only consumer under
+ * subject_prefix), from stream sequence from_seq to its last message,
+ * calling fn(ctx, partition, offset, seq) for each whose Nats-Msg-Id is
+ * PARTITION:OFFSET, in stream order. The consumer may run on a replica that is behind or (in a
+ * cluster that is recovering) holds what the leader never committed:
+ * check what matters with mirror_nats_id_at.
+ * More than `limit` messages: the newest `limit` are read instead, and
+ * *hit_limit is set. *read gets how many were read. 0, or a negative code
+ * with why. */
+typedef void (*mirror_scan_fn)(void *ctx, const char *part_name, uint64_t offset, uint64_t seq);
+int mirror_nats_scan(mirror_nats *mn, uint64_t from_seq, uint32_t limit, mirror_scan_fn fn,
                      void *ctx, uint32_t *read, bool *hit_limit, char *why, size_t whylen);
+
+/* The Nats-Msg-Id of the message at stream sequence seq, as the stream's
+ * leader has it ("" when it has none). 0, PB_ENOTFOUND (no such message),
+ * or a negative code with why. */
+int mirror_nats_id_at(mirror_nats *mn, uint64_t seq, char *id, size_t idlen, char *why,
+                      size_t whylen);
 
 /* The message for event rec of partition: *token is the message (owned by
  * the caller until published or dropped), id gets its Nats-Msg-Id.
@@ -68,12 +81,10 @@ int mirror_nats_scan(mirror_nats *mn, int64_t floor_ns, uint32_t limit, mirror_s
 int mirror_nats_build(mirror_nats *mn, const char *part_name, const pb_record *rec, void **token,
                       char id[MIRROR_MSG_ID_MAX], char *why, size_t whylen);
 
-/* Publishes token asynchronously, with Nats-Expected-Last-Msg-Id =
- * expect_last (NULL: none). On 0 the library owns the message and its
+/* Publishes token asynchronously. On 0 the library owns the message and its
  * acknowledgement comes through hooks->ack (also a timeout after
  * ack_timeout_ms). On failure the caller still owns it (drop it). */
-int mirror_nats_publish(mirror_nats *mn, void *token, const char *expect_last, char *why,
-                        size_t whylen);
+int mirror_nats_publish(mirror_nats *mn, void *token, char *why, size_t whylen);
 
 /* Frees a message that was built but not published. */
 void mirror_nats_drop(void *token);

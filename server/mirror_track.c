@@ -23,7 +23,6 @@
 #define LAG_LOG_MS     10000
 #define LAG_MIN_NS     1000000000LL
 #define LAG_LOG_PARTS  8
-#define SCAN_MARGIN_NS (2LL * 1000000000)
 
 /* The offset the cursor file gives `name`, or -1. */
 static int64_t loaded_offset(const mirror *m, const char *name)
@@ -52,10 +51,10 @@ int mirror_load_cursors(mirror *m)
     int rc = mirror_cursor_load(fileio_posix(), m->cursor_path, m->cfg->name, &m->loaded, why,
                                 sizeof why);
     /* Whatever the file says, the stream's tail is read before the first
-     * send: from the file's pending-since on, or (no file) as far back as
-     * the scan goes, for events a previous run sent and never saw acked. */
+     * send: after the file's acked-seq, or (no file) as far back as the
+     * scan goes, for events a previous run sent and never saw acked. */
     m->scan_needed = true;
-    m->scan_floor_ns = 0;
+    m->acked_seq = 0;
     if (rc == PB_ENOTFOUND) {
         logging_printf(LOG_INFO,
                        "mirror %s: no cursor file (%s): starting from each partition's first "
@@ -82,7 +81,7 @@ int mirror_load_cursors(mirror *m)
         mirror_cursors_free(&m->loaded);
         return 0;
     }
-    m->scan_floor_ns = m->loaded.pending_since_ns - SCAN_MARGIN_NS;
+    m->acked_seq = m->loaded.acked_seq;
     logging_printf(LOG_INFO, "mirror %s: cursor file %s: %zu partition(s)", m->cfg->name,
                    m->cursor_path, m->loaded.count);
     return 0;
@@ -107,9 +106,6 @@ static int add_part(mirror *m, partition *pt)
     p->fresh = off < 0;
     p->cursor = p->next_read = off < 0 ? 0 : (uint64_t)off;
     p->first_slot = p->last_slot = NO_SLOT;
-    /* Partitions there at start-up may have events a previous run sent;
-     * those created later cannot. */
-    p->uncertain = !m->refreshed;
     atomic_store(&p->lag.shipped, p->cursor);
     pthread_mutex_lock(&m->parts_lock);
     size_t cap = m->parts_cap;
@@ -277,16 +273,8 @@ void mirror_save(mirror *m, bool force)
             names[i] = sorted[i]->name;
             offsets[i] = sorted[i]->cursor;
         }
-        int64_t since = mirror_wall_ns();
-        pthread_mutex_lock(&m->lock);
-        for (uint32_t i = 0; i < m->count; i++) {
-            const slot *s = &m->ring[(m->head + i) % m->cap];
-            if (s->state != SLOT_ACKED && s->sent_ns < since)
-                since = s->sent_ns;
-        }
-        pthread_mutex_unlock(&m->lock);
         mirror_cursors c = {.stream = (char *)m->cfg->stream,
-                            .pending_since_ns = since,
+                            .acked_seq = m->acked_seq,
                             .partitions = names,
                             .offsets = offsets,
                             .count = n};
