@@ -3,7 +3,7 @@
  * (Debian's nats-server, tests/lib/jscluster) on loopback, R3 streams.
  *
  * protobusd mirrors two scopes: the sensors-* partitions (capture-group
- * rule; one of them, sensors-late, appears only halfway through) to stream
+ * rule; one of them, sensors-late, appears only in phase 2) to stream
  * SENSORS in the payload format, and the catch-all partition "events" (its
  * topics are not valid NATS subjects as they stand: "odd..dots",
  * "wild.*.card", "gt.>", UTF-8, ...) to stream EVENTS in the event format.
@@ -74,7 +74,7 @@ static void nap_ms(long ms)
 }
 
 /* Event id -> topic: a quarter each to events, sensors-a, sensors-b and
- * sensors-c1 (sensors-late from phase 3 on). */
+ * sensors-c1 (sensors-late from phase 2 on). */
 static const char *topic_for(uint64_t id, bool late)
 {
     switch (id % 4) {
@@ -483,7 +483,7 @@ static void test_mirror_through_outages(void **state)
            (double)(itest_now_ms() - t0) / 1000, leader + 1);
     jscluster_stop_node(&C, leader);
 
-    publish_range(fifth, 2 * fifth, false); /* 2: one node down */
+    publish_range(fifth, 2 * fifth, true); /* 2: one node down; sensors-late appears */
     int64_t seen = wait_sensors((int64_t)(fifth * 3 / 4) + step, 60);
     printf("phase 2 done (%.1f s, SENSORS at %" PRId64 "); stopping the other nodes\n",
            (double)(itest_now_ms() - t0) / 1000, seen);
