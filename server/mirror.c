@@ -282,8 +282,8 @@ static int resync(mirror *m, int64_t now)
             m->parts[i]->scan_next = m->parts[i]->cursor;
             m->parts[i]->scan_gap = false;
         }
-        if (mirror_nats_scan(m->nats, m->acked_seq + 1, SCAN_LIMIT, scan_hit, m, &read,
-                             &hit_limit, why, sizeof why) < 0) {
+        if (mirror_nats_scan(m->nats, m->acked_seq + 1, SCAN_LIMIT, scan_hit, m, &read, &hit_limit,
+                             why, sizeof why) < 0) {
             resync_failed(m, now, why);
             return 0;
         }

@@ -27,12 +27,12 @@
 
 /* What a cursor file holds. */
 typedef struct mirror_cursors {
-    char *stream;             /* the stream the offsets were shipped to */
+    char *stream;       /* the stream the offsets were shipped to */
     uint64_t acked_seq; /* the stream sequence of the last message acknowledged in send
                            order: whatever was sent later was stored after it, if at all
                            (the scan after a restart starts there) */
-    char **partitions;        /* sorted by name */
-    uint64_t *offsets;        /* offsets[i]: next offset of partitions[i] to ship */
+    char **partitions;  /* sorted by name */
+    uint64_t *offsets;  /* offsets[i]: next offset of partitions[i] to ship */
     size_t count;
 } mirror_cursors;
 

@@ -43,7 +43,7 @@ typedef struct mpart {
     uint64_t scan_seq;  /* the stream sequence of the run's last message */
     bool scan_gap;      /* an offset past the run came first */
     uint64_t scan_gap_at;
-    bool rewind;        /* (finish_drain) a publish of it failed */
+    bool rewind; /* (finish_drain) a publish of it failed */
     uint64_t rewind_to;
     int64_t rewind_time_ns;
     uint32_t inflight;   /* slots of it in the ring */
@@ -109,7 +109,7 @@ typedef struct mirror {
     bool resync_failing;
     bool scan_needed; /* read the stream's tail before sending again */
     mpart *scan_last; /* the partition of the previous scanned message */
-    bool dirty; /* cursors changed since the last save */
+    bool dirty;       /* cursors changed since the last save */
     int64_t saved_at_ms;
     bool save_failing;
     int64_t lag_logged_at_ms;

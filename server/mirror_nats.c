@@ -443,8 +443,7 @@ int mirror_nats_id_at(mirror_nats *mn, uint64_t seq, char *id, size_t idlen, cha
         return PB_ESERVER;
     }
     const char *v = NULL;
-    snprintf(id, idlen, "%s",
-             natsMsgHeader_Get(msg, "Nats-Msg-Id", &v) == NATS_OK && v ? v : "");
+    snprintf(id, idlen, "%s", natsMsgHeader_Get(msg, "Nats-Msg-Id", &v) == NATS_OK && v ? v : "");
     natsMsg_Destroy(msg);
     return 0;
 }

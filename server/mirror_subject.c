@@ -103,7 +103,9 @@ int mirror_subject_to_topic(const char *prefix, const char *subject, uint8_t *ou
                                    "digits",
                                    subject);
                     b = (uint8_t)(hi << 4 | lo);
-                    if (safe_byte(b))
+                    /* A safe byte stays as it is and '.' separates pieces:
+                     * the forward direction never escapes either. */
+                    if (safe_byte(b) || b == '.')
                         return bad(why, whylen,
                                    "subject \"%s\": %%%02X escapes a byte that is never escaped",
                                    subject, b);

@@ -20,9 +20,9 @@
 /* Cursor file: saved at most this often while cursors move. */
 #define SAVE_EVERY_MS 200
 /* Lag: logged this often while some partition lags by more than LAG_MIN_NS. */
-#define LAG_LOG_MS     10000
-#define LAG_MIN_NS     1000000000LL
-#define LAG_LOG_PARTS  8
+#define LAG_LOG_MS    10000
+#define LAG_MIN_NS    1000000000LL
+#define LAG_LOG_PARTS 8
 
 /* The offset the cursor file gives `name`, or -1. */
 static int64_t loaded_offset(const mirror *m, const char *name)

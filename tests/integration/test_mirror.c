@@ -238,8 +238,7 @@ static void free_part(part_data *p)
 
 /* --- comparing a stream with the files -------------------------------------- */
 
-static void check_payload_headers(natsMsg *m, const event_view *v, const part_data *p,
-                                  uint64_t off)
+static void check_payload_headers(natsMsg *m, const event_view *v, const part_data *p, uint64_t off)
 {
     const char *val = NULL;
     char want[2048], got_time[32];
@@ -265,8 +264,8 @@ static void check_payload_headers(natsMsg *m, const event_view *v, const part_da
         want[k] = '=';
         mirror_header_escape(t.value.p, t.value.len, false, want + k + 1, sizeof want - k - 1);
         if (i >= count || strcmp(values[i], want) != 0)
-            fail_msg("%s:%" PRIu64 ": Protobus-Tag #%d is \"%s\", expected \"%s\"", p->name, off,
-                     i, i < count ? values[i] : "(none)", want);
+            fail_msg("%s:%" PRIu64 ": Protobus-Tag #%d is \"%s\", expected \"%s\"", p->name, off, i,
+                     i < count ? values[i] : "(none)", want);
         i++;
     }
     if (i != count)
@@ -303,8 +302,8 @@ static void check_message(natsMsg *m, const char *prefix, bool payload_format, p
     assert_int_equal(event_scan(p->ev[off], p->len[off], &v, err, sizeof err), 0);
     char subject[2048];
     uint8_t topic[512];
-    assert_true(mirror_subject_from_topic(prefix, v.topic.p, v.topic.len, subject,
-                                          sizeof subject) > 0);
+    assert_true(mirror_subject_from_topic(prefix, v.topic.p, v.topic.len, subject, sizeof subject) >
+                0);
     if (strcmp(natsMsg_GetSubject(m), subject) != 0)
         fail_msg("message %s: subject %s, expected %s", id, natsMsg_GetSubject(m), subject);
     int tl = mirror_subject_to_topic(prefix, natsMsg_GetSubject(m), topic, sizeof topic, err,
@@ -387,8 +386,8 @@ static void check_stream(const char *stream, const char *prefix, bool payload_fo
     natsSubscription_Destroy(sub);
     jsCtx_Destroy(js);
     natsConnection_Destroy(nc);
-    printf("stream %s: %" PRIu64 " messages, each event once, in order, content checked\n",
-           stream, total);
+    printf("stream %s: %" PRIu64 " messages, each event once, in order, content checked\n", stream,
+           total);
 }
 
 /* Waits (bounded, `limit_s`) until SENSORS holds at least `want` messages:

@@ -94,8 +94,7 @@ int jscluster_start_node(jscluster *c, int i)
             close(fd);
         }
         execlp("nats-server", "nats-server", "-c", conf, (char *)NULL);
-        fprintf(stderr, "exec nats-server: %s (tests/install-deps installs it)\n",
-                strerror(errno));
+        fprintf(stderr, "exec nats-server: %s (tests/install-deps installs it)\n", strerror(errno));
         _exit(127);
     }
     c->pid[i] = pid;
