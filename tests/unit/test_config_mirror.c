@@ -145,12 +145,31 @@ static void test_errors(void **state)
     config_free(&cfg);
 }
 
+/* The shipped example has a mirror, and it loads. */
+static void test_example_conf(void **state)
+{
+    (void)state;
+    const char *self = __FILE__;
+    const char *tail = strstr(self, "tests/unit/test_config_mirror.c");
+    char path[1024], err[512] = "";
+    snprintf(path, sizeof path, "%.*sconf/example.conf", tail ? (int)(tail - self) : 0, self);
+    pb_config cfg;
+    if (config_load(path, &cfg, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    assert_int_equal(cfg.n_mirrors, 1);
+    assert_int_equal(cfg.mirrors[0].n_urls, 3);
+    assert_string_equal(cfg.mirrors[0].subject_prefix, "pb.sensors.");
+    assert_int_equal(cfg.mirrors[0].format, PB_MIRROR_PAYLOAD);
+    config_free(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_full_section),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_example_conf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
