@@ -7,6 +7,7 @@
  * Threads: the mirror's thread, except mirror_needed (any thread: reads
  * the partitions under parts_lock and their atomics).
  */
+#include "grow.h"
 #include "logging.h"
 #include "mirror_internal.h"
 #include "pb_errors.h"
@@ -108,17 +109,10 @@ static int add_part(mirror *m, partition *pt)
     p->first_slot = p->last_slot = NO_SLOT;
     atomic_store(&p->lag.shipped, p->cursor);
     pthread_mutex_lock(&m->parts_lock);
-    size_t cap = m->parts_cap;
-    if (m->n_parts == cap) {
-        size_t ncap = cap ? cap * 2 : 16;
-        mpart **np = realloc(m->parts, ncap * sizeof *np);
-        if (!np) {
-            pthread_mutex_unlock(&m->parts_lock);
-            free(p);
-            return PB_ENOMEM;
-        }
-        m->parts = np;
-        m->parts_cap = ncap;
+    if (grow_reserve(&m->parts, &m->parts_cap, m->n_parts + 1, sizeof *m->parts) < 0) {
+        pthread_mutex_unlock(&m->parts_lock);
+        free(p);
+        return PB_ENOMEM;
     }
     m->parts[m->n_parts++] = p;
     pthread_mutex_unlock(&m->parts_lock);

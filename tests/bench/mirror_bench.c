@@ -42,6 +42,34 @@ static int64_t stream_msgs(jsCtx *js, const char *stream)
     return n;
 }
 
+/* CPU seconds (user + system) pid has used so far; 0 if unknown. */
+static double cpu_s(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* the command may hold blanks */
+    unsigned long long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return 0;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static double nats_cpu_s(void)
+{
+    double t = 0;
+    for (int i = 0; i < C.n; i++)
+        t += C.pid[i] ? cpu_s(C.pid[i]) : 0;
+    return t;
+}
+
+static double cpu_daemon[MAX_ROUNDS], cpu_nats[MAX_ROUNDS];
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -102,6 +130,7 @@ static int round_once(bool mirror, int round, uint64_t n, double *rate, double *
     if (itest_daemon_start(&d, NULL, rules) != 0)
         return -1;
     int status = -1;
+    double d0 = cpu_s(d.pid), n0 = nats_cpu_s();
     natsConnection *nc = NULL;
     jsCtx *js = NULL;
     if (publish(d.port, n) < 0)
@@ -129,6 +158,8 @@ static int round_once(bool mirror, int round, uint64_t n, double *rate, double *
         }
         uint64_t t2 = itest_now_ms();
         *lag_s = (double)(t2 - t1) / 1000.0;
+        cpu_daemon[round] = cpu_s(d.pid) - d0;
+        cpu_nats[round] = nats_cpu_s() - n0;
         *shipped = got >= 2 * (int64_t)n
                        ? (double)(2 * (int64_t)n - c0) * 1000.0 / (double)(t2 > ts ? t2 - ts : 1)
                        : 0;
@@ -174,8 +205,10 @@ int main(int argc, char **argv)
             status = 1;
         else
             printf("round %d: publish %.0f/s without a mirror, %.0f/s with; shipped %.0f/s; "
-                   "lag at the end %.0f events, caught up %.2f s later\n",
-                   r + 1, off[r], on[r], shipped[r], lag_e[r], lag_s[r]);
+                   "lag at the end %.0f events, caught up %.2f s later; CPU s in the mirror "
+                   "round: protobusd %.1f, nats-servers %.1f\n",
+                   r + 1, off[r], on[r], shipped[r], lag_e[r], lag_s[r], cpu_daemon[r],
+                   cpu_nats[r]);
     }
     jscluster_cleanup(&C);
     nats_CloseAndWait(5000);
@@ -193,5 +226,7 @@ int main(int argc, char **argv)
     printf("| mirror shipped | %.0f events/s |\n", median(shipped, rounds));
     printf("| lag when publishing ended | %.0f events, %.2f s to catch up |\n",
            median(lag_e, rounds), median(lag_s, rounds));
+    printf("| CPU s per mirror round | protobusd %.1f, the 3 nats-servers %.1f |\n",
+           median(cpu_daemon, rounds), median(cpu_nats, rounds));
     return 0;
 }
