@@ -532,6 +532,8 @@ static void mirror_free(mirror *m)
     }
     free(m->parts);
     mirror_cursors_free(&m->loaded);
+    if (m->md)
+        pcre2_match_data_free(m->md);
     if (m->re)
         pcre2_code_free(m->re);
     mirror_nats_free(m->nats);
