@@ -22,7 +22,8 @@ $(error Debian packages are missing (named above); `sudo make deps` installs the
 endif
 endif
 endif
-PKGS    := libprotobuf-c libpcre2-8 libuv inih json-c libhs
+# libnats: the NATS C client, for the mirrors to JetStream (server/mirror*).
+PKGS    := libprotobuf-c libpcre2-8 libuv inih json-c libhs libnats
 
 ifeq ($(SAN),1)
 BUILD   ?= build/san
@@ -366,3 +367,22 @@ bench-python: $(BUILD)/protobusd install-python
 	BUILD=$(BUILD) $(PYTHON_VENV)/bin/python tests/bench/python_bench.py
 
 .PHONY: install-python bench-python
+
+# `make bench-mirror`: tests/bench/mirror_bench.c, a mirror to JetStream on
+# a 3-node NATS cluster on loopback: the publish rate with a mirror running
+# against without (same run, alternating rounds), the mirror's throughput
+# and its lag. MIRROR_EVENTS events per round, MIRROR_ROUNDS rounds.
+MIRROR_EVENTS ?= 200000
+MIRROR_ROUNDS ?= 3
+MIRROR_BENCH  := $(BUILD)/bench/mirror_bench
+
+$(MIRROR_BENCH): $(BUILD)/obj/tests/bench/mirror_bench.o $(TESTLIB_OBJ) $(BUILD)/libpbinternal.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+check: $(MIRROR_BENCH)
+
+bench-mirror: $(MIRROR_BENCH) $(BUILD)/protobusd
+	BUILD=$(BUILD) $(MIRROR_BENCH) -n $(MIRROR_EVENTS) -r $(MIRROR_ROUNDS)
+
+.PHONY: bench-mirror

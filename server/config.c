@@ -36,7 +36,7 @@
 #define TIB                 (1024ULL * GIB)
 #define MAX_ROTATE_S        (3650LL * 86400) /* ten years: beyond that, say none */
 
-enum section_kind { SEC_NONE, SEC_SERVER, SEC_PARTITION };
+enum section_kind { SEC_NONE, SEC_SERVER, SEC_PARTITION, SEC_MIRROR };
 
 /* [server] keys; the enum names the ones that cross-checks refer to. */
 enum server_key {
@@ -102,6 +102,7 @@ struct parse_ctx {
     int server_key_line[SK_COUNT];
     int rule_key_line[RK_COUNT]; /* for the current [partition] */
     size_t rules_cap;
+    size_t mirrors_cap;
 
     char *err;
     size_t errlen;
@@ -373,12 +374,42 @@ static int rule_key(struct parse_ctx *c, enum rule_key k, const char *value)
     return fail_at(c, c->lineno, PB_EINVAL, "internal error: unhandled key");
 }
 
+/* ---- [mirror NAME] (the keys: config_mirror.c) ---- */
+
+static int begin_mirror(struct parse_ctx *c, const char *name)
+{
+    pb_config *cfg = c->cfg;
+    char why[300];
+    if (grow_reserve(&cfg->mirrors, &c->mirrors_cap, cfg->n_mirrors + 1, sizeof *cfg->mirrors) < 0)
+        return fail_at(c, c->lineno, PB_ENOMEM, "out of memory");
+    int rc = config_mirror_begin(&cfg->mirrors[cfg->n_mirrors], name, c->lineno, why, sizeof why);
+    if (rc < 0)
+        return fail_at(c, c->lineno, rc, "%s", why);
+    cfg->n_mirrors++;
+    return 1;
+}
+
+static int mirror_key(struct parse_ctx *c, const char *key, const char *value)
+{
+    char why[300];
+    int rc =
+        config_mirror_key(&c->cfg->mirrors[c->cfg->n_mirrors - 1], key, value, why, sizeof why);
+    return rc < 0 ? fail_at(c, c->lineno, rc, "%s", why) : 1;
+}
+
 /* A section ends at the next header or at the end of the file. */
 static int end_section(struct parse_ctx *c)
 {
     if (c->sec == SEC_PARTITION && !cur_rule(c)->match)
         return fail_at(c, cur_rule(c)->line, PB_EINVAL, "[partition %s] has no match = REGEX line",
                        cur_rule(c)->partition);
+    if (c->sec == SEC_MIRROR) {
+        const pb_mirror_config *m = &c->cfg->mirrors[c->cfg->n_mirrors - 1];
+        char why[300];
+        int rc = config_mirror_end(m, why, sizeof why);
+        if (rc < 0)
+            return fail_at(c, m->line, rc, "%s", why);
+    }
     c->sec = SEC_NONE;
     return 1;
 }
@@ -421,8 +452,17 @@ static int begin_section(struct parse_ctx *c, char *line)
         }
         return 1;
     }
+    if (strncmp(name, "mirror", 6) == 0 && (name[6] == '\0' || isspace((unsigned char)name[6]))) {
+        c->sec = SEC_MIRROR;
+        if (!begin_mirror(c, trim(name + 6))) {
+            c->sec = SEC_NONE;
+            return 0;
+        }
+        return 1;
+    }
     return fail_at(c, c->lineno, PB_EINVAL,
-                   "unknown section [%s] (expected [server] or [partition NAME])", name);
+                   "unknown section [%s] (expected [server], [partition NAME] or [mirror NAME])",
+                   name);
 }
 
 static int on_key(void *user, const char *section, const char *key, const char *value)
@@ -437,6 +477,8 @@ static int on_key(void *user, const char *section, const char *key, const char *
                        "\"%s\" is outside any section (put it under [server] or "
                        "[partition NAME])",
                        key);
+    if (c->sec == SEC_MIRROR)
+        return mirror_key(c, key, value);
     bool server = c->sec == SEC_SERVER;
     int count = server ? (int)SK_COUNT : RK_COUNT;
     int *lines = server ? c->server_key_line : c->rule_key_line;
@@ -603,7 +645,13 @@ static void check_whole(struct parse_ctx *c)
                 "4K, so that the largest event fits in the live queues",
                 (unsigned long long)cfg->subscriber_queue_total_bytes,
                 (unsigned long long)cfg->max_event_bytes);
+        return;
     }
+    char why[300];
+    int line = 0;
+    int rc = config_mirror_check(cfg->mirrors, cfg->n_mirrors, &line, why, sizeof why);
+    if (rc < 0)
+        fail_at(c, line, rc, "%s", why);
 }
 
 static int load(struct parse_ctx *c, pb_config *cfg, char *err, size_t errlen)
@@ -679,6 +727,9 @@ void config_free(pb_config *cfg)
         free(cfg->rules[i].match);
     }
     free(cfg->rules);
+    for (size_t i = 0; i < cfg->n_mirrors; i++)
+        config_mirror_free(&cfg->mirrors[i]);
+    free(cfg->mirrors);
     free(cfg->path);
     free(cfg->listen_host);
     free(cfg->data_dir);

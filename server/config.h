@@ -9,6 +9,7 @@
  * File format (see conf/protobusd.conf for a commented example):
  *   [server]               daemon-wide settings; optional, every key has a default
  *   [partition NAME]       one routing rule; rules are tried in file order
+ *   [mirror NAME]          ship partitions to a NATS JetStream stream (config_mirror.c)
  * Comments start with '#' or ';' at the start of a line, or after whitespace
  * inside a line (so write a regex's " #" as "\x20#" if you ever need one).
  * Lines are at most CONFIG_MAX_LINE characters.
@@ -58,6 +59,33 @@ typedef struct pb_rule {
     int32_t utc_offset_s;
 } pb_rule;
 
+/* A mirror's message format: the stored EncapsulatedEvent bytes, or the
+ * payload alone with the event's other fields as NATS headers. */
+typedef enum pb_mirror_format { PB_MIRROR_EVENT = 0, PB_MIRROR_PAYLOAD } pb_mirror_format;
+
+/* Longest mirror name; it names the cursor file, so [A-Za-z0-9._-]. */
+#define PB_MIRROR_NAME_MAX 64
+/* Most servers one nats_url may list. */
+#define PB_MIRROR_MAX_URLS 16
+
+/* One [mirror NAME] section (config_mirror.c; meaning: server/mirror.h). */
+typedef struct pb_mirror_config {
+    char *name;
+    int line;    /* of the [mirror ...] header */
+    char **urls; /* nats_url split at commas and blanks, >= 1 */
+    size_t n_urls;
+    char *partitions;     /* whole-name PCRE2 regex (default ".*") */
+    char *stream;         /* JetStream stream name */
+    char *subject_prefix; /* non-empty, ends with '.' */
+    pb_mirror_format format;
+    bool create_stream;         /* create the stream if missing (default yes) */
+    uint32_t replicas;          /* for a created stream (default 1) */
+    int64_t duplicate_window_s; /* for a created stream (default 120) */
+    uint32_t max_pending;       /* publishes awaiting their ack, at most (default 1024) */
+    uint32_t ack_timeout_ms;    /* a publish not acked by then failed (default 5000) */
+    bool hold_retention;        /* retention keeps what is not shipped (default yes) */
+} pb_mirror_config;
+
 typedef struct pb_config {
     char *path;        /* the file loaded (as given), for messages */
     char *listen_host; /* numeric IPv4 or IPv6 address, no brackets */
@@ -81,6 +109,8 @@ typedef struct pb_config {
     uint32_t route_cache_entries;          /* router's topic -> partition cache bound */
     pb_rule *rules;                        /* in file order; first match wins */
     size_t n_rules;                        /* >= 1 after a successful load */
+    pb_mirror_config *mirrors;             /* [mirror NAME] sections, in file order */
+    size_t n_mirrors;
 } pb_config;
 
 /* Reads and validates `path` into *cfg (which the caller provides; its old
@@ -119,6 +149,22 @@ int config_parse_utc_offset(const char *s, int32_t *seconds);
 bool config_partition_name_valid(const char *name, size_t len);
 /* True if ch may appear in a partition name ([A-Za-z0-9._-]). */
 bool config_name_char_ok(char ch);
+
+/* [mirror NAME] sections (config_mirror.c), called by config.c's parser.
+ * Each returns 0, or a negative code with the reason in why (config.c adds
+ * "file:line: "). begin: a new section, defaults set (*m is zeroed first);
+ * key: one key = value of it; end: the section is complete (required keys);
+ * check: all mirrors together (names and streams unique); free: one
+ * section's memory. */
+int config_mirror_begin(pb_mirror_config *m, const char *name, int line, char *why, size_t n);
+int config_mirror_key(pb_mirror_config *m, const char *key, const char *value, char *why, size_t n);
+int config_mirror_end(const pb_mirror_config *m, char *why, size_t n);
+int config_mirror_check(const pb_mirror_config *ms, size_t count, int *line, char *why, size_t n);
+void config_mirror_free(pb_mirror_config *m);
+
+/* Subject prefix rules (a NATS subject's leading tokens, ending with '.'):
+ * true if valid; else false with the reason in why. */
+bool config_mirror_prefix_valid(const char *prefix, char *why, size_t n);
 
 /* The words of the enumerations, in enum order, NULL-terminated. */
 extern const char *const config_fsync_names[];

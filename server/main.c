@@ -6,10 +6,11 @@
  * (where the partition writers announce durable records) -> store (recovers
  * every partition found on disk; each writer announces into the fan-out) ->
  * subscription pool (reads the store, registers its live queues with the
- * fan-out) -> router -> listener. Stop (SIGTERM/SIGINT): stop accepting and
- * reading, let the writers finish what was received and the loop write its
- * acks, end the subscriptions, close the partitions (final sync, topic
- * snapshots), free the fan-out, exit 0.
+ * fan-out) -> mirrors (read the store's files on threads of their own) ->
+ * router -> listener. Stop (SIGTERM/SIGINT): stop accepting and reading,
+ * let the writers finish what was received and the loop write its acks,
+ * end the subscriptions, stop the mirrors (saving their cursors), close the
+ * partitions (final sync, topic snapshots), free the fan-out, exit 0.
  *
  * Threads: main() and everything here run on the main thread, which is also
  * the libuv loop thread.
@@ -18,6 +19,7 @@
 #include "fanout.h"
 #include "hostport.h"
 #include "logging.h"
+#include "mirror.h"
 #include "net.h"
 #include "partition.h"
 #include "pb_errors.h"
@@ -78,6 +80,7 @@ typedef struct daemon_state {
     fanout *live;
     store *store;
     sub_registry *subs;
+    mirror_set *mirrors;
     router *router;
     net *net;
     uv_signal_t sigterm, sigint;
@@ -336,6 +339,7 @@ static int close_daemon(daemon_state *d)
 {
     router_free(d->router);
     sub_registry_destroy(d->subs);
+    mirror_set_destroy(d->mirrors);
     int rc = store_close(d->store);
     if (rc < 0)
         logging_printf(LOG_ERROR, "closing the partitions: %s", pb_strerror(rc));
@@ -379,6 +383,9 @@ static int open_daemon(daemon_state *d)
     rc = sub_registry_create(&d->subs, &so);
     if (rc < 0)
         logging_printf(LOG_ERROR, "cannot start the subscription pool: %s", pb_strerror(rc));
+    else if ((rc = mirror_set_create(&d->mirrors, &d->cfg, d->store)) < 0 ||
+             (rc = mirror_set_start(d->mirrors)) < 0)
+        logging_printf(LOG_ERROR, "cannot start the mirrors: %s", pb_strerror(rc));
     else if ((rc = router_create(&d->cfg, &d->router, err, sizeof err)) < 0)
         logging_printf(LOG_ERROR, "%s", err);
     if (rc < 0) {

@@ -148,7 +148,7 @@ static const struct error_case error_cases[] = {
     {"[partition a]\nmatch = .*\nsegment = 1M\n",
      "t.conf:3: unknown key \"segment\" in [partition ...]"},
     {"# c\n[servre]\nlisten = 1.2.3.4:5\n",
-     "t.conf:2: unknown section [servre] (expected [server] or [partition NAME])"},
+     "t.conf:2: unknown section [servre] (expected [server], [partition NAME] or [mirror NAME])"},
     {"threads = 4\n", "t.conf:1: \"threads\" is outside any section (put it under [server] or "
                       "[partition NAME])"},
     {"[server]\nthis is not ini\n", "t.conf:2: syntax error: expected [section] or key = value"},

@@ -1,0 +1,134 @@
+/*
+ * mirror_internal - what mirror.c (the thread, the ring, resync) and
+ * mirror_track.c (partitions, cursor file, lag) share about one mirror.
+ * Not for other modules: they use mirror.h.
+ *
+ * Threads: a mirror's fields belong to its thread, except: the ring and
+ * the fields marked "lock" (shared with libnats' ack thread, under lock);
+ * parts/n_parts (appended by the thread under parts_lock, read by other
+ * threads under it); each mpart's name (fixed) and lag (atomics); cfg,
+ * re and loaded (fixed after creation).
+ */
+#ifndef PB_MIRROR_INTERNAL_H
+#define PB_MIRROR_INTERNAL_H
+
+#include "mirror.h"
+#include "mirror_cursor.h"
+#include "mirror_nats.h"
+#include "patterns.h"
+#include "reader.h"
+
+#include <pthread.h>
+
+#define NO_SLOT UINT32_MAX
+/* How often the mirror looks for new partitions and their end offsets. */
+#define MIRROR_PARTS_REFRESH_MS 250
+
+/* Per partition: the receive time of the oldest unacknowledged event and
+ * the offsets, for lag (read by any thread). */
+typedef struct mirror_lag {
+    _Atomic uint64_t shipped; /* = cursor */
+    _Atomic uint64_t end;
+    _Atomic int64_t oldest_ns; /* 0: nothing known to be waiting */
+} mirror_lag;
+
+typedef struct mpart {
+    char name[PB_PARTITION_NAME_MAX + 1];
+    partition *p;
+    pb_reader *r;       /* opened on first use */
+    uint64_t next_read; /* next offset to read and send */
+    uint64_t cursor;    /* every offset below is acknowledged (or cannot be mirrored) */
+    bool fresh;         /* no cursor yet: the first record read is where it starts */
+    uint64_t scan_next; /* (resync) the scan's run of consecutive offsets ends here */
+    uint64_t scan_seq;  /* the stream sequence of the run's last message */
+    bool scan_gap;      /* an offset past the run came first */
+    uint64_t scan_gap_at;
+    bool rewind; /* (finish_drain) a publish of it failed */
+    uint64_t rewind_to;
+    int64_t rewind_time_ns;
+    uint32_t inflight;   /* slots of it in the ring */
+    uint32_t first_slot; /* its oldest and newest slots, NO_SLOT when none */
+    uint32_t last_slot;
+    bool read_error_logged;
+    mirror_lag lag;
+} mpart;
+
+enum slot_state { SLOT_PENDING, SLOT_ACKED, SLOT_FAILED };
+
+/* One outstanding publish. */
+typedef struct slot {
+    const void *token; /* the NATS message, for matching its ack (never dereferenced) */
+    uint32_t part;
+    uint32_t next_in_part;
+    uint64_t offset;
+    uint64_t seq;    /* lock: its stream sequence, once acknowledged */
+    int64_t time_ns; /* the event's receive time */
+    int64_t sent_ns; /* wall clock when published */
+    uint8_t state;
+} slot;
+
+enum run_state { RUN_RESYNC, RUN_SENDING, RUN_DRAIN };
+
+typedef struct mirror {
+    const pb_mirror_config *cfg;
+    store *store;
+    const char *data_dir;
+    pcre2_code *re;
+    pcre2_match_data *md; /* the thread's */
+    mirror_nats *nats;
+    pthread_t thread;
+    bool started;
+    bool broken; /* damaged cursor file: not started */
+    mirror_cursors loaded;
+    char cursor_path[4200];
+
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    slot *ring; /* lock: cap slots, count from head */
+    uint32_t cap, head, count;
+    uint32_t pending;   /* lock: slots still SLOT_PENDING */
+    bool failed;        /* lock: a slot failed since the last drain */
+    char fail_why[320]; /* lock: the first failure's reason */
+    uint32_t fail_part;
+    uint64_t fail_offset;
+    bool stop; /* lock */
+
+    pthread_mutex_t parts_lock;
+    mpart **parts;
+    size_t n_parts, parts_cap;
+    bool refreshed; /* the first refresh happened */
+
+    enum run_state run;
+    bool probe; /* after a resync: one message alone until it is acknowledged */
+    /* The stream sequence of the last message acknowledged in send order:
+     * anything sent later was stored after it, if at all. In the cursor
+     * file too (a restart scans from there). */
+    uint64_t acked_seq;
+    size_t rr;
+    int64_t resync_at_ms, backoff_ms;
+    bool resync_failing;
+    bool scan_needed; /* read the stream's tail before sending again */
+    mpart *scan_last; /* the partition of the previous scanned message */
+    bool dirty;       /* cursors changed since the last save */
+    int64_t saved_at_ms;
+    bool save_failing;
+    int64_t lag_logged_at_ms;
+    mirror_counters counters;
+} mirror;
+
+int64_t mirror_mono_ms(void);
+int64_t mirror_wall_ns(void);
+
+/* mirror_track.c */
+int mirror_load_cursors(mirror *m);
+void mirror_refresh_parts(mirror *m);
+mpart *mirror_find_part(mirror *m, const char *name);
+void mirror_part_seek(mirror *m, mpart *p);
+/* The next event of p to send: 0 with *rec, or nonzero when there is none
+ * for now (the end, or a read error, logged). */
+int mirror_part_next(mirror *m, mpart *p, pb_record *rec);
+void mirror_save(mirror *m, bool force);
+void mirror_log_lag(mirror *m, int64_t now_ms);
+uint64_t mirror_needed(mirror *m, const char *part_name);
+
+#endif
