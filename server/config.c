@@ -238,7 +238,10 @@ static pb_rule *cur_rule(struct parse_ctx *c)
 }
 
 /* Checks a name template: literal name characters and $0..$9. Sets
- * *max_ref to the highest group referenced (-1: none). */
+ * *max_ref to the highest group referenced (-1: none). A static name must
+ * be a partition name (partname.h); a template must not start with a
+ * literal '.' (every expansion would be refused). What a template's groups
+ * produce is checked by the router, on each name it makes. */
 static int check_template(struct parse_ctx *c, const char *tmpl, int *max_ref)
 {
     size_t literal = 0;
@@ -254,7 +257,7 @@ static int check_template(struct parse_ctx *c, const char *tmpl, int *max_ref)
             if (n > *max_ref)
                 *max_ref = n;
             p++;
-        } else if (!config_name_char_ok(*p)) {
+        } else if (!partname_char_ok(*p)) {
             return fail_at(c, c->lineno, PB_EINVAL,
                            "[partition %s]: '%c' is not allowed in a partition name (use "
                            "A-Z a-z 0-9 . _ -)",
@@ -263,14 +266,17 @@ static int check_template(struct parse_ctx *c, const char *tmpl, int *max_ref)
             literal++;
         }
     }
-    if (*max_ref < 0 && !config_partition_name_valid(tmpl, strlen(tmpl)))
+    if (tmpl[0] == '.')
         return fail_at(c, c->lineno, PB_EINVAL,
-                       "[partition %s]: not a valid partition name (1..%d characters of "
-                       "A-Z a-z 0-9 . _ -, not \".\" or \"..\")",
-                       tmpl, PB_PARTITION_NAME_MAX);
+                       "[partition %s]: a partition name may not start with \".\" (readers "
+                       "skip such directories, so its events would be invisible; %s)",
+                       tmpl, PARTNAME_RULE);
     if (literal > PB_PARTITION_NAME_MAX)
         return fail_at(c, c->lineno, PB_EINVAL, "[partition %s]: longer than %d characters", tmpl,
                        PB_PARTITION_NAME_MAX);
+    if (*max_ref < 0 && !partname_valid(tmpl, strlen(tmpl)))
+        return fail_at(c, c->lineno, PB_EINVAL, "[partition %s]: not a valid partition name (%s)",
+                       tmpl, PARTNAME_RULE);
     return 1;
 }
 

@@ -54,8 +54,10 @@ int router_create(const pb_config *cfg, router **out, char *err, size_t errlen);
  *   0             res->rule and res->partition are set;
  *   PB_ENOTFOUND  no rule matches the topic (res->rule = -1);
  *   PB_EINVAL     rule res->rule matched, but its name expands to something
- *                 that is not a valid partition name, or matching it failed
- *                 (e.g. PCRE2's backtracking limit on a huge topic).
+ *                 that is not a partition name (partname.h), or to the name
+ *                 of a static rule's partition (a partition belongs to one
+ *                 rule), or matching it failed (e.g. PCRE2's backtracking
+ *                 limit on a huge topic).
  * router_format_error() turns the last two into a message. No allocation
  * when the topic is in the cache. Loop thread only. */
 int router_route(router *r, const char *topic, size_t topic_len, router_result *res);

@@ -12,10 +12,10 @@
  */
 #include "store.h"
 
-#include "config.h"
 #include "fileio.h"
 #include "grow.h"
 #include "logging.h"
+#include "partname.h"
 #include "pb_errors.h"
 #include "reader.h"
 
@@ -108,8 +108,8 @@ static int make_data_dir(const char *data_dir)
 int store_open(store **out, const char *data_dir, store_options_fn options, void *ctx)
 {
     *out = NULL;
-    char **names = NULL;
-    size_t n = 0;
+    char **names = NULL, **skipped = NULL;
+    size_t n = 0, nskipped = 0;
     store *s = calloc(1, sizeof *s);
     if (!s)
         return PB_ENOMEM;
@@ -131,18 +131,20 @@ int store_open(store **out, const char *data_dir, store_options_fn options, void
                        pb_strerror(rc));
         goto fail;
     }
-    rc = pb_partition_list(data_dir, &names, &n);
+    rc = partition_dirs_scan(data_dir, &names, &n, &skipped, &nskipped);
     if (rc < 0) {
         logging_printf(LOG_ERROR, "data directory %s: cannot list it: %s", data_dir,
                        pb_strerror(rc));
         goto fail;
     }
+    /* The rule that decides what is a partition is the readers' too, so
+     * these are invisible to cat and to subscribers alike: say so. */
+    for (size_t i = 0; i < nskipped; i++)
+        logging_printf(LOG_WARN,
+                       "data directory %s: %s/ holds segment files but is not a partition "
+                       "(names are %s): its events are not served; rename it to serve them",
+                       data_dir, skipped[i], PARTNAME_RULE);
     for (size_t i = 0; i < n; i++) {
-        if (!config_partition_name_valid(names[i], strlen(names[i]))) {
-            logging_printf(LOG_WARN, "data directory %s: ignoring %s/: not a valid partition name",
-                           data_dir, names[i]);
-            continue;
-        }
         partition_options opts;
         memset(&opts, 0, sizeof opts);
         rc = s->options(s->ctx, names[i], &opts);
@@ -163,11 +165,13 @@ int store_open(store **out, const char *data_dir, store_options_fn options, void
         }
     }
     pb_partition_list_free(names, n);
+    pb_partition_list_free(skipped, nskipped);
     logging_printf(LOG_INFO, "data directory %s: %zu partition(s) recovered", data_dir, s->count);
     *out = s;
     return 0;
 fail:
     pb_partition_list_free(names, n);
+    pb_partition_list_free(skipped, nskipped);
     store_close(s);
     return rc;
 }
@@ -183,8 +187,8 @@ int store_get(store *s, const char *name, partition **out)
         *out = s->parts[at];
         goto out;
     }
-    if (!config_partition_name_valid(name, strlen(name))) {
-        logging_printf(LOG_ERROR, "partition \"%s\": not a valid partition name", name);
+    if (!partname_valid(name, strlen(name))) {
+        /* The router refuses such names first; a guard, not a path. */
         rc = PB_EINVAL;
         goto out;
     }
