@@ -71,6 +71,7 @@ struct pub_batch {
     uint32_t nparts;
     pub_part *parts;
     pub_batch *next_done; /* net.c's completion list link */
+    uint64_t charge;      /* what it costs in flight (ingest_charge): the in-flight budget's unit */
     size_t bytes_len;
     uint8_t *bytes; /* the Publish frame's bytes; events point into it */
 };

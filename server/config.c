@@ -74,6 +74,10 @@ static const struct key_def {
     {"idle_timeout_ms", V_U32, offsetof(pb_config, idle_timeout_ms), 1, 86400000},
     {"log_level", V_LOG_LEVEL, 0, 0, 0},
     {"route_cache_entries", V_U32, offsetof(pb_config, route_cache_entries), 16, 1U << 24},
+    {"max_batch_events", V_U32, offsetof(pb_config, max_batch_events), 1, 1U << 24},
+    {"max_partitions", V_U32, offsetof(pb_config, max_partitions), 1, 1000000},
+    {"partition_idle_ms", V_U32, offsetof(pb_config, partition_idle_ms), 0, 86400000},
+    {"max_topics_in_memory", V_U32, offsetof(pb_config, max_topics_in_memory), 64, 1U << 26},
 };
 
 #define SK_COUNT (sizeof server_keys / sizeof server_keys[0])
@@ -561,6 +565,15 @@ static void set_defaults(pb_config *cfg)
     /* Above the 100,000-distinct-topics goal, so such a workload routes
      * from the cache after the first sight of each topic. */
     cfg->route_cache_entries = 262144;
+    /* A batch's state is ~230 bytes per event (ingest_charge): at this cap
+     * one Publish costs at most ~15 MiB of it, about a maximal frame's
+     * bytes. The client library sends 1,000 events per batch by default. */
+    cfg->max_batch_events = 65536;
+    cfg->max_partitions = 0; /* main.c: from the descriptors it can have */
+    cfg->partition_idle_ms = 10000;
+    /* ~200 bytes each (topics.h): ~26 MiB; above the 100,000 distinct
+     * topics of the benchmark, so that workload never evicts. */
+    cfg->max_topics_in_memory = 131072;
 }
 
 /* Checks that involve several keys, once all are known. */

@@ -74,8 +74,12 @@ typedef struct pb_config {
     uint32_t idle_timeout_ms;              /* drop a client stalled in the middle of a frame */
     enum log_level log_level;              /* logging.h */
     uint32_t route_cache_entries;          /* router's topic -> partition cache bound */
-    pb_rule *rules;                        /* in file order; first match wins */
-    size_t n_rules;                        /* >= 1 after a successful load */
+    uint32_t max_batch_events;             /* events per Publish; more is refused */
+    uint32_t max_partitions;       /* partitions the daemon creates; 0 = sized to the fd limit */
+    uint32_t partition_idle_ms;    /* an idle partition closes its files, ends its writer */
+    uint32_t max_topics_in_memory; /* topic table entries in memory, all partitions */
+    pb_rule *rules;                /* in file order; first match wins */
+    size_t n_rules;                /* >= 1 after a successful load */
 } pb_config;
 
 /* Reads and validates `path` into *cfg (which the caller provides; its old

@@ -29,7 +29,9 @@ struct pb_log {
     char idx_path[PATH_MAX]; /* active segment's .idx */
     log_options opt;
     const fileio *io;
-    int dir_fd;
+    int dir_fd;      /* -1 until needed (it is opened for directory syncs) */
+    bool released;   /* log_release closed the files; the next append or sync reopens */
+    bool idx_reopen; /* the index was being written when released: reopen it too */
 
     /* Active (newest) segment. */
     uint64_t base;

@@ -15,6 +15,8 @@
  * writers' queues, or a connection's unsent replies exceed MAX_PENDING_WRITE,
  * the loop stops reading the connections that push past it, so a fast
  * publisher or one that never reads its acks cannot grow the daemon's memory.
+ * A batch counts with its charge (ingest_charge): its bytes and its
+ * per-event state, here and in the writers.
  */
 #include "net.h"
 
@@ -71,8 +73,9 @@ struct conn {
     int paused;   /* reads stopped for back-pressure */
     uint8_t *buf; /* bytes received, not yet a whole frame */
     size_t len, cap;
-    size_t want;       /* bytes the current frame needs, when known */
-    uint64_t inflight; /* bytes of this connection's batches in flight */
+    size_t want;            /* bytes the current frame needs, when known */
+    uint64_t inflight;      /* charge of this connection's batches in flight */
+    unsigned limits_logged; /* enum ingest_limit bits already logged for it */
     /* A Subscribe waiting for this connection's acks and writes to drain
      * before the socket is handed to a subscription thread. */
     uint8_t *sub_body;
@@ -275,9 +278,15 @@ static void batch_done(pub_part *part)
     uv_async_send(&n->wake);
 }
 
-/* An Error for a Publish that ingest refused or could not ack. */
+/* An Error for a Publish that ingest refused or could not ack. A refusal
+ * by a limit is logged once per connection, not once per attempt. */
 static void send_ingest_error(conn *c, uint64_t id, const ingest_error *e)
 {
+    if (e->limit && !(c->limits_logged & e->limit)) {
+        c->limits_logged |= e->limit;
+        logging_printf(LOG_WARN, "connection %s: publish refused: %s (logged once per connection)",
+                       c->peer, e->message);
+    }
     if (e->fatal) {
         fail_conn(c, id, e->code, e->message);
         return;
@@ -311,8 +320,8 @@ static void on_wake(uv_async_t *a)
         conn *c = b->conn;
         batch_reply(c, b);
         n->inflight_batches--;
-        n->inflight_bytes -= b->bytes_len;
-        c->inflight -= b->bytes_len;
+        n->inflight_bytes -= b->charge;
+        c->inflight -= b->charge;
         ingest_free(b);
         conn_release(c);
         b = next;
@@ -341,9 +350,9 @@ static void handle_publish(conn *c, uint64_t id, const uint8_t *body, size_t len
         return;
     }
     c->refs++;
-    c->inflight += len;
+    c->inflight += b->charge;
     n->inflight_batches++;
-    n->inflight_bytes += len;
+    n->inflight_bytes += b->charge;
     ingest_submit(b);
     conn_update_reading(c);
 }
@@ -594,6 +603,7 @@ int net_start(net **out, uv_loop_t *loop, const net_options *opts, char *err, si
     n->opts = *opts;
     n->ingest = (ingest_options){
         .max_event_bytes = opts->max_event_bytes,
+        .max_batch_events = opts->max_batch_events,
         .router = opts->router,
         .store = opts->store,
     };
