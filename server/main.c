@@ -26,6 +26,7 @@
 #include "store.h"
 #include "sub.h"
 #include "subrun.h"
+#include "topics.h"
 
 #include <getopt.h>
 #include <signal.h>
@@ -76,6 +77,7 @@ static const char builtin_config[] = "[server]\n"
 
 typedef struct daemon_state {
     pb_config cfg;
+    topics_budget topics; /* max_topics_in_memory, shared by every partition */
     uv_loop_t loop;
     fanout *live;
     store *store;
@@ -132,6 +134,7 @@ static int partition_options_for(void *ctx, const char *name, partition_options 
     o->fsync_interval_ms = d->cfg.fsync_interval_ms;
     o->topic_history = TOPIC_HISTORY;
     o->idle_ms = d->cfg.partition_idle_ms;
+    o->topics_budget = &d->topics;
     /* Its writer announces durable records into the live fan-out, with a
      * state of its own there. */
     fanout_writer *w;
@@ -415,6 +418,7 @@ static int close_daemon(daemon_state *d)
 static int open_daemon(daemon_state *d)
 {
     char err[1024];
+    topics_budget_init(&d->topics, d->cfg.max_topics_in_memory);
     fanout_options fo = {
         .slots = d->cfg.threads,
         .queue_total_bytes = d->cfg.subscriber_queue_total_bytes,

@@ -54,6 +54,7 @@
 #include "pb_errors.h"
 #include "record.h"
 #include "topics.h"
+#include "topics_cold.h"
 
 #include <errno.h>
 #include <malloc.h>
@@ -579,6 +580,7 @@ int partition_open(partition **out, const char *data_dir, const char *name,
     rc = topics_create(&p->topics, p->opts.topic_history);
     if (rc < 0)
         goto fail;
+    topics_set_budget(p->topics, p->opts.topics_budget);
     rc = topics_load(p->topics, p->io, p->dir, p->name, end);
     if (rc == PB_ENOMEM)
         goto fail;
@@ -610,8 +612,10 @@ int partition_open(partition **out, const char *data_dir, const char *name,
     if ((rc = log_release(p->log)) < 0)
         goto fail;
     /* INFO: start-up names every partition it recovered and where it goes on. */
-    logging_printf(LOG_INFO, "partition %s: open (%s), next offset %llu, %zu topics", p->name,
-                   p->dir, (unsigned long long)end, topics_count(p->topics));
+    logging_printf(LOG_INFO,
+                   "partition %s: open (%s), next offset %llu, %zu topics in memory, %zu in %s",
+                   p->name, p->dir, (unsigned long long)end, topics_count(p->topics),
+                   topics_cold_count(p->topics), TOPICS_COLD_NAME);
     *out = p;
     return 0;
 fail:

@@ -25,6 +25,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct topics_budget;
+
 enum partition_fsync { PARTITION_FSYNC_ALWAYS, PARTITION_FSYNC_INTERVAL, PARTITION_FSYNC_NEVER };
 
 /* "These records are durable": called on p's writer thread after recs[0..n)
@@ -36,10 +38,11 @@ enum partition_fsync { PARTITION_FSYNC_ALWAYS, PARTITION_FSYNC_INTERVAL, PARTITI
 typedef void (*partition_durable_fn)(void *ctx, partition *p, const live_record *recs, size_t n);
 
 typedef struct partition_options {
-    log_options log;              /* segment size, time rotation, fileio, clock */
-    int fsync;                    /* enum partition_fsync */
-    uint32_t fsync_interval_ms;   /* for PARTITION_FSYNC_INTERVAL */
-    uint32_t topic_history;       /* last offsets kept per topic (history depth), >= 1 */
+    log_options log;                     /* segment size, time rotation, fileio, clock */
+    int fsync;                           /* enum partition_fsync */
+    uint32_t fsync_interval_ms;          /* for PARTITION_FSYNC_INTERVAL */
+    uint32_t topic_history;              /* last offsets kept per topic (history depth), >= 1 */
+    struct topics_budget *topics_budget; /* shared bound of topics in memory; NULL: none */
     uint32_t idle_ms;             /* with nothing to do this long, the writer closes the files
                                      and ends (restarted by the next submit); 0 = never */
     partition_durable_fn durable; /* NULL = nobody listens */

@@ -72,6 +72,7 @@ struct router {
 
     struct chunk *arena; /* newest first */
     size_t arena_bytes, arena_budget;
+    size_t nchunks;
 
     /* The expansion of the last uncached decision; also what res->partition
      * points to when the decision could not be cached. */
@@ -247,6 +248,7 @@ static void cache_clear(router *r)
         }
         keep->next = NULL;
         keep->used = 0;
+        r->nchunks = 1;
     }
     r->arena_bytes = 0;
     r->count = 0;
@@ -268,6 +270,7 @@ static char *arena_copy(router *r, const char *s, size_t n)
         c->next = r->arena;
         c->used = 0;
         r->arena = c;
+        r->nchunks++;
     }
     char *p = c->data + c->used;
     if (n)
@@ -479,6 +482,19 @@ void router_get_stats(const router *r, router_stats *st)
     st->misses = r->misses;
     st->entries = r->count;
     st->clears = r->clears;
+    st->bytes = r->cap * sizeof *r->slots + r->nchunks * sizeof(struct chunk);
+}
+
+size_t router_cache_max_bytes(uint32_t entries)
+{
+    size_t n = entries ? entries : 1;
+    size_t slots = pow2_at_least(2 * n);
+    /* An entry takes at most a topic and a name (ROUTER_CACHE_TOPIC_MAX +
+     * PB_PARTITION_NAME_MAX + 2 bytes): a chunk is emptied of at most that
+     * much when the next does not fit. */
+    size_t per_chunk = ARENA_CHUNK_BYTES - (ROUTER_CACHE_TOPIC_MAX + PB_PARTITION_NAME_MAX + 2);
+    size_t chunks = n * ROUTER_CACHE_BYTES_PER_ENTRY / per_chunk + 2;
+    return slots * sizeof(struct slot) + chunks * sizeof(struct chunk);
 }
 
 void router_free(router *r)

@@ -76,8 +76,16 @@ typedef struct router_stats {
     unsigned long long misses;
     size_t entries;
     unsigned long long clears;
+    size_t bytes; /* the cache's memory now: its table and string arena */
 } router_stats;
 void router_get_stats(const router *r, router_stats *st);
+
+/* The most memory the cache of a router with route_cache_entries =
+ * `entries` takes (router_stats.bytes never exceeds it): a table of twice
+ * as many 48-byte slots (a power of two) and ROUTER_CACHE_BYTES_PER_ENTRY
+ * of arena per entry, in 64 KiB chunks. About 224 bytes per entry: 56 MiB
+ * at the default 262,144. */
+size_t router_cache_max_bytes(uint32_t entries);
 
 /* Frees the router. NULL-safe. */
 void router_free(router *r);

@@ -304,6 +304,32 @@ static void test_cache_bounded_by_bytes(void **state)
         assert_true(st.entries <= 4);
     }
     assert_true(st.clears >= 9);
+    assert_true(st.bytes <= router_cache_max_bytes(16));
+    router_free(f);
+}
+
+/* F9: a flood of distinct topics keeps the cache within its stated
+ * memory bound (router_cache_max_bytes), with short and long topics. */
+static void test_cache_memory_bound(void **state)
+{
+    router *f = make("[server]\nroute_cache_entries = 4096\n"
+                     "[partition t-$1]\nmatch = t\\.([0-9]+)\\..*\n"
+                     "[partition events]\nmatch = .*\n");
+    char topic[ROUTER_CACHE_TOPIC_MAX];
+    router_stats st;
+    router_result res;
+    size_t max_seen = 0;
+    for (int i = 0; i < 100000; i++) {
+        int n = snprintf(topic, sizeof topic, "t.%d.", i);
+        size_t len = i % 3 == 0 ? (size_t)n : sizeof topic; /* some as long as cached ones go */
+        memset(topic + n, 'x', sizeof topic - (size_t)n);
+        assert_int_equal(router_route(f, topic, len, &res), 0);
+        router_get_stats(f, &st);
+        if (st.bytes > max_seen)
+            max_seen = st.bytes;
+    }
+    assert_true(max_seen <= router_cache_max_bytes(4096));
+    assert_true(router_cache_max_bytes(262144) < 64u << 20); /* the default's: documented */
     router_free(f);
 }
 
@@ -371,6 +397,7 @@ int main(void)
         cmocka_unit_test(test_cache_hit_same_result_no_regex),
         cmocka_unit_test(test_cache_stays_bounded),
         cmocka_unit_test(test_cache_bounded_by_bytes),
+        cmocka_unit_test(test_cache_memory_bound),
         cmocka_unit_test(test_hundred_thousand_topics_route_from_cache),
         cmocka_unit_test(test_match_failure_is_refused_not_cached),
     };
