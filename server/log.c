@@ -35,11 +35,12 @@ void log_say(pb_log *log, enum log_level level, const char *fmt, ...)
 {
     if (!log->opt.logf)
         return;
+    char msg[2048]; /* two paths and a reason; longer ones are cut */
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(log->msg, sizeof log->msg, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    log->opt.logf(log->opt.log_ctx, level, log->msg);
+    log->opt.logf(log->opt.log_ctx, level, msg);
 }
 
 int64_t log_now_ns(pb_log *log)
@@ -169,8 +170,8 @@ int log_create_segment(pb_log *log, uint64_t base)
     uint8_t hdr[PB_FILE_HEADER_SIZE];
     int rc;
     log->base = base;
-    if ((rc = segment_path(log->log_path, sizeof log->log_path, log->dir, base, ".log")) < 0 ||
-        (rc = segment_path(log->idx_path, sizeof log->idx_path, log->dir, base, ".idx")) < 0)
+    if ((rc = segment_path(log->log_path, log->path_cap, log->dir, base, ".log")) < 0 ||
+        (rc = segment_path(log->idx_path, log->path_cap, log->dir, base, ".idx")) < 0)
         return log_fail(log, rc, "segment path for", log->dir, 0);
     int fd = log->io->open(log->io, log->log_path, O_RDWR | O_CREAT | O_EXCL, FILE_MODE);
     if (fd < 0)
@@ -427,6 +428,9 @@ int log_close(pb_log *log)
     free(log->hdrs);
     free(log->iov);
     free(log->idx_buf);
+    free(log->dir);
+    free(log->log_path);
+    free(log->idx_path);
     free(log);
     return rc;
 }

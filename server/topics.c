@@ -87,6 +87,8 @@ struct topic_table {
     const fileio *io;
     char *dir, *name;
     cold_store *cold;
+    uint64_t *cold_offs;  /* history offsets: a topic's, read back from the cold store */
+    uint64_t *ring_tmp;   /* history + 1: ring_insert's */
     uint32_t clock;       /* topics_add calls */
     uint32_t evict_after; /* after a failed eviction: not before this clock */
     bool evict_warned;
@@ -103,19 +105,28 @@ int topics_create(topic_table **out, uint32_t history)
     t->history = history;
     t->nslots = 64;
     t->slots = calloc(t->nslots, sizeof *t->slots);
-    if (!t->slots) {
+    t->cold_offs = malloc((size_t)history * sizeof *t->cold_offs);
+    t->ring_tmp = malloc(((size_t)history + 1) * sizeof *t->ring_tmp);
+    if (!t->slots || !t->cold_offs || !t->ring_tmp) {
+        free(t->slots);
+        free(t->cold_offs);
+        free(t->ring_tmp);
         free(t);
         return PB_ENOMEM;
     }
     int rc = pthread_rwlock_init(&t->lock, NULL);
     if (rc != 0) {
         free(t->slots);
+        free(t->cold_offs);
+        free(t->ring_tmp);
         free(t);
         return -rc;
     }
     if ((rc = pthread_rwlock_init(&t->evict_lock, NULL)) != 0) {
         pthread_rwlock_destroy(&t->lock);
         free(t->slots);
+        free(t->cold_offs);
+        free(t->ring_tmp);
         free(t);
         return -rc;
     }
@@ -170,6 +181,8 @@ void topics_destroy(topic_table *t)
         return;
     clear_locked(t);
     free(t->slots);
+    free(t->cold_offs);
+    free(t->ring_tmp);
     cold_free(t->cold);
     free(t->dir);
     free(t->name);
@@ -254,12 +267,10 @@ static topic_entry *entry_get(topic_table *t, const uint8_t *topic, size_t len, 
         /* It left memory before: its older offsets come back with it, so
          * that the entry in memory is the whole truth about the topic. A
          * failed read only makes the table forget older offsets. */
-        uint64_t offs[TOPICS_HISTORY_MAX];
         uint32_t k = 0;
-        uint32_t want = t->history < TOPICS_HISTORY_MAX ? t->history : TOPICS_HISTORY_MAX;
-        if (cold_find(t->cold, h, topic, len, offs, want, &k) == 0)
+        if (cold_find(t->cold, h, topic, len, t->cold_offs, t->history, &k) == 0)
             for (uint32_t j = 0; j < k; j++)
-                (void)ring_push(t, e, offs[j]);
+                (void)ring_push(t, e, t->cold_offs[j]);
     }
     return e;
 }
@@ -268,9 +279,9 @@ static topic_entry *entry_get(topic_table *t, const uint8_t *topic, size_t len, 
  * newest, when offsets from the cold store and from the log meet while a
  * partition catches up after a crash): ascending, no duplicates, the newest
  * cap kept. Write lock held. */
-static void ring_insert(topic_entry *e, uint64_t offset)
+static void ring_insert(const topic_table *t, topic_entry *e, uint64_t offset)
 {
-    uint64_t v[TOPICS_HISTORY_MAX + 1];
+    uint64_t *v = t->ring_tmp; /* history + 1 */
     uint32_t n = 0;
     bool placed = false;
     for (uint32_t k = 0; k < e->count; k++) {
@@ -298,9 +309,8 @@ static void ring_insert(topic_entry *e, uint64_t offset)
 static int ring_push(const topic_table *t, topic_entry *e, uint64_t offset)
 {
     int rc = 0;
-    if (e->count > 0 && offset <= e->ring[(e->start + e->count - 1) % e->cap] &&
-        e->cap <= TOPICS_HISTORY_MAX) {
-        ring_insert(e, offset);
+    if (e->count > 0 && offset <= e->ring[(e->start + e->count - 1) % e->cap]) {
+        ring_insert(t, e, offset);
         return 0;
     }
     if (e->count == e->cap && e->cap < t->history) {

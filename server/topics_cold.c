@@ -47,10 +47,20 @@ struct cold_store {
     size_t nidx;
     uint64_t *bloom; /* bloom_mask + 1 bits; NULL when empty */
     uint64_t bloom_mask;
-    int fd;       /* cold_find's descriptor, opened on demand; -1 */
-    uint8_t *buf; /* cold_find's read buffer, RD_CAP */
-    uint64_t *scratch;
+    int fd;            /* cold_find's descriptor, opened on demand; -1 */
+    uint8_t *buf;      /* cold_find's read buffer (RD_CAP), allocated on first use: a */
+    uint64_t *scratch; /* partition that never evicted holds neither */
 };
+
+/* cold_find's buffers, on first use. */
+static int find_buffers(cold_store *c)
+{
+    if (!c->buf && !(c->buf = malloc(RD_CAP)))
+        return PB_ENOMEM;
+    if (!c->scratch && !(c->scratch = malloc((size_t)COLD_HISTORY_MAX * sizeof *c->scratch)))
+        return PB_ENOMEM;
+    return 0;
+}
 
 struct cold_iter {
     cold_store *c;
@@ -343,10 +353,7 @@ int cold_open(cold_store **out, const fileio *io, const char *dir, uint32_t hist
     c->history = history;
     c->file_history = history;
     c->entries_end = COLD_HEADER;
-    c->buf = malloc(RD_CAP);
-    c->scratch = malloc((size_t)COLD_HISTORY_MAX * sizeof *c->scratch);
-    if (!c->buf || !c->scratch || !(c->dir = strdup(dir)) ||
-        asprintf(&c->path, "%s/%s", dir, TOPICS_COLD_NAME) < 0) {
+    if (!(c->dir = strdup(dir)) || asprintf(&c->path, "%s/%s", dir, TOPICS_COLD_NAME) < 0) {
         c->path = NULL;
         cold_free(c);
         return PB_ENOMEM;
@@ -371,7 +378,7 @@ int cold_open(cold_store **out, const fileio *io, const char *dir, uint32_t hist
     memset(&x, 0, sizeof x);
     if (rc < 0)
         snprintf(why, whylen, "size: %s", pb_strerror(rc));
-    else
+    else if ((rc = find_buffers(c)) == 0)
         rc = load(c, fd, (uint64_t)size, &x, why, whylen);
     (void)io->close(io, fd); /* read-only */
     if (rc < 0) {
@@ -420,6 +427,9 @@ int cold_find(cold_store *c, uint64_t h, const uint8_t *name, size_t len, uint64
     *count = 0;
     if (c->count == 0 || !bloom_maybe(c, h))
         return PB_ENOTFOUND;
+    int brc = find_buffers(c);
+    if (brc < 0)
+        return brc;
     /* The last indexed entry with a smaller hash: a run of equal hashes may
      * start in the block before the one whose first hash equals h. */
     size_t lo = 0, hi = c->nidx;

@@ -17,8 +17,9 @@
  *   honest publisher got acknowledged is read back, and the record count is
  *   what was acknowledged.
  *
- * RSS bounds are generous (orders of magnitude); nothing asserts a speed.
- * The figures are printed for the record.
+ * RSS bounds are generous (orders of magnitude), and asserted in plain
+ * builds only (HOSTILE_RSS_CHECKED); nothing asserts a speed. The figures are
+ * printed for the record.
  */
 #include "hostile.h"
 #include "itest.h"
@@ -45,10 +46,13 @@
 #define IDLE_WAIT_MS     (15 * 1000)
 
 static itest_daemon dut;
+static hostile_honest honest;
 
 static int teardown(void **state)
 {
     (void)state;
+    hostile_honest_stop(&honest);
+    hostile_acked_free(&honest.acked);
     itest_daemon_cleanup(&dut);
     return 0;
 }
@@ -104,7 +108,8 @@ static void one_huge_publish(void)
     assert_non_null(strstr(f->error->message, "max_batch_events"));
     printf("  Error: %s\n", f->error->message);
     protobus__frame__free_unpacked(f, NULL);
-    assert_true(peak < RSS_BUDGET_KB);
+    if (HOSTILE_RSS_CHECKED)
+        assert_true(peak < RSS_BUDGET_KB);
 }
 
 typedef struct acks {
@@ -163,8 +168,10 @@ static uint64_t pipelined_batches(void)
            peak, after, kept);
     assert_int_equal(a.acked, PIPELINE_BATCHES);
     assert_int_equal(a.errors, 0);
-    assert_true(peak < RSS_BUDGET_KB);
-    assert_true(kept < KEPT_BUDGET_KB);
+    if (HOSTILE_RSS_CHECKED) {
+        assert_true(peak < RSS_BUDGET_KB);
+        assert_true(kept < KEPT_BUDGET_KB);
+    }
     return a.events;
 }
 
@@ -172,20 +179,19 @@ static void test_batch_state_is_bounded(void **state)
 {
     (void)state;
     assert_int_equal(itest_daemon_start(&dut, "partition_idle_ms = 2000\n", NULL), 0);
-    hostile_honest h;
-    assert_int_equal(hostile_honest_start(&h, dut.port, "honest.t"), 0);
+    assert_int_equal(hostile_honest_start(&honest, dut.port, "honest.t"), 0);
     sleep_ms(300);
     one_huge_publish();
     uint64_t events = pipelined_batches();
-    hostile_honest_stop(&h);
+    hostile_honest_stop(&honest);
     printf("honest publisher: %zu acked, %llu errors, slowest ack %llu ms; probes %llu, "
            "failed %llu, slowest %llu ms\n",
-           h.acked.n, (unsigned long long)h.errors, (unsigned long long)h.max_ack_ms,
-           (unsigned long long)h.probes, (unsigned long long)h.probes_failed,
-           (unsigned long long)h.max_probe_ms);
-    assert_true(h.acked.n > 0);
-    assert_int_equal(h.errors, 0);
-    assert_int_equal(h.probes_failed, 0);
+           honest.acked.n, (unsigned long long)honest.errors, (unsigned long long)honest.max_ack_ms,
+           (unsigned long long)honest.probes, (unsigned long long)honest.probes_failed,
+           (unsigned long long)honest.max_probe_ms);
+    assert_true(honest.acked.n > 0);
+    assert_int_equal(honest.errors, 0);
+    assert_int_equal(honest.probes_failed, 0);
 
     assert_int_equal(itest_daemon_stop(&dut), 0);
     assert_int_equal(itest_daemon_restart(&dut), 0);
@@ -196,10 +202,9 @@ static void test_batch_state_is_bounded(void **state)
     assert_int_equal(rc, 0);
     char want[128];
     snprintf(want, sizeof want, "verified %llu record(s)",
-             (unsigned long long)(events + h.acked.n));
+             (unsigned long long)(events + honest.acked.n));
     assert_non_null(strstr(out, want));
-    assert_int_equal(hostile_check_acked(dut.data_dir, &h.acked), 0);
-    hostile_acked_free(&h.acked);
+    assert_int_equal(hostile_check_acked(dut.data_dir, &honest.acked), 0);
 }
 
 int main(void)

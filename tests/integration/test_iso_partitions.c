@@ -53,10 +53,17 @@ static const char *rules = "[partition t-$1]\n"
                            "match = .*\n";
 
 static itest_daemon dut;
+static hostile_honest h, h2;
+static hostile_acked_list attack_acked;
 
 static int teardown(void **state)
 {
     (void)state;
+    hostile_honest_stop(&h);
+    hostile_honest_stop(&h2);
+    hostile_acked_free(&h.acked);
+    hostile_acked_free(&h2.acked);
+    hostile_acked_free(&attack_acked);
     itest_daemon_cleanup(&dut);
     return 0;
 }
@@ -188,12 +195,10 @@ static void test_partitions_bounded_by_descriptors(void **state)
     assert_true(maxp >= 16 && maxp < NOFILE / 3);
     long base_fds = hostile_fd_count(dut.pid), base_threads = hostile_thread_count(dut.pid);
 
-    hostile_honest h;
     assert_int_equal(hostile_honest_start(&h, dut.port, "honest.x"), 0);
     sleep_ms(200); /* the honest publisher's partition ("events") exists first */
-    hostile_acked_list acked = {0};
     size_t refused = 0;
-    size_t ok = publish_topics("a", 0, ATTACK_TOPICS, 0, &acked, &refused);
+    size_t ok = publish_topics("a", 0, ATTACK_TOPICS, 0, &attack_acked, &refused);
     long peak_fds = hostile_fd_count(dut.pid), peak_threads = hostile_thread_count(dut.pid);
     printf("F4 attack: %d topics -> %zu partitions created, %zu refused; daemon fds %ld "
            "(before %ld), threads %ld (before %ld), RSS %ld KiB\n",
@@ -215,7 +220,8 @@ static void test_partitions_bounded_by_descriptors(void **state)
            (unsigned long long)h.probes, (unsigned long long)h.probes_failed);
     assert_int_equal(h.errors, 0);
     assert_int_equal(h.probes_failed, 0);
-    assert_true(hostile_peak_kb(dut.pid) < RSS_BUDGET_KB);
+    if (HOSTILE_RSS_CHECKED)
+        assert_true(hostile_peak_kb(dut.pid) < RSS_BUDGET_KB);
     assert_int_equal(itest_daemon_stop(&dut), 0);
 
     /* 2. Above what the limit could hold open at once, written in turn. */
@@ -229,7 +235,7 @@ static void test_partitions_bounded_by_descriptors(void **state)
     assert_int_equal(fclose(cf), 0);
     assert_int_equal(itest_daemon_restart(&dut), 0);
     size_t refused2 = 0;
-    size_t ok2 = publish_topics("b", 0, MANY_PARTITIONS, 2, &acked, &refused2);
+    size_t ok2 = publish_topics("b", 0, MANY_PARTITIONS, 2, &attack_acked, &refused2);
     printf("F4 max_partitions = %d: %zu more partitions created one after another under %d "
            "descriptors (fds now %ld)\n",
            MANY_PARTITIONS + 100, ok2, NOFILE, hostile_fd_count(dut.pid));
@@ -239,11 +245,12 @@ static void test_partitions_bounded_by_descriptors(void **state)
 
     /* 3. Restart on all of them, under the same limit. */
     assert_int_equal(itest_daemon_restart(&dut), 0);
-    size_t total = acked.n + h.acked.n;
+    size_t total = attack_acked.n + h.acked.n;
     long restart_fds = hostile_fd_count(dut.pid);
-    printf("F4 restart with %zu partitions under %d descriptors: up (fds %ld)\n", ok + ok2 + 1,
-           NOFILE, restart_fds);
-    hostile_honest h2;
+    printf("F4 restart with %zu partitions under %d descriptors: up (fds %ld, threads %ld, RSS "
+           "%ld KiB)\n",
+           ok + ok2 + 1, NOFILE, restart_fds, hostile_thread_count(dut.pid),
+           hostile_rss_kb(dut.pid));
     assert_int_equal(hostile_honest_start(&h2, dut.port, "honest.y"), 0);
     long replay_fds;
     size_t got = replay_all(total, &replay_fds);
@@ -258,7 +265,8 @@ static void test_partitions_bounded_by_descriptors(void **state)
     assert_true(replay_fds <= restart_fds + 8 + 12);
     assert_int_equal(h2.errors, 0);
     assert_int_equal(h2.probes_failed, 0);
-    assert_true(hostile_peak_kb(dut.pid) < RSS_BUDGET_KB);
+    if (HOSTILE_RSS_CHECKED)
+        assert_true(hostile_peak_kb(dut.pid) < RSS_BUDGET_KB);
     assert_int_equal(itest_daemon_stop(&dut), 0);
 
     char out[4096];
@@ -266,12 +274,9 @@ static void test_partitions_bounded_by_descriptors(void **state)
     printf("%s", out);
     assert_int_equal(rc, 0);
     assert_non_null(strstr(out, "0 problem(s)"));
-    assert_int_equal(hostile_check_acked(dut.data_dir, &acked), 0);
+    assert_int_equal(hostile_check_acked(dut.data_dir, &attack_acked), 0);
     assert_int_equal(hostile_check_acked(dut.data_dir, &h.acked), 0);
     assert_int_equal(hostile_check_acked(dut.data_dir, &h2.acked), 0);
-    hostile_acked_free(&acked);
-    hostile_acked_free(&h.acked);
-    hostile_acked_free(&h2.acked);
 }
 
 int main(void)

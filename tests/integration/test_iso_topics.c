@@ -27,7 +27,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #define TOPICS        400000
@@ -38,18 +37,18 @@
 #define REPLY_MS      60000
 
 static itest_daemon dut;
+static hostile_honest h;
+static uint64_t *topic_offsets;
 
 static int teardown(void **state)
 {
     (void)state;
+    hostile_honest_stop(&h);
+    hostile_acked_free(&h.acked);
+    free(topic_offsets);
+    topic_offsets = NULL;
     itest_daemon_cleanup(&dut);
     return 0;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
 }
 
 static long file_kb(const char *name)
@@ -164,9 +163,8 @@ static void test_topics_leave_memory(void **state)
     char extra[128];
     snprintf(extra, sizeof extra, "max_topics_in_memory = %d\n", IN_MEMORY);
     assert_int_equal(itest_daemon_start(&dut, extra, NULL), 0);
-    hostile_honest h;
     assert_int_equal(hostile_honest_start(&h, dut.port, "honest.z"), 0);
-    uint64_t *offsets = calloc(TOPICS, sizeof *offsets);
+    uint64_t *offsets = topic_offsets = calloc(TOPICS, sizeof *topic_offsets);
     assert_non_null(offsets);
     long base = hostile_rss_kb(dut.pid), half = 0, full = 0;
     uint64_t t0 = itest_now_ms();
@@ -187,11 +185,13 @@ static void test_topics_leave_memory(void **state)
            (unsigned long long)h.max_probe_ms);
     assert_int_equal(h.errors, 0);
     assert_int_equal(h.probes_failed, 0);
-    assert_true(peak < RSS_BUDGET_KB);
-    /* Bounded, not climbing: the last 200,000 new topics took (nearly) no
-     * memory (the route cache is full and recycles; the topic table is at
-     * its bound). Unbounded, they took ~200 bytes each, ~40 MiB. */
-    assert_true(full - half < 16L * 1024);
+    if (HOSTILE_RSS_CHECKED) {
+        assert_true(peak < RSS_BUDGET_KB);
+        /* Bounded, not climbing: the last 200,000 new topics took (nearly)
+         * no memory (the route cache is full and recycles; the topic table
+         * is at its bound). Unbounded, they took ~250 bytes each, ~48 MiB. */
+        assert_true(full - half < 16L * 1024);
+    }
 
     assert_int_equal(itest_daemon_stop(&dut), 0);
     long snap = file_kb("topics.snapshot"), cold = file_kb("topics.cold");
@@ -208,9 +208,6 @@ static void test_topics_leave_memory(void **state)
     printf("%s", out);
     assert_int_equal(rc, 0);
     assert_int_equal(hostile_check_acked(dut.data_dir, &h.acked), 0);
-    hostile_acked_free(&h.acked);
-    free(offsets);
-    sleep_ms(1);
 }
 
 int main(void)

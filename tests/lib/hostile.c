@@ -101,7 +101,8 @@ static void *honest_main(void *arg)
             if (f && f->body_case == PROTOBUS__FRAME__BODY_ERROR)
                 fprintf(stderr, "hostile: honest publish refused: %s\n", f->error->message);
             else if (!f)
-                fprintf(stderr, "hostile: honest publish got no reply in %d ms\n", ACK_TIMEOUT_MS);
+                fprintf(stderr, "hostile: honest publish %llu got no reply in %d ms\n",
+                        (unsigned long long)id, ACK_TIMEOUT_MS);
             if (!f) {
                 close(fd);
                 fd = -1;
@@ -121,13 +122,19 @@ int hostile_honest_start(hostile_honest *h, uint16_t port, const char *topic)
     memset(h, 0, sizeof *h);
     h->port = port;
     snprintf(h->topic, sizeof h->topic, "%s", topic);
-    return pthread_create(&h->thread, NULL, honest_main, h) == 0 ? 0 : -1;
+    if (pthread_create(&h->thread, NULL, honest_main, h) != 0)
+        return -1;
+    h->running = true;
+    return 0;
 }
 
 void hostile_honest_stop(hostile_honest *h)
 {
+    if (!h->running)
+        return;
     h->stop = 1;
     pthread_join(h->thread, NULL);
+    h->running = false;
 }
 
 static long status_field_kb(pid_t pid, const char *field)
