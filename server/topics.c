@@ -59,6 +59,7 @@
 #define SNAP_NAME_MAX    65535u
 #define SNAP_BUF         (64u * 1024u)
 #define RING_INITIAL_CAP 4u
+#define EVICT_MAX_SKIPS  16u
 
 typedef struct topic_entry {
     uint64_t hash;
@@ -91,6 +92,7 @@ struct topic_table {
     uint64_t *ring_tmp;   /* history + 1: ring_insert's */
     uint32_t clock;       /* topics_add calls */
     uint32_t evict_after; /* after a failed eviction: not before this clock */
+    uint32_t evict_skips; /* evictions put off in a row because a walk was running */
     bool evict_warned;
 };
 
@@ -122,7 +124,14 @@ int topics_create(topic_table **out, uint32_t history)
         free(t);
         return -rc;
     }
-    if ((rc = pthread_rwlock_init(&t->evict_lock, NULL)) != 0) {
+    /* Writer-preferring: an eviction that has waited long enough (maintain)
+     * is not starved by a stream of new readers. */
+    pthread_rwlockattr_t ra;
+    pthread_rwlockattr_init(&ra);
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    rc = pthread_rwlock_init(&t->evict_lock, &ra);
+    pthread_rwlockattr_destroy(&ra);
+    if (rc != 0) {
         pthread_rwlock_destroy(&t->lock);
         free(t->slots);
         free(t->cold_offs);
@@ -524,10 +533,17 @@ static void maintain(topic_table *t)
     size_t share = b->max / (tables ? tables : 1);
     if (t->count <= share || (int32_t)(t->clock - t->evict_after) < 0)
         return;
-    /* A topics_foreach (a subscription starting) walks the cold store:
-     * never wait for it; try again after the next batch. */
-    if (pthread_rwlock_trywrlock(&t->evict_lock) != 0)
-        return;
+    /* A topics_foreach (a subscription starting) walks the cold store: do
+     * not wait for it, try again after the next batch; but after
+     * EVICT_MAX_SKIPS batches, wait for the walks in progress (new ones
+     * wait for the eviction), or subscription starts in a loop would keep
+     * every topic in memory. */
+    if (pthread_rwlock_trywrlock(&t->evict_lock) != 0) {
+        if (++t->evict_skips < EVICT_MAX_SKIPS)
+            return;
+        pthread_rwlock_wrlock(&t->evict_lock);
+    }
+    t->evict_skips = 0;
     int rc = evict(t, share / 2);
     pthread_rwlock_unlock(&t->evict_lock);
     if (rc < 0) {

@@ -79,6 +79,8 @@ int topics_add(topic_table *t, const live_record *recs, size_t n);
  * in memory, under the table's read lock, so fn must be quick and must not
  * call back into the table or the partition's writer. A topic that comes
  * back into memory during the walk may be visited twice (both visits true).
+ * A walk holds off evictions (the writer waits for one only after having
+ * put it off for several batches).
  * Returns the number of topics visited, the first negative value fn
  * returned, or PB_ENOMEM / an I/O error reading the cold store. */
 typedef int (*topics_fn)(void *ctx, const char *topic, size_t topic_len, const uint64_t *offsets,

@@ -5,6 +5,7 @@
 #include "reader.h"
 
 #include <dirent.h>
+#include "pb_errors.h"
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,7 +76,7 @@ static void *honest_main(void *arg)
     char payload[64];
     const char *topics[1] = {h->topic};
     const char *payloads[1] = {payload};
-    while (!h->stop) {
+    while (!atomic_load(&h->stop)) {
         uint64_t now = itest_now_ms();
         if (now >= next_probe) {
             probe(h);
@@ -132,7 +133,7 @@ void hostile_honest_stop(hostile_honest *h)
 {
     if (!h->running)
         return;
-    h->stop = 1;
+    atomic_store(&h->stop, 1);
     pthread_join(h->thread, NULL);
     h->running = false;
 }
@@ -186,10 +187,52 @@ long hostile_fd_count(pid_t pid)
     return n;
 }
 
+/* cat --verify's checks, in process: every record of every partition
+ * directory read (CRC, offsets: pb_reader), every event well-formed. */
+static int verify_here(const char *data_dir, char *out, size_t outlen)
+{
+    char **names;
+    size_t n;
+    int rc = pb_partition_list(data_dir, &names, &n);
+    if (rc < 0)
+        return -1;
+    unsigned long long records = 0, problems = 0;
+    char dir[512];
+    for (size_t i = 0; i < n; i++) {
+        snprintf(dir, sizeof dir, "%s/%s", data_dir, names[i]);
+        pb_reader *r;
+        if (pb_reader_open(&r, dir) < 0) {
+            problems++;
+            continue;
+        }
+        pb_record rec;
+        while ((rc = pb_reader_next(r, &rec)) != PB_EEOF) {
+            event_view v;
+            char why[256];
+            if (rc < 0 || event_scan(rec.event, rec.event_len, &v, why, sizeof why) < 0)
+                problems++;
+            if (rc < 0 && rc != PB_ECORRUPT)
+                break;
+            if (rc == 0)
+                records++;
+        }
+        pb_reader_close(r);
+    }
+    pb_partition_list_free(names, n);
+    snprintf(out ? out : dir, out ? outlen : sizeof dir,
+             "verified %llu record(s) in %zu source(s): %llu problem(s) (checked in process: "
+             "no CLI in this build)\n",
+             records, n, problems);
+    return problems ? 1 : 0;
+}
+
 int hostile_cat_verify(const char *data_dir, char *out, size_t outlen)
 {
     const char *b = getenv("BUILD");
     char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s/protobus", b && *b ? b : "build");
+    if (access(cmd, X_OK) != 0)
+        return verify_here(data_dir, out, outlen);
     snprintf(cmd, sizeof cmd, "'%s/protobus' cat --verify '%s' 2>&1", b && *b ? b : "build",
              data_dir);
     FILE *p = popen(cmd, "r");

@@ -16,6 +16,7 @@
 #include "itest.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -48,10 +49,10 @@ void hostile_acked_free(hostile_acked_list *l);
 
 typedef struct hostile_honest {
     uint16_t port;
-    bool running;
+    bool running; /* the test thread's: started and not yet stopped */
     char topic[64];
     pthread_t thread;
-    volatile int stop; /* set by hostile_honest_stop */
+    atomic_int stop; /* set by hostile_honest_stop */
     /* Results, read after hostile_honest_stop. */
     hostile_acked_list acked;
     uint64_t max_ack_ms;    /* slowest ack */
@@ -79,7 +80,9 @@ long hostile_thread_count(pid_t pid);
 
 /* Runs `protobus cat --verify DATA_DIR` ($BUILD/protobus). Returns its exit
  * status (0: every record checked clean), -1 if it could not run. Its output
- * goes to out (NULL: discarded). */
+ * goes to out (NULL: discarded). Where the build has no CLI (the TSan
+ * build), the same checks run here with pb_reader (every record's CRC and
+ * offset, every event's encoding) and print the same summary line. */
 int hostile_cat_verify(const char *data_dir, char *out, size_t outlen);
 
 /* Reads every listed event back with pb_reader from data_dir/<partition>
