@@ -357,6 +357,7 @@ static int take_hello(pb_client *c, const frame_view *f)
     }
     c->max_frame_bytes = h->max_frame_bytes;
     c->max_event_bytes = h->max_event_bytes;
+    c->max_batch_events = h->limits ? h->limits->max_batch_events : 0;
     /* Event frames carry one stored event plus a small header; accept what
      * the server may legitimately send us. */
     uint64_t m = c->max_frame_bytes;

@@ -39,6 +39,7 @@ struct pb_client {
 
     uint64_t max_frame_bytes; /* from the server's Hello (0 = not given) */
     uint64_t max_event_bytes;
+    uint32_t max_batch_events; /* Hello.limits: events per Publish (0 = not given) */
     char *server_name;
     uint64_t recv_max; /* largest incoming frame body accepted */
     uint64_t next_id;

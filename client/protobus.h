@@ -107,7 +107,8 @@ typedef struct pb_client_options {
     uint32_t io_timeout_ms;
     /* A batch is sent when its encoded events reach batch_bytes (default
      * 1 MiB; lowered to fit the server's max_frame_bytes) or batch_events
-     * events (default 1000). */
+     * events (default 1000; lowered to the max_batch_events the server's
+     * Hello announces). */
     size_t batch_bytes;
     uint32_t batch_events;
     /* Batches sent and not yet acknowledged; publishing waits for acks

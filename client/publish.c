@@ -548,7 +548,10 @@ int pb_client_publish(pb_client *c, const pb_event *ev)
     c->elens[c->ecount++] = (uint32_t)n;
     c->batch_ub += ub;
     c->seq++;
-    if (c->ecount >= c->opts.batch_events || extra + c->batch_ub >= limit)
+    /* A batch stays within the server's max_batch_events (it refuses a
+     * Publish with more), whatever batch_events says. */
+    if (c->ecount >= c->opts.batch_events ||
+        (c->max_batch_events && c->ecount >= c->max_batch_events) || extra + c->batch_ub >= limit)
         return send_batch(c);
     return 0;
 }

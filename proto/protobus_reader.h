@@ -90,9 +90,11 @@ PB_API const struct pb_reader_problem *pb_reader_problem(const pb_reader *r);
 /* Closes files and frees r. NULL is allowed. */
 PB_API void pb_reader_close(pb_reader *r);
 
-/* The partition directories in data_dir, sorted by name. *names and each
- * name are malloc'd; free with pb_partition_list_free. PB_ENOTFOUND if
- * data_dir does not exist. */
+/* The partition directories in data_dir, sorted by name: its
+ * subdirectories whose names are partition names (1..100 characters of
+ * A-Z a-z 0-9 . _ -, not starting with "."; proto/FORMAT.md, Part B). *names
+ * and each name are malloc'd; free with pb_partition_list_free.
+ * PB_ENOTFOUND if data_dir does not exist. */
 PB_API int pb_partition_list(const char *data_dir, char ***names, size_t *count);
 PB_API void pb_partition_list_free(char **names, size_t count);
 

@@ -13,12 +13,14 @@
 #include "reader.h"
 
 #include "grow.h"
+#include "partname.h"
 #include "pb_errors.h"
 #include "segment.h"
 #include "sort.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -547,15 +549,60 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-int pb_partition_list(const char *data_dir, char ***names, size_t *count)
+/* Whether directory `dirfd`/`name` holds a file named like a segment. */
+static bool holds_segments(int dirfd, const char *name)
+{
+    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return false;
+    }
+    bool yes = false;
+    struct dirent *de;
+    uint64_t base;
+    while (!yes && (de = readdir(d)) != NULL)
+        yes = segment_parse_name(de->d_name, ".log", &base);
+    (void)closedir(d); /* read-only */
+    return yes;
+}
+
+typedef struct name_list {
+    char **v;
+    size_t n, cap;
+} name_list;
+
+static int name_push(name_list *l, const char *name)
+{
+    if (grow_reserve(&l->v, &l->cap, l->n + 1, sizeof *l->v) < 0)
+        return PB_ENOMEM;
+    if ((l->v[l->n] = strdup(name)) == NULL)
+        return PB_ENOMEM;
+    l->n++;
+    return 0;
+}
+
+static void name_sort(name_list *l)
+{
+    if (l->n > 1)
+        qsort(l->v, l->n, sizeof *l->v, cmp_str);
+}
+
+int partition_dirs_scan(const char *data_dir, char ***names, size_t *count, char ***skipped,
+                        size_t *nskipped)
 {
     *names = NULL;
     *count = 0;
+    if (skipped) {
+        *skipped = NULL;
+        *nskipped = 0;
+    }
     DIR *d = opendir(data_dir);
     if (!d)
         return errno == ENOENT ? PB_ENOTFOUND : -errno;
-    char **v = NULL;
-    size_t n = 0, cap = 0;
+    name_list parts = {0}, others = {0};
     int rc = 0;
     struct dirent *de;
     for (;;) {
@@ -564,29 +611,38 @@ int pb_partition_list(const char *data_dir, char ***names, size_t *count)
             rc = errno ? -errno : 0;
             break;
         }
-        if (de->d_name[0] == '.')
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
             continue;
         struct stat st;
         if (fstatat(dirfd(d), de->d_name, &st, 0) < 0 || !S_ISDIR(st.st_mode))
             continue;
-        if ((rc = grow_reserve(&v, &cap, n + 1, sizeof *v)) < 0)
+        if (partname_valid(de->d_name, strlen(de->d_name)))
+            rc = name_push(&parts, de->d_name);
+        else if (skipped && holds_segments(dirfd(d), de->d_name))
+            rc = name_push(&others, de->d_name);
+        if (rc < 0)
             break;
-        if ((v[n] = strdup(de->d_name)) == NULL) {
-            rc = PB_ENOMEM;
-            break;
-        }
-        n++;
     }
     (void)closedir(d); /* read-only */
     if (rc < 0) {
-        pb_partition_list_free(v, n);
+        pb_partition_list_free(parts.v, parts.n);
+        pb_partition_list_free(others.v, others.n);
         return rc;
     }
-    if (n > 1)
-        qsort(v, n, sizeof *v, cmp_str);
-    *names = v;
-    *count = n;
+    name_sort(&parts);
+    *names = parts.v;
+    *count = parts.n;
+    if (skipped) {
+        name_sort(&others);
+        *skipped = others.v;
+        *nskipped = others.n;
+    }
     return 0;
+}
+
+int pb_partition_list(const char *data_dir, char ***names, size_t *count)
+{
+    return partition_dirs_scan(data_dir, names, count, NULL, NULL);
 }
 
 void pb_partition_list_free(char **names, size_t count)

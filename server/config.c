@@ -76,6 +76,10 @@ static const struct key_def {
     {"max_handshaking", V_U32, offsetof(pb_config, max_handshaking), 1, 1000000},
     {"log_level", V_LOG_LEVEL, 0, 0, 0},
     {"route_cache_entries", V_U32, offsetof(pb_config, route_cache_entries), 16, 1U << 24},
+    {"max_batch_events", V_U32, offsetof(pb_config, max_batch_events), 1, 1U << 24},
+    {"max_partitions", V_U32, offsetof(pb_config, max_partitions), 1, 1000000},
+    {"partition_idle_ms", V_U32, offsetof(pb_config, partition_idle_ms), 0, 86400000},
+    {"max_topics_in_memory", V_U32, offsetof(pb_config, max_topics_in_memory), 64, 1U << 26},
 };
 
 #define SK_COUNT (sizeof server_keys / sizeof server_keys[0])
@@ -241,7 +245,10 @@ static pb_rule *cur_rule(struct parse_ctx *c)
 }
 
 /* Checks a name template: literal name characters and $0..$9. Sets
- * *max_ref to the highest group referenced (-1: none). */
+ * *max_ref to the highest group referenced (-1: none). A static name must
+ * be a partition name (partname.h); a template must not start with a
+ * literal '.' (every expansion would be refused). What a template's groups
+ * produce is checked by the router, on each name it makes. */
 static int check_template(struct parse_ctx *c, const char *tmpl, int *max_ref)
 {
     size_t literal = 0;
@@ -257,7 +264,7 @@ static int check_template(struct parse_ctx *c, const char *tmpl, int *max_ref)
             if (n > *max_ref)
                 *max_ref = n;
             p++;
-        } else if (!config_name_char_ok(*p)) {
+        } else if (!partname_char_ok(*p)) {
             return fail_at(c, c->lineno, PB_EINVAL,
                            "[partition %s]: '%c' is not allowed in a partition name (use "
                            "A-Z a-z 0-9 . _ -)",
@@ -266,14 +273,17 @@ static int check_template(struct parse_ctx *c, const char *tmpl, int *max_ref)
             literal++;
         }
     }
-    if (*max_ref < 0 && !config_partition_name_valid(tmpl, strlen(tmpl)))
+    if (tmpl[0] == '.')
         return fail_at(c, c->lineno, PB_EINVAL,
-                       "[partition %s]: not a valid partition name (1..%d characters of "
-                       "A-Z a-z 0-9 . _ -, not \".\" or \"..\")",
-                       tmpl, PB_PARTITION_NAME_MAX);
+                       "[partition %s]: a partition name may not start with \".\" (readers "
+                       "skip such directories, so its events would be invisible; %s)",
+                       tmpl, PARTNAME_RULE);
     if (literal > PB_PARTITION_NAME_MAX)
         return fail_at(c, c->lineno, PB_EINVAL, "[partition %s]: longer than %d characters", tmpl,
                        PB_PARTITION_NAME_MAX);
+    if (*max_ref < 0 && !partname_valid(tmpl, strlen(tmpl)))
+        return fail_at(c, c->lineno, PB_EINVAL, "[partition %s]: not a valid partition name (%s)",
+                       tmpl, PARTNAME_RULE);
     return 1;
 }
 
@@ -604,6 +614,15 @@ static void set_defaults(pb_config *cfg)
     /* Above the 100,000-distinct-topics goal, so such a workload routes
      * from the cache after the first sight of each topic. */
     cfg->route_cache_entries = 262144;
+    /* A batch's state is ~230 bytes per event (ingest_charge): at this cap
+     * one Publish costs at most ~15 MiB of it, about a maximal frame's
+     * bytes. The client library sends 1,000 events per batch by default. */
+    cfg->max_batch_events = 65536;
+    cfg->max_partitions = 0; /* main.c: from the descriptors it can have */
+    cfg->partition_idle_ms = 10000;
+    /* ~200 bytes each (topics.h): ~26 MiB; above the 100,000 distinct
+     * topics of the benchmark, so that workload never evicts. */
+    cfg->max_topics_in_memory = 131072;
 }
 
 /* Checks that involve several keys, once all are known. */

@@ -18,14 +18,11 @@
 #define PB_CONFIG_H
 
 #include "logging.h"
+#include "partname.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-
-/* A partition name (after $N expansion) is a directory under data_dir:
- * 1..PB_PARTITION_NAME_MAX characters of [A-Za-z0-9._-], not "." or "..". */
-#define PB_PARTITION_NAME_MAX 100
 
 /* max_frame_bytes must be at least max_event_bytes plus this much, so that
  * one maximal event still fits in a Publish or Event frame with its headers. */
@@ -44,7 +41,8 @@ typedef enum pb_fsync_policy {
  * to the partition named by expanding `partition`. */
 typedef struct pb_rule {
     /* Name template as written: literal [A-Za-z0-9._-] and $0..$9, where $N
-     * is the match's capture group N ($0: the whole topic). */
+     * is the match's capture group N ($0: the whole topic). After expansion
+     * it must be a partition name (partname.h), which the router checks. */
     char *partition;
     char *match;            /* PCRE2 pattern as written (anchored when compiled) */
     int line;               /* line of the [partition ...] header */
@@ -107,9 +105,13 @@ typedef struct pb_config {
                                               oldest is closed for a new one */
     enum log_level log_level;              /* logging.h */
     uint32_t route_cache_entries;          /* router's topic -> partition cache bound */
-    pb_rule *rules;                        /* in file order; first match wins */
-    size_t n_rules;                        /* >= 1 after a successful load */
-    pb_mirror_config *mirrors;             /* [mirror NAME] sections, in file order */
+    uint32_t max_batch_events;             /* events per Publish; more is refused */
+    uint32_t max_partitions;       /* partitions the daemon creates; 0 = sized to the fd limit */
+    uint32_t partition_idle_ms;    /* an idle partition closes its files, ends its writer */
+    uint32_t max_topics_in_memory; /* topic table entries in memory, all partitions */
+    pb_rule *rules;                /* in file order; first match wins */
+    size_t n_rules;                /* >= 1 after a successful load */
+    pb_mirror_config *mirrors;     /* [mirror NAME] sections, in file order */
     size_t n_mirrors;
 } pb_config;
 
@@ -144,11 +146,6 @@ int config_parse_duration(const char *s, int64_t *seconds);
 
 /* "+HH:MM", "-HH:MM" (HH 00..23, MM 00..59) or "Z" (case-insensitive). */
 int config_parse_utc_offset(const char *s, int32_t *seconds);
-
-/* True if name[0..len) is a valid partition (directory) name. */
-bool config_partition_name_valid(const char *name, size_t len);
-/* True if ch may appear in a partition name ([A-Za-z0-9._-]). */
-bool config_name_char_ok(char ch);
 
 /* [mirror NAME] sections (config_mirror.c), called by config.c's parser.
  * Each returns 0, or a negative code with the reason in why (config.c adds

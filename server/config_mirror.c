@@ -39,10 +39,12 @@ int config_mirror_begin(pb_mirror_config *m, const char *name, int line, char *w
     size_t len = strlen(name);
     if (len == 0)
         return why_fmt(why, n, "[mirror] needs a name: [mirror NAME], e.g. [mirror to-nats]");
-    if (len > PB_MIRROR_NAME_MAX || !config_partition_name_valid(name, len))
+    /* A mirror name follows the partition-name rule (partname.h), capped
+     * shorter: it names a file in data_dir, which must not be hidden. */
+    if (len > PB_MIRROR_NAME_MAX || !partname_valid(name, len))
         return why_fmt(why, n,
                        "[mirror %s]: not a valid mirror name (1..%d characters of A-Z a-z 0-9 . _ "
-                       "-, not \".\" or \"..\"; it names the mirror's cursor file)",
+                       "-, not starting with \".\"; it names the mirror's cursor file)",
                        name, PB_MIRROR_NAME_MAX);
     m->name = strdup(name);
     m->partitions = strdup(".*");

@@ -1,7 +1,7 @@
 /*
  * config_values - the syntax of configuration values (see config.h): whole
- * numbers, sizes ("64M"), durations ("1d"), UTC offsets ("+02:00"),
- * partition names, and the words of the enumerations. config.c reads the
+ * numbers, sizes ("64M"), durations ("1d"), UTC offsets ("+02:00")
+ * and the words of the enumerations. config.c reads the
  * file with them; the pure parsers are also what tests and tools use.
  *
  * Threads: any; pure functions and constant tables.
@@ -103,23 +103,6 @@ int config_parse_utc_offset(const char *s, int32_t *seconds)
         return PB_EINVAL;
     *seconds = (s[0] == '-' ? -1 : 1) * (hh * 3600 + mm * 60);
     return 0;
-}
-
-bool config_name_char_ok(char ch)
-{
-    return isalnum((unsigned char)ch) || ch == '.' || ch == '_' || ch == '-';
-}
-
-bool config_partition_name_valid(const char *name, size_t len)
-{
-    if (len == 0 || len > PB_PARTITION_NAME_MAX)
-        return false;
-    if ((len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.'))
-        return false;
-    for (size_t i = 0; i < len; i++)
-        if (!config_name_char_ok(name[i]))
-            return false;
-    return true;
 }
 
 const char *const config_fsync_names[] = {"always", "interval", "never", NULL};

@@ -15,6 +15,8 @@
  * writers' queues, or a connection's unsent replies exceed MAX_PENDING_WRITE,
  * the loop stops reading the connections that push past it, so a fast
  * publisher or one that never reads its acks cannot grow the daemon's memory.
+ * A batch counts with its charge (ingest_charge): its bytes and its
+ * per-event state, here and in the writers.
  *
  * Threads: the loop thread only.
  */
@@ -316,8 +318,8 @@ void conn_flush_replies(conn *c)
             free(q);
         }
         n->inflight_batches--;
-        n->inflight_bytes -= b->bytes_len;
-        c->inflight -= b->bytes_len;
+        n->inflight_bytes -= b->charge;
+        c->inflight -= b->charge;
         ingest_free(b);
         conn_release(c);
     }

@@ -91,6 +91,11 @@ static int px_mkdir(const fileio *io, const char *path, int mode)
     return mkdir(path, (mode_t)mode) < 0 ? -errno : 0;
 }
 
+static int px_rmdir(const fileio *io, const char *path)
+{
+    return rmdir(path) < 0 ? -errno : 0;
+}
+
 static int px_unlink(const fileio *io, const char *path)
 {
     return unlink(path) < 0 ? -errno : 0;
@@ -116,6 +121,7 @@ static const fileio posix_io = {
     .fsize = px_fsize,
     .close = px_close,
     .mkdir = px_mkdir,
+    .rmdir = px_rmdir,
     .unlink = px_unlink,
     .rename = px_rename,
     .list_dir = px_list_dir,

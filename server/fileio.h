@@ -33,6 +33,7 @@ struct fileio {
     int (*fsize)(const fileio *io, int fd, off_t *size);
     int (*close)(const fileio *io, int fd);
     int (*mkdir)(const fileio *io, const char *path, int mode); /* -EEXIST if it exists */
+    int (*rmdir)(const fileio *io, const char *path);           /* an empty directory */
     int (*unlink)(const fileio *io, const char *path);
     /* Atomically replaces `to` (if any) with `from`, both in one directory;
      * durable once that directory is synced. */

@@ -6,14 +6,16 @@
  * caller) runs on writer threads; nothing here does.
  *
  * One allocation per batch: the ingest_batch header, the ack arrays, the
- * events, the parts, the parts' event index lists and a copy of the frame's
- * bytes (the events point into that copy, which lives as long as the batch:
- * the read buffer they came from is reused at once). The ack frame is the
- * second allocation, once the batch is done.
+ * events, the parts' event index lists and a copy of the frame's bytes (the
+ * events point into that copy, which lives as long as the batch: the read
+ * buffer they came from is reused at once). The parts (one per partition
+ * the batch touches, so few) grow in an array of their own. The ack frame is
+ * allocated once the batch is done.
  */
 #include "ingest.h"
 
 #include "frame.h"
+#include "grow.h"
 #include "partition.h"
 #include "pb_errors.h"
 #include "router.h"
@@ -30,7 +32,21 @@ typedef struct ingest_batch {
     pub_batch b; /* first member: a pub_batch * is an ingest_batch * */
     uint32_t *ack_index;
     uint64_t *ack_offsets;
+    size_t parts_cap; /* of b.parts */
 } ingest_batch;
+
+/* Per event: its pub_event, its slot in a part's list, the ack's index and
+ * offset, and its share of the PublishAck frame (a partition index and an
+ * offset, varints of at most 5 and 10 bytes). */
+#define ACK_FRAME_BYTES_PER_EVENT 15
+#define BATCH_BYTES_PER_EVENT                                                                      \
+    (sizeof(pub_event) + 2 * sizeof(uint32_t) + sizeof(uint64_t) + ACK_FRAME_BYTES_PER_EVENT)
+
+uint64_t ingest_charge(uint32_t nevents, size_t frame_bytes)
+{
+    return sizeof(ingest_batch) + frame_bytes +
+           (uint64_t)nevents * (BATCH_BYTES_PER_EVENT + partition_bytes_per_event());
+}
 
 /* Where the previous event of the batch went. Batches are mostly runs of
  * one topic, and a topic already validated and routed in this batch routes
@@ -52,6 +68,7 @@ static int refuse(ingest_error *e, int code, uint32_t index_plus_one, const char
 {
     e->code = code;
     e->event_index_plus_one = index_plus_one;
+    e->limit = 0;
     snprintf(e->partition, sizeof e->partition, "%s", part_name ? part_name : "");
     va_list ap;
     va_start(ap, fmt);
@@ -66,8 +83,7 @@ static int refuse(ingest_error *e, int code, uint32_t index_plus_one, const char
 static ingest_batch *batch_new(uint32_t nevents, const uint8_t *body, size_t len)
 {
     size_t sz = sizeof(ingest_batch) + (size_t)nevents * sizeof(pub_event) +
-                (size_t)nevents * (2 * sizeof(uint32_t) + sizeof(uint64_t)) +
-                (size_t)nevents * sizeof(pub_part) + len;
+                (size_t)nevents * (2 * sizeof(uint32_t) + sizeof(uint64_t)) + len;
     ingest_batch *ib = malloc(sz);
     if (!ib)
         return NULL;
@@ -75,19 +91,24 @@ static ingest_batch *batch_new(uint32_t nevents, const uint8_t *body, size_t len
     pub_batch *b = &ib->b;
     ib->ack_offsets = (uint64_t *)(ib + 1);
     b->events = (pub_event *)(ib->ack_offsets + nevents);
-    b->parts = (pub_part *)(b->events + nevents);
-    ib->ack_index = (uint32_t *)(b->parts + nevents) + nevents; /* after the parts' lists */
+    ib->ack_index = (uint32_t *)(b->events + nevents) + nevents; /* after the parts' lists */
     b->bytes = (uint8_t *)(ib->ack_index + nevents);
     b->bytes_len = len;
     memcpy(b->bytes, body, len);
     return ib;
 }
 
-/* The parts' event index lists, in the space between the parts and the
+/* The parts' event index lists, in the space between the events and the
  * ack index (nevents entries). */
 static uint32_t *part_lists(ingest_batch *ib, uint32_t nevents)
 {
-    return (uint32_t *)(ib->b.parts + nevents);
+    return (uint32_t *)(ib->b.events + nevents);
+}
+
+static void batch_free(ingest_batch *ib)
+{
+    free(ib->b.parts);
+    free(ib);
 }
 
 /* Routes event i's topic to a partition (opening it if new) and returns the
@@ -108,7 +129,14 @@ static int route_event(const ingest_options *o, pub_batch *b, uint32_t i, route_
     partition *p = NULL;
     if (m->p && strcmp(partition_name(m->p), route.partition) == 0) {
         p = m->p;
-    } else if ((rc = store_get(o->store, route.partition, &p)) < 0) {
+    } else if ((rc = store_get(o->store, route.partition, &p)) == STORE_EFULL) {
+        refuse(err, PB_CODE_RESOURCE_EXHAUSTED, i + 1, route.partition,
+               "partition %s not created: the daemon holds %zu partitions, its limit "
+               "(max_partitions = %zu)",
+               route.partition, store_count(o->store), store_max_partitions(o->store));
+        err->limit = INGEST_LIMIT_PARTITIONS;
+        return PB_EINVAL;
+    } else if (rc < 0) {
         return refuse(err, PB_CODE_UNAVAILABLE, i + 1, route.partition,
                       "partition %s cannot be opened: %s", route.partition, pb_strerror(rc));
     }
@@ -121,6 +149,10 @@ static int route_event(const ingest_options *o, pub_batch *b, uint32_t i, route_
             if (b->parts[k].partition == p)
                 break;
         if (k == b->nparts) {
+            ingest_batch *ib = (ingest_batch *)b;
+            if (grow_reserve(&b->parts, &ib->parts_cap, (size_t)k + 1, sizeof *b->parts) < 0)
+                return refuse(err, PB_CODE_RESOURCE_EXHAUSTED, i + 1, NULL,
+                              "out of memory for this batch");
             b->parts[k] = (pub_part){.partition = p, .batch = b};
             b->nparts++;
         }
@@ -200,6 +232,17 @@ int ingest_prepare(const ingest_options *o, uint64_t id, const uint8_t *body, si
     if (it.n_events > UINT32_MAX / 2)
         return refuse(err, PB_CODE_INVALID_ARGUMENT, 0, NULL,
                       "malformed Publish frame: too many events");
+    if (o->max_batch_events && it.n_events > o->max_batch_events) {
+        /* Refused before anything per event exists: the cost of a batch
+         * grows with its events, not its bytes (3-byte events fill 16 MiB
+         * with 3 million of them). */
+        refuse(err, PB_CODE_RESOURCE_EXHAUSTED, 0, NULL,
+               "Publish of %zu events refused: the maximum is %u events per Publish "
+               "(max_batch_events)",
+               it.n_events, o->max_batch_events);
+        err->limit = INGEST_LIMIT_BATCH_EVENTS;
+        return PB_EINVAL;
+    }
     uint32_t nevents = (uint32_t)it.n_events;
     ingest_batch *ib = batch_new(nevents, body, len);
     if (!ib)
@@ -219,18 +262,19 @@ int ingest_prepare(const ingest_options *o, uint64_t id, const uint8_t *body, si
     while (i < nevents && publish_next(&it, &ev) == 0) {
         int rc = add_event(o, b, i, ev, &memo, err);
         if (rc < 0) {
-            free(ib);
+            batch_free(ib);
             return rc;
         }
         i++;
     }
     if (i != nevents) {
-        free(ib);
+        batch_free(ib);
         return refuse(err, PB_CODE_INVALID_ARGUMENT, 0, NULL,
                       "malformed Publish frame: events changed while read");
     }
     b->nevents = nevents;
     lay_out_parts(b, part_lists(ib, nevents));
+    b->charge = ingest_charge(nevents, len);
     *out = b;
     return 0;
 }
@@ -286,5 +330,6 @@ int ingest_reply(pub_batch *b, uint8_t **frame, size_t *len, ingest_error *err)
 
 void ingest_free(pub_batch *b)
 {
-    free(b); /* the ingest_batch: b is its first member */
+    if (b)
+        batch_free((ingest_batch *)b); /* b is its first member */
 }

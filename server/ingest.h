@@ -14,6 +14,10 @@
  * the whole batch is refused before anything is queued, so a publisher
  * never has to work out which half of a batch went in.
  *
+ * Bounds: a Publish with more than max_batch_events events is refused
+ * (RESOURCE_EXHAUSTED) before anything per event is allocated; a batch's
+ * charge (ingest_charge) is what the in-flight budget counts.
+ *
  * Threads: the loop thread. Nothing here blocks or touches the disk (apart
  * from store_get creating a partition the first time it is routed to).
  */
@@ -31,18 +35,34 @@ struct router;
 struct store;
 
 typedef struct ingest_options {
-    uint64_t max_event_bytes; /* a larger event refuses its batch */
+    uint64_t max_event_bytes;  /* a larger event refuses its batch */
+    uint32_t max_batch_events; /* a Publish with more events is refused; 0: no cap */
     struct router *router;
     struct store *store;
 } ingest_options;
+
+/* Limits whose refusal the transport logs once per connection (bits of
+ * ingest_error.limit), not once per attempt. */
+enum ingest_limit {
+    INGEST_LIMIT_BATCH_EVENTS = 1u << 0, /* max_batch_events */
+    INGEST_LIMIT_PARTITIONS = 1u << 1,   /* max_partitions */
+};
 
 /* Why a Publish is answered with an Error instead of an ack. */
 typedef struct ingest_error {
     int code;                      /* enum pb_code (protobus.Code); the connection stays open */
     uint32_t event_index_plus_one; /* the event at fault + 1; 0: the batch as a whole */
     char partition[PB_PARTITION_NAME_MAX + 1]; /* the partition at fault; "": none */
+    unsigned limit;                            /* an enum ingest_limit bit, or 0 */
     char message[640];
 } ingest_error;
+
+/* What a batch of nevents events and `frame_bytes` bytes costs the daemon
+ * while it is in flight: its bytes and every per-event array it takes, here
+ * and in the partition writers (pub_batch.charge). The in-flight budget
+ * counts this, not the frame's bytes alone: a Publish of millions of tiny
+ * events is small on the wire and large in memory. */
+uint64_t ingest_charge(uint32_t nevents, size_t frame_bytes);
 
 /* Decodes, validates and routes the Publish frame body `body` (answering
  * frame `id`) into a new batch, ready for ingest_submit; done and conn are

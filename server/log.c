@@ -35,11 +35,12 @@ void log_say(pb_log *log, enum log_level level, const char *fmt, ...)
 {
     if (!log->opt.logf)
         return;
+    char msg[2048]; /* two paths and a reason; longer ones are cut */
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(log->msg, sizeof log->msg, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    log->opt.logf(log->opt.log_ctx, level, log->msg);
+    log->opt.logf(log->opt.log_ctx, level, msg);
 }
 
 int64_t log_now_ns(pb_log *log)
@@ -113,6 +114,13 @@ void log_write_index(pb_log *log, const uint8_t *entries, size_t n)
  * the directory that names it is synced. */
 int log_sync_dir(pb_log *log)
 {
+    if (log->dir_fd < 0) {
+        /* Closed by log_release: reopened when a segment is created. */
+        int fd = log->io->open(log->io, log->dir, O_RDONLY | O_DIRECTORY, 0);
+        if (fd < 0)
+            return log_fail(log, fd, "open of directory", log->dir, 0);
+        log->dir_fd = fd;
+    }
     int rc = log->io->fsync(log->io, log->dir_fd);
     if (rc < 0)
         return log_fail(log, rc, "fsync of directory", log->dir, 0);
@@ -162,8 +170,8 @@ int log_create_segment(pb_log *log, uint64_t base)
     uint8_t hdr[PB_FILE_HEADER_SIZE];
     int rc;
     log->base = base;
-    if ((rc = segment_path(log->log_path, sizeof log->log_path, log->dir, base, ".log")) < 0 ||
-        (rc = segment_path(log->idx_path, sizeof log->idx_path, log->dir, base, ".idx")) < 0)
+    if ((rc = segment_path(log->log_path, log->path_cap, log->dir, base, ".log")) < 0 ||
+        (rc = segment_path(log->idx_path, log->path_cap, log->dir, base, ".idx")) < 0)
         return log_fail(log, rc, "segment path for", log->dir, 0);
     int fd = log->io->open(log->io, log->log_path, O_RDWR | O_CREAT | O_EXCL, FILE_MODE);
     if (fd < 0)
@@ -214,10 +222,104 @@ static int flush(pb_log *log, struct iovec *iov, size_t cnt, uint64_t bytes, con
     return 0;
 }
 
+/* Reopens what log_release closed. A failure to open the active segment
+ * is passed on without failing the log (EMFILE, ENFILE: nothing was
+ * written, a later call may succeed), unless the file is gone: then the
+ * log cannot go on. An index that cannot be reopened is dropped (a cache). */
+static int resume(pb_log *log)
+{
+    int fd = log->io->open(log->io, log->log_path, O_RDWR, 0);
+    if (fd < 0) {
+        if (fd == -ENOENT)
+            return log_fail(log, fd, "reopen of", log->log_path, log->size);
+        log_say(log, LOG_WARN, "segment %s: cannot reopen it: %s; nothing written", log->log_path,
+                pb_strerror(fd));
+        return fd;
+    }
+    log->fd = fd;
+    if (log->idx_reopen) {
+        int ifd = log->io->open(log->io, log->idx_path, O_RDWR, 0);
+        if (ifd < 0)
+            log_say(log, LOG_WARN,
+                    "index %s: cannot reopen it: %s; not indexing the rest of "
+                    "this segment",
+                    log->idx_path, pb_strerror(ifd));
+        log->idx_fd = ifd < 0 ? -1 : ifd;
+    }
+    log->released = false;
+    return 0;
+}
+
+int log_release(pb_log *log)
+{
+    if (log->released)
+        return 0;
+    log->idx_reopen = log->idx_fd >= 0;
+    log_close_index(log);
+    int rc = 0;
+    if (log->fd >= 0) {
+        rc = log->io->close(log->io, log->fd);
+        log->fd = -1;
+        /* A close can report a write-back error (e.g. on NFS): whatever was
+         * not synced may be lost, so the log stops, as for a failed sync. */
+        if (rc < 0)
+            log_fail(log, rc, "close of", log->log_path, log->size);
+    }
+    if (log->dir_fd >= 0) {
+        (void)log->io->close(log->io, log->dir_fd); /* read-only; synced when it mattered */
+        log->dir_fd = -1;
+    }
+    log->released = true;
+    return rc;
+}
+
+bool log_released(const pb_log *log)
+{
+    return log->released;
+}
+
+size_t log_bytes_per_entry(void)
+{
+    return PB_RECORD_HEADER_SIZE + 3 * sizeof(struct iovec) + PB_INDEX_ENTRY_SIZE;
+}
+
+/* Shrinks *p (cap elements of elem bytes) to keep elements; returns the
+ * bytes given back. A failed realloc keeps the larger block. */
+static size_t shrink(void *pp, size_t *cap, size_t keep, size_t elem)
+{
+    void **p = pp;
+    if (*cap <= keep)
+        return 0;
+    size_t freed = (*cap - keep) * elem;
+    if (keep == 0) {
+        free(*p);
+        *p = NULL;
+    } else {
+        void *q = realloc(*p, keep * elem);
+        if (!q)
+            return 0;
+        *p = q;
+    }
+    *cap = keep;
+    return freed;
+}
+
+size_t log_shrink_buffers(pb_log *log, size_t keep)
+{
+    return shrink(&log->hdrs, &log->hdrs_cap, keep, PB_RECORD_HEADER_SIZE) +
+           shrink(&log->iov, &log->iov_cap, 3 * keep, sizeof *log->iov) +
+           shrink(&log->idx_buf, &log->idx_cap, keep, PB_INDEX_ENTRY_SIZE);
+}
+
 int log_append(pb_log *log, const log_entry *e, size_t n, uint64_t *first_offset)
 {
     if (log->failed)
         return PB_EFAILED;
+    if (log->released) {
+        int rc = resume(log);
+        if (rc < 0)
+            return rc;
+    }
     if (first_offset)
         *first_offset = log->next_offset;
     for (size_t i = 0; i < n; i++) {
@@ -282,6 +384,11 @@ int log_sync(pb_log *log)
 {
     if (log->failed)
         return PB_EFAILED;
+    if (log->released) {
+        int rc = resume(log);
+        if (rc < 0)
+            return rc;
+    }
     int rc = log->io->fdatasync(log->io, log->fd);
     if (rc < 0)
         return log_fail(log, rc, "fdatasync of", log->log_path, log->size);
@@ -321,6 +428,9 @@ int log_close(pb_log *log)
     free(log->hdrs);
     free(log->iov);
     free(log->idx_buf);
+    free(log->dir);
+    free(log->log_path);
+    free(log->idx_path);
     free(log);
     return rc;
 }

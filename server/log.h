@@ -21,6 +21,7 @@
 #include "fileio.h"
 #include "logging.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -77,6 +78,30 @@ int log_append(pb_log *log, const log_entry *e, size_t n, uint64_t *first_offset
  * segment; rotation already synced older ones). 0, the error that fails the
  * log, or PB_EFAILED. */
 int log_sync(pb_log *log);
+
+/* Bytes log_append keeps per entry in its reusable buffers (record
+ * header, iovecs, index entry): what a batch of n entries costs it. */
+size_t log_bytes_per_entry(void);
+
+/* Gives back the append buffers beyond `keep` entries (they grow to the
+ * largest batch; a burst must not pin that memory). Returns the bytes
+ * freed. Writer thread only. */
+size_t log_shrink_buffers(pb_log *log, size_t keep);
+
+/*
+ * Descriptors. An open log holds its active segment's .log and .idx and
+ * its directory open. log_release closes them (syncing nothing: call it
+ * after log_sync, or under a policy that does not sync) and keeps every
+ * other piece of state in memory; the next log_append or log_sync reopens
+ * what it needs, by name (the files are the log's own; nothing else renames
+ * them). A reopen that fails (say EMFILE) returns the error without failing
+ * the log: nothing was written, the caller may try again; a missing active
+ * segment fails it. So an idle partition costs no descriptor, and opening
+ * thousands of partitions at start-up needs only a few at a time.
+ * log_released() says whether the files are closed now.
+ */
+int log_release(pb_log *log);
+bool log_released(const pb_log *log);
 
 /* Offset the next appended record gets. Writer thread only. */
 uint64_t log_next_offset(const pb_log *log);

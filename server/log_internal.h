@@ -24,12 +24,17 @@
 #define DIR_MODE               0755
 
 struct pb_log {
-    char dir[PATH_MAX];
-    char log_path[PATH_MAX]; /* active segment's .log */
-    char idx_path[PATH_MAX]; /* active segment's .idx */
+    /* Sized to the directory's name (a partition costs memory while idle:
+     * thousands of them must not each hold PATH_MAX buffers). */
+    char *dir;
+    char *log_path;  /* active segment's .log */
+    char *idx_path;  /* active segment's .idx */
+    size_t path_cap; /* bytes of log_path and idx_path */
     log_options opt;
     const fileio *io;
-    int dir_fd;
+    int dir_fd;      /* -1 until needed (it is opened for directory syncs) */
+    bool released;   /* log_release closed the files; the next append or sync reopens */
+    bool idx_reopen; /* the index was being written when released: reopen it too */
 
     /* Active (newest) segment. */
     uint64_t base;
@@ -52,8 +57,6 @@ struct pb_log {
     size_t iov_cap;
     uint8_t *idx_buf;
     size_t idx_cap; /* entries */
-
-    char msg[2 * PATH_MAX + 256];
 };
 
 /* Passes a message to opts.logf (if any), formatted. */

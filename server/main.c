@@ -27,6 +27,8 @@
 #include "router.h"
 #include "store.h"
 #include "sub.h"
+#include "subrun.h"
+#include "topics.h"
 
 #include <getopt.h>
 #include <signal.h>
@@ -38,10 +40,11 @@
 
 /* What each partition keeps per topic for START_LAST_N (history depth). */
 #define TOPIC_HISTORY 16
-/* Publish bytes queued to the writers before the loop stops reading. 16 MiB
- * is ~50 ms of the disk's fdatasync'd bandwidth, enough to keep group commit
- * fed; 64 MiB measured the same throughput but took the daemon's RSS to
- * ~90 MB with 1 KiB events (tests/bench/run). */
+/* Publish charge (bytes plus per-event state, ingest_charge) queued to the
+ * writers before the loop stops reading. 16 MiB is ~50 ms of the disk's
+ * fdatasync'd bandwidth, enough to keep group commit fed; 64 MiB measured
+ * the same throughput but took the daemon's RSS to ~90 MB with 1 KiB events
+ * (tests/bench/run). */
 #define MAX_INFLIGHT_BYTES (16u << 20)
 /* How long a graceful stop waits for writers and acks before giving up. */
 #define STOP_DEADLINE_MS 30000
@@ -76,6 +79,7 @@ static const char builtin_config[] = "[server]\n"
 
 typedef struct daemon_state {
     pb_config cfg;
+    topics_budget topics; /* max_topics_in_memory, shared by every partition */
     uv_loop_t loop;
     fanout *live;
     store *store;
@@ -132,6 +136,8 @@ static int partition_options_for(void *ctx, const char *name, partition_options 
                                                    : PARTITION_FSYNC_NEVER;
     o->fsync_interval_ms = d->cfg.fsync_interval_ms;
     o->topic_history = TOPIC_HISTORY;
+    o->idle_ms = d->cfg.partition_idle_ms;
+    o->topics_budget = &d->topics;
     /* Its writer announces durable records into the live fan-out, with a
      * state of its own there. */
     fanout_writer *w;
@@ -218,25 +224,90 @@ static int set_listen(pb_config *cfg, const char *listen)
     return 0;
 }
 
-/* Descriptors a subscription holds at least (its socket, its eventfd, the
- * segment file it reads; one more per further partition it reads), and what
- * the daemon needs besides connections (listener, loop, partition files). */
-#define FDS_PER_SUBSCRIPTION 3
-#define FDS_RESERVED         256
+/*
+ * Descriptors. The daemon's open-files limit is split, and max_partitions'
+ * default is what is left for partitions:
+ *
+ *   FDS_RESERVED                      the loop (epoll, signals, wake-ups),
+ *                                     the listener, standard streams, and
+ *                                     short-lived files (recovery, topic
+ *                                     snapshots, the port file)
+ * + max_connections                   one socket each
+ * + threads * FDS_PER_SUBSCRIPTION    a subscription's socket (handed over
+ *                                     by the loop), its eventfd, and the
+ *                                     segment files it replays from, at most
+ *                                     SUBRUN_REPLAY_READERS at once
+ * + mirrors * MIRROR_FDS              a [mirror]'s segment readers (at most
+ *                                     MIRROR_READERS at once), its NATS
+ *                                     socket, its cursor file while saved
+ * + max_partitions * PARTITION_FDS    an active partition's .log, .idx and
+ *                                     directory (an idle one holds none)
+ *
+ * The limit is the hard one (`ulimit -Hn`, LimitNOFILE=), which the daemon
+ * raises its soft limit to as far as this sum needs. With the defaults
+ * (1,024 connections, 16 threads) and a hard limit of 1,024:
+ * (1024 - 64 - 1024 - 16*10) / 3 < 16, so max_partitions is 16 and a
+ * warning says connections past the limit will fail; with 65,536:
+ * (65536 - 1248) / 3 = 21,429, capped at MAX_PARTITIONS_DEFAULT.
+ */
+#define FDS_RESERVED         64
+#define FDS_PER_SUBSCRIPTION (2 + SUBRUN_REPLAY_READERS)
+/* Bounds of max_partitions' default. Above the cap, set it explicitly:
+ * every partition costs memory (its topic table, its fan-out state) even
+ * when idle, and a thread while written to. */
+#define MIN_PARTITIONS_DEFAULT 16
+#define MAX_PARTITIONS_DEFAULT 4096
 
-/* The usual soft limit on open files (1024) is below max_connections'
- * default: raise it towards the hard limit, as far as the configuration can
- * need, so that connections are refused by max_connections with a clear
- * error rather than by accept() failing with EMFILE. */
-static void raise_fd_limit(const pb_config *cfg)
+/* The open-files limit the daemon can raise its soft limit to. */
+static rlim_t nofile_ceiling(const struct rlimit *rl)
+{
+    if (rl->rlim_max != RLIM_INFINITY)
+        return rl->rlim_max;
+    rlim_t nr_open = 1048576; /* Linux's default fs.nr_open */
+    FILE *f = fopen("/proc/sys/fs/nr_open", "r");
+    if (f) {
+        unsigned long long v;
+        if (fscanf(f, "%llu", &v) == 1)
+            nr_open = (rlim_t)v;
+        fclose(f);
+    }
+    return nr_open;
+}
+
+/* Sizes max_partitions (when not set) from the descriptors the daemon can
+ * have, then raises the soft open-files limit towards what the
+ * configuration can need, so that connections are refused by
+ * max_connections and partitions by max_partitions, with clear errors,
+ * rather than by EMFILE. */
+static void size_fd_budget(pb_config *cfg)
 {
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        if (!cfg->max_partitions)
+            cfg->max_partitions = MIN_PARTITIONS_DEFAULT;
         return;
-    rlim_t need =
-        (rlim_t)cfg->max_connections + (rlim_t)cfg->threads * FDS_PER_SUBSCRIPTION + FDS_RESERVED;
+    }
+    rlim_t ceiling = nofile_ceiling(&rl);
+    rlim_t fixed = (rlim_t)FDS_RESERVED + cfg->max_connections +
+                   (rlim_t)cfg->threads * FDS_PER_SUBSCRIPTION +
+                   (rlim_t)cfg->n_mirrors * MIRROR_FDS;
+    if (!cfg->max_partitions) {
+        rlim_t avail = ceiling > fixed ? (ceiling - fixed) / PARTITION_FDS : 0;
+        if (avail < MIN_PARTITIONS_DEFAULT)
+            avail = MIN_PARTITIONS_DEFAULT;
+        if (avail > MAX_PARTITIONS_DEFAULT)
+            avail = MAX_PARTITIONS_DEFAULT;
+        cfg->max_partitions = (uint32_t)avail;
+        logging_printf(LOG_INFO,
+                       "max_partitions = %u (open files limit %llu: %d reserved, %u connections, "
+                       "%u subscriptions x %d, %zu mirrors x %d, %d per partition)",
+                       cfg->max_partitions, (unsigned long long)ceiling, FDS_RESERVED,
+                       cfg->max_connections, cfg->threads, FDS_PER_SUBSCRIPTION, cfg->n_mirrors,
+                       MIRROR_FDS, PARTITION_FDS);
+    }
+    rlim_t need = fixed + (rlim_t)cfg->max_partitions * PARTITION_FDS;
     if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
-        rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > need ? need : rl.rlim_max;
+        rlim_t want = need < ceiling ? need : ceiling;
         struct rlimit nrl = {.rlim_cur = want, .rlim_max = rl.rlim_max};
         if (want > rl.rlim_cur && setrlimit(RLIMIT_NOFILE, &nrl) == 0)
             rl.rlim_cur = want;
@@ -244,10 +315,11 @@ static void raise_fd_limit(const pb_config *cfg)
     if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
         logging_printf(LOG_WARN,
                        "the open files limit (RLIMIT_NOFILE) is %llu, below the %llu that "
-                       "max_connections = %u and threads = %u can need: connections past it "
-                       "will fail (raise the hard limit: ulimit -Hn, or LimitNOFILE= in systemd)",
+                       "max_connections = %u, threads = %u and max_partitions = %u can need: "
+                       "connections or partitions past it will fail (raise the hard limit: "
+                       "ulimit -Hn, or LimitNOFILE= in systemd)",
                        (unsigned long long)rl.rlim_cur, (unsigned long long)need,
-                       cfg->max_connections, cfg->threads);
+                       cfg->max_connections, cfg->threads, cfg->max_partitions);
 }
 
 /* The command line. */
@@ -355,6 +427,7 @@ static int close_daemon(daemon_state *d)
 static int open_daemon(daemon_state *d)
 {
     char err[1024];
+    topics_budget_init(&d->topics, d->cfg.max_topics_in_memory);
     fanout_options fo = {
         .slots = d->cfg.threads,
         .queue_total_bytes = d->cfg.subscriber_queue_total_bytes,
@@ -371,6 +444,12 @@ static int open_daemon(daemon_state *d)
         fanout_destroy(d->live);
         return rc;
     }
+    store_set_max_partitions(d->store, d->cfg.max_partitions);
+    if (store_count(d->store) >= d->cfg.max_partitions)
+        logging_printf(LOG_WARN,
+                       "data directory %s holds %zu partitions, max_partitions = %u: all are "
+                       "served, no new one is created",
+                       d->cfg.data_dir, store_count(d->store), d->cfg.max_partitions);
     sub_options so = {
         .store = d->store,
         .live = d->live,
@@ -405,6 +484,7 @@ static int serve(daemon_state *d, const char *port_file)
         .port = d->cfg.listen_port,
         .max_frame_bytes = d->cfg.max_frame_bytes,
         .max_event_bytes = d->cfg.max_event_bytes,
+        .max_batch_events = d->cfg.max_batch_events,
         .max_connections = d->cfg.max_connections,
         .idle_timeout_ms = d->cfg.idle_timeout_ms,
         .handshake_timeout_ms = d->cfg.handshake_timeout_ms,
@@ -456,7 +536,7 @@ int main(int argc, char **argv)
     }
     logging_set_level((int)d.cfg.log_level);
     signal(SIGPIPE, SIG_IGN);
-    raise_fd_limit(&d.cfg);
+    size_fd_budget(&d.cfg);
 
     status = 1;
     uv_loop_init(&d.loop);

@@ -527,7 +527,7 @@ static void mirror_free(mirror *m)
     if (!m)
         return;
     for (size_t i = 0; i < m->n_parts; i++) {
-        pb_reader_close(m->parts[i]->r);
+        mirror_part_close(m, m->parts[i]);
         free(m->parts[i]);
     }
     free(m->parts);

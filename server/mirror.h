@@ -38,6 +38,17 @@
 
 typedef struct mirror_set mirror_set;
 
+/* Partitions whose segment files one mirror holds open at once (a
+ * descriptor and a 1 MiB read window each). A mirror of more partitions
+ * closes the least recently read one and reopens it at its next offset
+ * when its turn comes, so a mirror of thousands of partitions costs a
+ * bounded number of descriptors and memory, like a replay (subrun.h). */
+#define MIRROR_READERS 8
+/* Descriptors one mirror can hold: its readers, its NATS connection's
+ * socket, the cursor file and its directory while it is saved, one spare
+ * (main.c counts them in the open-files budget). */
+#define MIRROR_FDS (MIRROR_READERS + 4)
+
 /* One mirror's numbers: written by its thread (and libnats' ack thread),
  * read by any (e.g. the metrics of issue 15) without a lock. */
 typedef struct mirror_counters {

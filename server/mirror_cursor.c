@@ -255,8 +255,8 @@ int mirror_cursor_load(const fileio *io, const char *path, const char *name, mir
                 goto fail;
             }
         } else {
-            if (n != 3 || strcmp(word, "partition") != 0 ||
-                !config_partition_name_valid(a, strlen(a)) || parse_u64(b, &v) < 0) {
+            if (n != 3 || strcmp(word, "partition") != 0 || !partname_valid(a, strlen(a)) ||
+                parse_u64(b, &v) < 0) {
                 rc =
                     why_fmt(why, whylen, "%s:%d: expected \"partition NAME OFFSET\"", path, lineno);
                 goto fail;

@@ -35,7 +35,8 @@ typedef struct mirror_lag {
 typedef struct mpart {
     char name[PB_PARTITION_NAME_MAX + 1];
     partition *p;
-    pb_reader *r;       /* opened on first use */
+    pb_reader *r;       /* opened on use; closed to keep within MIRROR_READERS */
+    uint64_t used;      /* the mirror's read clock at its last read (which reader to close) */
     uint64_t next_read; /* next offset to read and send */
     uint64_t cursor;    /* every offset below is acknowledged (or cannot be mirrored) */
     bool fresh;         /* no cursor yet: the first record read is where it starts */
@@ -105,6 +106,8 @@ typedef struct mirror {
      * file too (a restart scans from there). */
     uint64_t acked_seq;
     size_t rr;
+    size_t nreaders;     /* parts with a reader open (at most MIRROR_READERS) */
+    uint64_t read_clock; /* ticks on each read of a partition */
     int64_t resync_at_ms, backoff_ms;
     bool resync_failing;
     bool scan_needed; /* read the stream's tail before sending again */
@@ -124,6 +127,8 @@ int mirror_load_cursors(mirror *m);
 void mirror_refresh_parts(mirror *m);
 mpart *mirror_find_part(mirror *m, const char *name);
 void mirror_part_seek(mirror *m, mpart *p);
+/* Closes p's reader (if open); the next read reopens it at next_read. */
+void mirror_part_close(mirror *m, mpart *p);
 /* The next event of p to send: 0 with *rec, or nonzero when there is none
  * for now (the end, or a read error, logged). */
 int mirror_part_next(mirror *m, mpart *p, pb_record *rec);

@@ -167,13 +167,36 @@ void mirror_refresh_parts(mirror *m)
     }
 }
 
+void mirror_part_close(mirror *m, mpart *p)
+{
+    if (!p->r)
+        return;
+    pb_reader_close(p->r);
+    p->r = NULL;
+    m->nreaders--;
+}
+
 void mirror_part_seek(mirror *m, mpart *p)
 {
-    (void)m;
-    if (p->r && pb_reader_seek_offset(p->r, p->next_read) < 0) {
-        pb_reader_close(p->r);
-        p->r = NULL; /* reopened on the next read */
+    if (p->r && pb_reader_seek_offset(p->r, p->next_read) < 0)
+        mirror_part_close(m, p); /* reopened on the next read */
+}
+
+/* Before p opens a reader: at MIRROR_READERS, close the one read least
+ * recently. Its place is next_read, where the next read reopens it; an
+ * idle partition's files (closed by its writer) then stay closed here too. */
+static void make_room(mirror *m, const mpart *p)
+{
+    if (m->nreaders < MIRROR_READERS)
+        return;
+    mpart *victim = NULL;
+    for (size_t i = 0; i < m->n_parts; i++) {
+        mpart *q = m->parts[i];
+        if (q != p && q->r && (!victim || q->used < victim->used))
+            victim = q;
     }
+    if (victim)
+        mirror_part_close(m, victim);
 }
 
 /* Offsets next_read..to-1 will never be read: say why, move on. */
@@ -194,7 +217,16 @@ static void skip_to(mirror *m, mpart *p, uint64_t to, const char *why)
 
 int mirror_part_next(mirror *m, mpart *p, pb_record *rec)
 {
+    /* Only what is durable: a record past the end offset may still be
+     * lost (fsync = always acks after it is synced, and so ships after).
+     * Nothing new: no reader is opened for it (most partitions of a large
+     * mirror are caught up most of the time). */
+    uint64_t end = partition_end_offset(p->p);
+    if (p->next_read >= end)
+        return PB_EEOF;
+    p->used = ++m->read_clock;
     if (!p->r) {
+        make_room(m, p);
         int rc = pb_reader_open(&p->r, partition_dir(p->p));
         if (rc < 0) {
             if (!p->read_error_logged)
@@ -203,13 +235,12 @@ int mirror_part_next(mirror *m, mpart *p, pb_record *rec)
             p->read_error_logged = true;
             return rc;
         }
+        m->nreaders++;
         mirror_part_seek(m, p);
         if (!p->r)
             return PB_EEOF;
     }
-    /* Only what is durable: a record past the end offset may still be
-     * lost (fsync = always acks after it is synced, and so ships after). */
-    pb_reader_set_end(p->r, partition_end_offset(p->p));
+    pb_reader_set_end(p->r, end);
     for (int tries = 0; tries < 64; tries++) {
         int rc = pb_reader_next(p->r, rec);
         if (rc == PB_ECORRUPT) {

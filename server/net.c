@@ -18,7 +18,10 @@
  * the oldest closed first when a new one arrives at that cap or at
  * max_connections), then OPEN, until a Subscribe hands the socket over.
  *
- * A batch lives until its reply has been queued for writing.
+ * A batch lives until its reply has been queued for writing. It counts in
+ * the in-flight budget (max_inflight_bytes, conn.c) with its charge
+ * (ingest_charge): its bytes and its per-event state, here and in the
+ * writers.
  */
 #include "net_internal.h"
 
@@ -60,9 +63,15 @@ static void batch_done(pub_part *part)
     uv_async_send(&n->wake);
 }
 
-/* An Error for a Publish that ingest refused or could not ack. */
+/* An Error for a Publish that ingest refused or could not ack. A refusal
+ * by a limit is logged once per connection, not once per attempt. */
 static void send_ingest_error(conn *c, uint64_t id, const ingest_error *e)
 {
+    if (e->limit && !(c->limits_logged & e->limit)) {
+        c->limits_logged |= e->limit;
+        logging_printf(LOG_WARN, "connection %s: publish refused: %s (logged once per connection)",
+                       c->peer, e->message);
+    }
     conn_send_error(c, id, e->code, e->message, e->partition[0] ? e->partition : NULL,
                     e->event_index_plus_one, false);
 }
@@ -122,9 +131,9 @@ static void handle_publish(conn *c, uint64_t id, const uint8_t *body, size_t len
         return;
     }
     c->refs++;
-    c->inflight += len;
+    c->inflight += b->charge;
     n->inflight_batches++;
-    n->inflight_bytes += len;
+    n->inflight_bytes += b->charge;
     if (c->rq_tail)
         c->rq_tail->next_reply = b;
     else
@@ -494,6 +503,7 @@ int net_start(net **out, uv_loop_t *loop, const net_options *opts, char *err, si
         n->opts.max_handshaking = n->opts.max_connections;
     n->ingest = (ingest_options){
         .max_event_bytes = opts->max_event_bytes,
+        .max_batch_events = opts->max_batch_events,
         .router = opts->router,
         .store = opts->store,
     };
@@ -503,6 +513,7 @@ int net_start(net **out, uv_loop_t *loop, const net_options *opts, char *err, si
         .max_frame_bytes = opts->max_frame_bytes,
         .max_event_bytes = opts->max_event_bytes,
         .idle_timeout_ms = opts->idle_timeout_ms,
+        .max_batch_events = opts->max_batch_events,
     };
     if (uv_mutex_init(&n->done_lock) < 0) {
         free(n);

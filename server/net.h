@@ -27,12 +27,14 @@ typedef struct net_options {
     uint16_t port;    /* 0 = any free port (see net_port) */
     uint64_t max_frame_bytes;
     uint64_t max_event_bytes;
+    uint32_t max_batch_events; /* events per Publish (ingest_options) */
     uint32_t max_connections;
     uint32_t idle_timeout_ms;      /* drop a client stalled in the middle of a frame */
     uint32_t handshake_timeout_ms; /* a connection's Hello must arrive within this; 0: 10 s */
     uint32_t max_handshaking;      /* connections before their Hello (oldest closed first);
                                       0: max_connections */
-    uint64_t max_inflight_bytes;   /* publish bytes in the writers' queues before reads pause */
+    uint64_t max_inflight_bytes;   /* publish charge (ingest_charge) in the writers' queues
+                                      before reads pause */
     struct router *router;
     struct store *store;
     struct sub_registry *subs;

@@ -68,8 +68,9 @@ struct conn {
     int processing; /* inside conn_process */
     uint8_t *buf;   /* bytes received, not yet a whole frame */
     size_t len, cap;
-    size_t want;       /* bytes the current frame needs, when known */
-    uint64_t inflight; /* bytes of this connection's batches in flight */
+    size_t want;            /* bytes the current frame needs, when known */
+    uint64_t inflight;      /* charge of this connection's batches in flight */
+    unsigned limits_logged; /* enum ingest_limit bits already logged for it */
     /* Publish batches in request order, and the bytes of replies waiting
      * behind them (replies_after lists). */
     pub_batch *rq_head, *rq_tail;

@@ -25,6 +25,26 @@
  * A failed append or sync makes the partition failed for good: the parts of
  * that take get the error, every later one PB_EFAILED, nothing is retried
  * (a second fdatasync can succeed after the kernel dropped the dirty pages).
+ * A segment that cannot be reopened (EMFILE: nothing was written) only
+ * fails that take.
+ *
+ * Idle partitions cost no descriptor and no thread. A partition opens
+ * dormant: its log recovered, then its files closed (log_release). The
+ * first submit starts its writer thread (small stack, WRITER_STACK_BYTES),
+ * whose first append reopens the active segment. A writer that has had
+ * nothing to do for idle_ms closes the files again, gives its batch arrays
+ * back and ends; the next submit starts a new one. So descriptors and
+ * threads follow the partitions being written to, not the partitions that
+ * exist, and thousands of partitions open at start-up with a few
+ * descriptors at a time. (One thread per busy partition is kept rather than
+ * a shared pool of writers: each partition's group commit waits on its own
+ * fdatasync, which a pool would have to multiplex; the thread count is
+ * bounded by max_partitions and, in practice, by the partitions written to
+ * within idle_ms.)
+ *
+ * Batch arrays grow to the largest take and are given back when takes have
+ * been much smaller for a while (SHRINK_WINDOW takes), and all of them when
+ * the writer goes idle: a burst does not pin its memory.
  */
 #include "partition.h"
 
@@ -34,8 +54,10 @@
 #include "pb_errors.h"
 #include "record.h"
 #include "topics.h"
+#include "topics_cold.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -47,6 +69,23 @@
 /* Room for one encoded server_receive_time field per event. */
 #define SUFFIX_SLOT EVENT_RECEIVE_TIME_MAX
 
+/* A writer's stack: it runs the log, the topic table and the fan-out's
+ * matching, none of which keeps large buffers on the stack (the largest are
+ * two PATH_MAX paths). The default 8 MiB would be reserved per thread;
+ * sanitizers grow frames, so they get more. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define WRITER_STACK_BYTES (1024u * 1024u)
+#else
+#define WRITER_STACK_BYTES (256u * 1024u)
+#endif
+
+/* Batch arrays: kept up to KEEP_EVENTS entries; beyond, given back once
+ * SHRINK_WINDOW takes in a row needed less than half of them. */
+#define KEEP_EVENTS   4096u
+#define SHRINK_WINDOW 32u
+/* Freed bytes above this ask malloc to return memory to the system. */
+#define TRIM_BYTES (4u << 20)
+
 struct partition {
     char *name;
     char *dir;
@@ -55,27 +94,33 @@ struct partition {
     pb_log *log;
     topic_table *topics;
 
-    pthread_mutex_t lock; /* protects head, tail, stopping, exited */
+    pthread_mutex_t lock; /* protects head, tail, stopping, exited, running, thread, joinable */
     pthread_cond_t wake;  /* work queued, or close requested (CLOCK_MONOTONIC) */
     pub_part *head;
     pub_part *tail;
     bool stopping;
-    bool exited; /* the writer has taken its last part */
+    bool exited;       /* the writer has taken its last part */
+    bool running;      /* a writer thread is in writer_main (or being started) */
+    bool joinable;     /* `thread` has ended or will: join it before the next */
+    bool start_warned; /* a failed thread start was logged (until one succeeds) */
     pthread_t thread;
 
     _Atomic uint64_t end_offset;
     atomic_int status;
 
-    /* Writer thread only. The arrays grow to the largest take and stay. */
+    /* Writer thread only (the current one; a closing thread after the
+     * last has been joined). The arrays grow to the largest take; see
+     * shrink_after_take. */
     log_entry *entries;
     live_record *recs;
     uint8_t suffix[SUFFIX_SLOT]; /* this take's receive time, shared by its events */
     size_t cap;
+    size_t window_max;       /* largest take of the current shrink window */
+    uint32_t window_takes;   /* takes in it */
     int64_t last_time_ns;    /* receive times never go backwards */
     uint64_t last_sync_mono; /* CLOCK_MONOTONIC ns of the last sync */
     bool dirty;              /* appended since the last sync */
     bool topics_warned;
-    int close_rc; /* first error of the final sync / snapshot */
 };
 
 static uint64_t mono_ns(void)
@@ -123,7 +168,10 @@ static int sync_log(partition *p)
 {
     int rc = log_sync(p->log);
     if (rc < 0) {
-        set_failed(p, rc, "fdatasync");
+        /* A log that is not failed refused before syncing (its segment
+         * could not be reopened): nothing was lost, nothing is acked. */
+        if (log_status(p->log) < 0)
+            set_failed(p, rc, "fdatasync");
         return rc;
     }
     p->dirty = false;
@@ -148,6 +196,50 @@ static int reserve(partition *p, size_t n)
         return PB_ENOMEM;
     p->cap = cap;
     return 0;
+}
+
+size_t partition_bytes_per_event(void)
+{
+    return sizeof(log_entry) + sizeof(live_record) + log_bytes_per_entry();
+}
+
+/* Gives the batch arrays (here and in the log) back down to keep entries. */
+static void shrink_arrays(partition *p, size_t keep)
+{
+    size_t freed = log_shrink_buffers(p->log, keep);
+    if (p->cap > keep) {
+        freed += (p->cap - keep) * (sizeof *p->entries + sizeof *p->recs);
+        if (keep == 0) {
+            free(p->entries);
+            free(p->recs);
+            p->entries = NULL;
+            p->recs = NULL;
+        } else if (grow_resize(&p->entries, keep, sizeof *p->entries) < 0 ||
+                   grow_resize(&p->recs, keep, sizeof *p->recs) < 0) {
+            return; /* kept larger: still correct */
+        }
+        p->cap = keep;
+    }
+    /* Large blocks freed by a thread may stay in its malloc arena; a burst
+     * of millions of events must not pin hundreds of MiB. */
+    if (freed > TRIM_BYTES)
+        malloc_trim(0);
+}
+
+/* After each take: arrays larger than twice what the last SHRINK_WINDOW
+ * takes needed (and than KEEP_EVENTS) shrink to that. Steady batch sizes
+ * keep theirs, so the hot path does not reallocate. */
+static void shrink_after_take(partition *p, size_t n)
+{
+    if (n > p->window_max)
+        p->window_max = n;
+    if (++p->window_takes < SHRINK_WINDOW)
+        return;
+    size_t keep = p->window_max > KEEP_EVENTS ? p->window_max : KEEP_EVENTS;
+    if (p->cap > 2 * keep)
+        shrink_arrays(p, keep);
+    p->window_max = 0;
+    p->window_takes = 0;
 }
 
 /* Unlinks from *list the parts holding an event larger than the log takes
@@ -221,9 +313,11 @@ static void write_take(partition *p, pub_part *taken)
     uint64_t first = 0;
     if (n > 0) {
         rc = log_append(p->log, p->entries, n, &first);
-        if (rc == PB_ETOOBIG) {
-            /* Refused before writing anything (reject_oversized should
-             * have caught it): the log is intact and stays usable. */
+        if (rc < 0 && log_status(p->log) == 0) {
+            /* Refused before writing anything (an event over the record
+             * limit that reject_oversized should have caught, no memory,
+             * or the segment could not be reopened): the log is intact and
+             * stays usable; the publisher may retry. */
             complete_all(taken, rc);
             return;
         }
@@ -273,25 +367,47 @@ static void write_take(partition *p, pub_part *taken)
     if (p->opts.durable && n > 0)
         p->opts.durable(p->opts.durable_ctx, p, p->recs, n);
     complete_all(taken, 0);
+    shrink_after_take(p, n);
 }
 
-/* Waits (lock held) until there is work, a close, or an interval sync due. */
-static void wait_for_work(partition *p)
+enum wake { WAKE_WORK, WAKE_STOP, WAKE_SYNC, WAKE_IDLE };
+
+/* Waits (lock held) until there is work, a close, an interval sync due, or
+ * idle_ms have passed with nothing to do (and nothing left to sync). */
+static enum wake wait_for_work(partition *p)
 {
+    uint64_t idle_at = p->opts.idle_ms ? mono_ns() + (uint64_t)p->opts.idle_ms * 1000000ull : 0;
     while (!p->head && !p->stopping) {
-        bool timed = p->dirty && p->opts.fsync == PARTITION_FSYNC_INTERVAL;
-        if (!timed) {
+        uint64_t now = mono_ns(), deadline;
+        if (p->dirty && p->opts.fsync == PARTITION_FSYNC_INTERVAL) {
+            if (interval_due(p, now))
+                return WAKE_SYNC;
+            deadline = p->last_sync_mono + (uint64_t)p->opts.fsync_interval_ms * 1000000ull;
+        } else if (idle_at) {
+            if (now >= idle_at)
+                return WAKE_IDLE;
+            deadline = idle_at;
+        } else {
             pthread_cond_wait(&p->wake, &p->lock);
             continue;
         }
-        uint64_t now = mono_ns();
-        if (interval_due(p, now))
-            return;
-        uint64_t deadline = p->last_sync_mono + (uint64_t)p->opts.fsync_interval_ms * 1000000ull;
         struct timespec ts = {.tv_sec = (time_t)(deadline / 1000000000ull),
                               .tv_nsec = (long)(deadline % 1000000000ull)};
         pthread_cond_timedwait(&p->wake, &p->lock, &ts);
     }
+    return p->head ? WAKE_WORK : WAKE_STOP;
+}
+
+/* The writer has been idle for idle_ms: close the files (everything is
+ * synced as the policy wants: an interval sync was due first; under
+ * "never", closing loses nothing the policy promised) and give the arrays
+ * back. */
+static void go_idle(partition *p)
+{
+    int rc = log_release(p->log);
+    if (rc < 0)
+        set_failed(p, rc, "close");
+    shrink_arrays(p, 0);
 }
 
 static void *writer_main(void *arg)
@@ -299,7 +415,21 @@ static void *writer_main(void *arg)
     partition *p = arg;
     for (;;) {
         pthread_mutex_lock(&p->lock);
-        wait_for_work(p);
+        enum wake why = wait_for_work(p);
+        if (why == WAKE_IDLE) {
+            pthread_mutex_unlock(&p->lock);
+            go_idle(p);
+            pthread_mutex_lock(&p->lock);
+            if (!p->head && !p->stopping) {
+                /* Dormant: the next submit starts a new writer (and joins
+                 * this one, which only returns from here). */
+                p->running = false;
+                pthread_mutex_unlock(&p->lock);
+                return NULL;
+            }
+            pthread_mutex_unlock(&p->lock);
+            continue;
+        }
         pub_part *taken = p->head;
         p->head = p->tail = NULL;
         bool stop = p->stopping && !taken;
@@ -308,26 +438,34 @@ static void *writer_main(void *arg)
         pthread_mutex_unlock(&p->lock);
         if (taken)
             write_take(p, taken);
-        else if (p->dirty && atomic_load(&p->status) == 0)
-            sync_log(p); /* interval due, idle, or closing */
+        else if (why == WAKE_SYNC && atomic_load(&p->status) == 0)
+            sync_log(p);
         if (stop)
             break;
     }
-    int rc = atomic_load(&p->status);
-    if (rc == 0 && p->dirty)
-        rc = sync_log(p);
-    /* Cover only what is durable and acknowledged: on a failed partition the
-     * log may hold unsynced records past the end offset. */
-    int src = topics_save(p->topics, p->io, p->dir, atomic_load(&p->end_offset));
-    p->close_rc = rc < 0 ? rc : src;
+    /* partition_close does the final sync and the topic snapshot. */
     return NULL;
+}
+
+/* Starts a writer thread (lock held, p->running already claimed). */
+static int start_writer(partition *p)
+{
+    pthread_attr_t attr;
+    int e = pthread_attr_init(&attr);
+    if (e != 0)
+        return -e;
+    e = pthread_attr_setstacksize(&attr, WRITER_STACK_BYTES);
+    if (e == 0)
+        e = pthread_create(&p->thread, &attr, writer_main, p);
+    pthread_attr_destroy(&attr);
+    return -e;
 }
 
 void partition_submit(partition *p, pub_part *part)
 {
     part->next = NULL;
     pthread_mutex_lock(&p->lock);
-    if (p->exited) {
+    if (p->exited || (p->stopping && !p->running)) {
         /* Closing: the writer is gone. Misuse by the caller, but never lose a
          * callback. */
         pthread_mutex_unlock(&p->lock);
@@ -341,10 +479,51 @@ void partition_submit(partition *p, pub_part *part)
     else
         p->head = part;
     p->tail = part;
-    /* The writer only waits on an empty queue, so only the first part wakes it. */
-    if (was_empty)
-        pthread_cond_signal(&p->wake);
+    if (p->running) {
+        /* The writer only waits on an empty queue, so only the first part
+         * wakes it. */
+        if (was_empty)
+            pthread_cond_signal(&p->wake);
+        pthread_mutex_unlock(&p->lock);
+        return;
+    }
+    /* Dormant: start a writer. The previous one has set running = false
+     * and does nothing more but return: joining it is quick. */
+    p->running = true;
+    bool join = p->joinable;
+    pthread_t old = p->thread;
+    p->joinable = false;
     pthread_mutex_unlock(&p->lock);
+    if (join)
+        pthread_join(old, NULL);
+    pthread_mutex_lock(&p->lock);
+    int rc = start_writer(p); /* the new thread waits for the lock */
+    if (rc == 0) {
+        p->joinable = true;
+        p->start_warned = false;
+        pthread_mutex_unlock(&p->lock);
+        return;
+    }
+    p->running = false;
+    pub_part *list = p->head;
+    p->head = p->tail = NULL;
+    bool warn = !p->start_warned;
+    p->start_warned = true;
+    pthread_mutex_unlock(&p->lock);
+    if (warn)
+        logging_printf(LOG_WARN,
+                       "partition %s: cannot start its writer thread: %s; its batches are "
+                       "refused until one starts",
+                       p->name, pb_strerror(rc));
+    complete_all(list, rc);
+}
+
+int partition_writer_running(partition *p)
+{
+    pthread_mutex_lock(&p->lock);
+    int r = p->running;
+    pthread_mutex_unlock(&p->lock);
+    return r;
 }
 
 /* log.c's messages as daemon log lines, named by partition. */
@@ -401,6 +580,7 @@ int partition_open(partition **out, const char *data_dir, const char *name,
     rc = topics_create(&p->topics, p->opts.topic_history);
     if (rc < 0)
         goto fail;
+    topics_set_budget(p->topics, p->opts.topics_budget);
     rc = topics_load(p->topics, p->io, p->dir, p->name, end);
     if (rc == PB_ENOMEM)
         goto fail;
@@ -427,14 +607,15 @@ int partition_open(partition **out, const char *data_dir, const char *name,
         goto fail;
     }
     sync_init = true;
-    e = pthread_create(&p->thread, NULL, writer_main, p);
-    if (e != 0) {
-        rc = -e;
+    /* Dormant until the first submit: no descriptor, no thread. Recovery
+     * synced what it changed. */
+    if ((rc = log_release(p->log)) < 0)
         goto fail;
-    }
     /* INFO: start-up names every partition it recovered and where it goes on. */
-    logging_printf(LOG_INFO, "partition %s: open (%s), next offset %llu, %zu topics", p->name,
-                   p->dir, (unsigned long long)end, topics_count(p->topics));
+    logging_printf(LOG_INFO,
+                   "partition %s: open (%s), next offset %llu, %zu topics in memory, %zu in %s",
+                   p->name, p->dir, (unsigned long long)end, topics_count(p->topics),
+                   topics_cold_count(p->topics), TOPICS_COLD_NAME);
     *out = p;
     return 0;
 fail:
@@ -484,10 +665,24 @@ int partition_close(partition *p)
         return 0;
     pthread_mutex_lock(&p->lock);
     p->stopping = true;
+    if (!p->running)
+        p->exited = true; /* dormant: nobody takes anything any more */
     pthread_cond_signal(&p->wake);
+    bool join = p->joinable;
+    pthread_t t = p->thread;
+    p->joinable = false;
     pthread_mutex_unlock(&p->lock);
-    pthread_join(p->thread, NULL);
-    int rc = p->close_rc;
+    if (join)
+        pthread_join(t, NULL);
+    /* No writer any more: this thread owns the log. */
+    int rc = atomic_load(&p->status);
+    if (rc == 0 && p->dirty)
+        rc = sync_log(p);
+    /* Cover only what is durable and acknowledged: on a failed partition the
+     * log may hold unsynced records past the end offset. */
+    int src = topics_save(p->topics, p->io, p->dir, atomic_load(&p->end_offset));
+    if (rc == 0)
+        rc = src;
     int crc = log_close(p->log);
     if (crc < 0) {
         logging_printf(LOG_ERROR, "partition %s: closing %s failed: %s", p->name, p->dir,

@@ -3,7 +3,9 @@
  * queue in front of it, and its per-topic last offsets.
  *
  * Threads: partition_submit() is called on the libuv loop thread and never
- * blocks on I/O (lock, link, signal). The writer thread owns the log: it
+ * blocks on I/O (lock, link, signal; start a thread when dormant). The
+ * writer thread (one at a time; it ends after idle_ms without work and the
+ * next submit starts another) owns the log: it
  * takes everything queued, appends it with one log_append (one writev), syncs
  * per the fsync policy (group commit: while one fdatasync runs the next
  * batches queue up and the next append takes them all), assigns offsets and
@@ -23,6 +25,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct topics_budget;
+
 enum partition_fsync { PARTITION_FSYNC_ALWAYS, PARTITION_FSYNC_INTERVAL, PARTITION_FSYNC_NEVER };
 
 /* "These records are durable": called on p's writer thread after recs[0..n)
@@ -34,23 +38,41 @@ enum partition_fsync { PARTITION_FSYNC_ALWAYS, PARTITION_FSYNC_INTERVAL, PARTITI
 typedef void (*partition_durable_fn)(void *ctx, partition *p, const live_record *recs, size_t n);
 
 typedef struct partition_options {
-    log_options log;              /* segment size, time rotation, fileio, clock */
-    int fsync;                    /* enum partition_fsync */
-    uint32_t fsync_interval_ms;   /* for PARTITION_FSYNC_INTERVAL */
-    uint32_t topic_history;       /* last offsets kept per topic (history depth), >= 1 */
+    log_options log;                     /* segment size, time rotation, fileio, clock */
+    int fsync;                           /* enum partition_fsync */
+    uint32_t fsync_interval_ms;          /* for PARTITION_FSYNC_INTERVAL */
+    uint32_t topic_history;              /* last offsets kept per topic (history depth), >= 1 */
+    struct topics_budget *topics_budget; /* shared bound of topics in memory; NULL: none */
+    uint32_t idle_ms;             /* with nothing to do this long, the writer closes the files
+                                     and ends (restarted by the next submit); 0 = never */
     partition_durable_fn durable; /* NULL = nobody listens */
     void *durable_ctx;            /* its first argument */
 } partition_options;
 
+/* Descriptors an active partition holds: its active segment's .log and
+ * .idx and its directory. An idle one (idle_ms) holds none. */
+#define PARTITION_FDS 3
+
 /* Opens (creating if needed) data_dir/name, recovers the log and the topic
- * table, and starts the writer thread. Errors are logged with the reason. */
+ * table, then closes its files: the partition is dormant (no descriptor, no
+ * thread) until the first submit starts its writer. Errors are logged with
+ * the reason. */
 int partition_open(partition **out, const char *data_dir, const char *name,
                    const partition_options *opts);
 
-/* Loop thread. Queues part for the writer; part->batch->done(part) is called
- * later on the writer thread (also when the partition has failed: then
- * part->status < 0 and no event of the part was stored). */
+/* Loop thread. Queues part for the writer, starting the writer thread if
+ * the partition is dormant; part->batch->done(part) is called later on the
+ * writer thread (also when the partition has failed: then part->status < 0
+ * and no event of the part was stored). If no thread can be started,
+ * done() is called here, with the error. */
 void partition_submit(partition *p, pub_part *part);
+
+/* Bytes the writer keeps per event of a take (its own arrays and the
+ * log's): what ingest charges a batch for its writers (ingest_charge). */
+size_t partition_bytes_per_event(void);
+
+/* Any thread: whether a writer thread runs now (tests, diagnostics). */
+int partition_writer_running(partition *p);
 
 /* Any thread. */
 const char *partition_name(const partition *p);

@@ -179,8 +179,8 @@ rebuild:
 static int set_paths(pb_log *log, uint64_t base)
 {
     log->base = base;
-    if (segment_path(log->log_path, sizeof log->log_path, log->dir, base, ".log") < 0 ||
-        segment_path(log->idx_path, sizeof log->idx_path, log->dir, base, ".idx") < 0)
+    if (segment_path(log->log_path, log->path_cap, log->dir, base, ".log") < 0 ||
+        segment_path(log->idx_path, log->path_cap, log->dir, base, ".idx") < 0)
         return PB_EINVAL;
     return 0;
 }
@@ -433,9 +433,15 @@ static int set_up(pb_log *log, const char *dir, const log_options *opts)
     size_t len = strlen(dir);
     while (len > 1 && dir[len - 1] == '/')
         len--; /* "a/b/" and "a/b" are one directory; keeps messages tidy */
-    if (len == 0 || len >= sizeof log->dir)
+    if (len == 0 || len >= PATH_MAX)
         return PB_EINVAL;
-    memcpy(log->dir, dir, len);
+    /* dir + "/" + 20 digits + ".log" + NUL, with room to spare. */
+    log->path_cap = len + 32;
+    log->dir = strndup(dir, len);
+    log->log_path = calloc(1, log->path_cap);
+    log->idx_path = calloc(1, log->path_cap);
+    if (!log->dir || !log->log_path || !log->idx_path)
+        return PB_ENOMEM;
     return 0;
 }
 

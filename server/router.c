@@ -16,6 +16,7 @@
 #include "router.h"
 
 #include "hash.h"
+#include "partname.h"
 #include "patterns.h"
 #include "pb_errors.h"
 
@@ -71,6 +72,7 @@ struct router {
 
     struct chunk *arena; /* newest first */
     size_t arena_bytes, arena_budget;
+    size_t nchunks;
 
     /* The expansion of the last uncached decision; also what res->partition
      * points to when the decision could not be cached. */
@@ -188,6 +190,18 @@ static void expand(router *r, const struct rule_rt *rule, const char *topic)
     r->name_buf[r->name_len] = '\0';
 }
 
+/* The static rule whose partition is name[0..len), or -1. Rules are few
+ * and this runs only for uncached topics. */
+static int static_owner(const router *r, const char *name, size_t len)
+{
+    for (size_t i = 0; i < r->n_rules; i++) {
+        const struct rule_rt *ru = &r->rules[i];
+        if (!ru->dynamic && strlen(ru->tmpl) == len && memcmp(ru->tmpl, name, len) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
 /* Runs the rules on the topic. Fills *rule, and r->name_buf for dynamic
  * names and failures. */
 static int route_uncached(router *r, const char *topic, size_t len, int *rule)
@@ -211,7 +225,12 @@ static int route_uncached(router *r, const char *topic, size_t len, int *rule)
         if (!ru->dynamic)
             return 0;
         expand(r, ru, topic);
-        return config_partition_name_valid(r->name_buf, r->name_len) ? 0 : PB_EINVAL;
+        if (!partname_valid(r->name_buf, r->name_len))
+            return PB_EINVAL;
+        /* A partition belongs to one rule: its settings are that rule's,
+         * and topics a client chooses must not write into a partition the
+         * configuration gave to other topics. */
+        return static_owner(r, r->name_buf, r->name_len) < 0 ? 0 : PB_EINVAL;
     }
     return PB_ENOTFOUND;
 }
@@ -229,6 +248,7 @@ static void cache_clear(router *r)
         }
         keep->next = NULL;
         keep->used = 0;
+        r->nchunks = 1;
     }
     r->arena_bytes = 0;
     r->count = 0;
@@ -250,6 +270,7 @@ static char *arena_copy(router *r, const char *s, size_t n)
         c->next = r->arena;
         c->used = 0;
         r->arena = c;
+        r->nchunks++;
     }
     char *p = c->data + c->used;
     if (n)
@@ -442,11 +463,16 @@ const char *router_format_error(const router *r, int code, const char *topic, si
                                r->conf_path, ru->line);
     if (at < buflen)
         at = put_quoted(buf, buflen, at, res->partition, res->partition_len, PB_PARTITION_NAME_MAX);
-    if (at < buflen)
+    int owner = partname_valid(res->partition, res->partition_len)
+                    ? static_owner(r, res->partition, res->partition_len)
+                    : -1;
+    if (at < buflen && owner >= 0)
         snprintf(buf + at, buflen - at,
-                 " is not a valid partition name (1..%d characters of A-Z a-z 0-9 . _ -, not "
-                 "\".\" or \"..\")",
-                 PB_PARTITION_NAME_MAX);
+                 " it produces is the partition of [partition %s] (%s:%d); a capture group "
+                 "may not name another rule's partition",
+                 r->rules[owner].tmpl, r->conf_path, r->rules[owner].line);
+    else if (at < buflen)
+        snprintf(buf + at, buflen - at, " is not a valid partition name (%s)", PARTNAME_RULE);
     return buf;
 }
 
@@ -456,6 +482,19 @@ void router_get_stats(const router *r, router_stats *st)
     st->misses = r->misses;
     st->entries = r->count;
     st->clears = r->clears;
+    st->bytes = r->cap * sizeof *r->slots + r->nchunks * sizeof(struct chunk);
+}
+
+size_t router_cache_max_bytes(uint32_t entries)
+{
+    size_t n = entries ? entries : 1;
+    size_t slots = pow2_at_least(2 * n);
+    /* An entry takes at most a topic and a name (ROUTER_CACHE_TOPIC_MAX +
+     * PB_PARTITION_NAME_MAX + 2 bytes): a chunk is emptied of at most that
+     * much when the next does not fit. */
+    size_t per_chunk = ARENA_CHUNK_BYTES - (ROUTER_CACHE_TOPIC_MAX + PB_PARTITION_NAME_MAX + 2);
+    size_t chunks = n * ROUTER_CACHE_BYTES_PER_ENTRY / per_chunk + 2;
+    return slots * sizeof(struct slot) + chunks * sizeof(struct chunk);
 }
 
 void router_free(router *r)

@@ -54,8 +54,10 @@ int router_create(const pb_config *cfg, router **out, char *err, size_t errlen);
  *   0             res->rule and res->partition are set;
  *   PB_ENOTFOUND  no rule matches the topic (res->rule = -1);
  *   PB_EINVAL     rule res->rule matched, but its name expands to something
- *                 that is not a valid partition name, or matching it failed
- *                 (e.g. PCRE2's backtracking limit on a huge topic).
+ *                 that is not a partition name (partname.h), or to the name
+ *                 of a static rule's partition (a partition belongs to one
+ *                 rule), or matching it failed (e.g. PCRE2's backtracking
+ *                 limit on a huge topic).
  * router_format_error() turns the last two into a message. No allocation
  * when the topic is in the cache. Loop thread only. */
 int router_route(router *r, const char *topic, size_t topic_len, router_result *res);
@@ -74,8 +76,16 @@ typedef struct router_stats {
     unsigned long long misses;
     size_t entries;
     unsigned long long clears;
+    size_t bytes; /* the cache's memory now: its table and string arena */
 } router_stats;
 void router_get_stats(const router *r, router_stats *st);
+
+/* The most memory the cache of a router with route_cache_entries =
+ * `entries` takes (router_stats.bytes never exceeds it): a table of twice
+ * as many 48-byte slots (a power of two) and ROUTER_CACHE_BYTES_PER_ENTRY
+ * of arena per entry, in 64 KiB chunks. About 224 bytes per entry: 56 MiB
+ * at the default 262,144. */
+size_t router_cache_max_bytes(uint32_t entries);
 
 /* Frees the router. NULL-safe. */
 void router_free(router *r);

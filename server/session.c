@@ -141,6 +141,7 @@ size_t session_put_hello(const session_options *o, uint64_t id, const char *user
     /* What this server enforces, for a client to stay within; 0 = no such
      * cap (announced as absent). */
     frame_limits limits = {
+        .max_batch_events = o->max_batch_events,
         .max_event_id_bytes = EVENT_ID_MAX_BYTES,
         .idle_timeout_ms = o->idle_timeout_ms,
     };

@@ -36,6 +36,7 @@ typedef struct session_options {
     uint64_t max_frame_bytes;
     uint64_t max_event_bytes;
     uint32_t idle_timeout_ms;
+    uint32_t max_batch_events; /* events per Publish (announced in Limits); 0: no cap */
 } session_options;
 
 /* What to do with a frame. */

@@ -7,21 +7,26 @@
  * store_data_dir on any thread. The mutex protects the array; partitions are
  * only added, never removed, until store_close.
  *
- * Partitions are few (one per routing destination), so they sit in an array
- * kept sorted by name: lookups are a binary search and store_list is a copy.
+ * Partitions sit in an array kept sorted by name: lookups are a binary
+ * search and store_list is a copy. Capture-group rules create them on
+ * demand, so store_get creates at most max_partitions (main.c sizes the
+ * default to the descriptors the daemon can have; partition.h says what an
+ * open partition holds).
  */
 #include "store.h"
 
-#include "config.h"
 #include "fileio.h"
 #include "grow.h"
 #include "logging.h"
+#include "partname.h"
 #include "pb_errors.h"
 #include "reader.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,10 +37,11 @@ struct store {
     char *data_dir;
     store_options_fn options;
     void *ctx;
-    pthread_mutex_t lock; /* protects parts, count, cap */
+    pthread_mutex_t lock; /* protects parts, count, cap, max */
     partition **parts;    /* sorted by name */
     size_t count;
     size_t cap;
+    size_t max; /* max_partitions for store_get to create; 0: none */
 };
 
 /* Index of name in s->parts, or of where it would be inserted (*found false). */
@@ -108,8 +114,8 @@ static int make_data_dir(const char *data_dir)
 int store_open(store **out, const char *data_dir, store_options_fn options, void *ctx)
 {
     *out = NULL;
-    char **names = NULL;
-    size_t n = 0;
+    char **names = NULL, **skipped = NULL;
+    size_t n = 0, nskipped = 0;
     store *s = calloc(1, sizeof *s);
     if (!s)
         return PB_ENOMEM;
@@ -131,18 +137,20 @@ int store_open(store **out, const char *data_dir, store_options_fn options, void
                        pb_strerror(rc));
         goto fail;
     }
-    rc = pb_partition_list(data_dir, &names, &n);
+    rc = partition_dirs_scan(data_dir, &names, &n, &skipped, &nskipped);
     if (rc < 0) {
         logging_printf(LOG_ERROR, "data directory %s: cannot list it: %s", data_dir,
                        pb_strerror(rc));
         goto fail;
     }
+    /* The rule that decides what is a partition is the readers' too, so
+     * these are invisible to cat and to subscribers alike: say so. */
+    for (size_t i = 0; i < nskipped; i++)
+        logging_printf(LOG_WARN,
+                       "data directory %s: %s/ holds segment files but is not a partition "
+                       "(names are %s): its events are not served; rename it to serve them",
+                       data_dir, skipped[i], PARTNAME_RULE);
     for (size_t i = 0; i < n; i++) {
-        if (!config_partition_name_valid(names[i], strlen(names[i]))) {
-            logging_printf(LOG_WARN, "data directory %s: ignoring %s/: not a valid partition name",
-                           data_dir, names[i]);
-            continue;
-        }
         partition_options opts;
         memset(&opts, 0, sizeof opts);
         rc = s->options(s->ctx, names[i], &opts);
@@ -163,13 +171,46 @@ int store_open(store **out, const char *data_dir, store_options_fn options, void
         }
     }
     pb_partition_list_free(names, n);
+    pb_partition_list_free(skipped, nskipped);
     logging_printf(LOG_INFO, "data directory %s: %zu partition(s) recovered", data_dir, s->count);
     *out = s;
     return 0;
 fail:
     pb_partition_list_free(names, n);
+    pb_partition_list_free(skipped, nskipped);
     store_close(s);
     return rc;
+}
+
+/* Undoes the creation of partition directory `dir` that failed part way
+ * (say, out of descriptors after mkdir): a refused partition leaves nothing
+ * on disk. Only what log_open creates in an empty directory is removed,
+ * named one by one (no directory listing, which would need a descriptor),
+ * then the directory itself; anything else in it keeps it. */
+static void remove_new_partition(store *s, const fileio *io, const char *name, const char *dir)
+{
+    char path[PATH_MAX];
+    static const char *const made[] = {"00000000000000000000.log", "00000000000000000000.idx"};
+    for (size_t i = 0; i < sizeof made / sizeof made[0]; i++) {
+        if (snprintf(path, sizeof path, "%s/%s", dir, made[i]) >= (int)sizeof path)
+            return;
+        int rc = io->unlink(io, path);
+        if (rc < 0 && rc != -ENOENT)
+            logging_printf(LOG_WARN, "partition %s: removing %s after a failed creation: %s", name,
+                           path, pb_strerror(rc));
+    }
+    int rc = io->rmdir(io, dir);
+    if (rc < 0 && rc != -ENOENT) {
+        logging_printf(LOG_WARN, "partition %s: removing %s after a failed creation: %s", name, dir,
+                       pb_strerror(rc));
+        return;
+    }
+    /* Best effort: a removal the directory sync misses leaves an empty
+     * partition directory behind after a crash, which opens as an empty
+     * partition. */
+    if ((rc = fileio_sync_dir(io, s->data_dir)) < 0)
+        logging_printf(LOG_WARN, "data directory %s: fsync after removing %s: %s", s->data_dir,
+                       name, pb_strerror(rc));
 }
 
 int store_get(store *s, const char *name, partition **out)
@@ -183,9 +224,13 @@ int store_get(store *s, const char *name, partition **out)
         *out = s->parts[at];
         goto out;
     }
-    if (!config_partition_name_valid(name, strlen(name))) {
-        logging_printf(LOG_ERROR, "partition \"%s\": not a valid partition name", name);
+    if (!partname_valid(name, strlen(name))) {
+        /* The router refuses such names first; a guard, not a path. */
         rc = PB_EINVAL;
+        goto out;
+    }
+    if (s->max && s->count >= s->max) {
+        rc = STORE_EFULL; /* checked before anything exists on disk */
         goto out;
     }
     partition_options opts;
@@ -193,9 +238,20 @@ int store_get(store *s, const char *name, partition **out)
     rc = s->options(s->ctx, name, &opts);
     if (rc < 0)
         goto out;
+    char dir[PATH_MAX];
+    if (snprintf(dir, sizeof dir, "%s/%s", s->data_dir, name) >= (int)sizeof dir) {
+        rc = -ENAMETOOLONG;
+        goto out;
+    }
+    /* Every valid directory was opened at start-up, so one that exists now
+     * was made by someone else: it is never removed. */
+    struct stat st;
+    bool existed = stat(dir, &st) == 0;
     rc = open_partition(s, name, &opts, out);
     if (rc == 0)
         logging_printf(LOG_INFO, "partition %s: created in %s", name, s->data_dir);
+    else if (!existed)
+        remove_new_partition(s, opts.log.io ? opts.log.io : fileio_posix(), name, dir);
 out:
     pthread_mutex_unlock(&s->lock);
     return rc;
@@ -227,6 +283,29 @@ int store_list(store *s, partition ***out, size_t *count)
     }
     pthread_mutex_unlock(&s->lock);
     return v ? 0 : PB_ENOMEM;
+}
+
+void store_set_max_partitions(store *s, size_t max)
+{
+    pthread_mutex_lock(&s->lock);
+    s->max = max;
+    pthread_mutex_unlock(&s->lock);
+}
+
+size_t store_max_partitions(store *s)
+{
+    pthread_mutex_lock(&s->lock);
+    size_t max = s->max;
+    pthread_mutex_unlock(&s->lock);
+    return max;
+}
+
+size_t store_count(store *s)
+{
+    pthread_mutex_lock(&s->lock);
+    size_t n = s->count;
+    pthread_mutex_unlock(&s->lock);
+    return n;
 }
 
 const char *store_data_dir(const store *s)

@@ -9,6 +9,7 @@
 #define PB_STORE_H
 
 #include "partition.h"
+#include "pb_errors.h"
 
 #include <stddef.h>
 
@@ -22,9 +23,25 @@ typedef int (*store_options_fn)(void *ctx, const char *name, partition_options *
 /* Creates data_dir if needed and opens (recovers) every partition found in it. */
 int store_open(store **out, const char *data_dir, store_options_fn options, void *ctx);
 
+/* What store_get returns when creating the partition would take the store
+ * past max_partitions (nothing is created). */
+#define STORE_EFULL PB_ETOOBIG
+
 /* Returns the partition called name, opening it (creating its directory)
- * if it does not exist yet. */
+ * if it does not exist yet. STORE_EFULL: it does not exist and the store
+ * holds max_partitions already. A partition that cannot be created leaves
+ * nothing on disk: its directory and files are removed again. */
 int store_get(store *s, const char *name, partition **out);
+
+/* The cap on partitions store_get creates (0: none, the default). The
+ * partitions found at start-up are all opened whatever their number (the
+ * daemon always restarts on the data it wrote); while the store holds as
+ * many as the cap or more, no new one is created. Any thread. */
+void store_set_max_partitions(store *s, size_t max);
+size_t store_max_partitions(store *s);
+
+/* Partitions open now. Any thread. */
+size_t store_count(store *s);
 
 /* Looks a partition up without creating it; NULL if unknown. */
 partition *store_find(store *s, const char *name);

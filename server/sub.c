@@ -133,11 +133,11 @@ static int validate(sub_registry *r, sub *s, char *err, size_t errlen)
             return PB_ENOMEM;
         for (size_t i = 0; i < q->n_offsets; i++) {
             const char *name = q->offsets[i]->partition;
-            if (!config_partition_name_valid(name, strlen(name))) {
+            if (!partname_valid(name, strlen(name))) {
                 pb_set_err(err, errlen,
                            "subscribe: offsets[%zu]: \"%.120s\" is not a valid partition name "
-                           "(1..%d characters of A-Z a-z 0-9 . _ -, not \".\" or \"..\")",
-                           i, name, PB_PARTITION_NAME_MAX);
+                           "(%s)",
+                           i, name, PARTNAME_RULE);
                 return PB_EINVAL;
             }
             for (size_t j = 0; j < i; j++) {

@@ -361,15 +361,45 @@ static bool heap_less(const void *ctx, size_t a, size_t b)
     return ta < tb || (ta == tb && a < b);
 }
 
-static int open_reader(sub *s, part_state *st)
+/* Closes the reader of the least recently used partition of [lo, hi)
+ * that has one, but `keep`; its current record (a heap member) is read
+ * again when it is reopened (unpark). */
+static void park_one(sub *s, size_t lo, size_t hi, size_t keep)
 {
+    size_t victim = SIZE_MAX;
+    for (size_t i = lo; i < hi; i++)
+        if (i != keep && s->parts[i].rd &&
+            (victim == SIZE_MAX || s->parts[i].used < s->parts[victim].used))
+            victim = i;
+    if (victim == SIZE_MAX)
+        return;
+    part_state *st = &s->parts[victim];
+    pb_reader_close(st->rd);
+    st->rd = NULL;
+    st->parked = true;
+    s->nopen--;
+    if (st->want)
+        st->iwant--; /* advance took this record's want entry: it is wanted again */
+}
+
+/* Opens st's reader at offset `at` (a START_TIME replay's start offset
+ * was found by time_start), within SUBRUN_REPLAY_READERS. */
+static int open_reader(sub *s, part_state *st, uint64_t at, size_t lo, size_t hi)
+{
+    if (s->nopen >= SUBRUN_REPLAY_READERS)
+        park_one(s, lo, hi, (size_t)(st - s->parts));
     const char *dir = partition_dir(st->p);
     int rc = pb_reader_open(&st->rd, dir);
     if (rc == 0)
-        rc = pb_reader_seek_offset(st->rd, st->next);
+        s->nopen++;
+    st->used = ++s->use_clock;
+    if (rc == 0)
+        rc = pb_reader_seek_offset(st->rd, at);
     if (rc < 0) {
         snprintf(s->why, sizeof s->why, "partition %s: cannot read its files in %s: %s", st->name,
                  dir, pb_strerror(rc));
+        if (st->rd)
+            s->nopen--;
         pb_reader_close(st->rd);
         st->rd = NULL;
         return rc;
@@ -379,10 +409,13 @@ static int open_reader(sub *s, part_state *st)
 }
 
 /* Done with st's replay: everything below its end has been handled. */
-static void finish(part_state *st)
+static void finish(sub *s, part_state *st)
 {
+    if (st->rd)
+        s->nopen--;
     pb_reader_close(st->rd);
     st->rd = NULL;
+    st->parked = false;
     free(st->want);
     st->want = NULL;
     st->nwant = st->iwant = 0;
@@ -485,15 +518,15 @@ static int replay(sub *s, size_t only)
     for (size_t i = lo; i < hi; i++) {
         part_state *st = &s->parts[i];
         if (st->next >= st->end || (only == SIZE_MAX && !st->want && !may_match(s, st))) {
-            finish(st);
+            finish(s, st);
             continue;
         }
-        if ((rc = open_reader(s, st)) < 0 || (rc = advance(s, st)) < 0)
+        if ((rc = open_reader(s, st, st->next, lo, hi)) < 0 || (rc = advance(s, st)) < 0)
             goto out;
         if (rc == 1)
             heap_push(s->heap, &s->nheap, i, heap_less, s);
         else
-            finish(st);
+            finish(s, st);
     }
     while (s->nheap > 0) {
         if (stopping(s)) {
@@ -502,6 +535,17 @@ static int replay(sub *s, size_t only)
         }
         size_t i = heap_pop(s->heap, &s->nheap, heap_less, s);
         part_state *st = &s->parts[i];
+        if (st->parked) {
+            /* Its turn: reopen where it was and read its record again. */
+            st->parked = false;
+            if ((rc = open_reader(s, st, st->rec.offset, lo, hi)) < 0 || (rc = advance(s, st)) < 0)
+                goto out;
+            if (rc == 0) {
+                finish(s, st);
+                continue;
+            }
+        }
+        st->used = ++s->use_clock;
         if ((rc = deliver(s, st)) < 0)
             goto out;
         if (st->rec.offset + 1 > st->next)
@@ -511,14 +555,16 @@ static int replay(sub *s, size_t only)
         if (rc == 1)
             heap_push(s->heap, &s->nheap, i, heap_less, s);
         else
-            finish(st);
+            finish(s, st);
     }
     rc = 0;
 out:
     for (size_t i = lo; i < hi; i++) {
         pb_reader_close(s->parts[i].rd);
         s->parts[i].rd = NULL;
+        s->parts[i].parked = false;
     }
+    s->nopen = 0;
     s->nheap = 0;
     return rc;
 }

@@ -33,6 +33,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Partitions whose segment files a replay holds open at once (a descriptor
+ * and a 1 MiB read window each). When more replay together, merged by
+ * time, the least recently used reader is closed and reopened at its place
+ * when its turn comes: slower, but a subscription to thousands of
+ * partitions costs the daemon a bounded number of descriptors (main.c counts
+ * them) and of memory. */
+#define SUBRUN_REPLAY_READERS 8
+
 /* START_OFFSETS: the first offset to deliver of a named partition. */
 typedef struct sub_offset {
     const char *partition;
@@ -50,8 +58,11 @@ typedef struct part_state {
     uint64_t end;   /* upper bound (exclusive) of the replay in progress */
     uint64_t *want; /* START_LAST_N: the offsets to deliver, ascending */
     size_t nwant, iwant;
-    pb_reader *rd; /* open during a replay */
+    pb_reader *rd; /* open during a replay (unless parked) */
     pb_record rec; /* the reader's current record (heap member) */
+    bool parked;   /* rd closed to keep within SUBRUN_REPLAY_READERS; rec.offset and
+                      rec.time_ns stay valid, the record is read again on reopening */
+    uint64_t used; /* replay clock of its last use (which reader to park) */
 } part_state;
 
 typedef struct sub {
@@ -95,6 +106,8 @@ typedef struct sub {
     size_t index_slots;
     size_t *heap; /* thread: parts indexes ordered by (rec.time_ns, index) */
     size_t nheap;
+    size_t nopen;       /* thread: readers open in the replay in progress */
+    uint64_t use_clock; /* thread: ticks on each reader use */
     subconn conn;       /* thread: the client's connection, output and input */
     unsigned overflows; /* thread: times the live queue overflowed */
     /* Bytes net.c had read after the Subscribe (set by sub_start; the

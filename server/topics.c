@@ -10,6 +10,16 @@
  * ring of its latest offsets, ascending from `start`. Rings start small and
  * double up to `history` slots, so rarely used topics stay cheap.
  *
+ * Memory: the tables of all partitions share a topics_budget. A writer
+ * whose table holds more than its share while the budget is exceeded moves
+ * its least recently used half out (evict): into DIR/topics.cold
+ * (topics_cold.c), merged with what is there, then out of memory. A topic
+ * created in memory again takes its cold offsets along (so the table in
+ * memory is always the newer: for a topic in both places it wins), and
+ * topics_foreach reads the cold file then the table, so a --last N start
+ * still sees every topic. An eviction waits for no reader: it is skipped
+ * (and tried again later) while a topics_foreach runs.
+ *
  * Snapshot file DIR/topics.snapshot: format in proto/FORMAT.md, Part B
  * ("Topic snapshot"). It records the table and `covered`, the log offset it
  * reflects: every record below it, none at or above it. It is written
@@ -31,44 +41,65 @@
 #include "reader.h"
 #include "record.h"
 #include "segment.h"
+#include "topics_cold.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define SNAP_MAGIC       "PBTOPICS"
-#define SNAP_VERSION     1u
-#define SNAP_HEADER      32u
+#define SNAP_VERSION     2u
+#define SNAP_HEADER_V1   32u
+#define SNAP_HEADER      40u
 #define SNAP_TOPIC_HDR   8u
 #define SNAP_NAME_MAX    65535u
 #define SNAP_BUF         (64u * 1024u)
 #define RING_INITIAL_CAP 4u
+#define EVICT_MAX_SKIPS  16u
 
 typedef struct topic_entry {
     uint64_t hash;
     uint64_t *ring;
-    uint32_t cap;   /* slots in ring */
-    uint32_t start; /* slot of the oldest offset */
-    uint32_t count; /* offsets held */
+    uint32_t cap;      /* slots in ring */
+    uint32_t start;    /* slot of the oldest offset */
+    uint32_t count;    /* offsets held */
+    uint32_t last_use; /* the table's clock when last added to (eviction order) */
     uint32_t name_len;
+    bool evict;  /* chosen to leave memory (writer thread, during an eviction) */
     char name[]; /* NUL-terminated copy of the topic */
 } topic_entry;
 
 struct topic_table {
-    pthread_rwlock_t lock; /* protects everything below */
+    pthread_rwlock_t lock; /* protects everything below but what is marked */
     uint32_t history;
     topic_entry **slots; /* nslots (a power of two), NULL = empty */
     size_t nslots;
     size_t count;
+    /* Held for reading by topics_foreach, for writing by an eviction: the
+     * cold store is replaced only while no reader walks it. */
+    pthread_rwlock_t evict_lock;
+    /* Writer thread only (set by topics_load, then read-only for others
+     * under evict_lock): */
+    topics_budget *budget;
+    const fileio *io;
+    char *dir, *name;
+    cold_store *cold;
+    uint64_t *cold_offs;  /* history offsets: a topic's, read back from the cold store */
+    uint64_t *ring_tmp;   /* history + 1: ring_insert's */
+    uint32_t clock;       /* topics_add calls */
+    uint32_t evict_after; /* after a failed eviction: not before this clock */
+    uint32_t evict_skips; /* evictions put off in a row because a walk was running */
+    bool evict_warned;
 };
 
 int topics_create(topic_table **out, uint32_t history)
 {
     *out = NULL;
-    if (history == 0)
+    if (history == 0 || history > TOPICS_HISTORY_MAX)
         return PB_EINVAL;
     topic_table *t = calloc(1, sizeof *t);
     if (!t)
@@ -76,18 +107,68 @@ int topics_create(topic_table **out, uint32_t history)
     t->history = history;
     t->nslots = 64;
     t->slots = calloc(t->nslots, sizeof *t->slots);
-    if (!t->slots) {
+    t->cold_offs = malloc((size_t)history * sizeof *t->cold_offs);
+    t->ring_tmp = malloc(((size_t)history + 1) * sizeof *t->ring_tmp);
+    if (!t->slots || !t->cold_offs || !t->ring_tmp) {
+        free(t->slots);
+        free(t->cold_offs);
+        free(t->ring_tmp);
         free(t);
         return PB_ENOMEM;
     }
     int rc = pthread_rwlock_init(&t->lock, NULL);
     if (rc != 0) {
         free(t->slots);
+        free(t->cold_offs);
+        free(t->ring_tmp);
+        free(t);
+        return -rc;
+    }
+    /* Writer-preferring: an eviction that has waited long enough (maintain)
+     * is not starved by a stream of new readers. */
+    pthread_rwlockattr_t ra;
+    pthread_rwlockattr_init(&ra);
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    rc = pthread_rwlock_init(&t->evict_lock, &ra);
+    pthread_rwlockattr_destroy(&ra);
+    if (rc != 0) {
+        pthread_rwlock_destroy(&t->lock);
+        free(t->slots);
+        free(t->cold_offs);
+        free(t->ring_tmp);
         free(t);
         return -rc;
     }
     *out = t;
     return 0;
+}
+
+void topics_budget_init(topics_budget *b, size_t max)
+{
+    b->max = max;
+    atomic_init(&b->in_memory, 0);
+    atomic_init(&b->tables, 0);
+}
+
+void topics_set_budget(topic_table *t, topics_budget *b)
+{
+    t->budget = b;
+}
+
+/* The budget's view of t: count topics in memory (lock held). */
+static void budget_count(topic_table *t, size_t before, size_t after)
+{
+    topics_budget *b = t->budget;
+    if (!b || before == after)
+        return;
+    if (after > before)
+        atomic_fetch_add(&b->in_memory, after - before);
+    else
+        atomic_fetch_sub(&b->in_memory, before - after);
+    if (before == 0)
+        atomic_fetch_add(&b->tables, 1);
+    else if (after == 0)
+        atomic_fetch_sub(&b->tables, 1);
 }
 
 static void clear_locked(topic_table *t)
@@ -99,6 +180,7 @@ static void clear_locked(topic_table *t)
             t->slots[i] = NULL;
         }
     }
+    budget_count(t, t->count, 0);
     t->count = 0;
 }
 
@@ -108,6 +190,12 @@ void topics_destroy(topic_table *t)
         return;
     clear_locked(t);
     free(t->slots);
+    free(t->cold_offs);
+    free(t->ring_tmp);
+    cold_free(t->cold);
+    free(t->dir);
+    free(t->name);
+    pthread_rwlock_destroy(&t->evict_lock);
     pthread_rwlock_destroy(&t->lock);
     free(t);
 }
@@ -146,8 +234,12 @@ static int grow_slots(topic_table *t)
     return 0;
 }
 
-/* The entry for topic, created if new; NULL when out of memory. Write lock held. */
-static topic_entry *entry_get(topic_table *t, const uint8_t *topic, size_t len, bool *created)
+static int ring_push(const topic_table *t, topic_entry *e, uint64_t offset);
+
+/* The entry for topic, created if new (with the offsets the cold store
+ * holds for it when `from_cold`); NULL when out of memory. Write lock held. */
+static topic_entry *entry_get(topic_table *t, const uint8_t *topic, size_t len, bool from_cold,
+                              bool *created)
 {
     uint64_t h = hash_bytes(0, topic, len);
     size_t i = find_slot(t, topic, len, h);
@@ -171,13 +263,53 @@ static topic_entry *entry_get(topic_table *t, const uint8_t *topic, size_t len, 
     e->hash = h;
     e->start = 0;
     e->count = 0;
+    e->evict = false;
+    e->last_use = t->clock;
     e->name_len = (uint32_t)len;
     memcpy(e->name, topic, len);
     e->name[len] = '\0';
     t->slots[i] = e;
+    budget_count(t, t->count, t->count + 1);
     t->count++;
     *created = true;
+    if (from_cold && t->cold) {
+        /* It left memory before: its older offsets come back with it, so
+         * that the entry in memory is the whole truth about the topic. A
+         * failed read only makes the table forget older offsets. */
+        uint32_t k = 0;
+        if (cold_find(t->cold, h, topic, len, t->cold_offs, t->history, &k) == 0)
+            for (uint32_t j = 0; j < k; j++)
+                (void)ring_push(t, e, t->cold_offs[j]);
+    }
     return e;
+}
+
+/* Puts offset into the ring at its place (rare: an offset at or below the
+ * newest, when offsets from the cold store and from the log meet while a
+ * partition catches up after a crash): ascending, no duplicates, the newest
+ * cap kept. Write lock held. */
+static void ring_insert(const topic_table *t, topic_entry *e, uint64_t offset)
+{
+    uint64_t *v = t->ring_tmp; /* history + 1 */
+    uint32_t n = 0;
+    bool placed = false;
+    for (uint32_t k = 0; k < e->count; k++) {
+        uint64_t o = e->ring[(e->start + k) % e->cap];
+        if (o == offset)
+            return;
+        if (!placed && offset < o) {
+            v[n++] = offset;
+            placed = true;
+        }
+        v[n++] = o;
+    }
+    if (!placed)
+        v[n++] = offset;
+    uint32_t skip = n > e->cap ? n - e->cap : 0;
+    for (uint32_t k = skip; k < n; k++)
+        e->ring[k - skip] = v[k];
+    e->start = 0;
+    e->count = n - skip;
 }
 
 /* Appends offset to the entry's ring. Returns PB_ENOMEM if the ring could not
@@ -186,6 +318,10 @@ static topic_entry *entry_get(topic_table *t, const uint8_t *topic, size_t len, 
 static int ring_push(const topic_table *t, topic_entry *e, uint64_t offset)
 {
     int rc = 0;
+    if (e->count > 0 && offset <= e->ring[(e->start + e->count - 1) % e->cap]) {
+        ring_insert(t, e, offset);
+        return 0;
+    }
     if (e->count == e->cap && e->cap < t->history) {
         uint32_t cap = e->cap > t->history / 2 ? t->history : e->cap * 2;
         uint64_t *ring = malloc((size_t)cap * sizeof *ring);
@@ -210,18 +346,24 @@ static int ring_push(const topic_table *t, topic_entry *e, uint64_t offset)
     return rc;
 }
 
+static void maintain(topic_table *t);
+
 int topics_add(topic_table *t, const live_record *recs, size_t n)
 {
     int rc = 0;
     topic_entry *e = NULL;
     pthread_rwlock_wrlock(&t->lock);
+    t->clock++;
     for (size_t i = 0; i < n; i++) {
         bool created;
         /* Runs of one topic are common (a batch from one producer): the
          * previous entry is checked before hashing. Entries never move. */
         if (!e || e->name_len != recs[i].topic_len ||
-            (recs[i].topic_len > 0 && memcmp(e->name, recs[i].topic, recs[i].topic_len) != 0))
-            e = entry_get(t, recs[i].topic, recs[i].topic_len, &created);
+            (recs[i].topic_len > 0 && memcmp(e->name, recs[i].topic, recs[i].topic_len) != 0)) {
+            e = entry_get(t, recs[i].topic, recs[i].topic_len, true, &created);
+            if (e)
+                e->last_use = t->clock;
+        }
         if (!e) {
             rc = PB_ENOMEM;
             continue;
@@ -230,7 +372,220 @@ int topics_add(topic_table *t, const live_record *recs, size_t n)
             rc = PB_ENOMEM;
     }
     pthread_rwlock_unlock(&t->lock);
+    cold_release(t->cold); /* the lookups' descriptor: not kept between batches */
+    maintain(t);
     return rc;
+}
+
+/* --- eviction --- */
+
+static int cmp_u32_desc(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static int cmp_victim(const void *a, const void *b)
+{
+    const cold_entry *x = a, *y = b;
+    return cold_entry_cmp(x->hash, x->name, x->name_len, y->hash, y->name, y->name_len);
+}
+
+/* Rebuilds the hash table without the entries marked `evict`, and frees
+ * them. Write lock held. */
+static int drop_marked(topic_table *t)
+{
+    size_t survivors = 0;
+    for (size_t i = 0; i < t->nslots; i++)
+        if (t->slots[i] && !t->slots[i]->evict)
+            survivors++;
+    size_t n = 64;
+    while (n < survivors * 2)
+        n <<= 1;
+    topic_entry **slots = calloc(n, sizeof *slots);
+    if (!slots)
+        return PB_ENOMEM;
+    for (size_t i = 0; i < t->nslots; i++) {
+        topic_entry *e = t->slots[i];
+        if (!e)
+            continue;
+        if (e->evict) {
+            free(e->ring);
+            free(e);
+            continue;
+        }
+        size_t j = (size_t)e->hash & (n - 1);
+        while (slots[j])
+            j = (j + 1) & (n - 1);
+        slots[j] = e;
+    }
+    free(t->slots);
+    t->slots = slots;
+    t->nslots = n;
+    budget_count(t, t->count, survivors);
+    t->count = survivors;
+    return 0;
+}
+
+/* Marks all but the `keep` most recently used entries (ties broken by
+ * table order). Returns how many were marked, and their offsets in *noffs. */
+static size_t mark_victims(topic_table *t, size_t keep, size_t *noffs)
+{
+    size_t n = t->count, marked = 0;
+    *noffs = 0;
+    uint32_t threshold = 0;
+    size_t equal_quota = 0;
+    if (keep > 0 && keep < n) {
+        uint32_t *uses = malloc(n * sizeof *uses);
+        if (!uses)
+            return 0;
+        size_t k = 0;
+        for (size_t i = 0; i < t->nslots; i++)
+            if (t->slots[i])
+                uses[k++] = t->slots[i]->last_use;
+        qsort(uses, n, sizeof *uses, cmp_u32_desc);
+        threshold = uses[keep - 1];
+        size_t greater = 0;
+        while (greater < keep && uses[greater] > threshold)
+            greater++;
+        equal_quota = keep - greater;
+        free(uses);
+    } else if (keep >= n) {
+        return 0;
+    }
+    for (size_t i = 0; i < t->nslots; i++) {
+        topic_entry *e = t->slots[i];
+        if (!e)
+            continue;
+        bool stays = keep > 0 && (e->last_use > threshold ||
+                                  (e->last_use == threshold && equal_quota > 0 && equal_quota--));
+        e->evict = !stays;
+        if (e->evict) {
+            marked++;
+            *noffs += e->count;
+        }
+    }
+    return marked;
+}
+
+/* Moves the least recently used topics of t out of memory into the cold
+ * store, keeping `keep` in memory. Writer thread; evict_lock held for
+ * writing, t->lock not held (only this thread changes the entries). */
+static int evict(topic_table *t, size_t keep)
+{
+    size_t noffs;
+    size_t nv = mark_victims(t, keep, &noffs);
+    if (nv == 0)
+        return t->count > keep ? PB_ENOMEM : 0;
+    int rc = PB_ENOMEM;
+    cold_entry *v = malloc(nv * sizeof *v);
+    uint64_t *offs = malloc((noffs ? noffs : 1) * sizeof *offs);
+    if (!v || !offs)
+        goto out;
+    size_t j = 0, o = 0;
+    for (size_t i = 0; i < t->nslots; i++) {
+        const topic_entry *e = t->slots[i];
+        /* An entry without an offset (its ring could not be allocated)
+         * has nothing to find: it just leaves. */
+        if (!e || !e->evict || e->count == 0)
+            continue;
+        for (uint32_t q = 0; q < e->count; q++)
+            offs[o + q] = e->ring[(e->start + q) % e->cap];
+        v[j++] = (cold_entry){.hash = e->hash,
+                              .name = (const uint8_t *)e->name,
+                              .name_len = e->name_len,
+                              .count = e->count,
+                              .offsets = offs + o};
+        o += e->count;
+    }
+    qsort(v, j, sizeof *v, cmp_victim);
+    rc = cold_merge(t->cold, v, j);
+    if (rc == 0) {
+        pthread_rwlock_wrlock(&t->lock);
+        rc = drop_marked(t);
+        pthread_rwlock_unlock(&t->lock);
+    }
+    if (rc == 0)
+        logging_printf(LOG_DEBUG,
+                       "partition %s: %zu topics moved out of memory to %s (%zu there, %zu in "
+                       "memory)",
+                       t->name, nv, TOPICS_COLD_NAME, cold_count(t->cold), t->count);
+out:
+    if (rc < 0)
+        for (size_t i = 0; i < t->nslots; i++)
+            if (t->slots[i])
+                t->slots[i]->evict = false;
+    free(v);
+    free(offs);
+    return rc;
+}
+
+/* Writer thread, after each batch: when the tables hold more topics than
+ * the budget and this one more than its share, its least recently used
+ * half of that share leaves memory. A partition with few topics never
+ * pays for one with many. */
+static void maintain(topic_table *t)
+{
+    topics_budget *b = t->budget;
+    if (!b || !t->cold || atomic_load(&b->in_memory) <= b->max)
+        return;
+    size_t tables = atomic_load(&b->tables);
+    size_t share = b->max / (tables ? tables : 1);
+    if (t->count <= share || (int32_t)(t->clock - t->evict_after) < 0)
+        return;
+    /* A topics_foreach (a subscription starting) walks the cold store: do
+     * not wait for it, try again after the next batch; but after
+     * EVICT_MAX_SKIPS batches, wait for the walks in progress (new ones
+     * wait for the eviction), or subscription starts in a loop would keep
+     * every topic in memory. */
+    if (pthread_rwlock_trywrlock(&t->evict_lock) != 0) {
+        if (++t->evict_skips < EVICT_MAX_SKIPS)
+            return;
+        pthread_rwlock_wrlock(&t->evict_lock);
+    }
+    t->evict_skips = 0;
+    int rc = evict(t, share / 2);
+    pthread_rwlock_unlock(&t->evict_lock);
+    if (rc < 0) {
+        t->evict_after = t->clock + 1000;
+        if (!t->evict_warned)
+            logging_printf(LOG_WARN,
+                           "partition %s: cannot move topics out of memory into %s/%s: %s; they "
+                           "stay in memory (trying again later)",
+                           t->name, t->dir, TOPICS_COLD_NAME, pb_strerror(rc));
+        t->evict_warned = true;
+    } else {
+        t->evict_warned = false;
+    }
+}
+
+/* --- walking the table --- */
+
+/* The cold store's topics that are not in memory (those in memory are
+ * newer and walked after). evict_lock held for reading. */
+static int foreach_cold(topic_table *t, uint32_t want, topics_fn fn, void *ctx, int *visited)
+{
+    if (!t->cold || cold_count(t->cold) == 0)
+        return 0;
+    cold_iter *it;
+    int rc = cold_iter_open(t->cold, &it);
+    if (rc < 0)
+        return rc;
+    cold_entry e;
+    while ((rc = cold_iter_next(it, &e)) > 0) {
+        pthread_rwlock_rdlock(&t->lock);
+        bool hot = t->slots[find_slot(t, e.name, e.name_len, e.hash)] != NULL;
+        pthread_rwlock_unlock(&t->lock);
+        if (hot)
+            continue;
+        uint32_t k = e.count < want ? e.count : want;
+        rc = fn(ctx, (const char *)e.name, e.name_len, e.offsets + (e.count - k), k);
+        if (rc < 0)
+            break;
+        (*visited)++;
+    }
+    cold_iter_close(it);
+    return rc < 0 ? rc : 0;
 }
 
 int topics_foreach(topic_table *t, uint32_t n, topics_fn fn, void *ctx)
@@ -241,6 +596,12 @@ int topics_foreach(topic_table *t, uint32_t n, topics_fn fn, void *ctx)
     if (!scratch)
         return PB_ENOMEM;
     int visited = 0;
+    pthread_rwlock_rdlock(&t->evict_lock);
+    int rc = foreach_cold(t, want, fn, ctx, &visited);
+    if (rc < 0) {
+        visited = rc;
+        goto out;
+    }
     pthread_rwlock_rdlock(&t->lock);
     for (size_t i = 0; i < t->nslots; i++) {
         const topic_entry *e = t->slots[i];
@@ -250,7 +611,7 @@ int topics_foreach(topic_table *t, uint32_t n, topics_fn fn, void *ctx)
         uint32_t skip = e->count - k;
         for (uint32_t j = 0; j < k; j++)
             scratch[j] = e->ring[(e->start + skip + j) % e->cap];
-        int rc = fn(ctx, e->name, e->name_len, scratch, k);
+        rc = fn(ctx, e->name, e->name_len, scratch, k);
         if (rc < 0) {
             visited = rc;
             break;
@@ -258,6 +619,8 @@ int topics_foreach(topic_table *t, uint32_t n, topics_fn fn, void *ctx)
         visited++;
     }
     pthread_rwlock_unlock(&t->lock);
+out:
+    pthread_rwlock_unlock(&t->evict_lock);
     free(scratch);
     return visited;
 }
@@ -267,6 +630,14 @@ size_t topics_count(topic_table *t)
     pthread_rwlock_rdlock(&t->lock);
     size_t n = t->count;
     pthread_rwlock_unlock(&t->lock);
+    return n;
+}
+
+size_t topics_cold_count(topic_table *t)
+{
+    pthread_rwlock_rdlock(&t->evict_lock);
+    size_t n = cold_count(t->cold);
+    pthread_rwlock_unlock(&t->evict_lock);
     return n;
 }
 
@@ -345,6 +716,7 @@ static void snap_write_table(snap_out *o, topic_table *t, uint64_t covered_offse
     snap_put32(o, t->history);
     snap_put64(o, covered_offset);
     snap_put64(o, t->count);
+    snap_put64(o, cold_count(t->cold));
     for (size_t i = 0; i < t->nslots; i++) {
         const topic_entry *e = t->slots[i];
         if (!e)
@@ -429,7 +801,7 @@ static int snap_slurp(const fileio *io, const char *path, uint8_t **buf, size_t 
         goto out;
     }
     /* Far above what any sane table needs; refuse before allocating. */
-    if (fsize < (off_t)(SNAP_HEADER + 4) || fsize > ((off_t)1 << 32)) {
+    if (fsize < (off_t)(SNAP_HEADER_V1 + 4) || fsize > ((off_t)1 << 32)) {
         rc = PB_ECORRUPT;
         snprintf(why, whylen, "implausible size %lld bytes", (long long)fsize);
         goto out;
@@ -458,12 +830,11 @@ out:
     return rc;
 }
 
-/* Adds the snapshot's topic entries, buf[SNAP_HEADER .. end), to t. 0,
+/* Adds the snapshot's topic entries, buf[pos .. end), to t. 0,
  * PB_ENOMEM, or PB_ECORRUPT with why[] set. */
-static int snap_entries(topic_table *t, const uint8_t *buf, size_t end, uint64_t ntopics,
-                        uint32_t history, uint64_t cov, char *why, size_t whylen)
+static int snap_entries(topic_table *t, const uint8_t *buf, size_t pos, size_t end,
+                        uint64_t ntopics, uint32_t history, uint64_t cov, char *why, size_t whylen)
 {
-    size_t pos = SNAP_HEADER;
     for (uint64_t i = 0; i < ntopics; i++) {
         if (end - pos < SNAP_TOPIC_HDR)
             goto bad;
@@ -476,7 +847,7 @@ static int snap_entries(topic_table *t, const uint8_t *buf, size_t end, uint64_t
         const uint8_t *name = buf + pos;
         pos += name_len;
         bool created;
-        topic_entry *e = entry_get(t, name, name_len, &created);
+        topic_entry *e = entry_get(t, name, name_len, false, &created);
         if (!e)
             goto nomem;
         if (!created)
@@ -503,25 +874,30 @@ nomem:
 }
 
 /* Reads the snapshot at path into t (which is empty). Returns 0 with
- * *covered set, PB_ENOTFOUND if there is none, or another negative code with
- * why[] describing the damage (the table is then left empty). */
+ * *covered and *cold_topics (what it says topics.cold held; 0 for a
+ * version 1 file) set, PB_ENOTFOUND if there is none, or another negative
+ * code with why[] describing the damage (the table is then left empty). */
 static int snap_read(topic_table *t, const fileio *io, const char *path, uint64_t end_offset,
-                     uint64_t *covered, char *why, size_t whylen)
+                     uint64_t *covered, uint64_t *cold_topics, char *why, size_t whylen)
 {
     uint8_t *buf;
     size_t size = 0;
     int rc = snap_slurp(io, path, &buf, &size, why, whylen);
     if (rc < 0)
         return rc;
+    uint32_t version = pb_load_le32(buf + 8);
     uint32_t history = pb_load_le32(buf + 12);
     uint64_t cov = pb_load_le64(buf + 16);
     uint64_t ntopics = pb_load_le64(buf + 24);
+    size_t header = version == 1 ? SNAP_HEADER_V1 : SNAP_HEADER;
+    *cold_topics = version == 2 && size >= SNAP_HEADER + 4 ? pb_load_le64(buf + 32) : 0;
     if (crc32c(0, buf, size - 4) != pb_load_le32(buf + size - 4)) {
         rc = PB_ECORRUPT;
         snprintf(why, whylen, "CRC mismatch");
-    } else if (memcmp(buf, SNAP_MAGIC, 8) != 0 || pb_load_le32(buf + 8) != SNAP_VERSION) {
+    } else if (memcmp(buf, SNAP_MAGIC, 8) != 0 || (version != 1 && version != 2) ||
+               size < header + 4) {
         rc = PB_EFORMAT;
-        snprintf(why, whylen, "not a version %u topics snapshot", SNAP_VERSION);
+        snprintf(why, whylen, "not a version 1 or 2 topics snapshot");
     } else if (history < t->history) {
         rc = PB_ECORRUPT;
         snprintf(why, whylen, "it keeps %u offsets per topic, %u are configured", history,
@@ -531,7 +907,7 @@ static int snap_read(topic_table *t, const fileio *io, const char *path, uint64_
         snprintf(why, whylen, "it covers offsets up to %llu but the log ends at %llu",
                  (unsigned long long)cov, (unsigned long long)end_offset);
     } else {
-        rc = snap_entries(t, buf, size - 4, ntopics, history, cov, why, whylen);
+        rc = snap_entries(t, buf, header, size - 4, ntopics, history, cov, why, whylen);
     }
     if (rc == 0)
         *covered = cov;
@@ -610,13 +986,38 @@ int topics_load(topic_table *t, const fileio *io, const char *dir, const char *n
                 uint64_t end_offset)
 {
     char path[4096];
-    char why[256] = "";
-    uint64_t covered = 0;
+    char why[256] = "", cwhy[256] = "";
+    uint64_t covered = 0, snap_cold = 0;
     int n = snprintf(path, sizeof path, "%s/%s", dir, TOPICS_SNAPSHOT_NAME);
     if (n < 0 || (size_t)n >= sizeof path)
         return PB_EINVAL;
+    t->io = io;
+    free(t->dir);
+    free(t->name);
+    t->dir = strdup(dir);
+    t->name = strdup(name);
+    if (!t->dir || !t->name)
+        return PB_ENOMEM;
+    /* The topics that left memory. A damaged file is ignored (its store is
+     * empty, and the next eviction overwrites it). */
+    bool cold_present = false;
+    cold_free(t->cold);
+    int crc = cold_open(&t->cold, io, dir, t->history, &cold_present, cwhy, sizeof cwhy);
+    if (crc == PB_ENOMEM)
+        return crc;
+    if (crc < 0)
+        logging_printf(LOG_WARN, "partition %s: ignoring %s/%s (%s)", name, dir, TOPICS_COLD_NAME,
+                       cwhy);
     pthread_rwlock_wrlock(&t->lock);
-    int rc = snap_read(t, io, path, end_offset, &covered, why, sizeof why);
+    int rc = snap_read(t, io, path, end_offset, &covered, &snap_cold, why, sizeof why);
+    if (rc == 0 && snap_cold > 0 && (crc < 0 || !cold_present)) {
+        /* The table left topics in a file that is gone: only the whole log
+         * knows them now. */
+        rc = PB_ECORRUPT;
+        snprintf(why, sizeof why, "it relies on %s, which is %s", TOPICS_COLD_NAME,
+                 cold_present ? "damaged" : "missing");
+        clear_locked(t);
+    }
     pthread_rwlock_unlock(&t->lock);
     if (rc == PB_ENOMEM)
         return rc;
@@ -629,5 +1030,7 @@ int topics_load(topic_table *t, const fileio *io, const char *dir, const char *n
                        path, why);
     if (rc < 0)
         covered = 0;
-    return catch_up(t, io, dir, name, covered, end_offset);
+    rc = catch_up(t, io, dir, name, covered, end_offset);
+    maintain(t); /* a smaller budget than the snapshot's table */
+    return rc;
 }

@@ -9,16 +9,20 @@
  * subscription threads read it through topics_foreach (read lock). The lock
  * is the table's own rwlock.
  *
- * Memory: per topic, one entry of about 48 bytes + the topic's name, plus a
- * ring of 8-byte offsets that starts at 4 slots and doubles up to `history`
- * slots as the topic receives events, plus two 8-byte hash slots (the hash
- * table is kept at most half full). So a topic costs at most about
- * 8 * history + name length + 80 bytes (plus malloc overhead); the table
- * grows with the number of distinct topics in the partition, which the
- * routing rules decide.
+ * Memory: per topic in memory, one entry of about 48 bytes + the topic's
+ * name, plus a ring of 8-byte offsets that starts at 4 slots and doubles up
+ * to `history` slots as the topic receives events, plus two 8-byte hash
+ * slots (the hash table is kept at most half full). So a topic costs at
+ * most about 8 * history + name length + 80 bytes (plus malloc overhead).
+ * The tables of all partitions share a topics_budget (max_topics_in_memory):
+ * beyond it, a table holding more than its share moves its least recently
+ * used topics to DIR/topics.cold (topics_cold.h), which keeps ~2 bytes per
+ * topic in memory (index and Bloom filter), and reads them back from there
+ * (a --last N start, or the topic being published again).
  *
  * Persistence: topics_save writes DIR/topics.snapshot (format in
- * proto/FORMAT.md, Part B) recording the table and the log offset it covers;
+ * proto/FORMAT.md, Part B) recording the table in memory, the log offset it
+ * covers and how many topics topics.cold held;
  * topics_load reads it and catches up from the log past that offset, or
  * rebuilds the table from the whole partition when the snapshot is missing
  * or damaged. Both go through the partition's fileio, like the log.
@@ -29,15 +33,35 @@
 #include "fileio.h"
 #include "live.h"
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #define TOPICS_SNAPSHOT_NAME "topics.snapshot"
+/* The largest history a table keeps (offsets per topic). */
+#define TOPICS_HISTORY_MAX 4096
 
 typedef struct topic_table topic_table;
 
-/* Creates an empty table keeping up to `history` (>= 1) offsets per topic.
- * Returns 0, PB_EINVAL or PB_ENOMEM. */
+/* What the topic tables of all partitions may keep in memory together
+ * (max_topics_in_memory). Shared by every table given it; counted with
+ * atomics (writer threads of different partitions). */
+typedef struct topics_budget {
+    size_t max;               /* topics in memory, all tables */
+    _Atomic size_t in_memory; /* now */
+    _Atomic size_t tables;    /* tables holding at least one topic in memory */
+} topics_budget;
+
+void topics_budget_init(topics_budget *b, size_t max);
+
+/* Before topics_load: t counts its topics in memory in b and, when b is
+ * exceeded and t holds more than its share (max / tables), moves its least
+ * recently used topics to DIR/topics.cold (topics_cold.h), whence
+ * topics_foreach still reads them. NULL (the default): no bound. */
+void topics_set_budget(topic_table *t, topics_budget *b);
+
+/* Creates an empty table keeping up to `history` (1..TOPICS_HISTORY_MAX)
+ * offsets per topic. Returns 0, PB_EINVAL or PB_ENOMEM. */
 int topics_create(topic_table **out, uint32_t history);
 
 /* Frees the table. No other thread may be using it. NULL-safe. */
@@ -50,16 +74,23 @@ void topics_destroy(topic_table *t);
 int topics_add(topic_table *t, const live_record *recs, size_t n);
 
 /* Any thread. Calls fn for every topic with up to n of its most recent
- * offsets in ascending order (n = 0: all kept). fn runs under the table's
- * read lock, so it must be quick and must not call back into the table or
- * the partition's writer. Returns the number of topics visited, the first
- * negative value fn returned, or PB_ENOMEM. */
+ * offsets in ascending order (n = 0: all kept): first the topics of the
+ * cold store that are not in memory (read from DIR/topics.cold), then those
+ * in memory, under the table's read lock, so fn must be quick and must not
+ * call back into the table or the partition's writer. A topic that comes
+ * back into memory during the walk may be visited twice (both visits true).
+ * A walk holds off evictions (the writer waits for one only after having
+ * put it off for several batches).
+ * Returns the number of topics visited, the first negative value fn
+ * returned, or PB_ENOMEM / an I/O error reading the cold store. */
 typedef int (*topics_fn)(void *ctx, const char *topic, size_t topic_len, const uint64_t *offsets,
                          size_t count);
 int topics_foreach(topic_table *t, uint32_t n, topics_fn fn, void *ctx);
 
-/* Any thread. Number of distinct topics in the table. */
+/* Any thread. Topics in memory, and in the cold store (a topic that came
+ * back into memory may be counted in both). */
 size_t topics_count(topic_table *t);
+size_t topics_cold_count(topic_table *t);
 
 /* Writer thread. Atomically replaces DIR/topics.snapshot with the table,
  * recording that it reflects every record below covered_offset (write to a

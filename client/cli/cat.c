@@ -186,6 +186,9 @@ static int run(cat_run *r)
         cli_error("cat", "%s: %s", src->path, pb_strerror(rc));
         status = CLI_EXIT_RUNTIME;
     }
+    /* Segment files a data directory holds outside any partition directory
+     * were reported when found; they count as problems. */
+    r->problems += r->set.nunlisted;
     if (r->verify) {
         printf("verified %llu record(s) in %zu source(s): %llu problem(s), %llu offset(s) "
                "lost\n",

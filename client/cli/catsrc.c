@@ -8,7 +8,9 @@
 
 #include "cli.h"
 #include "grow.h"
+#include "partname.h"
 #include "pb_errors.h"
+#include "reader.h"
 #include "record.h"
 #include "segment.h"
 
@@ -102,6 +104,9 @@ void cat_set_free(cat_set *s)
     for (size_t i = 0; i < s->ndata; i++)
         free(s->data_dirs[i]);
     free(s->data_dirs);
+    for (size_t i = 0; i < s->nunlisted; i++)
+        free(s->unlisted[i]);
+    free(s->unlisted);
     memset(s, 0, sizeof *s);
 }
 
@@ -222,19 +227,48 @@ static bool ends_with(const char *s, const char *suffix)
     return n >= m && strcmp(s + n - m, suffix) == 0;
 }
 
+/* A subdirectory of a data directory that holds segment files but whose
+ * name is not a partition name: the daemon does not serve it and a data
+ * directory's reading does not include it, which is said once (exit status
+ * 1), never skipped silently. */
+static int report_unlisted(cat_set *s, const char *path)
+{
+    for (size_t i = 0; i < s->nunlisted; i++)
+        if (strcmp(s->unlisted[i], path) == 0)
+            return 0;
+    if (grow_resize(&s->unlisted, s->nunlisted + 1, sizeof *s->unlisted) < 0 ||
+        !(s->unlisted[s->nunlisted] = strdup(path))) {
+        cli_error("cat", "out of memory");
+        return PB_ENOMEM;
+    }
+    s->nunlisted++;
+    cli_error("cat",
+              "%s: holds segment files but is not a partition directory (partition names are "
+              "%s): not read; give its path on its own to read it",
+              path, PARTNAME_RULE);
+    return 0;
+}
+
 /* Adds the partitions (subdirectories) and original-layout files (*.pb) of
- * a data directory that are not sources yet. Returns the number added. */
+ * a data directory that are not sources yet, and reports subdirectories
+ * that hold segments but are not partitions. Returns the number added. */
 static int scan_data_dir(cat_set *s, const char *dir)
 {
-    char **names;
-    size_t n;
-    int rc = pb_partition_list(dir, &names, &n);
+    char **names, **skipped;
+    size_t n, nskipped;
+    int rc = partition_dirs_scan(dir, &names, &n, &skipped, &nskipped);
     if (rc < 0) {
         cli_error("cat", "%s: %s", dir, pb_strerror(rc));
         return rc;
     }
     int added = 0;
     char path[PATH_MAX];
+    for (size_t i = 0; i < nskipped && rc >= 0; i++) {
+        if (snprintf(path, sizeof path, "%s/%s", dir, skipped[i]) >= (int)sizeof path)
+            continue;
+        rc = report_unlisted(s, path);
+    }
+    pb_partition_list_free(skipped, nskipped);
     for (size_t i = 0; i < n && rc >= 0; i++) {
         if (snprintf(path, sizeof path, "%s/%s", dir, names[i]) >= (int)sizeof path)
             continue;

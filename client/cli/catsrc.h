@@ -60,6 +60,8 @@ typedef struct cat_set {
     char **data_dirs; /* rescanned for new partitions while following */
     size_t ndata;
     size_t ndone;
+    char **unlisted; /* subdirectories with segments that are not partitions, reported */
+    size_t nunlisted;
 } cat_set;
 
 /* 0 or PB_ENOMEM. filter must outlive the set. */

@@ -37,7 +37,7 @@ static void check_value_parsers(const char *line)
     FUZZ_CHECK(rc == 0 || rc == PB_EINVAL || rc == PB_ETOOBIG);
     if (rc == 0)
         FUZZ_CHECK(off > -24 * 3600 && off < 24 * 3600 && off % 60 == 0);
-    (void)config_partition_name_valid(line, strlen(line));
+    (void)partname_valid(line, strlen(line));
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -79,7 +79,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             FUZZ_CHECK(r->segment_bytes > 0);
             FUZZ_CHECK(r->rotate_every_s >= 0);
             if (r->max_group_ref < 0)
-                FUZZ_CHECK(config_partition_name_valid(r->partition, strlen(r->partition)));
+                FUZZ_CHECK(partname_valid(r->partition, strlen(r->partition)));
         }
         config_free(&cfg);
         config_free(&cfg);

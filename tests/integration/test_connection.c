@@ -178,7 +178,9 @@ static void test_versions_refused(void **state)
  * connection kept. */
 static void test_server_hello(void **state)
 {
-    start("max_event_bytes = 2K\nmax_frame_bytes = 64K\nidle_timeout_ms = 4321\n", NULL);
+    start("max_event_bytes = 2K\nmax_frame_bytes = 64K\nidle_timeout_ms = 4321\n"
+          "max_batch_events = 777\n",
+          NULL);
     int fd = itest_connect(daemon_under_test.port);
     assert_true(fd >= 0);
     Protobus__Frame *r = itest_hello(fd, 9001, TIMEOUT_MS);
@@ -195,6 +197,7 @@ static void test_server_hello(void **state)
     assert_non_null(h->limits);
     assert_int_equal(h->limits->max_event_id_bytes, 64);
     assert_int_equal(h->limits->idle_timeout_ms, 4321);
+    assert_int_equal(h->limits->max_batch_events, 777);
     protobus__frame__free_unpacked(r, NULL);
 
     assert_int_equal(send_hello(fd, 12, 1), 0);

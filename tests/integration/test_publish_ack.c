@@ -187,7 +187,10 @@ static void test_publish_acks_and_no_ack(void **state)
 
     /* Everything is stored: the acked events at their positions, the
      * unacknowledged ones in their partitions, each partition holding
-     * exactly offsets 0..count-1. */
+     * exactly offsets 0..count-1. The no_ack events of partitions beta and
+     * rest have no later ack ordering them before the Subscribe (their
+     * writers may still be starting: partitions are dormant until written
+     * to), so CaughtUp may come before some of them: it is skipped, once. */
     const char *pats[1] = {".*"};
     pb_subscription s = {.patterns = pats, .npatterns = 1, .start = PB_START_BEGINNING};
     pb_client *sub = client_open(f, false);
@@ -196,12 +199,18 @@ static void test_publish_acks_and_no_ack(void **state)
     uint64_t stored[NPARTS] = {next[0] + 2 + 2, next[1] + 1, next[2] + 1}; /* quiet + raw */
     int64_t last[NPARTS] = {-1, -1, -1};
     uint64_t acked_seen[NPARTS] = {0, 0, 0};
+    bool caught_up = false;
     for (size_t k = 0; k < total; k++) {
         pb_item item;
         int rc = pb_client_next(sub, &item, TIMEOUT_MS);
         if (rc != 0)
             print_error("delivery %zu: %s (%s)\n", k, pb_strerror(rc), pb_client_message(sub));
         assert_int_equal(rc, 0);
+        if (item.kind == PB_ITEM_CAUGHT_UP && !caught_up) {
+            caught_up = true;
+            k--;
+            continue;
+        }
         assert_int_equal(item.kind, PB_ITEM_EVENT);
         const pb_received_event *e = &item.event;
         int pi = part_index(e->partition);

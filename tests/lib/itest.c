@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -52,6 +53,13 @@ static int launch(itest_daemon *d)
             dup2(fd, STDERR_FILENO);
             close(fd);
         }
+        if (d->nofile) {
+            struct rlimit rl = {.rlim_cur = d->nofile, .rlim_max = d->nofile};
+            if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+                fprintf(stderr, "setrlimit: %s\n", strerror(errno));
+                _exit(127);
+            }
+        }
         execl(itest_daemon_path(), "protobusd", "-c", d->conf, "--port-file", d->port_file,
               (char *)NULL);
         fprintf(stderr, "exec %s: %s\n", itest_daemon_path(), strerror(errno));
@@ -85,9 +93,9 @@ static int launch(itest_daemon *d)
     return -1;
 }
 
-int itest_daemon_start(itest_daemon *d, const char *server_extra, const char *rules)
+/* Writes the config into a new temp dir and launches; d is set up. */
+static int start(itest_daemon *d, const char *server_extra, const char *rules)
 {
-    memset(d, 0, sizeof *d);
     snprintf(d->dir, sizeof d->dir, "/tmp/pbitest.XXXXXX");
     if (!mkdtemp(d->dir)) {
         perror("mkdtemp");
@@ -105,6 +113,20 @@ int itest_daemon_start(itest_daemon *d, const char *server_extra, const char *ru
     if (fclose(f) != 0)
         return -1;
     return launch(d);
+}
+
+int itest_daemon_start(itest_daemon *d, const char *server_extra, const char *rules)
+{
+    memset(d, 0, sizeof *d);
+    return start(d, server_extra, rules);
+}
+
+int itest_daemon_start_nofile(itest_daemon *d, const char *server_extra, const char *rules,
+                              unsigned nofile)
+{
+    memset(d, 0, sizeof *d);
+    d->nofile = nofile;
+    return start(d, server_extra, rules);
 }
 
 int itest_daemon_restart(itest_daemon *d)

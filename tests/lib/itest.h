@@ -23,6 +23,7 @@ typedef struct itest_daemon {
     char conf[320];
     char log[320]; /* the daemon's stderr */
     char port_file[320];
+    unsigned nofile; /* RLIMIT_NOFILE (soft and hard) for the daemon; 0 = inherit */
 } itest_daemon;
 
 /* Path of the protobusd under test: $BUILD/protobusd (BUILD defaults to build). */
@@ -32,6 +33,11 @@ const char *itest_daemon_path(void);
  * lines (may be NULL) and then `rules` (NULL = one catch-all partition
  * "events"), and starts the daemon. 0 or -1 (the message is printed). */
 int itest_daemon_start(itest_daemon *d, const char *server_extra, const char *rules);
+
+/* itest_daemon_start with the daemon's open-files limit (soft and hard)
+ * set to nofile, as `ulimit -n` would; kept for restarts. */
+int itest_daemon_start_nofile(itest_daemon *d, const char *server_extra, const char *rules,
+                              unsigned nofile);
 
 /* Starts the daemon again on the same dir and config (after stop or kill). */
 int itest_daemon_restart(itest_daemon *d);

@@ -610,6 +610,37 @@ out:
     return rc;
 }
 
+/* An empty directory (a partition whose creation failed). */
+static int s_rmdir(const fileio *io, const char *path)
+{
+    simio *s = S(io);
+    pthread_mutex_lock(&s->lock);
+    int rc = gate(s, SIMIO_RMDIR, path);
+    if (rc < 0)
+        goto out;
+    entry *e = find(&s->cur, path);
+    if (!e) {
+        rc = -ENOENT;
+        goto out;
+    }
+    if (!s->inodes[e->ino].is_dir) {
+        rc = -ENOTDIR;
+        goto out;
+    }
+    for (size_t i = 0; i < s->cur.n; i++) {
+        if (parent_is(s->cur.v[i].path, path)) {
+            rc = -ENOTEMPTY;
+            goto out;
+        }
+    }
+    int ino = e->ino;
+    list_del(&s->cur, path);
+    rc = add_dirop(s, DIROP_UNLINK, path, ino, NULL);
+out:
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
 /* Regular files within one directory (all the daemon needs). */
 static int s_rename(const fileio *io, const char *from, const char *to)
 {
@@ -698,6 +729,7 @@ int simio_create(simio **out)
                      .fsize = s_fsize,
                      .close = s_close,
                      .mkdir = s_mkdir,
+                     .rmdir = s_rmdir,
                      .unlink = s_unlink,
                      .rename = s_rename,
                      .list_dir = s_list_dir,

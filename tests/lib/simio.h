@@ -51,6 +51,7 @@ enum {
     SIMIO_UNLINK = 1 << 8,
     SIMIO_LIST_DIR = 1 << 9,
     SIMIO_RENAME = 1 << 10,
+    SIMIO_RMDIR = 1 << 11,
     SIMIO_SYNCS = SIMIO_FDATASYNC | SIMIO_FSYNC,
 };
 

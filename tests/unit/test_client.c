@@ -47,10 +47,11 @@ struct fake_server {
     server_script script;
     char failure[512];
     uint64_t max_frame_bytes, max_event_bytes;
-    bool refuse_hello;      /* answer Hello with an UNAVAILABLE Error */
-    uint32_t hello_version; /* the server Hello's protocol_version (0: 1) */
-    bool any_events;        /* do not check published events against make_event */
-    int go_fd;              /* script_ack_when_told: read end of a pipe */
+    uint32_t max_batch_events; /* announced in the Hello's limits when nonzero */
+    bool refuse_hello;         /* answer Hello with an UNAVAILABLE Error */
+    uint32_t hello_version;    /* the server Hello's protocol_version (0: 1) */
+    bool any_events;           /* do not check published events against make_event */
+    int go_fd;                 /* script_ack_when_told: read end of a pipe */
     /* Script inputs/outputs. */
     int param;
     uint64_t events_seen;
@@ -166,6 +167,11 @@ static int srv_hello(fake_server *s, int fd)
     h.name = "fake-protobusd 0.1";
     h.max_frame_bytes = s->max_frame_bytes;
     h.max_event_bytes = s->max_event_bytes;
+    Protobus__Limits limits = PROTOBUS__LIMITS__INIT;
+    if (s->max_batch_events) {
+        limits.max_batch_events = s->max_batch_events;
+        h.limits = &limits;
+    }
     Protobus__Frame out = PROTOBUS__FRAME__INIT;
     out.id = id;
     out.body_case = PROTOBUS__FRAME__BODY_HELLO;
@@ -794,6 +800,29 @@ static void test_publish_limits(void **state)
     server_join(&s);
 }
 
+/* A server whose Hello announces max_batch_events 3: ten events go out in
+ * batches of at most 3 (it would refuse more), though batch_events is 1000. */
+static void test_publish_within_max_batch_events(void **state)
+{
+    fake_server s;
+    server_start(&s, script_ack_all);
+    s.max_batch_events = 3;
+    s.any_events = true;
+    server_run(&s);
+    pb_client *c = connect_ok(&s, NULL);
+    pb_event ev = {.topic = "a.x", .payload = "p", .payload_len = 1};
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(pb_client_publish(c, &ev), 0);
+    const pb_position *pos;
+    size_t count;
+    assert_int_equal(pb_client_flush(c, 10000, &pos, &count), 0);
+    assert_int_equal(count, 10);
+    pb_client_close(c);
+    server_join(&s);
+    assert_int_equal(s.events_seen, 10);
+    assert_int_equal(s.frames_seen, 1 + 4); /* the Hello, then 3 + 3 + 3 + 1 */
+}
+
 static void script_close_after_publish(fake_server *s, int fd)
 {
     Protobus__Frame *f = srv_read(s, fd);
@@ -1398,6 +1427,7 @@ int main(void)
         cmocka_unit_test(test_publish_server_error),
         cmocka_unit_test(test_publish_no_ack),
         cmocka_unit_test(test_publish_limits),
+        cmocka_unit_test(test_publish_within_max_batch_events),
         cmocka_unit_test(test_publish_server_closes),
         cmocka_unit_test(test_flush_timeout_then_collect),
         cmocka_unit_test(test_publish_no_positions_callback),

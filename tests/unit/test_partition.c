@@ -163,6 +163,11 @@ static int t_mkdir(const fileio *io, const char *path, int mode)
     return fileio_posix()->mkdir(fileio_posix(), path, mode);
 }
 
+static int t_rmdir(const fileio *io, const char *path)
+{
+    return fileio_posix()->rmdir(fileio_posix(), path);
+}
+
 static int t_unlink(const fileio *io, const char *path)
 {
     return fileio_posix()->unlink(fileio_posix(), path);
@@ -182,6 +187,14 @@ static int64_t t_now(void *ctx)
 {
     harness *h = ctx;
     return atomic_load(&h->clock_ns);
+}
+
+static size_t h_early_acks(harness *h)
+{
+    pthread_mutex_lock(&h->lock);
+    size_t n = h->early_acks;
+    pthread_mutex_unlock(&h->lock);
+    return n;
 }
 
 static void on_done(pub_part *part)
@@ -339,6 +352,7 @@ static int setup(void **state)
                      .fsize = t_fsize,
                      .close = t_close,
                      .mkdir = t_mkdir,
+                     .rmdir = t_rmdir,
                      .unlink = t_unlink,
                      .rename = t_rename,
                      .list_dir = t_list_dir,
@@ -665,6 +679,75 @@ static void test_close_drains_and_reopen_continues(void **state)
     free(b);
 }
 
+/* Descriptors of this process open on files under dir. */
+static int fds_under(const char *dir)
+{
+    char link[64], target[512];
+    int n = 0;
+    for (int fd = 0; fd < MAX_FD; fd++) {
+        snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+        ssize_t k = readlink(link, target, sizeof target - 1);
+        if (k <= 0)
+            continue;
+        target[k] = '\0';
+        if (strncmp(target, dir, strlen(dir)) == 0)
+            n++;
+    }
+    return n;
+}
+
+/* Waits (bounded) until the partition's writer has gone idle. */
+static void wait_dormant(partition *p)
+{
+    for (int i = 0; i < WAIT_LIMITS * 100 && partition_writer_running(p); i++)
+        usleep(10000);
+    assert_false(partition_writer_running(p));
+}
+
+/* F4: a partition holds no descriptor and no thread unless written to:
+ * dormant after open, a writer (and its files) while it has work, dormant
+ * again idle_ms after the last, and writing goes on where it stopped. */
+static void test_idle_partition_holds_no_descriptor_or_thread(void **state)
+{
+    fixture *f = *state;
+    f->opts.idle_ms = 1000;
+    partition *p = open_p(f);
+    assert_false(partition_writer_running(p));
+    assert_int_equal(fds_under(f->root), 0);
+
+    test_batch *a = batch_new(&f->h, p, 3, 0);
+    partition_submit(p, &a->part);
+    /* Set by the submit itself; cleared only idle_ms after the work. */
+    assert_true(partition_writer_running(p));
+    wait_done(&f->h, 1);
+    assert_int_equal(a->part.status, 0);
+    wait_dormant(p);
+    assert_int_equal(fds_under(f->root), 0);
+
+    /* Woken again: the files reopen, offsets continue. */
+    test_batch *b = publish(f, p, 2, 3);
+    assert_int_equal(b->part.status, 0);
+    assert_int_equal(b->ev[0].offset, 3);
+    wait_dormant(p);
+    assert_int_equal(fds_under(f->root), 0);
+    for (uint64_t seq = 5; seq < 8; seq++)
+        free(publish(f, p, 1, seq));
+    assert_int_equal(h_early_acks(&f->h), 0);
+    assert_int_equal(partition_close(p), 0);
+    check_files(f, 8);
+    free(a);
+    free(b);
+
+    /* Closing a dormant partition saves its topics; reopening finds all. */
+    f->opts.idle_ms = 1;
+    p = open_p(f);
+    assert_int_equal(partition_end_offset(p), 8);
+    free(publish(f, p, 1, 8));
+    wait_dormant(p);
+    assert_int_equal(partition_close(p), 0);
+    check_files(f, 9);
+}
+
 static void test_interval_policy(void **state)
 {
     fixture *f = *state;
@@ -781,6 +864,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sync_failure_fails_the_partition, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_failure_fails_the_partition, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_drains_and_reopen_continues, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idle_partition_holds_no_descriptor_or_thread, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_interval_policy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_never_policy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oversized_event_refused_alone, setup, teardown),

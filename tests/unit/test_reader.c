@@ -512,6 +512,39 @@ static void test_partition_list(void **state)
     assert_int_equal(pb_partition_list(p, &names, &count), PB_ENOTFOUND);
 }
 
+/* F3: one rule (partname.h) decides what a partition directory is. Names
+ * that are not partition names are never listed; the ones that hold
+ * segment files are named by partition_dirs_scan so that the daemon and
+ * cat can report them. */
+static void test_partition_list_follows_the_name_rule(void **state)
+{
+    char p[PATH_MAX + 32];
+    const char *dirs[] = {"ok", ".hidden", ".empty-hidden", "has space", "lost+found"};
+    for (int i = 0; i < 5; i++) {
+        snprintf(p, sizeof p, "%s/%s", root, dirs[i]);
+        assert_int_equal(mkdir(p, 0755), 0);
+    }
+    const char *with_segment[] = {".hidden", "has space"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(p, sizeof p, "%s/%s/00000000000000000000.log", root, with_segment[i]);
+        testfs_write_file(p, "x", 1);
+    }
+    char **names, **skipped;
+    size_t count, nskipped;
+    assert_int_equal(pb_partition_list(root, &names, &count), 0);
+    assert_int_equal(count, 1);
+    assert_string_equal(names[0], "ok");
+    pb_partition_list_free(names, count);
+    assert_int_equal(partition_dirs_scan(root, &names, &count, &skipped, &nskipped), 0);
+    assert_int_equal(count, 1);
+    assert_string_equal(names[0], "ok");
+    assert_int_equal(nskipped, 2); /* the empty ones hold nothing to report */
+    assert_string_equal(skipped[0], ".hidden");
+    assert_string_equal(skipped[1], "has space");
+    pb_partition_list_free(names, count);
+    pb_partition_list_free(skipped, nskipped);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -523,6 +556,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cut_end_of_rotated_segment, setup, teardown),
         cmocka_unit_test_setup_teardown(test_end_offset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_partition_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_partition_list_follows_the_name_rule, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

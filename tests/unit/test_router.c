@@ -146,13 +146,22 @@ static void test_invalid_expansion_refused(void **state)
     router_format_error(f, PB_EINVAL, "bad.a/b", 7, &res, msg, sizeof msg);
     assert_string_equal(msg, "topic \"bad.a/b\" matches [partition p-$1] (r.conf:1), but the name "
                              "\"p-a/b\" is not a valid partition name (1..100 characters of A-Z "
-                             "a-z 0-9 . _ -, not \".\" or \"..\")");
+                             "a-z 0-9 . _ -, not starting with \".\")");
 
     /* "." and ".." as whole names: $1 alone. */
     router *g = make("[partition $1]\nmatch = n(.*)\n");
     expect(g, "n.", PB_EINVAL, 0, ".");
     expect(g, "n..", PB_EINVAL, 0, "..");
-    expect(g, "n...", 0, 0, "...");
+    /* F3: any name starting with "." is one readers skip: refused, with
+     * the topic and the name it produced in the message. */
+    expect(g, "n...", PB_EINVAL, 0, "...");
+    expect(g, "n.hidden", PB_EINVAL, 0, ".hidden");
+    expect(g, "nvisible.", 0, 0, "visible.");
+    assert_int_equal(router_route(g, "n.hidden", 8, &res), PB_EINVAL);
+    router_format_error(g, PB_EINVAL, "n.hidden", 8, &res, msg, sizeof msg);
+    assert_string_equal(msg, "topic \"n.hidden\" matches [partition $1] (r.conf:1), but the name "
+                             "\".hidden\" is not a valid partition name (1..100 characters of "
+                             "A-Z a-z 0-9 . _ -, not starting with \".\")");
     /* A NUL byte in the topic never reaches a name. */
     assert_int_equal(router_route(g, "na\0b", 4, &res), PB_EINVAL);
     assert_int_equal(res.partition_len, 3);
@@ -167,6 +176,32 @@ static void test_invalid_expansion_refused(void **state)
     assert_int_equal(res.partition_len, PB_PARTITION_NAME_MAX);
     router_free(g);
     router_free(f);
+}
+
+/* F3: a capture group that names a static rule's partition is refused
+ * (whichever rule comes first), cached or not; other names still route. */
+static void test_capture_group_may_not_name_a_static_partition(void **state)
+{
+    router *r = make("[partition orders]\n"
+                     "match = orders\\..*\n"
+                     "[partition $1]\n"
+                     "match = x\\.([a-z]+)\n"
+                     "[partition audit]\n"
+                     "match = audit\\..*\n");
+    for (int round = 0; round < 2; round++) {
+        expect(r, "orders.eu", 0, 0, "orders");
+        expect(r, "x.orders", PB_EINVAL, 1, "orders");
+        expect(r, "x.audit", PB_EINVAL, 1, "audit"); /* a later static rule's too */
+        expect(r, "x.other", 0, 1, "other");
+    }
+    router_result res;
+    char msg[600];
+    assert_int_equal(router_route(r, "x.audit", 7, &res), PB_EINVAL);
+    router_format_error(r, PB_EINVAL, "x.audit", 7, &res, msg, sizeof msg);
+    assert_string_equal(msg, "topic \"x.audit\" matches [partition $1] (r.conf:3), but the name "
+                             "\"audit\" it produces is the partition of [partition audit] "
+                             "(r.conf:5); a capture group may not name another rule's partition");
+    router_free(r);
 }
 
 static void test_cache_hit_same_result_no_regex(void **state)
@@ -269,6 +304,32 @@ static void test_cache_bounded_by_bytes(void **state)
         assert_true(st.entries <= 4);
     }
     assert_true(st.clears >= 9);
+    assert_true(st.bytes <= router_cache_max_bytes(16));
+    router_free(f);
+}
+
+/* F9: a flood of distinct topics keeps the cache within its stated
+ * memory bound (router_cache_max_bytes), with short and long topics. */
+static void test_cache_memory_bound(void **state)
+{
+    router *f = make("[server]\nroute_cache_entries = 4096\n"
+                     "[partition t-$1]\nmatch = t\\.([0-9]+)\\..*\n"
+                     "[partition events]\nmatch = .*\n");
+    char topic[ROUTER_CACHE_TOPIC_MAX];
+    router_stats st;
+    router_result res;
+    size_t max_seen = 0;
+    for (int i = 0; i < 100000; i++) {
+        int n = snprintf(topic, sizeof topic, "t.%d.", i);
+        size_t len = i % 3 == 0 ? (size_t)n : sizeof topic; /* some as long as cached ones go */
+        memset(topic + n, 'x', sizeof topic - (size_t)n);
+        assert_int_equal(router_route(f, topic, len, &res), 0);
+        router_get_stats(f, &st);
+        if (st.bytes > max_seen)
+            max_seen = st.bytes;
+    }
+    assert_true(max_seen <= router_cache_max_bytes(4096));
+    assert_true(router_cache_max_bytes(262144) < 64u << 20); /* the default's: documented */
     router_free(f);
 }
 
@@ -332,9 +393,11 @@ int main(void)
         cmocka_unit_test(test_no_rule_matches),
         cmocka_unit_test(test_capture_group_expansion),
         cmocka_unit_test(test_invalid_expansion_refused),
+        cmocka_unit_test(test_capture_group_may_not_name_a_static_partition),
         cmocka_unit_test(test_cache_hit_same_result_no_regex),
         cmocka_unit_test(test_cache_stays_bounded),
         cmocka_unit_test(test_cache_bounded_by_bytes),
+        cmocka_unit_test(test_cache_memory_bound),
         cmocka_unit_test(test_hundred_thousand_topics_route_from_cache),
         cmocka_unit_test(test_match_failure_is_refused_not_cached),
     };

@@ -24,6 +24,7 @@ static const session_options opts = {
     .max_frame_bytes = 16u << 20,
     .max_event_bytes = 1u << 20,
     .idle_timeout_ms = 60000,
+    .max_batch_events = 4096,
 };
 
 /* A Hello body as a client packs it. */
@@ -125,8 +126,28 @@ static void test_server_hello(void **state)
     assert_non_null(h->limits);
     assert_int_equal(h->limits->max_event_id_bytes, 64);
     assert_int_equal(h->limits->idle_timeout_ms, 60000);
+    assert_int_equal(h->limits->max_batch_events, 4096);
     assert_int_equal(h->limits->max_subscribe_patterns, 0);
     protobus__frame__free_unpacked(f, NULL);
+}
+
+/* The server Hello of FORMAT.md Part A 4.1's example, byte for byte: a
+ * default configuration (max_batch_events 65,536, idle_timeout_ms 60,000)
+ * answering frame 1. */
+static void test_server_hello_bytes(void **state)
+{
+    (void)state;
+    static const uint8_t want[] = {
+        0x2c, 0x08, 0x01, 0x12, 0x28, 0x08, 0x01, 0x12, 0x0f, 'p',  'r',  'o',  't',  'o',  'b',
+        'u',  's',  'd',  ' ',  '0',  '.',  '1',  '.',  '0',  0x18, 0x80, 0x80, 0x80, 0x08, 0x20,
+        0x80, 0x80, 0x40, 0x3a, 0x0a, 0x28, 0x80, 0x80, 0x04, 0x30, 0x40, 0x48, 0xe0, 0xd4, 0x03};
+    session_options o = opts;
+    o.server_name = "protobusd 0.1.0";
+    o.max_batch_events = 65536;
+    uint8_t out[128];
+    size_t n = session_put_hello(&o, 1, "", out, sizeof out);
+    assert_int_equal(n, sizeof want);
+    assert_memory_equal(out, want, sizeof want);
 }
 
 static void test_open_and_subscribed_rules(void **state)
@@ -165,6 +186,7 @@ int main(void)
         cmocka_unit_test(test_versions_refused),
         cmocka_unit_test(test_first_frame_must_be_hello),
         cmocka_unit_test(test_server_hello),
+        cmocka_unit_test(test_server_hello_bytes),
         cmocka_unit_test(test_open_and_subscribed_rules),
     };
     return cmocka_run_group_tests_name("session", tests, NULL, NULL);

@@ -4,6 +4,7 @@
  * contents.
  */
 #include "testfs.h"
+#include "fileio.h"
 #include "pb_errors.h"
 #include "store.h"
 
@@ -201,6 +202,115 @@ static void test_open_finds_existing_partitions(void **state)
     assert_int_equal(store_close(s), 0);
 }
 
+/* F4: max_partitions stops store_get from creating more, before anything
+ * reaches the disk; existing partitions are still served, and start-up
+ * opens every partition found whatever their number. */
+static void test_max_partitions(void **state)
+{
+    fixture *f = *state;
+    store *s;
+    partition *p, *q;
+    assert_int_equal(store_open(&s, f->data, options, f), 0);
+    store_set_max_partitions(s, 2);
+    assert_int_equal(store_max_partitions(s), 2);
+    assert_int_equal(store_get(s, "a", &p), 0);
+    assert_int_equal(store_get(s, "b", &q), 0);
+    int calls = f->calls;
+    assert_int_equal(store_get(s, "c", &p), STORE_EFULL);
+    assert_null(p);
+    assert_int_equal(f->calls, calls); /* refused before the options too */
+    char dir[160];
+    struct stat st;
+    snprintf(dir, sizeof dir, "%s/c", f->data);
+    assert_int_equal(stat(dir, &st), -1);
+    assert_int_equal(store_get(s, "a", &p), 0); /* existing: served */
+    assert_int_equal(store_count(s), 2);
+    store_set_max_partitions(s, 0);
+    assert_int_equal(store_get(s, "c", &p), 0);
+    store_one(p);
+    assert_int_equal(store_close(s), 0);
+
+    assert_int_equal(store_open(&s, f->data, options, f), 0);
+    store_set_max_partitions(s, 1);
+    assert_int_equal(store_count(s), 3);
+    assert_int_equal(partition_end_offset(store_find(s, "c")), 1);
+    assert_int_equal(store_get(s, "d", &p), STORE_EFULL);
+    assert_int_equal(store_close(s), 0);
+}
+
+/* A fileio that fails a chosen step of creating a partition. */
+static int fail_open_log, fail_dir_sync;
+
+static int f_open(const fileio *io, const char *path, int flags, int mode)
+{
+    size_t n = strlen(path);
+    if (fail_open_log && n > 4 && strcmp(path + n - 4, ".log") == 0)
+        return -EMFILE;
+    return fileio_posix()->open(fileio_posix(), path, flags, mode);
+}
+
+/* fail_dir_sync = N: the Nth directory fsync from now fails. */
+static int f_fsync_fd(const fileio *io, int fd)
+{
+    if (fail_dir_sync && --fail_dir_sync == 0)
+        return -EIO;
+    return fileio_posix()->fsync(fileio_posix(), fd);
+}
+
+static int failing_options(void *ctx, const char *name, partition_options *opts)
+{
+    static fileio io;
+    io = *fileio_posix();
+    io.open = f_open;
+    io.fsync = f_fsync_fd;
+    int rc = options(ctx, name, opts);
+    opts->log.io = &io;
+    return rc;
+}
+
+/* F4: a partition whose creation fails part way leaves nothing on disk:
+ * not the directory (mkdir came first), not a segment. */
+static void test_failed_creation_leaves_nothing(void **state)
+{
+    fixture *f = *state;
+    store *s;
+    partition *p;
+    char dir[160];
+    struct stat st;
+    assert_int_equal(store_open(&s, f->data, failing_options, f), 0);
+
+    fail_open_log = 1; /* the directory exists, the segment cannot be created */
+    assert_int_equal(store_get(s, "x", &p), -EMFILE);
+    snprintf(dir, sizeof dir, "%s/x", f->data);
+    assert_int_equal(stat(dir, &st), -1);
+    fail_open_log = 0;
+
+    /* The first directory sync is the data directory's after mkdir; the
+     * second the partition directory's once segment and index exist. */
+    for (int n = 1; n <= 2; n++) {
+        fail_dir_sync = n;
+        assert_int_equal(store_get(s, "y", &p), -EIO);
+        snprintf(dir, sizeof dir, "%s/y", f->data);
+        assert_int_equal(stat(dir, &st), -1);
+        fail_dir_sync = 0;
+    }
+
+    /* A directory made by someone else is never removed. */
+    snprintf(dir, sizeof dir, "%s/z", f->data);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    char keep[200];
+    snprintf(keep, sizeof keep, "%s/theirs", dir);
+    testfs_write_file(keep, "x", 1);
+    fail_open_log = 1;
+    assert_true(store_get(s, "z", &p) < 0);
+    fail_open_log = 0;
+    assert_int_equal(stat(keep, &st), 0);
+
+    assert_int_equal(store_get(s, "x", &p), 0); /* and it can be created later */
+    store_one(p);
+    assert_int_equal(store_close(s), 0);
+}
+
 static void test_open_fails_on_bad_data_dir(void **state)
 {
     fixture *f = *state;
@@ -224,6 +334,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_get_creates_and_list_is_sorted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_finds_existing_partitions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_max_partitions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_creation_leaves_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_fails_on_bad_data_dir, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

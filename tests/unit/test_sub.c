@@ -28,6 +28,7 @@
 #include "protobus.pb-c.h"
 #include "store.h"
 #include "sub.h"
+#include "subrun.h"
 #include "wire.h"
 
 #include <errno.h>
@@ -497,6 +498,49 @@ static void test_history_merged_by_receive_time(void **state)
     client *c = subscribe_with(f, &req);
     for (uint64_t s = 0; s < 10; s++)
         expect_seq(f, c, s); /* b0 a0 b1 a1 ...: by time, not by partition */
+    client_close(c);
+}
+
+/* F4: a replay over more partitions than SUBRUN_REPLAY_READERS, their
+ * events interleaved in time, keeps at most that many readers open (each
+ * closed reader reopens at its place when its turn comes): everything is
+ * delivered once, in receive-time order, for a plain start and a last-N
+ * start (whose readers skip to wanted offsets). */
+static void test_replay_more_partitions_than_readers(void **state)
+{
+    fixture *f = *state;
+    f->use_clock = true;
+    start(f, 2, 1 << 20, WAIT_MS);
+    enum { P = 3 * SUBRUN_REPLAY_READERS + 1, ROUNDS = 4 };
+    char name[16];
+    uint64_t first = f->seq;
+    for (int k = 0; k < ROUNDS; k++) {
+        for (int i = 0; i < P; i++) {
+            atomic_store(&f->clock_ns, (3000 + (int64_t)(k * P + i)) * SEC);
+            snprintf(name, sizeof name, "p%02d", i);
+            publish(f, name, 1);
+        }
+    }
+    Protobus__Subscribe req = sub_req(all_topics, 1, PROTOBUS__START_MODE__START_BEGINNING);
+    client *c = subscribe_with(f, &req);
+    for (uint64_t sq = first; sq < first + P * ROUNDS; sq++)
+        expect_seq(f, c, sq);
+    client_close(c);
+
+    /* Last 1 of each topic of each partition, in time (= seq) order: seq
+     * is the last of its topic (seq % 3) in its partition (seq % P) if no
+     * later round put the same topic there. */
+    req = sub_req(all_topics, 1, PROTOBUS__START_MODE__START_LAST_N);
+    req.last_n = 1;
+    c = subscribe_with(f, &req);
+    for (uint64_t sq = first; sq < first + P * ROUNDS; sq++) {
+        bool last = true;
+        for (uint64_t later = sq + P; later < first + P * ROUNDS; later += P)
+            if (later % 3 == sq % 3)
+                last = false;
+        if (last)
+            expect_seq(f, c, sq);
+    }
     client_close(c);
 }
 
@@ -1024,6 +1068,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_history_then_live_no_gap_no_dup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_history_merged_by_receive_time, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_replay_more_partitions_than_readers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_start_offsets_and_late_partition, setup, teardown),
         cmocka_unit_test_setup_teardown(test_start_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_start_last_n, setup, teardown),
