@@ -12,14 +12,15 @@
  * second and at stop.
  *
  * Exactly once, in offset order (FORMAT.md, Part E, has the full
- * argument): every message but the first after a (re)sync carries
- * Nats-Expected-Last-Msg-Id = the message sent before it, so JetStream
- * refuses everything after a message it lost and the stream never holds a
- * gap followed by later events. Any failed publish (error, timeout) stops
- * sending; once nothing is outstanding, the mirror reads the stream's last
- * messages backwards to learn what it holds of each partition whose
- * acknowledgements were lost, and resends from there; Nats-Msg-Id
- * deduplication covers a message still in flight inside NATS meanwhile.
+ * argument): messages carry no chain header (nats-server 2.9.10 lets the
+ * replicas of a clustered stream drift apart after refused publishes, so
+ * the mirror avoids provoking refusals). Any failed publish (error,
+ * timeout) stops sending; once nothing is outstanding, the mirror reads the
+ * stream's tail from the last stream sequence acknowledged in send order,
+ * learns what it holds of each partition, and resends from the first
+ * offset the stream lacks, one message alone before pipelining again;
+ * Nats-Msg-Id deduplication covers a message still in flight inside NATS
+ * meanwhile.
  *
  * Threads: mirror_set_create/start/destroy on the main thread; one thread
  * per mirror; libnats' threads deliver acknowledgements. The lowest-needed
