@@ -114,8 +114,9 @@ TESTLIB_OBJ := $(call obj,$(TESTLIB_SRC))
 #   SO_PATCH  +1 for a release that changes no public declaration.
 # 2: protocol version 1 (pb_client_subscribe waits for the server's answer
 # and returns its refusal; pb_item gained caught_up and PB_ITEM_CAUGHT_UP).
+# 2.1: PB_ITEM_OUT_OF_RANGE (offsets removed by retention) and PB_EREMOVED.
 SO_MAJOR   := 2
-SO_VERSION := $(SO_MAJOR).0.0
+SO_VERSION := $(SO_MAJOR).1.0
 SO_FILE    := $(BUILD)/libprotobus.so.$(SO_VERSION)
 PUBLIC_HEADERS := client/protobus.h $(wildcard proto/protobus_*.h)
 # proto/ without the pattern sets (LIB_PROTO_OBJ: no PCRE2 in the library).

@@ -47,7 +47,23 @@ enum server_key {
     SK_OTHERS
 };
 
-enum value_kind { V_U32, V_SIZE, V_STRING, V_LISTEN, V_FSYNC, V_LOG_LEVEL };
+enum value_kind {
+    V_U32,
+    V_SIZE,
+    V_STRING,
+    V_LISTEN,
+    V_FSYNC,
+    V_LOG_LEVEL,
+    V_AGE,
+    V_SIZE_OR_NONE,
+    V_MIN_FREE
+};
+
+/* retain_age: at most ten years (beyond, say none). retain_bytes: at
+ * least a few segments' worth is sensible, but the floor is only a guard
+ * against a unit forgotten ("retain_bytes = 10" meaning 10G). */
+#define MAX_RETAIN_AGE_S (3650LL * 86400)
+#define MIN_RETAIN_BYTES (64 * 1024ULL)
 
 static const struct key_def {
     const char *name;
@@ -80,14 +96,25 @@ static const struct key_def {
     {"max_partitions", V_U32, offsetof(pb_config, max_partitions), 1, 1000000},
     {"partition_idle_ms", V_U32, offsetof(pb_config, partition_idle_ms), 0, 86400000},
     {"max_topics_in_memory", V_U32, offsetof(pb_config, max_topics_in_memory), 64, 1U << 26},
+    {"retain_age", V_AGE, offsetof(pb_config, retain_age_s), 0, 0},
+    {"retain_bytes", V_SIZE_OR_NONE, offsetof(pb_config, retain_bytes), 0, 0},
+    {"min_free_bytes", V_MIN_FREE, offsetof(pb_config, min_free_bytes), 0, 0},
 };
 
 #define SK_COUNT (sizeof server_keys / sizeof server_keys[0])
 
-enum rule_key { RK_MATCH, RK_SEGMENT_BYTES, RK_ROTATE_EVERY, RK_UTC_OFFSET, RK_COUNT };
+enum rule_key {
+    RK_MATCH,
+    RK_SEGMENT_BYTES,
+    RK_ROTATE_EVERY,
+    RK_UTC_OFFSET,
+    RK_RETAIN_AGE,
+    RK_RETAIN_BYTES,
+    RK_COUNT
+};
 
-static const char *const rule_keys[RK_COUNT] = {"match", "segment_bytes", "rotate_every",
-                                                "utc_offset"};
+static const char *const rule_keys[RK_COUNT] = {"match",      "segment_bytes", "rotate_every",
+                                                "utc_offset", "retain_age",    "retain_bytes"};
 
 struct parse_ctx {
     pb_config *cfg;
@@ -195,6 +222,32 @@ static int set_size(struct parse_ctx *c, uint64_t *dst, const char *key, const c
     return 1;
 }
 
+/* retain_age: "none" or a duration ("7d", "12h"). */
+static int set_age(struct parse_ctx *c, int64_t *dst, const char *key, const char *value)
+{
+    int rc = config_parse_duration(value, dst);
+    if (rc == PB_EINVAL)
+        return fail_at(c, c->lineno, rc, "%s: \"%s\" is not a duration (use e.g. 12h, 7d, or none)",
+                       key, value);
+    if (rc != 0 || *dst > MAX_RETAIN_AGE_S)
+        return fail_at(c, c->lineno, PB_EINVAL, "%s: %s is too long (at most 3650d, or none)", key,
+                       value);
+    if (*dst == 0 && strcmp(value, "none") != 0)
+        return fail_at(c, c->lineno, PB_EINVAL, "%s: %s: must be more than 0 (or none)", key,
+                       value);
+    return 1;
+}
+
+/* retain_bytes: "none" or a size of at least MIN_RETAIN_BYTES. */
+static int set_size_or_none(struct parse_ctx *c, uint64_t *dst, const char *key, const char *value)
+{
+    if (strcmp(value, "none") == 0) {
+        *dst = 0;
+        return 1;
+    }
+    return set_size(c, dst, key, value, MIN_RETAIN_BYTES, UINT64_MAX / 2);
+}
+
 /* Looks `value` up in a NULL-terminated list of words. */
 static int set_enum(struct parse_ctx *c, int *dst, const char *key, const char *value,
                     const char *const *words, const char *expected)
@@ -233,6 +286,20 @@ static int server_key(struct parse_ctx *c, const struct key_def *d, const char *
             return 0;
         c->cfg->log_level = (enum log_level)e;
         return 1;
+    case V_AGE:
+        return set_age(c, (int64_t *)(void *)field, d->name, value);
+    case V_SIZE_OR_NONE:
+        return set_size_or_none(c, (uint64_t *)(void *)field, d->name, value);
+    case V_MIN_FREE:
+        if (strcmp(value, "auto") == 0) {
+            *(uint64_t *)(void *)field = UINT64_MAX;
+            return 1;
+        }
+        if (strcmp(value, "none") == 0 || strcmp(value, "0") == 0) {
+            *(uint64_t *)(void *)field = 0;
+            return 1;
+        }
+        return set_size(c, (uint64_t *)(void *)field, d->name, value, 1, UINT64_MAX / 2);
     }
     return fail_at(c, c->lineno, PB_EINVAL, "%s: internal error: unhandled key", d->name);
 }
@@ -315,6 +382,8 @@ static int begin_partition(struct parse_ctx *c, const char *tmpl)
     rule->line = c->lineno;
     rule->max_group_ref = max_ref;
     rule->segment_bytes = 64 * MIB;
+    rule->retain_age_s = -1;         /* unset: [server]'s, in check_whole */
+    rule->retain_bytes = UINT64_MAX; /* likewise */
     memset(c->rule_key_line, 0, sizeof c->rule_key_line);
     return 1;
 }
@@ -378,6 +447,10 @@ static int rule_key(struct parse_ctx *c, enum rule_key k, const char *value)
                            "utc_offset: \"%s\" is not a UTC offset (use +HH:MM, -HH:MM or Z)",
                            value);
         return 1;
+    case RK_RETAIN_AGE:
+        return set_age(c, &rule->retain_age_s, "retain_age", value);
+    case RK_RETAIN_BYTES:
+        return set_size_or_none(c, &rule->retain_bytes, "retain_bytes", value);
     case RK_COUNT:
         break;
     }
@@ -620,6 +693,7 @@ static void set_defaults(pb_config *cfg)
     cfg->max_batch_events = 65536;
     cfg->max_partitions = 0; /* main.c: from the descriptors it can have */
     cfg->partition_idle_ms = 10000;
+    cfg->min_free_bytes = UINT64_MAX; /* auto: 1 GiB or 5% */
     /* ~200 bytes each (topics.h): ~26 MiB; above the 100,000 distinct
      * topics of the benchmark, so that workload never evicts. */
     cfg->max_topics_in_memory = 131072;
@@ -630,6 +704,13 @@ static void check_whole(struct parse_ctx *c)
 {
     pb_config *cfg = c->cfg;
     const int *kl = c->server_key_line;
+
+    for (size_t i = 0; i < cfg->n_rules; i++) {
+        if (cfg->rules[i].retain_age_s < 0)
+            cfg->rules[i].retain_age_s = cfg->retain_age_s;
+        if (cfg->rules[i].retain_bytes == UINT64_MAX)
+            cfg->rules[i].retain_bytes = cfg->retain_bytes;
+    }
 
     if (cfg->n_rules == 0) {
         fail_at(c, c->lineno, PB_EINVAL,

@@ -55,6 +55,12 @@ typedef struct pb_rule {
      * 00:00 local time, 22:00 UTC. */
     int64_t rotate_every_s;
     int32_t utc_offset_s;
+    /* Retention (server/retention.h): remove whole closed segments whose
+     * newest event was received more than retain_age_s ago, and the oldest
+     * ones while the partition holds more than retain_bytes. 0 = no limit.
+     * Unset in the section: [server]'s values. */
+    int64_t retain_age_s;
+    uint64_t retain_bytes;
 } pb_rule;
 
 /* A mirror's message format: the stored EncapsulatedEvent bytes, or the
@@ -109,6 +115,10 @@ typedef struct pb_config {
     uint32_t max_partitions;       /* partitions the daemon creates; 0 = sized to the fd limit */
     uint32_t partition_idle_ms;    /* an idle partition closes its files, ends its writer */
     uint32_t max_topics_in_memory; /* topic table entries in memory, all partitions */
+    int64_t retain_age_s;          /* default of every [partition]'s retain_age; 0 = none */
+    uint64_t retain_bytes;         /* default of every [partition]'s retain_bytes; 0 = none */
+    uint64_t min_free_bytes;       /* refuse publishes below this much free space; 0 = none,
+                                      UINT64_MAX = auto (1 GiB or 5%, whichever smaller) */
     pb_rule *rules;                /* in file order; first match wins */
     size_t n_rules;                /* >= 1 after a successful load */
     pb_mirror_config *mirrors;     /* [mirror NAME] sections, in file order */

@@ -171,6 +171,14 @@ static int run(cat_run *r)
             report_problem(r, cat_source_problem(it.ctx));
             continue;
         }
+        if (rc == PB_EREMOVED) {
+            /* Retention's doing, as configured: a note, not a problem. */
+            const struct pb_reader_problem *p = cat_source_problem(it.ctx);
+            cli_error("cat", "note: %s: offsets %llu-%llu were removed by retention",
+                      ((const cat_source *)it.ctx)->path, (unsigned long long)p->first_offset,
+                      (unsigned long long)p->last_offset);
+            continue;
+        }
         if (rc == PB_EEOF) {
             if (!r->filter.follow || (r->set.n > 0 && r->set.ndone == r->set.n))
                 break;

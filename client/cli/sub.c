@@ -253,6 +253,11 @@ static int run(pb_client *c, const sub_opts *o)
                 break; /* everything stored when we subscribed is printed */
             continue;
         }
+        if (item.kind == PB_ITEM_OUT_OF_RANGE) {
+            /* Not an error: retention removed them, as configured. */
+            cli_error("sub", "note: %s", item.loss.message);
+            continue;
+        }
         if (item.kind == PB_ITEM_DATA_LOSS) {
             cli_error("sub", "data loss in partition %s, offsets %llu-%llu: %s",
                       item.loss.partition, (unsigned long long)item.loss.first_offset,
