@@ -794,6 +794,7 @@ int partition_close(partition *p)
     int rc = atomic_load(&p->status);
     if (rc == 0 && p->dirty)
         rc = sync_log(p);
+    upkeep_stopping(&p->up, rc);
     /* Cover only what is durable and acknowledged: on a failed partition the
      * log may hold unsynced records past the end offset. */
     int src = topics_save(p->topics, p->io, p->dir, atomic_load(&p->end_offset));

@@ -191,3 +191,15 @@ int upkeep_resume(upkeep *u, pb_log **log, const log_options *lo, uint64_t acked
                    u->name, end, end > acked_end ? end - acked_end : 0);
     return 0;
 }
+
+void upkeep_stopping(upkeep *u, int rc)
+{
+    if (rc != -ENOSPC && rc != -EDQUOT)
+        return;
+    logging_printf(LOG_ERROR,
+                   "partition %s: stopping on a full disk (%s, %" PRIu64
+                   " bytes free at the last probe): every acknowledged event is stored; the "
+                   "batches refused since were not; free space in %s's file system and start "
+                   "again",
+                   u->name, pb_strerror(rc), atomic_load(&u->space_avail), u->dir);
+}

@@ -87,4 +87,8 @@ typedef void (*upkeep_record_fn)(void *ctx, const pb_record *rec);
 int upkeep_resume(upkeep *u, pb_log **log, const log_options *lo, uint64_t acked_end,
                   upkeep_record_fn fn, void *ctx);
 
+/* At a graceful stop: if a full disk stopped the partition (status rc),
+ * says so clearly (what is stored, what was refused, what to do). */
+void upkeep_stopping(upkeep *u, int rc);
+
 #endif

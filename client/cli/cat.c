@@ -59,8 +59,10 @@ static const char usage[] =
     "\n"
     "Damaged or missing records are reported on standard error with the file,\n"
     "byte position and offsets lost, and make the exit status 1 (the events\n"
-    "around them are still printed). Exit status: 0 all read cleanly, 1 damage\n"
-    "or an error, 2 usage error.\n";
+    "around them are still printed). Offsets removed by retention (below a\n"
+    "partition's first segment, or removed while reading) get a note on\n"
+    "standard error and do not change the exit status. Exit status: 0 all read\n"
+    "cleanly, 1 damage or an error, 2 usage error.\n";
 
 enum {
     OPT_FROM_OFFSET = 256,

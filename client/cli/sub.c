@@ -4,7 +4,8 @@
  * silence, once history is delivered (--until-caught-up), on SIGINT/SIGTERM
  * (exit 0), or on a server error (exit 1).
  * Events the server could not read (DATA_LOSS) are reported on stderr and
- * make the exit status 1, the subscription goes on.
+ * make the exit status 1, the subscription goes on. Offsets removed by
+ * retention (OUT_OF_RANGE) get a note on stderr and change nothing else.
  *
  * Threads: the main thread only. Waits are sliced (SLICE_MS) so a signal
  * is noticed promptly: the library retries poll() after EINTR.
@@ -31,7 +32,8 @@ static const char usage[] =
     "it.\n"
     "\n"
     "Where to start (at most one; default: only events stored from now on):\n"
-    "      --from-beginning          every stored event\n"
+    "      --from-beginning          every stored event (from the first offset\n"
+    "                                retention left)\n"
     "      --from-offset PART:OFF    from offset OFF of partition PART\n"
     "                                (repeatable; partitions not named: from\n"
     "                                their beginning)\n"
@@ -55,7 +57,10 @@ static const char usage[] =
     "\n"
     "Exit status: 0 when stopped by -n, --timeout, --until-caught-up or a signal;\n"
     "1 on a server or connection error (message on standard error) or if the\n"
-    "server reported events it could not read (data loss); 2 usage error.\n";
+    "server reported events it could not read (data loss); 2 usage error.\n"
+    "Offsets removed by retention before they could be delivered get a note on\n"
+    "standard error (\"note: offsets A..B of partition P were removed by\n"
+    "retention\") and do not change the exit status.\n";
 
 enum {
     OPT_FROM_BEGINNING = 256,
