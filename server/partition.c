@@ -306,9 +306,10 @@ static void resumed_record(void *ctx, const pb_record *rec)
 static void run_upkeep(partition *p)
 {
     if (atomic_load(&p->status) < 0) {
-        if (atomic_load(&p->up.heal_pending) &&
-            upkeep_resume(&p->up, &p->log, &p->opts.log, atomic_load(&p->end_offset),
-                          resumed_record, p) == 0)
+        if (!atomic_load(&p->up.heal_pending))
+            atomic_store(&p->up.due_ns, INT64_MAX); /* failed for good: no more runs */
+        else if (upkeep_resume(&p->up, &p->log, &p->opts.log, atomic_load(&p->end_offset),
+                               resumed_record, p) == 0)
             atomic_store(&p->status, 0);
         return;
     }

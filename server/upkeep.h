@@ -39,7 +39,6 @@ typedef struct upkeep {
     _Atomic uint64_t space_margin;
     atomic_bool heal_pending; /* stopped by ENOSPC on a write: resumes when space is back */
     size_t closed_seen;       /* writer: closed segments after the last run */
-    bool low_logged;          /* writer: "space low" said once until it recovers */
 } upkeep;
 
 /* Writer (at open): sets the fields from the arguments and runs retention

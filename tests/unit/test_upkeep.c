@@ -9,7 +9,10 @@
  *     fine): the batch is not acked, the partition stops; while space stays
  *     low the upkeep tick does not resume it; once space is back the tick
  *     resumes it WITHOUT a restart, publishing goes on at the next offset,
- *     and every acknowledged event is in the files, in order, once.
+ *     and every acknowledged event is in the files, in order, once;
+ *   - a record of the failed batch that reached the disk whole is kept by
+ *     the resume (as by a restart) and announced to listeners: every offset
+ *     once, in order, no gap.
  */
 #include "testfs.h"
 #include "fileio.h"
@@ -41,11 +44,17 @@ static char root[64];
 static char part_dir[128];
 
 static atomic_bool writes_fail;      /* pwritev -> ENOSPC */
+static atomic_int whole_first;       /* with writes_fail: first write one whole record */
 static _Atomic uint64_t avail_bytes; /* what space() reports */
 static fileio io;
 
 static ssize_t full_pwritev(const fileio *f, int fd, const struct iovec *iov, int n, off_t off)
 {
+    if (atomic_load(&writes_fail) && atomic_exchange(&whole_first, 0) && n >= 3) {
+        /* One whole record (header, event, suffix) goes in, then the disk
+         * is full: a record stored whole but never acknowledged. */
+        return fileio_posix()->pwritev(fileio_posix(), fd, iov, 3, off);
+    }
     if (atomic_load(&writes_fail)) {
         /* Half of the first buffer goes in, then the disk is full: a torn
          * write, as a real ENOSPC in the middle of a batch leaves. */
@@ -239,6 +248,54 @@ static void test_full_disk_heals(void **state)
     pb_reader_close(r);
 }
 
+/* Offsets the durable callback announced (the live fan-out's view). */
+static uint64_t announced[1024];
+static size_t nannounced;
+
+static void on_durable(void *ctx, partition *p, const live_record *recs, size_t n)
+{
+    for (size_t i = 0; i < n && nannounced < 1024; i++)
+        announced[nannounced++] = recs[i].offset;
+}
+
+/* A record of the failed batch reached the disk whole: the resume keeps it
+ * (as a restart would) and announces it, so listeners see every offset
+ * once, in order, with no gap. */
+static void test_resume_announces_kept_records(void **state)
+{
+    (void)state;
+    io = *fileio_posix();
+    io.pwritev = full_pwritev;
+    io.space = fake_space;
+    atomic_store(&writes_fail, false);
+    atomic_store(&avail_bytes, 50 * GIB);
+    nannounced = 0;
+    partition_options o = {0};
+    o.log.io = &io;
+    o.fsync = PARTITION_FSYNC_ALWAYS;
+    o.topic_history = 4;
+    o.idle_ms = 5;
+    o.min_free_bytes = GIB;
+    o.durable = on_durable;
+    partition *p;
+    assert_int_equal(partition_open(&p, root, "p", &o), 0);
+    assert_int_equal(publish(p, 10, 100, NULL), 0);
+    atomic_store(&whole_first, 1);
+    atomic_store(&writes_fail, true);
+    assert_int_equal(publish(p, 10, 200, NULL), -ENOSPC);
+    assert_int_equal(partition_end_offset(p), 10);
+    atomic_store(&writes_fail, false);
+    wait_status(p, 0);
+    assert_int_equal(partition_end_offset(p), 11); /* the whole record was kept */
+    uint64_t first;
+    assert_int_equal(publish(p, 5, 300, &first), 0);
+    assert_int_equal(first, 11);
+    assert_int_equal(partition_close(p), 0);
+    assert_int_equal(nannounced, 16);
+    for (size_t i = 0; i < nannounced; i++)
+        assert_int_equal(announced[i], i);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -261,6 +318,7 @@ int main(void)
         logging_set_level(LOG_ERROR + 1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_full_disk_heals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resume_announces_kept_records, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
