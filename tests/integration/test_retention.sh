@@ -12,7 +12,10 @@
 #   - a new `sub --from-beginning` starts at the first offset still stored
 #     with no notice; `cat --verify` finds no problem;
 #   - age retention with no publishing at all: retain_age = 2s removes the
-#     closed segments on the daemon's timer.
+#     closed segments on the daemon's timer;
+#   - min_free_bytes above the disk's free space: publishes are refused
+#     (RESOURCE_EXHAUSTED naming the partition and the free space), nothing
+#     is written, the daemon keeps serving and stops cleanly.
 # Every wait is bounded; the daemon and readers are stopped by PID; the
 # temp dir is removed on exit.
 #
@@ -87,7 +90,8 @@ run() {
     fi
 }
 
-# start_daemon RETAIN_LINES...: one partition "events", 16K segments.
+# start_daemon RETAIN_LINES...: one partition "events", 16K segments;
+# SERVER_EXTRA: one more [server] line.
 start_daemon() {
     mkdir -p "$DATA"
     rm -f "$TMP/port"
@@ -99,6 +103,7 @@ start_daemon() {
         echo "max_event_bytes = 16K"
         echo "max_frame_bytes = 1M"
         echo "subscriber_queue_bytes = 64K"
+        echo "${SERVER_EXTRA:-}"
         echo "[partition events]"
         echo "match = .*"
         echo "segment_bytes = 16K"
@@ -241,8 +246,28 @@ test_age_retention_without_publishing() {
     stop_daemon
 }
 
+test_min_free_bytes_refuses() {
+    rm -rf "$DATA"
+    SERVER_EXTRA="min_free_bytes = 1000000G" start_daemon
+    local rc=0
+    echo one | "$PB" pub full.test 2>"$TMP/pub.err" || rc=$?
+    [ "$rc" -ne 0 ] || fail "a publish below min_free_bytes was acknowledged"
+    grep -q "RESOURCE_EXHAUSTED" "$TMP/pub.err" || fail "not RESOURCE_EXHAUSTED: $(cat "$TMP/pub.err")"
+    grep -q "partition events" "$TMP/pub.err" || fail "partition not named: $(cat "$TMP/pub.err")"
+    grep -q "bytes free" "$TMP/pub.err" || fail "free space not named: $(cat "$TMP/pub.err")"
+    # Refused up front now (the writer's probe is known to the loop).
+    rc=0
+    echo two | "$PB" pub full.test 2>"$TMP/pub2.err" || rc=$?
+    [ "$rc" -ne 0 ] || fail "the second publish was acknowledged"
+    grep -q "below min_free_bytes" "$TMP/pub2.err" || fail "second refusal: $(cat "$TMP/pub2.err")"
+    "$PB" sub --from-beginning --until-caught-up '.*' >"$TMP/none.out"
+    [ ! -s "$TMP/none.out" ] || fail "something was stored: $(cat "$TMP/none.out")"
+    stop_daemon
+}
+
 run test_readers_while_segments_are_removed
 run test_age_retention_without_publishing
+run test_min_free_bytes_refuses
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
