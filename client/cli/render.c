@@ -517,8 +517,7 @@ static void put_json_tags(pb_renderer *r, const render_event *ev)
             refs[n++] = (struct render_tag_ref){refs[i].key, refs[j].value, refs[i].index};
             i = j + 1;
         }
-        if (n < ev->n_tags)
-            qsort(refs, n, sizeof *refs, tag_ref_index_cmp);
+        qsort(refs, n, sizeof *refs, tag_ref_index_cmp);
     } else if (refs && ev->n_tags == 1) {
         n = 1;
     }
