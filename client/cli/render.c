@@ -83,11 +83,9 @@ struct render_tag_ref {
     size_t index; /* position in the map, so equal keys keep wire order */
 };
 
-/* Room for n more bytes; false (r->nomem set) when there is no memory. */
-static bool room(pb_renderer *r, size_t n)
+/* The slow half of room(): out of line, the common case is inlined. */
+static __attribute__((noinline)) bool grow_buf(pb_renderer *r, size_t n)
 {
-    if (n <= r->cap - r->len)
-        return true;
     if (n > SIZE_MAX - r->len || grow_reserve(&r->buf, &r->cap, r->len + n, 1) < 0) {
         r->nomem = true;
         return false;
@@ -95,7 +93,13 @@ static bool room(pb_renderer *r, size_t n)
     return true;
 }
 
-static void put(pb_renderer *r, const void *p, size_t n)
+/* Room for n more bytes; false (r->nomem set) when there is no memory. */
+static inline bool room(pb_renderer *r, size_t n)
+{
+    return n <= r->cap - r->len || grow_buf(r, n);
+}
+
+static inline void put(pb_renderer *r, const void *p, size_t n)
 {
     if (n > 0 && room(r, n)) {
         memcpy(r->buf + r->len, p, n);
@@ -105,7 +109,7 @@ static void put(pb_renderer *r, const void *p, size_t n)
 
 #define PUT_LIT(r, s) put((r), (s), sizeof(s) - 1)
 
-static void put_c(pb_renderer *r, char c)
+static inline void put_c(pb_renderer *r, char c)
 {
     if (room(r, 1))
         r->buf[r->len++] = c;
@@ -139,36 +143,37 @@ static const char hex_digits[] = "0123456789abcdef";
  * before the fraction is formatted once per second and kept: events come
  * in time order, so most timestamps share their second with the last one.
  */
-static void put_time(pb_renderer *r, int64_t seconds, int32_t nanos)
+static void put_time(pb_renderer *r, int slot, int64_t seconds, int32_t nanos)
 {
     char buf[PB_TIME_BUFSZ];
     if (nanos < 0 || nanos >= 1000000000) { /* carries into the seconds: not cached */
         put(r, buf, pb_time_format_ts(seconds, nanos, buf, sizeof buf));
         return;
     }
-    if (r->ts_len == 0 || seconds != r->ts_seconds) {
+    __typeof__(r->ts[0]) *c = &r->ts[slot];
+    if (c->len == 0 || seconds != c->seconds) {
         /* "<date>T<time>.000000000Z": keep up to the '.' */
-        size_t n = pb_time_format_ts(seconds, 0, r->ts_prefix, sizeof r->ts_prefix);
+        size_t n = pb_time_format_ts(seconds, 0, c->prefix, sizeof c->prefix);
         if (n < 11) {
-            r->ts_len = 0;
+            c->len = 0;
             put(r, buf, pb_time_format_ts(seconds, nanos, buf, sizeof buf));
             return;
         }
-        r->ts_len = n - 10;
-        r->ts_seconds = seconds;
+        c->len = n - 10;
+        c->seconds = seconds;
     }
-    if (!room(r, r->ts_len + 10))
+    if (!room(r, c->len + 10))
         return;
     char *d = r->buf + r->len;
-    memcpy(d, r->ts_prefix, r->ts_len);
-    d += r->ts_len;
+    memcpy(d, c->prefix, c->len);
+    d += c->len;
     uint32_t ns = (uint32_t)nanos;
     for (int i = 8; i >= 0; i--) {
         d[i] = (char)('0' + ns % 10);
         ns /= 10;
     }
     d[9] = 'Z';
-    r->len += r->ts_len + 10;
+    r->len += c->len + 10;
 }
 
 static const char b64_alphabet[] =
@@ -323,7 +328,7 @@ static void render_text(pb_renderer *r, const render_event *ev, wire_slice parti
 {
     const render_time *t = &ev->times[RENDER_SERVER_RECEIVE_TIME];
     if (t->present)
-        put_time(r, t->seconds, t->nanos);
+        put_time(r, RENDER_SERVER_RECEIVE_TIME, t->seconds, t->nanos);
     else
         put_c(r, '-');
     put_c(r, ' ');
@@ -366,6 +371,17 @@ static void render_text(pb_renderer *r, const render_event *ev, wire_slice parti
 
 /* ---- json ---- */
 
+/* Whether none of the 8 bytes in x needs a look: each is ASCII, at least
+ * 0x20, and neither '"' nor '\\' (the "has a byte less than" bit trick;
+ * exact as a yes/no for the whole word). */
+static inline bool json_plain8(uint64_t x)
+{
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
+    uint64_t special = ((x - ones * 0x20) | (q - ones) | (b - ones)) & ~x & highs;
+    return ((x & highs) | special) == 0;
+}
+
 /*
  * s[0..n) inside a JSON string, escaped as json-c escapes with
  * JSON_C_TO_STRING_NOSLASHESCAPE: '"', '\\', \b \f \n \r \t, other bytes
@@ -382,6 +398,13 @@ static bool put_json_chars(pb_renderer *r, const uint8_t *s, size_t n, bool stop
     char *d = r->buf + r->len;
     size_t i = 0;
     while (i < n) {
+        uint64_t word;
+        if (i + 8 <= n && (memcpy(&word, s + i, 8), json_plain8(word))) {
+            memcpy(d, &word, 8);
+            d += 8;
+            i += 8;
+            continue;
+        }
         uint8_t c = s[i];
         if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
             *d++ = (char)c;
@@ -444,14 +467,15 @@ static void put_json_str(pb_renderer *r, wire_slice s)
     put_c(r, '"');
 }
 
-static void put_json_time(pb_renderer *r, const render_time *t)
+static void put_json_time(pb_renderer *r, const render_event *ev, int slot)
 {
+    const render_time *t = &ev->times[slot];
     if (!t->present) {
         PUT_LIT(r, "null");
         return;
     }
     put_c(r, '"');
-    put_time(r, t->seconds, t->nanos);
+    put_time(r, slot, t->seconds, t->nanos);
     put_c(r, '"');
 }
 
@@ -559,11 +583,11 @@ static void render_json(pb_renderer *r, const render_event *ev, wire_slice parti
     PUT_LIT(r, ",\"tags\":");
     put_json_tags(r, ev);
     PUT_LIT(r, ",\"client_event_time\":");
-    put_json_time(r, &ev->times[RENDER_CLIENT_EVENT_TIME]);
+    put_json_time(r, ev, RENDER_CLIENT_EVENT_TIME);
     PUT_LIT(r, ",\"client_transmit_time\":");
-    put_json_time(r, &ev->times[RENDER_CLIENT_TRANSMIT_TIME]);
+    put_json_time(r, ev, RENDER_CLIENT_TRANSMIT_TIME);
     PUT_LIT(r, ",\"server_receive_time\":");
-    put_json_time(r, &ev->times[RENDER_SERVER_RECEIVE_TIME]);
+    put_json_time(r, ev, RENDER_SERVER_RECEIVE_TIME);
     PUT_LIT(r, ",\"payload_type\":");
     put_json_str(r, ev->type_url);
     PUT_LIT(r, ",\"payload_size\":");

@@ -55,9 +55,11 @@ typedef struct pb_renderer {
     size_t refs_cap;
     char *keys; /* tag keys made valid UTF-8 (json) */
     size_t keys_cap;
-    int64_t ts_seconds; /* the second ts_prefix shows */
-    size_t ts_len;      /* 0: nothing cached */
-    char ts_prefix[PB_TIME_BUFSZ];
+    struct {
+        int64_t seconds; /* the second prefix shows */
+        size_t len;      /* 0: nothing cached */
+        char prefix[PB_TIME_BUFSZ];
+    } ts[3]; /* one per timestamp field: they may straddle a second */
 } pb_renderer;
 
 /* Sets up r for `out` (not owned) and `fmt`. Allocates nothing. */
