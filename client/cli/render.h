@@ -43,10 +43,6 @@ struct render_tag_ref;
 typedef struct pb_renderer {
     FILE *out;
     pb_render_format fmt;
-    /* Set by the caller when every event passed event_scan (proto/event.h),
-     * as `sub`'s do in the client library: raw output then reads only the
-     * payload (the output is the same; only invalid bytes would differ). */
-    bool scanned;
     render_decoder dec;
     char *buf; /* the event being rendered */
     size_t len, cap;

@@ -139,14 +139,18 @@ static int decode_fast(render_decoder *d, const uint8_t *p, size_t len, render_e
                 return SLOW;
             seen_payload = true;
             break;
+        case EVENT_ID:
+            ev->id = f->data;
+            break;
         default:
-            break; /* the id: not shown */
+            break;
         }
     }
     if (rc < 0)
         return SLOW;
     ev->topic = c_string(ev->topic);
     ev->type_url = c_string(ev->type_url);
+    ev->id = c_string(ev->id);
     ev->tags = d->tags;
     ev->n_tags = ntags;
     return 0;
@@ -194,6 +198,7 @@ static int decode_slow(render_decoder *d, const uint8_t *p, size_t len, render_e
     d->unpacked = m;
     memset(ev, 0, sizeof *ev);
     ev->topic = str_slice(m->topic);
+    ev->id = str_slice(m->id);
     for (size_t i = 0; i < m->n_tags; i++) {
         if (i >= d->tags_cap && grow_reserve(&d->tags, &d->tags_cap, i + 1, sizeof *d->tags) < 0)
             return PB_ENOMEM;
@@ -211,33 +216,6 @@ static int decode_slow(render_decoder *d, const uint8_t *p, size_t len, render_e
             ev->value = (wire_slice){m->payload->value.data, m->payload->value.len};
     }
     return 0;
-}
-
-/* Only the payload, for bytes event_scan accepted (see render_decode.h). */
-static int decode_payload_fast(const uint8_t *p, size_t len, render_event *ev)
-{
-    event_walker w;
-    event_item it;
-    bool seen = false;
-    int rc;
-
-    event_walk_init(&w, p, len, EVENT_WANT(EVENT_PAYLOAD), false);
-    while ((rc = event_walk_next(&w, &it, NULL, 0)) > 0) {
-        if (seen || fast_any(&w.c, it.f.data, ev) != 0)
-            return SLOW;
-        seen = true;
-    }
-    return rc < 0 ? SLOW : 0;
-}
-
-int render_decode_payload(render_decoder *d, const uint8_t *event, size_t len, render_event *ev)
-{
-    drop_unpacked(d);
-    if (!event && len > 0)
-        return PB_EINVAL;
-    memset(ev, 0, sizeof *ev);
-    int rc = decode_payload_fast(event, len, ev);
-    return rc == SLOW ? decode_slow(d, event, len, ev) : rc;
 }
 
 int render_decode(render_decoder *d, const uint8_t *event, size_t len, render_event *ev)

@@ -42,6 +42,7 @@ typedef struct render_event {
     wire_slice topic;    /* up to the first NUL */
     wire_slice type_url; /* payload.type_url, up to the first NUL; empty if none */
     wire_slice value;    /* payload.value (all bytes); empty if none */
+    wire_slice id;       /* the publisher's event id, up to the first NUL; empty if none */
     int64_t payload_size;
     render_time times[3];
     const render_tag *tags; /* every map entry in wire order, duplicates too */
@@ -60,14 +61,5 @@ void render_decoder_free(render_decoder *d);
 /* Decodes event[0..len) into *ev, valid until the next call or the free.
  * 0, PB_EPROTO (protobuf-c cannot read it) or PB_ENOMEM. */
 int render_decode(render_decoder *d, const uint8_t *event, size_t len, render_event *ev);
-
-/*
- * Only ev->value and ev->type_url (the rest is left empty), for bytes that
- * event_scan (proto/event.h) accepted, as the client library checks every
- * event it receives: the walk then skips opening the tag entries and
- * timestamps, whose well-formedness protobuf-c would otherwise have to
- * confirm. Same results as render_decode for those bytes.
- */
-int render_decode_payload(render_decoder *d, const uint8_t *event, size_t len, render_event *ev);
 
 #endif

@@ -4,13 +4,16 @@
  * silence, once history is delivered (--until-caught-up), on SIGINT/SIGTERM
  * (exit 0), or on a server error (exit 1).
  * Events the server could not read (DATA_LOSS) are reported on stderr and
- * make the exit status 1, the subscription goes on.
+ * make the exit status 1, the subscription goes on; so are events whose
+ * bytes do not decode (the library hands them over unscanned: the renderer
+ * checks them, and one walk per event is enough).
  *
  * Threads: the main thread only. Waits are sliced (SLICE_MS) so a signal
  * is noticed promptly: the library retries poll() after EINTR.
  */
 #include "cli.h"
 
+#include "client.h"
 #include "grow.h"
 #include "render.h"
 
@@ -299,7 +302,6 @@ int cmd_sub(int argc, char **argv)
     cli_catch_signals();
     cli_buffer_stdout();
     pb_renderer_init(&out, stdout, o.fmt);
-    out.scanned = true; /* pb_client_next checks every event with event_scan */
     pb_client_options opts;
     pb_client_options_init(&opts);
     opts.name = "protobus sub " PB_VERSION_STRING;
@@ -309,6 +311,8 @@ int cmd_sub(int argc, char **argv)
         rc = CLI_EXIT_RUNTIME;
         goto out;
     }
+    /* The renderer decodes (and checks) each event's bytes itself. */
+    client_events_unscanned(c);
     if (pb_client_subscribe(c, &o.s) < 0) {
         cli_error("sub", "%s", pb_client_message(c));
         rc = CLI_EXIT_RUNTIME;
