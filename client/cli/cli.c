@@ -141,9 +141,12 @@ void cli_sleep_ms(int ms)
 
 void cli_buffer_stdout(void)
 {
+    /* glibc ignores the size unless it is given the buffer too. Static: it
+     * must outlive every write, up to exit's final flush. */
+    static char buf[CLI_STDOUT_BUFFER];
     /* A terminal stays line-buffered: a person sees each event at once. */
     if (!isatty(STDOUT_FILENO))
-        (void)setvbuf(stdout, NULL, _IOFBF, CLI_STDOUT_BUFFER);
+        (void)setvbuf(stdout, buf, _IOFBF, sizeof buf);
 }
 
 bool cli_flush_stdout(const char *cmd)
