@@ -6,11 +6,12 @@
  * strings are C strings), the last occurrence of a string or scalar wins,
  * bytes protobuf-c refuses are refused.
  *
- * Two paths. The fast one walks the bytes in place with proto/event.h's
- * walker (no allocation once the tag array is warm) and covers every event
- * a publisher normally sends. Anything it is not sure to decode exactly as
- * protobuf-c does (a message field that occurs twice, which protobuf-c
- * merges; bytes the walker refuses) goes to protobuf-c's unpack, whose
+ * Two paths. The fast one walks the bytes in place (proto/wire.h, with the
+ * checks of proto/event.h's walker inline; no allocation once the tag array
+ * is warm) and covers every event a publisher normally sends. Anything it
+ * is not sure to decode exactly as protobuf-c does (a message field that
+ * occurs twice, which protobuf-c merges; bytes it refuses) goes to
+ * protobuf-c's unpack, whose
  * result is read into the same view: that path decides what is valid.
  *
  * Threads: any; a decoder is used by one thread at a time.
