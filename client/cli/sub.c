@@ -57,8 +57,9 @@ static const char usage[] =
     "  -h, --help              show this help\n"
     "\n"
     "Exit status: 0 when stopped by -n, --timeout, --until-caught-up or a signal;\n"
-    "1 on a server or connection error (message on standard error) or if the\n"
-    "server reported events it could not read (data loss); 2 usage error.\n";
+    "1 on a server or connection error (message on standard error), if the\n"
+    "server reported events it could not read (data loss) or sent one that does\n"
+    "not decode (both reported, the rest still printed); 2 usage error.\n";
 
 enum {
     OPT_FROM_BEGINNING = 256,
