@@ -122,7 +122,10 @@ void *bench_pub_main(void *arg)
              * (those batches are then not timed). */
             p->sent_ns[i & p->mask] = pb_time_now_ns();
         }
-        int rc = pb_client_publish(c, &ev);
+        char id[96];
+        if (cfg->ids)
+            snprintf(id, sizeof id, "%s-%" PRIu64, cfg->prefix, seq);
+        int rc = pb_client_publish_id(c, &ev, cfg->ids ? id : NULL);
         if (rc < 0) {
             p->rc = rc;
             break;
