@@ -6,8 +6,12 @@
  * Layout: a ring of fixed slots in offset order (ids are added with
  * ascending offsets and times, so the oldest is at the head: expiry pops
  * from the head, a rollback from the tail) and an open-addressing index
- * (linear probing, at most half full) of ring positions + 1. Removal uses
- * backward-shift deletion, so the index never fills with tombstones.
+ * (linear probing, at most half full) of 8-byte cells: the low 32 bits of
+ * the id's hash and its ring position + 1. Probing compares the hash bits
+ * in the index and reads a slot only when they match, so a new id (the
+ * common case) costs one probe run in the index, not a read of the ring
+ * per cell. Removal uses backward-shift deletion (a cell's home comes from
+ * its hash bits), so the index never fills with tombstones.
  */
 #include "dedup.h"
 
@@ -19,10 +23,14 @@
 #include "segment.h"
 
 #include <stdbool.h>
+#include <stdint.h>
+#include <sys/mman.h>
+#include <sys/random.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define RING_INITIAL 64u
+#define HUGE_PAGE    (2u << 20)
 
 typedef struct dedup_slot {
     uint64_t hash;
@@ -32,13 +40,18 @@ typedef struct dedup_slot {
     uint8_t id[EVENT_ID_MAX_BYTES];
 } dedup_slot;
 
+_Static_assert(sizeof(dedup_slot) == DEDUP_SLOT_BYTES, "dedup.h's DEDUP_SLOT_BYTES");
+
 struct dedup {
+    uint64_t seed; /* random: publishers cannot pick ids that share a probe run */
     int64_t window_ns;
     uint32_t max_entries;
     dedup_slot *ring; /* cap slots; count of them from head on */
+    uint32_t *tags;   /* cap: the low 32 bits of each slot's hash, apart: eviction
+                         reads them in ring order, 16 to a cache line */
     uint32_t cap, head, count;
-    uint32_t *index; /* icap cells: ring position + 1, 0 = empty */
-    uint32_t icap;   /* a power of two >= 2 * cap */
+    uint64_t *index; /* icap cells: hash << 32 | (ring position + 1); 0 = empty */
+    uint32_t icap;   /* a power of two >= 2 * cap, at most 2^31 */
     uint64_t evicted;
 };
 
@@ -52,6 +65,8 @@ int dedup_create(dedup **out, int64_t window_ns, uint32_t max_entries)
         return PB_ENOMEM;
     d->window_ns = window_ns;
     d->max_entries = max_entries;
+    if (getrandom(&d->seed, sizeof d->seed, GRND_NONBLOCK) != (ssize_t)sizeof d->seed)
+        d->seed = (uint64_t)(uintptr_t)d ^ 0x6a09e667f3bcc909ull; /* no entropy yet */
     *out = d;
     return 0;
 }
@@ -61,21 +76,36 @@ void dedup_destroy(dedup *d)
     if (!d)
         return;
     free(d->ring);
+    free(d->tags);
     free(d->index);
     free(d);
 }
 
+/* The k-th slot from the head (k < cap; no division: cap need not be a
+ * power of two). */
 static uint32_t ring_pos(const dedup *d, uint32_t k)
 {
-    return (d->head + k) % d->cap;
+    uint32_t pos = d->head + k;
+    return pos >= d->cap ? pos - d->cap : pos;
+}
+
+static uint64_t cell(uint64_t hash, uint32_t pos)
+{
+    return (hash << 32) | ((uint64_t)pos + 1);
+}
+
+static uint32_t cell_home(const dedup *d, uint64_t c)
+{
+    return (uint32_t)(c >> 32) & (d->icap - 1);
 }
 
 /* The index cell holding ring position pos (present). */
 static uint32_t cell_of(const dedup *d, uint32_t pos)
 {
     uint32_t mask = d->icap - 1;
-    uint32_t i = (uint32_t)d->ring[pos].hash & mask;
-    while (d->index[i] != pos + 1)
+    uint64_t want = cell(d->tags[pos], pos);
+    uint32_t i = d->tags[pos] & mask;
+    while (d->index[i] != want)
         i = (i + 1) & mask;
     return i;
 }
@@ -83,10 +113,10 @@ static uint32_t cell_of(const dedup *d, uint32_t pos)
 static void index_put(dedup *d, uint32_t pos)
 {
     uint32_t mask = d->icap - 1;
-    uint32_t i = (uint32_t)d->ring[pos].hash & mask;
+    uint32_t i = d->tags[pos] & mask;
     while (d->index[i])
         i = (i + 1) & mask;
-    d->index[i] = pos + 1;
+    d->index[i] = cell(d->tags[pos], pos);
 }
 
 /* Backward-shift deletion: later cells of the probe run move up if their
@@ -100,7 +130,7 @@ static void index_remove(dedup *d, uint32_t pos)
         j = (j + 1) & mask;
         if (!d->index[j])
             break;
-        uint32_t home = (uint32_t)d->ring[d->index[j] - 1].hash & mask;
+        uint32_t home = cell_home(d, d->index[j]);
         /* Moves if home is not cyclically within (hole, j]. */
         bool between = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
         if (!between) {
@@ -114,7 +144,7 @@ static void index_remove(dedup *d, uint32_t pos)
 static void pop_head(dedup *d)
 {
     index_remove(d, d->head);
-    d->head = (d->head + 1) % d->cap;
+    d->head = d->head + 1 == d->cap ? 0 : d->head + 1;
     d->count--;
 }
 
@@ -122,6 +152,22 @@ static void pop_tail(dedup *d)
 {
     index_remove(d, ring_pos(d, d->count - 1));
     d->count--;
+}
+
+/* A zeroed index of icap cells. One of 2 MiB or more is aligned to 2 MiB
+ * and asks for transparent huge pages: its accesses are random, and with
+ * 4 KiB pages most of them would also miss the TLB. */
+static uint64_t *index_alloc(uint32_t icap)
+{
+    size_t bytes = (size_t)icap * sizeof(uint64_t);
+    if (bytes < HUGE_PAGE)
+        return calloc(icap, sizeof(uint64_t));
+    void *p = NULL;
+    if (posix_memalign(&p, HUGE_PAGE, bytes) != 0)
+        return NULL;
+    (void)madvise(p, bytes, MADV_HUGEPAGE); /* a hint: without it, 4 KiB pages */
+    memset(p, 0, bytes);
+    return p;
 }
 
 /* Doubles the ring (up to max_entries), linearised from position 0, and
@@ -135,17 +181,23 @@ static int grow(dedup *d)
     while (icap < cap * 2u)
         icap <<= 1;
     dedup_slot *ring = malloc((size_t)cap * sizeof *ring);
-    uint32_t *index = calloc(icap, sizeof *index);
-    if (!ring || !index) {
+    uint32_t *tags = malloc((size_t)cap * sizeof *tags);
+    uint64_t *index = index_alloc(icap);
+    if (!ring || !tags || !index) {
         free(ring);
+        free(tags);
         free(index);
         return PB_ENOMEM;
     }
-    for (uint32_t k = 0; k < d->count; k++)
+    for (uint32_t k = 0; k < d->count; k++) {
         ring[k] = d->ring[ring_pos(d, k)];
+        tags[k] = d->tags[ring_pos(d, k)];
+    }
     free(d->ring);
+    free(d->tags);
     free(d->index);
     d->ring = ring;
+    d->tags = tags;
     d->index = index;
     d->cap = cap;
     d->icap = icap;
@@ -155,26 +207,53 @@ static int grow(dedup *d)
     return 0;
 }
 
-int dedup_find(const dedup *d, const uint8_t *id, size_t len, uint64_t *offset)
+/* The ring position + 1 of id (hash h), or 0. */
+static uint32_t lookup(const dedup *d, uint64_t h, const uint8_t *id, size_t len)
 {
-    if (d->count == 0 || len == 0 || len > EVENT_ID_MAX_BYTES)
+    if (d->count == 0)
         return 0;
-    uint64_t h = hash_bytes(0, id, len);
     uint32_t mask = d->icap - 1;
+    uint64_t tag = h << 32;
     for (uint32_t i = (uint32_t)h & mask; d->index[i]; i = (i + 1) & mask) {
-        const dedup_slot *s = &d->ring[d->index[i] - 1];
-        if (s->hash == h && s->len == len && memcmp(s->id, id, len) == 0) {
-            *offset = s->offset;
-            return 1;
-        }
+        uint64_t c = d->index[i];
+        if ((c & ~(uint64_t)UINT32_MAX) != tag)
+            continue;
+        const dedup_slot *s = &d->ring[(uint32_t)c - 1];
+        if (s->hash == h && s->len == len && memcmp(s->id, id, len) == 0)
+            return (uint32_t)c;
     }
     return 0;
 }
 
-int dedup_add(dedup *d, const uint8_t *id, size_t len, uint64_t offset, int64_t time_ns)
+uint64_t dedup_hash(const dedup *d, const uint8_t *id, size_t len)
+{
+    return hash_bytes(d->seed, id, len);
+}
+
+void dedup_prefetch(const dedup *d, uint64_t h, uint32_t ahead)
+{
+    if (d->icap == 0)
+        return;
+    uint32_t mask = d->icap - 1;
+    __builtin_prefetch(&d->index[h & mask]);
+    if (d->count == d->max_entries && ahead < d->count) /* the cell its add will evict */
+        __builtin_prefetch(&d->index[d->tags[ring_pos(d, ahead)] & mask]);
+}
+
+int dedup_find(const dedup *d, const uint8_t *id, size_t len, uint64_t *offset)
 {
     if (len == 0 || len > EVENT_ID_MAX_BYTES)
-        return PB_EINVAL;
+        return 0;
+    uint32_t at = lookup(d, hash_bytes(d->seed, id, len), id, len);
+    if (at)
+        *offset = d->ring[at - 1].offset;
+    return at != 0;
+}
+
+/* Adds id (hash h; not present). */
+static int add(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint64_t offset,
+               int64_t time_ns)
+{
     if (d->count == d->max_entries) {
         pop_head(d); /* the window is full: the oldest id goes early */
         d->evicted++;
@@ -183,7 +262,8 @@ int dedup_add(dedup *d, const uint8_t *id, size_t len, uint64_t offset, int64_t 
     }
     uint32_t pos = ring_pos(d, d->count);
     dedup_slot *s = &d->ring[pos];
-    s->hash = hash_bytes(0, id, len);
+    s->hash = h;
+    d->tags[pos] = (uint32_t)h;
     s->offset = offset;
     s->time_ns = time_ns;
     s->len = (uint8_t)len;
@@ -191,6 +271,26 @@ int dedup_add(dedup *d, const uint8_t *id, size_t len, uint64_t offset, int64_t 
     d->count++;
     index_put(d, pos);
     return 0;
+}
+
+int dedup_add(dedup *d, const uint8_t *id, size_t len, uint64_t offset, int64_t time_ns)
+{
+    if (len == 0 || len > EVENT_ID_MAX_BYTES)
+        return PB_EINVAL;
+    return add(d, hash_bytes(d->seed, id, len), id, len, offset, time_ns);
+}
+
+int dedup_check(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint64_t offset,
+                int64_t time_ns, uint64_t *original)
+{
+    if (len == 0 || len > EVENT_ID_MAX_BYTES)
+        return PB_EINVAL;
+    uint32_t at = lookup(d, h, id, len);
+    if (at) {
+        *original = d->ring[at - 1].offset;
+        return 1;
+    }
+    return add(d, h, id, len, offset, time_ns);
 }
 
 void dedup_expire(dedup *d, int64_t now_ns)
@@ -201,8 +301,10 @@ void dedup_expire(dedup *d, int64_t now_ns)
     if (d->count == 0 && d->cap > RING_INITIAL) {
         /* A burst's memory is not pinned once its ids have expired. */
         free(d->ring);
+        free(d->tags);
         free(d->index);
         d->ring = NULL;
+        d->tags = NULL;
         d->index = NULL;
         d->cap = d->icap = d->head = 0;
     }
@@ -226,7 +328,8 @@ uint64_t dedup_evicted(const dedup *d)
 
 size_t dedup_memory(const dedup *d)
 {
-    return sizeof *d + (size_t)d->cap * sizeof(dedup_slot) + (size_t)d->icap * sizeof(uint32_t);
+    return sizeof *d + (size_t)d->cap * (sizeof(dedup_slot) + sizeof(uint32_t)) +
+           (size_t)d->icap * sizeof(uint64_t);
 }
 
 int64_t dedup_window_ns(const dedup *d)

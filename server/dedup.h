@@ -13,8 +13,8 @@
  *
  * Memory: entries are fixed slots of DEDUP_SLOT_BYTES (id up to 64 bytes)
  * in a ring that grows by doubling up to max_entries, plus a hash index of
- * two 4-byte cells per slot. Nothing is allocated until the first id, so a
- * partition whose events carry no id pays nothing.
+ * two to four 8-byte cells per slot (~116-132 bytes per id in all). Nothing is allocated until the
+ * first id, so a partition whose events carry no id pays nothing.
  *
  * Start-up: dedup_rebuild reads the log's records newer than now - window
  * (through the partition's fileio, like every other read of its files), so
@@ -32,8 +32,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Memory per remembered id (slot and index cells). */
-#define DEDUP_SLOT_BYTES 104u
+/* Memory per remembered id: its slot (96 bytes), a 4-byte hash tag and
+ * two to four 8-byte index cells. */
+#define DEDUP_SLOT_BYTES 96u
 
 typedef struct dedup dedup;
 
@@ -51,6 +52,22 @@ int dedup_find(const dedup *d, const uint8_t *id, size_t len, uint64_t *offset);
  * max_entries, forgets the oldest first. 0 or PB_ENOMEM (then not
  * remembered: the window degrades, the record is stored all the same). */
 int dedup_add(dedup *d, const uint8_t *id, size_t len, uint64_t offset, int64_t time_ns);
+
+/* The hash of id under this window's (random) seed: what dedup_prefetch
+ * and dedup_check take. */
+uint64_t dedup_hash(const dedup *d, const uint8_t *id, size_t len);
+
+/* dedup_find, and dedup_add when absent, with one probe run (the writer's
+ * path); h = dedup_hash(d, id, len). 1 with *original set when id is in
+ * the window, 0 when it was added as stored at offset, or PB_ENOMEM /
+ * PB_EINVAL. */
+int dedup_check(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint64_t offset,
+                int64_t time_ns, uint64_t *original);
+
+/* A hint, for an id (hash h) whose dedup_check comes after `ahead` others:
+ * brings the index cells it will read into the cache (the index is larger
+ * than the cache: a take checks its ids with their misses overlapped). */
+void dedup_prefetch(const dedup *d, uint64_t h, uint32_t ahead);
 
 /* Forgets the ids stored before now_ns - window. */
 void dedup_expire(dedup *d, int64_t now_ns);

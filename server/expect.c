@@ -10,6 +10,10 @@
 
 #include <string.h>
 
+/* dedup_prefetch's distance, in events: enough to cover a cache miss with
+ * the work of the events in between. */
+#define PREFETCH_AHEAD 8u
+
 /* The last offset of topic: the newest among recs[0..n) (this take so far),
  * else the topic table's. 1 with *last, 0 when the topic has no event, or
  * a negative code (the cold store could not be read). */
@@ -68,6 +72,13 @@ static int check_expectations(const expect_take *x, pub_part *part, const live_r
     return 0;
 }
 
+/* The dedup hash of the id of the part's k-th event (0 without id). */
+static uint64_t id_hash(const expect_take *x, const pub_part *part, uint32_t k)
+{
+    const pub_event *ev = &part->batch->events[part->events[k]];
+    return ev->id_len ? dedup_hash(x->dedup, ev->id, ev->id_len) : 0;
+}
+
 size_t expect_admit(const expect_take *x, pub_part *taken, log_entry *entries, live_record *recs)
 {
     size_t n = 0;
@@ -78,17 +89,31 @@ size_t expect_admit(const expect_take *x, pub_part *taken, log_entry *entries, l
         bool retry = b->nexpect > 0 && all_duplicates(x, part);
         if (!retry && check_expectations(x, part, recs, n) < 0)
             continue;
+        /* Hashes of the next PREFETCH_AHEAD events' ids, computed once:
+         * for the prefetch, then for the check. */
+        uint64_t ahead[PREFETCH_AHEAD];
+        bool ids = x->dedup != NULL;
+        for (uint32_t k = 0; ids && k < PREFETCH_AHEAD && k < part->count; k++)
+            ahead[k] = id_hash(x, part, k);
         for (uint32_t k = 0; k < part->count; k++) {
             pub_event *ev = &b->events[part->events[k]];
-            if (ev->id_len > 0 && x->dedup) {
-                uint64_t orig;
-                if (dedup_find(x->dedup, ev->id, ev->id_len, &orig)) {
-                    ev->duplicate = 1;
-                    ev->offset = orig;
-                    continue;
+            uint64_t h = 0, orig;
+            if (ids) {
+                h = ahead[k % PREFETCH_AHEAD];
+                if (k + PREFETCH_AHEAD < part->count) {
+                    uint64_t later = id_hash(x, part, k + PREFETCH_AHEAD);
+                    ahead[k % PREFETCH_AHEAD] = later;
+                    if (later)
+                        dedup_prefetch(x->dedup, later, PREFETCH_AHEAD);
                 }
-                /* Out of memory: stored without being remembered. */
-                (void)dedup_add(x->dedup, ev->id, ev->id_len, x->next + n, x->time_ns);
+            }
+            /* 0: remembered as stored at next + n; PB_ENOMEM: stored without
+             * being remembered (the window degrades, nothing is refused). */
+            if (ids && ev->id_len > 0 &&
+                dedup_check(x->dedup, h, ev->id, ev->id_len, x->next + n, x->time_ns, &orig) == 1) {
+                ev->duplicate = 1;
+                ev->offset = orig;
+                continue;
             }
             entries[n] = (log_entry){
                 .data = ev->data,
