@@ -251,12 +251,15 @@ PB_API int pb_client_publish_id(pb_client *c, const pb_event *ev, const char *id
  * last_offset. The server checks it atomically with storing the batch; if
  * it does not hold, nothing of the batch is stored and the batch is refused
  * with FAILED_PRECONDITION (pb_server_error.has_expect, expected_*, actual_*:
- * the topic's real last offset). The batch is the one the events published
- * next join, sent when it fills up or at pb_client_flush: to cover exactly
- * some events, publish them after this call and flush. A batch with
- * expectations must keep its events and expected topics in one partition
- * (else INVALID_ARGUMENT). A batch of expectations only (flushed with no
- * event) is a pure check. At most PB_MAX_EXPECTATIONS per batch.
+ * the topic's real last offset). The batch is the one being built: events
+ * published before this call and not yet sent are in it too, so call it
+ * right after a flush, publish the events it covers, and flush. A batch
+ * with expectations is sent by pb_client_flush only: an event that does not
+ * fit in it (batch_events, batch_bytes, the server's limits) is refused
+ * with PB_ETOOBIG, not taken. It must keep its events and expected topics
+ * in one partition (else INVALID_ARGUMENT). A batch of expectations only
+ * (flushed with no event) is a pure check. At most PB_MAX_EXPECTATIONS per
+ * batch.
  * Returns 0, PB_EINVAL (bad topic, too many), PB_ENOMEM, or the sticky
  * connection errors.
  */

@@ -585,7 +585,8 @@ int pb_client_publish_id(pb_client *c, const pb_event *ev, const char *id)
                            ev->topic, body + TIMESTAMP_FIELD_MAX, (unsigned long long)max_event);
     size_t ub = event_upper_bound(body);
     size_t limit = frame_limit(c);
-    size_t extra = c->opts.no_ack ? NO_ACK_FIELD : 0;
+    /* no_ack and the expectations go into the same Publish body. */
+    size_t extra = (c->opts.no_ack ? NO_ACK_FIELD : 0) + (c->nexpect ? expects_size(c) : 0);
     if (ub + extra > limit && c->max_frame_bytes &&
         ub + extra + FRAME_OVERHEAD_MAX > c->max_frame_bytes)
         return client_fail(c, PB_ETOOBIG,
@@ -594,6 +595,18 @@ int pb_client_publish_id(pb_client *c, const pb_event *ev, const char *id)
                            ev->topic, ub, (unsigned long long)c->max_frame_bytes);
 
     reset_window(c);
+    /* A batch with expectations holds exactly what was published for it: it
+     * is sent by pb_client_flush only, and an event that does not fit is
+     * refused (sending it in a next batch would store it unchecked). */
+    bool held = c->nexpect > 0;
+    uint32_t max_events = c->opts.batch_events;
+    if (c->max_batch_events && c->max_batch_events < max_events)
+        max_events = c->max_batch_events;
+    if (held && (c->ecount >= max_events || (c->ecount > 0 && extra + c->batch_ub + ub > limit)))
+        return client_fail(c, PB_ETOOBIG,
+                           "event for topic %s does not fit in the batch with expectations (%u "
+                           "events, %zu bytes): flush it first",
+                           ev->topic, c->ecount, c->batch_ub);
     /* Send first when this event would take the batch over its byte limit. */
     if (c->ecount > 0 && extra + c->batch_ub + ub > limit) {
         rc = send_batch(c);
@@ -617,8 +630,7 @@ int pb_client_publish_id(pb_client *c, const pb_event *ev, const char *id)
     c->seq++;
     /* A batch stays within the server's max_batch_events (it refuses a
      * Publish with more), whatever batch_events says. */
-    if (c->ecount >= c->opts.batch_events ||
-        (c->max_batch_events && c->ecount >= c->max_batch_events) || extra + c->batch_ub >= limit)
+    if (!held && (c->ecount >= max_events || extra + c->batch_ub >= limit))
         return send_batch(c);
     return 0;
 }

@@ -23,9 +23,9 @@
 #define POSITION_WINDOW    65536
 #define DEFAULT_TIMEOUT_MS 60000
 #define READ_CHUNK         (64u * 1024u)
-/* --expect-last with standard input: the library's batch_events, so that
- * every line goes in the one Publish the expectation covers. */
-#define EXPECT_MAX_LINES 1000
+/* --expect-last: the one Publish the expectation covers may hold this many
+ * lines (the server's max_batch_events and max_frame_bytes may lower it). */
+#define EXPECT_MAX_LINES 65536
 
 static const char usage[] =
     "Usage: protobus pub [OPTIONS] TOPIC [MESSAGE]\n"
@@ -55,8 +55,9 @@ static const char usage[] =
     "                          offset (none: TOPIC has no event yet); checked by the\n"
     "                          server atomically with the append. Otherwise nothing\n"
     "                          is stored and the error names TOPIC's real last\n"
-    "                          offset. Covers one Publish: standard input must fit in\n"
-    "                          one batch (at most 1000 lines here)\n"
+    "                          offset. All of standard input goes in that one Publish\n"
+    "                          (at most the server's max_batch_events and\n"
+    "                          max_frame_bytes), or nothing is published\n"
     "  -v, --verbose           print PARTITION:OFFSET of each stored event, one per\n"
     "                          line, in input order; \" duplicate\" follows the offset\n"
     "                          of an event whose id was already stored (the offset is\n"
@@ -245,7 +246,7 @@ static const char *split_id(pub_state *st, const uint8_t **p, size_t *len, const
     return st->line_id;
 }
 
-static void publish_stdin(pub_state *st, bool one_batch)
+static void publish_stdin(pub_state *st)
 {
     uint64_t max = pb_client_max_event_bytes(st->c);
     line_reader lr = {.limit = max && max < PB_RECORD_MAX_EVENT ? (size_t)max
@@ -258,14 +259,6 @@ static void publish_stdin(pub_state *st, bool one_batch)
         if (rc == 0)
             break;
         lineno++;
-        if (one_batch && lineno > EXPECT_MAX_LINES) {
-            st->failed = true;
-            cli_error("pub",
-                      "--expect-last covers one Publish: standard input has more than %d lines; "
-                      "the first %d were sent with the expectation",
-                      EXPECT_MAX_LINES, EXPECT_MAX_LINES);
-            break;
-        }
         if (rc == PB_ETOOBIG) {
             st->failed = true;
             cli_error("pub",
@@ -381,6 +374,13 @@ int cmd_pub(int argc, char **argv)
     pb_client_options opts;
     pb_client_options_init(&opts);
     opts.no_positions = !st.verbose;
+    if (expect) {
+        /* All of standard input in the one Publish the expectation covers
+         * (the library lowers these to the server's limits; a line that
+         * does not fit is refused, nothing is sent unchecked). */
+        opts.batch_events = EXPECT_MAX_LINES;
+        opts.batch_bytes = (size_t)1 << 30;
+    }
     opts.name = "protobus pub " PB_VERSION_STRING;
     char err[256];
     if (pb_client_connect(&st.c, st.server, &opts, err, sizeof err) < 0) {
@@ -397,11 +397,15 @@ int cmd_pub(int argc, char **argv)
         const char *msg = argv[optind + 1];
         publish_one(&st, msg, strlen(msg), "MESSAGE", st.id);
     } else {
-        publish_stdin(&st, expect != NULL);
+        publish_stdin(&st);
     }
     /* Whatever was accepted is flushed, also after an error, so that the
-     * events before it are stored and their fate is known. */
-    if (!st.dead && st.since_flush > 0)
+     * events before it are stored and their fate is known; except under
+     * --expect-last, whose one Publish is all of the input or nothing (the
+     * library sends it only at the flush). */
+    if (expect && st.failed && !st.dead)
+        cli_error("pub", "--expect-last: nothing was published");
+    else if (!st.dead && st.since_flush > 0)
         flush_all(&st);
     rc = st.failed ? CLI_EXIT_RUNTIME : CLI_EXIT_OK;
     if (!cli_flush_stdout("pub"))

@@ -484,6 +484,13 @@ test_pub_ids_and_expect() {
     rc=0
     "$PB" pub --expect-last 3 es.cart late 2>"$TMP/err" || rc=$?
     [ "$rc" -eq 1 ] && grep -q 'but it ends at offset 5' "$TMP/err" || fail "stale: $(cat "$TMP/err")"
+    # More lines than one Publish holds (the server's max_batch_events is
+    # 65,536; 16K events, 1M frames here): all or nothing, so nothing.
+    rc=0
+    seq 1 70000 | "$PB" pub --expect-last 5 es.cart 2>"$TMP/err" || rc=$?
+    [ "$rc" -eq 1 ] && grep -q 'nothing was published' "$TMP/err" || fail "big: $rc $(cat "$TMP/err")"
+    "$PB" pub -v --expect-last 5 es.cart after >"$TMP/es6"
+    [ "$(cat "$TMP/es6")" = "events:6" ] || fail "after the refused input: $(cat "$TMP/es6")"
     rc=0
     "$PB" pub --expect-last soon es.cart x 2>/dev/null || rc=$?
     [ "$rc" -eq 2 ] || fail "bad --expect-last: exit $rc"

@@ -10,7 +10,7 @@
  *    FAILED_PRECONDITION and tries again. Every offset is written exactly
  *    once, by one winner, holding the value its writer computed from the
  *    state it saw: no gap, no interleaving.
- *  - Retry across kill -9 (KILL_CYCLES cycles): a publisher gives every
+ *  - Retry across kill -9 (100 cycles): a publisher gives every
  *    event a unique id and republishes, on a new connection, every event
  *    whose ack it did not see, while the daemon is killed with SIGKILL at
  *    random moments and restarted. The stored log holds every event exactly
@@ -38,11 +38,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#define TIMEOUT_MS   20000
-#define ROUNDS       5000 /* per race: 2 writers, then 8 */
-#define MAX_WRITERS  8
-#define KILL_CYCLES  100 /* kill -9 + restart cycles: ~15 s on this machine */
-#define BATCH        50  /* events per publish in the retry test */
+#define TIMEOUT_MS  20000
+#define MAX_WRITERS 8
+/* Rounds per race (2 writers, then 8) and kill -9 + restart cycles: ~5 s
+ * and ~15 s on this machine; a tenth and a fifth of them under
+ * ThreadSanitizer (tests/run-tsan sets PB_SANITIZER), which is ~10x slower. */
+static uint32_t rounds_per_race = 5000;
+static int kill_cycles = 100;
+#define BATCH        50 /* events per publish in the retry test */
 #define MAX_RETRY_EV 4000000
 
 typedef struct fixture {
@@ -200,7 +203,7 @@ static void check_counter(uint16_t port, const char *topic, uint32_t rounds)
 
 static void run_race(fixture *f, const char *topic, int nwriters)
 {
-    race r = {.port = f->d.port, .topic = topic, .rounds = ROUNDS};
+    race r = {.port = f->d.port, .topic = topic, .rounds = rounds_per_race};
     pthread_mutex_init(&r.lock, NULL);
     pthread_t t[MAX_WRITERS];
     writer w[MAX_WRITERS];
@@ -217,15 +220,15 @@ static void run_race(fixture *f, const char *topic, int nwriters)
     pthread_mutex_destroy(&r.lock);
     if (r.problem[0])
         fail_msg("%s", r.problem);
-    assert_int_equal(atomic_load(&r.wins), ROUNDS); /* each offset won exactly once */
-    check_counter(f->d.port, topic, ROUNDS);
+    assert_int_equal(atomic_load(&r.wins), rounds_per_race); /* each offset won exactly once */
+    check_counter(f->d.port, topic, rounds_per_race);
 }
 
 static void test_writer_race(void **state)
 {
     fixture *f = *state;
     /* One partition per counter: the topic's offsets are its partition's,
-     * so "no gap" means offsets 0 .. ROUNDS - 1. */
+     * so "no gap" means offsets 0 .. rounds_per_race - 1. */
     assert_int_equal(itest_daemon_start(&f->d, NULL,
                                         "[partition two]\nmatch = counter\\.two\n"
                                         "[partition eight]\nmatch = counter\\.eight\n"
@@ -327,7 +330,7 @@ static void test_retry_across_kill9(void **state)
     assert_int_equal(pthread_create(&t, NULL, retrier_main, &r), 0);
     srand(13);
     uint64_t t0 = itest_now_ms();
-    for (int cycle = 0; cycle < KILL_CYCLES; cycle++) {
+    for (int cycle = 0; cycle < kill_cycles; cycle++) {
         /* Each kill lands while the publisher is connected and publishing. */
         for (int i = 0; i < 5000 && atomic_load(&r.reconnects) <= (uint64_t)cycle; i++)
             usleep(1000);
@@ -353,7 +356,7 @@ static void test_retry_across_kill9(void **state)
     uint64_t total = atomic_load(&r.final_n);
     printf("kill -9: %d cycles, %llu events, %llu acks (%llu duplicates of a stored event), "
            "%llu connections, %llu ms\n",
-           KILL_CYCLES, (unsigned long long)total, (unsigned long long)r.acks,
+           kill_cycles, (unsigned long long)total, (unsigned long long)r.acks,
            (unsigned long long)r.dup_acks, (unsigned long long)atomic_load(&r.reconnects),
            (unsigned long long)(itest_now_ms() - t0));
     if (r.problem[0])
@@ -404,6 +407,10 @@ static void test_retry_across_kill9(void **state)
 
 int main(void)
 {
+    if (getenv("PB_SANITIZER")) {
+        rounds_per_race = 500;
+        kill_cycles = 20;
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_writer_race, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_across_kill9, setup, teardown),
