@@ -255,8 +255,10 @@ static int add_expectations(const ingest_options *o, pub_batch *b, publish_iter 
             uint32_t k;
             rc = route_event(o, b, 0, m, &k, err);
             b->events = saved;
-            if (rc < 0)
+            if (rc < 0) {
+                err->event_index_plus_one = 0; /* about the expectation, not an event */
                 return rc;
+            }
         }
         if (b->nparts > 1)
             return refuse(err, PB_CODE_INVALID_ARGUMENT, 0, NULL,

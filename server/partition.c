@@ -410,13 +410,15 @@ static enum wake wait_for_work(partition *p)
 /* The writer has been idle for idle_ms: close the files (everything is
  * synced as the policy wants: an interval sync was due first; under
  * "never", closing loses nothing the policy promised) and give the arrays
- * back. */
+ * back, and the dedup window's expired ids. */
 static void go_idle(partition *p)
 {
     int rc = log_release(p->log);
     if (rc < 0)
         set_failed(p, rc, "close");
     shrink_arrays(p, 0);
+    if (p->dedup)
+        dedup_expire(p->dedup, wall_ns(p)); /* all expired: its memory goes too */
 }
 
 static void *writer_main(void *arg)
