@@ -45,6 +45,7 @@ typedef struct pub_event {
     uint8_t id_len;       /* EncapsulatedEvent.id's length, 0 = no id (at most 64) */
     uint8_t duplicate; /* set by the writer: the id was stored before; offset is the original's */
     const uint8_t *id; /* slice of data, id_len bytes (NULL when none) */
+    uint64_t id_hash;  /* dedup_id_hash(id), by ingest; 0 when not computed */
     uint64_t offset;   /* set by the writer thread */
     int64_t time_ns;   /* server receive time, set by the writer thread */
 } pub_event;

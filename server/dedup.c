@@ -22,10 +22,12 @@
 #include "reader.h"
 #include "segment.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,7 +45,6 @@ typedef struct dedup_slot {
 _Static_assert(sizeof(dedup_slot) == DEDUP_SLOT_BYTES, "dedup.h's DEDUP_SLOT_BYTES");
 
 struct dedup {
-    uint64_t seed; /* random: publishers cannot pick ids that share a probe run */
     int64_t window_ns;
     uint32_t max_entries;
     dedup_slot *ring; /* cap slots; count of them from head on */
@@ -65,8 +66,6 @@ int dedup_create(dedup **out, int64_t window_ns, uint32_t max_entries)
         return PB_ENOMEM;
     d->window_ns = window_ns;
     d->max_entries = max_entries;
-    if (getrandom(&d->seed, sizeof d->seed, GRND_NONBLOCK) != (ssize_t)sizeof d->seed)
-        d->seed = (uint64_t)(uintptr_t)d ^ 0x6a09e667f3bcc909ull; /* no entropy yet */
     *out = d;
     return 0;
 }
@@ -225,9 +224,22 @@ static uint32_t lookup(const dedup *d, uint64_t h, const uint8_t *id, size_t len
     return 0;
 }
 
-uint64_t dedup_hash(const dedup *d, const uint8_t *id, size_t len)
+/* The process's seed: random, so that publishers cannot pick ids that
+ * share a probe run; one for all windows, so that ingest can hash an id
+ * before it knows the window (dedup_id_hash). */
+static uint64_t seed;
+static pthread_once_t seed_once = PTHREAD_ONCE_INIT;
+
+static void seed_init(void)
 {
-    return hash_bytes(d->seed, id, len);
+    if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != (ssize_t)sizeof seed)
+        seed = (uint64_t)(uintptr_t)&seed_once ^ (uint64_t)time(NULL) ^ 0x6a09e667f3bcc909ull;
+}
+
+uint64_t dedup_id_hash(const uint8_t *id, size_t len)
+{
+    pthread_once(&seed_once, seed_init);
+    return hash_bytes(seed, id, len);
 }
 
 void dedup_prefetch(const dedup *d, uint64_t h, uint32_t ahead)
@@ -244,7 +256,7 @@ int dedup_find(const dedup *d, const uint8_t *id, size_t len, uint64_t *offset)
 {
     if (len == 0 || len > EVENT_ID_MAX_BYTES)
         return 0;
-    uint32_t at = lookup(d, hash_bytes(d->seed, id, len), id, len);
+    uint32_t at = lookup(d, dedup_id_hash(id, len), id, len);
     if (at)
         *offset = d->ring[at - 1].offset;
     return at != 0;
@@ -277,7 +289,7 @@ int dedup_add(dedup *d, const uint8_t *id, size_t len, uint64_t offset, int64_t 
 {
     if (len == 0 || len > EVENT_ID_MAX_BYTES)
         return PB_EINVAL;
-    return add(d, hash_bytes(d->seed, id, len), id, len, offset, time_ns);
+    return add(d, dedup_id_hash(id, len), id, len, offset, time_ns);
 }
 
 int dedup_check(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint64_t offset,

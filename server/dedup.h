@@ -22,7 +22,7 @@
  * recovery is exactly what the window holds.
  *
  * Threads: the partition's writer thread (or the thread that opens the
- * partition) only; no lock.
+ * partition) only, no lock; dedup_id_hash on any thread.
  */
 #ifndef PB_DEDUP_H
 #define PB_DEDUP_H
@@ -53,12 +53,13 @@ int dedup_find(const dedup *d, const uint8_t *id, size_t len, uint64_t *offset);
  * remembered: the window degrades, the record is stored all the same). */
 int dedup_add(dedup *d, const uint8_t *id, size_t len, uint64_t offset, int64_t time_ns);
 
-/* The hash of id under this window's (random) seed: what dedup_prefetch
- * and dedup_check take. */
-uint64_t dedup_hash(const dedup *d, const uint8_t *id, size_t len);
+/* Any thread. The hash of an id (under a random seed of the process): what
+ * dedup_prefetch and dedup_check take. Ingest computes it on the loop
+ * thread while it has the event's bytes in its cache (pub_event.id_hash). */
+uint64_t dedup_id_hash(const uint8_t *id, size_t len);
 
 /* dedup_find, and dedup_add when absent, with one probe run (the writer's
- * path); h = dedup_hash(d, id, len). 1 with *original set when id is in
+ * path); h = dedup_id_hash(id, len). 1 with *original set when id is in
  * the window, 0 when it was added as stored at offset, or PB_ENOMEM /
  * PB_EINVAL. */
 int dedup_check(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint64_t offset,

@@ -14,6 +14,7 @@
  */
 #include "ingest.h"
 
+#include "dedup.h"
 #include "frame.h"
 #include "grow.h"
 #include "partition.h"
@@ -182,6 +183,9 @@ static int add_event(const ingest_options *o, pub_batch *b, uint32_t i, wire_sli
     e->topic_len = (uint32_t)v.topic.len;
     e->id = v.id.len ? v.id.p : NULL;
     e->id_len = (uint8_t)v.id.len; /* event_scan: at most EVENT_ID_MAX_BYTES */
+    /* Hashed here, on the loop thread, while the bytes are in its cache:
+     * the writer's dedup check then reads only the window. */
+    e->id_hash = v.id.len ? dedup_id_hash(v.id.p, v.id.len) : 0;
     uint32_t k = 0;
     if (m->topic && e->topic_len == m->topic_len && memcmp(e->topic, m->topic, m->topic_len) == 0) {
         k = m->part; /* same bytes as the previous topic: valid, and routed there */
