@@ -270,6 +270,17 @@ int client_take_error(pb_client *c, const frame_view *f)
     c->serr.last_offset = e->last_offset;
     c->serr.about_event = e->event_index_plus_one != 0;
     c->serr.event_in_batch = e->event_index_plus_one ? e->event_index_plus_one - 1 : 0;
+    const Protobus__ExpectLast *want = e->expected, *have = e->actual;
+    if (!dup_or_empty(want ? want->topic : have ? have->topic : NULL, &c->serr_expect_topic)) {
+        rc = client_die(c, PB_ENOMEM, "out of memory for a server error");
+        goto out;
+    }
+    c->serr.expect_topic = c->serr_expect_topic;
+    c->serr.has_expect = want != NULL;
+    c->serr.expected_none = want && want->none;
+    c->serr.expected_offset = want ? want->offset : 0;
+    c->serr.actual_none = have && have->none;
+    c->serr.actual_offset = have ? have->offset : 0;
     client_fail(c, PB_ESERVER, "server error %s: %s", pb_code_name(c->serr.code), c->serr_message);
 out:
     protobus__error__free_unpacked(e, NULL);

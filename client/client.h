@@ -31,6 +31,13 @@ typedef struct inflight_batch {
     uint32_t count;
 } inflight_batch;
 
+/* A Publish.expect entry of the batch being built (pb_client_expect_last). */
+typedef struct client_expect {
+    char *topic; /* owned */
+    bool none;
+    uint64_t offset;
+} client_expect;
+
 struct pb_client {
     int fd;
     pb_client_options opts;
@@ -70,9 +77,13 @@ struct pb_client {
     uint32_t *elens;
     uint32_t ecount;
     size_t elens_cap;
-    size_t batch_ub;      /* upper bound of the batch's Publish body bytes */
-    uint64_t seq;         /* events accepted so far */
-    uint64_t batch_first; /* sequence number of the current batch's first event */
+    size_t batch_ub;       /* upper bound of the batch's Publish body bytes */
+    uint64_t seq;          /* events accepted so far */
+    uint64_t batch_first;  /* sequence number of the current batch's first event */
+    client_expect *expect; /* the current batch's expectations */
+    uint32_t nexpect;
+    size_t expect_cap;
+    char *serr_expect_topic; /* pb_server_error.expect_topic's copy */
 
     /* Batches in flight, oldest first: a ring of inflight_cap entries from
      * inflight_head. Protocol v1 answers them in this order. */

@@ -121,6 +121,7 @@ void pb_client_close(pb_client *c)
     free(c->server_name);
     free(c->serr_message);
     free(c->serr_partition);
+    free(c->serr_expect_topic);
     free(c);
 }
 

@@ -80,6 +80,8 @@ static const struct key_def {
     {"max_partitions", V_U32, offsetof(pb_config, max_partitions), 1, 1000000},
     {"partition_idle_ms", V_U32, offsetof(pb_config, partition_idle_ms), 0, 86400000},
     {"max_topics_in_memory", V_U32, offsetof(pb_config, max_topics_in_memory), 64, 1U << 26},
+    {"dedup_window_ms", V_U32, offsetof(pb_config, dedup_window_ms), 0, 86400000},
+    {"dedup_max_entries", V_U32, offsetof(pb_config, dedup_max_entries), 1, 1U << 24},
 };
 
 #define SK_COUNT (sizeof server_keys / sizeof server_keys[0])
@@ -623,6 +625,11 @@ static void set_defaults(pb_config *cfg)
     /* ~200 bytes each (topics.h): ~26 MiB; above the 100,000 distinct
      * topics of the benchmark, so that workload never evicts. */
     cfg->max_topics_in_memory = 131072;
+    /* Two minutes, as JetStream's default duplicate window. At 104 bytes
+     * an id (dedup.h), a full window costs ~10 MiB per partition; it is
+     * allocated as ids arrive. */
+    cfg->dedup_window_ms = 120000;
+    cfg->dedup_max_entries = 100000;
 }
 
 /* Checks that involve several keys, once all are known. */

@@ -109,6 +109,8 @@ typedef struct pb_config {
     uint32_t max_partitions;       /* partitions the daemon creates; 0 = sized to the fd limit */
     uint32_t partition_idle_ms;    /* an idle partition closes its files, ends its writer */
     uint32_t max_topics_in_memory; /* topic table entries in memory, all partitions */
+    uint32_t dedup_window_ms;      /* event ids remembered this long; 0 = no dedup */
+    uint32_t dedup_max_entries;    /* ... and at most this many per partition */
     pb_rule *rules;                /* in file order; first match wins */
     size_t n_rules;                /* >= 1 after a successful load */
     pb_mirror_config *mirrors;     /* [mirror NAME] sections, in file order */

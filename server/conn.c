@@ -282,8 +282,7 @@ uint8_t *conn_batch_reply(conn *c, pub_batch *b, size_t *len)
     ingest_error err;
     if (ingest_reply(b, &frame, len, &err) == 0)
         return frame;
-    frame = error_frame(b->frame_id, err.code, err.message, err.partition[0] ? err.partition : NULL,
-                        err.event_index_plus_one, len);
+    frame = ingest_error_frame(&err, b->frame_id, len);
     if (!frame) {
         logging_printf(LOG_ERROR, "connection %s: out of memory for a reply", c->peer);
         conn_close(c);

@@ -34,6 +34,9 @@
 struct router;
 struct store;
 
+/* Publish.expect entries one Publish may carry (Limits.max_expectations). */
+#define INGEST_MAX_EXPECTATIONS 64u
+
 typedef struct ingest_options {
     uint64_t max_event_bytes;  /* a larger event refuses its batch */
     uint32_t max_batch_events; /* a Publish with more events is refused; 0: no cap */
@@ -55,7 +58,17 @@ typedef struct ingest_error {
     char partition[PB_PARTITION_NAME_MAX + 1]; /* the partition at fault; "": none */
     unsigned limit;                            /* an enum ingest_limit bit, or 0 */
     char message[640];
+    /* FAILED_PRECONDITION of Publish.expect: Error.expected and .actual. */
+    int has_expect;
+    char expect_topic[256];
+    uint32_t expect_topic_len;
+    int expected_none, actual_none;
+    uint64_t expected_offset, actual_offset;
 } ingest_error;
+
+/* The Error frame (delimited, malloc'd; *len its size) for e answering frame
+ * id; NULL without memory. */
+uint8_t *ingest_error_frame(const ingest_error *e, uint64_t id, size_t *len);
 
 /* What a batch of nevents events and `frame_bytes` bytes costs the daemon
  * while it is in flight: its bytes and every per-event array it takes, here

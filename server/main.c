@@ -137,6 +137,8 @@ static int partition_options_for(void *ctx, const char *name, partition_options 
     o->fsync_interval_ms = d->cfg.fsync_interval_ms;
     o->topic_history = TOPIC_HISTORY;
     o->idle_ms = d->cfg.partition_idle_ms;
+    o->dedup_window_ms = d->cfg.dedup_window_ms;
+    o->dedup_max_entries = d->cfg.dedup_max_entries;
     o->topics_budget = &d->topics;
     /* Its writer announces durable records into the live fan-out, with a
      * state of its own there. */
@@ -485,6 +487,7 @@ static int serve(daemon_state *d, const char *port_file)
         .max_frame_bytes = d->cfg.max_frame_bytes,
         .max_event_bytes = d->cfg.max_event_bytes,
         .max_batch_events = d->cfg.max_batch_events,
+        .dedup_window_ms = d->cfg.dedup_window_ms,
         .max_connections = d->cfg.max_connections,
         .idle_timeout_ms = d->cfg.idle_timeout_ms,
         .handshake_timeout_ms = d->cfg.handshake_timeout_ms,

@@ -72,8 +72,14 @@ static void send_ingest_error(conn *c, uint64_t id, const ingest_error *e)
         logging_printf(LOG_WARN, "connection %s: publish refused: %s (logged once per connection)",
                        c->peer, e->message);
     }
-    conn_send_error(c, id, e->code, e->message, e->partition[0] ? e->partition : NULL,
-                    e->event_index_plus_one, false);
+    size_t len;
+    uint8_t *buf = ingest_error_frame(e, id, &len);
+    if (!buf) {
+        logging_printf(LOG_ERROR, "connection %s: out of memory for a reply", c->peer);
+        conn_close(c);
+        return;
+    }
+    conn_reply(c, buf, len, false);
 }
 
 static void on_wake(uv_async_t *a)
@@ -514,6 +520,8 @@ int net_start(net **out, uv_loop_t *loop, const net_options *opts, char *err, si
         .max_event_bytes = opts->max_event_bytes,
         .idle_timeout_ms = opts->idle_timeout_ms,
         .max_batch_events = opts->max_batch_events,
+        .dedup_window_ms = opts->dedup_window_ms,
+        .max_expectations = INGEST_MAX_EXPECTATIONS,
     };
     if (uv_mutex_init(&n->done_lock) < 0) {
         free(n);

@@ -28,6 +28,7 @@ typedef struct net_options {
     uint64_t max_frame_bytes;
     uint64_t max_event_bytes;
     uint32_t max_batch_events; /* events per Publish (ingest_options) */
+    uint32_t dedup_window_ms;  /* announced in Hello.limits; 0: no dedup */
     uint32_t max_connections;
     uint32_t idle_timeout_ms;      /* drop a client stalled in the middle of a frame */
     uint32_t handshake_timeout_ms; /* a connection's Hello must arrive within this; 0: 10 s */

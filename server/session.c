@@ -143,6 +143,8 @@ size_t session_put_hello(const session_options *o, uint64_t id, const char *user
     frame_limits limits = {
         .max_batch_events = o->max_batch_events,
         .max_event_id_bytes = EVENT_ID_MAX_BYTES,
+        .dedup_window_ms = o->dedup_window_ms,
+        .max_expectations = o->max_expectations,
         .idle_timeout_ms = o->idle_timeout_ms,
     };
     frame_hello h = {

@@ -37,6 +37,8 @@ typedef struct session_options {
     uint64_t max_event_bytes;
     uint32_t idle_timeout_ms;
     uint32_t max_batch_events; /* events per Publish (announced in Limits); 0: no cap */
+    uint64_t dedup_window_ms;  /* announced in Limits; 0: ids are not deduplicated */
+    uint32_t max_expectations; /* Publish.expect entries accepted (Limits) */
 } session_options;
 
 /* What to do with a frame. */

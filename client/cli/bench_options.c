@@ -44,6 +44,9 @@ static const char usage[] =
     "                          its own pattern, matching topics whose index ends\n"
     "                          in j; each event then reaches one subscriber\n"
     "  -P, --pattern REGEX     subscription pattern (default PREFIX\\..*; replay: .*)\n"
+    "      --ids               give every published event a unique id\n"
+    "                          (EncapsulatedEvent.id: PREFIX-<n>, e.g. bench123-42);\n"
+    "                          the server's dedup window checks and remembers them\n"
     "      --rate N            latency mode: events per second (default 10000)\n"
     "      --partition NAME    seek mode: partition (default events)\n"
     "      --offset N          seek mode: start offset\n"
@@ -64,6 +67,7 @@ enum {
     OPT_TOPICS,
     OPT_PREFIX,
     OPT_DISTINCT,
+    OPT_IDS,
     OPT_RATE,
     OPT_PARTITION,
     OPT_OFFSET,
@@ -140,6 +144,9 @@ static int apply_option(bench_cfg *cfg, int opt, const char *arg, const char **s
         }
         snprintf(cfg->prefix, sizeof cfg->prefix, "%s", arg);
         break;
+    case OPT_IDS:
+        cfg->ids = true;
+        break;
     case OPT_DISTINCT:
         cfg->distinct = true;
         break;
@@ -195,6 +202,7 @@ int bench_parse(bench_cfg *cfg, int argc, char **argv)
         {"topics", required_argument, NULL, OPT_TOPICS},
         {"prefix", required_argument, NULL, OPT_PREFIX},
         {"distinct", no_argument, NULL, OPT_DISTINCT},
+        {"ids", no_argument, NULL, OPT_IDS},
         {"pattern", required_argument, NULL, 'P'},
         {"rate", required_argument, NULL, OPT_RATE},
         {"partition", required_argument, NULL, OPT_PARTITION},

@@ -26,6 +26,7 @@ typedef struct bench_cfg {
     uint32_t in_flight;
     uint32_t pubs, subs, topics;
     bool distinct;
+    bool ids; /* every event gets the id PREFIX-<sequence number> */
     const char *pattern;
     char prefix[64];
     uint64_t rate;

@@ -32,16 +32,74 @@ _EVENT_OVERHEAD = 6 + 19
 # The largest client_transmit_time field.
 _TRANSMIT_TIME_MAX = 19
 
-Message = namedtuple("Message", "topic payload tags payload_type time")
-Message.__new__.__defaults__ = (None, None, None)
+Message = namedtuple("Message", "topic payload tags payload_type time id")
+Message.__new__.__defaults__ = (None, None, None, None)
 Message.__doc__ = """An event to publish: publish_many takes these or plain tuples
-(topic, payload[, tags[, payload_type[, time]]]) in the same order.
+(topic, payload[, tags[, payload_type[, time[, id]]]]) in the same order.
 
 topic: str. payload: bytes-like, str (sent as UTF-8) or a protobuf message
 (serialized; payload_type defaults to its type URL). tags: dict str -> str.
 payload_type: the type URL of the payload's google.protobuf.Any ("" = opaque
 bytes). time: the client_event_time, an aware datetime or int nanoseconds
-since the epoch (None: not set)."""
+since the epoch (None: not set). id: the event's id (str, at most 64 bytes
+of UTF-8; None: none): within the server's dedup window an id is stored
+once per partition, and a repeat is acknowledged as a Duplicate of the
+original."""
+
+# EncapsulatedEvent.id's limit (FORMAT.md section 5).
+MAX_ID_BYTES = 64
+
+
+class Duplicate(tuple):
+    """The ack of an event whose id the server had already stored.
+
+    Equal to the plain (partition, offset) pair of the original event (the
+    event was not stored again); isinstance(ack, Duplicate) tells it apart.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, partition, offset):
+        return tuple.__new__(cls, (partition, offset))
+
+    def __repr__(self):
+        return "Duplicate(%r, %d)" % (self[0], self[1])
+
+
+def _id_field(id):
+    if not isinstance(id, str):
+        raise TypeError("id must be a str, not %s" % type(id).__name__)
+    b = id.encode("utf-8")
+    if len(b) > MAX_ID_BYTES:
+        raise ValueError("id of %d bytes: the maximum is %d bytes of UTF-8"
+                         % (len(b), MAX_ID_BYTES))
+    return wire.len_field(8, b) if b else b""
+
+
+def _expect_fields(expect):
+    """Publish.expect entries for {topic: last offset (int) or "none"}."""
+    if expect is None:
+        return b""
+    try:
+        items = expect.items()
+    except AttributeError:
+        raise TypeError("expect must be a dict {topic: offset or 'none'}, not %s"
+                        % type(expect).__name__) from None
+    out = []
+    for topic, last in items:
+        if not isinstance(topic, str):
+            raise TypeError("expect: topic %r is not a str" % (topic,))
+        body = wire.len_field(1, topic.encode("utf-8"))
+        if last == "none":
+            body += b"\x10\x01"
+        elif isinstance(last, int) and not isinstance(last, bool) and last >= 0:
+            if last:
+                body += b"\x18" + wire.varint(last)
+        else:
+            raise ValueError("expect: %r for topic %s: expected an offset (int >= 0) or 'none'"
+                             % (last, topic))
+        out.append(wire.len_field(3, body))
+    return b"".join(out)
 
 
 def _coerce_payload(payload, payload_type):
@@ -120,13 +178,14 @@ class _Encoder:
     def event(self, item):
         """The encoded event for a Message or tuple (the general path)."""
         n = len(item)
-        if not 2 <= n <= 5:
-            raise TypeError("an event is (topic, payload[, tags[, payload_type[, time]]]), "
+        if not 2 <= n <= 6:
+            raise TypeError("an event is (topic, payload[, tags[, payload_type[, time[, id]]]]), "
                             "got a %d-tuple" % n)
         topic, payload = item[0], item[1]
         tags = item[2] if n > 2 else None
         ptype = item[3] if n > 3 else None
         t = item[4] if n > 4 else None
+        eid = item[5] if n > 5 else None
         tf = self.topics.get(topic) if isinstance(topic, str) else None
         if tf is None:
             tf = self.topic_field(topic)
@@ -149,6 +208,8 @@ class _Encoder:
         if anyb:
             parts.append(b"\x3a" + wire.varint(len(anyb)))
             parts.append(anyb)
+        if eid is not None:
+            parts.append(_id_field(eid))
         return b"".join(parts)
 
 
@@ -228,16 +289,25 @@ class Client:
 
     # --- publishing ---------------------------------------------------------
 
-    def publish(self, topic, payload, tags=None, payload_type=None, time=None):
+    def publish(self, topic, payload, tags=None, payload_type=None, time=None, *, id=None,
+                expect_last=None):
         """Publishes one event and waits for its ack: returns (partition, offset).
 
         The arguments are those of Message. Raises a ServerError subclass if
         the server refuses it (InvalidArgumentError for a bad topic or event,
         NotFoundError when no partition rule matches the topic, ...).
+        id: see Message; a repeat within the server's dedup window returns a
+        Duplicate of the original (partition, offset), storing nothing.
+        expect_last: store the event only if the topic's last event has this
+        offset ("none": the topic has no event yet); else nothing is stored
+        and FailedPreconditionError is raised, its ``actual`` the topic's
+        real last offset (None: no event).
         """
-        return self.publish_many(((topic, payload, tags, payload_type, time),))[0]
+        expect = None if expect_last is None else {topic: expect_last}
+        return self.publish_many(((topic, payload, tags, payload_type, time, id),),
+                                 expect=expect)[0]
 
-    def publish_many(self, events):
+    def publish_many(self, events, *, expect=None):
         """Publishes every event of an iterable, batched and pipelined.
 
         events: Message objects or tuples (topic, payload[, tags[,
@@ -257,10 +327,21 @@ class Client:
         server's max_event_bytes is refused the same way before it is sent.
         ConnectionLostError and TimeoutError carry ``acks`` too: events
         without an ack may or may not have been stored.
+
+        Events with an id (Message.id) are stored at most once per partition
+        within the server's dedup window: republishing events whose ack was
+        lost is safe, and their acks are Duplicate pairs.
+
+        expect: {topic: last offset or "none"}: the events are sent as one
+        Publish (at most batch_events of them, in one partition) that the
+        server stores only if every topic's last event has that offset ("none":
+        no event yet), atomically; otherwise nothing is stored and
+        FailedPreconditionError is raised with ``expected`` and ``actual``
+        (the topic's real last offset, None for no event).
         """
         with self._lock:
             conn = self._connection()
-            return _Publishing(self, conn).run(events)
+            return _Publishing(self, conn, _expect_fields(expect)).run(events)
 
     def ping(self):
         """Round trip to the server (Ping, Pong): returns the seconds it took."""
@@ -328,9 +409,10 @@ def _unexpected(conn, fid, body, what):
 class _Publishing:
     """One publish_many call: its batches, the ones in flight, the results."""
 
-    def __init__(self, client, conn):
+    def __init__(self, client, conn, expect=b""):
         self.client = client
         self.conn = conn
+        self.expect = expect  # encoded Publish.expect entries: one batch only
         self.inflight = {}  # frame id -> (batch number, index of its first event, count)
         self.results = []  # per batch sent: list of (partition, offset), or None
         self.error = None  # the first refusal
@@ -372,6 +454,10 @@ class _Publishing:
                 if n + _TRANSMIT_TIME_MAX > max_event:
                     self._check_size(ev, max_event)
                 if batch and (size + n + _EVENT_OVERHEAD > limit or len(batch) >= batch_events):
+                    if self.expect:
+                        raise ValueError("publish_many with expect: the events must fit in one "
+                                         "Publish (batch_events %d, batch_bytes %d)"
+                                         % (batch_events, limit))
                     self._send(batch)
                     batch = []
                     size = 0
@@ -380,7 +466,7 @@ class _Publishing:
                 batch.append(ev)
                 size += n + _EVENT_OVERHEAD
             else:
-                if batch:
+                if batch or self.expect:
                     self._send(batch)
             while self.inflight:
                 self._read_reply()
@@ -442,6 +528,7 @@ class _Publishing:
             parts.append(varint(len(ev) + ltt))
             parts.append(ev)
             parts.append(tt)
+        parts.append(self.expect)
         body = b"".join(parts)
         fid = conn.next_id()
         self.inflight[fid] = (len(self.results), self.sent, len(batch))
@@ -462,7 +549,7 @@ class _Publishing:
                                     "no batch in flight" % (conn.address, fid))
             number, _, count = entry
             try:
-                parts, index, offsets, _dups = wire.decode_publish_ack(conn.buf, s, e)
+                parts, index, offsets, dups = wire.decode_publish_ack(conn.buf, s, e)
             except (wire.WireError, IndexError) as exc:
                 conn.close()
                 raise ProtocolError("protobusd at %s sent a malformed PublishAck: %s"
@@ -476,6 +563,9 @@ class _Publishing:
                 positions = [(p, o) for o in offsets]
             else:
                 positions = list(zip(map(parts.__getitem__, index), offsets))
+            for i in dups:
+                if i < count:
+                    positions[i] = Duplicate(*positions[i])
             self.results[number] = (positions, count)
         elif body == wire.ERROR:
             entry = self.inflight.pop(fid, None)

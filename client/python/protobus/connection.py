@@ -100,8 +100,14 @@ def error_from_body(conn, start, end, event_offset=0):
         raise ProtocolError("protobusd at %s sent a malformed Error frame: %s"
                             % (conn.address, exc)) from None
     index = e.event_index_plus_one - 1 + event_offset if e.event_index_plus_one else None
-    return errors.server_error(e.code, e.message, e.partition, e.first_offset, e.last_offset,
-                               index)
+    err = errors.server_error(e.code, e.message, e.partition, e.first_offset, e.last_offset,
+                              index)
+    if e.HasField("expected"):
+        # (topic, last offset or None for "no event") of Publish.expect.
+        err.expected = (e.expected.topic, None if e.expected.none else e.expected.offset)
+        err.actual = (e.actual.topic or e.expected.topic,
+                      None if e.actual.none else e.actual.offset)
+    return err
 
 
 class Connection:
