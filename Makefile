@@ -23,7 +23,8 @@ endif
 endif
 endif
 # libnats: the NATS C client, for the mirrors to JetStream (server/mirror*).
-PKGS    := libprotobuf-c libpcre2-8 libuv inih json-c libhs libnats
+# libsodium: argon2id password hashes (server/auth.c, `protobus passwd`).
+PKGS    := libprotobuf-c libpcre2-8 libuv inih json-c libhs libnats libsodium
 
 ifeq ($(SAN),1)
 BUILD   ?= build/san
@@ -51,7 +52,7 @@ INCLUDES = -I$(GEN) -Iproto -Iserver -Iclient -Iclient/cli -Itests/lib
 CFLAGS  += -std=c11 $(OPT) $(WARN) -pthread -fPIC -fvisibility=hidden $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 # The CLI needs no event loop and no config parser.
-CLI_LDLIBS := $(shell pkg-config --libs libprotobuf-c libpcre2-8 json-c 2>/dev/null) -lpthread -lm
+CLI_LDLIBS := $(shell pkg-config --libs libprotobuf-c libpcre2-8 json-c libsodium 2>/dev/null) -lpthread -lm
 LDFLAGS += $(LDSAN) -pthread
 
 # Generated protobuf-c code (never committed).
@@ -114,7 +115,9 @@ TESTLIB_OBJ := $(call obj,$(TESTLIB_SRC))
 #   SO_PATCH  +1 for a release that changes no public declaration.
 # 2: protocol version 1 (pb_client_subscribe waits for the server's answer
 # and returns its refusal; pb_item gained caught_up and PB_ITEM_CAUGHT_UP).
-SO_MAJOR   := 2
+# 3: pb_client_options gained user and password (its size changed);
+# PB_CODE_UNAUTHENTICATED.
+SO_MAJOR   := 3
 SO_VERSION := $(SO_MAJOR).0.0
 SO_FILE    := $(BUILD)/libprotobus.so.$(SO_VERSION)
 PUBLIC_HEADERS := client/protobus.h $(wildcard proto/protobus_*.h)

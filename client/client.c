@@ -373,7 +373,10 @@ out:
 
 static int hello(pb_client *c, int64_t deadline)
 {
-    frame_hello h = {.protocol_version = PB_PROTOCOL_VERSION, .name = c->name};
+    frame_hello h = {.protocol_version = PB_PROTOCOL_VERSION,
+                     .name = c->name,
+                     .user = c->opts.user,
+                     .password = c->opts.password};
     uint64_t id = c->next_id++;
     size_t need = frame_put_hello(NULL, 0, id, &h);
     if (grow_reserve(&c->obuf, &c->ocap, need, 1) < 0)
@@ -382,6 +385,10 @@ static int hello(pb_client *c, int64_t deadline)
     c->ooff = 0;
     /* Nothing can arrive but the Hello answer, after the server read it all. */
     int rc = client_write_all(c, deadline, NULL);
+    /* The credentials were the caller's for this call only; the buffer
+     * held the password: wipe it. */
+    c->opts.user = c->opts.password = NULL;
+    memset(c->obuf, 0, need);
     if (rc < 0)
         return rc;
     for (;;) {

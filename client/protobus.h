@@ -129,6 +129,12 @@ typedef struct pb_client_options {
     void *on_ack_ctx;
     /* Free text sent in Hello.name; default "libprotobus " PB_VERSION_STRING. */
     const char *name;
+    /* Credentials for a server with `auth = required`, sent in the Hello
+     * (NULL: none, anonymous). Read during pb_client_connect only (not
+     * kept). A refusal is PB_ESERVER with UNAUTHENTICATED, after the
+     * server's delay. Send a password over TLS or loopback only. */
+    const char *user;
+    const char *password;
 } pb_client_options;
 
 /* Fills *opts with the defaults (0/NULL fields also mean "default"). */

@@ -36,7 +36,7 @@
 #define TIB                 (1024ULL * GIB)
 #define MAX_ROTATE_S        (3650LL * 86400) /* ten years: beyond that, say none */
 
-enum section_kind { SEC_NONE, SEC_SERVER, SEC_PARTITION, SEC_MIRROR };
+enum section_kind { SEC_NONE, SEC_SERVER, SEC_PARTITION, SEC_MIRROR, SEC_USER };
 
 /* [server] keys; the enum names the ones that cross-checks refer to. */
 enum server_key {
@@ -47,7 +47,7 @@ enum server_key {
     SK_OTHERS
 };
 
-enum value_kind { V_U32, V_SIZE, V_STRING, V_LISTEN, V_FSYNC, V_LOG_LEVEL };
+enum value_kind { V_U32, V_SIZE, V_STRING, V_LISTEN, V_FSYNC, V_LOG_LEVEL, V_AUTH, V_BOOL, V_MODE };
 
 static const struct key_def {
     const char *name;
@@ -80,6 +80,10 @@ static const struct key_def {
     {"max_partitions", V_U32, offsetof(pb_config, max_partitions), 1, 1000000},
     {"partition_idle_ms", V_U32, offsetof(pb_config, partition_idle_ms), 0, 86400000},
     {"max_topics_in_memory", V_U32, offsetof(pb_config, max_topics_in_memory), 64, 1U << 26},
+    {"auth", V_AUTH, 0, 0, 0},
+    {"allow_anonymous_remote", V_BOOL, offsetof(pb_config, allow_anonymous_remote), 0, 0},
+    {"auth_failure_delay_ms", V_U32, offsetof(pb_config, auth_failure_delay_ms), 0, 60000},
+    {"data_mode", V_MODE, 0, 0, 0},
 };
 
 #define SK_COUNT (sizeof server_keys / sizeof server_keys[0])
@@ -107,6 +111,7 @@ struct parse_ctx {
     int rule_key_line[RK_COUNT]; /* for the current [partition] */
     size_t rules_cap;
     size_t mirrors_cap;
+    size_t users_cap;
 
     char *err;
     size_t errlen;
@@ -208,6 +213,21 @@ static int set_enum(struct parse_ctx *c, int *dst, const char *key, const char *
     return fail_at(c, c->lineno, PB_EINVAL, "%s: \"%s\" is not one of %s", key, value, expected);
 }
 
+/* data_mode: octal file permissions within 0644 that keep the owner's rw
+ * (directories get x wherever r is set). */
+static int set_data_mode(struct parse_ctx *c, const char *value)
+{
+    char *end;
+    unsigned long m = strtoul(value, &end, 8);
+    if (!*value || *end || (m & ~0644ul) || (m & 0600) != 0600)
+        return fail_at(c, c->lineno, PB_EINVAL,
+                       "data_mode: \"%s\" is not an octal mode within 0644 with the owner's rw "
+                       "(e.g. 0600, 0640, 0644)",
+                       value);
+    c->cfg->data_mode = (uint32_t)m;
+    return 1;
+}
+
 static int server_key(struct parse_ctx *c, const struct key_def *d, const char *value)
 {
     char *field = (char *)c->cfg + d->offset;
@@ -233,6 +253,20 @@ static int server_key(struct parse_ctx *c, const struct key_def *d, const char *
             return 0;
         c->cfg->log_level = (enum log_level)e;
         return 1;
+    case V_AUTH:
+        if (!set_enum(c, &e, d->name, value, config_auth_names, "none, required"))
+            return 0;
+        c->cfg->auth = (pb_auth_mode)e;
+        return 1;
+    case V_BOOL: {
+        static const char *const words[] = {"no", "yes", NULL};
+        if (!set_enum(c, &e, d->name, value, words, "yes, no"))
+            return 0;
+        *(bool *)(void *)field = e == 1;
+        return 1;
+    }
+    case V_MODE:
+        return set_data_mode(c, value);
     }
     return fail_at(c, c->lineno, PB_EINVAL, "%s: internal error: unhandled key", d->name);
 }
@@ -407,6 +441,28 @@ static int mirror_key(struct parse_ctx *c, const char *key, const char *value)
     return rc < 0 ? fail_at(c, c->lineno, rc, "%s", why) : 1;
 }
 
+/* ---- [user NAME] (the keys: config_users.c) ---- */
+
+static int begin_user(struct parse_ctx *c, const char *name)
+{
+    pb_config *cfg = c->cfg;
+    char why[300];
+    if (grow_reserve(&cfg->users, &c->users_cap, cfg->n_users + 1, sizeof *cfg->users) < 0)
+        return fail_at(c, c->lineno, PB_ENOMEM, "out of memory");
+    int rc = config_user_begin(&cfg->users[cfg->n_users], name, c->lineno, why, sizeof why);
+    if (rc < 0)
+        return fail_at(c, c->lineno, rc, "%s", rc == PB_ENOMEM ? "out of memory" : why);
+    cfg->n_users++;
+    return 1;
+}
+
+static int user_key(struct parse_ctx *c, const char *key, const char *value)
+{
+    char why[400];
+    int rc = config_user_key(&c->cfg->users[c->cfg->n_users - 1], key, value, why, sizeof why);
+    return rc < 0 ? fail_at(c, c->lineno, rc, "%s", rc == PB_ENOMEM ? "out of memory" : why) : 1;
+}
+
 /* A section ends at the next header or at the end of the file. */
 static int end_section(struct parse_ctx *c)
 {
@@ -419,6 +475,13 @@ static int end_section(struct parse_ctx *c)
         int rc = config_mirror_end(m, why, sizeof why);
         if (rc < 0)
             return fail_at(c, m->line, rc, "%s", why);
+    }
+    if (c->sec == SEC_USER) {
+        const pb_user_config *u = &c->cfg->users[c->cfg->n_users - 1];
+        char why[300];
+        int rc = config_user_end(u, why, sizeof why);
+        if (rc < 0)
+            return fail_at(c, u->line, rc, "%s", why);
     }
     c->sec = SEC_NONE;
     return 1;
@@ -470,8 +533,17 @@ static int begin_section(struct parse_ctx *c, char *line)
         }
         return 1;
     }
+    if (strncmp(name, "user", 4) == 0 && (name[4] == '\0' || isspace((unsigned char)name[4]))) {
+        c->sec = SEC_USER;
+        if (!begin_user(c, trim(name + 4))) {
+            c->sec = SEC_NONE;
+            return 0;
+        }
+        return 1;
+    }
     return fail_at(c, c->lineno, PB_EINVAL,
-                   "unknown section [%s] (expected [server], [partition NAME] or [mirror NAME])",
+                   "unknown section [%s] (expected [server], [partition NAME], [mirror NAME] or "
+                   "[user NAME])",
                    name);
 }
 
@@ -489,6 +561,8 @@ static int on_key(void *user, const char *section, const char *key, const char *
                        key);
     if (c->sec == SEC_MIRROR)
         return mirror_key(c, key, value);
+    if (c->sec == SEC_USER)
+        return user_key(c, key, value);
     bool server = c->sec == SEC_SERVER;
     int count = server ? (int)SK_COUNT : RK_COUNT;
     int *lines = server ? c->server_key_line : c->rule_key_line;
@@ -623,6 +697,11 @@ static void set_defaults(pb_config *cfg)
     /* ~200 bytes each (topics.h): ~26 MiB; above the 100,000 distinct
      * topics of the benchmark, so that workload never evicts. */
     cfg->max_topics_in_memory = 131072;
+    cfg->auth = PB_AUTH_NONE;
+    /* Long enough that guessing costs real time, short enough for a person
+     * who mistyped; it doubles with each recent failure from the address. */
+    cfg->auth_failure_delay_ms = 1000;
+    cfg->data_mode = 0600;
 }
 
 /* Checks that involve several keys, once all are known. */
@@ -669,6 +748,8 @@ static void check_whole(struct parse_ctx *c)
     char why[300];
     int line = 0;
     int rc = config_mirror_check(cfg->mirrors, cfg->n_mirrors, &line, why, sizeof why);
+    if (rc == 0)
+        rc = config_users_check(cfg->users, cfg->n_users, &line, why, sizeof why);
     if (rc < 0)
         fail_at(c, line, rc, "%s", why);
 }
@@ -749,6 +830,9 @@ void config_free(pb_config *cfg)
     for (size_t i = 0; i < cfg->n_mirrors; i++)
         config_mirror_free(&cfg->mirrors[i]);
     free(cfg->mirrors);
+    for (size_t i = 0; i < cfg->n_users; i++)
+        config_user_free(&cfg->users[i]);
+    free(cfg->users);
     free(cfg->path);
     free(cfg->listen_host);
     free(cfg->data_dir);

@@ -79,6 +79,7 @@ static void conn_unref(conn *c)
     if (c->next)
         c->next->prev = c->prev;
     n->nconns--;
+    conn_auth_release(c);
     free(c->buf);
     free(c->sub_body);
     free(c);
@@ -251,7 +252,7 @@ void conn_fail(conn *c, uint64_t id, int code, const char *message)
 static int conn_may_read(const conn *c)
 {
     const net *n = c->net;
-    if (c->closing || c->condemned || c->sub_body || n->stopping)
+    if (c->closing || c->condemned || c->sub_body || c->auth_req || n->stopping)
         return 0;
     if (uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp) + c->queued_bytes >
         MAX_PENDING_WRITE)

@@ -164,8 +164,8 @@ static int route_event(const ingest_options *o, pub_batch *b, uint32_t i, route_
 }
 
 /* Validates event i (bytes ev) and counts it into its partition's part. */
-static int add_event(const ingest_options *o, pub_batch *b, uint32_t i, wire_slice ev,
-                     route_memo *m, ingest_error *err)
+static int add_event(const ingest_options *o, const ingest_rights *who, pub_batch *b, uint32_t i,
+                     wire_slice ev, route_memo *m, ingest_error *err)
 {
     pub_event *e = &b->events[i];
     e->data = ev.p;
@@ -188,6 +188,12 @@ static int add_event(const ingest_options *o, pub_batch *b, uint32_t i, wire_sli
         if (topic_validate(v.topic.p, v.topic.len, why, sizeof why) < 0)
             return refuse(err, PB_CODE_INVALID_ARGUMENT, i + 1, NULL, "event %u: invalid topic: %s",
                           i, why);
+        /* Rights before routing: a refused topic creates no partition. */
+        if (who && !patterns_match(who->may_publish, (const char *)e->topic, e->topic_len))
+            return refuse(err, PB_CODE_PERMISSION_DENIED, i + 1, NULL,
+                          "event %u: user \"%s\" may not publish to topic \"%.*s\"; nothing of "
+                          "the batch was stored",
+                          i, who->user, (int)e->topic_len, (const char *)e->topic);
         int rc = route_event(o, b, i, m, &k, err);
         if (rc < 0)
             return rc;
@@ -214,8 +220,9 @@ static void lay_out_parts(pub_batch *b, uint32_t *lists)
     }
 }
 
-int ingest_prepare(const ingest_options *o, uint64_t id, const uint8_t *body, size_t len,
-                   void (*done)(pub_part *part), void *conn, pub_batch **out, ingest_error *err)
+int ingest_prepare(const ingest_options *o, const ingest_rights *who, uint64_t id,
+                   const uint8_t *body, size_t len, void (*done)(pub_part *part), void *conn,
+                   pub_batch **out, ingest_error *err)
 {
     *out = NULL;
     char why[512];
@@ -260,7 +267,7 @@ int ingest_prepare(const ingest_options *o, uint64_t id, const uint8_t *body, si
     uint32_t i = 0;
     route_memo memo = {0};
     while (i < nevents && publish_next(&it, &ev) == 0) {
-        int rc = add_event(o, b, i, ev, &memo, err);
+        int rc = add_event(o, who, b, i, ev, &memo, err);
         if (rc < 0) {
             batch_free(ib);
             return rc;

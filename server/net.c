@@ -117,7 +117,9 @@ static void handle_publish(conn *c, uint64_t id, const uint8_t *body, size_t len
     net *n = c->net;
     pub_batch *b;
     ingest_error err;
-    if (ingest_prepare(&n->ingest, id, body, len, batch_done, c, &b, &err) < 0) {
+    ingest_rights rights;
+    if (ingest_prepare(&n->ingest, conn_publish_rights(c, &rights), id, body, len, batch_done, c,
+                       &b, &err) < 0) {
         send_ingest_error(c, id, &err);
         return;
     }
@@ -162,12 +164,13 @@ static int handoff(conn *c)
     int dupfd = -1;
     char err[512] = "";
     int code = PB_CODE_INTERNAL;
+    sub_rights rights;
     if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
         dupfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (dupfd < 0) {
         snprintf(err, sizeof err, "cannot hand the connection over: %s", strerror(errno));
-    } else if (sub_start(n->opts.subs, dupfd, c->sub_id, c->sub_body, c->sub_len, c->buf, c->len,
-                         &code, err, sizeof err) == 0) {
+    } else if (sub_start_as(n->opts.subs, conn_read_rights(c, &rights), dupfd, c->sub_id,
+                            c->sub_body, c->sub_len, c->buf, c->len, &code, err, sizeof err) == 0) {
         /* What the client sent after the Subscribe went with it. */
         c->len = 0;
         free(c->sub_body);
@@ -215,7 +218,7 @@ static void handle_subscribe(conn *c, uint64_t id, const uint8_t *body, size_t l
 /* frames */
 
 /* The handshake is done: the server's Hello, and the connection is open. */
-static void handshake_done(conn *c, uint64_t id, const char *user)
+void conn_handshake_done(conn *c, uint64_t id, const char *user)
 {
     net *n = c->net;
     size_t need = session_put_hello(&n->session, id, user, NULL, 0);
@@ -270,7 +273,10 @@ static void handle_frame(conn *c, const uint8_t *body, size_t len)
     session_answer_frame(&n->session, c->state, fv.kind, fv.body.p, fv.body.len, &a);
     switch (a.action) {
     case SESSION_HELLO:
-        handshake_done(c, fv.id, a.user);
+        conn_handshake_done(c, fv.id, a.user);
+        break;
+    case SESSION_AUTHENTICATE:
+        conn_auth_start(c, fv.id, fv.body.p, fv.body.len);
         break;
     case SESSION_PUBLISH:
         handle_publish(c, fv.id, fv.body.p, fv.body.len);
@@ -339,7 +345,7 @@ static void conn_process(conn *c)
     c->processing = 1;
     for (;;) {
         size_t pos = 0;
-        while (!c->closing && !c->condemned && !c->sub_body) {
+        while (!c->closing && !c->condemned && !c->sub_body && !c->auth_req) {
             frame_split sp;
             char err[256];
             int rc = frame_split_next(c->buf + pos, c->len - pos, n->opts.max_frame_bytes, &sp, err,
@@ -391,6 +397,13 @@ static void conn_process(conn *c)
         else
             uv_timer_stop(&c->timer);
     }
+}
+
+void conn_resume(conn *c)
+{
+    conn_process(c);
+    if (!c->closing)
+        conn_update_reading(c);
 }
 
 void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -508,7 +521,9 @@ int net_start(net **out, uv_loop_t *loop, const net_options *opts, char *err, si
         .store = opts->store,
     };
     snprintf(n->version, sizeof n->version, "protobusd %s", PB_VERSION_STRING);
+    n->auth = opts->auth;
     n->session = (session_options){
+        .auth_required = opts->auth != NULL,
         .server_name = n->version,
         .max_frame_bytes = opts->max_frame_bytes,
         .max_event_bytes = opts->max_event_bytes,

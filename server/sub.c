@@ -231,6 +231,25 @@ static int prepare_live(sub_registry *r, sub *s)
 int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscribe, size_t len,
               const uint8_t *pending, size_t pending_len, int *grpc_code, char *err, size_t errlen)
 {
+    return sub_start_as(r, NULL, fd, frame_id, subscribe, len, pending, pending_len, grpc_code, err,
+                        errlen);
+}
+
+/* The user's read rights on the subscription's patterns (sub_rights). */
+static int restrict_to(const sub_rights *who, sub *s, int *grpc_code, char *err, size_t errlen)
+{
+    if (who->nallow == 0) {
+        *grpc_code = PB_CODE_PERMISSION_DENIED;
+        pb_set_err(err, errlen, "subscribe: user \"%s\" may not read any topic", who->user);
+        return PB_EINVAL;
+    }
+    return patterns_restrict(s->ps, who->allow, who->nallow, who->deny, who->ndeny, err, errlen);
+}
+
+int sub_start_as(sub_registry *r, const sub_rights *rights, int fd, uint64_t frame_id,
+                 const uint8_t *subscribe, size_t len, const uint8_t *pending, size_t pending_len,
+                 int *grpc_code, char *err, size_t errlen)
+{
     int rc;
     *grpc_code = PB_CODE_INTERNAL;
     sub *s = calloc(1, sizeof *s);
@@ -287,6 +306,8 @@ int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscri
         goto fail;
     }
     if (rc < 0)
+        goto fail;
+    if (rights && (rc = restrict_to(rights, s, grpc_code, err, errlen)) < 0)
         goto fail;
 
     if ((rc = prepare_live(r, s)) < 0)

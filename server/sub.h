@@ -47,6 +47,26 @@ int sub_registry_create(sub_registry **out, const sub_options *opts);
 int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscribe, size_t len,
               const uint8_t *pending, size_t pending_len, int *grpc_code, char *err, size_t errlen);
 
+/* Whose subscription it is (auth = required): the user's read rights,
+ * whole-topic patterns (acl.h). The subscription's pattern set is
+ * restricted with them (patterns_restrict), so every event it delivers, in
+ * history, live, --last N or from a time, is one whose topic the user may
+ * read, whatever patterns the client sent. The strings are only read
+ * during the call. */
+typedef struct sub_rights {
+    const char *user;
+    const char *const *allow;
+    size_t nallow;
+    const char *const *deny;
+    size_t ndeny;
+} sub_rights;
+
+/* sub_start for a user: rights NULL is sub_start. A user with no read
+ * right at all is refused (PERMISSION_DENIED). */
+int sub_start_as(sub_registry *r, const sub_rights *rights, int fd, uint64_t frame_id,
+                 const uint8_t *subscribe, size_t len, const uint8_t *pending, size_t pending_len,
+                 int *grpc_code, char *err, size_t errlen);
+
 /* Number of subscriptions running (any thread). */
 uint32_t sub_registry_active(sub_registry *r);
 

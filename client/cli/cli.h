@@ -71,7 +71,18 @@ void cli_sleep_ms(int ms);
 /* Flushes stdout; on failure reports it and returns false. */
 bool cli_flush_stdout(const char *cmd);
 
+/* Credentials (passwd.c): with --user NAME (user not NULL), the password
+ * from $PROTOBUS_PASSWORD, else asked on the terminal without echo, into
+ * buf; opts->user and opts->password set. Never from argv. false after
+ * reporting why. */
+bool cli_credentials(const char *cmd, const char *user, pb_client_options *opts, char *buf,
+                     size_t cap);
+/* Reads a line from /dev/tty without echo after prompt; false after
+ * reporting why. */
+bool cli_read_password(const char *cmd, const char *prompt, char *buf, size_t cap);
+
 int cmd_pub(int argc, char **argv);
+int cmd_passwd(int argc, char **argv); /* passwd.c */
 int cmd_sub(int argc, char **argv);
 int cmd_cat(int argc, char **argv);
 int cmd_bench(int argc, char **argv); /* bench.c */

@@ -111,7 +111,7 @@ class Connection:
     reply); None waits forever.
     """
 
-    def __init__(self, address, timeout=30.0, name=None):
+    def __init__(self, address, timeout=30.0, name=None, user=None, password=None):
         from . import protobus_pb2 as pb
         from . import __version__
         self.host, self.port = parse_address(address)
@@ -133,7 +133,8 @@ class Connection:
         try:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             hello = pb.Hello(protocol_version=PROTOCOL_VERSION,
-                             name=name or "protobus-python %s" % __version__)
+                             name=name or "protobus-python %s" % __version__,
+                             user=user or "", password=password or "")
             hid = self.next_id()
             self.send(wire.frame(hid, wire.HELLO, hello.SerializeToString()))
             fid, body, s, e = self.read_frame("its Hello")

@@ -1,0 +1,41 @@
+/*
+ * security - the daemon's access control, as main.c sets it up: with
+ * `auth = required` the accounts (acl.h) and the authenticator (auth.h)
+ * that the listener hands Hellos to; on SIGHUP a reload of the [user]
+ * sections (the configuration file read again and validated as a whole,
+ * as --check does; a bad file is refused, logged with file:line, and the
+ * running accounts stay). Connections already open keep working as the
+ * same user with the new rights for what they publish next; one whose user
+ * was removed is closed (UNAUTHENTICATED). Subscriptions already running
+ * keep the read rights they started with. Changing `auth` itself, or any
+ * other setting, needs a restart (a reload says so).
+ *
+ * Threads: the main thread, which is the loop thread.
+ */
+#ifndef PB_SECURITY_H
+#define PB_SECURITY_H
+
+#include "config.h"
+
+#include <uv.h>
+
+struct auth;
+struct net;
+
+typedef struct security {
+    pb_auth_mode mode;
+    struct auth *auth; /* auth = required; else NULL */
+} security;
+
+/* Sets up what cfg asks for. 0, or a negative code (logged). */
+int security_start(security *s, uv_loop_t *loop, const pb_config *cfg);
+
+/* SIGHUP: reads config_path again and applies its [user] sections to new
+ * connections and to n's open ones. NULL
+ * config_path (built-in defaults): nothing to read, logged. */
+void security_reload(security *s, struct net *n, const char *config_path);
+
+/* Frees; after the listener's connections are closed. */
+void security_stop(security *s);
+
+#endif
