@@ -213,21 +213,6 @@ static int set_enum(struct parse_ctx *c, int *dst, const char *key, const char *
     return fail_at(c, c->lineno, PB_EINVAL, "%s: \"%s\" is not one of %s", key, value, expected);
 }
 
-/* data_mode: octal file permissions within 0644 that keep the owner's rw
- * (directories get x wherever r is set). */
-static int set_data_mode(struct parse_ctx *c, const char *value)
-{
-    char *end;
-    unsigned long m = strtoul(value, &end, 8);
-    if (!*value || *end || (m & ~0644ul) || (m & 0600) != 0600)
-        return fail_at(c, c->lineno, PB_EINVAL,
-                       "data_mode: \"%s\" is not an octal mode within 0644 with the owner's rw "
-                       "(e.g. 0600, 0640, 0644)",
-                       value);
-    c->cfg->data_mode = (uint32_t)m;
-    return 1;
-}
-
 static int server_key(struct parse_ctx *c, const struct key_def *d, const char *value)
 {
     char *field = (char *)c->cfg + d->offset;
@@ -266,7 +251,12 @@ static int server_key(struct parse_ctx *c, const struct key_def *d, const char *
         return 1;
     }
     case V_MODE:
-        return set_data_mode(c, value);
+        if (config_parse_mode(value, &c->cfg->data_mode) < 0)
+            return fail_at(c, c->lineno, PB_EINVAL,
+                           "data_mode: \"%s\" is not an octal mode within 0644 with the owner's "
+                           "rw (e.g. 0600, 0640, 0644)",
+                           value);
+        return 1;
     }
     return fail_at(c, c->lineno, PB_EINVAL, "%s: internal error: unhandled key", d->name);
 }

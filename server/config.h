@@ -173,6 +173,10 @@ int config_parse_size(const char *s, uint64_t *bytes);
 /* "none" (0) or a whole number followed by s, m, h or d ("30m", "1d"). */
 int config_parse_duration(const char *s, int64_t *seconds);
 
+/* data_mode: octal digits, a mode within 0644 that keeps the owner's rw
+ * ("0600", "0640", "0644"). */
+int config_parse_mode(const char *s, uint32_t *mode);
+
 /* "+HH:MM", "-HH:MM" (HH 00..23, MM 00..59) or "Z" (case-insensitive). */
 int config_parse_utc_offset(const char *s, int32_t *seconds);
 

@@ -11,6 +11,8 @@
 #include "pb_errors.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define KIB 1024ULL
@@ -110,4 +112,15 @@ const char *const config_fsync_names[] = {"always", "interval", "never", NULL};
 const char *config_fsync_name(pb_fsync_policy p)
 {
     return (unsigned)p <= PB_FSYNC_NEVER ? config_fsync_names[p] : "?";
+}
+
+int config_parse_mode(const char *s, uint32_t *mode)
+{
+    char *end;
+    errno = 0;
+    unsigned long m = strtoul(s, &end, 8);
+    if (!*s || *end || errno || (m & ~0644ul) || (m & 0600) != 0600)
+        return PB_EINVAL;
+    *mode = (uint32_t)m;
+    return 0;
 }
