@@ -35,6 +35,7 @@ typedef struct bench_cfg {
     int64_t time_ns;
     uint64_t tcp_bytes;
     int timeout_ms;
+    const char *user, *password; /* --user; NULL: anonymous */
     /* built once */
     char **topic_names;
     uint8_t *payload;
