@@ -24,7 +24,8 @@ endif
 endif
 # libnats: the NATS C client, for the mirrors to JetStream (server/mirror*).
 # libsodium: argon2id password hashes (server/auth.c, `protobus passwd`).
-PKGS    := libprotobuf-c libpcre2-8 libuv inih json-c libhs libnats libsodium
+# libssl: TLS (server/tls.c; libprotobus's client side, client/tls.c).
+PKGS    := libprotobuf-c libpcre2-8 libuv inih json-c libhs libnats libsodium libssl libcrypto
 
 ifeq ($(SAN),1)
 BUILD   ?= build/san
@@ -52,7 +53,7 @@ INCLUDES = -I$(GEN) -Iproto -Iserver -Iclient -Iclient/cli -Itests/lib
 CFLAGS  += -std=c11 $(OPT) $(WARN) -pthread -fPIC -fvisibility=hidden $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 # The CLI needs no event loop and no config parser.
-CLI_LDLIBS := $(shell pkg-config --libs libprotobuf-c libpcre2-8 json-c libsodium 2>/dev/null) -lpthread -lm
+CLI_LDLIBS := $(shell pkg-config --libs libprotobuf-c libpcre2-8 json-c libsodium libssl libcrypto 2>/dev/null) -lpthread -lm
 LDFLAGS += $(LDSAN) -pthread
 
 # Generated protobuf-c code (never committed).

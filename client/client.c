@@ -148,7 +148,7 @@ static int connect_address(pb_client *c, const char *address, int64_t deadline)
         if (fd >= 0) {
             c->fd = fd;
             freeaddrinfo(res);
-            return 0;
+            return c->opts.tls ? client_tls_start(c, hp.host, deadline) : 0;
         }
         last = fd;
         if (fd == -ETIMEDOUT)
@@ -165,6 +165,8 @@ static int connect_address(pb_client *c, const char *address, int64_t deadline)
 
 int client_poll(pb_client *c, bool want_write, int64_t deadline)
 {
+    if (client_tls_pending(c))
+        return POLLIN; /* decrypted already: the socket may stay quiet */
     struct pollfd p = {.fd = c->fd, .events = POLLIN | (want_write ? POLLOUT : 0)};
     for (;;) {
         int wait = -1;
@@ -201,7 +203,8 @@ int client_read(pb_client *c)
             return client_die(c, PB_ENOMEM, "out of memory for the receive buffer");
     }
     for (;;) {
-        ssize_t n = recv(c->fd, c->rbuf + c->rend, c->rcap - c->rend, 0);
+        ssize_t n = c->ssl ? client_tls_recv(c, c->rbuf + c->rend, c->rcap - c->rend)
+                           : recv(c->fd, c->rbuf + c->rend, c->rcap - c->rend, 0);
         if (n > 0) {
             c->rend += (size_t)n;
             return (int)(n > INT32_MAX ? INT32_MAX : n);
@@ -306,7 +309,8 @@ int client_write_all(pb_client *c, int64_t deadline, client_frame_fn on_frame)
     while (c->ooff < c->olen) {
         if (c->sticky)
             return c->sticky;
-        ssize_t n = send(c->fd, c->obuf + c->ooff, c->olen - c->ooff, MSG_NOSIGNAL);
+        ssize_t n = c->ssl ? client_tls_send(c, c->obuf + c->ooff, c->olen - c->ooff)
+                           : send(c->fd, c->obuf + c->ooff, c->olen - c->ooff, MSG_NOSIGNAL);
         if (n > 0) {
             c->ooff += (size_t)n;
             continue;

@@ -135,6 +135,17 @@ typedef struct pb_client_options {
      * server's delay. Send a password over TLS or loopback only. */
     const char *user;
     const char *password;
+    /* TLS (TLS 1.2 at least; also chosen by an address "tls://host:port"):
+     * the server's certificate is verified against tls_ca (PEM; NULL: the
+     * system's CAs) and must name the host or IP address connected to.
+     * tls_cert and tls_key (PEM): a client certificate, for a server that
+     * requires one (its CN may name the user: no password needed). The
+     * files are read during pb_client_connect only. A failed handshake is
+     * PB_ECONNECT naming OpenSSL's reason. */
+    bool tls;
+    const char *tls_ca;
+    const char *tls_cert;
+    const char *tls_key;
 } pb_client_options;
 
 /* Fills *opts with the defaults (0/NULL fields also mean "default"). */

@@ -84,6 +84,9 @@ static const struct key_def {
     {"allow_anonymous_remote", V_BOOL, offsetof(pb_config, allow_anonymous_remote), 0, 0},
     {"auth_failure_delay_ms", V_U32, offsetof(pb_config, auth_failure_delay_ms), 0, 60000},
     {"data_mode", V_MODE, 0, 0, 0},
+    {"tls_cert", V_STRING, offsetof(pb_config, tls_cert), 0, 0},
+    {"tls_key", V_STRING, offsetof(pb_config, tls_key), 0, 0},
+    {"tls_client_ca", V_STRING, offsetof(pb_config, tls_client_ca), 0, 0},
 };
 
 #define SK_COUNT (sizeof server_keys / sizeof server_keys[0])
@@ -826,5 +829,8 @@ void config_free(pb_config *cfg)
     free(cfg->path);
     free(cfg->listen_host);
     free(cfg->data_dir);
+    free(cfg->tls_cert);
+    free(cfg->tls_key);
+    free(cfg->tls_client_ca);
     memset(cfg, 0, sizeof *cfg);
 }

@@ -140,6 +140,9 @@ typedef struct pb_config {
     uint32_t auth_failure_delay_ms; /* a refused Hello is answered after this (doubling
                                        with each recent failure from the address) */
     uint32_t data_mode;             /* permissions of data files (dirs: + x where r) */
+    char *tls_cert;                 /* PEM certificate chain: TLS on the listener; NULL: none */
+    char *tls_key;                  /* its PEM private key */
+    char *tls_client_ca;            /* PEM CA(s): clients must present a certificate they signed */
     pb_user_config *users;          /* [user NAME] sections, in file order */
     size_t n_users;
 } pb_config;
@@ -204,7 +207,8 @@ void config_user_free(pb_user_config *u);
 
 /* Whether the configuration may run as it is, once the command line's
  * overrides are applied: auth = none on an address other than loopback
- * needs allow_anonymous_remote = yes; auth = required needs a [user]. 0, or
+ * needs allow_anonymous_remote = yes; auth = required needs a [user];
+ * tls_cert and tls_key go together, tls_client_ca needs them. 0, or
  * PB_EINVAL with the reason in why. */
 int config_check_exposure(const pb_config *cfg, char *why, size_t n);
 

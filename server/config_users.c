@@ -189,6 +189,12 @@ static bool is_loopback(const char *host)
 
 int config_check_exposure(const pb_config *cfg, char *why, size_t n)
 {
+    if (!cfg->tls_cert != !cfg->tls_key)
+        return why_fmt(why, n, "%s is set without %s: TLS needs both (PEM files)",
+                       cfg->tls_cert ? "tls_cert" : "tls_key",
+                       cfg->tls_cert ? "tls_key" : "tls_cert");
+    if (cfg->tls_client_ca && !cfg->tls_cert)
+        return why_fmt(why, n, "tls_client_ca needs tls_cert and tls_key (TLS on the listener)");
     if (cfg->auth == PB_AUTH_REQUIRED && cfg->n_users == 0)
         return why_fmt(why, n,
                        "auth = required but there is no [user NAME] section: nobody could "

@@ -80,6 +80,7 @@ static void conn_unref(conn *c)
         c->next->prev = c->prev;
     n->nconns--;
     conn_auth_release(c);
+    conn_tls_release(c);
     free(c->buf);
     free(c->sub_body);
     free(c);
@@ -141,9 +142,16 @@ static void on_write(uv_write_t *req, int status)
     conn_release(c);
 }
 
-/* Writes buf now (takes ownership; malloc'd). With close, the connection
- * closes once every write is done. */
+/* Writes buf now (takes ownership; malloc'd), sealed on a TLS connection.
+ * With close, the connection closes once every write is done. */
 void conn_send(conn *c, uint8_t *buf, size_t len, bool close)
+{
+    if (c->tls && !c->closing && !(buf = conn_tls_seal(c, buf, &len)))
+        return;
+    conn_send_raw(c, buf, len, close);
+}
+
+void conn_send_raw(conn *c, uint8_t *buf, size_t len, bool close)
 {
     if (c->closing) {
         free(buf);

@@ -22,6 +22,7 @@
 #include "logging.h"
 #include "pb_errors.h"
 #include "sub.h"
+#include "tls.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -59,6 +60,18 @@ void conn_auth_start(conn *c, uint64_t id, const uint8_t *hello, size_t len)
         ss.ss_family = AF_UNSPEC;
     c->hello_id = id;
     uv_timer_stop(&c->timer);
+    /* Mutual TLS: a verified client certificate whose CN is a user
+     * authenticates as that user, without a password (the Hello may name
+     * the same user, or none). */
+    const char *cn = c->tls ? tls_peer_cn(c->tls) : NULL;
+    acl_user *by_cert = cn ? acl_find(auth_acl(c->net->auth), cn, strlen(cn)) : NULL;
+    if (by_cert &&
+        (h.user.len == 0 || (h.user.len == strlen(cn) && memcmp(h.user.p, cn, h.user.len) == 0))) {
+        logging_printf(LOG_DEBUG, "connection %s: client certificate CN \"%s\" names a user",
+                       c->peer, cn);
+        on_auth_done(c, by_cert);
+        return;
+    }
     c->auth_req =
         auth_start(c->net->auth, (const struct sockaddr *)&ss, (const char *)h.user.p, h.user.len,
                    (const char *)h.password.p, h.password.len, on_auth_done, c);
@@ -88,9 +101,14 @@ const ingest_rights *conn_publish_rights(conn *c, ingest_rights *buf)
 
 const sub_rights *conn_read_rights(conn *c, sub_rights *buf)
 {
-    if (!c->user)
-        return NULL;
+    if (!c->user) {
+        if (!c->tls)
+            return NULL;
+        *buf = (sub_rights){.tls = c->tls};
+        return buf;
+    }
     *buf = (sub_rights){
+        .tls = c->tls,
         .user = c->user->name,
         .allow = c->user->subscribe,
         .nallow = c->user->n_subscribe,

@@ -514,6 +514,7 @@ static int serve(daemon_state *d, const char *port_file)
         .store = d->store,
         .subs = d->subs,
         .auth = d->sec.auth,
+        .tls = d->sec.tls,
     };
     if (net_start(&d->net, &d->loop, &no, err, sizeof err) < 0) {
         logging_printf(LOG_ERROR, "%s", err);

@@ -171,8 +171,10 @@ static int handoff(conn *c)
         snprintf(err, sizeof err, "cannot hand the connection over: %s", strerror(errno));
     } else if (sub_start_as(n->opts.subs, conn_read_rights(c, &rights), dupfd, c->sub_id,
                             c->sub_body, c->sub_len, c->buf, c->len, &code, err, sizeof err) == 0) {
-        /* What the client sent after the Subscribe went with it. */
+        /* What the client sent after the Subscribe went with it, and
+         * its TLS session too. */
         c->len = 0;
+        c->tls = NULL;
         free(c->sub_body);
         c->sub_body = NULL;
         /* The subscription thread owns the socket through dupfd now. */
@@ -293,6 +295,13 @@ static void handle_frame(conn *c, const uint8_t *body, size_t len)
 void conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 {
     conn *c = h->data;
+    if (c->tls) {
+        /* Ciphertext lands in the loop's one buffer: conn_on_read
+         * decrypts it into c->buf at once. */
+        out->base = (char *)c->net->tls_raw;
+        out->len = READ_CHUNK;
+        return;
+    }
     size_t need = c->len + READ_CHUNK;
     if (c->want > c->len && c->want > need)
         need = c->want;
@@ -415,6 +424,10 @@ void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         conn_close(c);
         return;
     }
+    if (c->tls) {
+        conn_tls_read(c, (const uint8_t *)buf->base, (size_t)nread);
+        return;
+    }
     c->len += (size_t)nread;
     conn_process(c);
 }
@@ -488,6 +501,10 @@ static void on_connection(uv_stream_t *server, int status)
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0)
         hostport_format_sockaddr(c->peer, sizeof c->peer, (struct sockaddr *)&ss);
     uv_tcp_nodelay(&c->tcp, 1);
+    if (n->tls && conn_tls_start(c) < 0) {
+        conn_close(c);
+        return;
+    }
     if (n->nlive > n->opts.max_connections) {
         char msg[160];
         snprintf(msg, sizeof msg, "too many connections (max_connections = %u)",
@@ -522,6 +539,12 @@ int net_start(net **out, uv_loop_t *loop, const net_options *opts, char *err, si
     };
     snprintf(n->version, sizeof n->version, "protobusd %s", PB_VERSION_STRING);
     n->auth = opts->auth;
+    n->tls = opts->tls;
+    if (n->tls && !(n->tls_raw = malloc(READ_CHUNK))) {
+        free(n);
+        snprintf(err, errlen, "out of memory");
+        return PB_ENOMEM;
+    }
     n->session = (session_options){
         .auth_required = opts->auth != NULL,
         .server_name = n->version,
@@ -531,6 +554,7 @@ int net_start(net **out, uv_loop_t *loop, const net_options *opts, char *err, si
         .max_batch_events = opts->max_batch_events,
     };
     if (uv_mutex_init(&n->done_lock) < 0) {
+        free(n->tls_raw);
         free(n);
         snprintf(err, errlen, "cannot create a mutex");
         return PB_ENOMEM;
@@ -570,6 +594,7 @@ int net_start(net **out, uv_loop_t *loop, const net_options *opts, char *err, si
 
 fail_mutex:
     uv_mutex_destroy(&n->done_lock);
+    free(n->tls_raw);
     free(n);
     return PB_EINVAL;
 }
@@ -604,5 +629,6 @@ void net_close(net *n)
     /* Run the loop until every handle's close callback has freed its conn. */
     uv_run(n->loop, UV_RUN_DEFAULT);
     uv_mutex_destroy(&n->done_lock);
+    free(n->tls_raw);
     free(n);
 }

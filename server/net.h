@@ -18,6 +18,7 @@
 
 struct auth;
 struct router;
+struct tls_ctx;
 struct store;
 struct sub_registry;
 
@@ -42,6 +43,8 @@ typedef struct net_options {
     /* auth = required: every connection authenticates in its Hello
      * (auth.h); NULL: every connection is anonymous. */
     struct auth *auth;
+    /* TLS for every connection (tls.h); NULL: plain TCP. */
+    struct tls_ctx *tls;
 } net_options;
 
 /* Binds and listens; err names the address and the reason on failure. */

@@ -30,6 +30,8 @@ typedef struct conn conn;
 struct sub_rights;
 struct acl_user;
 struct auth_req;
+struct tls_ctx;
+struct tls_conn;
 
 struct net {
     uv_loop_t *loop;
@@ -51,6 +53,8 @@ struct net {
     size_t pending_writes; /* replies queued and not yet written, all connections */
     uint64_t inflight_bytes;
     struct auth *auth;    /* auth = required; NULL: every connection is anonymous */
+    struct tls_ctx *tls;  /* tls_cert set: every connection speaks TLS */
+    uint8_t *tls_raw;     /* TLS: what a read brings, before it is decrypted (loop thread) */
     uv_mutex_t done_lock; /* protects done_head: writers push, the loop pops */
     pub_batch *done_head;
     char version[64];
@@ -94,6 +98,7 @@ struct conn {
     struct auth_req *auth_req;
     uint64_t hello_id;
     struct acl_user *user;
+    struct tls_conn *tls; /* TLS session (conn_tls.c); NULL: plain TCP, or handed over */
     char peer[64];
 };
 
@@ -119,6 +124,8 @@ void conn_release(conn *c);
 /* Writes frame now (takes it; malloc'd); with close, c closes once every
  * write is done. */
 void conn_send(conn *c, uint8_t *frame, size_t len, bool close);
+/* conn_send of bytes as they are (TLS records already sealed). */
+void conn_send_raw(conn *c, uint8_t *bytes, size_t len, bool close);
 /* A reply in request order (takes frame): now, or behind the replies of
  * Publish batches before it. */
 void conn_reply(conn *c, uint8_t *frame, size_t len, bool close);
@@ -137,6 +144,20 @@ void conn_update_reading(conn *c);
 /* Sends the replies whose turn has come (done batches at the head of c's
  * FIFO, each followed by what waited behind it) and frees those batches. */
 void conn_flush_replies(conn *c);
+
+/* --- conn_tls.c --------------------------------------------------------- */
+
+/* A new connection on a TLS listener: its session. 0 or -1 (no memory). */
+int conn_tls_start(conn *c);
+/* Ciphertext a read brought: decrypted into c->buf (the handshake driven,
+ * its answers written), then the frames handled. A peer that does not
+ * speak TLS, or a failed handshake, closes c. */
+void conn_tls_read(conn *c, const uint8_t *raw, size_t n);
+/* plain (taken) sealed for the socket: the ciphertext (malloc'd; *len its
+ * size), or NULL after closing c (TLS not established, no memory). */
+uint8_t *conn_tls_seal(conn *c, uint8_t *plain, size_t *len);
+/* c is being freed. */
+void conn_tls_release(conn *c);
 
 /* --- conn_auth.c -------------------------------------------------------- */
 

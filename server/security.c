@@ -10,6 +10,7 @@
 #include "logging.h"
 #include "net.h"
 #include "pb_errors.h"
+#include "tls.h"
 
 #include <string.h>
 
@@ -17,12 +18,22 @@ int security_start(security *s, uv_loop_t *loop, const pb_config *cfg)
 {
     memset(s, 0, sizeof *s);
     s->mode = cfg->auth;
+    char err[512];
+    if (cfg->tls_cert) {
+        if (tls_ctx_create(&s->tls, cfg->tls_cert, cfg->tls_key, cfg->tls_client_ca, err,
+                           sizeof err) < 0) {
+            logging_printf(LOG_ERROR, "%s: %s", cfg->path, err);
+            return PB_EINVAL;
+        }
+        logging_printf(LOG_INFO, "TLS on (TLS 1.2 at least), certificate %s%s%s", cfg->tls_cert,
+                       cfg->tls_client_ca ? "; client certificates required, signed by " : "",
+                       cfg->tls_client_ca ? cfg->tls_client_ca : "");
+    }
     if (cfg->auth == PB_AUTH_NONE) {
         logging_printf(LOG_INFO, "auth = none: every connection is anonymous and may publish and "
                                  "read every topic");
         return 0;
     }
-    char err[512];
     acl *set;
     int rc = acl_create(cfg, &set, err, sizeof err);
     if (rc < 0) {
@@ -97,4 +108,6 @@ void security_stop(security *s)
 {
     auth_destroy(s->auth);
     s->auth = NULL;
+    tls_ctx_free(s->tls);
+    s->tls = NULL;
 }

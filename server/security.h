@@ -8,7 +8,8 @@
  * same user with the new rights for what they publish next; one whose user
  * was removed is closed (UNAUTHENTICATED). Subscriptions already running
  * keep the read rights they started with. Changing `auth` itself, or any
- * other setting, needs a restart (a reload says so).
+ * other setting, needs a restart (a reload says so). TLS: tls_cert and
+ * tls_key (and tls_client_ca) are loaded once, at start-up.
  *
  * Threads: the main thread, which is the loop thread.
  */
@@ -21,10 +22,12 @@
 
 struct auth;
 struct net;
+struct tls_ctx;
 
 typedef struct security {
     pb_auth_mode mode;
-    struct auth *auth; /* auth = required; else NULL */
+    struct auth *auth;   /* auth = required; else NULL */
+    struct tls_ctx *tls; /* tls_cert set: the listener's TLS; else NULL */
 } security;
 
 /* Sets up what cfg asks for. 0, or a negative code (logged). */

@@ -28,6 +28,7 @@
 #include "pb_errors.h"
 #include "protobus.pb-c.h"
 #include "subrun.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -81,6 +82,7 @@ static void sub_free(sub *s)
     free(s->live.tag_state);
     free(s->offsets);
     free(s->input);
+    tls_conn_free(s->tls);
     if (s->req)
         protobus__subscribe__free_unpacked(s->req, NULL);
     free(s);
@@ -307,7 +309,7 @@ int sub_start_as(sub_registry *r, const sub_rights *rights, int fd, uint64_t fra
     }
     if (rc < 0)
         goto fail;
-    if (rights && (rc = restrict_to(rights, s, grpc_code, err, errlen)) < 0)
+    if (rights && rights->user && (rc = restrict_to(rights, s, grpc_code, err, errlen)) < 0)
         goto fail;
 
     if ((rc = prepare_live(r, s)) < 0)
@@ -336,6 +338,7 @@ int sub_start_as(sub_registry *r, const sub_rights *rights, int fd, uint64_t fra
         goto fail;
     }
     s->live.slot = slot;
+    s->tls = rights ? rights->tls : NULL; /* the subscription's from here on */
     r->slots[slot].job = s;
     atomic_fetch_add(&r->active, 1);
     pthread_cond_broadcast(&r->changed);

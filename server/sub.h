@@ -59,10 +59,15 @@ typedef struct sub_rights {
     size_t nallow;
     const char *const *deny;
     size_t ndeny;
+    /* The connection's TLS session (tls.h), NULL for plain TCP: the
+     * subscription takes it with the socket on success (frees it when it
+     * ends); on failure it stays the caller's. Also without a user. */
+    struct tls_conn *tls;
 } sub_rights;
 
-/* sub_start for a user: rights NULL is sub_start. A user with no read
- * right at all is refused (PERMISSION_DENIED). */
+/* sub_start for a user and/or a TLS connection: rights NULL is
+ * sub_start. With a user (rights->user not NULL), one with no read right at
+ * all is refused (PERMISSION_DENIED). */
 int sub_start_as(sub_registry *r, const sub_rights *rights, int fd, uint64_t frame_id,
                  const uint8_t *subscribe, size_t len, const uint8_t *pending, size_t pending_len,
                  int *grpc_code, char *err, size_t errlen);

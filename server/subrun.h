@@ -114,6 +114,7 @@ typedef struct sub {
      * connection takes them). */
     uint8_t *input;
     size_t input_len;
+    struct tls_conn *tls;     /* the connection's TLS session (sub_rights.tls); freed with s */
     uint64_t max_frame_bytes; /* what the client may still send */
     char why[512];            /* thread: what ended the subscription, for the Error frame */
 } sub;

@@ -68,6 +68,7 @@ static int pub_connect(bench_pub *p, pb_client **out)
     o.name = "protobus bench " PB_VERSION_STRING;
     o.user = cfg->user;
     o.password = cfg->password;
+    cli_tls_apply(&cfg->tls, &o);
     return pb_client_connect(out, cfg->server, &o, p->err, sizeof p->err);
 }
 
@@ -156,6 +157,7 @@ int bench_sub_open(bench_sub *s)
     o.name = "protobus bench " PB_VERSION_STRING;
     o.user = cfg->user;
     o.password = cfg->password;
+    cli_tls_apply(&cfg->tls, &o);
     int rc = pb_client_connect(&s->c, cfg->server, &o, s->err, sizeof s->err);
     if (rc < 0)
         return rc;

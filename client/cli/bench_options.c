@@ -49,7 +49,7 @@ static const char usage[] =
     "      --offset N          seek mode: start offset\n"
     "      --time TIME         seek mode: start time (RFC 3339 or relative)\n"
     "      --bytes N           tcp mode: bytes to transfer (default 4 GiB)\n"
-    "      --timeout MS        give up after MS milliseconds (default 120000)\n"
+    "      --timeout MS        give up after MS milliseconds (default 120000)\n" CLI_TLS_HELP
     "  -u, --user NAME         authenticate every client as NAME (password from\n"
     "                          $PROTOBUS_PASSWORD, else asked on the terminal)\n"
     "  -h, --help              show this help\n"
@@ -172,6 +172,12 @@ static int apply_option(bench_cfg *cfg, int opt, const char *arg, const char **s
     case 'u':
         cfg->user = arg;
         break;
+    case CLI_OPT_TLS:
+    case CLI_OPT_TLS_CA:
+    case CLI_OPT_TLS_CERT:
+    case CLI_OPT_TLS_KEY:
+        cli_tls_option(&cfg->tls, opt, arg);
+        break;
     case OPT_TIMEOUT:
         if (!num_opt("--timeout", arg, 1, 3600000, &v))
             return CLI_EXIT_USAGE;
@@ -208,6 +214,7 @@ int bench_parse(bench_cfg *cfg, int argc, char **argv)
         {"bytes", required_argument, NULL, OPT_BYTES},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"user", required_argument, NULL, 'u'},
+        CLI_TLS_LONGOPTS,
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };

@@ -39,7 +39,7 @@ static const char usage[] =
     "                          " CLI_DEFAULT_SERVER ")\n"
     "  -u, --user NAME         authenticate as NAME (server auth = required); the\n"
     "                          password comes from $PROTOBUS_PASSWORD, else it is\n"
-    "                          asked on the terminal (never on the command line)\n"
+    "                          asked on the terminal (never on the command line)\n" CLI_TLS_HELP
     "  -t, --tag KEY=VALUE     add a tag to every event (repeatable)\n"
     "      --type TYPE_URL     payload type URL (google.protobuf.Any type_url),\n"
     "                          e.g. type.googleapis.com/google.protobuf.StringValue;\n"
@@ -232,14 +232,20 @@ static void publish_stdin(pub_state *st)
 int cmd_pub(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"server", required_argument, NULL, 's'},  {"tag", required_argument, NULL, 't'},
-        {"type", required_argument, NULL, 'T'},    {"verbose", no_argument, NULL, 'v'},
-        {"timeout", required_argument, NULL, 'W'}, {"user", required_argument, NULL, 'u'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+        {"server", required_argument, NULL, 's'},
+        {"tag", required_argument, NULL, 't'},
+        {"type", required_argument, NULL, 'T'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"timeout", required_argument, NULL, 'W'},
+        {"user", required_argument, NULL, 'u'},
+        CLI_TLS_LONGOPTS,
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     static char prog[] = "protobus pub";
     const char *server_opt = NULL, *type = NULL, *user = NULL;
     char password[1024];
+    cli_tls tls = {0};
     cli_tags tags = {0};
     pub_state st = {.timeout_ms = DEFAULT_TIMEOUT_MS};
     int rc = CLI_EXIT_USAGE, opt;
@@ -252,6 +258,12 @@ int cmd_pub(int argc, char **argv)
             break;
         case 'u':
             user = optarg;
+            break;
+        case CLI_OPT_TLS:
+        case CLI_OPT_TLS_CA:
+        case CLI_OPT_TLS_CERT:
+        case CLI_OPT_TLS_KEY:
+            cli_tls_option(&tls, opt, optarg);
             break;
         case 't':
             if (cli_tags_add(&tags, optarg) < 0) {
@@ -300,6 +312,7 @@ int cmd_pub(int argc, char **argv)
     pb_client_options_init(&opts);
     opts.no_positions = !st.verbose;
     opts.name = "protobus pub " PB_VERSION_STRING;
+    cli_tls_apply(&tls, &opts);
     char err[256];
     if (!cli_credentials("pub", user, &opts, password, sizeof password)) {
         rc = CLI_EXIT_RUNTIME;

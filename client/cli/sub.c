@@ -45,7 +45,7 @@ static const char usage[] =
     "                          " CLI_DEFAULT_SERVER ")\n"
     "  -u, --user NAME         authenticate as NAME (server auth = required); the\n"
     "                          password comes from $PROTOBUS_PASSWORD, else it is\n"
-    "                          asked on the terminal (never on the command line)\n"
+    "                          asked on the terminal (never on the command line)\n" CLI_TLS_HELP
     "  -t, --tag KEY=VALUE     only events with this tag value (repeatable: all\n"
     "                          must match)\n"
     "  -n, --count COUNT       exit 0 after COUNT events\n"
@@ -72,6 +72,7 @@ enum {
 typedef struct sub_opts {
     const char *server;
     const char *user; /* --user */
+    cli_tls tls;
     cli_tags tags;
     pb_subscription s;
     pb_partition_offset *offsets;
@@ -133,6 +134,7 @@ static int parse(int argc, char **argv, sub_opts *o)
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"until-caught-up", no_argument, NULL, OPT_UNTIL_CAUGHT_UP},
         {"user", required_argument, NULL, 'u'},
+        CLI_TLS_LONGOPTS,
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -151,6 +153,12 @@ static int parse(int argc, char **argv, sub_opts *o)
             break;
         case 'u':
             o->user = optarg;
+            break;
+        case CLI_OPT_TLS:
+        case CLI_OPT_TLS_CA:
+        case CLI_OPT_TLS_CERT:
+        case CLI_OPT_TLS_KEY:
+            cli_tls_option(&o->tls, opt, optarg);
             break;
         case 't':
             if (cli_tags_add(&o->tags, optarg) < 0)
@@ -299,6 +307,7 @@ int cmd_sub(int argc, char **argv)
     pb_client_options opts;
     pb_client_options_init(&opts);
     opts.name = "protobus sub " PB_VERSION_STRING;
+    cli_tls_apply(&o.tls, &opts);
     char err[256];
     char password[1024];
     if (!cli_credentials("sub", o.user, &opts, password, sizeof password)) {
