@@ -275,7 +275,8 @@ auth_req *auth_start(auth *a, const struct sockaddr *peer, const char *user, siz
         r->hash = a->dummy_hash;
         password_len = 0;
     }
-    memcpy(r->password, password, password_len);
+    if (password_len) /* no credentials: a NULL password */
+        memcpy(r->password, password, password_len);
     r->password_len = password_len;
     if (a->queue_tail)
         a->queue_tail->next = r;
