@@ -199,7 +199,7 @@ static void on_sighup(uv_signal_t *s, int signum)
     daemon_state *d = s->data;
     (void)signum;
     if (!d->stopping)
-        security_reload(&d->sec, d->net, d->config_path);
+        security_reload(&d->sec, d->net, d->subs, d->config_path);
 }
 
 /* --- main --------------------------------------------------------------- */

@@ -10,6 +10,7 @@
 #include "logging.h"
 #include "net.h"
 #include "pb_errors.h"
+#include "sub.h"
 #include "tls.h"
 
 #include <string.h>
@@ -53,7 +54,22 @@ int security_start(security *s, uv_loop_t *loop, const pb_config *cfg)
     return 0;
 }
 
-void security_reload(security *s, struct net *n, const char *config_path)
+/* sub_registry_end_users: is the user still there, with the same read
+ * rights? */
+static bool same_read_rights(void *ctx, const char *user, uint64_t fingerprint)
+{
+    acl_user *u = acl_find(ctx, user, strlen(user));
+    if (!u)
+        return false;
+    sub_rights r = {.user = u->name,
+                    .allow = u->subscribe,
+                    .nallow = u->n_subscribe,
+                    .deny = u->deny_subscribe,
+                    .ndeny = u->n_deny_subscribe};
+    return sub_rights_fingerprint(&r) == fingerprint;
+}
+
+void security_reload(security *s, struct net *n, struct sub_registry *subs, const char *config_path)
 {
     if (!config_path) {
         logging_printf(LOG_WARN, "SIGHUP: running on built-in defaults: no file to reload");
@@ -97,10 +113,12 @@ void security_reload(security *s, struct net *n, const char *config_path)
     }
     auth_set_acl(s->auth, set);
     size_t closed = net_users_reloaded(n, set);
+    uint32_t ended = subs ? sub_registry_end_users(subs, same_read_rights, set) : 0;
     logging_printf(LOG_INFO,
                    "SIGHUP: %zu user(s) reloaded from %s; %zu connection(s) of removed users "
-                   "closed (other settings need a restart)",
-                   acl_count(set), config_path, closed);
+                   "closed, %u subscription(s) whose read rights changed ended (other settings "
+                   "need a restart)",
+                   acl_count(set), config_path, closed, ended);
     acl_unref(set);
 }
 

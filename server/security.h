@@ -6,8 +6,9 @@
  * as --check does; a bad file is refused, logged with file:line, and the
  * running accounts stay). Connections already open keep working as the
  * same user with the new rights for what they publish next; one whose user
- * was removed is closed (UNAUTHENTICATED). Subscriptions already running
- * keep the read rights they started with. Changing `auth` itself, or any
+ * was removed is closed (UNAUTHENTICATED). A running subscription whose
+ * user's read rights changed, or whose user was removed, is ended (the
+ * client may subscribe again under the new rights). Changing `auth` itself, or any
  * other setting, needs a restart (a reload says so). TLS: tls_cert and
  * tls_key (and tls_client_ca) are loaded once, at start-up.
  *
@@ -22,6 +23,7 @@
 
 struct auth;
 struct net;
+struct sub_registry;
 struct tls_ctx;
 
 typedef struct security {
@@ -34,9 +36,11 @@ typedef struct security {
 int security_start(security *s, uv_loop_t *loop, const pb_config *cfg);
 
 /* SIGHUP: reads config_path again and applies its [user] sections to new
- * connections and to n's open ones. NULL
+ * connections, to n's open ones, and to subs' running subscriptions (those
+ * whose user's read rights changed, or who was removed, end). NULL
  * config_path (built-in defaults): nothing to read, logged. */
-void security_reload(security *s, struct net *n, const char *config_path);
+void security_reload(security *s, struct net *n, struct sub_registry *subs,
+                     const char *config_path);
 
 /* Frees; after the listener's connections are closed. */
 void security_stop(security *s);

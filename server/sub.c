@@ -21,6 +21,7 @@
 #include "config.h"
 #include "event.h"
 #include "fanout.h"
+#include "hash.h"
 #include "hostport.h"
 #include "livequeue.h"
 #include "logging.h"
@@ -339,6 +340,10 @@ int sub_start_as(sub_registry *r, const sub_rights *rights, int fd, uint64_t fra
     }
     s->live.slot = slot;
     s->tls = rights ? rights->tls : NULL; /* the subscription's from here on */
+    if (rights && rights->user) {
+        snprintf(s->user, sizeof s->user, "%s", rights->user);
+        s->rights_fp = sub_rights_fingerprint(rights);
+    }
     r->slots[slot].job = s;
     atomic_fetch_add(&r->active, 1);
     pthread_cond_broadcast(&r->changed);
@@ -397,6 +402,41 @@ static void *pool_main(void *arg)
     }
     pthread_mutex_unlock(&r->pool_lock);
     return NULL;
+}
+
+uint64_t sub_rights_fingerprint(const sub_rights *rights)
+{
+    uint64_t h = hash_bytes(0, rights->user, strlen(rights->user));
+    for (size_t i = 0; i < rights->nallow; i++)
+        h = hash_bytes(h * 31 + 1, rights->allow[i], strlen(rights->allow[i]));
+    for (size_t i = 0; i < rights->ndeny; i++)
+        h = hash_bytes(h * 31 + 2, rights->deny[i], strlen(rights->deny[i]));
+    return h;
+}
+
+uint32_t sub_registry_end_users(sub_registry *r,
+                                bool (*still_allowed)(void *ctx, const char *user,
+                                                      uint64_t fingerprint),
+                                void *ctx)
+{
+    uint32_t ended = 0;
+    pthread_mutex_lock(&r->pool_lock);
+    for (uint32_t i = 0; i < r->nslots; i++) {
+        sub *s = r->slots[i].job;
+        if (!s || !s->user[0] || atomic_load(&s->stop) || still_allowed(ctx, s->user, s->rights_fp))
+            continue;
+        logging_printf(LOG_INFO,
+                       "subscriber %s: ended: the read rights of user \"%s\" changed "
+                       "(configuration reloaded)",
+                       s->peer, s->user);
+        atomic_store(&s->stop, true);
+        fanout_wake(&s->live);
+        if (shutdown(s->fd, SHUT_RDWR) < 0 && errno != ENOTCONN)
+            logging_printf(LOG_DEBUG, "subscriber %s: shutdown: %s", s->peer, strerror(errno));
+        ended++;
+    }
+    pthread_mutex_unlock(&r->pool_lock);
+    return ended;
 }
 
 void sub_registry_stop(sub_registry *r)

@@ -10,6 +10,7 @@
 #ifndef PB_SUB_H
 #define PB_SUB_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -71,6 +72,20 @@ typedef struct sub_rights {
 int sub_start_as(sub_registry *r, const sub_rights *rights, int fd, uint64_t frame_id,
                  const uint8_t *subscribe, size_t len, const uint8_t *pending, size_t pending_len,
                  int *grpc_code, char *err, size_t errlen);
+
+/* A fingerprint of rights' read rights (user, allow and deny lists), to
+ * tell whether a reload changed them. */
+uint64_t sub_rights_fingerprint(const sub_rights *rights);
+
+/* Ends every running subscription of a user for which still_allowed(ctx,
+ * user, fingerprint) is false (a reload removed the user or changed its
+ * read rights): its socket is shut down, the client may subscribe again
+ * under the new rights. Anonymous subscriptions are not asked. Returns how
+ * many were ended. Any thread. */
+uint32_t sub_registry_end_users(sub_registry *r,
+                                bool (*still_allowed)(void *ctx, const char *user,
+                                                      uint64_t fingerprint),
+                                void *ctx);
 
 /* Number of subscriptions running (any thread). */
 uint32_t sub_registry_active(sub_registry *r);

@@ -380,8 +380,27 @@ static bool wait_log(const fixture *f, const char *text)
     return false;
 }
 
+/* The next live event of a subscription: its topic into out, or "" when
+ * none came within ms; the pb_client_next code. */
+static int next_live(pb_client *c, int ms, char *out, size_t n)
+{
+    out[0] = '\0';
+    for (int k = 0; k < 20; k++) {
+        pb_item it;
+        int rc = pb_client_next(c, &it, ms);
+        if (rc != 0)
+            return rc;
+        if (it.kind == PB_ITEM_EVENT) {
+            snprintf(out, n, "%s", it.event.topic);
+            return 0;
+        }
+    }
+    return PB_ETIMEDOUT;
+}
+
 /* SIGHUP: new rights apply to an open connection; a bad file is refused
- * with file:line and changes nothing; a removed user's connection closes. */
+ * with file:line and changes nothing; a removed user's connection closes
+ * and its running subscription ends; unchanged read rights keep theirs. */
 static void test_reload(void **state)
 {
     fixture *f = *state;
@@ -389,12 +408,25 @@ static void test_reload(void **state)
     pb_client *c = login(f, "alice", ALICE_PW);
     static const char *const pay[] = {"payments.1"};
     assert_int_equal(publish(c, pay, 1), PB_ESERVER);
+    static const char *const all[] = {".*"};
+    pb_subscription live = {.patterns = all, .npatterns = 1, .start = PB_START_NEW};
+    pb_client *alice_sub = login(f, "alice", ALICE_PW);
+    assert_int_equal(pb_client_subscribe(alice_sub, &live), 0);
+    pb_client *admin_sub = login(f, "admin", PASSWORD);
+    assert_int_equal(pb_client_subscribe(admin_sub, &live), 0);
+    pb_client *admin = login(f, "admin", PASSWORD);
 
     char rules[2048];
     users_conf(rules, sizeof rules, "publish = payments\\..*\n");
     reload(f, rules);
     assert_true(wait_log(f, "SIGHUP: 3 user(s) reloaded"));
     assert_int_equal(publish(c, pay, 1), 0);
+    /* alice's read rights did not change: her subscription goes on. */
+    static const char *const r1[] = {"orders.r1"};
+    assert_int_equal(publish(admin, r1, 1), 0);
+    char got[128];
+    assert_int_equal(next_live(alice_sub, TIMEOUT_MS, got, sizeof got), 0);
+    assert_string_equal(got, "orders.r1");
 
     reload(f, "[partition events]\nmatch = .*\n[user alice]\npublish = (\n");
     assert_true(wait_log(f, "configuration refused, the running users stay"));
@@ -404,12 +436,28 @@ static void test_reload(void **state)
     /* alice removed: her connection is closed. */
     char only_admin[1024];
     snprintf(only_admin, sizeof only_admin,
-             "[partition events]\nmatch = .*\n[user admin]\npassword_hash = %s\npublish = .*\n",
+             "[partition events]\nmatch = .*\n[user admin]\npassword_hash = %s\npublish = .*\n"
+             "subscribe = .*\n",
              admin_hash);
     reload(f, only_admin);
-    assert_true(wait_log(f, "1 connection(s) of removed users closed"));
+    assert_true(wait_log(f, "1 connection(s) of removed users closed, 1 subscription(s)"));
     assert_int_not_equal(publish(c, pay, 1), 0);
     pb_client_close(c);
+    /* Her subscription ended; admin's (same rights) goes on. */
+    int rc = PB_ETIMEDOUT;
+    for (int k = 0; k < 20 && rc == PB_ETIMEDOUT; k++)
+        rc = next_live(alice_sub, 500, got, sizeof got);
+    assert_int_not_equal(rc, 0);
+    assert_int_not_equal(rc, PB_ETIMEDOUT);
+    static const char *const r2[] = {"orders.r2"};
+    assert_int_equal(publish(admin, r2, 1), 0);
+    /* (after the payments.1 and orders.r1 published before) */
+    for (int k = 0; k < 10 && strcmp(got, "orders.r2") != 0; k++)
+        assert_int_equal(next_live(admin_sub, TIMEOUT_MS, got, sizeof got), 0);
+    assert_string_equal(got, "orders.r2");
+    pb_client_close(alice_sub);
+    pb_client_close(admin_sub);
+    pb_client_close(admin);
 }
 
 /* Runs `protobusd --check -c path`; its exit status. */
