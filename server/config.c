@@ -29,12 +29,12 @@
 #include <string.h>
 
 #define DEFAULT_LISTEN_HOST "127.0.0.1"
-#define DEFAULT_LISTEN_PORT 7420
-#define KIB                 1024ULL
-#define MIB                 (1024ULL * KIB)
-#define GIB                 (1024ULL * MIB)
-#define TIB                 (1024ULL * GIB)
-#define MAX_ROTATE_S        (3650LL * 86400) /* ten years: beyond that, say none */
+
+#define KIB          1024ULL
+#define MIB          (1024ULL * KIB)
+#define GIB          (1024ULL * MIB)
+#define TIB          (1024ULL * GIB)
+#define MAX_ROTATE_S (3650LL * 86400) /* ten years: beyond that, say none */
 
 enum section_kind { SEC_NONE, SEC_SERVER, SEC_PARTITION, SEC_MIRROR, SEC_USER };
 
@@ -656,47 +656,6 @@ static char *reader(char *str, int num, void *stream)
 
 /* ---- load ---- */
 
-static void set_defaults(pb_config *cfg)
-{
-    memset(cfg, 0, sizeof *cfg);
-    cfg->listen_port = DEFAULT_LISTEN_PORT;
-    cfg->fsync = PB_FSYNC_ALWAYS;
-    cfg->fsync_interval_ms = 100;
-    cfg->threads = 16;
-    cfg->max_event_bytes = 1 * MIB;
-    cfg->max_frame_bytes = 16 * MIB;
-    cfg->max_connections = 1024;
-    cfg->subscriber_queue_bytes = 4 * MIB;
-    /* 1,000 lagging subscribers must not hold 1,000 x 4 MiB: beyond this
-     * sum, the queue that would pass it overflows to the files. */
-    cfg->subscriber_queue_total_bytes = 32 * MIB;
-    cfg->write_deadline_ms = 30000;
-    cfg->idle_timeout_ms = 60000;
-    cfg->handshake_timeout_ms = 10000;
-    /* As many as max_connections: a herd of clients reconnecting at once
-     * (after a restart) all fit; silent ones are still evicted, oldest
-     * first, when a new connection finds either cap reached. */
-    cfg->max_handshaking = 1024;
-    cfg->log_level = LOG_INFO;
-    /* Above the 100,000-distinct-topics goal, so such a workload routes
-     * from the cache after the first sight of each topic. */
-    cfg->route_cache_entries = 262144;
-    /* A batch's state is ~230 bytes per event (ingest_charge): at this cap
-     * one Publish costs at most ~15 MiB of it, about a maximal frame's
-     * bytes. The client library sends 1,000 events per batch by default. */
-    cfg->max_batch_events = 65536;
-    cfg->max_partitions = 0; /* main.c: from the descriptors it can have */
-    cfg->partition_idle_ms = 10000;
-    /* ~200 bytes each (topics.h): ~26 MiB; above the 100,000 distinct
-     * topics of the benchmark, so that workload never evicts. */
-    cfg->max_topics_in_memory = 131072;
-    cfg->auth = PB_AUTH_NONE;
-    /* Long enough that guessing costs real time, short enough for a person
-     * who mistyped; it doubles with each recent failure from the address. */
-    cfg->auth_failure_delay_ms = 1000;
-    cfg->data_mode = 0600;
-}
-
 /* Checks that involve several keys, once all are known. */
 static void check_whole(struct parse_ctx *c)
 {
@@ -752,7 +711,7 @@ static int load(struct parse_ctx *c, pb_config *cfg, char *err, size_t errlen)
     c->cfg = cfg;
     c->err = err;
     c->errlen = errlen;
-    set_defaults(cfg);
+    config_set_defaults(cfg);
     cfg->path = strdup(c->name);
     cfg->listen_host = strdup(DEFAULT_LISTEN_HOST);
     cfg->data_dir = strdup("./data");

@@ -164,6 +164,10 @@ int config_load_string(const char *name, const char *text, pb_config *cfg, char 
  * to call twice. */
 void config_free(pb_config *cfg);
 
+/* Every setting's default (config_values.c): *cfg zeroed first; the
+ * strings (listen_host, data_dir, path) are left NULL for the loader. */
+void config_set_defaults(pb_config *cfg);
+
 /* Value parsers (config_values.c). Each returns 0, PB_EINVAL when the text
  * is not of the expected form, or PB_ETOOBIG when it overflows. */
 
