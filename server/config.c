@@ -47,6 +47,7 @@ enum server_key {
     SK_OTHERS
 };
 
+/* V_FN: a value with a parser of its own (config_values.c). */
 enum value_kind {
     V_U32,
     V_SIZE,
@@ -57,22 +58,15 @@ enum value_kind {
     V_AUTH,
     V_BOOL,
     V_MODE,
-    V_AGE,
-    V_SIZE_OR_NONE,
-    V_MIN_FREE
+    V_FN
 };
-
-/* retain_age: at most ten years (beyond, say none). retain_bytes: at
- * least a few segments' worth is sensible, but the floor is only a guard
- * against a unit forgotten ("retain_bytes = 10" meaning 10G). */
-#define MAX_RETAIN_AGE_S (3650LL * 86400)
-#define MIN_RETAIN_BYTES (64 * 1024ULL)
 
 static const struct key_def {
     const char *name;
     enum value_kind kind;
     size_t offset; /* of the field in pb_config */
     uint64_t min, max;
+    config_value_fn parse; /* V_FN */
 } server_keys[] = {
     [SK_MAX_EVENT_BYTES] = {"max_event_bytes", V_SIZE, offsetof(pb_config, max_event_bytes), 64,
                             GIB},
@@ -99,9 +93,9 @@ static const struct key_def {
     {"max_partitions", V_U32, offsetof(pb_config, max_partitions), 1, 1000000},
     {"partition_idle_ms", V_U32, offsetof(pb_config, partition_idle_ms), 0, 86400000},
     {"max_topics_in_memory", V_U32, offsetof(pb_config, max_topics_in_memory), 64, 1U << 26},
-    {"retain_age", V_AGE, offsetof(pb_config, retain_age_s), 0, 0},
-    {"retain_bytes", V_SIZE_OR_NONE, offsetof(pb_config, retain_bytes), 0, 0},
-    {"min_free_bytes", V_MIN_FREE, offsetof(pb_config, min_free_bytes), 0, 0},
+    {"retain_age", V_FN, offsetof(pb_config, retain_age_s), 0, 0, config_value_retain_age},
+    {"retain_bytes", V_FN, offsetof(pb_config, retain_bytes), 0, 0, config_value_retain_bytes},
+    {"min_free_bytes", V_FN, offsetof(pb_config, min_free_bytes), 0, 0, config_value_min_free},
     {"dedup_window_ms", V_U32, offsetof(pb_config, dedup_window_ms), 0, 86400000},
     {"dedup_max_entries", V_U32, offsetof(pb_config, dedup_max_entries), 1, 1U << 24},
     {"auth", V_AUTH, 0, 0, 0},
@@ -235,30 +229,13 @@ static int set_size(struct parse_ctx *c, uint64_t *dst, const char *key, const c
     return 1;
 }
 
-/* retain_age: "none" or a duration ("7d", "12h"). */
-static int set_age(struct parse_ctx *c, int64_t *dst, const char *key, const char *value)
+/* A value parsed by fn (config_values.c), which words its own errors. */
+static int set_fn(struct parse_ctx *c, config_value_fn fn, const char *key, const char *value,
+                  void *dst)
 {
-    int rc = config_parse_duration(value, dst);
-    if (rc == PB_EINVAL)
-        return fail_at(c, c->lineno, rc, "%s: \"%s\" is not a duration (use e.g. 12h, 7d, or none)",
-                       key, value);
-    if (rc != 0 || *dst > MAX_RETAIN_AGE_S)
-        return fail_at(c, c->lineno, PB_EINVAL, "%s: %s is too long (at most 3650d, or none)", key,
-                       value);
-    if (*dst == 0 && strcmp(value, "none") != 0)
-        return fail_at(c, c->lineno, PB_EINVAL, "%s: %s: must be more than 0 (or none)", key,
-                       value);
-    return 1;
-}
-
-/* retain_bytes: "none" or a size of at least MIN_RETAIN_BYTES. */
-static int set_size_or_none(struct parse_ctx *c, uint64_t *dst, const char *key, const char *value)
-{
-    if (strcmp(value, "none") == 0) {
-        *dst = 0;
-        return 1;
-    }
-    return set_size(c, dst, key, value, MIN_RETAIN_BYTES, UINT64_MAX / 2);
+    char why[300];
+    int rc = fn(key, value, dst, why, sizeof why);
+    return rc < 0 ? fail_at(c, c->lineno, rc, "%s", why) : 1;
 }
 
 /* Looks `value` up in a NULL-terminated list of words. */
@@ -299,20 +276,8 @@ static int server_key(struct parse_ctx *c, const struct key_def *d, const char *
             return 0;
         c->cfg->log_level = (enum log_level)e;
         return 1;
-    case V_AGE:
-        return set_age(c, (int64_t *)(void *)field, d->name, value);
-    case V_SIZE_OR_NONE:
-        return set_size_or_none(c, (uint64_t *)(void *)field, d->name, value);
-    case V_MIN_FREE:
-        if (strcmp(value, "auto") == 0) {
-            *(uint64_t *)(void *)field = UINT64_MAX;
-            return 1;
-        }
-        if (strcmp(value, "none") == 0 || strcmp(value, "0") == 0) {
-            *(uint64_t *)(void *)field = 0;
-            return 1;
-        }
-        return set_size(c, (uint64_t *)(void *)field, d->name, value, 1, UINT64_MAX / 2);
+    case V_FN:
+        return set_fn(c, d->parse, d->name, value, field);
     case V_AUTH:
         if (!set_enum(c, &e, d->name, value, config_auth_names, "none, required"))
             return 0;
@@ -480,9 +445,9 @@ static int rule_key(struct parse_ctx *c, enum rule_key k, const char *value)
                            value);
         return 1;
     case RK_RETAIN_AGE:
-        return set_age(c, &rule->retain_age_s, "retain_age", value);
+        return set_fn(c, config_value_retain_age, "retain_age", value, &rule->retain_age_s);
     case RK_RETAIN_BYTES:
-        return set_size_or_none(c, &rule->retain_bytes, "retain_bytes", value);
+        return set_fn(c, config_value_retain_bytes, "retain_bytes", value, &rule->retain_bytes);
     case RK_COUNT:
         break;
     }

@@ -192,6 +192,19 @@ int config_parse_size(const char *s, uint64_t *bytes);
 /* "none" (0) or a whole number followed by s, m, h or d ("30m", "1d"). */
 int config_parse_duration(const char *s, int64_t *seconds);
 
+/* Values with a parser of their own: each parses s for setting `key` into
+ * *dst (the type named), returning 0, or PB_EINVAL with the whole message
+ * ("key: ...") in why. */
+typedef int (*config_value_fn)(const char *key, const char *s, void *dst, char *why, size_t n);
+/* retain_age (int64_t seconds): "none" (0) or a duration up to 3650d. */
+int config_value_retain_age(const char *key, const char *s, void *dst, char *why, size_t n);
+/* retain_bytes (uint64_t): "none" (0) or a size of at least 64K (a guard
+ * against a forgotten unit: "retain_bytes = 10" meaning 10G). */
+int config_value_retain_bytes(const char *key, const char *s, void *dst, char *why, size_t n);
+/* min_free_bytes (uint64_t): "auto" (UINT64_MAX: 1 GiB or 5% of the file
+ * system, whichever is smaller), "none" or "0" (no check), or a size. */
+int config_value_min_free(const char *key, const char *s, void *dst, char *why, size_t n);
+
 /* data_mode: octal digits, a mode within 0644 that keeps the owner's rw
  * ("0600", "0640", "0644"). */
 int config_parse_mode(const char *s, uint32_t *mode);
