@@ -10,7 +10,9 @@
 #     "removed by retention" notice (never a data-loss report), up to the
 #     last event;
 #   - a new `sub --from-beginning` starts at the first offset still stored
-#     with no notice; `cat --verify` finds no problem;
+#     with no notice; `cat --verify` finds no problem; `sub --from-offset
+#     events:0` gets one OUT_OF_RANGE notice naming 0..first-1, then events
+#     from the first offset; `cat --from-offset 0` a note and exit 0;
 #   - age retention with no publishing at all: retain_age = 2s removes the
 #     closed segments on the daemon's timer;
 #   - min_free_bytes above the disk's free space: publishes are refused
@@ -227,6 +229,17 @@ test_readers_while_segments_are_removed() {
     [ "$got" = "$want" ] || fail "from-beginning started at $got, first segment is $want"
     [ ! -s "$TMP/sub2.err" ] || fail "from-beginning got notices: $(cat "$TMP/sub2.err")"
     "$PB" cat --verify "$DATA" >"$TMP/verify.out" 2>"$TMP/verify.err" || fail "cat --verify: $(cat "$TMP/verify.out" "$TMP/verify.err")"
+    # START_OFFSETS below the first offset: one OUT_OF_RANGE notice naming
+    # the removed range, then delivery from the first offset on.
+    "$PB" sub --from-offset events:0 --until-caught-up --format json '.*' >"$TMP/sub3.json" 2>"$TMP/sub3.err"
+    got=$(head -1 "$TMP/sub3.json" | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["offset"])')
+    [ "$got" = "$want" ] || fail "from-offset 0 started at $got, first segment is $want"
+    grep -q "offsets 0\.\.$((want - 1)) of partition events were removed by retention" "$TMP/sub3.err" ||
+        fail "no OUT_OF_RANGE notice for 0..$((want - 1)): $(cat "$TMP/sub3.err")"
+    # cat from an offset below the first: a note, exit 0.
+    "$PB" cat --from-offset 0 --format json "$DATA" >"$TMP/cat3.json" 2>"$TMP/cat3.err" ||
+        fail "cat --from-offset 0: exit $? ($(cat "$TMP/cat3.err"))"
+    grep -q "removed by retention" "$TMP/cat3.err" || fail "cat: no note: $(cat "$TMP/cat3.err")"
     grep -q "retention removed" "$TMP/daemon.log" || fail "no removal logged"
     stop_daemon
 }
