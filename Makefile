@@ -23,7 +23,9 @@ endif
 endif
 endif
 # libnats: the NATS C client, for the mirrors to JetStream (server/mirror*).
-PKGS    := libprotobuf-c libpcre2-8 libuv inih json-c libhs libnats
+# libsodium: argon2id password hashes (server/auth.c, `protobus passwd`).
+# libssl: TLS (server/tls.c; libprotobus's client side, client/tls.c).
+PKGS    := libprotobuf-c libpcre2-8 libuv inih json-c libhs libnats libsodium libssl libcrypto
 
 ifeq ($(SAN),1)
 BUILD   ?= build/san
@@ -52,7 +54,7 @@ CFLAGS  += -std=c11 $(OPT) $(WARN) -pthread -fPIC -fvisibility=hidden $(shell pk
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 # The CLI needs no event loop, no config parser and no JSON library (it
 # writes its JSON itself: client/cli/render.c).
-CLI_LDLIBS := $(shell pkg-config --libs libprotobuf-c libpcre2-8 2>/dev/null) -lpthread -lm
+CLI_LDLIBS := $(shell pkg-config --libs libprotobuf-c libpcre2-8 libsodium libssl libcrypto 2>/dev/null) -lpthread -lm
 LDFLAGS += $(LDSAN) -pthread
 
 # Generated protobuf-c code (never committed).
@@ -115,7 +117,11 @@ TESTLIB_OBJ := $(call obj,$(TESTLIB_SRC))
 #   SO_PATCH  +1 for a release that changes no public declaration.
 # 2: protocol version 1 (pb_client_subscribe waits for the server's answer
 # and returns its refusal; pb_item gained caught_up and PB_ITEM_CAUGHT_UP).
-SO_MAJOR   := 2
+# 3: pb_client_options gained user, password and the TLS fields (its size
+# changed); PB_CODE_UNAUTHENTICATED; pb_client_publish_id,
+# pb_client_expect_last, pb_position.duplicate, pb_server_error's
+# expectation fields.
+SO_MAJOR   := 3
 SO_VERSION := $(SO_MAJOR).0.0
 SO_FILE    := $(BUILD)/libprotobus.so.$(SO_VERSION)
 PUBLIC_HEADERS := client/protobus.h $(wildcard proto/protobus_*.h)

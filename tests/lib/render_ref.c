@@ -324,6 +324,9 @@ static int render_json(struct out *o, const Protobus__EncapsulatedEvent *ev, con
         (rc = json_add(root, "partition", json_text(partition, strlen(partition)))) != 0 ||
         (rc = json_add(root, "offset", json_object_new_uint64(offset))) != 0)
         goto out;
+    /* EncapsulatedEvent.id: only when the publisher gave one. */
+    if (ev->id && ev->id[0] && (rc = json_add(root, "id", json_text(ev->id, strlen(ev->id)))) != 0)
+        goto out;
     /* Added before it is filled so that root owns it on every path below. */
     if ((rc = json_add(root, "tags", tags)) != 0)
         goto out;
