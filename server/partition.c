@@ -349,7 +349,7 @@ static void write_take(partition *p, pub_part *taken)
     }
     /* Below min_free_bytes: refused before anything is written (ingest
      * refuses up front too; this catches what was queued meanwhile). */
-    if (p->opts.min_free_bytes && upkeep_space_refuses(&p->up)) {
+    if (p->opts.min_free_bytes && upkeep_take_refused(&p->up)) {
         complete_all(taken, -ENOSPC);
         return;
     }
