@@ -275,6 +275,17 @@ $(BUILD)/tests/test_fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# fuzz_render compares the CLI's renderer with the old one (tests/lib).
+$(BUILD)/tests/test_fuzz_render: $(BUILD)/obj/tests/fuzz/fuzz_render.o $(BUILD)/obj/tests/fuzz/replay.o \
+                                 $(BUILD)/obj/tests/lib/render_ref.o $(BUILD)/libpbinternal.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/fuzzers/fuzz_render: $(BUILD)/obj/tests/fuzz/fuzz_render.o \
+                              $(BUILD)/obj/tests/lib/render_ref.o $(BUILD)/libpbinternal.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+
 # The libFuzzer binaries; built by `make fuzz` with BUILD=build/fuzz.
 $(BUILD)/fuzzers/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/libpbinternal.a
 	@mkdir -p $(dir $@)

@@ -118,6 +118,7 @@ struct pb_client {
     size_t scap;
     pb_tag_view *tagv;
     size_t tagv_cap;
+    bool events_unscanned; /* client_events_unscanned */
 };
 
 /* Monotonic milliseconds, for deadlines. */
@@ -149,6 +150,15 @@ int client_read(pb_client *c);
  * until the next client_read), 0 if none is complete, or a sticky error.
  */
 int client_next_frame(pb_client *c, frame_view *f);
+
+/*
+ * Not public: for the `protobus` CLI, whose renderer decodes every event's
+ * bytes itself (checking them as protobuf-c does). From now on
+ * pb_client_next fills only partition, partition_len, offset, raw and
+ * raw_len of an event: no event_scan and no string copies per event. A
+ * malformed event then reaches the caller instead of ending the connection.
+ */
+void client_events_unscanned(pb_client *c);
 
 /* Records an Error frame body as c->serr and c->msg. 0 or a sticky error. */
 int client_take_error(pb_client *c, const frame_view *f);

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 volatile sig_atomic_t cli_stop;
 
@@ -136,6 +137,16 @@ void cli_sleep_ms(int ms)
 {
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
     (void)nanosleep(&ts, NULL); /* EINTR: a signal, the caller checks cli_stop */
+}
+
+void cli_buffer_stdout(void)
+{
+    /* glibc ignores the size unless it is given the buffer too. Static: it
+     * must outlive every write, up to exit's final flush. */
+    static char buf[CLI_STDOUT_BUFFER];
+    /* A terminal stays line-buffered: a person sees each event at once. */
+    if (!isatty(STDOUT_FILENO))
+        (void)setvbuf(stdout, buf, _IOFBF, sizeof buf);
 }
 
 bool cli_flush_stdout(const char *cmd)

@@ -68,6 +68,14 @@ int64_t cli_now_ms(void);
 /* Sleeps ms milliseconds (returns early on a signal). */
 void cli_sleep_ms(int ms);
 
+/* Bytes of stdout's buffer when it is not a terminal: stdio's default (one
+ * block, 4 KiB) costs a write() per ~10 JSON lines. */
+#define CLI_STDOUT_BUFFER (1024 * 1024)
+
+/* Gives stdout a CLI_STDOUT_BUFFER buffer unless it is a terminal. Call
+ * before anything is written to stdout. */
+void cli_buffer_stdout(void);
+
 /* Flushes stdout; on failure reports it and returns false. */
 bool cli_flush_stdout(const char *cmd);
 
