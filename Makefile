@@ -115,7 +115,8 @@ TESTLIB_OBJ := $(call obj,$(TESTLIB_SRC))
 # 2: protocol version 1 (pb_client_subscribe waits for the server's answer
 # and returns its refusal; pb_item gained caught_up and PB_ITEM_CAUGHT_UP).
 SO_MAJOR   := 2
-# 2.1: pb_client_publish_id, pb_client_expect_last, pb_position.duplicate
+# 2.1: pb_client_publish_id, pb_client_expect_last, pb_received_event_id,
+# pb_position.duplicate
 # (in the padding after status: the struct keeps its size and layout),
 # pb_server_error's expectation fields (appended; the library owns it).
 SO_VERSION := $(SO_MAJOR).1.0
