@@ -40,6 +40,10 @@ typedef struct client_expect {
 
 struct pb_client {
     int fd;
+    /* TLS (client/tls.c): the session over fd, and its context; NULL:
+     * plain TCP. */
+    struct ssl_st *ssl;
+    struct ssl_ctx_st *ssl_ctx;
     pb_client_options opts;
     char *name; /* copy of opts.name */
     char address[300];
@@ -183,5 +187,20 @@ int client_connect(pb_client *c, const char *address, int64_t deadline);
 /* For lifecycle.c's pb_client_close: publish.c's and subscribe.c's state. */
 void publish_free(pb_client *c);
 void subscribe_free(pb_client *c);
+
+/* --- tls.c: the optional TLS layer ------------------------------------- */
+
+/* After the TCP connect: the TLS handshake with host (checked against the
+ * server's certificate: its name, or its IP address), trusting tls_ca (or
+ * the system's CAs), presenting tls_cert/tls_key if given. 0, or a sticky
+ * error with c->msg naming the address and OpenSSL's reason. */
+int client_tls_start(pb_client *c, const char *host, int64_t deadline);
+/* recv / send through the session, with their conventions (errno EAGAIN
+ * when the session waits for the socket). */
+long client_tls_recv(pb_client *c, void *buf, size_t n);
+long client_tls_send(pb_client *c, const void *buf, size_t n);
+/* Plaintext the session holds already (poll would not see it). */
+bool client_tls_pending(const pb_client *c);
+void client_tls_free(pb_client *c);
 
 #endif

@@ -140,6 +140,23 @@ typedef struct pb_client_options {
     void *on_ack_ctx;
     /* Free text sent in Hello.name; default "libprotobus " PB_VERSION_STRING. */
     const char *name;
+    /* Credentials for a server with `auth = required`, sent in the Hello
+     * (NULL: none, anonymous). Read during pb_client_connect only (not
+     * kept). A refusal is PB_ESERVER with UNAUTHENTICATED, after the
+     * server's delay. Send a password over TLS or loopback only. */
+    const char *user;
+    const char *password;
+    /* TLS (TLS 1.2 at least; also chosen by an address "tls://host:port"):
+     * the server's certificate is verified against tls_ca (PEM; NULL: the
+     * system's CAs) and must name the host or IP address connected to.
+     * tls_cert and tls_key (PEM): a client certificate, for a server that
+     * requires one (its CN may name the user: no password needed). The
+     * files are read during pb_client_connect only. A failed handshake is
+     * PB_ECONNECT naming OpenSSL's reason. */
+    bool tls;
+    const char *tls_ca;
+    const char *tls_cert;
+    const char *tls_key;
 } pb_client_options;
 
 /* Fills *opts with the defaults (0/NULL fields also mean "default"). */

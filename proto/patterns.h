@@ -78,6 +78,25 @@ bool patterns_match_shared(const pattern_set *ps, const char *topic, size_t len,
  * pcre2_match_data_free(). NULL if out of memory. */
 pcre2_match_data *patterns_match_data_create(void);
 
+/*
+ * Restricts the set to what a reader may see (the daemon's per-user
+ * subscribe rights): from then on a topic matches only if, besides one of
+ * the set's own patterns, one of allow[0..nallow) matches it whole and none
+ * of deny[0..ndeny) does (deny wins; nallow 0: nothing matches). Checked on
+ * the topic itself, independently of the set's patterns, so no pattern of
+ * the set can widen it; every path (patterns_match, patterns_match_shared,
+ * patterns_match_all) obeys it, and the cache holds the combined decision.
+ * An allow list holding ".*" with no deny restricts nothing (the set keeps
+ * its fast paths). Owning thread, before the set is shared. 0, or PB_EINVAL
+ * (err names the pattern and PCRE2's reason) / PB_ENOMEM; on failure the
+ * set matches nothing. Once per set.
+ */
+int patterns_restrict(pattern_set *ps, const char *const *allow, size_t nallow,
+                      const char *const *deny, size_t ndeny, char *err, size_t errlen);
+
+/* Whether patterns_restrict put a restriction on the set. */
+bool patterns_restricted(const pattern_set *ps);
+
 /* Number of patterns in the set. */
 size_t patterns_count(const pattern_set *ps);
 

@@ -79,6 +79,8 @@ static void conn_unref(conn *c)
     if (c->next)
         c->next->prev = c->prev;
     n->nconns--;
+    conn_auth_release(c);
+    conn_tls_release(c);
     free(c->buf);
     free(c->sub_body);
     free(c);
@@ -140,9 +142,16 @@ static void on_write(uv_write_t *req, int status)
     conn_release(c);
 }
 
-/* Writes buf now (takes ownership; malloc'd). With close, the connection
- * closes once every write is done. */
+/* Writes buf now (takes ownership; malloc'd), sealed on a TLS connection.
+ * With close, the connection closes once every write is done. */
 void conn_send(conn *c, uint8_t *buf, size_t len, bool close)
+{
+    if (c->tls && !c->closing && !(buf = conn_tls_seal(c, buf, &len)))
+        return;
+    conn_send_raw(c, buf, len, close);
+}
+
+void conn_send_raw(conn *c, uint8_t *buf, size_t len, bool close)
 {
     if (c->closing) {
         free(buf);
@@ -251,7 +260,7 @@ void conn_fail(conn *c, uint64_t id, int code, const char *message)
 static int conn_may_read(const conn *c)
 {
     const net *n = c->net;
-    if (c->closing || c->condemned || c->sub_body || n->stopping)
+    if (c->closing || c->condemned || c->sub_body || c->auth_req || n->stopping)
         return 0;
     if (uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp) + c->queued_bytes >
         MAX_PENDING_WRITE)

@@ -163,8 +163,8 @@ static int route_event(const ingest_options *o, pub_batch *b, uint32_t i, route_
 }
 
 /* Validates event i (bytes ev) and counts it into its partition's part. */
-static int add_event(const ingest_options *o, pub_batch *b, uint32_t i, wire_slice ev,
-                     route_memo *m, ingest_error *err)
+static int add_event(const ingest_options *o, const ingest_rights *who, pub_batch *b, uint32_t i,
+                     wire_slice ev, route_memo *m, ingest_error *err)
 {
     pub_event *e = &b->events[i];
     e->data = ev.p;
@@ -193,6 +193,12 @@ static int add_event(const ingest_options *o, pub_batch *b, uint32_t i, wire_sli
         if (topic_validate(v.topic.p, v.topic.len, why, sizeof why) < 0)
             return refuse(err, PB_CODE_INVALID_ARGUMENT, i + 1, NULL, "event %u: invalid topic: %s",
                           i, why);
+        /* Rights before routing: a refused topic creates no partition. */
+        if (who && !patterns_match(who->may_publish, (const char *)e->topic, e->topic_len))
+            return refuse(err, PB_CODE_PERMISSION_DENIED, i + 1, NULL,
+                          "event %u: user \"%s\" may not publish to topic \"%.*s\"; nothing of "
+                          "the batch was stored",
+                          i, who->user, (int)e->topic_len, (const char *)e->topic);
         int rc = route_event(o, b, i, m, &k, err);
         if (rc < 0)
             return rc;
@@ -223,8 +229,8 @@ static void lay_out_parts(pub_batch *b, uint32_t *lists)
  * makes them atomic: the batch's events and every expected topic are in
  * one partition (whose writer alone decides them). A Publish of
  * expectations only gets an empty part for that partition. */
-static int add_expectations(const ingest_options *o, pub_batch *b, publish_iter *it, route_memo *m,
-                            ingest_error *err)
+static int add_expectations(const ingest_options *o, const ingest_rights *who, pub_batch *b,
+                            publish_iter *it, route_memo *m, ingest_error *err)
 {
     char why[300];
     publish_expect pe;
@@ -240,6 +246,13 @@ static int add_expectations(const ingest_options *o, pub_batch *b, publish_iter 
                           "Publish.expect entry %u: invalid topic: %s; nothing of the batch was "
                           "stored",
                           j, why);
+        /* An expectation reads the topic's last offset (a mismatch names
+         * it): the same right as publishing to the topic. */
+        if (who && !patterns_match(who->may_publish, (const char *)x->topic, x->topic_len))
+            return refuse(err, PB_CODE_PERMISSION_DENIED, 0, NULL,
+                          "Publish.expect entry %u: user \"%s\" may not publish to topic "
+                          "\"%.*s\"; nothing of the batch was stored",
+                          j, who->user, (int)x->topic_len, (const char *)x->topic);
         router_result route;
         int rc = router_route(o->router, (const char *)x->topic, x->topic_len, &route);
         if (rc < 0) {
@@ -283,8 +296,9 @@ static int add_expectations(const ingest_options *o, pub_batch *b, publish_iter 
     return 0;
 }
 
-int ingest_prepare(const ingest_options *o, uint64_t id, const uint8_t *body, size_t len,
-                   void (*done)(pub_part *part), void *conn, pub_batch **out, ingest_error *err)
+int ingest_prepare(const ingest_options *o, const ingest_rights *who, uint64_t id,
+                   const uint8_t *body, size_t len, void (*done)(pub_part *part), void *conn,
+                   pub_batch **out, ingest_error *err)
 {
     *out = NULL;
     char why[512];
@@ -327,7 +341,7 @@ int ingest_prepare(const ingest_options *o, uint64_t id, const uint8_t *body, si
     uint32_t i = 0;
     route_memo memo = {0};
     while (i < nevents && publish_next(&it, &ev) == 0) {
-        int rc = add_event(o, b, i, ev, &memo, err);
+        int rc = add_event(o, who, b, i, ev, &memo, err);
         if (rc < 0) {
             batch_free(ib);
             return rc;
@@ -340,7 +354,7 @@ int ingest_prepare(const ingest_options *o, uint64_t id, const uint8_t *body, si
                       "malformed Publish frame: events changed while read");
     }
     b->nevents = nevents;
-    if (it.n_expect > 0 && add_expectations(o, b, &it, &memo, err) < 0) {
+    if (it.n_expect > 0 && add_expectations(o, who, b, &it, &memo, err) < 0) {
         batch_free(ib);
         return PB_EINVAL;
     }

@@ -16,7 +16,9 @@
 #include <stdint.h>
 #include <uv.h>
 
+struct auth;
 struct router;
+struct tls_ctx;
 struct store;
 struct sub_registry;
 
@@ -39,6 +41,11 @@ typedef struct net_options {
     struct router *router;
     struct store *store;
     struct sub_registry *subs;
+    /* auth = required: every connection authenticates in its Hello
+     * (auth.h); NULL: every connection is anonymous. */
+    struct auth *auth;
+    /* TLS for every connection (tls.h); NULL: plain TCP. */
+    struct tls_ctx *tls;
 } net_options;
 
 /* Binds and listens; err names the address and the reason on failure. */
@@ -55,6 +62,13 @@ void net_stop_accepting(net *n);
 /* Publish batches handed to writers, plus replies queued but not yet
  * written: the graceful stop waits for this to reach zero. */
 size_t net_inflight(const net *n);
+
+struct acl;
+/* The [user] sections were reloaded (security.c): every open connection's
+ * user is replaced by the user of the same name in set (its new rights
+ * apply to what it publishes next); a connection whose user is gone is
+ * closed with UNAUTHENTICATED. Returns how many were closed. */
+size_t net_users_reloaded(net *n, struct acl *set);
 
 /* Closes every connection and frees. The loop must then run until its
  * handles are closed (uv_run) before it is closed. */

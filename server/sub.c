@@ -21,6 +21,7 @@
 #include "config.h"
 #include "event.h"
 #include "fanout.h"
+#include "hash.h"
 #include "hostport.h"
 #include "livequeue.h"
 #include "logging.h"
@@ -28,6 +29,7 @@
 #include "pb_errors.h"
 #include "protobus.pb-c.h"
 #include "subrun.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -81,6 +83,7 @@ static void sub_free(sub *s)
     free(s->live.tag_state);
     free(s->offsets);
     free(s->input);
+    tls_conn_free(s->tls);
     if (s->req)
         protobus__subscribe__free_unpacked(s->req, NULL);
     free(s);
@@ -231,6 +234,25 @@ static int prepare_live(sub_registry *r, sub *s)
 int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscribe, size_t len,
               const uint8_t *pending, size_t pending_len, int *grpc_code, char *err, size_t errlen)
 {
+    return sub_start_as(r, NULL, fd, frame_id, subscribe, len, pending, pending_len, grpc_code, err,
+                        errlen);
+}
+
+/* The user's read rights on the subscription's patterns (sub_rights). */
+static int restrict_to(const sub_rights *who, sub *s, int *grpc_code, char *err, size_t errlen)
+{
+    if (who->nallow == 0) {
+        *grpc_code = PB_CODE_PERMISSION_DENIED;
+        pb_set_err(err, errlen, "subscribe: user \"%s\" may not read any topic", who->user);
+        return PB_EINVAL;
+    }
+    return patterns_restrict(s->ps, who->allow, who->nallow, who->deny, who->ndeny, err, errlen);
+}
+
+int sub_start_as(sub_registry *r, const sub_rights *rights, int fd, uint64_t frame_id,
+                 const uint8_t *subscribe, size_t len, const uint8_t *pending, size_t pending_len,
+                 int *grpc_code, char *err, size_t errlen)
+{
     int rc;
     *grpc_code = PB_CODE_INTERNAL;
     sub *s = calloc(1, sizeof *s);
@@ -288,6 +310,8 @@ int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscri
     }
     if (rc < 0)
         goto fail;
+    if (rights && rights->user && (rc = restrict_to(rights, s, grpc_code, err, errlen)) < 0)
+        goto fail;
 
     if ((rc = prepare_live(r, s)) < 0)
         goto fail;
@@ -315,6 +339,11 @@ int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscri
         goto fail;
     }
     s->live.slot = slot;
+    s->tls = rights ? rights->tls : NULL; /* the subscription's from here on */
+    if (rights && rights->user) {
+        snprintf(s->user, sizeof s->user, "%s", rights->user);
+        s->rights_fp = sub_rights_fingerprint(rights);
+    }
     r->slots[slot].job = s;
     atomic_fetch_add(&r->active, 1);
     pthread_cond_broadcast(&r->changed);
@@ -373,6 +402,41 @@ static void *pool_main(void *arg)
     }
     pthread_mutex_unlock(&r->pool_lock);
     return NULL;
+}
+
+uint64_t sub_rights_fingerprint(const sub_rights *rights)
+{
+    uint64_t h = hash_bytes(0, rights->user, strlen(rights->user));
+    for (size_t i = 0; i < rights->nallow; i++)
+        h = hash_bytes(h * 31 + 1, rights->allow[i], strlen(rights->allow[i]));
+    for (size_t i = 0; i < rights->ndeny; i++)
+        h = hash_bytes(h * 31 + 2, rights->deny[i], strlen(rights->deny[i]));
+    return h;
+}
+
+uint32_t sub_registry_end_users(sub_registry *r,
+                                bool (*still_allowed)(void *ctx, const char *user,
+                                                      uint64_t fingerprint),
+                                void *ctx)
+{
+    uint32_t ended = 0;
+    pthread_mutex_lock(&r->pool_lock);
+    for (uint32_t i = 0; i < r->nslots; i++) {
+        sub *s = r->slots[i].job;
+        if (!s || !s->user[0] || atomic_load(&s->stop) || still_allowed(ctx, s->user, s->rights_fp))
+            continue;
+        logging_printf(LOG_INFO,
+                       "subscriber %s: ended: the read rights of user \"%s\" changed "
+                       "(configuration reloaded)",
+                       s->peer, s->user);
+        atomic_store(&s->stop, true);
+        fanout_wake(&s->live);
+        if (shutdown(s->fd, SHUT_RDWR) < 0 && errno != ENOTCONN)
+            logging_printf(LOG_DEBUG, "subscriber %s: shutdown: %s", s->peer, strerror(errno));
+        ended++;
+    }
+    pthread_mutex_unlock(&r->pool_lock);
+    return ended;
 }
 
 void sub_registry_stop(sub_registry *r)

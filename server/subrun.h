@@ -114,6 +114,9 @@ typedef struct sub {
      * connection takes them). */
     uint8_t *input;
     size_t input_len;
+    struct tls_conn *tls;     /* the connection's TLS session (sub_rights.tls); freed with s */
+    char user[72];            /* whose (sub_rights.user); "" anonymous */
+    uint64_t rights_fp;       /* sub_rights_fingerprint of its read rights */
     uint64_t max_frame_bytes; /* what the client may still send */
     char why[512];            /* thread: what ended the subscription, for the Error frame */
 } sub;

@@ -66,6 +66,9 @@ static int pub_connect(bench_pub *p, pb_client **out)
     o.on_ack = on_ack;
     o.on_ack_ctx = p;
     o.name = "protobus bench " PB_VERSION_STRING;
+    o.user = cfg->user;
+    o.password = cfg->password;
+    cli_tls_apply(&cfg->tls, &o);
     return pb_client_connect(out, cfg->server, &o, p->err, sizeof p->err);
 }
 
@@ -173,6 +176,9 @@ int bench_sub_open(bench_sub *s)
     pb_client_options o;
     pb_client_options_init(&o);
     o.name = "protobus bench " PB_VERSION_STRING;
+    o.user = cfg->user;
+    o.password = cfg->password;
+    cli_tls_apply(&cfg->tls, &o);
     int rc = pb_client_connect(&s->c, cfg->server, &o, s->err, sizeof s->err);
     if (rc < 0)
         return rc;

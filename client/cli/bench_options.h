@@ -9,6 +9,8 @@
 #ifndef PB_CLI_BENCH_OPTIONS_H
 #define PB_CLI_BENCH_OPTIONS_H
 
+#include "cli.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -36,6 +38,8 @@ typedef struct bench_cfg {
     int64_t time_ns;
     uint64_t tcp_bytes;
     int timeout_ms;
+    const char *user, *password; /* --user; NULL: anonymous */
+    cli_tls tls;                 /* --tls ... */
     /* built once */
     char **topic_names;
     uint8_t *payload;

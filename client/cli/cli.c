@@ -156,3 +156,31 @@ bool cli_flush_stdout(const char *cmd)
     cli_error(cmd, "writing to standard output: %s", strerror(errno));
     return false;
 }
+
+bool cli_tls_option(cli_tls *t, int opt, const char *arg)
+{
+    switch (opt) {
+    case CLI_OPT_TLS:
+        t->on = true;
+        return true;
+    case CLI_OPT_TLS_CA:
+        t->ca = arg;
+        return true;
+    case CLI_OPT_TLS_CERT:
+        t->cert = arg;
+        return true;
+    case CLI_OPT_TLS_KEY:
+        t->key = arg;
+        return true;
+    default:
+        return false;
+    }
+}
+
+void cli_tls_apply(const cli_tls *t, pb_client_options *opts)
+{
+    opts->tls = t->on || t->ca || t->cert || t->key;
+    opts->tls_ca = t->ca;
+    opts->tls_cert = t->cert;
+    opts->tls_key = t->key;
+}

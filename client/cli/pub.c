@@ -40,6 +40,9 @@ static const char usage[] =
     "Options:\n"
     "  -s, --server HOST:PORT  server address (default $PROTOBUS_SERVER, else\n"
     "                          " CLI_DEFAULT_SERVER ")\n"
+    "  -u, --user NAME         authenticate as NAME (server auth = required); the\n"
+    "                          password comes from $PROTOBUS_PASSWORD, else it is\n"
+    "                          asked on the terminal (never on the command line)\n" CLI_TLS_HELP
     "  -t, --tag KEY=VALUE     add a tag to every event (repeatable)\n"
     "      --type TYPE_URL     payload type URL (google.protobuf.Any type_url),\n"
     "                          e.g. type.googleapis.com/google.protobuf.StringValue;\n"
@@ -286,23 +289,41 @@ static void publish_stdin(pub_state *st)
 int cmd_pub(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"server", required_argument, NULL, 's'},  {"tag", required_argument, NULL, 't'},
-        {"type", required_argument, NULL, 'T'},    {"verbose", no_argument, NULL, 'v'},
-        {"timeout", required_argument, NULL, 'W'}, {"id", required_argument, NULL, 'I'},
-        {"id-from-line", no_argument, NULL, 'L'},  {"expect-last", required_argument, NULL, 'E'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+        {"server", required_argument, NULL, 's'},
+        {"tag", required_argument, NULL, 't'},
+        {"type", required_argument, NULL, 'T'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"timeout", required_argument, NULL, 'W'},
+        {"id", required_argument, NULL, 'I'},
+        {"id-from-line", no_argument, NULL, 'L'},
+        {"expect-last", required_argument, NULL, 'E'},
+        {"user", required_argument, NULL, 'u'},
+        CLI_TLS_LONGOPTS,
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     static char prog[] = "protobus pub";
-    const char *server_opt = NULL, *type = NULL, *expect = NULL;
+    const char *server_opt = NULL, *type = NULL, *expect = NULL, *user = NULL;
+    char password[1024];
+    cli_tls tls = {0};
     cli_tags tags = {0};
     pub_state st = {.timeout_ms = DEFAULT_TIMEOUT_MS};
     int rc = CLI_EXIT_USAGE, opt;
     argv[0] = prog;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "s:t:vh", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "s:t:u:vh", longopts, NULL)) != -1) {
         switch (opt) {
         case 's':
             server_opt = optarg;
+            break;
+        case 'u':
+            user = optarg;
+            break;
+        case CLI_OPT_TLS:
+        case CLI_OPT_TLS_CA:
+        case CLI_OPT_TLS_CERT:
+        case CLI_OPT_TLS_KEY:
+            cli_tls_option(&tls, opt, optarg);
             break;
         case 't':
             if (cli_tags_add(&tags, optarg) < 0) {
@@ -382,8 +403,15 @@ int cmd_pub(int argc, char **argv)
         opts.batch_bytes = (size_t)1 << 30;
     }
     opts.name = "protobus pub " PB_VERSION_STRING;
+    cli_tls_apply(&tls, &opts);
     char err[256];
-    if (pb_client_connect(&st.c, st.server, &opts, err, sizeof err) < 0) {
+    if (!cli_credentials("pub", user, &opts, password, sizeof password)) {
+        rc = CLI_EXIT_RUNTIME;
+        goto out;
+    }
+    int crc = pb_client_connect(&st.c, st.server, &opts, err, sizeof err);
+    memset(password, 0, sizeof password);
+    if (crc < 0) {
         cli_error("pub", "%s", err);
         rc = CLI_EXIT_RUNTIME;
         goto out;

@@ -571,7 +571,7 @@ static void put_json_payload(pb_renderer *r, wire_slice v)
 }
 
 /* One object per line, the fields in this order (json-c's output before).
- * A new field is two lines here (the id, for one, is decoded: ev->id) plus
+ * A new field is a few lines here plus
  * the same change in tests/lib/render_ref.c, the reference that
  * test_render_compat compares this output with. */
 static void render_json(pb_renderer *r, const render_event *ev, wire_slice partition,

@@ -46,6 +46,9 @@ static const char usage[] =
     "Options:\n"
     "  -s, --server HOST:PORT  server address (default $PROTOBUS_SERVER, else\n"
     "                          " CLI_DEFAULT_SERVER ")\n"
+    "  -u, --user NAME         authenticate as NAME (server auth = required); the\n"
+    "                          password comes from $PROTOBUS_PASSWORD, else it is\n"
+    "                          asked on the terminal (never on the command line)\n" CLI_TLS_HELP
     "  -t, --tag KEY=VALUE     only events with this tag value (repeatable: all\n"
     "                          must match)\n"
     "  -n, --count COUNT       exit 0 after COUNT events\n"
@@ -73,6 +76,8 @@ enum {
 
 typedef struct sub_opts {
     const char *server;
+    const char *user; /* --user */
+    cli_tls tls;
     cli_tags tags;
     pb_subscription s;
     pb_partition_offset *offsets;
@@ -133,6 +138,8 @@ static int parse(int argc, char **argv, sub_opts *o)
         {"last", required_argument, NULL, OPT_LAST},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"until-caught-up", no_argument, NULL, OPT_UNTIL_CAUGHT_UP},
+        {"user", required_argument, NULL, 'u'},
+        CLI_TLS_LONGOPTS,
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -144,10 +151,19 @@ static int parse(int argc, char **argv, sub_opts *o)
     o->timeout_ms = -1;
     o->fmt = PB_RENDER_TEXT;
     bool by_offset = false;
-    while ((opt = getopt_long(argc, argv, "s:t:n:f:h", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "s:t:n:f:u:h", longopts, NULL)) != -1) {
         switch (opt) {
         case 's':
             o->server = optarg;
+            break;
+        case 'u':
+            o->user = optarg;
+            break;
+        case CLI_OPT_TLS:
+        case CLI_OPT_TLS_CA:
+        case CLI_OPT_TLS_CERT:
+        case CLI_OPT_TLS_KEY:
+            cli_tls_option(&o->tls, opt, optarg);
             break;
         case 't':
             if (cli_tags_add(&o->tags, optarg) < 0)
@@ -307,8 +323,16 @@ int cmd_sub(int argc, char **argv)
     pb_client_options opts;
     pb_client_options_init(&opts);
     opts.name = "protobus sub " PB_VERSION_STRING;
+    cli_tls_apply(&o.tls, &opts);
     char err[256];
-    if (pb_client_connect(&c, o.server, &opts, err, sizeof err) < 0) {
+    char password[1024];
+    if (!cli_credentials("sub", o.user, &opts, password, sizeof password)) {
+        rc = CLI_EXIT_RUNTIME;
+        goto out;
+    }
+    int crc = pb_client_connect(&c, o.server, &opts, err, sizeof err);
+    memset(password, 0, sizeof password);
+    if (crc < 0) {
         cli_error("sub", "%s", err);
         rc = CLI_EXIT_RUNTIME;
         goto out;

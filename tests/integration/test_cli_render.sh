@@ -5,9 +5,8 @@
 #   - cat of a fixed data set (render/tricky.py: unicode, control
 #     characters, NULs in strings, binary payloads, repeated tags and
 #     fields, every timestamp field, the int64 edges) equals the output the
-#     old renderer gave (render/expected.*, made by commit ab7a7a2's CLI;
-#     expected.json since shows EncapsulatedEvent.id, issue 13), in json,
-#     text and raw; every json line parses (jq);
+#     old renderer gave (render/expected.*, made by commit ab7a7a2's CLI, plus the "id" key that --format json gained with EncapsulatedEvent.id),
+#     in json, text and raw; every json line parses (jq);
 #   - sub of tricky events published through a real protobusd (127.0.0.1,
 #     free port, temp dir, stopped by PID) equals cat of the stored files in
 #     all three formats, its json parses, and its raw output is exactly the

@@ -135,7 +135,7 @@ static void set_no_ack(body *p)
 
 static int prepare(fixture *f, const body *p, pub_batch **b, ingest_error *err)
 {
-    return ingest_prepare(&f->opts, 42, p->b, p->n, never_done, &f->conn, b, err);
+    return ingest_prepare(&f->opts, NULL, 42, p->b, p->n, never_done, &f->conn, b, err);
 }
 
 /* Refused (the connection stays open), naming event index_plus_one - 1. */

@@ -220,8 +220,16 @@ class Client:
     $PROTOBUS_SERVER, else 127.0.0.1:7420. timeout: seconds to wait for the
     server (connect, handshake, each ack), None = forever; a request that
     times out raises protobus.TimeoutError and closes the connection.
-    name: the client name sent in the Hello. batch_events, batch_bytes,
-    window: publish_many's batches and how many are in flight at once.
+    name: the client name sent in the Hello. user, password: credentials
+    for a server with ``auth = required`` (sent in every Hello, also when a
+    connection is reopened or a subscription opens its own; a refusal raises
+    UnauthenticatedError after the server's delay). tls, tls_ca, tls_cert,
+    tls_key: TLS (1.2 at least; also chosen by an address "tls://host:port"),
+    the server's certificate checked against tls_ca (else the system's CAs)
+    and the host; tls_cert/tls_key: a client certificate for mutual TLS (its
+    CN may name the user: no password needed). batch_events,
+    batch_bytes, window: publish_many's batches and how many are in flight
+    at once.
 
     The connection is opened at once (so a server that is down raises here)
     and reopened by the next request after it broke or the server closed it
@@ -229,13 +237,18 @@ class Client:
     the Client's subscriptions.
     """
 
-    def __init__(self, address=None, *, timeout=30.0, name=None, batch_events=1000,
-                 batch_bytes=1 << 20, window=8):
+    def __init__(self, address=None, *, timeout=30.0, name=None, user=None, password=None,
+                 tls=False, tls_ca=None, tls_cert=None, tls_key=None,
+                 batch_events=1000, batch_bytes=1 << 20, window=8):
         if batch_events < 1 or batch_bytes < 1 or window < 1:
             raise ValueError("batch_events, batch_bytes and window must be >= 1")
         self.address = address
         self.timeout = timeout
         self.name = name
+        self.user = user
+        self._password = password  # never in repr or messages
+        use_tls = tls or tls_ca or tls_cert
+        self._tls = {"ca": tls_ca, "cert": tls_cert, "key": tls_key} if use_tls else None
         self.batch_events = batch_events
         self.batch_bytes = batch_bytes
         self.window = window
@@ -250,7 +263,8 @@ class Client:
     # --- lifetime -----------------------------------------------------------
 
     def _connect(self):
-        return Connection(self.address, timeout=self.timeout, name=self.name)
+        return Connection(self.address, timeout=self.timeout, name=self.name, user=self.user,
+                          password=self._password, tls=self._tls)
 
     def _connection(self):
         if self._closed:
