@@ -19,6 +19,7 @@
 #include "hostport.h"
 #include "patterns.h"
 #include "pb_errors.h"
+#include "subcaps.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -80,6 +81,10 @@ static const struct key_def {
     {"max_partitions", V_U32, offsetof(pb_config, max_partitions), 1, 1000000},
     {"partition_idle_ms", V_U32, offsetof(pb_config, partition_idle_ms), 0, 86400000},
     {"max_topics_in_memory", V_U32, offsetof(pb_config, max_topics_in_memory), 64, 1U << 26},
+    {"max_subscribe_patterns", V_U32, offsetof(pb_config, max_subscribe_patterns), 1, 65536},
+    {"max_pattern_bytes", V_U32, offsetof(pb_config, max_pattern_bytes), 16, 65536},
+    {"max_subscribe_tags", V_U32, offsetof(pb_config, max_subscribe_tags), 1, 65536},
+    {"max_subscribe_offsets", V_U32, offsetof(pb_config, max_subscribe_offsets), 1, 1000000},
 };
 
 #define SK_COUNT (sizeof server_keys / sizeof server_keys[0])
@@ -623,6 +628,10 @@ static void set_defaults(pb_config *cfg)
     /* ~200 bytes each (topics.h): ~26 MiB; above the 100,000 distinct
      * topics of the benchmark, so that workload never evicts. */
     cfg->max_topics_in_memory = 131072;
+    cfg->max_subscribe_patterns = SUB_CAPS_PATTERNS_DEFAULT;
+    cfg->max_pattern_bytes = SUB_CAPS_PATTERN_BYTES_DEFAULT;
+    cfg->max_subscribe_tags = SUB_CAPS_TAGS_DEFAULT;
+    cfg->max_subscribe_offsets = SUB_CAPS_OFFSETS_DEFAULT;
 }
 
 /* Checks that involve several keys, once all are known. */

@@ -109,6 +109,10 @@ typedef struct pb_config {
     uint32_t max_partitions;       /* partitions the daemon creates; 0 = sized to the fd limit */
     uint32_t partition_idle_ms;    /* an idle partition closes its files, ends its writer */
     uint32_t max_topics_in_memory; /* topic table entries in memory, all partitions */
+    uint32_t max_subscribe_patterns; /* caps on one Subscribe (server/subcaps.h) */
+    uint32_t max_pattern_bytes;
+    uint32_t max_subscribe_tags;
+    uint32_t max_subscribe_offsets;
     pb_rule *rules;                /* in file order; first match wins */
     size_t n_rules;                /* >= 1 after a successful load */
     pb_mirror_config *mirrors;     /* [mirror NAME] sections, in file order */

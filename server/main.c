@@ -419,6 +419,17 @@ static int close_daemon(daemon_state *d)
     return rc;
 }
 
+/* The Subscribe caps of the configuration (sub.h, announced by net.h). */
+static sub_caps sub_caps_of(const pb_config *cfg)
+{
+    return (sub_caps){
+        .max_patterns = cfg->max_subscribe_patterns,
+        .max_pattern_bytes = cfg->max_pattern_bytes,
+        .max_tags = cfg->max_subscribe_tags,
+        .max_offsets = cfg->max_subscribe_offsets,
+    };
+}
+
 /* Opens what data flows through, in the order it flows back from the disk:
  * the live fan-out, the store (recovering every partition; each writer
  * announces into the fan-out), the subscription pool (reads the store,
@@ -458,6 +469,7 @@ static int open_daemon(daemon_state *d)
         .write_deadline_ms = d->cfg.write_deadline_ms,
         .topic_history = TOPIC_HISTORY,
         .max_frame_bytes = d->cfg.max_frame_bytes,
+        .caps = sub_caps_of(&d->cfg),
     };
     rc = sub_registry_create(&d->subs, &so);
     if (rc < 0)
@@ -485,6 +497,7 @@ static int serve(daemon_state *d, const char *port_file)
         .max_frame_bytes = d->cfg.max_frame_bytes,
         .max_event_bytes = d->cfg.max_event_bytes,
         .max_batch_events = d->cfg.max_batch_events,
+        .sub_caps = sub_caps_of(&d->cfg),
         .max_connections = d->cfg.max_connections,
         .idle_timeout_ms = d->cfg.idle_timeout_ms,
         .handshake_timeout_ms = d->cfg.handshake_timeout_ms,

@@ -178,7 +178,15 @@ static int handoff(conn *c)
     } else {
         close(dupfd);
     }
-    logging_printf(LOG_INFO, "connection %s: subscription refused: %s", c->peer, err);
+    /* Once per connection: a client retrying in a loop gets its Errors,
+     * the log one line. */
+    if (!(c->limits_logged & NET_SUB_REFUSAL_LOGGED)) {
+        c->limits_logged |= NET_SUB_REFUSAL_LOGGED;
+        logging_printf(LOG_INFO,
+                       "connection %s: subscription refused: %s (logged once per "
+                       "connection)",
+                       c->peer, err);
+    }
     free(c->sub_body);
     c->sub_body = NULL;
     conn_send_error(c, c->sub_id, code, err, NULL, 0, false);
@@ -514,6 +522,7 @@ int net_start(net **out, uv_loop_t *loop, const net_options *opts, char *err, si
         .max_event_bytes = opts->max_event_bytes,
         .idle_timeout_ms = opts->idle_timeout_ms,
         .max_batch_events = opts->max_batch_events,
+        .sub_caps = opts->sub_caps,
     };
     if (uv_mutex_init(&n->done_lock) < 0) {
         free(n);

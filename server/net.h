@@ -12,6 +12,8 @@
 #ifndef PB_NET_H
 #define PB_NET_H
 
+#include "subcaps.h"
+
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -28,6 +30,7 @@ typedef struct net_options {
     uint64_t max_frame_bytes;
     uint64_t max_event_bytes;
     uint32_t max_batch_events; /* events per Publish (ingest_options) */
+    sub_caps sub_caps;         /* a Subscribe's caps, announced in the Hello (session.h) */
     uint32_t max_connections;
     uint32_t idle_timeout_ms;      /* drop a client stalled in the middle of a frame */
     uint32_t handshake_timeout_ms; /* a connection's Hello must arrive within this; 0: 10 s */

@@ -70,7 +70,9 @@ struct conn {
     size_t len, cap;
     size_t want;            /* bytes the current frame needs, when known */
     uint64_t inflight;      /* charge of this connection's batches in flight */
-    unsigned limits_logged; /* enum ingest_limit bits already logged for it */
+#define NET_SUB_REFUSAL_LOGGED (1u << 16)
+    unsigned limits_logged; /* enum ingest_limit bits already logged for it, and
+                               NET_SUB_REFUSAL_LOGGED */
     /* Publish batches in request order, and the bytes of replies waiting
      * behind them (replies_after lists). */
     pub_batch *rq_head, *rq_tail;

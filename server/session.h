@@ -20,6 +20,7 @@
 #define PB_SESSION_H
 
 #include "frame.h"
+#include "subcaps.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -37,6 +38,7 @@ typedef struct session_options {
     uint64_t max_event_bytes;
     uint32_t idle_timeout_ms;
     uint32_t max_batch_events; /* events per Publish (announced in Limits); 0: no cap */
+    sub_caps sub_caps;         /* a Subscribe's caps (announced in Limits); 0: none */
 } session_options;
 
 /* What to do with a frame. */

@@ -27,6 +27,7 @@
 #include "patterns.h"
 #include "pb_errors.h"
 #include "protobus.pb-c.h"
+#include "subreq.h"
 #include "subrun.h"
 
 #include <errno.h>
@@ -140,15 +141,16 @@ static int validate(sub_registry *r, sub *s, char *err, size_t errlen)
                            i, name, PARTNAME_RULE);
                 return PB_EINVAL;
             }
-            for (size_t j = 0; j < i; j++) {
-                if (strcmp(s->offsets[j].partition, name) == 0) {
-                    pb_set_err(err, errlen, "subscribe: offsets: partition \"%s\" is listed twice",
-                               name);
-                    return PB_EINVAL;
-                }
-            }
             s->offsets[i].partition = name;
             s->offsets[i].offset = q->offsets[i]->offset;
+        }
+        size_t dup = subreq_dup_offset(q->offsets, q->n_offsets);
+        if (dup == (size_t)-1)
+            return PB_ENOMEM;
+        if (dup < q->n_offsets) {
+            pb_set_err(err, errlen, "subscribe: offsets: partition \"%s\" is listed twice",
+                       q->offsets[dup]->partition);
+            return PB_EINVAL;
         }
         s->noffsets = q->n_offsets;
         break;
@@ -195,15 +197,10 @@ static int validate(sub_registry *r, sub *s, char *err, size_t errlen)
     s->live.tag_state = calloc(q->n_tags ? q->n_tags : 1, 1);
     if (!s->tags || !s->tag_state || !s->live.tag_state)
         return PB_ENOMEM;
-    for (size_t i = 0; i < q->n_tags; i++) {
-        const char *k = q->tags[i]->key, *v = q->tags[i]->value;
-        size_t j = 0;
-        while (j < s->ntags && strcmp(s->tags[j].key, k) != 0)
-            j++;
-        s->tags[j] = (event_tag_filter){k, strlen(k), v, strlen(v)};
-        if (j == s->ntags)
-            s->ntags++;
-    }
+    size_t ntags = subreq_tags(q->tags, q->n_tags, s->tags);
+    if (ntags == (size_t)-1)
+        return PB_ENOMEM;
+    s->ntags = ntags;
     return 0;
 }
 
@@ -271,6 +268,12 @@ int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscri
         pb_set_err(err, errlen,
                    "subscribe: replication (Subscribe.replicate) is not supported by this server");
         rc = PB_EINVAL;
+        goto fail;
+    }
+    /* Caps first: nothing below grows with a request over them. */
+    rc = subreq_check_caps(s->req, &r->o.caps, err, errlen);
+    if (rc < 0) {
+        *grpc_code = PB_CODE_RESOURCE_EXHAUSTED;
         goto fail;
     }
     rc = validate(r, s, err, errlen);
@@ -422,6 +425,14 @@ int sub_registry_create(sub_registry **out, const sub_options *opts)
     r->o = *opts;
     if (!r->o.max_frame_bytes)
         r->o.max_frame_bytes = DEFAULT_MAX_FRAME_BYTES;
+    if (!r->o.caps.max_patterns)
+        r->o.caps.max_patterns = SUB_CAPS_PATTERNS_DEFAULT;
+    if (!r->o.caps.max_pattern_bytes)
+        r->o.caps.max_pattern_bytes = SUB_CAPS_PATTERN_BYTES_DEFAULT;
+    if (!r->o.caps.max_tags)
+        r->o.caps.max_tags = SUB_CAPS_TAGS_DEFAULT;
+    if (!r->o.caps.max_offsets)
+        r->o.caps.max_offsets = SUB_CAPS_OFFSETS_DEFAULT;
     atomic_init(&r->active, 0);
     int rc = pthread_mutex_init(&r->pool_lock, NULL);
     if (rc != 0) {

@@ -10,6 +10,8 @@
 #ifndef PB_SUB_H
 #define PB_SUB_H
 
+#include "subcaps.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,6 +29,8 @@ typedef struct sub_options {
     /* What the client may still send on its subscribed connection (read
      * and answered, never buffered): frames over this close it. 0: 16 MiB. */
     uint64_t max_frame_bytes;
+    /* Caps on one Subscribe (subcaps.h); a field 0 means its default. */
+    sub_caps caps;
 } sub_options;
 
 /* PB_EINVAL if an option is missing or out of range (threads 0 or above the

@@ -1,0 +1,253 @@
+/*
+ * Isolation, F1 and F2 (issue 10): what one Subscribe request can make the
+ * daemon spend, against the real protobusd with its default limits, while an
+ * honest publisher (one event per Publish, each ack timed) and a probe (a new
+ * connection every 0.5 s) run beside it (tests/lib/hostile).
+ *
+ * F1, a Subscribe's size: the server Hello announces the caps; a Subscribe
+ * with 120,000 tag filters, 60,000 offsets entries, 2,000 patterns or a
+ * 4 KiB pattern is refused with RESOURCE_EXHAUSTED naming the cap, and
+ * requests at the caps (64 tag filters given twice each, 4,096 offsets with
+ * the duplicate last) are answered at once: nothing on the loop thread is
+ * quadratic any more (it froze every client for ~20 s).
+ *
+ * F2, a Subscribe's patterns (see its test below).
+ *
+ * Afterwards: restart, `protobus cat --verify` clean, every acknowledged
+ * event read back. Nothing asserts a speed beyond "the honest publisher's
+ * slowest ack is under a second" (the issue's condition).
+ */
+#include "hostile.h"
+#include "itest.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define REPLY_TIMEOUT_MS 20000
+#define ACK_BUDGET_MS    1000
+
+static itest_daemon dut;
+static hostile_honest honest;
+
+static int teardown(void **state)
+{
+    (void)state;
+    hostile_honest_stop(&honest);
+    hostile_acked_free(&honest.acked);
+    itest_daemon_cleanup(&dut);
+    return 0;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Sends q on a new connection; returns the reply (an Error is expected) and
+ * how long it took. */
+static Protobus__Frame *subscribe_reply(Protobus__Subscribe *q, uint64_t *ms)
+{
+    int fd = itest_connect_hello(dut.port);
+    assert_true(fd >= 0);
+    Protobus__Frame f = PROTOBUS__FRAME__INIT;
+    f.id = 5;
+    f.body_case = PROTOBUS__FRAME__BODY_SUBSCRIBE;
+    f.subscribe = q;
+    uint64_t t0 = itest_now_ms();
+    assert_int_equal(itest_send_frame(fd, &f), 0);
+    Protobus__Frame *r = itest_recv_frame(fd, REPLY_TIMEOUT_MS);
+    *ms = itest_now_ms() - t0;
+    close(fd);
+    assert_non_null(r);
+    return r;
+}
+
+/* The reply must be an Error with `code` whose message contains `what`. */
+static void expect_error(Protobus__Subscribe *q, int code, const char *what, const char *name)
+{
+    uint64_t ms;
+    Protobus__Frame *r = subscribe_reply(q, &ms);
+    printf("F1 %s: %s in %llu ms: %s\n", name,
+           r->body_case == PROTOBUS__FRAME__BODY_ERROR ? "Error" : "not an Error",
+           (unsigned long long)ms,
+           r->body_case == PROTOBUS__FRAME__BODY_ERROR ? r->error->message : "");
+    assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_ERROR);
+    assert_int_equal(r->error->code, code);
+    assert_non_null(strstr(r->error->message, what));
+    protobus__frame__free_unpacked(r, NULL);
+}
+
+/* n tag filters "k<i % keys>" = "v<i>" (keys distinct keys). */
+static void with_tags(Protobus__Subscribe *q, size_t n, size_t keys)
+{
+    q->n_tags = n;
+    q->tags = calloc(n, sizeof *q->tags);
+    assert_non_null(q->tags);
+    for (size_t i = 0; i < n; i++) {
+        Protobus__Subscribe__TagsEntry *t = malloc(sizeof *t + 40);
+        assert_non_null(t);
+        protobus__subscribe__tags_entry__init(t);
+        char *kv = (char *)(t + 1);
+        snprintf(kv, 20, "k%zu", i % keys);
+        snprintf(kv + 20, 20, "v%zu", i);
+        t->key = kv;
+        t->value = kv + 20;
+        q->tags[i] = t;
+    }
+}
+
+/* n offsets entries for partitions "p<i>", the last one naming p0 again
+ * when dup. */
+static void with_offsets(Protobus__Subscribe *q, size_t n, bool dup)
+{
+    q->start = PROTOBUS__START_MODE__START_OFFSETS;
+    q->n_offsets = n;
+    q->offsets = calloc(n, sizeof *q->offsets);
+    assert_non_null(q->offsets);
+    for (size_t i = 0; i < n; i++) {
+        Protobus__PartitionOffset *o = malloc(sizeof *o + 20);
+        assert_non_null(o);
+        protobus__partition_offset__init(o);
+        o->partition = (char *)(o + 1);
+        snprintf(o->partition, 20, "p%zu", dup && i == n - 1 ? (size_t)0 : i);
+        q->offsets[i] = o;
+    }
+}
+
+static void free_request(Protobus__Subscribe *q)
+{
+    for (size_t i = 0; i < q->n_tags; i++)
+        free(q->tags[i]);
+    for (size_t i = 0; i < q->n_offsets; i++)
+        free(q->offsets[i]);
+    free(q->tags);
+    free(q->offsets);
+}
+
+static void check_hello_caps(void)
+{
+    int fd = itest_connect(dut.port);
+    assert_true(fd >= 0);
+    Protobus__Frame *h = itest_hello(fd, 1, 5000);
+    close(fd);
+    assert_non_null(h);
+    assert_int_equal(h->body_case, PROTOBUS__FRAME__BODY_HELLO);
+    assert_non_null(h->hello->limits);
+    const Protobus__Limits *l = h->hello->limits;
+    printf("Hello: max_subscribe_patterns %u, max_pattern_bytes %u, max_subscribe_tags %u, "
+           "max_subscribe_offsets %u\n",
+           l->max_subscribe_patterns, l->max_pattern_bytes, l->max_subscribe_tags,
+           l->max_subscribe_offsets);
+    assert_int_equal(l->max_subscribe_patterns, 256);
+    assert_int_equal(l->max_pattern_bytes, 1024);
+    assert_int_equal(l->max_subscribe_tags, 64);
+    assert_int_equal(l->max_subscribe_offsets, 4096);
+    protobus__frame__free_unpacked(h, NULL);
+}
+
+static void f1_attacks(void)
+{
+    char *any[1] = {".*"};
+    Protobus__Subscribe q = PROTOBUS__SUBSCRIBE__INIT;
+    q.n_patterns = 1;
+    q.patterns = any;
+    with_tags(&q, 120000, 120000);
+    expect_error(&q, PROTOBUS__CODE__RESOURCE_EXHAUSTED, "max_subscribe_tags", "120,000 tags");
+    free_request(&q);
+
+    q = (Protobus__Subscribe)PROTOBUS__SUBSCRIBE__INIT;
+    q.n_patterns = 1;
+    q.patterns = any;
+    with_offsets(&q, 60000, false);
+    expect_error(&q, PROTOBUS__CODE__RESOURCE_EXHAUSTED, "max_subscribe_offsets", "60,000 offsets");
+    free_request(&q);
+
+    /* At the caps, the checks that were quadratic: a duplicate partition
+     * found by a sort; tag filters given twice collapse (then the
+     * request is refused for its partition list). */
+    q = (Protobus__Subscribe)PROTOBUS__SUBSCRIBE__INIT;
+    q.n_patterns = 1;
+    q.patterns = any;
+    with_tags(&q, 64, 32);
+    with_offsets(&q, 4096, true);
+    expect_error(&q, PROTOBUS__CODE__INVALID_ARGUMENT, "partition \"p0\" is listed twice",
+                 "4,096 offsets, a duplicate last");
+    free_request(&q);
+
+    enum { NPAT = 2000 };
+    static char pats[NPAT][16];
+    char *pv[NPAT];
+    for (int i = 0; i < NPAT; i++) {
+        snprintf(pats[i], sizeof pats[i], "t%d\\..*", i);
+        pv[i] = pats[i];
+    }
+    q = (Protobus__Subscribe)PROTOBUS__SUBSCRIBE__INIT;
+    q.n_patterns = NPAT;
+    q.patterns = pv;
+    expect_error(&q, PROTOBUS__CODE__RESOURCE_EXHAUSTED, "max_subscribe_patterns",
+                 "2,000 patterns");
+
+    static char big[4097];
+    memset(big, 'a', sizeof big - 1);
+    char *bp[1] = {big};
+    q.n_patterns = 1;
+    q.patterns = bp;
+    expect_error(&q, PROTOBUS__CODE__RESOURCE_EXHAUSTED, "max_pattern_bytes", "a 4 KiB pattern");
+}
+
+/* Stops the honest publisher, checks its figures, restarts the daemon and
+ * checks every acknowledged event is there. */
+static void honest_and_durable(void)
+{
+    hostile_honest_stop(&honest);
+    printf("honest publisher: %zu acked, %llu errors, slowest ack %llu ms; probes %llu, "
+           "failed %llu, slowest %llu ms\n",
+           honest.acked.n, (unsigned long long)honest.errors, (unsigned long long)honest.max_ack_ms,
+           (unsigned long long)honest.probes, (unsigned long long)honest.probes_failed,
+           (unsigned long long)honest.max_probe_ms);
+    assert_true(honest.acked.n > 0);
+    assert_int_equal(honest.errors, 0);
+    assert_int_equal(honest.probes_failed, 0);
+    assert_true(honest.max_ack_ms < ACK_BUDGET_MS);
+    assert_int_equal(itest_daemon_stop(&dut), 0);
+    assert_int_equal(itest_daemon_restart(&dut), 0);
+    assert_int_equal(itest_daemon_stop(&dut), 0);
+    char out[4096];
+    int rc = hostile_cat_verify(dut.data_dir, out, sizeof out);
+    printf("%s", out);
+    assert_int_equal(rc, 0);
+    assert_int_equal(hostile_check_acked(dut.data_dir, &honest.acked), 0);
+}
+
+static void test_subscribe_caps(void **state)
+{
+    (void)state;
+    assert_int_equal(itest_daemon_start(&dut, NULL, NULL), 0);
+    assert_int_equal(hostile_honest_start(&honest, dut.port, "honest.t"), 0);
+    sleep_ms(300);
+    check_hello_caps();
+    f1_attacks();
+    sleep_ms(500);
+    long peak = hostile_peak_kb(dut.pid);
+    printf("daemon peak RSS %ld KiB\n", peak);
+    if (HOSTILE_RSS_CHECKED)
+        assert_true(peak < 256L * 1024);
+    honest_and_durable();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_subscribe_caps, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
