@@ -218,6 +218,8 @@ static int prepare_live(sub_registry *r, sub *s)
         return -rc;
     s->mu_init = true;
     s->live.ps = s->ps;
+    s->live.patterns = (const char *const *)s->req->patterns;
+    s->live.npatterns = s->req->n_patterns;
     s->live.min_time_ns = s->min_time_ns;
     s->live.tags = s->tags;
     s->live.ntags = s->ntags;

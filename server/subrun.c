@@ -578,10 +578,14 @@ static int drain(sub *s)
 {
     lq_span sp;
     pthread_mutex_lock(&s->live.mu);
-    bool over = livequeue_overflowed(s->live.q);
+    bool over = livequeue_overflowed(s->live.q), breached = s->live.breached;
     if (!over)
         livequeue_peek(s->live.q, &sp);
+    if (breached)
+        snprintf(s->why, sizeof s->why, "%s", s->live.breach);
     pthread_mutex_unlock(&s->live.mu);
+    if (breached)
+        return PB_ETOOBIG; /* a pattern over its budget (fanout.h) */
     if (over)
         return DRAIN_OVERFLOW;
     if (sp.pos == sp.end)
@@ -650,7 +654,8 @@ static int wait_live(sub *s)
          * was being flushed has been consumed there. Once the queue is
          * seen empty here, the next push finds it empty and signals. */
         pthread_mutex_lock(&s->live.mu);
-        bool ready = !livequeue_empty(s->live.q) || livequeue_overflowed(s->live.q);
+        bool ready =
+            !livequeue_empty(s->live.q) || livequeue_overflowed(s->live.q) || s->live.breached;
         pthread_mutex_unlock(&s->live.mu);
         if (ready)
             return 0;
@@ -698,7 +703,12 @@ void subrun_main(sub *s)
     }
     logging_printf(LOG_INFO, "subscriber %s: subscribed (%zu pattern(s), %zu tag filter(s), %s)",
                    s->peer, s->req->n_patterns, s->ntags, start_name(s->start));
-    fanout_add(s->fo, &s->live);
+    rc = fanout_add(s->fo, &s->live, s->why, sizeof s->why);
+    if (rc < 0) {
+        logging_printf(LOG_INFO, "subscriber %s: refused: %s", s->peer, s->why);
+        subconn_end(&s->conn, rc);
+        return;
+    }
     /* Registered first, then the ends: what is below them is history (in
      * the files), everything later reaches the queue. */
     rc = snapshot(s, true);

@@ -11,7 +11,15 @@
  * the duplicate last) are answered at once: nothing on the loop thread is
  * quadratic any more (it froze every client for ~20 s).
  *
- * F2, a Subscribe's patterns (see its test below).
+ * F2, a Subscribe's patterns: 256 patterns that backtrack exponentially in
+ * PCRE2 ("(a|aa)+c" and variants; Hyperscan's syntax, so the fan-out's
+ * combined matcher runs them in linear time), then topics "a" x 240 + "c1"
+ * published: the honest publisher's acks stay under a second (they took
+ * ~14 s when every writer ran every subscription's regexes). A pattern
+ * outside Hyperscan's syntax that backtracks the same way ("(?:a|aa)+(?=c)c")
+ * exceeds its PCRE2 budget on such a topic: that subscription alone ends,
+ * with RESOURCE_EXHAUSTED naming the pattern; one with an honest pattern on
+ * the same daemon still gets its events.
  *
  * Afterwards: restart, `protobus cat --verify` clean, every acknowledged
  * event read back. Nothing asserts a speed beyond "the honest publisher's
@@ -204,6 +212,102 @@ static void f1_attacks(void)
     expect_error(&q, PROTOBUS__CODE__RESOURCE_EXHAUSTED, "max_pattern_bytes", "a 4 KiB pattern");
 }
 
+/* A subscription on a new connection; its Subscribed read. */
+static int subscribe_patterns(char **pats, size_t n)
+{
+    int fd = itest_connect_hello(dut.port);
+    assert_true(fd >= 0);
+    Protobus__Subscribe q = PROTOBUS__SUBSCRIBE__INIT;
+    q.n_patterns = n;
+    q.patterns = pats;
+    Protobus__Frame f = PROTOBUS__FRAME__INIT;
+    f.id = 9;
+    f.body_case = PROTOBUS__FRAME__BODY_SUBSCRIBE;
+    f.subscribe = &q;
+    assert_int_equal(itest_send_frame(fd, &f), 0);
+    Protobus__Frame *r = itest_recv_frame(fd, REPLY_TIMEOUT_MS);
+    assert_non_null(r);
+    if (r->body_case == PROTOBUS__FRAME__BODY_ERROR)
+        printf("subscribe refused: %s\n", r->error->message);
+    assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_SUBSCRIBED);
+    protobus__frame__free_unpacked(r, NULL);
+    return fd;
+}
+
+static size_t attack_acked; /* events of the attack acknowledged (in the final count) */
+
+/* Publishes the attack topics ("a" x 240 + "c<i>") on a connection of its
+ * own; each must be acknowledged. */
+static void publish_attack_topics(int n)
+{
+    int fd = itest_connect_hello(dut.port);
+    assert_true(fd >= 0);
+    for (int i = 0; i < n; i++) {
+        char topic[256];
+        memset(topic, 'a', 240);
+        snprintf(topic + 240, sizeof topic - 240, "c%d", i + 1);
+        const char *t[1] = {topic}, *pl[1] = {"x"};
+        uint64_t t0 = itest_now_ms();
+        Protobus__Frame *r = itest_publish(fd, 100 + (uint64_t)i, t, pl, 1, REPLY_TIMEOUT_MS);
+        printf("F2 attack topic %d: %s in %llu ms\n", i + 1,
+               r && r->body_case == PROTOBUS__FRAME__BODY_PUBLISH_ACK ? "acked" : "NOT acked",
+               (unsigned long long)(itest_now_ms() - t0));
+        assert_non_null(r);
+        assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_PUBLISH_ACK);
+        attack_acked++;
+        protobus__frame__free_unpacked(r, NULL);
+    }
+    close(fd);
+}
+
+static void f2_attacks(void)
+{
+    /* 256 exponential-in-PCRE2 patterns, all in Hyperscan's syntax. */
+    enum { NPAT = 256 };
+    static char pats[NPAT][32];
+    char *pv[NPAT];
+    for (int i = 0; i < NPAT; i++) {
+        snprintf(pats[i], sizeof pats[i], "(a|aa)+c%s%d?", i % 2 ? "" : "x?", i);
+        pv[i] = pats[i];
+    }
+    int heavy = subscribe_patterns(pv, NPAT);
+    /* A pattern PCRE2 alone can run (a lookahead), backtracking the same. */
+    char *pcre_only[1] = {"(?:a|aa)+(?=c)c"};
+    int breached = subscribe_patterns(pcre_only, 1);
+    char *fine[1] = {"a+c[0-9]"};
+    int honest_sub = subscribe_patterns(fine, 1);
+    publish_attack_topics(3);
+
+    /* The PCRE2-only subscription ends: RESOURCE_EXHAUSTED naming it. */
+    Protobus__Frame *r = itest_recv_event(breached, REPLY_TIMEOUT_MS);
+    assert_non_null(r);
+    printf("F2 PCRE2-only pattern: %s %s\n",
+           r->body_case == PROTOBUS__FRAME__BODY_ERROR ? "Error" : "not an Error",
+           r->body_case == PROTOBUS__FRAME__BODY_ERROR ? r->error->message : "");
+    assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_ERROR);
+    assert_int_equal(r->error->code, PROTOBUS__CODE__RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(r->error->message, "(?:a|aa)+(?=c)c"));
+    assert_non_null(strstr(r->error->message, "budget"));
+    protobus__frame__free_unpacked(r, NULL);
+    assert_true(itest_wait_closed(breached, 5000));
+    close(breached);
+
+    /* The others go on: each gets its events ("a+c[0-9]": all three). */
+    for (int i = 0; i < 3; i++) {
+        r = itest_recv_event(honest_sub, REPLY_TIMEOUT_MS);
+        assert_non_null(r);
+        assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_EVENT);
+        protobus__frame__free_unpacked(r, NULL);
+    }
+    /* "(a|aa)+c1?" matches the first topic, among others. */
+    r = itest_recv_event(heavy, REPLY_TIMEOUT_MS);
+    assert_non_null(r);
+    assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_EVENT);
+    protobus__frame__free_unpacked(r, NULL);
+    close(heavy);
+    close(honest_sub);
+}
+
 /* Stops the honest publisher, checks its figures, restarts the daemon and
  * checks every acknowledged event is there. */
 static void honest_and_durable(void)
@@ -226,6 +330,9 @@ static void honest_and_durable(void)
     printf("%s", out);
     assert_int_equal(rc, 0);
     assert_int_equal(hostile_check_acked(dut.data_dir, &honest.acked), 0);
+    char want[128];
+    snprintf(want, sizeof want, "verified %zu record(s)", honest.acked.n + attack_acked);
+    assert_non_null(strstr(out, want));
 }
 
 static void test_subscribe_caps(void **state)
@@ -236,6 +343,7 @@ static void test_subscribe_caps(void **state)
     sleep_ms(300);
     check_hello_caps();
     f1_attacks();
+    f2_attacks();
     sleep_ms(500);
     long peak = hostile_peak_kb(dut.pid);
     printf("daemon peak RSS %ld KiB\n", peak);
