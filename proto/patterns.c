@@ -38,6 +38,9 @@ struct pattern_set {
     unsigned long long hits, misses;
     bool match_all; /* a pattern matches every valid topic: no regex needed */
     bool jit;       /* every pattern was JIT-compiled: pcre2_jit_match applies */
+    bool breached;  /* patterns_breached */
+    size_t breach_pattern;
+    int breach_rc;
 };
 
 _Static_assert((PATTERNS_CACHE_SLOTS & (PATTERNS_CACHE_SLOTS - 1)) == 0,
@@ -131,14 +134,40 @@ fail:
 
 static bool match_uncached(pattern_set *ps, const char *topic, size_t len)
 {
+    size_t over = ps->n;
+    int over_rc = 0;
     for (size_t i = 0; i < ps->n; i++) {
         int rc = pcre2_match(ps->codes[i], (PCRE2_SPTR)topic, len, 0, 0, ps->md, ps->mctx);
         if (rc >= 0)
             return true;
         /* PCRE2_ERROR_NOMATCH, or a limit hit: either way this pattern
-         * does not select the topic. */
+         * does not select the topic; a limit hit is remembered. */
+        if (rc != PCRE2_ERROR_NOMATCH && over == ps->n) {
+            over = i;
+            over_rc = rc;
+        }
+    }
+    if (over < ps->n && !ps->breached) {
+        ps->breached = true;
+        ps->breach_pattern = over;
+        ps->breach_rc = over_rc;
     }
     return false;
+}
+
+void patterns_set_limits(pattern_set *ps, uint32_t match_limit, uint32_t depth_limit)
+{
+    pcre2_set_match_limit(ps->mctx, match_limit);
+    pcre2_set_depth_limit(ps->mctx, depth_limit);
+}
+
+bool patterns_breached(const pattern_set *ps, size_t *pattern, int *pcre2_error)
+{
+    if (ps->breached) {
+        *pattern = ps->breach_pattern;
+        *pcre2_error = ps->breach_rc;
+    }
+    return ps->breached;
 }
 
 bool patterns_match(pattern_set *ps, const char *topic, size_t len)

@@ -27,6 +27,7 @@
 #include "patterns.h"
 #include "pb_errors.h"
 #include "protobus.pb-c.h"
+#include "submatch.h"
 #include "subreq.h"
 #include "subrun.h"
 
@@ -293,6 +294,7 @@ int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscri
     }
     if (rc < 0)
         goto fail;
+    submatch_limit(s->ps); /* its thread matches history under the matcher's limits */
 
     if ((rc = prepare_live(r, s)) < 0)
         goto fail;

@@ -260,6 +260,41 @@ static void publish_attack_topics(int n)
     close(fd);
 }
 
+/* 256 such patterns from START_BEGINNING: the subscription's own thread
+ * matches the stored topics (under the partition's topic-table lock) with
+ * PCRE2, under the same limits: it ends at the first topic over them,
+ * RESOURCE_EXHAUSTED naming the pattern, after Subscribed. */
+static void history_attack(char **pv, size_t n)
+{
+    int fd = itest_connect_hello(dut.port);
+    assert_true(fd >= 0);
+    Protobus__Subscribe q = PROTOBUS__SUBSCRIBE__INIT;
+    q.n_patterns = n;
+    q.patterns = pv;
+    q.start = PROTOBUS__START_MODE__START_BEGINNING;
+    Protobus__Frame f = PROTOBUS__FRAME__INIT;
+    f.id = 11;
+    f.body_case = PROTOBUS__FRAME__BODY_SUBSCRIBE;
+    f.subscribe = &q;
+    uint64_t t0 = itest_now_ms();
+    assert_int_equal(itest_send_frame(fd, &f), 0);
+    Protobus__Frame *r = NULL;
+    for (int i = 0; i < 1000; i++) { /* Subscribed, maybe Events, then the Error */
+        r = itest_recv_frame(fd, REPLY_TIMEOUT_MS);
+        if (!r || r->body_case == PROTOBUS__FRAME__BODY_ERROR)
+            break;
+        protobus__frame__free_unpacked(r, NULL);
+        r = NULL;
+    }
+    assert_non_null(r);
+    printf("F2 history with 256 such patterns: Error after %llu ms: %s\n",
+           (unsigned long long)(itest_now_ms() - t0), r->error->message);
+    assert_int_equal(r->error->code, PROTOBUS__CODE__RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(r->error->message, "budget"));
+    protobus__frame__free_unpacked(r, NULL);
+    close(fd);
+}
+
 static void f2_attacks(void)
 {
     /* 256 exponential-in-PCRE2 patterns, all in Hyperscan's syntax. */
@@ -306,6 +341,10 @@ static void f2_attacks(void)
     protobus__frame__free_unpacked(r, NULL);
     close(heavy);
     close(honest_sub);
+    /* Variants that match none of the topics: nothing excuses a breach. */
+    for (int i = 0; i < NPAT; i++)
+        snprintf(pats[i], sizeof pats[i], "(a|aa)+cx%d", i);
+    history_attack(pv, NPAT);
 }
 
 /* Stops the honest publisher, checks its figures, restarts the daemon and
