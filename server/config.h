@@ -92,7 +92,9 @@ typedef struct pb_config {
     char *data_dir; /* relative paths are relative to the process's cwd */
     pb_fsync_policy fsync;
     uint32_t fsync_interval_ms;
-    uint32_t threads; /* subscription thread pool size */
+    uint32_t threads; /* max_subscriptions (older name: threads): concurrent subscriptions,
+                         a thread each while it runs */
+    uint32_t max_subscriptions_per_address; /* of one client address; 0: no such cap */
     uint64_t max_event_bytes;
     uint64_t max_frame_bytes;
     uint32_t max_connections;
@@ -106,16 +108,16 @@ typedef struct pb_config {
     enum log_level log_level;              /* logging.h */
     uint32_t route_cache_entries;          /* router's topic -> partition cache bound */
     uint32_t max_batch_events;             /* events per Publish; more is refused */
-    uint32_t max_partitions;       /* partitions the daemon creates; 0 = sized to the fd limit */
-    uint32_t partition_idle_ms;    /* an idle partition closes its files, ends its writer */
-    uint32_t max_topics_in_memory; /* topic table entries in memory, all partitions */
+    uint32_t max_partitions;         /* partitions the daemon creates; 0 = sized to the fd limit */
+    uint32_t partition_idle_ms;      /* an idle partition closes its files, ends its writer */
+    uint32_t max_topics_in_memory;   /* topic table entries in memory, all partitions */
     uint32_t max_subscribe_patterns; /* caps on one Subscribe (server/subcaps.h) */
     uint32_t max_pattern_bytes;
     uint32_t max_subscribe_tags;
     uint32_t max_subscribe_offsets;
-    pb_rule *rules;                /* in file order; first match wins */
-    size_t n_rules;                /* >= 1 after a successful load */
-    pb_mirror_config *mirrors;     /* [mirror NAME] sections, in file order */
+    pb_rule *rules;            /* in file order; first match wins */
+    size_t n_rules;            /* >= 1 after a successful load */
+    pb_mirror_config *mirrors; /* [mirror NAME] sections, in file order */
     size_t n_mirrors;
 } pb_config;
 

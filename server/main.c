@@ -234,7 +234,8 @@ static int set_listen(pb_config *cfg, const char *listen)
  *                                     short-lived files (recovery, topic
  *                                     snapshots, the port file)
  * + max_connections                   one socket each
- * + threads * FDS_PER_SUBSCRIPTION    a subscription's socket (handed over
+ * + max_subscriptions                 a subscription's socket (handed over
+ *   * FDS_PER_SUBSCRIPTION
  *                                     by the loop), its eventfd, and the
  *                                     segment files it replays from, at most
  *                                     SUBRUN_REPLAY_READERS at once
@@ -246,10 +247,10 @@ static int set_listen(pb_config *cfg, const char *listen)
  *
  * The limit is the hard one (`ulimit -Hn`, LimitNOFILE=), which the daemon
  * raises its soft limit to as far as this sum needs. With the defaults
- * (1,024 connections, 16 threads) and a hard limit of 1,024:
- * (1024 - 64 - 1024 - 16*10) / 3 < 16, so max_partitions is 16 and a
+ * (1,024 connections, 1,024 subscriptions) and a hard limit of 1,024:
+ * (1024 - 64 - 1024 - 1024*10) / 3 < 16, so max_partitions is 16 and a
  * warning says connections past the limit will fail; with 65,536:
- * (65536 - 1248) / 3 = 21,429, capped at MAX_PARTITIONS_DEFAULT.
+ * (65536 - 11328) / 3 = 18,069, capped at MAX_PARTITIONS_DEFAULT.
  */
 #define FDS_RESERVED         64
 #define FDS_PER_SUBSCRIPTION (2 + SUBRUN_REPLAY_READERS)
@@ -316,7 +317,8 @@ static void size_fd_budget(pb_config *cfg)
     if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
         logging_printf(LOG_WARN,
                        "the open files limit (RLIMIT_NOFILE) is %llu, below the %llu that "
-                       "max_connections = %u, threads = %u and max_partitions = %u can need: "
+                       "max_connections = %u, max_subscriptions = %u and max_partitions = %u can "
+                       "need: "
                        "connections or partitions past it will fail (raise the hard limit: "
                        "ulimit -Hn, or LimitNOFILE= in systemd)",
                        (unsigned long long)rl.rlim_cur, (unsigned long long)need,
@@ -471,6 +473,7 @@ static int open_daemon(daemon_state *d)
         .topic_history = TOPIC_HISTORY,
         .max_frame_bytes = d->cfg.max_frame_bytes,
         .caps = sub_caps_of(&d->cfg),
+        .max_per_address = d->cfg.max_subscriptions_per_address,
     };
     rc = sub_registry_create(&d->subs, &so);
     if (rc < 0)

@@ -78,6 +78,10 @@ typedef struct sub {
     int fd;
     uint64_t frame_id;
     char peer[96];
+    /* The client's address without its port (the registry counts the
+     * subscriptions of each address, max_subscriptions_per_address). */
+    unsigned char addr[16];
+    size_t addr_len;
     Protobus__Subscribe *req;
     int start; /* Protobus__StartMode */
     uint32_t last_n;
