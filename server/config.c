@@ -65,6 +65,10 @@ static const struct key_def {
     [SK_SUBSCRIBER_QUEUE_TOTAL_BYTES] = {"subscriber_queue_total_bytes", V_SIZE,
                                          offsetof(pb_config, subscriber_queue_total_bytes), 4 * KIB,
                                          1024 * GIB},
+    {"reply_queue_total_bytes", V_SIZE, offsetof(pb_config, reply_queue_total_bytes), 64 * KIB,
+     1024 * GIB},
+    {"max_partial_frame_bytes", V_SIZE, offsetof(pb_config, max_partial_frame_bytes), 1 * MIB,
+     1024 * GIB},
     {"listen", V_LISTEN, 0, 0, 0},
     {"data_dir", V_STRING, offsetof(pb_config, data_dir), 0, 0},
     {"fsync", V_FSYNC, 0, 0, 0},
@@ -76,6 +80,7 @@ static const struct key_def {
     {"max_connections", V_U32, offsetof(pb_config, max_connections), 1, 1000000},
     {"write_deadline_ms", V_U32, offsetof(pb_config, write_deadline_ms), 1, 86400000},
     {"idle_timeout_ms", V_U32, offsetof(pb_config, idle_timeout_ms), 1, 86400000},
+    {"quiet_timeout_ms", V_U32, offsetof(pb_config, quiet_timeout_ms), 0, 86400000},
     {"handshake_timeout_ms", V_U32, offsetof(pb_config, handshake_timeout_ms), 1, 86400000},
     {"max_handshaking", V_U32, offsetof(pb_config, max_handshaking), 1, 1000000},
     {"log_level", V_LOG_LEVEL, 0, 0, 0},
@@ -617,6 +622,9 @@ static void set_defaults(pb_config *cfg)
     cfg->subscriber_queue_total_bytes = 32 * MIB;
     cfg->write_deadline_ms = 30000;
     cfg->idle_timeout_ms = 60000;
+    /* Long enough for a client between bursts; at max_connections a new
+     * connection closes the one quiet the longest anyway (net.c). */
+    cfg->quiet_timeout_ms = 300000;
     cfg->handshake_timeout_ms = 10000;
     /* As many as max_connections: a herd of clients reconnecting at once
      * (after a restart) all fit; silent ones are still evicted, oldest
@@ -635,6 +643,12 @@ static void set_defaults(pb_config *cfg)
     /* ~200 bytes each (topics.h): ~26 MiB; above the 100,000 distinct
      * topics of the benchmark, so that workload never evicts. */
     cfg->max_topics_in_memory = 131072;
+    /* Unsent replies of all connections, with their allocations: 8
+     * connections at their own 8 MiB bound. */
+    cfg->reply_queue_total_bytes = 64 * MIB;
+    /* Receive buffers of unfinished frames, all connections: 8 frames of
+     * the default max_frame_bytes arriving at once. */
+    cfg->max_partial_frame_bytes = 128 * MIB;
     cfg->max_subscribe_patterns = SUB_CAPS_PATTERNS_DEFAULT;
     cfg->max_pattern_bytes = SUB_CAPS_PATTERN_BYTES_DEFAULT;
     cfg->max_subscribe_tags = SUB_CAPS_TAGS_DEFAULT;

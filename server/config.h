@@ -100,8 +100,11 @@ typedef struct pb_config {
     uint32_t max_connections;
     uint64_t subscriber_queue_bytes;       /* per-subscription live queue bound */
     uint64_t subscriber_queue_total_bytes; /* bound of all live queues together */
+    uint64_t reply_queue_total_bytes;      /* unsent replies of all connections */
+    uint64_t max_partial_frame_bytes;      /* receive buffers of unfinished frames, all */
     uint32_t write_deadline_ms;            /* drop a subscriber that accepts nothing this long */
     uint32_t idle_timeout_ms;              /* drop a client stalled in the middle of a frame */
+    uint32_t quiet_timeout_ms;             /* close a connection with nothing in flight; 0 never */
     uint32_t handshake_timeout_ms;         /* a connection's Hello must arrive within this */
     uint32_t max_handshaking;              /* connections before their Hello; at the cap the
                                               oldest is closed for a new one */
