@@ -105,8 +105,8 @@ static void with_tags(Protobus__Subscribe *q, size_t n, size_t keys)
         assert_non_null(t);
         protobus__subscribe__tags_entry__init(t);
         char *kv = (char *)(t + 1);
-        snprintf(kv, 20, "k%zu", i % keys);
-        snprintf(kv + 20, 20, "v%zu", i);
+        snprintf(kv, 20, "k%u", (unsigned)(i % keys));
+        snprintf(kv + 20, 20, "v%u", (unsigned)i);
         t->key = kv;
         t->value = kv + 20;
         q->tags[i] = t;
@@ -126,7 +126,7 @@ static void with_offsets(Protobus__Subscribe *q, size_t n, bool dup)
         assert_non_null(o);
         protobus__partition_offset__init(o);
         o->partition = (char *)(o + 1);
-        snprintf(o->partition, 20, "p%zu", dup && i == n - 1 ? (size_t)0 : i);
+        snprintf(o->partition, 20, "p%u", dup && i == n - 1 ? 0u : (unsigned)i);
         q->offsets[i] = o;
     }
 }
@@ -192,7 +192,7 @@ static void f1_attacks(void)
     free_request(&q);
 
     enum { NPAT = 2000 };
-    static char pats[NPAT][16];
+    static char pats[NPAT][24];
     char *pv[NPAT];
     for (int i = 0; i < NPAT; i++) {
         snprintf(pats[i], sizeof pats[i], "t%d\\..*", i);
