@@ -58,6 +58,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -169,6 +171,9 @@ static void compile_waiting(fanout *fo)
 static void *compact_main(void *arg)
 {
     fanout *fo = arg;
+    /* Background work: the writers, the loop and the subscriptions go
+     * first (Linux: a thread's nice value is its own). Failing is harmless. */
+    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
     pthread_mutex_lock(&fo->compact_lock);
     for (;;) {
         while (!fo->compact_kick && !fo->compact_stop && !fo->compile_head)
