@@ -47,8 +47,8 @@ _Static_assert((PATTERNS_CACHE_SLOTS & (PATTERNS_CACHE_SLOTS - 1)) == 0,
                "PATTERNS_CACHE_SLOTS must be a power of two");
 _Static_assert(PATTERNS_CACHE_TOPIC_MAX < UINT16_MAX, "slot length field is 16 bits");
 
-int pattern_compile_whole(const char *pattern, size_t len, pcre2_code **out, char *why,
-                          size_t whylen)
+static int compile_whole(const char *pattern, size_t len, pcre2_code **out, char *why,
+                         size_t whylen, bool jit)
 {
     int errcode = 0;
     PCRE2_SIZE erroff = 0;
@@ -74,8 +74,32 @@ int pattern_compile_whole(const char *pattern, size_t len, pcre2_code **out, cha
     }
     /* JIT is an optimisation only: on failure (no JIT support on this CPU,
      * or no executable memory) pcre2_match() interprets the pattern. */
-    (void)pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
+    if (jit)
+        (void)pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
     *out = code;
+    return 0;
+}
+
+int pattern_compile_whole(const char *pattern, size_t len, pcre2_code **out, char *why,
+                          size_t whylen)
+{
+    return compile_whole(pattern, len, out, why, whylen, true);
+}
+
+int patterns_check(const char *const *patterns, size_t n, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < n; i++) {
+        char why[300];
+        pcre2_code *code;
+        int rc = compile_whole(patterns[i], strlen(patterns[i]), &code, why, sizeof why, false);
+        if (rc == PB_EINVAL && errlen)
+            snprintf(err, errlen, "pattern \"%s\": %s", patterns[i], why);
+        else if (rc < 0 && errlen)
+            snprintf(err, errlen, "out of memory compiling %zu pattern(s)", n);
+        if (rc < 0)
+            return rc;
+        pcre2_code_free(code);
+    }
     return 0;
 }
 

@@ -33,7 +33,6 @@
 #include "patterns.h"
 #include "pb_errors.h"
 #include "protobus.pb-c.h"
-#include "submatch.h"
 #include "subreq.h"
 #include "subrun.h"
 
@@ -300,7 +299,6 @@ static int prepare_live(sub_registry *r, sub *s)
     if ((rc = pthread_mutex_init(&s->live.mu, NULL)) != 0)
         return -rc;
     s->mu_init = true;
-    s->live.ps = s->ps;
     s->live.patterns = (const char *const *)s->req->patterns;
     s->live.npatterns = s->req->n_patterns;
     s->live.min_time_ns = s->min_time_ns;
@@ -366,17 +364,17 @@ int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscri
         *grpc_code = PB_CODE_INVALID_ARGUMENT;
     if (rc < 0)
         goto fail;
-    /* One compiled set: the subscription thread matches history with it,
-     * the writers run its patterns on topics they have not cached. */
+    /* Checked here, so a bad pattern is refused with the connection kept;
+     * compiled (with JIT, three times the cost) on the subscription's own
+     * thread (subrun_main), not on the loop. */
     const char *const *pats = (const char *const *)s->req->patterns;
-    rc = patterns_compile(pats, s->req->n_patterns, &s->ps, err, errlen);
+    rc = patterns_check(pats, s->req->n_patterns, err, errlen);
     if (rc == PB_EINVAL) {
         *grpc_code = PB_CODE_INVALID_ARGUMENT;
         goto fail;
     }
     if (rc < 0)
         goto fail;
-    submatch_limit(s->ps); /* its thread matches history under the matcher's limits */
 
     if ((rc = prepare_live(r, s)) < 0)
         goto fail;

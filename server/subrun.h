@@ -99,9 +99,9 @@ typedef struct sub {
     fanout_member live;
     bool mu_init; /* live.mu */
 
-    /* thread: patterns_match; the writers use its compiled patterns too
-     * (patterns_match_shared, read-only), while the subscription is
-     * registered */
+    /* thread: compiled by subrun_main (sub_start only checks them), under
+     * the matcher's limits (submatch.h); patterns_match; the fan-out reads
+     * patterns_match_all through live.ps */
     pattern_set *ps;
     uint8_t *tag_state; /* thread */
     part_state *parts;  /* thread: every partition seen so far */
