@@ -23,7 +23,9 @@ endif
 endif
 endif
 # libnats: the NATS C client, for the mirrors to JetStream (server/mirror*).
-PKGS    := libprotobuf-c libpcre2-8 libuv inih json-c libhs libnats
+# libsodium: argon2id password hashes (server/auth.c, `protobus passwd`).
+# libssl: TLS (server/tls.c; libprotobus's client side, client/tls.c).
+PKGS    := libprotobuf-c libpcre2-8 libuv inih json-c libhs libnats libsodium libssl libcrypto
 
 ifeq ($(SAN),1)
 BUILD   ?= build/san
@@ -51,7 +53,7 @@ INCLUDES = -I$(GEN) -Iproto -Iserver -Iclient -Iclient/cli -Itests/lib
 CFLAGS  += -std=c11 $(OPT) $(WARN) -pthread -fPIC -fvisibility=hidden $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 # The CLI needs no event loop and no config parser.
-CLI_LDLIBS := $(shell pkg-config --libs libprotobuf-c libpcre2-8 json-c 2>/dev/null) -lpthread -lm
+CLI_LDLIBS := $(shell pkg-config --libs libprotobuf-c libpcre2-8 json-c libsodium libssl libcrypto 2>/dev/null) -lpthread -lm
 LDFLAGS += $(LDSAN) -pthread
 
 # Generated protobuf-c code (never committed).
@@ -114,7 +116,11 @@ TESTLIB_OBJ := $(call obj,$(TESTLIB_SRC))
 #   SO_PATCH  +1 for a release that changes no public declaration.
 # 2: protocol version 1 (pb_client_subscribe waits for the server's answer
 # and returns its refusal; pb_item gained caught_up and PB_ITEM_CAUGHT_UP).
-SO_MAJOR   := 2
+# 3: pb_client_options gained user, password and the TLS fields (its size
+# changed); PB_CODE_UNAUTHENTICATED; pb_client_publish_id,
+# pb_client_expect_last, pb_position.duplicate, pb_server_error's
+# expectation fields.
+SO_MAJOR   := 3
 SO_VERSION := $(SO_MAJOR).0.0
 SO_FILE    := $(BUILD)/libprotobus.so.$(SO_VERSION)
 PUBLIC_HEADERS := client/protobus.h $(wildcard proto/protobus_*.h)
@@ -271,6 +277,17 @@ $(BUILD)/tests/test_fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/
                             $(BUILD)/libpbinternal.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# fuzz_render compares the CLI's renderer with the old one (tests/lib).
+$(BUILD)/tests/test_fuzz_render: $(BUILD)/obj/tests/fuzz/fuzz_render.o $(BUILD)/obj/tests/fuzz/replay.o \
+                                 $(BUILD)/obj/tests/lib/render_ref.o $(BUILD)/libpbinternal.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/fuzzers/fuzz_render: $(BUILD)/obj/tests/fuzz/fuzz_render.o \
+                              $(BUILD)/obj/tests/lib/render_ref.o $(BUILD)/libpbinternal.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
 
 # The libFuzzer binaries; built by `make fuzz` with BUILD=build/fuzz.
 $(BUILD)/fuzzers/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/libpbinternal.a

@@ -148,7 +148,7 @@ static int connect_address(pb_client *c, const char *address, int64_t deadline)
         if (fd >= 0) {
             c->fd = fd;
             freeaddrinfo(res);
-            return 0;
+            return c->opts.tls ? client_tls_start(c, hp.host, deadline) : 0;
         }
         last = fd;
         if (fd == -ETIMEDOUT)
@@ -165,6 +165,8 @@ static int connect_address(pb_client *c, const char *address, int64_t deadline)
 
 int client_poll(pb_client *c, bool want_write, int64_t deadline)
 {
+    if (client_tls_pending(c))
+        return POLLIN; /* decrypted already: the socket may stay quiet */
     struct pollfd p = {.fd = c->fd, .events = POLLIN | (want_write ? POLLOUT : 0)};
     for (;;) {
         int wait = -1;
@@ -201,7 +203,8 @@ int client_read(pb_client *c)
             return client_die(c, PB_ENOMEM, "out of memory for the receive buffer");
     }
     for (;;) {
-        ssize_t n = recv(c->fd, c->rbuf + c->rend, c->rcap - c->rend, 0);
+        ssize_t n = c->ssl ? client_tls_recv(c, c->rbuf + c->rend, c->rcap - c->rend)
+                           : recv(c->fd, c->rbuf + c->rend, c->rcap - c->rend, 0);
         if (n > 0) {
             c->rend += (size_t)n;
             return (int)(n > INT32_MAX ? INT32_MAX : n);
@@ -270,6 +273,17 @@ int client_take_error(pb_client *c, const frame_view *f)
     c->serr.last_offset = e->last_offset;
     c->serr.about_event = e->event_index_plus_one != 0;
     c->serr.event_in_batch = e->event_index_plus_one ? e->event_index_plus_one - 1 : 0;
+    const Protobus__ExpectLast *want = e->expected, *have = e->actual;
+    if (!dup_or_empty(want ? want->topic : have ? have->topic : NULL, &c->serr_expect_topic)) {
+        rc = client_die(c, PB_ENOMEM, "out of memory for a server error");
+        goto out;
+    }
+    c->serr.expect_topic = c->serr_expect_topic;
+    c->serr.has_expect = want != NULL;
+    c->serr.expected_none = want && want->none;
+    c->serr.expected_offset = want ? want->offset : 0;
+    c->serr.actual_none = have && have->none;
+    c->serr.actual_offset = have ? have->offset : 0;
     client_fail(c, PB_ESERVER, "server error %s: %s", pb_code_name(c->serr.code), c->serr_message);
 out:
     protobus__error__free_unpacked(e, NULL);
@@ -306,7 +320,8 @@ int client_write_all(pb_client *c, int64_t deadline, client_frame_fn on_frame)
     while (c->ooff < c->olen) {
         if (c->sticky)
             return c->sticky;
-        ssize_t n = send(c->fd, c->obuf + c->ooff, c->olen - c->ooff, MSG_NOSIGNAL);
+        ssize_t n = c->ssl ? client_tls_send(c, c->obuf + c->ooff, c->olen - c->ooff)
+                           : send(c->fd, c->obuf + c->ooff, c->olen - c->ooff, MSG_NOSIGNAL);
         if (n > 0) {
             c->ooff += (size_t)n;
             continue;
@@ -373,7 +388,10 @@ out:
 
 static int hello(pb_client *c, int64_t deadline)
 {
-    frame_hello h = {.protocol_version = PB_PROTOCOL_VERSION, .name = c->name};
+    frame_hello h = {.protocol_version = PB_PROTOCOL_VERSION,
+                     .name = c->name,
+                     .user = c->opts.user,
+                     .password = c->opts.password};
     uint64_t id = c->next_id++;
     size_t need = frame_put_hello(NULL, 0, id, &h);
     if (grow_reserve(&c->obuf, &c->ocap, need, 1) < 0)
@@ -382,6 +400,10 @@ static int hello(pb_client *c, int64_t deadline)
     c->ooff = 0;
     /* Nothing can arrive but the Hello answer, after the server read it all. */
     int rc = client_write_all(c, deadline, NULL);
+    /* The credentials were the caller's for this call only; the buffer
+     * held the password: wipe it. */
+    c->opts.user = c->opts.password = NULL;
+    memset(c->obuf, 0, need);
     if (rc < 0)
         return rc;
     for (;;) {

@@ -31,8 +31,19 @@ typedef struct inflight_batch {
     uint32_t count;
 } inflight_batch;
 
+/* A Publish.expect entry of the batch being built (pb_client_expect_last). */
+typedef struct client_expect {
+    char *topic; /* owned */
+    bool none;
+    uint64_t offset;
+} client_expect;
+
 struct pb_client {
     int fd;
+    /* TLS (client/tls.c): the session over fd, and its context; NULL:
+     * plain TCP. */
+    struct ssl_st *ssl;
+    struct ssl_ctx_st *ssl_ctx;
     pb_client_options opts;
     char *name; /* copy of opts.name */
     char address[300];
@@ -70,9 +81,13 @@ struct pb_client {
     uint32_t *elens;
     uint32_t ecount;
     size_t elens_cap;
-    size_t batch_ub;      /* upper bound of the batch's Publish body bytes */
-    uint64_t seq;         /* events accepted so far */
-    uint64_t batch_first; /* sequence number of the current batch's first event */
+    size_t batch_ub;       /* upper bound of the batch's Publish body bytes */
+    uint64_t seq;          /* events accepted so far */
+    uint64_t batch_first;  /* sequence number of the current batch's first event */
+    client_expect *expect; /* the current batch's expectations */
+    uint32_t nexpect;
+    size_t expect_cap;
+    char *serr_expect_topic; /* pb_server_error.expect_topic's copy */
 
     /* Batches in flight, oldest first: a ring of inflight_cap entries from
      * inflight_head. Protocol v1 answers them in this order. */
@@ -107,6 +122,7 @@ struct pb_client {
     size_t scap;
     pb_tag_view *tagv;
     size_t tagv_cap;
+    bool events_unscanned; /* client_events_unscanned */
 };
 
 /* Monotonic milliseconds, for deadlines. */
@@ -139,6 +155,15 @@ int client_read(pb_client *c);
  */
 int client_next_frame(pb_client *c, frame_view *f);
 
+/*
+ * Not public: for the `protobus` CLI, whose renderer decodes every event's
+ * bytes itself (checking them as protobuf-c does). From now on
+ * pb_client_next fills only partition, partition_len, offset, raw and
+ * raw_len of an event: no event_scan and no string copies per event. A
+ * malformed event then reaches the caller instead of ending the connection.
+ */
+void client_events_unscanned(pb_client *c);
+
 /* Records an Error frame body as c->serr and c->msg. 0 or a sticky error. */
 int client_take_error(pb_client *c, const frame_view *f);
 
@@ -162,5 +187,20 @@ int client_connect(pb_client *c, const char *address, int64_t deadline);
 /* For lifecycle.c's pb_client_close: publish.c's and subscribe.c's state. */
 void publish_free(pb_client *c);
 void subscribe_free(pb_client *c);
+
+/* --- tls.c: the optional TLS layer ------------------------------------- */
+
+/* After the TCP connect: the TLS handshake with host (checked against the
+ * server's certificate: its name, or its IP address), trusting tls_ca (or
+ * the system's CAs), presenting tls_cert/tls_key if given. 0, or a sticky
+ * error with c->msg naming the address and OpenSSL's reason. */
+int client_tls_start(pb_client *c, const char *host, int64_t deadline);
+/* recv / send through the session, with their conventions (errno EAGAIN
+ * when the session waits for the socket). */
+long client_tls_recv(pb_client *c, void *buf, size_t n);
+long client_tls_send(pb_client *c, const void *buf, size_t n);
+/* Plaintext the session holds already (poll would not see it). */
+bool client_tls_pending(const pb_client *c);
+void client_tls_free(pb_client *c);
 
 #endif

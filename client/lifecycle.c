@@ -86,6 +86,10 @@ int pb_client_connect(pb_client **out, const char *address, const pb_client_opti
     rc = apply_options(c, opts);
     if (rc < 0)
         goto fail;
+    if (strncmp(address, "tls://", 6) == 0) {
+        c->opts.tls = true;
+        address += 6;
+    }
     c->rcap = 64 * 1024;
     c->rbuf = malloc(c->rcap);
     if (!c->rbuf) {
@@ -111,6 +115,7 @@ void pb_client_close(pb_client *c)
         return;
     /* Nothing to report from close(2) on a socket we only read and wrote:
      * unacknowledged batches are lost either way, as documented. */
+    client_tls_free(c);
     if (c->fd >= 0)
         (void)close(c->fd);
     publish_free(c);
@@ -121,6 +126,7 @@ void pb_client_close(pb_client *c)
     free(c->server_name);
     free(c->serr_message);
     free(c->serr_partition);
+    free(c->serr_expect_topic);
     free(c);
 }
 

@@ -68,6 +68,10 @@ typedef struct pb_position {
     const char *partition;
     uint64_t offset;
     int status; /* 0 = stored (durable under the server's policy), else PB_ESERVER/PB_E* */
+    /* status 0 and true: the event carried an id (pb_client_publish_id)
+     * that the server had already stored within its dedup window; it was
+     * not stored again, and partition/offset are the original's. */
+    bool duplicate;
 } pb_position;
 
 /* The outcome of one Publish batch, given to pb_client_options.on_ack. */
@@ -95,6 +99,13 @@ typedef struct pb_server_error {
     uint32_t event_in_batch;    /* ... and its index inside the batch */
     uint64_t batch_first_event; /* publish: sequence number of the batch's first event */
     size_t batch_count;         /* publish: events in the batch (0 if not a publish) */
+    /* FAILED_PRECONDITION of an expectation (pb_client_expect_last): the
+     * topic, what the publisher expected and what the topic has (`*_none`:
+     * no events; else its last offset). has_expect false otherwise. */
+    bool has_expect;
+    const char *expect_topic; /* "" without has_expect */
+    bool expected_none, actual_none;
+    uint64_t expected_offset, actual_offset;
 } pb_server_error;
 
 typedef struct pb_client_options {
@@ -129,6 +140,23 @@ typedef struct pb_client_options {
     void *on_ack_ctx;
     /* Free text sent in Hello.name; default "libprotobus " PB_VERSION_STRING. */
     const char *name;
+    /* Credentials for a server with `auth = required`, sent in the Hello
+     * (NULL: none, anonymous). Read during pb_client_connect only (not
+     * kept). A refusal is PB_ESERVER with UNAUTHENTICATED, after the
+     * server's delay. Send a password over TLS or loopback only. */
+    const char *user;
+    const char *password;
+    /* TLS (TLS 1.2 at least; also chosen by an address "tls://host:port"):
+     * the server's certificate is verified against tls_ca (PEM; NULL: the
+     * system's CAs) and must name the host or IP address connected to.
+     * tls_cert and tls_key (PEM): a client certificate, for a server that
+     * requires one (its CN may name the user: no password needed). The
+     * files are read during pb_client_connect only. A failed handshake is
+     * PB_ECONNECT naming OpenSSL's reason. */
+    bool tls;
+    const char *tls_ca;
+    const char *tls_cert;
+    const char *tls_key;
 } pb_client_options;
 
 /* Fills *opts with the defaults (0/NULL fields also mean "default"). */
@@ -215,6 +243,44 @@ typedef struct pb_event {
  * Also PB_EINVAL after pb_client_subscribe. pb_client_message() explains.
  */
 PB_API int pb_client_publish(pb_client *c, const pb_event *ev);
+
+/* The largest event id (bytes of UTF-8) and the most expectations one batch
+ * may carry; a server's Hello may announce less. */
+#define PB_EVENT_ID_MAX_BYTES 64
+#define PB_MAX_EXPECTATIONS   64
+
+/*
+ * pb_client_publish with a publisher-chosen id (EncapsulatedEvent.id; NULL:
+ * none; at most PB_EVENT_ID_MAX_BYTES of UTF-8; copied). A server with a
+ * dedup window (Hello Limits.dedup_window_ms > 0; protobusd: 2 minutes by
+ * default) stores an id at most once per partition within the window: a
+ * retry of an event that was stored is acknowledged with the original
+ * position and pb_position.duplicate set. So a publisher that gives every
+ * event a unique id and republishes, on a new connection, every event whose
+ * flush did not confirm it gets each event stored exactly once (within the
+ * window). Same returns as pb_client_publish (PB_EINVAL also for a bad id).
+ */
+PB_API int pb_client_publish_id(pb_client *c, const pb_event *ev, const char *id);
+
+/*
+ * Adds an expectation to the batch being built (Publish.expect): the topic
+ * must have no events yet (none = true) or its last event must have offset
+ * last_offset. The server checks it atomically with storing the batch; if
+ * it does not hold, nothing of the batch is stored and the batch is refused
+ * with FAILED_PRECONDITION (pb_server_error.has_expect, expected_*, actual_*:
+ * the topic's real last offset). The batch is the one being built: events
+ * published before this call and not yet sent are in it too, so call it
+ * right after a flush, publish the events it covers, and flush. A batch
+ * with expectations is sent by pb_client_flush only: an event that does not
+ * fit in it (batch_events, batch_bytes, the server's limits) is refused
+ * with PB_ETOOBIG, not taken. It must keep its events and expected topics
+ * in one partition (else INVALID_ARGUMENT). A batch of expectations only
+ * (flushed with no event) is a pure check. At most PB_MAX_EXPECTATIONS per
+ * batch.
+ * Returns 0, PB_EINVAL (bad topic, too many), PB_ENOMEM, or the sticky
+ * connection errors.
+ */
+PB_API int pb_client_expect_last(pb_client *c, const char *topic, bool none, uint64_t last_offset);
 
 /*
  * Sends the pending batch and waits up to timeout_ms (< 0: no limit) until

@@ -84,7 +84,8 @@ static size_t any_size(size_t type_len, size_t payload_len)
            (payload_len ? wire_len_field_size(2, payload_len) : 0);
 }
 
-/* Encoded size of ev without client_transmit_time. */
+/* Encoded size of ev without client_transmit_time (and without its id,
+ * added by the caller: wire_len_field_size(8, id_len) when it has one). */
 static size_t event_size(const pb_event *ev, size_t topic_len, size_t type_len)
 {
     size_t n = wire_len_field_size(1, topic_len);
@@ -124,6 +125,13 @@ static size_t put_event(uint8_t *out, const pb_event *ev, size_t topic_len, size
             p += wire_put_len_field(p, 2, ev->payload, ev->payload_len);
     }
     return (size_t)(p - out);
+}
+
+/* EncapsulatedEvent.id, after the rest of the event (field order does not
+ * matter to protobuf; the server reads the last occurrence). */
+static size_t put_event_id(uint8_t *out, const char *id, size_t id_len)
+{
+    return id_len ? wire_put_len_field(out, 8, id, id_len) : 0;
 }
 
 /* Bytes one event may take inside a Publish body, transmit time included. */
@@ -169,6 +177,18 @@ static int validate_event(pb_client *c, const pb_event *ev)
     if (ev->payload_len && !ev->payload)
         return client_fail(c, PB_EINVAL, "event for topic %s: payload_len %zu but no payload",
                            ev->topic, ev->payload_len);
+    return 0;
+}
+
+static int validate_id(pb_client *c, const pb_event *ev, const char *id)
+{
+    size_t bad, len = strlen(id);
+    if (len > PB_EVENT_ID_MAX_BYTES)
+        return client_fail(c, PB_EINVAL, "event for topic %s: id of %zu bytes, the maximum is %d",
+                           ev->topic, len, PB_EVENT_ID_MAX_BYTES);
+    if (!wire_utf8_valid((const uint8_t *)id, len, &bad))
+        return client_fail(c, PB_EINVAL, "event for topic %s: id is not UTF-8 at byte %zu",
+                           ev->topic, bad);
     return 0;
 }
 
@@ -285,6 +305,10 @@ static int take_ack(pb_client *c, const frame_view *f)
     uint64_t off;
     for (uint32_t i = 0; i < b->count && publish_ack_next(&it, &idx, &off) == 0; i++)
         pos[i] = (pb_position){.partition = c->ack_names[idx], .offset = off, .status = 0};
+    uint32_t dup;
+    while (publish_ack_next_duplicate(&it, &dup) == 0)
+        if (dup < b->count)
+            pos[dup].duplicate = true;
     batch_done(c, b, pos, 0);
     return 0;
 }
@@ -386,9 +410,41 @@ static int pump_nowait(pb_client *c)
 
 /* --- sending ------------------------------------------------------------------ */
 
+/* Publish.expect entries of the batch being built. */
+static size_t expect_body_size(const client_expect *x)
+{
+    return wire_len_field_size(1, strlen(x->topic)) + (x->none ? wire_varint_field_size(2, 1) : 0) +
+           (x->offset ? wire_varint_field_size(3, x->offset) : 0);
+}
+
+static size_t expects_size(const pb_client *c)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < c->nexpect; i++)
+        n += wire_len_field_size(3, expect_body_size(&c->expect[i]));
+    return n;
+}
+
+static uint8_t *put_expects(pb_client *c, uint8_t *p)
+{
+    for (uint32_t i = 0; i < c->nexpect; i++) {
+        const client_expect *x = &c->expect[i];
+        p += wire_put_tag(p, 3, WIRE_LEN);
+        p += wire_put_varint(p, expect_body_size(x));
+        p += wire_put_len_field(p, 1, x->topic, strlen(x->topic));
+        if (x->none)
+            p += wire_put_varint_field(p, 2, 1);
+        if (x->offset)
+            p += wire_put_varint_field(p, 3, x->offset);
+        free(x->topic);
+    }
+    c->nexpect = 0;
+    return p;
+}
+
 static int send_batch(pb_client *c)
 {
-    if (c->ecount == 0)
+    if (c->ecount == 0 && c->nexpect == 0)
         return 0;
     int64_t deadline = client_deadline((int)c->opts.io_timeout_ms);
     int rc = pump_nowait(c);
@@ -413,7 +469,7 @@ static int send_batch(pb_client *c)
 
     uint8_t ts[TIMESTAMP_FIELD_MAX];
     size_t tl = put_timestamp_field(ts, 4, pb_time_now_ns());
-    size_t pub_len = c->opts.no_ack ? NO_ACK_FIELD : 0;
+    size_t pub_len = (c->opts.no_ack ? NO_ACK_FIELD : 0) + expects_size(c);
     for (uint32_t i = 0; i < c->ecount; i++)
         pub_len += wire_len_field_size(1, (size_t)c->elens[i] + tl);
     uint64_t id = c->next_id++;
@@ -439,6 +495,7 @@ static int send_batch(pb_client *c)
     }
     if (c->opts.no_ack)
         p += wire_put_varint_field(p, 2, 1);
+    p = put_expects(c, p);
     c->olen = (size_t)(p - c->obuf);
     c->ooff = 0;
 
@@ -481,6 +538,11 @@ static size_t frame_limit(const pb_client *c)
 
 int pb_client_publish(pb_client *c, const pb_event *ev)
 {
+    return pb_client_publish_id(c, ev, NULL);
+}
+
+int pb_client_publish_id(pb_client *c, const pb_event *ev, const char *id)
+{
     if (c->subscribed)
         return client_fail(c, PB_EINVAL, "this connection is dedicated to a subscription");
     if (c->sticky)
@@ -498,8 +560,11 @@ int pb_client_publish(pb_client *c, const pb_event *ev)
                            c->serr.message);
     }
     int rc = validate_event(c, ev);
+    if (rc == 0 && id)
+        rc = validate_id(c, ev, id);
     if (rc < 0)
         return rc;
+    size_t id_len = id ? strlen(id) : 0;
     size_t topic_len = strlen(ev->topic);
     size_t type_len = ev->payload_type ? strlen(ev->payload_type) : 0;
     /* No server stores more than the file format's record cap, whatever it says. */
@@ -511,7 +576,8 @@ int pb_client_publish(pb_client *c, const pb_event *ev)
                            "event for topic %s has a %zu-byte payload, the server's maximum "
                            "event size is %llu bytes",
                            ev->topic, ev->payload_len, (unsigned long long)max_event);
-    size_t body = event_size(ev, topic_len, type_len);
+    size_t body =
+        event_size(ev, topic_len, type_len) + (id_len ? wire_len_field_size(8, id_len) : 0);
     if (body + TIMESTAMP_FIELD_MAX > max_event)
         return client_fail(c, PB_ETOOBIG,
                            "event for topic %s takes %zu bytes encoded, the server's maximum "
@@ -519,7 +585,8 @@ int pb_client_publish(pb_client *c, const pb_event *ev)
                            ev->topic, body + TIMESTAMP_FIELD_MAX, (unsigned long long)max_event);
     size_t ub = event_upper_bound(body);
     size_t limit = frame_limit(c);
-    size_t extra = c->opts.no_ack ? NO_ACK_FIELD : 0;
+    /* no_ack and the expectations go into the same Publish body. */
+    size_t extra = (c->opts.no_ack ? NO_ACK_FIELD : 0) + (c->nexpect ? expects_size(c) : 0);
     if (ub + extra > limit && c->max_frame_bytes &&
         ub + extra + FRAME_OVERHEAD_MAX > c->max_frame_bytes)
         return client_fail(c, PB_ETOOBIG,
@@ -528,6 +595,18 @@ int pb_client_publish(pb_client *c, const pb_event *ev)
                            ev->topic, ub, (unsigned long long)c->max_frame_bytes);
 
     reset_window(c);
+    /* A batch with expectations holds exactly what was published for it: it
+     * is sent by pb_client_flush only, and an event that does not fit is
+     * refused (sending it in a next batch would store it unchecked). */
+    bool held = c->nexpect > 0;
+    uint32_t max_events = c->opts.batch_events;
+    if (c->max_batch_events && c->max_batch_events < max_events)
+        max_events = c->max_batch_events;
+    if (held && (c->ecount >= max_events || (c->ecount > 0 && extra + c->batch_ub + ub > limit)))
+        return client_fail(c, PB_ETOOBIG,
+                           "event for topic %s does not fit in the batch with expectations (%u "
+                           "events, %zu bytes): flush it first",
+                           ev->topic, c->ecount, c->batch_ub);
     /* Send first when this event would take the batch over its byte limit. */
     if (c->ecount > 0 && extra + c->batch_ub + ub > limit) {
         rc = send_batch(c);
@@ -544,14 +623,14 @@ int pb_client_publish(pb_client *c, const pb_event *ev)
             (pb_position){.partition = NULL, .offset = 0, .status = PB_ETIMEDOUT};
     }
     size_t n = put_event(c->ebuf + c->elen, ev, topic_len, type_len);
+    n += put_event_id(c->ebuf + c->elen + n, id, id_len);
     c->elen += n;
     c->elens[c->ecount++] = (uint32_t)n;
     c->batch_ub += ub;
     c->seq++;
     /* A batch stays within the server's max_batch_events (it refuses a
      * Publish with more), whatever batch_events says. */
-    if (c->ecount >= c->opts.batch_events ||
-        (c->max_batch_events && c->ecount >= c->max_batch_events) || extra + c->batch_ub >= limit)
+    if (!held && (c->ecount >= max_events || extra + c->batch_ub >= limit))
         return send_batch(c);
     return 0;
 }
@@ -599,8 +678,37 @@ out:
     return rc;
 }
 
+int pb_client_expect_last(pb_client *c, const char *topic, bool none, uint64_t last_offset)
+{
+    char err[200];
+    if (c->subscribed)
+        return client_fail(c, PB_EINVAL, "this connection is dedicated to a subscription");
+    if (c->sticky)
+        return c->sticky;
+    if (!topic)
+        return client_fail(c, PB_EINVAL, "expectation without a topic");
+    size_t tl = strlen(topic);
+    if (topic_validate((const uint8_t *)topic, tl, err, sizeof(err)) < 0)
+        return client_fail(c, PB_EINVAL, "bad topic \"%.*s\" in an expectation: %s",
+                           (int)(tl > 300 ? 300 : tl), topic, err);
+    if (c->nexpect >= PB_MAX_EXPECTATIONS)
+        return client_fail(c, PB_EINVAL, "more than %d expectations for one batch",
+                           PB_MAX_EXPECTATIONS);
+    char *copy = strdup(topic);
+    if (!copy || grow_reserve(&c->expect, &c->expect_cap, c->nexpect + 1, sizeof *c->expect) < 0) {
+        free(copy);
+        return client_fail(c, PB_ENOMEM, "out of memory for an expectation");
+    }
+    c->expect[c->nexpect++] =
+        (client_expect){.topic = copy, .none = none, .offset = none ? 0 : last_offset};
+    return 0;
+}
+
 void publish_free(pb_client *c)
 {
+    for (uint32_t i = 0; i < c->nexpect; i++)
+        free(c->expect[i].topic);
+    free(c->expect);
     for (size_t i = 0; i < c->nparts; i++)
         free(c->parts[i]);
     free(c->parts);

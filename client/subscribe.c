@@ -243,6 +243,27 @@ static const char *copy_str(char **w, wire_slice s)
     return d;
 }
 
+/* client_events_unscanned: the event's bytes, its partition and offset. */
+static int take_event_bytes(pb_client *c, const event_frame_view *v, pb_item *item)
+{
+    if (grow_reserve(&c->sbuf, &c->scap, v->partition.len + 1, 1) < 0)
+        return client_die(c, PB_ENOMEM, "out of memory for a received event");
+    char *w = c->sbuf;
+    memset(item, 0, sizeof(*item));
+    item->kind = PB_ITEM_EVENT;
+    item->event.partition = copy_str(&w, v->partition);
+    item->event.partition_len = v->partition.len;
+    item->event.offset = v->offset;
+    item->event.raw = v->event.p;
+    item->event.raw_len = v->event.len;
+    return 0;
+}
+
+void client_events_unscanned(pb_client *c)
+{
+    c->events_unscanned = true;
+}
+
 static int take_event(pb_client *c, const frame_view *f, pb_item *item)
 {
     char err[200];
@@ -250,6 +271,8 @@ static int take_event(pb_client *c, const frame_view *f, pb_item *item)
     int rc = event_frame_parse(f->body.p, f->body.len, &v, err, sizeof(err));
     if (rc < 0)
         return client_die(c, rc, "bad Event frame from %s: %s", c->address, err);
+    if (c->events_unscanned)
+        return take_event_bytes(c, &v, item);
     event_view e;
     rc = event_scan(v.event.p, v.event.len, &e, err, sizeof(err));
     if (rc < 0)

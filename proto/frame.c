@@ -272,6 +272,7 @@ int publish_open(const uint8_t *p, size_t n, publish_iter *it, char *err, size_t
             it->n_expect++;
         }
     }
+    it->ec = it->c;
     return 0;
 }
 
@@ -280,9 +281,33 @@ int publish_next(publish_iter *it, wire_slice *event)
     return wire_find_slice(&it->c, 1, event);
 }
 
+int publish_next_expect(publish_iter *it, publish_expect *e)
+{
+    wire_slice s;
+    wire_cursor c;
+    wire_field f;
+    char detail[WIRE_DETAIL_MAX];
+
+    if (wire_find_slice(&it->ec, 3, &s) < 0)
+        return PB_EEOF;
+    memset(e, 0, sizeof *e);
+    wire_cursor_sub(&c, &it->ec, s);
+    /* publish_open checked the entry: every field is well-formed. */
+    while (!wire_cursor_done(&c) && wire_next(&c, &f, detail) == 0) {
+        if (f.number == 1 && f.type == WIRE_LEN)
+            e->topic = f.data;
+        else if (f.number == 2 && f.type == WIRE_VARINT)
+            e->none = f.value != 0;
+        else if (f.number == 3 && f.type == WIRE_VARINT)
+            e->offset = f.value;
+    }
+    return 0;
+}
+
 void publish_restart(publish_iter *it, const uint8_t *p)
 {
     wire_cursor_init(&it->c, p, (size_t)(it->c.end - it->c.base));
+    it->ec = it->c;
 }
 
 /* --- encoders ---------------------------------------------------------------- */
@@ -387,7 +412,16 @@ size_t frame_put_publish_ack(uint8_t *out, size_t cap, uint64_t id, const char *
                              size_t n_partitions, const uint32_t *partition_index,
                              const uint64_t *offsets, size_t n_events)
 {
-    size_t idx_bytes = 0, off_bytes = 0, body = 0, frame_len, total, k;
+    return frame_put_publish_ack_dups(out, cap, id, partitions, n_partitions, partition_index,
+                                      offsets, n_events, NULL, 0);
+}
+
+size_t frame_put_publish_ack_dups(uint8_t *out, size_t cap, uint64_t id,
+                                  const char *const *partitions, size_t n_partitions,
+                                  const uint32_t *partition_index, const uint64_t *offsets,
+                                  size_t n_events, const uint32_t *dups, size_t n_dups)
+{
+    size_t idx_bytes = 0, off_bytes = 0, dup_bytes = 0, body = 0, frame_len, total, k;
 
     for (size_t i = 0; i < n_partitions; i++)
         body += wire_len_field_size(1, cstr_len(partitions[i]));
@@ -397,6 +431,10 @@ size_t frame_put_publish_ack(uint8_t *out, size_t cap, uint64_t id, const char *
     }
     if (n_events > 0)
         body += wire_len_field_size(2, idx_bytes) + wire_len_field_size(3, off_bytes);
+    for (size_t i = 0; i < n_dups; i++)
+        dup_bytes += wire_varint_size(dups[i]);
+    if (n_dups > 0)
+        body += wire_len_field_size(4, dup_bytes);
     total = frame_size(id, FRAME_PUBLISH_ACK, body, &frame_len);
     if (total > cap)
         return total;
@@ -416,6 +454,36 @@ size_t frame_put_publish_ack(uint8_t *out, size_t cap, uint64_t id, const char *
         for (size_t i = 0; i < n_events; i++)
             k += wire_put_varint(out + k, offsets[i]);
     }
+    if (n_dups > 0) {
+        k += wire_put_tag(out + k, 4, WIRE_LEN);
+        k += wire_put_varint(out + k, dup_bytes);
+        for (size_t i = 0; i < n_dups; i++)
+            k += wire_put_varint(out + k, dups[i]);
+    }
+    return k;
+}
+
+/* An ExpectLast message's body size (fields in number order, defaults omitted). */
+static size_t expect_size(const frame_expect *x)
+{
+    return opt_str_size(1, x->topic_len) + opt_varint_size(2, x->none ? 1 : 0) +
+           opt_varint_size(3, x->offset);
+}
+
+static size_t opt_expect_size(uint32_t number, const frame_expect *x)
+{
+    return x ? wire_len_field_size(number, expect_size(x)) : 0;
+}
+
+static size_t opt_expect_put(uint8_t *out, uint32_t number, const frame_expect *x)
+{
+    if (!x)
+        return 0;
+    size_t k = wire_put_tag(out, number, WIRE_LEN);
+    k += wire_put_varint(out + k, expect_size(x));
+    k += opt_str_put(out + k, 1, x->topic, x->topic_len);
+    k += opt_varint_put(out + k, 2, x->none ? 1 : 0);
+    k += opt_varint_put(out + k, 3, x->offset);
     return k;
 }
 
@@ -426,7 +494,8 @@ size_t frame_put_error(uint8_t *out, size_t cap, uint64_t id, const frame_error 
     size_t mlen = cstr_len(e->message), plen = cstr_len(e->partition);
     size_t body = opt_varint_size(1, code) + opt_str_size(2, mlen) + opt_str_size(3, plen) +
                   opt_varint_size(4, e->first_offset) + opt_varint_size(5, e->last_offset) +
-                  opt_varint_size(6, e->event_index_plus_one);
+                  opt_varint_size(6, e->event_index_plus_one) + opt_expect_size(7, e->expected) +
+                  opt_expect_size(8, e->actual);
     size_t frame_len, total, k;
 
     total = frame_size(id, FRAME_ERROR, body, &frame_len);
@@ -439,6 +508,8 @@ size_t frame_put_error(uint8_t *out, size_t cap, uint64_t id, const frame_error 
     k += opt_varint_put(out + k, 4, e->first_offset);
     k += opt_varint_put(out + k, 5, e->last_offset);
     k += opt_varint_put(out + k, 6, e->event_index_plus_one);
+    k += opt_expect_put(out + k, 7, e->expected);
+    k += opt_expect_put(out + k, 8, e->actual);
     return k;
 }
 
@@ -662,6 +733,7 @@ int publish_ack_open(const uint8_t *p, size_t n, publish_ack_iter *it, char *err
     it->names = msg;
     wire_repeated_init(&it->index, &msg, 2);
     wire_repeated_init(&it->offsets, &msg, 3);
+    wire_repeated_init(&it->dups, &msg, 4);
     return 0;
 }
 
@@ -680,5 +752,17 @@ int publish_ack_next(publish_ack_iter *it, uint32_t *partition_index, uint64_t *
         (rc = wire_repeated_next(&it->offsets, offset, detail)) < 0)
         return rc;
     *partition_index = (uint32_t)idx;
+    return 0;
+}
+
+int publish_ack_next_duplicate(publish_ack_iter *it, uint32_t *event_index)
+{
+    char detail[WIRE_DETAIL_MAX];
+    uint64_t v;
+    int rc = wire_repeated_next(&it->dups, &v, detail);
+
+    if (rc < 0)
+        return rc;
+    *event_index = (uint32_t)v;
     return 0;
 }

@@ -145,6 +145,7 @@ int hello_parse(const uint8_t *p, size_t n, hello_view *h, char *err, size_t err
 
 typedef struct publish_iter {
     wire_cursor c;
+    wire_cursor ec;  /* publish_next_expect's position */
     size_t n_events; /* events in the batch */
     size_t n_expect; /* Publish.expect entries (ExpectLast) */
     bool no_ack;     /* last no_ack wins; any nonzero varint is true */
@@ -161,6 +162,18 @@ int publish_open(const uint8_t *p, size_t n, publish_iter *it, char *err, size_t
 
 /* The next event's bytes: 0, or PB_EEOF after the last. */
 int publish_next(publish_iter *it, wire_slice *event);
+
+/* One Publish.expect entry (ExpectLast), fields merged as protobuf does (the
+ * last occurrence of each wins). topic is a slice of the message. */
+typedef struct publish_expect {
+    wire_slice topic;
+    bool none;       /* the topic must have no events yet */
+    uint64_t offset; /* none = false: the offset of its last event */
+} publish_expect;
+
+/* The next expect entry of an opened iterator (checked by publish_open), in
+ * order: 0, or PB_EEOF after the last. Independent of publish_next. */
+int publish_next_expect(publish_iter *it, publish_expect *e);
 
 /*
  * Points an opened iterator at p, a byte-for-byte copy of the message it was
@@ -200,6 +213,21 @@ size_t frame_put_publish_ack(uint8_t *out, size_t cap, uint64_t id, const char *
                              size_t n_partitions, const uint32_t *partition_index,
                              const uint64_t *offsets, size_t n_events);
 
+/* The same with PublishAck.duplicates: dups[0..n_dups) (ascending event
+ * indexes), packed; omitted when n_dups is 0 (then byte for byte the above). */
+size_t frame_put_publish_ack_dups(uint8_t *out, size_t cap, uint64_t id,
+                                  const char *const *partitions, size_t n_partitions,
+                                  const uint32_t *partition_index, const uint64_t *offsets,
+                                  size_t n_events, const uint32_t *dups, size_t n_dups);
+
+/* An ExpectLast to encode (Error.expected / Error.actual). */
+typedef struct frame_expect {
+    const char *topic; /* topic_len bytes */
+    size_t topic_len;
+    bool none;
+    uint64_t offset;
+} frame_expect;
+
 typedef struct frame_error {
     int code;              /* enum pb_code (protobus_errors.h) */
     const char *message;   /* NULL = empty */
@@ -207,6 +235,8 @@ typedef struct frame_error {
     uint64_t first_offset;
     uint64_t last_offset;
     uint32_t event_index_plus_one; /* 0 = not about one event of a batch */
+    const frame_expect *expected;  /* FAILED_PRECONDITION of Publish.expect; NULL = absent */
+    const frame_expect *actual;    /* ... what the topic has; NULL = absent */
 } frame_error;
 
 /*
@@ -267,6 +297,7 @@ typedef struct publish_ack_iter {
     wire_cursor names;
     wire_repeated index;
     wire_repeated offsets;
+    wire_repeated dups;
     size_t n_partitions;
     size_t n_events;
     size_t n_duplicates; /* PublishAck.duplicates entries (indexes, not walked here) */
@@ -284,5 +315,9 @@ int publish_ack_next_partition(publish_ack_iter *it, wire_slice *name);
 
 /* The next event's (partition_index, offset): 0, or PB_EEOF. */
 int publish_ack_next(publish_ack_iter *it, uint32_t *partition_index, uint64_t *offset);
+
+/* The next entry of PublishAck.duplicates (an event index, within uint32 as
+ * publish_ack_open checked): 0, or PB_EEOF. */
+int publish_ack_next_duplicate(publish_ack_iter *it, uint32_t *event_index);
 
 #endif

@@ -36,11 +36,16 @@ struct pattern_set {
     pcre2_match_context *mctx;
     struct cache_slot *slots; /* PATTERNS_CACHE_SLOTS, power of two */
     unsigned long long hits, misses;
-    bool match_all; /* a pattern matches every valid topic: no regex needed */
+    bool match_all; /* every valid topic matches: no regex needed (never when gated) */
     bool jit;       /* every pattern was JIT-compiled: pcre2_jit_match applies */
     bool breached;  /* patterns_breached */
     size_t breach_pattern;
     int breach_rc;
+    /* patterns_restrict: a topic must also match one of allow (unless
+     * allow_all) and none of deny. */
+    bool gated, allow_all, own_all;
+    pcre2_code **allow, **deny;
+    size_t nallow, ndeny;
 };
 
 _Static_assert((PATTERNS_CACHE_SLOTS & (PATTERNS_CACHE_SLOTS - 1)) == 0,
@@ -103,6 +108,11 @@ int patterns_check(const char *const *patterns, size_t n, char *err, size_t errl
     return 0;
 }
 
+static bool is_match_all(const char *pattern)
+{
+    return strcmp(pattern, ".*") == 0 || strcmp(pattern, "(?s).*") == 0;
+}
+
 int patterns_compile(const char *const *patterns, size_t n, pattern_set **out, char *err,
                      size_t errlen)
 {
@@ -136,9 +146,10 @@ int patterns_compile(const char *const *patterns, size_t n, pattern_set **out, c
         size_t jit_size = 0;
         if (pcre2_pattern_info(ps->codes[i], PCRE2_INFO_JITSIZE, &jit_size) != 0 || jit_size == 0)
             ps->jit = false;
-        if (strcmp(patterns[i], ".*") == 0 || strcmp(patterns[i], "(?s).*") == 0)
+        if (is_match_all(patterns[i]))
             ps->match_all = true;
     }
+    ps->own_all = ps->match_all;
     /* Only whether a pattern matches matters: one ovector pair is enough
      * (pcre2_match returns 0, still a match, when groups do not fit). */
     rc = PB_ENOMEM;
@@ -156,7 +167,31 @@ fail:
     return rc;
 }
 
-static bool match_uncached(pattern_set *ps, const char *topic, size_t len)
+/* Does any of codes[0..n) match? PCRE2_ERROR_NOMATCH, or a limit hit:
+ * either way that pattern does not select the topic. */
+static bool any_match(pcre2_code *const *codes, size_t n, const char *topic, size_t len,
+                      pcre2_match_data *md, pcre2_match_context *mctx)
+{
+    for (size_t i = 0; i < n; i++)
+        if (pcre2_match(codes[i], (PCRE2_SPTR)topic, len, 0, 0, md, mctx) >= 0)
+            return true;
+    return false;
+}
+
+/* The restriction of patterns_restrict, checked on the topic itself (never
+ * on the set's own patterns): what no pattern of the set can widen. */
+static bool gate_passes(const pattern_set *ps, const char *topic, size_t len, pcre2_match_data *md)
+{
+    if (!ps->gated)
+        return true;
+    if (!ps->allow_all && !any_match(ps->allow, ps->nallow, topic, len, md, ps->mctx))
+        return false;
+    return !any_match(ps->deny, ps->ndeny, topic, len, md, ps->mctx);
+}
+
+/* Whether one of the set's own patterns matches; a pattern over its limits
+ * (when none matches) is remembered as the set's breach (patterns_breached). */
+static bool own_match(pattern_set *ps, const char *topic, size_t len)
 {
     size_t over = ps->n;
     int over_rc = 0;
@@ -177,6 +212,19 @@ static bool match_uncached(pattern_set *ps, const char *topic, size_t len)
         ps->breach_rc = over_rc;
     }
     return false;
+}
+
+bool patterns_gate_shared(const pattern_set *ps, const char *topic, size_t len,
+                          pcre2_match_data *md)
+{
+    return gate_passes(ps, topic ? topic : "", len, md);
+}
+
+static bool match_uncached(pattern_set *ps, const char *topic, size_t len)
+{
+    if (!ps->own_all && !own_match(ps, topic, len))
+        return false;
+    return gate_passes(ps, topic, len, ps->md);
 }
 
 void patterns_set_limits(pattern_set *ps, uint32_t match_limit, uint32_t depth_limit)
@@ -236,13 +284,77 @@ bool patterns_match_shared(const pattern_set *ps, const char *topic, size_t len,
         topic = "";
     /* pcre2_jit_match skips pcre2_match's argument checks, a good part of
      * the cost of a match on a short topic; the match limit still applies. */
-    for (size_t i = 0; i < ps->n; i++) {
+    bool own = ps->own_all;
+    for (size_t i = 0; i < ps->n && !own; i++) {
         int rc = ps->jit ? pcre2_jit_match(ps->codes[i], (PCRE2_SPTR)topic, len, 0, 0, md, ps->mctx)
                          : pcre2_match(ps->codes[i], (PCRE2_SPTR)topic, len, 0, 0, md, ps->mctx);
         if (rc >= 0)
-            return true;
+            own = true;
     }
-    return false;
+    return own && gate_passes(ps, topic, len, md);
+}
+
+/* Compiles list[0..n) into *codes (allocated; *count those compiled, so a
+ * failure frees exactly what was made). */
+static int compile_list(const char *const *list, size_t n, pcre2_code ***codes, size_t *count,
+                        const char *what, char *err, size_t errlen)
+{
+    *count = 0;
+    if (n == 0)
+        return 0;
+    *codes = calloc(n, sizeof **codes);
+    if (!*codes) {
+        if (errlen)
+            snprintf(err, errlen, "out of memory compiling %zu pattern(s)", n);
+        return PB_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char why[300];
+        int rc = pattern_compile_whole(list[i], strlen(list[i]), &(*codes)[i], why, sizeof why);
+        if (rc != 0) {
+            if (errlen)
+                snprintf(err, errlen, "%s pattern \"%s\": %s", what, list[i], why);
+            return rc;
+        }
+        (*count)++;
+    }
+    return 0;
+}
+
+int patterns_restrict(pattern_set *ps, const char *const *allow, size_t nallow,
+                      const char *const *deny, size_t ndeny, char *err, size_t errlen)
+{
+    if (ps->gated) {
+        if (errlen)
+            snprintf(err, errlen, "the pattern set is already restricted");
+        return PB_EINVAL;
+    }
+    bool allow_all = false;
+    for (size_t i = 0; i < nallow; i++)
+        allow_all = allow_all || is_match_all(allow[i]);
+    if (allow_all && ndeny == 0)
+        return 0; /* nothing restricted: the set keeps its fast paths */
+    ps->gated = true;
+    ps->allow_all = allow_all;
+    ps->match_all = false;
+    memset(ps->slots, 0, PATTERNS_CACHE_SLOTS * sizeof *ps->slots);
+    int rc =
+        allow_all ? 0 : compile_list(allow, nallow, &ps->allow, &ps->nallow, "allow", err, errlen);
+    if (rc == 0)
+        rc = compile_list(deny, ndeny, &ps->deny, &ps->ndeny, "deny", err, errlen);
+    if (rc == 0)
+        return 0;
+    /* A set that failed to restrict lets nothing through. */
+    ps->allow_all = false;
+    for (size_t i = 0; i < ps->nallow; i++)
+        pcre2_code_free(ps->allow[i]);
+    ps->nallow = 0;
+    return rc;
+}
+
+bool patterns_restricted(const pattern_set *ps)
+{
+    return ps->gated;
 }
 
 pcre2_match_data *patterns_match_data_create(void)
@@ -271,6 +383,12 @@ void patterns_free(pattern_set *ps)
     for (size_t i = 0; i < ps->n; i++)
         pcre2_code_free(ps->codes[i]);
     free(ps->codes);
+    for (size_t i = 0; i < ps->nallow; i++)
+        pcre2_code_free(ps->allow[i]);
+    free(ps->allow);
+    for (size_t i = 0; i < ps->ndeny; i++)
+        pcre2_code_free(ps->deny[i]);
+    free(ps->deny);
     pcre2_match_data_free(ps->md);
     pcre2_match_context_free(ps->mctx);
     free(ps->slots);

@@ -94,6 +94,33 @@ void patterns_set_limits(pattern_set *ps, uint32_t match_limit, uint32_t depth_l
  * and *pcre2_error PCRE2's code. Sticky: it stays set. Owning thread. */
 bool patterns_breached(const pattern_set *ps, size_t *pattern, int *pcre2_error);
 
+/*
+ * Restricts the set to what a reader may see (the daemon's per-user
+ * subscribe rights): from then on a topic matches only if, besides one of
+ * the set's own patterns, one of allow[0..nallow) matches it whole and none
+ * of deny[0..ndeny) does (deny wins; nallow 0: nothing matches). Checked on
+ * the topic itself, independently of the set's patterns, so no pattern of
+ * the set can widen it; every path (patterns_match, patterns_match_shared,
+ * patterns_match_all) obeys it, and the cache holds the combined decision.
+ * An allow list holding ".*" with no deny restricts nothing (the set keeps
+ * its fast paths). Owning thread, before the set is shared. 0, or PB_EINVAL
+ * (err names the pattern and PCRE2's reason) / PB_ENOMEM; on failure the
+ * set matches nothing. Once per set.
+ */
+int patterns_restrict(pattern_set *ps, const char *const *allow, size_t nallow,
+                      const char *const *deny, size_t ndeny, char *err, size_t errlen);
+
+/* Whether patterns_restrict put a restriction on the set. */
+bool patterns_restricted(const pattern_set *ps);
+
+/* Whether topic[0..len) passes the set's restriction alone
+ * (patterns_restrict; true for a set without one), whatever its own
+ * patterns say: for the fan-out, which matches the own patterns elsewhere
+ * (the combined matcher). With md owned by the calling thread, like
+ * patterns_match_shared; safe while the owning thread uses the set. */
+bool patterns_gate_shared(const pattern_set *ps, const char *topic, size_t len,
+                          pcre2_match_data *md);
+
 /* Number of patterns in the set. */
 size_t patterns_count(const pattern_set *ps);
 

@@ -83,6 +83,7 @@ SAME_CODE(UNIMPLEMENTED);
 SAME_CODE(INTERNAL);
 SAME_CODE(UNAVAILABLE);
 SAME_CODE(DATA_LOSS);
+SAME_CODE(UNAUTHENTICATED);
 
 const char *pb_code_name(int code)
 {
@@ -103,6 +104,7 @@ const char *pb_code_name(int code)
         "INTERNAL",
         "UNAVAILABLE",
         "DATA_LOSS",
+        "UNAUTHENTICATED",
     };
     if (code < 0 || code >= (int)(sizeof(names) / sizeof(names[0])))
         return "UNKNOWN_CODE";

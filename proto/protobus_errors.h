@@ -65,6 +65,7 @@ enum pb_code {
     PB_CODE_INTERNAL = 13,
     PB_CODE_UNAVAILABLE = 14,
     PB_CODE_DATA_LOSS = 15,
+    PB_CODE_UNAUTHENTICATED = 16,
 };
 
 /* "INVALID_ARGUMENT", ...; "UNKNOWN_CODE" outside the enum. Static string. */

@@ -42,8 +42,12 @@ typedef struct pub_event {
     uint32_t topic_len;
     const uint8_t *topic; /* slice of data */
     uint32_t part;        /* index into pub_batch.parts */
-    uint64_t offset;      /* set by the writer thread */
-    int64_t time_ns;      /* server receive time, set by the writer thread */
+    uint8_t id_len;       /* EncapsulatedEvent.id's length, 0 = no id (at most 64) */
+    uint8_t duplicate; /* set by the writer: the id was stored before; offset is the original's */
+    const uint8_t *id; /* slice of data, id_len bytes (NULL when none) */
+    uint64_t id_hash;  /* dedup_id_hash(id), by ingest; 0 when not computed */
+    uint64_t offset;   /* set by the writer thread */
+    int64_t time_ns;   /* server receive time, set by the writer thread */
 } pub_event;
 
 /* The events of one batch routed to one partition, in batch order. This is
@@ -55,7 +59,27 @@ typedef struct pub_part {
     uint32_t *events; /* indexes into batch->events, in batch order */
     uint32_t count;
     int status; /* set by the writer: 0, or a negative PB_E / -errno code */
+    /* Set by the writer when it refuses the part without storing anything
+     * (expect.h): PUB_EXPECT_FAILED with the expectation and what the topic
+     * has, or PUB_EXPECT_UNKNOWN; 0 otherwise. Becomes status. */
+    int refused;
+    uint32_t expect_failed; /* index into pub_batch.expect */
+    int actual_none;        /* the topic has no event ... */
+    uint64_t actual;        /* ... or this is its last offset */
 } pub_part;
+
+/* Publish.expect entry (slices of the batch's bytes). */
+typedef struct pub_expect {
+    const uint8_t *topic;
+    uint32_t topic_len;
+    int none;        /* the topic must have no events */
+    uint64_t offset; /* else: its last offset */
+} pub_expect;
+
+/* pub_part.refused: an expectation did not hold; the partition's topic
+ * table is incomplete (out of memory), so expectations cannot be checked. */
+#define PUB_EXPECT_FAILED  (-6001)
+#define PUB_EXPECT_UNKNOWN (-6002)
 
 struct pub_batch {
     /* Called on the writer thread after a pub_part is durable (or failed).
@@ -70,6 +94,8 @@ struct pub_batch {
     pub_event *events;
     uint32_t nparts;
     pub_part *parts;
+    uint32_t nexpect;     /* Publish.expect entries (then nparts <= 1) */
+    pub_expect *expect;   /* ingest's, NULL when nexpect is 0 */
     pub_batch *next_done; /* net.c's completion list link */
     /* net.c, loop thread only: replies go out in request order. */
     pub_batch *next_reply; /* the connection's batches, in request order */

@@ -30,14 +30,14 @@
 #include <string.h>
 
 #define DEFAULT_LISTEN_HOST "127.0.0.1"
-#define DEFAULT_LISTEN_PORT 7420
-#define KIB                 1024ULL
-#define MIB                 (1024ULL * KIB)
-#define GIB                 (1024ULL * MIB)
-#define TIB                 (1024ULL * GIB)
-#define MAX_ROTATE_S        (3650LL * 86400) /* ten years: beyond that, say none */
 
-enum section_kind { SEC_NONE, SEC_SERVER, SEC_PARTITION, SEC_MIRROR };
+#define KIB          1024ULL
+#define MIB          (1024ULL * KIB)
+#define GIB          (1024ULL * MIB)
+#define TIB          (1024ULL * GIB)
+#define MAX_ROTATE_S (3650LL * 86400) /* ten years: beyond that, say none */
+
+enum section_kind { SEC_NONE, SEC_SERVER, SEC_PARTITION, SEC_MIRROR, SEC_USER };
 
 /* [server] keys; the enum names the ones that cross-checks refer to. */
 enum server_key {
@@ -48,7 +48,7 @@ enum server_key {
     SK_OTHERS
 };
 
-enum value_kind { V_U32, V_SIZE, V_STRING, V_LISTEN, V_FSYNC, V_LOG_LEVEL };
+enum value_kind { V_U32, V_SIZE, V_STRING, V_LISTEN, V_FSYNC, V_LOG_LEVEL, V_AUTH, V_BOOL, V_MODE };
 
 static const struct key_def {
     const char *name;
@@ -93,6 +93,15 @@ static const struct key_def {
     {"max_pattern_bytes", V_U32, offsetof(pb_config, max_pattern_bytes), 16, 65536},
     {"max_subscribe_tags", V_U32, offsetof(pb_config, max_subscribe_tags), 1, 65536},
     {"max_subscribe_offsets", V_U32, offsetof(pb_config, max_subscribe_offsets), 1, 1000000},
+    {"dedup_window_ms", V_U32, offsetof(pb_config, dedup_window_ms), 0, 86400000},
+    {"dedup_max_entries", V_U32, offsetof(pb_config, dedup_max_entries), 1, 1U << 24},
+    {"auth", V_AUTH, 0, 0, 0},
+    {"allow_anonymous_remote", V_BOOL, offsetof(pb_config, allow_anonymous_remote), 0, 0},
+    {"auth_failure_delay_ms", V_U32, offsetof(pb_config, auth_failure_delay_ms), 0, 60000},
+    {"data_mode", V_MODE, 0, 0, 0},
+    {"tls_cert", V_STRING, offsetof(pb_config, tls_cert), 0, 0},
+    {"tls_key", V_STRING, offsetof(pb_config, tls_key), 0, 0},
+    {"tls_client_ca", V_STRING, offsetof(pb_config, tls_client_ca), 0, 0},
 };
 
 #define SK_COUNT (sizeof server_keys / sizeof server_keys[0])
@@ -120,6 +129,7 @@ struct parse_ctx {
     int rule_key_line[RK_COUNT]; /* for the current [partition] */
     size_t rules_cap;
     size_t mirrors_cap;
+    size_t users_cap;
 
     char *err;
     size_t errlen;
@@ -245,6 +255,25 @@ static int server_key(struct parse_ctx *c, const struct key_def *d, const char *
         if (!set_enum(c, &e, d->name, value, logging_level_names, "debug, info, warn, error"))
             return 0;
         c->cfg->log_level = (enum log_level)e;
+        return 1;
+    case V_AUTH:
+        if (!set_enum(c, &e, d->name, value, config_auth_names, "none, required"))
+            return 0;
+        c->cfg->auth = (pb_auth_mode)e;
+        return 1;
+    case V_BOOL: {
+        static const char *const words[] = {"no", "yes", NULL};
+        if (!set_enum(c, &e, d->name, value, words, "yes, no"))
+            return 0;
+        *(bool *)(void *)field = e == 1;
+        return 1;
+    }
+    case V_MODE:
+        if (config_parse_mode(value, &c->cfg->data_mode) < 0)
+            return fail_at(c, c->lineno, PB_EINVAL,
+                           "data_mode: \"%s\" is not an octal mode within 0644 with the owner's "
+                           "rw (e.g. 0600, 0640, 0644)",
+                           value);
         return 1;
     }
     return fail_at(c, c->lineno, PB_EINVAL, "%s: internal error: unhandled key", d->name);
@@ -420,6 +449,28 @@ static int mirror_key(struct parse_ctx *c, const char *key, const char *value)
     return rc < 0 ? fail_at(c, c->lineno, rc, "%s", why) : 1;
 }
 
+/* ---- [user NAME] (the keys: config_users.c) ---- */
+
+static int begin_user(struct parse_ctx *c, const char *name)
+{
+    pb_config *cfg = c->cfg;
+    char why[300];
+    if (grow_reserve(&cfg->users, &c->users_cap, cfg->n_users + 1, sizeof *cfg->users) < 0)
+        return fail_at(c, c->lineno, PB_ENOMEM, "out of memory");
+    int rc = config_user_begin(&cfg->users[cfg->n_users], name, c->lineno, why, sizeof why);
+    if (rc < 0)
+        return fail_at(c, c->lineno, rc, "%s", rc == PB_ENOMEM ? "out of memory" : why);
+    cfg->n_users++;
+    return 1;
+}
+
+static int user_key(struct parse_ctx *c, const char *key, const char *value)
+{
+    char why[400];
+    int rc = config_user_key(&c->cfg->users[c->cfg->n_users - 1], key, value, why, sizeof why);
+    return rc < 0 ? fail_at(c, c->lineno, rc, "%s", rc == PB_ENOMEM ? "out of memory" : why) : 1;
+}
+
 /* A section ends at the next header or at the end of the file. */
 static int end_section(struct parse_ctx *c)
 {
@@ -432,6 +483,13 @@ static int end_section(struct parse_ctx *c)
         int rc = config_mirror_end(m, why, sizeof why);
         if (rc < 0)
             return fail_at(c, m->line, rc, "%s", why);
+    }
+    if (c->sec == SEC_USER) {
+        const pb_user_config *u = &c->cfg->users[c->cfg->n_users - 1];
+        char why[300];
+        int rc = config_user_end(u, why, sizeof why);
+        if (rc < 0)
+            return fail_at(c, u->line, rc, "%s", why);
     }
     c->sec = SEC_NONE;
     return 1;
@@ -483,8 +541,17 @@ static int begin_section(struct parse_ctx *c, char *line)
         }
         return 1;
     }
+    if (strncmp(name, "user", 4) == 0 && (name[4] == '\0' || isspace((unsigned char)name[4]))) {
+        c->sec = SEC_USER;
+        if (!begin_user(c, trim(name + 4))) {
+            c->sec = SEC_NONE;
+            return 0;
+        }
+        return 1;
+    }
     return fail_at(c, c->lineno, PB_EINVAL,
-                   "unknown section [%s] (expected [server], [partition NAME] or [mirror NAME])",
+                   "unknown section [%s] (expected [server], [partition NAME], [mirror NAME] or "
+                   "[user NAME])",
                    name);
 }
 
@@ -502,6 +569,8 @@ static int on_key(void *user, const char *section, const char *key, const char *
                        key);
     if (c->sec == SEC_MIRROR)
         return mirror_key(c, key, value);
+    if (c->sec == SEC_USER)
+        return user_key(c, key, value);
     bool server = c->sec == SEC_SERVER;
     int count = server ? (int)SK_COUNT : RK_COUNT;
     int *lines = server ? c->server_key_line : c->rule_key_line;
@@ -602,59 +671,6 @@ static char *reader(char *str, int num, void *stream)
 
 /* ---- load ---- */
 
-static void set_defaults(pb_config *cfg)
-{
-    memset(cfg, 0, sizeof *cfg);
-    cfg->listen_port = DEFAULT_LISTEN_PORT;
-    cfg->fsync = PB_FSYNC_ALWAYS;
-    cfg->fsync_interval_ms = 100;
-    /* A subscription costs a thread (256 KiB of stack, mostly untouched)
-     * only while it runs: 1,024 idle tails fit this 2-core machine. */
-    cfg->threads = 1024;
-    /* Half of them: one client address cannot take every slot. */
-    cfg->max_subscriptions_per_address = 512;
-    cfg->max_event_bytes = 1 * MIB;
-    cfg->max_frame_bytes = 16 * MIB;
-    cfg->max_connections = 1024;
-    cfg->subscriber_queue_bytes = 4 * MIB;
-    /* 1,000 lagging subscribers must not hold 1,000 x 4 MiB: beyond this
-     * sum, the queue that would pass it overflows to the files. */
-    cfg->subscriber_queue_total_bytes = 32 * MIB;
-    cfg->write_deadline_ms = 30000;
-    cfg->idle_timeout_ms = 60000;
-    /* Long enough for a client between bursts; at max_connections a new
-     * connection closes the one quiet the longest anyway (net.c). */
-    cfg->quiet_timeout_ms = 300000;
-    cfg->handshake_timeout_ms = 10000;
-    /* As many as max_connections: a herd of clients reconnecting at once
-     * (after a restart) all fit; silent ones are still evicted, oldest
-     * first, when a new connection finds either cap reached. */
-    cfg->max_handshaking = 1024;
-    cfg->log_level = LOG_INFO;
-    /* Above the 100,000-distinct-topics goal, so such a workload routes
-     * from the cache after the first sight of each topic. */
-    cfg->route_cache_entries = 262144;
-    /* A batch's state is ~230 bytes per event (ingest_charge): at this cap
-     * one Publish costs at most ~15 MiB of it, about a maximal frame's
-     * bytes. The client library sends 1,000 events per batch by default. */
-    cfg->max_batch_events = 65536;
-    cfg->max_partitions = 0; /* main.c: from the descriptors it can have */
-    cfg->partition_idle_ms = 10000;
-    /* ~200 bytes each (topics.h): ~26 MiB; above the 100,000 distinct
-     * topics of the benchmark, so that workload never evicts. */
-    cfg->max_topics_in_memory = 131072;
-    /* Unsent replies of all connections, with their allocations: 8
-     * connections at their own 8 MiB bound. */
-    cfg->reply_queue_total_bytes = 64 * MIB;
-    /* Receive buffers of unfinished frames, all connections: 8 frames of
-     * the default max_frame_bytes arriving at once. */
-    cfg->max_partial_frame_bytes = 128 * MIB;
-    cfg->max_subscribe_patterns = SUB_CAPS_PATTERNS_DEFAULT;
-    cfg->max_pattern_bytes = SUB_CAPS_PATTERN_BYTES_DEFAULT;
-    cfg->max_subscribe_tags = SUB_CAPS_TAGS_DEFAULT;
-    cfg->max_subscribe_offsets = SUB_CAPS_OFFSETS_DEFAULT;
-}
-
 /* Checks that involve several keys, once all are known. */
 static void check_whole(struct parse_ctx *c)
 {
@@ -699,6 +715,8 @@ static void check_whole(struct parse_ctx *c)
     char why[300];
     int line = 0;
     int rc = config_mirror_check(cfg->mirrors, cfg->n_mirrors, &line, why, sizeof why);
+    if (rc == 0)
+        rc = config_users_check(cfg->users, cfg->n_users, &line, why, sizeof why);
     if (rc < 0)
         fail_at(c, line, rc, "%s", why);
 }
@@ -708,7 +726,7 @@ static int load(struct parse_ctx *c, pb_config *cfg, char *err, size_t errlen)
     c->cfg = cfg;
     c->err = err;
     c->errlen = errlen;
-    set_defaults(cfg);
+    config_set_defaults(cfg);
     cfg->path = strdup(c->name);
     cfg->listen_host = strdup(DEFAULT_LISTEN_HOST);
     cfg->data_dir = strdup("./data");
@@ -779,8 +797,14 @@ void config_free(pb_config *cfg)
     for (size_t i = 0; i < cfg->n_mirrors; i++)
         config_mirror_free(&cfg->mirrors[i]);
     free(cfg->mirrors);
+    for (size_t i = 0; i < cfg->n_users; i++)
+        config_user_free(&cfg->users[i]);
+    free(cfg->users);
     free(cfg->path);
     free(cfg->listen_host);
     free(cfg->data_dir);
+    free(cfg->tls_cert);
+    free(cfg->tls_key);
+    free(cfg->tls_client_ca);
     memset(cfg, 0, sizeof *cfg);
 }

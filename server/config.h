@@ -10,6 +10,7 @@
  *   [server]               daemon-wide settings; optional, every key has a default
  *   [partition NAME]       one routing rule; rules are tried in file order
  *   [mirror NAME]          ship partitions to a NATS JetStream stream (config_mirror.c)
+ *   [user NAME]            an account: password hash and rights (config_users.c)
  * Comments start with '#' or ';' at the start of a line, or after whitespace
  * inside a line (so write a regex's " #" as "\x20#" if you ever need one).
  * Lines are at most CONFIG_MAX_LINE characters.
@@ -84,6 +85,27 @@ typedef struct pb_mirror_config {
     bool hold_retention;        /* retention keeps what is not shipped (default yes) */
 } pb_mirror_config;
 
+/* [server] auth: who may connect. */
+typedef enum pb_auth_mode {
+    PB_AUTH_NONE = 0, /* every connection is anonymous and may do everything */
+    PB_AUTH_REQUIRED, /* a connection authenticates in its Hello as a [user] */
+} pb_auth_mode;
+
+/* Longest user name; names are 1..PB_USER_NAME_MAX of A-Z a-z 0-9 . _ - @ */
+#define PB_USER_NAME_MAX 64
+/* Longest password_hash (libsodium's crypto_pwhash_STRBYTES - 1). */
+#define PB_USER_HASH_MAX 127
+
+/* One [user NAME] section (config_users.c; meaning: server/acl.h). Pattern
+ * lists are whole-topic PCRE2 regexes, checked at load time. */
+typedef struct pb_user_config {
+    char *name;
+    int line;            /* of the [user ...] header */
+    char *password_hash; /* argon2id, crypto_pwhash_str's form ("$argon2id$v=19$...") */
+    char **publish, **subscribe, **deny_publish, **deny_subscribe;
+    size_t n_publish, n_subscribe, n_deny_publish, n_deny_subscribe;
+} pb_user_config;
+
 typedef struct pb_config {
     char *path;        /* the file loaded (as given), for messages */
     char *listen_host; /* numeric IPv4 or IPv6 address, no brackets */
@@ -114,6 +136,8 @@ typedef struct pb_config {
     uint32_t max_partitions;         /* partitions the daemon creates; 0 = sized to the fd limit */
     uint32_t partition_idle_ms;      /* an idle partition closes its files, ends its writer */
     uint32_t max_topics_in_memory;   /* topic table entries in memory, all partitions */
+    uint32_t dedup_window_ms;        /* event ids remembered this long; 0 = no dedup */
+    uint32_t dedup_max_entries;      /* ... and at most this many per partition */
     uint32_t max_subscribe_patterns; /* caps on one Subscribe (server/subcaps.h) */
     uint32_t max_pattern_bytes;
     uint32_t max_subscribe_tags;
@@ -122,6 +146,16 @@ typedef struct pb_config {
     size_t n_rules;            /* >= 1 after a successful load */
     pb_mirror_config *mirrors; /* [mirror NAME] sections, in file order */
     size_t n_mirrors;
+    pb_auth_mode auth;              /* [server] auth */
+    bool allow_anonymous_remote;    /* auth = none on a non-loopback listen address */
+    uint32_t auth_failure_delay_ms; /* a refused Hello is answered after this (doubling
+                                       with each recent failure from the address) */
+    uint32_t data_mode;             /* permissions of data files (dirs: + x where r) */
+    char *tls_cert;                 /* PEM certificate chain: TLS on the listener; NULL: none */
+    char *tls_key;                  /* its PEM private key */
+    char *tls_client_ca;            /* PEM CA(s): clients must present a certificate they signed */
+    pb_user_config *users;          /* [user NAME] sections, in file order */
+    size_t n_users;
 } pb_config;
 
 /* Reads and validates `path` into *cfg (which the caller provides; its old
@@ -141,6 +175,10 @@ int config_load_string(const char *name, const char *text, pb_config *cfg, char 
  * to call twice. */
 void config_free(pb_config *cfg);
 
+/* Every setting's default (config_values.c): *cfg zeroed first; the
+ * strings (listen_host, data_dir, path) are left NULL for the loader. */
+void config_set_defaults(pb_config *cfg);
+
 /* Value parsers (config_values.c). Each returns 0, PB_EINVAL when the text
  * is not of the expected form, or PB_ETOOBIG when it overflows. */
 
@@ -152,6 +190,10 @@ int config_parse_size(const char *s, uint64_t *bytes);
 
 /* "none" (0) or a whole number followed by s, m, h or d ("30m", "1d"). */
 int config_parse_duration(const char *s, int64_t *seconds);
+
+/* data_mode: octal digits, a mode within 0644 that keeps the owner's rw
+ * ("0600", "0640", "0644"). */
+int config_parse_mode(const char *s, uint32_t *mode);
 
 /* "+HH:MM", "-HH:MM" (HH 00..23, MM 00..59) or "Z" (case-insensitive). */
 int config_parse_utc_offset(const char *s, int32_t *seconds);
@@ -168,12 +210,30 @@ int config_mirror_end(const pb_mirror_config *m, char *why, size_t n);
 int config_mirror_check(const pb_mirror_config *ms, size_t count, int *line, char *why, size_t n);
 void config_mirror_free(pb_mirror_config *m);
 
+/* [user NAME] sections (config_users.c), like the mirror's: begin, each
+ * key (publish, subscribe, deny_publish, deny_subscribe may repeat: their
+ * patterns add up), end (password_hash required), check (names unique),
+ * free. */
+int config_user_begin(pb_user_config *u, const char *name, int line, char *why, size_t n);
+int config_user_key(pb_user_config *u, const char *key, const char *value, char *why, size_t n);
+int config_user_end(const pb_user_config *u, char *why, size_t n);
+int config_users_check(const pb_user_config *us, size_t count, int *line, char *why, size_t n);
+void config_user_free(pb_user_config *u);
+
+/* Whether the configuration may run as it is, once the command line's
+ * overrides are applied: auth = none on an address other than loopback
+ * needs allow_anonymous_remote = yes; auth = required needs a [user];
+ * tls_cert and tls_key go together, tls_client_ca needs them. 0, or
+ * PB_EINVAL with the reason in why. */
+int config_check_exposure(const pb_config *cfg, char *why, size_t n);
+
 /* Subject prefix rules (a NATS subject's leading tokens, ending with '.'):
  * true if valid; else false with the reason in why. */
 bool config_mirror_prefix_valid(const char *prefix, char *why, size_t n);
 
 /* The words of the enumerations, in enum order, NULL-terminated. */
 extern const char *const config_fsync_names[];
+extern const char *const config_auth_names[];
 
 /* Names for logging; static strings. */
 const char *config_fsync_name(pb_fsync_policy p);

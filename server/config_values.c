@@ -1,7 +1,8 @@
 /*
  * config_values - the syntax of configuration values (see config.h): whole
  * numbers, sizes ("64M"), durations ("1d"), UTC offsets ("+02:00")
- * and the words of the enumerations. config.c reads the
+ * and the words of the enumerations, and every setting's default
+ * (config_set_defaults). config.c reads the
  * file with them; the pure parsers are also what tests and tools use.
  *
  * Threads: any; pure functions and constant tables.
@@ -9,13 +10,18 @@
 #include "config.h"
 
 #include "pb_errors.h"
+#include "subcaps.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define KIB 1024ULL
 #define MIB (1024ULL * KIB)
 #define GIB (1024ULL * MIB)
+
+#define DEFAULT_LISTEN_PORT 7420
 
 /* Leading decimal digits of s into *v; *end after them. PB_EINVAL if there
  * are none, PB_ETOOBIG on uint64 overflow. */
@@ -110,4 +116,78 @@ const char *const config_fsync_names[] = {"always", "interval", "never", NULL};
 const char *config_fsync_name(pb_fsync_policy p)
 {
     return (unsigned)p <= PB_FSYNC_NEVER ? config_fsync_names[p] : "?";
+}
+
+int config_parse_mode(const char *s, uint32_t *mode)
+{
+    char *end;
+    errno = 0;
+    unsigned long m = strtoul(s, &end, 8);
+    if (!*s || *end || errno || (m & ~0644ul) || (m & 0600) != 0600)
+        return PB_EINVAL;
+    *mode = (uint32_t)m;
+    return 0;
+}
+
+void config_set_defaults(pb_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->listen_port = DEFAULT_LISTEN_PORT;
+    cfg->fsync = PB_FSYNC_ALWAYS;
+    cfg->fsync_interval_ms = 100;
+    /* A subscription costs a thread (256 KiB of stack, mostly untouched)
+     * only while it runs: 1,024 idle tails fit this 2-core machine. */
+    cfg->threads = 1024;
+    /* Half of them: one client address cannot take every slot. */
+    cfg->max_subscriptions_per_address = 512;
+    cfg->max_event_bytes = 1 * MIB;
+    cfg->max_frame_bytes = 16 * MIB;
+    cfg->max_connections = 1024;
+    cfg->subscriber_queue_bytes = 4 * MIB;
+    /* 1,000 lagging subscribers must not hold 1,000 x 4 MiB: beyond this
+     * sum, the queue that would pass it overflows to the files. */
+    cfg->subscriber_queue_total_bytes = 32 * MIB;
+    cfg->write_deadline_ms = 30000;
+    cfg->idle_timeout_ms = 60000;
+    /* Long enough for a client between bursts; at max_connections a new
+     * connection closes the one quiet the longest anyway (net.c). */
+    cfg->quiet_timeout_ms = 300000;
+    cfg->handshake_timeout_ms = 10000;
+    /* As many as max_connections: a herd of clients reconnecting at once
+     * (after a restart) all fit; silent ones are still evicted, oldest
+     * first, when a new connection finds either cap reached. */
+    cfg->max_handshaking = 1024;
+    cfg->log_level = LOG_INFO;
+    /* Above the 100,000-distinct-topics goal, so such a workload routes
+     * from the cache after the first sight of each topic. */
+    cfg->route_cache_entries = 262144;
+    /* A batch's state is ~230 bytes per event (ingest_charge): at this cap
+     * one Publish costs at most ~15 MiB of it, about a maximal frame's
+     * bytes. The client library sends 1,000 events per batch by default. */
+    cfg->max_batch_events = 65536;
+    cfg->max_partitions = 0; /* main.c: from the descriptors it can have */
+    cfg->partition_idle_ms = 10000;
+    /* ~200 bytes each (topics.h): ~26 MiB; above the 100,000 distinct
+     * topics of the benchmark, so that workload never evicts. */
+    cfg->max_topics_in_memory = 131072;
+    /* Two minutes, as JetStream's default duplicate window. At 104 bytes
+     * an id (dedup.h), a full window costs ~10 MiB per partition; it is
+     * allocated as ids arrive. */
+    cfg->dedup_window_ms = 120000;
+    cfg->dedup_max_entries = 100000;
+    cfg->auth = PB_AUTH_NONE;
+    /* Long enough that guessing costs real time, short enough for a person
+     * who mistyped; it doubles with each recent failure from the address. */
+    cfg->auth_failure_delay_ms = 1000;
+    cfg->data_mode = 0600;
+    /* Unsent replies of all connections, with their allocations: 8
+     * connections at their own 8 MiB bound. */
+    cfg->reply_queue_total_bytes = 64 * MIB;
+    /* Receive buffers of unfinished frames, all connections: 8 frames of
+     * the default max_frame_bytes arriving at once. */
+    cfg->max_partial_frame_bytes = 128 * MIB;
+    cfg->max_subscribe_patterns = SUB_CAPS_PATTERNS_DEFAULT;
+    cfg->max_pattern_bytes = SUB_CAPS_PATTERN_BYTES_DEFAULT;
+    cfg->max_subscribe_tags = SUB_CAPS_TAGS_DEFAULT;
+    cfg->max_subscribe_offsets = SUB_CAPS_OFFSETS_DEFAULT;
 }

@@ -112,6 +112,8 @@ static void conn_unref(conn *c)
     if (c->next)
         c->next->prev = c->prev;
     n->nconns--;
+    conn_auth_release(c);
+    conn_tls_release(c);
     connbuf_free(c);
     free(c->sub_body);
     free(c);
@@ -176,9 +178,16 @@ static void on_write(uv_write_t *req, int status)
     conn_release(c);
 }
 
-/* Writes buf now (takes ownership; malloc'd). With close, the connection
- * closes once every write is done. */
+/* Writes buf now (takes ownership; malloc'd), sealed on a TLS connection.
+ * With close, the connection closes once every write is done. */
 void conn_send(conn *c, uint8_t *buf, size_t len, bool close)
+{
+    if (c->tls && !c->closing && !(buf = conn_tls_seal(c, buf, &len)))
+        return;
+    conn_send_raw(c, buf, len, close);
+}
+
+void conn_send_raw(conn *c, uint8_t *buf, size_t len, bool close)
 {
     if (c->closing) {
         free(buf);
@@ -290,7 +299,7 @@ void conn_fail(conn *c, uint64_t id, int code, const char *message)
 static int conn_may_read(const conn *c)
 {
     net *n = c->net;
-    if (c->closing || c->condemned || c->sub_body || n->stopping)
+    if (c->closing || c->condemned || c->sub_body || c->auth_req || n->stopping)
         return 0;
     if (c->out_cost > MAX_PENDING_WRITE)
         return 0;
@@ -324,8 +333,7 @@ uint8_t *conn_batch_reply(conn *c, pub_batch *b, size_t *len)
     ingest_error err;
     if (ingest_reply(b, &frame, len, &err) == 0)
         return frame;
-    frame = error_frame(b->frame_id, err.code, err.message, err.partition[0] ? err.partition : NULL,
-                        err.event_index_plus_one, len);
+    frame = ingest_error_frame(&err, b->frame_id, len);
     if (!frame) {
         logging_printf(LOG_ERROR, "connection %s: out of memory for a reply", c->peer);
         conn_close(c);

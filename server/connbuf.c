@@ -24,9 +24,23 @@
 /* Buffers up to this size are always granted (and counted). */
 #define READ_SMALL (4 * READ_CHUNK)
 
-void connbuf_alloc(conn *c, uv_buf_t *out)
+int connbuf_reserve(conn *c, size_t cap)
 {
     net *n = c->net;
+    if (cap <= c->cap)
+        return 0;
+    size_t delta = cap - c->cap;
+    if (cap > READ_SMALL && n->rbuf_bytes + delta > n->opts.max_partial_frame_bytes)
+        return PB_ETOOBIG;
+    if (grow_resize(&c->buf, cap, 1) < 0)
+        return PB_ENOMEM;
+    c->cap = cap;
+    n->rbuf_bytes += delta;
+    return 0;
+}
+
+void connbuf_alloc(conn *c, uv_buf_t *out)
+{
     size_t need = c->len + READ_CHUNK;
     if (need > c->cap) {
         /* Doubling, so a large frame costs a few copies; but never more
@@ -36,20 +50,13 @@ void connbuf_alloc(conn *c, uv_buf_t *out)
             grow = c->want;
         if (c->want <= need && grow > need)
             grow = need;
-        size_t delta = grow - c->cap;
-        if (grow > READ_SMALL && n->rbuf_bytes + delta > n->opts.max_partial_frame_bytes) {
-            c->rbuf_refused = 1;
-            out->base = NULL;
-            out->len = 0; /* conn_on_read: UV_ENOBUFS, then connbuf_refuse */
-            return;
-        }
-        if (grow_resize(&c->buf, grow, 1) < 0) {
+        int rc = connbuf_reserve(c, grow);
+        if (rc < 0) {
+            c->rbuf_refused = rc == PB_ETOOBIG; /* conn_on_read: connbuf_refuse */
             out->base = NULL;
             out->len = 0; /* libuv reports UV_ENOBUFS to conn_on_read */
             return;
         }
-        c->cap = grow;
-        n->rbuf_bytes += delta;
     }
     out->base = (char *)c->buf + c->len;
     out->len = c->cap - c->len;

@@ -120,7 +120,8 @@ struct fanout_writer {
     bool since_valid;
     uint64_t since_gen, since_resets;
     matcher_reader *mr;
-    uint16_t *ids; /* scratch: the matching slots of one topic (nslots) */
+    pcre2_match_data *md; /* the subscriptions' read rights (patterns_gate_shared) */
+    uint16_t *ids;        /* scratch: the matching slots of one topic (nslots) */
     /* Scratch for one chunk of records (publish_some): the records whose
      * topic missed the cache, their topics and the matcher's answers, and
      * the cached answers of the others. */
@@ -318,6 +319,8 @@ static void writer_release(fanout_writer *f)
 {
     match_cache_free(f->cache);
     matcher_reader_destroy(f->mr);
+    pcre2_match_data_free(f->md);
+    f->md = NULL;
     free(f->ids);
     free(f->wake_list);
     free(f->marked);
@@ -340,10 +343,11 @@ static int writer_prepare(fanout_writer *f)
 {
     size_t n = f->fo->nslots;
     int rc = matcher_reader_create(f->fo->ms, &f->mr);
+    f->md = patterns_match_data_create();
     f->ids = calloc(n, sizeof *f->ids);
     f->wake_list = calloc(n, sizeof *f->wake_list);
     f->marked = calloc(n, 1);
-    if (rc < 0 || !f->ids || !f->wake_list || !f->marked) {
+    if (rc < 0 || !f->md || !f->ids || !f->wake_list || !f->marked) {
         writer_release(f);
         return PB_ENOMEM;
     }
@@ -497,14 +501,20 @@ static int match_misses(fanout *fo, fanout_writer *f, const live_record *c, size
 
 /* The listed slots of missed record j's answer, into out. (A slot the
  * matcher knows but the lists do not is a subscription still starting: it
- * reads this batch from the files.) */
+ * reads this batch from the files.) The matcher knows a subscription's own
+ * patterns only: the read rights of its user (patterns_restrict) are
+ * checked here, on the topic itself. */
 static size_t miss_ids(const fanout *fo, const fanout_writer *f, size_t j, uint16_t *out)
 {
     size_t n = 0;
     const matcher_result *r = &f->mres[j];
-    for (size_t k = 0; k < r->n; k++)
-        if (r->ids[k] < fo->nslots && fo->live[r->ids[k]])
-            out[n++] = (uint16_t)r->ids[k];
+    for (size_t k = 0; k < r->n; k++) {
+        const fanout_member *m = r->ids[k] < fo->nslots ? fo->live[r->ids[k]] : NULL;
+        if (!m || (patterns_restricted(m->ps) &&
+                   !patterns_gate_shared(m->ps, f->mtopic[j], f->mlen[j], f->md)))
+            continue;
+        out[n++] = (uint16_t)r->ids[k];
+    }
     return n;
 }
 

@@ -14,6 +14,7 @@
  */
 #include "ingest.h"
 
+#include "dedup.h"
 #include "frame.h"
 #include "grow.h"
 #include "partition.h"
@@ -29,7 +30,8 @@
 
 /* A pub_batch plus what only the loop thread uses to build its ack. */
 typedef struct ingest_batch {
-    pub_batch b; /* first member: a pub_batch * is an ingest_batch * */
+    pub_batch b;     /* first member: a pub_batch * is an ingest_batch * */
+    uint32_t *lists; /* the parts' event index lists (nevents entries) */
     uint32_t *ack_index;
     uint64_t *ack_offsets;
     size_t parts_cap; /* of b.parts */
@@ -69,6 +71,7 @@ static int refuse(ingest_error *e, int code, uint32_t index_plus_one, const char
     e->code = code;
     e->event_index_plus_one = index_plus_one;
     e->limit = 0;
+    e->has_expect = 0;
     snprintf(e->partition, sizeof e->partition, "%s", part_name ? part_name : "");
     va_list ap;
     va_start(ap, fmt);
@@ -77,12 +80,13 @@ static int refuse(ingest_error *e, int code, uint32_t index_plus_one, const char
     return PB_EINVAL;
 }
 
-/* The batch for nevents events and a copy of the frame body, laid out in
- * one allocation: 8-byte aligned arrays first, then 4-byte ones, then the
- * bytes. */
-static ingest_batch *batch_new(uint32_t nevents, const uint8_t *body, size_t len)
+/* The batch for nevents events, nexpect expectations and a copy of the
+ * frame body, laid out in one allocation: 8-byte aligned arrays first, then
+ * 4-byte ones, then the bytes. */
+static ingest_batch *batch_new(uint32_t nevents, uint32_t nexpect, const uint8_t *body, size_t len)
 {
     size_t sz = sizeof(ingest_batch) + (size_t)nevents * sizeof(pub_event) +
+                (size_t)nexpect * sizeof(pub_expect) +
                 (size_t)nevents * (2 * sizeof(uint32_t) + sizeof(uint64_t)) + len;
     ingest_batch *ib = malloc(sz);
     if (!ib)
@@ -91,18 +95,13 @@ static ingest_batch *batch_new(uint32_t nevents, const uint8_t *body, size_t len
     pub_batch *b = &ib->b;
     ib->ack_offsets = (uint64_t *)(ib + 1);
     b->events = (pub_event *)(ib->ack_offsets + nevents);
-    ib->ack_index = (uint32_t *)(b->events + nevents) + nevents; /* after the parts' lists */
+    b->expect = nexpect ? (pub_expect *)(b->events + nevents) : NULL;
+    ib->lists = (uint32_t *)((pub_expect *)(b->events + nevents) + nexpect);
+    ib->ack_index = ib->lists + nevents;
     b->bytes = (uint8_t *)(ib->ack_index + nevents);
     b->bytes_len = len;
     memcpy(b->bytes, body, len);
     return ib;
-}
-
-/* The parts' event index lists, in the space between the events and the
- * ack index (nevents entries). */
-static uint32_t *part_lists(ingest_batch *ib, uint32_t nevents)
-{
-    return (uint32_t *)(ib->b.events + nevents);
 }
 
 static void batch_free(ingest_batch *ib)
@@ -164,12 +163,13 @@ static int route_event(const ingest_options *o, pub_batch *b, uint32_t i, route_
 }
 
 /* Validates event i (bytes ev) and counts it into its partition's part. */
-static int add_event(const ingest_options *o, pub_batch *b, uint32_t i, wire_slice ev,
-                     route_memo *m, ingest_error *err)
+static int add_event(const ingest_options *o, const ingest_rights *who, pub_batch *b, uint32_t i,
+                     wire_slice ev, route_memo *m, ingest_error *err)
 {
     pub_event *e = &b->events[i];
     e->data = ev.p;
     e->len = (uint32_t)ev.len;
+    e->duplicate = 0;
     if (ev.len > o->max_event_bytes)
         return refuse(err, PB_CODE_INVALID_ARGUMENT, i + 1, NULL,
                       "event %u is %zu bytes, over the maximum of %llu bytes (max_event_bytes)", i,
@@ -181,6 +181,11 @@ static int add_event(const ingest_options *o, pub_batch *b, uint32_t i, wire_sli
                       "event %u is not a valid EncapsulatedEvent: %s", i, why);
     e->topic = v.topic.p;
     e->topic_len = (uint32_t)v.topic.len;
+    e->id = v.id.len ? v.id.p : NULL;
+    e->id_len = (uint8_t)v.id.len; /* event_scan: at most EVENT_ID_MAX_BYTES */
+    /* Hashed here, on the loop thread, while the bytes are in its cache:
+     * the writer's dedup check then reads only the window. */
+    e->id_hash = v.id.len ? dedup_id_hash(v.id.p, v.id.len) : 0;
     uint32_t k = 0;
     if (m->topic && e->topic_len == m->topic_len && memcmp(e->topic, m->topic, m->topic_len) == 0) {
         k = m->part; /* same bytes as the previous topic: valid, and routed there */
@@ -188,6 +193,12 @@ static int add_event(const ingest_options *o, pub_batch *b, uint32_t i, wire_sli
         if (topic_validate(v.topic.p, v.topic.len, why, sizeof why) < 0)
             return refuse(err, PB_CODE_INVALID_ARGUMENT, i + 1, NULL, "event %u: invalid topic: %s",
                           i, why);
+        /* Rights before routing: a refused topic creates no partition. */
+        if (who && !patterns_match(who->may_publish, (const char *)e->topic, e->topic_len))
+            return refuse(err, PB_CODE_PERMISSION_DENIED, i + 1, NULL,
+                          "event %u: user \"%s\" may not publish to topic \"%.*s\"; nothing of "
+                          "the batch was stored",
+                          i, who->user, (int)e->topic_len, (const char *)e->topic);
         int rc = route_event(o, b, i, m, &k, err);
         if (rc < 0)
             return rc;
@@ -214,21 +225,91 @@ static void lay_out_parts(pub_batch *b, uint32_t *lists)
     }
 }
 
-int ingest_prepare(const ingest_options *o, uint64_t id, const uint8_t *body, size_t len,
-                   void (*done)(pub_part *part), void *conn, pub_batch **out, ingest_error *err)
+/* Reads the Publish's expectations into b->expect and checks the rule that
+ * makes them atomic: the batch's events and every expected topic are in
+ * one partition (whose writer alone decides them). A Publish of
+ * expectations only gets an empty part for that partition. */
+static int add_expectations(const ingest_options *o, const ingest_rights *who, pub_batch *b,
+                            publish_iter *it, route_memo *m, ingest_error *err)
+{
+    char why[300];
+    publish_expect pe;
+    uint32_t j = 0;
+    while (publish_next_expect(it, &pe) == 0) {
+        pub_expect *x = &b->expect[j];
+        *x = (pub_expect){.topic = pe.topic.p,
+                          .topic_len = (uint32_t)pe.topic.len,
+                          .none = pe.none,
+                          .offset = pe.offset};
+        if (topic_validate(pe.topic.p, pe.topic.len, why, sizeof why) < 0)
+            return refuse(err, PB_CODE_INVALID_ARGUMENT, 0, NULL,
+                          "Publish.expect entry %u: invalid topic: %s; nothing of the batch was "
+                          "stored",
+                          j, why);
+        /* An expectation reads the topic's last offset (a mismatch names
+         * it): the same right as publishing to the topic. */
+        if (who && !patterns_match(who->may_publish, (const char *)x->topic, x->topic_len))
+            return refuse(err, PB_CODE_PERMISSION_DENIED, 0, NULL,
+                          "Publish.expect entry %u: user \"%s\" may not publish to topic "
+                          "\"%.*s\"; nothing of the batch was stored",
+                          j, who->user, (int)x->topic_len, (const char *)x->topic);
+        router_result route;
+        int rc = router_route(o->router, (const char *)x->topic, x->topic_len, &route);
+        if (rc < 0) {
+            char msg[512];
+            router_format_error(o->router, rc, (const char *)x->topic, x->topic_len, &route, msg,
+                                sizeof msg);
+            return refuse(err, PB_CODE_INVALID_ARGUMENT, 0, NULL, "Publish.expect entry %u: %s", j,
+                          msg);
+        }
+        if (b->nparts == 0) {
+            /* No events: the expectation's partition becomes the batch's. */
+            m->p = NULL;
+            b->nevents = 0;
+            pub_event tmp = {.topic = x->topic, .topic_len = x->topic_len};
+            pub_event *saved = b->events;
+            b->events = &tmp;
+            uint32_t k;
+            rc = route_event(o, b, 0, m, &k, err);
+            b->events = saved;
+            if (rc < 0) {
+                err->event_index_plus_one = 0; /* about the expectation, not an event */
+                return rc;
+            }
+        }
+        if (b->nparts > 1)
+            return refuse(err, PB_CODE_INVALID_ARGUMENT, 0, NULL,
+                          "Publish with expectations must stay in one partition: its events go "
+                          "to %u partitions (%s, %s, ...); nothing of the batch was stored",
+                          b->nparts, partition_name(b->parts[0].partition),
+                          partition_name(b->parts[1].partition));
+        const char *have = partition_name(b->parts[0].partition);
+        if (strcmp(have, route.partition) != 0)
+            return refuse(err, PB_CODE_INVALID_ARGUMENT, 0, route.partition,
+                          "Publish with expectations must stay in one partition: expected topic "
+                          "%.*s routes to partition %s, the batch's events to %s; nothing of the "
+                          "batch was stored",
+                          (int)x->topic_len, (const char *)x->topic, route.partition, have);
+        j++;
+    }
+    b->nexpect = j;
+    return 0;
+}
+
+int ingest_prepare(const ingest_options *o, const ingest_rights *who, uint64_t id,
+                   const uint8_t *body, size_t len, void (*done)(pub_part *part), void *conn,
+                   pub_batch **out, ingest_error *err)
 {
     *out = NULL;
     char why[512];
     publish_iter it;
     if (publish_open(body, len, &it, why, sizeof why) < 0)
         return refuse(err, PB_CODE_INVALID_ARGUMENT, 0, NULL, "malformed Publish frame: %s", why);
-    /* Until the partition writers check expectations, a Publish that
-     * states some is refused whole: storing it unchecked would break the
-     * promise it asks for. */
-    if (it.n_expect > 0)
-        return refuse(err, PB_CODE_UNIMPLEMENTED, 0, NULL,
-                      "Publish.expect (expected-offset checks) is not supported by this server; "
-                      "nothing of the batch was stored");
+    if (it.n_expect > INGEST_MAX_EXPECTATIONS)
+        return refuse(err, PB_CODE_INVALID_ARGUMENT, 0, NULL,
+                      "Publish with %zu expect entries refused: the maximum is %u "
+                      "(Limits.max_expectations); nothing of the batch was stored",
+                      it.n_expect, INGEST_MAX_EXPECTATIONS);
     if (it.n_events > UINT32_MAX / 2)
         return refuse(err, PB_CODE_INVALID_ARGUMENT, 0, NULL,
                       "malformed Publish frame: too many events");
@@ -244,7 +325,7 @@ int ingest_prepare(const ingest_options *o, uint64_t id, const uint8_t *body, si
         return PB_EINVAL;
     }
     uint32_t nevents = (uint32_t)it.n_events;
-    ingest_batch *ib = batch_new(nevents, body, len);
+    ingest_batch *ib = batch_new(nevents, (uint32_t)it.n_expect, body, len);
     if (!ib)
         return refuse(err, PB_CODE_RESOURCE_EXHAUSTED, 0, NULL, "out of memory for this batch");
     pub_batch *b = &ib->b;
@@ -260,7 +341,7 @@ int ingest_prepare(const ingest_options *o, uint64_t id, const uint8_t *body, si
     uint32_t i = 0;
     route_memo memo = {0};
     while (i < nevents && publish_next(&it, &ev) == 0) {
-        int rc = add_event(o, b, i, ev, &memo, err);
+        int rc = add_event(o, who, b, i, ev, &memo, err);
         if (rc < 0) {
             batch_free(ib);
             return rc;
@@ -273,7 +354,11 @@ int ingest_prepare(const ingest_options *o, uint64_t id, const uint8_t *body, si
                       "malformed Publish frame: events changed while read");
     }
     b->nevents = nevents;
-    lay_out_parts(b, part_lists(ib, nevents));
+    if (it.n_expect > 0 && add_expectations(o, who, b, &it, &memo, err) < 0) {
+        batch_free(ib);
+        return PB_EINVAL;
+    }
+    lay_out_parts(b, ib->lists);
     b->charge = ingest_charge(nevents, len);
     *out = b;
     return 0;
@@ -290,6 +375,65 @@ void ingest_submit(pub_batch *b)
         partition_submit(parts[k].partition, &parts[k]);
 }
 
+/* The Error for a part its writer refused without storing it (expect.h). */
+static int refuse_part(const pub_batch *b, const pub_part *p, ingest_error *err)
+{
+    const char *name = partition_name(p->partition);
+    if (p->status == PUB_EXPECT_UNKNOWN)
+        return refuse(err, PB_CODE_UNAVAILABLE, 0, name,
+                      "partition %s cannot check Publish.expect: its topic table is incomplete "
+                      "(see the daemon's log); nothing of the batch was stored",
+                      name);
+    const pub_expect *x = &b->expect[p->expect_failed];
+    char want[48], have[48];
+    if (x->none)
+        snprintf(want, sizeof want, "no events");
+    else
+        snprintf(want, sizeof want, "last offset %llu", (unsigned long long)x->offset);
+    if (p->actual_none)
+        snprintf(have, sizeof have, "has no events");
+    else
+        snprintf(have, sizeof have, "ends at offset %llu", (unsigned long long)p->actual);
+    refuse(err, PB_CODE_FAILED_PRECONDITION, 0, name,
+           "expected topic %.*s to have %s, but it %s (partition %s); nothing of the batch was "
+           "stored",
+           (int)x->topic_len, (const char *)x->topic, want, have, name);
+    err->has_expect = 1;
+    err->expect_topic_len =
+        x->topic_len < sizeof err->expect_topic ? x->topic_len : sizeof err->expect_topic - 1;
+    memcpy(err->expect_topic, x->topic, err->expect_topic_len);
+    err->expected_none = x->none;
+    err->expected_offset = x->none ? 0 : x->offset;
+    err->actual_none = p->actual_none;
+    err->actual_offset = p->actual_none ? 0 : p->actual;
+    return PB_EINVAL;
+}
+
+uint8_t *ingest_error_frame(const ingest_error *e, uint64_t id, size_t *len)
+{
+    frame_expect want = {.topic = e->expect_topic,
+                         .topic_len = e->expect_topic_len,
+                         .none = e->expected_none,
+                         .offset = e->expected_offset};
+    frame_expect have = {.topic = e->expect_topic,
+                         .topic_len = e->expect_topic_len,
+                         .none = e->actual_none,
+                         .offset = e->actual_offset};
+    frame_error fe = {
+        .code = e->code,
+        .message = e->message,
+        .partition = e->partition[0] ? e->partition : NULL,
+        .event_index_plus_one = e->event_index_plus_one,
+        .expected = e->has_expect ? &want : NULL,
+        .actual = e->has_expect ? &have : NULL,
+    };
+    size_t need = frame_put_error(NULL, 0, id, &fe);
+    uint8_t *buf = malloc(need);
+    if (buf)
+        *len = frame_put_error(buf, need, id, &fe);
+    return buf;
+}
+
 int ingest_reply(pub_batch *b, uint8_t **frame, size_t *len, ingest_error *err)
 {
     ingest_batch *ib = (ingest_batch *)b; /* b is its first member */
@@ -299,6 +443,8 @@ int ingest_reply(pub_batch *b, uint8_t **frame, size_t *len, ingest_error *err)
         const pub_part *p = &b->parts[i];
         if (p->status == 0)
             continue;
+        if (p->status == PUB_EXPECT_FAILED || p->status == PUB_EXPECT_UNKNOWN)
+            return refuse_part(b, p, err);
         const char *name = partition_name(p->partition);
         return refuse(err, PB_CODE_UNAVAILABLE, p->count == 1 ? p->events[0] + 1 : 0, name,
                       "partition %s could not store %u event(s) of this batch: %s; they are not "
@@ -310,20 +456,35 @@ int ingest_reply(pub_batch *b, uint8_t **frame, size_t *len, ingest_error *err)
     const char *names[b->nparts ? b->nparts : 1];
     for (uint32_t i = 0; i < b->nparts; i++)
         names[i] = partition_name(b->parts[i].partition);
+    uint32_t ndups = 0;
     for (uint32_t i = 0; i < b->nevents; i++) {
         ib->ack_index[i] = b->events[i].part;
         ib->ack_offsets[i] = b->events[i].offset;
+        ndups += b->events[i].duplicate;
     }
-    size_t need = frame_put_publish_ack(NULL, 0, b->frame_id, names, b->nparts, ib->ack_index,
-                                        ib->ack_offsets, b->nevents);
-    uint8_t *buf = malloc(need);
-    if (!buf)
+    /* Only a batch with duplicates pays for their list. */
+    uint32_t *dups = NULL;
+    if (ndups > 0 && !(dups = malloc((size_t)ndups * sizeof *dups)))
         return refuse(err, PB_CODE_RESOURCE_EXHAUSTED, 0, NULL,
                       "out of memory for the PublishAck of %u event(s); they are stored but "
                       "not acknowledged",
                       b->nevents);
-    *len = frame_put_publish_ack(buf, need, b->frame_id, names, b->nparts, ib->ack_index,
-                                 ib->ack_offsets, b->nevents);
+    for (uint32_t i = 0, k = 0; i < b->nevents && k < ndups; i++)
+        if (b->events[i].duplicate)
+            dups[k++] = i;
+    size_t need = frame_put_publish_ack_dups(NULL, 0, b->frame_id, names, b->nparts, ib->ack_index,
+                                             ib->ack_offsets, b->nevents, dups, ndups);
+    uint8_t *buf = malloc(need);
+    if (!buf) {
+        free(dups);
+        return refuse(err, PB_CODE_RESOURCE_EXHAUSTED, 0, NULL,
+                      "out of memory for the PublishAck of %u event(s); they are stored but "
+                      "not acknowledged",
+                      b->nevents);
+    }
+    *len = frame_put_publish_ack_dups(buf, need, b->frame_id, names, b->nparts, ib->ack_index,
+                                      ib->ack_offsets, b->nevents, dups, ndups);
+    free(dups);
     *frame = buf;
     return 0;
 }

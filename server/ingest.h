@@ -14,6 +14,9 @@
  * the whole batch is refused before anything is queued, so a publisher
  * never has to work out which half of a batch went in.
  *
+ * Rights: with a user (auth = required), every topic is checked against
+ * the user's publish rights before it is routed (ingest_rights).
+ *
  * Bounds: a Publish with more than max_batch_events events is refused
  * (RESOURCE_EXHAUSTED) before anything per event is allocated; a batch's
  * charge (ingest_charge) is what the in-flight budget counts.
@@ -26,6 +29,7 @@
 
 #include "broker.h"
 #include "config.h"
+#include "patterns.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -33,6 +37,9 @@
 
 struct router;
 struct store;
+
+/* Publish.expect entries one Publish may carry (Limits.max_expectations). */
+#define INGEST_MAX_EXPECTATIONS 64u
 
 typedef struct ingest_options {
     uint64_t max_event_bytes;  /* a larger event refuses its batch */
@@ -55,7 +62,27 @@ typedef struct ingest_error {
     char partition[PB_PARTITION_NAME_MAX + 1]; /* the partition at fault; "": none */
     unsigned limit;                            /* an enum ingest_limit bit, or 0 */
     char message[640];
+    /* FAILED_PRECONDITION of Publish.expect: Error.expected and .actual. */
+    int has_expect;
+    char expect_topic[256];
+    uint32_t expect_topic_len;
+    int expected_none, actual_none;
+    uint64_t expected_offset, actual_offset;
 } ingest_error;
+
+/* The Error frame (delimited, malloc'd; *len its size) for e answering frame
+ * id; NULL without memory. */
+uint8_t *ingest_error_frame(const ingest_error *e, uint64_t id, size_t *len);
+
+/* Whose batch it is, for publish rights: NULL (auth = none) or the user's
+ * name and publish set (acl.h; loop thread: patterns_match writes its
+ * cache). Each event's topic is checked before it is routed; a batch with
+ * one topic the user may not publish to is refused whole with
+ * PERMISSION_DENIED naming the topic and the event. */
+typedef struct ingest_rights {
+    const char *user;
+    pattern_set *may_publish;
+} ingest_rights;
 
 /* What a batch of nevents events and `frame_bytes` bytes costs the daemon
  * while it is in flight: its bytes and every per-event array it takes, here
@@ -69,8 +96,9 @@ uint64_t ingest_charge(uint32_t nevents, size_t frame_bytes);
  * stored in it (pub_batch.done, .conn). An empty Publish gives a batch with
  * no parts: nothing to submit, its reply is due at once. Returns 0, or a
  * negative code with *err saying why (nothing allocated or queued). */
-int ingest_prepare(const ingest_options *o, uint64_t id, const uint8_t *body, size_t len,
-                   void (*done)(pub_part *part), void *conn, pub_batch **out, ingest_error *err);
+int ingest_prepare(const ingest_options *o, const ingest_rights *who, uint64_t id,
+                   const uint8_t *body, size_t len, void (*done)(pub_part *part), void *conn,
+                   pub_batch **out, ingest_error *err);
 
 /* Hands every part of b to its partition's writer (b->pending counts them;
  * b->done runs once per part, on writer threads). */

@@ -25,6 +25,7 @@
 #include "pb_errors.h"
 #include "protobus_version.h"
 #include "router.h"
+#include "security.h"
 #include "store.h"
 #include "sub.h"
 #include "subrun.h"
@@ -37,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <uv.h>
 
 /* What each partition keeps per topic for START_LAST_N (history depth). */
@@ -70,7 +72,8 @@ static const char usage[] =
     "  -V, --version          show the version\n"
     "\n"
     "Signals: SIGTERM or SIGINT stop it gracefully (everything received is made\n"
-    "durable and acknowledged first). Logs go to standard error.\n";
+    "durable and acknowledged first); SIGHUP reloads the [user] sections of the\n"
+    "configuration file (auth = required). Logs go to standard error.\n";
 
 static const char builtin_config[] = "[server]\n"
                                      "listen = 127.0.0.1:7420\n"
@@ -88,7 +91,9 @@ typedef struct daemon_state {
     mirror_set *mirrors;
     router *router;
     net *net;
-    uv_signal_t sigterm, sigint;
+    uv_signal_t sigterm, sigint, sighup;
+    security sec;            /* auth = required: accounts and authenticator */
+    const char *config_path; /* -c FILE, for SIGHUP; NULL: built-in defaults */
     uv_timer_t stop_timer;
     uint64_t stop_started_ms;
     int stopping;
@@ -138,6 +143,8 @@ static int partition_options_for(void *ctx, const char *name, partition_options 
     o->fsync_interval_ms = d->cfg.fsync_interval_ms;
     o->topic_history = TOPIC_HISTORY;
     o->idle_ms = d->cfg.partition_idle_ms;
+    o->dedup_window_ms = d->cfg.dedup_window_ms;
+    o->dedup_max_entries = d->cfg.dedup_max_entries;
     o->topics_budget = &d->topics;
     /* Its writer announces durable records into the live fan-out, with a
      * state of its own there. */
@@ -167,6 +174,7 @@ static void stop_poll(uv_timer_t *t)
     uv_close((uv_handle_t *)&d->stop_timer, NULL);
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->sigint, NULL);
+    uv_close((uv_handle_t *)&d->sighup, NULL);
     uv_stop(&d->loop);
 }
 
@@ -187,6 +195,14 @@ static void on_signal(uv_signal_t *s, int signum)
     uv_timer_init(&d->loop, &d->stop_timer);
     d->stop_timer.data = d;
     uv_timer_start(&d->stop_timer, stop_poll, 0, 5);
+}
+
+static void on_sighup(uv_signal_t *s, int signum)
+{
+    daemon_state *d = s->data;
+    (void)signum;
+    if (!d->stopping)
+        security_reload(&d->sec, d->net, d->subs, d->config_path);
 }
 
 /* --- main --------------------------------------------------------------- */
@@ -403,6 +419,12 @@ static int load_config(const args *a, pb_config *cfg)
         free(cfg->data_dir);
         cfg->data_dir = dd;
     }
+    /* After the overrides: --listen 0.0.0.0:7420 counts too. */
+    if (config_check_exposure(cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "protobusd: %s: %s\n", cfg->path, err);
+        config_free(cfg);
+        return 1;
+    }
     return -1;
 }
 
@@ -502,6 +524,7 @@ static int serve(daemon_state *d, const char *port_file)
         .max_event_bytes = d->cfg.max_event_bytes,
         .max_batch_events = d->cfg.max_batch_events,
         .sub_caps = sub_caps_of(&d->cfg),
+        .dedup_window_ms = d->cfg.dedup_window_ms,
         .max_connections = d->cfg.max_connections,
         .idle_timeout_ms = d->cfg.idle_timeout_ms,
         .quiet_timeout_ms = d->cfg.quiet_timeout_ms,
@@ -513,6 +536,8 @@ static int serve(daemon_state *d, const char *port_file)
         .router = d->router,
         .store = d->store,
         .subs = d->subs,
+        .auth = d->sec.auth,
+        .tls = d->sec.tls,
     };
     if (net_start(&d->net, &d->loop, &no, err, sizeof err) < 0) {
         logging_printf(LOG_ERROR, "%s", err);
@@ -531,6 +556,9 @@ static int serve(daemon_state *d, const char *port_file)
     d->sigterm.data = d->sigint.data = d;
     uv_signal_start(&d->sigterm, on_signal, SIGTERM);
     uv_signal_start(&d->sigint, on_signal, SIGINT);
+    uv_signal_init(&d->loop, &d->sighup);
+    d->sighup.data = d;
+    uv_signal_start(&d->sighup, on_sighup, SIGHUP);
 
     uv_run(&d->loop, UV_RUN_DEFAULT);
 
@@ -562,18 +590,24 @@ int main(int argc, char **argv)
     }
     logging_set_level((int)d.cfg.log_level);
     signal(SIGPIPE, SIG_IGN);
+    /* data_mode for every file the daemon creates, directories with x
+     * wherever r is set (0600: files 0600, directories 0700), so offline
+     * readers (`protobus cat`) are governed by file permissions. */
+    umask(0777 & ~(d.cfg.data_mode | ((d.cfg.data_mode & 0444) >> 2)));
+    d.config_path = a.config_path;
     size_fd_budget(&d.cfg);
 
     status = 1;
     uv_loop_init(&d.loop);
     logging_printf(LOG_INFO, "protobusd %s starting: config %s, data directory %s, fsync %s",
                    PB_VERSION_STRING, d.cfg.path, d.cfg.data_dir, config_fsync_name(d.cfg.fsync));
-    if (open_daemon(&d) == 0) {
+    if (security_start(&d.sec, &d.loop, &d.cfg) == 0 && open_daemon(&d) == 0) {
         if (serve(&d, a.port_file) == 0)
             status = 0;
         if (close_daemon(&d) < 0)
             status = 1;
     }
+    security_stop(&d.sec);
     uv_run(&d.loop, UV_RUN_NOWAIT);
     if (uv_loop_close(&d.loop) != 0)
         logging_printf(LOG_WARN, "event loop closed with handles still open");

@@ -40,6 +40,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#define READ_CHUNK                   (64 * 1024) /* a TLS read; plain ones: connbuf.c */
 #define DEFAULT_HANDSHAKE_TIMEOUT_MS 10000u
 
 static void conn_process(conn *c);
@@ -71,8 +72,14 @@ static void send_ingest_error(conn *c, uint64_t id, const ingest_error *e)
         logging_printf(LOG_WARN, "connection %s: publish refused: %s (logged once per connection)",
                        c->peer, e->message);
     }
-    conn_send_error(c, id, e->code, e->message, e->partition[0] ? e->partition : NULL,
-                    e->event_index_plus_one, false);
+    size_t len;
+    uint8_t *buf = ingest_error_frame(e, id, &len);
+    if (!buf) {
+        logging_printf(LOG_ERROR, "connection %s: out of memory for a reply", c->peer);
+        conn_close(c);
+        return;
+    }
+    conn_reply(c, buf, len, false);
 }
 
 static void on_wake(uv_async_t *a)
@@ -116,7 +123,9 @@ static void handle_publish(conn *c, uint64_t id, const uint8_t *body, size_t len
     net *n = c->net;
     pub_batch *b;
     ingest_error err;
-    if (ingest_prepare(&n->ingest, id, body, len, batch_done, c, &b, &err) < 0) {
+    ingest_rights rights;
+    if (ingest_prepare(&n->ingest, conn_publish_rights(c, &rights), id, body, len, batch_done, c,
+                       &b, &err) < 0) {
         send_ingest_error(c, id, &err);
         return;
     }
@@ -161,14 +170,17 @@ static int handoff(conn *c)
     int dupfd = -1;
     char err[512] = "";
     int code = PB_CODE_INTERNAL;
+    sub_rights rights;
     if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
         dupfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (dupfd < 0) {
         snprintf(err, sizeof err, "cannot hand the connection over: %s", strerror(errno));
-    } else if (sub_start(n->opts.subs, dupfd, c->sub_id, c->sub_body, c->sub_len, c->buf, c->len,
-                         &code, err, sizeof err) == 0) {
-        /* What the client sent after the Subscribe went with it. */
+    } else if (sub_start_as(n->opts.subs, conn_read_rights(c, &rights), dupfd, c->sub_id,
+                            c->sub_body, c->sub_len, c->buf, c->len, &code, err, sizeof err) == 0) {
+        /* What the client sent after the Subscribe went with it, and
+         * its TLS session too. */
         c->len = 0;
+        c->tls = NULL;
         free(c->sub_body);
         c->sub_body = NULL;
         /* The subscription thread owns the socket through dupfd now. */
@@ -222,7 +234,7 @@ static void handle_subscribe(conn *c, uint64_t id, const uint8_t *body, size_t l
 /* frames */
 
 /* The handshake is done: the server's Hello, and the connection is open. */
-static void handshake_done(conn *c, uint64_t id, const char *user)
+void conn_handshake_done(conn *c, uint64_t id, const char *user)
 {
     net *n = c->net;
     size_t need = session_put_hello(&n->session, id, user, NULL, 0);
@@ -277,7 +289,10 @@ static void handle_frame(conn *c, const uint8_t *body, size_t len)
     session_answer_frame(&n->session, c->state, fv.kind, fv.body.p, fv.body.len, &a);
     switch (a.action) {
     case SESSION_HELLO:
-        handshake_done(c, fv.id, a.user);
+        conn_handshake_done(c, fv.id, a.user);
+        break;
+    case SESSION_AUTHENTICATE:
+        conn_auth_start(c, fv.id, fv.body.p, fv.body.len);
         break;
     case SESSION_PUBLISH:
         handle_publish(c, fv.id, fv.body.p, fv.body.len);
@@ -293,8 +308,16 @@ static void handle_frame(conn *c, const uint8_t *body, size_t len)
 
 void conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 {
+    conn *c = h->data;
     (void)suggested;
-    connbuf_alloc(h->data, out); /* within max_partial_frame_bytes */
+    if (c->tls) {
+        /* Ciphertext lands in the loop's one buffer: conn_on_read
+         * decrypts it into c->buf at once. */
+        out->base = (char *)c->net->tls_raw;
+        out->len = READ_CHUNK;
+        return;
+    }
+    connbuf_alloc(c, out); /* grows with the bytes, within max_partial_frame_bytes */
 }
 
 static void on_idle_timeout(uv_timer_t *t)
@@ -332,7 +355,7 @@ static void conn_process(conn *c)
     c->processing = 1;
     for (;;) {
         size_t pos = 0;
-        while (!c->closing && !c->condemned && !c->sub_body) {
+        while (!c->closing && !c->condemned && !c->sub_body && !c->auth_req) {
             frame_split sp;
             char err[256];
             int rc = frame_split_next(c->buf + pos, c->len - pos, n->opts.max_frame_bytes, &sp, err,
@@ -407,6 +430,13 @@ void conn_idle_arm(conn *c)
         uv_timer_stop(&c->timer);
 }
 
+void conn_resume(conn *c)
+{
+    conn_process(c);
+    if (!c->closing)
+        conn_update_reading(c);
+}
+
 void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     conn *c = s->data;
@@ -418,6 +448,10 @@ void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         if (nread != UV_EOF)
             logging_printf(LOG_DEBUG, "connection %s: read: %s", c->peer, uv_strerror((int)nread));
         conn_close(c);
+        return;
+    }
+    if (c->tls) {
+        conn_tls_read(c, (const uint8_t *)buf->base, (size_t)nread);
         return;
     }
     c->len += (size_t)nread;
@@ -518,6 +552,10 @@ static void on_connection(uv_stream_t *server, int status)
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0)
         hostport_format_sockaddr(c->peer, sizeof c->peer, (struct sockaddr *)&ss);
     uv_tcp_nodelay(&c->tcp, 1);
+    if (n->tls && conn_tls_start(c) < 0) {
+        conn_close(c);
+        return;
+    }
     if (n->nlive > n->opts.max_connections) {
         char msg[160];
         snprintf(msg, sizeof msg, "too many connections (max_connections = %u)",
@@ -558,15 +596,26 @@ int net_start(net **out, uv_loop_t *loop, const net_options *opts, char *err, si
         .store = opts->store,
     };
     snprintf(n->version, sizeof n->version, "protobusd %s", PB_VERSION_STRING);
+    n->auth = opts->auth;
+    n->tls = opts->tls;
+    if (n->tls && !(n->tls_raw = malloc(READ_CHUNK))) {
+        free(n);
+        snprintf(err, errlen, "out of memory");
+        return PB_ENOMEM;
+    }
     n->session = (session_options){
+        .auth_required = opts->auth != NULL,
         .server_name = n->version,
         .max_frame_bytes = opts->max_frame_bytes,
         .max_event_bytes = opts->max_event_bytes,
         .idle_timeout_ms = opts->idle_timeout_ms,
         .max_batch_events = opts->max_batch_events,
         .sub_caps = opts->sub_caps,
+        .dedup_window_ms = opts->dedup_window_ms,
+        .max_expectations = INGEST_MAX_EXPECTATIONS,
     };
     if (uv_mutex_init(&n->done_lock) < 0) {
+        free(n->tls_raw);
         free(n);
         snprintf(err, errlen, "cannot create a mutex");
         return PB_ENOMEM;
@@ -606,6 +655,7 @@ int net_start(net **out, uv_loop_t *loop, const net_options *opts, char *err, si
 
 fail_mutex:
     uv_mutex_destroy(&n->done_lock);
+    free(n->tls_raw);
     free(n);
     return PB_EINVAL;
 }
@@ -640,5 +690,6 @@ void net_close(net *n)
     /* Run the loop until every handle's close callback has freed its conn. */
     uv_run(n->loop, UV_RUN_DEFAULT);
     uv_mutex_destroy(&n->done_lock);
+    free(n->tls_raw);
     free(n);
 }

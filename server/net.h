@@ -18,7 +18,9 @@
 #include <stdint.h>
 #include <uv.h>
 
+struct auth;
 struct router;
+struct tls_ctx;
 struct store;
 struct sub_registry;
 
@@ -31,6 +33,7 @@ typedef struct net_options {
     uint64_t max_event_bytes;
     uint32_t max_batch_events; /* events per Publish (ingest_options) */
     sub_caps sub_caps;         /* a Subscribe's caps, announced in the Hello (session.h) */
+    uint32_t dedup_window_ms;  /* announced in Hello.limits; 0: no dedup */
     uint32_t max_connections;
     uint32_t idle_timeout_ms;         /* drop a client stalled in the middle of a frame */
     uint32_t quiet_timeout_ms;        /* close a connection with nothing in flight this long;
@@ -49,6 +52,11 @@ typedef struct net_options {
     struct router *router;
     struct store *store;
     struct sub_registry *subs;
+    /* auth = required: every connection authenticates in its Hello
+     * (auth.h); NULL: every connection is anonymous. */
+    struct auth *auth;
+    /* TLS for every connection (tls.h); NULL: plain TCP. */
+    struct tls_ctx *tls;
 } net_options;
 
 /* Binds and listens; err names the address and the reason on failure. */
@@ -65,6 +73,13 @@ void net_stop_accepting(net *n);
 /* Publish batches handed to writers, plus replies queued but not yet
  * written: the graceful stop waits for this to reach zero. */
 size_t net_inflight(const net *n);
+
+struct acl;
+/* The [user] sections were reloaded (security.c): every open connection's
+ * user is replaced by the user of the same name in set (its new rights
+ * apply to what it publishes next); a connection whose user is gone is
+ * closed with UNAUTHENTICATED. Returns how many were closed. */
+size_t net_users_reloaded(net *n, struct acl *set);
 
 /* Closes every connection and frees. The loop must then run until its
  * handles are closed (uv_run) before it is closed. */

@@ -3,8 +3,9 @@
  * conn structs and the calls between them. net.c runs the loop (accept,
  * the handshake and its caps, frames, the hand-offs to ingest and to the
  * subscription pool); conn.c is one connection's life, its writes and its
- * replies in request order, and the back-pressure on its reads. Nothing
- * outside those two files includes this header; everyone else uses net.h.
+ * replies in request order, and the back-pressure on its reads;
+ * conn_auth.c is a connection's authentication (auth = required). Nothing
+ * outside those three files includes this header; everyone else uses net.h.
  *
  * Threads: the loop thread (see net.h).
  */
@@ -27,6 +28,11 @@
 #define MAX_PENDING_WRITE (8u << 20)
 
 typedef struct conn conn;
+struct sub_rights;
+struct acl_user;
+struct auth_req;
+struct tls_ctx;
+struct tls_conn;
 
 struct net {
     uv_loop_t *loop;
@@ -50,6 +56,9 @@ struct net {
     uint64_t out_cost;    /* unsent replies of every connection, with their allocations */
     uint64_t rbuf_bytes;  /* receive buffers of every connection (connbuf.c) */
     int out_paused;       /* a connection stopped reading for reply_queue_total_bytes */
+    struct auth *auth;    /* auth = required; NULL: every connection is anonymous */
+    struct tls_ctx *tls;  /* tls_cert set: every connection speaks TLS */
+    uint8_t *tls_raw;     /* TLS: what a read brings, before it is decrypted (loop thread) */
     uv_mutex_t done_lock; /* protects done_head: writers push, the loop pops */
     pub_batch *done_head;
     char version[64];
@@ -91,6 +100,13 @@ struct conn {
     uint8_t *sub_body;
     size_t sub_len;
     uint64_t sub_id;
+    /* auth = required: the Hello's credentials being checked (reading and
+     * frames wait meanwhile), then the user it is authenticated as, with a
+     * reference on user->owner; NULL: anonymous (auth = none). */
+    struct auth_req *auth_req;
+    uint64_t hello_id;
+    struct acl_user *user;
+    struct tls_conn *tls; /* TLS session (conn_tls.c); NULL: plain TCP, or handed over */
     char peer[64];
 };
 
@@ -116,6 +132,8 @@ void conn_release(conn *c);
 /* Writes frame now (takes it; malloc'd); with close, c closes once every
  * write is done. */
 void conn_send(conn *c, uint8_t *frame, size_t len, bool close);
+/* conn_send of bytes as they are (TLS records already sealed). */
+void conn_send_raw(conn *c, uint8_t *bytes, size_t len, bool close);
 /* A reply in request order (takes frame): now, or behind the replies of
  * Publish batches before it. */
 void conn_reply(conn *c, uint8_t *frame, size_t len, bool close);
@@ -143,12 +161,46 @@ void conn_flush_replies(conn *c);
 void connbuf_alloc(conn *c, uv_buf_t *out);
 /* After a refusal: RESOURCE_EXHAUSTED naming the budget, c closes. */
 void connbuf_refuse(conn *c);
+/* Grows c->buf to hold cap bytes (conn_tls.c's decryption): 0; PB_ETOOBIG
+ * past max_partial_frame_bytes (then connbuf_refuse); PB_ENOMEM. */
+int connbuf_reserve(conn *c, size_t cap);
 /* Gives a large, empty buffer back. */
 void connbuf_shrink(conn *c);
 /* Frees the buffer (and its count). */
 void connbuf_free(conn *c);
+/* --- conn_tls.c --------------------------------------------------------- */
+
+/* A new connection on a TLS listener: its session. 0 or -1 (no memory). */
+int conn_tls_start(conn *c);
+/* Ciphertext a read brought: decrypted into c->buf (the handshake driven,
+ * its answers written), then the frames handled. A peer that does not
+ * speak TLS, or a failed handshake, closes c. */
+void conn_tls_read(conn *c, const uint8_t *raw, size_t n);
+/* plain (taken) sealed for the socket: the ciphertext (malloc'd; *len its
+ * size), or NULL after closing c (TLS not established, no memory). */
+uint8_t *conn_tls_seal(conn *c, uint8_t *plain, size_t *len);
+/* c is being freed. */
+void conn_tls_release(conn *c);
+
+/* --- conn_auth.c -------------------------------------------------------- */
+
+/* A valid Hello (frame id) on a server that authenticates: checks its
+ * credentials; the server Hello, or UNAUTHENTICATED and close, follows. */
+void conn_auth_start(conn *c, uint64_t id, const uint8_t *hello, size_t len);
+/* c is being freed: cancels a check in progress, drops the user. */
+void conn_auth_release(conn *c);
+/* The rights of c's user, for ingest and the subscription (NULL: none
+ * apply). The pointers stay valid while c keeps its user. */
+const struct ingest_rights *conn_publish_rights(conn *c, struct ingest_rights *buf);
+const struct sub_rights *conn_read_rights(conn *c, struct sub_rights *buf);
 
 /* --- net.c ------------------------------------------------------------- */
+
+/* The handshake is done: the server's Hello (answering frame id, naming
+ * user), and c is open. */
+void conn_handshake_done(conn *c, uint64_t id, const char *user);
+/* Handles the frames buffered while c waited, and reads again. */
+void conn_resume(conn *c);
 
 /* libuv's read callbacks for a connection. */
 void conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out);

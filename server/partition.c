@@ -48,6 +48,8 @@
  */
 #include "partition.h"
 
+#include "dedup.h"
+#include "expect.h"
 #include "frame.h"
 #include "grow.h"
 #include "logging.h"
@@ -93,6 +95,8 @@ struct partition {
     const fileio *io; /* opts.log.io, or POSIX: the log's and the topic snapshot's */
     pb_log *log;
     topic_table *topics;
+    dedup *dedup;         /* writer thread; NULL when dedup_window_ms is 0 */
+    bool topics_complete; /* writer thread: the table knows every topic (expect.h) */
 
     pthread_mutex_t lock; /* protects head, tail, stopping, exited, running, thread, joinable */
     pthread_cond_t wake;  /* work queued, or close requested (CLOCK_MONOTONIC) */
@@ -159,6 +163,18 @@ static void complete_all(pub_part *part, int status)
     while (part) {
         pub_part *next = part->next;
         part->status = status;
+        part->batch->done(part);
+        part = next;
+    }
+}
+
+/* Completes the parts of a stored take: status 0, or the refusal the
+ * take's admission decided (nothing of that part stored). */
+static void complete_stored(pub_part *part)
+{
+    while (part) {
+        pub_part *next = part->next;
+        part->status = part->refused;
         part->batch->done(part);
         part = next;
     }
@@ -294,23 +310,20 @@ static void write_take(partition *p, pub_part *taken)
     }
     p->last_time_ns = t;
     /* Every event of the take gets the same suffix: encoded once, and each
-     * record points at the same bytes. */
+     * record points at the same bytes. Then what is stored: expectations
+     * and ids are decided here, atomically with the append (expect.h). */
     size_t suffix_len = event_put_receive_time(p->suffix, SUFFIX_SLOT, t);
-    size_t i = 0;
-    for (const pub_part *part = taken; part; part = part->next) {
-        const pub_batch *b = part->batch;
-        for (uint32_t k = 0; k < part->count; k++, i++) {
-            const pub_event *ev = &b->events[part->events[k]];
-            p->entries[i] = (log_entry){
-                .data = ev->data,
-                .len = ev->len,
-                .suffix = p->suffix,
-                .suffix_len = suffix_len,
-                .time_ns = t,
-            };
-        }
-    }
-    uint64_t first = 0;
+    expect_take x = {
+        .topics = p->topics,
+        .topics_complete = p->topics_complete,
+        .dedup = p->dedup,
+        .next = log_next_offset(p->log),
+        .time_ns = t,
+        .suffix = p->suffix,
+        .suffix_len = suffix_len,
+    };
+    n = expect_admit(&x, taken, p->entries, p->recs);
+    uint64_t first = x.next;
     if (n > 0) {
         rc = log_append(p->log, p->entries, n, &first);
         if (rc < 0 && log_status(p->log) == 0) {
@@ -318,11 +331,13 @@ static void write_take(partition *p, pub_part *taken)
              * limit that reject_oversized should have caught, no memory,
              * or the segment could not be reopened): the log is intact and
              * stays usable; the publisher may retry. */
+            expect_take_failed(&x);
             complete_all(taken, rc);
             return;
         }
         if (rc < 0) {
             set_failed(p, rc, "write");
+            expect_take_failed(&x);
             complete_all(taken, rc);
             return;
         }
@@ -331,31 +346,25 @@ static void write_take(partition *p, pub_part *taken)
             (p->opts.fsync == PARTITION_FSYNC_INTERVAL && interval_due(p, mono_ns()))) {
             rc = sync_log(p);
             if (rc < 0) {
+                expect_take_failed(&x);
                 complete_all(taken, rc);
                 return;
             }
         }
     }
-    i = 0;
-    for (pub_part *part = taken; part; part = part->next) {
-        pub_batch *b = part->batch;
-        for (uint32_t k = 0; k < part->count; k++, i++) {
-            pub_event *ev = &b->events[part->events[k]];
-            ev->offset = first + i;
-            ev->time_ns = t;
-            p->recs[i] = (live_record){
-                .offset = first + i,
-                .time_ns = t,
-                .topic = ev->topic,
-                .topic_len = ev->topic_len,
-                .data = ev->data,
-                .len = ev->len,
-                .suffix = p->entries[i].suffix,
-                .suffix_len = (uint32_t)p->entries[i].suffix_len,
-            };
-        }
+    if (first != x.next) {
+        /* Cannot happen: only this thread appends. Better refuse than ack
+         * offsets the records do not have. */
+        logging_printf(LOG_ERROR, "partition %s: appended at offset %llu, expected %llu", p->name,
+                       (unsigned long long)first, (unsigned long long)x.next);
+        set_failed(p, PB_ECORRUPT, "append");
+        expect_take_failed(&x);
+        complete_all(taken, PB_ECORRUPT);
+        return;
     }
+    expect_commit(&x, taken);
     if (topics_add(p->topics, p->recs, n) < 0 && !p->topics_warned) {
+        p->topics_complete = false; /* expectations are refused from now on */
         p->topics_warned = true;
         logging_printf(LOG_WARN,
                        "partition %s: out of memory in the topic table; "
@@ -366,7 +375,7 @@ static void write_take(partition *p, pub_part *taken)
         atomic_store_explicit(&p->end_offset, first + n, memory_order_release);
     if (p->opts.durable && n > 0)
         p->opts.durable(p->opts.durable_ctx, p, p->recs, n);
-    complete_all(taken, 0);
+    complete_stored(taken);
     shrink_after_take(p, n);
 }
 
@@ -401,13 +410,15 @@ static enum wake wait_for_work(partition *p)
 /* The writer has been idle for idle_ms: close the files (everything is
  * synced as the policy wants: an interval sync was due first; under
  * "never", closing loses nothing the policy promised) and give the arrays
- * back. */
+ * back, and the dedup window's expired ids. */
 static void go_idle(partition *p)
 {
     int rc = log_release(p->log);
     if (rc < 0)
         set_failed(p, rc, "close");
     shrink_arrays(p, 0);
+    if (p->dedup)
+        dedup_expire(p->dedup, wall_ns(p)); /* all expired: its memory goes too */
 }
 
 static void *writer_main(void *arg)
@@ -536,11 +547,27 @@ static void log_message(void *ctx, enum log_level level, const char *msg)
 static void partition_free(partition *p)
 {
     topics_destroy(p->topics);
+    dedup_destroy(p->dedup);
     free(p->entries);
     free(p->recs);
     free(p->name);
     free(p->dir);
     free(p);
+}
+
+/* The dedup window, rebuilt from the log's records of the last
+ * dedup_window_ms: what the log kept through a crash is what the window
+ * holds. A failed read is logged and leaves the window with what it got. */
+static int open_dedup(partition *p, uint64_t end)
+{
+    if (p->opts.dedup_window_ms == 0)
+        return 0;
+    int rc = dedup_create(&p->dedup, (int64_t)p->opts.dedup_window_ms * 1000000ll,
+                          p->opts.dedup_max_entries ? p->opts.dedup_max_entries : 1);
+    if (rc < 0)
+        return rc;
+    rc = dedup_rebuild(p->dedup, p->io, p->dir, p->name, wall_ns(p), end);
+    return rc == PB_ENOMEM ? rc : 0;
 }
 
 int partition_open(partition **out, const char *data_dir, const char *name,
@@ -585,8 +612,11 @@ int partition_open(partition **out, const char *data_dir, const char *name,
     if (rc == PB_ENOMEM)
         goto fail;
     /* Other failures were logged: the partition still stores and serves
-     * events; only last-N starts may miss older ones. */
-    rc = 0;
+     * events; only last-N starts may miss older ones, and expectations are
+     * refused rather than checked against an incomplete table. */
+    p->topics_complete = rc == 0;
+    if ((rc = open_dedup(p, end)) < 0)
+        goto fail;
 
     pthread_condattr_t ca;
     if (pthread_condattr_init(&ca) != 0) {

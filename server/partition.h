@@ -43,6 +43,8 @@ typedef struct partition_options {
     uint32_t fsync_interval_ms;          /* for PARTITION_FSYNC_INTERVAL */
     uint32_t topic_history;              /* last offsets kept per topic (history depth), >= 1 */
     struct topics_budget *topics_budget; /* shared bound of topics in memory; NULL: none */
+    uint32_t dedup_window_ms;            /* ids are remembered this long (dedup.h); 0 = no dedup */
+    uint32_t dedup_max_entries;   /* ... and at most this many per partition (>= 1 if used) */
     uint32_t idle_ms;             /* with nothing to do this long, the writer closes the files
                                      and ends (restarted by the next submit); 0 = never */
     partition_durable_fn durable; /* NULL = nobody listens */

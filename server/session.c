@@ -34,12 +34,12 @@ static void answer_error(session_answer *a, int code, bool close, const char *fm
  * The client's Hello. Version first: a client that speaks another version
  * may mean other things by every other field.
  *
- * Authentication hook (issue 11). Today the server has one mode, `auth =
- * none`: Hello.user and Hello.password are parsed (a malformed Hello is
- * refused like any) but ignored, and every connection is anonymous: the
- * server's Hello says user "". The password is never logged nor echoed.
- * Authentication decides a->user here (or refuses with UNAUTHENTICATED,
- * a->close set), before the answer goes out.
+ * Authentication. With `auth = none`, Hello.user and Hello.password are
+ * parsed (a malformed Hello is refused like any) but ignored, and every
+ * connection is anonymous: the server's Hello says user "". With `auth =
+ * required` the answer is SESSION_AUTHENTICATE: the transport verifies the
+ * credentials (auth.h) and then answers. The password is never logged nor
+ * echoed, and never copied here.
  */
 static void session_hello(const session_options *o, const uint8_t *body, size_t len,
                           session_answer *a)
@@ -57,9 +57,16 @@ static void session_hello(const session_options *o, const uint8_t *body, size_t 
                      (unsigned long long)h.protocol_version, PB_PROTOCOL_VERSION);
         return;
     }
+    if (o->auth_required) {
+        size_t n = h.user.len < sizeof a->user - 1 ? h.user.len : sizeof a->user - 1;
+        a->action = SESSION_AUTHENTICATE;
+        if (n)
+            memcpy(a->user, h.user.p, n);
+        a->user[n] = '\0';
+        return;
+    }
     a->action = SESSION_HELLO;
     a->user[0] = '\0'; /* auth = none: anonymous */
-    (void)o;
 }
 
 /* A frame only the server sends, or one the state does not take. */
@@ -147,6 +154,8 @@ size_t session_put_hello(const session_options *o, uint64_t id, const char *user
         .max_subscribe_tags = o->sub_caps.max_tags,
         .max_subscribe_offsets = o->sub_caps.max_offsets,
         .max_event_id_bytes = EVENT_ID_MAX_BYTES,
+        .dedup_window_ms = o->dedup_window_ms,
+        .max_expectations = o->max_expectations,
         .idle_timeout_ms = o->idle_timeout_ms,
     };
     frame_hello h = {

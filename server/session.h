@@ -11,8 +11,10 @@
  * Ping) -> SUBSCRIBED (the subscription's thread owns the socket: Ping
  * still answered, Publish and Subscribe refused).
  *
- * Authentication (issue 11) goes into session_hello, the one place a
- * connection's identity is decided; see the hook there.
+ * Authentication: with auth_required, a valid Hello is answered
+ * SESSION_AUTHENTICATE: the transport checks its user and password
+ * (auth.h, off the loop) and then sends the server Hello, or
+ * UNAUTHENTICATED "authentication failed" and closes.
  *
  * Pure: no I/O, no allocation, no global state; any thread.
  */
@@ -38,17 +40,22 @@ typedef struct session_options {
     uint64_t max_event_bytes;
     uint32_t idle_timeout_ms;
     uint32_t max_batch_events; /* events per Publish (announced in Limits); 0: no cap */
+    uint64_t dedup_window_ms;  /* announced in Limits; 0: ids are not deduplicated */
+    uint32_t max_expectations; /* Publish.expect entries accepted (Limits) */
+    bool auth_required;        /* [server] auth = required */
     sub_caps sub_caps;         /* a Subscribe's caps (announced in Limits); 0: none */
 } session_options;
 
 /* What to do with a frame. */
 typedef enum session_action {
-    SESSION_IGNORE = 0, /* nothing to send (a Pong answering nothing we sent) */
-    SESSION_ERROR,      /* send Error{code, message} with the frame's id */
-    SESSION_HELLO,      /* handshake done: send session_put_hello's frame */
-    SESSION_PONG,       /* send a Pong with the frame's id */
-    SESSION_PUBLISH,    /* the caller's: a Publish on an open connection */
-    SESSION_SUBSCRIBE,  /* the caller's: a Subscribe on an open connection */
+    SESSION_IGNORE = 0,   /* nothing to send (a Pong answering nothing we sent) */
+    SESSION_ERROR,        /* send Error{code, message} with the frame's id */
+    SESSION_HELLO,        /* handshake done: send session_put_hello's frame */
+    SESSION_PONG,         /* send a Pong with the frame's id */
+    SESSION_PUBLISH,      /* the caller's: a Publish on an open connection */
+    SESSION_SUBSCRIBE,    /* the caller's: a Subscribe on an open connection */
+    SESSION_AUTHENTICATE, /* a valid Hello, auth required: check Hello.user (in user,
+                             truncated) and Hello.password, then answer */
 } session_action;
 
 #define SESSION_MESSAGE_MAX 400

@@ -27,14 +27,17 @@
 #include "config.h"
 #include "event.h"
 #include "fanout.h"
+#include "hash.h"
 #include "hostport.h"
 #include "livequeue.h"
 #include "logging.h"
 #include "patterns.h"
 #include "pb_errors.h"
 #include "protobus.pb-c.h"
+#include "submatch.h"
 #include "subreq.h"
 #include "subrun.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -94,6 +97,7 @@ static void sub_free(sub *s)
     free(s->live.tag_state);
     free(s->offsets);
     free(s->input);
+    tls_conn_free(s->tls);
     if (s->req)
         protobus__subscribe__free_unpacked(s->req, NULL);
     free(s);
@@ -311,6 +315,25 @@ static int prepare_live(sub_registry *r, sub *s)
 int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscribe, size_t len,
               const uint8_t *pending, size_t pending_len, int *grpc_code, char *err, size_t errlen)
 {
+    return sub_start_as(r, NULL, fd, frame_id, subscribe, len, pending, pending_len, grpc_code, err,
+                        errlen);
+}
+
+/* The user's read rights on the subscription's patterns (sub_rights). */
+static int restrict_to(const sub_rights *who, sub *s, int *grpc_code, char *err, size_t errlen)
+{
+    if (who->nallow == 0) {
+        *grpc_code = PB_CODE_PERMISSION_DENIED;
+        pb_set_err(err, errlen, "subscribe: user \"%s\" may not read any topic", who->user);
+        return PB_EINVAL;
+    }
+    return patterns_restrict(s->ps, who->allow, who->nallow, who->deny, who->ndeny, err, errlen);
+}
+
+int sub_start_as(sub_registry *r, const sub_rights *rights, int fd, uint64_t frame_id,
+                 const uint8_t *subscribe, size_t len, const uint8_t *pending, size_t pending_len,
+                 int *grpc_code, char *err, size_t errlen)
+{
     int rc;
     *grpc_code = PB_CODE_INTERNAL;
     sub *s = calloc(1, sizeof *s);
@@ -364,16 +387,21 @@ int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscri
         *grpc_code = PB_CODE_INVALID_ARGUMENT;
     if (rc < 0)
         goto fail;
-    /* Checked here, so a bad pattern is refused with the connection kept;
-     * compiled (with JIT, three times the cost) on the subscription's own
-     * thread (subrun_main), not on the loop. */
+    /* One compiled set, here so that a bad pattern is refused with the
+     * connection kept and the user's read rights restrict it before the
+     * hand-off: the subscription thread matches history with it (under the
+     * matcher's limits), the fan-out asks whether it matches every topic
+     * and checks the rights on what the combined matcher found. */
     const char *const *pats = (const char *const *)s->req->patterns;
-    rc = patterns_check(pats, s->req->n_patterns, err, errlen);
+    rc = patterns_compile(pats, s->req->n_patterns, &s->ps, err, errlen);
     if (rc == PB_EINVAL) {
         *grpc_code = PB_CODE_INVALID_ARGUMENT;
         goto fail;
     }
     if (rc < 0)
+        goto fail;
+    submatch_limit(s->ps);
+    if (rights && rights->user && (rc = restrict_to(rights, s, grpc_code, err, errlen)) < 0)
         goto fail;
 
     if ((rc = prepare_live(r, s)) < 0)
@@ -390,10 +418,18 @@ int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscri
     }
     rc = take_slot(r, s, &slot, err, errlen);
     if (rc == 0) {
+        /* Before its thread starts: it uses them at once. */
+        s->tls = rights ? rights->tls : NULL; /* the subscription's from here on */
+        if (rights && rights->user) {
+            snprintf(s->user, sizeof s->user, "%s", rights->user);
+            s->rights_fp = sub_rights_fingerprint(rights);
+        }
         atomic_fetch_add(&r->active, 1);
         rc = start_thread(r, s, slot, err, errlen);
-        if (rc < 0)
+        if (rc < 0) {
             atomic_fetch_sub(&r->active, 1);
+            s->tls = NULL; /* stays the caller's */
+        }
     }
     if (rc < 0) {
         pthread_mutex_unlock(&r->pool_lock);
@@ -449,6 +485,41 @@ static void *sub_thread(void *arg)
     pthread_cond_broadcast(&r->changed);
     pthread_mutex_unlock(&r->pool_lock);
     return NULL;
+}
+
+uint64_t sub_rights_fingerprint(const sub_rights *rights)
+{
+    uint64_t h = hash_bytes(0, rights->user, strlen(rights->user));
+    for (size_t i = 0; i < rights->nallow; i++)
+        h = hash_bytes(h * 31 + 1, rights->allow[i], strlen(rights->allow[i]));
+    for (size_t i = 0; i < rights->ndeny; i++)
+        h = hash_bytes(h * 31 + 2, rights->deny[i], strlen(rights->deny[i]));
+    return h;
+}
+
+uint32_t sub_registry_end_users(sub_registry *r,
+                                bool (*still_allowed)(void *ctx, const char *user,
+                                                      uint64_t fingerprint),
+                                void *ctx)
+{
+    uint32_t ended = 0;
+    pthread_mutex_lock(&r->pool_lock);
+    for (uint32_t i = 0; i < r->nslots; i++) {
+        sub *s = r->slots[i].job;
+        if (!s || !s->user[0] || atomic_load(&s->stop) || still_allowed(ctx, s->user, s->rights_fp))
+            continue;
+        logging_printf(LOG_INFO,
+                       "subscriber %s: ended: the read rights of user \"%s\" changed "
+                       "(configuration reloaded)",
+                       s->peer, s->user);
+        atomic_store(&s->stop, true);
+        fanout_wake(&s->live);
+        if (shutdown(s->fd, SHUT_RDWR) < 0 && errno != ENOTCONN)
+            logging_printf(LOG_DEBUG, "subscriber %s: shutdown: %s", s->peer, strerror(errno));
+        ended++;
+    }
+    pthread_mutex_unlock(&r->pool_lock);
+    return ended;
 }
 
 void sub_registry_stop(sub_registry *r)

@@ -12,6 +12,7 @@
 
 #include "subcaps.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -56,6 +57,45 @@ int sub_registry_create(sub_registry **out, const sub_options *opts);
  * subscriptions, or when no thread can be started. */
 int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscribe, size_t len,
               const uint8_t *pending, size_t pending_len, int *grpc_code, char *err, size_t errlen);
+
+/* Whose subscription it is (auth = required): the user's read rights,
+ * whole-topic patterns (acl.h). The subscription's pattern set is
+ * restricted with them (patterns_restrict), so every event it delivers, in
+ * history, live, --last N or from a time, is one whose topic the user may
+ * read, whatever patterns the client sent. The strings are only read
+ * during the call. */
+typedef struct sub_rights {
+    const char *user;
+    const char *const *allow;
+    size_t nallow;
+    const char *const *deny;
+    size_t ndeny;
+    /* The connection's TLS session (tls.h), NULL for plain TCP: the
+     * subscription takes it with the socket on success (frees it when it
+     * ends); on failure it stays the caller's. Also without a user. */
+    struct tls_conn *tls;
+} sub_rights;
+
+/* sub_start for a user and/or a TLS connection: rights NULL is
+ * sub_start. With a user (rights->user not NULL), one with no read right at
+ * all is refused (PERMISSION_DENIED). */
+int sub_start_as(sub_registry *r, const sub_rights *rights, int fd, uint64_t frame_id,
+                 const uint8_t *subscribe, size_t len, const uint8_t *pending, size_t pending_len,
+                 int *grpc_code, char *err, size_t errlen);
+
+/* A fingerprint of rights' read rights (user, allow and deny lists), to
+ * tell whether a reload changed them. */
+uint64_t sub_rights_fingerprint(const sub_rights *rights);
+
+/* Ends every running subscription of a user for which still_allowed(ctx,
+ * user, fingerprint) is false (a reload removed the user or changed its
+ * read rights): its socket is shut down, the client may subscribe again
+ * under the new rights. Anonymous subscriptions are not asked. Returns how
+ * many were ended. Any thread. */
+uint32_t sub_registry_end_users(sub_registry *r,
+                                bool (*still_allowed)(void *ctx, const char *user,
+                                                      uint64_t fingerprint),
+                                void *ctx);
 
 /* Number of subscriptions running (any thread). */
 uint32_t sub_registry_active(sub_registry *r);

@@ -9,6 +9,8 @@
  */
 #include "subconn.h"
 
+#include "tls.h"
+
 #include "iov.h"
 #include "logging.h"
 #include "pb_errors.h"
@@ -75,7 +77,7 @@ void subconn_drain_wake(subconn *c)
 /* Writes iov completely. The socket is used with MSG_DONTWAIT whatever its
  * flags (it is a dup of the loop's non-blocking socket), waiting in poll
  * for room; write_deadline_ms without any progress drops the subscriber. */
-static int send_all(subconn *c, struct iovec *iov, int cnt)
+static int send_raw(subconn *c, struct iovec *iov, int cnt)
 {
     uint32_t deadline_ms = c->write_deadline_ms;
     int64_t last_progress = mono_ms();
@@ -118,6 +120,61 @@ static int send_all(subconn *c, struct iovec *iov, int cnt)
             subconn_drain_wake(c);
     }
     return 0;
+}
+
+static int scan_input(subconn *c, const uint8_t *p, size_t n);
+
+/* Sends the ciphertext a TLS session has waiting. */
+static int send_sealed(subconn *c)
+{
+    uint8_t chunk[16384];
+    size_t n;
+    while ((n = tls_out_take(c->tls, chunk, sizeof chunk)) > 0) {
+        struct iovec v = {chunk, n};
+        int rc = send_raw(c, &v, 1);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Writes iov completely: as it is, or sealed by the connection's TLS. */
+static int send_all(subconn *c, struct iovec *iov, int cnt)
+{
+    if (!c->tls)
+        return send_raw(c, iov, cnt);
+    for (int i = 0; i < cnt; i++) {
+        if (tls_write(c->tls, iov[i].iov_base, iov[i].iov_len) < 0) {
+            snprintf(c->why, c->why_len, "writing to the subscriber: %s", tls_error(c->tls));
+            return PB_ECLOSED;
+        }
+        if (tls_out_pending(c->tls) >= 65536) {
+            int rc = send_sealed(c);
+            if (rc < 0)
+                return rc;
+        }
+    }
+    return send_sealed(c);
+}
+
+/* What recv brought, opened by the connection's TLS, to scan_input. */
+static int scan_sealed(subconn *c, const uint8_t *p, size_t n)
+{
+    if (tls_feed(c->tls, p, n) < 0)
+        return PB_ECLOSED;
+    for (;;) {
+        uint8_t plain[16384];
+        long got = tls_read(c->tls, plain, sizeof plain);
+        if (got == 0)
+            break;
+        if (got < 0)
+            return PB_ECLOSED;
+        int rc = scan_input(c, plain, (size_t)got);
+        if (rc < 0)
+            return rc;
+    }
+    /* Anything the session has to say (a key update) goes out now. */
+    return tls_out_pending(c->tls) ? send_sealed(c) : 0;
 }
 
 int subconn_flush(subconn *c)
@@ -287,7 +344,7 @@ int subconn_read(subconn *c)
         ssize_t n = recv(c->fd, buf, sizeof buf, MSG_DONTWAIT);
         if (n > 0) {
             total += (size_t)n;
-            rc = scan_input(c, buf, (size_t)n);
+            rc = c->tls ? scan_sealed(c, buf, (size_t)n) : scan_input(c, buf, (size_t)n);
         } else if (n == 0) {
             rc = PB_ECLOSED;
         } else if (errno != EINTR) {

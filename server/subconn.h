@@ -40,6 +40,9 @@ typedef struct subconn {
      * subconn_open; read first). */
     uint8_t *input;
     size_t input_len;
+    /* A TLS connection's session (tls.h), handed over with the socket
+     * (the caller frees it); NULL: plain TCP. */
+    struct tls_conn *tls;
 
     /* subconn's own. */
     uint8_t *out; /* frames waiting to be written */

@@ -722,7 +722,8 @@ void subrun_main(sub *s)
                         .why = s->why,
                         .why_len = sizeof s->why,
                         .input = s->input,
-                        .input_len = s->input_len};
+                        .input_len = s->input_len,
+                        .tls = s->tls};
     s->input = NULL; /* the connection's now */
     s->input_len = 0;
     if (subconn_open(&s->conn) < 0) {
@@ -731,17 +732,8 @@ void subrun_main(sub *s)
     }
     logging_printf(LOG_INFO, "subscriber %s: subscribed (%zu pattern(s), %zu tag filter(s), %s)",
                    s->peer, s->req->n_patterns, s->ntags, start_name(s->start));
-    /* Its patterns, compiled here rather than on the loop (sub_start only
-     * checked them): the thread matches history with them under the
-     * matcher's limits, and the fan-out asks whether they match every
-     * topic. */
-    rc = patterns_compile((const char *const *)s->req->patterns, s->req->n_patterns, &s->ps, s->why,
-                          sizeof s->why);
-    if (rc == 0) {
-        submatch_limit(s->ps);
-        s->live.ps = s->ps;
-        rc = fanout_add(s->fo, &s->live, s->why, sizeof s->why);
-    }
+    s->live.ps = s->ps;
+    rc = fanout_add(s->fo, &s->live, s->why, sizeof s->why);
     if (rc < 0) {
         logging_printf(LOG_INFO, "subscriber %s: refused: %s", s->peer, s->why);
         subconn_end(&s->conn, rc);

@@ -99,9 +99,9 @@ typedef struct sub {
     fanout_member live;
     bool mu_init; /* live.mu */
 
-    /* thread: compiled by subrun_main (sub_start only checks them), under
-     * the matcher's limits (submatch.h); patterns_match; the fan-out reads
-     * patterns_match_all through live.ps */
+    /* thread: patterns_match, under the matcher's limits (submatch.h); the
+     * writers read patterns_match_all and patterns_gate_shared through
+     * live.ps (read-only), while the subscription is registered */
     pattern_set *ps;
     uint8_t *tag_state; /* thread */
     part_state *parts;  /* thread: every partition seen so far */
@@ -118,6 +118,9 @@ typedef struct sub {
      * connection takes them). */
     uint8_t *input;
     size_t input_len;
+    struct tls_conn *tls;     /* the connection's TLS session (sub_rights.tls); freed with s */
+    char user[72];            /* whose (sub_rights.user); "" anonymous */
+    uint64_t rights_fp;       /* sub_rights_fingerprint of its read rights */
     uint64_t max_frame_bytes; /* what the client may still send */
     char why[512];            /* thread: what ended the subscription, for the Error frame */
 } sub;

@@ -346,6 +346,29 @@ static int ring_push(const topic_table *t, topic_entry *e, uint64_t offset)
     return rc;
 }
 
+int topics_last(topic_table *t, const uint8_t *topic, size_t len, uint64_t *last)
+{
+    uint64_t h = hash_bytes(0, topic, len);
+    int rc = PB_ENOTFOUND;
+    pthread_rwlock_rdlock(&t->lock);
+    const topic_entry *e = t->slots[find_slot(t, topic, len, h)];
+    if (e && e->count > 0) {
+        *last = e->ring[(e->start + e->count - 1) % e->cap];
+        rc = 0;
+    }
+    pthread_rwlock_unlock(&t->lock);
+    if (rc == 0 || e || !t->cold)
+        return rc; /* in memory, an entry is the whole truth about its topic */
+    uint32_t k = 0;
+    rc = cold_find(t->cold, h, topic, len, t->cold_offs, t->history, &k);
+    cold_release(t->cold);
+    if (rc == 0 && k == 0)
+        rc = PB_ENOTFOUND;
+    if (rc == 0)
+        *last = t->cold_offs[k - 1];
+    return rc;
+}
+
 static void maintain(topic_table *t);
 
 int topics_add(topic_table *t, const live_record *recs, size_t n)

@@ -87,6 +87,12 @@ typedef int (*topics_fn)(void *ctx, const char *topic, size_t topic_len, const u
                          size_t count);
 int topics_foreach(topic_table *t, uint32_t n, topics_fn fn, void *ctx);
 
+/* Writer thread. The newest offset recorded for topic[0..len), from memory
+ * or else from the cold store (one pread): 0 with *last set, PB_ENOTFOUND
+ * when the table has no event of it, or an I/O error of the cold store.
+ * The expected-offset check (expect.h). */
+int topics_last(topic_table *t, const uint8_t *topic, size_t len, uint64_t *last);
+
 /* Any thread. Topics in memory, and in the cold store (a topic that came
  * back into memory may be counted in both). */
 size_t topics_count(topic_table *t);

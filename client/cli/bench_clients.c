@@ -66,6 +66,9 @@ static int pub_connect(bench_pub *p, pb_client **out)
     o.on_ack = on_ack;
     o.on_ack_ctx = p;
     o.name = "protobus bench " PB_VERSION_STRING;
+    o.user = cfg->user;
+    o.password = cfg->password;
+    cli_tls_apply(&cfg->tls, &o);
     return pb_client_connect(out, cfg->server, &o, p->err, sizeof p->err);
 }
 
@@ -91,6 +94,20 @@ static int pace_until(pb_client *c, int64_t due)
     }
 }
 
+/* Writes v in decimal and a NUL at out. */
+static void put_id(char *out, uint64_t v)
+{
+    char tmp[20];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (int i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    out[n] = '\0';
+}
+
 void *bench_pub_main(void *arg)
 {
     bench_pub *p = arg;
@@ -100,6 +117,11 @@ void *bench_pub_main(void *arg)
     if (p->rc < 0)
         return NULL;
     pb_event ev = {.payload = cfg->payload, .payload_len = cfg->size};
+    /* --ids: "PREFIX-" then the sequence number, rewritten per event (no
+     * printf on the hot path: the client shares the cores with the daemon). */
+    char id[sizeof cfg->prefix + 24];
+    int plen = snprintf(id, sizeof id, "%s-", cfg->prefix);
+    char *id_digits = id + (plen > 0 ? plen : 0);
     uint32_t batch = p->latency ? 1 : cfg->batch;
     int64_t period = p->latency ? 1000000000 / (int64_t)cfg->rate : 0;
     p->t_start = bench_mono_ns();
@@ -122,7 +144,9 @@ void *bench_pub_main(void *arg)
              * (those batches are then not timed). */
             p->sent_ns[i & p->mask] = pb_time_now_ns();
         }
-        int rc = pb_client_publish(c, &ev);
+        if (cfg->ids)
+            put_id(id_digits, seq);
+        int rc = pb_client_publish_id(c, &ev, cfg->ids ? id : NULL);
         if (rc < 0) {
             p->rc = rc;
             break;
@@ -152,6 +176,9 @@ int bench_sub_open(bench_sub *s)
     pb_client_options o;
     pb_client_options_init(&o);
     o.name = "protobus bench " PB_VERSION_STRING;
+    o.user = cfg->user;
+    o.password = cfg->password;
+    cli_tls_apply(&cfg->tls, &o);
     int rc = pb_client_connect(&s->c, cfg->server, &o, s->err, sizeof s->err);
     if (rc < 0)
         return rc;

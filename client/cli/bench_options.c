@@ -44,12 +44,17 @@ static const char usage[] =
     "                          its own pattern, matching topics whose index ends\n"
     "                          in j; each event then reaches one subscriber\n"
     "  -P, --pattern REGEX     subscription pattern (default PREFIX\\..*; replay: .*)\n"
+    "      --ids               give every published event a unique id\n"
+    "                          (EncapsulatedEvent.id: PREFIX-<n>, e.g. bench123-42);\n"
+    "                          the server's dedup window checks and remembers them\n"
     "      --rate N            latency mode: events per second (default 10000)\n"
     "      --partition NAME    seek mode: partition (default events)\n"
     "      --offset N          seek mode: start offset\n"
     "      --time TIME         seek mode: start time (RFC 3339 or relative)\n"
     "      --bytes N           tcp mode: bytes to transfer (default 4 GiB)\n"
-    "      --timeout MS        give up after MS milliseconds (default 120000)\n"
+    "      --timeout MS        give up after MS milliseconds (default 120000)\n" CLI_TLS_HELP
+    "  -u, --user NAME         authenticate every client as NAME (password from\n"
+    "                          $PROTOBUS_PASSWORD, else asked on the terminal)\n"
     "  -h, --help              show this help\n"
     "\n"
     "Output: readable lines, then one line 'RESULT key=value ...' for scripts.\n"
@@ -64,6 +69,7 @@ enum {
     OPT_TOPICS,
     OPT_PREFIX,
     OPT_DISTINCT,
+    OPT_IDS,
     OPT_RATE,
     OPT_PARTITION,
     OPT_OFFSET,
@@ -140,6 +146,9 @@ static int apply_option(bench_cfg *cfg, int opt, const char *arg, const char **s
         }
         snprintf(cfg->prefix, sizeof cfg->prefix, "%s", arg);
         break;
+    case OPT_IDS:
+        cfg->ids = true;
+        break;
     case OPT_DISTINCT:
         cfg->distinct = true;
         break;
@@ -166,6 +175,15 @@ static int apply_option(bench_cfg *cfg, int opt, const char *arg, const char **s
     case OPT_BYTES:
         if (!num_opt("--bytes", arg, 1, UINT64_C(1) << 40, &cfg->tcp_bytes))
             return CLI_EXIT_USAGE;
+        break;
+    case 'u':
+        cfg->user = arg;
+        break;
+    case CLI_OPT_TLS:
+    case CLI_OPT_TLS_CA:
+    case CLI_OPT_TLS_CERT:
+    case CLI_OPT_TLS_KEY:
+        cli_tls_option(&cfg->tls, opt, arg);
         break;
     case OPT_TIMEOUT:
         if (!num_opt("--timeout", arg, 1, 3600000, &v))
@@ -195,6 +213,7 @@ int bench_parse(bench_cfg *cfg, int argc, char **argv)
         {"topics", required_argument, NULL, OPT_TOPICS},
         {"prefix", required_argument, NULL, OPT_PREFIX},
         {"distinct", no_argument, NULL, OPT_DISTINCT},
+        {"ids", no_argument, NULL, OPT_IDS},
         {"pattern", required_argument, NULL, 'P'},
         {"rate", required_argument, NULL, OPT_RATE},
         {"partition", required_argument, NULL, OPT_PARTITION},
@@ -202,13 +221,15 @@ int bench_parse(bench_cfg *cfg, int argc, char **argv)
         {"time", required_argument, NULL, OPT_TIME},
         {"bytes", required_argument, NULL, OPT_BYTES},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"user", required_argument, NULL, 'u'},
+        CLI_TLS_LONGOPTS,
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *server = NULL;
     bool count_set = false;
     int opt;
-    while ((opt = getopt_long(argc, argv, "s:n:b:p:P:h", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "s:n:b:p:P:u:h", longopts, NULL)) != -1) {
         int rc = apply_option(cfg, opt, optarg, &server, &count_set);
         if (rc != 0)
             return rc;
@@ -218,6 +239,14 @@ int bench_parse(bench_cfg *cfg, int argc, char **argv)
                                "expected one MODE (pub, sub, replay, latency, seek or tcp)");
     cfg->mode = argv[optind];
     cfg->server = cli_server(server);
+    if (cfg->user) {
+        /* Every client of the run authenticates with the same password. */
+        static char password[1024];
+        pb_client_options o;
+        if (!cli_credentials(BENCH_CMD, cfg->user, &o, password, sizeof password))
+            return CLI_EXIT_RUNTIME;
+        cfg->password = password;
+    }
     if (strcmp(cfg->mode, "seek") == 0 && !count_set)
         cfg->count = 5;
     if (strcmp(cfg->mode, "latency") == 0 && !count_set)

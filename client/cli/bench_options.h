@@ -9,6 +9,8 @@
 #ifndef PB_CLI_BENCH_OPTIONS_H
 #define PB_CLI_BENCH_OPTIONS_H
 
+#include "cli.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -26,6 +28,7 @@ typedef struct bench_cfg {
     uint32_t in_flight;
     uint32_t pubs, subs, topics;
     bool distinct;
+    bool ids; /* every event gets the id PREFIX-<sequence number> */
     const char *pattern;
     char prefix[64];
     uint64_t rate;
@@ -35,6 +38,8 @@ typedef struct bench_cfg {
     int64_t time_ns;
     uint64_t tcp_bytes;
     int timeout_ms;
+    const char *user, *password; /* --user; NULL: anonymous */
+    cli_tls tls;                 /* --tls ... */
     /* built once */
     char **topic_names;
     uint8_t *payload;

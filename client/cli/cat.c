@@ -77,6 +77,7 @@ typedef struct cat_run {
     pattern_set *topics;
     cli_tags tags;
     pb_render_format fmt;
+    pb_renderer out;
     bool verify;
     uint64_t records;  /* records read (within the range) */
     uint64_t problems; /* damage reports, event errors */
@@ -139,8 +140,8 @@ static bool handle_record(cat_run *r, const char *partition, const pb_record *re
             return true;
         }
     }
-    int rc = pb_render_event(stdout, r->fmt, partition, rec->offset, rec->event, rec->event_len,
-                             err, sizeof err);
+    int rc =
+        pb_render(&r->out, partition, rec->offset, rec->event, rec->event_len, err, sizeof err);
     if (rc == 0)
         return true;
     if (rc == PB_EPROTO) {
@@ -303,6 +304,8 @@ int cmd_cat(int argc, char **argv)
     }
     if (r.filter.follow)
         cli_catch_signals();
+    cli_buffer_stdout();
+    pb_renderer_init(&r.out, stdout, r.fmt);
     rc = run(&r);
     if (!cli_flush_stdout("cat"))
         rc = CLI_EXIT_RUNTIME;
@@ -310,5 +313,6 @@ out:
     patterns_free(r.topics);
     cli_tags_free(&r.tags);
     cat_set_free(&r.set);
+    pb_renderer_free(&r.out);
     return rc;
 }

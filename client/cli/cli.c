@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 volatile sig_atomic_t cli_stop;
 
@@ -138,10 +139,48 @@ void cli_sleep_ms(int ms)
     (void)nanosleep(&ts, NULL); /* EINTR: a signal, the caller checks cli_stop */
 }
 
+void cli_buffer_stdout(void)
+{
+    /* glibc ignores the size unless it is given the buffer too. Static: it
+     * must outlive every write, up to exit's final flush. */
+    static char buf[CLI_STDOUT_BUFFER];
+    /* A terminal stays line-buffered: a person sees each event at once. */
+    if (!isatty(STDOUT_FILENO))
+        (void)setvbuf(stdout, buf, _IOFBF, sizeof buf);
+}
+
 bool cli_flush_stdout(const char *cmd)
 {
     if (fflush(stdout) == 0 && !ferror(stdout))
         return true;
     cli_error(cmd, "writing to standard output: %s", strerror(errno));
     return false;
+}
+
+bool cli_tls_option(cli_tls *t, int opt, const char *arg)
+{
+    switch (opt) {
+    case CLI_OPT_TLS:
+        t->on = true;
+        return true;
+    case CLI_OPT_TLS_CA:
+        t->ca = arg;
+        return true;
+    case CLI_OPT_TLS_CERT:
+        t->cert = arg;
+        return true;
+    case CLI_OPT_TLS_KEY:
+        t->key = arg;
+        return true;
+    default:
+        return false;
+    }
+}
+
+void cli_tls_apply(const cli_tls *t, pb_client_options *opts)
+{
+    opts->tls = t->on || t->ca || t->cert || t->key;
+    opts->tls_ca = t->ca;
+    opts->tls_cert = t->cert;
+    opts->tls_key = t->key;
 }

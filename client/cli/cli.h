@@ -68,10 +68,53 @@ int64_t cli_now_ms(void);
 /* Sleeps ms milliseconds (returns early on a signal). */
 void cli_sleep_ms(int ms);
 
+/* Bytes of stdout's buffer when it is not a terminal: stdio's default (one
+ * block, 4 KiB) costs a write() per ~10 JSON lines. */
+#define CLI_STDOUT_BUFFER (1024 * 1024)
+
+/* Gives stdout a CLI_STDOUT_BUFFER buffer unless it is a terminal. Call
+ * before anything is written to stdout. */
+void cli_buffer_stdout(void);
+
 /* Flushes stdout; on failure reports it and returns false. */
 bool cli_flush_stdout(const char *cmd);
 
+/* Credentials (passwd.c): with --user NAME (user not NULL), the password
+ * from $PROTOBUS_PASSWORD, else asked on the terminal without echo, into
+ * buf; opts->user and opts->password set. Never from argv. false after
+ * reporting why. */
+bool cli_credentials(const char *cmd, const char *user, pb_client_options *opts, char *buf,
+                     size_t cap);
+/* Reads a line from /dev/tty without echo after prompt; false after
+ * reporting why. */
+bool cli_read_password(const char *cmd, const char *prompt, char *buf, size_t cap);
+
+/* --tls, --tls-ca FILE, --tls-cert FILE, --tls-key FILE (pub, sub,
+ * bench); an address "tls://host:port" turns TLS on too. */
+typedef struct cli_tls {
+    bool on;
+    const char *ca, *cert, *key;
+} cli_tls;
+enum { CLI_OPT_TLS = 1000, CLI_OPT_TLS_CA, CLI_OPT_TLS_CERT, CLI_OPT_TLS_KEY };
+#define CLI_TLS_LONGOPTS                                                                           \
+    {"tls", no_argument, NULL, CLI_OPT_TLS}, {"tls-ca", required_argument, NULL, CLI_OPT_TLS_CA},  \
+        {"tls-cert", required_argument, NULL, CLI_OPT_TLS_CERT},                                   \
+    {                                                                                              \
+        "tls-key", required_argument, NULL, CLI_OPT_TLS_KEY                                        \
+    }
+#define CLI_TLS_HELP                                                                               \
+    "      --tls               speak TLS (also: an address tls://HOST:PORT)\n"                     \
+    "      --tls-ca FILE       CA certificate(s) (PEM) to verify the server with\n"                \
+    "                          (default: the system's)\n"                                          \
+    "      --tls-cert FILE     client certificate (PEM), for mutual TLS\n"                         \
+    "      --tls-key FILE      its private key (PEM)\n"
+/* One of the CLI_OPT_TLS* options into t: true if opt was one. */
+bool cli_tls_option(cli_tls *t, int opt, const char *arg);
+/* t into opts (a CA, certificate or key implies --tls). */
+void cli_tls_apply(const cli_tls *t, pb_client_options *opts);
+
 int cmd_pub(int argc, char **argv);
+int cmd_passwd(int argc, char **argv); /* passwd.c */
 int cmd_sub(int argc, char **argv);
 int cmd_cat(int argc, char **argv);
 int cmd_bench(int argc, char **argv); /* bench.c */

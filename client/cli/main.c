@@ -21,6 +21,7 @@ static const char usage[] =
     "  cat   print, filter, follow or verify stored events from segment files,\n"
     "        partition or data directories, with no server\n"
     "  bench measure throughput and latency against a server\n"
+    "  passwd print the argon2id hash of a password, for protobusd's [user] sections\n"
     "\n"
     "'protobus COMMAND --help' describes each command.\n"
     "\n"
@@ -34,7 +35,7 @@ static const char usage[] =
 int main(int argc, char **argv)
 {
     if (argc < 2)
-        return cli_usage_error(NULL, "a command is required (pub, sub or cat)");
+        return cli_usage_error(NULL, "a command is required (pub, sub, cat, bench or passwd)");
     const char *cmd = argv[1];
     if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
         fputs(usage, stdout);
@@ -52,5 +53,7 @@ int main(int argc, char **argv)
         return cmd_cat(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0)
         return cmd_bench(argc - 1, argv + 1);
-    return cli_usage_error(NULL, "unknown command '%s' (pub, sub or cat)", cmd);
+    if (strcmp(cmd, "passwd") == 0)
+        return cmd_passwd(argc - 1, argv + 1);
+    return cli_usage_error(NULL, "unknown command '%s' (pub, sub, cat, bench or passwd)", cmd);
 }

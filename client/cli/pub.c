@@ -23,6 +23,9 @@
 #define POSITION_WINDOW    65536
 #define DEFAULT_TIMEOUT_MS 60000
 #define READ_CHUNK         (64u * 1024u)
+/* --expect-last: the one Publish the expectation covers may hold this many
+ * lines (the server's max_batch_events and max_frame_bytes may lower it). */
+#define EXPECT_MAX_LINES 65536
 
 static const char usage[] =
     "Usage: protobus pub [OPTIONS] TOPIC [MESSAGE]\n"
@@ -37,12 +40,31 @@ static const char usage[] =
     "Options:\n"
     "  -s, --server HOST:PORT  server address (default $PROTOBUS_SERVER, else\n"
     "                          " CLI_DEFAULT_SERVER ")\n"
+    "  -u, --user NAME         authenticate as NAME (server auth = required); the\n"
+    "                          password comes from $PROTOBUS_PASSWORD, else it is\n"
+    "                          asked on the terminal (never on the command line)\n" CLI_TLS_HELP
     "  -t, --tag KEY=VALUE     add a tag to every event (repeatable)\n"
     "      --type TYPE_URL     payload type URL (google.protobuf.Any type_url),\n"
     "                          e.g. type.googleapis.com/google.protobuf.StringValue;\n"
     "                          default: empty (the payload is opaque bytes)\n"
+    "      --id ID             the event's id (MESSAGE only; at most 64 bytes of\n"
+    "                          UTF-8): within the server's dedup window (2 minutes by\n"
+    "                          default) an id is stored once per partition, so a\n"
+    "                          retry of a publish that may have been stored is safe\n"
+    "      --id-from-line      standard input lines are ID<TAB>payload: each event\n"
+    "                          gets the id before the first tab\n"
+    "      --expect-last OFFSET|none\n"
+    "                          store the events only if TOPIC's last event has this\n"
+    "                          offset (none: TOPIC has no event yet); checked by the\n"
+    "                          server atomically with the append. Otherwise nothing\n"
+    "                          is stored and the error names TOPIC's real last\n"
+    "                          offset. All of standard input goes in that one Publish\n"
+    "                          (at most the server's max_batch_events and\n"
+    "                          max_frame_bytes), or nothing is published\n"
     "  -v, --verbose           print PARTITION:OFFSET of each stored event, one per\n"
-    "                          line, in input order\n"
+    "                          line, in input order; \" duplicate\" follows the offset\n"
+    "                          of an event whose id was already stored (the offset is\n"
+    "                          the original's)\n"
     "      --timeout MS        wait at most MS milliseconds for the server's\n"
     "                          acknowledgements at the end (default 60000)\n"
     "  -h, --help              show this help\n"
@@ -50,7 +72,8 @@ static const char usage[] =
     "A line longer than the server's maximum event size is an error. On any\n"
     "error (refused by the server, unreachable server, invalid topic or tag)\n"
     "publishing stops, the message goes to standard error and the exit status\n"
-    "is 1; with -v, every position printed is that of a stored event.\n"
+    "is 1 (also when --expect-last does not hold); with -v, every position printed\n"
+    "is that of a stored event.\n"
     "Exit status 2: usage error.\n";
 
 typedef struct pub_state {
@@ -58,6 +81,10 @@ typedef struct pub_state {
     const char *server;
     pb_event ev;
     bool verbose;
+    bool id_from_line;
+    const char *id; /* --id */
+    char *line_id;  /* --id-from-line: the current line's id (NUL-terminated copy) */
+    size_t line_id_cap;
     int timeout_ms;
     uint64_t published;   /* events accepted by the library */
     uint64_t since_flush; /* ... since the last flush */
@@ -77,7 +104,8 @@ static bool flush_all(pub_state *st)
     for (size_t i = 0; i < n; i++) {
         if (pos[i].status == 0) {
             if (st->verbose)
-                printf("%s:%llu\n", pos[i].partition, (unsigned long long)pos[i].offset);
+                printf("%s:%llu%s\n", pos[i].partition, (unsigned long long)pos[i].offset,
+                       pos[i].duplicate ? " duplicate" : "");
         } else {
             refused++;
         }
@@ -104,12 +132,13 @@ static bool flush_all(pub_state *st)
 
 /* Publishes one payload. what names it in messages ("line 12", "MESSAGE").
  * Returns false when publishing must stop. */
-static bool publish_one(pub_state *st, const void *payload, size_t len, const char *what)
+static bool publish_one(pub_state *st, const void *payload, size_t len, const char *what,
+                        const char *id)
 {
     st->ev.payload = payload;
     st->ev.payload_len = len;
     st->ev.client_event_time_ns = pb_time_now_ns();
-    int rc = pb_client_publish(st->c, &st->ev);
+    int rc = pb_client_publish_id(st->c, &st->ev, id);
     if (rc == 0) {
         st->published++;
         st->since_flush++;
@@ -192,6 +221,34 @@ static int next_line(line_reader *lr, const uint8_t **p, size_t *len)
     }
 }
 
+/* --id-from-line: cuts "ID<TAB>" off the line; the id (a NUL-terminated
+ * copy), or NULL after reporting why not. */
+static const char *split_id(pub_state *st, const uint8_t **p, size_t *len, const char *what)
+{
+    const uint8_t *tab = memchr(*p, '\t', *len);
+    if (!tab) {
+        st->failed = true;
+        cli_error("pub", "%s: no TAB: --id-from-line wants ID<TAB>payload lines", what);
+        return NULL;
+    }
+    size_t n = (size_t)(tab - *p);
+    if (n == 0 || memchr(*p, '\0', n)) {
+        st->failed = true;
+        cli_error("pub", "%s: %s id before the TAB", what, n ? "a NUL byte in the" : "an empty");
+        return NULL;
+    }
+    if (grow_reserve(&st->line_id, &st->line_id_cap, n + 1, 1) < 0) {
+        st->failed = true;
+        cli_error("pub", "out of memory");
+        return NULL;
+    }
+    memcpy(st->line_id, *p, n);
+    st->line_id[n] = '\0';
+    *len -= n + 1;
+    *p = tab + 1;
+    return st->line_id;
+}
+
 static void publish_stdin(pub_state *st)
 {
     uint64_t max = pb_client_max_event_bytes(st->c);
@@ -220,7 +277,10 @@ static void publish_stdin(pub_state *st)
         }
         char what[48];
         snprintf(what, sizeof what, "line %llu", (unsigned long long)lineno);
-        if (!publish_one(st, p, len, what))
+        const char *id = NULL;
+        if (st->id_from_line && !(id = split_id(st, &p, &len, what)))
+            break;
+        if (!publish_one(st, p, len, what, id))
             break;
     }
     free(lr.buf);
@@ -234,20 +294,36 @@ int cmd_pub(int argc, char **argv)
         {"type", required_argument, NULL, 'T'},
         {"verbose", no_argument, NULL, 'v'},
         {"timeout", required_argument, NULL, 'W'},
+        {"id", required_argument, NULL, 'I'},
+        {"id-from-line", no_argument, NULL, 'L'},
+        {"expect-last", required_argument, NULL, 'E'},
+        {"user", required_argument, NULL, 'u'},
+        CLI_TLS_LONGOPTS,
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     static char prog[] = "protobus pub";
-    const char *server_opt = NULL, *type = NULL;
+    const char *server_opt = NULL, *type = NULL, *expect = NULL, *user = NULL;
+    char password[1024];
+    cli_tls tls = {0};
     cli_tags tags = {0};
     pub_state st = {.timeout_ms = DEFAULT_TIMEOUT_MS};
     int rc = CLI_EXIT_USAGE, opt;
     argv[0] = prog;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "s:t:vh", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "s:t:u:vh", longopts, NULL)) != -1) {
         switch (opt) {
         case 's':
             server_opt = optarg;
+            break;
+        case 'u':
+            user = optarg;
+            break;
+        case CLI_OPT_TLS:
+        case CLI_OPT_TLS_CA:
+        case CLI_OPT_TLS_CERT:
+        case CLI_OPT_TLS_KEY:
+            cli_tls_option(&tls, opt, optarg);
             break;
         case 't':
             if (cli_tags_add(&tags, optarg) < 0) {
@@ -261,6 +337,15 @@ int cmd_pub(int argc, char **argv)
             break;
         case 'v':
             st.verbose = true;
+            break;
+        case 'I':
+            st.id = optarg;
+            break;
+        case 'L':
+            st.id_from_line = true;
+            break;
+        case 'E':
+            expect = optarg;
             break;
         case 'W': {
             uint64_t ms;
@@ -286,6 +371,21 @@ int cmd_pub(int argc, char **argv)
                                               : "too many arguments (quote MESSAGE)");
         goto out;
     }
+    if (st.id && nargs != 2) {
+        rc = cli_usage_error("pub", "--id needs MESSAGE (for standard input: --id-from-line)");
+        goto out;
+    }
+    if (st.id_from_line && nargs != 1) {
+        rc = cli_usage_error("pub", "--id-from-line reads standard input: no MESSAGE");
+        goto out;
+    }
+    bool expect_none = false;
+    uint64_t expect_off = 0;
+    if (expect && !(expect_none = strcmp(expect, "none") == 0) &&
+        !cli_parse_u64(expect, &expect_off)) {
+        rc = cli_usage_error("pub", "--expect-last %s: expected an offset or none", expect);
+        goto out;
+    }
     st.server = cli_server(server_opt);
     st.ev.topic = argv[optind];
     st.ev.tags = tags.tags;
@@ -295,27 +395,51 @@ int cmd_pub(int argc, char **argv)
     pb_client_options opts;
     pb_client_options_init(&opts);
     opts.no_positions = !st.verbose;
+    if (expect) {
+        /* All of standard input in the one Publish the expectation covers
+         * (the library lowers these to the server's limits; a line that
+         * does not fit is refused, nothing is sent unchecked). */
+        opts.batch_events = EXPECT_MAX_LINES;
+        opts.batch_bytes = (size_t)1 << 30;
+    }
     opts.name = "protobus pub " PB_VERSION_STRING;
+    cli_tls_apply(&tls, &opts);
     char err[256];
-    if (pb_client_connect(&st.c, st.server, &opts, err, sizeof err) < 0) {
+    if (!cli_credentials("pub", user, &opts, password, sizeof password)) {
+        rc = CLI_EXIT_RUNTIME;
+        goto out;
+    }
+    int crc = pb_client_connect(&st.c, st.server, &opts, err, sizeof err);
+    memset(password, 0, sizeof password);
+    if (crc < 0) {
         cli_error("pub", "%s", err);
+        rc = CLI_EXIT_RUNTIME;
+        goto out;
+    }
+    if (expect && pb_client_expect_last(st.c, st.ev.topic, expect_none, expect_off) < 0) {
+        cli_error("pub", "--expect-last: %s", pb_client_message(st.c));
         rc = CLI_EXIT_RUNTIME;
         goto out;
     }
     if (nargs == 2) {
         const char *msg = argv[optind + 1];
-        publish_one(&st, msg, strlen(msg), "MESSAGE");
+        publish_one(&st, msg, strlen(msg), "MESSAGE", st.id);
     } else {
         publish_stdin(&st);
     }
     /* Whatever was accepted is flushed, also after an error, so that the
-     * events before it are stored and their fate is known. */
-    if (!st.dead && st.since_flush > 0)
+     * events before it are stored and their fate is known; except under
+     * --expect-last, whose one Publish is all of the input or nothing (the
+     * library sends it only at the flush). */
+    if (expect && st.failed && !st.dead)
+        cli_error("pub", "--expect-last: nothing was published");
+    else if (!st.dead && st.since_flush > 0)
         flush_all(&st);
     rc = st.failed ? CLI_EXIT_RUNTIME : CLI_EXIT_OK;
     if (!cli_flush_stdout("pub"))
         rc = CLI_EXIT_RUNTIME;
 out:
+    free(st.line_id);
     pb_client_close(st.c);
     cli_tags_free(&tags);
     return rc;

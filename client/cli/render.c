@@ -3,24 +3,26 @@
  * payload, for the CLI's `cat` and `sub`; plus an allocation-free tag filter
  * over the wire format and a strict UTF-8 validator.
  *
- * Threads: whichever thread calls; nothing is shared. Rendering is a cold
- * path (one line for a person or a pipe), so it decodes with protobuf-c's
- * generated unpack and builds JSON with json-c; the tag filter may run for
- * every stored event a scan passes over, so it walks the bytes in place.
+ * Threads: whichever thread owns the pb_renderer; nothing is shared.
+ *
+ * `cat` and `sub` render millions of events a second into files, so the
+ * path is allocation-free once warm: render_decode.h walks the bytes in
+ * place (protobuf-c's rules, its unpack only for odd events), each event's
+ * output is built in the renderer's buffer (JSON escaped the way json-c
+ * escapes, which the CLI used before, byte for byte) and handed to stdio in
+ * one fwrite, and a timestamp's date and time of day are formatted once per
+ * second. The tag filter walks the bytes in place too.
  */
 #include "render.h"
 
 #include "event.h"
 #include "wire.h"
 
+#include "grow.h"
 #include "pb_errors.h"
-#include "protobus.pb-c.h"
 #include "timefmt.h"
 
 #include <errno.h>
-#include <json-c/json.h>
-#include <limits.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -73,34 +75,120 @@ int pb_event_tags_match(const uint8_t *event, size_t len, const char *const *key
     return 1;
 }
 
-/* ---- output helpers ---- */
+/* ---- the output buffer: one event's bytes, then one fwrite ---- */
 
-/* Writes to a FILE, remembering the first failure so callers check once. */
-struct out {
-    FILE *f;
-    int err; /* positive errno of the first failed write, 0 if none */
+/* The tags of one event, for sorting (text) or merging duplicates (json). */
+struct render_tag_ref {
+    wire_slice key, value;
+    size_t index; /* position in the map, so equal keys keep wire order */
 };
 
-static void put(struct out *o, const void *p, size_t n)
+/* The slow half of room(): out of line, the common case is inlined. */
+static __attribute__((noinline)) bool grow_buf(pb_renderer *r, size_t n)
 {
-    if (o->err || n == 0)
-        return;
-    errno = 0;
-    if (fwrite(p, 1, n, o->f) != n)
-        o->err = errno ? errno : EIO;
+    if (n > SIZE_MAX - r->len || grow_reserve(&r->buf, &r->cap, r->len + n, 1) < 0) {
+        r->nomem = true;
+        return false;
+    }
+    return true;
 }
 
-static void put_str(struct out *o, const char *s)
+/* Room for n more bytes; false (r->nomem set) when there is no memory. */
+static inline bool room(pb_renderer *r, size_t n)
 {
-    put(o, s, strlen(s));
+    return n <= r->cap - r->len || grow_buf(r, n);
+}
+
+static inline void put(pb_renderer *r, const void *p, size_t n)
+{
+    if (n > 0 && room(r, n)) {
+        memcpy(r->buf + r->len, p, n);
+        r->len += n;
+    }
+}
+
+#define PUT_LIT(r, s) put((r), (s), sizeof(s) - 1)
+
+static inline void put_c(pb_renderer *r, char c)
+{
+    if (room(r, 1))
+        r->buf[r->len++] = c;
+}
+
+static void put_u64(pb_renderer *r, uint64_t v)
+{
+    char tmp[20];
+    size_t i = sizeof tmp;
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    put(r, tmp + i, sizeof tmp - i);
+}
+
+static void put_i64(pb_renderer *r, int64_t v)
+{
+    if (v < 0) {
+        put_c(r, '-');
+        put_u64(r, -(uint64_t)v);
+    } else {
+        put_u64(r, (uint64_t)v);
+    }
+}
+
+static const char hex_digits[] = "0123456789abcdef";
+
+/*
+ * pb_time_format_ts's text (RFC 3339 UTC, nine fraction digits). Everything
+ * before the fraction is formatted once per second and kept: events come
+ * in time order, so most timestamps share their second with the last one.
+ */
+static void put_time(pb_renderer *r, int slot, int64_t seconds, int32_t nanos)
+{
+    char buf[PB_TIME_BUFSZ];
+    if (nanos < 0 || nanos >= 1000000000) { /* carries into the seconds: not cached */
+        put(r, buf, pb_time_format_ts(seconds, nanos, buf, sizeof buf));
+        return;
+    }
+    __typeof__(r->ts[0]) *c = &r->ts[slot];
+    if (c->len == 0 || seconds != c->seconds) {
+        /* "<date>T<time>.000000000Z": keep up to the '.' */
+        size_t n = pb_time_format_ts(seconds, 0, c->prefix, sizeof c->prefix);
+        if (n < 11) {
+            c->len = 0;
+            put(r, buf, pb_time_format_ts(seconds, nanos, buf, sizeof buf));
+            return;
+        }
+        c->len = n - 10;
+        c->seconds = seconds;
+    }
+    if (!room(r, c->len + 10))
+        return;
+    char *d = r->buf + r->len;
+    memcpy(d, c->prefix, c->len);
+    d += c->len;
+    uint32_t ns = (uint32_t)nanos;
+    for (int i = 8; i >= 0; i--) {
+        d[i] = (char)('0' + ns % 10);
+        ns /= 10;
+    }
+    d[9] = 'Z';
+    r->len += c->len + 10;
 }
 
 static const char b64_alphabet[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-/* Standard base64 with padding; dst needs 4 * ceil(n / 3) bytes. Returns its length. */
-static size_t base64_encode(const uint8_t *src, size_t n, char *dst)
+/* Standard base64 with padding of src[0..n). */
+static void put_base64(pb_renderer *r, const uint8_t *src, size_t n)
 {
+    if (n > SIZE_MAX / 2) {
+        r->nomem = true;
+        return;
+    }
+    if (!room(r, (n + 2) / 3 * 4))
+        return;
+    char *dst = r->buf + r->len;
     size_t o = 0, i = 0;
     for (; i + 3 <= n; i += 3) {
         uint32_t v = (uint32_t)src[i] << 16 | (uint32_t)src[i + 1] << 8 | src[i + 2];
@@ -116,24 +204,48 @@ static size_t base64_encode(const uint8_t *src, size_t n, char *dst)
         dst[o++] = i + 1 < n ? b64_alphabet[v >> 6 & 63] : '=';
         dst[o++] = '=';
     }
-    return o;
+    r->len += o;
 }
 
-static size_t base64_len(size_t n)
+/* Sorts refs[0..n) by key bytes (as strcmp orders C strings), equal keys
+ * by index. Insertion sort for the few tags events usually carry. */
+static int tag_ref_cmp(const void *a, const void *b)
 {
-    return (n + 2) / 3 * 4;
+    const struct render_tag_ref *x = a, *y = b;
+    size_t n = x->key.len < y->key.len ? x->key.len : y->key.len;
+    int c = n ? memcmp(x->key.p, y->key.p, n) : 0;
+    if (c == 0 && x->key.len != y->key.len)
+        c = x->key.len < y->key.len ? -1 : 1;
+    if (c != 0)
+        return c;
+    return x->index < y->index ? -1 : x->index > y->index;
 }
 
-/* The Any's bytes, or an empty payload when the event has none. */
-static void payload_bytes(const Protobus__EncapsulatedEvent *ev, const uint8_t **p, size_t *n)
+static void sort_tag_refs(struct render_tag_ref *refs, size_t n)
 {
-    static const uint8_t none[1];
-    *p = none;
-    *n = 0;
-    if (ev->payload && ev->payload->value.len > 0) {
-        *p = ev->payload->value.data;
-        *n = ev->payload->value.len;
+    if (n > 16) {
+        qsort(refs, n, sizeof *refs, tag_ref_cmp);
+        return;
     }
+    for (size_t i = 1; i < n; i++) {
+        struct render_tag_ref t = refs[i];
+        size_t j = i;
+        for (; j > 0 && tag_ref_cmp(&refs[j - 1], &t) > 0; j--)
+            refs[j] = refs[j - 1];
+        refs[j] = t;
+    }
+}
+
+/* refs[i] = the event's tags with their positions; NULL when out of memory. */
+static struct render_tag_ref *tag_refs(pb_renderer *r, const render_event *ev)
+{
+    if (grow_reserve(&r->refs, &r->refs_cap, ev->n_tags, sizeof *r->refs) < 0) {
+        r->nomem = true;
+        return NULL;
+    }
+    for (size_t i = 0; i < ev->n_tags; i++)
+        r->refs[i] = (struct render_tag_ref){ev->tags[i].key, ev->tags[i].value, i};
+    return r->refs;
 }
 
 /* ---- text ---- */
@@ -141,280 +253,354 @@ static void payload_bytes(const Protobus__EncapsulatedEvent *ev, const uint8_t *
 /*
  * Writes s[0..len) readably on one line: valid UTF-8 as is; backslash,
  * control characters and bytes that are not UTF-8 escaped; '"' too when the
- * text is inside quotes. Plain runs go out in one write.
+ * text is inside quotes.
  */
-static void put_escaped(struct out *o, const uint8_t *s, size_t len, bool quoted)
+static void put_escaped(pb_renderer *r, const uint8_t *s, size_t len, bool quoted)
 {
-    size_t run = 0, i = 0;
-    while (i < len) {
-        size_t n = utf8_seq_len(s + i, len - i);
-        uint8_t c = s[i];
-        const char *esc = NULL;
-        char hex[5];
-        if (n == 0 || (n == 1 && (c < 0x20 || c == 0x7F))) {
-            if (c == '\n')
-                esc = "\\n";
-            else if (c == '\t')
-                esc = "\\t";
-            else if (c == '\r')
-                esc = "\\r";
-            else {
-                snprintf(hex, sizeof hex, "\\x%02x", c);
-                esc = hex;
-            }
-            n = 1;
-        } else if (c == '\\') {
-            esc = "\\\\";
-        } else if (quoted && c == '"') {
-            esc = "\\\"";
-        }
-        if (esc) {
-            put(o, s + run, i - run);
-            put_str(o, esc);
-            run = i + n;
-        }
-        i += n;
+    if (len > SIZE_MAX / 4) {
+        r->nomem = true;
+        return;
     }
-    put(o, s + run, len - run);
+    if (!room(r, 4 * len))
+        return;
+    char *d = r->buf + r->len;
+    size_t i = 0;
+    while (i < len) {
+        uint8_t c = s[i];
+        if (c >= 0x20 && c < 0x7F) {
+            if (c == '\\' || (quoted && c == '"'))
+                *d++ = '\\';
+            *d++ = (char)c;
+            i++;
+            continue;
+        }
+        size_t n = c < 0x80 ? 1 : utf8_seq_len(s + i, len - i);
+        if (n > 1) {
+            memcpy(d, s + i, n);
+            d += n;
+            i += n;
+            continue;
+        }
+        /* A control character or a byte that is not UTF-8. */
+        *d++ = '\\';
+        if (c == '\n') {
+            *d++ = 'n';
+        } else if (c == '\t') {
+            *d++ = 't';
+        } else if (c == '\r') {
+            *d++ = 'r';
+        } else {
+            *d++ = 'x';
+            *d++ = hex_digits[c >> 4];
+            *d++ = hex_digits[c & 15];
+        }
+        i++;
+    }
+    r->len = (size_t)(d - r->buf);
 }
 
-static void put_escaped_str(struct out *o, const char *s)
+static void put_escaped_slice(pb_renderer *r, wire_slice s)
 {
-    put_escaped(o, (const uint8_t *)s, strlen(s), false);
+    put_escaped(r, s.p, s.len, false);
 }
 
-struct tag_ref {
-    const char *key, *value;
-    size_t index; /* position in the map, so equal keys keep wire order */
-};
-
-static int tag_ref_cmp(const void *a, const void *b)
-{
-    const struct tag_ref *x = a, *y = b;
-    int c = strcmp(x->key, y->key);
-    if (c != 0)
-        return c;
-    return x->index < y->index ? -1 : x->index > y->index;
-}
-
-static void put_payload_text(struct out *o, const uint8_t *p, size_t n)
+static void put_payload_text(pb_renderer *r, const uint8_t *p, size_t n)
 {
     size_t cut = n < PB_RENDER_TEXT_PAYLOAD_MAX ? n : PB_RENDER_TEXT_PAYLOAD_MAX;
     if (pb_utf8_valid(p, n)) {
         while (cut > 0 && cut < n && (p[cut] & 0xC0) == 0x80)
             cut--; /* never split a character */
-        put_str(o, "\"");
-        put_escaped(o, p, cut, true);
-        put_str(o, "\"");
+        put_c(r, '"');
+        put_escaped(r, p, cut, true);
+        put_c(r, '"');
     } else {
-        char b64[(PB_RENDER_TEXT_PAYLOAD_MAX / 3 + 1) * 4];
         if (cut < n)
             cut -= cut % 3; /* whole groups only, so no padding mid-stream */
-        put_str(o, "base64:");
-        put(o, b64, base64_encode(p, cut, b64));
+        PUT_LIT(r, "base64:");
+        put_base64(r, p, cut);
     }
     if (cut < n)
-        put_str(o, "...");
+        PUT_LIT(r, "...");
 }
 
-static int render_text(struct out *o, const Protobus__EncapsulatedEvent *ev, const char *partition,
-                       uint64_t offset)
+static void render_text(pb_renderer *r, const render_event *ev, wire_slice partition,
+                        uint64_t offset)
 {
-    char buf[PB_TIME_BUFSZ];
-    const Google__Protobuf__Timestamp *t = ev->server_receive_time;
-    struct tag_ref *tags = NULL;
-
-    if (ev->n_tags > 0) {
-        tags = calloc(ev->n_tags, sizeof *tags);
-        if (!tags)
-            return PB_ENOMEM;
-        for (size_t i = 0; i < ev->n_tags; i++)
-            tags[i] = (struct tag_ref){ev->tags[i]->key, ev->tags[i]->value, i};
-        qsort(tags, ev->n_tags, sizeof *tags, tag_ref_cmp);
-    }
-
-    put_str(o, t && pb_time_format_ts(t->seconds, t->nanos, buf, sizeof buf) ? buf : "-");
-    put_str(o, " ");
-    put_escaped_str(o, partition);
-    snprintf(buf, sizeof buf, ":%llu ", (unsigned long long)offset);
-    put_str(o, buf);
-    if (ev->topic[0])
-        put_escaped_str(o, ev->topic);
+    const render_time *t = &ev->times[RENDER_SERVER_RECEIVE_TIME];
+    if (t->present)
+        put_time(r, RENDER_SERVER_RECEIVE_TIME, t->seconds, t->nanos);
     else
-        put_str(o, "\"\"");
-    put_str(o, " {");
-    bool first = true;
-    for (size_t i = 0; i < ev->n_tags; i++) {
-        /* A repeated key: protobuf keeps the last entry, so show only that. */
-        if (i + 1 < ev->n_tags && strcmp(tags[i].key, tags[i + 1].key) == 0)
-            continue;
-        if (!first)
-            put_str(o, ",");
-        first = false;
-        put_escaped_str(o, tags[i].key);
-        put_str(o, "=");
-        put_escaped_str(o, tags[i].value);
-    }
-    put_str(o, "} ");
-    const char *type = ev->payload ? ev->payload->type_url : "";
-    if (type[0])
-        put_escaped_str(o, type);
+        put_c(r, '-');
+    put_c(r, ' ');
+    put_escaped_slice(r, partition);
+    put_c(r, ':');
+    put_u64(r, offset);
+    put_c(r, ' ');
+    if (ev->topic.len)
+        put_escaped_slice(r, ev->topic);
     else
-        put_str(o, "-");
-
-    const uint8_t *p;
-    size_t n;
-    payload_bytes(ev, &p, &n);
-    snprintf(buf, sizeof buf, " %zuB ", n);
-    put_str(o, buf);
-    put_payload_text(o, p, n);
-    put_str(o, "\n");
-    free(tags);
-    return 0;
+        PUT_LIT(r, "\"\"");
+    PUT_LIT(r, " {");
+    struct render_tag_ref *tags = tag_refs(r, ev);
+    if (tags) {
+        sort_tag_refs(tags, ev->n_tags);
+        bool first = true;
+        for (size_t i = 0; i < ev->n_tags; i++) {
+            /* A repeated key: protobuf keeps the last entry, so show only that. */
+            if (i + 1 < ev->n_tags && wire_slice_eq(tags[i].key, tags[i + 1].key))
+                continue;
+            if (!first)
+                put_c(r, ',');
+            first = false;
+            put_escaped_slice(r, tags[i].key);
+            put_c(r, '=');
+            put_escaped_slice(r, tags[i].value);
+        }
+    }
+    PUT_LIT(r, "} ");
+    if (ev->type_url.len)
+        put_escaped_slice(r, ev->type_url);
+    else
+        put_c(r, '-');
+    put_c(r, ' ');
+    put_u64(r, ev->value.len);
+    PUT_LIT(r, "B ");
+    put_payload_text(r, ev->value.p, ev->value.len);
+    put_c(r, '\n');
 }
 
 /* ---- json ---- */
 
-/* A copy of s[0..len) with each byte that is not part of well-formed UTF-8
- * replaced by U+FFFD, NUL-terminated; NULL when out of memory. */
-static char *utf8_sanitize_dup(const uint8_t *s, size_t len)
+/* Whether none of the 8 bytes in x needs a look: each is ASCII, at least
+ * 0x20, and neither '"' nor '\\' (the "has a byte less than" bit trick;
+ * exact as a yes/no for the whole word). */
+static inline bool json_plain8(uint64_t x)
 {
-    static const char replacement[] = "\xEF\xBF\xBD";
-    if (len > (SIZE_MAX - 1) / 3)
-        return NULL;
-    char *d = malloc(len * 3 + 1);
-    if (!d)
-        return NULL;
-    size_t o = 0, i = 0;
-    while (i < len) {
-        size_t n = utf8_seq_len(s + i, len - i);
-        if (n == 0) {
-            memcpy(d + o, replacement, 3);
-            o += 3;
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
+    uint64_t special = ((x - ones * 0x20) | (q - ones) | (b - ones)) & ~x & highs;
+    return ((x & highs) | special) == 0;
+}
+
+/*
+ * s[0..n) inside a JSON string, escaped as json-c escapes with
+ * JSON_C_TO_STRING_NOSLASHESCAPE: '"', '\\', \b \f \n \r \t, other bytes
+ * below 0x20 as \u00xx, everything else as is. A byte that is not part of
+ * well-formed UTF-8 becomes U+FFFD, unless stop_at_bad: then nothing is
+ * written and false is returned.
+ */
+static bool put_json_chars(pb_renderer *r, const uint8_t *s, size_t n, bool stop_at_bad)
+{
+    if (n > SIZE_MAX / 6)
+        r->nomem = true;
+    if (r->nomem || !room(r, 6 * n))
+        return true; /* the event fails as a whole */
+    char *d = r->buf + r->len;
+    size_t i = 0;
+    while (i < n) {
+        uint64_t word;
+        if (i + 8 <= n && (memcpy(&word, s + i, 8), json_plain8(word))) {
+            memcpy(d, &word, 8);
+            d += 8;
+            i += 8;
+            continue;
+        }
+        uint8_t c = s[i];
+        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+            *d++ = (char)c;
             i++;
-        } else {
-            memcpy(d + o, s + i, n);
-            o += n;
-            i += n;
+            continue;
         }
-    }
-    d[o] = '\0';
-    return d;
-}
-
-/* A JSON string of s[0..len), made valid UTF-8; NULL when out of memory. */
-static json_object *json_text(const char *s, size_t len)
-{
-    if (len > INT_MAX / 3)
-        return NULL;
-    if (pb_utf8_valid((const uint8_t *)s, len))
-        return json_object_new_string_len(s, (int)len);
-    char *clean = utf8_sanitize_dup((const uint8_t *)s, len);
-    if (!clean)
-        return NULL;
-    json_object *j = json_object_new_string(clean);
-    free(clean);
-    return j;
-}
-
-/* Adds val under key, taking ownership of val either way. */
-static int json_add(json_object *obj, const char *key, json_object *val)
-{
-    if (!val)
-        return PB_ENOMEM;
-    if (json_object_object_add(obj, key, val) != 0) {
-        json_object_put(val);
-        return PB_ENOMEM;
-    }
-    return 0;
-}
-
-/* RFC 3339 string, or JSON null for an absent timestamp. */
-static int json_add_time(json_object *obj, const char *key, const Google__Protobuf__Timestamp *t)
-{
-    char buf[PB_TIME_BUFSZ];
-    if (!t)
-        return json_object_object_add(obj, key, NULL) == 0 ? 0 : PB_ENOMEM;
-    if (pb_time_format_ts(t->seconds, t->nanos, buf, sizeof buf) == 0)
-        return PB_EINVAL; /* cannot happen: PB_TIME_BUFSZ fits every value */
-    return json_add(obj, key, json_object_new_string(buf));
-}
-
-static int json_add_payload(json_object *obj, const Protobus__EncapsulatedEvent *ev)
-{
-    const uint8_t *p;
-    size_t n;
-    payload_bytes(ev, &p, &n);
-    /* json-c counts string lengths in int. */
-    if (n > (size_t)INT_MAX / 4 * 3 - 3)
-        return PB_ETOOBIG;
-    if (pb_utf8_valid(p, n))
-        return json_add(obj, "payload", json_object_new_string_len((const char *)p, (int)n));
-    char *b64 = malloc(base64_len(n) + 1);
-    if (!b64)
-        return PB_ENOMEM;
-    size_t blen = base64_encode(p, n, b64);
-    int rc = json_add(obj, "payload_base64", json_object_new_string_len(b64, (int)blen));
-    free(b64);
-    return rc;
-}
-
-static int render_json(struct out *o, const Protobus__EncapsulatedEvent *ev, const char *partition,
-                       uint64_t offset)
-{
-    int rc = PB_ENOMEM;
-    json_object *root = json_object_new_object();
-    json_object *tags = json_object_new_object();
-    if (!root || !tags) {
-        json_object_put(tags);
-        goto out;
-    }
-    if ((rc = json_add(root, "topic", json_text(ev->topic, strlen(ev->topic)))) != 0 ||
-        (rc = json_add(root, "partition", json_text(partition, strlen(partition)))) != 0 ||
-        (rc = json_add(root, "offset", json_object_new_uint64(offset))) != 0)
-        goto out;
-    /* Added before it is filled so that root owns it on every path below. */
-    if ((rc = json_add(root, "tags", tags)) != 0)
-        goto out;
-    for (size_t i = 0; i < ev->n_tags; i++) {
-        const char *key = ev->tags[i]->key, *value = ev->tags[i]->value;
-        char *clean = NULL;
-        if (!pb_utf8_valid((const uint8_t *)key, strlen(key))) {
-            clean = utf8_sanitize_dup((const uint8_t *)key, strlen(key));
-            if (!clean) {
-                rc = PB_ENOMEM;
-                goto out;
+        if (c >= 0x80) {
+            size_t k = utf8_seq_len(s + i, n - i);
+            if (k == 0) {
+                if (stop_at_bad)
+                    return false;
+                memcpy(d, "\xEF\xBF\xBD", 3);
+                d += 3;
+                i++;
+            } else {
+                memcpy(d, s + i, k);
+                d += k;
+                i += k;
             }
-            key = clean;
+            continue;
         }
-        /* Adding an existing key replaces it: the last entry wins, as in protobuf. */
-        rc = json_add(tags, key, json_text(value, strlen(value)));
-        free(clean);
-        if (rc != 0)
-            goto out;
+        *d++ = '\\';
+        switch (c) {
+        case '"':
+        case '\\':
+            *d++ = (char)c;
+            break;
+        case '\b':
+            *d++ = 'b';
+            break;
+        case '\f':
+            *d++ = 'f';
+            break;
+        case '\n':
+            *d++ = 'n';
+            break;
+        case '\r':
+            *d++ = 'r';
+            break;
+        case '\t':
+            *d++ = 't';
+            break;
+        default:
+            memcpy(d, "u00", 3);
+            d[3] = hex_digits[c >> 4];
+            d[4] = hex_digits[c & 15];
+            d += 5;
+            break;
+        }
+        i++;
     }
-    const char *type = ev->payload ? ev->payload->type_url : "";
-    if ((rc = json_add_time(root, "client_event_time", ev->client_event_time)) != 0 ||
-        (rc = json_add_time(root, "client_transmit_time", ev->client_transmit_time)) != 0 ||
-        (rc = json_add_time(root, "server_receive_time", ev->server_receive_time)) != 0 ||
-        (rc = json_add(root, "payload_type", json_text(type, strlen(type)))) != 0 ||
-        (rc = json_add(root, "payload_size", json_object_new_int64(ev->payload_size))) != 0 ||
-        (rc = json_add_payload(root, ev)) != 0)
-        goto out;
+    r->len = (size_t)(d - r->buf);
+    return true;
+}
 
-    size_t jlen;
-    const char *js = json_object_to_json_string_length(
-        root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &jlen);
-    if (!js) {
-        rc = PB_ENOMEM;
-        goto out;
+static void put_json_str(pb_renderer *r, wire_slice s)
+{
+    put_c(r, '"');
+    put_json_chars(r, s.p, s.len, false);
+    put_c(r, '"');
+}
+
+static void put_json_time(pb_renderer *r, const render_event *ev, int slot)
+{
+    const render_time *t = &ev->times[slot];
+    if (!t->present) {
+        PUT_LIT(r, "null");
+        return;
     }
-    put(o, js, jlen);
-    put(o, "\n", 1);
-    rc = 0;
-out:
-    json_object_put(root);
-    return rc;
+    put_c(r, '"');
+    put_time(r, slot, t->seconds, t->nanos);
+    put_c(r, '"');
+}
+
+/* Keys that are not UTF-8 with each bad byte replaced by U+FFFD (copies
+ * in r->keys), so that duplicates are found as json-c's object found them. */
+static bool sanitize_keys(pb_renderer *r, struct render_tag_ref *refs, size_t n)
+{
+    size_t need = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!pb_utf8_valid(refs[i].key.p, refs[i].key.len))
+            need += 3 * refs[i].key.len;
+    }
+    if (need == 0)
+        return true;
+    if (grow_reserve(&r->keys, &r->keys_cap, need, 1) < 0) {
+        r->nomem = true;
+        return false;
+    }
+    char *w = r->keys;
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *s = refs[i].key.p;
+        size_t len = refs[i].key.len, o = 0;
+        if (pb_utf8_valid(s, len))
+            continue;
+        for (size_t j = 0; j < len;) {
+            size_t k = utf8_seq_len(s + j, len - j);
+            if (k == 0) {
+                memcpy(w + o, "\xEF\xBF\xBD", 3);
+                o += 3;
+                j++;
+            } else {
+                memcpy(w + o, s + j, k);
+                o += k;
+                j += k;
+            }
+        }
+        refs[i].key = (wire_slice){(const uint8_t *)w, o};
+        w += o;
+    }
+    return true;
+}
+
+static int tag_ref_index_cmp(const void *a, const void *b)
+{
+    const struct render_tag_ref *x = a, *y = b;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* The tags object: a key repeated in the map keeps the place of its first
+ * entry and the value of its last (json-c replaced the value in place). */
+static void put_json_tags(pb_renderer *r, const render_event *ev)
+{
+    put_c(r, '{');
+    struct render_tag_ref *refs = ev->n_tags > 0 ? tag_refs(r, ev) : NULL;
+    size_t n = 0;
+    if (refs && ev->n_tags > 1 && sanitize_keys(r, refs, ev->n_tags)) {
+        sort_tag_refs(refs, ev->n_tags);
+        /* One entry per key, written over the sorted array (n <= i). */
+        for (size_t i = 0; i < ev->n_tags;) {
+            size_t j = i;
+            while (j + 1 < ev->n_tags && wire_slice_eq(refs[j + 1].key, refs[i].key))
+                j++;
+            refs[n++] = (struct render_tag_ref){refs[i].key, refs[j].value, refs[i].index};
+            i = j + 1;
+        }
+        qsort(refs, n, sizeof *refs, tag_ref_index_cmp);
+    } else if (refs && ev->n_tags == 1) {
+        n = 1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            put_c(r, ',');
+        put_json_str(r, refs[i].key);
+        put_c(r, ':');
+        put_json_str(r, refs[i].value);
+    }
+    put_c(r, '}');
+}
+
+/* "payload" when the bytes are UTF-8 text, else "payload_base64". */
+static void put_json_payload(pb_renderer *r, wire_slice v)
+{
+    size_t mark = r->len;
+    PUT_LIT(r, ",\"payload\":\"");
+    if (put_json_chars(r, v.p, v.len, true)) {
+        put_c(r, '"');
+        return;
+    }
+    r->len = mark;
+    PUT_LIT(r, ",\"payload_base64\":\"");
+    put_base64(r, v.p, v.len);
+    put_c(r, '"');
+}
+
+/* One object per line, the fields in this order (json-c's output before).
+ * A new field is a few lines here plus
+ * the same change in tests/lib/render_ref.c, the reference that
+ * test_render_compat compares this output with. */
+static void render_json(pb_renderer *r, const render_event *ev, wire_slice partition,
+                        uint64_t offset)
+{
+    PUT_LIT(r, "{\"topic\":");
+    put_json_str(r, ev->topic);
+    PUT_LIT(r, ",\"partition\":");
+    put_json_str(r, partition);
+    PUT_LIT(r, ",\"offset\":");
+    put_u64(r, offset);
+    if (ev->id.len) { /* EncapsulatedEvent.id: only when the publisher gave one */
+        PUT_LIT(r, ",\"id\":");
+        put_json_str(r, ev->id);
+    }
+    PUT_LIT(r, ",\"tags\":");
+    put_json_tags(r, ev);
+    PUT_LIT(r, ",\"client_event_time\":");
+    put_json_time(r, ev, RENDER_CLIENT_EVENT_TIME);
+    PUT_LIT(r, ",\"client_transmit_time\":");
+    put_json_time(r, ev, RENDER_CLIENT_TRANSMIT_TIME);
+    PUT_LIT(r, ",\"server_receive_time\":");
+    put_json_time(r, ev, RENDER_SERVER_RECEIVE_TIME);
+    PUT_LIT(r, ",\"payload_type\":");
+    put_json_str(r, ev->type_url);
+    PUT_LIT(r, ",\"payload_size\":");
+    put_i64(r, ev->payload_size);
+    put_json_payload(r, ev->value);
+    PUT_LIT(r, "}\n");
 }
 
 /* ---- entry points ---- */
@@ -446,82 +632,85 @@ const char *pb_render_format_name(pb_render_format fmt)
     return "?";
 }
 
-/* Lets the caller tell "not an event" from "out of memory": protobuf-c's
- * unpack returns NULL for both. */
-struct unpack_alloc {
-    bool failed;
-};
-
-static void *unpack_alloc(void *data, size_t size)
+void pb_renderer_init(pb_renderer *r, FILE *out, pb_render_format fmt)
 {
-    void *p = malloc(size);
-    if (!p)
-        ((struct unpack_alloc *)data)->failed = true;
-    return p;
+    memset(r, 0, sizeof *r);
+    r->out = out;
+    r->fmt = fmt;
+    render_decoder_init(&r->dec);
 }
 
-static void unpack_free(void *data, void *p)
+void pb_renderer_free(pb_renderer *r)
 {
-    free(p);
+    render_decoder_free(&r->dec);
+    free(r->buf);
+    free(r->refs);
+    free(r->keys);
+    memset(r, 0, sizeof *r);
+}
+
+/* One fwrite: the whole event or nothing of it reaches stdio's buffer. */
+static int write_out(pb_renderer *r, const void *p, size_t n)
+{
+    if (n == 0)
+        return 0;
+    errno = 0;
+    if (fwrite(p, 1, n, r->out) == n)
+        return 0;
+    return errno ? -errno : -EIO;
+}
+
+int pb_render(pb_renderer *r, const char *partition, uint64_t offset, const uint8_t *event,
+              size_t len, char *err, size_t errlen)
+{
+    render_event ev;
+    int rc;
+
+    if (err && errlen > 0)
+        err[0] = '\0';
+    if (!partition)
+        partition = "";
+    if (!r->out || (!event && len > 0) || (unsigned)r->fmt > PB_RENDER_RAW) {
+        pb_set_err(err, errlen, "partition %s offset %llu: invalid render arguments", partition,
+                   (unsigned long long)offset);
+        return PB_EINVAL;
+    }
+    rc = render_decode(&r->dec, event, len, &ev);
+    if (rc < 0) {
+        pb_set_err(err, errlen, "partition %s offset %llu: %s (%zu bytes)", partition,
+                   (unsigned long long)offset,
+                   rc == PB_ENOMEM ? "out of memory decoding the event"
+                                   : "stored bytes are not a valid EncapsulatedEvent",
+                   len);
+        return rc;
+    }
+    wire_slice part = {(const uint8_t *)partition, strlen(partition)};
+    r->len = 0;
+    r->nomem = false;
+    if (r->fmt == PB_RENDER_RAW) {
+        rc = write_out(r, ev.value.p, ev.value.len);
+    } else {
+        if (r->fmt == PB_RENDER_JSON)
+            render_json(r, &ev, part, offset);
+        else
+            render_text(r, &ev, part, offset);
+        rc = r->nomem ? PB_ENOMEM : write_out(r, r->buf, r->len);
+    }
+    if (rc == PB_ENOMEM)
+        pb_set_err(err, errlen, "partition %s offset %llu: rendering the event: %s", partition,
+                   (unsigned long long)offset, pb_strerror(rc));
+    else if (rc < 0)
+        pb_set_err(err, errlen, "partition %s offset %llu: writing output: %s", partition,
+                   (unsigned long long)offset, pb_strerror(rc));
+    return rc;
 }
 
 int pb_render_event(FILE *out, pb_render_format fmt, const char *partition, uint64_t offset,
                     const uint8_t *event, size_t len, char *err, size_t errlen)
 {
-    struct unpack_alloc state = {false};
-    ProtobufCAllocator alloc = {unpack_alloc, unpack_free, &state};
-    Protobus__EncapsulatedEvent *ev = NULL;
-    struct out o = {out, 0};
-    int rc;
-
-    pb_set_err(err, errlen, "%s", "");
-    if (!partition)
-        partition = "";
-    if (!out || (!event && len > 0) || (unsigned)fmt > PB_RENDER_RAW) {
-        pb_set_err(err, errlen, "partition %s offset %llu: invalid render arguments", partition,
-                   (unsigned long long)offset);
-        return PB_EINVAL;
-    }
-
-    ev = protobus__encapsulated_event__unpack(&alloc, len, event);
-    if (!ev) {
-        rc = state.failed ? PB_ENOMEM : PB_EPROTO;
-        pb_set_err(err, errlen, "partition %s offset %llu: %s (%zu bytes)", partition,
-                   (unsigned long long)offset,
-                   state.failed ? "out of memory decoding the event"
-                                : "stored bytes are not a valid EncapsulatedEvent",
-                   len);
-        return rc;
-    }
-
-    switch (fmt) {
-    case PB_RENDER_TEXT:
-        rc = render_text(&o, ev, partition, offset);
-        break;
-    case PB_RENDER_JSON:
-        rc = render_json(&o, ev, partition, offset);
-        break;
-    case PB_RENDER_RAW: {
-        const uint8_t *p;
-        size_t n;
-        payload_bytes(ev, &p, &n);
-        put(&o, p, n);
-        rc = 0;
-        break;
-    }
-    default:
-        rc = PB_EINVAL;
-        break;
-    }
-
-    if (rc == 0 && o.err) {
-        rc = -o.err;
-        pb_set_err(err, errlen, "partition %s offset %llu: writing output: %s", partition,
-                   (unsigned long long)offset, pb_strerror(rc));
-    } else if (rc != 0) {
-        pb_set_err(err, errlen, "partition %s offset %llu: rendering the event: %s", partition,
-                   (unsigned long long)offset, pb_strerror(rc));
-    }
-    protobuf_c_message_free_unpacked(&ev->base, &alloc);
+    pb_renderer r;
+    pb_renderer_init(&r, out, fmt);
+    int rc = pb_render(&r, partition, offset, event, len, err, errlen);
+    pb_renderer_free(&r);
     return rc;
 }

@@ -4,13 +4,16 @@
  * silence, once history is delivered (--until-caught-up), on SIGINT/SIGTERM
  * (exit 0), or on a server error (exit 1).
  * Events the server could not read (DATA_LOSS) are reported on stderr and
- * make the exit status 1, the subscription goes on.
+ * make the exit status 1, the subscription goes on; so are events whose
+ * bytes do not decode (the library hands them over unscanned: the renderer
+ * checks them, and one walk per event is enough).
  *
  * Threads: the main thread only. Waits are sliced (SLICE_MS) so a signal
  * is noticed promptly: the library retries poll() after EINTR.
  */
 #include "cli.h"
 
+#include "client.h"
 #include "grow.h"
 #include "render.h"
 
@@ -43,19 +46,24 @@ static const char usage[] =
     "Options:\n"
     "  -s, --server HOST:PORT  server address (default $PROTOBUS_SERVER, else\n"
     "                          " CLI_DEFAULT_SERVER ")\n"
+    "  -u, --user NAME         authenticate as NAME (server auth = required); the\n"
+    "                          password comes from $PROTOBUS_PASSWORD, else it is\n"
+    "                          asked on the terminal (never on the command line)\n" CLI_TLS_HELP
     "  -t, --tag KEY=VALUE     only events with this tag value (repeatable: all\n"
     "                          must match)\n"
     "  -n, --count COUNT       exit 0 after COUNT events\n"
     "      --timeout MS        exit 0 after MS milliseconds without an event\n"
     "      --until-caught-up   exit 0 once every stored event (the history up to\n"
     "                          the moment of subscribing) has been printed\n"
-    "  -f, --format FORMAT     text (default), json (one object per line) or raw\n"
-    "                          (payload bytes only)\n"
+    "  -f, --format FORMAT     text (default), json (one object per line; \"id\" when\n"
+    "                          the publisher gave the event one) or raw (payload\n"
+    "                          bytes only)\n"
     "  -h, --help              show this help\n"
     "\n"
     "Exit status: 0 when stopped by -n, --timeout, --until-caught-up or a signal;\n"
-    "1 on a server or connection error (message on standard error) or if the\n"
-    "server reported events it could not read (data loss); 2 usage error.\n";
+    "1 on a server or connection error (message on standard error), if the\n"
+    "server reported events it could not read (data loss) or sent one that does\n"
+    "not decode (both reported, the rest still printed); 2 usage error.\n";
 
 enum {
     OPT_FROM_BEGINNING = 256,
@@ -68,6 +76,8 @@ enum {
 
 typedef struct sub_opts {
     const char *server;
+    const char *user; /* --user */
+    cli_tls tls;
     cli_tags tags;
     pb_subscription s;
     pb_partition_offset *offsets;
@@ -128,6 +138,8 @@ static int parse(int argc, char **argv, sub_opts *o)
         {"last", required_argument, NULL, OPT_LAST},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"until-caught-up", no_argument, NULL, OPT_UNTIL_CAUGHT_UP},
+        {"user", required_argument, NULL, 'u'},
+        CLI_TLS_LONGOPTS,
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -139,10 +151,19 @@ static int parse(int argc, char **argv, sub_opts *o)
     o->timeout_ms = -1;
     o->fmt = PB_RENDER_TEXT;
     bool by_offset = false;
-    while ((opt = getopt_long(argc, argv, "s:t:n:f:h", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "s:t:n:f:u:h", longopts, NULL)) != -1) {
         switch (opt) {
         case 's':
             o->server = optarg;
+            break;
+        case 'u':
+            o->user = optarg;
+            break;
+        case CLI_OPT_TLS:
+        case CLI_OPT_TLS_CA:
+        case CLI_OPT_TLS_CERT:
+        case CLI_OPT_TLS_KEY:
+            cli_tls_option(&o->tls, opt, optarg);
             break;
         case 't':
             if (cli_tags_add(&o->tags, optarg) < 0)
@@ -214,11 +235,15 @@ static int parse(int argc, char **argv, sub_opts *o)
 }
 
 /* Receives and prints until done. Returns the exit status. */
-static int run(pb_client *c, const sub_opts *o)
+static int run(pb_client *c, const sub_opts *o, pb_renderer *out)
 {
     int status = CLI_EXIT_OK;
     uint64_t received = 0;
+    /* The clock is read when the buffered frames run out, not per event:
+     * "last activity" is then the end of the last burst, which is what
+     * --timeout measures from (a clock read per event showed in profiles). */
     int64_t last_activity = cli_now_ms();
+    bool active = false;
     char err[256];
     pb_item item;
     while (!cli_stop) {
@@ -227,9 +252,13 @@ static int run(pb_client *c, const sub_opts *o)
             /* Nothing buffered: show what we have before waiting. */
             if (!cli_flush_stdout("sub"))
                 return CLI_EXIT_RUNTIME;
+            int64_t now = cli_now_ms();
+            if (active)
+                last_activity = now;
+            active = false;
             int wait = SLICE_MS;
             if (o->timeout_ms >= 0) {
-                int64_t left = last_activity + o->timeout_ms - cli_now_ms();
+                int64_t left = last_activity + o->timeout_ms - now;
                 if (left <= 0)
                     break;
                 if (left < wait)
@@ -247,7 +276,7 @@ static int run(pb_client *c, const sub_opts *o)
             cli_error("sub", "%s", pb_client_message(c));
             return CLI_EXIT_RUNTIME;
         }
-        last_activity = cli_now_ms();
+        active = true;
         if (item.kind == PB_ITEM_CAUGHT_UP) {
             if (o->until_caught_up)
                 break; /* everything stored when we subscribed is printed */
@@ -261,8 +290,7 @@ static int run(pb_client *c, const sub_opts *o)
             continue;
         }
         const pb_received_event *ev = &item.event;
-        rc = pb_render_event(stdout, o->fmt, ev->partition, ev->offset, ev->raw, ev->raw_len, err,
-                             sizeof err);
+        rc = pb_render(out, ev->partition, ev->offset, ev->raw, ev->raw_len, err, sizeof err);
         if (rc == PB_EPROTO) {
             cli_error("sub", "%s", err);
             status = CLI_EXIT_RUNTIME;
@@ -282,31 +310,46 @@ int cmd_sub(int argc, char **argv)
     sub_opts o;
     memset(&o, 0, sizeof o);
     pb_client *c = NULL;
+    pb_renderer out;
+    pb_renderer_init(&out, stdout, PB_RENDER_TEXT);
     int rc = parse(argc, argv, &o);
     if (rc != 0) {
         rc = rc < 0 ? CLI_EXIT_OK : rc;
         goto out;
     }
     cli_catch_signals();
+    cli_buffer_stdout();
+    pb_renderer_init(&out, stdout, o.fmt);
     pb_client_options opts;
     pb_client_options_init(&opts);
     opts.name = "protobus sub " PB_VERSION_STRING;
+    cli_tls_apply(&o.tls, &opts);
     char err[256];
-    if (pb_client_connect(&c, o.server, &opts, err, sizeof err) < 0) {
+    char password[1024];
+    if (!cli_credentials("sub", o.user, &opts, password, sizeof password)) {
+        rc = CLI_EXIT_RUNTIME;
+        goto out;
+    }
+    int crc = pb_client_connect(&c, o.server, &opts, err, sizeof err);
+    memset(password, 0, sizeof password);
+    if (crc < 0) {
         cli_error("sub", "%s", err);
         rc = CLI_EXIT_RUNTIME;
         goto out;
     }
+    /* The renderer decodes (and checks) each event's bytes itself. */
+    client_events_unscanned(c);
     if (pb_client_subscribe(c, &o.s) < 0) {
         cli_error("sub", "%s", pb_client_message(c));
         rc = CLI_EXIT_RUNTIME;
         goto out;
     }
-    rc = run(c, &o);
+    rc = run(c, &o, &out);
     if (!cli_flush_stdout("sub"))
         rc = CLI_EXIT_RUNTIME;
 out:
     pb_client_close(c);
+    pb_renderer_free(&out);
     opts_free(&o);
     return rc;
 }

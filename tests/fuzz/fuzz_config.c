@@ -9,7 +9,8 @@
  * accepted one satisfies the cross-key rules the daemon relies on without
  * checking again (at least one rule, frame bound over event bound plus
  * overhead, live queue over one event, nonzero bounds and timeouts, static
- * partition names that are valid directory names); config_free may be
+ * partition names that are valid directory names; [user] sections with a
+ * name, an argon2id hash and unique names); config_free may be
  * called twice. The value parsers, run on the first line, return only their
  * documented codes, and results inside their documented ranges.
  *
@@ -81,6 +82,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (r->max_group_ref < 0)
                 FUZZ_CHECK(partname_valid(r->partition, strlen(r->partition)));
         }
+        /* [user] sections: a name, an argon2id hash, and patterns that
+         * compiled (the daemon's acl compiles them again without a check). */
+        for (size_t i = 0; i < cfg.n_users; i++) {
+            const pb_user_config *u = &cfg.users[i];
+            FUZZ_CHECK(u->name && u->name[0] && strlen(u->name) <= PB_USER_NAME_MAX);
+            FUZZ_CHECK(u->password_hash && strncmp(u->password_hash, "$argon2id$", 10) == 0);
+            for (size_t j = 0; j < u->n_publish; j++)
+                FUZZ_CHECK(u->publish[j][0] != '\0');
+            for (size_t j = 0; j < i; j++)
+                FUZZ_CHECK(strcmp(cfg.users[j].name, u->name) != 0);
+        }
+        FUZZ_CHECK(cfg.data_mode && (cfg.data_mode & ~0644u) == 0 &&
+                   (cfg.data_mode & 0600) == 0600);
+        char why[600];
+        int ex = config_check_exposure(&cfg, why, sizeof why);
+        FUZZ_CHECK(ex == 0 || (ex == PB_EINVAL && why[0]));
         config_free(&cfg);
         config_free(&cfg);
     }

@@ -248,6 +248,12 @@ static void walk_publish_ack(const uint8_t *p, size_t n)
 
 static const session_options fuzz_session = {
     .server_name = "protobusd fuzz", .max_frame_bytes = 4096, .max_event_bytes = 1024};
+/* The same with auth = required: the Hellos it accepts go to the
+ * credential check instead, carrying the user name only. */
+static const session_options fuzz_auth_session = {.server_name = "protobusd fuzz",
+                                                  .max_frame_bytes = 4096,
+                                                  .max_event_bytes = 1024,
+                                                  .auth_required = true};
 
 /* What hello_parse accepts, protobuf-c reads alike; the handshake accepts
  * exactly the well-formed Hellos of version 1. */
@@ -260,6 +266,15 @@ static void walk_hello(const uint8_t *p, size_t n)
     session_answer_frame(&fuzz_session, SESSION_HANDSHAKE, FRAME_HELLO, p, n, &a);
     FUZZ_CHECK((a.action == SESSION_HELLO) == (rc == 0 && h.protocol_version == 1));
     FUZZ_CHECK(a.action == SESSION_HELLO || (a.action == SESSION_ERROR && a.close));
+    session_answer b;
+    session_answer_frame(&fuzz_auth_session, SESSION_HANDSHAKE, FRAME_HELLO, p, n, &b);
+    FUZZ_CHECK((b.action == SESSION_AUTHENTICATE) == (a.action == SESSION_HELLO));
+    FUZZ_CHECK(b.action == SESSION_AUTHENTICATE || (b.action == SESSION_ERROR && b.close));
+    if (b.action == SESSION_AUTHENTICATE) {
+        size_t ulen = strlen(b.user);
+        FUZZ_CHECK(ulen < sizeof b.user && ulen <= h.user.len);
+        FUZZ_CHECK(ulen == 0 || memcmp(b.user, h.user.p, ulen) == 0);
+    }
     if (rc < 0) {
         FUZZ_CHECK(rc == PB_EPROTO && err[0] != '\0');
         return;

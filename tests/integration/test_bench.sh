@@ -130,6 +130,27 @@ test_refusals() {
     "$PB" bench --help | grep -q -- '--distinct'
 }
 
+# tests/bench/run's cli workload end to end with 2,000 events (its own
+# daemon, its own temp dir under TMP): the three CLI rows and their figures;
+# an unknown workload name is refused with exit 2.
+test_bench_run_cli() {
+    local root rc=0
+    root=$(cd "$(dirname "$0")/../.." && pwd)
+    (cd "$root" && TMPDIR="$TMP" BUILD="$BUILD" WORKLOADS=cli RUNS=1 CLI_EVENTS=2000 \
+        timeout 120 tests/bench/run) >"$TMP/run.out" 2>"$TMP/run.err" || rc=$?
+    [ "$rc" -eq 0 ] || fail "bench/run: exit $rc: $(tail -5 "$TMP/run.err")"
+    for row in "cli sub --format raw" "cli sub --format json" "cli cat --format json"; do
+        grep -qE "^\| $row > file \| events/s \| [0-9]+ " "$TMP/run.out" ||
+            fail "no figure for $row: $(cat "$TMP/run.out")"
+    done
+    ! grep -q "Baselines" "$TMP/run.out" || fail "baselines measured for WORKLOADS=cli"
+    rc=0
+    (cd "$root" && TMPDIR="$TMP" BUILD="$BUILD" WORKLOADS=bogus tests/bench/run) \
+        >/dev/null 2>"$TMP/run.err" || rc=$?
+    [ "$rc" -eq 2 ] || fail "WORKLOADS=bogus: exit $rc, want 2"
+    grep -q "WORKLOADS=bogus: expected" "$TMP/run.err" || fail "$(cat "$TMP/run.err")"
+}
+
 start_daemon
 run test_pub
 run test_sub
@@ -139,6 +160,7 @@ run test_replay
 run test_seek
 run test_tcp
 run test_refusals
+run test_bench_run_cli
 kill -TERM "$DPID"
 wait "$DPID" || echo "protobusd exited with $?: $(cat "$TMP/daemon.log")" >&2
 DPID=""

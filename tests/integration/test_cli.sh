@@ -449,6 +449,57 @@ done
     exit 1
 }
 
+# Issue 13 on a daemon of its own (a fresh data directory): ids stored once
+# (--id, --id-from-line, -v "duplicate", sub --format json "id"), and
+# --expect-last refusing with the topic's real last offset.
+test_pub_ids_and_expect() {
+    DATA=$TMP/data-es
+    rm -f "$TMP/port"
+    start_daemon
+    trap 'kill -KILL "$DPID" 2>/dev/null || true' EXIT
+    "$PB" pub -v --id order-1 es.orders created >"$TMP/es1"
+    [ "$(cat "$TMP/es1")" = "events:0" ] || fail "first --id: $(cat "$TMP/es1")"
+    "$PB" pub -v --id order-1 es.orders created >"$TMP/es2"
+    [ "$(cat "$TMP/es2")" = "events:0 duplicate" ] || fail "repeated --id: $(cat "$TMP/es2")"
+    printf 'a\tone\nb\ttwo\norder-1\tthree\na\tfour\n' |
+        "$PB" pub -v --id-from-line es.lines >"$TMP/es3"
+    printf 'events:1\nevents:2\nevents:0 duplicate\nevents:1 duplicate\n' |
+        cmp -s - "$TMP/es3" || fail "--id-from-line -v: $(tr '\n' ' ' <"$TMP/es3")"
+    local rc=0
+    printf 'no tab here\n' | "$PB" pub --id-from-line es.lines 2>"$TMP/err" || rc=$?
+    [ "$rc" -eq 1 ] && grep -q 'line 1: no TAB' "$TMP/err" || fail "no TAB: $rc $(cat "$TMP/err")"
+    "$PB" sub --from-beginning --until-caught-up --format json 'es\..*' >"$TMP/es.json"
+    jq -e -s '[.[] | .id] == ["order-1", "a", "b"] and [.[].payload] == ["created", "one", "two"]' \
+        "$TMP/es.json" >/dev/null || fail "sub json ids: $(cat "$TMP/es.json")"
+
+    "$PB" pub -v --expect-last none es.cart first >"$TMP/es4"
+    [ "$(cat "$TMP/es4")" = "events:3" ] || fail "--expect-last none: $(cat "$TMP/es4")"
+    rc=0
+    "$PB" pub --expect-last none es.cart again 2>"$TMP/err" || rc=$?
+    [ "$rc" -eq 1 ] || fail "--expect-last mismatch: exit $rc"
+    grep -q 'FAILED_PRECONDITION: expected topic es.cart to have no events, but it ends at offset 3' \
+        "$TMP/err" || fail "mismatch message: $(cat "$TMP/err")"
+    printf 'x\ny\n' | "$PB" pub -v --expect-last 3 es.cart >"$TMP/es5"
+    printf 'events:4\nevents:5\n' | cmp -s - "$TMP/es5" || fail "stdin --expect-last: $(cat "$TMP/es5")"
+    rc=0
+    "$PB" pub --expect-last 3 es.cart late 2>"$TMP/err" || rc=$?
+    [ "$rc" -eq 1 ] && grep -q 'but it ends at offset 5' "$TMP/err" || fail "stale: $(cat "$TMP/err")"
+    # More lines than one Publish holds (the server's max_batch_events is
+    # 65,536; 16K events, 1M frames here): all or nothing, so nothing.
+    rc=0
+    seq 1 70000 | "$PB" pub --expect-last 5 es.cart 2>"$TMP/err" || rc=$?
+    [ "$rc" -eq 1 ] && grep -q 'nothing was published' "$TMP/err" || fail "big: $rc $(cat "$TMP/err")"
+    "$PB" pub -v --expect-last 5 es.cart after >"$TMP/es6"
+    [ "$(cat "$TMP/es6")" = "events:6" ] || fail "after the refused input: $(cat "$TMP/es6")"
+    rc=0
+    "$PB" pub --expect-last soon es.cart x 2>/dev/null || rc=$?
+    [ "$rc" -eq 2 ] || fail "bad --expect-last: exit $rc"
+    rc=0
+    echo x | "$PB" pub --id a es.cart 2>/dev/null || rc=$?
+    [ "$rc" -eq 2 ] || fail "--id without MESSAGE: exit $rc"
+    stop_daemon
+}
+
 start_daemon
 run test_help_and_usage
 run test_pub_sub_roundtrip
@@ -464,6 +515,7 @@ run test_cat_filters
 run test_cat_verify
 run test_cat_original_layout
 run test_cat_errors
+run test_pub_ids_and_expect
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -19,6 +19,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "client.h"
 #include "protobus.h"
 #include "protobus.pb-c.h"
 
@@ -1042,10 +1043,11 @@ static void srv_send_event(fake_server *s, int fd, uint64_t id, const char *part
     srv_send(s, fd, &out);
 }
 
-/* Subscribed, event 0 (small), DATA_LOSS, event 1 (300 KB: larger than
- * the client's initial receive buffer), CaughtUp, then many small events
- * (param 1: a second CaughtUp after three of them, which breaks the
- * protocol: then nothing more), then close. */
+/* Subscribed, event 0 (small; param 2: its topic not UTF-8; param 3: that
+ * and nothing more), DATA_LOSS,
+ * event 1 (300 KB: larger than the client's initial receive buffer),
+ * CaughtUp, then many small events (param 1: a second CaughtUp after three
+ * of them, which breaks the protocol: then nothing more), then close. */
 #define SUB_MANY 500
 static void script_subscription(fake_server *s, int fd)
 {
@@ -1055,8 +1057,14 @@ static void script_subscription(fake_server *s, int fd)
     srv_send_subscribed(s, fd, id);
     stored_event se;
     stored_event_init(&se, 0, 10);
+    if (s->param >= 2)
+        memcpy(se.topic, "bad\xff", 5); /* not UTF-8: event_scan refuses it */
     srv_send_event(s, fd, id, "sensors", 41, &se);
     free(se.payload);
+    if (s->param == 3) {
+        srv_drain(s, fd); /* the client closes after that event */
+        return;
+    }
     srv_send_error(s, fd, id, PROTOBUS__CODE__DATA_LOSS,
                    "/data/sensors/00000000000000000000.log at byte 4096: CRC mismatch", "sensors",
                    42, 44, 0);
@@ -1184,6 +1192,77 @@ static void test_subscribe_events(void **state)
     server_join(&s);
 
     /* What the server received. */
+}
+
+/* The raw bytes of stored_event i, packed (the caller frees them). */
+static uint8_t *packed_event(int i, size_t payload_len, size_t *n)
+{
+    stored_event se;
+    stored_event_init(&se, i, payload_len);
+    *n = protobus__encapsulated_event__get_packed_size(&se.ev);
+    uint8_t *raw = malloc(*n);
+    assert_non_null(raw);
+    protobus__encapsulated_event__pack(&se.ev, raw);
+    free(se.payload);
+    return raw;
+}
+
+/* client_events_unscanned (for the CLI, whose renderer checks the bytes):
+ * events come as partition, offset and bytes only, unchecked, so one with a
+ * topic that is not UTF-8 reaches the caller; without it the library ends
+ * the subscription there. */
+static void test_subscribe_events_unscanned(void **state)
+{
+    const char *patterns[] = {".*"};
+    pb_subscription sub = {.patterns = patterns, .npatterns = 1};
+    for (int unscanned = 0; unscanned < 2; unscanned++) {
+        fake_server s;
+        server_start(&s, script_subscription);
+        s.param = unscanned ? 2 : 3;
+        server_run(&s);
+        pb_client *c = connect_ok(&s, NULL);
+        if (unscanned)
+            client_events_unscanned(c);
+        assert_int_equal(pb_client_subscribe(c, &sub), 0);
+        pb_item it;
+        int rc = pb_client_next(c, &it, 10000);
+        if (!unscanned) {
+            assert_int_equal(rc, PB_EPROTO);
+            assert_non_null(strstr(pb_client_message(c), "sensors:41"));
+            pb_client_close(c);
+            server_join(&s);
+            continue;
+        }
+        assert_int_equal(rc, 0);
+        assert_int_equal(it.kind, PB_ITEM_EVENT);
+        assert_string_equal(it.event.partition, "sensors");
+        assert_int_equal(it.event.offset, 41);
+        assert_null(it.event.topic);
+        assert_non_null(memmem(it.event.raw, it.event.raw_len, "bad\xff", 4));
+        assert_int_equal(pb_client_next(c, &it, 10000), 0);
+        assert_int_equal(it.kind, PB_ITEM_DATA_LOSS);
+        assert_int_equal(pb_client_next(c, &it, 10000), 0);
+        assert_int_equal(it.kind, PB_ITEM_EVENT);
+        size_t n;
+        uint8_t *raw = packed_event(1, 300 * 1024, &n);
+        assert_int_equal(it.event.raw_len, n);
+        assert_memory_equal(it.event.raw, raw, n);
+        free(raw);
+        assert_int_equal(pb_client_next(c, &it, 10000), 0);
+        assert_int_equal(it.kind, PB_ITEM_CAUGHT_UP);
+        for (int i = 0; i < SUB_MANY; i++) {
+            assert_int_equal(pb_client_next(c, &it, 10000), 0);
+            assert_string_equal(it.event.partition, "p2");
+            assert_int_equal(it.event.offset, (uint64_t)i);
+            raw = packed_event(i, (size_t)(i % 50), &n);
+            assert_int_equal(it.event.raw_len, n);
+            assert_memory_equal(it.event.raw, raw, n);
+            free(raw);
+        }
+        assert_int_equal(pb_client_next(c, &it, 10000), PB_ECLOSED);
+        pb_client_close(c);
+        server_join(&s);
+    }
 }
 
 /* A second CaughtUp breaks the protocol: the library says so. */
@@ -1432,6 +1511,7 @@ int main(void)
         cmocka_unit_test(test_flush_timeout_then_collect),
         cmocka_unit_test(test_publish_no_positions_callback),
         cmocka_unit_test(test_subscribe_events),
+        cmocka_unit_test(test_subscribe_events_unscanned),
         cmocka_unit_test(test_subscribe_second_caught_up_refused),
         cmocka_unit_test(test_subscribe_old_server_refused),
         cmocka_unit_test(test_subscribe_server_error),

@@ -150,7 +150,8 @@ static const struct error_case error_cases[] = {
     {"[partition a]\nmatch = .*\nsegment = 1M\n",
      "t.conf:3: unknown key \"segment\" in [partition ...]"},
     {"# c\n[servre]\nlisten = 1.2.3.4:5\n",
-     "t.conf:2: unknown section [servre] (expected [server], [partition NAME] or [mirror NAME])"},
+     "t.conf:2: unknown section [servre] (expected [server], [partition NAME], [mirror NAME] or "
+     "[user NAME])"},
     {"threads = 4\n", "t.conf:1: \"threads\" is outside any section (put it under [server] or "
                       "[partition NAME])"},
     {"[server]\nthis is not ini\n", "t.conf:2: syntax error: expected [section] or key = value"},
@@ -277,6 +278,31 @@ static const struct error_case error_cases[] = {
     {"[server]\nthreads = 3\n\n",
      "t.conf:3: no [partition NAME] rules: every topic would be refused (add e.g. "
      "[partition events] with match = .*)"},
+    /* [user NAME] and the auth settings */
+    {"[partition a]\nmatch = .*\n[user bob smith]\n",
+     "t.conf:3: [user bob smith]: not a valid user name (1..64 characters of A-Z a-z 0-9 . _ - @)"},
+    {"[partition a]\nmatch = .*\n[user bob]\npublish = .*\n",
+     "t.conf:3: [user bob] has no password_hash (make one with `protobus passwd`)"},
+    {"[partition a]\nmatch = .*\n[user bob]\npassword = hunter2\n",
+     "t.conf:4: password: a plain password is never accepted in the configuration; put "
+     "password_hash = (the output of `protobus passwd`)"},
+    {"[partition a]\nmatch = .*\n[user bob]\npassword_hash = $2y$10$abc\n",
+     "t.conf:4: password_hash: not an argon2id hash (expected \"$argon2id$v=19$...\", at most "
+     "127 characters, as `protobus passwd` prints it)"},
+    {"[partition a]\nmatch = .*\n[user bob]\npassword_hash = "
+     "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$"
+     "aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g\nsubscribe = ok a(b\n",
+     "t.conf:5: subscribe: pattern \"a(b\": missing closing parenthesis at offset 3"},
+    {"[partition a]\nmatch = .*\n[user bob]\npassword_hash = "
+     "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$"
+     "aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g\n[user bob]\npassword_hash = "
+     "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$"
+     "aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g\n",
+     "t.conf:5: [user bob] is defined twice (first at line 3)"},
+    {"[server]\nauth = maybe\n", "t.conf:2: auth: \"maybe\" is not one of none, required"},
+    {"[server]\ndata_mode = 0666\n",
+     "t.conf:2: data_mode: \"0666\" is not an octal mode within 0644 with the owner's rw (e.g. "
+     "0600, 0640, 0644)"},
 };
 
 static void test_each_error_names_line_and_reason(void **state)
@@ -291,6 +317,40 @@ static void test_each_error_names_line_and_reason(void **state)
         assert_string_equal(err, error_cases[i].message);
         assert_null(cfg.rules);
     }
+}
+
+/* [user] sections load with their patterns (a key may repeat); the
+ * exposure check refuses auth = none off loopback unless allowed. */
+static void test_users_and_exposure(void **state)
+{
+    (void)state;
+    static const char text[] =
+        "[server]\nlisten = 0.0.0.0:7420\nauth = required\ndata_mode = 0640\n"
+        "[partition a]\nmatch = .*\n"
+        "[user alice]\npassword_hash = HASH\npublish = a\\..* b\npublish = c\n"
+        "subscribe = .*\ndeny_subscribe = a\\.secret\n";
+    char buf[1024];
+    const char *h = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g";
+    const char *at = strstr(text, "HASH");
+    snprintf(buf, sizeof buf, "%.*s%s%s", (int)(at - text), text, h, at + 4);
+    pb_config cfg;
+    char err[512] = "";
+    assert_int_equal(config_load_string("t.conf", buf, &cfg, err, sizeof err), 0);
+    assert_int_equal(cfg.auth, PB_AUTH_REQUIRED);
+    assert_int_equal(cfg.data_mode, 0640);
+    assert_int_equal(cfg.n_users, 1);
+    assert_string_equal(cfg.users[0].name, "alice");
+    assert_string_equal(cfg.users[0].password_hash, h);
+    assert_int_equal(cfg.users[0].n_publish, 3);
+    assert_string_equal(cfg.users[0].publish[2], "c");
+    assert_int_equal(cfg.users[0].n_deny_subscribe, 1);
+    assert_int_equal(config_check_exposure(&cfg, err, sizeof err), 0);
+    cfg.auth = PB_AUTH_NONE;
+    assert_int_equal(config_check_exposure(&cfg, err, sizeof err), PB_EINVAL);
+    assert_non_null(strstr(err, "allow_anonymous_remote = yes"));
+    cfg.allow_anonymous_remote = true;
+    assert_int_equal(config_check_exposure(&cfg, err, sizeof err), 0);
+    config_free(&cfg);
 }
 
 static void test_line_too_long(void **state)
@@ -468,6 +528,7 @@ int main(void)
         cmocka_unit_test(test_every_key_parsed),
         cmocka_unit_test(test_each_error_names_line_and_reason),
         cmocka_unit_test(test_line_too_long),
+        cmocka_unit_test(test_users_and_exposure),
         cmocka_unit_test(test_partition_name_length),
         cmocka_unit_test(test_file_errors_name_the_path),
         cmocka_unit_test(test_size_parser),

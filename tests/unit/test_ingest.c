@@ -135,7 +135,7 @@ static void set_no_ack(body *p)
 
 static int prepare(fixture *f, const body *p, pub_batch **b, ingest_error *err)
 {
-    return ingest_prepare(&f->opts, 42, p->b, p->n, never_done, &f->conn, b, err);
+    return ingest_prepare(&f->opts, NULL, 42, p->b, p->n, never_done, &f->conn, b, err);
 }
 
 /* Refused (the connection stays open), naming event index_plus_one - 1. */
@@ -292,17 +292,82 @@ static void test_malformed_publish_refused(void **state)
     expect_refused(f, &p, PROTOBUS__CODE__INVALID_ARGUMENT, 0, "malformed Publish frame");
 }
 
-/* A Publish with expectations is refused whole until the writers check
- * them: nothing is stored unchecked. */
-static void test_publish_with_expectations_refused(void **state)
+/* Appends a Publish.expect entry (ExpectLast). */
+static void add_expect(body *p, const char *topic, bool none, uint64_t offset)
+{
+    uint8_t x[300];
+    size_t n = wire_put_len_field(x, 1, topic, strlen(topic));
+    if (none)
+        n += wire_put_varint_field(x + n, 2, 1);
+    if (offset)
+        n += wire_put_varint_field(x + n, 3, offset);
+    p->n += wire_put_len_field(p->b + p->n, 3, x, n);
+}
+
+/* Expectations are read into the batch for its writer; they must keep the
+ * batch in one partition (the writer alone decides them atomically). */
+static void test_expectations_stay_in_one_partition(void **state)
 {
     fixture *f = *state;
     body p = {0};
     add_event(&p, "a.x");
-    const uint8_t expect[] = {0x1a, 0x05, 0x0a, 0x03, 'a', '.', 'x'};
-    memcpy(p.b + p.n, expect, sizeof expect);
-    p.n += sizeof expect;
-    expect_refused(f, &p, PROTOBUS__CODE__UNIMPLEMENTED, 0, "Publish.expect");
+    add_expect(&p, "a.x", false, 41);
+    add_expect(&p, "a.y", true, 0);
+    pub_batch *b;
+    ingest_error err;
+    assert_int_equal(prepare(f, &p, &b, &err), 0);
+    assert_int_equal(b->nparts, 1);
+    assert_int_equal(b->nexpect, 2);
+    assert_int_equal(b->expect[0].topic_len, 3);
+    assert_memory_equal(b->expect[0].topic, "a.x", 3);
+    assert_false(b->expect[0].none);
+    assert_int_equal(b->expect[0].offset, 41);
+    assert_true(b->expect[1].none);
+
+    /* The writer refused it: FAILED_PRECONDITION with expected and actual. */
+    b->parts[0].status = PUB_EXPECT_FAILED;
+    b->parts[0].expect_failed = 0;
+    b->parts[0].actual = 45;
+    uint8_t *frame;
+    size_t len;
+    assert_true(ingest_reply(b, &frame, &len, &err) < 0);
+    assert_int_equal(err.code, PROTOBUS__CODE__FAILED_PRECONDITION);
+    assert_non_null(strstr(err.message, "expected topic a.x to have last offset 41, but it ends "
+                                        "at offset 45"));
+    uint8_t *ef = ingest_error_frame(&err, 42, &len);
+    assert_non_null(ef);
+    uint64_t flen;
+    int pre = wire_varint_decode(ef, len, &flen);
+    assert_true(pre > 0);
+    assert_int_equal(flen, len - (size_t)pre);
+    Protobus__Frame *fr = protobus__frame__unpack(NULL, (size_t)flen, ef + pre);
+    assert_non_null(fr);
+    assert_non_null(fr->error->expected);
+    assert_string_equal(fr->error->expected->topic, "a.x");
+    assert_int_equal(fr->error->expected->offset, 41);
+    assert_int_equal(fr->error->actual->offset, 45);
+    assert_false(fr->error->actual->none);
+    protobus__frame__free_unpacked(fr, NULL);
+    free(ef);
+    ingest_free(b);
+
+    body q = {0};
+    add_event(&q, "a.x");
+    add_expect(&q, "b.x", false, 1);
+    expect_refused(f, &q, PROTOBUS__CODE__INVALID_ARGUMENT, 0, "must stay in one partition");
+    body r = {0};
+    add_event(&r, "a.x");
+    add_event(&r, "b.x");
+    add_expect(&r, "a.x", false, 1);
+    expect_refused(f, &r, PROTOBUS__CODE__INVALID_ARGUMENT, 0, "must stay in one partition");
+    /* Expectations only: a part with no events for the writer to check. */
+    body e = {0};
+    add_expect(&e, "b.z", true, 0);
+    assert_int_equal(prepare(f, &e, &b, &err), 0);
+    assert_int_equal(b->nparts, 1);
+    assert_int_equal(b->parts[0].count, 0);
+    assert_string_equal(partition_name(b->parts[0].partition), "b");
+    ingest_free(b);
 }
 
 /* An empty Publish: a batch with no parts, answered at once with an empty
@@ -372,7 +437,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failed_part_answered_with_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusals_name_the_event, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_publish_refused, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_publish_with_expectations_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expectations_stay_in_one_partition, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_publish_acked_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_publish_without_memory_gets_an_error, setup,
                                         teardown),

@@ -400,6 +400,56 @@ static void test_match_cache_holds_100k_topics_in_8mib(void **state)
     match_cache_free(c);
 }
 
+/* patterns_restrict: the restriction is decided on the topic, so no
+ * pattern of the set widens it; deny wins; every path agrees. */
+static void test_restrict_cannot_be_widened(void **state)
+{
+    (void)state;
+    static const char *const asked[] = {".*", "payments\\..*|orders\\..*", "(?=payments).*"};
+    static const char *const allow[] = {"orders\\..*"};
+    static const char *const deny[] = {"orders\\.secret"};
+    static const struct {
+        const char *topic;
+        bool want;
+    } cases[] = {{"orders.a", true},
+                 {"orders.secret", false},
+                 {"payments.x", false},
+                 {"orders", false},
+                 {"xorders.a", false}};
+    pcre2_match_data *md = patterns_match_data_create();
+    assert_non_null(md);
+    for (size_t k = 0; k < 3; k++) {
+        pattern_set *ps;
+        char err[200];
+        assert_int_equal(patterns_compile(&asked[k], 1, &ps, err, sizeof err), 0);
+        assert_int_equal(patterns_restrict(ps, allow, 1, deny, 1, err, sizeof err), 0);
+        assert_true(patterns_restricted(ps));
+        assert_false(patterns_match_all(ps));
+        for (int pass = 0; pass < 2; pass++) /* the second pass from the cache */
+            for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+                const char *t = cases[i].topic;
+                bool want = cases[i].want && (k != 2);
+                assert_int_equal(patterns_match(ps, t, strlen(t)), want);
+                assert_int_equal(patterns_match_shared(ps, t, strlen(t), md), want);
+            }
+        patterns_free(ps);
+    }
+    /* ".*" allowed without deny restricts nothing: the fast path stays. */
+    pattern_set *ps;
+    static const char *const all[] = {".*"};
+    assert_int_equal(patterns_compile(all, 1, &ps, NULL, 0), 0);
+    assert_int_equal(patterns_restrict(ps, all, 1, NULL, 0, NULL, 0), 0);
+    assert_false(patterns_restricted(ps));
+    assert_true(patterns_match_all(ps));
+    patterns_free(ps);
+    /* No allow pattern: nothing matches. */
+    assert_int_equal(patterns_compile(all, 1, &ps, NULL, 0), 0);
+    assert_int_equal(patterns_restrict(ps, NULL, 0, NULL, 0, NULL, 0), 0);
+    assert_false(patterns_match(ps, "a", 1));
+    patterns_free(ps);
+    pcre2_match_data_free(md);
+}
+
 static void test_compile_whole_reports_offset(void **state)
 {
     pcre2_code *code = (pcre2_code *)1;
@@ -422,6 +472,7 @@ int main(void)
         cmocka_unit_test(test_empty_set_matches_nothing),
         cmocka_unit_test(test_cache_hits_and_stays_correct),
         cmocka_unit_test(test_compile_whole_reports_offset),
+        cmocka_unit_test(test_restrict_cannot_be_widened),
         cmocka_unit_test(test_match_all_fast_path),
         cmocka_unit_test(test_match_shared_from_another_thread),
         cmocka_unit_test(test_match_cache_exact_and_bounded),

@@ -25,6 +25,12 @@
  * offsets as the log's records say: what a `--last N` subscription starts
  * from.
  *
+ * The dedup window goes through the same disk: every event carries an id,
+ * the window is rebuilt at every open (the power going in the middle of it
+ * too), and after every crash point a retry of every acknowledged event on
+ * the recovered copy must come back as a duplicate of its original offset,
+ * storing nothing.
+ *
  * The same rounds with a sim whose fdatasync reports success and syncs
  * nothing must show lost acknowledged events: that proves the checker
  * catches the bug it exists for.
@@ -34,6 +40,7 @@
  * percentage, default 100) scales the number of rounds.
  */
 #include "testfs.h"
+#include "dedup.h"
 #include "frame.h"
 #include "log.h"
 #include "logging.h"
@@ -96,7 +103,13 @@ static size_t event_bytes(uint64_t seed, uint64_t id, uint8_t *out)
     n += wire_put_varint(out + n, plen);
     for (size_t i = 0; i < plen; i++)
         out[n++] = (uint8_t)mix(h + i);
-    return n;
+    /* EncapsulatedEvent.id: "e<id>", unique per event (the dedup window). */
+    char idbuf[24];
+    int il = snprintf(idbuf, sizeof idbuf, "e%llu", (unsigned long long)id);
+    out[n++] = 0x42;
+    out[n++] = (uint8_t)il;
+    memcpy(out + n, idbuf, (size_t)il);
+    return n + (size_t)il;
 }
 
 /* ---- one round's state ----------------------------------------------------- */
@@ -237,6 +250,10 @@ static partition_options popts(simio *sim, uint64_t seed)
     o.log.now_ns = fixed_clock;
     o.fsync = PARTITION_FSYNC_ALWAYS;
     o.topic_history = 4;
+    /* Every event has an id: the window is rebuilt at every open, through
+     * the sim's disk like the rest (the clock stands still at T0). */
+    o.dedup_window_ms = 3600000;
+    o.dedup_max_entries = MAX_EVENTS;
     return o;
 }
 
@@ -321,6 +338,96 @@ static int topic_check(void *ctx, const char *topic, size_t len, const uint64_t 
     return 0;
 }
 
+/* ---- the dedup window after the power loss ------------------------------ */
+
+typedef struct retry_batch {
+    pub_batch batch;
+    pub_part part;
+    pub_event events[MAX_EVENTS];
+    uint32_t idx[MAX_EVENTS];
+    uint64_t want[MAX_EVENTS]; /* the acked offset each retried event has */
+    uint8_t bytes[MAX_EVENTS][EVENT_MAX];
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool done;
+} retry_batch;
+
+static void retry_done(pub_part *part)
+{
+    retry_batch *b = (retry_batch *)((char *)part - offsetof(retry_batch, part));
+    pthread_mutex_lock(&b->lock);
+    b->done = true;
+    pthread_cond_broadcast(&b->cond);
+    pthread_mutex_unlock(&b->lock);
+}
+
+/* A publisher retries every acknowledged event (same bytes, same id) on the
+ * partition opened on the recovered copy: each must be recognised as a
+ * duplicate with its original offset, and nothing stored. */
+static void verify_retries(round_state *r, partition *p)
+{
+    static retry_batch b;
+    memset(&b.batch, 0, sizeof b.batch);
+    uint32_t n = 0;
+    for (uint64_t off = 0; off < MAX_EVENTS; off++) {
+        if (!r->acked[off])
+            continue;
+        size_t len = event_bytes(r->seed, (uint64_t)r->id_at[off], b.bytes[n]);
+        const uint8_t *id;
+        size_t id_len = dedup_event_id(b.bytes[n], len, &id);
+        b.events[n] = (pub_event){.data = b.bytes[n],
+                                  .len = (uint32_t)len,
+                                  .topic = b.bytes[n] + 2,
+                                  .topic_len = 2,
+                                  .id = id,
+                                  .id_len = (uint8_t)id_len,
+                                  .offset = UINT64_MAX};
+        b.idx[n] = n;
+        b.want[n++] = off;
+    }
+    if (n == 0)
+        return;
+    uint64_t end = partition_end_offset(p);
+    pthread_mutex_init(&b.lock, NULL);
+    pthread_cond_init(&b.cond, NULL);
+    b.done = false;
+    b.batch.done = retry_done;
+    atomic_init(&b.batch.pending, 1);
+    b.batch.nevents = n;
+    b.batch.events = b.events;
+    b.batch.nparts = 1;
+    b.batch.parts = &b.part;
+    b.part = (pub_part){.batch = &b.batch, .partition = p, .events = b.idx, .count = n};
+    partition_submit(p, &b.part);
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += WAIT_LIMIT_S;
+    pthread_mutex_lock(&b.lock);
+    while (!b.done)
+        if (pthread_cond_timedwait(&b.cond, &b.lock, &deadline) == ETIMEDOUT)
+            break;
+    bool done = b.done;
+    pthread_mutex_unlock(&b.lock);
+    pthread_mutex_destroy(&b.lock);
+    pthread_cond_destroy(&b.cond);
+    if (!done)
+        fail_msg("the writer did not complete the retry within %d s", WAIT_LIMIT_S);
+    if (b.part.status != 0) {
+        note(r, "the retry of %u acked events failed: %s", n, pb_strerror(b.part.status));
+        return;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        if (!b.events[i].duplicate || b.events[i].offset != b.want[i]) {
+            note(r, "the retry of acked offset %llu was %s at %llu, not a duplicate of it",
+                 (unsigned long long)b.want[i], b.events[i].duplicate ? "a duplicate" : "stored",
+                 (unsigned long long)b.events[i].offset);
+            break;
+        }
+    if (partition_end_offset(p) != end)
+        note(r, "the retry of acked events stored %llu record(s)",
+             (unsigned long long)(partition_end_offset(p) - end));
+}
+
 /* Opens the partition on the recovered real copy (its topic table loads the
  * snapshot that survived, if any, and catches up from the log) and holds
  * the table against the log's records, read with pb_reader. */
@@ -361,6 +468,7 @@ static void verify_topics(round_state *r)
         if (m.seen != present)
             note(r, "the topic table has topics %#x, the log %#x", m.seen, present);
     }
+    verify_retries(r, p);
     (void)partition_close(p);
 }
 

@@ -65,6 +65,18 @@ static void test_hello_accepted(void **state)
     assert_int_equal(a.action, SESSION_HELLO);
     assert_string_equal(a.user, "");
     assert_null(strstr(a.message, "secret"));
+    /* auth = required: the transport checks the credentials; the answer
+     * names the user and carries no password. */
+    session_options req = opts;
+    req.auth_required = true;
+    session_answer_frame(&req, SESSION_HANDSHAKE, FRAME_HELLO, body, n, &a);
+    assert_int_equal(a.action, SESSION_AUTHENTICATE);
+    assert_string_equal(a.user, "alice");
+    assert_null(memmem(&a, sizeof a, "secret", 6));
+    /* A malformed or other-version Hello is refused before any check. */
+    n = hello_body(body, sizeof body, 2, "alice", "secret");
+    session_answer_frame(&req, SESSION_HANDSHAKE, FRAME_HELLO, body, n, &a);
+    assert_int_equal(a.action, SESSION_ERROR);
 }
 
 static void test_versions_refused(void **state)

@@ -4,6 +4,8 @@
     with protobus.Client("127.0.0.1:7420") as c:
         partition, offset = c.publish("orders.eu", b'{"id": 42}', tags={"site": "eu"})
         acks = c.publish_many(("orders.eu", b"...") for _ in range(10000))
+        c.publish("orders.eu", b"once", id="order-42-created")    # retry-safe
+        c.publish("cart.7", b"added", expect_last=41)             # optimistic concurrency
         for ev in c.subscribe([r"orders\\..*"], start="beginning", timeout=5):
             print(ev.topic, ev.partition, ev.offset, ev.payload)
 
@@ -14,7 +16,7 @@ thread at a time and may be closed from any thread.
 """
 
 from ._version import __version__
-from .client import Client, Message
+from .client import Client, Duplicate, Message
 from .connection import ServerInfo
 from .errors import (AbortedError, AlreadyExistsError, CancelledError, ConnectionLostError,
                      DataLossError, DeadlineExceededError, FailedPreconditionError,
@@ -26,7 +28,7 @@ from .event import Event
 from .subscription import Position, Subscription
 
 __all__ = [
-    "__version__", "Client", "Message", "ServerInfo", "Event", "Position", "Subscription",
+    "__version__", "Client", "Duplicate", "Message", "ServerInfo", "Event", "Position", "Subscription",
     "ProtobusError", "ServerError", "ConnectionLostError", "TimeoutError", "ProtocolError",
     "CancelledError", "UnknownError", "InvalidArgumentError", "DeadlineExceededError",
     "NotFoundError", "AlreadyExistsError", "PermissionDeniedError", "ResourceExhaustedError",

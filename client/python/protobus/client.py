@@ -32,16 +32,74 @@ _EVENT_OVERHEAD = 6 + 19
 # The largest client_transmit_time field.
 _TRANSMIT_TIME_MAX = 19
 
-Message = namedtuple("Message", "topic payload tags payload_type time")
-Message.__new__.__defaults__ = (None, None, None)
+Message = namedtuple("Message", "topic payload tags payload_type time id")
+Message.__new__.__defaults__ = (None, None, None, None)
 Message.__doc__ = """An event to publish: publish_many takes these or plain tuples
-(topic, payload[, tags[, payload_type[, time]]]) in the same order.
+(topic, payload[, tags[, payload_type[, time[, id]]]]) in the same order.
 
 topic: str. payload: bytes-like, str (sent as UTF-8) or a protobuf message
 (serialized; payload_type defaults to its type URL). tags: dict str -> str.
 payload_type: the type URL of the payload's google.protobuf.Any ("" = opaque
 bytes). time: the client_event_time, an aware datetime or int nanoseconds
-since the epoch (None: not set)."""
+since the epoch (None: not set). id: the event's id (str, at most 64 bytes
+of UTF-8; None: none): within the server's dedup window an id is stored
+once per partition, and a repeat is acknowledged as a Duplicate of the
+original."""
+
+# EncapsulatedEvent.id's limit (FORMAT.md section 5).
+MAX_ID_BYTES = 64
+
+
+class Duplicate(tuple):
+    """The ack of an event whose id the server had already stored.
+
+    Equal to the plain (partition, offset) pair of the original event (the
+    event was not stored again); isinstance(ack, Duplicate) tells it apart.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, partition, offset):
+        return tuple.__new__(cls, (partition, offset))
+
+    def __repr__(self):
+        return "Duplicate(%r, %d)" % (self[0], self[1])
+
+
+def _id_field(id):
+    if not isinstance(id, str):
+        raise TypeError("id must be a str, not %s" % type(id).__name__)
+    b = id.encode("utf-8")
+    if len(b) > MAX_ID_BYTES:
+        raise ValueError("id of %d bytes: the maximum is %d bytes of UTF-8"
+                         % (len(b), MAX_ID_BYTES))
+    return wire.len_field(8, b) if b else b""
+
+
+def _expect_fields(expect):
+    """Publish.expect entries for {topic: last offset (int) or "none"}."""
+    if expect is None:
+        return b""
+    try:
+        items = expect.items()
+    except AttributeError:
+        raise TypeError("expect must be a dict {topic: offset or 'none'}, not %s"
+                        % type(expect).__name__) from None
+    out = []
+    for topic, last in items:
+        if not isinstance(topic, str):
+            raise TypeError("expect: topic %r is not a str" % (topic,))
+        body = wire.len_field(1, topic.encode("utf-8"))
+        if last == "none":
+            body += b"\x10\x01"
+        elif isinstance(last, int) and not isinstance(last, bool) and last >= 0:
+            if last:
+                body += b"\x18" + wire.varint(last)
+        else:
+            raise ValueError("expect: %r for topic %s: expected an offset (int >= 0) or 'none'"
+                             % (last, topic))
+        out.append(wire.len_field(3, body))
+    return b"".join(out)
 
 
 def _coerce_payload(payload, payload_type):
@@ -120,13 +178,14 @@ class _Encoder:
     def event(self, item):
         """The encoded event for a Message or tuple (the general path)."""
         n = len(item)
-        if not 2 <= n <= 5:
-            raise TypeError("an event is (topic, payload[, tags[, payload_type[, time]]]), "
+        if not 2 <= n <= 6:
+            raise TypeError("an event is (topic, payload[, tags[, payload_type[, time[, id]]]]), "
                             "got a %d-tuple" % n)
         topic, payload = item[0], item[1]
         tags = item[2] if n > 2 else None
         ptype = item[3] if n > 3 else None
         t = item[4] if n > 4 else None
+        eid = item[5] if n > 5 else None
         tf = self.topics.get(topic) if isinstance(topic, str) else None
         if tf is None:
             tf = self.topic_field(topic)
@@ -149,6 +208,8 @@ class _Encoder:
         if anyb:
             parts.append(b"\x3a" + wire.varint(len(anyb)))
             parts.append(anyb)
+        if eid is not None:
+            parts.append(_id_field(eid))
         return b"".join(parts)
 
 
@@ -159,8 +220,16 @@ class Client:
     $PROTOBUS_SERVER, else 127.0.0.1:7420. timeout: seconds to wait for the
     server (connect, handshake, each ack), None = forever; a request that
     times out raises protobus.TimeoutError and closes the connection.
-    name: the client name sent in the Hello. batch_events, batch_bytes,
-    window: publish_many's batches and how many are in flight at once.
+    name: the client name sent in the Hello. user, password: credentials
+    for a server with ``auth = required`` (sent in every Hello, also when a
+    connection is reopened or a subscription opens its own; a refusal raises
+    UnauthenticatedError after the server's delay). tls, tls_ca, tls_cert,
+    tls_key: TLS (1.2 at least; also chosen by an address "tls://host:port"),
+    the server's certificate checked against tls_ca (else the system's CAs)
+    and the host; tls_cert/tls_key: a client certificate for mutual TLS (its
+    CN may name the user: no password needed). batch_events,
+    batch_bytes, window: publish_many's batches and how many are in flight
+    at once.
 
     The connection is opened at once (so a server that is down raises here)
     and reopened by the next request after it broke or the server closed it
@@ -168,13 +237,18 @@ class Client:
     the Client's subscriptions.
     """
 
-    def __init__(self, address=None, *, timeout=30.0, name=None, batch_events=1000,
-                 batch_bytes=1 << 20, window=8):
+    def __init__(self, address=None, *, timeout=30.0, name=None, user=None, password=None,
+                 tls=False, tls_ca=None, tls_cert=None, tls_key=None,
+                 batch_events=1000, batch_bytes=1 << 20, window=8):
         if batch_events < 1 or batch_bytes < 1 or window < 1:
             raise ValueError("batch_events, batch_bytes and window must be >= 1")
         self.address = address
         self.timeout = timeout
         self.name = name
+        self.user = user
+        self._password = password  # never in repr or messages
+        use_tls = tls or tls_ca or tls_cert
+        self._tls = {"ca": tls_ca, "cert": tls_cert, "key": tls_key} if use_tls else None
         self.batch_events = batch_events
         self.batch_bytes = batch_bytes
         self.window = window
@@ -189,7 +263,8 @@ class Client:
     # --- lifetime -----------------------------------------------------------
 
     def _connect(self):
-        return Connection(self.address, timeout=self.timeout, name=self.name)
+        return Connection(self.address, timeout=self.timeout, name=self.name, user=self.user,
+                          password=self._password, tls=self._tls)
 
     def _connection(self):
         if self._closed:
@@ -228,16 +303,25 @@ class Client:
 
     # --- publishing ---------------------------------------------------------
 
-    def publish(self, topic, payload, tags=None, payload_type=None, time=None):
+    def publish(self, topic, payload, tags=None, payload_type=None, time=None, *, id=None,
+                expect_last=None):
         """Publishes one event and waits for its ack: returns (partition, offset).
 
         The arguments are those of Message. Raises a ServerError subclass if
         the server refuses it (InvalidArgumentError for a bad topic or event,
         NotFoundError when no partition rule matches the topic, ...).
+        id: see Message; a repeat within the server's dedup window returns a
+        Duplicate of the original (partition, offset), storing nothing.
+        expect_last: store the event only if the topic's last event has this
+        offset ("none": the topic has no event yet); else nothing is stored
+        and FailedPreconditionError is raised, its ``actual`` the topic's
+        real last offset (None: no event).
         """
-        return self.publish_many(((topic, payload, tags, payload_type, time),))[0]
+        expect = None if expect_last is None else {topic: expect_last}
+        return self.publish_many(((topic, payload, tags, payload_type, time, id),),
+                                 expect=expect)[0]
 
-    def publish_many(self, events):
+    def publish_many(self, events, *, expect=None):
         """Publishes every event of an iterable, batched and pipelined.
 
         events: Message objects or tuples (topic, payload[, tags[,
@@ -257,10 +341,21 @@ class Client:
         server's max_event_bytes is refused the same way before it is sent.
         ConnectionLostError and TimeoutError carry ``acks`` too: events
         without an ack may or may not have been stored.
+
+        Events with an id (Message.id) are stored at most once per partition
+        within the server's dedup window: republishing events whose ack was
+        lost is safe, and their acks are Duplicate pairs.
+
+        expect: {topic: last offset or "none"}: the events are sent as one
+        Publish (at most batch_events of them, in one partition) that the
+        server stores only if every topic's last event has that offset ("none":
+        no event yet), atomically; otherwise nothing is stored and
+        FailedPreconditionError is raised with ``expected`` and ``actual``
+        (the topic's real last offset, None for no event).
         """
         with self._lock:
             conn = self._connection()
-            return _Publishing(self, conn).run(events)
+            return _Publishing(self, conn, _expect_fields(expect)).run(events)
 
     def ping(self):
         """Round trip to the server (Ping, Pong): returns the seconds it took."""
@@ -328,9 +423,10 @@ def _unexpected(conn, fid, body, what):
 class _Publishing:
     """One publish_many call: its batches, the ones in flight, the results."""
 
-    def __init__(self, client, conn):
+    def __init__(self, client, conn, expect=b""):
         self.client = client
         self.conn = conn
+        self.expect = expect  # encoded Publish.expect entries: one batch only
         self.inflight = {}  # frame id -> (batch number, index of its first event, count)
         self.results = []  # per batch sent: list of (partition, offset), or None
         self.error = None  # the first refusal
@@ -372,6 +468,10 @@ class _Publishing:
                 if n + _TRANSMIT_TIME_MAX > max_event:
                     self._check_size(ev, max_event)
                 if batch and (size + n + _EVENT_OVERHEAD > limit or len(batch) >= batch_events):
+                    if self.expect:
+                        raise ValueError("publish_many with expect: the events must fit in one "
+                                         "Publish (batch_events %d, batch_bytes %d)"
+                                         % (batch_events, limit))
                     self._send(batch)
                     batch = []
                     size = 0
@@ -380,7 +480,7 @@ class _Publishing:
                 batch.append(ev)
                 size += n + _EVENT_OVERHEAD
             else:
-                if batch:
+                if batch or self.expect:
                     self._send(batch)
             while self.inflight:
                 self._read_reply()
@@ -442,6 +542,7 @@ class _Publishing:
             parts.append(varint(len(ev) + ltt))
             parts.append(ev)
             parts.append(tt)
+        parts.append(self.expect)
         body = b"".join(parts)
         fid = conn.next_id()
         self.inflight[fid] = (len(self.results), self.sent, len(batch))
@@ -462,7 +563,7 @@ class _Publishing:
                                     "no batch in flight" % (conn.address, fid))
             number, _, count = entry
             try:
-                parts, index, offsets, _dups = wire.decode_publish_ack(conn.buf, s, e)
+                parts, index, offsets, dups = wire.decode_publish_ack(conn.buf, s, e)
             except (wire.WireError, IndexError) as exc:
                 conn.close()
                 raise ProtocolError("protobusd at %s sent a malformed PublishAck: %s"
@@ -476,6 +577,9 @@ class _Publishing:
                 positions = [(p, o) for o in offsets]
             else:
                 positions = list(zip(map(parts.__getitem__, index), offsets))
+            for i in dups:
+                if i < count:
+                    positions[i] = Duplicate(*positions[i])
             self.results[number] = (positions, count)
         elif body == wire.ERROR:
             entry = self.inflight.pop(fid, None)

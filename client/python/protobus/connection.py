@@ -15,6 +15,7 @@ another thread.
 import os
 import select
 import socket
+import ssl
 
 from . import errors, wire
 from .errors import ConnectionLostError, ProtocolError
@@ -23,6 +24,22 @@ PROTOCOL_VERSION = 1
 DEFAULT_ADDRESS = "127.0.0.1:7420"
 DEFAULT_PORT = 7420
 RECV_BYTES = 1 << 20
+
+
+def _wrap_tls(sock, host, address, tls):
+    """The socket under TLS (1.2 at least): the server's certificate checked
+    against tls["ca"] (else the system's CAs) and the host or IP; a client
+    certificate from tls["cert"] / tls["key"] for mutual TLS."""
+    try:
+        ctx = ssl.create_default_context(cafile=tls.get("ca"))
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if tls.get("cert"):
+            ctx.load_cert_chain(tls["cert"], tls.get("key"))
+        return ctx.wrap_socket(sock, server_hostname=host)
+    except (ssl.SSLError, OSError) as e:
+        sock.close()
+        raise ConnectionLostError("TLS handshake with protobusd at %s failed: %s"
+                                  % (address, getattr(e, "reason", None) or e)) from None
 
 
 def parse_address(address):
@@ -39,6 +56,8 @@ def parse_address(address):
         raise TypeError("address must be a str \"host:port\" or a (host, port) pair, not %s"
                         % type(address).__name__)
     a = address.strip()
+    if a.startswith("tls://"):
+        a = a[6:]  # TLS: Connection's business
     if a.startswith("["):
         close = a.find("]")
         if close < 0:
@@ -100,8 +119,14 @@ def error_from_body(conn, start, end, event_offset=0):
         raise ProtocolError("protobusd at %s sent a malformed Error frame: %s"
                             % (conn.address, exc)) from None
     index = e.event_index_plus_one - 1 + event_offset if e.event_index_plus_one else None
-    return errors.server_error(e.code, e.message, e.partition, e.first_offset, e.last_offset,
-                               index)
+    err = errors.server_error(e.code, e.message, e.partition, e.first_offset, e.last_offset,
+                              index)
+    if e.HasField("expected"):
+        # (topic, last offset or None for "no event") of Publish.expect.
+        err.expected = (e.expected.topic, None if e.expected.none else e.expected.offset)
+        err.actual = (e.actual.topic or e.expected.topic,
+                      None if e.actual.none else e.actual.offset)
+    return err
 
 
 class Connection:
@@ -111,7 +136,7 @@ class Connection:
     reply); None waits forever.
     """
 
-    def __init__(self, address, timeout=30.0, name=None):
+    def __init__(self, address, timeout=30.0, name=None, user=None, password=None, tls=None):
         from . import protobus_pb2 as pb
         from . import __version__
         self.host, self.port = parse_address(address)
@@ -130,10 +155,16 @@ class Connection:
         except OSError as e:
             raise ConnectionLostError("cannot connect to protobusd at %s: %s"
                                       % (self.address, e.strerror or e)) from None
+        spelled = os.environ.get("PROTOBUS_SERVER") if address is None else address
+        if tls is None and isinstance(spelled, str) and spelled.strip().startswith("tls://"):
+            tls = {}
+        if tls is not None:
+            self.sock = _wrap_tls(self.sock, self.host, self.address, tls)
         try:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             hello = pb.Hello(protocol_version=PROTOCOL_VERSION,
-                             name=name or "protobus-python %s" % __version__)
+                             name=name or "protobus-python %s" % __version__,
+                             user=user or "", password=password or "")
             hid = self.next_id()
             self.send(wire.frame(hid, wire.HELLO, hello.SerializeToString()))
             fid, body, s, e = self.read_frame("its Hello")
@@ -183,7 +214,7 @@ class Connection:
             chunk = self.sock.recv(RECV_BYTES)
         except socket.timeout:
             return False
-        except BlockingIOError:
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return False
         except OSError as e:
             if self.closed:

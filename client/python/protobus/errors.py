@@ -59,7 +59,10 @@ class ServerError(ProtobusError):
     ``event_index`` is the index of the event concerned within the request
     (publish_many: within the whole call), or None. ``code_number`` is the
     numeric Code. publish_many also sets ``acks``: one (partition, offset) per
-    event given, None for each event that was not stored.
+    event given, None for each event that was not stored. A FAILED_PRECONDITION
+    of an expectation (publish's expect_last, publish_many's expect) sets
+    ``expected`` and ``actual``: (topic, last offset), the offset None for
+    "no event"; both are None otherwise.
     """
 
     def __init__(self, message, code=None, partition="", first_offset=0, last_offset=0,
@@ -72,6 +75,8 @@ class ServerError(ProtobusError):
         self.last_offset = last_offset
         self.event_index = event_index
         self.acks = None
+        self.expected = None
+        self.actual = None
 
 
 class CancelledError(ServerError):

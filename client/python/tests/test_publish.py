@@ -280,3 +280,38 @@ def test_failing_iterable_leaves_the_connection_in_step(daemon):
         # The batches sent (5 of 5 events, then 2) were stored and answered;
         # the unfinished ones were not sent; the next request is in step.
         assert c.publish_many([("t", b"next")]) == [("events", 35)]
+
+
+def test_publish_with_id_is_stored_once(client):
+    first = client.publish("orders.eu", b"created", id="order-1")
+    again = client.publish("orders.us", b"created", id="order-1")
+    assert again == first and isinstance(again, protobus.Duplicate)
+    assert not isinstance(first, protobus.Duplicate)
+    acks = client.publish_many([protobus.Message("orders.eu", b"a", id="m-1"),
+                                ("orders.eu", b"b"),
+                                protobus.Message("orders.eu", b"c", id="m-1")])
+    assert acks[2] == acks[0] and isinstance(acks[2], protobus.Duplicate)
+    assert acks[1][1] == acks[0][1] + 1
+    with pytest.raises(ValueError):
+        client.publish("orders.eu", b"x", id="i" * 65)
+    events = list(client.subscribe(["orders\\..*"], start="beginning", until_caught_up=True))
+    assert [e.id for e in events] == ["order-1", "m-1", ""]
+
+
+def test_publish_with_expect_last(client):
+    assert client.publish("cart.7", b"one", expect_last="none") == ("events", 0)
+    assert client.publish("cart.7", b"two", expect_last=0) == ("events", 1)
+    with pytest.raises(protobus.FailedPreconditionError) as e:
+        client.publish("cart.7", b"late", expect_last=0)
+    assert e.value.expected == ("cart.7", 0)
+    assert e.value.actual == ("cart.7", 1)
+    with pytest.raises(protobus.FailedPreconditionError) as e:
+        client.publish("cart.8", b"x", expect_last=3)
+    assert e.value.actual == ("cart.8", None)
+    # Several events, several topics, one Publish; nothing stored on a mismatch.
+    acks = client.publish_many([("cart.7", b"three"), ("cart.9", b"new")],
+                               expect={"cart.7": 1, "cart.9": "none"})
+    assert acks == [("events", 2), ("events", 3)]
+    with pytest.raises(protobus.FailedPreconditionError):
+        client.publish_many([("cart.7", b"no")], expect={"cart.7": 2, "cart.9": "none"})
+    assert client.publish("cart.7", b"four", expect_last=2) == ("events", 4)

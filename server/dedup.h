@@ -1,0 +1,100 @@
+/*
+ * dedup - one partition's dedup window: the publisher-chosen ids
+ * (EncapsulatedEvent.id) of the events it stored recently, each with its
+ * offset, so that a retried event is acknowledged with its original
+ * position instead of being stored again (FORMAT.md 4.3, 5).
+ *
+ * An id is remembered from its record's receive time t until t + window
+ * (dedup_window_ms), and at most max_entries ids are kept (dedup_max_entries):
+ * beyond that the oldest is forgotten early, so the window is the shorter of
+ * the two bounds (a publisher retrying later than that may store twice).
+ * Times come from the caller (the partition's clock, injected in tests):
+ * nothing here reads a clock.
+ *
+ * Memory: entries are fixed slots of DEDUP_SLOT_BYTES (id up to 64 bytes)
+ * in a ring that grows by doubling up to max_entries, plus a hash index of
+ * two to four 8-byte cells per slot (~116-132 bytes per id in all). Nothing is allocated until the
+ * first id, so a partition whose events carry no id pays nothing.
+ *
+ * Start-up: dedup_rebuild reads the log's records newer than now - window
+ * (through the partition's fileio, like every other read of its files), so
+ * the window holds across kill -9 and power loss: what the log holds after
+ * recovery is exactly what the window holds.
+ *
+ * Threads: the partition's writer thread (or the thread that opens the
+ * partition) only, no lock; dedup_id_hash on any thread.
+ */
+#ifndef PB_DEDUP_H
+#define PB_DEDUP_H
+
+#include "fileio.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Memory per remembered id: its slot (96 bytes), a 4-byte hash tag and
+ * two to four 8-byte index cells. */
+#define DEDUP_SLOT_BYTES 96u
+
+typedef struct dedup dedup;
+
+/* A window remembering ids for window_ns, at most max_entries (>= 1) of them.
+ * 0 or PB_ENOMEM. */
+int dedup_create(dedup **out, int64_t window_ns, uint32_t max_entries);
+void dedup_destroy(dedup *d);
+
+/* The offset of the record that stored id[0..len) while it is in the window:
+ * 1 with *offset set, or 0. */
+int dedup_find(const dedup *d, const uint8_t *id, size_t len, uint64_t *offset);
+
+/* Remembers id[0..len) (1..64 bytes, not already present) as stored at
+ * offset at time_ns (offsets and times ascending from call to call). At
+ * max_entries, forgets the oldest first. 0 or PB_ENOMEM (then not
+ * remembered: the window degrades, the record is stored all the same). */
+int dedup_add(dedup *d, const uint8_t *id, size_t len, uint64_t offset, int64_t time_ns);
+
+/* Any thread. The hash of an id (under a random seed of the process): what
+ * dedup_prefetch and dedup_check take. Ingest computes it on the loop
+ * thread while it has the event's bytes in its cache (pub_event.id_hash). */
+uint64_t dedup_id_hash(const uint8_t *id, size_t len);
+
+/* dedup_find, and dedup_add when absent, with one probe run (the writer's
+ * path); h = dedup_id_hash(id, len). 1 with *original set when id is in
+ * the window, 0 when it was added as stored at offset, or PB_ENOMEM /
+ * PB_EINVAL. */
+int dedup_check(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint64_t offset,
+                int64_t time_ns, uint64_t *original);
+
+/* A hint, for an id (hash h) whose dedup_check comes after `ahead` others:
+ * brings the index cells it will read into the cache (the index is larger
+ * than the cache: a take checks its ids with their misses overlapped). */
+void dedup_prefetch(const dedup *d, uint64_t h, uint32_t ahead);
+
+/* Forgets the ids stored before now_ns - window. */
+void dedup_expire(dedup *d, int64_t now_ns);
+
+/* Forgets the ids stored at offset >= from (a take that was not stored
+ * after all: its ids must not block a retry). */
+void dedup_truncate(dedup *d, uint64_t from);
+
+/* Ids remembered now; ids forgotten early because of max_entries (since
+ * creation); bytes allocated. */
+size_t dedup_count(const dedup *d);
+uint64_t dedup_evicted(const dedup *d);
+size_t dedup_memory(const dedup *d);
+int64_t dedup_window_ns(const dedup *d);
+
+/* Fills the (empty) window from the partition's files in dir: the records
+ * below end_offset with a receive time >= now_ns - window, read through io.
+ * Damaged records are skipped (they were not stored, as far as a reader can
+ * tell). `name` names the partition in log lines. Returns 0 or a negative
+ * code (an I/O error; logged). */
+int dedup_rebuild(dedup *d, const fileio *io, const char *dir, const char *name, int64_t now_ns,
+                  uint64_t end_offset);
+
+/* The id (EncapsulatedEvent field 8, the last occurrence) of an encoded
+ * event: its length (0 if none) with *id pointing into ev. Pure; for stored
+ * events, which were checked when published. */
+size_t dedup_event_id(const uint8_t *ev, size_t n, const uint8_t **id);
+
+#endif

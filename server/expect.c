@@ -1,0 +1,164 @@
+/*
+ * expect - expected-offset checks and the dedup window over a writer's take
+ * (see expect.h for the rules).
+ *
+ * Threads: the partition's writer thread.
+ */
+#include "expect.h"
+
+#include "pb_errors.h"
+
+#include <string.h>
+
+/* dedup_prefetch's distance, in events: enough to cover a cache miss with
+ * the work of the events in between. */
+#define PREFETCH_AHEAD 8u
+
+/* The last offset of topic: the newest among recs[0..n) (this take so far),
+ * else the topic table's. 1 with *last, 0 when the topic has no event, or
+ * a negative code (the cold store could not be read). */
+static int last_offset(const expect_take *x, const live_record *recs, size_t n,
+                       const uint8_t *topic, uint32_t len, uint64_t *last)
+{
+    for (size_t i = n; i-- > 0;)
+        if (recs[i].topic_len == len && memcmp(recs[i].topic, topic, len) == 0) {
+            *last = recs[i].offset;
+            return 1;
+        }
+    int rc = topics_last(x->topics, topic, len, last);
+    if (rc == 0)
+        return 1;
+    return rc == PB_ENOTFOUND ? 0 : rc;
+}
+
+/* Every event of the part carries an id that is in the window. */
+static bool all_duplicates(const expect_take *x, const pub_part *part)
+{
+    if (!x->dedup || part->count == 0)
+        return false;
+    for (uint32_t k = 0; k < part->count; k++) {
+        const pub_event *ev = &part->batch->events[part->events[k]];
+        uint64_t off;
+        if (ev->id_len == 0 || !dedup_find(x->dedup, ev->id, ev->id_len, &off))
+            return false;
+    }
+    return true;
+}
+
+/* Checks the part's expectations against recs[0..n) and the table: 0 when
+ * they all hold, else the refusal (the part's fields set). */
+static int check_expectations(const expect_take *x, pub_part *part, const live_record *recs,
+                              size_t n)
+{
+    const pub_batch *b = part->batch;
+    if (b->nexpect == 0)
+        return 0;
+    if (!x->topics_complete)
+        return part->refused = PUB_EXPECT_UNKNOWN;
+    for (uint32_t j = 0; j < b->nexpect; j++) {
+        const pub_expect *e = &b->expect[j];
+        uint64_t last = 0;
+        int rc = last_offset(x, recs, n, e->topic, e->topic_len, &last);
+        if (rc < 0)
+            return part->refused = PUB_EXPECT_UNKNOWN;
+        bool holds = e->none ? rc == 0 : (rc == 1 && last == e->offset);
+        if (!holds) {
+            part->expect_failed = j;
+            part->actual_none = rc == 0;
+            part->actual = last;
+            return part->refused = PUB_EXPECT_FAILED;
+        }
+    }
+    return 0;
+}
+
+/* The dedup hash of the id of the part's k-th event (0 without id): ingest's,
+ * or computed here for events that come without (tests build their own). */
+static uint64_t id_hash(const pub_part *part, uint32_t k)
+{
+    const pub_event *ev = &part->batch->events[part->events[k]];
+    if (ev->id_len == 0)
+        return 0;
+    return ev->id_hash ? ev->id_hash : dedup_id_hash(ev->id, ev->id_len);
+}
+
+size_t expect_admit(const expect_take *x, pub_part *taken, log_entry *entries, live_record *recs)
+{
+    size_t n = 0;
+    if (x->dedup)
+        dedup_expire(x->dedup, x->time_ns);
+    for (pub_part *part = taken; part; part = part->next) {
+        pub_batch *b = part->batch;
+        bool retry = b->nexpect > 0 && all_duplicates(x, part);
+        if (!retry && check_expectations(x, part, recs, n) < 0)
+            continue;
+        /* Hashes of the next PREFETCH_AHEAD events' ids, computed once:
+         * for the prefetch, then for the check. */
+        uint64_t ahead[PREFETCH_AHEAD];
+        bool ids = x->dedup != NULL;
+        for (uint32_t k = 0; ids && k < PREFETCH_AHEAD && k < part->count; k++)
+            ahead[k] = id_hash(part, k);
+        for (uint32_t k = 0; k < part->count; k++) {
+            pub_event *ev = &b->events[part->events[k]];
+            uint64_t h = 0, orig;
+            if (ids) {
+                h = ahead[k % PREFETCH_AHEAD];
+                if (k + PREFETCH_AHEAD < part->count) {
+                    uint64_t later = id_hash(part, k + PREFETCH_AHEAD);
+                    ahead[k % PREFETCH_AHEAD] = later;
+                    if (later)
+                        dedup_prefetch(x->dedup, later, PREFETCH_AHEAD);
+                }
+            }
+            /* 0: remembered as stored at next + n; PB_ENOMEM: stored without
+             * being remembered (the window degrades, nothing is refused). */
+            if (ids && ev->id_len > 0 &&
+                dedup_check(x->dedup, h, ev->id, ev->id_len, x->next + n, x->time_ns, &orig) == 1) {
+                ev->duplicate = 1;
+                ev->offset = orig;
+                continue;
+            }
+            entries[n] = (log_entry){
+                .data = ev->data,
+                .len = ev->len,
+                .suffix = x->suffix,
+                .suffix_len = x->suffix_len,
+                .time_ns = x->time_ns,
+            };
+            recs[n] = (live_record){
+                .offset = x->next + n,
+                .time_ns = x->time_ns,
+                .topic = ev->topic,
+                .topic_len = ev->topic_len,
+                .data = ev->data,
+                .len = ev->len,
+                .suffix = x->suffix,
+                .suffix_len = (uint32_t)x->suffix_len,
+            };
+            n++;
+        }
+    }
+    return n;
+}
+
+void expect_commit(const expect_take *x, pub_part *taken)
+{
+    uint64_t next = x->next;
+    for (pub_part *part = taken; part; part = part->next) {
+        if (part->refused)
+            continue;
+        pub_batch *b = part->batch;
+        for (uint32_t k = 0; k < part->count; k++) {
+            pub_event *ev = &b->events[part->events[k]];
+            ev->time_ns = x->time_ns;
+            if (!ev->duplicate)
+                ev->offset = next++;
+        }
+    }
+}
+
+void expect_take_failed(const expect_take *x)
+{
+    if (x->dedup)
+        dedup_truncate(x->dedup, x->next);
+}
