@@ -52,8 +52,8 @@ _Static_assert((PATTERNS_CACHE_SLOTS & (PATTERNS_CACHE_SLOTS - 1)) == 0,
                "PATTERNS_CACHE_SLOTS must be a power of two");
 _Static_assert(PATTERNS_CACHE_TOPIC_MAX < UINT16_MAX, "slot length field is 16 bits");
 
-static int compile_whole(const char *pattern, size_t len, pcre2_code **out, char *why,
-                         size_t whylen, bool jit)
+int pattern_compile_whole(const char *pattern, size_t len, pcre2_code **out, char *why,
+                          size_t whylen)
 {
     int errcode = 0;
     PCRE2_SIZE erroff = 0;
@@ -79,32 +79,8 @@ static int compile_whole(const char *pattern, size_t len, pcre2_code **out, char
     }
     /* JIT is an optimisation only: on failure (no JIT support on this CPU,
      * or no executable memory) pcre2_match() interprets the pattern. */
-    if (jit)
-        (void)pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
+    (void)pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
     *out = code;
-    return 0;
-}
-
-int pattern_compile_whole(const char *pattern, size_t len, pcre2_code **out, char *why,
-                          size_t whylen)
-{
-    return compile_whole(pattern, len, out, why, whylen, true);
-}
-
-int patterns_check(const char *const *patterns, size_t n, char *err, size_t errlen)
-{
-    for (size_t i = 0; i < n; i++) {
-        char why[300];
-        pcre2_code *code;
-        int rc = compile_whole(patterns[i], strlen(patterns[i]), &code, why, sizeof why, false);
-        if (rc == PB_EINVAL && errlen)
-            snprintf(err, errlen, "pattern \"%s\": %s", patterns[i], why);
-        else if (rc < 0 && errlen)
-            snprintf(err, errlen, "out of memory compiling %zu pattern(s)", n);
-        if (rc < 0)
-            return rc;
-        pcre2_code_free(code);
-    }
     return 0;
 }
 
@@ -186,7 +162,13 @@ static bool gate_passes(const pattern_set *ps, const char *topic, size_t len, pc
         return true;
     if (!ps->allow_all && !any_match(ps->allow, ps->nallow, topic, len, md, ps->mctx))
         return false;
-    return !any_match(ps->deny, ps->ndeny, topic, len, md, ps->mctx);
+    /* A deny pattern that cannot decide (a match limit, patterns_set_limits)
+     * denies: a topic crafted to exhaust it must not get through. */
+    for (size_t i = 0; i < ps->ndeny; i++)
+        if (pcre2_match(ps->deny[i], (PCRE2_SPTR)topic, len, 0, 0, md, ps->mctx) !=
+            PCRE2_ERROR_NOMATCH)
+            return false;
+    return true;
 }
 
 /* Whether one of the set's own patterns matches; a pattern over its limits

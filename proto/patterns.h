@@ -57,11 +57,6 @@ int pattern_compile_whole(const char *pattern, size_t len, pcre2_code **out, cha
 int patterns_compile(const char *const *patterns, size_t n, pattern_set **out, char *err,
                      size_t errlen);
 
-/* Checks that n patterns compile, as patterns_compile would, without
- * keeping them or JIT-compiling them (a third of the cost): the same
- * PB_EINVAL and message, or PB_ENOMEM. */
-int patterns_check(const char *const *patterns, size_t n, char *err, size_t errlen);
-
 /* True if any pattern of the set matches the whole topic[0..len). A match
  * error (e.g. the backtracking limit) counts as no match for that pattern.
  * No allocation. Owning thread only. */

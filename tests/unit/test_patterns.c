@@ -59,21 +59,6 @@ static void test_breach_reported(void **state)
     patterns_free(ps);
 }
 
-/* patterns_check refuses what patterns_compile refuses, with the same
- * message, and keeps nothing. */
-static void test_check_like_compile(void **state)
-{
-    (void)state;
-    const char *good[] = {"a.b", "(x|y)+"}, *bad[] = {"ok", "a(b"};
-    char e1[256] = "", e2[256] = "";
-    assert_int_equal(patterns_check(good, 2, e1, sizeof e1), 0);
-    pattern_set *ps;
-    assert_int_equal(patterns_check(bad, 2, e1, sizeof e1), PB_EINVAL);
-    assert_int_equal(patterns_compile(bad, 2, &ps, e2, sizeof e2), PB_EINVAL);
-    assert_string_equal(e1, e2);
-    assert_non_null(strstr(e1, "pattern \"a(b\""));
-}
-
 static void test_any_of(void **state)
 {
     const char *pats[] = {"orders\\..*", "sensors\\.t[0-9]+", "audit"};
@@ -478,7 +463,6 @@ int main(void)
         cmocka_unit_test(test_match_cache_exact_and_bounded),
         cmocka_unit_test(test_match_cache_holds_100k_topics_in_8mib),
         cmocka_unit_test(test_breach_reported),
-        cmocka_unit_test(test_check_like_compile),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
