@@ -52,8 +52,9 @@ INCLUDES = -I$(GEN) -Iproto -Iserver -Iclient -Iclient/cli -Itests/lib
 # -fvisibility=hidden: only PB_API functions leave libprotobus (see below).
 CFLAGS  += -std=c11 $(OPT) $(WARN) -pthread -fPIC -fvisibility=hidden $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
-# The CLI needs no event loop and no config parser.
-CLI_LDLIBS := $(shell pkg-config --libs libprotobuf-c libpcre2-8 json-c libsodium libssl libcrypto 2>/dev/null) -lpthread -lm
+# The CLI needs no event loop, no config parser and no JSON library (it
+# writes its JSON itself: client/cli/render.c).
+CLI_LDLIBS := $(shell pkg-config --libs libprotobuf-c libpcre2-8 libsodium libssl libcrypto 2>/dev/null) -lpthread -lm
 LDFLAGS += $(LDSAN) -pthread
 
 # Generated protobuf-c code (never committed).
