@@ -968,6 +968,8 @@ static int catch_up(topic_table *t, const fileio *io, const char *dir, const cha
             rc = 0;
             break;
         }
+        if (rc == PB_EREMOVED)
+            continue; /* below the first offset: retention took them, nothing to add */
         if (rc == PB_ECORRUPT) {
             const struct pb_reader_problem *pr = pb_reader_problem(r);
             logging_printf(LOG_WARN,
