@@ -119,8 +119,8 @@ TESTLIB_OBJ := $(call obj,$(TESTLIB_SRC))
 # and returns its refusal; pb_item gained caught_up and PB_ITEM_CAUGHT_UP).
 # 3: pb_client_options gained user, password and the TLS fields (its size
 # changed); PB_CODE_UNAUTHENTICATED; pb_client_publish_id,
-# pb_client_expect_last, pb_position.duplicate, pb_server_error's
-# expectation fields.
+# pb_client_expect_last, pb_received_event_id, pb_position.duplicate,
+# pb_server_error's expectation fields.
 # 3.1: PB_ITEM_OUT_OF_RANGE (offsets removed by retention) and PB_EREMOVED.
 SO_MAJOR   := 3
 SO_VERSION := $(SO_MAJOR).1.0
