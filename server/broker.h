@@ -94,6 +94,12 @@ struct pub_batch {
     pub_event *events;
     uint32_t nparts;
     pub_part *parts;
+    /* A standby's batch (follower.c): each event is a record of the
+     * primary's, stored as it is (data = the stored event bytes) at its
+     * `offset` with its `time_ns`, set by the follower; no dedup, no
+     * expectations. A part whose first offset is not the partition's next
+     * is refused (status PB_EINVAL), nothing of it stored. */
+    int replica;
     uint32_t nexpect;     /* Publish.expect entries (then nparts <= 1) */
     pub_expect *expect;   /* ingest's, NULL when nexpect is 0 */
     pub_batch *next_done; /* net.c's completion list link */

@@ -145,6 +145,7 @@ typedef struct pb_config {
     char *tls_cert;                 /* PEM certificate chain: TLS on the listener; NULL: none */
     char *tls_key;                  /* its PEM private key */
     char *tls_client_ca;            /* PEM CA(s): clients must present a certificate they signed */
+    char *follow; /* HOST:PORT of the primary: run as its hot standby (follower.h); NULL: not */
     pb_user_config *users;          /* [user NAME] sections, in file order */
     size_t n_users;
 } pb_config;

@@ -124,6 +124,16 @@ static void handle_publish(conn *c, uint64_t id, const uint8_t *body, size_t len
     pub_batch *b;
     ingest_error err;
     ingest_rights rights;
+    if (n->opts.follow) {
+        memset(&err, 0, sizeof err);
+        err.code = PB_CODE_FAILED_PRECONDITION;
+        snprintf(err.message, sizeof err.message,
+                 "this server is a standby of %s: publish to the primary (or promote this "
+                 "standby: restart it without --follow / [server] follow)",
+                 n->opts.follow);
+        send_ingest_error(c, id, &err);
+        return;
+    }
     if (ingest_prepare(&n->ingest, conn_publish_rights(c, &rights), id, body, len, batch_done, c,
                        &b, &err) < 0) {
         send_ingest_error(c, id, &err);

@@ -46,6 +46,9 @@ typedef struct net_options {
     struct auth *auth;
     /* TLS for every connection (tls.h); NULL: plain TCP. */
     struct tls_ctx *tls;
+    /* A hot standby's primary (HOST:PORT): publishes are refused with
+     * FAILED_PRECONDITION naming it; NULL: publishes are taken. */
+    const char *follow;
 } net_options;
 
 /* Binds and listens; err names the address and the reason on failure. */

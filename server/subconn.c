@@ -283,6 +283,8 @@ static const session_options no_session_options;
 static int answer_frame(subconn *c, const frame_scan_result *r)
 {
     session_answer a;
+    if (!r->malformed && r->kind == FRAME_REPLICA_ACK && c->replicate)
+        return 0; /* the follower's durable positions: nothing to answer */
     if (r->malformed)
         session_answer_malformed(SESSION_SUBSCRIBED, r->why, &a);
     else

@@ -43,6 +43,9 @@ typedef struct subconn {
     /* A TLS connection's session (tls.h), handed over with the socket
      * (the caller frees it); NULL: plain TCP. */
     struct tls_conn *tls;
+    /* A replication subscription (Subscribe.replicate): the follower's
+     * ReplicaAck frames are accepted (and not answered). */
+    bool replicate;
 
     /* subconn's own. */
     uint8_t *out; /* frames waiting to be written */
