@@ -47,7 +47,9 @@ enum server_key {
     SK_OTHERS
 };
 
-enum value_kind { V_U32, V_SIZE, V_STRING, V_LISTEN, V_FSYNC, V_LOG_LEVEL, V_AUTH, V_BOOL, V_MODE };
+/* V_STANDBY: standby_timeout = refuse | local. */
+enum value_kind { V_U32, V_SIZE, V_STRING, V_LISTEN, V_FSYNC, V_LOG_LEVEL, V_AUTH, V_BOOL, V_MODE,
+                  V_STANDBY };
 
 static const struct key_def {
     const char *name;
@@ -90,6 +92,9 @@ static const struct key_def {
     {"tls_key", V_STRING, offsetof(pb_config, tls_key), 0, 0},
     {"tls_client_ca", V_STRING, offsetof(pb_config, tls_client_ca), 0, 0},
     {"follow", V_STRING, offsetof(pb_config, follow), 0, 0},
+    {"min_standby_acks", V_U32, offsetof(pb_config, min_standby_acks), 0, 1},
+    {"standby_timeout_ms", V_U32, offsetof(pb_config, standby_timeout_ms), 1, 3600000},
+    {"standby_timeout", V_STANDBY, 0, 0, 0},
 };
 
 #define SK_COUNT (sizeof server_keys / sizeof server_keys[0])
@@ -249,6 +254,13 @@ static int server_key(struct parse_ctx *c, const struct key_def *d, const char *
             return 0;
         c->cfg->auth = (pb_auth_mode)e;
         return 1;
+    case V_STANDBY: {
+        static const char *const words[] = {"refuse", "local", NULL};
+        if (!set_enum(c, &e, d->name, value, words, "refuse, local"))
+            return 0;
+        c->cfg->standby_timeout_local = e == 1;
+        return 1;
+    }
     case V_BOOL: {
         static const char *const words[] = {"no", "yes", NULL};
         if (!set_enum(c, &e, d->name, value, words, "yes, no"))

@@ -146,6 +146,9 @@ typedef struct pb_config {
     char *tls_key;                  /* its PEM private key */
     char *tls_client_ca;            /* PEM CA(s): clients must present a certificate they signed */
     char *follow; /* HOST:PORT of the primary: run as its hot standby (follower.h); NULL: not */
+    uint32_t min_standby_acks;   /* 1: a publish is acked once the standby has it (standby.h) */
+    uint32_t standby_timeout_ms; /* ... waiting at most this long, then: */
+    bool standby_timeout_local;  /* ack on the local copy (true) or refuse, UNAVAILABLE */
     pb_user_config *users;          /* [user NAME] sections, in file order */
     size_t n_users;
 } pb_config;

@@ -172,4 +172,9 @@ void config_set_defaults(pb_config *cfg)
      * who mistyped; it doubles with each recent failure from the address. */
     cfg->auth_failure_delay_ms = 1000;
     cfg->data_mode = 0600;
+    /* Hot standby: asynchronous unless asked; a synchronous publish waits
+     * 5 s for the standby, then is refused. */
+    cfg->min_standby_acks = 0;
+    cfg->standby_timeout_ms = 5000;
+    cfg->standby_timeout_local = false;
 }

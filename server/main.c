@@ -27,6 +27,7 @@
 #include "protobus_version.h"
 #include "router.h"
 #include "security.h"
+#include "standby.h"
 #include "store.h"
 #include "sub.h"
 #include "subrun.h"
@@ -96,6 +97,7 @@ typedef struct daemon_state {
     sub_registry *subs;
     mirror_set *mirrors;
     follower *follower; /* --follow: the replication thread; NULL: a primary */
+    standby *standby;   /* min_standby_acks = 1: the standby's positions; NULL: async */
     router *router;
     net *net;
     uv_signal_t sigterm, sigint, sighup;
@@ -461,6 +463,8 @@ static int close_daemon(daemon_state *d)
     if (rc < 0)
         logging_printf(LOG_ERROR, "closing the partitions: %s", pb_strerror(rc));
     fanout_destroy(d->live);
+    standby_destroy(d->standby);
+    d->standby = NULL;
     return rc;
 }
 
@@ -494,7 +498,11 @@ static int open_daemon(daemon_state *d)
         .slots = d->cfg.threads,
         .queue_total_bytes = d->cfg.subscriber_queue_total_bytes,
     };
-    int rc = fanout_create(&d->live, &fo);
+    int rc = standby_create(&d->standby, d->cfg.min_standby_acks, d->cfg.standby_timeout_ms,
+                            d->cfg.standby_timeout_local ? STANDBY_LOCAL : STANDBY_REFUSE);
+    if (rc < 0)
+        return rc;
+    rc = fanout_create(&d->live, &fo);
     if (rc < 0) {
         logging_printf(LOG_ERROR, "cannot create the live fan-out: %s", pb_strerror(rc));
         return rc;
@@ -504,6 +512,8 @@ static int open_daemon(daemon_state *d)
         logging_printf(LOG_ERROR, "cannot open data directory %s: %s", d->cfg.data_dir,
                        pb_strerror(rc));
         fanout_destroy(d->live);
+        standby_destroy(d->standby);
+        d->standby = NULL;
         return rc;
     }
     store_set_max_partitions(d->store, d->cfg.max_partitions);
@@ -520,6 +530,7 @@ static int open_daemon(daemon_state *d)
         .write_deadline_ms = d->cfg.write_deadline_ms,
         .topic_history = TOPIC_HISTORY,
         .max_frame_bytes = d->cfg.max_frame_bytes,
+        .standby = d->standby,
     };
     rc = sub_registry_create(&d->subs, &so);
     if (rc < 0)
@@ -561,6 +572,7 @@ static int serve(daemon_state *d, const char *port_file)
         .auth = d->sec.auth,
         .tls = d->sec.tls,
         .follow = d->cfg.follow,
+        .standby = d->standby,
     };
     if (net_start(&d->net, &d->loop, &no, err, sizeof err) < 0) {
         logging_printf(LOG_ERROR, "%s", err);

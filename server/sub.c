@@ -313,6 +313,7 @@ int sub_start_as(sub_registry *r, const sub_rights *rights, int fd, uint64_t fra
     s->frame_id = frame_id;
     s->min_time_ns = INT64_MIN;
     s->max_frame_bytes = r->o.max_frame_bytes;
+    s->standby = r->o.standby;
     peer_name(fd, s->peer, sizeof s->peer);
     if (pending_len > 0) {
         if (!(s->input = malloc(pending_len))) {

@@ -28,6 +28,9 @@ typedef struct sub_options {
     /* What the client may still send on its subscribed connection (read
      * and answered, never buffered): frames over this close it. 0: 16 MiB. */
     uint64_t max_frame_bytes;
+    /* Synchronous standby mode (standby.h): replication subscriptions
+     * record their ReplicaAcks there. NULL: they are accepted, unused. */
+    struct standby *standby;
 } sub_options;
 
 /* PB_EINVAL if an option is missing or out of range (threads 0 or above the
