@@ -13,7 +13,13 @@
 #     with other records) stops replicating that partition, says so, and
 #     leaves its files untouched (while pb, which that primary lacks, stays);
 #   - promotion: the follower restarted without --follow takes publishes at
-#     the next offset.
+#     the next offset;
+#   - synchronous mode (min_standby_acks = 1): kill -9 the primary at random
+#     points under load (3 times, restarting it), then once more and promote
+#     the follower: every event whose publish was acknowledged is on it;
+#     without a standby a publish is refused (UNAVAILABLE) after
+#     standby_timeout_ms, or, with standby_timeout = local, acknowledged and
+#     logged.
 # Every wait is bounded; daemons are stopped by PID; the temp dir goes.
 set -euo pipefail
 
@@ -70,12 +76,13 @@ run() {
     fi
 }
 
-# write_conf NAME: $TMP/NAME.conf with data directory $TMP/NAME.
+# write_conf NAME [SERVER-LINES]: $TMP/NAME.conf with data directory $TMP/NAME.
 write_conf() {
     cat >"$TMP/$1.conf" <<EOF
 [server]
 listen = 127.0.0.1:0
 data_dir = $TMP/$1
+${2:-}
 
 [partition pa]
 match = a\\..*
@@ -217,12 +224,85 @@ test_promotion() {
         fail "the new event is not at offset $end: $("$PB" cat "$TMP/follower/pb" | tail -1)"
 }
 
+# Synchronous publisher: batches of 50 events with unique payloads; a batch
+# whose publish exits 0 was acknowledged whole: its payloads go to
+# $TMP/acked. Runs until $TMP/stop exists (at most 4000 batches).
+sync_publisher() {
+    local i=0 tries=0
+    while [ ! -e "$TMP/stop" ] && [ "$tries" -lt 4000 ]; do
+        tries=$((tries + 1))
+        seq 1 50 | sed "s/^/p$i-/" >"$TMP/batch"
+        if "$PB" pub -s "127.0.0.1:$1" "a.s$((i % 3))" <"$TMP/batch" 2>/dev/null; then
+            cat "$TMP/batch" >>"$TMP/acked"
+        else
+            sleep 0.05
+        fi
+        i=$((i + 1))
+    done
+}
+
+test_sync_kill9_primary_promote() {
+    write_conf sprimary "min_standby_acks = 1
+standby_timeout_ms = 2000"
+    write_conf sfollower
+    rm -f "$TMP/stop" "$TMP/acked"
+    start sprimary
+    local pport cycle
+    pport=$(port sprimary)
+    start sfollower --follow "127.0.0.1:$pport"
+    sync_publisher "$pport" &
+    echo $! >"$TMP/publisher.pid"
+    for cycle in 1 2 3 4; do
+        sleep "0.$((RANDOM % 8 + 2))"
+        stop sprimary KILL
+        [ "$cycle" -eq 4 ] && break
+        start sprimary --listen "127.0.0.1:$pport"
+    done
+    touch "$TMP/stop"
+    wait "$(cat "$TMP/publisher.pid")" || true
+    rm -f "$TMP/publisher.pid"
+    stop sfollower TERM
+    start sfollower # promoted
+    [ -s "$TMP/acked" ] || fail "nothing was acknowledged"
+    "$PB" cat "$TMP/sfollower" | grep -o '"p[0-9]*-[0-9]*"$' | tr -d '"' | sort -u >"$TMP/have"
+    sort -u "$TMP/acked" >"$TMP/want"
+    local missing
+    missing=$(comm -23 "$TMP/want" "$TMP/have" | wc -l)
+    [ "$missing" -eq 0 ] || fail "$missing acknowledged events are not on the promoted follower"
+    "$PB" pub -s "127.0.0.1:$(port sfollower)" a.after promoted >/dev/null ||
+        fail "the promoted follower refused a publish"
+    echo "    $(wc -l <"$TMP/acked") acknowledged events, all on the promoted follower"
+    stop sfollower TERM
+}
+
+test_sync_timeout_policies() {
+    write_conf alone "min_standby_acks = 1
+standby_timeout_ms = 300"
+    start alone
+    local out
+    if out=$("$PB" pub -s "127.0.0.1:$(port alone)" a.x lonely 2>&1); then
+        fail "acknowledged without a standby"
+    fi
+    echo "$out" | grep -q "UNAVAILABLE.*standby did not confirm" || fail "refusal: $out"
+    stop alone TERM
+    write_conf alone "min_standby_acks = 1
+standby_timeout_ms = 300
+standby_timeout = local"
+    start alone
+    "$PB" pub -s "127.0.0.1:$(port alone)" a.x lonely >/dev/null || fail "policy local refused"
+    grep -q "acknowledging publishes on this copy alone" "$TMP/alone.log" ||
+        fail "policy local did not log"
+    stop alone TERM
+}
+
 write_conf primary
 write_conf follower
 run test_kill9_both_sides_byte_identical
 run test_follower_refuses_publish_serves_sub
 run test_divergent_partition_stops
 run test_promotion
+run test_sync_kill9_primary_promote
+run test_sync_timeout_policies
 for d in primary follower; do
     [ -e "$TMP/$d.pid" ] && stop "$d" TERM
 done
