@@ -119,8 +119,8 @@ TESTLIB_OBJ := $(call obj,$(TESTLIB_SRC))
 # and returns its refusal; pb_item gained caught_up and PB_ITEM_CAUGHT_UP).
 # 3: pb_client_options gained user, password and the TLS fields (its size
 # changed); PB_CODE_UNAUTHENTICATED; pb_client_publish_id,
-# pb_client_expect_last, pb_position.duplicate, pb_server_error's
-# expectation fields.
+# pb_client_expect_last, pb_received_event_id, pb_position.duplicate,
+# pb_server_error's expectation fields.
 SO_MAJOR   := 3
 SO_VERSION := $(SO_MAJOR).0.0
 SO_FILE    := $(BUILD)/libprotobus.so.$(SO_VERSION)

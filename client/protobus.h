@@ -411,6 +411,12 @@ typedef struct pb_received_event {
     size_t raw_len;
 } pb_received_event;
 
+/* The event's id (EncapsulatedEvent.id, given by its publisher; the last
+ * occurrence if repeated): a pointer into ev->raw with *len bytes of UTF-8
+ * (not NUL-terminated), valid as long as ev; NULL with *len 0 when it has
+ * none. Pure: any thread. */
+PB_API const char *pb_received_event_id(const pb_received_event *ev, size_t *len);
+
 /* The server could not read stored events [first_offset, last_offset] of
  * `partition` (a DATA_LOSS Error); the subscription continues after them. */
 typedef struct pb_data_loss {

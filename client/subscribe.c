@@ -11,6 +11,8 @@
  */
 #include "client.h"
 
+#include "event.h"
+
 #include "protobus.pb-c.h"
 
 #include <stdlib.h>
@@ -403,4 +405,22 @@ void subscribe_free(pb_client *c)
     free(c->tagv);
     free(c->subparts);
     free(c->subnames);
+}
+
+const char *pb_received_event_id(const pb_received_event *ev, size_t *len)
+{
+    event_walker w;
+    event_item it;
+    const char *id = NULL;
+    *len = 0;
+    if (!ev || !ev->raw)
+        return NULL;
+    event_walk_init(&w, ev->raw, ev->raw_len, EVENT_WANT(EVENT_ID), false);
+    while (event_walk_next(&w, &it, NULL, 0) > 0) {
+        id = (const char *)it.f.data.p;
+        *len = it.f.data.len;
+    }
+    if (*len == 0)
+        id = NULL;
+    return id;
 }

@@ -19,6 +19,7 @@
 #include "hostport.h"
 #include "patterns.h"
 #include "pb_errors.h"
+#include "subcaps.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -66,14 +67,22 @@ static const struct key_def {
     [SK_SUBSCRIBER_QUEUE_TOTAL_BYTES] = {"subscriber_queue_total_bytes", V_SIZE,
                                          offsetof(pb_config, subscriber_queue_total_bytes), 4 * KIB,
                                          1024 * GIB},
+    {"reply_queue_total_bytes", V_SIZE, offsetof(pb_config, reply_queue_total_bytes), 64 * KIB,
+     1024 * GIB},
+    {"max_partial_frame_bytes", V_SIZE, offsetof(pb_config, max_partial_frame_bytes), 1 * MIB,
+     1024 * GIB},
     {"listen", V_LISTEN, 0, 0, 0},
     {"data_dir", V_STRING, offsetof(pb_config, data_dir), 0, 0},
     {"fsync", V_FSYNC, 0, 0, 0},
     {"fsync_interval_ms", V_U32, offsetof(pb_config, fsync_interval_ms), 1, 3600000},
-    {"threads", V_U32, offsetof(pb_config, threads), 1, 4096},
+    {"threads", V_U32, offsetof(pb_config, threads), 1, 4096}, /* older name */
+    {"max_subscriptions", V_U32, offsetof(pb_config, threads), 1, 65535},
+    {"max_subscriptions_per_address", V_U32, offsetof(pb_config, max_subscriptions_per_address), 0,
+     65535},
     {"max_connections", V_U32, offsetof(pb_config, max_connections), 1, 1000000},
     {"write_deadline_ms", V_U32, offsetof(pb_config, write_deadline_ms), 1, 86400000},
     {"idle_timeout_ms", V_U32, offsetof(pb_config, idle_timeout_ms), 1, 86400000},
+    {"quiet_timeout_ms", V_U32, offsetof(pb_config, quiet_timeout_ms), 0, 86400000},
     {"handshake_timeout_ms", V_U32, offsetof(pb_config, handshake_timeout_ms), 1, 86400000},
     {"max_handshaking", V_U32, offsetof(pb_config, max_handshaking), 1, 1000000},
     {"log_level", V_LOG_LEVEL, 0, 0, 0},
@@ -82,6 +91,10 @@ static const struct key_def {
     {"max_partitions", V_U32, offsetof(pb_config, max_partitions), 1, 1000000},
     {"partition_idle_ms", V_U32, offsetof(pb_config, partition_idle_ms), 0, 86400000},
     {"max_topics_in_memory", V_U32, offsetof(pb_config, max_topics_in_memory), 64, 1U << 26},
+    {"max_subscribe_patterns", V_U32, offsetof(pb_config, max_subscribe_patterns), 1, 65536},
+    {"max_pattern_bytes", V_U32, offsetof(pb_config, max_pattern_bytes), 16, 65536},
+    {"max_subscribe_tags", V_U32, offsetof(pb_config, max_subscribe_tags), 1, 65536},
+    {"max_subscribe_offsets", V_U32, offsetof(pb_config, max_subscribe_offsets), 1, 1000000},
     {"dedup_window_ms", V_U32, offsetof(pb_config, dedup_window_ms), 0, 86400000},
     {"dedup_max_entries", V_U32, offsetof(pb_config, dedup_max_entries), 1, 1U << 24},
     {"auth", V_AUTH, 0, 0, 0},

@@ -114,28 +114,37 @@ typedef struct pb_config {
     char *data_dir; /* relative paths are relative to the process's cwd */
     pb_fsync_policy fsync;
     uint32_t fsync_interval_ms;
-    uint32_t threads; /* subscription thread pool size */
+    uint32_t threads; /* max_subscriptions (older name: threads): concurrent subscriptions,
+                         a thread each while it runs */
+    uint32_t max_subscriptions_per_address; /* of one client address; 0: no such cap */
     uint64_t max_event_bytes;
     uint64_t max_frame_bytes;
     uint32_t max_connections;
     uint64_t subscriber_queue_bytes;       /* per-subscription live queue bound */
     uint64_t subscriber_queue_total_bytes; /* bound of all live queues together */
+    uint64_t reply_queue_total_bytes;      /* unsent replies of all connections */
+    uint64_t max_partial_frame_bytes;      /* receive buffers of unfinished frames, all */
     uint32_t write_deadline_ms;            /* drop a subscriber that accepts nothing this long */
     uint32_t idle_timeout_ms;              /* drop a client stalled in the middle of a frame */
+    uint32_t quiet_timeout_ms;             /* close a connection with nothing in flight; 0 never */
     uint32_t handshake_timeout_ms;         /* a connection's Hello must arrive within this */
     uint32_t max_handshaking;              /* connections before their Hello; at the cap the
                                               oldest is closed for a new one */
     enum log_level log_level;              /* logging.h */
     uint32_t route_cache_entries;          /* router's topic -> partition cache bound */
     uint32_t max_batch_events;             /* events per Publish; more is refused */
-    uint32_t max_partitions;       /* partitions the daemon creates; 0 = sized to the fd limit */
-    uint32_t partition_idle_ms;    /* an idle partition closes its files, ends its writer */
-    uint32_t max_topics_in_memory; /* topic table entries in memory, all partitions */
-    uint32_t dedup_window_ms;      /* event ids remembered this long; 0 = no dedup */
-    uint32_t dedup_max_entries;    /* ... and at most this many per partition */
-    pb_rule *rules;                /* in file order; first match wins */
-    size_t n_rules;                /* >= 1 after a successful load */
-    pb_mirror_config *mirrors;     /* [mirror NAME] sections, in file order */
+    uint32_t max_partitions;         /* partitions the daemon creates; 0 = sized to the fd limit */
+    uint32_t partition_idle_ms;      /* an idle partition closes its files, ends its writer */
+    uint32_t max_topics_in_memory;   /* topic table entries in memory, all partitions */
+    uint32_t dedup_window_ms;        /* event ids remembered this long; 0 = no dedup */
+    uint32_t dedup_max_entries;      /* ... and at most this many per partition */
+    uint32_t max_subscribe_patterns; /* caps on one Subscribe (server/subcaps.h) */
+    uint32_t max_pattern_bytes;
+    uint32_t max_subscribe_tags;
+    uint32_t max_subscribe_offsets;
+    pb_rule *rules;            /* in file order; first match wins */
+    size_t n_rules;            /* >= 1 after a successful load */
+    pb_mirror_config *mirrors; /* [mirror NAME] sections, in file order */
     size_t n_mirrors;
     pb_auth_mode auth;              /* [server] auth */
     bool allow_anonymous_remote;    /* auth = none on a non-loopback listen address */

@@ -10,6 +10,7 @@
 #include "config.h"
 
 #include "pb_errors.h"
+#include "subcaps.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -134,7 +135,11 @@ void config_set_defaults(pb_config *cfg)
     cfg->listen_port = DEFAULT_LISTEN_PORT;
     cfg->fsync = PB_FSYNC_ALWAYS;
     cfg->fsync_interval_ms = 100;
-    cfg->threads = 16;
+    /* A subscription costs a thread (256 KiB of stack, mostly untouched)
+     * only while it runs: 1,024 idle tails fit this 2-core machine. */
+    cfg->threads = 1024;
+    /* Half of them: one client address cannot take every slot. */
+    cfg->max_subscriptions_per_address = 512;
     cfg->max_event_bytes = 1 * MIB;
     cfg->max_frame_bytes = 16 * MIB;
     cfg->max_connections = 1024;
@@ -144,6 +149,9 @@ void config_set_defaults(pb_config *cfg)
     cfg->subscriber_queue_total_bytes = 32 * MIB;
     cfg->write_deadline_ms = 30000;
     cfg->idle_timeout_ms = 60000;
+    /* Long enough for a client between bursts; at max_connections a new
+     * connection closes the one quiet the longest anyway (net.c). */
+    cfg->quiet_timeout_ms = 300000;
     cfg->handshake_timeout_ms = 10000;
     /* As many as max_connections: a herd of clients reconnecting at once
      * (after a restart) all fit; silent ones are still evicted, oldest
@@ -177,4 +185,14 @@ void config_set_defaults(pb_config *cfg)
     cfg->min_standby_acks = 0;
     cfg->standby_timeout_ms = 5000;
     cfg->standby_timeout_local = false;
+    /* Unsent replies of all connections, with their allocations: 8
+     * connections at their own 8 MiB bound. */
+    cfg->reply_queue_total_bytes = 64 * MIB;
+    /* Receive buffers of unfinished frames, all connections: 8 frames of
+     * the default max_frame_bytes arriving at once. */
+    cfg->max_partial_frame_bytes = 128 * MIB;
+    cfg->max_subscribe_patterns = SUB_CAPS_PATTERNS_DEFAULT;
+    cfg->max_pattern_bytes = SUB_CAPS_PATTERN_BYTES_DEFAULT;
+    cfg->max_subscribe_tags = SUB_CAPS_TAGS_DEFAULT;
+    cfg->max_subscribe_offsets = SUB_CAPS_OFFSETS_DEFAULT;
 }

@@ -97,6 +97,7 @@ struct partition {
     topic_table *topics;
     dedup *dedup;         /* writer thread; NULL when dedup_window_ms is 0 */
     bool topics_complete; /* writer thread: the table knows every topic (expect.h) */
+    bool ids_marked;      /* writer thread: DEDUP_MARK_NAME exists (dedup.h) */
 
     pthread_mutex_t lock; /* protects head, tail, stopping, exited, running, thread, joinable */
     pthread_cond_t wake;  /* work queued, or close requested (CLOCK_MONOTONIC) */
@@ -285,6 +286,22 @@ static void reject_oversized(partition *p, pub_part **list, size_t suffix_len)
     }
 }
 
+/* The first id this partition stores: its mark first (dedup.h), so that a
+ * restart rebuilds the window from the log. */
+static int mark_ids(partition *p)
+{
+    int rc = dedup_mark(p->io, p->dir);
+    if (rc < 0) {
+        logging_printf(LOG_ERROR,
+                       "partition %s: cannot create %s/%s: %s; events with ids are "
+                       "refused until it can be",
+                       p->name, p->dir, DEDUP_MARK_NAME, pb_strerror(rc));
+        return rc;
+    }
+    p->ids_marked = true;
+    return 0;
+}
+
 /* Writes, syncs (per policy) and completes one take of the queue. */
 static void write_take(partition *p, pub_part *taken)
 {
@@ -323,6 +340,11 @@ static void write_take(partition *p, pub_part *taken)
         .suffix_len = suffix_len,
     };
     n = expect_admit(&x, taken, p->entries, p->recs);
+    if (x.ids > 0 && !p->ids_marked && (rc = mark_ids(p)) < 0) {
+        expect_take_failed(&x);
+        complete_all(taken, rc); /* nothing written: the publisher may retry */
+        return;
+    }
     uint64_t first = x.next;
     if (n > 0) {
         rc = log_append(p->log, p->entries, n, &first);
@@ -632,12 +654,13 @@ static void partition_free(partition *p)
  * holds. A failed read is logged and leaves the window with what it got. */
 static int open_dedup(partition *p, uint64_t end)
 {
+    p->ids_marked = dedup_marked(p->io, p->dir);
     if (p->opts.dedup_window_ms == 0)
         return 0;
     int rc = dedup_create(&p->dedup, (int64_t)p->opts.dedup_window_ms * 1000000ll,
                           p->opts.dedup_max_entries ? p->opts.dedup_max_entries : 1);
-    if (rc < 0)
-        return rc;
+    if (rc < 0 || !p->ids_marked)
+        return rc; /* no id was ever stored here: nothing to read */
     rc = dedup_rebuild(p->dedup, p->io, p->dir, p->name, wall_ns(p), end);
     return rc == PB_ENOMEM ? rc : 0;
 }

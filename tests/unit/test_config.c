@@ -39,7 +39,9 @@ static void test_defaults_without_server_section(void **state)
     assert_string_equal(cfg.data_dir, "./data");
     assert_int_equal(cfg.fsync, PB_FSYNC_ALWAYS);
     assert_int_equal(cfg.fsync_interval_ms, 100);
-    assert_int_equal(cfg.threads, 16);
+    assert_int_equal(cfg.threads, 1024);
+    assert_int_equal(cfg.max_subscriptions_per_address, 512);
+    assert_int_equal(cfg.max_subscribe_patterns, 256);
     assert_int_equal(cfg.max_event_bytes, 1024 * 1024);
     assert_int_equal(cfg.max_frame_bytes, 16 * 1024 * 1024);
     assert_int_equal(cfg.max_connections, 1024);

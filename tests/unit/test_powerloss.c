@@ -197,10 +197,14 @@ static void submit_next(round_state *r)
     size_t used = 0;
     for (uint32_t k = 0; k < n; k++) {
         size_t len = event_bytes(r->seed, r->next_id, sl->bytes + used);
+        const uint8_t *id = NULL;
+        size_t id_len = dedup_event_id(sl->bytes + used, len, &id); /* as ingest reads it */
         sl->events[k] = (pub_event){.data = sl->bytes + used,
                                     .len = (uint32_t)len,
                                     .topic = sl->bytes + used + 2,
-                                    .topic_len = 2};
+                                    .topic_len = 2,
+                                    .id = id,
+                                    .id_len = (uint8_t)id_len};
         sl->idx[k] = k;
         uint64_t off = r->next_offset++;
         if (off < MAX_EVENTS) {
