@@ -211,7 +211,9 @@ int follower_on_event(follower *f, const uint8_t *body, size_t len, char *why, s
                                  .data = ev.event.p,
                                  .len = (uint32_t)ev.event.len,
                                  .topic = v.topic.p,
-                                 .topic_len = (uint32_t)v.topic.len};
+                                 .topic_len = (uint32_t)v.topic.len,
+                                 .id = v.id.len ? v.id.p : NULL,
+                                 .id_len = (uint8_t)v.id.len};
     fp->next++;
     return 0;
 }
@@ -246,7 +248,9 @@ static void build_batch(follower *f, pub_batch *b, uint32_t *map, uint32_t *idx)
                                    .topic_len = r->topic_len,
                                    .part = map[r->part],
                                    .offset = r->offset,
-                                   .time_ns = r->time_ns};
+                                   .time_ns = r->time_ns,
+                                   .id = r->id,
+                                   .id_len = r->id_len};
     }
     uint32_t at = 0;
     for (uint32_t p = 0; p < b->nparts; p++) {

@@ -35,6 +35,8 @@ typedef struct frec {
     int64_t time_ns;
     const uint8_t *data, *topic;
     uint32_t len, topic_len;
+    const uint8_t *id; /* EncapsulatedEvent.id (id_len bytes, at most 64), or NULL */
+    uint8_t id_len;
 } frec;
 
 struct follower {

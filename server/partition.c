@@ -430,6 +430,17 @@ static size_t admit_replica(partition *p, pub_part *taken)
     return n;
 }
 
+/* Does the take carry an event id (then the partition's dedup mark must
+ * exist before it is stored, so a promoted standby rebuilds its window)? */
+static bool replica_has_ids(const pub_part *taken)
+{
+    for (; taken; taken = taken->next)
+        for (uint32_t k = 0; k < taken->count; k++)
+            if (taken->batch->events[taken->events[k]].id_len > 0)
+                return true;
+    return false;
+}
+
 /* A standby's take: records appended as the primary stored them, synced
  * per the same policy, then announced and completed like any take. */
 static void write_replica_take(partition *p, pub_part *taken)
@@ -442,6 +453,8 @@ static void write_replica_take(partition *p, pub_part *taken)
     for (const pub_part *part = taken; part; part = part->next)
         n += part->count;
     int rc = reserve(p, n);
+    if (rc == 0 && p->dedup && !p->ids_marked && replica_has_ids(taken))
+        rc = mark_ids(p);
     if (rc < 0) {
         complete_all(taken, rc);
         return;

@@ -19,7 +19,9 @@
 #     the follower: every event whose publish was acknowledged is on it;
 #     without a standby a publish is refused (UNAVAILABLE) after
 #     standby_timeout_ms, or, with standby_timeout = local, acknowledged and
-#     logged.
+#     logged;
+#   - an event id replicated to the standby still deduplicates a retry
+#     after promotion.
 # Every wait is bounded; daemons are stopped by PID; the temp dir goes.
 set -euo pipefail
 
@@ -275,6 +277,26 @@ standby_timeout_ms = 2000"
     stop sfollower TERM
 }
 
+# An event id replicated to the standby is remembered after promotion: the
+# publisher's retry on the promoted standby is a duplicate, not a new event.
+test_ids_survive_promotion() {
+    write_conf iprimary
+    write_conf ifollower
+    start iprimary
+    start ifollower --follow "127.0.0.1:$(port iprimary)"
+    "$PB" pub -s "127.0.0.1:$(port iprimary)" --id order-1 a.ids first >/dev/null
+    wait_until 100 test -e "$TMP/ifollower/pa/dedup.ids" || fail "no dedup mark on the standby"
+    wait_until 100 sh -c "[ \$('$PB' cat '$TMP/ifollower/pa' | wc -l) -eq 1 ]" ||
+        fail "the event did not reach the standby"
+    stop iprimary KILL
+    stop ifollower TERM
+    start ifollower
+    "$PB" pub -s "127.0.0.1:$(port ifollower)" --id order-1 a.ids first >/dev/null
+    [ "$("$PB" cat "$TMP/ifollower/pa" | wc -l)" -eq 1 ] ||
+        fail "the retry was stored again on the promoted standby"
+    stop ifollower TERM
+}
+
 test_sync_timeout_policies() {
     write_conf alone "min_standby_acks = 1
 standby_timeout_ms = 300"
@@ -303,6 +325,7 @@ run test_divergent_partition_stops
 run test_promotion
 run test_sync_kill9_primary_promote
 run test_sync_timeout_policies
+run test_ids_survive_promotion
 for d in primary follower; do
     [ -e "$TMP/$d.pid" ] && stop "$d" TERM
 done
