@@ -21,12 +21,16 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define BACKOFF_MIN_MS   100
 #define BACKOFF_MAX_MS   5000
 #define CONNECT_WAIT_MS  5000
 #define READ_BUF_INITIAL (1u << 20)
+/* Silence from the primary this long: a Ping; twice as long: reconnect
+ * (a primary whose host vanished sends no FIN). */
+#define QUIET_PING_MS 10000
 
 /* Waits up to ms for fd (events) or the stop eventfd. 1 ready, 0 timeout,
  * PB_ECLOSED stopping. */
@@ -264,6 +268,31 @@ static int on_input(follower *f, size_t *len, char *why, size_t n)
     return rc;
 }
 
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* After a second of silence: a Ping at QUIET_PING_MS, and PB_ETIMEDOUT
+ * (why set) at twice that. */
+static int check_quiet(follower *f, uint64_t last_rx, bool *pinged, char *why, size_t n)
+{
+    uint64_t quiet = mono_ms() - last_rx;
+    if (quiet >= 2 * QUIET_PING_MS) {
+        snprintf(why, n, "nothing from the primary for %llu ms, not even a Pong",
+                 (unsigned long long)quiet);
+        return PB_ETIMEDOUT;
+    }
+    if (quiet >= QUIET_PING_MS && !*pinged) {
+        uint8_t ping[16];
+        *pinged = true;
+        return follower_send(f, ping, frame_put_ping(ping, sizeof ping, 3));
+    }
+    return 0;
+}
+
 /* One connection: handshake, subscription, records until it breaks. */
 static void session(follower *f)
 {
@@ -279,10 +308,14 @@ static void session(follower *f)
     logging_printf(LOG_INFO, "standby of %s: connected", f->o.primary);
     int rc = send_hello_subscribe(f);
     size_t len = 0;
+    uint64_t last_rx = mono_ms();
+    bool pinged = false;
     while (rc == 0) {
         rc = wait_fd(f, f->fd, POLLIN, 1000);
-        if (rc == 0)
+        if (rc == 0) {
+            rc = check_quiet(f, last_rx, &pinged, why, sizeof why);
             continue;
+        }
         if (rc < 0)
             break;
         ssize_t r = read(f->fd, f->buf + len, f->cap - len);
@@ -297,6 +330,8 @@ static void session(follower *f)
             break;
         }
         len += (size_t)r;
+        last_rx = mono_ms();
+        pinged = false;
         rc = on_input(f, &len, why, sizeof why);
     }
     if (!atomic_load(&f->stopping))

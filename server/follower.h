@@ -8,7 +8,9 @@
  * (pub_batch.replica), synced per this daemon's fsync policy. After each
  * batch is durable it sends a ReplicaAck with the partitions' next offsets.
  * Partitions are created as they appear. Any disconnect: reconnect with
- * backoff (100 ms doubling to 5 s), resuming from the files.
+ * backoff (100 ms doubling to 5 s), resuming from the files. A primary
+ * silent for 10 s gets a Ping; silent for 20 s, the connection is dropped
+ * and made again (a vanished host sends no FIN).
  *
  * A partition whose content differs from the primary's (a record at the
  * same offset with other bytes or another time; the primary holding fewer
