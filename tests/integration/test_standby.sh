@@ -21,7 +21,9 @@
 #     standby_timeout_ms, or, with standby_timeout = local, acknowledged and
 #     logged;
 #   - an event id replicated to the standby still deduplicates a retry
-#     after promotion.
+#     after promotion;
+#   - with auth = required, a standby user with the read right .* replicates,
+#     one with less is refused.
 # Every wait is bounded; daemons are stopped by PID; the temp dir goes.
 set -euo pipefail
 
@@ -297,6 +299,39 @@ test_ids_survive_promotion() {
     stop ifollower TERM
 }
 
+# auth = required on the primary: the standby authenticates from the
+# environment; a user with the read right .* replicates, one with less is
+# refused (PERMISSION_DENIED, logged by the follower, which keeps retrying).
+test_auth_replication() {
+    local hash
+    hash=$(echo secret | "$PB" passwd --stdin)
+    write_conf aprimary "auth = required
+[user standby]
+password_hash = $hash
+subscribe = .*
+[user partial]
+password_hash = $hash
+subscribe = a\\..*
+[user app]
+password_hash = $hash
+publish = .*"
+    write_conf afollower
+    start aprimary
+    PROTOBUS_PASSWORD=secret "$PB" pub -u app -s "127.0.0.1:$(port aprimary)" a.auth x >/dev/null
+    PROTOBUSD_FOLLOW_USER=standby PROTOBUSD_FOLLOW_PASSWORD=secret \
+        start afollower --follow "127.0.0.1:$(port aprimary)"
+    wait_until 100 test -d "$TMP/afollower/pa" || fail "nothing replicated with auth"
+    stop afollower TERM
+    rm -rf "$TMP/afollower"
+    PROTOBUSD_FOLLOW_USER=partial PROTOBUSD_FOLLOW_PASSWORD=secret \
+        start afollower --follow "127.0.0.1:$(port aprimary)"
+    wait_until 100 grep -qF 'user "partial" may not replicate' "$TMP/afollower.log" ||
+        fail "no refusal for a user without .*: $(tail -2 "$TMP/afollower.log")"
+    [ ! -d "$TMP/afollower/pa" ] || fail "a user without .* replicated"
+    stop afollower TERM
+    stop aprimary TERM
+}
+
 test_sync_timeout_policies() {
     write_conf alone "min_standby_acks = 1
 standby_timeout_ms = 300"
@@ -326,6 +361,7 @@ run test_promotion
 run test_sync_kill9_primary_promote
 run test_sync_timeout_policies
 run test_ids_survive_promotion
+run test_auth_replication
 for d in primary follower; do
     [ -e "$TMP/$d.pid" ] && stop "$d" TERM
 done
