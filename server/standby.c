@@ -110,8 +110,13 @@ bool standby_covers(standby *s, const char *name, uint64_t last)
     spos *p = find(s, name, strlen(name));
     bool ok = p && p->next > last;
     pthread_mutex_unlock(&s->mu);
-    if (ok)
+    if (ok && s->local_logged) {
         s->local_logged = false;
+        logging_printf(LOG_INFO,
+                       "standby: confirming again (partition %s); %llu publish batches so far "
+                       "were acknowledged on this copy alone",
+                       name, (unsigned long long)atomic_load(&s->local_acks));
+    }
     return ok;
 }
 
