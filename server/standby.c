@@ -104,6 +104,15 @@ void standby_ack(standby *s, const char *name, size_t len, uint64_t next)
     pthread_mutex_unlock(&s->mu);
 }
 
+void standby_reset(standby *s)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->mu);
+    s->npos = 0;
+    pthread_mutex_unlock(&s->mu);
+}
+
 bool standby_covers(standby *s, const char *name, uint64_t last)
 {
     pthread_mutex_lock(&s->mu);

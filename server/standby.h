@@ -31,6 +31,11 @@ void standby_set_notify(standby *s, void (*notify)(void *ctx), void *ctx);
 /* Replication thread: partition name's durable next offset on the standby. */
 void standby_ack(standby *s, const char *name, size_t len, uint64_t next);
 
+/* Replication thread, when its subscription ends: forgets every position
+ * (a standby that connects next starts from what it acknowledges). One
+ * standby at a time is what the synchronous mode counts on. */
+void standby_reset(standby *s);
+
 /* Loop thread: is offset `last` of partition name durable on the standby? */
 bool standby_covers(standby *s, const char *name, uint64_t last);
 

@@ -55,6 +55,10 @@ int subconn_open(subconn *c)
 
 void subconn_close(subconn *c)
 {
+    /* The standby is gone: what it said is not carried over to the next
+     * one (which may hold less, e.g. a rebuilt copy). */
+    if (c->replicate && c->standby)
+        standby_reset(c->standby);
     free(c->out);
     free(c->input);
     free(c->rin);

@@ -2,7 +2,8 @@
  * Unit tests for server/standby.c, the primary's record of its hot
  * standby's durable positions (synchronous mode): asynchronous mode makes
  * nothing; a position covers the offsets below it, per partition, never
- * moving back; an invalid partition name is ignored; every ack calls the
+ * moving back, until the standby leaves (reset); an invalid partition name
+ * is ignored; every ack calls the
  * registered notify; local acknowledgements are counted. Single-threaded.
  */
 #include <stdarg.h>
@@ -46,6 +47,10 @@ static void test_positions_cover_below(void **state)
     assert_true(standby_covers(s, "events", 19));
     standby_ack(s, ".hidden", 7, 3); /* not a partition name: ignored */
     assert_false(standby_covers(s, ".hidden", 0));
+    standby_reset(s); /* the standby left: nothing is covered any more */
+    assert_false(standby_covers(s, "events", 0));
+    standby_ack(s, "events", 6, 2);
+    assert_true(standby_covers(s, "events", 1));
     standby_destroy(s);
 }
 
