@@ -121,8 +121,9 @@ TESTLIB_OBJ := $(call obj,$(TESTLIB_SRC))
 # changed); PB_CODE_UNAUTHENTICATED; pb_client_publish_id,
 # pb_client_expect_last, pb_received_event_id, pb_position.duplicate,
 # pb_server_error's expectation fields.
+# 3.1: PB_ITEM_OUT_OF_RANGE (offsets removed by retention) and PB_EREMOVED.
 SO_MAJOR   := 3
-SO_VERSION := $(SO_MAJOR).0.0
+SO_VERSION := $(SO_MAJOR).1.0
 SO_FILE    := $(BUILD)/libprotobus.so.$(SO_VERSION)
 PUBLIC_HEADERS := client/protobus.h $(wildcard proto/protobus_*.h)
 # proto/ without the pattern sets (LIB_PROTO_OBJ: no PCRE2 in the library).

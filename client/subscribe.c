@@ -364,9 +364,11 @@ int pb_client_next(pb_client *c, pb_item *item, int timeout_ms)
                 rc = client_take_error(c, &f);
                 if (rc < 0)
                     return rc;
-                if (c->serr.code == PB_CODE_DATA_LOSS) {
+                if (c->serr.code == PB_CODE_DATA_LOSS || c->serr.code == PB_CODE_OUT_OF_RANGE) {
+                    /* Notices: the subscription goes on. */
                     memset(item, 0, sizeof(*item));
-                    item->kind = PB_ITEM_DATA_LOSS;
+                    item->kind = c->serr.code == PB_CODE_DATA_LOSS ? PB_ITEM_DATA_LOSS
+                                                                   : PB_ITEM_OUT_OF_RANGE;
                     item->loss.partition = c->serr.partition;
                     item->loss.first_offset = c->serr.first_offset;
                     item->loss.last_offset = c->serr.last_offset;

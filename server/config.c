@@ -48,15 +48,26 @@ enum server_key {
     SK_OTHERS
 };
 
-/* V_STANDBY: standby_timeout = refuse | local. */
-enum value_kind { V_U32, V_SIZE, V_STRING, V_LISTEN, V_FSYNC, V_LOG_LEVEL, V_AUTH, V_BOOL, V_MODE,
-                  V_STANDBY };
+/* V_FN: a value with a parser of its own (config_values.c). */
+enum value_kind {
+    V_U32,
+    V_SIZE,
+    V_STRING,
+    V_LISTEN,
+    V_FSYNC,
+    V_LOG_LEVEL,
+    V_AUTH,
+    V_BOOL,
+    V_MODE,
+    V_FN
+};
 
 static const struct key_def {
     const char *name;
     enum value_kind kind;
     size_t offset; /* of the field in pb_config */
     uint64_t min, max;
+    config_value_fn parse; /* V_FN */
 } server_keys[] = {
     [SK_MAX_EVENT_BYTES] = {"max_event_bytes", V_SIZE, offsetof(pb_config, max_event_bytes), 64,
                             GIB},
@@ -95,6 +106,9 @@ static const struct key_def {
     {"max_pattern_bytes", V_U32, offsetof(pb_config, max_pattern_bytes), 16, 65536},
     {"max_subscribe_tags", V_U32, offsetof(pb_config, max_subscribe_tags), 1, 65536},
     {"max_subscribe_offsets", V_U32, offsetof(pb_config, max_subscribe_offsets), 1, 1000000},
+    {"retain_age", V_FN, offsetof(pb_config, retain_age_s), 0, 0, config_value_retain_age},
+    {"retain_bytes", V_FN, offsetof(pb_config, retain_bytes), 0, 0, config_value_retain_bytes},
+    {"min_free_bytes", V_FN, offsetof(pb_config, min_free_bytes), 0, 0, config_value_min_free},
     {"dedup_window_ms", V_U32, offsetof(pb_config, dedup_window_ms), 0, 86400000},
     {"dedup_max_entries", V_U32, offsetof(pb_config, dedup_max_entries), 1, 1U << 24},
     {"auth", V_AUTH, 0, 0, 0},
@@ -107,15 +121,24 @@ static const struct key_def {
     {"follow", V_STRING, offsetof(pb_config, follow), 0, 0},
     {"min_standby_acks", V_U32, offsetof(pb_config, min_standby_acks), 0, 1},
     {"standby_timeout_ms", V_U32, offsetof(pb_config, standby_timeout_ms), 1, 3600000},
-    {"standby_timeout", V_STANDBY, 0, 0, 0},
+    {"standby_timeout", V_FN, offsetof(pb_config, standby_timeout_local), 0, 0,
+     config_value_standby_timeout},
 };
 
 #define SK_COUNT (sizeof server_keys / sizeof server_keys[0])
 
-enum rule_key { RK_MATCH, RK_SEGMENT_BYTES, RK_ROTATE_EVERY, RK_UTC_OFFSET, RK_COUNT };
+enum rule_key {
+    RK_MATCH,
+    RK_SEGMENT_BYTES,
+    RK_ROTATE_EVERY,
+    RK_UTC_OFFSET,
+    RK_RETAIN_AGE,
+    RK_RETAIN_BYTES,
+    RK_COUNT
+};
 
-static const char *const rule_keys[RK_COUNT] = {"match", "segment_bytes", "rotate_every",
-                                                "utc_offset"};
+static const char *const rule_keys[RK_COUNT] = {"match",      "segment_bytes", "rotate_every",
+                                                "utc_offset", "retain_age",    "retain_bytes"};
 
 struct parse_ctx {
     pb_config *cfg;
@@ -224,6 +247,15 @@ static int set_size(struct parse_ctx *c, uint64_t *dst, const char *key, const c
     return 1;
 }
 
+/* A value parsed by fn (config_values.c), which words its own errors. */
+static int set_fn(struct parse_ctx *c, config_value_fn fn, const char *key, const char *value,
+                  void *dst)
+{
+    char why[300];
+    int rc = fn(key, value, dst, why, sizeof why);
+    return rc < 0 ? fail_at(c, c->lineno, rc, "%s", why) : 1;
+}
+
 /* Looks `value` up in a NULL-terminated list of words. */
 static int set_enum(struct parse_ctx *c, int *dst, const char *key, const char *value,
                     const char *const *words, const char *expected)
@@ -262,18 +294,13 @@ static int server_key(struct parse_ctx *c, const struct key_def *d, const char *
             return 0;
         c->cfg->log_level = (enum log_level)e;
         return 1;
+    case V_FN:
+        return set_fn(c, d->parse, d->name, value, field);
     case V_AUTH:
         if (!set_enum(c, &e, d->name, value, config_auth_names, "none, required"))
             return 0;
         c->cfg->auth = (pb_auth_mode)e;
         return 1;
-    case V_STANDBY: {
-        static const char *const words[] = {"refuse", "local", NULL};
-        if (!set_enum(c, &e, d->name, value, words, "refuse, local"))
-            return 0;
-        c->cfg->standby_timeout_local = e == 1;
-        return 1;
-    }
     case V_BOOL: {
         static const char *const words[] = {"no", "yes", NULL};
         if (!set_enum(c, &e, d->name, value, words, "yes, no"))
@@ -370,6 +397,8 @@ static int begin_partition(struct parse_ctx *c, const char *tmpl)
     rule->line = c->lineno;
     rule->max_group_ref = max_ref;
     rule->segment_bytes = 64 * MIB;
+    rule->retain_age_s = -1;         /* unset: [server]'s, in check_whole */
+    rule->retain_bytes = UINT64_MAX; /* likewise */
     memset(c->rule_key_line, 0, sizeof c->rule_key_line);
     return 1;
 }
@@ -433,6 +462,10 @@ static int rule_key(struct parse_ctx *c, enum rule_key k, const char *value)
                            "utc_offset: \"%s\" is not a UTC offset (use +HH:MM, -HH:MM or Z)",
                            value);
         return 1;
+    case RK_RETAIN_AGE:
+        return set_fn(c, config_value_retain_age, "retain_age", value, &rule->retain_age_s);
+    case RK_RETAIN_BYTES:
+        return set_fn(c, config_value_retain_bytes, "retain_bytes", value, &rule->retain_bytes);
     case RK_COUNT:
         break;
     }
@@ -689,6 +722,13 @@ static void check_whole(struct parse_ctx *c)
 {
     pb_config *cfg = c->cfg;
     const int *kl = c->server_key_line;
+
+    for (size_t i = 0; i < cfg->n_rules; i++) {
+        if (cfg->rules[i].retain_age_s < 0)
+            cfg->rules[i].retain_age_s = cfg->retain_age_s;
+        if (cfg->rules[i].retain_bytes == UINT64_MAX)
+            cfg->rules[i].retain_bytes = cfg->retain_bytes;
+    }
 
     if (cfg->n_rules == 0) {
         fail_at(c, c->lineno, PB_EINVAL,

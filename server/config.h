@@ -56,6 +56,12 @@ typedef struct pb_rule {
      * 00:00 local time, 22:00 UTC. */
     int64_t rotate_every_s;
     int32_t utc_offset_s;
+    /* Retention (server/retention.h): remove whole closed segments whose
+     * newest event was received more than retain_age_s ago, and the oldest
+     * ones while the partition holds more than retain_bytes. 0 = no limit.
+     * Unset in the section: [server]'s values. */
+    int64_t retain_age_s;
+    uint64_t retain_bytes;
 } pb_rule;
 
 /* A mirror's message format: the stored EncapsulatedEvent bytes, or the
@@ -136,6 +142,10 @@ typedef struct pb_config {
     uint32_t max_partitions;         /* partitions the daemon creates; 0 = sized to the fd limit */
     uint32_t partition_idle_ms;      /* an idle partition closes its files, ends its writer */
     uint32_t max_topics_in_memory;   /* topic table entries in memory, all partitions */
+    int64_t retain_age_s;            /* default of every [partition]'s retain_age; 0 = none */
+    uint64_t retain_bytes;           /* default of every [partition]'s retain_bytes; 0 = none */
+    uint64_t min_free_bytes;         /* refuse publishes below this much free space; 0 = none,
+                                        UINT64_MAX = auto (1 GiB or 5%, whichever smaller) */
     uint32_t dedup_window_ms;        /* event ids remembered this long; 0 = no dedup */
     uint32_t dedup_max_entries;      /* ... and at most this many per partition */
     uint32_t max_subscribe_patterns; /* caps on one Subscribe (server/subcaps.h) */
@@ -194,6 +204,21 @@ int config_parse_size(const char *s, uint64_t *bytes);
 
 /* "none" (0) or a whole number followed by s, m, h or d ("30m", "1d"). */
 int config_parse_duration(const char *s, int64_t *seconds);
+
+/* Values with a parser of their own: each parses s for setting `key` into
+ * *dst (the type named), returning 0, or PB_EINVAL with the whole message
+ * ("key: ...") in why. */
+typedef int (*config_value_fn)(const char *key, const char *s, void *dst, char *why, size_t n);
+/* retain_age (int64_t seconds): "none" (0) or a duration up to 3650d. */
+int config_value_retain_age(const char *key, const char *s, void *dst, char *why, size_t n);
+/* retain_bytes (uint64_t): "none" (0) or a size of at least 64K (a guard
+ * against a forgotten unit: "retain_bytes = 10" meaning 10G). */
+int config_value_retain_bytes(const char *key, const char *s, void *dst, char *why, size_t n);
+/* min_free_bytes (uint64_t): "auto" (UINT64_MAX: 1 GiB or 5% of the file
+ * system, whichever is smaller), "none" or "0" (no check), or a size. */
+int config_value_min_free(const char *key, const char *s, void *dst, char *why, size_t n);
+/* standby_timeout = refuse | local (dst: a bool, true for local). */
+int config_value_standby_timeout(const char *key, const char *s, void *dst, char *why, size_t n);
 
 /* data_mode: octal digits, a mode within 0644 that keeps the owner's rw
  * ("0600", "0640", "0644"). */

@@ -14,6 +14,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -90,6 +91,70 @@ int config_parse_duration(const char *s, int64_t *seconds)
     if (rc == 0)
         *seconds = (int64_t)v;
     return rc;
+}
+
+#define MAX_RETAIN_AGE_S (3650LL * 86400) /* ten years: beyond, say none */
+#define MIN_RETAIN_BYTES (64 * KIB)
+
+int config_value_retain_age(const char *key, const char *s, void *dst, char *why, size_t n)
+{
+    int64_t *seconds = dst;
+    int rc = config_parse_duration(s, seconds);
+    if (rc == PB_EINVAL)
+        snprintf(why, n, "%s: \"%s\" is not a duration (use e.g. 12h, 7d, or none)", key, s);
+    else if (rc != 0 || *seconds > MAX_RETAIN_AGE_S)
+        snprintf(why, n, "%s: %s is too long (at most 3650d, or none)", key, s);
+    else if (*seconds == 0 && strcmp(s, "none") != 0)
+        snprintf(why, n, "%s: %s: must be more than 0 (or none)", key, s);
+    else
+        return 0;
+    return PB_EINVAL;
+}
+
+/* A size within min..max, or why not. */
+static int size_within(const char *key, const char *s, uint64_t min, uint64_t max, uint64_t *bytes,
+                       char *why, size_t n)
+{
+    int rc = config_parse_size(s, bytes);
+    if (rc == PB_EINVAL)
+        snprintf(why, n, "%s: \"%s\" is not a size (use e.g. 512K, 64M, 1G)", key, s);
+    else if (rc != 0 || *bytes < min || *bytes > max)
+        snprintf(why, n, "%s: %s is out of range (expected %llu..%llu bytes)", key, s,
+                 (unsigned long long)min, (unsigned long long)max);
+    else
+        return 0;
+    return PB_EINVAL;
+}
+
+int config_value_retain_bytes(const char *key, const char *s, void *dst, char *why, size_t n)
+{
+    uint64_t *bytes = dst;
+    if (strcmp(s, "none") == 0) {
+        *bytes = 0;
+        return 0;
+    }
+    return size_within(key, s, MIN_RETAIN_BYTES, UINT64_MAX / 2, bytes, why, n);
+}
+
+int config_value_min_free(const char *key, const char *s, void *dst, char *why, size_t n)
+{
+    uint64_t *bytes = dst;
+    if (strcmp(s, "auto") == 0 || strcmp(s, "none") == 0 || strcmp(s, "0") == 0) {
+        *bytes = s[0] == 'a' ? UINT64_MAX : 0;
+        return 0;
+    }
+    return size_within(key, s, 1, UINT64_MAX / 2, bytes, why, n);
+}
+
+int config_value_standby_timeout(const char *key, const char *s, void *dst, char *why, size_t n)
+{
+    bool *local = dst;
+    if (strcmp(s, "refuse") == 0 || strcmp(s, "local") == 0) {
+        *local = s[0] == 'l';
+        return 0;
+    }
+    snprintf(why, n, "%s: \"%s\" is not one of refuse, local", key, s);
+    return PB_EINVAL;
 }
 
 int config_parse_utc_offset(const char *s, int32_t *seconds)
@@ -175,6 +240,7 @@ void config_set_defaults(pb_config *cfg)
      * allocated as ids arrive. */
     cfg->dedup_window_ms = 120000;
     cfg->dedup_max_entries = 100000;
+    cfg->min_free_bytes = UINT64_MAX; /* auto: 1 GiB or 5% (server/freespace.h) */
     cfg->auth = PB_AUTH_NONE;
     /* Long enough that guessing costs real time, short enough for a person
      * who mistyped; it doubles with each recent failure from the address. */

@@ -419,6 +419,10 @@ int dedup_rebuild(dedup *d, const fileio *io, const char *dir, const char *name,
             rc = 0; /* logged by recovery; its ids were never acknowledged as stored */
             continue;
         }
+        if (rc == PB_EREMOVED) {
+            rc = 0; /* retention took them: no longer stored, nothing to remember */
+            continue;
+        }
         if (rc < 0)
             break;
         seen++;

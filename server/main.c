@@ -36,6 +36,8 @@
 #include <getopt.h>
 #include <malloc.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,6 +101,8 @@ typedef struct daemon_state {
     mirror_set *mirrors;
     follower *follower; /* --follow: the replication thread; NULL: a primary */
     standby *standby;   /* min_standby_acks = 1: the standby's positions; NULL: async */
+    _Atomic(mirror_set *) mirrors_ready; /* mirrors, once started (writers read it) */
+    uv_timer_t retain_timer;             /* age retention, every RETAIN_TICK_MS */
     router *router;
     net *net;
     uv_signal_t sigterm, sigint, sighup;
@@ -127,6 +131,18 @@ static int template_fits(const char *tpl, const char *name)
     return *tpl == *name && template_fits(tpl + 1, name + 1);
 }
 
+/* Writer threads: the lowest offset a mirror still needs. Until the
+ * mirrors run (they start after the store is open), a configured mirror
+ * holds everything: retention tries again later. */
+static uint64_t retain_floor(void *ctx, const char *name)
+{
+    daemon_state *d = ctx;
+    if (d->cfg.n_mirrors == 0)
+        return UINT64_MAX;
+    mirror_set *ms = atomic_load(&d->mirrors_ready);
+    return ms ? mirror_set_lowest_needed(ms, name) : 0;
+}
+
 static int partition_options_for(void *ctx, const char *name, partition_options *o)
 {
     daemon_state *d = ctx;
@@ -141,6 +157,7 @@ static int partition_options_for(void *ctx, const char *name, partition_options 
         o->log.segment_bytes = rule->segment_bytes;
         o->log.rotate_every_s = rule->rotate_every_s;
         o->log.utc_offset_s = rule->utc_offset_s;
+        o->retain = (retention_policy){.age_s = rule->retain_age_s, .bytes = rule->retain_bytes};
     } else {
         logging_printf(LOG_WARN,
                        "partition %s matches no rule's name in %s; using default segment "
@@ -156,6 +173,9 @@ static int partition_options_for(void *ctx, const char *name, partition_options 
     o->dedup_window_ms = d->cfg.dedup_window_ms;
     o->dedup_max_entries = d->cfg.dedup_max_entries;
     o->topics_budget = &d->topics;
+    o->retain_floor = retain_floor;
+    o->min_free_bytes = d->cfg.min_free_bytes; /* UINT64_MAX: FREESPACE_AUTO */
+    o->retain_floor_ctx = d;
     /* Its writer announces durable records into the live fan-out, with a
      * state of its own there. */
     fanout_writer *w;
@@ -165,6 +185,39 @@ static int partition_options_for(void *ctx, const char *name, partition_options 
     o->durable = fanout_durable;
     o->durable_ctx = w;
     return 0;
+}
+
+/* --- age retention ---------------------------------------------------- */
+
+/* How often the loop looks for partitions whose oldest segment has aged
+ * out, that are short of free space or that a full disk stopped (a few
+ * atomic loads per partition; only a due partition gets its writer woken,
+ * which does the work). */
+#define RETAIN_TICK_MS 1000
+
+static bool any_upkeep(const pb_config *cfg)
+{
+    if (cfg->min_free_bytes)
+        return true; /* a full disk heals by this timer */
+    for (size_t i = 0; i < cfg->n_rules; i++)
+        if (cfg->rules[i].retain_age_s > 0 || cfg->rules[i].retain_bytes > 0)
+            return true;
+    return false;
+}
+
+static void retain_tick(uv_timer_t *t)
+{
+    daemon_state *d = t->data;
+    partition **ps;
+    size_t n;
+    if (store_list(d->store, &ps, &n) < 0)
+        return; /* no memory now: the next tick tries again */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
+    for (size_t i = 0; i < n; i++)
+        partition_upkeep_tick(ps[i], now);
+    free(ps);
 }
 
 /* --- graceful stop ---------------------------------------------------- */
@@ -182,6 +235,10 @@ static void stop_poll(uv_timer_t *t)
                        net_inflight(d->net), STOP_DEADLINE_MS);
     uv_timer_stop(t);
     uv_close((uv_handle_t *)&d->stop_timer, NULL);
+    if (d->retain_timer.data) {
+        uv_timer_stop(&d->retain_timer);
+        uv_close((uv_handle_t *)&d->retain_timer, NULL);
+    }
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->sigint, NULL);
     uv_close((uv_handle_t *)&d->sighup, NULL);
@@ -461,6 +518,7 @@ static int close_daemon(daemon_state *d)
     follower_stop(d->follower); /* it writes into the partitions */
     d->follower = NULL;
     sub_registry_destroy(d->subs);
+    atomic_store(&d->mirrors_ready, NULL);
     mirror_set_destroy(d->mirrors);
     int rc = store_close(d->store);
     if (rc < 0)
@@ -552,7 +610,8 @@ static int open_daemon(daemon_state *d)
     if (rc < 0)
         logging_printf(LOG_ERROR, "cannot start the subscription pool: %s", pb_strerror(rc));
     else if ((rc = mirror_set_create(&d->mirrors, &d->cfg, d->store)) < 0 ||
-             (rc = mirror_set_start(d->mirrors)) < 0)
+             (rc = mirror_set_start(d->mirrors)) < 0 ||
+             (atomic_store(&d->mirrors_ready, d->mirrors), 0))
         logging_printf(LOG_ERROR, "cannot start the mirrors: %s", pb_strerror(rc));
     else if ((rc = router_create(&d->cfg, &d->router, err, sizeof err)) < 0)
         logging_printf(LOG_ERROR, "%s", err);
@@ -611,6 +670,11 @@ static int serve(daemon_state *d, const char *port_file)
     d->sigterm.data = d->sigint.data = d;
     uv_signal_start(&d->sigterm, on_signal, SIGTERM);
     uv_signal_start(&d->sigint, on_signal, SIGINT);
+    if (any_upkeep(&d->cfg)) {
+        uv_timer_init(&d->loop, &d->retain_timer);
+        d->retain_timer.data = d;
+        uv_timer_start(&d->retain_timer, retain_tick, RETAIN_TICK_MS, RETAIN_TICK_MS);
+    }
     uv_signal_init(&d->loop, &d->sighup);
     d->sighup.data = d;
     uv_signal_start(&d->sighup, on_sighup, SIGHUP);

@@ -70,12 +70,10 @@ static bool stopping(sub *s)
     return atomic_load_explicit(&s->stop, memory_order_relaxed);
 }
 
-/* The first offset still stored in a partition. Nothing removes old
- * segments yet (retention will raise it), so every partition starts at 0. */
+/* The first offset still stored in a partition (retention raises it). */
 static uint64_t first_offset(const part_state *st)
 {
-    (void)st;
-    return 0;
+    return partition_first_offset(st->p);
 }
 
 /* Subscribed: per partition known at subscribe time, its first offset,
@@ -112,6 +110,20 @@ static int report_loss(sub *s, part_state *st, uint64_t first, uint64_t last, co
     return subconn_error(&s->conn, s->frame_id, PB_CODE_DATA_LOSS, msg, st->name, first, last);
 }
 
+/* The notice for offsets first..last removed by retention before the
+ * replay got to them (OUT_OF_RANGE, FORMAT.md 7.5); moves past them. */
+static int report_removed(sub *s, part_state *st, uint64_t first, uint64_t last)
+{
+    char msg[256];
+    snprintf(msg, sizeof msg,
+             "offsets %" PRIu64 "..%" PRIu64 " of partition %s were removed by retention", first,
+             last, st->name);
+    logging_printf(LOG_INFO, "subscriber %s: %s", s->peer, msg);
+    if (last + 1 > st->next)
+        st->next = last + 1;
+    return subconn_error(&s->conn, s->frame_id, PB_CODE_OUT_OF_RANGE, msg, st->name, first, last);
+}
+
 /* ------------------------------------------------------------------ */
 /* the partitions the subscription knows */
 
@@ -142,12 +154,14 @@ static void index_put(sub *s, size_t idx)
  * listed, otherwise 0 (a partition created after the subscription started
  * holds only events stored after it). The initial snapshot adjusts this per
  * start mode. */
-static uint64_t listed_offset(const sub *s, const char *name)
+/* START_OFFSETS' listed offset (below the first offset too: the replay
+ * then says which were removed); otherwise the first offset still stored. */
+static uint64_t listed_offset(const sub *s, partition *p, const char *name)
 {
     for (size_t i = 0; i < s->noffsets; i++)
         if (strcmp(s->offsets[i].partition, name) == 0)
             return s->offsets[i].offset;
-    return 0;
+    return partition_first_offset(p);
 }
 
 /* Allocates only for a partition seen for the first time. */
@@ -177,7 +191,7 @@ static int add_part(sub *s, partition *p, size_t *out)
     st->p = p;
     st->name = partition_name(p);
     st->name_len = strlen(st->name);
-    st->next = listed_offset(s, st->name);
+    st->next = listed_offset(s, p, st->name);
     index_put(s, s->nparts);
     *out = s->nparts++;
     return 0;
@@ -272,6 +286,8 @@ static int time_start(sub *s, part_state *st)
                     start = rec.offset;
                     break;
                 }
+                if (rc == PB_EREMOVED)
+                    continue; /* older than the time sought: nothing to say */
                 if (rc == PB_ECORRUPT) {
                     const struct pb_reader_problem *pr = pb_reader_problem(rd);
                     if (pr->last_offset + 1 == pr->first_offset)
@@ -476,6 +492,16 @@ static int advance(sub *s, part_state *st)
                                    "are below the partition's end offset but missing from its "
                                    "files");
             return 0;
+        }
+        if (rc == PB_EREMOVED) {
+            /* A last-N replay asked for the topics' recent offsets; those
+             * retention took are simply no longer among them. */
+            const struct pb_reader_problem *pr = pb_reader_problem(st->rd);
+            if (st->want)
+                continue;
+            if ((rc = report_removed(s, st, pr->first_offset, pr->last_offset)) < 0)
+                return rc;
+            continue;
         }
         if (rc == PB_ECORRUPT) {
             const struct pb_reader_problem *pr = pb_reader_problem(st->rd);
