@@ -15,6 +15,7 @@
 #include "pb_errors.h"
 #include "protobus_reader.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -272,11 +273,19 @@ static int finish_batch(follower *f, pub_batch *b, uint32_t *map)
     if (!ack)
         return PB_ENOMEM;
     size_t nack = 0;
+    int rc = 0;
     for (size_t k = 0; k < f->nparts; k++) {
         if (map[k] == UINT32_MAX)
             continue;
         const pub_part *pp = &b->parts[map[k]];
-        if (pp->status < 0)
+        if (pp->status == -ENOSPC || pp->status == -EDQUOT) {
+            /* A full disk heals (retention, an operator): reconnect later and
+             * resume from the files instead of giving the partition up. */
+            snprintf(f->why_full, sizeof f->why_full,
+                     "partition %s: cannot store (%s); retrying after a reconnect",
+                     f->parts[k].name, pb_strerror(pp->status));
+            rc = PB_EFAILED;
+        } else if (pp->status < 0)
             follower_stop_part(f, f->parts[k].name, "storing offsets from %llu failed: %s",
                                (unsigned long long)b->events[pp->events[0]].offset,
                                pp->status == PB_EINVAL ? "its next offset is not the primary's"
@@ -284,9 +293,9 @@ static int finish_batch(follower *f, pub_batch *b, uint32_t *map)
         else
             ack[nack++] = k;
     }
-    int rc = follower_send_ack(f, ack, nack);
+    int arc = follower_send_ack(f, ack, nack);
     free(ack);
-    return rc;
+    return rc < 0 ? rc : arc;
 }
 
 int follower_batch_write(follower *f, char *why, size_t n)
@@ -311,6 +320,8 @@ int follower_batch_write(follower *f, char *why, size_t n)
             pthread_cond_wait(&f->cond, &f->mu);
         pthread_mutex_unlock(&f->mu);
         rc = finish_batch(f, &b, map);
+        if (rc == PB_EFAILED)
+            snprintf(why, n, "%s", f->why_full);
     } else {
         snprintf(why, n, "out of memory for a batch of %zu records", f->nrecs);
     }

@@ -59,6 +59,7 @@ struct follower {
     pthread_mutex_t mu;
     pthread_cond_t cond;
     unsigned pending; /* mu: parts not yet done */
+    char why_full[200]; /* a partition that could not store for lack of space */
 };
 
 /* follower.c */

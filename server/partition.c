@@ -511,7 +511,11 @@ static bool replica_has_ids(const pub_part *taken)
 static void write_replica_take(partition *p, pub_part *taken)
 {
     if (atomic_load(&p->status) < 0) {
-        complete_all(taken, PB_EFAILED);
+        complete_all(taken, atomic_load(&p->up.heal_pending) ? -ENOSPC : PB_EFAILED);
+        return;
+    }
+    if (p->opts.min_free_bytes && upkeep_space_refuses(&p->up)) {
+        complete_all(taken, -ENOSPC); /* the follower retries later */
         return;
     }
     size_t n = 0;
