@@ -25,7 +25,9 @@ endif
 # libnats: the NATS C client, for the mirrors to JetStream (server/mirror*).
 # libsodium: argon2id password hashes (server/auth.c, `protobus passwd`).
 # libssl: TLS (server/tls.c; libprotobus's client side, client/tls.c).
-PKGS    := libprotobuf-c libpcre2-8 libuv inih json-c libhs libnats libsodium libssl libcrypto
+# libmicrohttpd: the metrics_listen endpoint (server/metrics_http.c).
+PKGS    := libprotobuf-c libpcre2-8 libuv inih json-c libhs libnats libsodium libssl libcrypto \
+           libmicrohttpd
 
 ifeq ($(SAN),1)
 BUILD   ?= build/san

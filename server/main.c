@@ -16,6 +16,7 @@
  * the libuv loop thread.
  */
 #include "config.h"
+#include "metrics_http.h"
 #include "fanout.h"
 #include "hostport.h"
 #include "logging.h"
@@ -23,6 +24,7 @@
 #include "net.h"
 #include "partition.h"
 #include "pb_errors.h"
+#include "reload.h"
 #include "protobus_version.h"
 #include "router.h"
 #include "security.h"
@@ -71,8 +73,13 @@ static const char usage[] =
     "  -V, --version          show the version\n"
     "\n"
     "Signals: SIGTERM or SIGINT stop it gracefully (everything received is made\n"
-    "durable and acknowledged first); SIGHUP reloads the [user] sections of the\n"
-    "configuration file (auth = required). Logs go to standard error.\n";
+    "durable and acknowledged first). SIGHUP reloads the configuration file,\n"
+    "validated as --check does (a bad one is refused and logged, the running one\n"
+    "stays): partition rules, limits and [user] sections take effect at once;\n"
+    "other settings at the next restart (logged). Logs go to standard error.\n"
+    "With [server] metrics_listen = HOST:PORT it serves GET /metrics (Prometheus\n"
+    "text format) and GET /healthz (200, or 503 naming each partition that\n"
+    "accepts no writes) on a thread of its own.\n";
 
 static const char builtin_config[] = "[server]\n"
                                      "listen = 127.0.0.1:7420\n"
@@ -91,8 +98,10 @@ typedef struct daemon_state {
     router *router;
     net *net;
     uv_signal_t sigterm, sigint, sighup;
-    security sec;            /* auth = required: accounts and authenticator */
-    const char *config_path; /* -c FILE, for SIGHUP; NULL: built-in defaults */
+    security sec;                                /* auth = required: accounts and authenticator */
+    metrics_http *metrics;                       /* metrics_listen; NULL when off */
+    const char *config_path;                     /* -c FILE, for SIGHUP; NULL: built-in defaults */
+    bool listen_overridden, data_dir_overridden; /* --listen, --data-dir (kept on SIGHUP) */
     uv_timer_t stop_timer;
     uint64_t stop_started_ms;
     int stopping;
@@ -200,8 +209,20 @@ static void on_sighup(uv_signal_t *s, int signum)
 {
     daemon_state *d = s->data;
     (void)signum;
-    if (!d->stopping)
-        security_reload(&d->sec, d->net, d->subs, d->config_path);
+    if (d->stopping)
+        return;
+    reload_target t = {
+        .cfg = &d->cfg,
+        .path = d->config_path,
+        .listen_overridden = d->listen_overridden,
+        .data_dir_overridden = d->data_dir_overridden,
+        .net = d->net,
+        .router = &d->router,
+        .store = d->store,
+        .sec = &d->sec,
+        .subs = d->subs,
+    };
+    (void)reload_config(&t);
 }
 
 /* --- main --------------------------------------------------------------- */
@@ -496,6 +517,23 @@ static int open_daemon(daemon_state *d)
     return rc;
 }
 
+/* metrics_listen: serves /metrics and /healthz on a thread of its own.
+ * 0 (also when it is off), or -1 (logged). */
+static int start_metrics(daemon_state *d)
+{
+    char err[512], where[HOSTPORT_HOST_MAX + 16];
+    if (!d->cfg.metrics_host)
+        return 0;
+    if (metrics_http_start(&d->metrics, d->cfg.metrics_host, d->cfg.metrics_port, d->store, err,
+                           sizeof err) < 0) {
+        logging_printf(LOG_ERROR, "%s (%s)", err, d->cfg.path);
+        return -1;
+    }
+    hostport_format(where, sizeof where, d->cfg.metrics_host, metrics_http_port(d->metrics));
+    logging_printf(LOG_INFO, "metrics on http://%s/metrics and /healthz", where);
+    return 0;
+}
+
 /* Listens, runs the loop until a graceful stop has finished, closes the
  * connections. 0, or -1 if it could not start listening. */
 static int serve(daemon_state *d, const char *port_file)
@@ -569,6 +607,8 @@ int main(int argc, char **argv)
      * readers (`protobus cat`) are governed by file permissions. */
     umask(0777 & ~(d.cfg.data_mode | ((d.cfg.data_mode & 0444) >> 2)));
     d.config_path = a.config_path;
+    d.listen_overridden = a.listen != NULL;
+    d.data_dir_overridden = a.data_dir != NULL;
     size_fd_budget(&d.cfg);
 
     status = 1;
@@ -576,8 +616,9 @@ int main(int argc, char **argv)
     logging_printf(LOG_INFO, "protobusd %s starting: config %s, data directory %s, fsync %s",
                    PB_VERSION_STRING, d.cfg.path, d.cfg.data_dir, config_fsync_name(d.cfg.fsync));
     if (security_start(&d.sec, &d.loop, &d.cfg) == 0 && open_daemon(&d) == 0) {
-        if (serve(&d, a.port_file) == 0)
+        if (start_metrics(&d) == 0 && serve(&d, a.port_file) == 0)
             status = 0;
+        metrics_http_stop(d.metrics);
         if (close_daemon(&d) < 0)
             status = 1;
     }
