@@ -25,6 +25,7 @@
 #include "partition.h"
 #include "pb_errors.h"
 #include "reload.h"
+#include "sdnotify.h"
 #include "protobus_version.h"
 #include "router.h"
 #include "security.h"
@@ -98,6 +99,8 @@ typedef struct daemon_state {
     router *router;
     net *net;
     uv_signal_t sigterm, sigint, sighup;
+    uv_timer_t watchdog; /* systemd's WatchdogSec (sdnotify.h) */
+    int watchdog_on;
     security sec;                                /* auth = required: accounts and authenticator */
     metrics_http *metrics;                       /* metrics_listen; NULL when off */
     const char *config_path;                     /* -c FILE, for SIGHUP; NULL: built-in defaults */
@@ -183,6 +186,8 @@ static void stop_poll(uv_timer_t *t)
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->sigint, NULL);
     uv_close((uv_handle_t *)&d->sighup, NULL);
+    if (d->watchdog_on)
+        uv_close((uv_handle_t *)&d->watchdog, NULL);
     uv_stop(&d->loop);
 }
 
@@ -194,6 +199,7 @@ static void on_signal(uv_signal_t *s, int signum)
         return;
     }
     d->stopping = 1;
+    sdnotify_stopping();
     logging_printf(LOG_INFO,
                    "%s: stopping: no new connections or frames; finishing what was "
                    "received",
@@ -222,7 +228,9 @@ static void on_sighup(uv_signal_t *s, int signum)
         .sec = &d->sec,
         .subs = d->subs,
     };
+    sdnotify_reloading();
     (void)reload_config(&t);
+    sdnotify_ready("serving (configuration reloaded or kept)");
 }
 
 /* --- main --------------------------------------------------------------- */
@@ -577,6 +585,12 @@ static int serve(daemon_state *d, const char *port_file)
     uv_signal_init(&d->loop, &d->sighup);
     d->sighup.data = d;
     uv_signal_start(&d->sighup, on_sighup, SIGHUP);
+    /* Recovered (open_daemon) and listening: ready for systemd. */
+    char status[HOSTPORT_HOST_MAX + 64];
+    snprintf(status, sizeof status, "serving on %s, %zu partition(s)", where,
+             store_count(d->store));
+    sdnotify_ready(status);
+    d->watchdog_on = sdnotify_watchdog_start(&d->loop, &d->watchdog);
 
     uv_run(&d->loop, UV_RUN_DEFAULT);
 
@@ -601,6 +615,7 @@ int main(int argc, char **argv)
         return 0;
     }
     logging_set_level((int)d.cfg.log_level);
+    logging_detect_journal();
     signal(SIGPIPE, SIG_IGN);
     /* data_mode for every file the daemon creates, directories with x
      * wherever r is set (0600: files 0600, directories 0700), so offline
