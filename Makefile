@@ -57,8 +57,9 @@ INCLUDES = -I$(GEN) -Iproto -Iserver -Iclient -Iclient/cli -Itests/lib
 # -fvisibility=hidden: only PB_API functions leave libprotobus (see below).
 CFLAGS  += -std=c11 $(OPT) $(WARN) -pthread -fPIC -fvisibility=hidden $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
-# The CLI needs no event loop and no config parser.
-CLI_LDLIBS := $(shell pkg-config --libs libprotobuf-c libpcre2-8 json-c libsodium libssl libcrypto 2>/dev/null) -lpthread -lm
+# The CLI needs no event loop, no config parser and no JSON library (it
+# writes its JSON itself: client/cli/render.c).
+CLI_LDLIBS := $(shell pkg-config --libs libprotobuf-c libpcre2-8 libsodium libssl libcrypto 2>/dev/null) -lpthread -lm
 LDFLAGS += $(LDSAN) -pthread
 
 # Generated protobuf-c code (never committed).
@@ -123,10 +124,11 @@ TESTLIB_OBJ := $(call obj,$(TESTLIB_SRC))
 # and returns its refusal; pb_item gained caught_up and PB_ITEM_CAUGHT_UP).
 # 3: pb_client_options gained user, password and the TLS fields (its size
 # changed); PB_CODE_UNAUTHENTICATED; pb_client_publish_id,
-# pb_client_expect_last, pb_position.duplicate, pb_server_error's
-# expectation fields.
+# pb_client_expect_last, pb_received_event_id, pb_position.duplicate,
+# pb_server_error's expectation fields.
+# 3.1: PB_ITEM_OUT_OF_RANGE (offsets removed by retention) and PB_EREMOVED.
 SO_MAJOR   := 3
-SO_VERSION := $(SO_MAJOR).0.0
+SO_VERSION := $(SO_MAJOR).1.0
 SO_FILE    := $(BUILD)/libprotobus.so.$(SO_VERSION)
 PUBLIC_HEADERS := client/protobus.h $(wildcard proto/protobus_*.h)
 # proto/ without the pattern sets (LIB_PROTO_OBJ: no PCRE2 in the library).

@@ -375,6 +375,11 @@ typedef enum pb_item_kind {
      * event is live. Comes exactly once per subscription, right after
      * pb_client_subscribe for PB_START_NEW. */
     PB_ITEM_CAUGHT_UP = 3,
+    /* item.loss is set: offsets [first_offset, last_offset] of `partition`
+     * were removed by retention before they were delivered (an
+     * OUT_OF_RANGE notice: not damage). The subscription continues at the
+     * first offset still stored. */
+    PB_ITEM_OUT_OF_RANGE = 4,
 } pb_item_kind;
 
 /* A tag of a received event: byte strings, NUL-terminated for convenience. */
@@ -411,6 +416,12 @@ typedef struct pb_received_event {
     size_t raw_len;
 } pb_received_event;
 
+/* The event's id (EncapsulatedEvent.id, given by its publisher; the last
+ * occurrence if repeated): a pointer into ev->raw with *len bytes of UTF-8
+ * (not NUL-terminated), valid as long as ev; NULL with *len 0 when it has
+ * none. Pure: any thread. */
+PB_API const char *pb_received_event_id(const pb_received_event *ev, size_t *len);
+
 /* The server could not read stored events [first_offset, last_offset] of
  * `partition` (a DATA_LOSS Error); the subscription continues after them. */
 typedef struct pb_data_loss {
@@ -436,7 +447,8 @@ typedef struct pb_item {
  * Waits up to timeout_ms (< 0: no limit, 0: only what has arrived) for the
  * next item of the subscription and fills *item (its pointers are valid
  * until the next call on c). Decoding does not allocate per event.
- * Returns 0 (an event, a data-loss report or the caught-up marker; iterate
+ * Returns 0 (an event, a data-loss or out-of-range report or the caught-up
+ * marker; iterate
  * on), PB_ETIMEDOUT
  * (nothing yet; call again), PB_ESERVER (the server ended the subscription
  * with an Error: pb_client_server_error / pb_client_message), PB_ECLOSED

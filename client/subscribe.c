@@ -11,6 +11,8 @@
  */
 #include "client.h"
 
+#include "event.h"
+
 #include "protobus.pb-c.h"
 
 #include <stdlib.h>
@@ -362,9 +364,11 @@ int pb_client_next(pb_client *c, pb_item *item, int timeout_ms)
                 rc = client_take_error(c, &f);
                 if (rc < 0)
                     return rc;
-                if (c->serr.code == PB_CODE_DATA_LOSS) {
+                if (c->serr.code == PB_CODE_DATA_LOSS || c->serr.code == PB_CODE_OUT_OF_RANGE) {
+                    /* Notices: the subscription goes on. */
                     memset(item, 0, sizeof(*item));
-                    item->kind = PB_ITEM_DATA_LOSS;
+                    item->kind = c->serr.code == PB_CODE_DATA_LOSS ? PB_ITEM_DATA_LOSS
+                                                                   : PB_ITEM_OUT_OF_RANGE;
                     item->loss.partition = c->serr.partition;
                     item->loss.first_offset = c->serr.first_offset;
                     item->loss.last_offset = c->serr.last_offset;
@@ -403,4 +407,22 @@ void subscribe_free(pb_client *c)
     free(c->tagv);
     free(c->subparts);
     free(c->subnames);
+}
+
+const char *pb_received_event_id(const pb_received_event *ev, size_t *len)
+{
+    event_walker w;
+    event_item it;
+    const char *id = NULL;
+    *len = 0;
+    if (!ev || !ev->raw)
+        return NULL;
+    event_walk_init(&w, ev->raw, ev->raw_len, EVENT_WANT(EVENT_ID), false);
+    while (event_walk_next(&w, &it, NULL, 0) > 0) {
+        id = (const char *)it.f.data.p;
+        *len = it.f.data.len;
+    }
+    if (*len == 0)
+        id = NULL;
+    return id;
 }

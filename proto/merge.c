@@ -129,8 +129,9 @@ static int refill(pb_merge *m, pb_merge_item *item)
         size_t s = m->need[m->nneed - 1];
         merge_src *src = &m->src[s];
         int rc = src->next(src->ctx, &src->rec);
-        if (rc == PB_ECORRUPT) {
-            /* Stays on the stack: asked again on the next call. */
+        if (rc == PB_ECORRUPT || rc == PB_EREMOVED) {
+            /* A report, not an end: stays on the stack, asked again on
+             * the next call. */
             fill_item(m, s, item);
             return rc;
         }

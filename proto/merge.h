@@ -28,7 +28,8 @@
 
 /* A source's next(): 0 (rec filled; rec->event must stay valid until the
  * next call to this function with the same source), PB_EEOF (nothing now),
- * PB_ECORRUPT (damage skipped; the source can be called again), or another
+ * PB_ECORRUPT (damage skipped; the source can be called again), PB_EREMOVED
+ * (offsets removed by retention skipped; likewise), or another
  * negative code (the source failed and is dropped from the merge). */
 typedef int (*pb_merge_next_fn)(void *source, pb_record *rec);
 
@@ -63,6 +64,7 @@ int pb_merge_add_reader(pb_merge *m, const char *name, pb_reader *r, size_t *ind
  *                asked again first). Without following, the merge is done.
  *   PB_ECORRUPT  source item->source reported damage (ask it for details,
  *                e.g. pb_reader_problem(item->ctx)); call again to go on.
+ *   PB_EREMOVED  likewise, for offsets retention removed (not damage).
  *   other        source item->source failed with this code and was dropped;
  *                call again to go on with the others.
  */

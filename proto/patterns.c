@@ -38,6 +38,9 @@ struct pattern_set {
     unsigned long long hits, misses;
     bool match_all; /* every valid topic matches: no regex needed (never when gated) */
     bool jit;       /* every pattern was JIT-compiled: pcre2_jit_match applies */
+    bool breached;  /* patterns_breached */
+    size_t breach_pattern;
+    int breach_rc;
     /* patterns_restrict: a topic must also match one of allow (unless
      * allow_all) and none of deny. */
     bool gated, allow_all, own_all;
@@ -159,14 +162,66 @@ static bool gate_passes(const pattern_set *ps, const char *topic, size_t len, pc
         return true;
     if (!ps->allow_all && !any_match(ps->allow, ps->nallow, topic, len, md, ps->mctx))
         return false;
-    return !any_match(ps->deny, ps->ndeny, topic, len, md, ps->mctx);
+    /* A deny pattern that cannot decide (a match limit, patterns_set_limits)
+     * denies: a topic crafted to exhaust it must not get through. */
+    for (size_t i = 0; i < ps->ndeny; i++)
+        if (pcre2_match(ps->deny[i], (PCRE2_SPTR)topic, len, 0, 0, md, ps->mctx) !=
+            PCRE2_ERROR_NOMATCH)
+            return false;
+    return true;
+}
+
+/* Whether one of the set's own patterns matches; a pattern over its limits
+ * (when none matches) is remembered as the set's breach (patterns_breached). */
+static bool own_match(pattern_set *ps, const char *topic, size_t len)
+{
+    size_t over = ps->n;
+    int over_rc = 0;
+    for (size_t i = 0; i < ps->n; i++) {
+        int rc = pcre2_match(ps->codes[i], (PCRE2_SPTR)topic, len, 0, 0, ps->md, ps->mctx);
+        if (rc >= 0)
+            return true;
+        /* PCRE2_ERROR_NOMATCH, or a limit hit: either way this pattern
+         * does not select the topic; a limit hit is remembered. */
+        if (rc != PCRE2_ERROR_NOMATCH && over == ps->n) {
+            over = i;
+            over_rc = rc;
+        }
+    }
+    if (over < ps->n && !ps->breached) {
+        ps->breached = true;
+        ps->breach_pattern = over;
+        ps->breach_rc = over_rc;
+    }
+    return false;
+}
+
+bool patterns_gate_shared(const pattern_set *ps, const char *topic, size_t len,
+                          pcre2_match_data *md)
+{
+    return gate_passes(ps, topic ? topic : "", len, md);
 }
 
 static bool match_uncached(pattern_set *ps, const char *topic, size_t len)
 {
-    if (!ps->own_all && !any_match(ps->codes, ps->n, topic, len, ps->md, ps->mctx))
+    if (!ps->own_all && !own_match(ps, topic, len))
         return false;
     return gate_passes(ps, topic, len, ps->md);
+}
+
+void patterns_set_limits(pattern_set *ps, uint32_t match_limit, uint32_t depth_limit)
+{
+    pcre2_set_match_limit(ps->mctx, match_limit);
+    pcre2_set_depth_limit(ps->mctx, depth_limit);
+}
+
+bool patterns_breached(const pattern_set *ps, size_t *pattern, int *pcre2_error)
+{
+    if (ps->breached) {
+        *pattern = ps->breach_pattern;
+        *pcre2_error = ps->breach_rc;
+    }
+    return ps->breached;
 }
 
 bool patterns_match(pattern_set *ps, const char *topic, size_t len)

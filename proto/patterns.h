@@ -78,6 +78,17 @@ bool patterns_match_shared(const pattern_set *ps, const char *topic, size_t len,
  * pcre2_match_data_free(). NULL if out of memory. */
 pcre2_match_data *patterns_match_data_create(void);
 
+/* Per-set PCRE2 limits (pcre2_set_match_limit, _depth_limit) for
+ * patterns_match; by default PATTERNS_MATCH_LIMIT and PCRE2's depth limit.
+ * Owning thread, before matching. */
+void patterns_set_limits(pattern_set *ps, uint32_t match_limit, uint32_t depth_limit);
+
+/* True once a patterns_match call found no pattern matching and at least
+ * one exceeding its limits (a budget breach: the answer "no match" was not
+ * earned): *pattern is that pattern's index (as given to patterns_compile)
+ * and *pcre2_error PCRE2's code. Sticky: it stays set. Owning thread. */
+bool patterns_breached(const pattern_set *ps, size_t *pattern, int *pcre2_error);
+
 /*
  * Restricts the set to what a reader may see (the daemon's per-user
  * subscribe rights): from then on a topic matches only if, besides one of
@@ -96,6 +107,14 @@ int patterns_restrict(pattern_set *ps, const char *const *allow, size_t nallow,
 
 /* Whether patterns_restrict put a restriction on the set. */
 bool patterns_restricted(const pattern_set *ps);
+
+/* Whether topic[0..len) passes the set's restriction alone
+ * (patterns_restrict; true for a set without one), whatever its own
+ * patterns say: for the fan-out, which matches the own patterns elsewhere
+ * (the combined matcher). With md owned by the calling thread, like
+ * patterns_match_shared; safe while the owning thread uses the set. */
+bool patterns_gate_shared(const pattern_set *ps, const char *topic, size_t len,
+                          pcre2_match_data *md);
 
 /* Number of patterns in the set. */
 size_t patterns_count(const pattern_set *ps);

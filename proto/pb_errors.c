@@ -43,6 +43,8 @@ const char *pb_strerror(int code)
         return "partition failed after a write or sync error";
     case PB_EDATALOSS:
         return "data loss";
+    case PB_EREMOVED:
+        return "offsets removed by retention";
     default:
         break;
     }

@@ -37,6 +37,7 @@ enum pb_error {
     PB_EFORMAT = -5013,     /* not a Protobus file, or an unsupported version */
     PB_EFAILED = -5014,     /* a partition stopped after a failed write or sync */
     PB_EDATALOSS = -5015,   /* data could not be read back (reported, not skipped) */
+    PB_EREMOVED = -5020,    /* offsets removed by retention (a notice, not damage) */
 };
 
 /* A static string naming the error; never NULL. Thread-safe. */

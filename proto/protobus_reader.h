@@ -66,6 +66,12 @@ PB_API void pb_reader_set_end(pb_reader *r, uint64_t end_offset);
  * PB_ECORRUPT: damaged bytes were found and skipped; pb_reader_problem() says
  *    where and which offsets were lost. The next call continues with the next
  *    record that verifies.
+ * PB_EREMOVED: offsets were removed by retention before this reader got to
+ *    them (not damage): pb_reader_problem() names them (first_offset..
+ *    last_offset). Returned when a seek_offset target lies below the oldest
+ *    segment, and when segments the reader was about to open were removed
+ *    under it; a segment it has open stays readable to its end. The next
+ *    call continues with the first offset still stored.
  * other negative: I/O error (negated errno) or PB_ENOMEM. */
 PB_API int pb_reader_next(pb_reader *r, pb_record *rec);
 

@@ -48,6 +48,9 @@ struct pb_reader {
     int64_t seek_time;
     segment_buf buf;
     struct pb_reader_problem problem;
+    uint64_t below_first; /* a seek below the first offset left: report it at next() */
+    bool cur_gone;        /* the open segment is no longer in the directory (retention) */
+    bool below_pending;
     char problem_file[PATH_MAX];
     char reason[160];
 };
@@ -98,9 +101,11 @@ static int refresh_segments(pb_reader *r)
     if (!l.started)
         r->nseg = 0; /* an empty directory */
     sort_u64(r->bases, r->nseg);
+    r->cur_gone = false;
     if (have_cur) {
         size_t i = find_base(r->bases, r->nseg, cur_base);
-        if (i == (size_t)-1 || r->bases[i] != cur_base) {
+        r->cur_gone = i == (size_t)-1 || r->bases[i] != cur_base;
+        if (r->cur_gone) {
             /* Deleted under us; our descriptor still reads it. */
             if ((rc = push_base(r, cur_base)) < 0)
                 return rc;
@@ -131,6 +136,7 @@ static int open_segment(pb_reader *r, size_t i)
     if (fd < 0)
         return fd;
     r->fd = fd;
+    r->cur_gone = false;
     segment_buf_attach(&r->buf, r->fd);
     return 0;
 }
@@ -142,8 +148,8 @@ static bool is_last(const pb_reader *r)
 
 /* Records a problem; returns PB_ECORRUPT, or 0 when the lost offsets are all
  * below an offset seek target (the caller did not ask for them). */
-static int report(pb_reader *r, uint64_t position, uint64_t first, uint64_t last,
-                  const char *reason)
+static int report_code(pb_reader *r, int code, uint64_t position, uint64_t first, uint64_t last,
+                       const char *reason)
 {
     uint64_t upto = last + 1 == first ? first : last;
     if (r->seek == SEEK_OFFSET && upto < r->seek_offset)
@@ -155,7 +161,38 @@ static int report(pb_reader *r, uint64_t position, uint64_t first, uint64_t last
     r->problem.first_offset = first;
     r->problem.last_offset = last;
     r->problem.reason = r->reason;
-    return PB_ECORRUPT;
+    return code;
+}
+
+static int report(pb_reader *r, uint64_t position, uint64_t first, uint64_t last,
+                  const char *reason)
+{
+    return report_code(r, PB_ECORRUPT, position, first, last, reason);
+}
+
+/* Most segments a reader skips over in one go because retention removed
+ * them between its listing and its open (each retry lists again). */
+#define REMOVED_RETRIES 64
+
+/* Opens segment i; if retention removed it since the listing, lists the
+ * directory again and opens the oldest segment above it instead (*skipped
+ * set: the offsets between were removed). Removal goes oldest first and
+ * never takes the active segment, so a newer one is always there. */
+static int open_segment_or_next(pb_reader *r, size_t i, bool *skipped)
+{
+    *skipped = false;
+    for (int tries = 0;; tries++) {
+        uint64_t want = r->bases[i];
+        int rc = open_segment(r, i);
+        if (rc != -ENOENT || tries == REMOVED_RETRIES)
+            return rc;
+        if ((rc = refresh_segments(r)) < 0)
+            return rc;
+        i = sort_upper_bound_u64(r->bases, r->nseg, want);
+        if (i >= r->nseg)
+            return PB_ENOTFOUND; /* the directory was emptied: not retention */
+        *skipped = true;
+    }
 }
 
 /* The rest of segment cur, from `position`, is unreadable: the offsets up to
@@ -179,11 +216,23 @@ static int next_segment(pb_reader *r)
     uint64_t end_pos = r->pos;
     uint64_t base = r->bases[r->cur + 1];
     int rc = 0;
+    /* Retention removes oldest first: if the segment just read is gone from
+     * the directory, so is everything between it and the next one left. */
     if (r->started && base > r->expected)
-        rc = report(r, end_pos, r->expected, base - 1, "offsets missing between segment files");
-    int orc = open_segment(r, r->cur + 1);
+        rc = r->cur_gone ? report_code(r, PB_EREMOVED, end_pos, r->expected, base - 1,
+                                       "offsets removed by retention")
+                         : report(r, end_pos, r->expected, base - 1,
+                                  "offsets missing between segment files");
+    bool skipped;
+    int orc = open_segment_or_next(r, r->cur + 1, &skipped);
     if (orc < 0)
         return orc;
+    if (skipped) {
+        base = r->bases[r->cur];
+        if (r->started && base > r->expected && rc == 0)
+            rc = report_code(r, PB_EREMOVED, 0, r->expected, base - 1,
+                             "offsets removed by retention");
+    }
     r->pos = 0;
     if (!r->started || base > r->expected) {
         r->expected = base;
@@ -303,6 +352,7 @@ static bool first_time(pb_reader *r, size_t i, int64_t *t)
 
 static int seek_common(pb_reader *r, int kind, uint64_t offset, int64_t time_ns)
 {
+    r->below_pending = false;
     close_segment(r);
     r->started = false;
     r->cur = 0;
@@ -337,8 +387,11 @@ static int seek_common(pb_reader *r, int kind, uint64_t offset, int64_t time_ns)
         }
         i = lo > 0 ? lo - 1 : 0;
     }
-    if ((rc = open_segment(r, i)) == 0)
+    bool skipped;
+    if ((rc = open_segment_or_next(r, i, &skipped)) == 0)
         seek_in_segment(r, kind == SEEK_TIME, offset, time_ns);
+    r->below_pending = rc == 0 && kind == SEEK_OFFSET && r->cur == 0 && offset < r->bases[0];
+    r->below_first = offset;
     segment_buf_set_readahead(&r->buf, r->buf.cap);
     return rc;
 }
@@ -430,6 +483,15 @@ static int resync(pb_reader *r, bool *wait)
 
 int pb_reader_next(pb_reader *r, pb_record *rec)
 {
+    if (r->below_pending) {
+        /* A seek below the first offset still stored: say so once, then
+         * go on from there. */
+        r->below_pending = false;
+        int rc = report_code(r, PB_EREMOVED, 0, r->below_first, r->bases[0] - 1,
+                             "offsets removed by retention (below the first segment)");
+        if (rc < 0)
+            return rc;
+    }
     for (;;) {
         bool wait = false;
         int rc;
@@ -445,9 +507,18 @@ int pb_reader_next(pb_reader *r, pb_record *rec)
                 if (r->cur >= r->nseg)
                     r->cur = r->nseg - 1;
             }
-            if ((rc = open_segment(r, r->cur)) < 0)
+            bool skipped;
+            uint64_t from = r->expected;
+            if ((rc = open_segment_or_next(r, r->cur, &skipped)) < 0)
                 return rc;
             r->pos = 0;
+            if (skipped && r->started && r->bases[r->cur] > from) {
+                r->expected = r->bases[r->cur];
+                rc = report_code(r, PB_EREMOVED, 0, from, r->expected - 1,
+                                 "offsets removed by retention");
+                if (rc < 0)
+                    return rc;
+            }
         }
         if (r->pos == 0) {
             rc = enter_segment(r, &wait);

@@ -19,6 +19,7 @@
 #include "hostport.h"
 #include "patterns.h"
 #include "pb_errors.h"
+#include "subcaps.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -47,6 +48,7 @@ enum server_key {
     SK_OTHERS
 };
 
+/* V_FN: a value with a parser of its own (config_values.c). */
 enum value_kind {
     V_U32,
     V_SIZE,
@@ -57,7 +59,8 @@ enum value_kind {
     V_LOG_LEVEL,
     V_AUTH,
     V_BOOL,
-    V_MODE
+    V_MODE,
+    V_FN
 };
 
 static const struct key_def {
@@ -65,6 +68,7 @@ static const struct key_def {
     enum value_kind kind;
     size_t offset; /* of the field in pb_config */
     uint64_t min, max;
+    config_value_fn parse; /* V_FN */
 } server_keys[] = {
     [SK_MAX_EVENT_BYTES] = {"max_event_bytes", V_SIZE, offsetof(pb_config, max_event_bytes), 64,
                             GIB},
@@ -75,15 +79,23 @@ static const struct key_def {
     [SK_SUBSCRIBER_QUEUE_TOTAL_BYTES] = {"subscriber_queue_total_bytes", V_SIZE,
                                          offsetof(pb_config, subscriber_queue_total_bytes), 4 * KIB,
                                          1024 * GIB},
+    {"reply_queue_total_bytes", V_SIZE, offsetof(pb_config, reply_queue_total_bytes), 64 * KIB,
+     1024 * GIB},
+    {"max_partial_frame_bytes", V_SIZE, offsetof(pb_config, max_partial_frame_bytes), 1 * MIB,
+     1024 * GIB},
     {"listen", V_LISTEN, 0, 0, 0},
     {"metrics_listen", V_METRICS_LISTEN, 0, 0, 0},
     {"data_dir", V_STRING, offsetof(pb_config, data_dir), 0, 0},
     {"fsync", V_FSYNC, 0, 0, 0},
     {"fsync_interval_ms", V_U32, offsetof(pb_config, fsync_interval_ms), 1, 3600000},
-    {"threads", V_U32, offsetof(pb_config, threads), 1, 4096},
+    {"threads", V_U32, offsetof(pb_config, threads), 1, 4096}, /* older name */
+    {"max_subscriptions", V_U32, offsetof(pb_config, threads), 1, 65535},
+    {"max_subscriptions_per_address", V_U32, offsetof(pb_config, max_subscriptions_per_address), 0,
+     65535},
     {"max_connections", V_U32, offsetof(pb_config, max_connections), 1, 1000000},
     {"write_deadline_ms", V_U32, offsetof(pb_config, write_deadline_ms), 1, 86400000},
     {"idle_timeout_ms", V_U32, offsetof(pb_config, idle_timeout_ms), 1, 86400000},
+    {"quiet_timeout_ms", V_U32, offsetof(pb_config, quiet_timeout_ms), 0, 86400000},
     {"handshake_timeout_ms", V_U32, offsetof(pb_config, handshake_timeout_ms), 1, 86400000},
     {"max_handshaking", V_U32, offsetof(pb_config, max_handshaking), 1, 1000000},
     {"log_level", V_LOG_LEVEL, 0, 0, 0},
@@ -92,6 +104,13 @@ static const struct key_def {
     {"max_partitions", V_U32, offsetof(pb_config, max_partitions), 1, 1000000},
     {"partition_idle_ms", V_U32, offsetof(pb_config, partition_idle_ms), 0, 86400000},
     {"max_topics_in_memory", V_U32, offsetof(pb_config, max_topics_in_memory), 64, 1U << 26},
+    {"max_subscribe_patterns", V_U32, offsetof(pb_config, max_subscribe_patterns), 1, 65536},
+    {"max_pattern_bytes", V_U32, offsetof(pb_config, max_pattern_bytes), 16, 65536},
+    {"max_subscribe_tags", V_U32, offsetof(pb_config, max_subscribe_tags), 1, 65536},
+    {"max_subscribe_offsets", V_U32, offsetof(pb_config, max_subscribe_offsets), 1, 1000000},
+    {"retain_age", V_FN, offsetof(pb_config, retain_age_s), 0, 0, config_value_retain_age},
+    {"retain_bytes", V_FN, offsetof(pb_config, retain_bytes), 0, 0, config_value_retain_bytes},
+    {"min_free_bytes", V_FN, offsetof(pb_config, min_free_bytes), 0, 0, config_value_min_free},
     {"dedup_window_ms", V_U32, offsetof(pb_config, dedup_window_ms), 0, 86400000},
     {"dedup_max_entries", V_U32, offsetof(pb_config, dedup_max_entries), 1, 1U << 24},
     {"auth", V_AUTH, 0, 0, 0},
@@ -105,10 +124,18 @@ static const struct key_def {
 
 #define SK_COUNT (sizeof server_keys / sizeof server_keys[0])
 
-enum rule_key { RK_MATCH, RK_SEGMENT_BYTES, RK_ROTATE_EVERY, RK_UTC_OFFSET, RK_COUNT };
+enum rule_key {
+    RK_MATCH,
+    RK_SEGMENT_BYTES,
+    RK_ROTATE_EVERY,
+    RK_UTC_OFFSET,
+    RK_RETAIN_AGE,
+    RK_RETAIN_BYTES,
+    RK_COUNT
+};
 
-static const char *const rule_keys[RK_COUNT] = {"match", "segment_bytes", "rotate_every",
-                                                "utc_offset"};
+static const char *const rule_keys[RK_COUNT] = {"match",      "segment_bytes", "rotate_every",
+                                                "utc_offset", "retain_age",    "retain_bytes"};
 
 struct parse_ctx {
     pb_config *cfg;
@@ -218,6 +245,15 @@ static int set_size(struct parse_ctx *c, uint64_t *dst, const char *key, const c
     return 1;
 }
 
+/* A value parsed by fn (config_values.c), which words its own errors. */
+static int set_fn(struct parse_ctx *c, config_value_fn fn, const char *key, const char *value,
+                  void *dst)
+{
+    char why[300];
+    int rc = fn(key, value, dst, why, sizeof why);
+    return rc < 0 ? fail_at(c, c->lineno, rc, "%s", why) : 1;
+}
+
 /* Looks `value` up in a NULL-terminated list of words. */
 static int set_enum(struct parse_ctx *c, int *dst, const char *key, const char *value,
                     const char *const *words, const char *expected)
@@ -260,6 +296,8 @@ static int server_key(struct parse_ctx *c, const struct key_def *d, const char *
             return 0;
         c->cfg->log_level = (enum log_level)e;
         return 1;
+    case V_FN:
+        return set_fn(c, d->parse, d->name, value, field);
     case V_AUTH:
         if (!set_enum(c, &e, d->name, value, config_auth_names, "none, required"))
             return 0;
@@ -361,6 +399,8 @@ static int begin_partition(struct parse_ctx *c, const char *tmpl)
     rule->line = c->lineno;
     rule->max_group_ref = max_ref;
     rule->segment_bytes = 64 * MIB;
+    rule->retain_age_s = -1;         /* unset: [server]'s, in check_whole */
+    rule->retain_bytes = UINT64_MAX; /* likewise */
     memset(c->rule_key_line, 0, sizeof c->rule_key_line);
     return 1;
 }
@@ -424,6 +464,10 @@ static int rule_key(struct parse_ctx *c, enum rule_key k, const char *value)
                            "utc_offset: \"%s\" is not a UTC offset (use +HH:MM, -HH:MM or Z)",
                            value);
         return 1;
+    case RK_RETAIN_AGE:
+        return set_fn(c, config_value_retain_age, "retain_age", value, &rule->retain_age_s);
+    case RK_RETAIN_BYTES:
+        return set_fn(c, config_value_retain_bytes, "retain_bytes", value, &rule->retain_bytes);
     case RK_COUNT:
         break;
     }
@@ -680,6 +724,13 @@ static void check_whole(struct parse_ctx *c)
 {
     pb_config *cfg = c->cfg;
     const int *kl = c->server_key_line;
+
+    for (size_t i = 0; i < cfg->n_rules; i++) {
+        if (cfg->rules[i].retain_age_s < 0)
+            cfg->rules[i].retain_age_s = cfg->retain_age_s;
+        if (cfg->rules[i].retain_bytes == UINT64_MAX)
+            cfg->rules[i].retain_bytes = cfg->retain_bytes;
+    }
 
     if (cfg->n_rules == 0) {
         fail_at(c, c->lineno, PB_EINVAL,

@@ -56,6 +56,12 @@ typedef struct pb_rule {
      * 00:00 local time, 22:00 UTC. */
     int64_t rotate_every_s;
     int32_t utc_offset_s;
+    /* Retention (server/retention.h): remove whole closed segments whose
+     * newest event was received more than retain_age_s ago, and the oldest
+     * ones while the partition holds more than retain_bytes. 0 = no limit.
+     * Unset in the section: [server]'s values. */
+    int64_t retain_age_s;
+    uint64_t retain_bytes;
 } pb_rule;
 
 /* A mirror's message format: the stored EncapsulatedEvent bytes, or the
@@ -117,28 +123,41 @@ typedef struct pb_config {
     char *data_dir; /* relative paths are relative to the process's cwd */
     pb_fsync_policy fsync;
     uint32_t fsync_interval_ms;
-    uint32_t threads; /* subscription thread pool size */
+    uint32_t threads; /* max_subscriptions (older name: threads): concurrent subscriptions,
+                         a thread each while it runs */
+    uint32_t max_subscriptions_per_address; /* of one client address; 0: no such cap */
     uint64_t max_event_bytes;
     uint64_t max_frame_bytes;
     uint32_t max_connections;
     uint64_t subscriber_queue_bytes;       /* per-subscription live queue bound */
     uint64_t subscriber_queue_total_bytes; /* bound of all live queues together */
+    uint64_t reply_queue_total_bytes;      /* unsent replies of all connections */
+    uint64_t max_partial_frame_bytes;      /* receive buffers of unfinished frames, all */
     uint32_t write_deadline_ms;            /* drop a subscriber that accepts nothing this long */
     uint32_t idle_timeout_ms;              /* drop a client stalled in the middle of a frame */
+    uint32_t quiet_timeout_ms;             /* close a connection with nothing in flight; 0 never */
     uint32_t handshake_timeout_ms;         /* a connection's Hello must arrive within this */
     uint32_t max_handshaking;              /* connections before their Hello; at the cap the
                                               oldest is closed for a new one */
     enum log_level log_level;              /* logging.h */
     uint32_t route_cache_entries;          /* router's topic -> partition cache bound */
     uint32_t max_batch_events;             /* events per Publish; more is refused */
-    uint32_t max_partitions;       /* partitions the daemon creates; 0 = sized to the fd limit */
-    uint32_t partition_idle_ms;    /* an idle partition closes its files, ends its writer */
-    uint32_t max_topics_in_memory; /* topic table entries in memory, all partitions */
-    uint32_t dedup_window_ms;      /* event ids remembered this long; 0 = no dedup */
-    uint32_t dedup_max_entries;    /* ... and at most this many per partition */
-    pb_rule *rules;                /* in file order; first match wins */
-    size_t n_rules;                /* >= 1 after a successful load */
-    pb_mirror_config *mirrors;     /* [mirror NAME] sections, in file order */
+    uint32_t max_partitions;         /* partitions the daemon creates; 0 = sized to the fd limit */
+    uint32_t partition_idle_ms;      /* an idle partition closes its files, ends its writer */
+    uint32_t max_topics_in_memory;   /* topic table entries in memory, all partitions */
+    int64_t retain_age_s;            /* default of every [partition]'s retain_age; 0 = none */
+    uint64_t retain_bytes;           /* default of every [partition]'s retain_bytes; 0 = none */
+    uint64_t min_free_bytes;         /* refuse publishes below this much free space; 0 = none,
+                                        UINT64_MAX = auto (1 GiB or 5%, whichever smaller) */
+    uint32_t dedup_window_ms;        /* event ids remembered this long; 0 = no dedup */
+    uint32_t dedup_max_entries;      /* ... and at most this many per partition */
+    uint32_t max_subscribe_patterns; /* caps on one Subscribe (server/subcaps.h) */
+    uint32_t max_pattern_bytes;
+    uint32_t max_subscribe_tags;
+    uint32_t max_subscribe_offsets;
+    pb_rule *rules;            /* in file order; first match wins */
+    size_t n_rules;            /* >= 1 after a successful load */
+    pb_mirror_config *mirrors; /* [mirror NAME] sections, in file order */
     size_t n_mirrors;
     pb_auth_mode auth;              /* [server] auth */
     bool allow_anonymous_remote;    /* auth = none on a non-loopback listen address */
@@ -184,6 +203,19 @@ int config_parse_size(const char *s, uint64_t *bytes);
 
 /* "none" (0) or a whole number followed by s, m, h or d ("30m", "1d"). */
 int config_parse_duration(const char *s, int64_t *seconds);
+
+/* Values with a parser of their own: each parses s for setting `key` into
+ * *dst (the type named), returning 0, or PB_EINVAL with the whole message
+ * ("key: ...") in why. */
+typedef int (*config_value_fn)(const char *key, const char *s, void *dst, char *why, size_t n);
+/* retain_age (int64_t seconds): "none" (0) or a duration up to 3650d. */
+int config_value_retain_age(const char *key, const char *s, void *dst, char *why, size_t n);
+/* retain_bytes (uint64_t): "none" (0) or a size of at least 64K (a guard
+ * against a forgotten unit: "retain_bytes = 10" meaning 10G). */
+int config_value_retain_bytes(const char *key, const char *s, void *dst, char *why, size_t n);
+/* min_free_bytes (uint64_t): "auto" (UINT64_MAX: 1 GiB or 5% of the file
+ * system, whichever is smaller), "none" or "0" (no check), or a size. */
+int config_value_min_free(const char *key, const char *s, void *dst, char *why, size_t n);
 
 /* data_mode: octal digits, a mode within 0644 that keeps the owner's rw
  * ("0600", "0640", "0644"). */

@@ -10,9 +10,11 @@
 #include "config.h"
 
 #include "pb_errors.h"
+#include "subcaps.h"
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -91,6 +93,59 @@ int config_parse_duration(const char *s, int64_t *seconds)
     return rc;
 }
 
+#define MAX_RETAIN_AGE_S (3650LL * 86400) /* ten years: beyond, say none */
+#define MIN_RETAIN_BYTES (64 * KIB)
+
+int config_value_retain_age(const char *key, const char *s, void *dst, char *why, size_t n)
+{
+    int64_t *seconds = dst;
+    int rc = config_parse_duration(s, seconds);
+    if (rc == PB_EINVAL)
+        snprintf(why, n, "%s: \"%s\" is not a duration (use e.g. 12h, 7d, or none)", key, s);
+    else if (rc != 0 || *seconds > MAX_RETAIN_AGE_S)
+        snprintf(why, n, "%s: %s is too long (at most 3650d, or none)", key, s);
+    else if (*seconds == 0 && strcmp(s, "none") != 0)
+        snprintf(why, n, "%s: %s: must be more than 0 (or none)", key, s);
+    else
+        return 0;
+    return PB_EINVAL;
+}
+
+/* A size within min..max, or why not. */
+static int size_within(const char *key, const char *s, uint64_t min, uint64_t max, uint64_t *bytes,
+                       char *why, size_t n)
+{
+    int rc = config_parse_size(s, bytes);
+    if (rc == PB_EINVAL)
+        snprintf(why, n, "%s: \"%s\" is not a size (use e.g. 512K, 64M, 1G)", key, s);
+    else if (rc != 0 || *bytes < min || *bytes > max)
+        snprintf(why, n, "%s: %s is out of range (expected %llu..%llu bytes)", key, s,
+                 (unsigned long long)min, (unsigned long long)max);
+    else
+        return 0;
+    return PB_EINVAL;
+}
+
+int config_value_retain_bytes(const char *key, const char *s, void *dst, char *why, size_t n)
+{
+    uint64_t *bytes = dst;
+    if (strcmp(s, "none") == 0) {
+        *bytes = 0;
+        return 0;
+    }
+    return size_within(key, s, MIN_RETAIN_BYTES, UINT64_MAX / 2, bytes, why, n);
+}
+
+int config_value_min_free(const char *key, const char *s, void *dst, char *why, size_t n)
+{
+    uint64_t *bytes = dst;
+    if (strcmp(s, "auto") == 0 || strcmp(s, "none") == 0 || strcmp(s, "0") == 0) {
+        *bytes = s[0] == 'a' ? UINT64_MAX : 0;
+        return 0;
+    }
+    return size_within(key, s, 1, UINT64_MAX / 2, bytes, why, n);
+}
+
 int config_parse_utc_offset(const char *s, int32_t *seconds)
 {
     if ((s[0] == 'Z' || s[0] == 'z') && s[1] == '\0') {
@@ -134,7 +189,11 @@ void config_set_defaults(pb_config *cfg)
     cfg->listen_port = DEFAULT_LISTEN_PORT;
     cfg->fsync = PB_FSYNC_ALWAYS;
     cfg->fsync_interval_ms = 100;
-    cfg->threads = 16;
+    /* A subscription costs a thread (256 KiB of stack, mostly untouched)
+     * only while it runs: 1,024 idle tails fit this 2-core machine. */
+    cfg->threads = 1024;
+    /* Half of them: one client address cannot take every slot. */
+    cfg->max_subscriptions_per_address = 512;
     cfg->max_event_bytes = 1 * MIB;
     cfg->max_frame_bytes = 16 * MIB;
     cfg->max_connections = 1024;
@@ -144,6 +203,9 @@ void config_set_defaults(pb_config *cfg)
     cfg->subscriber_queue_total_bytes = 32 * MIB;
     cfg->write_deadline_ms = 30000;
     cfg->idle_timeout_ms = 60000;
+    /* Long enough for a client between bursts; at max_connections a new
+     * connection closes the one quiet the longest anyway (net.c). */
+    cfg->quiet_timeout_ms = 300000;
     cfg->handshake_timeout_ms = 10000;
     /* As many as max_connections: a herd of clients reconnecting at once
      * (after a restart) all fit; silent ones are still evicted, oldest
@@ -167,9 +229,20 @@ void config_set_defaults(pb_config *cfg)
      * allocated as ids arrive. */
     cfg->dedup_window_ms = 120000;
     cfg->dedup_max_entries = 100000;
+    cfg->min_free_bytes = UINT64_MAX; /* auto: 1 GiB or 5% (server/freespace.h) */
     cfg->auth = PB_AUTH_NONE;
     /* Long enough that guessing costs real time, short enough for a person
      * who mistyped; it doubles with each recent failure from the address. */
     cfg->auth_failure_delay_ms = 1000;
     cfg->data_mode = 0600;
+    /* Unsent replies of all connections, with their allocations: 8
+     * connections at their own 8 MiB bound. */
+    cfg->reply_queue_total_bytes = 64 * MIB;
+    /* Receive buffers of unfinished frames, all connections: 8 frames of
+     * the default max_frame_bytes arriving at once. */
+    cfg->max_partial_frame_bytes = 128 * MIB;
+    cfg->max_subscribe_patterns = SUB_CAPS_PATTERNS_DEFAULT;
+    cfg->max_pattern_bytes = SUB_CAPS_PATTERN_BYTES_DEFAULT;
+    cfg->max_subscribe_tags = SUB_CAPS_TAGS_DEFAULT;
+    cfg->max_subscribe_offsets = SUB_CAPS_OFFSETS_DEFAULT;
 }

@@ -13,10 +13,14 @@
  *
  * Back-pressure: while more than max_inflight_bytes of publishes wait in the
  * writers' queues, or a connection's unsent replies exceed MAX_PENDING_WRITE,
- * the loop stops reading the connections that push past it, so a fast
- * publisher or one that never reads its acks cannot grow the daemon's memory.
- * A batch counts with its charge (ingest_charge): its bytes and its
- * per-event state, here and in the writers.
+ * or all connections' unsent replies exceed reply_queue_total_bytes, the
+ * loop stops reading the connections that push past it (those with replies
+ * unsent), so a fast publisher or one that never reads its acks cannot grow
+ * the daemon's memory. A batch counts with its charge (ingest_charge): its
+ * bytes and its per-event state, here and in the writers. A reply counts
+ * with what it really holds (reply_cost): its bytes, its write request or
+ * list entry, and their allocator headers; a 20-byte ack costs ~10 times
+ * its size, which counting its bytes alone let grow to hundreds of MiB.
  *
  * Threads: the loop thread only.
  */
@@ -35,7 +39,36 @@ typedef struct write_req {
     uv_write_t req;
     uv_buf_t buf;
     conn *c;
+    size_t cost; /* reply_cost: what it holds */
 } write_req;
+
+/* What a reply of len bytes holds while it waits: the frame, the record
+ * it waits in (a write request or a list entry), and a malloc header for
+ * each (glibc: 16 bytes, rounded to 16). */
+static size_t reply_cost(size_t len, size_t record)
+{
+    return ((len + 16 + 15) & ~(size_t)15) + ((record + 16 + 15) & ~(size_t)15);
+}
+
+/* Adds (or, negative, removes) a reply's cost to c's and the total; when
+ * the total falls back under its bound, connections paused for it read
+ * again. */
+static void charge_reply(conn *c, size_t cost, bool add)
+{
+    net *n = c->net;
+    if (add) {
+        c->out_cost += cost;
+        n->out_cost += cost;
+        return;
+    }
+    c->out_cost -= cost;
+    n->out_cost -= cost;
+    if (n->out_paused && n->out_cost <= n->opts.reply_queue_total_bytes) {
+        n->out_paused = 0;
+        for (conn *o = n->conns; o; o = o->next)
+            conn_update_reading(o);
+    }
+}
 
 /* ------------------------------------------------------------------ */
 /* connection lifetime */
@@ -83,7 +116,7 @@ static void conn_unref(conn *c)
     metrics_conn_closed();
     conn_auth_release(c);
     conn_tls_release(c);
-    free(c->buf);
+    connbuf_free(c);
     free(c->sub_body);
     free(c);
 }
@@ -126,6 +159,7 @@ void conn_release(conn *c)
     else {
         conn_update_reading(c);
         conn_maybe_handoff(c);
+        conn_idle_arm(c); /* maybe quiet now */
     }
 }
 
@@ -133,8 +167,10 @@ static void on_write(uv_write_t *req, int status)
 {
     write_req *w = (write_req *)req;
     conn *c = w->c;
+    size_t cost = w->cost;
     free(w->buf.base);
     free(w);
+    charge_reply(c, cost, false);
     c->writes--;
     c->net->pending_writes--;
     if (status < 0 && !c->closing) {
@@ -168,6 +204,8 @@ void conn_send_raw(conn *c, uint8_t *buf, size_t len, bool close)
     }
     w->buf = uv_buf_init((char *)buf, (unsigned)len);
     w->c = c;
+    w->cost = reply_cost(len, sizeof *w);
+    charge_reply(c, w->cost, true);
     c->refs++;
     c->writes++;
     c->net->pending_writes++;
@@ -178,6 +216,7 @@ void conn_send_raw(conn *c, uint8_t *buf, size_t len, bool close)
         c->refs--;
         c->writes--;
         c->net->pending_writes--;
+        charge_reply(c, w->cost, false);
         free(buf);
         free(w);
         logging_printf(LOG_DEBUG, "connection %s: write failed: %s", c->peer, uv_strerror(rc));
@@ -206,7 +245,7 @@ void conn_reply(conn *c, uint8_t *frame, size_t len, bool close)
     else
         c->rq_tail->replies_after = q;
     c->after_tail = q;
-    c->queued_bytes += len;
+    charge_reply(c, reply_cost(len, sizeof *q), true);
 }
 
 /* An encoded Error frame (malloc'd), or NULL without memory. */
@@ -262,12 +301,15 @@ void conn_fail(conn *c, uint64_t id, int code, const char *message)
 
 static int conn_may_read(const conn *c)
 {
-    const net *n = c->net;
+    net *n = c->net;
     if (c->closing || c->condemned || c->sub_body || c->auth_req || n->stopping)
         return 0;
-    if (uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp) + c->queued_bytes >
-        MAX_PENDING_WRITE)
+    if (c->out_cost > MAX_PENDING_WRITE)
         return 0;
+    if (c->out_cost > 0 && n->out_cost > n->opts.reply_queue_total_bytes) {
+        n->out_paused = 1; /* charge_reply resumes it */
+        return 0;
+    }
     if (n->inflight_bytes > n->opts.max_inflight_bytes && c->inflight > 0)
         return 0;
     return 1;
@@ -327,7 +369,7 @@ void conn_flush_replies(conn *c)
         while (after) {
             queued_reply *q = after;
             after = q->next;
-            c->queued_bytes -= q->len;
+            charge_reply(c, reply_cost(q->len, sizeof *q), false);
             conn_send(c, q->frame, q->len, q->close);
             free(q);
         }

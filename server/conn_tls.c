@@ -14,6 +14,7 @@
 #include "net_internal.h"
 
 #include "grow.h"
+#include "pb_errors.h"
 #include "logging.h"
 #include "tls.h"
 
@@ -59,12 +60,17 @@ void conn_tls_read(conn *c, const uint8_t *raw, size_t n)
     long got = tls_feed(c->tls, raw, n);
     while (got == 0) {
         if (c->cap - c->len < PLAIN_STEP) {
-            if (grow_resize(&c->buf, c->len + PLAIN_STEP, 1) < 0) {
+            /* Counted in max_partial_frame_bytes, as a plain connection's. */
+            int rc = connbuf_reserve(c, c->len + PLAIN_STEP);
+            if (rc == PB_ETOOBIG) {
+                connbuf_refuse(c);
+                return;
+            }
+            if (rc < 0) {
                 logging_printf(LOG_ERROR, "connection %s: out of memory reading", c->peer);
                 conn_close(c);
                 return;
             }
-            c->cap = c->len + PLAIN_STEP;
         }
         got = tls_read(c->tls, c->buf + c->len, c->cap - c->len);
         if (got > 0) {

@@ -22,14 +22,17 @@
 #include "reader.h"
 #include "segment.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <time.h>
-#include <stdlib.h>
-#include <string.h>
 
 #define RING_INITIAL 64u
 #define HUGE_PAGE    (2u << 20)
@@ -362,6 +365,32 @@ size_t dedup_event_id(const uint8_t *ev, size_t n, const uint8_t **id)
     return len;
 }
 
+bool dedup_marked(const fileio *io, const char *dir)
+{
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/%s", dir, DEDUP_MARK_NAME) >= (int)sizeof path)
+        return true; /* cannot tell: scan */
+    int fd = io->open(io, path, O_RDONLY, 0);
+    if (fd < 0)
+        return fd != -ENOENT; /* another error: scan, to be safe */
+    (void)io->close(io, fd);
+    return true;
+}
+
+int dedup_mark(const fileio *io, const char *dir)
+{
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/%s", dir, DEDUP_MARK_NAME) >= (int)sizeof path)
+        return PB_EINVAL;
+    int fd = io->open(io, path, O_WRONLY | O_CREAT, 0644);
+    if (fd < 0)
+        return fd;
+    int rc = io->close(io, fd);
+    if (rc == 0)
+        rc = fileio_sync_dir(io, dir); /* the entry is durable before any id is */
+    return rc;
+}
+
 int dedup_rebuild(dedup *d, const fileio *io, const char *dir, const char *name, int64_t now_ns,
                   uint64_t end_offset)
 {
@@ -388,6 +417,10 @@ int dedup_rebuild(dedup *d, const fileio *io, const char *dir, const char *name,
         }
         if (rc == PB_ECORRUPT) {
             rc = 0; /* logged by recovery; its ids were never acknowledged as stored */
+            continue;
+        }
+        if (rc == PB_EREMOVED) {
+            rc = 0; /* retention took them: no longer stored, nothing to remember */
             continue;
         }
         if (rc < 0)

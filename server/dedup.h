@@ -19,7 +19,8 @@
  * Start-up: dedup_rebuild reads the log's records newer than now - window
  * (through the partition's fileio, like every other read of its files), so
  * the window holds across kill -9 and power loss: what the log holds after
- * recovery is exactly what the window holds.
+ * recovery is exactly what the window holds. Only partitions that ever
+ * stored an id (DEDUP_MARK_NAME) pay for that scan.
  *
  * Threads: the partition's writer thread (or the thread that opens the
  * partition) only, no lock; dedup_id_hash on any thread.
@@ -29,6 +30,7 @@
 
 #include "fileio.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -91,6 +93,18 @@ int64_t dedup_window_ns(const dedup *d);
  * code (an I/O error; logged). */
 int dedup_rebuild(dedup *d, const fileio *io, const char *dir, const char *name, int64_t now_ns,
                   uint64_t end_offset);
+
+/* DIR/DEDUP_MARK_NAME exists once the partition has stored an event with
+ * an id: a partition without one (most) skips dedup_rebuild's scan at
+ * start-up. It is made durable before the first such record is appended,
+ * so a partition whose log holds ids always has it. */
+#define DEDUP_MARK_NAME "dedup.ids"
+
+/* Whether DIR's mark exists (read through io). */
+bool dedup_marked(const fileio *io, const char *dir);
+
+/* Creates DIR's mark and syncs DIR, through io: 0 or a negative code. */
+int dedup_mark(const fileio *io, const char *dir);
 
 /* The id (EncapsulatedEvent field 8, the last occurrence) of an encoded
  * event: its length (0 if none) with *id pointing into ev. Pure; for stored

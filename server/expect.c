@@ -84,9 +84,10 @@ static uint64_t id_hash(const pub_part *part, uint32_t k)
     return ev->id_hash ? ev->id_hash : dedup_id_hash(ev->id, ev->id_len);
 }
 
-size_t expect_admit(const expect_take *x, pub_part *taken, log_entry *entries, live_record *recs)
+size_t expect_admit(expect_take *x, pub_part *taken, log_entry *entries, live_record *recs)
 {
     size_t n = 0;
+    x->ids = 0;
     if (x->dedup)
         dedup_expire(x->dedup, x->time_ns);
     for (pub_part *part = taken; part; part = part->next) {
@@ -121,6 +122,7 @@ size_t expect_admit(const expect_take *x, pub_part *taken, log_entry *entries, l
                 ev->offset = orig;
                 continue;
             }
+            x->ids += ev->id_len > 0;
             entries[n] = (log_entry){
                 .data = ev->data,
                 .len = ev->len,

@@ -47,13 +47,14 @@ typedef struct expect_take {
     int64_t time_ns;       /* the take's receive time */
     const uint8_t *suffix; /* the encoded receive time every record gets */
     size_t suffix_len;
+    size_t ids; /* out: events with an id among those to append */
 } expect_take;
 
 /* Decides the take `taken` (linked parts): fills entries[0..n) and
  * recs[0..n) (room for every event of the take) with what is to be appended,
  * at offsets next, next + 1, ...; sets the duplicates' flag and original
- * offset and the refused parts' fields. Returns n. */
-size_t expect_admit(const expect_take *x, pub_part *taken, log_entry *entries, live_record *recs);
+ * offset and the refused parts' fields, and x->ids. Returns n. */
+size_t expect_admit(expect_take *x, pub_part *taken, log_entry *entries, live_record *recs);
 
 /* The take is stored: gives its stored events their offsets and receive
  * time (an event's offset is only set once it is durable). */

@@ -7,9 +7,18 @@
  * `some` (the rest). Each writer has its own fanout_writer: a match_cache of
  * topic -> the `some` slots whose patterns match, valid for one value of
  * fo->gen, which moves whenever a subscription is added or removed (a cache
- * of another generation is emptied before use). A miss runs the `some`
- * subscriptions' patterns once for that topic (patterns_match_shared, with
- * the writer's match data: no subscription lock). Tags and START_TIME are
+ * of another generation is emptied before use). The topics of a chunk that
+ * missed are matched together by the combined matcher (matcher.h, the
+ * writer's own reader: one Hyperscan scan per shard for all subscriptions,
+ * PCRE2 under match and depth limits for the patterns outside Hyperscan's
+ * syntax; it takes no lock, so neither a subscription starting nor one
+ * ending waits for it). A `some` subscription is in the matcher, under its
+ * slot as id, from before it enters the lists until after it leaves them,
+ * so under list_lock every listed slot's patterns are the matcher's. A
+ * pattern over its budget marks its subscription breached: it gets nothing
+ * more and its thread ends it with an Error naming the pattern. A
+ * background thread compacts the matcher's young shards (matcher.h).
+ * Tags and START_TIME are
  * checked per event, under the subscription's lock, only for subscriptions
  * whose patterns matched. No allocation per event: the per-writer scratch
  * is sized by the pool and the number of subscriptions.
@@ -45,8 +54,13 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 struct fanout {
@@ -61,10 +75,34 @@ struct fanout {
     uint32_t nsome;
     uint64_t match_cache_bytes;
     livequeue_pool *pool; /* the budget of every live queue */
-    _Atomic uint64_t match_hits, match_misses;
+    matcher_set *ms;      /* the `some` subscriptions' patterns, by slot */
+    _Atomic uint64_t match_hits, match_misses, breaches;
+    /* The matcher's thread (compact_main): it compiles the subscriptions
+     * fanout_add hands it, one at a time, and compacts. One thread, so
+     * Hyperscan's compiler (megabytes of transient memory) runs once at a
+     * time and leaves its free memory in one malloc arena, whatever the
+     * number of subscriptions starting at once. */
+    pthread_t compactor;
+    bool compactor_started;
+    pthread_mutex_t compact_lock;
+    pthread_cond_t compact_cv;        /* work for the thread */
+    pthread_cond_t compile_cv;        /* a compile is done */
+    bool compact_kick, compact_stop;  /* compact_lock */
+    struct compile_req *compile_head; /* compact_lock: waiting, oldest first */
+    struct compile_req **compile_tail;
     pthread_mutex_t writers_lock;
     fanout_writer *writers; /* writers_lock: one per partition name */
 };
+
+/* A subscription waiting for its patterns to be compiled (fanout_add). */
+typedef struct compile_req {
+    fanout_member *m;
+    char *err;
+    size_t errlen;
+    int rc;
+    bool done;
+    struct compile_req *next;
+} compile_req;
 
 /* Records whose subscriptions are worked out together (publish_some). */
 #define FANOUT_CHUNK 256
@@ -81,14 +119,16 @@ struct fanout_writer {
      * count; it runs again only when either moves. */
     bool since_valid;
     uint64_t since_gen, since_resets;
-    pcre2_match_data *md;
-    uint16_t *ids; /* scratch: the matching slots of one topic (nslots) */
+    matcher_reader *mr;
+    pcre2_match_data *md; /* the subscriptions' read rights (patterns_gate_shared) */
+    uint16_t *ids;        /* scratch: the matching slots of one topic (nslots) */
     /* Scratch for one chunk of records (publish_some): the records whose
-     * topic missed the cache, one row of bits per missed record (bit k:
-     * some[k] matches), and the cached answers of the others. */
+     * topic missed the cache, their topics and the matcher's answers, and
+     * the cached answers of the others. */
     size_t miss[FANOUT_CHUNK];
-    uint64_t *rows;
-    size_t row_words; /* capacity of a row, in 64-bit words */
+    const char *mtopic[FANOUT_CHUNK];
+    size_t mlen[FANOUT_CHUNK];
+    matcher_result mres[FANOUT_CHUNK];
     const uint16_t *hit_ids[FANOUT_CHUNK];
     size_t hit_n[FANOUT_CHUNK];
     /* The subscriptions to wake once the batch is queued: waking at the
@@ -101,6 +141,81 @@ struct fanout_writer {
 };
 
 static void writer_free(fanout_writer *w);
+
+/* compact_lock held: compiles every waiting subscription into the matcher
+ * (releasing the lock meanwhile). */
+static void compile_waiting(fanout *fo)
+{
+    while (fo->compile_head) {
+        compile_req *q = fo->compile_head;
+        fo->compile_head = q->next;
+        if (!fo->compile_head)
+            fo->compile_tail = &fo->compile_head;
+        int rc = fo->compact_stop ? PB_ECLOSED : 0;
+        pthread_mutex_unlock(&fo->compact_lock);
+        if (rc == 0)
+            rc = matcher_set_add(fo->ms, q->m->slot, q->m->patterns, q->m->npatterns, q->err,
+                                 q->errlen);
+        pthread_mutex_lock(&fo->compact_lock);
+        q->rc = rc;
+        q->done = true;
+        fo->compact_kick |= rc == 0;
+        pthread_cond_broadcast(&fo->compile_cv);
+    }
+}
+
+/* The matcher's thread: compiles new subscriptions' patterns (first: a
+ * subscription waits for it) and compacts the young shards whenever
+ * subscriptions came or went (matcher_set_compact is slow: Hyperscan
+ * compiles), one bounded round at a time, looking for new subscriptions
+ * between rounds. */
+static void *compact_main(void *arg)
+{
+    fanout *fo = arg;
+    /* Background work: the writers, the loop and the subscriptions go
+     * first (Linux: a thread's nice value is its own). Failing is harmless. */
+    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
+    pthread_mutex_lock(&fo->compact_lock);
+    for (;;) {
+        while (!fo->compact_kick && !fo->compact_stop && !fo->compile_head)
+            pthread_cond_wait(&fo->compact_cv, &fo->compact_lock);
+        compile_waiting(fo);
+        if (fo->compact_stop)
+            break;
+        if (!fo->compact_kick)
+            continue;
+        fo->compact_kick = false;
+        bool worked = false;
+        while (!fo->compact_stop && !fo->compile_head) {
+            pthread_mutex_unlock(&fo->compact_lock);
+            bool more = matcher_set_compact_wanted(fo->ms) && matcher_set_compact(fo->ms) == 0;
+            pthread_mutex_lock(&fo->compact_lock);
+            if (!more)
+                break; /* done, or out of memory: the young shards still answer right */
+            worked = true;
+        }
+        if (fo->compile_head)
+            fo->compact_kick = true; /* compacts again after those */
+        else if (worked) {
+            /* Hyperscan's compiler and the old shards leave free memory
+             * in the arena: give it back. */
+            pthread_mutex_unlock(&fo->compact_lock);
+            malloc_trim(0);
+            pthread_mutex_lock(&fo->compact_lock);
+        }
+    }
+    /* Stopping: nobody waits any more (subscriptions end first). */
+    pthread_mutex_unlock(&fo->compact_lock);
+    return NULL;
+}
+
+static void compact_kick(fanout *fo)
+{
+    pthread_mutex_lock(&fo->compact_lock);
+    fo->compact_kick = true;
+    pthread_cond_signal(&fo->compact_cv);
+    pthread_mutex_unlock(&fo->compact_lock);
+}
 
 int fanout_create(fanout **out, const fanout_options *opts)
 {
@@ -134,6 +249,11 @@ int fanout_create(fanout **out, const fanout_options *opts)
     atomic_init(&fo->nlive, 0);
     atomic_init(&fo->match_hits, 0);
     atomic_init(&fo->match_misses, 0);
+    atomic_init(&fo->breaches, 0);
+    pthread_mutex_init(&fo->compact_lock, NULL);
+    pthread_cond_init(&fo->compact_cv, NULL);
+    pthread_cond_init(&fo->compile_cv, NULL);
+    fo->compile_tail = &fo->compile_head;
     fo->nslots = nslots;
     fo->match_cache_bytes = match_cache_bytes;
     fo->live = calloc(nslots, sizeof *fo->live);
@@ -141,6 +261,12 @@ int fanout_create(fanout **out, const fanout_options *opts)
     fo->some = calloc(nslots, sizeof *fo->some);
     rc = fo->live && fo->all && fo->some ? livequeue_pool_create(&fo->pool, queue_total_bytes)
                                          : PB_ENOMEM;
+    if (rc == 0)
+        rc = matcher_set_create(&fo->ms, opts->matcher);
+    if (rc == 0) {
+        rc = -pthread_create(&fo->compactor, NULL, compact_main, fo);
+        fo->compactor_started = rc == 0;
+    }
     if (rc < 0) {
         fanout_destroy(fo);
         return rc;
@@ -153,11 +279,22 @@ void fanout_destroy(fanout *fo)
 {
     if (!fo)
         return;
+    if (fo->compactor_started) {
+        pthread_mutex_lock(&fo->compact_lock);
+        fo->compact_stop = true;
+        pthread_cond_signal(&fo->compact_cv);
+        pthread_mutex_unlock(&fo->compact_lock);
+        pthread_join(fo->compactor, NULL);
+    }
     while (fo->writers) {
         fanout_writer *w = fo->writers;
         fo->writers = w->next;
-        writer_free(w);
+        writer_free(w); /* its matcher reader too: before the set */
     }
+    matcher_set_destroy(fo->ms);
+    pthread_cond_destroy(&fo->compact_cv);
+    pthread_cond_destroy(&fo->compile_cv);
+    pthread_mutex_destroy(&fo->compact_lock);
     pthread_mutex_destroy(&fo->writers_lock);
     pthread_rwlock_destroy(&fo->list_lock);
     free(fo->live);
@@ -181,16 +318,15 @@ livequeue_pool *fanout_pool(fanout *fo)
 static void writer_release(fanout_writer *f)
 {
     match_cache_free(f->cache);
+    matcher_reader_destroy(f->mr);
     pcre2_match_data_free(f->md);
+    f->md = NULL;
     free(f->ids);
-    free(f->rows);
     free(f->wake_list);
     free(f->marked);
     f->cache = NULL;
-    f->md = NULL;
+    f->mr = NULL;
     f->ids = f->wake_list = NULL;
-    f->rows = NULL;
-    f->row_words = 0;
     f->marked = NULL;
     f->ready = false;
 }
@@ -206,11 +342,12 @@ static void writer_free(fanout_writer *f)
 static int writer_prepare(fanout_writer *f)
 {
     size_t n = f->fo->nslots;
+    int rc = matcher_reader_create(f->fo->ms, &f->mr);
     f->md = patterns_match_data_create();
     f->ids = calloc(n, sizeof *f->ids);
     f->wake_list = calloc(n, sizeof *f->wake_list);
     f->marked = calloc(n, 1);
-    if (!f->md || !f->ids || !f->wake_list || !f->marked) {
+    if (rc < 0 || !f->md || !f->ids || !f->wake_list || !f->marked) {
         writer_release(f);
         return PB_ENOMEM;
     }
@@ -248,8 +385,8 @@ int fanout_writer_get(fanout *fo, const char *name, fanout_writer **out)
 static bool push_one(fanout_member *s, partition *p, const live_record *rec, uint64_t first_offset)
 {
     livequeue *q = s->q;
-    if (livequeue_overflowed(q))
-        return false; /* already told; it is on its way back to the files */
+    if (livequeue_overflowed(q) || s->breached)
+        return false; /* already told; it is on its way back to the files, or ending */
     if (rec->time_ns < s->min_time_ns)
         return false;
     if (s->ntags) {
@@ -306,61 +443,78 @@ static void overflow_all(fanout *fo)
     }
 }
 
-/* The `some` slots whose patterns match rec's topic, into out (record by
- * record: for the rare topic the cache lost within a chunk). */
-static size_t match_one(const fanout *fo, fanout_writer *f, const live_record *rec, uint16_t *out)
+/* Every `some` queue overflows: those subscriptions catch up from the files
+ * (the matcher could not answer: out of memory). No member lock held. */
+static void overflow_some(fanout *fo)
 {
-    size_t n = 0;
     for (uint32_t k = 0; k < fo->nsome; k++) {
-        const fanout_member *s = fo->live[fo->some[k]];
-        if (patterns_match_shared(s->ps, (const char *)rec->topic, rec->topic_len, f->md))
-            out[n++] = fo->some[k];
+        fanout_member *s = fo->live[fo->some[k]];
+        pthread_mutex_lock(&s->mu);
+        livequeue_overflow(s->q);
+        pthread_mutex_unlock(&s->mu);
+        fanout_wake(s);
     }
-    return n;
 }
 
-/* Room for FANOUT_CHUNK rows of nsome bits. Allocates only when the number
- * of subscriptions grows past what was seen before. */
-static int ensure_rows(fanout_writer *f, uint32_t nsome)
+/* The subscription of breach b exceeded its budget on topic[0..len): it is
+ * marked (nothing more is queued for it) and woken to end. No member lock
+ * held. */
+static void mark_breach(fanout *fo, const matcher_breach *b, const char *topic, size_t len)
 {
-    size_t w = (nsome + 63) / 64;
-    if (w <= f->row_words)
-        return 0;
-    if (grow_resize(&f->rows, FANOUT_CHUNK * w, sizeof *f->rows) < 0)
-        return PB_ENOMEM;
-    f->row_words = w;
+    fanout_member *s = b->id < fo->nslots ? fo->live[b->id] : NULL;
+    if (!s || b->pattern >= s->npatterns)
+        return; /* not listed (starting or ending): it gets nothing of this topic */
+    char why[64];
+    matcher_breach_reason(b->pcre2_error, why, sizeof why);
+    pthread_mutex_lock(&s->mu);
+    bool first = !s->breached;
+    if (first) {
+        s->breached = true;
+        snprintf(s->breach, sizeof s->breach,
+                 "pattern \"%.200s\" exceeded its matching budget on topic \"%.*s\" (%s)",
+                 s->patterns[b->pattern], (int)(len < 120 ? len : 120), topic, why);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (first) {
+        atomic_fetch_add_explicit(&fo->breaches, 1, memory_order_relaxed);
+        fanout_wake(s);
+    }
+}
+
+/* Matches the topics of the chunk's missed records, all at once, into
+ * f->mres, and marks the subscriptions a pattern of which went over its
+ * budget. 0 or a negative code (nothing known: the caller overflows). */
+static int match_misses(fanout *fo, fanout_writer *f, const live_record *c, size_t nmiss)
+{
+    for (size_t j = 0; j < nmiss; j++) {
+        f->mtopic[j] = (const char *)c[f->miss[j]].topic;
+        f->mlen[j] = c[f->miss[j]].topic_len;
+    }
+    int rc = matcher_match_batch(f->mr, f->mtopic, f->mlen, nmiss, f->mres);
+    if (rc < 0)
+        return rc;
+    for (size_t j = 0; j < nmiss; j++)
+        for (size_t k = 0; k < f->mres[j].nbreaches; k++)
+            mark_breach(fo, &f->mres[j].breaches[k], f->mtopic[j], f->mlen[j]);
     return 0;
 }
 
-/*
- * Runs every `some` subscription's patterns on the topics of the chunk's
- * missed records, subscription by subscription: one subscription's compiled
- * patterns then stay in the CPU caches for all those topics. (Topic by
- * topic, 1,000 subscriptions evict each other's JIT code at every topic:
- * measured about twice as slow per regex.)
- */
-static void match_misses(const fanout *fo, fanout_writer *f, const live_record *c, size_t nmiss)
-{
-    size_t w = f->row_words;
-    memset(f->rows, 0, nmiss * w * sizeof *f->rows);
-    for (uint32_t k = 0; k < fo->nsome; k++) {
-        const pattern_set *ps = fo->live[fo->some[k]]->ps;
-        for (size_t j = 0; j < nmiss; j++) {
-            const live_record *rec = &c[f->miss[j]];
-            if (patterns_match_shared(ps, (const char *)rec->topic, rec->topic_len, f->md))
-                f->rows[j * w + k / 64] |= 1ull << (k % 64);
-        }
-    }
-}
-
-/* The slots of missed record j's row, into out. */
-static size_t row_ids(const fanout *fo, const fanout_writer *f, size_t j, uint16_t *out)
+/* The listed slots of missed record j's answer, into out. (A slot the
+ * matcher knows but the lists do not is a subscription still starting: it
+ * reads this batch from the files.) The matcher knows a subscription's own
+ * patterns only: the read rights of its user (patterns_restrict) are
+ * checked here, on the topic itself. */
+static size_t miss_ids(const fanout *fo, const fanout_writer *f, size_t j, uint16_t *out)
 {
     size_t n = 0;
-    const uint64_t *row = f->rows + j * f->row_words;
-    for (size_t wi = 0; wi < f->row_words; wi++)
-        for (uint64_t bits = row[wi]; bits; bits &= bits - 1)
-            out[n++] = fo->some[wi * 64 + (size_t)__builtin_ctzll(bits)];
+    const matcher_result *r = &f->mres[j];
+    for (size_t k = 0; k < r->n; k++) {
+        const fanout_member *m = r->ids[k] < fo->nslots ? fo->live[r->ids[k]] : NULL;
+        if (!m || (patterns_restricted(m->ps) &&
+                   !patterns_gate_shared(m->ps, f->mtopic[j], f->mlen[j], f->md)))
+            continue;
+        out[n++] = (uint16_t)r->ids[k];
+    }
     return n;
 }
 
@@ -393,16 +547,16 @@ static void push_to(const fanout *fo, fanout_writer *f, fanout_member **cur, par
 
 /*
  * The `some` subscriptions, FANOUT_CHUNK records at a time: look every topic
- * up; work out the misses together (match_misses) and cache them; then push
- * in record order (each queue must see its partition's records in offset
- * order).
+ * up; match the misses together (match_misses) and cache the answers; then
+ * push in record order (each queue must see its partition's records in
+ * offset order).
  */
 static void publish_some(fanout *fo, fanout_writer *f, partition *p, const live_record *recs,
                          size_t n)
 {
     if (!f->cache && f->cache_gen == 0) {
         /* First use. Without a cache (out of memory) every record runs
-         * the patterns: slower, still correct. */
+         * the matcher: slower, still correct. */
         uint64_t bytes = fo->match_cache_bytes;
         if (match_cache_create(&f->cache, (size_t)bytes) < 0) {
             f->cache = NULL;
@@ -417,7 +571,6 @@ static void publish_some(fanout *fo, fanout_writer *f, partition *p, const live_
             match_cache_clear(f->cache);
         f->cache_gen = fo->gen;
     }
-    bool rows_ok = ensure_rows(f, fo->nsome) == 0;
     uint64_t hits = 0;
     fanout_member *cur = NULL;
     for (size_t base = 0; base < n; base += FANOUT_CHUNK) {
@@ -431,38 +584,42 @@ static void publish_some(fanout *fo, fanout_writer *f, partition *p, const live_
             else
                 f->miss[nmiss++] = i;
         }
-        if (nmiss && rows_ok) {
-            match_misses(fo, f, c, nmiss);
-            for (size_t j = 0; f->cache && j < nmiss; j++) {
-                const live_record *rec = &c[f->miss[j]];
-                const uint16_t *ids;
-                size_t k;
-                /* A topic twice in the chunk is cached once. Not cached
-                 * (too long, out of memory) only means its patterns run
-                 * again next time. */
-                if (!match_cache_get(f->cache, (const char *)rec->topic, rec->topic_len, &ids, &k))
-                    (void)match_cache_put(f->cache, (const char *)rec->topic, rec->topic_len,
-                                          f->ids, row_ids(fo, f, j, f->ids));
+        if (nmiss) {
+            /* Marking a breach takes member locks: hold none. */
+            if (cur)
+                pthread_mutex_unlock(&cur->mu);
+            cur = NULL;
+            if (match_misses(fo, f, c, nmiss) < 0) {
+                /* Nothing known about these topics: every `some`
+                 * subscription reads this batch from the files. */
+                overflow_some(fo);
+                break;
             }
         }
-        /* A put may move or empty the cache: then the hits are looked up
-         * again rather than read through hit_ids. */
-        bool moved = nmiss > 0;
+        /* Pushes first, with the hits read through hit_ids: a put may move
+         * or empty the cache. */
         for (size_t i = 0, j = 0; i < m; i++) {
             const uint16_t *ids = f->ids;
             size_t k;
             if (j < nmiss && f->miss[j] == i) {
-                k = rows_ok ? row_ids(fo, f, j, f->ids) : match_one(fo, f, &c[i], f->ids);
+                k = miss_ids(fo, f, j, f->ids);
                 j++;
-            } else if (!moved) {
+            } else {
                 ids = f->hit_ids[i];
                 k = f->hit_n[i];
-            } else if (!match_cache_get(f->cache, (const char *)c[i].topic, c[i].topic_len, &ids,
-                                        &k)) {
-                ids = f->ids;
-                k = match_one(fo, f, &c[i], f->ids);
             }
             push_to(fo, f, &cur, p, &c[i], recs[0].offset, ids, k);
+        }
+        for (size_t j = 0; f->cache && j < nmiss; j++) {
+            const live_record *rec = &c[f->miss[j]];
+            const uint16_t *ids;
+            size_t k;
+            /* A topic twice in the chunk is cached once. Not cached (too
+             * long, out of memory) only means it is matched again next
+             * time. */
+            if (!match_cache_get(f->cache, (const char *)rec->topic, rec->topic_len, &ids, &k))
+                (void)match_cache_put(f->cache, (const char *)rec->topic, rec->topic_len, f->ids,
+                                      miss_ids(fo, f, j, f->ids));
         }
     }
     if (cur)
@@ -519,11 +676,32 @@ void fanout_durable(void *ctx, partition *p, const live_record *recs, size_t n)
     pthread_rwlock_unlock(&fo->list_lock);
 }
 
-void fanout_add(fanout *fo, fanout_member *s)
+int fanout_add(fanout *fo, fanout_member *s, char *err, size_t errlen)
 {
+    bool all = patterns_match_all(s->ps);
+    if (!all) {
+        /* Into the matcher before the lists (see the top of the file); the
+         * matcher's thread compiles, this one waits (under no lock a
+         * writer takes). */
+        compile_req q = {.m = s, .err = err, .errlen = errlen};
+        pthread_mutex_lock(&fo->compact_lock);
+        if (fo->compact_stop) {
+            q.done = true;
+            q.rc = PB_ECLOSED;
+        } else {
+            *fo->compile_tail = &q;
+            fo->compile_tail = &q.next;
+            pthread_cond_signal(&fo->compact_cv);
+        }
+        while (!q.done)
+            pthread_cond_wait(&fo->compile_cv, &fo->compact_lock);
+        pthread_mutex_unlock(&fo->compact_lock);
+        if (q.rc < 0)
+            return q.rc;
+    }
     pthread_rwlock_wrlock(&fo->list_lock);
     fo->live[s->slot] = s;
-    if (patterns_match_all(s->ps))
+    if (all)
         fo->all[fo->nall++] = (uint16_t)s->slot;
     else
         fo->some[fo->nsome++] = (uint16_t)s->slot;
@@ -531,6 +709,7 @@ void fanout_add(fanout *fo, fanout_member *s)
     atomic_fetch_add(&fo->nlive, 1);
     pthread_rwlock_unlock(&fo->list_lock);
     atomic_thread_fence(memory_order_seq_cst);
+    return 0;
 }
 
 /* list_lock held for writing: removes slot from list[0..*n) if there. */
@@ -547,7 +726,8 @@ static void list_remove(uint16_t *list, uint32_t *n, uint32_t slot)
 void fanout_remove(fanout *fo, fanout_member *s)
 {
     pthread_rwlock_wrlock(&fo->list_lock);
-    if (fo->live[s->slot] == s) {
+    bool listed = fo->live[s->slot] == s;
+    if (listed) {
         fo->live[s->slot] = NULL;
         list_remove(fo->all, &fo->nall, s->slot);
         list_remove(fo->some, &fo->nsome, s->slot);
@@ -555,6 +735,10 @@ void fanout_remove(fanout *fo, fanout_member *s)
         atomic_fetch_sub(&fo->nlive, 1);
     }
     pthread_rwlock_unlock(&fo->list_lock);
+    /* Out of the matcher after the lists: its slot may serve another
+     * subscription next. */
+    if (listed && matcher_set_remove(fo->ms, s->slot) == 0)
+        compact_kick(fo);
 }
 
 void fanout_wake(fanout_member *m)
@@ -574,4 +758,6 @@ void fanout_get_stats(fanout *fo, fanout_stats *out)
     out->queued_bytes = livequeue_pool_used(fo->pool);
     out->queue_budget = livequeue_pool_budget(fo->pool);
     out->queue_resets = livequeue_pool_resets(fo->pool);
+    out->breaches = atomic_load_explicit(&fo->breaches, memory_order_relaxed);
+    matcher_set_stats(fo->ms, &out->matcher);
 }

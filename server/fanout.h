@@ -25,6 +25,7 @@
 #include "event.h"
 #include "live.h"
 #include "livequeue.h"
+#include "matcher.h"
 #include "patterns.h"
 
 #include <pthread.h>
@@ -48,6 +49,9 @@ typedef struct fanout_options {
     uint64_t queue_total_bytes; /* bound of all live queues together (0: the default) */
     uint64_t match_cache_bytes; /* bound of each writer's topic -> subscriptions cache (0:
                                    the default) */
+    /* The combined matcher's PCRE2 limits and shard size (matcher.h); NULL:
+     * matcher_limits_default(). */
+    const matcher_limits *matcher;
 } fanout_options;
 
 /* PB_EINVAL if an option is out of range (slots 0 or above FANOUT_SLOTS_MAX,
@@ -79,9 +83,13 @@ int fanout_writer_get(fanout *fo, const char *name, fanout_writer **out);
  * into its bounded live queue. A full queue, or the queues' total budget
  * reached, marks that subscription as overflowed: it goes back to the files;
  * the writer never waits for a subscriber. Cheap when there are no
- * subscriptions. Patterns run once per topic and again only after a
- * subscription starts or ends; subscriptions whose patterns match every
- * topic (".*") skip the lookup. */
+ * subscriptions. A topic not in the writer's cache is matched against every
+ * subscription's patterns at once by the combined matcher (matcher.h: one
+ * Hyperscan pass, PCRE2 under a budget for the rest; no lock), again only
+ * after a subscription starts or ends; subscriptions whose patterns match
+ * every topic (".*") skip the lookup. A subscription whose pattern exceeds
+ * its budget on a topic is marked breached (fanout_member.breach) and gets
+ * nothing more: its thread ends it with an Error naming the pattern. */
 void fanout_durable(void *ctx, struct partition *p, const live_record *recs, size_t n);
 
 /*
@@ -92,8 +100,10 @@ void fanout_durable(void *ctx, struct partition *p, const live_record *recs, siz
  */
 typedef struct fanout_member {
     /* Read-only while added. */
-    uint32_t slot;                /* the subscription's pool slot, < fanout_slots */
-    const pattern_set *ps;        /* topic patterns (patterns_match_shared) */
+    uint32_t slot;               /* the subscription's pool slot, < fanout_slots */
+    const pattern_set *ps;       /* topic patterns (patterns_match_all) */
+    const char *const *patterns; /* their texts, for the matcher (copied by fanout_add) */
+    size_t npatterns;
     int64_t min_time_ns;          /* records received earlier are not queued */
     const event_tag_filter *tags; /* every one must match (event_filter_scan) */
     size_t ntags;
@@ -103,13 +113,21 @@ typedef struct fanout_member {
     pthread_mutex_t mu;
     livequeue *q;
     uint8_t *tag_state; /* mu: the writers' scratch for the tag filter (ntags) */
+    /* mu: a pattern exceeded its matching budget on a topic; breach says
+     * which, on which topic, and why. Nothing is queued after it. */
+    bool breached;
+    char breach[480];
 } fanout_member;
 
 /* Subscription thread: adds m to the writers' lists / removes it. Removing
- * what is not there does nothing. After fanout_add returns, every batch
+ * what is not there does nothing. After fanout_add returns 0, every batch
  * whose end offset the subscription does not see reaches m's queue (the
- * fence pairing is in fanout.c). */
-void fanout_add(fanout *fo, fanout_member *m);
+ * fence pairing is in fanout.c). fanout_add first compiles m's patterns into
+ * the combined matcher (on the calling thread: ~1-2 ms a pattern), unless
+ * they match every topic: PB_EINVAL with err naming the pattern when the
+ * matcher refuses them (more PCRE2-only patterns than its cap), PB_ENOMEM;
+ * then m is not added. */
+int fanout_add(fanout *fo, fanout_member *m, char *err, size_t errlen);
 void fanout_remove(fanout *fo, fanout_member *m);
 
 /* Any thread: wakes m's subscription thread through its eventfd (records
@@ -124,6 +142,8 @@ typedef struct fanout_stats {
     uint64_t queued_bytes; /* bytes all live queues hold now (<= queue_budget) */
     uint64_t queue_budget; /* queue_total_bytes in effect */
     uint64_t queue_resets; /* live queues reset after an overflow, since creation */
+    uint64_t breaches;     /* subscriptions ended for a pattern over its budget */
+    matcher_stats matcher; /* the combined matcher's (matcher.h) */
 } fanout_stats;
 void fanout_get_stats(fanout *fo, fanout_stats *out);
 

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 static int px_open(const fileio *io, const char *path, int flags, int mode)
@@ -111,6 +112,16 @@ static int px_list_dir(const fileio *io, const char *path, fileio_dirent_fn fn, 
     return segment_io_posix()->list(NULL, path, fn, arg);
 }
 
+static int px_space(const fileio *io, const char *path, uint64_t *avail, uint64_t *total)
+{
+    struct statvfs sv;
+    if (statvfs(path, &sv) < 0)
+        return -errno;
+    *avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+    *total = (uint64_t)sv.f_blocks * sv.f_frsize;
+    return 0;
+}
+
 static const fileio posix_io = {
     .open = px_open,
     .pwritev = px_pwritev,
@@ -125,6 +136,7 @@ static const fileio posix_io = {
     .unlink = px_unlink,
     .rename = px_rename,
     .list_dir = px_list_dir,
+    .space = px_space,
     .ctx = NULL,
 };
 

@@ -13,6 +13,7 @@
 #ifndef PB_FILEIO_H
 #define PB_FILEIO_H
 
+#include <stdint.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
@@ -39,6 +40,12 @@ struct fileio {
      * durable once that directory is synced. */
     int (*rename)(const fileio *io, const char *from, const char *to);
     int (*list_dir)(const fileio *io, const char *path, fileio_dirent_fn fn, void *arg);
+    /* Space on the file system holding path, in bytes: what an
+     * unprivileged writer may still use (statvfs f_bavail x f_frsize) and
+     * the size (f_blocks x f_frsize). NULL in a layer that has no notion of
+     * it: free space is then not checked (server/freespace.h). Tests put a
+     * hook here to play a disk that fills up and is freed again. */
+    int (*space)(const fileio *io, const char *path, uint64_t *avail, uint64_t *total);
     void *ctx; /* for the layer's own state */
 };
 

@@ -24,6 +24,7 @@
 #include "store.h"
 #include "wire.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,6 +151,16 @@ static int route_event(const ingest_options *o, pub_batch *b, uint32_t i, route_
             if (b->parts[k].partition == p)
                 break;
         if (k == b->nparts) {
+            /* A disk short of space refuses up front, before any write can
+             * fail (min_free_bytes; the writer probes, this reads its
+             * verdict). */
+            uint64_t avail, margin;
+            if (partition_space_low(p, &avail, &margin))
+                return refuse(err, PB_CODE_RESOURCE_EXHAUSTED, i + 1, route.partition,
+                              "partition %s: %llu bytes free on its file system, below "
+                              "min_free_bytes (%llu); publishes are refused until space is freed",
+                              route.partition, (unsigned long long)avail,
+                              (unsigned long long)margin);
             ingest_batch *ib = (ingest_batch *)b;
             if (grow_reserve(&b->parts, &ib->parts_cap, (size_t)k + 1, sizeof *b->parts) < 0)
                 return refuse(err, PB_CODE_RESOURCE_EXHAUSTED, i + 1, NULL,
@@ -448,6 +459,17 @@ int ingest_reply(pub_batch *b, uint8_t **frame, size_t *len, ingest_error *err)
         if (p->status == PUB_EXPECT_FAILED || p->status == PUB_EXPECT_UNKNOWN)
             return refuse_part(b, p, err);
         const char *name = partition_name(p->partition);
+        uint64_t avail, margin;
+        if (p->status == -ENOSPC || p->status == -EDQUOT) {
+            bool low = partition_space_low(p->partition, &avail, &margin);
+            return refuse(
+                err, PB_CODE_RESOURCE_EXHAUSTED, p->count == 1 ? p->events[0] + 1 : 0, name,
+                "partition %s could not store %u event(s) of this batch: %s (%llu bytes "
+                "free%s); they are not acknowledged; publishing resumes by itself once space "
+                "is freed",
+                name, p->count, pb_strerror(p->status), (unsigned long long)avail,
+                low ? ", below min_free_bytes" : "");
+        }
         return refuse(err, PB_CODE_UNAVAILABLE, p->count == 1 ? p->events[0] + 1 : 0, name,
                       "partition %s could not store %u event(s) of this batch: %s; they are not "
                       "acknowledged",

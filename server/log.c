@@ -55,8 +55,10 @@ int64_t log_now_ns(pb_log *log)
 /* Stops the log for good and says why. Returns the error for the caller. */
 int log_fail(pb_log *log, int rc, const char *what, const char *path, uint64_t pos)
 {
-    if (!log->failed)
+    if (!log->failed) {
         log->failed = rc;
+        log->failed_sync = strncmp(what, "fdatasync", 9) == 0 || strncmp(what, "fsync", 5) == 0;
+    }
     log_say(log, LOG_ERROR, "%s %s at byte %" PRIu64 " failed: %s; the log is stopped", what, path,
             pos, pb_strerror(rc));
     return rc;
@@ -204,6 +206,7 @@ static int rotate(pb_log *log)
         return log_fail(log, rc, "fdatasync of", log->log_path, log->size);
     if ((rc = log_close_active(log)) < 0)
         return log_fail(log, rc, "close of", log->log_path, log->size);
+    log_closed_add(log, log->base, log->size, log->last_time, true);
     return log_create_segment(log, log->next_offset);
 }
 
@@ -410,6 +413,11 @@ int log_status(const pb_log *log)
     return log->failed;
 }
 
+bool log_failure_heals(const pb_log *log)
+{
+    return (log->failed == -ENOSPC || log->failed == -EDQUOT) && !log->failed_sync;
+}
+
 int log_close(pb_log *log)
 {
     if (!log)
@@ -428,6 +436,7 @@ int log_close(pb_log *log)
     free(log->hdrs);
     free(log->iov);
     free(log->idx_buf);
+    free(log->closed);
     free(log->dir);
     free(log->log_path);
     free(log->idx_path);

@@ -113,6 +113,49 @@ int64_t log_last_time(const pb_log *log);
 /* 0, or the sticky error (< 0) that failed the log. */
 int log_status(const pb_log *log);
 
+/* True if the log failed on a write (not a sync) with ENOSPC or EDQUOT:
+ * the kernel refused the bytes, nothing synced before is in doubt, so the
+ * files may be reopened (log_close, log_open) once space is back. */
+bool log_failure_heals(const pb_log *log);
+
+/*
+ * Closed segments and their removal (removal.c). A partition's closed
+ * (rotated) segments are listed here, oldest first; the active one is
+ * never among them. Writer thread only, like the rest.
+ */
+typedef struct log_segment_info {
+    uint64_t base;        /* its first offset */
+    uint64_t end;         /* offset after its last one (the next segment's base) */
+    uint64_t bytes;       /* size of its .log */
+    int64_t last_time_ns; /* receive time of its newest record; INT64_MAX if none could be
+                             read (then it never ages out) */
+} log_segment_info;
+
+/* Number of closed segments. */
+size_t log_closed_count(pb_log *log);
+
+/* Fills *out for closed segment i (0 = oldest). Reads the file the first
+ * time (its size, then its index's last entry and the records after it);
+ * cached after. 0 or a negative code (the file's I/O error). */
+int log_closed_info(pb_log *log, size_t i, log_segment_info *out);
+
+/* The oldest offset still stored: the oldest closed segment's base, or
+ * the active segment's. */
+uint64_t log_first_offset(const pb_log *log);
+
+/* Bytes of the active segment's .log. */
+uint64_t log_active_bytes(const pb_log *log);
+
+/* Removes the n oldest closed segments, oldest first, each .log then its
+ * .idx, then a directory fsync, before the next segment: whatever a crash
+ * leaves, the log opens with a contiguous range of offsets from its first
+ * segment's base (an orphan .idx below it is removed at the next open).
+ * Readers that hold a removed segment open keep reading it (an unlinked
+ * file lives on while open). Returns the number removed (>= 0), or a
+ * negative code when the first removal failed; a failed unlink leaves the
+ * log usable, a failed directory fsync fails it (as for rotation). */
+int log_remove_oldest(pb_log *log, size_t n);
+
 /* Syncs (unless failed), closes and frees. Returns the first error. NULL ok. */
 int log_close(pb_log *log);
 

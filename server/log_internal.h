@@ -23,6 +23,15 @@
 #define FILE_MODE              0644
 #define DIR_MODE               0755
 
+/* A closed segment as removal.c tracks it. bytes and last_time are read
+ * from the files when first needed (known). */
+typedef struct closed_seg {
+    uint64_t base;
+    uint64_t bytes;    /* size of the .log */
+    int64_t last_time; /* receive time of its newest record; INT64_MAX: none readable */
+    bool known;
+} closed_seg;
+
 struct pb_log {
     /* Sized to the directory's name (a partition costs memory while idle:
      * thousands of them must not each hold PATH_MAX buffers). */
@@ -49,6 +58,7 @@ struct pb_log {
     uint64_t next_offset;
     int64_t last_time; /* INT64_MIN: no record yet */
     int failed;        /* 0, or the error that stopped the log */
+    bool failed_sync;  /* ... and it was a sync that failed */
 
     /* Reusable append buffers: grow to the largest batch, then stay. */
     uint8_t *hdrs;
@@ -57,6 +67,14 @@ struct pb_log {
     size_t iov_cap;
     uint8_t *idx_buf;
     size_t idx_cap; /* entries */
+
+    /* Closed (rotated) segments, oldest first: the one list of which
+     * closed segments exist (removal.c keeps it; rotation adds to it,
+     * retention takes from its front). stale: an addition failed (no
+     * memory); the next user lists the directory again. */
+    closed_seg *closed;
+    size_t nclosed, closed_cap;
+    bool closed_stale;
 };
 
 /* Passes a message to opts.logf (if any), formatted. */
@@ -95,5 +113,14 @@ void log_create_index(pb_log *log, int64_t created);
  * the directory synced, so a segment that exists after a crash always has a
  * whole header unless the crash came before that sync (never acked). */
 int log_create_segment(pb_log *log, uint64_t base);
+
+/* removal.c: adds a segment just closed by rotation (or found at open) to
+ * the end of the closed list. Never fails the log: without memory the list
+ * is marked stale and listed again later. */
+void log_closed_add(pb_log *log, uint64_t base, uint64_t bytes, int64_t last_time, bool known);
+
+/* removal.c, at open: unlinks index files left without their segment by a
+ * removal that a crash cut short (below the first segment). */
+void log_remove_orphans(pb_log *log, uint64_t first_base);
 
 #endif

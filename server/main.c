@@ -35,7 +35,10 @@
 #include "topics.h"
 
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,6 +99,8 @@ typedef struct daemon_state {
     store *store;
     sub_registry *subs;
     mirror_set *mirrors;
+    _Atomic(mirror_set *) mirrors_ready; /* mirrors, once started (writers read it) */
+    uv_timer_t retain_timer;             /* age retention, every RETAIN_TICK_MS */
     router *router;
     net *net;
     uv_signal_t sigterm, sigint, sighup;
@@ -128,6 +133,18 @@ static int template_fits(const char *tpl, const char *name)
     return *tpl == *name && template_fits(tpl + 1, name + 1);
 }
 
+/* Writer threads: the lowest offset a mirror still needs. Until the
+ * mirrors run (they start after the store is open), a configured mirror
+ * holds everything: retention tries again later. */
+static uint64_t retain_floor(void *ctx, const char *name)
+{
+    daemon_state *d = ctx;
+    if (d->cfg.n_mirrors == 0)
+        return UINT64_MAX;
+    mirror_set *ms = atomic_load(&d->mirrors_ready);
+    return ms ? mirror_set_lowest_needed(ms, name) : 0;
+}
+
 static int partition_options_for(void *ctx, const char *name, partition_options *o)
 {
     daemon_state *d = ctx;
@@ -142,6 +159,7 @@ static int partition_options_for(void *ctx, const char *name, partition_options 
         o->log.segment_bytes = rule->segment_bytes;
         o->log.rotate_every_s = rule->rotate_every_s;
         o->log.utc_offset_s = rule->utc_offset_s;
+        o->retain = (retention_policy){.age_s = rule->retain_age_s, .bytes = rule->retain_bytes};
     } else {
         logging_printf(LOG_WARN,
                        "partition %s matches no rule's name in %s; using default segment "
@@ -157,6 +175,9 @@ static int partition_options_for(void *ctx, const char *name, partition_options 
     o->dedup_window_ms = d->cfg.dedup_window_ms;
     o->dedup_max_entries = d->cfg.dedup_max_entries;
     o->topics_budget = &d->topics;
+    o->retain_floor = retain_floor;
+    o->min_free_bytes = d->cfg.min_free_bytes; /* UINT64_MAX: FREESPACE_AUTO */
+    o->retain_floor_ctx = d;
     /* Its writer announces durable records into the live fan-out, with a
      * state of its own there. */
     fanout_writer *w;
@@ -166,6 +187,39 @@ static int partition_options_for(void *ctx, const char *name, partition_options 
     o->durable = fanout_durable;
     o->durable_ctx = w;
     return 0;
+}
+
+/* --- age retention ---------------------------------------------------- */
+
+/* How often the loop looks for partitions whose oldest segment has aged
+ * out, that are short of free space or that a full disk stopped (a few
+ * atomic loads per partition; only a due partition gets its writer woken,
+ * which does the work). */
+#define RETAIN_TICK_MS 1000
+
+static bool any_upkeep(const pb_config *cfg)
+{
+    if (cfg->min_free_bytes)
+        return true; /* a full disk heals by this timer */
+    for (size_t i = 0; i < cfg->n_rules; i++)
+        if (cfg->rules[i].retain_age_s > 0 || cfg->rules[i].retain_bytes > 0)
+            return true;
+    return false;
+}
+
+static void retain_tick(uv_timer_t *t)
+{
+    daemon_state *d = t->data;
+    partition **ps;
+    size_t n;
+    if (store_list(d->store, &ps, &n) < 0)
+        return; /* no memory now: the next tick tries again */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
+    for (size_t i = 0; i < n; i++)
+        partition_upkeep_tick(ps[i], now);
+    free(ps);
 }
 
 /* --- graceful stop ---------------------------------------------------- */
@@ -183,6 +237,10 @@ static void stop_poll(uv_timer_t *t)
                        net_inflight(d->net), STOP_DEADLINE_MS);
     uv_timer_stop(t);
     uv_close((uv_handle_t *)&d->stop_timer, NULL);
+    if (d->retain_timer.data) {
+        uv_timer_stop(&d->retain_timer);
+        uv_close((uv_handle_t *)&d->retain_timer, NULL);
+    }
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->sigint, NULL);
     uv_close((uv_handle_t *)&d->sighup, NULL);
@@ -278,7 +336,8 @@ static int set_listen(pb_config *cfg, const char *listen)
  *                                     short-lived files (recovery, topic
  *                                     snapshots, the port file)
  * + max_connections                   one socket each
- * + threads * FDS_PER_SUBSCRIPTION    a subscription's socket (handed over
+ * + max_subscriptions                 a subscription's socket (handed over
+ *   * FDS_PER_SUBSCRIPTION
  *                                     by the loop), its eventfd, and the
  *                                     segment files it replays from, at most
  *                                     SUBRUN_REPLAY_READERS at once
@@ -290,10 +349,10 @@ static int set_listen(pb_config *cfg, const char *listen)
  *
  * The limit is the hard one (`ulimit -Hn`, LimitNOFILE=), which the daemon
  * raises its soft limit to as far as this sum needs. With the defaults
- * (1,024 connections, 16 threads) and a hard limit of 1,024:
- * (1024 - 64 - 1024 - 16*10) / 3 < 16, so max_partitions is 16 and a
+ * (1,024 connections, 1,024 subscriptions) and a hard limit of 1,024:
+ * (1024 - 64 - 1024 - 1024*10) / 3 < 16, so max_partitions is 16 and a
  * warning says connections past the limit will fail; with 65,536:
- * (65536 - 1248) / 3 = 21,429, capped at MAX_PARTITIONS_DEFAULT.
+ * (65536 - 11328) / 3 = 18,069, capped at MAX_PARTITIONS_DEFAULT.
  */
 #define FDS_RESERVED         64
 #define FDS_PER_SUBSCRIPTION (2 + SUBRUN_REPLAY_READERS)
@@ -360,7 +419,8 @@ static void size_fd_budget(pb_config *cfg)
     if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
         logging_printf(LOG_WARN,
                        "the open files limit (RLIMIT_NOFILE) is %llu, below the %llu that "
-                       "max_connections = %u, threads = %u and max_partitions = %u can need: "
+                       "max_connections = %u, max_subscriptions = %u and max_partitions = %u can "
+                       "need: "
                        "connections or partitions past it will fail (raise the hard limit: "
                        "ulimit -Hn, or LimitNOFILE= in systemd)",
                        (unsigned long long)rl.rlim_cur, (unsigned long long)need,
@@ -462,12 +522,24 @@ static int close_daemon(daemon_state *d)
 {
     router_free(d->router);
     sub_registry_destroy(d->subs);
+    atomic_store(&d->mirrors_ready, NULL);
     mirror_set_destroy(d->mirrors);
     int rc = store_close(d->store);
     if (rc < 0)
         logging_printf(LOG_ERROR, "closing the partitions: %s", pb_strerror(rc));
     fanout_destroy(d->live);
     return rc;
+}
+
+/* The Subscribe caps of the configuration (sub.h, announced by net.h). */
+static sub_caps sub_caps_of(const pb_config *cfg)
+{
+    return (sub_caps){
+        .max_patterns = cfg->max_subscribe_patterns,
+        .max_pattern_bytes = cfg->max_pattern_bytes,
+        .max_tags = cfg->max_subscribe_tags,
+        .max_offsets = cfg->max_subscribe_offsets,
+    };
 }
 
 /* Opens what data flows through, in the order it flows back from the disk:
@@ -509,12 +581,15 @@ static int open_daemon(daemon_state *d)
         .write_deadline_ms = d->cfg.write_deadline_ms,
         .topic_history = TOPIC_HISTORY,
         .max_frame_bytes = d->cfg.max_frame_bytes,
+        .caps = sub_caps_of(&d->cfg),
+        .max_per_address = d->cfg.max_subscriptions_per_address,
     };
     rc = sub_registry_create(&d->subs, &so);
     if (rc < 0)
         logging_printf(LOG_ERROR, "cannot start the subscription pool: %s", pb_strerror(rc));
     else if ((rc = mirror_set_create(&d->mirrors, &d->cfg, d->store)) < 0 ||
-             (rc = mirror_set_start(d->mirrors)) < 0)
+             (rc = mirror_set_start(d->mirrors)) < 0 ||
+             (atomic_store(&d->mirrors_ready, d->mirrors), 0))
         logging_printf(LOG_ERROR, "cannot start the mirrors: %s", pb_strerror(rc));
     else if ((rc = router_create(&d->cfg, &d->router, err, sizeof err)) < 0)
         logging_printf(LOG_ERROR, "%s", err);
@@ -553,12 +628,16 @@ static int serve(daemon_state *d, const char *port_file)
         .max_frame_bytes = d->cfg.max_frame_bytes,
         .max_event_bytes = d->cfg.max_event_bytes,
         .max_batch_events = d->cfg.max_batch_events,
+        .sub_caps = sub_caps_of(&d->cfg),
         .dedup_window_ms = d->cfg.dedup_window_ms,
         .max_connections = d->cfg.max_connections,
         .idle_timeout_ms = d->cfg.idle_timeout_ms,
+        .quiet_timeout_ms = d->cfg.quiet_timeout_ms,
         .handshake_timeout_ms = d->cfg.handshake_timeout_ms,
         .max_handshaking = d->cfg.max_handshaking,
         .max_inflight_bytes = MAX_INFLIGHT_BYTES,
+        .reply_queue_total_bytes = d->cfg.reply_queue_total_bytes,
+        .max_partial_frame_bytes = d->cfg.max_partial_frame_bytes,
         .router = d->router,
         .store = d->store,
         .subs = d->subs,
@@ -582,6 +661,11 @@ static int serve(daemon_state *d, const char *port_file)
     d->sigterm.data = d->sigint.data = d;
     uv_signal_start(&d->sigterm, on_signal, SIGTERM);
     uv_signal_start(&d->sigint, on_signal, SIGINT);
+    if (any_upkeep(&d->cfg)) {
+        uv_timer_init(&d->loop, &d->retain_timer);
+        d->retain_timer.data = d;
+        uv_timer_start(&d->retain_timer, retain_tick, RETAIN_TICK_MS, RETAIN_TICK_MS);
+    }
     uv_signal_init(&d->loop, &d->sighup);
     d->sighup.data = d;
     uv_signal_start(&d->sighup, on_sighup, SIGHUP);
@@ -602,6 +686,12 @@ static int serve(daemon_state *d, const char *port_file)
 int main(int argc, char **argv)
 {
     args a = {0};
+    /* A fixed mmap threshold: glibc otherwise raises it each time a large
+     * mmapped block is freed (Hyperscan's compiler frees many), and then
+     * every large calloc (a subscription's pattern cache, 256 KiB, mostly
+     * never touched) comes from the heap and is zeroed page by page:
+     * 1,000 subscriptions cost 130 MiB more RSS. */
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     int status = parse_args(argc, argv, &a);
     if (status >= 0)
         return status;

@@ -33,6 +33,7 @@ static struct {
     _Atomic uint64_t errors[NCODES];
     histogram fsync, ack, batch;
     _Atomic uint64_t dedup_hits;
+    _Atomic uint64_t retention_segments, retention_bytes;
     _Atomic uint64_t subs_started, subs_ended, subs_live, subs_fallbacks, subs_dropped;
 } m;
 
@@ -103,6 +104,11 @@ void metrics_batch_events(uint32_t n)
 void metrics_dedup_hits(uint32_t n)
 {
     add(&m.dedup_hits, n);
+}
+void metrics_retention_removed(uint64_t segments, uint64_t bytes)
+{
+    add(&m.retention_segments, segments);
+    add(&m.retention_bytes, bytes);
 }
 void metrics_sub_started(void)
 {
@@ -219,6 +225,11 @@ int metrics_write_process(FILE *f)
     counter(f, "protobus_dedup_hits_total",
             "Published events found stored already by their id (not stored again).",
             get(&m.dedup_hits));
+    counter(f, "protobus_retention_removed_segments_total",
+            "Segments removed by retention (retain_age, retain_bytes).",
+            get(&m.retention_segments));
+    counter(f, "protobus_retention_removed_bytes_total", "Bytes of the segments retention removed.",
+            get(&m.retention_bytes));
     uint64_t started = get(&m.subs_started), ended = get(&m.subs_ended);
     uint64_t active = started >= ended ? started - ended : 0, live = get(&m.subs_live);
     gauge(f, "protobus_subscriptions_active", "Subscriptions running now.", (double)active);

@@ -38,6 +38,8 @@ void metrics_ack_ns(uint64_t ns);
 void metrics_batch_events(uint32_t n);
 /* Events the writer found stored already (Publish with ids, dedup.h). */
 void metrics_dedup_hits(uint32_t n);
+/* Segments (and their bytes) retention removed (upkeep.c). */
+void metrics_retention_removed(uint64_t segments, uint64_t bytes);
 /* Subscriptions: started, ended, switched to following the live stream
  * (live = 1) or back (0), fell back to the files after their queue
  * overflowed, dropped for not reading (write_deadline_ms). */

@@ -106,9 +106,14 @@ static double v_ferr(partition *p, const partition_stats *st, const part_disk *d
 {
     return (double)st->fsync_errors;
 }
+static double v_first(partition *p, const partition_stats *st, const part_disk *du)
+{
+    return (double)partition_first_offset(p);
+}
 static double v_up(partition *p, const partition_stats *st, const part_disk *du)
 {
-    return partition_status(p) == 0;
+    uint64_t avail, margin;
+    return partition_status(p) == 0 && !partition_space_low(p, &avail, &margin);
 }
 static const struct family {
     const char *name, *type, *help;
@@ -120,6 +125,8 @@ static const struct family {
      "Record bytes stored in the partition since the daemon started.", v_bytes},
     {"protobus_partition_next_offset", "gauge",
      "The offset the next event will get (last offset + 1; 0 = empty).", v_next},
+    {"protobus_partition_first_offset", "gauge",
+     "The oldest offset still stored (retention raises it).", v_first},
     {"protobus_partition_segments", "gauge", "Segment files (.log) on disk.", v_segments},
     {"protobus_partition_disk_bytes", "gauge", "Bytes of the partition's files on disk.", v_disk},
     {"protobus_partition_oldest_record_seconds", "gauge",
@@ -127,7 +134,9 @@ static const struct family {
     {"protobus_partition_write_errors_total", "counter", "Failed appends (write).", v_werr},
     {"protobus_partition_fsync_errors_total", "counter", "Failed fdatasync calls.", v_ferr},
     {"protobus_partition_up", "gauge",
-     "1 while the partition accepts writes, 0 once a write or sync failed.", v_up},
+     "1 while the partition accepts writes; 0 once a write or sync failed, or while free "
+     "space is below min_free_bytes.",
+     v_up},
 };
 #define NFAMILIES (sizeof families / sizeof families[0])
 
@@ -179,9 +188,17 @@ static unsigned health(store *st, FILE *f)
     unsigned status = MHD_HTTP_OK;
     for (size_t i = 0; i < n; i++) {
         int rc = partition_status(parts[i]);
+        uint64_t avail, margin;
         if (rc < 0) {
             fprintf(f, "partition %s accepts no writes: %s\n", partition_name(parts[i]),
                     pb_strerror(rc));
+            status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        } else if (partition_space_low(parts[i], &avail, &margin)) {
+            fprintf(f,
+                    "partition %s accepts no writes: %llu bytes free, below min_free_bytes = "
+                    "%llu\n",
+                    partition_name(parts[i]), (unsigned long long)avail,
+                    (unsigned long long)margin);
             status = MHD_HTTP_SERVICE_UNAVAILABLE;
         }
     }

@@ -243,6 +243,15 @@ int mirror_part_next(mirror *m, mpart *p, pb_record *rec)
     pb_reader_set_end(p->r, end);
     for (int tries = 0; tries < 64; tries++) {
         int rc = pb_reader_next(p->r, rec);
+        if (rc == PB_EREMOVED) {
+            /* Below the partition's first offset (a mirror configured after
+             * retention ran, or hold_retention = no): reported, skipped. */
+            const struct pb_reader_problem *pr = pb_reader_problem(p->r);
+            if (pr->last_offset + 1 > p->next_read)
+                skip_to(m, p, pr->last_offset + 1,
+                        "they were removed by retention before the mirror shipped them");
+            continue;
+        }
         if (rc == PB_ECORRUPT) {
             const struct pb_reader_problem *pr = pb_reader_problem(p->r);
             char why[600];

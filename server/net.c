@@ -41,7 +41,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define READ_CHUNK                   (64 * 1024)
+#define READ_CHUNK                   (64 * 1024) /* a TLS read; plain ones: connbuf.c */
 #define DEFAULT_HANDSHAKE_TIMEOUT_MS 10000u
 
 static void conn_process(conn *c);
@@ -190,7 +190,15 @@ static int handoff(conn *c)
     } else {
         close(dupfd);
     }
-    logging_printf(LOG_INFO, "connection %s: subscription refused: %s", c->peer, err);
+    /* Once per connection: a client retrying in a loop gets its Errors,
+     * the log one line. */
+    if (!(c->limits_logged & NET_SUB_REFUSAL_LOGGED)) {
+        c->limits_logged |= NET_SUB_REFUSAL_LOGGED;
+        logging_printf(LOG_INFO,
+                       "connection %s: subscription refused: %s (logged once per "
+                       "connection)",
+                       c->peer, err);
+    }
     free(c->sub_body);
     c->sub_body = NULL;
     conn_send_error(c, c->sub_id, code, err, NULL, 0, false);
@@ -302,6 +310,7 @@ static void handle_frame(conn *c, const uint8_t *body, size_t len)
 void conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 {
     conn *c = h->data;
+    (void)suggested;
     if (c->tls) {
         /* Ciphertext lands in the loop's one buffer: conn_on_read
          * decrypts it into c->buf at once. */
@@ -309,21 +318,7 @@ void conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
         out->len = READ_CHUNK;
         return;
     }
-    size_t need = c->len + READ_CHUNK;
-    if (c->want > c->len && c->want > need)
-        need = c->want;
-    /* Exactly what the frame in progress needs (its length is checked
-     * against max_frame_bytes before it counts here), not doubled. */
-    if (need > c->cap) {
-        if (grow_resize(&c->buf, need, 1) < 0) {
-            out->base = NULL;
-            out->len = 0; /* libuv reports UV_ENOBUFS to conn_on_read */
-            return;
-        }
-        c->cap = need;
-    }
-    out->base = (char *)c->buf + c->len;
-    out->len = c->cap - c->len;
+    connbuf_alloc(c, out); /* grows with the bytes, within max_partial_frame_bytes */
 }
 
 static void on_idle_timeout(uv_timer_t *t)
@@ -401,19 +396,40 @@ static void conn_process(conn *c)
     if (c->closing)
         return;
     /* Keep memory bounded: give back a large buffer once it is empty. */
-    if (c->len == 0 && c->cap > 4 * READ_CHUNK) {
-        free(c->buf);
-        c->buf = NULL;
-        c->cap = 0;
-    }
-    /* The idle timer watches for a client stalled mid-frame; during the
-     * handshake the timer is the handshake deadline instead. */
-    if (!c->condemned && c->state != SESSION_HANDSHAKE && n->opts.idle_timeout_ms > 0) {
-        if (c->len > 0)
-            uv_timer_start(&c->timer, on_idle_timeout, n->opts.idle_timeout_ms, 0);
-        else
-            uv_timer_stop(&c->timer);
-    }
+    connbuf_shrink(c);
+    conn_idle_arm(c);
+}
+
+/* A connection with nothing going on for quiet_timeout_ms: it holds a slot
+ * of max_connections and asks for nothing. */
+static void on_quiet_timeout(uv_timer_t *t)
+{
+    conn *c = t->data;
+    char msg[200];
+    snprintf(msg, sizeof msg,
+             "closed: no request for %u ms (quiet_timeout_ms; a Ping keeps an idle connection "
+             "open)",
+             c->net->opts.quiet_timeout_ms);
+    conn_fail(c, 0, PB_CODE_DEADLINE_EXCEEDED, msg);
+}
+
+void conn_idle_arm(conn *c)
+{
+    net *n = c->net;
+    /* During the handshake the timer is the handshake deadline. */
+    if (c->closing || c->condemned || c->state == SESSION_HANDSHAKE)
+        return;
+    bool quiet = c->len == 0 && c->refs == 1 && !c->sub_body; /* nothing in flight */
+    if (!quiet)
+        c->quiet_since = 0;
+    else if (!c->quiet_since)
+        c->quiet_since = uv_now(n->loop);
+    if (c->len > 0 && n->opts.idle_timeout_ms) /* stalled in the middle of a frame */
+        uv_timer_start(&c->timer, on_idle_timeout, n->opts.idle_timeout_ms, 0);
+    else if (quiet && n->opts.quiet_timeout_ms)
+        uv_timer_start(&c->timer, on_quiet_timeout, n->opts.quiet_timeout_ms, 0);
+    else
+        uv_timer_stop(&c->timer);
 }
 
 void conn_resume(conn *c)
@@ -426,6 +442,10 @@ void conn_resume(conn *c)
 void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     conn *c = s->data;
+    if (nread == UV_ENOBUFS && c->rbuf_refused) {
+        connbuf_refuse(c); /* max_partial_frame_bytes */
+        return;
+    }
     if (nread < 0) {
         if (nread != UV_EOF)
             logging_printf(LOG_DEBUG, "connection %s: read: %s", c->peer, uv_strerror((int)nread));
@@ -443,6 +463,27 @@ void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 /* ------------------------------------------------------------------ */
 /* accept */
 
+/* Every slot is taken by open connections: the one quiet the longest
+ * (nothing buffered or in flight, conn_idle_arm), if for QUIET_EVICT_MS at
+ * least, makes room. One pass over the connections, only when full. */
+#define QUIET_EVICT_MS 250
+static void make_room_quiet(net *n)
+{
+    conn *old = NULL;
+    for (conn *c = n->conns; c; c = c->next)
+        if (!c->retired && c->quiet_since && (!old || c->quiet_since < old->quiet_since))
+            old = c;
+    uint64_t now = uv_now(n->loop);
+    if (!old || now - old->quiet_since < QUIET_EVICT_MS)
+        return;
+    char msg[240];
+    snprintf(msg, sizeof msg,
+             "closed for a newer connection: the server is at max_connections = %u and this "
+             "connection had asked for nothing for %llu ms",
+             n->opts.max_connections, (unsigned long long)(now - old->quiet_since));
+    conn_fail(old, 0, PB_CODE_RESOURCE_EXHAUSTED, msg);
+}
+
 /* A new connection is coming: if the connections still in their handshake
  * are at their cap, or every connection slot is taken, the oldest of them
  * makes room, so that silent connections cannot keep out a client that
@@ -450,6 +491,10 @@ void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 static void make_room(net *n)
 {
     conn *old = n->hs_head;
+    if (!old && n->nlive >= n->opts.max_connections) {
+        make_room_quiet(n);
+        return;
+    }
     if (!old || (n->nhandshaking < n->opts.max_handshaking && n->nlive < n->opts.max_connections))
         return;
     char msg[240];
@@ -562,6 +607,13 @@ int net_start(net **out, uv_loop_t *loop, const net_options *opts, char *err, si
         n->opts.handshake_timeout_ms = DEFAULT_HANDSHAKE_TIMEOUT_MS;
     if (!n->opts.max_handshaking)
         n->opts.max_handshaking = n->opts.max_connections;
+    if (!n->opts.reply_queue_total_bytes)
+        n->opts.reply_queue_total_bytes = 64u << 20;
+    if (!n->opts.max_partial_frame_bytes)
+        n->opts.max_partial_frame_bytes = 128u << 20;
+    /* One frame of the largest size must always fit. */
+    if (n->opts.max_partial_frame_bytes < n->opts.max_frame_bytes)
+        n->opts.max_partial_frame_bytes = n->opts.max_frame_bytes;
     n->ingest = (ingest_options){
         .max_event_bytes = opts->max_event_bytes,
         .max_batch_events = opts->max_batch_events,
@@ -583,6 +635,7 @@ int net_start(net **out, uv_loop_t *loop, const net_options *opts, char *err, si
         .max_event_bytes = opts->max_event_bytes,
         .idle_timeout_ms = opts->idle_timeout_ms,
         .max_batch_events = opts->max_batch_events,
+        .sub_caps = opts->sub_caps,
         .dedup_window_ms = opts->dedup_window_ms,
         .max_expectations = INGEST_MAX_EXPECTATIONS,
     };

@@ -12,6 +12,8 @@
 #ifndef PB_NET_H
 #define PB_NET_H
 
+#include "subcaps.h"
+
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -30,14 +32,23 @@ typedef struct net_options {
     uint64_t max_frame_bytes;
     uint64_t max_event_bytes;
     uint32_t max_batch_events; /* events per Publish (ingest_options) */
+    sub_caps sub_caps;         /* a Subscribe's caps, announced in the Hello (session.h) */
     uint32_t dedup_window_ms;  /* announced in Hello.limits; 0: no dedup */
     uint32_t max_connections;
-    uint32_t idle_timeout_ms;      /* drop a client stalled in the middle of a frame */
-    uint32_t handshake_timeout_ms; /* a connection's Hello must arrive within this; 0: 10 s */
-    uint32_t max_handshaking;      /* connections before their Hello (oldest closed first);
-                                      0: max_connections */
-    uint64_t max_inflight_bytes;   /* publish charge (ingest_charge) in the writers' queues
-                                      before reads pause */
+    uint32_t idle_timeout_ms;         /* drop a client stalled in the middle of a frame */
+    uint32_t quiet_timeout_ms;        /* close a connection with nothing in flight this long;
+                                         0: never */
+    uint32_t handshake_timeout_ms;    /* a connection's Hello must arrive within this; 0: 10 s */
+    uint32_t max_handshaking;         /* connections before their Hello (oldest closed first);
+                                         0: max_connections */
+    uint64_t max_inflight_bytes;      /* publish charge (ingest_charge) in the writers' queues
+                                         before reads pause */
+    uint64_t reply_queue_total_bytes; /* unsent replies of all connections (with their
+                                         allocations) before the reads of those with
+                                         some pause; 0: 64 MiB */
+    uint64_t max_partial_frame_bytes; /* receive buffers of unfinished frames, all
+                                         connections (at least max_frame_bytes);
+                                         0: 128 MiB */
     struct router *router;
     struct store *store;
     struct sub_registry *subs;

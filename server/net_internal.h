@@ -22,8 +22,9 @@
 #include <stdint.h>
 #include <uv.h>
 
-/* A connection's unsent replies (the kernel's queue plus those waiting for
- * their turn) above this pause its reads. */
+/* A connection's unsent replies (written and not yet taken by the kernel,
+ * plus those waiting for their turn), counted with their allocations
+ * (conn.c, reply_cost), above this pause its reads. */
 #define MAX_PENDING_WRITE (8u << 20)
 
 typedef struct conn conn;
@@ -52,6 +53,9 @@ struct net {
     size_t inflight_batches;
     size_t pending_writes; /* replies queued and not yet written, all connections */
     uint64_t inflight_bytes;
+    uint64_t out_cost;    /* unsent replies of every connection, with their allocations */
+    uint64_t rbuf_bytes;  /* receive buffers of every connection (connbuf.c) */
+    int out_paused;       /* a connection stopped reading for reply_queue_total_bytes */
     struct auth *auth;    /* auth = required; NULL: every connection is anonymous */
     struct tls_ctx *tls;  /* tls_cert set: every connection speaks TLS */
     uint8_t *tls_raw;     /* TLS: what a read brings, before it is decrypted (loop thread) */
@@ -74,17 +78,21 @@ struct conn {
     int close_after_write; /* the fatal Error is out: close once every write is done */
     int retired;           /* no longer counted in net.nlive */
     int reading;
-    int processing; /* inside conn_process */
-    uint8_t *buf;   /* bytes received, not yet a whole frame */
+    int processing;       /* inside conn_process */
+    int rbuf_refused;     /* connbuf_alloc refused to grow the buffer (budget) */
+    uint64_t quiet_since; /* uv_now when it last became quiet (conn_idle_arm); 0: busy */
+    uint8_t *buf;         /* bytes received, not yet a whole frame */
     size_t len, cap;
-    size_t want;            /* bytes the current frame needs, when known */
-    uint64_t inflight;      /* charge of this connection's batches in flight */
-    unsigned limits_logged; /* enum ingest_limit bits already logged for it */
+    size_t want;       /* bytes the current frame needs, when known */
+    uint64_t inflight; /* charge of this connection's batches in flight */
+#define NET_SUB_REFUSAL_LOGGED (1u << 16)
+    unsigned limits_logged; /* enum ingest_limit bits already logged for it, and
+                               NET_SUB_REFUSAL_LOGGED */
     /* Publish batches in request order, and the bytes of replies waiting
      * behind them (replies_after lists). */
     pub_batch *rq_head, *rq_tail;
     struct queued_reply *after_tail; /* last reply waiting behind rq_tail */
-    size_t queued_bytes;
+    size_t out_cost;  /* its unsent replies (written or waiting), with their allocations */
     conn *next_flush; /* on_wake's list of connections with replies due */
     int flush_pending;
     /* A Subscribe waiting for this connection's acks and writes to drain
@@ -145,6 +153,21 @@ void conn_update_reading(conn *c);
  * FIFO, each followed by what waited behind it) and frees those batches. */
 void conn_flush_replies(conn *c);
 
+/* --- connbuf.c --------------------------------------------------------- */
+
+/* The room for the next read (libuv's alloc callback): grows c->buf as
+ * bytes arrive, within max_partial_frame_bytes; len 0 when refused (then
+ * c->rbuf_refused is set) or out of memory. */
+void connbuf_alloc(conn *c, uv_buf_t *out);
+/* After a refusal: RESOURCE_EXHAUSTED naming the budget, c closes. */
+void connbuf_refuse(conn *c);
+/* Grows c->buf to hold cap bytes (conn_tls.c's decryption): 0; PB_ETOOBIG
+ * past max_partial_frame_bytes (then connbuf_refuse); PB_ENOMEM. */
+int connbuf_reserve(conn *c, size_t cap);
+/* Gives a large, empty buffer back. */
+void connbuf_shrink(conn *c);
+/* Frees the buffer (and its count). */
+void connbuf_free(conn *c);
 /* --- conn_tls.c --------------------------------------------------------- */
 
 /* A new connection on a TLS listener: its session. 0 or -1 (no memory). */
@@ -184,5 +207,9 @@ void conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out);
 void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 /* A Subscribe waiting for c's replies to drain may be handed over now. */
 void conn_maybe_handoff(conn *c);
+/* Starts or stops c's timer for its present state: stalled in the middle
+ * of a frame (idle_timeout_ms), or quiet (quiet_timeout_ms: nothing
+ * buffered, nothing in flight, no subscription waiting). */
+void conn_idle_arm(conn *c);
 
 #endif

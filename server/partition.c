@@ -48,6 +48,7 @@
  */
 #include "partition.h"
 
+#include "event.h"
 #include "dedup.h"
 #include "expect.h"
 #include "frame.h"
@@ -58,6 +59,7 @@
 #include "record.h"
 #include "topics.h"
 #include "topics_cold.h"
+#include "upkeep.h"
 
 #include <errno.h>
 #include <malloc.h>
@@ -98,22 +100,25 @@ struct partition {
     topic_table *topics;
     dedup *dedup;         /* writer thread; NULL when dedup_window_ms is 0 */
     bool topics_complete; /* writer thread: the table knows every topic (expect.h) */
+    bool ids_marked;      /* writer thread: DEDUP_MARK_NAME exists (dedup.h) */
 
     pthread_mutex_t lock; /* protects head, tail, stopping, exited, running, thread, joinable */
     pthread_cond_t wake;  /* work queued, or close requested (CLOCK_MONOTONIC) */
     pub_part *head;
     pub_part *tail;
     bool stopping;
-    bool exited;       /* the writer has taken its last part */
-    bool running;      /* a writer thread is in writer_main (or being started) */
-    bool joinable;     /* `thread` has ended or will: join it before the next */
-    bool start_warned; /* a failed thread start was logged (until one succeeds) */
+    bool exited;        /* the writer has taken its last part */
+    bool running;       /* a writer thread is in writer_main (or being started) */
+    bool joinable;      /* `thread` has ended or will: join it before the next */
+    bool start_warned;  /* a failed thread start was logged (until one succeeds) */
+    bool retain_wanted; /* partition_retention_tick asked the writer for a run */
     pthread_t thread;
 
     _Atomic uint64_t end_offset;
     atomic_int status;
     /* Written by the writer (relaxed), read by /metrics: partition_get_stats. */
     _Atomic uint64_t events_appended, bytes_appended, write_errors, fsync_errors;
+    upkeep up; /* retention, free space, resume after a full disk (upkeep.h) */
 
     /* Writer thread only (the current one; a closing thread after the
      * last has been joined). The arrays grow to the largest take; see
@@ -228,7 +233,7 @@ size_t partition_bytes_per_event(void)
 /* Gives the batch arrays (here and in the log) back down to keep entries. */
 static void shrink_arrays(partition *p, size_t keep)
 {
-    size_t freed = log_shrink_buffers(p->log, keep);
+    size_t freed = p->log ? log_shrink_buffers(p->log, keep) : 0;
     if (p->cap > keep) {
         freed += (p->cap - keep) * (sizeof *p->entries + sizeof *p->recs);
         if (keep == 0) {
@@ -291,6 +296,72 @@ static void reject_oversized(partition *p, pub_part **list, size_t suffix_len)
     }
 }
 
+/* The first id this partition stores: its mark first (dedup.h), so that a
+ * restart rebuilds the window from the log. */
+static int mark_ids(partition *p)
+{
+    int rc = dedup_mark(p->io, p->dir);
+    if (rc < 0) {
+        logging_printf(LOG_ERROR,
+                       "partition %s: cannot create %s/%s: %s; events with ids are "
+                       "refused until it can be",
+                       p->name, p->dir, DEDUP_MARK_NAME, pb_strerror(rc));
+        return rc;
+    }
+    p->ids_marked = true;
+    return 0;
+}
+
+/* Writer thread: the log failed; a full disk may let it resume later. */
+static void note_failure(partition *p)
+{
+    if (p->log && log_status(p->log) < 0)
+        upkeep_note_failure(&p->up, p->log);
+}
+
+/* Writer thread: a record the resume found past the acknowledged end
+ * (upkeep.h): it becomes visible like any stored record. */
+static void resumed_record(void *ctx, const pb_record *rec)
+{
+    partition *p = ctx;
+    event_view v;
+    char err[8];
+    live_record lr = {
+        .offset = rec->offset, .time_ns = rec->time_ns, .data = rec->event, .len = rec->event_len};
+    if (event_scan(rec->event, rec->event_len, &v, err, sizeof err) == 0) {
+        lr.topic = v.topic.p;
+        lr.topic_len = (uint32_t)v.topic.len;
+    }
+    (void)topics_add(p->topics, &lr, 1);
+    const uint8_t *id;
+    size_t id_len = p->dedup ? dedup_event_id(rec->event, rec->event_len, &id) : 0;
+    if (id_len > 0)
+        (void)dedup_add(p->dedup, id, id_len, rec->offset, rec->time_ns); /* a retry is a dup */
+    if (rec->time_ns > p->last_time_ns)
+        p->last_time_ns = rec->time_ns;
+    atomic_store_explicit(&p->end_offset, rec->offset + 1, memory_order_release);
+    if (p->opts.durable)
+        p->opts.durable(p->opts.durable_ctx, p, &lr, 1);
+}
+
+/* Writer thread, woken by partition_upkeep_tick: retention, the free
+ * space probe, and the resume of a partition a full disk stopped. */
+static void run_upkeep(partition *p)
+{
+    if (atomic_load(&p->status) < 0) {
+        if (!atomic_load(&p->up.heal_pending))
+            atomic_store(&p->up.due_ns, INT64_MAX); /* failed for good: no more runs */
+        else if (upkeep_resume(&p->up, &p->log, &p->opts.log, atomic_load(&p->end_offset),
+                               resumed_record, p) == 0)
+            atomic_store(&p->status, 0);
+        return;
+    }
+    if (p->opts.min_free_bytes)
+        (void)upkeep_space_refuses(&p->up);
+    if (upkeep_retain(&p->up, p->log) < 0)
+        set_failed(p, log_status(p->log), "retention's removal");
+}
+
 /* Writes, syncs (per policy) and completes one take of the queue. */
 /* The take's n stored records into the partition's counters. */
 static void count_appended(partition *p, size_t n)
@@ -306,7 +377,13 @@ static void write_take(partition *p, pub_part *taken)
 {
     int rc = atomic_load(&p->status);
     if (rc < 0) {
-        complete_all(taken, PB_EFAILED);
+        complete_all(taken, atomic_load(&p->up.heal_pending) ? -ENOSPC : PB_EFAILED);
+        return;
+    }
+    /* Below min_free_bytes: refused before anything is written (ingest
+     * refuses up front too; this catches what was queued meanwhile). */
+    if (p->opts.min_free_bytes && upkeep_space_refuses(&p->up)) {
+        complete_all(taken, -ENOSPC);
         return;
     }
     /* One clock read per take: every event of it gets the same receive time. */
@@ -339,6 +416,11 @@ static void write_take(partition *p, pub_part *taken)
         .suffix_len = suffix_len,
     };
     n = expect_admit(&x, taken, p->entries, p->recs);
+    if (x.ids > 0 && !p->ids_marked && (rc = mark_ids(p)) < 0) {
+        expect_take_failed(&x);
+        complete_all(taken, rc); /* nothing written: the publisher may retry */
+        return;
+    }
     uint64_t first = x.next;
     if (n > 0) {
         rc = log_append(p->log, p->entries, n, &first);
@@ -354,6 +436,7 @@ static void write_take(partition *p, pub_part *taken)
         if (rc < 0) {
             atomic_fetch_add_explicit(&p->write_errors, 1, memory_order_relaxed);
             set_failed(p, rc, "write");
+            note_failure(p);
             expect_take_failed(&x);
             complete_all(taken, rc);
             return;
@@ -396,9 +479,13 @@ static void write_take(partition *p, pub_part *taken)
         p->opts.durable(p->opts.durable_ctx, p, p->recs, n);
     complete_stored(taken);
     shrink_after_take(p, n);
+    /* A rotation closed a segment: the size limit may be passed. After the
+     * acks, so that publishers do not wait for the removal. */
+    if (upkeep_after_take(&p->up, p->log) < 0)
+        set_failed(p, log_status(p->log), "retention's removal");
 }
 
-enum wake { WAKE_WORK, WAKE_STOP, WAKE_SYNC, WAKE_IDLE };
+enum wake { WAKE_WORK, WAKE_STOP, WAKE_SYNC, WAKE_IDLE, WAKE_RETAIN };
 
 /* Waits (lock held) until there is work, a close, an interval sync due, or
  * idle_ms have passed with nothing to do (and nothing left to sync). */
@@ -406,6 +493,8 @@ static enum wake wait_for_work(partition *p)
 {
     uint64_t idle_at = p->opts.idle_ms ? mono_ns() + (uint64_t)p->opts.idle_ms * 1000000ull : 0;
     while (!p->head && !p->stopping) {
+        if (p->retain_wanted)
+            return WAKE_RETAIN;
         uint64_t now = mono_ns(), deadline;
         if (p->dirty && p->opts.fsync == PARTITION_FSYNC_INTERVAL) {
             if (interval_due(p, now))
@@ -432,7 +521,7 @@ static enum wake wait_for_work(partition *p)
  * back, and the dedup window's expired ids. */
 static void go_idle(partition *p)
 {
-    int rc = log_release(p->log);
+    int rc = p->log ? log_release(p->log) : 0;
     if (rc < 0)
         set_failed(p, rc, "close");
     shrink_arrays(p, 0);
@@ -450,7 +539,7 @@ static void *writer_main(void *arg)
             pthread_mutex_unlock(&p->lock);
             go_idle(p);
             pthread_mutex_lock(&p->lock);
-            if (!p->head && !p->stopping) {
+            if (!p->head && !p->stopping && !p->retain_wanted) {
                 /* Dormant: the next submit starts a new writer (and joins
                  * this one, which only returns from here). */
                 p->running = false;
@@ -458,6 +547,12 @@ static void *writer_main(void *arg)
                 return NULL;
             }
             pthread_mutex_unlock(&p->lock);
+            continue;
+        }
+        if (why == WAKE_RETAIN) {
+            p->retain_wanted = false;
+            pthread_mutex_unlock(&p->lock);
+            run_upkeep(p);
             continue;
         }
         pub_part *taken = p->head;
@@ -491,6 +586,51 @@ static int start_writer(partition *p)
     return -e;
 }
 
+/* Lock held, no writer running: starts one. The previous one has set
+ * running = false and does nothing more but return: joining it is quick
+ * (the lock is dropped meanwhile). 0, or the error (running is false
+ * again); the lock is held on return either way. */
+static int wake_dormant(partition *p)
+{
+    p->running = true;
+    bool join = p->joinable;
+    pthread_t old = p->thread;
+    p->joinable = false;
+    pthread_mutex_unlock(&p->lock);
+    if (join)
+        pthread_join(old, NULL);
+    pthread_mutex_lock(&p->lock);
+    int rc = start_writer(p); /* the new thread waits for the lock */
+    if (rc == 0) {
+        p->joinable = true;
+        p->start_warned = false;
+        return 0;
+    }
+    p->running = false;
+    return rc;
+}
+
+void partition_upkeep_tick(partition *p, int64_t now_ns)
+{
+    if (!upkeep_due(&p->up, now_ns))
+        return;
+    pthread_mutex_lock(&p->lock);
+    if (p->exited || p->stopping || p->retain_wanted) {
+        pthread_mutex_unlock(&p->lock);
+        return;
+    }
+    p->retain_wanted = true;
+    int rc = 0;
+    if (p->running)
+        pthread_cond_signal(&p->wake);
+    else if ((rc = wake_dormant(p)) < 0)
+        p->retain_wanted = false; /* the next tick tries again */
+    pthread_mutex_unlock(&p->lock);
+    if (rc < 0)
+        logging_printf(LOG_WARN, "partition %s: cannot start its writer for upkeep: %s", p->name,
+                       pb_strerror(rc));
+}
+
 void partition_submit(partition *p, pub_part *part)
 {
     part->next = NULL;
@@ -517,24 +657,11 @@ void partition_submit(partition *p, pub_part *part)
         pthread_mutex_unlock(&p->lock);
         return;
     }
-    /* Dormant: start a writer. The previous one has set running = false
-     * and does nothing more but return: joining it is quick. */
-    p->running = true;
-    bool join = p->joinable;
-    pthread_t old = p->thread;
-    p->joinable = false;
-    pthread_mutex_unlock(&p->lock);
-    if (join)
-        pthread_join(old, NULL);
-    pthread_mutex_lock(&p->lock);
-    int rc = start_writer(p); /* the new thread waits for the lock */
+    int rc = wake_dormant(p);
     if (rc == 0) {
-        p->joinable = true;
-        p->start_warned = false;
         pthread_mutex_unlock(&p->lock);
         return;
     }
-    p->running = false;
     pub_part *list = p->head;
     p->head = p->tail = NULL;
     bool warn = !p->start_warned;
@@ -579,12 +706,13 @@ static void partition_free(partition *p)
  * holds. A failed read is logged and leaves the window with what it got. */
 static int open_dedup(partition *p, uint64_t end)
 {
+    p->ids_marked = dedup_marked(p->io, p->dir);
     if (p->opts.dedup_window_ms == 0)
         return 0;
     int rc = dedup_create(&p->dedup, (int64_t)p->opts.dedup_window_ms * 1000000ll,
                           p->opts.dedup_max_entries ? p->opts.dedup_max_entries : 1);
-    if (rc < 0)
-        return rc;
+    if (rc < 0 || !p->ids_marked)
+        return rc; /* no id was ever stored here: nothing to read */
     rc = dedup_rebuild(p->dedup, p->io, p->dir, p->name, wall_ns(p), end);
     return rc == PB_ENOMEM ? rc : 0;
 }
@@ -656,6 +784,12 @@ int partition_open(partition **out, const char *data_dir, const char *name,
         goto fail;
     }
     sync_init = true;
+    /* What aged out while the daemon was down goes now (this thread owns
+     * the log until the first submit). */
+    if ((rc = upkeep_init(&p->up, p->name, p->dir, p->io, &p->opts.log, &p->opts.retain,
+                          p->opts.min_free_bytes, p->opts.retain_floor, p->opts.retain_floor_ctx,
+                          p->log)) < 0)
+        goto fail;
     /* Dormant until the first submit: no descriptor, no thread. Recovery
      * synced what it changed. */
     if ((rc = log_release(p->log)) < 0)
@@ -704,6 +838,16 @@ void partition_get_stats(partition *p, partition_stats *st)
     st->fsync_errors = atomic_load_explicit(&p->fsync_errors, memory_order_relaxed);
 }
 
+uint64_t partition_first_offset(partition *p)
+{
+    return atomic_load(&p->up.first_offset);
+}
+
+bool partition_space_low(partition *p, uint64_t *avail, uint64_t *margin)
+{
+    return upkeep_space_low(&p->up, avail, margin);
+}
+
 int partition_status(const partition *p)
 {
     return atomic_load(&p->status);
@@ -735,6 +879,7 @@ int partition_close(partition *p)
     int rc = atomic_load(&p->status);
     if (rc == 0 && p->dirty)
         rc = sync_log(p);
+    upkeep_stopping(&p->up, rc);
     /* Cover only what is durable and acknowledged: on a failed partition the
      * log may hold unsynced records past the end offset. */
     int src = topics_save(p->topics, p->io, p->dir, atomic_load(&p->end_offset));

@@ -21,7 +21,9 @@
 #include "broker.h"
 #include "live.h"
 #include "log.h"
+#include "retention.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -49,6 +51,16 @@ typedef struct partition_options {
                                      and ends (restarted by the next submit); 0 = never */
     partition_durable_fn durable; /* NULL = nobody listens */
     void *durable_ctx;            /* its first argument */
+    retention_policy retain;      /* retain_age / retain_bytes; zero: keep everything */
+    /* The lowest offset a mirror still needs (UINT64_MAX: none); retention
+     * keeps every segment holding it or later ones. Called on the writer
+     * thread (and at open); NULL: nobody needs anything. */
+    uint64_t (*retain_floor)(void *ctx, const char *name);
+    void *retain_floor_ctx;
+    /* Refuse publishes while the file system has less free space than
+     * this (freespace.h; FREESPACE_AUTO: 1 GiB or 5%, whichever is
+     * smaller); 0: no check. Checked (statvfs) before every take. */
+    uint64_t min_free_bytes;
 } partition_options;
 
 /* Descriptors an active partition holds: its active segment's .log and
@@ -92,6 +104,21 @@ typedef struct partition_stats {
     uint64_t write_errors, fsync_errors;
 } partition_stats;
 void partition_get_stats(partition *p, partition_stats *st);
+/* Any thread. The oldest offset still stored (retention raises it).
+ * Readers that want offsets below it were overtaken by retention. */
+uint64_t partition_first_offset(partition *p);
+/* Any thread, cheap (a few atomic loads unless something is due): if age
+ * retention (or a retry held back by a mirror) is due at now_ns (wall
+ * clock), if free space is below min_free_bytes, or if a full disk stopped
+ * the partition, wakes the writer (starting one if the partition is
+ * dormant) to remove what aged out, probe the free space, and resume once
+ * space is back. The daemon calls it every second from a loop timer, so a
+ * partition ages out and heals even when nothing is published. */
+void partition_upkeep_tick(partition *p, int64_t now_ns);
+/* Any thread: true while publishes are refused because the file system
+ * holding the partition has less free space than min_free_bytes; *avail
+ * and *margin are the figures of the last probe (for the Error). */
+bool partition_space_low(partition *p, uint64_t *avail, uint64_t *margin);
 /* 0, or the sticky error that stopped the partition (see log.h). */
 int partition_status(const partition *p);
 

@@ -524,6 +524,15 @@ int log_open(pb_log **out, const char *dir, const log_options *opts)
         (rc = recover_segments(log, &b, bases.v, bases.n)) < 0 ||
         (bases.n > 0 && (rc = make_found_durable(log)) < 0))
         goto fail;
+    for (size_t i = 0; i + 1 < bases.n; i++)
+        log_closed_add(log, bases.v[i], 0, 0, false);
+    /* A removal cut short by a crash may have left the index of a removed
+     * segment (removal.c). */
+    log_remove_orphans(log, bases.n > 0 ? bases.v[0] : 0);
+    if (log->failed) {
+        rc = log->failed;
+        goto fail;
+    }
     segment_buf_free(&b);
     free(bases.v);
     *out = log;

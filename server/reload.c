@@ -63,6 +63,9 @@ static void warn_restart_only(const reload_target *t, const pb_config *nc)
         {"tls_key", str_differs(rc->tls_key, nc->tls_key)},
         {"tls_client_ca", str_differs(rc->tls_client_ca, nc->tls_client_ca)},
         {"[mirror] sections", mirrors_differ(rc, nc)},
+        {"retain_age", rc->retain_age_s != nc->retain_age_s},
+        {"retain_bytes", rc->retain_bytes != nc->retain_bytes},
+        {"min_free_bytes", rc->min_free_bytes != nc->min_free_bytes},
     };
     for (size_t i = 0; i < sizeof s / sizeof s[0]; i++)
         if (s[i].changed)

@@ -6,8 +6,9 @@
  * at once for:
  *   - the [partition] rules: a new router (with an empty route cache), so
  *     every topic is routed by the new rules from its next event on, and
- *     partitions created from then on get the new rules' segment settings
- *     (a partition that exists keeps its segment size and rotation);
+ *     partitions created from then on get the new rules' segment and
+ *     retention settings (a partition that exists keeps its segment size,
+ *     rotation and retention until the next restart);
  *   - the limits max_frame_bytes, max_event_bytes, max_batch_events,
  *     max_connections, idle_timeout_ms, handshake_timeout_ms,
  *     max_handshaking, max_partitions, log_level (open connections stay;
@@ -15,7 +16,7 @@
  *   - the [user] sections (security.h).
  * Open connections and running subscriptions are left alone. Every other
  * setting (listen, data_dir, fsync, threads, the subscriber queues, TLS,
- * auth, mirrors, metrics_listen, dedup, ...) needs a restart: a reload that
+ * auth, mirrors, metrics_listen, dedup, retention, min_free_bytes, ...) needs a restart: a reload that
  * changes one logs it by name and keeps the running value.
  *
  * Threads: the loop thread (the SIGHUP handler), which owns the router and

@@ -149,6 +149,10 @@ size_t session_put_hello(const session_options *o, uint64_t id, const char *user
      * cap (announced as absent). */
     frame_limits limits = {
         .max_batch_events = o->max_batch_events,
+        .max_subscribe_patterns = o->sub_caps.max_patterns,
+        .max_pattern_bytes = o->sub_caps.max_pattern_bytes,
+        .max_subscribe_tags = o->sub_caps.max_tags,
+        .max_subscribe_offsets = o->sub_caps.max_offsets,
         .max_event_id_bytes = EVENT_ID_MAX_BYTES,
         .dedup_window_ms = o->dedup_window_ms,
         .max_expectations = o->max_expectations,

@@ -22,6 +22,7 @@
 #define PB_SESSION_H
 
 #include "frame.h"
+#include "subcaps.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -42,6 +43,7 @@ typedef struct session_options {
     uint64_t dedup_window_ms;  /* announced in Limits; 0: ids are not deduplicated */
     uint32_t max_expectations; /* Publish.expect entries accepted (Limits) */
     bool auth_required;        /* [server] auth = required */
+    sub_caps sub_caps;         /* a Subscribe's caps (announced in Limits); 0: none */
 } session_options;
 
 /* What to do with a frame. */

@@ -1,6 +1,6 @@
 /*
  * sub - the subscription registry: validating a Subscribe request and the
- * bounded pool of subscription threads. What a subscription does on its
+ * subscription threads (one each, bounded). What a subscription does on its
  * thread (history, live tail, output) is in subrun.c; how the partition
  * writers fill its live queue is in fanout.c. Calls run one way: sub.c ->
  * subrun.c -> fanout.c; what subrun needs back (the count of tailing
@@ -8,13 +8,19 @@
  *
  * Threads:
  *   loop thread     sub_start: unpack + validate (cold path), compile the
- *                   patterns, hand the job to an idle pool thread.
- *   pool threads    pool_main: wait for a job, run it (subrun_main), free it.
+ *                   patterns, take a slot and start the subscription's
+ *                   thread.
+ *   sub threads     sub_thread: one per running subscription, started for
+ *                   it (a small stack, SUB_STACK_BYTES, detached) and ended
+ *                   with it, so an idle subscription costs a thread that
+ *                   sleeps in poll() and nothing else, and a daemon without
+ *                   subscriptions has no such threads.
  *   main thread     sub_registry_create, sub_registry_stop (ends every
- *                   subscription, joins the pool), sub_registry_destroy.
+ *                   subscription, waits for their threads),
+ *                   sub_registry_destroy.
  *
- * Locks: r->pool_lock guards slots[].job, stopping, tailing. It is never
- * held together with the fan-out's locks (fanout.c).
+ * Locks: r->pool_lock guards slots[].job, stopping, tailing, running. It is
+ * never held together with the fan-out's locks (fanout.c).
  */
 #include "sub.h"
 
@@ -28,6 +34,8 @@
 #include "patterns.h"
 #include "pb_errors.h"
 #include "protobus.pb-c.h"
+#include "submatch.h"
+#include "subreq.h"
 #include "subrun.h"
 #include "tls.h"
 
@@ -37,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -44,12 +53,16 @@
 
 #define DEFAULT_MAX_FRAME_BYTES (16u << 20)
 
+/* A subscription thread's stack: it runs subrun (frames of a few KiB) and
+ * PCRE2's JIT (32 KiB on the stack); sanitizers need more. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SUB_STACK_BYTES (2048u * 1024u)
+#else
+#define SUB_STACK_BYTES (256u * 1024u)
+#endif
+
 typedef struct sub_slot {
-    struct sub_registry *r;
-    pthread_t thread;
-    pthread_cond_t wake; /* a job was assigned, or the pool is stopping */
-    bool started;
-    sub *job; /* pool_lock */
+    sub *job; /* pool_lock: the subscription in it; NULL: free */
 } sub_slot;
 
 struct sub_registry {
@@ -59,6 +72,7 @@ struct sub_registry {
     bool stopping;
     atomic_uint active; /* slots with a job */
     uint32_t tailing;   /* pool_lock: subscriptions past their history */
+    uint32_t running;   /* pool_lock: subscription threads not finished */
     uint32_t nslots;
     sub_slot *slots;
 };
@@ -90,15 +104,85 @@ static void sub_free(sub *s)
 }
 
 /* "127.0.0.1:5000", "[::1]:5000" (hostport.h) or "local (fd N)" for the
- * peer of fd. */
-static void peer_name(int fd, char *out, size_t len)
+ * peer of fd, and its address without the port (addr_len 0 if none). */
+static void peer_name(int fd, sub *s)
 {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
-    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0 &&
-        hostport_format_sockaddr(out, len, (struct sockaddr *)&ss))
-        return;
-    snprintf(out, len, "local (fd %d)", fd);
+    s->addr_len = 0;
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET) {
+            memcpy(s->addr, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+            s->addr_len = 4;
+        } else if (ss.ss_family == AF_INET6) {
+            memcpy(s->addr, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+            s->addr_len = 16;
+        }
+        if (hostport_format_sockaddr(s->peer, sizeof s->peer, (struct sockaddr *)&ss))
+            return;
+    }
+    snprintf(s->peer, sizeof s->peer, "local (fd %d)", fd);
+}
+
+static void *sub_thread(void *arg);
+
+/* pool_lock held: a free slot for s, or RESOURCE_EXHAUSTED naming the
+ * limit: every slot taken (max_subscriptions), or s's address holding
+ * max_subscriptions_per_address of them. One pass over the slots. */
+static int take_slot(sub_registry *r, sub *s, uint32_t *out, char *err, size_t errlen)
+{
+    uint32_t free_slot = r->nslots, same = 0;
+    for (uint32_t i = 0; i < r->nslots; i++) {
+        const sub *o = r->slots[i].job;
+        if (!o) {
+            if (free_slot == r->nslots)
+                free_slot = i;
+        } else if (s->addr_len && o->addr_len == s->addr_len &&
+                   memcmp(o->addr, s->addr, s->addr_len) == 0) {
+            same++;
+        }
+    }
+    if (free_slot == r->nslots) {
+        pb_set_err(err, errlen,
+                   "subscribe: all %" PRIu32 " subscriptions are taken (server setting "
+                   "max_subscriptions)",
+                   r->nslots);
+        return PB_ETOOBIG;
+    }
+    if (r->o.max_per_address && same >= r->o.max_per_address) {
+        pb_set_err(err, errlen,
+                   "subscribe: this address has %" PRIu32 " subscriptions, the most one address "
+                   "may have (server setting max_subscriptions_per_address)",
+                   same);
+        return PB_ETOOBIG;
+    }
+    *out = free_slot;
+    return 0;
+}
+
+/* pool_lock held: starts s's thread in slot (detached, small stack). */
+static int start_thread(sub_registry *r, sub *s, uint32_t slot, char *err, size_t errlen)
+{
+    pthread_attr_t attr;
+    int e = pthread_attr_init(&attr);
+    if (e == 0) {
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        e = pthread_attr_setstacksize(&attr, SUB_STACK_BYTES);
+        pthread_t t;
+        s->live.slot = slot;
+        r->slots[slot].job = s; /* before the thread runs: it clears it */
+        if (e == 0)
+            e = pthread_create(&t, &attr, sub_thread, s);
+        pthread_attr_destroy(&attr);
+        if (e != 0)
+            r->slots[slot].job = NULL;
+    }
+    if (e != 0) {
+        pb_set_err(err, errlen, "subscribe: cannot start a subscription thread: %s", strerror(e));
+        return PB_ETOOBIG;
+    }
+    r->running++;
+    return 0;
 }
 
 /* subrun's on_tailing: counts s in or out of the subscriptions following
@@ -143,15 +227,16 @@ static int validate(sub_registry *r, sub *s, char *err, size_t errlen)
                            i, name, PARTNAME_RULE);
                 return PB_EINVAL;
             }
-            for (size_t j = 0; j < i; j++) {
-                if (strcmp(s->offsets[j].partition, name) == 0) {
-                    pb_set_err(err, errlen, "subscribe: offsets: partition \"%s\" is listed twice",
-                               name);
-                    return PB_EINVAL;
-                }
-            }
             s->offsets[i].partition = name;
             s->offsets[i].offset = q->offsets[i]->offset;
+        }
+        size_t dup = subreq_dup_offset(q->offsets, q->n_offsets);
+        if (dup == (size_t)-1)
+            return PB_ENOMEM;
+        if (dup < q->n_offsets) {
+            pb_set_err(err, errlen, "subscribe: offsets: partition \"%s\" is listed twice",
+                       q->offsets[dup]->partition);
+            return PB_EINVAL;
         }
         s->noffsets = q->n_offsets;
         break;
@@ -198,15 +283,10 @@ static int validate(sub_registry *r, sub *s, char *err, size_t errlen)
     s->live.tag_state = calloc(q->n_tags ? q->n_tags : 1, 1);
     if (!s->tags || !s->tag_state || !s->live.tag_state)
         return PB_ENOMEM;
-    for (size_t i = 0; i < q->n_tags; i++) {
-        const char *k = q->tags[i]->key, *v = q->tags[i]->value;
-        size_t j = 0;
-        while (j < s->ntags && strcmp(s->tags[j].key, k) != 0)
-            j++;
-        s->tags[j] = (event_tag_filter){k, strlen(k), v, strlen(v)};
-        if (j == s->ntags)
-            s->ntags++;
-    }
+    size_t ntags = subreq_tags(q->tags, q->n_tags, s->tags);
+    if (ntags == (size_t)-1)
+        return PB_ENOMEM;
+    s->ntags = ntags;
     return 0;
 }
 
@@ -223,7 +303,8 @@ static int prepare_live(sub_registry *r, sub *s)
     if ((rc = pthread_mutex_init(&s->live.mu, NULL)) != 0)
         return -rc;
     s->mu_init = true;
-    s->live.ps = s->ps;
+    s->live.patterns = (const char *const *)s->req->patterns;
+    s->live.npatterns = s->req->n_patterns;
     s->live.min_time_ns = s->min_time_ns;
     s->live.tags = s->tags;
     s->live.ntags = s->ntags;
@@ -271,7 +352,7 @@ int sub_start_as(sub_registry *r, const sub_rights *rights, int fd, uint64_t fra
     s->frame_id = frame_id;
     s->min_time_ns = INT64_MIN;
     s->max_frame_bytes = r->o.max_frame_bytes;
-    peer_name(fd, s->peer, sizeof s->peer);
+    peer_name(fd, s);
     if (pending_len > 0) {
         if (!(s->input = malloc(pending_len))) {
             rc = PB_ENOMEM;
@@ -295,13 +376,22 @@ int sub_start_as(sub_registry *r, const sub_rights *rights, int fd, uint64_t fra
         rc = PB_EINVAL;
         goto fail;
     }
+    /* Caps first: nothing below grows with a request over them. */
+    rc = subreq_check_caps(s->req, &r->o.caps, err, errlen);
+    if (rc < 0) {
+        *grpc_code = PB_CODE_RESOURCE_EXHAUSTED;
+        goto fail;
+    }
     rc = validate(r, s, err, errlen);
     if (rc == PB_EINVAL)
         *grpc_code = PB_CODE_INVALID_ARGUMENT;
     if (rc < 0)
         goto fail;
-    /* One compiled set: the subscription thread matches history with it,
-     * the writers run its patterns on topics they have not cached. */
+    /* One compiled set, here so that a bad pattern is refused with the
+     * connection kept and the user's read rights restrict it before the
+     * hand-off: the subscription thread matches history with it (under the
+     * matcher's limits), the fan-out asks whether it matches every topic
+     * and checks the rights on what the combined matcher found. */
     const char *const *pats = (const char *const *)s->req->patterns;
     rc = patterns_compile(pats, s->req->n_patterns, &s->ps, err, errlen);
     if (rc == PB_EINVAL) {
@@ -310,6 +400,7 @@ int sub_start_as(sub_registry *r, const sub_rights *rights, int fd, uint64_t fra
     }
     if (rc < 0)
         goto fail;
+    submatch_limit(s->ps);
     if (rights && rights->user && (rc = restrict_to(rights, s, grpc_code, err, errlen)) < 0)
         goto fail;
 
@@ -317,39 +408,37 @@ int sub_start_as(sub_registry *r, const sub_rights *rights, int fd, uint64_t fra
         goto fail;
 
     pthread_mutex_lock(&r->pool_lock);
-    uint32_t slot = r->nslots;
-    if (!r->stopping)
-        for (slot = 0; slot < r->nslots && r->slots[slot].job; slot++)
-            ;
-    if (slot == r->nslots) {
-        bool stopping = r->stopping;
+    uint32_t slot;
+    if (r->stopping) {
         pthread_mutex_unlock(&r->pool_lock);
-        if (stopping) {
-            *grpc_code = PB_CODE_UNAVAILABLE;
-            pb_set_err(err, errlen, "subscribe: the server is shutting down");
-            rc = PB_ECLOSED;
-        } else {
-            *grpc_code = PB_CODE_RESOURCE_EXHAUSTED;
-            pb_set_err(err, errlen,
-                       "subscribe: all %" PRIu32 " subscription threads are busy (server setting "
-                       "threads)",
-                       r->nslots);
-            rc = PB_ETOOBIG;
-        }
+        *grpc_code = PB_CODE_UNAVAILABLE;
+        pb_set_err(err, errlen, "subscribe: the server is shutting down");
+        rc = PB_ECLOSED;
         goto fail;
     }
-    s->live.slot = slot;
-    s->tls = rights ? rights->tls : NULL; /* the subscription's from here on */
-    if (rights && rights->user) {
-        snprintf(s->user, sizeof s->user, "%s", rights->user);
-        s->rights_fp = sub_rights_fingerprint(rights);
+    rc = take_slot(r, s, &slot, err, errlen);
+    if (rc == 0) {
+        /* Before its thread starts: it uses them at once. */
+        s->tls = rights ? rights->tls : NULL; /* the subscription's from here on */
+        if (rights && rights->user) {
+            snprintf(s->user, sizeof s->user, "%s", rights->user);
+            s->rights_fp = sub_rights_fingerprint(rights);
+        }
+        atomic_fetch_add(&r->active, 1);
+        rc = start_thread(r, s, slot, err, errlen);
+        if (rc < 0) {
+            atomic_fetch_sub(&r->active, 1);
+            s->tls = NULL; /* stays the caller's */
+        }
     }
-    r->slots[slot].job = s;
-    atomic_fetch_add(&r->active, 1);
+    if (rc < 0) {
+        pthread_mutex_unlock(&r->pool_lock);
+        *grpc_code = PB_CODE_RESOURCE_EXHAUSTED;
+        goto fail;
+    }
     pthread_cond_broadcast(&r->changed);
-    pthread_cond_signal(&r->slots[slot].wake);
     pthread_mutex_unlock(&r->pool_lock);
-    return 0; /* s is the pool thread's now (it may even be gone already) */
+    return 0; /* s is its thread's now (it may even be gone already) */
 
 fail:
     if (rc == PB_ENOMEM) {
@@ -366,40 +455,34 @@ fail:
 /* ------------------------------------------------------------------ */
 /* the pool */
 
-static void *pool_main(void *arg)
+static void *sub_thread(void *arg)
 {
-    sub_slot *slot = arg;
-    sub_registry *r = slot->r;
+    sub *s = arg;
+    sub_registry *r = s->tailing_ctx;
+    uint32_t slot = s->live.slot;
+    subrun_main(s); /* registers and unregisters its queue itself */
+    /* Unregistered: no writer reaches the queue any more. Its blocks go
+     * back to the shared budget before the slot counts as free. */
+    livequeue_destroy(s->live.q);
+    s->live.q = NULL;
+
+    /* Off the slot first: from then on sub_registry_stop no longer touches
+     * s, so it can be freed. The socket is closed next, so a client that
+     * sees its connection end can subscribe again at once. */
     pthread_mutex_lock(&r->pool_lock);
-    for (;;) {
-        while (!slot->job && !r->stopping)
-            pthread_cond_wait(&slot->wake, &r->pool_lock);
-        sub *s = slot->job;
-        if (!s)
-            break;
-        pthread_mutex_unlock(&r->pool_lock);
-
-        subrun_main(s); /* registers and unregisters its queue itself */
-        /* Unregistered: no writer reaches the queue any more. Its blocks go
-         * back to the shared budget before the slot counts as free. */
-        livequeue_destroy(s->live.q);
-        s->live.q = NULL;
-
-        /* Off the slot first: from then on sub_registry_stop no longer
-         * touches s, so it can be freed. The socket is closed last, so a
-         * client that sees its connection end can subscribe again at once. */
-        pthread_mutex_lock(&r->pool_lock);
-        slot->job = NULL;
-        atomic_fetch_sub(&r->active, 1);
-        pthread_cond_broadcast(&r->changed);
-        pthread_mutex_unlock(&r->pool_lock);
-        int fd = s->fd;
-        s->fd = -1;
-        sub_free(s);
-        if (close(fd) < 0)
-            logging_printf(LOG_WARN, "subscription socket: close: %s", strerror(errno));
-        pthread_mutex_lock(&r->pool_lock);
-    }
+    r->slots[slot].job = NULL;
+    atomic_fetch_sub(&r->active, 1);
+    pthread_cond_broadcast(&r->changed);
+    pthread_mutex_unlock(&r->pool_lock);
+    int fd = s->fd;
+    s->fd = -1;
+    sub_free(s);
+    if (close(fd) < 0)
+        logging_printf(LOG_WARN, "subscription socket: close: %s", strerror(errno));
+    /* Last: after this, sub_registry_stop may free r. */
+    pthread_mutex_lock(&r->pool_lock);
+    r->running--;
+    pthread_cond_broadcast(&r->changed);
     pthread_mutex_unlock(&r->pool_lock);
     return NULL;
 }
@@ -453,21 +536,14 @@ void sub_registry_stop(sub_registry *r)
             if (shutdown(s->fd, SHUT_RDWR) < 0 && errno != ENOTCONN)
                 logging_printf(LOG_DEBUG, "subscriber %s: shutdown: %s", s->peer, strerror(errno));
         }
-        pthread_cond_signal(&r->slots[i].wake);
     }
+    while (r->running > 0)
+        pthread_cond_wait(&r->changed, &r->pool_lock);
     pthread_mutex_unlock(&r->pool_lock);
-    for (uint32_t i = 0; i < r->nslots; i++) {
-        if (r->slots[i].started) {
-            pthread_join(r->slots[i].thread, NULL);
-            r->slots[i].started = false;
-        }
-    }
 }
 
 static void registry_free(sub_registry *r)
 {
-    for (uint32_t i = 0; i < r->nslots; i++)
-        pthread_cond_destroy(&r->slots[i].wake);
     free(r->slots);
     pthread_cond_destroy(&r->changed);
     pthread_mutex_destroy(&r->pool_lock);
@@ -486,6 +562,14 @@ int sub_registry_create(sub_registry **out, const sub_options *opts)
     r->o = *opts;
     if (!r->o.max_frame_bytes)
         r->o.max_frame_bytes = DEFAULT_MAX_FRAME_BYTES;
+    if (!r->o.caps.max_patterns)
+        r->o.caps.max_patterns = SUB_CAPS_PATTERNS_DEFAULT;
+    if (!r->o.caps.max_pattern_bytes)
+        r->o.caps.max_pattern_bytes = SUB_CAPS_PATTERN_BYTES_DEFAULT;
+    if (!r->o.caps.max_tags)
+        r->o.caps.max_tags = SUB_CAPS_TAGS_DEFAULT;
+    if (!r->o.caps.max_offsets)
+        r->o.caps.max_offsets = SUB_CAPS_OFFSETS_DEFAULT;
     atomic_init(&r->active, 0);
     int rc = pthread_mutex_init(&r->pool_lock, NULL);
     if (rc != 0) {
@@ -507,24 +591,7 @@ int sub_registry_create(sub_registry **out, const sub_options *opts)
         registry_free(r);
         return PB_ENOMEM;
     }
-    for (uint32_t i = 0; i < opts->threads; i++) {
-        r->slots[i].r = r;
-        rc = pthread_cond_init(&r->slots[i].wake, NULL);
-        if (rc != 0)
-            break;
-        r->nslots++;
-        rc = pthread_create(&r->slots[i].thread, NULL, pool_main, &r->slots[i]);
-        if (rc != 0)
-            break;
-        r->slots[i].started = true;
-    }
-    if (rc != 0) {
-        logging_printf(LOG_ERROR, "cannot start %" PRIu32 " subscription threads: %s",
-                       opts->threads, strerror(rc));
-        sub_registry_stop(r);
-        registry_free(r);
-        return -rc;
-    }
+    r->nslots = opts->threads;
     *out = r;
     return 0;
 }

@@ -1,14 +1,16 @@
 /*
- * sub - subscriptions: the bounded pool of subscription threads that replay
+ * sub - subscriptions: a bounded number of subscription threads that replay
  * history from the segment files (the store) and then tail a live queue
  * that the partition writers fill through the live fan-out (fanout.h).
  *
  * Threads: sub_start() runs on the loop thread; each subscription then runs
- * on its own pool thread, which owns the client socket (blocking writes
- * with a deadline).
+ * on a thread of its own, started for it and ended with it, which owns the
+ * client socket (blocking writes with a deadline).
  */
 #ifndef PB_SUB_H
 #define PB_SUB_H
+
+#include "subcaps.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -19,15 +21,21 @@ struct store;
 typedef struct sub_registry sub_registry;
 
 typedef struct sub_options {
-    struct store *store;  /* the partitions (for history and end offsets) */
-    struct fanout *live;  /* where the subscriptions' live queues register (fanout.h) */
-    uint32_t threads;     /* pool size = max concurrent subscriptions, <= fanout_slots(live) */
-    uint64_t queue_bytes; /* bound of each live queue */
+    struct store *store;        /* the partitions (for history and end offsets) */
+    struct fanout *live;        /* where the subscriptions' live queues register (fanout.h) */
+    uint32_t threads;           /* max concurrent subscriptions (max_subscriptions), each on a
+                                   thread of its own; <= fanout_slots(live) */
+    uint64_t queue_bytes;       /* bound of each live queue */
     uint32_t write_deadline_ms; /* a subscriber that accepts nothing this long is dropped */
     uint32_t topic_history;     /* what the partitions keep per topic (for START_LAST_N) */
     /* What the client may still send on its subscribed connection (read
      * and answered, never buffered): frames over this close it. 0: 16 MiB. */
     uint64_t max_frame_bytes;
+    /* Caps on one Subscribe (subcaps.h); a field 0 means its default. */
+    sub_caps caps;
+    /* Subscriptions one client address may hold at once; 0: no such cap
+     * (threads alone bounds them). */
+    uint32_t max_per_address;
 } sub_options;
 
 /* PB_EINVAL if an option is missing or out of range (threads 0 or above the
@@ -36,7 +44,7 @@ typedef struct sub_options {
 int sub_registry_create(sub_registry **out, const sub_options *opts);
 
 /* Loop thread. Validates the Subscribe frame body (patterns compile, start
- * mode valid) and hands the connection to a pool thread, which takes
+ * mode valid) and hands the connection to a thread of its own, which takes
  * ownership of fd (a blocking-capable dup the caller no longer uses), sends
  * Subscribed, Event frames and CaughtUp answering frame_id, and keeps
  * reading the connection: what the client sends later (Ping: Pong; Publish,
@@ -44,7 +52,9 @@ int sub_registry_create(sub_registry **out, const sub_options *opts);
  * the caller already read after the Subscribe frame (copied; may be NULL):
  * they are read first. On failure returns a negative code, sets *grpc_code
  * (protobus.Code) and writes a message naming the problem into err; fd
- * stays the caller's. RESOURCE_EXHAUSTED when the pool is full. */
+ * stays the caller's. RESOURCE_EXHAUSTED when every slot is taken
+ * (max_subscriptions), when the client's address holds max_per_address
+ * subscriptions, or when no thread can be started. */
 int sub_start(sub_registry *r, int fd, uint64_t frame_id, const uint8_t *subscribe, size_t len,
               const uint8_t *pending, size_t pending_len, int *grpc_code, char *err, size_t errlen);
 
@@ -98,7 +108,7 @@ uint32_t sub_registry_active(sub_registry *r);
 int sub_registry_wait(sub_registry *r, uint32_t active, uint32_t tailing, uint32_t timeout_ms);
 
 /* Ends every subscription (closing their sockets, removing their queues
- * from the fan-out) and joins the pool threads; sub_start refuses from then
+ * from the fan-out) and waits for their threads; sub_start refuses from then
  * on (UNAVAILABLE). Call it before store_close, since subscriptions read the
  * partitions. */
 void sub_registry_stop(sub_registry *r);

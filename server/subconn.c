@@ -376,8 +376,15 @@ void subconn_end(subconn *c, int rc)
     if (rc == PB_ECLOSED || rc == PB_ETIMEDOUT)
         return;
     snprintf(msg, sizeof msg, "subscription ended: %s", c->why);
-    c->out_len = 0;
-    int code = rc == PB_ENOMEM ? PB_CODE_RESOURCE_EXHAUSTED : PB_CODE_INTERNAL;
+    int code = PB_CODE_INTERNAL;
+    if (rc == PB_ENOMEM)
+        code = PB_CODE_RESOURCE_EXHAUSTED;
+    else if (rc == PB_EINVAL)
+        code = PB_CODE_INVALID_ARGUMENT; /* its patterns, refused by the matcher */
+    if (rc != PB_ETOOBIG)
+        c->out_len = 0;
+    else
+        code = PB_CODE_RESOURCE_EXHAUSTED; /* a budget: what was queued goes first */
     if (subconn_error(c, c->frame_id, code, msg, NULL, 0, 0) == 0)
         (void)subconn_flush(c);
 }

@@ -26,6 +26,8 @@
 #include "subrun.h"
 #include "metrics.h"
 
+#include "submatch.h"
+
 #include "frame.h"
 #include "grow.h"
 #include "heap.h"
@@ -69,12 +71,10 @@ static bool stopping(sub *s)
     return atomic_load_explicit(&s->stop, memory_order_relaxed);
 }
 
-/* The first offset still stored in a partition. Nothing removes old
- * segments yet (retention will raise it), so every partition starts at 0. */
+/* The first offset still stored in a partition (retention raises it). */
 static uint64_t first_offset(const part_state *st)
 {
-    (void)st;
-    return 0;
+    return partition_first_offset(st->p);
 }
 
 /* Subscribed: per partition known at subscribe time, its first offset,
@@ -111,6 +111,20 @@ static int report_loss(sub *s, part_state *st, uint64_t first, uint64_t last, co
     return subconn_error(&s->conn, s->frame_id, PB_CODE_DATA_LOSS, msg, st->name, first, last);
 }
 
+/* The notice for offsets first..last removed by retention before the
+ * replay got to them (OUT_OF_RANGE, FORMAT.md 7.5); moves past them. */
+static int report_removed(sub *s, part_state *st, uint64_t first, uint64_t last)
+{
+    char msg[256];
+    snprintf(msg, sizeof msg,
+             "offsets %" PRIu64 "..%" PRIu64 " of partition %s were removed by retention", first,
+             last, st->name);
+    logging_printf(LOG_INFO, "subscriber %s: %s", s->peer, msg);
+    if (last + 1 > st->next)
+        st->next = last + 1;
+    return subconn_error(&s->conn, s->frame_id, PB_CODE_OUT_OF_RANGE, msg, st->name, first, last);
+}
+
 /* ------------------------------------------------------------------ */
 /* the partitions the subscription knows */
 
@@ -141,12 +155,14 @@ static void index_put(sub *s, size_t idx)
  * listed, otherwise 0 (a partition created after the subscription started
  * holds only events stored after it). The initial snapshot adjusts this per
  * start mode. */
-static uint64_t listed_offset(const sub *s, const char *name)
+/* START_OFFSETS' listed offset (below the first offset too: the replay
+ * then says which were removed); otherwise the first offset still stored. */
+static uint64_t listed_offset(const sub *s, partition *p, const char *name)
 {
     for (size_t i = 0; i < s->noffsets; i++)
         if (strcmp(s->offsets[i].partition, name) == 0)
             return s->offsets[i].offset;
-    return 0;
+    return partition_first_offset(p);
 }
 
 /* Allocates only for a partition seen for the first time. */
@@ -176,7 +192,7 @@ static int add_part(sub *s, partition *p, size_t *out)
     st->p = p;
     st->name = partition_name(p);
     st->name_len = strlen(st->name);
-    st->next = listed_offset(s, st->name);
+    st->next = listed_offset(s, p, st->name);
     index_put(s, s->nparts);
     *out = s->nparts++;
     return 0;
@@ -190,6 +206,8 @@ static int part_of(sub *s, partition *p, size_t *idx)
 
 typedef struct last_n_ctx {
     sub *s;
+    const char *partition;
+    submatch_walk walk;
     uint64_t end;
     uint64_t *v;
     size_t n, cap;
@@ -200,8 +218,13 @@ static int last_n_fn(void *ctx, const char *topic, size_t topic_len, const uint6
                      size_t count)
 {
     last_n_ctx *c = ctx;
-    if (!patterns_match(c->s->ps, topic, topic_len))
-        return 0;
+    sub *s = c->s;
+    int m = submatch_walk_step(&c->walk, c->partition, s->why, sizeof s->why);
+    if (m == 0)
+        m = submatch_topic(s->ps, (const char *const *)s->req->patterns, topic, topic_len, s->why,
+                           sizeof s->why);
+    if (m <= 0)
+        return m; /* no match, or a budget breach (why says which) */
     for (size_t i = 0; i < count; i++) {
         if (offsets[i] >= c->end)
             continue; /* in the live queue, not history */
@@ -215,12 +238,14 @@ static int last_n_fn(void *ctx, const char *topic, size_t topic_len, const uint6
 /* START_LAST_N: the last last_n offsets of every matching topic below end. */
 static int collect_last_n(sub *s, part_state *st)
 {
-    last_n_ctx c = {.s = s, .end = st->end};
+    last_n_ctx c = {.s = s, .partition = st->name, .end = st->end};
+    submatch_walk_start(&c.walk);
     int rc = partition_foreach_topic(st->p, s->last_n, last_n_fn, &c);
     if (rc < 0) {
         free(c.v);
-        snprintf(s->why, sizeof s->why, "partition %s: reading its topic table: %s", st->name,
-                 pb_strerror(rc));
+        if (rc != PB_ETOOBIG)
+            snprintf(s->why, sizeof s->why, "partition %s: reading its topic table: %s", st->name,
+                     pb_strerror(rc));
         return rc;
     }
     if (c.n == 0) {
@@ -262,6 +287,8 @@ static int time_start(sub *s, part_state *st)
                     start = rec.offset;
                     break;
                 }
+                if (rc == PB_EREMOVED)
+                    continue; /* older than the time sought: nothing to say */
                 if (rc == PB_ECORRUPT) {
                     const struct pb_reader_problem *pr = pb_reader_problem(rd);
                     if (pr->last_offset + 1 == pr->first_offset)
@@ -327,6 +354,8 @@ static int snapshot(sub *s, bool initial)
 
 typedef struct any_match_ctx {
     sub *s;
+    const char *partition;
+    submatch_walk walk;
     bool found;
 } any_match_ctx;
 
@@ -334,8 +363,13 @@ static int any_match_fn(void *ctx, const char *topic, size_t topic_len, const ui
                         size_t count)
 {
     any_match_ctx *c = ctx;
-    if (!patterns_match(c->s->ps, topic, topic_len))
-        return 0;
+    sub *s = c->s;
+    int m = submatch_walk_step(&c->walk, c->partition, s->why, sizeof s->why);
+    if (m == 0)
+        m = submatch_topic(s->ps, (const char *const *)s->req->patterns, topic, topic_len, s->why,
+                           sizeof s->why);
+    if (m <= 0)
+        return m; /* no match, or a budget breach (why says which) */
     c->found = true;
     return -1; /* stop the walk */
 }
@@ -343,10 +377,13 @@ static int any_match_fn(void *ctx, const char *topic, size_t topic_len, const ui
 /* False only if no topic stored in the partition matches the patterns: then
  * its files need not be opened. The writer records topics before it moves
  * the end offset, so the table covers every record below a snapshot end. */
-static bool may_match(sub *s, part_state *st)
+static int may_match(sub *s, part_state *st)
 {
-    any_match_ctx c = {.s = s};
+    any_match_ctx c = {.s = s, .partition = st->name};
+    submatch_walk_start(&c.walk);
     int rc = partition_foreach_topic(st->p, 1, any_match_fn, &c);
+    if (rc == PB_ETOOBIG && !c.found)
+        return rc; /* why is set */
     return c.found || rc < 0;
 }
 
@@ -457,6 +494,16 @@ static int advance(sub *s, part_state *st)
                                    "files");
             return 0;
         }
+        if (rc == PB_EREMOVED) {
+            /* A last-N replay asked for the topics' recent offsets; those
+             * retention took are simply no longer among them. */
+            const struct pb_reader_problem *pr = pb_reader_problem(st->rd);
+            if (st->want)
+                continue;
+            if ((rc = report_removed(s, st, pr->first_offset, pr->last_offset)) < 0)
+                return rc;
+            continue;
+        }
         if (rc == PB_ECORRUPT) {
             const struct pb_reader_problem *pr = pb_reader_problem(st->rd);
             if (pr->last_offset + 1 == pr->first_offset) {
@@ -498,8 +545,10 @@ static int deliver(sub *s, part_state *st)
         return report_loss(s, st, rec->offset, rec->offset,
                            "could not be read: the stored bytes are not a well-formed "
                            "EncapsulatedEvent");
-    if (!patterns_match(s->ps, (const char *)topic.p, topic.len))
-        return 0;
+    int m = submatch_topic(s->ps, (const char *const *)s->req->patterns, (const char *)topic.p,
+                           topic.len, s->why, sizeof s->why);
+    if (m <= 0)
+        return m; /* no match, or PB_ETOOBIG: a pattern over its budget */
     if (s->ntags && !event_filter_ok(s->tag_state, s->ntags))
         return 0;
     return subconn_event(&s->conn, st->name, st->name_len, rec->offset, rec->event, rec->event_len);
@@ -518,7 +567,12 @@ static int replay(sub *s, size_t only)
     s->nheap = 0;
     for (size_t i = lo; i < hi; i++) {
         part_state *st = &s->parts[i];
-        if (st->next >= st->end || (only == SIZE_MAX && !st->want && !may_match(s, st))) {
+        int may = st->next >= st->end ? 0 : only == SIZE_MAX && !st->want ? may_match(s, st) : 1;
+        if (may < 0) {
+            rc = may;
+            goto out;
+        }
+        if (may == 0) {
             finish(s, st);
             continue;
         }
@@ -579,10 +633,14 @@ static int drain(sub *s)
 {
     lq_span sp;
     pthread_mutex_lock(&s->live.mu);
-    bool over = livequeue_overflowed(s->live.q);
+    bool over = livequeue_overflowed(s->live.q), breached = s->live.breached;
     if (!over)
         livequeue_peek(s->live.q, &sp);
+    if (breached)
+        snprintf(s->why, sizeof s->why, "%s", s->live.breach);
     pthread_mutex_unlock(&s->live.mu);
+    if (breached)
+        return PB_ETOOBIG; /* a pattern over its budget (fanout.h) */
     if (over)
         return DRAIN_OVERFLOW;
     if (sp.pos == sp.end)
@@ -652,7 +710,8 @@ static int wait_live(sub *s)
          * was being flushed has been consumed there. Once the queue is
          * seen empty here, the next push finds it empty and signals. */
         pthread_mutex_lock(&s->live.mu);
-        bool ready = !livequeue_empty(s->live.q) || livequeue_overflowed(s->live.q);
+        bool ready =
+            !livequeue_empty(s->live.q) || livequeue_overflowed(s->live.q) || s->live.breached;
         pthread_mutex_unlock(&s->live.mu);
         if (ready)
             return 0;
@@ -701,7 +760,13 @@ void subrun_main(sub *s)
     }
     logging_printf(LOG_INFO, "subscriber %s: subscribed (%zu pattern(s), %zu tag filter(s), %s)",
                    s->peer, s->req->n_patterns, s->ntags, start_name(s->start));
-    fanout_add(s->fo, &s->live);
+    s->live.ps = s->ps;
+    rc = fanout_add(s->fo, &s->live, s->why, sizeof s->why);
+    if (rc < 0) {
+        logging_printf(LOG_INFO, "subscriber %s: refused: %s", s->peer, s->why);
+        subconn_end(&s->conn, rc);
+        return;
+    }
     metrics_sub_started();
     /* Registered first, then the ends: what is below them is history (in
      * the files), everything later reaches the queue. */

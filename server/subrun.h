@@ -78,6 +78,10 @@ typedef struct sub {
     int fd;
     uint64_t frame_id;
     char peer[96];
+    /* The client's address without its port (the registry counts the
+     * subscriptions of each address, max_subscriptions_per_address). */
+    unsigned char addr[16];
+    size_t addr_len;
     Protobus__Subscribe *req;
     int start; /* Protobus__StartMode */
     uint32_t last_n;
@@ -95,9 +99,9 @@ typedef struct sub {
     fanout_member live;
     bool mu_init; /* live.mu */
 
-    /* thread: patterns_match; the writers use its compiled patterns too
-     * (patterns_match_shared, read-only), while the subscription is
-     * registered */
+    /* thread: patterns_match, under the matcher's limits (submatch.h); the
+     * writers read patterns_match_all and patterns_gate_shared through
+     * live.ps (read-only), while the subscription is registered */
     pattern_set *ps;
     uint8_t *tag_state; /* thread */
     part_state *parts;  /* thread: every partition seen so far */

@@ -59,8 +59,10 @@ static const char usage[] =
     "\n"
     "Damaged or missing records are reported on standard error with the file,\n"
     "byte position and offsets lost, and make the exit status 1 (the events\n"
-    "around them are still printed). Exit status: 0 all read cleanly, 1 damage\n"
-    "or an error, 2 usage error.\n";
+    "around them are still printed). Offsets removed by retention (below a\n"
+    "partition's first segment, or removed while reading) get a note on\n"
+    "standard error and do not change the exit status. Exit status: 0 all read\n"
+    "cleanly, 1 damage or an error, 2 usage error.\n";
 
 enum {
     OPT_FROM_OFFSET = 256,
@@ -170,6 +172,14 @@ static int run(cat_run *r)
         }
         if (rc == PB_ECORRUPT) {
             report_problem(r, cat_source_problem(it.ctx));
+            continue;
+        }
+        if (rc == PB_EREMOVED) {
+            /* Retention's doing, as configured: a note, not a problem. */
+            const struct pb_reader_problem *p = cat_source_problem(it.ctx);
+            cli_error("cat", "note: %s: offsets %llu-%llu were removed by retention",
+                      ((const cat_source *)it.ctx)->path, (unsigned long long)p->first_offset,
+                      (unsigned long long)p->last_offset);
             continue;
         }
         if (rc == PB_EEOF) {

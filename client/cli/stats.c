@@ -17,7 +17,6 @@
 #include "timefmt.h"
 
 #include <getopt.h>
-#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,43 +97,32 @@ static void print_table(const stats_scrape *now, const stats_scrape *before)
     }
 }
 
+/* One JSON object on one line. Partition names are [A-Za-z0-9._-] and
+ * times RFC 3339: nothing needs escaping. */
 static void print_json(const stats_scrape *now, const stats_scrape *before)
 {
     int64_t dt = now->taken_ms - before->taken_ms;
-    json_object *o = json_object_new_object(), *parts = json_object_new_array();
-    json_object_object_add(o, "connections_open",
-                           json_object_new_int64((int64_t)now->connections_open));
-    json_object *subs = json_object_new_object();
-    json_object_object_add(subs, "active", json_object_new_int64((int64_t)now->subs_active));
-    json_object_object_add(subs, "replay", json_object_new_int64((int64_t)now->subs_replay));
-    json_object_object_add(subs, "live", json_object_new_int64((int64_t)now->subs_live));
-    json_object_object_add(o, "subscriptions", subs);
-    json_object_object_add(o, "resident_memory_bytes",
-                           json_object_new_int64((int64_t)now->rss_bytes));
-    json_object_object_add(o, "interval_s", json_object_new_double((double)dt / 1000.0));
+    printf("{\"connections_open\":%.0f,\"subscriptions\":{\"active\":%.0f,\"replay\":%.0f,"
+           "\"live\":%.0f},\"resident_memory_bytes\":%.0f,\"interval_s\":%.3f,\"partitions\":[",
+           now->connections_open, now->subs_active, now->subs_replay, now->subs_live,
+           now->rss_bytes, (double)dt / 1000.0);
     for (size_t i = 0; i < now->nparts; i++) {
         const stats_partition *p = &now->parts[i], *b = stats_scrape_find(before, p->name);
-        json_object *j = json_object_new_object();
-        char oldest[64];
-        json_object_object_add(j, "name", json_object_new_string(p->name));
-        json_object_object_add(j, "next_offset", json_object_new_int64((int64_t)p->next_offset));
-        json_object_object_add(j, "events_appended", json_object_new_int64((int64_t)p->events));
-        json_object_object_add(j, "bytes_appended", json_object_new_int64((int64_t)p->bytes));
-        json_object_object_add(j, "events_per_s",
-                               json_object_new_double(b ? rate(p->events, b->events, dt) : 0));
-        json_object_object_add(j, "bytes_per_s",
-                               json_object_new_double(b ? rate(p->bytes, b->bytes, dt) : 0));
-        json_object_object_add(j, "segments", json_object_new_int64((int64_t)p->segments));
-        json_object_object_add(j, "disk_bytes", json_object_new_int64((int64_t)p->disk_bytes));
-        oldest_text(p->oldest_s, oldest, sizeof oldest);
-        json_object_object_add(j, "oldest_record_time",
-                               p->oldest_s > 0 ? json_object_new_string(oldest) : NULL);
-        json_object_object_add(j, "state", json_object_new_string(p->up > 0 ? "ok" : "failed"));
-        json_object_array_add(parts, j);
+        char oldest[80] = "null";
+        if (p->oldest_s > 0) {
+            oldest[0] = '"';
+            size_t n = pb_time_format((int64_t)(p->oldest_s * 1e9), oldest + 1, sizeof oldest - 2);
+            snprintf(oldest + 1 + n, sizeof oldest - 1 - n, "\"");
+        }
+        printf("%s{\"name\":\"%s\",\"next_offset\":%.0f,\"events_appended\":%.0f,"
+               "\"bytes_appended\":%.0f,\"events_per_s\":%.6g,\"bytes_per_s\":%.6g,"
+               "\"segments\":%.0f,\"disk_bytes\":%.0f,\"oldest_record_time\":%s,"
+               "\"state\":\"%s\"}",
+               i ? "," : "", p->name, p->next_offset, p->events, p->bytes,
+               b ? rate(p->events, b->events, dt) : 0, b ? rate(p->bytes, b->bytes, dt) : 0,
+               p->segments, p->disk_bytes, oldest, p->up > 0 ? "ok" : "failed");
     }
-    json_object_object_add(o, "partitions", parts);
-    puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
-    json_object_put(o);
+    printf("]}\n");
 }
 
 static int parse_opts(int argc, char **argv, stats_opts *o)

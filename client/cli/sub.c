@@ -6,7 +6,8 @@
  * Events the server could not read (DATA_LOSS) are reported on stderr and
  * make the exit status 1, the subscription goes on; so are events whose
  * bytes do not decode (the library hands them over unscanned: the renderer
- * checks them, and one walk per event is enough).
+ * checks them, and one walk per event is enough). Offsets removed by
+ * retention (OUT_OF_RANGE) get a note on stderr and change nothing else.
  *
  * Threads: the main thread only. Waits are sliced (SLICE_MS) so a signal
  * is noticed promptly: the library retries poll() after EINTR.
@@ -34,7 +35,8 @@ static const char usage[] =
     "it.\n"
     "\n"
     "Where to start (at most one; default: only events stored from now on):\n"
-    "      --from-beginning          every stored event\n"
+    "      --from-beginning          every stored event (from the first offset\n"
+    "                                retention left)\n"
     "      --from-offset PART:OFF    from offset OFF of partition PART\n"
     "                                (repeatable; partitions not named: from\n"
     "                                their beginning)\n"
@@ -63,7 +65,10 @@ static const char usage[] =
     "Exit status: 0 when stopped by -n, --timeout, --until-caught-up or a signal;\n"
     "1 on a server or connection error (message on standard error), if the\n"
     "server reported events it could not read (data loss) or sent one that does\n"
-    "not decode (both reported, the rest still printed); 2 usage error.\n";
+    "not decode (both reported, the rest still printed); 2 usage error.\n"
+    "Offsets removed by retention before they could be delivered get a note on\n"
+    "standard error (\"note: offsets A..B of partition P were removed by\n"
+    "retention\") and do not change the exit status.\n";
 
 enum {
     OPT_FROM_BEGINNING = 256,
@@ -280,6 +285,11 @@ static int run(pb_client *c, const sub_opts *o, pb_renderer *out)
         if (item.kind == PB_ITEM_CAUGHT_UP) {
             if (o->until_caught_up)
                 break; /* everything stored when we subscribed is printed */
+            continue;
+        }
+        if (item.kind == PB_ITEM_OUT_OF_RANGE) {
+            /* Not an error: retention removed them, as configured. */
+            cli_error("sub", "note: %s", item.loss.message);
             continue;
         }
         if (item.kind == PB_ITEM_DATA_LOSS) {

@@ -543,7 +543,7 @@ static void test_pool_exhausted_then_freed(void **state)
     const pb_server_error *e = pb_client_server_error(s3);
     assert_non_null(e);
     assert_int_equal(e->code, PB_CODE_RESOURCE_EXHAUSTED);
-    assert_non_null(strstr(e->message, "threads"));
+    assert_non_null(strstr(e->message, "max_subscriptions"));
     pb_client_close(s3);
 
     /* The two running subscriptions are unaffected. */

@@ -39,7 +39,9 @@ static void test_defaults_without_server_section(void **state)
     assert_string_equal(cfg.data_dir, "./data");
     assert_int_equal(cfg.fsync, PB_FSYNC_ALWAYS);
     assert_int_equal(cfg.fsync_interval_ms, 100);
-    assert_int_equal(cfg.threads, 16);
+    assert_int_equal(cfg.threads, 1024);
+    assert_int_equal(cfg.max_subscriptions_per_address, 512);
+    assert_int_equal(cfg.max_subscribe_patterns, 256);
     assert_int_equal(cfg.max_event_bytes, 1024 * 1024);
     assert_int_equal(cfg.max_frame_bytes, 16 * 1024 * 1024);
     assert_int_equal(cfg.max_connections, 1024);
@@ -303,6 +305,45 @@ static const struct error_case error_cases[] = {
      "0600, 0640, 0644)"},
 };
 
+/* retain_age / retain_bytes in [server] are the defaults of every rule;
+ * a rule may override either; min_free_bytes is auto, a size, or none. */
+static void test_retention_keys(void **state)
+{
+    pb_config cfg;
+    char err[512] = "";
+    const char *text = "[server]\nretain_age = 7d\nretain_bytes = 10G\nmin_free_bytes = 2G\n"
+                       "[partition a]\nmatch = a\nretain_age = none\n"
+                       "[partition b]\nmatch = b\nretain_bytes = 64K\n"
+                       "[partition c]\nmatch = .*\n";
+    assert_int_equal(config_load_string("t.conf", text, &cfg, err, sizeof err), 0);
+    assert_int_equal(cfg.min_free_bytes, 2ull << 30);
+    assert_int_equal(cfg.rules[0].retain_age_s, 0);
+    assert_int_equal(cfg.rules[0].retain_bytes, 10ull << 30);
+    assert_int_equal(cfg.rules[1].retain_age_s, 7 * 86400);
+    assert_int_equal(cfg.rules[1].retain_bytes, 64 * 1024);
+    assert_int_equal(cfg.rules[2].retain_age_s, 7 * 86400);
+    assert_int_equal(cfg.rules[2].retain_bytes, 10ull << 30);
+    config_free(&cfg);
+    assert_int_equal(config_load_string("t.conf", minimal_rule, &cfg, err, sizeof err), 0);
+    assert_int_equal(cfg.min_free_bytes, UINT64_MAX); /* auto */
+    assert_int_equal(cfg.rules[0].retain_age_s, 0);
+    assert_int_equal(cfg.rules[0].retain_bytes, 0);
+    config_free(&cfg);
+    static const char *const bad[][2] = {
+        {"[server]\nretain_age = 7x\n[partition a]\nmatch = .*\n",
+         "t.conf:2: retain_age: \"7x\" is not a duration (use e.g. 12h, 7d, or none)"},
+        {"[partition a]\nmatch = .*\nretain_bytes = 10\n",
+         "t.conf:3: retain_bytes: 10 is out of range (expected 65536..9223372036854775807 "
+         "bytes)"},
+        {"[server]\nmin_free_bytes = lots\n[partition a]\nmatch = .*\n",
+         "t.conf:2: min_free_bytes: \"lots\" is not a size (use e.g. 512K, 64M, 1G)"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(config_load_string("t.conf", bad[i][0], &cfg, err, sizeof err), PB_EINVAL);
+        assert_string_equal(err, bad[i][1]);
+    }
+}
+
 static void test_each_error_names_line_and_reason(void **state)
 {
     for (size_t i = 0; i < sizeof error_cases / sizeof error_cases[0]; i++) {
@@ -525,6 +566,7 @@ int main(void)
         cmocka_unit_test(test_defaults_without_server_section),
         cmocka_unit_test(test_every_key_parsed),
         cmocka_unit_test(test_each_error_names_line_and_reason),
+        cmocka_unit_test(test_retention_keys),
         cmocka_unit_test(test_line_too_long),
         cmocka_unit_test(test_users_and_exposure),
         cmocka_unit_test(test_partition_name_length),

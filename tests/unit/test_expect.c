@@ -180,6 +180,13 @@ static tbatch *pub1(fixture *f, partition *p, const char *topic, const char *id,
     return t;
 }
 
+static bool marked(const fixture *f)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/p/%s", f->root, DEDUP_MARK_NAME);
+    return access(path, F_OK) == 0;
+}
+
 static void test_expected_offsets(void **state)
 {
     fixture *f = *state;
@@ -224,6 +231,7 @@ static void test_expected_offsets(void **state)
     assert_int_equal(t->ev[0].offset, 3);
     free(t);
     assert_int_equal(partition_close(p), 0);
+    assert_false(marked(f)); /* no id ever: start-up reads nothing for the window */
 }
 
 /* A topic that left memory for topics.cold is checked against the file. */
@@ -259,7 +267,9 @@ static void test_ids_stored_once(void **state)
 {
     fixture *f = *state;
     partition *p = open_p(f);
+    assert_false(marked(f));
     tbatch *t = pub1(f, p, "a", "id-1", NULL);
+    assert_true(marked(f)); /* made before the first id was stored */
     assert_int_equal(t->ev[0].offset, 0);
     assert_false(t->ev[0].duplicate);
     free(t);

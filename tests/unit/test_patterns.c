@@ -32,6 +32,33 @@ static pattern_set *compile_ok(const char *const *pats, size_t n)
     return ps;
 }
 
+/* A pattern over its limits on a topic no other pattern matches is a
+ * breach, reported (sticky) with its index; a match elsewhere excuses it. */
+static void test_breach_reported(void **state)
+{
+    (void)state;
+    const char *pats[] = {"b+", "(a|aa)+c", "a+c1"};
+    pattern_set *ps;
+    char err[256];
+    assert_int_equal(patterns_compile(pats, 3, &ps, err, sizeof err), 0);
+    patterns_set_limits(ps, 10000, 1000);
+    char topic[250];
+    memset(topic, 'a', 240);
+    memcpy(topic + 240, "c1", 2);
+    size_t which;
+    int rc;
+    assert_true(patterns_match(ps, topic, 242)); /* "a+c1" matches */
+    assert_false(patterns_breached(ps, &which, &rc));
+    topic[241] = '2';
+    assert_false(patterns_match(ps, topic, 242));
+    assert_true(patterns_breached(ps, &which, &rc));
+    assert_int_equal(which, 1);
+    assert_true(rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT);
+    assert_false(patterns_match(ps, "zz", 2));
+    assert_true(patterns_breached(ps, &which, &rc)); /* sticky */
+    patterns_free(ps);
+}
+
 static void test_any_of(void **state)
 {
     const char *pats[] = {"orders\\..*", "sensors\\.t[0-9]+", "audit"};
@@ -435,6 +462,7 @@ int main(void)
         cmocka_unit_test(test_match_shared_from_another_thread),
         cmocka_unit_test(test_match_cache_exact_and_bounded),
         cmocka_unit_test(test_match_cache_holds_100k_topics_in_8mib),
+        cmocka_unit_test(test_breach_reported),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

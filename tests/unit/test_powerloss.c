@@ -25,6 +25,11 @@
  * offsets as the log's records say: what a `--last N` subscription starts
  * from.
  *
+ * One seed in three also runs retention (retain_bytes of about two
+ * segments, so that segments are removed all along, the power going in the
+ * middle of removals too): the recovered copy must then hold a contiguous
+ * range of offsets from its lowest segment's base, every acknowledged event
+ * at or above it, and a topic table that agrees with the log from there.
  * The dedup window goes through the same disk: every event carries an id,
  * the window is rebuilt at every open (the power going in the middle of it
  * too), and after every crash point a retry of every acknowledged event on
@@ -197,10 +202,14 @@ static void submit_next(round_state *r)
     size_t used = 0;
     for (uint32_t k = 0; k < n; k++) {
         size_t len = event_bytes(r->seed, r->next_id, sl->bytes + used);
+        const uint8_t *id = NULL;
+        size_t id_len = dedup_event_id(sl->bytes + used, len, &id); /* as ingest reads it */
         sl->events[k] = (pub_event){.data = sl->bytes + used,
                                     .len = (uint32_t)len,
                                     .topic = sl->bytes + used + 2,
-                                    .topic_len = 2};
+                                    .topic_len = 2,
+                                    .id = id,
+                                    .id_len = (uint8_t)id_len};
         sl->idx[k] = k;
         uint64_t off = r->next_offset++;
         if (off < MAX_EVENTS) {
@@ -241,6 +250,12 @@ static int64_t fixed_clock(void *ctx)
     return T0;
 }
 
+/* Seeds whose rounds run retention. */
+static bool retains(uint64_t seed)
+{
+    return seed % 3 == 2;
+}
+
 static partition_options popts(simio *sim, uint64_t seed)
 {
     partition_options o = {0};
@@ -250,11 +265,25 @@ static partition_options popts(simio *sim, uint64_t seed)
     o.log.now_ns = fixed_clock;
     o.fsync = PARTITION_FSYNC_ALWAYS;
     o.topic_history = 4;
+    if (retains(seed))
+        o.retain.bytes = 2 * o.log.segment_bytes + 100;
     /* Every event has an id: the window is rebuilt at every open, through
      * the sim's disk like the rest (the clock stands still at T0). */
     o.dedup_window_ms = 3600000;
     o.dedup_max_entries = MAX_EVENTS;
     return o;
+}
+
+/* The lowest segment base of the recovered copy: its first offset. */
+static uint64_t real_first_offset(void)
+{
+    static uint64_t bases[MAX_EVENTS];
+    size_t n = testfs_list_bases(real_part, bases, MAX_EVENTS);
+    uint64_t first = UINT64_MAX;
+    for (size_t i = 0; i < n; i++)
+        if (bases[i] < first)
+            first = bases[i];
+    return n ? first : 0;
 }
 
 /* One run of the daemon on the sim: open (recover), play the script until
@@ -312,8 +341,9 @@ static void clear_real_part(void)
 typedef struct topic_model {
     uint64_t offs[TOPICS][MAX_EVENTS]; /* per topic, its offsets in the log, ascending */
     size_t n[TOPICS];
-    uint32_t want; /* the last offsets asked for (partition_foreach_topic's n) */
-    unsigned seen; /* bit k: topic tk was visited */
+    uint32_t want;  /* the last offsets asked for (partition_foreach_topic's n) */
+    unsigned seen;  /* bit k: topic tk was visited */
+    uint64_t first; /* the log's first offset: the table may hold older ones */
     round_state *r;
 } topic_model;
 
@@ -322,6 +352,14 @@ static int topic_check(void *ctx, const char *topic, size_t len, const uint64_t 
 {
     topic_model *m = ctx;
     int k = len == 2 && topic[0] == 't' ? topic[1] - '0' : -1;
+    /* Offsets retention removed stay in the table (readers skip them):
+     * what it holds from the first offset on must match the log. */
+    while (count > 0 && offsets[0] < m->first) {
+        offsets++;
+        count--;
+    }
+    if (count == 0 && k >= 0 && k < TOPICS && m->n[k] == 0 && m->first > 0)
+        return 0; /* every record of the topic was removed */
     if (k < 0 || k >= TOPICS || m->n[k] == 0) {
         note(m->r, "the topic table holds '%.*s', which no record in the log has", (int)len, topic);
         return 0;
@@ -369,7 +407,9 @@ static void verify_retries(round_state *r, partition *p)
     static retry_batch b;
     memset(&b.batch, 0, sizeof b.batch);
     uint32_t n = 0;
-    for (uint64_t off = 0; off < MAX_EVENTS; off++) {
+    /* Below the first offset retention took them: no longer stored, so no
+     * longer known (a retry of those is stored again). */
+    for (uint64_t off = real_first_offset(); off < MAX_EVENTS; off++) {
         if (!r->acked[off])
             continue;
         size_t len = event_bytes(r->seed, (uint64_t)r->id_at[off], b.bytes[n]);
@@ -436,8 +476,10 @@ static void verify_topics(round_state *r)
     static topic_model m;
     memset(&m, 0, sizeof m);
     m.r = r;
+    m.first = real_first_offset();
     partition *p;
     partition_options o = popts(NULL, r->seed);
+    o.retain = (retention_policy){0}; /* read the copy as it is */
     if (partition_open(&p, root, "real", &o) < 0) {
         note(r, "partition_open on the recovered copy failed");
         return;
@@ -503,10 +545,15 @@ static bool verify(round_state *r)
     assert_int_equal(log_sync(log), 0);
     assert_int_equal(log_close(log), 0);
 
+    /* Retention removes whole segments from the oldest: the copy starts
+     * at its lowest segment's base, contiguous from there. */
+    uint64_t first = real_first_offset();
+    if (first > 0 && !retains(r->seed))
+        note(r, "the log starts at offset %llu without retention", (unsigned long long)first);
     pb_reader *rd;
     pb_record rec;
     assert_int_equal(pb_reader_open(&rd, real_part), 0);
-    uint64_t expect = 0; /* the next offset not yet accounted for */
+    uint64_t expect = first; /* the next offset not yet accounted for */
     bool extra_seen = false;
     for (int guard = 0; guard < 2 * MAX_EVENTS + 16; guard++) {
         rc = pb_reader_next(rd, &rec);
@@ -559,7 +606,7 @@ static bool verify(round_state *r)
     if (!extra_seen)
         note(r, "the event appended after recovery (offset %llu) was not read back",
              (unsigned long long)end);
-    for (uint64_t o = 0; o < MAX_EVENTS; o++)
+    for (uint64_t o = first; o < MAX_EVENTS; o++)
         if (r->acked[o])
             note(r, "acked offset %llu is missing after the power loss (recovered end %llu)",
                  (unsigned long long)o, (unsigned long long)end);
@@ -571,6 +618,9 @@ typedef struct totals {
     /* Rounds whose recovered copy holds a topic snapshot, and a leftover
      * temporary one (the power went while a snapshot was being written). */
     uint64_t snapshots, snapshot_tmps;
+    /* Rounds with retention, and those whose copy lost its oldest
+     * segments to it (first offset above 0). */
+    uint64_t retaining, retained;
     simio_stats st;
 } totals;
 
@@ -673,6 +723,8 @@ static bool one_round(uint64_t seed, uint64_t crash_at, bool broken, totals *t)
     simio_destroy(sim);
     t->snapshots += real_file_exists("topics.snapshot");
     t->snapshot_tmps += real_file_exists("topics.snapshot.tmp");
+    t->retaining += retains(seed);
+    t->retained += real_first_offset() > 0;
     t->acked += r->nacked;
     t->rounds++;
     bool ok = verify(r);
@@ -732,12 +784,14 @@ static void test_acked_events_survive_power_loss(void **state)
     printf("power loss: %llu rounds over %llu seeds, %llu acked events checked, %llu crashes "
            "during recovery, %llu kill -9 restarts, %llu clean restarts\n"
            "  topic snapshots: in %llu recovered copies, a torn temporary one in %llu\n"
+           "  retention: %llu rounds, %llu copies starting above offset 0\n"
            "  unsynced writes: %llu dropped, %llu kept, %llu cut, %llu zero-filled, %llu garbage; "
            "truncations %llu kept, %llu lost; directory changes %llu kept, %llu forgotten\n",
            (unsigned long long)t.rounds, (unsigned long long)(seed - 1),
            (unsigned long long)t.acked, (unsigned long long)t.recovery_crashes,
            (unsigned long long)t.process_crashes, (unsigned long long)t.clean_restarts,
            (unsigned long long)t.snapshots, (unsigned long long)t.snapshot_tmps,
+           (unsigned long long)t.retaining, (unsigned long long)t.retained,
            (unsigned long long)t.st.writes_dropped, (unsigned long long)t.st.writes_kept,
            (unsigned long long)t.st.writes_prefix, (unsigned long long)t.st.writes_zero_tail,
            (unsigned long long)t.st.writes_garbage_tail, (unsigned long long)t.st.truncs_kept,
@@ -747,6 +801,7 @@ static void test_acked_events_survive_power_loss(void **state)
     assert_true(t.rounds >= target);
     assert_true(t.acked > t.rounds);
     assert_true(t.snapshots > 0 && t.snapshot_tmps > 0);
+    assert_true(t.retained > 0 && t.retained < t.retaining);
     assert_true(t.st.writes_dropped > 0 && t.st.writes_kept > 0 && t.st.writes_prefix > 0 &&
                 t.st.writes_zero_tail > 0 && t.st.writes_garbage_tail > 0);
     assert_true(t.st.truncs_kept > 0 && t.st.truncs_dropped > 0);

@@ -144,18 +144,21 @@ static void test_server_hello(void **state)
 }
 
 /* The server Hello of FORMAT.md Part A 4.1's example, byte for byte: a
- * default configuration (max_batch_events 65,536, idle_timeout_ms 60,000)
- * answering frame 1. */
+ * default configuration (max_batch_events 65,536, idle_timeout_ms 60,000,
+ * the Subscribe caps 256, 1024, 64, 4096) answering frame 1. */
 static void test_server_hello_bytes(void **state)
 {
     (void)state;
     static const uint8_t want[] = {
-        0x2c, 0x08, 0x01, 0x12, 0x28, 0x08, 0x01, 0x12, 0x0f, 'p',  'r',  'o',  't',  'o',  'b',
-        'u',  's',  'd',  ' ',  '0',  '.',  '1',  '.',  '0',  0x18, 0x80, 0x80, 0x80, 0x08, 0x20,
-        0x80, 0x80, 0x40, 0x3a, 0x0a, 0x28, 0x80, 0x80, 0x04, 0x30, 0x40, 0x48, 0xe0, 0xd4, 0x03};
+        0x37, 0x08, 0x01, 0x12, 0x33, 0x08, 0x01, 0x12, 0x0f, 'p',  'r',  'o',  't',  'o',
+        'b',  'u',  's',  'd',  ' ',  '0',  '.',  '1',  '.',  '0',  0x18, 0x80, 0x80, 0x80,
+        0x08, 0x20, 0x80, 0x80, 0x40, 0x3a, 0x15, 0x08, 0x80, 0x02, 0x10, 0x80, 0x08, 0x18,
+        0x40, 0x20, 0x80, 0x20, 0x28, 0x80, 0x80, 0x04, 0x30, 0x40, 0x48, 0xe0, 0xd4, 0x03};
     session_options o = opts;
     o.server_name = "protobusd 0.1.0";
     o.max_batch_events = 65536;
+    o.sub_caps = (sub_caps){SUB_CAPS_PATTERNS_DEFAULT, SUB_CAPS_PATTERN_BYTES_DEFAULT,
+                            SUB_CAPS_TAGS_DEFAULT, SUB_CAPS_OFFSETS_DEFAULT};
     uint8_t out[128];
     size_t n = session_put_hello(&o, 1, "", out, sizeof out);
     assert_int_equal(n, sizeof want);

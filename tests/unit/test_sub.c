@@ -866,13 +866,20 @@ static void test_fanout_cache_as_subscriptions_come_and_go(void **state)
 static void test_queue_budget_overflows_to_files_exactly_once(void **state)
 {
     fixture *f = *state;
-    f->pad = 1500;
+    /* ~16 KB events: 480 of them (7.7 MB) are more than a connection's
+     * socket buffers hold while its client reads nothing (the send buffer
+     * autotunes up to tcp_wmem's 4 MiB; the receive one stays near its
+     * 128 KiB default without reads), so the queues must overflow however
+     * fast the subscription threads run. With 1.5 KB events a thread that
+     * kept up could push everything into the sockets (a busy machine saw
+     * no overflow, twice). */
+    f->pad = 16000;
     start_total(f, 3, 1 << 20, 16384, WAIT_MS);
     Protobus__Subscribe req = sub_req(all_topics, 1, PROTOBUS__START_MODE__START_NEW);
     client *c[2] = {subscribe_with(f, &req), subscribe_with(f, &req)};
     wait_subs(f, 2, 2);
     assert_int_equal(stats(f).queue_budget, 16384);
-    /* 480 events of ~1.6 KB: far more than the socket buffers and the
+    /* 480 events of ~16 KB: far more than the socket buffers and the
      * budget hold while nobody reads. */
     for (int i = 0; i < 60; i++) {
         publish(f, "a", 8);
@@ -900,7 +907,8 @@ static void test_pool_full_and_client_close_frees_thread(void **state)
     wait_subs(f, 1, 1);
     char err[512];
     assert_int_equal(refused_req(f, &req, err, sizeof err), PROTOBUS__CODE__RESOURCE_EXHAUSTED);
-    assert_non_null(strstr(err, "all 1 subscription threads are busy"));
+    assert_non_null(
+        strstr(err, "all 1 subscriptions are taken (server setting max_subscriptions)"));
 
     /* The client leaves: the subscription ends and its thread is free. */
     client_close(c1);

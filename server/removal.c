@@ -1,0 +1,254 @@
+/*
+ * removal - a partition's closed (rotated) segments: the one list of which
+ * closed segments exist (rotation adds to its end, retention takes from its
+ * front; a future background compressor that replaces a closed file
+ * atomically has one place to update), what each holds (size, newest
+ * receive time, read lazily), and their crash-safe removal (see log.h).
+ *
+ * Threads: the partition's writer thread (or whoever opens the log). Every
+ * file operation goes through the fileio table, so the power-loss
+ * simulation covers removal.
+ *
+ * Why this order: segments go oldest first, and the directory is synced
+ * after each one, so no later removal can become durable before an earlier
+ * one: after any crash the files left hold a contiguous range of offsets
+ * from the lowest base on. Within one segment the .log goes first: a crash
+ * between the two unlinks leaves an orphan .idx, which no reader looks at
+ * (readers and recovery list .log files) and the next open removes. The
+ * other order would leave a .log without its index, which recovery would
+ * rebuild by scanning the whole segment only for retention to remove it
+ * again.
+ */
+#include "log_internal.h"
+
+#include "grow.h"
+#include "pb_errors.h"
+#include "record.h"
+#include "segment.h"
+#include "sort.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+void log_closed_add(pb_log *log, uint64_t base, uint64_t bytes, int64_t last_time, bool known)
+{
+    if (log->closed_stale)
+        return; /* the next listing finds it */
+    if (grow_reserve(&log->closed, &log->closed_cap, log->nclosed + 1, sizeof *log->closed) < 0) {
+        log->closed_stale = true;
+        return;
+    }
+    log->closed[log->nclosed++] =
+        (closed_seg){.base = base, .bytes = bytes, .last_time = last_time, .known = known};
+}
+
+typedef struct base_list {
+    uint64_t *v;
+    size_t n, cap;
+    const char *ext;
+} base_list;
+
+static int collect(void *arg, const char *name)
+{
+    base_list *l = arg;
+    uint64_t base;
+    if (!segment_parse_name(name, l->ext, &base))
+        return 0;
+    if (grow_reserve(&l->v, &l->cap, l->n + 1, sizeof *l->v) < 0)
+        return PB_ENOMEM;
+    l->v[l->n++] = base;
+    return 0;
+}
+
+/* Lists the directory again (after a failed addition): every .log below
+ * the active segment is closed. */
+static int reload(pb_log *log)
+{
+    base_list l = {.ext = ".log"};
+    int rc = log->io->list_dir(log->io, log->dir, collect, &l);
+    if (rc < 0) {
+        free(l.v);
+        return rc;
+    }
+    sort_u64(l.v, l.n);
+    size_t n = 0;
+    while (n < l.n && l.v[n] < log->base)
+        n++;
+    if (grow_reserve(&log->closed, &log->closed_cap, n ? n : 1, sizeof *log->closed) < 0) {
+        free(l.v);
+        return PB_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++)
+        log->closed[i] = (closed_seg){.base = l.v[i]};
+    log->nclosed = n;
+    log->closed_stale = false;
+    free(l.v);
+    return 0;
+}
+
+void log_remove_orphans(pb_log *log, uint64_t first_base)
+{
+    base_list l = {.ext = ".idx"};
+    char path[PATH_MAX];
+    bool removed = false;
+    int rc = log->io->list_dir(log->io, log->dir, collect, &l);
+    for (size_t i = 0; rc == 0 && i < l.n; i++) {
+        if (l.v[i] >= first_base || segment_path(path, sizeof path, log->dir, l.v[i], ".idx") < 0)
+            continue;
+        rc = log->io->unlink(log->io, path);
+        if (rc < 0 && rc != -ENOENT) {
+            log_say(log, LOG_WARN, "index %s: has no segment; cannot remove it: %s", path,
+                    pb_strerror(rc));
+            break;
+        }
+        log_say(log, LOG_INFO,
+                "index %s: its segment was removed by retention before a crash; removed", path);
+        removed = true;
+        rc = 0;
+    }
+    free(l.v);
+    if (removed)
+        (void)log_sync_dir(log); /* fails the log if it fails: as for any dir sync */
+}
+
+size_t log_closed_count(pb_log *log)
+{
+    if (log->closed_stale && reload(log) < 0)
+        return 0; /* nothing is removed until the list can be made */
+    return log->nclosed;
+}
+
+uint64_t log_first_offset(const pb_log *log)
+{
+    return log->nclosed > 0 && !log->closed_stale ? log->closed[0].base : log->base;
+}
+
+uint64_t log_active_bytes(const pb_log *log)
+{
+    return log->size;
+}
+
+/* Newest receive time in segment s: from its index's last entry (verified
+ * against the record it names) to the end of the file, so a 64 MiB segment
+ * costs a read of about index_interval bytes. */
+static int64_t newest_time(pb_log *log, segment_buf *b, const closed_seg *s, uint64_t size)
+{
+    char ipath[PATH_MAX];
+    uint64_t pos = PB_FILE_HEADER_SIZE, expected = s->base;
+    int64_t last = INT64_MAX;
+    pb_record rec;
+    uint32_t rsize;
+    if (segment_path(ipath, sizeof ipath, log->dir, s->base, ".idx") == 0) {
+        int ifd = log->io->open(log->io, ipath, O_RDONLY, 0);
+        off_t isize;
+        if (ifd >= 0) {
+            uint8_t raw[PB_INDEX_ENTRY_SIZE];
+            segment_index_entry e;
+            if (log->io->fsize(log->io, ifd, &isize) == 0 &&
+                isize >= (off_t)(PB_FILE_HEADER_SIZE + PB_INDEX_ENTRY_SIZE) &&
+                log->io->pread(log->io, ifd, raw, sizeof raw, isize - (off_t)PB_INDEX_ENTRY_SIZE) ==
+                    (ssize_t)sizeof raw) {
+                segment_index_entry_decode(raw, &e);
+                if (e.position >= PB_FILE_HEADER_SIZE && e.position < size &&
+                    segment_read_record(b, e.position, PB_RECORD_MAX_EVENT, &rec, &rsize) == 0 &&
+                    rec.offset == e.offset && rec.time_ns == e.time_ns) {
+                    pos = e.position;
+                    expected = e.offset;
+                }
+            }
+            (void)log->io->close(log->io, ifd); /* read-only */
+        }
+    }
+    while (pos < size && segment_read_record(b, pos, PB_RECORD_MAX_EVENT, &rec, &rsize) == 0 &&
+           rec.offset >= expected) {
+        last = rec.time_ns;
+        expected = rec.offset + 1;
+        pos += rsize;
+    }
+    return last;
+}
+
+static int fill(pb_log *log, closed_seg *s)
+{
+    char path[PATH_MAX];
+    off_t size;
+    segment_buf b = {0};
+    int rc = segment_path(path, sizeof path, log->dir, s->base, ".log");
+    if (rc < 0)
+        return rc;
+    int fd = log->io->open(log->io, path, O_RDONLY, 0);
+    if (fd < 0)
+        return fd;
+    if ((rc = log->io->fsize(log->io, fd, &size)) < 0 ||
+        (rc = segment_buf_init(&b, fileio_segment_pread, (void *)log->io)) < 0)
+        goto out;
+    segment_buf_attach(&b, fd);
+    s->bytes = (uint64_t)size;
+    s->last_time = newest_time(log, &b, s, (uint64_t)size);
+    s->known = true;
+    if (s->last_time == INT64_MAX)
+        log_say(log, LOG_WARN,
+                "segment %s: no readable record to date it; retain_age never removes it "
+                "(retain_bytes still does)",
+                path);
+out:
+    segment_buf_free(&b);
+    (void)log->io->close(log->io, fd); /* read-only */
+    return rc;
+}
+
+int log_closed_info(pb_log *log, size_t i, log_segment_info *out)
+{
+    if (i >= log_closed_count(log))
+        return PB_EINVAL;
+    closed_seg *s = &log->closed[i];
+    if (!s->known) {
+        int rc = fill(log, s);
+        if (rc < 0)
+            return rc;
+    }
+    *out = (log_segment_info){
+        .base = s->base,
+        .end = i + 1 < log->nclosed ? log->closed[i + 1].base : log->base,
+        .bytes = s->bytes,
+        .last_time_ns = s->last_time,
+    };
+    return 0;
+}
+
+static int unlink_seg(pb_log *log, uint64_t base, const char *ext)
+{
+    char path[PATH_MAX];
+    int rc = segment_path(path, sizeof path, log->dir, base, ext);
+    if (rc == 0 && (rc = log->io->unlink(log->io, path)) == -ENOENT)
+        rc = 0;
+    if (rc < 0)
+        log_say(log, LOG_ERROR, "retention: cannot remove %s: %s; kept", path, pb_strerror(rc));
+    return rc;
+}
+
+int log_remove_oldest(pb_log *log, size_t n)
+{
+    if (log->failed)
+        return PB_EFAILED;
+    size_t done = 0;
+    int rc = 0;
+    while (done < n && log_closed_count(log) > 0) {
+        uint64_t base = log->closed[0].base;
+        if ((rc = unlink_seg(log, base, ".log")) < 0)
+            break;
+        /* The .log is gone: the segment is removed whatever happens to its
+         * index (an orphan is cleaned up at the next open). */
+        memmove(log->closed, log->closed + 1, (log->nclosed - 1) * sizeof *log->closed);
+        log->nclosed--;
+        done++;
+        (void)unlink_seg(log, base, ".idx");
+        /* Durable before the next one goes: removals stay in order. */
+        if ((rc = log_sync_dir(log)) < 0)
+            break;
+    }
+    return done > 0 || rc == 0 ? (int)done : rc;
+}

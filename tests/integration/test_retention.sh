@@ -1,0 +1,286 @@
+#!/usr/bin/env bash
+# Integration test of retention (issue 14) against the real protobusd, used
+# as a user would, through the `protobus` CLI: a partition with 16K segments
+# and retain_bytes = 64K, so that segments rotate and are removed all the
+# time; then
+#   - a `sub --from-beginning` and a `cat --follow` that are paused (SIGSTOP)
+#     while thousands of events are published, so that segments they had
+#     listed or had open are removed under them; resumed (SIGCONT), each
+#     must deliver offsets in increasing order, every gap covered by a
+#     "removed by retention" notice (never a data-loss report), up to the
+#     last event;
+#   - a new `sub --from-beginning` starts at the first offset still stored
+#     with no notice; `cat --verify` finds no problem; `sub --from-offset
+#     events:0` gets one OUT_OF_RANGE notice naming 0..first-1, then events
+#     from the first offset; `cat --from-offset 0` a note and exit 0;
+#   - age retention with no publishing at all: retain_age = 2s removes the
+#     closed segments on the daemon's timer;
+#   - min_free_bytes above the disk's free space: publishes are refused
+#     (RESOURCE_EXHAUSTED naming the partition and the free space), nothing
+#     is written, the daemon keeps serving and stops cleanly.
+# Every wait is bounded; the daemon and readers are stopped by PID; the
+# temp dir is removed on exit.
+#
+# Environment: BUILD (default build) holds protobus and protobusd.
+# Needs: python3 (to check the JSON lines).
+set -euo pipefail
+
+BUILD=${BUILD:-build}
+BUILD=$(cd "$BUILD" && pwd)
+PB="$BUILD/protobus"
+PBD="$BUILD/protobusd"
+TMP=$(mktemp -d /tmp/pb_test_retention.XXXXXX)
+DATA="$TMP/data"
+DPID=""
+SPID=""
+CPID=""
+passed=0
+failed=0
+
+# The tests run in subshells: the PIDs they start are kept in files too,
+# so that whatever fails, everything is stopped (by its PID).
+stop_started() {
+    local f p
+    for f in "$TMP"/*.pid; do
+        [ -e "$f" ] || continue
+        p=$(cat "$f")
+        kill -CONT "$p" 2>/dev/null || true
+        kill -KILL "$p" 2>/dev/null || true
+        rm -f "$f"
+    done
+}
+
+cleanup() {
+    stop_started
+    wait 2>/dev/null || true
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+fail() {
+    echo "    $*" >&2
+    return 1
+}
+
+wait_until() {
+    local tries=$1
+    shift
+    local i
+    for ((i = 0; i < tries; i++)); do
+        if "$@"; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+run() {
+    local name=$1 rc
+    set +e
+    (
+        set -e
+        "$name"
+    )
+    rc=$?
+    set -e
+    stop_started
+    if [ "$rc" -eq 0 ]; then
+        passed=$((passed + 1))
+        echo "ok   $name"
+    else
+        failed=$((failed + 1))
+        echo "FAIL $name"
+    fi
+}
+
+# start_daemon RETAIN_LINES...: one partition "events", 16K segments;
+# SERVER_EXTRA: one more [server] line.
+start_daemon() {
+    mkdir -p "$DATA"
+    rm -f "$TMP/port"
+    {
+        echo "[server]"
+        echo "listen = 127.0.0.1:0"
+        echo "data_dir = $DATA"
+        echo "log_level = info"
+        echo "max_event_bytes = 16K"
+        echo "max_frame_bytes = 1M"
+        echo "subscriber_queue_bytes = 64K"
+        echo "${SERVER_EXTRA:-}"
+        echo "[partition events]"
+        echo "match = .*"
+        echo "segment_bytes = 16K"
+        for l in "$@"; do echo "$l"; done
+    } >"$TMP/protobusd.conf"
+    "$PBD" -c "$TMP/protobusd.conf" --port-file "$TMP/port" >/dev/null 2>>"$TMP/daemon.log" &
+    DPID=$!
+    echo "$DPID" >"$TMP/daemon.pid"
+    if ! wait_until 100 test -s "$TMP/port"; then
+        echo "protobusd did not start:" >&2
+        cat "$TMP/daemon.log" >&2
+        exit 1
+    fi
+    export PROTOBUS_SERVER="127.0.0.1:$(cat "$TMP/port")"
+}
+
+stop_daemon() {
+    kill -TERM "$DPID"
+    local i rc=0
+    for ((i = 0; i < 300; i++)); do
+        kill -0 "$DPID" 2>/dev/null || break
+        sleep 0.1
+    done
+    wait "$DPID" || rc=$?
+    DPID=""
+    rm -f "$TMP/daemon.pid"
+    rm -f "$TMP/port"
+    [ "$rc" -eq 0 ] || {
+        echo "protobusd exited with $rc:" >&2
+        cat "$TMP/daemon.log" >&2
+        return 1
+    }
+}
+
+log_count() { find "$DATA/events" -name '*.log' | wc -l | tr -d ' '; }
+first_base() { find "$DATA/events" -name '*.log' -printf '%f\n' | sort | head -1 | sed 's/\.log$//; s/^0*//; s/^$/0/'; }
+
+# check_stream JSONFILE ERRFILE LAST_PAYLOAD [MUST_GAP]: offsets increase;
+# every gap is named by a "removed by retention" line of ERRFILE; the last
+# payload came; with MUST_GAP=1, at least one gap was (the reader really was
+# overtaken by retention).
+check_stream() {
+    python3 - "$1" "$2" "$3" "${4:-1}" <<'EOF'
+import json, re, sys
+out, err, last, must_gap = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+removed = []
+for line in open(err):
+    m = re.search(r"offsets (\d+)[.-]+(\d+)[^\n]*removed by retention", line)
+    if m:
+        removed.append((int(m.group(1)), int(m.group(2))))
+    if "data loss" in line or "lost" in line:
+        sys.exit("damage reported: " + line.strip())
+prev = None
+seen_last = False
+gaps = 0
+for line in open(out):
+    ev = json.loads(line)
+    off = ev["offset"]
+    if prev is not None:
+        if off <= prev:
+            sys.exit(f"offset {off} after {prev}")
+        if off != prev + 1:
+            gaps += 1
+            if not any(a == prev + 1 and b == off - 1 for a, b in removed):
+                sys.exit(f"gap {prev + 1}..{off - 1} not reported (notices: {removed})")
+    prev = off
+    seen_last |= ev.get("payload") == last
+if not seen_last:
+    sys.exit(f"last event {last} not delivered (last offset {prev})")
+print(f"    {out.rsplit('/', 1)[-1]}: {gaps} gap(s), all reported as removed by retention")
+if must_gap and (gaps == 0 or not removed):
+    sys.exit(f"no removal seen under the reader (gaps {gaps}, notices {removed})")
+EOF
+}
+
+has_last() { grep -q "\"payload\":\"$2\"" "$1"; }
+
+test_readers_while_segments_are_removed() {
+    start_daemon "retain_bytes = 64K"
+    seq 1 200 | sed 's/^/r-/' | "$PB" pub ret.test
+    "$PB" sub --from-beginning --format json '.*' >"$TMP/sub.json" 2>"$TMP/sub.err" &
+    SPID=$!
+    echo "$SPID" >"$TMP/sub.pid"
+    "$PB" cat --follow --format json "$DATA" >"$TMP/cat.json" 2>"$TMP/cat.err" &
+    CPID=$!
+    echo "$CPID" >"$TMP/cat.pid"
+    wait_until 100 has_last "$TMP/sub.json" r-200 || fail "sub: history not delivered"
+    wait_until 100 has_last "$TMP/cat.json" r-200 || fail "cat: history not read"
+    # Both readers pause; 20 MB go in (more than the socket buffers and
+    # the subscriber's 64K live queue hold), some 1,300 segments, all but the
+    # newest few removed under them.
+    kill -STOP "$SPID" "$CPID"
+    local i pad
+    pad=$(printf '%0900d' 0)
+    for ((i = 0; i < 20; i++)); do
+        seq $((1000 * i + 1)) $((1000 * i + 1000)) | sed "s/^/x-/; s/\$/-$pad/" | "$PB" pub ret.test
+    done
+    echo the-end | "$PB" pub ret.test
+    [ "$(log_count)" -le 8 ] || fail "retention left $(log_count) segments"
+    kill -CONT "$SPID" "$CPID"
+    wait_until 300 has_last "$TMP/sub.json" the-end || fail "sub: did not reach the end"
+    wait_until 300 has_last "$TMP/cat.json" the-end || fail "cat: did not reach the end"
+    kill -TERM "$SPID" "$CPID"
+    wait "$SPID" "$CPID" 2>/dev/null || true
+    SPID="" CPID=""
+    rm -f "$TMP/sub.pid" "$TMP/cat.pid"
+    check_stream "$TMP/cat.json" "$TMP/cat.err" the-end || fail "cat --follow: $(cat "$TMP/cat.err")"
+    # The subscriber was caught up (live) when paused: its overflowed queue
+    # sent it back to the files, where retention had removed what it
+    # missed: the server's replay reports it (OUT_OF_RANGE).
+    check_stream "$TMP/sub.json" "$TMP/sub.err" the-end || fail "sub: $(cat "$TMP/sub.err")"
+    if grep -q "data loss" "$TMP/sub.err"; then fail "sub reported damage: $(cat "$TMP/sub.err")"; fi
+    echo "    notices: sub $(grep -c 'removed by retention' "$TMP/sub.err" || true)," \
+        "cat $(grep -c 'removed by retention' "$TMP/cat.err" || true)"
+    # A new subscriber from the beginning starts at the first offset left,
+    # with no notice; cat --verify sees no problem.
+    "$PB" sub --from-beginning --until-caught-up --format json '.*' >"$TMP/sub2.json" 2>"$TMP/sub2.err"
+    local want got
+    want=$(first_base)
+    got=$(head -1 "$TMP/sub2.json" | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["offset"])')
+    [ "$got" = "$want" ] || fail "from-beginning started at $got, first segment is $want"
+    [ ! -s "$TMP/sub2.err" ] || fail "from-beginning got notices: $(cat "$TMP/sub2.err")"
+    "$PB" cat --verify "$DATA" >"$TMP/verify.out" 2>"$TMP/verify.err" || fail "cat --verify: $(cat "$TMP/verify.out" "$TMP/verify.err")"
+    # START_OFFSETS below the first offset: one OUT_OF_RANGE notice naming
+    # the removed range, then delivery from the first offset on.
+    "$PB" sub --from-offset events:0 --until-caught-up --format json '.*' >"$TMP/sub3.json" 2>"$TMP/sub3.err"
+    got=$(head -1 "$TMP/sub3.json" | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["offset"])')
+    [ "$got" = "$want" ] || fail "from-offset 0 started at $got, first segment is $want"
+    grep -q "offsets 0\.\.$((want - 1)) of partition events were removed by retention" "$TMP/sub3.err" ||
+        fail "no OUT_OF_RANGE notice for 0..$((want - 1)): $(cat "$TMP/sub3.err")"
+    # cat from an offset below the first: a note, exit 0.
+    "$PB" cat --from-offset 0 --format json "$DATA" >"$TMP/cat3.json" 2>"$TMP/cat3.err" ||
+        fail "cat --from-offset 0: exit $? ($(cat "$TMP/cat3.err"))"
+    grep -q "removed by retention" "$TMP/cat3.err" || fail "cat: no note: $(cat "$TMP/cat3.err")"
+    grep -q "retention removed" "$TMP/daemon.log" || fail "no removal logged"
+    stop_daemon
+}
+
+test_age_retention_without_publishing() {
+    rm -rf "$DATA"
+    start_daemon "retain_age = 2s"
+    for ((i = 0; i < 3; i++)); do
+        seq 1 300 | sed "s/^/a$i-/" | "$PB" pub age.test
+    done
+    local before
+    before=$(log_count)
+    [ "$before" -ge 3 ] || fail "only $before segments written"
+    # Nothing is published now: the daemon's timer must age them out.
+    only_active() { [ "$(log_count)" -eq 1 ]; }
+    wait_until 100 only_active || fail "still $(log_count) segments after 10 s"
+    stop_daemon
+}
+
+test_min_free_bytes_refuses() {
+    rm -rf "$DATA"
+    SERVER_EXTRA="min_free_bytes = 1000000G" start_daemon
+    local rc=0
+    echo one | "$PB" pub full.test 2>"$TMP/pub.err" || rc=$?
+    [ "$rc" -ne 0 ] || fail "a publish below min_free_bytes was acknowledged"
+    grep -q "RESOURCE_EXHAUSTED" "$TMP/pub.err" || fail "not RESOURCE_EXHAUSTED: $(cat "$TMP/pub.err")"
+    grep -q "partition events" "$TMP/pub.err" || fail "partition not named: $(cat "$TMP/pub.err")"
+    grep -q "bytes free" "$TMP/pub.err" || fail "free space not named: $(cat "$TMP/pub.err")"
+    # Refused up front now (the writer's probe is known to the loop).
+    rc=0
+    echo two | "$PB" pub full.test 2>"$TMP/pub2.err" || rc=$?
+    [ "$rc" -ne 0 ] || fail "the second publish was acknowledged"
+    grep -q "below min_free_bytes" "$TMP/pub2.err" || fail "second refusal: $(cat "$TMP/pub2.err")"
+    "$PB" sub --from-beginning --until-caught-up '.*' >"$TMP/none.out"
+    [ ! -s "$TMP/none.out" ] || fail "something was stored: $(cat "$TMP/none.out")"
+    stop_daemon
+}
+
+run test_readers_while_segments_are_removed
+run test_age_retention_without_publishing
+run test_min_free_bytes_refuses
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,478 @@
+/*
+ * test_retention - retention (server/retention.c) and crash-safe segment
+ * removal (server/removal.c) under the real partition writer, with an
+ * injected clock:
+ *   - size retention after rotation: the oldest segments go, the first
+ *     offset rises, a reader from the start reads a contiguous range;
+ *   - age retention on the receive time of a segment's newest record, run
+ *     by partition_upkeep_tick on a DORMANT partition (nothing published),
+ *     and at open for what aged while the daemon was down;
+ *   - a mirror's floor holds segments back;
+ *   - a reader in the middle of a segment that is removed keeps reading it;
+ *   - the power-loss simulation (tests/lib/simio) cut at every operation of
+ *     a removal, with several seeds: the log always reopens with a
+ *     contiguous range from its first base, and no orphan index is left.
+ */
+#include "testfs.h"
+#include "fileio.h"
+#include "log.h"
+#include "logging.h"
+#include "partition.h"
+#include "pb_errors.h"
+#include "reader.h"
+#include "segment.h"
+#include "simio.h"
+
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define T0       1700000000000000000ll
+#define SEC      1000000000ll
+#define EV_BYTES 100
+
+static char root[64];
+static char part_dir[128];
+
+static _Atomic int64_t clock_ns;
+static int64_t test_clock(void *ctx)
+{
+    (void)ctx;
+    return atomic_load(&clock_ns);
+}
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
+static size_t done_count;
+static int last_status;
+
+static void on_done(pub_part *part)
+{
+    pthread_mutex_lock(&lock);
+    done_count++;
+    last_status = part->status;
+    pthread_cond_broadcast(&cond);
+    pthread_mutex_unlock(&lock);
+}
+
+typedef struct one_batch {
+    pub_batch batch;
+    pub_part part;
+    pub_event ev[16];
+    uint32_t idx[16];
+    uint8_t bytes[16][EV_BYTES];
+} one_batch;
+
+/* Publishes n (<= 16) events of EV_BYTES and waits for the ack. */
+static void publish(partition *p, uint32_t n)
+{
+    static one_batch b;
+    memset(&b, 0, sizeof b);
+    for (uint32_t i = 0; i < n; i++) {
+        /* field 1 (topic) "tt", then padding in field 15 (bytes) */
+        uint8_t *e = b.bytes[i];
+        e[0] = 0x0a;
+        e[1] = 2;
+        e[2] = 't';
+        e[3] = 't';
+        e[4] = 0x7a; /* field 15, length-delimited */
+        e[5] = EV_BYTES - 6;
+        memset(e + 6, 'x', EV_BYTES - 6);
+        b.ev[i] = (pub_event){.data = e, .len = EV_BYTES, .topic = e + 2, .topic_len = 2};
+        b.idx[i] = i;
+    }
+    b.batch.done = on_done;
+    atomic_init(&b.batch.pending, 1);
+    b.batch.nevents = n;
+    b.batch.events = b.ev;
+    b.batch.nparts = 1;
+    b.batch.parts = &b.part;
+    b.part = (pub_part){.batch = &b.batch, .partition = p, .events = b.idx, .count = n};
+    pthread_mutex_lock(&lock);
+    size_t want = done_count + 1;
+    pthread_mutex_unlock(&lock);
+    partition_submit(p, &b.part);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 10;
+    pthread_mutex_lock(&lock);
+    while (done_count < want && pthread_cond_timedwait(&cond, &lock, &ts) == 0)
+        ;
+    assert_int_equal(done_count, want);
+    assert_int_equal(last_status, 0);
+    pthread_mutex_unlock(&lock);
+}
+
+/* Retention runs after the acks: wait (bounded) for the writer to finish
+ * and go dormant (idle_ms = 1). */
+static void wait_dormant(partition *p)
+{
+    for (int i = 0; i < 5000 && partition_writer_running(p); i++)
+        usleep(1000);
+    assert_false(partition_writer_running(p));
+}
+
+static uint64_t floor_value = UINT64_MAX;
+static uint64_t test_floor(void *ctx, const char *name)
+{
+    (void)ctx;
+    (void)name;
+    return floor_value;
+}
+
+static partition_options popts(void)
+{
+    partition_options o = {0};
+    o.log.segment_bytes = 1024; /* 8 records of 124 bytes after the header */
+    o.log.index_interval_bytes = 256;
+    o.log.now_ns = test_clock;
+    o.fsync = PARTITION_FSYNC_ALWAYS;
+    o.topic_history = 4;
+    o.idle_ms = 1;
+    o.retain_floor = test_floor;
+    return o;
+}
+
+/* Reads the partition from the start: offsets first..end-1 in order, no
+ * damage reported. Returns the first offset read. */
+static uint64_t read_all(const char *dir, const fileio *io, uint64_t end)
+{
+    pb_reader *r;
+    segment_io sio;
+    if (io) {
+        fileio_segment_io(io, &sio);
+        assert_int_equal(pb_reader_open_io(&r, dir, &sio), 0);
+    } else {
+        assert_int_equal(pb_reader_open(&r, dir), 0);
+    }
+    pb_record rec;
+    uint64_t first = UINT64_MAX, next = 0;
+    int rc;
+    while ((rc = pb_reader_next(r, &rec)) == 0) {
+        if (first == UINT64_MAX)
+            first = next = rec.offset;
+        assert_int_equal(rec.offset, next);
+        next++;
+    }
+    assert_int_equal(rc, PB_EEOF);
+    assert_int_equal(next, end);
+    pb_reader_close(r);
+    return first;
+}
+
+static uint64_t dir_log_bytes(const char *dir)
+{
+    uint64_t bases[256], total = 0;
+    size_t n = testfs_list_bases(dir, bases, 256);
+    for (size_t i = 0; i < n; i++) {
+        char path[256];
+        size_t len;
+        segment_path(path, sizeof path, dir, bases[i], ".log");
+        free(testfs_read_file(path, &len));
+        total += len;
+    }
+    return total;
+}
+
+static void test_size_retention(void **state)
+{
+    (void)state;
+    partition_options o = popts();
+    o.retain.bytes = 4000;
+    partition *p;
+    atomic_store(&clock_ns, T0);
+    assert_int_equal(partition_open(&p, root, "p", &o), 0);
+    assert_int_equal(partition_first_offset(p), 0);
+    for (int i = 0; i < 20; i++)
+        publish(p, 10);
+    wait_dormant(p);
+    uint64_t first = partition_first_offset(p);
+    assert_true(first > 0);
+    /* Within the limit plus the segment that just rotated. */
+    assert_true(dir_log_bytes(part_dir) <= 4000 + 1024);
+    assert_int_equal(read_all(part_dir, NULL, 200), first);
+    /* The log starts at a segment base: the first file is named by it. */
+    uint64_t bases[64];
+    assert_true(testfs_list_bases(part_dir, bases, 64) > 0);
+    assert_int_equal(bases[0], first);
+    assert_int_equal(partition_close(p), 0);
+    /* Reopened: the same first offset. */
+    assert_int_equal(partition_open(&p, root, "p", &o), 0);
+    assert_int_equal(partition_first_offset(p), first);
+    assert_int_equal(partition_close(p), 0);
+}
+
+/* Waits (bounded) for the first offset to pass `above`. */
+static uint64_t wait_first_above(partition *p, uint64_t above)
+{
+    for (int i = 0; i < 5000 && partition_first_offset(p) <= above; i++)
+        usleep(1000);
+    return partition_first_offset(p);
+}
+
+static void test_age_retention_on_timer(void **state)
+{
+    (void)state;
+    partition_options o = popts();
+    o.retain.age_s = 60;
+    partition *p;
+    atomic_store(&clock_ns, T0);
+    assert_int_equal(partition_open(&p, root, "p", &o), 0);
+    for (int i = 0; i < 5; i++)
+        publish(p, 16); /* 80 events at T0 */
+    atomic_store(&clock_ns, T0 + 30 * SEC);
+    for (int i = 0; i < 5; i++)
+        publish(p, 16); /* 80 more at T0+30s */
+    /* Let the writer go dormant: the timer must wake it. */
+    wait_dormant(p);
+    partition_upkeep_tick(p, T0 + 59 * SEC);
+    atomic_store(&clock_ns, T0 + 61 * SEC);
+    partition_upkeep_tick(p, T0 + 61 * SEC);
+    uint64_t first = wait_first_above(p, 0);
+    /* Every segment whose newest record is from T0 went; the one holding
+     * the first T0+30s events (and maybe the last T0 ones) stays. */
+    assert_true(first > 0 && first <= 80);
+    assert_int_equal(read_all(part_dir, NULL, 160), first);
+    uint64_t kept_first = first;
+    /* A tick before the next expiry does nothing. */
+    partition_upkeep_tick(p, T0 + 80 * SEC);
+    assert_int_equal(partition_close(p), 0);
+    /* Down for a while: what aged meanwhile goes at open. The active
+     * segment never goes. */
+    atomic_store(&clock_ns, T0 + 100 * SEC);
+    assert_int_equal(partition_open(&p, root, "p", &o), 0);
+    first = partition_first_offset(p);
+    assert_true(first > kept_first);
+    assert_int_equal(read_all(part_dir, NULL, 160), first);
+    publish(p, 1);
+    assert_int_equal(partition_end_offset(p), 161);
+    assert_int_equal(partition_close(p), 0);
+}
+
+static void test_mirror_floor_holds_back(void **state)
+{
+    (void)state;
+    partition_options o = popts();
+    o.retain.bytes = 2000;
+    partition *p;
+    atomic_store(&clock_ns, T0);
+    floor_value = 20;
+    assert_int_equal(partition_open(&p, root, "p", &o), 0);
+    for (int i = 0; i < 10; i++)
+        publish(p, 10);
+    wait_dormant(p);
+    /* Only segments entirely below offset 20 may go. */
+    uint64_t first = partition_first_offset(p);
+    assert_true(first <= 20);
+    floor_value = UINT64_MAX;
+    publish(p, 16); /* rotates: retention runs again, nothing holds it */
+    wait_dormant(p);
+    assert_true(partition_first_offset(p) > 20);
+    floor_value = UINT64_MAX;
+    assert_int_equal(partition_close(p), 0);
+}
+
+static void test_reader_keeps_removed_segment(void **state)
+{
+    (void)state;
+    partition_options o = popts();
+    o.retain.bytes = 3000;
+    partition *p;
+    atomic_store(&clock_ns, T0);
+    assert_int_equal(partition_open(&p, root, "p", &o), 0);
+    publish(p, 16);
+    pb_reader *r;
+    assert_int_equal(pb_reader_open(&r, part_dir), 0);
+    pb_record rec;
+    assert_int_equal(pb_reader_next(r, &rec), 0);
+    assert_int_equal(rec.offset, 0);
+    for (int i = 0; i < 10; i++)
+        publish(p, 16); /* segment 0 and more are removed under the reader */
+    wait_dormant(p);
+    assert_true(partition_first_offset(p) > 16);
+    /* The open segment is read to its end, then the reader is told what
+     * it missed, and goes on at the first offset left. */
+    uint64_t next = 1;
+    int rc, removed = 0;
+    while ((rc = pb_reader_next(r, &rec)) != PB_EEOF) {
+        if (rc == PB_EREMOVED) {
+            const struct pb_reader_problem *pr = pb_reader_problem(r);
+            assert_int_equal(pr->first_offset, next);
+            next = pr->last_offset + 1;
+            removed++;
+            continue;
+        }
+        assert_int_equal(rc, 0);
+        assert_int_equal(rec.offset, next);
+        next++;
+    }
+    assert_int_equal(next, 176);
+    assert_int_equal(removed, 1);
+    pb_reader_close(r);
+    assert_int_equal(partition_close(p), 0);
+}
+
+/* The topic table is rebuilt from the log when its snapshot is missing
+ * (a kill -9 before any clean close): offsets retention removed are
+ * skipped, the topic's last offsets come from what is left. */
+typedef struct last_seen {
+    uint64_t v[4];
+    size_t n;
+} last_seen;
+
+static int topic_fn(void *ctx, const char *topic, size_t len, const uint64_t *offsets, size_t count)
+{
+    last_seen *ls = ctx;
+    assert_int_equal(len, 2);
+    assert_memory_equal(topic, "tt", 2);
+    ls->n = count;
+    memcpy(ls->v, offsets, count * sizeof *offsets);
+    return 0;
+}
+
+static void test_topic_table_after_retention(void **state)
+{
+    (void)state;
+    partition_options o = popts();
+    o.retain.bytes = 2000;
+    partition *p;
+    atomic_store(&clock_ns, T0);
+    assert_int_equal(partition_open(&p, root, "p", &o), 0);
+    for (int i = 0; i < 10; i++)
+        publish(p, 10);
+    wait_dormant(p);
+    assert_true(partition_first_offset(p) > 0);
+    assert_int_equal(partition_close(p), 0);
+    char snap[256];
+    snprintf(snap, sizeof snap, "%s/topics.snapshot", part_dir);
+    assert_int_equal(unlink(snap), 0);
+    assert_int_equal(partition_open(&p, root, "p", &o), 0);
+    last_seen ls = {0};
+    assert_int_equal(partition_foreach_topic(p, 4, topic_fn, &ls), 1);
+    assert_int_equal(ls.n, 4);
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(ls.v[i], 96 + i);
+    assert_int_equal(partition_close(p), 0);
+}
+
+/* ---- power loss in the middle of a removal ---------------------------- */
+
+typedef struct idx_scan {
+    uint64_t lowest;
+} idx_scan;
+
+static int lowest_idx(void *arg, const char *name)
+{
+    idx_scan *s = arg;
+    uint64_t base;
+    if (segment_parse_name(name, ".idx", &base) && base < s->lowest)
+        s->lowest = base;
+    return 0;
+}
+
+#define PL_EVENTS 60
+
+/* Builds a log of PL_EVENTS records (several closed segments) on a fresh
+ * sim, everything synced. */
+static pb_log *build(simio *sim, const log_options *lo)
+{
+    pb_log *log;
+    assert_int_equal(log_open(&log, "/d/p", lo), 0);
+    uint8_t ev[EV_BYTES];
+    memset(ev, 'e', sizeof ev);
+    for (int i = 0; i < PL_EVENTS; i += 5) {
+        log_entry e[5];
+        for (int k = 0; k < 5; k++)
+            e[k] = (log_entry){.data = ev, .len = sizeof ev, .time_ns = T0 + i};
+        assert_int_equal(log_append(log, e, 5, NULL), 0);
+        assert_int_equal(log_sync(log), 0);
+    }
+    (void)sim;
+    return log;
+}
+
+static void test_removal_survives_power_loss(void **state)
+{
+    (void)state;
+    size_t rounds = 0, partial = 0;
+    for (uint64_t k = 1; k < 40; k++) {
+        for (uint64_t seed = 1; seed <= 8; seed++) {
+            simio *sim;
+            assert_int_equal(simio_create(&sim), 0);
+            assert_int_equal(simio_add_root(sim, "/d"), 0);
+            log_options lo = {
+                .segment_bytes = 1024, .index_interval_bytes = 256, .io = simio_io(sim)};
+            pb_log *log = build(sim, &lo);
+            size_t closed = log_closed_count(log);
+            assert_true(closed >= 5);
+            simio_crash_at(sim, simio_ops(sim) + k);
+            int n = log_remove_oldest(log, 4);
+            bool cut = simio_is_down(sim);
+            partial += cut;
+            if (!cut)
+                assert_int_equal(n, 4);
+            assert_int_equal(simio_power_loss(sim, seed * 7919 + k, NULL), 0);
+            (void)log_close(log); /* its descriptors are gone with the power */
+            /* Reopens with a contiguous range from the first base, and
+             * whatever the crash left, no index below it. */
+            assert_int_equal(log_open(&log, "/d/p", &lo), 0);
+            uint64_t first = log_first_offset(log);
+            assert_int_equal(log_next_offset(log), PL_EVENTS);
+            assert_int_equal(read_all("/d/p", simio_io(sim), PL_EVENTS), first);
+            idx_scan s = {.lowest = UINT64_MAX};
+            assert_int_equal(simio_io(sim)->list_dir(simio_io(sim), "/d/p", lowest_idx, &s), 0);
+            assert_true(s.lowest >= first);
+            /* A finished removal is durable: four segments gone. */
+            if (!cut)
+                assert_int_equal(log_closed_count(log), closed - 4);
+            /* And retention can go on where it stopped. */
+            assert_true(log_remove_oldest(log, 1) >= 0);
+            assert_int_equal(log_close(log), 0);
+            simio_destroy(sim);
+            rounds++;
+        }
+    }
+    assert_true(partial > 0);
+    assert_true(rounds > 100);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(root, sizeof root, "/tmp/pb_test_ret.XXXXXX");
+    if (!mkdtemp(root))
+        return -1;
+    snprintf(part_dir, sizeof part_dir, "%s/p", root);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    return testfs_rmrf(root);
+}
+
+int main(void)
+{
+    if (!getenv("PB_TEST_VERBOSE"))
+        logging_set_level(LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_size_retention, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_age_retention_on_timer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mirror_floor_holds_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reader_keeps_removed_segment, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_topic_table_after_retention, setup, teardown),
+        cmocka_unit_test(test_removal_survives_power_loss),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

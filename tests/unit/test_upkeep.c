@@ -1,0 +1,324 @@
+/*
+ * test_upkeep - a full disk that heals, under the real partition writer
+ * (server/partition.c, server/upkeep.c, server/freespace.c), through a
+ * fileio layer whose writes fail with ENOSPC on demand and whose space()
+ * hook reports what the test says:
+ *   - below min_free_bytes, batches are refused before anything is written
+ *     (the partition does not fail) and partition_space_low says so;
+ *   - ENOSPC in the middle of a batch (writes fail although space() looked
+ *     fine): the batch is not acked, the partition stops; while space stays
+ *     low the upkeep tick does not resume it; once space is back the tick
+ *     resumes it WITHOUT a restart, publishing goes on at the next offset,
+ *     and every acknowledged event is in the files, in order, once;
+ *   - a record of the failed batch that reached the disk whole is kept by
+ *     the resume (as by a restart) and announced to listeners: every offset
+ *     once, in order, no gap.
+ */
+#include "testfs.h"
+#include "fileio.h"
+#include "logging.h"
+#include "partition.h"
+#include "event.h"
+#include "pb_errors.h"
+#include "reader.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define EV_BYTES 64
+#define GIB      (1024ull * 1024 * 1024)
+
+static char root[64];
+static char part_dir[128];
+
+static atomic_bool writes_fail;      /* pwritev -> ENOSPC */
+static atomic_int whole_first;       /* with writes_fail: first write one whole record */
+static _Atomic uint64_t avail_bytes; /* what space() reports */
+static fileio io;
+
+static ssize_t full_pwritev(const fileio *f, int fd, const struct iovec *iov, int n, off_t off)
+{
+    if (atomic_load(&writes_fail) && atomic_exchange(&whole_first, 0) && n >= 3) {
+        /* One whole record (header, event, suffix) goes in, then the disk
+         * is full: a record stored whole but never acknowledged. */
+        return fileio_posix()->pwritev(fileio_posix(), fd, iov, 3, off);
+    }
+    if (atomic_load(&writes_fail)) {
+        /* Half of the first buffer goes in, then the disk is full: a torn
+         * write, as a real ENOSPC in the middle of a batch leaves. */
+        if (n > 0 && iov[0].iov_len > 1) {
+            struct iovec half = {.iov_base = iov[0].iov_base, .iov_len = iov[0].iov_len / 2};
+            ssize_t w = fileio_posix()->pwritev(fileio_posix(), fd, &half, 1, off);
+            if (w > 0)
+                return w;
+        }
+        return -ENOSPC;
+    }
+    return fileio_posix()->pwritev(fileio_posix(), fd, iov, n, off);
+}
+
+static int fake_space(const fileio *f, const char *path, uint64_t *avail, uint64_t *total)
+{
+    *avail = atomic_load(&avail_bytes);
+    *total = 100 * GIB;
+    return 0;
+}
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
+static size_t done_count;
+static int last_status;
+
+static void on_done(pub_part *part)
+{
+    pthread_mutex_lock(&lock);
+    done_count++;
+    last_status = part->status;
+    pthread_cond_broadcast(&cond);
+    pthread_mutex_unlock(&lock);
+}
+
+typedef struct one_batch {
+    pub_batch batch;
+    pub_part part;
+    pub_event ev[16];
+    uint32_t idx[16];
+    uint8_t bytes[16][EV_BYTES];
+} one_batch;
+
+/* Publishes n events (payload_size = seq + k, to tell them apart) and
+ * returns the part's status; the offsets of an acked batch go to *first. */
+static int publish(partition *p, uint32_t n, uint64_t seq, uint64_t *first)
+{
+    static one_batch b;
+    memset(&b, 0, sizeof b);
+    for (uint32_t i = 0; i < n; i++) {
+        uint8_t *e = b.bytes[i];
+        /* topic "tt" (field 1), payload_size (field 6, varint, < 2^14) */
+        uint64_t v = seq + i;
+        size_t len = 0;
+        e[len++] = 0x0a;
+        e[len++] = 2;
+        e[len++] = 't';
+        e[len++] = 't';
+        e[len++] = 0x30;
+        e[len++] = (uint8_t)(0x80 | (v & 0x7f));
+        e[len++] = (uint8_t)(v >> 7);
+        b.ev[i] = (pub_event){.data = e, .len = (uint32_t)len, .topic = e + 2, .topic_len = 2};
+        b.idx[i] = i;
+    }
+    b.batch.done = on_done;
+    atomic_init(&b.batch.pending, 1);
+    b.batch.nevents = n;
+    b.batch.events = b.ev;
+    b.batch.nparts = 1;
+    b.batch.parts = &b.part;
+    b.part = (pub_part){.batch = &b.batch, .partition = p, .events = b.idx, .count = n};
+    pthread_mutex_lock(&lock);
+    size_t want = done_count + 1;
+    pthread_mutex_unlock(&lock);
+    partition_submit(p, &b.part);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 10;
+    pthread_mutex_lock(&lock);
+    while (done_count < want && pthread_cond_timedwait(&cond, &lock, &ts) == 0)
+        ;
+    assert_int_equal(done_count, want);
+    int st = last_status;
+    pthread_mutex_unlock(&lock);
+    if (st == 0 && first)
+        *first = b.ev[0].offset;
+    return st;
+}
+
+static bool acked_seq[1024];
+static uint64_t seq_at[1024];
+
+static void note_acked(uint64_t first, uint32_t n, uint64_t seq)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        acked_seq[first + i] = true;
+        seq_at[first + i] = seq + i;
+    }
+}
+
+static void wait_status(partition *p, int want)
+{
+    for (int i = 0; i < 5000 && partition_status(p) != want; i++) {
+        partition_upkeep_tick(p, 0);
+        usleep(1000);
+    }
+    assert_int_equal(partition_status(p), want);
+}
+
+static void test_full_disk_heals(void **state)
+{
+    (void)state;
+    io = *fileio_posix();
+    io.pwritev = full_pwritev;
+    io.space = fake_space;
+    atomic_store(&writes_fail, false);
+    atomic_store(&avail_bytes, 50 * GIB);
+    partition_options o = {0};
+    o.log.io = &io;
+    o.log.segment_bytes = 4096;
+    o.fsync = PARTITION_FSYNC_ALWAYS;
+    o.topic_history = 4;
+    o.idle_ms = 5;
+    o.min_free_bytes = GIB;
+    partition *p;
+    assert_int_equal(partition_open(&p, root, "p", &o), 0);
+    uint64_t first, seq = 100;
+    /* 1. Normal. */
+    for (int i = 0; i < 5; i++, seq += 10) {
+        assert_int_equal(publish(p, 10, seq, &first), 0);
+        note_acked(first, 10, seq);
+    }
+    /* 2. Below the margin: refused before any write, partition fine. */
+    atomic_store(&avail_bytes, GIB / 2);
+    assert_int_equal(publish(p, 10, seq, NULL), -ENOSPC);
+    seq += 10;
+    uint64_t avail, margin;
+    assert_true(partition_space_low(p, &avail, &margin));
+    assert_int_equal(avail, GIB / 2);
+    assert_int_equal(margin, GIB);
+    assert_int_equal(partition_status(p), 0);
+    atomic_store(&avail_bytes, 50 * GIB);
+    assert_int_equal(publish(p, 10, seq, &first), 0);
+    note_acked(first, 10, seq);
+    seq += 10;
+    assert_false(partition_space_low(p, &avail, &margin));
+    /* 3. ENOSPC in the middle of a batch: not acked, partition stopped. */
+    atomic_store(&writes_fail, true);
+    assert_int_equal(publish(p, 10, seq, NULL), -ENOSPC);
+    seq += 10;
+    assert_int_equal(partition_status(p), -ENOSPC);
+    assert_int_equal(publish(p, 10, seq, NULL), -ENOSPC); /* still refused */
+    seq += 10;
+    /* Space still low: the tick probes, nothing resumes. */
+    atomic_store(&avail_bytes, 1000);
+    for (int i = 0; i < 20; i++) {
+        partition_upkeep_tick(p, 0);
+        usleep(1000);
+    }
+    assert_int_equal(partition_status(p), -ENOSPC);
+    /* 4. Space is freed: resumes by itself, no restart. */
+    atomic_store(&writes_fail, false);
+    atomic_store(&avail_bytes, 50 * GIB);
+    wait_status(p, 0);
+    for (int i = 0; i < 5; i++, seq += 10) {
+        assert_int_equal(publish(p, 10, seq, &first), 0);
+        note_acked(first, 10, seq);
+    }
+    uint64_t end = partition_end_offset(p);
+    assert_int_equal(partition_close(p), 0);
+    /* Every acked event is there, at its offset, once; offsets in order. */
+    pb_reader *r;
+    assert_int_equal(pb_reader_open(&r, part_dir), 0);
+    pb_record rec;
+    uint64_t next = 0;
+    int rc;
+    while ((rc = pb_reader_next(r, &rec)) == 0) {
+        assert_int_equal(rec.offset, next);
+        event_view v;
+        char err[64];
+        assert_int_equal(event_scan(rec.event, rec.event_len, &v, err, sizeof err), 0);
+        if (acked_seq[rec.offset])
+            assert_int_equal(v.payload_size, (int64_t)seq_at[rec.offset]);
+        next++;
+    }
+    assert_int_equal(rc, PB_EEOF);
+    assert_int_equal(next, end);
+    for (uint64_t off = 0; off < 1024; off++)
+        if (acked_seq[off])
+            assert_true(off < end);
+    pb_reader_close(r);
+}
+
+/* Offsets the durable callback announced (the live fan-out's view). */
+static uint64_t announced[1024];
+static size_t nannounced;
+
+static void on_durable(void *ctx, partition *p, const live_record *recs, size_t n)
+{
+    for (size_t i = 0; i < n && nannounced < 1024; i++)
+        announced[nannounced++] = recs[i].offset;
+}
+
+/* A record of the failed batch reached the disk whole: the resume keeps it
+ * (as a restart would) and announces it, so listeners see every offset
+ * once, in order, with no gap. */
+static void test_resume_announces_kept_records(void **state)
+{
+    (void)state;
+    io = *fileio_posix();
+    io.pwritev = full_pwritev;
+    io.space = fake_space;
+    atomic_store(&writes_fail, false);
+    atomic_store(&avail_bytes, 50 * GIB);
+    nannounced = 0;
+    partition_options o = {0};
+    o.log.io = &io;
+    o.fsync = PARTITION_FSYNC_ALWAYS;
+    o.topic_history = 4;
+    o.idle_ms = 5;
+    o.min_free_bytes = GIB;
+    o.durable = on_durable;
+    partition *p;
+    assert_int_equal(partition_open(&p, root, "p", &o), 0);
+    assert_int_equal(publish(p, 10, 100, NULL), 0);
+    atomic_store(&whole_first, 1);
+    atomic_store(&writes_fail, true);
+    assert_int_equal(publish(p, 10, 200, NULL), -ENOSPC);
+    assert_int_equal(partition_end_offset(p), 10);
+    atomic_store(&writes_fail, false);
+    wait_status(p, 0);
+    assert_int_equal(partition_end_offset(p), 11); /* the whole record was kept */
+    uint64_t first;
+    assert_int_equal(publish(p, 5, 300, &first), 0);
+    assert_int_equal(first, 11);
+    assert_int_equal(partition_close(p), 0);
+    assert_int_equal(nannounced, 16);
+    for (size_t i = 0; i < nannounced; i++)
+        assert_int_equal(announced[i], i);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(root, sizeof root, "/tmp/pb_test_upkeep.XXXXXX");
+    if (!mkdtemp(root))
+        return -1;
+    snprintf(part_dir, sizeof part_dir, "%s/p", root);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    return testfs_rmrf(root);
+}
+
+int main(void)
+{
+    if (!getenv("PB_TEST_VERBOSE"))
+        logging_set_level(LOG_ERROR + 1);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_full_disk_heals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resume_announces_kept_records, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
