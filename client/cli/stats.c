@@ -196,8 +196,10 @@ int cmd_stats(int argc, char **argv)
         if (cli_stop)
             break;
         if (stats_scrape_get(o.addr, TIMEOUT_MS, &now, err, sizeof err) < 0) {
-            cli_error("stats", "%s", err);
-            rc = CLI_EXIT_RUNTIME;
+            if (!cli_stop) { /* interrupted: a normal end (exit 0) */
+                cli_error("stats", "%s", err);
+                rc = CLI_EXIT_RUNTIME;
+            }
             break;
         }
         if (o.watch && tty && !o.json)

@@ -82,8 +82,14 @@ static char *read_all(int fd, int timeout_ms, size_t *len, char *err, size_t err
         }
         struct pollfd p = {fd, POLLIN, 0};
         int64_t left = deadline - cli_now_ms();
-        if (left <= 0 || poll(&p, 1, (int)left) != 1) {
-            snprintf(err, errlen, "no complete answer within %d ms", timeout_ms);
+        int pr = left > 0 ? poll(&p, 1, (int)left) : 0;
+        if (pr < 0 && errno == EINTR && !cli_stop)
+            continue;
+        if (pr != 1) {
+            if (cli_stop)
+                snprintf(err, errlen, "interrupted");
+            else
+                snprintf(err, errlen, "no complete answer within %d ms", timeout_ms);
             break;
         }
         ssize_t r = read(fd, buf + n, cap - 1 - n);

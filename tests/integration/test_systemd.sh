@@ -17,6 +17,9 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD_ABS=$(cd "$BUILD" && pwd)
 PBD="$BUILD_ABS/protobusd"
 PY=/usr/bin/python3
+# The sanitized pass installs its own build: the same flags for make.
+SAN_ARG=""
+case "$BUILD" in *san*) SAN_ARG="SAN=1" ;; esac
 TMP=$(mktemp -d /tmp/pb_test_systemd.XXXXXX)
 DPID=""
 LPID=""
@@ -70,7 +73,7 @@ wait_until() {
 }
 
 test_install_files() {
-    make -s -C "$top" BUILD="$BUILD" install PREFIX="$TMP/prefix" >"$TMP/install.log" 2>&1 ||
+    make -s -C "$top" $SAN_ARG BUILD="$BUILD" install PREFIX="$TMP/prefix" >"$TMP/install.log" 2>&1 ||
         fail "make install: $(cat "$TMP/install.log")"
     local unit="$TMP/prefix/lib/systemd/system/protobusd.service"
     local conf="$TMP/prefix/etc/protobus/protobusd.conf"
@@ -87,7 +90,7 @@ test_install_files() {
     "$PBD" --check -c "$conf" >/dev/null || fail "the installed configuration fails --check"
     # A second install keeps an edited configuration.
     echo "# edited" >>"$conf"
-    make -s -C "$top" BUILD="$BUILD" install PREFIX="$TMP/prefix" >/dev/null 2>&1
+    make -s -C "$top" $SAN_ARG BUILD="$BUILD" install PREFIX="$TMP/prefix" >/dev/null 2>&1
     tail -1 "$conf" | grep -q '^# edited$' || fail "make install overwrote the configuration"
 }
 
