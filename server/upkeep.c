@@ -21,6 +21,7 @@
 
 #include "freespace.h"
 #include "logging.h"
+#include "metrics.h"
 #include "pb_errors.h"
 #include "reader.h"
 #include "segment.h"
@@ -52,6 +53,7 @@ int upkeep_retain(upkeep *u, pb_log *log)
     int rc = retention_run(log, &u->retain, now, floor, &r);
     if (r.removed > 0) {
         atomic_store(&u->first_offset, log_first_offset(log));
+        metrics_retention_removed(r.removed, r.bytes);
         logging_printf(LOG_INFO,
                        "partition %s: retention removed %zu segment(s), offsets %" PRIu64
                        "..%" PRIu64 " (%" PRIu64 " bytes): %s",
