@@ -1,6 +1,7 @@
 /*
  * Daemon configuration: conf file -> validated pb_config. The syntax of
- * single values (sizes, durations, offsets, names) is config_values.c.
+ * single values (sizes, durations, offsets, names) is config_values.c;
+ * the [server] keys and the setters of one value are config_server.c.
  *
  * inih does the parsing; we feed it lines through our own reader so that we
  * know the line number of every key (this inih build does not pass it to
@@ -14,9 +15,9 @@
  * Threads: runs once on the main thread at start-up; keeps no global state.
  */
 #include "config.h"
+#include "config_internal.h"
 
 #include "grow.h"
-#include "hostport.h"
 #include "patterns.h"
 #include "pb_errors.h"
 #include "subcaps.h"
@@ -31,147 +32,14 @@
 
 #define DEFAULT_LISTEN_HOST "127.0.0.1"
 
-#define KIB          1024ULL
-#define MIB          (1024ULL * KIB)
-#define GIB          (1024ULL * MIB)
-#define TIB          (1024ULL * GIB)
 #define MAX_ROTATE_S (3650LL * 86400) /* ten years: beyond that, say none */
-
-enum section_kind { SEC_NONE, SEC_SERVER, SEC_PARTITION, SEC_MIRROR, SEC_USER };
-
-/* [server] keys; the enum names the ones that cross-checks refer to. */
-enum server_key {
-    SK_MAX_EVENT_BYTES,
-    SK_MAX_FRAME_BYTES,
-    SK_SUBSCRIBER_QUEUE_BYTES,
-    SK_SUBSCRIBER_QUEUE_TOTAL_BYTES,
-    SK_OTHERS
-};
-
-/* V_FN: a value with a parser of its own (config_values.c). */
-enum value_kind {
-    V_U32,
-    V_SIZE,
-    V_STRING,
-    V_LISTEN,
-    V_METRICS_LISTEN,
-    V_FSYNC,
-    V_LOG_LEVEL,
-    V_AUTH,
-    V_BOOL,
-    V_MODE,
-    V_FN
-};
-
-static const struct key_def {
-    const char *name;
-    enum value_kind kind;
-    size_t offset; /* of the field in pb_config */
-    uint64_t min, max;
-    config_value_fn parse; /* V_FN */
-} server_keys[] = {
-    [SK_MAX_EVENT_BYTES] = {"max_event_bytes", V_SIZE, offsetof(pb_config, max_event_bytes), 64,
-                            GIB},
-    [SK_MAX_FRAME_BYTES] = {"max_frame_bytes", V_SIZE, offsetof(pb_config, max_frame_bytes),
-                            64 + CONFIG_FRAME_OVERHEAD, GIB + CONFIG_FRAME_OVERHEAD},
-    [SK_SUBSCRIBER_QUEUE_BYTES] = {"subscriber_queue_bytes", V_SIZE,
-                                   offsetof(pb_config, subscriber_queue_bytes), 64, 16 * GIB},
-    [SK_SUBSCRIBER_QUEUE_TOTAL_BYTES] = {"subscriber_queue_total_bytes", V_SIZE,
-                                         offsetof(pb_config, subscriber_queue_total_bytes), 4 * KIB,
-                                         1024 * GIB},
-    {"reply_queue_total_bytes", V_SIZE, offsetof(pb_config, reply_queue_total_bytes), 64 * KIB,
-     1024 * GIB},
-    {"max_partial_frame_bytes", V_SIZE, offsetof(pb_config, max_partial_frame_bytes), 1 * MIB,
-     1024 * GIB},
-    {"listen", V_LISTEN, 0, 0, 0},
-    {"metrics_listen", V_METRICS_LISTEN, 0, 0, 0},
-    {"data_dir", V_STRING, offsetof(pb_config, data_dir), 0, 0},
-    {"fsync", V_FSYNC, 0, 0, 0},
-    {"fsync_interval_ms", V_U32, offsetof(pb_config, fsync_interval_ms), 1, 3600000},
-    {"threads", V_U32, offsetof(pb_config, threads), 1, 4096}, /* older name */
-    {"max_subscriptions", V_U32, offsetof(pb_config, threads), 1, 65535},
-    {"max_subscriptions_per_address", V_U32, offsetof(pb_config, max_subscriptions_per_address), 0,
-     65535},
-    {"max_connections", V_U32, offsetof(pb_config, max_connections), 1, 1000000},
-    {"write_deadline_ms", V_U32, offsetof(pb_config, write_deadline_ms), 1, 86400000},
-    {"idle_timeout_ms", V_U32, offsetof(pb_config, idle_timeout_ms), 1, 86400000},
-    {"quiet_timeout_ms", V_U32, offsetof(pb_config, quiet_timeout_ms), 0, 86400000},
-    {"handshake_timeout_ms", V_U32, offsetof(pb_config, handshake_timeout_ms), 1, 86400000},
-    {"max_handshaking", V_U32, offsetof(pb_config, max_handshaking), 1, 1000000},
-    {"log_level", V_LOG_LEVEL, 0, 0, 0},
-    {"route_cache_entries", V_U32, offsetof(pb_config, route_cache_entries), 16, 1U << 24},
-    {"max_batch_events", V_U32, offsetof(pb_config, max_batch_events), 1, 1U << 24},
-    {"max_partitions", V_U32, offsetof(pb_config, max_partitions), 1, 1000000},
-    {"partition_idle_ms", V_U32, offsetof(pb_config, partition_idle_ms), 0, 86400000},
-    {"max_topics_in_memory", V_U32, offsetof(pb_config, max_topics_in_memory), 64, 1U << 26},
-    {"max_subscribe_patterns", V_U32, offsetof(pb_config, max_subscribe_patterns), 1, 65536},
-    {"max_pattern_bytes", V_U32, offsetof(pb_config, max_pattern_bytes), 16, 65536},
-    {"max_subscribe_tags", V_U32, offsetof(pb_config, max_subscribe_tags), 1, 65536},
-    {"max_subscribe_offsets", V_U32, offsetof(pb_config, max_subscribe_offsets), 1, 1000000},
-    {"retain_age", V_FN, offsetof(pb_config, retain_age_s), 0, 0, config_value_retain_age},
-    {"retain_bytes", V_FN, offsetof(pb_config, retain_bytes), 0, 0, config_value_retain_bytes},
-    {"min_free_bytes", V_FN, offsetof(pb_config, min_free_bytes), 0, 0, config_value_min_free},
-    {"dedup_window_ms", V_U32, offsetof(pb_config, dedup_window_ms), 0, 86400000},
-    {"dedup_max_entries", V_U32, offsetof(pb_config, dedup_max_entries), 1, 1U << 24},
-    {"auth", V_AUTH, 0, 0, 0},
-    {"allow_anonymous_remote", V_BOOL, offsetof(pb_config, allow_anonymous_remote), 0, 0},
-    {"auth_failure_delay_ms", V_U32, offsetof(pb_config, auth_failure_delay_ms), 0, 60000},
-    {"data_mode", V_MODE, 0, 0, 0},
-    {"tls_cert", V_STRING, offsetof(pb_config, tls_cert), 0, 0},
-    {"tls_key", V_STRING, offsetof(pb_config, tls_key), 0, 0},
-    {"tls_client_ca", V_STRING, offsetof(pb_config, tls_client_ca), 0, 0},
-    {"follow", V_STRING, offsetof(pb_config, follow), 0, 0},
-    {"min_standby_acks", V_U32, offsetof(pb_config, min_standby_acks), 0, 1},
-    {"standby_timeout_ms", V_U32, offsetof(pb_config, standby_timeout_ms), 1, 3600000},
-    {"standby_timeout", V_FN, offsetof(pb_config, standby_timeout_local), 0, 0,
-     config_value_standby_timeout},
-};
-
-#define SK_COUNT (sizeof server_keys / sizeof server_keys[0])
-
-enum rule_key {
-    RK_MATCH,
-    RK_SEGMENT_BYTES,
-    RK_ROTATE_EVERY,
-    RK_UTC_OFFSET,
-    RK_RETAIN_AGE,
-    RK_RETAIN_BYTES,
-    RK_COUNT
-};
 
 static const char *const rule_keys[RK_COUNT] = {"match",      "segment_bytes", "rotate_every",
                                                 "utc_offset", "retain_age",    "retain_bytes"};
 
-struct parse_ctx {
-    pb_config *cfg;
-    const char *name; /* file name for messages */
-
-    /* Line source: a FILE or an in-memory text. */
-    FILE *file;
-    const char *text;
-    size_t text_pos;
-    char *linebuf; /* getline buffer, reused */
-    size_t linecap;
-    int lineno; /* lines handed to inih so far = the line inih is on */
-
-    enum section_kind sec;
-    int server_line; /* line of [server], 0 if none yet */
-    int server_key_line[SK_COUNT];
-    int rule_key_line[RK_COUNT]; /* for the current [partition] */
-    size_t rules_cap;
-    size_t mirrors_cap;
-    size_t users_cap;
-
-    char *err;
-    size_t errlen;
-    int err_line; /* 0: no error yet */
-    int rc;
-};
-
 /* Records the first error as "name:line: message"; later ones are
  * consequences of it and are dropped. Returns 0 for inih's "failed". */
-__attribute__((format(printf, 4, 5))) static int fail_at(struct parse_ctx *c, int line, int rc,
-                                                         const char *fmt, ...)
+int config_fail_at(struct parse_ctx *c, int line, int rc, const char *fmt, ...)
 {
     if (c->err_line)
         return 0;
@@ -187,143 +55,6 @@ __attribute__((format(printf, 4, 5))) static int fail_at(struct parse_ctx *c, in
         }
     }
     return 0;
-}
-
-/* ---- [server] ---- */
-
-static int set_string(struct parse_ctx *c, char **dst, const char *key, const char *value)
-{
-    if (!*value)
-        return fail_at(c, c->lineno, PB_EINVAL, "%s: must not be empty", key);
-    char *copy = strdup(value);
-    if (!copy)
-        return fail_at(c, c->lineno, PB_ENOMEM, "%s: out of memory", key);
-    free(*dst);
-    *dst = copy;
-    return 1;
-}
-
-/* The host must be numeric (libuv binds to an address, and resolving names
- * at start-up would hide which one is used); port 0 = any free port. */
-static int set_listen(struct parse_ctx *c, const char *key, const char *value, char **host,
-                      uint16_t *port, bool *ipv6)
-{
-    hostport hp;
-    char why[512];
-    if (hostport_parse(value, HOSTPORT_NUMERIC | HOSTPORT_PORT_ZERO, &hp, why, sizeof why) < 0)
-        return fail_at(c, c->lineno, PB_EINVAL, "%s: %s", key, why);
-    if (!set_string(c, host, key, hp.host))
-        return 0;
-    *port = hp.port;
-    *ipv6 = hp.bracketed;
-    return 1;
-}
-
-static int set_u32(struct parse_ctx *c, uint32_t *dst, const char *key, const char *value,
-                   uint32_t min, uint32_t max)
-{
-    uint64_t v;
-    int rc = config_parse_uint(value, &v);
-    if (rc == PB_EINVAL)
-        return fail_at(c, c->lineno, rc, "%s: \"%s\" is not a whole number (expected %u..%u)", key,
-                       value, min, max);
-    if (rc != 0 || v < min || v > max)
-        return fail_at(c, c->lineno, PB_EINVAL, "%s: %s is out of range (expected %u..%u)", key,
-                       value, min, max);
-    *dst = (uint32_t)v;
-    return 1;
-}
-
-static int set_size(struct parse_ctx *c, uint64_t *dst, const char *key, const char *value,
-                    uint64_t min, uint64_t max)
-{
-    uint64_t v;
-    int rc = config_parse_size(value, &v);
-    if (rc == PB_EINVAL)
-        return fail_at(c, c->lineno, rc, "%s: \"%s\" is not a size (use e.g. 512K, 64M, 1G)", key,
-                       value);
-    if (rc != 0 || v < min || v > max)
-        return fail_at(c, c->lineno, PB_EINVAL,
-                       "%s: %s is out of range (expected %llu..%llu bytes)", key, value,
-                       (unsigned long long)min, (unsigned long long)max);
-    *dst = v;
-    return 1;
-}
-
-/* A value parsed by fn (config_values.c), which words its own errors. */
-static int set_fn(struct parse_ctx *c, config_value_fn fn, const char *key, const char *value,
-                  void *dst)
-{
-    char why[300];
-    int rc = fn(key, value, dst, why, sizeof why);
-    return rc < 0 ? fail_at(c, c->lineno, rc, "%s", why) : 1;
-}
-
-/* Looks `value` up in a NULL-terminated list of words. */
-static int set_enum(struct parse_ctx *c, int *dst, const char *key, const char *value,
-                    const char *const *words, const char *expected)
-{
-    for (int i = 0; words[i]; i++) {
-        if (strcmp(value, words[i]) == 0) {
-            *dst = i;
-            return 1;
-        }
-    }
-    return fail_at(c, c->lineno, PB_EINVAL, "%s: \"%s\" is not one of %s", key, value, expected);
-}
-
-static int server_key(struct parse_ctx *c, const struct key_def *d, const char *value)
-{
-    char *field = (char *)c->cfg + d->offset;
-    int e = 0;
-
-    switch (d->kind) {
-    case V_LISTEN:
-        return set_listen(c, d->name, value, &c->cfg->listen_host, &c->cfg->listen_port,
-                          &c->cfg->listen_ipv6);
-    case V_METRICS_LISTEN:
-        return set_listen(c, d->name, value, &c->cfg->metrics_host, &c->cfg->metrics_port,
-                          &c->cfg->metrics_ipv6);
-    case V_STRING:
-        return set_string(c, (char **)(void *)field, d->name, value);
-    case V_U32:
-        return set_u32(c, (uint32_t *)(void *)field, d->name, value, (uint32_t)d->min,
-                       (uint32_t)d->max);
-    case V_SIZE:
-        return set_size(c, (uint64_t *)(void *)field, d->name, value, d->min, d->max);
-    case V_FSYNC:
-        if (!set_enum(c, &e, d->name, value, config_fsync_names, "always, interval, never"))
-            return 0;
-        c->cfg->fsync = (pb_fsync_policy)e;
-        return 1;
-    case V_LOG_LEVEL:
-        if (!set_enum(c, &e, d->name, value, logging_level_names, "debug, info, warn, error"))
-            return 0;
-        c->cfg->log_level = (enum log_level)e;
-        return 1;
-    case V_FN:
-        return set_fn(c, d->parse, d->name, value, field);
-    case V_AUTH:
-        if (!set_enum(c, &e, d->name, value, config_auth_names, "none, required"))
-            return 0;
-        c->cfg->auth = (pb_auth_mode)e;
-        return 1;
-    case V_BOOL: {
-        static const char *const words[] = {"no", "yes", NULL};
-        if (!set_enum(c, &e, d->name, value, words, "yes, no"))
-            return 0;
-        *(bool *)(void *)field = e == 1;
-        return 1;
-    }
-    case V_MODE:
-        if (config_parse_mode(value, &c->cfg->data_mode) < 0)
-            return fail_at(c, c->lineno, PB_EINVAL,
-                           "data_mode: \"%s\" is not an octal mode within 0644 with the owner's "
-                           "rw (e.g. 0600, 0640, 0644)",
-                           value);
-        return 1;
-    }
-    return fail_at(c, c->lineno, PB_EINVAL, "%s: internal error: unhandled key", d->name);
 }
 
 /* ---- [partition NAME] ---- */
@@ -345,34 +76,36 @@ static int check_template(struct parse_ctx *c, const char *tmpl, int *max_ref)
     for (const char *p = tmpl; *p; p++) {
         if (*p == '$') {
             if (!isdigit((unsigned char)p[1]))
-                return fail_at(c, c->lineno, PB_EINVAL,
-                               "[partition %s]: \"$\" must be followed by a group number 0..9 "
-                               "($0 is the whole topic, $1 the first capture group)",
-                               tmpl);
+                return config_fail_at(
+                    c, c->lineno, PB_EINVAL,
+                    "[partition %s]: \"$\" must be followed by a group number 0..9 "
+                    "($0 is the whole topic, $1 the first capture group)",
+                    tmpl);
             int n = p[1] - '0';
             if (n > *max_ref)
                 *max_ref = n;
             p++;
         } else if (!partname_char_ok(*p)) {
-            return fail_at(c, c->lineno, PB_EINVAL,
-                           "[partition %s]: '%c' is not allowed in a partition name (use "
-                           "A-Z a-z 0-9 . _ -)",
-                           tmpl, *p);
+            return config_fail_at(c, c->lineno, PB_EINVAL,
+                                  "[partition %s]: '%c' is not allowed in a partition name (use "
+                                  "A-Z a-z 0-9 . _ -)",
+                                  tmpl, *p);
         } else {
             literal++;
         }
     }
     if (tmpl[0] == '.')
-        return fail_at(c, c->lineno, PB_EINVAL,
-                       "[partition %s]: a partition name may not start with \".\" (readers "
-                       "skip such directories, so its events would be invisible; %s)",
-                       tmpl, PARTNAME_RULE);
+        return config_fail_at(c, c->lineno, PB_EINVAL,
+                              "[partition %s]: a partition name may not start with \".\" (readers "
+                              "skip such directories, so its events would be invisible; %s)",
+                              tmpl, PARTNAME_RULE);
     if (literal > PB_PARTITION_NAME_MAX)
-        return fail_at(c, c->lineno, PB_EINVAL, "[partition %s]: longer than %d characters", tmpl,
-                       PB_PARTITION_NAME_MAX);
+        return config_fail_at(c, c->lineno, PB_EINVAL, "[partition %s]: longer than %d characters",
+                              tmpl, PB_PARTITION_NAME_MAX);
     if (*max_ref < 0 && !partname_valid(tmpl, strlen(tmpl)))
-        return fail_at(c, c->lineno, PB_EINVAL, "[partition %s]: not a valid partition name (%s)",
-                       tmpl, PARTNAME_RULE);
+        return config_fail_at(c, c->lineno, PB_EINVAL,
+                              "[partition %s]: not a valid partition name (%s)", tmpl,
+                              PARTNAME_RULE);
     return 1;
 }
 
@@ -382,24 +115,25 @@ static int begin_partition(struct parse_ctx *c, const char *tmpl)
     int max_ref;
 
     if (!*tmpl)
-        return fail_at(c, c->lineno, PB_EINVAL,
-                       "[partition] needs a name: [partition NAME], e.g. [partition events]");
+        return config_fail_at(
+            c, c->lineno, PB_EINVAL,
+            "[partition] needs a name: [partition NAME], e.g. [partition events]");
     if (!check_template(c, tmpl, &max_ref))
         return 0;
     if (max_ref < 0) {
         for (size_t i = 0; i < cfg->n_rules; i++)
             if (strcmp(cfg->rules[i].partition, tmpl) == 0)
-                return fail_at(c, c->lineno, PB_EINVAL,
-                               "duplicate partition \"%s\" (first defined at line %d)", tmpl,
-                               cfg->rules[i].line);
+                return config_fail_at(c, c->lineno, PB_EINVAL,
+                                      "duplicate partition \"%s\" (first defined at line %d)", tmpl,
+                                      cfg->rules[i].line);
     }
     if (grow_reserve(&cfg->rules, &c->rules_cap, cfg->n_rules + 1, sizeof *cfg->rules) < 0)
-        return fail_at(c, c->lineno, PB_ENOMEM, "out of memory");
+        return config_fail_at(c, c->lineno, PB_ENOMEM, "out of memory");
     pb_rule *rule = &cfg->rules[cfg->n_rules];
     memset(rule, 0, sizeof *rule);
     rule->partition = strdup(tmpl);
     if (!rule->partition)
-        return fail_at(c, c->lineno, PB_ENOMEM, "out of memory");
+        return config_fail_at(c, c->lineno, PB_ENOMEM, "out of memory");
     cfg->n_rules++;
     rule->line = c->lineno;
     rule->max_group_ref = max_ref;
@@ -420,18 +154,19 @@ static int set_match(struct parse_ctx *c, const char *value)
     uint32_t groups = 0;
 
     if (!*value)
-        return fail_at(c, c->lineno, PB_EINVAL, "match: must not be empty (use .* for any topic)");
+        return config_fail_at(c, c->lineno, PB_EINVAL,
+                              "match: must not be empty (use .* for any topic)");
     int rc = pattern_compile_whole(value, strlen(value), &code, why, sizeof why);
     if (rc != 0)
-        return fail_at(c, c->lineno, rc, "match: bad regex \"%s\": %s", value, why);
+        return config_fail_at(c, c->lineno, rc, "match: bad regex \"%s\": %s", value, why);
     (void)pcre2_pattern_info(code, PCRE2_INFO_CAPTURECOUNT, &groups);
     pcre2_code_free(code);
     if (rule->max_group_ref > (int)groups)
-        return fail_at(c, c->lineno, PB_EINVAL,
-                       "match: partition name \"%s\" uses $%d but \"%s\" has %u capture "
-                       "group(s)",
-                       rule->partition, rule->max_group_ref, value, groups);
-    if (!set_string(c, &rule->match, "match", value))
+        return config_fail_at(c, c->lineno, PB_EINVAL,
+                              "match: partition name \"%s\" uses $%d but \"%s\" has %u capture "
+                              "group(s)",
+                              rule->partition, rule->max_group_ref, value, groups);
+    if (!config_set_string(c, &rule->match, "match", value))
         return 0;
     rule->match_line = c->lineno;
     return 1;
@@ -446,37 +181,39 @@ static int rule_key(struct parse_ctx *c, enum rule_key k, const char *value)
     case RK_MATCH:
         return set_match(c, value);
     case RK_SEGMENT_BYTES:
-        return set_size(c, &rule->segment_bytes, "segment_bytes", value, 4 * KIB, TIB);
+        return config_set_size(c, &rule->segment_bytes, "segment_bytes", value, 4 * KIB, TIB);
     case RK_ROTATE_EVERY:
         rc = config_parse_duration(value, &rule->rotate_every_s);
         if (rc == PB_EINVAL)
-            return fail_at(c, c->lineno, rc,
-                           "rotate_every: \"%s\" is not a duration (use e.g. 30m, 1h, 1d, or "
-                           "none)",
-                           value);
+            return config_fail_at(
+                c, c->lineno, rc,
+                "rotate_every: \"%s\" is not a duration (use e.g. 30m, 1h, 1d, or "
+                "none)",
+                value);
         if (rc != 0 || rule->rotate_every_s > MAX_ROTATE_S)
-            return fail_at(c, c->lineno, PB_EINVAL,
-                           "rotate_every: %s is too long (at most 3650d; use none to rotate "
-                           "by size only)",
-                           value);
+            return config_fail_at(c, c->lineno, PB_EINVAL,
+                                  "rotate_every: %s is too long (at most 3650d; use none to rotate "
+                                  "by size only)",
+                                  value);
         if (rule->rotate_every_s == 0 && strcmp(value, "none") != 0)
-            return fail_at(c, c->lineno, PB_EINVAL,
-                           "rotate_every: %s: must be more than 0 (or none)", value);
+            return config_fail_at(c, c->lineno, PB_EINVAL,
+                                  "rotate_every: %s: must be more than 0 (or none)", value);
         return 1;
     case RK_UTC_OFFSET:
         if (config_parse_utc_offset(value, &rule->utc_offset_s) != 0)
-            return fail_at(c, c->lineno, PB_EINVAL,
-                           "utc_offset: \"%s\" is not a UTC offset (use +HH:MM, -HH:MM or Z)",
-                           value);
+            return config_fail_at(
+                c, c->lineno, PB_EINVAL,
+                "utc_offset: \"%s\" is not a UTC offset (use +HH:MM, -HH:MM or Z)", value);
         return 1;
     case RK_RETAIN_AGE:
-        return set_fn(c, config_value_retain_age, "retain_age", value, &rule->retain_age_s);
+        return config_set_fn(c, config_value_retain_age, "retain_age", value, &rule->retain_age_s);
     case RK_RETAIN_BYTES:
-        return set_fn(c, config_value_retain_bytes, "retain_bytes", value, &rule->retain_bytes);
+        return config_set_fn(c, config_value_retain_bytes, "retain_bytes", value,
+                             &rule->retain_bytes);
     case RK_COUNT:
         break;
     }
-    return fail_at(c, c->lineno, PB_EINVAL, "internal error: unhandled key");
+    return config_fail_at(c, c->lineno, PB_EINVAL, "internal error: unhandled key");
 }
 
 /* ---- [mirror NAME] (the keys: config_mirror.c) ---- */
@@ -486,10 +223,10 @@ static int begin_mirror(struct parse_ctx *c, const char *name)
     pb_config *cfg = c->cfg;
     char why[300];
     if (grow_reserve(&cfg->mirrors, &c->mirrors_cap, cfg->n_mirrors + 1, sizeof *cfg->mirrors) < 0)
-        return fail_at(c, c->lineno, PB_ENOMEM, "out of memory");
+        return config_fail_at(c, c->lineno, PB_ENOMEM, "out of memory");
     int rc = config_mirror_begin(&cfg->mirrors[cfg->n_mirrors], name, c->lineno, why, sizeof why);
     if (rc < 0)
-        return fail_at(c, c->lineno, rc, "%s", why);
+        return config_fail_at(c, c->lineno, rc, "%s", why);
     cfg->n_mirrors++;
     return 1;
 }
@@ -499,7 +236,7 @@ static int mirror_key(struct parse_ctx *c, const char *key, const char *value)
     char why[300];
     int rc =
         config_mirror_key(&c->cfg->mirrors[c->cfg->n_mirrors - 1], key, value, why, sizeof why);
-    return rc < 0 ? fail_at(c, c->lineno, rc, "%s", why) : 1;
+    return rc < 0 ? config_fail_at(c, c->lineno, rc, "%s", why) : 1;
 }
 
 /* ---- [user NAME] (the keys: config_users.c) ---- */
@@ -509,10 +246,10 @@ static int begin_user(struct parse_ctx *c, const char *name)
     pb_config *cfg = c->cfg;
     char why[300];
     if (grow_reserve(&cfg->users, &c->users_cap, cfg->n_users + 1, sizeof *cfg->users) < 0)
-        return fail_at(c, c->lineno, PB_ENOMEM, "out of memory");
+        return config_fail_at(c, c->lineno, PB_ENOMEM, "out of memory");
     int rc = config_user_begin(&cfg->users[cfg->n_users], name, c->lineno, why, sizeof why);
     if (rc < 0)
-        return fail_at(c, c->lineno, rc, "%s", rc == PB_ENOMEM ? "out of memory" : why);
+        return config_fail_at(c, c->lineno, rc, "%s", rc == PB_ENOMEM ? "out of memory" : why);
     cfg->n_users++;
     return 1;
 }
@@ -521,28 +258,29 @@ static int user_key(struct parse_ctx *c, const char *key, const char *value)
 {
     char why[400];
     int rc = config_user_key(&c->cfg->users[c->cfg->n_users - 1], key, value, why, sizeof why);
-    return rc < 0 ? fail_at(c, c->lineno, rc, "%s", rc == PB_ENOMEM ? "out of memory" : why) : 1;
+    return rc < 0 ? config_fail_at(c, c->lineno, rc, "%s", rc == PB_ENOMEM ? "out of memory" : why)
+                  : 1;
 }
 
 /* A section ends at the next header or at the end of the file. */
 static int end_section(struct parse_ctx *c)
 {
     if (c->sec == SEC_PARTITION && !cur_rule(c)->match)
-        return fail_at(c, cur_rule(c)->line, PB_EINVAL, "[partition %s] has no match = REGEX line",
-                       cur_rule(c)->partition);
+        return config_fail_at(c, cur_rule(c)->line, PB_EINVAL,
+                              "[partition %s] has no match = REGEX line", cur_rule(c)->partition);
     if (c->sec == SEC_MIRROR) {
         const pb_mirror_config *m = &c->cfg->mirrors[c->cfg->n_mirrors - 1];
         char why[300];
         int rc = config_mirror_end(m, why, sizeof why);
         if (rc < 0)
-            return fail_at(c, m->line, rc, "%s", why);
+            return config_fail_at(c, m->line, rc, "%s", why);
     }
     if (c->sec == SEC_USER) {
         const pb_user_config *u = &c->cfg->users[c->cfg->n_users - 1];
         char why[300];
         int rc = config_user_end(u, why, sizeof why);
         if (rc < 0)
-            return fail_at(c, u->line, rc, "%s", why);
+            return config_fail_at(c, u->line, rc, "%s", why);
     }
     c->sec = SEC_NONE;
     return 1;
@@ -571,8 +309,8 @@ static int begin_section(struct parse_ctx *c, char *line)
     char *name = trim(line + 1);
     if (strcmp(name, "server") == 0) {
         if (c->server_line)
-            return fail_at(c, c->lineno, PB_EINVAL, "duplicate [server] section (first at line %d)",
-                           c->server_line);
+            return config_fail_at(c, c->lineno, PB_EINVAL,
+                                  "duplicate [server] section (first at line %d)", c->server_line);
         c->server_line = c->lineno;
         c->sec = SEC_SERVER;
         return 1;
@@ -602,10 +340,11 @@ static int begin_section(struct parse_ctx *c, char *line)
         }
         return 1;
     }
-    return fail_at(c, c->lineno, PB_EINVAL,
-                   "unknown section [%s] (expected [server], [partition NAME], [mirror NAME] or "
-                   "[user NAME])",
-                   name);
+    return config_fail_at(
+        c, c->lineno, PB_EINVAL,
+        "unknown section [%s] (expected [server], [partition NAME], [mirror NAME] or "
+        "[user NAME])",
+        name);
 }
 
 static int on_key(void *user, const char *section, const char *key, const char *value)
@@ -616,10 +355,10 @@ static int on_key(void *user, const char *section, const char *key, const char *
     if (c->err_line)
         return 0;
     if (c->sec == SEC_NONE)
-        return fail_at(c, c->lineno, PB_EINVAL,
-                       "\"%s\" is outside any section (put it under [server] or "
-                       "[partition NAME])",
-                       key);
+        return config_fail_at(c, c->lineno, PB_EINVAL,
+                              "\"%s\" is outside any section (put it under [server] or "
+                              "[partition NAME])",
+                              key);
     if (c->sec == SEC_MIRROR)
         return mirror_key(c, key, value);
     if (c->sec == SEC_USER)
@@ -628,17 +367,17 @@ static int on_key(void *user, const char *section, const char *key, const char *
     int count = server ? (int)SK_COUNT : RK_COUNT;
     int *lines = server ? c->server_key_line : c->rule_key_line;
     for (int k = 0; k < count; k++) {
-        if (strcmp(key, server ? server_keys[k].name : rule_keys[k]) != 0)
+        if (strcmp(key, server ? config_server_keys[k].name : rule_keys[k]) != 0)
             continue;
         if (lines[k])
-            return fail_at(c, c->lineno, PB_EINVAL,
-                           "%s: set twice in this section (also at line %d)", key, lines[k]);
+            return config_fail_at(c, c->lineno, PB_EINVAL,
+                                  "%s: set twice in this section (also at line %d)", key, lines[k]);
         lines[k] = c->lineno;
-        return server ? server_key(c, &server_keys[k], value)
+        return server ? config_server_key(c, &config_server_keys[k], value)
                       : rule_key(c, (enum rule_key)k, value);
     }
-    return fail_at(c, c->lineno, PB_EINVAL, "unknown key \"%s\" in [%s]", key,
-                   server ? "server" : "partition ...");
+    return config_fail_at(c, c->lineno, PB_EINVAL, "unknown key \"%s\" in [%s]", key,
+                          server ? "server" : "partition ...");
 }
 
 /* ---- line source ---- */
@@ -650,7 +389,7 @@ static bool next_line(struct parse_ctx *c, size_t *len)
         ssize_t n = getline(&c->linebuf, &c->linecap, c->file);
         if (n < 0) {
             if (ferror(c->file))
-                fail_at(c, c->lineno + 1, -errno, "read error: %s", strerror(errno));
+                config_fail_at(c, c->lineno + 1, -errno, "read error: %s", strerror(errno));
             return false;
         }
         *len = (size_t)n;
@@ -661,7 +400,7 @@ static bool next_line(struct parse_ctx *c, size_t *len)
         const char *nl = strchr(s, '\n');
         size_t n = nl ? (size_t)(nl - s) + 1 : strlen(s);
         if (grow_reserve(&c->linebuf, &c->linecap, n + 1, 1) < 0) {
-            fail_at(c, c->lineno + 1, PB_ENOMEM, "out of memory");
+            config_fail_at(c, c->lineno + 1, PB_ENOMEM, "out of memory");
             return false;
         }
         memcpy(c->linebuf, s, n);
@@ -698,7 +437,7 @@ static char *reader(char *str, int num, void *stream)
         return NULL;
     c->lineno++;
     if (memchr(c->linebuf, '\0', len)) {
-        fail_at(c, c->lineno, PB_EINVAL, "line contains a NUL byte");
+        config_fail_at(c, c->lineno, PB_EINVAL, "line contains a NUL byte");
         return NULL;
     }
     char *line = c->linebuf;
@@ -711,7 +450,8 @@ static char *reader(char *str, int num, void *stream)
     /* inih needs room for "\n\0" and would read the rest of a longer line
      * as a line of its own: refuse instead of misparsing. */
     if (len > CONFIG_MAX_LINE || len + 3 > (size_t)num) {
-        fail_at(c, c->lineno, PB_EINVAL, "line is longer than %d characters", CONFIG_MAX_LINE);
+        config_fail_at(c, c->lineno, PB_EINVAL, "line is longer than %d characters",
+                       CONFIG_MAX_LINE);
         return NULL;
     }
     memcpy(str, line, len);
@@ -738,38 +478,40 @@ static void check_whole(struct parse_ctx *c)
     }
 
     if (cfg->n_rules == 0) {
-        fail_at(c, c->lineno, PB_EINVAL,
-                "no [partition NAME] rules: every topic would be refused (add e.g. "
-                "[partition events] with match = .*)");
+        config_fail_at(c, c->lineno, PB_EINVAL,
+                       "no [partition NAME] rules: every topic would be refused (add e.g. "
+                       "[partition events] with match = .*)");
         return;
     }
     if (cfg->max_frame_bytes < cfg->max_event_bytes + CONFIG_FRAME_OVERHEAD) {
         int line = kl[SK_MAX_FRAME_BYTES] ? kl[SK_MAX_FRAME_BYTES] : kl[SK_MAX_EVENT_BYTES];
-        fail_at(c, line, PB_EINVAL,
-                "max_frame_bytes (%llu) must be at least max_event_bytes (%llu) + %d, so that "
-                "the largest event fits in a frame",
-                (unsigned long long)cfg->max_frame_bytes, (unsigned long long)cfg->max_event_bytes,
-                CONFIG_FRAME_OVERHEAD);
+        config_fail_at(
+            c, line, PB_EINVAL,
+            "max_frame_bytes (%llu) must be at least max_event_bytes (%llu) + %d, so that "
+            "the largest event fits in a frame",
+            (unsigned long long)cfg->max_frame_bytes, (unsigned long long)cfg->max_event_bytes,
+            CONFIG_FRAME_OVERHEAD);
         return;
     }
     if (cfg->subscriber_queue_bytes < cfg->max_event_bytes) {
         int line =
             kl[SK_SUBSCRIBER_QUEUE_BYTES] ? kl[SK_SUBSCRIBER_QUEUE_BYTES] : kl[SK_MAX_EVENT_BYTES];
-        fail_at(c, line, PB_EINVAL,
-                "subscriber_queue_bytes (%llu) must be at least max_event_bytes (%llu), so "
-                "that the largest event fits in a live queue",
-                (unsigned long long)cfg->subscriber_queue_bytes,
-                (unsigned long long)cfg->max_event_bytes);
+        config_fail_at(c, line, PB_EINVAL,
+                       "subscriber_queue_bytes (%llu) must be at least max_event_bytes (%llu), so "
+                       "that the largest event fits in a live queue",
+                       (unsigned long long)cfg->subscriber_queue_bytes,
+                       (unsigned long long)cfg->max_event_bytes);
         return;
     }
     if (cfg->subscriber_queue_total_bytes < cfg->max_event_bytes + 4 * KIB) {
         int line = kl[SK_SUBSCRIBER_QUEUE_TOTAL_BYTES] ? kl[SK_SUBSCRIBER_QUEUE_TOTAL_BYTES]
                                                        : kl[SK_MAX_EVENT_BYTES];
-        fail_at(c, line, PB_EINVAL,
-                "subscriber_queue_total_bytes (%llu) must be at least max_event_bytes (%llu) + "
-                "4K, so that the largest event fits in the live queues",
-                (unsigned long long)cfg->subscriber_queue_total_bytes,
-                (unsigned long long)cfg->max_event_bytes);
+        config_fail_at(
+            c, line, PB_EINVAL,
+            "subscriber_queue_total_bytes (%llu) must be at least max_event_bytes (%llu) + "
+            "4K, so that the largest event fits in the live queues",
+            (unsigned long long)cfg->subscriber_queue_total_bytes,
+            (unsigned long long)cfg->max_event_bytes);
         return;
     }
     char why[300];
@@ -778,7 +520,7 @@ static void check_whole(struct parse_ctx *c)
     if (rc == 0)
         rc = config_users_check(cfg->users, cfg->n_users, &line, why, sizeof why);
     if (rc < 0)
-        fail_at(c, line, rc, "%s", why);
+        config_fail_at(c, line, rc, "%s", why);
 }
 
 static int load(struct parse_ctx *c, pb_config *cfg, char *err, size_t errlen)
@@ -791,7 +533,7 @@ static int load(struct parse_ctx *c, pb_config *cfg, char *err, size_t errlen)
     cfg->listen_host = strdup(DEFAULT_LISTEN_HOST);
     cfg->data_dir = strdup("./data");
     if (!cfg->path || !cfg->listen_host || !cfg->data_dir) {
-        fail_at(c, 1, PB_ENOMEM, "out of memory");
+        config_fail_at(c, 1, PB_ENOMEM, "out of memory");
         goto out;
     }
 
@@ -799,9 +541,9 @@ static int load(struct parse_ctx *c, pb_config *cfg, char *err, size_t errlen)
     if (r > 0 && (!c->err_line || r < c->err_line)) {
         /* inih found a line it cannot read; our handlers never saw it. */
         c->err_line = 0;
-        fail_at(c, r, PB_EINVAL, "syntax error: expected [section] or key = value");
+        config_fail_at(c, r, PB_EINVAL, "syntax error: expected [section] or key = value");
     } else if (r < 0 && !c->err_line) {
-        fail_at(c, 1, r == -2 ? PB_ENOMEM : PB_EINVAL, "inih failed (%d)", r);
+        config_fail_at(c, 1, r == -2 ? PB_ENOMEM : PB_EINVAL, "inih failed (%d)", r);
     }
     if (!c->err_line)
         end_section(c);
