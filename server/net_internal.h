@@ -1,11 +1,13 @@
 /*
  * net_internal - what the two halves of the transport share: the net and
  * conn structs and the calls between them. net.c runs the loop (accept,
- * the handshake and its caps, frames, the hand-offs to ingest and to the
- * subscription pool); conn.c is one connection's life, its writes and its
- * replies in request order, and the back-pressure on its reads;
- * conn_auth.c is a connection's authentication (auth = required). Nothing
- * outside those three files includes this header; everyone else uses net.h.
+ * the handshake and its caps, frames, the hand-off to the subscription
+ * pool); net_publish.c is a Publish's way to ingest and back to its reply
+ * (the writers' done, the standby wait); conn.c is one connection's life,
+ * its writes and its replies in request order, and the back-pressure on
+ * its reads; conn_auth.c is a connection's authentication (auth =
+ * required). Nothing outside the transport's files (net*.c, conn*.c)
+ * includes this header; everyone else uses net.h.
  *
  * Threads: the loop thread (see net.h).
  */
@@ -216,5 +218,19 @@ void conn_maybe_handoff(conn *c);
  * of a frame (idle_timeout_ms), or quiet (quiet_timeout_ms: nothing
  * buffered, nothing in flight, no subscription waiting). */
 void conn_idle_arm(conn *c);
+
+/* --- net_publish.c ------------------------------------------------------ */
+
+/* A Publish frame (id, body): ingest validates and routes it into a batch
+ * and queues its parts with the writers; the reply goes out when they are
+ * done. */
+void conn_handle_publish(conn *c, uint64_t id, const uint8_t *body, size_t len);
+/* n->wake's callback: the batches the writers finished (and, in
+ * synchronous standby mode, those the standby's acks settled) get their
+ * replies. */
+void net_on_wake(uv_async_t *a);
+/* The standby's notify callback (standby_set_notify; ctx is the net): a
+ * replication thread saw a ReplicaAck, the loop re-checks. */
+void net_standby_notify(void *ctx);
 
 #endif
