@@ -365,6 +365,13 @@ bench: $(BUILD)/protobusd $(BUILD)/protobus
 
 .PHONY: bench
 
+# `make bench-standby`: tests/bench/standby, the hot standby's publish rate
+# (alone, async, sync) and replication lag; RUNS and COUNT as there.
+bench-standby: $(BUILD)/protobusd $(BUILD)/protobus
+	BUILD=$(BUILD) tests/bench/standby
+
+.PHONY: bench-standby
+
 # `make bench-matcher`: tests/bench/matcher_bench.c, the topic matching of
 # the "100k topics + 1,000 subscriptions" workload alone: one PCRE2 match
 # per pattern per topic (today's fan-out) against the combined matcher

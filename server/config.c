@@ -120,6 +120,11 @@ static const struct key_def {
     {"tls_cert", V_STRING, offsetof(pb_config, tls_cert), 0, 0},
     {"tls_key", V_STRING, offsetof(pb_config, tls_key), 0, 0},
     {"tls_client_ca", V_STRING, offsetof(pb_config, tls_client_ca), 0, 0},
+    {"follow", V_STRING, offsetof(pb_config, follow), 0, 0},
+    {"min_standby_acks", V_U32, offsetof(pb_config, min_standby_acks), 0, 1},
+    {"standby_timeout_ms", V_U32, offsetof(pb_config, standby_timeout_ms), 1, 3600000},
+    {"standby_timeout", V_FN, offsetof(pb_config, standby_timeout_local), 0, 0,
+     config_value_standby_timeout},
 };
 
 #define SK_COUNT (sizeof server_keys / sizeof server_keys[0])
@@ -859,6 +864,7 @@ void config_free(pb_config *cfg)
     free(cfg->listen_host);
     free(cfg->metrics_host);
     free(cfg->data_dir);
+    free(cfg->follow);
     free(cfg->tls_cert);
     free(cfg->tls_key);
     free(cfg->tls_client_ca);

@@ -18,6 +18,7 @@
 #include "config.h"
 #include "metrics_http.h"
 #include "fanout.h"
+#include "follower.h"
 #include "hostport.h"
 #include "logging.h"
 #include "mirror.h"
@@ -29,6 +30,7 @@
 #include "protobus_version.h"
 #include "router.h"
 #include "security.h"
+#include "standby.h"
 #include "store.h"
 #include "sub.h"
 #include "subrun.h"
@@ -59,6 +61,7 @@
 
 static const char usage[] =
     "Usage: protobusd [-c FILE] [--listen HOST:PORT] [--data-dir DIR] [--port-file FILE]\n"
+    "                 [--follow HOST:PORT]\n"
     "       protobusd --check -c FILE\n"
     "\n"
     "The Protobus daemon: receives events over TCP, stores them in partitioned\n"
@@ -72,6 +75,11 @@ static const char usage[] =
     "  -l, --listen HOST:PORT override [server] listen (port 0 = any free port)\n"
     "  -d, --data-dir DIR     override [server] data_dir\n"
     "      --port-file FILE   write the port actually listened on to FILE\n"
+    "      --follow HOST:PORT run as the hot standby of the primary at HOST:PORT\n"
+    "                         (override [server] follow): replicate every partition,\n"
+    "                         refuse publishes; serve subscribers. Credentials for a\n"
+    "                         primary with auth: PROTOBUSD_FOLLOW_USER and\n"
+    "                         PROTOBUSD_FOLLOW_PASSWORD in the environment\n"
     "      --check            load and validate the configuration, then exit\n"
     "  -h, --help             show this help\n"
     "  -V, --version          show the version\n"
@@ -99,6 +107,8 @@ typedef struct daemon_state {
     store *store;
     sub_registry *subs;
     mirror_set *mirrors;
+    follower *follower; /* --follow: the replication thread; NULL: a primary */
+    standby *standby;   /* min_standby_acks = 1: the standby's positions; NULL: async */
     _Atomic(mirror_set *) mirrors_ready; /* mirrors, once started (writers read it) */
     uv_timer_t retain_timer;             /* age retention, every RETAIN_TICK_MS */
     router *router;
@@ -429,7 +439,7 @@ static void size_fd_budget(pb_config *cfg)
 
 /* The command line. */
 typedef struct args {
-    const char *config_path, *listen, *data_dir, *port_file;
+    const char *config_path, *listen, *data_dir, *port_file, *follow;
     int check_only;
 } args;
 
@@ -441,7 +451,8 @@ static int parse_args(int argc, char **argv, args *a)
         {"config", required_argument, NULL, 'c'},   {"listen", required_argument, NULL, 'l'},
         {"data-dir", required_argument, NULL, 'd'}, {"port-file", required_argument, NULL, 'p'},
         {"check", no_argument, NULL, 'k'},          {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},        {NULL, 0, NULL, 0},
+        {"version", no_argument, NULL, 'V'},        {"follow", required_argument, NULL, 'f'},
+        {NULL, 0, NULL, 0},
     };
     int opt;
     while ((opt = getopt_long(argc, argv, "c:l:d:hV", long_opts, NULL)) != -1) {
@@ -457,6 +468,9 @@ static int parse_args(int argc, char **argv, args *a)
             break;
         case 'p':
             a->port_file = optarg;
+            break;
+        case 'f':
+            a->follow = optarg;
             break;
         case 'k':
             a->check_only = 1;
@@ -505,6 +519,15 @@ static int load_config(const args *a, pb_config *cfg)
         free(cfg->data_dir);
         cfg->data_dir = dd;
     }
+    if (a->follow) {
+        char *fo = strdup(a->follow);
+        if (!fo) {
+            config_free(cfg);
+            return 1;
+        }
+        free(cfg->follow);
+        cfg->follow = fo;
+    }
     /* After the overrides: --listen 0.0.0.0:7420 counts too. */
     if (config_check_exposure(cfg, err, sizeof err) < 0) {
         fprintf(stderr, "protobusd: %s: %s\n", cfg->path, err);
@@ -521,6 +544,8 @@ static int load_config(const args *a, pb_config *cfg)
 static int close_daemon(daemon_state *d)
 {
     router_free(d->router);
+    follower_stop(d->follower); /* it writes into the partitions */
+    d->follower = NULL;
     sub_registry_destroy(d->subs);
     atomic_store(&d->mirrors_ready, NULL);
     mirror_set_destroy(d->mirrors);
@@ -528,6 +553,25 @@ static int close_daemon(daemon_state *d)
     if (rc < 0)
         logging_printf(LOG_ERROR, "closing the partitions: %s", pb_strerror(rc));
     fanout_destroy(d->live);
+    standby_destroy(d->standby);
+    d->standby = NULL;
+    return rc;
+}
+
+/* --follow / [server] follow: the replication thread. */
+static int start_follower(daemon_state *d, char *err, size_t errlen)
+{
+    follower_options fo = {
+        .primary = d->cfg.follow,
+        .user = getenv("PROTOBUSD_FOLLOW_USER"),
+        .password = getenv("PROTOBUSD_FOLLOW_PASSWORD"),
+        .store = d->store,
+        .max_frame_bytes = d->cfg.max_frame_bytes,
+    };
+    int rc = follower_start(&d->follower, &fo, err, errlen);
+    if (rc == 0)
+        logging_printf(LOG_INFO, "standby of %s: publishes are refused; promote by restarting "
+                       "without --follow", d->cfg.follow);
     return rc;
 }
 
@@ -555,7 +599,11 @@ static int open_daemon(daemon_state *d)
         .slots = d->cfg.threads,
         .queue_total_bytes = d->cfg.subscriber_queue_total_bytes,
     };
-    int rc = fanout_create(&d->live, &fo);
+    int rc = standby_create(&d->standby, d->cfg.min_standby_acks, d->cfg.standby_timeout_ms,
+                            d->cfg.standby_timeout_local ? STANDBY_LOCAL : STANDBY_REFUSE);
+    if (rc < 0)
+        return rc;
+    rc = fanout_create(&d->live, &fo);
     if (rc < 0) {
         logging_printf(LOG_ERROR, "cannot create the live fan-out: %s", pb_strerror(rc));
         return rc;
@@ -565,6 +613,8 @@ static int open_daemon(daemon_state *d)
         logging_printf(LOG_ERROR, "cannot open data directory %s: %s", d->cfg.data_dir,
                        pb_strerror(rc));
         fanout_destroy(d->live);
+        standby_destroy(d->standby);
+        d->standby = NULL;
         return rc;
     }
     store_set_max_partitions(d->store, d->cfg.max_partitions);
@@ -581,6 +631,7 @@ static int open_daemon(daemon_state *d)
         .write_deadline_ms = d->cfg.write_deadline_ms,
         .topic_history = TOPIC_HISTORY,
         .max_frame_bytes = d->cfg.max_frame_bytes,
+        .standby = d->standby,
         .caps = sub_caps_of(&d->cfg),
         .max_per_address = d->cfg.max_subscriptions_per_address,
     };
@@ -592,6 +643,8 @@ static int open_daemon(daemon_state *d)
              (atomic_store(&d->mirrors_ready, d->mirrors), 0))
         logging_printf(LOG_ERROR, "cannot start the mirrors: %s", pb_strerror(rc));
     else if ((rc = router_create(&d->cfg, &d->router, err, sizeof err)) < 0)
+        logging_printf(LOG_ERROR, "%s", err);
+    else if (d->cfg.follow && (rc = start_follower(d, err, sizeof err)) < 0)
         logging_printf(LOG_ERROR, "%s", err);
     if (rc < 0) {
         d->router = NULL;
@@ -643,6 +696,8 @@ static int serve(daemon_state *d, const char *port_file)
         .subs = d->subs,
         .auth = d->sec.auth,
         .tls = d->sec.tls,
+        .follow = d->cfg.follow,
+        .standby = d->standby,
     };
     if (net_start(&d->net, &d->loop, &no, err, sizeof err) < 0) {
         logging_printf(LOG_ERROR, "%s", err);

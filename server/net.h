@@ -57,6 +57,12 @@ typedef struct net_options {
     struct auth *auth;
     /* TLS for every connection (tls.h); NULL: plain TCP. */
     struct tls_ctx *tls;
+    /* A hot standby's primary (HOST:PORT): publishes are refused with
+     * FAILED_PRECONDITION naming it; NULL: publishes are taken. */
+    const char *follow;
+    /* min_standby_acks = 1 (standby.h): a stored publish is acknowledged
+     * once the standby's ReplicaAck covers it; NULL: at once. */
+    struct standby *standby;
 } net_options;
 
 /* Binds and listens; err names the address and the reason on failure. */

@@ -382,7 +382,7 @@ static void write_take(partition *p, pub_part *taken)
     }
     /* Below min_free_bytes: refused before anything is written (ingest
      * refuses up front too; this catches what was queued meanwhile). */
-    if (p->opts.min_free_bytes && upkeep_space_refuses(&p->up)) {
+    if (p->opts.min_free_bytes && upkeep_take_refused(&p->up)) {
         complete_all(taken, -ENOSPC);
         return;
     }
@@ -485,6 +485,98 @@ static void write_take(partition *p, pub_part *taken)
         set_failed(p, log_status(p->log), "retention's removal");
 }
 
+/* Queues the replica take's records (pub_batch.replica) into entries and
+ * recs from the log's next offset on; a part that does not start there is
+ * refused. Returns the number of records. */
+static size_t admit_replica(partition *p, pub_part *taken)
+{
+    uint64_t next = log_next_offset(p->log);
+    size_t n = 0;
+    for (pub_part *part = taken; part; part = part->next) {
+        part->refused = 0;
+        if (part->batch->events[part->events[0]].offset != next) {
+            part->refused = PB_EINVAL;
+            continue;
+        }
+        for (uint32_t k = 0; k < part->count; k++, n++, next++) {
+            const pub_event *ev = &part->batch->events[part->events[k]];
+            p->entries[n] = (log_entry){.data = ev->data, .len = ev->len, .time_ns = ev->time_ns};
+            p->recs[n] = (live_record){.offset = next,
+                                       .time_ns = ev->time_ns,
+                                       .topic = ev->topic,
+                                       .topic_len = ev->topic_len,
+                                       .data = ev->data,
+                                       .len = ev->len};
+            if (ev->time_ns > p->last_time_ns)
+                p->last_time_ns = ev->time_ns;
+        }
+    }
+    return n;
+}
+
+/* Does the take carry an event id (then the partition's dedup mark must
+ * exist before it is stored, so a promoted standby rebuilds its window)? */
+static bool replica_has_ids(const pub_part *taken)
+{
+    for (; taken; taken = taken->next)
+        for (uint32_t k = 0; k < taken->count; k++)
+            if (taken->batch->events[taken->events[k]].id_len > 0)
+                return true;
+    return false;
+}
+
+/* A standby's take: records appended as the primary stored them, synced
+ * per the same policy, then announced and completed like any take. */
+static void write_replica_take(partition *p, pub_part *taken)
+{
+    if (atomic_load(&p->status) < 0) {
+        complete_all(taken, atomic_load(&p->up.heal_pending) ? -ENOSPC : PB_EFAILED);
+        return;
+    }
+    if (p->opts.min_free_bytes && upkeep_space_refuses(&p->up)) {
+        complete_all(taken, -ENOSPC); /* the follower retries later */
+        return;
+    }
+    size_t n = 0;
+    for (const pub_part *part = taken; part; part = part->next)
+        n += part->count;
+    int rc = reserve(p, n);
+    if (rc == 0 && p->dedup && !p->ids_marked && replica_has_ids(taken))
+        rc = mark_ids(p);
+    if (rc < 0) {
+        complete_all(taken, rc);
+        return;
+    }
+    n = admit_replica(p, taken);
+    uint64_t first = log_next_offset(p->log);
+    if (n > 0) {
+        rc = log_append(p->log, p->entries, n, NULL);
+        if (rc < 0 && log_status(p->log) < 0) {
+            set_failed(p, rc, "write");
+            note_failure(p);
+        }
+        if (rc >= 0) {
+            p->dirty = true;
+            if (p->opts.fsync == PARTITION_FSYNC_ALWAYS ||
+                (p->opts.fsync == PARTITION_FSYNC_INTERVAL && interval_due(p, mono_ns())))
+                rc = sync_log(p);
+        }
+        if (rc < 0) {
+            complete_all(taken, rc);
+            return;
+        }
+        (void)topics_add(p->topics, p->recs, n);
+        atomic_store_explicit(&p->end_offset, first + n, memory_order_release);
+        if (p->opts.durable)
+            p->opts.durable(p->opts.durable_ctx, p, p->recs, n);
+    }
+    complete_stored(taken);
+    shrink_after_take(p, n);
+    /* The standby's own retention (its [partition] settings), as for any take. */
+    if (upkeep_after_take(&p->up, p->log) < 0)
+        set_failed(p, log_status(p->log), "retention's removal");
+}
+
 enum wake { WAKE_WORK, WAKE_STOP, WAKE_SYNC, WAKE_IDLE, WAKE_RETAIN };
 
 /* Waits (lock held) until there is work, a close, an interval sync due, or
@@ -561,7 +653,9 @@ static void *writer_main(void *arg)
         if (stop)
             p->exited = true; /* later submits are completed by the submitter */
         pthread_mutex_unlock(&p->lock);
-        if (taken)
+        if (taken && taken->batch->replica)
+            write_replica_take(p, taken);
+        else if (taken)
             write_take(p, taken);
         else if (why == WAKE_SYNC && atomic_load(&p->status) == 0)
             sync_log(p);

@@ -59,7 +59,8 @@ typedef struct partition_options {
     void *retain_floor_ctx;
     /* Refuse publishes while the file system has less free space than
      * this (freespace.h; FREESPACE_AUTO: 1 GiB or 5%, whichever is
-     * smaller); 0: no check. Checked (statvfs) before every take. */
+     * smaller); 0: no check. Probed (statvfs) before a take, at most every
+     * 10 ms, and every second by the upkeep tick. */
     uint64_t min_free_bytes;
 } partition_options;
 

@@ -751,7 +751,9 @@ void subrun_main(sub *s)
                         .why_len = sizeof s->why,
                         .input = s->input,
                         .input_len = s->input_len,
-                        .tls = s->tls};
+                        .tls = s->tls,
+                        .replicate = s->req->replicate,
+                        .standby = s->standby};
     s->input = NULL; /* the connection's now */
     s->input_len = 0;
     if (subconn_open(&s->conn) < 0) {

@@ -129,6 +129,17 @@ bool upkeep_space_refuses(upkeep *u)
     return low;
 }
 
+bool upkeep_take_refused(upkeep *u)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    if (u->probed_mono_ns && now - u->probed_mono_ns < UPKEEP_PROBE_EVERY_MS * 1000000ull)
+        return atomic_load_explicit(&u->space_low, memory_order_relaxed);
+    u->probed_mono_ns = now;
+    return upkeep_space_refuses(u);
+}
+
 bool upkeep_space_low(upkeep *u, uint64_t *avail, uint64_t *margin)
 {
     *avail = atomic_load(&u->space_avail);
