@@ -114,6 +114,7 @@ struct pub_batch {
     pub_batch *next_reply; /* the connection's batches, in request order */
     void *replies_after;   /* replies due after this batch's, in order */
     int complete;          /* every part is done: its reply may go */
+    uint64_t received_ns; /* metrics_now_ns() when the frame was read (publish-to-ack) */
     uint64_t charge; /* what it costs in flight (ingest_charge): the in-flight budget's unit */
     size_t bytes_len;
     uint8_t *bytes; /* the Publish frame's bytes; events point into it */

@@ -117,6 +117,9 @@ typedef struct pb_config {
     char *listen_host; /* numeric IPv4 or IPv6 address, no brackets */
     uint16_t listen_port;
     bool listen_ipv6;
+    char *metrics_host; /* metrics_listen: /metrics and /healthz; NULL: off */
+    uint16_t metrics_port;
+    bool metrics_ipv6;
     char *data_dir; /* relative paths are relative to the process's cwd */
     pb_fsync_policy fsync;
     uint32_t fsync_interval_ms;

@@ -13,6 +13,7 @@
  * allocated once the batch is done.
  */
 #include "ingest.h"
+#include "metrics.h"
 
 #include "dedup.h"
 #include "frame.h"
@@ -101,6 +102,7 @@ static ingest_batch *batch_new(uint32_t nevents, uint32_t nexpect, const uint8_t
     ib->ack_index = ib->lists + nevents;
     b->bytes = (uint8_t *)(ib->ack_index + nevents);
     b->bytes_len = len;
+    b->received_ns = metrics_now_ns();
     memcpy(b->bytes, body, len);
     return ib;
 }

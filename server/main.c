@@ -16,6 +16,7 @@
  * the libuv loop thread.
  */
 #include "config.h"
+#include "metrics_http.h"
 #include "fanout.h"
 #include "follower.h"
 #include "hostport.h"
@@ -24,6 +25,8 @@
 #include "net.h"
 #include "partition.h"
 #include "pb_errors.h"
+#include "reload.h"
+#include "sdnotify.h"
 #include "protobus_version.h"
 #include "router.h"
 #include "security.h"
@@ -82,8 +85,13 @@ static const char usage[] =
     "  -V, --version          show the version\n"
     "\n"
     "Signals: SIGTERM or SIGINT stop it gracefully (everything received is made\n"
-    "durable and acknowledged first); SIGHUP reloads the [user] sections of the\n"
-    "configuration file (auth = required). Logs go to standard error.\n";
+    "durable and acknowledged first). SIGHUP reloads the configuration file,\n"
+    "validated as --check does (a bad one is refused and logged, the running one\n"
+    "stays): partition rules, limits and [user] sections take effect at once;\n"
+    "other settings at the next restart (logged). Logs go to standard error.\n"
+    "With [server] metrics_listen = HOST:PORT it serves GET /metrics (Prometheus\n"
+    "text format) and GET /healthz (200, or 503 naming each partition that\n"
+    "accepts no writes) on a thread of its own.\n";
 
 static const char builtin_config[] = "[server]\n"
                                      "listen = 127.0.0.1:7420\n"
@@ -106,8 +114,12 @@ typedef struct daemon_state {
     router *router;
     net *net;
     uv_signal_t sigterm, sigint, sighup;
-    security sec;            /* auth = required: accounts and authenticator */
-    const char *config_path; /* -c FILE, for SIGHUP; NULL: built-in defaults */
+    uv_timer_t watchdog; /* systemd's WatchdogSec (sdnotify.h) */
+    int watchdog_on;
+    security sec;                                /* auth = required: accounts and authenticator */
+    metrics_http *metrics;                       /* metrics_listen; NULL when off */
+    const char *config_path;                     /* -c FILE, for SIGHUP; NULL: built-in defaults */
+    bool listen_overridden, data_dir_overridden; /* --listen, --data-dir (kept on SIGHUP) */
     uv_timer_t stop_timer;
     uint64_t stop_started_ms;
     int stopping;
@@ -242,6 +254,8 @@ static void stop_poll(uv_timer_t *t)
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->sigint, NULL);
     uv_close((uv_handle_t *)&d->sighup, NULL);
+    if (d->watchdog_on)
+        uv_close((uv_handle_t *)&d->watchdog, NULL);
     uv_stop(&d->loop);
 }
 
@@ -253,6 +267,7 @@ static void on_signal(uv_signal_t *s, int signum)
         return;
     }
     d->stopping = 1;
+    sdnotify_stopping();
     logging_printf(LOG_INFO,
                    "%s: stopping: no new connections or frames; finishing what was "
                    "received",
@@ -268,8 +283,22 @@ static void on_sighup(uv_signal_t *s, int signum)
 {
     daemon_state *d = s->data;
     (void)signum;
-    if (!d->stopping)
-        security_reload(&d->sec, d->net, d->subs, d->config_path);
+    if (d->stopping)
+        return;
+    reload_target t = {
+        .cfg = &d->cfg,
+        .path = d->config_path,
+        .listen_overridden = d->listen_overridden,
+        .data_dir_overridden = d->data_dir_overridden,
+        .net = d->net,
+        .router = &d->router,
+        .store = d->store,
+        .sec = &d->sec,
+        .subs = d->subs,
+    };
+    sdnotify_reloading();
+    (void)reload_config(&t);
+    sdnotify_ready("serving (configuration reloaded or kept)");
 }
 
 /* --- main --------------------------------------------------------------- */
@@ -624,6 +653,23 @@ static int open_daemon(daemon_state *d)
     return rc;
 }
 
+/* metrics_listen: serves /metrics and /healthz on a thread of its own.
+ * 0 (also when it is off), or -1 (logged). */
+static int start_metrics(daemon_state *d)
+{
+    char err[512], where[HOSTPORT_HOST_MAX + 16];
+    if (!d->cfg.metrics_host)
+        return 0;
+    if (metrics_http_start(&d->metrics, d->cfg.metrics_host, d->cfg.metrics_port, d->store, err,
+                           sizeof err) < 0) {
+        logging_printf(LOG_ERROR, "%s (%s)", err, d->cfg.path);
+        return -1;
+    }
+    hostport_format(where, sizeof where, d->cfg.metrics_host, metrics_http_port(d->metrics));
+    logging_printf(LOG_INFO, "metrics on http://%s/metrics and /healthz", where);
+    return 0;
+}
+
 /* Listens, runs the loop until a graceful stop has finished, closes the
  * connections. 0, or -1 if it could not start listening. */
 static int serve(daemon_state *d, const char *port_file)
@@ -678,6 +724,12 @@ static int serve(daemon_state *d, const char *port_file)
     uv_signal_init(&d->loop, &d->sighup);
     d->sighup.data = d;
     uv_signal_start(&d->sighup, on_sighup, SIGHUP);
+    /* Recovered (open_daemon) and listening: ready for systemd. */
+    char status[HOSTPORT_HOST_MAX + 64];
+    snprintf(status, sizeof status, "serving on %s, %zu partition(s)", where,
+             store_count(d->store));
+    sdnotify_ready(status);
+    d->watchdog_on = sdnotify_watchdog_start(&d->loop, &d->watchdog);
 
     uv_run(&d->loop, UV_RUN_DEFAULT);
 
@@ -708,12 +760,15 @@ int main(int argc, char **argv)
         return 0;
     }
     logging_set_level((int)d.cfg.log_level);
+    logging_detect_journal();
     signal(SIGPIPE, SIG_IGN);
     /* data_mode for every file the daemon creates, directories with x
      * wherever r is set (0600: files 0600, directories 0700), so offline
      * readers (`protobus cat`) are governed by file permissions. */
     umask(0777 & ~(d.cfg.data_mode | ((d.cfg.data_mode & 0444) >> 2)));
     d.config_path = a.config_path;
+    d.listen_overridden = a.listen != NULL;
+    d.data_dir_overridden = a.data_dir != NULL;
     size_fd_budget(&d.cfg);
 
     status = 1;
@@ -721,8 +776,9 @@ int main(int argc, char **argv)
     logging_printf(LOG_INFO, "protobusd %s starting: config %s, data directory %s, fsync %s",
                    PB_VERSION_STRING, d.cfg.path, d.cfg.data_dir, config_fsync_name(d.cfg.fsync));
     if (security_start(&d.sec, &d.loop, &d.cfg) == 0 && open_daemon(&d) == 0) {
-        if (serve(&d, a.port_file) == 0)
+        if (start_metrics(&d) == 0 && serve(&d, a.port_file) == 0)
             status = 0;
+        metrics_http_stop(d.metrics);
         if (close_daemon(&d) < 0)
             status = 1;
     }

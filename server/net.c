@@ -24,6 +24,7 @@
  * writers.
  */
 #include "net_internal.h"
+#include "metrics.h"
 
 #include "frame.h"
 #include "grow.h"
@@ -455,6 +456,7 @@ static void on_handshake_timeout(uv_timer_t *t)
     char msg[160];
     snprintf(msg, sizeof msg, "no Hello within %u ms (handshake_timeout_ms)",
              c->net->opts.handshake_timeout_ms);
+    metrics_conn_refused(METRICS_REFUSED_HANDSHAKE_TIMEOUT);
     conn_fail(c, 0, PB_CODE_DEADLINE_EXCEEDED, msg);
 }
 
@@ -624,6 +626,7 @@ static void make_room(net *n)
                  "closed for a newer connection: the server is at max_connections = %u and this "
                  "connection had not completed its handshake",
                  n->opts.max_connections);
+    metrics_conn_refused(METRICS_REFUSED_HANDSHAKE_ROOM);
     conn_fail(old, 0, PB_CODE_RESOURCE_EXHAUSTED, msg);
 }
 
@@ -653,6 +656,7 @@ static void on_connection(uv_stream_t *server, int status)
     n->conns = c;
     n->nconns++;
     n->nlive++;
+    metrics_conn_opened();
     c->hs_prev = n->hs_tail;
     if (n->hs_tail)
         n->hs_tail->hs_next = c;
@@ -678,6 +682,7 @@ static void on_connection(uv_stream_t *server, int status)
         char msg[160];
         snprintf(msg, sizeof msg, "too many connections (max_connections = %u)",
                  n->opts.max_connections);
+        metrics_conn_refused(METRICS_REFUSED_MAX_CONNECTIONS);
         conn_fail(c, 0, PB_CODE_RESOURCE_EXHAUSTED, msg);
         return;
     }
@@ -686,6 +691,26 @@ static void on_connection(uv_stream_t *server, int status)
 }
 
 /* ------------------------------------------------------------------ */
+
+void net_reconfigure(net *n, const net_options *o)
+{
+    n->opts.max_frame_bytes = o->max_frame_bytes;
+    n->opts.max_event_bytes = o->max_event_bytes;
+    n->opts.max_batch_events = o->max_batch_events;
+    n->opts.max_connections = o->max_connections;
+    n->opts.idle_timeout_ms = o->idle_timeout_ms;
+    n->opts.handshake_timeout_ms =
+        o->handshake_timeout_ms ? o->handshake_timeout_ms : DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    n->opts.max_handshaking = o->max_handshaking ? o->max_handshaking : o->max_connections;
+    n->opts.router = o->router;
+    n->ingest.max_event_bytes = o->max_event_bytes;
+    n->ingest.max_batch_events = o->max_batch_events;
+    n->ingest.router = o->router;
+    n->session.max_frame_bytes = o->max_frame_bytes;
+    n->session.max_event_bytes = o->max_event_bytes;
+    n->session.idle_timeout_ms = o->idle_timeout_ms;
+    n->session.max_batch_events = o->max_batch_events;
+}
 
 int net_start(net **out, uv_loop_t *loop, const net_options *opts, char *err, size_t errlen)
 {

@@ -80,6 +80,15 @@ void net_stop_accepting(net *n);
  * written: the graceful stop waits for this to reach zero. */
 size_t net_inflight(const net *n);
 
+/* SIGHUP (reload.c), on the loop thread: from now on, the limits of o
+ * (max_frame_bytes, max_event_bytes, max_batch_events, max_connections,
+ * idle_timeout_ms, handshake_timeout_ms, max_handshaking) and its router
+ * are used; open connections stay (what they send next meets the new
+ * limits; a Hello answered before announced the old ones). The caller frees
+ * the old router afterwards: nothing keeps a pointer to it. Other fields
+ * of o are ignored (they need a restart). */
+void net_reconfigure(net *n, const net_options *o);
+
 struct acl;
 /* The [user] sections were reloaded (security.c): every open connection's
  * user is replaced by the user of the same name in set (its new rights

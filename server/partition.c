@@ -54,6 +54,7 @@
 #include "frame.h"
 #include "grow.h"
 #include "logging.h"
+#include "metrics.h"
 #include "pb_errors.h"
 #include "record.h"
 #include "topics.h"
@@ -115,6 +116,8 @@ struct partition {
 
     _Atomic uint64_t end_offset;
     atomic_int status;
+    /* Written by the writer (relaxed), read by /metrics: partition_get_stats. */
+    _Atomic uint64_t events_appended, bytes_appended, write_errors, fsync_errors;
     upkeep up; /* retention, free space, resume after a full disk (upkeep.h) */
 
     /* Writer thread only (the current one; a closing thread after the
@@ -187,8 +190,11 @@ static void complete_stored(pub_part *part)
 
 static int sync_log(partition *p)
 {
+    uint64_t t0 = metrics_now_ns();
     int rc = log_sync(p->log);
+    metrics_fsync_ns(metrics_now_ns() - t0);
     if (rc < 0) {
+        atomic_fetch_add_explicit(&p->fsync_errors, 1, memory_order_relaxed);
         /* A log that is not failed refused before syncing (its segment
          * could not be reopened): nothing was lost, nothing is acked. */
         if (log_status(p->log) < 0)
@@ -357,6 +363,16 @@ static void run_upkeep(partition *p)
 }
 
 /* Writes, syncs (per policy) and completes one take of the queue. */
+/* The take's n stored records into the partition's counters. */
+static void count_appended(partition *p, size_t n)
+{
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += p->recs[i].len + p->recs[i].suffix_len;
+    atomic_fetch_add_explicit(&p->events_appended, n, memory_order_relaxed);
+    atomic_fetch_add_explicit(&p->bytes_appended, bytes, memory_order_relaxed);
+}
+
 static void write_take(partition *p, pub_part *taken)
 {
     int rc = atomic_load(&p->status);
@@ -366,7 +382,7 @@ static void write_take(partition *p, pub_part *taken)
     }
     /* Below min_free_bytes: refused before anything is written (ingest
      * refuses up front too; this catches what was queued meanwhile). */
-    if (p->opts.min_free_bytes && upkeep_space_refuses(&p->up)) {
+    if (p->opts.min_free_bytes && upkeep_take_refused(&p->up)) {
         complete_all(taken, -ENOSPC);
         return;
     }
@@ -418,6 +434,7 @@ static void write_take(partition *p, pub_part *taken)
             return;
         }
         if (rc < 0) {
+            atomic_fetch_add_explicit(&p->write_errors, 1, memory_order_relaxed);
             set_failed(p, rc, "write");
             note_failure(p);
             expect_take_failed(&x);
@@ -454,8 +471,10 @@ static void write_take(partition *p, pub_part *taken)
                        "last-N subscriptions may miss events",
                        p->name);
     }
-    if (n > 0)
+    if (n > 0) {
+        count_appended(p, n);
         atomic_store_explicit(&p->end_offset, first + n, memory_order_release);
+    }
     if (p->opts.durable && n > 0)
         p->opts.durable(p->opts.durable_ctx, p, p->recs, n);
     complete_stored(taken);
@@ -903,6 +922,14 @@ uint64_t partition_end_offset(const partition *p)
 {
     /* Pairs with the writer's release store: records below it are in the files. */
     return atomic_load_explicit(&p->end_offset, memory_order_acquire);
+}
+
+void partition_get_stats(partition *p, partition_stats *st)
+{
+    st->events_appended = atomic_load_explicit(&p->events_appended, memory_order_relaxed);
+    st->bytes_appended = atomic_load_explicit(&p->bytes_appended, memory_order_relaxed);
+    st->write_errors = atomic_load_explicit(&p->write_errors, memory_order_relaxed);
+    st->fsync_errors = atomic_load_explicit(&p->fsync_errors, memory_order_relaxed);
 }
 
 uint64_t partition_first_offset(partition *p)
