@@ -25,7 +25,9 @@ endif
 # libnats: the NATS C client, for the mirrors to JetStream (server/mirror*).
 # libsodium: argon2id password hashes (server/auth.c, `protobus passwd`).
 # libssl: TLS (server/tls.c; libprotobus's client side, client/tls.c).
-PKGS    := libprotobuf-c libpcre2-8 libuv inih json-c libhs libnats libsodium libssl libcrypto
+# libzstd: compressed segments (proto/zseg.c: the daemon writes them, every
+# reader, libprotobus's pb_reader included, reads them).
+PKGS    := libprotobuf-c libpcre2-8 libuv inih json-c libhs libnats libsodium libssl libcrypto libzstd
 
 ifeq ($(SAN),1)
 BUILD   ?= build/san
@@ -54,7 +56,7 @@ CFLAGS  += -std=c11 $(OPT) $(WARN) -pthread -fPIC -fvisibility=hidden $(shell pk
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 # The CLI needs no event loop, no config parser and no JSON library (it
 # writes its JSON itself: client/cli/render.c).
-CLI_LDLIBS := $(shell pkg-config --libs libprotobuf-c libpcre2-8 libsodium libssl libcrypto 2>/dev/null) -lpthread -lm
+CLI_LDLIBS := $(shell pkg-config --libs libprotobuf-c libpcre2-8 libsodium libssl libcrypto libzstd 2>/dev/null) -lpthread -lm
 LDFLAGS += $(LDSAN) -pthread
 
 # Generated protobuf-c code (never committed).

@@ -71,6 +71,8 @@ int upkeep_retain(upkeep *u, pb_log *log)
     return log_status(log);
 }
 
+static int upkeep_compress(upkeep *u, pb_log *log);
+
 int upkeep_init(upkeep *u, const char *name, const char *dir, const fileio *io,
                 const log_options *lo, const retention_policy *retain, uint64_t min_free_bytes,
                 uint64_t (*floor)(void *, const char *), void *floor_ctx, pb_log *log)
@@ -90,14 +92,48 @@ int upkeep_init(upkeep *u, const char *name, const char *dir, const fileio *io,
     atomic_init(&u->space_avail, 0);
     atomic_init(&u->space_margin, 0);
     atomic_init(&u->heal_pending, false);
-    return upkeep_retain(u, log);
+    int rc = upkeep_retain(u, log);
+    u->closed_seen = log_closed_count(log);
+    return rc < 0 ? rc : upkeep_compress(u, log);
+}
+
+/* Compresses the closed segments at or above zdone_base, oldest first
+ * (at open: all of them; an already compressed one costs one small read).
+ * A failure is logged and left for the next rotation; only a failed log
+ * is returned. */
+static int upkeep_compress(upkeep *u, pb_log *log)
+{
+    if (!log || u->retain.compress_level == 0 || log_status(log) < 0)
+        return log ? log_status(log) : 0;
+    for (size_t i = 0; i < log_closed_count(log); i++) {
+        uint64_t base = log_closed_base(log, i), plain = 0, packed = 0;
+        if (base < u->zdone_base)
+            continue;
+        int rc = log_compress_closed(log, i, u->retain.compress_level, &plain, &packed);
+        if (rc == 1)
+            logging_printf(LOG_INFO,
+                           "partition %s: compressed segment %020" PRIu64 ": %" PRIu64
+                           " -> %" PRIu64 " bytes",
+                           u->name, base, plain, packed);
+        else if (rc < 0 && log_status(log) == 0)
+            logging_printf(LOG_WARN, "partition %s: segment %020" PRIu64 " stays uncompressed: %s",
+                           u->name, base, pb_strerror(rc));
+        if (log_status(log) < 0)
+            break;
+        u->zdone_base = base + 1;
+    }
+    return log_status(log);
 }
 
 int upkeep_after_take(upkeep *u, pb_log *log)
 {
-    if (!retention_enabled(&u->retain) || log_closed_count(log) == u->closed_seen)
+    if (log_closed_count(log) == u->closed_seen)
         return 0;
-    return upkeep_retain(u, log);
+    int rc = retention_enabled(&u->retain) ? upkeep_retain(u, log) : 0;
+    u->closed_seen = log_closed_count(log);
+    if (rc < 0)
+        return rc;
+    return upkeep_compress(u, log);
 }
 
 bool upkeep_due(upkeep *u, int64_t now_ns)

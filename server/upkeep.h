@@ -39,6 +39,7 @@ typedef struct upkeep {
     _Atomic uint64_t space_margin;
     atomic_bool heal_pending; /* stopped by ENOSPC on a write: resumes when space is back */
     size_t closed_seen;       /* writer: closed segments after the last run */
+    uint64_t zdone_base;      /* writer: closed segments below this base were compressed */
 } upkeep;
 
 /* Writer (at open): sets the fields from the arguments and runs retention
@@ -50,8 +51,9 @@ int upkeep_init(upkeep *u, const char *name, const char *dir, const fileio *io,
 /* Writer: runs retention now. 0, or the error that failed the log. */
 int upkeep_retain(upkeep *u, pb_log *log);
 
-/* Writer, after a take: runs retention if a rotation closed a segment
- * (the size limit may be passed). 0 or the error that failed the log. */
+/* Writer, after a take: if a rotation closed a segment, runs retention
+ * (the size limit may be passed), then compresses the closed segments not
+ * compressed yet (compress = zstd). 0 or the error that failed the log. */
 int upkeep_after_take(upkeep *u, pb_log *log);
 
 /* Any thread: should the writer be woken for upkeep at now_ns (retention
