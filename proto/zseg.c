@@ -199,15 +199,18 @@ static int mark_bad(zseg_view *v, uint32_t i, const char *why)
     return ZSEG_EBADBLOCK;
 }
 
-static int load_block(zseg_view *v, segment_pread_fn fn, void *ctx, int fd, uint32_t i)
+/* Decompresses block i into dst (raw_len bytes; NULL: the view's own
+ * buffer, which then caches it). */
+static int load_block(zseg_view *v, segment_pread_fn fn, void *ctx, int fd, uint32_t i,
+                      uint8_t *dst)
 {
     const zseg_entry *e = &v->blocks[i];
     if ((e->comp_len > v->comp_cap && grow_resize(&v->comp, e->comp_len, 1) < 0) ||
-        (e->raw_len > v->raw_cap && grow_resize(&v->raw, e->raw_len, 1) < 0))
+        (!dst && e->raw_len > v->raw_cap && grow_resize(&v->raw, e->raw_len, 1) < 0))
         return PB_ENOMEM;
     if (e->comp_len > v->comp_cap)
         v->comp_cap = e->comp_len;
-    if (e->raw_len > v->raw_cap)
+    if (!dst && e->raw_len > v->raw_cap)
         v->raw_cap = e->raw_len;
     if (!v->dctx && !(v->dctx = ZSTD_createDCtx()))
         return PB_ENOMEM;
@@ -219,10 +222,11 @@ static int load_block(zseg_view *v, segment_pread_fn fn, void *ctx, int fd, uint
         return mark_bad(v, i, "is cut short");
     if (crc32c(0, v->comp, e->comp_len) != e->crc)
         return mark_bad(v, i, "failed its CRC32C");
-    size_t got = ZSTD_decompressDCtx(v->dctx, v->raw, e->raw_len, v->comp, e->comp_len);
+    size_t got = ZSTD_decompressDCtx(v->dctx, dst ? dst : v->raw, e->raw_len, v->comp, e->comp_len);
     if (ZSTD_isError(got) || got != e->raw_len)
         return mark_bad(v, i, "does not decompress");
-    v->cached = i;
+    if (!dst)
+        v->cached = i;
     return 0;
 }
 
@@ -241,12 +245,23 @@ ssize_t zseg_view_read(zseg_view *v, segment_pread_fn fn, void *ctx, int fd, voi
             memcpy((uint8_t *)buf + done, v->head + off, n);
         } else {
             uint32_t i = find_block(v, off);
+            const zseg_entry *e = &v->blocks[i];
+            if (v->cached != i && off == e->logical && len - done >= e->raw_len) {
+                /* A whole block wanted (a sequential read): straight into
+                 * the caller's buffer, no copy. Blocks hold whole records,
+                 * so the next read starts at or after its end. */
+                int rc = load_block(v, fn, ctx, fd, i, (uint8_t *)buf + done);
+                if (rc < 0)
+                    return done > 0 ? (ssize_t)done : rc;
+                done += e->raw_len;
+                off += e->raw_len;
+                continue;
+            }
             if (v->cached != i) {
-                int rc = load_block(v, fn, ctx, fd, i);
+                int rc = load_block(v, fn, ctx, fd, i, NULL);
                 if (rc < 0)
                     return done > 0 ? (ssize_t)done : rc;
             }
-            const zseg_entry *e = &v->blocks[i];
             size_t at = (size_t)(off - e->logical);
             n = e->raw_len - at;
             if (n > len - done)
@@ -259,8 +274,8 @@ ssize_t zseg_view_read(zseg_view *v, segment_pread_fn fn, void *ctx, int fd, voi
     return (ssize_t)done;
 }
 
-int zseg_compress_block(const void *raw, size_t len, int level, uint8_t **dst, size_t *cap,
-                        size_t *out_len)
+int zseg_compress_block(void **cctx, const void *raw, size_t len, int level, uint8_t **dst,
+                        size_t *cap, size_t *out_len)
 {
     size_t bound = ZSTD_compressBound(len);
     if (bound > *cap) {
@@ -268,11 +283,18 @@ int zseg_compress_block(const void *raw, size_t len, int level, uint8_t **dst, s
             return PB_ENOMEM;
         *cap = bound;
     }
-    size_t n = ZSTD_compress(*dst, *cap, raw, len, level);
+    if (!*cctx && !(*cctx = ZSTD_createCCtx()))
+        return PB_ENOMEM;
+    size_t n = ZSTD_compressCCtx(*cctx, *dst, *cap, raw, len, level);
     if (ZSTD_isError(n))
         return PB_EINVAL;
     *out_len = n;
     return 0;
+}
+
+void zseg_cctx_free(void *cctx)
+{
+    ZSTD_freeCCtx(cctx);
 }
 
 int zseg_logical_size(segment_pread_fn fn, void *ctx, int fd, uint64_t size, uint64_t *out)

@@ -86,9 +86,13 @@ const char *zseg_view_bad(const zseg_view *v, zseg_entry *e);
 void zseg_view_invalidate(zseg_view *v);
 
 /* Compresses raw (len bytes) at level into *dst (grown as needed, *cap its
- * size); *out_len the result. 0 or PB_ENOMEM/PB_EINVAL. */
-int zseg_compress_block(const void *raw, size_t len, int level, uint8_t **dst, size_t *cap,
-                        size_t *out_len);
+ * size); *out_len the result. *cctx: the compression context, made at the
+ * first call (NULL before) and reused (free it with zseg_cctx_free): a new
+ * one per block would cost more than the compression. 0 or
+ * PB_ENOMEM/PB_EINVAL. */
+int zseg_compress_block(void **cctx, const void *raw, size_t len, int level, uint8_t **dst,
+                        size_t *cap, size_t *out_len);
+void zseg_cctx_free(void *cctx);
 
 /* The logical size of a segment file whose physical size is size: itself
  * for a plain file. For the daemon's closed-segment scans. */

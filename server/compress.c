@@ -47,6 +47,7 @@ typedef struct zwriter {
     uint64_t first, last; /* offsets in it */
     uint8_t *comp;
     size_t comp_cap;
+    void *cctx; /* zstd's, reused for every block */
     zseg_entry *ent;
     size_t nent, ent_cap;
 } zwriter;
@@ -66,7 +67,8 @@ static int zw_flush(zwriter *w)
     if (w->raw_len == 0)
         return 0;
     size_t n;
-    int rc = zseg_compress_block(w->raw, w->raw_len, w->level, &w->comp, &w->comp_cap, &n);
+    int rc =
+        zseg_compress_block(&w->cctx, w->raw, w->raw_len, w->level, &w->comp, &w->comp_cap, &n);
     if (rc < 0)
         return rc;
     if (grow_reserve(&w->ent, &w->ent_cap, w->nent + 1, sizeof *w->ent) < 0)
@@ -243,6 +245,7 @@ int log_compress_closed(pb_log *log, size_t i, int level, uint64_t *plain, uint6
     (void)log->io->close(log->io, pfd); /* read-only */
     if (rc == 1)
         s->known = false; /* its size changed: read again when needed */
+    zseg_cctx_free(w.cctx);
     free(w.raw);
     free(w.comp);
     free(w.ent);

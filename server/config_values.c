@@ -200,11 +200,12 @@ int config_value_compress_level(const char *key, const char *s, void *dst, char 
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
-    if (errno == 0 && end != s && !*end && v >= 1 && v <= 19) {
+    if (errno == 0 && end != s && !*end && v >= -7 && v <= 19 && v != 0) {
         *level = (int32_t)v;
         return 0;
     }
-    snprintf(why, n, "%s: \"%s\" is not a zstd level (expected 1..19)", key, s);
+    snprintf(why, n, "%s: \"%s\" is not a zstd level (expected 1..19, or -7..-1: faster, larger)",
+             key, s);
     return PB_EINVAL;
 }
 

@@ -71,8 +71,6 @@ int upkeep_retain(upkeep *u, pb_log *log)
     return log_status(log);
 }
 
-static int upkeep_compress(upkeep *u, pb_log *log);
-
 int upkeep_init(upkeep *u, const char *name, const char *dir, const fileio *io,
                 const log_options *lo, const retention_policy *retain, uint64_t min_free_bytes,
                 uint64_t (*floor)(void *, const char *), void *floor_ctx, pb_log *log)
@@ -94,17 +92,20 @@ int upkeep_init(upkeep *u, const char *name, const char *dir, const fileio *io,
     atomic_init(&u->heal_pending, false);
     int rc = upkeep_retain(u, log);
     u->closed_seen = log_closed_count(log);
-    return rc < 0 ? rc : upkeep_compress(u, log);
+    u->compress_pending = u->retain.compress_level != 0;
+    return rc;
 }
 
-/* Compresses the closed segments at or above zdone_base, oldest first
- * (at open: all of them; an already compressed one costs one small read).
- * A failure is logged and left for the next rotation; only a failed log
- * is returned. */
-static int upkeep_compress(upkeep *u, pb_log *log)
+/* Compresses the oldest closed segment at or above zdone_base (at open:
+ * all of them are looked at; an already compressed one costs one small
+ * read); clears compress_pending when none is left. A failure is logged and
+ * the segment left plain; only a failed log is returned. */
+int upkeep_compress_one(upkeep *u, pb_log *log)
 {
-    if (!log || u->retain.compress_level == 0 || log_status(log) < 0)
+    if (!log || u->retain.compress_level == 0 || log_status(log) < 0) {
+        u->compress_pending = false;
         return log ? log_status(log) : 0;
+    }
     for (size_t i = 0; i < log_closed_count(log); i++) {
         uint64_t base = log_closed_base(log, i), plain = 0, packed = 0;
         if (base < u->zdone_base)
@@ -118,11 +119,17 @@ static int upkeep_compress(upkeep *u, pb_log *log)
         else if (rc < 0 && log_status(log) == 0)
             logging_printf(LOG_WARN, "partition %s: segment %020" PRIu64 " stays uncompressed: %s",
                            u->name, base, pb_strerror(rc));
-        if (log_status(log) < 0)
-            break;
         u->zdone_base = base + 1;
+        if (rc == 1 || log_status(log) < 0)
+            return log_status(log); /* one at a time: publishes go between */
     }
+    u->compress_pending = false;
     return log_status(log);
+}
+
+bool upkeep_compress_pending(const upkeep *u)
+{
+    return u->compress_pending;
 }
 
 int upkeep_after_take(upkeep *u, pb_log *log)
@@ -131,9 +138,8 @@ int upkeep_after_take(upkeep *u, pb_log *log)
         return 0;
     int rc = retention_enabled(&u->retain) ? upkeep_retain(u, log) : 0;
     u->closed_seen = log_closed_count(log);
-    if (rc < 0)
-        return rc;
-    return upkeep_compress(u, log);
+    u->compress_pending = u->retain.compress_level != 0;
+    return rc;
 }
 
 bool upkeep_due(upkeep *u, int64_t now_ns)

@@ -40,6 +40,7 @@ typedef struct upkeep {
     atomic_bool heal_pending; /* stopped by ENOSPC on a write: resumes when space is back */
     size_t closed_seen;       /* writer: closed segments after the last run */
     uint64_t zdone_base;      /* writer: closed segments below this base were compressed */
+    bool compress_pending;    /* writer: closed segments may wait for compression */
 } upkeep;
 
 /* Writer (at open): sets the fields from the arguments and runs retention
@@ -52,9 +53,20 @@ int upkeep_init(upkeep *u, const char *name, const char *dir, const fileio *io,
 int upkeep_retain(upkeep *u, pb_log *log);
 
 /* Writer, after a take: if a rotation closed a segment, runs retention
- * (the size limit may be passed), then compresses the closed segments not
- * compressed yet (compress = zstd). 0 or the error that failed the log. */
+ * (the size limit may be passed), and notes that closed segments wait for
+ * compression (compress = zstd; done when the writer has nothing else to
+ * do: upkeep_compress_one). 0 or the error that failed the log. */
 int upkeep_after_take(upkeep *u, pb_log *log);
+
+/* Writer: closed segments may wait for compression (set at open and
+ * after a rotation, cleared once all are compressed). */
+bool upkeep_compress_pending(const upkeep *u);
+
+/* Writer, with nothing queued: compresses the oldest closed segment not
+ * compressed yet (server/compress.c), one per call, so that publishes
+ * wait at most one segment's compression. 0 or the error that failed the
+ * log (a failed compression is logged, the segment stays plain). */
+int upkeep_compress_one(upkeep *u, pb_log *log);
 
 /* Any thread: should the writer be woken for upkeep at now_ns (retention
  * due, space low, a resume pending)? */
