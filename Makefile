@@ -5,7 +5,9 @@
 #   make run        build and start protobusd on conf/protobusd.conf
 #   make test       install missing Debian packages, build, run every test,
 #                   then rebuild with ASan+UBSan and run them all again
-#   make install    public headers, libraries and pkg-config file under $(PREFIX)
+#   make install    public headers, libraries and pkg-config file under $(PREFIX);
+#                   protobusd.service, the protobus user (sysusers.d) and a default
+#                   configuration in $(SYSCONFDIR)/protobus/ (kept if there)
 
 CC      ?= gcc
 PREFIX  ?= /usr/local
@@ -25,9 +27,12 @@ endif
 # libnats: the NATS C client, for the mirrors to JetStream (server/mirror*).
 # libsodium: argon2id password hashes (server/auth.c, `protobus passwd`).
 # libssl: TLS (server/tls.c; libprotobus's client side, client/tls.c).
+# libmicrohttpd: the metrics_listen endpoint (server/metrics_http.c).
+# libsystemd: sd_notify for Type=notify (server/sdnotify.c).
 # libzstd: compressed segments (proto/zseg.c: the daemon writes them, every
 # reader, libprotobus's pb_reader included, reads them).
-PKGS    := libprotobuf-c libpcre2-8 libuv inih json-c libhs libnats libsodium libssl libcrypto libzstd
+PKGS    := libprotobuf-c libpcre2-8 libuv inih json-c libhs libnats libsodium libssl libcrypto \
+           libmicrohttpd libsystemd libzstd
 
 ifeq ($(SAN),1)
 BUILD   ?= build/san
@@ -243,6 +248,13 @@ layers:
 deps:
 	@tests/install-deps
 
+# The daemon's configuration and systemd files. /usr and /usr/local keep
+# their configuration in /etc; any other PREFIX (a test's temp dir) in
+# PREFIX/etc. DESTDIR stages it all (packaging).
+SYSCONFDIR ?= $(if $(filter /usr /usr/local,$(PREFIX)),/etc,$(PREFIX)/etc)
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+
 install: $(BUILD)/libprotobus.a $(SO_FILE) $(BUILD)/protobus $(BUILD)/protobusd
 	install -d $(DESTDIR)$(PREFIX)/include/protobus $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
 	install -m 644 $(PUBLIC_HEADERS) $(DESTDIR)$(PREFIX)/include/protobus/
@@ -252,6 +264,15 @@ install: $(BUILD)/libprotobus.a $(SO_FILE) $(BUILD)/protobus $(BUILD)/protobusd
 	ln -sf libprotobus.so.$(SO_MAJOR) $(DESTDIR)$(PREFIX)/lib/libprotobus.so
 	install -m 755 $(BUILD)/protobus $(BUILD)/protobusd $(DESTDIR)$(PREFIX)/bin/
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(PB_VERSION)|g' client/protobus.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/protobus.pc
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(SYSCONFDIR)/protobus
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' conf/protobusd.service \
+	  > $(DESTDIR)$(UNITDIR)/protobusd.service
+	install -m 644 conf/protobus.sysusers $(DESTDIR)$(SYSUSERSDIR)/protobus.conf
+	@# An existing configuration is kept; the default's data_dir is the unit's StateDirectory.
+	test -e $(DESTDIR)$(SYSCONFDIR)/protobus/protobusd.conf || \
+	  sed -e 's|^data_dir = ./data .*|data_dir = /var/lib/protobus  # StateDirectory=protobus (protobusd.service)|' \
+	    -e '1s|.*|# protobusd configuration (installed by make install; read by protobusd.service).|' \
+	    conf/protobusd.conf > $(DESTDIR)$(SYSCONFDIR)/protobus/protobusd.conf
 
 format:
 	clang-format -i $(PROTO_SRC) $(SERVER_SRC) server/main.c $(CLIENT_SRC) $(CLI_SRC) \
@@ -345,6 +366,13 @@ bench: $(BUILD)/protobusd $(BUILD)/protobus
 	BUILD=$(BUILD) tests/bench/run
 
 .PHONY: bench
+
+# `make bench-standby`: tests/bench/standby, the hot standby's publish rate
+# (alone, async, sync) and replication lag; RUNS and COUNT as there.
+bench-standby: $(BUILD)/protobusd $(BUILD)/protobus
+	BUILD=$(BUILD) tests/bench/standby
+
+.PHONY: bench-standby
 
 # `make bench-matcher`: tests/bench/matcher_bench.c, the topic matching of
 # the "100k topics + 1,000 subscriptions" workload alone: one PCRE2 match

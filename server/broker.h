@@ -80,6 +80,9 @@ typedef struct pub_expect {
  * table is incomplete (out of memory), so expectations cannot be checked. */
 #define PUB_EXPECT_FAILED  (-6001)
 #define PUB_EXPECT_UNKNOWN (-6002)
+/* pub_part.status set by net.c: stored here, but the standby did not
+ * confirm it within standby_timeout_ms (standby_timeout = refuse). */
+#define PUB_STANDBY_TIMEOUT (-6003)
 
 struct pub_batch {
     /* Called on the writer thread after a pub_part is durable (or failed).
@@ -94,13 +97,24 @@ struct pub_batch {
     pub_event *events;
     uint32_t nparts;
     pub_part *parts;
+    /* A standby's batch (follower.c): each event is a record of the
+     * primary's, stored as it is (data = the stored event bytes) at its
+     * `offset` with its `time_ns`, set by the follower; no dedup, no
+     * expectations. A part whose first offset is not the partition's next
+     * is refused (status PB_EINVAL), nothing of it stored. */
+    int replica;
     uint32_t nexpect;     /* Publish.expect entries (then nparts <= 1) */
     pub_expect *expect;   /* ingest's, NULL when nexpect is 0 */
     pub_batch *next_done; /* net.c's completion list link */
+    /* net.c, synchronous standby mode: waiting for the standby's ReplicaAck
+     * (list link) until this CLOCK_MONOTONIC ms. */
+    pub_batch *next_standby;
+    uint64_t standby_deadline_ms;
     /* net.c, loop thread only: replies go out in request order. */
     pub_batch *next_reply; /* the connection's batches, in request order */
     void *replies_after;   /* replies due after this batch's, in order */
     int complete;          /* every part is done: its reply may go */
+    uint64_t received_ns; /* metrics_now_ns() when the frame was read (publish-to-ack) */
     uint64_t charge; /* what it costs in flight (ingest_charge): the in-flight budget's unit */
     size_t bytes_len;
     uint8_t *bytes; /* the Publish frame's bytes; events point into it */

@@ -54,6 +54,7 @@ enum value_kind {
     V_SIZE,
     V_STRING,
     V_LISTEN,
+    V_METRICS_LISTEN,
     V_FSYNC,
     V_LOG_LEVEL,
     V_AUTH,
@@ -83,6 +84,7 @@ static const struct key_def {
     {"max_partial_frame_bytes", V_SIZE, offsetof(pb_config, max_partial_frame_bytes), 1 * MIB,
      1024 * GIB},
     {"listen", V_LISTEN, 0, 0, 0},
+    {"metrics_listen", V_METRICS_LISTEN, 0, 0, 0},
     {"data_dir", V_STRING, offsetof(pb_config, data_dir), 0, 0},
     {"fsync", V_FSYNC, 0, 0, 0},
     {"fsync_interval_ms", V_U32, offsetof(pb_config, fsync_interval_ms), 1, 3600000},
@@ -121,6 +123,11 @@ static const struct key_def {
     {"tls_cert", V_STRING, offsetof(pb_config, tls_cert), 0, 0},
     {"tls_key", V_STRING, offsetof(pb_config, tls_key), 0, 0},
     {"tls_client_ca", V_STRING, offsetof(pb_config, tls_client_ca), 0, 0},
+    {"follow", V_STRING, offsetof(pb_config, follow), 0, 0},
+    {"min_standby_acks", V_U32, offsetof(pb_config, min_standby_acks), 0, 1},
+    {"standby_timeout_ms", V_U32, offsetof(pb_config, standby_timeout_ms), 1, 3600000},
+    {"standby_timeout", V_FN, offsetof(pb_config, standby_timeout_local), 0, 0,
+     config_value_standby_timeout},
 };
 
 #define SK_COUNT (sizeof server_keys / sizeof server_keys[0])
@@ -204,16 +211,17 @@ static int set_string(struct parse_ctx *c, char **dst, const char *key, const ch
 
 /* The host must be numeric (libuv binds to an address, and resolving names
  * at start-up would hide which one is used); port 0 = any free port. */
-static int set_listen(struct parse_ctx *c, const char *value)
+static int set_listen(struct parse_ctx *c, const char *key, const char *value, char **host,
+                      uint16_t *port, bool *ipv6)
 {
     hostport hp;
     char why[512];
     if (hostport_parse(value, HOSTPORT_NUMERIC | HOSTPORT_PORT_ZERO, &hp, why, sizeof why) < 0)
-        return fail_at(c, c->lineno, PB_EINVAL, "listen: %s", why);
-    if (!set_string(c, &c->cfg->listen_host, "listen", hp.host))
+        return fail_at(c, c->lineno, PB_EINVAL, "%s: %s", key, why);
+    if (!set_string(c, host, key, hp.host))
         return 0;
-    c->cfg->listen_port = hp.port;
-    c->cfg->listen_ipv6 = hp.bracketed;
+    *port = hp.port;
+    *ipv6 = hp.bracketed;
     return 1;
 }
 
@@ -277,7 +285,11 @@ static int server_key(struct parse_ctx *c, const struct key_def *d, const char *
 
     switch (d->kind) {
     case V_LISTEN:
-        return set_listen(c, value);
+        return set_listen(c, d->name, value, &c->cfg->listen_host, &c->cfg->listen_port,
+                          &c->cfg->listen_ipv6);
+    case V_METRICS_LISTEN:
+        return set_listen(c, d->name, value, &c->cfg->metrics_host, &c->cfg->metrics_port,
+                          &c->cfg->metrics_ipv6);
     case V_STRING:
         return set_string(c, (char **)(void *)field, d->name, value);
     case V_U32:
@@ -867,7 +879,9 @@ void config_free(pb_config *cfg)
     free(cfg->users);
     free(cfg->path);
     free(cfg->listen_host);
+    free(cfg->metrics_host);
     free(cfg->data_dir);
+    free(cfg->follow);
     free(cfg->tls_cert);
     free(cfg->tls_key);
     free(cfg->tls_client_ca);

@@ -121,6 +121,9 @@ typedef struct pb_config {
     char *listen_host; /* numeric IPv4 or IPv6 address, no brackets */
     uint16_t listen_port;
     bool listen_ipv6;
+    char *metrics_host; /* metrics_listen: /metrics and /healthz; NULL: off */
+    uint16_t metrics_port;
+    bool metrics_ipv6;
     char *data_dir; /* relative paths are relative to the process's cwd */
     pb_fsync_policy fsync;
     uint32_t fsync_interval_ms;
@@ -170,6 +173,10 @@ typedef struct pb_config {
     char *tls_cert;                 /* PEM certificate chain: TLS on the listener; NULL: none */
     char *tls_key;                  /* its PEM private key */
     char *tls_client_ca;            /* PEM CA(s): clients must present a certificate they signed */
+    char *follow; /* HOST:PORT of the primary: run as its hot standby (follower.h); NULL: not */
+    uint32_t min_standby_acks;   /* 1: a publish is acked once the standby has it (standby.h) */
+    uint32_t standby_timeout_ms; /* ... waiting at most this long, then: */
+    bool standby_timeout_local;  /* ack on the local copy (true) or refuse, UNAVAILABLE */
     pb_user_config *users;          /* [user NAME] sections, in file order */
     size_t n_users;
 } pb_config;
@@ -223,6 +230,8 @@ int config_value_retain_bytes(const char *key, const char *s, void *dst, char *w
 /* min_free_bytes (uint64_t): "auto" (UINT64_MAX: 1 GiB or 5% of the file
  * system, whichever is smaller), "none" or "0" (no check), or a size. */
 int config_value_min_free(const char *key, const char *s, void *dst, char *why, size_t n);
+/* standby_timeout = refuse | local (dst: a bool, true for local). */
+int config_value_standby_timeout(const char *key, const char *s, void *dst, char *why, size_t n);
 
 /* data_mode: octal digits, a mode within 0644 that keeps the owner's rw
  * ("0600", "0640", "0644"). */

@@ -146,6 +146,17 @@ int config_value_min_free(const char *key, const char *s, void *dst, char *why, 
     return size_within(key, s, 1, UINT64_MAX / 2, bytes, why, n);
 }
 
+int config_value_standby_timeout(const char *key, const char *s, void *dst, char *why, size_t n)
+{
+    bool *local = dst;
+    if (strcmp(s, "refuse") == 0 || strcmp(s, "local") == 0) {
+        *local = s[0] == 'l';
+        return 0;
+    }
+    snprintf(why, n, "%s: \"%s\" is not one of refuse, local", key, s);
+    return PB_EINVAL;
+}
+
 int config_parse_utc_offset(const char *s, int32_t *seconds)
 {
     if ((s[0] == 'Z' || s[0] == 'z') && s[1] == '\0') {
@@ -262,6 +273,11 @@ void config_set_defaults(pb_config *cfg)
      * who mistyped; it doubles with each recent failure from the address. */
     cfg->auth_failure_delay_ms = 1000;
     cfg->data_mode = 0600;
+    /* Hot standby: asynchronous unless asked; a synchronous publish waits
+     * 5 s for the standby, then is refused. */
+    cfg->min_standby_acks = 0;
+    cfg->standby_timeout_ms = 5000;
+    cfg->standby_timeout_local = false;
     /* Unsent replies of all connections, with their allocations: 8
      * connections at their own 8 MiB bound. */
     cfg->reply_queue_total_bytes = 64 * MIB;

@@ -25,6 +25,7 @@
  * Threads: the loop thread only.
  */
 #include "net_internal.h"
+#include "metrics.h"
 
 #include "frame.h"
 #include "logging.h"
@@ -112,6 +113,7 @@ static void conn_unref(conn *c)
     if (c->next)
         c->next->prev = c->prev;
     n->nconns--;
+    metrics_conn_closed();
     conn_auth_release(c);
     conn_tls_release(c);
     connbuf_free(c);
@@ -267,6 +269,7 @@ void conn_send_error(conn *c, uint64_t id, int code, const char *message, const 
                      uint32_t event_index_plus_one, bool close)
 {
     size_t len;
+    metrics_error_sent(code);
     uint8_t *buf = error_frame(id, code, message, part_name, event_index_plus_one, &len);
     if (!buf) {
         logging_printf(LOG_ERROR, "connection %s: out of memory for a reply", c->peer);
@@ -333,6 +336,7 @@ uint8_t *conn_batch_reply(conn *c, pub_batch *b, size_t *len)
     ingest_error err;
     if (ingest_reply(b, &frame, len, &err) == 0)
         return frame;
+    metrics_error_sent(err.code);
     frame = ingest_error_frame(&err, b->frame_id, len);
     if (!frame) {
         logging_printf(LOG_ERROR, "connection %s: out of memory for a reply", c->peer);
@@ -357,6 +361,8 @@ void conn_flush_replies(conn *c)
         }
         /* Its turn: its reply and those behind it go straight out. */
         size_t len;
+        metrics_ack_ns(metrics_now_ns() - b->received_ns);
+        metrics_batch_events(b->nevents);
         uint8_t *frame = conn_batch_reply(c, b, &len);
         if (frame)
             conn_send(c, frame, len, false);

@@ -15,6 +15,7 @@
  * Threads: the loop thread.
  */
 #include "net_internal.h"
+#include "metrics.h"
 
 #include "acl.h"
 #include "auth.h"
@@ -34,6 +35,7 @@ static void on_auth_done(void *ctx, acl_user *u)
     if (c->closing || c->condemned)
         return;
     if (!u) {
+        metrics_conn_refused(METRICS_REFUSED_AUTH);
         conn_fail(c, c->hello_id, PB_CODE_UNAUTHENTICATED, "authentication failed");
         return;
     }

@@ -6,6 +6,8 @@
  */
 #include "expect.h"
 
+#include "metrics.h"
+
 #include "pb_errors.h"
 
 #include <string.h>
@@ -116,6 +118,7 @@ size_t expect_admit(expect_take *x, pub_part *taken, log_entry *entries, live_re
             if (ids && ev->id_len > 0 &&
                 dedup_check(x->dedup, h, ev->id, ev->id_len, x->next + n, x->time_ns, &orig) == 1) {
                 ev->duplicate = 1;
+                metrics_dedup_hits(1);
                 ev->offset = orig;
                 continue;
             }

@@ -13,6 +13,7 @@
  * allocated once the batch is done.
  */
 #include "ingest.h"
+#include "metrics.h"
 
 #include "dedup.h"
 #include "frame.h"
@@ -101,6 +102,7 @@ static ingest_batch *batch_new(uint32_t nevents, uint32_t nexpect, const uint8_t
     ib->ack_index = ib->lists + nevents;
     b->bytes = (uint8_t *)(ib->ack_index + nevents);
     b->bytes_len = len;
+    b->received_ns = metrics_now_ns();
     memcpy(b->bytes, body, len);
     return ib;
 }
@@ -457,6 +459,12 @@ int ingest_reply(pub_batch *b, uint8_t **frame, size_t *len, ingest_error *err)
         if (p->status == PUB_EXPECT_FAILED || p->status == PUB_EXPECT_UNKNOWN)
             return refuse_part(b, p, err);
         const char *name = partition_name(p->partition);
+        if (p->status == PUB_STANDBY_TIMEOUT)
+            return refuse(err, PB_CODE_UNAVAILABLE, 0, name,
+                          "partition %s: the standby did not confirm %u event(s) of this batch "
+                          "within standby_timeout_ms; they are stored here but not acknowledged "
+                          "(standby_timeout = refuse)",
+                          name, p->count);
         uint64_t avail, margin;
         if (p->status == -ENOSPC || p->status == -EDQUOT) {
             bool low = partition_space_low(p->partition, &avail, &margin);

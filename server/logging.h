@@ -18,6 +18,9 @@ const char *logging_level_name(int level);
 
 /* Lines below this level are dropped (default LOG_INFO). */
 void logging_set_level(int level);
+/* Lines get a "<N>" syslog-priority prefix instead of a timestamp from now
+ * on if stderr is the journal ($JOURNAL_STREAM = device:inode of stderr). */
+void logging_detect_journal(void);
 
 void logging_printf(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

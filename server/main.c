@@ -16,16 +16,21 @@
  * the libuv loop thread.
  */
 #include "config.h"
+#include "metrics_http.h"
 #include "fanout.h"
+#include "follower.h"
 #include "hostport.h"
 #include "logging.h"
 #include "mirror.h"
 #include "net.h"
 #include "partition.h"
 #include "pb_errors.h"
+#include "reload.h"
+#include "sdnotify.h"
 #include "protobus_version.h"
 #include "router.h"
 #include "security.h"
+#include "standby.h"
 #include "store.h"
 #include "sub.h"
 #include "subrun.h"
@@ -56,6 +61,7 @@
 
 static const char usage[] =
     "Usage: protobusd [-c FILE] [--listen HOST:PORT] [--data-dir DIR] [--port-file FILE]\n"
+    "                 [--follow HOST:PORT]\n"
     "       protobusd --check -c FILE\n"
     "\n"
     "The Protobus daemon: receives events over TCP, stores them in partitioned\n"
@@ -69,13 +75,23 @@ static const char usage[] =
     "  -l, --listen HOST:PORT override [server] listen (port 0 = any free port)\n"
     "  -d, --data-dir DIR     override [server] data_dir\n"
     "      --port-file FILE   write the port actually listened on to FILE\n"
+    "      --follow HOST:PORT run as the hot standby of the primary at HOST:PORT\n"
+    "                         (override [server] follow): replicate every partition,\n"
+    "                         refuse publishes; serve subscribers. Credentials for a\n"
+    "                         primary with auth: PROTOBUSD_FOLLOW_USER and\n"
+    "                         PROTOBUSD_FOLLOW_PASSWORD in the environment\n"
     "      --check            load and validate the configuration, then exit\n"
     "  -h, --help             show this help\n"
     "  -V, --version          show the version\n"
     "\n"
     "Signals: SIGTERM or SIGINT stop it gracefully (everything received is made\n"
-    "durable and acknowledged first); SIGHUP reloads the [user] sections of the\n"
-    "configuration file (auth = required). Logs go to standard error.\n";
+    "durable and acknowledged first). SIGHUP reloads the configuration file,\n"
+    "validated as --check does (a bad one is refused and logged, the running one\n"
+    "stays): partition rules, limits and [user] sections take effect at once;\n"
+    "other settings at the next restart (logged). Logs go to standard error.\n"
+    "With [server] metrics_listen = HOST:PORT it serves GET /metrics (Prometheus\n"
+    "text format) and GET /healthz (200, or 503 naming each partition that\n"
+    "accepts no writes) on a thread of its own.\n";
 
 static const char builtin_config[] = "[server]\n"
                                      "listen = 127.0.0.1:7420\n"
@@ -91,13 +107,19 @@ typedef struct daemon_state {
     store *store;
     sub_registry *subs;
     mirror_set *mirrors;
+    follower *follower; /* --follow: the replication thread; NULL: a primary */
+    standby *standby;   /* min_standby_acks = 1: the standby's positions; NULL: async */
     _Atomic(mirror_set *) mirrors_ready; /* mirrors, once started (writers read it) */
     uv_timer_t retain_timer;             /* age retention, every RETAIN_TICK_MS */
     router *router;
     net *net;
     uv_signal_t sigterm, sigint, sighup;
-    security sec;            /* auth = required: accounts and authenticator */
-    const char *config_path; /* -c FILE, for SIGHUP; NULL: built-in defaults */
+    uv_timer_t watchdog; /* systemd's WatchdogSec (sdnotify.h) */
+    int watchdog_on;
+    security sec;                                /* auth = required: accounts and authenticator */
+    metrics_http *metrics;                       /* metrics_listen; NULL when off */
+    const char *config_path;                     /* -c FILE, for SIGHUP; NULL: built-in defaults */
+    bool listen_overridden, data_dir_overridden; /* --listen, --data-dir (kept on SIGHUP) */
     uv_timer_t stop_timer;
     uint64_t stop_started_ms;
     int stopping;
@@ -235,6 +257,8 @@ static void stop_poll(uv_timer_t *t)
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->sigint, NULL);
     uv_close((uv_handle_t *)&d->sighup, NULL);
+    if (d->watchdog_on)
+        uv_close((uv_handle_t *)&d->watchdog, NULL);
     uv_stop(&d->loop);
 }
 
@@ -246,6 +270,7 @@ static void on_signal(uv_signal_t *s, int signum)
         return;
     }
     d->stopping = 1;
+    sdnotify_stopping();
     logging_printf(LOG_INFO,
                    "%s: stopping: no new connections or frames; finishing what was "
                    "received",
@@ -261,8 +286,22 @@ static void on_sighup(uv_signal_t *s, int signum)
 {
     daemon_state *d = s->data;
     (void)signum;
-    if (!d->stopping)
-        security_reload(&d->sec, d->net, d->subs, d->config_path);
+    if (d->stopping)
+        return;
+    reload_target t = {
+        .cfg = &d->cfg,
+        .path = d->config_path,
+        .listen_overridden = d->listen_overridden,
+        .data_dir_overridden = d->data_dir_overridden,
+        .net = d->net,
+        .router = &d->router,
+        .store = d->store,
+        .sec = &d->sec,
+        .subs = d->subs,
+    };
+    sdnotify_reloading();
+    (void)reload_config(&t);
+    sdnotify_ready("serving (configuration reloaded or kept)");
 }
 
 /* --- main --------------------------------------------------------------- */
@@ -403,7 +442,7 @@ static void size_fd_budget(pb_config *cfg)
 
 /* The command line. */
 typedef struct args {
-    const char *config_path, *listen, *data_dir, *port_file;
+    const char *config_path, *listen, *data_dir, *port_file, *follow;
     int check_only;
 } args;
 
@@ -415,7 +454,8 @@ static int parse_args(int argc, char **argv, args *a)
         {"config", required_argument, NULL, 'c'},   {"listen", required_argument, NULL, 'l'},
         {"data-dir", required_argument, NULL, 'd'}, {"port-file", required_argument, NULL, 'p'},
         {"check", no_argument, NULL, 'k'},          {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},        {NULL, 0, NULL, 0},
+        {"version", no_argument, NULL, 'V'},        {"follow", required_argument, NULL, 'f'},
+        {NULL, 0, NULL, 0},
     };
     int opt;
     while ((opt = getopt_long(argc, argv, "c:l:d:hV", long_opts, NULL)) != -1) {
@@ -431,6 +471,9 @@ static int parse_args(int argc, char **argv, args *a)
             break;
         case 'p':
             a->port_file = optarg;
+            break;
+        case 'f':
+            a->follow = optarg;
             break;
         case 'k':
             a->check_only = 1;
@@ -479,6 +522,15 @@ static int load_config(const args *a, pb_config *cfg)
         free(cfg->data_dir);
         cfg->data_dir = dd;
     }
+    if (a->follow) {
+        char *fo = strdup(a->follow);
+        if (!fo) {
+            config_free(cfg);
+            return 1;
+        }
+        free(cfg->follow);
+        cfg->follow = fo;
+    }
     /* After the overrides: --listen 0.0.0.0:7420 counts too. */
     if (config_check_exposure(cfg, err, sizeof err) < 0) {
         fprintf(stderr, "protobusd: %s: %s\n", cfg->path, err);
@@ -495,6 +547,8 @@ static int load_config(const args *a, pb_config *cfg)
 static int close_daemon(daemon_state *d)
 {
     router_free(d->router);
+    follower_stop(d->follower); /* it writes into the partitions */
+    d->follower = NULL;
     sub_registry_destroy(d->subs);
     atomic_store(&d->mirrors_ready, NULL);
     mirror_set_destroy(d->mirrors);
@@ -502,6 +556,25 @@ static int close_daemon(daemon_state *d)
     if (rc < 0)
         logging_printf(LOG_ERROR, "closing the partitions: %s", pb_strerror(rc));
     fanout_destroy(d->live);
+    standby_destroy(d->standby);
+    d->standby = NULL;
+    return rc;
+}
+
+/* --follow / [server] follow: the replication thread. */
+static int start_follower(daemon_state *d, char *err, size_t errlen)
+{
+    follower_options fo = {
+        .primary = d->cfg.follow,
+        .user = getenv("PROTOBUSD_FOLLOW_USER"),
+        .password = getenv("PROTOBUSD_FOLLOW_PASSWORD"),
+        .store = d->store,
+        .max_frame_bytes = d->cfg.max_frame_bytes,
+    };
+    int rc = follower_start(&d->follower, &fo, err, errlen);
+    if (rc == 0)
+        logging_printf(LOG_INFO, "standby of %s: publishes are refused; promote by restarting "
+                       "without --follow", d->cfg.follow);
     return rc;
 }
 
@@ -529,7 +602,11 @@ static int open_daemon(daemon_state *d)
         .slots = d->cfg.threads,
         .queue_total_bytes = d->cfg.subscriber_queue_total_bytes,
     };
-    int rc = fanout_create(&d->live, &fo);
+    int rc = standby_create(&d->standby, d->cfg.min_standby_acks, d->cfg.standby_timeout_ms,
+                            d->cfg.standby_timeout_local ? STANDBY_LOCAL : STANDBY_REFUSE);
+    if (rc < 0)
+        return rc;
+    rc = fanout_create(&d->live, &fo);
     if (rc < 0) {
         logging_printf(LOG_ERROR, "cannot create the live fan-out: %s", pb_strerror(rc));
         return rc;
@@ -539,6 +616,8 @@ static int open_daemon(daemon_state *d)
         logging_printf(LOG_ERROR, "cannot open data directory %s: %s", d->cfg.data_dir,
                        pb_strerror(rc));
         fanout_destroy(d->live);
+        standby_destroy(d->standby);
+        d->standby = NULL;
         return rc;
     }
     store_set_max_partitions(d->store, d->cfg.max_partitions);
@@ -555,6 +634,7 @@ static int open_daemon(daemon_state *d)
         .write_deadline_ms = d->cfg.write_deadline_ms,
         .topic_history = TOPIC_HISTORY,
         .max_frame_bytes = d->cfg.max_frame_bytes,
+        .standby = d->standby,
         .caps = sub_caps_of(&d->cfg),
         .max_per_address = d->cfg.max_subscriptions_per_address,
     };
@@ -567,11 +647,30 @@ static int open_daemon(daemon_state *d)
         logging_printf(LOG_ERROR, "cannot start the mirrors: %s", pb_strerror(rc));
     else if ((rc = router_create(&d->cfg, &d->router, err, sizeof err)) < 0)
         logging_printf(LOG_ERROR, "%s", err);
+    else if (d->cfg.follow && (rc = start_follower(d, err, sizeof err)) < 0)
+        logging_printf(LOG_ERROR, "%s", err);
     if (rc < 0) {
         d->router = NULL;
         (void)close_daemon(d);
     }
     return rc;
+}
+
+/* metrics_listen: serves /metrics and /healthz on a thread of its own.
+ * 0 (also when it is off), or -1 (logged). */
+static int start_metrics(daemon_state *d)
+{
+    char err[512], where[HOSTPORT_HOST_MAX + 16];
+    if (!d->cfg.metrics_host)
+        return 0;
+    if (metrics_http_start(&d->metrics, d->cfg.metrics_host, d->cfg.metrics_port, d->store, err,
+                           sizeof err) < 0) {
+        logging_printf(LOG_ERROR, "%s (%s)", err, d->cfg.path);
+        return -1;
+    }
+    hostport_format(where, sizeof where, d->cfg.metrics_host, metrics_http_port(d->metrics));
+    logging_printf(LOG_INFO, "metrics on http://%s/metrics and /healthz", where);
+    return 0;
 }
 
 /* Listens, runs the loop until a graceful stop has finished, closes the
@@ -600,6 +699,8 @@ static int serve(daemon_state *d, const char *port_file)
         .subs = d->subs,
         .auth = d->sec.auth,
         .tls = d->sec.tls,
+        .follow = d->cfg.follow,
+        .standby = d->standby,
     };
     if (net_start(&d->net, &d->loop, &no, err, sizeof err) < 0) {
         logging_printf(LOG_ERROR, "%s", err);
@@ -626,6 +727,12 @@ static int serve(daemon_state *d, const char *port_file)
     uv_signal_init(&d->loop, &d->sighup);
     d->sighup.data = d;
     uv_signal_start(&d->sighup, on_sighup, SIGHUP);
+    /* Recovered (open_daemon) and listening: ready for systemd. */
+    char status[HOSTPORT_HOST_MAX + 64];
+    snprintf(status, sizeof status, "serving on %s, %zu partition(s)", where,
+             store_count(d->store));
+    sdnotify_ready(status);
+    d->watchdog_on = sdnotify_watchdog_start(&d->loop, &d->watchdog);
 
     uv_run(&d->loop, UV_RUN_DEFAULT);
 
@@ -656,12 +763,15 @@ int main(int argc, char **argv)
         return 0;
     }
     logging_set_level((int)d.cfg.log_level);
+    logging_detect_journal();
     signal(SIGPIPE, SIG_IGN);
     /* data_mode for every file the daemon creates, directories with x
      * wherever r is set (0600: files 0600, directories 0700), so offline
      * readers (`protobus cat`) are governed by file permissions. */
     umask(0777 & ~(d.cfg.data_mode | ((d.cfg.data_mode & 0444) >> 2)));
     d.config_path = a.config_path;
+    d.listen_overridden = a.listen != NULL;
+    d.data_dir_overridden = a.data_dir != NULL;
     size_fd_budget(&d.cfg);
 
     status = 1;
@@ -669,8 +779,9 @@ int main(int argc, char **argv)
     logging_printf(LOG_INFO, "protobusd %s starting: config %s, data directory %s, fsync %s",
                    PB_VERSION_STRING, d.cfg.path, d.cfg.data_dir, config_fsync_name(d.cfg.fsync));
     if (security_start(&d.sec, &d.loop, &d.cfg) == 0 && open_daemon(&d) == 0) {
-        if (serve(&d, a.port_file) == 0)
+        if (start_metrics(&d) == 0 && serve(&d, a.port_file) == 0)
             status = 0;
+        metrics_http_stop(d.metrics);
         if (close_daemon(&d) < 0)
             status = 1;
     }

@@ -24,13 +24,16 @@
  * writers.
  */
 #include "net_internal.h"
+#include "metrics.h"
 
 #include "frame.h"
 #include "grow.h"
 #include "hostport.h"
 #include "logging.h"
+#include "partition.h"
 #include "pb_errors.h"
 #include "protobus_version.h"
+#include "standby.h"
 #include "sub.h"
 
 #include <errno.h>
@@ -38,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define READ_CHUNK                   (64 * 1024) /* a TLS read; plain ones: connbuf.c */
@@ -82,6 +86,102 @@ static void send_ingest_error(conn *c, uint64_t id, const ingest_error *e)
     conn_reply(c, buf, len, false);
 }
 
+/* Marks b complete and lists its connection for a flush. */
+static void batch_complete(pub_batch *b, conn **flush)
+{
+    conn *c = b->conn;
+    b->complete = 1;
+    if (!c->flush_pending) {
+        c->flush_pending = 1;
+        c->refs++; /* keeps c while its flush drops batch references */
+        c->next_flush = *flush;
+        *flush = c;
+    }
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Synchronous standby mode: may b's reply go now? Yes when the standby's
+ * ReplicaAck covers every stored event of it, or its time is up (then per
+ * standby_timeout: refused, or acknowledged on this copy alone). */
+static bool standby_settled(net *n, pub_batch *b, uint64_t now)
+{
+    for (uint32_t i = 0; i < b->nparts; i++) {
+        pub_part *p = &b->parts[i];
+        if (p->status != 0 || p->count == 0)
+            continue;
+        uint64_t last = 0;
+        for (uint32_t k = 0; k < p->count; k++)
+            if (b->events[p->events[k]].offset > last)
+                last = b->events[p->events[k]].offset;
+        const char *name = partition_name(p->partition);
+        if (standby_covers(n->opts.standby, name, last))
+            continue;
+        if (now < b->standby_deadline_ms)
+            return false;
+        if (standby_policy(n->opts.standby) == STANDBY_LOCAL)
+            standby_note_local(n->opts.standby, name);
+        else
+            p->status = PUB_STANDBY_TIMEOUT;
+    }
+    return true;
+}
+
+/* Re-checks the waiting batches (oldest first, each connection's replies
+ * stay in order since a reply waits for the batches before it). */
+static void standby_recheck(net *n, conn **flush)
+{
+    uint64_t now = now_ms();
+    pub_batch **link = &n->sb_head, *prev = NULL;
+    while (*link) {
+        pub_batch *b = *link;
+        if (!standby_settled(n, b, now)) {
+            prev = b;
+            link = &b->next_standby;
+            continue;
+        }
+        *link = b->next_standby;
+        batch_complete(b, flush);
+    }
+    n->sb_tail = prev;
+    if (!n->sb_head && n->sb_timer_init)
+        uv_timer_stop(&n->sb_timer);
+}
+
+static void flush_all(net *n, conn *flush);
+
+static void on_standby_timer(uv_timer_t *t)
+{
+    net *n = t->data;
+    conn *flush = NULL;
+    standby_recheck(n, &flush);
+    flush_all(n, flush);
+}
+
+/* Called by a replication thread after a ReplicaAck (standby.h). */
+static void standby_notify(void *ctx)
+{
+    net *n = ctx;
+    uv_async_send(&n->wake);
+}
+
+static void standby_park(net *n, pub_batch *b)
+{
+    b->next_standby = NULL;
+    if (n->sb_tail)
+        n->sb_tail->next_standby = b;
+    else
+        n->sb_head = b;
+    n->sb_tail = b;
+    if (!uv_is_active((uv_handle_t *)&n->sb_timer))
+        uv_timer_start(&n->sb_timer, on_standby_timer, 10, 10);
+}
+
 static void on_wake(uv_async_t *a)
 {
     net *n = a->data;
@@ -93,16 +193,25 @@ static void on_wake(uv_async_t *a)
      * flush frees every done batch at the head of its connection's FIFO,
      * which may be later ones of this list. */
     conn *flush = NULL;
-    for (; b; b = b->next_done) {
-        conn *c = b->conn;
-        b->complete = 1;
-        if (!c->flush_pending) {
-            c->flush_pending = 1;
-            c->refs++; /* keeps c while its flush drops batch references */
-            c->next_flush = flush;
-            flush = c;
-        }
+    uint64_t now = 0;
+    if (n->opts.standby) {
+        standby_recheck(n, &flush);
+        now = now_ms();
     }
+    for (pub_batch *next; b; b = next) {
+        next = b->next_done;
+        if (n->opts.standby)
+            b->standby_deadline_ms = now + standby_timeout_ms(n->opts.standby);
+        if (n->opts.standby && !standby_settled(n, b, now))
+            standby_park(n, b);
+        else
+            batch_complete(b, &flush);
+    }
+    flush_all(n, flush);
+}
+
+static void flush_all(net *n, conn *flush)
+{
     while (flush) {
         conn *c = flush;
         flush = c->next_flush;
@@ -124,6 +233,16 @@ static void handle_publish(conn *c, uint64_t id, const uint8_t *body, size_t len
     pub_batch *b;
     ingest_error err;
     ingest_rights rights;
+    if (n->opts.follow) {
+        memset(&err, 0, sizeof err);
+        err.code = PB_CODE_FAILED_PRECONDITION;
+        snprintf(err.message, sizeof err.message,
+                 "this server is a standby of %s: publish to the primary (or promote this "
+                 "standby: restart it without --follow / [server] follow)",
+                 n->opts.follow);
+        send_ingest_error(c, id, &err);
+        return;
+    }
     if (ingest_prepare(&n->ingest, conn_publish_rights(c, &rights), id, body, len, batch_done, c,
                        &b, &err) < 0) {
         send_ingest_error(c, id, &err);
@@ -337,6 +456,7 @@ static void on_handshake_timeout(uv_timer_t *t)
     char msg[160];
     snprintf(msg, sizeof msg, "no Hello within %u ms (handshake_timeout_ms)",
              c->net->opts.handshake_timeout_ms);
+    metrics_conn_refused(METRICS_REFUSED_HANDSHAKE_TIMEOUT);
     conn_fail(c, 0, PB_CODE_DEADLINE_EXCEEDED, msg);
 }
 
@@ -506,6 +626,7 @@ static void make_room(net *n)
                  "closed for a newer connection: the server is at max_connections = %u and this "
                  "connection had not completed its handshake",
                  n->opts.max_connections);
+    metrics_conn_refused(METRICS_REFUSED_HANDSHAKE_ROOM);
     conn_fail(old, 0, PB_CODE_RESOURCE_EXHAUSTED, msg);
 }
 
@@ -535,6 +656,7 @@ static void on_connection(uv_stream_t *server, int status)
     n->conns = c;
     n->nconns++;
     n->nlive++;
+    metrics_conn_opened();
     c->hs_prev = n->hs_tail;
     if (n->hs_tail)
         n->hs_tail->hs_next = c;
@@ -560,6 +682,7 @@ static void on_connection(uv_stream_t *server, int status)
         char msg[160];
         snprintf(msg, sizeof msg, "too many connections (max_connections = %u)",
                  n->opts.max_connections);
+        metrics_conn_refused(METRICS_REFUSED_MAX_CONNECTIONS);
         conn_fail(c, 0, PB_CODE_RESOURCE_EXHAUSTED, msg);
         return;
     }
@@ -568,6 +691,26 @@ static void on_connection(uv_stream_t *server, int status)
 }
 
 /* ------------------------------------------------------------------ */
+
+void net_reconfigure(net *n, const net_options *o)
+{
+    n->opts.max_frame_bytes = o->max_frame_bytes;
+    n->opts.max_event_bytes = o->max_event_bytes;
+    n->opts.max_batch_events = o->max_batch_events;
+    n->opts.max_connections = o->max_connections;
+    n->opts.idle_timeout_ms = o->idle_timeout_ms;
+    n->opts.handshake_timeout_ms =
+        o->handshake_timeout_ms ? o->handshake_timeout_ms : DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    n->opts.max_handshaking = o->max_handshaking ? o->max_handshaking : o->max_connections;
+    n->opts.router = o->router;
+    n->ingest.max_event_bytes = o->max_event_bytes;
+    n->ingest.max_batch_events = o->max_batch_events;
+    n->ingest.router = o->router;
+    n->session.max_frame_bytes = o->max_frame_bytes;
+    n->session.max_event_bytes = o->max_event_bytes;
+    n->session.idle_timeout_ms = o->idle_timeout_ms;
+    n->session.max_batch_events = o->max_batch_events;
+}
 
 int net_start(net **out, uv_loop_t *loop, const net_options *opts, char *err, size_t errlen)
 {
@@ -649,6 +792,12 @@ int net_start(net **out, uv_loop_t *loop, const net_options *opts, char *err, si
                                                     : ((struct sockaddr_in *)&bound)->sin_port);
     uv_async_init(loop, &n->wake, on_wake);
     n->wake.data = n;
+    if (opts->standby) {
+        uv_timer_init(loop, &n->sb_timer);
+        n->sb_timer.data = n;
+        n->sb_timer_init = 1;
+        standby_set_notify(opts->standby, standby_notify, n);
+    }
     n->accepting = 1;
     *out = n;
     return 0;
@@ -687,6 +836,10 @@ void net_close(net *n)
     for (conn *c = n->conns; c; c = c->next)
         conn_close(c);
     uv_close((uv_handle_t *)&n->wake, NULL);
+    if (n->sb_timer_init) {
+        standby_set_notify(n->opts.standby, NULL, NULL);
+        uv_close((uv_handle_t *)&n->sb_timer, NULL);
+    }
     /* Run the loop until every handle's close callback has freed its conn. */
     uv_run(n->loop, UV_RUN_DEFAULT);
     uv_mutex_destroy(&n->done_lock);

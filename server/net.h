@@ -57,6 +57,12 @@ typedef struct net_options {
     struct auth *auth;
     /* TLS for every connection (tls.h); NULL: plain TCP. */
     struct tls_ctx *tls;
+    /* A hot standby's primary (HOST:PORT): publishes are refused with
+     * FAILED_PRECONDITION naming it; NULL: publishes are taken. */
+    const char *follow;
+    /* min_standby_acks = 1 (standby.h): a stored publish is acknowledged
+     * once the standby's ReplicaAck covers it; NULL: at once. */
+    struct standby *standby;
 } net_options;
 
 /* Binds and listens; err names the address and the reason on failure. */
@@ -73,6 +79,15 @@ void net_stop_accepting(net *n);
 /* Publish batches handed to writers, plus replies queued but not yet
  * written: the graceful stop waits for this to reach zero. */
 size_t net_inflight(const net *n);
+
+/* SIGHUP (reload.c), on the loop thread: from now on, the limits of o
+ * (max_frame_bytes, max_event_bytes, max_batch_events, max_connections,
+ * idle_timeout_ms, handshake_timeout_ms, max_handshaking) and its router
+ * are used; open connections stay (what they send next meets the new
+ * limits; a Hello answered before announced the old ones). The caller frees
+ * the old router afterwards: nothing keeps a pointer to it. Other fields
+ * of o are ignored (they need a restart). */
+void net_reconfigure(net *n, const net_options *o);
 
 struct acl;
 /* The [user] sections were reloaded (security.c): every open connection's

@@ -61,6 +61,11 @@ struct net {
     uint8_t *tls_raw;     /* TLS: what a read brings, before it is decrypted (loop thread) */
     uv_mutex_t done_lock; /* protects done_head: writers push, the loop pops */
     pub_batch *done_head;
+    /* Synchronous standby mode (standby.h): done batches waiting for the
+     * standby's ReplicaAck, oldest first, and the timer that re-checks them. */
+    pub_batch *sb_head, *sb_tail;
+    uv_timer_t sb_timer;
+    int sb_timer_init;
     char version[64];
 };
 

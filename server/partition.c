@@ -54,6 +54,7 @@
 #include "frame.h"
 #include "grow.h"
 #include "logging.h"
+#include "metrics.h"
 #include "pb_errors.h"
 #include "record.h"
 #include "topics.h"
@@ -115,6 +116,8 @@ struct partition {
 
     _Atomic uint64_t end_offset;
     atomic_int status;
+    /* Written by the writer (relaxed), read by /metrics: partition_get_stats. */
+    _Atomic uint64_t events_appended, bytes_appended, write_errors, fsync_errors;
     upkeep up; /* retention, free space, resume after a full disk (upkeep.h) */
 
     /* Writer thread only (the current one; a closing thread after the
@@ -187,8 +190,11 @@ static void complete_stored(pub_part *part)
 
 static int sync_log(partition *p)
 {
+    uint64_t t0 = metrics_now_ns();
     int rc = log_sync(p->log);
+    metrics_fsync_ns(metrics_now_ns() - t0);
     if (rc < 0) {
+        atomic_fetch_add_explicit(&p->fsync_errors, 1, memory_order_relaxed);
         /* A log that is not failed refused before syncing (its segment
          * could not be reopened): nothing was lost, nothing is acked. */
         if (log_status(p->log) < 0)
@@ -357,6 +363,16 @@ static void run_upkeep(partition *p)
 }
 
 /* Writes, syncs (per policy) and completes one take of the queue. */
+/* The take's n stored records into the partition's counters. */
+static void count_appended(partition *p, size_t n)
+{
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += p->recs[i].len + p->recs[i].suffix_len;
+    atomic_fetch_add_explicit(&p->events_appended, n, memory_order_relaxed);
+    atomic_fetch_add_explicit(&p->bytes_appended, bytes, memory_order_relaxed);
+}
+
 static void write_take(partition *p, pub_part *taken)
 {
     int rc = atomic_load(&p->status);
@@ -366,7 +382,7 @@ static void write_take(partition *p, pub_part *taken)
     }
     /* Below min_free_bytes: refused before anything is written (ingest
      * refuses up front too; this catches what was queued meanwhile). */
-    if (p->opts.min_free_bytes && upkeep_space_refuses(&p->up)) {
+    if (p->opts.min_free_bytes && upkeep_take_refused(&p->up)) {
         complete_all(taken, -ENOSPC);
         return;
     }
@@ -418,6 +434,7 @@ static void write_take(partition *p, pub_part *taken)
             return;
         }
         if (rc < 0) {
+            atomic_fetch_add_explicit(&p->write_errors, 1, memory_order_relaxed);
             set_failed(p, rc, "write");
             note_failure(p);
             expect_take_failed(&x);
@@ -454,14 +471,108 @@ static void write_take(partition *p, pub_part *taken)
                        "last-N subscriptions may miss events",
                        p->name);
     }
-    if (n > 0)
+    if (n > 0) {
+        count_appended(p, n);
         atomic_store_explicit(&p->end_offset, first + n, memory_order_release);
+    }
     if (p->opts.durable && n > 0)
         p->opts.durable(p->opts.durable_ctx, p, p->recs, n);
     complete_stored(taken);
     shrink_after_take(p, n);
     /* A rotation closed a segment: the size limit may be passed. After the
      * acks, so that publishers do not wait for the removal. */
+    if (upkeep_after_take(&p->up, p->log) < 0)
+        set_failed(p, log_status(p->log), "retention's removal");
+}
+
+/* Queues the replica take's records (pub_batch.replica) into entries and
+ * recs from the log's next offset on; a part that does not start there is
+ * refused. Returns the number of records. */
+static size_t admit_replica(partition *p, pub_part *taken)
+{
+    uint64_t next = log_next_offset(p->log);
+    size_t n = 0;
+    for (pub_part *part = taken; part; part = part->next) {
+        part->refused = 0;
+        if (part->batch->events[part->events[0]].offset != next) {
+            part->refused = PB_EINVAL;
+            continue;
+        }
+        for (uint32_t k = 0; k < part->count; k++, n++, next++) {
+            const pub_event *ev = &part->batch->events[part->events[k]];
+            p->entries[n] = (log_entry){.data = ev->data, .len = ev->len, .time_ns = ev->time_ns};
+            p->recs[n] = (live_record){.offset = next,
+                                       .time_ns = ev->time_ns,
+                                       .topic = ev->topic,
+                                       .topic_len = ev->topic_len,
+                                       .data = ev->data,
+                                       .len = ev->len};
+            if (ev->time_ns > p->last_time_ns)
+                p->last_time_ns = ev->time_ns;
+        }
+    }
+    return n;
+}
+
+/* Does the take carry an event id (then the partition's dedup mark must
+ * exist before it is stored, so a promoted standby rebuilds its window)? */
+static bool replica_has_ids(const pub_part *taken)
+{
+    for (; taken; taken = taken->next)
+        for (uint32_t k = 0; k < taken->count; k++)
+            if (taken->batch->events[taken->events[k]].id_len > 0)
+                return true;
+    return false;
+}
+
+/* A standby's take: records appended as the primary stored them, synced
+ * per the same policy, then announced and completed like any take. */
+static void write_replica_take(partition *p, pub_part *taken)
+{
+    if (atomic_load(&p->status) < 0) {
+        complete_all(taken, atomic_load(&p->up.heal_pending) ? -ENOSPC : PB_EFAILED);
+        return;
+    }
+    if (p->opts.min_free_bytes && upkeep_space_refuses(&p->up)) {
+        complete_all(taken, -ENOSPC); /* the follower retries later */
+        return;
+    }
+    size_t n = 0;
+    for (const pub_part *part = taken; part; part = part->next)
+        n += part->count;
+    int rc = reserve(p, n);
+    if (rc == 0 && p->dedup && !p->ids_marked && replica_has_ids(taken))
+        rc = mark_ids(p);
+    if (rc < 0) {
+        complete_all(taken, rc);
+        return;
+    }
+    n = admit_replica(p, taken);
+    uint64_t first = log_next_offset(p->log);
+    if (n > 0) {
+        rc = log_append(p->log, p->entries, n, NULL);
+        if (rc < 0 && log_status(p->log) < 0) {
+            set_failed(p, rc, "write");
+            note_failure(p);
+        }
+        if (rc >= 0) {
+            p->dirty = true;
+            if (p->opts.fsync == PARTITION_FSYNC_ALWAYS ||
+                (p->opts.fsync == PARTITION_FSYNC_INTERVAL && interval_due(p, mono_ns())))
+                rc = sync_log(p);
+        }
+        if (rc < 0) {
+            complete_all(taken, rc);
+            return;
+        }
+        (void)topics_add(p->topics, p->recs, n);
+        atomic_store_explicit(&p->end_offset, first + n, memory_order_release);
+        if (p->opts.durable)
+            p->opts.durable(p->opts.durable_ctx, p, p->recs, n);
+    }
+    complete_stored(taken);
+    shrink_after_take(p, n);
+    /* The standby's own retention (its [partition] settings), as for any take. */
     if (upkeep_after_take(&p->up, p->log) < 0)
         set_failed(p, log_status(p->log), "retention's removal");
 }
@@ -552,7 +663,9 @@ static void *writer_main(void *arg)
         if (stop)
             p->exited = true; /* later submits are completed by the submitter */
         pthread_mutex_unlock(&p->lock);
-        if (taken)
+        if (taken && taken->batch->replica)
+            write_replica_take(p, taken);
+        else if (taken)
             write_take(p, taken);
         else if (why == WAKE_SYNC && atomic_load(&p->status) == 0)
             sync_log(p);
@@ -819,6 +932,14 @@ uint64_t partition_end_offset(const partition *p)
 {
     /* Pairs with the writer's release store: records below it are in the files. */
     return atomic_load_explicit(&p->end_offset, memory_order_acquire);
+}
+
+void partition_get_stats(partition *p, partition_stats *st)
+{
+    st->events_appended = atomic_load_explicit(&p->events_appended, memory_order_relaxed);
+    st->bytes_appended = atomic_load_explicit(&p->bytes_appended, memory_order_relaxed);
+    st->write_errors = atomic_load_explicit(&p->write_errors, memory_order_relaxed);
+    st->fsync_errors = atomic_load_explicit(&p->fsync_errors, memory_order_relaxed);
 }
 
 uint64_t partition_first_offset(partition *p)

@@ -59,7 +59,8 @@ typedef struct partition_options {
     void *retain_floor_ctx;
     /* Refuse publishes while the file system has less free space than
      * this (freespace.h; FREESPACE_AUTO: 1 GiB or 5%, whichever is
-     * smaller); 0: no check. Checked (statvfs) before every take. */
+     * smaller); 0: no check. Probed (statvfs) before a take, at most every
+     * 10 ms, and every second by the upkeep tick. */
     uint64_t min_free_bytes;
 } partition_options;
 
@@ -97,6 +98,13 @@ const char *partition_dir(const partition *p);
  * value misses nothing: records below it are in the files, records at or
  * above it are announced (the live fan-out skips duplicates by offset). */
 uint64_t partition_end_offset(const partition *p);
+/* Counters since the daemon started (relaxed reads; any thread). Events
+ * and bytes are those stored (ids found stored already are not). */
+typedef struct partition_stats {
+    uint64_t events_appended, bytes_appended;
+    uint64_t write_errors, fsync_errors;
+} partition_stats;
+void partition_get_stats(partition *p, partition_stats *st);
 /* Any thread. The oldest offset still stored (retention raises it).
  * Readers that want offsets below it were overtaken by retention. */
 uint64_t partition_first_offset(partition *p);

@@ -13,6 +13,7 @@
 #include "sub.h"
 #include "tls.h"
 
+#include <stdio.h>
 #include <string.h>
 
 int security_start(security *s, uv_loop_t *loop, const pb_config *cfg)
@@ -69,56 +70,41 @@ static bool same_read_rights(void *ctx, const char *user, uint64_t fingerprint)
     return sub_rights_fingerprint(&r) == fingerprint;
 }
 
-void security_reload(security *s, struct net *n, struct sub_registry *subs, const char *config_path)
+int security_prepare(const security *s, const pb_config *cfg, acl **out, char *err, size_t errlen)
 {
-    if (!config_path) {
-        logging_printf(LOG_WARN, "SIGHUP: running on built-in defaults: no file to reload");
-        return;
-    }
-    pb_config cfg;
-    char err[1024];
-    int rc = config_load(config_path, &cfg, err, sizeof err);
-    if (rc < 0) {
-        logging_printf(LOG_ERROR, "SIGHUP: configuration refused, the running users stay: %s", err);
-        return;
-    }
-    if (cfg.auth != s->mode) {
-        logging_printf(LOG_ERROR,
+    *out = NULL;
+    if (cfg->auth != s->mode) {
+        logging_printf(LOG_WARN,
                        "SIGHUP: %s: auth changed to %s; changing auth needs a restart (the "
                        "running users stay)",
-                       config_path, config_auth_names[cfg.auth]);
-        config_free(&cfg);
-        return;
+                       cfg->path, config_auth_names[cfg->auth]);
+        return 0;
     }
-    if (s->mode == PB_AUTH_NONE) {
-        logging_printf(LOG_INFO, "SIGHUP: auth = none: no users to reload (other settings need a "
-                                 "restart)");
-        config_free(&cfg);
-        return;
+    if (s->mode == PB_AUTH_NONE)
+        return 0;
+    if (cfg->n_users == 0) {
+        snprintf(err, errlen, "%s: auth = required but no [user NAME] section", cfg->path);
+        return -1;
     }
-    if (cfg.n_users == 0) {
-        logging_printf(LOG_ERROR,
-                       "SIGHUP: %s: auth = required but no [user NAME] section; the "
-                       "running users stay",
-                       config_path);
-        config_free(&cfg);
-        return;
+    char why[1024];
+    if (acl_create(cfg, out, why, sizeof why) < 0) {
+        snprintf(err, errlen, "%s: %s", cfg->path, why);
+        return -1;
     }
-    acl *set;
-    rc = acl_create(&cfg, &set, err, sizeof err);
-    config_free(&cfg);
-    if (rc < 0) {
-        logging_printf(LOG_ERROR, "SIGHUP: %s: %s; the running users stay", config_path, err);
+    return 0;
+}
+
+void security_apply(security *s, struct net *n, struct sub_registry *subs, acl *set)
+{
+    if (!set)
         return;
-    }
     auth_set_acl(s->auth, set);
     size_t closed = net_users_reloaded(n, set);
     uint32_t ended = subs ? sub_registry_end_users(subs, same_read_rights, set) : 0;
     logging_printf(LOG_INFO,
-                   "SIGHUP: %zu user(s) reloaded from %s; %zu connection(s) of removed users "
-                   "closed, %u subscription(s) whose read rights changed ended (other settings "
-                   "need a restart)",
-                   acl_count(set), config_path, closed, ended);
+                   "SIGHUP: %zu user(s) reloaded; %zu connection(s) of removed users "
+                   "closed, %u subscription(s) whose read rights changed ended",
+                   acl_count(set), closed, ended);
     acl_unref(set);
 }
 

@@ -8,8 +8,8 @@
  * same user with the new rights for what they publish next; one whose user
  * was removed is closed (UNAUTHENTICATED). A running subscription whose
  * user's read rights changed, or whose user was removed, is ended (the
- * client may subscribe again under the new rights). Changing `auth` itself, or any
- * other setting, needs a restart (a reload says so). TLS: tls_cert and
+ * client may subscribe again under the new rights). Changing `auth` itself needs a
+ * restart (a reload says so). TLS: tls_cert and
  * tls_key (and tls_client_ca) are loaded once, at start-up.
  *
  * Threads: the main thread, which is the loop thread.
@@ -35,13 +35,17 @@ typedef struct security {
 /* Sets up what cfg asks for. 0, or a negative code (logged). */
 int security_start(security *s, uv_loop_t *loop, const pb_config *cfg);
 
-/* SIGHUP: reads config_path again and applies its [user] sections to new
- * connections, to n's open ones, and to subs' running subscriptions (those
- * whose user's read rights changed, or who was removed, end). NULL
- * config_path (built-in defaults): nothing to read, logged. */
-void security_reload(security *s, struct net *n, struct sub_registry *subs,
-                     const char *config_path);
-
+struct acl;
+/* SIGHUP (reload.c), first step: the accounts cfg (the file read again)
+ * describes, validated as at start-up. 0 with *out the new set (NULL when
+ * auth = none, or when auth itself changed: that needs a restart, logged),
+ * or -1 with err naming the file and the reason (nothing changes). */
+int security_prepare(const security *s, const pb_config *cfg, struct acl **out, char *err,
+                     size_t errlen);
+/* Second step: applies set (NULL: nothing) to new connections, to n's
+ * open ones, and to subs' running subscriptions (those whose user's read
+ * rights changed, or who was removed, end); logs what it did; takes set. */
+void security_apply(security *s, struct net *n, struct sub_registry *subs, struct acl *set);
 /* Frees; after the listener's connections are closed. */
 void security_stop(security *s);
 

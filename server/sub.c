@@ -203,7 +203,7 @@ static void count_tailing(void *ctx, bool tailing)
 static int validate(sub_registry *r, sub *s, char *err, size_t errlen)
 {
     const Protobus__Subscribe *q = s->req;
-    if (q->n_patterns == 0) {
+    if (q->n_patterns == 0 && !q->replicate) {
         pb_set_err(err, errlen,
                    "subscribe: no patterns (a topic must match one of them; use \".*\" for every "
                    "topic)");
@@ -330,6 +330,48 @@ static int restrict_to(const sub_rights *who, sub *s, int *grpc_code, char *err,
     return patterns_restrict(s->ps, who->allow, who->nallow, who->deny, who->ndeny, err, errlen);
 }
 
+/* Subscribe.replicate (a standby's subscription, FORMAT.md 4.4): no
+ * patterns or tags of its own, every record of every partition from the
+ * follower's offsets (START_OFFSETS). With access control, the user must be
+ * allowed to read every topic: a read right ".*" and no deny, since a
+ * replica missing a topic would not be one. */
+static int replicate_check(const sub_rights *who, sub *s, int *grpc_code, char *err,
+                           size_t errlen)
+{
+    Protobus__Subscribe *q = s->req;
+    if (q->n_patterns > 0 || q->n_tags > 0) {
+        *grpc_code = PB_CODE_INVALID_ARGUMENT;
+        pb_set_err(err, errlen,
+                   "subscribe: a replication subscription (replicate) takes every topic: "
+                   "patterns and tags must be empty");
+        return PB_EINVAL;
+    }
+    if (q->start != PROTOBUS__START_MODE__START_NEW &&
+        q->start != PROTOBUS__START_MODE__START_OFFSETS) {
+        *grpc_code = PB_CODE_INVALID_ARGUMENT;
+        pb_set_err(err, errlen,
+                   "subscribe: a replication subscription (replicate) starts from `offsets` "
+                   "(START_OFFSETS), not start mode %d",
+                   (int)q->start);
+        return PB_EINVAL;
+    }
+    q->start = PROTOBUS__START_MODE__START_OFFSETS;
+    if (who && who->user) {
+        bool all = false;
+        for (size_t i = 0; i < who->nallow && !all; i++)
+            all = strcmp(who->allow[i], ".*") == 0;
+        if (!all || who->ndeny > 0) {
+            *grpc_code = PB_CODE_PERMISSION_DENIED;
+            pb_set_err(err, errlen,
+                       "subscribe: user \"%s\" may not replicate: a standby needs the read "
+                       "right \".*\" and no deny",
+                       who->user);
+            return PB_EINVAL;
+        }
+    }
+    return 0;
+}
+
 int sub_start_as(sub_registry *r, const sub_rights *rights, int fd, uint64_t frame_id,
                  const uint8_t *subscribe, size_t len, const uint8_t *pending, size_t pending_len,
                  int *grpc_code, char *err, size_t errlen)
@@ -352,6 +394,7 @@ int sub_start_as(sub_registry *r, const sub_rights *rights, int fd, uint64_t fra
     s->frame_id = frame_id;
     s->min_time_ns = INT64_MIN;
     s->max_frame_bytes = r->o.max_frame_bytes;
+    s->standby = r->o.standby;
     peer_name(fd, s);
     if (pending_len > 0) {
         if (!(s->input = malloc(pending_len))) {
@@ -369,13 +412,8 @@ int sub_start_as(sub_registry *r, const sub_rights *rights, int fd, uint64_t fra
         rc = PB_EPROTO;
         goto fail;
     }
-    if (s->req->replicate) {
-        *grpc_code = PB_CODE_UNIMPLEMENTED;
-        pb_set_err(err, errlen,
-                   "subscribe: replication (Subscribe.replicate) is not supported by this server");
-        rc = PB_EINVAL;
+    if (s->req->replicate && (rc = replicate_check(rights, s, grpc_code, err, errlen)) < 0)
         goto fail;
-    }
     /* Caps first: nothing below grows with a request over them. */
     rc = subreq_check_caps(s->req, &r->o.caps, err, errlen);
     if (rc < 0) {
@@ -391,9 +429,16 @@ int sub_start_as(sub_registry *r, const sub_rights *rights, int fd, uint64_t fra
      * connection kept and the user's read rights restrict it before the
      * hand-off: the subscription thread matches history with it (under the
      * matcher's limits), the fan-out asks whether it matches every topic
-     * and checks the rights on what the combined matcher found. */
+     * and checks the rights on what the combined matcher found. A
+     * replication subscription takes every topic. */
+    static const char *const every_topic[] = {".*"};
     const char *const *pats = (const char *const *)s->req->patterns;
-    rc = patterns_compile(pats, s->req->n_patterns, &s->ps, err, errlen);
+    size_t npats = s->req->n_patterns;
+    if (s->req->replicate) {
+        pats = every_topic;
+        npats = 1;
+    }
+    rc = patterns_compile(pats, npats, &s->ps, err, errlen);
     if (rc == PB_EINVAL) {
         *grpc_code = PB_CODE_INVALID_ARGUMENT;
         goto fail;
@@ -401,7 +446,8 @@ int sub_start_as(sub_registry *r, const sub_rights *rights, int fd, uint64_t fra
     if (rc < 0)
         goto fail;
     submatch_limit(s->ps);
-    if (rights && rights->user && (rc = restrict_to(rights, s, grpc_code, err, errlen)) < 0)
+    if (rights && rights->user && !s->req->replicate &&
+        (rc = restrict_to(rights, s, grpc_code, err, errlen)) < 0)
         goto fail;
 
     if ((rc = prepare_live(r, s)) < 0)

@@ -31,6 +31,9 @@ typedef struct sub_options {
     /* What the client may still send on its subscribed connection (read
      * and answered, never buffered): frames over this close it. 0: 16 MiB. */
     uint64_t max_frame_bytes;
+    /* Synchronous standby mode (standby.h): replication subscriptions
+     * record their ReplicaAcks there. NULL: they are accepted, unused. */
+    struct standby *standby;
     /* Caps on one Subscribe (subcaps.h); a field 0 means its default. */
     sub_caps caps;
     /* Subscriptions one client address may hold at once; 0: no such cap

@@ -14,7 +14,9 @@
 #include "iov.h"
 #include "logging.h"
 #include "pb_errors.h"
+#include "protobus.pb-c.h"
 #include "session.h"
+#include "standby.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -30,6 +32,9 @@
 #define OUT_CAP        (256u * 1024u) /* frames are written in chunks of up to this */
 #define INPUT_CHUNK    4096u          /* one recv of what the client sends */
 #define INPUT_PER_TURN (64u * 1024u)  /* then deliveries go on */
+/* A replication subscription reads the follower's frames whole: a
+ * ReplicaAck names every partition a batch touched (~110 bytes each). */
+#define REPLICA_FRAME_MAX (1u << 20)
 
 static int64_t mono_ms(void)
 {
@@ -50,8 +55,14 @@ int subconn_open(subconn *c)
 
 void subconn_close(subconn *c)
 {
+    /* The standby is gone: what it said is not carried over to the next
+     * one (which may hold less, e.g. a rebuilt copy). */
+    if (c->replicate && c->standby)
+        standby_reset(c->standby);
     free(c->out);
     free(c->input);
+    free(c->rin);
+    c->rin = NULL;
     c->out = NULL;
     c->input = NULL;
     c->input_len = 0;
@@ -283,6 +294,8 @@ static const session_options no_session_options;
 static int answer_frame(subconn *c, const frame_scan_result *r)
 {
     session_answer a;
+    if (!r->malformed && r->kind == FRAME_REPLICA_ACK && c->replicate)
+        return 0; /* the follower's durable positions: nothing to answer */
     if (r->malformed)
         session_answer_malformed(SESSION_SUBSCRIBED, r->why, &a);
     else
@@ -300,11 +313,76 @@ static int answer_frame(subconn *c, const frame_scan_result *r)
     return 0;
 }
 
+/* The follower's durable positions, for the synchronous mode. */
+static int record_replica_ack(subconn *c, uint64_t id, const uint8_t *body, size_t len)
+{
+    Protobus__ReplicaAck *a = protobus__replica_ack__unpack(NULL, len, body);
+    if (!a)
+        return subconn_error(c, id, PB_CODE_INVALID_ARGUMENT, "malformed ReplicaAck", NULL, 0, 0);
+    for (size_t i = 0; i < a->n_durable; i++)
+        standby_ack(c->standby, a->durable[i]->partition, strlen(a->durable[i]->partition),
+                    a->durable[i]->offset);
+    protobus__replica_ack__free_unpacked(a, NULL);
+    return 0;
+}
+
+/* A replication subscription's input: frames are read whole (up to
+ * REPLICA_FRAME_MAX), ReplicaAcks recorded, the rest answered as anywhere. */
+static int scan_replica_input(subconn *c, const uint8_t *p, size_t n)
+{
+    if (c->rin_len + n > c->rin_cap) {
+        size_t cap = c->rin_cap ? c->rin_cap * 2 : INPUT_CHUNK * 4;
+        while (cap < c->rin_len + n)
+            cap *= 2;
+        uint8_t *b = realloc(c->rin, cap);
+        if (!b) {
+            snprintf(c->why, c->why_len, "out of memory reading the standby's frames");
+            return PB_ENOMEM;
+        }
+        c->rin = b;
+        c->rin_cap = cap;
+    }
+    memcpy(c->rin + c->rin_len, p, n);
+    c->rin_len += n;
+    size_t pos = 0;
+    int rc = 0;
+    uint64_t max = c->max_frame_bytes < REPLICA_FRAME_MAX ? c->max_frame_bytes : REPLICA_FRAME_MAX;
+    while (rc == 0) {
+        frame_split sp;
+        frame_scan_result r = {0};
+        rc = frame_split_next(c->rin + pos, c->rin_len - pos, max, &sp, r.why, sizeof r.why);
+        if (rc == PB_EINCOMPLETE) {
+            rc = 0;
+            break;
+        }
+        if (rc < 0) {
+            c->end_code = rc == PB_ETOOBIG ? PB_CODE_RESOURCE_EXHAUSTED : PB_CODE_INVALID_ARGUMENT;
+            snprintf(c->why, c->why_len, "replication subscription: %s (at most %llu bytes)",
+                     r.why, (unsigned long long)max);
+            break;
+        }
+        frame_view v;
+        r.malformed = frame_parse(sp.body.p, sp.body.len, &v, r.why, sizeof r.why) < 0;
+        r.id = v.id;
+        r.kind = r.malformed ? FRAME_NONE : v.kind;
+        if (!r.malformed && r.kind == FRAME_REPLICA_ACK)
+            rc = record_replica_ack(c, r.id, v.body.p, v.body.len);
+        else
+            rc = answer_frame(c, &r);
+        pos += sp.used;
+    }
+    memmove(c->rin, c->rin + pos, c->rin_len - pos);
+    c->rin_len -= pos;
+    return rc;
+}
+
 /* Scans bytes the client sent and answers each frame they complete. A
  * broken stream (a length prefix over max_frame_bytes or not a varint)
  * sets end_code and why. */
 static int scan_input(subconn *c, const uint8_t *p, size_t n)
 {
+    if (c->replicate)
+        return scan_replica_input(c, p, n);
     while (n > 0) {
         frame_scan_result r;
         char err[256];

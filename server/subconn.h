@@ -43,6 +43,10 @@ typedef struct subconn {
     /* A TLS connection's session (tls.h), handed over with the socket
      * (the caller frees it); NULL: plain TCP. */
     struct tls_conn *tls;
+    /* A replication subscription (Subscribe.replicate): the follower's
+     * ReplicaAck frames are accepted (and not answered). */
+    bool replicate;
+    struct standby *standby; /* where its ReplicaAcks go (synchronous mode); NULL: nowhere */
 
     /* subconn's own. */
     uint8_t *out; /* frames waiting to be written */
@@ -50,6 +54,8 @@ typedef struct subconn {
     uint64_t events_sent; /* Event frames queued so far */
     frame_scan scan;
     bool in_input; /* inside subconn_read (its answers may flush) */
+    uint8_t *rin;  /* replicate: a frame of the follower's being read whole */
+    size_t rin_len, rin_cap;
     int end_code;  /* nonzero: the client broke the stream; the closing Error's code */
 } subconn;
 

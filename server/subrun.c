@@ -24,6 +24,7 @@
  * needs no lock).
  */
 #include "subrun.h"
+#include "metrics.h"
 
 #include "submatch.h"
 
@@ -690,6 +691,7 @@ static int recover(sub *s)
     livequeue_reset(s->live.q);
     pthread_mutex_unlock(&s->live.mu);
     s->overflows++;
+    metrics_sub_fallback();
     logging_printf(s->overflows == 1 ? LOG_INFO : LOG_DEBUG,
                    "subscriber %s: live queue full (%" PRIu64
                    " bytes, %u time(s)); catching up from the files",
@@ -749,7 +751,9 @@ void subrun_main(sub *s)
                         .why_len = sizeof s->why,
                         .input = s->input,
                         .input_len = s->input_len,
-                        .tls = s->tls};
+                        .tls = s->tls,
+                        .replicate = s->req->replicate,
+                        .standby = s->standby};
     s->input = NULL; /* the connection's now */
     s->input_len = 0;
     if (subconn_open(&s->conn) < 0) {
@@ -765,6 +769,7 @@ void subrun_main(sub *s)
         subconn_end(&s->conn, rc);
         return;
     }
+    metrics_sub_started();
     /* Registered first, then the ends: what is below them is history (in
      * the files), everything later reaches the queue. */
     rc = snapshot(s, true);
@@ -785,14 +790,18 @@ void subrun_main(sub *s)
             if (!tailing) {
                 /* History is out on the socket: following the live stream. */
                 tailing = true;
+                metrics_sub_live(1);
                 s->on_tailing(s->tailing_ctx, true);
             }
             rc = wait_live(s);
         }
     }
     fanout_remove(s->fo, &s->live);
-    if (tailing)
+    metrics_sub_ended();
+    if (tailing) {
+        metrics_sub_live(0);
         s->on_tailing(s->tailing_ctx, false);
+    }
 
     if (rc == PB_ECLOSED) {
         logging_printf(LOG_INFO, "subscriber %s: ended (%s)", s->peer,
@@ -801,7 +810,9 @@ void subrun_main(sub *s)
         /* The client broke the stream (a frame over max_frame_bytes, a bad
          * length prefix). */
         logging_printf(LOG_INFO, "subscriber %s: %s; closing it", s->peer, s->why);
-    } else if (rc != PB_ETIMEDOUT) {
+    } else if (rc == PB_ETIMEDOUT) {
+        metrics_sub_dropped_slow(); /* no progress for write_deadline_ms (subconn.c) */
+    } else {
         if (!s->why[0])
             snprintf(s->why, sizeof s->why, "%s", pb_strerror(rc));
         logging_printf(LOG_ERROR, "subscriber %s: subscription ended: %s", s->peer, s->why);

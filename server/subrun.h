@@ -123,6 +123,7 @@ typedef struct sub {
     uint64_t rights_fp;       /* sub_rights_fingerprint of its read rights */
     uint64_t max_frame_bytes; /* what the client may still send */
     char why[512];            /* thread: what ended the subscription, for the Error frame */
+    struct standby *standby;  /* replicate: where the follower's ReplicaAcks go (or NULL) */
 } sub;
 
 /* Runs the subscription until the client leaves, a write deadline passes,

@@ -21,6 +21,7 @@
 
 #include "freespace.h"
 #include "logging.h"
+#include "metrics.h"
 #include "pb_errors.h"
 #include "reader.h"
 #include "segment.h"
@@ -52,6 +53,7 @@ int upkeep_retain(upkeep *u, pb_log *log)
     int rc = retention_run(log, &u->retain, now, floor, &r);
     if (r.removed > 0) {
         atomic_store(&u->first_offset, log_first_offset(log));
+        metrics_retention_removed(r.removed, r.bytes);
         logging_printf(LOG_INFO,
                        "partition %s: retention removed %zu segment(s), offsets %" PRIu64
                        "..%" PRIu64 " (%" PRIu64 " bytes): %s",
@@ -167,6 +169,17 @@ bool upkeep_space_refuses(upkeep *u)
                        "); accepting publishes",
                        u->name, avail, margin);
     return low;
+}
+
+bool upkeep_take_refused(upkeep *u)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    if (u->probed_mono_ns && now - u->probed_mono_ns < UPKEEP_PROBE_EVERY_MS * 1000000ull)
+        return atomic_load_explicit(&u->space_low, memory_order_relaxed);
+    u->probed_mono_ns = now;
+    return upkeep_space_refuses(u);
 }
 
 bool upkeep_space_low(upkeep *u, uint64_t *avail, uint64_t *margin)

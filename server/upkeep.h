@@ -41,6 +41,7 @@ typedef struct upkeep {
     size_t closed_seen;       /* writer: closed segments after the last run */
     uint64_t zdone_base;      /* writer: closed segments below this base were compressed */
     bool compress_pending;    /* writer: closed segments may wait for compression */
+    uint64_t probed_mono_ns;  /* writer: CLOCK_MONOTONIC of the last free-space probe */
 } upkeep;
 
 /* Writer (at open): sets the fields from the arguments and runs retention
@@ -72,9 +73,15 @@ int upkeep_compress_one(upkeep *u, pb_log *log);
  * due, space low, a resume pending)? */
 bool upkeep_due(upkeep *u, int64_t now_ns);
 
-/* Writer, before a take: probes the free space; true if it is below the
- * margin (the take is then refused, nothing written). Logs the change. */
+/* Writer: probes the free space (statvfs); true if it is below the margin.
+ * Logs the change. */
 bool upkeep_space_refuses(upkeep *u);
+
+/* Writer, before a take: the same, probing at most every
+ * UPKEEP_PROBE_EVERY_MS (a take that comes sooner gets the last verdict:
+ * at 1 GB/s, 10 ms is 10 MB, far inside any sensible margin). */
+#define UPKEEP_PROBE_EVERY_MS 10
+bool upkeep_take_refused(upkeep *u);
 
 /* Any thread: whether publishes are refused for free space, and the
  * figures of the last probe. */

@@ -118,5 +118,6 @@ int cmd_passwd(int argc, char **argv); /* passwd.c */
 int cmd_sub(int argc, char **argv);
 int cmd_cat(int argc, char **argv);
 int cmd_bench(int argc, char **argv); /* bench.c */
+int cmd_stats(int argc, char **argv); /* stats.c */
 
 #endif

@@ -22,6 +22,8 @@ static const char usage[] =
     "        partition or data directories, with no server\n"
     "  bench measure throughput and latency against a server\n"
     "  passwd print the argon2id hash of a password, for protobusd's [user] sections\n"
+    "  stats show a running protobusd's partitions, rates and connections (its\n"
+    "        metrics_listen endpoint)\n"
     "\n"
     "'protobus COMMAND --help' describes each command.\n"
     "\n"
@@ -35,7 +37,8 @@ static const char usage[] =
 int main(int argc, char **argv)
 {
     if (argc < 2)
-        return cli_usage_error(NULL, "a command is required (pub, sub, cat, bench or passwd)");
+        return cli_usage_error(NULL,
+                               "a command is required (pub, sub, cat, bench, passwd or stats)");
     const char *cmd = argv[1];
     if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
         fputs(usage, stdout);
@@ -55,5 +58,8 @@ int main(int argc, char **argv)
         return cmd_bench(argc - 1, argv + 1);
     if (strcmp(cmd, "passwd") == 0)
         return cmd_passwd(argc - 1, argv + 1);
-    return cli_usage_error(NULL, "unknown command '%s' (pub, sub, cat, bench or passwd)", cmd);
+    if (strcmp(cmd, "stats") == 0)
+        return cmd_stats(argc - 1, argv + 1);
+    return cli_usage_error(NULL, "unknown command '%s' (pub, sub, cat, bench, passwd or stats)",
+                           cmd);
 }

@@ -429,7 +429,7 @@ static void test_reload(void **state)
     assert_string_equal(got, "orders.r1");
 
     reload(f, "[partition events]\nmatch = .*\n[user alice]\npublish = (\n");
-    assert_true(wait_log(f, "configuration refused, the running users stay"));
+    assert_true(wait_log(f, "configuration refused, the running configuration stays"));
     assert_true(itest_log_contains(&f->d, ":9: "));
     assert_int_equal(publish(c, pay, 1), 0);
 

@@ -19,6 +19,7 @@
 #include "fanout.h"
 #include "fileio.h"
 #include "logging.h"
+#include "metrics_http.h"
 #include "net.h"
 #include "partition.h"
 #include "pb_errors.h"
@@ -32,6 +33,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -41,6 +43,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
@@ -321,13 +325,44 @@ static void expect_stored(inproc *d, const char *part, int n)
     pb_client_close(c);
 }
 
+/* GET path from the metrics endpoint (HTTP/1.0 over 127.0.0.1): the
+ * status code, the body (after the headers) into body. */
+static int http_get(uint16_t port, const char *path, char *body, size_t cap)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    char req[128];
+    int len = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\n\r\n", path);
+    assert_int_equal(write(fd, req, (size_t)len), len);
+    static char resp[65536];
+    size_t got = 0;
+    ssize_t n;
+    while (got < sizeof resp - 1 && (n = read(fd, resp + got, sizeof resp - 1 - got)) > 0)
+        got += (size_t)n;
+    close(fd);
+    resp[got] = '\0';
+    int code = 0;
+    assert_int_equal(sscanf(resp, "HTTP/1.%*d %d", &code), 1);
+    const char *b = strstr(resp, "\r\n\r\n");
+    snprintf(body, cap, "%s", b ? b + 4 : "");
+    return code;
+}
+
 static void test_eio_and_enospc(void **state)
 {
     inproc *d = &D;
     daemon_start(d);
+    metrics_http *mh;
+    char err[256], body[4096];
+    assert_int_equal(metrics_http_start(&mh, "127.0.0.1", 0, d->store, err, sizeof err), 0);
+    uint16_t mport = metrics_http_port(mh);
     pb_client *c = connect_client(d);
     assert_int_equal(publish(c, "a", 0, 50), 0);
     assert_int_equal(publish(c, "b", 0, 30), 0);
+    assert_int_equal(http_get(mport, "/healthz", body, sizeof body), 200);
 
     /* EIO from fdatasync in a: the group is written, not durable, not acked. */
     arm("a", EIO, 0);
@@ -339,6 +374,15 @@ static void test_eio_and_enospc(void **state)
     arm("", 0, 0);
     assert_int_equal(publish(c, "a", 60, 5), PB_ESERVER);
     expect_refused(c, "a", pb_strerror(PB_EFAILED));
+    /* /healthz says so, and keeps saying so: a failed partition does not
+     * recover while the daemon runs (a restart recovers it from the files). */
+    assert_int_equal(http_get(mport, "/healthz", body, sizeof body), 503);
+    assert_non_null(strstr(body, "partition a accepts no writes: Input/output error"));
+    assert_null(strstr(body, "partition b"));
+    assert_int_equal(http_get(mport, "/metrics", body, sizeof body), 200);
+    assert_non_null(strstr(body, "protobus_partition_up{partition=\"a\"} 0\n"));
+    assert_non_null(strstr(body, "protobus_partition_fsync_errors_total{partition=\"a\"} 1\n"));
+    assert_non_null(strstr(body, "protobus_partition_events_appended_total{partition=\"a\"} 50\n"));
     /* b is not affected. */
     assert_int_equal(publish(c, "b", 30, 10), 0);
 
@@ -352,6 +396,9 @@ static void test_eio_and_enospc(void **state)
     /* Reads go on: exactly what was acknowledged. */
     expect_stored(d, "a", 50);
     expect_stored(d, "b", 40);
+    assert_int_equal(http_get(mport, "/healthz", body, sizeof body), 503);
+    assert_non_null(strstr(body, "partition b accepts no writes: No space left on device"));
+    metrics_http_stop(mh);
     arm("", 0, 0);
     int rc = daemon_stop(d);
     assert_true(rc == -EIO || rc == -ENOSPC || rc == PB_EFAILED);

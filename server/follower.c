@@ -1,0 +1,405 @@
+/*
+ * follower - a hot standby's replication thread (follower.h): connection,
+ * handshake and subscription, then batches of the primary's records into
+ * the partition writers (follower_batch.c).
+ */
+#include "follower_internal.h"
+
+#include "event.h"
+#include "frame.h"
+#include "logging.h"
+#include "pb_errors.h"
+#include "protobus.pb-c.h"
+#include "protobus_version.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BACKOFF_MIN_MS   100
+#define BACKOFF_MAX_MS   5000
+#define CONNECT_WAIT_MS  5000
+#define READ_BUF_INITIAL (1u << 20)
+/* Silence from the primary this long: a Ping; twice as long: reconnect
+ * (a primary whose host vanished sends no FIN). */
+#define QUIET_PING_MS 10000
+
+/* Waits up to ms for fd (events) or the stop eventfd. 1 ready, 0 timeout,
+ * PB_ECLOSED stopping. */
+static int wait_fd(follower *f, int fd, short events, int ms)
+{
+    struct pollfd pf[2] = {{.fd = f->stop_fd, .events = POLLIN}, {.fd = fd, .events = events}};
+    int n = poll(pf, fd >= 0 ? 2 : 1, ms);
+    if (atomic_load(&f->stopping) || (n > 0 && (pf[0].revents & POLLIN)))
+        return PB_ECLOSED;
+    return n > 0 ? 1 : 0;
+}
+
+static int connect_primary(follower *f, char *why, size_t n)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    char port[8];
+    snprintf(port, sizeof port, "%u", f->hp.port);
+    int rc = getaddrinfo(f->hp.host, port, &hints, &res);
+    if (rc != 0) {
+        snprintf(why, n, "cannot resolve %s: %s", f->hp.host, gai_strerror(rc));
+        return -1;
+    }
+    int fd = -1;
+    for (struct addrinfo *a = res; a && fd < 0; a = a->ai_next) {
+        fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
+        if (fd < 0)
+            continue;
+        int r = connect(fd, a->ai_addr, a->ai_addrlen);
+        if (r < 0 && errno == EINPROGRESS && wait_fd(f, fd, POLLOUT, CONNECT_WAIT_MS) == 1) {
+            int e = 0;
+            socklen_t el = sizeof e;
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el);
+            errno = e;
+            r = e ? -1 : 0;
+        } else if (r < 0 && errno == EINPROGRESS) {
+            errno = ETIMEDOUT;
+        }
+        if (r < 0) {
+            snprintf(why, n, "connect: %s", strerror(errno));
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(res);
+    if (fd >= 0) {
+        int fl = fcntl(fd, F_GETFL);
+        fcntl(fd, F_SETFL, fl & ~O_NONBLOCK); /* blocking writes; reads wait in poll */
+    }
+    return fd;
+}
+
+int follower_send(follower *f, const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t w = send(f->fd, p, len, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return PB_ECLOSED;
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Packs a Frame with a length prefix and sends it. */
+static int send_frame(follower *f, Protobus__Frame *fr)
+{
+    size_t body = protobus__frame__get_packed_size(fr);
+    uint8_t *buf = malloc(body + 10);
+    if (!buf)
+        return PB_ENOMEM;
+    size_t pre = frame_put_delimiter(buf, 10, body);
+    protobus__frame__pack(fr, buf + pre);
+    int rc = follower_send(f, buf, pre + body);
+    free(buf);
+    return rc;
+}
+
+int follower_send_ack(follower *f, const size_t *which, size_t n)
+{
+    if (n == 0)
+        return 0;
+    Protobus__PartitionOffset *po = calloc(n, sizeof *po);
+    Protobus__PartitionOffset **pp = calloc(n, sizeof *pp);
+    int rc = PB_ENOMEM;
+    if (po && pp) {
+        for (size_t i = 0; i < n; i++) {
+            protobus__partition_offset__init(&po[i]);
+            po[i].partition = f->parts[which[i]].name;
+            po[i].offset = f->parts[which[i]].next;
+            pp[i] = &po[i];
+        }
+        Protobus__ReplicaAck ack = PROTOBUS__REPLICA_ACK__INIT;
+        ack.n_durable = n;
+        ack.durable = pp;
+        Protobus__Frame fr = PROTOBUS__FRAME__INIT;
+        fr.body_case = PROTOBUS__FRAME__BODY_REPLICA_ACK;
+        fr.replica_ack = &ack;
+        rc = send_frame(f, &fr);
+    }
+    free(po);
+    free(pp);
+    return rc;
+}
+
+/* Hello, then Subscribe(replicate) from every local partition's last
+ * record (its next offset - 1: the overlap compared on arrival). */
+static int send_hello_subscribe(follower *f)
+{
+    Protobus__Hello h = PROTOBUS__HELLO__INIT;
+    h.protocol_version = PB_PROTOCOL_VERSION;
+    h.name = (char *)"protobusd standby";
+    h.max_frame_bytes = f->o.max_frame_bytes;
+    h.user = (char *)(f->o.user ? f->o.user : "");
+    h.password = (char *)(f->o.password ? f->o.password : "");
+    Protobus__Frame fr = PROTOBUS__FRAME__INIT;
+    fr.id = 1;
+    fr.body_case = PROTOBUS__FRAME__BODY_HELLO;
+    fr.hello = &h;
+    int rc = send_frame(f, &fr);
+    if (rc < 0)
+        return rc;
+    if ((rc = follower_load_parts(f)) < 0)
+        return rc;
+    Protobus__PartitionOffset *po = calloc(f->nparts + 1, sizeof *po);
+    Protobus__PartitionOffset **pp = calloc(f->nparts + 1, sizeof *pp);
+    if (!po || !pp) {
+        free(po);
+        free(pp);
+        return PB_ENOMEM;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < f->nparts; i++) {
+        protobus__partition_offset__init(&po[n]);
+        po[n].partition = f->parts[i].name;
+        po[n].offset = f->parts[i].next > 0 ? f->parts[i].next - 1 : 0;
+        pp[n] = &po[n];
+        n++;
+    }
+    Protobus__Subscribe s = PROTOBUS__SUBSCRIBE__INIT;
+    s.replicate = true;
+    s.start = PROTOBUS__START_MODE__START_OFFSETS;
+    s.n_offsets = n;
+    s.offsets = pp;
+    fr.id = 2;
+    fr.body_case = PROTOBUS__FRAME__BODY_SUBSCRIBE;
+    fr.subscribe = &s;
+    rc = send_frame(f, &fr);
+    free(po);
+    free(pp);
+    return rc;
+}
+
+/* Frames other than Event: the handshake's answers, Subscribed, CaughtUp,
+ * notices and errors. 0 to go on, or a negative code ending the session
+ * (why says it). */
+static int on_control(follower *f, const frame_view *v, char *why, size_t n)
+{
+    if (v->kind == FRAME_HELLO || v->kind == FRAME_PONG || v->kind == FRAME_PING)
+        return 0;
+    if (v->kind == FRAME_CAUGHT_UP) {
+        logging_printf(LOG_INFO, "standby of %s: caught up with the primary", f->o.primary);
+        return 0;
+    }
+    if (v->kind == FRAME_SUBSCRIBED) {
+        Protobus__Subscribed *s = protobus__subscribed__unpack(NULL, v->body.len, v->body.p);
+        if (!s) {
+            snprintf(why, n, "malformed Subscribed frame from the primary");
+            return PB_EPROTO;
+        }
+        for (size_t i = 0; i < s->n_partitions; i++)
+            follower_check_position(f, s->partitions[i]->partition, s->partitions[i]->first_offset,
+                                    s->partitions[i]->end_offset);
+        logging_printf(LOG_INFO, "standby of %s: replicating, %zu partitions on the primary",
+                       f->o.primary, s->n_partitions);
+        f->backoff_ms = BACKOFF_MIN_MS; /* a working session resets the backoff */
+        protobus__subscribed__free_unpacked(s, NULL);
+        return 0;
+    }
+    if (v->kind == FRAME_ERROR) {
+        Protobus__Error *e = protobus__error__unpack(NULL, v->body.len, v->body.p);
+        if (!e) {
+            snprintf(why, n, "malformed Error frame from the primary");
+            return PB_EPROTO;
+        }
+        int rc = 0;
+        if (v->id == 2 && (e->code == PROTOBUS__CODE__DATA_LOSS ||
+                           e->code == PROTOBUS__CODE__OUT_OF_RANGE)) {
+            follower_stop_part(f, e->partition, "the primary reports offsets it cannot send: %s",
+                               e->message);
+        } else {
+            snprintf(why, n, "the primary answered %s", e->message ? e->message : "(no message)");
+            rc = PB_ESERVER;
+        }
+        protobus__error__free_unpacked(e, NULL);
+        return rc;
+    }
+    snprintf(why, n, "unexpected %s frame from the primary", frame_kind_name(v->kind));
+    return PB_EPROTO;
+}
+
+/* Splits buf[0..*len) into frames: events go into the batch, the rest is
+ * handled here; the batch is written, then what was consumed dropped. */
+static int on_input(follower *f, size_t *len, char *why, size_t n)
+{
+    size_t pos = 0;
+    int rc = 0;
+    follower_batch_reset(f);
+    while (rc == 0 && pos < *len) {
+        frame_split sp;
+        rc = frame_split_next(f->buf + pos, *len - pos, f->o.max_frame_bytes, &sp, why, n);
+        if (rc == PB_EINCOMPLETE) {
+            if (sp.need > f->cap && follower_grow(f, sp.need) < 0)
+                rc = PB_ENOMEM;
+            else
+                rc = 0;
+            break;
+        }
+        if (rc < 0)
+            break;
+        frame_view v;
+        if ((rc = frame_parse(sp.body.p, sp.body.len, &v, why, n)) < 0)
+            break;
+        rc = v.kind == FRAME_EVENT ? follower_on_event(f, v.body.p, v.body.len, why, n)
+                                   : on_control(f, &v, why, n);
+        pos += sp.used;
+    }
+    int wrc = follower_batch_write(f, why, n);
+    if (rc == 0)
+        rc = wrc;
+    memmove(f->buf, f->buf + pos, *len - pos);
+    *len -= pos;
+    return rc;
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* After a second of silence: a Ping at QUIET_PING_MS, and PB_ETIMEDOUT
+ * (why set) at twice that. */
+static int check_quiet(follower *f, uint64_t last_rx, bool *pinged, char *why, size_t n)
+{
+    uint64_t quiet = mono_ms() - last_rx;
+    if (quiet >= 2 * QUIET_PING_MS) {
+        snprintf(why, n, "nothing from the primary for %llu ms, not even a Pong",
+                 (unsigned long long)quiet);
+        return PB_ETIMEDOUT;
+    }
+    if (quiet >= QUIET_PING_MS && !*pinged) {
+        uint8_t ping[16];
+        *pinged = true;
+        return follower_send(f, ping, frame_put_ping(ping, sizeof ping, 3));
+    }
+    return 0;
+}
+
+/* One connection: handshake, subscription, records until it breaks. */
+static void session(follower *f)
+{
+    char why[512] = "";
+    f->fd = connect_primary(f, why, sizeof why);
+    if (f->fd < 0) {
+        if (!f->down_logged)
+            logging_printf(LOG_WARN, "standby of %s: %s; retrying", f->o.primary, why);
+        f->down_logged = true;
+        return;
+    }
+    f->down_logged = false;
+    logging_printf(LOG_INFO, "standby of %s: connected", f->o.primary);
+    int rc = send_hello_subscribe(f);
+    size_t len = 0;
+    uint64_t last_rx = mono_ms();
+    bool pinged = false;
+    while (rc == 0) {
+        rc = wait_fd(f, f->fd, POLLIN, 1000);
+        if (rc == 0) {
+            rc = check_quiet(f, last_rx, &pinged, why, sizeof why);
+            continue;
+        }
+        if (rc < 0)
+            break;
+        ssize_t r = read(f->fd, f->buf + len, f->cap - len);
+        if (r < 0 && errno == EINTR) {
+            rc = 0;
+            continue;
+        }
+        if (r <= 0) {
+            snprintf(why, sizeof why, "%s", r == 0 ? "the primary closed the connection"
+                                                   : strerror(errno));
+            rc = PB_ECLOSED;
+            break;
+        }
+        len += (size_t)r;
+        last_rx = mono_ms();
+        pinged = false;
+        rc = on_input(f, &len, why, sizeof why);
+    }
+    if (!atomic_load(&f->stopping))
+        logging_printf(LOG_WARN, "standby of %s: disconnected: %s; reconnecting", f->o.primary,
+                       why[0] ? why : pb_strerror(rc));
+    close(f->fd);
+    f->fd = -1;
+}
+
+static void *follower_main(void *arg)
+{
+    follower *f = arg;
+    f->backoff_ms = BACKOFF_MIN_MS;
+    while (!atomic_load(&f->stopping)) {
+        session(f);
+        if (wait_fd(f, -1, 0, (int)f->backoff_ms) < 0)
+            break;
+        f->backoff_ms = f->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : f->backoff_ms * 2;
+    }
+    return NULL;
+}
+
+int follower_start(follower **out, const follower_options *o, char *err, size_t errlen)
+{
+    *out = NULL;
+    follower *f = calloc(1, sizeof *f);
+    if (!f)
+        return PB_ENOMEM;
+    f->o = *o;
+    f->fd = -1;
+    char why[400];
+    if (hostport_parse(o->primary, 0, &f->hp, why, sizeof why) < 0) {
+        snprintf(err, errlen, "follow: %s", why);
+        free(f);
+        return PB_EINVAL;
+    }
+    int rc = PB_ENOMEM;
+    f->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (f->stop_fd < 0 || follower_batch_init(f) < 0 || follower_grow(f, READ_BUF_INITIAL) < 0)
+        goto fail;
+    if ((rc = pthread_create(&f->thread, NULL, follower_main, f)) != 0) {
+        snprintf(err, errlen, "follow: cannot start the standby thread: %s", strerror(rc));
+        rc = -rc;
+        goto fail;
+    }
+    *out = f;
+    return 0;
+fail:
+    if (f->stop_fd >= 0)
+        close(f->stop_fd);
+    follower_batch_free(f);
+    free(f->buf);
+    free(f);
+    return rc;
+}
+
+void follower_stop(follower *f)
+{
+    if (!f)
+        return;
+    atomic_store(&f->stopping, true);
+    uint64_t one = 1;
+    if (write(f->stop_fd, &one, sizeof one) < 0)
+        logging_printf(LOG_WARN, "standby: cannot wake the replication thread: %s",
+                       strerror(errno));
+    pthread_join(f->thread, NULL);
+    close(f->stop_fd);
+    follower_batch_free(f);
+    free(f->buf);
+    free(f);
+}

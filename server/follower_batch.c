@@ -1,0 +1,334 @@
+/*
+ * follower_batch - a hot standby's records into its partitions: each Event
+ * frame from the primary is checked against what this standby holds (the
+ * next offset, or the same bytes at an offset it has), gathered into one
+ * pub_batch per read (pub_batch.replica: stored as the primary stored it),
+ * handed to the partition writers, and acknowledged (ReplicaAck) once the
+ * writers say it is durable.
+ */
+#include "follower_internal.h"
+
+#include "event.h"
+#include "frame.h"
+#include "logging.h"
+#include "partition.h"
+#include "pb_errors.h"
+#include "protobus_reader.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int follower_batch_init(follower *f)
+{
+    if (pthread_mutex_init(&f->mu, NULL) != 0)
+        return PB_ENOMEM;
+    if (pthread_cond_init(&f->cond, NULL) != 0) {
+        pthread_mutex_destroy(&f->mu);
+        return PB_ENOMEM;
+    }
+    return 0;
+}
+
+void follower_batch_free(follower *f)
+{
+    if (!f)
+        return;
+    pthread_cond_destroy(&f->cond);
+    pthread_mutex_destroy(&f->mu);
+    free(f->recs);
+    free(f->parts);
+}
+
+int follower_grow(follower *f, size_t need)
+{
+    if (need <= f->cap)
+        return 0;
+    uint8_t *b = realloc(f->buf, need);
+    if (!b)
+        return PB_ENOMEM;
+    f->buf = b;
+    f->cap = need;
+    return 0;
+}
+
+/* The index of partition name[0..len), adding it (and creating it in the
+ * store when create) if unknown; -1 if it cannot be. */
+static long find_part(follower *f, const char *name, size_t len, bool create)
+{
+    if (f->last_part < f->nparts && strlen(f->parts[f->last_part].name) == len &&
+        memcmp(f->parts[f->last_part].name, name, len) == 0)
+        return (long)f->last_part;
+    for (size_t i = 0; i < f->nparts; i++)
+        if (strlen(f->parts[i].name) == len && memcmp(f->parts[i].name, name, len) == 0)
+            return (long)(f->last_part = i);
+    if (!create || !partname_valid(name, len))
+        return -1;
+    if (f->nparts == f->partcap) {
+        size_t cap = f->partcap ? f->partcap * 2 : 16;
+        fpart *p = realloc(f->parts, cap * sizeof *p);
+        if (!p)
+            return -1;
+        f->parts = p;
+        f->partcap = cap;
+    }
+    fpart *fp = &f->parts[f->nparts];
+    memset(fp, 0, sizeof *fp);
+    memcpy(fp->name, name, len);
+    int rc = store_get(f->o.store, fp->name, &fp->p);
+    if (rc < 0) {
+        logging_printf(LOG_ERROR, "standby of %s: cannot create partition %s: %s", f->o.primary,
+                       fp->name, pb_strerror(rc));
+        fp->p = NULL;
+        fp->stopped = true;
+    } else {
+        fp->next = partition_end_offset(fp->p);
+    }
+    return (long)(f->last_part = f->nparts++);
+}
+
+int follower_load_parts(follower *f)
+{
+    partition **list;
+    size_t n;
+    int rc = store_list(f->o.store, &list, &n);
+    if (rc < 0)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        const char *name = partition_name(list[i]);
+        long k = find_part(f, name, strlen(name), true);
+        if (k >= 0 && f->parts[k].p)
+            f->parts[k].next = partition_end_offset(f->parts[k].p);
+    }
+    free(list);
+    return 0;
+}
+
+void follower_stop_part(follower *f, const char *name, const char *fmt, ...)
+{
+    long k = name ? find_part(f, name, strlen(name), false) : -1;
+    if (k < 0 || f->parts[k].stopped)
+        return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    f->parts[k].stopped = true;
+    logging_printf(LOG_ERROR,
+                   "standby of %s: partition %s: %s; replication of %s stopped (nothing is "
+                   "overwritten; compare the two data directories, or rebuild this standby's "
+                   "copy of %s)",
+                   f->o.primary, name, msg, name, name);
+}
+
+void follower_check_position(follower *f, const char *name, uint64_t first, uint64_t end)
+{
+    long k = find_part(f, name, strlen(name), false);
+    if (k < 0 || f->parts[k].stopped)
+        return;
+    uint64_t next = f->parts[k].next;
+    if (next > end)
+        follower_stop_part(f, name,
+                           "this standby holds offsets %llu..%llu, the primary ends at %llu "
+                           "(records the primary does not have)",
+                           (unsigned long long)end, (unsigned long long)(next - 1),
+                           (unsigned long long)end);
+    else if (first > next)
+        follower_stop_part(f, name,
+                           "the primary no longer has offsets %llu..%llu (removed by its "
+                           "retention before this standby had them)",
+                           (unsigned long long)next, (unsigned long long)(first - 1));
+}
+
+/* An offset this standby has: the primary's record must be the same. */
+static void compare_local(follower *f, fpart *fp, uint64_t offset, wire_slice ev, int64_t t)
+{
+    pb_reader *r = NULL;
+    pb_record rec;
+    int rc = pb_reader_open(&r, partition_dir(fp->p));
+    if (rc == 0 && (rc = pb_reader_seek_offset(r, offset)) == 0) {
+        pb_reader_set_end(r, fp->next);
+        rc = pb_reader_next(r, &rec);
+    }
+    if (rc < 0 || rec.offset != offset)
+        follower_stop_part(f, fp->name, "cannot read this standby's own record at offset %llu: %s",
+                           (unsigned long long)offset, rc < 0 ? pb_strerror(rc) : "missing");
+    else if (rec.event_len != ev.len || memcmp(rec.event, ev.p, ev.len) != 0 || rec.time_ns != t)
+        follower_stop_part(f, fp->name,
+                           "the primary's record at offset %llu differs from this standby's "
+                           "(%zu bytes at %lld ns there, %u bytes at %lld ns here)",
+                           (unsigned long long)offset, ev.len, (long long)t, rec.event_len,
+                           (long long)rec.time_ns);
+    pb_reader_close(r);
+}
+
+int follower_on_event(follower *f, const uint8_t *body, size_t len, char *why, size_t n)
+{
+    event_frame_view ev;
+    if (event_frame_parse(body, len, &ev, why, n) < 0)
+        return PB_EPROTO;
+    long k = find_part(f, (const char *)ev.partition.p, ev.partition.len, true);
+    if (k < 0) {
+        snprintf(why, n, "the primary sent an event of partition \"%.*s\", which cannot be kept",
+                 (int)(ev.partition.len > 100 ? 100 : ev.partition.len), ev.partition.p);
+        return PB_EINVAL;
+    }
+    fpart *fp = &f->parts[k];
+    if (fp->stopped)
+        return 0;
+    event_view v;
+    char err[256] = "no server_receive_time";
+    if (event_scan(ev.event.p, ev.event.len, &v, err, sizeof err) < 0 ||
+        !v.server_receive_time.present) {
+        follower_stop_part(f, fp->name, "the primary's record at offset %llu is not a stored event: %s",
+                           (unsigned long long)ev.offset, err);
+        return 0;
+    }
+    if (ev.offset < fp->next) {
+        compare_local(f, fp, ev.offset, ev.event, v.server_receive_time.ns);
+        return 0;
+    }
+    if (ev.offset > fp->next) {
+        follower_stop_part(f, fp->name,
+                           "the primary sent offset %llu, the next here is %llu (offsets missing "
+                           "on the primary)",
+                           (unsigned long long)ev.offset, (unsigned long long)fp->next);
+        return 0;
+    }
+    if (f->nrecs == f->reccap) {
+        size_t cap = f->reccap ? f->reccap * 2 : 1024;
+        frec *r = realloc(f->recs, cap * sizeof *r);
+        if (!r)
+            return PB_ENOMEM;
+        f->recs = r;
+        f->reccap = cap;
+    }
+    f->recs[f->nrecs++] = (frec){.part = (uint32_t)k,
+                                 .offset = ev.offset,
+                                 .time_ns = v.server_receive_time.ns,
+                                 .data = ev.event.p,
+                                 .len = (uint32_t)ev.event.len,
+                                 .topic = v.topic.p,
+                                 .topic_len = (uint32_t)v.topic.len,
+                                 .id = v.id.len ? v.id.p : NULL,
+                                 .id_len = (uint8_t)v.id.len};
+    fp->next++;
+    return 0;
+}
+
+void follower_batch_reset(follower *f)
+{
+    f->nrecs = 0;
+}
+
+static void batch_done(pub_part *part)
+{
+    follower *f = part->batch->conn;
+    pthread_mutex_lock(&f->mu);
+    if (--f->pending == 0)
+        pthread_cond_signal(&f->cond);
+    pthread_mutex_unlock(&f->mu);
+}
+
+/* Fills b's events and parts (one part per partition, records in order). */
+static void build_batch(follower *f, pub_batch *b, uint32_t *map, uint32_t *idx)
+{
+    for (size_t i = 0; i < f->nrecs; i++) {
+        const frec *r = &f->recs[i];
+        if (map[r->part] == UINT32_MAX) {
+            map[r->part] = b->nparts;
+            b->parts[b->nparts++] = (pub_part){.batch = b, .partition = f->parts[r->part].p};
+        }
+        b->parts[map[r->part]].count++;
+        b->events[i] = (pub_event){.data = r->data,
+                                   .len = r->len,
+                                   .topic = r->topic,
+                                   .topic_len = r->topic_len,
+                                   .part = map[r->part],
+                                   .offset = r->offset,
+                                   .time_ns = r->time_ns,
+                                   .id = r->id,
+                                   .id_len = r->id_len};
+    }
+    uint32_t at = 0;
+    for (uint32_t p = 0; p < b->nparts; p++) {
+        b->parts[p].events = idx + at;
+        at += b->parts[p].count;
+        b->parts[p].count = 0;
+    }
+    for (uint32_t i = 0; i < (uint32_t)f->nrecs; i++) {
+        pub_part *pp = &b->parts[b->events[i].part];
+        pp->events[pp->count++] = i;
+    }
+}
+
+/* After the writers: failed parts stop their partitions; the others are
+ * acknowledged to the primary. */
+static int finish_batch(follower *f, pub_batch *b, uint32_t *map)
+{
+    size_t *ack = malloc(b->nparts * sizeof *ack);
+    if (!ack)
+        return PB_ENOMEM;
+    size_t nack = 0;
+    int rc = 0;
+    for (size_t k = 0; k < f->nparts; k++) {
+        if (map[k] == UINT32_MAX)
+            continue;
+        const pub_part *pp = &b->parts[map[k]];
+        if (pp->status == -ENOSPC || pp->status == -EDQUOT) {
+            /* A full disk heals (retention, an operator): reconnect later and
+             * resume from the files instead of giving the partition up. */
+            snprintf(f->why_full, sizeof f->why_full,
+                     "partition %s: cannot store (%s); retrying after a reconnect",
+                     f->parts[k].name, pb_strerror(pp->status));
+            rc = PB_EFAILED;
+        } else if (pp->status < 0)
+            follower_stop_part(f, f->parts[k].name, "storing offsets from %llu failed: %s",
+                               (unsigned long long)b->events[pp->events[0]].offset,
+                               pp->status == PB_EINVAL ? "its next offset is not the primary's"
+                                                       : pb_strerror(pp->status));
+        else
+            ack[nack++] = k;
+    }
+    int arc = follower_send_ack(f, ack, nack);
+    free(ack);
+    return rc < 0 ? rc : arc;
+}
+
+int follower_batch_write(follower *f, char *why, size_t n)
+{
+    if (f->nrecs == 0)
+        return 0;
+    pub_batch b = {.done = batch_done, .conn = f, .replica = 1, .nevents = (uint32_t)f->nrecs};
+    uint32_t *map = malloc(f->nparts * sizeof *map);
+    uint32_t *idx = malloc(f->nrecs * sizeof *idx);
+    b.events = malloc(f->nrecs * sizeof *b.events);
+    b.parts = calloc(f->nparts, sizeof *b.parts);
+    int rc = PB_ENOMEM;
+    if (map && idx && b.events && b.parts) {
+        memset(map, 0xff, f->nparts * sizeof *map);
+        build_batch(f, &b, map, idx);
+        atomic_init(&b.pending, b.nparts);
+        f->pending = b.nparts;
+        for (uint32_t p = 0; p < b.nparts; p++)
+            partition_submit(b.parts[p].partition, &b.parts[p]);
+        pthread_mutex_lock(&f->mu);
+        while (f->pending > 0)
+            pthread_cond_wait(&f->cond, &f->mu);
+        pthread_mutex_unlock(&f->mu);
+        rc = finish_batch(f, &b, map);
+        if (rc == PB_EFAILED)
+            snprintf(why, n, "%s", f->why_full);
+    } else {
+        snprintf(why, n, "out of memory for a batch of %zu records", f->nrecs);
+    }
+    free(map);
+    free(idx);
+    free(b.events);
+    free(b.parts);
+    f->nrecs = 0;
+    return rc;
+}

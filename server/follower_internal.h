@@ -1,0 +1,87 @@
+/*
+ * follower_internal - the state follower.c (connection) and
+ * follower_batch.c (records into the writers) share. Internal to the
+ * follower: nothing else includes it. Everything here belongs to the
+ * follower's thread, except `stopping` and the batch's pending count and
+ * lock (the partition writers complete the batch's parts).
+ */
+#ifndef PB_FOLLOWER_INTERNAL_H
+#define PB_FOLLOWER_INTERNAL_H
+
+#include "broker.h"
+#include "follower.h"
+#include "hostport.h"
+#include "partname.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* One partition as the standby knows it. */
+typedef struct fpart {
+    char name[PB_PARTITION_NAME_MAX + 1];
+    partition *p;
+    uint64_t next; /* the next offset expected from the primary */
+    bool stopped;  /* diverged or failed: its records are dropped, it is never overwritten */
+    bool touched;  /* written by the current batch (to ack) */
+} fpart;
+
+/* A record of the current batch (slices of the read buffer). */
+typedef struct frec {
+    uint32_t part; /* index into parts */
+    uint64_t offset;
+    int64_t time_ns;
+    const uint8_t *data, *topic;
+    uint32_t len, topic_len;
+    const uint8_t *id; /* EncapsulatedEvent.id (id_len bytes, at most 64), or NULL */
+    uint8_t id_len;
+} frec;
+
+struct follower {
+    follower_options o;
+    hostport hp;
+    pthread_t thread;
+    int stop_fd; /* eventfd: follower_stop wakes the thread */
+    atomic_bool stopping;
+    int fd; /* the connection to the primary, -1 between sessions */
+    uint32_t backoff_ms;
+    bool down_logged; /* "cannot connect" logged until a connection succeeds */
+    uint8_t *buf;     /* bytes read from the primary */
+    size_t cap;
+    fpart *parts;
+    size_t nparts, partcap;
+    size_t last_part; /* look-up cache */
+    /* The batch being built and written. */
+    frec *recs;
+    size_t nrecs, reccap;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    unsigned pending; /* mu: parts not yet done */
+    char why_full[200]; /* a partition that could not store for lack of space */
+};
+
+/* follower.c */
+int follower_send(follower *f, const void *buf, size_t len);
+int follower_send_ack(follower *f, const size_t *which, size_t n);
+
+/* follower_batch.c */
+int follower_batch_init(follower *f);
+void follower_batch_free(follower *f);
+int follower_grow(follower *f, size_t need);
+/* Adds the store's partitions not known yet, each at its end offset. */
+int follower_load_parts(follower *f);
+/* Subscribed's entry for a partition: stops it if this standby holds
+ * records the primary does not, or the primary no longer has the next. */
+void follower_check_position(follower *f, const char *name, uint64_t first, uint64_t end);
+void follower_stop_part(follower *f, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* An Event frame's body: into the batch, compared (an overlap), or
+ * dropped (a stopped partition). 0, or a negative code ending the session. */
+int follower_on_event(follower *f, const uint8_t *body, size_t len, char *why, size_t n);
+void follower_batch_reset(follower *f);
+/* Writes the batch through the writers, waits until durable, acks. */
+int follower_batch_write(follower *f, char *why, size_t n);
+
+#endif

@@ -1,0 +1,252 @@
+#!/usr/bin/env bash
+# Integration test of metrics_listen: a real protobusd on 127.0.0.1 (free
+# ports, a temp data directory, two partitions), events published with the
+# CLI, /metrics scraped during and after a publish and parsed with Debian's
+# python3-prometheus-client text parser (tests/integration/metrics_check.py),
+# the numbers checked against what was published; /healthz 200; unknown
+# paths 404; a bad metrics_listen refused by --check with file:line.
+# (/healthz 503 on an injected EIO: tests/integration/test_iofail.c.)
+# Every wait is bounded; the daemon is stopped by PID; the temp dir removed.
+#
+# Environment: BUILD (default build) holds protobus and protobusd.
+set -euo pipefail
+
+BUILD=${BUILD:-build}
+BUILD=$(cd "$BUILD" && pwd)
+HERE=$(cd "$(dirname "$0")" && pwd)
+PB="$BUILD/protobus"
+PBD="$BUILD/protobusd"
+PY=/usr/bin/python3 # Debian's, which sees python3-prometheus-client
+TMP=$(mktemp -d /tmp/pb_test_metrics.XXXXXX)
+DATA="$TMP/data"
+DPID=""
+PPID_BG=""
+passed=0
+failed=0
+
+cleanup() {
+    if [ -n "$PPID_BG" ]; then kill -KILL "$PPID_BG" 2>/dev/null || true; fi
+    if [ -n "$DPID" ]; then kill -KILL "$DPID" 2>/dev/null || true; fi
+    wait 2>/dev/null || true
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+fail() {
+    echo "    $*" >&2
+    return 1
+}
+
+wait_until() {
+    local tries=$1
+    shift
+    local i
+    for ((i = 0; i < tries; i++)); do
+        if "$@"; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+run() {
+    local name=$1 rc
+    set +e
+    (
+        set -e
+        "$name"
+    )
+    rc=$?
+    set -e
+    if [ "$rc" -eq 0 ]; then
+        passed=$((passed + 1))
+        echo "ok   $name"
+    else
+        failed=$((failed + 1))
+        echo "FAIL $name"
+    fi
+}
+
+# GET http://$MADDR$1 -> body in $2, status code on stdout.
+http_get() {
+    "$PY" - "$MADDR" "$1" "$2" <<'PYEOF'
+import sys, urllib.request, urllib.error
+addr, path, out = sys.argv[1:4]
+try:
+    r = urllib.request.urlopen(f"http://{addr}{path}", timeout=10)
+    code, body = r.status, r.read()
+except urllib.error.HTTPError as e:
+    code, body = e.code, e.read()
+open(out, "wb").write(body)
+print(code)
+PYEOF
+}
+
+metrics_addr() {
+    grep -o 'metrics on http://[^/]*' "$TMP/daemon.log" | head -1 | sed 's|.*http://||'
+}
+
+start_daemon() {
+    mkdir -p "$DATA"
+    cat >"$TMP/protobusd.conf" <<EOF
+[server]
+listen = 127.0.0.1:0
+metrics_listen = 127.0.0.1:0
+data_dir = $DATA
+log_level = info
+
+[partition orders]
+match = orders\\..*
+
+[partition events]
+match = .*
+EOF
+    "$PBD" -c "$TMP/protobusd.conf" --port-file "$TMP/port" 2>"$TMP/daemon.log" &
+    DPID=$!
+    if ! wait_until 100 test -s "$TMP/port"; then
+        echo "protobusd did not start:" >&2
+        cat "$TMP/daemon.log" >&2
+        exit 1
+    fi
+    export PROTOBUS_SERVER="127.0.0.1:$(cat "$TMP/port")"
+    MADDR=$(metrics_addr)
+    [ -n "$MADDR" ] || {
+        echo "no metrics address in the log:" >&2
+        cat "$TMP/daemon.log" >&2
+        exit 1
+    }
+}
+
+stop_daemon() {
+    kill -TERM "$DPID"
+    local i rc=0
+    for ((i = 0; i < 300; i++)); do
+        kill -0 "$DPID" 2>/dev/null || break
+        sleep 0.1
+    done
+    wait "$DPID" || rc=$?
+    DPID=""
+    [ "$rc" -eq 0 ] || {
+        echo "protobusd exited with $rc:" >&2
+        cat "$TMP/daemon.log" >&2
+        return 1
+    }
+}
+
+check() { "$PY" "$HERE/metrics_check.py" "$@"; }
+
+# --- tests ----------------------------------------------------------------
+
+test_healthz_ok() {
+    local code
+    code=$(http_get /healthz "$TMP/h")
+    [ "$code" = 200 ] || fail "/healthz: $code, want 200"
+    grep -qx ok "$TMP/h" || fail "/healthz body: $(cat "$TMP/h")"
+}
+
+test_unknown_path_404() {
+    local code
+    code=$(http_get /nope "$TMP/n")
+    [ "$code" = 404 ] || fail "/nope: $code, want 404"
+}
+
+# The numbers after known publishes: 3 pub commands (3 connections, 3
+# Publish frames) to orders, one of 50 lines to events.
+test_counts_match_published() {
+    "$PB" pub orders.a one
+    "$PB" pub orders.b two
+    "$PB" pub orders.a three
+    seq 1 50 | "$PB" pub events.x
+    local code
+    code=$(http_get /metrics "$TMP/m")
+    [ "$code" = 200 ] || fail "/metrics: $code"
+    check "$TMP/m" \
+        'protobus_partitions=2' \
+        'protobus_partition_events_appended_total{partition=orders}=3' \
+        'protobus_partition_events_appended_total{partition=events}=50' \
+        'protobus_partition_next_offset{partition=orders}=3' \
+        'protobus_partition_next_offset{partition=events}=50' \
+        'protobus_partition_segments{partition=orders}>=1' \
+        'protobus_partition_disk_bytes{partition=events}>=100' \
+        'protobus_partition_bytes_appended_total{partition=events}>=100' \
+        'protobus_partition_up{partition=orders}=1' \
+        'protobus_partition_write_errors_total{partition=orders}=0' \
+        'protobus_partition_fsync_errors_total{partition=events}=0' \
+        'protobus_partition_oldest_record_seconds{partition=orders}>=1700000000' \
+        'protobus_connections_accepted_total=4' \
+        'protobus_publish_batch_events_sum=53' \
+        'protobus_publish_ack_seconds_count>=4' \
+        'protobus_fsync_seconds_count>=4' \
+        'protobus_errors_sent_total{code=INVALID_ARGUMENT}=0' \
+        'process_resident_memory_bytes>=1000000' \
+        'protobus_process_threads>=2' \
+        'process_open_fds>=3'
+    # The oldest record is not in the future.
+    local oldest now
+    oldest=$(sed -n 's/^protobus_partition_oldest_record_seconds{partition="orders"} //p' "$TMP/m")
+    now=$(date +%s)
+    "$PY" -c "import sys; sys.exit(0 if float('$oldest') <= $now + 1 else 1)" ||
+        fail "oldest record time $oldest is after now $now"
+}
+
+# Scrapes while 20000 events are being published: every scrape parses, the
+# count never goes backwards, and the last equals what was published.
+test_scrape_during_publish() {
+    local before
+    http_get /metrics "$TMP/m0" >/dev/null
+    before=$(sed -n 's/^protobus_partition_events_appended_total{partition="events"} //p' "$TMP/m0")
+    before=${before%.*}
+    seq 1 20000 | "$PB" pub events.load &
+    PPID_BG=$!
+    local prev=$before n i
+    for ((i = 0; i < 200; i++)); do
+        http_get /metrics "$TMP/mi" >/dev/null
+        check "$TMP/mi" "protobus_partitions=2" || fail "scrape $i did not parse"
+        n=$(sed -n 's/^protobus_partition_events_appended_total{partition="events"} //p' "$TMP/mi")
+        n=${n%.*}
+        [ "$n" -ge "$prev" ] || fail "events went back from $prev to $n"
+        prev=$n
+        kill -0 "$PPID_BG" 2>/dev/null || break
+        sleep 0.02
+    done
+    wait "$PPID_BG" || fail "pub failed"
+    PPID_BG=""
+    http_get /metrics "$TMP/m1" >/dev/null
+    check "$TMP/m1" "protobus_partition_events_appended_total{partition=events}=$((before + 20000))" \
+        "protobus_partition_next_offset{partition=events}=$((before + 20000))" \
+        "protobus_connections_open=0"
+}
+
+test_refused_and_errors_counted() {
+    # A frame whose length prefix is over max_frame_bytes: the server sends
+    # an Error (RESOURCE_EXHAUSTED) and closes.
+    "$PY" - "$PROTOBUS_SERVER" <<'PYEOF'
+import socket, sys
+host, port = sys.argv[1].rsplit(":", 1)
+s = socket.create_connection((host, int(port)), timeout=10)
+s.sendall(bytes([0xff, 0xff, 0xff, 0xff, 0x0f]))
+while s.recv(4096):
+    pass
+PYEOF
+    http_get /metrics "$TMP/m2" >/dev/null
+    check "$TMP/m2" 'protobus_errors_sent_total{code=RESOURCE_EXHAUSTED}>=1' \
+        'protobus_connections_open=0'
+}
+
+test_bad_metrics_listen_refused() {
+    printf '[server]\nmetrics_listen = localhost:x\n[partition e]\nmatch = .*\n' >"$TMP/bad.conf"
+    local rc=0
+    "$PBD" --check -c "$TMP/bad.conf" 2>"$TMP/err" || rc=$?
+    [ "$rc" -ne 0 ] || fail "--check accepted a bad metrics_listen"
+    grep -q 'bad.conf:2: metrics_listen' "$TMP/err" || fail "message: $(cat "$TMP/err")"
+}
+
+start_daemon
+run test_healthz_ok
+run test_unknown_path_404
+run test_counts_match_published
+run test_scrape_during_publish
+run test_refused_and_errors_counted
+run test_bad_metrics_listen_refused
+stop_daemon || failed=$((failed + 1))
+echo "test_metrics: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

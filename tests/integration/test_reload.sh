@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# Integration test of SIGHUP (server/reload.c) against a real protobusd on
+# 127.0.0.1 (a free port, a temp data directory): a good file adds a rule
+# (a topic routed before the reload, and so in the route cache, goes to the
+# new rule's partition after it), raises max_event_bytes (an event refused
+# before is accepted) and changes a restart-only setting (logged by name);
+# an open subscription stays; a bad file (a regex that does not compile, a
+# bad limit) is refused with file:line and changes nothing. Every wait is
+# bounded; processes are stopped by PID.
+#
+# Environment: BUILD (default build) holds protobus and protobusd.
+set -euo pipefail
+
+BUILD=${BUILD:-build}
+BUILD=$(cd "$BUILD" && pwd)
+PB="$BUILD/protobus"
+PBD="$BUILD/protobusd"
+TMP=$(mktemp -d /tmp/pb_test_reload.XXXXXX)
+DATA="$TMP/data"
+DPID=""
+PPID_BG=""
+SPID=""
+passed=0
+failed=0
+
+cleanup() {
+    if [ -n "$PPID_BG" ]; then kill -KILL "$PPID_BG" 2>/dev/null || true; fi
+    if [ -n "$SPID" ]; then kill -KILL "$SPID" 2>/dev/null || true; fi
+    if [ -n "$DPID" ]; then kill -KILL "$DPID" 2>/dev/null || true; fi
+    wait 2>/dev/null || true
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+fail() {
+    echo "    $*" >&2
+    return 1
+}
+
+wait_until() {
+    local tries=$1
+    shift
+    local i
+    for ((i = 0; i < tries; i++)); do
+        if "$@"; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+run() {
+    local name=$1 rc
+    set +e
+    (
+        set -e
+        "$name"
+    )
+    rc=$?
+    set -e
+    if [ "$rc" -eq 0 ]; then
+        passed=$((passed + 1))
+        echo "ok   $name"
+    else
+        failed=$((failed + 1))
+        echo "FAIL $name"
+    fi
+}
+
+conf_a() {
+    cat >"$TMP/protobusd.conf" <<EOF
+[server]
+listen = 127.0.0.1:0
+data_dir = $DATA
+log_level = info
+max_event_bytes = 1K
+max_frame_bytes = 64K
+
+[partition orders]
+match = orders\\..*
+
+[partition events]
+match = .*
+EOF
+}
+
+# B: a rule for audit.* before the catch-all, a larger max_event_bytes,
+# fsync changed (restart-only).
+conf_b() {
+    cat >"$TMP/protobusd.conf" <<EOF
+[server]
+listen = 127.0.0.1:0
+data_dir = $DATA
+log_level = info
+max_event_bytes = 4K
+max_frame_bytes = 64K
+fsync = never
+
+[partition orders]
+match = orders\\..*
+
+[partition audit]
+match = audit\\..*
+
+[partition events]
+match = .*
+EOF
+}
+
+start_daemon() {
+    mkdir -p "$DATA"
+    conf_a
+    "$PBD" -c "$TMP/protobusd.conf" --port-file "$TMP/port" 2>"$TMP/daemon.log" &
+    DPID=$!
+    if ! wait_until 100 test -s "$TMP/port"; then
+        echo "protobusd did not start:" >&2
+        cat "$TMP/daemon.log" >&2
+        exit 1
+    fi
+    export PROTOBUS_SERVER="127.0.0.1:$(cat "$TMP/port")"
+}
+
+stop_daemon() {
+    kill -TERM "$DPID"
+    local i rc=0
+    for ((i = 0; i < 300; i++)); do
+        kill -0 "$DPID" 2>/dev/null || break
+        sleep 0.1
+    done
+    wait "$DPID" || rc=$?
+    DPID=""
+    [ "$rc" -eq 0 ] || {
+        echo "protobusd exited with $rc:" >&2
+        cat "$TMP/daemon.log" >&2
+        return 1
+    }
+}
+
+log_count() { grep -c -- "$1" "$TMP/daemon.log" || true; }
+
+# Sends SIGHUP and waits for one more log line with text $1.
+hup_and_wait() {
+    local want
+    want=$(($(log_count "$1") + 1))
+    kill -HUP "$DPID"
+    local i
+    for ((i = 0; i < 100; i++)); do
+        [ "$(log_count "$1")" -ge "$want" ] && return 0
+        sleep 0.1
+    done
+    fail "no '$1' in the log: $(tail -5 "$TMP/daemon.log")"
+}
+
+stored() { "$PB" cat "$DATA/$1" 2>/dev/null | wc -l; }
+
+big() { head -c 2000 /dev/zero | tr '\0' x; }
+
+test_good_reload() {
+    "$PB" pub audit.x before
+    [ -d "$DATA/events" ] && [ ! -d "$DATA/audit" ] || fail "audit.x not in events before the reload"
+    if "$PB" pub events.big "$(big)" 2>"$TMP/e"; then
+        fail "2000 bytes accepted with max_event_bytes = 1K"
+    fi
+    conf_b
+    hup_and_wait "SIGHUP: configuration reloaded from"
+    grep -q "fsync changed; it takes effect at the next restart" "$TMP/daemon.log" ||
+        fail "the restart-only change was not logged"
+    "$PB" pub audit.x after
+    [ "$(stored audit)" -eq 1 ] || fail "audit.x after the reload: $(stored audit) in audit"
+    "$PB" pub events.big "$(big)" || fail "2000 bytes refused after max_event_bytes = 4K"
+    # The subscription is untouched and sees the event published after.
+    wait_until 50 grep -q after "$TMP/sub.out" || fail "subscriber got: $(cat "$TMP/sub.out")"
+    kill -0 "$SPID" || fail "the subscription ended"
+}
+
+test_bad_reload_refused() {
+    cat >"$TMP/protobusd.conf" <<EOF
+[server]
+listen = 127.0.0.1:0
+data_dir = $DATA
+max_event_bytes = 1K
+
+[partition audit]
+match = audit\\.(
+EOF
+    hup_and_wait "SIGHUP: configuration refused, the running configuration stays"
+    grep -q "refused, the running configuration stays: $TMP/protobusd.conf:7:" "$TMP/daemon.log" ||
+        fail "no file:line: $(grep refused "$TMP/daemon.log")"
+    # Nothing changed: the rules and max_event_bytes = 4K of B still hold.
+    "$PB" pub audit.y still
+    [ "$(stored audit)" -eq 2 ] || fail "audit.y: $(stored audit) in audit"
+    "$PB" pub events.big "$(big)" || fail "max_event_bytes went back"
+    # A bad limit is refused too.
+    conf_b
+    sed -i 's/^max_event_bytes = 4K/max_event_bytes = lots/' "$TMP/protobusd.conf"
+    hup_and_wait "SIGHUP: configuration refused, the running configuration stays"
+    grep -q "protobusd.conf:5: max_event_bytes" "$TMP/daemon.log" || fail "no line for the limit"
+    kill -0 "$SPID" || fail "the subscription ended"
+}
+
+start_daemon
+# A live subscription across the reloads (started here: each test runs in a
+# subshell).
+"$PB" sub 'audit\..*' >"$TMP/sub.out" 2>"$TMP/sub.err" &
+SPID=$!
+sleep 0.3
+run test_good_reload
+run test_bad_reload_refused
+if [ -n "$SPID" ]; then
+    kill -TERM "$SPID"
+    wait "$SPID" || true
+    SPID=""
+fi
+stop_daemon || failed=$((failed + 1))
+echo "test_reload: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,370 @@
+#!/usr/bin/env bash
+# Hot standby (issue 16): a real primary and a real follower
+# (`protobusd --follow`) on 127.0.0.1, a publisher publishing continuously
+# into two partitions (small segments: rotation all the time):
+#   - kill -9 the follower, restart it; kill -9 the primary, restart it on
+#     the same port; the follower reconnects and resumes from its files;
+#   - at the end both data directories hold the same segment files with the
+#     same records byte for byte (cmp after the 40-byte file header, whose
+#     created_ns is each daemon's own), and `protobus cat --verify` is clean;
+#   - the follower refuses a publish with FAILED_PRECONDITION naming the
+#     primary, and serves `protobus sub`;
+#   - a follower whose partition differs from the primary's (another primary
+#     with other records) stops replicating that partition, says so, and
+#     leaves its files untouched (while pb, which that primary lacks, stays);
+#   - promotion: the follower restarted without --follow takes publishes at
+#     the next offset;
+#   - synchronous mode (min_standby_acks = 1): kill -9 the primary at random
+#     points under load (3 times, restarting it), then once more and promote
+#     the follower: every event whose publish was acknowledged is on it;
+#     without a standby a publish is refused (UNAVAILABLE) after
+#     standby_timeout_ms, or, with standby_timeout = local, acknowledged and
+#     logged;
+#   - an event id replicated to the standby still deduplicates a retry
+#     after promotion;
+#   - with auth = required, a standby user with the read right .* replicates,
+#     one with less is refused.
+# Every wait is bounded; daemons are stopped by PID; the temp dir goes.
+set -euo pipefail
+
+BUILD=${BUILD:-build}
+BUILD=$(cd "$BUILD" && pwd)
+PB="$BUILD/protobus"
+PBD="$BUILD/protobusd"
+TMP=$(mktemp -d /tmp/pb_test_standby.XXXXXX)
+passed=0
+failed=0
+
+cleanup() {
+    touch "$TMP/stop"
+    local f
+    for f in "$TMP"/*.pid; do
+        [ -e "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+fail() {
+    echo "    $*" >&2
+    return 1
+}
+
+wait_until() {
+    local tries=$1
+    shift
+    local i
+    for ((i = 0; i < tries; i++)); do
+        if "$@"; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+run() {
+    local name=$1 rc
+    set +e
+    (
+        set -e
+        "$name"
+    )
+    rc=$?
+    set -e
+    if [ "$rc" -eq 0 ]; then
+        passed=$((passed + 1))
+        echo "ok   $name"
+    else
+        failed=$((failed + 1))
+        echo "FAIL $name"
+    fi
+}
+
+# write_conf NAME [SERVER-LINES]: $TMP/NAME.conf with data directory $TMP/NAME.
+write_conf() {
+    cat >"$TMP/$1.conf" <<EOF
+[server]
+listen = 127.0.0.1:0
+data_dir = $TMP/$1
+${2:-}
+
+[partition pa]
+match = a\\..*
+segment_bytes = 64K
+
+[partition pb]
+match = .*
+segment_bytes = 64K
+EOF
+}
+
+# start NAME [ARGS...]: starts protobusd NAME (PID in $TMP/NAME.pid, port
+# in $TMP/NAME.port). Each test runs in a subshell: state lives in files.
+start() {
+    local name=$1
+    shift
+    rm -f "$TMP/$name.port"
+    "$PBD" -c "$TMP/$name.conf" --port-file "$TMP/$name.port" "$@" 2>>"$TMP/$name.log" &
+    echo $! >"$TMP/$name.pid"
+    wait_until 100 test -s "$TMP/$name.port" || fail "$name did not start: $(tail -3 "$TMP/$name.log")"
+}
+
+port() { cat "$TMP/$1.port"; }
+
+# stop NAME SIGNAL: signals the daemon and waits for it.
+stop() {
+    local pid
+    pid=$(cat "$TMP/$1.pid")
+    kill "-$2" "$pid" 2>/dev/null || true
+    wait_until 300 sh -c "! kill -0 $pid 2>/dev/null" || fail "$1 ($pid) did not stop"
+    rm -f "$TMP/$1.pid"
+}
+
+# The publisher: batches of 200 events, alternating partitions, until
+# $TMP/stop exists; a batch refused while the primary is down is retried.
+publisher() {
+    local i=0
+    while [ ! -e "$TMP/stop" ] && [ "$i" -lt 2000 ]; do
+        local topic=a.t$((i % 7))
+        [ $((i % 2)) -eq 1 ] && topic=b.t$((i % 5))
+        if seq $((i * 200)) $((i * 200 + 199)) | sed 's/$/ some payload bytes/' |
+            "$PB" pub -s "127.0.0.1:$1" "$topic" 2>/dev/null; then
+            i=$((i + 1))
+        else
+            sleep 0.1
+        fi
+    done
+}
+
+# Every segment file of both partitions is in both directories, records
+# equal byte for byte (after the file header).
+same_dirs() {
+    local a=$1 b=$2 part f
+    for part in pa pb; do
+        [ -d "$a/$part" ] && [ -d "$b/$part" ] || return 1
+        local la lb
+        la=$(cd "$a/$part" && ls ./*.log)
+        lb=$(cd "$b/$part" && ls ./*.log)
+        [ "$la" = "$lb" ] || return 1
+        for f in $la; do
+            cmp -s <(tail -c +41 "$a/$part/$f") <(tail -c +41 "$b/$part/$f") || return 1
+        done
+    done
+}
+
+test_kill9_both_sides_byte_identical() {
+    start primary
+    local pport
+    pport=$(port primary)
+    publisher "$pport" &
+    echo $! >"$TMP/publisher.pid"
+    sleep 0.5
+    start follower --follow "127.0.0.1:$pport"
+    sleep 1
+    stop follower KILL
+    start follower --follow "127.0.0.1:$pport"
+    sleep 1
+    stop primary KILL
+    start primary --listen "127.0.0.1:$pport"
+    sleep 1.5
+    touch "$TMP/stop"
+    wait "$(cat "$TMP/publisher.pid")" || true
+    rm -f "$TMP/publisher.pid"
+    wait_until 200 same_dirs "$TMP/primary" "$TMP/follower" ||
+        fail "the follower's partitions differ from the primary's"
+    local n
+    n=$("$PB" cat "$TMP/follower" | wc -l)
+    [ "$n" -gt 2000 ] || fail "only $n events replicated"
+    "$PB" cat --verify "$TMP/follower" >/dev/null || fail "cat --verify of the follower failed"
+    grep -q "standby of 127.0.0.1:$pport: disconnected" "$TMP/follower.log" ||
+        fail "the follower did not log the primary's loss"
+    echo "    $n events, identical after kill -9 of follower and primary"
+}
+
+test_follower_refuses_publish_serves_sub() {
+    local fport out
+    fport=$(port follower)
+    if out=$("$PB" pub -s "127.0.0.1:$fport" a.x refused 2>&1); then
+        fail "the follower took a publish"
+    fi
+    echo "$out" | grep -q "FAILED_PRECONDITION.*standby of 127.0.0.1:$(port primary)" ||
+        fail "unexpected refusal: $out"
+    out=$(timeout 10 "$PB" sub -s "127.0.0.1:$fport" --from-beginning -n 5 'a\..*' 2>&1) ||
+        fail "sub on the follower failed: $out"
+    [ "$(echo "$out" | wc -l)" -eq 5 ] || fail "sub printed: $out"
+}
+
+test_divergent_partition_stops() {
+    # Another primary whose pa holds other records at the same offsets.
+    write_conf other
+    start other
+    local qport before
+    qport=$(port other)
+    seq 1 300 | "$PB" pub -s "127.0.0.1:$qport" a.other >/dev/null
+    stop follower TERM
+    before=$(cat "$TMP/follower/pa/"*.log | md5sum)
+    start follower --follow "127.0.0.1:$qport"
+    # (pa here holds more records than the other primary's: "holds offsets
+    # ... the primary does not have"; with as many, the record compare says
+    # "the primary's record at offset N differs".)
+    wait_until 100 grep -q "partition pa: .*; replication of pa stopped" \
+        "$TMP/follower.log" || fail "no divergence reported: $(tail -3 "$TMP/follower.log")"
+    seq 1 10 | "$PB" pub -s "127.0.0.1:$qport" a.other >/dev/null
+    sleep 0.5
+    [ "$(cat "$TMP/follower/pa/"*.log | md5sum)" = "$before" ] ||
+        fail "the follower's pa changed after the divergence"
+    stop other TERM
+}
+
+test_promotion() {
+    stop follower TERM
+    local end fport
+    end=$("$PB" cat "$TMP/follower/pb" | wc -l)
+    start follower
+    fport=$(port follower)
+    "$PB" pub -s "127.0.0.1:$fport" b.promoted "after promotion" >/dev/null ||
+        fail "the promoted follower refused a publish"
+    "$PB" cat "$TMP/follower/pb" | tail -1 | grep -q "pb:$end b.promoted" ||
+        fail "the new event is not at offset $end: $("$PB" cat "$TMP/follower/pb" | tail -1)"
+}
+
+# Synchronous publisher: batches of 50 events with unique payloads; a batch
+# whose publish exits 0 was acknowledged whole: its payloads go to
+# $TMP/acked. Runs until $TMP/stop exists (at most 4000 batches).
+sync_publisher() {
+    local i=0 tries=0
+    while [ ! -e "$TMP/stop" ] && [ "$tries" -lt 4000 ]; do
+        tries=$((tries + 1))
+        seq 1 50 | sed "s/^/p$i-/" >"$TMP/batch"
+        if "$PB" pub -s "127.0.0.1:$1" "a.s$((i % 3))" <"$TMP/batch" 2>/dev/null; then
+            cat "$TMP/batch" >>"$TMP/acked"
+        else
+            sleep 0.05
+        fi
+        i=$((i + 1))
+    done
+}
+
+test_sync_kill9_primary_promote() {
+    write_conf sprimary "min_standby_acks = 1
+standby_timeout_ms = 2000"
+    write_conf sfollower
+    rm -f "$TMP/stop" "$TMP/acked"
+    start sprimary
+    local pport cycle
+    pport=$(port sprimary)
+    start sfollower --follow "127.0.0.1:$pport"
+    sync_publisher "$pport" &
+    echo $! >"$TMP/publisher.pid"
+    for cycle in 1 2 3 4; do
+        sleep "0.$((RANDOM % 8 + 2))"
+        stop sprimary KILL
+        [ "$cycle" -eq 4 ] && break
+        start sprimary --listen "127.0.0.1:$pport"
+    done
+    touch "$TMP/stop"
+    wait "$(cat "$TMP/publisher.pid")" || true
+    rm -f "$TMP/publisher.pid"
+    stop sfollower TERM
+    start sfollower # promoted
+    [ -s "$TMP/acked" ] || fail "nothing was acknowledged"
+    "$PB" cat "$TMP/sfollower" | grep -o '"p[0-9]*-[0-9]*"$' | tr -d '"' | sort -u >"$TMP/have"
+    sort -u "$TMP/acked" >"$TMP/want"
+    local missing
+    missing=$(comm -23 "$TMP/want" "$TMP/have" | wc -l)
+    [ "$missing" -eq 0 ] || fail "$missing acknowledged events are not on the promoted follower"
+    "$PB" pub -s "127.0.0.1:$(port sfollower)" a.after promoted >/dev/null ||
+        fail "the promoted follower refused a publish"
+    echo "    $(wc -l <"$TMP/acked") acknowledged events, all on the promoted follower"
+    stop sfollower TERM
+}
+
+# An event id replicated to the standby is remembered after promotion: the
+# publisher's retry on the promoted standby is a duplicate, not a new event.
+test_ids_survive_promotion() {
+    write_conf iprimary
+    write_conf ifollower
+    start iprimary
+    start ifollower --follow "127.0.0.1:$(port iprimary)"
+    "$PB" pub -s "127.0.0.1:$(port iprimary)" --id order-1 a.ids first >/dev/null
+    wait_until 100 test -e "$TMP/ifollower/pa/dedup.ids" || fail "no dedup mark on the standby"
+    wait_until 100 sh -c "[ \$('$PB' cat '$TMP/ifollower/pa' | wc -l) -eq 1 ]" ||
+        fail "the event did not reach the standby"
+    stop iprimary KILL
+    stop ifollower TERM
+    start ifollower
+    "$PB" pub -s "127.0.0.1:$(port ifollower)" --id order-1 a.ids first >/dev/null
+    [ "$("$PB" cat "$TMP/ifollower/pa" | wc -l)" -eq 1 ] ||
+        fail "the retry was stored again on the promoted standby"
+    stop ifollower TERM
+}
+
+# auth = required on the primary: the standby authenticates from the
+# environment; a user with the read right .* replicates, one with less is
+# refused (PERMISSION_DENIED, logged by the follower, which keeps retrying).
+test_auth_replication() {
+    local hash
+    hash=$(echo secret | "$PB" passwd --stdin)
+    write_conf aprimary "auth = required
+[user standby]
+password_hash = $hash
+subscribe = .*
+[user partial]
+password_hash = $hash
+subscribe = a\\..*
+[user app]
+password_hash = $hash
+publish = .*"
+    write_conf afollower
+    start aprimary
+    PROTOBUS_PASSWORD=secret "$PB" pub -u app -s "127.0.0.1:$(port aprimary)" a.auth x >/dev/null
+    PROTOBUSD_FOLLOW_USER=standby PROTOBUSD_FOLLOW_PASSWORD=secret \
+        start afollower --follow "127.0.0.1:$(port aprimary)"
+    wait_until 100 test -d "$TMP/afollower/pa" || fail "nothing replicated with auth"
+    stop afollower TERM
+    rm -rf "$TMP/afollower"
+    PROTOBUSD_FOLLOW_USER=partial PROTOBUSD_FOLLOW_PASSWORD=secret \
+        start afollower --follow "127.0.0.1:$(port aprimary)"
+    wait_until 100 grep -qF 'user "partial" may not replicate' "$TMP/afollower.log" ||
+        fail "no refusal for a user without .*: $(tail -2 "$TMP/afollower.log")"
+    [ ! -d "$TMP/afollower/pa" ] || fail "a user without .* replicated"
+    stop afollower TERM
+    stop aprimary TERM
+}
+
+test_sync_timeout_policies() {
+    write_conf alone "min_standby_acks = 1
+standby_timeout_ms = 300"
+    start alone
+    local out
+    if out=$("$PB" pub -s "127.0.0.1:$(port alone)" a.x lonely 2>&1); then
+        fail "acknowledged without a standby"
+    fi
+    echo "$out" | grep -q "UNAVAILABLE.*standby did not confirm" || fail "refusal: $out"
+    stop alone TERM
+    write_conf alone "min_standby_acks = 1
+standby_timeout_ms = 300
+standby_timeout = local"
+    start alone
+    "$PB" pub -s "127.0.0.1:$(port alone)" a.x lonely >/dev/null || fail "policy local refused"
+    grep -q "acknowledging publishes on this copy alone" "$TMP/alone.log" ||
+        fail "policy local did not log"
+    stop alone TERM
+}
+
+write_conf primary
+write_conf follower
+run test_kill9_both_sides_byte_identical
+run test_follower_refuses_publish_serves_sub
+run test_divergent_partition_stops
+run test_promotion
+run test_sync_kill9_primary_promote
+run test_sync_timeout_policies
+run test_ids_survive_promotion
+run test_auth_replication
+for d in primary follower; do
+    [ -e "$TMP/$d.pid" ] && stop "$d" TERM
+done
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
