@@ -2,10 +2,10 @@
  * compress - rewrites a closed (rotated) segment as a compressed segment
  * (proto/zseg.h, FORMAT.md Part B) and puts it in the plain file's place.
  *
- * Threads: the partition's writer thread, from its upkeep run (upkeep.c),
- * like retention: the writer owns the closed-segment list, and a segment is
- * never compressed and removed at the same time. The active segment is
- * never touched, so appends never wait on a lock of ours.
+ * Threads: the partition's writer thread (upkeep_compress_one, when it has
+ * nothing queued, one segment at a time), like retention: the writer owns
+ * the closed-segment list, so a segment is never compressed and removed at
+ * the same time. The active segment is never touched.
  *
  * Crash safety, step by step (tests/unit/test_powerloss.c):
  *   1. the compressed bytes go to <base>.log.ztmp (O_TRUNC: a leftover of
