@@ -102,7 +102,12 @@ static int read_all(const char *d, const fileio *io, uint64_t end, uint64_t *los
         if (rc == PB_ECORRUPT) {
             const struct pb_reader_problem *p = pb_reader_problem(r);
             if (problems++ == 0 && first_problem) {
+                /* The strings live in the reader: copied out. */
+                static char file[256];
+                snprintf(file, sizeof file, "%s", p->file);
                 *first_problem = *p;
+                first_problem->file = file;
+                first_problem->reason = NULL;
                 snprintf(why, whylen, "%s", p->reason);
             }
             *lost += p->last_offset - p->first_offset + 1;
