@@ -120,6 +120,7 @@ typedef struct daemon_state {
     metrics_http *metrics;                       /* metrics_listen; NULL when off */
     const char *config_path;                     /* -c FILE, for SIGHUP; NULL: built-in defaults */
     bool listen_overridden, data_dir_overridden; /* --listen, --data-dir (kept on SIGHUP) */
+    bool follow_overridden;                      /* --follow (kept on SIGHUP) */
     uv_timer_t stop_timer;
     uint64_t stop_started_ms;
     int stopping;
@@ -292,6 +293,7 @@ static void on_sighup(uv_signal_t *s, int signum)
         .cfg = &d->cfg,
         .path = d->config_path,
         .listen_overridden = d->listen_overridden,
+        .follow_overridden = d->follow_overridden,
         .data_dir_overridden = d->data_dir_overridden,
         .net = d->net,
         .router = &d->router,
@@ -771,6 +773,7 @@ int main(int argc, char **argv)
     umask(0777 & ~(d.cfg.data_mode | ((d.cfg.data_mode & 0444) >> 2)));
     d.config_path = a.config_path;
     d.listen_overridden = a.listen != NULL;
+    d.follow_overridden = a.follow != NULL;
     d.data_dir_overridden = a.data_dir != NULL;
     size_fd_budget(&d.cfg);
 
