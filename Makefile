@@ -29,8 +29,10 @@ endif
 # libssl: TLS (server/tls.c; libprotobus's client side, client/tls.c).
 # libmicrohttpd: the metrics_listen endpoint (server/metrics_http.c).
 # libsystemd: sd_notify for Type=notify (server/sdnotify.c).
+# libzstd: compressed segments (proto/zseg.c: the daemon writes them, every
+# reader, libprotobus's pb_reader included, reads them).
 PKGS    := libprotobuf-c libpcre2-8 libuv inih json-c libhs libnats libsodium libssl libcrypto \
-           libmicrohttpd libsystemd
+           libmicrohttpd libsystemd libzstd
 
 ifeq ($(SAN),1)
 BUILD   ?= build/san
@@ -59,7 +61,7 @@ CFLAGS  += -std=c11 $(OPT) $(WARN) -pthread -fPIC -fvisibility=hidden $(shell pk
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 # The CLI needs no event loop, no config parser and no JSON library (it
 # writes its JSON itself: client/cli/render.c).
-CLI_LDLIBS := $(shell pkg-config --libs libprotobuf-c libpcre2-8 libsodium libssl libcrypto 2>/dev/null) -lpthread -lm
+CLI_LDLIBS := $(shell pkg-config --libs libprotobuf-c libpcre2-8 libsodium libssl libcrypto libzstd 2>/dev/null) -lpthread -lm
 LDFLAGS += $(LDSAN) -pthread
 
 # Generated protobuf-c code (never committed).
