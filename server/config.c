@@ -110,6 +110,9 @@ static const struct key_def {
     {"max_subscribe_offsets", V_U32, offsetof(pb_config, max_subscribe_offsets), 1, 1000000},
     {"retain_age", V_FN, offsetof(pb_config, retain_age_s), 0, 0, config_value_retain_age},
     {"retain_bytes", V_FN, offsetof(pb_config, retain_bytes), 0, 0, config_value_retain_bytes},
+    {"compress", V_FN, offsetof(pb_config, compress), 0, 0, config_value_compress},
+    {"compress_level", V_FN, offsetof(pb_config, compress_level), 0, 0,
+     config_value_compress_level},
     {"min_free_bytes", V_FN, offsetof(pb_config, min_free_bytes), 0, 0, config_value_min_free},
     {"dedup_window_ms", V_U32, offsetof(pb_config, dedup_window_ms), 0, 86400000},
     {"dedup_max_entries", V_U32, offsetof(pb_config, dedup_max_entries), 1, 1U << 24},
@@ -136,11 +139,14 @@ enum rule_key {
     RK_UTC_OFFSET,
     RK_RETAIN_AGE,
     RK_RETAIN_BYTES,
+    RK_COMPRESS,
+    RK_COMPRESS_LEVEL,
     RK_COUNT
 };
 
-static const char *const rule_keys[RK_COUNT] = {"match",      "segment_bytes", "rotate_every",
-                                                "utc_offset", "retain_age",    "retain_bytes"};
+static const char *const rule_keys[RK_COUNT] = {
+    "match",      "segment_bytes", "rotate_every", "utc_offset",
+    "retain_age", "retain_bytes",  "compress",     "compress_level"};
 
 struct parse_ctx {
     pb_config *cfg;
@@ -406,6 +412,8 @@ static int begin_partition(struct parse_ctx *c, const char *tmpl)
     rule->segment_bytes = 64 * MIB;
     rule->retain_age_s = -1;         /* unset: [server]'s, in check_whole */
     rule->retain_bytes = UINT64_MAX; /* likewise */
+    rule->compress = -1;             /* likewise */
+    rule->compress_level = 0;        /* likewise */
     memset(c->rule_key_line, 0, sizeof c->rule_key_line);
     return 1;
 }
@@ -473,6 +481,11 @@ static int rule_key(struct parse_ctx *c, enum rule_key k, const char *value)
         return set_fn(c, config_value_retain_age, "retain_age", value, &rule->retain_age_s);
     case RK_RETAIN_BYTES:
         return set_fn(c, config_value_retain_bytes, "retain_bytes", value, &rule->retain_bytes);
+    case RK_COMPRESS:
+        return set_fn(c, config_value_compress, "compress", value, &rule->compress);
+    case RK_COMPRESS_LEVEL:
+        return set_fn(c, config_value_compress_level, "compress_level", value,
+                      &rule->compress_level);
     case RK_COUNT:
         break;
     }
@@ -735,6 +748,10 @@ static void check_whole(struct parse_ctx *c)
             cfg->rules[i].retain_age_s = cfg->retain_age_s;
         if (cfg->rules[i].retain_bytes == UINT64_MAX)
             cfg->rules[i].retain_bytes = cfg->retain_bytes;
+        if (cfg->rules[i].compress < 0)
+            cfg->rules[i].compress = cfg->compress;
+        if (cfg->rules[i].compress_level == 0)
+            cfg->rules[i].compress_level = cfg->compress_level;
     }
 
     if (cfg->n_rules == 0) {

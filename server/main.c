@@ -170,7 +170,10 @@ static int partition_options_for(void *ctx, const char *name, partition_options 
         o->log.segment_bytes = rule->segment_bytes;
         o->log.rotate_every_s = rule->rotate_every_s;
         o->log.utc_offset_s = rule->utc_offset_s;
-        o->retain = (retention_policy){.age_s = rule->retain_age_s, .bytes = rule->retain_bytes};
+        o->retain = (retention_policy){.age_s = rule->retain_age_s,
+                                       .bytes = rule->retain_bytes,
+                                       .compress_level =
+                                           rule->compress > 0 ? rule->compress_level : 0};
     } else {
         logging_printf(LOG_WARN,
                        "partition %s matches no rule's name in %s; using default segment "
