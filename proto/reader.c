@@ -17,6 +17,7 @@
 #include "pb_errors.h"
 #include "segment.h"
 #include "sort.h"
+#include "zseg.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -481,6 +482,33 @@ static int resync(pb_reader *r, bool *wait)
     return report(r, bad_pos, first, rec.offset - 1, reason);
 }
 
+/* A read hit a compressed block that failed its checks (zseg.h): report
+ * the file, the block's plain byte range and the offsets that start in it,
+ * and go on at the next block (a record boundary). Never skipped silently. */
+static int bad_block(pb_reader *r)
+{
+    uint64_t pos, end, first, last;
+    const char *why;
+    if (!segment_buf_bad_block(&r->buf, &pos, &end, &first, &last, &why))
+        return ZSEG_EBADBLOCK;
+    char reason[150];
+    snprintf(reason, sizeof reason, "%.90s (plain bytes %llu..%llu of the segment)", why,
+             (unsigned long long)pos, (unsigned long long)end);
+    if (last == UINT64_MAX) {
+        /* Header or index damaged: nothing in the file can be read. */
+        if (is_last(r))
+            return report_code(r, PB_EDATALOSS, pos, r->expected, UINT64_MAX, reason);
+        int rc = report_rest_of_segment(r, pos, reason);
+        int nrc = next_segment(r);
+        return nrc < 0 && nrc != PB_ECORRUPT ? nrc : rc;
+    }
+    uint64_t lost_first = r->expected < first ? r->expected : first;
+    r->pos = end;
+    if (last + 1 > r->expected)
+        r->expected = last + 1;
+    return report(r, pos, lost_first, last, reason);
+}
+
 int pb_reader_next(pb_reader *r, pb_record *rec)
 {
     if (r->below_pending) {
@@ -526,6 +554,8 @@ int pb_reader_next(pb_reader *r, pb_record *rec)
                 close_segment(r);
                 return PB_EEOF;
             }
+            if (rc == ZSEG_EBADBLOCK && (rc = bad_block(r)) == 0)
+                continue;
             if (rc < 0)
                 return rc;
             continue;
@@ -551,17 +581,21 @@ int pb_reader_next(pb_reader *r, pb_record *rec)
         } else if (rc == PB_EINCOMPLETE) {
             const uint8_t *p;
             size_t avail;
-            if ((rc = segment_buf_get(&r->buf, r->pos, 1, &p, &avail)) < 0)
-                return rc;
+            rc = segment_buf_get(&r->buf, r->pos, 1, &p, &avail);
             /* Bytes that do not make a whole record: the end of a record
              * still being written, or damage (a bad length can make a record
              * seem to run past the end). resync tells them apart. */
-            rc = avail == 0 ? at_end_of_file(r, true, &wait) : resync(r, &wait);
+            if (rc == 0)
+                rc = avail == 0 ? at_end_of_file(r, true, &wait) : resync(r, &wait);
+            else if (rc != ZSEG_EBADBLOCK)
+                return rc;
         } else if (rc == PB_ECORRUPT) {
             rc = resync(r, &wait);
-        } else {
+        } else if (rc != ZSEG_EBADBLOCK) {
             return rc;
         }
+        if (rc == ZSEG_EBADBLOCK)
+            rc = bad_block(r);
         if (wait)
             return PB_EEOF;
         if (rc < 0)

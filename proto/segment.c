@@ -9,6 +9,7 @@
 
 #include "grow.h"
 #include "pb_errors.h"
+#include "zseg.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -153,6 +154,9 @@ void segment_buf_set_readahead(segment_buf *b, size_t bytes)
 
 void segment_buf_free(segment_buf *b)
 {
+    zseg_view_free(b->z);
+    b->z = NULL;
+    b->probed = false;
     free(b->data);
     b->data = NULL;
     b->cap = b->len = 0;
@@ -160,6 +164,9 @@ void segment_buf_free(segment_buf *b)
 
 void segment_buf_attach(segment_buf *b, int fd)
 {
+    zseg_view_free(b->z);
+    b->z = NULL;
+    b->probed = false;
     b->fd = fd;
     b->pos = 0;
     b->len = 0;
@@ -168,6 +175,37 @@ void segment_buf_attach(segment_buf *b, int fd)
 void segment_buf_invalidate(segment_buf *b)
 {
     b->len = 0;
+    if (b->z)
+        zseg_view_invalidate(b->z);
+}
+
+bool segment_buf_bad_block(const segment_buf *b, uint64_t *pos, uint64_t *end, uint64_t *first,
+                           uint64_t *last, const char **why)
+{
+    if (!b->z)
+        return false;
+    zseg_entry e;
+    *why = zseg_view_bad(b->z, &e);
+    *pos = e.logical;
+    *end = e.raw_len ? e.logical + e.raw_len : zseg_view_logical_size(b->z);
+    *first = e.first_offset;
+    *last = e.last_offset;
+    return true;
+}
+
+/* Reads the file's plain bytes: through the compressed view if the file
+ * is a compressed segment (found out at the first read after attach). */
+static ssize_t buf_read(segment_buf *b, void *dst, size_t len, uint64_t off)
+{
+    if (!b->probed && b->fd >= 0) {
+        int rc = zseg_view_open(&b->z, b->pread, b->pread_ctx, b->fd);
+        if (rc < 0 && rc != ZSEG_EBADBLOCK)
+            return rc;
+        b->probed = true;
+    }
+    if (b->z)
+        return zseg_view_read(b->z, b->pread, b->pread_ctx, b->fd, dst, len, off);
+    return segment_pread_full(b->pread, b->pread_ctx, b->fd, dst, len, (off_t)off);
 }
 
 /* Reads from pos into data[len..) until at least n bytes and the readahead
@@ -195,8 +233,7 @@ static int fill(segment_buf *b, uint64_t pos, size_t n)
         b->len = 0;
     b->pos = pos;
     if (b->len < want) {
-        ssize_t r = segment_pread_full(b->pread, b->pread_ctx, b->fd, b->data + b->len,
-                                       want - b->len, (off_t)(pos + b->len));
+        ssize_t r = buf_read(b, b->data + b->len, want - b->len, pos + b->len);
         if (r < 0) {
             b->len = 0;
             return (int)r;

@@ -50,6 +50,7 @@ typedef ssize_t (*segment_pread_fn)(void *ctx, int fd, void *buf, size_t len, of
 
 /* A read window over one file: one reusable buffer filled by large preads,
  * so sequential scanning costs one syscall per PB_SEGMENT_READ_CHUNK bytes. */
+struct zseg_view;
 typedef struct segment_buf {
     segment_pread_fn pread;
     void *pread_ctx;
@@ -59,6 +60,10 @@ typedef struct segment_buf {
     uint64_t pos;     /* file position of data[0] */
     size_t len;       /* valid bytes in data */
     size_t readahead; /* bytes a refill tries to read (<= cap) */
+    /* A compressed segment (zseg.h) is read through this view, which serves
+     * the plain bytes; probed once per attached file, at its first read. */
+    struct zseg_view *z;
+    bool probed;
 } segment_buf;
 
 /* Allocates the buffer (PB_SEGMENT_READ_CHUNK bytes). 0 or PB_ENOMEM. */
@@ -108,6 +113,13 @@ void segment_buf_invalidate(segment_buf *b);
 /* How much a refill reads: the whole window (the default) for sequential
  * scans, a few KiB for the scattered probes of a seek. */
 void segment_buf_set_readahead(segment_buf *b, size_t bytes);
+
+/* After a read returned ZSEG_EBADBLOCK (zseg.h: a compressed block failed
+ * its checks): the damaged block's plain byte range [*pos, *end), the
+ * offsets first..last that start in it, and what failed. False if the
+ * attached file is not compressed. */
+bool segment_buf_bad_block(const segment_buf *b, uint64_t *pos, uint64_t *end, uint64_t *first,
+                           uint64_t *last, const char **why);
 
 /* Makes bytes [pos, pos+n) readable, growing the buffer if n is larger than it
  * (the caller bounds n). *p points at pos, *avail is how many bytes from pos

@@ -35,7 +35,8 @@
 #define MAX_ROTATE_S (3650LL * 86400) /* ten years: beyond that, say none */
 
 static const char *const rule_keys[RK_COUNT] = {"match",      "segment_bytes", "rotate_every",
-                                                "utc_offset", "retain_age",    "retain_bytes"};
+                                                "utc_offset", "retain_age",    "retain_bytes",
+                                                "compress",   "compress_level"};
 
 /* Records the first error as "name:line: message"; later ones are
  * consequences of it and are dropped. Returns 0 for inih's "failed". */
@@ -140,6 +141,8 @@ static int begin_partition(struct parse_ctx *c, const char *tmpl)
     rule->segment_bytes = 64 * MIB;
     rule->retain_age_s = -1;         /* unset: [server]'s, in check_whole */
     rule->retain_bytes = UINT64_MAX; /* likewise */
+    rule->compress = -1;             /* likewise */
+    rule->compress_level = 0;        /* likewise */
     memset(c->rule_key_line, 0, sizeof c->rule_key_line);
     return 1;
 }
@@ -210,6 +213,11 @@ static int rule_key(struct parse_ctx *c, enum rule_key k, const char *value)
     case RK_RETAIN_BYTES:
         return config_set_fn(c, config_value_retain_bytes, "retain_bytes", value,
                              &rule->retain_bytes);
+    case RK_COMPRESS:
+        return config_set_fn(c, config_value_compress, "compress", value, &rule->compress);
+    case RK_COMPRESS_LEVEL:
+        return config_set_fn(c, config_value_compress_level, "compress_level", value,
+                             &rule->compress_level);
     case RK_COUNT:
         break;
     }
@@ -475,6 +483,10 @@ static void check_whole(struct parse_ctx *c)
             cfg->rules[i].retain_age_s = cfg->retain_age_s;
         if (cfg->rules[i].retain_bytes == UINT64_MAX)
             cfg->rules[i].retain_bytes = cfg->retain_bytes;
+        if (cfg->rules[i].compress < 0)
+            cfg->rules[i].compress = cfg->compress;
+        if (cfg->rules[i].compress_level == 0)
+            cfg->rules[i].compress_level = cfg->compress_level;
     }
 
     if (cfg->n_rules == 0) {

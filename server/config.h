@@ -62,6 +62,10 @@ typedef struct pb_rule {
      * Unset in the section: [server]'s values. */
     int64_t retain_age_s;
     uint64_t retain_bytes;
+    /* compress = zstd: closed segments are compressed (server/compress.c)
+     * at compress_level. -1 / 0 in the section: [server]'s values. */
+    int32_t compress;
+    int32_t compress_level;
 } pb_rule;
 
 /* A mirror's message format: the stored EncapsulatedEvent bytes, or the
@@ -147,6 +151,8 @@ typedef struct pb_config {
     uint32_t max_topics_in_memory;   /* topic table entries in memory, all partitions */
     int64_t retain_age_s;            /* default of every [partition]'s retain_age; 0 = none */
     uint64_t retain_bytes;           /* default of every [partition]'s retain_bytes; 0 = none */
+    int32_t compress;                /* default of every [partition]'s compress: 1 = zstd */
+    int32_t compress_level;          /* default of every [partition]'s compress_level (3) */
     uint64_t min_free_bytes;         /* refuse publishes below this much free space; 0 = none,
                                         UINT64_MAX = auto (1 GiB or 5%, whichever smaller) */
     uint32_t dedup_window_ms;        /* event ids remembered this long; 0 = no dedup */
@@ -212,6 +218,10 @@ int config_parse_duration(const char *s, int64_t *seconds);
  * *dst (the type named), returning 0, or PB_EINVAL with the whole message
  * ("key: ...") in why. */
 typedef int (*config_value_fn)(const char *key, const char *s, void *dst, char *why, size_t n);
+/* compress (int32_t): "zstd" (1) or "none" (0). */
+int config_value_compress(const char *key, const char *s, void *dst, char *why, size_t n);
+/* compress_level (int32_t): a zstd level, 1..19. */
+int config_value_compress_level(const char *key, const char *s, void *dst, char *why, size_t n);
 /* retain_age (int64_t seconds): "none" (0) or a duration up to 3650d. */
 int config_value_retain_age(const char *key, const char *s, void *dst, char *why, size_t n);
 /* retain_bytes (uint64_t): "none" (0) or a size of at least 64K (a guard

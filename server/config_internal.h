@@ -56,7 +56,7 @@ struct key_def {
 };
 
 /* The [server] keys, SK_COUNT of them (config_server.c). */
-#define SK_COUNT 46
+#define SK_COUNT 48
 extern const struct key_def config_server_keys[];
 
 enum rule_key {
@@ -66,6 +66,8 @@ enum rule_key {
     RK_UTC_OFFSET,
     RK_RETAIN_AGE,
     RK_RETAIN_BYTES,
+    RK_COMPRESS,
+    RK_COMPRESS_LEVEL,
     RK_COUNT
 };
 

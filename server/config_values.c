@@ -194,9 +194,36 @@ int config_parse_mode(const char *s, uint32_t *mode)
     return 0;
 }
 
+int config_value_compress(const char *key, const char *s, void *dst, char *why, size_t n)
+{
+    int32_t *on = dst;
+    if (strcmp(s, "zstd") == 0 || strcmp(s, "none") == 0) {
+        *on = strcmp(s, "zstd") == 0;
+        return 0;
+    }
+    snprintf(why, n, "%s: \"%s\" is not a compression (use zstd or none)", key, s);
+    return PB_EINVAL;
+}
+
+int config_value_compress_level(const char *key, const char *s, void *dst, char *why, size_t n)
+{
+    int32_t *level = dst;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno == 0 && end != s && !*end && v >= -7 && v <= 19 && v != 0) {
+        *level = (int32_t)v;
+        return 0;
+    }
+    snprintf(why, n, "%s: \"%s\" is not a zstd level (expected 1..19, or -7..-1: faster, larger)",
+             key, s);
+    return PB_EINVAL;
+}
+
 void config_set_defaults(pb_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
+    cfg->compress_level = 3;
     cfg->listen_port = DEFAULT_LISTEN_PORT;
     cfg->fsync = PB_FSYNC_ALWAYS;
     cfg->fsync_interval_ms = 100;

@@ -379,8 +379,18 @@ int fanout_writer_get(fanout *fo, const char *name, fanout_writer **out)
     return rc;
 }
 
+/* Writer thread, s->mu held: the subscription thread must be woken if it
+ * sleeps (fanout_member.sleeping); it is then counted as awake, so the
+ * records and writers that follow before it runs signal nothing more. */
+static bool take_sleeper(fanout_member *s)
+{
+    bool was = s->sleeping;
+    s->sleeping = false;
+    return was;
+}
+
 /* Writer thread, s->mu held: offers one record. Returns true if the
- * subscription thread must be woken: the record went into an empty queue,
+ * subscription thread must be woken: it sleeps, and the record was queued
  * or the queue overflowed. */
 static bool push_one(fanout_member *s, partition *p, const live_record *rec, uint64_t first_offset)
 {
@@ -395,14 +405,13 @@ static bool push_one(fanout_member *s, partition *p, const live_record *rec, uin
             !event_filter_ok(s->tag_state, s->ntags))
             return false;
     }
-    bool was_empty = livequeue_empty(q);
     uint64_t since;
     if (livequeue_since(q, p, first_offset, &since) < 0)
-        return true;
+        return take_sleeper(s);
     lq_entry e = {.key = p, .offset = rec->offset, .time_ns = rec->time_ns, .since = since};
-    if (livequeue_push(q, &e, rec->data, rec->len, rec->suffix, rec->suffix_len) < 0)
-        return true; /* overflowed: it catches up from the files */
-    return was_empty;
+    /* Refused: overflowed, it catches up from the files. */
+    (void)livequeue_push(q, &e, rec->data, rec->len, rec->suffix, rec->suffix_len);
+    return take_sleeper(s);
 }
 
 /*

@@ -117,6 +117,12 @@ typedef struct fanout_member {
      * which, on which topic, and why. Nothing is queued after it. */
     bool breached;
     char breach[480];
+    /* mu: the thread saw the queue empty and waits on efd (wait_live). A
+     * writer signals efd only then, and clears it as it does: a thread
+     * that is awake (draining, writing, or already signalled) looks at the
+     * queue under mu before it sleeps again, so one wake-up per sleep
+     * suffices, however many records or writers come meanwhile. */
+    bool sleeping;
 } fanout_member;
 
 /* Subscription thread: adds m to the writers' lists / removes it. Removing

@@ -8,6 +8,7 @@
 #include "event.h"
 #include "frame.h"
 #include "logging.h"
+#include "metrics.h"
 #include "pb_errors.h"
 #include "protobus.pb-c.h"
 #include "protobus_version.h"
@@ -305,6 +306,7 @@ static void session(follower *f)
         return;
     }
     f->down_logged = false;
+    metrics_follower_connected(1);
     logging_printf(LOG_INFO, "standby of %s: connected", f->o.primary);
     int rc = send_hello_subscribe(f);
     size_t len = 0;
@@ -339,6 +341,7 @@ static void session(follower *f)
                        why[0] ? why : pb_strerror(rc));
     close(f->fd);
     f->fd = -1;
+    metrics_follower_connected(0);
 }
 
 static void *follower_main(void *arg)

@@ -11,6 +11,7 @@
 #include "event.h"
 #include "frame.h"
 #include "logging.h"
+#include "metrics.h"
 #include "partition.h"
 #include "pb_errors.h"
 #include "protobus_reader.h"
@@ -117,6 +118,7 @@ void follower_stop_part(follower *f, const char *name, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     f->parts[k].stopped = true;
+    metrics_follower_partition_stopped();
     logging_printf(LOG_ERROR,
                    "standby of %s: partition %s: %s; replication of %s stopped (nothing is "
                    "overwritten; compare the two data directories, or rebuild this standby's "
@@ -290,8 +292,10 @@ static int finish_batch(follower *f, pub_batch *b, uint32_t *map)
                                (unsigned long long)b->events[pp->events[0]].offset,
                                pp->status == PB_EINVAL ? "its next offset is not the primary's"
                                                        : pb_strerror(pp->status));
-        else
+        else {
             ack[nack++] = k;
+            metrics_follower_records(pp->count);
+        }
     }
     int arc = follower_send_ack(f, ack, nack);
     free(ack);

@@ -156,6 +156,18 @@ uint64_t log_active_bytes(const pb_log *log);
  * log usable, a failed directory fsync fails it (as for rotation). */
 int log_remove_oldest(pb_log *log, size_t n);
 
+/* Base offset of closed segment i (0 = oldest; i < log_closed_count). */
+uint64_t log_closed_base(pb_log *log, size_t i);
+
+/* Compresses closed segment i (0 = oldest) at zstd `level` into the
+ * compressed segment format (proto/zseg.h) and replaces the plain file with
+ * it atomically (compress.c says how, step by step). 1: compressed (*plain
+ * and *packed: the sizes before and after); 0: left as it is (already
+ * compressed, or a record in it does not verify: logged); < 0: an I/O
+ * error (logged; the plain segment is kept; a failed directory sync fails
+ * the log, as for rotation). */
+int log_compress_closed(pb_log *log, size_t i, int level, uint64_t *plain, uint64_t *packed);
+
 /* Syncs (unless failed), closes and frees. Returns the first error. NULL ok. */
 int log_close(pb_log *log);
 

@@ -120,6 +120,7 @@ typedef struct daemon_state {
     metrics_http *metrics;                       /* metrics_listen; NULL when off */
     const char *config_path;                     /* -c FILE, for SIGHUP; NULL: built-in defaults */
     bool listen_overridden, data_dir_overridden; /* --listen, --data-dir (kept on SIGHUP) */
+    bool follow_overridden;                      /* --follow (kept on SIGHUP) */
     uv_timer_t stop_timer;
     uint64_t stop_started_ms;
     int stopping;
@@ -169,7 +170,10 @@ static int partition_options_for(void *ctx, const char *name, partition_options 
         o->log.segment_bytes = rule->segment_bytes;
         o->log.rotate_every_s = rule->rotate_every_s;
         o->log.utc_offset_s = rule->utc_offset_s;
-        o->retain = (retention_policy){.age_s = rule->retain_age_s, .bytes = rule->retain_bytes};
+        o->retain = (retention_policy){.age_s = rule->retain_age_s,
+                                       .bytes = rule->retain_bytes,
+                                       .compress_level =
+                                           rule->compress > 0 ? rule->compress_level : 0};
     } else {
         logging_printf(LOG_WARN,
                        "partition %s matches no rule's name in %s; using default segment "
@@ -289,6 +293,7 @@ static void on_sighup(uv_signal_t *s, int signum)
         .cfg = &d->cfg,
         .path = d->config_path,
         .listen_overridden = d->listen_overridden,
+        .follow_overridden = d->follow_overridden,
         .data_dir_overridden = d->data_dir_overridden,
         .net = d->net,
         .router = &d->router,
@@ -768,6 +773,7 @@ int main(int argc, char **argv)
     umask(0777 & ~(d.cfg.data_mode | ((d.cfg.data_mode & 0444) >> 2)));
     d.config_path = a.config_path;
     d.listen_overridden = a.listen != NULL;
+    d.follow_overridden = a.follow != NULL;
     d.data_dir_overridden = a.data_dir != NULL;
     size_fd_budget(&d.cfg);
 

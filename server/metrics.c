@@ -35,6 +35,8 @@ static struct {
     _Atomic uint64_t dedup_hits;
     _Atomic uint64_t retention_segments, retention_bytes;
     _Atomic uint64_t subs_started, subs_ended, subs_live, subs_fallbacks, subs_dropped;
+    _Atomic uint64_t standby_outcome[3];
+    _Atomic uint64_t follower_up, follower_records, follower_stopped;
 } m;
 
 static const char *const refusal_names[METRICS_REFUSED_COUNT] = {
@@ -200,6 +202,45 @@ static double open_fds(void)
     return n;
 }
 
+void metrics_standby_outcome(int how)
+{
+    if (how >= 0 && how < 3)
+        atomic_fetch_add_explicit(&m.standby_outcome[how], 1, RELAXED);
+}
+
+void metrics_follower_connected(int up)
+{
+    atomic_store_explicit(&m.follower_up, up ? 1 : 0, RELAXED);
+}
+
+void metrics_follower_records(uint64_t n)
+{
+    atomic_fetch_add_explicit(&m.follower_records, n, RELAXED);
+}
+
+void metrics_follower_partition_stopped(void)
+{
+    atomic_fetch_add_explicit(&m.follower_stopped, 1, RELAXED);
+}
+
+/* The hot standby's families (metrics.h). */
+static void write_standby(FILE *f)
+{
+    static const char *const how[3] = {"confirmed", "local", "refused"};
+    head(f, "protobus_standby_publishes_total", "counter",
+         "min_standby_acks = 1: stored publish batches by how they were answered.");
+    for (int i = 0; i < 3; i++)
+        fprintf(f, "protobus_standby_publishes_total{outcome=\"%s\"} %llu\n", how[i],
+                (unsigned long long)get(&m.standby_outcome[i]));
+    gauge(f, "protobus_follower_connected", "A standby (--follow): 1 while connected to its primary.",
+          (double)get(&m.follower_up));
+    counter(f, "protobus_follower_records_total", "A standby: records replicated and stored.",
+            get(&m.follower_records));
+    counter(f, "protobus_follower_partitions_stopped_total",
+            "A standby: partitions that stopped replicating (content differs from the primary's).",
+            get(&m.follower_stopped));
+}
+
 int metrics_write_process(FILE *f)
 {
     uint64_t opened = get(&m.conns_opened), closed = get(&m.conns_closed);
@@ -243,6 +284,7 @@ int metrics_write_process(FILE *f)
             get(&m.subs_fallbacks));
     counter(f, "protobus_subscriptions_dropped_slow_total",
             "Subscribers dropped for not reading within write_deadline_ms.", get(&m.subs_dropped));
+    write_standby(f);
     double rss, threads;
     proc_status(&rss, &threads);
     gauge(f, "process_resident_memory_bytes", "Resident memory size in bytes.", rss);

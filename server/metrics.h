@@ -49,6 +49,16 @@ void metrics_sub_live(int live);
 void metrics_sub_fallback(void);
 void metrics_sub_dropped_slow(void);
 
+/* Hot standby. On the primary, min_standby_acks = 1: a stored publish
+ * batch acknowledged once the standby confirmed it (0), on the local copy
+ * after the timeout (1, standby_timeout = local) or refused (2). On a
+ * follower: connected to the primary or not, records stored, partitions
+ * stopped because they differ from the primary's. */
+void metrics_standby_outcome(int how);
+void metrics_follower_connected(int up);
+void metrics_follower_records(uint64_t n);
+void metrics_follower_partition_stopped(void);
+
 /* CLOCK_MONOTONIC in nanoseconds (for the latency hooks). */
 uint64_t metrics_now_ns(void);
 

@@ -16,6 +16,7 @@
 #include "net_internal.h"
 
 #include "logging.h"
+#include "metrics.h"
 #include "partition.h"
 #include "pb_errors.h"
 #include "standby.h"
@@ -83,6 +84,7 @@ static uint64_t now_ms(void)
  * standby_timeout: refused, or acknowledged on this copy alone). */
 static bool standby_settled(net *n, pub_batch *b, uint64_t now)
 {
+    int how = 0; /* metrics_standby_outcome */
     for (uint32_t i = 0; i < b->nparts; i++) {
         pub_part *p = &b->parts[i];
         if (p->status != 0 || p->count == 0)
@@ -96,11 +98,15 @@ static bool standby_settled(net *n, pub_batch *b, uint64_t now)
             continue;
         if (now < b->standby_deadline_ms)
             return false;
-        if (standby_policy(n->opts.standby) == STANDBY_LOCAL)
+        if (standby_policy(n->opts.standby) == STANDBY_LOCAL) {
             standby_note_local(n->opts.standby, name);
-        else
+            how = 1;
+        } else {
             p->status = PUB_STANDBY_TIMEOUT;
+            how = 2;
+        }
     }
+    metrics_standby_outcome(how);
     return true;
 }
 

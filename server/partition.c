@@ -577,7 +577,7 @@ static void write_replica_take(partition *p, pub_part *taken)
         set_failed(p, log_status(p->log), "retention's removal");
 }
 
-enum wake { WAKE_WORK, WAKE_STOP, WAKE_SYNC, WAKE_IDLE, WAKE_RETAIN };
+enum wake { WAKE_WORK, WAKE_STOP, WAKE_SYNC, WAKE_IDLE, WAKE_RETAIN, WAKE_COMPRESS };
 
 /* Waits (lock held) until there is work, a close, an interval sync due, or
  * idle_ms have passed with nothing to do (and nothing left to sync). */
@@ -587,6 +587,10 @@ static enum wake wait_for_work(partition *p)
     while (!p->head && !p->stopping) {
         if (p->retain_wanted)
             return WAKE_RETAIN;
+        /* Compression of closed segments only when nothing is queued:
+         * publishes never wait behind more than one segment of it. */
+        if (upkeep_compress_pending(&p->up) && p->log && atomic_load(&p->status) == 0)
+            return WAKE_COMPRESS;
         uint64_t now = mono_ns(), deadline;
         if (p->dirty && p->opts.fsync == PARTITION_FSYNC_INTERVAL) {
             if (interval_due(p, now))
@@ -639,6 +643,12 @@ static void *writer_main(void *arg)
                 return NULL;
             }
             pthread_mutex_unlock(&p->lock);
+            continue;
+        }
+        if (why == WAKE_COMPRESS) {
+            pthread_mutex_unlock(&p->lock);
+            if (upkeep_compress_one(&p->up, p->log) < 0)
+                set_failed(p, log_status(p->log), "compression's directory sync");
             continue;
         }
         if (why == WAKE_RETAIN) {

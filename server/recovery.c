@@ -21,6 +21,7 @@
 #include "record.h"
 #include "segment.h"
 #include "sort.h"
+#include "zseg.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -273,10 +274,13 @@ static int tail_of(pb_log *log, segment_buf *b, uint64_t base, scan_state *st)
     int lfd = log->io->open(log->io, path, O_RDONLY, 0);
     if (lfd < 0)
         return lfd;
-    if ((rc = log->io->fsize(log->io, lfd, &lsize)) == 0) {
+    uint64_t plain = 0;
+    if ((rc = log->io->fsize(log->io, lfd, &lsize)) == 0 &&
+        (rc = zseg_logical_size(fileio_segment_pread, (void *)log->io, lfd, (uint64_t)lsize,
+                                &plain)) == 0) {
+        /* A compressed segment (zseg.h) is scanned in plain positions. */
         segment_buf_attach(b, lfd);
-        *st = (scan_state){
-            .pos = PB_FILE_HEADER_SIZE, .expected = base, .file_size = (uint64_t)lsize};
+        *st = (scan_state){.pos = PB_FILE_HEADER_SIZE, .expected = base, .file_size = plain};
         rc = scan_segment(log, b, path, st, false, false);
         segment_buf_attach(b, -1);
     }

@@ -40,6 +40,7 @@ typedef struct reload_target {
     pb_config *cfg;   /* the running configuration: rules and limits replaced */
     const char *path; /* -c FILE; NULL: built-in defaults, nothing to read */
     bool listen_overridden, data_dir_overridden; /* --listen, --data-dir */
+    bool follow_overridden;                      /* --follow */
     struct net *net;
     struct router **router; /* replaced; the old one freed */
     struct store *store;

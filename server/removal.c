@@ -26,6 +26,7 @@
 #include "record.h"
 #include "segment.h"
 #include "sort.h"
+#include "zseg.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -187,7 +188,12 @@ static int fill(pb_log *log, closed_seg *s)
         goto out;
     segment_buf_attach(&b, fd);
     s->bytes = (uint64_t)size;
-    s->last_time = newest_time(log, &b, s, (uint64_t)size);
+    /* A compressed segment (zseg.h) is scanned in plain positions. */
+    uint64_t plain;
+    if ((rc = zseg_logical_size(fileio_segment_pread, (void *)log->io, fd, (uint64_t)size,
+                                &plain)) < 0)
+        goto out;
+    s->last_time = newest_time(log, &b, s, plain);
     s->known = true;
     if (s->last_time == INT64_MAX)
         log_say(log, LOG_WARN,

@@ -22,6 +22,10 @@
 typedef struct retention_policy {
     int64_t age_s;  /* 0: no age limit */
     uint64_t bytes; /* 0: no size limit */
+    /* Not removal, but the other thing done to closed segments in the same
+     * upkeep run: compress them at this zstd level (compress.c); 0: they
+     * stay plain. */
+    int compress_level;
 } retention_policy;
 
 /* What one run did. */

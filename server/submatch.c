@@ -52,11 +52,15 @@ int submatch_walk_step(submatch_walk *w, const char *partition, char *why, size_
     if (++w->topics % 64 != 0)
         return 0;
     uint64_t used = thread_cpu_ns() - w->start_ns;
-    if (used <= (uint64_t)SUBMATCH_WALK_BUDGET_MS * 1000000u)
+    uint64_t budget = (uint64_t)SUBMATCH_WALK_BUDGET_MS * 1000000u +
+                      (uint64_t)w->topics * SUBMATCH_WALK_TOPIC_US * 1000u;
+    if (used <= budget)
         return 0;
     snprintf(why, whylen,
-             "matching its patterns against the topics of partition %s took over %d ms of CPU "
-             "(%u topics seen; the partition's topic table is locked meanwhile)",
-             partition, SUBMATCH_WALK_BUDGET_MS, w->topics);
+             "matching its patterns against the topics of partition %s took %llu ms of CPU for "
+             "%u topics, over the budget of %d ms + %d us a topic (the partition's topic table "
+             "is locked meanwhile)",
+             partition, (unsigned long long)(used / 1000000u), w->topics,
+             SUBMATCH_WALK_BUDGET_MS, SUBMATCH_WALK_TOPIC_US);
     return PB_ETOOBIG;
 }

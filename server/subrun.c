@@ -633,6 +633,7 @@ static int drain(sub *s)
 {
     lq_span sp;
     pthread_mutex_lock(&s->live.mu);
+    s->live.sleeping = false; /* awake: the writers need not signal */
     bool over = livequeue_overflowed(s->live.q), breached = s->live.breached;
     if (!over)
         livequeue_peek(s->live.q, &sp);
@@ -706,12 +707,16 @@ static int wait_live(sub *s)
     for (;;) {
         if (stopping(s))
             return PB_ECLOSED;
-        /* Look again under the lock: a wake-up that came while the output
-         * was being flushed has been consumed there. Once the queue is
-         * seen empty here, the next push finds it empty and signals. */
+        /* Look again under the lock: the writers do not signal an awake
+         * thread (fanout_member.sleeping), and a wake-up that came while
+         * the output was being flushed has been consumed there. Once the
+         * queue is seen empty here and `sleeping` set, the next push
+         * signals. */
         pthread_mutex_lock(&s->live.mu);
         bool ready =
             !livequeue_empty(s->live.q) || livequeue_overflowed(s->live.q) || s->live.breached;
+        if (!ready)
+            s->live.sleeping = true;
         pthread_mutex_unlock(&s->live.mu);
         if (ready)
             return 0;

@@ -39,6 +39,8 @@ typedef struct upkeep {
     _Atomic uint64_t space_margin;
     atomic_bool heal_pending; /* stopped by ENOSPC on a write: resumes when space is back */
     size_t closed_seen;       /* writer: closed segments after the last run */
+    uint64_t zdone_base;      /* writer: closed segments below this base were compressed */
+    bool compress_pending;    /* writer: closed segments may wait for compression */
     uint64_t probed_mono_ns;  /* writer: CLOCK_MONOTONIC of the last free-space probe */
 } upkeep;
 
@@ -51,9 +53,21 @@ int upkeep_init(upkeep *u, const char *name, const char *dir, const fileio *io,
 /* Writer: runs retention now. 0, or the error that failed the log. */
 int upkeep_retain(upkeep *u, pb_log *log);
 
-/* Writer, after a take: runs retention if a rotation closed a segment
- * (the size limit may be passed). 0 or the error that failed the log. */
+/* Writer, after a take: if a rotation closed a segment, runs retention
+ * (the size limit may be passed), and notes that closed segments wait for
+ * compression (compress = zstd; done when the writer has nothing else to
+ * do: upkeep_compress_one). 0 or the error that failed the log. */
 int upkeep_after_take(upkeep *u, pb_log *log);
+
+/* Writer: closed segments may wait for compression (set at open and
+ * after a rotation, cleared once all are compressed). */
+bool upkeep_compress_pending(const upkeep *u);
+
+/* Writer, with nothing queued: compresses the oldest closed segment not
+ * compressed yet (server/compress.c), one per call, so that publishes
+ * wait at most one segment's compression. 0 or the error that failed the
+ * log (a failed compression is logged, the segment stays plain). */
+int upkeep_compress_one(upkeep *u, pb_log *log);
 
 /* Any thread: should the writer be woken for upkeep at now_ns (retention
  * due, space low, a resume pending)? */

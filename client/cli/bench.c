@@ -55,13 +55,73 @@ static uint32_t index_width(uint64_t n)
     return w;
 }
 
+/* --json: a pool of different payloads (at most JSON_POOL_BYTES). */
+#define JSON_POOL       4096u
+#define JSON_POOL_BYTES (16u << 20)
+
+static uint32_t next_rand(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return (uint32_t)(*s >> 32);
+}
+
+/* One event like the README's, exactly size bytes: fixed fields with
+ * varied values, then a text of common words (a log line), closed. */
+static void json_payload(uint8_t *out, size_t size, uint32_t k, uint64_t *rng)
+{
+    static const char *const words[] = {
+        "sensor", "reading", "within", "range",    "after",  "restart", "valve",       "pressure",
+        "north",  "line",    "pump",   "started",  "normal", "check",   "alarm",       "cleared",
+        "door",   "opened",  "by",     "operator", "shift",  "batch",   "queued",      "the",
+        "of",     "and",     "to",     "a",        "is",     "on",      "temperature", "rising"};
+    static const char *const sites[] = {"north", "south", "east", "west", "harbour"};
+    static const char *const states[] = {"ok", "warn", "ok", "ok", "alarm", "ok"};
+    char *buf = malloc(size + 64);
+    if (!buf) {
+        memset(out, 'x', size);
+        return;
+    }
+    uint32_t r = next_rand(rng);
+    int n = snprintf(buf, size + 64,
+                     "{\"sensor\":\"temp-%u\",\"site\":\"plant-%s\",\"value\":%u.%02u,"
+                     "\"unit\":\"C\",\"status\":\"%s\",\"seq\":%u,"
+                     "\"ts\":\"2026-12-04T12:%02u:%02u.%06uZ\",\"note\":\"",
+                     r % 64, sites[(r >> 6) % 5], (r >> 9) % 120, (r >> 16) % 100,
+                     states[(r >> 23) % 6], k, k / 60 % 60, k % 60, next_rand(rng) % 1000000);
+    size_t len = n > 0 ? (size_t)n : 0;
+    while (len + 2 < size) {
+        const char *w = words[next_rand(rng) % (sizeof words / sizeof words[0])];
+        size_t wl = strlen(w);
+        if (len + wl + 3 > size)
+            break;
+        memcpy(buf + len, w, wl);
+        len += wl;
+        buf[len++] = ' ';
+    }
+    while (len + 2 < size)
+        buf[len++] = '.';
+    if (len + 2 <= size) {
+        buf[len++] = '"';
+        buf[len++] = '}';
+    }
+    memcpy(out, buf, size);
+    free(buf);
+}
+
 static int build_topics(bench_cfg *cfg)
 {
     uint32_t w = index_width(cfg->topics);
     size_t len = strlen(cfg->prefix) + 1 + w + 1;
     cfg->topic_names = calloc(cfg->topics, sizeof *cfg->topic_names);
     char *names = malloc((size_t)cfg->topics * len);
-    cfg->payload = malloc(cfg->size);
+    cfg->npayloads = 1;
+    if (cfg->json) {
+        size_t n = JSON_POOL_BYTES / cfg->size;
+        cfg->npayloads = n < 1 ? 1 : n > JSON_POOL ? JSON_POOL : (uint32_t)n;
+    }
+    cfg->payload = malloc((size_t)cfg->npayloads * cfg->size);
     if (!cfg->topic_names || !names || !cfg->payload) {
         free(names);
         return PB_ENOMEM;
@@ -69,6 +129,12 @@ static int build_topics(bench_cfg *cfg)
     for (uint32_t i = 0; i < cfg->topics; i++) {
         cfg->topic_names[i] = names + (size_t)i * len;
         snprintf(cfg->topic_names[i], len, "%s.%0*u", cfg->prefix, (int)w, i);
+    }
+    if (cfg->json) {
+        uint64_t rng = 0x9e3779b97f4a7c15ull;
+        for (uint32_t k = 0; k < cfg->npayloads; k++)
+            json_payload(cfg->payload + (size_t)k * cfg->size, cfg->size, k, &rng);
+        return 0;
     }
     for (size_t i = 0; i < cfg->size; i++)
         cfg->payload[i] = (uint8_t)('a' + i % 26);

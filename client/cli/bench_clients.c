@@ -129,6 +129,8 @@ void *bench_pub_main(void *arg)
     for (uint64_t i = 0; i < p->n && p->rc == 0; i++) {
         uint64_t seq = p->first + i;
         ev.topic = cfg->topic_names[seq % cfg->topics];
+        if (cfg->npayloads > 1)
+            ev.payload = cfg->payload + (size_t)(seq % cfg->npayloads) * cfg->size;
         if (p->latency) {
             due += period;
             int rc = pace_until(c, due);

@@ -47,6 +47,11 @@ static const char usage[] =
     "      --ids               give every published event a unique id\n"
     "                          (EncapsulatedEvent.id: PREFIX-<n>, e.g. bench123-42);\n"
     "                          the server's dedup window checks and remembers them\n"
+    "      --json              payloads are JSON events like the README's (sensor,\n"
+    "                          site, value, time, a text of common words), each\n"
+    "                          different (a pool of up to 4096, --size bytes each),\n"
+    "                          instead of one repeated string: realistic for\n"
+    "                          compressed segments\n"
     "      --rate N            latency mode: events per second (default 10000)\n"
     "      --partition NAME    seek mode: partition (default events)\n"
     "      --offset N          seek mode: start offset\n"
@@ -70,6 +75,7 @@ enum {
     OPT_PREFIX,
     OPT_DISTINCT,
     OPT_IDS,
+    OPT_JSON,
     OPT_RATE,
     OPT_PARTITION,
     OPT_OFFSET,
@@ -149,6 +155,9 @@ static int apply_option(bench_cfg *cfg, int opt, const char *arg, const char **s
     case OPT_IDS:
         cfg->ids = true;
         break;
+    case OPT_JSON:
+        cfg->json = true;
+        break;
     case OPT_DISTINCT:
         cfg->distinct = true;
         break;
@@ -214,6 +223,7 @@ int bench_parse(bench_cfg *cfg, int argc, char **argv)
         {"prefix", required_argument, NULL, OPT_PREFIX},
         {"distinct", no_argument, NULL, OPT_DISTINCT},
         {"ids", no_argument, NULL, OPT_IDS},
+        {"json", no_argument, NULL, OPT_JSON},
         {"pattern", required_argument, NULL, 'P'},
         {"rate", required_argument, NULL, OPT_RATE},
         {"partition", required_argument, NULL, OPT_PARTITION},

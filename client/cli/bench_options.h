@@ -28,7 +28,8 @@ typedef struct bench_cfg {
     uint32_t in_flight;
     uint32_t pubs, subs, topics;
     bool distinct;
-    bool ids; /* every event gets the id PREFIX-<sequence number> */
+    bool ids;  /* every event gets the id PREFIX-<sequence number> */
+    bool json; /* payloads: varied JSON events (bench.c), not one fixed string */
     const char *pattern;
     char prefix[64];
     uint64_t rate;
@@ -42,7 +43,8 @@ typedef struct bench_cfg {
     cli_tls tls;                 /* --tls ... */
     /* built once */
     char **topic_names;
-    uint8_t *payload;
+    uint8_t *payload;   /* npayloads x size bytes; event i sends payload i % npayloads */
+    uint32_t npayloads; /* 1, or the --json pool */
 } bench_cfg;
 
 /* Fills cfg from the command line (cfg holds the defaults). 0 to run, -1

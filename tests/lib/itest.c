@@ -41,6 +41,23 @@ const char *itest_daemon_path(void)
     return path;
 }
 
+/* The last lines of the daemon's log on stderr: the log's directory is
+ * removed when the test ends, and a start-up failure needs its reason. */
+static void print_log_tail(const itest_daemon *d)
+{
+    FILE *f = fopen(d->log, "r");
+    if (!f)
+        return;
+    char lines[20][512];
+    size_t n = 0;
+    while (fgets(lines[n % 20], sizeof lines[0], f))
+        n++;
+    fclose(f);
+    size_t first = n > 20 ? n - 20 : 0;
+    for (size_t i = first; i < n; i++)
+        fprintf(stderr, "itest: | %s", lines[i % 20]);
+}
+
 static int launch(itest_daemon *d)
 {
     unlink(d->port_file);
@@ -83,12 +100,14 @@ static int launch(itest_daemon *d)
         if (waitpid(pid, &status, WNOHANG) == pid) {
             fprintf(stderr, "itest: protobusd exited during start-up (status %d); log %s\n", status,
                     d->log);
+            print_log_tail(d);
             d->pid = 0;
             return -1;
         }
         sleep_ms(10);
     }
     fprintf(stderr, "itest: protobusd did not start within 30 s; log %s\n", d->log);
+    print_log_tail(d);
     itest_daemon_kill(d);
     return -1;
 }

@@ -344,6 +344,39 @@ static void test_retention_keys(void **state)
     }
 }
 
+/* compress / compress_level in [server] are the defaults of every rule;
+ * a rule may override either. */
+static void test_compress_keys(void **state)
+{
+    pb_config cfg;
+    char err[512] = "";
+    const char *text = "[server]\ncompress = zstd\n"
+                       "[partition a]\nmatch = a\ncompress = none\n"
+                       "[partition b]\nmatch = b\ncompress_level = -3\n"
+                       "[partition c]\nmatch = .*\n";
+    assert_int_equal(config_load_string("t.conf", text, &cfg, err, sizeof err), 0);
+    assert_int_equal(cfg.rules[0].compress, 0);
+    assert_int_equal(cfg.rules[1].compress, 1);
+    assert_int_equal(cfg.rules[1].compress_level, -3);
+    assert_int_equal(cfg.rules[2].compress, 1);
+    assert_int_equal(cfg.rules[2].compress_level, 3);
+    config_free(&cfg);
+    assert_int_equal(config_load_string("t.conf", minimal_rule, &cfg, err, sizeof err), 0);
+    assert_int_equal(cfg.rules[0].compress, 0);
+    config_free(&cfg);
+    static const char *const bad[][2] = {
+        {"[server]\ncompress = lz4\n[partition a]\nmatch = .*\n",
+         "t.conf:2: compress: \"lz4\" is not a compression (use zstd or none)"},
+        {"[partition a]\nmatch = .*\ncompress_level = 0\n",
+         "t.conf:3: compress_level: \"0\" is not a zstd level (expected 1..19, or -7..-1: "
+         "faster, larger)"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(config_load_string("t.conf", bad[i][0], &cfg, err, sizeof err), PB_EINVAL);
+        assert_string_equal(err, bad[i][1]);
+    }
+}
+
 static void test_each_error_names_line_and_reason(void **state)
 {
     for (size_t i = 0; i < sizeof error_cases / sizeof error_cases[0]; i++) {
@@ -567,6 +600,7 @@ int main(void)
         cmocka_unit_test(test_every_key_parsed),
         cmocka_unit_test(test_each_error_names_line_and_reason),
         cmocka_unit_test(test_retention_keys),
+        cmocka_unit_test(test_compress_keys),
         cmocka_unit_test(test_line_too_long),
         cmocka_unit_test(test_users_and_exposure),
         cmocka_unit_test(test_partition_name_length),

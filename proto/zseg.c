@@ -1,0 +1,310 @@
+/*
+ * zseg - compressed segment files: encoders for the writer, and the read
+ * view that serves a compressed file's plain bytes (see zseg.h).
+ *
+ * Threads: any; a zseg_view belongs to one thread at a time.
+ */
+#include "zseg.h"
+
+#include "crc32c.h"
+#include "grow.h"
+#include "pb_errors.h"
+#include "record.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zstd.h>
+
+struct zseg_view {
+    uint8_t head[PB_FILE_HEADER_SIZE]; /* plain bytes 0..39 */
+    uint64_t logical_size;
+    zseg_entry *blocks;
+    uint32_t nblocks;
+    bool damaged;    /* header or index failed its checks */
+    uint32_t cached; /* block in raw, or UINT32_MAX */
+    uint8_t *raw;    /* one decompressed block */
+    size_t raw_cap;
+    uint8_t *comp; /* its compressed bytes */
+    size_t comp_cap;
+    ZSTD_DCtx *dctx;
+    zseg_entry bad; /* the last block that failed */
+    char why[96];
+};
+
+void zseg_entry_encode(uint8_t out[ZSEG_ENTRY_SIZE], const zseg_entry *e)
+{
+    pb_store_le64(out, e->logical);
+    pb_store_le64(out + 8, e->file_pos);
+    pb_store_le64(out + 16, e->first_offset);
+    pb_store_le64(out + 24, e->last_offset);
+    pb_store_le32(out + 32, e->comp_len);
+    pb_store_le32(out + 36, e->raw_len);
+    pb_store_le32(out + 40, e->crc);
+    pb_store_le32(out + 44, 0);
+}
+
+void zseg_entry_decode(const uint8_t in[ZSEG_ENTRY_SIZE], zseg_entry *e)
+{
+    e->logical = pb_load_le64(in);
+    e->file_pos = pb_load_le64(in + 8);
+    e->first_offset = pb_load_le64(in + 16);
+    e->last_offset = pb_load_le64(in + 24);
+    e->comp_len = pb_load_le32(in + 32);
+    e->raw_len = pb_load_le32(in + 36);
+    e->crc = pb_load_le32(in + 40);
+}
+
+void zseg_header_encode(uint8_t out[32], uint64_t logical_size, uint64_t index_pos,
+                        uint32_t nblocks)
+{
+    memcpy(out, ZSEG_MAGIC, 8);
+    pb_store_le64(out + 8, logical_size);
+    pb_store_le64(out + 16, index_pos);
+    pb_store_le32(out + 24, nblocks);
+    pb_store_le32(out + 28, crc32c(0, out, 28));
+}
+
+static bool has_magic(const uint8_t *hdr, size_t len)
+{
+    return len >= ZSEG_HEADER_END && memcmp(hdr + PB_FILE_HEADER_SIZE, ZSEG_MAGIC, 8) == 0;
+}
+
+bool zseg_is_compressed(const uint8_t *hdr, size_t len)
+{
+    const uint8_t *z = hdr + PB_FILE_HEADER_SIZE;
+    return has_magic(hdr, len) && pb_load_le32(z + 28) == crc32c(0, z, 28);
+}
+
+static void whole_file_bad(zseg_view *v, const char *why)
+{
+    v->damaged = true;
+    v->bad = (zseg_entry){
+        .logical = PB_FILE_HEADER_SIZE, .raw_len = 0, .first_offset = 0, .last_offset = UINT64_MAX};
+    snprintf(v->why, sizeof v->why, "%s", why);
+}
+
+/* Loads and checks the block index; damage marks the whole view bad. */
+static int load_index(zseg_view *v, segment_pread_fn fn, void *ctx, int fd, uint64_t pos)
+{
+    if (v->nblocks > ZSEG_MAX_BLOCKS) {
+        whole_file_bad(v, "compressed segment: block count out of range");
+        return 0;
+    }
+    size_t n = (size_t)v->nblocks * ZSEG_ENTRY_SIZE + 4;
+    uint8_t *raw = malloc(n);
+    v->blocks = calloc(v->nblocks ? v->nblocks : 1, sizeof *v->blocks);
+    if (!raw || !v->blocks) {
+        free(raw);
+        return PB_ENOMEM;
+    }
+    ssize_t r = segment_pread_full(fn, ctx, fd, raw, n, (off_t)pos);
+    if (r < 0) {
+        free(raw);
+        return (int)r;
+    }
+    uint64_t expect = PB_FILE_HEADER_SIZE;
+    bool ok = (size_t)r == n && pb_load_le32(raw + n - 4) == crc32c(0, raw, n - 4);
+    for (uint32_t i = 0; ok && i < v->nblocks; i++) {
+        zseg_entry *e = &v->blocks[i];
+        zseg_entry_decode(raw + (size_t)i * ZSEG_ENTRY_SIZE, e);
+        ok = e->logical == expect && e->raw_len > 0 &&
+             e->raw_len <= PB_RECORD_MAX_EVENT + PB_RECORD_HEADER_SIZE + ZSEG_BLOCK_TARGET &&
+             e->comp_len <= ZSTD_compressBound(e->raw_len) && e->file_pos >= ZSEG_HEADER_END &&
+             e->file_pos + e->comp_len <= pos;
+        expect += e->raw_len;
+    }
+    free(raw);
+    if (!ok || expect != v->logical_size)
+        whole_file_bad(v, "compressed segment: block index failed its checks");
+    return 0;
+}
+
+int zseg_view_open(zseg_view **out, segment_pread_fn fn, void *ctx, int fd)
+{
+    uint8_t hdr[ZSEG_HEADER_END];
+    *out = NULL;
+    ssize_t r = segment_pread_full(fn, ctx, fd, hdr, sizeof hdr, 0);
+    if (r < 0)
+        return (int)r;
+    if (!has_magic(hdr, (size_t)r))
+        return 0;
+    zseg_view *v = calloc(1, sizeof *v);
+    if (!v)
+        return PB_ENOMEM;
+    memcpy(v->head, hdr, PB_FILE_HEADER_SIZE);
+    v->cached = UINT32_MAX;
+    *out = v;
+    if (!zseg_is_compressed(hdr, sizeof hdr)) {
+        whole_file_bad(v, "compressed segment: header failed its CRC");
+        return ZSEG_EBADBLOCK;
+    }
+    const uint8_t *z = hdr + PB_FILE_HEADER_SIZE;
+    v->logical_size = pb_load_le64(z + 8);
+    v->nblocks = pb_load_le32(z + 24);
+    int rc = load_index(v, fn, ctx, fd, pb_load_le64(z + 16));
+    if (rc < 0) {
+        zseg_view_free(v);
+        *out = NULL;
+        return rc;
+    }
+    return v->damaged ? ZSEG_EBADBLOCK : 0;
+}
+
+void zseg_view_free(zseg_view *v)
+{
+    if (!v)
+        return;
+    free(v->blocks);
+    free(v->raw);
+    free(v->comp);
+    ZSTD_freeDCtx(v->dctx);
+    free(v);
+}
+
+uint64_t zseg_view_logical_size(const zseg_view *v)
+{
+    return v->logical_size;
+}
+
+const char *zseg_view_bad(const zseg_view *v, zseg_entry *e)
+{
+    *e = v->bad;
+    return v->why;
+}
+
+void zseg_view_invalidate(zseg_view *v)
+{
+    v->cached = UINT32_MAX;
+}
+
+static uint32_t find_block(const zseg_view *v, uint64_t off)
+{
+    uint32_t lo = 0, hi = v->nblocks; /* last block with logical <= off */
+    while (hi - lo > 1) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (v->blocks[mid].logical <= off)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static int mark_bad(zseg_view *v, uint32_t i, const char *why)
+{
+    v->bad = v->blocks[i];
+    snprintf(v->why, sizeof v->why, "compressed block %u %s", i, why);
+    return ZSEG_EBADBLOCK;
+}
+
+/* Decompresses block i into dst (raw_len bytes; NULL: the view's own
+ * buffer, which then caches it). */
+static int load_block(zseg_view *v, segment_pread_fn fn, void *ctx, int fd, uint32_t i,
+                      uint8_t *dst)
+{
+    const zseg_entry *e = &v->blocks[i];
+    if ((e->comp_len > v->comp_cap && grow_resize(&v->comp, e->comp_len, 1) < 0) ||
+        (!dst && e->raw_len > v->raw_cap && grow_resize(&v->raw, e->raw_len, 1) < 0))
+        return PB_ENOMEM;
+    if (e->comp_len > v->comp_cap)
+        v->comp_cap = e->comp_len;
+    if (!dst && e->raw_len > v->raw_cap)
+        v->raw_cap = e->raw_len;
+    if (!v->dctx && !(v->dctx = ZSTD_createDCtx()))
+        return PB_ENOMEM;
+    v->cached = UINT32_MAX;
+    ssize_t r = segment_pread_full(fn, ctx, fd, v->comp, e->comp_len, (off_t)e->file_pos);
+    if (r < 0)
+        return (int)r;
+    if ((size_t)r < e->comp_len)
+        return mark_bad(v, i, "is cut short");
+    if (crc32c(0, v->comp, e->comp_len) != e->crc)
+        return mark_bad(v, i, "failed its CRC32C");
+    size_t got = ZSTD_decompressDCtx(v->dctx, dst ? dst : v->raw, e->raw_len, v->comp, e->comp_len);
+    if (ZSTD_isError(got) || got != e->raw_len)
+        return mark_bad(v, i, "does not decompress");
+    if (!dst)
+        v->cached = i;
+    return 0;
+}
+
+ssize_t zseg_view_read(zseg_view *v, segment_pread_fn fn, void *ctx, int fd, void *buf, size_t len,
+                       uint64_t off)
+{
+    if (v->damaged)
+        return ZSEG_EBADBLOCK;
+    size_t done = 0;
+    while (done < len && off < v->logical_size) {
+        size_t n;
+        if (off < PB_FILE_HEADER_SIZE) {
+            n = PB_FILE_HEADER_SIZE - (size_t)off;
+            if (n > len - done)
+                n = len - done;
+            memcpy((uint8_t *)buf + done, v->head + off, n);
+        } else {
+            uint32_t i = find_block(v, off);
+            const zseg_entry *e = &v->blocks[i];
+            if (v->cached != i && off == e->logical && len - done >= e->raw_len) {
+                /* A whole block wanted (a sequential read): straight into
+                 * the caller's buffer, no copy. Blocks hold whole records,
+                 * so the next read starts at or after its end. */
+                int rc = load_block(v, fn, ctx, fd, i, (uint8_t *)buf + done);
+                if (rc < 0)
+                    return done > 0 ? (ssize_t)done : rc;
+                done += e->raw_len;
+                off += e->raw_len;
+                continue;
+            }
+            if (v->cached != i) {
+                int rc = load_block(v, fn, ctx, fd, i, NULL);
+                if (rc < 0)
+                    return done > 0 ? (ssize_t)done : rc;
+            }
+            size_t at = (size_t)(off - e->logical);
+            n = e->raw_len - at;
+            if (n > len - done)
+                n = len - done;
+            memcpy((uint8_t *)buf + done, v->raw + at, n);
+        }
+        done += n;
+        off += n;
+    }
+    return (ssize_t)done;
+}
+
+int zseg_compress_block(void **cctx, const void *raw, size_t len, int level, uint8_t **dst,
+                        size_t *cap, size_t *out_len)
+{
+    size_t bound = ZSTD_compressBound(len);
+    if (bound > *cap) {
+        if (grow_resize(dst, bound, 1) < 0)
+            return PB_ENOMEM;
+        *cap = bound;
+    }
+    if (!*cctx && !(*cctx = ZSTD_createCCtx()))
+        return PB_ENOMEM;
+    size_t n = ZSTD_compressCCtx(*cctx, *dst, *cap, raw, len, level);
+    if (ZSTD_isError(n))
+        return PB_EINVAL;
+    *out_len = n;
+    return 0;
+}
+
+void zseg_cctx_free(void *cctx)
+{
+    ZSTD_freeCCtx(cctx);
+}
+
+int zseg_logical_size(segment_pread_fn fn, void *ctx, int fd, uint64_t size, uint64_t *out)
+{
+    uint8_t hdr[ZSEG_HEADER_END];
+    *out = size;
+    ssize_t r = segment_pread_full(fn, ctx, fd, hdr, sizeof hdr, 0);
+    if (r < 0)
+        return (int)r;
+    if (zseg_is_compressed(hdr, (size_t)r))
+        *out = pb_load_le64(hdr + PB_FILE_HEADER_SIZE + 8);
+    return 0;
+}
