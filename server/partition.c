@@ -1,6 +1,7 @@
 /*
  * partition - one partition's queue and writer thread (see partition.h and
- * broker.h for the data flow).
+ * broker.h for the data flow). What the writer does with one take of the
+ * queue (append, sync, offsets, done) is partition_write.c.
  *
  * Threads:
  *   loop thread    partition_submit: lock, link the pub_part, signal.
@@ -47,6 +48,7 @@
  * the writer goes idle: a burst does not pin its memory.
  */
 #include "partition.h"
+#include "partition_internal.h"
 
 #include "event.h"
 #include "dedup.h"
@@ -71,9 +73,6 @@
 #include <string.h>
 #include <time.h>
 
-/* Room for one encoded server_receive_time field per event. */
-#define SUFFIX_SLOT EVENT_RECEIVE_TIME_MAX
-
 /* A writer's stack: it runs the log, the topic table and the fan-out's
  * matching, none of which keeps large buffers on the stack (the largest are
  * two PATH_MAX paths). The default 8 MiB would be reserved per thread;
@@ -84,506 +83,14 @@
 #define WRITER_STACK_BYTES (256u * 1024u)
 #endif
 
-/* Batch arrays: kept up to KEEP_EVENTS entries; beyond, given back once
- * SHRINK_WINDOW takes in a row needed less than half of them. */
-#define KEEP_EVENTS   4096u
-#define SHRINK_WINDOW 32u
-/* Freed bytes above this ask malloc to return memory to the system. */
-#define TRIM_BYTES (4u << 20)
-
-struct partition {
-    char *name;
-    char *dir;
-    partition_options opts;
-    const fileio *io; /* opts.log.io, or POSIX: the log's and the topic snapshot's */
-    pb_log *log;
-    topic_table *topics;
-    dedup *dedup;         /* writer thread; NULL when dedup_window_ms is 0 */
-    bool topics_complete; /* writer thread: the table knows every topic (expect.h) */
-    bool ids_marked;      /* writer thread: DEDUP_MARK_NAME exists (dedup.h) */
-
-    pthread_mutex_t lock; /* protects head, tail, stopping, exited, running, thread, joinable */
-    pthread_cond_t wake;  /* work queued, or close requested (CLOCK_MONOTONIC) */
-    pub_part *head;
-    pub_part *tail;
-    bool stopping;
-    bool exited;        /* the writer has taken its last part */
-    bool running;       /* a writer thread is in writer_main (or being started) */
-    bool joinable;      /* `thread` has ended or will: join it before the next */
-    bool start_warned;  /* a failed thread start was logged (until one succeeds) */
-    bool retain_wanted; /* partition_retention_tick asked the writer for a run */
-    pthread_t thread;
-
-    _Atomic uint64_t end_offset;
-    atomic_int status;
-    /* Written by the writer (relaxed), read by /metrics: partition_get_stats. */
-    _Atomic uint64_t events_appended, bytes_appended, write_errors, fsync_errors;
-    upkeep up; /* retention, free space, resume after a full disk (upkeep.h) */
-
-    /* Writer thread only (the current one; a closing thread after the
-     * last has been joined). The arrays grow to the largest take; see
-     * shrink_after_take. */
-    log_entry *entries;
-    live_record *recs;
-    uint8_t suffix[SUFFIX_SLOT]; /* this take's receive time, shared by its events */
-    size_t cap;
-    size_t window_max;       /* largest take of the current shrink window */
-    uint32_t window_takes;   /* takes in it */
-    int64_t last_time_ns;    /* receive times never go backwards */
-    uint64_t last_sync_mono; /* CLOCK_MONOTONIC ns of the last sync */
-    bool dirty;              /* appended since the last sync */
-    bool topics_warned;
-};
-
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static int64_t wall_ns(const partition *p)
-{
-    if (p->opts.log.now_ns)
-        return p->opts.log.now_ns(p->opts.log.clock_ctx);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
-}
-
-/* Writer thread. Marks the partition failed (the first error sticks) and
- * logs it once. Nothing will be synced any more, so nothing is pending. */
-static void set_failed(partition *p, int rc, const char *what)
-{
-    int expected = 0;
-    p->dirty = false;
-    if (atomic_compare_exchange_strong(&p->status, &expected, rc))
-        logging_printf(LOG_ERROR,
-                       "partition %s: %s failed: %s; the partition accepts no more events "
-                       "(stored events stay readable)",
-                       p->name, what, pb_strerror(rc));
-}
-
-/* Completes every part of the list with status; reads next before done(),
- * which may free the batch. */
-static void complete_all(pub_part *part, int status)
-{
-    while (part) {
-        pub_part *next = part->next;
-        part->status = status;
-        part->batch->done(part);
-        part = next;
-    }
-}
-
-/* Completes the parts of a stored take: status 0, or the refusal the
- * take's admission decided (nothing of that part stored). */
-static void complete_stored(pub_part *part)
-{
-    while (part) {
-        pub_part *next = part->next;
-        part->status = part->refused;
-        part->batch->done(part);
-        part = next;
-    }
-}
-
-static int sync_log(partition *p)
-{
-    uint64_t t0 = metrics_now_ns();
-    int rc = log_sync(p->log);
-    metrics_fsync_ns(metrics_now_ns() - t0);
-    if (rc < 0) {
-        atomic_fetch_add_explicit(&p->fsync_errors, 1, memory_order_relaxed);
-        /* A log that is not failed refused before syncing (its segment
-         * could not be reopened): nothing was lost, nothing is acked. */
-        if (log_status(p->log) < 0)
-            set_failed(p, rc, "fdatasync");
-        return rc;
-    }
-    p->dirty = false;
-    p->last_sync_mono = mono_ns();
-    return 0;
-}
-
-static bool interval_due(const partition *p, uint64_t now)
-{
-    uint64_t interval = (uint64_t)p->opts.fsync_interval_ms * 1000000ull;
-    return now - p->last_sync_mono >= interval;
-}
-
-/* entries and recs grow together, under one capacity. */
-static int reserve(partition *p, size_t n)
-{
-    if (n <= p->cap)
-        return 0;
-    size_t cap = grow_capacity(p->cap, n, sizeof *p->entries);
-    if (cap == 0 || grow_resize(&p->entries, cap, sizeof *p->entries) < 0 ||
-        grow_resize(&p->recs, cap, sizeof *p->recs) < 0)
-        return PB_ENOMEM;
-    p->cap = cap;
-    return 0;
-}
-
-size_t partition_bytes_per_event(void)
-{
-    return sizeof(log_entry) + sizeof(live_record) + log_bytes_per_entry();
-}
-
-/* Gives the batch arrays (here and in the log) back down to keep entries. */
-static void shrink_arrays(partition *p, size_t keep)
-{
-    size_t freed = p->log ? log_shrink_buffers(p->log, keep) : 0;
-    if (p->cap > keep) {
-        freed += (p->cap - keep) * (sizeof *p->entries + sizeof *p->recs);
-        if (keep == 0) {
-            free(p->entries);
-            free(p->recs);
-            p->entries = NULL;
-            p->recs = NULL;
-        } else if (grow_resize(&p->entries, keep, sizeof *p->entries) < 0 ||
-                   grow_resize(&p->recs, keep, sizeof *p->recs) < 0) {
-            return; /* kept larger: still correct */
-        }
-        p->cap = keep;
-    }
-    /* Large blocks freed by a thread may stay in its malloc arena; a burst
-     * of millions of events must not pin hundreds of MiB. */
-    if (freed > TRIM_BYTES)
-        malloc_trim(0);
-}
-
-/* After each take: arrays larger than twice what the last SHRINK_WINDOW
- * takes needed (and than KEEP_EVENTS) shrink to that. Steady batch sizes
- * keep theirs, so the hot path does not reallocate. */
-static void shrink_after_take(partition *p, size_t n)
-{
-    if (n > p->window_max)
-        p->window_max = n;
-    if (++p->window_takes < SHRINK_WINDOW)
-        return;
-    size_t keep = p->window_max > KEEP_EVENTS ? p->window_max : KEEP_EVENTS;
-    if (p->cap > 2 * keep)
-        shrink_arrays(p, keep);
-    p->window_max = 0;
-    p->window_takes = 0;
-}
-
-/* Unlinks from *list the parts holding an event larger than the log takes
- * (net.c checks max_event_bytes, so this is a guard against a configuration
- * where that exceeds the record limit) and completes them with PB_ETOOBIG,
- * so the rest of the take is stored normally. */
-static void reject_oversized(partition *p, pub_part **list, size_t suffix_len)
-{
-    uint64_t max = p->opts.log.max_record_bytes;
-    if (max == 0 || max > PB_RECORD_MAX_EVENT)
-        max = PB_RECORD_MAX_EVENT;
-    pub_part **link = list;
-    while (*link) {
-        pub_part *part = *link;
-        bool too_big = false;
-        for (uint32_t k = 0; k < part->count && !too_big; k++)
-            too_big = part->batch->events[part->events[k]].len + (uint64_t)suffix_len > max;
-        if (!too_big) {
-            link = &part->next;
-            continue;
-        }
-        *link = part->next;
-        logging_printf(LOG_WARN, "partition %s: refusing a batch with an event above %llu bytes",
-                       p->name, (unsigned long long)max);
-        part->next = NULL;
-        complete_all(part, PB_ETOOBIG);
-    }
-}
-
-/* The first id this partition stores: its mark first (dedup.h), so that a
- * restart rebuilds the window from the log. */
-static int mark_ids(partition *p)
-{
-    int rc = dedup_mark(p->io, p->dir);
-    if (rc < 0) {
-        logging_printf(LOG_ERROR,
-                       "partition %s: cannot create %s/%s: %s; events with ids are "
-                       "refused until it can be",
-                       p->name, p->dir, DEDUP_MARK_NAME, pb_strerror(rc));
-        return rc;
-    }
-    p->ids_marked = true;
-    return 0;
-}
-
-/* Writer thread: the log failed; a full disk may let it resume later. */
-static void note_failure(partition *p)
-{
-    if (p->log && log_status(p->log) < 0)
-        upkeep_note_failure(&p->up, p->log);
-}
-
-/* Writer thread: a record the resume found past the acknowledged end
- * (upkeep.h): it becomes visible like any stored record. */
-static void resumed_record(void *ctx, const pb_record *rec)
-{
-    partition *p = ctx;
-    event_view v;
-    char err[8];
-    live_record lr = {
-        .offset = rec->offset, .time_ns = rec->time_ns, .data = rec->event, .len = rec->event_len};
-    if (event_scan(rec->event, rec->event_len, &v, err, sizeof err) == 0) {
-        lr.topic = v.topic.p;
-        lr.topic_len = (uint32_t)v.topic.len;
-    }
-    (void)topics_add(p->topics, &lr, 1);
-    const uint8_t *id;
-    size_t id_len = p->dedup ? dedup_event_id(rec->event, rec->event_len, &id) : 0;
-    if (id_len > 0)
-        (void)dedup_add(p->dedup, id, id_len, rec->offset, rec->time_ns); /* a retry is a dup */
-    if (rec->time_ns > p->last_time_ns)
-        p->last_time_ns = rec->time_ns;
-    atomic_store_explicit(&p->end_offset, rec->offset + 1, memory_order_release);
-    if (p->opts.durable)
-        p->opts.durable(p->opts.durable_ctx, p, &lr, 1);
-}
-
-/* Writer thread, woken by partition_upkeep_tick: retention, the free
- * space probe, and the resume of a partition a full disk stopped. */
-static void run_upkeep(partition *p)
-{
-    if (atomic_load(&p->status) < 0) {
-        if (!atomic_load(&p->up.heal_pending))
-            atomic_store(&p->up.due_ns, INT64_MAX); /* failed for good: no more runs */
-        else if (upkeep_resume(&p->up, &p->log, &p->opts.log, atomic_load(&p->end_offset),
-                               resumed_record, p) == 0)
-            atomic_store(&p->status, 0);
-        return;
-    }
-    if (p->opts.min_free_bytes)
-        (void)upkeep_space_refuses(&p->up);
-    if (upkeep_retain(&p->up, p->log) < 0)
-        set_failed(p, log_status(p->log), "retention's removal");
-}
-
-/* Writes, syncs (per policy) and completes one take of the queue. */
-/* The take's n stored records into the partition's counters. */
-static void count_appended(partition *p, size_t n)
-{
-    uint64_t bytes = 0;
-    for (size_t i = 0; i < n; i++)
-        bytes += p->recs[i].len + p->recs[i].suffix_len;
-    atomic_fetch_add_explicit(&p->events_appended, n, memory_order_relaxed);
-    atomic_fetch_add_explicit(&p->bytes_appended, bytes, memory_order_relaxed);
-}
-
-static void write_take(partition *p, pub_part *taken)
-{
-    int rc = atomic_load(&p->status);
-    if (rc < 0) {
-        complete_all(taken, atomic_load(&p->up.heal_pending) ? -ENOSPC : PB_EFAILED);
-        return;
-    }
-    /* Below min_free_bytes: refused before anything is written (ingest
-     * refuses up front too; this catches what was queued meanwhile). */
-    if (p->opts.min_free_bytes && upkeep_take_refused(&p->up)) {
-        complete_all(taken, -ENOSPC);
-        return;
-    }
-    /* One clock read per take: every event of it gets the same receive time. */
-    int64_t t = wall_ns(p);
-    if (t < p->last_time_ns)
-        t = p->last_time_ns;
-    reject_oversized(p, &taken, event_put_receive_time(NULL, 0, t));
-    size_t n = 0;
-    for (const pub_part *part = taken; part; part = part->next)
-        n += part->count;
-    rc = reserve(p, n);
-    if (rc < 0) {
-        /* Nothing was written: the publisher may retry; the log is intact. */
-        logging_printf(LOG_ERROR, "partition %s: no memory for a batch of %zu events", p->name, n);
-        complete_all(taken, rc);
-        return;
-    }
-    p->last_time_ns = t;
-    /* Every event of the take gets the same suffix: encoded once, and each
-     * record points at the same bytes. Then what is stored: expectations
-     * and ids are decided here, atomically with the append (expect.h). */
-    size_t suffix_len = event_put_receive_time(p->suffix, SUFFIX_SLOT, t);
-    expect_take x = {
-        .topics = p->topics,
-        .topics_complete = p->topics_complete,
-        .dedup = p->dedup,
-        .next = log_next_offset(p->log),
-        .time_ns = t,
-        .suffix = p->suffix,
-        .suffix_len = suffix_len,
-    };
-    n = expect_admit(&x, taken, p->entries, p->recs);
-    if (x.ids > 0 && !p->ids_marked && (rc = mark_ids(p)) < 0) {
-        expect_take_failed(&x);
-        complete_all(taken, rc); /* nothing written: the publisher may retry */
-        return;
-    }
-    uint64_t first = x.next;
-    if (n > 0) {
-        rc = log_append(p->log, p->entries, n, &first);
-        if (rc < 0 && log_status(p->log) == 0) {
-            /* Refused before writing anything (an event over the record
-             * limit that reject_oversized should have caught, no memory,
-             * or the segment could not be reopened): the log is intact and
-             * stays usable; the publisher may retry. */
-            expect_take_failed(&x);
-            complete_all(taken, rc);
-            return;
-        }
-        if (rc < 0) {
-            atomic_fetch_add_explicit(&p->write_errors, 1, memory_order_relaxed);
-            set_failed(p, rc, "write");
-            note_failure(p);
-            expect_take_failed(&x);
-            complete_all(taken, rc);
-            return;
-        }
-        p->dirty = true;
-        if (p->opts.fsync == PARTITION_FSYNC_ALWAYS ||
-            (p->opts.fsync == PARTITION_FSYNC_INTERVAL && interval_due(p, mono_ns()))) {
-            rc = sync_log(p);
-            if (rc < 0) {
-                expect_take_failed(&x);
-                complete_all(taken, rc);
-                return;
-            }
-        }
-    }
-    if (first != x.next) {
-        /* Cannot happen: only this thread appends. Better refuse than ack
-         * offsets the records do not have. */
-        logging_printf(LOG_ERROR, "partition %s: appended at offset %llu, expected %llu", p->name,
-                       (unsigned long long)first, (unsigned long long)x.next);
-        set_failed(p, PB_ECORRUPT, "append");
-        expect_take_failed(&x);
-        complete_all(taken, PB_ECORRUPT);
-        return;
-    }
-    expect_commit(&x, taken);
-    if (topics_add(p->topics, p->recs, n) < 0 && !p->topics_warned) {
-        p->topics_complete = false; /* expectations are refused from now on */
-        p->topics_warned = true;
-        logging_printf(LOG_WARN,
-                       "partition %s: out of memory in the topic table; "
-                       "last-N subscriptions may miss events",
-                       p->name);
-    }
-    if (n > 0) {
-        count_appended(p, n);
-        atomic_store_explicit(&p->end_offset, first + n, memory_order_release);
-    }
-    if (p->opts.durable && n > 0)
-        p->opts.durable(p->opts.durable_ctx, p, p->recs, n);
-    complete_stored(taken);
-    shrink_after_take(p, n);
-    /* A rotation closed a segment: the size limit may be passed. After the
-     * acks, so that publishers do not wait for the removal. */
-    if (upkeep_after_take(&p->up, p->log) < 0)
-        set_failed(p, log_status(p->log), "retention's removal");
-}
-
-/* Queues the replica take's records (pub_batch.replica) into entries and
- * recs from the log's next offset on; a part that does not start there is
- * refused. Returns the number of records. */
-static size_t admit_replica(partition *p, pub_part *taken)
-{
-    uint64_t next = log_next_offset(p->log);
-    size_t n = 0;
-    for (pub_part *part = taken; part; part = part->next) {
-        part->refused = 0;
-        if (part->batch->events[part->events[0]].offset != next) {
-            part->refused = PB_EINVAL;
-            continue;
-        }
-        for (uint32_t k = 0; k < part->count; k++, n++, next++) {
-            const pub_event *ev = &part->batch->events[part->events[k]];
-            p->entries[n] = (log_entry){.data = ev->data, .len = ev->len, .time_ns = ev->time_ns};
-            p->recs[n] = (live_record){.offset = next,
-                                       .time_ns = ev->time_ns,
-                                       .topic = ev->topic,
-                                       .topic_len = ev->topic_len,
-                                       .data = ev->data,
-                                       .len = ev->len};
-            if (ev->time_ns > p->last_time_ns)
-                p->last_time_ns = ev->time_ns;
-        }
-    }
-    return n;
-}
-
-/* Does the take carry an event id (then the partition's dedup mark must
- * exist before it is stored, so a promoted standby rebuilds its window)? */
-static bool replica_has_ids(const pub_part *taken)
-{
-    for (; taken; taken = taken->next)
-        for (uint32_t k = 0; k < taken->count; k++)
-            if (taken->batch->events[taken->events[k]].id_len > 0)
-                return true;
-    return false;
-}
-
-/* A standby's take: records appended as the primary stored them, synced
- * per the same policy, then announced and completed like any take. */
-static void write_replica_take(partition *p, pub_part *taken)
-{
-    if (atomic_load(&p->status) < 0) {
-        complete_all(taken, atomic_load(&p->up.heal_pending) ? -ENOSPC : PB_EFAILED);
-        return;
-    }
-    if (p->opts.min_free_bytes && upkeep_space_refuses(&p->up)) {
-        complete_all(taken, -ENOSPC); /* the follower retries later */
-        return;
-    }
-    size_t n = 0;
-    for (const pub_part *part = taken; part; part = part->next)
-        n += part->count;
-    int rc = reserve(p, n);
-    if (rc == 0 && p->dedup && !p->ids_marked && replica_has_ids(taken))
-        rc = mark_ids(p);
-    if (rc < 0) {
-        complete_all(taken, rc);
-        return;
-    }
-    n = admit_replica(p, taken);
-    uint64_t first = log_next_offset(p->log);
-    if (n > 0) {
-        rc = log_append(p->log, p->entries, n, NULL);
-        if (rc < 0 && log_status(p->log) < 0) {
-            set_failed(p, rc, "write");
-            note_failure(p);
-        }
-        if (rc >= 0) {
-            p->dirty = true;
-            if (p->opts.fsync == PARTITION_FSYNC_ALWAYS ||
-                (p->opts.fsync == PARTITION_FSYNC_INTERVAL && interval_due(p, mono_ns())))
-                rc = sync_log(p);
-        }
-        if (rc < 0) {
-            complete_all(taken, rc);
-            return;
-        }
-        (void)topics_add(p->topics, p->recs, n);
-        atomic_store_explicit(&p->end_offset, first + n, memory_order_release);
-        if (p->opts.durable)
-            p->opts.durable(p->opts.durable_ctx, p, p->recs, n);
-    }
-    complete_stored(taken);
-    shrink_after_take(p, n);
-    /* The standby's own retention (its [partition] settings), as for any take. */
-    if (upkeep_after_take(&p->up, p->log) < 0)
-        set_failed(p, log_status(p->log), "retention's removal");
-}
-
 enum wake { WAKE_WORK, WAKE_STOP, WAKE_SYNC, WAKE_IDLE, WAKE_RETAIN, WAKE_COMPRESS };
 
 /* Waits (lock held) until there is work, a close, an interval sync due, or
  * idle_ms have passed with nothing to do (and nothing left to sync). */
 static enum wake wait_for_work(partition *p)
 {
-    uint64_t idle_at = p->opts.idle_ms ? mono_ns() + (uint64_t)p->opts.idle_ms * 1000000ull : 0;
+    uint64_t idle_at =
+        p->opts.idle_ms ? partition_mono_ns() + (uint64_t)p->opts.idle_ms * 1000000ull : 0;
     while (!p->head && !p->stopping) {
         if (p->retain_wanted)
             return WAKE_RETAIN;
@@ -591,9 +98,9 @@ static enum wake wait_for_work(partition *p)
          * publishes never wait behind more than one segment of it. */
         if (upkeep_compress_pending(&p->up) && p->log && atomic_load(&p->status) == 0)
             return WAKE_COMPRESS;
-        uint64_t now = mono_ns(), deadline;
+        uint64_t now = partition_mono_ns(), deadline;
         if (p->dirty && p->opts.fsync == PARTITION_FSYNC_INTERVAL) {
-            if (interval_due(p, now))
+            if (partition_interval_due(p, now))
                 return WAKE_SYNC;
             deadline = p->last_sync_mono + (uint64_t)p->opts.fsync_interval_ms * 1000000ull;
         } else if (idle_at) {
@@ -619,10 +126,10 @@ static void go_idle(partition *p)
 {
     int rc = p->log ? log_release(p->log) : 0;
     if (rc < 0)
-        set_failed(p, rc, "close");
-    shrink_arrays(p, 0);
+        partition_set_failed(p, rc, "close");
+    partition_shrink_arrays(p, 0);
     if (p->dedup)
-        dedup_expire(p->dedup, wall_ns(p)); /* all expired: its memory goes too */
+        dedup_expire(p->dedup, partition_wall_ns(p)); /* all expired: its memory goes too */
 }
 
 static void *writer_main(void *arg)
@@ -648,13 +155,13 @@ static void *writer_main(void *arg)
         if (why == WAKE_COMPRESS) {
             pthread_mutex_unlock(&p->lock);
             if (upkeep_compress_one(&p->up, p->log) < 0)
-                set_failed(p, log_status(p->log), "compression's directory sync");
+                partition_set_failed(p, log_status(p->log), "compression's directory sync");
             continue;
         }
         if (why == WAKE_RETAIN) {
             p->retain_wanted = false;
             pthread_mutex_unlock(&p->lock);
-            run_upkeep(p);
+            partition_run_upkeep(p);
             continue;
         }
         pub_part *taken = p->head;
@@ -664,11 +171,11 @@ static void *writer_main(void *arg)
             p->exited = true; /* later submits are completed by the submitter */
         pthread_mutex_unlock(&p->lock);
         if (taken && taken->batch->replica)
-            write_replica_take(p, taken);
+            partition_write_replica_take(p, taken);
         else if (taken)
-            write_take(p, taken);
+            partition_write_take(p, taken);
         else if (why == WAKE_SYNC && atomic_load(&p->status) == 0)
-            sync_log(p);
+            partition_sync_log(p);
         if (stop)
             break;
     }
@@ -776,7 +283,7 @@ void partition_submit(partition *p, pub_part *part)
                        "partition %s: cannot start its writer thread: %s; its batches are "
                        "refused until one starts",
                        p->name, pb_strerror(rc));
-    complete_all(list, rc);
+    partition_complete_all(list, rc);
 }
 
 int partition_writer_running(partition *p)
@@ -817,7 +324,7 @@ static int open_dedup(partition *p, uint64_t end)
                           p->opts.dedup_max_entries ? p->opts.dedup_max_entries : 1);
     if (rc < 0 || !p->ids_marked)
         return rc; /* no id was ever stored here: nothing to read */
-    rc = dedup_rebuild(p->dedup, p->io, p->dir, p->name, wall_ns(p), end);
+    rc = dedup_rebuild(p->dedup, p->io, p->dir, p->name, partition_wall_ns(p), end);
     return rc == PB_ENOMEM ? rc : 0;
 }
 
@@ -854,7 +361,7 @@ int partition_open(partition **out, const char *data_dir, const char *name,
     atomic_init(&p->end_offset, end);
     atomic_init(&p->status, 0);
     p->last_time_ns = log_last_time(p->log);
-    p->last_sync_mono = mono_ns();
+    p->last_sync_mono = partition_mono_ns();
     rc = topics_create(&p->topics, p->opts.topic_history);
     if (rc < 0)
         goto fail;
@@ -982,7 +489,7 @@ int partition_close(partition *p)
     /* No writer any more: this thread owns the log. */
     int rc = atomic_load(&p->status);
     if (rc == 0 && p->dirty)
-        rc = sync_log(p);
+        rc = partition_sync_log(p);
     upkeep_stopping(&p->up, rc);
     /* Cover only what is durable and acknowledged: on a failed partition the
      * log may hold unsynced records past the end offset. */

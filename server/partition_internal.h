@@ -1,0 +1,98 @@
+/*
+ * partition_internal - what partition.c (the queue, the writer thread's
+ * life, open and close) and partition_write.c (one take of the queue into
+ * the log, and what a writer does between takes) share about one
+ * partition. Not for other modules: they use partition.h.
+ * Threads and the durability order: as described at the top of partition.c.
+ */
+#ifndef PB_PARTITION_INTERNAL_H
+#define PB_PARTITION_INTERNAL_H
+
+#include "partition.h"
+
+#include "dedup.h"
+#include "event.h"
+#include "topics.h"
+#include "upkeep.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Room for one encoded server_receive_time field per event. */
+#define SUFFIX_SLOT EVENT_RECEIVE_TIME_MAX
+
+struct partition {
+    char *name;
+    char *dir;
+    partition_options opts;
+    const fileio *io; /* opts.log.io, or POSIX: the log's and the topic snapshot's */
+    pb_log *log;
+    topic_table *topics;
+    dedup *dedup;         /* writer thread; NULL when dedup_window_ms is 0 */
+    bool topics_complete; /* writer thread: the table knows every topic (expect.h) */
+    bool ids_marked;      /* writer thread: DEDUP_MARK_NAME exists (dedup.h) */
+
+    pthread_mutex_t lock; /* protects head, tail, stopping, exited, running, thread, joinable */
+    pthread_cond_t wake;  /* work queued, or close requested (CLOCK_MONOTONIC) */
+    pub_part *head;
+    pub_part *tail;
+    bool stopping;
+    bool exited;        /* the writer has taken its last part */
+    bool running;       /* a writer thread is in writer_main (or being started) */
+    bool joinable;      /* `thread` has ended or will: join it before the next */
+    bool start_warned;  /* a failed thread start was logged (until one succeeds) */
+    bool retain_wanted; /* partition_retention_tick asked the writer for a run */
+    pthread_t thread;
+
+    _Atomic uint64_t end_offset;
+    atomic_int status;
+    /* Written by the writer (relaxed), read by /metrics: partition_get_stats. */
+    _Atomic uint64_t events_appended, bytes_appended, write_errors, fsync_errors;
+    upkeep up; /* retention, free space, resume after a full disk (upkeep.h) */
+
+    /* Writer thread only (the current one; a closing thread after the
+     * last has been joined). The arrays grow to the largest take; see
+     * shrink_after_take. */
+    log_entry *entries;
+    live_record *recs;
+    uint8_t suffix[SUFFIX_SLOT]; /* this take's receive time, shared by its events */
+    size_t cap;
+    size_t window_max;       /* largest take of the current shrink window */
+    uint32_t window_takes;   /* takes in it */
+    int64_t last_time_ns;    /* receive times never go backwards */
+    uint64_t last_sync_mono; /* CLOCK_MONOTONIC ns of the last sync */
+    bool dirty;              /* appended since the last sync */
+    bool topics_warned;
+};
+
+/* CLOCK_MONOTONIC, ns. */
+uint64_t partition_mono_ns(void);
+/* The receive-time clock (opts.log.now_ns, or CLOCK_REALTIME), ns. */
+int64_t partition_wall_ns(const partition *p);
+/* Writer thread. Marks the partition failed (the first error sticks) and
+ * logs it once. Nothing will be synced any more, so nothing is pending. */
+void partition_set_failed(partition *p, int rc, const char *what);
+/* Completes every part of the list with status; reads next before done(),
+ * which may free the batch. */
+void partition_complete_all(pub_part *part, int status);
+
+/* Writer thread: syncs the log (timed for the metrics): 0, or the error
+ * (the partition failed when the log did). */
+int partition_sync_log(partition *p);
+/* fsync=interval: is a sync due at `now` (CLOCK_MONOTONIC ns)? */
+bool partition_interval_due(const partition *p, uint64_t now);
+/* Gives the batch arrays back down to `keep` entries (0: all). */
+void partition_shrink_arrays(partition *p, size_t keep);
+/* Writer thread, woken by partition_upkeep_tick: retention, the free
+ * space probe, and the resume of a partition a full disk stopped. */
+void partition_run_upkeep(partition *p);
+/* Writer thread: one take of the queue (a publisher's parts, or the
+ * replica's from a primary) appended, synced as fsync says, its offsets
+ * published and every part completed. */
+void partition_write_take(partition *p, pub_part *taken);
+void partition_write_replica_take(partition *p, pub_part *taken);
+
+#endif
