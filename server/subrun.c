@@ -16,14 +16,17 @@
  * queue was overflowed): they are read from the files first. Nothing is
  * skipped and, since next only grows, nothing is sent twice.
  *
- * The client's connection (output, writes under the deadline, what the
- * client sends) is subconn.c's.
+ * The partitions the subscription knows, where each starts and the
+ * snapshot of their ends are subrun_parts.c's. The client's connection
+ * (output, writes under the deadline, what the client sends) is
+ * subconn.c's.
  *
  * Threads: the subscription's pool thread only; it shares the queue with
  * the writers under s->live.mu (livequeue.h explains why reading entries in place
  * needs no lock).
  */
 #include "subrun.h"
+#include "subrun_internal.h"
 #include "metrics.h"
 
 #include "submatch.h"
@@ -123,268 +126,6 @@ static int report_removed(sub *s, part_state *st, uint64_t first, uint64_t last)
     if (last + 1 > st->next)
         st->next = last + 1;
     return subconn_error(&s->conn, s->frame_id, PB_CODE_OUT_OF_RANGE, msg, st->name, first, last);
-}
-
-/* ------------------------------------------------------------------ */
-/* the partitions the subscription knows */
-
-static size_t ptr_slot(const void *p, size_t nslots)
-{
-    return (size_t)(((uint64_t)(uintptr_t)p * 0x9E3779B97F4A7C15ull) >> 32) & (nslots - 1);
-}
-
-static size_t find_part(const sub *s, const partition *p)
-{
-    if (!s->index_slots)
-        return SIZE_MAX;
-    for (size_t i = ptr_slot(p, s->index_slots); s->index[i]; i = (i + 1) & (s->index_slots - 1))
-        if (s->parts[s->index[i] - 1].p == p)
-            return s->index[i] - 1;
-    return SIZE_MAX;
-}
-
-static void index_put(sub *s, size_t idx)
-{
-    size_t i = ptr_slot(s->parts[idx].p, s->index_slots);
-    while (s->index[i])
-        i = (i + 1) & (s->index_slots - 1);
-    s->index[i] = idx + 1;
-}
-
-/* The offset a partition first seen now starts at: START_OFFSETS' offset if
- * listed, otherwise 0 (a partition created after the subscription started
- * holds only events stored after it). The initial snapshot adjusts this per
- * start mode. */
-/* START_OFFSETS' listed offset (below the first offset too: the replay
- * then says which were removed); otherwise the first offset still stored. */
-static uint64_t listed_offset(const sub *s, partition *p, const char *name)
-{
-    for (size_t i = 0; i < s->noffsets; i++)
-        if (strcmp(s->offsets[i].partition, name) == 0)
-            return s->offsets[i].offset;
-    return partition_first_offset(p);
-}
-
-/* Allocates only for a partition seen for the first time. */
-static int add_part(sub *s, partition *p, size_t *out)
-{
-    if (s->nparts == s->partcap) {
-        /* parts and heap grow together, under one capacity. */
-        size_t cap = grow_capacity(s->partcap, s->nparts + 1, sizeof *s->parts);
-        if (cap == 0 || grow_resize(&s->parts, cap, sizeof *s->parts) < 0 ||
-            grow_resize(&s->heap, cap, sizeof *s->heap) < 0)
-            return PB_ENOMEM;
-        s->partcap = cap;
-    }
-    if ((s->nparts + 1) * 2 > s->index_slots) {
-        size_t slots = s->index_slots ? s->index_slots * 2 : 64;
-        size_t *index = calloc(slots, sizeof *index);
-        if (!index)
-            return PB_ENOMEM;
-        free(s->index);
-        s->index = index;
-        s->index_slots = slots;
-        for (size_t i = 0; i < s->nparts; i++)
-            index_put(s, i);
-    }
-    part_state *st = &s->parts[s->nparts];
-    memset(st, 0, sizeof *st);
-    st->p = p;
-    st->name = partition_name(p);
-    st->name_len = strlen(st->name);
-    st->next = listed_offset(s, p, st->name);
-    index_put(s, s->nparts);
-    *out = s->nparts++;
-    return 0;
-}
-
-static int part_of(sub *s, partition *p, size_t *idx)
-{
-    *idx = find_part(s, p);
-    return *idx == SIZE_MAX ? add_part(s, p, idx) : 0;
-}
-
-typedef struct last_n_ctx {
-    sub *s;
-    const char *partition;
-    submatch_walk walk;
-    uint64_t end;
-    uint64_t *v;
-    size_t n, cap;
-} last_n_ctx;
-
-/* Under the topic table's read lock: quick, and no call back into it. */
-static int last_n_fn(void *ctx, const char *topic, size_t topic_len, const uint64_t *offsets,
-                     size_t count)
-{
-    last_n_ctx *c = ctx;
-    sub *s = c->s;
-    int m = submatch_walk_step(&c->walk, c->partition, s->why, sizeof s->why);
-    if (m == 0)
-        m = submatch_topic(s->ps, (const char *const *)s->req->patterns, topic, topic_len, s->why,
-                           sizeof s->why);
-    if (m <= 0)
-        return m; /* no match, or a budget breach (why says which) */
-    for (size_t i = 0; i < count; i++) {
-        if (offsets[i] >= c->end)
-            continue; /* in the live queue, not history */
-        if (grow_reserve(&c->v, &c->cap, c->n + 1, sizeof *c->v) < 0)
-            return PB_ENOMEM;
-        c->v[c->n++] = offsets[i];
-    }
-    return 0;
-}
-
-/* START_LAST_N: the last last_n offsets of every matching topic below end. */
-static int collect_last_n(sub *s, part_state *st)
-{
-    last_n_ctx c = {.s = s, .partition = st->name, .end = st->end};
-    submatch_walk_start(&c.walk);
-    int rc = partition_foreach_topic(st->p, s->last_n, last_n_fn, &c);
-    if (rc < 0) {
-        free(c.v);
-        if (rc != PB_ETOOBIG)
-            snprintf(s->why, sizeof s->why, "partition %s: reading its topic table: %s", st->name,
-                     pb_strerror(rc));
-        return rc;
-    }
-    if (c.n == 0) {
-        free(c.v);
-        st->next = st->end;
-        return 0;
-    }
-    sort_u64(c.v, c.n);
-    st->want = c.v;
-    st->nwant = c.n;
-    st->iwant = 0;
-    st->next = c.v[0];
-    return 0;
-}
-
-/*
- * START_TIME: the offset of the first record received at or after
- * min_time_ns below st->end (st->end if none), found with a reader of its
- * own, so that Subscribed can tell the start before anything is sent; the
- * replay then starts there by offset. Damage where the search lands makes
- * the start the first offset lost: the replay reports it.
- */
-static int time_start(sub *s, part_state *st)
-{
-    uint64_t start = st->end;
-    pb_reader *rd = NULL;
-    pb_record rec;
-    int rc = 0;
-    if (st->end > st->next) {
-        const char *dir = partition_dir(st->p);
-        rc = pb_reader_open(&rd, dir);
-        if (rc == 0)
-            rc = pb_reader_seek_time(rd, s->min_time_ns);
-        if (rc == 0) {
-            pb_reader_set_end(rd, st->end);
-            for (;;) {
-                rc = pb_reader_next(rd, &rec);
-                if (rc == 0) {
-                    start = rec.offset;
-                    break;
-                }
-                if (rc == PB_EREMOVED)
-                    continue; /* older than the time sought: nothing to say */
-                if (rc == PB_ECORRUPT) {
-                    const struct pb_reader_problem *pr = pb_reader_problem(rd);
-                    if (pr->last_offset + 1 == pr->first_offset)
-                        continue; /* unreadable bytes, no offset lost */
-                    start = pr->first_offset;
-                    rc = 0;
-                    break;
-                }
-                if (rc == PB_EEOF)
-                    rc = 0;
-                break;
-            }
-        }
-        if (rc < 0)
-            snprintf(s->why, sizeof s->why, "partition %s: cannot read its files in %s: %s",
-                     st->name, dir, pb_strerror(rc));
-        pb_reader_close(rd);
-    }
-    st->next = start;
-    return rc;
-}
-
-/*
- * Takes the end offset of every partition in the store as the bound of the
- * next replay. Called after the queue is (re-)enabled: every record below
- * these ends is in the files, every later one will come through the queue.
- */
-static int snapshot(sub *s, bool initial)
-{
-    partition **list = NULL;
-    size_t n = 0;
-    int rc = store_list(s->store, &list, &n);
-    if (rc < 0) {
-        snprintf(s->why, sizeof s->why, "listing the partitions: %s", pb_strerror(rc));
-        return rc;
-    }
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        size_t idx;
-        rc = part_of(s, list[i], &idx);
-        if (rc < 0)
-            break;
-        part_state *st = &s->parts[idx];
-        st->end = partition_end_offset(list[i]);
-        if (!initial)
-            continue;
-        switch (s->start) {
-        case PROTOBUS__START_MODE__START_NEW:
-            st->next = st->end;
-            break;
-        case PROTOBUS__START_MODE__START_TIME:
-            rc = time_start(s, st);
-            break;
-        case PROTOBUS__START_MODE__START_LAST_N:
-            rc = collect_last_n(s, st);
-            break;
-        default:
-            break; /* BEGINNING: 0; OFFSETS: set by add_part */
-        }
-    }
-    free(list);
-    return rc;
-}
-
-typedef struct any_match_ctx {
-    sub *s;
-    const char *partition;
-    submatch_walk walk;
-    bool found;
-} any_match_ctx;
-
-static int any_match_fn(void *ctx, const char *topic, size_t topic_len, const uint64_t *offsets,
-                        size_t count)
-{
-    any_match_ctx *c = ctx;
-    sub *s = c->s;
-    int m = submatch_walk_step(&c->walk, c->partition, s->why, sizeof s->why);
-    if (m == 0)
-        m = submatch_topic(s->ps, (const char *const *)s->req->patterns, topic, topic_len, s->why,
-                           sizeof s->why);
-    if (m <= 0)
-        return m; /* no match, or a budget breach (why says which) */
-    c->found = true;
-    return -1; /* stop the walk */
-}
-
-/* False only if no topic stored in the partition matches the patterns: then
- * its files need not be opened. The writer records topics before it moves
- * the end offset, so the table covers every record below a snapshot end. */
-static int may_match(sub *s, part_state *st)
-{
-    any_match_ctx c = {.s = s, .partition = st->name};
-    submatch_walk_start(&c.walk);
-    int rc = partition_foreach_topic(st->p, 1, any_match_fn, &c);
-    if (rc == PB_ETOOBIG && !c.found)
-        return rc; /* why is set */
-    return c.found || rc < 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -567,7 +308,9 @@ static int replay(sub *s, size_t only)
     s->nheap = 0;
     for (size_t i = lo; i < hi; i++) {
         part_state *st = &s->parts[i];
-        int may = st->next >= st->end ? 0 : only == SIZE_MAX && !st->want ? may_match(s, st) : 1;
+        int may = st->next >= st->end             ? 0
+                  : only == SIZE_MAX && !st->want ? subrun_may_match(s, st)
+                                                  : 1;
         if (may < 0) {
             rc = may;
             goto out;
@@ -653,7 +396,7 @@ static int drain(sub *s)
         if (stopping(s))
             return PB_ECLOSED;
         size_t i;
-        if ((rc = part_of(s, (partition *)e.key, &i)) < 0) {
+        if ((rc = subrun_part_of(s, (partition *)e.key, &i)) < 0) {
             snprintf(s->why, sizeof s->why, "out of memory");
             return rc;
         }
@@ -697,7 +440,7 @@ static int recover(sub *s)
                    "subscriber %s: live queue full (%" PRIu64
                    " bytes, %u time(s)); catching up from the files",
                    s->peer, cap, s->overflows);
-    int rc = snapshot(s, false);
+    int rc = subrun_snapshot(s, false);
     return rc < 0 ? rc : replay(s, SIZE_MAX);
 }
 
@@ -777,7 +520,7 @@ void subrun_main(sub *s)
     metrics_sub_started();
     /* Registered first, then the ends: what is below them is history (in
      * the files), everything later reaches the queue. */
-    rc = snapshot(s, true);
+    rc = subrun_snapshot(s, true);
     if (rc == 0)
         rc = emit_subscribed(s);
     if (rc == 0)

@@ -1,0 +1,40 @@
+/*
+ * subrun_internal - what subrun.c (the subscription's run: Subscribed, the
+ * replay from the files, the live queue) and subrun_parts.c (the partitions
+ * it knows, where each starts, the snapshot of their ends) share. Not for
+ * other modules: sub.c uses subrun.h.
+ *
+ * Threads: the subscription's pool thread only.
+ */
+#ifndef PB_SUBRUN_INTERNAL_H
+#define PB_SUBRUN_INTERNAL_H
+
+#include "subrun.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* The index in s->parts of partition p, added when seen for the first
+ * time (next: its offset in the Subscribe's list, else the partition's
+ * first offset): 0, or PB_ENOMEM. */
+int subrun_part_of(sub *s, partition *p, size_t *idx);
+/*
+ * START_TIME: the offset of the first record received at or after
+ * min_time_ns below st->end (st->end if none), found with a reader of its
+ * own, so that Subscribed can tell the start before anything is sent; the
+ * replay then starts there by offset. Damage where the search lands makes
+ * the start the first offset lost: the replay reports it.
+ */
+int subrun_time_start(sub *s, part_state *st);
+/*
+ * Takes the end offset of every partition in the store as the bound of the
+ * next replay. Called after the queue is (re-)enabled: every record below
+ * these ends is in the files, every later one will come through the queue.
+ */
+int subrun_snapshot(sub *s, bool initial);
+/* False only if no topic stored in the partition matches the patterns: then
+ * its files need not be opened. The writer records topics before it moves
+ * the end offset, so the table covers every record below a snapshot end. */
+int subrun_may_match(sub *s, part_state *st);
+
+#endif
