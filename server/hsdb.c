@@ -213,6 +213,10 @@ static bool refuse(char *why, size_t whylen, const char *p, size_t len, size_t a
     return false;
 }
 
+/* Over 100 lines on purpose: one pass over the pattern with one case per
+ * syntax element, sharing the state that pass carries (group depth, each
+ * frame's weight, the preceding item); cut up, that state would have to
+ * travel through every piece. */
 bool hsdb_expr(const char *pattern, size_t len, char *out, char *why, size_t whylen)
 {
     const unsigned char *p = (const unsigned char *)pattern;

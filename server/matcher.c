@@ -599,6 +599,40 @@ bool matcher_set_compact_wanted(matcher_set *set)
     return wanted;
 }
 
+/* Out of the list with the inputs of a compaction that are still listed
+ * (a removed subscription's young shard may have left already). mu held. */
+static void unlist_inputs(matcher_set *set, shard *const *in, size_t nin)
+{
+    size_t nkeep = 0;
+    for (size_t i = 0; i < set->nshards; i++) {
+        bool input = false;
+        for (size_t j = 0; j < nin && !input; j++)
+            input = set->shards[i] == in[j];
+        if (!input)
+            set->shards[nkeep++] = set->shards[i];
+    }
+    set->nshards = nkeep;
+}
+
+/* After a published compaction: the shards of the old list (saved) that
+ * left it drop the list's reference. mu held. */
+static void release_unlisted(matcher_set *set, shard *const *saved, size_t nsaved)
+{
+    for (size_t i = 0; i < nsaved; i++) {
+        bool kept = false;
+        for (size_t j = 0; j < set->nshards && !kept; j++)
+            kept = set->shards[j] == saved[i];
+        if (kept)
+            continue;
+        if (saved[i]->young) {
+            msub *ys = saved[i]->pairs[0].sub; /* alive: the shard holds it */
+            ys->young_shards--;
+            msub_drop_young_code(ys);
+        }
+        shard_unref(saved[i]);
+    }
+}
+
 int matcher_set_compact(matcher_set *set)
 {
     int rc = PB_ENOMEM;
@@ -660,35 +694,12 @@ int matcher_set_compact(matcher_set *set)
                       sizeof *set->shards) == 0) {
         nsaved = set->nshards;
         memcpy(saved, set->shards, nsaved * sizeof *saved);
-        /* Out with the inputs that are still listed (a removed
-         * subscription's young shard may have left already). */
-        size_t nkeep = 0;
-        for (size_t i = 0; i < set->nshards; i++) {
-            bool input = false;
-            for (size_t j = 0; j < nin && !input; j++)
-                input = set->shards[i] == in[j];
-            if (!input)
-                set->shards[nkeep++] = set->shards[i];
-        }
-        set->nshards = nkeep;
+        unlist_inputs(set, in, nin);
         for (size_t i = 0; i < outs.n; i++)
             shard_enlist(set, outs.v[i]);
         rc = matcher_publish(set, set->version);
         if (rc == 0) {
-            /* The inputs leave the list: drop its references. */
-            for (size_t i = 0; i < nsaved; i++) {
-                bool kept = false;
-                for (size_t j = 0; j < set->nshards && !kept; j++)
-                    kept = set->shards[j] == saved[i];
-                if (kept)
-                    continue;
-                if (saved[i]->young) {
-                    msub *ys = saved[i]->pairs[0].sub; /* alive: the shard holds it */
-                    ys->young_shards--;
-                    msub_drop_young_code(ys);
-                }
-                shard_unref(saved[i]);
-            }
+            release_unlisted(set, saved, nsaved);
             set->compactions++;
         } else {
             memcpy(set->shards, saved, nsaved * sizeof *saved);

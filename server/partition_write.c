@@ -279,6 +279,36 @@ static void count_appended(partition *p, size_t n)
     atomic_fetch_add_explicit(&p->bytes_appended, bytes, memory_order_relaxed);
 }
 
+/* Appends the n admitted records of a take (p->entries) and syncs them as
+ * the fsync policy says; *first gets the offset of the first. 0, or the
+ * error the whole take is answered with (the partition is marked failed
+ * when the log is). */
+static int append_and_sync(partition *p, size_t n, uint64_t *first)
+{
+    if (n == 0)
+        return 0;
+    int rc = log_append(p->log, p->entries, n, first);
+    if (rc < 0 && log_status(p->log) == 0) {
+        /* Refused before writing anything (an event over the record limit
+         * that reject_oversized should have caught, no memory, or the
+         * segment could not be reopened): the log is intact and stays
+         * usable; the publisher may retry. */
+        return rc;
+    }
+    if (rc < 0) {
+        atomic_fetch_add_explicit(&p->write_errors, 1, memory_order_relaxed);
+        partition_set_failed(p, rc, "write");
+        note_failure(p);
+        return rc;
+    }
+    p->dirty = true;
+    if (p->opts.fsync == PARTITION_FSYNC_ALWAYS ||
+        (p->opts.fsync == PARTITION_FSYNC_INTERVAL &&
+         partition_interval_due(p, partition_mono_ns())))
+        return partition_sync_log(p);
+    return 0;
+}
+
 void partition_write_take(partition *p, pub_part *taken)
 {
     int rc = atomic_load(&p->status);
@@ -328,36 +358,11 @@ void partition_write_take(partition *p, pub_part *taken)
         return;
     }
     uint64_t first = x.next;
-    if (n > 0) {
-        rc = log_append(p->log, p->entries, n, &first);
-        if (rc < 0 && log_status(p->log) == 0) {
-            /* Refused before writing anything (an event over the record
-             * limit that reject_oversized should have caught, no memory,
-             * or the segment could not be reopened): the log is intact and
-             * stays usable; the publisher may retry. */
-            expect_take_failed(&x);
-            partition_complete_all(taken, rc);
-            return;
-        }
-        if (rc < 0) {
-            atomic_fetch_add_explicit(&p->write_errors, 1, memory_order_relaxed);
-            partition_set_failed(p, rc, "write");
-            note_failure(p);
-            expect_take_failed(&x);
-            partition_complete_all(taken, rc);
-            return;
-        }
-        p->dirty = true;
-        if (p->opts.fsync == PARTITION_FSYNC_ALWAYS ||
-            (p->opts.fsync == PARTITION_FSYNC_INTERVAL &&
-             partition_interval_due(p, partition_mono_ns()))) {
-            rc = partition_sync_log(p);
-            if (rc < 0) {
-                expect_take_failed(&x);
-                partition_complete_all(taken, rc);
-                return;
-            }
-        }
+    rc = append_and_sync(p, n, &first);
+    if (rc < 0) {
+        expect_take_failed(&x);
+        partition_complete_all(taken, rc);
+        return;
     }
     if (first != x.next) {
         /* Cannot happen: only this thread appends. Better refuse than ack

@@ -372,6 +372,60 @@ static int replicate_check(const sub_rights *who, sub *s, int *grpc_code, char *
     return 0;
 }
 
+/* Unpacks the Subscribe into s->req and checks it: replication rights,
+ * the caps (first: nothing below grows with a request over them), then
+ * validate. 0, or an error with *grpc_code and err set. */
+static int read_request(sub_registry *r, const sub_rights *rights, sub *s,
+                        const uint8_t *subscribe, size_t len, int *grpc_code, char *err,
+                        size_t errlen)
+{
+    int rc;
+    s->req = protobus__subscribe__unpack(NULL, len, subscribe);
+    if (!s->req) {
+        *grpc_code = PB_CODE_INVALID_ARGUMENT;
+        pb_set_err(err, errlen, "subscribe: the Subscribe message (%zu bytes) is malformed", len);
+        return PB_EPROTO;
+    }
+    if (s->req->replicate && (rc = replicate_check(rights, s, grpc_code, err, errlen)) < 0)
+        return rc;
+    rc = subreq_check_caps(s->req, &r->o.caps, err, errlen);
+    if (rc < 0) {
+        *grpc_code = PB_CODE_RESOURCE_EXHAUSTED;
+        return rc;
+    }
+    rc = validate(r, s, err, errlen);
+    if (rc == PB_EINVAL)
+        *grpc_code = PB_CODE_INVALID_ARGUMENT;
+    return rc < 0 ? rc : 0;
+}
+
+/* One compiled set, here so that a bad pattern is refused with the
+ * connection kept and the user's read rights restrict it before the
+ * hand-off: the subscription thread matches history with it (under the
+ * matcher's limits), the fan-out asks whether it matches every topic and
+ * checks the rights on what the combined matcher found. A replication
+ * subscription takes every topic. */
+static int compile_patterns(const sub_rights *rights, sub *s, int *grpc_code, char *err,
+                            size_t errlen)
+{
+    static const char *const every_topic[] = {".*"};
+    const char *const *pats = (const char *const *)s->req->patterns;
+    size_t npats = s->req->n_patterns;
+    if (s->req->replicate) {
+        pats = every_topic;
+        npats = 1;
+    }
+    int rc = patterns_compile(pats, npats, &s->ps, err, errlen);
+    if (rc == PB_EINVAL)
+        *grpc_code = PB_CODE_INVALID_ARGUMENT;
+    if (rc < 0)
+        return rc;
+    submatch_limit(s->ps);
+    if (rights && rights->user && !s->req->replicate)
+        return restrict_to(rights, s, grpc_code, err, errlen);
+    return 0;
+}
+
 int sub_start_as(sub_registry *r, const sub_rights *rights, int fd, uint64_t frame_id,
                  const uint8_t *subscribe, size_t len, const uint8_t *pending, size_t pending_len,
                  int *grpc_code, char *err, size_t errlen)
@@ -405,49 +459,8 @@ int sub_start_as(sub_registry *r, const sub_rights *rights, int fd, uint64_t fra
         s->input_len = pending_len;
     }
 
-    s->req = protobus__subscribe__unpack(NULL, len, subscribe);
-    if (!s->req) {
-        *grpc_code = PB_CODE_INVALID_ARGUMENT;
-        pb_set_err(err, errlen, "subscribe: the Subscribe message (%zu bytes) is malformed", len);
-        rc = PB_EPROTO;
-        goto fail;
-    }
-    if (s->req->replicate && (rc = replicate_check(rights, s, grpc_code, err, errlen)) < 0)
-        goto fail;
-    /* Caps first: nothing below grows with a request over them. */
-    rc = subreq_check_caps(s->req, &r->o.caps, err, errlen);
-    if (rc < 0) {
-        *grpc_code = PB_CODE_RESOURCE_EXHAUSTED;
-        goto fail;
-    }
-    rc = validate(r, s, err, errlen);
-    if (rc == PB_EINVAL)
-        *grpc_code = PB_CODE_INVALID_ARGUMENT;
-    if (rc < 0)
-        goto fail;
-    /* One compiled set, here so that a bad pattern is refused with the
-     * connection kept and the user's read rights restrict it before the
-     * hand-off: the subscription thread matches history with it (under the
-     * matcher's limits), the fan-out asks whether it matches every topic
-     * and checks the rights on what the combined matcher found. A
-     * replication subscription takes every topic. */
-    static const char *const every_topic[] = {".*"};
-    const char *const *pats = (const char *const *)s->req->patterns;
-    size_t npats = s->req->n_patterns;
-    if (s->req->replicate) {
-        pats = every_topic;
-        npats = 1;
-    }
-    rc = patterns_compile(pats, npats, &s->ps, err, errlen);
-    if (rc == PB_EINVAL) {
-        *grpc_code = PB_CODE_INVALID_ARGUMENT;
-        goto fail;
-    }
-    if (rc < 0)
-        goto fail;
-    submatch_limit(s->ps);
-    if (rights && rights->user && !s->req->replicate &&
-        (rc = restrict_to(rights, s, grpc_code, err, errlen)) < 0)
+    if ((rc = read_request(r, rights, s, subscribe, len, grpc_code, err, errlen)) < 0 ||
+        (rc = compile_patterns(rights, s, grpc_code, err, errlen)) < 0)
         goto fail;
 
     if ((rc = prepare_live(r, s)) < 0)

@@ -286,6 +286,8 @@ static void publish_stdin(pub_state *st)
     free(lr.buf);
 }
 
+/* Over 100 lines on purpose: the option switch (one short case per
+ * option) and the connect/publish/close sequence read top to bottom. */
 int cmd_pub(int argc, char **argv)
 {
     static const struct option longopts[] = {
