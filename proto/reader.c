@@ -152,7 +152,11 @@ static bool is_last(const pb_reader *r)
 static int report_code(pb_reader *r, int code, uint64_t position, uint64_t first, uint64_t last,
                        const char *reason)
 {
-    uint64_t upto = last + 1 == first ? first : last;
+    /* last + 1 == first: an empty range, at first. last == UINT64_MAX means
+     * "to the end" (never empty: last + 1 would wrap to 0 and, with first 0,
+     * pass for an empty range below any seek target, a report swallowed and
+     * the reader looping on the same damaged block). */
+    uint64_t upto = last != UINT64_MAX && last + 1 == first ? first : last;
     if (r->seek == SEEK_OFFSET && upto < r->seek_offset)
         return 0;
     snprintf(r->problem_file, sizeof r->problem_file, "%s", r->path);

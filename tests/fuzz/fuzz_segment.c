@@ -175,6 +175,7 @@ static void read_all(int op, uint64_t param, uint64_t first_base, size_t total)
     bool contiguous = (op == 0 || op == 3);
     uint64_t next = first_base;
     size_t steps;
+    bool lost_rest = false;
     for (steps = 0; steps < limit; steps++) {
         pb_record rec;
         rc = pb_reader_next(r, &rec);
@@ -198,6 +199,31 @@ static void read_all(int op, uint64_t param, uint64_t first_base, size_t total)
             }
             continue;
         }
+        if (rc == PB_EDATALOSS) {
+            /* The last segment is compressed and its header or index is
+             * damaged: nothing past the reported offset can be read, and
+             * the report says so (file, reason, offsets to the end). */
+            const struct pb_reader_problem *pr = pb_reader_problem(r);
+            if (verbose)
+                fprintf(stderr, "  data loss: %s: offsets %llu..: %s\n", pr->file,
+                        (unsigned long long)pr->first_offset, pr->reason);
+            FUZZ_CHECK(pr->file && pr->file[0] && pr->reason && pr->reason[0]);
+            FUZZ_CHECK(pr->last_offset == UINT64_MAX);
+            lost_rest = true; /* sticky: the reader says so again, checked below */
+            break;
+        }
+        if (rc == PB_EREMOVED) {
+            /* The retention notice: only for a seek below the first
+             * segment (nothing is removed under this reader), once, before
+             * any record, naming the offsets below the first base. */
+            const struct pb_reader_problem *pr = pb_reader_problem(r);
+            if (verbose)
+                fprintf(stderr, "  removed: offsets %llu..%llu\n",
+                        (unsigned long long)pr->first_offset, (unsigned long long)pr->last_offset);
+            FUZZ_CHECK(op == 1 && param < first_base && !have_last);
+            FUZZ_CHECK(pr->first_offset == param && pr->last_offset == first_base - 1);
+            continue;
+        }
         FUZZ_CHECK(rc == 0);
         FUZZ_CHECK(rec.event_len <= total);
         FUZZ_CHECK(!have_last || rec.offset > last);
@@ -216,9 +242,10 @@ static void read_all(int op, uint64_t param, uint64_t first_base, size_t total)
         last = rec.offset;
     }
     FUZZ_CHECK(steps < limit);
-    /* Nothing changed on disk: the end stays the end. */
+    /* Nothing changed on disk: the end stays the end (and a loss of the
+     * rest stays reported). */
     pb_record rec;
-    FUZZ_CHECK(pb_reader_next(r, &rec) == PB_EEOF);
+    FUZZ_CHECK(pb_reader_next(r, &rec) == (lost_rest ? PB_EDATALOSS : PB_EEOF));
     pb_reader_close(r);
 }
 
