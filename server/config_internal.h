@@ -2,7 +2,8 @@
  * config_internal - what config.c (the conf file's lines, its sections,
  * [partition NAME], the whole-file checks) and config_server.c (the
  * [server] keys and the setters of single values) share while one file is
- * parsed. Not for other modules: they use config.h.
+ * parsed, and config_why, which every config_*.c parser uses. Not for other
+ * modules: they use config.h.
  *
  * Threads: runs once on the main thread at start-up, with config.c.
  */
@@ -20,6 +21,10 @@
 #define MIB (1024ULL * KIB)
 #define GIB (1024ULL * MIB)
 #define TIB (1024ULL * GIB)
+
+/* Formats a parse error into why[0..n) (nothing when n is 0); returns
+ * PB_EINVAL, so a parser can `return config_why(why, n, ...)`. */
+__attribute__((format(printf, 3, 4))) int config_why(char *why, size_t n, const char *fmt, ...);
 
 enum section_kind { SEC_NONE, SEC_SERVER, SEC_PARTITION, SEC_MIRROR, SEC_USER };
 

@@ -9,6 +9,7 @@
  * Threads: runs on the main thread at start-up, with config.c.
  */
 #include "config.h"
+#include "config_internal.h"
 
 #include "hostport.h"
 #include "patterns.h"
@@ -22,27 +23,16 @@
 
 #define MAX_DUPLICATE_WINDOW_S (7LL * 86400)
 
-__attribute__((format(printf, 3, 4))) static int why_fmt(char *why, size_t n, const char *fmt, ...)
-{
-    if (n) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(why, n, fmt, ap);
-        va_end(ap);
-    }
-    return PB_EINVAL;
-}
-
 int config_mirror_begin(pb_mirror_config *m, const char *name, int line, char *why, size_t n)
 {
     memset(m, 0, sizeof *m);
     size_t len = strlen(name);
     if (len == 0)
-        return why_fmt(why, n, "[mirror] needs a name: [mirror NAME], e.g. [mirror to-nats]");
+        return config_why(why, n, "[mirror] needs a name: [mirror NAME], e.g. [mirror to-nats]");
     /* A mirror name follows the partition-name rule (partname.h), capped
      * shorter: it names a file in data_dir, which must not be hidden. */
     if (len > PB_MIRROR_NAME_MAX || !partname_valid(name, len))
-        return why_fmt(why, n,
+        return config_why(why, n,
                        "[mirror %s]: not a valid mirror name (1..%d characters of A-Z a-z 0-9 . _ "
                        "-, not starting with \".\"; it names the mirror's cursor file)",
                        name, PB_MIRROR_NAME_MAX);
@@ -89,19 +79,19 @@ static int check_url(const char *u, char *why, size_t n)
     const char *scheme_end = strstr(u, "://");
     if (scheme_end) {
         if ((size_t)(scheme_end - u) != 4 || strncmp(u, "nats", 4) != 0)
-            return why_fmt(why, n,
+            return config_why(why, n,
                            "nats_url: \"%s\": only nats:// URLs are supported (no TLS or "
                            "websocket yet)",
                            u);
         hp_text = scheme_end + 3;
     }
     if (strchr(hp_text, '@') || strchr(hp_text, '/'))
-        return why_fmt(
+        return config_why(
             why, n, "nats_url: \"%s\": give HOST:PORT only (no credentials or path in the URL)", u);
     hostport hp;
     char err[300];
     if (hostport_parse(hp_text, 0, &hp, err, sizeof err) < 0)
-        return why_fmt(why, n, "nats_url: %s", err);
+        return config_why(why, n, "nats_url: %s", err);
     return 0;
 }
 
@@ -121,10 +111,10 @@ static int set_urls(pb_mirror_config *m, const char *value, char *why, size_t n)
             break;
         size_t len = strcspn(p, ", \t");
         if (m->n_urls == PB_MIRROR_MAX_URLS)
-            return why_fmt(why, n, "nats_url: more than %d servers", PB_MIRROR_MAX_URLS);
+            return config_why(why, n, "nats_url: more than %d servers", PB_MIRROR_MAX_URLS);
         char item[300];
         if (len >= sizeof item)
-            return why_fmt(why, n, "nats_url: a server address is too long");
+            return config_why(why, n, "nats_url: a server address is too long");
         memcpy(item, p, len);
         item[len] = '\0';
         int rc = check_url(item, why, n);
@@ -138,7 +128,7 @@ static int set_urls(pb_mirror_config *m, const char *value, char *why, size_t n)
         p += len;
     }
     if (m->n_urls == 0)
-        return why_fmt(why, n,
+        return config_why(why, n,
                        "nats_url: must name at least one server, e.g. nats://127.0.0.1:4222");
     return 0;
 }
@@ -147,7 +137,7 @@ bool config_mirror_prefix_valid(const char *prefix, char *why, size_t n)
 {
     size_t len = strlen(prefix);
     if (len == 0 || prefix[len - 1] != '.') {
-        why_fmt(why, n, "\"%s\" must end with \".\" (e.g. protobus.): subjects are PREFIX + topic",
+        config_why(why, n, "\"%s\" must end with \".\" (e.g. protobus.): subjects are PREFIX + topic",
                 prefix);
         return false;
     }
@@ -156,16 +146,16 @@ bool config_mirror_prefix_valid(const char *prefix, char *why, size_t n)
         unsigned char ch = (unsigned char)*p;
         if (ch == '.') {
             if (p == tok) {
-                why_fmt(why, n, "\"%s\" has an empty token (\"..\" or a leading \".\")", prefix);
+                config_why(why, n, "\"%s\" has an empty token (\"..\" or a leading \".\")", prefix);
                 return false;
             }
             if (p - tok == 1 && (*tok == '*' || *tok == '>')) {
-                why_fmt(why, n, "\"%s\": the wildcards * and > cannot be part of a prefix", prefix);
+                config_why(why, n, "\"%s\": the wildcards * and > cannot be part of a prefix", prefix);
                 return false;
             }
             tok = p + 1;
         } else if (ch <= 0x20 || ch >= 0x7f) {
-            why_fmt(why, n,
+            config_why(why, n,
                     "\"%s\": only printable ASCII without blanks is allowed in a subject prefix",
                     prefix);
             return false;
@@ -173,7 +163,7 @@ bool config_mirror_prefix_valid(const char *prefix, char *why, size_t n)
     }
     if (strncmp(prefix, "$JS.", 4) == 0 || strncmp(prefix, "$SYS.", 5) == 0 ||
         strncmp(prefix, "_INBOX.", 7) == 0) {
-        why_fmt(why, n, "\"%s\": that prefix belongs to NATS itself", prefix);
+        config_why(why, n, "\"%s\": that prefix belongs to NATS itself", prefix);
         return false;
     }
     return true;
@@ -201,7 +191,7 @@ static int set_bool(bool *dst, const char *key, const char *value, char *why, si
         *dst = false;
         return 0;
     }
-    return why_fmt(why, n, "%s: \"%s\" is not yes or no", key, value);
+    return config_why(why, n, "%s: \"%s\" is not yes or no", key, value);
 }
 
 static int set_u32(uint32_t *dst, const char *key, const char *value, uint32_t min, uint32_t max,
@@ -209,7 +199,7 @@ static int set_u32(uint32_t *dst, const char *key, const char *value, uint32_t m
 {
     uint64_t v;
     if (config_parse_uint(value, &v) != 0 || v < min || v > max)
-        return why_fmt(why, n, "%s: \"%s\" is not a whole number in %u..%u", key, value, min, max);
+        return config_why(why, n, "%s: \"%s\" is not a whole number in %u..%u", key, value, min, max);
     *dst = (uint32_t)v;
     return 0;
 }
@@ -222,16 +212,16 @@ int config_mirror_key(pb_mirror_config *m, const char *key, const char *value, c
         pcre2_code *code;
         char err[300];
         if (!*value)
-            return why_fmt(why, n, "partitions: must not be empty (use .* for every partition)");
+            return config_why(why, n, "partitions: must not be empty (use .* for every partition)");
         int rc = pattern_compile_whole(value, strlen(value), &code, err, sizeof err);
         if (rc != 0)
-            return why_fmt(why, n, "partitions: bad regex \"%s\": %s", value, err);
+            return config_why(why, n, "partitions: bad regex \"%s\": %s", value, err);
         pcre2_code_free(code);
         return set_str(&m->partitions, value);
     }
     if (strcmp(key, "stream") == 0) {
         if (!stream_name_valid(value))
-            return why_fmt(why, n,
+            return config_why(why, n,
                            "stream: \"%s\" is not a JetStream stream name (1..64 characters of "
                            "A-Z a-z 0-9 _ -)",
                            value);
@@ -240,7 +230,7 @@ int config_mirror_key(pb_mirror_config *m, const char *key, const char *value, c
     if (strcmp(key, "subject_prefix") == 0) {
         char err[300];
         if (!config_mirror_prefix_valid(value, err, sizeof err))
-            return why_fmt(why, n, "subject_prefix: %s", err);
+            return config_why(why, n, "subject_prefix: %s", err);
         return set_str(&m->subject_prefix, value);
     }
     if (strcmp(key, "format") == 0) {
@@ -249,7 +239,7 @@ int config_mirror_key(pb_mirror_config *m, const char *key, const char *value, c
         else if (strcmp(value, "payload") == 0)
             m->format = PB_MIRROR_PAYLOAD;
         else
-            return why_fmt(why, n, "format: \"%s\" is not one of event, payload", value);
+            return config_why(why, n, "format: \"%s\" is not one of event, payload", value);
         return 0;
     }
     if (strcmp(key, "create_stream") == 0)
@@ -265,14 +255,14 @@ int config_mirror_key(pb_mirror_config *m, const char *key, const char *value, c
     if (strcmp(key, "duplicate_window") == 0) {
         int64_t s;
         if (config_parse_duration(value, &s) != 0 || s < 1 || s > MAX_DUPLICATE_WINDOW_S)
-            return why_fmt(why, n,
+            return config_why(why, n,
                            "duplicate_window: \"%s\" is not a duration from 1s to 7d (e.g. 2m, "
                            "1h)",
                            value);
         m->duplicate_window_s = s;
         return 0;
     }
-    return why_fmt(why, n,
+    return config_why(why, n,
                    "unknown key \"%s\" in [mirror %s] (expected nats_url, partitions, stream, "
                    "subject_prefix, format, create_stream, replicas, duplicate_window, "
                    "max_pending, ack_timeout_ms, hold_retention)",
@@ -286,7 +276,7 @@ int config_mirror_end(const pb_mirror_config *m, char *why, size_t n)
                           : !m->subject_prefix ? "subject_prefix = PREFIX."
                                                : NULL;
     if (missing)
-        return why_fmt(why, n, "[mirror %s] has no %s line", m->name, missing);
+        return config_why(why, n, "[mirror %s] has no %s line", m->name, missing);
     return 0;
 }
 
@@ -307,14 +297,14 @@ int config_mirror_check(const pb_mirror_config *ms, size_t count, int *line, cha
         for (size_t j = 0; j < i; j++) {
             if (strcmp(ms[i].name, ms[j].name) == 0) {
                 *line = ms[i].line;
-                return why_fmt(why, n, "duplicate [mirror %s] (first defined at line %d)",
+                return config_why(why, n, "duplicate [mirror %s] (first defined at line %d)",
                                ms[i].name, ms[j].line);
             }
             /* Each mirror keeps its stream's message order with
              * Nats-Expected-Last-Msg-Id: a second writer would break it. */
             if (strcmp(ms[i].stream, ms[j].stream) == 0 && same_cluster(&ms[i], &ms[j])) {
                 *line = ms[i].line;
-                return why_fmt(why, n,
+                return config_why(why, n,
                                "[mirror %s] writes to stream %s like [mirror %s] (line %d): "
                                "each mirror needs a stream of its own",
                                ms[i].name, ms[i].stream, ms[j].name, ms[j].line);

@@ -18,6 +18,7 @@
  * Threads: the main thread (start-up, and a reload on SIGHUP).
  */
 #include "config.h"
+#include "config_internal.h"
 
 #include "grow.h"
 #include "patterns.h"
@@ -35,17 +36,6 @@
 
 const char *const config_auth_names[] = {"none", "required", NULL};
 
-__attribute__((format(printf, 3, 4))) static int why_fmt(char *why, size_t n, const char *fmt, ...)
-{
-    if (n) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(why, n, fmt, ap);
-        va_end(ap);
-    }
-    return PB_EINVAL;
-}
-
 static bool user_name_valid(const char *s)
 {
     size_t len = strlen(s);
@@ -61,7 +51,7 @@ int config_user_begin(pb_user_config *u, const char *name, int line, char *why, 
 {
     memset(u, 0, sizeof *u);
     if (!user_name_valid(name))
-        return why_fmt(why, n,
+        return config_why(why, n,
                        "[user %s]: not a valid user name (1..%d characters of A-Z a-z 0-9 . _ - @)",
                        name, PB_USER_NAME_MAX);
     u->name = strdup(name);
@@ -83,14 +73,14 @@ static int add_patterns(char ***list, size_t *count, const char *key, const char
             break;
         size_t len = strcspn(p, " \t");
         if (*count >= MAX_USER_PATTERNS)
-            return why_fmt(why, n, "%s: more than %d patterns", key, MAX_USER_PATTERNS);
+            return config_why(why, n, "%s: more than %d patterns", key, MAX_USER_PATTERNS);
         pcre2_code *code;
         char reason[300];
         int rc = pattern_compile_whole(p, len, &code, reason, sizeof reason);
         if (rc == PB_ENOMEM)
             return rc;
         if (rc < 0)
-            return why_fmt(why, n, "%s: pattern \"%.*s\": %s", key, (int)len, p, reason);
+            return config_why(why, n, "%s: pattern \"%.*s\": %s", key, (int)len, p, reason);
         pcre2_code_free(code);
         char *copy = strndup(p, len);
         if (!copy || grow_resize(list, *count + 1, sizeof **list) < 0) {
@@ -101,7 +91,7 @@ static int add_patterns(char ***list, size_t *count, const char *key, const char
         p += len;
     }
     if (!*value || strspn(value, " \t") == strlen(value))
-        return why_fmt(why, n, "%s: no pattern (leave the key out to allow nothing)", key);
+        return config_why(why, n, "%s: no pattern (leave the key out to allow nothing)", key);
     return 0;
 }
 
@@ -109,10 +99,10 @@ int config_user_key(pb_user_config *u, const char *key, const char *value, char 
 {
     if (strcmp(key, "password_hash") == 0) {
         if (u->password_hash)
-            return why_fmt(why, n, "password_hash: set twice in [user %s]", u->name);
+            return config_why(why, n, "password_hash: set twice in [user %s]", u->name);
         size_t len = strlen(value);
         if (strncmp(value, "$argon2id$", 10) != 0 || len > PB_USER_HASH_MAX)
-            return why_fmt(why, n,
+            return config_why(why, n,
                            "password_hash: not an argon2id hash (expected \"$argon2id$v=19$...\", "
                            "at most %d characters, as `protobus passwd` prints it)",
                            PB_USER_HASH_MAX);
@@ -128,10 +118,10 @@ int config_user_key(pb_user_config *u, const char *key, const char *value, char 
     if (strcmp(key, "deny_subscribe") == 0)
         return add_patterns(&u->deny_subscribe, &u->n_deny_subscribe, key, value, why, n);
     if (strcmp(key, "password") == 0)
-        return why_fmt(why, n,
+        return config_why(why, n,
                        "password: a plain password is never accepted in the configuration; put "
                        "password_hash = (the output of `protobus passwd`)");
-    return why_fmt(why, n,
+    return config_why(why, n,
                    "unknown key \"%s\" in [user %s] (expected password_hash, publish, subscribe, "
                    "deny_publish, deny_subscribe)",
                    key, u->name);
@@ -140,7 +130,7 @@ int config_user_key(pb_user_config *u, const char *key, const char *value, char 
 int config_user_end(const pb_user_config *u, char *why, size_t n)
 {
     if (!u->password_hash)
-        return why_fmt(why, n, "[user %s] has no password_hash (make one with `protobus passwd`)",
+        return config_why(why, n, "[user %s] has no password_hash (make one with `protobus passwd`)",
                        u->name);
     return 0;
 }
@@ -151,7 +141,7 @@ int config_users_check(const pb_user_config *us, size_t count, int *line, char *
         for (size_t j = 0; j < i; j++)
             if (strcmp(us[i].name, us[j].name) == 0) {
                 *line = us[i].line;
-                return why_fmt(why, n, "[user %s] is defined twice (first at line %d)", us[i].name,
+                return config_why(why, n, "[user %s] is defined twice (first at line %d)", us[i].name,
                                us[j].line);
             }
     return 0;
@@ -190,17 +180,17 @@ static bool is_loopback(const char *host)
 int config_check_exposure(const pb_config *cfg, char *why, size_t n)
 {
     if (!cfg->tls_cert != !cfg->tls_key)
-        return why_fmt(why, n, "%s is set without %s: TLS needs both (PEM files)",
+        return config_why(why, n, "%s is set without %s: TLS needs both (PEM files)",
                        cfg->tls_cert ? "tls_cert" : "tls_key",
                        cfg->tls_cert ? "tls_key" : "tls_cert");
     if (cfg->tls_client_ca && !cfg->tls_cert)
-        return why_fmt(why, n, "tls_client_ca needs tls_cert and tls_key (TLS on the listener)");
+        return config_why(why, n, "tls_client_ca needs tls_cert and tls_key (TLS on the listener)");
     if (cfg->auth == PB_AUTH_REQUIRED && cfg->n_users == 0)
-        return why_fmt(why, n,
+        return config_why(why, n,
                        "auth = required but there is no [user NAME] section: nobody could "
                        "connect (add one with password_hash = the output of `protobus passwd`)");
     if (cfg->auth == PB_AUTH_NONE && !cfg->allow_anonymous_remote && !is_loopback(cfg->listen_host))
-        return why_fmt(why, n,
+        return config_why(why, n,
                        "refusing to listen on %s with auth = none: anyone who can reach it could "
                        "publish to and read every topic. Set auth = required with [user NAME] "
                        "sections, listen on 127.0.0.1, or set allow_anonymous_remote = yes to "

@@ -8,11 +8,13 @@
  * Threads: any; pure functions and constant tables.
  */
 #include "config.h"
+#include "config_internal.h"
 
 #include "pb_errors.h"
 #include "subcaps.h"
 
 #include <ctype.h>
+#include <stdarg.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -288,4 +290,15 @@ void config_set_defaults(pb_config *cfg)
     cfg->max_pattern_bytes = SUB_CAPS_PATTERN_BYTES_DEFAULT;
     cfg->max_subscribe_tags = SUB_CAPS_TAGS_DEFAULT;
     cfg->max_subscribe_offsets = SUB_CAPS_OFFSETS_DEFAULT;
+}
+
+int config_why(char *why, size_t n, const char *fmt, ...)
+{
+    if (n) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(why, n, fmt, ap);
+        va_end(ap);
+    }
+    return PB_EINVAL;
 }
