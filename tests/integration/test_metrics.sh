@@ -5,7 +5,8 @@
 # python3-prometheus-client text parser (tests/integration/metrics_check.py),
 # the numbers checked against what was published; /healthz 200; unknown
 # paths 404; a bad metrics_listen refused by --check with file:line.
-# (/healthz 503 on an injected EIO: tests/integration/test_iofail.c.)
+# (/healthz 503 on an injected EIO, and 200 again once a full disk has
+# healed: tests/integration/test_iofail.c.)
 # Every wait is bounded; the daemon is stopped by PID; the temp dir removed.
 #
 # Environment: BUILD (default build) holds protobus and protobusd.
