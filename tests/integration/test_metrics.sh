@@ -189,6 +189,17 @@ test_counts_match_published() {
         fail "oldest record time $oldest is after now $now"
 }
 
+# Prometheus's own linter accepts a scrape taken with every kind of metric
+# populated (counters, gauges, histograms after publishes): names, types,
+# HELP lines, _total suffixes, histogram buckets.
+test_promtool_lints_clean() {
+    "$PB" pub orders.a lint
+    http_get /metrics "$TMP/mp" >/dev/null
+    grep -q '^protobus_publish_ack_seconds_bucket' "$TMP/mp" || fail "no histogram in the scrape"
+    promtool check metrics <"$TMP/mp" >"$TMP/lint" 2>&1 || fail "promtool check metrics: $(cat "$TMP/lint")"
+    [ ! -s "$TMP/lint" ] || fail "promtool check metrics: $(cat "$TMP/lint")"
+}
+
 # Scrapes while 20000 events are being published: every scrape parses, the
 # count never goes backwards, and the last equals what was published.
 test_scrape_during_publish() {
@@ -245,6 +256,7 @@ start_daemon
 run test_healthz_ok
 run test_unknown_path_404
 run test_counts_match_published
+run test_promtool_lints_clean
 run test_scrape_during_publish
 run test_refused_and_errors_counted
 run test_bad_metrics_listen_refused
