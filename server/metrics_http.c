@@ -24,14 +24,28 @@
 /* Scrapes served at once; more wait for a slot. */
 #define MAX_SCRAPES 8
 
+/* The oldest record's time of one partition, as last read: valid while the
+ * partition's first offset is the same (offsets never change content). */
+typedef struct oldest_memo {
+    partition *p;
+    uint64_t first;
+    double time_s;
+} oldest_memo;
+
 struct metrics_http {
     struct MHD_Daemon *d;
     store *st;
     uint16_t port;
+    /* Scrapes run on MHD's one polling thread (MHD_USE_INTERNAL_POLLING_THREAD
+     * without a thread per connection): the memo needs no lock. Indexed as
+     * store_list lists the partitions (they are only ever added). */
+    oldest_memo *memo;
+    size_t nmemo;
 };
 
 typedef struct part_disk {
     uint64_t segments, bytes;
+    double oldest_s; /* oldest_memoized */
 } part_disk;
 
 /* Segments (.log files) and bytes of every file in the partition's directory. */
@@ -71,6 +85,30 @@ static double oldest_record_s(partition *p)
     return t;
 }
 
+/* oldest_record_s of parts[i], read from the files only when the memo
+ * does not hold it for the partition's current first offset (a scrape of
+ * 200 partitions reopened 200 first segments each time: 6.7 ms of CPU). */
+static double oldest_memoized(metrics_http *h, partition **parts, size_t n, size_t i)
+{
+    if (h && h->nmemo < n) {
+        oldest_memo *m = realloc(h->memo, n * sizeof *m);
+        if (m) {
+            memset(m + h->nmemo, 0, (n - h->nmemo) * sizeof *m);
+            h->memo = m;
+            h->nmemo = n;
+        }
+    }
+    if (!h || i >= h->nmemo)
+        return oldest_record_s(parts[i]);
+    oldest_memo *m = &h->memo[i];
+    uint64_t first = partition_first_offset(parts[i]);
+    if (m->p == parts[i] && m->first == first && m->time_s > 0)
+        return m->time_s;
+    double t = oldest_record_s(parts[i]);
+    *m = (oldest_memo){.p = parts[i], .first = first, .time_s = t};
+    return t;
+}
+
 /* One family, one line per partition; `value` picks the number. */
 typedef double (*part_value)(partition *p, const partition_stats *st, const part_disk *du);
 
@@ -96,7 +134,7 @@ static double v_disk(partition *p, const partition_stats *st, const part_disk *d
 }
 static double v_oldest(partition *p, const partition_stats *st, const part_disk *du)
 {
-    return oldest_record_s(p);
+    return du->oldest_s;
 }
 static double v_werr(partition *p, const partition_stats *st, const part_disk *du)
 {
@@ -140,7 +178,7 @@ static const struct family {
 };
 #define NFAMILIES (sizeof families / sizeof families[0])
 
-int metrics_http_write(store *st, FILE *f)
+int metrics_http_write(metrics_http *h, store *st, FILE *f)
 {
     partition **parts;
     size_t n;
@@ -157,6 +195,7 @@ int metrics_http_write(store *st, FILE *f)
     for (size_t i = 0; i < n; i++) {
         partition_get_stats(parts[i], &stats[i]);
         disk_usage(partition_dir(parts[i]), &du[i]);
+        du[i].oldest_s = oldest_memoized(h, parts, n, i);
     }
     fprintf(f,
             "# HELP protobus_partitions Partitions open.\n# TYPE protobus_partitions gauge\n"
@@ -240,7 +279,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     const char *type = "text/plain; charset=utf-8";
     if (strcmp(url, "/metrics") == 0) {
         type = "text/plain; version=0.0.4; charset=utf-8";
-        if (metrics_http_write(h->st, f) < 0)
+        if (metrics_http_write(h, h->st, f) < 0)
             status = MHD_HTTP_INTERNAL_SERVER_ERROR;
     } else if (strcmp(url, "/healthz") == 0) {
         status = health(h->st, f);
@@ -306,5 +345,6 @@ void metrics_http_stop(metrics_http *h)
     if (!h)
         return;
     MHD_stop_daemon(h->d);
+    free(h->memo);
     free(h);
 }

@@ -25,8 +25,10 @@ typedef struct metrics_http metrics_http;
 int metrics_http_start(metrics_http **out, const char *host, uint16_t port, store *st, char *err,
                        size_t errlen);
 uint16_t metrics_http_port(const metrics_http *h);
-/* Writes the /metrics body to f (also for tests). 0, or -1 on a write error. */
-int metrics_http_write(store *st, FILE *f);
+/* Writes the /metrics body to f (also for tests). h (may be NULL) keeps
+ * what can be reused between scrapes; only its serving thread may pass it.
+ * 0, or -1 on a write error. */
+int metrics_http_write(metrics_http *h, store *st, FILE *f);
 /* Stops the server thread and frees h. NULL is allowed. */
 void metrics_http_stop(metrics_http *h);
 

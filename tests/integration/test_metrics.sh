@@ -98,6 +98,11 @@ log_level = info
 [partition orders]
 match = orders\\..*
 
+[partition aged]
+match = aged\\..*
+segment_bytes = 16K
+retain_bytes = 64K
+
 [partition events]
 match = .*
 EOF
@@ -244,6 +249,29 @@ PYEOF
         'protobus_connections_open=0'
 }
 
+# Retention raises the first offset; the oldest record time follows it
+# (the scrape remembers each partition's oldest time per first offset).
+test_oldest_follows_retention() {
+    "$PB" pub aged.x first
+    http_get /metrics "$TMP/r0" >/dev/null
+    local t0 t1 i first=0
+    t0=$(sed -n 's/^protobus_partition_oldest_record_seconds{partition="aged"} //p' "$TMP/r0")
+    [ -n "$t0" ] && [ "$t0" != 0 ] || fail "no oldest time for aged: $(grep aged "$TMP/r0")"
+    sleep 0.2
+    head -c 100 /dev/zero | tr '\0' x >"$TMP/line"
+    for ((i = 0; i < 3000; i++)); do cat "$TMP/line"; echo; done | "$PB" pub aged.x
+    for ((i = 0; i < 100; i++)); do
+        http_get /metrics "$TMP/r1" >/dev/null
+        first=$(sed -n 's/^protobus_partition_first_offset{partition="aged"} //p' "$TMP/r1")
+        [ "${first%.*}" -gt 0 ] && break
+        sleep 0.1
+    done
+    [ "${first%.*}" -gt 0 ] || fail "retention removed nothing in 10 s (first offset $first)"
+    t1=$(sed -n 's/^protobus_partition_oldest_record_seconds{partition="aged"} //p' "$TMP/r1")
+    "$PY" -c "import sys; sys.exit(0 if float('$t1') > float('$t0') else 1)" ||
+        fail "oldest record time stayed $t1 (was $t0) after retention moved the first offset to $first"
+}
+
 test_bad_metrics_listen_refused() {
     printf '[server]\nmetrics_listen = localhost:x\n[partition e]\nmatch = .*\n' >"$TMP/bad.conf"
     local rc=0
@@ -259,6 +287,7 @@ run test_counts_match_published
 run test_promtool_lints_clean
 run test_scrape_during_publish
 run test_refused_and_errors_counted
+run test_oldest_follows_retention
 run test_bad_metrics_listen_refused
 stop_daemon || failed=$((failed + 1))
 echo "test_metrics: $passed passed, $failed failed"
