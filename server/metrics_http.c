@@ -8,6 +8,7 @@
 
 #include "logging.h"
 #include "metrics.h"
+#include "mirror.h"
 #include "pb_errors.h"
 #include "protobus_reader.h"
 
@@ -16,10 +17,12 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 /* Scrapes served at once; more wait for a slot. */
 #define MAX_SCRAPES 8
@@ -35,6 +38,7 @@ typedef struct oldest_memo {
 struct metrics_http {
     struct MHD_Daemon *d;
     store *st;
+    mirror_set *mirrors; /* NULL: none configured */
     uint16_t port;
     /* Scrapes run on MHD's one polling thread (MHD_USE_INTERNAL_POLLING_THREAD
      * without a thread per connection): the memo needs no lock. Indexed as
@@ -178,6 +182,85 @@ static const struct family {
 };
 #define NFAMILIES (sizeof families / sizeof families[0])
 
+/* The [mirror] sections: one line per mirror for its counters, one per
+ * mirror and partition for how far JetStream has acknowledged. */
+static const struct mirror_family {
+    const char *name, *type, *help;
+    size_t field; /* offsetof in mirror_counters */
+} mirror_families[] = {
+    {"protobus_mirror_published_total", "counter",
+     "Messages handed to JetStream (resends included).", offsetof(mirror_counters, published)},
+    {"protobus_mirror_stored_total", "counter", "Messages JetStream acknowledged as stored.",
+     offsetof(mirror_counters, stored)},
+    {"protobus_mirror_duplicates_total", "counter",
+     "Messages JetStream acknowledged as duplicates of a stored one (resends).",
+     offsetof(mirror_counters, duplicates)},
+    {"protobus_mirror_failed_total", "counter", "Publishes to JetStream that failed or timed out.",
+     offsetof(mirror_counters, failed)},
+    {"protobus_mirror_skipped_total", "counter", "Events that cannot be mirrored (logged).",
+     offsetof(mirror_counters, skipped)},
+    {"protobus_mirror_resyncs_total", "counter",
+     "Rounds of stop, ask the stream what it holds, resend.", offsetof(mirror_counters, resyncs)},
+};
+
+typedef struct lag_ctx {
+    FILE *f;
+    int which; /* 0 shipped offset, 1 lag in events, 2 lag in seconds */
+    int64_t now_ns;
+} lag_ctx;
+
+static void write_lag(void *ctx, const char *mirror_name, const char *part_name, uint64_t shipped,
+                      uint64_t end, int64_t oldest_ns)
+{
+    lag_ctx *c = ctx;
+    static const char *const names[] = {"protobus_mirror_shipped_offset",
+                                        "protobus_mirror_lag_events", "protobus_mirror_lag_seconds"};
+    double v = c->which == 0   ? (double)shipped
+               : c->which == 1 ? (double)(end > shipped ? end - shipped : 0)
+                               : (oldest_ns > 0 && c->now_ns > oldest_ns
+                                      ? (double)(c->now_ns - oldest_ns) / 1e9
+                                      : 0);
+    /* Mirror names are config section names ([A-Za-z0-9._-]); partition
+     * names likewise (partname.h): no escaping. */
+    fprintf(c->f, "%s{mirror=\"%s\",partition=\"%s\"} %.17g\n", names[c->which], mirror_name,
+            part_name, v);
+}
+
+static void write_mirrors(mirror_set *ms, FILE *f)
+{
+    size_t n = mirror_set_count(ms);
+    if (n == 0)
+        return;
+    fprintf(f, "# HELP protobus_mirror_connected 1 while the mirror is connected to its NATS "
+               "servers.\n# TYPE protobus_mirror_connected gauge\n");
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "protobus_mirror_connected{mirror=\"%s\"} %d\n", mirror_set_name(ms, i),
+                atomic_load(&mirror_set_counters(ms, i)->connected) ? 1 : 0);
+    for (size_t k = 0; k < sizeof mirror_families / sizeof mirror_families[0]; k++) {
+        const struct mirror_family *fm = &mirror_families[k];
+        fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", fm->name, fm->help, fm->name, fm->type);
+        for (size_t i = 0; i < n; i++) {
+            const _Atomic uint64_t *c =
+                (const _Atomic uint64_t *)((const char *)mirror_set_counters(ms, i) + fm->field);
+            fprintf(f, "%s{mirror=\"%s\"} %llu\n", fm->name, mirror_set_name(ms, i),
+                    (unsigned long long)atomic_load(c));
+        }
+    }
+    static const char *const lag_help[][2] = {
+        {"protobus_mirror_shipped_offset", "Every offset below it is stored in JetStream."},
+        {"protobus_mirror_lag_events", "Events stored in the partition, not yet in JetStream."},
+        {"protobus_mirror_lag_seconds",
+         "Age of the oldest event not yet acknowledged by JetStream (0 = none)."}};
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    for (int w = 0; w < 3; w++) {
+        fprintf(f, "# HELP %s %s\n# TYPE %s gauge\n", lag_help[w][0], lag_help[w][1],
+                lag_help[w][0]);
+        lag_ctx c = {.f = f, .which = w, .now_ns = (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec};
+        mirror_set_foreach_lag(ms, write_lag, &c);
+    }
+}
+
 int metrics_http_write(metrics_http *h, store *st, FILE *f)
 {
     partition **parts;
@@ -212,6 +295,8 @@ int metrics_http_write(metrics_http *h, store *st, FILE *f)
     free(stats);
     free(du);
     free(parts);
+    if (h && h->mirrors)
+        write_mirrors(h->mirrors, f);
     return metrics_write_process(f);
 }
 
@@ -294,8 +379,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return reply(conn, status, type, body, len);
 }
 
-int metrics_http_start(metrics_http **out, const char *host, uint16_t port, store *st, char *err,
-                       size_t errlen)
+int metrics_http_start(metrics_http **out, const char *host, uint16_t port, store *st,
+                       mirror_set *mirrors, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
@@ -319,6 +404,7 @@ int metrics_http_start(metrics_http **out, const char *host, uint16_t port, stor
         return -1;
     }
     h->st = st;
+    h->mirrors = mirrors;
     h->d = MHD_start_daemon(flags, port, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, &ss,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_SCRAPES,
                             MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_END);

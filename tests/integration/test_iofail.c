@@ -358,7 +358,7 @@ static void test_eio_and_enospc(void **state)
     daemon_start(d);
     metrics_http *mh;
     char err[256], body[4096];
-    assert_int_equal(metrics_http_start(&mh, "127.0.0.1", 0, d->store, err, sizeof err), 0);
+    assert_int_equal(metrics_http_start(&mh, "127.0.0.1", 0, d->store, NULL, err, sizeof err), 0);
     uint16_t mport = metrics_http_port(mh);
     pb_client *c = connect_client(d);
     assert_int_equal(publish(c, "a", 0, 50), 0);
@@ -429,7 +429,7 @@ static void test_enospc_heals(void **state)
     daemon_start(d);
     metrics_http *mh;
     char err[256], body[4096];
-    assert_int_equal(metrics_http_start(&mh, "127.0.0.1", 0, d->store, err, sizeof err), 0);
+    assert_int_equal(metrics_http_start(&mh, "127.0.0.1", 0, d->store, NULL, err, sizeof err), 0);
     uint16_t mport = metrics_http_port(mh);
     pb_client *c = connect_client(d);
     assert_int_equal(publish(c, "b", 0, 20), 0);

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Integration test of metrics_listen: a real protobusd on 127.0.0.1 (free
-# ports, a temp data directory, two partitions), events published with the
+# ports, a temp data directory, three partitions, one mirror), events published with the
 # CLI, /metrics scraped during and after a publish and parsed with Debian's
 # python3-prometheus-client text parser (tests/integration/metrics_check.py),
 # the numbers checked against what was published; /healthz 200; unknown
-# paths 404; a bad metrics_listen refused by --check with file:line.
+# paths 404; a bad metrics_listen refused by --check with file:line;
+# `promtool check metrics` lints a scrape; the oldest record time follows
+# retention; a [mirror] with unreachable NATS servers exports its lag.
 # (/healthz 503 on an injected EIO, and 200 again once a full disk has
 # healed: tests/integration/test_iofail.c.)
 # Every wait is bounded; the daemon is stopped by PID; the temp dir removed.
@@ -97,6 +99,12 @@ log_level = info
 
 [partition orders]
 match = orders\\..*
+
+[mirror m1]
+nats_url = nats://127.0.0.1:9
+partitions = orders
+stream = PBTEST
+subject_prefix = pb.
 
 [partition aged]
 match = aged\\..*
@@ -272,6 +280,27 @@ test_oldest_follows_retention() {
         fail "oldest record time stayed $t1 (was $t0) after retention moved the first offset to $first"
 }
 
+# A [mirror] whose NATS servers are unreachable (127.0.0.1:9, nothing
+# listens): its counters and lag are exported, and the lag is what orders
+# holds (none of it shipped): the events, and the age of the oldest.
+test_mirror_lag_exported() {
+    local i ok=""
+    for ((i = 0; i < 100; i++)); do
+        http_get /metrics "$TMP/mm" >/dev/null
+        if check "$TMP/mm" 'protobus_mirror_lag_events{mirror=m1}{partition=orders}>=3' 2>/dev/null; then
+            ok=1
+            break
+        fi
+        sleep 0.1
+    done
+    [ -n "$ok" ] || fail "no lag for mirror m1: $(grep mirror "$TMP/mm")"
+    check "$TMP/mm" 'protobus_mirror_connected{mirror=m1}=0' \
+        'protobus_mirror_stored_total{mirror=m1}=0' \
+        'protobus_mirror_shipped_offset{mirror=m1}{partition=orders}=0' \
+        'protobus_mirror_lag_seconds{mirror=m1}{partition=orders}>=0.1' ||
+        fail "mirror m1's numbers"
+}
+
 test_bad_metrics_listen_refused() {
     printf '[server]\nmetrics_listen = localhost:x\n[partition e]\nmatch = .*\n' >"$TMP/bad.conf"
     local rc=0
@@ -288,6 +317,7 @@ run test_promtool_lints_clean
 run test_scrape_during_publish
 run test_refused_and_errors_counted
 run test_oldest_follows_retention
+run test_mirror_lag_exported
 run test_bad_metrics_listen_refused
 stop_daemon || failed=$((failed + 1))
 echo "test_metrics: $passed passed, $failed failed"
