@@ -42,7 +42,10 @@ struct metrics_http {
     uint16_t port;
     /* Scrapes run on MHD's one polling thread (MHD_USE_INTERNAL_POLLING_THREAD
      * without a thread per connection): the memo needs no lock. Indexed as
-     * store_list lists the partitions (they are only ever added). */
+     * store_list lists the partitions (by name; partitions are only ever
+     * added, and one added in between shifts the entries after it, which
+     * are then read from their files once more: each entry names its
+     * partition). */
     oldest_memo *memo;
     size_t nmemo;
 };
