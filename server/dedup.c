@@ -3,15 +3,30 @@
  *
  * Threads: the partition's writer thread only.
  *
- * Layout: a ring of fixed slots in offset order (ids are added with
- * ascending offsets and times, so the oldest is at the head: expiry pops
- * from the head, a rollback from the tail) and an open-addressing index
- * (linear probing, at most half full) of 8-byte cells: the low 32 bits of
- * the id's hash and its ring position + 1. Probing compares the hash bits
- * in the index and reads a slot only when they match, so a new id (the
- * common case) costs one probe run in the index, not a read of the ring
- * per cell. Removal uses backward-shift deletion (a cell's home comes from
- * its hash bits), so the index never fills with tombstones.
+ * Layout: a ring of fixed slots in insertion order (ids are added with
+ * ascending offsets and times, so the oldest is at the head: expiry and
+ * eviction pop from the head, a rollback from the tail), each id numbered
+ * by a 32-bit sequence number (head_seq for the head, counting on), and an
+ * index of buckets of 8 cells, one 64-byte cache line each. A cell holds 32
+ * bits of the id's hash (the tag, never 0) and the id's sequence number. A
+ * cell is in use only while its sequence number is in the ring
+ * ([head_seq, head_seq + count)): popping an id from the ring frees its
+ * cell without touching the index, so eviction and expiry cost nothing
+ * there, and an insertion takes the first cell of its bucket that is not in
+ * use. Looking an id up reads its bucket (one cache line, prefetched by the
+ * writer ahead of time) and reads a slot only when a tag matches.
+ *
+ * A bucket whose 8 cells are all in use when an id hashes there sends the
+ * id on to the next bucket and is flagged (`over`): look-ups then go on to
+ * the next bucket too. At under 2 ids per 8 cells on average that is rare;
+ * flags stick until the index is rebuilt, which happens when 1/16 of the
+ * buckets carry one (and when the ring grows).
+ *
+ * A cell whose sequence number was popped and later reused by another id
+ * (after a rollback, or 2^32 insertions later) can look in use: its tag
+ * still has to match and the slot's id is compared in full, so it can only
+ * take room, never give a wrong answer; dedup_truncate clears the cells of
+ * what it pops so rollbacks leave none.
  */
 #include "dedup.h"
 
@@ -36,6 +51,7 @@
 
 #define RING_INITIAL 64u
 #define HUGE_PAGE    (2u << 20)
+#define CELLS        8u /* per bucket: one cache line */
 
 typedef struct dedup_slot {
     uint64_t hash;
@@ -51,11 +67,12 @@ struct dedup {
     int64_t window_ns;
     uint32_t max_entries;
     dedup_slot *ring; /* cap slots; count of them from head on */
-    uint32_t *tags;   /* cap: the low 32 bits of each slot's hash, apart: eviction
-                         reads them in ring order, 16 to a cache line */
     uint32_t cap, head, count;
-    uint64_t *index; /* icap cells: hash << 32 | (ring position + 1); 0 = empty */
-    uint32_t icap;   /* a power of two >= 2 * cap, at most 2^31 */
+    uint32_t head_seq; /* the sequence number of ring[head] */
+    uint64_t *index;   /* nbuckets * CELLS cells: tag << 32 | sequence number; 0 = never used */
+    uint8_t *over;     /* nbuckets flags: an id of this bucket went on to the next */
+    uint32_t nbuckets; /* a power of two; CELLS * nbuckets >= 2 * cap */
+    uint32_t nover;    /* flags set */
     uint64_t evicted;
 };
 
@@ -69,17 +86,29 @@ int dedup_create(dedup **out, int64_t window_ns, uint32_t max_entries)
         return PB_ENOMEM;
     d->window_ns = window_ns;
     d->max_entries = max_entries;
+    /* Sequence numbers wrap at 2^32 (in_use is modular): they start just
+     * below, so that every window, in tests too, crosses the wrap early. */
+    d->head_seq = UINT32_MAX - 4095u;
     *out = d;
     return 0;
+}
+
+static void release(dedup *d)
+{
+    free(d->ring);
+    free(d->index);
+    free(d->over);
+    d->ring = NULL;
+    d->index = NULL;
+    d->over = NULL;
+    d->cap = d->head = d->nbuckets = d->nover = 0;
 }
 
 void dedup_destroy(dedup *d)
 {
     if (!d)
         return;
-    free(d->ring);
-    free(d->tags);
-    free(d->index);
+    release(d);
     free(d);
 }
 
@@ -91,121 +120,93 @@ static uint32_t ring_pos(const dedup *d, uint32_t k)
     return pos >= d->cap ? pos - d->cap : pos;
 }
 
-static uint64_t cell(uint64_t hash, uint32_t pos)
+static uint32_t tag_of(uint64_t h)
 {
-    return (hash << 32) | ((uint64_t)pos + 1);
+    return (uint32_t)(h >> 32) | 1u;
 }
 
-static uint32_t cell_home(const dedup *d, uint64_t c)
+/* Cell value v is an id in the ring: its place from the head in *k. */
+static bool in_use(const dedup *d, uint64_t v, uint32_t *k)
 {
-    return (uint32_t)(c >> 32) & (d->icap - 1);
+    *k = (uint32_t)v - d->head_seq;
+    return v != 0 && *k < d->count;
 }
 
-/* The index cell holding ring position pos (present). */
-static uint32_t cell_of(const dedup *d, uint32_t pos)
+/* A zeroed index of n cells. One of 2 MiB or more is aligned to 2 MiB and
+ * asks for transparent huge pages: its accesses are random, and with 4 KiB
+ * pages most of them would also miss the TLB. */
+static uint64_t *index_alloc(size_t n)
 {
-    uint32_t mask = d->icap - 1;
-    uint64_t want = cell(d->tags[pos], pos);
-    uint32_t i = d->tags[pos] & mask;
-    while (d->index[i] != want)
-        i = (i + 1) & mask;
-    return i;
-}
-
-static void index_put(dedup *d, uint32_t pos)
-{
-    uint32_t mask = d->icap - 1;
-    uint32_t i = d->tags[pos] & mask;
-    while (d->index[i])
-        i = (i + 1) & mask;
-    d->index[i] = cell(d->tags[pos], pos);
-}
-
-/* Backward-shift deletion: later cells of the probe run move up if their
- * home is at or before the hole. */
-static void index_remove(dedup *d, uint32_t pos)
-{
-    uint32_t mask = d->icap - 1;
-    uint32_t hole = cell_of(d, pos);
-    uint32_t j = hole;
-    for (;;) {
-        j = (j + 1) & mask;
-        if (!d->index[j])
-            break;
-        uint32_t home = cell_home(d, d->index[j]);
-        /* Moves if home is not cyclically within (hole, j]. */
-        bool between = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
-        if (!between) {
-            d->index[hole] = d->index[j];
-            hole = j;
-        }
-    }
-    d->index[hole] = 0;
-}
-
-static void pop_head(dedup *d)
-{
-    index_remove(d, d->head);
-    d->head = d->head + 1 == d->cap ? 0 : d->head + 1;
-    d->count--;
-}
-
-static void pop_tail(dedup *d)
-{
-    index_remove(d, ring_pos(d, d->count - 1));
-    d->count--;
-}
-
-/* A zeroed index of icap cells. One of 2 MiB or more is aligned to 2 MiB
- * and asks for transparent huge pages: its accesses are random, and with
- * 4 KiB pages most of them would also miss the TLB. */
-static uint64_t *index_alloc(uint32_t icap)
-{
-    size_t bytes = (size_t)icap * sizeof(uint64_t);
-    if (bytes < HUGE_PAGE)
-        return calloc(icap, sizeof(uint64_t));
+    size_t bytes = n * sizeof(uint64_t);
     void *p = NULL;
-    if (posix_memalign(&p, HUGE_PAGE, bytes) != 0)
+    if (posix_memalign(&p, bytes < HUGE_PAGE ? 64 : HUGE_PAGE, bytes) != 0)
         return NULL;
-    (void)madvise(p, bytes, MADV_HUGEPAGE); /* a hint: without it, 4 KiB pages */
+    if (bytes >= HUGE_PAGE)
+        (void)madvise(p, bytes, MADV_HUGEPAGE); /* a hint: without it, 4 KiB pages */
     memset(p, 0, bytes);
     return p;
 }
 
-/* Doubles the ring (up to max_entries), linearised from position 0, and
- * rebuilds the index. */
+/* A cell for an id of hash h that is not in the index: the first one not in
+ * use from its bucket on, flagging the full buckets it passes. */
+static uint64_t *free_cell(dedup *d, uint64_t h)
+{
+    uint32_t mask = d->nbuckets - 1, k;
+    for (uint32_t b = (uint32_t)h & mask;; b = (b + 1) & mask) {
+        uint64_t *c = &d->index[(size_t)b * CELLS];
+        for (uint32_t i = 0; i < CELLS; i++)
+            if (!in_use(d, c[i], &k))
+                return &c[i];
+        if (!d->over[b]) {
+            d->over[b] = 1;
+            d->nover++;
+        }
+    }
+}
+
+/* Indexes every id of the ring afresh (no flags, no stale cells). */
+static void index_fill(dedup *d)
+{
+    memset(d->index, 0, (size_t)d->nbuckets * CELLS * sizeof *d->index);
+    memset(d->over, 0, d->nbuckets);
+    d->nover = 0;
+    for (uint32_t k = 0; k < d->count; k++) {
+        uint64_t h = d->ring[ring_pos(d, k)].hash;
+        *free_cell(d, h) = (uint64_t)tag_of(h) << 32 | (uint32_t)(d->head_seq + k);
+    }
+}
+
+/* Doubles the ring (up to max_entries), linearised from position 0, with
+ * an index to match. */
 static int grow(dedup *d)
 {
     uint32_t cap = d->cap ? d->cap * 2 : RING_INITIAL;
     if (cap > d->max_entries || cap < d->cap)
         cap = d->max_entries;
-    uint32_t icap = 1;
-    while (icap < cap * 2u)
-        icap <<= 1;
+    uint32_t nbuckets = 1;
+    while ((uint64_t)nbuckets * CELLS < (uint64_t)cap * 2)
+        nbuckets <<= 1;
     dedup_slot *ring = malloc((size_t)cap * sizeof *ring);
-    uint32_t *tags = malloc((size_t)cap * sizeof *tags);
-    uint64_t *index = index_alloc(icap);
-    if (!ring || !tags || !index) {
+    uint64_t *index = index_alloc((size_t)nbuckets * CELLS);
+    uint8_t *over = malloc(nbuckets);
+    if (!ring || !index || !over) {
         free(ring);
-        free(tags);
         free(index);
+        free(over);
         return PB_ENOMEM;
     }
-    for (uint32_t k = 0; k < d->count; k++) {
-        ring[k] = d->ring[ring_pos(d, k)];
-        tags[k] = d->tags[ring_pos(d, k)];
-    }
-    free(d->ring);
-    free(d->tags);
-    free(d->index);
-    d->ring = ring;
-    d->tags = tags;
-    d->index = index;
-    d->cap = cap;
-    d->icap = icap;
-    d->head = 0;
     for (uint32_t k = 0; k < d->count; k++)
-        index_put(d, k);
+        ring[k] = d->ring[ring_pos(d, k)];
+    free(d->ring);
+    free(d->index);
+    free(d->over);
+    d->ring = ring;
+    d->index = index;
+    d->over = over;
+    d->cap = cap;
+    d->nbuckets = nbuckets;
+    d->head = 0;
+    index_fill(d);
     return 0;
 }
 
@@ -214,21 +215,27 @@ static uint32_t lookup(const dedup *d, uint64_t h, const uint8_t *id, size_t len
 {
     if (d->count == 0)
         return 0;
-    uint32_t mask = d->icap - 1;
-    uint64_t tag = h << 32;
-    for (uint32_t i = (uint32_t)h & mask; d->index[i]; i = (i + 1) & mask) {
-        uint64_t c = d->index[i];
-        if ((c & ~(uint64_t)UINT32_MAX) != tag)
-            continue;
-        const dedup_slot *s = &d->ring[(uint32_t)c - 1];
-        if (s->hash == h && s->len == len && memcmp(s->id, id, len) == 0)
-            return (uint32_t)c;
+    uint32_t mask = d->nbuckets - 1, tag = tag_of(h), k;
+    /* Bounded, although add rebuilds the index long before every bucket
+     * is flagged. */
+    for (uint32_t b = (uint32_t)h & mask, n = 0; n < d->nbuckets; b = (b + 1) & mask, n++) {
+        const uint64_t *c = &d->index[(size_t)b * CELLS];
+        for (uint32_t i = 0; i < CELLS; i++) {
+            if ((uint32_t)(c[i] >> 32) != tag || !in_use(d, c[i], &k))
+                continue;
+            uint32_t pos = ring_pos(d, k);
+            const dedup_slot *s = &d->ring[pos];
+            if (s->len == len && memcmp(s->id, id, len) == 0)
+                return pos + 1;
+        }
+        if (!d->over[b])
+            return 0;
     }
     return 0;
 }
 
 /* The process's seed: random, so that publishers cannot pick ids that
- * share a probe run; one for all windows, so that ingest can hash an id
+ * share a bucket; one for all windows, so that ingest can hash an id
  * before it knows the window (dedup_id_hash). */
 static uint64_t seed;
 static pthread_once_t seed_once = PTHREAD_ONCE_INIT;
@@ -247,12 +254,9 @@ uint64_t dedup_id_hash(const uint8_t *id, size_t len)
 
 void dedup_prefetch(const dedup *d, uint64_t h, uint32_t ahead)
 {
-    if (d->icap == 0)
-        return;
-    uint32_t mask = d->icap - 1;
-    __builtin_prefetch(&d->index[h & mask]);
-    if (d->count == d->max_entries && ahead < d->count) /* the cell its add will evict */
-        __builtin_prefetch(&d->index[d->tags[ring_pos(d, ahead)] & mask]);
+    (void)ahead;
+    if (d->nbuckets)
+        __builtin_prefetch(&d->index[(size_t)((uint32_t)h & (d->nbuckets - 1)) * CELLS]);
 }
 
 int dedup_find(const dedup *d, const uint8_t *id, size_t len, uint64_t *offset)
@@ -265,6 +269,14 @@ int dedup_find(const dedup *d, const uint8_t *id, size_t len, uint64_t *offset)
     return at != 0;
 }
 
+/* Forgets the oldest id: its cell is free from now on. */
+static void pop_head(dedup *d)
+{
+    d->head = d->head + 1 == d->cap ? 0 : d->head + 1;
+    d->head_seq++;
+    d->count--;
+}
+
 /* Adds id (hash h; not present). */
 static int add(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint64_t offset,
                int64_t time_ns)
@@ -275,16 +287,17 @@ static int add(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint64_t off
     } else if (d->count == d->cap && grow(d) < 0) {
         return PB_ENOMEM;
     }
+    if (d->nover > d->nbuckets / 16)
+        index_fill(d);
     uint32_t pos = ring_pos(d, d->count);
     dedup_slot *s = &d->ring[pos];
     s->hash = h;
-    d->tags[pos] = (uint32_t)h;
     s->offset = offset;
     s->time_ns = time_ns;
     s->len = (uint8_t)len;
     memcpy(s->id, id, len);
+    *free_cell(d, h) = (uint64_t)tag_of(h) << 32 | (uint32_t)(d->head_seq + d->count);
     d->count++;
-    index_put(d, pos);
     return 0;
 }
 
@@ -313,16 +326,28 @@ void dedup_expire(dedup *d, int64_t now_ns)
     int64_t cutoff = now_ns - d->window_ns;
     while (d->count > 0 && d->ring[d->head].time_ns < cutoff)
         pop_head(d);
-    if (d->count == 0 && d->cap > RING_INITIAL) {
-        /* A burst's memory is not pinned once its ids have expired. */
-        free(d->ring);
-        free(d->tags);
-        free(d->index);
-        d->ring = NULL;
-        d->tags = NULL;
-        d->index = NULL;
-        d->cap = d->icap = d->head = 0;
+    if (d->count == 0 && d->cap > RING_INITIAL)
+        release(d); /* a burst's memory is not pinned once its ids have expired */
+}
+
+/* Clears the cell of the newest id (so that its sequence number, reused by
+ * the next id, does not leave a cell that looks in use) and pops it. */
+static void pop_tail(dedup *d)
+{
+    uint32_t k = d->count - 1, seq = d->head_seq + k;
+    uint64_t h = d->ring[ring_pos(d, k)].hash;
+    uint64_t want = (uint64_t)tag_of(h) << 32 | seq;
+    uint32_t mask = d->nbuckets - 1;
+    for (uint32_t b = (uint32_t)h & mask, n = 0; n < d->nbuckets; b = (b + 1) & mask, n++) {
+        uint64_t *c = &d->index[(size_t)b * CELLS];
+        for (uint32_t i = 0; i < CELLS; i++)
+            if (c[i] == want) {
+                c[i] = 0;
+                n = d->nbuckets;
+                break;
+            }
     }
+    d->count--;
 }
 
 void dedup_truncate(dedup *d, uint64_t from)
@@ -343,8 +368,8 @@ uint64_t dedup_evicted(const dedup *d)
 
 size_t dedup_memory(const dedup *d)
 {
-    return sizeof *d + (size_t)d->cap * (sizeof(dedup_slot) + sizeof(uint32_t)) +
-           (size_t)d->icap * sizeof(uint64_t);
+    return sizeof *d + (size_t)d->cap * sizeof(dedup_slot) +
+           (size_t)d->nbuckets * (CELLS * sizeof(uint64_t) + 1);
 }
 
 int64_t dedup_window_ns(const dedup *d)
