@@ -14,7 +14,7 @@
  * Memory: entries are fixed slots of DEDUP_SLOT_BYTES (id up to 64 bytes)
  * in a ring that grows by doubling up to max_entries, plus a hash index of
  * two to four 8-byte cells per slot in buckets of one cache line, and a
- * flag byte per bucket (~113-129 bytes per id in all). Forgetting an id
+ * 4-byte count per bucket (~113-130 bytes per id in all). Forgetting an id
  * (expiry, the bound) costs nothing in the index (dedup.c). Nothing is
  * allocated until the first id, so a partition whose events carry no id
  * pays nothing.
@@ -26,7 +26,8 @@
  * stored an id (DEDUP_MARK_NAME) pay for that scan.
  *
  * Threads: the partition's writer thread (or the thread that opens the
- * partition) only, no lock; dedup_id_hash on any thread.
+ * partition) only, no lock; dedup_id_hash on any thread (a hash of its own,
+ * under the process's random secrets: cheap for ids of up to 32 bytes).
  */
 #ifndef PB_DEDUP_H
 #define PB_DEDUP_H
@@ -38,7 +39,7 @@
 #include <stdint.h>
 
 /* Memory per remembered id: its slot (96 bytes) and two to four 8-byte
- * index cells (with a flag byte per 8 cells). */
+ * index cells (with a 4-byte count per 8 cells). */
 #define DEDUP_SLOT_BYTES 96u
 
 typedef struct dedup dedup;
