@@ -422,6 +422,27 @@ static void pop_head(dedup *d)
     d->count--;
 }
 
+/* Copies an id of 1..64 bytes with fixed-size moves (overlapping at the
+ * end), which the compiler inlines: a call to memcpy per id showed in the
+ * writer's profile. */
+static void copy_id(uint8_t *dst, const uint8_t *src, size_t len)
+{
+    if (len >= 16) {
+        for (size_t i = 0; i + 16 < len; i += 16)
+            memcpy(dst + i, src + i, 16);
+        memcpy(dst + len - 16, src + len - 16, 16);
+    } else if (len >= 8) {
+        memcpy(dst, src, 8);
+        memcpy(dst + len - 8, src + len - 8, 8);
+    } else if (len >= 4) {
+        memcpy(dst, src, 4);
+        memcpy(dst + len - 4, src + len - 4, 4);
+    } else {
+        for (size_t i = 0; i < len; i++)
+            dst[i] = src[i];
+    }
+}
+
 /* Adds id (hash h; not present). */
 static int add(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint64_t offset,
                int64_t time_ns)
@@ -438,7 +459,7 @@ static int add(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint64_t off
     s->offset = offset;
     s->time_ns = time_ns;
     s->len = (uint8_t)len;
-    memcpy(s->id, id, len);
+    copy_id(s->id, id, len);
     s->hops = index_put(d, h, d->head_seq + d->count);
     d->count++;
     return 0;

@@ -196,24 +196,34 @@ static void test_model_grow_and_release(void **state)
     run_model(5000, 2 * SEC, 30000, 7);
 }
 
-/* Ids are bytes: lengths 1..64, any byte values, none of them special. */
+/* Ids are bytes: lengths 1..64, any byte values (0 too), none of them
+ * special; every byte counts. */
+static void fill(uint8_t *id, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        id[i] = (uint8_t)(i * 37 + len * 11);
+}
+
 static void test_lengths_and_bytes(void **state)
 {
     (void)state;
     dedup *d;
     assert_int_equal(dedup_create(&d, 10 * SEC, 1000), 0);
-    uint8_t id[ID_MAX];
+    uint8_t id[ID_MAX + 1];
     for (size_t len = 1; len <= ID_MAX; len++) {
-        memset(id, 0, sizeof id);
+        fill(id, len);
         assert_int_equal(dedup_add(d, id, len, len, 0), 0);
     }
     for (size_t len = 1; len <= ID_MAX; len++) {
-        memset(id, 0, sizeof id);
         uint64_t off;
+        fill(id, len);
         assert_int_equal(dedup_find(d, id, len, &off), 1);
         assert_int_equal(off, len);
-        id[len - 1] = 1;
-        assert_int_equal(dedup_find(d, id, len, &off), 0);
+        for (size_t i = 0; i < len; i++) {
+            id[i] ^= 0x80;
+            assert_int_equal(dedup_find(d, id, len, &off), 0);
+            id[i] ^= 0x80;
+        }
     }
     uint64_t off;
     assert_int_equal(dedup_find(d, id, 0, &off), 0);
