@@ -13,6 +13,8 @@
 #include "hostport.h"
 #include "partname.h"
 
+#include <openssl/ssl.h>
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -45,9 +47,13 @@ struct follower {
     pthread_t thread;
     int stop_fd; /* eventfd: follower_stop wakes the thread */
     atomic_bool stopping;
-    int fd; /* the connection to the primary, -1 between sessions */
+    int fd;         /* the connection to the primary (non-blocking), -1 between sessions */
+    SSL_CTX *tls;   /* follow_tls: the client context; NULL: plain TCP */
+    SSL *ssl;       /* the session's TLS, NULL: plain TCP or between sessions */
+    char *password; /* follow_password or the first line of follow_password_file; NULL: none */
     uint32_t backoff_ms;
     bool down_logged; /* "cannot connect" logged until a connection succeeds */
+    bool got_frame;   /* the session's primary sent a frame */
     uint8_t *buf;     /* bytes read from the primary */
     size_t cap;
     fpart *parts;
@@ -58,13 +64,31 @@ struct follower {
     size_t nrecs, reccap;
     pthread_mutex_t mu;
     pthread_cond_t cond;
-    unsigned pending; /* mu: parts not yet done */
+    unsigned pending;   /* mu: parts not yet done */
     char why_full[200]; /* a partition that could not store for lack of space */
 };
 
 /* follower.c */
-int follower_send(follower *f, const void *buf, size_t len);
 int follower_send_ack(follower *f, const size_t *which, size_t n);
+
+/* follower_conn.c */
+/* The password (read from follow_password_file) and the TLS context: 0,
+ * or a negative code with err naming the setting and the file. */
+int follower_conn_setup(follower *f, char *err, size_t errlen);
+void follower_conn_teardown(follower *f);
+/* Waits up to ms for fd (events) or the stop eventfd (fd -1: that alone).
+ * 1 ready, 0 timeout, PB_ECLOSED stopping. */
+int follower_wait_fd(follower *f, int fd, short events, int ms);
+/* Connects f->fd (and TLS). 0, or a negative code with why set. */
+int follower_connect(follower *f, char *why, size_t n);
+void follower_disconnect(follower *f);
+/* Writes it all (waiting, stoppable, at most 20 s without progress). */
+int follower_send(follower *f, const void *buf, size_t len);
+/* Reads what is there, up to cap: > 0 bytes, 0 nothing yet, PB_ECLOSED
+ * (why says how). */
+long follower_recv(follower *f, uint8_t *buf, size_t cap, char *why, size_t n);
+/* Decrypted bytes wait inside TLS (poll would not see them). */
+bool follower_recv_pending(const follower *f);
 
 /* follower_batch.c */
 int follower_batch_init(follower *f);
