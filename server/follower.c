@@ -1,7 +1,9 @@
 /*
- * follower - a hot standby's replication thread (follower.h): connection,
- * handshake and subscription, then batches of the primary's records into
- * the partition writers (follower_batch.c).
+ * follower - a hot standby's replication thread (follower.h): the
+ * session (connection in follower_conn.c), its handshake and subscription,
+ * then the primary's frames: records checked and gathered
+ * (follower_batch.c) into batches for the partition writers, one with them
+ * while the next is read (follower_write.c).
  */
 #include "follower_internal.h"
 
@@ -24,7 +26,9 @@
 
 #define BACKOFF_MIN_MS   100
 #define BACKOFF_MAX_MS   5000
-#define READ_BUF_INITIAL (1u << 20)
+/* Each of the two read buffers (one with the writers, one being read
+ * into): what one batch holds at most, unless a frame is larger. */
+#define READ_BUF_INITIAL (4u << 20)
 /* Silence from the primary this long: a Ping; twice as long: reconnect
  * (a primary whose host vanished sends no FIN). */
 #define QUIET_PING_MS 10000
@@ -43,29 +47,22 @@ static int send_frame(follower *f, Protobus__Frame *fr)
     return rc;
 }
 
-int follower_send_ack(follower *f, const size_t *which, size_t n)
+int follower_send_ack(follower *f, Protobus__PartitionOffset *po, size_t n)
 {
     if (n == 0)
         return 0;
-    Protobus__PartitionOffset *po = calloc(n, sizeof *po);
     Protobus__PartitionOffset **pp = calloc(n, sizeof *pp);
-    int rc = PB_ENOMEM;
-    if (po && pp) {
-        for (size_t i = 0; i < n; i++) {
-            protobus__partition_offset__init(&po[i]);
-            po[i].partition = f->parts[which[i]].name;
-            po[i].offset = f->parts[which[i]].next;
-            pp[i] = &po[i];
-        }
-        Protobus__ReplicaAck ack = PROTOBUS__REPLICA_ACK__INIT;
-        ack.n_durable = n;
-        ack.durable = pp;
-        Protobus__Frame fr = PROTOBUS__FRAME__INIT;
-        fr.body_case = PROTOBUS__FRAME__BODY_REPLICA_ACK;
-        fr.replica_ack = &ack;
-        rc = send_frame(f, &fr);
-    }
-    free(po);
+    if (!pp)
+        return PB_ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        pp[i] = &po[i];
+    Protobus__ReplicaAck ack = PROTOBUS__REPLICA_ACK__INIT;
+    ack.n_durable = n;
+    ack.durable = pp;
+    Protobus__Frame fr = PROTOBUS__FRAME__INIT;
+    fr.body_case = PROTOBUS__FRAME__BODY_REPLICA_ACK;
+    fr.replica_ack = &ack;
+    int rc = send_frame(f, &fr);
     free(pp);
     return rc;
 }
@@ -186,22 +183,19 @@ static int on_control(follower *f, const frame_view *v, char *why, size_t n)
     return PB_EPROTO;
 }
 
-/* Splits buf[0..*len) into frames: events go into the batch, the rest is
- * handled here; the batch is written, then what was consumed dropped. */
-static int on_input(follower *f, size_t *len, char *why, size_t n)
+/* Splits buf[pos..len) into frames: events go into the batch, the rest is
+ * handled here; pos moves past each whole frame. */
+static int on_input(follower *f, char *why, size_t n)
 {
-    size_t pos = 0;
     int rc = 0;
-    follower_batch_reset(f);
-    while (rc == 0 && pos < *len) {
+    f->need = 0;
+    while (rc == 0 && f->pos < f->len) {
         frame_split sp;
-        rc = frame_split_next(f->buf + pos, *len - pos, f->o.max_frame_bytes, &sp, why, n);
+        rc = frame_split_next(f->buf + f->pos, f->len - f->pos, f->o.max_frame_bytes, &sp, why,
+                              n);
         if (rc == PB_EINCOMPLETE) {
-            if (sp.need > f->cap && follower_grow(f, sp.need) < 0)
-                rc = PB_ENOMEM;
-            else
-                rc = 0;
-            break;
+            f->need = sp.need;
+            return 0;
         }
         if (rc < 0)
             break;
@@ -211,14 +205,24 @@ static int on_input(follower *f, size_t *len, char *why, size_t n)
         f->got_frame = true;
         rc = v.kind == FRAME_EVENT ? follower_on_event(f, v.body.p, v.body.len, why, n)
                                    : on_control(f, &v, why, n);
-        pos += sp.used;
+        f->pos += sp.used;
     }
-    int wrc = follower_batch_write(f, why, n);
-    if (rc == 0)
-        rc = wrc;
-    memmove(f->buf, f->buf + pos, *len - pos);
-    *len -= pos;
     return rc;
+}
+
+/* Room to read into: the parsed bytes are dropped once no record of the
+ * batch being gathered points into them, and the buffer grows for a frame
+ * larger than it. false: full until the batch is submitted. */
+static bool make_room(follower *f)
+{
+    if (f->nrecs > 0)
+        return f->len < f->cap;
+    memmove(f->buf, f->buf + f->pos, f->len - f->pos);
+    f->len -= f->pos;
+    f->pos = 0;
+    if (f->need > f->cap && follower_grow(f, f->need) < 0)
+        return false;
+    return f->len < f->cap;
 }
 
 static uint64_t mono_ms(void)
@@ -246,25 +250,53 @@ static int check_quiet(follower *f, uint64_t last_rx, bool *pinged, char *why, s
     return 0;
 }
 
+/* Waits up to ms for the primary's bytes (when room), the writers (when a
+ * batch is with them), or the stop eventfd. A mask of WAKE_*, or
+ * PB_ECLOSED stopping. */
+#define WAKE_READ  1
+#define WAKE_WRITE 2
+static int wait_session(follower *f, bool room, int ms)
+{
+    if (room && follower_recv_pending(f))
+        return WAKE_READ;
+    struct pollfd pf[3] = {{.fd = f->stop_fd, .events = POLLIN},
+                           {.fd = room ? f->fd : -1, .events = POLLIN},
+                           {.fd = f->fl.active ? f->done_fd : -1, .events = POLLIN}};
+    int k = poll(pf, 3, ms);
+    if (atomic_load(&f->stopping) || (k > 0 && (pf[0].revents & POLLIN)))
+        return PB_ECLOSED;
+    if (k <= 0)
+        return 0;
+    return (pf[1].revents ? WAKE_READ : 0) | (pf[2].revents ? WAKE_WRITE : 0);
+}
+
 /* Reads and handles what the primary sends until the session ends (or
- * the follower stops): rc and why say how. */
+ * the follower stops): rc and why say how. A batch is with the writers
+ * while the next is read (follower_write.c). */
 static int session_loop(follower *f, char *why, size_t n)
 {
-    size_t len = 0;
     uint64_t last_rx = mono_ms();
     bool pinged = false;
     int rc = 0;
+    f->len = f->pos = f->need = 0;
     while (rc == 0) {
-        if (!follower_recv_pending(f)) {
-            rc = follower_wait_fd(f, f->fd, POLLIN, 1000);
-            if (rc == 0) {
-                rc = check_quiet(f, last_rx, &pinged, why, n);
-                continue;
-            }
-            if (rc < 0)
-                break;
+        if (follower_batch_done(f))
+            rc = follower_batch_finish(f, why, n);
+        if (rc == 0)
+            rc = follower_batch_submit(f, why, n);
+        if (rc < 0)
+            break;
+        bool room = make_room(f);
+        int w = wait_session(f, room, 1000);
+        if (w < 0)
+            return w;
+        if (w == 0 && room) {
+            rc = check_quiet(f, last_rx, &pinged, why, n);
+            continue;
         }
-        long r = follower_recv(f, f->buf + len, f->cap - len, why, n);
+        if (!(w & WAKE_READ))
+            continue;
+        long r = follower_recv(f, f->buf + f->len, f->cap - f->len, why, n);
         if (r < 0) {
             if (!f->got_frame && !f->tls)
                 snprintf(why + strlen(why), n - strlen(why),
@@ -272,13 +304,12 @@ static int session_loop(follower *f, char *why, size_t n)
                          "follow_tls = yes)");
             return (int)r;
         }
-        rc = 0;
         if (r == 0)
             continue;
-        len += (size_t)r;
+        f->len += (size_t)r;
         last_rx = mono_ms();
         pinged = false;
-        rc = on_input(f, &len, why, n);
+        rc = on_input(f, why, n);
     }
     return rc;
 }
@@ -302,6 +333,11 @@ static void session(follower *f)
     rc = send_hello_subscribe(f);
     if (rc == 0)
         rc = session_loop(f, why, sizeof why);
+    /* The writers may still hold a batch (its buffer): wait for them, stop
+     * the partitions they failed; the ack may or may not reach the primary. */
+    char ignored[200] = "";
+    (void)follower_batch_finish(f, ignored, sizeof ignored);
+    f->nrecs = 0;
     if (!atomic_load(&f->stopping))
         logging_printf(LOG_WARN, "standby of %s: disconnected: %s; reconnecting in %u ms",
                        f->o.primary, why[0] ? why : pb_strerror(rc), (unsigned)f->backoff_ms);
@@ -330,6 +366,8 @@ int follower_start(follower **out, const follower_options *o, char *err, size_t 
         return PB_ENOMEM;
     f->o = *o;
     f->fd = -1;
+    f->stop_fd = -1;
+    f->done_fd = -1;
     char why[400];
     if (hostport_parse(o->primary, 0, &f->hp, why, sizeof why) < 0) {
         snprintf(err, errlen, "follow: %s", why);
