@@ -28,7 +28,12 @@
 #define PAD_LEN       UINT32_MAX
 #define SINCE_INITIAL 16u
 #define BLOCK_MIN     (4u * 1024u)   /* first block after the queue was empty */
-#define BLOCK_MAX     (256u * 1024u) /* growth stops doubling here */
+/* Growth stops doubling here: below main.c's fixed mmap threshold
+ * (128 KiB), so blocks come from the allocator's free lists. At 256 KiB
+ * each block was mmapped, faulted in page by page on the writer's push
+ * and unmapped by the consumer: 40% of a busy primary's page faults in
+ * synchronous standby mode (perf record -e page-faults). */
+#define BLOCK_MAX (64u * 1024u)
 #define BLOCK_KEEP    (16u * 1024u)  /* an empty queue keeps a block this small */
 #define POOL_MIN      4096u
 
@@ -66,13 +71,7 @@ struct livequeue {
     uint64_t head;   /* changed by the consumer (and by a producer when empty) */
     uint64_t tail;   /* changed only by producers */
     uint64_t grow;   /* data size of the next block */
-    uint64_t held;   /* bytes of the blocks (and spare), as counted in the pool */
-    /* A consumed BLOCK_MAX block kept for the next one a push needs, while
-     * the queue is busy: a block that size is mmapped (main.c fixes the
-     * threshold at 128 KiB), so each new one costs 64 page faults, zeroed
-     * pages, and an munmap on the consumer's side. Freed when the queue
-     * runs empty. */
-    lq_block *spare;
+    uint64_t held;   /* bytes of the blocks, as counted in the pool */
     bool overflowed;
     /* partition -> since; open addressing, at most half full */
     const void **keys;
@@ -155,13 +154,6 @@ static uint64_t block_cost(uint64_t size)
  * pool; NULL if the budget or the memory says no. */
 static lq_block *block_new(livequeue *q, uint64_t size, uint64_t base)
 {
-    if (q->spare && q->spare->size == size) {
-        lq_block *b = q->spare; /* still counted in held and the pool */
-        q->spare = NULL;
-        b->next = NULL;
-        b->base = base;
-        return b;
-    }
     if (!pool_take(q->pool, block_cost(size)))
         return NULL;
     lq_block *b = malloc((size_t)block_cost(size));
@@ -183,17 +175,6 @@ static void block_free(livequeue *q, lq_block *b)
     free(b);
 }
 
-/* A consumed block: kept as the spare when it is a BLOCK_MAX one and
- * there is none yet, else freed. */
-static void block_done(livequeue *q, lq_block *b)
-{
-    if (!q->spare && b->size == BLOCK_MAX) {
-        q->spare = b;
-        return;
-    }
-    block_free(q, b);
-}
-
 /* Frees every block before `last` (none of them holds an unread entry). */
 static void free_older(livequeue *q)
 {
@@ -209,9 +190,7 @@ static void free_all(livequeue *q)
     free_older(q);
     if (q->last)
         block_free(q, q->last);
-    if (q->spare)
-        block_free(q, q->spare);
-    q->first = q->last = q->spare = NULL;
+    q->first = q->last = NULL;
     q->grow = BLOCK_MIN;
 }
 
@@ -475,16 +454,12 @@ void livequeue_consume(livequeue *q, const lq_span *span)
     while (q->first && q->first != q->last && q->first->base + q->first->size < q->head) {
         lq_block *b = q->first;
         q->first = b->next;
-        block_done(q, b);
+        block_free(q, b);
     }
     if (q->head == q->tail && q->last) {
         /* Empty (so the span is exhausted): give back all but one small
          * block, which the next pushes reuse without allocating. */
         free_older(q);
-        if (q->spare) {
-            block_free(q, q->spare);
-            q->spare = NULL;
-        }
         if (q->last->size > BLOCK_KEEP)
             free_all(q);
     }
