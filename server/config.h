@@ -155,6 +155,8 @@ typedef struct pb_config {
     int32_t compress_level;          /* default of every [partition]'s compress_level (3) */
     uint64_t min_free_bytes;         /* refuse publishes below this much free space; 0 = none,
                                         UINT64_MAX = auto (1 GiB or 5%, whichever smaller) */
+    uint64_t page_cache_bytes;       /* per partition, the newest durable bytes left in the
+                                        page cache; older are dropped. 0 = all kept */
     uint32_t dedup_window_ms;        /* event ids remembered this long; 0 = no dedup */
     uint32_t dedup_max_entries;      /* ... and at most this many per partition */
     uint32_t max_subscribe_patterns; /* caps on one Subscribe (server/subcaps.h) */

@@ -167,6 +167,7 @@ static int partition_options_for(void *ctx, const char *name, partition_options 
     memset(o, 0, sizeof *o);
     o->log.segment_bytes = 64u << 20;
     o->log.index_interval_bytes = 4096;
+    o->log.cache_bytes = d->cfg.page_cache_bytes;
     if (rule) {
         o->log.segment_bytes = rule->segment_bytes;
         o->log.rotate_every_s = rule->rotate_every_s;
