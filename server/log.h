@@ -36,6 +36,9 @@ typedef struct log_options {
                                       rotate_every_s=86400, utc_offset_s=7200 */
     uint32_t index_interval_bytes; /* default 4096 */
     uint32_t max_record_bytes;     /* largest event (data + suffix); default and cap 64 MiB */
+    uint64_t cache_bytes;          /* the newest bytes left in the page cache once durable;
+                                      older ones are dropped (log_cache.c). 0 = leave all
+                                      to the kernel */
     const fileio *io;              /* NULL = fileio_posix() */
     int64_t (*now_ns)(void *ctx);  /* wall clock for created_ns; NULL = CLOCK_REALTIME */
     void *clock_ctx;

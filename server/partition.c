@@ -137,6 +137,11 @@ static void go_idle(partition *p)
 static void *writer_main(void *arg)
 {
     partition *p = arg;
+    /* "pbw:" and the partition's name, cut to the kernel's 15 bytes: what
+     * top -H and perf show. */
+    char tname[16];
+    snprintf(tname, sizeof tname, "pbw:%s", partition_name(p));
+    (void)pthread_setname_np(pthread_self(), tname);
     for (;;) {
         pthread_mutex_lock(&p->lock);
         enum wake why = wait_for_work(p);
