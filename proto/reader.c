@@ -120,10 +120,11 @@ static int refresh_segments(pb_reader *r)
 
 static void close_segment(pb_reader *r)
 {
+    /* The window first: a block being decompressed ahead still reads fd. */
+    segment_buf_attach(&r->buf, -1);
     if (r->fd >= 0)
         (void)r->io->close(r->io->ctx, r->fd); /* read-only: a close error loses nothing */
     r->fd = -1;
-    segment_buf_attach(&r->buf, -1);
 }
 
 static int open_segment(pb_reader *r, size_t i)
@@ -634,6 +635,7 @@ int pb_reader_open_io(pb_reader **out, const char *partition_dir, const segment_
         goto fail;
     if ((rc = segment_buf_init(&r->buf, io->pread, io->ctx)) < 0)
         goto fail;
+    segment_buf_set_ahead(&r->buf, io->ahead);
     if ((rc = refresh_segments(r)) < 0)
         goto fail;
     *out = r;

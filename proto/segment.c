@@ -147,6 +147,11 @@ int segment_buf_init(segment_buf *b, segment_pread_fn fn, void *ctx)
     return 0;
 }
 
+void segment_buf_set_ahead(segment_buf *b, const segment_ahead *ahead)
+{
+    b->ahead = ahead;
+}
+
 void segment_buf_set_readahead(segment_buf *b, size_t bytes)
 {
     b->readahead = bytes;
@@ -201,6 +206,8 @@ static ssize_t buf_read(segment_buf *b, void *dst, size_t len, uint64_t off)
         int rc = zseg_view_open(&b->z, b->pread, b->pread_ctx, b->fd);
         if (rc < 0 && rc != ZSEG_EBADBLOCK)
             return rc;
+        if (b->z)
+            zseg_view_set_ahead(b->z, b->ahead);
         b->probed = true;
     }
     if (b->z)

@@ -48,6 +48,30 @@ bool segment_parse_name(const char *name, const char *ext, uint64_t *base);
  * negative errno. */
 typedef ssize_t (*segment_pread_fn)(void *ctx, int fd, void *buf, size_t len, off_t off);
 
+/*
+ * Decompressing ahead (optional). A compressed segment's reader (zseg.h)
+ * can hand the decompression of the block after the one it serves to
+ * another thread, so that its caller's work on the current block (checks,
+ * sending) and the next block's decompression overlap. proto/ starts no
+ * thread: whoever opens the reader supplies the executor (the daemon's,
+ * server/inflater.c); without one every block is decompressed inline.
+ */
+typedef struct segment_task {
+    void (*fn)(struct segment_task *t); /* runs on the executor's thread */
+    struct segment_task *next;          /* the executor's */
+    int state;                          /* the executor's */
+} segment_task;
+
+typedef struct segment_ahead {
+    /* Queues t (t->fn(t) will run on another thread) and returns true; or
+     * false if the executor takes nothing now (the caller does the work). */
+    bool (*start)(void *ctx, segment_task *t);
+    /* For a started t: takes it back if it has not begun (false: fn will
+     * never run), else waits until fn has returned (true). */
+    bool (*finish)(void *ctx, segment_task *t);
+    void *ctx;
+} segment_ahead;
+
 /* A read window over one file: one reusable buffer filled by large preads,
  * so sequential scanning costs one syscall per PB_SEGMENT_READ_CHUNK bytes. */
 struct zseg_view;
@@ -64,6 +88,7 @@ typedef struct segment_buf {
      * the plain bytes; probed once per attached file, at its first read. */
     struct zseg_view *z;
     bool probed;
+    const segment_ahead *ahead; /* NULL: compressed blocks are decompressed inline */
 } segment_buf;
 
 /* Allocates the buffer (PB_SEGMENT_READ_CHUNK bytes). 0 or PB_ENOMEM. */
@@ -94,6 +119,10 @@ typedef struct segment_io {
      * returns a negative value, which it then returns. */
     int (*list)(void *ctx, const char *dir, int (*fn)(void *arg, const char *name), void *arg);
     void *ctx;
+    /* Decompressing ahead for the reader's compressed segments (see
+     * segment_ahead); NULL: inline. The pread above must then be safe to
+     * call from the executor's thread too (POSIX pread is). */
+    const segment_ahead *ahead;
 } segment_io;
 
 /* Plain POSIX (open, pread, fstat, close, readdir); a static table. */
@@ -110,6 +139,9 @@ void segment_buf_free(segment_buf *b);
 void segment_buf_attach(segment_buf *b, int fd);
 /* Forgets the buffered bytes so the next read sees the file as it is now. */
 void segment_buf_invalidate(segment_buf *b);
+/* Decompress compressed blocks ahead through `ahead` (NULL: inline);
+ * takes effect at the next attach. */
+void segment_buf_set_ahead(segment_buf *b, const segment_ahead *ahead);
 /* How much a refill reads: the whole window (the default) for sequential
  * scans, a few KiB for the scattered probes of a seek. */
 void segment_buf_set_readahead(segment_buf *b, size_t bytes);

@@ -17,6 +17,27 @@
 #include <string.h>
 #include <zstd.h>
 
+/* Blocks after the one last served (ZSEG_AHEAD of them: the executor's
+ * thread may be slow to wake, two give it more time), each decompressed by
+ * the executor's thread (segment_ahead) into buffers of its own: while it
+ * runs, it touches nothing of the view's, and the reader's thread touches
+ * nothing of its own until finish() returned. */
+#define ZSEG_AHEAD 2
+typedef struct zahead {
+    segment_task task; /* first member: the task is the struct */
+    zseg_entry e;      /* the block */
+    segment_pread_fn fn;
+    void *ctx;
+    int fd;
+    uint32_t block; /* UINT32_MAX: none started */
+    int rc;         /* 0: raw holds the block, checked; else redone inline */
+    uint8_t *raw;
+    size_t raw_cap;
+    uint8_t *comp;
+    size_t comp_cap;
+    ZSTD_DCtx *dctx;
+} zahead;
+
 struct zseg_view {
     uint8_t head[PB_FILE_HEADER_SIZE]; /* plain bytes 0..39 */
     uint64_t logical_size;
@@ -31,7 +52,11 @@ struct zseg_view {
     ZSTD_DCtx *dctx;
     zseg_entry bad; /* the last block that failed */
     char why[96];
+    const segment_ahead *ahead; /* NULL: every block inline */
+    zahead ah[ZSEG_AHEAD];      /* the next blocks, in the executor's hands */
 };
+
+static void ahead_drop(zseg_view *v);
 
 void zseg_entry_encode(uint8_t out[ZSEG_ENTRY_SIZE], const zseg_entry *e)
 {
@@ -135,6 +160,8 @@ int zseg_view_open(zseg_view **out, segment_pread_fn fn, void *ctx, int fd)
         return PB_ENOMEM;
     memcpy(v->head, hdr, PB_FILE_HEADER_SIZE);
     v->cached = UINT32_MAX;
+    for (int k = 0; k < ZSEG_AHEAD; k++)
+        v->ah[k].block = UINT32_MAX;
     *out = v;
     if (!zseg_is_compressed(hdr, sizeof hdr)) {
         whole_file_bad(v, "compressed segment: header failed its CRC");
@@ -156,6 +183,12 @@ void zseg_view_free(zseg_view *v)
 {
     if (!v)
         return;
+    ahead_drop(v); /* they may still read the file and write their buffers */
+    for (int k = 0; k < ZSEG_AHEAD; k++) {
+        free(v->ah[k].raw);
+        free(v->ah[k].comp);
+        ZSTD_freeDCtx(v->ah[k].dctx);
+    }
     free(v->blocks);
     free(v->raw);
     free(v->comp);
@@ -177,6 +210,12 @@ const char *zseg_view_bad(const zseg_view *v, zseg_entry *e)
 void zseg_view_invalidate(zseg_view *v)
 {
     v->cached = UINT32_MAX;
+    ahead_drop(v);
+}
+
+void zseg_view_set_ahead(zseg_view *v, const segment_ahead *ahead)
+{
+    v->ahead = ahead;
 }
 
 static uint32_t find_block(const zseg_view *v, uint64_t off)
@@ -199,34 +238,157 @@ static int mark_bad(zseg_view *v, uint32_t i, const char *why)
     return ZSEG_EBADBLOCK;
 }
 
+enum { UNPACK_CUT = 1, UNPACK_CRC, UNPACK_ZSTD };
+
+/* Reads block e's compressed bytes into *comp (grown as needed), checks
+ * them and decompresses them into dst (e->raw_len bytes). 0; a negated
+ * errno or PB_ENOMEM; or UNPACK_CUT / UNPACK_CRC / UNPACK_ZSTD for a
+ * damaged block. Touches only what it is given: the executor's thread runs
+ * it for the block ahead. */
+static int unpack(segment_pread_fn fn, void *ctx, int fd, const zseg_entry *e, uint8_t **comp,
+                  size_t *comp_cap, uint8_t *dst, ZSTD_DCtx **dctx)
+{
+    if (e->comp_len > *comp_cap) {
+        if (grow_resize(comp, e->comp_len, 1) < 0)
+            return PB_ENOMEM;
+        *comp_cap = e->comp_len;
+    }
+    if (!*dctx && !(*dctx = ZSTD_createDCtx()))
+        return PB_ENOMEM;
+    ssize_t r = segment_pread_full(fn, ctx, fd, *comp, e->comp_len, (off_t)e->file_pos);
+    if (r < 0)
+        return (int)r;
+    if ((size_t)r < e->comp_len)
+        return UNPACK_CUT;
+    if (crc32c(0, *comp, e->comp_len) != e->crc)
+        return UNPACK_CRC;
+    size_t got = ZSTD_decompressDCtx(*dctx, dst, e->raw_len, *comp, e->comp_len);
+    if (ZSTD_isError(got) || got != e->raw_len)
+        return UNPACK_ZSTD;
+    return 0;
+}
+
+static void ahead_run(segment_task *t)
+{
+    zahead *a = (zahead *)t;
+    a->rc = unpack(a->fn, a->ctx, a->fd, &a->e, &a->comp, &a->comp_cap, a->raw, &a->dctx);
+}
+
+/* Waits for (or takes back) the block in a's hands; true if it is ready. */
+static bool ahead_finish(zseg_view *v, zahead *a)
+{
+    bool ran = v->ahead->finish(v->ahead->ctx, &a->task);
+    a->block = UINT32_MAX;
+    return ran && a->rc == 0;
+}
+
+/* The slot holding block i, taken back; NULL if none holds it ready. Slots
+ * holding blocks outside i+1..i+ZSEG_AHEAD (a seek went elsewhere) are
+ * taken back too. */
+static zahead *ahead_take(zseg_view *v, uint32_t i)
+{
+    zahead *found = NULL;
+    for (int k = 0; k < ZSEG_AHEAD; k++) {
+        zahead *a = &v->ah[k];
+        if (a->block == UINT32_MAX)
+            continue;
+        if (a->block == i) {
+            found = ahead_finish(v, a) ? a : NULL;
+        } else if (a->block < i || a->block - i > ZSEG_AHEAD) {
+            (void)ahead_finish(v, a);
+        }
+    }
+    return found;
+}
+
+static void ahead_drop(zseg_view *v)
+{
+    for (int k = 0; k < ZSEG_AHEAD; k++)
+        if (v->ah[k].block != UINT32_MAX)
+            (void)ahead_finish(v, &v->ah[k]);
+}
+
+/* Hands block i to the executor in slot a. Nothing is lost if it cannot:
+ * block i is then decompressed inline when it is read. */
+static void ahead_start_one(zseg_view *v, zahead *a, uint32_t i, segment_pread_fn fn, void *ctx,
+                            int fd)
+{
+    const zseg_entry *e = &v->blocks[i];
+    if (e->raw_len > a->raw_cap) {
+        if (grow_resize(&a->raw, e->raw_len, 1) < 0)
+            return;
+        a->raw_cap = e->raw_len;
+    }
+    a->task.fn = ahead_run;
+    a->e = *e;
+    a->fn = fn;
+    a->ctx = ctx;
+    a->fd = fd;
+    a->rc = 0;
+    a->block = i;
+    if (!v->ahead->start(v->ahead->ctx, &a->task))
+        a->block = UINT32_MAX;
+}
+
+/* After block i was served: blocks i+1..i+ZSEG_AHEAD that no slot holds
+ * go to free slots (if there is an executor). */
+static void ahead_start(zseg_view *v, uint32_t i, segment_pread_fn fn, void *ctx, int fd)
+{
+    if (!v->ahead)
+        return;
+    for (uint32_t b = i + 1; b <= i + ZSEG_AHEAD && b < v->nblocks; b++) {
+        zahead *free_slot = NULL;
+        bool held = false;
+        for (int k = 0; k < ZSEG_AHEAD; k++) {
+            held |= v->ah[k].block == b;
+            if (v->ah[k].block == UINT32_MAX && !free_slot)
+                free_slot = &v->ah[k];
+        }
+        if (!held && free_slot)
+            ahead_start_one(v, free_slot, b, fn, ctx, fd);
+    }
+}
+
 /* Decompresses block i into dst (raw_len bytes; NULL: the view's own
- * buffer, which then caches it). */
+ * buffer, which then caches it): from the block decompressed ahead when
+ * that is block i, else here; then hands block i+1 to the executor. */
 static int load_block(zseg_view *v, segment_pread_fn fn, void *ctx, int fd, uint32_t i,
                       uint8_t *dst)
 {
     const zseg_entry *e = &v->blocks[i];
-    if ((e->comp_len > v->comp_cap && grow_resize(&v->comp, e->comp_len, 1) < 0) ||
-        (!dst && e->raw_len > v->raw_cap && grow_resize(&v->raw, e->raw_len, 1) < 0))
-        return PB_ENOMEM;
-    if (e->comp_len > v->comp_cap)
-        v->comp_cap = e->comp_len;
-    if (!dst && e->raw_len > v->raw_cap)
-        v->raw_cap = e->raw_len;
-    if (!v->dctx && !(v->dctx = ZSTD_createDCtx()))
-        return PB_ENOMEM;
     v->cached = UINT32_MAX;
-    ssize_t r = segment_pread_full(fn, ctx, fd, v->comp, e->comp_len, (off_t)e->file_pos);
-    if (r < 0)
-        return (int)r;
-    if ((size_t)r < e->comp_len)
-        return mark_bad(v, i, "is cut short");
-    if (crc32c(0, v->comp, e->comp_len) != e->crc)
-        return mark_bad(v, i, "failed its CRC32C");
-    size_t got = ZSTD_decompressDCtx(v->dctx, dst ? dst : v->raw, e->raw_len, v->comp, e->comp_len);
-    if (ZSTD_isError(got) || got != e->raw_len)
-        return mark_bad(v, i, "does not decompress");
+    zahead *a = v->ahead ? ahead_take(v, i) : NULL;
+    if (a) {
+        if (dst) {
+            memcpy(dst, a->raw, e->raw_len);
+        } else {
+            uint8_t *t = v->raw;
+            size_t c = v->raw_cap;
+            v->raw = a->raw;
+            v->raw_cap = a->raw_cap;
+            a->raw = t;
+            a->raw_cap = c;
+            v->cached = i;
+        }
+        ahead_start(v, i + 1, fn, ctx, fd);
+        return 0;
+    }
+    if (!dst && e->raw_len > v->raw_cap) {
+        if (grow_resize(&v->raw, e->raw_len, 1) < 0)
+            return PB_ENOMEM;
+        v->raw_cap = e->raw_len;
+    }
+    int rc = unpack(fn, ctx, fd, e, &v->comp, &v->comp_cap, dst ? dst : v->raw, &v->dctx);
+    if (rc < 0)
+        return rc;
+    if (rc > 0)
+        return mark_bad(v, i,
+                        rc == UNPACK_CUT   ? "is cut short"
+                        : rc == UNPACK_CRC ? "failed its CRC32C"
+                                           : "does not decompress");
     if (!dst)
         v->cached = i;
+    ahead_start(v, i + 1, fn, ctx, fd);
     return 0;
 }
 

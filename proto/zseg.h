@@ -85,6 +85,11 @@ const char *zseg_view_bad(const zseg_view *v, zseg_entry *e);
 /* Drops the decompressed block so the next read decompresses it again. */
 void zseg_view_invalidate(zseg_view *v);
 
+/* Decompress the block after each one served through `ahead` (segment.h;
+ * NULL: inline). The view waits for (or takes back) that block before it
+ * is freed or invalidated, so the file must stay open until then. */
+void zseg_view_set_ahead(zseg_view *v, const segment_ahead *ahead);
+
 /* Compresses raw (len bytes) at level into *dst (grown as needed, *cap its
  * size); *out_len the result. *cctx: the compression context, made at the
  * first call (NULL before) and reused (free it with zseg_cctx_free): a new

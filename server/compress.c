@@ -50,7 +50,8 @@
 
 typedef struct zwriter {
     const fileio *io;
-    char *why; /* the reason of a failure, for the caller's message */
+    const atomic_bool *cancel; /* NULL: never */
+    char *why;                 /* the reason of a failure, for the caller's message */
     size_t whylen;
     int fd;
     const char *tmp;
@@ -81,6 +82,10 @@ static int zw_flush(zwriter *w)
 {
     if (w->raw_len == 0)
         return 0;
+    if (w->cancel && atomic_load_explicit(w->cancel, memory_order_relaxed)) {
+        snprintf(w->why, w->whylen, "compression of %s stopped: its partition is closing", w->tmp);
+        return -ECANCELED;
+    }
     size_t n;
     int rc =
         zseg_compress_block(&w->cctx, w->raw, w->raw_len, w->level, &w->comp, &w->comp_cap, &n);
@@ -224,7 +229,8 @@ static int tmp_path(char *path, size_t n, char *tmp, size_t tn, const char *dir,
 }
 
 int log_compress_prepare(const fileio *io, const char *dir, uint64_t base, int level,
-                         uint64_t *plain, uint64_t *packed, char *why, size_t whylen)
+                         const atomic_bool *cancel, uint64_t *plain, uint64_t *packed, char *why,
+                         size_t whylen)
 {
     char path[PATH_MAX], tmp[PATH_MAX + 8];
     *plain = *packed = 0;
@@ -241,7 +247,8 @@ int log_compress_prepare(const fileio *io, const char *dir, uint64_t base, int l
         return pfd;
     }
     off_t psize = 0;
-    zwriter w = {.io = io, .why = why, .whylen = whylen, .tmp = tmp, .level = level};
+    zwriter w = {
+        .io = io, .cancel = cancel, .why = why, .whylen = whylen, .tmp = tmp, .level = level};
     if ((rc = io->fsize(io, pfd, &psize)) < 0) {
         snprintf(why, whylen, "cannot read the size of %s: %s", path, pb_strerror(rc));
     } else if ((w.fd = io->open(io, tmp, O_WRONLY | O_CREAT | O_TRUNC, FILE_MODE)) < 0) {
@@ -327,7 +334,8 @@ int log_compress_closed(pb_log *log, size_t i, int level, uint64_t *plain, uint6
     if (i >= log_closed_count(log))
         return PB_EINVAL;
     uint64_t base = log->closed[i].base;
-    int rc = log_compress_prepare(log->io, log->dir, base, level, plain, packed, why, sizeof why);
+    int rc =
+        log_compress_prepare(log->io, log->dir, base, level, NULL, plain, packed, why, sizeof why);
     if (rc != 1) {
         if (why[0])
             log_say(log, rc < 0 ? LOG_ERROR : LOG_WARN, "compress: %s", why);

@@ -75,8 +75,8 @@ static void *compressor_main(void *arg)
         job->next = NULL;
         c->running = job;
         pthread_mutex_unlock(&c->lock);
-        job->rc = log_compress_prepare(job->io, job->dir, job->base, job->level, &job->plain,
-                                       &job->packed, job->why, sizeof job->why);
+        job->rc = log_compress_prepare(job->io, job->dir, job->base, job->level, &job->cancel,
+                                       &job->plain, &job->packed, job->why, sizeof job->why);
         atomic_fetch_add(&c->done, 1);
         job->done(job); /* the job may be reused from here on */
         pthread_mutex_lock(&c->lock);
@@ -130,6 +130,7 @@ void compressor_submit(compressor *c, compress_job *job)
     job->rc = 0;
     job->plain = job->packed = 0;
     job->why[0] = '\0';
+    atomic_store(&job->cancel, false);
     pthread_mutex_lock(&c->lock);
     if (c->tail)
         c->tail->next = job;
@@ -157,6 +158,8 @@ bool compressor_cancel(compressor *c, compress_job *job)
         pthread_mutex_unlock(&c->lock);
         return true;
     }
+    if (c->running == job)
+        atomic_store(&job->cancel, true); /* one block's compression at most */
     while (c->running == job)
         pthread_cond_wait(&c->idle, &c->lock);
     pthread_mutex_unlock(&c->lock);

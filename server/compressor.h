@@ -29,6 +29,7 @@
 
 #include "fileio.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -42,6 +43,7 @@ typedef struct compress_job {
     uint64_t base;   /* the closed segment */
     int level;       /* zstd level */
     void (*done)(struct compress_job *job);
+    atomic_bool cancel; /* set by compressor_cancel: stop at the next block */
     /* Results, valid in done() and after it: log_compress_prepare's. */
     int rc;
     uint64_t plain, packed;
@@ -59,9 +61,9 @@ int compressor_start(compressor **out);
 void compressor_submit(compressor *c, compress_job *job);
 
 /* Takes job back: if it still waits in the queue it is removed and true is
- * returned (done() will not be called); otherwise waits until it is not
- * running (its done() has returned, or it was never submitted) and returns
- * false. */
+ * returned (done() will not be called); otherwise, if it is running, asks
+ * it to stop at its next block (rc -ECANCELED) and waits until its done()
+ * has returned, and returns false. */
 bool compressor_cancel(compressor *c, compress_job *job);
 
 /* Jobs done since the start (for tests and metrics). */

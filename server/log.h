@@ -21,6 +21,7 @@
 #include "fileio.h"
 #include "logging.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -171,11 +172,14 @@ uint64_t log_closed_base(pb_log *log, size_t i);
  * zstd `level` to <base>.log.ztmp and fdatasyncs it. 1: ready to install
  * (*plain and *packed: the sizes before and after); 0: nothing to do
  * (already compressed, or a record does not verify: why says so); < 0: an
- * I/O error (why says which file and what; the .ztmp is removed). why is
- * "" when there is nothing to say.
+ * I/O error (why says which file and what; the .ztmp is removed), or
+ * -ECANCELED once *cancel (NULL: never) is set, checked before each block
+ * (a closing partition waits at most one block's compression). why is ""
+ * when there is nothing to say.
  */
 int log_compress_prepare(const fileio *io, const char *dir, uint64_t base, int level,
-                         uint64_t *plain, uint64_t *packed, char *why, size_t whylen);
+                         const atomic_bool *cancel, uint64_t *plain, uint64_t *packed, char *why,
+                         size_t whylen);
 
 /* Writer: puts the prepared <base>.log.ztmp in place of closed segment
  * `base` (rename over the .log, directory fsync). 1: installed; 0: the

@@ -48,8 +48,9 @@ static void job_done(compress_job *job)
 static void install(partition *p)
 {
     const compress_job *j = &p->zjob;
-    if (j->rc == -ENOENT) {
-        /* Retention removed it before the compressor opened it. */
+    if (j->rc == -ENOENT || j->rc == -ECANCELED) {
+        /* Retention removed it before the compressor opened it, or the
+         * partition is closing (compressed at the next start). */
         logging_printf(LOG_DEBUG, "partition %s: %s", p->name, j->why);
         return;
     }

@@ -22,9 +22,9 @@
 typedef struct retention_policy {
     int64_t age_s;  /* 0: no age limit */
     uint64_t bytes; /* 0: no size limit */
-    /* Not removal, but the other thing done to closed segments in the same
-     * upkeep run: compress them at this zstd level (compress.c); 0: they
-     * stay plain. */
+    /* Not removal, but the other thing done to closed segments: compress
+     * them at this zstd level (the compressor thread, partition_compress.c;
+     * compress.c); 0: they stay plain. */
     int compress_level;
 } retention_policy;
 

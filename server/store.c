@@ -17,6 +17,7 @@
 
 #include "compressor.h"
 #include "fileio.h"
+#include "inflater.h"
 #include "grow.h"
 #include "logging.h"
 #include "partname.h"
@@ -44,10 +45,13 @@ struct store {
     size_t count;
     size_t cap;
     size_t max; /* max_partitions for store_get to create; 0: none */
-    int lock_fd; /* data_dir/.lock, flock'ed while open; -1: none */
     /* The one compressor thread, started for the first partition with
      * compress = zstd (under lock); stopped after every partition closed. */
     compressor *z;
+    /* Decompress-ahead for the replays (store_segment_io). */
+    inflater *inflate;
+    segment_io io;
+    int lock_fd; /* data_dir/.lock, flock'ed while open; -1: none */
 };
 
 /* Index of name in s->parts, or of where it would be inserted (*found false). */
@@ -190,6 +194,12 @@ int store_open(store **out, const char *data_dir, store_options_fn options, void
         rc = PB_ENOMEM;
         goto fail;
     }
+    s->io = *segment_io_posix();
+    if ((rc = inflater_start(&s->inflate)) < 0) {
+        logging_printf(LOG_ERROR, "cannot start the decompress-ahead thread: %s", pb_strerror(rc));
+        goto fail;
+    }
+    s->io.ahead = inflater_ahead(s->inflate);
     rc = make_data_dir(data_dir);
     if (rc < 0) {
         logging_printf(LOG_ERROR, "data directory %s: cannot create it: %s", data_dir,
@@ -369,6 +379,11 @@ size_t store_count(store *s)
     return n;
 }
 
+const segment_io *store_segment_io(store *s)
+{
+    return &s->io;
+}
+
 const char *store_data_dir(const store *s)
 {
     return s->data_dir;
@@ -387,6 +402,7 @@ int store_close(store *s)
             rc = prc;
     }
     compressor_stop(s->z); /* every partition took its job back */
+    inflater_stop(s->inflate); /* the readers (subscriptions, mirrors) closed first */
     free(s->parts);
     free(s->data_dir);
     if (s->lock_fd >= 0)

@@ -9,6 +9,7 @@
 #define PB_STORE_H
 
 #include "partition.h"
+#include "segment.h"
 #include "pb_errors.h"
 
 #include <stddef.h>
@@ -49,6 +50,11 @@ partition *store_find(store *s, const char *name);
 /* A snapshot of all partitions, sorted by name. *out is malloc'd (free it);
  * the partitions themselves stay owned by the store. */
 int store_list(store *s, partition ***out, size_t *count);
+
+/* Any thread: how readers of the store's partitions read their files:
+ * POSIX, with compressed blocks decompressed ahead on the store's
+ * inflater thread (inflater.h). Valid until store_close. */
+const segment_io *store_segment_io(store *s);
 
 const char *store_data_dir(const store *s);
 

@@ -168,7 +168,7 @@ static int open_reader(sub *s, part_state *st, uint64_t at, size_t lo, size_t hi
     if (s->nopen >= SUBRUN_REPLAY_READERS)
         park_one(s, lo, hi, (size_t)(st - s->parts));
     const char *dir = partition_dir(st->p);
-    int rc = pb_reader_open(&st->rd, dir);
+    int rc = pb_reader_open_io(&st->rd, dir, store_segment_io(s->store));
     if (rc == 0)
         s->nopen++;
     st->used = ++s->use_clock;

@@ -169,7 +169,7 @@ int subrun_time_start(sub *s, part_state *st)
     int rc = 0;
     if (st->end > st->next) {
         const char *dir = partition_dir(st->p);
-        rc = pb_reader_open(&rd, dir);
+        rc = pb_reader_open_io(&rd, dir, store_segment_io(s->store));
         if (rc == 0)
             rc = pb_reader_seek_time(rd, s->min_time_ns);
         if (rc == 0) {

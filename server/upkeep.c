@@ -230,6 +230,10 @@ int upkeep_resume(upkeep *u, pb_log **log, const log_options *lo, uint64_t acked
                        " (stored whole before the disk filled, never acknowledged): %s",
                        u->name, acked_end, end - 1, pb_strerror(rc));
     atomic_store(&u->heal_pending, false);
+    /* A compression the failure cut short is tried again. */
+    u->zdone_base = 0;
+    if (u->retain.compress_level != 0)
+        atomic_store(&u->compress_pending, true);
     logging_printf(LOG_INFO,
                    "partition %s: space is back; resumed at offset %" PRIu64 " (%" PRIu64
                    " unacknowledged event(s) of the failed batch were kept)",

@@ -8,12 +8,16 @@
  *     file, the block's plain byte range and the offsets it holds; the
  *     reader goes on at the next block; a damaged block index makes the
  *     whole file reported, never silently skipped;
+ *   - decompressing ahead (segment_ahead): the same reads, seeks and damage
+ *     reports through the daemon's inflater thread and through executors
+ *     that run a task at once, refuse it, or never begin it;
  *   - the power-loss simulation (tests/lib/simio) cut at every operation of
  *     a compression with several seeds: the log always reopens and reads
  *     every offset, and the compression can be done again.
  */
 #include "testfs.h"
 #include "fileio.h"
+#include "inflater.h"
 #include "log.h"
 #include "logging.h"
 #include "pb_errors.h"
@@ -80,6 +84,47 @@ static pb_log *build(const char *d, const fileio *io, uint64_t seg_bytes, uint64
     return log;
 }
 
+/* Decompressing ahead (segment.h): the executors the reads are tried
+ * with. NULL: inline. */
+static const segment_ahead *test_ahead;
+
+/* Runs the task at once, in start(). */
+static bool sync_start(void *ctx, segment_task *t)
+{
+    (void)ctx;
+    t->fn(t);
+    return true;
+}
+static bool sync_finish(void *ctx, segment_task *t)
+{
+    (void)ctx;
+    (void)t;
+    return true;
+}
+/* Takes nothing. */
+static bool refuse_start(void *ctx, segment_task *t)
+{
+    (void)ctx;
+    (void)t;
+    return false;
+}
+/* Takes everything and never begins it: every block is taken back. */
+static bool lazy_start(void *ctx, segment_task *t)
+{
+    (void)ctx;
+    (void)t;
+    return true;
+}
+static bool lazy_finish(void *ctx, segment_task *t)
+{
+    (void)ctx;
+    (void)t;
+    return false;
+}
+static const segment_ahead sync_ahead = {.start = sync_start, .finish = sync_finish};
+static const segment_ahead refuse_ahead = {.start = refuse_start, .finish = sync_finish};
+static const segment_ahead lazy_ahead = {.start = lazy_start, .finish = lazy_finish};
+
 /* Reads everything: offsets 0..end-1 in order; returns the problems seen
  * (PB_ECORRUPT) and, in *lost, the offsets they named. */
 static int read_all(const char *d, const fileio *io, uint64_t end, uint64_t *lost,
@@ -91,7 +136,9 @@ static int read_all(const char *d, const fileio *io, uint64_t end, uint64_t *los
         fileio_segment_io(io, &sio);
         assert_int_equal(pb_reader_open_io(&r, d, &sio), 0);
     } else {
-        assert_int_equal(pb_reader_open(&r, d), 0);
+        sio = *segment_io_posix();
+        sio.ahead = test_ahead;
+        assert_int_equal(pb_reader_open_io(&r, d, &sio), 0);
     }
     pb_record rec;
     uint64_t next = 0;
@@ -259,6 +306,61 @@ static void test_damaged_index_is_reported(void **state)
         assert_int_equal(p.last_offset, next_base - 1);
 }
 
+/* The same reads through every kind of executor, the daemon's inflater
+ * thread included: every offset in order, seeks exact, a flipped bit
+ * reported with the same block and offsets as inline (the block ahead
+ * fails its checks on the executor's thread, and the reader redoes it
+ * inline, which reports it). */
+static void test_decompress_ahead(void **state)
+{
+    (void)state;
+    inflater *inf;
+    assert_int_equal(inflater_start(&inf), 0);
+    pb_log *log = build(dir, NULL, 1024 * 1024, N);
+    assert_true(compress_all(log) >= 1);
+    assert_int_equal(log_close(log), 0);
+    const segment_ahead *modes[] = {inflater_ahead(inf), &sync_ahead, &refuse_ahead, &lazy_ahead};
+    uint64_t lost;
+    for (size_t m = 0; m < 4; m++) {
+        test_ahead = modes[m];
+        assert_int_equal(read_all(dir, NULL, N, &lost, NULL, NULL, 0), 0);
+        segment_io sio = *segment_io_posix();
+        sio.ahead = test_ahead;
+        pb_reader *r;
+        pb_record rec;
+        assert_int_equal(pb_reader_open_io(&r, dir, &sio), 0);
+        for (uint64_t t = 0; t < N; t += 1231) {
+            assert_int_equal(pb_reader_seek_offset(r, t), 0);
+            for (int k = 0; k < 700 && t + (uint64_t)k < N; k++) {
+                assert_int_equal(pb_reader_next(r, &rec), 0);
+                assert_int_equal(rec.offset, t + (uint64_t)k);
+            }
+        }
+        pb_reader_close(r);
+    }
+    /* (How many blocks the thread decompressed depends on scheduling: a
+     * block it has not begun is taken back and done inline.) */
+    printf("inflater: %llu blocks decompressed ahead\n",
+           (unsigned long long)inflater_tasks_run(inf));
+    char path[256];
+    assert_int_equal(segment_path(path, sizeof path, dir, 0, ".log"), 0);
+    flip(path, file_size(path) / 2);
+    struct pb_reader_problem want, got;
+    char why[200];
+    test_ahead = NULL;
+    assert_int_equal(read_all(dir, NULL, N, &lost, &want, why, sizeof why), 1);
+    for (size_t m = 0; m < 4; m++) {
+        test_ahead = modes[m];
+        assert_int_equal(read_all(dir, NULL, N, &lost, &got, why, sizeof why), 1);
+        assert_non_null(strstr(why, "CRC32C"));
+        assert_int_equal(got.first_offset, want.first_offset);
+        assert_int_equal(got.last_offset, want.last_offset);
+        assert_int_equal(got.position, want.position);
+    }
+    test_ahead = NULL;
+    inflater_stop(inf);
+}
+
 #define PL_EVENTS 400
 
 static void test_compress_survives_power_loss(void **state)
@@ -327,6 +429,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_round_trip_and_seek, setup, teardown),
         cmocka_unit_test_setup_teardown(test_flipped_bit_is_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged_index_is_reported, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_decompress_ahead, setup, teardown),
         cmocka_unit_test(test_compress_survives_power_loss),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

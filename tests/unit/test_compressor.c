@@ -13,7 +13,9 @@
  *     removed while others are compressed): a contiguous range from the
  *     first offset, no .ztmp, the log reopens;
  *   - a partition closed while its segment is with the compressor: taken
- *     back or waited for, nothing left behind, everything reads back.
+ *     back or waited for, nothing left behind, everything reads back;
+ *   - a running compression taken back stops at its next block (no
+ *     .ztmp, no wait for the whole segment).
  */
 #include "testfs.h"
 #include "compressor.h"
@@ -239,8 +241,9 @@ static void test_removal_wins_over_a_prepared_copy(void **state)
     uint64_t plain, packed;
     char why[256];
     /* The compressor wrote its copy of the oldest segment ... */
-    assert_int_equal(
-        log_compress_prepare(fileio_posix(), part_dir, b0, 3, &plain, &packed, why, sizeof why), 1);
+    assert_int_equal(log_compress_prepare(fileio_posix(), part_dir, b0, 3, NULL, &plain, &packed,
+                                          why, sizeof why),
+                     1);
     assert_int_equal(count_suffix(part_dir, ".ztmp"), 1);
     /* ... retention removes it before the writer installs the copy ... */
     assert_int_equal(log_remove_oldest(log, 1), 1);
@@ -252,15 +255,16 @@ static void test_removal_wins_over_a_prepared_copy(void **state)
     assert_int_equal(access(path, F_OK), -1);
     /* Removed before the compressor opened it: nothing written. */
     assert_int_equal(log_remove_oldest(log, 1), 1);
-    assert_int_equal(
-        log_compress_prepare(fileio_posix(), part_dir, b1, 3, &plain, &packed, why, sizeof why),
-        -ENOENT);
+    assert_int_equal(log_compress_prepare(fileio_posix(), part_dir, b1, 3, NULL, &plain, &packed,
+                                          why, sizeof why),
+                     -ENOENT);
     assert_non_null(strstr(why, "cannot open"));
     assert_int_equal(count_suffix(part_dir, ".ztmp"), 0);
     /* A segment still there is installed. */
     uint64_t b2 = log_closed_base(log, 0);
-    assert_int_equal(
-        log_compress_prepare(fileio_posix(), part_dir, b2, 3, &plain, &packed, why, sizeof why), 1);
+    assert_int_equal(log_compress_prepare(fileio_posix(), part_dir, b2, 3, NULL, &plain, &packed,
+                                          why, sizeof why),
+                     1);
     assert_int_equal(log_compress_install(log, b2), 1);
     assert_true(is_compressed(part_dir, b2));
     assert_int_equal(log_close(log), 0);
@@ -274,8 +278,9 @@ static void test_leftover_copy_removed_at_open(void **state)
     uint64_t b0 = log_closed_base(log, 0);
     uint64_t plain, packed;
     char why[256];
-    assert_int_equal(
-        log_compress_prepare(fileio_posix(), part_dir, b0, 3, &plain, &packed, why, sizeof why), 1);
+    assert_int_equal(log_compress_prepare(fileio_posix(), part_dir, b0, 3, NULL, &plain, &packed,
+                                          why, sizeof why),
+                     1);
     /* The crash came before the rename: the next open removes the copy. */
     assert_int_equal(log_close(log), 0);
     assert_int_equal(count_suffix(part_dir, ".ztmp"), 1);
@@ -324,6 +329,56 @@ static void test_close_with_a_segment_at_the_compressor(void **state)
     }
 }
 
+static _Atomic int cancel_done;
+static void cancel_job_done(compress_job *job)
+{
+    (void)job;
+    atomic_store(&cancel_done, 1);
+}
+
+/* A compression in progress stops at its next block when its partition
+ * takes the job back (closing): it leaves no .ztmp, and it ends with
+ * -ECANCELED rather than finishing the segment (zstd level 19 of 4 MiB of
+ * text: seconds of work, cancelled as soon as its .ztmp appears). */
+static void test_cancel_stops_a_running_compression(void **state)
+{
+    (void)state;
+    pb_log *log;
+    log_options lo = {.segment_bytes = 4u << 20, .index_interval_bytes = 4096};
+    assert_int_equal(log_open(&log, part_dir, &lo), 0);
+    uint8_t ev[1000];
+    uint64_t x = 88172645463325252ull;
+    for (size_t i = 0; i < 5000; i++) {
+        for (size_t k = 0; k < sizeof ev; k++) { /* text of random words: slow to compress */
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            ev[k] = (uint8_t)("abcdefghij klmnop"[x % 17]);
+        }
+        log_entry e = {.data = ev, .len = sizeof ev, .time_ns = 1};
+        assert_int_equal(log_append(log, &e, 1, NULL), 0);
+    }
+    assert_int_equal(log_sync(log), 0);
+    assert_true(log_closed_count(log) >= 1);
+    static compress_job job;
+    job = (compress_job){.io = fileio_posix(),
+                         .dir = part_dir,
+                         .base = log_closed_base(log, 0),
+                         .level = 19,
+                         .done = cancel_job_done};
+    atomic_store(&cancel_done, 0);
+    compressor_submit(zc, &job);
+    /* Running once its .ztmp exists. */
+    for (int i = 0; i < 60000 && count_suffix(part_dir, ".ztmp") == 0 && !atomic_load(&cancel_done);
+         i++)
+        usleep(1000);
+    assert_int_equal(count_suffix(part_dir, ".ztmp"), 1);
+    assert_false(compressor_cancel(zc, &job)); /* it was running */
+    assert_true(atomic_load(&cancel_done));
+    assert_int_equal(job.rc, -ECANCELED);
+    assert_non_null(strstr(job.why, "closing"));
+    assert_int_equal(count_suffix(part_dir, ".ztmp"), 0);
+    assert_int_equal(log_close(log), 0);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -353,6 +408,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_retention_and_compression_together, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_with_a_segment_at_the_compressor, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_stops_a_running_compression, setup, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     compressor_stop(zc);

@@ -12,17 +12,26 @@
  *     and every acknowledged event is in the files, in order, once;
  *   - a record of the failed batch that reached the disk whole is kept by
  *     the resume (as by a restart) and announced to listeners: every offset
- *     once, in order, no gap.
+ *     once, in order, no gap;
+ *   - the same full disk with compress = zstd: the compressor thread's
+ *     writes fail too while the disk is full (segments stay plain, nothing
+ *     left behind); after the resume every closed segment is compressed,
+ *     no .ztmp is left, and every acknowledged event reads back.
  */
 #include "testfs.h"
+#include "compressor.h"
 #include "fileio.h"
 #include "logging.h"
 #include "partition.h"
 #include "event.h"
 #include "pb_errors.h"
 #include "reader.h"
+#include "segment.h"
+#include "zseg.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -42,6 +51,7 @@
 
 static char root[64];
 static char part_dir[128];
+static compressor *zc;
 
 static atomic_bool writes_fail;      /* pwritev -> ENOSPC */
 static atomic_int whole_first;       /* with writes_fail: first write one whole record */
@@ -178,9 +188,33 @@ static void wait_space_low(partition *p, bool low)
     assert_true(partition_space_low(p, &avail, &margin) == low);
 }
 
-static void test_full_disk_heals(void **state)
+/* Every closed segment of part_dir compressed, the active one not, and no
+ * .ztmp left. */
+static void check_all_compressed(void)
 {
-    (void)state;
+    uint64_t bases[256];
+    size_t n = testfs_list_bases(part_dir, bases, 256);
+    assert_true(n >= 3);
+    for (size_t i = 0; i < n; i++) {
+        char path[256];
+        uint8_t hdr[ZSEG_HEADER_END];
+        assert_int_equal(segment_path(path, sizeof path, part_dir, bases[i], ".log"), 0);
+        int fd = open(path, O_RDONLY);
+        assert_true(fd >= 0);
+        ssize_t got = pread(fd, hdr, sizeof hdr, 0);
+        close(fd);
+        assert_true(zseg_is_compressed(hdr, got > 0 ? (size_t)got : 0) == (i + 1 < n));
+    }
+    DIR *d = opendir(part_dir);
+    assert_non_null(d);
+    struct dirent *de;
+    while ((de = readdir(d)))
+        assert_null(strstr(de->d_name, ".ztmp"));
+    closedir(d);
+}
+
+static void full_disk_heals(bool compress)
+{
     io = *fileio_posix();
     io.pwritev = full_pwritev;
     io.space = fake_space;
@@ -193,6 +227,11 @@ static void test_full_disk_heals(void **state)
     o.topic_history = 4;
     o.idle_ms = 5;
     o.min_free_bytes = GIB;
+    if (compress) {
+        o.log.segment_bytes = 1024; /* segments rotate before the disk fills, and after */
+        o.retain.compress_level = 1;
+        o.compressor = zc;
+    }
     partition *p;
     assert_int_equal(partition_open(&p, root, "p", &o), 0);
     uint64_t first, seq = 100;
@@ -239,7 +278,15 @@ static void test_full_disk_heals(void **state)
         note_acked(first, 10, seq);
     }
     uint64_t end = partition_end_offset(p);
+    if (compress) {
+        /* The writer stays until nothing is left to compress. */
+        for (int i = 0; i < 20000 && partition_writer_running(p); i++)
+            usleep(1000);
+        assert_false(partition_writer_running(p));
+    }
     assert_int_equal(partition_close(p), 0);
+    if (compress)
+        check_all_compressed();
     /* Every acked event is there, at its offset, once; offsets in order. */
     pb_reader *r;
     assert_int_equal(pb_reader_open(&r, part_dir), 0);
@@ -261,6 +308,19 @@ static void test_full_disk_heals(void **state)
         if (acked_seq[off])
             assert_true(off < end);
     pb_reader_close(r);
+}
+
+static void test_full_disk_heals(void **state)
+{
+    (void)state;
+    full_disk_heals(false);
+}
+
+static void test_full_disk_heals_compressed(void **state)
+{
+    (void)state;
+    memset(acked_seq, 0, sizeof acked_seq);
+    full_disk_heals(true);
 }
 
 /* Offsets the durable callback announced (the live fan-out's view). */
@@ -334,6 +394,11 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_full_disk_heals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_announces_kept_records, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_full_disk_heals_compressed, setup, teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    if (compressor_start(&zc) < 0)
+        return 1;
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    compressor_stop(zc);
+    return rc;
 }
