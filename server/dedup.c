@@ -397,9 +397,22 @@ uint64_t dedup_id_hash(const uint8_t *id, size_t len)
 
 void dedup_prefetch(const dedup *d, uint64_t h, uint32_t ahead)
 {
-    (void)ahead;
-    if (d->nbuckets)
-        __builtin_prefetch(&d->index[(uint32_t)h & (d->nbuckets - 1)]);
+    if (!d->nbuckets)
+        return;
+    uint32_t b = (uint32_t)h & (d->nbuckets - 1);
+    __builtin_prefetch(&d->index[b]);
+    __builtin_prefetch(&d->over[b]); /* read by every look-up: 4 bytes of a line */
+    /* The slot the id will be written to if it is new: once the window is
+     * full that slot was last written max_entries ids ago, long out of the
+     * cache, and a 96-byte store to it would wait for its lines. */
+    uint32_t k = d->count + ahead;
+    if (k >= d->cap)
+        k -= d->cap;
+    if (k < d->cap) {
+        const char *slot = (const char *)&d->ring[ring_pos(d, k)];
+        __builtin_prefetch(slot, 1);
+        __builtin_prefetch(slot + sizeof(dedup_slot) - 1, 1);
+    }
 }
 
 int dedup_find(const dedup *d, const uint8_t *id, size_t len, uint64_t *offset)
