@@ -66,7 +66,7 @@ typedef struct dedup_slot {
     uint64_t hash;
     uint64_t offset;
     int64_t time_ns;
-    uint16_t hops; /* full buckets its id passed to reach its cell */
+    uint32_t hops; /* full buckets its id passed to reach its cell */
     uint8_t len;
     uint8_t id[EVENT_ID_MAX_BYTES];
 } dedup_slot;
@@ -206,23 +206,30 @@ static bucket *index_alloc(size_t n)
     return p;
 }
 
+static void index_fill(dedup *d);
+
 /* Indexes an id of hash h (not in the index) as sequence number seq: in the
  * first cell not in use from its bucket on, counting the full buckets it
  * passes. Returns how many it passed. */
-static uint16_t index_put(dedup *d, uint64_t h, uint32_t seq)
+static uint32_t index_put(dedup *d, uint64_t h, uint32_t seq)
 {
     uint32_t mask = d->nbuckets - 1, hops = 0;
-    for (uint32_t b = (uint32_t)h & mask;; b = (b + 1) & mask, hops++) {
+    for (uint32_t b = (uint32_t)h & mask; hops < d->nbuckets; b = (b + 1) & mask, hops++) {
         bucket *bk = &d->index[b];
         unsigned m = free_cells(d, bk);
         if (m) {
             unsigned i = (unsigned)__builtin_ctz(m);
             bk->tag[i] = tag_of(h);
             bk->seq[i] = seq;
-            return (uint16_t)hops; /* < nbuckets / 4 (at least 3/4 of the cells are free) */
+            return hops;
         }
         d->over[b]++;
     }
+    /* No free cell anywhere: at most half the cells hold ids, so the rest
+     * are cells that look in use (see the top). Not expected to happen;
+     * an index made afresh has none of them. */
+    index_fill(d);
+    return index_put(d, h, seq);
 }
 
 /* The id of slot s leaves the ring: off the counts of the buckets it passed. */
