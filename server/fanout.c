@@ -175,6 +175,7 @@ static void *compact_main(void *arg)
     /* Background work: the writers, the loop and the subscriptions go
      * first (Linux: a thread's nice value is its own). Failing is harmless. */
     (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
+    (void)pthread_setname_np(pthread_self(), "pb-matcher");
     pthread_mutex_lock(&fo->compact_lock);
     for (;;) {
         while (!fo->compact_kick && !fo->compact_stop && !fo->compile_head)

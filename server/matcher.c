@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 matcher_limits matcher_limits_default(void)
 {
@@ -32,6 +33,7 @@ matcher_limits matcher_limits_default(void)
         .heap_limit_kib = MATCHER_HEAP_LIMIT_KIB_DEFAULT,
         .max_pcre_patterns = MATCHER_MAX_PCRE_DEFAULT,
         .shard_patterns = MATCHER_SHARD_DEFAULT,
+        .key_share = MATCHER_KEY_SHARE_DEFAULT,
         .hyperscan = true,
     };
 }
@@ -212,6 +214,10 @@ int matcher_set_create(matcher_set **out, const matcher_limits *lim)
         return PB_ENOMEM;
     set->lim = l;
     set->hs = l.hyperscan && hsdb_available();
+    /* Keys come from clients: a seed of their own for the index's hash
+     * (a failed getrandom leaves the address's, still correct). */
+    set->key_seed = (uint64_t)(uintptr_t)set;
+    (void)getrandom(&set->key_seed, sizeof set->key_seed, GRND_NONBLOCK);
     pthread_mutex_init(&set->mu, NULL);
     pthread_mutex_init(&set->compact_mu, NULL);
     snap *s;
@@ -297,8 +303,9 @@ static int msub_new(const matcher_set *set, uint32_t id, const char *const *patt
     ms->young_code = calloc(alloc, sizeof *ms->young_code);
     ms->covered = calloc(alloc, sizeof *ms->covered);
     ms->young_cov = calloc(alloc, sizeof *ms->young_cov);
+    ms->keys = calloc(alloc, sizeof *ms->keys);
     if (!ms->text || !ms->len || !ms->kind || !ms->expr || !ms->code || !ms->jit ||
-        !ms->young_code || !ms->covered || !ms->young_cov)
+        !ms->young_code || !ms->covered || !ms->young_cov || !ms->keys)
         goto fail;
     ms->n = (uint32_t)n;
     for (size_t i = 0; i < n; i++) {
@@ -405,9 +412,45 @@ static int grow(void **v, size_t *cap, size_t need, size_t elem)
     return 0;
 }
 
+/* How many keyed patterns the current snapshot files under k (mu held);
+ * UINT32_MAX when k is no key. */
+static uint32_t key_users(const matcher_set *set, const mkey *k)
+{
+    uint32_t count = UINT32_MAX;
+    if (k->side != MKEY_NONE) {
+        const snap *cur = atomic_load_explicit(&set->cur, memory_order_relaxed);
+        (void)mkey_index_get(&cur->keys, k->side, k->b, k->len, &count);
+    }
+    return count;
+}
+
+/* Makes ms keyed if each of its Hyperscan patterns has a key that fewer
+ * than key_share patterns use (the prefix or the suffix one, whichever
+ * fewer use; the longer on a tie): ms->keys gets them. keys[2i] and
+ * keys[2i+1] are pattern i's prefix and suffix keys. mu held. */
+static void choose_keys(const matcher_set *set, msub *ms, const mkey *keys)
+{
+    uint32_t nhs = 0;
+    if (set->lim.key_share == 0)
+        return;
+    for (uint32_t i = 0; i < ms->n; i++) {
+        if (ms->kind[i] != PAT_HS)
+            continue;
+        nhs++;
+        const mkey *pk = &keys[2 * i], *sk = &keys[2 * i + 1];
+        uint32_t cp = key_users(set, pk), cs = key_users(set, sk);
+        const mkey *k = cp < cs || (cp == cs && pk->len >= sk->len) ? pk : sk;
+        if ((k == pk ? cp : cs) >= set->lim.key_share)
+            return; /* no key, or too common: compaction's shards match it */
+        ms->keys[i] = *k;
+    }
+    ms->keyed = nhs > 0;
+}
+
 int matcher_set_add(matcher_set *set, uint32_t id, const char *const *patterns, size_t n, char *err,
                     size_t errlen)
 {
+    mkey *keys = NULL;
     msub *ms = NULL;
     item *items = NULL;
     shard_list young = {0};
@@ -455,8 +498,18 @@ int matcher_set_add(matcher_set *set, uint32_t id, const char *const *patterns, 
     rc = check_pcre_budget(set, ms, err, errlen);
     if (rc < 0)
         goto out;
+    rc = PB_ENOMEM;
+    keys = calloc(2 * (size_t)ms->n + 1, sizeof *keys);
+    if (!keys)
+        goto out;
+    for (uint32_t i = 0; i < ms->n; i++)
+        if (ms->kind[i] == PAT_HS)
+            mkey_extract(ms->text[i], ms->len[i], &keys[2 * i], &keys[2 * i + 1]);
 
     pthread_mutex_lock(&set->mu);
+    choose_keys(set, ms, keys);
+    for (size_t i = 0; i < young.n; i++)
+        young.v[i]->keyed = ms->keyed;
     if (id_in_set(set, id, NULL)) {
         pb_set_err(err, errlen, "subscription %u is already in the matcher", id);
         rc = PB_EINVAL;
@@ -474,7 +527,7 @@ int matcher_set_add(matcher_set *set, uint32_t id, const char *const *patterns, 
         rc = matcher_publish(set, set->version + 1);
         if (rc == 0) {
             set->version++;
-            msub_drop_young_code(ms); /* no young shard (nothing for Hyperscan) */
+            msub_drop_young_code(ms); /* keyed, or no young shard */
             ms = NULL;                /* the set's list holds the creation reference */
         } else {
             /* Undo: the shards and the subscription leave the lists. */
@@ -496,6 +549,7 @@ out:
         shard_discard(young.v[i]);
     free(young.v);
     free(items);
+    free(keys);
     msub_unref(ms); /* not published: only the creation reference is left */
     return rc;
 }
@@ -580,6 +634,8 @@ static size_t pick_inputs(const matcher_set *set, shard **in)
     uint64_t pairs = 0, cap = (uint64_t)COMPACT_ROUND_SHARDS * set->lim.shard_patterns;
     for (size_t i = 0; i < set->nshards && pairs < cap; i++) {
         shard *sh = set->shards[i];
+        if (sh->keyed)
+            continue; /* a keyed subscription's own, for good */
         if (shard_forced(sh) || shard_underfull(set, sh)) {
             forced += shard_forced(sh);
             pairs += sh->live_pairs;
@@ -745,9 +801,10 @@ void matcher_set_stats(matcher_set *set, matcher_stats *st)
     st->pcre_patterns = s->entries[s->nentries].first;
     st->shards = s->nshards;
     for (uint32_t i = 0; i < s->nshards; i++) {
-        st->young_shards += s->shards[i]->young;
+        st->young_shards += s->shards[i]->young && !s->shards[i]->keyed;
         st->shard_bytes += s->shards[i]->db_bytes;
     }
+    st->keyed = s->nkeyed;
     for (const snap *r = set->retired; r; r = r->next)
         st->retired++;
     st->compactions = set->compactions;

@@ -2,7 +2,8 @@
  * matcher_read - the matcher's reader side (see matcher.h and
  * matcher_snap.h): a reader finds the current snapshot without a lock and
  * matches a topic with it, the full shards' Hyperscan databases first, then
- * the PCRE2 patterns of the subscriptions still unmatched.
+ * the own shards of the keyed subscriptions its keys find, then the PCRE2
+ * patterns of the subscriptions still unmatched.
  *
  * Threads: matcher_match on the reader's own thread, any number of readers
  * at once; matcher_reader_create and _destroy take set->mu (they change the
@@ -201,6 +202,28 @@ static int scan_young(matcher_reader *r, const snap *s, int32_t d, uint32_t topi
     return 0;
 }
 
+/* The keyed subscriptions that may match topic t (one of their keys is its
+ * prefix or suffix), each decided by its own shards. */
+static int match_keys(matcher_reader *r, const snap *s, uint32_t t, const char *text, size_t len)
+{
+    for (uint8_t side = MKEY_PREFIX; side <= MKEY_SUFFIX; side++) {
+        for (uint8_t j = 0; j < s->keys.nlens[side] && s->keys.lens[side][j] <= len; j++) {
+            size_t l = s->keys.lens[side][j];
+            uint32_t cnt;
+            const int32_t *d = mkey_index_get(&s->keys, side,
+                                              side == MKEY_PREFIX ? text : text + len - l, l, &cnt);
+            for (uint32_t k = 0; k < cnt; k++) {
+                if (*state_of(r, t, d[k]) & (ST_MATCHED | ST_YOUNG_DONE))
+                    continue;
+                int rc = scan_young(r, s, d[k], t, text, len);
+                if (rc < 0)
+                    return rc;
+            }
+        }
+    }
+    return 0;
+}
+
 /* Whether a pair still has to be decided by its pattern on a topic. */
 static bool open_pair(const matcher_reader *r, uint32_t topic, const pcre_pair *pp)
 {
@@ -341,6 +364,8 @@ int matcher_match_batch(matcher_reader *r, const char *const *topics, const size
         const char *text = topics[t] ? topics[t] : "";
         for (uint32_t i = 0; i < s->nfull && r->nmatched[t] < s->nsubs && rc == 0; i++)
             rc = scan(r, s, i, t, text, lens[t]);
+        if (rc == 0 && s->keys.npairs && r->nmatched[t] < s->nsubs)
+            rc = match_keys(r, s, t, text, lens[t]);
     }
     if (rc == 0)
         rc = match_pcre(r, s, topics, lens, (uint32_t)n);

@@ -49,6 +49,7 @@ void msub_free(msub *ms)
     free(ms->young_code);
     free(ms->covered);
     free(ms->young_cov);
+    free(ms->keys);
     free(ms);
 }
 
@@ -58,11 +59,11 @@ void msub_unref(msub *ms)
         msub_free(ms);
 }
 
-/* Frees the JIT twins of a subscription that is young no more, once no
- * snapshot uses them. */
+/* Frees the JIT twins of a subscription that is young no more (or keyed:
+ * its shards decide), once no snapshot uses them. */
 void msub_drop_young_code(msub *ms)
 {
-    if (!ms->young_code || ms->young_shards || ms->young_snaps)
+    if (!ms->young_code || (ms->young_shards && !ms->keyed) || ms->young_snaps)
         return;
     for (uint32_t i = 0; i < ms->n; i++) {
         if (ms->young_code[i]) {
@@ -117,6 +118,7 @@ void snap_free(snap *s)
     free(s->entries);
     free(s->ppairs);
     free(s->young_users);
+    mkey_index_free(&s->keys);
     free(s);
 }
 
@@ -199,9 +201,45 @@ static void snap_shards(matcher_set *set, snap *s, uint64_t stamp)
     }
 }
 
+/* A keyed subscription's Hyperscan pattern: its own shard decides it, found
+ * through the key index, never PCRE2. */
+static bool keyed_pattern(const msub *ms, uint32_t p, uint64_t stamp)
+{
+    return ms->keyed && ms->kind[p] == PAT_HS && ms->young_cov[p] == stamp;
+}
+
+/* The key index: every keyed pattern's key, with its subscription. */
+static int snap_keys(matcher_set *set, snap *s, uint64_t stamp)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < s->nsubs; i++)
+        for (uint32_t p = 0; p < s->subs[i]->n; p++)
+            n += keyed_pattern(s->subs[i], p, stamp);
+    const mkey **keys = malloc((n + 1) * sizeof *keys);
+    int32_t *dense = malloc((n + 1) * sizeof *dense);
+    int rc = PB_ENOMEM;
+    if (keys && dense) {
+        n = 0;
+        for (uint32_t i = 0; i < s->nsubs; i++) {
+            const msub *ms = s->subs[i];
+            s->nkeyed += ms->keyed;
+            for (uint32_t p = 0; p < ms->n; p++) {
+                if (keyed_pattern(ms, p, stamp)) {
+                    keys[n] = &ms->keys[p];
+                    dense[n++] = (int32_t)i;
+                }
+            }
+        }
+        rc = mkey_index_build(&s->keys, set->key_seed, keys, dense, n);
+    }
+    free(keys);
+    free(dense);
+    return rc;
+}
+
 /* The PCRE2 patterns: every pattern of a live subscription no full shard
  * covers (PCRE2-only ones, Hyperscan's refusals, a young subscription's,
- * all of them without Hyperscan), grouped by text. */
+ * all of them without Hyperscan) and no key finds, grouped by text. */
 static int snap_pcre(snap *s, uint64_t stamp)
 {
     size_t npend = 0, nusers = 0;
@@ -209,7 +247,7 @@ static int snap_pcre(snap *s, uint64_t stamp)
         const msub *ms = s->subs[i];
         bool user = false;
         for (uint32_t p = 0; p < ms->n; p++) {
-            if (ms->kind[p] == PAT_DUP || ms->covered[p] == stamp)
+            if (ms->kind[p] == PAT_DUP || ms->covered[p] == stamp || keyed_pattern(ms, p, stamp))
                 continue;
             npend++;
             user |= ms->young_cov[p] == stamp;
@@ -229,7 +267,7 @@ static int snap_pcre(snap *s, uint64_t stamp)
         msub *ms = s->subs[i];
         bool user = false;
         for (uint32_t p = 0; p < ms->n; p++) {
-            if (ms->kind[p] == PAT_DUP || ms->covered[p] == stamp)
+            if (ms->kind[p] == PAT_DUP || ms->covered[p] == stamp || keyed_pattern(ms, p, stamp))
                 continue;
             bool young = ms->young_cov[p] == stamp;
             /* Young: the JIT twin, for speed until compaction. */
@@ -293,7 +331,7 @@ int snap_build(matcher_set *set, uint64_t version, snap **out)
         s->subs[i] = ms;
     }
     snap_shards(set, s, stamp);
-    if (snap_pcre(s, stamp) < 0)
+    if (snap_keys(set, s, stamp) < 0 || snap_pcre(s, stamp) < 0)
         goto fail;
     /* Success: take the references and the generation. */
     for (uint32_t i = 0; i < s->nsubs; i++)

@@ -26,11 +26,17 @@
  * (~0.03 us each on the bench's topics), and the shard is scanned only for
  * a topic on which one of them exceeds its budget: a Hyperscan pattern is
  * never reported as a breach, young or not.
+ *
+ * Keyed subscriptions (matcher_keys.h): their young shards are theirs for
+ * good (never compacted) and are scanned only for the topics whose prefix
+ * or suffix is a key of theirs (the snapshot's key index); their Hyperscan
+ * patterns never run through PCRE2.
  */
 #ifndef PB_MATCHER_SNAP_H
 #define PB_MATCHER_SNAP_H
 
 #include "matcher.h"
+#include "matcher_keys.h"
 #include "patterns.h"
 
 #include <hs.h>
@@ -55,6 +61,8 @@ typedef struct msub {
     unsigned refs;         /* mu: the set's list, snapshots, shard pairs, compactions */
     unsigned young_shards; /* mu: its young shards in the set's list */
     unsigned young_snaps;  /* mu: snapshots that use young_code */
+    mkey *keys;            /* [n] a keyed subscription's key per PAT_HS pattern */
+    bool keyed;            /* matched through keys (matcher.h); decided when added */
     bool live;             /* mu: in the set */
     int32_t dense;         /* mu: index in the snapshot being built */
 } msub;
@@ -73,6 +81,7 @@ typedef struct shard {
     uint32_t npairs;
     size_t db_bytes;
     bool young;
+    bool keyed;          /* a keyed subscription's own: never compacted */
     unsigned refs;       /* mu: the set's list and snapshots */
     uint32_t live_pairs; /* mu: as of the last snapshot built */
 } shard;
@@ -105,6 +114,8 @@ typedef struct snap {
     uint32_t nentries;
     pcre_entry *entries; /* [nentries + 1], the last a sentinel */
     pcre_pair *ppairs;
+    mkey_index keys;    /* keyed subscriptions' patterns, by key -> dense index */
+    uint32_t nkeyed;
     msub **young_users; /* the subscriptions whose young_code it uses */
     uint32_t nyoung_users;
     struct snap *next; /* mu: the retired list */
@@ -123,6 +134,7 @@ struct matcher_set {
     shard **shards; /* mu: the current shards */
     size_t nshards, cap_shards;
     uint64_t gen, version, serial, stamp, compactions; /* mu */
+    uint64_t key_seed;
 };
 
 typedef struct mlog_rec {

@@ -519,6 +519,7 @@ static void *sub_thread(void *arg)
     sub *s = arg;
     sub_registry *r = s->tailing_ctx;
     uint32_t slot = s->live.slot;
+    (void)pthread_setname_np(pthread_self(), "pb-sub");
     subrun_main(s); /* registers and unregisters its queue itself */
     /* Unregistered: no writer reaches the queue any more. Its blocks go
      * back to the shared budget before the slot counts as free. */

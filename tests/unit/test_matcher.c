@@ -12,6 +12,7 @@
 
 #include "hsdb.h"
 #include "matcher.h"
+#include "matcher_keys.h"
 #include "pb_errors.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -23,14 +24,22 @@
 #include <string.h>
 #include <time.h>
 
-static matcher_set *mkset(bool hs, uint32_t shard_patterns)
+/* A set without keyed subscriptions (the shards' and PCRE2's tests), or
+ * with them (mkset_keys). */
+static matcher_set *mkset_keys(bool hs, uint32_t shard_patterns, uint32_t key_share)
 {
     matcher_limits lim = matcher_limits_default();
     lim.hyperscan = hs;
     lim.shard_patterns = shard_patterns;
+    lim.key_share = key_share;
     matcher_set *set = NULL;
     assert_int_equal(matcher_set_create(&set, &lim), 0);
     return set;
+}
+
+static matcher_set *mkset(bool hs, uint32_t shard_patterns)
+{
+    return mkset_keys(hs, shard_patterns, 0);
 }
 
 static void add_ok(matcher_set *set, uint32_t id, const char *const *pats, size_t n)
@@ -145,11 +154,12 @@ static void test_hsdb_expr_subset(void **state)
     assert_true(hsdb_available());
 }
 
-/* What test_patterns.c asks of patterns_match, on both engines. */
+/* What test_patterns.c asks of patterns_match, on both engines, with and
+ * without keyed subscriptions. */
 static void test_whole_topic_semantics(void **state)
 {
-    for (int hs = 1; hs >= 0; hs--) {
-        matcher_set *set = mkset(hs, 64);
+    for (int mode = 0; mode < 3; mode++) {
+        matcher_set *set = mkset_keys(mode < 2, 64, mode == 0 ? MATCHER_KEY_SHARE_DEFAULT : 0);
         matcher_reader *r;
         assert_int_equal(matcher_reader_create(set, &r), 0);
         const char *any[] = {"orders\\..*", "sensors\\.t[0-9]+", "audit"};
@@ -220,7 +230,8 @@ static void test_errors_name_the_problem(void **state)
     matcher_set_stats(set, &st);
     assert_int_equal(st.subscriptions, 1);
     assert_int_equal(st.patterns, 3);
-    assert_int_equal(st.pcre_patterns, 3); /* young: "x" too, until compacted */
+    assert_int_equal(st.pcre_patterns, 2); /* "x" is keyed: its own shard decides it */
+    assert_int_equal(st.keyed, 1);
     assert_int_equal(matcher_set_compact(set), 0);
     matcher_set_stats(set, &st);
     assert_int_equal(st.pcre_patterns, 2);
@@ -341,6 +352,113 @@ static void test_budget_f2_attack(void **state)
         assert_int_equal(res.breaches[0].pcre2_error, PCRE2_ERROR_MATCHLIMIT);
     }
     print_message("3 attack topics, PCRE2 only: %.2f ms\n", now_ms() - t0);
+    matcher_reader_destroy(r);
+    matcher_set_destroy(set);
+}
+
+/* The keys mkey_extract reads, and where it gives up. */
+static void test_key_extraction(void **state)
+{
+    static const struct {
+        const char *pattern, *prefix, *suffix; /* "": no key */
+    } cases[] = {
+        {"orders\\.eu\\..*", "orders.eu.", ""},
+        {"t\\.[0-9]*017", "t.", "017"},
+        {"^abc$", "abc", "abc"},
+        {"a|b", "", ""},
+        {"(a|b)c", "", "c"},
+        {"(?:a|b)+c", "", "c"},
+        {"ab?c", "a", "c"},
+        {"ab{2}c", "a", "c"},
+        {"ab{2,}?c", "a", "c"},
+        {"abc*", "ab", ""},
+        {"a\\d+z", "a", "z"},
+        {"[ab]c", "", "c"},
+        {"[]a]x", "", "x"},
+        {"x(?:yz)+", "x", ""},
+        {"a\\-b c#", "a-b c#", "a-b c#"},
+        {"abcdefghijklmnopqrstuvwxyz", "abcdefghijklmnop", "klmnopqrstuvwxyz"},
+        {"(?i)abc", "", ""},
+        {"a(?=b)b", "", ""},
+        {"a\\x41", "", ""},
+        {"a\\tb", "", ""},
+        {"a{,3}", "", ""},
+        {"a$b", "", ""},
+        {"a^", "", ""},
+        {"[[:alpha:]]x", "", ""},
+        {"a)", "", ""},
+        {"(a", "", ""},
+        {"", "", ""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        mkey pre, suf;
+        mkey_extract(cases[i].pattern, strlen(cases[i].pattern), &pre, &suf);
+        size_t lp = strlen(cases[i].prefix), ls = strlen(cases[i].suffix);
+        if (pre.len != lp || memcmp(pre.b, cases[i].prefix, lp) != 0 ||
+            pre.side != (lp ? MKEY_PREFIX : MKEY_NONE))
+            fail_msg("%s: prefix \"%.*s\", want \"%s\"", cases[i].pattern, pre.len, pre.b,
+                     cases[i].prefix);
+        if (suf.len != ls || memcmp(suf.b, cases[i].suffix, ls) != 0 ||
+            suf.side != (ls ? MKEY_SUFFIX : MKEY_NONE))
+            fail_msg("%s: suffix \"%.*s\", want \"%s\"", cases[i].pattern, suf.len, suf.b,
+                     cases[i].suffix);
+    }
+}
+
+/* Keyed subscriptions: no compaction, no PCRE2 for their Hyperscan
+ * patterns, at most key_share of them under one key, the same answers. */
+static void test_keyed_subscriptions(void **state)
+{
+    matcher_set *set = mkset_keys(true, 8, 3);
+    matcher_reader *r;
+    assert_int_equal(matcher_reader_create(set, &r), 0);
+    char pat[64];
+    for (uint32_t i = 0; i < 20; i++) {
+        snprintf(pat, sizeof pat, "t\\.[0-9]*%02u", i);
+        add1(set, i, pat);
+    }
+    matcher_stats st;
+    matcher_set_stats(set, &st);
+    assert_int_equal(st.keyed, 20);
+    assert_int_equal(st.young_shards, 0);
+    assert_int_equal(st.pcre_patterns, 0);
+    assert_false(matcher_set_compact_wanted(set));
+    EXPECT(r, "t.105", 0, 5);
+    EXPECT(r, "t.17", 0, 17);
+    EXPECT(r, "t.x17", 0);
+    EXPECT(r, "u.17", 0);
+    EXPECT(r, "7", 0);
+    /* One key, four subscriptions: the fourth goes to the shards. */
+    for (uint32_t i = 20; i < 24; i++)
+        add1(set, i, ".*\\.err");
+    const char *mixed[] = {"orders\\..*", ".*"}; /* ".*" has no key */
+    add_ok(set, 24, mixed, 2);
+    const char *two[] = {"orders\\..*", "x\\.[a-z]+\\.err"}; /* a prefix and a suffix */
+    add_ok(set, 25, two, 2);
+    matcher_set_stats(set, &st);
+    assert_int_equal(st.keyed, 24);
+    assert_int_equal(st.young_shards, 2);
+    assert_true(matcher_set_compact_wanted(set));
+    EXPECT(r, "a.err", 0, 20, 21, 22, 23, 24);
+    EXPECT(r, "x.y.err", 0, 20, 21, 22, 23, 24, 25);
+    EXPECT(r, "orders.1", 0, 24, 25);
+    EXPECT(r, "t.02", 0, 2, 24);
+    while (matcher_set_compact_wanted(set))
+        assert_int_equal(matcher_set_compact(set), 0);
+    matcher_set_stats(set, &st);
+    assert_int_equal(st.keyed, 24);
+    assert_int_equal(st.young_shards, 0);
+    EXPECT(r, "x.y.err", 0, 20, 21, 22, 23, 24, 25);
+    EXPECT(r, "t.02", 0, 2, 24);
+    /* Removed: its key finds it no more; its slot under the key is free. */
+    assert_int_equal(matcher_set_remove(set, 21), 0);
+    assert_int_equal(matcher_set_remove(set, 2), 0);
+    EXPECT(r, "a.err", 0, 20, 22, 23, 24);
+    EXPECT(r, "t.02", 0, 24);
+    add1(set, 26, "b\\.err");
+    matcher_set_stats(set, &st);
+    assert_int_equal(st.keyed, 23);
+    EXPECT(r, "b.err", 0, 20, 22, 23, 24, 26);
     matcher_reader_destroy(r);
     matcher_set_destroy(set);
 }
@@ -552,6 +670,8 @@ int main(void)
         cmocka_unit_test(test_whole_topic_semantics),
         cmocka_unit_test(test_errors_name_the_problem),
         cmocka_unit_test(test_budget_f2_attack),
+        cmocka_unit_test(test_key_extraction),
+        cmocka_unit_test(test_keyed_subscriptions),
         cmocka_unit_test(test_updates_and_compaction),
         cmocka_unit_test(test_stats_and_memory),
         cmocka_unit_test(test_threads_race_updates),

@@ -926,9 +926,9 @@ static void compare(const corpus *c, matcher_set *set, const bool *present, cons
     matcher_stats st;
     matcher_set_stats(set, &st);
     print_message("%-26s batch %3zu: identical: %zu topics, %zu matches; %zu shards (%zu young, "
-                  "%zu KiB), %zu PCRE2 patterns, %zu breaches\n",
+                  "%zu KiB), %zu keyed, %zu PCRE2 patterns, %zu breaches\n",
                   state, batch, c->ntopic, matches, st.shards, st.young_shards,
-                  st.shard_bytes / 1024, st.pcre_patterns, breaches);
+                  st.shard_bytes / 1024, st.keyed, st.pcre_patterns, breaches);
     if (budget)
         assert_true(breaches > 0); /* the low budget did bite */
     free(want);
@@ -1019,6 +1019,14 @@ static void test_differential(void **state)
     assert_int_equal(matcher_set_create(&set, &lim), 0);
     add_all(&c, set, present);
     compare(&c, set, present, "young shards", false, MATCHER_BATCH_MAX);
+    matcher_set_destroy(set);
+    /* The same with no keyed subscription (every young one's Hyperscan
+     * patterns through PCRE2 until compacted). */
+    matcher_limits nokeys = lim;
+    nokeys.key_share = 0;
+    assert_int_equal(matcher_set_create(&set, &nokeys), 0);
+    add_all(&c, set, present);
+    compare(&c, set, present, "young shards, no keys", false, MATCHER_BATCH_MAX);
     matcher_set_destroy(set);
 
     /* Young, with a tiny PCRE2 budget: Hyperscan patterns that exceed it
