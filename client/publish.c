@@ -180,9 +180,9 @@ static int validate_event(pb_client *c, const pb_event *ev)
     return 0;
 }
 
-static int validate_id(pb_client *c, const pb_event *ev, const char *id)
+static int validate_id(pb_client *c, const pb_event *ev, const char *id, size_t *id_len)
 {
-    size_t bad, len = strlen(id);
+    size_t bad, len = *id_len = strlen(id);
     if (len > PB_EVENT_ID_MAX_BYTES)
         return client_fail(c, PB_EINVAL, "event for topic %s: id of %zu bytes, the maximum is %d",
                            ev->topic, len, PB_EVENT_ID_MAX_BYTES);
@@ -559,12 +559,12 @@ int pb_client_publish_id(pb_client *c, const pb_event *ev, const char *id)
         return client_fail(c, PB_ESERVER, "server error: %s: %s", pb_code_name(c->serr.code),
                            c->serr.message);
     }
+    size_t id_len = 0;
     int rc = validate_event(c, ev);
     if (rc == 0 && id)
-        rc = validate_id(c, ev, id);
+        rc = validate_id(c, ev, id, &id_len);
     if (rc < 0)
         return rc;
-    size_t id_len = id ? strlen(id) : 0;
     size_t topic_len = strlen(ev->topic);
     size_t type_len = ev->payload_type ? strlen(ev->payload_type) : 0;
     /* No server stores more than the file format's record cap, whatever it says. */

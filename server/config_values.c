@@ -264,8 +264,8 @@ void config_set_defaults(pb_config *cfg)
     /* ~200 bytes each (topics.h): ~26 MiB; above the 100,000 distinct
      * topics of the benchmark, so that workload never evicts. */
     cfg->max_topics_in_memory = 131072;
-    /* Two minutes, as JetStream's default duplicate window. At 104 bytes
-     * an id (dedup.h), a full window costs ~10 MiB per partition; it is
+    /* Two minutes, as JetStream's default duplicate window. At ~117 bytes
+     * an id (dedup.h), a full window costs ~11 MiB per partition; it is
      * allocated as ids arrive. */
     cfg->dedup_window_ms = 120000;
     cfg->dedup_max_entries = 100000;

@@ -66,7 +66,7 @@ typedef struct dedup_slot {
     uint64_t hash;
     uint64_t offset;
     int64_t time_ns;
-    uint16_t hops; /* full buckets its id passed to reach its cell */
+    uint32_t hops; /* full buckets its id passed to reach its cell */
     uint8_t len;
     uint8_t id[EVENT_ID_MAX_BYTES];
 } dedup_slot;
@@ -206,23 +206,30 @@ static bucket *index_alloc(size_t n)
     return p;
 }
 
+static void index_fill(dedup *d);
+
 /* Indexes an id of hash h (not in the index) as sequence number seq: in the
  * first cell not in use from its bucket on, counting the full buckets it
  * passes. Returns how many it passed. */
-static uint16_t index_put(dedup *d, uint64_t h, uint32_t seq)
+static uint32_t index_put(dedup *d, uint64_t h, uint32_t seq)
 {
     uint32_t mask = d->nbuckets - 1, hops = 0;
-    for (uint32_t b = (uint32_t)h & mask;; b = (b + 1) & mask, hops++) {
+    for (uint32_t b = (uint32_t)h & mask; hops < d->nbuckets; b = (b + 1) & mask, hops++) {
         bucket *bk = &d->index[b];
         unsigned m = free_cells(d, bk);
         if (m) {
             unsigned i = (unsigned)__builtin_ctz(m);
             bk->tag[i] = tag_of(h);
             bk->seq[i] = seq;
-            return (uint16_t)hops; /* < nbuckets / 4 (at least 3/4 of the cells are free) */
+            return hops;
         }
         d->over[b]++;
     }
+    /* No free cell anywhere: at most half the cells hold ids, so the rest
+     * are cells that look in use (see the top). Not expected to happen;
+     * an index made afresh has none of them. */
+    index_fill(d);
+    return index_put(d, h, seq);
 }
 
 /* The id of slot s leaves the ring: off the counts of the buckets it passed. */
@@ -397,9 +404,22 @@ uint64_t dedup_id_hash(const uint8_t *id, size_t len)
 
 void dedup_prefetch(const dedup *d, uint64_t h, uint32_t ahead)
 {
-    (void)ahead;
-    if (d->nbuckets)
-        __builtin_prefetch(&d->index[(uint32_t)h & (d->nbuckets - 1)]);
+    if (!d->nbuckets)
+        return;
+    uint32_t b = (uint32_t)h & (d->nbuckets - 1);
+    __builtin_prefetch(&d->index[b]);
+    __builtin_prefetch(&d->over[b]); /* read by every look-up: 4 bytes of a line */
+    /* The slot the id will be written to if it is new: once the window is
+     * full that slot was last written max_entries ids ago, long out of the
+     * cache, and a 96-byte store to it would wait for its lines. */
+    uint32_t k = d->count + ahead;
+    if (k >= d->cap)
+        k -= d->cap;
+    if (k < d->cap) {
+        const char *slot = (const char *)&d->ring[ring_pos(d, k)];
+        __builtin_prefetch(slot, 1);
+        __builtin_prefetch(slot + sizeof(dedup_slot) - 1, 1);
+    }
 }
 
 int dedup_find(const dedup *d, const uint8_t *id, size_t len, uint64_t *offset)

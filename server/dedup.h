@@ -72,8 +72,9 @@ int dedup_check(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint64_t of
                 int64_t time_ns, uint64_t *original);
 
 /* A hint, for an id (hash h) whose dedup_check comes after `ahead` others:
- * brings the index bucket it will read into the cache (the index is larger
- * than the cache: a take checks its ids with their misses overlapped). */
+ * brings the index bucket and the bucket's count it will read, and the slot
+ * it will take if new, into the cache (the window is larger than the cache:
+ * a take checks its ids with their misses overlapped). */
 void dedup_prefetch(const dedup *d, uint64_t h, uint32_t ahead);
 
 /* Forgets the ids stored before now_ns - window. */

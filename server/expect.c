@@ -109,8 +109,12 @@ size_t expect_admit(expect_take *x, pub_part *taken, log_entry *entries, live_re
                 if (k + PREFETCH_AHEAD < part->count) {
                     uint64_t later = id_hash(part, k + PREFETCH_AHEAD);
                     ahead[k % PREFETCH_AHEAD] = later;
-                    if (later)
+                    if (later) {
                         dedup_prefetch(x->dedup, later, PREFETCH_AHEAD);
+                        /* Its bytes too: the window copies them, and a
+                         * large take is out of the cache by now. */
+                        __builtin_prefetch(b->events[part->events[k + PREFETCH_AHEAD]].id);
+                    }
                 }
             }
             /* 0: remembered as stored at next + n; PB_ENOMEM: stored without

@@ -62,6 +62,18 @@ test_pub() {
     grep -q 'RESULT mode=pub size=100 count=5000 ' "$TMP/result" || fail "$(cat "$TMP/result")"
 }
 
+# --ids: every event gets PREFIX-<sequence number>, counted up in place by
+# each publisher (its own range): 12,050 events over 2 publishers cross
+# 9 -> 10 ... 9999 -> 10000; each id stored once, 0..12049 all there.
+test_pub_ids() {
+    bench_ok "pub -n 12050 -b 500 -p 2 --ids" pub_events pub_ev_s
+    timeout 30 "$PB" sub --format json --from-beginning --until-caught-up '.*' >"$TMP/ids.json" ||
+        fail "sub --format json: exit $?"
+    grep -o '"id":"bench[0-9]*-[0-9]*"' "$TMP/ids.json" | sed 's/.*-\([0-9]*\)"$/\1/' | sort -n >"$TMP/ids"
+    [ "$(wc -l <"$TMP/ids")" -eq 12050 ] || fail "expected 12050 ids, got $(wc -l <"$TMP/ids")"
+    seq 0 12049 | cmp -s - "$TMP/ids" || fail "ids are not 0..12049 once each: $(uniq -d "$TMP/ids" | head -3)"
+}
+
 test_sub() {
     bench_ok "sub -n 3000 --subs 3" pub_events sub_events sub_ev_s
     grep -q ' sub_events=9000 ' "$TMP/result" || fail "3 subscribers x 3000: $(cat "$TMP/result")"
@@ -131,6 +143,7 @@ test_bench_run_cli() {
 
 start_daemon
 run test_pub
+run test_pub_ids
 run test_sub
 run test_sub_distinct
 run test_latency
