@@ -26,8 +26,8 @@
  * Live-queue memory: every queue draws its blocks from one livequeue_pool
  * (queue_total_bytes); a push the pool refuses overflows that queue only.
  *
- * Threads: fanout_durable on partition writer threads (several at once,
- * each with its own fanout_writer); fanout_add / fanout_remove on
+ * Threads: fanout_durable and fanout_acked on partition writer threads
+ * (several at once, each with its own fanout_writer); fanout_add / fanout_remove on
  * subscription pool threads; fanout_writer_get under the store's lock (main
  * or loop thread).
  *
@@ -131,9 +131,10 @@ struct fanout_writer {
     matcher_result mres[FANOUT_CHUNK];
     const uint16_t *hit_ids[FANOUT_CHUNK];
     size_t hit_n[FANOUT_CHUNK];
-    /* The subscriptions to wake once the batch is queued: waking at the
-     * end, not at each push, lets a subscription thread take all of its
-     * records of the batch in one pass (one wake-up, one write). */
+    /* The subscriptions to wake once the batch is queued and acked
+     * (fanout_acked): waking at the end, not at each push, lets a
+     * subscription thread take all of its records of the batch in one pass
+     * (one wake-up, one write), and the acks do not wait for the wake-ups. */
     uint16_t *wake_list;
     uint32_t nwake;
     uint8_t *marked; /* per slot: in wake_list */
@@ -674,13 +675,30 @@ void fanout_durable(void *ctx, partition *p, const live_record *recs, size_t n)
             signal |= push_one(s, p, &recs[i], recs[0].offset);
         pthread_mutex_unlock(&s->mu);
         if (signal)
-            fanout_wake(s);
+            mark_wake(f, fo->all[k]);
     }
     if (fo->nsome)
         publish_some(fo, f, p, recs, n);
+    pthread_rwlock_unlock(&fo->list_lock);
+    /* The wake-ups wait for fanout_acked. */
+}
+
+void fanout_acked(void *ctx)
+{
+    fanout_writer *f = ctx;
+    fanout *fo = f->fo;
+    if (f->nwake == 0)
+        return;
+    /* Under the list lock: a listed member stays valid meanwhile. A slot
+     * emptied since fanout_durable is skipped; one taken by a new
+     * subscription meanwhile gets a spurious wake-up, which it tolerates
+     * (it looks at its queue and sleeps again). */
+    pthread_rwlock_rdlock(&fo->list_lock);
     for (uint32_t k = 0; k < f->nwake; k++) {
-        f->marked[f->wake_list[k]] = 0;
-        fanout_wake(fo->live[f->wake_list[k]]);
+        uint32_t slot = f->wake_list[k];
+        f->marked[slot] = 0;
+        if (fo->live[slot])
+            fanout_wake(fo->live[slot]);
     }
     f->nwake = 0;
     pthread_rwlock_unlock(&fo->list_lock);

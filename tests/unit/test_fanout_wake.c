@@ -3,9 +3,11 @@
  * (fanout.h, fanout_member.sleeping): a thread that sleeps gets exactly one
  * signal, however many records and batches come before it runs; a thread
  * that is awake gets none (it looks at its queue before sleeping); every
- * record still reaches the queue, in order. The writer is driven directly
- * through fanout_durable; the partition is only a key there (a match-all
- * subscription needs nothing else of it).
+ * record still reaches the queue, in order; the signal goes with
+ * fanout_acked, after the acks, not with fanout_durable. The writer is
+ * driven directly through fanout_durable and fanout_acked, as a partition
+ * calls them; the partition is only a key there (a match-all subscription
+ * needs nothing else of it).
  */
 #include "fanout.h"
 #include "livequeue.h"
@@ -44,6 +46,7 @@ static void publish(fanout_writer *w, void *part, uint64_t first, size_t n)
                                 .data = data,
                                 .len = sizeof data - 1};
     fanout_durable(w, part, recs, n);
+    fanout_acked(w);
 }
 
 static void test_one_wake_per_sleep(void **state)
@@ -84,10 +87,18 @@ static void test_one_wake_per_sleep(void **state)
     assert_int_equal(take_wakes(m.efd), 1);
     assert_false(m.sleeping);
 
-    /* Asleep again: signalled again. */
+    /* Asleep again: signalled again, once the acks are out. */
     m.sleeping = true;
-    publish(w, &part_key, 9, 1);
+    static const uint8_t topic[] = "t.1", data[] = "x";
+    live_record one = {
+        .offset = 9, .time_ns = 1, .topic = topic, .topic_len = 3, .data = data, .len = 1};
+    fanout_durable(w, (void *)&part_key, &one, 1);
+    assert_int_equal(take_wakes(m.efd), 0);
+    assert_false(m.sleeping); /* the writer took it on: no other writer signals */
+    fanout_acked(w);
     assert_int_equal(take_wakes(m.efd), 1);
+    fanout_acked(w); /* nothing pending: nothing more */
+    assert_int_equal(take_wakes(m.efd), 0);
 
     /* Every record is queued, in offset order. */
     lq_span sp;
