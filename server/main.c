@@ -666,8 +666,8 @@ static int start_metrics(daemon_state *d)
     char err[512], where[HOSTPORT_HOST_MAX + 16];
     if (!d->cfg.metrics_host)
         return 0;
-    if (metrics_http_start(&d->metrics, d->cfg.metrics_host, d->cfg.metrics_port, d->store, err,
-                           sizeof err) < 0) {
+    if (metrics_http_start(&d->metrics, d->cfg.metrics_host, d->cfg.metrics_port, d->store,
+                           d->mirrors, err, sizeof err) < 0) {
         logging_printf(LOG_ERROR, "%s (%s)", err, d->cfg.path);
         return -1;
     }

@@ -127,16 +127,24 @@ static bool name_matches(const mirror *m, const char *name, pcre2_match_data *md
 }
 
 /* The oldest waiting event's receive time, when nothing of p is in flight
- * (after a start or an outage): read it from the file. */
+ * (after a start or an outage): read it from the file, with p's reader, or
+ * when it has none (NATS down since the start: nothing was read yet) with
+ * one opened for this look only (once per wait: oldest_ns stays set). */
 static void peek_oldest(mirror *m, mpart *p)
 {
     pb_record rec;
-    if (!p->r || pb_reader_seek_offset(p->r, p->cursor) < 0)
+    pb_reader *r = p->r;
+    if (!r && pb_reader_open(&r, partition_dir(p->p)) < 0)
         return;
-    pb_reader_set_end(p->r, atomic_load(&p->lag.end));
-    if (pb_reader_next(p->r, &rec) == 0)
-        atomic_store(&p->lag.oldest_ns, rec.time_ns);
-    mirror_part_seek(m, p);
+    if (pb_reader_seek_offset(r, p->cursor) == 0) {
+        pb_reader_set_end(r, atomic_load(&p->lag.end));
+        if (pb_reader_next(r, &rec) == 0)
+            atomic_store(&p->lag.oldest_ns, rec.time_ns);
+    }
+    if (r != p->r)
+        pb_reader_close(r);
+    else
+        mirror_part_seek(m, p);
 }
 
 void mirror_refresh_parts(mirror *m)

@@ -214,14 +214,34 @@ void conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
     connbuf_alloc(c, out); /* grows with the bytes, within max_partial_frame_bytes */
 }
 
+/* A frame must arrive whole within idle_timeout_ms plus one millisecond per
+ * NET_FRAME_BYTES_PER_MS of its size (64 KiB/s; 16 MiB: 256 s more) from its
+ * first bytes, however steadily its bytes trickle in: otherwise a client
+ * sending a byte now and then would hold its buffer (and its share of
+ * max_partial_frame_bytes, which others then lack) for ever. */
+#define NET_FRAME_BYTES_PER_MS 64
+static uint64_t frame_deadline_ms(const conn *c)
+{
+    size_t size = c->want > c->len ? c->want : c->len;
+    return c->net->opts.idle_timeout_ms + size / NET_FRAME_BYTES_PER_MS;
+}
+
 static void on_idle_timeout(uv_timer_t *t)
 {
     conn *c = t->data;
-    char msg[200];
-    snprintf(msg, sizeof msg,
-             "dropped: %zu bytes of an unfinished frame and nothing more for %u ms "
-             "(idle_timeout_ms)",
-             c->len, c->net->opts.idle_timeout_ms);
+    char msg[300];
+    uint64_t took = uv_now(c->net->loop) - c->frame_since;
+    if (uv_now(c->net->loop) - c->last_read < c->net->opts.idle_timeout_ms)
+        snprintf(msg, sizeof msg,
+                 "dropped: a frame of %zu bytes still unfinished (%zu received) after %llu ms; a "
+                 "frame must arrive within idle_timeout_ms (%u) plus 1 s per 64 KiB of it",
+                 c->want > c->len ? c->want : c->len, c->len, (unsigned long long)took,
+                 c->net->opts.idle_timeout_ms);
+    else
+        snprintf(msg, sizeof msg,
+                 "dropped: %zu bytes of an unfinished frame and nothing more for %u ms "
+                 "(idle_timeout_ms)",
+                 c->len, c->net->opts.idle_timeout_ms);
     conn_fail(c, 0, PB_CODE_DEADLINE_EXCEEDED, msg);
 }
 
@@ -277,6 +297,7 @@ static void conn_process(conn *c)
         if (pos > 0) {
             memmove(c->buf, c->buf + pos, c->len - pos);
             c->len -= pos;
+            c->frame_since = 0; /* what is left starts a new frame */
         }
         /* A Subscribe just read: the buffer now holds exactly what came
          * after it. Handed over now, or once its acks are out; refused at
@@ -317,9 +338,20 @@ void conn_idle_arm(conn *c)
         c->quiet_since = 0;
     else if (!c->quiet_since)
         c->quiet_since = uv_now(n->loop);
-    if (c->len > 0 && n->opts.idle_timeout_ms) /* stalled in the middle of a frame */
-        uv_timer_start(&c->timer, on_idle_timeout, n->opts.idle_timeout_ms, 0);
-    else if (quiet && n->opts.quiet_timeout_ms)
+    if (c->len == 0)
+        c->frame_since = 0;
+    else if (!c->frame_since)
+        c->frame_since = uv_now(n->loop);
+    if (c->len > 0 && n->opts.idle_timeout_ms) { /* stalled in the middle of a frame */
+        /* The sooner of: nothing read for idle_timeout_ms (since the last
+         * bytes, not since this call: a write's completion calls it too),
+         * or the frame's deadline. */
+        uint64_t now = uv_now(n->loop), spent = now - c->frame_since, silent = now - c->last_read;
+        uint64_t deadline = frame_deadline_ms(c), idle = n->opts.idle_timeout_ms;
+        uint64_t left = spent < deadline ? deadline - spent : 1;
+        uint64_t idle_left = silent < idle ? idle - silent : 1;
+        uv_timer_start(&c->timer, on_idle_timeout, left < idle_left ? left : idle_left, 0);
+    } else if (quiet && n->opts.quiet_timeout_ms)
         uv_timer_start(&c->timer, on_quiet_timeout, n->opts.quiet_timeout_ms, 0);
     else
         uv_timer_stop(&c->timer);
@@ -345,6 +377,8 @@ void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         conn_close(c);
         return;
     }
+    if (nread > 0)
+        c->last_read = uv_now(c->net->loop);
     if (c->tls) {
         conn_tls_read(c, (const uint8_t *)buf->base, (size_t)nread);
         return;

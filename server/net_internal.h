@@ -91,6 +91,8 @@ struct conn {
     uint8_t *buf;         /* bytes received, not yet a whole frame */
     size_t len, cap;
     size_t want;       /* bytes the current frame needs, when known */
+    uint64_t frame_since; /* uv_now when the unfinished frame's first bytes were seen; 0: none */
+    uint64_t last_read;   /* uv_now of the last bytes read from the socket */
     uint64_t inflight; /* charge of this connection's batches in flight */
 #define NET_SUB_REFUSAL_LOGGED (1u << 16)
     unsigned limits_logged; /* enum ingest_limit bits already logged for it, and

@@ -30,6 +30,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -42,6 +43,7 @@ struct store {
     size_t count;
     size_t cap;
     size_t max; /* max_partitions for store_get to create; 0: none */
+    int lock_fd; /* data_dir/.lock, flock'ed while open; -1: none */
 };
 
 /* Index of name in s->parts, or of where it would be inserted (*found false). */
@@ -111,6 +113,49 @@ static int make_data_dir(const char *data_dir)
     return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
 }
 
+/* Takes data_dir/.lock (flock, exclusive, not waiting) and writes our pid
+ * in it: two daemons appending to one partition would interleave their
+ * records and both ack them. The kernel drops the lock when the process
+ * ends, however it ends, so a kill -9 leaves nothing to clean up. The name
+ * starts with '.', so no reader takes it for a partition (partname.h). */
+static int lock_data_dir(store *s, const char *data_dir)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/.lock", data_dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        int rc = -errno;
+        logging_printf(LOG_ERROR, "data directory %s: cannot open its lock file %s: %s", data_dir,
+                       path, pb_strerror(rc));
+        return rc;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        if (rc == -EBUSY)
+            logging_printf(LOG_ERROR,
+                           "data directory %s is in use by another protobusd (pid %s, lock %s): "
+                           "two daemons must never write one data directory; stop that one "
+                           "or choose another data_dir",
+                           data_dir, pid[0] ? pid : "unknown", path);
+        else
+            logging_printf(LOG_ERROR, "data directory %s: cannot lock %s: %s", data_dir, path,
+                           pb_strerror(rc));
+        close(fd);
+        return rc;
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len)
+        logging_printf(LOG_WARN, "data directory %s: cannot write our pid into %s: %s", data_dir,
+                       path, strerror(errno)); /* the lock holds all the same */
+    s->lock_fd = fd;
+    return 0;
+}
+
 int store_open(store **out, const char *data_dir, store_options_fn options, void *ctx)
 {
     *out = NULL;
@@ -121,6 +166,7 @@ int store_open(store **out, const char *data_dir, store_options_fn options, void
         return PB_ENOMEM;
     s->options = options;
     s->ctx = ctx;
+    s->lock_fd = -1;
     int rc = pthread_mutex_init(&s->lock, NULL);
     if (rc != 0) {
         free(s);
@@ -137,6 +183,8 @@ int store_open(store **out, const char *data_dir, store_options_fn options, void
                        pb_strerror(rc));
         goto fail;
     }
+    if ((rc = lock_data_dir(s, data_dir)) < 0)
+        goto fail;
     rc = partition_dirs_scan(data_dir, &names, &n, &skipped, &nskipped);
     if (rc < 0) {
         logging_printf(LOG_ERROR, "data directory %s: cannot list it: %s", data_dir,
@@ -327,6 +375,8 @@ int store_close(store *s)
     }
     free(s->parts);
     free(s->data_dir);
+    if (s->lock_fd >= 0)
+        close(s->lock_fd); /* after every partition is closed: releases the lock */
     pthread_mutex_destroy(&s->lock);
     free(s);
     return rc;

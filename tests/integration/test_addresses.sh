@@ -8,6 +8,7 @@
 #
 # Environment: BUILD (default build) holds protobus and protobusd.
 set -euo pipefail
+. "$(dirname "$0")/../lib/harness.sh" # fail, wait_until, run
 
 BUILD=${BUILD:-build}
 BUILD=$(cd "$BUILD" && pwd)
@@ -24,29 +25,6 @@ cleanup() {
     rm -rf "$TMP"
 }
 trap cleanup EXIT
-
-fail() {
-    echo "    $*" >&2
-    return 1
-}
-
-run() {
-    local name=$1 rc
-    set +e
-    (
-        set -e
-        "$name"
-    )
-    rc=$?
-    set -e
-    if [ "$rc" -eq 0 ]; then
-        passed=$((passed + 1))
-        echo "ok   $name"
-    else
-        failed=$((failed + 1))
-        echo "FAIL $name"
-    fi
-}
 
 # expect_refusal STATUS TEXT COMMAND...: COMMAND exits with STATUS and says TEXT.
 expect_refusal() {

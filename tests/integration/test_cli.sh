@@ -11,6 +11,7 @@
 # Environment: BUILD (default build) holds protobus and protobusd.
 # Needs: jq, python3 (to write the original-layout file and flip a byte).
 set -euo pipefail
+. "$(dirname "$0")/../lib/harness.sh" # fail, wait_until, run
 
 BUILD=${BUILD:-build}
 BUILD=$(cd "$BUILD" && pwd)
@@ -31,42 +32,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-fail() {
-    echo "    $*" >&2
-    return 1
-}
-
 # Polls "$@" every 0.1 s, at most $1 times (the first argument).
-wait_until() {
-    local tries=$1
-    shift
-    local i
-    for ((i = 0; i < tries; i++)); do
-        if "$@"; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
 
 # Runs one test function in a subshell with errexit in force (errexit is
 # ignored inside `if`, so the status is taken outside of one).
-run() {
-    local name=$1 rc
-    set +e
-    (
-        set -e
-        "$name"
-    )
-    rc=$?
-    set -e
-    if [ "$rc" -eq 0 ]; then
-        passed=$((passed + 1))
-        echo "ok   $name"
-    else
-        failed=$((failed + 1))
-        echo "FAIL $name"
-    fi
-}
 
 lines() { wc -l <"$1" | tr -d ' '; }
 

@@ -46,6 +46,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -358,7 +359,7 @@ static void test_eio_and_enospc(void **state)
     daemon_start(d);
     metrics_http *mh;
     char err[256], body[4096];
-    assert_int_equal(metrics_http_start(&mh, "127.0.0.1", 0, d->store, err, sizeof err), 0);
+    assert_int_equal(metrics_http_start(&mh, "127.0.0.1", 0, d->store, NULL, err, sizeof err), 0);
     uint16_t mport = metrics_http_port(mh);
     pb_client *c = connect_client(d);
     assert_int_equal(publish(c, "a", 0, 50), 0);
@@ -406,10 +407,71 @@ static void test_eio_and_enospc(void **state)
     assert_int_equal(testfs_rmrf(d->dir), 0);
 }
 
+/* What protobusd's upkeep timer does (server/main.c, retain_tick). */
+static void upkeep_tick_all(inproc *d)
+{
+    partition **ps;
+    size_t n;
+    assert_int_equal(store_list(d->store, &ps, &n), 0);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    for (size_t i = 0; i < n; i++)
+        partition_upkeep_tick(ps[i], (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec);
+    free(ps);
+}
+
+/* A full disk heals: ENOSPC stops b (503 naming it), space returns (the
+ * fault is disarmed; statvfs always said there was room), the partition
+ * resumes by itself within a few probes, /healthz is 200 again and b's
+ * partition_up is 1; only what was acked is stored, then what follows. */
+static void test_enospc_heals(void **state)
+{
+    inproc *d = &D;
+    daemon_start(d);
+    metrics_http *mh;
+    char err[256], body[4096];
+    assert_int_equal(metrics_http_start(&mh, "127.0.0.1", 0, d->store, NULL, err, sizeof err), 0);
+    uint16_t mport = metrics_http_port(mh);
+    pb_client *c = connect_client(d);
+    assert_int_equal(publish(c, "b", 0, 20), 0);
+    arm("b", 0, ENOSPC);
+    assert_int_equal(publish(c, "b", 20, 10), PB_ESERVER);
+    expect_refused(c, "b", "No space left on device");
+    pb_client_close(c);
+    assert_int_equal(http_get(mport, "/healthz", body, sizeof body), 503);
+    assert_non_null(strstr(body, "partition b accepts no writes: No space left on device"));
+
+    arm("", 0, 0);
+    /* protobusd's upkeep timer (main.c's retain_tick, once a second) asks
+     * each partition to probe; here the test is that timer, every 100 ms,
+     * for at most 10 s, until /healthz says 200. */
+    int code = 0;
+    for (int i = 0; i < 100 && (code = http_get(mport, "/healthz", body, sizeof body)) != 200; i++) {
+        upkeep_tick_all(d);
+        usleep(100 * 1000);
+    }
+    if (code != 200)
+        fail_msg("/healthz still %d 10 s after space came back: %s", code, body);
+    assert_string_equal(body, "ok\n");
+    assert_true(log_contains(d, "partition b: space is back; resumed at offset 20"));
+    assert_int_equal(http_get(mport, "/metrics", body, sizeof body), 200);
+    assert_non_null(strstr(body, "protobus_partition_up{partition=\"b\"} 1\n"));
+
+    /* Publishing resumes at the acked end: the refused batch is not there. */
+    c = connect_client(d);
+    assert_int_equal(publish(c, "b", 20, 10), 0);
+    pb_client_close(c);
+    expect_stored(d, "b", 30);
+    metrics_http_stop(mh);
+    assert_int_equal(daemon_stop(d), 0);
+    assert_int_equal(testfs_rmrf(d->dir), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_eio_and_enospc),
+        cmocka_unit_test(test_enospc_heals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

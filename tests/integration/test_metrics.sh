@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Integration test of metrics_listen: a real protobusd on 127.0.0.1 (free
-# ports, a temp data directory, two partitions), events published with the
+# ports, a temp data directory, three partitions, one mirror), events published with the
 # CLI, /metrics scraped during and after a publish and parsed with Debian's
 # python3-prometheus-client text parser (tests/integration/metrics_check.py),
 # the numbers checked against what was published; /healthz 200; unknown
-# paths 404; a bad metrics_listen refused by --check with file:line.
-# (/healthz 503 on an injected EIO: tests/integration/test_iofail.c.)
+# paths 404; a bad metrics_listen refused by --check with file:line;
+# `promtool check metrics` lints a scrape; the oldest record time follows
+# retention; a [mirror] with unreachable NATS servers exports its lag.
+# (/healthz 503 on an injected EIO, and 200 again once a full disk has
+# healed: tests/integration/test_iofail.c.)
 # Every wait is bounded; the daemon is stopped by PID; the temp dir removed.
 #
 # Environment: BUILD (default build) holds protobus and protobusd.
 set -euo pipefail
+. "$(dirname "$0")/../lib/harness.sh" # fail, wait_until, run
 
 BUILD=${BUILD:-build}
 BUILD=$(cd "$BUILD" && pwd)
@@ -31,40 +35,6 @@ cleanup() {
     rm -rf "$TMP"
 }
 trap cleanup EXIT
-
-fail() {
-    echo "    $*" >&2
-    return 1
-}
-
-wait_until() {
-    local tries=$1
-    shift
-    local i
-    for ((i = 0; i < tries; i++)); do
-        if "$@"; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
-
-run() {
-    local name=$1 rc
-    set +e
-    (
-        set -e
-        "$name"
-    )
-    rc=$?
-    set -e
-    if [ "$rc" -eq 0 ]; then
-        passed=$((passed + 1))
-        echo "ok   $name"
-    else
-        failed=$((failed + 1))
-        echo "FAIL $name"
-    fi
-}
 
 # GET http://$MADDR$1 -> body in $2, status code on stdout.
 http_get() {
@@ -96,6 +66,17 @@ log_level = info
 
 [partition orders]
 match = orders\\..*
+
+[mirror m1]
+nats_url = nats://127.0.0.1:9
+partitions = orders
+stream = PBTEST
+subject_prefix = pb.
+
+[partition aged]
+match = aged\\..*
+segment_bytes = 16K
+retain_bytes = 64K
 
 [partition events]
 match = .*
@@ -188,6 +169,17 @@ test_counts_match_published() {
         fail "oldest record time $oldest is after now $now"
 }
 
+# Prometheus's own linter accepts a scrape taken with every kind of metric
+# populated (counters, gauges, histograms after publishes): names, types,
+# HELP lines, _total suffixes, histogram buckets.
+test_promtool_lints_clean() {
+    "$PB" pub orders.a lint
+    http_get /metrics "$TMP/mp" >/dev/null
+    grep -q '^protobus_publish_ack_seconds_bucket' "$TMP/mp" || fail "no histogram in the scrape"
+    promtool check metrics <"$TMP/mp" >"$TMP/lint" 2>&1 || fail "promtool check metrics: $(cat "$TMP/lint")"
+    [ ! -s "$TMP/lint" ] || fail "promtool check metrics: $(cat "$TMP/lint")"
+}
+
 # Scrapes while 20000 events are being published: every scrape parses, the
 # count never goes backwards, and the last equals what was published.
 test_scrape_during_publish() {
@@ -232,6 +224,50 @@ PYEOF
         'protobus_connections_open=0'
 }
 
+# Retention raises the first offset; the oldest record time follows it
+# (the scrape remembers each partition's oldest time per first offset).
+test_oldest_follows_retention() {
+    "$PB" pub aged.x first
+    http_get /metrics "$TMP/r0" >/dev/null
+    local t0 t1 i first=0
+    t0=$(sed -n 's/^protobus_partition_oldest_record_seconds{partition="aged"} //p' "$TMP/r0")
+    [ -n "$t0" ] && [ "$t0" != 0 ] || fail "no oldest time for aged: $(grep aged "$TMP/r0")"
+    sleep 0.2
+    head -c 100 /dev/zero | tr '\0' x >"$TMP/line"
+    for ((i = 0; i < 3000; i++)); do cat "$TMP/line"; echo; done | "$PB" pub aged.x
+    for ((i = 0; i < 100; i++)); do
+        http_get /metrics "$TMP/r1" >/dev/null
+        first=$(sed -n 's/^protobus_partition_first_offset{partition="aged"} //p' "$TMP/r1")
+        [ "${first%.*}" -gt 0 ] && break
+        sleep 0.1
+    done
+    [ "${first%.*}" -gt 0 ] || fail "retention removed nothing in 10 s (first offset $first)"
+    t1=$(sed -n 's/^protobus_partition_oldest_record_seconds{partition="aged"} //p' "$TMP/r1")
+    "$PY" -c "import sys; sys.exit(0 if float('$t1') > float('$t0') else 1)" ||
+        fail "oldest record time stayed $t1 (was $t0) after retention moved the first offset to $first"
+}
+
+# A [mirror] whose NATS servers are unreachable (127.0.0.1:9, nothing
+# listens): its counters and lag are exported, and the lag is what orders
+# holds (none of it shipped): the events, and the age of the oldest.
+test_mirror_lag_exported() {
+    local i ok=""
+    for ((i = 0; i < 100; i++)); do
+        http_get /metrics "$TMP/mm" >/dev/null
+        if check "$TMP/mm" 'protobus_mirror_lag_events{mirror=m1}{partition=orders}>=3' 2>/dev/null; then
+            ok=1
+            break
+        fi
+        sleep 0.1
+    done
+    [ -n "$ok" ] || fail "no lag for mirror m1: $(grep mirror "$TMP/mm")"
+    check "$TMP/mm" 'protobus_mirror_connected{mirror=m1}=0' \
+        'protobus_mirror_stored_total{mirror=m1}=0' \
+        'protobus_mirror_shipped_offset{mirror=m1}{partition=orders}=0' \
+        'protobus_mirror_lag_seconds{mirror=m1}{partition=orders}>=0.1' ||
+        fail "mirror m1's numbers"
+}
+
 test_bad_metrics_listen_refused() {
     printf '[server]\nmetrics_listen = localhost:x\n[partition e]\nmatch = .*\n' >"$TMP/bad.conf"
     local rc=0
@@ -244,8 +280,11 @@ start_daemon
 run test_healthz_ok
 run test_unknown_path_404
 run test_counts_match_published
+run test_promtool_lints_clean
 run test_scrape_during_publish
 run test_refused_and_errors_counted
+run test_oldest_follows_retention
+run test_mirror_lag_exported
 run test_bad_metrics_listen_refused
 stop_daemon || failed=$((failed + 1))
 echo "test_metrics: $passed passed, $failed failed"

@@ -12,9 +12,11 @@
 #     delivers them all;
 #   - a directory holding segments under a name the rule refuses (as an older
 #     daemon could leave) is reported by the daemon at start-up and by cat
-#     (exit 1), never skipped silently; given by path it is read.
+#     (exit 1), never skipped silently; given by path it is read;
+#   - a second protobusd on the same data directory is refused at start-up.
 # Every wait is bounded; the daemon is stopped by PID; the temp dir goes.
 set -euo pipefail
+. "$(dirname "$0")/../lib/harness.sh" # fail, wait_until, run
 
 BUILD=${BUILD:-build}
 BUILD=$(cd "$BUILD" && pwd)
@@ -32,40 +34,6 @@ cleanup() {
     rm -rf "$TMP"
 }
 trap cleanup EXIT
-
-fail() {
-    echo "    $*" >&2
-    return 1
-}
-
-wait_until() {
-    local tries=$1
-    shift
-    local i
-    for ((i = 0; i < tries; i++)); do
-        if "$@"; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
-
-run() {
-    local name=$1 rc
-    set +e
-    (
-        set -e
-        "$name"
-    )
-    rc=$?
-    set -e
-    if [ "$rc" -eq 0 ]; then
-        passed=$((passed + 1))
-        echo "ok   $name"
-    else
-        failed=$((failed + 1))
-        echo "FAIL $name"
-    fi
-}
 
 write_conf() {
     cat >"$TMP/protobusd.conf" <<EOF
@@ -188,6 +156,24 @@ test_daemon_reports_unlisted_directory() {
     mv "$DATA/.sensor" "$DATA/sensor"
 }
 
+# A second daemon on the same data directory (another port) is refused at
+# start-up, naming the directory and the running daemon's pid; the first
+# goes on serving; the lock file is no partition for cat.
+test_second_daemon_refused() {
+    sed 's/^listen = .*/listen = 127.0.0.1:0/' "$TMP/protobusd.conf" >"$TMP/second.conf"
+    local rc=0
+    timeout 20 "$PBD" -c "$TMP/second.conf" --port-file "$TMP/port2" 2>"$TMP/second.log" || rc=$?
+    [ "$rc" -ne 0 ] || fail "a second protobusd on $DATA started"
+    [ "$rc" -ne 124 ] || fail "a second protobusd on $DATA was still running after 20 s"
+    grep -q "data directory $DATA is in use by another protobusd (pid $DPID" "$TMP/second.log" ||
+        fail "second daemon said: $(cat "$TMP/second.log")"
+    [ ! -s "$TMP/port2" ] || fail "the second daemon listened"
+    "$PB" pub misc after-refusal >/dev/null || fail "the first daemon stopped serving"
+    "$PB" cat --verify "$DATA" >"$TMP/verify" || fail "verify: $(cat "$TMP/verify")"
+    grep -q 'verified 5 record(s) in 4 source(s): 0 problem(s)' "$TMP/verify" ||
+        fail "verify: $(cat "$TMP/verify")"
+}
+
 [ -x "$PB" ] && [ -x "$PBD" ] || {
     echo "test_partnames: $PB or $PBD missing (run make)" >&2
     exit 1
@@ -207,6 +193,7 @@ stop_daemon
 run test_daemon_reports_unlisted_directory
 start_daemon
 run test_everything_visible_after_restart
+run test_second_daemon_refused
 stop_daemon
 
 echo "$passed passed, $failed failed"

@@ -7,7 +7,8 @@
  *   keep their usual latency.
  * - A client that sends half a frame and stalls is dropped after
  *   idle_timeout_ms; a client that is merely idle between frames is not;
- *   others are not slowed meanwhile.
+ *   others are not slowed meanwhile; a frame trickled in a byte at a time
+ *   is dropped at its deadline (idle_timeout_ms + 1 ms per 64 bytes).
  *
  * "Not slowed" is measured: every publish -> ack -> delivery round trip made
  * during a stall must take under half the stall's timeout (a daemon that
@@ -324,11 +325,51 @@ static void test_half_frame_dropped_idle_kept(void **state)
     assert_int_equal(itest_daemon_stop(d), 0);
 }
 
+/* A frame trickled in a byte every 500 ms (never idle_timeout_ms without a
+ * byte) is dropped all the same once its deadline passes: idle_timeout_ms
+ * plus 1 ms per 64 bytes of it (here 2,000 + 100 ms), with a log line
+ * saying so; without the deadline it would hold its buffer for 53 min. */
+static void test_trickled_frame_dropped(void **state)
+{
+    (void)state;
+    itest_daemon *d = &daemon_under_test;
+    char extra[128];
+    snprintf(extra, sizeof extra, "idle_timeout_ms = %d\n", IDLE_TIMEOUT_MS);
+    assert_int_equal(itest_daemon_start(d, extra, NULL), 0);
+    int fd = itest_connect(d->port);
+    assert_true(fd >= 0);
+    assert_hello(fd);
+    const uint8_t prefix[2] = {0x80, 0x32}; /* varint 6,400 */
+    assert_int_equal(itest_send_raw(fd, prefix, sizeof prefix), 0);
+    uint64_t started = itest_now_ms();
+    int closed = 0;
+    /* Bounded: 40 x 500 ms, far past the deadline and its slack. */
+    for (int i = 0; i < 40 && !closed; i++) {
+        const uint8_t byte = 0x0a;
+        if (itest_send_raw(fd, &byte, 1) < 0)
+            break; /* already closed by the server */
+        closed = itest_wait_closed(fd, 500);
+    }
+    if (!closed)
+        closed = itest_wait_closed(fd, 1000);
+    uint64_t took = itest_now_ms() - started;
+    fprintf(stderr, "test_slowpeers: trickled frame closed after %llu ms\n",
+            (unsigned long long)took);
+    assert_true(closed);
+    assert_true(took + 2 >= IDLE_TIMEOUT_MS + 100);
+    assert_true(took <= IDLE_TIMEOUT_MS + 100 + DROP_SLACK_MS);
+    assert_true(itest_log_contains(d, "bytes still unfinished"));
+    assert_true(itest_log_contains(d, "a frame must arrive within idle_timeout_ms"));
+    assert_int_equal(close(fd), 0);
+    assert_int_equal(itest_daemon_stop(d), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_stalled_subscriber_dropped, teardown),
         cmocka_unit_test_teardown(test_half_frame_dropped_idle_kept, teardown),
+        cmocka_unit_test_teardown(test_trickled_frame_dropped, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

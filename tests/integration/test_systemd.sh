@@ -11,6 +11,7 @@
 #
 # Environment: BUILD (default build) holds protobusd.
 set -euo pipefail
+. "$(dirname "$0")/../lib/harness.sh" # fail, wait_until, run
 
 BUILD=${BUILD:-build}
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -37,40 +38,6 @@ cleanup() {
     rm -rf "$TMP"
 }
 trap cleanup EXIT
-
-fail() {
-    echo "    $*" >&2
-    return 1
-}
-
-run() {
-    local name=$1 rc
-    set +e
-    (
-        set -e
-        "$name"
-    )
-    rc=$?
-    set -e
-    if [ "$rc" -eq 0 ]; then
-        passed=$((passed + 1))
-        echo "ok   $name"
-    else
-        failed=$((failed + 1))
-        echo "FAIL $name"
-    fi
-}
-
-wait_until() {
-    local tries=$1
-    shift
-    local i
-    for ((i = 0; i < tries; i++)); do
-        if "$@"; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
 
 test_install_files() {
     make -s -C "$top" $SAN_ARG BUILD="$BUILD" install PREFIX="$TMP/prefix" >"$TMP/install.log" 2>&1 ||

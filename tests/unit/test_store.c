@@ -329,6 +329,33 @@ static void test_open_fails_on_bad_data_dir(void **state)
     assert_null(s);
 }
 
+/* One store per data directory: a second open is refused (EBUSY) while
+ * the first is open, names the holder's pid in the log, and succeeds once
+ * the first is closed. The lock file is not a partition. */
+static void test_second_open_of_a_data_dir_refused(void **state)
+{
+    fixture *f = *state;
+    store *a, *b = (store *)1;
+    assert_int_equal(store_open(&a, f->data, options, f), 0);
+    partition *p;
+    assert_int_equal(store_get(a, "alpha", &p), 0);
+    assert_int_equal(store_open(&b, f->data, options, f), -EBUSY);
+    assert_null(b);
+    char path[160], pid[32] = "", want[32];
+    snprintf(path, sizeof path, "%s/.lock", f->data);
+    FILE *lf = fopen(path, "r");
+    assert_non_null(lf);
+    assert_non_null(fgets(pid, sizeof pid, lf));
+    fclose(lf);
+    snprintf(want, sizeof want, "%ld\n", (long)getpid());
+    assert_string_equal(pid, want);
+    assert_int_equal(store_close(a), 0);
+    assert_int_equal(store_open(&b, f->data, options, f), 0);
+    const char *names[] = {"alpha"};
+    assert_list(b, names, 1);
+    assert_int_equal(store_close(b), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -337,6 +364,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_max_partitions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_creation_leaves_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_fails_on_bad_data_dir, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_second_open_of_a_data_dir_refused, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
