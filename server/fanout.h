@@ -93,9 +93,10 @@ int fanout_writer_get(fanout *fo, const char *name, fanout_writer **out);
 void fanout_durable(void *ctx, struct partition *p, const live_record *recs, size_t n);
 
 /* The partitions' acked callback (partition_acked_fn), ctx the same
- * fanout_writer: signals the subscription threads that sleep and were
- * queued records (or overflowed) by the fanout_durable calls since the
- * last one. After the acks, not in fanout_durable: a wake-up can hand the
+ * fanout_writer: hands the subscription threads that sleep and were queued
+ * records (or overflowed) by the fanout_durable calls since the last one to
+ * the fan-out's waker thread (fanout_waker.h), which signals them. Neither
+ * in fanout_durable nor by the writer itself: a wake-up can hand the
  * writer's CPU to the woken thread, and 1,000 of them took 15-56 ms a take
  * under load, all of it added to every publisher's ack. Must follow every
  * fanout_durable (a partition calls it after each take's done() callbacks);
