@@ -397,6 +397,20 @@ bench-matcher: $(MATCHER_BENCH)
 
 .PHONY: bench-matcher
 
+# `make bench-dedup`: tests/bench/dedup_bench.c, what event ids cost the
+# daemon's CPU per event (the writer's admission with and without the dedup
+# window, the loop thread's hash), DEDUP_RUNS runs and their medians. Built
+# by `make check` so that it keeps compiling.
+DEDUP_RUNS  ?= 5
+DEDUP_BENCH := $(BUILD)/bench/dedup_bench
+
+check: $(DEDUP_BENCH)
+
+bench-dedup: $(DEDUP_BENCH)
+	$(DEDUP_BENCH) -r $(DEDUP_RUNS)
+
+.PHONY: bench-dedup
+
 # --- Python client (client/python) ----------------------------------------------
 # `make install-python` installs the `protobus` package into the virtualenv
 # PYTHON_VENV (default build/venv), creating it first if needed with Debian's

@@ -66,6 +66,7 @@ typedef struct pub_part {
     uint32_t expect_failed; /* index into pub_batch.expect */
     int actual_none;        /* the topic has no event ... */
     uint64_t actual;        /* ... or this is its last offset */
+    uint64_t last_offset;   /* net.c, synchronous standby mode: its highest offset */
 } pub_part;
 
 /* Publish.expect entry (slices of the batch's bytes). */

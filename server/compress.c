@@ -1,23 +1,36 @@
 /*
  * compress - rewrites a closed (rotated) segment as a compressed segment
- * (proto/zseg.h, FORMAT.md Part B) and puts it in the plain file's place.
+ * (proto/zseg.h, FORMAT.md Part B) and puts it in the plain file's place,
+ * in two halves:
+ *   log_compress_prepare  any thread (the daemon's compressor thread,
+ *                         server/compressor.c): reads the plain file by
+ *                         name and writes <base>.log.ztmp, fdatasync'ed.
+ *                         It needs no pb_log, so it never touches the
+ *                         writer's state.
+ *   log_compress_install  the partition's writer thread: renames the
+ *                         .ztmp over the .log and syncs the directory, if
+ *                         the segment is still one of its closed segments.
+ * Every change to which segment files exist stays on the writer thread
+ * (rotation, retention's removal, this rename), so a segment is never
+ * removed and replaced at the same time: a removal that comes while the
+ * compressor reads finds the plain file (the compressor's descriptor keeps
+ * the unlinked file readable), and the install that follows finds the
+ * segment gone and removes the .ztmp instead. The active segment is never
+ * touched.
  *
- * Threads: the partition's writer thread (upkeep_compress_one, when it has
- * nothing queued, one segment at a time), like retention: the writer owns
- * the closed-segment list, so a segment is never compressed and removed at
- * the same time. The active segment is never touched.
- *
- * Crash safety, step by step (tests/unit/test_powerloss.c):
+ * Crash safety, step by step (tests/unit/test_compress.c,
+ * tests/unit/test_powerloss.c):
  *   1. the compressed bytes go to <base>.log.ztmp (O_TRUNC: a leftover of
  *      an earlier crash is overwritten), then fdatasync;
  *   2. rename(<base>.log.ztmp, <base>.log): atomic, the plain file is
  *      replaced (unlinked) in the same step;
  *   3. fsync of the directory: the replacement is durable.
- * A crash before 2 leaves the plain segment (and a .ztmp no reader lists);
- * after 2 the whole compressed file, whose data was synced before the
- * rename. Readers holding the plain file open keep reading it. The .idx
- * stays valid: its positions are plain-file positions, which the
- * compressed file serves unchanged.
+ * A crash before 2 leaves the plain segment (and a .ztmp no reader lists,
+ * removed at the next open: log_remove_orphans); after 2 the whole
+ * compressed file, whose data was synced before the rename. Readers
+ * holding the plain file open keep reading it. The .idx stays valid: its
+ * positions are plain-file positions, which the compressed file serves
+ * unchanged.
  */
 #include "log.h"
 #include "log_internal.h"
@@ -36,7 +49,9 @@
 #include <string.h>
 
 typedef struct zwriter {
-    pb_log *log;
+    const fileio *io;
+    char *why; /* the reason of a failure, for the caller's message */
+    size_t whylen;
     int fd;
     const char *tmp;
     int level;
@@ -55,10 +70,10 @@ typedef struct zwriter {
 static int zw_write(zwriter *w, const void *p, size_t n, uint64_t at)
 {
     struct iovec iov = {.iov_base = (void *)p, .iov_len = n};
-    int rc = fileio_write_all(w->log->io, w->fd, &iov, 1, (off_t)at);
+    int rc = fileio_write_all(w->io, w->fd, &iov, 1, (off_t)at);
     if (rc < 0)
-        log_say(w->log, LOG_ERROR, "compress: write of %s at byte %llu failed: %s", w->tmp,
-                (unsigned long long)at, pb_strerror(rc));
+        snprintf(w->why, w->whylen, "write of %s at byte %llu failed: %s", w->tmp,
+                 (unsigned long long)at, pb_strerror(rc));
     return rc;
 }
 
@@ -141,10 +156,10 @@ static int copy_records(zwriter *w, segment_buf *b, uint64_t base, uint64_t size
         if (rc == 0 && rec.offset != expected)
             rc = PB_ECORRUPT;
         if (rc == PB_ECORRUPT || rc == PB_EINCOMPLETE) {
-            log_say(w->log, LOG_WARN,
-                    "compress: segment %s: the record at byte %llu does not verify (offset %llu "
-                    "expected); the segment stays uncompressed",
-                    path, (unsigned long long)pos, (unsigned long long)expected);
+            snprintf(w->why, w->whylen,
+                     "segment %s: the record at byte %llu does not verify (offset %llu "
+                     "expected); the segment stays uncompressed",
+                     path, (unsigned long long)pos, (unsigned long long)expected);
             return 0;
         }
         if (rc < 0)
@@ -161,95 +176,164 @@ static int copy_records(zwriter *w, segment_buf *b, uint64_t base, uint64_t size
 
 /* Writes the compressed form of the plain segment open as pfd into w->fd.
  * 1 written, 0 left plain (damaged or already compressed), < 0 error. */
-static int write_compressed(zwriter *w, int pfd, uint64_t base, const char *path)
+static int write_compressed(zwriter *w, int pfd, uint64_t size, uint64_t base, const char *path)
 {
-    pb_log *log = w->log;
     segment_buf b;
-    off_t size;
     uint8_t head[ZSEG_HEADER_END] = {0};
-    int rc = log->io->fsize(log->io, pfd, &size);
-    if (rc < 0)
-        return rc;
-    ssize_t n =
-        segment_pread_full(fileio_segment_pread, (void *)log->io, pfd, head, sizeof head, 0);
+    int rc;
+    ssize_t n = segment_pread_full(fileio_segment_pread, (void *)w->io, pfd, head, sizeof head, 0);
     if (n < 0)
         return (int)n;
     if (zseg_is_compressed(head, (size_t)n) || n < (ssize_t)PB_FILE_HEADER_SIZE)
         return 0;
-    if ((rc = segment_buf_init(&b, fileio_segment_pread, (void *)log->io)) < 0)
+    if ((rc = segment_buf_init(&b, fileio_segment_pread, (void *)w->io)) < 0)
         return rc;
     segment_buf_attach(&b, pfd);
     memset(head + PB_FILE_HEADER_SIZE, 0, ZSEG_HEADER_END - PB_FILE_HEADER_SIZE);
     w->wpos = ZSEG_HEADER_END;
     w->raw_logical = PB_FILE_HEADER_SIZE;
     if ((rc = zw_write(w, head, sizeof head, 0)) == 0 &&
-        (rc = copy_records(w, &b, base, (uint64_t)size, path)) == 1 && (rc = zw_flush(w)) == 0 &&
-        (rc = zw_finish(w, (uint64_t)size)) == 0)
+        (rc = copy_records(w, &b, base, size, path)) == 1 && (rc = zw_flush(w)) == 0 &&
+        (rc = zw_finish(w, size)) == 0)
         rc = 1;
     segment_buf_free(&b);
     return rc;
 }
 
-static int replace(pb_log *log, zwriter *w, const char *path, int rc)
+/* Syncs and closes the .ztmp; removes it unless it is whole (rc == 1). */
+static int finish_tmp(zwriter *w, int rc)
 {
-    int s = rc == 1 ? log->io->fdatasync(log->io, w->fd) : 0;
-    int c = log->io->close(log->io, w->fd);
+    int s = rc == 1 ? w->io->fdatasync(w->io, w->fd) : 0;
+    int c = w->io->close(w->io, w->fd);
     if (rc == 1 && (s < 0 || c < 0)) {
         rc = s < 0 ? s : c;
-        log_say(log, LOG_ERROR, "compress: sync of %s failed: %s; the plain segment is kept",
-                w->tmp, pb_strerror(rc));
+        snprintf(w->why, w->whylen, "sync of %s failed: %s; the plain segment is kept", w->tmp,
+                 pb_strerror(rc));
     }
-    if (rc != 1) {
-        (void)log->io->unlink(log->io, w->tmp); /* a leftover is overwritten next time */
-        return rc;
-    }
-    if ((rc = log->io->rename(log->io, w->tmp, path)) < 0) {
-        log_say(log, LOG_ERROR, "compress: rename of %s to %s failed: %s", w->tmp, path,
-                pb_strerror(rc));
-        (void)log->io->unlink(log->io, w->tmp);
-        return rc;
-    }
-    /* Durable before anything relies on it; as for rotation, a failed
-     * directory sync fails the log. */
-    return (rc = log_sync_dir(log)) < 0 ? rc : 1;
+    if (rc != 1)
+        (void)w->io->unlink(w->io, w->tmp); /* a leftover is removed at the next open */
+    return rc;
 }
 
-int log_compress_closed(pb_log *log, size_t i, int level, uint64_t *plain, uint64_t *packed)
+static int tmp_path(char *path, size_t n, char *tmp, size_t tn, const char *dir, uint64_t base)
+{
+    int rc = segment_path(path, n, dir, base, ".log");
+    if (rc == 0 && (size_t)snprintf(tmp, tn, "%s.ztmp", path) >= tn)
+        rc = -ENAMETOOLONG;
+    return rc;
+}
+
+int log_compress_prepare(const fileio *io, const char *dir, uint64_t base, int level,
+                         uint64_t *plain, uint64_t *packed, char *why, size_t whylen)
 {
     char path[PATH_MAX], tmp[PATH_MAX + 8];
-    if (log->failed)
-        return PB_EFAILED;
-    if (i >= log_closed_count(log))
-        return PB_EINVAL;
-    closed_seg *s = &log->closed[i];
-    int rc = segment_path(path, sizeof path, log->dir, s->base, ".log");
-    if (rc < 0)
+    *plain = *packed = 0;
+    why[0] = '\0';
+    int rc = tmp_path(path, sizeof path, tmp, sizeof tmp, dir, base);
+    if (rc < 0) {
+        snprintf(why, whylen, "segment %020llu of %s: %s", (unsigned long long)base, dir,
+                 pb_strerror(rc));
         return rc;
-    snprintf(tmp, sizeof tmp, "%s.ztmp", path);
-    int pfd = log->io->open(log->io, path, O_RDONLY, 0);
-    if (pfd < 0)
+    }
+    int pfd = io->open(io, path, O_RDONLY, 0);
+    if (pfd < 0) {
+        snprintf(why, whylen, "cannot open %s: %s", path, pb_strerror(pfd));
         return pfd;
-    zwriter w = {.log = log, .tmp = tmp, .level = level};
-    w.fd = log->io->open(log->io, tmp, O_WRONLY | O_CREAT | O_TRUNC, FILE_MODE);
-    if (w.fd < 0) {
+    }
+    off_t psize = 0;
+    zwriter w = {.io = io, .why = why, .whylen = whylen, .tmp = tmp, .level = level};
+    if ((rc = io->fsize(io, pfd, &psize)) < 0) {
+        snprintf(why, whylen, "cannot read the size of %s: %s", path, pb_strerror(rc));
+    } else if ((w.fd = io->open(io, tmp, O_WRONLY | O_CREAT | O_TRUNC, FILE_MODE)) < 0) {
         rc = w.fd;
-        log_say(log, LOG_ERROR, "compress: cannot create %s: %s", tmp, pb_strerror(rc));
+        snprintf(why, whylen, "cannot create %s: %s", tmp, pb_strerror(rc));
     } else {
-        rc = write_compressed(&w, pfd, s->base, path);
-        off_t psize = 0;
-        (void)log->io->fsize(log->io, pfd, &psize);
+        rc = write_compressed(&w, pfd, (uint64_t)psize, base, path);
+        if (rc < 0 && !why[0])
+            snprintf(why, whylen, "compressing %s into %s: %s", path, tmp, pb_strerror(rc));
         *plain = (uint64_t)psize;
         *packed = w.wpos + w.nent * ZSEG_ENTRY_SIZE + 4;
-        rc = replace(log, &w, path, rc);
+        rc = finish_tmp(&w, rc);
     }
-    (void)log->io->close(log->io, pfd); /* read-only */
-    if (rc == 1)
-        s->known = false; /* its size changed: read again when needed */
+    (void)io->close(io, pfd); /* read-only */
     zseg_cctx_free(w.cctx);
     free(w.raw);
     free(w.comp);
     free(w.ent);
     return rc;
+}
+
+void log_compress_discard(const fileio *io, const char *dir, uint64_t base)
+{
+    char path[PATH_MAX], tmp[PATH_MAX + 8];
+    if (tmp_path(path, sizeof path, tmp, sizeof tmp, dir, base) == 0)
+        (void)io->unlink(io, tmp); /* else it is removed at the next open */
+}
+
+/* The closed segment with this base, or NULL (removed meanwhile). */
+static closed_seg *find_closed(pb_log *log, uint64_t base)
+{
+    size_t n = log_closed_count(log);
+    for (size_t i = 0; i < n; i++)
+        if (log->closed[i].base == base)
+            return &log->closed[i];
+    return NULL;
+}
+
+int log_compress_install(pb_log *log, uint64_t base)
+{
+    char path[PATH_MAX], tmp[PATH_MAX + 8];
+    int rc = tmp_path(path, sizeof path, tmp, sizeof tmp, log->dir, base);
+    closed_seg *s = rc == 0 && !log->failed ? find_closed(log, base) : NULL;
+    if (!s) {
+        /* Retention removed it while it was being compressed (or the log
+         * failed): the compressed copy goes too. */
+        if (rc == 0)
+            (void)log->io->unlink(log->io, tmp);
+        return log->failed ? PB_EFAILED : 0;
+    }
+    if ((rc = log->io->rename(log->io, tmp, path)) < 0) {
+        log_say(log, LOG_ERROR, "compress: rename of %s to %s failed: %s", tmp, path,
+                pb_strerror(rc));
+        (void)log->io->unlink(log->io, tmp);
+        return rc;
+    }
+    s->known = false; /* its size changed: read again when needed */
+    /* Durable before anything relies on it; as for rotation, a failed
+     * directory sync fails the log. */
+    return (rc = log_sync_dir(log)) < 0 ? rc : 1;
+}
+
+bool log_closed_compressed(pb_log *log, size_t i)
+{
+    char path[PATH_MAX];
+    uint8_t head[ZSEG_HEADER_END];
+    if (i >= log_closed_count(log) ||
+        segment_path(path, sizeof path, log->dir, log->closed[i].base, ".log") < 0)
+        return false;
+    int fd = log->io->open(log->io, path, O_RDONLY, 0);
+    if (fd < 0)
+        return false;
+    ssize_t n = segment_pread_full(fileio_segment_pread, (void *)log->io, fd, head, sizeof head, 0);
+    (void)log->io->close(log->io, fd); /* read-only */
+    return n > 0 && zseg_is_compressed(head, (size_t)n);
+}
+
+int log_compress_closed(pb_log *log, size_t i, int level, uint64_t *plain, uint64_t *packed)
+{
+    char why[512];
+    if (log->failed)
+        return PB_EFAILED;
+    if (i >= log_closed_count(log))
+        return PB_EINVAL;
+    uint64_t base = log->closed[i].base;
+    int rc = log_compress_prepare(log->io, log->dir, base, level, plain, packed, why, sizeof why);
+    if (rc != 1) {
+        if (why[0])
+            log_say(log, rc < 0 ? LOG_ERROR : LOG_WARN, "compress: %s", why);
+        return rc;
+    }
+    return log_compress_install(log, base);
 }
 
 uint64_t log_closed_base(pb_log *log, size_t i)

@@ -619,6 +619,14 @@ void config_free(pb_config *cfg)
     free(cfg->metrics_host);
     free(cfg->data_dir);
     free(cfg->follow);
+    free(cfg->follow_user);
+    if (cfg->follow_password) /* a secret: not left in freed memory */
+        memset(cfg->follow_password, 0, strlen(cfg->follow_password));
+    free(cfg->follow_password);
+    free(cfg->follow_password_file);
+    free(cfg->follow_ca);
+    free(cfg->follow_tls_cert);
+    free(cfg->follow_tls_key);
     free(cfg->tls_cert);
     free(cfg->tls_key);
     free(cfg->tls_client_ca);

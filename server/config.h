@@ -155,6 +155,8 @@ typedef struct pb_config {
     int32_t compress_level;          /* default of every [partition]'s compress_level (3) */
     uint64_t min_free_bytes;         /* refuse publishes below this much free space; 0 = none,
                                         UINT64_MAX = auto (1 GiB or 5%, whichever smaller) */
+    uint64_t page_cache_bytes;       /* per partition, the newest durable bytes left in the
+                                        page cache; older are dropped. 0 = all kept */
     uint32_t dedup_window_ms;        /* event ids remembered this long; 0 = no dedup */
     uint32_t dedup_max_entries;      /* ... and at most this many per partition */
     uint32_t max_subscribe_patterns; /* caps on one Subscribe (server/subcaps.h) */
@@ -174,6 +176,13 @@ typedef struct pb_config {
     char *tls_key;                  /* its PEM private key */
     char *tls_client_ca;            /* PEM CA(s): clients must present a certificate they signed */
     char *follow; /* HOST:PORT of the primary: run as its hot standby (follower.h); NULL: not */
+    char *follow_user;          /* the standby's Hello.user at the primary; NULL: none */
+    char *follow_password;      /* its password, or: */
+    char *follow_password_file; /* a file whose first line is the password */
+    bool follow_tls;            /* connect to the primary over TLS */
+    char *follow_ca;            /* PEM CA(s) the primary's certificate must chain to; NULL: system */
+    char *follow_tls_cert;      /* the standby's client certificate (mutual TLS), PEM */
+    char *follow_tls_key;       /* its key */
     uint32_t min_standby_acks;   /* 1: a publish is acked once the standby has it (standby.h) */
     uint32_t standby_timeout_ms; /* ... waiting at most this long, then: */
     bool standby_timeout_local;  /* ack on the local copy (true) or refuse, UNAVAILABLE */
@@ -265,7 +274,10 @@ void config_user_free(pb_user_config *u);
 /* Whether the configuration may run as it is, once the command line's
  * overrides are applied: auth = none on an address other than loopback
  * needs allow_anonymous_remote = yes; auth = required needs a [user];
- * tls_cert and tls_key go together, tls_client_ca needs them. 0, or
+ * tls_cert and tls_key go together, tls_client_ca needs them; likewise
+ * follow_tls_cert and follow_tls_key, and follow_ca / follow_tls_cert need
+ * follow_tls; follow_password and follow_password_file exclude each
+ * other. 0, or
  * PB_EINVAL with the reason in why. */
 int config_check_exposure(const pb_config *cfg, char *why, size_t n);
 

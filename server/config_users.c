@@ -185,6 +185,16 @@ int config_check_exposure(const pb_config *cfg, char *why, size_t n)
                        cfg->tls_cert ? "tls_key" : "tls_cert");
     if (cfg->tls_client_ca && !cfg->tls_cert)
         return config_why(why, n, "tls_client_ca needs tls_cert and tls_key (TLS on the listener)");
+    if (!cfg->follow_tls_cert != !cfg->follow_tls_key)
+        return config_why(why, n, "%s is set without %s: a client certificate needs both",
+                          cfg->follow_tls_cert ? "follow_tls_cert" : "follow_tls_key",
+                          cfg->follow_tls_cert ? "follow_tls_key" : "follow_tls_cert");
+    if ((cfg->follow_ca || cfg->follow_tls_cert) && !cfg->follow_tls)
+        return config_why(why, n, "%s is set but follow_tls is not: set follow_tls = yes",
+                          cfg->follow_ca ? "follow_ca" : "follow_tls_cert");
+    if (cfg->follow_password && cfg->follow_password_file)
+        return config_why(why, n,
+                          "follow_password and follow_password_file are both set: keep one");
     if (cfg->auth == PB_AUTH_REQUIRED && cfg->n_users == 0)
         return config_why(why, n,
                        "auth = required but there is no [user NAME] section: nobody could "

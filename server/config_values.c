@@ -270,6 +270,9 @@ void config_set_defaults(pb_config *cfg)
     cfg->dedup_window_ms = 120000;
     cfg->dedup_max_entries = 100000;
     cfg->min_free_bytes = UINT64_MAX; /* auto: 1 GiB or 5% (server/freespace.h) */
+    /* Per partition: what a subscriber a little behind re-reads stays
+     * cached; the writer recycles the pages of the rest (log_cache.c). */
+    cfg->page_cache_bytes = 64 * MIB;
     cfg->auth = PB_AUTH_NONE;
     /* Long enough that guessing costs real time, short enough for a person
      * who mistyped; it doubles with each recent failure from the address. */

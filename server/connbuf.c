@@ -23,6 +23,11 @@
 #define READ_CHUNK (64 * 1024)
 /* Buffers up to this size are always granted (and counted). */
 #define READ_SMALL (4 * READ_CHUNK)
+/* An empty buffer up to this size is kept for the next frame while the
+ * buffers of all connections hold less than a quarter of the budget: a
+ * publisher of 1 MiB batches (the library's default) would otherwise grow a
+ * fresh buffer for each frame, faulting in and copying its pages again. */
+#define READ_KEEP (2 * 1024 * 1024)
 
 int connbuf_reserve(conn *c, size_t cap)
 {
@@ -76,8 +81,11 @@ void connbuf_refuse(conn *c)
 
 void connbuf_shrink(conn *c)
 {
-    if (c->len == 0 && c->cap > READ_SMALL)
-        connbuf_free(c);
+    if (c->len != 0 || c->cap <= READ_SMALL)
+        return;
+    if (c->cap <= READ_KEEP && c->net->rbuf_bytes <= c->net->opts.max_partial_frame_bytes / 4)
+        return;
+    connbuf_free(c);
 }
 
 void connbuf_free(conn *c)

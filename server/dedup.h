@@ -13,8 +13,11 @@
  *
  * Memory: entries are fixed slots of DEDUP_SLOT_BYTES (id up to 64 bytes)
  * in a ring that grows by doubling up to max_entries, plus a hash index of
- * two to four 8-byte cells per slot (~116-132 bytes per id in all). Nothing is allocated until the
- * first id, so a partition whose events carry no id pays nothing.
+ * two to four 8-byte cells per slot in buckets of one cache line, and a
+ * 4-byte count per bucket (~113-130 bytes per id in all). Forgetting an id
+ * (expiry, the bound) costs nothing in the index (dedup.c). Nothing is
+ * allocated until the first id, so a partition whose events carry no id
+ * pays nothing.
  *
  * Start-up: dedup_rebuild reads the log's records newer than now - window
  * (through the partition's fileio, like every other read of its files), so
@@ -23,7 +26,8 @@
  * stored an id (DEDUP_MARK_NAME) pay for that scan.
  *
  * Threads: the partition's writer thread (or the thread that opens the
- * partition) only, no lock; dedup_id_hash on any thread.
+ * partition) only, no lock; dedup_id_hash on any thread (a hash of its own,
+ * under the process's random secrets: cheap for ids of up to 32 bytes).
  */
 #ifndef PB_DEDUP_H
 #define PB_DEDUP_H
@@ -34,8 +38,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Memory per remembered id: its slot (96 bytes), a 4-byte hash tag and
- * two to four 8-byte index cells. */
+/* Memory per remembered id: its slot (96 bytes) and two to four 8-byte
+ * index cells (with a 4-byte count per 8 cells). */
 #define DEDUP_SLOT_BYTES 96u
 
 typedef struct dedup dedup;
@@ -68,7 +72,7 @@ int dedup_check(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint64_t of
                 int64_t time_ns, uint64_t *original);
 
 /* A hint, for an id (hash h) whose dedup_check comes after `ahead` others:
- * brings the index cells it will read into the cache (the index is larger
+ * brings the index bucket it will read into the cache (the index is larger
  * than the cache: a take checks its ids with their misses overlapped). */
 void dedup_prefetch(const dedup *d, uint64_t h, uint32_t ahead);
 

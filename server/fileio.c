@@ -122,6 +122,11 @@ static int px_space(const fileio *io, const char *path, uint64_t *avail, uint64_
     return 0;
 }
 
+static int px_drop_cache(const fileio *io, int fd, off_t off, off_t len)
+{
+    return -posix_fadvise(fd, off, len, POSIX_FADV_DONTNEED); /* returns the error number */
+}
+
 static const fileio posix_io = {
     .open = px_open,
     .pwritev = px_pwritev,
@@ -137,6 +142,7 @@ static const fileio posix_io = {
     .rename = px_rename,
     .list_dir = px_list_dir,
     .space = px_space,
+    .drop_cache = px_drop_cache,
     .ctx = NULL,
 };
 

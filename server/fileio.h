@@ -46,6 +46,12 @@ struct fileio {
      * it: free space is then not checked (server/freespace.h). Tests put a
      * hook here to play a disk that fills up and is freed again. */
     int (*space)(const fileio *io, const char *path, uint64_t *avail, uint64_t *total);
+    /* A hint that bytes [off, off + len) of fd (len 0: to the end), already
+     * durable, will not be read soon: the kernel may drop their pages from
+     * its cache (posix_fadvise POSIX_FADV_DONTNEED). Never changes what the
+     * file holds. NULL in a layer that has no cache to drop (the power-loss
+     * simulation); a failure is only a hint not taken. */
+    int (*drop_cache)(const fileio *io, int fd, off_t off, off_t len);
     void *ctx; /* for the layer's own state */
 };
 

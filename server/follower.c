@@ -1,7 +1,9 @@
 /*
- * follower - a hot standby's replication thread (follower.h): connection,
- * handshake and subscription, then batches of the primary's records into
- * the partition writers (follower_batch.c).
+ * follower - a hot standby's replication thread (follower.h): the
+ * session (connection in follower_conn.c), its handshake and subscription,
+ * then the primary's frames: records checked and gathered
+ * (follower_batch.c) into batches for the partition writers, one with them
+ * while the next is read (follower_write.c).
  */
 #include "follower_internal.h"
 
@@ -14,89 +16,22 @@
 #include "protobus_version.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <netdb.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #define BACKOFF_MIN_MS   100
 #define BACKOFF_MAX_MS   5000
-#define CONNECT_WAIT_MS  5000
-#define READ_BUF_INITIAL (1u << 20)
+/* Each of the two read buffers (one with the writers, one being read
+ * into): what one batch holds at most, unless a frame is larger. */
+#define READ_BUF_INITIAL (4u << 20)
 /* Silence from the primary this long: a Ping; twice as long: reconnect
  * (a primary whose host vanished sends no FIN). */
 #define QUIET_PING_MS 10000
-
-/* Waits up to ms for fd (events) or the stop eventfd. 1 ready, 0 timeout,
- * PB_ECLOSED stopping. */
-static int wait_fd(follower *f, int fd, short events, int ms)
-{
-    struct pollfd pf[2] = {{.fd = f->stop_fd, .events = POLLIN}, {.fd = fd, .events = events}};
-    int n = poll(pf, fd >= 0 ? 2 : 1, ms);
-    if (atomic_load(&f->stopping) || (n > 0 && (pf[0].revents & POLLIN)))
-        return PB_ECLOSED;
-    return n > 0 ? 1 : 0;
-}
-
-static int connect_primary(follower *f, char *why, size_t n)
-{
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
-    char port[8];
-    snprintf(port, sizeof port, "%u", f->hp.port);
-    int rc = getaddrinfo(f->hp.host, port, &hints, &res);
-    if (rc != 0) {
-        snprintf(why, n, "cannot resolve %s: %s", f->hp.host, gai_strerror(rc));
-        return -1;
-    }
-    int fd = -1;
-    for (struct addrinfo *a = res; a && fd < 0; a = a->ai_next) {
-        fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
-        if (fd < 0)
-            continue;
-        int r = connect(fd, a->ai_addr, a->ai_addrlen);
-        if (r < 0 && errno == EINPROGRESS && wait_fd(f, fd, POLLOUT, CONNECT_WAIT_MS) == 1) {
-            int e = 0;
-            socklen_t el = sizeof e;
-            getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el);
-            errno = e;
-            r = e ? -1 : 0;
-        } else if (r < 0 && errno == EINPROGRESS) {
-            errno = ETIMEDOUT;
-        }
-        if (r < 0) {
-            snprintf(why, n, "connect: %s", strerror(errno));
-            close(fd);
-            fd = -1;
-        }
-    }
-    freeaddrinfo(res);
-    if (fd >= 0) {
-        int fl = fcntl(fd, F_GETFL);
-        fcntl(fd, F_SETFL, fl & ~O_NONBLOCK); /* blocking writes; reads wait in poll */
-    }
-    return fd;
-}
-
-int follower_send(follower *f, const void *buf, size_t len)
-{
-    const uint8_t *p = buf;
-    while (len > 0) {
-        ssize_t w = send(f->fd, p, len, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return PB_ECLOSED;
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
 
 /* Packs a Frame with a length prefix and sends it. */
 static int send_frame(follower *f, Protobus__Frame *fr)
@@ -112,29 +47,22 @@ static int send_frame(follower *f, Protobus__Frame *fr)
     return rc;
 }
 
-int follower_send_ack(follower *f, const size_t *which, size_t n)
+int follower_send_ack(follower *f, Protobus__PartitionOffset *po, size_t n)
 {
     if (n == 0)
         return 0;
-    Protobus__PartitionOffset *po = calloc(n, sizeof *po);
     Protobus__PartitionOffset **pp = calloc(n, sizeof *pp);
-    int rc = PB_ENOMEM;
-    if (po && pp) {
-        for (size_t i = 0; i < n; i++) {
-            protobus__partition_offset__init(&po[i]);
-            po[i].partition = f->parts[which[i]].name;
-            po[i].offset = f->parts[which[i]].next;
-            pp[i] = &po[i];
-        }
-        Protobus__ReplicaAck ack = PROTOBUS__REPLICA_ACK__INIT;
-        ack.n_durable = n;
-        ack.durable = pp;
-        Protobus__Frame fr = PROTOBUS__FRAME__INIT;
-        fr.body_case = PROTOBUS__FRAME__BODY_REPLICA_ACK;
-        fr.replica_ack = &ack;
-        rc = send_frame(f, &fr);
-    }
-    free(po);
+    if (!pp)
+        return PB_ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        pp[i] = &po[i];
+    Protobus__ReplicaAck ack = PROTOBUS__REPLICA_ACK__INIT;
+    ack.n_durable = n;
+    ack.durable = pp;
+    Protobus__Frame fr = PROTOBUS__FRAME__INIT;
+    fr.body_case = PROTOBUS__FRAME__BODY_REPLICA_ACK;
+    fr.replica_ack = &ack;
+    int rc = send_frame(f, &fr);
     free(pp);
     return rc;
 }
@@ -148,7 +76,7 @@ static int send_hello_subscribe(follower *f)
     h.name = (char *)"protobusd standby";
     h.max_frame_bytes = f->o.max_frame_bytes;
     h.user = (char *)(f->o.user ? f->o.user : "");
-    h.password = (char *)(f->o.password ? f->o.password : "");
+    h.password = f->password ? f->password : (char *)"";
     Protobus__Frame fr = PROTOBUS__FRAME__INIT;
     fr.id = 1;
     fr.body_case = PROTOBUS__FRAME__BODY_HELLO;
@@ -185,6 +113,26 @@ static int send_hello_subscribe(follower *f)
     free(po);
     free(pp);
     return rc;
+}
+
+/* An Error ending the session, in words that say what to change. */
+static void refusal(const follower *f, const Protobus__Error *e, char *why, size_t n)
+{
+    const char *msg = e->message && e->message[0] ? e->message : "(no message)";
+    const char *code = pb_code_name((int)e->code);
+    if (e->code == PROTOBUS__CODE__UNAUTHENTICATED && f->o.user)
+        snprintf(why, n,
+                 "the primary refused this standby's credentials as user \"%s\" (%s: %s); "
+                 "check follow_user and follow_password (or follow_password_file)",
+                 f->o.user, code, msg);
+    else if (e->code == PROTOBUS__CODE__UNAUTHENTICATED)
+        snprintf(why, n,
+                 "the primary requires authentication (%s: %s); set follow_user and "
+                 "follow_password (or follow_password_file), or follow_tls_cert for a "
+                 "certificate it accepts",
+                 code, msg);
+    else
+        snprintf(why, n, "the primary answered %s: %s", code, msg);
 }
 
 /* Frames other than Event: the handshake's answers, Subscribed, CaughtUp,
@@ -225,7 +173,7 @@ static int on_control(follower *f, const frame_view *v, char *why, size_t n)
             follower_stop_part(f, e->partition, "the primary reports offsets it cannot send: %s",
                                e->message);
         } else {
-            snprintf(why, n, "the primary answered %s", e->message ? e->message : "(no message)");
+            refusal(f, e, why, n);
             rc = PB_ESERVER;
         }
         protobus__error__free_unpacked(e, NULL);
@@ -235,38 +183,46 @@ static int on_control(follower *f, const frame_view *v, char *why, size_t n)
     return PB_EPROTO;
 }
 
-/* Splits buf[0..*len) into frames: events go into the batch, the rest is
- * handled here; the batch is written, then what was consumed dropped. */
-static int on_input(follower *f, size_t *len, char *why, size_t n)
+/* Splits buf[pos..len) into frames: events go into the batch, the rest is
+ * handled here; pos moves past each whole frame. */
+static int on_input(follower *f, char *why, size_t n)
 {
-    size_t pos = 0;
     int rc = 0;
-    follower_batch_reset(f);
-    while (rc == 0 && pos < *len) {
+    f->need = 0;
+    while (rc == 0 && f->pos < f->len) {
         frame_split sp;
-        rc = frame_split_next(f->buf + pos, *len - pos, f->o.max_frame_bytes, &sp, why, n);
+        rc = frame_split_next(f->buf + f->pos, f->len - f->pos, f->o.max_frame_bytes, &sp, why,
+                              n);
         if (rc == PB_EINCOMPLETE) {
-            if (sp.need > f->cap && follower_grow(f, sp.need) < 0)
-                rc = PB_ENOMEM;
-            else
-                rc = 0;
-            break;
+            f->need = sp.need;
+            return 0;
         }
         if (rc < 0)
             break;
         frame_view v;
         if ((rc = frame_parse(sp.body.p, sp.body.len, &v, why, n)) < 0)
             break;
+        f->got_frame = true;
         rc = v.kind == FRAME_EVENT ? follower_on_event(f, v.body.p, v.body.len, why, n)
                                    : on_control(f, &v, why, n);
-        pos += sp.used;
+        f->pos += sp.used;
     }
-    int wrc = follower_batch_write(f, why, n);
-    if (rc == 0)
-        rc = wrc;
-    memmove(f->buf, f->buf + pos, *len - pos);
-    *len -= pos;
     return rc;
+}
+
+/* Room to read into: the parsed bytes are dropped once no record of the
+ * batch being gathered points into them, and the buffer grows for a frame
+ * larger than it. false: full until the batch is submitted. */
+static bool make_room(follower *f)
+{
+    if (f->nrecs > 0)
+        return f->len < f->cap;
+    memmove(f->buf, f->buf + f->pos, f->len - f->pos);
+    f->len -= f->pos;
+    f->pos = 0;
+    if (f->need > f->cap && follower_grow(f, f->need) < 0)
+        return false;
+    return f->len < f->cap;
 }
 
 static uint64_t mono_ms(void)
@@ -294,53 +250,98 @@ static int check_quiet(follower *f, uint64_t last_rx, bool *pinged, char *why, s
     return 0;
 }
 
+/* Waits up to ms for the primary's bytes (when room), the writers (when a
+ * batch is with them), or the stop eventfd. A mask of WAKE_*, or
+ * PB_ECLOSED stopping. */
+#define WAKE_READ  1
+#define WAKE_WRITE 2
+static int wait_session(follower *f, bool room, int ms)
+{
+    if (room && follower_recv_pending(f))
+        return WAKE_READ;
+    struct pollfd pf[3] = {{.fd = f->stop_fd, .events = POLLIN},
+                           {.fd = room ? f->fd : -1, .events = POLLIN},
+                           {.fd = f->fl.active ? f->done_fd : -1, .events = POLLIN}};
+    int k = poll(pf, 3, ms);
+    if (atomic_load(&f->stopping) || (k > 0 && (pf[0].revents & POLLIN)))
+        return PB_ECLOSED;
+    if (k <= 0)
+        return 0;
+    return (pf[1].revents ? WAKE_READ : 0) | (pf[2].revents ? WAKE_WRITE : 0);
+}
+
+/* Reads and handles what the primary sends until the session ends (or
+ * the follower stops): rc and why say how. A batch is with the writers
+ * while the next is read (follower_write.c). */
+static int session_loop(follower *f, char *why, size_t n)
+{
+    uint64_t last_rx = mono_ms();
+    bool pinged = false;
+    int rc = 0;
+    f->len = f->pos = f->need = 0;
+    while (rc == 0) {
+        if (follower_batch_done(f))
+            rc = follower_batch_finish(f, why, n);
+        if (rc == 0)
+            rc = follower_batch_submit(f, why, n);
+        if (rc < 0)
+            break;
+        bool room = make_room(f);
+        int w = wait_session(f, room, 1000);
+        if (w < 0)
+            return w;
+        if (w == 0 && room) {
+            rc = check_quiet(f, last_rx, &pinged, why, n);
+            continue;
+        }
+        if (!(w & WAKE_READ))
+            continue;
+        long r = follower_recv(f, f->buf + f->len, f->cap - f->len, why, n);
+        if (r < 0) {
+            if (!f->got_frame && !f->tls)
+                snprintf(why + strlen(why), n - strlen(why),
+                         " before answering the Hello (does the primary require TLS? then set "
+                         "follow_tls = yes)");
+            return (int)r;
+        }
+        if (r == 0)
+            continue;
+        f->len += (size_t)r;
+        last_rx = mono_ms();
+        pinged = false;
+        rc = on_input(f, why, n);
+    }
+    return rc;
+}
+
 /* One connection: handshake, subscription, records until it breaks. */
 static void session(follower *f)
 {
     char why[512] = "";
-    f->fd = connect_primary(f, why, sizeof why);
-    if (f->fd < 0) {
-        if (!f->down_logged)
-            logging_printf(LOG_WARN, "standby of %s: %s; retrying", f->o.primary, why);
+    int rc = follower_connect(f, why, sizeof why);
+    if (rc < 0) {
+        if (!f->down_logged && !atomic_load(&f->stopping))
+            logging_printf(LOG_WARN, "standby of %s: %s; retrying (backoff %u ms doubling to %u)",
+                           f->o.primary, why, (unsigned)f->backoff_ms, BACKOFF_MAX_MS);
         f->down_logged = true;
         return;
     }
     f->down_logged = false;
+    f->got_frame = false;
     metrics_follower_connected(1);
-    logging_printf(LOG_INFO, "standby of %s: connected", f->o.primary);
-    int rc = send_hello_subscribe(f);
-    size_t len = 0;
-    uint64_t last_rx = mono_ms();
-    bool pinged = false;
-    while (rc == 0) {
-        rc = wait_fd(f, f->fd, POLLIN, 1000);
-        if (rc == 0) {
-            rc = check_quiet(f, last_rx, &pinged, why, sizeof why);
-            continue;
-        }
-        if (rc < 0)
-            break;
-        ssize_t r = read(f->fd, f->buf + len, f->cap - len);
-        if (r < 0 && errno == EINTR) {
-            rc = 0;
-            continue;
-        }
-        if (r <= 0) {
-            snprintf(why, sizeof why, "%s", r == 0 ? "the primary closed the connection"
-                                                   : strerror(errno));
-            rc = PB_ECLOSED;
-            break;
-        }
-        len += (size_t)r;
-        last_rx = mono_ms();
-        pinged = false;
-        rc = on_input(f, &len, why, sizeof why);
-    }
+    logging_printf(LOG_INFO, "standby of %s: connected%s", f->o.primary, f->tls ? " (TLS)" : "");
+    rc = send_hello_subscribe(f);
+    if (rc == 0)
+        rc = session_loop(f, why, sizeof why);
+    /* The writers may still hold a batch (its buffer): wait for them, stop
+     * the partitions they failed; the ack may or may not reach the primary. */
+    char ignored[200] = "";
+    (void)follower_batch_finish(f, ignored, sizeof ignored);
+    f->nrecs = 0;
     if (!atomic_load(&f->stopping))
-        logging_printf(LOG_WARN, "standby of %s: disconnected: %s; reconnecting", f->o.primary,
-                       why[0] ? why : pb_strerror(rc));
-    close(f->fd);
-    f->fd = -1;
+        logging_printf(LOG_WARN, "standby of %s: disconnected: %s; reconnecting in %u ms",
+                       f->o.primary, why[0] ? why : pb_strerror(rc), (unsigned)f->backoff_ms);
+    follower_disconnect(f);
     metrics_follower_connected(0);
 }
 
@@ -350,7 +351,7 @@ static void *follower_main(void *arg)
     f->backoff_ms = BACKOFF_MIN_MS;
     while (!atomic_load(&f->stopping)) {
         session(f);
-        if (wait_fd(f, -1, 0, (int)f->backoff_ms) < 0)
+        if (follower_wait_fd(f, -1, 0, (int)f->backoff_ms) < 0)
             break;
         f->backoff_ms = f->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : f->backoff_ms * 2;
     }
@@ -365,13 +366,21 @@ int follower_start(follower **out, const follower_options *o, char *err, size_t 
         return PB_ENOMEM;
     f->o = *o;
     f->fd = -1;
+    f->stop_fd = -1;
+    f->done_fd = -1;
     char why[400];
     if (hostport_parse(o->primary, 0, &f->hp, why, sizeof why) < 0) {
         snprintf(err, errlen, "follow: %s", why);
         free(f);
         return PB_EINVAL;
     }
-    int rc = PB_ENOMEM;
+    int rc = follower_conn_setup(f, err, errlen);
+    if (rc < 0) {
+        follower_conn_teardown(f);
+        free(f);
+        return rc;
+    }
+    rc = PB_ENOMEM;
     f->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (f->stop_fd < 0 || follower_batch_init(f) < 0 || follower_grow(f, READ_BUF_INITIAL) < 0)
         goto fail;
@@ -385,6 +394,7 @@ int follower_start(follower **out, const follower_options *o, char *err, size_t 
 fail:
     if (f->stop_fd >= 0)
         close(f->stop_fd);
+    follower_conn_teardown(f);
     follower_batch_free(f);
     free(f->buf);
     free(f);
@@ -402,6 +412,7 @@ void follower_stop(follower *f)
                        strerror(errno));
     pthread_join(f->thread, NULL);
     close(f->stop_fd);
+    follower_conn_teardown(f);
     follower_batch_free(f);
     free(f->buf);
     free(f);

@@ -1,6 +1,7 @@
 /*
  * follower - the hot standby's side of replication (`protobusd --follow
- * HOST:PORT`, `[server] follow`): one thread connects to the primary,
+ * HOST:PORT`, `[server] follow`): one thread connects to the primary
+ * (plain TCP, or TLS with follow_tls; with follow_user's credentials),
  * subscribes with Subscribe.replicate from this data directory's next
  * offsets (each partition from its last record, to compare the overlap),
  * and writes the records it receives through the partition writers as the
@@ -26,20 +27,29 @@
 
 #include "store.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 
 typedef struct follower follower;
 
 typedef struct follower_options {
-    const char *primary;      /* HOST:PORT as configured (for messages) */
-    const char *user;         /* Hello.user when the primary requires auth; NULL: none */
-    const char *password;     /* its password; NULL: none */
+    const char *primary;       /* HOST:PORT as configured (for messages) */
+    const char *user;          /* Hello.user when the primary requires auth; NULL: none */
+    const char *password;      /* its password; NULL: none */
+    const char *password_file; /* or: read the password from this file's first line */
+    bool tls;                  /* TLS to the primary (follow_tls) */
+    const char *tls_ca;        /* PEM CA(s) for the primary's certificate; NULL: the system's */
+    const char *tls_cert;      /* client certificate and key (mutual TLS); NULL: none */
+    const char *tls_key;
     store *store;             /* where the records go */
     uint64_t max_frame_bytes; /* the largest frame accepted from the primary */
 } follower_options;
 
-/* Parses o->primary and starts the thread. 0, or PB_EINVAL (err names the
- * address and what is wrong) or a start failure. */
+/* Parses o->primary, reads the password file, loads the TLS files, and
+ * starts the thread. 0, or PB_EINVAL (err names the setting, the address
+ * or file, and what is wrong) or a start failure. The strings of o are
+ * read here and by the thread: they must outlive it (the password is
+ * copied). */
 int follower_start(follower **out, const follower_options *o, char *err, size_t errlen);
 
 /* Stops the thread (waiting for the batch in the writers), frees. NULL-safe. */

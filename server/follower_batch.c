@@ -1,10 +1,9 @@
 /*
  * follower_batch - a hot standby's records into its partitions: each Event
  * frame from the primary is checked against what this standby holds (the
- * next offset, or the same bytes at an offset it has), gathered into one
- * pub_batch per read (pub_batch.replica: stored as the primary stored it),
- * handed to the partition writers, and acknowledged (ReplicaAck) once the
- * writers say it is durable.
+ * next offset, or the same bytes at an offset it has), dropped (a stopped
+ * partition) or gathered into the next batch, which follower_write.c
+ * hands to the partition writers.
  */
 #include "follower_internal.h"
 
@@ -21,39 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-int follower_batch_init(follower *f)
-{
-    if (pthread_mutex_init(&f->mu, NULL) != 0)
-        return PB_ENOMEM;
-    if (pthread_cond_init(&f->cond, NULL) != 0) {
-        pthread_mutex_destroy(&f->mu);
-        return PB_ENOMEM;
-    }
-    return 0;
-}
-
-void follower_batch_free(follower *f)
-{
-    if (!f)
-        return;
-    pthread_cond_destroy(&f->cond);
-    pthread_mutex_destroy(&f->mu);
-    free(f->recs);
-    free(f->parts);
-}
-
-int follower_grow(follower *f, size_t need)
-{
-    if (need <= f->cap)
-        return 0;
-    uint8_t *b = realloc(f->buf, need);
-    if (!b)
-        return PB_ENOMEM;
-    f->buf = b;
-    f->cap = need;
-    return 0;
-}
 
 /* The index of partition name[0..len), adding it (and creating it in the
  * store when create) if unknown; -1 if it cannot be. */
@@ -190,6 +156,11 @@ int follower_on_event(follower *f, const uint8_t *body, size_t len, char *why, s
         return 0;
     }
     if (ev.offset < fp->next) {
+        /* An offset this standby has (the session's first): on disk once
+         * the batch with the writers is done. */
+        int rc = follower_batch_finish(f, why, n);
+        if (rc < 0)
+            return rc;
         compare_local(f, fp, ev.offset, ev.event, v.server_receive_time.ns);
         return 0;
     }
@@ -219,120 +190,4 @@ int follower_on_event(follower *f, const uint8_t *body, size_t len, char *why, s
                                  .id_len = (uint8_t)v.id.len};
     fp->next++;
     return 0;
-}
-
-void follower_batch_reset(follower *f)
-{
-    f->nrecs = 0;
-}
-
-static void batch_done(pub_part *part)
-{
-    follower *f = part->batch->conn;
-    pthread_mutex_lock(&f->mu);
-    if (--f->pending == 0)
-        pthread_cond_signal(&f->cond);
-    pthread_mutex_unlock(&f->mu);
-}
-
-/* Fills b's events and parts (one part per partition, records in order). */
-static void build_batch(follower *f, pub_batch *b, uint32_t *map, uint32_t *idx)
-{
-    for (size_t i = 0; i < f->nrecs; i++) {
-        const frec *r = &f->recs[i];
-        if (map[r->part] == UINT32_MAX) {
-            map[r->part] = b->nparts;
-            b->parts[b->nparts++] = (pub_part){.batch = b, .partition = f->parts[r->part].p};
-        }
-        b->parts[map[r->part]].count++;
-        b->events[i] = (pub_event){.data = r->data,
-                                   .len = r->len,
-                                   .topic = r->topic,
-                                   .topic_len = r->topic_len,
-                                   .part = map[r->part],
-                                   .offset = r->offset,
-                                   .time_ns = r->time_ns,
-                                   .id = r->id,
-                                   .id_len = r->id_len};
-    }
-    uint32_t at = 0;
-    for (uint32_t p = 0; p < b->nparts; p++) {
-        b->parts[p].events = idx + at;
-        at += b->parts[p].count;
-        b->parts[p].count = 0;
-    }
-    for (uint32_t i = 0; i < (uint32_t)f->nrecs; i++) {
-        pub_part *pp = &b->parts[b->events[i].part];
-        pp->events[pp->count++] = i;
-    }
-}
-
-/* After the writers: failed parts stop their partitions; the others are
- * acknowledged to the primary. */
-static int finish_batch(follower *f, pub_batch *b, uint32_t *map)
-{
-    size_t *ack = malloc(b->nparts * sizeof *ack);
-    if (!ack)
-        return PB_ENOMEM;
-    size_t nack = 0;
-    int rc = 0;
-    for (size_t k = 0; k < f->nparts; k++) {
-        if (map[k] == UINT32_MAX)
-            continue;
-        const pub_part *pp = &b->parts[map[k]];
-        if (pp->status == -ENOSPC || pp->status == -EDQUOT) {
-            /* A full disk heals (retention, an operator): reconnect later and
-             * resume from the files instead of giving the partition up. */
-            snprintf(f->why_full, sizeof f->why_full,
-                     "partition %s: cannot store (%s); retrying after a reconnect",
-                     f->parts[k].name, pb_strerror(pp->status));
-            rc = PB_EFAILED;
-        } else if (pp->status < 0)
-            follower_stop_part(f, f->parts[k].name, "storing offsets from %llu failed: %s",
-                               (unsigned long long)b->events[pp->events[0]].offset,
-                               pp->status == PB_EINVAL ? "its next offset is not the primary's"
-                                                       : pb_strerror(pp->status));
-        else {
-            ack[nack++] = k;
-            metrics_follower_records(pp->count);
-        }
-    }
-    int arc = follower_send_ack(f, ack, nack);
-    free(ack);
-    return rc < 0 ? rc : arc;
-}
-
-int follower_batch_write(follower *f, char *why, size_t n)
-{
-    if (f->nrecs == 0)
-        return 0;
-    pub_batch b = {.done = batch_done, .conn = f, .replica = 1, .nevents = (uint32_t)f->nrecs};
-    uint32_t *map = malloc(f->nparts * sizeof *map);
-    uint32_t *idx = malloc(f->nrecs * sizeof *idx);
-    b.events = malloc(f->nrecs * sizeof *b.events);
-    b.parts = calloc(f->nparts, sizeof *b.parts);
-    int rc = PB_ENOMEM;
-    if (map && idx && b.events && b.parts) {
-        memset(map, 0xff, f->nparts * sizeof *map);
-        build_batch(f, &b, map, idx);
-        atomic_init(&b.pending, b.nparts);
-        f->pending = b.nparts;
-        for (uint32_t p = 0; p < b.nparts; p++)
-            partition_submit(b.parts[p].partition, &b.parts[p]);
-        pthread_mutex_lock(&f->mu);
-        while (f->pending > 0)
-            pthread_cond_wait(&f->cond, &f->mu);
-        pthread_mutex_unlock(&f->mu);
-        rc = finish_batch(f, &b, map);
-        if (rc == PB_EFAILED)
-            snprintf(why, n, "%s", f->why_full);
-    } else {
-        snprintf(why, n, "out of memory for a batch of %zu records", f->nrecs);
-    }
-    free(map);
-    free(idx);
-    free(b.events);
-    free(b.parts);
-    f->nrecs = 0;
-    return rc;
 }

@@ -26,6 +26,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,6 +83,67 @@ static int refuse(ingest_error *e, int code, uint32_t index_plus_one, const char
     return PB_EINVAL;
 }
 
+/* Blocks of batches just acked, kept for the next batches: a batch of
+ * 1,000 events is 0.2-1.2 MiB, above malloc's mmap threshold (main.c), so
+ * without this every batch was a fresh mmap whose pages the kernel faulted
+ * in and zeroed one by one, and a munmap: a quarter of the daemon's CPU
+ * when publishing 1 KiB events (perf). A writer's take acks many batches at
+ * once, so the cache holds about what is in flight (main.c's
+ * MAX_INFLIGHT_BYTES, 16 MiB): memory the publish path used at full speed
+ * anyway. Per thread (the loop thread is the only one here). */
+#define BLOCK_CACHE       24
+#define BLOCK_CACHE_BYTES (16u << 20)
+#define BLOCK_ROUND       (64u << 10)
+
+typedef struct block {
+    size_t cap; /* usable bytes after this header */
+    max_align_t align[];
+} block;
+
+static _Thread_local struct {
+    block *b[BLOCK_CACHE];
+    size_t n, bytes;
+} cache;
+
+static void *block_get(size_t sz)
+{
+    for (size_t i = 0; i < cache.n; i++) {
+        block *k = cache.b[i];
+        if (k->cap >= sz && k->cap / 2 <= sz) { /* not a large block for a small batch */
+            cache.b[i] = cache.b[--cache.n];
+            cache.bytes -= k->cap;
+            return k->align;
+        }
+    }
+    /* Large blocks rounded up, so that the next batches fit them. */
+    size_t cap = sz < BLOCK_ROUND ? sz
+                                  : (sz + sizeof(block) + BLOCK_ROUND - 1) / BLOCK_ROUND *
+                                            BLOCK_ROUND -
+                                        sizeof(block);
+    block *k = malloc(sizeof(block) + cap);
+    if (!k)
+        return NULL;
+    k->cap = cap;
+    return k->align;
+}
+
+static void block_put(void *p)
+{
+    block *k = (block *)((char *)p - offsetof(block, align));
+    if (k->cap < BLOCK_ROUND || k->cap > BLOCK_CACHE_BYTES / 2) {
+        free(k); /* small ones come from malloc's heap anyway; huge ones are rare */
+        return;
+    }
+    while (cache.n > 0 && (cache.n == BLOCK_CACHE || cache.bytes + k->cap > BLOCK_CACHE_BYTES)) {
+        block *old = cache.b[0]; /* the oldest goes */
+        cache.bytes -= old->cap;
+        memmove(cache.b, cache.b + 1, --cache.n * sizeof cache.b[0]);
+        free(old);
+    }
+    cache.b[cache.n++] = k;
+    cache.bytes += k->cap;
+}
+
 /* The batch for nevents events, nexpect expectations and a copy of the
  * frame body, laid out in one allocation: 8-byte aligned arrays first, then
  * 4-byte ones, then the bytes. */
@@ -90,7 +152,7 @@ static ingest_batch *batch_new(uint32_t nevents, uint32_t nexpect, const uint8_t
     size_t sz = sizeof(ingest_batch) + (size_t)nevents * sizeof(pub_event) +
                 (size_t)nexpect * sizeof(pub_expect) +
                 (size_t)nevents * (2 * sizeof(uint32_t) + sizeof(uint64_t)) + len;
-    ingest_batch *ib = malloc(sz);
+    ingest_batch *ib = block_get(sz);
     if (!ib)
         return NULL;
     memset(ib, 0, sizeof *ib);
@@ -110,7 +172,7 @@ static ingest_batch *batch_new(uint32_t nevents, uint32_t nexpect, const uint8_t
 static void batch_free(ingest_batch *ib)
 {
     free(ib->b.parts);
-    free(ib);
+    block_put(ib);
 }
 
 /* Routes event i's topic to a partition (opening it if new) and returns the

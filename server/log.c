@@ -204,6 +204,7 @@ static int rotate(pb_log *log)
     int rc = log->io->fdatasync(log->io, log->fd);
     if (rc < 0)
         return log_fail(log, rc, "fdatasync of", log->log_path, log->size);
+    log_cache_rotated(log); /* durable: its pages may go */
     if ((rc = log_close_active(log)) < 0)
         return log_fail(log, rc, "close of", log->log_path, log->size);
     log_closed_add(log, log->base, log->size, log->last_time, true);
@@ -395,6 +396,7 @@ int log_sync(pb_log *log)
     int rc = log->io->fdatasync(log->io, log->fd);
     if (rc < 0)
         return log_fail(log, rc, "fdatasync of", log->log_path, log->size);
+    log_cache_synced(log); /* durable: what lies cache_bytes behind may leave the cache */
     return 0;
 }
 

@@ -35,6 +35,9 @@ typedef struct log_options {
                                       rotate_every_s=86400, utc_offset_s=7200 */
     uint32_t index_interval_bytes; /* default 4096 */
     uint32_t max_record_bytes;     /* largest event (data + suffix); default and cap 64 MiB */
+    uint64_t cache_bytes;          /* the newest bytes left in the page cache once durable;
+                                      older ones are dropped (log_cache.c). 0 = leave all
+                                      to the kernel */
     const fileio *io;              /* NULL = fileio_posix() */
     int64_t (*now_ns)(void *ctx);  /* wall clock for created_ns; NULL = CLOCK_REALTIME */
     void *clock_ctx;
@@ -159,13 +162,39 @@ int log_remove_oldest(pb_log *log, size_t n);
 /* Base offset of closed segment i (0 = oldest; i < log_closed_count). */
 uint64_t log_closed_base(pb_log *log, size_t i);
 
-/* Compresses closed segment i (0 = oldest) at zstd `level` into the
- * compressed segment format (proto/zseg.h) and replaces the plain file with
- * it atomically (compress.c says how, step by step). 1: compressed (*plain
- * and *packed: the sizes before and after); 0: left as it is (already
- * compressed, or a record in it does not verify: logged); < 0: an I/O
- * error (logged; the plain segment is kept; a failed directory sync fails
- * the log, as for rotation). */
+/*
+ * Compression of closed segments (compress.c says how, step by step), in
+ * two halves so that the slow one runs off the writer thread:
+ *
+ * log_compress_prepare, any thread, no pb_log needed: writes the
+ * compressed form (proto/zseg.h) of segment `base` of directory `dir` at
+ * zstd `level` to <base>.log.ztmp and fdatasyncs it. 1: ready to install
+ * (*plain and *packed: the sizes before and after); 0: nothing to do
+ * (already compressed, or a record does not verify: why says so); < 0: an
+ * I/O error (why says which file and what; the .ztmp is removed). why is
+ * "" when there is nothing to say.
+ */
+int log_compress_prepare(const fileio *io, const char *dir, uint64_t base, int level,
+                         uint64_t *plain, uint64_t *packed, char *why, size_t whylen);
+
+/* Writer: puts the prepared <base>.log.ztmp in place of closed segment
+ * `base` (rename over the .log, directory fsync). 1: installed; 0: the
+ * segment is no longer a closed segment (retention removed it meanwhile):
+ * the .ztmp is removed instead; PB_EFAILED if the log has failed (the
+ * .ztmp removed); < 0: the rename failed (logged, the plain segment kept)
+ * or the directory sync did (which fails the log, as for rotation). */
+int log_compress_install(pb_log *log, uint64_t base);
+
+/* Any thread: removes a prepared .ztmp that will not be installed (a
+ * leftover is removed at the next open anyway). */
+void log_compress_discard(const fileio *io, const char *dir, uint64_t base);
+
+/* Writer: is closed segment i already compressed (one read of its first
+ * 72 bytes; false when it cannot be read)? */
+bool log_closed_compressed(pb_log *log, size_t i);
+
+/* Both halves on the calling (writer) thread: compresses closed segment i
+ * (0 = oldest). 1, 0 or < 0 as above; messages go to the log's logf. */
 int log_compress_closed(pb_log *log, size_t i, int level, uint64_t *plain, uint64_t *packed);
 
 /* Syncs (unless failed), closes and frees. Returns the first error. NULL ok. */

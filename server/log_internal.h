@@ -22,6 +22,9 @@
 #define DEFAULT_INDEX_INTERVAL 4096u
 #define FILE_MODE              0644
 #define DIR_MODE               0755
+/* Closed segments whose newest bytes stay cached (log_cache.c); beyond, the
+ * oldest is dropped at once. */
+#define LOG_CACHE_BEHIND 8
 
 /* A closed segment as removal.c tracks it. bytes and last_time are read
  * from the files when first needed (known). */
@@ -75,6 +78,17 @@ struct pb_log {
     closed_seg *closed;
     size_t nclosed, closed_cap;
     bool closed_stale;
+
+    /* log_cache.c: which durable bytes have left the page cache. Positions
+     * count the bytes of every segment written since open (the active
+     * segment's byte x is at cache_origin + x). */
+    uint64_t cache_origin; /* position of the active segment's byte 0 */
+    uint64_t cache_from;   /* active segment: pages below this were dropped */
+    struct log_cache_seg {
+        uint64_t base; /* a closed segment with pages still cached */
+        uint64_t end;  /* position of its end */
+    } cache_behind[LOG_CACHE_BEHIND];
+    size_t cache_nbehind;
 };
 
 /* Passes a message to opts.logf (if any), formatted. */
@@ -113,6 +127,16 @@ void log_create_index(pb_log *log, int64_t created);
  * the directory synced, so a segment that exists after a crash always has a
  * whole header unless the crash came before that sync (never acked). */
 int log_create_segment(pb_log *log, uint64_t base);
+
+/* log_cache.c: everything appended is durable (a sync succeeded): drops the
+ * pages of what lies more than opt.cache_bytes behind the end. */
+void log_cache_synced(pb_log *log);
+
+/* log_cache.c, at rotation, once the closed segment (still open as
+ * log->fd, log->size bytes) is durable and before it is closed: drops all
+ * of it but its newest cache_bytes, remembers what stays cached, and moves
+ * the positions on to the next segment. */
+void log_cache_rotated(pb_log *log);
 
 /* removal.c: adds a segment just closed by rotation (or found at open) to
  * the end of the closed list. Never fails the log: without memory the list

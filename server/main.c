@@ -77,9 +77,10 @@ static const char usage[] =
     "      --port-file FILE   write the port actually listened on to FILE\n"
     "      --follow HOST:PORT run as the hot standby of the primary at HOST:PORT\n"
     "                         (override [server] follow): replicate every partition,\n"
-    "                         refuse publishes; serve subscribers. Credentials for a\n"
-    "                         primary with auth: PROTOBUSD_FOLLOW_USER and\n"
-    "                         PROTOBUSD_FOLLOW_PASSWORD in the environment\n"
+    "                         refuse publishes; serve subscribers. Credentials and\n"
+    "                         TLS: [server] follow_user, follow_password(_file),\n"
+    "                         follow_tls, follow_ca (or PROTOBUSD_FOLLOW_USER and\n"
+    "                         PROTOBUSD_FOLLOW_PASSWORD in the environment)\n"
     "      --check            load and validate the configuration, then exit\n"
     "  -h, --help             show this help\n"
     "  -V, --version          show the version\n"
@@ -166,6 +167,7 @@ static int partition_options_for(void *ctx, const char *name, partition_options 
     memset(o, 0, sizeof *o);
     o->log.segment_bytes = 64u << 20;
     o->log.index_interval_bytes = 4096;
+    o->log.cache_bytes = d->cfg.page_cache_bytes;
     if (rule) {
         o->log.segment_bytes = rule->segment_bytes;
         o->log.rotate_every_s = rule->rotate_every_s;
@@ -569,8 +571,16 @@ static int start_follower(daemon_state *d, char *err, size_t errlen)
 {
     follower_options fo = {
         .primary = d->cfg.follow,
-        .user = getenv("PROTOBUSD_FOLLOW_USER"),
-        .password = getenv("PROTOBUSD_FOLLOW_PASSWORD"),
+        /* The settings; the environment for what they leave unset. */
+        .user = d->cfg.follow_user ? d->cfg.follow_user : getenv("PROTOBUSD_FOLLOW_USER"),
+        .password = d->cfg.follow_password || d->cfg.follow_password_file
+                        ? d->cfg.follow_password
+                        : getenv("PROTOBUSD_FOLLOW_PASSWORD"),
+        .password_file = d->cfg.follow_password_file,
+        .tls = d->cfg.follow_tls,
+        .tls_ca = d->cfg.follow_ca,
+        .tls_cert = d->cfg.follow_tls_cert,
+        .tls_key = d->cfg.follow_tls_key,
         .store = d->store,
         .max_frame_bytes = d->cfg.max_frame_bytes,
     };

@@ -89,12 +89,8 @@ static bool standby_settled(net *n, pub_batch *b, uint64_t now)
         pub_part *p = &b->parts[i];
         if (p->status != 0 || p->count == 0)
             continue;
-        uint64_t last = 0;
-        for (uint32_t k = 0; k < p->count; k++)
-            if (b->events[p->events[k]].offset > last)
-                last = b->events[p->events[k]].offset;
         const char *name = partition_name(p->partition);
-        if (standby_covers(n->opts.standby, name, last))
+        if (standby_covers(n->opts.standby, name, p->last_offset))
             continue;
         if (now < b->standby_deadline_ms)
             return false;
@@ -148,6 +144,19 @@ void net_standby_notify(void *ctx)
     uv_async_send(&n->wake);
 }
 
+/* Once per batch, before it is first checked: each part's highest offset
+ * (its events are in offset order but a duplicate's is the original's). */
+static void standby_mark_last(pub_batch *b)
+{
+    for (uint32_t i = 0; i < b->nparts; i++) {
+        pub_part *p = &b->parts[i];
+        p->last_offset = 0;
+        for (uint32_t k = 0; k < p->count; k++)
+            if (b->events[p->events[k]].offset > p->last_offset)
+                p->last_offset = b->events[p->events[k]].offset;
+    }
+}
+
 static void standby_park(net *n, pub_batch *b)
 {
     b->next_standby = NULL;
@@ -178,8 +187,10 @@ void net_on_wake(uv_async_t *a)
     }
     for (pub_batch *next; b; b = next) {
         next = b->next_done;
-        if (n->opts.standby)
+        if (n->opts.standby) {
             b->standby_deadline_ms = now + standby_timeout_ms(n->opts.standby);
+            standby_mark_last(b);
+        }
         if (n->opts.standby && !standby_settled(n, b, now))
             standby_park(n, b);
         else

@@ -95,16 +95,18 @@ static enum wake wait_for_work(partition *p)
     while (!p->head && !p->stopping) {
         if (p->retain_wanted)
             return WAKE_RETAIN;
-        /* Compression of closed segments only when nothing is queued:
-         * publishes never wait behind more than one segment of it. */
-        if (upkeep_compress_pending(&p->up) && p->log && atomic_load(&p->status) == 0)
+        /* Compression's turn (a copy to install, a segment to hand to the
+         * compressor thread): when nothing is queued. */
+        if (partition_compress_wanted(p))
             return WAKE_COMPRESS;
         uint64_t now = partition_mono_ns(), deadline;
         if (p->dirty && p->opts.fsync == PARTITION_FSYNC_INTERVAL) {
             if (partition_interval_due(p, now))
                 return WAKE_SYNC;
             deadline = p->last_sync_mono + (uint64_t)p->opts.fsync_interval_ms * 1000000ull;
-        } else if (idle_at) {
+        } else if (idle_at && !p->zbusy) {
+            /* (Never idle while the compressor has a segment of ours: its
+             * done() wakes us to install the copy.) */
             if (now >= idle_at)
                 return WAKE_IDLE;
             deadline = idle_at;
@@ -160,8 +162,7 @@ static void *writer_main(void *arg)
         }
         if (why == WAKE_COMPRESS) {
             pthread_mutex_unlock(&p->lock);
-            if (upkeep_compress_one(&p->up, p->log) < 0)
-                partition_set_failed(p, log_status(p->log), "compression's directory sync");
+            partition_compress_step(p, true);
             continue;
         }
         if (why == WAKE_RETAIN) {
@@ -229,14 +230,17 @@ static int wake_dormant(partition *p)
 
 void partition_upkeep_tick(partition *p, int64_t now_ns)
 {
-    if (!upkeep_due(&p->up, now_ns))
+    /* Upkeep due; or, for a dormant partition, closed segments that wait
+     * for compression (at open, say): a writer starts to hand them over. */
+    bool due = upkeep_due(&p->up, now_ns);
+    if (!due && (!upkeep_compress_pending(&p->up) || atomic_load(&p->status) < 0))
         return;
     pthread_mutex_lock(&p->lock);
-    if (p->exited || p->stopping || p->retain_wanted) {
+    if (p->exited || p->stopping || p->retain_wanted || (!due && p->running)) {
         pthread_mutex_unlock(&p->lock);
         return;
     }
-    p->retain_wanted = true;
+    p->retain_wanted = due;
     int rc = 0;
     if (p->running)
         pthread_cond_signal(&p->wake);
@@ -350,7 +354,7 @@ int partition_open(partition **out, const char *data_dir, const char *name,
         p->opts.log.log_ctx = p;
     }
     if (p->opts.fsync < PARTITION_FSYNC_ALWAYS || p->opts.fsync > PARTITION_FSYNC_NEVER ||
-        p->opts.topic_history == 0) {
+        p->opts.topic_history == 0 || (p->opts.retain.compress_level && !p->opts.compressor)) {
         rc = PB_EINVAL;
         goto fail;
     }
@@ -492,7 +496,9 @@ int partition_close(partition *p)
     pthread_mutex_unlock(&p->lock);
     if (join)
         pthread_join(t, NULL);
-    /* No writer any more: this thread owns the log. */
+    /* No writer any more: this thread owns the log. A segment with the
+     * compressor is taken back (or waited for, and its copy installed). */
+    partition_compress_settle(p);
     int rc = atomic_load(&p->status);
     if (rc == 0 && p->dirty)
         rc = partition_sync_log(p);

@@ -70,6 +70,9 @@ typedef struct partition_options {
      * smaller); 0: no check. Probed (statvfs) before a take, at most every
      * 10 ms, and every second by the upkeep tick. */
     uint64_t min_free_bytes;
+    /* The daemon's compressor thread, which compresses closed segments
+     * when retain.compress_level is set (required then; NULL otherwise). */
+    struct compressor *compressor;
 } partition_options;
 
 /* Descriptors an active partition holds: its active segment's .log and

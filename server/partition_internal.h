@@ -10,6 +10,7 @@
 
 #include "partition.h"
 
+#include "compressor.h"
 #include "dedup.h"
 #include "event.h"
 #include "topics.h"
@@ -40,12 +41,16 @@ struct partition {
     pub_part *head;
     pub_part *tail;
     bool stopping;
-    bool exited;        /* the writer has taken its last part */
-    bool running;       /* a writer thread is in writer_main (or being started) */
-    bool joinable;      /* `thread` has ended or will: join it before the next */
-    bool start_warned;  /* a failed thread start was logged (until one succeeds) */
-    bool retain_wanted; /* partition_retention_tick asked the writer for a run */
+    bool exited;          /* the writer has taken its last part */
+    bool running;         /* a writer thread is in writer_main (or being started) */
+    bool joinable;        /* `thread` has ended or will: join it before the next */
+    bool start_warned;    /* a failed thread start was logged (until one succeeds) */
+    bool retain_wanted;   /* partition_retention_tick asked the writer for a run */
+    bool zbusy;           /* zjob is with the compressor (partition_compress.c) */
+    bool zready;          /* ... and its done() came: the writer installs the copy */
+    uint64_t zready_mono; /* CLOCK_MONOTONIC ns of that done() */
     pthread_t thread;
+    compress_job zjob; /* the one segment handed to opts.compressor at a time */
 
     _Atomic uint64_t end_offset;
     atomic_int status;
@@ -94,5 +99,17 @@ void partition_run_upkeep(partition *p);
  * published and every part completed. */
 void partition_write_take(partition *p, pub_part *taken);
 void partition_write_replica_take(partition *p, pub_part *taken);
+
+/* partition_compress.c. Writer, lock held: is there compression work (a
+ * finished copy to install, or a segment to hand over)? */
+bool partition_compress_wanted(partition *p);
+/* Writer: installs a finished copy (when queue_empty, or once it has
+ * waited long enough), then hands the next closed segment to the
+ * compressor if none is with it. */
+void partition_compress_step(partition *p, bool queue_empty);
+/* No writer running, or on the writer: takes the segment back from the
+ * compressor (waiting if it is being compressed) and installs a finished
+ * copy (a failed log discards it). */
+void partition_compress_settle(partition *p);
 
 #endif

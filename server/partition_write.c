@@ -257,10 +257,13 @@ static void resumed_record(void *ctx, const pb_record *rec)
 void partition_run_upkeep(partition *p)
 {
     if (atomic_load(&p->status) < 0) {
-        if (!atomic_load(&p->up.heal_pending))
+        if (!atomic_load(&p->up.heal_pending)) {
             atomic_store(&p->up.due_ns, INT64_MAX); /* failed for good: no more runs */
-        else if (upkeep_resume(&p->up, &p->log, &p->opts.log, atomic_load(&p->end_offset),
-                               resumed_record, p) == 0)
+            return;
+        }
+        partition_compress_settle(p); /* nothing of the old log is installed */
+        if (upkeep_resume(&p->up, &p->log, &p->opts.log, atomic_load(&p->end_offset),
+                          resumed_record, p) == 0)
             atomic_store(&p->status, 0);
         return;
     }
@@ -399,6 +402,7 @@ void partition_write_take(partition *p, pub_part *taken)
      * acks, so that publishers do not wait for the removal. */
     if (upkeep_after_take(&p->up, p->log) < 0)
         partition_set_failed(p, log_status(p->log), "retention's removal");
+    partition_compress_step(p, false);
 }
 
 /* Queues the replica take's records (pub_batch.replica) into entries and
@@ -494,4 +498,5 @@ void partition_write_replica_take(partition *p, pub_part *taken)
     /* The standby's own retention (its [partition] settings), as for any take. */
     if (upkeep_after_take(&p->up, p->log) < 0)
         partition_set_failed(p, log_status(p->log), "retention's removal");
+    partition_compress_step(p, false);
 }

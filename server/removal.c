@@ -1,8 +1,8 @@
 /*
  * removal - a partition's closed (rotated) segments: the one list of which
  * closed segments exist (rotation adds to its end, retention takes from its
- * front; a future background compressor that replaces a closed file
- * atomically has one place to update), what each holds (size, newest
+ * front; the compressor's install, compress.c, replaces a closed file in
+ * place and marks it to be read again), what each holds (size, newest
  * receive time, read lazily), and their crash-safe removal (see log.h).
  *
  * Threads: the partition's writer thread (or whoever opens the log). Every
@@ -90,27 +90,39 @@ static int reload(pb_log *log)
     return 0;
 }
 
-void log_remove_orphans(pb_log *log, uint64_t first_base)
+/* Unlinks every <base><ext> below `below` (UINT64_MAX: all); true if any. */
+static bool remove_listed(pb_log *log, const char *ext, uint64_t below, const char *why)
 {
-    base_list l = {.ext = ".idx"};
+    base_list l = {.ext = ext};
     char path[PATH_MAX];
     bool removed = false;
     int rc = log->io->list_dir(log->io, log->dir, collect, &l);
     for (size_t i = 0; rc == 0 && i < l.n; i++) {
-        if (l.v[i] >= first_base || segment_path(path, sizeof path, log->dir, l.v[i], ".idx") < 0)
+        if (l.v[i] >= below || segment_path(path, sizeof path, log->dir, l.v[i], ext) < 0)
             continue;
         rc = log->io->unlink(log->io, path);
         if (rc < 0 && rc != -ENOENT) {
-            log_say(log, LOG_WARN, "index %s: has no segment; cannot remove it: %s", path,
-                    pb_strerror(rc));
+            log_say(log, LOG_WARN, "%s: cannot remove it (%s): %s", path, why, pb_strerror(rc));
             break;
         }
-        log_say(log, LOG_INFO,
-                "index %s: its segment was removed by retention before a crash; removed", path);
+        log_say(log, LOG_INFO, "%s: %s; removed", path, why);
         removed = true;
         rc = 0;
     }
     free(l.v);
+    return removed;
+}
+
+void log_remove_orphans(pb_log *log, uint64_t first_base)
+{
+    bool removed =
+        remove_listed(log, ".idx", first_base,
+                      "an index without its segment, which retention removed before a crash");
+    /* Nothing compresses while the log opens (the writer hands out the
+     * work, and its thread has not started): every .ztmp is a leftover of
+     * a compression a crash or a stop cut short (compress.c). */
+    removed |= remove_listed(log, ".log.ztmp", UINT64_MAX,
+                             "an unfinished compressed copy, left by a crash");
     if (removed)
         (void)log_sync_dir(log); /* fails the log if it fails: as for any dir sync */
 }

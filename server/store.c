@@ -15,6 +15,7 @@
  */
 #include "store.h"
 
+#include "compressor.h"
 #include "fileio.h"
 #include "grow.h"
 #include "logging.h"
@@ -44,6 +45,9 @@ struct store {
     size_t cap;
     size_t max; /* max_partitions for store_get to create; 0: none */
     int lock_fd; /* data_dir/.lock, flock'ed while open; -1: none */
+    /* The one compressor thread, started for the first partition with
+     * compress = zstd (under lock); stopped after every partition closed. */
+    compressor *z;
 };
 
 /* Index of name in s->parts, or of where it would be inserted (*found false). */
@@ -82,7 +86,16 @@ static int open_partition(store *s, const char *name, const partition_options *o
                           partition **out)
 {
     partition *p = NULL;
-    int rc = partition_open(&p, s->data_dir, name, opts);
+    partition_options o = *opts;
+    int rc = 0;
+    if (o.retain.compress_level && !s->z && (rc = compressor_start(&s->z)) < 0) {
+        logging_printf(LOG_ERROR, "partition %s: cannot start the compressor thread: %s", name,
+                       pb_strerror(rc));
+        return rc;
+    }
+    if (o.retain.compress_level)
+        o.compressor = s->z;
+    rc = partition_open(&p, s->data_dir, name, &o);
     if (rc < 0)
         return rc;
     bool found;
@@ -373,6 +386,7 @@ int store_close(store *s)
         if (prc < 0 && rc == 0)
             rc = prc;
     }
+    compressor_stop(s->z); /* every partition took its job back */
     free(s->parts);
     free(s->data_dir);
     if (s->lock_fd >= 0)

@@ -92,46 +92,35 @@ int upkeep_init(upkeep *u, const char *name, const char *dir, const fileio *io,
     atomic_init(&u->space_avail, 0);
     atomic_init(&u->space_margin, 0);
     atomic_init(&u->heal_pending, false);
+    atomic_init(&u->compress_pending, u->retain.compress_level != 0);
     int rc = upkeep_retain(u, log);
     u->closed_seen = log_closed_count(log);
-    u->compress_pending = u->retain.compress_level != 0;
     return rc;
 }
 
-/* Compresses the oldest closed segment at or above zdone_base (at open:
- * all of them are looked at; an already compressed one costs one small
- * read); clears compress_pending when none is left. A failure is logged and
- * the segment left plain; only a failed log is returned. */
-int upkeep_compress_one(upkeep *u, pb_log *log)
+bool upkeep_compress_next(upkeep *u, pb_log *log, uint64_t *base)
 {
     if (!log || u->retain.compress_level == 0 || log_status(log) < 0) {
-        u->compress_pending = false;
-        return log ? log_status(log) : 0;
+        atomic_store(&u->compress_pending, false);
+        return false;
     }
     for (size_t i = 0; i < log_closed_count(log); i++) {
-        uint64_t base = log_closed_base(log, i), plain = 0, packed = 0;
-        if (base < u->zdone_base)
+        uint64_t b = log_closed_base(log, i);
+        if (b < u->zdone_base)
             continue;
-        int rc = log_compress_closed(log, i, u->retain.compress_level, &plain, &packed);
-        if (rc == 1)
-            logging_printf(LOG_INFO,
-                           "partition %s: compressed segment %020" PRIu64 ": %" PRIu64
-                           " -> %" PRIu64 " bytes",
-                           u->name, base, plain, packed);
-        else if (rc < 0 && log_status(log) == 0)
-            logging_printf(LOG_WARN, "partition %s: segment %020" PRIu64 " stays uncompressed: %s",
-                           u->name, base, pb_strerror(rc));
-        u->zdone_base = base + 1;
-        if (rc == 1 || log_status(log) < 0)
-            return log_status(log); /* one at a time: publishes go between */
+        u->zdone_base = b + 1;
+        if (!log_closed_compressed(log, i)) {
+            *base = b;
+            return true;
+        }
     }
-    u->compress_pending = false;
-    return log_status(log);
+    atomic_store(&u->compress_pending, false);
+    return false;
 }
 
 bool upkeep_compress_pending(const upkeep *u)
 {
-    return u->compress_pending;
+    return atomic_load_explicit(&u->compress_pending, memory_order_relaxed);
 }
 
 int upkeep_after_take(upkeep *u, pb_log *log)
@@ -140,7 +129,8 @@ int upkeep_after_take(upkeep *u, pb_log *log)
         return 0;
     int rc = retention_enabled(&u->retain) ? upkeep_retain(u, log) : 0;
     u->closed_seen = log_closed_count(log);
-    u->compress_pending = u->retain.compress_level != 0;
+    if (u->retain.compress_level != 0)
+        atomic_store(&u->compress_pending, true);
     return rc;
 }
 

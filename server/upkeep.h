@@ -37,11 +37,11 @@ typedef struct upkeep {
     atomic_bool space_low;         /* publishes refused: free space below the margin */
     _Atomic uint64_t space_avail;  /* as of the last probe, for messages */
     _Atomic uint64_t space_margin;
-    atomic_bool heal_pending; /* stopped by ENOSPC on a write: resumes when space is back */
-    size_t closed_seen;       /* writer: closed segments after the last run */
-    uint64_t zdone_base;      /* writer: closed segments below this base were compressed */
-    bool compress_pending;    /* writer: closed segments may wait for compression */
-    uint64_t probed_mono_ns;  /* writer: CLOCK_MONOTONIC of the last free-space probe */
+    atomic_bool heal_pending;     /* stopped by ENOSPC on a write: resumes when space is back */
+    size_t closed_seen;           /* writer: closed segments after the last run */
+    uint64_t zdone_base;          /* writer: closed segments below this base were compressed */
+    atomic_bool compress_pending; /* writer sets; closed segments may wait for compression */
+    uint64_t probed_mono_ns;      /* writer: CLOCK_MONOTONIC of the last free-space probe */
 } upkeep;
 
 /* Writer (at open): sets the fields from the arguments and runs retention
@@ -55,19 +55,19 @@ int upkeep_retain(upkeep *u, pb_log *log);
 
 /* Writer, after a take: if a rotation closed a segment, runs retention
  * (the size limit may be passed), and notes that closed segments wait for
- * compression (compress = zstd; done when the writer has nothing else to
- * do: upkeep_compress_one). 0 or the error that failed the log. */
+ * compression (compress = zstd: partition_compress.c hands them to the
+ * compressor thread). 0 or the error that failed the log. */
 int upkeep_after_take(upkeep *u, pb_log *log);
 
-/* Writer: closed segments may wait for compression (set at open and
+/* Any thread: closed segments may wait for compression (set at open and
  * after a rotation, cleared once all are compressed). */
 bool upkeep_compress_pending(const upkeep *u);
 
-/* Writer, with nothing queued: compresses the oldest closed segment not
- * compressed yet (server/compress.c), one per call, so that publishes
- * wait at most one segment's compression. 0 or the error that failed the
- * log (a failed compression is logged, the segment stays plain). */
-int upkeep_compress_one(upkeep *u, pb_log *log);
+/* Writer: the oldest closed segment not compressed yet (at or above the
+ * last one handed out; already compressed ones are skipped, one small read
+ * each) in *base, true; false (and the pending flag cleared) when there is
+ * none. */
+bool upkeep_compress_next(upkeep *u, pb_log *log, uint64_t *base);
 
 /* Any thread: should the writer be woken for upkeep at now_ns (retention
  * due, space low, a resume pending)? */

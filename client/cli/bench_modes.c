@@ -233,12 +233,15 @@ out:
 int bench_mode_replay(bench_cfg *cfg, bench_result *res)
 {
     bench_pub *pubs = NULL;
-    int rc = run_pubs(cfg, false, &pubs);
-    if (rc == 0)
-        report_pubs(cfg, pubs, cfg->pubs, res);
-    free_pubs(pubs, cfg->pubs);
-    if (rc < 0)
-        return rc;
+    int rc = 0;
+    if (!cfg->stored) {
+        rc = run_pubs(cfg, false, &pubs);
+        if (rc == 0)
+            report_pubs(cfg, pubs, cfg->pubs, res);
+        free_pubs(pubs, cfg->pubs);
+        if (rc < 0)
+            return rc;
+    }
     bench_sub s = {.cfg = cfg, .start = PB_START_BEGINNING, .expected = cfg->count};
     snprintf(s.pattern, sizeof s.pattern, "%s", cfg->pattern ? cfg->pattern : ".*");
     s.prefix_len = strlen(cfg->prefix);

@@ -52,6 +52,8 @@ static const char usage[] =
     "                          different (a pool of up to 4096, --size bytes each),\n"
     "                          instead of one repeated string: realistic for\n"
     "                          compressed segments\n"
+    "      --stored            replay mode: publish nothing; time reading COUNT\n"
+    "                          events already stored (say, once they are compressed)\n"
     "      --rate N            latency mode: events per second (default 10000)\n"
     "      --partition NAME    seek mode: partition (default events)\n"
     "      --offset N          seek mode: start offset\n"
@@ -76,6 +78,7 @@ enum {
     OPT_DISTINCT,
     OPT_IDS,
     OPT_JSON,
+    OPT_STORED,
     OPT_RATE,
     OPT_PARTITION,
     OPT_OFFSET,
@@ -160,6 +163,9 @@ static int apply_option(bench_cfg *cfg, int opt, const char *arg, const char **s
     case OPT_JSON:
         cfg->json = true;
         break;
+    case OPT_STORED:
+        cfg->stored = true;
+        break;
     case OPT_DISTINCT:
         cfg->distinct = true;
         break;
@@ -226,6 +232,7 @@ int bench_parse(bench_cfg *cfg, int argc, char **argv)
         {"distinct", no_argument, NULL, OPT_DISTINCT},
         {"ids", no_argument, NULL, OPT_IDS},
         {"json", no_argument, NULL, OPT_JSON},
+        {"stored", no_argument, NULL, OPT_STORED},
         {"pattern", required_argument, NULL, 'P'},
         {"rate", required_argument, NULL, OPT_RATE},
         {"partition", required_argument, NULL, OPT_PARTITION},

@@ -28,8 +28,9 @@ typedef struct bench_cfg {
     uint32_t in_flight;
     uint32_t pubs, subs, topics;
     bool distinct;
-    bool ids;  /* every event gets the id PREFIX-<sequence number> */
-    bool json; /* payloads: varied JSON events (bench.c), not one fixed string */
+    bool ids;    /* every event gets the id PREFIX-<sequence number> */
+    bool json;   /* payloads: varied JSON events (bench.c), not one fixed string */
+    bool stored; /* replay mode: read what is stored, publish nothing */
     const char *pattern;
     char prefix[64];
     uint64_t rate;

@@ -23,7 +23,11 @@
 #   - an event id replicated to the standby still deduplicates a retry
 #     after promotion;
 #   - with auth = required, a standby user with the read right .* replicates,
-#     one with less is refused.
+#     one with less is refused;
+#   - over TLS to a primary with auth = required (follow_tls, follow_ca,
+#     follow_user, follow_password_file): replicated; a wrong password is
+#     logged clearly and retried with a growing backoff; a wrong CA and a
+#     plaintext follower are logged with what to change.
 # Every wait is bounded; daemons are stopped by PID; the temp dir goes.
 set -euo pipefail
 
@@ -332,6 +336,104 @@ publish = .*"
     stop aprimary TERM
 }
 
+# A CA and a certificate for 127.0.0.1 it signed (EC P-256, two days), and
+# another CA that did not sign it, made at test time (no key committed).
+make_certs() {
+    local k="-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
+    mkdir -p "$TMP/certs"
+    (
+        cd "$TMP/certs" && exec 2>/dev/null &&
+            openssl req -x509 $k -keyout ca.key -out ca.pem -days 2 -subj /CN=pb-test-ca &&
+            openssl req -x509 $k -keyout other.key -out other.pem -days 2 -subj /CN=other &&
+            openssl req $k -keyout srv.key -out srv.csr -subj /CN=127.0.0.1 &&
+            printf 'subjectAltName=IP:127.0.0.1\n' >srv.ext &&
+            openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+                -out srv.pem -days 2 -extfile srv.ext
+    )
+}
+
+# The standby over TLS to a primary with auth = required and TLS: the
+# settings follow_user, follow_password_file, follow_tls, follow_ca; a wrong
+# password is logged clearly and retried with a growing backoff; a CA that
+# did not sign the primary's certificate fails the handshake, logged; a
+# plaintext follower to the TLS primary is told to set follow_tls.
+test_tls_auth_replication() {
+    make_certs || fail "cannot make certificates with openssl"
+    local hash c=$TMP/certs
+    hash=$(echo secret | "$PB" passwd --stdin)
+    write_conf tprimary "auth = required
+auth_failure_delay_ms = 20
+tls_cert = $c/srv.pem
+tls_key = $c/srv.key
+[user standby]
+password_hash = $hash
+subscribe = .*
+[user app]
+password_hash = $hash
+publish = .*"
+    start tprimary
+    local pp
+    pp=$(port tprimary)
+    seq 1 500 | PROTOBUS_PASSWORD=secret "$PB" pub --tls --tls-ca "$c/ca.pem" -u app \
+        -s "127.0.0.1:$pp" a.tls >/dev/null || fail "publish over TLS failed"
+    echo secret >"$TMP/standby.pw"
+    chmod 600 "$TMP/standby.pw"
+    write_conf tfollower "follow = 127.0.0.1:$pp
+follow_user = standby
+follow_password_file = $TMP/standby.pw
+follow_tls = yes
+follow_ca = $c/ca.pem"
+    start tfollower
+    wait_until 100 sh -c "[ \$('$PB' cat '$TMP/tfollower/pa' 2>/dev/null | wc -l) -eq 500 ]" ||
+        fail "not replicated over TLS: $(tail -3 "$TMP/tfollower.log")"
+    grep -q "standby of 127.0.0.1:$pp: connected (TLS)" "$TMP/tfollower.log" ||
+        fail "no TLS connection logged"
+    seq 1 100 | PROTOBUS_PASSWORD=secret "$PB" pub --tls --tls-ca "$c/ca.pem" -u app \
+        -s "127.0.0.1:$pp" a.tls >/dev/null
+    wait_until 100 sh -c "[ \$('$PB' cat '$TMP/tfollower/pa' | wc -l) -eq 600 ]" ||
+        fail "live records not replicated over TLS"
+    stop tfollower TERM
+    # A wrong password: a clear error, retried with a growing backoff.
+    echo wrong >"$TMP/standby.pw"
+    : >"$TMP/tfollower.log"
+    start tfollower
+    wait_until 100 sh -c "[ \$(grep -c 'refused this standby.s credentials as user \"standby\" (UNAUTHENTICATED' '$TMP/tfollower.log') -ge 3 ]" ||
+        fail "no repeated clear refusal: $(tail -3 "$TMP/tfollower.log")"
+    local waits
+    waits=$(sed -n 's/.*reconnecting in \([0-9]*\) ms$/\1/p' "$TMP/tfollower.log" | head -3 | tr '\n' ' ')
+    [ "$waits" = "100 200 400 " ] || fail "backoff not growing: $waits"
+    stop tfollower TERM
+    # A CA that did not sign the primary's certificate.
+    echo secret >"$TMP/standby.pw"
+    : >"$TMP/tfollower.log"
+    write_conf tfollower "follow = 127.0.0.1:$pp
+follow_user = standby
+follow_password_file = $TMP/standby.pw
+follow_tls = yes
+follow_ca = $c/other.pem"
+    start tfollower
+    wait_until 100 grep -q "TLS handshake failed: the primary's certificate failed verification" \
+        "$TMP/tfollower.log" || fail "no verification failure: $(tail -3 "$TMP/tfollower.log")"
+    stop tfollower TERM
+    # Plain TCP to the TLS primary: the log says to set follow_tls.
+    : >"$TMP/tfollower.log"
+    write_conf tfollower "follow = 127.0.0.1:$pp
+follow_user = standby
+follow_password_file = $TMP/standby.pw"
+    start tfollower
+    wait_until 100 grep -q "does the primary require TLS? then set follow_tls = yes" \
+        "$TMP/tfollower.log" || fail "no TLS hint: $(tail -3 "$TMP/tfollower.log")"
+    stop tfollower TERM
+    # A missing password file stops the start with its name.
+    write_conf tfollower "follow = 127.0.0.1:$pp
+follow_user = standby
+follow_password_file = $TMP/nothere.pw"
+    if "$PBD" -c "$TMP/tfollower.conf" 2>"$TMP/bad.log"; then fail "started without its password file"; fi
+    grep -q "follow_password_file $TMP/nothere.pw: No such file" "$TMP/bad.log" ||
+        fail "unclear start failure: $(cat "$TMP/bad.log")"
+    stop tprimary TERM
+}
+
 test_sync_timeout_policies() {
     write_conf alone "min_standby_acks = 1
 standby_timeout_ms = 300"
@@ -362,6 +464,7 @@ run test_sync_kill9_primary_promote
 run test_sync_timeout_policies
 run test_ids_survive_promotion
 run test_auth_replication
+run test_tls_auth_replication
 for d in primary follower; do
     [ -e "$TMP/$d.pid" ] && stop "$d" TERM
 done

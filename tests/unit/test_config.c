@@ -425,6 +425,43 @@ static void test_users_and_exposure(void **state)
     config_free(&cfg);
 }
 
+/* The standby's follow_* keys load; the exposure check refuses the
+ * combinations that cannot work, naming the keys. */
+static void test_follow_keys(void **state)
+{
+    (void)state;
+    static const char text[] = "[server]\nfollow = 10.0.0.1:7420\nfollow_user = standby\n"
+                               "follow_password_file = /etc/pw\nfollow_tls = yes\n"
+                               "follow_ca = ca.pem\nfollow_tls_cert = c.pem\n"
+                               "follow_tls_key = c.key\n[partition a]\nmatch = .*\n";
+    pb_config cfg;
+    char err[512] = "";
+    assert_int_equal(config_load_string("t.conf", text, &cfg, err, sizeof err), 0);
+    assert_string_equal(cfg.follow_user, "standby");
+    assert_string_equal(cfg.follow_password_file, "/etc/pw");
+    assert_true(cfg.follow_tls);
+    assert_string_equal(cfg.follow_ca, "ca.pem");
+    assert_int_equal(config_check_exposure(&cfg, err, sizeof err), 0);
+    cfg.follow_password = strdup("x");
+    assert_int_equal(config_check_exposure(&cfg, err, sizeof err), PB_EINVAL);
+    assert_non_null(strstr(err, "follow_password and follow_password_file are both set"));
+    free(cfg.follow_password_file);
+    cfg.follow_password_file = NULL;
+    cfg.follow_tls = false;
+    assert_int_equal(config_check_exposure(&cfg, err, sizeof err), PB_EINVAL);
+    assert_string_equal(err, "follow_ca is set but follow_tls is not: set follow_tls = yes");
+    cfg.follow_tls = true;
+    free(cfg.follow_tls_key);
+    cfg.follow_tls_key = NULL;
+    assert_int_equal(config_check_exposure(&cfg, err, sizeof err), PB_EINVAL);
+    assert_non_null(strstr(err, "follow_tls_cert is set without follow_tls_key"));
+    config_free(&cfg);
+    assert_int_equal(config_load_string("t.conf", "[server]\nfollow_tls = maybe\n", &cfg, err,
+                                        sizeof err),
+                     PB_EINVAL);
+    assert_non_null(strstr(err, "t.conf:2: follow_tls"));
+}
+
 static void test_line_too_long(void **state)
 {
     char text[600];
@@ -603,6 +640,7 @@ int main(void)
         cmocka_unit_test(test_compress_keys),
         cmocka_unit_test(test_line_too_long),
         cmocka_unit_test(test_users_and_exposure),
+        cmocka_unit_test(test_follow_keys),
         cmocka_unit_test(test_partition_name_length),
         cmocka_unit_test(test_file_errors_name_the_path),
         cmocka_unit_test(test_size_parser),

@@ -36,6 +36,16 @@
  * the recovered copy must come back as a duplicate of its original offset,
  * storing nothing.
  *
+ * One seed in two also compresses its closed segments (compress = zstd,
+ * level 1) on the compressor thread (server/compressor.c: write the .ztmp,
+ * fdatasync; the writer renames it over the .log and syncs the directory),
+ * with retention too on one seed in six: the power goes at every step of a
+ * compression as well (the crash points count the compressor's operations,
+ * so which step a point hits depends on how the two threads interleave).
+ * The recovered copy must hold every acknowledged event whatever form each
+ * segment is in; the rounds must include copies with compressed segments
+ * and copies with a leftover .ztmp (removed at open).
+ *
  * The same rounds with a sim whose fdatasync reports success and syncs
  * nothing must show lost acknowledged events: that proves the checker
  * catches the bug it exists for.
@@ -45,6 +55,7 @@
  * percentage, default 100) scales the number of rounds.
  */
 #include "testfs.h"
+#include "compressor.h"
 #include "dedup.h"
 #include "frame.h"
 #include "log.h"
@@ -54,7 +65,9 @@
 #include "reader.h"
 #include "record.h"
 #include "simio.h"
+#include "zseg.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
 #include <pthread.h>
@@ -82,6 +95,7 @@ static char root[64];
 static char sim_data[128]; /* the sim's data directory (a root of the sim) */
 static char sim_part[160]; /* <sim_data>/p */
 static char real_part[160];
+static compressor *zc; /* the compressor thread of every round */
 
 static uint64_t mix(uint64_t x)
 {
@@ -256,6 +270,12 @@ static bool retains(uint64_t seed)
     return seed % 3 == 2;
 }
 
+/* Seeds whose rounds compress closed segments. */
+static bool compresses(uint64_t seed)
+{
+    return seed % 2 == 0;
+}
+
 static partition_options popts(simio *sim, uint64_t seed)
 {
     partition_options o = {0};
@@ -267,6 +287,10 @@ static partition_options popts(simio *sim, uint64_t seed)
     o.topic_history = 4;
     if (retains(seed))
         o.retain.bytes = 2 * o.log.segment_bytes + 100;
+    if (compresses(seed)) {
+        o.retain.compress_level = 1;
+        o.compressor = zc;
+    }
     /* Every event has an id: the window is rebuilt at every open, through
      * the sim's disk like the rest (the clock stands still at T0). */
     o.dedup_window_ms = 3600000;
@@ -621,6 +645,9 @@ typedef struct totals {
     /* Rounds with retention, and those whose copy lost its oldest
      * segments to it (first offset above 0). */
     uint64_t retaining, retained;
+    /* Rounds that compress, copies holding a compressed segment, copies
+     * with a leftover .ztmp (the power went before its rename). */
+    uint64_t compressing, compressed, ztmps;
     simio_stats st;
 } totals;
 
@@ -630,6 +657,37 @@ static bool real_file_exists(const char *name)
     struct stat st;
     snprintf(path, sizeof path, "%s/%s", real_part, name);
     return stat(path, &st) == 0;
+}
+
+/* The recovered copy's compressed segments and leftover .ztmp files. */
+static void count_compressed(totals *t)
+{
+    DIR *d = opendir(real_part);
+    if (!d)
+        return;
+    bool any = false, tmp = false;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        size_t l = strlen(de->d_name);
+        if (l > 5 && strcmp(de->d_name + l - 5, ".ztmp") == 0) {
+            tmp = true;
+            continue;
+        }
+        if (l < 4 || strcmp(de->d_name + l - 4, ".log") != 0)
+            continue;
+        char path[512];
+        uint8_t hdr[ZSEG_HEADER_END];
+        snprintf(path, sizeof path, "%s/%s", real_part, de->d_name);
+        FILE *f = fopen(path, "rb");
+        if (!f)
+            continue;
+        size_t n = fread(hdr, 1, sizeof hdr, f);
+        fclose(f);
+        any |= zseg_is_compressed(hdr, n);
+    }
+    closedir(d);
+    t->compressed += any;
+    t->ztmps += tmp;
 }
 
 static void add_stats(simio_stats *a, const simio_stats *b)
@@ -723,6 +781,8 @@ static bool one_round(uint64_t seed, uint64_t crash_at, bool broken, totals *t)
     simio_destroy(sim);
     t->snapshots += real_file_exists("topics.snapshot");
     t->snapshot_tmps += real_file_exists("topics.snapshot.tmp");
+    count_compressed(t); /* before verify's opens remove a .ztmp */
+    t->compressing += compresses(seed);
     t->retaining += retains(seed);
     t->retained += real_first_offset() > 0;
     t->acked += r->nacked;
@@ -785,6 +845,8 @@ static void test_acked_events_survive_power_loss(void **state)
            "during recovery, %llu kill -9 restarts, %llu clean restarts\n"
            "  topic snapshots: in %llu recovered copies, a torn temporary one in %llu\n"
            "  retention: %llu rounds, %llu copies starting above offset 0\n"
+           "  compression: %llu rounds, %llu copies with a compressed segment, %llu with a "
+           "leftover .ztmp\n"
            "  unsynced writes: %llu dropped, %llu kept, %llu cut, %llu zero-filled, %llu garbage; "
            "truncations %llu kept, %llu lost; directory changes %llu kept, %llu forgotten\n",
            (unsigned long long)t.rounds, (unsigned long long)(seed - 1),
@@ -792,6 +854,8 @@ static void test_acked_events_survive_power_loss(void **state)
            (unsigned long long)t.process_crashes, (unsigned long long)t.clean_restarts,
            (unsigned long long)t.snapshots, (unsigned long long)t.snapshot_tmps,
            (unsigned long long)t.retaining, (unsigned long long)t.retained,
+           (unsigned long long)t.compressing, (unsigned long long)t.compressed,
+           (unsigned long long)t.ztmps,
            (unsigned long long)t.st.writes_dropped, (unsigned long long)t.st.writes_kept,
            (unsigned long long)t.st.writes_prefix, (unsigned long long)t.st.writes_zero_tail,
            (unsigned long long)t.st.writes_garbage_tail, (unsigned long long)t.st.truncs_kept,
@@ -802,6 +866,7 @@ static void test_acked_events_survive_power_loss(void **state)
     assert_true(t.acked > t.rounds);
     assert_true(t.snapshots > 0 && t.snapshot_tmps > 0);
     assert_true(t.retained > 0 && t.retained < t.retaining);
+    assert_true(t.compressed > 0 && t.compressed < t.compressing && t.ztmps > 0);
     assert_true(t.st.writes_dropped > 0 && t.st.writes_kept > 0 && t.st.writes_prefix > 0 &&
                 t.st.writes_zero_tail > 0 && t.st.writes_garbage_tail > 0);
     assert_true(t.st.truncs_kept > 0 && t.st.truncs_dropped > 0);
@@ -840,11 +905,12 @@ static int setup(void **state)
     logging_set_level(v && *v == '1' ? LOG_DEBUG : LOG_ERROR + 1);
     pthread_mutex_init(&R.lock, NULL);
     pthread_cond_init(&R.cond, NULL);
-    return 0;
+    return compressor_start(&zc) < 0 ? -1 : 0;
 }
 
 static int teardown(void **state)
 {
+    compressor_stop(zc);
     pthread_mutex_destroy(&R.lock);
     pthread_cond_destroy(&R.cond);
     return testfs_rmrf(root);

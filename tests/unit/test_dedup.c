@@ -1,0 +1,243 @@
+/*
+ * test_dedup - the dedup window (dedup.c) against a model: a list of the
+ * ids it should hold, oldest first. Random steps check ids (new ones, and
+ * retries of ids held, evicted, expired or rolled back), expire on a clock,
+ * and roll takes back; after each step every held id is found at its
+ * offset, a sample of forgotten ids is not, and the count matches. Small
+ * windows put many ids in each bucket of the index (so full buckets send
+ * ids on to the next, and the index is rebuilt), and the sequence numbers
+ * cross 2^32 (dedup.c starts them just below). Deterministic (fixed seeds).
+ */
+#include "dedup.h"
+#include "pb_errors.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#define ID_MAX 64
+#define SEC    1000000000ll
+
+typedef struct model_entry {
+    uint64_t c; /* the id's number (id_of) */
+    uint64_t offset;
+    int64_t time_ns;
+} model_entry;
+
+/* The ids the window should hold: entries at absolute positions
+ * [head, tail) of a ring of `cap` (a power of two above max_entries + a
+ * take), where[c] the latest position id c was put at. */
+typedef struct model {
+    model_entry *e;
+    uint64_t *where;
+    uint64_t head, tail;
+    size_t cap;
+    uint32_t max;
+} model;
+
+static uint64_t rng_state;
+
+static uint64_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+/* Id number c: its 8 bytes, then bytes derived from it, 8..64 bytes in all
+ * (every id different, lengths and contents varied). */
+static size_t id_of(uint64_t c, uint8_t *id)
+{
+    size_t len = 8 + (size_t)((c * 7919u) % (ID_MAX - 7));
+    memcpy(id, &c, 8);
+    uint64_t x = c * 0x9e3779b97f4a7c15ull + 1;
+    for (size_t i = 8; i < len; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        id[i] = (uint8_t)x;
+    }
+    return len;
+}
+
+static model_entry *at(const model *m, uint64_t pos)
+{
+    return &m->e[pos & (m->cap - 1)];
+}
+
+static size_t model_count(const model *m)
+{
+    return (size_t)(m->tail - m->head);
+}
+
+static model_entry *model_find(const model *m, uint64_t c)
+{
+    uint64_t pos = m->where[c];
+    if (pos == UINT64_MAX || pos < m->head || pos >= m->tail || at(m, pos)->c != c)
+        return NULL;
+    return at(m, pos);
+}
+
+static void model_push(model *m, uint64_t c, uint64_t offset, int64_t t)
+{
+    if (model_count(m) == m->max)
+        m->head++;
+    m->where[c] = m->tail;
+    *at(m, m->tail++) = (model_entry){c, offset, t};
+}
+
+/* Every id of the model is in the window at its offset; the count agrees;
+ * ids numbered below `next` that the model does not hold (sampled) are not. */
+static void verify(dedup *d, const model *m, uint64_t next)
+{
+    uint8_t id[ID_MAX];
+    uint64_t off;
+    assert_int_equal(dedup_count(d), model_count(m));
+    for (uint64_t pos = m->head; pos < m->tail; pos++) {
+        const model_entry *e = at(m, pos);
+        size_t len = id_of(e->c, id);
+        assert_int_equal(dedup_find(d, id, len, &off), 1);
+        assert_int_equal(off, e->offset);
+    }
+    for (int k = 0; k < 64 && next > 0; k++) {
+        uint64_t c = rnd() % next;
+        size_t len = id_of(c, id);
+        int found = dedup_find(d, id, len, &off);
+        assert_int_equal(found, model_find(m, c) != NULL);
+    }
+}
+
+/* `steps` random steps on a window of max_entries ids and window_ns. */
+static void run_model(uint32_t max_entries, int64_t window_ns, int steps, uint64_t seed)
+{
+    rng_state = seed;
+    dedup *d;
+    assert_int_equal(dedup_create(&d, window_ns, max_entries), 0);
+    model m = {.max = max_entries, .cap = 1};
+    while (m.cap < (size_t)max_entries + 128)
+        m.cap <<= 1;
+    m.e = calloc(m.cap, sizeof *m.e);
+    m.where = malloc((size_t)steps * 64 * sizeof *m.where);
+    assert_non_null(m.e);
+    assert_non_null(m.where);
+    memset(m.where, 0xff, (size_t)steps * 64 * sizeof *m.where);
+    uint64_t next_c = 0, next_off = 0;
+    int64_t now = 0;
+    uint8_t id[ID_MAX];
+    for (int s = 0; s < steps; s++) {
+        unsigned op = (unsigned)(rnd() % 100);
+        if (op < 80) {
+            /* A take of 1..64 ids: mostly new, some retries of recent ones. */
+            unsigned n = 1 + (unsigned)(rnd() % 64);
+            uint64_t take_first = next_off;
+            for (unsigned k = 0; k < n; k++) {
+                uint64_t c = next_c;
+                if (next_c > 0 && rnd() % 4 == 0)
+                    c = next_c - 1 - rnd() % (next_c < 2u * max_entries ? next_c : 2u * max_entries);
+                else
+                    next_c++;
+                size_t len = id_of(c, id);
+                uint64_t orig = 0;
+                int rc = dedup_check(d, dedup_id_hash(id, len), id, len, next_off, now, &orig);
+                model_entry *e = model_find(&m, c);
+                if (e) {
+                    assert_int_equal(rc, 1);
+                    assert_int_equal(orig, e->offset);
+                } else {
+                    assert_int_equal(rc, 0);
+                    model_push(&m, c, next_off, now);
+                    next_off++;
+                }
+            }
+            /* Sometimes the take is not stored: its ids go (offsets reused). */
+            if (rnd() % 8 == 0) {
+                dedup_truncate(d, take_first);
+                while (m.tail > m.head && at(&m, m.tail - 1)->offset >= take_first)
+                    m.tail--;
+                next_off = take_first;
+            }
+        } else if (op < 95) {
+            now += (int64_t)(rnd() % (uint64_t)(window_ns / 4 + 1));
+            dedup_expire(d, now);
+            while (m.tail > m.head && at(&m, m.head)->time_ns < now - window_ns)
+                m.head++;
+        } else {
+            verify(d, &m, next_c);
+        }
+    }
+    verify(d, &m, next_c);
+    free(m.e);
+    free(m.where);
+    dedup_destroy(d);
+}
+
+/* Few ids per bucket on average, but small tables: full buckets happen. */
+static void test_model_small_windows(void **state)
+{
+    (void)state;
+    run_model(1, 10 * SEC, 3000, 1);
+    run_model(7, 10 * SEC, 3000, 2);
+    run_model(100, 10 * SEC, 20000, 3);
+    run_model(100, 1000, 20000, 4); /* ids expire within a few steps */
+    run_model(333, 10 * SEC, 20000, 5);
+}
+
+/* A window that grows from empty, evicts, empties on expiry and grows again. */
+static void test_model_grow_and_release(void **state)
+{
+    (void)state;
+    run_model(5000, 100 * SEC, 30000, 6);
+    run_model(5000, 2 * SEC, 30000, 7);
+}
+
+/* Ids are bytes: lengths 1..64, any byte values (0 too), none of them
+ * special; every byte counts. */
+static void fill(uint8_t *id, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        id[i] = (uint8_t)(i * 37 + len * 11);
+}
+
+static void test_lengths_and_bytes(void **state)
+{
+    (void)state;
+    dedup *d;
+    assert_int_equal(dedup_create(&d, 10 * SEC, 1000), 0);
+    uint8_t id[ID_MAX + 1];
+    for (size_t len = 1; len <= ID_MAX; len++) {
+        fill(id, len);
+        assert_int_equal(dedup_add(d, id, len, len, 0), 0);
+    }
+    for (size_t len = 1; len <= ID_MAX; len++) {
+        uint64_t off;
+        fill(id, len);
+        assert_int_equal(dedup_find(d, id, len, &off), 1);
+        assert_int_equal(off, len);
+        for (size_t i = 0; i < len; i++) {
+            id[i] ^= 0x80;
+            assert_int_equal(dedup_find(d, id, len, &off), 0);
+            id[i] ^= 0x80;
+        }
+    }
+    uint64_t off;
+    assert_int_equal(dedup_find(d, id, 0, &off), 0);
+    assert_int_equal(dedup_find(d, id, ID_MAX + 1, &off), 0);
+    assert_int_equal(dedup_add(d, id, ID_MAX + 1, 0, 0), PB_EINVAL);
+    dedup_destroy(d);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_model_small_windows),
+        cmocka_unit_test(test_model_grow_and_release),
+        cmocka_unit_test(test_lengths_and_bytes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
