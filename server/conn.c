@@ -117,6 +117,7 @@ static void conn_unref(conn *c)
     conn_auth_release(c);
     conn_tls_release(c);
     connbuf_free(c);
+    conn_sub_prep_free(c); /* its work is done: it held a reference */
     free(c->sub_body);
     free(c);
 }

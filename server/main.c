@@ -241,6 +241,14 @@ static void retain_tick(uv_timer_t *t)
 
 /* --- graceful stop ---------------------------------------------------- */
 
+static void close_signals(daemon_state *d)
+{
+    uv_close((uv_handle_t *)&d->sigterm, NULL);
+    uv_close((uv_handle_t *)&d->sigint, NULL);
+    uv_close((uv_handle_t *)&d->sighup, NULL);
+}
+
+
 static void stop_poll(uv_timer_t *t)
 {
     daemon_state *d = t->data;
@@ -258,9 +266,7 @@ static void stop_poll(uv_timer_t *t)
         uv_timer_stop(&d->retain_timer);
         uv_close((uv_handle_t *)&d->retain_timer, NULL);
     }
-    uv_close((uv_handle_t *)&d->sigterm, NULL);
-    uv_close((uv_handle_t *)&d->sigint, NULL);
-    uv_close((uv_handle_t *)&d->sighup, NULL);
+    close_signals(d);
     if (d->watchdog_on)
         uv_close((uv_handle_t *)&d->watchdog, NULL);
     uv_stop(&d->loop);
@@ -715,8 +721,20 @@ static int serve(daemon_state *d, const char *port_file)
         .follow = d->cfg.follow,
         .standby = d->standby,
     };
+    /* Signals first: from the moment the port exists (and the port file
+     * or READY=1 says so), SIGTERM is a graceful stop, never the default
+     * action's kill (a supervisor stopping a daemon it just saw start got
+     * one). They are only dispatched by uv_run, when d->net exists. */
+    uv_signal_init(&d->loop, &d->sigterm);
+    uv_signal_init(&d->loop, &d->sigint);
+    uv_signal_init(&d->loop, &d->sighup);
+    d->sigterm.data = d->sigint.data = d->sighup.data = d;
+    uv_signal_start(&d->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&d->sigint, on_signal, SIGINT);
+    uv_signal_start(&d->sighup, on_sighup, SIGHUP);
     if (net_start(&d->net, &d->loop, &no, err, sizeof err) < 0) {
         logging_printf(LOG_ERROR, "%s", err);
+        close_signals(d);
         return -1;
     }
     char where[HOSTPORT_HOST_MAX + 16];
@@ -725,21 +743,14 @@ static int serve(daemon_state *d, const char *port_file)
     if (port_file && write_port_file(port_file, net_port(d->net)) < 0) {
         logging_printf(LOG_ERROR, "cannot write the port file %s", port_file);
         net_close(d->net);
+        close_signals(d);
         return -1;
     }
-    uv_signal_init(&d->loop, &d->sigterm);
-    uv_signal_init(&d->loop, &d->sigint);
-    d->sigterm.data = d->sigint.data = d;
-    uv_signal_start(&d->sigterm, on_signal, SIGTERM);
-    uv_signal_start(&d->sigint, on_signal, SIGINT);
     if (any_upkeep(&d->cfg)) {
         uv_timer_init(&d->loop, &d->retain_timer);
         d->retain_timer.data = d;
         uv_timer_start(&d->retain_timer, retain_tick, RETAIN_TICK_MS, RETAIN_TICK_MS);
     }
-    uv_signal_init(&d->loop, &d->sighup);
-    d->sighup.data = d;
-    uv_signal_start(&d->sighup, on_sighup, SIGHUP);
     /* Recovered (open_daemon) and listening: ready for systemd. */
     char status[HOSTPORT_HOST_MAX + 64];
     snprintf(status, sizeof status, "serving on %s, %zu partition(s)", where,

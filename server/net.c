@@ -49,28 +49,164 @@ static void conn_process(conn *c);
 /* ------------------------------------------------------------------ */
 /* subscribe: hand the socket to a subscription thread */
 
+/* Subscribes prepared at once: libuv's pool has UV_THREADPOOL_SIZE threads
+ * (4 by default) and password checks take at most AUTH_MAX_VERIFYING (2). */
+#define NET_MAX_PREPARING 2
+
+/* A Subscribe being prepared (sub_prepare: unpacking, checks, PCRE2/JIT
+ * compiling, ~50 ms at the caps) on libuv's pool rather than on the loop,
+ * where one client subscribing in a loop would hold every other client.
+ * The work holds a reference on the connection (conn_release when done). */
+struct sub_prep {
+    uv_work_t work;
+    conn *c;
+    sub_rights rights; /* the connection's user: kept by its reference */
+    bool has_rights;
+    bool done;
+    struct sub *s; /* prepared; NULL when refused */
+    int rc, code;
+    char err[512];
+};
+
+static void prep_work(uv_work_t *w)
+{
+    struct sub_prep *p = w->data;
+    p->rc = sub_prepare(p->c->net->opts.subs, p->has_rights ? &p->rights : NULL,
+                        p->c->sub_body, p->c->sub_len, &p->s, &p->code, p->err, sizeof p->err);
+}
+
+static int prep_start(conn *c);
+
+/* A pool turn is free: the oldest waiting connection that is still open
+ * takes it; the closed ones drop their reference. */
+static void prep_next_turn(net *n)
+{
+    while (n->prep_head && n->preparing < NET_MAX_PREPARING) {
+        conn *c = n->prep_head;
+        n->prep_head = c->prep_next;
+        if (!n->prep_head)
+            n->prep_tail = NULL;
+        c->prep_next = NULL;
+        c->prep_waiting = 0;
+        if (!c->closing && c->sub_body)
+            (void)prep_start(c);
+        conn_release(c); /* the waiting reference (prep_start took its own) */
+    }
+}
+
+static void prep_done(uv_work_t *w, int status)
+{
+    struct sub_prep *p = w->data;
+    net *n = p->c->net;
+    if (status != 0 && p->rc == 0) { /* cancelled: never ran */
+        p->rc = PB_ECLOSED;
+        p->code = PB_CODE_UNAVAILABLE;
+        snprintf(p->err, sizeof p->err, "subscribe: the server is shutting down");
+    }
+    p->done = true;
+    n->preparing--;
+    conn_release(p->c); /* the hand-off goes on from there, unless it closed */
+    prep_next_turn(n);
+}
+
+void conn_sub_prep_free(conn *c)
+{
+    if (!c->sub_prep)
+        return;
+    sub_prepared_free(c->sub_prep->s);
+    free(c->sub_prep);
+    c->sub_prep = NULL;
+}
+
+static void pool_warm_noop(uv_work_t *w)
+{
+    (void)w;
+}
+
+/* Starts preparing c's waiting Subscribe on the pool, or queues c for a
+ * turn when NET_MAX_PREPARING are being prepared: 0, or -1 out of memory
+ * (a failure to queue the work is a refusal in c->sub_prep, done). */
+static int prep_start(conn *c)
+{
+    net *n = c->net;
+    if (n->preparing >= NET_MAX_PREPARING) {
+        if (!c->prep_waiting) {
+            c->prep_waiting = 1;
+            c->refs++;
+            if (n->prep_tail)
+                n->prep_tail->prep_next = c;
+            else
+                n->prep_head = c;
+            n->prep_tail = c;
+        }
+        return 0;
+    }
+    struct sub_prep *p = calloc(1, sizeof *p);
+    if (!p)
+        return -1;
+    p->c = c;
+    p->work.data = p;
+    sub_rights buf;
+    const sub_rights *r = conn_read_rights(c, &buf);
+    if (r) {
+        p->rights = *r;
+        p->has_rights = true;
+    }
+    c->sub_prep = p;
+    c->refs++;
+    n->preparing++;
+    int rc = uv_queue_work(c->net->loop, &p->work, prep_work, prep_done);
+    if (rc < 0) {
+        c->refs--;
+        n->preparing--;
+        p->done = true;
+        p->rc = PB_ENOMEM;
+        p->code = PB_CODE_RESOURCE_EXHAUSTED;
+        snprintf(p->err, sizeof p->err, "subscribe: cannot queue its preparation: %s",
+                 uv_strerror(rc));
+    }
+    return 0;
+}
+
 /* Hands the socket of a connection whose Subscribe waits to a subscription
- * thread, once its earlier replies are all written: 1 handed over, 0 not
- * yet (or nothing waits), -1 refused (the Error is queued and the
- * connection goes on: the caller processes what was sent after it). */
+ * thread, once it is prepared (prep_start) and its earlier replies are all
+ * written: 1 handed over, 0 not yet (or nothing waits), -1 refused (the
+ * Error is queued and the connection goes on: the caller processes what
+ * was sent after it). */
 static int handoff(conn *c)
 {
     if (!c->sub_body || c->closing)
         return 0;
-    if (c->refs != 1)
-        return 0; /* acks or writes still pending on this connection */
-    net *n = c->net;
-    uv_os_fd_t fd;
-    int dupfd = -1;
     char err[512] = "";
     int code = PB_CODE_INTERNAL;
+    if (!c->sub_prep && !c->prep_waiting && prep_start(c) < 0) {
+        code = PB_CODE_RESOURCE_EXHAUSTED;
+        snprintf(err, sizeof err, "subscribe: out of memory");
+        goto refused;
+    }
+    struct sub_prep *p = c->sub_prep;
+    if (!p || !p->done || c->refs != 1)
+        return 0; /* being prepared, or acks and writes still pending on this connection */
+    net *n = c->net;
+    if (p->rc < 0) {
+        code = p->code;
+        snprintf(err, sizeof err, "%s", p->err);
+        conn_sub_prep_free(c);
+        goto refused;
+    }
+    uv_os_fd_t fd;
+    int dupfd = -1;
     sub_rights rights;
     if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
         dupfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    struct sub *s = p->s;
+    p->s = NULL;
+    conn_sub_prep_free(c);
     if (dupfd < 0) {
         snprintf(err, sizeof err, "cannot hand the connection over: %s", strerror(errno));
-    } else if (sub_start_as(n->opts.subs, conn_read_rights(c, &rights), dupfd, c->sub_id,
-                            c->sub_body, c->sub_len, c->buf, c->len, &code, err, sizeof err) == 0) {
+        sub_prepared_free(s);
+    } else if (sub_launch(n->opts.subs, s, conn_read_rights(c, &rights), dupfd, c->sub_id, c->buf,
+                          c->len, &code, err, sizeof err) == 0) {
         /* What the client sent after the Subscribe went with it, and
          * its TLS session too. */
         c->len = 0;
@@ -83,6 +219,7 @@ static int handoff(conn *c)
     } else {
         close(dupfd);
     }
+refused:
     /* Once per connection: a client retrying in a loop gets its Errors,
      * the log one line. */
     if (!(c->limits_logged & NET_SUB_REFUSAL_LOGGED)) {
@@ -601,6 +738,12 @@ int net_start(net **out, uv_loop_t *loop, const net_options *opts, char *err, si
                                                     : ((struct sockaddr_in *)&bound)->sin_port);
     uv_async_init(loop, &n->wake, net_on_wake);
     n->wake.data = n;
+    /* libuv starts its pool (UV_THREADPOOL_SIZE threads, 4 by default) on
+     * the first work queued: Subscribes and password checks are prepared
+     * there. Started now, the daemon's thread count does not grow on the
+     * first Subscribe and then stay (a reading of "threads" that only
+     * moves with subscriptions). */
+    (void)uv_queue_work(loop, &n->pool_warm, pool_warm_noop, NULL);
     if (opts->standby) {
         uv_timer_init(loop, &n->sb_timer);
         n->sb_timer.data = n;

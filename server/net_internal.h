@@ -39,6 +39,12 @@ struct tls_conn;
 struct net {
     uv_loop_t *loop;
     uv_tcp_t listener;
+    uv_work_t pool_warm; /* starts libuv's pool at start-up (net_start) */
+    /* Subscribes being prepared on the pool (at most NET_MAX_PREPARING, so
+     * that password checks always find a pool thread), and the connections
+     * waiting for a turn, oldest first, each holding a reference. */
+    uint32_t preparing;
+    conn *prep_head, *prep_tail;
     uv_async_t wake;
     net_options opts;
     ingest_options ingest;
@@ -109,6 +115,11 @@ struct conn {
     uint8_t *sub_body;
     size_t sub_len;
     uint64_t sub_id;
+    /* That Subscribe unpacked and compiled on libuv's pool (net.c), then
+     * handed over with it; NULL: not started yet. */
+    struct sub_prep *sub_prep;
+    conn *prep_next; /* in net.prep_head's list while waiting for a turn */
+    int prep_waiting;
     /* auth = required: the Hello's credentials being checked (reading and
      * frames wait meanwhile), then the user it is authenticated as, with a
      * reference on user->owner; NULL: anonymous (auth = none). */
@@ -140,6 +151,8 @@ void conn_close(conn *c);
 void conn_release(conn *c);
 /* Writes frame now (takes it; malloc'd); with close, c closes once every
  * write is done. */
+/* Frees a finished Subscribe preparation still attached to c (net.c). */
+void conn_sub_prep_free(conn *c);
 void conn_send(conn *c, uint8_t *frame, size_t len, bool close);
 /* conn_send of bytes as they are (TLS records already sealed). */
 void conn_send_raw(conn *c, uint8_t *bytes, size_t len, bool close);

@@ -426,27 +426,59 @@ static int compile_patterns(const sub_rights *rights, sub *s, int *grpc_code, ch
     return 0;
 }
 
-int sub_start_as(sub_registry *r, const sub_rights *rights, int fd, uint64_t frame_id,
-                 const uint8_t *subscribe, size_t len, const uint8_t *pending, size_t pending_len,
-                 int *grpc_code, char *err, size_t errlen)
+/* A failure's message when the step that failed set none. */
+static void fail_message(int rc, int *grpc_code, char *err, size_t errlen)
+{
+    if (rc == PB_ENOMEM) {
+        *grpc_code = PB_CODE_RESOURCE_EXHAUSTED;
+        pb_set_err(err, errlen, "subscribe: out of memory");
+    } else if (*grpc_code == PB_CODE_INTERNAL) {
+        pb_set_err(err, errlen, "subscribe: cannot set up the subscription: %s", pb_strerror(rc));
+    }
+}
+
+int sub_prepare(sub_registry *r, const sub_rights *rights, const uint8_t *subscribe, size_t len,
+                struct sub **out, int *grpc_code, char *err, size_t errlen)
 {
     int rc;
+    *out = NULL;
     *grpc_code = PB_CODE_INTERNAL;
     sub *s = calloc(1, sizeof *s);
     if (!s) {
-        *grpc_code = PB_CODE_RESOURCE_EXHAUSTED;
-        pb_set_err(err, errlen, "subscribe: out of memory");
+        fail_message(PB_ENOMEM, grpc_code, err, errlen);
         return PB_ENOMEM;
     }
+    s->fd = -1;
+    s->live.efd = -1;
+    s->min_time_ns = INT64_MIN;
+    if ((rc = read_request(r, rights, s, subscribe, len, grpc_code, err, errlen)) < 0 ||
+        (rc = compile_patterns(rights, s, grpc_code, err, errlen)) < 0) {
+        fail_message(rc, grpc_code, err, errlen);
+        sub_free(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+void sub_prepared_free(struct sub *s)
+{
+    sub_free(s); /* never launched: fd -1, no thread, no queue */
+}
+
+int sub_launch(sub_registry *r, struct sub *s, const sub_rights *rights, int fd,
+               uint64_t frame_id, const uint8_t *pending, size_t pending_len, int *grpc_code,
+               char *err, size_t errlen)
+{
+    int rc;
+    *grpc_code = PB_CODE_INTERNAL;
     s->store = r->o.store;
     s->fo = r->o.live;
     s->write_deadline_ms = r->o.write_deadline_ms;
     s->on_tailing = count_tailing;
     s->tailing_ctx = r;
     s->fd = fd;
-    s->live.efd = -1;
     s->frame_id = frame_id;
-    s->min_time_ns = INT64_MIN;
     s->max_frame_bytes = r->o.max_frame_bytes;
     s->standby = r->o.standby;
     peer_name(fd, s);
@@ -458,10 +490,6 @@ int sub_start_as(sub_registry *r, const sub_rights *rights, int fd, uint64_t fra
         memcpy(s->input, pending, pending_len);
         s->input_len = pending_len;
     }
-
-    if ((rc = read_request(r, rights, s, subscribe, len, grpc_code, err, errlen)) < 0 ||
-        (rc = compile_patterns(rights, s, grpc_code, err, errlen)) < 0)
-        goto fail;
 
     if ((rc = prepare_live(r, s)) < 0)
         goto fail;
@@ -500,15 +528,21 @@ int sub_start_as(sub_registry *r, const sub_rights *rights, int fd, uint64_t fra
     return 0; /* s is its thread's now (it may even be gone already) */
 
 fail:
-    if (rc == PB_ENOMEM) {
-        *grpc_code = PB_CODE_RESOURCE_EXHAUSTED;
-        pb_set_err(err, errlen, "subscribe: out of memory");
-    } else if (*grpc_code == PB_CODE_INTERNAL) {
-        pb_set_err(err, errlen, "subscribe: cannot set up the subscription: %s", pb_strerror(rc));
-    }
+    fail_message(rc, grpc_code, err, errlen);
     s->fd = -1; /* stays the caller's */
     sub_free(s);
     return rc;
+}
+
+int sub_start_as(sub_registry *r, const sub_rights *rights, int fd, uint64_t frame_id,
+                 const uint8_t *subscribe, size_t len, const uint8_t *pending, size_t pending_len,
+                 int *grpc_code, char *err, size_t errlen)
+{
+    sub *s;
+    int rc = sub_prepare(r, rights, subscribe, len, &s, grpc_code, err, errlen);
+    if (rc < 0)
+        return rc;
+    return sub_launch(r, s, rights, fd, frame_id, pending, pending_len, grpc_code, err, errlen);
 }
 
 /* ------------------------------------------------------------------ */

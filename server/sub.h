@@ -86,6 +86,24 @@ int sub_start_as(sub_registry *r, const sub_rights *rights, int fd, uint64_t fra
                  const uint8_t *subscribe, size_t len, const uint8_t *pending, size_t pending_len,
                  int *grpc_code, char *err, size_t errlen);
 
+/* sub_start_as in two halves, for a caller that keeps the costly one off
+ * its thread (net.c: libuv's pool, so that a Subscribe at the caps, ~50 ms
+ * of protobuf unpacking and PCRE2/JIT compiling, never holds the loop).
+ * sub_prepare unpacks, checks and compiles the request and restricts it to
+ * the rights' read rights: any thread (it reads the registry's settings
+ * and the store's partition list, nothing it changes); on failure *out is
+ * NULL and *grpc_code / err say why. sub_launch, on the loop, does the
+ * rest of sub_start_as with the prepared subscription, which it owns from
+ * then on (freed on failure too); rights must be the same. A prepared
+ * subscription that is not launched goes to sub_prepared_free. */
+struct sub;
+int sub_prepare(sub_registry *r, const sub_rights *rights, const uint8_t *subscribe, size_t len,
+                struct sub **out, int *grpc_code, char *err, size_t errlen);
+int sub_launch(sub_registry *r, struct sub *s, const sub_rights *rights, int fd,
+               uint64_t frame_id, const uint8_t *pending, size_t pending_len, int *grpc_code,
+               char *err, size_t errlen);
+void sub_prepared_free(struct sub *s);
+
 /* A fingerprint of rights' read rights (user, allow and deny lists), to
  * tell whether a reload changed them. */
 uint64_t sub_rights_fingerprint(const sub_rights *rights);

@@ -9,7 +9,9 @@
  * 4 KiB pattern is refused with RESOURCE_EXHAUSTED naming the cap, and
  * requests at the caps (64 tag filters given twice each, 4,096 offsets with
  * the duplicate last) are answered at once: nothing on the loop thread is
- * quadratic any more (it froze every client for ~20 s).
+ * quadratic any more (it froze every client for ~20 s). 32 clients sending
+ * Subscribes at the caps over and over (each ~50 ms of compiling) no
+ * longer hold the loop: they are prepared on libuv's pool.
  *
  * F2, a Subscribe's patterns: 256 patterns that backtrack exponentially in
  * PCRE2 ("(a|aa)+c" and variants; Hyperscan's syntax, so the fan-out's
@@ -375,6 +377,63 @@ static void honest_and_durable(void)
     assert_non_null(strstr(out, want));
 }
 
+/* F1, a Subscribe's cost in time: FLOOD_CONNS clients each send, again and
+ * again for FLOOD_MS, a Subscribe at the caps (256 patterns of ~1 KiB, the
+ * last one malformed, so that all the others are compiled before it is
+ * refused): ~50 ms of unpacking and PCRE2/JIT compiling each. Done on the
+ * loop thread, every round held every other client for FLOOD_CONNS x that
+ * (the honest publisher's acks waited seconds); prepared on libuv's pool,
+ * the loop stays free and the honest acks stay under ACK_BUDGET_MS. */
+#define FLOOD_CONNS 32
+#define FLOOD_MS    4000
+static void f1_compile_flood(void)
+{
+    static char text[256][1024];
+    static char *pats[256];
+    for (int i = 0; i < 256; i++) {
+        int n = snprintf(text[i], sizeof text[i], "flood%d\\.", i);
+        while (n < 1000 - 16)
+            n += snprintf(text[i] + n, sizeof text[i] - (size_t)n, "(?:a%d|b%d)+", n, n);
+        pats[i] = text[i];
+    }
+    strcpy(text[255], "flood(unbalanced");
+    Protobus__Subscribe q = PROTOBUS__SUBSCRIBE__INIT;
+    q.n_patterns = 256;
+    q.patterns = pats;
+    Protobus__Frame f = PROTOBUS__FRAME__INIT;
+    f.id = 9;
+    f.body_case = PROTOBUS__FRAME__BODY_SUBSCRIBE;
+    f.subscribe = &q;
+    int fds[FLOOD_CONNS];
+    for (int i = 0; i < FLOOD_CONNS; i++) {
+        fds[i] = itest_connect_hello(dut.port);
+        assert_true(fds[i] >= 0);
+    }
+    uint64_t t0 = itest_now_ms(), refused = 0, slowest = 0;
+    while (itest_now_ms() - t0 < FLOOD_MS) {
+        uint64_t r0 = itest_now_ms();
+        for (int i = 0; i < FLOOD_CONNS; i++)
+            assert_int_equal(itest_send_frame(fds[i], &f), 0);
+        for (int i = 0; i < FLOOD_CONNS; i++) {
+            Protobus__Frame *r = itest_recv_frame(fds[i], REPLY_TIMEOUT_MS);
+            assert_non_null(r);
+            assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_ERROR);
+            assert_int_equal(r->error->code, PROTOBUS__CODE__INVALID_ARGUMENT);
+            assert_non_null(strstr(r->error->message, "flood(unbalanced"));
+            protobus__frame__free_unpacked(r, NULL);
+            refused++;
+        }
+        if (itest_now_ms() - r0 > slowest)
+            slowest = itest_now_ms() - r0;
+    }
+    for (int i = 0; i < FLOOD_CONNS; i++)
+        close(fds[i]);
+    printf("F1 compile flood: %llu Subscribes at the caps refused in %llu ms from %d "
+           "connections (slowest round of %d: %llu ms)\n",
+           (unsigned long long)refused, (unsigned long long)(itest_now_ms() - t0), FLOOD_CONNS,
+           FLOOD_CONNS, (unsigned long long)slowest);
+}
+
 static void test_subscribe_caps(void **state)
 {
     (void)state;
@@ -383,6 +442,7 @@ static void test_subscribe_caps(void **state)
     sleep_ms(300);
     check_hello_caps();
     f1_attacks();
+    f1_compile_flood();
     f2_attacks();
     sleep_ms(500);
     long peak = hostile_peak_kb(dut.pid);
