@@ -28,7 +28,7 @@
 #define BACKOFF_MAX_MS   5000
 /* Each of the two read buffers (one with the writers, one being read
  * into): what one batch holds at most, unless a frame is larger. */
-#define READ_BUF_INITIAL (4u << 20)
+#define READ_BUF_INITIAL (1u << 20)
 /* Silence from the primary this long: a Ping; twice as long: reconnect
  * (a primary whose host vanished sends no FIN). */
 #define QUIET_PING_MS 10000

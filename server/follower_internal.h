@@ -45,12 +45,14 @@ typedef struct frec {
 
 /* The batch with the partition writers (follower_write.c). */
 typedef struct finflight {
-    bool active;   /* submitted, not finished */
-    pub_batch b;   /* its events and parts */
-    uint32_t *idx; /* the parts' event indexes */
-    uint32_t *kof; /* part p is of f->parts[kof[p]] */
-    uint8_t *buf;  /* the read buffer its records point into; when none is
-                      active, the spare buffer for the next swap */
+    bool active;       /* submitted, not finished */
+    pub_batch b;       /* its events and parts */
+    uint32_t *idx;     /* the parts' event indexes */
+    uint32_t *kof;     /* part p is of f->parts[kof[p]] */
+    uint32_t *map;     /* f->parts index -> part (building) */
+    size_t ecap, pcap; /* of events and idx; of parts, kof and map */
+    uint8_t *buf;      /* the read buffer its records point into; when none is
+                          active, the spare buffer for the next swap */
     size_t cap;
 } finflight;
 

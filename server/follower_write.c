@@ -26,6 +26,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+static void release_arrays(finflight *fl);
+
 int follower_batch_init(follower *f)
 {
     f->done_fd = -1;
@@ -55,6 +57,7 @@ void follower_batch_free(follower *f)
     free(f->recs);
     free(f->parts);
     free(f->fl.buf);
+    release_arrays(&f->fl);
 }
 
 int follower_grow(follower *f, size_t need)
@@ -127,9 +130,46 @@ static void release_arrays(finflight *fl)
     free(fl->b.parts);
     free(fl->idx);
     free(fl->kof);
+    free(fl->map);
     fl->b.events = NULL;
     fl->b.parts = NULL;
-    fl->idx = fl->kof = NULL;
+    fl->idx = fl->kof = fl->map = NULL;
+    fl->ecap = fl->pcap = 0;
+}
+
+/* The batch's arrays for nrecs records of at most nparts partitions, kept
+ * from batch to batch (grown, never shrunk while the follower runs: a
+ * fresh large block would be mmapped and faulted in each time). */
+static int reserve_arrays(finflight *fl, size_t nrecs, size_t nparts)
+{
+    if (nrecs > fl->ecap) {
+        size_t cap = nrecs < 1024 ? 1024 : nrecs;
+        pub_event *ev = realloc(fl->b.events, cap * sizeof *ev);
+        if (ev)
+            fl->b.events = ev;
+        uint32_t *idx = ev ? realloc(fl->idx, cap * sizeof *idx) : NULL;
+        if (idx)
+            fl->idx = idx;
+        if (!ev || !idx)
+            return PB_ENOMEM;
+        fl->ecap = cap;
+    }
+    if (nparts > fl->pcap) {
+        size_t cap = nparts < 16 ? 16 : nparts;
+        pub_part *pp = realloc(fl->b.parts, cap * sizeof *pp);
+        if (pp)
+            fl->b.parts = pp;
+        uint32_t *kof = pp ? realloc(fl->kof, cap * sizeof *kof) : NULL;
+        if (kof)
+            fl->kof = kof;
+        uint32_t *map = kof ? realloc(fl->map, cap * sizeof *map) : NULL;
+        if (map)
+            fl->map = map;
+        if (!pp || !kof || !map)
+            return PB_ENOMEM;
+        fl->pcap = cap;
+    }
+    return 0;
 }
 
 /* The read buffer after a submit: the other one, holding the unparsed
@@ -161,31 +201,22 @@ int follower_batch_submit(follower *f, char *why, size_t n)
     finflight *fl = &f->fl;
     if (f->nrecs == 0 || fl->active)
         return 0;
-    fl->b = (pub_batch){.done = batch_done, .conn = f, .replica = 1};
-    uint32_t *map = malloc(f->nparts * sizeof *map);
-    fl->idx = malloc(f->nrecs * sizeof *fl->idx);
-    fl->kof = malloc(f->nparts * sizeof *fl->kof);
-    fl->b.events = malloc(f->nrecs * sizeof *fl->b.events);
-    fl->b.parts = calloc(f->nparts, sizeof *fl->b.parts);
-    if (!map || !fl->idx || !fl->kof || !fl->b.events || !fl->b.parts) {
-        free(map);
-        release_arrays(fl);
+    if (reserve_arrays(fl, f->nrecs, f->nparts) < 0) {
         snprintf(why, n, "out of memory for a batch of %zu records", f->nrecs);
         return PB_ENOMEM;
     }
-    memset(map, 0xff, f->nparts * sizeof *map);
-    build_batch(f, &fl->b, map, fl->idx, fl->kof);
-    free(map);
+    fl->b = (pub_batch){
+        .done = batch_done, .conn = f, .replica = 1, .events = fl->b.events, .parts = fl->b.parts};
+    memset(fl->map, 0xff, f->nparts * sizeof *fl->map);
+    build_batch(f, &fl->b, fl->map, fl->idx, fl->kof);
     f->nrecs = 0;
     if (fl->b.nparts == 0) { /* every record was of a stopped partition */
-        release_arrays(fl);
         memmove(f->buf, f->buf + f->pos, f->len - f->pos);
         f->len -= f->pos;
         f->pos = 0;
         return 0;
     }
     if (swap_buffers(f) < 0) {
-        release_arrays(fl);
         snprintf(why, n, "out of memory for a read buffer of %zu bytes", f->cap);
         return PB_ENOMEM;
     }
@@ -263,6 +294,5 @@ int follower_batch_finish(follower *f, char *why, size_t n)
         snprintf(why, n, "%s", f->why_full);
     else if (rc < 0 && !why[0])
         snprintf(why, n, "acknowledging to the primary: %s", pb_strerror(rc));
-    release_arrays(fl);
     return rc;
 }

@@ -17,7 +17,7 @@
  * reading there, since a span peeked while empty reads nothing.)
  *
  * Memory: nothing is preallocated. Entries go into blocks allocated as the
- * queue grows (4 KiB first, doubling up to 256 KiB, or one entry's size);
+ * queue grows (4 KiB first, doubling up to 64 KiB, or one entry's size);
  * the consumer frees a block once it has consumed past it, and when the
  * queue runs empty it keeps at most one small block for the next pushes. So
  * an idle subscription costs a few hundred bytes. Two bounds apply to every

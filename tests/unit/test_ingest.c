@@ -43,8 +43,12 @@ void *__wrap_malloc(size_t n);
 
 static int fail_mallocs; /* the next this many mallocs return NULL */
 
+static int large_mallocs; /* mallocs of 64 KiB or more so far */
+
 void *__wrap_malloc(size_t n)
 {
+    if (n >= 64 * 1024)
+        large_mallocs++;
     if (fail_mallocs > 0) {
         fail_mallocs--;
         return NULL;
@@ -429,6 +433,47 @@ static void test_empty_publish_without_memory_gets_an_error(void **state)
     assert_int_equal(err.code, PROTOBUS__CODE__RESOURCE_EXHAUSTED);
 }
 
+/* A batch above 64 KiB reuses the block of the batch acked before it (the
+ * loop thread's cache; before, each such batch was a fresh mmap whose pages
+ * the kernel faulted in and zeroed again): after the first of 50 batches,
+ * no large malloc; a small batch does not take the large block. */
+static void test_large_batches_reuse_their_block(void **state)
+{
+    fixture *f = *state;
+    static uint8_t big[256 * 1024];
+    size_t n = 0;
+    uint8_t ev[64];
+    size_t evn = wire_put_len_field(ev, 1, "a.reuse", 7);
+    evn += wire_put_varint_field(ev + evn, 6, 7);
+    for (int i = 0; i < 3000; i++)
+        n += wire_put_len_field(big + n, 1, ev, evn);
+    assert_true(n < sizeof big);
+    large_mallocs = 0;
+    pub_batch *first = NULL;
+    for (int round = 0; round < 50; round++) {
+        pub_batch *b;
+        ingest_error err;
+        assert_int_equal(ingest_prepare(&f->opts, NULL, 42, big, n, never_done, &f->conn, &b,
+                                        &err),
+                         0);
+        assert_int_equal(b->nevents, 3000);
+        if (!first)
+            first = b;
+        assert_ptr_equal(b, first);
+        ingest_free(b);
+        if (round == 0)
+            large_mallocs = 0; /* the first also opened partition a */
+    }
+    assert_int_equal(large_mallocs, 0);
+    body p = {0};
+    add_event(&p, "a.small");
+    pub_batch *small;
+    ingest_error err;
+    assert_int_equal(prepare(f, &p, &small, &err), 0);
+    assert_ptr_not_equal(small, first);
+    ingest_free(small);
+}
+
 int main(void)
 {
     logging_set_level(LOG_WARN); /* partitions being opened are not news here */
@@ -439,6 +484,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_malformed_publish_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expectations_stay_in_one_partition, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_publish_acked_at_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_batches_reuse_their_block, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_publish_without_memory_gets_an_error, setup,
                                         teardown),
     };
