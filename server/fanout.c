@@ -17,34 +17,37 @@
  * so under list_lock every listed slot's patterns are the matcher's. A
  * pattern over its budget marks its subscription breached: it gets nothing
  * more and its thread ends it with an Error naming the pattern. A
- * background thread compacts the matcher's young shards (matcher.h).
- * Tags and START_TIME are
- * checked per event, under the subscription's lock, only for subscriptions
- * whose patterns matched. No allocation per event: the per-writer scratch
- * is sized by the pool and the number of subscriptions.
+ * background thread compacts the matcher's young shards (matcher.h). Tags
+ * and START_TIME are checked per event, under the subscription's lock, only
+ * for subscriptions whose patterns matched. No allocation per event: the
+ * per-writer scratch is sized by the pool and the number of subscriptions.
+ * Sleeping subscription threads are signalled by the waker thread
+ * (fanout_waker.h), after the take's acks (fanout_acked).
  *
  * Live-queue memory: every queue draws its blocks from one livequeue_pool
  * (queue_total_bytes); a push the pool refuses overflows that queue only.
  *
- * Threads: fanout_durable on partition writer threads (several at once,
- * each with its own fanout_writer); fanout_add / fanout_remove on
- * subscription pool threads; fanout_writer_get under the store's lock (main
- * or loop thread).
+ * Threads: fanout_durable and fanout_acked on partition writer threads
+ * (several at once, each with its own fanout_writer); fanout_add /
+ * fanout_remove on subscription pool threads; fanout_writer_get under the
+ * store's lock (main or loop thread); the waker's signal on its thread.
  *
  * Locks, and the order they nest in (never the other way round):
  *   fo->writers_lock        guards the writers list (fanout_writer_get); held
  *                           alone, never with the others.
  *   fo->list_lock (rwlock)  guards live[], the all/some lists and gen.
- *                           Writers hold it for reading while they publish
- *                           a batch (so a listed subscription, its patterns
- *                           and its queue stay valid meanwhile); a
- *                           subscription takes it for writing to be added
- *                           or removed.
+ *                           Writers (and the waker, SIGNAL_CHUNK slots at a
+ *                           time) hold it for reading while they publish a
+ *                           batch (a listed subscription, its patterns and
+ *                           its queue stay valid meanwhile); a subscription
+ *                           takes it for writing to be added or removed.
  *   member->mu              guards the subscription's queue and tag scratch:
  *                           writers of different partitions publish
  *                           concurrently. A writer holds one at a time.
  */
 #include "fanout.h"
+
+#include "fanout_waker.h"
 
 #include "grow.h"
 #include "logging.h"
@@ -92,6 +95,7 @@ struct fanout {
     struct compile_req **compile_tail;
     pthread_mutex_t writers_lock;
     fanout_writer *writers; /* writers_lock: one per partition name */
+    fanout_waker *waker;    /* signals the subscriptions the writers queued for */
 };
 
 /* A subscription waiting for its patterns to be compiled (fanout_add). */
@@ -131,9 +135,10 @@ struct fanout_writer {
     matcher_result mres[FANOUT_CHUNK];
     const uint16_t *hit_ids[FANOUT_CHUNK];
     size_t hit_n[FANOUT_CHUNK];
-    /* The subscriptions to wake once the batch is queued: waking at the
-     * end, not at each push, lets a subscription thread take all of its
-     * records of the batch in one pass (one wake-up, one write). */
+    /* The subscriptions to wake once the batch is queued and acked
+     * (fanout_acked): waking at the end, not at each push, lets a
+     * subscription thread take all of its records of the batch in one pass
+     * (one wake-up, one write), and the acks do not wait for the wake-ups. */
     uint16_t *wake_list;
     uint32_t nwake;
     uint8_t *marked; /* per slot: in wake_list */
@@ -218,6 +223,26 @@ static void compact_kick(fanout *fo)
     pthread_mutex_unlock(&fo->compact_lock);
 }
 
+/* The waker's signal (fanout_waker.h), SIGNAL_CHUNK slots per hold of the
+ * list lock (a listed member stays valid meanwhile; a subscription
+ * registering waits for one chunk at most). An emptied slot is skipped; a
+ * slot taken by a new subscription meanwhile gets a spurious wake-up, which
+ * it tolerates (it looks at its queue and sleeps again). */
+#define SIGNAL_CHUNK 64
+
+static void signal_slots(void *ctx, const uint16_t *slots, uint32_t n)
+{
+    fanout *fo = ctx;
+    for (uint32_t k = 0; k < n;) {
+        uint32_t end = n - k < SIGNAL_CHUNK ? n : k + SIGNAL_CHUNK;
+        pthread_rwlock_rdlock(&fo->list_lock);
+        for (; k < end; k++)
+            if (fo->live[slots[k]])
+                fanout_wake(fo->live[slots[k]]);
+        pthread_rwlock_unlock(&fo->list_lock);
+    }
+}
+
 int fanout_create(fanout **out, const fanout_options *opts)
 {
     uint32_t nslots = opts->slots;
@@ -268,6 +293,8 @@ int fanout_create(fanout **out, const fanout_options *opts)
         rc = -pthread_create(&fo->compactor, NULL, compact_main, fo);
         fo->compactor_started = rc == 0;
     }
+    if (rc == 0)
+        rc = fanout_waker_start(&fo->waker, nslots, signal_slots, fo);
     if (rc < 0) {
         fanout_destroy(fo);
         return rc;
@@ -287,6 +314,7 @@ void fanout_destroy(fanout *fo)
         pthread_mutex_unlock(&fo->compact_lock);
         pthread_join(fo->compactor, NULL);
     }
+    fanout_waker_stop(fo->waker); /* signals what is left first */
     while (fo->writers) {
         fanout_writer *w = fo->writers;
         fo->writers = w->next;
@@ -674,16 +702,24 @@ void fanout_durable(void *ctx, partition *p, const live_record *recs, size_t n)
             signal |= push_one(s, p, &recs[i], recs[0].offset);
         pthread_mutex_unlock(&s->mu);
         if (signal)
-            fanout_wake(s);
+            mark_wake(f, fo->all[k]);
     }
     if (fo->nsome)
         publish_some(fo, f, p, recs, n);
-    for (uint32_t k = 0; k < f->nwake; k++) {
-        f->marked[f->wake_list[k]] = 0;
-        fanout_wake(fo->live[f->wake_list[k]]);
-    }
-    f->nwake = 0;
     pthread_rwlock_unlock(&fo->list_lock);
+    /* The wake-ups wait for fanout_acked. */
+}
+
+void fanout_acked(void *ctx)
+{
+    fanout_writer *f = ctx;
+    if (f->nwake == 0)
+        return;
+    /* One hand-over to the waker thread, which makes the wake-ups. */
+    fanout_waker_post(f->fo->waker, f->wake_list, f->nwake);
+    for (uint32_t k = 0; k < f->nwake; k++)
+        f->marked[f->wake_list[k]] = 0;
+    f->nwake = 0;
 }
 
 int fanout_add(fanout *fo, fanout_member *s, char *err, size_t errlen)

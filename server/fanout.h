@@ -13,8 +13,8 @@
  * the subscription module it is the bottom layer: sub.c -> subrun.c ->
  * fanout.c -> livequeue.c, never upwards.
  *
- * Threads: fanout_durable runs on partition writer threads, several at a
- * time (each with its own fanout_writer state); fanout_add / fanout_remove
+ * Threads: fanout_durable and fanout_acked run on partition writer threads,
+ * several at a time (each with its own fanout_writer state); fanout_add / fanout_remove
  * on subscription pool threads; fanout_writer on the thread that opens
  * partitions (main or loop); create / destroy on the main thread; the rest
  * on any thread.
@@ -91,6 +91,17 @@ int fanout_writer_get(fanout *fo, const char *name, fanout_writer **out);
  * its budget on a topic is marked breached (fanout_member.breach) and gets
  * nothing more: its thread ends it with an Error naming the pattern. */
 void fanout_durable(void *ctx, struct partition *p, const live_record *recs, size_t n);
+
+/* The partitions' acked callback (partition_acked_fn), ctx the same
+ * fanout_writer: hands the subscription threads that sleep and were queued
+ * records (or overflowed) by the fanout_durable calls since the last one to
+ * the fan-out's waker thread (fanout_waker.h), which signals them. Neither
+ * in fanout_durable nor by the writer itself: a wake-up can hand the
+ * writer's CPU to the woken thread, and 1,000 of them took 15-56 ms a take
+ * under load, all of it added to every publisher's ack. Must follow every
+ * fanout_durable (a partition calls it after each take's done() callbacks);
+ * until then, a sleeping subscription does not see what was queued. */
+void fanout_acked(void *ctx);
 
 /*
  * A subscription as the writers see it: which records it wants, the queue

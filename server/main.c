@@ -201,6 +201,7 @@ static int partition_options_for(void *ctx, const char *name, partition_options 
     if (rc < 0)
         return rc;
     o->durable = fanout_durable;
+    o->acked = fanout_acked;
     o->durable_ctx = w;
     return 0;
 }

@@ -39,6 +39,13 @@ enum partition_fsync { PARTITION_FSYNC_ALWAYS, PARTITION_FSYNC_INTERVAL, PARTITI
  * p's writer (partition_submit is fine, partition_close is not). */
 typedef void (*partition_durable_fn)(void *ctx, partition *p, const live_record *recs, size_t n);
 
+/* After a durable callback: called on p's writer thread once the take's
+ * done() callbacks have run (the publishers' acks are on their way), or
+ * right after the callback when there are none; same ctx. The listener's
+ * slow follow-up work goes here, off the acks' path (the live fan-out wakes
+ * its subscription threads here: fanout_acked). */
+typedef void (*partition_acked_fn)(void *ctx);
+
 typedef struct partition_options {
     log_options log;                     /* segment size, time rotation, fileio, clock */
     int fsync;                           /* enum partition_fsync */
@@ -51,6 +58,7 @@ typedef struct partition_options {
                                      and ends (restarted by the next submit); 0 = never */
     partition_durable_fn durable; /* NULL = nobody listens */
     void *durable_ctx;            /* its first argument */
+    partition_acked_fn acked;     /* NULL = nothing to do after the acks */
     retention_policy retain;      /* retain_age / retain_bytes; zero: keep everything */
     /* The lowest offset a mirror still needs (UINT64_MAX: none); retention
      * keeps every segment holding it or later ones. Called on the writer

@@ -248,6 +248,8 @@ static void resumed_record(void *ctx, const pb_record *rec)
     atomic_store_explicit(&p->end_offset, rec->offset + 1, memory_order_release);
     if (p->opts.durable)
         p->opts.durable(p->opts.durable_ctx, p, &lr, 1);
+    if (p->opts.durable && p->opts.acked)
+        p->opts.acked(p->opts.durable_ctx);
 }
 
 /* Writer thread, woken by partition_upkeep_tick: retention, the free
@@ -393,6 +395,8 @@ void partition_write_take(partition *p, pub_part *taken)
     if (p->opts.durable && n > 0)
         p->opts.durable(p->opts.durable_ctx, p, p->recs, n);
     complete_stored(taken);
+    if (p->opts.durable && p->opts.acked && n > 0)
+        p->opts.acked(p->opts.durable_ctx);
     shrink_after_take(p, n);
     /* A rotation closed a segment: the size limit may be passed. After the
      * acks, so that publishers do not wait for the removal. */
@@ -488,6 +492,8 @@ void partition_write_replica_take(partition *p, pub_part *taken)
             p->opts.durable(p->opts.durable_ctx, p, p->recs, n);
     }
     complete_stored(taken);
+    if (p->opts.durable && p->opts.acked && n > 0)
+        p->opts.acked(p->opts.durable_ctx);
     shrink_after_take(p, n);
     /* The standby's own retention (its [partition] settings), as for any take. */
     if (upkeep_after_take(&p->up, p->log) < 0)

@@ -140,6 +140,7 @@ static int options_for(void *ctx, const char *name, partition_options *o)
     fanout_writer *w;
     int rc = fanout_writer_get(d->live, name, &w);
     o->durable = fanout_durable;
+    o->acked = fanout_acked;
     o->durable_ctx = w;
     return rc;
 }

@@ -3,9 +3,12 @@
  * (fanout.h, fanout_member.sleeping): a thread that sleeps gets exactly one
  * signal, however many records and batches come before it runs; a thread
  * that is awake gets none (it looks at its queue before sleeping); every
- * record still reaches the queue, in order. The writer is driven directly
- * through fanout_durable; the partition is only a key there (a match-all
- * subscription needs nothing else of it).
+ * record still reaches the queue, in order; the signal goes with
+ * fanout_acked (through the waker thread), after the acks, not with
+ * fanout_durable. The writer is
+ * driven directly through fanout_durable and fanout_acked, as a partition
+ * calls them; the partition is only a key there (a match-all subscription
+ * needs nothing else of it).
  */
 #include "fanout.h"
 #include "livequeue.h"
@@ -17,14 +20,20 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
-/* Wake-ups pending on efd (reads and clears the counter). */
-static uint64_t take_wakes(int efd)
+/* Wake-ups signalled on efd (reads and clears the counter). The waker
+ * thread signals soon after fanout_acked: wait for it (at most 5 s), or,
+ * when none is expected, 50 ms for one that should not come. */
+static uint64_t take_wakes(int efd, uint64_t expected)
 {
+    struct pollfd pf = {efd, POLLIN, 0};
+    if (poll(&pf, 1, expected ? 5000 : 50) <= 0)
+        return 0;
     uint64_t v = 0;
     if (read(efd, &v, sizeof v) < 0)
         return 0;
@@ -44,6 +53,7 @@ static void publish(fanout_writer *w, void *part, uint64_t first, size_t n)
                                 .data = data,
                                 .len = sizeof data - 1};
     fanout_durable(w, part, recs, n);
+    fanout_acked(w);
 }
 
 static void test_one_wake_per_sleep(void **state)
@@ -73,7 +83,7 @@ static void test_one_wake_per_sleep(void **state)
 
     /* Awake (as after registration: replaying): nothing signalled. */
     publish(w, &part_key, 0, 3);
-    assert_int_equal(take_wakes(m.efd), 0);
+    assert_int_equal(take_wakes(m.efd, 0), 0);
 
     /* Asleep: one signal for two batches of several records. */
     pthread_mutex_lock(&m.mu);
@@ -81,13 +91,21 @@ static void test_one_wake_per_sleep(void **state)
     pthread_mutex_unlock(&m.mu);
     publish(w, &part_key, 3, 4);
     publish(w, &part_key, 7, 2);
-    assert_int_equal(take_wakes(m.efd), 1);
+    assert_int_equal(take_wakes(m.efd, 1), 1);
     assert_false(m.sleeping);
 
-    /* Asleep again: signalled again. */
+    /* Asleep again: signalled again, once the acks are out. */
     m.sleeping = true;
-    publish(w, &part_key, 9, 1);
-    assert_int_equal(take_wakes(m.efd), 1);
+    static const uint8_t topic[] = "t.1", data[] = "x";
+    live_record one = {
+        .offset = 9, .time_ns = 1, .topic = topic, .topic_len = 3, .data = data, .len = 1};
+    fanout_durable(w, (void *)&part_key, &one, 1);
+    assert_int_equal(take_wakes(m.efd, 0), 0);
+    assert_false(m.sleeping); /* the writer took it on: no other writer signals */
+    fanout_acked(w);
+    assert_int_equal(take_wakes(m.efd, 1), 1);
+    fanout_acked(w); /* nothing pending: nothing more */
+    assert_int_equal(take_wakes(m.efd, 0), 0);
 
     /* Every record is queued, in offset order. */
     lq_span sp;

@@ -90,6 +90,7 @@ static int part_opts(void *ctx, const char *name, partition_options *o)
         .fsync = PARTITION_FSYNC_NEVER, /* durability is test_partition's subject */
         .topic_history = 4,
         .durable = fanout_durable,
+        .acked = fanout_acked,
         .durable_ctx = w,
     };
     return rc;
