@@ -447,6 +447,23 @@ static void choose_keys(const matcher_set *set, msub *ms, const mkey *keys)
     ms->keyed = nhs > 0;
 }
 
+/* What Hyperscan refused (make_shards marked it) runs through PCRE2 for
+ * good: its JIT twin becomes its code. */
+static void adopt_refused(msub *ms, const item *items, size_t nitems)
+{
+    for (size_t k = 0; k < nitems; k++) {
+        uint32_t i = items[k].pattern;
+        if (!items[k].refused)
+            continue;
+        ms->kind[i] = PAT_PCRE;
+        ms->pcre_bytes -= pcre_code_bytes(ms->code[i]);
+        pcre2_code_free(ms->code[i]);
+        ms->code[i] = ms->young_code[i];
+        ms->young_code[i] = NULL;
+        ms->jit[i] = pcre_code_has_jit(ms->code[i]);
+    }
+}
+
 int matcher_set_add(matcher_set *set, uint32_t id, const char *const *patterns, size_t n, char *err,
                     size_t errlen)
 {
@@ -482,19 +499,7 @@ int matcher_set_add(matcher_set *set, uint32_t id, const char *const *patterns, 
     rc = make_shards(set, items, nitems, true, &young);
     if (rc < 0)
         goto out;
-    /* What Hyperscan refused runs through PCRE2 for good: its JIT twin
-     * becomes its code. */
-    for (size_t k = 0; k < nitems; k++) {
-        uint32_t i = items[k].pattern;
-        if (!items[k].refused)
-            continue;
-        ms->kind[i] = PAT_PCRE;
-        ms->pcre_bytes -= pcre_code_bytes(ms->code[i]);
-        pcre2_code_free(ms->code[i]);
-        ms->code[i] = ms->young_code[i];
-        ms->young_code[i] = NULL;
-        ms->jit[i] = pcre_code_has_jit(ms->code[i]);
-    }
+    adopt_refused(ms, items, nitems);
     rc = check_pcre_budget(set, ms, err, errlen);
     if (rc < 0)
         goto out;
