@@ -3,7 +3,8 @@
  * splitting what they send into frames, and the hand-offs: a Publish to
  * ingest (net_publish.c: ingest.c validates, routes and queues it; a
  * writer's done() brings the batch back to the loop for its reply), a
- * Subscribe to the subscription pool (sub.c takes the socket). What each
+ * Subscribe to the subscription pool (net_subscribe.c prepares it on
+ * libuv's thread pool, then sub.c takes the socket). What each
  * frame gets in each state of a connection is session.c's decision; this
  * file carries it out. A connection's writes, its replies in request order
  * and its back-pressure are conn.c's.
@@ -27,6 +28,7 @@
 
 #include "frame.h"
 #include "grow.h"
+#include "acl.h"
 #include "hostport.h"
 #include "logging.h"
 #include "pb_errors.h"
@@ -44,221 +46,9 @@
 #define READ_CHUNK                   (64 * 1024) /* a TLS read; plain ones: connbuf.c */
 #define DEFAULT_HANDSHAKE_TIMEOUT_MS 10000u
 
-static void conn_process(conn *c);
-
-/* ------------------------------------------------------------------ */
-/* subscribe: hand the socket to a subscription thread */
-
-/* Subscribes prepared at once: libuv's pool has UV_THREADPOOL_SIZE threads
- * (4 by default) and password checks take at most AUTH_MAX_VERIFYING (2). */
-#define NET_MAX_PREPARING 2
-
-/* A Subscribe being prepared (sub_prepare: unpacking, checks, PCRE2/JIT
- * compiling, ~50 ms at the caps) on libuv's pool rather than on the loop,
- * where one client subscribing in a loop would hold every other client.
- * The work holds a reference on the connection (conn_release when done). */
-struct sub_prep {
-    uv_work_t work;
-    conn *c;
-    sub_rights rights; /* the connection's user: kept by its reference */
-    bool has_rights;
-    bool done;
-    struct sub *s; /* prepared; NULL when refused */
-    int rc, code;
-    char err[512];
-};
-
-static void prep_work(uv_work_t *w)
-{
-    struct sub_prep *p = w->data;
-    p->rc = sub_prepare(p->c->net->opts.subs, p->has_rights ? &p->rights : NULL,
-                        p->c->sub_body, p->c->sub_len, &p->s, &p->code, p->err, sizeof p->err);
-}
-
-static int prep_start(conn *c);
-
-/* A pool turn is free: the oldest waiting connection that is still open
- * takes it; the closed ones drop their reference. */
-static void prep_next_turn(net *n)
-{
-    while (n->prep_head && n->preparing < NET_MAX_PREPARING) {
-        conn *c = n->prep_head;
-        n->prep_head = c->prep_next;
-        if (!n->prep_head)
-            n->prep_tail = NULL;
-        c->prep_next = NULL;
-        c->prep_waiting = 0;
-        if (!c->closing && c->sub_body)
-            (void)prep_start(c);
-        conn_release(c); /* the waiting reference (prep_start took its own) */
-    }
-}
-
-static void prep_done(uv_work_t *w, int status)
-{
-    struct sub_prep *p = w->data;
-    net *n = p->c->net;
-    if (status != 0 && p->rc == 0) { /* cancelled: never ran */
-        p->rc = PB_ECLOSED;
-        p->code = PB_CODE_UNAVAILABLE;
-        snprintf(p->err, sizeof p->err, "subscribe: the server is shutting down");
-    }
-    p->done = true;
-    n->preparing--;
-    conn_release(p->c); /* the hand-off goes on from there, unless it closed */
-    prep_next_turn(n);
-}
-
-void conn_sub_prep_free(conn *c)
-{
-    if (!c->sub_prep)
-        return;
-    sub_prepared_free(c->sub_prep->s);
-    free(c->sub_prep);
-    c->sub_prep = NULL;
-}
-
 static void pool_warm_noop(uv_work_t *w)
 {
     (void)w;
-}
-
-/* Starts preparing c's waiting Subscribe on the pool, or queues c for a
- * turn when NET_MAX_PREPARING are being prepared: 0, or -1 out of memory
- * (a failure to queue the work is a refusal in c->sub_prep, done). */
-static int prep_start(conn *c)
-{
-    net *n = c->net;
-    if (n->preparing >= NET_MAX_PREPARING) {
-        if (!c->prep_waiting) {
-            c->prep_waiting = 1;
-            c->refs++;
-            if (n->prep_tail)
-                n->prep_tail->prep_next = c;
-            else
-                n->prep_head = c;
-            n->prep_tail = c;
-        }
-        return 0;
-    }
-    struct sub_prep *p = calloc(1, sizeof *p);
-    if (!p)
-        return -1;
-    p->c = c;
-    p->work.data = p;
-    sub_rights buf;
-    const sub_rights *r = conn_read_rights(c, &buf);
-    if (r) {
-        p->rights = *r;
-        p->has_rights = true;
-    }
-    c->sub_prep = p;
-    c->refs++;
-    n->preparing++;
-    int rc = uv_queue_work(c->net->loop, &p->work, prep_work, prep_done);
-    if (rc < 0) {
-        c->refs--;
-        n->preparing--;
-        p->done = true;
-        p->rc = PB_ENOMEM;
-        p->code = PB_CODE_RESOURCE_EXHAUSTED;
-        snprintf(p->err, sizeof p->err, "subscribe: cannot queue its preparation: %s",
-                 uv_strerror(rc));
-    }
-    return 0;
-}
-
-/* Hands the socket of a connection whose Subscribe waits to a subscription
- * thread, once it is prepared (prep_start) and its earlier replies are all
- * written: 1 handed over, 0 not yet (or nothing waits), -1 refused (the
- * Error is queued and the connection goes on: the caller processes what
- * was sent after it). */
-static int handoff(conn *c)
-{
-    if (!c->sub_body || c->closing)
-        return 0;
-    char err[512] = "";
-    int code = PB_CODE_INTERNAL;
-    if (!c->sub_prep && !c->prep_waiting && prep_start(c) < 0) {
-        code = PB_CODE_RESOURCE_EXHAUSTED;
-        snprintf(err, sizeof err, "subscribe: out of memory");
-        goto refused;
-    }
-    struct sub_prep *p = c->sub_prep;
-    if (!p || !p->done || c->refs != 1)
-        return 0; /* being prepared, or acks and writes still pending on this connection */
-    net *n = c->net;
-    if (p->rc < 0) {
-        code = p->code;
-        snprintf(err, sizeof err, "%s", p->err);
-        conn_sub_prep_free(c);
-        goto refused;
-    }
-    uv_os_fd_t fd;
-    int dupfd = -1;
-    sub_rights rights;
-    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
-        dupfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    struct sub *s = p->s;
-    p->s = NULL;
-    conn_sub_prep_free(c);
-    if (dupfd < 0) {
-        snprintf(err, sizeof err, "cannot hand the connection over: %s", strerror(errno));
-        sub_prepared_free(s);
-    } else if (sub_launch(n->opts.subs, s, conn_read_rights(c, &rights), dupfd, c->sub_id, c->buf,
-                          c->len, &code, err, sizeof err) == 0) {
-        /* What the client sent after the Subscribe went with it, and
-         * its TLS session too. */
-        c->len = 0;
-        c->tls = NULL;
-        free(c->sub_body);
-        c->sub_body = NULL;
-        /* The subscription thread owns the socket through dupfd now. */
-        conn_close(c);
-        return 1;
-    } else {
-        close(dupfd);
-    }
-refused:
-    /* Once per connection: a client retrying in a loop gets its Errors,
-     * the log one line. */
-    if (!(c->limits_logged & NET_SUB_REFUSAL_LOGGED)) {
-        c->limits_logged |= NET_SUB_REFUSAL_LOGGED;
-        logging_printf(LOG_INFO,
-                       "connection %s: subscription refused: %s (logged once per "
-                       "connection)",
-                       c->peer, err);
-    }
-    free(c->sub_body);
-    c->sub_body = NULL;
-    conn_send_error(c, c->sub_id, code, err, NULL, 0, false);
-    return -1;
-}
-
-/* After a reply was written: a waiting Subscribe may go now. */
-void conn_maybe_handoff(conn *c)
-{
-    if (handoff(c) < 0) {
-        /* Frames that arrived after the refused Subscribe are buffered. */
-        conn_process(c);
-        conn_update_reading(c);
-    }
-}
-
-static void handle_subscribe(conn *c, uint64_t id, const uint8_t *body, size_t len)
-{
-    c->sub_body = malloc(len ? len : 1);
-    if (!c->sub_body) {
-        conn_send_error(c, id, PB_CODE_RESOURCE_EXHAUSTED, "out of memory", NULL, 0, false);
-        return;
-    }
-    memcpy(c->sub_body, body, len);
-    c->sub_len = len;
-    c->sub_id = id;
-    /* Stops reading: the connection now belongs to the subscription. The
-     * hand-off follows once conn_process has consumed this frame, so that
-     * the bytes left in the buffer are exactly those sent after it. */
-    conn_update_reading(c);
 }
 
 /* ------------------------------------------------------------------ */
@@ -329,7 +119,7 @@ static void handle_frame(conn *c, const uint8_t *body, size_t len)
         conn_handle_publish(c, fv.id, fv.body.p, fv.body.len);
         break;
     case SESSION_SUBSCRIBE:
-        handle_subscribe(c, fv.id, fv.body.p, fv.body.len);
+        conn_handle_subscribe(c, fv.id, fv.body.p, fv.body.len);
         break;
     default:
         answer(c, fv.id, &a);
@@ -397,7 +187,7 @@ static void on_handshake_timeout(uv_timer_t *t)
 /* Handles every whole frame in the buffer, as far as the connection's
  * state lets it: a Subscribe stops it until its hand-off, and if the
  * Subscribe is refused at once the frames after it are handled too. */
-static void conn_process(conn *c)
+void conn_process(conn *c)
 {
     net *n = c->net;
     /* Not re-entered (a hand-off refused from inside the loop's calls):
@@ -440,7 +230,7 @@ static void conn_process(conn *c)
          * after it. Handed over now, or once its acks are out; refused at
          * once, the loop goes on with the rest (iteratively: a client's
          * burst of bad Subscribes does not nest calls). */
-        if (handoff(c) >= 0)
+        if (conn_handoff(c) >= 0)
             break;
     }
     c->processing = 0;
@@ -479,7 +269,9 @@ void conn_idle_arm(conn *c)
         c->frame_since = 0;
     else if (!c->frame_since)
         c->frame_since = uv_now(n->loop);
-    if (c->len > 0 && n->opts.idle_timeout_ms) { /* stalled in the middle of a frame */
+    /* Bytes behind a Subscribe waiting for its hand-off are not a stalled
+     * frame: the server stopped reading, not the client sending. */
+    if (c->len > 0 && n->opts.idle_timeout_ms && !c->sub_body) { /* stalled mid-frame */
         /* The sooner of: nothing read for idle_timeout_ms (since the last
          * bytes, not since this call: a write's completion calls it too),
          * or the frame's deadline. */

@@ -151,7 +151,14 @@ void conn_close(conn *c);
 void conn_release(conn *c);
 /* Writes frame now (takes it; malloc'd); with close, c closes once every
  * write is done. */
-/* Frees a finished Subscribe preparation still attached to c (net.c). */
+/* Handles every whole frame in c's buffer, as far as its state lets it (net.c). */
+void conn_process(conn *c);
+/* A Subscribe (net_subscribe.c): kept, reading stopped, until prepared and
+ * handed over; conn_handoff goes as far as it can now: 1 handed over, 0
+ * not yet (or nothing waits), -1 refused (the Error is queued). */
+void conn_handle_subscribe(conn *c, uint64_t id, const uint8_t *body, size_t len);
+int conn_handoff(conn *c);
+/* Frees a finished Subscribe preparation still attached to c. */
 void conn_sub_prep_free(conn *c);
 void conn_send(conn *c, uint8_t *frame, size_t len, bool close);
 /* conn_send of bytes as they are (TLS records already sealed). */
