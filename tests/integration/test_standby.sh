@@ -30,6 +30,7 @@
 #     plaintext follower are logged with what to change.
 # Every wait is bounded; daemons are stopped by PID; the temp dir goes.
 set -euo pipefail
+. "$(dirname "$0")/../lib/harness.sh" # fail, wait_until, run
 
 BUILD=${BUILD:-build}
 BUILD=$(cd "$BUILD" && pwd)
@@ -49,40 +50,6 @@ cleanup() {
     rm -rf "$TMP"
 }
 trap cleanup EXIT
-
-fail() {
-    echo "    $*" >&2
-    return 1
-}
-
-wait_until() {
-    local tries=$1
-    shift
-    local i
-    for ((i = 0; i < tries; i++)); do
-        if "$@"; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
-
-run() {
-    local name=$1 rc
-    set +e
-    (
-        set -e
-        "$name"
-    )
-    rc=$?
-    set -e
-    if [ "$rc" -eq 0 ]; then
-        passed=$((passed + 1))
-        echo "ok   $name"
-    else
-        failed=$((failed + 1))
-        echo "FAIL $name"
-    fi
-}
 
 # write_conf NAME [SERVER-LINES]: $TMP/NAME.conf with data directory $TMP/NAME.
 write_conf() {

@@ -23,6 +23,7 @@
 #include "log.h"
 #include "logging.h"
 #include "partition.h"
+#include "partsubmit.h"
 #include "pb_errors.h"
 #include "reader.h"
 #include "segment.h"
@@ -51,35 +52,15 @@ static char root[64];
 static char part_dir[128];
 static compressor *zc;
 
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
-static size_t done_count;
-static int last_status;
-
-static void on_done(pub_part *part)
-{
-    pthread_mutex_lock(&lock);
-    done_count++;
-    last_status = part->status;
-    pthread_cond_broadcast(&cond);
-    pthread_mutex_unlock(&lock);
-}
-
-typedef struct one_batch {
-    pub_batch batch;
-    pub_part part;
-    pub_event ev[16];
-    uint32_t idx[16];
-    uint8_t bytes[16][EV_BYTES];
-} one_batch;
+/* The events of one batch (tests/lib/partsubmit submits and waits). */
+static pub_event batch_ev[PARTSUBMIT_MAX];
+static uint8_t ev_bytes[PARTSUBMIT_MAX][EV_BYTES];
 
 /* Publishes 16 events of EV_BYTES (JSON-ish text) and waits for the ack. */
 static void publish(partition *p, uint64_t seq)
 {
-    static one_batch b;
-    memset(&b, 0, sizeof b);
     for (uint32_t i = 0; i < 16; i++) {
-        uint8_t *e = b.bytes[i];
+        uint8_t *e = ev_bytes[i];
         e[0] = 0x0a; /* topic "tt" */
         e[1] = 2;
         e[2] = 't';
@@ -91,29 +72,9 @@ static void publish(partition *p, uint64_t seq)
         int n = snprintf(text, sizeof text, "{\"sensor\":\"temp-%u\",\"value\":%llu}", i,
                          (unsigned long long)(seq * 16 + i));
         memcpy(e + 6, text, (size_t)n);
-        b.ev[i] = (pub_event){.data = e, .len = EV_BYTES, .topic = e + 2, .topic_len = 2};
-        b.idx[i] = i;
+        batch_ev[i] = (pub_event){.data = e, .len = EV_BYTES, .topic = e + 2, .topic_len = 2};
     }
-    b.batch.done = on_done;
-    atomic_init(&b.batch.pending, 1);
-    b.batch.nevents = 16;
-    b.batch.events = b.ev;
-    b.batch.nparts = 1;
-    b.batch.parts = &b.part;
-    b.part = (pub_part){.batch = &b.batch, .partition = p, .events = b.idx, .count = 16};
-    pthread_mutex_lock(&lock);
-    size_t want = done_count + 1;
-    pthread_mutex_unlock(&lock);
-    partition_submit(p, &b.part);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += 10;
-    pthread_mutex_lock(&lock);
-    while (done_count < want && pthread_cond_timedwait(&cond, &lock, &ts) == 0)
-        ;
-    assert_int_equal(done_count, want);
-    assert_int_equal(last_status, 0);
-    pthread_mutex_unlock(&lock);
+    assert_int_equal(partsubmit(p, batch_ev, 16), 0);
 }
 
 /* The writer stays while the compressor has a segment of its partition,

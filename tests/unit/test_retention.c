@@ -18,6 +18,7 @@
 #include "log.h"
 #include "logging.h"
 #include "partition.h"
+#include "partsubmit.h"
 #include "pb_errors.h"
 #include "reader.h"
 #include "segment.h"
@@ -51,36 +52,16 @@ static int64_t test_clock(void *ctx)
     return atomic_load(&clock_ns);
 }
 
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
-static size_t done_count;
-static int last_status;
-
-static void on_done(pub_part *part)
-{
-    pthread_mutex_lock(&lock);
-    done_count++;
-    last_status = part->status;
-    pthread_cond_broadcast(&cond);
-    pthread_mutex_unlock(&lock);
-}
-
-typedef struct one_batch {
-    pub_batch batch;
-    pub_part part;
-    pub_event ev[16];
-    uint32_t idx[16];
-    uint8_t bytes[16][EV_BYTES];
-} one_batch;
+/* The events of one batch (tests/lib/partsubmit submits and waits). */
+static pub_event batch_ev[PARTSUBMIT_MAX];
+static uint8_t ev_bytes[PARTSUBMIT_MAX][EV_BYTES];
 
 /* Publishes n (<= 16) events of EV_BYTES and waits for the ack. */
 static void publish(partition *p, uint32_t n)
 {
-    static one_batch b;
-    memset(&b, 0, sizeof b);
     for (uint32_t i = 0; i < n; i++) {
         /* field 1 (topic) "tt", then padding in field 15 (bytes) */
-        uint8_t *e = b.bytes[i];
+        uint8_t *e = ev_bytes[i];
         e[0] = 0x0a;
         e[1] = 2;
         e[2] = 't';
@@ -88,29 +69,9 @@ static void publish(partition *p, uint32_t n)
         e[4] = 0x7a; /* field 15, length-delimited */
         e[5] = EV_BYTES - 6;
         memset(e + 6, 'x', EV_BYTES - 6);
-        b.ev[i] = (pub_event){.data = e, .len = EV_BYTES, .topic = e + 2, .topic_len = 2};
-        b.idx[i] = i;
+        batch_ev[i] = (pub_event){.data = e, .len = EV_BYTES, .topic = e + 2, .topic_len = 2};
     }
-    b.batch.done = on_done;
-    atomic_init(&b.batch.pending, 1);
-    b.batch.nevents = n;
-    b.batch.events = b.ev;
-    b.batch.nparts = 1;
-    b.batch.parts = &b.part;
-    b.part = (pub_part){.batch = &b.batch, .partition = p, .events = b.idx, .count = n};
-    pthread_mutex_lock(&lock);
-    size_t want = done_count + 1;
-    pthread_mutex_unlock(&lock);
-    partition_submit(p, &b.part);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += 10;
-    pthread_mutex_lock(&lock);
-    while (done_count < want && pthread_cond_timedwait(&cond, &lock, &ts) == 0)
-        ;
-    assert_int_equal(done_count, want);
-    assert_int_equal(last_status, 0);
-    pthread_mutex_unlock(&lock);
+    assert_int_equal(partsubmit(p, batch_ev, n), 0);
 }
 
 /* Retention runs after the acks: wait (bounded) for the writer to finish

@@ -24,6 +24,7 @@
 #include "logging.h"
 #include "partition.h"
 #include "event.h"
+#include "partsubmit.h"
 #include "pb_errors.h"
 #include "reader.h"
 #include "segment.h"
@@ -86,36 +87,16 @@ static int fake_space(const fileio *f, const char *path, uint64_t *avail, uint64
     return 0;
 }
 
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
-static size_t done_count;
-static int last_status;
-
-static void on_done(pub_part *part)
-{
-    pthread_mutex_lock(&lock);
-    done_count++;
-    last_status = part->status;
-    pthread_cond_broadcast(&cond);
-    pthread_mutex_unlock(&lock);
-}
-
-typedef struct one_batch {
-    pub_batch batch;
-    pub_part part;
-    pub_event ev[16];
-    uint32_t idx[16];
-    uint8_t bytes[16][EV_BYTES];
-} one_batch;
+/* The events of one batch (tests/lib/partsubmit submits and waits). */
+static pub_event batch_ev[PARTSUBMIT_MAX];
+static uint8_t ev_bytes[PARTSUBMIT_MAX][EV_BYTES];
 
 /* Publishes n events (payload_size = seq + k, to tell them apart) and
  * returns the part's status; the offsets of an acked batch go to *first. */
 static int publish(partition *p, uint32_t n, uint64_t seq, uint64_t *first)
 {
-    static one_batch b;
-    memset(&b, 0, sizeof b);
     for (uint32_t i = 0; i < n; i++) {
-        uint8_t *e = b.bytes[i];
+        uint8_t *e = ev_bytes[i];
         /* topic "tt" (field 1), payload_size (field 6, varint, < 2^14) */
         uint64_t v = seq + i;
         size_t len = 0;
@@ -126,31 +107,12 @@ static int publish(partition *p, uint32_t n, uint64_t seq, uint64_t *first)
         e[len++] = 0x30;
         e[len++] = (uint8_t)(0x80 | (v & 0x7f));
         e[len++] = (uint8_t)(v >> 7);
-        b.ev[i] = (pub_event){.data = e, .len = (uint32_t)len, .topic = e + 2, .topic_len = 2};
-        b.idx[i] = i;
+        batch_ev[i] = (pub_event){.data = e, .len = (uint32_t)len, .topic = e + 2, .topic_len = 2};
     }
-    b.batch.done = on_done;
-    atomic_init(&b.batch.pending, 1);
-    b.batch.nevents = n;
-    b.batch.events = b.ev;
-    b.batch.nparts = 1;
-    b.batch.parts = &b.part;
-    b.part = (pub_part){.batch = &b.batch, .partition = p, .events = b.idx, .count = n};
-    pthread_mutex_lock(&lock);
-    size_t want = done_count + 1;
-    pthread_mutex_unlock(&lock);
-    partition_submit(p, &b.part);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += 10;
-    pthread_mutex_lock(&lock);
-    while (done_count < want && pthread_cond_timedwait(&cond, &lock, &ts) == 0)
-        ;
-    assert_int_equal(done_count, want);
-    int st = last_status;
-    pthread_mutex_unlock(&lock);
+    int st = partsubmit(p, batch_ev, n);
+    assert_int_not_equal(st, PB_ETIMEDOUT); /* done() within 10 s */
     if (st == 0 && first)
-        *first = b.ev[0].offset;
+        *first = batch_ev[0].offset;
     return st;
 }
 
