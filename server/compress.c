@@ -296,7 +296,7 @@ int log_compress_install(pb_log *log, uint64_t base)
         /* Retention removed it while it was being compressed (or the log
          * failed): the compressed copy goes too. */
         if (rc == 0)
-            (void)log->io->unlink(log->io, tmp);
+            log_discard_file(log, tmp); /* off the writer: a copy can be MiBs */
         return log->failed ? PB_EFAILED : 0;
     }
     if ((rc = log->io->rename(log->io, tmp, path)) < 0) {

@@ -91,6 +91,12 @@ struct pb_log {
     size_t cache_nbehind;
 };
 
+/* removal.c: unlinks path (a file no reader lists: a removed segment's
+ * .log.del, a compressed copy no longer needed), through opts.discard (the
+ * daemon's unlinker thread) when it takes it, else here. A failure leaves
+ * a file the next open removes. An empty path: nothing. */
+void log_discard_file(pb_log *log, const char *path);
+
 /* Passes a message to opts.logf (if any), formatted. */
 void log_say(pb_log *log, enum log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -238,6 +238,8 @@ void partition_upkeep_tick(partition *p, int64_t now_ns)
                  partition_compress_paused(p)))
         return;
     pthread_mutex_lock(&p->lock);
+    if (!due && p->running && partition_compress_pause_over(p))
+        pthread_cond_signal(&p->wake); /* its wait may have no deadline */
     if (p->exited || p->stopping || p->retain_wanted || (!due && p->running)) {
         pthread_mutex_unlock(&p->lock);
         return;

@@ -48,15 +48,15 @@ static bool may_pass(int rc)
     return (rc < 0 && rc >= PB_ERRNO_MIN) || rc == PB_ENOMEM;
 }
 
-/* Writer: the failed segment goes back in line, after a pause; logged at
- * WARN the first time only. */
+/* Writer: after a pause the later segments are handed over, and the
+ * failed one again on the next pass (a segment that keeps failing never
+ * holds the others back); logged at WARN the first time only. */
 static void retry_later(partition *p, const compress_job *j)
 {
     uint32_t ms = p->opts.compress_retry_ms ? p->opts.compress_retry_ms : ZRETRY_DEFAULT_MS;
     bool first = p->zfail_base != j->base + 1;
     p->zfail_base = j->base + 1;
-    if (p->up.zdone_base > j->base)
-        p->up.zdone_base = j->base;
+    p->up.zrescan = true;
     atomic_store(&p->up.compress_pending, true);
     atomic_store(&p->up.zretry_mono, partition_mono_ns() + (uint64_t)ms * 1000000ull);
     logging_printf(first ? LOG_WARN : LOG_DEBUG,
@@ -69,6 +69,13 @@ bool partition_compress_paused(partition *p)
 {
     uint64_t at = atomic_load(&p->up.zretry_mono);
     return at && partition_mono_ns() < at;
+}
+
+bool partition_compress_pause_over(partition *p)
+{
+    uint64_t at = atomic_load(&p->up.zretry_mono);
+    return at && partition_mono_ns() >= at &&
+           atomic_compare_exchange_strong(&p->up.zretry_mono, &at, 0);
 }
 
 /* Compressor thread: the .ztmp is written (or not); wake the writer. */

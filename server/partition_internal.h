@@ -108,6 +108,9 @@ void partition_write_replica_take(partition *p, pub_part *taken);
 bool partition_compress_wanted(partition *p);
 /* Any thread: a failed compression's pause is not over yet. */
 bool partition_compress_paused(partition *p);
+/* Any thread: a pause has just ended (true once per pause; it is cleared):
+ * a running writer must be woken to hand the segments over. */
+bool partition_compress_pause_over(partition *p);
 /* Writer: installs a finished copy (when queue_empty, or once it has
  * waited long enough), then hands the next closed segment to the
  * compressor if none is with it. */

@@ -261,34 +261,38 @@ static int unlink_seg(pb_log *log, uint64_t base, const char *ext)
 
 /* <base>.log -> <base>.log.del: gone for every reader and for recovery
  * (they list <base>.log only), its space freed by the unlink that follows
- * the directory sync. A missing .log is removed already. */
+ * the directory sync. A missing .log is removed already. A rename needs a
+ * directory entry, which a full file system may refuse (btrfs reserves
+ * metadata for it, ext4 and XFS may need a new directory block) where an
+ * unlink would free space: then the .log is unlinked here, as retention
+ * must be able to free a full disk (*del is left empty). */
 static int hide_seg(pb_log *log, uint64_t base, char *del, size_t dellen)
 {
     char path[PATH_MAX];
     int rc = segment_path(path, sizeof path, log->dir, base, ".log");
     if (rc == 0)
         rc = segment_path(del, dellen, log->dir, base, ".log.del");
-    if (rc == 0 && (rc = log->io->rename(log->io, path, del)) == -ENOENT) {
+    if (rc == 0 && (rc = log->io->rename(log->io, path, del)) < 0) {
         del[0] = '\0';
-        rc = 0;
+        if (rc != -ENOENT)
+            rc = log->io->unlink(log->io, path);
+        if (rc == -ENOENT)
+            rc = 0;
     }
     if (rc < 0)
         log_say(log, LOG_ERROR, "retention: cannot remove %s: %s; kept", path, pb_strerror(rc));
     return rc;
 }
 
-/* The hidden file's unlink: handed to opts.discard (another thread) when
- * it takes it, else here. A failure only leaves a file the next open
- * removes. */
-static void discard_seg(pb_log *log, const char *del)
+void log_discard_file(pb_log *log, const char *path)
 {
-    if (!del[0])
+    if (!path[0])
         return;
-    if (log->opt.discard && log->opt.discard(log->opt.discard_ctx, log->io, del) == 0)
+    if (log->opt.discard && log->opt.discard(log->opt.discard_ctx, log->io, path) == 0)
         return;
-    int rc = log->io->unlink(log->io, del);
+    int rc = log->io->unlink(log->io, path);
     if (rc < 0 && rc != -ENOENT)
-        log_say(log, LOG_WARN, "retention: cannot unlink %s: %s; removed at the next start", del,
+        log_say(log, LOG_WARN, "cannot unlink %s: %s; removed at the next start", path,
                 pb_strerror(rc));
 }
 
@@ -312,7 +316,7 @@ int log_remove_oldest(pb_log *log, size_t n)
         /* Durable before the next one goes: removals stay in order. */
         if ((rc = log_sync_dir(log)) < 0)
             break;
-        discard_seg(log, del);
+        log_discard_file(log, del);
     }
     return done > 0 || rc == 0 ? (int)done : rc;
 }

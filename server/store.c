@@ -53,6 +53,7 @@ struct store {
     /* The one unlinker thread (segments retention removed), started for
      * the first partition with retention (under lock); stopped last. */
     unlinker *unlink;
+    bool unlink_failed; /* it could not start: not tried again */
     /* Decompress-ahead for the replays (store_segment_io). */
     inflater *inflate;
     segment_io io;
@@ -104,10 +105,15 @@ static int open_partition(store *s, const char *name, const partition_options *o
     }
     if (o.retain.compress_level)
         o.compressor = s->z;
-    if (retention_enabled(&o.retain) && !s->unlink && (rc = unlinker_start(&s->unlink)) < 0) {
-        logging_printf(LOG_ERROR, "partition %s: cannot start the unlinker thread: %s", name,
-                       pb_strerror(rc));
-        return rc;
+    if (retention_enabled(&o.retain) && !s->unlink && !s->unlink_failed &&
+        (rc = unlinker_start(&s->unlink)) < 0) {
+        /* Not fatal: the writers unlink what retention removes themselves. */
+        logging_printf(LOG_WARN,
+                       "partition %s: cannot start the unlinker thread: %s; the partition "
+                       "writers unlink removed segments themselves",
+                       name, pb_strerror(rc));
+        s->unlink_failed = true;
+        rc = 0;
     }
     o.unlinker = s->unlink;
     rc = partition_open(&p, s->data_dir, name, &o);
@@ -412,8 +418,8 @@ int store_close(store *s)
         if (prc < 0 && rc == 0)
             rc = prc;
     }
-    compressor_stop(s->z); /* every partition took its job back */
-    unlinker_stop(s->unlink); /* after the partitions: unlinks what they left it */
+    compressor_stop(s->z);     /* every partition took its job back */
+    unlinker_stop(s->unlink);  /* after the partitions: unlinks what they left it */
     inflater_stop(s->inflate); /* the readers (subscriptions, mirrors) closed first */
     free(s->parts);
     free(s->data_dir);

@@ -104,15 +104,23 @@ bool upkeep_compress_next(upkeep *u, pb_log *log, uint64_t *base)
         atomic_store(&u->compress_pending, false);
         return false;
     }
-    for (size_t i = 0; i < log_closed_count(log); i++) {
-        uint64_t b = log_closed_base(log, i);
-        if (b < u->zdone_base)
-            continue;
-        u->zdone_base = b + 1;
-        if (!log_closed_compressed(log, i)) {
-            *base = b;
-            return true;
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < log_closed_count(log); i++) {
+            uint64_t b = log_closed_base(log, i);
+            if (b < u->zdone_base)
+                continue;
+            u->zdone_base = b + 1;
+            if (!log_closed_compressed(log, i)) {
+                *base = b;
+                return true;
+            }
         }
+        if (!u->zrescan)
+            break;
+        /* A compression failed on the way (partition_compress.c): once
+         * more from the oldest, which picks up the failed segment. */
+        u->zrescan = false;
+        u->zdone_base = 0;
     }
     atomic_store(&u->compress_pending, false);
     return false;

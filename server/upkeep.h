@@ -40,6 +40,7 @@ typedef struct upkeep {
     atomic_bool heal_pending;     /* stopped by ENOSPC on a write: resumes when space is back */
     size_t closed_seen;           /* writer: closed segments after the last run */
     uint64_t zdone_base;          /* writer: closed segments below this base were compressed */
+    bool zrescan;                 /* writer: one failed; look below zdone_base again at the end */
     atomic_bool compress_pending; /* writer sets; closed segments may wait for compression */
     /* A compression failed for a reason that may pass: none is handed over
      * before this CLOCK_MONOTONIC ns (0: no pause; partition_compress.c).

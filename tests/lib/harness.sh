@@ -9,9 +9,10 @@
 #                          prints "ok   NAME" or "FAIL NAME" and counts it in
 #                          the caller's $passed / $failed
 #   launch_daemon CONF     starts "$PBD -c CONF" (port file $TMP/port, removed
-#                          first; stderr appended to $TMP/daemon.log); sets
-#                          DPID and PROTOBUS_SERVER; if no port within 10 s,
-#                          prints the log and exits the test
+#                          first; stderr appended to $TMP/daemon.log; its pid
+#                          in $TMP/daemon.pid); sets DPID and PROTOBUS_SERVER;
+#                          if no port within 10 s, prints the log and exits
+#                          the test
 #   stop_daemon            SIGTERM to $DPID, waits for it (at most 30 s), clears
 #                          DPID and $TMP/port; returns 1 with the log unless it
 #                          exited 0 (a graceful stop)
@@ -55,6 +56,9 @@ launch_daemon() {
     rm -f "$TMP/port"
     "$PBD" -c "$1" --port-file "$TMP/port" >/dev/null 2>>"$TMP/daemon.log" &
     DPID=$!
+    # For a cleanup trap in the parent shell: tests run by `run` start the
+    # daemon in a subshell, whose DPID the trap does not see.
+    echo "$DPID" >"$TMP/daemon.pid"
     if ! wait_until 100 test -s "$TMP/port"; then
         echo "protobusd did not start:" >&2
         cat "$TMP/daemon.log" >&2
@@ -72,7 +76,7 @@ stop_daemon() {
     done
     wait "$DPID" || rc=$?
     DPID=""
-    rm -f "$TMP/port"
+    rm -f "$TMP/port" "$TMP/daemon.pid"
     [ "$rc" -eq 0 ] || {
         echo "protobusd exited with $rc:" >&2
         cat "$TMP/daemon.log" >&2

@@ -28,6 +28,7 @@
 #include "simio.h"
 #include "unlinker.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -372,6 +373,42 @@ static void test_removal_hands_unlink_over(void **state)
     unlinker_stop(u.unlinker);
 }
 
+/* A full file system may refuse the rename's new directory entry where an
+ * unlink frees space: retention then unlinks the .log on the writer. */
+static fileio norename_io;
+static int refuse_rename(const fileio *io, const char *from, const char *to)
+{
+    size_t n = strlen(to);
+    if (n > 8 && strcmp(to + n - 8, ".log.del") == 0)
+        return -ENOSPC;
+    return fileio_posix()->rename(io, from, to);
+}
+
+static void test_removal_when_rename_refused(void **state)
+{
+    (void)state;
+    norename_io = *fileio_posix();
+    norename_io.rename = refuse_rename;
+    partition_options o = popts();
+    o.retain.bytes = 3000;
+    o.log.io = &norename_io;
+    o.log.discard = keep_discard;
+    atomic_store(&discarded, 0);
+    partition *p;
+    atomic_store(&clock_ns, T0);
+    assert_int_equal(partition_open(&p, root, "p", &o), 0);
+    for (int i = 0; i < 10; i++)
+        publish(p, 16);
+    wait_dormant(p);
+    uint64_t first = partition_first_offset(p);
+    assert_true(first > 0);
+    assert_int_equal(atomic_load(&discarded), 0); /* nothing renamed, nothing handed over */
+    assert_int_equal(count_hidden(part_dir), 0);
+    assert_true(dir_log_bytes(part_dir) <= 3000 + 1024);
+    assert_int_equal(read_all(part_dir, NULL, 160), first);
+    assert_int_equal(partition_close(p), 0);
+}
+
 /* The topic table is rebuilt from the log when its snapshot is missing
  * (a kill -9 before any clean close): offsets retention removed are
  * skipped, the topic's last offsets come from what is left. */
@@ -416,7 +453,6 @@ static void test_topic_table_after_retention(void **state)
 }
 
 /* ---- power loss in the middle of a removal ---------------------------- */
-
 
 #define PL_EVENTS 60
 
@@ -515,6 +551,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mirror_floor_holds_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reader_keeps_removed_segment, setup, teardown),
         cmocka_unit_test_setup_teardown(test_removal_hands_unlink_over, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_removal_when_rename_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_topic_table_after_retention, setup, teardown),
         cmocka_unit_test(test_removal_survives_power_loss),
     };

@@ -344,13 +344,18 @@ static void test_resume_announces_kept_records(void **state)
 /* A .ztmp cannot be created while ztmp_fails: the disk is full under the
  * compressor only (the writer's appends go on). */
 static atomic_bool ztmp_fails;
+static atomic_bool ztmp_first_only; /* only segment 0's, with EIO */
 static _Atomic int ztmp_refused;
 static int ztmp_open(const fileio *f, const char *path, int flags, int mode)
 {
     size_t n = strlen(path);
     if (atomic_load(&ztmp_fails) && n > 5 && strcmp(path + n - 5, ".ztmp") == 0) {
-        atomic_fetch_add(&ztmp_refused, 1);
-        return -ENOSPC;
+        static const char zero[] = "/00000000000000000000.log.ztmp";
+        bool first = n >= sizeof zero - 1 && strcmp(path + n - (sizeof zero - 1), zero) == 0;
+        if (!atomic_load(&ztmp_first_only) || first) {
+            atomic_fetch_add(&ztmp_refused, 1);
+            return atomic_load(&ztmp_first_only) ? -EIO : -ENOSPC;
+        }
     }
     return fileio_posix()->open(fileio_posix(), path, flags, mode);
 }
@@ -376,6 +381,7 @@ static void test_failed_compression_retried(void **state)
     io = *fileio_posix();
     io.open = ztmp_open;
     atomic_store(&ztmp_fails, true);
+    atomic_store(&ztmp_first_only, false);
     atomic_store(&ztmp_refused, 0);
     partition_options o = {0};
     o.log.io = &io;
@@ -412,6 +418,51 @@ static void test_failed_compression_retried(void **state)
     check_all_compressed();
 }
 
+/* A segment whose compression keeps failing (EIO on its .ztmp, for good)
+ * does not hold the later ones back, and with a writer that never goes
+ * idle (idle_ms = 0) the tick wakes it when a pause ends. */
+static void test_failing_segment_does_not_block(void **state)
+{
+    (void)state;
+    io = *fileio_posix();
+    io.open = ztmp_open;
+    atomic_store(&ztmp_fails, true);
+    atomic_store(&ztmp_first_only, true);
+    atomic_store(&ztmp_refused, 0);
+    partition_options o = {0};
+    o.log.io = &io;
+    o.log.segment_bytes = 1024;
+    o.fsync = PARTITION_FSYNC_ALWAYS;
+    o.topic_history = 4;
+    o.idle_ms = 0;
+    o.retain.compress_level = 1;
+    o.compressor = zc;
+    o.compress_retry_ms = 50;
+    partition *p;
+    assert_int_equal(partition_open(&p, root, "p", &o), 0);
+    uint64_t seq = 100;
+    for (int i = 0; i < 10; i++, seq += 10)
+        assert_int_equal(publish(p, 10, seq, NULL), 0);
+    /* Every closed segment but the first ends compressed; the first is
+     * tried again and again (at least twice) and stays plain. */
+    size_t closed = 0, z = 0;
+    uint64_t bases[256];
+    for (int i = 0; i < 10000; i++) {
+        z = count_compressed(&closed);
+        if (closed >= 3 && z == closed - 1 && atomic_load(&ztmp_refused) >= 2)
+            break;
+        partition_upkeep_tick(p, 0);
+        usleep(1000);
+    }
+    assert_true(closed >= 3);
+    assert_int_equal(z, closed - 1);
+    assert_true(atomic_load(&ztmp_refused) >= 2);
+    assert_true(testfs_list_bases(part_dir, bases, 256) > 0);
+    assert_false(seg_compressed(bases[0]));
+    assert_int_equal(partition_close(p), 0);
+    atomic_store(&ztmp_fails, false);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -437,6 +488,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_resume_announces_kept_records, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_disk_heals_compressed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_compression_retried, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failing_segment_does_not_block, setup, teardown),
     };
     if (compressor_start(&zc) < 0)
         return 1;
