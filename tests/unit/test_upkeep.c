@@ -153,6 +153,19 @@ static void wait_space_low(partition *p, bool low)
     assert_true(partition_space_low(p, &avail, &margin) == low);
 }
 
+/* Whether segment `base` of part_dir is a compressed file. */
+static bool seg_compressed(uint64_t base)
+{
+    char path[256];
+    uint8_t hdr[ZSEG_HEADER_END];
+    assert_int_equal(segment_path(path, sizeof path, part_dir, base, ".log"), 0);
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    ssize_t got = pread(fd, hdr, sizeof hdr, 0);
+    close(fd);
+    return zseg_is_compressed(hdr, got > 0 ? (size_t)got : 0);
+}
+
 /* Every closed segment of part_dir compressed, the active one not, and no
  * .ztmp left. */
 static void check_all_compressed(void)
@@ -160,16 +173,8 @@ static void check_all_compressed(void)
     uint64_t bases[256];
     size_t n = testfs_list_bases(part_dir, bases, 256);
     assert_true(n >= 3);
-    for (size_t i = 0; i < n; i++) {
-        char path[256];
-        uint8_t hdr[ZSEG_HEADER_END];
-        assert_int_equal(segment_path(path, sizeof path, part_dir, bases[i], ".log"), 0);
-        int fd = open(path, O_RDONLY);
-        assert_true(fd >= 0);
-        ssize_t got = pread(fd, hdr, sizeof hdr, 0);
-        close(fd);
-        assert_true(zseg_is_compressed(hdr, got > 0 ? (size_t)got : 0) == (i + 1 < n));
-    }
+    for (size_t i = 0; i < n; i++)
+        assert_true(seg_compressed(bases[i]) == (i + 1 < n));
     DIR *d = opendir(part_dir);
     assert_non_null(d);
     struct dirent *de;
@@ -350,21 +355,13 @@ static int ztmp_open(const fileio *f, const char *path, int flags, int mode)
     return fileio_posix()->open(fileio_posix(), path, flags, mode);
 }
 
-/* Closed segments of part_dir that are compressed (none of them: 0). */
+/* Closed segments of part_dir that are compressed; *closed: how many. */
 static size_t count_compressed(size_t *closed)
 {
     uint64_t bases[256];
     size_t n = testfs_list_bases(part_dir, bases, 256), z = 0;
-    for (size_t i = 0; i + 1 < n; i++) {
-        char path[256];
-        uint8_t hdr[ZSEG_HEADER_END];
-        assert_int_equal(segment_path(path, sizeof path, part_dir, bases[i], ".log"), 0);
-        int fd = open(path, O_RDONLY);
-        assert_true(fd >= 0);
-        ssize_t got = pread(fd, hdr, sizeof hdr, 0);
-        close(fd);
-        z += zseg_is_compressed(hdr, got > 0 ? (size_t)got : 0);
-    }
+    for (size_t i = 0; i + 1 < n; i++)
+        z += seg_compressed(bases[i]);
     *closed = n ? n - 1 : 0;
     return z;
 }
