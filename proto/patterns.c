@@ -34,7 +34,10 @@ struct pattern_set {
     size_t n;
     pcre2_match_data *md; /* reused for every match: sized for the largest pattern */
     pcre2_match_context *mctx;
-    struct cache_slot *slots; /* PATTERNS_CACHE_SLOTS, power of two */
+    /* PATTERNS_CACHE_SLOTS, power of two; allocated by the first
+     * patterns_match (a live subscription never calls it: 1,000 of them
+     * would hold a touched page each for nothing). */
+    struct cache_slot *slots;
     unsigned long long hits, misses;
     bool match_all; /* every valid topic matches: no regex needed (never when gated) */
     bool jit;       /* every pattern was JIT-compiled: pcre2_jit_match applies */
@@ -98,9 +101,8 @@ int patterns_compile(const char *const *patterns, size_t n, pattern_set **out, c
     *out = NULL;
     if (!ps)
         goto fail;
-    ps->slots = calloc(PATTERNS_CACHE_SLOTS, sizeof *ps->slots);
     ps->mctx = pcre2_match_context_create(NULL);
-    if (!ps->slots || !ps->mctx)
+    if (!ps->mctx)
         goto fail;
     pcre2_set_match_limit(ps->mctx, PATTERNS_MATCH_LIMIT);
     ps->jit = true; /* until a pattern turns out not to be JIT-compiled */
@@ -230,8 +232,10 @@ bool patterns_match(pattern_set *ps, const char *topic, size_t len)
         return true;
     if (!topic)
         topic = ""; /* an empty topic may come as NULL; memcmp wants a pointer */
-    if (len > PATTERNS_CACHE_TOPIC_MAX) {
-        ps->misses++;
+    if (!ps->slots)
+        ps->slots = calloc(PATTERNS_CACHE_SLOTS, sizeof *ps->slots);
+    if (len > PATTERNS_CACHE_TOPIC_MAX || !ps->slots) {
+        ps->misses++; /* out of memory for the cache: correct, only slower */
         return match_uncached(ps, topic, len);
     }
     /* The cache is direct-mapped, so a poor distribution only costs extra
@@ -319,7 +323,8 @@ int patterns_restrict(pattern_set *ps, const char *const *allow, size_t nallow,
     ps->gated = true;
     ps->allow_all = allow_all;
     ps->match_all = false;
-    memset(ps->slots, 0, PATTERNS_CACHE_SLOTS * sizeof *ps->slots);
+    if (ps->slots)
+        memset(ps->slots, 0, PATTERNS_CACHE_SLOTS * sizeof *ps->slots);
     int rc =
         allow_all ? 0 : compile_list(allow, nallow, &ps->allow, &ps->nallow, "allow", err, errlen);
     if (rc == 0)

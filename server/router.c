@@ -28,6 +28,7 @@
 
 #define ARENA_CHUNK_BYTES (64 * 1024)
 #define TABLE_MIN_SLOTS   1024
+#define ENTRY_ALIGN       8u
 
 struct rule_rt {
     pcre2_code *code;
@@ -36,21 +37,29 @@ struct rule_rt {
     int line;
 };
 
-struct slot {
-    uint64_t hash;
-    const char *topic; /* in the arena */
-    const char *name;  /* in the arena, or a static rule's template; NULL if none */
+/* A cached decision, in the arena: the topic's bytes follow, NUL-terminated,
+ * then (for a dynamic rule's expansion) the partition name, NUL-terminated. */
+struct rentry {
+    const char *name; /* a static rule's template, the copy after the topic, or NULL */
     uint32_t topic_len;
-    uint32_t gen; /* the slot is in use iff gen == router.gen */
+    uint32_t name_len;
     int32_t rule;
     int32_t status; /* 0, PB_ENOTFOUND or PB_EINVAL */
-    uint32_t name_len;
+    char topic[];
+};
+
+/* 16 bytes: the table is the router's largest block (a slot per 2 topics
+ * at least), so the decision itself lives in the arena. */
+struct slot {
+    uint32_t gen; /* the slot is in use iff gen == router.gen */
+    uint32_t tag; /* the hash's high half: most mismatches never touch the entry */
+    const struct rentry *e;
 };
 
 struct chunk {
     struct chunk *next;
-    size_t used;
-    char data[ARENA_CHUNK_BYTES];
+    size_t used; /* a multiple of ENTRY_ALIGN */
+    _Alignas(8) char data[ARENA_CHUNK_BYTES];
 };
 
 struct router {
@@ -260,10 +269,11 @@ static void cache_clear(router *r)
     }
 }
 
-static char *arena_copy(router *r, const char *s, size_t n)
+/* n bytes (a multiple of ENTRY_ALIGN) of arena, aligned for a rentry. */
+static struct rentry *arena_alloc(router *r, size_t n)
 {
     struct chunk *c = r->arena;
-    if (!c || ARENA_CHUNK_BYTES - c->used < n + 1) {
+    if (!c || ARENA_CHUNK_BYTES - c->used < n) {
         c = malloc(sizeof *c);
         if (!c)
             return NULL;
@@ -272,23 +282,26 @@ static char *arena_copy(router *r, const char *s, size_t n)
         r->arena = c;
         r->nchunks++;
     }
-    char *p = c->data + c->used;
-    if (n)
-        memcpy(p, s, n);
-    p[n] = '\0';
-    c->used += n + 1;
-    r->arena_bytes += n + 1;
-    return p;
+    struct rentry *e = (struct rentry *)(void *)(c->data + c->used);
+    c->used += n;
+    r->arena_bytes += n;
+    return e;
+}
+
+static uint32_t tag_of(uint64_t h)
+{
+    return (uint32_t)(h >> 32);
 }
 
 static struct slot *probe(router *r, uint64_t h, const char *topic, size_t len)
 {
     size_t mask = r->cap - 1;
+    uint32_t tag = tag_of(h);
     for (size_t i = h & mask;; i = (i + 1) & mask) {
         struct slot *s = &r->slots[i];
         if (s->gen != r->gen)
             return s; /* free: the topic is not cached */
-        if (s->hash == h && s->topic_len == len && memcmp(s->topic, topic, len) == 0)
+        if (s->tag == tag && s->e->topic_len == len && memcmp(s->e->topic, topic, len) == 0)
             return s;
     }
 }
@@ -305,7 +318,8 @@ static bool grow(router *r)
         struct slot *s = &r->slots[i];
         if (s->gen != r->gen)
             continue;
-        size_t j = s->hash & (ncap - 1);
+        /* The slot keeps half the hash: the topic is hashed again. */
+        size_t j = hash_bytes(r->seed, s->e->topic, s->e->topic_len) & (ncap - 1);
         while (ns[j].gen == r->gen)
             j = (j + 1) & (ncap - 1);
         ns[j] = *s;
@@ -339,32 +353,45 @@ static size_t name_length(const router *r, const char *name)
 
 /* Caches the decision just computed; returns the slot, or NULL if it could
  * not be cached (out of memory). */
+static size_t entry_size(size_t topic_len, size_t copied_name_len)
+{
+    size_t n = sizeof(struct rentry) + topic_len + 1 + copied_name_len;
+    return (n + ENTRY_ALIGN - 1) & ~(size_t)(ENTRY_ALIGN - 1);
+}
+
 static struct slot *cache_insert(router *r, uint64_t h, const char *topic, size_t len, int status,
                                  int rule)
 {
     const char *name = decision_name(r, status, rule);
     bool copy_name = name == r->name_buf;
     size_t name_len = name_length(r, name);
-    size_t need = len + 1 + (copy_name ? r->name_len + 1 : 0);
+    size_t need = entry_size(len, copy_name ? r->name_len + 1 : 0);
 
     if (r->count >= r->max_entries || r->arena_bytes + need > r->arena_budget)
         cache_clear(r);
     if (r->count + 1 > r->cap / 2 && (r->cap >= r->final_cap || !grow(r)))
         cache_clear(r);
-    const char *t = arena_copy(r, topic, len);
-    if (t && copy_name)
-        name = arena_copy(r, r->name_buf, r->name_len);
-    if (!t || (copy_name && !name))
-        return NULL; /* a copied topic stays in the arena until the next clear */
+    struct rentry *e = arena_alloc(r, need);
+    if (!e)
+        return NULL;
+    if (len)
+        memcpy(e->topic, topic, len);
+    e->topic[len] = '\0';
+    if (copy_name) {
+        char *copy = e->topic + len + 1;
+        memcpy(copy, r->name_buf, r->name_len);
+        copy[r->name_len] = '\0';
+        name = copy;
+    }
+    e->name = name;
+    e->name_len = (uint32_t)name_len;
+    e->topic_len = (uint32_t)len;
+    e->rule = rule;
+    e->status = status;
     struct slot *s = probe(r, h, topic, len);
-    s->hash = h;
-    s->topic = t;
-    s->topic_len = (uint32_t)len;
     s->gen = r->gen;
-    s->rule = rule;
-    s->status = status;
-    s->name = name;
-    s->name_len = (uint32_t)name_len;
+    s->tag = tag_of(h);
+    s->e = e;
     r->count++;
     return s;
 }
@@ -381,10 +408,10 @@ int router_route(router *r, const char *topic, size_t topic_len, router_result *
         struct slot *s = probe(r, h, topic, topic_len);
         if (s->gen == r->gen) {
             r->hits++;
-            res->rule = s->rule;
-            res->partition = s->name;
-            res->partition_len = s->name_len;
-            return s->status;
+            res->rule = s->e->rule;
+            res->partition = s->e->name;
+            res->partition_len = s->e->name_len;
+            return s->e->status;
         }
     }
     r->misses++;
@@ -396,8 +423,8 @@ int router_route(router *r, const char *topic, size_t topic_len, router_result *
         cacheable && !r->match_failed ? cache_insert(r, h, topic, topic_len, status, rule) : NULL;
     res->rule = rule;
     if (s) {
-        res->partition = s->name;
-        res->partition_len = s->name_len;
+        res->partition = s->e->name;
+        res->partition_len = s->e->name_len;
     } else {
         res->partition = decision_name(r, status, rule);
         res->partition_len = name_length(r, res->partition);
@@ -489,10 +516,10 @@ size_t router_cache_max_bytes(uint32_t entries)
 {
     size_t n = entries ? entries : 1;
     size_t slots = pow2_at_least(2 * n);
-    /* An entry takes at most a topic and a name (ROUTER_CACHE_TOPIC_MAX +
-     * PB_PARTITION_NAME_MAX + 2 bytes): a chunk is emptied of at most that
-     * much when the next does not fit. */
-    size_t per_chunk = ARENA_CHUNK_BYTES - (ROUTER_CACHE_TOPIC_MAX + PB_PARTITION_NAME_MAX + 2);
+    /* An entry takes at most its header, a topic and a name: a chunk is
+     * left with less than that unused when the next does not fit. */
+    size_t per_chunk =
+        ARENA_CHUNK_BYTES - entry_size(ROUTER_CACHE_TOPIC_MAX, PB_PARTITION_NAME_MAX + 2);
     size_t chunks = n * ROUTER_CACHE_BYTES_PER_ENTRY / per_chunk + 2;
     return slots * sizeof(struct slot) + chunks * sizeof(struct chunk);
 }

@@ -12,7 +12,7 @@
  * lookup and no regex, and no allocation. When the table holds
  * route_cache_entries topics (or its string arena is full), it is emptied
  * and refills from the next events: memory stays bounded by about
- * route_cache_entries * (2 * 48 + ROUTER_CACHE_BYTES_PER_ENTRY) bytes.
+ * route_cache_entries * (2 * 16 + ROUTER_CACHE_BYTES_PER_ENTRY) bytes.
  *
  * Threads: a router is used by the libuv loop thread only; it has no locks
  * and must not be shared.
@@ -28,9 +28,10 @@
  * cached, so that one huge topic cannot crowd the cache out. */
 #define ROUTER_CACHE_TOPIC_MAX 512
 
-/* String arena budget per cache entry (topic + expanded name); the cache
- * is emptied when the arena reaches route_cache_entries times this. */
-#define ROUTER_CACHE_BYTES_PER_ENTRY 128
+/* Arena budget per cache entry (a 24-byte decision, the topic and an
+ * expanded name, 8-byte aligned); the cache is emptied when the arena
+ * reaches route_cache_entries times this. */
+#define ROUTER_CACHE_BYTES_PER_ENTRY 152
 
 typedef struct router router;
 
@@ -82,8 +83,8 @@ void router_get_stats(const router *r, router_stats *st);
 
 /* The most memory the cache of a router with route_cache_entries =
  * `entries` takes (router_stats.bytes never exceeds it): a table of twice
- * as many 48-byte slots (a power of two) and ROUTER_CACHE_BYTES_PER_ENTRY
- * of arena per entry, in 64 KiB chunks. About 224 bytes per entry: 56 MiB
+ * as many 16-byte slots (a power of two) and ROUTER_CACHE_BYTES_PER_ENTRY
+ * of arena per entry, in 64 KiB chunks. About 184 bytes per entry: 46 MiB
  * at the default 262,144. */
 size_t router_cache_max_bytes(uint32_t entries);
 

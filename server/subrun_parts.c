@@ -21,6 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define PARTS_INITIAL 2u /* parts[] and heap[] */
+#define INDEX_INITIAL 8u /* index slots: at most half full */
+
 static size_t ptr_slot(const void *p, size_t nslots)
 {
     return (size_t)(((uint64_t)(uintptr_t)p * 0x9E3779B97F4A7C15ull) >> 32) & (nslots - 1);
@@ -62,15 +65,18 @@ static uint64_t listed_offset(const sub *s, partition *p, const char *name)
 static int add_part(sub *s, partition *p, size_t *out)
 {
     if (s->nparts == s->partcap) {
-        /* parts and heap grow together, under one capacity. */
-        size_t cap = grow_capacity(s->partcap, s->nparts + 1, sizeof *s->parts);
+        /* parts and heap grow together, under one capacity. They start
+         * at 2 (most subscriptions read one partition or two; 16 were
+         * 2.4 KB for each of 1,000 subscriptions), then double. */
+        size_t cap = grow_capacity(s->partcap ? s->partcap : PARTS_INITIAL, s->nparts + 1,
+                                   sizeof *s->parts);
         if (cap == 0 || grow_resize(&s->parts, cap, sizeof *s->parts) < 0 ||
             grow_resize(&s->heap, cap, sizeof *s->heap) < 0)
             return PB_ENOMEM;
         s->partcap = cap;
     }
     if ((s->nparts + 1) * 2 > s->index_slots) {
-        size_t slots = s->index_slots ? s->index_slots * 2 : 64;
+        size_t slots = s->index_slots ? s->index_slots * 2 : INDEX_INITIAL;
         size_t *index = calloc(slots, sizeof *index);
         if (!index)
             return PB_ENOMEM;

@@ -7,8 +7,9 @@
  *
  * The table is a hash table with open addressing (linear probing, at most
  * half full) of pointers to entries; an entry holds the topic's name and a
- * ring of its latest offsets, ascending from `start`. Rings start small and
- * double up to `history` slots, so rarely used topics stay cheap.
+ * ring of its latest offsets, ascending from `start`. Rings start in the entry
+ * (TOPIC_RING_INLINE offsets), then double up to `history` slots, so
+ * rarely used topics stay cheap.
  *
  * Memory: the tables of all partitions share a topics_budget. A writer
  * whose table holds more than its share while the budget is exceeded moves
@@ -42,11 +43,11 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define RING_INITIAL_CAP 4u
 #define EVICT_MAX_SKIPS  16u
 
 int topics_create(topic_table **out, uint32_t history)
@@ -128,8 +129,7 @@ void topics_clear_locked(topic_table *t)
 {
     for (size_t i = 0; i < t->nslots; i++) {
         if (t->slots[i]) {
-            free(t->slots[i]->ring);
-            free(t->slots[i]);
+            topic_entry_free(t->slots[i]);
             t->slots[i] = NULL;
         }
     }
@@ -202,15 +202,10 @@ topic_entry *topics_entry_get(topic_table *t, const uint8_t *topic, size_t len, 
             return NULL;
         i = find_slot(t, topic, len, h);
     }
-    topic_entry *e = malloc(sizeof *e + len + 1);
+    topic_entry *e = malloc(offsetof(topic_entry, name) + len + 1);
     if (!e)
         return NULL;
-    e->cap = t->history < RING_INITIAL_CAP ? t->history : RING_INITIAL_CAP;
-    e->ring = malloc(e->cap * sizeof *e->ring);
-    if (!e->ring) {
-        free(e);
-        return NULL;
-    }
+    e->cap = (uint16_t)(t->history < TOPIC_RING_INLINE ? t->history : TOPIC_RING_INLINE);
     e->hash = h;
     e->start = 0;
     e->count = 0;
@@ -245,7 +240,7 @@ static void ring_insert(const topic_table *t, topic_entry *e, uint64_t offset)
     uint32_t n = 0;
     bool placed = false;
     for (uint32_t k = 0; k < e->count; k++) {
-        uint64_t o = e->ring[(e->start + k) % e->cap];
+        uint64_t o = topic_ring(e)[(e->start + k) % e->cap];
         if (o == offset)
             return;
         if (!placed && offset < o) {
@@ -258,9 +253,9 @@ static void ring_insert(const topic_table *t, topic_entry *e, uint64_t offset)
         v[n++] = offset;
     uint32_t skip = n > e->cap ? n - e->cap : 0;
     for (uint32_t k = skip; k < n; k++)
-        e->ring[k - skip] = v[k];
+        topic_ring(e)[k - skip] = v[k];
     e->start = 0;
-    e->count = n - skip;
+    e->count = (uint16_t)(n - skip);
 }
 
 /* Appends offset to the entry's ring. Returns PB_ENOMEM if the ring could not
@@ -269,7 +264,7 @@ static void ring_insert(const topic_table *t, topic_entry *e, uint64_t offset)
 int topics_ring_push(const topic_table *t, topic_entry *e, uint64_t offset)
 {
     int rc = 0;
-    if (e->count > 0 && offset <= e->ring[(e->start + e->count - 1) % e->cap]) {
+    if (e->count > 0 && offset <= topic_ring(e)[(e->start + e->count - 1) % e->cap]) {
         ring_insert(t, e, offset);
         return 0;
     }
@@ -277,22 +272,24 @@ int topics_ring_push(const topic_table *t, topic_entry *e, uint64_t offset)
         uint32_t cap = e->cap > t->history / 2 ? t->history : e->cap * 2;
         uint64_t *ring = malloc((size_t)cap * sizeof *ring);
         if (ring) {
+            const uint64_t *old = topic_ring(e);
             for (uint32_t k = 0; k < e->count; k++)
-                ring[k] = e->ring[(e->start + k) % e->cap];
-            free(e->ring);
+                ring[k] = old[(e->start + k) % e->cap];
+            if (e->cap > TOPIC_RING_INLINE)
+                free(e->ring);
             e->ring = ring;
-            e->cap = cap;
+            e->cap = (uint16_t)cap;
             e->start = 0;
         } else {
             rc = PB_ENOMEM;
         }
     }
     if (e->count < e->cap) {
-        e->ring[(e->start + e->count) % e->cap] = offset;
+        topic_ring(e)[(e->start + e->count) % e->cap] = offset;
         e->count++;
     } else {
-        e->ring[e->start] = offset;
-        e->start = (e->start + 1) % e->cap;
+        topic_ring(e)[e->start] = offset;
+        e->start = (uint16_t)((e->start + 1) % e->cap);
     }
     return rc;
 }
@@ -304,7 +301,7 @@ int topics_last(topic_table *t, const uint8_t *topic, size_t len, uint64_t *last
     pthread_rwlock_rdlock(&t->lock);
     const topic_entry *e = t->slots[find_slot(t, topic, len, h)];
     if (e && e->count > 0) {
-        *last = e->ring[(e->start + e->count - 1) % e->cap];
+        *last = topic_ring(e)[(e->start + e->count - 1) % e->cap];
         rc = 0;
     }
     pthread_rwlock_unlock(&t->lock);
@@ -382,8 +379,7 @@ static int drop_marked(topic_table *t)
         if (!e)
             continue;
         if (e->evict) {
-            free(e->ring);
-            free(e);
+            topic_entry_free(e);
             continue;
         }
         size_t j = (size_t)e->hash & (n - 1);
@@ -462,7 +458,7 @@ static int evict(topic_table *t, size_t keep)
         if (!e || !e->evict || e->count == 0)
             continue;
         for (uint32_t q = 0; q < e->count; q++)
-            offs[o + q] = e->ring[(e->start + q) % e->cap];
+            offs[o + q] = topic_ring(e)[(e->start + q) % e->cap];
         v[j++] = (cold_entry){.hash = e->hash,
                               .name = (const uint8_t *)e->name,
                               .name_len = e->name_len,
@@ -582,7 +578,7 @@ int topics_foreach(topic_table *t, uint32_t n, topics_fn fn, void *ctx)
         uint32_t k = e->count < want ? e->count : want;
         uint32_t skip = e->count - k;
         for (uint32_t j = 0; j < k; j++)
-            scratch[j] = e->ring[(e->start + skip + j) % e->cap];
+            scratch[j] = topic_ring(e)[(e->start + skip + j) % e->cap];
         rc = fn(ctx, e->name, e->name_len, scratch, k);
         if (rc < 0) {
             visited = rc;

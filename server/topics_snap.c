@@ -98,7 +98,7 @@ static void snap_write_table(snap_out *o, topic_table *t, uint64_t covered_offse
         snap_put32(o, e->count);
         snap_put(o, e->name, e->name_len);
         for (uint32_t k = 0; k < e->count; k++)
-            snap_put64(o, e->ring[(e->start + k) % e->cap]);
+            snap_put64(o, topic_ring(e)[(e->start + k) % e->cap]);
     }
     pthread_rwlock_unlock(&t->lock);
     uint8_t crc[4];

@@ -247,6 +247,43 @@ static void test_ring_grows_up_to_history(void **state)
     topics_destroy(t);
 }
 
+/* A topic's first TOPIC_RING_INLINE offsets live in its entry; the ring
+ * moves out (and grows) as more come, and an older offset arriving late (a
+ * catch-up after a crash) still lands in its place, at every history. */
+static void test_ring_leaves_the_entry(void **state)
+{
+    (void)state;
+    for (uint32_t history = 1; history <= 6; history++) {
+        topic_table *t;
+        assert_int_equal(topics_create(&t, history), 0);
+        uint64_t all[10];
+        size_t n = 0;
+        for (uint64_t k = 1; k <= 8; k++) {
+            add(t, "t", 10 * k);
+            all[n++] = 10 * k;
+            add(t, "other", 1000 + k); /* a neighbour in the table, untouched */
+        }
+        add(t, "t", 75); /* late: between 70 and 80 */
+        all[n++] = 80;
+        all[n - 2] = 75; /* ascending: ... 70 75 80 */
+        for (int pass = 0; pass < 2; pass++) {
+            seen_table s;
+            snapshot_of(t, 0, &s);
+            const seen_topic *e = find(&s, "t");
+            assert_non_null(e);
+            size_t want = n < history ? n : history;
+            assert_int_equal(e->count, want);
+            for (size_t k = 0; k < want; k++)
+                assert_int_equal(e->offsets[k], all[n - want + k]);
+            const seen_topic *o = find(&s, "other");
+            assert_non_null(o);
+            assert_int_equal(o->offsets[o->count - 1], 1008);
+            add(t, "t", 75); /* a duplicate changes nothing */
+        }
+        topics_destroy(t);
+    }
+}
+
 static void test_many_topics(void **state)
 {
     /* Enough topics to grow the hash table several times. */
@@ -759,6 +796,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_walks_during_evictions, setup, teardown),
         cmocka_unit_test(test_last_offsets_per_topic),
         cmocka_unit_test(test_ring_grows_up_to_history),
+        cmocka_unit_test(test_ring_leaves_the_entry),
         cmocka_unit_test(test_many_topics),
         cmocka_unit_test(test_foreach_stops_on_error),
         cmocka_unit_test(test_event_topic),
