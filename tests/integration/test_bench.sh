@@ -99,6 +99,15 @@ test_seek() {
 
 test_tcp() {
     bench_ok "tcp --bytes 20000000" tcp_mb_s
+    # The socket-to-disk baseline: its temp file is gone afterwards; a
+    # directory that does not exist is named in the error (exit 1).
+    mkdir -p "$TMP/sink"
+    bench_ok "tcp --bytes 20000000 --to-file $TMP/sink --commit-bytes 4000000" tcp_file_mb_s tcp_file_syncs
+    [ -z "$(ls -A "$TMP/sink")" ] || fail "tcp --to-file left $(ls "$TMP/sink")"
+    local rc=0
+    "$PB" bench tcp --bytes 1000 --to-file "$TMP/nowhere" 2>"$TMP/err" || rc=$?
+    [ "$rc" -eq 1 ] || fail "tcp --to-file into a missing directory: exit $rc, want 1"
+    grep -q "cannot create $TMP/nowhere/protobus-bench-tcp" "$TMP/err" || fail "$(cat "$TMP/err")"
 }
 
 test_refusals() {
