@@ -68,6 +68,9 @@ static const char usage[] =
     "                          no CRC: the socket-to-disk baseline\n"
     "      --commit-bytes N    tcp --to-file: most bytes one fdatasync covers\n"
     "                          (default 16 MiB: protobusd's in-flight publish bound)\n"
+    "      --direct            tcp --to-file: write around the page cache (O_DIRECT;\n"
+    "                          a last partial block buffered), as protobusd does\n"
+    "                          with direct_write_bytes\n"
     "      --timeout MS        give up after MS milliseconds (default 120000)\n" CLI_TLS_HELP
     "  -u, --user NAME         authenticate every client as NAME (password from\n"
     "                          $PROTOBUS_PASSWORD, else asked on the terminal)\n"
@@ -95,6 +98,7 @@ enum {
     OPT_BYTES,
     OPT_TO_FILE,
     OPT_COMMIT_BYTES,
+    OPT_DIRECT,
     OPT_TIMEOUT,
 };
 
@@ -207,6 +211,9 @@ static int apply_option(bench_cfg *cfg, int opt, const char *arg, const char **s
     case OPT_TO_FILE:
         cfg->tcp_to_file = arg;
         break;
+    case OPT_DIRECT:
+        cfg->tcp_direct = true;
+        break;
     case OPT_COMMIT_BYTES:
         if (!num_opt("--commit-bytes", arg, 1, UINT64_C(1) << 40, &cfg->tcp_commit_bytes))
             return CLI_EXIT_USAGE;
@@ -259,6 +266,7 @@ int bench_parse(bench_cfg *cfg, int argc, char **argv)
         {"bytes", required_argument, NULL, OPT_BYTES},
         {"to-file", required_argument, NULL, OPT_TO_FILE},
         {"commit-bytes", required_argument, NULL, OPT_COMMIT_BYTES},
+        {"direct", no_argument, NULL, OPT_DIRECT},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"user", required_argument, NULL, 'u'},
         CLI_TLS_LONGOPTS,

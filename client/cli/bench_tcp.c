@@ -90,7 +90,8 @@ int bench_mode_tcp(bench_cfg *cfg, bench_result *res)
     rfd = accept(lfd, NULL, NULL);
     if (rfd < 0)
         goto sys_fail;
-    if (cfg->tcp_to_file && (rc = tcpfile_open(cfg->tcp_to_file, cfg->tcp_commit_bytes, &sink)) < 0)
+    if (cfg->tcp_to_file &&
+        (rc = tcpfile_open(cfg->tcp_to_file, cfg->tcp_commit_bytes, cfg->tcp_direct, &sink)) < 0)
         goto out;
     tcp_writer w = {.fd = wfd, .bytes = cfg->tcp_bytes};
     pthread_t t;

@@ -20,10 +20,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#define BUF_BYTES (1024u * 1024u) /* one write(2) each */
+#define BUF_BYTES    (1024u * 1024u) /* one write(2) each */
+#define DIRECT_ALIGN 4096u
 
 struct tcpfile {
-    int fd;
+    int fd;  /* O_DIRECT when direct */
+    int bfd; /* direct: an ordinary descriptor, for a last partial block; else -1 */
     char path[4096];
     size_t nbufs;
     uint8_t **bufs;
@@ -49,7 +51,16 @@ static int write_group(tcpfile *f, size_t n)
     for (size_t i = 0; i < n; i++) {
         size_t b = f->taken[i], off = 0;
         while (off < f->fill[b]) {
-            ssize_t w = write(f->fd, f->bufs[b] + off, f->fill[b] - off);
+            /* Direct: whole blocks through fd, a last partial one through bfd. */
+            size_t len = f->fill[b] - off;
+            int fd = f->fd;
+            if (f->bfd >= 0 && len % DIRECT_ALIGN != 0) {
+                if (len >= DIRECT_ALIGN)
+                    len -= len % DIRECT_ALIGN;
+                else
+                    fd = f->bfd;
+            }
+            ssize_t w = pwrite(fd, f->bufs[b] + off, len, (off_t)(f->written + off));
             if (w < 0 && errno == EINTR)
                 continue;
             if (w <= 0) {
@@ -68,6 +79,8 @@ static int write_group(tcpfile *f, size_t n)
         return rc;
     }
     f->syncs++;
+    if (f->bfd >= 0)
+        return 0; /* nothing cached to drop */
     /* Durable: its pages may go, as protobusd lets them go once they lie
      * page_cache_bytes behind (log_cache.c); the kernel then reuses them
      * for the next writes instead of taking fresh memory. */
@@ -102,12 +115,12 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-int tcpfile_open(const char *dir, uint64_t commit_bytes, tcpfile **out)
+int tcpfile_open(const char *dir, uint64_t commit_bytes, bool direct, tcpfile **out)
 {
     tcpfile *f = calloc(1, sizeof *f);
     if (!f)
         return PB_ENOMEM;
-    f->fd = -1;
+    f->fd = f->bfd = -1;
     f->nbufs = commit_bytes / BUF_BYTES < 2 ? 2 : (size_t)(commit_bytes / BUF_BYTES);
     f->bufs = calloc(f->nbufs, sizeof *f->bufs);
     f->fill = calloc(f->nbufs, sizeof *f->fill);
@@ -119,8 +132,10 @@ int tcpfile_open(const char *dir, uint64_t commit_bytes, tcpfile **out)
     pthread_cond_init(&f->freed, NULL);
     int rc = f->bufs && f->fill && f->freeq && f->fullq && f->taken ? 0 : PB_ENOMEM;
     for (size_t i = 0; rc == 0 && i < f->nbufs; i++) {
-        if (!(f->bufs[i] = malloc(BUF_BYTES)))
+        void *b = NULL;
+        if (posix_memalign(&b, DIRECT_ALIGN, BUF_BYTES) != 0)
             rc = PB_ENOMEM;
+        f->bufs[i] = b;
         f->freeq[f->nfree++] = i;
     }
     if (rc < 0) {
@@ -129,9 +144,13 @@ int tcpfile_open(const char *dir, uint64_t commit_bytes, tcpfile **out)
                (int)sizeof f->path) {
         cli_error(BENCH_CMD, "--to-file '%s': path too long", dir);
         rc = PB_EINVAL;
-    } else if ((f->fd = mkstemp(f->path)) < 0) {
+    } else if ((f->fd = mkostemp(f->path, direct ? O_DIRECT : 0)) < 0) {
         rc = -errno;
-        cli_error(BENCH_CMD, "--to-file: cannot create %s: %s", f->path, strerror(errno));
+        cli_error(BENCH_CMD, "--to-file: cannot create %s%s: %s", f->path,
+                  direct ? " with O_DIRECT" : "", strerror(errno));
+    } else if (direct && (f->bfd = open(f->path, O_WRONLY | O_CLOEXEC)) < 0) {
+        rc = -errno;
+        cli_error(BENCH_CMD, "--to-file: cannot open %s: %s", f->path, strerror(errno));
     } else if ((rc = -pthread_create(&f->t, NULL, writer_main, f)) < 0) {
         cli_error(BENCH_CMD, "--to-file: cannot start a thread: %s", strerror(-rc));
     } else {
@@ -231,6 +250,8 @@ int tcpfile_close(tcpfile *f)
         return 0;
     (void)finish(f);
     int rc = 0;
+    if (f->bfd >= 0 && close(f->bfd) != 0)
+        rc = -errno;
     if (f->fd >= 0) {
         if (close(f->fd) != 0)
             rc = -errno;

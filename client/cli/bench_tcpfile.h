@@ -4,7 +4,8 @@
  * What it receives from a socket it writes into a temp file in DIR and
  * makes durable the way protobusd does, with none of its work per event:
  * the reading thread fills 1 MiB buffers; a writer thread takes every
- * filled buffer queued, writes each (one write(2) per MiB) and fdatasyncs
+ * filled buffer queued, writes each (one write(2) per MiB; with O_DIRECT if
+ * asked, as protobusd's direct_write_bytes) and fdatasyncs
  * them together (group commit), lets the synced pages leave the page cache
  * (as protobusd does past page_cache_bytes), then gives the buffers back. At most
  * commit_bytes of buffers exist (what protobusd lets be in flight to its
@@ -22,9 +23,12 @@
 
 typedef struct tcpfile tcpfile;
 
-/* Creates the temp file in dir, the buffers and the writer thread. 0 with
- * *out, or a negative code after reporting it. */
-int tcpfile_open(const char *dir, uint64_t commit_bytes, tcpfile **out);
+/* Creates the temp file in dir, the buffers and the writer thread. direct:
+ * whole blocks are written with O_DIRECT (the buffers are aligned; a last
+ * partial block goes through an ordinary descriptor), as protobusd's
+ * direct_write_bytes does. 0 with *out, or a negative code after reporting
+ * it. */
+int tcpfile_open(const char *dir, uint64_t commit_bytes, bool direct, tcpfile **out);
 
 /* Reads exactly bytes from rfd into the file. 0 once every byte is written
  * and durable; else a negative code, with *file_failed true when the file

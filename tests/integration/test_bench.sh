@@ -103,6 +103,7 @@ test_tcp() {
     # directory that does not exist is named in the error (exit 1).
     mkdir -p "$TMP/sink"
     bench_ok "tcp --bytes 20000000 --to-file $TMP/sink --commit-bytes 4000000" tcp_file_mb_s tcp_file_syncs
+    bench_ok "tcp --bytes 20000001 --to-file $TMP/sink --direct" tcp_file_mb_s
     [ -z "$(ls -A "$TMP/sink")" ] || fail "tcp --to-file left $(ls "$TMP/sink")"
     local rc=0
     "$PB" bench tcp --bytes 1000 --to-file "$TMP/nowhere" 2>"$TMP/err" || rc=$?
