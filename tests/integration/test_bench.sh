@@ -120,7 +120,11 @@ test_refusals() {
     "$PB" bench --timeout 60000 seek 2>"$TMP/err" || rc=$?
     [ "$rc" -eq 1 ] || fail "seek without --offset/--time: exit $rc, want 1"
     grep -q 'exactly one of --offset and --time' "$TMP/err" || fail "$(cat "$TMP/err")"
-    "$PB" bench --help | grep -q -- '--distinct'
+    # Into a file first: grep -q stops reading at its match, and the rest of
+    # the help then fails to write (SIGPIPE), which pipefail would report.
+    "$PB" bench --help >"$TMP/help" || fail "bench --help: exit $?"
+    grep -q -- '--distinct' "$TMP/help" || fail "bench --help does not list --distinct"
+    grep -q -- '--to-file DIR' "$TMP/help" || fail "bench --help does not list --to-file"
 }
 
 # tests/bench/run's cli workload end to end with 2,000 events (its own
