@@ -157,6 +157,8 @@ typedef struct pb_config {
                                         UINT64_MAX = auto (1 GiB or 5%, whichever smaller) */
     uint64_t page_cache_bytes;       /* per partition, the newest durable bytes left in the
                                         page cache; older are dropped. 0 = all kept */
+    uint64_t direct_write_bytes;     /* with fsync = always, an append of at least this many
+                                        bytes bypasses the page cache (O_DIRECT); 0 = never */
     uint32_t dedup_window_ms;        /* event ids remembered this long; 0 = no dedup */
     uint32_t dedup_max_entries;      /* ... and at most this many per partition */
     uint32_t max_subscribe_patterns; /* caps on one Subscribe (server/subcaps.h) */

@@ -28,15 +28,16 @@
  * + mirrors * MIRROR_FDS              a [mirror]'s segment readers (at most
  *                                     MIRROR_READERS at once), its NATS
  *                                     socket, its cursor file while saved
- * + max_partitions * PARTITION_FDS    an active partition's .log, .idx and
- *                                     directory (an idle one holds none)
+ * + max_partitions * PARTITION_FDS    an active partition's .log (and its
+ *                                     O_DIRECT twin), .idx and directory (an
+ *                                     idle one holds none)
  *
  * The limit is the hard one (`ulimit -Hn`, LimitNOFILE=), which the daemon
  * raises its soft limit to as far as this sum needs. With the defaults
  * (1,024 connections, 1,024 subscriptions) and a hard limit of 1,024:
- * (1024 - 64 - 1024 - 1024*10) / 3 < 16, so max_partitions is 16 and a
+ * (1024 - 64 - 1024 - 1024*10) / 4 < 16, so max_partitions is 16 and a
  * warning says connections past the limit will fail; with 65,536:
- * (65536 - 11328) / 3 = 18,069, capped at MAX_PARTITIONS_DEFAULT.
+ * (65536 - 11328) / 4 = 13,552, capped at MAX_PARTITIONS_DEFAULT.
  */
 #define FDS_RESERVED         64
 #define FDS_PER_SUBSCRIPTION (2 + SUBRUN_REPLAY_READERS)

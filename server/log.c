@@ -133,6 +133,7 @@ int log_close_active(pb_log *log)
 {
     int rc = 0;
     log_close_index(log);
+    log_direct_close(log);
     if (log->fd >= 0) {
         rc = log->io->close(log->io, log->fd);
         log->fd = -1;
@@ -217,7 +218,11 @@ static int flush(pb_log *log, struct iovec *iov, size_t cnt, uint64_t bytes, con
 {
     if (cnt == 0)
         return 0;
-    int rc = fileio_write_all(log->io, log->fd, iov, cnt, (off_t)log->size);
+    int rc = 1;
+    if (log->opt.direct_min_bytes > 0 && bytes >= log->opt.direct_min_bytes && !log->direct_off)
+        rc = log_direct_write(log, iov, cnt, bytes); /* 1: not taken: the ordinary way */
+    if (rc > 0)
+        rc = fileio_write_all(log->io, log->fd, iov, cnt, (off_t)log->size);
     if (rc < 0)
         return log_fail(log, rc, "write to", log->log_path, log->size);
     log->size += bytes;
@@ -260,6 +265,7 @@ int log_release(pb_log *log)
         return 0;
     log->idx_reopen = log->idx_fd >= 0;
     log_close_index(log);
+    log_direct_close(log);
     int rc = 0;
     if (log->fd >= 0) {
         rc = log->io->close(log->io, log->fd);
@@ -310,7 +316,7 @@ static size_t shrink(void *pp, size_t *cap, size_t keep, size_t elem)
 
 size_t log_shrink_buffers(pb_log *log, size_t keep)
 {
-    return shrink(&log->hdrs, &log->hdrs_cap, keep, PB_RECORD_HEADER_SIZE) +
+    return log_direct_free(log) + shrink(&log->hdrs, &log->hdrs_cap, keep, PB_RECORD_HEADER_SIZE) +
            shrink(&log->iov, &log->iov_cap, 3 * keep, sizeof *log->iov) +
            shrink(&log->idx_buf, &log->idx_cap, keep, PB_INDEX_ENTRY_SIZE);
 }
@@ -435,6 +441,7 @@ int log_close(pb_log *log)
         if (c < 0 && rc == 0)
             rc = c;
     }
+    (void)log_direct_free(log);
     free(log->hdrs);
     free(log->iov);
     free(log->idx_buf);

@@ -39,6 +39,11 @@ typedef struct log_options {
     uint64_t cache_bytes;          /* the newest bytes left in the page cache once durable;
                                       older ones are dropped (log_cache.c). 0 = leave all
                                       to the kernel */
+    uint64_t direct_min_bytes;     /* an append of at least this many bytes to one segment
+                                      is written around the page cache (O_DIRECT, from an
+                                      aligned copy: log_direct.c); 0 = never */
+    uint32_t direct_align;         /* its alignment, a power of two up to 1 MiB; 0 = 4096
+                                      (tests over the simulated disk use less) */
     const fileio *io;              /* NULL = fileio_posix() */
     int64_t (*now_ns)(void *ctx);  /* wall clock for created_ns; NULL = CLOCK_REALTIME */
     void *clock_ctx;

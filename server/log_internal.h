@@ -63,6 +63,14 @@ struct pb_log {
     int failed;        /* 0, or the error that stopped the log */
     bool failed_sync;  /* ... and it was a sync that failed */
 
+    /* log_direct.c: the active segment opened with O_DIRECT (-1: not yet,
+     * or closed with it), the aligned staging buffer (NULL until a large
+     * append; freed with the other buffers), and whether direct writes were
+     * given up for good (refused by the file system, or one failed). */
+    int dfd;
+    uint8_t *stage;
+    bool direct_off;
+
     /* Reusable append buffers: grow to the largest batch, then stay. */
     uint8_t *hdrs;
     size_t hdrs_cap; /* records */
@@ -143,6 +151,24 @@ void log_cache_synced(pb_log *log);
  * of it but its newest cache_bytes, remembers what stays cached, and moves
  * the positions on to the next segment. */
 void log_cache_rotated(pb_log *log);
+
+/* log_direct.c: writes the cnt iovecs (`bytes` in all: one append's share
+ * of the active segment) at log->size around the page cache: the rest of
+ * the current block and the last partial block the ordinary way, whole
+ * blocks in between through an O_DIRECT descriptor from an aligned staging
+ * buffer, so the file's size stays exact and no byte before log->size is
+ * written. Does not move log->size. 0 when written; 1 when not taken (no
+ * whole block, direct writes unavailable or given up: the caller writes the
+ * same bytes the ordinary way, over whatever was written); a negative code
+ * when an ordinary write failed (the caller fails the log). */
+int log_direct_write(pb_log *log, const struct iovec *iov, size_t cnt, uint64_t bytes);
+
+/* log_direct.c: closes the O_DIRECT descriptor, if open (with the active
+ * segment's files). */
+void log_direct_close(pb_log *log);
+
+/* log_direct.c: frees the staging buffer; returns the bytes given back. */
+size_t log_direct_free(pb_log *log);
 
 /* removal.c: adds a segment just closed by rotation (or found at open) to
  * the end of the closed list. Never fails the log: without memory the list

@@ -186,6 +186,10 @@ static int partition_options_for(void *ctx, const char *name, partition_options 
                : d->cfg.fsync == PB_FSYNC_INTERVAL ? PARTITION_FSYNC_INTERVAL
                                                    : PARTITION_FSYNC_NEVER;
     o->fsync_interval_ms = d->cfg.fsync_interval_ms;
+    /* Direct writes only where the writer waits for the device anyway (the
+     * fdatasync of every take): with interval or never, a buffered write
+     * returns at once and the kernel writes it out later. */
+    o->log.direct_min_bytes = o->fsync == PARTITION_FSYNC_ALWAYS ? d->cfg.direct_write_bytes : 0;
     o->topic_history = TOPIC_HISTORY;
     o->idle_ms = d->cfg.partition_idle_ms;
     o->dedup_window_ms = d->cfg.dedup_window_ms;

@@ -82,9 +82,10 @@ typedef struct partition_options {
     struct unlinker *unlinker;
 } partition_options;
 
-/* Descriptors an active partition holds: its active segment's .log and
- * .idx and its directory. An idle one (idle_ms) holds none. */
-#define PARTITION_FDS 3
+/* Descriptors an active partition holds: its active segment's .log (twice
+ * once a take was written directly: log_direct.c) and .idx and its
+ * directory. An idle one (idle_ms) holds none. */
+#define PARTITION_FDS 4
 
 /* Opens (creating if needed) data_dir/name, recovers the log and the topic
  * table, then closes its files: the partition is dormant (no descriptor, no

@@ -423,7 +423,7 @@ static int collect_base(void *arg, const char *name)
  * without trailing slashes. PB_EINVAL for an empty or too long name. */
 static int set_up(pb_log *log, const char *dir, const log_options *opts)
 {
-    log->fd = log->idx_fd = log->dir_fd = -1;
+    log->fd = log->idx_fd = log->dir_fd = log->dfd = -1;
     log->last_time = INT64_MIN;
     if (opts)
         log->opt = *opts;

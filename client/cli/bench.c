@@ -162,6 +162,7 @@ int cmd_bench(int argc, char **argv)
         .rate = 10000,
         .partition = "events",
         .tcp_bytes = UINT64_C(4) << 30,
+        .tcp_commit_bytes = UINT64_C(16) << 20,
         .timeout_ms = 120000,
     };
     snprintf(cfg.prefix, sizeof cfg.prefix, "bench%ld", (long)getpid());

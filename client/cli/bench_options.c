@@ -27,7 +27,9 @@ static const char usage[] =
     "           publish->ack and publish->subscriber delivery latency\n"
     "  seek     time from Subscribe to the first event, for --offset or --time\n"
     "           (repeated COUNT times, default 5)\n"
-    "  tcp      loopback TCP bandwidth baseline (no server needed): --bytes\n"
+    "  tcp      loopback TCP bandwidth baseline (no server needed): --bytes;\n"
+    "           with --to-file DIR, the receiver also makes what it receives durable\n"
+    "           (a file in DIR, 1 MiB writes, group commit: see --commit-bytes)\n"
     "\n"
     "Options:\n"
     "  -s, --server HOST:PORT  server (default $PROTOBUS_SERVER, else " CLI_DEFAULT_SERVER ")\n"
@@ -62,6 +64,16 @@ static const char usage[] =
     "      --offset N          seek mode: start offset\n"
     "      --time TIME         seek mode: start time (RFC 3339 or relative)\n"
     "      --bytes N           tcp mode: bytes to transfer (default 4 GiB)\n"
+    "      --to-file DIR       tcp mode: write what is received into a temp file in\n"
+    "                          DIR (removed at the end) and fdatasync it like a\n"
+    "                          broker's group commit: once nothing more is waiting\n"
+    "                          on the socket, or every --commit-bytes; no framing,\n"
+    "                          no CRC: the socket-to-disk baseline\n"
+    "      --commit-bytes N    tcp --to-file: most bytes one fdatasync covers\n"
+    "                          (default 16 MiB: protobusd's in-flight publish bound)\n"
+    "      --direct            tcp --to-file: write around the page cache (O_DIRECT;\n"
+    "                          a last partial block buffered), as protobusd does\n"
+    "                          with direct_write_bytes\n"
     "      --timeout MS        give up after MS milliseconds (default 120000)\n" CLI_TLS_HELP
     "  -u, --user NAME         authenticate every client as NAME (password from\n"
     "                          $PROTOBUS_PASSWORD, else asked on the terminal)\n"
@@ -88,6 +100,9 @@ enum {
     OPT_OFFSET,
     OPT_TIME,
     OPT_BYTES,
+    OPT_TO_FILE,
+    OPT_COMMIT_BYTES,
+    OPT_DIRECT,
     OPT_TIMEOUT,
 };
 
@@ -202,6 +217,16 @@ static int apply_option(bench_cfg *cfg, int opt, const char *arg, const char **s
         if (!num_opt("--bytes", arg, 1, UINT64_C(1) << 40, &cfg->tcp_bytes))
             return CLI_EXIT_USAGE;
         break;
+    case OPT_TO_FILE:
+        cfg->tcp_to_file = arg;
+        break;
+    case OPT_DIRECT:
+        cfg->tcp_direct = true;
+        break;
+    case OPT_COMMIT_BYTES:
+        if (!num_opt("--commit-bytes", arg, 1, UINT64_C(1) << 40, &cfg->tcp_commit_bytes))
+            return CLI_EXIT_USAGE;
+        break;
     case 'u':
         cfg->user = arg;
         break;
@@ -249,6 +274,9 @@ int bench_parse(bench_cfg *cfg, int argc, char **argv)
         {"offset", required_argument, NULL, OPT_OFFSET},
         {"time", required_argument, NULL, OPT_TIME},
         {"bytes", required_argument, NULL, OPT_BYTES},
+        {"to-file", required_argument, NULL, OPT_TO_FILE},
+        {"commit-bytes", required_argument, NULL, OPT_COMMIT_BYTES},
+        {"direct", no_argument, NULL, OPT_DIRECT},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"user", required_argument, NULL, 'u'},
         CLI_TLS_LONGOPTS,

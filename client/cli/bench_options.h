@@ -40,6 +40,9 @@ typedef struct bench_cfg {
     uint64_t offset;
     int64_t time_ns;
     uint64_t tcp_bytes;
+    const char *tcp_to_file;   /* tcp mode: the receiver writes into a file in this directory */
+    uint64_t tcp_commit_bytes; /* ... and fdatasyncs at most this much at once (group commit) */
+    bool tcp_direct;           /* ... with O_DIRECT writes */
     int timeout_ms;
     const char *user, *password; /* --user; NULL: anonymous */
     cli_tls tls;                 /* --tls ... */

@@ -4,10 +4,16 @@
  * writer thread pushes --bytes through a 127.0.0.1 connection; the main
  * thread reads them.
  *
+ * With --to-file DIR, the socket-to-disk baseline: the main thread hands
+ * what it reads to a durable receiver (bench_tcpfile.h) that writes it into
+ * a temp file in DIR and fdatasyncs it like protobusd's group commit; the
+ * clock stops once every byte is durable.
+ *
  * Threads: the main thread (reader) and one writer thread; they share only
  * the writer's struct, read after the join.
  */
 #include "bench_tcp.h"
+#include "bench_tcpfile.h"
 
 #include "cli.h"
 
@@ -49,9 +55,26 @@ static void *tcp_write_main(void *arg)
     return NULL;
 }
 
+/* Reads bytes from rfd into buf, TCP_CHUNK at a time. 0, or a negative code. */
+static int receive_all(int rfd, uint8_t *buf, uint64_t bytes)
+{
+    uint64_t got = 0;
+    while (got < bytes) {
+        ssize_t k = read(rfd, buf, TCP_CHUNK);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return k < 0 ? -errno : PB_ECLOSED;
+        got += (uint64_t)k;
+    }
+    return 0;
+}
+
 int bench_mode_tcp(bench_cfg *cfg, bench_result *res)
 {
     int lfd = -1, wfd = -1, rfd = -1, rc = 0;
+    tcpfile *sink = NULL;
+    bool file_failed = false;
     uint8_t *buf = malloc(TCP_CHUNK);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t alen = sizeof a;
@@ -67,32 +90,36 @@ int bench_mode_tcp(bench_cfg *cfg, bench_result *res)
     rfd = accept(lfd, NULL, NULL);
     if (rfd < 0)
         goto sys_fail;
+    if (cfg->tcp_to_file &&
+        (rc = tcpfile_open(cfg->tcp_to_file, cfg->tcp_commit_bytes, cfg->tcp_direct, &sink)) < 0)
+        goto out;
     tcp_writer w = {.fd = wfd, .bytes = cfg->tcp_bytes};
     pthread_t t;
     int64_t t0 = bench_mono_ns();
     rc = -pthread_create(&t, NULL, tcp_write_main, &w);
     if (rc < 0)
         goto out;
-    uint64_t got = 0;
-    while (got < cfg->tcp_bytes) {
-        ssize_t k = read(rfd, buf, TCP_CHUNK);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0) {
-            rc = k < 0 ? -errno : PB_ECLOSED;
-            break;
-        }
-        got += (uint64_t)k;
-    }
+    rc = sink ? tcpfile_receive(sink, rfd, cfg->tcp_bytes, &file_failed)
+              : receive_all(rfd, buf, cfg->tcp_bytes);
+    if (rc < 0)
+        shutdown(rfd, SHUT_RDWR); /* the writer must not stay blocked on a full socket */
     pthread_join(t, NULL);
     if (rc == 0 && w.rc < 0)
         rc = w.rc;
-    if (rc == 0) {
-        double secs = (double)(bench_mono_ns() - t0) / 1e9;
-        printf("tcp       %" PRIu64 " bytes over 127.0.0.1 in %.3f s: %.1f MB/s\n", got, secs,
-               (double)got / secs / 1e6);
-        bench_result_add(res, " tcp_mb_s=%.1f", (double)got / secs / 1e6);
-    } else {
+    double secs = (double)(bench_mono_ns() - t0) / 1e9;
+    double mb_s = (double)cfg->tcp_bytes / secs / 1e6;
+    if (rc == 0 && sink) {
+        uint64_t syncs = tcpfile_syncs(sink);
+        printf("tcp->file %" PRIu64 " bytes over 127.0.0.1 into %s, durable in %.3f s: %.1f MB/s "
+               "(%" PRIu64 " fdatasyncs, %.2f MiB each)\n",
+               cfg->tcp_bytes, tcpfile_path(sink), secs, mb_s, syncs,
+               syncs ? (double)cfg->tcp_bytes / (double)syncs / 1048576.0 : 0.0);
+        bench_result_add(res, " tcp_file_mb_s=%.1f tcp_file_syncs=%" PRIu64, mb_s, syncs);
+    } else if (rc == 0) {
+        printf("tcp       %" PRIu64 " bytes over 127.0.0.1 in %.3f s: %.1f MB/s\n", cfg->tcp_bytes,
+               secs, mb_s);
+        bench_result_add(res, " tcp_mb_s=%.1f", mb_s);
+    } else if (!file_failed) {
         cli_error(BENCH_CMD, "loopback transfer: %s", pb_strerror(rc));
     }
     goto out;
@@ -106,6 +133,11 @@ out:
         rc = -errno;
     if (rfd >= 0 && close(rfd) != 0 && rc == 0)
         rc = -errno;
+    int c = tcpfile_close(sink);
+    if (c < 0 && rc == 0) {
+        cli_error(BENCH_CMD, "--to-file: close of its file: %s", pb_strerror(c));
+        rc = c;
+    }
     free(buf);
     return rc;
 }

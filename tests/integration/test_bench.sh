@@ -101,6 +101,16 @@ test_seek() {
 
 test_tcp() {
     bench_ok "tcp --bytes 20000000" tcp_mb_s
+    # The socket-to-disk baseline: its temp file is gone afterwards; a
+    # directory that does not exist is named in the error (exit 1).
+    mkdir -p "$TMP/sink"
+    bench_ok "tcp --bytes 20000000 --to-file $TMP/sink --commit-bytes 4000000" tcp_file_mb_s tcp_file_syncs
+    bench_ok "tcp --bytes 20000001 --to-file $TMP/sink --direct" tcp_file_mb_s
+    [ -z "$(ls -A "$TMP/sink")" ] || fail "tcp --to-file left $(ls "$TMP/sink")"
+    local rc=0
+    "$PB" bench tcp --bytes 1000 --to-file "$TMP/nowhere" 2>"$TMP/err" || rc=$?
+    [ "$rc" -eq 1 ] || fail "tcp --to-file into a missing directory: exit $rc, want 1"
+    grep -q "cannot create $TMP/nowhere/protobus-bench-tcp" "$TMP/err" || fail "$(cat "$TMP/err")"
 }
 
 test_refusals() {
@@ -119,7 +129,11 @@ test_refusals() {
     "$PB" bench --timeout 60000 seek 2>"$TMP/err" || rc=$?
     [ "$rc" -eq 1 ] || fail "seek without --offset/--time: exit $rc, want 1"
     grep -q 'exactly one of --offset and --time' "$TMP/err" || fail "$(cat "$TMP/err")"
-    "$PB" bench --help | grep -q -- '--distinct'
+    # Into a file first: grep -q stops reading at its match, and the rest of
+    # the help then fails to write (SIGPIPE), which pipefail would report.
+    "$PB" bench --help >"$TMP/help" || fail "bench --help: exit $?"
+    grep -q -- '--distinct' "$TMP/help" || fail "bench --help does not list --distinct"
+    grep -q -- '--to-file DIR' "$TMP/help" || fail "bench --help does not list --to-file"
 }
 
 # tests/bench/run's cli workload end to end with 2,000 events (its own

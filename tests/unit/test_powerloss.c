@@ -284,6 +284,12 @@ static partition_options popts(simio *sim, uint64_t seed)
     o.log.io = sim ? simio_io(sim) : NULL;
     o.log.now_ns = fixed_clock;
     o.fsync = PARTITION_FSYNC_ALWAYS;
+    /* Half the seeds append around the page cache (log_direct.c), from a
+     * threshold some takes reach and some do not. */
+    if (mix(seed + 11) % 2) {
+        o.log.direct_min_bytes = 1 + mix(seed + 13) % 600;
+        o.log.direct_align = 16u << mix(seed + 17) % 4; /* 16-128: blocks the tiny segments hold */
+    }
     o.topic_history = 4;
     if (retains(seed))
         o.retain.bytes = 2 * o.log.segment_bytes + 100;
