@@ -2,7 +2,8 @@
  * mirror - the mirrors' threads: partitions -> JetStream, with a durable
  * cursor per partition (the design: mirror.h; the wire: mirror_nats.c; the
  * cursor file: mirror_cursor.c; partition tracking and the log of lag:
- * mirror_track.c).
+ * mirror_track.c; the repair of a gap in a partition's order:
+ * mirror_order.c).
  *
  * Threads: one thread per mirror runs everything here except on_ack and
  * on_state, which libnats calls on its threads. The ring of outstanding
@@ -35,13 +36,6 @@
 #define STOP_WAIT_MS 2000
 /* Records taken from one partition before the next one gets a turn. */
 #define BATCH 64
-/* The scan of the stream's tail reads at most this many messages. */
-#define SCAN_LIMIT 200000
-/* After deleting messages, the wait for the stream's duplicate window to
- * forget their ids has this margin on top: JetStream's purge timer fires
- * late under load, and each NATS server measures the window on its own
- * clock from the leader's timestamp. */
-#define HOLD_MARGIN_MS 2000
 
 int64_t mirror_mono_ms(void)
 {
@@ -102,52 +96,13 @@ static void on_state(void *ctx, bool up)
 
 /* --- the ring ---------------------------------------------------------------- */
 
-/* A slot acknowledged as a duplicate of the message at s->seq: is that
- * message still in the stream? JetStream keeps the id of a message deleted
- * (FORMAT.md E.4) for its duplicate window and answers "duplicate" with
- * the deleted message's sequence, though the stream no longer holds the
- * event. If it is gone (or the stream cannot say), the slot fails: the
- * partition is resent from it, once the window has passed. Called with
- * m->lock held, which it drops during the request. */
-static bool dup_still_stored(mirror *m, slot *s)
-{
-    char want[MIRROR_MSG_ID_MAX], id[MIRROR_MSG_ID_MAX] = "", why[300] = "";
-    mpart *p = m->parts[s->part];
-    uint64_t seq = s->seq;
-    snprintf(want, sizeof want, "%s:%" PRIu64, p->name, s->offset);
-    pthread_mutex_unlock(&m->lock);
-    int r = mirror_nats_id_at(m->nats, seq, id, sizeof id, why, sizeof why);
-    pthread_mutex_lock(&m->lock);
-    if (r == 0 && strcmp(id, want) == 0) {
-        s->dup = false;
-        return true;
-    }
-    s->state = SLOT_FAILED;
-    atomic_fetch_add(&m->counters.failed, 1);
-    if (r == 0 || r == PB_ENOTFOUND)
-        m->dup_gone = true;
-    if (!m->failed) {
-        m->failed = true;
-        snprintf(m->fail_why, sizeof m->fail_why,
-                 r < 0 && r != PB_ENOTFOUND
-                     ? "acknowledged as a duplicate of sequence %" PRIu64 ", which cannot be read"
-                     : "acknowledged as a duplicate of sequence %" PRIu64
-                       ", which no longer holds it: a deleted copy's id is still in the "
-                       "stream's duplicate window",
-                 seq);
-        m->fail_part = s->part;
-        m->fail_offset = s->offset;
-    }
-    return false;
-}
-
 /* Pops acknowledged slots off the head: their partitions' cursors move up. */
 static void collect(mirror *m)
 {
     pthread_mutex_lock(&m->lock);
     while (m->count && m->ring[m->head].state == SLOT_ACKED) {
         slot *s = &m->ring[m->head];
-        if (s->dup && !dup_still_stored(m, s))
+        if (s->dup && !mirror_dup_still_stored(m, s))
             break;
         mpart *p = m->parts[s->part];
         p->cursor = s->offset + 1;
@@ -234,21 +189,6 @@ static void finish_drain(mirror *m)
 
 /* --- resync: learn what the stream holds ------------------------------------ */
 
-static void stray_add(mirror *m, mpart *p, uint64_t offset, uint64_t seq)
-{
-    if (m->n_strays == m->strays_cap) {
-        size_t cap = m->strays_cap ? m->strays_cap * 2 : 64;
-        mstray *n = cap <= SCAN_LIMIT ? realloc(m->strays, cap * sizeof *n) : NULL;
-        if (!n) {
-            m->strays_lost = true;
-            return;
-        }
-        m->strays = n;
-        m->strays_cap = cap;
-    }
-    m->strays[m->n_strays++] = (mstray){.p = p, .offset = offset, .seq = seq};
-}
-
 /* Forward over the stream's tail, in stream order: each partition's run of
  * consecutive offsets from its cursor on (what the stream holds of it
  * that the mirror never saw acknowledged), and whether a later offset of
@@ -272,31 +212,8 @@ static void scan_hit(void *ctx, const char *part_name, uint64_t offset, uint64_t
             p->scan_gap = true;
             p->scan_gap_at = offset;
         }
-        stray_add(m, p, offset, seq);
+        mirror_stray_add(m, p, offset, seq);
     }
-}
-
-/* Deletes the scan's strays of partitions whose run the leader confirmed,
- * each after checking with the leader that its sequence holds that event
- * (the scan may have read a replica that is behind; what it could not
- * confirm stays, and the scan after the hold looks again). 0, or -1 with
- * why. */
-static int delete_strays(mirror *m, char *why, size_t whylen)
-{
-    for (size_t i = 0; i < m->n_strays; i++) {
-        mstray *st = &m->strays[i];
-        char want[MIRROR_MSG_ID_MAX], id[MIRROR_MSG_ID_MAX] = "";
-        snprintf(want, sizeof want, "%s:%" PRIu64, st->p->name, st->offset);
-        int r = mirror_nats_id_at(m->nats, st->seq, id, sizeof id, why, whylen);
-        if (r == PB_ENOTFOUND || (r == 0 && strcmp(id, want) != 0))
-            continue;
-        if (r == 0)
-            r = mirror_nats_delete(m->nats, st->seq, why, whylen);
-        if (r < 0 && r != PB_ENOTFOUND)
-            return -1;
-        st->p->scan_deleted++;
-    }
-    return 0;
 }
 
 /* What the scan found. The scan's consumer may have read a replica that is
@@ -326,7 +243,7 @@ static int apply_scan(mirror *m, char *why, size_t whylen)
         if (r < 0)
             rc = -1;
     }
-    if (rc == 0 && m->n_strays && delete_strays(m, why, whylen) < 0)
+    if (rc == 0 && m->n_strays && mirror_delete_strays(m, why, whylen) < 0)
         rc = -1;
     bool deleted = false;
     for (size_t i = 0; i < m->n_parts; i++) {
@@ -418,10 +335,9 @@ static int resync(mirror *m, int64_t now)
             return 0;
         }
         if (applied > 0) {
-            /* Scan again after the hold: anything stored meanwhile (a
-             * publish still inside NATS) is checked like the rest. */
-            m->hold_until_ms =
-                mirror_mono_ms() + mirror_nats_dup_window_ms(m->nats) + HOLD_MARGIN_MS;
+            /* Scan again after the hold (delete_strays set it): anything
+             * stored meanwhile (a publish still inside NATS) is checked
+             * like the rest. */
             m->resync_at_ms = m->hold_until_ms;
             return 0;
         }

@@ -1,6 +1,7 @@
 /*
- * mirror_internal - what mirror.c (the thread, the ring, resync) and
- * mirror_track.c (partitions, cursor file, lag) share about one mirror.
+ * mirror_internal - what mirror.c (the thread, the ring, resync),
+ * mirror_track.c (partitions, cursor file, lag) and mirror_order.c (the
+ * repair of a gap) share about one mirror.
  * Not for other modules: they use mirror.h.
  *
  * Threads: a mirror's fields belong to its thread, except: the ring and
@@ -137,8 +138,27 @@ typedef struct mirror {
     mirror_counters counters;
 } mirror;
 
+/* The scan of the stream's tail reads at most this many messages. */
+#define SCAN_LIMIT 200000
+/* After deleting messages, the wait for the stream's duplicate window to
+ * forget their ids has this margin on top: JetStream's purge timer fires
+ * late under load, and each NATS server measures the window on its own
+ * clock from the leader's timestamp. */
+#define HOLD_MARGIN_MS 2000
+
 int64_t mirror_mono_ms(void);
 int64_t mirror_wall_ns(void);
+
+/* mirror_order.c (FORMAT.md E.4 item 4). With m->lock held, which it
+ * drops during its request: true if the message a "duplicate" slot names
+ * is still in the stream, else the slot is failed (and m->dup_gone set
+ * when the message is gone). */
+bool mirror_dup_still_stored(mirror *m, slot *s);
+/* The scan found p's offset at seq out of order (m->strays_lost if full). */
+void mirror_stray_add(mirror *m, mpart *p, uint64_t offset, uint64_t seq);
+/* Deletes the confirmed strays; sets m->hold_until_ms if it deleted any.
+ * 0, or -1 with why (one the leader did not confirm, or a failed delete). */
+int mirror_delete_strays(mirror *m, char *why, size_t whylen);
 
 /* mirror_track.c */
 int mirror_load_cursors(mirror *m);
