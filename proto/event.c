@@ -271,6 +271,48 @@ int event_scan(const uint8_t *p, size_t n, event_view *v, char *err, size_t errl
     return 0;
 }
 
+int event_scan_stored(const uint8_t *p, size_t n, event_view *v, char *err, size_t errlen)
+{
+    struct ts_acc ts = {0};
+    char inner[MSG_ERR_MAX];
+    wire_cursor c;
+    event_item it;
+    int rc;
+
+    memset(v, 0, sizeof *v);
+    wire_cursor_init(&c, p, n);
+    while ((rc = walk_next(&c,
+                           EVENT_WANT(EVENT_TOPIC) | EVENT_WANT(EVENT_SERVER_RECEIVE_TIME) |
+                               EVENT_WANT(EVENT_ID),
+                           false, &it, err, errlen)) > 0) {
+        const wire_field *f = &it.f;
+        if (f->number == EVENT_TOPIC) {
+            v->topic = f->data;
+        } else if (f->number == EVENT_ID) {
+            if (f->data.len > EVENT_ID_MAX_BYTES)
+                return msg_fail(err, errlen, &EVENT_D, f, "%zu bytes, over the maximum of %d bytes",
+                                f->data.len, EVENT_ID_MAX_BYTES);
+            v->id = f->data;
+        } else {
+            ts.last_pos = f->pos;
+            if (scan_timestamp(&c, f->data, &ts, inner, sizeof inner) < 0)
+                return msg_fail(err, errlen, &EVENT_D, f, "%s", inner);
+        }
+    }
+    if (rc < 0)
+        return PB_EPROTO;
+    if (ts.present) {
+        wire_field at = {.number = EVENT_SERVER_RECEIVE_TIME, .type = WIRE_LEN, .pos = ts.last_pos};
+        if (!ts_to_ns(&ts, &v->server_receive_time.ns))
+            return msg_fail(err, errlen, &EVENT_D, &at,
+                            "%lld seconds is outside the range of int64 nanoseconds "
+                            "(years 1677 to 2262)",
+                            (long long)ts.seconds);
+        v->server_receive_time.present = true;
+    }
+    return 0;
+}
+
 /* --- tags ---------------------------------------------------------------------- */
 
 void event_tags_begin(const event_view *v, event_tag_iter *it)

@@ -118,6 +118,17 @@ typedef struct event_view {
  */
 int event_scan(const uint8_t *p, size_t n, event_view *v, char *err, size_t errlen);
 
+/*
+ * For bytes a daemon stored after event_scan accepted them (a standby's
+ * replicated records): fills only topic, id and server_receive_time, and
+ * checks only the wire format of the event's fields, the id's length and
+ * the receive time (as event_scan does); tags and the payload are skipped
+ * unopened and strings are not checked for UTF-8 (on the 139-byte event
+ * of `protobus bench pub`, 90-99 ns against event_scan's 112-155 ns).
+ * Returns 0 or PB_EPROTO.
+ */
+int event_scan_stored(const uint8_t *p, size_t n, event_view *v, char *err, size_t errlen);
+
 typedef struct event_tag_iter {
     event_walker w;
 } event_tag_iter;

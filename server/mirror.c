@@ -2,7 +2,8 @@
  * mirror - the mirrors' threads: partitions -> JetStream, with a durable
  * cursor per partition (the design: mirror.h; the wire: mirror_nats.c; the
  * cursor file: mirror_cursor.c; partition tracking and the log of lag:
- * mirror_track.c).
+ * mirror_track.c; the repair of a gap in a partition's order:
+ * mirror_order.c).
  *
  * Threads: one thread per mirror runs everything here except on_ack and
  * on_state, which libnats calls on its threads. The ring of outstanding
@@ -35,8 +36,6 @@
 #define STOP_WAIT_MS 2000
 /* Records taken from one partition before the next one gets a turn. */
 #define BATCH 64
-/* The scan of the stream's tail reads at most this many messages. */
-#define SCAN_LIMIT 200000
 
 int64_t mirror_mono_ms(void)
 {
@@ -78,6 +77,7 @@ static void on_ack(void *ctx, const void *token, enum mirror_ack result, uint64_
             atomic_fetch_add(
                 result == MIRROR_ACK_DUPLICATE ? &m->counters.duplicates : &m->counters.stored, 1);
             s->seq = seq;
+            s->dup = result == MIRROR_ACK_DUPLICATE;
         }
         break;
     }
@@ -102,6 +102,8 @@ static void collect(mirror *m)
     pthread_mutex_lock(&m->lock);
     while (m->count && m->ring[m->head].state == SLOT_ACKED) {
         slot *s = &m->ring[m->head];
+        if (s->dup && !mirror_dup_still_stored(m, s))
+            break;
         mpart *p = m->parts[s->part];
         p->cursor = s->offset + 1;
         if (s->seq > m->acked_seq)
@@ -137,11 +139,14 @@ static void finish_drain(mirror *m)
     for (uint32_t i = 0; i < m->count; i++) {
         slot *s = &m->ring[(m->head + i) % m->cap];
         mpart *p = m->parts[s->part];
-        if (s->state != SLOT_ACKED)
+        /* A duplicate not yet checked (dup_still_stored) counts as not
+         * acknowledged: the scan finds it if the stream holds it. */
+        bool acked = s->state == SLOT_ACKED && !s->dup;
+        if (!acked)
             in_order = false;
         else if (in_order && s->seq > m->acked_seq)
             m->acked_seq = s->seq;
-        if (s->state == SLOT_ACKED && !p->rewind) {
+        if (acked && !p->rewind) {
             p->cursor = s->offset + 1;
         } else if (!p->rewind) {
             p->rewind = true;
@@ -154,7 +159,11 @@ static void finish_drain(mirror *m)
     snprintf(why, sizeof why, "%s", m->fail_why);
     fpart = m->fail_part;
     foffset = m->fail_offset;
+    bool dup_gone = m->dup_gone;
+    m->dup_gone = false;
     pthread_mutex_unlock(&m->lock);
+    if (dup_gone)
+        m->hold_until_ms = mirror_mono_ms() + mirror_nats_dup_window_ms(m->nats) + HOLD_MARGIN_MS;
 
     for (size_t i = 0; i < m->n_parts; i++) {
         mpart *p = m->parts[i];
@@ -184,7 +193,8 @@ static void finish_drain(mirror *m)
  * consecutive offsets from its cursor on (what the stream holds of it
  * that the mirror never saw acknowledged), and whether a later offset of
  * it came before the run ended (a gap: a publish lost while a later one
- * was stored). */
+ * was stored). Every message of the partition after the gap is out of
+ * offset order: a stray, deleted before the partition is resent. */
 static void scan_hit(void *ctx, const char *part_name, uint64_t offset, uint64_t seq)
 {
     mirror *m = ctx;
@@ -194,21 +204,28 @@ static void scan_hit(void *ctx, const char *part_name, uint64_t offset, uint64_t
     m->scan_last = p;
     if (!p)
         return;
-    if (offset == p->scan_next) {
+    if (offset == p->scan_next && !p->scan_gap) {
         p->scan_next++;
         p->scan_seq = seq;
-    } else if (offset > p->scan_next && !p->scan_gap) {
-        p->scan_gap = true;
-        p->scan_gap_at = offset;
+    } else if (offset > p->scan_next || (p->scan_gap && offset == p->scan_next)) {
+        if (!p->scan_gap) {
+            p->scan_gap = true;
+            p->scan_gap_at = offset;
+        }
+        mirror_stray_add(m, p, offset, seq);
     }
 }
 
 /* What the scan found. The scan's consumer may have read a replica that is
  * not the leader, so each finding that moves a cursor is first checked
- * with the leader. 0, or -1 (why says what) to scan again later. */
+ * with the leader. 0; 1 when messages out of offset order were deleted
+ * (resend after the hold, FORMAT.md E.4); or -1 (why says what) to scan
+ * again later. */
 static int apply_scan(mirror *m, char *why, size_t whylen)
 {
-    int rc = 0;
+    int rc = m->strays_lost ? -1 : 0;
+    if (rc < 0)
+        snprintf(why, whylen, "no memory for the list of messages out of order");
     for (size_t i = 0; i < m->n_parts && rc == 0; i++) {
         mpart *p = m->parts[i];
         if (p->scan_next == p->cursor)
@@ -226,6 +243,9 @@ static int apply_scan(mirror *m, char *why, size_t whylen)
         if (r < 0)
             rc = -1;
     }
+    if (rc == 0 && m->n_strays && mirror_delete_strays(m, why, whylen) < 0)
+        rc = -1;
+    bool deleted = false;
     for (size_t i = 0; i < m->n_parts; i++) {
         mpart *p = m->parts[i];
         if (rc == 0 && p->scan_next > p->cursor) {
@@ -242,15 +262,21 @@ static int apply_scan(mirror *m, char *why, size_t whylen)
             logging_printf(LOG_WARN,
                            "mirror %s: stream %s holds %s:%" PRIu64 " but not %s:%" PRIu64
                            ": a publish was lost inside NATS while a later one was stored; "
-                           "resending from %" PRIu64 " (the stream has this partition out of "
-                           "order there; offsets already in it come again as duplicates)",
+                           "deleted the %" PRIu64 " message(s) of %s stored after the gap, "
+                           "resending from %" PRIu64 " once the stream's duplicate window "
+                           "(%" PRId64 " s) has forgotten their ids",
                            m->cfg->name, m->cfg->stream, p->name, p->scan_gap_at, p->name,
-                           p->cursor, p->cursor);
+                           p->cursor, p->scan_deleted, p->name, p->cursor,
+                           (mirror_nats_dup_window_ms(m->nats) + HOLD_MARGIN_MS) / 1000);
+        deleted = deleted || (rc == 0 && p->scan_deleted);
         p->scan_next = p->cursor;
         p->scan_gap = false;
+        p->scan_deleted = 0;
     }
     m->scan_last = NULL;
-    return rc;
+    m->n_strays = 0;
+    m->strays_lost = false;
+    return rc < 0 ? rc : deleted;
 }
 
 static void resync_failed(mirror *m, int64_t now, const char *why)
@@ -269,6 +295,10 @@ static void resync_failed(mirror *m, int64_t now, const char *why)
 static int resync(mirror *m, int64_t now)
 {
     char why[400];
+    if (now < m->hold_until_ms) {
+        m->resync_at_ms = m->hold_until_ms;
+        return 0;
+    }
     if (!mirror_nats_connected(m->nats))
         return 0; /* mirror_nats says when the cluster is unreachable */
     if (mirror_nats_ensure_stream(m->nats, why, sizeof why) < 0) {
@@ -281,19 +311,34 @@ static int resync(mirror *m, int64_t now)
         for (size_t i = 0; i < m->n_parts; i++) {
             m->parts[i]->scan_next = m->parts[i]->cursor;
             m->parts[i]->scan_gap = false;
+            m->parts[i]->scan_deleted = 0;
         }
+        m->n_strays = 0;
+        m->strays_lost = false;
         if (mirror_nats_scan(m->nats, m->acked_seq + 1, SCAN_LIMIT, scan_hit, m, &read, &hit_limit,
                              why, sizeof why) < 0) {
             resync_failed(m, now, why);
             return 0;
         }
+        logging_printf(LOG_INFO,
+                       "mirror %s: read %" PRIu32 " message(s) of stream %s after sequence %" PRIu64
+                       " (%zu out of offset order)",
+                       m->cfg->name, read, m->cfg->stream, m->acked_seq, m->n_strays);
         if (hit_limit)
             logging_printf(LOG_WARN,
                            "mirror %s: stream %s: more than %d messages to read back; read the "
                            "newest %d (events resent beyond them rely on its duplicate window)",
                            m->cfg->name, m->cfg->stream, SCAN_LIMIT, SCAN_LIMIT);
-        if (apply_scan(m, why, sizeof why) < 0) {
+        int applied = apply_scan(m, why, sizeof why);
+        if (applied < 0) {
             resync_failed(m, now, why);
+            return 0;
+        }
+        if (applied > 0) {
+            /* Scan again after the hold (delete_strays set it): anything
+             * stored meanwhile (a publish still inside NATS) is checked
+             * like the rest. */
+            m->resync_at_ms = m->hold_until_ms;
             return 0;
         }
         m->scan_needed = false;
@@ -308,6 +353,7 @@ static int resync(mirror *m, int64_t now)
     /* One message alone first: pipelining starts once the stream has
      * acknowledged it (after an outage the cluster may still be settling). */
     m->probe = true;
+    m->probe_sent = false;
     m->run = RUN_SENDING;
     atomic_fetch_add(&m->counters.resyncs, 1);
     return 1;
@@ -352,6 +398,7 @@ static int send_one(mirror *m, uint32_t pi, const pb_record *rec)
     p->last_slot = idx;
     m->count++;
     m->pending++;
+    m->probe_sent = m->probe;
     pthread_mutex_unlock(&m->lock);
 
     int rc = mirror_nats_publish(m->nats, token, why, sizeof why);
@@ -385,12 +432,15 @@ static int send_some(mirror *m)
     pthread_mutex_lock(&m->lock);
     uint32_t room = m->cap - m->count;
     bool failed = m->failed;
-    if (m->probe && m->count == 0 && m->pending == 0)
-        room = 1; /* the probe */
-    else if (m->probe && m->pending == 0)
+    /* The probe: one message, then nothing until it is acknowledged. Its
+     * slot may already be gone (collect pops it on its ack), so "sent and
+     * nothing pending" is what ends it, not the slot. */
+    if (m->probe && m->pending)
+        room = 0;
+    else if (m->probe && m->probe_sent)
         m->probe = false; /* acknowledged: pipeline */
     else if (m->probe)
-        room = 0;
+        room = 1;
     pthread_mutex_unlock(&m->lock);
     int handled = 0;
     for (size_t k = 0; k < m->n_parts && room && !failed; k++) {
@@ -538,6 +588,7 @@ static void mirror_free(mirror *m)
         pcre2_code_free(m->re);
     mirror_nats_free(m->nats);
     free(m->ring);
+    free(m->strays);
     pthread_mutex_destroy(&m->lock);
     pthread_mutex_destroy(&m->parts_lock);
     pthread_cond_destroy(&m->cond);

@@ -1,6 +1,7 @@
 /*
- * mirror_internal - what mirror.c (the thread, the ring, resync) and
- * mirror_track.c (partitions, cursor file, lag) share about one mirror.
+ * mirror_internal - what mirror.c (the thread, the ring, resync),
+ * mirror_track.c (partitions, cursor file, lag) and mirror_order.c (the
+ * repair of a gap) share about one mirror.
  * Not for other modules: they use mirror.h.
  *
  * Threads: a mirror's fields belong to its thread, except: the ring and
@@ -44,7 +45,8 @@ typedef struct mpart {
     uint64_t scan_seq;  /* the stream sequence of the run's last message */
     bool scan_gap;      /* an offset past the run came first */
     uint64_t scan_gap_at;
-    bool rewind; /* (finish_drain) a publish of it failed */
+    uint64_t scan_deleted; /* (resync) its strays deleted */
+    bool rewind;           /* (finish_drain) a publish of it failed */
     uint64_t rewind_to;
     int64_t rewind_time_ns;
     uint32_t inflight;   /* slots of it in the ring */
@@ -56,6 +58,14 @@ typedef struct mpart {
 
 enum slot_state { SLOT_PENDING, SLOT_ACKED, SLOT_FAILED };
 
+/* (resync) A message of the stream's tail out of its partition's offset
+ * order: deleted before the partition is resent (FORMAT.md E.4). */
+typedef struct mstray {
+    mpart *p;
+    uint64_t offset;
+    uint64_t seq;
+} mstray;
+
 /* One outstanding publish. */
 typedef struct slot {
     const void *token; /* the NATS message, for matching its ack (never dereferenced) */
@@ -63,6 +73,7 @@ typedef struct slot {
     uint32_t next_in_part;
     uint64_t offset;
     uint64_t seq;    /* lock: its stream sequence, once acknowledged */
+    bool dup;        /* lock: acknowledged as a duplicate of the message at seq */
     int64_t time_ns; /* the event's receive time */
     int64_t sent_ns; /* wall clock when published */
     uint8_t state;
@@ -89,6 +100,7 @@ typedef struct mirror {
     uint32_t cap, head, count;
     uint32_t pending;   /* lock: slots still SLOT_PENDING */
     bool failed;        /* lock: a slot failed since the last drain */
+    bool dup_gone;      /* lock: one failed as a duplicate of a deleted message */
     char fail_why[320]; /* lock: the first failure's reason */
     uint32_t fail_part;
     uint64_t fail_offset;
@@ -100,7 +112,8 @@ typedef struct mirror {
     bool refreshed; /* the first refresh happened */
 
     enum run_state run;
-    bool probe; /* after a resync: one message alone until it is acknowledged */
+    bool probe;      /* after a resync: one message alone until it is acknowledged */
+    bool probe_sent; /* ... and it has been sent */
     /* The stream sequence of the last message acknowledged in send order:
      * anything sent later was stored after it, if at all. In the cursor
      * file too (a restart scans from there). */
@@ -112,15 +125,40 @@ typedef struct mirror {
     bool resync_failing;
     bool scan_needed; /* read the stream's tail before sending again */
     mpart *scan_last; /* the partition of the previous scanned message */
-    bool dirty;       /* cursors changed since the last save */
+    mstray *strays;   /* the scan's out-of-order messages (at most SCAN_LIMIT) */
+    size_t n_strays, strays_cap;
+    bool strays_lost; /* one did not fit (no memory): scan again */
+    /* Deleted messages' ids stay in JetStream's duplicate window: nothing
+     * is resent before this (monotonic ms). */
+    int64_t hold_until_ms;
+    bool dirty; /* cursors changed since the last save */
     int64_t saved_at_ms;
     bool save_failing;
     int64_t lag_logged_at_ms;
     mirror_counters counters;
 } mirror;
 
+/* The scan of the stream's tail reads at most this many messages. */
+#define SCAN_LIMIT 200000
+/* After deleting messages, the wait for the stream's duplicate window to
+ * forget their ids has this margin on top: JetStream's purge timer fires
+ * late under load, and each NATS server measures the window on its own
+ * clock from the leader's timestamp. */
+#define HOLD_MARGIN_MS 2000
+
 int64_t mirror_mono_ms(void);
 int64_t mirror_wall_ns(void);
+
+/* mirror_order.c (FORMAT.md E.4 item 4). With m->lock held, which it
+ * drops during its request: true if the message a "duplicate" slot names
+ * is still in the stream, else the slot is failed (and m->dup_gone set
+ * when the message is gone). */
+bool mirror_dup_still_stored(mirror *m, slot *s);
+/* The scan found p's offset at seq out of order (m->strays_lost if full). */
+void mirror_stray_add(mirror *m, mpart *p, uint64_t offset, uint64_t seq);
+/* Deletes the confirmed strays; sets m->hold_until_ms if it deleted any.
+ * 0, or -1 with why (one the leader did not confirm, or a failed delete). */
+int mirror_delete_strays(mirror *m, char *why, size_t whylen);
 
 /* mirror_track.c */
 int mirror_load_cursors(mirror *m);

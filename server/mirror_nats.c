@@ -47,7 +47,9 @@ struct mirror_nats {
     natsOptions *opts;
     natsConnection *nc;
     jsCtx *js;
-    pthread_mutex_t mu; /* closed, down_since_ns, ever_up */
+    int64_t dup_window_ms; /* the stream's duplicate window (its last info) */
+    const char *lose;      /* test hook: the id to lose once (mirror_nats_test_lose) */
+    pthread_mutex_t mu;    /* closed, down_since_ns, ever_up */
     bool closed;
     bool ever_up;
     int64_t down_since_ns; /* 0 while up */
@@ -192,6 +194,7 @@ int mirror_nats_open(mirror_nats **out, const pb_mirror_config *cfg, const mirro
         return PB_ENOMEM;
     mn->cfg = cfg;
     mn->hooks = *h;
+    mn->lose = mirror_nats_test_lose();
     pthread_mutex_init(&mn->mu, NULL);
     char name[PB_MIRROR_NAME_MAX + 32];
     snprintf(name, sizeof name, "protobusd mirror %s", cfg->name);
@@ -331,6 +334,8 @@ int mirror_nats_ensure_stream(mirror_nats *mn, char *why, size_t whylen)
         jsStreamInfo_Destroy(si);
         return PB_ESERVER;
     }
+    if (si->Config)
+        mn->dup_window_ms = si->Config->Duplicates / 1000000;
     if (!mn->stream_logged || strcmp(verb, "created") == 0)
         log_stream(mn, si, verb);
     mn->stream_logged = true;
@@ -448,6 +453,36 @@ int mirror_nats_id_at(mirror_nats *mn, uint64_t seq, char *id, size_t idlen, cha
     return 0;
 }
 
+int mirror_nats_delete(mirror_nats *mn, uint64_t seq, char *why, size_t whylen)
+{
+    jsErrCode jerr = 0;
+    natsStatus s = js_DeleteMsg(mn->js, mn->cfg->stream, seq, NULL, &jerr);
+    if (s == NATS_NOT_FOUND || jerr == JSSequenceNotFoundErr)
+        return PB_ENOTFOUND;
+    if (s != NATS_OK) {
+        why_fmt(why, whylen, "stream %s: deleting message %" PRIu64 ": %s (JetStream error %d)",
+                mn->cfg->stream, seq, nats_why(s), (int)jerr);
+        return PB_ESERVER;
+    }
+    return 0;
+}
+
+int64_t mirror_nats_dup_window_ms(mirror_nats *mn)
+{
+    /* A server's default window is 2 minutes. */
+    return mn->dup_window_ms > 0 ? mn->dup_window_ms : 120000;
+}
+
+const char *mirror_nats_test_lose(void)
+{
+    /* Test hook (tests/integration/test_mirror.c): PARTITION:OFFSET whose
+     * first publish goes to LOSE_SUBJECT instead of the stream, where the
+     * test's subscriber never answers: JetStream never sees it and its
+     * acknowledgement times out, exactly as a publish lost inside NATS. */
+    const char *v = getenv("PROTOBUSD_TEST_MIRROR_LOSE");
+    return v && *v ? v : NULL;
+}
+
 /* --- messages ---------------------------------------------------------------- */
 
 /* Adds one header; counts its bytes on the wire ("Key: value\r\n"). */
@@ -521,6 +556,10 @@ int mirror_nats_build(mirror_nats *mn, const char *part_name, const pb_record *r
     if (cfg->format == PB_MIRROR_PAYLOAD) {
         data = v.value.p;
         len = v.value.len;
+    }
+    if (mn->lose && strcmp(mn->lose, id) == 0) {
+        snprintf(subject, sizeof subject, "%s", MIRROR_LOSE_SUBJECT);
+        mn->lose = NULL;
     }
     natsMsg *m = NULL;
     size_t hdr_bytes = 12; /* "NATS/1.0\r\n" ... "\r\n" */

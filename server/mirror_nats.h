@@ -74,6 +74,21 @@ int mirror_nats_scan(mirror_nats *mn, uint64_t from_seq, uint32_t limit, mirror_
 int mirror_nats_id_at(mirror_nats *mn, uint64_t seq, char *id, size_t idlen, char *why,
                       size_t whylen);
 
+/* Deletes the message at stream sequence seq (through the stream's
+ * leader; in a cluster, a replicated operation ordered before every later
+ * publish). 0, PB_ENOTFOUND (no such message), or a negative code with why.
+ * JetStream keeps a deleted message's Nats-Msg-Id in its duplicate window:
+ * the same id published again within the window is taken for a duplicate
+ * and not stored. */
+int mirror_nats_delete(mirror_nats *mn, uint64_t seq, char *why, size_t whylen);
+
+/* The stream's duplicate window in ms, as of mirror_nats_ensure_stream. */
+int64_t mirror_nats_dup_window_ms(mirror_nats *mn);
+
+/* Test hook: $PROTOBUSD_TEST_MIRROR_LOSE ("PARTITION:OFFSET", or NULL). */
+const char *mirror_nats_test_lose(void);
+#define MIRROR_LOSE_SUBJECT "_pbtest.lost"
+
 /* The message for event rec of partition: *token is the message (owned by
  * the caller until published or dropped), id gets its Nats-Msg-Id.
  * PB_EPROTO: the stored event does not parse; PB_ETOOBIG: larger than the

@@ -8,6 +8,7 @@
  * lenient walk accepts too and finds the same topic and tags. And the
  * subscription filter (event_filter_scan/ok): per-tag verdicts, the last
  * entry of a key deciding, the last topic winning.
+ * And event_scan_stored against event_scan.
  * Single-threaded; no files. (event_scan itself: test_frame.c.)
  */
 #include <stdarg.h>
@@ -261,6 +262,73 @@ static void test_strict_accepts_only_what_lenient_accepts(void **state)
     assert_true(accepted > 100); /* the loop did test something */
 }
 
+/* A Timestamp {seconds, nanos} as field `field` of an event, at out. */
+static size_t put_time(uint8_t *out, uint32_t field, uint64_t seconds, uint64_t nanos)
+{
+    uint8_t ts[24];
+    size_t n = 0;
+
+    if (seconds)
+        n += wire_put_varint_field(ts + n, 1, seconds);
+    if (nanos)
+        n += wire_put_varint_field(ts + n, 2, nanos);
+    return wire_put_len_field(out, field, ts, n);
+}
+
+/* event_scan_stored (a standby's replicated records): whatever event_scan
+ * accepts it accepts too, with the same topic, id and receive time (merged
+ * over repeated occurrences); it still refuses a wrong wire type, an id
+ * over the maximum and nanos out of range. */
+static void test_scan_stored_agrees_with_event_scan(void **state)
+{
+    uint8_t base[256], ev[256];
+    size_t n = 0;
+    uint32_t seed = 777;
+    unsigned accepted = 0;
+    event_view v, w;
+    char err[200];
+    (void)state;
+
+    n += put_str(base + n, EVENT_TOPIC, "sensors.kitchen");
+    n += put_tag(base + n, "room", "kitchen");
+    n += put_time(base + n, EVENT_SERVER_RECEIVE_TIME, 1700000000, 5);
+    n += put_str(base + n, EVENT_ID, "order-42");
+    n += wire_put_varint_field(base + n, EVENT_PAYLOAD_SIZE, 3);
+    n += put_time(base + n, EVENT_SERVER_RECEIVE_TIME, 0, 123456789); /* merges: nanos only */
+    assert_int_equal(event_scan_stored(base, n, &w, err, sizeof err), 0);
+    assert_true(w.server_receive_time.present);
+    assert_int_equal(w.server_receive_time.ns, 1700000000LL * 1000000000LL + 123456789);
+    assert_true(wire_slice_eq_bytes(w.id, "order-42", 8));
+    for (int i = 0; i < 20000; i++) {
+        memcpy(ev, base, n);
+        for (int k = 1 + (int)(rng_next(&seed) % 3); k > 0; k--)
+            ev[rng_next(&seed) % n] = (uint8_t)rng_next(&seed);
+        size_t len = n - rng_next(&seed) % 4;
+        if (event_scan(ev, len, &v, NULL, 0) != 0)
+            continue;
+        accepted++;
+        assert_int_equal(event_scan_stored(ev, len, &w, NULL, 0), 0);
+        assert_true(wire_slice_eq(w.topic, v.topic));
+        assert_true(wire_slice_eq(w.id, v.id));
+        assert_int_equal(w.server_receive_time.present, v.server_receive_time.present);
+        assert_int_equal(w.server_receive_time.ns, v.server_receive_time.ns);
+    }
+    assert_true(accepted > 100);
+
+    char id[80];
+    memset(id, 'x', sizeof id - 1);
+    id[EVENT_ID_MAX_BYTES + 1] = '\0';
+    n = put_str(ev, EVENT_TOPIC, "t");
+    n += put_str(ev + n, EVENT_ID, id);
+    assert_int_equal(event_scan_stored(ev, n, &w, err, sizeof err), PB_EPROTO);
+    n = put_str(ev, EVENT_TOPIC, "t");
+    n += wire_put_varint_field(ev + n, EVENT_SERVER_RECEIVE_TIME, 7); /* not a message */
+    assert_int_equal(event_scan_stored(ev, n, &w, err, sizeof err), PB_EPROTO);
+    n = put_time(ev, EVENT_SERVER_RECEIVE_TIME, 1, 1000000000);
+    assert_int_equal(event_scan_stored(ev, n, &w, err, sizeof err), PB_EPROTO);
+    assert_non_null(strstr(err, "nanos"));
+}
+
 static void test_filter_verdicts(void **state)
 {
     uint8_t ev[256];
@@ -325,6 +393,7 @@ int main(void)
         cmocka_unit_test(test_wire_types_checked_wanted_or_not),
         cmocka_unit_test(test_utf8_only_when_strict),
         cmocka_unit_test(test_strict_accepts_only_what_lenient_accepts),
+        cmocka_unit_test(test_scan_stored_agrees_with_event_scan),
         cmocka_unit_test(test_filter_verdicts),
         cmocka_unit_test(test_filter_malformed),
     };
