@@ -43,10 +43,12 @@
 #define DIRECT_ALIGN_DEFAULT 4096u
 #define DIRECT_STAGE         (1024u * 1024u) /* bytes per direct write; the staging buffer */
 
-/* Gives up direct writes for this log (the ordinary path takes over). */
+/* Gives up direct writes for this log (the ordinary path takes over). A
+ * file system without O_DIRECT (open: EINVAL; tmpfs before Linux 6.6, some
+ * FUSE ones) is no fault: INFO; anything else is worth a WARN. */
 static int give_up(pb_log *log, int rc, const char *what)
 {
-    log_say(log, LOG_WARN,
+    log_say(log, rc == -EINVAL ? LOG_INFO : LOG_WARN,
             "segment %s: %s failed: %s; appending through the page cache from now on",
             log->log_path, what, pb_strerror(rc));
     log->direct_off = true;
