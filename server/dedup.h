@@ -60,7 +60,7 @@ int dedup_find(const dedup *d, const uint8_t *id, size_t len, uint64_t *offset);
 int dedup_add(dedup *d, const uint8_t *id, size_t len, uint64_t offset, int64_t time_ns);
 
 /* Any thread. The hash of an id (under a random seed of the process): what
- * dedup_prefetch and dedup_check take. Ingest computes it on the loop
+ * dedup_check takes. Ingest computes it on the loop
  * thread while it has the event's bytes in its cache (pub_event.id_hash). */
 uint64_t dedup_id_hash(const uint8_t *id, size_t len);
 
@@ -71,11 +71,20 @@ uint64_t dedup_id_hash(const uint8_t *id, size_t len);
 int dedup_check(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint64_t offset,
                 int64_t time_ns, uint64_t *original);
 
-/* A hint, for an id (hash h) whose dedup_check comes after `ahead` others:
- * brings the index bucket and the bucket's count it will read, and the slot
- * it will take if new, into the cache (the window is larger than the cache:
- * a take checks its ids with their misses overlapped). */
-void dedup_prefetch(const dedup *d, uint64_t h, uint32_t ahead);
+/* The writer's check of a part of a take (expect.c): dedup_check of the
+ * events events[idx[0]], .., events[idx[n - 1]] in that order, the next
+ * ones' index buckets, slots and ids prefetched meanwhile (a window is
+ * larger than the cache: the misses overlap). An event with an id in the
+ * window (or earlier among them) gets duplicate = 1 and its original's
+ * offset; every other one duplicate = 0, and if it has an id, the id is
+ * remembered as stored at the next offset from `first` on (the events that
+ * are not duplicates, with an id or without, take first, first + 1, ...).
+ * Returns that number of events (n - *dups). The hash is the event's
+ * id_hash when set (ingest's), else computed here. Out of memory, an id
+ * is stored without being remembered (the window degrades). */
+struct pub_event;
+uint32_t dedup_check_events(dedup *d, struct pub_event *events, const uint32_t *idx, uint32_t n,
+                            uint64_t first, int64_t time_ns, uint32_t *dups);
 
 /* Forgets the ids stored before now_ns - window. */
 void dedup_expire(dedup *d, int64_t now_ns);
