@@ -690,10 +690,20 @@ int dedup_mark(const fileio *io, const char *dir)
     return rc;
 }
 
-int dedup_rebuild(dedup *d, const fileio *io, const char *dir, const char *name, int64_t now_ns,
-                  uint64_t end_offset)
+void dedup_entry(const dedup *d, size_t k, const uint8_t **id, size_t *len, uint64_t *offset,
+                 int64_t *time_ns)
 {
-    if (end_offset == 0)
+    const dedup_slot *s = &d->ring[ring_pos(d, (uint32_t)k)];
+    *id = s->id;
+    *len = s->len;
+    *offset = s->offset;
+    *time_ns = s->time_ns;
+}
+
+int dedup_rebuild(dedup *d, const fileio *io, const char *dir, const char *name, int64_t now_ns,
+                  uint64_t from_offset, uint64_t end_offset)
+{
+    if (end_offset <= from_offset)
         return 0;
     segment_io sio;
     fileio_segment_io(io, &sio);
@@ -705,7 +715,11 @@ int dedup_rebuild(dedup *d, const fileio *io, const char *dir, const char *name,
         return rc;
     }
     uint64_t seen = 0, ids = 0;
-    rc = pb_reader_seek_time(r, now_ns - d->window_ns);
+    /* From the snapshot's end, or (none, or that offset is gone) by time;
+     * ids already in the window are skipped below either way. */
+    rc = from_offset ? pb_reader_seek_offset(r, from_offset) : -1;
+    if (rc < 0)
+        rc = pb_reader_seek_time(r, now_ns - d->window_ns);
     pb_reader_set_end(r, end_offset);
     while (rc >= 0) {
         pb_record rec;
@@ -725,6 +739,8 @@ int dedup_rebuild(dedup *d, const fileio *io, const char *dir, const char *name,
         if (rc < 0)
             break;
         seen++;
+        if (rec.time_ns < now_ns - d->window_ns)
+            continue; /* expired already (a seek by offset starts anywhere) */
         const uint8_t *id = NULL;
         size_t len = dedup_event_id(rec.event, rec.event_len, &id);
         if (len == 0 || len > EVENT_ID_MAX_BYTES)

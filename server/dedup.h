@@ -100,13 +100,37 @@ uint64_t dedup_evicted(const dedup *d);
 size_t dedup_memory(const dedup *d);
 int64_t dedup_window_ns(const dedup *d);
 
-/* Fills the (empty) window from the partition's files in dir: the records
- * below end_offset with a receive time >= now_ns - window, read through io.
+/* Fills the window from the partition's files in dir: the records from
+ * from_offset (0: the whole log) below end_offset with a receive time >=
+ * now_ns - window, read through io (after dedup_load, from its `covered`).
  * Damaged records are skipped (they were not stored, as far as a reader can
  * tell). `name` names the partition in log lines. Returns 0 or a negative
  * code (an I/O error; logged). */
 int dedup_rebuild(dedup *d, const fileio *io, const char *dir, const char *name, int64_t now_ns,
-                  uint64_t end_offset);
+                  uint64_t from_offset, uint64_t end_offset);
+
+/* The k-th id from the oldest (k < dedup_count(d)): its bytes (in the
+ * window, valid until it changes), offset and receive time. */
+void dedup_entry(const dedup *d, size_t k, const uint8_t **id, size_t *len, uint64_t *offset,
+                 int64_t *time_ns);
+
+/* The window saved at a clean stop (dedup_snap.c, FORMAT.md Part B): start-up
+ * then reads only the records appended after it. */
+#define DEDUP_SNAPSHOT_NAME "dedup.snap"
+
+/* Writes d's ids to DIR/DEDUP_SNAPSHOT_NAME (temporary file, fdatasync,
+ * rename, directory fsync), covering the log's records below `covered`,
+ * which must all be durable. 0 or a negative code (logged). */
+int dedup_save(const dedup *d, const fileio *io, const char *dir, uint64_t covered);
+
+/* Fills the (empty) window from DIR's snapshot when it is sound and fits
+ * the log (CRC, covered <= end_offset, the newest entry's record found in
+ * the log with its id and time): 0 with *covered set (read the records
+ * from there on with dedup_rebuild); PB_ENOTFOUND when there is none;
+ * PB_ECORRUPT when it is not used (logged, the window left empty: rebuild
+ * it from the whole log); PB_ENOMEM. */
+int dedup_load(dedup *d, const fileio *io, const char *dir, const char *name, uint64_t end_offset,
+               uint64_t *covered);
 
 /* DIR/DEDUP_MARK_NAME exists once the partition has stored an event with
  * an id: a partition without one (most) skips dedup_rebuild's scan at
