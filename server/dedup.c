@@ -98,6 +98,7 @@ struct dedup {
     uint32_t *over;    /* nbuckets counts: ids in the ring that passed this bucket */
     uint32_t nbuckets; /* a power of two; CELLS * nbuckets >= 2 * cap */
     uint64_t evicted;
+    bool lost; /* an id was not remembered (no memory): see dedup_complete */
 };
 
 int dedup_create(dedup **out, int64_t window_ns, uint32_t max_entries)
@@ -484,8 +485,10 @@ static inline int add(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint6
         pop_head(d);
         d->evicted++;
     } else if (d->count == d->cap) {
-        if (grow(d) < 0)
+        if (grow(d) < 0) {
+            d->lost = true;
             return PB_ENOMEM;
+        }
         home_free = 0; /* a new index */
     }
     uint32_t pos = ring_pos(d, d->count);
@@ -628,6 +631,11 @@ void dedup_truncate(dedup *d, uint64_t from)
 {
     while (d->count > 0 && d->ring[ring_pos(d, d->count - 1)].offset >= from)
         pop_tail(d);
+}
+
+bool dedup_complete(const dedup *d)
+{
+    return !d->lost;
 }
 
 size_t dedup_count(const dedup *d)

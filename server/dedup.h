@@ -118,6 +118,10 @@ void dedup_entry(const dedup *d, size_t k, const uint8_t **id, size_t *len, uint
  * then reads only the records appended after it. */
 #define DEDUP_SNAPSHOT_NAME "dedup.snap"
 
+/* Whether d remembered every id it was given (false once an id could not
+ * be added for lack of memory: then no snapshot is saved of it). */
+bool dedup_complete(const dedup *d);
+
 /* Writes d's ids to DIR/DEDUP_SNAPSHOT_NAME (temporary file, fdatasync,
  * rename, directory fsync), covering the log's records below `covered`,
  * which must all be durable. 0 or a negative code (logged). */

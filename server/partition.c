@@ -353,6 +353,8 @@ static int open_dedup(partition *p, uint64_t end)
     int64_t now = partition_wall_ns(p);
     dedup_expire(p->dedup, now);
     rc = dedup_rebuild(p->dedup, p->io, p->dir, p->name, now, from, end);
+    if (rc < 0)
+        p->window_partial = true; /* it lacks what could not be read: never saved */
     return rc == PB_ENOMEM ? rc : 0;
 }
 
@@ -527,9 +529,13 @@ int partition_close(partition *p)
     if (rc == 0)
         rc = src;
     /* The dedup window, for a quick start-up: only over a durable log (a
-     * failed one may hold records past the end offset). A failure costs
-     * only the next start-up's time (logged). */
-    if (rc == 0 && p->dedup && p->ids_marked)
+     * failed one may hold records past the end offset), and only when it
+     * holds the ids of every record (not a standby's, nor one that ran out
+     * of memory for them): else a snapshot would forget ids the log has.
+     * Without a new one, the last one (if any) stays right: the records
+     * after it are read from the log. A failure costs only the next
+     * start-up's time (logged). */
+    if (rc == 0 && p->dedup && p->ids_marked && !p->window_partial && dedup_complete(p->dedup))
         (void)dedup_save(p->dedup, p->io, p->dir, atomic_load(&p->end_offset));
     int crc = log_close(p->log);
     if (crc < 0) {
