@@ -47,6 +47,13 @@ typedef struct log_options {
      * LOG_INFO); called on the writer thread; may be NULL. */
     void (*logf)(void *ctx, enum log_level level, const char *msg);
     void *log_ctx;
+    /* Retention's removal renames a segment out of the readers' sight
+     * (<base>.log -> <base>.log.del) and makes that durable on the writer
+     * thread; the unlink of the renamed file, which frees its space and can
+     * take milliseconds, is handed to discard (server/unlinker.h), which
+     * returns 0 if it took the path. NULL, or a refusal: unlinked here. */
+    int (*discard)(void *ctx, const fileio *io, const char *path);
+    void *discard_ctx;
 } log_options;
 
 /* One event to append: `data` then `suffix` form the stored event bytes

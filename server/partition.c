@@ -62,6 +62,7 @@
 #include "record.h"
 #include "topics.h"
 #include "topics_cold.h"
+#include "unlinker.h"
 #include "upkeep.h"
 
 #include <errno.h>
@@ -233,7 +234,8 @@ void partition_upkeep_tick(partition *p, int64_t now_ns)
     /* Upkeep due; or, for a dormant partition, closed segments that wait
      * for compression (at open, say): a writer starts to hand them over. */
     bool due = upkeep_due(&p->up, now_ns);
-    if (!due && (!upkeep_compress_pending(&p->up) || atomic_load(&p->status) < 0))
+    if (!due && (!upkeep_compress_pending(&p->up) || atomic_load(&p->status) < 0 ||
+                 partition_compress_paused(p)))
         return;
     pthread_mutex_lock(&p->lock);
     if (p->exited || p->stopping || p->retain_wanted || (!due && p->running)) {
@@ -358,6 +360,12 @@ static int open_dedup(partition *p, uint64_t end)
     return rc == PB_ENOMEM ? rc : 0;
 }
 
+/* log_options.discard: a removed segment's unlink, off the writer. */
+static int discard_segment(void *ctx, const fileio *io, const char *path)
+{
+    return unlinker_take(ctx, io, path);
+}
+
 int partition_open(partition **out, const char *data_dir, const char *name,
                    const partition_options *opts)
 {
@@ -372,6 +380,10 @@ int partition_open(partition **out, const char *data_dir, const char *name,
     if (!p->opts.log.logf) {
         p->opts.log.logf = log_message;
         p->opts.log.log_ctx = p;
+    }
+    if (p->opts.unlinker && !p->opts.log.discard) {
+        p->opts.log.discard = discard_segment;
+        p->opts.log.discard_ctx = p->opts.unlinker;
     }
     if (p->opts.fsync < PARTITION_FSYNC_ALWAYS || p->opts.fsync > PARTITION_FSYNC_NEVER ||
         p->opts.topic_history == 0 || (p->opts.retain.compress_level && !p->opts.compressor)) {

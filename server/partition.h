@@ -73,6 +73,13 @@ typedef struct partition_options {
     /* The daemon's compressor thread, which compresses closed segments
      * when retain.compress_level is set (required then; NULL otherwise). */
     struct compressor *compressor;
+    /* After a compression failed for a reason that may pass (ENOSPC,
+     * EMFILE, EIO, ...), the segment is tried again this much later;
+     * 0: 30 s. */
+    uint32_t compress_retry_ms;
+    /* The daemon's unlinker thread, which unlinks the segments retention
+     * removed (log_options.discard); NULL: the writer unlinks them. */
+    struct unlinker *unlinker;
 } partition_options;
 
 /* Descriptors an active partition holds: its active segment's .log and

@@ -18,6 +18,11 @@
  * queue is empty (or once a copy has waited ZREADY_MAX_WAIT_NS): the
  * directory fsync costs about one group commit, which publishes should not
  * wait for while they keep coming.
+ *
+ * A compression that fails for a reason that may pass (the disk full under
+ * the .ztmp, no descriptor left) is tried again opts.compress_retry_ms
+ * later: the segment goes back in line, and meanwhile nothing keeps the
+ * writer awake (the upkeep tick wakes a dormant one when the pause ends).
  */
 #include "partition_internal.h"
 
@@ -31,6 +36,40 @@
 
 /* A finished copy waits at most this long for an empty queue. */
 #define ZREADY_MAX_WAIT_NS (500ull * 1000000ull)
+
+/* opts.compress_retry_ms's default. */
+#define ZRETRY_DEFAULT_MS 30000u
+
+/* A failure that may pass: any system error (a full disk, no descriptor,
+ * an I/O error) or no memory. Not: damage in the segment (PB_ECORRUPT and
+ * kin: the same bytes fail again; it stays plain and readable). */
+static bool may_pass(int rc)
+{
+    return (rc < 0 && rc >= PB_ERRNO_MIN) || rc == PB_ENOMEM;
+}
+
+/* Writer: the failed segment goes back in line, after a pause; logged at
+ * WARN the first time only. */
+static void retry_later(partition *p, const compress_job *j)
+{
+    uint32_t ms = p->opts.compress_retry_ms ? p->opts.compress_retry_ms : ZRETRY_DEFAULT_MS;
+    bool first = p->zfail_base != j->base + 1;
+    p->zfail_base = j->base + 1;
+    if (p->up.zdone_base > j->base)
+        p->up.zdone_base = j->base;
+    atomic_store(&p->up.compress_pending, true);
+    atomic_store(&p->zretry_mono, partition_mono_ns() + (uint64_t)ms * 1000000ull);
+    logging_printf(first ? LOG_WARN : LOG_DEBUG,
+                   "partition %s: segment %020" PRIu64
+                   " stays uncompressed for now: %s; trying again in %u ms",
+                   p->name, j->base, j->why, ms);
+}
+
+bool partition_compress_paused(partition *p)
+{
+    uint64_t at = atomic_load(&p->zretry_mono);
+    return at && partition_mono_ns() < at;
+}
 
 /* Compressor thread: the .ztmp is written (or not); wake the writer. */
 static void job_done(compress_job *job)
@@ -54,6 +93,10 @@ static void install(partition *p)
         logging_printf(LOG_DEBUG, "partition %s: %s", p->name, j->why);
         return;
     }
+    if (j->rc < 0 && may_pass(j->rc)) {
+        retry_later(p, j);
+        return;
+    }
     if (j->rc < 0 || (j->rc == 0 && j->why[0])) {
         logging_printf(LOG_WARN, "partition %s: segment %020" PRIu64 " stays uncompressed: %s",
                        p->name, j->base, j->why);
@@ -67,6 +110,11 @@ static void install(partition *p)
         return;
     }
     int rc = log_compress_install(p->log, j->base);
+    if (rc >= 0 && p->zfail_base == j->base + 1) {
+        p->zfail_base = 0;
+        logging_printf(LOG_INFO, "partition %s: segment %020" PRIu64 " compressed after all",
+                       p->name, j->base);
+    }
     if (rc == 1)
         logging_printf(LOG_INFO,
                        "partition %s: compressed segment %020" PRIu64 ": %" PRIu64 " -> %" PRIu64
@@ -85,8 +133,8 @@ bool partition_compress_wanted(partition *p)
 {
     if (p->zready)
         return true;
-    return !p->zbusy && p->opts.compressor && p->log && atomic_load(&p->status) == 0 &&
-           upkeep_compress_pending(&p->up);
+    return !p->zbusy && !partition_compress_paused(p) && p->opts.compressor && p->log &&
+           atomic_load(&p->status) == 0 && upkeep_compress_pending(&p->up);
 }
 
 void partition_compress_step(partition *p, bool queue_empty)
@@ -102,7 +150,7 @@ void partition_compress_step(partition *p, bool queue_empty)
         install(p);
     uint64_t base;
     if (busy || !p->opts.compressor || !p->log || atomic_load(&p->status) < 0 ||
-        !upkeep_compress_next(&p->up, p->log, &base))
+        partition_compress_paused(p) || !upkeep_compress_next(&p->up, p->log, &base))
         return;
     p->zjob = (compress_job){.io = p->io,
                              .dir = p->dir,

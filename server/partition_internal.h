@@ -53,6 +53,11 @@ struct partition {
     bool zbusy;           /* zjob is with the compressor (partition_compress.c) */
     bool zready;          /* ... and its done() came: the writer installs the copy */
     uint64_t zready_mono; /* CLOCK_MONOTONIC ns of that done() */
+    /* A compression failed for a reason that may pass (a full disk, no
+     * descriptor): nothing is handed over before this CLOCK_MONOTONIC ns
+     * (0: no wait); zfail_base: that segment (logged once, not per try). */
+    _Atomic uint64_t zretry_mono;
+    uint64_t zfail_base;
     pthread_t thread;
     compress_job zjob; /* the one segment handed to opts.compressor at a time */
 
@@ -107,6 +112,8 @@ void partition_write_replica_take(partition *p, pub_part *taken);
 /* partition_compress.c. Writer, lock held: is there compression work (a
  * finished copy to install, or a segment to hand over)? */
 bool partition_compress_wanted(partition *p);
+/* Any thread: a failed compression's pause is not over yet. */
+bool partition_compress_paused(partition *p);
 /* Writer: installs a finished copy (when queue_empty, or once it has
  * waited long enough), then hands the next closed segment to the
  * compressor if none is with it. */

@@ -13,11 +13,18 @@
  * after each one, so no later removal can become durable before an earlier
  * one: after any crash the files left hold a contiguous range of offsets
  * from the lowest base on. Within one segment the .log goes first: a crash
- * between the two unlinks leaves an orphan .idx, which no reader looks at
+ * between the two leaves an orphan .idx, which no reader looks at
  * (readers and recovery list .log files) and the next open removes. The
  * other order would leave a .log without its index, which recovery would
  * rebuild by scanning the whole segment only for retention to remove it
  * again.
+ *
+ * The .log "goes" by a rename to <base>.log.del, which no reader or
+ * recovery lists; once the directory sync has made that durable, the
+ * unlink that frees the space (milliseconds for a large segment on ext4)
+ * is handed to opts.discard, the daemon's unlinker thread, so the writer
+ * does not wait for it. A .log.del a crash leaves is removed at the next
+ * open, like an orphan .idx.
  */
 #include "log_internal.h"
 
@@ -123,6 +130,10 @@ void log_remove_orphans(pb_log *log, uint64_t first_base)
      * a compression a crash or a stop cut short (compress.c). */
     removed |= remove_listed(log, ".log.ztmp", UINT64_MAX,
                              "an unfinished compressed copy, left by a crash");
+    /* Segments retention removed (renamed out of sight) whose unlink a
+     * crash or a stop cut short, or that failed. */
+    removed |=
+        remove_listed(log, ".log.del", UINT64_MAX, "a segment retention removed, not yet unlinked");
     if (removed)
         (void)log_sync_dir(log); /* fails the log if it fails: as for any dir sync */
 }
@@ -248,18 +259,52 @@ static int unlink_seg(pb_log *log, uint64_t base, const char *ext)
     return rc;
 }
 
+/* <base>.log -> <base>.log.del: gone for every reader and for recovery
+ * (they list <base>.log only), its space freed by the unlink that follows
+ * the directory sync. A missing .log is removed already. */
+static int hide_seg(pb_log *log, uint64_t base, char *del, size_t dellen)
+{
+    char path[PATH_MAX];
+    int rc = segment_path(path, sizeof path, log->dir, base, ".log");
+    if (rc == 0)
+        rc = segment_path(del, dellen, log->dir, base, ".log.del");
+    if (rc == 0 && (rc = log->io->rename(log->io, path, del)) == -ENOENT) {
+        del[0] = '\0';
+        rc = 0;
+    }
+    if (rc < 0)
+        log_say(log, LOG_ERROR, "retention: cannot remove %s: %s; kept", path, pb_strerror(rc));
+    return rc;
+}
+
+/* The hidden file's unlink: handed to opts.discard (another thread) when
+ * it takes it, else here. A failure only leaves a file the next open
+ * removes. */
+static void discard_seg(pb_log *log, const char *del)
+{
+    if (!del[0])
+        return;
+    if (log->opt.discard && log->opt.discard(log->opt.discard_ctx, log->io, del) == 0)
+        return;
+    int rc = log->io->unlink(log->io, del);
+    if (rc < 0 && rc != -ENOENT)
+        log_say(log, LOG_WARN, "retention: cannot unlink %s: %s; removed at the next start", del,
+                pb_strerror(rc));
+}
+
 int log_remove_oldest(pb_log *log, size_t n)
 {
     if (log->failed)
         return PB_EFAILED;
     size_t done = 0;
     int rc = 0;
+    char del[PATH_MAX];
     while (done < n && log_closed_count(log) > 0) {
         uint64_t base = log->closed[0].base;
-        if ((rc = unlink_seg(log, base, ".log")) < 0)
+        if ((rc = hide_seg(log, base, del, sizeof del)) < 0)
             break;
-        /* The .log is gone: the segment is removed whatever happens to its
-         * index (an orphan is cleaned up at the next open). */
+        /* The .log is out of sight: the segment is removed whatever happens
+         * to its index (an orphan is cleaned up at the next open). */
         memmove(log->closed, log->closed + 1, (log->nclosed - 1) * sizeof *log->closed);
         log->nclosed--;
         done++;
@@ -267,6 +312,7 @@ int log_remove_oldest(pb_log *log, size_t n)
         /* Durable before the next one goes: removals stay in order. */
         if ((rc = log_sync_dir(log)) < 0)
             break;
+        discard_seg(log, del);
     }
     return done > 0 || rc == 0 ? (int)done : rc;
 }

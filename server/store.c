@@ -23,6 +23,8 @@
 #include "partname.h"
 #include "pb_errors.h"
 #include "reader.h"
+#include "retention.h"
+#include "unlinker.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -48,6 +50,9 @@ struct store {
     /* The one compressor thread, started for the first partition with
      * compress = zstd (under lock); stopped after every partition closed. */
     compressor *z;
+    /* The one unlinker thread (segments retention removed), started for
+     * the first partition with retention (under lock); stopped last. */
+    unlinker *unlink;
     /* Decompress-ahead for the replays (store_segment_io). */
     inflater *inflate;
     segment_io io;
@@ -99,6 +104,12 @@ static int open_partition(store *s, const char *name, const partition_options *o
     }
     if (o.retain.compress_level)
         o.compressor = s->z;
+    if (retention_enabled(&o.retain) && !s->unlink && (rc = unlinker_start(&s->unlink)) < 0) {
+        logging_printf(LOG_ERROR, "partition %s: cannot start the unlinker thread: %s", name,
+                       pb_strerror(rc));
+        return rc;
+    }
+    o.unlinker = s->unlink;
     rc = partition_open(&p, s->data_dir, name, &o);
     if (rc < 0)
         return rc;
@@ -402,6 +413,7 @@ int store_close(store *s)
             rc = prc;
     }
     compressor_stop(s->z); /* every partition took its job back */
+    unlinker_stop(s->unlink); /* after the partitions: unlinks what they left it */
     inflater_stop(s->inflate); /* the readers (subscriptions, mirrors) closed first */
     free(s->parts);
     free(s->data_dir);

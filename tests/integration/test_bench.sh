@@ -8,7 +8,7 @@
 #
 # Environment: BUILD (default build) holds protobus and protobusd.
 set -euo pipefail
-. "$(dirname "$0")/../lib/harness.sh" # fail, wait_until, run
+. "$(dirname "$0")/../lib/harness.sh" # fail, wait_until, run, launch_daemon, stop_daemon
 
 BUILD=${BUILD:-build}
 BUILD=$(cd "$BUILD" && pwd)
@@ -45,15 +45,8 @@ start_daemon() {
     mkdir -p "$TMP/data"
     printf '[server]\nlisten = 127.0.0.1:0\ndata_dir = %s\nlog_level = warn\n[partition events]\nmatch = .*\n' \
         "$TMP/data" >"$TMP/d.conf"
-    "$PBD" -c "$TMP/d.conf" --port-file "$TMP/port" 2>"$TMP/daemon.log" &
-    DPID=$!
-    local i
-    for ((i = 0; i < 100; i++)); do
-        [ -s "$TMP/port" ] && break
-        sleep 0.1
-    done
-    [ -s "$TMP/port" ] || { echo "protobusd did not start: $(cat "$TMP/daemon.log")" >&2 && exit 1; }
-    export PROTOBUS_SERVER="127.0.0.1:$(cat "$TMP/port")"
+    : >"$TMP/daemon.log"
+    launch_daemon "$TMP/d.conf"
 }
 
 test_pub() {

@@ -11,7 +11,7 @@
 # Environment: BUILD (default build) holds protobus and protobusd.
 # Needs: jq, python3 (to write the original-layout file and flip a byte).
 set -euo pipefail
-. "$(dirname "$0")/../lib/harness.sh" # fail, wait_until, run
+. "$(dirname "$0")/../lib/harness.sh" # fail, wait_until, run, launch_daemon, stop_daemon
 
 BUILD=${BUILD:-build}
 BUILD=$(cd "$BUILD" && pwd)
@@ -59,30 +59,8 @@ segment_bytes = 64K
 match = .*
 segment_bytes = 64K
 EOF
-    "$PBD" -c "$TMP/protobusd.conf" --port-file "$TMP/port" 2>"$TMP/daemon.log" &
-    DPID=$!
-    if ! wait_until 100 test -s "$TMP/port"; then
-        echo "protobusd did not start:" >&2
-        cat "$TMP/daemon.log" >&2
-        exit 1
-    fi
-    export PROTOBUS_SERVER="127.0.0.1:$(cat "$TMP/port")"
-}
-
-stop_daemon() {
-    kill -TERM "$DPID"
-    local i
-    for ((i = 0; i < 300; i++)); do
-        kill -0 "$DPID" 2>/dev/null || break
-        sleep 0.1
-    done
-    local rc=0
-    wait "$DPID" || rc=$?
-    DPID=""
-    [ "$rc" -eq 0 ] || {
-        echo "protobusd exited with $rc:" >&2
-        cat "$TMP/daemon.log" >&2
-    }
+    : >"$TMP/daemon.log"
+    launch_daemon "$TMP/protobusd.conf"
 }
 
 # --- tests with the daemon running -------------------------------------------

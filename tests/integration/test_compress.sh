@@ -36,21 +36,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
+. "$(dirname "$0")/../lib/harness.sh" # wait_until, launch_daemon, stop_daemon
+
+# This script runs straight through: a failure ends it (the harness's fail
+# returns 1 for tests run by `run`).
 fail() {
     echo "FAIL: $*" >&2
     if [ -f "$TMP/daemon.log" ]; then tail -20 "$TMP/daemon.log" >&2; fi
     exit 1
-}
-
-wait_until() {
-    local tries=$1
-    shift
-    local i
-    for ((i = 0; i < tries; i++)); do
-        if "$@"; then return 0; fi
-        sleep 0.1
-    done
-    return 1
 }
 
 start_daemon() {
@@ -67,21 +60,7 @@ match = .*
 segment_bytes = 64K
 compress_level = 5
 CONF
-    "$PBD" -c "$TMP/protobusd.conf" --port-file "$TMP/port" >/dev/null 2>>"$TMP/daemon.log" &
-    DPID=$!
-    wait_until 100 test -s "$TMP/port" || fail "protobusd did not start"
-    export PROTOBUS_SERVER="127.0.0.1:$(cat "$TMP/port")"
-}
-
-stop_daemon() {
-    kill -TERM "$DPID"
-    local i
-    for ((i = 0; i < 300; i++)); do
-        kill -0 "$DPID" 2>/dev/null || break
-        sleep 0.1
-    done
-    wait "$DPID" || fail "protobusd exited with an error"
-    DPID=""
+    launch_daemon "$TMP/protobusd.conf"
 }
 
 events() {

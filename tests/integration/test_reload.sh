@@ -10,7 +10,7 @@
 #
 # Environment: BUILD (default build) holds protobus and protobusd.
 set -euo pipefail
-. "$(dirname "$0")/../lib/harness.sh" # fail, wait_until, run
+. "$(dirname "$0")/../lib/harness.sh" # fail, wait_until, run, launch_daemon, stop_daemon
 
 BUILD=${BUILD:-build}
 BUILD=$(cd "$BUILD" && pwd)
@@ -76,30 +76,8 @@ EOF
 start_daemon() {
     mkdir -p "$DATA"
     conf_a
-    "$PBD" -c "$TMP/protobusd.conf" --port-file "$TMP/port" 2>"$TMP/daemon.log" &
-    DPID=$!
-    if ! wait_until 100 test -s "$TMP/port"; then
-        echo "protobusd did not start:" >&2
-        cat "$TMP/daemon.log" >&2
-        exit 1
-    fi
-    export PROTOBUS_SERVER="127.0.0.1:$(cat "$TMP/port")"
-}
-
-stop_daemon() {
-    kill -TERM "$DPID"
-    local i rc=0
-    for ((i = 0; i < 300; i++)); do
-        kill -0 "$DPID" 2>/dev/null || break
-        sleep 0.1
-    done
-    wait "$DPID" || rc=$?
-    DPID=""
-    [ "$rc" -eq 0 ] || {
-        echo "protobusd exited with $rc:" >&2
-        cat "$TMP/daemon.log" >&2
-        return 1
-    }
+    : >"$TMP/daemon.log"
+    launch_daemon "$TMP/protobusd.conf"
 }
 
 log_count() { grep -c -- "$1" "$TMP/daemon.log" || true; }

@@ -24,7 +24,7 @@
 # Environment: BUILD (default build) holds protobus and protobusd.
 # Needs: python3 (to check the JSON lines).
 set -euo pipefail
-. "$(dirname "$0")/../lib/harness.sh" # fail, wait_until, run
+. "$(dirname "$0")/../lib/harness.sh" # fail, wait_until, run, launch_daemon, stop_daemon
 
 BUILD=${BUILD:-build}
 BUILD=$(cd "$BUILD" && pwd)
@@ -96,33 +96,7 @@ start_daemon() {
         echo "segment_bytes = 16K"
         for l in "$@"; do echo "$l"; done
     } >"$TMP/protobusd.conf"
-    "$PBD" -c "$TMP/protobusd.conf" --port-file "$TMP/port" >/dev/null 2>>"$TMP/daemon.log" &
-    DPID=$!
-    echo "$DPID" >"$TMP/daemon.pid"
-    if ! wait_until 100 test -s "$TMP/port"; then
-        echo "protobusd did not start:" >&2
-        cat "$TMP/daemon.log" >&2
-        exit 1
-    fi
-    export PROTOBUS_SERVER="127.0.0.1:$(cat "$TMP/port")"
-}
-
-stop_daemon() {
-    kill -TERM "$DPID"
-    local i rc=0
-    for ((i = 0; i < 300; i++)); do
-        kill -0 "$DPID" 2>/dev/null || break
-        sleep 0.1
-    done
-    wait "$DPID" || rc=$?
-    DPID=""
-    rm -f "$TMP/daemon.pid"
-    rm -f "$TMP/port"
-    [ "$rc" -eq 0 ] || {
-        echo "protobusd exited with $rc:" >&2
-        cat "$TMP/daemon.log" >&2
-        return 1
-    }
+    launch_daemon "$TMP/protobusd.conf"
 }
 
 log_count() { find "$DATA/events" -name '*.log' | wc -l | tr -d ' '; }

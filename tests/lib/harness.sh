@@ -8,6 +8,13 @@
 #   run NAME               runs the function NAME in a subshell with set -e,
 #                          prints "ok   NAME" or "FAIL NAME" and counts it in
 #                          the caller's $passed / $failed
+#   launch_daemon CONF     starts "$PBD -c CONF" (port file $TMP/port, removed
+#                          first; stderr appended to $TMP/daemon.log); sets
+#                          DPID and PROTOBUS_SERVER; if no port within 10 s,
+#                          prints the log and exits the test
+#   stop_daemon            SIGTERM to $DPID, waits for it (at most 30 s), clears
+#                          DPID and $TMP/port; returns 1 with the log unless it
+#                          exited 0 (a graceful stop)
 # shellcheck shell=bash
 
 fail() {
@@ -42,4 +49,33 @@ run() {
         failed=$((failed + 1))
         echo "FAIL $name"
     fi
+}
+
+launch_daemon() {
+    rm -f "$TMP/port"
+    "$PBD" -c "$1" --port-file "$TMP/port" >/dev/null 2>>"$TMP/daemon.log" &
+    DPID=$!
+    if ! wait_until 100 test -s "$TMP/port"; then
+        echo "protobusd did not start:" >&2
+        cat "$TMP/daemon.log" >&2
+        exit 1
+    fi
+    export PROTOBUS_SERVER="127.0.0.1:$(cat "$TMP/port")"
+}
+
+stop_daemon() {
+    kill -TERM "$DPID"
+    local i rc=0
+    for ((i = 0; i < 300; i++)); do
+        kill -0 "$DPID" 2>/dev/null || break
+        sleep 0.1
+    done
+    wait "$DPID" || rc=$?
+    DPID=""
+    rm -f "$TMP/port"
+    [ "$rc" -eq 0 ] || {
+        echo "protobusd exited with $rc:" >&2
+        cat "$TMP/daemon.log" >&2
+        return 1
+    }
 }

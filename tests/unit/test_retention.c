@@ -9,6 +9,9 @@
  *     and at open for what aged while the daemon was down;
  *   - a mirror's floor holds segments back;
  *   - a reader in the middle of a segment that is removed keeps reading it;
+ *   - the writer renames a removed segment out of sight (.log.del) and
+ *     hands its unlink to another thread (server/unlinker.c); a reopen
+ *     removes what a crash left;
  *   - the power-loss simulation (tests/lib/simio) cut at every operation of
  *     a removal, with several seeds: the log always reopens with a
  *     contiguous range from its first base, and no orphan index is left.
@@ -23,6 +26,7 @@
 #include "reader.h"
 #include "segment.h"
 #include "simio.h"
+#include "unlinker.h"
 
 #include <pthread.h>
 #include <setjmp.h>
@@ -283,6 +287,91 @@ static void test_reader_keeps_removed_segment(void **state)
     assert_int_equal(partition_close(p), 0);
 }
 
+typedef struct idx_scan {
+    uint64_t lowest;
+    size_t hidden; /* <base>.log.del files */
+} idx_scan;
+
+static int lowest_idx(void *arg, const char *name)
+{
+    idx_scan *s = arg;
+    uint64_t base;
+    if (segment_parse_name(name, ".idx", &base) && base < s->lowest)
+        s->lowest = base;
+    if (segment_parse_name(name, ".log.del", &base))
+        s->hidden++;
+    return 0;
+}
+
+/* A log_options.discard that takes the path and leaves the file: an
+ * unlinker thread that has not got to it yet. */
+static _Atomic size_t discarded;
+static int keep_discard(void *ctx, const fileio *io, const char *path)
+{
+    (void)ctx;
+    (void)io;
+    uint64_t base;
+    const char *name = strrchr(path, '/');
+    assert_non_null(name);
+    assert_true(segment_parse_name(name + 1, ".log.del", &base));
+    atomic_fetch_add(&discarded, 1);
+    return 0;
+}
+
+static size_t count_hidden(const char *dir)
+{
+    idx_scan s = {.lowest = UINT64_MAX};
+    assert_int_equal(fileio_posix()->list_dir(fileio_posix(), dir, lowest_idx, &s), 0);
+    return s.hidden;
+}
+
+/* The writer renames a removed segment out of sight and hands its unlink
+ * over: readers and a reopen never see it, the reopen unlinks what was not
+ * unlinked yet, and with the daemon's unlinker thread none is left. */
+static void test_removal_hands_unlink_over(void **state)
+{
+    (void)state;
+    partition_options o = popts();
+    o.retain.bytes = 3000;
+    o.log.discard = keep_discard;
+    atomic_store(&discarded, 0);
+    partition *p;
+    atomic_store(&clock_ns, T0);
+    assert_int_equal(partition_open(&p, root, "p", &o), 0);
+    for (int i = 0; i < 10; i++)
+        publish(p, 16);
+    wait_dormant(p);
+    uint64_t first = partition_first_offset(p);
+    assert_true(first > 0);
+    size_t n = atomic_load(&discarded);
+    assert_true(n > 0);
+    assert_int_equal(count_hidden(part_dir), n);
+    assert_int_equal(read_all(part_dir, NULL, 160), first);
+    assert_true(dir_log_bytes(part_dir) <= 3000 + 1024);
+    assert_int_equal(partition_close(p), 0);
+    /* A restart (or a crash) before the unlinks: the open removes them. */
+    assert_int_equal(partition_open(&p, root, "p", &o), 0);
+    assert_int_equal(count_hidden(part_dir), 0);
+    assert_int_equal(partition_first_offset(p), first);
+    assert_int_equal(partition_close(p), 0);
+
+    /* The daemon's way: the unlinker thread. */
+    partition_options u = popts();
+    u.retain.bytes = 3000;
+    assert_int_equal(unlinker_start(&u.unlinker), 0);
+    assert_int_equal(partition_open(&p, root, "p", &u), 0);
+    for (int i = 0; i < 10; i++)
+        publish(p, 16);
+    wait_dormant(p);
+    assert_true(partition_first_offset(p) > first);
+    unlinker_flush(u.unlinker);
+    assert_true(unlinker_done(u.unlinker) > 0);
+    assert_int_equal(count_hidden(part_dir), 0);
+    assert_int_equal(read_all(part_dir, NULL, 320), partition_first_offset(p));
+    assert_int_equal(partition_close(p), 0);
+    unlinker_stop(u.unlinker);
+}
+
 /* The topic table is rebuilt from the log when its snapshot is missing
  * (a kill -9 before any clean close): offsets retention removed are
  * skipped, the topic's last offsets come from what is left. */
@@ -328,18 +417,6 @@ static void test_topic_table_after_retention(void **state)
 
 /* ---- power loss in the middle of a removal ---------------------------- */
 
-typedef struct idx_scan {
-    uint64_t lowest;
-} idx_scan;
-
-static int lowest_idx(void *arg, const char *name)
-{
-    idx_scan *s = arg;
-    uint64_t base;
-    if (segment_parse_name(name, ".idx", &base) && base < s->lowest)
-        s->lowest = base;
-    return 0;
-}
 
 #define PL_EVENTS 60
 
@@ -373,6 +450,10 @@ static void test_removal_survives_power_loss(void **state)
             assert_int_equal(simio_add_root(sim, "/d"), 0);
             log_options lo = {
                 .segment_bytes = 1024, .index_interval_bytes = 256, .io = simio_io(sim)};
+            /* Odd seeds: the unlinks are handed off and not done before
+             * the crash (an unlinker thread that had not got to them). */
+            if (seed % 2)
+                lo.discard = keep_discard;
             pb_log *log = build(sim, &lo);
             size_t closed = log_closed_count(log);
             assert_true(closed >= 5);
@@ -393,6 +474,7 @@ static void test_removal_survives_power_loss(void **state)
             idx_scan s = {.lowest = UINT64_MAX};
             assert_int_equal(simio_io(sim)->list_dir(simio_io(sim), "/d/p", lowest_idx, &s), 0);
             assert_true(s.lowest >= first);
+            assert_int_equal(s.hidden, 0); /* removed at the open */
             /* A finished removal is durable: four segments gone. */
             if (!cut)
                 assert_int_equal(log_closed_count(log), closed - 4);
@@ -432,6 +514,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_age_retention_on_timer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mirror_floor_holds_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reader_keeps_removed_segment, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_removal_hands_unlink_over, setup, teardown),
         cmocka_unit_test_setup_teardown(test_topic_table_after_retention, setup, teardown),
         cmocka_unit_test(test_removal_survives_power_loss),
     };

@@ -16,7 +16,10 @@
  *   - the same full disk with compress = zstd: the compressor thread's
  *     writes fail too while the disk is full (segments stay plain, nothing
  *     left behind); after the resume every closed segment is compressed,
- *     no .ztmp is left, and every acknowledged event reads back.
+ *     no .ztmp is left, and every acknowledged event reads back;
+ *   - a compression that fails while the writer's appends succeed (ENOSPC
+ *     on the .ztmp only) is tried again after a pause, without a restart
+ *     and without keeping the writer awake meanwhile.
  */
 #include "testfs.h"
 #include "compressor.h"
@@ -150,6 +153,19 @@ static void wait_space_low(partition *p, bool low)
     assert_true(partition_space_low(p, &avail, &margin) == low);
 }
 
+/* Whether segment `base` of part_dir is a compressed file. */
+static bool seg_compressed(uint64_t base)
+{
+    char path[256];
+    uint8_t hdr[ZSEG_HEADER_END];
+    assert_int_equal(segment_path(path, sizeof path, part_dir, base, ".log"), 0);
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    ssize_t got = pread(fd, hdr, sizeof hdr, 0);
+    close(fd);
+    return zseg_is_compressed(hdr, got > 0 ? (size_t)got : 0);
+}
+
 /* Every closed segment of part_dir compressed, the active one not, and no
  * .ztmp left. */
 static void check_all_compressed(void)
@@ -157,16 +173,8 @@ static void check_all_compressed(void)
     uint64_t bases[256];
     size_t n = testfs_list_bases(part_dir, bases, 256);
     assert_true(n >= 3);
-    for (size_t i = 0; i < n; i++) {
-        char path[256];
-        uint8_t hdr[ZSEG_HEADER_END];
-        assert_int_equal(segment_path(path, sizeof path, part_dir, bases[i], ".log"), 0);
-        int fd = open(path, O_RDONLY);
-        assert_true(fd >= 0);
-        ssize_t got = pread(fd, hdr, sizeof hdr, 0);
-        close(fd);
-        assert_true(zseg_is_compressed(hdr, got > 0 ? (size_t)got : 0) == (i + 1 < n));
-    }
+    for (size_t i = 0; i < n; i++)
+        assert_true(seg_compressed(bases[i]) == (i + 1 < n));
     DIR *d = opendir(part_dir);
     assert_non_null(d);
     struct dirent *de;
@@ -333,6 +341,77 @@ static void test_resume_announces_kept_records(void **state)
         assert_int_equal(announced[i], i);
 }
 
+/* A .ztmp cannot be created while ztmp_fails: the disk is full under the
+ * compressor only (the writer's appends go on). */
+static atomic_bool ztmp_fails;
+static _Atomic int ztmp_refused;
+static int ztmp_open(const fileio *f, const char *path, int flags, int mode)
+{
+    size_t n = strlen(path);
+    if (atomic_load(&ztmp_fails) && n > 5 && strcmp(path + n - 5, ".ztmp") == 0) {
+        atomic_fetch_add(&ztmp_refused, 1);
+        return -ENOSPC;
+    }
+    return fileio_posix()->open(fileio_posix(), path, flags, mode);
+}
+
+/* Closed segments of part_dir that are compressed; *closed: how many. */
+static size_t count_compressed(size_t *closed)
+{
+    uint64_t bases[256];
+    size_t n = testfs_list_bases(part_dir, bases, 256), z = 0;
+    for (size_t i = 0; i + 1 < n; i++)
+        z += seg_compressed(bases[i]);
+    *closed = n ? n - 1 : 0;
+    return z;
+}
+
+/* A compression that fails for a passing reason (ENOSPC on its .ztmp,
+ * while the writer still appends) is tried again after the pause, by the
+ * upkeep tick once the writer has gone dormant: every closed segment ends
+ * compressed without a restart. */
+static void test_failed_compression_retried(void **state)
+{
+    (void)state;
+    io = *fileio_posix();
+    io.open = ztmp_open;
+    atomic_store(&ztmp_fails, true);
+    atomic_store(&ztmp_refused, 0);
+    partition_options o = {0};
+    o.log.io = &io;
+    o.log.segment_bytes = 1024;
+    o.fsync = PARTITION_FSYNC_ALWAYS;
+    o.topic_history = 4;
+    o.idle_ms = 5;
+    o.retain.compress_level = 1;
+    o.compressor = zc;
+    o.compress_retry_ms = 100;
+    partition *p;
+    assert_int_equal(partition_open(&p, root, "p", &o), 0);
+    uint64_t seq = 100;
+    for (int i = 0; i < 10; i++, seq += 10)
+        assert_int_equal(publish(p, 10, seq, NULL), 0);
+    /* Refused at least once; the writer does not stay awake for it. */
+    for (int i = 0; i < 5000 && (atomic_load(&ztmp_refused) == 0 || partition_writer_running(p));
+         i++)
+        usleep(1000);
+    assert_true(atomic_load(&ztmp_refused) > 0);
+    assert_false(partition_writer_running(p));
+    size_t closed;
+    assert_int_equal(count_compressed(&closed), 0);
+    assert_true(closed >= 3);
+    /* Space is back: the ticks (the daemon's 1 s timer) do the rest. */
+    atomic_store(&ztmp_fails, false);
+    for (int i = 0; i < 10000 && count_compressed(&closed) < closed; i++) {
+        partition_upkeep_tick(p, 0);
+        usleep(1000);
+    }
+    for (int i = 0; i < 5000 && partition_writer_running(p); i++)
+        usleep(1000);
+    assert_int_equal(partition_close(p), 0);
+    check_all_compressed();
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -357,6 +436,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_full_disk_heals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_announces_kept_records, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_disk_heals_compressed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_compression_retried, setup, teardown),
     };
     if (compressor_start(&zc) < 0)
         return 1;

@@ -1,0 +1,162 @@
+/*
+ * unlinker - one background thread unlinking removed segments for every
+ * partition (see unlinker.h). A FIFO of paths under one mutex; the thread
+ * takes them one at a time and unlinks without the lock.
+ */
+#include "unlinker.h"
+
+#include "logging.h"
+#include "pb_errors.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Its stack: one path on it at most; sanitizers grow frames. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define UNLINKER_STACK_BYTES (1024u * 1024u)
+#else
+#define UNLINKER_STACK_BYTES (128u * 1024u)
+#endif
+
+typedef struct doomed {
+    struct doomed *next;
+    const fileio *io;
+    char path[]; /* NUL-terminated */
+} doomed;
+
+struct unlinker {
+    pthread_mutex_t lock; /* protects everything below but done */
+    pthread_cond_t wake;  /* a path queued, or stop */
+    pthread_cond_t moved; /* finished moved on (flush) */
+    doomed *head, *tail;
+    size_t queued;
+    uint64_t taken, finished; /* paths queued / dealt with since the start */
+    bool stop;
+    _Atomic uint64_t done; /* unlinked (or already gone) */
+    pthread_t thread;
+};
+
+static void unlink_one(unlinker *u, doomed *d)
+{
+    int rc = d->io->unlink(d->io, d->path);
+    if (rc == 0 || rc == -ENOENT)
+        atomic_fetch_add_explicit(&u->done, 1, memory_order_relaxed);
+    else
+        logging_printf(LOG_WARN,
+                       "%s: cannot unlink this segment retention removed (%s); it stays until "
+                       "the partition's next start",
+                       d->path, pb_strerror(rc));
+}
+
+static void *unlinker_main(void *arg)
+{
+    unlinker *u = arg;
+    pthread_mutex_lock(&u->lock);
+    for (;;) {
+        while (!u->head && !u->stop)
+            pthread_cond_wait(&u->wake, &u->lock);
+        doomed *d = u->head;
+        if (!d)
+            break; /* stopping, nothing queued */
+        u->head = d->next;
+        if (!u->head)
+            u->tail = NULL;
+        u->queued--;
+        pthread_mutex_unlock(&u->lock);
+        unlink_one(u, d);
+        free(d);
+        pthread_mutex_lock(&u->lock);
+        u->finished++;
+        pthread_cond_broadcast(&u->moved);
+    }
+    pthread_mutex_unlock(&u->lock);
+    return NULL;
+}
+
+int unlinker_start(unlinker **out)
+{
+    unlinker *u = calloc(1, sizeof *u);
+    if (!u)
+        return PB_ENOMEM;
+    pthread_attr_t attr;
+    int rc = pthread_attr_init(&attr);
+    if (rc != 0) {
+        free(u);
+        return -rc;
+    }
+    (void)pthread_attr_setstacksize(&attr, UNLINKER_STACK_BYTES); /* else the default */
+    pthread_mutex_init(&u->lock, NULL);
+    pthread_cond_init(&u->wake, NULL);
+    pthread_cond_init(&u->moved, NULL);
+    rc = pthread_create(&u->thread, &attr, unlinker_main, u);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        pthread_cond_destroy(&u->moved);
+        pthread_cond_destroy(&u->wake);
+        pthread_mutex_destroy(&u->lock);
+        free(u);
+        return -rc;
+    }
+    *out = u;
+    return 0;
+}
+
+int unlinker_take(unlinker *u, const fileio *io, const char *path)
+{
+    size_t n = strlen(path) + 1;
+    doomed *d = malloc(sizeof *d + n);
+    if (!d)
+        return PB_ENOMEM;
+    d->next = NULL;
+    d->io = io;
+    memcpy(d->path, path, n);
+    pthread_mutex_lock(&u->lock);
+    if (u->stop || u->queued >= UNLINKER_MAX_QUEUED) {
+        pthread_mutex_unlock(&u->lock);
+        free(d);
+        return -EAGAIN;
+    }
+    if (u->tail)
+        u->tail->next = d;
+    else
+        u->head = d;
+    u->tail = d;
+    u->queued++;
+    u->taken++;
+    pthread_cond_signal(&u->wake);
+    pthread_mutex_unlock(&u->lock);
+    return 0;
+}
+
+void unlinker_flush(unlinker *u)
+{
+    pthread_mutex_lock(&u->lock);
+    uint64_t upto = u->taken;
+    while (u->finished < upto)
+        pthread_cond_wait(&u->moved, &u->lock);
+    pthread_mutex_unlock(&u->lock);
+}
+
+uint64_t unlinker_done(unlinker *u)
+{
+    return atomic_load_explicit(&u->done, memory_order_relaxed);
+}
+
+void unlinker_stop(unlinker *u)
+{
+    if (!u)
+        return;
+    pthread_mutex_lock(&u->lock);
+    u->stop = true;
+    pthread_cond_signal(&u->wake);
+    pthread_mutex_unlock(&u->lock);
+    pthread_join(u->thread, NULL); /* it empties the queue before it ends */
+    pthread_cond_destroy(&u->moved);
+    pthread_cond_destroy(&u->wake);
+    pthread_mutex_destroy(&u->lock);
+    free(u);
+}
