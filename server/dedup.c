@@ -659,6 +659,11 @@ int64_t dedup_window_ns(const dedup *d)
     return d->window_ns;
 }
 
+uint32_t dedup_max_entries(const dedup *d)
+{
+    return d->max_entries;
+}
+
 size_t dedup_event_id(const uint8_t *ev, size_t n, const uint8_t **id)
 {
     event_walker w;

@@ -99,6 +99,7 @@ size_t dedup_count(const dedup *d);
 uint64_t dedup_evicted(const dedup *d);
 size_t dedup_memory(const dedup *d);
 int64_t dedup_window_ns(const dedup *d);
+uint32_t dedup_max_entries(const dedup *d);
 
 /* Fills the window from the partition's files in dir: the records from
  * from_offset (0: the whole log) below end_offset with a receive time >=

@@ -6,7 +6,7 @@
  * File DEDUP_SNAPSHOT_NAME in the partition's directory (FORMAT.md Part B,
  * "Dedup window snapshot"),
  * little-endian:
- *   header   "PBDEDUP1" | covered u64 | count u32
+ *   header   "PBDEDUP1" | covered u64 | window_ns i64 | max_entries u32 | count u32
  *   entries  count x (offset u64 | time_ns i64 | len u8 | id[len]), oldest first
  *   trailer  CRC-32C of everything before it, u32
  * `covered` is the log's end offset when it was written: the window then
@@ -43,7 +43,7 @@
 #include <string.h>
 
 #define MAGIC        "PBDEDUP1"
-#define HEADER_BYTES (8 + 8 + 4)
+#define HEADER_BYTES (8 + 8 + 8 + 4 + 4)
 #define ENTRY_FIXED  (8 + 8 + 1)
 #define MAX_BYTES    ((size_t)HEADER_BYTES + (size_t)(1u << 24) * (ENTRY_FIXED + 64) + 4)
 
@@ -96,7 +96,9 @@ static uint8_t *encode(const dedup *d, uint64_t covered, size_t *len)
         return NULL;
     memcpy(p, MAGIC, 8);
     put_u64(p + 8, covered);
-    put_u32(p + 16, (uint32_t)count);
+    put_u64(p + 16, (uint64_t)dedup_window_ns(d));
+    put_u32(p + 24, dedup_max_entries(d));
+    put_u32(p + 28, (uint32_t)count);
     p += HEADER_BYTES;
     for (size_t k = 0; k < count; k++) {
         const uint8_t *id;
@@ -206,7 +208,7 @@ static int check_layout(const uint8_t *buf, size_t len, uint64_t *covered, uint3
         return PB_ECORRUPT;
     }
     *covered = get_u64(buf + 8);
-    *count = get_u32(buf + 16);
+    *count = get_u32(buf + 28);
     size_t at = HEADER_BYTES;
     for (uint32_t k = 0; k < *count; k++) {
         if (len - 4 - at < ENTRY_FIXED || buf[at + 16] == 0 || buf[at + 16] > EVENT_ID_MAX_BYTES ||
@@ -270,6 +272,13 @@ int dedup_load(dedup *d, const fileio *io, const char *dir, const char *name, ui
         return rc;
     if (rc == 0)
         rc = check_layout(buf, len, &cov, &count, why, sizeof why);
+    /* Saved under a shorter window or a lower bound: it lacks ids that
+     * reading the log finds now. */
+    if (rc == 0 && ((int64_t)get_u64(buf + 16) < dedup_window_ns(d) ||
+                    get_u32(buf + 24) < dedup_max_entries(d))) {
+        snprintf(why, sizeof why, "saved under a smaller dedup_window_ms or dedup_max_entries");
+        rc = PB_ECORRUPT;
+    }
     if (rc == 0 && cov > end_offset) {
         snprintf(why, sizeof why, "it covers offsets below %llu, the log ends at %llu",
                  (unsigned long long)cov, (unsigned long long)end_offset);

@@ -403,6 +403,17 @@ static void test_window_snapshot(void **state)
     assert_int_equal(covered, 3);
     assert_int_equal(dedup_count(d), 2);
     dedup_destroy(d);
+    /* Saved under a smaller window or bound than the reader's: it lacks ids
+     * that the log gives. */
+    assert_int_equal(dedup_create(&d, 61 * SEC, 1000), 0);
+    assert_int_equal(dedup_load(d, fileio_posix(), dir, "p", 3, &covered), PB_ECORRUPT);
+    dedup_destroy(d);
+    assert_int_equal(dedup_create(&d, 60 * SEC, 1001), 0);
+    assert_int_equal(dedup_load(d, fileio_posix(), dir, "p", 3, &covered), PB_ECORRUPT);
+    dedup_destroy(d);
+    assert_int_equal(dedup_create(&d, 59 * SEC, 999), 0); /* smaller ones may use it */
+    assert_int_equal(dedup_load(d, fileio_posix(), dir, "p", 3, &covered), 0);
+    dedup_destroy(d);
     /* It covers more than the log holds (a log that lost records). */
     assert_int_equal(dedup_create(&d, 60 * SEC, 1000), 0);
     assert_int_equal(dedup_load(d, fileio_posix(), dir, "p", 2, &covered), PB_ECORRUPT);
