@@ -23,9 +23,10 @@
  * (through the partition's fileio, like every other read of its files), so
  * the window holds across kill -9 and power loss: what the log holds after
  * recovery is exactly what the window holds. Only partitions that ever
- * stored an id (DEDUP_MARK_NAME) pay for that scan.
+ * stored an id (DEDUP_MARK_NAME) pay for that scan, and after a clean stop
+ * only for the records after the window's snapshot (dedup_save, dedup_load).
  *
- * Threads: the partition's writer thread (or the thread that opens the
+ * Threads: the partition's writer thread (or the thread that opens or closes the
  * partition) only, no lock; dedup_id_hash on any thread (a hash of its own,
  * under the process's random secrets: cheap for ids of up to 32 bytes).
  */
