@@ -58,7 +58,7 @@ static void retry_later(partition *p, const compress_job *j)
     if (p->up.zdone_base > j->base)
         p->up.zdone_base = j->base;
     atomic_store(&p->up.compress_pending, true);
-    atomic_store(&p->zretry_mono, partition_mono_ns() + (uint64_t)ms * 1000000ull);
+    atomic_store(&p->up.zretry_mono, partition_mono_ns() + (uint64_t)ms * 1000000ull);
     logging_printf(first ? LOG_WARN : LOG_DEBUG,
                    "partition %s: segment %020" PRIu64
                    " stays uncompressed for now: %s; trying again in %u ms",
@@ -67,7 +67,7 @@ static void retry_later(partition *p, const compress_job *j)
 
 bool partition_compress_paused(partition *p)
 {
-    uint64_t at = atomic_load(&p->zretry_mono);
+    uint64_t at = atomic_load(&p->up.zretry_mono);
     return at && partition_mono_ns() < at;
 }
 

@@ -53,10 +53,8 @@ struct partition {
     bool zbusy;           /* zjob is with the compressor (partition_compress.c) */
     bool zready;          /* ... and its done() came: the writer installs the copy */
     uint64_t zready_mono; /* CLOCK_MONOTONIC ns of that done() */
-    /* A compression failed for a reason that may pass (a full disk, no
-     * descriptor): nothing is handed over before this CLOCK_MONOTONIC ns
-     * (0: no wait); zfail_base: that segment (logged once, not per try). */
-    _Atomic uint64_t zretry_mono;
+    /* A compression failed for a reason that may pass: that segment + 1
+     * (logged once, not per try; the pause is up.zretry_mono). */
     uint64_t zfail_base;
     pthread_t thread;
     compress_job zjob; /* the one segment handed to opts.compressor at a time */

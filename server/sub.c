@@ -40,6 +40,7 @@
 #include "tls.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -554,6 +555,15 @@ static void *sub_thread(void *arg)
     sub_registry *r = s->tailing_ctx;
     uint32_t slot = s->live.slot;
     (void)pthread_setname_np(pthread_self(), "pb-sub");
+    /* Batch scheduling (sched(7)): a woken subscription thread does not
+     * preempt the thread that woke it (the fan-out's waker signalling up to
+     * 1,000 of them in a row, a partition writer, the loop); it runs on an
+     * idle core at once, else when the running thread blocks or its slice
+     * ends. With 1,000 subscriptions fed at once, the daemon switches
+     * context ~17% less often and the waker is no longer interrupted 1,000
+     * times a round (README, Performance). Failing is harmless. */
+    struct sched_param sp = {0};
+    (void)pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
     subrun_main(s); /* registers and unregisters its queue itself */
     /* Unregistered: no writer reaches the queue any more. Its blocks go
      * back to the shared budget before the slot counts as free. */

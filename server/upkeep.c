@@ -232,6 +232,7 @@ int upkeep_resume(upkeep *u, pb_log **log, const log_options *lo, uint64_t acked
     atomic_store(&u->heal_pending, false);
     /* A compression the failure cut short is tried again. */
     u->zdone_base = 0;
+    atomic_store(&u->zretry_mono, 0);
     if (u->retain.compress_level != 0)
         atomic_store(&u->compress_pending, true);
     logging_printf(LOG_INFO,

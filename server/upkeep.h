@@ -41,7 +41,11 @@ typedef struct upkeep {
     size_t closed_seen;           /* writer: closed segments after the last run */
     uint64_t zdone_base;          /* writer: closed segments below this base were compressed */
     atomic_bool compress_pending; /* writer sets; closed segments may wait for compression */
-    uint64_t probed_mono_ns;      /* writer: CLOCK_MONOTONIC of the last free-space probe */
+    /* A compression failed for a reason that may pass: none is handed over
+     * before this CLOCK_MONOTONIC ns (0: no pause; partition_compress.c).
+     * A resume after a full disk ends the pause. */
+    _Atomic uint64_t zretry_mono;
+    uint64_t probed_mono_ns; /* writer: CLOCK_MONOTONIC of the last free-space probe */
 } upkeep;
 
 /* Writer (at open): sets the fields from the arguments and runs retention

@@ -6,15 +6,21 @@
  * (the server confirmed it), so publishers may start right after.
  *
  * Threads: each bench_pub / bench_sub runs on its own thread with its own
- * pb_client; they share the read-only bench_cfg and poll bench_stop.
+ * pb_client, or (--sub-threads) the subscribers are shared by a few
+ * bench_mux threads, each reading whichever of its connections has data;
+ * they share the read-only bench_cfg and poll bench_stop.
  */
 #include "bench_clients.h"
 
 #include "cli.h"
+#include "client.h" /* the connection's socket, for epoll (bench_mux_main) */
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
 
 #define SUB_WAIT_MS  200 /* a subscriber re-checks the stop flag this often */
 #define THREAD_STACK (256u * 1024u)
@@ -221,40 +227,120 @@ int bench_sub_open(bench_sub *s)
     return rc;
 }
 
+/* Counts one item of s's subscription. */
+static void sub_count(bench_sub *s, const pb_item *item)
+{
+    const bench_cfg *cfg = s->cfg;
+    if (item->kind != PB_ITEM_EVENT)
+        return;
+    const pb_received_event *e = &item->event;
+    if (s->all++ == 0)
+        s->t_first = bench_mono_ns();
+    if (s->prefix_len &&
+        (e->topic_len <= s->prefix_len || memcmp(e->topic, cfg->prefix, s->prefix_len) != 0 ||
+         e->topic[s->prefix_len] != '.'))
+        return;
+    s->received++;
+    if (s->timed && e->has_client_event_time)
+        bench_samples_add(&s->delivery, pb_time_now_ns() - e->client_event_time_ns);
+}
+
+/* The subscription ended early: rc and its reason into s. */
+static void sub_failed(bench_sub *s, int rc)
+{
+    s->rc = rc;
+    if (rc == PB_ETIMEDOUT)
+        snprintf(s->err, sizeof s->err, "received %" PRIu64 " of %" PRIu64 " events",
+                 s->received, s->expected);
+    else
+        snprintf(s->err, sizeof s->err, "%s", pb_client_message(s->c));
+}
+
 void *bench_sub_main(void *arg)
 {
     bench_sub *s = arg;
-    const bench_cfg *cfg = s->cfg;
     pb_item item;
     while (s->received < s->expected) {
         int rc = pb_client_next(s->c, &item, SUB_WAIT_MS);
         if (rc == PB_ETIMEDOUT) {
             if (atomic_load(&bench_stop)) {
-                s->rc = rc;
-                snprintf(s->err, sizeof s->err, "received %" PRIu64 " of %" PRIu64 " events",
-                         s->received, s->expected);
+                sub_failed(s, rc);
                 break;
             }
             continue;
         }
         if (rc < 0) {
-            s->rc = rc;
-            snprintf(s->err, sizeof s->err, "%s", pb_client_message(s->c));
+            sub_failed(s, rc);
             break;
         }
-        if (item.kind != PB_ITEM_EVENT)
-            continue;
-        const pb_received_event *e = &item.event;
-        if (s->all++ == 0)
-            s->t_first = bench_mono_ns();
-        if (s->prefix_len &&
-            (e->topic_len <= s->prefix_len || memcmp(e->topic, cfg->prefix, s->prefix_len) != 0 ||
-             e->topic[s->prefix_len] != '.'))
-            continue;
-        s->received++;
-        if (s->timed && e->has_client_event_time)
-            bench_samples_add(&s->delivery, pb_time_now_ns() - e->client_event_time_ns);
+        sub_count(s, &item);
     }
     s->t_end = bench_mono_ns();
+    return NULL;
+}
+
+/* Takes what s's connection holds now. true when s is done (every event
+ * of the run, or an error). */
+static bool sub_take_ready(bench_sub *s)
+{
+    pb_item item;
+    while (s->received < s->expected) {
+        int rc = pb_client_next(s->c, &item, 0);
+        if (rc == PB_ETIMEDOUT)
+            return false;
+        if (rc < 0) {
+            sub_failed(s, rc);
+            break;
+        }
+        sub_count(s, &item);
+    }
+    s->t_end = bench_mono_ns();
+    return true;
+}
+
+#define MUX_EVENTS 64
+
+void *bench_mux_main(void *arg)
+{
+    bench_mux *m = arg;
+    uint32_t left = 0;
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    for (uint32_t j = m->first; j < m->ns; j += m->step) {
+        bench_sub *s = &m->subs[j];
+        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = j};
+        if (sub_take_ready(s))
+            continue;
+        if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, s->c->fd, &ev) < 0) {
+            s->rc = -errno;
+            snprintf(s->err, sizeof s->err, "epoll: %s", strerror(errno));
+            s->t_end = bench_mono_ns();
+            continue;
+        }
+        left++;
+    }
+    struct epoll_event evs[MUX_EVENTS];
+    while (left > 0) {
+        int n = epoll_wait(ep, evs, MUX_EVENTS, SUB_WAIT_MS);
+        if (n < 0 && errno != EINTR)
+            break; /* not expected: the unfinished ones are reported below */
+        if (n <= 0 && atomic_load(&bench_stop))
+            break;
+        for (int k = 0; k < n; k++) {
+            bench_sub *s = &m->subs[evs[k].data.u32];
+            if (sub_take_ready(s)) {
+                (void)epoll_ctl(ep, EPOLL_CTL_DEL, s->c->fd, NULL);
+                left--;
+            }
+        }
+    }
+    for (uint32_t j = m->first; left > 0 && j < m->ns; j += m->step) {
+        bench_sub *s = &m->subs[j];
+        if (s->rc == 0 && s->received < s->expected) {
+            sub_failed(s, PB_ETIMEDOUT);
+            s->t_end = bench_mono_ns();
+        }
+    }
+    if (ep >= 0)
+        close(ep);
     return NULL;
 }

@@ -70,4 +70,15 @@ int bench_sub_open(bench_sub *s);
  * of the run arrived or bench_stop. Result in s->rc/err. */
 void *bench_sub_main(void *arg);
 
+/* Subscribers served by one thread (--sub-threads): subs[first],
+ * subs[first + step], ... below ns, each read as soon as its connection
+ * has data (epoll), until each has its expected events or bench_stop.
+ * Results in each subscriber's rc/err/t_end, as bench_sub_main. */
+typedef struct bench_mux {
+    bench_sub *subs;
+    uint32_t ns, first, step;
+    pthread_t tid;
+} bench_mux;
+void *bench_mux_main(void *arg);
+
 #endif

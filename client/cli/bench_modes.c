@@ -119,9 +119,10 @@ static uint64_t distinct_share(const bench_cfg *cfg, uint32_t j)
 }
 
 /* Opens the ns subscriptions of subs[] (START_NEW) and starts a thread on
- * each; *started counts the threads to join. 0, or a negative code
- * (reported). */
-static int start_subs(bench_cfg *cfg, bool latency, bench_sub *subs, uint32_t ns, uint32_t *started)
+ * each, or (mux) none: start_muxes does. *started counts the threads to
+ * join. 0, or a negative code (reported). */
+static int start_subs(bench_cfg *cfg, bool latency, bool mux, bench_sub *subs, uint32_t ns,
+                      uint32_t *started)
 {
     uint32_t digits = 0;
     if (cfg->distinct) {
@@ -151,6 +152,8 @@ static int start_subs(bench_cfg *cfg, bool latency, bench_sub *subs, uint32_t ns
             cli_error(BENCH_CMD, "subscriber %u: %s", j, s->err);
             return rc;
         }
+        if (mux)
+            continue;
         rc = bench_start_thread(&s->tid, bench_sub_main, s);
         if (rc < 0) {
             cli_error(BENCH_CMD, "cannot start subscriber thread %u: %s", j, pb_strerror(rc));
@@ -183,24 +186,53 @@ static void report_subs(const bench_cfg *cfg, bool latency, const bench_pub *pub
         bench_report_latency("delivery", &subs[0].delivery, res);
 }
 
+/* --sub-threads: muxes[0..nmux) serve the open subscriptions of subs[].
+ * *started counts the threads to join. 0, or a negative code (reported). */
+static int start_muxes(bench_sub *subs, uint32_t ns, bench_mux *muxes, uint32_t nmux,
+                       uint32_t *started)
+{
+    for (uint32_t t = 0; t < nmux; t++) {
+        muxes[t] = (bench_mux){.subs = subs, .ns = ns, .first = t, .step = nmux};
+        int rc = bench_start_thread(&muxes[t].tid, bench_mux_main, &muxes[t]);
+        if (rc < 0) {
+            cli_error(BENCH_CMD, "cannot start receiving thread %u: %s", t, pb_strerror(rc));
+            return rc;
+        }
+        (*started)++;
+    }
+    return 0;
+}
+
+static void join_subs(bench_sub *subs, bench_mux *muxes, uint32_t *started)
+{
+    for (uint32_t j = 0; j < *started; j++)
+        pthread_join(muxes ? muxes[j].tid : subs[j].tid, NULL);
+    *started = 0;
+}
+
 int bench_mode_pub_sub(bench_cfg *cfg, bool latency, bool with_subs, bench_result *res)
 {
     uint32_t ns = with_subs ? (latency ? 1 : cfg->subs) : 0, np = latency ? 1 : cfg->pubs;
+    uint32_t nmux = latency || !cfg->sub_threads ? 0 : cfg->sub_threads < ns ? cfg->sub_threads : ns;
     bench_sub *subs = ns ? calloc(ns, sizeof *subs) : NULL;
+    bench_mux *muxes = nmux ? calloc(nmux, sizeof *muxes) : NULL;
     bench_pub *pubs = NULL;
     uint32_t started = 0;
-    if (ns && !subs)
+    if ((ns && !subs) || (nmux && !muxes)) {
+        free(subs);
+        free(muxes);
         return PB_ENOMEM;
-    int rc = start_subs(cfg, latency, subs, ns, &started);
+    }
+    int rc = start_subs(cfg, latency, nmux > 0, subs, ns, &started);
+    if (rc == 0 && nmux)
+        rc = start_muxes(subs, ns, muxes, nmux, &started);
     if (rc < 0)
         goto out;
     double cpu0 = bench_cpu_seconds();
     rc = run_pubs(cfg, latency, &pubs);
     if (rc == 0)
         report_pubs(cfg, pubs, np, res);
-    for (uint32_t j = 0; j < started; j++)
-        pthread_join(subs[j].tid, NULL);
-    started = 0;
+    join_subs(subs, muxes, &started);
     for (uint32_t j = 0; rc == 0 && j < ns; j++) {
         if (subs[j].rc < 0) {
             cli_error(BENCH_CMD, "subscriber %u: %s", j, subs[j].err);
@@ -217,13 +249,13 @@ int bench_mode_pub_sub(bench_cfg *cfg, bool latency, bool with_subs, bench_resul
 out:
     if (rc < 0)
         atomic_store(&bench_stop, true);
-    for (uint32_t j = 0; j < started; j++)
-        pthread_join(subs[j].tid, NULL);
+    join_subs(subs, muxes, &started);
     for (uint32_t j = 0; subs && j < ns; j++) {
         pb_client_close(subs[j].c);
         free(subs[j].delivery.v);
     }
     free(subs);
+    free(muxes);
     free_pubs(pubs, np);
     return rc;
 }

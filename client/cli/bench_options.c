@@ -38,6 +38,9 @@ static const char usage[] =
     "      --in-flight N       unacknowledged batches per publisher (default 64)\n"
     "  -p, --pubs N            publishers, one thread and connection each (default 1)\n"
     "      --subs N            subscribers (sub mode; default 1)\n"
+    "      --sub-threads N     sub mode: the subscribers share N receiving threads,\n"
+    "                          each reading whichever connection has data (epoll)\n"
+    "                          (default 0: one thread per subscriber)\n"
     "      --topics N          distinct topics PREFIX.<i>, round robin (default 1)\n"
     "      --prefix PREFIX     topic prefix (default bench<pid>)\n"
     "      --distinct          sub mode: subscriber j of N (N a power of 10) gets\n"
@@ -73,6 +76,7 @@ enum {
     OPT_BATCH_BYTES,
     OPT_IN_FLIGHT,
     OPT_SUBS,
+    OPT_SUB_THREADS,
     OPT_TOPICS,
     OPT_PREFIX,
     OPT_DISTINCT,
@@ -143,6 +147,11 @@ static int apply_option(bench_cfg *cfg, int opt, const char *arg, const char **s
         if (!num_opt("--subs", arg, 0, MAX_SUBS, &v))
             return CLI_EXIT_USAGE;
         cfg->subs = (uint32_t)v;
+        break;
+    case OPT_SUB_THREADS:
+        if (!num_opt("--sub-threads", arg, 0, 256, &v))
+            return CLI_EXIT_USAGE;
+        cfg->sub_threads = (uint32_t)v;
         break;
     case OPT_TOPICS:
         if (!num_opt("--topics", arg, 1, 10000000, &v))
@@ -227,6 +236,7 @@ int bench_parse(bench_cfg *cfg, int argc, char **argv)
         {"in-flight", required_argument, NULL, OPT_IN_FLIGHT},
         {"pubs", required_argument, NULL, 'p'},
         {"subs", required_argument, NULL, OPT_SUBS},
+        {"sub-threads", required_argument, NULL, OPT_SUB_THREADS},
         {"topics", required_argument, NULL, OPT_TOPICS},
         {"prefix", required_argument, NULL, OPT_PREFIX},
         {"distinct", no_argument, NULL, OPT_DISTINCT},

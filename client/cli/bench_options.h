@@ -27,6 +27,7 @@ typedef struct bench_cfg {
     size_t batch_bytes;
     uint32_t in_flight;
     uint32_t pubs, subs, topics;
+    uint32_t sub_threads; /* sub mode: receiving threads shared by the subscribers (0: one each) */
     bool distinct;
     bool ids;    /* every event gets the id PREFIX-<sequence number> */
     bool json;   /* payloads: varied JSON events (bench.c), not one fixed string */

@@ -77,6 +77,15 @@ test_sub_distinct() {
     grep -q ' sub_events=2000 ' "$TMP/result" || fail "each event to one: $(cat "$TMP/result")"
 }
 
+# --sub-threads: 10 subscribers read by 3 shared threads (epoll), each
+# subscriber's share counted as with a thread each.
+test_sub_threads() {
+    bench_ok "sub -n 2000 --subs 10 --topics 20 --distinct --sub-threads 3" sub_events
+    grep -q ' sub_events=2000 ' "$TMP/result" || fail "each event to one: $(cat "$TMP/result")"
+    bench_ok "sub -n 3000 --subs 3 --sub-threads 2" sub_events
+    grep -q ' sub_events=9000 ' "$TMP/result" || fail "3 subscribers x 3000: $(cat "$TMP/result")"
+}
+
 test_latency() {
     bench_ok "latency --rate 2000 -n 200" ack_p50_us ack_p99_us delivery_p50_us delivery_p999_us
 }
@@ -139,6 +148,7 @@ run test_pub
 run test_pub_ids
 run test_sub
 run test_sub_distinct
+run test_sub_threads
 run test_latency
 run test_replay
 run test_seek
