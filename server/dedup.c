@@ -35,6 +35,8 @@
  */
 #include "dedup.h"
 
+#include "broker.h"
+
 #include "event.h"
 #include "hash.h"
 #include "logging.h"
@@ -61,6 +63,9 @@
 #define RING_INITIAL 64u
 #define HUGE_PAGE    (2u << 20)
 #define CELLS        8u /* per bucket: one cache line */
+/* Prefetch distance, in events: enough to cover a cache miss with the work
+ * of the events in between (16 and 24 measured no better). */
+#define PREFETCH_AHEAD 8u
 
 typedef struct dedup_slot {
     uint64_t hash;
@@ -93,6 +98,7 @@ struct dedup {
     uint32_t *over;    /* nbuckets counts: ids in the ring that passed this bucket */
     uint32_t nbuckets; /* a power of two; CELLS * nbuckets >= 2 * cap */
     uint64_t evicted;
+    bool lost; /* an id was not remembered (no memory): see dedup_complete */
 };
 
 int dedup_create(dedup **out, int64_t window_ns, uint32_t max_entries)
@@ -402,16 +408,20 @@ uint64_t dedup_id_hash(const uint8_t *id, size_t len)
     return id_hash(id, len);
 }
 
-void dedup_prefetch(const dedup *d, uint64_t h, uint32_t ahead)
+/* Brings what the check of an id of hash h `ahead` checks from now will
+ * touch into the cache: its index bucket, the bucket's count, and the slot
+ * it will take if it is new (once the window is full that slot was last
+ * written max_entries ids ago, long out of the cache, and a 96-byte store
+ * to it would wait for its lines). Always inlined: GCC takes a function
+ * that only prefetches for one without effect, and drops its calls. */
+static inline __attribute__((always_inline)) void prefetch_check(const dedup *d, uint64_t h,
+                                                                 uint32_t ahead)
 {
     if (!d->nbuckets)
         return;
     uint32_t b = (uint32_t)h & (d->nbuckets - 1);
     __builtin_prefetch(&d->index[b]);
     __builtin_prefetch(&d->over[b]); /* read by every look-up: 4 bytes of a line */
-    /* The slot the id will be written to if it is new: once the window is
-     * full that slot was last written max_entries ids ago, long out of the
-     * cache, and a 96-byte store to it would wait for its lines. */
     uint32_t k = d->count + ahead;
     if (k >= d->cap)
         k -= d->cap;
@@ -463,24 +473,41 @@ static void copy_id(uint8_t *dst, const uint8_t *src, size_t len)
     }
 }
 
-/* Adds id (hash h; not present). */
-static int add(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint64_t offset,
-               int64_t time_ns)
+/* Adds id (hash h; not present). home_free: the cells of its home bucket
+ * that were free when it was looked up (0: unknown, or none), so that the
+ * common case, a free cell there, needs no second pass over the bucket. */
+static inline int add(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint64_t offset,
+                      int64_t time_ns, unsigned home_free)
 {
     if (d->count == d->max_entries) {
-        pop_head(d); /* the window is full: the oldest id goes early */
+        /* The window is full: the oldest id goes early. Popping only frees
+         * cells, so home_free stays true. */
+        pop_head(d);
         d->evicted++;
-    } else if (d->count == d->cap && grow(d) < 0) {
-        return PB_ENOMEM;
+    } else if (d->count == d->cap) {
+        if (grow(d) < 0) {
+            d->lost = true;
+            return PB_ENOMEM;
+        }
+        home_free = 0; /* a new index */
     }
     uint32_t pos = ring_pos(d, d->count);
+    uint32_t seq = d->head_seq + d->count;
     dedup_slot *s = &d->ring[pos];
     s->hash = h;
     s->offset = offset;
     s->time_ns = time_ns;
     s->len = (uint8_t)len;
     copy_id(s->id, id, len);
-    s->hops = index_put(d, h, d->head_seq + d->count);
+    if (home_free) {
+        bucket *bk = &d->index[(uint32_t)h & (d->nbuckets - 1)];
+        unsigned i = (unsigned)__builtin_ctz(home_free);
+        bk->tag[i] = tag_of(h);
+        bk->seq[i] = seq;
+        s->hops = 0;
+    } else {
+        s->hops = index_put(d, h, seq);
+    }
     d->count++;
     return 0;
 }
@@ -489,7 +516,36 @@ int dedup_add(dedup *d, const uint8_t *id, size_t len, uint64_t offset, int64_t 
 {
     if (len == 0 || len > EVENT_ID_MAX_BYTES)
         return PB_EINVAL;
-    return add(d, dedup_id_hash(id, len), id, len, offset, time_ns);
+    return add(d, dedup_id_hash(id, len), id, len, offset, time_ns, 0);
+}
+
+/* lookup and, when absent, add, in one pass over the home bucket: its tags
+ * and its free cells are read from the same line. 1 with *original, 0
+ * (added), or PB_ENOMEM. */
+static inline int check(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint64_t offset,
+                        int64_t time_ns, uint64_t *original)
+{
+    unsigned home_free = 0;
+    if (d->count > 0) {
+        uint32_t mask = d->nbuckets - 1, tag = tag_of(h), b = (uint32_t)h & mask;
+        const bucket *bk = &d->index[b];
+        home_free = free_cells(d, bk);
+        for (uint32_t n = 0; n < d->nbuckets; b = (b + 1) & mask, bk = &d->index[b], n++) {
+            for (unsigned m = tag_cells(bk, tag); m; m &= m - 1) {
+                uint32_t k = bk->seq[__builtin_ctz(m)] - d->head_seq;
+                if (k >= d->count)
+                    continue; /* the cell of an id that has left the ring */
+                const dedup_slot *s = &d->ring[ring_pos(d, k)];
+                if (s->len == len && memcmp(s->id, id, len) == 0) {
+                    *original = s->offset;
+                    return 1;
+                }
+            }
+            if (!d->over[b])
+                break;
+        }
+    }
+    return add(d, h, id, len, offset, time_ns, home_free);
 }
 
 int dedup_check(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint64_t offset,
@@ -497,12 +553,49 @@ int dedup_check(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint64_t of
 {
     if (len == 0 || len > EVENT_ID_MAX_BYTES)
         return PB_EINVAL;
-    uint32_t at = lookup(d, h, id, len);
-    if (at) {
-        *original = d->ring[at - 1].offset;
-        return 1;
+    return check(d, h, id, len, offset, time_ns, original);
+}
+
+/* The hash ingest computed, or (events made by tests) computed here. */
+static inline uint64_t event_hash(const pub_event *ev)
+{
+    return ev->id_hash ? ev->id_hash : dedup_id_hash(ev->id, ev->id_len);
+}
+
+uint32_t dedup_check_events(dedup *d, pub_event *events, const uint32_t *idx, uint32_t n,
+                            uint64_t first, int64_t time_ns, uint32_t *dups)
+{
+    uint64_t next = first;
+    uint32_t ndups = 0;
+    for (uint32_t k = 0; k < n; k++) {
+        if (k + PREFETCH_AHEAD < n) {
+            const pub_event *later = &events[idx[k + PREFETCH_AHEAD]];
+            if (later->id_len) {
+                prefetch_check(d, event_hash(later), PREFETCH_AHEAD);
+                /* Its bytes too: they are copied into the slot, and a large
+                 * take is out of the cache by now. */
+                __builtin_prefetch(later->id);
+            }
+        }
+        pub_event *ev = &events[idx[k]];
+        ev->duplicate = 0;
+        if (ev->id_len == 0 || ev->id_len > EVENT_ID_MAX_BYTES) {
+            next++;
+            continue;
+        }
+        uint64_t orig = 0;
+        /* PB_ENOMEM: stored without being remembered (the window degrades,
+         * nothing is refused). */
+        if (check(d, event_hash(ev), ev->id, ev->id_len, next, time_ns, &orig) == 1) {
+            ev->duplicate = 1;
+            ev->offset = orig;
+            ndups++;
+            continue;
+        }
+        next++;
     }
-    return add(d, h, id, len, offset, time_ns);
+    *dups = ndups;
+    return (uint32_t)(next - first);
 }
 
 void dedup_expire(dedup *d, int64_t now_ns)
@@ -540,6 +633,11 @@ void dedup_truncate(dedup *d, uint64_t from)
         pop_tail(d);
 }
 
+bool dedup_complete(const dedup *d)
+{
+    return !d->lost;
+}
+
 size_t dedup_count(const dedup *d)
 {
     return d->count;
@@ -559,6 +657,11 @@ size_t dedup_memory(const dedup *d)
 int64_t dedup_window_ns(const dedup *d)
 {
     return d->window_ns;
+}
+
+uint32_t dedup_max_entries(const dedup *d)
+{
+    return d->max_entries;
 }
 
 size_t dedup_event_id(const uint8_t *ev, size_t n, const uint8_t **id)
@@ -600,10 +703,20 @@ int dedup_mark(const fileio *io, const char *dir)
     return rc;
 }
 
-int dedup_rebuild(dedup *d, const fileio *io, const char *dir, const char *name, int64_t now_ns,
-                  uint64_t end_offset)
+void dedup_entry(const dedup *d, size_t k, const uint8_t **id, size_t *len, uint64_t *offset,
+                 int64_t *time_ns)
 {
-    if (end_offset == 0)
+    const dedup_slot *s = &d->ring[ring_pos(d, (uint32_t)k)];
+    *id = s->id;
+    *len = s->len;
+    *offset = s->offset;
+    *time_ns = s->time_ns;
+}
+
+int dedup_rebuild(dedup *d, const fileio *io, const char *dir, const char *name, int64_t now_ns,
+                  uint64_t from_offset, uint64_t end_offset)
+{
+    if (end_offset <= from_offset)
         return 0;
     segment_io sio;
     fileio_segment_io(io, &sio);
@@ -615,7 +728,11 @@ int dedup_rebuild(dedup *d, const fileio *io, const char *dir, const char *name,
         return rc;
     }
     uint64_t seen = 0, ids = 0;
-    rc = pb_reader_seek_time(r, now_ns - d->window_ns);
+    /* From the snapshot's end, or (none, or that offset is gone) by time;
+     * ids already in the window are skipped below either way. */
+    rc = from_offset ? pb_reader_seek_offset(r, from_offset) : -1;
+    if (rc < 0)
+        rc = pb_reader_seek_time(r, now_ns - d->window_ns);
     pb_reader_set_end(r, end_offset);
     while (rc >= 0) {
         pb_record rec;
@@ -635,6 +752,8 @@ int dedup_rebuild(dedup *d, const fileio *io, const char *dir, const char *name,
         if (rc < 0)
             break;
         seen++;
+        if (rec.time_ns < now_ns - d->window_ns)
+            continue; /* expired already (a seek by offset starts anywhere) */
         const uint8_t *id = NULL;
         size_t len = dedup_event_id(rec.event, rec.event_len, &id);
         if (len == 0 || len > EVENT_ID_MAX_BYTES)

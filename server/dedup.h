@@ -23,9 +23,10 @@
  * (through the partition's fileio, like every other read of its files), so
  * the window holds across kill -9 and power loss: what the log holds after
  * recovery is exactly what the window holds. Only partitions that ever
- * stored an id (DEDUP_MARK_NAME) pay for that scan.
+ * stored an id (DEDUP_MARK_NAME) pay for that scan, and after a clean stop
+ * only for the records after the window's snapshot (dedup_save, dedup_load).
  *
- * Threads: the partition's writer thread (or the thread that opens the
+ * Threads: the partition's writer thread (or the thread that opens or closes the
  * partition) only, no lock; dedup_id_hash on any thread (a hash of its own,
  * under the process's random secrets: cheap for ids of up to 32 bytes).
  */
@@ -60,7 +61,7 @@ int dedup_find(const dedup *d, const uint8_t *id, size_t len, uint64_t *offset);
 int dedup_add(dedup *d, const uint8_t *id, size_t len, uint64_t offset, int64_t time_ns);
 
 /* Any thread. The hash of an id (under a random seed of the process): what
- * dedup_prefetch and dedup_check take. Ingest computes it on the loop
+ * dedup_check takes. Ingest computes it on the loop
  * thread while it has the event's bytes in its cache (pub_event.id_hash). */
 uint64_t dedup_id_hash(const uint8_t *id, size_t len);
 
@@ -71,11 +72,20 @@ uint64_t dedup_id_hash(const uint8_t *id, size_t len);
 int dedup_check(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint64_t offset,
                 int64_t time_ns, uint64_t *original);
 
-/* A hint, for an id (hash h) whose dedup_check comes after `ahead` others:
- * brings the index bucket and the bucket's count it will read, and the slot
- * it will take if new, into the cache (the window is larger than the cache:
- * a take checks its ids with their misses overlapped). */
-void dedup_prefetch(const dedup *d, uint64_t h, uint32_t ahead);
+/* The writer's check of a part of a take (expect.c): dedup_check of the
+ * events events[idx[0]], .., events[idx[n - 1]] in that order, the next
+ * ones' index buckets, slots and ids prefetched meanwhile (a window is
+ * larger than the cache: the misses overlap). An event with an id in the
+ * window (or earlier among them) gets duplicate = 1 and its original's
+ * offset; every other one duplicate = 0, and if it has an id, the id is
+ * remembered as stored at the next offset from `first` on (the events that
+ * are not duplicates, with an id or without, take first, first + 1, ...).
+ * Returns that number of events (n - *dups). The hash is the event's
+ * id_hash when set (ingest's), else computed here. Out of memory, an id
+ * is stored without being remembered (the window degrades). */
+struct pub_event;
+uint32_t dedup_check_events(dedup *d, struct pub_event *events, const uint32_t *idx, uint32_t n,
+                            uint64_t first, int64_t time_ns, uint32_t *dups);
 
 /* Forgets the ids stored before now_ns - window. */
 void dedup_expire(dedup *d, int64_t now_ns);
@@ -90,14 +100,43 @@ size_t dedup_count(const dedup *d);
 uint64_t dedup_evicted(const dedup *d);
 size_t dedup_memory(const dedup *d);
 int64_t dedup_window_ns(const dedup *d);
+uint32_t dedup_max_entries(const dedup *d);
 
-/* Fills the (empty) window from the partition's files in dir: the records
- * below end_offset with a receive time >= now_ns - window, read through io.
+/* Fills the window from the partition's files in dir: the records from
+ * from_offset (0: the whole log) below end_offset with a receive time >=
+ * now_ns - window, read through io (after dedup_load, from its `covered`).
  * Damaged records are skipped (they were not stored, as far as a reader can
  * tell). `name` names the partition in log lines. Returns 0 or a negative
  * code (an I/O error; logged). */
 int dedup_rebuild(dedup *d, const fileio *io, const char *dir, const char *name, int64_t now_ns,
-                  uint64_t end_offset);
+                  uint64_t from_offset, uint64_t end_offset);
+
+/* The k-th id from the oldest (k < dedup_count(d)): its bytes (in the
+ * window, valid until it changes), offset and receive time. */
+void dedup_entry(const dedup *d, size_t k, const uint8_t **id, size_t *len, uint64_t *offset,
+                 int64_t *time_ns);
+
+/* The window saved at a clean stop (dedup_snap.c, FORMAT.md Part B): start-up
+ * then reads only the records appended after it. */
+#define DEDUP_SNAPSHOT_NAME "dedup.snap"
+
+/* Whether d remembered every id it was given (false once an id could not
+ * be added for lack of memory: then no snapshot is saved of it). */
+bool dedup_complete(const dedup *d);
+
+/* Writes d's ids to DIR/DEDUP_SNAPSHOT_NAME (temporary file, fdatasync,
+ * rename, directory fsync), covering the log's records below `covered`,
+ * which must all be durable. 0 or a negative code (logged). */
+int dedup_save(const dedup *d, const fileio *io, const char *dir, uint64_t covered);
+
+/* Fills the (empty) window from DIR's snapshot when it is sound and fits
+ * the log (CRC, covered <= end_offset, the newest entry's record found in
+ * the log with its id and time): 0 with *covered set (read the records
+ * from there on with dedup_rebuild); PB_ENOTFOUND when there is none;
+ * PB_ECORRUPT when it is not used (logged, the window left empty: rebuild
+ * it from the whole log); PB_ENOMEM. */
+int dedup_load(dedup *d, const fileio *io, const char *dir, const char *name, uint64_t end_offset,
+               uint64_t *covered);
 
 /* DIR/DEDUP_MARK_NAME exists once the partition has stored an event with
  * an id: a partition without one (most) skips dedup_rebuild's scan at

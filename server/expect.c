@@ -12,10 +12,6 @@
 
 #include <string.h>
 
-/* dedup_prefetch's distance, in events: enough to cover a cache miss with
- * the work of the events in between. */
-#define PREFETCH_AHEAD 8u
-
 /* The last offset of topic: the newest among recs[0..n) (this take so far),
  * else the topic table's. 1 with *last, 0 when the topic has no event, or
  * a negative code (the cold store could not be read). */
@@ -74,16 +70,6 @@ static int check_expectations(const expect_take *x, pub_part *part, const live_r
     return 0;
 }
 
-/* The dedup hash of the id of the part's k-th event (0 without id): ingest's,
- * or computed here for events that come without (tests build their own). */
-static uint64_t id_hash(const pub_part *part, uint32_t k)
-{
-    const pub_event *ev = &part->batch->events[part->events[k]];
-    if (ev->id_len == 0)
-        return 0;
-    return ev->id_hash ? ev->id_hash : dedup_id_hash(ev->id, ev->id_len);
-}
-
 size_t expect_admit(expect_take *x, pub_part *taken, log_entry *entries, live_record *recs)
 {
     size_t n = 0;
@@ -95,37 +81,20 @@ size_t expect_admit(expect_take *x, pub_part *taken, log_entry *entries, live_re
         bool retry = b->nexpect > 0 && all_duplicates(x, part);
         if (!retry && check_expectations(x, part, recs, n) < 0)
             continue;
-        /* Hashes of the next PREFETCH_AHEAD events' ids, computed once:
-         * for the prefetch, then for the check. */
-        uint64_t ahead[PREFETCH_AHEAD];
+        /* The window first (dedup.c, in one pass with its prefetches):
+         * it marks the duplicates, which are then left out. */
         bool ids = x->dedup != NULL;
-        for (uint32_t k = 0; ids && k < PREFETCH_AHEAD && k < part->count; k++)
-            ahead[k] = id_hash(part, k);
+        if (ids) {
+            uint32_t dups;
+            (void)dedup_check_events(x->dedup, b->events, part->events, part->count, x->next + n,
+                                     x->time_ns, &dups);
+            if (dups)
+                metrics_dedup_hits(dups);
+        }
         for (uint32_t k = 0; k < part->count; k++) {
             pub_event *ev = &b->events[part->events[k]];
-            uint64_t h = 0, orig;
-            if (ids) {
-                h = ahead[k % PREFETCH_AHEAD];
-                if (k + PREFETCH_AHEAD < part->count) {
-                    uint64_t later = id_hash(part, k + PREFETCH_AHEAD);
-                    ahead[k % PREFETCH_AHEAD] = later;
-                    if (later) {
-                        dedup_prefetch(x->dedup, later, PREFETCH_AHEAD);
-                        /* Its bytes too: the window copies them, and a
-                         * large take is out of the cache by now. */
-                        __builtin_prefetch(b->events[part->events[k + PREFETCH_AHEAD]].id);
-                    }
-                }
-            }
-            /* 0: remembered as stored at next + n; PB_ENOMEM: stored without
-             * being remembered (the window degrades, nothing is refused). */
-            if (ids && ev->id_len > 0 &&
-                dedup_check(x->dedup, h, ev->id, ev->id_len, x->next + n, x->time_ns, &orig) == 1) {
-                ev->duplicate = 1;
-                metrics_dedup_hits(1);
-                ev->offset = orig;
+            if (ids && ev->duplicate)
                 continue;
-            }
             x->ids += ev->id_len > 0;
             entries[n] = (log_entry){
                 .data = ev->data,

@@ -328,17 +328,37 @@ static void partition_free(partition *p)
 
 /* The dedup window, rebuilt from the log's records of the last
  * dedup_window_ms: what the log kept through a crash is what the window
- * holds. A failed read is logged and leaves the window with what it got. */
+ * holds. The snapshot of the last clean stop, when it is sound and fits the
+ * log (dedup_load), gives the ids below its offset, and only the records
+ * after it are read. A failed read is logged and leaves the window with
+ * what it got. */
 static int open_dedup(partition *p, uint64_t end)
 {
     p->ids_marked = dedup_marked(p->io, p->dir);
     if (p->opts.dedup_window_ms == 0)
         return 0;
-    int rc = dedup_create(&p->dedup, (int64_t)p->opts.dedup_window_ms * 1000000ll,
-                          p->opts.dedup_max_entries ? p->opts.dedup_max_entries : 1);
+    int64_t window_ns = (int64_t)p->opts.dedup_window_ms * 1000000ll;
+    uint32_t max_entries = p->opts.dedup_max_entries ? p->opts.dedup_max_entries : 1;
+    int rc = dedup_create(&p->dedup, window_ns, max_entries);
     if (rc < 0 || !p->ids_marked)
         return rc; /* no id was ever stored here: nothing to read */
-    rc = dedup_rebuild(p->dedup, p->io, p->dir, p->name, partition_wall_ns(p), end);
+    uint64_t from = 0;
+    rc = dedup_load(p->dedup, p->io, p->dir, p->name, end, &from);
+    if (rc == PB_ENOMEM)
+        return rc;
+    if (rc < 0 && dedup_count(p->dedup) > 0) {
+        /* Not used: start from an empty window (dedup_load adds nothing
+         * unless it is used; this is for certainty). */
+        dedup_destroy(p->dedup);
+        p->dedup = NULL;
+        if ((rc = dedup_create(&p->dedup, window_ns, max_entries)) < 0)
+            return rc;
+    }
+    int64_t now = partition_wall_ns(p);
+    dedup_expire(p->dedup, now);
+    rc = dedup_rebuild(p->dedup, p->io, p->dir, p->name, now, from, end);
+    if (rc < 0)
+        p->window_partial = true; /* it lacks what could not be read: never saved */
     return rc == PB_ENOMEM ? rc : 0;
 }
 
@@ -522,6 +542,15 @@ int partition_close(partition *p)
     int src = topics_save(p->topics, p->io, p->dir, atomic_load(&p->end_offset));
     if (rc == 0)
         rc = src;
+    /* The dedup window, for a quick start-up: only over a durable log (a
+     * failed one may hold records past the end offset), and only when it
+     * holds the ids of every record (not a standby's, nor one that ran out
+     * of memory for them): else a snapshot would forget ids the log has.
+     * Without a new one, the last one (if any) stays right: the records
+     * after it are read from the log. A failure costs only the next
+     * start-up's time (logged). */
+    if (rc == 0 && p->dedup && p->ids_marked && !p->window_partial && dedup_complete(p->dedup))
+        (void)dedup_save(p->dedup, p->io, p->dir, atomic_load(&p->end_offset));
     int crc = log_close(p->log);
     if (crc < 0) {
         logging_printf(LOG_ERROR, "partition %s: closing %s failed: %s", p->name, p->dir,

@@ -35,6 +35,10 @@ struct partition {
     dedup *dedup;         /* writer thread; NULL when dedup_window_ms is 0 */
     bool topics_complete; /* writer thread: the table knows every topic (expect.h) */
     bool ids_marked;      /* writer thread: DEDUP_MARK_NAME exists (dedup.h) */
+    /* Writer thread: records were appended without passing the dedup window
+     * (a standby's replica takes): the window does not hold their ids, so
+     * no snapshot of it is saved at close (dedup_snap.c). */
+    bool window_partial;
 
     pthread_mutex_t lock; /* protects head, tail, stopping, exited, running, thread, joinable */
     pthread_cond_t wake;  /* work queued, or close requested (CLOCK_MONOTONIC) */

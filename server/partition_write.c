@@ -470,6 +470,7 @@ void partition_write_replica_take(partition *p, pub_part *taken)
     n = admit_replica(p, taken);
     uint64_t first = log_next_offset(p->log);
     if (n > 0) {
+        p->window_partial = true; /* their ids are read from the log at start-up */
         rc = log_append(p->log, p->entries, n, NULL);
         if (rc < 0 && log_status(p->log) < 0) {
             partition_set_failed(p, rc, "write");

@@ -6,9 +6,13 @@
  * offset, a sample of forgotten ids is not, and the count matches. Small
  * windows put many ids in each bucket of the index (so full buckets send
  * ids on to the next, and the index is rebuilt), and the sequence numbers
- * cross 2^32 (dedup.c starts them just below). Deterministic (fixed seeds).
+ * cross 2^32 (dedup.c starts them just below). The writer's batched check
+ * (dedup_check_events) gives the answers of dedup_check event by event.
+ * Deterministic (fixed seeds).
  */
 #include "dedup.h"
+
+#include "broker.h"
 #include "pb_errors.h"
 
 #include <setjmp.h>
@@ -139,7 +143,8 @@ static void run_model(uint32_t max_entries, int64_t window_ns, int steps, uint64
             for (unsigned k = 0; k < n; k++) {
                 uint64_t c = next_c;
                 if (next_c > 0 && rnd() % 4 == 0)
-                    c = next_c - 1 - rnd() % (next_c < 2u * max_entries ? next_c : 2u * max_entries);
+                    c = next_c - 1 -
+                        rnd() % (next_c < 2u * max_entries ? next_c : 2u * max_entries);
                 else
                     next_c++;
                 size_t len = id_of(c, id);
@@ -232,12 +237,101 @@ static void test_lengths_and_bytes(void **state)
     dedup_destroy(d);
 }
 
+/* dedup_check_events against dedup_check one event at a time, on twin
+ * windows: takes of 0..300 events in a shuffled order (the part's index
+ * list), some without an id, some repeating an id of the same take or of
+ * recent ones, half with ingest's hash and half without; the same flags,
+ * offsets and window contents, also past the bound (eviction) and across
+ * index growth. */
+static void test_check_events_as_one_by_one(void **state)
+{
+    (void)state;
+    rng_state = 99;
+    dedup *a, *b;
+    assert_int_equal(dedup_create(&a, 10 * SEC, 2000), 0);
+    assert_int_equal(dedup_create(&b, 10 * SEC, 2000), 0);
+    enum { TAKE = 300 };
+    static uint8_t ids[TAKE][ID_MAX];
+    static pub_event ev[TAKE];
+    static uint32_t idx[TAKE];
+    uint64_t next_c = 0, next_off = 0;
+    for (int t = 0; t < 200; t++) {
+        uint32_t n = (uint32_t)(rnd() % (TAKE + 1));
+        for (uint32_t k = 0; k < n; k++) {
+            idx[k] = k;
+            ev[k] = (pub_event){.duplicate = 1}; /* stale: the check resets it */
+            unsigned kind = (unsigned)(rnd() % 8);
+            if (kind == 0)
+                continue; /* no id */
+            uint64_t c = next_c++;
+            if (kind == 1 && next_c > 1)
+                c = next_c - 2 - rnd() % (next_c - 1 < 3000 ? next_c - 1 : 3000); /* a retry */
+            size_t len = id_of(c, ids[k]);
+            ev[k].id = ids[k];
+            ev[k].id_len = (uint8_t)len;
+            if (rnd() % 2)
+                ev[k].id_hash = dedup_id_hash(ids[k], len);
+        }
+        for (uint32_t k = n; k > 1; k--) { /* the part's order is its list's */
+            uint32_t j = (uint32_t)(rnd() % k), x = idx[k - 1];
+            idx[k - 1] = idx[j];
+            idx[j] = x;
+        }
+        /* One by one on a. */
+        uint64_t off = next_off, want_dup[TAKE];
+        bool want_flag[TAKE];
+        for (uint32_t k = 0; k < n; k++) {
+            const pub_event *e = &ev[idx[k]];
+            want_flag[idx[k]] = false;
+            if (e->id_len == 0) {
+                off++;
+                continue;
+            }
+            uint64_t orig = 0;
+            int rc = dedup_check(a, dedup_id_hash(e->id, e->id_len), e->id, e->id_len, off,
+                                 (int64_t)t, &orig);
+            assert_true(rc == 0 || rc == 1);
+            if (rc == 1) {
+                want_flag[idx[k]] = true;
+                want_dup[idx[k]] = orig;
+            } else {
+                off++;
+            }
+        }
+        /* Batched on b. */
+        uint32_t dups = 99;
+        uint32_t stored = dedup_check_events(b, ev, idx, n, next_off, (int64_t)t, &dups);
+        assert_int_equal(stored, off - next_off);
+        assert_int_equal(dups, n - stored);
+        for (uint32_t k = 0; k < n; k++) {
+            assert_int_equal(ev[k].duplicate, want_flag[k]);
+            if (want_flag[k])
+                assert_int_equal(ev[k].offset, want_dup[k]);
+        }
+        next_off = off;
+        assert_int_equal(dedup_count(a), dedup_count(b));
+    }
+    /* Every id ever numbered: found in both, at the same offset, or in neither. */
+    uint8_t id[ID_MAX];
+    for (uint64_t c = 0; c < next_c; c++) {
+        size_t len = id_of(c, id);
+        uint64_t oa = 0, ob = 0;
+        int fa = dedup_find(a, id, len, &oa), fb = dedup_find(b, id, len, &ob);
+        assert_int_equal(fa, fb);
+        if (fa)
+            assert_int_equal(oa, ob);
+    }
+    dedup_destroy(a);
+    dedup_destroy(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_model_small_windows),
         cmocka_unit_test(test_model_grow_and_release),
         cmocka_unit_test(test_lengths_and_bytes),
+        cmocka_unit_test(test_check_events_as_one_by_one),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,7 +10,9 @@
  * The test thread plays the loop thread (partition_submit); done() runs on
  * the writer thread and signals a condition variable.
  */
+#include "crc32c.h"
 #include "dedup.h"
+#include "fileio.h"
 #include "partition.h"
 #include "pb_errors.h"
 #include "testfs.h"
@@ -357,6 +359,129 @@ static void test_window_expiry_and_rebuild(void **state)
     assert_int_equal(partition_close(p), 0);
 }
 
+/* The path of the partition's file `name`. */
+static void pfile(const fixture *f, const char *name, char *out, size_t size)
+{
+    snprintf(out, size, "%s/p/%s", f->root, name);
+}
+
+/* Whether id is a duplicate in p now, at `offset`; stores it otherwise. */
+static void expect_dup(fixture *f, partition *p, const char *id, uint64_t offset)
+{
+    tbatch *t = pub1(f, p, "a", id, NULL);
+    assert_int_equal(t->part.status, 0);
+    assert_true(t->ev[0].duplicate);
+    assert_int_equal(t->ev[0].offset, offset);
+    free(t);
+}
+
+/* A clean stop saves the window (dedup.snap); start-up loads it when it
+ * fits the log, then reads only the records after it. A snapshot that is
+ * damaged, covers more than the log holds, or names records the log does
+ * not have is not used: the window comes from the log all the same. */
+static void test_window_snapshot(void **state)
+{
+    fixture *f = *state;
+    partition *p = open_p(f);
+    free(pub1(f, p, "a", "s-0", NULL));
+    free(pub1(f, p, "a", NULL, NULL));
+    free(pub1(f, p, "a", "s-2", NULL));
+    assert_int_equal(partition_close(p), 0);
+    char snap[256];
+    pfile(f, DEDUP_SNAPSHOT_NAME, snap, sizeof snap);
+    size_t len = 0;
+    uint8_t *saved = testfs_read_file(snap, &len);
+    assert_non_null(saved);
+
+    /* dedup_load itself, against this log (end offset 3). */
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/p", f->root);
+    dedup *d;
+    uint64_t covered = 99;
+    assert_int_equal(dedup_create(&d, 60 * SEC, 1000), 0);
+    assert_int_equal(dedup_load(d, fileio_posix(), dir, "p", 3, &covered), 0);
+    assert_int_equal(covered, 3);
+    assert_int_equal(dedup_count(d), 2);
+    dedup_destroy(d);
+    /* Saved under a smaller window or bound than the reader's: it lacks ids
+     * that the log gives. */
+    assert_int_equal(dedup_create(&d, 61 * SEC, 1000), 0);
+    assert_int_equal(dedup_load(d, fileio_posix(), dir, "p", 3, &covered), PB_ECORRUPT);
+    dedup_destroy(d);
+    assert_int_equal(dedup_create(&d, 60 * SEC, 1001), 0);
+    assert_int_equal(dedup_load(d, fileio_posix(), dir, "p", 3, &covered), PB_ECORRUPT);
+    dedup_destroy(d);
+    assert_int_equal(dedup_create(&d, 59 * SEC, 999), 0); /* smaller ones may use it */
+    assert_int_equal(dedup_load(d, fileio_posix(), dir, "p", 3, &covered), 0);
+    dedup_destroy(d);
+    /* It covers more than the log holds (a log that lost records). */
+    assert_int_equal(dedup_create(&d, 60 * SEC, 1000), 0);
+    assert_int_equal(dedup_load(d, fileio_posix(), dir, "p", 2, &covered), PB_ECORRUPT);
+    assert_int_equal(dedup_count(d), 0);
+    dedup_destroy(d);
+    /* Any byte damaged: the CRC says so. */
+    for (size_t i = 0; i < len; i += 7) {
+        saved[i] ^= 0x10;
+        testfs_write_file(snap, saved, len);
+        assert_int_equal(dedup_create(&d, 60 * SEC, 1000), 0);
+        assert_int_equal(dedup_load(d, fileio_posix(), dir, "p", 3, &covered), PB_ECORRUPT);
+        assert_int_equal(dedup_count(d), 0);
+        dedup_destroy(d);
+        saved[i] ^= 0x10;
+    }
+    testfs_write_file(snap, saved, len - 1); /* cut */
+    assert_int_equal(dedup_create(&d, 60 * SEC, 1000), 0);
+    assert_int_equal(dedup_load(d, fileio_posix(), dir, "p", 3, &covered), PB_ECORRUPT);
+    dedup_destroy(d);
+
+    /* Damaged at start-up: rebuilt from the log, ids recognised. */
+    saved[len / 2] ^= 1;
+    testfs_write_file(snap, saved, len);
+    saved[len / 2] ^= 1;
+    p = open_p(f);
+    expect_dup(f, p, "s-0", 0);
+    expect_dup(f, p, "s-2", 2);
+    /* Stale: the snapshot of offset 3, records appended after it and no
+     * clean stop that rewrote it (kill -9: put the old one back). */
+    free(pub1(f, p, "a", "s-3", NULL));
+    assert_int_equal(partition_close(p), 0);
+    testfs_write_file(snap, saved, len);
+    p = open_p(f);
+    expect_dup(f, p, "s-3", 3); /* read from the log after the snapshot */
+    expect_dup(f, p, "s-0", 0); /* from the snapshot */
+    free(pub1(f, p, "a", "s-4", NULL));
+    assert_int_equal(partition_close(p), 0);
+    free(saved);
+    saved = testfs_read_file(snap, &len);
+    assert_non_null(saved);
+
+    /* A snapshot that is sound but not this log's (the newest id altered
+     * and the CRC made anew): the log's record there has another id. */
+    uint8_t *other = malloc(len);
+    assert_non_null(other);
+    memcpy(other, saved, len);
+    /* The newest entry's id is its last bytes before the CRC: "s-4". */
+    assert_memory_equal(other + len - 4 - 3, "s-4", 3);
+    other[len - 4 - 1] = '9';
+    uint32_t crc = crc32c(0, other, len - 4);
+    for (int i = 0; i < 4; i++)
+        other[len - 4 + i] = (uint8_t)(crc >> (8 * i));
+    testfs_write_file(snap, other, len);
+    assert_int_equal(dedup_create(&d, 60 * SEC, 1000), 0);
+    assert_int_equal(dedup_load(d, fileio_posix(), dir, "p", 5, &covered), PB_ECORRUPT);
+    assert_int_equal(dedup_count(d), 0);
+    dedup_destroy(d);
+    p = open_p(f); /* rebuilt: "s-9" was never stored, "s-4" was */
+    tbatch *t = pub1(f, p, "a", "s-9", NULL);
+    assert_false(t->ev[0].duplicate);
+    assert_int_equal(t->ev[0].offset, 5);
+    free(t);
+    expect_dup(f, p, "s-4", 4);
+    assert_int_equal(partition_close(p), 0);
+    free(other);
+    free(saved);
+}
+
 /* The window itself: bounded entries (the oldest forgotten first), memory
  * given back once ids expire, rollback of a take that was not stored. */
 static void test_window_bounds(void **state)
@@ -401,6 +526,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_expected_offset_of_cold_topic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ids_stored_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_window_expiry_and_rebuild, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_window_snapshot, setup, teardown),
         cmocka_unit_test(test_window_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

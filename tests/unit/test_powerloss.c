@@ -648,6 +648,9 @@ typedef struct totals {
     /* Rounds whose recovered copy holds a topic snapshot, and a leftover
      * temporary one (the power went while a snapshot was being written). */
     uint64_t snapshots, snapshot_tmps;
+    /* The same for the dedup window's snapshot (dedup.snap), which the
+     * crash run's start-up loads and catches up past. */
+    uint64_t dedup_snaps, dedup_snap_tmps;
     /* Rounds with retention, and those whose copy lost its oldest
      * segments to it (first offset above 0). */
     uint64_t retaining, retained;
@@ -787,6 +790,8 @@ static bool one_round(uint64_t seed, uint64_t crash_at, bool broken, totals *t)
     simio_destroy(sim);
     t->snapshots += real_file_exists("topics.snapshot");
     t->snapshot_tmps += real_file_exists("topics.snapshot.tmp");
+    t->dedup_snaps += real_file_exists(DEDUP_SNAPSHOT_NAME);
+    t->dedup_snap_tmps += real_file_exists(DEDUP_SNAPSHOT_NAME ".tmp");
     count_compressed(t); /* before verify's opens remove a .ztmp */
     t->compressing += compresses(seed);
     t->retaining += retains(seed);
@@ -850,6 +855,7 @@ static void test_acked_events_survive_power_loss(void **state)
     printf("power loss: %llu rounds over %llu seeds, %llu acked events checked, %llu crashes "
            "during recovery, %llu kill -9 restarts, %llu clean restarts\n"
            "  topic snapshots: in %llu recovered copies, a torn temporary one in %llu\n"
+           "  dedup snapshots: in %llu recovered copies, a torn temporary one in %llu\n"
            "  retention: %llu rounds, %llu copies starting above offset 0\n"
            "  compression: %llu rounds, %llu copies with a compressed segment, %llu with a "
            "leftover .ztmp\n"
@@ -859,18 +865,19 @@ static void test_acked_events_survive_power_loss(void **state)
            (unsigned long long)t.acked, (unsigned long long)t.recovery_crashes,
            (unsigned long long)t.process_crashes, (unsigned long long)t.clean_restarts,
            (unsigned long long)t.snapshots, (unsigned long long)t.snapshot_tmps,
+           (unsigned long long)t.dedup_snaps, (unsigned long long)t.dedup_snap_tmps,
            (unsigned long long)t.retaining, (unsigned long long)t.retained,
            (unsigned long long)t.compressing, (unsigned long long)t.compressed,
-           (unsigned long long)t.ztmps,
-           (unsigned long long)t.st.writes_dropped, (unsigned long long)t.st.writes_kept,
-           (unsigned long long)t.st.writes_prefix, (unsigned long long)t.st.writes_zero_tail,
-           (unsigned long long)t.st.writes_garbage_tail, (unsigned long long)t.st.truncs_kept,
-           (unsigned long long)t.st.truncs_dropped, (unsigned long long)t.st.dir_ops_kept,
-           (unsigned long long)t.st.dir_ops_forgotten);
+           (unsigned long long)t.ztmps, (unsigned long long)t.st.writes_dropped,
+           (unsigned long long)t.st.writes_kept, (unsigned long long)t.st.writes_prefix,
+           (unsigned long long)t.st.writes_zero_tail, (unsigned long long)t.st.writes_garbage_tail,
+           (unsigned long long)t.st.truncs_kept, (unsigned long long)t.st.truncs_dropped,
+           (unsigned long long)t.st.dir_ops_kept, (unsigned long long)t.st.dir_ops_forgotten);
     /* The rounds exercised what they are meant to (deterministic). */
     assert_true(t.rounds >= target);
     assert_true(t.acked > t.rounds);
     assert_true(t.snapshots > 0 && t.snapshot_tmps > 0);
+    assert_true(t.dedup_snaps > 0 && t.dedup_snap_tmps > 0);
     assert_true(t.retained > 0 && t.retained < t.retaining);
     assert_true(t.compressed > 0 && t.compressed < t.compressing && t.ztmps > 0);
     assert_true(t.st.writes_dropped > 0 && t.st.writes_kept > 0 && t.st.writes_prefix > 0 &&
