@@ -127,6 +127,17 @@ static int px_drop_cache(const fileio *io, int fd, off_t off, off_t len)
     return -posix_fadvise(fd, off, len, POSIX_FADV_DONTNEED); /* returns the error number */
 }
 
+static int px_write_out(const fileio *io, int fd, off_t off, off_t len)
+{
+    int flags = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
+    for (;;) {
+        if (sync_file_range(fd, off, len, (unsigned)flags) == 0)
+            return 0;
+        if (errno != EINTR)
+            return -errno;
+    }
+}
+
 static const fileio posix_io = {
     .open = px_open,
     .pwritev = px_pwritev,
@@ -143,6 +154,7 @@ static const fileio posix_io = {
     .list_dir = px_list_dir,
     .space = px_space,
     .drop_cache = px_drop_cache,
+    .write_out = px_write_out,
     .ctx = NULL,
 };
 

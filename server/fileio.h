@@ -52,6 +52,13 @@ struct fileio {
      * file holds. NULL in a layer that has no cache to drop (the power-loss
      * simulation); a failure is only a hint not taken. */
     int (*drop_cache)(const fileio *io, int fd, off_t off, off_t len);
+    /* Writes the dirty pages of [off, off + len) of fd to the device and
+     * waits until they are written (sync_file_range WAIT_BEFORE | WRITE |
+     * WAIT_AFTER): not a durability guarantee (the device may cache them,
+     * and the file's size is not synced) but an order: they reach the
+     * device before anything submitted afterwards. NULL in a layer that has
+     * no page cache to write out (the power-loss simulation). */
+    int (*write_out)(const fileio *io, int fd, off_t off, off_t len);
     void *ctx; /* for the layer's own state */
 };
 

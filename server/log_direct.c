@@ -18,7 +18,12 @@
  * descriptor opened with O_DIRECT, at most DIRECT_STAGE bytes per write;
  * what is left, less than one block, is written the ordinary way, so the
  * file's size is always exactly the bytes appended (no padding a reader
- * could see). Nothing about durability changes: a direct
+ * could see). The head block's bytes are written out (sync_file_range)
+ * before the first direct write: an unwritten page of the append must not
+ * sit in front of records that reached the disk (a crash before the
+ * fdatasync, with the file's new size committed by another partition's
+ * sync, would leave damage followed by records, which recovery keeps).
+ * Nothing about durability changes: a direct
  * write, like a buffered one, is durable only after the fdatasync that
  * log_sync does (the device may cache it); the kernel keeps buffered
  * readers coherent (a direct write drops the cached pages it covers).
@@ -133,6 +138,13 @@ int log_direct_write(pb_log *log, const struct iovec *iov, size_t cnt, uint64_t 
         size_t k = take(&c, log->stage, lead);
         if ((rc = write_stage(log, false, k, pos)) < 0)
             return rc;
+        /* Out to the device before any direct write: else a crash before
+         * the fdatasync (another partition's sync having committed the
+         * file's new size) could leave this page unwritten in front of
+         * direct-written records, which recovery would keep as damage
+         * followed by records. A failure only costs that order. */
+        if (log->io->write_out)
+            (void)log->io->write_out(log->io, log->fd, (off_t)pos, (off_t)k);
         pos += k;
     }
     size_t k;

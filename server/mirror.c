@@ -135,6 +135,10 @@ static void finish_drain(mirror *m)
     uint32_t fpart;
     uint64_t foffset;
     bool in_order = true; /* still before the first slot not acknowledged */
+    if (!m->lost)
+        m->lost = malloc((size_t)m->cap * sizeof *m->lost);
+    m->n_lost = 0;
+    m->lost_valid = m->lost != NULL;
     pthread_mutex_lock(&m->lock);
     for (uint32_t i = 0; i < m->count; i++) {
         slot *s = &m->ring[(m->head + i) % m->cap];
@@ -142,6 +146,8 @@ static void finish_drain(mirror *m)
         /* A duplicate not yet checked (dup_still_stored) counts as not
          * acknowledged: the scan finds it if the stream holds it. */
         bool acked = s->state == SLOT_ACKED && !s->dup;
+        if (!acked && m->lost)
+            m->lost[m->n_lost++] = (mstray){.p = p, .offset = s->offset};
         if (!acked)
             in_order = false;
         else if (in_order && s->seq > m->acked_seq)
@@ -204,15 +210,21 @@ static void scan_hit(void *ctx, const char *part_name, uint64_t offset, uint64_t
     m->scan_last = p;
     if (!p)
         return;
-    if (offset == p->scan_next && !p->scan_gap) {
+    if (offset == p->scan_next && !p->scan_stray) {
         p->scan_next++;
         p->scan_seq = seq;
-    } else if (offset > p->scan_next || (p->scan_gap && offset == p->scan_next)) {
+    } else if (offset > p->scan_next || (p->scan_stray && offset == p->scan_next)) {
         if (!p->scan_gap) {
             p->scan_gap = true;
             p->scan_gap_at = offset;
+            /* Only a publish of the failed window that NATS lost makes the
+             * rest strays; a gap of offsets never sent (skipped on purpose)
+             * or seen after a restart keeps the earlier rule: the run ends,
+             * the partition is resent from it (duplicates dropped). */
+            p->scan_stray = mirror_gap_is_loss(m, p, p->scan_next);
         }
-        mirror_stray_add(m, p, offset, seq);
+        if (p->scan_stray)
+            mirror_stray_add(m, p, offset, seq);
     }
 }
 
@@ -258,7 +270,7 @@ static int apply_scan(mirror *m, char *why, size_t whylen)
             atomic_store(&p->lag.shipped, p->cursor);
             m->dirty = true;
         }
-        if (rc == 0 && p->scan_gap)
+        if (rc == 0 && p->scan_gap && p->scan_stray)
             logging_printf(LOG_WARN,
                            "mirror %s: stream %s holds %s:%" PRIu64 " but not %s:%" PRIu64
                            ": a publish was lost inside NATS while a later one was stored; "
@@ -268,9 +280,18 @@ static int apply_scan(mirror *m, char *why, size_t whylen)
                            m->cfg->name, m->cfg->stream, p->name, p->scan_gap_at, p->name,
                            p->cursor, p->scan_deleted, p->name, p->cursor,
                            (mirror_nats_dup_window_ms(m->nats) + HOLD_MARGIN_MS) / 1000);
+        else if (rc == 0 && p->scan_gap)
+            logging_printf(LOG_INFO,
+                           "mirror %s: stream %s holds %s:%" PRIu64 " but not %s:%" PRIu64
+                           ", which was not lost in the last window (skipped, or before a "
+                           "restart, or beyond the tail read): resending from %" PRIu64
+                           " (offsets already in the stream come again as duplicates)",
+                           m->cfg->name, m->cfg->stream, p->name, p->scan_gap_at, p->name,
+                           p->cursor, p->cursor);
         deleted = deleted || (rc == 0 && p->scan_deleted);
         p->scan_next = p->cursor;
         p->scan_gap = false;
+        p->scan_stray = false;
         p->scan_deleted = 0;
     }
     m->scan_last = NULL;
@@ -311,6 +332,7 @@ static int resync(mirror *m, int64_t now)
         for (size_t i = 0; i < m->n_parts; i++) {
             m->parts[i]->scan_next = m->parts[i]->cursor;
             m->parts[i]->scan_gap = false;
+            m->parts[i]->scan_stray = false;
             m->parts[i]->scan_deleted = 0;
         }
         m->n_strays = 0;
@@ -324,6 +346,14 @@ static int resync(mirror *m, int64_t now)
                        "mirror %s: read %" PRIu32 " message(s) of stream %s after sequence %" PRIu64
                        " (%zu out of offset order)",
                        m->cfg->name, read, m->cfg->stream, m->acked_seq, m->n_strays);
+        if (hit_limit) {
+            /* The read began in the middle of the tail: a partition's first
+             * message seen there is no gap. Nothing is deleted. */
+            for (size_t i = 0; i < m->n_parts; i++)
+                m->parts[i]->scan_stray = false;
+            m->n_strays = 0;
+            m->strays_lost = false;
+        }
         if (hit_limit)
             logging_printf(LOG_WARN,
                            "mirror %s: stream %s: more than %d messages to read back; read the "
@@ -589,6 +619,7 @@ static void mirror_free(mirror *m)
     mirror_nats_free(m->nats);
     free(m->ring);
     free(m->strays);
+    free(m->lost);
     pthread_mutex_destroy(&m->lock);
     pthread_mutex_destroy(&m->parts_lock);
     pthread_cond_destroy(&m->cond);

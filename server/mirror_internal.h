@@ -44,6 +44,8 @@ typedef struct mpart {
     uint64_t scan_next; /* (resync) the scan's run of consecutive offsets ends here */
     uint64_t scan_seq;  /* the stream sequence of the run's last message */
     bool scan_gap;      /* an offset past the run came first */
+    bool scan_stray;    /* ... and the missing offset was lost inside NATS (mirror_gap_is_loss):
+                           the messages after it are strays */
     uint64_t scan_gap_at;
     uint64_t scan_deleted; /* (resync) its strays deleted */
     bool rewind;           /* (finish_drain) a publish of it failed */
@@ -128,6 +130,16 @@ typedef struct mirror {
     mstray *strays;   /* the scan's out-of-order messages (at most SCAN_LIMIT) */
     size_t n_strays, strays_cap;
     bool strays_lost; /* one did not fit (no memory): scan again */
+    /* (finish_drain) the publishes of the failed window that were never
+     * acknowledged, in send order (at most the ring's capacity): a gap the
+     * scan finds is a publish lost inside NATS only if its first missing
+     * offset is one of them; offsets skipped on purpose (events that
+     * cannot be mirrored, damage, retention) were never sent. lost_valid:
+     * the list is this run's (none after a restart: then no gap is
+     * repaired by deletion, the earlier rule applies). */
+    mstray *lost;
+    size_t n_lost;
+    bool lost_valid;
     /* Deleted messages' ids stay in JetStream's duplicate window: nothing
      * is resent before this (monotonic ms). */
     int64_t hold_until_ms;
@@ -154,6 +166,10 @@ int64_t mirror_wall_ns(void);
  * is still in the stream, else the slot is failed (and m->dup_gone set
  * when the message is gone). */
 bool mirror_dup_still_stored(mirror *m, slot *s);
+/* Whether p's offset was published in the failed window and never
+ * acknowledged (finish_drain's list). */
+bool mirror_gap_is_loss(const mirror *m, const mpart *p, uint64_t offset);
+
 /* The scan found p's offset at seq out of order (m->strays_lost if full). */
 void mirror_stray_add(mirror *m, mpart *p, uint64_t offset, uint64_t seq);
 /* Deletes the confirmed strays; sets m->hold_until_ms if it deleted any.

@@ -56,6 +56,16 @@ bool mirror_dup_still_stored(mirror *m, slot *s)
     return false;
 }
 
+bool mirror_gap_is_loss(const mirror *m, const mpart *p, uint64_t offset)
+{
+    if (!m->lost_valid)
+        return false;
+    for (size_t i = 0; i < m->n_lost; i++)
+        if (m->lost[i].p == p && m->lost[i].offset == offset)
+            return true;
+    return false;
+}
+
 void mirror_stray_add(mirror *m, mpart *p, uint64_t offset, uint64_t seq)
 {
     if (m->n_strays == m->strays_cap) {

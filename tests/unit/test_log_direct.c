@@ -5,7 +5,9 @@
  * buffers, and cross segment rotations; appends below the threshold mix in;
  * the segment's size is exactly the bytes appended; nothing logs that
  * direct writes were given up. Through a file layer that refuses O_DIRECT:
- * the log says so once and appends the ordinary way, losing nothing. */
+ * the log says so once and appends the ordinary way, losing nothing. No
+ * byte of an append written through the page cache is left in front of
+ * one of its direct writes without being written out first. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -225,6 +227,94 @@ static void test_refused_direct_falls_back(void **state)
     assert_null(strstr(m + 1, "open with O_DIRECT failed")); /* said once */
 }
 
+/* The order of the writes to segment files: within one append, no byte
+ * written the ordinary way (page cache) may be left unwritten out in front
+ * of a direct write (a crash before the sync could leave that page
+ * unwritten before records that reached the disk). */
+static fileio ordering;
+static int log_fds[8], direct_fd = -1;
+static bool ordinary_seen, ahead, took_direct;
+
+static bool is_log_fd(int fd)
+{
+    for (size_t i = 0; i < 8; i++)
+        if (log_fds[i] == fd)
+            return true;
+    return false;
+}
+
+static int open_ordering(const fileio *io, const char *path, int flags, int mode)
+{
+    int fd = fileio_posix()->open(fileio_posix(), path, flags, mode);
+    size_t n = strlen(path);
+    if (fd >= 0 && n > 4 && strcmp(path + n - 4, ".log") == 0) {
+        for (size_t i = 0; i < 8; i++)
+            if (log_fds[i] < 0) {
+                log_fds[i] = fd;
+                break;
+            }
+        if (flags & O_DIRECT)
+            direct_fd = fd;
+    }
+    return fd;
+}
+
+static int close_ordering(const fileio *io, int fd)
+{
+    for (size_t i = 0; i < 8; i++)
+        if (log_fds[i] == fd)
+            log_fds[i] = -1;
+    if (fd == direct_fd)
+        direct_fd = -1;
+    return fileio_posix()->close(fileio_posix(), fd);
+}
+
+static int write_out_ordering(const fileio *io, int fd, off_t off, off_t len)
+{
+    if (is_log_fd(fd))
+        ordinary_seen = false; /* on the device before what follows */
+    return fileio_posix()->write_out(fileio_posix(), fd, off, len);
+}
+
+static ssize_t pwritev_ordering(const fileio *io, int fd, const struct iovec *iov, int n, off_t off)
+{
+    if (fd == direct_fd && fd >= 0) {
+        took_direct = true;
+        ahead |= ordinary_seen;
+    } else if (is_log_fd(fd)) {
+        ordinary_seen = true;
+    }
+    return fileio_posix()->pwritev(fileio_posix(), fd, iov, n, off);
+}
+
+static void test_no_page_cache_write_ahead_of_direct(void **state)
+{
+    ordering = *fileio_posix();
+    ordering.open = open_ordering;
+    ordering.close = close_ordering;
+    ordering.pwritev = pwritev_ordering;
+    ordering.write_out = write_out_ordering;
+    for (size_t i = 0; i < 8; i++)
+        log_fds[i] = -1;
+    log_options o = opts(1u << 30, 1);
+    o.io = &ordering;
+    pb_log *log;
+    assert_int_equal(log_open(&log, part, &o), 0);
+    uint64_t n = 0;
+    size_t direct_appends = 0;
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        ordinary_seen = ahead = took_direct = false;
+        append_n(log, n, sizes[k]);
+        n += sizes[k];
+        assert_false(ahead);
+        direct_appends += took_direct;
+        assert_int_equal(log_sync(log), 0);
+    }
+    assert_int_equal(log_close(log), 0);
+    assert_true(direct_appends >= 6); /* the appends of whole blocks */
+    verify_all(n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -232,6 +322,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_direct_and_buffered_mixed_across_rotations, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_refused_direct_falls_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_page_cache_write_ahead_of_direct, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
