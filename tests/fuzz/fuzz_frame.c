@@ -1,7 +1,8 @@
 /*
  * Fuzz target: the wire decoder the daemon runs on untrusted bytes (loop
  * thread) and the client decoders for what comes back: frame_split_next,
- * frame_parse, publish_open/publish_next, event_scan and the tag iterator,
+ * frame_parse, publish_open/publish_next, event_scan (and the standby's
+ * event_scan_stored, which must agree with it) and the tag iterator,
  * topic_validate, event_frame_parse and the publish_ack iterator; protocol
  * v1's hello_parse and the connection rules (session.c) answering every
  * frame in every state; and framescan, the subscribed connection's reader.
@@ -164,6 +165,29 @@ static void check_error_frame(const uint8_t *p, size_t n, uint64_t id)
     protobus__frame__free_unpacked(f, NULL);
 }
 
+/* The standby's lighter scan (event_scan_stored): never out of bounds on
+ * any bytes; on an event event_scan accepts (*full, NULL: none), it
+ * accepts too and finds the same topic, id and receive time. */
+static void walk_stored(const uint8_t *p, size_t n, const event_view *full)
+{
+    event_view v;
+    char err[300];
+    err[0] = '\0';
+    int rc = event_scan_stored(p, n, &v, err, sizeof err);
+    if (rc < 0) {
+        FUZZ_CHECK(rc == PB_EPROTO && !full);
+        FUZZ_CHECK(memchr(err, '\0', sizeof err) != NULL && err[0] != '\0');
+        return;
+    }
+    FUZZ_CHECK(inside(p, n, v.topic) && inside(p, n, v.id));
+    if (!full)
+        return;
+    FUZZ_CHECK(v.topic.len == full->topic.len && v.topic.p == full->topic.p);
+    FUZZ_CHECK(v.id.len == full->id.len && (v.id.len == 0 || v.id.p == full->id.p));
+    FUZZ_CHECK(v.server_receive_time.present == full->server_receive_time.present &&
+               v.server_receive_time.ns == full->server_receive_time.ns);
+}
+
 static void walk_event(const uint8_t *p, size_t n, bool deep)
 {
     event_view v;
@@ -173,8 +197,10 @@ static void walk_event(const uint8_t *p, size_t n, bool deep)
     if (rc < 0) {
         FUZZ_CHECK(rc == PB_EPROTO);
         FUZZ_CHECK(memchr(err, '\0', sizeof err) != NULL && err[0] != '\0');
+        walk_stored(p, n, NULL);
         return;
     }
+    walk_stored(p, n, &v);
     FUZZ_CHECK(inside(p, n, v.topic) && inside(p, n, v.type_url) && inside(p, n, v.value));
     FUZZ_CHECK(inside(p, n, v.tags_span));
     (void)topic_validate(v.topic.p, v.topic.len, err, sizeof err);
