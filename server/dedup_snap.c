@@ -175,8 +175,11 @@ static int slurp(const fileio *io, const char *path, uint8_t **buf, size_t *len,
         snprintf(why, whylen, "%lld bytes, not a snapshot's size", (long long)size);
         rc = PB_ECORRUPT;
     }
-    if (rc == 0 && !(*buf = malloc((size_t)size)))
-        rc = PB_ENOMEM;
+    if (rc == 0 && !(*buf = malloc((size_t)size))) {
+        /* A cache: without memory to read it, the log is read instead. */
+        snprintf(why, whylen, "no memory to read its %lld bytes", (long long)size);
+        rc = PB_ECORRUPT;
+    }
     for (size_t got = 0; rc == 0 && got < (size_t)size;) {
         ssize_t n = io->pread(io, fd, *buf + got, (size_t)size - got, (off_t)got);
         if (n <= 0) {
