@@ -326,6 +326,20 @@ static size_t count_hidden(const char *dir)
     return s.hidden;
 }
 
+/* Opens partition "p" with o (retaining 3000 bytes), publishes 160
+ * events so that retention removes segments, and waits until the writer
+ * is dormant (the removals done). */
+static partition *publish_past_retention(partition_options *o)
+{
+    o->retain.bytes = 3000;
+    partition *p;
+    assert_int_equal(partition_open(&p, root, "p", o), 0);
+    for (int i = 0; i < 10; i++)
+        publish(p, 16);
+    wait_dormant(p);
+    return p;
+}
+
 /* The writer renames a removed segment out of sight and hands its unlink
  * over: readers and a reopen never see it, the reopen unlinks what was not
  * unlinked yet, and with the daemon's unlinker thread none is left. */
@@ -333,15 +347,10 @@ static void test_removal_hands_unlink_over(void **state)
 {
     (void)state;
     partition_options o = popts();
-    o.retain.bytes = 3000;
     o.log.discard = keep_discard;
     atomic_store(&discarded, 0);
-    partition *p;
     atomic_store(&clock_ns, T0);
-    assert_int_equal(partition_open(&p, root, "p", &o), 0);
-    for (int i = 0; i < 10; i++)
-        publish(p, 16);
-    wait_dormant(p);
+    partition *p = publish_past_retention(&o);
     uint64_t first = partition_first_offset(p);
     assert_true(first > 0);
     size_t n = atomic_load(&discarded);
@@ -358,12 +367,8 @@ static void test_removal_hands_unlink_over(void **state)
 
     /* The daemon's way: the unlinker thread. */
     partition_options u = popts();
-    u.retain.bytes = 3000;
     assert_int_equal(unlinker_start(&u.unlinker), 0);
-    assert_int_equal(partition_open(&p, root, "p", &u), 0);
-    for (int i = 0; i < 10; i++)
-        publish(p, 16);
-    wait_dormant(p);
+    p = publish_past_retention(&u);
     assert_true(partition_first_offset(p) > first);
     unlinker_flush(u.unlinker);
     assert_true(unlinker_done(u.unlinker) > 0);
@@ -390,16 +395,11 @@ static void test_removal_when_rename_refused(void **state)
     norename_io = *fileio_posix();
     norename_io.rename = refuse_rename;
     partition_options o = popts();
-    o.retain.bytes = 3000;
     o.log.io = &norename_io;
     o.log.discard = keep_discard;
     atomic_store(&discarded, 0);
-    partition *p;
     atomic_store(&clock_ns, T0);
-    assert_int_equal(partition_open(&p, root, "p", &o), 0);
-    for (int i = 0; i < 10; i++)
-        publish(p, 16);
-    wait_dormant(p);
+    partition *p = publish_past_retention(&o);
     uint64_t first = partition_first_offset(p);
     assert_true(first > 0);
     assert_int_equal(atomic_load(&discarded), 0); /* nothing renamed, nothing handed over */

@@ -371,6 +371,33 @@ static size_t count_compressed(size_t *closed)
     return z;
 }
 
+/* Opens partition "p" with compression, its .ztmp files failing as
+ * ztmp_fails / first_only say (ztmp_open), and publishes 10 batches of 10
+ * events, so that several segments close. */
+static partition *open_failing_ztmp(bool first_only, uint32_t idle_ms, uint32_t retry_ms)
+{
+    io = *fileio_posix();
+    io.open = ztmp_open;
+    atomic_store(&ztmp_fails, true);
+    atomic_store(&ztmp_first_only, first_only);
+    atomic_store(&ztmp_refused, 0);
+    partition_options o = {0};
+    o.log.io = &io;
+    o.log.segment_bytes = 1024;
+    o.fsync = PARTITION_FSYNC_ALWAYS;
+    o.topic_history = 4;
+    o.idle_ms = idle_ms;
+    o.retain.compress_level = 1;
+    o.compressor = zc;
+    o.compress_retry_ms = retry_ms;
+    partition *p;
+    assert_int_equal(partition_open(&p, root, "p", &o), 0);
+    uint64_t seq = 100;
+    for (int i = 0; i < 10; i++, seq += 10)
+        assert_int_equal(publish(p, 10, seq, NULL), 0);
+    return p;
+}
+
 /* A compression that fails for a passing reason (ENOSPC on its .ztmp,
  * while the writer still appends) is tried again after the pause, by the
  * upkeep tick once the writer has gone dormant: every closed segment ends
@@ -378,25 +405,7 @@ static size_t count_compressed(size_t *closed)
 static void test_failed_compression_retried(void **state)
 {
     (void)state;
-    io = *fileio_posix();
-    io.open = ztmp_open;
-    atomic_store(&ztmp_fails, true);
-    atomic_store(&ztmp_first_only, false);
-    atomic_store(&ztmp_refused, 0);
-    partition_options o = {0};
-    o.log.io = &io;
-    o.log.segment_bytes = 1024;
-    o.fsync = PARTITION_FSYNC_ALWAYS;
-    o.topic_history = 4;
-    o.idle_ms = 5;
-    o.retain.compress_level = 1;
-    o.compressor = zc;
-    o.compress_retry_ms = 100;
-    partition *p;
-    assert_int_equal(partition_open(&p, root, "p", &o), 0);
-    uint64_t seq = 100;
-    for (int i = 0; i < 10; i++, seq += 10)
-        assert_int_equal(publish(p, 10, seq, NULL), 0);
+    partition *p = open_failing_ztmp(false, 5, 100);
     /* Refused at least once; the writer does not stay awake for it. */
     for (int i = 0; i < 5000 && (atomic_load(&ztmp_refused) == 0 || partition_writer_running(p));
          i++)
@@ -424,25 +433,7 @@ static void test_failed_compression_retried(void **state)
 static void test_failing_segment_does_not_block(void **state)
 {
     (void)state;
-    io = *fileio_posix();
-    io.open = ztmp_open;
-    atomic_store(&ztmp_fails, true);
-    atomic_store(&ztmp_first_only, true);
-    atomic_store(&ztmp_refused, 0);
-    partition_options o = {0};
-    o.log.io = &io;
-    o.log.segment_bytes = 1024;
-    o.fsync = PARTITION_FSYNC_ALWAYS;
-    o.topic_history = 4;
-    o.idle_ms = 0;
-    o.retain.compress_level = 1;
-    o.compressor = zc;
-    o.compress_retry_ms = 50;
-    partition *p;
-    assert_int_equal(partition_open(&p, root, "p", &o), 0);
-    uint64_t seq = 100;
-    for (int i = 0; i < 10; i++, seq += 10)
-        assert_int_equal(publish(p, 10, seq, NULL), 0);
+    partition *p = open_failing_ztmp(true, 0, 50);
     /* Every closed segment but the first ends compressed; the first is
      * tried again and again (at least twice) and stays plain. */
     size_t closed = 0, z = 0;
