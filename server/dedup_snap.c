@@ -159,45 +159,6 @@ fail:
     return rc;
 }
 
-/* The whole file (malloc'd). PB_ENOTFOUND when there is none. */
-static int slurp(const fileio *io, const char *path, uint8_t **buf, size_t *len, char *why,
-                 size_t whylen)
-{
-    *buf = NULL;
-    int fd = io->open(io, path, O_RDONLY, 0);
-    if (fd < 0) {
-        snprintf(why, whylen, "%s", strerror(-fd));
-        return fd == -ENOENT ? PB_ENOTFOUND : fd;
-    }
-    off_t size = 0;
-    int rc = io->fsize(io, fd, &size);
-    if (rc == 0 && (size < HEADER_BYTES + 4 || (size_t)size > MAX_BYTES)) {
-        snprintf(why, whylen, "%lld bytes, not a snapshot's size", (long long)size);
-        rc = PB_ECORRUPT;
-    }
-    if (rc == 0 && !(*buf = malloc((size_t)size))) {
-        /* A cache: without memory to read it, the log is read instead. */
-        snprintf(why, whylen, "no memory to read its %lld bytes", (long long)size);
-        rc = PB_ECORRUPT;
-    }
-    for (size_t got = 0; rc == 0 && got < (size_t)size;) {
-        ssize_t n = io->pread(io, fd, *buf + got, (size_t)size - got, (off_t)got);
-        if (n <= 0) {
-            snprintf(why, whylen, "read at byte %zu: %s", got,
-                     n < 0 ? strerror((int)-n) : "unexpected end");
-            rc = n < 0 ? (int)n : PB_ECORRUPT;
-        }
-        got += n > 0 ? (size_t)n : 0;
-    }
-    (void)io->close(io, fd); /* read only: nothing to lose */
-    if (rc < 0) {
-        free(*buf);
-        *buf = NULL;
-    }
-    *len = (size_t)size;
-    return rc;
-}
-
 /* Checks the layout and the CRC; sets *covered and *count. */
 static int check_layout(const uint8_t *buf, size_t len, uint64_t *covered, uint32_t *count,
                         char *why, size_t whylen)
@@ -270,9 +231,11 @@ int dedup_load(dedup *d, const fileio *io, const char *dir, const char *name, ui
     size_t len = 0;
     uint32_t count = 0;
     uint64_t cov = 0;
-    int rc = slurp(io, path, &buf, &len, why, sizeof why);
+    int rc = fileio_read_file(io, path, HEADER_BYTES + 4, MAX_BYTES, &buf, &len, why, sizeof why);
     if (rc == PB_ENOTFOUND)
         return rc;
+    if (rc == PB_ENOMEM)
+        rc = PB_ECORRUPT; /* a cache: without memory to read it, the log is read instead */
     if (rc == 0)
         rc = check_layout(buf, len, &cov, &count, why, sizeof why);
     /* Saved under a shorter window or a lower bound: it lacks ids that

@@ -7,6 +7,7 @@
 #include "fileio.h"
 
 #include "iov.h"
+#include "pb_errors.h"
 #include "segment.h"
 
 #include <errno.h>
@@ -15,6 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -161,6 +163,47 @@ static const fileio posix_io = {
 const fileio *fileio_posix(void)
 {
     return &posix_io;
+}
+
+int fileio_read_file(const fileio *io, const char *path, size_t min, size_t max, uint8_t **buf,
+                     size_t *len, char *why, size_t whylen)
+{
+    *buf = NULL;
+    *len = 0;
+    int fd = io->open(io, path, O_RDONLY, 0);
+    if (fd < 0) {
+        snprintf(why, whylen, "%s", strerror(-fd));
+        return fd == -ENOENT ? PB_ENOTFOUND : fd;
+    }
+    off_t size = 0;
+    int rc = io->fsize(io, fd, &size);
+    if (rc < 0) {
+        snprintf(why, whylen, "size: %s", pb_strerror(rc));
+    } else if (size < (off_t)min || (uint64_t)size > max) {
+        snprintf(why, whylen, "implausible size %lld bytes", (long long)size);
+        rc = PB_ECORRUPT;
+    } else if (!(*buf = malloc((size_t)size))) {
+        snprintf(why, whylen, "out of memory for %lld bytes", (long long)size);
+        rc = PB_ENOMEM;
+    } else {
+        ssize_t got =
+            segment_pread_full(fileio_segment_pread, (void *)io, fd, *buf, (size_t)size, 0);
+        if (got < (ssize_t)size) {
+            rc = got < 0 ? (int)got : PB_ECORRUPT;
+            if (got < 0)
+                snprintf(why, whylen, "read: %s", pb_strerror(rc));
+            else
+                snprintf(why, whylen, "read at byte %zd: file shrank", got);
+        }
+    }
+    (void)io->close(io, fd); /* read-only: nothing to lose */
+    if (rc < 0) {
+        free(*buf);
+        *buf = NULL;
+        return rc;
+    }
+    *len = (size_t)size;
+    return 0;
 }
 
 int fileio_write_all(const fileio *io, int fd, struct iovec *iov, size_t cnt, off_t off)

@@ -77,6 +77,15 @@ int fileio_write_all(const fileio *io, int fd, struct iovec *iov, size_t cnt, of
  * names the failed step for messages. */
 int fileio_mkdir_durable(const fileio *io, const char *path, int mode, const char **what);
 
+/* Reads the whole file at path into *buf (malloc'd, *len bytes), for the
+ * small files read whole at start-up (the topic and dedup snapshots). A
+ * size outside [min, max] is refused before anything is allocated. 0;
+ * PB_ENOTFOUND when there is no such file; else PB_ECORRUPT (implausible
+ * size, or the file shrank while read), PB_ENOMEM or a negated errno, with
+ * why[] saying what (*buf is then NULL). */
+int fileio_read_file(const fileio *io, const char *path, size_t min, size_t max, uint8_t **buf,
+                     size_t *len, char *why, size_t whylen);
+
 /* fsync of directory `dir` (open, fsync, close): makes the entries created,
  * renamed or removed in it durable. 0 or a negated errno. */
 int fileio_sync_dir(const fileio *io, const char *dir);

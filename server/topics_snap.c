@@ -21,13 +21,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SNAP_MAGIC       "PBTOPICS"
-#define SNAP_VERSION     2u
-#define SNAP_HEADER_V1   32u
-#define SNAP_HEADER      40u
-#define SNAP_TOPIC_HDR   8u
-#define SNAP_NAME_MAX    65535u
-#define SNAP_BUF         (64u * 1024u)
+#define SNAP_MAGIC     "PBTOPICS"
+#define SNAP_VERSION   2u
+#define SNAP_HEADER_V1 32u
+#define SNAP_HEADER    40u
+#define SNAP_TOPIC_HDR 8u
+#define SNAP_NAME_MAX  65535u
+#define SNAP_BUF       (64u * 1024u)
 
 /* --- snapshot writing --- */
 
@@ -156,53 +156,6 @@ fail:
 
 /* --- snapshot loading and catching up --- */
 
-/* Reads the whole snapshot file at path into *buf (malloc'd, *size bytes).
- * PB_ENOTFOUND if there is none; another negative code with why[] set. */
-static int snap_slurp(const fileio *io, const char *path, uint8_t **buf, size_t *size, char *why,
-                      size_t whylen)
-{
-    *buf = NULL;
-    int fd = io->open(io, path, O_RDONLY, 0);
-    if (fd < 0) {
-        snprintf(why, whylen, "%s", strerror(-fd));
-        return fd == -ENOENT ? PB_ENOTFOUND : fd;
-    }
-    off_t fsize;
-    int rc = io->fsize(io, fd, &fsize);
-    if (rc < 0) {
-        snprintf(why, whylen, "size: %s", pb_strerror(rc));
-        goto out;
-    }
-    /* Far above what any sane table needs; refuse before allocating. */
-    if (fsize < (off_t)(SNAP_HEADER_V1 + 4) || fsize > ((off_t)1 << 32)) {
-        rc = PB_ECORRUPT;
-        snprintf(why, whylen, "implausible size %lld bytes", (long long)fsize);
-        goto out;
-    }
-    *size = (size_t)fsize;
-    if (!(*buf = malloc(*size))) {
-        rc = PB_ENOMEM;
-        snprintf(why, whylen, "out of memory for %zu bytes", *size);
-        goto out;
-    }
-    ssize_t got = segment_pread_full(fileio_segment_pread, (void *)io, fd, *buf, *size, 0);
-    if (got < (ssize_t)*size) {
-        rc = got < 0 ? (int)got : PB_ECORRUPT;
-        if (got < 0)
-            snprintf(why, whylen, "read: %s", pb_strerror(rc));
-        else
-            snprintf(why, whylen, "read at byte %zd: file shrank", got);
-        goto out;
-    }
-out:
-    if (rc < 0) {
-        free(*buf);
-        *buf = NULL;
-    }
-    (void)io->close(io, fd); /* read-only: nothing to lose */
-    return rc;
-}
-
 /* Adds the snapshot's topic entries, buf[pos .. end), to t. 0,
  * PB_ENOMEM, or PB_ECORRUPT with why[] set. */
 static int snap_entries(topic_table *t, const uint8_t *buf, size_t pos, size_t end,
@@ -255,7 +208,9 @@ static int snap_read(topic_table *t, const fileio *io, const char *path, uint64_
 {
     uint8_t *buf;
     size_t size = 0;
-    int rc = snap_slurp(io, path, &buf, &size, why, whylen);
+    /* Far above what any sane table needs: refused before allocating. */
+    int rc =
+        fileio_read_file(io, path, SNAP_HEADER_V1 + 4, (size_t)1 << 32, &buf, &size, why, whylen);
     if (rc < 0)
         return rc;
     uint32_t version = pb_load_le32(buf + 8);
