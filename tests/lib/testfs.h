@@ -2,6 +2,7 @@
  * testfs - file helpers the unit and integration tests share: remove a
  * tree, read or write a whole file, list a partition's segment bases.
  * The read/write/list helpers fail the calling cmocka test on any error.
+ * Also the mixing function the tests derive their event contents from.
  */
 #ifndef PB_TESTFS_H
 #define PB_TESTFS_H
@@ -21,5 +22,15 @@ void testfs_write_file(const char *path, const void *data, size_t len);
 
 /* The base offsets of dir's .log segment files, ascending; at most cap. */
 size_t testfs_list_bases(const char *dir, uint64_t *bases, size_t cap);
+
+/* SplitMix64's finaliser over x + its increment: a fixed, well-spread
+ * function of x, for test data that is a function of its offset. */
+static inline uint64_t testfs_mix64(uint64_t x)
+{
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
 
 #endif

@@ -57,20 +57,12 @@
 static char root[64];
 static char part[128];
 
-static uint64_t mix(uint64_t x)
-{
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
-
 static size_t event_for(uint64_t off, uint8_t *buf)
 {
-    uint64_t h = mix(off);
+    uint64_t h = testfs_mix64(off);
     size_t len = 8 + h % 120;
     for (size_t i = 0; i < len; i++)
-        buf[i] = (uint8_t)mix(h + i);
+        buf[i] = (uint8_t)testfs_mix64(h + i);
     return len;
 }
 
@@ -150,7 +142,7 @@ static int build(void **state)
     static uint8_t buf[16][128];
     log_entry e[16];
     for (uint64_t off = 0; off < NRECORDS;) {
-        size_t n = 1 + mix(off + 99) % 16;
+        size_t n = 1 + testfs_mix64(off + 99) % 16;
         if (n > NRECORDS - off)
             n = NRECORDS - off;
         for (size_t i = 0; i < n; i++)
@@ -299,7 +291,7 @@ static void expect_message(const char *text, const char *what)
 static void one_flip(uint64_t seed, size_t total_log_bytes, uint64_t *kinds)
 {
     /* A byte uniformly over all .log bytes, one of its bits. */
-    uint64_t h = mix(seed);
+    uint64_t h = testfs_mix64(seed);
     uint64_t at = h % total_log_bytes;
     size_t fi = 0;
     for (; fi < nfiles; fi++) {
@@ -309,7 +301,7 @@ static void one_flip(uint64_t seed, size_t total_log_bytes, uint64_t *kinds)
             break;
         at -= files[fi].len;
     }
-    uint8_t bit = (uint8_t)(1u << (mix(h) % 8));
+    uint8_t bit = (uint8_t)(1u << (testfs_mix64(h) % 8));
     char what[PATH_MAX], path[PATH_MAX], want[PATH_MAX + 128];
     snprintf(what, sizeof what, "flip %llu (%.200s byte %llu bit 0x%02x)", (unsigned long long)seed,
              files[fi].name, (unsigned long long)at, bit);
@@ -406,7 +398,7 @@ static void test_flips_in_headers_and_last_record(void **state)
     /* Seeds chosen by search: flips landing in each header and in the
      * active segment's last record. */
     for (uint64_t seed = 1, hits = 0; hits < 40 && seed < 2000000; seed++) {
-        uint64_t h = mix(seed), at = h % total;
+        uint64_t h = testfs_mix64(seed), at = h % total;
         size_t fi = 0;
         for (; fi < nfiles; fi++) {
             if (!files[fi].is_log)

@@ -54,20 +54,12 @@ static int teardown(void **state)
     return testfs_rmrf(root);
 }
 
-static uint64_t mix(uint64_t x)
-{
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
-
 static size_t event_for(uint64_t off, uint8_t *buf)
 {
-    uint64_t h = mix(off);
+    uint64_t h = testfs_mix64(off);
     size_t len = 20 + h % 281;
     for (size_t i = 0; i < len; i++)
-        buf[i] = (uint8_t)(mix(h + i / 8) >> (8 * (i % 8)));
+        buf[i] = (uint8_t)(testfs_mix64(h + i / 8) >> (8 * (i % 8)));
     return len;
 }
 
@@ -124,7 +116,7 @@ static int append_range(pb_log *log, uint64_t from, uint64_t count, size_t max_b
     static log_entry e[64];
     uint64_t done = 0;
     while (done < count) {
-        size_t n = 1 + mix(from + done + 5) % max_batch;
+        size_t n = 1 + testfs_mix64(from + done + 5) % max_batch;
         if (n > count - done)
             n = count - done;
         for (size_t i = 0; i < n; i++) {
@@ -548,7 +540,7 @@ static void test_recover_garbage_and_zero_tails(void **state)
     assert_int_equal(teardown(state), 0);
     assert_int_equal(setup(state), 0);
     for (size_t i = 0; i < sizeof tail; i++)
-        tail[i] = (uint8_t)mix(i);
+        tail[i] = (uint8_t)testfs_mix64(i);
     check_tail_dropped(tail, sizeof tail);
     assert_int_equal(teardown(state), 0);
     assert_int_equal(setup(state), 0);
@@ -663,7 +655,7 @@ static void test_index_rebuilt_when_missing_or_stale(void **state)
     /* Garbage entries. */
     uint8_t junk[PB_INDEX_ENTRY_SIZE * 4];
     for (size_t i = 0; i < sizeof junk; i++)
-        junk[i] = (uint8_t)mix(i);
+        junk[i] = (uint8_t)testfs_mix64(i);
     int fd = open(ap, O_WRONLY);
     assert_true(fd >= 0);
     assert_int_equal(pwrite(fd, junk, sizeof junk, PB_FILE_HEADER_SIZE + PB_INDEX_ENTRY_SIZE),
@@ -849,11 +841,11 @@ static void test_power_loss_simulation(void **state)
         struct stat st;
         if (stat(part, &st) == 0)
             assert_int_equal(simio_import(s, part, part), 0);
-        rng = mix(rng);
+        rng = testfs_mix64(rng);
         /* One round in four crashes while recovering (early in log_open);
          * the others at a random operation after it. */
         bool in_open = rng % 4 == 0;
-        simio_crash_at(s, in_open ? 1 + mix(rng) % 40 : 0);
+        simio_crash_at(s, in_open ? 1 + testfs_mix64(rng) % 40 : 0);
         log_options o = opts(6 << 10);
         o.io = simio_io(s);
         o.logf = NULL;
@@ -861,12 +853,12 @@ static void test_power_loss_simulation(void **state)
         int rc = log_open(&log, part, &o);
         if (rc == 0) {
             if (!simio_is_down(s))
-                simio_crash_at(s, simio_ops(s) + 1 + mix(rng + 1) % 300);
+                simio_crash_at(s, simio_ops(s) + 1 + testfs_mix64(rng + 1) % 300);
             uint64_t next = log_next_offset(log);
             assert_true(next == have);
             while (rc == 0) {
-                rc = append_range(log, next, 1 + mix(next) % 12, 12);
-                if (rc == 0 && mix(next + 3) % 2 == 0 && (rc = log_sync(log)) == 0)
+                rc = append_range(log, next, 1 + testfs_mix64(next) % 12, 12);
+                if (rc == 0 && testfs_mix64(next + 3) % 2 == 0 && (rc = log_sync(log)) == 0)
                     acked = log_next_offset(log);
                 next = log_next_offset(log);
             }

@@ -56,21 +56,13 @@ static int teardown(void **state)
     return testfs_rmrf(root);
 }
 
-static uint64_t mix(uint64_t x)
-{
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
-
 /* Event `off`: 1..MAX_LEN bytes, its content a function of off. */
 static size_t event_for(uint64_t off, uint8_t *buf)
 {
-    uint64_t h = mix(off);
+    uint64_t h = testfs_mix64(off);
     size_t len = 1 + h % (off % 7 == 0 ? MAX_LEN : 1100);
     for (size_t i = 0; i < len; i++)
-        buf[i] = (uint8_t)(mix(h + i / 8) >> (8 * (i % 8)));
+        buf[i] = (uint8_t)(testfs_mix64(h + i / 8) >> (8 * (i % 8)));
     return len;
 }
 

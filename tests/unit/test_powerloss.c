@@ -97,19 +97,11 @@ static char sim_part[160]; /* <sim_data>/p */
 static char real_part[160];
 static compressor *zc; /* the compressor thread of every round */
 
-static uint64_t mix(uint64_t x)
-{
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
-
 /* Event `id` of a seed: a small valid EncapsulatedEvent (topic "t<k>",
  * payload of varying length), so the topic table can read it too. */
 static size_t event_bytes(uint64_t seed, uint64_t id, uint8_t *out)
 {
-    uint64_t h = mix(seed * 1000003 + id);
+    uint64_t h = testfs_mix64(seed * 1000003 + id);
     size_t plen = 4 + h % 150;
     size_t n = 0;
     out[n++] = 0x0a;
@@ -121,7 +113,7 @@ static size_t event_bytes(uint64_t seed, uint64_t id, uint8_t *out)
     out[n++] = 0x12;
     n += wire_put_varint(out + n, plen);
     for (size_t i = 0; i < plen; i++)
-        out[n++] = (uint8_t)mix(h + i);
+        out[n++] = (uint8_t)testfs_mix64(h + i);
     /* EncapsulatedEvent.id: "e<id>", unique per event (the dedup window). */
     char idbuf[24];
     int il = snprintf(idbuf, sizeof idbuf, "e%llu", (unsigned long long)id);
@@ -279,16 +271,17 @@ static bool compresses(uint64_t seed)
 static partition_options popts(simio *sim, uint64_t seed)
 {
     partition_options o = {0};
-    o.log.segment_bytes = 900 + mix(seed + 7) % 1500;
+    o.log.segment_bytes = 900 + testfs_mix64(seed + 7) % 1500;
     o.log.index_interval_bytes = 200;
     o.log.io = sim ? simio_io(sim) : NULL;
     o.log.now_ns = fixed_clock;
     o.fsync = PARTITION_FSYNC_ALWAYS;
     /* Half the seeds append around the page cache (log_direct.c), from a
      * threshold some takes reach and some do not. */
-    if (mix(seed + 11) % 2) {
-        o.log.direct_min_bytes = 1 + mix(seed + 13) % 600;
-        o.log.direct_align = 16u << mix(seed + 17) % 4; /* 16-128: blocks the tiny segments hold */
+    if (testfs_mix64(seed + 11) % 2) {
+        o.log.direct_min_bytes = 1 + testfs_mix64(seed + 13) % 600;
+        o.log.direct_align =
+            16u << testfs_mix64(seed + 17) % 4; /* 16-128: blocks the tiny segments hold */
     }
     o.topic_history = 4;
     if (retains(seed))
@@ -340,7 +333,7 @@ static void run_daemon(round_state *r, simio *sim)
     clock_gettime(CLOCK_REALTIME, &deadline);
     deadline.tv_sec += WAIT_LIMIT_S;
     while (r->next_part < r->stop_part && !r->failed_seen) {
-        r->hook_budget = (int)(mix(r->seed + r->next_part) % 3);
+        r->hook_budget = (int)(testfs_mix64(r->seed + r->next_part) % 3);
         submit_next(r);
         while (r->completed < r->submitted) {
             if (pthread_cond_timedwait(&r->cond, &r->lock, &deadline) == ETIMEDOUT) {
@@ -716,9 +709,9 @@ static void round_init(round_state *r, uint64_t seed)
 {
     r->seed = seed;
     r->p = NULL;
-    r->nparts = 12 + mix(seed + 1) % 20;
+    r->nparts = 12 + testfs_mix64(seed + 1) % 20;
     for (size_t i = 0; i < r->nparts; i++)
-        r->sizes[i] = 1 + (uint32_t)(mix(seed * 31 + i) % 6);
+        r->sizes[i] = 1 + (uint32_t)(testfs_mix64(seed * 31 + i) % 6);
     r->next_part = 0;
     r->stop_part = r->nparts;
     r->next_id = 0;
@@ -741,7 +734,7 @@ static void round_init(round_state *r, uint64_t seed)
 static void before_the_crash_run(round_state *r, simio *sim, uint64_t seed, totals *t)
 {
     if (seed % 4 == 3) {
-        simio_crash_at(sim, 1 + mix(seed + 11) % 60);
+        simio_crash_at(sim, 1 + testfs_mix64(seed + 11) % 60);
         run_daemon(r, sim);
         simio_restart(sim);
         t->process_crashes++;
@@ -769,17 +762,17 @@ static bool one_round(uint64_t seed, uint64_t crash_at, bool broken, totals *t)
     before_the_crash_run(r, sim, seed, t);
     simio_crash_at(sim, crash_at);
     run_daemon(r, sim);
-    assert_int_equal(simio_power_loss(sim, mix(seed ^ crash_at), &st), 0);
+    assert_int_equal(simio_power_loss(sim, testfs_mix64(seed ^ crash_at), &st), 0);
     add_stats(&t->st, &st);
-    if (mix(seed + crash_at) % 3 == 0) {
+    if (testfs_mix64(seed + crash_at) % 3 == 0) {
         /* The power goes again while recovering (the log, the topic
          * table's load and catch-up) or closing again (its snapshot). */
-        simio_crash_at(sim, 1 + mix(seed * 7 + crash_at) % 30);
+        simio_crash_at(sim, 1 + testfs_mix64(seed * 7 + crash_at) % 30);
         partition *p;
         partition_options o = popts(sim, seed);
         if (partition_open(&p, sim_data, "p", &o) == 0)
             (void)partition_close(p); /* fails when the power went: nothing to do */
-        assert_int_equal(simio_power_loss(sim, mix(seed + 3 * crash_at), &st), 0);
+        assert_int_equal(simio_power_loss(sim, testfs_mix64(seed + 3 * crash_at), &st), 0);
         add_stats(&t->st, &st);
         t->recovery_crashes++;
     }

@@ -48,21 +48,13 @@ static int teardown(void **state)
     return testfs_rmrf(root);
 }
 
-static uint64_t mix(uint64_t x)
-{
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
-
 /* The event stored at offset off: 20..300 bytes, content from off. */
 static size_t event_for(uint64_t off, uint8_t *buf)
 {
-    uint64_t h = mix(off);
+    uint64_t h = testfs_mix64(off);
     size_t len = 20 + h % 281;
     for (size_t i = 0; i < len; i++)
-        buf[i] = (uint8_t)(mix(h + i / 8) >> (8 * (i % 8)));
+        buf[i] = (uint8_t)(testfs_mix64(h + i / 8) >> (8 * (i % 8)));
     return len;
 }
 
@@ -89,7 +81,7 @@ static void append_range(pb_log *log, uint64_t from, uint64_t count, size_t max_
     uint64_t done = 0;
     assert_true(max_batch <= 512);
     while (done < count) {
-        size_t n = 1 + mix(from + done + 77) % max_batch;
+        size_t n = 1 + testfs_mix64(from + done + 77) % max_batch;
         if (n > count - done)
             n = count - done;
         for (size_t i = 0; i < n; i++) {
@@ -306,7 +298,7 @@ static void test_seek_without_or_with_bad_index(void **state)
         } else {
             uint8_t junk[24 * 20];
             for (size_t k = 0; k < sizeof junk; k++)
-                junk[k] = (uint8_t)mix(k + i);
+                junk[k] = (uint8_t)testfs_mix64(k + i);
             /* Plausible-looking but wrong: positions inside the file. */
             for (size_t k = 0; k < 20; k++) {
                 segment_index_entry e = {bases[i] + k * 7, 40 + k * 333, time_for(k)};
