@@ -53,7 +53,7 @@ typedef struct mpart {
      * this run (0: none yet). A message of it at a lower sequence with an
      * offset not acknowledged is out of offset order (FORMAT.md E.4). */
     uint64_t seq_last;
-    bool rewind;           /* (finish_drain) a publish of it failed */
+    bool rewind; /* (finish_drain) a publish of it failed */
     uint64_t rewind_to;
     int64_t rewind_time_ns;
     uint32_t inflight;   /* slots of it in the ring */

@@ -54,10 +54,10 @@ struct mirror_nats {
     /* Test hook $PROTOBUSD_TEST_MIRROR_LATE (mirror_nats_test_release). */
     char late_part[PB_PARTITION_NAME_MAX + 1];
     uint64_t late_at;
-    int late;          /* 0 off, 1 armed, 2 holding, 3 done */
-    natsMsg **held;    /* the copies held back, in send order */
+    int late;       /* 0 off, 1 armed, 2 holding, 3 done */
+    natsMsg **held; /* the copies held back, in send order */
     size_t n_held;
-    pthread_mutex_t mu;    /* closed, down_since_ns, ever_up */
+    pthread_mutex_t mu; /* closed, down_since_ns, ever_up */
     bool closed;
     bool ever_up;
     int64_t down_since_ns; /* 0 while up */
@@ -529,8 +529,7 @@ static void late_hook_init(mirror_nats *mn)
 static bool late_hook(mirror_nats *mn, const char *part, uint64_t offset, bool *hold)
 {
     *hold = false;
-    if (mn->late == 0 || mn->late == 3 || strcmp(part, mn->late_part) != 0 ||
-        offset < mn->late_at)
+    if (mn->late == 0 || mn->late == 3 || strcmp(part, mn->late_part) != 0 || offset < mn->late_at)
         return false;
     if (mn->late == 1 && offset == mn->late_at) {
         mn->late = 2;

@@ -78,8 +78,8 @@ bool mirror_ack_in_order(mirror *m, slot *s)
     if (!m->failed) {
         m->failed = true;
         snprintf(m->fail_why, sizeof m->fail_why,
-                 "its copy at sequence %" PRIu64 " comes before %s:%" PRIu64
-                 " at sequence %" PRIu64 ": out of offset order",
+                 "its copy at sequence %" PRIu64 " comes before %s:%" PRIu64 " at sequence %" PRIu64
+                 ": out of offset order",
                  s->seq, p->name, p->cursor ? p->cursor - 1 : 0, p->seq_last);
         m->fail_part = s->part;
         m->fail_offset = s->offset;
@@ -250,16 +250,15 @@ int mirror_apply_scan(mirror *m, char *why, size_t whylen)
                            m->cfg->name, m->cfg->stream, p->name, p->scan_gap_at, p->name,
                            p->cursor, p->cursor);
         if (rc == 0 && p->scan_order)
-            logging_printf(LOG_WARN,
-                           "mirror %s: stream %s holds %" PRIu64 " message(s) of %s at or after "
-                           "offset %" PRIu64 " stored before sequence %" PRIu64
-                           ", out of offset order (publishes still inside NATS when its tail "
-                           "was read): deleted them, resending from %" PRIu64
-                           " once the stream's duplicate window (%" PRId64
-                           " s) has forgotten their ids",
-                           m->cfg->name, m->cfg->stream, p->scan_order, p->name, p->cursor,
-                           p->seq_last, p->cursor,
-                           (mirror_nats_dup_window_ms(m->nats) + HOLD_MARGIN_MS) / 1000);
+            logging_printf(
+                LOG_WARN,
+                "mirror %s: stream %s holds %" PRIu64 " message(s) of %s at or after "
+                "offset %" PRIu64 " stored before sequence %" PRIu64
+                ", out of offset order (publishes still inside NATS when its tail "
+                "was read): deleted them, resending from %" PRIu64
+                " once the stream's duplicate window (%" PRId64 " s) has forgotten their ids",
+                m->cfg->name, m->cfg->stream, p->scan_order, p->name, p->cursor, p->seq_last,
+                p->cursor, (mirror_nats_dup_window_ms(m->nats) + HOLD_MARGIN_MS) / 1000);
         deleted = deleted || (rc == 0 && p->scan_deleted);
         p->scan_next = p->cursor;
         p->scan_gap = false;
