@@ -273,6 +273,8 @@ static int resync(mirror *m, int64_t now)
                            "newest %d (events resent beyond them rely on its duplicate window)",
                            m->cfg->name, m->cfg->stream, SCAN_LIMIT, SCAN_LIMIT);
         int applied = mirror_apply_scan(m, why, sizeof why);
+        if (applied >= 0)
+            m->n_order_strays = 0; /* acted on */
         if (applied < 0) {
             resync_failed(m, now, why);
             return 0;

@@ -36,7 +36,7 @@ bool mirror_dup_still_stored(mirror *m, slot *s)
     uint64_t seq = s->seq;
     snprintf(want, sizeof want, "%s:%" PRIu64, p->name, s->offset);
     pthread_mutex_unlock(&m->lock);
-    int r = mirror_nats_id_at(m->nats, seq, id, sizeof id, why, sizeof why);
+    int r = m->id_at(m->nats, seq, id, sizeof id, why, sizeof why);
     pthread_mutex_lock(&m->lock);
     if (r == 0 && strcmp(id, want) == 0) {
         s->dup = false;
@@ -93,8 +93,10 @@ bool mirror_ack_in_order(mirror *m, slot *s)
     }
     s->state = SLOT_FAILED;
     atomic_fetch_add(&m->counters.failed, 1);
-    if (!m->order_from || s->seq < m->order_from)
+    if (!m->order_from || s->seq < m->order_from) {
         m->order_from = s->seq;
+        m->dirty = true; /* saved even if nothing else moves before a stop */
+    }
     if (r == 0 && m->n_order_strays < sizeof m->order_strays / sizeof *m->order_strays)
         m->order_strays[m->n_order_strays++] =
             (mstray){.p = p, .offset = s->offset, .seq = s->seq, .order = true};
@@ -128,7 +130,7 @@ void mirror_add_order_strays(mirror *m)
             o->p->scan_order++;
         }
     }
-    m->n_order_strays = 0;
+    /* Kept until a resync has acted on them (mirror.c). */
 }
 
 bool mirror_gap_is_loss(const mirror *m, const mpart *p, uint64_t offset)
@@ -169,7 +171,9 @@ int mirror_delete_strays(mirror *m, char *why, size_t whylen)
         mstray *st = &m->strays[i];
         char want[MIRROR_MSG_ID_MAX], id[MIRROR_MSG_ID_MAX] = "";
         snprintf(want, sizeof want, "%s:%" PRIu64, st->p->name, st->offset);
-        int r = mirror_nats_id_at(m->nats, st->seq, id, sizeof id, why, whylen);
+        int r = m->id_at(m->nats, st->seq, id, sizeof id, why, whylen);
+        if (st->order && (r == PB_ENOTFOUND || (r == 0 && strcmp(id, want) != 0)))
+            continue; /* the leader no longer holds that copy there: gone already */
         if (r == PB_ENOTFOUND || (r == 0 && strcmp(id, want) != 0)) {
             snprintf(why, whylen,
                      "its replicas disagree: a consumer read %s at sequence %" PRIu64
@@ -236,18 +240,56 @@ void mirror_scan_hit(void *ctx, const char *part_name, uint64_t offset, uint64_t
  * with the leader. 0; 1 when messages out of offset order were deleted
  * (resend after the hold, FORMAT.md E.4); or -1 (why says what) to scan
  * again later. */
+/* Before order strays of p are deleted: does the stream still hold
+ * p:off_last at seq_last? If not (deleted and created again, or its limits
+ * removed it) the sequences say nothing about order: p's order strays are
+ * dropped and its check starts over. 0, or -1 (why) when the stream
+ * cannot say. */
+static int confirm_order_base(mirror *m, mpart *p, char *why, size_t whylen)
+{
+    char want[MIRROR_MSG_ID_MAX], id[MIRROR_MSG_ID_MAX] = "";
+    snprintf(want, sizeof want, "%s:%" PRIu64, p->name, p->off_last);
+    int r = m->id_at(m->nats, p->seq_last, id, sizeof id, why, whylen);
+    if (r == 0 && strcmp(id, want) == 0)
+        return 0;
+    if (r < 0 && r != PB_ENOTFOUND)
+        return -1;
+    logging_printf(LOG_WARN,
+                   "mirror %s: stream %s no longer holds %s at sequence %" PRIu64
+                   " (created again, or its limits removed it): nothing of %s is taken for out "
+                   "of offset order by it",
+                   m->cfg->name, m->cfg->stream, want, p->seq_last, p->name);
+    size_t kept = 0;
+    for (size_t i = 0; i < m->n_strays; i++)
+        if (!(m->strays[i].order && m->strays[i].p == p))
+            m->strays[kept++] = m->strays[i];
+    m->n_strays = kept;
+    kept = 0;
+    for (size_t i = 0; i < m->n_order_strays; i++)
+        if (m->order_strays[i].p != p)
+            m->order_strays[kept++] = m->order_strays[i];
+    m->n_order_strays = kept;
+    p->scan_order = 0;
+    p->seq_last = p->off_last = 0;
+    m->dirty = true;
+    return 0;
+}
+
 int mirror_apply_scan(mirror *m, char *why, size_t whylen)
 {
     int rc = m->strays_lost ? -1 : 0;
     if (rc < 0)
         snprintf(why, whylen, "no memory for the list of messages out of order");
+    for (size_t i = 0; i < m->n_parts && rc == 0; i++)
+        if (m->parts[i]->scan_order && confirm_order_base(m, m->parts[i], why, whylen) < 0)
+            rc = -1;
     for (size_t i = 0; i < m->n_parts && rc == 0; i++) {
         mpart *p = m->parts[i];
         if (p->scan_next == p->cursor)
             continue;
         char want[MIRROR_MSG_ID_MAX], id[MIRROR_MSG_ID_MAX] = "";
         snprintf(want, sizeof want, "%s:%" PRIu64, p->name, p->scan_next - 1);
-        int r = mirror_nats_id_at(m->nats, p->scan_seq, id, sizeof id, why, whylen);
+        int r = m->id_at(m->nats, p->scan_seq, id, sizeof id, why, whylen);
         if (r == PB_ENOTFOUND || (r == 0 && strcmp(id, want) != 0)) {
             snprintf(why, whylen,
                      "its replicas disagree: a consumer read %s at sequence %" PRIu64
@@ -295,7 +337,7 @@ int mirror_apply_scan(mirror *m, char *why, size_t whylen)
                            " (offsets already in the stream come again as duplicates)",
                            m->cfg->name, m->cfg->stream, p->name, p->scan_gap_at, p->name,
                            p->cursor, p->cursor);
-        if (rc == 0 && p->scan_order)
+        if (rc == 0 && p->scan_order && p->scan_deleted)
             logging_printf(
                 LOG_WARN,
                 "mirror %s: stream %s holds %" PRIu64 " message(s) of %s at or after "

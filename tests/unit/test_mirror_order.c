@@ -186,6 +186,37 @@ static void test_stream_created_again(void **state)
     assert_false(f->m.failed);
 }
 
+/* At the resync: order strays of a partition whose copy at seq_last the
+ * stream no longer holds are dropped, not deleted; an order stray already
+ * gone from the stream is no error. */
+static void test_resync_drops_strays_of_a_recreated_stream(void **state)
+{
+    fixture *f = *state;
+    f->a.seq_last = 500;
+    f->a.off_last = 10;
+    f->a.cursor = f->a.scan_next = 11;
+    f->b.seq_last = 600;
+    f->b.off_last = 20;
+    f->b.cursor = f->b.scan_next = 21;
+    holds(600, "sensors-b:20");
+    mirror_stray_add(&f->m, &f->a, 12, 400, true);
+    f->a.scan_order = 1;
+    f->m.order_strays[f->m.n_order_strays++] =
+        (mstray){.p = &f->a, .offset = 13, .seq = 401, .order = true};
+    mirror_stray_add(&f->m, &f->b, 22, 590, true); /* not at 590 any more */
+    f->b.scan_order = 1;
+    char why[200] = "";
+    pthread_mutex_unlock(&f->m.lock);
+    int rc = mirror_apply_scan(&f->m, why, sizeof why);
+    pthread_mutex_lock(&f->m.lock);
+    assert_int_equal(rc, 0); /* nothing deleted */
+    assert_int_equal(f->a.seq_last, 0);
+    assert_int_equal(f->m.n_order_strays, 0);
+    assert_int_equal(f->b.seq_last, 600); /* b's base is still there */
+    assert_int_equal(f->b.scan_deleted, 0);
+    assert_int_equal(f->m.n_strays, 0);
+}
+
 static void test_stray_list_keeps_kind(void **state)
 {
     fixture *f = *state;
@@ -206,6 +237,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_copy_before_newest_ack_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_equal_sequence_is_not_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_created_again, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resync_drops_strays_of_a_recreated_stream, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_stray_list_keeps_kind, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
