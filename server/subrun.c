@@ -463,6 +463,7 @@ static int wait_live(sub *s)
         pthread_mutex_unlock(&s->live.mu);
         if (ready)
             return 0;
+        subconn_rest(&s->conn); /* asleep: no output buffer held */
         struct pollfd pf[2] = {{s->fd, POLLIN, 0}, {s->live.efd, POLLIN, 0}};
         if (poll(pf, 2, -1) < 0) {
             if (errno == EINTR)
