@@ -83,6 +83,11 @@ static int out_reserve(subconn *c, size_t need)
     return 0;
 }
 
+int subconn_ready(subconn *c)
+{
+    return c->out ? 0 : out_reserve(c, OUT_FIRST);
+}
+
 void subconn_rest(subconn *c)
 {
     if (c->out_len)

@@ -63,6 +63,12 @@ typedef struct subconn {
  * 0. */
 int subconn_open(subconn *c);
 
+/* After the thread woke: allocates the output buffer's first size if it has
+ * none. Called from the top of the subscription's loop, so that the
+ * allocator runs near the top of the thread's stack (see subrun.c). 0 or
+ * PB_ENOMEM (why set). */
+int subconn_ready(subconn *c);
+
 /* Before the thread sleeps: frees the output buffer if nothing waits in it,
  * so a sleeping subscription holds none (the next frame allocates it). */
 void subconn_rest(subconn *c);

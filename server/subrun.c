@@ -463,7 +463,6 @@ static int wait_live(sub *s)
         pthread_mutex_unlock(&s->live.mu);
         if (ready)
             return 0;
-        subconn_rest(&s->conn); /* asleep: no output buffer held */
         struct pollfd pf[2] = {{s->fd, POLLIN, 0}, {s->live.efd, POLLIN, 0}};
         if (poll(pf, 2, -1) < 0) {
             if (errno == EINTR)
@@ -542,7 +541,15 @@ void subrun_main(sub *s)
                 metrics_sub_live(1);
                 s->on_tailing(s->tailing_ctx, true);
             }
+            /* Asleep, the thread holds no output buffer; it takes one
+             * again here, at this depth: allocating from deeper frames
+             * (subconn_event) took every sleeping subscription's stack a
+             * page deeper (3 touched pages instead of 2: 4 MB more RSS
+             * with 1,000 subscriptions, smaps at the fan-out peak). */
+            subconn_rest(&s->conn);
             rc = wait_live(s);
+            if (rc == 0)
+                rc = subconn_ready(&s->conn);
         }
     }
     fanout_remove(s->fo, &s->live);
