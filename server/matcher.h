@@ -137,6 +137,11 @@ typedef struct matcher_result {
      * remove (not with compaction, which changes no answer). A cache of
      * answers keyed by topic is valid while this stays the same. */
     uint64_t version;
+    /* Every subscription of the set is keyed (no full shard, no PCRE2
+     * pattern): the answer cost a hash lookup per key length and a small
+     * scan per candidate, about what a topic -> answer cache costs to look
+     * up and fill, so such answers are worth no cache entry. */
+    bool keyed_only;
 } matcher_result;
 
 typedef struct matcher_stats {

@@ -323,10 +323,13 @@ static int answers(matcher_reader *r, const snap *s, uint32_t n, matcher_result 
         r->cap_breaches = nb;
     }
     size_t at_id = 0, at_breach = 0;
+    bool keyed_only = s->nfull == 0 && s->nentries == 0 && s->nkeyed == s->nsubs;
     for (uint32_t t = 0; t < n; t++) {
         /* n and nbreaches count up again as the logs are laid out. */
-        res[t] = (matcher_result){
-            .ids = r->ids + at_id, .breaches = r->breaches + at_breach, .version = s->version};
+        res[t] = (matcher_result){.ids = r->ids + at_id,
+                                  .breaches = r->breaches + at_breach,
+                                  .version = s->version,
+                                  .keyed_only = keyed_only};
         at_id += r->nmatched[t];
         at_breach += nbreach[t];
     }

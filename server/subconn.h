@@ -49,18 +49,29 @@ typedef struct subconn {
     struct standby *standby; /* where its ReplicaAcks go (synchronous mode); NULL: nowhere */
 
     /* subconn's own. */
-    uint8_t *out; /* frames waiting to be written */
-    size_t out_len;
+    uint8_t *out; /* frames waiting to be written; NULL while resting */
+    size_t out_len, out_cap;
     uint64_t events_sent; /* Event frames queued so far */
     frame_scan scan;
     bool in_input; /* inside subconn_read (its answers may flush) */
     uint8_t *rin;  /* replicate: a frame of the follower's being read whole */
     size_t rin_len, rin_cap;
-    int end_code;  /* nonzero: the client broke the stream; the closing Error's code */
+    int end_code; /* nonzero: the client broke the stream; the closing Error's code */
 } subconn;
 
-/* Allocates the output buffer. 0 or PB_ENOMEM. */
+/* Prepares c (the output buffer is allocated by the first frame queued).
+ * 0. */
 int subconn_open(subconn *c);
+
+/* After the thread woke: allocates the output buffer's first size if it has
+ * none. Called from the top of the subscription's loop, so that the
+ * allocator runs near the top of the thread's stack (see subrun.c). 0 or
+ * PB_ENOMEM (why set). */
+int subconn_ready(subconn *c);
+
+/* Before the thread sleeps: frees the output buffer if nothing waits in it,
+ * so a sleeping subscription holds none (the next frame allocates it). */
+void subconn_rest(subconn *c);
 
 /* Frees what subconn owns (not the socket). */
 void subconn_close(subconn *c);

@@ -541,7 +541,15 @@ void subrun_main(sub *s)
                 metrics_sub_live(1);
                 s->on_tailing(s->tailing_ctx, true);
             }
+            /* Asleep, the thread holds no output buffer; it takes one
+             * again here, at this depth: allocating from deeper frames
+             * (subconn_event) took every sleeping subscription's stack a
+             * page deeper (3 touched pages instead of 2: 4 MB more RSS
+             * with 1,000 subscriptions, smaps at the fan-out peak). */
+            subconn_rest(&s->conn);
             rc = wait_live(s);
+            if (rc == 0)
+                rc = subconn_ready(&s->conn);
         }
     }
     fanout_remove(s->fo, &s->live);

@@ -797,12 +797,13 @@ static fanout_stats stats(fixture *f)
 /* The writers cache topic -> matching subscriptions; every answer stays
  * right when subscriptions end and start (the cache of the old set is not
  * used), repeated topics are answered from the cache, and a subscription
- * to everything needs no lookup at all. */
+ * to everything needs no lookup at all. ("t0|t1": a top-level alternation
+ * has no key, so the set is not keyed-only and the cache is used.) */
 static void test_fanout_cache_as_subscriptions_come_and_go(void **state)
 {
     fixture *f = *state;
     start(f, 4, 1 << 20, WAIT_MS);
-    char *p_t0[] = {"t0"}, *p_t01[] = {"t[01]"}, *p_t20[] = {"t2", "t0"};
+    char *p_t0[] = {"t0"}, *p_t01[] = {"t0|t1"}, *p_t20[] = {"t2", "t0"};
     Protobus__Subscribe r_t0 = sub_req(p_t0, 1, PROTOBUS__START_MODE__START_NEW);
     Protobus__Subscribe r_t01 = sub_req(p_t01, 1, PROTOBUS__START_MODE__START_NEW);
     Protobus__Subscribe r_t20 = sub_req(p_t20, 2, PROTOBUS__START_MODE__START_NEW);
@@ -858,6 +859,47 @@ static void test_fanout_cache_as_subscriptions_come_and_go(void **state)
     assert_int_equal(s6.match_hits, s5.match_hits);
     assert_int_equal(s6.match_misses, s5.match_misses);
     client_close(c[2]);
+}
+
+/* Subscriptions whose patterns all have keys (matcher.h, keyed_only): the
+ * writers do not fill the match cache (its memory, for lookups no cheaper
+ * than the matcher's), every record asks the matcher, and the answers are
+ * the same as with the cache. A subscription without keys brings the cache
+ * back. */
+static void test_fanout_keyed_only_set_skips_the_cache(void **state)
+{
+    fixture *f = *state;
+    start(f, 4, 1 << 20, WAIT_MS);
+    char *p_t0[] = {"t0"}, *p_t1[] = {"t1", "t2"}, *p_alt[] = {"t0|t2"};
+    Protobus__Subscribe r_t0 = sub_req(p_t0, 1, PROTOBUS__START_MODE__START_NEW);
+    Protobus__Subscribe r_t1 = sub_req(p_t1, 2, PROTOBUS__START_MODE__START_NEW);
+    Protobus__Subscribe r_alt = sub_req(p_alt, 1, PROTOBUS__START_MODE__START_NEW);
+    client *c[3] = {subscribe_with(f, &r_t0), subscribe_with(f, &r_t1), NULL};
+    wait_subs(f, 2, 2);
+    unsigned want[3] = {1, 6, 5};
+    fanout_stats s0 = stats(f);
+    uint64_t first = publish(f, "a", 30);
+    expect_topics(f, c, want, 2, first, 30);
+    first = publish(f, "a", 30);
+    expect_topics(f, c, want, 2, first, 30);
+    fanout_stats s1 = stats(f);
+    assert_int_equal(s1.match_hits, s0.match_hits);
+    assert_int_equal(s1.match_misses - s0.match_misses, 60);
+
+    c[2] = subscribe_with(f, &r_alt);
+    wait_subs(f, 3, 3);
+    first = publish(f, "a", 30);
+    expect_topics(f, c, want, 3, first, 30);
+    fanout_stats s2 = stats(f);
+    first = publish(f, "a", 30);
+    expect_topics(f, c, want, 3, first, 30);
+    fanout_stats s3 = stats(f);
+    /* Once the matcher said the set is not keyed-only (the first chunk
+     * after the change), repeated topics are answered from the cache. */
+    assert_int_equal(s3.match_hits - s2.match_hits, 30);
+    assert_int_equal(s3.match_misses, s2.match_misses);
+    for (size_t i = 0; i < 3; i++)
+        client_close(c[i]);
 }
 
 /* Live queues with room for 1 MiB each but 16 KiB for all of them: clients
@@ -1094,6 +1136,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_invalid_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_ends_subscriptions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fanout_cache_as_subscriptions_come_and_go, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_fanout_keyed_only_set_skips_the_cache, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_queue_budget_overflows_to_files_exactly_once, setup,
                                         teardown),
