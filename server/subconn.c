@@ -32,7 +32,8 @@
 #define OUT_CAP (256u * 1024u) /* frames are written in chunks of up to this */
 /* The output buffer's first size: a live wake-up's Events (a take's ~20
  * records of a few hundred bytes) fit; a replay doubles it up to OUT_CAP.
- * The buffer lives only while the thread is awake (subconn_rest): with
+ * The buffer lives only while the thread is awake (subconn_rest; unless it
+ * grew: a busy subscription keeps it): with
  * 1,000 sleeping subscriptions, 256 KiB buffers with two touched pages each
  * were 8 MB of the daemon's RSS. */
 #define OUT_FIRST (8u * 1024u)
@@ -90,7 +91,12 @@ int subconn_ready(subconn *c)
 
 void subconn_rest(subconn *c)
 {
-    if (c->out_len)
+    /* A buffer that grew past its first size belongs to a busy
+     * subscription (the standby's replication, a heavy reader): freed at
+     * every rest it would be mapped, faulted in and copied while doubling
+     * again at every wake-up. Kept, it costs what every subscription's
+     * buffer cost before buffers were given back at rest. */
+    if (c->out_len || c->out_cap > OUT_FIRST)
         return;
     free(c->out);
     c->out = NULL;
@@ -494,20 +500,10 @@ int subconn_read(subconn *c)
     return rc;
 }
 
-void subconn_end(subconn *c, int rc)
+/* subconn_end's Error for a subscription that ended with rc. */
+static void end_error(subconn *c, int rc, char *msg, size_t msglen)
 {
-    char msg[600];
-    c->in_input = true; /* nothing more is read */
-    if (c->end_code) {
-        /* Worded as net.c words it; what was queued goes first. */
-        snprintf(msg, sizeof msg, "%s", c->why);
-        if (subconn_error(c, 0, c->end_code, msg, NULL, 0, 0) == 0)
-            (void)subconn_flush(c); /* the connection is being closed either way */
-        return;
-    }
-    if (rc == PB_ECLOSED || rc == PB_ETIMEDOUT)
-        return;
-    snprintf(msg, sizeof msg, "subscription ended: %s", c->why);
+    snprintf(msg, msglen, "subscription ended: %s", c->why);
     int code = PB_CODE_INTERNAL;
     if (rc == PB_ENOMEM)
         code = PB_CODE_RESOURCE_EXHAUSTED;
@@ -520,3 +516,36 @@ void subconn_end(subconn *c, int rc)
     if (subconn_error(c, c->frame_id, code, msg, NULL, 0, 0) == 0)
         (void)subconn_flush(c);
 }
+
+void subconn_end(subconn *c, int rc)
+{
+    char msg[600];
+    c->in_input = true; /* nothing more is read */
+    if (rc == PB_ECLOSED || rc == PB_ETIMEDOUT) {
+        if (!c->end_code)
+            return;
+    }
+    /* No output buffer (given back at rest, and memory short enough that
+     * taking one failed): the Error is built in one on the stack, so the
+     * client still learns why (it fits: msg is at most 600 bytes). */
+    uint8_t spare[2048];
+    bool borrowed = !c->out;
+    if (borrowed) {
+        c->out = spare;
+        c->out_cap = sizeof spare;
+        c->out_len = 0;
+    }
+    if (c->end_code) {
+        /* Worded as net.c words it; what was queued goes first. */
+        snprintf(msg, sizeof msg, "%s", c->why);
+        if (subconn_error(c, 0, c->end_code, msg, NULL, 0, 0) == 0)
+            (void)subconn_flush(c); /* the connection is being closed either way */
+    } else {
+        end_error(c, rc, msg, sizeof msg);
+    }
+    if (borrowed) {
+        c->out = NULL;
+        c->out_cap = c->out_len = 0;
+    }
+}
+
