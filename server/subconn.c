@@ -548,4 +548,3 @@ void subconn_end(subconn *c, int rc)
         c->out_cap = c->out_len = 0;
     }
 }
-
