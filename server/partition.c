@@ -329,6 +329,7 @@ static void partition_free(partition *p)
     free(p->recs);
     free(p->ahead.entries);
     free(p->ahead.recs);
+    free(p->ahead.slot_block);
     free(p->name);
     free(p->dir);
     free(p);
@@ -386,9 +387,7 @@ int partition_open(partition **out, const char *data_dir, const char *name,
     if (!p)
         return PB_ENOMEM;
     p->opts = *opts;
-    p->slots = p->suffix_buf[0];
-    p->suffix = p->slots[AHEAD_ROUNDS];
-    p->ahead.slots = p->suffix_buf[1];
+    p->suffix = p->suffix_own;
     p->io = p->opts.log.io ? p->opts.log.io : fileio_posix();
     if (!p->opts.log.logf) {
         p->opts.log.logf = log_message;

@@ -41,8 +41,8 @@
  *     (expect_take_failed from their first offset).
  *
  * Memory: the second set of batch arrays (the size of the largest take
- * admitted ahead) and the helper's stack, from the first take with ids
- * until the writer goes idle.
+ * admitted ahead), 2 x (AHEAD_ROUNDS + 1) suffix slots and the helper's
+ * stack, from the first take with ids until the writer goes idle.
  *
  * Threads: the partition's writer thread; the helper thread between the
  * hand-overs.
@@ -227,6 +227,15 @@ static void *ahead_main(void *arg)
 static int start_helper(partition *p)
 {
     take_ahead *a = &p->ahead;
+    /* The rounds' suffixes, two sets: p->slots is used from the first
+     * swap on (the take in flight keeps suffix_own until then). */
+    if (!a->slot_block) {
+        a->slot_block = calloc(2 * (AHEAD_ROUNDS + 1), SUFFIX_SLOT);
+        if (!a->slot_block)
+            return PB_ENOMEM;
+        p->slots = a->slot_block;
+        a->slots = a->slot_block + AHEAD_ROUNDS + 1;
+    }
     pthread_attr_t attr;
     int e = pthread_attr_init(&attr);
     if (e != 0)
@@ -360,4 +369,9 @@ void partition_ahead_stop(partition *p)
     a->entries = NULL;
     a->recs = NULL;
     a->cap = 0;
+    /* No take in flight: the writer's suffix goes back to its own. */
+    free(a->slot_block);
+    a->slot_block = NULL;
+    a->slots = p->slots = NULL;
+    p->suffix = p->suffix_own;
 }

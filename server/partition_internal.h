@@ -28,7 +28,7 @@
 /* partition_ahead.c: the parts admitted ahead, during the write and sync
  * of the take before them, into a second set of batch arrays, in at most
  * AHEAD_ROUNDS rounds (each with its own receive time and suffix). */
-#define AHEAD_ROUNDS 8
+#define AHEAD_ROUNDS 32
 enum ahead_state { AHEAD_IDLE, AHEAD_WORK, AHEAD_STOP, AHEAD_DONE, AHEAD_EXIT };
 
 typedef struct take_ahead {
@@ -46,8 +46,10 @@ typedef struct take_ahead {
     uint64_t next;        /* the offset the first of them gets */
     int64_t time_ns;      /* the receive time of the last round (the floor before) */
     /* AHEAD_ROUNDS + 1 suffixes (the last is the writer's own admission's),
-     * which swap with the partition's together with the arrays. */
+     * which swap with the partition's together with the arrays; both halves
+     * of one allocation (slot_block), made when the helper starts. */
     uint8_t (*slots)[SUFFIX_SLOT];
+    uint8_t (*slot_block)[SUFFIX_SLOT];
     log_entry *entries;
     live_record *recs;
     size_t cap;
@@ -98,11 +100,13 @@ struct partition {
      * shrink_after_take. */
     log_entry *entries;
     live_record *recs;
-    uint8_t *suffix; /* this take's receive time, shared by its events: slots[AHEAD_ROUNDS] */
+    /* This take's receive time, shared by the events the writer admits:
+     * suffix_own, or slots[AHEAD_ROUNDS] while a helper admits ahead. */
+    uint8_t *suffix;
     size_t cap;
-    uint8_t (*slots)[SUFFIX_SLOT]; /* suffix_buf[0] or [1]: swaps with ahead.slots */
-    uint8_t suffix_buf[2][AHEAD_ROUNDS + 1][SUFFIX_SLOT];
-    take_ahead ahead;        /* partition_ahead.c */
+    uint8_t suffix_own[SUFFIX_SLOT];
+    uint8_t (*slots)[SUFFIX_SLOT]; /* NULL, or half of ahead.slot_block (swaps with ahead.slots) */
+    take_ahead ahead;              /* partition_ahead.c */
     size_t window_max;       /* largest take of the current shrink window */
     uint32_t window_takes;   /* takes in it */
     int64_t last_time_ns;    /* receive times never go backwards */
