@@ -198,15 +198,7 @@ static void *writer_main(void *arg)
 /* Starts a writer thread (lock held, p->running already claimed). */
 static int start_writer(partition *p)
 {
-    pthread_attr_t attr;
-    int e = pthread_attr_init(&attr);
-    if (e != 0)
-        return -e;
-    e = pthread_attr_setstacksize(&attr, WRITER_STACK_BYTES);
-    if (e == 0)
-        e = pthread_create(&p->thread, &attr, writer_main, p);
-    pthread_attr_destroy(&attr);
-    return -e;
+    return partition_start_thread(&p->thread, WRITER_STACK_BYTES, writer_main, p);
 }
 
 /* Lock held, no writer running: starts one. The previous one has set

@@ -52,7 +52,6 @@
 
 #include "event.h"
 #include "expect.h"
-#include "grow.h"
 #include "logging.h"
 #include "pb_errors.h"
 #include "record.h"
@@ -99,18 +98,6 @@ static bool oversized(const partition *p, const pub_part *part, size_t suffix_le
     return false;
 }
 
-static int reserve(take_ahead *a, size_t n)
-{
-    if (n <= a->cap)
-        return 0;
-    size_t cap = grow_capacity(a->cap, n, sizeof *a->entries);
-    if (cap == 0 || grow_resize(&a->entries, cap, sizeof *a->entries) < 0 ||
-        grow_resize(&a->recs, cap, sizeof *a->recs) < 0)
-        return PB_ENOMEM;
-    a->cap = cap;
-    return 0;
-}
-
 /* Lock held: detaches the queue's prefix of parts that may be admitted
  * ahead (no expectations, not a replica's). NULL when there is none; then
  * *blocked says whether the queue starts with a part that may not (the
@@ -150,7 +137,7 @@ static bool admit_round(partition *p, take_ahead *a, pub_part *list, int round)
     }
     a->rest = *link;
     *link = NULL;
-    if (list && reserve(a, a->n + count) < 0) {
+    if (list && partition_reserve(&a->entries, &a->recs, &a->cap, a->n + count) < 0) {
         *link = a->rest;
         a->rest = list;
         return false;
@@ -236,14 +223,7 @@ static int start_helper(partition *p)
         p->slots = a->slot_block;
         a->slots = a->slot_block + AHEAD_ROUNDS + 1;
     }
-    pthread_attr_t attr;
-    int e = pthread_attr_init(&attr);
-    if (e != 0)
-        return -e;
-    e = pthread_attr_setstacksize(&attr, AHEAD_STACK_BYTES);
-    if (e == 0)
-        e = pthread_create(&a->thread, &attr, ahead_main, p);
-    pthread_attr_destroy(&attr);
+    int e = -partition_start_thread(&a->thread, AHEAD_STACK_BYTES, ahead_main, p);
     if (e != 0) {
         if (!a->start_warned)
             logging_printf(LOG_WARN,

@@ -131,6 +131,11 @@ void partition_complete_all(pub_part *part, int status);
 int partition_sync_log(partition *p);
 /* fsync=interval: is a sync due at `now` (CLOCK_MONOTONIC ns)? */
 bool partition_interval_due(const partition *p, uint64_t now);
+/* entries and recs grow together to at least n, under one capacity *cap:
+ * 0 or PB_ENOMEM (then unchanged). */
+int partition_reserve(log_entry **entries, live_record **recs, size_t *cap, size_t n);
+/* Starts a thread with a stack of stack_bytes: 0 or a negative errno. */
+int partition_start_thread(pthread_t *t, size_t stack_bytes, void *(*fn)(void *), void *arg);
 /* Gives the batch arrays back down to `keep` entries (0: all). */
 void partition_shrink_arrays(partition *p, size_t keep);
 /* Writer thread, woken by partition_upkeep_tick: retention, the free

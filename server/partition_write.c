@@ -118,17 +118,34 @@ bool partition_interval_due(const partition *p, uint64_t now)
     return now - p->last_sync_mono >= interval;
 }
 
-/* entries and recs grow together, under one capacity. */
+int partition_reserve(log_entry **entries, live_record **recs, size_t *cap, size_t n)
+{
+    if (n <= *cap)
+        return 0;
+    size_t c = grow_capacity(*cap, n, sizeof **entries);
+    if (c == 0 || grow_resize(entries, c, sizeof **entries) < 0 ||
+        grow_resize(recs, c, sizeof **recs) < 0)
+        return PB_ENOMEM;
+    *cap = c;
+    return 0;
+}
+
 static int reserve(partition *p, size_t n)
 {
-    if (n <= p->cap)
-        return 0;
-    size_t cap = grow_capacity(p->cap, n, sizeof *p->entries);
-    if (cap == 0 || grow_resize(&p->entries, cap, sizeof *p->entries) < 0 ||
-        grow_resize(&p->recs, cap, sizeof *p->recs) < 0)
-        return PB_ENOMEM;
-    p->cap = cap;
-    return 0;
+    return partition_reserve(&p->entries, &p->recs, &p->cap, n);
+}
+
+int partition_start_thread(pthread_t *t, size_t stack_bytes, void *(*fn)(void *), void *arg)
+{
+    pthread_attr_t attr;
+    int e = pthread_attr_init(&attr);
+    if (e != 0)
+        return -e;
+    e = pthread_attr_setstacksize(&attr, stack_bytes);
+    if (e == 0)
+        e = pthread_create(t, &attr, fn, arg);
+    pthread_attr_destroy(&attr);
+    return -e;
 }
 
 size_t partition_bytes_per_event(void)
