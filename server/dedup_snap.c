@@ -6,7 +6,8 @@
  * File DEDUP_SNAPSHOT_NAME in the partition's directory (FORMAT.md Part B,
  * "Dedup window snapshot"),
  * little-endian:
- *   header   "PBDEDUP1" | covered u64 | window_ns i64 | max_entries u32 | count u32
+ *   header   "PBDEDUP2" | covered u64 | window_ns i64 | max_entries u32 | count u32
+ *            | anchor_ns i64 (the receive time of the log's record covered - 1)
  *   entries  count x (offset u64 | time_ns i64 | len u8 | id[len]), oldest first
  *   trailer  CRC-32C of everything before it, u32
  * `covered` is the log's end offset when it was written: the window then
@@ -17,10 +18,11 @@
  * it is written after the log's final sync (every record below `covered` is
  * durable, and records below the end never change), through a temporary
  * file, fdatasync, rename and a directory fsync; it is used only when its
- * CRC holds, `covered` is at most the log's end after recovery and the
- * log's record at the newest entry's offset carries that entry's id and
- * receive time (a log that lost records it covers, or another log, fails
- * that); anything else is logged and the window is rebuilt from the log as
+ * CRC holds, `covered` is at most the log's end after recovery, the log's
+ * record at covered - 1 has the receive time `anchor_ns` (a snapshot with
+ * no entry is tied to its log by that alone), and the log's record at the
+ * newest entry's offset carries that entry's id and receive time (a log
+ * that lost records it covers, or another log, fails that); anything else is logged and the window is rebuilt from the log as
  * without a snapshot. A crash after more records were appended leaves the
  * old snapshot, whose `covered` is then below the end: those records are
  * read from the log.
@@ -42,8 +44,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAGIC        "PBDEDUP1"
-#define HEADER_BYTES (8 + 8 + 8 + 4 + 4)
+#define MAGIC        "PBDEDUP2"
+#define HEADER_BYTES (8 + 8 + 8 + 4 + 4 + 8)
 #define ENTRY_FIXED  (8 + 8 + 1)
 #define MAX_BYTES    ((size_t)HEADER_BYTES + (size_t)(1u << 24) * (ENTRY_FIXED + 64) + 4)
 
@@ -80,7 +82,7 @@ static int snap_paths(const char *dir, char *path, char *tmp, size_t size)
 }
 
 /* The window's bytes in the file's layout (malloc'd, *len bytes). */
-static uint8_t *encode(const dedup *d, uint64_t covered, size_t *len)
+static uint8_t *encode(const dedup *d, uint64_t covered, int64_t anchor_ns, size_t *len)
 {
     size_t count = dedup_count(d), bytes = HEADER_BYTES + 4;
     for (size_t k = 0; k < count; k++) {
@@ -99,6 +101,7 @@ static uint8_t *encode(const dedup *d, uint64_t covered, size_t *len)
     put_u64(p + 16, (uint64_t)dedup_window_ns(d));
     put_u32(p + 24, dedup_max_entries(d));
     put_u32(p + 28, (uint32_t)count);
+    put_u64(p + 32, (uint64_t)anchor_ns);
     p += HEADER_BYTES;
     for (size_t k = 0; k < count; k++) {
         const uint8_t *id;
@@ -117,14 +120,57 @@ static uint8_t *encode(const dedup *d, uint64_t covered, size_t *len)
     return buf;
 }
 
+/* Reads the log's record at offset: fn(ctx, rec) decides (0 or
+ * PB_ECORRUPT with why set); a record that cannot be read says so in why
+ * (PB_ECORRUPT). */
+static int with_record(const fileio *io, const char *dir, uint64_t offset,
+                       int (*fn)(void *ctx, const pb_record *rec, char *why, size_t whylen),
+                       void *ctx, char *why, size_t whylen)
+{
+    segment_io sio;
+    fileio_segment_io(io, &sio);
+    pb_reader *r = NULL;
+    int rc = pb_reader_open_io(&r, dir, &sio);
+    if (rc == 0)
+        rc = pb_reader_seek_offset(r, offset);
+    pb_record rec;
+    if (rc == 0)
+        rc = pb_reader_next(r, &rec);
+    if (rc == 0 && rec.offset != offset)
+        rc = PB_ENOTFOUND;
+    if (rc == 0)
+        rc = fn(ctx, &rec, why, whylen);
+    else
+        snprintf(why, whylen, "the log's record at offset %llu cannot be read: %s",
+                 (unsigned long long)offset, pb_strerror(rc));
+    pb_reader_close(r);
+    return rc < 0 ? PB_ECORRUPT : 0;
+}
+
+static int record_time(void *ctx, const pb_record *rec, char *why, size_t whylen)
+{
+    *(int64_t *)ctx = rec->time_ns;
+    return 0;
+}
+
 int dedup_save(const dedup *d, const fileio *io, const char *dir, uint64_t covered)
 {
-    char path[4096], tmp[4096];
+    char path[4096], tmp[4096], why[256] = "";
     if (snap_paths(dir, path, tmp, sizeof path) < 0)
         return PB_EINVAL;
     size_t len = 0;
-    uint8_t *buf = encode(d, covered, &len);
+    int64_t anchor_ns = 0;
+    uint8_t *buf = NULL;
     int rc = 0, fd = -1;
+    /* What ties the snapshot to this log: the receive time of the last
+     * record it covers. */
+    if (covered > 0 && with_record(io, dir, covered - 1, record_time, &anchor_ns, why,
+                                   sizeof why) < 0) {
+        logging_printf(LOG_ERROR, "%s: no %s written: %s", dir, DEDUP_SNAPSHOT_NAME, why);
+        (void)io->unlink(io, path); /* an older one would not fit the log any more */
+        return PB_ECORRUPT;
+    }
+    buf = encode(d, covered, anchor_ns, &len);
     if (!buf) {
         rc = PB_ENOMEM;
         goto fail;
@@ -189,34 +235,35 @@ static int check_layout(const uint8_t *buf, size_t len, uint64_t *covered, uint3
     return 0;
 }
 
-/* The log's record at offset carries this id and receive time. */
-static int matches_log(const fileio *io, const char *dir, uint64_t offset, int64_t time_ns,
-                       const uint8_t *id, size_t idlen, char *why, size_t whylen)
+/* The newest entry: its record must carry its id and receive time. */
+typedef struct entry_ref {
+    int64_t time_ns;
+    const uint8_t *id;
+    size_t len;
+} entry_ref;
+
+static int record_is_entry(void *ctx, const pb_record *rec, char *why, size_t whylen)
 {
-    segment_io sio;
-    fileio_segment_io(io, &sio);
-    pb_reader *r = NULL;
-    int rc = pb_reader_open_io(&r, dir, &sio);
-    if (rc == 0)
-        rc = pb_reader_seek_offset(r, offset);
-    pb_record rec;
-    if (rc == 0)
-        rc = pb_reader_next(r, &rec);
-    if (rc == 0) {
-        const uint8_t *lid = NULL;
-        size_t llen = dedup_event_id(rec.event, rec.event_len, &lid);
-        if (rec.offset != offset || rec.time_ns != time_ns || llen != idlen ||
-            memcmp(lid, id, idlen) != 0) {
-            snprintf(why, whylen, "the log's record at offset %llu is not the one it names",
-                     (unsigned long long)offset);
-            rc = PB_ECORRUPT;
-        }
-    } else {
-        snprintf(why, whylen, "the log's record at offset %llu cannot be read: %s",
-                 (unsigned long long)offset, pb_strerror(rc));
-    }
-    pb_reader_close(r);
-    return rc < 0 ? PB_ECORRUPT : 0;
+    const entry_ref *e = ctx;
+    const uint8_t *lid = NULL;
+    size_t llen = dedup_event_id(rec->event, rec->event_len, &lid);
+    if (rec->time_ns == e->time_ns && llen == e->len && memcmp(lid, e->id, e->len) == 0)
+        return 0;
+    snprintf(why, whylen, "the log's record at offset %llu is not the one it names",
+             (unsigned long long)rec->offset);
+    return PB_ECORRUPT;
+}
+
+/* The record below `covered` must have the anchor's receive time. */
+static int record_is_anchor(void *ctx, const pb_record *rec, char *why, size_t whylen)
+{
+    if (rec->time_ns == *(const int64_t *)ctx)
+        return 0;
+    snprintf(why, whylen,
+             "the log's record at offset %llu has another receive time than the one saved "
+             "(another log)",
+             (unsigned long long)rec->offset);
+    return PB_ECORRUPT;
 }
 
 int dedup_load(dedup *d, const fileio *io, const char *dir, const char *name, uint64_t end_offset,
@@ -256,9 +303,15 @@ int dedup_load(dedup *d, const fileio *io, const char *dir, const char *name, ui
         last = at;
         at += ENTRY_FIXED + buf[at + 16];
     }
-    if (rc == 0 && count > 0)
-        rc = matches_log(io, dir, get_u64(buf + last), (int64_t)get_u64(buf + last + 8),
-                         buf + last + ENTRY_FIXED, buf[last + 16], why, sizeof why);
+    int64_t anchor_ns = rc == 0 ? (int64_t)get_u64(buf + 32) : 0;
+    if (rc == 0 && cov > 0)
+        rc = with_record(io, dir, cov - 1, record_is_anchor, &anchor_ns, why, sizeof why);
+    if (rc == 0 && count > 0) {
+        entry_ref e = {.time_ns = (int64_t)get_u64(buf + last + 8),
+                       .id = buf + last + ENTRY_FIXED,
+                       .len = buf[last + 16]};
+        rc = with_record(io, dir, get_u64(buf + last), record_is_entry, &e, why, sizeof why);
+    }
     at = HEADER_BYTES;
     for (uint32_t k = 0; rc == 0 && k < count; k++) {
         uint64_t had;

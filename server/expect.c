@@ -72,11 +72,16 @@ static int check_expectations(const expect_take *x, pub_part *part, const live_r
 
 size_t expect_admit(expect_take *x, pub_part *taken, log_entry *entries, live_record *recs)
 {
-    size_t n = 0;
     x->ids = 0;
     if (x->dedup)
         dedup_expire(x->dedup, x->time_ns);
-    for (pub_part *part = taken; part; part = part->next) {
+    return expect_admit_more(x, taken, entries, recs, 0);
+}
+
+size_t expect_admit_more(expect_take *x, pub_part *parts, log_entry *entries, live_record *recs,
+                         size_t n)
+{
+    for (pub_part *part = parts; part; part = part->next) {
         pub_batch *b = part->batch;
         bool retry = b->nexpect > 0 && all_duplicates(x, part);
         if (!retry && check_expectations(x, part, recs, n) < 0)
@@ -93,6 +98,7 @@ size_t expect_admit(expect_take *x, pub_part *taken, log_entry *entries, live_re
         }
         for (uint32_t k = 0; k < part->count; k++) {
             pub_event *ev = &b->events[part->events[k]];
+            ev->time_ns = x->time_ns;
             if (ids && ev->duplicate)
                 continue;
             x->ids += ev->id_len > 0;
@@ -128,7 +134,6 @@ void expect_commit(const expect_take *x, pub_part *taken)
         pub_batch *b = part->batch;
         for (uint32_t k = 0; k < part->count; k++) {
             pub_event *ev = &b->events[part->events[k]];
-            ev->time_ns = x->time_ns;
             if (!ev->duplicate)
                 ev->offset = next++;
         }

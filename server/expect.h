@@ -53,11 +53,20 @@ typedef struct expect_take {
 /* Decides the take `taken` (linked parts): fills entries[0..n) and
  * recs[0..n) (room for every event of the take) with what is to be appended,
  * at offsets next, next + 1, ...; sets the duplicates' flag and original
- * offset and the refused parts' fields, and x->ids. Returns n. */
+ * offset, the receive time of the events of parts not refused (x->time_ns),
+ * the refused parts' fields, and x->ids. Returns n. */
 size_t expect_admit(expect_take *x, pub_part *taken, log_entry *entries, live_record *recs);
 
-/* The take is stored: gives its stored events their offsets and receive
- * time (an event's offset is only set once it is durable). */
+/* expect_admit's rest: admits `parts` after the n records already in
+ * entries and recs (admitted from x->next on, x->ids counting them), as if
+ * they had been linked after those in one take. x->time_ns and x->suffix
+ * may have moved on since (a later receive time for these: the window is
+ * expired at it by the caller). Returns the new n. */
+size_t expect_admit_more(expect_take *x, pub_part *parts, log_entry *entries, live_record *recs,
+                         size_t n);
+
+/* The take is stored: gives its stored events their offsets (an event's
+ * offset is only set once it is durable). */
 void expect_commit(const expect_take *x, pub_part *taken);
 
 /* The take was not stored (append or sync failed): forget its ids. */

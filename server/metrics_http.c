@@ -151,6 +151,10 @@ static double v_ferr(partition *p, const partition_stats *st, const part_disk *d
 {
     return (double)st->fsync_errors;
 }
+static double v_ahead(partition *p, const partition_stats *st, const part_disk *du)
+{
+    return (double)st->events_ahead;
+}
 static double v_first(partition *p, const partition_stats *st, const part_disk *du)
 {
     return (double)partition_first_offset(p);
@@ -178,6 +182,10 @@ static const struct family {
      "Receive time of the oldest stored record (Unix seconds; 0 = none).", v_oldest},
     {"protobus_partition_write_errors_total", "counter", "Failed appends (write).", v_werr},
     {"protobus_partition_fsync_errors_total", "counter", "Failed fdatasync calls.", v_ferr},
+    {"protobus_partition_events_admitted_ahead_total", "counter",
+     "Events whose ids the dedup window checked while the take before them was written and "
+     "synced.",
+     v_ahead},
     {"protobus_partition_up", "gauge",
      "1 while the partition accepts writes; 0 once a write or sync failed, or while free "
      "space is below min_free_bytes.",

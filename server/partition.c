@@ -132,6 +132,7 @@ static void go_idle(partition *p)
     if (rc < 0)
         partition_set_failed(p, rc, "close");
     partition_shrink_arrays(p, 0);
+    partition_ahead_stop(p);
     if (p->dedup)
         dedup_expire(p->dedup, partition_wall_ns(p)); /* all expired: its memory goes too */
 }
@@ -145,8 +146,10 @@ static void *writer_main(void *arg)
     snprintf(tname, sizeof tname, "pbw:%s", partition_name(p));
     (void)pthread_setname_np(pthread_self(), tname);
     for (;;) {
+        /* Parts admitted ahead (partition_ahead.c) are work already taken. */
+        bool ahead = p->ahead.parts != NULL;
         pthread_mutex_lock(&p->lock);
-        enum wake why = wait_for_work(p);
+        enum wake why = ahead ? WAKE_WORK : wait_for_work(p);
         if (why == WAKE_IDLE) {
             pthread_mutex_unlock(&p->lock);
             go_idle(p);
@@ -174,19 +177,20 @@ static void *writer_main(void *arg)
         }
         pub_part *taken = p->head;
         p->head = p->tail = NULL;
-        bool stop = p->stopping && !taken;
+        bool stop = p->stopping && !taken && !ahead;
         if (stop)
             p->exited = true; /* later submits are completed by the submitter */
         pthread_mutex_unlock(&p->lock);
-        if (taken && taken->batch->replica)
+        if (!ahead && taken && taken->batch->replica)
             partition_write_replica_take(p, taken);
-        else if (taken)
+        else if (ahead || taken)
             partition_write_take(p, taken);
         else if (why == WAKE_SYNC && atomic_load(&p->status) == 0)
             partition_sync_log(p);
         if (stop)
             break;
     }
+    partition_ahead_stop(p); /* nothing is ahead: the queue was empty */
     /* partition_close does the final sync and the topic snapshot. */
     return NULL;
 }
@@ -194,15 +198,7 @@ static void *writer_main(void *arg)
 /* Starts a writer thread (lock held, p->running already claimed). */
 static int start_writer(partition *p)
 {
-    pthread_attr_t attr;
-    int e = pthread_attr_init(&attr);
-    if (e != 0)
-        return -e;
-    e = pthread_attr_setstacksize(&attr, WRITER_STACK_BYTES);
-    if (e == 0)
-        e = pthread_create(&p->thread, &attr, writer_main, p);
-    pthread_attr_destroy(&attr);
-    return -e;
+    return partition_start_thread(&p->thread, WRITER_STACK_BYTES, writer_main, p);
 }
 
 /* Lock held, no writer running: starts one. The previous one has set
@@ -274,6 +270,8 @@ void partition_submit(partition *p, pub_part *part)
     else
         p->head = part;
     p->tail = part;
+    if (p->ahead.state == AHEAD_WORK)
+        pthread_cond_broadcast(&p->ahead.cv); /* the helper takes it (partition_ahead.c) */
     if (p->running) {
         /* The writer only waits on an empty queue, so only the first part
          * wakes it. */
@@ -321,6 +319,9 @@ static void partition_free(partition *p)
     dedup_destroy(p->dedup);
     free(p->entries);
     free(p->recs);
+    free(p->ahead.entries);
+    free(p->ahead.recs);
+    free(p->ahead.slot_block);
     free(p->name);
     free(p->dir);
     free(p);
@@ -378,6 +379,7 @@ int partition_open(partition **out, const char *data_dir, const char *name,
     if (!p)
         return PB_ENOMEM;
     p->opts = *opts;
+    p->suffix = p->suffix_own;
     p->io = p->opts.log.io ? p->opts.log.io : fileio_posix();
     if (!p->opts.log.logf) {
         p->opts.log.logf = log_message;
@@ -438,6 +440,13 @@ int partition_open(partition **out, const char *data_dir, const char *name,
         rc = -e;
         goto fail;
     }
+    e = pthread_cond_init(&p->ahead.cv, NULL);
+    if (e != 0) {
+        pthread_mutex_destroy(&p->lock);
+        pthread_cond_destroy(&p->wake);
+        rc = -e;
+        goto fail;
+    }
     sync_init = true;
     /* What aged out while the daemon was down goes now (this thread owns
      * the log until the first submit). */
@@ -462,6 +471,7 @@ fail:
     if (sync_init) {
         pthread_mutex_destroy(&p->lock);
         pthread_cond_destroy(&p->wake);
+        pthread_cond_destroy(&p->ahead.cv);
     }
     if (p->log && log_close(p->log) < 0)
         logging_printf(LOG_ERROR, "partition %s: closing its log after a failed open failed", name);
@@ -491,6 +501,7 @@ void partition_get_stats(partition *p, partition_stats *st)
     st->bytes_appended = atomic_load_explicit(&p->bytes_appended, memory_order_relaxed);
     st->write_errors = atomic_load_explicit(&p->write_errors, memory_order_relaxed);
     st->fsync_errors = atomic_load_explicit(&p->fsync_errors, memory_order_relaxed);
+    st->events_ahead = atomic_load_explicit(&p->events_ahead, memory_order_relaxed);
 }
 
 uint64_t partition_first_offset(partition *p)
@@ -560,6 +571,7 @@ int partition_close(partition *p)
     }
     pthread_mutex_destroy(&p->lock);
     pthread_cond_destroy(&p->wake);
+    pthread_cond_destroy(&p->ahead.cv);
     partition_free(p);
     return rc;
 }

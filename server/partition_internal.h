@@ -25,6 +25,36 @@
 /* Room for one encoded server_receive_time field per event. */
 #define SUFFIX_SLOT EVENT_RECEIVE_TIME_MAX
 
+/* partition_ahead.c: the parts admitted ahead, during the write and sync
+ * of the take before them, into a second set of batch arrays, in at most
+ * AHEAD_ROUNDS rounds (each with its own receive time and suffix). */
+#define AHEAD_ROUNDS 32
+enum ahead_state { AHEAD_IDLE, AHEAD_WORK, AHEAD_STOP, AHEAD_DONE, AHEAD_EXIT };
+
+typedef struct take_ahead {
+    pthread_t thread;
+    bool started;           /* the helper thread runs (writer thread) */
+    bool start_warned;      /* a failed start was logged */
+    pthread_cond_t cv;      /* state changes and parts queued, under the partition's lock */
+    enum ahead_state state; /* p->lock */
+    /* Writer thread, and the helper's between WORK and DONE: */
+    pub_part *parts;      /* admitted parts (linked), NULL: none */
+    pub_part *parts_tail; /* the last of them */
+    pub_part *rest;       /* detached after them, not admitted (go back to the queue) */
+    size_t n;             /* records admitted: entries[0..n), recs[0..n) */
+    size_t ids;           /* among them, events with an id */
+    uint64_t next;        /* the offset the first of them gets */
+    int64_t time_ns;      /* the receive time of the last round (the floor before) */
+    /* AHEAD_ROUNDS + 1 suffixes (the last is the writer's own admission's),
+     * which swap with the partition's together with the arrays; both halves
+     * of one allocation (slot_block), made when the helper starts. */
+    uint8_t (*slots)[SUFFIX_SLOT];
+    uint8_t (*slot_block)[SUFFIX_SLOT];
+    log_entry *entries;
+    live_record *recs;
+    size_t cap;
+} take_ahead;
+
 struct partition {
     char *name;
     char *dir;
@@ -62,7 +92,7 @@ struct partition {
     _Atomic uint64_t end_offset;
     atomic_int status;
     /* Written by the writer (relaxed), read by /metrics: partition_get_stats. */
-    _Atomic uint64_t events_appended, bytes_appended, write_errors, fsync_errors;
+    _Atomic uint64_t events_appended, bytes_appended, write_errors, fsync_errors, events_ahead;
     upkeep up; /* retention, free space, resume after a full disk (upkeep.h) */
 
     /* Writer thread only (the current one; a closing thread after the
@@ -70,8 +100,13 @@ struct partition {
      * shrink_after_take. */
     log_entry *entries;
     live_record *recs;
-    uint8_t suffix[SUFFIX_SLOT]; /* this take's receive time, shared by its events */
+    /* This take's receive time, shared by the events the writer admits:
+     * suffix_own, or slots[AHEAD_ROUNDS] while a helper admits ahead. */
+    uint8_t *suffix;
     size_t cap;
+    uint8_t suffix_own[SUFFIX_SLOT];
+    uint8_t (*slots)[SUFFIX_SLOT]; /* NULL, or half of ahead.slot_block (swaps with ahead.slots) */
+    take_ahead ahead;              /* partition_ahead.c */
     size_t window_max;       /* largest take of the current shrink window */
     uint32_t window_takes;   /* takes in it */
     int64_t last_time_ns;    /* receive times never go backwards */
@@ -96,6 +131,11 @@ void partition_complete_all(pub_part *part, int status);
 int partition_sync_log(partition *p);
 /* fsync=interval: is a sync due at `now` (CLOCK_MONOTONIC ns)? */
 bool partition_interval_due(const partition *p, uint64_t now);
+/* entries and recs grow together to at least n, under one capacity *cap:
+ * 0 or PB_ENOMEM (then unchanged). */
+int partition_reserve(log_entry **entries, live_record **recs, size_t *cap, size_t n);
+/* Starts a thread with a stack of stack_bytes: 0 or a negative errno. */
+int partition_start_thread(pthread_t *t, size_t stack_bytes, void *(*fn)(void *), void *arg);
 /* Gives the batch arrays back down to `keep` entries (0: all). */
 void partition_shrink_arrays(partition *p, size_t keep);
 /* Writer thread, woken by partition_upkeep_tick: retention, the free
@@ -106,6 +146,28 @@ void partition_run_upkeep(partition *p);
  * published and every part completed. */
 void partition_write_take(partition *p, pub_part *taken);
 void partition_write_replica_take(partition *p, pub_part *taken);
+
+struct expect_take;
+
+/* partition_ahead.c, writer thread. Before the append of a take that
+ * stored ids (its admission in x, n records): detaches the parts queued
+ * now that can be admitted ahead and has the helper thread admit them
+ * (started on first use); false when there are none (or no helper). */
+bool partition_ahead_start(partition *p, const struct expect_take *x, size_t n);
+/* After the append and sync, before anything touches the window: waits
+ * for the helper (if started). */
+void partition_ahead_wait(partition *p);
+/* The take was not stored (its ids already out of the window,
+ * expect_take_failed): the parts admitted ahead go back to the front of
+ * the queue, to be admitted afresh. */
+void partition_ahead_discard(partition *p);
+/* At the start of a take: the parts admitted ahead, or NULL; their arrays
+ * are swapped in (p->entries, p->recs and p->suffix hold their n records)
+ * and *x is set up to continue their admission (expect_admit_more). */
+pub_part *partition_ahead_take(partition *p, struct expect_take *x, size_t *n);
+/* Ends the helper thread (nothing is ahead: the writer is going idle or
+ * ending) and frees the second set of arrays. */
+void partition_ahead_stop(partition *p);
 
 /* partition_compress.c. Writer, lock held: is there compression work (a
  * finished copy to install, or a segment to hand over)? */

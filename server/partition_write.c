@@ -118,17 +118,34 @@ bool partition_interval_due(const partition *p, uint64_t now)
     return now - p->last_sync_mono >= interval;
 }
 
-/* entries and recs grow together, under one capacity. */
+int partition_reserve(log_entry **entries, live_record **recs, size_t *cap, size_t n)
+{
+    if (n <= *cap)
+        return 0;
+    size_t c = grow_capacity(*cap, n, sizeof **entries);
+    if (c == 0 || grow_resize(entries, c, sizeof **entries) < 0 ||
+        grow_resize(recs, c, sizeof **recs) < 0)
+        return PB_ENOMEM;
+    *cap = c;
+    return 0;
+}
+
 static int reserve(partition *p, size_t n)
 {
-    if (n <= p->cap)
-        return 0;
-    size_t cap = grow_capacity(p->cap, n, sizeof *p->entries);
-    if (cap == 0 || grow_resize(&p->entries, cap, sizeof *p->entries) < 0 ||
-        grow_resize(&p->recs, cap, sizeof *p->recs) < 0)
-        return PB_ENOMEM;
-    p->cap = cap;
-    return 0;
+    return partition_reserve(&p->entries, &p->recs, &p->cap, n);
+}
+
+int partition_start_thread(pthread_t *t, size_t stack_bytes, void *(*fn)(void *), void *arg)
+{
+    pthread_attr_t attr;
+    int e = pthread_attr_init(&attr);
+    if (e != 0)
+        return -e;
+    e = pthread_attr_setstacksize(&attr, stack_bytes);
+    if (e == 0)
+        e = pthread_create(t, &attr, fn, arg);
+    pthread_attr_destroy(&attr);
+    return -e;
 }
 
 size_t partition_bytes_per_event(void)
@@ -314,40 +331,96 @@ static int append_and_sync(partition *p, size_t n, uint64_t *first)
     return 0;
 }
 
-void partition_write_take(partition *p, pub_part *taken)
+/* Counts the events of a list of parts. */
+static size_t count_events(const pub_part *part)
 {
+    size_t n = 0;
+    for (; part; part = part->next)
+        n += part->count;
+    return n;
+}
+
+/* The take cannot be stored at all (nothing written): the ids admitted
+ * ahead (if any) leave the window, and every part gets rc. */
+static void refuse_take(const expect_take *x, bool ahead, pub_part *all, int rc)
+{
+    if (ahead)
+        expect_take_failed(x);
+    partition_complete_all(all, rc);
+}
+
+/* The take's append failed or went wrong: once the helper is done with
+ * the window, this take's ids (and the ones admitted ahead after them)
+ * leave it, the ahead parts go back to the queue, every part gets rc. */
+static void take_not_stored(partition *p, const expect_take *x, pub_part *all, int rc)
+{
+    expect_take_failed(x);
+    partition_ahead_discard(p);
+    partition_complete_all(all, rc);
+}
+
+/* A take's start: the parts admitted ahead (partition_ahead.c) first,
+ * then `taken` (what was queued after them); the refusals before anything
+ * is decided; the receive time; the admission (expect.h). true with *all
+ * (the take's parts), x and *n (its records in p->entries and p->recs), or
+ * false when the take was refused whole (every part completed). */
+static bool admit_take(partition *p, pub_part *taken, expect_take *x, pub_part **all, size_t *n)
+{
+    size_t n0 = 0;
+    pub_part **rest = &taken;
+    *all = partition_ahead_take(p, x, &n0);
+    bool ahead = *all != NULL;
+    if (ahead) {
+        pub_part *last = *all;
+        while (last->next)
+            last = last->next;
+        last->next = taken;
+        rest = &last->next;
+    } else {
+        *all = taken;
+    }
     int rc = atomic_load(&p->status);
     if (rc < 0) {
-        partition_complete_all(taken, atomic_load(&p->up.heal_pending) ? -ENOSPC : PB_EFAILED);
-        return;
+        refuse_take(x, ahead, *all, atomic_load(&p->up.heal_pending) ? -ENOSPC : PB_EFAILED);
+        return false;
     }
     /* Below min_free_bytes: refused before anything is written (ingest
      * refuses up front too; this catches what was queued meanwhile). */
     if (p->opts.min_free_bytes && upkeep_take_refused(&p->up)) {
-        partition_complete_all(taken, -ENOSPC);
-        return;
+        refuse_take(x, ahead, *all, -ENOSPC);
+        return false;
     }
-    /* One clock read per take: every event of it gets the same receive time. */
+    /* One clock read per take: every event the writer admits gets the
+     * same receive time (those admitted ahead got their rounds', earlier). */
     int64_t t = partition_wall_ns(p);
+    if (ahead && t < x->time_ns)
+        t = x->time_ns;
     if (t < p->last_time_ns)
         t = p->last_time_ns;
-    reject_oversized(p, &taken, event_put_receive_time(NULL, 0, t));
-    size_t n = 0;
-    for (const pub_part *part = taken; part; part = part->next)
-        n += part->count;
-    rc = reserve(p, n);
+    reject_oversized(p, rest, event_put_receive_time(NULL, 0, t));
+    if (!ahead)
+        *all = taken;
+    *n = n0 + count_events(*rest);
+    rc = reserve(p, *n);
     if (rc < 0) {
         /* Nothing was written: the publisher may retry; the log is intact. */
-        logging_printf(LOG_ERROR, "partition %s: no memory for a batch of %zu events", p->name, n);
-        partition_complete_all(taken, rc);
-        return;
+        logging_printf(LOG_ERROR, "partition %s: no memory for a batch of %zu events", p->name, *n);
+        refuse_take(x, ahead, *all, rc);
+        return false;
     }
     p->last_time_ns = t;
-    /* Every event of the take gets the same suffix: encoded once, and each
-     * record points at the same bytes. Then what is stored: expectations
-     * and ids are decided here, atomically with the append (expect.h). */
+    /* Every event the writer admits gets the same suffix: encoded once, and
+     * each record points at the same bytes. Then what is stored:
+     * expectations and ids are decided here, atomically with the append. */
     size_t suffix_len = event_put_receive_time(p->suffix, SUFFIX_SLOT, t);
-    expect_take x = {
+    if (ahead) {
+        x->time_ns = t;
+        x->suffix_len = suffix_len;
+        dedup_expire(x->dedup, t);
+        *n = expect_admit_more(x, *rest, p->entries, p->recs, n0);
+        return true;
+    }
+    *x = (expect_take){
         .topics = p->topics,
         .topics_complete = p->topics_complete,
         .dedup = p->dedup,
@@ -356,30 +429,16 @@ void partition_write_take(partition *p, pub_part *taken)
         .suffix = p->suffix,
         .suffix_len = suffix_len,
     };
-    n = expect_admit(&x, taken, p->entries, p->recs);
-    if (x.ids > 0 && !p->ids_marked && (rc = mark_ids(p)) < 0) {
-        expect_take_failed(&x);
-        partition_complete_all(taken, rc); /* nothing written: the publisher may retry */
-        return;
-    }
-    uint64_t first = x.next;
-    rc = append_and_sync(p, n, &first);
-    if (rc < 0) {
-        expect_take_failed(&x);
-        partition_complete_all(taken, rc);
-        return;
-    }
-    if (first != x.next) {
-        /* Cannot happen: only this thread appends. Better refuse than ack
-         * offsets the records do not have. */
-        logging_printf(LOG_ERROR, "partition %s: appended at offset %llu, expected %llu", p->name,
-                       (unsigned long long)first, (unsigned long long)x.next);
-        partition_set_failed(p, PB_ECORRUPT, "append");
-        expect_take_failed(&x);
-        partition_complete_all(taken, PB_ECORRUPT);
-        return;
-    }
-    expect_commit(&x, taken);
+    *n = expect_admit(x, taken, p->entries, p->recs);
+    return true;
+}
+
+/* The take's n records are durable from offset first on: offsets, topic
+ * table, end offset, the durable callback, done(), acked, and the upkeep
+ * after a take. */
+static void take_stored(partition *p, const expect_take *x, pub_part *all, size_t n, uint64_t first)
+{
+    expect_commit(x, all);
     if (topics_add(p->topics, p->recs, n) < 0 && !p->topics_warned) {
         p->topics_complete = false; /* expectations are refused from now on */
         p->topics_warned = true;
@@ -394,7 +453,7 @@ void partition_write_take(partition *p, pub_part *taken)
     }
     if (p->opts.durable && n > 0)
         p->opts.durable(p->opts.durable_ctx, p, p->recs, n);
-    complete_stored(taken);
+    complete_stored(all);
     if (p->opts.durable && p->opts.acked && n > 0)
         p->opts.acked(p->opts.durable_ctx);
     shrink_after_take(p, n);
@@ -403,6 +462,42 @@ void partition_write_take(partition *p, pub_part *taken)
     if (upkeep_after_take(&p->up, p->log) < 0)
         partition_set_failed(p, log_status(p->log), "retention's removal");
     partition_compress_step(p, false);
+}
+
+void partition_write_take(partition *p, pub_part *taken)
+{
+    expect_take x = {0};
+    pub_part *all = NULL;
+    size_t n = 0;
+    if (!admit_take(p, taken, &x, &all, &n))
+        return;
+    int rc;
+    if (x.ids > 0 && !p->ids_marked && (rc = mark_ids(p)) < 0) {
+        expect_take_failed(&x);
+        partition_complete_all(all, rc); /* nothing written: the publisher may retry */
+        return;
+    }
+    /* While this take is written and synced, the next one's ids
+     * (partition_ahead.c): the window is the helper's until the wait. */
+    bool helped = partition_ahead_start(p, &x, n);
+    uint64_t first = x.next;
+    rc = append_and_sync(p, n, &first);
+    if (helped)
+        partition_ahead_wait(p);
+    if (rc < 0) {
+        take_not_stored(p, &x, all, rc);
+        return;
+    }
+    if (first != x.next) {
+        /* Cannot happen: only this thread appends. Better refuse than ack
+         * offsets the records do not have. */
+        logging_printf(LOG_ERROR, "partition %s: appended at offset %llu, expected %llu", p->name,
+                       (unsigned long long)first, (unsigned long long)x.next);
+        partition_set_failed(p, PB_ECORRUPT, "append");
+        take_not_stored(p, &x, all, PB_ECORRUPT);
+        return;
+    }
+    take_stored(p, &x, all, n, first);
 }
 
 /* Queues the replica take's records (pub_batch.replica) into entries and

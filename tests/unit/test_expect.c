@@ -482,6 +482,49 @@ static void test_window_snapshot(void **state)
     free(saved);
 }
 
+/* A snapshot with no id (every id expired before the clean stop) is tied
+ * to its log by the receive time of the last record it covers: over
+ * another log that grew past it, it is not used, and the other log's ids
+ * are found (checking only `covered` missed them). */
+static void test_window_snapshot_without_ids(void **state)
+{
+    fixture *f = *state;
+    char snap[256], dir[256];
+    pfile(f, DEDUP_SNAPSHOT_NAME, snap, sizeof snap);
+    snprintf(dir, sizeof dir, "%s/p", f->root);
+    int64_t t0 = atomic_load(&f->clock_ns);
+    /* The first log: 0 and 1 at T (1 with an id), 2 at T + 70 s, when the
+     * id has left the 60 s window: its snapshot has no id, covers 3. */
+    partition *p = open_p(f);
+    free(pub1(f, p, "a", NULL, NULL));
+    free(pub1(f, p, "a", "x-1", NULL));
+    atomic_fetch_add(&f->clock_ns, 70 * SEC);
+    free(pub1(f, p, "a", NULL, NULL));
+    assert_int_equal(partition_close(p), 0);
+    size_t len = 0;
+    uint8_t *first = testfs_read_file(snap, &len);
+    assert_non_null(first);
+    /* Another log in its place, at T + 1 s, 4 records, an id at 2. */
+    testfs_rmrf(dir);
+    atomic_store(&f->clock_ns, t0 + SEC);
+    p = open_p(f);
+    free(pub1(f, p, "a", NULL, NULL));
+    free(pub1(f, p, "a", NULL, NULL));
+    free(pub1(f, p, "a", "w-2", NULL));
+    free(pub1(f, p, "a", NULL, NULL));
+    assert_int_equal(partition_close(p), 0);
+    testfs_write_file(snap, first, len); /* the first log's snapshot over it */
+    free(first);
+    dedup *d;
+    uint64_t covered = 99;
+    assert_int_equal(dedup_create(&d, 60 * SEC, 1000), 0);
+    assert_int_equal(dedup_load(d, fileio_posix(), dir, "p", 4, &covered), PB_ECORRUPT);
+    dedup_destroy(d);
+    p = open_p(f); /* the window from the log: w-2 is in it */
+    expect_dup(f, p, "w-2", 2);
+    assert_int_equal(partition_close(p), 0);
+}
+
 /* The window itself: bounded entries (the oldest forgotten first), memory
  * given back once ids expire, rollback of a take that was not stored. */
 static void test_window_bounds(void **state)
@@ -527,6 +570,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ids_stored_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_window_expiry_and_rebuild, setup, teardown),
         cmocka_unit_test_setup_teardown(test_window_snapshot, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_window_snapshot_without_ids, setup, teardown),
         cmocka_unit_test(test_window_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
