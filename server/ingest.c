@@ -264,6 +264,11 @@ static int add_event(const ingest_options *o, const ingest_rights *who, pub_batc
     uint32_t k = 0;
     if (m->topic && e->topic_len == m->topic_len && memcmp(e->topic, m->topic, m->topic_len) == 0) {
         k = m->part; /* same bytes as the previous topic: valid, and routed there */
+        /* And the same pointer (the run's first event's bytes, in the same
+         * batch): the writer's topic table then knows the topic by its
+         * pointer (topics_add) instead of reading each event's bytes, which
+         * are no longer in its cache by then. */
+        e->topic = m->topic;
     } else {
         if (topic_validate(v.topic.p, v.topic.len, why, sizeof why) < 0)
             return refuse(err, PB_CODE_INVALID_ARGUMENT, i + 1, NULL, "event %u: invalid topic: %s",

@@ -28,13 +28,28 @@
  * log_sync does (the device may cache it); the kernel keeps buffered
  * readers coherent (a direct write drops the cached pages it covers).
  *
+ * Pipelined: two staging buffers and a helper thread (pbd:NAME, started
+ * with the first direct write, joined when the buffers are given back).
+ * While the helper writes one stage, the writer thread fills the other:
+ * it computes the CRC32C of each record as it reaches its header (log.c's
+ * log_append leaves them to this copy when direct writes are on: the
+ * records are read once for the CRC and once more, from the CPU's cache,
+ * for the copy) and copies it in. So the CPU's per-byte work of a large
+ * append runs while the device writes, instead of between its writes. One
+ * write is in flight at a time, in file order, and every one has finished
+ * before log_direct_write returns (the writer's own file calls and the
+ * helper's never overlap). Without a thread (pthread_create failed) the
+ * writes are made in line, as before.
+ *
  * A file system that refuses O_DIRECT (open or write EINVAL), or any failed
  * direct write, makes this log go back to buffered writes for good, with a
  * message; the caller then writes the whole append the ordinary way, over
  * what this path wrote of it (the same bytes, none of them acknowledged).
  * Only a failure of an ordinary write fails the log.
  *
- * Threads: the partition's writer thread, like the rest of pb_log.
+ * Threads: the partition's writer thread, like the rest of pb_log, and the
+ * helper thread, which only runs the direct writes the writer hands it
+ * (direct_io's job, under its mutex).
  */
 #include "log_internal.h"
 
@@ -42,11 +57,122 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define DIRECT_ALIGN_DEFAULT 4096u
-#define DIRECT_STAGE         (1024u * 1024u) /* bytes per direct write; the staging buffer */
+#define DIRECT_STAGE         (1024u * 1024u) /* bytes per direct write; each staging buffer */
+
+/* The staging buffers and the helper thread that writes them. */
+struct direct_io {
+    uint8_t *stage[2];
+    bool threaded; /* the helper runs; else jobs are done in line */
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t todo, done;
+    /* The job, under mu: set by the writer (busy = true), done by the
+     * helper (busy = false, rc its result). */
+    const fileio *io;
+    int fd;
+    uint8_t *buf;
+    size_t len;
+    uint64_t pos;
+    bool busy, quit;
+    int rc;
+};
+
+static int write_at(const fileio *io, int fd, uint8_t *buf, size_t len, uint64_t pos)
+{
+    struct iovec v = {.iov_base = buf, .iov_len = len};
+    return fileio_write_all(io, fd, &v, 1, (off_t)pos);
+}
+
+static void *helper_main(void *arg)
+{
+    direct_io *d = arg;
+    pthread_mutex_lock(&d->mu);
+    for (;;) {
+        while (!d->busy && !d->quit)
+            pthread_cond_wait(&d->todo, &d->mu);
+        if (!d->busy)
+            break; /* quit, nothing queued */
+        pthread_mutex_unlock(&d->mu);
+        /* Until busy is cleared, the job's fields are the helper's. */
+        int rc = write_at(d->io, d->fd, d->buf, d->len, d->pos);
+        pthread_mutex_lock(&d->mu);
+        d->rc = rc;
+        d->busy = false;
+        pthread_cond_signal(&d->done);
+    }
+    pthread_mutex_unlock(&d->mu);
+    return NULL;
+}
+
+/* Hands the helper a direct write of len bytes of buf at pos (none may be
+ * in flight). Without a helper, writes it now. */
+static void job_submit(direct_io *d, const fileio *io, int fd, uint8_t *buf, size_t len,
+                       uint64_t pos)
+{
+    if (!d->threaded) {
+        d->rc = write_at(io, fd, buf, len, pos);
+        return;
+    }
+    pthread_mutex_lock(&d->mu);
+    d->io = io;
+    d->fd = fd;
+    d->buf = buf;
+    d->len = len;
+    d->pos = pos;
+    d->busy = true;
+    pthread_cond_signal(&d->todo);
+    pthread_mutex_unlock(&d->mu);
+}
+
+/* Waits for the write in flight; its result. */
+static int job_wait(direct_io *d)
+{
+    if (!d->threaded)
+        return d->rc;
+    pthread_mutex_lock(&d->mu);
+    while (d->busy)
+        pthread_cond_wait(&d->done, &d->mu);
+    int rc = d->rc;
+    pthread_mutex_unlock(&d->mu);
+    return rc;
+}
+
+/* The staging buffers, and the helper if a thread can be had (its name:
+ * pbd: and the partition directory's last characters). NULL: no memory. */
+static direct_io *direct_io_new(const char *dir)
+{
+    direct_io *d = calloc(1, sizeof *d);
+    if (!d)
+        return NULL;
+    for (int i = 0; i < 2; i++) {
+        void *p = NULL;
+        if (posix_memalign(&p, DIRECT_ALIGN_DEFAULT, DIRECT_STAGE) != 0) {
+            free(d->stage[0]);
+            free(d);
+            return NULL;
+        }
+        d->stage[i] = p;
+    }
+    pthread_mutex_init(&d->mu, NULL);
+    pthread_cond_init(&d->todo, NULL);
+    pthread_cond_init(&d->done, NULL);
+    d->threaded = pthread_create(&d->thread, NULL, helper_main, d) == 0;
+    if (d->threaded) {
+        const char *base = strrchr(dir, '/');
+        base = base ? base + 1 : dir;
+        size_t n = strlen(base);
+        char name[16];
+        snprintf(name, sizeof name, "pbd:%s", n > 11 ? base + n - 11 : base);
+        (void)pthread_setname_np(d->thread, name);
+    }
+    return d;
+}
 
 /* Gives up direct writes for this log (the ordinary path takes over). A
  * file system without O_DIRECT (open: EINVAL; tmpfs before Linux 6.6, some
@@ -65,12 +191,8 @@ static int give_up(pb_log *log, int rc, const char *what)
  * when direct writes are given up. */
 static int prepare(pb_log *log)
 {
-    if (!log->stage) {
-        void *p = NULL;
-        if (posix_memalign(&p, DIRECT_ALIGN_DEFAULT, DIRECT_STAGE) != 0)
-            return 1; /* no memory now: this append goes the ordinary way */
-        log->stage = p;
-    }
+    if (!log->dio && !(log->dio = direct_io_new(log->dir)))
+        return 1; /* no memory now: this append goes the ordinary way */
     if (log->dfd < 0) {
         int fd = log->io->open(log->io, log->log_path, O_WRONLY | O_DIRECT, 0);
         if (fd < 0)
@@ -94,11 +216,14 @@ typedef struct cursor {
 } cursor;
 
 /* Copies up to want bytes from the cursor into the stage; returns how many
- * (fewer only at the end of the iovecs). */
-static size_t take(cursor *c, uint8_t *dst, size_t want)
+ * (fewer only at the end of the iovecs). A record header whose CRC was
+ * left for this copy (log->crc_later) gets it before its first byte goes. */
+static size_t take(const pb_log *log, cursor *c, uint8_t *dst, size_t want)
 {
     size_t got = 0;
     while (got < want && c->i < c->cnt) {
+        if (c->off == 0 && log->crc_later && log_is_header(log, &c->iov[c->i]))
+            log_seal_record(c->iov, c->cnt, c->i);
         size_t left = c->iov[c->i].iov_len - c->off;
         size_t k = want - got < left ? want - got : left;
         memcpy(dst + got, (const uint8_t *)c->iov[c->i].iov_base + c->off, k);
@@ -112,12 +237,34 @@ static size_t take(cursor *c, uint8_t *dst, size_t want)
     return got;
 }
 
-/* Writes len bytes of the stage at pos: through the O_DIRECT descriptor
- * when direct (len and pos aligned), else the ordinary one. */
-static int write_stage(pb_log *log, bool direct, size_t len, uint64_t pos)
+/* Waits for the direct write in flight, if any: 0, or 1 when it failed
+ * (direct writes given up: the caller writes the append the ordinary way). */
+static int finish_pending(pb_log *log, bool *pending)
 {
-    struct iovec v = {.iov_base = log->stage, .iov_len = len};
-    return fileio_write_all(log->io, direct ? log->dfd : log->fd, &v, 1, (off_t)pos);
+    if (!*pending)
+        return 0;
+    *pending = false;
+    int rc = job_wait(log->dio);
+    return rc < 0 ? give_up(log, rc, "direct write") : 0;
+}
+
+/* The head of the append: the rest of the block the segment ends in (lead
+ * bytes at pos), the ordinary way, then written out. 0 or the error. */
+static int write_lead(pb_log *log, cursor *c, size_t lead, uint64_t pos)
+{
+    uint8_t *buf = log->dio->stage[0];
+    size_t k = take(log, c, buf, lead);
+    int rc = write_at(log->io, log->fd, buf, k, pos);
+    if (rc < 0)
+        return rc;
+    /* Out to the device before any direct write: else a crash before the
+     * fdatasync (another partition's sync having committed the file's new
+     * size) could leave this page unwritten in front of direct-written
+     * records, which recovery would keep as damage followed by records. A
+     * failure only costs that order. */
+    if (log->io->write_out)
+        (void)log->io->write_out(log->io, log->fd, (off_t)pos, (off_t)k);
+    return 0;
 }
 
 int log_direct_write(pb_log *log, const struct iovec *iov, size_t cnt, uint64_t bytes)
@@ -131,36 +278,37 @@ int log_direct_write(pb_log *log, const struct iovec *iov, size_t cnt, uint64_t 
     size_t lead = head ? align - head : 0;
     if (bytes < lead + align || prepare(log) != 0)
         return 1; /* no whole block to write directly: the ordinary way */
+    direct_io *d = log->dio;
     cursor c = {.iov = iov, .cnt = cnt};
     uint64_t pos = log->size;
     int rc;
     if (lead > 0) {
-        size_t k = take(&c, log->stage, lead);
-        if ((rc = write_stage(log, false, k, pos)) < 0)
+        if ((rc = write_lead(log, &c, lead, pos)) < 0)
             return rc;
-        /* Out to the device before any direct write: else a crash before
-         * the fdatasync (another partition's sync having committed the
-         * file's new size) could leave this page unwritten in front of
-         * direct-written records, which recovery would keep as damage
-         * followed by records. A failure only costs that order. */
-        if (log->io->write_out)
-            (void)log->io->write_out(log->io, log->fd, (off_t)pos, (off_t)k);
-        pos += k;
+        pos += lead;
     }
-    size_t k;
-    while ((k = take(&c, log->stage, DIRECT_STAGE)) > 0) {
+    /* Fill one stage while the helper writes the other. */
+    size_t k, cur = 0;
+    bool pending = false;
+    while ((k = take(log, &c, d->stage[cur], DIRECT_STAGE)) > 0) {
         size_t whole = k / align * align; /* k < DIRECT_STAGE only at the end */
-        if (whole > 0 && (rc = write_stage(log, true, whole, pos)) < 0)
-            return give_up(log, rc, "direct write");
-        pos += whole;
+        if (finish_pending(log, &pending))
+            return 1;
+        if (whole > 0) {
+            job_submit(d, log->io, log->dfd, d->stage[cur], whole, pos);
+            pending = true;
+            pos += whole;
+        }
         if (k > whole) {
-            memmove(log->stage, log->stage + whole, k - whole);
-            if ((rc = write_stage(log, false, k - whole, pos)) < 0)
+            if (finish_pending(log, &pending))
+                return 1;
+            if ((rc = write_at(log->io, log->fd, d->stage[cur] + whole, k - whole, pos)) < 0)
                 return rc;
             pos += k - whole;
         }
+        cur ^= 1;
     }
-    return 0;
+    return finish_pending(log, &pending);
 }
 
 void log_direct_close(pb_log *log)
@@ -173,9 +321,22 @@ void log_direct_close(pb_log *log)
 
 size_t log_direct_free(pb_log *log)
 {
-    if (!log->stage)
+    direct_io *d = log->dio;
+    if (!d)
         return 0;
-    free(log->stage);
-    log->stage = NULL;
-    return DIRECT_STAGE;
+    if (d->threaded) {
+        pthread_mutex_lock(&d->mu);
+        d->quit = true; /* nothing is in flight between appends */
+        pthread_cond_signal(&d->todo);
+        pthread_mutex_unlock(&d->mu);
+        pthread_join(d->thread, NULL);
+    }
+    pthread_cond_destroy(&d->todo);
+    pthread_cond_destroy(&d->done);
+    pthread_mutex_destroy(&d->mu);
+    free(d->stage[0]);
+    free(d->stage[1]);
+    free(d);
+    log->dio = NULL;
+    return 2 * DIRECT_STAGE;
 }
