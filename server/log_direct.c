@@ -35,10 +35,12 @@
  * log_append leaves them to this copy when direct writes are on: the
  * records are read once for the CRC and once more, from the CPU's cache,
  * for the copy) and copies it in. So the CPU's per-byte work of a large
- * append runs while the device writes, instead of between its writes. One
- * write is in flight at a time, in file order, and every one has finished
- * before log_direct_write returns (the writer's own file calls and the
- * helper's never overlap). Without a thread (pthread_create failed) the
+ * append runs while the device writes, instead of between its writes. The
+ * helper runs its queue in file order, one write at a time, going on to
+ * the next stage as soon as one is written (the head block's write, with
+ * its write-out, first: the writer fills the first stage meanwhile); every
+ * job has finished before log_direct_write returns (the writer's own file
+ * calls and the helper's never overlap). Without a thread (pthread_create failed) the
  * writes are made in line, as before.
  *
  * A file system that refuses O_DIRECT (open or write EINVAL), or any failed
@@ -65,6 +67,20 @@
 #define DIRECT_ALIGN_DEFAULT 4096u
 #define DIRECT_STAGE         (1024u * 1024u) /* bytes per direct write; each staging buffer */
 
+/* One write for the helper: len bytes of buf at pos of fd, then (out) the
+ * same range written out to the device. */
+typedef struct job {
+    const fileio *io;
+    int fd;
+    uint8_t *buf;
+    size_t len;
+    uint64_t pos;
+    bool out;
+} job;
+
+/* Jobs queued at most: the head block's and one per staging buffer. */
+#define QUEUE 3
+
 /* The staging buffers and the helper thread that writes them. */
 struct direct_io {
     uint8_t *stage[2];
@@ -72,15 +88,15 @@ struct direct_io {
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t todo, done;
-    /* The job, under mu: set by the writer (busy = true), done by the
-     * helper (busy = false, rc its result). */
-    const fileio *io;
-    int fd;
-    uint8_t *buf;
-    size_t len;
-    uint64_t pos;
-    bool busy, quit;
-    int rc;
+    /* Under mu: the jobs queued (FIFO: the helper goes from one to the
+     * next without waiting for the writer), how many were queued and done
+     * since the start, and the first failure (later jobs are skipped). */
+    job q[QUEUE];
+    unsigned head, n;
+    uint64_t queued, finished;
+    int err;
+    bool err_lead; /* the failed job was the head block's (ordinary) */
+    bool quit;
 };
 
 static int write_at(const fileio *io, int fd, uint8_t *buf, size_t len, uint64_t pos)
@@ -89,58 +105,90 @@ static int write_at(const fileio *io, int fd, uint8_t *buf, size_t len, uint64_t
     return fileio_write_all(io, fd, &v, 1, (off_t)pos);
 }
 
+/* 0 or the write's error; a failed write-out only costs its order (see
+ * submit_lead). */
+static int run_job(const job *j)
+{
+    int rc = write_at(j->io, j->fd, j->buf, j->len, j->pos);
+    if (rc == 0 && j->out && j->io->write_out)
+        (void)j->io->write_out(j->io, j->fd, (off_t)j->pos, (off_t)j->len);
+    return rc;
+}
+
+/* Mu held: the outcome of job j. */
+static void job_done(direct_io *d, const job *j, int rc)
+{
+    if (rc < 0 && d->err == 0) {
+        d->err = rc;
+        d->err_lead = j->out;
+    }
+    d->finished++;
+}
+
 static void *helper_main(void *arg)
 {
     direct_io *d = arg;
     pthread_mutex_lock(&d->mu);
     for (;;) {
-        while (!d->busy && !d->quit)
+        while (d->n == 0 && !d->quit)
             pthread_cond_wait(&d->todo, &d->mu);
-        if (!d->busy)
+        if (d->n == 0)
             break; /* quit, nothing queued */
+        job j = d->q[d->head];
+        bool skip = d->err != 0; /* after a failure: the append is redone or fails */
         pthread_mutex_unlock(&d->mu);
-        /* Until busy is cleared, the job's fields are the helper's. */
-        int rc = write_at(d->io, d->fd, d->buf, d->len, d->pos);
+        int rc = skip ? 0 : run_job(&j);
         pthread_mutex_lock(&d->mu);
-        d->rc = rc;
-        d->busy = false;
+        d->head = (d->head + 1) % QUEUE;
+        d->n--;
+        job_done(d, &j, rc);
         pthread_cond_signal(&d->done);
     }
     pthread_mutex_unlock(&d->mu);
     return NULL;
 }
 
-/* Hands the helper a direct write of len bytes of buf at pos (none may be
- * in flight). Without a helper, writes it now. */
-static void job_submit(direct_io *d, const fileio *io, int fd, uint8_t *buf, size_t len,
-                       uint64_t pos)
+/* Queues job j for the helper (fewer than QUEUE are queued: the caller
+ * waits for a stage's job before refilling it); its number, for
+ * job_wait. Without a helper, runs it now. */
+static uint64_t job_submit(direct_io *d, const job *j)
 {
     if (!d->threaded) {
-        d->rc = write_at(io, fd, buf, len, pos);
-        return;
+        job_done(d, j, d->err ? 0 : run_job(j));
+        return ++d->queued;
     }
     pthread_mutex_lock(&d->mu);
-    d->io = io;
-    d->fd = fd;
-    d->buf = buf;
-    d->len = len;
-    d->pos = pos;
-    d->busy = true;
+    d->q[(d->head + d->n) % QUEUE] = *j;
+    d->n++;
+    uint64_t seq = ++d->queued;
     pthread_cond_signal(&d->todo);
     pthread_mutex_unlock(&d->mu);
+    return seq;
 }
 
-/* Waits for the write in flight; its result. */
-static int job_wait(direct_io *d)
+/* Waits until job seq (and all before it) is done; the first failure so
+ * far, or 0. */
+static int job_wait(direct_io *d, uint64_t seq)
 {
     if (!d->threaded)
-        return d->rc;
+        return d->err;
     pthread_mutex_lock(&d->mu);
-    while (d->busy)
+    while (d->finished < seq)
         pthread_cond_wait(&d->done, &d->mu);
-    int rc = d->rc;
+    int err = d->err;
     pthread_mutex_unlock(&d->mu);
-    return rc;
+    return err;
+}
+
+/* Once every job is done: the failure's kind, and the slate cleaned for
+ * the next append. */
+static bool clear_error(direct_io *d)
+{
+    pthread_mutex_lock(&d->mu);
+    bool lead = d->err_lead;
+    d->err = 0;
+    pthread_mutex_unlock(&d->mu);
+    return lead;
 }
 
 /* The staging buffers, and the helper if a thread can be had (its name:
@@ -237,34 +285,33 @@ static size_t take(const pb_log *log, cursor *c, uint8_t *dst, size_t want)
     return got;
 }
 
-/* Waits for the direct write in flight, if any: 0, or 1 when it failed
- * (direct writes given up: the caller writes the append the ordinary way). */
-static int finish_pending(pb_log *log, bool *pending)
+/* Waits for job seq (0: none): 0; when a job failed, after waiting for
+ * all of them: 1 if a direct write did (direct writes given up: the
+ * caller writes the append the ordinary way), the error if the head
+ * block's ordinary write did. */
+static int settle(pb_log *log, uint64_t seq)
 {
-    if (!*pending)
+    direct_io *d = log->dio;
+    if (seq == 0 || job_wait(d, seq) == 0)
         return 0;
-    *pending = false;
-    int rc = job_wait(log->dio);
-    return rc < 0 ? give_up(log, rc, "direct write") : 0;
+    int rc = job_wait(d, d->queued);
+    return clear_error(d) ? rc : give_up(log, rc, "direct write");
 }
 
 /* The head of the append: the rest of the block the segment ends in (lead
- * bytes at pos), the ordinary way, then written out. 0 or the error. */
-static int write_lead(pb_log *log, cursor *c, size_t lead, uint64_t pos)
+ * bytes at pos) is written the ordinary way and then out to the device,
+ * by the helper while the writer fills the first stage (from stage[1],
+ * which is filled only after this job is done). Out before any direct
+ * write: else a crash before the fdatasync (another partition's sync
+ * having committed the file's new size) could leave this page unwritten in
+ * front of direct-written records, which recovery would keep as damage
+ * followed by records. A failed write-out only costs that order. */
+static uint64_t submit_lead(pb_log *log, cursor *c, size_t lead, uint64_t pos)
 {
-    uint8_t *buf = log->dio->stage[0];
-    size_t k = take(log, c, buf, lead);
-    int rc = write_at(log->io, log->fd, buf, k, pos);
-    if (rc < 0)
-        return rc;
-    /* Out to the device before any direct write: else a crash before the
-     * fdatasync (another partition's sync having committed the file's new
-     * size) could leave this page unwritten in front of direct-written
-     * records, which recovery would keep as damage followed by records. A
-     * failure only costs that order. */
-    if (log->io->write_out)
-        (void)log->io->write_out(log->io, log->fd, (off_t)pos, (off_t)k);
-    return 0;
+    direct_io *d = log->dio;
+    size_t k = take(log, c, d->stage[1], lead);
+    job j = {.io = log->io, .fd = log->fd, .buf = d->stage[1], .len = k, .pos = pos, .out = true};
+    return job_submit(d, &j);
 }
 
 int log_direct_write(pb_log *log, const struct iovec *iov, size_t cnt, uint64_t bytes)
@@ -281,34 +328,35 @@ int log_direct_write(pb_log *log, const struct iovec *iov, size_t cnt, uint64_t 
     direct_io *d = log->dio;
     cursor c = {.iov = iov, .cnt = cnt};
     uint64_t pos = log->size;
+    uint64_t uses[2] = {0, 0}; /* the last job writing from each stage */
     int rc;
     if (lead > 0) {
-        if ((rc = write_lead(log, &c, lead, pos)) < 0)
-            return rc;
+        uses[1] = submit_lead(log, &c, lead, pos);
         pos += lead;
     }
     /* Fill one stage while the helper writes the other. */
-    size_t k, cur = 0;
-    bool pending = false;
-    while ((k = take(log, &c, d->stage[cur], DIRECT_STAGE)) > 0) {
+    for (size_t cur = 0;; cur ^= 1) {
+        if ((rc = settle(log, uses[cur])) != 0)
+            return rc;
+        size_t k = take(log, &c, d->stage[cur], DIRECT_STAGE);
+        if (k == 0)
+            break;
         size_t whole = k / align * align; /* k < DIRECT_STAGE only at the end */
-        if (finish_pending(log, &pending))
-            return 1;
         if (whole > 0) {
-            job_submit(d, log->io, log->dfd, d->stage[cur], whole, pos);
-            pending = true;
+            job j = {.io = log->io, .fd = log->dfd, .buf = d->stage[cur], .len = whole, .pos = pos};
+            uses[cur] = job_submit(d, &j);
             pos += whole;
         }
         if (k > whole) {
-            if (finish_pending(log, &pending))
-                return 1;
+            /* The last partial block, after every direct write. */
+            if ((rc = settle(log, d->queued)) != 0)
+                return rc;
             if ((rc = write_at(log->io, log->fd, d->stage[cur] + whole, k - whole, pos)) < 0)
                 return rc;
             pos += k - whole;
         }
-        cur ^= 1;
     }
-    return finish_pending(log, &pending);
+    return settle(log, d->queued);
 }
 
 void log_direct_close(pb_log *log)
