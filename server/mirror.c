@@ -104,6 +104,8 @@ static void collect(mirror *m)
         slot *s = &m->ring[m->head];
         if (s->dup && !mirror_dup_still_stored(m, s))
             break;
+        if (!mirror_ack_in_order(m, s))
+            break;
         mpart *p = m->parts[s->part];
         p->cursor = s->offset + 1;
         if (s->seq > m->acked_seq)
@@ -146,6 +148,11 @@ static void finish_drain(mirror *m)
         /* A duplicate not yet checked (dup_still_stored) counts as not
          * acknowledged: the scan finds it if the stream holds it. */
         bool acked = s->state == SLOT_ACKED && !s->dup;
+        if (acked && !p->rewind && s->seq <= p->seq_last) {
+            acked = false; /* stored out of order (mirror_ack_in_order) */
+            if (!m->order_from || s->seq < m->order_from)
+                m->order_from = s->seq;
+        }
         if (!acked && m->lost)
             m->lost[m->n_lost++] = (mstray){.p = p, .offset = s->offset};
         if (!acked)
@@ -154,6 +161,7 @@ static void finish_drain(mirror *m)
             m->acked_seq = s->seq;
         if (acked && !p->rewind) {
             p->cursor = s->offset + 1;
+            p->seq_last = s->seq;
         } else if (!p->rewind) {
             p->rewind = true;
             p->rewind_to = s->offset;
@@ -195,111 +203,6 @@ static void finish_drain(mirror *m)
 
 /* --- resync: learn what the stream holds ------------------------------------ */
 
-/* Forward over the stream's tail, in stream order: each partition's run of
- * consecutive offsets from its cursor on (what the stream holds of it
- * that the mirror never saw acknowledged), and whether a later offset of
- * it came before the run ended (a gap: a publish lost while a later one
- * was stored). Every message of the partition after the gap is out of
- * offset order: a stray, deleted before the partition is resent. */
-static void scan_hit(void *ctx, const char *part_name, uint64_t offset, uint64_t seq)
-{
-    mirror *m = ctx;
-    mpart *p = m->scan_last && strcmp(m->scan_last->name, part_name) == 0
-                   ? m->scan_last
-                   : mirror_find_part(m, part_name);
-    m->scan_last = p;
-    if (!p)
-        return;
-    if (offset == p->scan_next && !p->scan_stray) {
-        p->scan_next++;
-        p->scan_seq = seq;
-    } else if (offset > p->scan_next || (p->scan_stray && offset == p->scan_next)) {
-        if (!p->scan_gap) {
-            p->scan_gap = true;
-            p->scan_gap_at = offset;
-            /* Only a publish of the failed window that NATS lost makes the
-             * rest strays; a gap of offsets never sent (skipped on purpose)
-             * or seen after a restart keeps the earlier rule: the run ends,
-             * the partition is resent from it (duplicates dropped). */
-            p->scan_stray = mirror_gap_is_loss(m, p, p->scan_next);
-        }
-        if (p->scan_stray)
-            mirror_stray_add(m, p, offset, seq);
-    }
-}
-
-/* What the scan found. The scan's consumer may have read a replica that is
- * not the leader, so each finding that moves a cursor is first checked
- * with the leader. 0; 1 when messages out of offset order were deleted
- * (resend after the hold, FORMAT.md E.4); or -1 (why says what) to scan
- * again later. */
-static int apply_scan(mirror *m, char *why, size_t whylen)
-{
-    int rc = m->strays_lost ? -1 : 0;
-    if (rc < 0)
-        snprintf(why, whylen, "no memory for the list of messages out of order");
-    for (size_t i = 0; i < m->n_parts && rc == 0; i++) {
-        mpart *p = m->parts[i];
-        if (p->scan_next == p->cursor)
-            continue;
-        char want[MIRROR_MSG_ID_MAX], id[MIRROR_MSG_ID_MAX] = "";
-        snprintf(want, sizeof want, "%s:%" PRIu64, p->name, p->scan_next - 1);
-        int r = mirror_nats_id_at(m->nats, p->scan_seq, id, sizeof id, why, whylen);
-        if (r == PB_ENOTFOUND || (r == 0 && strcmp(id, want) != 0)) {
-            snprintf(why, whylen,
-                     "its replicas disagree: a consumer read %s at sequence %" PRIu64
-                     ", the leader has %s there",
-                     want, p->scan_seq, r == 0 ? (*id ? id : "a message without id") : "nothing");
-            r = PB_ESERVER;
-        }
-        if (r < 0)
-            rc = -1;
-    }
-    if (rc == 0 && m->n_strays && mirror_delete_strays(m, why, whylen) < 0)
-        rc = -1;
-    bool deleted = false;
-    for (size_t i = 0; i < m->n_parts; i++) {
-        mpart *p = m->parts[i];
-        if (rc == 0 && p->scan_next > p->cursor) {
-            logging_printf(LOG_INFO,
-                           "mirror %s: stream %s already holds %s up to offset %" PRIu64
-                           " (acknowledgements were lost): going on from %" PRIu64,
-                           m->cfg->name, m->cfg->stream, p->name, p->scan_next - 1, p->scan_next);
-            p->cursor = p->next_read = p->scan_next;
-            p->fresh = false;
-            atomic_store(&p->lag.shipped, p->cursor);
-            m->dirty = true;
-        }
-        if (rc == 0 && p->scan_gap && p->scan_stray)
-            logging_printf(LOG_WARN,
-                           "mirror %s: stream %s holds %s:%" PRIu64 " but not %s:%" PRIu64
-                           ": a publish was lost inside NATS while a later one was stored; "
-                           "deleted the %" PRIu64 " message(s) of %s stored after the gap, "
-                           "resending from %" PRIu64 " once the stream's duplicate window "
-                           "(%" PRId64 " s) has forgotten their ids",
-                           m->cfg->name, m->cfg->stream, p->name, p->scan_gap_at, p->name,
-                           p->cursor, p->scan_deleted, p->name, p->cursor,
-                           (mirror_nats_dup_window_ms(m->nats) + HOLD_MARGIN_MS) / 1000);
-        else if (rc == 0 && p->scan_gap)
-            logging_printf(LOG_INFO,
-                           "mirror %s: stream %s holds %s:%" PRIu64 " but not %s:%" PRIu64
-                           ", which was not lost in the last window (skipped, or before a "
-                           "restart, or beyond the tail read): resending from %" PRIu64
-                           " (offsets already in the stream come again as duplicates)",
-                           m->cfg->name, m->cfg->stream, p->name, p->scan_gap_at, p->name,
-                           p->cursor, p->cursor);
-        deleted = deleted || (rc == 0 && p->scan_deleted);
-        p->scan_next = p->cursor;
-        p->scan_gap = false;
-        p->scan_stray = false;
-        p->scan_deleted = 0;
-    }
-    m->scan_last = NULL;
-    m->n_strays = 0;
-    m->strays_lost = false;
-    return rc < 0 ? rc : deleted;
-}
-
 static void resync_failed(mirror *m, int64_t now, const char *why)
 {
     if (!m->resync_failing)
@@ -326,6 +229,7 @@ static int resync(mirror *m, int64_t now)
         resync_failed(m, now, why);
         return 0;
     }
+    mirror_forget_older_stream(m);
     if (m->scan_needed) {
         uint32_t read = 0;
         bool hit_limit = false;
@@ -334,24 +238,33 @@ static int resync(mirror *m, int64_t now)
             m->parts[i]->scan_gap = false;
             m->parts[i]->scan_stray = false;
             m->parts[i]->scan_deleted = 0;
+            m->parts[i]->scan_order = 0;
         }
         m->n_strays = 0;
         m->strays_lost = false;
-        if (mirror_nats_scan(m->nats, m->acked_seq + 1, SCAN_LIMIT, scan_hit, m, &read, &hit_limit,
-                             why, sizeof why) < 0) {
+        uint64_t from = m->acked_seq + 1;
+        if (m->order_from && m->order_from < from)
+            from = m->order_from;
+        if (mirror_nats_scan(m->nats, from, SCAN_LIMIT, mirror_scan_hit, m, &read, &hit_limit, why,
+                             sizeof why) < 0) {
             resync_failed(m, now, why);
             return 0;
         }
         logging_printf(LOG_INFO,
                        "mirror %s: read %" PRIu32 " message(s) of stream %s after sequence %" PRIu64
                        " (%zu out of offset order)",
-                       m->cfg->name, read, m->cfg->stream, m->acked_seq, m->n_strays);
+                       m->cfg->name, read, m->cfg->stream, from - 1, m->n_strays);
         if (hit_limit) {
             /* The read began in the middle of the tail: a partition's first
-             * message seen there is no gap. Nothing is deleted. */
+             * message seen there is no gap. Only what lies before an offset
+             * acknowledged in order is deleted. */
+            size_t kept = 0;
             for (size_t i = 0; i < m->n_parts; i++)
                 m->parts[i]->scan_stray = false;
-            m->n_strays = 0;
+            for (size_t i = 0; i < m->n_strays; i++)
+                if (m->strays[i].order)
+                    m->strays[kept++] = m->strays[i];
+            m->n_strays = kept;
             m->strays_lost = false;
         }
         if (hit_limit)
@@ -359,7 +272,7 @@ static int resync(mirror *m, int64_t now)
                            "mirror %s: stream %s: more than %d messages to read back; read the "
                            "newest %d (events resent beyond them rely on its duplicate window)",
                            m->cfg->name, m->cfg->stream, SCAN_LIMIT, SCAN_LIMIT);
-        int applied = apply_scan(m, why, sizeof why);
+        int applied = mirror_apply_scan(m, why, sizeof why);
         if (applied < 0) {
             resync_failed(m, now, why);
             return 0;
@@ -372,6 +285,8 @@ static int resync(mirror *m, int64_t now)
             return 0;
         }
         m->scan_needed = false;
+        m->order_from = 0;
+        mirror_nats_test_release(m->nats);
     }
     for (size_t i = 0; i < m->n_parts; i++)
         mirror_part_seek(m, m->parts[i]);

@@ -48,7 +48,12 @@ typedef struct mpart {
                            the messages after it are strays */
     uint64_t scan_gap_at;
     uint64_t scan_deleted; /* (resync) its strays deleted */
-    bool rewind;           /* (finish_drain) a publish of it failed */
+    uint64_t scan_order;   /* (resync) its strays stored before seq_last */
+    /* The stream sequence of its newest offset acknowledged in order in
+     * this run (0: none yet). A message of it at a lower sequence with an
+     * offset not acknowledged is out of offset order (FORMAT.md E.4). */
+    uint64_t seq_last;
+    bool rewind; /* (finish_drain) a publish of it failed */
     uint64_t rewind_to;
     int64_t rewind_time_ns;
     uint32_t inflight;   /* slots of it in the ring */
@@ -66,6 +71,7 @@ typedef struct mstray {
     mpart *p;
     uint64_t offset;
     uint64_t seq;
+    bool order; /* stored before its partition's seq_last (not a gap's) */
 } mstray;
 
 /* One outstanding publish. */
@@ -126,6 +132,9 @@ typedef struct mirror {
     int64_t resync_at_ms, backoff_ms;
     bool resync_failing;
     bool scan_needed; /* read the stream's tail before sending again */
+    /* An acknowledgement named a message stored out of offset order, the
+     * lowest such sequence: the next scans read from there (0: none). */
+    uint64_t order_from;
     mpart *scan_last; /* the partition of the previous scanned message */
     mstray *strays;   /* the scan's out-of-order messages (at most SCAN_LIMIT) */
     size_t n_strays, strays_cap;
@@ -166,12 +175,29 @@ int64_t mirror_wall_ns(void);
  * is still in the stream, else the slot is failed (and m->dup_gone set
  * when the message is gone). */
 bool mirror_dup_still_stored(mirror *m, slot *s);
+/* With m->lock held: whether acknowledged slot s comes after everything of
+ * its partition acknowledged before it in the stream (then seq_last moves
+ * to it); else the slot is failed and m->order_from set, so that the scan
+ * finds and deletes the copies stored out of order. */
+bool mirror_ack_in_order(mirror *m, slot *s);
 /* Whether p's offset was published in the failed window and never
  * acknowledged (finish_drain's list). */
 bool mirror_gap_is_loss(const mirror *m, const mpart *p, uint64_t offset);
 
-/* The scan found p's offset at seq out of order (m->strays_lost if full). */
-void mirror_stray_add(mirror *m, mpart *p, uint64_t offset, uint64_t seq);
+/* The scan found p's offset at seq out of order (m->strays_lost if full);
+ * order: stored before p's seq_last. */
+void mirror_stray_add(mirror *m, mpart *p, uint64_t offset, uint64_t seq, bool order);
+/* (resync) mirror_nats_scan's callback: one message of the tail, in stream
+ * order. */
+void mirror_scan_hit(void *ctx, const char *part_name, uint64_t offset, uint64_t seq);
+/* What the scan found. The scan's consumer may have read a replica that is
+ * not the leader, so each finding that moves a cursor is first checked
+ * with the leader. 0; 1 when messages out of offset order were deleted
+ * (resend after the hold); or -1 (why says what) to scan again later. */
+int mirror_apply_scan(mirror *m, char *why, size_t whylen);
+/* After mirror_nats_ensure_stream: a stream created again resets the
+ * remembered sequences. */
+void mirror_forget_older_stream(mirror *m);
 /* Deletes the confirmed strays; sets m->hold_until_ms if it deleted any.
  * 0, or -1 with why (one the leader did not confirm, or a failed delete). */
 int mirror_delete_strays(mirror *m, char *why, size_t whylen);

@@ -48,13 +48,23 @@ struct mirror_nats {
     natsConnection *nc;
     jsCtx *js;
     int64_t dup_window_ms; /* the stream's duplicate window (its last info) */
+    int64_t created_ns;    /* the stream's creation time (its first info in this run) */
+    bool recreated;        /* ... changed since: the stream was deleted and created again */
     const char *lose;      /* test hook: the id to lose once (mirror_nats_test_lose) */
-    pthread_mutex_t mu;    /* closed, down_since_ns, ever_up */
+    /* Test hook $PROTOBUSD_TEST_MIRROR_LATE (mirror_nats_test_release). */
+    char late_part[PB_PARTITION_NAME_MAX + 1];
+    uint64_t late_at;
+    int late;       /* 0 off, 1 armed, 2 holding, 3 done */
+    natsMsg **held; /* the copies held back, in send order */
+    size_t n_held;
+    pthread_mutex_t mu; /* closed, down_since_ns, ever_up */
     bool closed;
     bool ever_up;
     int64_t down_since_ns; /* 0 while up */
     bool stream_logged;
 };
+
+static void late_hook_init(mirror_nats *mn);
 
 __attribute__((format(printf, 3, 4))) static void why_fmt(char *why, size_t n, const char *fmt, ...)
 {
@@ -195,6 +205,7 @@ int mirror_nats_open(mirror_nats **out, const pb_mirror_config *cfg, const mirro
     mn->cfg = cfg;
     mn->hooks = *h;
     mn->lose = mirror_nats_test_lose();
+    late_hook_init(mn);
     pthread_mutex_init(&mn->mu, NULL);
     char name[PB_MIRROR_NAME_MAX + 32];
     snprintf(name, sizeof name, "protobusd mirror %s", cfg->name);
@@ -336,6 +347,9 @@ int mirror_nats_ensure_stream(mirror_nats *mn, char *why, size_t whylen)
     }
     if (si->Config)
         mn->dup_window_ms = si->Config->Duplicates / 1000000;
+    if (mn->created_ns && si->Created != mn->created_ns)
+        mn->recreated = true;
+    mn->created_ns = si->Created;
     if (!mn->stream_logged || strcmp(verb, "created") == 0)
         log_stream(mn, si, verb);
     mn->stream_logged = true;
@@ -467,6 +481,13 @@ int mirror_nats_delete(mirror_nats *mn, uint64_t seq, char *why, size_t whylen)
     return 0;
 }
 
+bool mirror_nats_recreated(mirror_nats *mn)
+{
+    bool r = mn->recreated;
+    mn->recreated = false;
+    return r;
+}
+
 int64_t mirror_nats_dup_window_ms(mirror_nats *mn)
 {
     /* A server's default window is 2 minutes. */
@@ -481,6 +502,62 @@ const char *mirror_nats_test_lose(void)
      * acknowledgement times out, exactly as a publish lost inside NATS. */
     const char *v = getenv("PROTOBUSD_TEST_MIRROR_LOSE");
     return v && *v ? v : NULL;
+}
+
+/* Test hook (tests/integration/test_mirror.c): $PROTOBUSD_TEST_MIRROR_LATE
+ * = PARTITION:OFFSET. That publish is lost (LOSE_SUBJECT, as above); each
+ * later publish of the partition also goes there, while a copy with the
+ * real subject is held back until mirror_nats_test_release, which the
+ * mirror calls after the scan that follows the failure: publishes that
+ * were still inside NATS when the stream's tail was read, stored after
+ * it (FORMAT.md E.4 item 4). */
+#define LATE_HELD_MAX 4096
+
+static void late_hook_init(mirror_nats *mn)
+{
+    const char *v = getenv("PROTOBUSD_TEST_MIRROR_LATE");
+    const char *colon = v ? strrchr(v, ':') : NULL;
+    if (!colon || (size_t)(colon - v) > PB_PARTITION_NAME_MAX)
+        return;
+    snprintf(mn->late_part, sizeof mn->late_part, "%.*s", (int)(colon - v), v);
+    mn->late_at = strtoull(colon + 1, NULL, 10);
+    mn->late = 1;
+}
+
+/* Whether the message of part:offset goes to LOSE_SUBJECT, and whether
+ * msg (built with its real subject) is to be held back. */
+static bool late_hook(mirror_nats *mn, const char *part, uint64_t offset, bool *hold)
+{
+    *hold = false;
+    if (mn->late == 0 || mn->late == 3 || strcmp(part, mn->late_part) != 0 || offset < mn->late_at)
+        return false;
+    if (mn->late == 1 && offset == mn->late_at) {
+        mn->late = 2;
+        return true;
+    }
+    if (mn->late != 2 || offset == mn->late_at)
+        return false;
+    *hold = mn->n_held < LATE_HELD_MAX;
+    return true;
+}
+
+void mirror_nats_test_release(mirror_nats *mn)
+{
+    if (mn->late != 2)
+        return;
+    mn->late = 3;
+    for (size_t i = 0; i < mn->n_held; i++) {
+        jsPubOptions po;
+        jsPubOptions_Init(&po);
+        po.MaxWait = mn->cfg->ack_timeout_ms;
+        /* Its acknowledgement names a message the mirror does not track:
+         * ignored. */
+        if (js_PublishMsgAsync(mn->js, &mn->held[i], &po) != NATS_OK)
+            natsMsg_Destroy(mn->held[i]);
+    }
+    free(mn->held);
+    mn->held = NULL;
+    mn->n_held = 0;
 }
 
 /* --- messages ---------------------------------------------------------------- */
@@ -561,6 +638,9 @@ int mirror_nats_build(mirror_nats *mn, const char *part_name, const pb_record *r
         snprintf(subject, sizeof subject, "%s", MIRROR_LOSE_SUBJECT);
         mn->lose = NULL;
     }
+    bool hold = false;
+    if (late_hook(mn, part_name, rec->offset, &hold) && !hold)
+        snprintf(subject, sizeof subject, "%s", MIRROR_LOSE_SUBJECT);
     natsMsg *m = NULL;
     size_t hdr_bytes = 12; /* "NATS/1.0\r\n" ... "\r\n" */
     natsStatus s = natsMsg_Create(&m, subject, NULL, (const char *)data, (int)len);
@@ -585,6 +665,21 @@ int mirror_nats_build(mirror_nats *mn, const char *part_name, const pb_record *r
                 "%zu bytes with its headers, more than the NATS server's max_payload (%" PRId64 ")",
                 len + hdr_bytes, maxp);
         return PB_ETOOBIG;
+    }
+    if (hold) {
+        /* The copy is held; what is published (and times out) is an
+         * empty message to LOSE_SUBJECT. */
+        natsMsg *lost = NULL;
+        natsMsg **grown = realloc(mn->held, (mn->n_held + 1) * sizeof *grown);
+        if (grown)
+            mn->held = grown;
+        if (!grown || natsMsg_Create(&lost, MIRROR_LOSE_SUBJECT, NULL, "", 0) != NATS_OK) {
+            natsMsg_Destroy(m);
+            why_fmt(why, whylen, "test hook: no memory");
+            return PB_ENOMEM;
+        }
+        mn->held[mn->n_held++] = m;
+        m = lost;
     }
     *token = m;
     return 0;
@@ -633,6 +728,9 @@ void mirror_nats_free(mirror_nats *mn)
 {
     if (!mn)
         return;
+    for (size_t i = 0; i < mn->n_held; i++)
+        natsMsg_Destroy(mn->held[i]);
+    free(mn->held);
     pthread_mutex_destroy(&mn->mu);
     free(mn);
 }

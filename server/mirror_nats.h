@@ -84,9 +84,16 @@ int mirror_nats_delete(mirror_nats *mn, uint64_t seq, char *why, size_t whylen);
 
 /* The stream's duplicate window in ms, as of mirror_nats_ensure_stream. */
 int64_t mirror_nats_dup_window_ms(mirror_nats *mn);
+/* Whether mirror_nats_ensure_stream found the stream created again (a
+ * creation time other than the one it saw first in this run); once. */
+bool mirror_nats_recreated(mirror_nats *mn);
 
 /* Test hook: $PROTOBUSD_TEST_MIRROR_LOSE ("PARTITION:OFFSET", or NULL). */
 const char *mirror_nats_test_lose(void);
+/* Test hook $PROTOBUSD_TEST_MIRROR_LATE: publishes the copies it held back
+ * (once; nothing without the hook). Called after a scan of the tail that
+ * found nothing to delete, before anything is resent. */
+void mirror_nats_test_release(mirror_nats *mn);
 #define MIRROR_LOSE_SUBJECT "_pbtest.lost"
 
 /* The message for event rec of partition: *token is the message (owned by

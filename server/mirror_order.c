@@ -1,13 +1,18 @@
 /*
  * mirror_order - what keeps a partition in offset order in the stream
  * after NATS lost a publish while later ones of it were stored (FORMAT.md
- * E.4 item 4): the scan's out-of-order messages ("strays") are deleted,
+ * E.4 item 4): the scan's out-of-order messages ("strays": after a gap,
+ * or before the partition's newest acknowledged message) are deleted,
  * nothing is resent until the stream's duplicate window has forgotten
  * their ids, and an acknowledgement "duplicate" is believed only if the
  * stream still holds the message it names.
  *
+ * Also the scan of the tail at a resync: what the stream already holds of
+ * each partition, and which of its messages are out of offset order.
+ *
  * Threads: the mirror's thread (mirror.c's resync and collect).
  */
+#include "logging.h"
 #include "mirror_internal.h"
 #include "mirror_nats.h"
 #include "pb_errors.h"
@@ -56,6 +61,32 @@ bool mirror_dup_still_stored(mirror *m, slot *s)
     return false;
 }
 
+bool mirror_ack_in_order(mirror *m, slot *s)
+{
+    mpart *p = m->parts[s->part];
+    if (s->seq > p->seq_last) {
+        p->seq_last = s->seq;
+        return true;
+    }
+    /* A copy stored before the partition's previous offset: a publish
+     * still inside NATS when the tail was read, stored after it (or a
+     * replica that answered the scan was behind). */
+    s->state = SLOT_FAILED;
+    atomic_fetch_add(&m->counters.failed, 1);
+    if (!m->order_from || s->seq < m->order_from)
+        m->order_from = s->seq;
+    if (!m->failed) {
+        m->failed = true;
+        snprintf(m->fail_why, sizeof m->fail_why,
+                 "its copy at sequence %" PRIu64 " comes before %s:%" PRIu64 " at sequence %" PRIu64
+                 ": out of offset order",
+                 s->seq, p->name, p->cursor ? p->cursor - 1 : 0, p->seq_last);
+        m->fail_part = s->part;
+        m->fail_offset = s->offset;
+    }
+    return false;
+}
+
 bool mirror_gap_is_loss(const mirror *m, const mpart *p, uint64_t offset)
 {
     if (!m->lost_valid)
@@ -66,7 +97,7 @@ bool mirror_gap_is_loss(const mirror *m, const mpart *p, uint64_t offset)
     return false;
 }
 
-void mirror_stray_add(mirror *m, mpart *p, uint64_t offset, uint64_t seq)
+void mirror_stray_add(mirror *m, mpart *p, uint64_t offset, uint64_t seq, bool order)
 {
     if (m->n_strays == m->strays_cap) {
         size_t cap = m->strays_cap ? m->strays_cap * 2 : 64;
@@ -78,7 +109,7 @@ void mirror_stray_add(mirror *m, mpart *p, uint64_t offset, uint64_t seq)
         m->strays = n;
         m->strays_cap = cap;
     }
-    m->strays[m->n_strays++] = (mstray){.p = p, .offset = offset, .seq = seq};
+    m->strays[m->n_strays++] = (mstray){.p = p, .offset = offset, .seq = seq, .order = order};
 }
 
 /* Deletes the scan's strays, each after checking with the leader that its
@@ -113,4 +144,147 @@ int mirror_delete_strays(mirror *m, char *why, size_t whylen)
         m->hold_until_ms = mirror_mono_ms() + mirror_nats_dup_window_ms(m->nats) + HOLD_MARGIN_MS;
     }
     return rc;
+}
+
+/* --- resync: what the stream's tail holds ---------------------------------- */
+
+/* Forward over the stream's tail, in stream order: each partition's run of
+ * consecutive offsets from its cursor on (what the stream holds of it
+ * that the mirror never saw acknowledged), and whether a later offset of
+ * it came before the run ended (a gap: a publish lost while a later one
+ * was stored). Every message of the partition after the gap is out of
+ * offset order: a stray, deleted before the partition is resent. */
+void mirror_scan_hit(void *ctx, const char *part_name, uint64_t offset, uint64_t seq)
+{
+    mirror *m = ctx;
+    mpart *p = m->scan_last && strcmp(m->scan_last->name, part_name) == 0
+                   ? m->scan_last
+                   : mirror_find_part(m, part_name);
+    m->scan_last = p;
+    if (!p)
+        return;
+    if (offset >= p->cursor && seq < p->seq_last) {
+        /* Stored before an offset of it acknowledged in order. */
+        mirror_stray_add(m, p, offset, seq, true);
+        p->scan_order++;
+        return;
+    }
+    if (offset == p->scan_next && !p->scan_stray) {
+        p->scan_next++;
+        p->scan_seq = seq;
+    } else if (offset > p->scan_next || (p->scan_stray && offset == p->scan_next)) {
+        if (!p->scan_gap) {
+            p->scan_gap = true;
+            p->scan_gap_at = offset;
+            /* Only a publish of the failed window that NATS lost makes the
+             * rest strays; a gap of offsets never sent (skipped on purpose)
+             * or seen after a restart keeps the earlier rule: the run ends,
+             * the partition is resent from it (duplicates dropped). */
+            p->scan_stray = mirror_gap_is_loss(m, p, p->scan_next);
+        }
+        if (p->scan_stray)
+            mirror_stray_add(m, p, offset, seq, false);
+    }
+}
+
+/* What the scan found. The scan's consumer may have read a replica that is
+ * not the leader, so each finding that moves a cursor is first checked
+ * with the leader. 0; 1 when messages out of offset order were deleted
+ * (resend after the hold, FORMAT.md E.4); or -1 (why says what) to scan
+ * again later. */
+int mirror_apply_scan(mirror *m, char *why, size_t whylen)
+{
+    int rc = m->strays_lost ? -1 : 0;
+    if (rc < 0)
+        snprintf(why, whylen, "no memory for the list of messages out of order");
+    for (size_t i = 0; i < m->n_parts && rc == 0; i++) {
+        mpart *p = m->parts[i];
+        if (p->scan_next == p->cursor)
+            continue;
+        char want[MIRROR_MSG_ID_MAX], id[MIRROR_MSG_ID_MAX] = "";
+        snprintf(want, sizeof want, "%s:%" PRIu64, p->name, p->scan_next - 1);
+        int r = mirror_nats_id_at(m->nats, p->scan_seq, id, sizeof id, why, whylen);
+        if (r == PB_ENOTFOUND || (r == 0 && strcmp(id, want) != 0)) {
+            snprintf(why, whylen,
+                     "its replicas disagree: a consumer read %s at sequence %" PRIu64
+                     ", the leader has %s there",
+                     want, p->scan_seq, r == 0 ? (*id ? id : "a message without id") : "nothing");
+            r = PB_ESERVER;
+        }
+        if (r < 0)
+            rc = -1;
+    }
+    if (rc == 0 && m->n_strays && mirror_delete_strays(m, why, whylen) < 0)
+        rc = -1;
+    bool deleted = false;
+    for (size_t i = 0; i < m->n_parts; i++) {
+        mpart *p = m->parts[i];
+        if (rc == 0 && p->scan_next > p->cursor) {
+            logging_printf(LOG_INFO,
+                           "mirror %s: stream %s already holds %s up to offset %" PRIu64
+                           " (acknowledgements were lost): going on from %" PRIu64,
+                           m->cfg->name, m->cfg->stream, p->name, p->scan_next - 1, p->scan_next);
+            p->cursor = p->next_read = p->scan_next;
+            if (p->scan_seq > p->seq_last)
+                p->seq_last = p->scan_seq;
+            p->fresh = false;
+            atomic_store(&p->lag.shipped, p->cursor);
+            m->dirty = true;
+        }
+        if (rc == 0 && p->scan_gap && p->scan_stray)
+            logging_printf(LOG_WARN,
+                           "mirror %s: stream %s holds %s:%" PRIu64 " but not %s:%" PRIu64
+                           ": a publish was lost inside NATS while a later one was stored; "
+                           "deleted the %" PRIu64 " message(s) of %s stored after the gap, "
+                           "resending from %" PRIu64 " once the stream's duplicate window "
+                           "(%" PRId64 " s) has forgotten their ids",
+                           m->cfg->name, m->cfg->stream, p->name, p->scan_gap_at, p->name,
+                           p->cursor, p->scan_deleted, p->name, p->cursor,
+                           (mirror_nats_dup_window_ms(m->nats) + HOLD_MARGIN_MS) / 1000);
+        else if (rc == 0 && p->scan_gap)
+            logging_printf(LOG_INFO,
+                           "mirror %s: stream %s holds %s:%" PRIu64 " but not %s:%" PRIu64
+                           ", which was not lost in the last window (skipped, or before a "
+                           "restart, or beyond the tail read): resending from %" PRIu64
+                           " (offsets already in the stream come again as duplicates)",
+                           m->cfg->name, m->cfg->stream, p->name, p->scan_gap_at, p->name,
+                           p->cursor, p->cursor);
+        if (rc == 0 && p->scan_order)
+            logging_printf(
+                LOG_WARN,
+                "mirror %s: stream %s holds %" PRIu64 " message(s) of %s at or after "
+                "offset %" PRIu64 " stored before sequence %" PRIu64
+                ", out of offset order (publishes still inside NATS when its tail "
+                "was read): deleted them, resending from %" PRIu64
+                " once the stream's duplicate window (%" PRId64 " s) has forgotten their ids",
+                m->cfg->name, m->cfg->stream, p->scan_order, p->name, p->cursor, p->seq_last,
+                p->cursor, (mirror_nats_dup_window_ms(m->nats) + HOLD_MARGIN_MS) / 1000);
+        deleted = deleted || (rc == 0 && p->scan_deleted);
+        p->scan_next = p->cursor;
+        p->scan_gap = false;
+        p->scan_stray = false;
+        p->scan_deleted = 0;
+        p->scan_order = 0;
+    }
+    m->scan_last = NULL;
+    m->n_strays = 0;
+    m->strays_lost = false;
+    return rc < 0 ? rc : deleted;
+}
+
+/* A stream deleted and created again starts its sequences over: those
+ * remembered from the old one mean nothing there. */
+void mirror_forget_older_stream(mirror *m)
+{
+    if (!mirror_nats_recreated(m->nats))
+        return;
+    logging_printf(LOG_WARN,
+                   "mirror %s: stream %s was deleted and created again: its sequences start "
+                   "over; shipping on from each partition's cursor",
+                   m->cfg->name, m->cfg->stream);
+    for (size_t i = 0; i < m->n_parts; i++)
+        m->parts[i]->seq_last = 0;
+    m->acked_seq = 0;
+    m->order_from = 0;
+    m->dirty = true;
 }

@@ -37,7 +37,8 @@ trap cleanup EXIT
 # Runs one test function in a subshell with errexit in force (errexit is
 # ignored inside `if`, so the status is taken outside of one).
 
-lines() { wc -l <"$1" | tr -d ' '; }
+# (0 for a file a background job has not created yet.)
+lines() { if [ -e "$1" ]; then wc -l <"$1" | tr -d ' '; else echo 0; fi; }
 
 # --- the daemon -------------------------------------------------------------
 

@@ -32,6 +32,11 @@
  * mirror must find the gap, delete the messages of sensors-a stored after
  * it, wait for the stream's duplicate window (10 s here) and resend, so
  * that the stream still holds sensors-a in offset order (FORMAT.md E.4).
+ * Later in phase 1 a second hook (PROTOBUSD_TEST_MIRROR_LATE) loses
+ * sensors-b:M and holds back the publishes of sensors-b after it until the
+ * stream's tail has been read: copies stored after the scan, before
+ * sensors-b:M is resent. The mirror must see from the acknowledgements
+ * that they are out of order, delete them and resend.
  *
  * PB_TEST_SCALE (a percentage, default 100) scales the number of events;
  * under ThreadSanitizer (PB_SANITIZER=thread, tests/run-tsan) the default is
@@ -249,6 +254,22 @@ static void free_part(part_data *p)
     free(p->len);
     free(p->time);
     free(p->seen);
+}
+
+/* The partitions loaded for the comparison (freed by teardown too, when a
+ * check fails half-way). */
+static struct {
+    part_data sensors[8], ev[1];
+    size_t ns, nev;
+} P;
+
+static void free_parts(void)
+{
+    for (size_t i = 0; i < P.ns; i++)
+        free_part(&P.sensors[i]);
+    for (size_t i = 0; i < P.nev; i++)
+        free_part(&P.ev[i]);
+    P.ns = P.nev = 0;
 }
 
 /* --- comparing a stream with the files -------------------------------------- */
@@ -502,16 +523,19 @@ static void test_mirror_through_outages(void **state)
     /* The lost publish: to a subject with a listener that never answers,
      * so that its acknowledgement times out (a subject without one gets
      * "no responders" at once) while the later ones are stored. */
-    uint64_t lose_at = n_events / 80;
-    char lose[64];
+    uint64_t lose_at = n_events / 80, late_at = n_events * 3 / 160;
+    char lose[64], late[64];
     snprintf(lose, sizeof lose, "sensors-a:%" PRIu64, lose_at);
+    snprintf(late, sizeof late, "sensors-b:%" PRIu64, late_at);
     setenv("PROTOBUSD_TEST_MIRROR_LOSE", lose, 1);
+    setenv("PROTOBUSD_TEST_MIRROR_LATE", late, 1);
     natsConnection *hole = nats_connect();
     natsSubscription *hole_sub = NULL;
     assert_int_equal(natsConnection_SubscribeSync(&hole_sub, hole, "_pbtest.lost"), NATS_OK);
     assert_int_equal(natsConnection_Flush(hole), NATS_OK);
     assert_int_equal(itest_daemon_start(&D, NULL, rules), 0);
     unsetenv("PROTOBUSD_TEST_MIRROR_LOSE"); /* the restarts below lose nothing */
+    unsetenv("PROTOBUSD_TEST_MIRROR_LATE");
     uint64_t fifth = n_events / 5;
 
     /* Each step waits until the mirror is shipping, so that every outage
@@ -528,6 +552,12 @@ static void test_mirror_through_outages(void **state)
         nap_ms(100);
     if (!itest_log_contains(&D, gap) || !itest_log_contains(&D, "deleted the"))
         fail_msg("no \"%s\" and \"deleted the\" in the daemon log %s after 60 s", gap, D.log);
+    /* The copies stored late are found by their acknowledgements. */
+    const char *order = "message(s) of sensors-b at or after offset";
+    for (int i = 0; i < 600 && !itest_log_contains(&D, order); i++)
+        nap_ms(100);
+    if (!itest_log_contains(&D, order))
+        fail_msg("no \"%s\" in the daemon log %s after 60 s", order, D.log);
     natsSubscription_Destroy(hole_sub);
     natsConnection_Destroy(hole);
     int leader = stream_leader("SENSORS");
@@ -570,22 +600,18 @@ static void test_mirror_through_outages(void **state)
     char **names = NULL;
     size_t n = 0;
     assert_int_equal(pb_partition_list(D.data_dir, &names, &n), 0);
-    part_data sensors[8], ev[1];
-    size_t ns = 0;
     for (size_t i = 0; i < n; i++) {
-        if (strncmp(names[i], "sensors-", 8) == 0 && ns < 8)
-            load_part(names[i], &sensors[ns++]);
-        else if (strcmp(names[i], "events") == 0)
-            load_part(names[i], &ev[0]);
+        if (strncmp(names[i], "sensors-", 8) == 0 && P.ns < 8)
+            load_part(names[i], &P.sensors[P.ns++]);
+        else if (strcmp(names[i], "events") == 0 && P.nev == 0)
+            load_part(names[i], &P.ev[P.nev++]);
     }
     pb_partition_list_free(names, n);
-    assert_int_equal(ns, 4); /* a, b, c1, late */
+    assert_int_equal(P.ns, 4); /* a, b, c1, late */
 
-    check_stream("SENSORS", SENSORS_PREFIX, true, sensors, ns);
-    check_stream("EVENTS", EVENTS_PREFIX, false, ev, 1);
-    for (size_t i = 0; i < ns; i++)
-        free_part(&sensors[i]);
-    free_part(&ev[0]);
+    check_stream("SENSORS", SENSORS_PREFIX, true, P.sensors, P.ns);
+    check_stream("EVENTS", EVENTS_PREFIX, false, P.ev, P.nev);
+    free_parts();
     printf("test_mirror: %" PRIu64 " events in %.1f s\n", n_events,
            (double)(itest_now_ms() - t0) / 1000);
 }
@@ -593,6 +619,7 @@ static void test_mirror_through_outages(void **state)
 static int teardown(void **state)
 {
     (void)state;
+    free_parts();
     itest_daemon_cleanup(&D);
     jscluster_cleanup(&C);
     nats_CloseAndWait(5000);
