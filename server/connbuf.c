@@ -64,6 +64,11 @@ void connbuf_adopted(conn *c)
     net *n = c->net;
     size_t cap = c->cap;
     n->rbuf_bytes -= cap; /* counted in the batch's charge from now on */
+    /* The next frame's size, until its length prefix says: likely this
+     * one's. Reads stop there (connbuf_alloc), so the next frame too is
+     * likely alone in its buffer (else every other one would share its
+     * buffer with the start of the one after it, and be copied). */
+    c->want = c->len;
     c->buf = NULL;
     c->cap = 0;
     c->len = 0;
