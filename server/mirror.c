@@ -162,6 +162,7 @@ static void finish_drain(mirror *m)
         if (acked && !p->rewind) {
             p->cursor = s->offset + 1;
             p->seq_last = s->seq;
+            p->off_last = s->offset;
         } else if (!p->rewind) {
             p->rewind = true;
             p->rewind_to = s->offset;
@@ -229,7 +230,6 @@ static int resync(mirror *m, int64_t now)
         resync_failed(m, now, why);
         return 0;
     }
-    mirror_forget_older_stream(m);
     if (m->scan_needed) {
         uint32_t read = 0;
         bool hit_limit = false;
@@ -265,14 +265,16 @@ static int resync(mirror *m, int64_t now)
                 if (m->strays[i].order)
                     m->strays[kept++] = m->strays[i];
             m->n_strays = kept;
-            m->strays_lost = false;
         }
+        mirror_add_order_strays(m);
         if (hit_limit)
             logging_printf(LOG_WARN,
                            "mirror %s: stream %s: more than %d messages to read back; read the "
                            "newest %d (events resent beyond them rely on its duplicate window)",
                            m->cfg->name, m->cfg->stream, SCAN_LIMIT, SCAN_LIMIT);
         int applied = mirror_apply_scan(m, why, sizeof why);
+        if (applied >= 0)
+            m->n_order_strays = 0; /* acted on */
         if (applied < 0) {
             resync_failed(m, now, why);
             return 0;
@@ -285,7 +287,10 @@ static int resync(mirror *m, int64_t now)
             return 0;
         }
         m->scan_needed = false;
-        m->order_from = 0;
+        if (m->order_from) {
+            m->order_from = 0;
+            m->dirty = true;
+        }
         mirror_nats_test_release(m->nats);
     }
     for (size_t i = 0; i < m->n_parts; i++)
@@ -493,6 +498,7 @@ static int mirror_create(mirror **out, const pb_mirror_config *cfg, store *st, c
     if (!m)
         return PB_ENOMEM;
     m->cfg = cfg;
+    m->id_at = mirror_nats_id_at;
     m->store = st;
     m->data_dir = data_dir;
     m->cap = cfg->max_pending;

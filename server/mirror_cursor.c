@@ -7,7 +7,11 @@
  *   mirror NAME
  *   stream STREAM
  *   acked-seq N
- *   partition NAME OFFSET        (one per partition, sorted by name)
+ *   order-from N                 (only when not 0)
+ *   partition NAME OFFSET [SEQ AT] (one per partition, sorted by name;
+ *                                SEQ AT: the stream sequence of its newest
+ *                                offset acknowledged in order, and that
+ *                                offset, when known)
  *   crc32c XXXXXXXX              (of all the bytes above, lowercase hex)
  */
 #include "mirror_cursor.h"
@@ -53,6 +57,8 @@ void mirror_cursors_free(mirror_cursors *c)
         free(c->partitions[i]);
     free(c->partitions);
     free(c->offsets);
+    free(c->seqs);
+    free(c->seq_offsets);
     free(c->stream);
     memset(c, 0, sizeof *c);
 }
@@ -91,8 +97,15 @@ int mirror_cursor_save(const fileio *io, const char *dir, const char *path, cons
     text t = {0};
     put(&t, "%s\nmirror %s\nstream %s\nacked-seq %" PRIu64 "\n", MAGIC, name, c->stream,
         c->acked_seq);
-    for (size_t i = 0; i < c->count; i++)
-        put(&t, "partition %s %" PRIu64 "\n", c->partitions[i], c->offsets[i]);
+    if (c->order_from)
+        put(&t, "order-from %" PRIu64 "\n", c->order_from);
+    for (size_t i = 0; i < c->count; i++) {
+        if (c->seqs && c->seqs[i])
+            put(&t, "partition %s %" PRIu64 " %" PRIu64 " %" PRIu64 "\n", c->partitions[i],
+                c->offsets[i], c->seqs[i], c->seq_offsets[i]);
+        else
+            put(&t, "partition %s %" PRIu64 "\n", c->partitions[i], c->offsets[i]);
+    }
     if (!t.failed)
         put(&t, "crc32c %08" PRIx32 "\n", crc32c(0, t.p, t.len));
     if (t.failed) {
@@ -229,11 +242,12 @@ int mirror_cursor_load(const fileio *io, const char *path, const char *name, mir
 
     int lineno = 0;
     char *save = NULL;
+    size_t scap = 0, socap = 0;
     for (char *line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         lineno++;
-        char word[32], a[256], b[32];
-        int n = sscanf(line, "%31s %255s %31s", word, a, b);
-        uint64_t v;
+        char word[32], a[256], b[32], c3[32], d[32];
+        int n = sscanf(line, "%31s %255s %31s %31s %31s", word, a, b, c3, d);
+        uint64_t v, seq = 0, at = 0;
         if (lineno == 1) {
             if (strcmp(line, MAGIC) != 0) {
                 rc = why_fmt(why, whylen, "%s:1: not \"%s\"", path, MAGIC);
@@ -254,11 +268,17 @@ int mirror_cursor_load(const fileio *io, const char *path, const char *name, mir
                 rc = why_fmt(why, whylen, "%s:4: expected \"acked-seq N\"", path);
                 goto fail;
             }
+        } else if (lineno == 5 && n >= 1 && strcmp(word, "order-from") == 0) {
+            if (n != 2 || parse_u64(a, &out->order_from) < 0) {
+                rc = why_fmt(why, whylen, "%s:5: expected \"order-from N\"", path);
+                goto fail;
+            }
         } else {
-            if (n != 3 || strcmp(word, "partition") != 0 || !partname_valid(a, strlen(a)) ||
-                parse_u64(b, &v) < 0) {
-                rc =
-                    why_fmt(why, whylen, "%s:%d: expected \"partition NAME OFFSET\"", path, lineno);
+            if ((n != 3 && n != 5) || strcmp(word, "partition") != 0 ||
+                !partname_valid(a, strlen(a)) || parse_u64(b, &v) < 0 ||
+                (n == 5 && (parse_u64(c3, &seq) < 0 || parse_u64(d, &at) < 0))) {
+                rc = why_fmt(why, whylen, "%s:%d: expected \"partition NAME OFFSET [SEQ AT]\"",
+                             path, lineno);
                 goto fail;
             }
             if (out->count && strcmp(out->partitions[out->count - 1], a) >= 0) {
@@ -266,7 +286,10 @@ int mirror_cursor_load(const fileio *io, const char *path, const char *name, mir
                 goto fail;
             }
             if (grow_reserve(&out->partitions, &cap, out->count + 1, sizeof *out->partitions) < 0 ||
-                grow_reserve(&out->offsets, &ocap, out->count + 1, sizeof *out->offsets) < 0) {
+                grow_reserve(&out->offsets, &ocap, out->count + 1, sizeof *out->offsets) < 0 ||
+                grow_reserve(&out->seqs, &scap, out->count + 1, sizeof *out->seqs) < 0 ||
+                grow_reserve(&out->seq_offsets, &socap, out->count + 1, sizeof *out->seq_offsets) <
+                    0) {
                 rc = PB_ENOMEM;
                 goto fail;
             }
@@ -274,6 +297,8 @@ int mirror_cursor_load(const fileio *io, const char *path, const char *name, mir
                 rc = PB_ENOMEM;
                 goto fail;
             }
+            out->seqs[out->count] = seq;
+            out->seq_offsets[out->count] = at;
             out->offsets[out->count++] = v;
         }
     }

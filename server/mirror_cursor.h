@@ -31,8 +31,15 @@ typedef struct mirror_cursors {
     uint64_t acked_seq; /* the stream sequence of the last message acknowledged in send
                            order: whatever was sent later was stored after it, if at all
                            (the scan after a restart starts there) */
-    char **partitions;  /* sorted by name */
-    uint64_t *offsets;  /* offsets[i]: next offset of partitions[i] to ship */
+    /* Where the scan after a restart reads from when below acked_seq + 1:
+     * a copy found stored out of offset order (0: none). */
+    uint64_t order_from;
+    char **partitions; /* sorted by name */
+    uint64_t *offsets; /* offsets[i]: next offset of partitions[i] to ship */
+    /* Optional (NULL: none known): the stream sequence of partitions[i]'s
+     * newest offset acknowledged in order, and that offset (seqs[i] = 0:
+     * not known). */
+    uint64_t *seqs, *seq_offsets;
     size_t count;
 } mirror_cursors;
 

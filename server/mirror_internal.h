@@ -53,7 +53,8 @@ typedef struct mpart {
      * this run (0: none yet). A message of it at a lower sequence with an
      * offset not acknowledged is out of offset order (FORMAT.md E.4). */
     uint64_t seq_last;
-    bool rewind; /* (finish_drain) a publish of it failed */
+    uint64_t off_last; /* the offset of the copy at seq_last */
+    bool rewind;       /* (finish_drain) a publish of it failed */
     uint64_t rewind_to;
     int64_t rewind_time_ns;
     uint32_t inflight;   /* slots of it in the ring */
@@ -96,6 +97,8 @@ typedef struct mirror {
     pcre2_code *re;
     pcre2_match_data *md; /* the thread's */
     mirror_nats *nats;
+    /* mirror_nats_id_at (a unit test puts a stand-in here). */
+    int (*id_at)(mirror_nats *mn, uint64_t seq, char *id, size_t idlen, char *why, size_t whylen);
     pthread_t thread;
     bool started;
     bool broken; /* damaged cursor file: not started */
@@ -133,8 +136,13 @@ typedef struct mirror {
     bool resync_failing;
     bool scan_needed; /* read the stream's tail before sending again */
     /* An acknowledgement named a message stored out of offset order, the
-     * lowest such sequence: the next scans read from there (0: none). */
+     * lowest such sequence: the next scans read from there (0: none). In
+     * the cursor file too. */
     uint64_t order_from;
+    /* ... and those messages, deleted at the next resync even if the scan
+     * does not reach them (it reads at most SCAN_LIMIT). */
+    mstray order_strays[16];
+    size_t n_order_strays;
     mpart *scan_last; /* the partition of the previous scanned message */
     mstray *strays;   /* the scan's out-of-order messages (at most SCAN_LIMIT) */
     size_t n_strays, strays_cap;
@@ -175,10 +183,14 @@ int64_t mirror_wall_ns(void);
  * is still in the stream, else the slot is failed (and m->dup_gone set
  * when the message is gone). */
 bool mirror_dup_still_stored(mirror *m, slot *s);
-/* With m->lock held: whether acknowledged slot s comes after everything of
- * its partition acknowledged before it in the stream (then seq_last moves
- * to it); else the slot is failed and m->order_from set, so that the scan
- * finds and deletes the copies stored out of order. */
+/* With m->lock held, which it drops during a request: whether
+ * acknowledged slot s comes after everything of its partition acknowledged
+ * before it in the stream (then seq_last moves to it). If not, and the
+ * stream still holds the copy at seq_last, the slot is failed, and
+ * m->order_from and m->order_strays are set, so that the next resync
+ * deletes the copies stored out of order. If the stream no longer holds
+ * that copy (created again, or its own limits removed it), the sequences
+ * are not comparable: s is taken as in order. */
 bool mirror_ack_in_order(mirror *m, slot *s);
 /* Whether p's offset was published in the failed window and never
  * acknowledged (finish_drain's list). */
@@ -195,9 +207,9 @@ void mirror_scan_hit(void *ctx, const char *part_name, uint64_t offset, uint64_t
  * with the leader. 0; 1 when messages out of offset order were deleted
  * (resend after the hold); or -1 (why says what) to scan again later. */
 int mirror_apply_scan(mirror *m, char *why, size_t whylen);
-/* After mirror_nats_ensure_stream: a stream created again resets the
- * remembered sequences. */
-void mirror_forget_older_stream(mirror *m);
+/* After the scan: the order strays the acknowledgements found, added to
+ * the scan's strays unless it found them too. */
+void mirror_add_order_strays(mirror *m);
 /* Deletes the confirmed strays; sets m->hold_until_ms if it deleted any.
  * 0, or -1 with why (one the leader did not confirm, or a failed delete). */
 int mirror_delete_strays(mirror *m, char *why, size_t whylen);

@@ -48,8 +48,6 @@ struct mirror_nats {
     natsConnection *nc;
     jsCtx *js;
     int64_t dup_window_ms; /* the stream's duplicate window (its last info) */
-    int64_t created_ns;    /* the stream's creation time (its first info in this run) */
-    bool recreated;        /* ... changed since: the stream was deleted and created again */
     const char *lose;      /* test hook: the id to lose once (mirror_nats_test_lose) */
     /* Test hook $PROTOBUSD_TEST_MIRROR_LATE (mirror_nats_test_release). */
     char late_part[PB_PARTITION_NAME_MAX + 1];
@@ -347,9 +345,6 @@ int mirror_nats_ensure_stream(mirror_nats *mn, char *why, size_t whylen)
     }
     if (si->Config)
         mn->dup_window_ms = si->Config->Duplicates / 1000000;
-    if (mn->created_ns && si->Created != mn->created_ns)
-        mn->recreated = true;
-    mn->created_ns = si->Created;
     if (!mn->stream_logged || strcmp(verb, "created") == 0)
         log_stream(mn, si, verb);
     mn->stream_logged = true;
@@ -479,13 +474,6 @@ int mirror_nats_delete(mirror_nats *mn, uint64_t seq, char *why, size_t whylen)
         return PB_ESERVER;
     }
     return 0;
-}
-
-bool mirror_nats_recreated(mirror_nats *mn)
-{
-    bool r = mn->recreated;
-    mn->recreated = false;
-    return r;
 }
 
 int64_t mirror_nats_dup_window_ms(mirror_nats *mn)

@@ -84,9 +84,6 @@ int mirror_nats_delete(mirror_nats *mn, uint64_t seq, char *why, size_t whylen);
 
 /* The stream's duplicate window in ms, as of mirror_nats_ensure_stream. */
 int64_t mirror_nats_dup_window_ms(mirror_nats *mn);
-/* Whether mirror_nats_ensure_stream found the stream created again (a
- * creation time other than the one it saw first in this run); once. */
-bool mirror_nats_recreated(mirror_nats *mn);
 
 /* Test hook: $PROTOBUSD_TEST_MIRROR_LOSE ("PARTITION:OFFSET", or NULL). */
 const char *mirror_nats_test_lose(void);

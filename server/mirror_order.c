@@ -36,7 +36,7 @@ bool mirror_dup_still_stored(mirror *m, slot *s)
     uint64_t seq = s->seq;
     snprintf(want, sizeof want, "%s:%" PRIu64, p->name, s->offset);
     pthread_mutex_unlock(&m->lock);
-    int r = mirror_nats_id_at(m->nats, seq, id, sizeof id, why, sizeof why);
+    int r = m->id_at(m->nats, seq, id, sizeof id, why, sizeof why);
     pthread_mutex_lock(&m->lock);
     if (r == 0 && strcmp(id, want) == 0) {
         s->dup = false;
@@ -66,25 +66,71 @@ bool mirror_ack_in_order(mirror *m, slot *s)
     mpart *p = m->parts[s->part];
     if (s->seq > p->seq_last) {
         p->seq_last = s->seq;
+        p->off_last = s->offset;
         return true;
     }
-    /* A copy stored before the partition's previous offset: a publish
-     * still inside NATS when the tail was read, stored after it (or a
-     * replica that answered the scan was behind). */
+    /* A copy stored before the partition's previous offset (a publish
+     * still inside NATS when the tail was read, stored after it; or the
+     * scan read a leader that had not applied everything) - if the stream
+     * still holds that previous offset where it was acknowledged. */
+    char want[MIRROR_MSG_ID_MAX], id[MIRROR_MSG_ID_MAX] = "", why[300] = "";
+    uint64_t seq_last = p->seq_last, off_last = p->off_last;
+    snprintf(want, sizeof want, "%s:%" PRIu64, p->name, off_last);
+    pthread_mutex_unlock(&m->lock);
+    int r = m->id_at(m->nats, seq_last, id, sizeof id, why, sizeof why);
+    pthread_mutex_lock(&m->lock);
+    if (r == PB_ENOTFOUND || (r == 0 && strcmp(id, want) != 0)) {
+        logging_printf(LOG_WARN,
+                       "mirror %s: stream %s no longer holds %s at sequence %" PRIu64
+                       " (created again, or its limits removed it): %s's offset order is "
+                       "checked from sequence %" PRIu64 " on",
+                       m->cfg->name, m->cfg->stream, want, seq_last, p->name, s->seq);
+        p->seq_last = s->seq;
+        p->off_last = s->offset;
+        if (m->acked_seq >= s->seq)
+            m->acked_seq = s->seq - 1; /* collect moves it to s->seq */
+        return true;
+    }
     s->state = SLOT_FAILED;
     atomic_fetch_add(&m->counters.failed, 1);
-    if (!m->order_from || s->seq < m->order_from)
+    if (!m->order_from || s->seq < m->order_from) {
         m->order_from = s->seq;
+        m->dirty = true; /* saved even if nothing else moves before a stop */
+    }
+    if (r == 0 && m->n_order_strays < sizeof m->order_strays / sizeof *m->order_strays)
+        m->order_strays[m->n_order_strays++] =
+            (mstray){.p = p, .offset = s->offset, .seq = s->seq, .order = true};
     if (!m->failed) {
         m->failed = true;
-        snprintf(m->fail_why, sizeof m->fail_why,
-                 "its copy at sequence %" PRIu64 " comes before %s:%" PRIu64 " at sequence %" PRIu64
-                 ": out of offset order",
-                 s->seq, p->name, p->cursor ? p->cursor - 1 : 0, p->seq_last);
+        if (r == 0)
+            snprintf(m->fail_why, sizeof m->fail_why,
+                     "its copy at sequence %" PRIu64 " comes before %s at sequence %" PRIu64
+                     ": out of offset order",
+                     s->seq, want, seq_last);
+        else
+            snprintf(m->fail_why, sizeof m->fail_why,
+                     "its copy at sequence %" PRIu64 " comes before sequence %" PRIu64
+                     ", which cannot be read to check it (%.200s)",
+                     s->seq, seq_last, why);
         m->fail_part = s->part;
         m->fail_offset = s->offset;
     }
     return false;
+}
+
+void mirror_add_order_strays(mirror *m)
+{
+    for (size_t i = 0; i < m->n_order_strays; i++) {
+        mstray *o = &m->order_strays[i];
+        bool found = false;
+        for (size_t k = 0; k < m->n_strays && !found; k++)
+            found = m->strays[k].seq == o->seq;
+        if (!found) {
+            mirror_stray_add(m, o->p, o->offset, o->seq, true);
+            o->p->scan_order++;
+        }
+    }
+    /* Kept until a resync has acted on them (mirror.c). */
 }
 
 bool mirror_gap_is_loss(const mirror *m, const mpart *p, uint64_t offset)
@@ -125,7 +171,9 @@ int mirror_delete_strays(mirror *m, char *why, size_t whylen)
         mstray *st = &m->strays[i];
         char want[MIRROR_MSG_ID_MAX], id[MIRROR_MSG_ID_MAX] = "";
         snprintf(want, sizeof want, "%s:%" PRIu64, st->p->name, st->offset);
-        int r = mirror_nats_id_at(m->nats, st->seq, id, sizeof id, why, whylen);
+        int r = m->id_at(m->nats, st->seq, id, sizeof id, why, whylen);
+        if (st->order && (r == PB_ENOTFOUND || (r == 0 && strcmp(id, want) != 0)))
+            continue; /* the leader no longer holds that copy there: gone already */
         if (r == PB_ENOTFOUND || (r == 0 && strcmp(id, want) != 0)) {
             snprintf(why, whylen,
                      "its replicas disagree: a consumer read %s at sequence %" PRIu64
@@ -192,18 +240,56 @@ void mirror_scan_hit(void *ctx, const char *part_name, uint64_t offset, uint64_t
  * with the leader. 0; 1 when messages out of offset order were deleted
  * (resend after the hold, FORMAT.md E.4); or -1 (why says what) to scan
  * again later. */
+/* Before order strays of p are deleted: does the stream still hold
+ * p:off_last at seq_last? If not (deleted and created again, or its limits
+ * removed it) the sequences say nothing about order: p's order strays are
+ * dropped and its check starts over. 0, or -1 (why) when the stream
+ * cannot say. */
+static int confirm_order_base(mirror *m, mpart *p, char *why, size_t whylen)
+{
+    char want[MIRROR_MSG_ID_MAX], id[MIRROR_MSG_ID_MAX] = "";
+    snprintf(want, sizeof want, "%s:%" PRIu64, p->name, p->off_last);
+    int r = m->id_at(m->nats, p->seq_last, id, sizeof id, why, whylen);
+    if (r == 0 && strcmp(id, want) == 0)
+        return 0;
+    if (r < 0 && r != PB_ENOTFOUND)
+        return -1;
+    logging_printf(LOG_WARN,
+                   "mirror %s: stream %s no longer holds %s at sequence %" PRIu64
+                   " (created again, or its limits removed it): nothing of %s is taken for out "
+                   "of offset order by it",
+                   m->cfg->name, m->cfg->stream, want, p->seq_last, p->name);
+    size_t kept = 0;
+    for (size_t i = 0; i < m->n_strays; i++)
+        if (!(m->strays[i].order && m->strays[i].p == p))
+            m->strays[kept++] = m->strays[i];
+    m->n_strays = kept;
+    kept = 0;
+    for (size_t i = 0; i < m->n_order_strays; i++)
+        if (m->order_strays[i].p != p)
+            m->order_strays[kept++] = m->order_strays[i];
+    m->n_order_strays = kept;
+    p->scan_order = 0;
+    p->seq_last = p->off_last = 0;
+    m->dirty = true;
+    return 0;
+}
+
 int mirror_apply_scan(mirror *m, char *why, size_t whylen)
 {
     int rc = m->strays_lost ? -1 : 0;
     if (rc < 0)
         snprintf(why, whylen, "no memory for the list of messages out of order");
+    for (size_t i = 0; i < m->n_parts && rc == 0; i++)
+        if (m->parts[i]->scan_order && confirm_order_base(m, m->parts[i], why, whylen) < 0)
+            rc = -1;
     for (size_t i = 0; i < m->n_parts && rc == 0; i++) {
         mpart *p = m->parts[i];
         if (p->scan_next == p->cursor)
             continue;
         char want[MIRROR_MSG_ID_MAX], id[MIRROR_MSG_ID_MAX] = "";
         snprintf(want, sizeof want, "%s:%" PRIu64, p->name, p->scan_next - 1);
-        int r = mirror_nats_id_at(m->nats, p->scan_seq, id, sizeof id, why, whylen);
+        int r = m->id_at(m->nats, p->scan_seq, id, sizeof id, why, whylen);
         if (r == PB_ENOTFOUND || (r == 0 && strcmp(id, want) != 0)) {
             snprintf(why, whylen,
                      "its replicas disagree: a consumer read %s at sequence %" PRIu64
@@ -225,8 +311,10 @@ int mirror_apply_scan(mirror *m, char *why, size_t whylen)
                            " (acknowledgements were lost): going on from %" PRIu64,
                            m->cfg->name, m->cfg->stream, p->name, p->scan_next - 1, p->scan_next);
             p->cursor = p->next_read = p->scan_next;
-            if (p->scan_seq > p->seq_last)
+            if (p->scan_seq > p->seq_last) {
                 p->seq_last = p->scan_seq;
+                p->off_last = p->scan_next - 1;
+            }
             p->fresh = false;
             atomic_store(&p->lag.shipped, p->cursor);
             m->dirty = true;
@@ -249,7 +337,7 @@ int mirror_apply_scan(mirror *m, char *why, size_t whylen)
                            " (offsets already in the stream come again as duplicates)",
                            m->cfg->name, m->cfg->stream, p->name, p->scan_gap_at, p->name,
                            p->cursor, p->cursor);
-        if (rc == 0 && p->scan_order)
+        if (rc == 0 && p->scan_order && p->scan_deleted)
             logging_printf(
                 LOG_WARN,
                 "mirror %s: stream %s holds %" PRIu64 " message(s) of %s at or after "
@@ -270,21 +358,4 @@ int mirror_apply_scan(mirror *m, char *why, size_t whylen)
     m->n_strays = 0;
     m->strays_lost = false;
     return rc < 0 ? rc : deleted;
-}
-
-/* A stream deleted and created again starts its sequences over: those
- * remembered from the old one mean nothing there. */
-void mirror_forget_older_stream(mirror *m)
-{
-    if (!mirror_nats_recreated(m->nats))
-        return;
-    logging_printf(LOG_WARN,
-                   "mirror %s: stream %s was deleted and created again: its sequences start "
-                   "over; shipping on from each partition's cursor",
-                   m->cfg->name, m->cfg->stream);
-    for (size_t i = 0; i < m->n_parts; i++)
-        m->parts[i]->seq_last = 0;
-    m->acked_seq = 0;
-    m->order_from = 0;
-    m->dirty = true;
 }

@@ -25,21 +25,28 @@
 #define LAG_MIN_NS    1000000000LL
 #define LAG_LOG_PARTS 8
 
-/* The offset the cursor file gives `name`, or -1. */
-static int64_t loaded_offset(const mirror *m, const char *name)
+/* The index of `name` in the cursor file, or -1. */
+static int64_t loaded_index(const mirror *m, const char *name)
 {
     size_t lo = 0, hi = m->loaded.count;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
         int c = strcmp(m->loaded.partitions[mid], name);
         if (c == 0)
-            return (int64_t)m->loaded.offsets[mid];
+            return (int64_t)mid;
         if (c < 0)
             lo = mid + 1;
         else
             hi = mid;
     }
     return -1;
+}
+
+/* The offset the cursor file gives `name`, or -1. */
+static int64_t loaded_offset(const mirror *m, const char *name)
+{
+    int64_t i = loaded_index(m, name);
+    return i < 0 ? -1 : (int64_t)m->loaded.offsets[i];
 }
 
 int mirror_load_cursors(mirror *m)
@@ -83,6 +90,7 @@ int mirror_load_cursors(mirror *m)
         return 0;
     }
     m->acked_seq = m->loaded.acked_seq;
+    m->order_from = m->loaded.order_from;
     logging_printf(LOG_INFO, "mirror %s: cursor file %s: %zu partition(s)", m->cfg->name,
                    m->cursor_path, m->loaded.count);
     return 0;
@@ -103,9 +111,13 @@ static int add_part(mirror *m, partition *pt)
         return PB_ENOMEM;
     snprintf(p->name, sizeof p->name, "%s", partition_name(pt));
     p->p = pt;
-    int64_t off = loaded_offset(m, p->name);
-    p->fresh = off < 0;
-    p->cursor = p->next_read = off < 0 ? 0 : (uint64_t)off;
+    int64_t li = loaded_index(m, p->name);
+    p->fresh = li < 0;
+    p->cursor = p->next_read = li < 0 ? 0 : m->loaded.offsets[li];
+    if (li >= 0 && m->loaded.seqs) {
+        p->seq_last = m->loaded.seqs[li];
+        p->off_last = m->loaded.seq_offsets[li];
+    }
     p->first_slot = p->last_slot = NO_SLOT;
     atomic_store(&p->lag.shipped, p->cursor);
     pthread_mutex_lock(&m->parts_lock);
@@ -305,20 +317,26 @@ void mirror_save(mirror *m, bool force)
     size_t n = m->n_parts;
     mpart **sorted = malloc((n ? n : 1) * sizeof *sorted);
     char **names = malloc((n ? n : 1) * sizeof *names);
-    uint64_t *offsets = malloc((n ? n : 1) * sizeof *offsets);
+    uint64_t *offsets = malloc((n ? n : 1) * 3 * sizeof *offsets);
     char why[600] = "out of memory";
     int rc = PB_ENOMEM;
     if (sorted && names && offsets) {
+        uint64_t *seqs = offsets + (n ? n : 1), *seq_offsets = seqs + (n ? n : 1);
         memcpy(sorted, m->parts, n * sizeof *sorted);
         qsort(sorted, n, sizeof *sorted, by_name);
         for (size_t i = 0; i < n; i++) {
             names[i] = sorted[i]->name;
             offsets[i] = sorted[i]->cursor;
+            seqs[i] = sorted[i]->seq_last;
+            seq_offsets[i] = sorted[i]->off_last;
         }
         mirror_cursors c = {.stream = (char *)m->cfg->stream,
                             .acked_seq = m->acked_seq,
+                            .order_from = m->order_from,
                             .partitions = names,
                             .offsets = offsets,
+                            .seqs = seqs,
+                            .seq_offsets = seq_offsets,
                             .count = n};
         rc = mirror_cursor_save(fileio_posix(), m->data_dir, m->cursor_path, m->cfg->name, &c, why,
                                 sizeof why);

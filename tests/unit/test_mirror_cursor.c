@@ -29,6 +29,8 @@ static const char *names_v1[] = {"events", "sensors-a"};
 static uint64_t offsets_v1[] = {10, 20};
 static const char *names_v2[] = {"events", "sensors-a", "sensors-b"};
 static uint64_t offsets_v2[] = {1000, 2000, 3};
+/* v2 also has the optional fields: order-from, and SEQ AT on two lines. */
+static uint64_t seqs_v2[] = {2999, 0, 3001}, seq_offsets_v2[] = {999, 0, 2};
 
 static mirror_cursors version(int v)
 {
@@ -36,8 +38,16 @@ static mirror_cursors version(int v)
                         .acked_seq = v == 1 ? 30 : 3003,
                         .partitions = (char **)(v == 1 ? names_v1 : names_v2),
                         .offsets = v == 1 ? offsets_v1 : offsets_v2,
+                        .order_from = v == 1 ? 0 : 2990,
+                        .seqs = v == 1 ? NULL : seqs_v2,
+                        .seq_offsets = v == 1 ? NULL : seq_offsets_v2,
                         .count = v == 1 ? 2 : 3};
     return c;
+}
+
+static uint64_t at(const uint64_t *a, size_t i)
+{
+    return a ? a[i] : 0;
 }
 
 /* Which version the loaded cursors are: 1, 2, or 0 (neither). */
@@ -45,12 +55,14 @@ static int which(const mirror_cursors *c)
 {
     for (int v = 1; v <= 2; v++) {
         mirror_cursors w = version(v);
-        if (c->count != w.count || c->acked_seq != w.acked_seq || strcmp(c->stream, w.stream))
+        if (c->count != w.count || c->acked_seq != w.acked_seq || strcmp(c->stream, w.stream) ||
+            c->order_from != w.order_from)
             continue;
         bool same = true;
         for (size_t i = 0; i < w.count; i++)
             same = same && strcmp(c->partitions[i], w.partitions[i]) == 0 &&
-                   c->offsets[i] == w.offsets[i];
+                   c->offsets[i] == w.offsets[i] && at(c->seqs, i) == at(w.seqs, i) &&
+                   (!at(w.seqs, i) || at(c->seq_offsets, i) == at(w.seq_offsets, i));
         if (same)
             return v;
     }
@@ -165,10 +177,23 @@ static void test_refusals(void **state)
     refused(sim, "m", ":6: partitions out of order");
     put_with_crc(sim, "protobus-mirror-cursor 1\nmirror m\nstream S\nacked-seq 1\n"
                       "partition a/b 1\n");
-    refused(sim, "m", ":5: expected \"partition NAME OFFSET\"");
+    refused(sim, "m", ":5: expected \"partition NAME OFFSET");
     put_with_crc(sim, "protobus-mirror-cursor 1\nmirror m\nstream S\nacked-seq 1\n"
                       "partition a -1\n");
-    refused(sim, "m", ":5: expected \"partition NAME OFFSET\"");
+    refused(sim, "m", ":5: expected \"partition NAME OFFSET");
+    /* The optional fields: both or neither; order-from only on line 5. */
+    put_with_crc(sim, "protobus-mirror-cursor 1\nmirror m\nstream S\nacked-seq 1\n"
+                      "partition a 1 7\n");
+    refused(sim, "m", ":5: expected \"partition NAME OFFSET [SEQ AT]\"");
+    put_with_crc(sim, "protobus-mirror-cursor 1\nmirror m\nstream S\nacked-seq 1\n"
+                      "partition a 1 7 x\n");
+    refused(sim, "m", ":5: expected \"partition NAME OFFSET [SEQ AT]\"");
+    put_with_crc(sim, "protobus-mirror-cursor 1\nmirror m\nstream S\nacked-seq 1\n"
+                      "order-from\n");
+    refused(sim, "m", ":5: expected \"order-from N\"");
+    put_with_crc(sim, "protobus-mirror-cursor 1\nmirror m\nstream S\nacked-seq 1\n"
+                      "partition a 1\norder-from 3\n");
+    refused(sim, "m", ":6: expected \"partition NAME OFFSET");
     put_with_crc(sim, "protobus-mirror-cursor 1\nmirror m\n");
     refused(sim, "m", "cut short");
     put_with_crc(sim, "protobus-mirror-cursor 1\nmirror m\nstream S\nacked-seq 1\n"

@@ -8,11 +8,14 @@
  * seq_last; one whose sequence lies before its partition's newest
  * acknowledged message (a "duplicate" of a copy stored after the stream's
  * tail was read) fails the slot, names both offsets in the failure, and
- * sets where the next scan reads from (the lowest such sequence); another
- * partition's order is its own; the stray list keeps which strays are
- * order strays.
+ * sets where the next scan reads from (the lowest such sequence) and the
+ * copy to delete, once the stream confirms the copy at seq_last; a stream
+ * that no longer holds that copy (created again) starts the order over;
+ * another partition's order is its own; the stray list keeps which
+ * strays are order strays.
  */
 #include "mirror_internal.h"
+#include "pb_errors.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -24,7 +27,38 @@
 
 #include <cmocka.h>
 
+/* The stream as the check asks it (m->id_at, in place of
+ * mirror_nats_id_at): the id at each sequence. */
+static struct {
+    uint64_t seq[8];
+    const char *id[8];
+    size_t n;
+    int asked;
+} stream;
+
+static int fake_id_at(mirror_nats *mn, uint64_t seq, char *id, size_t idlen, char *why,
+                      size_t whylen)
+{
+    (void)mn;
+    (void)why;
+    (void)whylen;
+    stream.asked++;
+    for (size_t i = 0; i < stream.n; i++)
+        if (stream.seq[i] == seq) {
+            snprintf(id, idlen, "%s", stream.id[i]);
+            return 0;
+        }
+    return PB_ENOTFOUND;
+}
+
+static void holds(uint64_t seq, const char *id)
+{
+    stream.seq[stream.n] = seq;
+    stream.id[stream.n++] = id;
+}
+
 typedef struct fixture {
+    pb_mirror_config cfg;
     mpart a, b;
     mpart *parts[2];
     mirror m;
@@ -34,12 +68,19 @@ static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
     assert_non_null(f);
+    memset(&stream, 0, sizeof stream);
+    pthread_mutex_init(&f->m.lock, NULL);
+    pthread_mutex_lock(&f->m.lock); /* held, as collect holds it */
     snprintf(f->a.name, sizeof f->a.name, "sensors-a");
     snprintf(f->b.name, sizeof f->b.name, "sensors-b");
     f->parts[0] = &f->a;
     f->parts[1] = &f->b;
     f->m.parts = f->parts;
     f->m.n_parts = 2;
+    f->m.id_at = fake_id_at;
+    f->cfg.name = "sensors";
+    f->cfg.stream = "SENSORS";
+    f->m.cfg = &f->cfg;
     *state = f;
     return 0;
 }
@@ -47,6 +88,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
+    pthread_mutex_unlock(&f->m.lock);
+    pthread_mutex_destroy(&f->m.lock);
     free(f->m.strays);
     free(f);
     return 0;
@@ -66,9 +109,11 @@ static void test_in_order_moves_seq_last(void **state)
         assert_int_equal(s[i].state, SLOT_ACKED);
     }
     assert_int_equal(f->a.seq_last, 12);
+    assert_int_equal(f->a.off_last, 1);
     assert_int_equal(f->b.seq_last, 20);
     assert_false(f->m.failed);
     assert_int_equal(f->m.order_from, 0);
+    assert_int_equal(stream.asked, 0); /* in order: no question to the stream */
 }
 
 static void test_copy_before_newest_ack_fails(void **state)
@@ -79,8 +124,14 @@ static void test_copy_before_newest_ack_fails(void **state)
     slot first = acked(1, 3000, 500);
     assert_true(mirror_ack_in_order(&f->m, &first));
     f->b.cursor = 3001;
+    holds(500, "sensors-b:3000");
     slot late = acked(1, 3001, 400);
     assert_false(mirror_ack_in_order(&f->m, &late));
+    assert_int_equal(stream.asked, 1);
+    assert_int_equal(f->m.n_order_strays, 1);
+    assert_int_equal(f->m.order_strays[0].seq, 400);
+    assert_int_equal(f->m.order_strays[0].offset, 3001);
+    assert_true(f->m.order_strays[0].order);
     assert_int_equal(late.state, SLOT_FAILED);
     assert_true(f->m.failed);
     assert_int_equal(f->m.fail_part, 1);
@@ -106,8 +157,64 @@ static void test_equal_sequence_is_not_in_order(void **state)
 {
     fixture *f = *state;
     slot s1 = acked(0, 5, 100), s2 = acked(0, 6, 100);
+    holds(100, "sensors-a:5");
     assert_true(mirror_ack_in_order(&f->m, &s1));
     assert_false(mirror_ack_in_order(&f->m, &s2));
+}
+
+/* The stream no longer holds the copy at seq_last (deleted and created
+ * again: sequences start over): no disorder, the order starts over too. */
+static void test_stream_created_again(void **state)
+{
+    fixture *f = *state;
+    slot old = acked(0, 900, 5000);
+    assert_true(mirror_ack_in_order(&f->m, &old));
+    f->m.acked_seq = 5000;
+    slot fresh = acked(0, 901, 1); /* nothing at 5000 now */
+    assert_true(mirror_ack_in_order(&f->m, &fresh));
+    assert_int_equal(fresh.state, SLOT_ACKED);
+    assert_int_equal(f->a.seq_last, 1);
+    assert_int_equal(f->a.off_last, 901);
+    assert_int_equal(f->m.acked_seq, 0); /* collect moves it to 1 */
+    assert_false(f->m.failed);
+    /* Another message at 5000 (not this partition's copy): the same. */
+    holds(7000, "sensors-a:950");
+    slot a = acked(0, 950, 7000), b = acked(0, 951, 2);
+    assert_true(mirror_ack_in_order(&f->m, &a));
+    stream.id[0] = "events:3";
+    assert_true(mirror_ack_in_order(&f->m, &b));
+    assert_false(f->m.failed);
+}
+
+/* At the resync: order strays of a partition whose copy at seq_last the
+ * stream no longer holds are dropped, not deleted; an order stray already
+ * gone from the stream is no error. */
+static void test_resync_drops_strays_of_a_recreated_stream(void **state)
+{
+    fixture *f = *state;
+    f->a.seq_last = 500;
+    f->a.off_last = 10;
+    f->a.cursor = f->a.scan_next = 11;
+    f->b.seq_last = 600;
+    f->b.off_last = 20;
+    f->b.cursor = f->b.scan_next = 21;
+    holds(600, "sensors-b:20");
+    mirror_stray_add(&f->m, &f->a, 12, 400, true);
+    f->a.scan_order = 1;
+    f->m.order_strays[f->m.n_order_strays++] =
+        (mstray){.p = &f->a, .offset = 13, .seq = 401, .order = true};
+    mirror_stray_add(&f->m, &f->b, 22, 590, true); /* not at 590 any more */
+    f->b.scan_order = 1;
+    char why[200] = "";
+    pthread_mutex_unlock(&f->m.lock);
+    int rc = mirror_apply_scan(&f->m, why, sizeof why);
+    pthread_mutex_lock(&f->m.lock);
+    assert_int_equal(rc, 0); /* nothing deleted */
+    assert_int_equal(f->a.seq_last, 0);
+    assert_int_equal(f->m.n_order_strays, 0);
+    assert_int_equal(f->b.seq_last, 600); /* b's base is still there */
+    assert_int_equal(f->b.scan_deleted, 0);
+    assert_int_equal(f->m.n_strays, 0);
 }
 
 static void test_stray_list_keeps_kind(void **state)
@@ -129,6 +236,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_in_order_moves_seq_last, setup, teardown),
         cmocka_unit_test_setup_teardown(test_copy_before_newest_ack_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_equal_sequence_is_not_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_created_again, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resync_drops_strays_of_a_recreated_stream, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_stray_list_keeps_kind, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
