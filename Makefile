@@ -354,7 +354,10 @@ TSAN_UNIT      := $(patsubst tests/unit/%.c,%,$(shell grep -l -E '$(TSAN_THREAD_
 # TSan for no thread it does not share with test_iso_partitions and
 # test_topics, so it runs in the plain and ASan passes only.
 TSAN_SKIP      := test_iso_topics
-TSAN_TESTS     := $(sort $(TSAN_UNIT) $(filter-out $(TSAN_SKIP),$(patsubst tests/integration/%.c,%,$(INTEG_SRC))))
+# test_log_direct starts no thread itself: the log's direct writes start
+# their helper thread (server/log_direct.c).
+TSAN_EXTRA     := test_log_direct
+TSAN_TESTS     := $(sort $(TSAN_UNIT) $(TSAN_EXTRA) $(filter-out $(TSAN_SKIP),$(patsubst tests/integration/%.c,%,$(INTEG_SRC))))
 
 tsan:
 	$(MAKE) BUILD=build/tsan OPT="$(TSAN_OPT)" LDSAN=-fsanitize=thread build/tsan/protobusd \

@@ -29,6 +29,18 @@ int record_encode_header(uint8_t hdr[PB_RECORD_HEADER_SIZE], uint64_t offset, in
     return 0;
 }
 
+int record_encode_fields(uint8_t hdr[PB_RECORD_HEADER_SIZE], uint64_t offset, int64_t time_ns,
+                         size_t event_len)
+{
+    if (event_len > PB_RECORD_MAX_EVENT)
+        return PB_ETOOBIG;
+    pb_store_le32(hdr, 0);
+    pb_store_le32(hdr + 4, (uint32_t)(event_len + PB_RECORD_FIXED_LEN));
+    pb_store_le64(hdr + 8, offset);
+    pb_store_le64(hdr + 16, (uint64_t)time_ns);
+    return 0;
+}
+
 int record_decode(const uint8_t *buf, size_t avail, uint32_t max_event, pb_record *rec,
                   uint32_t *size)
 {

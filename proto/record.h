@@ -55,6 +55,13 @@ static inline void pb_store_le64(uint8_t *p, uint64_t v)
 int record_encode_header(uint8_t hdr[PB_RECORD_HEADER_SIZE], uint64_t offset, int64_t time_ns,
                          const void *data, size_t len, const void *suffix, size_t suffix_len);
 
+/* record_encode_header without the CRC: the length (of an event of
+ * event_len bytes), offset and time_ns, for a caller that computes the CRC
+ * (hdr[0..3]: CRC32C of hdr[4..23] then the event's bytes) later, e.g.
+ * while copying the record. PB_ETOOBIG as record_encode_header. */
+int record_encode_fields(uint8_t hdr[PB_RECORD_HEADER_SIZE], uint64_t offset, int64_t time_ns,
+                         size_t event_len);
+
 /* Decodes and verifies the record at the start of buf (avail bytes readable).
  * max_event caps the event size (values above PB_RECORD_MAX_EVENT are
  * clamped to it); a larger length is refused before any use of it.

@@ -8,11 +8,17 @@
  * (conn_on_read sees UV_ENOBUFS with rbuf_refused set), so the publishers of
  * small frames, whose buffers stay small, are never refused.
  *
+ * The buffers are blocks of ingest's cache (ingest.h), and a read never
+ * goes past the frame in progress once its size is known: a large Publish
+ * frame then fills its buffer alone and the batch takes the buffer as it
+ * is (connbuf_adoptable, connbuf_adopted) instead of copying the frame;
+ * the connection goes on with a recycled block of the same size.
+ *
  * Threads: the loop thread only.
  */
 #include "net_internal.h"
 
-#include "grow.h"
+#include "ingest.h"
 #include "logging.h"
 #include "pb_errors.h"
 
@@ -37,11 +43,41 @@ int connbuf_reserve(conn *c, size_t cap)
     size_t delta = cap - c->cap;
     if (cap > READ_SMALL && n->rbuf_bytes + delta > n->opts.max_partial_frame_bytes)
         return PB_ETOOBIG;
-    if (grow_resize(&c->buf, cap, 1) < 0)
+    /* A block of the publish path's (ingest.h), so that a Publish frame
+     * can become its batch's bytes as it is (connbuf_adopted). */
+    uint8_t *nb = c->buf ? ingest_block_resize(c->buf, cap) : ingest_block_get(cap);
+    if (!nb)
         return PB_ENOMEM;
+    c->buf = nb;
     c->cap = cap;
     n->rbuf_bytes += delta;
     return 0;
+}
+
+bool connbuf_adoptable(const conn *c, size_t frame_bytes)
+{
+    return c->cap >= READ_SMALL && frame_bytes == c->len;
+}
+
+void connbuf_adopted(conn *c)
+{
+    net *n = c->net;
+    size_t cap = c->cap;
+    n->rbuf_bytes -= cap; /* counted in the batch's charge from now on */
+    /* The next frame's size, until its length prefix says: likely this
+     * one's. Reads stop there (connbuf_alloc), so the next frame too is
+     * likely alone in its buffer (else every other one would share its
+     * buffer with the start of the one after it, and be copied). */
+    c->want = c->len;
+    c->buf = NULL;
+    c->cap = 0;
+    c->len = 0;
+    c->adopted = 1;
+    /* The next frame is likely the same size: a buffer for it now (a
+     * recycled block), under the rule connbuf_shrink keeps one by, rather
+     * than growing one again from READ_CHUNK by doubling and copying. */
+    if (cap <= READ_KEEP && n->rbuf_bytes <= n->opts.max_partial_frame_bytes / 4)
+        (void)connbuf_reserve(c, cap); /* without one, the next read grows one */
 }
 
 void connbuf_alloc(conn *c, uv_buf_t *out)
@@ -65,6 +101,10 @@ void connbuf_alloc(conn *c, uv_buf_t *out)
     }
     out->base = (char *)c->buf + c->len;
     out->len = c->cap - c->len;
+    /* Not past the frame in progress: a Publish frame then ends its buffer
+     * and can be handed to its batch as it is (connbuf_adoptable). */
+    if (c->want > c->len && c->want - c->len < out->len)
+        out->len = c->want - c->len;
 }
 
 void connbuf_refuse(conn *c)
@@ -91,7 +131,8 @@ void connbuf_shrink(conn *c)
 void connbuf_free(conn *c)
 {
     c->net->rbuf_bytes -= c->cap;
-    free(c->buf);
+    if (c->buf)
+        ingest_block_put(c->buf);
     c->buf = NULL;
     c->cap = 0;
 }

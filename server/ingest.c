@@ -8,9 +8,11 @@
  * One allocation per batch: the ingest_batch header, the ack arrays, the
  * events, the parts' event index lists and a copy of the frame's bytes (the
  * events point into that copy, which lives as long as the batch: the read
- * buffer they came from is reused at once). The parts (one per partition
- * the batch touches, so few) grow in an array of their own. The ack frame is
- * allocated once the batch is done.
+ * buffer they came from is reused at once). A frame received alone in its
+ * connection's buffer is not copied: the batch takes that buffer (a block
+ * of the same cache, ingest_prepare_adopt) and the connection another. The
+ * parts (one per partition the batch touches, so few) grow in an array of
+ * their own. The ack frame is allocated once the batch is done.
  */
 #include "ingest.h"
 #include "metrics.h"
@@ -34,6 +36,7 @@
 /* A pub_batch plus what only the loop thread uses to build its ack. */
 typedef struct ingest_batch {
     pub_batch b;     /* first member: a pub_batch * is an ingest_batch * */
+    void *adopted;   /* the block holding b.bytes when not copied (ingest_prepare_adopt) */
     uint32_t *lists; /* the parts' event index lists (nevents entries) */
     uint32_t *ack_index;
     uint64_t *ack_offsets;
@@ -105,7 +108,7 @@ static _Thread_local struct {
     size_t n, bytes;
 } cache;
 
-static void *block_get(size_t sz)
+void *ingest_block_get(size_t sz)
 {
     for (size_t i = 0; i < cache.n; i++) {
         block *k = cache.b[i];
@@ -127,7 +130,23 @@ static void *block_get(size_t sz)
     return k->align;
 }
 
-static void block_put(void *p)
+void *ingest_block_resize(void *p, size_t sz)
+{
+    block *k = (block *)((char *)p - offsetof(block, align));
+    block *r = realloc(k, sizeof(block) + sz); /* large ones: mremap, no copy */
+    if (!r)
+        return NULL;
+    r->cap = sz;
+    return r->align;
+}
+
+size_t ingest_block_cap(const void *p)
+{
+    const block *k = (const block *)((const char *)p - offsetof(block, align));
+    return k->cap;
+}
+
+void ingest_block_put(void *p)
 {
     block *k = (block *)((char *)p - offsetof(block, align));
     if (k->cap < BLOCK_ROUND || k->cap > BLOCK_CACHE_BYTES / 2) {
@@ -145,14 +164,16 @@ static void block_put(void *p)
 }
 
 /* The batch for nevents events, nexpect expectations and a copy of the
- * frame body, laid out in one allocation: 8-byte aligned arrays first, then
- * 4-byte ones, then the bytes. */
-static ingest_batch *batch_new(uint32_t nevents, uint32_t nexpect, const uint8_t *body, size_t len)
+ * frame body (or, given the block it lies in, the body where it is),
+ * laid out in one allocation: 8-byte aligned arrays first, then 4-byte
+ * ones, then the bytes. */
+static ingest_batch *batch_new(uint32_t nevents, uint32_t nexpect, const uint8_t *body, size_t len,
+                               void *adopt)
 {
     size_t sz = sizeof(ingest_batch) + (size_t)nevents * sizeof(pub_event) +
                 (size_t)nexpect * sizeof(pub_expect) +
-                (size_t)nevents * (2 * sizeof(uint32_t) + sizeof(uint64_t)) + len;
-    ingest_batch *ib = block_get(sz);
+                (size_t)nevents * (2 * sizeof(uint32_t) + sizeof(uint64_t)) + (adopt ? 0 : len);
+    ingest_batch *ib = ingest_block_get(sz);
     if (!ib)
         return NULL;
     memset(ib, 0, sizeof *ib);
@@ -162,9 +183,13 @@ static ingest_batch *batch_new(uint32_t nevents, uint32_t nexpect, const uint8_t
     b->expect = nexpect ? (pub_expect *)(b->events + nevents) : NULL;
     ib->lists = (uint32_t *)((pub_expect *)(b->events + nevents) + nexpect);
     ib->ack_index = ib->lists + nevents;
-    b->bytes = (uint8_t *)(ib->ack_index + nevents);
     b->bytes_len = len;
     b->received_ns = metrics_now_ns();
+    if (adopt) {
+        b->bytes = (uint8_t *)body; /* the block's; ib->adopted is set on success */
+        return ib;
+    }
+    b->bytes = (uint8_t *)(ib->ack_index + nevents);
     memcpy(b->bytes, body, len);
     return ib;
 }
@@ -172,7 +197,9 @@ static ingest_batch *batch_new(uint32_t nevents, uint32_t nexpect, const uint8_t
 static void batch_free(ingest_batch *ib)
 {
     free(ib->b.parts);
-    block_put(ib);
+    if (ib->adopted)
+        ingest_block_put(ib->adopted);
+    ingest_block_put(ib);
 }
 
 /* Routes event i's topic to a partition (opening it if new) and returns the
@@ -264,6 +291,11 @@ static int add_event(const ingest_options *o, const ingest_rights *who, pub_batc
     uint32_t k = 0;
     if (m->topic && e->topic_len == m->topic_len && memcmp(e->topic, m->topic, m->topic_len) == 0) {
         k = m->part; /* same bytes as the previous topic: valid, and routed there */
+        /* And the same pointer (the run's first event's bytes, in the same
+         * batch): the writer's topic table then knows the topic by its
+         * pointer (topics_add) instead of reading each event's bytes, which
+         * are no longer in its cache by then. */
+        e->topic = m->topic;
     } else {
         if (topic_validate(v.topic.p, v.topic.len, why, sizeof why) < 0)
             return refuse(err, PB_CODE_INVALID_ARGUMENT, i + 1, NULL, "event %u: invalid topic: %s",
@@ -375,6 +407,14 @@ int ingest_prepare(const ingest_options *o, const ingest_rights *who, uint64_t i
                    const uint8_t *body, size_t len, void (*done)(pub_part *part), void *conn,
                    pub_batch **out, ingest_error *err)
 {
+    return ingest_prepare_adopt(o, who, id, body, len, NULL, done, conn, out, err);
+}
+
+int ingest_prepare_adopt(const ingest_options *o, const ingest_rights *who, uint64_t id,
+                         const uint8_t *body, size_t len, void *adopt,
+                         void (*done)(pub_part *part), void *conn, pub_batch **out,
+                         ingest_error *err)
+{
     *out = NULL;
     char why[512];
     publish_iter it;
@@ -400,7 +440,7 @@ int ingest_prepare(const ingest_options *o, const ingest_rights *who, uint64_t i
         return PB_EINVAL;
     }
     uint32_t nevents = (uint32_t)it.n_events;
-    ingest_batch *ib = batch_new(nevents, (uint32_t)it.n_expect, body, len);
+    ingest_batch *ib = batch_new(nevents, (uint32_t)it.n_expect, body, len, adopt);
     if (!ib)
         return refuse(err, PB_CODE_RESOURCE_EXHAUSTED, 0, NULL, "out of memory for this batch");
     pub_batch *b = &ib->b;
@@ -434,7 +474,8 @@ int ingest_prepare(const ingest_options *o, const ingest_rights *who, uint64_t i
         return PB_EINVAL;
     }
     lay_out_parts(b, ib->lists);
-    b->charge = ingest_charge(nevents, len);
+    b->charge = ingest_charge(nevents, adopt ? ingest_block_cap(adopt) : len);
+    ib->adopted = adopt; /* now the batch's */
     *out = b;
     return 0;
 }

@@ -100,6 +100,27 @@ int ingest_prepare(const ingest_options *o, const ingest_rights *who, uint64_t i
                    const uint8_t *body, size_t len, void (*done)(pub_part *part), void *conn,
                    pub_batch **out, ingest_error *err);
 
+/* ingest_prepare for a body that lies in `block` (from ingest_block_get),
+ * which the batch then takes instead of copying the body: it is the
+ * batch's on success (given back by ingest_free), still the caller's on
+ * failure. The charge counts the whole block. */
+int ingest_prepare_adopt(const ingest_options *o, const ingest_rights *who, uint64_t id,
+                         const uint8_t *body, size_t len, void *block,
+                         void (*done)(pub_part *part), void *conn, pub_batch **out,
+                         ingest_error *err);
+
+/* Loop thread: the blocks the publish path's memory comes from, those of
+ * freed batches kept for the next ones (ingest.c). A connection's receive
+ * buffer is one too (connbuf.c), so that a Publish frame received alone in
+ * it becomes its batch's bytes without a copy (ingest_prepare_adopt).
+ * ingest_block_get: at least size usable bytes, or NULL. */
+void *ingest_block_get(size_t size);
+/* Resizes a block (realloc: its bytes kept); NULL without memory (the
+ * block is unchanged). */
+void *ingest_block_resize(void *block, size_t size);
+void ingest_block_put(void *block);
+size_t ingest_block_cap(const void *block);
+
 /* Hands every part of b to its partition's writer (b->pending counts them;
  * b->done runs once per part, on writer threads). */
 void ingest_submit(pub_batch *b);

@@ -15,6 +15,7 @@
  */
 #include "log_internal.h"
 
+#include "crc32c.h"
 #include "grow.h"
 #include "pb_errors.h"
 #include "record.h"
@@ -221,8 +222,11 @@ static int flush(pb_log *log, struct iovec *iov, size_t cnt, uint64_t bytes, con
     int rc = 1;
     if (log->opt.direct_min_bytes > 0 && bytes >= log->opt.direct_min_bytes && !log->direct_off)
         rc = log_direct_write(log, iov, cnt, bytes); /* 1: not taken: the ordinary way */
-    if (rc > 0)
+    if (rc > 0) {
+        if (log->crc_later)
+            log_seal_all(log, iov, cnt);
         rc = fileio_write_all(log->io, log->fd, iov, cnt, (off_t)log->size);
+    }
     if (rc < 0)
         return log_fail(log, rc, "write to", log->log_path, log->size);
     log->size += bytes;
@@ -321,6 +325,33 @@ size_t log_shrink_buffers(pb_log *log, size_t keep)
            shrink(&log->idx_buf, &log->idx_cap, keep, PB_INDEX_ENTRY_SIZE);
 }
 
+bool log_is_header(const pb_log *log, const struct iovec *v)
+{
+    const uint8_t *p = v->iov_base;
+    return v->iov_len == PB_RECORD_HEADER_SIZE && p >= log->hdrs &&
+           p < log->hdrs + log->hdrs_cap * PB_RECORD_HEADER_SIZE;
+}
+
+void log_seal_record(const struct iovec *iov, size_t cnt, size_t i)
+{
+    uint8_t *h = iov[i].iov_base;
+    uint32_t crc = crc32c(0, h + 4, PB_RECORD_HEADER_SIZE - 4);
+    size_t body = pb_load_le32(h + 4) - PB_RECORD_FIXED_LEN;
+    for (size_t j = i + 1; body > 0 && j < cnt; j++) {
+        size_t k = iov[j].iov_len < body ? iov[j].iov_len : body;
+        crc = crc32c(crc, iov[j].iov_base, k);
+        body -= k;
+    }
+    pb_store_le32(h, crc);
+}
+
+void log_seal_all(const pb_log *log, const struct iovec *iov, size_t cnt)
+{
+    for (size_t i = 0; i < cnt; i++)
+        if (log_is_header(log, &iov[i]))
+            log_seal_record(iov, cnt, i);
+}
+
 int log_append(pb_log *log, const log_entry *e, size_t n, uint64_t *first_offset)
 {
     if (log->failed)
@@ -342,6 +373,10 @@ int log_append(pb_log *log, const log_entry *e, size_t n, uint64_t *first_offset
         grow_reserve(&log->idx_buf, &log->idx_cap, n, PB_INDEX_ENTRY_SIZE) < 0)
         return PB_ENOMEM;
 
+    /* With direct writes on, each CRC is computed as its record is copied
+     * into a staging buffer, while the previous one is being written
+     * (log_direct.c); flush computes them when the ordinary way is taken. */
+    log->crc_later = log->opt.direct_min_bytes > 0 && !log->direct_off;
     size_t iov_start = 0, iov_n = 0, idx_start = 0, idx_n = 0;
     uint64_t pending = 0; /* bytes gathered for the active segment */
     for (size_t i = 0; i < n; i++) {
@@ -374,8 +409,11 @@ int log_append(pb_log *log, const log_entry *e, size_t n, uint64_t *first_offset
             log->has_records = true;
         }
         uint8_t *h = log->hdrs + i * PB_RECORD_HEADER_SIZE;
-        record_encode_header(h, log->next_offset, t, e[i].data, e[i].len, e[i].suffix,
-                             e[i].suffix_len);
+        if (log->crc_later)
+            record_encode_fields(h, log->next_offset, t, e[i].len + e[i].suffix_len);
+        else
+            record_encode_header(h, log->next_offset, t, e[i].data, e[i].len, e[i].suffix,
+                                 e[i].suffix_len);
         log->iov[iov_n++] = (struct iovec){.iov_base = h, .iov_len = PB_RECORD_HEADER_SIZE};
         if (e[i].len > 0)
             log->iov[iov_n++] = (struct iovec){.iov_base = (void *)e[i].data, .iov_len = e[i].len};

@@ -28,13 +28,30 @@
  * log_sync does (the device may cache it); the kernel keeps buffered
  * readers coherent (a direct write drops the cached pages it covers).
  *
+ * Pipelined: two staging buffers and a helper thread (pbd:NAME, started
+ * with the first direct write, joined when the buffers are given back).
+ * While the helper writes one stage, the writer thread fills the other:
+ * it computes the CRC32C of each record as it reaches its header (log.c's
+ * log_append leaves them to this copy when direct writes are on: the
+ * records are read once for the CRC and once more, from the CPU's cache,
+ * for the copy) and copies it in. So the CPU's per-byte work of a large
+ * append runs while the device writes, instead of between its writes. The
+ * helper runs its queue in file order, one write at a time, going on to
+ * the next stage as soon as one is written (the head block's write, with
+ * its write-out, first: the writer fills the first stage meanwhile); every
+ * job has finished before log_direct_write returns (the writer's own file
+ * calls and the helper's never overlap). Without a thread (pthread_create failed) the
+ * writes are made in line, as before.
+ *
  * A file system that refuses O_DIRECT (open or write EINVAL), or any failed
  * direct write, makes this log go back to buffered writes for good, with a
  * message; the caller then writes the whole append the ordinary way, over
  * what this path wrote of it (the same bytes, none of them acknowledged).
  * Only a failure of an ordinary write fails the log.
  *
- * Threads: the partition's writer thread, like the rest of pb_log.
+ * Threads: the partition's writer thread, like the rest of pb_log, and the
+ * helper thread, which only runs the direct writes the writer hands it
+ * (direct_io's job, under its mutex).
  */
 #include "log_internal.h"
 
@@ -42,11 +59,168 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define DIRECT_ALIGN_DEFAULT 4096u
-#define DIRECT_STAGE         (1024u * 1024u) /* bytes per direct write; the staging buffer */
+#define DIRECT_STAGE         (1024u * 1024u) /* bytes per direct write; each staging buffer */
+
+/* One write for the helper: len bytes of buf at pos of fd, then (out) the
+ * same range written out to the device. */
+typedef struct job {
+    const fileio *io;
+    int fd;
+    uint8_t *buf;
+    size_t len;
+    uint64_t pos;
+    bool out;
+} job;
+
+/* Jobs queued at most: the head block's and one per staging buffer. */
+#define QUEUE 3
+
+/* The staging buffers and the helper thread that writes them. */
+struct direct_io {
+    uint8_t *stage[2];
+    bool threaded; /* the helper runs; else jobs are done in line */
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t todo, done;
+    /* Under mu: the jobs queued (FIFO: the helper goes from one to the
+     * next without waiting for the writer), how many were queued and done
+     * since the start, and the first failure (later jobs are skipped). */
+    job q[QUEUE];
+    unsigned head, n;
+    uint64_t queued, finished;
+    int err;
+    bool err_lead; /* the failed job was the head block's (ordinary) */
+    bool quit;
+};
+
+static int write_at(const fileio *io, int fd, uint8_t *buf, size_t len, uint64_t pos)
+{
+    struct iovec v = {.iov_base = buf, .iov_len = len};
+    return fileio_write_all(io, fd, &v, 1, (off_t)pos);
+}
+
+/* 0 or the write's error; a failed write-out only costs its order (see
+ * submit_lead). */
+static int run_job(const job *j)
+{
+    int rc = write_at(j->io, j->fd, j->buf, j->len, j->pos);
+    if (rc == 0 && j->out && j->io->write_out)
+        (void)j->io->write_out(j->io, j->fd, (off_t)j->pos, (off_t)j->len);
+    return rc;
+}
+
+/* Mu held: the outcome of job j. */
+static void job_done(direct_io *d, const job *j, int rc)
+{
+    if (rc < 0 && d->err == 0) {
+        d->err = rc;
+        d->err_lead = j->out;
+    }
+    d->finished++;
+}
+
+static void *helper_main(void *arg)
+{
+    direct_io *d = arg;
+    pthread_mutex_lock(&d->mu);
+    for (;;) {
+        while (d->n == 0 && !d->quit)
+            pthread_cond_wait(&d->todo, &d->mu);
+        if (d->n == 0)
+            break; /* quit, nothing queued */
+        job j = d->q[d->head];
+        bool skip = d->err != 0; /* after a failure: the append is redone or fails */
+        pthread_mutex_unlock(&d->mu);
+        int rc = skip ? 0 : run_job(&j);
+        pthread_mutex_lock(&d->mu);
+        d->head = (d->head + 1) % QUEUE;
+        d->n--;
+        job_done(d, &j, rc);
+        pthread_cond_signal(&d->done);
+    }
+    pthread_mutex_unlock(&d->mu);
+    return NULL;
+}
+
+/* Queues job j for the helper (fewer than QUEUE are queued: the caller
+ * waits for a stage's job before refilling it); its number, for
+ * job_wait. Without a helper, runs it now. */
+static uint64_t job_submit(direct_io *d, const job *j)
+{
+    if (!d->threaded) {
+        job_done(d, j, d->err ? 0 : run_job(j));
+        return ++d->queued;
+    }
+    pthread_mutex_lock(&d->mu);
+    d->q[(d->head + d->n) % QUEUE] = *j;
+    d->n++;
+    uint64_t seq = ++d->queued;
+    pthread_cond_signal(&d->todo);
+    pthread_mutex_unlock(&d->mu);
+    return seq;
+}
+
+/* Waits until job seq (and all before it) is done; the first failure so
+ * far, or 0. */
+static int job_wait(direct_io *d, uint64_t seq)
+{
+    if (!d->threaded)
+        return d->err;
+    pthread_mutex_lock(&d->mu);
+    while (d->finished < seq)
+        pthread_cond_wait(&d->done, &d->mu);
+    int err = d->err;
+    pthread_mutex_unlock(&d->mu);
+    return err;
+}
+
+/* Once every job is done: the failure's kind, and the slate cleaned for
+ * the next append. */
+static bool clear_error(direct_io *d)
+{
+    pthread_mutex_lock(&d->mu);
+    bool lead = d->err_lead;
+    d->err = 0;
+    pthread_mutex_unlock(&d->mu);
+    return lead;
+}
+
+/* The staging buffers, and the helper if a thread can be had (its name:
+ * pbd: and the partition directory's last characters). NULL: no memory. */
+static direct_io *direct_io_new(const char *dir)
+{
+    direct_io *d = calloc(1, sizeof *d);
+    if (!d)
+        return NULL;
+    for (int i = 0; i < 2; i++) {
+        void *p = NULL;
+        if (posix_memalign(&p, DIRECT_ALIGN_DEFAULT, DIRECT_STAGE) != 0) {
+            free(d->stage[0]);
+            free(d);
+            return NULL;
+        }
+        d->stage[i] = p;
+    }
+    pthread_mutex_init(&d->mu, NULL);
+    pthread_cond_init(&d->todo, NULL);
+    pthread_cond_init(&d->done, NULL);
+    d->threaded = pthread_create(&d->thread, NULL, helper_main, d) == 0;
+    if (d->threaded) {
+        const char *base = strrchr(dir, '/');
+        base = base ? base + 1 : dir;
+        size_t n = strlen(base);
+        char name[16];
+        snprintf(name, sizeof name, "pbd:%s", n > 11 ? base + n - 11 : base);
+        (void)pthread_setname_np(d->thread, name);
+    }
+    return d;
+}
 
 /* Gives up direct writes for this log (the ordinary path takes over). A
  * file system without O_DIRECT (open: EINVAL; tmpfs before Linux 6.6, some
@@ -65,12 +239,8 @@ static int give_up(pb_log *log, int rc, const char *what)
  * when direct writes are given up. */
 static int prepare(pb_log *log)
 {
-    if (!log->stage) {
-        void *p = NULL;
-        if (posix_memalign(&p, DIRECT_ALIGN_DEFAULT, DIRECT_STAGE) != 0)
-            return 1; /* no memory now: this append goes the ordinary way */
-        log->stage = p;
-    }
+    if (!log->dio && !(log->dio = direct_io_new(log->dir)))
+        return 1; /* no memory now: this append goes the ordinary way */
     if (log->dfd < 0) {
         int fd = log->io->open(log->io, log->log_path, O_WRONLY | O_DIRECT, 0);
         if (fd < 0)
@@ -94,11 +264,14 @@ typedef struct cursor {
 } cursor;
 
 /* Copies up to want bytes from the cursor into the stage; returns how many
- * (fewer only at the end of the iovecs). */
-static size_t take(cursor *c, uint8_t *dst, size_t want)
+ * (fewer only at the end of the iovecs). A record header whose CRC was
+ * left for this copy (log->crc_later) gets it before its first byte goes. */
+static size_t take(const pb_log *log, cursor *c, uint8_t *dst, size_t want)
 {
     size_t got = 0;
     while (got < want && c->i < c->cnt) {
+        if (c->off == 0 && log->crc_later && log_is_header(log, &c->iov[c->i]))
+            log_seal_record(c->iov, c->cnt, c->i);
         size_t left = c->iov[c->i].iov_len - c->off;
         size_t k = want - got < left ? want - got : left;
         memcpy(dst + got, (const uint8_t *)c->iov[c->i].iov_base + c->off, k);
@@ -112,12 +285,33 @@ static size_t take(cursor *c, uint8_t *dst, size_t want)
     return got;
 }
 
-/* Writes len bytes of the stage at pos: through the O_DIRECT descriptor
- * when direct (len and pos aligned), else the ordinary one. */
-static int write_stage(pb_log *log, bool direct, size_t len, uint64_t pos)
+/* Waits for job seq (0: none): 0; when a job failed, after waiting for
+ * all of them: 1 if a direct write did (direct writes given up: the
+ * caller writes the append the ordinary way), the error if the head
+ * block's ordinary write did. */
+static int settle(pb_log *log, uint64_t seq)
 {
-    struct iovec v = {.iov_base = log->stage, .iov_len = len};
-    return fileio_write_all(log->io, direct ? log->dfd : log->fd, &v, 1, (off_t)pos);
+    direct_io *d = log->dio;
+    if (seq == 0 || job_wait(d, seq) == 0)
+        return 0;
+    int rc = job_wait(d, d->queued);
+    return clear_error(d) ? rc : give_up(log, rc, "direct write");
+}
+
+/* The head of the append: the rest of the block the segment ends in (lead
+ * bytes at pos) is written the ordinary way and then out to the device,
+ * by the helper while the writer fills the first stage (from stage[1],
+ * which is filled only after this job is done). Out before any direct
+ * write: else a crash before the fdatasync (another partition's sync
+ * having committed the file's new size) could leave this page unwritten in
+ * front of direct-written records, which recovery would keep as damage
+ * followed by records. A failed write-out only costs that order. */
+static uint64_t submit_lead(pb_log *log, cursor *c, size_t lead, uint64_t pos)
+{
+    direct_io *d = log->dio;
+    size_t k = take(log, c, d->stage[1], lead);
+    job j = {.io = log->io, .fd = log->fd, .buf = d->stage[1], .len = k, .pos = pos, .out = true};
+    return job_submit(d, &j);
 }
 
 int log_direct_write(pb_log *log, const struct iovec *iov, size_t cnt, uint64_t bytes)
@@ -131,36 +325,38 @@ int log_direct_write(pb_log *log, const struct iovec *iov, size_t cnt, uint64_t 
     size_t lead = head ? align - head : 0;
     if (bytes < lead + align || prepare(log) != 0)
         return 1; /* no whole block to write directly: the ordinary way */
+    direct_io *d = log->dio;
     cursor c = {.iov = iov, .cnt = cnt};
     uint64_t pos = log->size;
+    uint64_t uses[2] = {0, 0}; /* the last job writing from each stage */
     int rc;
     if (lead > 0) {
-        size_t k = take(&c, log->stage, lead);
-        if ((rc = write_stage(log, false, k, pos)) < 0)
-            return rc;
-        /* Out to the device before any direct write: else a crash before
-         * the fdatasync (another partition's sync having committed the
-         * file's new size) could leave this page unwritten in front of
-         * direct-written records, which recovery would keep as damage
-         * followed by records. A failure only costs that order. */
-        if (log->io->write_out)
-            (void)log->io->write_out(log->io, log->fd, (off_t)pos, (off_t)k);
-        pos += k;
+        uses[1] = submit_lead(log, &c, lead, pos);
+        pos += lead;
     }
-    size_t k;
-    while ((k = take(&c, log->stage, DIRECT_STAGE)) > 0) {
+    /* Fill one stage while the helper writes the other. */
+    for (size_t cur = 0;; cur ^= 1) {
+        if ((rc = settle(log, uses[cur])) != 0)
+            return rc;
+        size_t k = take(log, &c, d->stage[cur], DIRECT_STAGE);
+        if (k == 0)
+            break;
         size_t whole = k / align * align; /* k < DIRECT_STAGE only at the end */
-        if (whole > 0 && (rc = write_stage(log, true, whole, pos)) < 0)
-            return give_up(log, rc, "direct write");
-        pos += whole;
+        if (whole > 0) {
+            job j = {.io = log->io, .fd = log->dfd, .buf = d->stage[cur], .len = whole, .pos = pos};
+            uses[cur] = job_submit(d, &j);
+            pos += whole;
+        }
         if (k > whole) {
-            memmove(log->stage, log->stage + whole, k - whole);
-            if ((rc = write_stage(log, false, k - whole, pos)) < 0)
+            /* The last partial block, after every direct write. */
+            if ((rc = settle(log, d->queued)) != 0)
+                return rc;
+            if ((rc = write_at(log->io, log->fd, d->stage[cur] + whole, k - whole, pos)) < 0)
                 return rc;
             pos += k - whole;
         }
     }
-    return 0;
+    return settle(log, d->queued);
 }
 
 void log_direct_close(pb_log *log)
@@ -173,9 +369,22 @@ void log_direct_close(pb_log *log)
 
 size_t log_direct_free(pb_log *log)
 {
-    if (!log->stage)
+    direct_io *d = log->dio;
+    if (!d)
         return 0;
-    free(log->stage);
-    log->stage = NULL;
-    return DIRECT_STAGE;
+    if (d->threaded) {
+        pthread_mutex_lock(&d->mu);
+        d->quit = true; /* nothing is in flight between appends */
+        pthread_cond_signal(&d->todo);
+        pthread_mutex_unlock(&d->mu);
+        pthread_join(d->thread, NULL);
+    }
+    pthread_cond_destroy(&d->todo);
+    pthread_cond_destroy(&d->done);
+    pthread_mutex_destroy(&d->mu);
+    free(d->stage[0]);
+    free(d->stage[1]);
+    free(d);
+    log->dio = NULL;
+    return 2 * DIRECT_STAGE;
 }

@@ -35,6 +35,8 @@ typedef struct closed_seg {
     bool known;
 } closed_seg;
 
+typedef struct direct_io direct_io; /* log_direct.c */
+
 struct pb_log {
     /* Sized to the directory's name (a partition costs memory while idle:
      * thousands of them must not each hold PATH_MAX buffers). */
@@ -64,12 +66,16 @@ struct pb_log {
     bool failed_sync;  /* ... and it was a sync that failed */
 
     /* log_direct.c: the active segment opened with O_DIRECT (-1: not yet,
-     * or closed with it), the aligned staging buffer (NULL until a large
-     * append; freed with the other buffers), and whether direct writes were
-     * given up for good (refused by the file system, or one failed). */
+     * or closed with it), the aligned staging buffers and their writing
+     * thread (NULL until a large append; freed with the other buffers),
+     * and whether direct writes were given up for good (refused by the
+     * file system, or one failed). crc_later: log_append left the records'
+     * CRCs to the copy into the staging buffers (log_seal_record), or to
+     * flush when the append goes the ordinary way (log_seal_all). */
     int dfd;
-    uint8_t *stage;
+    direct_io *dio;
     bool direct_off;
+    bool crc_later;
 
     /* Reusable append buffers: grow to the largest batch, then stay. */
     uint8_t *hdrs;
@@ -163,11 +169,23 @@ void log_cache_rotated(pb_log *log);
  * when an ordinary write failed (the caller fails the log). */
 int log_direct_write(pb_log *log, const struct iovec *iov, size_t cnt, uint64_t bytes);
 
+/* log.c: whether v is one of log->hdrs (a record header of this append). */
+bool log_is_header(const pb_log *log, const struct iovec *v);
+
+/* log.c: stores the CRC32C of the record whose header (filled by
+ * record_encode_fields) is iov[i], over its fields and the event bytes in
+ * the iovecs that follow it (of the cnt). */
+void log_seal_record(const struct iovec *iov, size_t cnt, size_t i);
+
+/* log.c: log_seal_record for every record header among the cnt iovecs. */
+void log_seal_all(const pb_log *log, const struct iovec *iov, size_t cnt);
+
 /* log_direct.c: closes the O_DIRECT descriptor, if open (with the active
  * segment's files). */
 void log_direct_close(pb_log *log);
 
-/* log_direct.c: frees the staging buffer; returns the bytes given back. */
+/* log_direct.c: frees the staging buffers (after joining their thread);
+ * returns the bytes given back. */
 size_t log_direct_free(pb_log *log);
 
 /* removal.c: adds a segment just closed by rotation (or found at open) to

@@ -218,7 +218,13 @@ void conn_process(conn *c)
                 break;
             }
             c->want = 0;
+            c->adoptable = pos == 0 && connbuf_adoptable(c, sp.used);
             handle_frame(c, sp.body.p, sp.body.len);
+            c->adoptable = 0;
+            if (c->adopted) {
+                c->adopted = 0; /* the buffer, the frame alone in it, went to its batch */
+                break;          /* nothing else was in it */
+            }
             pos += sp.used;
         }
         if (pos > 0) {

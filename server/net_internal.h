@@ -93,6 +93,8 @@ struct conn {
     int reading;
     int processing;       /* inside conn_process */
     int rbuf_refused;     /* connbuf_alloc refused to grow the buffer (budget) */
+    int adoptable;        /* conn_process: the frame being handled is alone in buf */
+    int adopted;          /* ... and went to its batch with buf (connbuf_adopted) */
     uint64_t quiet_since; /* uv_now when it last became quiet (conn_idle_arm); 0: busy */
     uint8_t *buf;         /* bytes received, not yet a whole frame */
     size_t len, cap;
@@ -197,6 +199,12 @@ int connbuf_reserve(conn *c, size_t cap);
 void connbuf_shrink(conn *c);
 /* Frees the buffer (and its count). */
 void connbuf_free(conn *c);
+/* Whether the buffer holds one whole frame of frame_bytes and nothing
+ * else, large enough to be worth handing to a batch as it is. */
+bool connbuf_adoptable(const conn *c, size_t frame_bytes);
+/* The buffer went to a batch (ingest_prepare_adopt): the connection takes
+ * a new one (if the budget allows) and sets c->adopted for conn_process. */
+void connbuf_adopted(conn *c);
 /* --- conn_tls.c --------------------------------------------------------- */
 
 /* A new connection on a TLS listener: its session. 0 or -1 (no memory). */

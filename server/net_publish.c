@@ -232,11 +232,16 @@ void conn_handle_publish(conn *c, uint64_t id, const uint8_t *body, size_t len)
         send_ingest_error(c, id, &err);
         return;
     }
-    if (ingest_prepare(&n->ingest, conn_publish_rights(c, &rights), id, body, len, batch_done, c,
-                       &b, &err) < 0) {
+    /* A frame alone in its receive buffer: the batch takes the buffer
+     * (its events point into it) instead of a copy of the frame. */
+    void *adopt = c->adoptable ? c->buf : NULL;
+    if (ingest_prepare_adopt(&n->ingest, conn_publish_rights(c, &rights), id, body, len, adopt,
+                             batch_done, c, &b, &err) < 0) {
         send_ingest_error(c, id, &err);
         return;
     }
+    if (adopt)
+        connbuf_adopted(c);
     if (b->nparts == 0) {
         /* An empty Publish: nothing to store, answered in its turn. */
         size_t rlen;

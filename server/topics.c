@@ -48,7 +48,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define EVICT_MAX_SKIPS  16u
+#define EVICT_MAX_SKIPS 16u
 
 int topics_create(topic_table **out, uint32_t history)
 {
@@ -321,18 +321,24 @@ int topics_add(topic_table *t, const live_record *recs, size_t n)
 {
     int rc = 0;
     topic_entry *e = NULL;
+    const uint8_t *same = NULL; /* bytes known to name e */
     pthread_rwlock_wrlock(&t->lock);
     t->clock++;
     for (size_t i = 0; i < n; i++) {
         bool created;
         /* Runs of one topic are common (a batch from one producer): the
-         * previous entry is checked before hashing. Entries never move. */
-        if (!e || e->name_len != recs[i].topic_len ||
-            (recs[i].topic_len > 0 && memcmp(e->name, recs[i].topic, recs[i].topic_len) != 0)) {
+         * previous entry is checked before hashing, by pointer first
+         * (ingest gives a run's events the bytes of its first one), then
+         * by bytes. Entries never move. */
+        bool known = e && recs[i].topic == same && e->name_len == recs[i].topic_len;
+        if (!known &&
+            (!e || e->name_len != recs[i].topic_len ||
+             (recs[i].topic_len > 0 && memcmp(e->name, recs[i].topic, recs[i].topic_len) != 0))) {
             e = topics_entry_get(t, recs[i].topic, recs[i].topic_len, true, &created);
             if (e)
                 e->last_use = t->clock;
         }
+        same = e ? recs[i].topic : NULL;
         if (!e) {
             rc = PB_ENOMEM;
             continue;

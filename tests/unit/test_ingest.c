@@ -474,6 +474,47 @@ static void test_large_batches_reuse_their_block(void **state)
     ingest_free(small);
 }
 
+/* A body received alone in a block (a connection's receive buffer): the
+ * batch takes the block, its events point into it (no copy), its charge
+ * counts the whole block, and ingest_free gives it back. Refused, the
+ * block stays the caller's. */
+static void test_adopted_block_holds_the_events(void **state)
+{
+    fixture *f = *state;
+    body p = {0};
+    add_event(&p, "a.adopt");
+    add_event(&p, "a.adopt");
+    uint8_t *blk = ingest_block_get(256 * 1024);
+    assert_non_null(blk);
+    assert_true(ingest_block_cap(blk) >= 256 * 1024);
+    memcpy(blk, p.b, p.n);
+    pub_batch *b;
+    ingest_error err;
+    assert_int_equal(ingest_prepare_adopt(&f->opts, NULL, 42, blk, p.n, blk, never_done, &f->conn,
+                                          &b, &err),
+                     0);
+    assert_int_equal(b->nevents, 2);
+    assert_ptr_equal(b->bytes, blk);
+    for (uint32_t i = 0; i < b->nevents; i++)
+        assert_true(b->events[i].data > blk && b->events[i].data < blk + p.n);
+    assert_ptr_equal(b->events[1].topic, b->events[0].topic); /* a run: one topic pointer */
+    assert_true(b->charge >= ingest_charge(2, ingest_block_cap(blk)));
+    ingest_free(b); /* the block too (ASan: no leak, no double free) */
+
+    body bad = {0};
+    add_event(&bad, "c.nowhere"); /* routed nowhere: refused */
+    blk = ingest_block_get(256 * 1024);
+    memcpy(blk, bad.b, bad.n);
+    b = (pub_batch *)1;
+    assert_true(ingest_prepare_adopt(&f->opts, NULL, 42, blk, bad.n, blk, never_done, &f->conn, &b,
+                                     &err) < 0);
+    assert_null(b);
+    blk = ingest_block_resize(blk, 512 * 1024); /* still the caller's, contents kept */
+    assert_non_null(blk);
+    assert_memory_equal(blk, bad.b, bad.n);
+    ingest_block_put(blk);
+}
+
 int main(void)
 {
     logging_set_level(LOG_WARN); /* partitions being opened are not news here */
@@ -485,6 +526,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_expectations_stay_in_one_partition, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_publish_acked_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_batches_reuse_their_block, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_adopted_block_holds_the_events, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_publish_without_memory_gets_an_error, setup,
                                         teardown),
     };

@@ -307,6 +307,116 @@ static void test_no_page_cache_write_ahead_of_direct(void **state)
     verify_all(n);
 }
 
+/* A file layer whose third direct write fails with EIO (on the helper
+ * thread that makes them): the append is written again the ordinary way,
+ * every record with its CRC (log_direct.c left them to the copy into the
+ * staging buffers, which stopped part way), and later appends go through
+ * the page cache. */
+static fileio failing;
+static int fail_direct_fd = -1, direct_writes;
+
+static int open_failing(const fileio *io, const char *path, int flags, int mode)
+{
+    int fd = fileio_posix()->open(fileio_posix(), path, flags, mode);
+    if (fd >= 0 && (flags & O_DIRECT))
+        fail_direct_fd = fd;
+    return fd;
+}
+
+static ssize_t pwritev_failing(const fileio *io, int fd, const struct iovec *iov, int n, off_t off)
+{
+    if (fd == fail_direct_fd && ++direct_writes == 3)
+        return -EIO;
+    return fileio_posix()->pwritev(fileio_posix(), fd, iov, n, off);
+}
+
+static void test_failed_direct_write_rewritten_with_crcs(void **state)
+{
+    failing = *fileio_posix();
+    failing.open = open_failing;
+    failing.pwritev = pwritev_failing;
+    direct_writes = 0;
+    log_options o = opts(1u << 30, 1);
+    o.io = &failing;
+    pb_log *log;
+    assert_int_equal(log_open(&log, part, &o), 0);
+    uint64_t n = 0;
+    for (size_t k = 0; k < 3; k++) { /* 3000 events of ~550 B: 3 stages or more */
+        append_n(log, n, 1000);
+        n += 1000;
+    }
+    assert_int_equal(log_sync(log), 0);
+    assert_int_equal(log_status(log), 0);
+    assert_true(direct_writes == 3); /* none after the failure */
+    const char *m = strstr(messages, "direct write failed");
+    assert_non_null(m);
+    assert_non_null(strstr(m, "appending through the page cache from now on"));
+    append_n(log, n, 500);
+    n += 500;
+    assert_int_equal(log_close(log), 0);
+    verify_all(n);
+}
+
+/* A file layer whose first ordinary write to a segment, once armed, fails
+ * with EIO: the head block of the second direct append, written by the
+ * helper thread. The append fails and so does the
+ * log (an ordinary write failed), and what the first append stored and
+ * synced reads back. */
+static fileio failing_lead;
+static int lead_log_fd = -1, lead_direct_fd = -1;
+static bool lead_armed, lead_failed;
+
+static int open_failing_lead(const fileio *io, const char *path, int flags, int mode)
+{
+    int fd = fileio_posix()->open(fileio_posix(), path, flags, mode);
+    size_t n = strlen(path);
+    if (fd >= 0 && n > 4 && strcmp(path + n - 4, ".log") == 0) {
+        if (flags & O_DIRECT)
+            lead_direct_fd = fd;
+        else
+            lead_log_fd = fd;
+    }
+    return fd;
+}
+
+static ssize_t pwritev_failing_lead(const fileio *io, int fd, const struct iovec *iov, int n,
+                                    off_t off)
+{
+    if (lead_armed && fd == lead_log_fd && off % 4096 != 0 && !lead_failed) {
+        lead_failed = true;
+        return -EIO;
+    }
+    return fileio_posix()->pwritev(fileio_posix(), fd, iov, n, off);
+}
+
+static void test_failed_head_block_write_fails_the_log(void **state)
+{
+    failing_lead = *fileio_posix();
+    failing_lead.open = open_failing_lead;
+    failing_lead.pwritev = pwritev_failing_lead;
+    lead_log_fd = lead_direct_fd = -1;
+    lead_armed = lead_failed = false;
+    log_options o = opts(1u << 30, 1);
+    o.io = &failing_lead;
+    pb_log *log;
+    assert_int_equal(log_open(&log, part, &o), 0);
+    append_n(log, 0, 1000);
+    assert_int_equal(log_sync(log), 0);
+    assert_true(lead_direct_fd >= 0);
+    lead_armed = true;
+    static log_entry e[2000];
+    static uint8_t buf[2000][600];
+    for (size_t i = 0; i < 2000; i++)
+        e[i] = (log_entry){.data = buf[i], .len = 1 + i % 599, .time_ns = T0};
+    uint64_t first;
+    assert_true(log_append(log, e, 2000, &first) < 0);
+    assert_true(lead_failed);
+    assert_true(log_status(log) < 0);
+    assert_non_null(strstr(messages, "failed"));
+    (void)log_close(log);
+    verify_all(1000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -315,6 +425,10 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_refused_direct_falls_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_page_cache_write_ahead_of_direct, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_direct_write_rewritten_with_crcs, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_failed_head_block_write_fails_the_log, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

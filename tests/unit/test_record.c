@@ -80,6 +80,24 @@ static void test_two_pieces_equal_one(void **state)
     }
 }
 
+/* The fields without the CRC, then the CRC over hdr[4..23] and the event
+ * (as log.c's log_seal_record does later): the same header. */
+static void test_fields_then_crc_equal_header(void **state)
+{
+    uint8_t ev[1100], a[24], b[24];
+    for (size_t i = 0; i < sizeof ev; i++)
+        ev[i] = (uint8_t)rng();
+    for (size_t len = 0; len <= sizeof ev; len += 137) {
+        assert_int_equal(record_encode_header(a, 1u << 20, -5, ev, len, NULL, 0), 0);
+        memset(b, 0xee, sizeof b);
+        assert_int_equal(record_encode_fields(b, 1u << 20, -5, len), 0);
+        assert_memory_equal(a + 4, b + 4, 20);
+        pb_store_le32(b, crc32c(crc32c(0, b + 4, 20), ev, len));
+        assert_memory_equal(a, b, 24);
+    }
+    assert_int_equal(record_encode_fields(b, 0, 0, (size_t)PB_RECORD_MAX_EVENT + 1), PB_ETOOBIG);
+}
+
 static void test_empty_event(void **state)
 {
     uint8_t buf[24];
@@ -216,6 +234,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_all_fields),
         cmocka_unit_test(test_two_pieces_equal_one),
+        cmocka_unit_test(test_fields_then_crc_equal_header),
         cmocka_unit_test(test_empty_event),
         cmocka_unit_test(test_max_size_event),
         cmocka_unit_test(test_length_checked_before_use),
