@@ -56,7 +56,12 @@ int connbuf_reserve(conn *c, size_t cap)
 
 bool connbuf_adoptable(const conn *c, size_t frame_bytes)
 {
-    return c->cap >= READ_SMALL && frame_bytes == c->len;
+    /* The frame, not its buffer, decides: a small Publish alone in a
+     * buffer grown by an earlier large one would be charged the whole
+     * block (1 KiB costing 1-2 MiB of the in-flight budget), and each
+     * adoption would set the next read up for another. Half full at
+     * least, so the charge stays within twice the frame. */
+    return frame_bytes >= READ_SMALL && frame_bytes == c->len && frame_bytes * 2 >= c->cap;
 }
 
 void connbuf_adopted(conn *c)

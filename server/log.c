@@ -320,7 +320,11 @@ static size_t shrink(void *pp, size_t *cap, size_t keep, size_t elem)
 
 size_t log_shrink_buffers(pb_log *log, size_t keep)
 {
-    return log_direct_free(log) + shrink(&log->hdrs, &log->hdrs_cap, keep, PB_RECORD_HEADER_SIZE) +
+    /* The direct-write helper and its staging go only with everything
+     * (an idle partition): after a window of smaller takes they would be
+     * started and faulted in again by the next large one. */
+    return (keep == 0 ? log_direct_free(log) : 0) +
+           shrink(&log->hdrs, &log->hdrs_cap, keep, PB_RECORD_HEADER_SIZE) +
            shrink(&log->iov, &log->iov_cap, 3 * keep, sizeof *log->iov) +
            shrink(&log->idx_buf, &log->idx_cap, keep, PB_INDEX_ENTRY_SIZE);
 }
