@@ -27,6 +27,7 @@
 #include "wire.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -108,6 +109,26 @@ static _Thread_local struct {
     size_t n, bytes;
 } cache;
 
+/* A thread's cached blocks are freed when it ends (the loop's receive
+ * buffers and the writers' batches are put back on different threads):
+ * a pthread key's destructor runs in the ending thread, its
+ * _Thread_local cache still there. */
+static pthread_key_t cache_key;
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+
+static void cache_drain(void *unused)
+{
+    (void)unused;
+    while (cache.n > 0)
+        free(cache.b[--cache.n]);
+    cache.bytes = 0;
+}
+
+static void cache_key_make(void)
+{
+    (void)pthread_key_create(&cache_key, cache_drain);
+}
+
 void *ingest_block_get(size_t sz)
 {
     for (size_t i = 0; i < cache.n; i++) {
@@ -158,6 +179,11 @@ void ingest_block_put(void *p)
         cache.bytes -= old->cap;
         memmove(cache.b, cache.b + 1, --cache.n * sizeof cache.b[0]);
         free(old);
+    }
+    if (cache.n == 0) {
+        /* Registered while the cache holds blocks, so the destructor runs. */
+        (void)pthread_once(&cache_once, cache_key_make);
+        (void)pthread_setspecific(cache_key, &cache);
     }
     cache.b[cache.n++] = k;
     cache.bytes += k->cap;

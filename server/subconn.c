@@ -96,7 +96,12 @@ void subconn_rest(subconn *c)
      * every rest it would be mapped, faulted in and copied while doubling
      * again at every wake-up. Kept, it costs what every subscription's
      * buffer cost before buffers were given back at rest. */
-    if (c->out_len || c->out_cap > OUT_FIRST)
+    /* Nor while the client keeps talking (Pings, or a flood of Publishes
+     * to refuse): a buffer given back after each answer would be taken
+     * again for the next, malloc and free per frame. */
+    bool talking = c->input_woke;
+    c->input_woke = false;
+    if (c->out_len || c->out_cap > OUT_FIRST || talking)
         return;
     free(c->out);
     c->out = NULL;

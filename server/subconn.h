@@ -47,6 +47,9 @@ typedef struct subconn {
      * ReplicaAck frames are accepted (and not answered). */
     bool replicate;
     struct standby *standby; /* where its ReplicaAcks go (synchronous mode); NULL: nowhere */
+    /* The last wake-up was the client's frames (set by the thread's wait):
+     * the next rest keeps the output buffer (subconn_rest). */
+    bool input_woke;
 
     /* subconn's own. */
     uint8_t *out; /* frames waiting to be written; NULL while resting */

@@ -478,6 +478,7 @@ static int wait_live(sub *s)
             /* The client said something (a Ping, a Publish that must be
              * refused, or end of stream): answer, then back to the loop,
              * which sends the answers. */
+            s->conn.input_woke = true;
             return subconn_read(&s->conn);
         }
         if (pf[0].revents & (POLLHUP | POLLERR | POLLNVAL))
