@@ -29,6 +29,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,11 +110,13 @@ static _Thread_local struct {
     size_t n, bytes;
 } cache;
 
-/* A thread's cached blocks are freed when it ends (the loop's receive
- * buffers and the writers' batches are put back on different threads):
- * a pthread key's destructor runs in the ending thread, its
- * _Thread_local cache still there. */
+/* A thread's cached blocks are freed when it ends (the daemon's loop runs
+ * on the main thread, whose cache stays reachable until exit; a loop run
+ * on a thread of its own, as in tests, ends with it): a pthread key's
+ * destructor runs in the ending thread, its _Thread_local cache still
+ * there. */
 static pthread_key_t cache_key;
+static bool cache_key_ok;
 static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
 
 static void cache_drain(void *unused)
@@ -126,7 +129,7 @@ static void cache_drain(void *unused)
 
 static void cache_key_make(void)
 {
-    (void)pthread_key_create(&cache_key, cache_drain);
+    cache_key_ok = pthread_key_create(&cache_key, cache_drain) == 0;
 }
 
 void *ingest_block_get(size_t sz)
@@ -183,7 +186,8 @@ void ingest_block_put(void *p)
     if (cache.n == 0) {
         /* Registered while the cache holds blocks, so the destructor runs. */
         (void)pthread_once(&cache_once, cache_key_make);
-        (void)pthread_setspecific(cache_key, &cache);
+        if (cache_key_ok)
+            (void)pthread_setspecific(cache_key, &cache);
     }
     cache.b[cache.n++] = k;
     cache.bytes += k->cap;
