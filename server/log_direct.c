@@ -92,7 +92,7 @@ struct direct_io {
     bool threaded; /* the helper runs; else jobs are done in line */
     pthread_t thread;
     pthread_mutex_t mu;
-    pthread_cond_t todo, done;
+    pthread_cond_t work, done;
     /* Under mu: the jobs queued (FIFO: the helper goes from one to the
      * next without waiting for the writer), how many were queued and done
      * since the start, and the first failure (later jobs are skipped). */
@@ -136,7 +136,7 @@ static void *helper_main(void *arg)
     pthread_mutex_lock(&d->mu);
     for (;;) {
         while (d->n == 0 && !d->quit)
-            pthread_cond_wait(&d->todo, &d->mu);
+            pthread_cond_wait(&d->work, &d->mu);
         if (d->n == 0)
             break; /* quit, nothing queued */
         job j = d->q[d->head];
@@ -166,7 +166,7 @@ static uint64_t job_submit(direct_io *d, const job *j)
     d->q[(d->head + d->n) % QUEUE] = *j;
     d->n++;
     uint64_t seq = ++d->queued;
-    pthread_cond_signal(&d->todo);
+    pthread_cond_signal(&d->work);
     pthread_mutex_unlock(&d->mu);
     return seq;
 }
@@ -213,7 +213,7 @@ static direct_io *direct_io_new(const char *dir)
         d->stage[i] = p;
     }
     pthread_mutex_init(&d->mu, NULL);
-    pthread_cond_init(&d->todo, NULL);
+    pthread_cond_init(&d->work, NULL);
     pthread_cond_init(&d->done, NULL);
     /* Its own small stack (it only calls pwrite and sync_file_range), not
      * the default RLIMIT_STACK reservation. */
@@ -388,11 +388,11 @@ size_t log_direct_free(pb_log *log)
     if (d->threaded) {
         pthread_mutex_lock(&d->mu);
         d->quit = true; /* nothing is in flight between appends */
-        pthread_cond_signal(&d->todo);
+        pthread_cond_signal(&d->work);
         pthread_mutex_unlock(&d->mu);
         pthread_join(d->thread, NULL);
     }
-    pthread_cond_destroy(&d->todo);
+    pthread_cond_destroy(&d->work);
     pthread_cond_destroy(&d->done);
     pthread_mutex_destroy(&d->mu);
     free(d->stage[0]);

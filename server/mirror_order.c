@@ -22,6 +22,26 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Whether the stream's leader holds part:offset at seq: 1 yes; 0 no
+ * (nothing there, or another message: why then says which, as the
+ * replicas disagreeing); or a negative code (why says it cannot tell). */
+static int leader_holds(mirror *m, const char *part, uint64_t offset, uint64_t seq, char *why,
+                        size_t whylen)
+{
+    char want[MIRROR_MSG_ID_MAX], id[MIRROR_MSG_ID_MAX] = "";
+    snprintf(want, sizeof want, "%s:%" PRIu64, part, offset);
+    int r = m->id_at(m->nats, seq, id, sizeof id, why, whylen);
+    if (r < 0 && r != PB_ENOTFOUND)
+        return r;
+    if (r == 0 && strcmp(id, want) == 0)
+        return 1;
+    snprintf(why, whylen,
+             "its replicas disagree: a consumer read %s at sequence %" PRIu64
+             ", the leader has %s there",
+             want, seq, r == 0 ? (*id ? id : "a message without id") : "nothing");
+    return 0;
+}
+
 /* A slot acknowledged as a duplicate of the message at s->seq: is that
  * message still in the stream? JetStream keeps the id of a message deleted
  * (FORMAT.md E.4) for its duplicate window and answers "duplicate" with
@@ -31,29 +51,27 @@
  * m->lock held, which it drops during the request. */
 bool mirror_dup_still_stored(mirror *m, slot *s)
 {
-    char want[MIRROR_MSG_ID_MAX], id[MIRROR_MSG_ID_MAX] = "", why[300] = "";
+    char why[300] = "";
     mpart *p = m->parts[s->part];
     uint64_t seq = s->seq;
-    snprintf(want, sizeof want, "%s:%" PRIu64, p->name, s->offset);
     pthread_mutex_unlock(&m->lock);
-    int r = m->id_at(m->nats, seq, id, sizeof id, why, sizeof why);
+    int h = leader_holds(m, p->name, s->offset, seq, why, sizeof why);
     pthread_mutex_lock(&m->lock);
-    if (r == 0 && strcmp(id, want) == 0) {
+    if (h == 1) {
         s->dup = false;
         return true;
     }
     s->state = SLOT_FAILED;
     atomic_fetch_add(&m->counters.failed, 1);
-    if (r == 0 || r == PB_ENOTFOUND)
+    if (h == 0)
         m->dup_gone = true;
     if (!m->failed) {
         m->failed = true;
         snprintf(m->fail_why, sizeof m->fail_why,
-                 r < 0 && r != PB_ENOTFOUND
-                     ? "acknowledged as a duplicate of sequence %" PRIu64 ", which cannot be read"
-                     : "acknowledged as a duplicate of sequence %" PRIu64
-                       ", which no longer holds it: a deleted copy's id is still in the "
-                       "stream's duplicate window",
+                 h < 0 ? "acknowledged as a duplicate of sequence %" PRIu64 ", which cannot be read"
+                       : "acknowledged as a duplicate of sequence %" PRIu64
+                         ", which no longer holds it: a deleted copy's id is still in the "
+                         "stream's duplicate window",
                  seq);
         m->fail_part = s->part;
         m->fail_offset = s->offset;
@@ -73,18 +91,17 @@ bool mirror_ack_in_order(mirror *m, slot *s)
      * still inside NATS when the tail was read, stored after it; or the
      * scan read a leader that had not applied everything) - if the stream
      * still holds that previous offset where it was acknowledged. */
-    char want[MIRROR_MSG_ID_MAX], id[MIRROR_MSG_ID_MAX] = "", why[300] = "";
+    char why[300] = "";
     uint64_t seq_last = p->seq_last, off_last = p->off_last;
-    snprintf(want, sizeof want, "%s:%" PRIu64, p->name, off_last);
     pthread_mutex_unlock(&m->lock);
-    int r = m->id_at(m->nats, seq_last, id, sizeof id, why, sizeof why);
+    int h = leader_holds(m, p->name, off_last, seq_last, why, sizeof why);
     pthread_mutex_lock(&m->lock);
-    if (r == PB_ENOTFOUND || (r == 0 && strcmp(id, want) != 0)) {
+    if (h == 0) {
         logging_printf(LOG_WARN,
-                       "mirror %s: stream %s no longer holds %s at sequence %" PRIu64
+                       "mirror %s: stream %s no longer holds %s:%" PRIu64 " at sequence %" PRIu64
                        " (created again, or its limits removed it): %s's offset order is "
                        "checked from sequence %" PRIu64 " on",
-                       m->cfg->name, m->cfg->stream, want, seq_last, p->name, s->seq);
+                       m->cfg->name, m->cfg->stream, p->name, off_last, seq_last, p->name, s->seq);
         p->seq_last = s->seq;
         p->off_last = s->offset;
         if (m->acked_seq >= s->seq)
@@ -97,16 +114,16 @@ bool mirror_ack_in_order(mirror *m, slot *s)
         m->order_from = s->seq;
         m->dirty = true; /* saved even if nothing else moves before a stop */
     }
-    if (r == 0 && m->n_order_strays < sizeof m->order_strays / sizeof *m->order_strays)
+    if (h == 1 && m->n_order_strays < sizeof m->order_strays / sizeof *m->order_strays)
         m->order_strays[m->n_order_strays++] =
             (mstray){.p = p, .offset = s->offset, .seq = s->seq, .order = true};
     if (!m->failed) {
         m->failed = true;
-        if (r == 0)
+        if (h == 1)
             snprintf(m->fail_why, sizeof m->fail_why,
-                     "its copy at sequence %" PRIu64 " comes before %s at sequence %" PRIu64
-                     ": out of offset order",
-                     s->seq, want, seq_last);
+                     "its copy at sequence %" PRIu64 " comes before %s:%" PRIu64
+                     " at sequence %" PRIu64 ": out of offset order",
+                     s->seq, p->name, off_last, seq_last);
         else
             snprintf(m->fail_why, sizeof m->fail_why,
                      "its copy at sequence %" PRIu64 " comes before sequence %" PRIu64
@@ -169,21 +186,16 @@ int mirror_delete_strays(mirror *m, char *why, size_t whylen)
     int rc = 0;
     for (size_t i = 0; i < m->n_strays; i++) {
         mstray *st = &m->strays[i];
-        char want[MIRROR_MSG_ID_MAX], id[MIRROR_MSG_ID_MAX] = "";
-        snprintf(want, sizeof want, "%s:%" PRIu64, st->p->name, st->offset);
-        int r = m->id_at(m->nats, st->seq, id, sizeof id, why, whylen);
-        if (st->order && (r == PB_ENOTFOUND || (r == 0 && strcmp(id, want) != 0)))
+        int h = leader_holds(m, st->p->name, st->offset, st->seq, why, whylen);
+        if (h < 0)
+            return -1;
+        if (h == 0 && st->order)
             continue; /* the leader no longer holds that copy there: gone already */
-        if (r == PB_ENOTFOUND || (r == 0 && strcmp(id, want) != 0)) {
-            snprintf(why, whylen,
-                     "its replicas disagree: a consumer read %s at sequence %" PRIu64
-                     ", the leader has %s there",
-                     want, st->seq, r == 0 ? (*id ? id : "a message without id") : "nothing");
-            rc = -1;
+        if (h == 0) {
+            rc = -1; /* why says how the replicas disagree */
             continue;
         }
-        if (r == 0)
-            r = mirror_nats_delete(m->nats, st->seq, why, whylen);
+        int r = mirror_nats_delete(m->nats, st->seq, why, whylen);
         if (r < 0 && r != PB_ENOTFOUND)
             return -1;
         st->p->scan_deleted++;
@@ -247,18 +259,14 @@ void mirror_scan_hit(void *ctx, const char *part_name, uint64_t offset, uint64_t
  * cannot say. */
 static int confirm_order_base(mirror *m, mpart *p, char *why, size_t whylen)
 {
-    char want[MIRROR_MSG_ID_MAX], id[MIRROR_MSG_ID_MAX] = "";
-    snprintf(want, sizeof want, "%s:%" PRIu64, p->name, p->off_last);
-    int r = m->id_at(m->nats, p->seq_last, id, sizeof id, why, whylen);
-    if (r == 0 && strcmp(id, want) == 0)
-        return 0;
-    if (r < 0 && r != PB_ENOTFOUND)
-        return -1;
+    int h = leader_holds(m, p->name, p->off_last, p->seq_last, why, whylen);
+    if (h != 0)
+        return h < 0 ? -1 : 0;
     logging_printf(LOG_WARN,
-                   "mirror %s: stream %s no longer holds %s at sequence %" PRIu64
+                   "mirror %s: stream %s no longer holds %s:%" PRIu64 " at sequence %" PRIu64
                    " (created again, or its limits removed it): nothing of %s is taken for out "
                    "of offset order by it",
-                   m->cfg->name, m->cfg->stream, want, p->seq_last, p->name);
+                   m->cfg->name, m->cfg->stream, p->name, p->off_last, p->seq_last, p->name);
     size_t kept = 0;
     for (size_t i = 0; i < m->n_strays; i++)
         if (!(m->strays[i].order && m->strays[i].p == p))
@@ -287,18 +295,8 @@ int mirror_apply_scan(mirror *m, char *why, size_t whylen)
         mpart *p = m->parts[i];
         if (p->scan_next == p->cursor)
             continue;
-        char want[MIRROR_MSG_ID_MAX], id[MIRROR_MSG_ID_MAX] = "";
-        snprintf(want, sizeof want, "%s:%" PRIu64, p->name, p->scan_next - 1);
-        int r = m->id_at(m->nats, p->scan_seq, id, sizeof id, why, whylen);
-        if (r == PB_ENOTFOUND || (r == 0 && strcmp(id, want) != 0)) {
-            snprintf(why, whylen,
-                     "its replicas disagree: a consumer read %s at sequence %" PRIu64
-                     ", the leader has %s there",
-                     want, p->scan_seq, r == 0 ? (*id ? id : "a message without id") : "nothing");
-            r = PB_ESERVER;
-        }
-        if (r < 0)
-            rc = -1;
+        if (leader_holds(m, p->name, p->scan_next - 1, p->scan_seq, why, whylen) != 1)
+            rc = -1; /* why says how the replicas disagree, or why the leader cannot say */
     }
     if (rc == 0 && m->n_strays && mirror_delete_strays(m, why, whylen) < 0)
         rc = -1;
