@@ -203,7 +203,10 @@ int log_create_segment(pb_log *log, uint64_t base)
  * starts a new one at the next offset. */
 static int rotate(pb_log *log)
 {
-    int rc = log->io->fdatasync(log->io, log->fd);
+    int rc = log_sync_collect(log);
+    if (rc < 0)
+        return rc;
+    rc = log->io->fdatasync(log->io, log->fd);
     if (rc < 0)
         return log_fail(log, rc, "fdatasync of", log->log_path, log->size);
     log_cache_rotated(log); /* durable: its pages may go */
@@ -223,6 +226,9 @@ static int flush(pb_log *log, struct iovec *iov, size_t cnt, uint64_t bytes, con
     if (log->opt.direct_min_bytes > 0 && bytes >= log->opt.direct_min_bytes && !log->direct_off)
         rc = log_direct_write(log, iov, cnt, bytes); /* 1: not taken: the ordinary way */
     if (rc > 0) {
+        int c = log_sync_collect(log); /* failed: the log is, and says why */
+        if (c < 0)
+            return c;
         if (log->crc_later)
             log_seal_all(log, iov, cnt);
         rc = fileio_write_all(log->io, log->fd, iov, cnt, (off_t)log->size);
@@ -267,6 +273,7 @@ int log_release(pb_log *log)
 {
     if (log->released)
         return 0;
+    (void)log_sync_collect(log); /* its outcome is kept for log_sync_finish */
     log->idx_reopen = log->idx_fd >= 0;
     log_close_index(log);
     log_direct_close(log);
@@ -434,18 +441,67 @@ int log_append(pb_log *log, const log_entry *e, size_t n, uint64_t *first_offset
 
 int log_sync(pb_log *log)
 {
+    int rc = log_sync_collect(log);
+    if (rc < 0)
+        return rc;
     if (log->failed)
         return PB_EFAILED;
     if (log->released) {
-        int rc = resume(log);
+        rc = resume(log);
         if (rc < 0)
             return rc;
     }
-    int rc = log->io->fdatasync(log->io, log->fd);
+    rc = log->io->fdatasync(log->io, log->fd);
     if (rc < 0)
         return log_fail(log, rc, "fdatasync of", log->log_path, log->size);
-    log_cache_synced(log); /* durable: what lies cache_bytes behind may leave the cache */
+    log_cache_synced(log,
+                     log->size); /* durable: what lies cache_bytes behind may leave the cache */
     return 0;
+}
+
+int log_sync_collect(pb_log *log)
+{
+    if (!log->sync_pending || log->sync_collected)
+        return log->sync_pending ? log->sync_rc : 0;
+    int rc = log_direct_sync_wait(log, log->sync_job, &log->sync_ns);
+    log->sync_collected = true;
+    log->sync_rc = rc;
+    if (rc < 0)
+        return log_fail(log, rc, "fdatasync of", log->log_path, log->sync_size);
+    log_cache_synced(log, log->sync_size);
+    return 0;
+}
+
+int log_sync_start(pb_log *log)
+{
+    int rc = log_sync_finish(log, NULL); /* one at a time */
+    if (rc < 0)
+        return rc;
+    if (log->failed)
+        return PB_EFAILED;
+    uint64_t seq = log->released ? 0 : log_direct_sync_submit(log);
+    if (seq == 0)
+        return log_sync(log); /* no helper thread: in line */
+    log->sync_pending = true;
+    log->sync_collected = false;
+    log->sync_job = seq;
+    log->sync_size = log->size;
+    return 0;
+}
+
+int log_sync_finish(pb_log *log, uint64_t *sync_ns)
+{
+    int rc = log_sync_collect(log);
+    if (sync_ns)
+        *sync_ns = log->sync_pending ? log->sync_ns : 0;
+    log->sync_pending = false;
+    log->sync_collected = false;
+    return rc;
+}
+
+bool log_sync_async(const pb_log *log)
+{
+    return log_direct_async(log);
 }
 
 uint64_t log_next_offset(const pb_log *log)

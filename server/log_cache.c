@@ -72,19 +72,19 @@ static void drop_behind(pb_log *log, uint64_t end)
 
 /* The active segment's limit: what lies cache_bytes behind its end, on a
  * page boundary (a partly dropped page would only be read again). */
-static uint64_t active_limit(const pb_log *log)
+static uint64_t active_limit(const pb_log *log, uint64_t size)
 {
-    if (log->size <= log->opt.cache_bytes)
+    if (size <= log->opt.cache_bytes)
         return 0;
-    return (log->size - log->opt.cache_bytes) / PAGE_ALIGN * PAGE_ALIGN;
+    return (size - log->opt.cache_bytes) / PAGE_ALIGN * PAGE_ALIGN;
 }
 
-void log_cache_synced(pb_log *log)
+void log_cache_synced(pb_log *log, uint64_t durable_size)
 {
     if (log->opt.cache_bytes == 0 || !log->io->drop_cache || log->fd < 0)
         return;
-    drop_behind(log, log->cache_origin + log->size);
-    uint64_t limit = active_limit(log);
+    drop_behind(log, log->cache_origin + durable_size);
+    uint64_t limit = active_limit(log, durable_size);
     if (limit >= log->cache_from + DROP_STEP) {
         drop_range(log, log->fd, log->cache_from, limit);
         log->cache_from = limit;
@@ -96,7 +96,7 @@ void log_cache_rotated(pb_log *log)
     uint64_t end = log->cache_origin + log->size;
     if (log->opt.cache_bytes > 0 && log->io->drop_cache && log->fd >= 0) {
         drop_behind(log, end);
-        uint64_t limit = active_limit(log);
+        uint64_t limit = active_limit(log, log->size);
         if (limit > log->cache_from) {
             drop_range(log, log->fd, log->cache_from, limit);
             log->cache_from = limit;

@@ -43,6 +43,12 @@
  * calls and the helper's never overlap). Without a thread (pthread_create failed) the
  * writes are made in line, as before.
  *
+ * The helper also runs log_sync_start's fdatasync (a sync job, after the
+ * writes queued before it), so that the writer can prepare and copy the
+ * next append while the device syncs; that append's jobs queue behind it.
+ * A sync job's outcome is kept apart from the writes' (a failed sync fails
+ * the log, as log_sync's would; it never turns direct writes off).
+ *
  * A file system that refuses O_DIRECT (open or write EINVAL), or any failed
  * direct write, makes this log go back to buffered writes for good, with a
  * message; the caller then writes the whole append the ordinary way, over
@@ -50,8 +56,8 @@
  * Only a failure of an ordinary write fails the log.
  *
  * Threads: the partition's writer thread, like the rest of pb_log, and the
- * helper thread, which only runs the direct writes the writer hands it
- * (direct_io's job, under its mutex).
+ * helper thread, which only runs the direct writes and syncs the writer
+ * hands it (direct_io's job, under its mutex).
  */
 #include "log_internal.h"
 
@@ -63,6 +69,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define DIRECT_ALIGN_DEFAULT 4096u
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -73,7 +80,8 @@
 #define DIRECT_STAGE (1024u * 1024u) /* bytes per direct write; each staging buffer */
 
 /* One write for the helper: len bytes of buf at pos of fd, then (out) the
- * same range written out to the device. */
+ * same range written out to the device; or (sync) an fdatasync of fd
+ * (log_direct_sync_submit). */
 typedef struct job {
     const fileio *io;
     int fd;
@@ -81,10 +89,12 @@ typedef struct job {
     size_t len;
     uint64_t pos;
     bool out;
+    bool sync;
 } job;
 
-/* Jobs queued at most: the head block's and one per staging buffer. */
-#define QUEUE 3
+/* Jobs queued at most: the previous append's sync, the head block's and
+ * one per staging buffer. */
+#define QUEUE 4
 
 /* The staging buffers and the helper thread that writes them. */
 struct direct_io {
@@ -102,7 +112,19 @@ struct direct_io {
     int err;
     bool err_lead; /* the failed job was the head block's (ordinary) */
     bool quit;
+    /* Under mu: the outcome of the last sync job and how long its
+     * fdatasync took (kept apart from err: a failed sync is the log's
+     * failure, never a reason to give up direct writes). */
+    int sync_rc;
+    uint64_t sync_ns;
 };
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 static int write_at(const fileio *io, int fd, uint8_t *buf, size_t len, uint64_t pos)
 {
@@ -123,7 +145,9 @@ static int run_job(const job *j)
 /* Mu held: the outcome of job j. */
 static void job_done(direct_io *d, const job *j, int rc)
 {
-    if (rc < 0 && d->err == 0) {
+    if (j->sync) {
+        d->sync_rc = rc;
+    } else if (rc < 0 && d->err == 0) {
         d->err = rc;
         d->err_lead = j->out;
     }
@@ -140,10 +164,15 @@ static void *helper_main(void *arg)
         if (d->n == 0)
             break; /* quit, nothing queued */
         job j = d->q[d->head];
-        bool skip = d->err != 0; /* after a failure: the append is redone or fails */
+        /* After a failed write: the append is redone or fails. A sync is
+         * always made (it follows a settled append: nothing failed). */
+        bool skip = d->err != 0 && !j.sync;
         pthread_mutex_unlock(&d->mu);
-        int rc = skip ? 0 : run_job(&j);
+        uint64_t t0 = j.sync ? mono_ns() : 0;
+        int rc = j.sync ? j.io->fdatasync(j.io, j.fd) : skip ? 0 : run_job(&j);
         pthread_mutex_lock(&d->mu);
+        if (j.sync)
+            d->sync_ns = mono_ns() - t0;
         d->head = (d->head + 1) % QUEUE;
         d->n--;
         job_done(d, &j, rc);
@@ -252,6 +281,8 @@ static int give_up(pb_log *log, int rc, const char *what)
  * when direct writes are given up. */
 static int prepare(pb_log *log)
 {
+    if (log->dfd < 0)
+        log_sync_collect(log); /* the writer's own file calls never overlap the helper's */
     if (!log->dio && !(log->dio = direct_io_new(log->dir)))
         return 1; /* no memory now: this append goes the ordinary way */
     if (log->dfd < 0) {
@@ -372,6 +403,32 @@ int log_direct_write(pb_log *log, const struct iovec *iov, size_t cnt, uint64_t 
     return settle(log, d->queued);
 }
 
+bool log_direct_async(const pb_log *log)
+{
+    return log->dio && log->dio->threaded && !log->direct_off && !log->released && log->fd >= 0;
+}
+
+uint64_t log_direct_sync_submit(pb_log *log)
+{
+    direct_io *d = log->dio;
+    if (!d || !d->threaded || log->fd < 0)
+        return 0;
+    job j = {.io = log->io, .fd = log->fd, .sync = true};
+    return job_submit(d, &j);
+}
+
+int log_direct_sync_wait(pb_log *log, uint64_t seq, uint64_t *ns)
+{
+    direct_io *d = log->dio;
+    pthread_mutex_lock(&d->mu);
+    while (d->finished < seq)
+        pthread_cond_wait(&d->done, &d->mu);
+    int rc = d->sync_rc;
+    *ns = d->sync_ns;
+    pthread_mutex_unlock(&d->mu);
+    return rc;
+}
+
 void log_direct_close(pb_log *log)
 {
     if (log->dfd >= 0) {
@@ -385,6 +442,7 @@ size_t log_direct_free(pb_log *log)
     direct_io *d = log->dio;
     if (!d)
         return 0;
+    log_sync_collect(log); /* a sync begun on the helper is waited for (its outcome kept) */
     if (d->threaded) {
         pthread_mutex_lock(&d->mu);
         d->quit = true; /* nothing is in flight between appends */

@@ -77,6 +77,18 @@ struct pb_log {
     bool direct_off;
     bool crc_later;
 
+    /* log_sync_start: an fdatasync of the active segment queued on the
+     * direct-write helper (job sync_job, begun when the segment held
+     * sync_size bytes), until log_sync_finish. Collected (sync_rc, sync_ns)
+     * once waited for: by log_sync_finish, or before the writer's own next
+     * file call (log_sync_collect), which then keeps the outcome for it. */
+    bool sync_pending;
+    bool sync_collected;
+    int sync_rc;
+    uint64_t sync_job;
+    uint64_t sync_size;
+    uint64_t sync_ns;
+
     /* Reusable append buffers: grow to the largest batch, then stay. */
     uint8_t *hdrs;
     size_t hdrs_cap; /* records */
@@ -148,9 +160,30 @@ void log_create_index(pb_log *log, int64_t created);
  * whole header unless the crash came before that sync (never acked). */
 int log_create_segment(pb_log *log, uint64_t base);
 
-/* log_cache.c: everything appended is durable (a sync succeeded): drops the
- * pages of what lies more than opt.cache_bytes behind the end. */
-void log_cache_synced(pb_log *log);
+/* log_cache.c: the active segment's first durable_size bytes are durable (a
+ * sync succeeded): drops the pages of what lies more than opt.cache_bytes
+ * behind that. */
+void log_cache_synced(pb_log *log, uint64_t durable_size);
+
+/* log.c: waits for the sync log_sync_start queued, if any and not yet
+ * waited for, and records its outcome (a failure fails the log, as
+ * log_sync's would). The writer calls it before any file call of its own
+ * while a sync may be running on the helper (rotation, a close, an
+ * ordinary write, log_sync). Returns the outcome (0: none pending). */
+int log_sync_collect(pb_log *log);
+
+/* log_direct.c: queues an fdatasync of the active segment on the helper,
+ * after every write queued there; its job number, or 0 when there is no
+ * helper thread (the caller syncs in line). */
+uint64_t log_direct_sync_submit(pb_log *log);
+
+/* log_direct.c: a helper thread runs this log's direct writes (and would
+ * run a sync). */
+bool log_direct_async(const pb_log *log);
+
+/* log_direct.c: waits for sync job seq: its fdatasync's result; *ns gets
+ * how long that took. */
+int log_direct_sync_wait(pb_log *log, uint64_t seq, uint64_t *ns);
 
 /* log_cache.c, at rotation, once the closed segment (still open as
  * log->fd, log->size bytes) is durable and before it is closed: drops all

@@ -20,6 +20,16 @@
  * registers its live queue after the callback already sees the new end and
  * reads those records from the files: no gap. One registered before the
  * callback may get them both ways and skips the duplicates by offset.
+ * Pipelined (fsync=always, direct writes on, a take without ids or
+ * expectations: partition_write.c, write_pipelined): the take's fdatasync
+ * runs on the log's direct-write helper thread while the writer admits and
+ * appends the next take (whose writes queue behind that sync); the steps
+ * after log_sync run for the first take once its own sync has returned
+ * (after the second take's append, before the second's sync is awaited).
+ * Each take is acked exactly when its own sync succeeded: a failed sync
+ * fails the take appended behind it too (the log is failed), and a failed
+ * append of the second never un-acks the first. A take with ids or
+ * expectations waits until the pending one is acked (it must see it).
  * Under fsync=interval/never the sync step is left out (interval: done when
  * fsync_interval_ms has passed since the last sync, and when idle), so acks
  * can cover records a power loss would take: the documented trade-off.
@@ -149,6 +159,14 @@ static void *writer_main(void *arg)
         /* Parts admitted ahead (partition_ahead.c) are work already taken. */
         bool ahead = p->ahead.parts != NULL;
         pthread_mutex_lock(&p->lock);
+        if (p->pend.on && !ahead && !p->head) {
+            /* Nothing queued to go on with: the pending take's sync is
+             * waited for and the take acked before anything else (an idle
+             * wait, an interval sync, upkeep, the end). */
+            pthread_mutex_unlock(&p->lock);
+            partition_finish_pending(p);
+            continue;
+        }
         enum wake why = ahead ? WAKE_WORK : wait_for_work(p);
         if (why == WAKE_IDLE) {
             pthread_mutex_unlock(&p->lock);
@@ -319,6 +337,8 @@ static void partition_free(partition *p)
     dedup_destroy(p->dedup);
     free(p->entries);
     free(p->recs);
+    free(p->pend.entries);
+    free(p->pend.recs);
     free(p->ahead.entries);
     free(p->ahead.recs);
     free(p->ahead.slot_block);

@@ -13,6 +13,7 @@
 #include "compressor.h"
 #include "dedup.h"
 #include "event.h"
+#include "expect.h"
 #include "topics.h"
 #include "upkeep.h"
 
@@ -54,6 +55,24 @@ typedef struct take_ahead {
     live_record *recs;
     size_t cap;
 } take_ahead;
+
+/* partition_write.c: a take appended whose sync runs on the log's helper
+ * (log_sync_start) while the writer goes on with the next take; finished
+ * (acked, or failed) once that sync is known (partition_finish_pending).
+ * Its batch arrays are the other half of a pair that swaps with the
+ * partition's; its records point at its own copy of the receive time. */
+typedef struct take_pending {
+    bool on;
+    expect_take x;
+    pub_part *all;
+    size_t n;
+    uint64_t first;
+    uint64_t sync_from; /* CLOCK_MONOTONIC ns of log_sync_start (metrics) */
+    log_entry *entries;
+    live_record *recs;
+    size_t cap;
+    uint8_t suffix[SUFFIX_SLOT];
+} take_pending;
 
 struct partition {
     char *name;
@@ -107,6 +126,7 @@ struct partition {
     uint8_t suffix_own[SUFFIX_SLOT];
     uint8_t (*slots)[SUFFIX_SLOT]; /* NULL, or half of ahead.slot_block (swaps with ahead.slots) */
     take_ahead ahead;              /* partition_ahead.c */
+    take_pending pend;             /* partition_write.c: the take whose sync runs */
     size_t window_max;       /* largest take of the current shrink window */
     uint32_t window_takes;   /* takes in it */
     int64_t last_time_ns;    /* receive times never go backwards */
@@ -146,6 +166,10 @@ void partition_run_upkeep(partition *p);
  * published and every part completed. */
 void partition_write_take(partition *p, pub_part *taken);
 void partition_write_replica_take(partition *p, pub_part *taken);
+/* Writer thread: waits for the sync of the take left pending (if any) and
+ * acks it, or fails it with the sync's error. Before anything but the next
+ * plain take: the writer going idle, ending, syncing, a replica take. */
+void partition_finish_pending(partition *p);
 
 struct expect_take;
 

@@ -5,8 +5,10 @@
  * fsync asks for, the offsets into the batches, the topic table, the end
  * offset, the fan-out and done(); a replica's take (records from the
  * primary, offsets kept); and the upkeep between takes (retention, free
- * space). The durability order and the failure rules are described at the
- * top of partition.c, which runs the thread.
+ * space); a plain take's pipelined sync (write_pipelined: the next take is
+ * admitted and appended while the device syncs this one). The durability
+ * order and the failure rules are described at the top of partition.c,
+ * which runs the thread.
  */
 #include "partition.h"
 #include "partition_internal.h"
@@ -170,6 +172,21 @@ void partition_shrink_arrays(partition *p, size_t keep)
         }
         p->cap = keep;
     }
+    /* The pending slot's pair (it swaps with the above), when no take holds it. */
+    take_pending *t = &p->pend;
+    if (!t->on && t->cap > keep) {
+        freed += (t->cap - keep) * (sizeof *t->entries + sizeof *t->recs);
+        if (keep == 0) {
+            free(t->entries);
+            free(t->recs);
+            t->entries = NULL;
+            t->recs = NULL;
+            t->cap = 0;
+        } else if (grow_resize(&t->entries, keep, sizeof *t->entries) == 0 &&
+                   grow_resize(&t->recs, keep, sizeof *t->recs) == 0) {
+            t->cap = keep;
+        }
+    }
     /* Large blocks freed by a thread may stay in its malloc arena; a burst
      * of millions of events must not pin hundreds of MiB. */
     if (freed > TRIM_BYTES)
@@ -292,11 +309,11 @@ void partition_run_upkeep(partition *p)
 
 /* Writes, syncs (per policy) and completes one take of the queue. */
 /* The take's n stored records into the partition's counters. */
-static void count_appended(partition *p, size_t n)
+static void count_appended(partition *p, const live_record *recs, size_t n)
 {
     uint64_t bytes = 0;
     for (size_t i = 0; i < n; i++)
-        bytes += p->recs[i].len + p->recs[i].suffix_len;
+        bytes += recs[i].len + recs[i].suffix_len;
     atomic_fetch_add_explicit(&p->events_appended, n, memory_order_relaxed);
     atomic_fetch_add_explicit(&p->bytes_appended, bytes, memory_order_relaxed);
 }
@@ -433,13 +450,15 @@ static bool admit_take(partition *p, pub_part *taken, expect_take *x, pub_part *
     return true;
 }
 
-/* The take's n records are durable from offset first on: offsets, topic
- * table, end offset, the durable callback, done(), acked, and the upkeep
- * after a take. */
-static void take_stored(partition *p, const expect_take *x, pub_part *all, size_t n, uint64_t first)
+/* The take's n records (recs) are durable from offset first on: offsets,
+ * topic table, end offset, the durable callback, done(), acked, and the
+ * upkeep after a take. busy: records of the partition's arrays still in use
+ * (a take appended after this one): they are not shrunk below that. */
+static void take_stored(partition *p, const expect_take *x, pub_part *all, size_t n, uint64_t first,
+                        const live_record *recs, size_t busy)
 {
     expect_commit(x, all);
-    if (topics_add(p->topics, p->recs, n) < 0 && !p->topics_warned) {
+    if (topics_add(p->topics, recs, n) < 0 && !p->topics_warned) {
         p->topics_complete = false; /* expectations are refused from now on */
         p->topics_warned = true;
         logging_printf(LOG_WARN,
@@ -448,15 +467,15 @@ static void take_stored(partition *p, const expect_take *x, pub_part *all, size_
                        p->name);
     }
     if (n > 0) {
-        count_appended(p, n);
+        count_appended(p, recs, n);
         atomic_store_explicit(&p->end_offset, first + n, memory_order_release);
     }
     if (p->opts.durable && n > 0)
-        p->opts.durable(p->opts.durable_ctx, p, p->recs, n);
+        p->opts.durable(p->opts.durable_ctx, p, recs, n);
     complete_stored(all);
     if (p->opts.durable && p->opts.acked && n > 0)
         p->opts.acked(p->opts.durable_ctx);
-    shrink_after_take(p, n);
+    shrink_after_take(p, n > busy ? n : busy);
     /* A rotation closed a segment: the size limit may be passed. After the
      * acks, so that publishers do not wait for the removal. */
     if (upkeep_after_take(&p->up, p->log) < 0)
@@ -464,13 +483,159 @@ static void take_stored(partition *p, const expect_take *x, pub_part *all, size_
     partition_compress_step(p, false);
 }
 
+/* May this take be left pending, its sync running on the log's helper
+ * while the writer goes on with the next one (write_pipelined)? Under
+ * fsync = always, with a helper thread, nothing admitted ahead, and no
+ * event with an id and no expectation in it: the next take's admission
+ * then depends on nothing that this take's ack changes (the topic table
+ * that expectations read, the dedup window that ids are checked in). */
+static bool take_is_plain(const partition *p, const pub_part *taken)
+{
+    if (p->opts.fsync != PARTITION_FSYNC_ALWAYS || p->ahead.parts || !p->log ||
+        !log_sync_async(p->log))
+        return false;
+    for (; taken; taken = taken->next) {
+        const pub_batch *b = taken->batch;
+        if (b->replica || b->nexpect > 0)
+            return false;
+        for (uint32_t k = 0; k < taken->count; k++)
+            if (b->events[taken->events[k]].id_len > 0)
+                return false;
+    }
+    return true;
+}
+
+/* The pending take's sync ended with rc (taking ns): acked when it
+ * succeeded, else failed with rc (the partition with it: the log is).
+ * busy: records of the take appended after it, in the partition's arrays. */
+static void complete_pending(partition *p, int rc, uint64_t ns, size_t busy)
+{
+    take_pending *t = &p->pend;
+    if (!t->on)
+        return;
+    t->on = false;
+    metrics_fsync_ns(ns);
+    if (rc < 0) {
+        atomic_fetch_add_explicit(&p->fsync_errors, 1, memory_order_relaxed);
+        if (log_status(p->log) < 0)
+            partition_set_failed(p, rc, "fdatasync");
+        expect_take_failed(&t->x);
+        partition_complete_all(t->all, rc);
+        return;
+    }
+    p->last_sync_mono = partition_mono_ns();
+    take_stored(p, &t->x, t->all, t->n, t->first, t->recs, busy);
+}
+
+void partition_finish_pending(partition *p)
+{
+    if (!p->pend.on)
+        return;
+    uint64_t ns = 0;
+    int rc = log_sync_finish(p->log, &ns);
+    if (rc == 0)
+        p->dirty = false; /* nothing was appended after it */
+    complete_pending(p, rc, ns, 0);
+}
+
+/* The take (n records in the partition's arrays, appended from first on,
+ * its sync begun) becomes the pending one: its arrays swap with the
+ * pending slot's (free: the take before was finished), its records point
+ * at the slot's copy of their receive time (the next take's admission
+ * encodes its own into p->suffix). */
+static void leave_pending(partition *p, const expect_take *x, pub_part *all, size_t n,
+                          uint64_t first)
+{
+    take_pending *t = &p->pend;
+    log_entry *e = t->entries;
+    live_record *r = t->recs;
+    size_t cap = t->cap;
+    t->entries = p->entries;
+    t->recs = p->recs;
+    t->cap = p->cap;
+    p->entries = e;
+    p->recs = r;
+    p->cap = cap;
+    memcpy(t->suffix, x->suffix, x->suffix_len);
+    for (size_t i = 0; i < n; i++)
+        t->recs[i].suffix = t->suffix;
+    t->x = *x;
+    t->x.suffix = t->suffix;
+    t->all = all;
+    t->n = n;
+    t->first = first;
+    t->on = true;
+}
+
+/* The take's append failed (rc): refused before anything was written (the
+ * log intact: the publisher may retry), or the log failed. */
+static void append_failed(partition *p, const expect_take *x, pub_part *all, int rc)
+{
+    if (log_status(p->log) < 0) {
+        atomic_fetch_add_explicit(&p->write_errors, 1, memory_order_relaxed);
+        partition_set_failed(p, rc, "write");
+        note_failure(p);
+    }
+    take_not_stored(p, x, all, rc);
+}
+
+/* A plain take (take_is_plain): appended (its writes queue on the log's
+ * helper behind the pending take's sync, while the writer encodes and
+ * copies), then the pending take's sync collected, this take's begun, the
+ * pending take acked (or failed) meanwhile, and this one left pending: the
+ * device syncs it while the writer admits and copies the next take. Each
+ * take is acked exactly when its own sync succeeded: a failure of this
+ * take never un-acks the one before, and a failed sync of that one fails
+ * this one too (the log is failed: nothing after a failed sync is acked). */
+static void write_pipelined(partition *p, const expect_take *x, pub_part *all, size_t n)
+{
+    uint64_t first = x->next;
+    int rc = n > 0 ? log_append(p->log, p->entries, n, &first) : 0;
+    uint64_t ns = 0;
+    int prev = p->pend.on ? log_sync_finish(p->log, &ns) : 0;
+    bool ok = rc >= 0 && prev == 0 && first == x->next;
+    int src = ok && n > 0 ? log_sync_start(p->log) : 0;
+    complete_pending(p, prev, ns, n);
+    if (rc < 0)
+        append_failed(p, x, all, rc);
+    else if (prev < 0)
+        take_not_stored(p, x, all, prev);
+    else if (first != x->next) {
+        /* Cannot happen: only this thread appends. */
+        logging_printf(LOG_ERROR, "partition %s: appended at offset %llu, expected %llu", p->name,
+                       (unsigned long long)first, (unsigned long long)x->next);
+        partition_set_failed(p, PB_ECORRUPT, "append");
+        take_not_stored(p, x, all, PB_ECORRUPT);
+    } else if (src < 0) {
+        atomic_fetch_add_explicit(&p->fsync_errors, 1, memory_order_relaxed);
+        if (log_status(p->log) < 0)
+            partition_set_failed(p, src, "fdatasync");
+        take_not_stored(p, x, all, src);
+    } else if (n == 0) {
+        take_stored(p, x, all, 0, first, p->recs, 0);
+    } else {
+        p->dirty = true;
+        leave_pending(p, x, all, n, first);
+    }
+}
+
 void partition_write_take(partition *p, pub_part *taken)
 {
+    /* A take that is not plain is decided, written and synced after the
+     * pending one is acked, as every take was before pipelining. */
+    bool plain = take_is_plain(p, taken);
+    if (!plain)
+        partition_finish_pending(p);
     expect_take x = {0};
     pub_part *all = NULL;
     size_t n = 0;
     if (!admit_take(p, taken, &x, &all, &n))
         return;
+    if (plain && x.ids == 0) {
+        write_pipelined(p, &x, all, n);
+        return;
+    }
+    partition_finish_pending(p); /* (plain takes have no ids: cannot be pending here) */
     int rc;
     if (x.ids > 0 && !p->ids_marked && (rc = mark_ids(p)) < 0) {
         expect_take_failed(&x);
@@ -497,7 +662,7 @@ void partition_write_take(partition *p, pub_part *taken)
         take_not_stored(p, &x, all, PB_ECORRUPT);
         return;
     }
-    take_stored(p, &x, all, n, first);
+    take_stored(p, &x, all, n, first, p->recs, 0);
 }
 
 /* Queues the replica take's records (pub_batch.replica) into entries and
@@ -544,6 +709,7 @@ static bool replica_has_ids(const pub_part *taken)
  * per the same policy, then announced and completed like any take. */
 void partition_write_replica_take(partition *p, pub_part *taken)
 {
+    partition_finish_pending(p);
     if (atomic_load(&p->status) < 0) {
         partition_complete_all(taken, atomic_load(&p->up.heal_pending) ? -ENOSPC : PB_EFAILED);
         return;

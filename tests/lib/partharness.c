@@ -1,0 +1,383 @@
+/* partharness - see partharness.h. */
+#include "partharness.h"
+
+#include "event.h"
+#include "pb_errors.h"
+#include "reader.h"
+#include "testfs.h"
+#include "wire.h"
+
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+static ph_harness *io_h(const fileio *io)
+{
+    return io->ctx;
+}
+
+static int t_open(const fileio *io, const char *path, int flags, int mode)
+{
+    int fd = fileio_posix()->open(fileio_posix(), path, flags, mode);
+    size_t n = strlen(path);
+    if (fd >= 0 && fd < MAX_FD) {
+        ph_harness *h = io_h(io);
+        pthread_mutex_lock(&h->lock);
+        h->is_log[fd] = n > 4 && strcmp(path + n - 4, ".log") == 0;
+        h->unsynced[fd] = false;
+        pthread_mutex_unlock(&h->lock);
+    }
+    return fd;
+}
+
+static ssize_t t_pwritev(const fileio *io, int fd, const struct iovec *iov, int iovcnt, off_t off)
+{
+    ph_harness *h = io_h(io);
+    pthread_mutex_lock(&h->lock);
+    bool is_log = fd < MAX_FD && h->is_log[fd];
+    int fail = is_log ? h->fail_write : 0;
+    void (*hook)(void *) = is_log ? h->write_hook : NULL;
+    void *hook_arg = h->write_hook_arg;
+    if (hook)
+        h->write_hook = NULL;
+    pthread_mutex_unlock(&h->lock);
+    if (hook)
+        hook(hook_arg);
+    if (fail)
+        return -fail;
+    ssize_t r = fileio_posix()->pwritev(fileio_posix(), fd, iov, iovcnt, off);
+    if (r > 0 && is_log) {
+        pthread_mutex_lock(&h->lock);
+        h->unsynced[fd] = true;
+        pthread_mutex_unlock(&h->lock);
+    }
+    return r;
+}
+
+static ssize_t t_pread(const fileio *io, int fd, void *buf, size_t len, off_t off)
+{
+    return fileio_posix()->pread(fileio_posix(), fd, buf, len, off);
+}
+
+static int t_fdatasync(const fileio *io, int fd)
+{
+    ph_harness *h = io_h(io);
+    pthread_mutex_lock(&h->lock);
+    bool is_log = fd < MAX_FD && h->is_log[fd];
+    if (is_log) {
+        h->sync_calls++;
+        while (h->gate_closed) {
+            h->blocked++;
+            pthread_cond_broadcast(&h->cond);
+            pthread_cond_wait(&h->cond, &h->lock);
+            h->blocked--;
+        }
+    }
+    int fail = is_log ? h->fail_sync : 0;
+    pthread_mutex_unlock(&h->lock);
+    if (fail)
+        return -fail;
+    int r = fileio_posix()->fdatasync(fileio_posix(), fd);
+    if (r == 0 && is_log) {
+        char name[16] = "";
+        (void)pthread_getname_np(pthread_self(), name, sizeof name);
+        pthread_mutex_lock(&h->lock);
+        h->helper_syncs += strncmp(name, "pbd:", 4) == 0;
+        h->syncs++;
+        h->unsynced[fd] = false; /* only the writer thread writes: nothing came in between */
+        pthread_cond_broadcast(&h->cond);
+        pthread_mutex_unlock(&h->lock);
+    }
+    return r;
+}
+
+static int t_fsync(const fileio *io, int fd)
+{
+    return fileio_posix()->fsync(fileio_posix(), fd);
+}
+
+static int t_ftruncate(const fileio *io, int fd, off_t len)
+{
+    return fileio_posix()->ftruncate(fileio_posix(), fd, len);
+}
+
+static int t_fsize(const fileio *io, int fd, off_t *size)
+{
+    return fileio_posix()->fsize(fileio_posix(), fd, size);
+}
+
+static int t_close(const fileio *io, int fd)
+{
+    ph_harness *h = io_h(io);
+    if (fd >= 0 && fd < MAX_FD) {
+        pthread_mutex_lock(&h->lock);
+        h->is_log[fd] = false;
+        h->unsynced[fd] = false;
+        pthread_mutex_unlock(&h->lock);
+    }
+    return fileio_posix()->close(fileio_posix(), fd);
+}
+
+static int t_mkdir(const fileio *io, const char *path, int mode)
+{
+    return fileio_posix()->mkdir(fileio_posix(), path, mode);
+}
+
+static int t_rmdir(const fileio *io, const char *path)
+{
+    return fileio_posix()->rmdir(fileio_posix(), path);
+}
+
+static int t_unlink(const fileio *io, const char *path)
+{
+    return fileio_posix()->unlink(fileio_posix(), path);
+}
+
+static int t_rename(const fileio *io, const char *from, const char *to)
+{
+    return fileio_posix()->rename(fileio_posix(), from, to);
+}
+
+static int t_list_dir(const fileio *io, const char *path, fileio_dirent_fn fn, void *arg)
+{
+    return fileio_posix()->list_dir(fileio_posix(), path, fn, arg);
+}
+
+static int64_t t_now(void *ctx)
+{
+    ph_harness *h = ctx;
+    return atomic_load(&h->clock_ns);
+}
+
+size_t ph_early_acks(ph_harness *h)
+{
+    pthread_mutex_lock(&h->lock);
+    size_t n = h->early_acks;
+    pthread_mutex_unlock(&h->lock);
+    return n;
+}
+
+void ph_on_done(pub_part *part)
+{
+    ph_harness *h = part->batch->conn;
+    pthread_mutex_lock(&h->lock);
+    if (h->check_durable && part->status == 0)
+        for (int fd = 0; fd < MAX_FD; fd++)
+            if (h->is_log[fd] && h->unsynced[fd])
+                h->early_acks++;
+    h->done_count++;
+    ((ph_batch *)(void *)part->batch)->syncs_at_done = h->syncs; /* b is its first member */
+    atomic_fetch_sub(&part->batch->pending, 1);
+    pthread_cond_broadcast(&h->cond);
+    pthread_mutex_unlock(&h->lock);
+}
+
+static void ph_deadline_in(struct timespec *ts, int seconds)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += seconds;
+}
+
+/* Waits (bounded) until `count` done() calls have been made. */
+void ph_wait_done(ph_harness *h, size_t count)
+{
+    struct timespec ts;
+    ph_deadline_in(&ts, WAIT_LIMITS);
+    pthread_mutex_lock(&h->lock);
+    int rc = 0;
+    while (h->done_count < count && rc == 0)
+        rc = pthread_cond_timedwait(&h->cond, &h->lock, &ts);
+    size_t got = h->done_count;
+    pthread_mutex_unlock(&h->lock);
+    assert_int_equal(got, count);
+}
+
+/* Waits (bounded) until the writer is held at the fdatasync gate. */
+void ph_wait_blocked(ph_harness *h)
+{
+    struct timespec ts;
+    ph_deadline_in(&ts, WAIT_LIMITS);
+    pthread_mutex_lock(&h->lock);
+    int rc = 0;
+    while (h->blocked == 0 && rc == 0)
+        rc = pthread_cond_timedwait(&h->cond, &h->lock, &ts);
+    int blocked = h->blocked;
+    pthread_mutex_unlock(&h->lock);
+    assert_int_equal(blocked, 1);
+}
+
+/* Waits (bounded) until at least `count` .log fdatasyncs have completed. */
+void ph_wait_syncs(ph_harness *h, size_t count)
+{
+    struct timespec ts;
+    ph_deadline_in(&ts, WAIT_LIMITS);
+    pthread_mutex_lock(&h->lock);
+    int rc = 0;
+    while (h->syncs < count && rc == 0)
+        rc = pthread_cond_timedwait(&h->cond, &h->lock, &ts);
+    size_t got = h->syncs;
+    pthread_mutex_unlock(&h->lock);
+    assert_true(got >= count);
+}
+
+void ph_gate(ph_harness *h, bool closed)
+{
+    pthread_mutex_lock(&h->lock);
+    h->gate_closed = closed;
+    pthread_cond_broadcast(&h->cond);
+    pthread_mutex_unlock(&h->lock);
+}
+
+size_t ph_syncs_now(ph_harness *h)
+{
+    pthread_mutex_lock(&h->lock);
+    size_t n = h->syncs;
+    pthread_mutex_unlock(&h->lock);
+    return n;
+}
+
+/* --- batches, as net.c would build them --- */
+
+/* n events with topic "t<seq % 3>" and payload_size = seq, seq counting from first_seq. */
+ph_batch *ph_batch_new(ph_harness *h, partition *p, size_t n, uint64_t first_seq)
+{
+    ph_batch *tb = calloc(1, sizeof *tb);
+    assert_non_null(tb);
+    assert_true(n <= MAX_EVENTS);
+    size_t pos = 0;
+    for (size_t i = 0; i < n; i++) {
+        char topic[16];
+        uint64_t seq = first_seq + i;
+        int tl = snprintf(topic, sizeof topic, "t%llu", (unsigned long long)(seq % 3));
+        uint8_t *e = tb->bytes + pos;
+        size_t len = wire_put_len_field(e, 1, topic, (size_t)tl);
+        len += wire_put_varint_field(e + len, 6, seq);
+        tb->ev[i] = (pub_event){.data = e,
+                                .len = (uint32_t)len,
+                                .topic = e + 2,
+                                .topic_len = (uint32_t)tl,
+                                .part = 0,
+                                .offset = UINT64_MAX};
+        tb->idx[i] = (uint32_t)i;
+        pos += len;
+    }
+    tb->part = (pub_part){
+        .batch = &tb->b, .partition = p, .events = tb->idx, .count = (uint32_t)n, .status = 1};
+    tb->b.done = ph_on_done;
+    atomic_init(&tb->b.pending, 1);
+    tb->b.conn = h;
+    tb->b.nevents = (uint32_t)n;
+    tb->b.events = tb->ev;
+    tb->b.nparts = 1;
+    tb->b.parts = &tb->part;
+    tb->b.bytes = tb->bytes;
+    tb->b.bytes_len = pos;
+    return tb;
+}
+
+/* --- fixture --- */
+
+int ph_setup(void **state)
+{
+    ph_fixture *f = calloc(1, sizeof *f);
+    if (!f)
+        return -1;
+    strcpy(f->root, "/tmp/test_partition.XXXXXX");
+    if (!mkdtemp(f->root))
+        return -1;
+    ph_harness *h = &f->h;
+    pthread_mutex_init(&h->lock, NULL);
+    pthread_cond_init(&h->cond, NULL);
+    h->check_durable = true;
+    atomic_init(&h->clock_ns, 1700000000123456789ll);
+    h->io = (fileio){.open = t_open,
+                     .pwritev = t_pwritev,
+                     .pread = t_pread,
+                     .fdatasync = t_fdatasync,
+                     .fsync = t_fsync,
+                     .ftruncate = t_ftruncate,
+                     .fsize = t_fsize,
+                     .close = t_close,
+                     .mkdir = t_mkdir,
+                     .rmdir = t_rmdir,
+                     .unlink = t_unlink,
+                     .rename = t_rename,
+                     .list_dir = t_list_dir,
+                     .ctx = h};
+    f->opts = (partition_options){
+        .log = {.io = &h->io, .now_ns = t_now, .clock_ctx = h},
+        .fsync = PARTITION_FSYNC_ALWAYS,
+        .topic_history = 4,
+    };
+    *state = f;
+    return 0;
+}
+
+int ph_teardown(void **state)
+{
+    ph_fixture *f = *state;
+    testfs_rmrf(f->root);
+    pthread_mutex_destroy(&f->h.lock);
+    pthread_cond_destroy(&f->h.cond);
+    free(f);
+    return 0;
+}
+
+partition *ph_open(ph_fixture *f)
+{
+    partition *p = NULL;
+    assert_int_equal(partition_open(&p, f->root, "p", &f->opts), 0);
+    return p;
+}
+
+/* Submits one batch of n events and waits for its done(). */
+ph_batch *ph_publish(ph_fixture *f, partition *p, size_t n, uint64_t first_seq)
+{
+    size_t before;
+    pthread_mutex_lock(&f->h.lock);
+    before = f->h.done_count;
+    pthread_mutex_unlock(&f->h.lock);
+    ph_batch *tb = ph_batch_new(&f->h, p, n, first_seq);
+    partition_submit(p, &tb->part);
+    ph_wait_done(&f->h, before + 1);
+    return tb;
+}
+
+/* Reads the partition back: offsets 0..count-1, each event = client bytes +
+ * the server_receive_time suffix with the record's time. */
+void ph_check_files(ph_fixture *f, uint64_t count)
+{
+    char dir[96];
+    snprintf(dir, sizeof dir, "%s/p", f->root);
+    pb_reader *r;
+    assert_int_equal(pb_reader_open(&r, dir), 0);
+    for (uint64_t i = 0; i < count; i++) {
+        pb_record rec;
+        assert_int_equal(pb_reader_next(r, &rec), 0);
+        assert_int_equal(rec.offset, i);
+        event_view v;
+        char err[160];
+        assert_int_equal(event_scan(rec.event, rec.event_len, &v, err, sizeof err), 0);
+        assert_int_equal(v.payload_size, (int64_t)i); /* the tests publish seq = offset */
+        assert_true(v.server_receive_time.present);
+        assert_int_equal(v.server_receive_time.ns, rec.time_ns);
+        uint8_t want[128];
+        char topic[16];
+        int tl = snprintf(topic, sizeof topic, "t%llu", (unsigned long long)(i % 3));
+        size_t len = wire_put_len_field(want, 1, topic, (size_t)tl);
+        len += wire_put_varint_field(want + len, 6, i);
+        len += event_put_receive_time(want + len, sizeof want - len, rec.time_ns);
+        assert_int_equal(rec.event_len, len);
+        assert_memory_equal(rec.event, want, len);
+    }
+    pb_record rec;
+    assert_int_equal(pb_reader_next(r, &rec), PB_EEOF);
+    pb_reader_close(r);
+}

@@ -1,0 +1,266 @@
+/*
+ * test_partition_pipe - the partition writer's pipelined takes
+ * (partition_write.c, write_pipelined): with direct writes on, a plain
+ * take's fdatasync runs on the log's helper thread while the writer
+ * appends the next take behind it. Each take is acked only after its own
+ * sync; a failed sync fails the take appended behind it too (and nothing
+ * later is acked); a failed write of the take behind never un-acks the one
+ * before; a take with an expectation is decided only once the take before
+ * it is acked (it sees that take's events).
+ *
+ * The harness (tests/lib/partharness.h) holds the helper's fdatasync at a
+ * gate; a write hook submits the next take while the first one is being
+ * appended, so that it is surely taken while the first one's sync is
+ * pending.
+ */
+#include "partharness.h"
+#include "partition.h"
+#include "pb_errors.h"
+#include "reader.h"
+
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+/* Events per take: ~11 KB of records, more than two 4 KiB blocks, so that
+ * every take goes the direct way (direct_min_bytes = 1). */
+enum { BIG = 256 };
+
+/* The first submit of the hook's batch, from inside a write of the take
+ * before it (the writer's or the helper's: neither holds the queue's lock). */
+typedef struct submit_later {
+    partition *p;
+    ph_batch *b;
+} submit_later;
+
+static void submit_hook(void *arg)
+{
+    submit_later *s = arg;
+    partition_submit(s->p, &s->b->part);
+}
+
+/* A partition with direct writes and two takes stored (the second one
+ * pipelined: its sync ran on the helper); *next: the next offset. NULL
+ * when the file system refuses O_DIRECT (the test is skipped). */
+static partition *open_direct(ph_fixture *f, uint64_t *next)
+{
+    f->opts.log.direct_min_bytes = 1;
+    /* A pending take is acked after the next take's writes: the sync
+     * counts at each done() are checked instead. */
+    f->h.check_durable = false;
+    partition *p = ph_open(f);
+    *next = 0;
+    for (int i = 0; i < 2; i++) {
+        ph_batch *b = ph_publish(f, p, BIG, *next);
+        assert_int_equal(b->part.status, 0);
+        free(b);
+        *next += BIG;
+    }
+    pthread_mutex_lock(&f->h.lock);
+    size_t helper = f->h.helper_syncs;
+    pthread_mutex_unlock(&f->h.lock);
+    if (helper == 0) {
+        assert_int_equal(partition_close(p), 0);
+        return NULL;
+    }
+    return p;
+}
+
+static size_t done_now(ph_harness *h)
+{
+    pthread_mutex_lock(&h->lock);
+    size_t n = h->done_count;
+    pthread_mutex_unlock(&h->lock);
+    return n;
+}
+
+/* Take A's sync is held; take B (events from next + BIG on) is submitted during A's append (so it
+ * is appended behind A's sync); nothing is acked until the gate opens; then A is acked with its
+ * sync done and B with its own. */
+static ph_batch *hold_a_with_b_behind(ph_fixture *f, partition *p, uint64_t next, ph_batch *b,
+                                      submit_later *later)
+{
+    ph_harness *h = &f->h;
+    ph_batch *a = ph_batch_new(h, p, BIG, next);
+    *later = (submit_later){.p = p, .b = b};
+    pthread_mutex_lock(&h->lock);
+    h->write_hook = submit_hook;
+    h->write_hook_arg = later;
+    pthread_mutex_unlock(&h->lock);
+    ph_gate(h, true);
+    partition_submit(p, &a->part);
+    ph_wait_blocked(h); /* A's sync, held */
+    return a;
+}
+
+static void test_each_take_acked_after_its_own_sync(void **state)
+{
+    ph_fixture *f = *state;
+    ph_harness *h = &f->h;
+    uint64_t next;
+    partition *p = open_direct(f, &next);
+    if (!p)
+        skip();
+    size_t base = ph_syncs_now(h), before = done_now(h);
+    ph_batch *b = ph_batch_new(h, p, BIG, next + BIG);
+    submit_later later;
+    ph_batch *a = hold_a_with_b_behind(f, p, next, b, &later);
+    assert_int_equal(done_now(h), before);
+    ph_gate(h, false);
+    ph_wait_done(h, before + 2);
+    assert_int_equal(a->part.status, 0);
+    assert_int_equal(b->part.status, 0);
+    assert_true(a->syncs_at_done >= base + 1);
+    assert_true(b->syncs_at_done >= base + 2);
+    for (uint32_t k = 0; k < BIG; k++) {
+        assert_int_equal(a->ev[k].offset, next + k);
+        assert_int_equal(b->ev[k].offset, next + BIG + k);
+    }
+    assert_int_equal(partition_end_offset(p), next + 2 * BIG);
+    assert_int_equal(partition_close(p), 0);
+    ph_check_files(f, next + 2 * BIG);
+    free(a);
+    free(b);
+}
+
+/* Reads offsets 0..end-1 back through the end the partition published. */
+static void check_readable(ph_fixture *f, uint64_t end)
+{
+    char dir[96];
+    snprintf(dir, sizeof dir, "%s/p", f->root);
+    pb_reader *r;
+    assert_int_equal(pb_reader_open(&r, dir), 0);
+    pb_reader_set_end(r, end);
+    pb_record rec;
+    for (uint64_t o = 0; o < end; o++) {
+        assert_int_equal(pb_reader_next(r, &rec), 0);
+        assert_int_equal(rec.offset, o);
+    }
+    assert_int_equal(pb_reader_next(r, &rec), PB_EEOF);
+    pb_reader_close(r);
+}
+
+static void test_failed_sync_fails_the_take_behind(void **state)
+{
+    ph_fixture *f = *state;
+    ph_harness *h = &f->h;
+    uint64_t next;
+    partition *p = open_direct(f, &next);
+    if (!p)
+        skip();
+    size_t before = done_now(h);
+    ph_batch *b = ph_batch_new(h, p, BIG, next + BIG);
+    submit_later later;
+    ph_batch *a = hold_a_with_b_behind(f, p, next, b, &later);
+    pthread_mutex_lock(&h->lock);
+    h->fail_sync = EIO;
+    size_t calls = h->sync_calls;
+    pthread_mutex_unlock(&h->lock);
+    ph_gate(h, false);
+    ph_wait_done(h, before + 2);
+    assert_int_equal(a->part.status, -EIO);
+    assert_true(b->part.status < 0); /* written behind a failed sync: never acked */
+    assert_int_equal(partition_status(p), -EIO);
+    assert_int_equal(partition_end_offset(p), next);
+    for (uint32_t k = 0; k < BIG; k++)
+        assert_true(a->ev[k].offset == UINT64_MAX && b->ev[k].offset == UINT64_MAX);
+    pthread_mutex_lock(&h->lock);
+    assert_int_equal(h->sync_calls, calls); /* B's sync was never begun */
+    h->fail_sync = 0;
+    pthread_mutex_unlock(&h->lock);
+    ph_batch *c = ph_publish(f, p, 1, next);
+    assert_int_equal(c->part.status, PB_EFAILED);
+    assert_true(partition_close(p) < 0);
+    check_readable(f, next);
+    free(a);
+    free(b);
+    free(c);
+}
+
+static void test_failed_write_behind_keeps_the_ack_before(void **state)
+{
+    ph_fixture *f = *state;
+    ph_harness *h = &f->h;
+    uint64_t next;
+    partition *p = open_direct(f, &next);
+    if (!p)
+        skip();
+    size_t before = done_now(h);
+    ph_batch *b = ph_batch_new(h, p, BIG, next + BIG);
+    submit_later later;
+    ph_batch *a = hold_a_with_b_behind(f, p, next, b, &later);
+    /* A is written (its sync waits at the gate); B's writes, queued
+     * behind that sync, fail. */
+    pthread_mutex_lock(&h->lock);
+    h->fail_write = EIO;
+    pthread_mutex_unlock(&h->lock);
+    ph_gate(h, false);
+    ph_wait_done(h, before + 2);
+    assert_int_equal(a->part.status, 0);
+    assert_int_equal(b->part.status, -EIO);
+    assert_int_equal(partition_status(p), -EIO);
+    assert_int_equal(partition_end_offset(p), next + BIG);
+    for (uint32_t k = 0; k < BIG; k++)
+        assert_int_equal(a->ev[k].offset, next + k);
+    pthread_mutex_lock(&h->lock);
+    h->fail_write = 0;
+    pthread_mutex_unlock(&h->lock);
+    assert_true(partition_close(p) < 0);
+    check_readable(f, next + BIG);
+    free(a);
+    free(b);
+}
+
+/* B expects topic t0's last offset to be A's last t0 event: that holds
+ * only if A was acked (its events in the topic table) before B was
+ * decided, though B was queued while A's sync was held. */
+static void test_expectation_sees_the_pending_take(void **state)
+{
+    ph_fixture *f = *state;
+    ph_harness *h = &f->h;
+    uint64_t next;
+    partition *p = open_direct(f, &next);
+    if (!p)
+        skip();
+    size_t before = done_now(h);
+    uint64_t last_t0 = next + BIG - 1;
+    while (last_t0 % 3 != 0)
+        last_t0--;
+    pub_expect ex = {.topic = (const uint8_t *)"t0", .topic_len = 2, .offset = last_t0};
+    ph_batch *b = ph_batch_new(h, p, BIG, next + BIG);
+    submit_later later;
+    ph_batch *a = hold_a_with_b_behind(f, p, next, b, &later);
+    b->b.nexpect = 1; /* (B waits in the queue: the writer is held in A's sync) */
+    b->b.expect = &ex;
+    ph_gate(h, false);
+    ph_wait_done(h, before + 2);
+    assert_int_equal(a->part.status, 0);
+    assert_int_equal(b->part.status, 0);
+    assert_int_equal(b->ev[0].offset, next + BIG);
+    assert_int_equal(partition_close(p), 0);
+    ph_check_files(f, next + 2 * BIG);
+    free(a);
+    free(b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_each_take_acked_after_its_own_sync, ph_setup,
+                                        ph_teardown),
+        cmocka_unit_test_setup_teardown(test_failed_sync_fails_the_take_behind, ph_setup,
+                                        ph_teardown),
+        cmocka_unit_test_setup_teardown(test_failed_write_behind_keeps_the_ack_before, ph_setup,
+                                        ph_teardown),
+        cmocka_unit_test_setup_teardown(test_expectation_sees_the_pending_take, ph_setup,
+                                        ph_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
