@@ -435,8 +435,14 @@ int log_append(pb_log *log, const log_entry *e, size_t n, uint64_t *first_offset
         log->next_offset++;
         log->last_time = t;
     }
-    return flush(log, log->iov + iov_start, iov_n - iov_start, pending,
-                 log->idx_buf + idx_start * PB_INDEX_ENTRY_SIZE, idx_n - idx_start);
+    /* The last write of the append: a sync asked for (log_append_sync) may
+     * be queued right behind it (never behind an earlier one: a rotation
+     * closes that segment). */
+    log->sync_last = log->sync_after;
+    int rc = flush(log, log->iov + iov_start, iov_n - iov_start, pending,
+                   log->idx_buf + idx_start * PB_INDEX_ENTRY_SIZE, idx_n - idx_start);
+    log->sync_last = false;
+    return rc;
 }
 
 int log_sync(pb_log *log)
@@ -461,41 +467,72 @@ int log_sync(pb_log *log)
 
 int log_sync_collect(pb_log *log)
 {
-    if (!log->sync_pending || log->sync_collected)
-        return log->sync_pending ? log->sync_rc : 0;
-    int rc = log_direct_sync_wait(log, log->sync_job, &log->sync_ns);
-    log->sync_collected = true;
-    log->sync_rc = rc;
-    if (rc < 0)
-        return log_fail(log, rc, "fdatasync of", log->log_path, log->sync_size);
-    log_cache_synced(log, log->sync_size);
-    return 0;
+    if (log->sync_pending) {
+        uint64_t ns = 0;
+        int rc =
+            log->sync_job ? log_direct_sync_wait(log, log->sync_job, &ns) : log->sync_inline_rc;
+        log->sync_pending = false;
+        if (rc < 0 && log->sync_job)
+            log_fail(log, rc, "fdatasync of", log->log_path, log->sync_size);
+        else if (rc == 0)
+            log_cache_synced(log, log->sync_size);
+        /* Kept until log_sync_finish; a second one before that (misuse)
+         * keeps the first failure. */
+        if (!log->sync_done || log->done_rc == 0)
+            log->done_rc = rc;
+        log->done_ns = ns;
+        log->sync_done = true;
+    }
+    return log->sync_done ? log->done_rc : 0;
 }
 
-int log_sync_start(pb_log *log)
+/* After a successful append: the sync of everything appended, queued on
+ * the helper (or made in line without one) as the pending one. */
+static void begin_sync(pb_log *log, uint64_t seq)
 {
-    int rc = log_sync_finish(log, NULL); /* one at a time */
-    if (rc < 0)
-        return rc;
-    if (log->failed)
-        return PB_EFAILED;
-    uint64_t seq = log->released ? 0 : log_direct_sync_submit(log);
     if (seq == 0)
-        return log_sync(log); /* no helper thread: in line */
+        seq = log_direct_sync_submit(log);
+    log->sync_inline_rc = 0;
+    if (seq == 0) {
+        int rc = log->io->fdatasync(log->io, log->fd);
+        if (rc < 0)
+            log_fail(log, rc, "fdatasync of", log->log_path, log->size);
+        log->sync_inline_rc = rc;
+    }
     log->sync_pending = true;
-    log->sync_collected = false;
     log->sync_job = seq;
     log->sync_size = log->size;
+}
+
+int log_append_sync(pb_log *log, const log_entry *e, size_t n, uint64_t *first_offset)
+{
+    log->sync_after = true;
+    log->dio_sync_seq = 0;
+    int rc = log_append(log, e, n, first_offset);
+    log->sync_after = false;
+    uint64_t seq = log->dio_sync_seq; /* queued behind the last direct write */
+    log->dio_sync_seq = 0;
+    if (rc < 0)
+        return rc;
+    /* The sync before this one (if still pending) is over: the writes
+     * queued behind it are done, or the ordinary ones waited for it. */
+    if (seq == 0)
+        (void)log_sync_collect(log);
+    if (log->failed) /* that sync failed: nothing after it is synced */
+        return 0;
+    begin_sync(log, seq);
     return 0;
 }
 
 int log_sync_finish(pb_log *log, uint64_t *sync_ns)
 {
-    int rc = log_sync_collect(log);
+    if (!log->sync_done)
+        (void)log_sync_collect(log);
+    int rc = log->sync_done ? log->done_rc : 0;
     if (sync_ns)
-        *sync_ns = log->sync_pending ? log->sync_ns : 0;
-    log->sync_pending = false;
-    log->sync_collected = false;
+        *sync_ns = log->sync_done ? log->done_ns : 0;
+    log->sync_done = false;
+    log->done_rc = 0;
     return rc;
 }
 

@@ -95,23 +95,26 @@ int log_append(pb_log *log, const log_entry *e, size_t n, uint64_t *first_offset
  * log, or PB_EFAILED. */
 int log_sync(pb_log *log);
 
-/* log_sync in two halves, so that the writer can prepare its next append
- * while the device syncs this one (fsync = always, partition_write.c):
- * log_sync_start queues the fdatasync of everything appended so far on the
- * log's direct-write helper thread, after the writes queued there (without
- * one it syncs in line, as log_sync); log_sync_finish waits for it. One at
- * a time: a start finishes the previous one first. Meanwhile the log may be
- * appended to (its writes queue behind the sync; any file call of the
- * writer's own, a rotation say, waits for the sync first). 0 from both:
- * everything appended before log_sync_start is durable; an error: it may
- * not be, and the log is failed (as by log_sync), for good: a later sync's
- * success never covers for it. log_sync_start also returns the error of the
- * previous pending sync. *sync_ns (may be NULL) gets how long the
- * fdatasync took (0: none was pending). */
-int log_sync_start(pb_log *log);
+/* log_append and log_sync pipelined, so that the writer can prepare its
+ * next append while the device syncs this one (fsync = always,
+ * partition_write.c): log_append_sync appends as log_append does, then
+ * begins the fdatasync of everything appended: on the log's direct-write
+ * helper thread, queued right behind the append's last write (without a
+ * helper it syncs in line). log_sync_finish hands over the outcome of the
+ * oldest sync begun and not yet handed over, waiting for it if need be
+ * (none: 0): called after the next log_append_sync, it gives the sync of
+ * the append before, already over. The next append's writes queue behind
+ * a pending sync; any file call of the writer's own (a rotation, say)
+ * waits for it first. 0 from log_sync_finish: everything appended before
+ * that sync began is durable. An error: it may not be, and the log is
+ * failed (as by log_sync) for good: no later sync is begun, none covers
+ * for it. log_append_sync returns the append's result (log_append's; no
+ * sync is begun when it fails). *sync_ns (may be NULL) gets how long the
+ * fdatasync took (0: none, or in line). */
+int log_append_sync(pb_log *log, const log_entry *e, size_t n, uint64_t *first_offset);
 int log_sync_finish(pb_log *log, uint64_t *sync_ns);
 
-/* Whether log_sync_start would queue the sync on a helper thread (direct
+/* Whether log_append_sync would queue the sync on a helper thread (direct
  * writes are in use and their thread runs), rather than sync in line. */
 bool log_sync_async(const pb_log *log);
 

@@ -43,11 +43,13 @@
  * calls and the helper's never overlap). Without a thread (pthread_create failed) the
  * writes are made in line, as before.
  *
- * The helper also runs log_sync_start's fdatasync (a sync job, after the
- * writes queued before it), so that the writer can prepare and copy the
- * next append while the device syncs; that append's jobs queue behind it.
- * A sync job's outcome is kept apart from the writes' (a failed sync fails
- * the log, as log_sync's would; it never turns direct writes off).
+ * The helper also runs log_append_sync's fdatasync (a sync job, queued
+ * right behind the append's last write), so that the device goes from the
+ * writes to the sync without waiting for the writer, and the writer can
+ * prepare and copy the next append meanwhile; that append's jobs queue
+ * behind the sync. A sync job's outcome is kept apart from the writes' (a
+ * failed sync fails the log, as log_sync's would; it never turns direct
+ * writes off).
  *
  * A file system that refuses O_DIRECT (open or write EINVAL), or any failed
  * direct write, makes this log go back to buffered writes for good, with a
@@ -89,12 +91,14 @@ typedef struct job {
     size_t len;
     uint64_t pos;
     bool out;
+    bool plain; /* an ordinary write (not through the O_DIRECT descriptor) */
     bool sync;
 } job;
 
-/* Jobs queued at most: the previous append's sync, the head block's and
- * one per staging buffer. */
-#define QUEUE 4
+/* Jobs queued at most (job_submit waits for room): the previous append's
+ * sync, the head block's, one per staging buffer, the last partial block's
+ * and this append's sync. */
+#define QUEUE 8
 
 /* The staging buffers and the helper thread that writes them. */
 struct direct_io {
@@ -110,7 +114,7 @@ struct direct_io {
     unsigned head, n;
     uint64_t queued, finished;
     int err;
-    bool err_lead; /* the failed job was the head block's (ordinary) */
+    bool err_plain; /* the failed job was an ordinary write (head or last block) */
     bool quit;
     /* Under mu: the outcome of the last sync job and how long its
      * fdatasync took (kept apart from err: a failed sync is the log's
@@ -149,7 +153,7 @@ static void job_done(direct_io *d, const job *j, int rc)
         d->sync_rc = rc;
     } else if (rc < 0 && d->err == 0) {
         d->err = rc;
-        d->err_lead = j->out;
+        d->err_plain = j->plain;
     }
     d->finished++;
 }
@@ -192,6 +196,8 @@ static uint64_t job_submit(direct_io *d, const job *j)
         return ++d->queued;
     }
     pthread_mutex_lock(&d->mu);
+    while (d->n == QUEUE)
+        pthread_cond_wait(&d->done, &d->mu);
     d->q[(d->head + d->n) % QUEUE] = *j;
     d->n++;
     uint64_t seq = ++d->queued;
@@ -219,10 +225,10 @@ static int job_wait(direct_io *d, uint64_t seq)
 static bool clear_error(direct_io *d)
 {
     pthread_mutex_lock(&d->mu);
-    bool lead = d->err_lead;
+    bool plain = d->err_plain;
     d->err = 0;
     pthread_mutex_unlock(&d->mu);
-    return lead;
+    return plain;
 }
 
 /* The staging buffers, and the helper if a thread can be had (its name:
@@ -331,8 +337,8 @@ static size_t take(const pb_log *log, cursor *c, uint8_t *dst, size_t want)
 
 /* Waits for job seq (0: none): 0; when a job failed, after waiting for
  * all of them: 1 if a direct write did (direct writes given up: the
- * caller writes the append the ordinary way), the error if the head
- * block's ordinary write did. */
+ * caller writes the append the ordinary way), the error if an ordinary
+ * write (the head block's, the last block's) did. */
 static int settle(pb_log *log, uint64_t seq)
 {
     direct_io *d = log->dio;
@@ -354,8 +360,35 @@ static uint64_t submit_lead(pb_log *log, cursor *c, size_t lead, uint64_t pos)
 {
     direct_io *d = log->dio;
     size_t k = take(log, c, d->stage[1], lead);
-    job j = {.io = log->io, .fd = log->fd, .buf = d->stage[1], .len = k, .pos = pos, .out = true};
+    job j = {.io = log->io,
+             .fd = log->fd,
+             .buf = d->stage[1],
+             .len = k,
+             .pos = pos,
+             .out = true,
+             .plain = true};
     return job_submit(d, &j);
+}
+
+/* The end of a direct append (last: the job writing its last bytes): when
+ * log_append_sync asked for it, the sync before is collected (its outcome
+ * kept: one sync job's at a time) and this append's sync is queued right
+ * behind its last write (log->dio_sync_seq), so that the device goes from
+ * one to the other without waiting for this thread; then the wait for
+ * that last write. */
+static int finish_append(pb_log *log, uint64_t last)
+{
+    if (log->sync_last && log->dio->threaded) {
+        (void)log_sync_collect(log);
+        if (!log->failed) {
+            job j = {.io = log->io, .fd = log->fd, .sync = true};
+            log->dio_sync_seq = job_submit(log->dio, &j);
+        }
+    }
+    int rc = settle(log, last);
+    if (rc != 0)
+        log->dio_sync_seq = 0; /* written again, or failed: that sync does not count */
+    return rc;
 }
 
 int log_direct_write(pb_log *log, const struct iovec *iov, size_t cnt, uint64_t bytes)
@@ -392,15 +425,19 @@ int log_direct_write(pb_log *log, const struct iovec *iov, size_t cnt, uint64_t 
             pos += whole;
         }
         if (k > whole) {
-            /* The last partial block, after every direct write. */
-            if ((rc = settle(log, d->queued)) != 0)
-                return rc;
-            if ((rc = write_at(log->io, log->fd, d->stage[cur] + whole, k - whole, pos)) < 0)
-                return rc;
+            /* The last partial block, the ordinary way, by the helper after
+             * every direct write (its queue runs in order). */
+            job j = {.io = log->io,
+                     .fd = log->fd,
+                     .buf = d->stage[cur] + whole,
+                     .len = k - whole,
+                     .pos = pos,
+                     .plain = true};
+            uses[cur] = job_submit(d, &j);
             pos += k - whole;
         }
     }
-    return settle(log, d->queued);
+    return finish_append(log, d->queued);
 }
 
 bool log_direct_async(const pb_log *log)

@@ -77,17 +77,23 @@ struct pb_log {
     bool direct_off;
     bool crc_later;
 
-    /* log_sync_start: an fdatasync of the active segment queued on the
-     * direct-write helper (job sync_job, begun when the segment held
-     * sync_size bytes), until log_sync_finish. Collected (sync_rc, sync_ns)
-     * once waited for: by log_sync_finish, or before the writer's own next
-     * file call (log_sync_collect), which then keeps the outcome for it. */
+    /* log_append_sync: the fdatasync begun after an append (sync_job on
+     * the direct-write helper; 0: made in line, its outcome sync_inline_rc),
+     * covering the segment's first sync_size bytes: sync_pending until
+     * collected (log_sync_collect: waited for, its outcome kept in
+     * done_rc/done_ns until log_sync_finish hands it over). sync_after:
+     * log_append's last write is to queue the sync (dio_sync_seq) right
+     * behind it (log_direct.c). */
     bool sync_pending;
-    bool sync_collected;
-    int sync_rc;
     uint64_t sync_job;
     uint64_t sync_size;
-    uint64_t sync_ns;
+    int sync_inline_rc;
+    bool sync_done;
+    int done_rc;
+    uint64_t done_ns;
+    bool sync_after;
+    bool sync_last; /* ... set for that last write only */
+    uint64_t dio_sync_seq;
 
     /* Reusable append buffers: grow to the largest batch, then stay. */
     uint8_t *hdrs;
@@ -165,11 +171,12 @@ int log_create_segment(pb_log *log, uint64_t base);
  * behind that. */
 void log_cache_synced(pb_log *log, uint64_t durable_size);
 
-/* log.c: waits for the sync log_sync_start queued, if any and not yet
- * waited for, and records its outcome (a failure fails the log, as
- * log_sync's would). The writer calls it before any file call of its own
- * while a sync may be running on the helper (rotation, a close, an
- * ordinary write, log_sync). Returns the outcome (0: none pending). */
+/* log.c: waits for the sync log_append_sync began, if any is pending, and
+ * keeps its outcome for log_sync_finish (a failure fails the log, as
+ * log_sync's would). The writer calls it before writing to or closing the
+ * segment itself while that sync may run on the helper (rotation, an
+ * ordinary write, log_sync, a release, the O_DIRECT open), and before
+ * queueing the next sync. Returns the outcome kept (0: none). */
 int log_sync_collect(pb_log *log);
 
 /* log_direct.c: queues an fdatasync of the active segment on the helper,
@@ -182,7 +189,8 @@ uint64_t log_direct_sync_submit(pb_log *log);
 bool log_direct_async(const pb_log *log);
 
 /* log_direct.c: waits for sync job seq: its fdatasync's result; *ns gets
- * how long that took. */
+ * how long that took. One sync job's outcome is kept at a time: the
+ * writer collects one before it queues the next. */
 int log_direct_sync_wait(pb_log *log, uint64_t seq, uint64_t *ns);
 
 /* log_cache.c, at rotation, once the closed segment (still open as

@@ -57,7 +57,7 @@ typedef struct take_ahead {
 } take_ahead;
 
 /* partition_write.c: a take appended whose sync runs on the log's helper
- * (log_sync_start) while the writer goes on with the next take; finished
+ * (log_append_sync) while the writer goes on with the next take; finished
  * (acked, or failed) once that sync is known (partition_finish_pending).
  * Its batch arrays are the other half of a pair that swaps with the
  * partition's; its records point at its own copy of the receive time. */
@@ -67,7 +67,6 @@ typedef struct take_pending {
     pub_part *all;
     size_t n;
     uint64_t first;
-    uint64_t sync_from; /* CLOCK_MONOTONIC ns of log_sync_start (metrics) */
     log_entry *entries;
     live_record *recs;
     size_t cap;

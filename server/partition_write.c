@@ -572,47 +572,43 @@ static void leave_pending(partition *p, const expect_take *x, pub_part *all, siz
 static void append_failed(partition *p, const expect_take *x, pub_part *all, int rc)
 {
     if (log_status(p->log) < 0) {
-        atomic_fetch_add_explicit(&p->write_errors, 1, memory_order_relaxed);
+        if (rc != PB_EFAILED) /* (failed before: by the pending take's sync) */
+            atomic_fetch_add_explicit(&p->write_errors, 1, memory_order_relaxed);
         partition_set_failed(p, rc, "write");
         note_failure(p);
     }
     take_not_stored(p, x, all, rc);
 }
 
-/* A plain take (take_is_plain): appended (its writes queue on the log's
- * helper behind the pending take's sync, while the writer encodes and
- * copies), then the pending take's sync collected, this take's begun, the
- * pending take acked (or failed) meanwhile, and this one left pending: the
- * device syncs it while the writer admits and copies the next take. Each
- * take is acked exactly when its own sync succeeded: a failure of this
- * take never un-acks the one before, and a failed sync of that one fails
- * this one too (the log is failed: nothing after a failed sync is acked). */
+/* A plain take (take_is_plain): appended and its sync begun
+ * (log_append_sync: its writes queue on the log's helper behind the
+ * pending take's sync, its own sync right behind its last write), then
+ * the pending take's outcome taken (log_sync_finish), that take acked or
+ * failed, and this one left pending: the device syncs it while the writer
+ * acks the take before, admits and copies the next one. Each take is acked
+ * exactly when its own sync succeeded: a failure of this take never
+ * un-acks the one before, and a failed sync of that one fails this one
+ * too (the log is failed: nothing after a failed sync is acked). */
 static void write_pipelined(partition *p, const expect_take *x, pub_part *all, size_t n)
 {
     uint64_t first = x->next;
-    int rc = n > 0 ? log_append(p->log, p->entries, n, &first) : 0;
+    int rc = n > 0 ? log_append_sync(p->log, p->entries, n, &first) : 0;
     uint64_t ns = 0;
     int prev = p->pend.on ? log_sync_finish(p->log, &ns) : 0;
-    bool ok = rc >= 0 && prev == 0 && first == x->next;
-    int src = ok && n > 0 ? log_sync_start(p->log) : 0;
     complete_pending(p, prev, ns, n);
-    if (rc < 0)
+    if (rc < 0) {
         append_failed(p, x, all, rc);
-    else if (prev < 0)
-        take_not_stored(p, x, all, prev);
-    else if (first != x->next) {
-        /* Cannot happen: only this thread appends. */
-        logging_printf(LOG_ERROR, "partition %s: appended at offset %llu, expected %llu", p->name,
-                       (unsigned long long)first, (unsigned long long)x->next);
-        partition_set_failed(p, PB_ECORRUPT, "append");
-        take_not_stored(p, x, all, PB_ECORRUPT);
-    } else if (src < 0) {
-        atomic_fetch_add_explicit(&p->fsync_errors, 1, memory_order_relaxed);
-        if (log_status(p->log) < 0)
-            partition_set_failed(p, src, "fdatasync");
-        take_not_stored(p, x, all, src);
     } else if (n == 0) {
         take_stored(p, x, all, 0, first, p->recs, 0);
+    } else if (prev < 0 || first != x->next) {
+        if (prev == 0) {
+            /* Cannot happen: only this thread appends. */
+            logging_printf(LOG_ERROR, "partition %s: appended at offset %llu, expected %llu",
+                           p->name, (unsigned long long)first, (unsigned long long)x->next);
+            partition_set_failed(p, PB_ECORRUPT, "append");
+        }
+        (void)log_sync_finish(p->log, NULL); /* this take's sync (if begun) counts for nothing */
+        take_not_stored(p, x, all, prev < 0 ? prev : PB_ECORRUPT);
     } else {
         p->dirty = true;
         leave_pending(p, x, all, n, first);

@@ -83,7 +83,7 @@ static log_options opts(uint64_t segment_bytes, uint64_t direct_min)
 
 /* Appends offsets [from, from + count): n events per append, each split
  * into data and suffix like the daemon's. Returns the bytes appended. */
-static uint64_t append_n(pb_log *log, uint64_t from, size_t n)
+static uint64_t append_n(pb_log *log, uint64_t from, size_t n, bool sync)
 {
     static uint8_t scratch[MAX_N][MAX_LEN];
     static log_entry e[MAX_N];
@@ -102,7 +102,7 @@ static uint64_t append_n(pb_log *log, uint64_t from, size_t n)
         bytes += PB_RECORD_HEADER_SIZE + len;
     }
     uint64_t first;
-    assert_int_equal(log_append(log, e, n, &first), 0);
+    assert_int_equal((sync ? log_append_sync : log_append)(log, e, n, &first), 0);
     assert_true(first == from);
     return bytes;
 }
@@ -138,7 +138,7 @@ static void run_appends(const log_options *o, uint64_t *n, uint64_t *bytes)
     *n = 0;
     *bytes = 0;
     for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
-        *bytes += append_n(log, *n, sizes[k]);
+        *bytes += append_n(log, *n, sizes[k], false);
         *n += sizes[k];
         if (k % 3 == 2)
             assert_int_equal(log_sync(log), 0);
@@ -177,7 +177,7 @@ static void test_direct_appends_read_back(void **state)
     pb_log *log;
     assert_int_equal(log_open(&log, part, &o), 0);
     assert_null(strstr(messages, "torn"));
-    append_n(log, n, 1000);
+    append_n(log, n, 1000, false);
     assert_int_equal(log_close(log), 0);
     verify_all(n + 1000);
 }
@@ -195,11 +195,13 @@ static void test_direct_and_buffered_mixed_across_rotations(void **state)
     assert_null(strstr(messages, "through the page cache"));
 }
 
-/* log_sync_start / log_sync_finish: each append's sync begun on the helper
- * and finished after the next append (which may rotate, a rotation waiting
- * for the sync first, or go the ordinary way, its own write waiting too):
- * every sync succeeds, every record reads back, log_sync_async says the
- * helper takes them once direct writes are running. */
+/* log_append_sync / log_sync_finish: each append's sync begun on the
+ * helper (right behind its last direct write, or queued after an ordinary
+ * append) and handed over after the next append (which may rotate, a
+ * rotation waiting for the sync first, or go the ordinary way, its own
+ * write waiting too): every sync succeeds, every record reads back,
+ * log_sync_async says the helper takes them once direct writes are
+ * running. */
 static fileio sync_counting;
 static int helper_syncs;
 
@@ -225,9 +227,10 @@ static void test_pipelined_syncs_across_rotations(void **state)
     uint64_t n = 0;
     for (int round = 0; round < 2; round++) {
         for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
-            append_n(log, n, sizes[k]);
+            append_n(log, n, sizes[k], true);
+            if (n > 0) /* the append before's sync (the first time there is none) */
+                assert_int_equal(log_sync_finish(log, NULL), 0);
             n += sizes[k];
-            assert_int_equal(log_sync_start(log), 0);
         }
     }
     assert_true(log_sync_async(log));
@@ -346,7 +349,7 @@ static void test_no_page_cache_write_ahead_of_direct(void **state)
     size_t direct_appends = 0;
     for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
         ordinary_seen = ahead = took_direct = false;
-        append_n(log, n, sizes[k]);
+        append_n(log, n, sizes[k], false);
         n += sizes[k];
         assert_false(ahead);
         direct_appends += took_direct;
@@ -392,7 +395,7 @@ static void test_failed_direct_write_rewritten_with_crcs(void **state)
     assert_int_equal(log_open(&log, part, &o), 0);
     uint64_t n = 0;
     for (size_t k = 0; k < 3; k++) { /* 3000 events of ~550 B: 3 stages or more */
-        append_n(log, n, 1000);
+        append_n(log, n, 1000, false);
         n += 1000;
     }
     assert_int_equal(log_sync(log), 0);
@@ -401,7 +404,7 @@ static void test_failed_direct_write_rewritten_with_crcs(void **state)
     const char *m = strstr(messages, "direct write failed");
     assert_non_null(m);
     assert_non_null(strstr(m, "appending through the page cache from now on"));
-    append_n(log, n, 500);
+    append_n(log, n, 500, false);
     n += 500;
     assert_int_equal(log_close(log), 0);
     verify_all(n);
@@ -450,7 +453,7 @@ static void test_failed_head_block_write_fails_the_log(void **state)
     o.io = &failing_lead;
     pb_log *log;
     assert_int_equal(log_open(&log, part, &o), 0);
-    append_n(log, 0, 1000);
+    append_n(log, 0, 1000, false);
     assert_int_equal(log_sync(log), 0);
     assert_true(lead_direct_fd >= 0);
     lead_armed = true;

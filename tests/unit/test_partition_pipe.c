@@ -235,10 +235,10 @@ static void test_expectation_sees_the_pending_take(void **state)
         last_t0--;
     pub_expect ex = {.topic = (const uint8_t *)"t0", .topic_len = 2, .offset = last_t0};
     ph_batch *b = ph_batch_new(h, p, BIG, next + BIG);
+    b->b.nexpect = 1;
+    b->b.expect = &ex;
     submit_later later;
     ph_batch *a = hold_a_with_b_behind(f, p, next, b, &later);
-    b->b.nexpect = 1; /* (B waits in the queue: the writer is held in A's sync) */
-    b->b.expect = &ex;
     ph_gate(h, false);
     ph_wait_done(h, before + 2);
     assert_int_equal(a->part.status, 0);
