@@ -110,8 +110,13 @@ int log_sync(pb_log *log);
  * failed (as by log_sync) for good: no later sync is begun, none covers
  * for it. log_append_sync returns the append's result (log_append's; no
  * sync is begun when it fails). *sync_ns (may be NULL) gets how long the
- * fdatasync took (0: none, or in line). */
-int log_append_sync(pb_log *log, const log_entry *e, size_t n, uint64_t *first_offset);
+ * fdatasync took (0: none, or in line). synced (may be NULL) is called
+ * (writer thread, from inside the append) as soon as a sync begun before
+ * this append is seen to be over, at most once, so that the caller can
+ * take its outcome (log_sync_finish) and act on it while the append goes
+ * on: it may call log_sync_finish and log_status, no other log function. */
+int log_append_sync(pb_log *log, const log_entry *e, size_t n, uint64_t *first_offset,
+                    void (*synced)(void *ctx), void *ctx);
 int log_sync_finish(pb_log *log, uint64_t *sync_ns);
 
 /* Whether log_append_sync would queue the sync on a helper thread (direct

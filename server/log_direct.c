@@ -376,10 +376,38 @@ static uint64_t submit_lead(pb_log *log, cursor *c, size_t lead, uint64_t pos)
  * behind its last write (log->dio_sync_seq), so that the device goes from
  * one to the other without waiting for this thread; then the wait for
  * that last write. */
+void log_sync_hook_fire(pb_log *log)
+{
+    void (*fn)(void *) = log->sync_hook;
+    if (!fn || !log->sync_done)
+        return;
+    log->sync_hook = NULL;
+    fn(log->sync_hook_ctx);
+}
+
+/* Between two stages: if the sync begun before this append is over (its
+ * writes queue behind it), its outcome goes to log_append_sync's caller
+ * now (log_sync_hook_fire) rather than after the whole append: the take
+ * it covers is acked a few stages sooner. */
+static void poll_synced(pb_log *log)
+{
+    if (!log->sync_hook || !log->sync_pending || log->sync_job == 0)
+        return;
+    direct_io *d = log->dio;
+    pthread_mutex_lock(&d->mu);
+    bool over = d->finished >= log->sync_job;
+    pthread_mutex_unlock(&d->mu);
+    if (!over)
+        return;
+    (void)log_sync_collect(log); /* over: no wait */
+    log_sync_hook_fire(log);
+}
+
 static int finish_append(pb_log *log, uint64_t last)
 {
     if (log->sync_last && log->dio->threaded) {
         (void)log_sync_collect(log);
+        log_sync_hook_fire(log);
         if (!log->failed) {
             job j = {.io = log->io, .fd = log->fd, .sync = true};
             log->dio_sync_seq = job_submit(log->dio, &j);
@@ -423,6 +451,7 @@ int log_direct_write(pb_log *log, const struct iovec *iov, size_t cnt, uint64_t 
             job j = {.io = log->io, .fd = log->dfd, .buf = d->stage[cur], .len = whole, .pos = pos};
             uses[cur] = job_submit(d, &j);
             pos += whole;
+            poll_synced(log);
         }
         if (k > whole) {
             /* The last partial block, the ordinary way, by the helper after

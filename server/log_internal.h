@@ -94,6 +94,8 @@ struct pb_log {
     bool sync_after;
     bool sync_last; /* ... set for that last write only */
     uint64_t dio_sync_seq;
+    void (*sync_hook)(void *ctx); /* log_append_sync's synced, during the call */
+    void *sync_hook_ctx;
 
     /* Reusable append buffers: grow to the largest batch, then stay. */
     uint8_t *hdrs;
@@ -183,6 +185,10 @@ int log_sync_collect(pb_log *log);
  * after every write queued there; its job number, or 0 when there is no
  * helper thread (the caller syncs in line). */
 uint64_t log_direct_sync_submit(pb_log *log);
+
+/* log_direct.c: calls log->sync_hook (once, then clears it) if a sync's
+ * outcome is collected and not handed over yet. */
+void log_sync_hook_fire(pb_log *log);
 
 /* log_direct.c: a helper thread runs this log's direct writes (and would
  * run a sync). */

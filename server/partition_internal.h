@@ -71,6 +71,13 @@ typedef struct take_pending {
     live_record *recs;
     size_t cap;
     uint8_t suffix[SUFFIX_SLOT];
+    /* Finished inside the next take's append (its sync seen over there):
+     * early, with the sync's outcome early_rc; its upkeep (for upkeep_n
+     * records) due once that append is over. */
+    bool early;
+    int early_rc;
+    bool upkeep_due;
+    size_t upkeep_n;
 } take_pending;
 
 struct partition {

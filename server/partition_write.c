@@ -451,11 +451,10 @@ static bool admit_take(partition *p, pub_part *taken, expect_take *x, pub_part *
 }
 
 /* The take's n records (recs) are durable from offset first on: offsets,
- * topic table, end offset, the durable callback, done(), acked, and the
- * upkeep after a take. busy: records of the partition's arrays still in use
- * (a take appended after this one): they are not shrunk below that. */
-static void take_stored(partition *p, const expect_take *x, pub_part *all, size_t n, uint64_t first,
-                        const live_record *recs, size_t busy)
+ * topic table, end offset, the durable callback, done(), acked. No log
+ * call: it may run inside one (write_pipelined's hook). */
+static void take_acked(partition *p, const expect_take *x, pub_part *all, size_t n, uint64_t first,
+                       const live_record *recs)
 {
     expect_commit(x, all);
     if (topics_add(p->topics, recs, n) < 0 && !p->topics_warned) {
@@ -475,12 +474,27 @@ static void take_stored(partition *p, const expect_take *x, pub_part *all, size_
     complete_stored(all);
     if (p->opts.durable && p->opts.acked && n > 0)
         p->opts.acked(p->opts.durable_ctx);
-    shrink_after_take(p, n > busy ? n : busy);
+}
+
+/* The upkeep after a take of n records (or the largest take still held in
+ * the partition's arrays: they are not shrunk below it). */
+static void take_upkeep(partition *p, size_t n)
+{
+    shrink_after_take(p, n);
     /* A rotation closed a segment: the size limit may be passed. After the
      * acks, so that publishers do not wait for the removal. */
     if (upkeep_after_take(&p->up, p->log) < 0)
         partition_set_failed(p, log_status(p->log), "retention's removal");
     partition_compress_step(p, false);
+}
+
+/* take_acked, then take_upkeep. busy: records of the partition's arrays
+ * still in use (a take appended after this one). */
+static void take_stored(partition *p, const expect_take *x, pub_part *all, size_t n, uint64_t first,
+                        const live_record *recs, size_t busy)
+{
+    take_acked(p, x, all, n, first, recs);
+    take_upkeep(p, n > busy ? n : busy);
 }
 
 /* May this take be left pending, its sync running on the log's helper
@@ -507,8 +521,10 @@ static bool take_is_plain(const partition *p, const pub_part *taken)
 
 /* The pending take's sync ended with rc (taking ns): acked when it
  * succeeded, else failed with rc (the partition with it: the log is).
- * busy: records of the take appended after it, in the partition's arrays. */
-static void complete_pending(partition *p, int rc, uint64_t ns, size_t busy)
+ * busy: records of the take appended after it, in the partition's arrays.
+ * inside_log: called from inside log_append_sync (its hook): the upkeep
+ * waits until the append is over (t->upkeep_due). */
+static void complete_pending(partition *p, int rc, uint64_t ns, size_t busy, bool inside_log)
 {
     take_pending *t = &p->pend;
     if (!t->on)
@@ -524,7 +540,28 @@ static void complete_pending(partition *p, int rc, uint64_t ns, size_t busy)
         return;
     }
     p->last_sync_mono = partition_mono_ns();
-    take_stored(p, &t->x, t->all, t->n, t->first, t->recs, busy);
+    if (!inside_log) {
+        take_stored(p, &t->x, t->all, t->n, t->first, t->recs, busy);
+        return;
+    }
+    take_acked(p, &t->x, t->all, t->n, t->first, t->recs);
+    t->upkeep_due = true;
+}
+
+/* log_append_sync's hook, inside the next take's append: the pending
+ * take's sync is over; the take is acked (or failed) now, not after the
+ * whole append, so that its batches leave the in-flight budget sooner (the
+ * loop reads on, the takes stay large). */
+static void pending_synced(void *arg)
+{
+    partition *p = arg;
+    uint64_t ns = 0;
+    take_pending *t = &p->pend;
+    t->early_rc = log_sync_finish(p->log, &ns);
+    t->early = true;
+    size_t n = t->n;
+    complete_pending(p, t->early_rc, ns, 0, true);
+    t->upkeep_n = n;
 }
 
 void partition_finish_pending(partition *p)
@@ -535,7 +572,7 @@ void partition_finish_pending(partition *p)
     int rc = log_sync_finish(p->log, &ns);
     if (rc == 0)
         p->dirty = false; /* nothing was appended after it */
-    complete_pending(p, rc, ns, 0);
+    complete_pending(p, rc, ns, 0, false);
 }
 
 /* The take (n records in the partition's arrays, appended from first on,
@@ -591,11 +628,20 @@ static void append_failed(partition *p, const expect_take *x, pub_part *all, int
  * too (the log is failed: nothing after a failed sync is acked). */
 static void write_pipelined(partition *p, const expect_take *x, pub_part *all, size_t n)
 {
+    take_pending *t = &p->pend;
     uint64_t first = x->next;
-    int rc = n > 0 ? log_append_sync(p->log, p->entries, n, &first) : 0;
-    uint64_t ns = 0;
-    int prev = p->pend.on ? log_sync_finish(p->log, &ns) : 0;
-    complete_pending(p, prev, ns, n);
+    t->early = false;
+    void (*synced)(void *) = t->on ? pending_synced : NULL;
+    int rc = n > 0 ? log_append_sync(p->log, p->entries, n, &first, synced, p) : 0;
+    int prev = t->early_rc;
+    if (!t->early) {
+        uint64_t ns = 0;
+        prev = t->on ? log_sync_finish(p->log, &ns) : 0;
+        complete_pending(p, prev, ns, n, false);
+    } else if (t->upkeep_due) {
+        t->upkeep_due = false;
+        take_upkeep(p, t->upkeep_n > n ? t->upkeep_n : n);
+    }
     if (rc < 0) {
         append_failed(p, x, all, rc);
     } else if (n == 0) {
