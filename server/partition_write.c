@@ -499,24 +499,31 @@ static void take_stored(partition *p, const expect_take *x, pub_part *all, size_
 
 /* May this take be left pending, its sync running on the log's helper
  * while the writer goes on with the next one (write_pipelined)? Under
- * fsync = always, with a helper thread, nothing admitted ahead, and no
- * event with an id and no expectation in it: the next take's admission
- * then depends on nothing that this take's ack changes (the topic table
- * that expectations read, the dedup window that ids are checked in). */
+ * fsync = always, with a helper thread, a take of direct_write_bytes or
+ * more (its payload), nothing admitted ahead, and no event with an id and
+ * no expectation in it: the next take's admission then depends on nothing
+ * that this take's ack changes (the topic table that expectations read,
+ * the dedup window that ids are checked in). */
 static bool take_is_plain(const partition *p, const pub_part *taken)
 {
     if (p->opts.fsync != PARTITION_FSYNC_ALWAYS || p->ahead.parts || !p->log ||
         !log_sync_async(p->log))
         return false;
+    uint64_t bytes = 0;
     for (; taken; taken = taken->next) {
         const pub_batch *b = taken->batch;
         if (b->replica || b->nexpect > 0)
             return false;
-        for (uint32_t k = 0; k < taken->count; k++)
-            if (b->events[taken->events[k]].id_len > 0)
+        for (uint32_t k = 0; k < taken->count; k++) {
+            const pub_event *ev = &b->events[taken->events[k]];
+            if (ev->id_len > 0)
                 return false;
+            bytes += ev->len;
+        }
     }
-    return true;
+    /* A take too small for direct writes is synced in line: at a low rate
+     * its ack does not wait for a hand-off to the helper and back. */
+    return bytes >= p->opts.log.direct_min_bytes;
 }
 
 /* The pending take's sync ended with rc (taking ns): acked when it
