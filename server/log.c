@@ -460,8 +460,8 @@ int log_sync(pb_log *log)
     rc = log->io->fdatasync(log->io, log->fd);
     if (rc < 0)
         return log_fail(log, rc, "fdatasync of", log->log_path, log->size);
-    log_cache_synced(log,
-                     log->size); /* durable: what lies cache_bytes behind may leave the cache */
+    /* Durable: what lies cache_bytes behind may leave the cache. */
+    log_cache_synced(log, log->size);
     return 0;
 }
 

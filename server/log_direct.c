@@ -38,10 +38,10 @@
  * append runs while the device writes, instead of between its writes. The
  * helper runs its queue in file order, one write at a time, going on to
  * the next stage as soon as one is written (the head block's write, with
- * its write-out, first: the writer fills the first stage meanwhile); every
- * job has finished before log_direct_write returns (the writer's own file
- * calls and the helper's never overlap). Without a thread (pthread_create failed) the
- * writes are made in line, as before.
+ * its write-out, first: the writer fills the first stage meanwhile; the
+ * last partial block, the ordinary way, last); every write has finished
+ * before log_direct_write returns. Without a thread (pthread_create
+ * failed) the writes are made in line, as before.
  *
  * The helper also runs log_append_sync's fdatasync (a sync job, queued
  * right behind the append's last write), so that the device goes from the
@@ -49,7 +49,9 @@
  * prepare and copy the next append meanwhile; that append's jobs queue
  * behind the sync. A sync job's outcome is kept apart from the writes' (a
  * failed sync fails the log, as log_sync's would; it never turns direct
- * writes off).
+ * writes off). The writer's own file calls may run while a sync does (the
+ * index, dropping cached pages); before writing to or closing the segment
+ * itself it waits for that sync (log_sync_collect).
  *
  * A file system that refuses O_DIRECT (open or write EINVAL), or any failed
  * direct write, makes this log go back to buffered writes for good, with a
@@ -169,7 +171,8 @@ static void *helper_main(void *arg)
             break; /* quit, nothing queued */
         job j = d->q[d->head];
         /* After a failed write: the append is redone or fails. A sync is
-         * always made (it follows a settled append: nothing failed). */
+         * always made (one queued behind a failed write is not counted:
+         * finish_append). */
         bool skip = d->err != 0 && !j.sync;
         pthread_mutex_unlock(&d->mu);
         uint64_t t0 = j.sync ? mono_ns() : 0;
@@ -288,7 +291,7 @@ static int give_up(pb_log *log, int rc, const char *what)
 static int prepare(pb_log *log)
 {
     if (log->dfd < 0)
-        log_sync_collect(log); /* the writer's own file calls never overlap the helper's */
+        (void)log_sync_collect(log); /* a new descriptor: nothing of the helper's runs */
     if (!log->dio && !(log->dio = direct_io_new(log->dir)))
         return 1; /* no memory now: this append goes the ordinary way */
     if (log->dfd < 0) {
@@ -370,12 +373,6 @@ static uint64_t submit_lead(pb_log *log, cursor *c, size_t lead, uint64_t pos)
     return job_submit(d, &j);
 }
 
-/* The end of a direct append (last: the job writing its last bytes): when
- * log_append_sync asked for it, the sync before is collected (its outcome
- * kept: one sync job's at a time) and this append's sync is queued right
- * behind its last write (log->dio_sync_seq), so that the device goes from
- * one to the other without waiting for this thread; then the wait for
- * that last write. */
 void log_sync_hook_fire(pb_log *log)
 {
     void (*fn)(void *) = log->sync_hook;
@@ -403,6 +400,12 @@ static void poll_synced(pb_log *log)
     log_sync_hook_fire(log);
 }
 
+/* The end of a direct append (last: the job writing its last bytes): when
+ * log_append_sync asked for it, the sync before is collected (its outcome
+ * kept: one sync job's at a time) and this append's sync is queued right
+ * behind its last write (log->dio_sync_seq), so that the device goes from
+ * one to the other without waiting for this thread; then the wait for
+ * that last write. */
 static int finish_append(pb_log *log, uint64_t last)
 {
     if (log->sync_last && log->dio->threaded) {
