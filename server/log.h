@@ -58,6 +58,12 @@ typedef struct log_options {
      * take milliseconds, is handed to discard (server/unlinker.h), which
      * returns 0 if it took the path. NULL, or a refusal: unlinked here. */
     int (*discard)(void *ctx, const fileio *io, const char *path);
+    /* The same for a descriptor: a compressed copy's install holds the
+     * plain segment open across the rename that replaces it, so that the
+     * rename does not free its extents on the writer; discard_fd closes it
+     * (the unlinker thread), returning 0 if it took it. NULL, or a
+     * refusal: closed here. Shares discard_ctx. */
+    int (*discard_fd)(void *ctx, const fileio *io, int fd);
     void *discard_ctx;
 } log_options;
 

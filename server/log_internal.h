@@ -111,6 +111,10 @@ struct pb_log {
  * a file the next open removes. An empty path: nothing. */
 void log_discard_file(pb_log *log, const char *path);
 
+/* removal.c: closes fd (read-only, of a file whose name is gone) through
+ * opts.discard_fd when it takes it, else here. fd < 0: nothing. */
+void log_discard_fd(pb_log *log, int fd);
+
 /* Passes a message to opts.logf (if any), formatted. */
 void log_say(pb_log *log, enum log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -296,6 +296,15 @@ void log_discard_file(pb_log *log, const char *path)
                 pb_strerror(rc));
 }
 
+void log_discard_fd(pb_log *log, int fd)
+{
+    if (fd < 0)
+        return;
+    if (log->opt.discard_fd && log->opt.discard_fd(log->opt.discard_ctx, log->io, fd) == 0)
+        return;
+    (void)log->io->close(log->io, fd); /* read-only */
+}
+
 int log_remove_oldest(pb_log *log, size_t n)
 {
     if (log->failed)

@@ -10,7 +10,8 @@
  *   - a mirror's floor holds segments back;
  *   - a reader in the middle of a segment that is removed keeps reading it;
  *   - the writer renames a removed segment out of sight (.log.del) and
- *     hands its unlink to another thread (server/unlinker.c); a reopen
+ *     hands its unlink to another thread (server/unlinker.c), which also
+ *     closes descriptors handed to it (unlinker_take_fd); a reopen
  *     removes what a crash left;
  *   - the power-loss simulation (tests/lib/simio) cut at every operation of
  *     a removal, with several seeds: the log always reopens with a
@@ -29,6 +30,7 @@
 #include "unlinker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -375,7 +377,27 @@ static void test_removal_hands_unlink_over(void **state)
     assert_int_equal(count_hidden(part_dir), 0);
     assert_int_equal(read_all(part_dir, NULL, 320), partition_first_offset(p));
     assert_int_equal(partition_close(p), 0);
+
+    /* A descriptor handed over (a plain segment a compressed copy
+     * replaced) is closed on the thread; one taken just before the stop is
+     * closed by the stop. */
+    char path[256];
+    snprintf(path, sizeof path, "%s/fd-only", root);
+    int fd = open(path, O_CREAT | O_RDWR, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(unlink(path), 0);
+    uint64_t before = unlinker_done(u.unlinker);
+    assert_int_equal(unlinker_take_fd(u.unlinker, fileio_posix(), fd), 0);
+    unlinker_flush(u.unlinker);
+    assert_int_equal(unlinker_done(u.unlinker), before + 1);
+    assert_int_equal(fcntl(fd, F_GETFD), -1); /* closed */
+    assert_true(unlinker_take_fd(u.unlinker, fileio_posix(), -1) < 0);
+    fd = open(path, O_CREAT | O_RDWR, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(unlinker_take_fd(u.unlinker, fileio_posix(), fd), 0);
     unlinker_stop(u.unlinker);
+    assert_int_equal(fcntl(fd, F_GETFD), -1);
 }
 
 /* A full file system may refuse the rename's new directory entry where an
