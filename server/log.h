@@ -54,8 +54,8 @@ typedef struct log_options {
     void *log_ctx;
     /* Retention's removal renames a segment out of the readers' sight
      * (<base>.log -> <base>.log.del) and makes that durable on the writer
-     * thread; the unlink of the renamed file, which frees its space and can
-     * take milliseconds, is handed to discard (server/unlinker.h), which
+     * thread; the unlinks of the renamed file, which frees its space and can
+     * take milliseconds, and of its .idx are handed to discard (server/unlinker.h), which
      * returns 0 if it took the path. NULL, or a refusal: unlinked here. */
     int (*discard)(void *ctx, const fileio *io, const char *path);
     /* The same for a descriptor: a compressed copy's install holds the
@@ -168,8 +168,9 @@ uint64_t log_first_offset(const pb_log *log);
 /* Bytes of the active segment's .log. */
 uint64_t log_active_bytes(const pb_log *log);
 
-/* Removes the n oldest closed segments, oldest first, each .log then its
- * .idx, then a directory fsync, before the next segment: whatever a crash
+/* Removes the n oldest closed segments, oldest first, each .log (renamed
+ * out of sight) then a directory fsync, before the next segment; the .idx
+ * is unlinked after the fsync (through opts.discard, like the .log.del): whatever a crash
  * leaves, the log opens with a contiguous range of offsets from its first
  * segment's base (an orphan .idx below it is removed at the next open).
  * Readers that hold a removed segment open keep reading it (an unlinked

@@ -14,7 +14,9 @@
  * one: after any crash the files left hold a contiguous range of offsets
  * from the lowest base on. Within one segment the .log goes first: a crash
  * between the two leaves an orphan .idx, which no reader looks at
- * (readers and recovery list .log files) and the next open removes. The
+ * (readers and recovery list .log files) and the next open removes; so
+ * the .idx is unlinked after the directory sync, by the unlinker thread
+ * like the .log.del. The
  * other order would leave a .log without its index, which recovery would
  * rebuild by scanning the whole segment only for retention to remove it
  * again.
@@ -248,17 +250,6 @@ int log_closed_info(pb_log *log, size_t i, log_segment_info *out)
     return 0;
 }
 
-static int unlink_seg(pb_log *log, uint64_t base, const char *ext)
-{
-    char path[PATH_MAX];
-    int rc = segment_path(path, sizeof path, log->dir, base, ext);
-    if (rc == 0 && (rc = log->io->unlink(log->io, path)) == -ENOENT)
-        rc = 0;
-    if (rc < 0)
-        log_say(log, LOG_ERROR, "retention: cannot remove %s: %s; kept", path, pb_strerror(rc));
-    return rc;
-}
-
 /* <base>.log -> <base>.log.del: gone for every reader and for recovery
  * (they list <base>.log only), its space freed by the unlink that follows
  * the directory sync. A missing .log is removed already. A rename needs a
@@ -321,11 +312,16 @@ int log_remove_oldest(pb_log *log, size_t n)
         memmove(log->closed, log->closed + 1, (log->nclosed - 1) * sizeof *log->closed);
         log->nclosed--;
         done++;
-        (void)unlink_seg(log, base, ".idx");
         /* Durable before the next one goes: removals stay in order. */
         if ((rc = log_sync_dir(log)) < 0)
             break;
         log_discard_file(log, del);
+        /* The index after the sync, off the writer too: until then (or
+         * after a crash) it is an orphan no reader looks at, which the
+         * next open removes (log_remove_orphans). */
+        char idx[PATH_MAX];
+        if (segment_path(idx, sizeof idx, log->dir, base, ".idx") == 0)
+            log_discard_file(log, idx);
     }
     return done > 0 || rc == 0 ? (int)done : rc;
 }

@@ -6,10 +6,11 @@
  * extents), on the writer thread 11% of a publisher's time while retention
  * removes (strace of the retention bench). The writer keeps every change
  * that readers and recovery can see: it renames the segment out of their
- * sight (<base>.log -> <base>.log.del), unlinks the index and syncs the
- * directory, in order, oldest first (removal.c); only the unlink of the
- * renamed file, which nobody lists, comes here. A crash leaves .log.del
- * files, which the next open of the partition removes.
+ * sight (<base>.log -> <base>.log.del) and syncs the directory, in order,
+ * oldest first (removal.c); only the unlinks of the renamed file and of
+ * its index, which nobody lists any more, come here. A crash leaves
+ * .log.del and orphan .idx files, which the next open of the partition
+ * removes.
  *
  * The same goes for a plain segment a compressed copy replaces: the writer
  * holds it open across the rename (which would otherwise free its extents

@@ -307,17 +307,23 @@ static int lowest_idx(void *arg, const char *name)
 }
 
 /* A log_options.discard that takes the path and leaves the file: an
- * unlinker thread that has not got to it yet. */
-static _Atomic size_t discarded;
+ * unlinker thread that has not got to it yet. Each removal hands over its
+ * .log.del (counted) and then its .idx (counted apart); anything else is
+ * counted as wrong (asserted on the test's thread: this runs on the
+ * writer's). */
+static _Atomic size_t discarded, discarded_idx, discarded_wrong;
 static int keep_discard(void *ctx, const fileio *io, const char *path)
 {
     (void)ctx;
     (void)io;
     uint64_t base;
     const char *name = strrchr(path, '/');
-    assert_non_null(name);
-    assert_true(segment_parse_name(name + 1, ".log.del", &base));
-    atomic_fetch_add(&discarded, 1);
+    if (name && segment_parse_name(name + 1, ".log.del", &base))
+        atomic_fetch_add(&discarded, 1);
+    else if (name && segment_parse_name(name + 1, ".idx", &base))
+        atomic_fetch_add(&discarded_idx, 1);
+    else
+        atomic_fetch_add(&discarded_wrong, 1);
     return 0;
 }
 
@@ -351,12 +357,16 @@ static void test_removal_hands_unlink_over(void **state)
     partition_options o = popts();
     o.log.discard = keep_discard;
     atomic_store(&discarded, 0);
+    atomic_store(&discarded_idx, 0);
+    atomic_store(&discarded_wrong, 0);
     atomic_store(&clock_ns, T0);
     partition *p = publish_past_retention(&o);
     uint64_t first = partition_first_offset(p);
     assert_true(first > 0);
     size_t n = atomic_load(&discarded);
     assert_true(n > 0);
+    assert_int_equal(atomic_load(&discarded_idx), n); /* the .idx after the sync */
+    assert_int_equal(atomic_load(&discarded_wrong), 0);
     assert_int_equal(count_hidden(part_dir), n);
     assert_int_equal(read_all(part_dir, NULL, 160), first);
     assert_true(dir_log_bytes(part_dir) <= 3000 + 1024);
@@ -420,6 +430,8 @@ static void test_removal_when_rename_refused(void **state)
     o.log.io = &norename_io;
     o.log.discard = keep_discard;
     atomic_store(&discarded, 0);
+    atomic_store(&discarded_idx, 0);
+    atomic_store(&discarded_wrong, 0);
     atomic_store(&clock_ns, T0);
     partition *p = publish_past_retention(&o);
     uint64_t first = partition_first_offset(p);
