@@ -22,11 +22,22 @@
  * again.
  *
  * The .log "goes" by a rename to <base>.log.del, which no reader or
- * recovery lists; once the directory sync has made that durable, the
+ * recovery lists; once a directory sync has made that durable, the
  * unlink that frees the space (milliseconds for a large segment on ext4)
  * is handed to opts.discard, the daemon's unlinker thread, so the writer
  * does not wait for it. A .log.del a crash leaves is removed at the next
  * open, like an orphan .idx.
+ *
+ * The directory sync that makes a removal durable is not its own: it is
+ * the next one the writer makes anyway (the rotation that follows, an
+ * install of a compressed copy), or the next removal's before it starts,
+ * or log_removal_flush (the upkeep tick), release or close. So at most
+ * one removal is ever not durable, the order above holds (each rename is
+ * durable before the next is made), and a rotation's sync and a removal's
+ * are one fsync: retention cost the writer two directory fsyncs per
+ * segment, now one. A crash before that sync may bring the segment back
+ * (a contiguous range still: the oldest segment; retention removes it
+ * again); a reader told it was removed then finds it there.
  */
 #include "log_internal.h"
 
@@ -296,6 +307,28 @@ void log_discard_fd(pb_log *log, int fd)
     (void)log->io->close(log->io, fd); /* read-only */
 }
 
+void log_removal_synced(pb_log *log)
+{
+    if (!log->rm_pending)
+        return;
+    log->rm_pending = false;
+    char path[PATH_MAX];
+    if (log->rm_has_del && segment_path(path, sizeof path, log->dir, log->rm_base, ".log.del") == 0)
+        log_discard_file(log, path);
+    /* The index after the sync, off the writer too: until then (or after
+     * a crash) it is an orphan no reader looks at, which the next open
+     * removes (log_remove_orphans). */
+    if (segment_path(path, sizeof path, log->dir, log->rm_base, ".idx") == 0)
+        log_discard_file(log, path);
+}
+
+int log_removal_flush(pb_log *log)
+{
+    if (!log->rm_pending)
+        return log->failed;
+    return log->failed ? log->failed : log_sync_dir(log);
+}
+
 int log_remove_oldest(pb_log *log, size_t n)
 {
     if (log->failed)
@@ -304,24 +337,23 @@ int log_remove_oldest(pb_log *log, size_t n)
     int rc = 0;
     char del[PATH_MAX];
     while (done < n && log_closed_count(log) > 0) {
+        /* The removal before this one is durable before this one starts:
+         * removals stay in order. */
+        if (log->rm_pending && (rc = log_sync_dir(log)) < 0)
+            break;
         uint64_t base = log->closed[0].base;
         if ((rc = hide_seg(log, base, del, sizeof del)) < 0)
             break;
         /* The .log is out of sight: the segment is removed whatever happens
-         * to its index (an orphan is cleaned up at the next open). */
+         * to its index (an orphan is cleaned up at the next open). Its
+         * rename is made durable by the next directory sync (removal.c's
+         * header says why that keeps the order). */
         memmove(log->closed, log->closed + 1, (log->nclosed - 1) * sizeof *log->closed);
         log->nclosed--;
         done++;
-        /* Durable before the next one goes: removals stay in order. */
-        if ((rc = log_sync_dir(log)) < 0)
-            break;
-        log_discard_file(log, del);
-        /* The index after the sync, off the writer too: until then (or
-         * after a crash) it is an orphan no reader looks at, which the
-         * next open removes (log_remove_orphans). */
-        char idx[PATH_MAX];
-        if (segment_path(idx, sizeof idx, log->dir, base, ".idx") == 0)
-            log_discard_file(log, idx);
+        log->rm_pending = true;
+        log->rm_has_del = del[0] != '\0';
+        log->rm_base = base;
     }
     return done > 0 || rc == 0 ? (int)done : rc;
 }

@@ -512,7 +512,7 @@ static pb_log *build(simio *sim, const log_options *lo)
 static void test_removal_survives_power_loss(void **state)
 {
     (void)state;
-    size_t rounds = 0, partial = 0;
+    size_t rounds = 0, partial = 0, came_back = 0;
     for (uint64_t k = 1; k < 40; k++) {
         for (uint64_t seed = 1; seed <= 8; seed++) {
             simio *sim;
@@ -529,6 +529,12 @@ static void test_removal_survives_power_loss(void **state)
             assert_true(closed >= 5);
             simio_crash_at(sim, simio_ops(sim) + k);
             int n = log_remove_oldest(log, 4);
+            /* The last removal's rename waits for the next directory sync:
+             * made here for odd k, left pending (the crash takes it or
+             * not) for even k. */
+            bool flushed = k % 2 == 1;
+            if (flushed)
+                (void)log_removal_flush(log);
             bool cut = simio_is_down(sim);
             partial += cut;
             if (!cut)
@@ -545,9 +551,15 @@ static void test_removal_survives_power_loss(void **state)
             assert_int_equal(simio_io(sim)->list_dir(simio_io(sim), "/d/p", lowest_idx, &s), 0);
             assert_true(s.lowest >= first);
             assert_int_equal(s.hidden, 0); /* removed at the open */
-            /* A finished removal is durable: four segments gone. */
-            if (!cut)
+            /* A finished removal is durable once synced: four segments
+             * gone; the last one unsynced may come back, never more. */
+            if (!cut && flushed)
                 assert_int_equal(log_closed_count(log), closed - 4);
+            else if (!cut) {
+                assert_true(log_closed_count(log) == closed - 4 ||
+                            log_closed_count(log) == closed - 3);
+                came_back += log_closed_count(log) == closed - 3;
+            }
             /* And retention can go on where it stopped. */
             assert_true(log_remove_oldest(log, 1) >= 0);
             assert_int_equal(log_close(log), 0);
@@ -555,6 +567,7 @@ static void test_removal_survives_power_loss(void **state)
             rounds++;
         }
     }
+    assert_true(came_back > 0); /* the unsynced last removal was lost sometimes */
     assert_true(partial > 0);
     assert_true(rounds > 100);
 }
