@@ -15,7 +15,9 @@
  *     removes what a crash left;
  *   - the power-loss simulation (tests/lib/simio) cut at every operation of
  *     a removal, with several seeds: the log always reopens with a
- *     contiguous range from its first base, and no orphan index is left.
+ *     contiguous range from its first base, and no orphan index is left;
+ *     the last removal, left for the next directory sync, is durable once
+ *     flushed and otherwise may come back (only it).
  */
 #include "testfs.h"
 #include "fileio.h"
