@@ -299,16 +299,25 @@ int log_compress_install(pb_log *log, uint64_t base)
             log_discard_file(log, tmp); /* off the writer: a copy can be MiBs */
         return log->failed ? PB_EFAILED : 0;
     }
+    /* The plain file stays open across the rename: its inode then outlives
+     * its name, and the close that frees its extents (about as long as an
+     * unlink of it, milliseconds) runs on the unlinker thread, not here.
+     * Not opened (no descriptor left): the rename frees it, as before. */
+    int plain = log->io->open(log->io, path, O_RDONLY, 0);
     if ((rc = log->io->rename(log->io, tmp, path)) < 0) {
         log_say(log, LOG_ERROR, "compress: rename of %s to %s failed: %s", tmp, path,
                 pb_strerror(rc));
         (void)log->io->unlink(log->io, tmp);
+        if (plain >= 0)
+            (void)log->io->close(log->io, plain); /* read-only */
         return rc;
     }
     s->known = false; /* its size changed: read again when needed */
     /* Durable before anything relies on it; as for rotation, a failed
      * directory sync fails the log. */
-    return (rc = log_sync_dir(log)) < 0 ? rc : 1;
+    rc = log_sync_dir(log);
+    log_discard_fd(log, plain);
+    return rc < 0 ? rc : 1;
 }
 
 bool log_closed_compressed(pb_log *log, size_t i)

@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/resource.h>
@@ -44,11 +45,19 @@ struct compressor {
     pthread_t thread;
 };
 
-/* Lowest priorities for this thread only (Linux: nice and ioprio are per
- * thread). Failing is harmless: it then competes like any thread. */
+/* Lowest priorities for this thread only (Linux: the policy, nice and
+ * ioprio are per thread). SCHED_IDLE first: a publish thread that wakes
+ * (an fdatasync returned, a frame arrived) then takes the core from the
+ * compressor at once, where a nice-19 thread may keep it for the rest of
+ * its slice (EEVDF lets the running task reach parity first); nice 19 is
+ * the fallback. Failing is harmless: it then competes like any thread. */
 static void lower_priority(void)
 {
     pid_t tid = (pid_t)syscall(SYS_gettid);
+    struct sched_param sp = {.sched_priority = 0};
+    int e = pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
+    if (e != 0)
+        logging_printf(LOG_DEBUG, "compressor: cannot use SCHED_IDLE: %s", pb_strerror(-e));
     if (setpriority(PRIO_PROCESS, (id_t)tid, 19) < 0)
         logging_printf(LOG_DEBUG, "compressor: cannot lower its CPU priority: %s",
                        pb_strerror(-errno));
@@ -61,6 +70,7 @@ static void lower_priority(void)
 static void *compressor_main(void *arg)
 {
     compressor *c = arg;
+    (void)pthread_setname_np(pthread_self(), "pb-compress");
     lower_priority();
     pthread_mutex_lock(&c->lock);
     for (;;) {

@@ -9,11 +9,11 @@
  * (rotation, retention's removal): see server/compress.c for why that
  * makes removal and compression unable to race.
  *
- * The thread runs at the lowest CPU priority (nice 19) and the lowest
- * best-effort I/O priority: compression uses what the writers, the loop
- * and the subscriptions leave, and a publish never waits for it. Under a
- * load that leaves nothing, segments simply stay plain for longer (readers
- * read both forms).
+ * The thread runs under SCHED_IDLE (nice 19 where that is refused) and at
+ * the lowest best-effort I/O priority: compression uses what the writers,
+ * the loop and the subscriptions leave, and a publish thread that wakes
+ * takes the core back at once. Under a load that leaves nothing, segments
+ * simply stay plain for longer (readers read both forms).
  *
  * Bounded: the queue is made of the jobs themselves (no allocation), and
  * each partition has at most one job handed over at a time, so it holds at

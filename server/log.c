@@ -127,6 +127,7 @@ int log_sync_dir(pb_log *log)
     int rc = log->io->fsync(log->io, log->dir_fd);
     if (rc < 0)
         return log_fail(log, rc, "fsync of directory", log->dir, 0);
+    log_removal_synced(log);
     return 0;
 }
 
@@ -285,6 +286,12 @@ int log_release(pb_log *log)
          * not synced may be lost, so the log stops, as for a failed sync. */
         if (rc < 0)
             log_fail(log, rc, "close of", log->log_path, log->size);
+    }
+    /* A removal's rename still waiting for a directory sync: now. */
+    if (log->rm_pending && !log->failed) {
+        int s = log_sync_dir(log);
+        if (s < 0 && rc == 0)
+            rc = s;
     }
     if (log->dir_fd >= 0) {
         (void)log->io->close(log->io, log->dir_fd); /* read-only; synced when it mattered */
@@ -572,6 +579,11 @@ int log_close(pb_log *log)
     int rc = 0;
     if (log->fd >= 0 && !log->failed)
         rc = log_sync(log);
+    if (log->rm_pending && !log->failed) {
+        int s = log_sync_dir(log); /* the last removal's rename */
+        if (s < 0 && rc == 0)
+            rc = s;
+    }
     int c = log_close_active(log);
     if (c < 0 && rc == 0)
         rc = c;

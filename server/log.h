@@ -54,10 +54,16 @@ typedef struct log_options {
     void *log_ctx;
     /* Retention's removal renames a segment out of the readers' sight
      * (<base>.log -> <base>.log.del) and makes that durable on the writer
-     * thread; the unlink of the renamed file, which frees its space and can
-     * take milliseconds, is handed to discard (server/unlinker.h), which
+     * thread; the unlinks of the renamed file, which frees its space and can
+     * take milliseconds, and of its .idx are handed to discard (server/unlinker.h), which
      * returns 0 if it took the path. NULL, or a refusal: unlinked here. */
     int (*discard)(void *ctx, const fileio *io, const char *path);
+    /* The same for a descriptor: a compressed copy's install holds the
+     * plain segment open across the rename that replaces it, so that the
+     * rename does not free its extents on the writer; discard_fd closes it
+     * (the unlinker thread), returning 0 if it took it. NULL, or a
+     * refusal: closed here. Shares discard_ctx. */
+    int (*discard_fd)(void *ctx, const fileio *io, int fd);
     void *discard_ctx;
 } log_options;
 
@@ -190,15 +196,23 @@ uint64_t log_first_offset(const pb_log *log);
 /* Bytes of the active segment's .log. */
 uint64_t log_active_bytes(const pb_log *log);
 
-/* Removes the n oldest closed segments, oldest first, each .log then its
- * .idx, then a directory fsync, before the next segment: whatever a crash
- * leaves, the log opens with a contiguous range of offsets from its first
- * segment's base (an orphan .idx below it is removed at the next open).
+/* Removes the n oldest closed segments, oldest first: each .log renamed
+ * out of sight, durable (a directory fsync) before the next one goes; the
+ * last one's fsync is left to the next directory sync (log_removal_flush);
+ * each .idx is unlinked after its fsync (through opts.discard, like the
+ * .log.del). Whatever a crash leaves, the log opens with a contiguous
+ * range of offsets from its first segment's base (an orphan .idx below it
+ * is removed at the next open).
  * Readers that hold a removed segment open keep reading it (an unlinked
  * file lives on while open). Returns the number removed (>= 0), or a
  * negative code when the first removal failed; a failed unlink leaves the
  * log usable, a failed directory fsync fails it (as for rotation). */
 int log_remove_oldest(pb_log *log, size_t n);
+
+/* The last removal's rename is made durable by the next directory sync
+ * (rotation, install, the next removal, release, close): this makes it
+ * now if it is pending. 0, or the error that failed the log. */
+int log_removal_flush(pb_log *log);
 
 /* Base offset of closed segment i (0 = oldest; i < log_closed_count). */
 uint64_t log_closed_base(pb_log *log, size_t i);

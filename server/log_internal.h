@@ -112,6 +112,14 @@ struct pb_log {
     closed_seg *closed;
     size_t nclosed, closed_cap;
     bool closed_stale;
+    /* removal.c: the last removal's rename, not yet made durable by a
+     * directory sync; the next sync, whoever makes it (a rotation, an
+     * install, the next removal, log_removal_flush, release, close), does,
+     * and then hands its unlinks over. At most one: a removal first syncs
+     * the one before it. */
+    bool rm_pending;
+    bool rm_has_del; /* its .log.del exists (a refused rename unlinked the .log) */
+    uint64_t rm_base;
 
     /* log_cache.c: which durable bytes have left the page cache. Positions
      * count the bytes of every segment written since open (the active
@@ -130,6 +138,14 @@ struct pb_log {
  * daemon's unlinker thread) when it takes it, else here. A failure leaves
  * a file the next open removes. An empty path: nothing. */
 void log_discard_file(pb_log *log, const char *path);
+
+/* removal.c, from log_sync_dir once the directory is synced: the pending
+ * removal (if any) is durable; its .log.del and .idx are handed over. */
+void log_removal_synced(pb_log *log);
+
+/* removal.c: closes fd (read-only, of a file whose name is gone) through
+ * opts.discard_fd when it takes it, else here. fd < 0: nothing. */
+void log_discard_fd(pb_log *log, int fd);
 
 /* Passes a message to opts.logf (if any), formatted. */
 void log_say(pb_log *log, enum log_level level, const char *fmt, ...)

@@ -389,6 +389,12 @@ static int discard_segment(void *ctx, const fileio *io, const char *path)
     return unlinker_take(ctx, io, path);
 }
 
+/* log_options.discard_fd: a replaced segment's last close, off the writer. */
+static int discard_segment_fd(void *ctx, const fileio *io, int fd)
+{
+    return unlinker_take_fd(ctx, io, fd);
+}
+
 int partition_open(partition **out, const char *data_dir, const char *name,
                    const partition_options *opts)
 {
@@ -407,6 +413,7 @@ int partition_open(partition **out, const char *data_dir, const char *name,
     }
     if (p->opts.unlinker && !p->opts.log.discard) {
         p->opts.log.discard = discard_segment;
+        p->opts.log.discard_fd = discard_segment_fd;
         p->opts.log.discard_ctx = p->opts.unlinker;
     }
     if (p->opts.fsync < PARTITION_FSYNC_ALWAYS || p->opts.fsync > PARTITION_FSYNC_NEVER ||

@@ -14,17 +14,30 @@
  * one: after any crash the files left hold a contiguous range of offsets
  * from the lowest base on. Within one segment the .log goes first: a crash
  * between the two leaves an orphan .idx, which no reader looks at
- * (readers and recovery list .log files) and the next open removes. The
+ * (readers and recovery list .log files) and the next open removes; so
+ * the .idx is unlinked after the directory sync, by the unlinker thread
+ * like the .log.del. The
  * other order would leave a .log without its index, which recovery would
  * rebuild by scanning the whole segment only for retention to remove it
  * again.
  *
  * The .log "goes" by a rename to <base>.log.del, which no reader or
- * recovery lists; once the directory sync has made that durable, the
+ * recovery lists; once a directory sync has made that durable, the
  * unlink that frees the space (milliseconds for a large segment on ext4)
  * is handed to opts.discard, the daemon's unlinker thread, so the writer
  * does not wait for it. A .log.del a crash leaves is removed at the next
  * open, like an orphan .idx.
+ *
+ * The directory sync that makes a removal durable is not its own: it is
+ * the next one the writer makes anyway (the rotation that follows, an
+ * install of a compressed copy), or the next removal's before it starts,
+ * or log_removal_flush (the upkeep tick), release or close. So at most
+ * one removal is ever not durable, the order above holds (each rename is
+ * durable before the next is made), and a rotation's sync and a removal's
+ * are one fsync: retention cost the writer two directory fsyncs per
+ * segment, now one. A crash before that sync may bring the segment back
+ * (a contiguous range still: the oldest segment; retention removes it
+ * again); a reader told it was removed then finds it there.
  */
 #include "log_internal.h"
 
@@ -248,17 +261,6 @@ int log_closed_info(pb_log *log, size_t i, log_segment_info *out)
     return 0;
 }
 
-static int unlink_seg(pb_log *log, uint64_t base, const char *ext)
-{
-    char path[PATH_MAX];
-    int rc = segment_path(path, sizeof path, log->dir, base, ext);
-    if (rc == 0 && (rc = log->io->unlink(log->io, path)) == -ENOENT)
-        rc = 0;
-    if (rc < 0)
-        log_say(log, LOG_ERROR, "retention: cannot remove %s: %s; kept", path, pb_strerror(rc));
-    return rc;
-}
-
 /* <base>.log -> <base>.log.del: gone for every reader and for recovery
  * (they list <base>.log only), its space freed by the unlink that follows
  * the directory sync. A missing .log is removed already. A rename needs a
@@ -296,6 +298,37 @@ void log_discard_file(pb_log *log, const char *path)
                 pb_strerror(rc));
 }
 
+void log_discard_fd(pb_log *log, int fd)
+{
+    if (fd < 0)
+        return;
+    if (log->opt.discard_fd && log->opt.discard_fd(log->opt.discard_ctx, log->io, fd) == 0)
+        return;
+    (void)log->io->close(log->io, fd); /* read-only */
+}
+
+void log_removal_synced(pb_log *log)
+{
+    if (!log->rm_pending)
+        return;
+    log->rm_pending = false;
+    char path[PATH_MAX];
+    if (log->rm_has_del && segment_path(path, sizeof path, log->dir, log->rm_base, ".log.del") == 0)
+        log_discard_file(log, path);
+    /* The index after the sync, off the writer too: until then (or after
+     * a crash) it is an orphan no reader looks at, which the next open
+     * removes (log_remove_orphans). */
+    if (segment_path(path, sizeof path, log->dir, log->rm_base, ".idx") == 0)
+        log_discard_file(log, path);
+}
+
+int log_removal_flush(pb_log *log)
+{
+    if (!log->rm_pending)
+        return log->failed;
+    return log->failed ? log->failed : log_sync_dir(log);
+}
+
 int log_remove_oldest(pb_log *log, size_t n)
 {
     if (log->failed)
@@ -304,19 +337,23 @@ int log_remove_oldest(pb_log *log, size_t n)
     int rc = 0;
     char del[PATH_MAX];
     while (done < n && log_closed_count(log) > 0) {
+        /* The removal before this one is durable before this one starts:
+         * removals stay in order. */
+        if (log->rm_pending && (rc = log_sync_dir(log)) < 0)
+            break;
         uint64_t base = log->closed[0].base;
         if ((rc = hide_seg(log, base, del, sizeof del)) < 0)
             break;
         /* The .log is out of sight: the segment is removed whatever happens
-         * to its index (an orphan is cleaned up at the next open). */
+         * to its index (an orphan is cleaned up at the next open). Its
+         * rename is made durable by the next directory sync (removal.c's
+         * header says why that keeps the order). */
         memmove(log->closed, log->closed + 1, (log->nclosed - 1) * sizeof *log->closed);
         log->nclosed--;
         done++;
-        (void)unlink_seg(log, base, ".idx");
-        /* Durable before the next one goes: removals stay in order. */
-        if ((rc = log_sync_dir(log)) < 0)
-            break;
-        log_discard_file(log, del);
+        log->rm_pending = true;
+        log->rm_has_del = del[0] != '\0';
+        log->rm_base = base;
     }
     return done > 0 || rc == 0 ? (int)done : rc;
 }

@@ -25,6 +25,7 @@
 typedef struct doomed {
     struct doomed *next;
     const fileio *io;
+    int fd;      /* >= 0: close it (path is empty); else unlink path */
     char path[]; /* NUL-terminated */
 } doomed;
 
@@ -42,6 +43,12 @@ struct unlinker {
 
 static void unlink_one(unlinker *u, doomed *d)
 {
+    if (d->fd >= 0) {
+        /* Read-only; its name is gone: the close only frees the space. */
+        (void)d->io->close(d->io, d->fd);
+        atomic_fetch_add_explicit(&u->done, 1, memory_order_relaxed);
+        return;
+    }
     int rc = d->io->unlink(d->io, d->path);
     if (rc == 0 || rc == -ENOENT)
         atomic_fetch_add_explicit(&u->done, 1, memory_order_relaxed);
@@ -55,6 +62,7 @@ static void unlink_one(unlinker *u, doomed *d)
 static void *unlinker_main(void *arg)
 {
     unlinker *u = arg;
+    (void)pthread_setname_np(pthread_self(), "pb-unlink");
     pthread_mutex_lock(&u->lock);
     for (;;) {
         while (!u->head && !u->stop)
@@ -105,7 +113,7 @@ int unlinker_start(unlinker **out)
     return 0;
 }
 
-int unlinker_take(unlinker *u, const fileio *io, const char *path)
+static int enqueue(unlinker *u, const fileio *io, int fd, const char *path)
 {
     size_t n = strlen(path) + 1;
     doomed *d = malloc(sizeof *d + n);
@@ -113,6 +121,7 @@ int unlinker_take(unlinker *u, const fileio *io, const char *path)
         return PB_ENOMEM;
     d->next = NULL;
     d->io = io;
+    d->fd = fd;
     memcpy(d->path, path, n);
     pthread_mutex_lock(&u->lock);
     if (u->stop || u->queued >= UNLINKER_MAX_QUEUED) {
@@ -130,6 +139,16 @@ int unlinker_take(unlinker *u, const fileio *io, const char *path)
     pthread_cond_signal(&u->wake);
     pthread_mutex_unlock(&u->lock);
     return 0;
+}
+
+int unlinker_take(unlinker *u, const fileio *io, const char *path)
+{
+    return enqueue(u, io, -1, path);
+}
+
+int unlinker_take_fd(unlinker *u, const fileio *io, int fd)
+{
+    return fd < 0 ? PB_EINVAL : enqueue(u, io, fd, "");
 }
 
 void unlinker_flush(unlinker *u)

@@ -6,12 +6,17 @@
  * extents), on the writer thread 11% of a publisher's time while retention
  * removes (strace of the retention bench). The writer keeps every change
  * that readers and recovery can see: it renames the segment out of their
- * sight (<base>.log -> <base>.log.del), unlinks the index and syncs the
- * directory, in order, oldest first (removal.c); only the unlink of the
- * renamed file, which nobody lists, comes here. A crash leaves .log.del
- * files, which the next open of the partition removes.
+ * sight (<base>.log -> <base>.log.del) and syncs the directory, in order,
+ * oldest first (removal.c); only the unlinks of the renamed file and of
+ * its index, which nobody lists any more, come here. A crash leaves
+ * .log.del and orphan .idx files, which the next open of the partition
+ * removes.
  *
- * Bounded: at most UNLINKER_MAX_QUEUED paths wait; beyond that (or without
+ * The same goes for a plain segment a compressed copy replaces: the writer
+ * holds it open across the rename (which would otherwise free its extents
+ * on the writer's thread) and hands the descriptor here to be closed.
+ *
+ * Bounded: at most UNLINKER_MAX_QUEUED paths (or descriptors) wait; beyond that (or without
  * memory) unlinker_take refuses and the writer unlinks the file itself, as
  * before. The thread runs at normal priority: the space is freed soon after
  * the removal, so retain_bytes and min_free_bytes see it.
@@ -37,6 +42,12 @@ int unlinker_start(unlinker **out);
  * 0, or a negative code (queue full, no memory, stopping): the caller
  * unlinks it itself. A missing file is no error. */
 int unlinker_take(unlinker *u, const fileio *io, const char *path);
+
+/* Queues a close of fd, through io->close: the last descriptor of a file
+ * whose name is gone (a plain segment a compressed copy replaced), whose
+ * close frees its space, as an unlink would. 0, or a negative code (as
+ * for unlinker_take): the caller closes it itself. */
+int unlinker_take_fd(unlinker *u, const fileio *io, int fd);
 
 /* Waits until every path queued before the call is unlinked (tests). */
 void unlinker_flush(unlinker *u);

@@ -47,6 +47,11 @@ int upkeep_retain(upkeep *u, pb_log *log)
 {
     if (!log || !retention_enabled(&u->retain) || log_status(log) < 0)
         return 0;
+    /* The last removal waits for the next directory sync (removal.c): on
+     * the tick, with no rotation coming, it is made now (and its space
+     * freed: a low disk's tick comes here). */
+    if (log_removal_flush(log) < 0)
+        return log_status(log);
     int64_t now = wall(u);
     uint64_t floor = u->floor ? u->floor(u->floor_ctx, u->name) : UINT64_MAX;
     retention_result r;

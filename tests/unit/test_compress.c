@@ -11,6 +11,11 @@
  *   - decompressing ahead (segment_ahead): the same reads, seeks and damage
  *     reports through the daemon's inflater thread and through executors
  *     that run a task at once, refuse it, or never begin it;
+ *   - the install hands the replaced plain file's descriptor to
+ *     log_options.discard_fd (the daemon's unlinker thread closes it, so
+ *     freeing its extents never runs on the writer): the descriptor still
+ *     reads the plain segment, whose name is gone; refused, it is closed
+ *     in the install;
  *   - the power-loss simulation (tests/lib/simio) cut at every operation of
  *     a compression with several seeds: the log always reopens and reads
  *     every offset, and the compression can be done again.
@@ -361,6 +366,57 @@ static void test_decompress_ahead(void **state)
     inflater_stop(inf);
 }
 
+/* log_options.discard_fd: keeps the descriptors it is given (or refuses). */
+static int kept_fds[8];
+static size_t nkept;
+static bool refuse_fds;
+static int keep_fd(void *ctx, const fileio *io, int fd)
+{
+    (void)ctx;
+    (void)io;
+    if (refuse_fds || nkept == sizeof kept_fds / sizeof kept_fds[0])
+        return -1;
+    kept_fds[nkept++] = fd;
+    return 0;
+}
+
+static void test_install_hands_plain_fd(void **state)
+{
+    (void)state;
+    pb_log *log = build(dir, NULL, 256 * 1024, N);
+    assert_int_equal(log_close(log), 0);
+    log_options lo = {
+        .segment_bytes = 256 * 1024, .index_interval_bytes = 4096, .discard_fd = keep_fd};
+    assert_int_equal(log_open(&log, dir, &lo), 0);
+    size_t closed = log_closed_count(log);
+    assert_true(closed >= 2);
+    char path[256];
+    assert_int_equal(segment_path(path, sizeof path, dir, 0, ".log"), 0);
+    uint64_t plain_size = file_size(path);
+    nkept = 0;
+    refuse_fds = false;
+    uint64_t plain, packed;
+    assert_int_equal(log_compress_closed(log, 0, 3, &plain, &packed), 1);
+    assert_true(is_compressed(path));
+    /* Handed over: the old plain file, its name gone, still whole. */
+    assert_int_equal(nkept, 1);
+    struct stat st;
+    assert_int_equal(fstat(kept_fds[0], &st), 0);
+    assert_int_equal(st.st_nlink, 0);
+    assert_int_equal((uint64_t)st.st_size, plain_size);
+    uint8_t hdr[ZSEG_HEADER_END];
+    assert_int_equal(pread(kept_fds[0], hdr, sizeof hdr, 0), (ssize_t)sizeof hdr);
+    assert_false(zseg_is_compressed(hdr, sizeof hdr));
+    assert_int_equal(close(kept_fds[0]), 0);
+    /* Refused: closed in the install (nothing kept, nothing leaks). */
+    refuse_fds = true;
+    assert_int_equal(log_compress_closed(log, 1, 3, &plain, &packed), 1);
+    assert_int_equal(nkept, 1);
+    assert_int_equal(log_close(log), 0);
+    uint64_t lost;
+    assert_int_equal(read_all(dir, NULL, N, &lost, NULL, NULL, 0), 0);
+}
+
 #define PL_EVENTS 400
 
 static void test_compress_survives_power_loss(void **state)
@@ -430,6 +486,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_flipped_bit_is_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged_index_is_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decompress_ahead, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_install_hands_plain_fd, setup, teardown),
         cmocka_unit_test(test_compress_survives_power_loss),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

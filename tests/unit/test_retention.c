@@ -10,11 +10,14 @@
  *   - a mirror's floor holds segments back;
  *   - a reader in the middle of a segment that is removed keeps reading it;
  *   - the writer renames a removed segment out of sight (.log.del) and
- *     hands its unlink to another thread (server/unlinker.c); a reopen
+ *     hands its unlink to another thread (server/unlinker.c), which also
+ *     closes descriptors handed to it (unlinker_take_fd); a reopen
  *     removes what a crash left;
  *   - the power-loss simulation (tests/lib/simio) cut at every operation of
  *     a removal, with several seeds: the log always reopens with a
- *     contiguous range from its first base, and no orphan index is left.
+ *     contiguous range from its first base, and no orphan index is left;
+ *     the last removal, left for the next directory sync, is durable once
+ *     flushed and otherwise may come back (only it).
  */
 #include "testfs.h"
 #include "fileio.h"
@@ -29,6 +32,7 @@
 #include "unlinker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -305,17 +309,23 @@ static int lowest_idx(void *arg, const char *name)
 }
 
 /* A log_options.discard that takes the path and leaves the file: an
- * unlinker thread that has not got to it yet. */
-static _Atomic size_t discarded;
+ * unlinker thread that has not got to it yet. Each removal hands over its
+ * .log.del (counted) and then its .idx (counted apart); anything else is
+ * counted as wrong (asserted on the test's thread: this runs on the
+ * writer's). */
+static _Atomic size_t discarded, discarded_idx, discarded_wrong;
 static int keep_discard(void *ctx, const fileio *io, const char *path)
 {
     (void)ctx;
     (void)io;
     uint64_t base;
     const char *name = strrchr(path, '/');
-    assert_non_null(name);
-    assert_true(segment_parse_name(name + 1, ".log.del", &base));
-    atomic_fetch_add(&discarded, 1);
+    if (name && segment_parse_name(name + 1, ".log.del", &base))
+        atomic_fetch_add(&discarded, 1);
+    else if (name && segment_parse_name(name + 1, ".idx", &base))
+        atomic_fetch_add(&discarded_idx, 1);
+    else
+        atomic_fetch_add(&discarded_wrong, 1);
     return 0;
 }
 
@@ -349,12 +359,16 @@ static void test_removal_hands_unlink_over(void **state)
     partition_options o = popts();
     o.log.discard = keep_discard;
     atomic_store(&discarded, 0);
+    atomic_store(&discarded_idx, 0);
+    atomic_store(&discarded_wrong, 0);
     atomic_store(&clock_ns, T0);
     partition *p = publish_past_retention(&o);
     uint64_t first = partition_first_offset(p);
     assert_true(first > 0);
     size_t n = atomic_load(&discarded);
     assert_true(n > 0);
+    assert_int_equal(atomic_load(&discarded_idx), n); /* the .idx after the sync */
+    assert_int_equal(atomic_load(&discarded_wrong), 0);
     assert_int_equal(count_hidden(part_dir), n);
     assert_int_equal(read_all(part_dir, NULL, 160), first);
     assert_true(dir_log_bytes(part_dir) <= 3000 + 1024);
@@ -375,7 +389,27 @@ static void test_removal_hands_unlink_over(void **state)
     assert_int_equal(count_hidden(part_dir), 0);
     assert_int_equal(read_all(part_dir, NULL, 320), partition_first_offset(p));
     assert_int_equal(partition_close(p), 0);
+
+    /* A descriptor handed over (a plain segment a compressed copy
+     * replaced) is closed on the thread; one taken just before the stop is
+     * closed by the stop. */
+    char path[256];
+    snprintf(path, sizeof path, "%s/fd-only", root);
+    int fd = open(path, O_CREAT | O_RDWR, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(unlink(path), 0);
+    uint64_t before = unlinker_done(u.unlinker);
+    assert_int_equal(unlinker_take_fd(u.unlinker, fileio_posix(), fd), 0);
+    unlinker_flush(u.unlinker);
+    assert_int_equal(unlinker_done(u.unlinker), before + 1);
+    assert_int_equal(fcntl(fd, F_GETFD), -1); /* closed */
+    assert_true(unlinker_take_fd(u.unlinker, fileio_posix(), -1) < 0);
+    fd = open(path, O_CREAT | O_RDWR, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(unlinker_take_fd(u.unlinker, fileio_posix(), fd), 0);
     unlinker_stop(u.unlinker);
+    assert_int_equal(fcntl(fd, F_GETFD), -1);
 }
 
 /* A full file system may refuse the rename's new directory entry where an
@@ -398,6 +432,8 @@ static void test_removal_when_rename_refused(void **state)
     o.log.io = &norename_io;
     o.log.discard = keep_discard;
     atomic_store(&discarded, 0);
+    atomic_store(&discarded_idx, 0);
+    atomic_store(&discarded_wrong, 0);
     atomic_store(&clock_ns, T0);
     partition *p = publish_past_retention(&o);
     uint64_t first = partition_first_offset(p);
@@ -478,7 +514,7 @@ static pb_log *build(simio *sim, const log_options *lo)
 static void test_removal_survives_power_loss(void **state)
 {
     (void)state;
-    size_t rounds = 0, partial = 0;
+    size_t rounds = 0, partial = 0, came_back = 0;
     for (uint64_t k = 1; k < 40; k++) {
         for (uint64_t seed = 1; seed <= 8; seed++) {
             simio *sim;
@@ -495,6 +531,12 @@ static void test_removal_survives_power_loss(void **state)
             assert_true(closed >= 5);
             simio_crash_at(sim, simio_ops(sim) + k);
             int n = log_remove_oldest(log, 4);
+            /* The last removal's rename waits for the next directory sync:
+             * made here for odd k, left pending (the crash takes it or
+             * not) for even k. */
+            bool flushed = k % 2 == 1;
+            if (flushed)
+                (void)log_removal_flush(log);
             bool cut = simio_is_down(sim);
             partial += cut;
             if (!cut)
@@ -511,9 +553,15 @@ static void test_removal_survives_power_loss(void **state)
             assert_int_equal(simio_io(sim)->list_dir(simio_io(sim), "/d/p", lowest_idx, &s), 0);
             assert_true(s.lowest >= first);
             assert_int_equal(s.hidden, 0); /* removed at the open */
-            /* A finished removal is durable: four segments gone. */
-            if (!cut)
+            /* A finished removal is durable once synced: four segments
+             * gone; the last one unsynced may come back, never more. */
+            if (!cut && flushed)
                 assert_int_equal(log_closed_count(log), closed - 4);
+            else if (!cut) {
+                assert_true(log_closed_count(log) == closed - 4 ||
+                            log_closed_count(log) == closed - 3);
+                came_back += log_closed_count(log) == closed - 3;
+            }
             /* And retention can go on where it stopped. */
             assert_true(log_remove_oldest(log, 1) >= 0);
             assert_int_equal(log_close(log), 0);
@@ -521,6 +569,7 @@ static void test_removal_survives_power_loss(void **state)
             rounds++;
         }
     }
+    assert_true(came_back > 0); /* the unsynced last removal was lost sometimes */
     assert_true(partial > 0);
     assert_true(rounds > 100);
 }
