@@ -19,7 +19,9 @@
  * Bounded: at most UNLINKER_MAX_QUEUED paths (or descriptors) wait; beyond that (or without
  * memory) unlinker_take refuses and the writer unlinks the file itself, as
  * before. The thread runs at normal priority: the space is freed soon after
- * the removal, so retain_bytes and min_free_bytes see it.
+ * the removal's directory sync (within about a second of the removal: the
+ * upkeep tick makes it when no rotation does), so retain_bytes and
+ * min_free_bytes see it.
  *
  * Threads: unlinker_take from any thread (the writers); the unlinks, and
  * their failure messages (WARN naming the file), on the unlinker's thread.

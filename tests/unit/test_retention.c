@@ -412,6 +412,55 @@ static void test_removal_hands_unlink_over(void **state)
     assert_int_equal(fcntl(fd, F_GETFD), -1);
 }
 
+/* A busy partition (its writer never idle) with retain_bytes alone: the
+ * last removal's rename waits for a directory sync, which the upkeep tick
+ * makes about a second later even with no rotation coming; before, it
+ * waited for the next rotation (hours on a slow partition). */
+static void test_last_removal_flushed_by_tick(void **state)
+{
+    (void)state;
+    partition_options o = popts();
+    o.log.discard = keep_discard;
+    o.idle_ms = 3600 * 1000; /* never dormant: no release makes the sync */
+    o.retain.bytes = 3000;
+    atomic_store(&discarded, 0);
+    atomic_store(&discarded_idx, 0);
+    atomic_store(&discarded_wrong, 0);
+    atomic_store(&clock_ns, T0);
+    partition *p;
+    assert_int_equal(partition_open(&p, root, "p", &o), 0);
+    for (int i = 0; i < 10; i++)
+        publish(p, 16);
+    assert_true(wait_first_above(p, 0) > 0);
+    /* Retention ran after the last take's acks. keep_discard leaves every
+     * renamed .log.del in place, so they count the removals; the .log.del
+     * and .idx of a removal are handed over once its rename is durable:
+     * the last one's wait for a directory sync. */
+    size_t n = 0;
+    for (int i = 0; i < 100; i++) { /* until it holds for 50 ms: retention is done */
+        n = count_hidden(part_dir);
+        size_t d = atomic_load(&discarded);
+        usleep(50000);
+        if (n == d + 1 && count_hidden(part_dir) == n && atomic_load(&discarded) == d)
+            break;
+    }
+    assert_true(n > 1);
+    assert_int_equal(atomic_load(&discarded), n - 1);
+    assert_int_equal(atomic_load(&discarded_idx), n - 1);
+    /* Ticks before the second is up do nothing; the one after syncs. */
+    partition_upkeep_tick(p, T0 + SEC / 2);
+    usleep(20000);
+    assert_int_equal(atomic_load(&discarded), n - 1);
+    partition_upkeep_tick(p, T0 + 2 * SEC);
+    for (int i = 0; i < 5000 && atomic_load(&discarded_idx) != n; i++)
+        usleep(1000);
+    assert_int_equal(atomic_load(&discarded_idx), n);
+    assert_int_equal(atomic_load(&discarded), n);
+    assert_int_equal(count_hidden(part_dir), n);
+    assert_int_equal(atomic_load(&discarded_wrong), 0);
+    assert_int_equal(partition_close(p), 0);
+}
+
 /* A full file system may refuse the rename's new directory entry where an
  * unlink frees space: retention then unlinks the .log on the writer. */
 static fileio norename_io;
@@ -600,6 +649,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mirror_floor_holds_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reader_keeps_removed_segment, setup, teardown),
         cmocka_unit_test_setup_teardown(test_removal_hands_unlink_over, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_last_removal_flushed_by_tick, setup, teardown),
         cmocka_unit_test_setup_teardown(test_removal_when_rename_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_topic_table_after_retention, setup, teardown),
         cmocka_unit_test(test_removal_survives_power_loss),
