@@ -16,7 +16,8 @@
  * holds it open across the rename (which would otherwise free its extents
  * on the writer's thread) and hands the descriptor here to be closed.
  *
- * Bounded: at most UNLINKER_MAX_QUEUED paths (or descriptors) wait; beyond that (or without
+ * Bounded: at most UNLINKER_MAX_QUEUED paths (or descriptors, at most
+ * UNLINKER_MAX_FDS of them) wait; beyond that (or without
  * memory) unlinker_take refuses and the writer unlinks the file itself, as
  * before. The thread runs at normal priority: the space is freed soon after
  * the removal's directory sync (within about a second of the removal: the
@@ -34,6 +35,9 @@
 #include <stdint.h>
 
 #define UNLINKER_MAX_QUEUED 1024
+/* Of them, descriptors: each is open outside the daemon's fd budget
+ * (fdbudget.h), whose spare is small; beyond this the writer closes it. */
+#define UNLINKER_MAX_FDS 16
 
 typedef struct unlinker unlinker;
 
