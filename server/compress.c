@@ -22,8 +22,10 @@
  * tests/unit/test_powerloss.c):
  *   1. the compressed bytes go to <base>.log.ztmp (O_TRUNC: a leftover of
  *      an earlier crash is overwritten), then fdatasync;
- *   2. rename(<base>.log.ztmp, <base>.log): atomic, the plain file is
- *      replaced (unlinked) in the same step;
+ *   2. rename(<base>.log.ztmp, <base>.log): atomic, the plain file's name
+ *      is replaced in the same step; the writer holds the plain file open
+ *      across the rename and hands the descriptor to the unlinker thread,
+ *      whose close frees its space (not the writer's);
  *   3. fsync of the directory: the replacement is durable.
  * A crash before 2 leaves the plain segment (and a .ztmp no reader lists,
  * removed at the next open: log_remove_orphans); after 2 the whole

@@ -35,6 +35,7 @@ struct unlinker {
     pthread_cond_t moved; /* finished moved on (flush) */
     doomed *head, *tail;
     size_t queued;
+    size_t queued_fds; /* of them, descriptors (each one outside the fd budget) */
     uint64_t taken, finished; /* paths queued / dealt with since the start */
     bool stop;
     _Atomic uint64_t done; /* unlinked (or already gone) */
@@ -74,6 +75,7 @@ static void *unlinker_main(void *arg)
         if (!u->head)
             u->tail = NULL;
         u->queued--;
+        u->queued_fds -= d->fd >= 0;
         pthread_mutex_unlock(&u->lock);
         unlink_one(u, d);
         free(d);
@@ -124,7 +126,8 @@ static int enqueue(unlinker *u, const fileio *io, int fd, const char *path)
     d->fd = fd;
     memcpy(d->path, path, n);
     pthread_mutex_lock(&u->lock);
-    if (u->stop || u->queued >= UNLINKER_MAX_QUEUED) {
+    if (u->stop || u->queued >= UNLINKER_MAX_QUEUED ||
+        (fd >= 0 && u->queued_fds >= UNLINKER_MAX_FDS)) {
         pthread_mutex_unlock(&u->lock);
         free(d);
         return -EAGAIN;
@@ -135,6 +138,7 @@ static int enqueue(unlinker *u, const fileio *io, int fd, const char *path)
         u->head = d;
     u->tail = d;
     u->queued++;
+    u->queued_fds += fd >= 0;
     u->taken++;
     pthread_cond_signal(&u->wake);
     pthread_mutex_unlock(&u->lock);

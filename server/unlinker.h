@@ -16,10 +16,13 @@
  * holds it open across the rename (which would otherwise free its extents
  * on the writer's thread) and hands the descriptor here to be closed.
  *
- * Bounded: at most UNLINKER_MAX_QUEUED paths (or descriptors) wait; beyond that (or without
+ * Bounded: at most UNLINKER_MAX_QUEUED paths (or descriptors, at most
+ * UNLINKER_MAX_FDS of them) wait; beyond that (or without
  * memory) unlinker_take refuses and the writer unlinks the file itself, as
  * before. The thread runs at normal priority: the space is freed soon after
- * the removal, so retain_bytes and min_free_bytes see it.
+ * the removal's directory sync (within about a second of the removal: the
+ * upkeep tick makes it when no rotation does), so retain_bytes and
+ * min_free_bytes see it.
  *
  * Threads: unlinker_take from any thread (the writers); the unlinks, and
  * their failure messages (WARN naming the file), on the unlinker's thread.
@@ -32,6 +35,9 @@
 #include <stdint.h>
 
 #define UNLINKER_MAX_QUEUED 1024
+/* Of them, descriptors: each is open outside the daemon's fd budget
+ * (fdbudget.h), whose spare is small; beyond this the writer closes it. */
+#define UNLINKER_MAX_FDS 16
 
 typedef struct unlinker unlinker;
 

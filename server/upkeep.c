@@ -33,6 +33,9 @@
 /* A retention run held back by a mirror, or cut short by an I/O error, is
  * tried again this much later. */
 #define RETRY_NS (10ll * 1000000000ll)
+/* A removal leaves its rename to the next directory sync (removal.c);
+ * with no rotation coming, the tick makes that sync this soon after. */
+#define FLUSH_NS (1000000000ll)
 
 static int64_t wall(const upkeep *u)
 {
@@ -73,6 +76,8 @@ int upkeep_retain(upkeep *u, pb_log *log)
     int64_t due = r.next_due_ns;
     if ((r.held || rc < 0) && now + RETRY_NS < due)
         due = now + RETRY_NS;
+    if (r.removed > 0 && now + FLUSH_NS < due)
+        due = now + FLUSH_NS; /* its space and durability wait for nothing else */
     atomic_store(&u->due_ns, due);
     u->closed_seen = log_closed_count(log);
     return log_status(log);

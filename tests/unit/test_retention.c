@@ -412,6 +412,107 @@ static void test_removal_hands_unlink_over(void **state)
     assert_int_equal(fcntl(fd, F_GETFD), -1);
 }
 
+/* A busy partition (its writer never idle) with retain_bytes alone: the
+ * last removal's rename waits for a directory sync, which the upkeep tick
+ * makes about a second later even with no rotation coming; before, it
+ * waited for the next rotation (hours on a slow partition). */
+static void test_last_removal_flushed_by_tick(void **state)
+{
+    (void)state;
+    partition_options o = popts();
+    o.log.discard = keep_discard;
+    o.idle_ms = 3600 * 1000; /* never dormant: no release makes the sync */
+    o.retain.bytes = 3000;
+    atomic_store(&discarded, 0);
+    atomic_store(&discarded_idx, 0);
+    atomic_store(&discarded_wrong, 0);
+    atomic_store(&clock_ns, T0);
+    partition *p;
+    assert_int_equal(partition_open(&p, root, "p", &o), 0);
+    for (int i = 0; i < 10; i++)
+        publish(p, 16);
+    assert_true(wait_first_above(p, 0) > 0);
+    /* Retention ran after the last take's acks. keep_discard leaves every
+     * renamed .log.del in place, so they count the removals; the .log.del
+     * and .idx of a removal are handed over once its rename is durable:
+     * the last one's wait for a directory sync. */
+    size_t n = 0;
+    for (int i = 0; i < 100; i++) { /* until it holds for 50 ms: retention is done */
+        n = count_hidden(part_dir);
+        size_t d = atomic_load(&discarded);
+        usleep(50000);
+        if (n == d + 1 && count_hidden(part_dir) == n && atomic_load(&discarded) == d)
+            break;
+    }
+    assert_true(n > 1);
+    assert_int_equal(atomic_load(&discarded), n - 1);
+    assert_int_equal(atomic_load(&discarded_idx), n - 1);
+    /* Ticks before the second is up do nothing; the one after syncs. */
+    partition_upkeep_tick(p, T0 + SEC / 2);
+    usleep(20000);
+    assert_int_equal(atomic_load(&discarded), n - 1);
+    partition_upkeep_tick(p, T0 + 2 * SEC);
+    for (int i = 0; i < 5000 && atomic_load(&discarded_idx) != n; i++)
+        usleep(1000);
+    assert_int_equal(atomic_load(&discarded_idx), n);
+    assert_int_equal(atomic_load(&discarded), n);
+    assert_int_equal(count_hidden(part_dir), n);
+    assert_int_equal(atomic_load(&discarded_wrong), 0);
+    assert_int_equal(partition_close(p), 0);
+}
+
+/* The unlinker holds at most UNLINKER_MAX_FDS descriptors (each open
+ * outside the daemon's fd budget): beyond that, unlinker_take_fd refuses and
+ * the writer closes the descriptor itself. The thread is held inside an
+ * unlink meanwhile, so nothing drains. */
+static fileio slow_io;
+static _Atomic int unlink_held;
+static int held_unlink(const fileio *io, const char *path)
+{
+    atomic_store(&unlink_held, 1);
+    for (int i = 0; i < 5000 && atomic_load(&unlink_held) == 1; i++)
+        usleep(1000);
+    return fileio_posix()->unlink(io, path);
+}
+
+static void test_unlinker_caps_descriptors(void **state)
+{
+    (void)state;
+    slow_io = *fileio_posix();
+    slow_io.unlink = held_unlink;
+    unlinker *u;
+    assert_int_equal(unlinker_start(&u), 0);
+    char path[256];
+    snprintf(path, sizeof path, "%s/doomed", root);
+    int fd = open(path, O_CREAT | O_RDWR, 0644);
+    assert_true(fd >= 0);
+    close(fd);
+    atomic_store(&unlink_held, 0);
+    assert_int_equal(unlinker_take(u, &slow_io, path), 0);
+    for (int i = 0; i < 5000 && atomic_load(&unlink_held) == 0; i++)
+        usleep(1000);
+    assert_int_equal(atomic_load(&unlink_held), 1); /* the thread waits in the unlink */
+    int fds[UNLINKER_MAX_FDS + 1];
+    for (int i = 0; i <= UNLINKER_MAX_FDS; i++) {
+        fds[i] = open("/dev/null", O_RDONLY);
+        assert_true(fds[i] >= 0);
+    }
+    for (int i = 0; i < UNLINKER_MAX_FDS; i++)
+        assert_int_equal(unlinker_take_fd(u, fileio_posix(), fds[i]), 0);
+    assert_true(unlinker_take_fd(u, fileio_posix(), fds[UNLINKER_MAX_FDS]) < 0);
+    assert_int_equal(unlinker_take(u, &slow_io, path), 0); /* paths still go */
+    close(fds[UNLINKER_MAX_FDS]); /* the writer's own close */
+    atomic_store(&unlink_held, 2);
+    unlinker_flush(u);
+    for (int i = 0; i < UNLINKER_MAX_FDS; i++)
+        assert_int_equal(fcntl(fds[i], F_GETFD), -1); /* closed by the thread */
+    /* Room again once they are closed. */
+    fd = open("/dev/null", O_RDONLY);
+    assert_int_equal(unlinker_take_fd(u, fileio_posix(), fd), 0);
+    unlinker_stop(u);
+    assert_int_equal(fcntl(fd, F_GETFD), -1);
+}
+
 /* A full file system may refuse the rename's new directory entry where an
  * unlink frees space: retention then unlinks the .log on the writer. */
 static fileio norename_io;
@@ -600,6 +701,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mirror_floor_holds_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reader_keeps_removed_segment, setup, teardown),
         cmocka_unit_test_setup_teardown(test_removal_hands_unlink_over, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_last_removal_flushed_by_tick, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unlinker_caps_descriptors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_removal_when_rename_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_topic_table_after_retention, setup, teardown),
         cmocka_unit_test(test_removal_survives_power_loss),
