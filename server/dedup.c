@@ -68,9 +68,6 @@
 /* Prefetch distance, in events: enough to cover a cache miss with the work
  * of the events in between (16 and 24 measured no better). */
 #define PREFETCH_AHEAD 8u
-/* The same for the slots dedup_commit's evictions read: a pop is a few
- * nanoseconds, so further ahead. */
-#define EVICT_AHEAD 64u
 
 typedef struct dedup_slot {
     uint64_t hash;
@@ -469,6 +466,34 @@ int dedup_find(const dedup *d, const uint8_t *id, size_t len, uint64_t *offset)
     return at != 0;
 }
 
+/* Forgets the k oldest ids (k <= committed), the bound's evictions: a run
+ * of the ring at a time, whose `passed` flags are scanned a word at a time
+ * (most are 0: their slots are not read at all). */
+static void pop_heads(dedup *d, uint32_t k)
+{
+    d->committed -= k;
+    d->count -= k;
+    d->head_seq += k;
+    d->evicted += k;
+    while (k > 0) {
+        uint32_t run = d->cap - d->head < k ? d->cap - d->head : k;
+        const uint8_t *f = d->passed + d->head;
+        uint32_t i = 0;
+        while (i < run) {
+            uint64_t w;
+            if (run - i >= 8 && (memcpy(&w, f + i, 8), w == 0)) {
+                i += 8;
+                continue;
+            }
+            if (f[i])
+                index_unpass(d, &d->ring[d->head + i]);
+            i++;
+        }
+        d->head = d->head + run == d->cap ? 0 : d->head + run;
+        k -= run;
+    }
+}
+
 /* Forgets the oldest id: its cell is free from now on. */
 static void pop_head(dedup *d)
 {
@@ -565,14 +590,8 @@ void dedup_commit(dedup *d, uint64_t below)
             hi = mid;
     }
     d->committed = lo;
-    /* Over the bound: the oldest go. A slot is read only when its id passed
-     * full buckets (pop_head); those are asked for ahead of the pops. */
-    while (d->committed > d->max_entries) {
-        if (d->committed - d->max_entries > EVICT_AHEAD && d->passed[ring_pos(d, EVICT_AHEAD)])
-            __builtin_prefetch(&d->ring[ring_pos(d, EVICT_AHEAD)]);
-        pop_head(d);
-        d->evicted++;
-    }
+    if (d->committed > d->max_entries)
+        pop_heads(d, d->committed - d->max_entries);
 }
 
 /* lookup and, when absent, add, in one pass over the home bucket: its tags
