@@ -27,14 +27,6 @@
  * flags with a rebuild when many were set cost more: each rebuild is
  * 100,000 random writes.)
  *
- * The bound: ids are added by a take that may still fail (pending); the
- * first `committed` of the ring are stored records'. dedup_commit pops the
- * oldest while more than max_entries are committed, so a take that is
- * truncated never cost a stored id its place; the ring has an eighth more
- * room than the bound for the pending ones (more when takes are larger).
- * A pop reads the slot's `passed` flag, not the slot, unless its id passed
- * full buckets.
- *
  * A cell whose sequence number was popped and later reused by another id
  * (after a rollback, or 2^32 insertions later) can look in use: its tag
  * still has to match and the slot's id is compared in full, so it can only
@@ -47,12 +39,18 @@
 
 #include "event.h"
 #include "hash.h"
+#include "logging.h"
 #include "pb_errors.h"
+#include "reader.h"
+#include "segment.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -94,16 +92,8 @@ struct dedup {
     int64_t window_ns;
     uint32_t max_entries;
     dedup_slot *ring; /* cap slots; count of them from head on */
-    /* cap flags: ring[pos].hops != 0. Evicting the oldest id reads its
-     * flag, not its slot (a line last touched max_entries ids ago). */
-    uint8_t *passed;
     uint32_t cap, head, count;
     uint32_t head_seq; /* the sequence number of ring[head] */
-    /* The first `committed` ids from the head belong to stored records
-     * (dedup_commit); the rest were added by a take that may still fail.
-     * Only committed ids are forgotten for the bound, so that a take that
-     * is not stored (dedup_truncate) leaves the window as it found it. */
-    uint32_t committed;
     bucket *index;     /* nbuckets buckets */
     uint32_t *over;    /* nbuckets counts: ids in the ring that passed this bucket */
     uint32_t nbuckets; /* a power of two; CELLS * nbuckets >= 2 * cap */
@@ -130,8 +120,6 @@ int dedup_create(dedup **out, int64_t window_ns, uint32_t max_entries)
 
 static void release(dedup *d)
 {
-    free(d->passed);
-    d->passed = NULL;
     free(d->ring);
     free(d->index);
     free(d->over);
@@ -264,10 +252,8 @@ static void index_fill(dedup *d)
     memset(d->index, 0, (size_t)d->nbuckets * sizeof *d->index);
     memset(d->over, 0, (size_t)d->nbuckets * sizeof *d->over);
     for (uint32_t k = 0; k < d->count; k++) {
-        uint32_t pos = ring_pos(d, k);
-        dedup_slot *s = &d->ring[pos];
+        dedup_slot *s = &d->ring[ring_pos(d, k)];
         s->hops = index_put(d, s->hash, d->head_seq + k);
-        d->passed[pos] = s->hops != 0;
     }
 }
 
@@ -275,27 +261,19 @@ static void index_fill(dedup *d)
  * an index to match. */
 static int grow(dedup *d)
 {
-    /* Doubling up to the bound, which gets an eighth more at once: the
-     * room for the ids of the takes not stored yet, which stay on top of
-     * it until then (dedup_commit). Larger takes grow it by eighths. */
-    uint64_t cap = d->cap ? (uint64_t)d->cap * 2 : RING_INITIAL;
-    uint64_t full = (uint64_t)d->max_entries + d->max_entries / 8 + 8;
-    if (cap >= d->max_entries)
-        cap = d->cap < full ? full : (uint64_t)d->cap + d->cap / 8 + 8;
-    if (cap > UINT32_MAX / 4)
-        return PB_ENOMEM;
+    uint32_t cap = d->cap ? d->cap * 2 : RING_INITIAL;
+    if (cap > d->max_entries || cap < d->cap)
+        cap = d->max_entries;
     uint32_t nbuckets = 1;
     while ((uint64_t)nbuckets * CELLS < (uint64_t)cap * 2)
         nbuckets <<= 1;
     dedup_slot *ring = malloc((size_t)cap * sizeof *ring);
     bucket *index = index_alloc(nbuckets);
     uint32_t *over = malloc((size_t)nbuckets * sizeof *over);
-    uint8_t *passed = malloc(cap);
-    if (!ring || !index || !over || !passed) {
+    if (!ring || !index || !over) {
         free(ring);
         free(index);
         free(over);
-        free(passed);
         return PB_ENOMEM;
     }
     for (uint32_t k = 0; k < d->count; k++)
@@ -303,12 +281,10 @@ static int grow(dedup *d)
     free(d->ring);
     free(d->index);
     free(d->over);
-    free(d->passed);
-    d->passed = passed; /* set by index_fill */
     d->ring = ring;
     d->index = index;
     d->over = over;
-    d->cap = (uint32_t)cap;
+    d->cap = cap;
     d->nbuckets = nbuckets;
     d->head = 0;
     index_fill(d);
@@ -466,40 +442,10 @@ int dedup_find(const dedup *d, const uint8_t *id, size_t len, uint64_t *offset)
     return at != 0;
 }
 
-/* Forgets the k oldest ids (k <= committed), the bound's evictions: a run
- * of the ring at a time, whose `passed` flags are scanned a word at a time
- * (most are 0: their slots are not read at all). */
-static void pop_heads(dedup *d, uint32_t k)
-{
-    d->committed -= k;
-    d->count -= k;
-    d->head_seq += k;
-    d->evicted += k;
-    while (k > 0) {
-        uint32_t run = d->cap - d->head < k ? d->cap - d->head : k;
-        const uint8_t *f = d->passed + d->head;
-        uint32_t i = 0;
-        while (i < run) {
-            uint64_t w;
-            if (run - i >= 8 && (memcpy(&w, f + i, 8), w == 0)) {
-                i += 8;
-                continue;
-            }
-            if (f[i])
-                index_unpass(d, &d->ring[d->head + i]);
-            i++;
-        }
-        d->head = d->head + run == d->cap ? 0 : d->head + run;
-        k -= run;
-    }
-}
-
 /* Forgets the oldest id: its cell is free from now on. */
 static void pop_head(dedup *d)
 {
-    if (d->committed)
-        d->committed--;
-    if (d->passed[d->head])
+    if (d->ring[d->head].hops)
         index_unpass(d, &d->ring[d->head]);
     d->head = d->head + 1 == d->cap ? 0 : d->head + 1;
     d->head_seq++;
@@ -533,7 +479,12 @@ static void copy_id(uint8_t *dst, const uint8_t *src, size_t len)
 static inline int add(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint64_t offset,
                       int64_t time_ns, unsigned home_free)
 {
-    if (d->count == d->cap) {
+    if (d->count == d->max_entries) {
+        /* The window is full: the oldest id goes early. Popping only frees
+         * cells, so home_free stays true. */
+        pop_head(d);
+        d->evicted++;
+    } else if (d->count == d->cap) {
         if (grow(d) < 0) {
             d->lost = true;
             return PB_ENOMEM;
@@ -557,7 +508,6 @@ static inline int add(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint6
     } else {
         s->hops = index_put(d, h, seq);
     }
-    d->passed[pos] = s->hops != 0;
     d->count++;
     return 0;
 }
@@ -566,32 +516,7 @@ int dedup_add(dedup *d, const uint8_t *id, size_t len, uint64_t offset, int64_t 
 {
     if (len == 0 || len > EVENT_ID_MAX_BYTES)
         return PB_EINVAL;
-    /* A stored record's id: room first (so the ring does not grow past the
-     * bound), then committed with the ones before it. */
-    while (d->committed == d->count && d->count >= d->max_entries) {
-        pop_head(d);
-        d->evicted++;
-    }
-    int rc = add(d, dedup_id_hash(id, len), id, len, offset, time_ns, 0);
-    dedup_commit(d, offset + 1);
-    return rc;
-}
-
-void dedup_commit(dedup *d, uint64_t below)
-{
-    /* Offsets ascend from the head: the first id at `below` or after, by
-     * bisection over the ones not committed yet. */
-    uint32_t lo = d->committed, hi = d->count;
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        if (d->ring[ring_pos(d, mid)].offset < below)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    d->committed = lo;
-    if (d->committed > d->max_entries)
-        pop_heads(d, d->committed - d->max_entries);
+    return add(d, dedup_id_hash(id, len), id, len, offset, time_ns, 0);
 }
 
 /* lookup and, when absent, add, in one pass over the home bucket: its tags
@@ -700,8 +625,6 @@ static void pop_tail(dedup *d)
     if (s->hops)
         index_unpass(d, s);
     d->count--;
-    if (d->committed > d->count)
-        d->committed = d->count;
 }
 
 void dedup_truncate(dedup *d, uint64_t from)
@@ -727,7 +650,7 @@ uint64_t dedup_evicted(const dedup *d)
 
 size_t dedup_memory(const dedup *d)
 {
-    return sizeof *d + (size_t)d->cap * (sizeof(dedup_slot) + 1) +
+    return sizeof *d + (size_t)d->cap * sizeof(dedup_slot) +
            (size_t)d->nbuckets * (sizeof(bucket) + sizeof(uint32_t));
 }
 
@@ -741,6 +664,45 @@ uint32_t dedup_max_entries(const dedup *d)
     return d->max_entries;
 }
 
+size_t dedup_event_id(const uint8_t *ev, size_t n, const uint8_t **id)
+{
+    event_walker w;
+    event_item it;
+    size_t len = 0;
+    event_walk_init(&w, ev, n, EVENT_WANT(EVENT_ID), false);
+    while (event_walk_next(&w, &it, NULL, 0) > 0) {
+        *id = it.f.data.p;
+        len = it.f.data.len;
+    }
+    return len;
+}
+
+bool dedup_marked(const fileio *io, const char *dir)
+{
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/%s", dir, DEDUP_MARK_NAME) >= (int)sizeof path)
+        return true; /* cannot tell: scan */
+    int fd = io->open(io, path, O_RDONLY, 0);
+    if (fd < 0)
+        return fd != -ENOENT; /* another error: scan, to be safe */
+    (void)io->close(io, fd);
+    return true;
+}
+
+int dedup_mark(const fileio *io, const char *dir)
+{
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/%s", dir, DEDUP_MARK_NAME) >= (int)sizeof path)
+        return PB_EINVAL;
+    int fd = io->open(io, path, O_WRONLY | O_CREAT, 0644);
+    if (fd < 0)
+        return fd;
+    int rc = io->close(io, fd);
+    if (rc == 0)
+        rc = fileio_sync_dir(io, dir); /* the entry is durable before any id is */
+    return rc;
+}
+
 void dedup_entry(const dedup *d, size_t k, const uint8_t **id, size_t *len, uint64_t *offset,
                  int64_t *time_ns)
 {
@@ -749,4 +711,67 @@ void dedup_entry(const dedup *d, size_t k, const uint8_t **id, size_t *len, uint
     *len = s->len;
     *offset = s->offset;
     *time_ns = s->time_ns;
+}
+
+int dedup_rebuild(dedup *d, const fileio *io, const char *dir, const char *name, int64_t now_ns,
+                  uint64_t from_offset, uint64_t end_offset)
+{
+    if (end_offset <= from_offset)
+        return 0;
+    segment_io sio;
+    fileio_segment_io(io, &sio);
+    pb_reader *r = NULL;
+    int rc = pb_reader_open_io(&r, dir, &sio);
+    if (rc < 0) {
+        logging_printf(LOG_ERROR, "partition %s: cannot read %s to rebuild its dedup window: %s",
+                       name, dir, pb_strerror(rc));
+        return rc;
+    }
+    uint64_t seen = 0, ids = 0;
+    /* From the snapshot's end, or (none, or that offset is gone) by time;
+     * ids already in the window are skipped below either way. */
+    rc = from_offset ? pb_reader_seek_offset(r, from_offset) : -1;
+    if (rc < 0)
+        rc = pb_reader_seek_time(r, now_ns - d->window_ns);
+    pb_reader_set_end(r, end_offset);
+    while (rc >= 0) {
+        pb_record rec;
+        rc = pb_reader_next(r, &rec);
+        if (rc == PB_EEOF) {
+            rc = 0;
+            break;
+        }
+        if (rc == PB_ECORRUPT) {
+            rc = 0; /* logged by recovery; its ids were never acknowledged as stored */
+            continue;
+        }
+        if (rc == PB_EREMOVED) {
+            rc = 0; /* retention took them: no longer stored, nothing to remember */
+            continue;
+        }
+        if (rc < 0)
+            break;
+        seen++;
+        if (rec.time_ns < now_ns - d->window_ns)
+            continue; /* expired already (a seek by offset starts anywhere) */
+        const uint8_t *id = NULL;
+        size_t len = dedup_event_id(rec.event, rec.event_len, &id);
+        if (len == 0 || len > EVENT_ID_MAX_BYTES)
+            continue;
+        uint64_t had;
+        if (dedup_find(d, id, len, &had))
+            continue; /* stored twice before (an older window): the first one stands */
+        if ((rc = dedup_add(d, id, len, rec.offset, rec.time_ns)) < 0)
+            break;
+        ids++;
+    }
+    if (rc < 0)
+        logging_printf(LOG_ERROR, "partition %s: reading %s for its dedup window failed: %s", name,
+                       dir, pb_strerror(rc));
+    else if (ids > 0)
+        logging_printf(LOG_INFO,
+                       "partition %s: dedup window rebuilt: %llu ids from the last %llu records",
+                       name, (unsigned long long)ids, (unsigned long long)seen);
+    pb_reader_close(r);
+    return rc;
 }

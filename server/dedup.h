@@ -5,22 +5,16 @@
  * position instead of being stored again (FORMAT.md 4.3, 5).
  *
  * An id is remembered from its record's receive time t until t + window
- * (dedup_window_ms), and at most max_entries ids of stored records are kept
- * (dedup_max_entries): beyond that the oldest is forgotten early, so the
- * window is the shorter of the two bounds (a publisher retrying later than
- * that may store twice). The ids of a take that is being admitted, written
- * and synced (and of the one admitted ahead of it) are kept on top of
- * those until the take is stored (dedup_commit: then the oldest make room)
- * or not (dedup_truncate: then nothing was forgotten for them).
+ * (dedup_window_ms), and at most max_entries ids are kept (dedup_max_entries):
+ * beyond that the oldest is forgotten early, so the window is the shorter of
+ * the two bounds (a publisher retrying later than that may store twice).
  * Times come from the caller (the partition's clock, injected in tests):
  * nothing here reads a clock.
  *
  * Memory: entries are fixed slots of DEDUP_SLOT_BYTES (id up to 64 bytes)
- * in a ring that grows by doubling up to max_entries (and by an eighth
- * beyond it while the takes in flight need room), plus a hash index of
+ * in a ring that grows by doubling up to max_entries, plus a hash index of
  * two to four 8-byte cells per slot in buckets of one cache line, and a
- * 4-byte count per bucket, and a byte per slot (~125-145 bytes per id in
- * all, the room for the takes in flight included). Forgetting an id
+ * 4-byte count per bucket (~113-130 bytes per id in all). Forgetting an id
  * (expiry, the bound) costs nothing in the index (dedup.c). Nothing is
  * allocated until the first id, so a partition whose events carry no id
  * pays nothing.
@@ -61,26 +55,18 @@ void dedup_destroy(dedup *d);
 int dedup_find(const dedup *d, const uint8_t *id, size_t len, uint64_t *offset);
 
 /* Remembers id[0..len) (1..64 bytes, not already present) as stored at
- * offset at time_ns (offsets and times ascending from call to call), a
- * stored record's (committed, with every id before it). At max_entries,
- * forgets the oldest first. 0 or PB_ENOMEM (then not remembered: the
- * window degrades, the record is stored all the same). */
+ * offset at time_ns (offsets and times ascending from call to call). At
+ * max_entries, forgets the oldest first. 0 or PB_ENOMEM (then not
+ * remembered: the window degrades, the record is stored all the same). */
 int dedup_add(dedup *d, const uint8_t *id, size_t len, uint64_t offset, int64_t time_ns);
-
-/* The records below offset `below` are stored: their ids count towards
- * max_entries from now on, and the oldest beyond it are forgotten. Ids
- * added by dedup_check(_events) are not counted, and nothing is forgotten
- * for them, until then. */
-void dedup_commit(dedup *d, uint64_t below);
 
 /* Any thread. The hash of an id (under a random seed of the process): what
  * dedup_check takes. Ingest computes it on the loop
  * thread while it has the event's bytes in its cache (pub_event.id_hash). */
 uint64_t dedup_id_hash(const uint8_t *id, size_t len);
 
-/* dedup_find, and when absent the id added as a take's (not committed:
- * see dedup_commit), with one probe run (the writer's path); h =
- * dedup_id_hash(id, len). 1 with *original set when id is in
+/* dedup_find, and dedup_add when absent, with one probe run (the writer's
+ * path); h = dedup_id_hash(id, len). 1 with *original set when id is in
  * the window, 0 when it was added as stored at offset, or PB_ENOMEM /
  * PB_EINVAL. */
 int dedup_check(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint64_t offset,
@@ -105,8 +91,7 @@ uint32_t dedup_check_events(dedup *d, struct pub_event *events, const uint32_t *
 void dedup_expire(dedup *d, int64_t now_ns);
 
 /* Forgets the ids stored at offset >= from (a take that was not stored
- * after all: its ids must not block a retry). The ids before them are all
- * still there: none was forgotten to make room for these. */
+ * after all: its ids must not block a retry). */
 void dedup_truncate(dedup *d, uint64_t from);
 
 /* Ids remembered now; ids forgotten early because of max_entries (since

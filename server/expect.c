@@ -144,10 +144,6 @@ void expect_commit(const expect_take *x, pub_part *taken)
      * the window twice. */
     if (dups)
         metrics_dedup_hits(dups);
-    /* The ids below `next` are a stored take's now; those admitted ahead
-     * after it stay the next take's. */
-    if (x->dedup)
-        dedup_commit(x->dedup, next);
 }
 
 void expect_take_failed(const expect_take *x)

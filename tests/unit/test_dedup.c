@@ -34,15 +34,14 @@ typedef struct model_entry {
 } model_entry;
 
 /* The ids the window should hold: entries at absolute positions
- * [head, tail) of a ring of `cap` (a power of two above max_entries + two
- * takes), where[c] the latest position id c was put at. */
+ * [head, tail) of a ring of `cap` (a power of two above max_entries + a
+ * take), where[c] the latest position id c was put at. */
 typedef struct model {
     model_entry *e;
     uint64_t *where;
     uint64_t head, tail;
     size_t cap;
     uint32_t max;
-    size_t committed; /* from head on: ids of stored takes */
 } model;
 
 static uint64_t rng_state;
@@ -89,21 +88,12 @@ static model_entry *model_find(const model *m, uint64_t c)
     return at(m, pos);
 }
 
-/* An id of the take being admitted: kept on top of the bound until the
- * take is stored (model_commit) or not (the truncation). */
 static void model_push(model *m, uint64_t c, uint64_t offset, int64_t t)
 {
+    if (model_count(m) == m->max)
+        m->head++;
     m->where[c] = m->tail;
     *at(m, m->tail++) = (model_entry){c, offset, t};
-}
-
-/* The take is stored: every id counts towards the bound, the oldest
- * beyond it go. */
-static void model_commit(model *m)
-{
-    while (model_count(m) > m->max)
-        m->head++;
-    m->committed = model_count(m);
 }
 
 /* Every id of the model is in the window at its offset; the count agrees;
@@ -134,7 +124,7 @@ static void run_model(uint32_t max_entries, int64_t window_ns, int steps, uint64
     dedup *d;
     assert_int_equal(dedup_create(&d, window_ns, max_entries), 0);
     model m = {.max = max_entries, .cap = 1};
-    while (m.cap < (size_t)max_entries + 256)
+    while (m.cap < (size_t)max_entries + 128)
         m.cap <<= 1;
     m.e = calloc(m.cap, sizeof *m.e);
     m.where = malloc((size_t)steps * 64 * sizeof *m.where);
@@ -175,20 +165,13 @@ static void run_model(uint32_t max_entries, int64_t window_ns, int steps, uint64
                 dedup_truncate(d, take_first);
                 while (m.tail > m.head && at(&m, m.tail - 1)->offset >= take_first)
                     m.tail--;
-                if (m.committed > model_count(&m))
-                    m.committed = model_count(&m);
                 next_off = take_first;
-            } else {
-                dedup_commit(d, next_off);
-                model_commit(&m);
             }
         } else if (op < 95) {
             now += (int64_t)(rnd() % (uint64_t)(window_ns / 4 + 1));
             dedup_expire(d, now);
-            while (m.tail > m.head && at(&m, m.head)->time_ns < now - window_ns) {
+            while (m.tail > m.head && at(&m, m.head)->time_ns < now - window_ns)
                 m.head++;
-                m.committed -= m.committed > 0;
-            }
         } else {
             verify(d, &m, next_c);
         }
@@ -326,8 +309,6 @@ static void test_check_events_as_one_by_one(void **state)
                 assert_int_equal(ev[k].offset, want_dup[k]);
         }
         next_off = off;
-        dedup_commit(a, next_off);
-        dedup_commit(b, next_off);
         assert_int_equal(dedup_count(a), dedup_count(b));
     }
     /* Every id ever numbered: found in both, at the same offset, or in neither. */

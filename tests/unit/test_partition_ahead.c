@@ -9,10 +9,8 @@
  * the ones admitted ahead sees them; a take that is not stored takes the
  * ahead ids out of the window (a retry stores them, an id that was a
  * duplicate of the lost take is stored); receive times ascend with the
- * offsets; a take that is not stored leaves the window as full as it found
- * it (nothing forgotten for its ids or the ahead ones); duplicates counted
- * once in the metrics; a failed start of the helper is logged again after
- * one that worked.
+ * offsets; duplicates counted once in the metrics; a failed start of the helper is logged again
+ * after one that worked.
  *
  * The test thread plays the loop thread (partition_submit); done() runs on
  * the writer thread and signals a condition variable.
@@ -186,14 +184,14 @@ int __wrap_pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(voi
     return __real_pthread_create(t, a, fn, arg);
 }
 
-static partition *open_with(fixture *f, uint32_t max_entries, uint32_t idle_ms)
+static partition *open_with(fixture *f, uint32_t idle_ms)
 {
     partition_options o = {
         .fsync = PARTITION_FSYNC_ALWAYS,
         .topic_history = 4,
         .topics_budget = &f->budget,
         .dedup_window_ms = 60000,
-        .dedup_max_entries = max_entries,
+        .dedup_max_entries = 1000,
         .idle_ms = idle_ms,
     };
     o.log.io = &f->io;
@@ -206,7 +204,7 @@ static partition *open_with(fixture *f, uint32_t max_entries, uint32_t idle_ms)
 
 static partition *open_p(fixture *f)
 {
-    return open_with(f, 1000, 0);
+    return open_with(f, 0);
 }
 
 /* protobus_dedup_hits_total, from the process's metrics text. */
@@ -495,48 +493,6 @@ static void test_ahead_refused_when_sync_fails(void **state)
     free(r);
 }
 
-/* A full window (4 ids of 4) and a take that is not stored, with ids
- * admitted ahead after it: neither its id nor the ahead ones made the
- * stored ids go, so once the ahead part is stored afresh the window holds
- * the newest 4 stored ids, w4 among them. */
-static void test_window_kept_when_take_not_stored(void **state)
-{
-    fixture *f = *state;
-    partition *p = open_with(f, 4, 0);
-    tbatch *w = make(f, p, (const char *[]){"w1", "w2", "w3", "w4", NULL}, -1);
-    submit(w);
-    wait_done(w);
-    assert_int_equal(partition_close(p), 0); /* the next append reopens the segment */
-    p = open_with(f, 4, 0);
-    close_gate(f);
-    tbatch *a = make(f, p, (const char *[]){"x1", NULL}, -1);
-    submit(a);
-    wait_blocked(f); /* a is admitted, its append reopening the segment */
-    tbatch *b = make(f, p, (const char *[]){"y1", "y2", "y3", NULL}, -1);
-    submit(b);
-    wait_ahead(p, 3);
-    pthread_mutex_lock(&f->lock);
-    f->fail_open_once = EMFILE;
-    pthread_mutex_unlock(&f->lock);
-    open_gate(f);
-    wait_done(b);
-    assert_true(a->part.status < 0);
-    assert_int_equal(b->part.status, 0);
-    assert_stored(b, 0, 4);
-    assert_stored(b, 2, 6);
-    tbatch *r = make(f, p, (const char *[]){"w4", "y1", "w3", NULL}, -1);
-    submit(r);
-    wait_done(r);
-    assert_dup(r, 0, 3);
-    assert_dup(r, 1, 4);
-    assert_stored(r, 2, 7); /* the oldest went for b's ids: the bound */
-    assert_int_equal(partition_close(p), 0);
-    free(w);
-    free(a);
-    free(b);
-    free(r);
-}
-
 /* How many times `what` occurs in the file fd (stderr's copy). */
 static int count_lines(int fd, const char *what)
 {
@@ -581,7 +537,7 @@ static void test_helper_start_failure_logged_again(void **state)
     assert_true(fd >= 0);
     int saved = dup(STDERR_FILENO);
     assert_true(saved >= 0);
-    partition *p = open_with(f, 1000, 10);
+    partition *p = open_with(f, 10);
     assert_true(dup2(fd, STDERR_FILENO) >= 0);
     take_with_helper(f, p, "h1", true);
     take_with_helper(f, p, "h2", false);
@@ -599,7 +555,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ahead_duplicates_and_expectations, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ahead_discarded_when_take_not_stored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ahead_refused_when_sync_fails, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_window_kept_when_take_not_stored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_helper_start_failure_logged_again, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
