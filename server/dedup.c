@@ -66,6 +66,11 @@
 /* Prefetch distance, in events: enough to cover a cache miss with the work
  * of the events in between (16 and 24 measured no better). */
 #define PREFETCH_AHEAD 8u
+/* The events (pub_event, a cache line each) were written by the loop
+ * thread on the other core: fetched for writing (the duplicate flag, the
+ * original's offset) this many events ahead, so that neither the hash read
+ * PREFETCH_AHEAD events ahead nor the check waits for that core. */
+#define EVENT_AHEAD (2u * PREFETCH_AHEAD)
 
 typedef struct dedup_slot {
     uint64_t hash;
@@ -261,8 +266,14 @@ static void index_fill(dedup *d)
  * an index to match. */
 static int grow(dedup *d)
 {
+    /* Doubling while small, then at once to the bound: each growth copies
+     * the ring and indexes it afresh (random writes), and a window past an
+     * eighth of its bound is a busy one, whose doublings from there on
+     * (about the bound's worth of copies and index writes) cost more than
+     * the memory they save (the ring's pages are touched only as ids
+     * arrive; the index is an eighth of the ring). */
     uint32_t cap = d->cap ? d->cap * 2 : RING_INITIAL;
-    if (cap > d->max_entries || cap < d->cap)
+    if (cap > d->max_entries / 8 || cap < d->cap)
         cap = d->max_entries;
     uint32_t nbuckets = 1;
     while ((uint64_t)nbuckets * CELLS < (uint64_t)cap * 2)
@@ -567,7 +578,11 @@ uint32_t dedup_check_events(dedup *d, pub_event *events, const uint32_t *idx, ui
 {
     uint64_t next = first;
     uint32_t ndups = 0;
+    for (uint32_t k = 0; k < n && k < EVENT_AHEAD; k++)
+        __builtin_prefetch(&events[idx[k]], 1);
     for (uint32_t k = 0; k < n; k++) {
+        if (k + EVENT_AHEAD < n)
+            __builtin_prefetch(&events[idx[k + EVENT_AHEAD]], 1);
         if (k + PREFETCH_AHEAD < n) {
             const pub_event *later = &events[idx[k + PREFETCH_AHEAD]];
             if (later->id_len) {

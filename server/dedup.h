@@ -12,9 +12,10 @@
  * nothing here reads a clock.
  *
  * Memory: entries are fixed slots of DEDUP_SLOT_BYTES (id up to 64 bytes)
- * in a ring that grows by doubling up to max_entries, plus a hash index of
- * two to four 8-byte cells per slot in buckets of one cache line, and a
- * 4-byte count per bucket (~113-130 bytes per id in all). Forgetting an id
+ * in a ring that grows by doubling up to an eighth of max_entries, then to
+ * max_entries at once (its pages are touched only as ids arrive), plus a
+ * hash index of two to four 8-byte cells per slot in buckets of one cache
+ * line, and a 4-byte count per bucket (~113-130 bytes per id in all). Forgetting an id
  * (expiry, the bound) costs nothing in the index (dedup.c). Nothing is
  * allocated until the first id, so a partition whose events carry no id
  * pays nothing.

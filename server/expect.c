@@ -93,8 +93,6 @@ size_t expect_admit_more(expect_take *x, pub_part *parts, log_entry *entries, li
             uint32_t dups;
             (void)dedup_check_events(x->dedup, b->events, part->events, part->count, x->next + n,
                                      x->time_ns, &dups);
-            if (dups)
-                metrics_dedup_hits(dups);
         }
         for (uint32_t k = 0; k < part->count; k++) {
             pub_event *ev = &b->events[part->events[k]];
@@ -128,6 +126,7 @@ size_t expect_admit_more(expect_take *x, pub_part *parts, log_entry *entries, li
 void expect_commit(const expect_take *x, pub_part *taken)
 {
     uint64_t next = x->next;
+    uint32_t dups = 0;
     for (pub_part *part = taken; part; part = part->next) {
         if (part->refused)
             continue;
@@ -136,8 +135,15 @@ void expect_commit(const expect_take *x, pub_part *taken)
             pub_event *ev = &b->events[part->events[k]];
             if (!ev->duplicate)
                 ev->offset = next++;
+            else
+                dups++;
         }
     }
+    /* Counted here, once per acknowledged duplicate: a part admitted ahead
+     * and then admitted again (the take before it was not stored) passed
+     * the window twice. */
+    if (dups)
+        metrics_dedup_hits(dups);
 }
 
 void expect_take_failed(const expect_take *x)

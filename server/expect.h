@@ -66,7 +66,9 @@ size_t expect_admit_more(expect_take *x, pub_part *parts, log_entry *entries, li
                          size_t n);
 
 /* The take is stored: gives its stored events their offsets (an event's
- * offset is only set once it is durable). */
+ * offset is only set once it is durable) and counts its duplicates
+ * (protobus_dedup_hits_total: here, not at admission, which a part
+ * admitted ahead can pass twice). */
 void expect_commit(const expect_take *x, pub_part *taken);
 
 /* The take was not stored (append or sync failed): forget its ids. */

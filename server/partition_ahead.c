@@ -234,6 +234,7 @@ static int start_helper(partition *p)
         return -e;
     }
     a->started = true;
+    a->start_warned = false; /* the next failure is news again */
     return 0;
 }
 

@@ -9,12 +9,14 @@
  * the ones admitted ahead sees them; a take that is not stored takes the
  * ahead ids out of the window (a retry stores them, an id that was a
  * duplicate of the lost take is stored); receive times ascend with the
- * offsets.
+ * offsets; duplicates counted once in the metrics; a failed start of the helper is logged again
+ * after one that worked.
  *
  * The test thread plays the loop thread (partition_submit); done() runs on
  * the writer thread and signals a condition variable.
  */
 #include "fileio.h"
+#include "metrics.h"
 #include "partition.h"
 #include "pb_errors.h"
 #include "testfs.h"
@@ -22,6 +24,7 @@
 #include "wire.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -32,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -159,7 +163,28 @@ static int teardown(void **state)
     return 0;
 }
 
-static partition *open_p(fixture *f)
+/* pthread_create (linked with --wrap, see the Makefile): while `fail` is
+ * set, the calls after the next `skip` ones fail with EAGAIN, `fail` of
+ * them; `calls` counts every call. */
+int __real_pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg);
+static atomic_int create_skip, create_fail, create_calls;
+
+int __wrap_pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg);
+int __wrap_pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg)
+{
+    atomic_fetch_add(&create_calls, 1);
+    if (atomic_load(&create_fail) > 0) {
+        if (atomic_load(&create_skip) > 0) {
+            atomic_fetch_sub(&create_skip, 1);
+        } else {
+            atomic_fetch_sub(&create_fail, 1);
+            return EAGAIN;
+        }
+    }
+    return __real_pthread_create(t, a, fn, arg);
+}
+
+static partition *open_with(fixture *f, uint32_t idle_ms)
 {
     partition_options o = {
         .fsync = PARTITION_FSYNC_ALWAYS,
@@ -167,6 +192,7 @@ static partition *open_p(fixture *f)
         .topics_budget = &f->budget,
         .dedup_window_ms = 60000,
         .dedup_max_entries = 1000,
+        .idle_ms = idle_ms,
     };
     o.log.io = &f->io;
     o.log.now_ns = test_clock;
@@ -174,6 +200,28 @@ static partition *open_p(fixture *f)
     partition *p = NULL;
     assert_int_equal(partition_open(&p, f->root, "p", &o), 0);
     return p;
+}
+
+static partition *open_p(fixture *f)
+{
+    return open_with(f, 0);
+}
+
+/* protobus_dedup_hits_total, from the process's metrics text. */
+static uint64_t dedup_hits(void)
+{
+    static const char name[] = "\nprotobus_dedup_hits_total ";
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&buf, &len);
+    assert_non_null(m);
+    assert_int_equal(metrics_write_process(m), 0);
+    assert_int_equal(fclose(m), 0);
+    const char *at = strstr(buf, name);
+    assert_non_null(at);
+    uint64_t v = strtoull(at + strlen(name), NULL, 10);
+    free(buf);
+    return v;
 }
 
 /* A batch of events on topic "t" with the given ids (NULL-terminated list;
@@ -368,6 +416,7 @@ static void test_ahead_discarded_when_take_not_stored(void **state)
      * its segment; force one by closing and opening the partition. */
     assert_int_equal(partition_close(p), 0);
     p = open_p(f);
+    uint64_t hits = dedup_hits();
     close_gate(f);
     tbatch *a = make(f, p, (const char *[]){"k1", "k2", NULL}, -1);
     submit(a);
@@ -385,6 +434,9 @@ static void test_ahead_discarded_when_take_not_stored(void **state)
     assert_stored(b, 0, 1); /* k2 was a's: not stored, so b's is */
     assert_stored(b, 1, 2);
     assert_dup(b, 2, 0);
+    /* b passed the window twice (ahead with k2 and k0 duplicates, then
+     * afresh): one duplicate acknowledged, one counted. */
+    assert_int_equal(dedup_hits() - hits, 1);
     tbatch *retry = make(f, p, (const char *[]){"k1", "k2", NULL}, -1);
     submit(retry);
     wait_done(retry);
@@ -441,12 +493,69 @@ static void test_ahead_refused_when_sync_fails(void **state)
     free(r);
 }
 
+/* How many times `what` occurs in the file fd (stderr's copy). */
+static int count_lines(int fd, const char *what)
+{
+    char buf[8192];
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    assert_true(n >= 0);
+    buf[n] = 0;
+    int k = 0;
+    for (const char *at = buf; (at = strstr(at, what)) != NULL; at += strlen(what))
+        k++;
+    return k;
+}
+
+/* One take with ids on a writer that starts for it (idle_ms: each take gets
+ * a new writer, then the writer and its helper end), the helper's start
+ * failing or not. */
+static void take_with_helper(fixture *f, partition *p, const char *id, bool fail)
+{
+    atomic_store(&create_calls, 0);
+    atomic_store(&create_skip, 1); /* the writer starts */
+    atomic_store(&create_fail, fail ? 1 : 0);
+    tbatch *t = make(f, p, (const char *[]){id, NULL}, -1);
+    submit(t);
+    wait_done(t);
+    assert_int_equal(t->part.status, 0);
+    assert_false(t->ev[0].duplicate);
+    free(t);
+    atomic_store(&create_fail, 0);
+    assert_int_equal(atomic_load(&create_calls), 2);           /* a new writer, then the helper */
+    nanosleep(&(struct timespec){.tv_nsec = 300000000}, NULL); /* past idle_ms: dormant */
+}
+
+/* The helper cannot start: logged; it starts on the next try; when it
+ * cannot start again, that is logged again (not only the first time). */
+static void test_helper_start_failure_logged_again(void **state)
+{
+    static const char what[] = "cannot start the thread that admits takes ahead";
+    fixture *f = *state;
+    char path[96];
+    snprintf(path, sizeof path, "%s/stderr", f->root);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    int saved = dup(STDERR_FILENO);
+    assert_true(saved >= 0);
+    partition *p = open_with(f, 10);
+    assert_true(dup2(fd, STDERR_FILENO) >= 0);
+    take_with_helper(f, p, "h1", true);
+    take_with_helper(f, p, "h2", false);
+    take_with_helper(f, p, "h3", true);
+    assert_true(dup2(saved, STDERR_FILENO) >= 0);
+    close(saved);
+    assert_int_equal(count_lines(fd, what), 2);
+    close(fd);
+    assert_int_equal(partition_close(p), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_ahead_duplicates_and_expectations, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ahead_discarded_when_take_not_stored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ahead_refused_when_sync_fails, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_helper_start_failure_logged_again, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
