@@ -819,11 +819,19 @@ static void test_fast_path_then_thread_exactly_once(void **state)
     assert_true(s1.fast_done > s0.fast_done);
 
     /* A reader that stops reading: ~1.3 MB of events of ~8 KB fill the
-     * socket; nothing is lost, duplicated or reordered. */
+     * socket; nothing is lost, duplicated or reordered. Meanwhile another
+     * subscriber gets every batch as it comes: the stalled one costs the
+     * waker a refused send, never a wait. */
+    Protobus__Subscribe req_new = sub_req(all_topics, 1, PROTOBUS__START_MODE__START_NEW);
+    client *other = subscribe_with(f, &req_new);
+    wait_subs(f, 2, 2);
     f->pad = 8000;
     uint64_t from = f->seq;
-    for (int i = 0; i < 40; i++)
-        publish(f, "a", 4);
+    for (int i = 0; i < 40; i++) {
+        uint64_t first = publish(f, "a", 4);
+        for (uint64_t k = 0; k < 4; k++)
+            expect_seq(f, other, first + k);
+    }
     for (uint64_t s = from; s < f->seq; s++)
         expect_seq(f, c, s);
     fanout_stats s2 = stats(f);
@@ -831,6 +839,8 @@ static void test_fast_path_then_thread_exactly_once(void **state)
     f->pad = 0;
     uint64_t marker = publish(f, "a", 1);
     expect_seq(f, c, marker);
+    expect_seq(f, other, marker);
+    client_close(other);
     client_close(c);
 }
 
