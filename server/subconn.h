@@ -62,7 +62,7 @@ typedef struct subconn {
     int end_code; /* nonzero: the client broke the stream; the closing Error's code */
     /* The waker's fast path could not keep what the socket refused (out of
      * memory after part of a frame went out): the stream is broken, the
-     * thread ends the subscription with this code (why set). */
+     * thread logs why and closes the connection without another frame. */
     int fast_error;
 } subconn;
 
@@ -106,7 +106,7 @@ int subconn_event(subconn *c, const char *partition, size_t partition_len, uint6
  * error) is queued in the output buffer for the thread, which sends it
  * first when it runs (and meets the error itself). 0: everything went out;
  * 1: the thread must run; PB_ENOMEM: bytes could not be kept (fast_error
- * set: the thread ends the subscription).
+ * and why set: the thread closes the connection).
  */
 int subconn_send_now(subconn *c, const uint8_t *buf, size_t len);
 

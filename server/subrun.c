@@ -473,8 +473,13 @@ static int wait_live(sub *s)
         while (s->live.fast_busy)
             pthread_cond_wait(&s->live.fast_cv, &s->live.mu);
         pthread_mutex_unlock(&s->live.mu);
-        if (s->conn.fast_error)
-            return s->conn.fast_error; /* part of a frame went out, the rest is lost */
+        if (s->conn.fast_error) {
+            /* Part of a frame went out and the rest could not be kept: no
+             * frame can follow on this stream, not even an Error. */
+            logging_printf(LOG_ERROR, "subscriber %s: %s; closing its connection", s->peer,
+                           s->why);
+            return PB_ECLOSED;
+        }
         if (pr < 0) {
             if (perr == EINTR)
                 continue;
