@@ -134,7 +134,34 @@ typedef struct fanout_member {
      * queue under mu before it sleeps again, so one wake-up per sleep
      * suffices, however many records or writers come meanwhile. */
     bool sleeping;
+    /* The waker's fast path (fanout_fast): when set, the waker may hand a
+     * sleeping thread's queued records to fast(fast_ctx, ...) itself,
+     * instead of waking the thread. Set before fanout_add, read-only
+     * afterwards; NULL: never (TLS, replication). */
+    int (*fast)(void *fast_ctx, lq_span *span, uint8_t *scratch, size_t cap);
+    void *fast_ctx;
+    /* mu: the thread sleeps in its wait (wait_live): nothing of its own is
+     * in progress, so the waker may deliver for it. The thread clears it
+     * when it wakes and then waits on fast_cv while fast_busy. */
+    bool idle;
+    bool fast_busy;         /* mu: the waker is delivering for it */
+    pthread_cond_t fast_cv; /* fast_busy became false */
 } fanout_member;
+
+/* What a member's fast() returns: everything it read from the span was
+ * handled and nothing waits for the thread (FANOUT_FAST_DONE), or the
+ * thread must run (FANOUT_FAST_THREAD: records left in the queue it could
+ * not take, bytes the socket refused now waiting in the thread's output, a
+ * write error for the thread to find). span->pos is left after the last
+ * record handled. */
+enum { FANOUT_FAST_DONE = 0, FANOUT_FAST_THREAD = 1 };
+
+/* The waker thread, for a member it would signal: if its thread is idle
+ * with records queued, lets m->fast deliver them (bounded by cap bytes of
+ * scratch, one non-blocking write) and signals the thread only if it must
+ * run. 0: delivered, the thread sleeps on; 1: the thread was signalled to
+ * take over; -1: not eligible, the caller signals it (fanout_wake). */
+int fanout_fast(fanout_member *m, uint8_t *scratch, size_t cap);
 
 /* Subscription thread: adds m to the writers' lists / removes it. Removing
  * what is not there does nothing. After fanout_add returns 0, every batch
@@ -160,6 +187,10 @@ typedef struct fanout_stats {
     uint64_t queue_budget; /* queue_total_bytes in effect */
     uint64_t queue_resets; /* live queues reset after an overflow, since creation */
     uint64_t breaches;     /* subscriptions ended for a pattern over its budget */
+    /* The waker's wake-ups (fanout_fast): delivered by the waker alone,
+     * delivered in part then handed to the thread, or signalled (the
+     * thread was not eligible: not idle, TLS, replication, overflow). */
+    uint64_t fast_done, fast_thread, fast_skipped;
     matcher_stats matcher; /* the combined matcher's (matcher.h) */
 } fanout_stats;
 void fanout_get_stats(fanout *fo, fanout_stats *out);

@@ -31,6 +31,7 @@ struct fanout {
     livequeue_pool *pool; /* the budget of every live queue */
     matcher_set *ms;      /* the `some` subscriptions' patterns, by slot */
     _Atomic uint64_t match_hits, match_misses, breaches;
+    _Atomic uint64_t fast_done, fast_thread, fast_skipped; /* fanout_stats */
     /* The matcher's thread (compact_main): it compiles the subscriptions
      * fanout_add hands it, one at a time, and compacts. One thread, so
      * Hyperscan's compiler (megabytes of transient memory) runs once at a
@@ -47,7 +48,15 @@ struct fanout {
     pthread_mutex_t writers_lock;
     fanout_writer *writers; /* writers_lock: one per partition name */
     fanout_waker *waker;    /* signals the subscriptions the writers queued for */
+    /* The waker's scratch for the fast path (fanout_fast): the Event frames
+     * of one subscription's wake-up. NULL (out of memory): every
+     * subscription is signalled. */
+    uint8_t *fast_buf;
 };
+
+/* Bytes of Event frames the waker writes for one subscription per wake-up
+ * (fanout_fast); what does not fit is left to its thread. */
+#define FANOUT_FAST_BYTES (64u * 1024u)
 
 /* Records whose subscriptions are worked out together (publish_some). */
 #define FANOUT_CHUNK 256

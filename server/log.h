@@ -130,7 +130,8 @@ int log_sync_finish(pb_log *log, uint64_t *sync_ns);
 bool log_sync_async(const pb_log *log);
 
 /* Bytes log_append keeps per entry in its reusable buffers (record
- * header, iovecs, index entry): what a batch of n entries costs it. */
+ * header, iovecs, index entry): what a batch of n entries costs it, at
+ * most (it gathers 16,384 entries at a time). */
 size_t log_bytes_per_entry(void);
 
 /* Gives back the append buffers beyond `keep` entries (they grow to the

@@ -89,6 +89,12 @@ struct router {
     size_t name_len;
 
     unsigned long long hits, misses, clears;
+    /* The first rule is static and its pattern matches every valid topic
+     * (".*" or "(?s).*"): every topic goes there, no regex and no cache
+     * (router_route). With 100,000 topics the cache was 9 MB of the
+     * daemon's RSS for a decision that never depends on the topic. */
+    bool catch_all;
+    size_t catch_all_len;
 };
 
 static size_t pow2_at_least(size_t n)
@@ -151,6 +157,11 @@ int router_create(const pb_config *cfg, router **out, char *err, size_t errlen)
         goto fail;
     r->gen = 1;
     r->arena_budget = r->max_entries * (size_t)ROUTER_CACHE_BYTES_PER_ENTRY;
+    if (r->n_rules > 0 && !r->rules[0].dynamic &&
+        (strcmp(cfg->rules[0].match, ".*") == 0 || strcmp(cfg->rules[0].match, "(?s).*") == 0)) {
+        r->catch_all = true;
+        r->catch_all_len = strlen(r->rules[0].tmpl);
+    }
     if (getrandom(&r->seed, sizeof r->seed, GRND_NONBLOCK) != (ssize_t)sizeof r->seed)
         r->seed = (uint64_t)(uintptr_t)r * 0x9e3779b97f4a7c15ULL; /* any seed is correct */
     *out = r;
@@ -403,6 +414,15 @@ int router_route(router *r, const char *topic, size_t topic_len, router_result *
 
     if (!topic)
         topic = ""; /* an empty topic may come as NULL; the C library wants a pointer */
+    /* A catch-all first rule takes every topic that reaches the router
+     * (ingest validated it: no line break, which "." would not match). */
+    if (r->catch_all && !memchr(topic, '\n', topic_len)) {
+        r->hits++;
+        res->rule = 0;
+        res->partition = r->rules[0].tmpl;
+        res->partition_len = r->catch_all_len;
+        return 0;
+    }
     if (cacheable) {
         h = hash_bytes(r->seed, topic, topic_len);
         struct slot *s = probe(r, h, topic, topic_len);

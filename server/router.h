@@ -7,7 +7,9 @@
  * did not take part in the match expands to nothing). There is no escape
  * for a literal '$': it is not a valid partition-name character anyway.
  *
- * Every decision (including "no rule matches" and "invalid name") is cached
+ * When the first rule is static and matches every topic (".*"), every
+ * topic goes to it without a regex or a cache entry. Otherwise every
+ * decision (including "no rule matches" and "invalid name") is cached
  * per topic in a bounded hash table, so a topic seen before costs one hash
  * lookup and no regex, and no allocation. When the table holds
  * route_cache_entries topics (or its string arena is full), it is emptied

@@ -91,8 +91,10 @@ static void sub_free(sub *s)
     if (s->live.efd >= 0 && close(s->live.efd) < 0)
         logging_printf(LOG_WARN, "subscriber %s: closing its eventfd: %s", s->peer,
                        strerror(errno));
-    if (s->mu_init)
+    if (s->mu_init) {
+        pthread_cond_destroy(&s->live.fast_cv);
         pthread_mutex_destroy(&s->live.mu);
+    }
     free(s->tags);
     free(s->tag_state);
     free(s->live.tag_state);
@@ -303,6 +305,10 @@ static int prepare_live(sub_registry *r, sub *s)
         return -errno;
     if ((rc = pthread_mutex_init(&s->live.mu, NULL)) != 0)
         return -rc;
+    if ((rc = pthread_cond_init(&s->live.fast_cv, NULL)) != 0) {
+        pthread_mutex_destroy(&s->live.mu);
+        return -rc;
+    }
     s->mu_init = true;
     s->live.patterns = (const char *const *)s->req->patterns;
     s->live.npatterns = s->req->n_patterns;

@@ -293,6 +293,32 @@ int subconn_event(subconn *c, const char *partition, size_t partition_len, uint6
     return 0;
 }
 
+int subconn_send_now(subconn *c, const uint8_t *buf, size_t len)
+{
+    size_t sent = 0;
+    while (sent < len) {
+        ssize_t n = send(c->fd, buf + sent, len - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            sent += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        break; /* full, or an error: the thread's flush meets it again */
+    }
+    if (sent == len)
+        return 0;
+    /* The rest, partial frame first, waits for the thread: its output is
+     * empty while it sleeps (it flushed before), so order is kept. */
+    if (out_reserve(c, len - sent) < 0) {
+        c->fast_error = PB_ENOMEM;
+        return PB_ENOMEM;
+    }
+    memcpy(c->out + c->out_len, buf + sent, len - sent);
+    c->out_len += len - sent;
+    return 1;
+}
+
 int subconn_error(subconn *c, uint64_t id, int code, const char *message, const char *partition,
                   uint64_t first_offset, uint64_t last_offset)
 {

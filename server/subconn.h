@@ -60,6 +60,10 @@ typedef struct subconn {
     uint8_t *rin;  /* replicate: a frame of the follower's being read whole */
     size_t rin_len, rin_cap;
     int end_code; /* nonzero: the client broke the stream; the closing Error's code */
+    /* The waker's fast path could not keep what the socket refused (out of
+     * memory after part of a frame went out): the stream is broken, the
+     * thread logs why and closes the connection without another frame. */
+    int fast_error;
 } subconn;
 
 /* Prepares c (the output buffer is allocated by the first frame queued).
@@ -94,6 +98,17 @@ int subconn_flush(subconn *c);
  * are (no decoding). Same returns as subconn_flush. */
 int subconn_event(subconn *c, const char *partition, size_t partition_len, uint64_t offset,
                   const uint8_t *event, size_t len);
+
+/*
+ * The waker's fast path (subrun_fast.c), while the thread sleeps: writes
+ * buf[0..len) (whole Event frames) with one non-blocking send, on plain TCP
+ * only; whatever the socket does not take (all of it on EAGAIN or an
+ * error) is queued in the output buffer for the thread, which sends it
+ * first when it runs (and meets the error itself). 0: everything went out;
+ * 1: the thread must run; PB_ENOMEM: bytes could not be kept (fast_error
+ * and why set: the thread closes the connection).
+ */
+int subconn_send_now(subconn *c, const uint8_t *buf, size_t len);
 
 /* Queues an Error frame answering frame id. */
 int subconn_error(subconn *c, uint64_t id, int code, const char *message, const char *partition,

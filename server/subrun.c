@@ -459,16 +459,32 @@ static int wait_live(sub *s)
         bool ready =
             !livequeue_empty(s->live.q) || livequeue_overflowed(s->live.q) || s->live.breached;
         if (!ready)
-            s->live.sleeping = true;
+            s->live.sleeping = s->live.idle = true; /* the waker may deliver (fanout_fast) */
         pthread_mutex_unlock(&s->live.mu);
         if (ready)
             return 0;
         struct pollfd pf[2] = {{s->fd, POLLIN, 0}, {s->live.efd, POLLIN, 0}};
-        if (poll(pf, 2, -1) < 0) {
-            if (errno == EINTR)
+        int pr = poll(pf, 2, -1);
+        int perr = errno;
+        /* Awake: the connection and the partitions are the thread's again
+         * once the waker is done with them. */
+        pthread_mutex_lock(&s->live.mu);
+        s->live.idle = false;
+        while (s->live.fast_busy)
+            pthread_cond_wait(&s->live.fast_cv, &s->live.mu);
+        pthread_mutex_unlock(&s->live.mu);
+        if (s->conn.fast_error) {
+            /* Part of a frame went out and the rest could not be kept: no
+             * frame can follow on this stream, not even an Error. */
+            logging_printf(LOG_ERROR, "subscriber %s: %s; closing its connection", s->peer,
+                           s->why);
+            return PB_ECLOSED;
+        }
+        if (pr < 0) {
+            if (perr == EINTR)
                 continue;
-            snprintf(s->why, sizeof s->why, "poll: %s", strerror(errno));
-            return -errno;
+            snprintf(s->why, sizeof s->why, "poll: %s", strerror(perr));
+            return -perr;
         }
         if (pf[1].revents & POLLIN) {
             subconn_drain_wake(&s->conn);
@@ -512,6 +528,12 @@ void subrun_main(sub *s)
     logging_printf(LOG_INFO, "subscriber %s: subscribed (%zu pattern(s), %zu tag filter(s), %s)",
                    s->peer, s->req->n_patterns, s->ntags, start_name(s->start));
     s->live.ps = s->ps;
+    /* The waker's fast path: plain TCP only (a TLS session is this
+     * thread's), and not for a standby's replication stream. */
+    if (!s->tls && !s->req->replicate) {
+        s->live.fast = subrun_fast;
+        s->live.fast_ctx = s;
+    }
     rc = fanout_add(s->fo, &s->live, s->why, sizeof s->why);
     if (rc < 0) {
         logging_printf(LOG_INFO, "subscriber %s: refused: %s", s->peer, s->why);

@@ -18,6 +18,20 @@
  * time (next: its offset in the Subscribe's list, else the partition's
  * first offset): 0, or PB_ENOMEM. */
 int subrun_part_of(sub *s, partition *p, size_t *idx);
+/* The index in s->parts of partition p, or SIZE_MAX if not seen yet (no
+ * allocation: the waker's fast path uses it). */
+size_t subrun_find_part(const sub *s, const partition *p);
+/*
+ * fanout_member.fast for a tailing subscription on plain TCP (see
+ * fanout.h): on the fan-out's waker thread, while the subscription's
+ * thread sleeps, the Event frames of the queued records in span, as the
+ * thread's drain would send them (same filters, same `next` bookkeeping),
+ * encoded into scratch (cap bytes) and written with one non-blocking send
+ * (subconn_send_now). It stops before a record the thread must handle: a
+ * partition the subscription has not seen yet, a gap to read from the
+ * files (since > next), or one that does not fit in scratch.
+ */
+int subrun_fast(void *ctx, lq_span *span, uint8_t *scratch, size_t cap);
 /*
  * START_TIME: the offset of the first record received at or after
  * min_time_ns below st->end (st->end if none), found with a reader of its

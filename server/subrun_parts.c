@@ -97,6 +97,11 @@ static int add_part(sub *s, partition *p, size_t *out)
     return 0;
 }
 
+size_t subrun_find_part(const sub *s, const partition *p)
+{
+    return find_part(s, p);
+}
+
 int subrun_part_of(sub *s, partition *p, size_t *idx)
 {
     *idx = find_part(s, p);

@@ -258,6 +258,54 @@ static void test_index_entries(void **state)
     free(idx);
 }
 
+/* One append of more records than log_append gathers at a time (16,384):
+ * written in chunks, with a rotation inside a chunk; every record and every
+ * index entry is where one large write would have put it. */
+static void test_append_larger_than_its_arrays(void **state)
+{
+    enum { N = 40000 };
+    pb_log *log = open_log(4u << 20); /* rotates after ~23k records (184 bytes each) */
+    uint8_t *data = malloc((size_t)N * 300);
+    log_entry *e = calloc(N, sizeof *e);
+    assert_non_null(data);
+    assert_non_null(e);
+    for (uint64_t off = 0; off < N; off++) {
+        size_t len = event_for(off, data + off * 300);
+        e[off] = (log_entry){.data = data + off * 300, .len = len, .time_ns = time_for(off)};
+    }
+    uint64_t first;
+    assert_int_equal(log_append(log, e, N, &first), 0);
+    assert_true(first == 0);
+    assert_true(log_next_offset(log) == N);
+    assert_int_equal(log_close(log), 0);
+    free(e);
+    free(data);
+    uint64_t bases[8];
+    assert_int_equal(testfs_list_bases(part, bases, 8), 2);
+    verify_all(N);
+    /* The index of the first segment: an entry every 1,024 bytes at least. */
+    char lp[PATH_MAX], ip[PATH_MAX];
+    seg_path(lp, 0, ".log");
+    seg_path(ip, 0, ".idx");
+    static uint64_t pos[N];
+    size_t n = record_positions(lp, pos, N);
+    size_t ilen, k = PB_FILE_HEADER_SIZE;
+    uint8_t *idx = testfs_read_file(ip, &ilen);
+    uint64_t last = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i == 0 || pos[i] - last >= 1024) {
+            segment_index_entry ie;
+            assert_true(k + PB_INDEX_ENTRY_SIZE <= ilen);
+            segment_index_entry_decode(idx + k, &ie);
+            assert_true(ie.offset == i && ie.position == pos[i]);
+            k += PB_INDEX_ENTRY_SIZE;
+            last = pos[i];
+        }
+    }
+    assert_int_equal(k, ilen);
+    free(idx);
+}
+
 static void test_size_rotation(void **state)
 {
     pb_log *log = open_log(4096);
@@ -895,6 +943,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_creates_dir_and_segment, setup, teardown),
         cmocka_unit_test_setup_teardown(test_index_entries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_size_rotation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_append_larger_than_its_arrays, setup, teardown),
         cmocka_unit_test_setup_teardown(test_time_rotation_daily_utc_offset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_time_rotation_hourly, setup, teardown),
         cmocka_unit_test_setup_teardown(test_time_clamped, setup, teardown),

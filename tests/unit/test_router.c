@@ -359,6 +359,38 @@ static void test_hundred_thousand_topics_route_from_cache(void **state)
     router_free(f);
 }
 
+/* A static first rule matching every topic (".*") takes every topic without
+ * a regex and without caching anything: 100,000 topics cost no memory. A
+ * later ".*" does not (the rules before it must run). */
+static void test_catch_all_first_rule_caches_nothing(void **state)
+{
+    router *f = make("[partition events]\nmatch = .*\n"
+                     "[partition never]\nmatch = sensors\\..*\n");
+    router_stats st;
+    router_result res;
+    char topic[64];
+    for (int i = 0; i < 100000; i++) {
+        int n = snprintf(topic, sizeof topic, i % 2 ? "sensors.%d" : "app.%d.metric", i);
+        assert_int_equal(router_route(f, topic, (size_t)n, &res), 0);
+        assert_int_equal(res.rule, 0);
+        assert_int_equal(res.partition_len, 6);
+        assert_string_equal(res.partition, "events");
+    }
+    router_get_stats(f, &st);
+    assert_int_equal(st.hits, 100000);
+    assert_int_equal(st.misses, 0);
+    assert_int_equal(st.entries, 0);
+    router_free(f);
+    f = make("[partition s]\nmatch = s\\..*\n[partition events]\nmatch = .*\n");
+    assert_int_equal(router_route(f, "s.1", 3, &res), 0);
+    assert_int_equal(res.rule, 0);
+    assert_int_equal(router_route(f, "t.1", 3, &res), 0);
+    assert_int_equal(res.rule, 1);
+    router_get_stats(f, &st);
+    assert_int_equal(st.entries, 2);
+    router_free(f);
+}
+
 static void test_match_failure_is_refused_not_cached(void **state)
 {
     router *f = make("[partition slow]\nmatch = (a|aa)+(b|c)?\n"
@@ -399,6 +431,7 @@ int main(void)
         cmocka_unit_test(test_cache_bounded_by_bytes),
         cmocka_unit_test(test_cache_memory_bound),
         cmocka_unit_test(test_hundred_thousand_topics_route_from_cache),
+        cmocka_unit_test(test_catch_all_first_rule_caches_nothing),
         cmocka_unit_test(test_match_failure_is_refused_not_cached),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
