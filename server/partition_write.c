@@ -755,7 +755,7 @@ static bool replica_has_ids(const pub_part *taken)
 }
 
 /* A standby's take: records appended as the primary stored them, synced
- * per the same policy, then announced and completed like any take. */
+ * (always: see below), then announced and completed like any take. */
 void partition_write_replica_take(partition *p, pub_part *taken)
 {
     partition_finish_pending(p);
@@ -786,12 +786,12 @@ void partition_write_replica_take(partition *p, pub_part *taken)
             partition_set_failed(p, rc, "write");
             note_failure(p);
         }
+        /* Synced whatever this daemon's fsync says: its completion becomes
+         * a ReplicaAck, whose offsets are durable (FORMAT.md 4.9), and a
+         * synchronous primary acks its publishers on it. */
         if (rc >= 0) {
             p->dirty = true;
-            if (p->opts.fsync == PARTITION_FSYNC_ALWAYS ||
-                (p->opts.fsync == PARTITION_FSYNC_INTERVAL &&
-                 partition_interval_due(p, partition_mono_ns())))
-                rc = partition_sync_log(p);
+            rc = partition_sync_log(p);
         }
         if (rc < 0) {
             partition_complete_all(taken, rc);

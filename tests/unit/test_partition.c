@@ -384,6 +384,40 @@ static void test_interval_policy(void **state)
     ph_check_files(f, 12);
 }
 
+/* A standby's take is synced before it completes whatever the fsync
+ * policy: its completion becomes a ReplicaAck, which says "durable here"
+ * (FORMAT.md 4.9) and which a synchronous primary acks its publishers on. */
+static void test_replica_take_synced_under_interval(void **state)
+{
+    ph_fixture *f = *state;
+    ph_harness *h = &f->h;
+    h->check_durable = true; /* a done() before the sync counts as an early ack */
+    f->opts.fsync = PARTITION_FSYNC_INTERVAL;
+    f->opts.fsync_interval_ms = 3600 * 1000;
+    partition *p = ph_open(f);
+    size_t base = ph_syncs_now(h);
+    for (uint64_t first = 0; first < 6; first += 3) {
+        ph_batch *tb = ph_batch_new(h, p, 3, first);
+        tb->b.replica = 1;
+        for (uint32_t i = 0; i < 3; i++) {
+            tb->ev[i].offset = first + i;
+            tb->ev[i].time_ns = 1700000000000000000ll + (int64_t)(first + i);
+        }
+        pthread_mutex_lock(&h->lock);
+        size_t done = h->done_count;
+        pthread_mutex_unlock(&h->lock);
+        partition_submit(p, &tb->part);
+        ph_wait_done(h, done + 1);
+        assert_int_equal(tb->part.status, 0);
+        assert_true(tb->syncs_at_done > base);
+        base = tb->syncs_at_done;
+        free(tb);
+    }
+    assert_int_equal(ph_early_acks(h), 0);
+    assert_int_equal(partition_end_offset(p), 6);
+    assert_int_equal(partition_close(p), 0);
+}
+
 static void test_never_policy(void **state)
 {
     ph_fixture *f = *state;
@@ -478,6 +512,7 @@ int main(void)
                                         ph_teardown),
         cmocka_unit_test_setup_teardown(test_interval_policy, ph_setup, ph_teardown),
         cmocka_unit_test_setup_teardown(test_never_policy, ph_setup, ph_teardown),
+        cmocka_unit_test_setup_teardown(test_replica_take_synced_under_interval, ph_setup, ph_teardown),
         cmocka_unit_test_setup_teardown(test_oversized_event_refused_alone, ph_setup, ph_teardown),
         cmocka_unit_test_setup_teardown(test_empty_part_and_bad_options, ph_setup, ph_teardown),
     };
