@@ -579,8 +579,10 @@ int log_close(pb_log *log)
 {
     if (!log)
         return 0;
-    int rc = 0;
-    if (log->fd >= 0 && !log->failed)
+    /* A sync running on the helper is over before its descriptor closes,
+     * failed log or not; its failure is the close's. */
+    int rc = log_sync_collect(log);
+    if (rc == 0 && log->fd >= 0 && !log->failed)
         rc = log_sync(log);
     int c = log_close_active(log);
     if (c < 0 && rc == 0)

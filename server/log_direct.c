@@ -310,12 +310,16 @@ static int give_up(pb_log *log, int rc, const char *what)
     return 1;
 }
 
-/* The direct descriptor and the staging buffer, if not there yet. 0, or 1
- * when direct writes are given up. */
+/* The direct descriptor and the staging buffer, if not there yet. 0, 1
+ * when direct writes are given up, or the error of a sync still pending
+ * (the log failed with it: nothing is written behind it). */
 static int prepare(pb_log *log)
 {
-    if (log->dfd < 0)
-        (void)log_sync_collect(log); /* a new descriptor: nothing of the helper's runs */
+    if (log->dfd < 0) {
+        int rc = log_sync_collect(log); /* a new descriptor: nothing of the helper's runs */
+        if (rc < 0)
+            return rc;
+    }
     if (!log->dio && !(log->dio = direct_io_new(log->dir)))
         return 1; /* no memory now: this append goes the ordinary way */
     if (log->dfd < 0) {
@@ -465,13 +469,15 @@ int log_direct_write(pb_log *log, const struct iovec *iov, size_t cnt, uint64_t 
     size_t align = align_of(log);
     size_t head = (size_t)(log->size % align);
     size_t lead = head ? align - head : 0;
-    if (bytes < lead + align || prepare(log) != 0)
+    if (bytes < lead + align)
         return 1; /* no whole block to write directly: the ordinary way */
+    int rc = prepare(log);
+    if (rc != 0)
+        return rc;
     direct_io *d = log->dio;
     cursor c = {.iov = iov, .cnt = cnt};
     uint64_t pos = log->size;
     uint64_t uses[2] = {0, 0}; /* the last job writing from each stage */
-    int rc;
     if (lead > 0) {
         uses[1] = submit_lead(log, &c, lead, pos);
         pos += lead;
