@@ -241,6 +241,10 @@ static int flush(pb_log *log, struct iovec *iov, size_t cnt, uint64_t bytes, con
         if (log->crc_later)
             log_seal_all(log, iov, cnt);
         rc = fileio_write_all(log->io, log->fd, iov, cnt, (off_t)log->size);
+    } else if (rc < 0) {
+        /* A direct-path write failed: a sync pending on the helper ran
+         * before it (it is over); its failure is the log's first. */
+        (void)log_sync_collect(log);
     }
     if (rc < 0)
         return log_fail(log, rc, "write to", log->log_path, log->size);
@@ -501,6 +505,12 @@ int log_sync_collect(pb_log *log)
             log_fail(log, rc, "fdatasync of", log->log_path, log->sync_size);
         else if (rc == 0)
             log_cache_synced(log, log->sync_size);
+        /* Even when the log failed before (a write queued behind this
+         * sync, with ENOSPC, say): what was written before it may not be
+         * on the device, so the failure never heals (log_failure_heals:
+         * a reopen would publish those records). */
+        if (rc < 0)
+            log->failed_sync = true;
         /* Kept until log_sync_finish; a second one before that (misuse)
          * keeps the first failure. */
         if (!log->sync_done || log->done_rc == 0)
@@ -594,8 +604,10 @@ int log_close(pb_log *log)
 {
     if (!log)
         return 0;
-    int rc = 0;
-    if (log->fd >= 0 && !log->failed)
+    /* A sync running on the helper is over before its descriptor closes,
+     * failed log or not; its failure is the close's. */
+    int rc = log_sync_collect(log);
+    if (rc == 0 && log->fd >= 0 && !log->failed)
         rc = log_sync(log);
     if (log->rm_pending && !log->failed) {
         int s = log_sync_dir(log); /* the last removal's rename */

@@ -57,7 +57,9 @@
  * direct write, makes this log go back to buffered writes for good, with a
  * message; the caller then writes the whole append the ordinary way, over
  * what this path wrote of it (the same bytes, none of them acknowledged).
- * Only a failure of an ordinary write fails the log.
+ * Only a failure of an ordinary write fails the log, or of the head
+ * block's write-out (a writeback error, which Linux reports to one call
+ * only: the log fails as by a failed sync, run_job).
  *
  * Threads: the partition's writer thread, like the rest of pb_log, and the
  * helper thread, which only runs the direct writes and syncs the writer
@@ -117,6 +119,7 @@ struct direct_io {
     uint64_t queued, finished;
     int err;
     bool err_plain; /* the failed job was an ordinary write (head or last block) */
+    bool err_out;   /* ... its write-out (the device's writeback error: as a failed sync) */
     bool quit;
     /* Under mu: the outcome of the last sync job and how long its
      * fdatasync took (kept apart from err: a failed sync is the log's
@@ -138,24 +141,40 @@ static int write_at(const fileio *io, int fd, uint8_t *buf, size_t len, uint64_t
     return fileio_write_all(io, fd, &v, 1, (off_t)pos);
 }
 
-/* 0 or the write's error; a failed write-out only costs its order (see
- * submit_lead). */
-static int run_job(const job *j)
+/* A write-out the file or file system does not do (only its order is
+ * lost: see submit_lead), rather than a page that failed to write. */
+static bool out_unsupported(int rc)
+{
+    return rc == -EINVAL || rc == -ENOSYS || rc == -ESPIPE || rc == -EOPNOTSUPP;
+}
+
+/* 0 or the write's error; *out_failed: the write-out failed. Such a
+ * failure is the device's writeback error, which Linux reports (and
+ * clears) to this descriptor once: the next fdatasync of log->fd would
+ * return 0 though a page failed to write, so it fails the log as a failed
+ * sync would (settle). An unsupported write-out only costs its order. */
+static int run_job(const job *j, bool *out_failed)
 {
     int rc = write_at(j->io, j->fd, j->buf, j->len, j->pos);
-    if (rc == 0 && j->out && j->io->write_out)
-        (void)j->io->write_out(j->io, j->fd, (off_t)j->pos, (off_t)j->len);
+    if (rc == 0 && j->out && j->io->write_out) {
+        int w = j->io->write_out(j->io, j->fd, (off_t)j->pos, (off_t)j->len);
+        if (w < 0 && !out_unsupported(w)) {
+            *out_failed = true;
+            rc = w;
+        }
+    }
     return rc;
 }
 
-/* Mu held: the outcome of job j. */
-static void job_done(direct_io *d, const job *j, int rc)
+/* Mu held: the outcome of job j (out_failed: its write-out failed). */
+static void job_done(direct_io *d, const job *j, int rc, bool out_failed)
 {
     if (j->sync) {
         d->sync_rc = rc;
     } else if (rc < 0 && d->err == 0) {
         d->err = rc;
         d->err_plain = j->plain;
+        d->err_out = out_failed;
     }
     d->finished++;
 }
@@ -176,13 +195,14 @@ static void *helper_main(void *arg)
         bool skip = d->err != 0 && !j.sync;
         pthread_mutex_unlock(&d->mu);
         uint64_t t0 = j.sync ? mono_ns() : 0;
-        int rc = j.sync ? j.io->fdatasync(j.io, j.fd) : skip ? 0 : run_job(&j);
+        bool out_failed = false;
+        int rc = j.sync ? j.io->fdatasync(j.io, j.fd) : skip ? 0 : run_job(&j, &out_failed);
         pthread_mutex_lock(&d->mu);
         if (j.sync)
             d->sync_ns = mono_ns() - t0;
         d->head = (d->head + 1) % QUEUE;
         d->n--;
-        job_done(d, &j, rc);
+        job_done(d, &j, rc, out_failed);
         pthread_cond_signal(&d->done);
     }
     pthread_mutex_unlock(&d->mu);
@@ -195,7 +215,9 @@ static void *helper_main(void *arg)
 static uint64_t job_submit(direct_io *d, const job *j)
 {
     if (!d->threaded) {
-        job_done(d, j, d->err ? 0 : run_job(j));
+        bool out_failed = false;
+        int rc = d->err ? 0 : run_job(j, &out_failed);
+        job_done(d, j, rc, out_failed);
         return ++d->queued;
     }
     pthread_mutex_lock(&d->mu);
@@ -223,13 +245,15 @@ static int job_wait(direct_io *d, uint64_t seq)
     return err;
 }
 
-/* Once every job is done: the failure's kind, and the slate cleaned for
- * the next append. */
-static bool clear_error(direct_io *d)
+/* Once every job is done: the failure's kind (an ordinary write's; *out:
+ * a write-out's), and the slate cleaned for the next append. */
+static bool clear_error(direct_io *d, bool *out)
 {
     pthread_mutex_lock(&d->mu);
     bool plain = d->err_plain;
+    *out = d->err_out;
     d->err = 0;
+    d->err_out = false;
     pthread_mutex_unlock(&d->mu);
     return plain;
 }
@@ -286,12 +310,16 @@ static int give_up(pb_log *log, int rc, const char *what)
     return 1;
 }
 
-/* The direct descriptor and the staging buffer, if not there yet. 0, or 1
- * when direct writes are given up. */
+/* The direct descriptor and the staging buffer, if not there yet. 0, 1
+ * when direct writes are given up, or the error of a sync still pending
+ * (the log failed with it: nothing is written behind it). */
 static int prepare(pb_log *log)
 {
-    if (log->dfd < 0)
-        (void)log_sync_collect(log); /* a new descriptor: nothing of the helper's runs */
+    if (log->dfd < 0) {
+        int rc = log_sync_collect(log); /* a new descriptor: nothing of the helper's runs */
+        if (rc < 0)
+            return rc;
+    }
     if (!log->dio && !(log->dio = direct_io_new(log->dir)))
         return 1; /* no memory now: this append goes the ordinary way */
     if (log->dfd < 0) {
@@ -348,7 +376,16 @@ static int settle(pb_log *log, uint64_t seq)
     if (seq == 0 || job_wait(d, seq) == 0)
         return 0;
     int rc = job_wait(d, d->queued);
-    return clear_error(d) ? rc : give_up(log, rc, "direct write");
+    bool out = false;
+    bool plain = clear_error(d, &out);
+    if (out) {
+        /* The error was the file's to report once, and it was reported
+         * here: a later fdatasync may succeed; the log fails as by a
+         * failed sync (it never heals). */
+        log_fail(log, rc, "write-out (sync_file_range) of", log->log_path, log->size);
+        log->failed_sync = true;
+    }
+    return plain ? rc : give_up(log, rc, "direct write");
 }
 
 /* The head of the append: the rest of the block the segment ends in (lead
@@ -358,7 +395,8 @@ static int settle(pb_log *log, uint64_t seq)
  * write: else a crash before the fdatasync (another partition's sync
  * having committed the file's new size) could leave this page unwritten in
  * front of direct-written records, which recovery would keep as damage
- * followed by records. A failed write-out only costs that order. */
+ * followed by records. A write-out the file system does not do only costs
+ * that order; a failed one fails the log (run_job). */
 static uint64_t submit_lead(pb_log *log, cursor *c, size_t lead, uint64_t pos)
 {
     direct_io *d = log->dio;
@@ -431,13 +469,15 @@ int log_direct_write(pb_log *log, const struct iovec *iov, size_t cnt, uint64_t 
     size_t align = align_of(log);
     size_t head = (size_t)(log->size % align);
     size_t lead = head ? align - head : 0;
-    if (bytes < lead + align || prepare(log) != 0)
+    if (bytes < lead + align)
         return 1; /* no whole block to write directly: the ordinary way */
+    int rc = prepare(log);
+    if (rc != 0)
+        return rc;
     direct_io *d = log->dio;
     cursor c = {.iov = iov, .cnt = cnt};
     uint64_t pos = log->size;
     uint64_t uses[2] = {0, 0}; /* the last job writing from each stage */
-    int rc;
     if (lead > 0) {
         uses[1] = submit_lead(log, &c, lead, pos);
         pos += lead;

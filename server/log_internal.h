@@ -229,7 +229,8 @@ void log_cache_rotated(pb_log *log);
  * written. Does not move log->size. 0 when written; 1 when not taken (no
  * whole block, direct writes unavailable or given up: the caller writes the
  * same bytes the ordinary way, over whatever was written); a negative code
- * when an ordinary write failed (the caller fails the log). */
+ * when an ordinary write or its write-out failed, or a sync pending before
+ * it did (the caller fails the log; the failed sync's error stays first). */
 int log_direct_write(pb_log *log, const struct iovec *iov, size_t cnt, uint64_t bytes);
 
 /* log.c: whether v is one of log->hdrs (a record header of this append). */

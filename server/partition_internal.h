@@ -164,6 +164,10 @@ int partition_reserve(log_entry **entries, live_record **recs, size_t *cap, size
 int partition_start_thread(pthread_t *t, size_t stack_bytes, void *(*fn)(void *), void *arg);
 /* Gives the batch arrays back down to `keep` entries (0: all). */
 void partition_shrink_arrays(partition *p, size_t keep);
+/* One pair of batch arrays (entries and recs, under one capacity *cap)
+ * down to keep entries (0: freed); *cap = keep even when a resize fails
+ * (that array stays larger). The bytes given back (as counted). */
+size_t partition_shrink_pair(log_entry **entries, live_record **recs, size_t *cap, size_t keep);
 /* Writer thread, woken by partition_upkeep_tick: retention, the free
  * space probe, and the resume of a partition a full disk stopped. */
 void partition_run_upkeep(partition *p);

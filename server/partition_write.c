@@ -155,38 +155,36 @@ size_t partition_bytes_per_event(void)
     return sizeof(log_entry) + sizeof(live_record) + log_bytes_per_entry();
 }
 
+size_t partition_shrink_pair(log_entry **entries, live_record **recs, size_t *cap, size_t keep)
+{
+    if (*cap <= keep)
+        return 0;
+    size_t freed = (*cap - keep) * (sizeof **entries + sizeof **recs);
+    if (keep == 0) {
+        free(*entries);
+        free(*recs);
+        *entries = NULL;
+        *recs = NULL;
+    } else {
+        /* A failed resize leaves that array as it was (larger than keep):
+         * still correct under cap = keep. Keeping the old cap is not: the
+         * other array may have shrunk, and reserve() would write past it. */
+        (void)grow_resize(entries, keep, sizeof **entries);
+        (void)grow_resize(recs, keep, sizeof **recs);
+    }
+    *cap = keep;
+    return freed;
+}
+
 /* Gives the batch arrays (here and in the log) back down to keep entries. */
 void partition_shrink_arrays(partition *p, size_t keep)
 {
     size_t freed = p->log ? log_shrink_buffers(p->log, keep) : 0;
-    if (p->cap > keep) {
-        freed += (p->cap - keep) * (sizeof *p->entries + sizeof *p->recs);
-        if (keep == 0) {
-            free(p->entries);
-            free(p->recs);
-            p->entries = NULL;
-            p->recs = NULL;
-        } else if (grow_resize(&p->entries, keep, sizeof *p->entries) < 0 ||
-                   grow_resize(&p->recs, keep, sizeof *p->recs) < 0) {
-            return; /* kept larger: still correct */
-        }
-        p->cap = keep;
-    }
+    freed += partition_shrink_pair(&p->entries, &p->recs, &p->cap, keep);
     /* The pending slot's pair (it swaps with the above), when no take holds it. */
     take_pending *t = &p->pend;
-    if (!t->on && t->cap > keep) {
-        freed += (t->cap - keep) * (sizeof *t->entries + sizeof *t->recs);
-        if (keep == 0) {
-            free(t->entries);
-            free(t->recs);
-            t->entries = NULL;
-            t->recs = NULL;
-            t->cap = 0;
-        } else if (grow_resize(&t->entries, keep, sizeof *t->entries) == 0 &&
-                   grow_resize(&t->recs, keep, sizeof *t->recs) == 0) {
-            t->cap = keep;
-        }
-    }
+    if (!t->on)
+        freed += partition_shrink_pair(&t->entries, &t->recs, &t->cap, keep);
     /* Large blocks freed by a thread may stay in its malloc arena; a burst
      * of millions of events must not pin hundreds of MiB. */
     if (freed > TRIM_BYTES)

@@ -486,6 +486,86 @@ static void test_failed_head_block_write_fails_the_log(void **state)
     verify_all(1000);
 }
 
+/* A file layer whose write-out (sync_file_range of the head block, on the
+ * helper), once armed, fails with out_err: Linux reports a page's writeback
+ * error to that call and clears it, so the fdatasync after it succeeds.
+ * A real failure (ENOSPC here: a full disk would otherwise heal) fails the
+ * append and the log as a failed sync, for good; a write-out the file
+ * system does not do (EINVAL) is ignored. */
+static fileio failing_out;
+static int out_err;
+static bool out_armed, out_called;
+
+static int write_out_failing(const fileio *io, int fd, off_t off, off_t len)
+{
+    if (out_armed) {
+        out_called = true;
+        return -out_err;
+    }
+    return fileio_posix()->write_out(fileio_posix(), fd, off, len);
+}
+
+static void failed_write_out(int err)
+{
+    failing_out = *fileio_posix();
+    failing_out.write_out = write_out_failing;
+    out_err = err;
+    out_armed = out_called = false;
+    log_options o = opts(1u << 30, 1);
+    o.io = &failing_out;
+    pb_log *log;
+    assert_int_equal(log_open(&log, part, &o), 0);
+    append_n(log, 0, 1000, false); /* ends mid-block: the next append has a head block */
+    assert_int_equal(log_sync(log), 0);
+    out_armed = true;
+    static log_entry e[2000];
+    static uint8_t buf[2000][600];
+    for (size_t i = 0; i < 2000; i++)
+        e[i] = (log_entry){.data = buf[i], .len = 1 + i % 599, .time_ns = T0};
+    uint64_t first;
+    int rc = log_append(log, e, 2000, &first);
+    out_armed = false;
+    assert_true(out_called);
+    if (err == EINVAL) {
+        assert_int_equal(rc, 0);
+        assert_int_equal(log_sync(log), 0);
+        assert_int_equal(log_close(log), 0);
+        return;
+    }
+    assert_int_equal(rc, -err);
+    assert_int_equal(log_status(log), -err);
+    assert_false(log_failure_heals(log));
+    assert_int_equal(log_sync(log), PB_EFAILED);
+    assert_non_null(strstr(messages, "write-out"));
+    (void)log_close(log);
+    /* The head block was written (never acked: whole records of it may
+     * be kept, its torn last one is cut); the first append reads back. */
+    o.io = NULL;
+    assert_int_equal(log_open(&log, part, &o), 0);
+    assert_true(log_next_offset(log) >= 1000 && log_next_offset(log) < 3000);
+    assert_int_equal(log_close(log), 0);
+    static uint8_t want[MAX_LEN];
+    pb_reader *r;
+    pb_record rec;
+    assert_int_equal(pb_reader_open(&r, part), 0);
+    for (uint64_t off = 0; off < 1000; off++) {
+        assert_int_equal(pb_reader_next(r, &rec), 0);
+        assert_int_equal(rec.event_len, event_for(off, want));
+        assert_memory_equal(rec.event, want, rec.event_len);
+    }
+    pb_reader_close(r);
+}
+
+static void test_failed_write_out_fails_the_log(void **state)
+{
+    failed_write_out(ENOSPC);
+}
+
+static void test_unsupported_write_out_ignored(void **state)
+{
+    failed_write_out(EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -499,6 +579,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_failed_head_block_write_fails_the_log, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_failed_write_out_fails_the_log, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unsupported_write_out_ignored, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -218,6 +219,54 @@ static void test_failed_write_behind_keeps_the_ack_before(void **state)
     free(b);
 }
 
+/* A's sync fails (EIO) and B's head block, written the ordinary way behind
+ * it, fails with ENOSPC (reported by B's append before anything collected
+ * A's sync): the failed sync decides. The partition is failed for good (a
+ * full disk would heal: the log reopened, A's and B's records published
+ * though A's sync failed); nothing of A or B is acked or visible. */
+static void test_failed_sync_then_full_disk_never_heals(void **state)
+{
+    ph_fixture *f = *state;
+    ph_harness *h = &f->h;
+    uint64_t next;
+    partition *p = open_direct(f, &next);
+    if (!p)
+        skip();
+    size_t before = done_now(h);
+    ph_batch *b = ph_batch_new(h, p, BIG, next + BIG);
+    submit_later later;
+    ph_batch *a = hold_a_with_b_behind(f, p, next, b, &later);
+    /* Let the writer queue B's jobs behind A's held sync and wait for its
+     * head block (if it is slower, A's sync is collected first: the test
+     * proves less, never fails). */
+    nanosleep(&(struct timespec){.tv_nsec = 200 * 1000 * 1000}, NULL);
+    pthread_mutex_lock(&h->lock);
+    h->fail_sync = EIO;
+    h->fail_write = ENOSPC;
+    pthread_mutex_unlock(&h->lock);
+    ph_gate(h, false);
+    ph_wait_done(h, before + 2);
+    assert_int_equal(a->part.status, -EIO);
+    assert_true(b->part.status < 0);
+    assert_true(partition_status(p) < 0);
+    assert_int_equal(partition_end_offset(p), next);
+    for (uint32_t k = 0; k < BIG; k++)
+        assert_true(a->ev[k].offset == UINT64_MAX && b->ev[k].offset == UINT64_MAX);
+    pthread_mutex_lock(&h->lock);
+    h->fail_sync = 0;
+    h->fail_write = 0;
+    pthread_mutex_unlock(&h->lock);
+    /* Failed for good, not "disk full, resumes when space is back". */
+    ph_batch *c = ph_publish(f, p, 1, next);
+    assert_int_equal(c->part.status, PB_EFAILED);
+    assert_int_equal(partition_end_offset(p), next);
+    assert_true(partition_close(p) < 0);
+    check_readable(f, next);
+    free(a);
+    free(b);
+    free(c);
+}
+
 /* B expects topic t0's last offset to be A's last t0 event: that holds
  * only if A was acked (its events in the topic table) before B was
  * decided, though B was queued while A's sync was held. */
@@ -258,6 +307,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failed_sync_fails_the_take_behind, ph_setup,
                                         ph_teardown),
         cmocka_unit_test_setup_teardown(test_failed_write_behind_keeps_the_ack_before, ph_setup,
+                                        ph_teardown),
+        cmocka_unit_test_setup_teardown(test_failed_sync_then_full_disk_never_heals, ph_setup,
                                         ph_teardown),
         cmocka_unit_test_setup_teardown(test_expectation_sees_the_pending_take, ph_setup,
                                         ph_teardown),
