@@ -27,8 +27,19 @@
 #define BACKOFF_MIN_MS   100
 #define BACKOFF_MAX_MS   5000
 /* Each of the two read buffers (one with the writers, one being read
- * into): what one batch holds at most, unless a frame is larger. */
-#define READ_BUF_INITIAL (1u << 20)
+ * into): what one batch holds at most, unless a frame is larger. 8 MiB:
+ * at 1 MiB every batch of a busy standby was exactly one buffer (strace:
+ * each take 1.07 MB) while the primary's in-flight budget is 16 MiB, so
+ * the standby lagged by whole buffers and two thirds of the primary's
+ * publishes waited for it (in the synchronous mode; see tests/bench/NOTES.md,
+ * "Hot standby"). */
+#define READ_BUF_INITIAL (8u << 20)
+/* And at most this many records per batch (its arrays take ~130 bytes per
+ * record: tiny events would otherwise fill a buffer with ~300,000). */
+#define BATCH_MAX_RECORDS 65536
+/* How often on_input looks whether the writers are done (a syscall and a
+ * lock: every 256 frames of ~150 bytes is about every 40 us of parsing). */
+#define DONE_CHECK_FRAMES 256
 /* Silence from the primary this long: a Ping; twice as long: reconnect
  * (a primary whose host vanished sends no FIN). */
 #define QUIET_PING_MS 10000
@@ -184,12 +195,29 @@ static int on_control(follower *f, const frame_view *v, char *why, size_t n)
 }
 
 /* Splits buf[pos..len) into frames: events go into the batch, the rest is
- * handled here; pos moves past each whole frame. */
+ * handled here; pos moves past each whole frame. Every DONE_CHECK_FRAMES
+ * frames, a batch the writers have finished is acknowledged and the
+ * records gathered so far go to them at once (the unparsed rest moves to
+ * the other buffer): one read can hold a whole buffer's frames, and the
+ * writers (and the primary's publishers, in the synchronous mode) would
+ * otherwise wait for all of them to be parsed. BATCH_MAX_RECORDS bounds a
+ * batch the same way. */
 static int on_input(follower *f, char *why, size_t n)
 {
     int rc = 0;
+    unsigned frames = 0;
     f->need = 0;
     while (rc == 0 && f->pos < f->len) {
+        /* A full batch waits for the writers (follower_batch_finish
+         * blocks until they are done) and goes to them. */
+        if ((++frames % DONE_CHECK_FRAMES == 0 && follower_batch_done(f)) ||
+            f->nrecs >= BATCH_MAX_RECORDS) {
+            rc = follower_batch_finish(f, why, n);
+            if (rc == 0)
+                rc = follower_batch_submit(f, why, n);
+            if (rc < 0)
+                break;
+        }
         frame_split sp;
         rc = frame_split_next(f->buf + f->pos, f->len - f->pos, f->o.max_frame_bytes, &sp, why,
                               n);
