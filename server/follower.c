@@ -27,16 +27,12 @@
 #define BACKOFF_MIN_MS   100
 #define BACKOFF_MAX_MS   5000
 /* Each of the two read buffers (one with the writers, one being read
- * into): what one batch holds at most, unless a frame is larger. 8 MiB:
- * at 1 MiB every batch of a busy standby was exactly one buffer (strace:
- * each take 1.07 MB) while the primary's in-flight budget is 16 MiB, so
- * the standby lagged by whole buffers and two thirds of the primary's
- * publishes waited for it (in the synchronous mode; see tests/bench/NOTES.md,
- * "Hot standby"). */
-#define READ_BUF_INITIAL (8u << 20)
-/* And at most this many records per batch (its arrays take ~130 bytes per
- * record: tiny events would otherwise fill a buffer with ~300,000). */
-#define BATCH_MAX_RECORDS 65536
+ * into): what one batch holds at most, unless a frame is larger. 8 MiB
+ * was tried (2026-12-05, tests/bench/NOTES.md "Hot standby": every
+ * standby take was one 1 MiB buffer while two thirds of the synchronous
+ * window waited for it): faster at load 2-4, slower in both modes at load
+ * 10-12; kept at 1 MiB. */
+#define READ_BUF_INITIAL (1u << 20)
 /* How often on_input looks whether the writers are done (a syscall and a
  * lock: every 256 frames of ~150 bytes is about every 40 us of parsing). */
 #define DONE_CHECK_FRAMES 256
@@ -200,18 +196,14 @@ static int on_control(follower *f, const frame_view *v, char *why, size_t n)
  * records gathered so far go to them at once (the unparsed rest moves to
  * the other buffer): one read can hold a whole buffer's frames, and the
  * writers (and the primary's publishers, in the synchronous mode) would
- * otherwise wait for all of them to be parsed. BATCH_MAX_RECORDS bounds a
- * batch the same way. */
+ * otherwise wait for all of them to be parsed. */
 static int on_input(follower *f, char *why, size_t n)
 {
     int rc = 0;
     unsigned frames = 0;
     f->need = 0;
     while (rc == 0 && f->pos < f->len) {
-        /* A full batch waits for the writers (follower_batch_finish
-         * blocks until they are done) and goes to them. */
-        if ((++frames % DONE_CHECK_FRAMES == 0 && follower_batch_done(f)) ||
-            f->nrecs >= BATCH_MAX_RECORDS) {
+        if (++frames % DONE_CHECK_FRAMES == 0 && follower_batch_done(f)) {
             rc = follower_batch_finish(f, why, n);
             if (rc == 0)
                 rc = follower_batch_submit(f, why, n);

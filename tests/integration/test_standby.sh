@@ -22,8 +22,7 @@
 #     logged;
 #   - an event id replicated to the standby still deduplicates a retry
 #     after promotion;
-#   - a standby catching up on 200,000 tiny events (batches capped by
-#     record count, not by its read buffer) ends byte-identical;
+#   - a standby catching up on 200,000 tiny events ends byte-identical;
 #   - with auth = required, a standby user with the read right .* replicates,
 #     one with less is refused;
 #   - over TLS to a primary with auth = required (follow_tls, follow_ca,
@@ -403,9 +402,9 @@ follow_password_file = $TMP/nothere.pw"
     stop tprimary TERM
 }
 
-# A standby catching up on many tiny events: its 8 MiB read buffer would
-# hold ~170,000 of their frames, so its batches stop at 65,536 records
-# (follower.c, BATCH_MAX_RECORDS) and the rest waits for the next batch.
+# A standby catching up on many tiny events: each read fills its buffer
+# with ~20,000 frames, handed to the writers part by part as they finish
+# (follower.c, on_input).
 test_tiny_events_catch_up() {
     write_conf tprim
     write_conf tfol
