@@ -27,8 +27,15 @@
 #define BACKOFF_MIN_MS   100
 #define BACKOFF_MAX_MS   5000
 /* Each of the two read buffers (one with the writers, one being read
- * into): what one batch holds at most, unless a frame is larger. */
+ * into): what one batch holds at most, unless a frame is larger. 8 MiB
+ * was tried (2026-12-05, tests/bench/NOTES.md "Hot standby": every
+ * standby take was one 1 MiB buffer while two thirds of the synchronous
+ * window waited for it): faster at load 2-4, slower in both modes at load
+ * 10-12; kept at 1 MiB. */
 #define READ_BUF_INITIAL (1u << 20)
+/* How often on_input looks whether the writers are done (a syscall and a
+ * lock: every 256 frames of ~150 bytes is about every 40 us of parsing). */
+#define DONE_CHECK_FRAMES 256
 /* Silence from the primary this long: a Ping; twice as long: reconnect
  * (a primary whose host vanished sends no FIN). */
 #define QUIET_PING_MS 10000
@@ -184,12 +191,25 @@ static int on_control(follower *f, const frame_view *v, char *why, size_t n)
 }
 
 /* Splits buf[pos..len) into frames: events go into the batch, the rest is
- * handled here; pos moves past each whole frame. */
+ * handled here; pos moves past each whole frame. Every DONE_CHECK_FRAMES
+ * frames, a batch the writers have finished is acknowledged and the
+ * records gathered so far go to them at once (the unparsed rest moves to
+ * the other buffer): one read can hold a whole buffer's frames, and the
+ * writers (and the primary's publishers, in the synchronous mode) would
+ * otherwise wait for all of them to be parsed. */
 static int on_input(follower *f, char *why, size_t n)
 {
     int rc = 0;
+    unsigned frames = 0;
     f->need = 0;
     while (rc == 0 && f->pos < f->len) {
+        if (++frames % DONE_CHECK_FRAMES == 0 && follower_batch_done(f)) {
+            rc = follower_batch_finish(f, why, n);
+            if (rc == 0)
+                rc = follower_batch_submit(f, why, n);
+            if (rc < 0)
+                break;
+        }
         frame_split sp;
         rc = frame_split_next(f->buf + f->pos, f->len - f->pos, f->o.max_frame_bytes, &sp, why,
                               n);

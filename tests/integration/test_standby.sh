@@ -22,6 +22,7 @@
 #     logged;
 #   - an event id replicated to the standby still deduplicates a retry
 #     after promotion;
+#   - a standby catching up on 200,000 tiny events ends byte-identical;
 #   - with auth = required, a standby user with the read right .* replicates,
 #     one with less is refused;
 #   - over TLS to a primary with auth = required (follow_tls, follow_ca,
@@ -401,6 +402,24 @@ follow_password_file = $TMP/nothere.pw"
     stop tprimary TERM
 }
 
+# A standby catching up on many tiny events: each read fills its buffer
+# with ~20,000 frames, handed to the writers part by part as they finish
+# (follower.c, on_input).
+test_tiny_events_catch_up() {
+    write_conf tprim
+    write_conf tfol
+    start tprim
+    "$PB" bench pub -s "127.0.0.1:$(port tprim)" -n 200000 --size 8 --prefix a >/dev/null ||
+        fail "bench pub of tiny events failed"
+    "$PB" pub -s "127.0.0.1:$(port tprim)" b.tiny "pb too" >/dev/null || fail "publish to pb failed"
+    start tfol --follow "127.0.0.1:$(port tprim)"
+    wait_until 100 same_dirs "$TMP/tprim" "$TMP/tfol" ||
+        fail "the follower's copy of 200,000 tiny events differs: $(tail -3 "$TMP/tfol.log")"
+    [ "$("$PB" cat "$TMP/tfol/pa" | wc -l)" -eq 200000 ] || fail "not 200,000 events on the follower"
+    stop tfol TERM
+    stop tprim TERM
+}
+
 test_sync_timeout_policies() {
     write_conf alone "min_standby_acks = 1
 standby_timeout_ms = 300"
@@ -429,6 +448,7 @@ run test_divergent_partition_stops
 run test_promotion
 run test_sync_kill9_primary_promote
 run test_sync_timeout_policies
+run test_tiny_events_catch_up
 run test_ids_survive_promotion
 run test_auth_replication
 run test_tls_auth_replication
