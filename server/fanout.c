@@ -187,7 +187,11 @@ static void signal_slots(void *ctx, const uint16_t *slots, uint32_t n)
 int fanout_fast(fanout_member *m, uint8_t *scratch, size_t cap)
 {
     lq_span sp;
-    pthread_mutex_lock(&m->mu);
+    /* A writer holding mu pushes at most FANOUT_CHUNK records before it
+     * lets go (fanout_publish.c); still, the waker never waits for one
+     * here: busy means signal the thread, as without the fast path. */
+    if (pthread_mutex_trylock(&m->mu) != 0)
+        return -1;
     bool ok = m->fast && m->idle && !m->fast_busy && !m->breached &&
               !livequeue_overflowed(m->q) && !livequeue_empty(m->q);
     if (ok) {

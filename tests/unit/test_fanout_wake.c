@@ -21,6 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -125,10 +128,59 @@ static void test_one_wake_per_sleep(void **state)
     fanout_destroy(fo);
 }
 
+/* The waker's fast path (fanout_fast) never waits for a member's lock: a
+ * writer holding it (pushing a take) makes the waker signal the thread
+ * instead (-1), at once. Without the trylock the call blocks until the
+ * test lets go of the lock, 2 s later. */
+static int fast_never(void *ctx, lq_span *sp, uint8_t *scratch, size_t cap)
+{
+    (void)ctx, (void)sp, (void)scratch, (void)cap;
+    return FANOUT_FAST_DONE;
+}
+
+struct fast_call {
+    fanout_member *m;
+    int rc;
+    atomic_bool done;
+};
+
+static void *call_fast(void *arg)
+{
+    struct fast_call *fc = arg;
+    static uint8_t scratch[256];
+    fc->rc = fanout_fast(fc->m, scratch, sizeof scratch);
+    atomic_store(&fc->done, true);
+    return NULL;
+}
+
+static void test_fast_path_does_not_wait_for_a_writer(void **state)
+{
+    (void)state;
+    /* breached: not eligible, decided before the queue is looked at */
+    fanout_member m = {.slot = 1, .fast = fast_never, .idle = true, .breached = true};
+    assert_int_equal(pthread_mutex_init(&m.mu, NULL), 0);
+    assert_int_equal(pthread_cond_init(&m.fast_cv, NULL), 0);
+    pthread_mutex_lock(&m.mu); /* a writer pushing */
+    struct fast_call fc = {.m = &m, .rc = 99};
+    atomic_init(&fc.done, false);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, call_fast, &fc), 0);
+    for (int i = 0; i < 200 && !atomic_load(&fc.done); i++)
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+    bool returned = atomic_load(&fc.done);
+    pthread_mutex_unlock(&m.mu);
+    pthread_join(t, NULL);
+    assert_true(returned);
+    assert_int_equal(fc.rc, -1);
+    pthread_cond_destroy(&m.fast_cv);
+    pthread_mutex_destroy(&m.mu);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_wake_per_sleep),
+        cmocka_unit_test(test_fast_path_does_not_wait_for_a_writer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
