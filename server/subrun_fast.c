@@ -25,6 +25,10 @@ int subrun_fast(void *ctx, lq_span *span, uint8_t *scratch, size_t cap)
     subconn *c = &s->conn;
     if (c->out_len || c->fast_error)
         return FANOUT_FAST_THREAD; /* output of its own waits: the thread's */
+    /* Asked to stop (server stopping, the user's read rights revoked:
+     * sub_registry_end_users): not one more event; the thread ends it. */
+    if (atomic_load_explicit(&s->stop, memory_order_relaxed))
+        return FANOUT_FAST_THREAD;
     size_t len = 0;
     bool rest = false;
     lq_entry e;
