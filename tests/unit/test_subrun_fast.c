@@ -4,7 +4,7 @@
  * while the subscription's thread sleeps: a sub with one partition already
  * seen, its live queue holding records, its connection one end of a
  * socketpair. What it must leave to the thread: a subscription asked to
- * stop.
+ * stop; a socket that is full (nothing encoded, nothing copied).
  */
 #include "subrun_internal.h"
 
@@ -121,11 +121,31 @@ static void test_stopping_sends_nothing(void **state)
     assert_int_equal(received(f), 0);
 }
 
+/* A full socket: the records stay in the queue for the thread, and no
+ * bytes are encoded into its output (before: 64 KiB encoded, refused and
+ * copied into the output buffer). */
+static void test_full_socket_left_to_thread(void **state)
+{
+    fixture *f = *state;
+    static uint8_t fill[65536];
+    while (send(f->s.conn.fd, fill, sizeof fill, MSG_DONTWAIT) > 0)
+        ;
+    while (send(f->s.conn.fd, fill, 1, MSG_DONTWAIT) > 0)
+        ;
+    queue(f, 0, 3, 1000);
+    lq_span sp;
+    assert_int_equal(run_fast(f, &sp), FANOUT_FAST_THREAD);
+    assert_int_equal(sp.pos, sp.start);
+    assert_int_equal(f->part.next, 0);
+    assert_int_equal(f->s.conn.out_len, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_delivers_when_idle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stopping_sends_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_full_socket_left_to_thread, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
