@@ -4,7 +4,8 @@
  * while the subscription's thread sleeps: a sub with one partition already
  * seen, its live queue holding records, its connection one end of a
  * socketpair. What it must leave to the thread: a subscription asked to
- * stop; a socket that is full (nothing encoded, nothing copied).
+ * stop; a socket that is full (nothing encoded, nothing copied). And what
+ * the thread does when the fast path broke the stream (subconn_end).
  */
 #include "subrun_internal.h"
 
@@ -12,6 +13,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
@@ -43,6 +45,8 @@ static int setup(void **state)
     f->s.conn.why_len = sizeof f->why;
     f->s.min_time_ns = INT64_MIN;
     atomic_init(&f->s.stop, false);
+    f->s.conn.stop = &f->s.stop;
+    f->s.conn.write_deadline_ms = 1000;
     assert_int_equal(livequeue_pool_create(&f->pool, 1 << 22), 0);
     assert_int_equal(livequeue_create(&f->s.live.q, 1 << 22, f->pool), 0);
     f->part = (part_state){.p = (partition *)&part_key, .name = "p", .name_len = 1};
@@ -140,12 +144,31 @@ static void test_full_socket_left_to_thread(void **state)
     assert_int_equal(f->s.conn.out_len, 0);
 }
 
+/* Part of a frame went out and the rest could not be kept (out of memory
+ * in subconn_send_now: fast_error): the subscription ends without another
+ * byte, else the client would read an Error frame as the rest of the
+ * truncated Event. (No allocation hook in the tests: fast_error is set as
+ * subconn_send_now sets it.) */
+static void test_fast_error_closes_without_writing(void **state)
+{
+    fixture *f = *state;
+    f->s.conn.fast_error = PB_ENOMEM;
+    snprintf(f->why, sizeof f->why, "out of memory for a 65536-byte output buffer");
+    subconn_end(&f->s.conn, PB_ENOMEM);
+    assert_int_equal(received(f), 0);
+    /* Without it, the closing Error goes out as usual. */
+    f->s.conn.fast_error = 0;
+    subconn_end(&f->s.conn, PB_ENOMEM);
+    assert_true(received(f) > 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_delivers_when_idle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stopping_sends_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_socket_left_to_thread, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fast_error_closes_without_writing, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
