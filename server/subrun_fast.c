@@ -20,10 +20,11 @@
 #include <poll.h>
 #include <string.h>
 
-int subrun_fast(void *ctx, lq_span *span, uint8_t *scratch, size_t cap)
+int subrun_fast(void *ctx, lq_span *span, uint8_t *scratch, size_t cap, size_t *used)
 {
     sub *s = ctx;
     subconn *c = &s->conn;
+    *used = 0;
     if (c->out_len || c->fast_error)
         return FANOUT_FAST_THREAD; /* output of its own waits: the thread's */
     /* Asked to stop (server stopping, the user's read rights revoked:
@@ -62,6 +63,7 @@ int subrun_fast(void *ctx, lq_span *span, uint8_t *scratch, size_t cap)
         if (e.offset >= st->next)
             st->next = e.offset + 1;
     }
+    *used = len;
     int rc = subconn_send_now(c, scratch, len);
     return rest || rc != 0 ? FANOUT_FAST_THREAD : FANOUT_FAST_DONE;
 }

@@ -96,7 +96,8 @@ static int run_fast(fixture *f, lq_span *sp)
 {
     static uint8_t scratch[64 * 1024];
     livequeue_peek(f->s.live.q, sp);
-    return subrun_fast(&f->s, sp, scratch, sizeof scratch);
+    size_t used;
+    return subrun_fast(&f->s, sp, scratch, sizeof scratch, &used);
 }
 
 /* Delivered: the frames reach the client, `next` moves on. */
