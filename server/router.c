@@ -415,7 +415,8 @@ int router_route(router *r, const char *topic, size_t topic_len, router_result *
     if (!topic)
         topic = ""; /* an empty topic may come as NULL; the C library wants a pointer */
     /* A catch-all first rule takes every topic that reaches the router
-     * (ingest validated it: no line break, which "." would not match). */
+     * (ingest validated it: no line break; "." matches every other byte,
+     * patterns being compiled with newline LF: pattern_compile_whole). */
     if (r->catch_all && !memchr(topic, '\n', topic_len)) {
         r->hits++;
         res->rule = 0;
