@@ -65,8 +65,21 @@ int pattern_compile_whole(const char *pattern, size_t len, pcre2_code **out, cha
     /* ANCHORED + ENDANCHORED rather than wrapping the text in "^(?:...)$":
      * the error offsets PCRE2 reports then point into the pattern exactly as
      * the user wrote it, and "$" cannot match before a trailing newline. */
+    /* Newline is LF, whatever the library was built with: under
+     * NEWLINE_ANY (a build option) "." would not match the byte 0x85,
+     * which occurs inside valid UTF-8 ("\xc3\x85"), so ".*" would refuse
+     * topics that Hyperscan (matcher.c) and the router's and the fan-out's
+     * match-everything shortcuts accept. */
+    pcre2_compile_context *cctx = pcre2_compile_context_create(NULL);
+    if (!cctx) {
+        if (whylen)
+            snprintf(why, whylen, "out of memory compiling the pattern");
+        return PB_ENOMEM;
+    }
+    (void)pcre2_set_newline(cctx, PCRE2_NEWLINE_LF);
     pcre2_code *code = pcre2_compile((PCRE2_SPTR)pattern, len, PCRE2_ANCHORED | PCRE2_ENDANCHORED,
-                                     &errcode, &erroff, NULL);
+                                     &errcode, &erroff, cctx);
+    pcre2_compile_context_free(cctx);
     if (!code) {
         PCRE2_UCHAR msg[256];
         if (pcre2_get_error_message(errcode, msg, sizeof msg) < 0)

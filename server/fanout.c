@@ -61,6 +61,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <malloc.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,24 +156,31 @@ static void compact_kick(fanout *fo)
     pthread_mutex_unlock(&fo->compact_lock);
 }
 
-/* The waker's signal (fanout_waker.h), SIGNAL_CHUNK slots per hold of the
- * list lock (a listed member stays valid meanwhile; a subscription
- * registering waits for one chunk at most). An emptied slot is skipped; a
+/* The waker's signal (fanout_waker.h), SIGNAL_CHUNK slots or
+ * SIGNAL_FAST_BYTES of fast-path sends per hold of the list lock, whichever
+ * comes first (a listed member stays valid meanwhile; a subscription
+ * registering or ending waits for one such chunk at most, and the writers,
+ * whose shared hold queues behind its exclusive one, too). An emptied slot
+ * is skipped; a
  * slot taken by a new subscription meanwhile gets a spurious wake-up, which
  * it tolerates (it looks at its queue and sleeps again). */
-#define SIGNAL_CHUNK 64
+#define SIGNAL_CHUNK      64
+#define SIGNAL_FAST_BYTES (256u * 1024u)
 
 static void signal_slots(void *ctx, const uint16_t *slots, uint32_t n)
 {
     fanout *fo = ctx;
     for (uint32_t k = 0; k < n;) {
         uint32_t end = n - k < SIGNAL_CHUNK ? n : k + SIGNAL_CHUNK;
+        size_t bytes = 0;
         pthread_rwlock_rdlock(&fo->list_lock);
-        for (; k < end; k++) {
+        for (; k < end && bytes < SIGNAL_FAST_BYTES; k++) {
             fanout_member *m = fo->live[slots[k]];
             if (!m)
                 continue;
-            int r = fo->fast_buf ? fanout_fast(m, fo->fast_buf, FANOUT_FAST_BYTES) : -1;
+            size_t used = 0;
+            int r = fo->fast_buf ? fanout_fast(m, fo->fast_buf, FANOUT_FAST_BYTES, &used) : -1;
+            bytes += used;
             if (r < 0)
                 fanout_wake(m);
             atomic_fetch_add_explicit(r < 0    ? &fo->fast_skipped
@@ -181,13 +189,23 @@ static void signal_slots(void *ctx, const uint16_t *slots, uint32_t n)
                                       1, memory_order_relaxed);
         }
         pthread_rwlock_unlock(&fo->list_lock);
+        /* Over the byte budget with slots left: glibc lets a lone reader
+         * race a waiting writer for the lock it just let go; yield so the
+         * writer (fanout_add, fanout_remove) gets in. */
+        if (bytes >= SIGNAL_FAST_BYTES && k < n)
+            sched_yield();
     }
 }
 
-int fanout_fast(fanout_member *m, uint8_t *scratch, size_t cap)
+int fanout_fast(fanout_member *m, uint8_t *scratch, size_t cap, size_t *used)
 {
     lq_span sp;
-    pthread_mutex_lock(&m->mu);
+    *used = 0;
+    /* A writer holding mu pushes at most FANOUT_CHUNK records before it
+     * lets go (fanout_publish.c); still, the waker never waits for one
+     * here: busy means signal the thread, as without the fast path. */
+    if (pthread_mutex_trylock(&m->mu) != 0)
+        return -1;
     bool ok = m->fast && m->idle && !m->fast_busy && !m->breached &&
               !livequeue_overflowed(m->q) && !livequeue_empty(m->q);
     if (ok) {
@@ -199,7 +217,7 @@ int fanout_fast(fanout_member *m, uint8_t *scratch, size_t cap)
         return -1;
     /* The thread sleeps and waits for fast_busy before it touches its
      * connection or its partitions again: they are ours until then. */
-    int r = m->fast(m->fast_ctx, &sp, scratch, cap);
+    int r = m->fast(m->fast_ctx, &sp, scratch, cap, used);
     pthread_mutex_lock(&m->mu);
     livequeue_consume(m->q, &sp);
     m->fast_busy = false;

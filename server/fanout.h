@@ -138,7 +138,7 @@ typedef struct fanout_member {
      * sleeping thread's queued records to fast(fast_ctx, ...) itself,
      * instead of waking the thread. Set before fanout_add, read-only
      * afterwards; NULL: never (TLS, replication). */
-    int (*fast)(void *fast_ctx, lq_span *span, uint8_t *scratch, size_t cap);
+    int (*fast)(void *fast_ctx, lq_span *span, uint8_t *scratch, size_t cap, size_t *used);
     void *fast_ctx;
     /* mu: the thread sleeps in its wait (wait_live): nothing of its own is
      * in progress, so the waker may deliver for it. The thread clears it
@@ -153,15 +153,16 @@ typedef struct fanout_member {
  * thread must run (FANOUT_FAST_THREAD: records left in the queue it could
  * not take, bytes the socket refused now waiting in the thread's output, a
  * write error for the thread to find). span->pos is left after the last
- * record handled. */
+ * record handled; *used: the bytes of scratch it encoded (what it cost). */
 enum { FANOUT_FAST_DONE = 0, FANOUT_FAST_THREAD = 1 };
 
 /* The waker thread, for a member it would signal: if its thread is idle
  * with records queued, lets m->fast deliver them (bounded by cap bytes of
  * scratch, one non-blocking write) and signals the thread only if it must
  * run. 0: delivered, the thread sleeps on; 1: the thread was signalled to
- * take over; -1: not eligible, the caller signals it (fanout_wake). */
-int fanout_fast(fanout_member *m, uint8_t *scratch, size_t cap);
+ * take over; -1: not eligible, the caller signals it (fanout_wake).
+ * *used: the bytes m->fast encoded (0 if not called). */
+int fanout_fast(fanout_member *m, uint8_t *scratch, size_t cap, size_t *used);
 
 /* Subscription thread: adds m to the writers' lists / removes it. Removing
  * what is not there does nothing. After fanout_add returns 0, every batch

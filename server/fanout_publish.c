@@ -331,6 +331,11 @@ static void publish_some(fanout *fo, fanout_writer *f, partition *p, const live_
             }
             push_to(fo, f, &cur, p, &c[i], recs[0].offset, ids, k);
         }
+        /* Not held beyond a chunk: the waker's fast path (fanout_fast)
+         * waits for it after each delivery. */
+        if (cur)
+            pthread_mutex_unlock(&cur->mu);
+        cur = NULL;
         for (size_t j = 0; use_cache && j < nmiss; j++) {
             const live_record *rec = &c[f->miss[j]];
             const uint16_t *ids;
@@ -380,10 +385,15 @@ void fanout_durable(void *ctx, partition *p, const live_record *recs, size_t n)
     for (uint32_t k = 0; k < fo->nall; k++) {
         fanout_member *s = fo->live[fo->all[k]];
         bool signal = false;
-        pthread_mutex_lock(&s->mu);
-        for (size_t i = 0; i < n; i++)
+        /* mu is let go every FANOUT_CHUNK records: the waker's fast path
+         * (fanout_fast) waits for it after each delivery. */
+        for (size_t i = 0; i < n; i++) {
+            if (i % FANOUT_CHUNK == 0)
+                pthread_mutex_lock(&s->mu);
             signal |= push_one(s, p, &recs[i], recs[0].offset);
-        pthread_mutex_unlock(&s->mu);
+            if (i % FANOUT_CHUNK == FANOUT_CHUNK - 1 || i == n - 1)
+                pthread_mutex_unlock(&s->mu);
+        }
         if (signal)
             mark_wake(f, fo->all[k]);
     }

@@ -80,6 +80,9 @@ typedef struct router_stats {
     size_t entries;
     unsigned long long clears;
     size_t bytes; /* the cache's memory now: its table and string arena */
+    /* Topics the catch-all first rule took without the cache (counted
+     * neither as hits nor as misses). */
+    unsigned long long catch_all;
 } router_stats;
 void router_get_stats(const router *r, router_stats *st);
 

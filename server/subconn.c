@@ -552,6 +552,11 @@ void subconn_end(subconn *c, int rc)
 {
     char msg[600];
     c->in_input = true; /* nothing more is read */
+    /* The waker's fast path sent part of a frame and could not keep the
+     * rest (subconn_send_now): any frame now would be read as the tail of
+     * the truncated one. Closing is all that is left. */
+    if (c->fast_error)
+        return;
     if (rc == PB_ECLOSED || rc == PB_ETIMEDOUT) {
         if (!c->end_code)
             return;

@@ -62,7 +62,8 @@ typedef struct subconn {
     int end_code; /* nonzero: the client broke the stream; the closing Error's code */
     /* The waker's fast path could not keep what the socket refused (out of
      * memory after part of a frame went out): the stream is broken, the
-     * thread logs why and closes the connection without another frame. */
+     * thread ends the subscription with this code (why set) and
+     * subconn_end closes without writing anything more. */
     int fast_error;
 } subconn;
 

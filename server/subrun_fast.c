@@ -17,14 +17,26 @@
 
 #include "frame.h"
 
+#include <poll.h>
 #include <string.h>
 
-int subrun_fast(void *ctx, lq_span *span, uint8_t *scratch, size_t cap)
+int subrun_fast(void *ctx, lq_span *span, uint8_t *scratch, size_t cap, size_t *used)
 {
     sub *s = ctx;
     subconn *c = &s->conn;
+    *used = 0;
     if (c->out_len || c->fast_error)
         return FANOUT_FAST_THREAD; /* output of its own waits: the thread's */
+    /* Asked to stop (server stopping, the user's read rights revoked:
+     * sub_registry_end_users): not one more event; the thread ends it. */
+    if (atomic_load_explicit(&s->stop, memory_order_relaxed))
+        return FANOUT_FAST_THREAD;
+    /* A full socket (a slow reader): encoding 64 KiB only to copy it all
+     * into the thread's output would cost two copies for nothing; the
+     * thread takes the records as they are and waits for room itself. */
+    struct pollfd pf = {c->fd, POLLOUT, 0};
+    if (poll(&pf, 1, 0) != 1 || !(pf.revents & POLLOUT))
+        return FANOUT_FAST_THREAD;
     size_t len = 0;
     bool rest = false;
     lq_entry e;
@@ -51,6 +63,7 @@ int subrun_fast(void *ctx, lq_span *span, uint8_t *scratch, size_t cap)
         if (e.offset >= st->next)
             st->next = e.offset + 1;
     }
+    *used = len;
     int rc = subconn_send_now(c, scratch, len);
     return rest || rc != 0 ? FANOUT_FAST_THREAD : FANOUT_FAST_DONE;
 }

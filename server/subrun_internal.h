@@ -31,7 +31,7 @@ size_t subrun_find_part(const sub *s, const partition *p);
  * partition the subscription has not seen yet, a gap to read from the
  * files (since > next), or one that does not fit in scratch.
  */
-int subrun_fast(void *ctx, lq_span *span, uint8_t *scratch, size_t cap);
+int subrun_fast(void *ctx, lq_span *span, uint8_t *scratch, size_t cap, size_t *used);
 /*
  * START_TIME: the offset of the first record received at or after
  * min_time_ns below st->end (st->end if none), found with a reader of its

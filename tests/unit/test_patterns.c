@@ -447,6 +447,31 @@ static void test_compile_whole_reports_offset(void **state)
     pcre2_code_free(code);
 }
 
+/* Patterns are compiled with newline LF, whatever the library's build
+ * default: "." then matches every byte of a valid UTF-8 topic but '\n'
+ * (under NEWLINE_ANY it would not match 0x85, as in "\xc3\x85"), the same
+ * set of topics as the match-everything shortcuts (the router's catch-all
+ * rule, patterns_match_all) and Hyperscan accept. On a library built with
+ * LF as its default (Debian's) this passes without the explicit setting
+ * too; it guards builds configured with --enable-newline-is-any. */
+static void test_compile_whole_newline_is_lf(void **state)
+{
+    pcre2_code *code;
+    char why[200];
+    assert_int_equal(pattern_compile_whole(".*", 2, &code, why, sizeof why), 0);
+    uint32_t nl = 0;
+    assert_int_equal(pcre2_pattern_info(code, PCRE2_INFO_NEWLINE, &nl), 0);
+    assert_int_equal(nl, PCRE2_NEWLINE_LF);
+    pcre2_match_data *md = pcre2_match_data_create_from_pattern(code, NULL);
+    const char *topics[] = {"a\xc3\x85z", "\xe2\x80\xa6", "a\rb", "a\xe2\x80\xa8z"};
+    for (size_t i = 0; i < sizeof topics / sizeof topics[0]; i++)
+        assert_true(pcre2_match(code, (PCRE2_SPTR)topics[i], strlen(topics[i]), 0, 0, md, NULL) >=
+                    0);
+    assert_true(pcre2_match(code, (PCRE2_SPTR) "a\nb", 3, 0, 0, md, NULL) < 0);
+    pcre2_match_data_free(md);
+    pcre2_code_free(code);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -457,6 +482,7 @@ int main(void)
         cmocka_unit_test(test_empty_set_matches_nothing),
         cmocka_unit_test(test_cache_hits_and_stays_correct),
         cmocka_unit_test(test_compile_whole_reports_offset),
+        cmocka_unit_test(test_compile_whole_newline_is_lf),
         cmocka_unit_test(test_restrict_cannot_be_widened),
         cmocka_unit_test(test_match_all_fast_path),
         cmocka_unit_test(test_match_shared_from_another_thread),
