@@ -250,6 +250,7 @@ int subconn_flush(subconn *c)
         return 0;
     struct iovec v = {c->out, c->out_len};
     c->out_len = 0;
+    c->out_owed = 0;
     return send_all(c, &v, 1);
 }
 
@@ -316,6 +317,7 @@ int subconn_send_now(subconn *c, const uint8_t *buf, size_t len)
     }
     memcpy(c->out + c->out_len, buf + sent, len - sent);
     c->out_len += len - sent;
+    c->out_owed = c->out_len; /* a frame's tail first, then whole frames */
     return 1;
 }
 
@@ -541,7 +543,7 @@ static void end_error(subconn *c, int rc, char *msg, size_t msglen)
     else if (rc == PB_EINVAL)
         code = PB_CODE_INVALID_ARGUMENT; /* its patterns, refused by the matcher */
     if (rc != PB_ETOOBIG)
-        c->out_len = 0;
+        c->out_len = c->out_owed; /* a frame begun on the wire is finished first */
     else
         code = PB_CODE_RESOURCE_EXHAUSTED; /* a budget: what was queued goes first */
     if (subconn_error(c, c->frame_id, code, msg, NULL, 0, 0) == 0)

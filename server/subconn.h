@@ -65,6 +65,10 @@ typedef struct subconn {
      * thread ends the subscription with this code (why set) and
      * subconn_end closes without writing anything more. */
     int fast_error;
+    /* Bytes at the front of out that finish a frame the waker's fast path
+     * began on the wire (subconn_send_now): they go out before anything
+     * else, even before an Error that ends the subscription. */
+    size_t out_owed;
 } subconn;
 
 /* Prepares c (the output buffer is allocated by the first frame queued).

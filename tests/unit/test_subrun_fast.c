@@ -18,6 +18,7 @@
 #include <string.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -163,6 +164,51 @@ static void test_fast_error_closes_without_writing(void **state)
     assert_true(received(f) > 0);
 }
 
+/* The socket took part of a frame: its tail waits in the output. If the
+ * subscription then ends with an error, the tail still goes before the
+ * Error, else the client would read the Error as the rest of the frame. */
+static void test_error_after_partial_frame_finishes_it(void **state)
+{
+    fixture *f = *state;
+    int small = 4096;
+    assert_int_equal(setsockopt(f->s.conn.fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+    static uint8_t frame[200000], got[400000];
+    for (size_t i = 0; i < sizeof frame; i++)
+        frame[i] = (uint8_t)(i * 7 + 1);
+    assert_int_equal(subconn_send_now(&f->s.conn, frame, sizeof frame), 1);
+    assert_true(f->s.conn.out_len > 0 && f->s.conn.out_len < sizeof frame);
+    size_t total = 0;
+    ssize_t n;
+    while ((n = recv(f->peer, got, sizeof got, MSG_DONTWAIT)) > 0)
+        total += (size_t)n; /* what went out at once: the frame's start */
+    assert_true(total > 0 && total < sizeof frame);
+    size_t head = total;
+    assert_memory_equal(got, frame, head < 16 ? head : 16);
+    /* The end comes while the tail waits; a reader drains meanwhile. */
+    int rs = 1 << 20;
+    (void)setsockopt(f->peer, SOL_SOCKET, SO_RCVBUF, &rs, sizeof rs);
+    snprintf(f->why, sizeof f->why, "cannot read partition p: Input/output error");
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        subconn_end(&f->s.conn, -5 /* -EIO */);
+        _exit(0);
+    }
+    size_t rest = 0;
+    struct pollfd pf = {.fd = f->peer, .events = POLLIN};
+    for (int i = 0; i < 2000 && poll(&pf, 1, 1000) > 0; i++) {
+        n = recv(f->peer, got + head + rest, sizeof got - head - rest, MSG_DONTWAIT);
+        if (n <= 0)
+            break;
+        rest += (size_t)n;
+    }
+    int st;
+    assert_int_equal(waitpid(child, &st, 0), child);
+    /* The frame's tail, whole, then more (the Error). */
+    assert_true(head + rest > sizeof frame);
+    assert_memory_equal(got + head, frame + head, sizeof frame - head);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -170,6 +216,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stopping_sends_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_socket_left_to_thread, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fast_error_closes_without_writing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_after_partial_frame_finishes_it, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
