@@ -42,6 +42,8 @@ typedef struct model {
     uint64_t head, tail;
     size_t cap;
     uint32_t max;
+    uint64_t popped; /* the entries just before head that a rollback puts back */
+    uint64_t room;   /* the window's ring: max and its slack (dedup.c's slack_of) */
 } model;
 
 static uint64_t rng_state;
@@ -90,10 +92,28 @@ static model_entry *model_find(const model *m, uint64_t c)
 
 static void model_push(model *m, uint64_t c, uint64_t offset, int64_t t)
 {
-    if (model_count(m) == m->max)
+    if (model_count(m) == m->max) {
         m->head++;
+        m->popped++;
+    }
     m->where[c] = m->tail;
     *at(m, m->tail++) = (model_entry){c, offset, t};
+    if (m->popped > m->room - model_count(m))
+        m->popped = m->room - model_count(m); /* the ring's tail took that slot */
+}
+
+/* A take that was not stored: its ids go, and the ids they (and those
+ * before them since) pushed out of a full window come back, as far as the
+ * ring's slack still holds them, unless expired. */
+static void model_truncate(model *m, uint64_t from, int64_t cutoff)
+{
+    while (m->tail > m->head && at(m, m->tail - 1)->offset >= from)
+        m->tail--;
+    while (m->popped > 0 && model_count(m) < m->max && at(m, m->head - 1)->time_ns >= cutoff) {
+        m->head--;
+        m->popped--;
+        m->where[at(m, m->head)->c] = m->head;
+    }
 }
 
 /* Every id of the model is in the window at its offset; the count agrees;
@@ -123,8 +143,9 @@ static void run_model(uint32_t max_entries, int64_t window_ns, int steps, uint64
     rng_state = seed;
     dedup *d;
     assert_int_equal(dedup_create(&d, window_ns, max_entries), 0);
-    model m = {.max = max_entries, .cap = 1};
-    while (m.cap < (size_t)max_entries + 128)
+    uint32_t slack = max_entries / 8 >= 64 ? max_entries / 8 : max_entries < 64 ? max_entries : 64;
+    model m = {.max = max_entries, .cap = 1, .room = (uint64_t)max_entries + slack};
+    while (m.cap < (size_t)max_entries + slack + 128)
         m.cap <<= 1;
     m.e = calloc(m.cap, sizeof *m.e);
     m.where = malloc((size_t)steps * 64 * sizeof *m.where);
@@ -132,7 +153,7 @@ static void run_model(uint32_t max_entries, int64_t window_ns, int steps, uint64
     assert_non_null(m.where);
     memset(m.where, 0xff, (size_t)steps * 64 * sizeof *m.where);
     uint64_t next_c = 0, next_off = 0;
-    int64_t now = 0;
+    int64_t now = 0, cutoff = INT64_MIN;
     uint8_t id[ID_MAX];
     for (int s = 0; s < steps; s++) {
         unsigned op = (unsigned)(rnd() % 100);
@@ -163,15 +184,17 @@ static void run_model(uint32_t max_entries, int64_t window_ns, int steps, uint64
             /* Sometimes the take is not stored: its ids go (offsets reused). */
             if (rnd() % 8 == 0) {
                 dedup_truncate(d, take_first);
-                while (m.tail > m.head && at(&m, m.tail - 1)->offset >= take_first)
-                    m.tail--;
+                model_truncate(&m, take_first, cutoff);
                 next_off = take_first;
             }
         } else if (op < 95) {
             now += (int64_t)(rnd() % (uint64_t)(window_ns / 4 + 1));
             dedup_expire(d, now);
-            while (m.tail > m.head && at(&m, m.head)->time_ns < now - window_ns)
+            cutoff = now - window_ns;
+            while (m.tail > m.head && at(&m, m.head)->time_ns < cutoff) {
                 m.head++;
+                m.popped++;
+            }
         } else {
             verify(d, &m, next_c);
         }
