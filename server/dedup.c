@@ -295,14 +295,11 @@ static void index_fill(dedup *d)
  * an index to match. */
 static int grow(dedup *d)
 {
-    /* Doubling while small, then at once to the bound and its slack: each
-     * growth copies the ring and indexes it afresh (random writes), and a
-     * window past an eighth of its bound is a busy one, whose doublings
-     * from there on (about the bound's worth of copies and index writes)
-     * cost more than the memory they save (the ring's pages are touched
-     * only as ids arrive; the index is an eighth of the ring). */
+    /* Doubling up to the bound and its slack: memory stays within twice
+     * what the ids held take (the copies and index rebuilds of the
+     * doublings add up to about the bound's worth once). */
     uint32_t cap = d->cap ? d->cap * 2 : RING_INITIAL;
-    if (cap > d->max_entries / 8 || cap < d->cap)
+    if (cap > d->limit || cap < d->cap)
         cap = d->limit;
     uint32_t nbuckets = 1;
     while ((uint64_t)nbuckets * CELLS < (uint64_t)cap * 2)

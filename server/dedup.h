@@ -12,12 +12,12 @@
  * nothing here reads a clock.
  *
  * Memory: entries are fixed slots of DEDUP_SLOT_BYTES (id up to 64 bytes)
- * in a ring that grows by doubling up to an eighth of max_entries, then to
- * max_entries and an eighth more at once (room for the ids a take that is
- * not stored pushed out: dedup_truncate puts them back; its pages are
- * touched only as ids arrive), plus a hash index of two to four 8-byte
+ * in a ring that grows by doubling, as ids arrive, up to max_entries and
+ * an eighth more (room for the ids a take that is not stored pushed out:
+ * dedup_truncate puts them back), plus a hash index of two to four 8-byte
  * cells per slot in buckets of one cache line, and a 4-byte count per
- * bucket (~113-130 bytes per slot). Forgetting an id (expiry, the bound) costs nothing in the index (dedup.c). Nothing is
+ * bucket: ~113-130 bytes per slot, the slots at most twice the ids held
+ * (and the slack; 64 at least). Forgetting an id (expiry, the bound) costs nothing in the index (dedup.c). Nothing is
  * allocated until the first id, so a partition whose events carry no id
  * pays nothing.
  *

@@ -224,6 +224,28 @@ static void test_model_grow_and_release(void **state)
     run_model(5000, 2 * SEC, 30000, 7);
 }
 
+/* Memory follows the ids held, not the bound: a large bound with a few
+ * thousand ids takes at most about twice their slots (the ring doubles),
+ * ~130 bytes a slot with the index. */
+static void test_memory_proportional(void **state)
+{
+    (void)state;
+    static const uint32_t bounds[] = {16384, 100000, 1u << 24};
+    for (size_t b = 0; b < sizeof bounds / sizeof bounds[0]; b++) {
+        dedup *d;
+        assert_int_equal(dedup_create(&d, 100 * SEC, bounds[b]), 0);
+        size_t empty = dedup_memory(d);
+        uint8_t id[ID_MAX];
+        for (uint64_t c = 0; c < 3000; c++) {
+            size_t len = id_of(c, id);
+            assert_int_equal(dedup_add(d, id, len, c, 0), 0);
+        }
+        assert_int_equal(dedup_count(d), 3000);
+        assert_true(dedup_memory(d) - empty <= 2 * 3000 * 130);
+        dedup_destroy(d);
+    }
+}
+
 /* Ids are bytes: lengths 1..64, any byte values (0 too), none of them
  * special; every byte counts. */
 static void fill(uint8_t *id, size_t len)
@@ -353,6 +375,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_model_small_windows),
         cmocka_unit_test(test_model_grow_and_release),
+        cmocka_unit_test(test_memory_proportional),
         cmocka_unit_test(test_lengths_and_bytes),
         cmocka_unit_test(test_check_events_as_one_by_one),
     };
