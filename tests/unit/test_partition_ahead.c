@@ -571,8 +571,12 @@ static void take_with_helper(fixture *f, partition *p, const char *id, bool fail
     assert_false(t->ev[0].duplicate);
     free(t);
     atomic_store(&create_fail, 0);
-    assert_int_equal(atomic_load(&create_calls), 2);           /* a new writer, then the helper */
-    nanosleep(&(struct timespec){.tv_nsec = 300000000}, NULL); /* past idle_ms: dormant */
+    assert_int_equal(atomic_load(&create_calls), 2); /* a new writer, then the helper */
+    /* Past idle_ms the writer ends (its helper first): waited for, not
+     * assumed after a sleep (a loaded machine runs it late). */
+    for (int i = 0; i < 6000 && partition_writer_running(p); i++)
+        nanosleep(&(struct timespec){.tv_nsec = 5000000}, NULL);
+    assert_false(partition_writer_running(p));
 }
 
 /* The helper cannot start: logged; it starts on the next try; when it
