@@ -111,6 +111,8 @@ struct dedup {
     uint32_t max_entries;
     uint32_t limit; /* the ring's largest: max_entries and its slack */
     dedup_slot *ring; /* cap slots; count of them from head on */
+    uint8_t *passed;  /* cap flags: ring[i].hops != 0 (eviction reads the
+                       * slot only then: it is not the one the new id takes) */
     uint32_t cap, head, count;
     uint32_t head_seq; /* the sequence number of ring[head] */
     bucket *index;     /* nbuckets buckets */
@@ -154,9 +156,11 @@ int dedup_create(dedup **out, int64_t window_ns, uint32_t max_entries)
 static void release(dedup *d)
 {
     free(d->ring);
+    free(d->passed);
     free(d->index);
     free(d->over);
     d->ring = NULL;
+    d->passed = NULL;
     d->index = NULL;
     d->over = NULL;
     d->cap = d->head = d->nbuckets = d->popped = 0;
@@ -288,6 +292,7 @@ static void index_fill(dedup *d)
     for (uint32_t k = 0; k < d->count; k++) {
         dedup_slot *s = &d->ring[ring_pos(d, k)];
         s->hops = index_put(d, s->hash, d->head_seq + k);
+        d->passed[ring_pos(d, k)] = s->hops != 0;
     }
 }
 
@@ -305,10 +310,12 @@ static int grow(dedup *d)
     while ((uint64_t)nbuckets * CELLS < (uint64_t)cap * 2)
         nbuckets <<= 1;
     dedup_slot *ring = malloc((size_t)cap * sizeof *ring);
+    uint8_t *passed = malloc(cap);
     bucket *index = index_alloc(nbuckets);
     uint32_t *over = malloc((size_t)nbuckets * sizeof *over);
-    if (!ring || !index || !over) {
+    if (!ring || !passed || !index || !over) {
         free(ring);
+        free(passed);
         free(index);
         free(over);
         return PB_ENOMEM;
@@ -316,9 +323,11 @@ static int grow(dedup *d)
     for (uint32_t k = 0; k < d->count; k++)
         ring[k] = d->ring[ring_pos(d, k)];
     free(d->ring);
+    free(d->passed);
     free(d->index);
     free(d->over);
     d->ring = ring;
+    d->passed = passed;
     d->index = index;
     d->over = over;
     d->cap = cap;
@@ -483,7 +492,7 @@ int dedup_find(const dedup *d, const uint8_t *id, size_t len, uint64_t *offset)
 /* Forgets the oldest id: its cell is free from now on. */
 static void pop_head(dedup *d)
 {
-    if (d->ring[d->head].hops)
+    if (d->passed[d->head])
         index_unpass(d, &d->ring[d->head]);
     d->head = d->head + 1 == d->cap ? 0 : d->head + 1;
     d->head_seq++;
@@ -551,6 +560,7 @@ static inline int add(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint6
     } else {
         s->hops = index_put(d, h, seq);
     }
+    d->passed[pos] = s->hops != 0;
     d->count++;
     if (d->popped > d->cap - d->count)
         d->popped = d->cap - d->count; /* the tail took the oldest popped slot */
@@ -699,6 +709,7 @@ static void unpop_head(dedup *d)
         }
     }
     s->hops = index_put(d, s->hash, d->head_seq);
+    d->passed[d->head] = s->hops != 0;
 }
 
 void dedup_truncate(dedup *d, uint64_t from)
@@ -727,7 +738,7 @@ uint64_t dedup_evicted(const dedup *d)
 
 size_t dedup_memory(const dedup *d)
 {
-    return sizeof *d + (size_t)d->cap * sizeof(dedup_slot) +
+    return sizeof *d + (size_t)d->cap * (sizeof(dedup_slot) + 1) +
            (size_t)d->nbuckets * (sizeof(bucket) + sizeof(uint32_t));
 }
 
