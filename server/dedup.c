@@ -1,7 +1,9 @@
 /*
  * dedup - a partition's dedup window (see dedup.h).
  *
- * Threads: the partition's writer thread only.
+ * Threads: whichever thread owns the partition's window at the time: the
+ * writer thread, or its ahead helper between AHEAD_WORK and AHEAD_DONE
+ * (partition_ahead.c), or the thread that opens or closes the partition.
  *
  * Layout: a ring of fixed slots in insertion order (ids are added with
  * ascending offsets and times, so the oldest is at the head: expiry and
@@ -32,6 +34,17 @@
  * still has to match and the slot's id is compared in full, so it can only
  * take room, never give a wrong answer; dedup_truncate clears the cells of
  * what it pops so rollbacks leave none.
+ *
+ * A take that is not stored must not cost stored ids their place: the ids
+ * it (and the takes admitted after it) pushed out of a full window are put
+ * back by dedup_truncate. Evicting pops the head as always (no cost on the
+ * common path), into a ring with room past max_entries (slack_of): a popped
+ * slot keeps its id until the tail wraps onto it, and `popped` counts the
+ * intact popped slots just before the head. dedup_truncate pops the take's
+ * ids from the tail, then takes those slots back, newest first, while the
+ * window is below its bound and they are not expired (`cutoff`). A take
+ * and the one admitted ahead of more ids than the slack can still cost
+ * stored ids their place (the oldest ones).
  */
 #include "dedup.h"
 
@@ -96,15 +109,30 @@ _Static_assert(sizeof(bucket) == 64, "a bucket is one cache line");
 struct dedup {
     int64_t window_ns;
     uint32_t max_entries;
+    uint32_t limit; /* the ring's largest: max_entries and its slack */
     dedup_slot *ring; /* cap slots; count of them from head on */
+    uint8_t *passed;  /* cap flags: ring[i].hops != 0 (eviction reads the
+                       * slot only then: it is not the one the new id takes) */
     uint32_t cap, head, count;
     uint32_t head_seq; /* the sequence number of ring[head] */
     bucket *index;     /* nbuckets buckets */
     uint32_t *over;    /* nbuckets counts: ids in the ring that passed this bucket */
     uint32_t nbuckets; /* a power of two; CELLS * nbuckets >= 2 * cap */
+    uint32_t popped;  /* intact popped slots just before head (see the top) */
+    int64_t cutoff;   /* the last expiry's: older ids are not put back */
     uint64_t evicted;
     bool lost; /* an id was not remembered (no memory): see dedup_complete */
 };
+
+/* The ring's room past max_entries for the ids a refused take pushed out:
+ * an eighth of the bound, at least 64 ids (or the bound, if smaller). */
+static uint32_t slack_of(uint32_t max_entries)
+{
+    uint32_t slack = max_entries / 8;
+    if (slack < RING_INITIAL)
+        slack = max_entries < RING_INITIAL ? max_entries : RING_INITIAL;
+    return slack > UINT32_MAX - max_entries ? UINT32_MAX - max_entries : slack;
+}
 
 int dedup_create(dedup **out, int64_t window_ns, uint32_t max_entries)
 {
@@ -119,6 +147,8 @@ int dedup_create(dedup **out, int64_t window_ns, uint32_t max_entries)
     /* Sequence numbers wrap at 2^32 (in_use is modular): they start just
      * below, so that every window, in tests too, crosses the wrap early. */
     d->head_seq = UINT32_MAX - 4095u;
+    d->cutoff = INT64_MIN;
+    d->limit = max_entries + slack_of(max_entries);
     *out = d;
     return 0;
 }
@@ -126,13 +156,16 @@ int dedup_create(dedup **out, int64_t window_ns, uint32_t max_entries)
 static void release(dedup *d)
 {
     free(d->ring);
+    free(d->passed);
     free(d->index);
     free(d->over);
     d->ring = NULL;
+    d->passed = NULL;
     d->index = NULL;
     d->over = NULL;
-    d->cap = d->head = d->nbuckets = 0;
+    d->cap = d->head = d->nbuckets = d->popped = 0;
 }
+
 
 void dedup_destroy(dedup *d)
 {
@@ -259,6 +292,7 @@ static void index_fill(dedup *d)
     for (uint32_t k = 0; k < d->count; k++) {
         dedup_slot *s = &d->ring[ring_pos(d, k)];
         s->hops = index_put(d, s->hash, d->head_seq + k);
+        d->passed[ring_pos(d, k)] = s->hops != 0;
     }
 }
 
@@ -266,23 +300,22 @@ static void index_fill(dedup *d)
  * an index to match. */
 static int grow(dedup *d)
 {
-    /* Doubling while small, then at once to the bound: each growth copies
-     * the ring and indexes it afresh (random writes), and a window past an
-     * eighth of its bound is a busy one, whose doublings from there on
-     * (about the bound's worth of copies and index writes) cost more than
-     * the memory they save (the ring's pages are touched only as ids
-     * arrive; the index is an eighth of the ring). */
+    /* Doubling up to the bound and its slack: memory stays within twice
+     * what the ids held take (the copies and index rebuilds of the
+     * doublings add up to about the bound's worth once). */
     uint32_t cap = d->cap ? d->cap * 2 : RING_INITIAL;
-    if (cap > d->max_entries / 8 || cap < d->cap)
-        cap = d->max_entries;
+    if (cap > d->limit || cap < d->cap)
+        cap = d->limit;
     uint32_t nbuckets = 1;
     while ((uint64_t)nbuckets * CELLS < (uint64_t)cap * 2)
         nbuckets <<= 1;
     dedup_slot *ring = malloc((size_t)cap * sizeof *ring);
+    uint8_t *passed = malloc(cap);
     bucket *index = index_alloc(nbuckets);
     uint32_t *over = malloc((size_t)nbuckets * sizeof *over);
-    if (!ring || !index || !over) {
+    if (!ring || !passed || !index || !over) {
         free(ring);
+        free(passed);
         free(index);
         free(over);
         return PB_ENOMEM;
@@ -290,14 +323,17 @@ static int grow(dedup *d)
     for (uint32_t k = 0; k < d->count; k++)
         ring[k] = d->ring[ring_pos(d, k)];
     free(d->ring);
+    free(d->passed);
     free(d->index);
     free(d->over);
     d->ring = ring;
+    d->passed = passed;
     d->index = index;
     d->over = over;
     d->cap = cap;
     d->nbuckets = nbuckets;
     d->head = 0;
+    d->popped = 0; /* the slots before the head are not ids */
     index_fill(d);
     return 0;
 }
@@ -456,11 +492,12 @@ int dedup_find(const dedup *d, const uint8_t *id, size_t len, uint64_t *offset)
 /* Forgets the oldest id: its cell is free from now on. */
 static void pop_head(dedup *d)
 {
-    if (d->ring[d->head].hops)
+    if (d->passed[d->head])
         index_unpass(d, &d->ring[d->head]);
     d->head = d->head + 1 == d->cap ? 0 : d->head + 1;
     d->head_seq++;
     d->count--;
+    d->popped++;
 }
 
 /* Copies an id of 1..64 bytes with fixed-size moves (overlapping at the
@@ -490,17 +527,21 @@ static void copy_id(uint8_t *dst, const uint8_t *src, size_t len)
 static inline int add(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint64_t offset,
                       int64_t time_ns, unsigned home_free)
 {
+    if (d->count == d->cap || (d->count == d->max_entries && d->cap < d->limit)) {
+        /* The ring grows to its slack before the first eviction, so that
+         * the ids evicted stay there for dedup_truncate. */
+        if (grow(d) == 0) {
+            home_free = 0; /* a new index */
+        } else if (d->count < d->max_entries) {
+            d->lost = true;
+            return PB_ENOMEM;
+        }
+    }
     if (d->count == d->max_entries) {
         /* The window is full: the oldest id goes early. Popping only frees
          * cells, so home_free stays true. */
         pop_head(d);
         d->evicted++;
-    } else if (d->count == d->cap) {
-        if (grow(d) < 0) {
-            d->lost = true;
-            return PB_ENOMEM;
-        }
-        home_free = 0; /* a new index */
     }
     uint32_t pos = ring_pos(d, d->count);
     uint32_t seq = d->head_seq + d->count;
@@ -519,7 +560,10 @@ static inline int add(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint6
     } else {
         s->hops = index_put(d, h, seq);
     }
+    d->passed[pos] = s->hops != 0;
     d->count++;
+    if (d->popped > d->cap - d->count)
+        d->popped = d->cap - d->count; /* the tail took the oldest popped slot */
     return 0;
 }
 
@@ -616,6 +660,8 @@ uint32_t dedup_check_events(dedup *d, pub_event *events, const uint32_t *idx, ui
 void dedup_expire(dedup *d, int64_t now_ns)
 {
     int64_t cutoff = now_ns - d->window_ns;
+    if (cutoff > d->cutoff)
+        d->cutoff = cutoff;
     while (d->count > 0 && d->ring[d->head].time_ns < cutoff)
         pop_head(d);
     if (d->count == 0 && d->cap > RING_INITIAL)
@@ -642,10 +688,37 @@ static void pop_tail(dedup *d)
     d->count--;
 }
 
+/* Takes back the slot just before the head (popped, intact, not expired):
+ * its cell if it is still there (its sequence number is again the head's),
+ * else a new one. */
+static void unpop_head(dedup *d)
+{
+    d->head = d->head == 0 ? d->cap - 1 : d->head - 1;
+    d->head_seq--;
+    d->count++;
+    d->popped--;
+    d->evicted--; /* not expired (cutoff): it was evicted */
+    dedup_slot *s = &d->ring[d->head];
+    uint32_t mask = d->nbuckets - 1;
+    bucket *bk = &d->index[((uint32_t)s->hash + s->hops) & mask];
+    for (unsigned m = tag_cells(bk, tag_of(s->hash)); m; m &= m - 1) {
+        if (bk->seq[__builtin_ctz(m)] == d->head_seq) {
+            for (uint32_t j = 0, b = (uint32_t)s->hash & mask; j < s->hops; j++, b = (b + 1) & mask)
+                d->over[b]++; /* passing them again */
+            return;
+        }
+    }
+    s->hops = index_put(d, s->hash, d->head_seq);
+    d->passed[d->head] = s->hops != 0;
+}
+
 void dedup_truncate(dedup *d, uint64_t from)
 {
     while (d->count > 0 && d->ring[ring_pos(d, d->count - 1)].offset >= from)
         pop_tail(d);
+    while (d->popped > 0 && d->count < d->max_entries &&
+           d->ring[d->head == 0 ? d->cap - 1 : d->head - 1].time_ns >= d->cutoff)
+        unpop_head(d);
 }
 
 bool dedup_complete(const dedup *d)
@@ -665,7 +738,7 @@ uint64_t dedup_evicted(const dedup *d)
 
 size_t dedup_memory(const dedup *d)
 {
-    return sizeof *d + (size_t)d->cap * sizeof(dedup_slot) +
+    return sizeof *d + (size_t)d->cap * (sizeof(dedup_slot) + 1) +
            (size_t)d->nbuckets * (sizeof(bucket) + sizeof(uint32_t));
 }
 
@@ -679,45 +752,6 @@ uint32_t dedup_max_entries(const dedup *d)
     return d->max_entries;
 }
 
-size_t dedup_event_id(const uint8_t *ev, size_t n, const uint8_t **id)
-{
-    event_walker w;
-    event_item it;
-    size_t len = 0;
-    event_walk_init(&w, ev, n, EVENT_WANT(EVENT_ID), false);
-    while (event_walk_next(&w, &it, NULL, 0) > 0) {
-        *id = it.f.data.p;
-        len = it.f.data.len;
-    }
-    return len;
-}
-
-bool dedup_marked(const fileio *io, const char *dir)
-{
-    char path[4096];
-    if (snprintf(path, sizeof path, "%s/%s", dir, DEDUP_MARK_NAME) >= (int)sizeof path)
-        return true; /* cannot tell: scan */
-    int fd = io->open(io, path, O_RDONLY, 0);
-    if (fd < 0)
-        return fd != -ENOENT; /* another error: scan, to be safe */
-    (void)io->close(io, fd);
-    return true;
-}
-
-int dedup_mark(const fileio *io, const char *dir)
-{
-    char path[4096];
-    if (snprintf(path, sizeof path, "%s/%s", dir, DEDUP_MARK_NAME) >= (int)sizeof path)
-        return PB_EINVAL;
-    int fd = io->open(io, path, O_WRONLY | O_CREAT, 0644);
-    if (fd < 0)
-        return fd;
-    int rc = io->close(io, fd);
-    if (rc == 0)
-        rc = fileio_sync_dir(io, dir); /* the entry is durable before any id is */
-    return rc;
-}
-
 void dedup_entry(const dedup *d, size_t k, const uint8_t **id, size_t *len, uint64_t *offset,
                  int64_t *time_ns)
 {
@@ -726,67 +760,4 @@ void dedup_entry(const dedup *d, size_t k, const uint8_t **id, size_t *len, uint
     *len = s->len;
     *offset = s->offset;
     *time_ns = s->time_ns;
-}
-
-int dedup_rebuild(dedup *d, const fileio *io, const char *dir, const char *name, int64_t now_ns,
-                  uint64_t from_offset, uint64_t end_offset)
-{
-    if (end_offset <= from_offset)
-        return 0;
-    segment_io sio;
-    fileio_segment_io(io, &sio);
-    pb_reader *r = NULL;
-    int rc = pb_reader_open_io(&r, dir, &sio);
-    if (rc < 0) {
-        logging_printf(LOG_ERROR, "partition %s: cannot read %s to rebuild its dedup window: %s",
-                       name, dir, pb_strerror(rc));
-        return rc;
-    }
-    uint64_t seen = 0, ids = 0;
-    /* From the snapshot's end, or (none, or that offset is gone) by time;
-     * ids already in the window are skipped below either way. */
-    rc = from_offset ? pb_reader_seek_offset(r, from_offset) : -1;
-    if (rc < 0)
-        rc = pb_reader_seek_time(r, now_ns - d->window_ns);
-    pb_reader_set_end(r, end_offset);
-    while (rc >= 0) {
-        pb_record rec;
-        rc = pb_reader_next(r, &rec);
-        if (rc == PB_EEOF) {
-            rc = 0;
-            break;
-        }
-        if (rc == PB_ECORRUPT) {
-            rc = 0; /* logged by recovery; its ids were never acknowledged as stored */
-            continue;
-        }
-        if (rc == PB_EREMOVED) {
-            rc = 0; /* retention took them: no longer stored, nothing to remember */
-            continue;
-        }
-        if (rc < 0)
-            break;
-        seen++;
-        if (rec.time_ns < now_ns - d->window_ns)
-            continue; /* expired already (a seek by offset starts anywhere) */
-        const uint8_t *id = NULL;
-        size_t len = dedup_event_id(rec.event, rec.event_len, &id);
-        if (len == 0 || len > EVENT_ID_MAX_BYTES)
-            continue;
-        uint64_t had;
-        if (dedup_find(d, id, len, &had))
-            continue; /* stored twice before (an older window): the first one stands */
-        if ((rc = dedup_add(d, id, len, rec.offset, rec.time_ns)) < 0)
-            break;
-        ids++;
-    }
-    if (rc < 0)
-        logging_printf(LOG_ERROR, "partition %s: reading %s for its dedup window failed: %s", name,
-                       dir, pb_strerror(rc));
-    else if (ids > 0)
-        logging_printf(LOG_INFO,
-                       "partition %s: dedup window rebuilt: %llu ids from the last %llu records",
-                       name, (unsigned long long)ids, (unsigned long long)seen);
-    pb_reader_close(r);
-    return rc;
 }

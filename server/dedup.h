@@ -12,11 +12,12 @@
  * nothing here reads a clock.
  *
  * Memory: entries are fixed slots of DEDUP_SLOT_BYTES (id up to 64 bytes)
- * in a ring that grows by doubling up to an eighth of max_entries, then to
- * max_entries at once (its pages are touched only as ids arrive), plus a
- * hash index of two to four 8-byte cells per slot in buckets of one cache
- * line, and a 4-byte count per bucket (~113-130 bytes per id in all). Forgetting an id
- * (expiry, the bound) costs nothing in the index (dedup.c). Nothing is
+ * in a ring that grows by doubling, as ids arrive, up to max_entries and
+ * an eighth more (room for the ids a take that is not stored pushed out:
+ * dedup_truncate puts them back), plus a hash index of two to four 8-byte
+ * cells per slot in buckets of one cache line, and a 4-byte count per
+ * bucket: ~113-130 bytes per slot, the slots at most twice the ids held
+ * (and the slack; 64 at least). Forgetting an id (expiry, the bound) costs nothing in the index (dedup.c). Nothing is
  * allocated until the first id, so a partition whose events carry no id
  * pays nothing.
  *
@@ -27,9 +28,12 @@
  * stored an id (DEDUP_MARK_NAME) pay for that scan, and after a clean stop
  * only for the records after the window's snapshot (dedup_save, dedup_load).
  *
- * Threads: the partition's writer thread (or the thread that opens or closes the
- * partition) only, no lock; dedup_id_hash on any thread (a hash of its own,
- * under the process's random secrets: cheap for ids of up to 32 bytes).
+ * Threads: no lock; whichever thread owns the partition's window: its
+ * writer thread, or the ahead helper between AHEAD_WORK and AHEAD_DONE
+ * (partition_ahead.c, which hands it back through the helper's state), or
+ * the thread that opens or closes the partition. dedup_id_hash on any
+ * thread (a hash of its own, under the process's random secrets: cheap for
+ * ids of up to 32 bytes).
  */
 #ifndef PB_DEDUP_H
 #define PB_DEDUP_H
@@ -92,7 +96,9 @@ uint32_t dedup_check_events(dedup *d, struct pub_event *events, const uint32_t *
 void dedup_expire(dedup *d, int64_t now_ns);
 
 /* Forgets the ids stored at offset >= from (a take that was not stored
- * after all: its ids must not block a retry). */
+ * after all: its ids must not block a retry), and puts back the stored ids
+ * they pushed out of a full window (those not expired since, as far as the
+ * ring's slack of an eighth of max_entries, at least 64, still holds them). */
 void dedup_truncate(dedup *d, uint64_t from);
 
 /* Ids remembered now; ids forgotten early because of max_entries (since

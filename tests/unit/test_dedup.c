@@ -42,6 +42,8 @@ typedef struct model {
     uint64_t head, tail;
     size_t cap;
     uint32_t max;
+    uint64_t popped; /* the entries just before head that a rollback puts back */
+    uint64_t room;   /* the window's ring: max and its slack (dedup.c's slack_of) */
 } model;
 
 static uint64_t rng_state;
@@ -90,10 +92,28 @@ static model_entry *model_find(const model *m, uint64_t c)
 
 static void model_push(model *m, uint64_t c, uint64_t offset, int64_t t)
 {
-    if (model_count(m) == m->max)
+    if (model_count(m) == m->max) {
         m->head++;
+        m->popped++;
+    }
     m->where[c] = m->tail;
     *at(m, m->tail++) = (model_entry){c, offset, t};
+    if (m->popped > m->room - model_count(m))
+        m->popped = m->room - model_count(m); /* the ring's tail took that slot */
+}
+
+/* A take that was not stored: its ids go, and the ids they (and those
+ * before them since) pushed out of a full window come back, as far as the
+ * ring's slack still holds them, unless expired. */
+static void model_truncate(model *m, uint64_t from, int64_t cutoff)
+{
+    while (m->tail > m->head && at(m, m->tail - 1)->offset >= from)
+        m->tail--;
+    while (m->popped > 0 && model_count(m) < m->max && at(m, m->head - 1)->time_ns >= cutoff) {
+        m->head--;
+        m->popped--;
+        m->where[at(m, m->head)->c] = m->head;
+    }
 }
 
 /* Every id of the model is in the window at its offset; the count agrees;
@@ -123,8 +143,9 @@ static void run_model(uint32_t max_entries, int64_t window_ns, int steps, uint64
     rng_state = seed;
     dedup *d;
     assert_int_equal(dedup_create(&d, window_ns, max_entries), 0);
-    model m = {.max = max_entries, .cap = 1};
-    while (m.cap < (size_t)max_entries + 128)
+    uint32_t slack = max_entries / 8 >= 64 ? max_entries / 8 : max_entries < 64 ? max_entries : 64;
+    model m = {.max = max_entries, .cap = 1, .room = (uint64_t)max_entries + slack};
+    while (m.cap < (size_t)max_entries + slack + 128)
         m.cap <<= 1;
     m.e = calloc(m.cap, sizeof *m.e);
     m.where = malloc((size_t)steps * 64 * sizeof *m.where);
@@ -132,7 +153,7 @@ static void run_model(uint32_t max_entries, int64_t window_ns, int steps, uint64
     assert_non_null(m.where);
     memset(m.where, 0xff, (size_t)steps * 64 * sizeof *m.where);
     uint64_t next_c = 0, next_off = 0;
-    int64_t now = 0;
+    int64_t now = 0, cutoff = INT64_MIN;
     uint8_t id[ID_MAX];
     for (int s = 0; s < steps; s++) {
         unsigned op = (unsigned)(rnd() % 100);
@@ -163,15 +184,17 @@ static void run_model(uint32_t max_entries, int64_t window_ns, int steps, uint64
             /* Sometimes the take is not stored: its ids go (offsets reused). */
             if (rnd() % 8 == 0) {
                 dedup_truncate(d, take_first);
-                while (m.tail > m.head && at(&m, m.tail - 1)->offset >= take_first)
-                    m.tail--;
+                model_truncate(&m, take_first, cutoff);
                 next_off = take_first;
             }
         } else if (op < 95) {
             now += (int64_t)(rnd() % (uint64_t)(window_ns / 4 + 1));
             dedup_expire(d, now);
-            while (m.tail > m.head && at(&m, m.head)->time_ns < now - window_ns)
+            cutoff = now - window_ns;
+            while (m.tail > m.head && at(&m, m.head)->time_ns < cutoff) {
                 m.head++;
+                m.popped++;
+            }
         } else {
             verify(d, &m, next_c);
         }
@@ -199,6 +222,28 @@ static void test_model_grow_and_release(void **state)
     (void)state;
     run_model(5000, 100 * SEC, 30000, 6);
     run_model(5000, 2 * SEC, 30000, 7);
+}
+
+/* Memory follows the ids held, not the bound: a large bound with a few
+ * thousand ids takes at most about twice their slots (the ring doubles),
+ * ~130 bytes a slot with the index. */
+static void test_memory_proportional(void **state)
+{
+    (void)state;
+    static const uint32_t bounds[] = {16384, 100000, 1u << 24};
+    for (size_t b = 0; b < sizeof bounds / sizeof bounds[0]; b++) {
+        dedup *d;
+        assert_int_equal(dedup_create(&d, 100 * SEC, bounds[b]), 0);
+        size_t empty = dedup_memory(d);
+        uint8_t id[ID_MAX];
+        for (uint64_t c = 0; c < 3000; c++) {
+            size_t len = id_of(c, id);
+            assert_int_equal(dedup_add(d, id, len, c, 0), 0);
+        }
+        assert_int_equal(dedup_count(d), 3000);
+        assert_true(dedup_memory(d) - empty <= 2 * 3000 * 130);
+        dedup_destroy(d);
+    }
 }
 
 /* Ids are bytes: lengths 1..64, any byte values (0 too), none of them
@@ -330,6 +375,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_model_small_windows),
         cmocka_unit_test(test_model_grow_and_release),
+        cmocka_unit_test(test_memory_proportional),
         cmocka_unit_test(test_lengths_and_bytes),
         cmocka_unit_test(test_check_events_as_one_by_one),
     };
