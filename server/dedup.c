@@ -43,8 +43,11 @@
  * intact popped slots just before the head. dedup_truncate pops the take's
  * ids from the tail, then takes those slots back, newest first, while the
  * window is below its bound and they are not expired (`cutoff`). A take
- * and the one admitted ahead of more ids than the slack can still cost
- * stored ids their place (the oldest ones).
+ * and the one admitted ahead of more ids than the slack grow the ring
+ * instead of taking a popped slot that an id not yet stored pushed out
+ * (`evictor` says which id did; dedup_commit which offsets are stored), so
+ * a rollback puts back every stored id it cost (the ring keeps that size:
+ * the bound and the largest refused overflow).
  */
 #include "dedup.h"
 
@@ -119,6 +122,9 @@ struct dedup {
     uint32_t *over;    /* nbuckets counts: ids in the ring that passed this bucket */
     uint32_t nbuckets; /* a power of two; CELLS * nbuckets >= 2 * cap */
     uint32_t popped;  /* intact popped slots just before head (see the top) */
+    uint64_t *evictor; /* cap: for a popped slot, 1 + the offset of the id whose
+                        * add pushed it out (0: expired, or never popped) */
+    uint64_t commit_off; /* ids added below this offset are stored (dedup_commit) */
     int64_t cutoff;   /* the last expiry's: older ids are not put back */
     uint64_t evicted;
     bool lost; /* an id was not remembered (no memory): see dedup_complete */
@@ -159,6 +165,8 @@ static void release(dedup *d)
     free(d->passed);
     free(d->index);
     free(d->over);
+    free(d->evictor);
+    d->evictor = NULL;
     d->ring = NULL;
     d->passed = NULL;
     d->index = NULL;
@@ -298,14 +306,8 @@ static void index_fill(dedup *d)
 
 /* Doubles the ring (up to max_entries), linearised from position 0, with
  * an index to match. */
-static int grow(dedup *d)
+static int grow_to(dedup *d, uint32_t cap)
 {
-    /* Doubling up to the bound and its slack: memory stays within twice
-     * what the ids held take (the copies and index rebuilds of the
-     * doublings add up to about the bound's worth once). */
-    uint32_t cap = d->cap ? d->cap * 2 : RING_INITIAL;
-    if (cap > d->limit || cap < d->cap)
-        cap = d->limit;
     uint32_t nbuckets = 1;
     while ((uint64_t)nbuckets * CELLS < (uint64_t)cap * 2)
         nbuckets <<= 1;
@@ -313,29 +315,54 @@ static int grow(dedup *d)
     uint8_t *passed = malloc(cap);
     bucket *index = index_alloc(nbuckets);
     uint32_t *over = malloc((size_t)nbuckets * sizeof *over);
-    if (!ring || !passed || !index || !over) {
+    uint64_t *evictor = calloc(cap, sizeof *evictor);
+    if (!ring || !passed || !index || !over || !evictor) {
         free(ring);
         free(passed);
         free(index);
         free(over);
+        free(evictor);
         return PB_ENOMEM;
     }
+    /* The popped slots first (dedup_truncate may take them back), then the
+     * ids: linearised from position 0. */
+    uint32_t keep = d->popped;
+    if (keep > cap - d->count)
+        keep = cap - d->count;
+    for (uint32_t k = 0; k < keep; k++) {
+        uint32_t from = (d->head + d->cap - keep + k) % d->cap;
+        ring[k] = d->ring[from];
+        evictor[k] = d->evictor[from];
+    }
     for (uint32_t k = 0; k < d->count; k++)
-        ring[k] = d->ring[ring_pos(d, k)];
+        ring[keep + k] = d->ring[ring_pos(d, k)];
     free(d->ring);
     free(d->passed);
     free(d->index);
     free(d->over);
+    free(d->evictor);
     d->ring = ring;
     d->passed = passed;
     d->index = index;
     d->over = over;
+    d->evictor = evictor;
     d->cap = cap;
     d->nbuckets = nbuckets;
-    d->head = 0;
-    d->popped = 0; /* the slots before the head are not ids */
+    d->head = keep;
+    d->popped = keep;
     index_fill(d);
     return 0;
+}
+
+/* Doubles the ring up to the bound and its slack: memory stays within twice
+ * what the ids held take (the copies and index rebuilds of the doublings
+ * add up to about the bound's worth once). */
+static int grow(dedup *d)
+{
+    uint32_t cap = d->cap ? d->cap * 2 : RING_INITIAL;
+    if (cap > d->limit || cap < d->cap)
+        cap = d->limit;
+    return grow_to(d, cap);
 }
 
 /* The ring position + 1 of id (hash h), or 0. */
@@ -489,11 +516,13 @@ int dedup_find(const dedup *d, const uint8_t *id, size_t len, uint64_t *offset)
     return at != 0;
 }
 
-/* Forgets the oldest id: its cell is free from now on. */
-static void pop_head(dedup *d)
+/* Forgets the oldest id: its cell is free from now on. evictor: 1 + the
+ * offset of the id that pushes it out, or 0 (expired). */
+static void pop_head(dedup *d, uint64_t evictor)
 {
     if (d->passed[d->head])
         index_unpass(d, &d->ring[d->head]);
+    d->evictor[d->head] = evictor;
     d->head = d->head + 1 == d->cap ? 0 : d->head + 1;
     d->head_seq++;
     d->count--;
@@ -540,8 +569,23 @@ static inline int add(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint6
     if (d->count == d->max_entries) {
         /* The window is full: the oldest id goes early. Popping only frees
          * cells, so home_free stays true. */
-        pop_head(d);
+        pop_head(d, offset + 1);
         d->evicted++;
+        /* The tail is about to take the oldest popped slot: if an id not
+         * yet stored pushed it out, a refused take must be able to put it
+         * back (dedup_truncate), so the ring grows past its slack instead
+         * (only when a take, and the one admitted ahead of it, evict more
+         * than the slack; the ring keeps that size). */
+        uint32_t tail = ring_pos(d, d->count);
+        if (d->popped == d->cap - d->count && d->evictor[tail] > d->commit_off) {
+            uint32_t more = slack_of(d->max_entries);
+            uint32_t cap = d->cap > UINT32_MAX - more ? UINT32_MAX : d->cap + more;
+            if (cap > d->cap && grow_to(d, cap) == 0) {
+                home_free = 0; /* a new index */
+                if (cap > d->limit)
+                    d->limit = cap;
+            }
+        }
     }
     uint32_t pos = ring_pos(d, d->count);
     uint32_t seq = d->head_seq + d->count;
@@ -571,7 +615,15 @@ int dedup_add(dedup *d, const uint8_t *id, size_t len, uint64_t offset, int64_t 
 {
     if (len == 0 || len > EVENT_ID_MAX_BYTES)
         return PB_EINVAL;
-    return add(d, dedup_id_hash(id, len), id, len, offset, time_ns, 0);
+    int rc = add(d, dedup_id_hash(id, len), id, len, offset, time_ns, 0);
+    dedup_commit(d, offset + 1); /* a stored record's id (start-up, a standby) */
+    return rc;
+}
+
+void dedup_commit(dedup *d, uint64_t next)
+{
+    if (next > d->commit_off)
+        d->commit_off = next;
 }
 
 /* lookup and, when absent, add, in one pass over the home bucket: its tags
@@ -663,7 +715,7 @@ void dedup_expire(dedup *d, int64_t now_ns)
     if (cutoff > d->cutoff)
         d->cutoff = cutoff;
     while (d->count > 0 && d->ring[d->head].time_ns < cutoff)
-        pop_head(d);
+        pop_head(d, 0);
     if (d->count == 0 && d->cap > RING_INITIAL)
         release(d); /* a burst's memory is not pinned once its ids have expired */
 }

@@ -65,6 +65,11 @@ int dedup_find(const dedup *d, const uint8_t *id, size_t len, uint64_t *offset);
  * remembered: the window degrades, the record is stored all the same). */
 int dedup_add(dedup *d, const uint8_t *id, size_t len, uint64_t offset, int64_t time_ns);
 
+/* The ids added below offset `next` are stored (their take was acked): the
+ * slots they pushed out of a full window need not be kept for
+ * dedup_truncate any more. */
+void dedup_commit(dedup *d, uint64_t next);
+
 /* Any thread. The hash of an id (under a random seed of the process): what
  * dedup_check takes. Ingest computes it on the loop
  * thread while it has the event's bytes in its cache (pub_event.id_hash). */

@@ -144,6 +144,8 @@ void expect_commit(const expect_take *x, pub_part *taken)
      * the window twice. */
     if (dups)
         metrics_dedup_hits(dups);
+    if (x->dedup && x->ids > 0)
+        dedup_commit(x->dedup, next);
 }
 
 void expect_take_failed(const expect_take *x)

@@ -31,6 +31,7 @@ typedef struct model_entry {
     uint64_t c; /* the id's number (id_of) */
     uint64_t offset;
     int64_t time_ns;
+    uint64_t evictor; /* popped by the id added at this offset (+1); 0: expired */
 } model_entry;
 
 /* The ids the window should hold: entries at absolute positions
@@ -44,6 +45,8 @@ typedef struct model {
     uint32_t max;
     uint64_t popped; /* the entries just before head that a rollback puts back */
     uint64_t room;   /* the window's ring: max and its slack (dedup.c's slack_of) */
+    uint64_t slack;
+    uint64_t commit_off; /* ids added below it are stored (dedup_commit) */
 } model;
 
 static uint64_t rng_state;
@@ -93,11 +96,17 @@ static model_entry *model_find(const model *m, uint64_t c)
 static void model_push(model *m, uint64_t c, uint64_t offset, int64_t t)
 {
     if (model_count(m) == m->max) {
+        at(m, m->head)->evictor = offset + 1;
         m->head++;
         m->popped++;
+        /* The ring's tail is about to take the oldest popped slot: kept (the
+         * ring grows by its slack) when an id not yet stored pushed it out. */
+        if (m->popped >= m->room - model_count(m) &&
+            at(m, m->head - m->popped)->evictor > m->commit_off)
+            m->room += m->slack;
     }
     m->where[c] = m->tail;
-    *at(m, m->tail++) = (model_entry){c, offset, t};
+    *at(m, m->tail++) = (model_entry){c, offset, t, 0};
     if (m->popped > m->room - model_count(m))
         m->popped = m->room - model_count(m); /* the ring's tail took that slot */
 }
@@ -144,7 +153,7 @@ static void run_model(uint32_t max_entries, int64_t window_ns, int steps, uint64
     dedup *d;
     assert_int_equal(dedup_create(&d, window_ns, max_entries), 0);
     uint32_t slack = max_entries / 8 >= 64 ? max_entries / 8 : max_entries < 64 ? max_entries : 64;
-    model m = {.max = max_entries, .cap = 1, .room = (uint64_t)max_entries + slack};
+    model m = {.max = max_entries, .cap = 1, .room = (uint64_t)max_entries + slack, .slack = slack};
     while (m.cap < (size_t)max_entries + slack + 128)
         m.cap <<= 1;
     m.e = calloc(m.cap, sizeof *m.e);
@@ -186,12 +195,17 @@ static void run_model(uint32_t max_entries, int64_t window_ns, int steps, uint64
                 dedup_truncate(d, take_first);
                 model_truncate(&m, take_first, cutoff);
                 next_off = take_first;
+            } else if (rnd() % 4 != 0) {
+                /* Stored (sometimes acked only with the next take). */
+                dedup_commit(d, next_off);
+                m.commit_off = next_off;
             }
         } else if (op < 95) {
             now += (int64_t)(rnd() % (uint64_t)(window_ns / 4 + 1));
             dedup_expire(d, now);
             cutoff = now - window_ns;
             while (m.tail > m.head && at(&m, m.head)->time_ns < cutoff) {
+                at(&m, m.head)->evictor = 0;
                 m.head++;
                 m.popped++;
             }
@@ -252,6 +266,51 @@ static void fill(uint8_t *id, size_t len)
 {
     for (size_t i = 0; i < len; i++)
         id[i] = (uint8_t)(i * 37 + len * 11);
+}
+
+/* A full window, then a take of more new ids than the ring's slack that is
+ * not stored: every stored id is found again after the rollback (the ring
+ * grew to keep what that take pushed out). Once takes are acked
+ * (dedup_commit), a steady stream reuses the slots: no growth. */
+static void test_refused_take_larger_than_slack(void **state)
+{
+    (void)state;
+    dedup *d;
+    const uint32_t max = 1000; /* slack 125 */
+    assert_int_equal(dedup_create(&d, 100 * SEC, max), 0);
+    uint8_t id[ID_MAX];
+    uint64_t off = 0, orig;
+    for (uint64_t c = 0; c < 3 * max; c++, off++) { /* acked takes of 100 */
+        size_t len = id_of(c, id);
+        assert_int_equal(dedup_check(d, dedup_id_hash(id, len), id, len, off, 1, &orig), 0);
+        if (off % 100 == 99)
+            dedup_commit(d, off + 1);
+    }
+    size_t steady = dedup_memory(d);
+    uint64_t take_first = off;
+    for (uint64_t c = 3 * max; c < 3 * max + 400; c++, off++) {
+        size_t len = id_of(c, id);
+        assert_int_equal(dedup_check(d, dedup_id_hash(id, len), id, len, off, 2, &orig), 0);
+    }
+    dedup_truncate(d, take_first);
+    assert_int_equal(dedup_count(d), max);
+    for (uint64_t c = 2 * max; c < 3 * max; c++) {
+        size_t len = id_of(c, id);
+        assert_int_equal(dedup_find(d, id, len, &orig), 1);
+        assert_int_equal(orig, c);
+    }
+    /* Acked from now on: ten windows' worth, and the memory stays put. */
+    off = take_first;
+    size_t grown = dedup_memory(d);
+    assert_true(grown > steady);
+    for (uint64_t c = 5 * max; c < 15 * max; c++, off++) {
+        size_t len = id_of(c, id);
+        assert_int_equal(dedup_check(d, dedup_id_hash(id, len), id, len, off, 3, &orig), 0);
+        if (off % 100 == 99)
+            dedup_commit(d, off + 1);
+    }
+    assert_int_equal(dedup_memory(d), grown);
+    dedup_destroy(d);
 }
 
 static void test_lengths_and_bytes(void **state)
@@ -376,6 +435,7 @@ int main(void)
         cmocka_unit_test(test_model_small_windows),
         cmocka_unit_test(test_model_grow_and_release),
         cmocka_unit_test(test_memory_proportional),
+        cmocka_unit_test(test_refused_take_larger_than_slack),
         cmocka_unit_test(test_lengths_and_bytes),
         cmocka_unit_test(test_check_events_as_one_by_one),
     };
