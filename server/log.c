@@ -246,6 +246,8 @@ static int flush(pb_log *log, struct iovec *iov, size_t cnt, uint64_t bytes, con
          * before it (it is over); its failure is the log's first. */
         (void)log_sync_collect(log);
     }
+    if (rc == PB_EFAILED)
+        return rc; /* the log failed before this write (it said why) */
     if (rc < 0)
         return log_fail(log, rc, "write to", log->log_path, log->size);
     log->size += bytes;

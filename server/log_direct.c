@@ -190,8 +190,8 @@ static void *helper_main(void *arg)
             break; /* quit, nothing queued */
         job j = d->q[d->head];
         /* After a failed write: the append is redone or fails. A sync is
-         * always made (one queued behind a failed write is not counted:
-         * finish_append). */
+         * always made (one queued behind a failed write does not count for
+         * the append, but its failure fails the log: finish_append). */
         bool skip = d->err != 0 && !j.sync;
         pthread_mutex_unlock(&d->mu);
         uint64_t t0 = j.sync ? mono_ns() : 0;
@@ -455,8 +455,21 @@ static int finish_append(pb_log *log, uint64_t last)
         }
     }
     int rc = settle(log, last);
-    if (rc != 0)
-        log->dio_sync_seq = 0; /* written again, or failed: that sync does not count */
+    if (rc != 0 && log->dio_sync_seq != 0) {
+        /* Written again, or failed: that sync does not count, but it ran
+         * (settle waited for it) over the blocks written before the
+         * failure: if it failed, so does the log, for good (a failed last
+         * block alone, ENOSPC, would heal: a reopen would publish records
+         * whose sync failed). */
+        uint64_t ns = 0;
+        int s = log_direct_sync_wait(log, log->dio_sync_seq, &ns);
+        log->dio_sync_seq = 0;
+        if (s < 0) {
+            log_fail(log, s, "fdatasync of", log->log_path, log->size);
+            log->failed_sync = true;
+            return rc < 0 ? rc : PB_EFAILED; /* (1: not to be written again) */
+        }
+    }
     return rc;
 }
 
