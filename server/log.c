@@ -215,6 +215,8 @@ static int rotate(pb_log *log)
     int rc = log_sync_collect(log);
     if (rc < 0)
         return rc;
+    if (log->failed) /* by a sync whose outcome was taken (log_sync_hook_fire) */
+        return PB_EFAILED;
     rc = log->io->fdatasync(log->io, log->fd);
     if (rc < 0)
         return log_fail(log, rc, "fdatasync of", log->log_path, log->size);
@@ -231,6 +233,8 @@ static int flush(pb_log *log, struct iovec *iov, size_t cnt, uint64_t bytes, con
 {
     if (cnt == 0)
         return 0;
+    if (log->failed) /* e.g. by a sync whose outcome the hook took */
+        return PB_EFAILED;
     int rc = 1;
     if (log->opt.direct_min_bytes > 0 && bytes >= log->opt.direct_min_bytes && !log->direct_off)
         rc = log_direct_write(log, iov, cnt, bytes); /* 1: not taken: the ordinary way */
@@ -238,6 +242,8 @@ static int flush(pb_log *log, struct iovec *iov, size_t cnt, uint64_t bytes, con
         int c = log_sync_collect(log); /* failed: the log is, and says why */
         if (c < 0)
             return c;
+        if (log->failed) /* (that sync's outcome taken inside the direct path) */
+            return PB_EFAILED;
         if (log->crc_later)
             log_seal_all(log, iov, cnt);
         rc = fileio_write_all(log->io, log->fd, iov, cnt, (off_t)log->size);

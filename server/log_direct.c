@@ -438,6 +438,18 @@ static void poll_synced(pb_log *log)
     log_sync_hook_fire(log);
 }
 
+/* The log failed in the middle of a direct append (the sync before it,
+ * poll_synced): once every job queued is over (their failures, if any,
+ * come after that one), PB_EFAILED. */
+static int drain(pb_log *log)
+{
+    direct_io *d = log->dio;
+    (void)job_wait(d, d->queued);
+    bool out = false;
+    (void)clear_error(d, &out);
+    return PB_EFAILED;
+}
+
 /* The end of a direct append (last: the job writing its last bytes): when
  * log_append_sync asked for it, the sync before is collected (its outcome
  * kept: one sync job's at a time) and this append's sync is queued right
@@ -508,6 +520,8 @@ int log_direct_write(pb_log *log, const struct iovec *iov, size_t cnt, uint64_t 
             uses[cur] = job_submit(d, &j);
             pos += whole;
             poll_synced(log);
+            if (log->failed)
+                return drain(log); /* that sync failed: nothing more is written */
         }
         if (k > whole) {
             /* The last partial block, the ordinary way, by the helper after

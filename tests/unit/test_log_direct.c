@@ -637,6 +637,61 @@ static void test_failed_last_block_and_sync_never_heals(void **state)
         assert_non_null(strstr(messages, "fdatasync"));
 }
 
+/* The sync of one append (A, on the helper) fails with EIO while the next
+ * append (B) is written: B's writes stop there (PB_EFAILED), once those
+ * queued are over; nothing more is written, rotated or created on the
+ * failed log (the sync's error was reported once: a second fdatasync of
+ * the segment, a rotation's, would succeed). */
+static fileio sync_once;
+static bool so_armed, so_failed;
+
+static int fdatasync_once(const fileio *io, int fd)
+{
+    if (__atomic_load_n(&so_armed, __ATOMIC_ACQUIRE) &&
+        !__atomic_exchange_n(&so_failed, true, __ATOMIC_ACQ_REL))
+        return -EIO;
+    return fileio_posix()->fdatasync(fileio_posix(), fd);
+}
+
+static int so_hook_rc = 1;
+
+static void on_synced_rc(void *ctx)
+{
+    so_hook_rc = log_sync_finish(ctx, NULL);
+}
+
+static void test_failed_sync_stops_the_next_append(void **state)
+{
+    sync_once = *fileio_posix();
+    sync_once.fdatasync = fdatasync_once;
+    so_armed = so_failed = false;
+    so_hook_rc = 1;
+    log_options o = opts(4u << 20, 1);
+    o.io = &sync_once;
+    pb_log *log;
+    assert_int_equal(log_open(&log, part, &o), 0);
+    static log_entry e[8000];
+    static uint8_t buf[1000];
+    for (size_t i = 0; i < 8000; i++)
+        e[i] = (log_entry){.data = buf, .len = sizeof buf, .time_ns = T0};
+    uint64_t first;
+    __atomic_store_n(&so_armed, true, __ATOMIC_RELEASE);
+    assert_int_equal(log_append_sync(log, e, 1000, &first, NULL, NULL), 0); /* A: ~1 MiB */
+    /* B: ~3 MiB more fill the segment (A's sync is over by then: B's
+     * writes queue behind it), then a rotation and ~4 MiB more. */
+    int rc = log_append_sync(log, e, 7000, &first, on_synced_rc, log);
+    assert_true(__atomic_load_n(&so_failed, __ATOMIC_ACQUIRE));
+    int a = so_hook_rc == 1 ? log_sync_finish(log, NULL) : so_hook_rc;
+    assert_int_equal(a, -EIO);
+    assert_true(rc < 0);
+    assert_int_equal(log_status(log), -EIO);
+    assert_false(log_failure_heals(log));
+    uint64_t bases[4];
+    assert_int_equal(testfs_list_bases(part, bases, 4), 1); /* no segment on a failed log */
+    (void)log_sync_finish(log, NULL);
+    (void)log_close(log);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -654,6 +709,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unsupported_write_out_ignored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_last_block_and_sync_never_heals, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_failed_sync_stops_the_next_append, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
