@@ -212,12 +212,13 @@ int log_create_segment(pb_log *log, uint64_t base)
  * starts a new one at the next offset. */
 static int rotate(pb_log *log)
 {
-    int rc = log_sync_collect(log);
-    if (rc < 0)
-        return rc;
-    if (log->failed) /* by a sync whose outcome was taken (log_sync_hook_fire) */
+    /* A failed sync collected here failed the log and is that sync's
+     * outcome (log_sync_finish): this call fails with PB_EFAILED, not
+     * counted twice as a write error; so also when its outcome was
+     * taken already (log_sync_hook_fire). */
+    if (log_sync_collect(log) < 0 || log->failed)
         return PB_EFAILED;
-    rc = log->io->fdatasync(log->io, log->fd);
+    int rc = log->io->fdatasync(log->io, log->fd);
     if (rc < 0)
         return log_fail(log, rc, "fdatasync of", log->log_path, log->size);
     log_cache_rotated(log); /* durable: its pages may go */
@@ -239,10 +240,9 @@ static int flush(pb_log *log, struct iovec *iov, size_t cnt, uint64_t bytes, con
     if (log->opt.direct_min_bytes > 0 && bytes >= log->opt.direct_min_bytes && !log->direct_off)
         rc = log_direct_write(log, iov, cnt, bytes); /* 1: not taken: the ordinary way */
     if (rc > 0) {
-        int c = log_sync_collect(log); /* failed: the log is, and says why */
-        if (c < 0)
-            return c;
-        if (log->failed) /* (that sync's outcome taken inside the direct path) */
+        /* A sync before failed: the log is, and said why (the sync's
+         * outcome is its own: this write fails with PB_EFAILED, see rotate). */
+        if (log_sync_collect(log) < 0 || log->failed)
             return PB_EFAILED;
         if (log->crc_later)
             log_seal_all(log, iov, cnt);

@@ -311,14 +311,15 @@ static int give_up(pb_log *log, int rc, const char *what)
 }
 
 /* The direct descriptor and the staging buffer, if not there yet. 0, 1
- * when direct writes are given up, or the error of a sync still pending
- * (the log failed with it: nothing is written behind it). */
+ * when direct writes are given up, or PB_EFAILED when a sync still pending
+ * failed (the log failed with it: nothing is written behind it). */
 static int prepare(pb_log *log)
 {
     if (log->dfd < 0) {
-        int rc = log_sync_collect(log); /* a new descriptor: nothing of the helper's runs */
-        if (rc < 0)
-            return rc;
+        /* A new descriptor: nothing of the helper's runs. A failed sync
+         * failed the log (its outcome is the sync's, not this write's). */
+        if (log_sync_collect(log) < 0)
+            return PB_EFAILED;
     }
     if (!log->dio && !(log->dio = direct_io_new(log->dir)))
         return 1; /* no memory now: this append goes the ordinary way */

@@ -333,7 +333,8 @@ static int append_and_sync(partition *p, size_t n, uint64_t *first)
         return rc;
     }
     if (rc < 0) {
-        atomic_fetch_add_explicit(&p->write_errors, 1, memory_order_relaxed);
+        if (rc != PB_EFAILED) /* (failed before: by a sync, counted there) */
+            atomic_fetch_add_explicit(&p->write_errors, 1, memory_order_relaxed);
         partition_set_failed(p, rc, "write");
         note_failure(p);
         return rc;

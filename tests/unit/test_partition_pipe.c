@@ -176,6 +176,11 @@ static void test_failed_sync_fails_the_take_behind(void **state)
     assert_int_equal(h->sync_calls, calls); /* B's sync was never begun */
     h->fail_sync = 0;
     pthread_mutex_unlock(&h->lock);
+    /* One fault, counted once: B failed because of A's sync, not a write. */
+    partition_stats st;
+    partition_get_stats(p, &st);
+    assert_int_equal(st.fsync_errors, 1);
+    assert_int_equal(st.write_errors, 0);
     ph_batch *c = ph_publish(f, p, 1, next);
     assert_int_equal(c->part.status, PB_EFAILED);
     assert_true(partition_close(p) < 0);
@@ -299,6 +304,42 @@ static void test_expectation_sees_the_pending_take(void **state)
     free(b);
 }
 
+/* B, one small event, goes the ordinary way: its write waits for A's sync
+ * (log_sync_collect), which fails with EIO. One fault, counted once: an
+ * fsync error, no write error for B (it failed because of A's sync). */
+static void test_failed_sync_counted_once(void **state)
+{
+    ph_fixture *f = *state;
+    ph_harness *h = &f->h;
+    uint64_t next;
+    partition *p = open_direct(f, &next);
+    if (!p)
+        skip();
+    size_t before = done_now(h);
+    ph_batch *b = ph_batch_new(h, p, 1, next + BIG);
+    submit_later later;
+    ph_batch *a = hold_a_with_b_behind(f, p, next, b, &later);
+    pthread_mutex_lock(&h->lock);
+    h->fail_sync = EIO;
+    pthread_mutex_unlock(&h->lock);
+    ph_gate(h, false);
+    ph_wait_done(h, before + 2);
+    assert_int_equal(a->part.status, -EIO);
+    assert_true(b->part.status < 0);
+    assert_int_equal(partition_status(p), -EIO);
+    pthread_mutex_lock(&h->lock);
+    h->fail_sync = 0;
+    pthread_mutex_unlock(&h->lock);
+    partition_stats st;
+    partition_get_stats(p, &st);
+    assert_int_equal(st.fsync_errors, 1);
+    assert_int_equal(st.write_errors, 0);
+    assert_true(partition_close(p) < 0);
+    check_readable(f, next);
+    free(a);
+    free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -312,6 +353,7 @@ int main(void)
                                         ph_teardown),
         cmocka_unit_test_setup_teardown(test_expectation_sees_the_pending_take, ph_setup,
                                         ph_teardown),
+        cmocka_unit_test_setup_teardown(test_failed_sync_counted_once, ph_setup, ph_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
