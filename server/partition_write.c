@@ -193,7 +193,9 @@ void partition_shrink_arrays(partition *p, size_t keep)
 
 /* After each take: arrays larger than twice what the last SHRINK_WINDOW
  * takes needed (and than KEEP_EVENTS) shrink to that. Steady batch sizes
- * keep theirs, so the hot path does not reallocate. */
+ * keep theirs, so the hot path does not reallocate. The pending slot's
+ * pair counts when no take holds it: after a large pipelined take, smaller
+ * takes that are not pipelined leave it there. */
 static void shrink_after_take(partition *p, size_t n)
 {
     if (n > p->window_max)
@@ -201,7 +203,10 @@ static void shrink_after_take(partition *p, size_t n)
     if (++p->window_takes < SHRINK_WINDOW)
         return;
     size_t keep = p->window_max > KEEP_EVENTS ? p->window_max : KEEP_EVENTS;
-    if (p->cap > 2 * keep)
+    size_t cap = p->cap;
+    if (!p->pend.on && p->pend.cap > cap)
+        cap = p->pend.cap;
+    if (cap > 2 * keep)
         partition_shrink_arrays(p, keep);
     p->window_max = 0;
     p->window_takes = 0;

@@ -15,6 +15,7 @@
  */
 #include "partharness.h"
 #include "partition.h"
+#include "partition_internal.h"
 #include "pb_errors.h"
 #include "reader.h"
 
@@ -340,6 +341,73 @@ static void test_failed_sync_counted_once(void **state)
     free(b);
 }
 
+/* A large pipelined take (40 batches queued while the take before waits
+ * for A's held sync) leaves its arrays in the pending slot; then many
+ * small takes that are not plain (below direct_min_bytes): the arrays are
+ * given back after a window of them (shrink_after_take), the pending
+ * slot's pair too, not only at go_idle (never, with idle_ms = 0). */
+enum { MANY = 40 };
+
+static void test_large_pending_pair_shrinks(void **state)
+{
+    ph_fixture *f = *state;
+    ph_harness *h = &f->h;
+    f->opts.log.direct_min_bytes = 1000; /* BIG events are plain, one is not */
+    h->check_durable = false;
+    partition *p = ph_open(f);
+    uint64_t next = 0;
+    for (int i = 0; i < 2; i++) {
+        ph_batch *b = ph_publish(f, p, BIG, next);
+        assert_int_equal(b->part.status, 0);
+        free(b);
+        next += BIG;
+    }
+    pthread_mutex_lock(&h->lock);
+    size_t helper = h->helper_syncs;
+    pthread_mutex_unlock(&h->lock);
+    if (helper == 0) {
+        assert_int_equal(partition_close(p), 0);
+        skip();
+    }
+    size_t before = done_now(h);
+    ph_batch *b = ph_batch_new(h, p, BIG, next + BIG);
+    submit_later later;
+    ph_batch *a = hold_a_with_b_behind(f, p, next, b, &later);
+    next += 2 * BIG;
+    ph_batch *many[MANY];
+    for (int i = 0; i < MANY; i++) {
+        many[i] = ph_batch_new(h, p, BIG, next);
+        next += BIG;
+        partition_submit(p, &many[i]->part);
+    }
+    ph_gate(h, false);
+    ph_wait_done(h, before + 2 + MANY);
+    for (int i = 0; i < MANY; i++) {
+        assert_int_equal(many[i]->part.status, 0);
+        free(many[i]);
+    }
+    for (int i = 0; i < 70; i++) {
+        ph_batch *c = ph_publish(f, p, 1, next++);
+        assert_int_equal(c->part.status, 0);
+        free(c);
+    }
+    /* The writer held in one more small take's sync: nothing of it runs. */
+    ph_batch *c = ph_batch_new(h, p, 1, next++);
+    ph_gate(h, true);
+    partition_submit(p, &c->part);
+    ph_wait_blocked(h);
+    size_t pend_cap = p->pend.cap, cap = p->cap;
+    ph_gate(h, false);
+    ph_wait_done(h, before + 2 + MANY + 71);
+    assert_true(cap <= 2 * 4096);
+    assert_true(pend_cap <= 2 * 4096); /* (KEEP_EVENTS: 4096) */
+    assert_int_equal(partition_close(p), 0);
+    ph_check_files(f, next);
+    free(a);
+    free(b);
+    free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -354,6 +422,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_expectation_sees_the_pending_take, ph_setup,
                                         ph_teardown),
         cmocka_unit_test_setup_teardown(test_failed_sync_counted_once, ph_setup, ph_teardown),
+        cmocka_unit_test_setup_teardown(test_large_pending_pair_shrinks, ph_setup, ph_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
