@@ -485,6 +485,12 @@ static void take_acked(partition *p, const expect_take *x, pub_part *all, size_t
 static void take_upkeep(partition *p, size_t n)
 {
     shrink_after_take(p, n);
+    /* The log failed (maybe by the take appended behind this pipelined
+     * one: append_failed, after this, names that first cause): no removal,
+     * no install of a compressed copy, which would fail the partition as
+     * their own failure. */
+    if (log_status(p->log) < 0)
+        return;
     /* A rotation closed a segment: the size limit may be passed. After the
      * acks, so that publishers do not wait for the removal. */
     if (upkeep_after_take(&p->up, p->log) < 0)
