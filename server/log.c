@@ -519,8 +519,14 @@ int log_sync_collect(pb_log *log)
          * a reopen would publish those records). */
         if (rc < 0)
             log->failed_sync = true;
-        /* Kept until log_sync_finish; a second one before that (misuse)
-         * keeps the first failure. */
+        /* Kept until log_sync_finish. A second one before that (a caller
+         * that did not take the first: a bug) never replaces a failure
+         * and is said: a take could be answered by another's sync. */
+        if (log->sync_done)
+            log_say(log, LOG_ERROR,
+                    "segment %s: a sync's outcome (%s) collected before the one before was "
+                    "taken; the first failure is kept",
+                    log->log_path, pb_strerror(rc));
         if (!log->sync_done || log->done_rc == 0)
             log->done_rc = rc;
         log->done_ns = ns;
