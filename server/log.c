@@ -212,10 +212,13 @@ int log_create_segment(pb_log *log, uint64_t base)
  * starts a new one at the next offset. */
 static int rotate(pb_log *log)
 {
-    int rc = log_sync_collect(log);
-    if (rc < 0)
-        return rc;
-    rc = log->io->fdatasync(log->io, log->fd);
+    /* A failed sync collected here failed the log and is that sync's
+     * outcome (log_sync_finish): this call fails with PB_EFAILED, not
+     * counted twice as a write error; so also when its outcome was
+     * taken already (log_sync_hook_fire). */
+    if (log_sync_collect(log) < 0 || log->failed)
+        return PB_EFAILED;
+    int rc = log->io->fdatasync(log->io, log->fd);
     if (rc < 0)
         return log_fail(log, rc, "fdatasync of", log->log_path, log->size);
     log_cache_rotated(log); /* durable: its pages may go */
@@ -231,13 +234,16 @@ static int flush(pb_log *log, struct iovec *iov, size_t cnt, uint64_t bytes, con
 {
     if (cnt == 0)
         return 0;
+    if (log->failed) /* e.g. by a sync whose outcome the hook took */
+        return PB_EFAILED;
     int rc = 1;
     if (log->opt.direct_min_bytes > 0 && bytes >= log->opt.direct_min_bytes && !log->direct_off)
         rc = log_direct_write(log, iov, cnt, bytes); /* 1: not taken: the ordinary way */
     if (rc > 0) {
-        int c = log_sync_collect(log); /* failed: the log is, and says why */
-        if (c < 0)
-            return c;
+        /* A sync before failed: the log is, and said why (the sync's
+         * outcome is its own: this write fails with PB_EFAILED, see rotate). */
+        if (log_sync_collect(log) < 0 || log->failed)
+            return PB_EFAILED;
         if (log->crc_later)
             log_seal_all(log, iov, cnt);
         rc = fileio_write_all(log->io, log->fd, iov, cnt, (off_t)log->size);
@@ -246,6 +252,8 @@ static int flush(pb_log *log, struct iovec *iov, size_t cnt, uint64_t bytes, con
          * before it (it is over); its failure is the log's first. */
         (void)log_sync_collect(log);
     }
+    if (rc == PB_EFAILED)
+        return rc; /* the log failed before this write (it said why) */
     if (rc < 0)
         return log_fail(log, rc, "write to", log->log_path, log->size);
     log->size += bytes;
@@ -511,8 +519,14 @@ int log_sync_collect(pb_log *log)
          * a reopen would publish those records). */
         if (rc < 0)
             log->failed_sync = true;
-        /* Kept until log_sync_finish; a second one before that (misuse)
-         * keeps the first failure. */
+        /* Kept until log_sync_finish. A second one before that (a caller
+         * that did not take the first: a bug) never replaces a failure
+         * and is said: a take could be answered by another's sync. */
+        if (log->sync_done)
+            log_say(log, LOG_ERROR,
+                    "segment %s: a sync's outcome (%s) collected before the one before was "
+                    "taken; the first failure is kept",
+                    log->log_path, pb_strerror(rc));
         if (!log->sync_done || log->done_rc == 0)
             log->done_rc = rc;
         log->done_ns = ns;

@@ -190,8 +190,8 @@ static void *helper_main(void *arg)
             break; /* quit, nothing queued */
         job j = d->q[d->head];
         /* After a failed write: the append is redone or fails. A sync is
-         * always made (one queued behind a failed write is not counted:
-         * finish_append). */
+         * always made (one queued behind a failed write does not count for
+         * the append, but its failure fails the log: finish_append). */
         bool skip = d->err != 0 && !j.sync;
         pthread_mutex_unlock(&d->mu);
         uint64_t t0 = j.sync ? mono_ns() : 0;
@@ -311,14 +311,15 @@ static int give_up(pb_log *log, int rc, const char *what)
 }
 
 /* The direct descriptor and the staging buffer, if not there yet. 0, 1
- * when direct writes are given up, or the error of a sync still pending
- * (the log failed with it: nothing is written behind it). */
+ * when direct writes are given up, or PB_EFAILED when a sync still pending
+ * failed (the log failed with it: nothing is written behind it). */
 static int prepare(pb_log *log)
 {
     if (log->dfd < 0) {
-        int rc = log_sync_collect(log); /* a new descriptor: nothing of the helper's runs */
-        if (rc < 0)
-            return rc;
+        /* A new descriptor: nothing of the helper's runs. A failed sync
+         * failed the log (its outcome is the sync's, not this write's). */
+        if (log_sync_collect(log) < 0)
+            return PB_EFAILED;
     }
     if (!log->dio && !(log->dio = direct_io_new(log->dir)))
         return 1; /* no memory now: this append goes the ordinary way */
@@ -438,6 +439,18 @@ static void poll_synced(pb_log *log)
     log_sync_hook_fire(log);
 }
 
+/* The log failed in the middle of a direct append (the sync before it,
+ * poll_synced): once every job queued is over (their failures, if any,
+ * come after that one), PB_EFAILED. */
+static int drain(pb_log *log)
+{
+    direct_io *d = log->dio;
+    (void)job_wait(d, d->queued);
+    bool out = false;
+    (void)clear_error(d, &out);
+    return PB_EFAILED;
+}
+
 /* The end of a direct append (last: the job writing its last bytes): when
  * log_append_sync asked for it, the sync before is collected (its outcome
  * kept: one sync job's at a time) and this append's sync is queued right
@@ -455,8 +468,21 @@ static int finish_append(pb_log *log, uint64_t last)
         }
     }
     int rc = settle(log, last);
-    if (rc != 0)
-        log->dio_sync_seq = 0; /* written again, or failed: that sync does not count */
+    if (rc != 0 && log->dio_sync_seq != 0) {
+        /* Written again, or failed: that sync does not count, but it ran
+         * (settle waited for it) over the blocks written before the
+         * failure: if it failed, so does the log, for good (a failed last
+         * block alone, ENOSPC, would heal: a reopen would publish records
+         * whose sync failed). */
+        uint64_t ns = 0;
+        int s = log_direct_sync_wait(log, log->dio_sync_seq, &ns);
+        log->dio_sync_seq = 0;
+        if (s < 0) {
+            log_fail(log, s, "fdatasync of", log->log_path, log->size);
+            log->failed_sync = true;
+            return rc < 0 ? rc : PB_EFAILED; /* (1: not to be written again) */
+        }
+    }
     return rc;
 }
 
@@ -495,6 +521,8 @@ int log_direct_write(pb_log *log, const struct iovec *iov, size_t cnt, uint64_t 
             uses[cur] = job_submit(d, &j);
             pos += whole;
             poll_synced(log);
+            if (log->failed)
+                return drain(log); /* that sync failed: nothing more is written */
         }
         if (k > whole) {
             /* The last partial block, the ordinary way, by the helper after

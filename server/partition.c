@@ -20,12 +20,16 @@
  * registers its live queue after the callback already sees the new end and
  * reads those records from the files: no gap. One registered before the
  * callback may get them both ways and skips the duplicates by offset.
- * Pipelined (fsync=always, direct writes on, a take without ids or
- * expectations: partition_write.c, write_pipelined): the take's fdatasync
- * runs on the log's direct-write helper thread while the writer admits and
- * appends the next take (whose writes queue behind that sync); the steps
- * after log_sync run for the first take once its own sync has returned
- * (after the second take's append, before the second's sync is awaited).
+ * Pipelined (fsync=always, the log's direct-write helper running, a take
+ * whose payload is at least direct_write_bytes, without ids or
+ * expectations, nothing admitted ahead: partition_write.c, take_is_plain
+ * and write_pipelined): the take's fdatasync runs on the log's
+ * direct-write helper thread while the writer admits and appends the next
+ * take (whose writes queue behind that sync); the steps after log_sync run
+ * for the first take once its own sync has returned and the writer sees
+ * it: between two staging buffers of the second take's append
+ * (log_append_sync's hook), at its end, or after it, in any case before
+ * the second's sync is awaited. Smaller takes are synced in line.
  * Each take is acked exactly when its own sync succeeded: a failed sync
  * fails the take appended behind it too (the log is failed), and a failed
  * append of the second never un-acks the first. A take with ids or

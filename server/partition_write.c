@@ -193,7 +193,9 @@ void partition_shrink_arrays(partition *p, size_t keep)
 
 /* After each take: arrays larger than twice what the last SHRINK_WINDOW
  * takes needed (and than KEEP_EVENTS) shrink to that. Steady batch sizes
- * keep theirs, so the hot path does not reallocate. */
+ * keep theirs, so the hot path does not reallocate. The pending slot's
+ * pair counts when no take holds it: after a large pipelined take, smaller
+ * takes that are not pipelined leave it there. */
 static void shrink_after_take(partition *p, size_t n)
 {
     if (n > p->window_max)
@@ -201,7 +203,10 @@ static void shrink_after_take(partition *p, size_t n)
     if (++p->window_takes < SHRINK_WINDOW)
         return;
     size_t keep = p->window_max > KEEP_EVENTS ? p->window_max : KEEP_EVENTS;
-    if (p->cap > 2 * keep)
+    size_t cap = p->cap;
+    if (!p->pend.on && p->pend.cap > cap)
+        cap = p->pend.cap;
+    if (cap > 2 * keep)
         partition_shrink_arrays(p, keep);
     p->window_max = 0;
     p->window_takes = 0;
@@ -333,7 +338,8 @@ static int append_and_sync(partition *p, size_t n, uint64_t *first)
         return rc;
     }
     if (rc < 0) {
-        atomic_fetch_add_explicit(&p->write_errors, 1, memory_order_relaxed);
+        if (rc != PB_EFAILED) /* (failed before: by a sync, counted there) */
+            atomic_fetch_add_explicit(&p->write_errors, 1, memory_order_relaxed);
         partition_set_failed(p, rc, "write");
         note_failure(p);
         return rc;
@@ -479,6 +485,12 @@ static void take_acked(partition *p, const expect_take *x, pub_part *all, size_t
 static void take_upkeep(partition *p, size_t n)
 {
     shrink_after_take(p, n);
+    /* The log failed (maybe by the take appended behind this pipelined
+     * one: append_failed, after this, names that first cause): no removal,
+     * no install of a compressed copy, which would fail the partition as
+     * their own failure. */
+    if (log_status(p->log) < 0)
+        return;
     /* A rotation closed a segment: the size limit may be passed. After the
      * acks, so that publishers do not wait for the removal. */
     if (upkeep_after_take(&p->up, p->log) < 0)

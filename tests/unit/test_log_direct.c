@@ -566,6 +566,156 @@ static void test_unsupported_write_out_ignored(void **state)
     failed_write_out(EINVAL);
 }
 
+/* A double fault (log_direct.c, finish_append): the append's last partial
+ * block (an ordinary write on the helper) fails with ENOSPC, and the
+ * fdatasync queued right behind it fails with EIO. The sync covered the
+ * append's direct-written blocks: the log fails as by a failed sync, for
+ * good (a full disk alone would heal: a reopen would publish those
+ * records though their sync failed). */
+static fileio double_fault;
+static int df_log_fd = -1;
+static bool df_armed, df_tail_failed, df_sync_failed;
+
+static int open_double_fault(const fileio *io, const char *path, int flags, int mode)
+{
+    int fd = fileio_posix()->open(fileio_posix(), path, flags, mode);
+    size_t n = strlen(path);
+    if (fd >= 0 && !(flags & O_DIRECT) && n > 4 && strcmp(path + n - 4, ".log") == 0)
+        df_log_fd = fd;
+    return fd;
+}
+
+static ssize_t pwritev_double_fault(const fileio *io, int fd, const struct iovec *iov, int n,
+                                    off_t off)
+{
+    if (__atomic_load_n(&df_armed, __ATOMIC_ACQUIRE) && fd == df_log_fd && off % 4096 == 0) {
+        __atomic_store_n(&df_tail_failed, true, __ATOMIC_RELEASE);
+        return -ENOSPC;
+    }
+    return fileio_posix()->pwritev(fileio_posix(), fd, iov, n, off);
+}
+
+static int fdatasync_double_fault(const fileio *io, int fd)
+{
+    if (__atomic_load_n(&df_armed, __ATOMIC_ACQUIRE)) {
+        __atomic_store_n(&df_sync_failed, true, __ATOMIC_RELEASE);
+        return -EIO;
+    }
+    return fileio_posix()->fdatasync(fileio_posix(), fd);
+}
+
+static void test_failed_last_block_and_sync_never_heals(void **state)
+{
+    double_fault = *fileio_posix();
+    double_fault.open = open_double_fault;
+    double_fault.pwritev = pwritev_double_fault;
+    double_fault.fdatasync = fdatasync_double_fault;
+    df_log_fd = -1;
+    df_armed = df_tail_failed = df_sync_failed = false;
+    log_options o = opts(1u << 30, 1);
+    o.io = &double_fault;
+    pb_log *log;
+    assert_int_equal(log_open(&log, part, &o), 0);
+    append_n(log, 0, 1000, false);
+    assert_int_equal(log_sync(log), 0);
+    assert_true(log_sync_async(log)); /* the helper runs: the sync is queued on it */
+    __atomic_store_n(&df_armed, true, __ATOMIC_RELEASE);
+    static log_entry e[2000];
+    static uint8_t buf[2000][600];
+    for (size_t i = 0; i < 2000; i++)
+        e[i] = (log_entry){.data = buf[i], .len = 1 + i % 599, .time_ns = T0};
+    uint64_t first;
+    int rc = log_append_sync(log, e, 2000, &first, NULL, NULL);
+    assert_true(__atomic_load_n(&df_tail_failed, __ATOMIC_ACQUIRE));
+    assert_true(rc < 0);
+    assert_true(log_status(log) < 0);
+    assert_false(log_failure_heals(log)); /* the sync behind the writes failed */
+    (void)log_sync_finish(log, NULL);
+    (void)log_close(log);
+    __atomic_store_n(&df_armed, false, __ATOMIC_RELEASE);
+    if (__atomic_load_n(&df_sync_failed, __ATOMIC_ACQUIRE))
+        assert_non_null(strstr(messages, "fdatasync"));
+}
+
+/* The sync of one append (A, on the helper) fails with EIO while the next
+ * append (B) is written: B's writes stop there (PB_EFAILED), once those
+ * queued are over; nothing more is written, rotated or created on the
+ * failed log (the sync's error was reported once: a second fdatasync of
+ * the segment, a rotation's, would succeed). */
+static fileio sync_once;
+static bool so_armed, so_failed;
+
+static int fdatasync_once(const fileio *io, int fd)
+{
+    if (__atomic_load_n(&so_armed, __ATOMIC_ACQUIRE) &&
+        !__atomic_exchange_n(&so_failed, true, __ATOMIC_ACQ_REL))
+        return -EIO;
+    return fileio_posix()->fdatasync(fileio_posix(), fd);
+}
+
+static int so_hook_rc = 1;
+
+static void on_synced_rc(void *ctx)
+{
+    so_hook_rc = log_sync_finish(ctx, NULL);
+}
+
+static void test_failed_sync_stops_the_next_append(void **state)
+{
+    sync_once = *fileio_posix();
+    sync_once.fdatasync = fdatasync_once;
+    so_armed = so_failed = false;
+    so_hook_rc = 1;
+    log_options o = opts(4u << 20, 1);
+    o.io = &sync_once;
+    pb_log *log;
+    assert_int_equal(log_open(&log, part, &o), 0);
+    static log_entry e[8000];
+    static uint8_t buf[1000];
+    for (size_t i = 0; i < 8000; i++)
+        e[i] = (log_entry){.data = buf, .len = sizeof buf, .time_ns = T0};
+    uint64_t first;
+    __atomic_store_n(&so_armed, true, __ATOMIC_RELEASE);
+    assert_int_equal(log_append_sync(log, e, 1000, &first, NULL, NULL), 0); /* A: ~1 MiB */
+    /* B: ~3 MiB more fill the segment (A's sync is over by then: B's
+     * writes queue behind it), then a rotation and ~4 MiB more. */
+    int rc = log_append_sync(log, e, 7000, &first, on_synced_rc, log);
+    assert_true(__atomic_load_n(&so_failed, __ATOMIC_ACQUIRE));
+    int a = so_hook_rc == 1 ? log_sync_finish(log, NULL) : so_hook_rc;
+    assert_int_equal(a, -EIO);
+    assert_true(rc < 0);
+    assert_int_equal(log_status(log), -EIO);
+    assert_false(log_failure_heals(log));
+    uint64_t bases[4];
+    assert_int_equal(testfs_list_bases(part, bases, 4), 1); /* no segment on a failed log */
+    (void)log_sync_finish(log, NULL);
+    (void)log_close(log);
+}
+
+/* Misuse: three syncs begun (log_append_sync) without taking the outcomes.
+ * The second outcome collected while the first waits is said (a bug in
+ * the caller) and never replaces a failure. */
+static void test_second_outcome_before_the_first_taken(void **state)
+{
+    log_options o = opts(1u << 30, 1);
+    pb_log *log;
+    assert_int_equal(log_open(&log, part, &o), 0);
+    static log_entry e[2000];
+    static uint8_t buf[600];
+    for (size_t i = 0; i < 2000; i++)
+        e[i] = (log_entry){.data = buf, .len = 1 + i % 599, .time_ns = T0};
+    uint64_t first;
+    for (int k = 0; k < 3; k++)
+        assert_int_equal(log_append_sync(log, e, 2000, &first, NULL, NULL), 0);
+    if (!log_sync_async(log)) {
+        assert_int_equal(log_close(log), 0);
+        skip();
+    }
+    assert_non_null(strstr(messages, "collected before the one before was taken"));
+    assert_int_equal(log_sync_finish(log, NULL), 0);
+    assert_int_equal(log_close(log), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -581,6 +731,11 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_failed_write_out_fails_the_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unsupported_write_out_ignored, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_last_block_and_sync_never_heals, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_failed_sync_stops_the_next_append, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_second_outcome_before_the_first_taken, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,10 +15,12 @@
  */
 #include "partharness.h"
 #include "partition.h"
+#include "partition_internal.h"
 #include "pb_errors.h"
 #include "reader.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -27,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -176,6 +179,11 @@ static void test_failed_sync_fails_the_take_behind(void **state)
     assert_int_equal(h->sync_calls, calls); /* B's sync was never begun */
     h->fail_sync = 0;
     pthread_mutex_unlock(&h->lock);
+    /* One fault, counted once: B failed because of A's sync, not a write. */
+    partition_stats st;
+    partition_get_stats(p, &st);
+    assert_int_equal(st.fsync_errors, 1);
+    assert_int_equal(st.write_errors, 0);
     ph_batch *c = ph_publish(f, p, 1, next);
     assert_int_equal(c->part.status, PB_EFAILED);
     assert_true(partition_close(p) < 0);
@@ -299,6 +307,172 @@ static void test_expectation_sees_the_pending_take(void **state)
     free(b);
 }
 
+/* B, one small event, goes the ordinary way: its write waits for A's sync
+ * (log_sync_collect), which fails with EIO. One fault, counted once: an
+ * fsync error, no write error for B (it failed because of A's sync). */
+static void test_failed_sync_counted_once(void **state)
+{
+    ph_fixture *f = *state;
+    ph_harness *h = &f->h;
+    uint64_t next;
+    partition *p = open_direct(f, &next);
+    if (!p)
+        skip();
+    size_t before = done_now(h);
+    ph_batch *b = ph_batch_new(h, p, 1, next + BIG);
+    submit_later later;
+    ph_batch *a = hold_a_with_b_behind(f, p, next, b, &later);
+    pthread_mutex_lock(&h->lock);
+    h->fail_sync = EIO;
+    pthread_mutex_unlock(&h->lock);
+    ph_gate(h, false);
+    ph_wait_done(h, before + 2);
+    assert_int_equal(a->part.status, -EIO);
+    assert_true(b->part.status < 0);
+    assert_int_equal(partition_status(p), -EIO);
+    pthread_mutex_lock(&h->lock);
+    h->fail_sync = 0;
+    pthread_mutex_unlock(&h->lock);
+    partition_stats st;
+    partition_get_stats(p, &st);
+    assert_int_equal(st.fsync_errors, 1);
+    assert_int_equal(st.write_errors, 0);
+    assert_true(partition_close(p) < 0);
+    check_readable(f, next);
+    free(a);
+    free(b);
+}
+
+/* A large pipelined take (40 batches queued while the take before waits
+ * for A's held sync) leaves its arrays in the pending slot; then many
+ * small takes that are not plain (below direct_min_bytes): the arrays are
+ * given back after a window of them (shrink_after_take), the pending
+ * slot's pair too, not only at go_idle (never, with idle_ms = 0). */
+enum { MANY = 40 };
+
+static void test_large_pending_pair_shrinks(void **state)
+{
+    ph_fixture *f = *state;
+    ph_harness *h = &f->h;
+    f->opts.log.direct_min_bytes = 1000; /* BIG events are plain, one is not */
+    h->check_durable = false;
+    partition *p = ph_open(f);
+    uint64_t next = 0;
+    for (int i = 0; i < 2; i++) {
+        ph_batch *b = ph_publish(f, p, BIG, next);
+        assert_int_equal(b->part.status, 0);
+        free(b);
+        next += BIG;
+    }
+    pthread_mutex_lock(&h->lock);
+    size_t helper = h->helper_syncs;
+    pthread_mutex_unlock(&h->lock);
+    if (helper == 0) {
+        assert_int_equal(partition_close(p), 0);
+        skip();
+    }
+    size_t before = done_now(h);
+    ph_batch *b = ph_batch_new(h, p, BIG, next + BIG);
+    submit_later later;
+    ph_batch *a = hold_a_with_b_behind(f, p, next, b, &later);
+    next += 2 * BIG;
+    ph_batch *many[MANY];
+    for (int i = 0; i < MANY; i++) {
+        many[i] = ph_batch_new(h, p, BIG, next);
+        next += BIG;
+        partition_submit(p, &many[i]->part);
+    }
+    ph_gate(h, false);
+    ph_wait_done(h, before + 2 + MANY);
+    for (int i = 0; i < MANY; i++) {
+        assert_int_equal(many[i]->part.status, 0);
+        free(many[i]);
+    }
+    for (int i = 0; i < 70; i++) {
+        ph_batch *c = ph_publish(f, p, 1, next++);
+        assert_int_equal(c->part.status, 0);
+        free(c);
+    }
+    /* The writer held in one more small take's sync: nothing of it runs. */
+    ph_batch *c = ph_batch_new(h, p, 1, next++);
+    ph_gate(h, true);
+    partition_submit(p, &c->part);
+    ph_wait_blocked(h);
+    size_t pend_cap = p->pend.cap, cap = p->cap;
+    ph_gate(h, false);
+    ph_wait_done(h, before + 2 + MANY + 71);
+    assert_true(cap <= 2 * 4096);
+    assert_true(pend_cap <= 2 * 4096); /* (KEEP_EVENTS: 4096) */
+    assert_int_equal(partition_close(p), 0);
+    ph_check_files(f, next);
+    free(a);
+    free(b);
+    free(c);
+}
+
+/* As above (B's writes fail behind A's held sync), with a compressed copy
+ * ready to install (set up here as the compressor's done() would leave
+ * it, ready long enough to be installed mid-queue): A's upkeep must not
+ * install it on the failed log, which would fail the partition as
+ * "compression's directory sync" before B's append names the cause. The
+ * writer's messages go to stderr: captured in a file. */
+static void test_failed_write_behind_named_first(void **state)
+{
+    ph_fixture *f = *state;
+    ph_harness *h = &f->h;
+    uint64_t next;
+    partition *p = open_direct(f, &next);
+    if (!p)
+        skip();
+    size_t before = done_now(h);
+    ph_batch *b = ph_batch_new(h, p, BIG, next + BIG);
+    submit_later later;
+    ph_batch *a = hold_a_with_b_behind(f, p, next, b, &later);
+    pthread_mutex_lock(&p->lock);
+    p->zjob.rc = 1; /* compressed: to be installed */
+    p->zjob.base = 0;
+    p->zbusy = p->zready = true;
+    p->zready_mono = 0;
+    pthread_mutex_unlock(&p->lock);
+    char path[128];
+    snprintf(path, sizeof path, "%s/stderr", f->root);
+    fflush(stderr);
+    int saved = dup(2);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(saved >= 0 && fd >= 0);
+    dup2(fd, 2);
+    close(fd);
+    pthread_mutex_lock(&h->lock);
+    h->fail_write = EIO;
+    pthread_mutex_unlock(&h->lock);
+    ph_gate(h, false);
+    ph_wait_done(h, before + 2);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    assert_int_equal(a->part.status, 0);
+    assert_int_equal(b->part.status, -EIO);
+    assert_int_equal(partition_status(p), -EIO);
+    pthread_mutex_lock(&h->lock);
+    h->fail_write = 0;
+    pthread_mutex_unlock(&h->lock);
+    static char text[16384];
+    FILE *in = fopen(path, "r");
+    assert_non_null(in);
+    size_t got = fread(text, 1, sizeof text - 1, in);
+    text[got] = '\0';
+    fclose(in);
+    fputs(text, stderr);
+    assert_null(strstr(text, "compression's directory sync failed"));
+    assert_non_null(strstr(text, "partition p: write failed"));
+    pthread_mutex_lock(&p->lock);
+    p->zbusy = p->zready = false; /* (no compressor to cancel it at close) */
+    pthread_mutex_unlock(&p->lock);
+    assert_true(partition_close(p) < 0);
+    free(a);
+    free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -311,6 +485,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failed_sync_then_full_disk_never_heals, ph_setup,
                                         ph_teardown),
         cmocka_unit_test_setup_teardown(test_expectation_sees_the_pending_take, ph_setup,
+                                        ph_teardown),
+        cmocka_unit_test_setup_teardown(test_failed_sync_counted_once, ph_setup, ph_teardown),
+        cmocka_unit_test_setup_teardown(test_large_pending_pair_shrinks, ph_setup, ph_teardown),
+        cmocka_unit_test_setup_teardown(test_failed_write_behind_named_first, ph_setup,
                                         ph_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
