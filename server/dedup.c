@@ -46,8 +46,9 @@
  * and the one admitted ahead of more ids than the slack grow the ring
  * instead of taking a popped slot that an id not yet stored pushed out
  * (`evictor` says which id did; dedup_commit which offsets are stored), so
- * a rollback puts back every stored id it cost (the ring keeps that size:
- * the bound and the largest refused overflow).
+ * a rollback puts back every stored id it cost (the ring keeps that size,
+ * at most twice the bound; past that the window is marked incomplete, so
+ * it is rebuilt from the log at the next start, never saved).
  */
 #include "dedup.h"
 
@@ -127,7 +128,8 @@ struct dedup {
     uint64_t commit_off; /* ids added below this offset are stored (dedup_commit) */
     int64_t cutoff;   /* the last expiry's: older ids are not put back */
     uint64_t evicted;
-    bool lost; /* an id was not remembered (no memory): see dedup_complete */
+    bool lost; /* an id was not remembered (no memory), or one a refused take
+                * may need back was overwritten: see dedup_complete */
 };
 
 /* The ring's room past max_entries for the ids a refused take pushed out:
@@ -578,12 +580,19 @@ static inline int add(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint6
          * than the slack; the ring keeps that size). */
         uint32_t tail = ring_pos(d, d->count);
         if (d->popped == d->cap - d->count && d->evictor[tail] > d->commit_off) {
-            uint32_t more = slack_of(d->max_entries);
-            uint32_t cap = d->cap > UINT32_MAX - more ? UINT32_MAX : d->cap + more;
+            /* At most twice the bound in all: beyond that (ids not yet
+             * stored pushed out more than a whole window) the slot goes,
+             * and the window is marked incomplete (never saved: a restart
+             * rebuilds it from the log). */
+            uint64_t most = 2ull * d->max_entries;
+            uint64_t want = (uint64_t)d->cap + slack_of(d->max_entries);
+            uint32_t cap = (uint32_t)(want < most ? want : most);
             if (cap > d->cap && grow_to(d, cap) == 0) {
                 home_free = 0; /* a new index */
                 if (cap > d->limit)
                     d->limit = cap;
+            } else {
+                d->lost = true;
             }
         }
     }

@@ -102,8 +102,10 @@ static void model_push(model *m, uint64_t c, uint64_t offset, int64_t t)
         /* The ring's tail is about to take the oldest popped slot: kept (the
          * ring grows by its slack) when an id not yet stored pushed it out. */
         if (m->popped >= m->room - model_count(m) &&
-            at(m, m->head - m->popped)->evictor > m->commit_off)
-            m->room += m->slack;
+            at(m, m->head - m->popped)->evictor > m->commit_off) {
+            uint64_t most = 2ull * m->max; /* dedup.c: at most twice the bound */
+            m->room = m->room + m->slack < most ? m->room + m->slack : most > m->room ? most : m->room;
+        }
     }
     m->where[c] = m->tail;
     *at(m, m->tail++) = (model_entry){c, offset, t, 0};
@@ -310,6 +312,18 @@ static void test_refused_take_larger_than_slack(void **state)
             dedup_commit(d, off + 1);
     }
     assert_int_equal(dedup_memory(d), grown);
+    assert_true(dedup_complete(d));
+    /* A take that pushes out more than twice the bound's room: the ring
+     * stops at twice the bound, and the window says it is incomplete
+     * (never saved, rebuilt from the log at the next start). */
+    take_first = off;
+    for (uint64_t c = 20 * max; c < 23 * max; c++, off++) {
+        size_t len = id_of(c, id);
+        assert_int_equal(dedup_check(d, dedup_id_hash(id, len), id, len, off, 4, &orig), 0);
+    }
+    assert_false(dedup_complete(d));
+    assert_true(dedup_memory(d) <= 2 * grown + 2 * max * (DEDUP_SLOT_BYTES + 48));
+    dedup_truncate(d, take_first);
     dedup_destroy(d);
 }
 
