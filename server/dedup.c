@@ -47,8 +47,9 @@
  * instead of taking a popped slot that an id not yet stored pushed out
  * (`evictor` says which id did; dedup_commit which offsets are stored), so
  * a rollback puts back every stored id it cost (the ring keeps that size,
- * at most twice the bound; past that the window is marked incomplete, so
- * it is rebuilt from the log at the next start, never saved).
+ * at most twice the bound; past that, if the take that evicted such an id
+ * is refused, the window is marked incomplete: never saved, rebuilt from
+ * the log at the next start).
  */
 #include "dedup.h"
 
@@ -126,6 +127,9 @@ struct dedup {
     uint64_t *evictor; /* cap: for a popped slot, 1 + the offset of the id whose
                         * add pushed it out (0: expired, or never popped) */
     uint64_t commit_off; /* ids added below this offset are stored (dedup_commit) */
+    uint64_t at_risk;    /* 1 + the largest offset of a not yet stored id whose
+                          * eviction's slot was taken (the ring at twice the
+                          * bound): if its take is refused, a stored id is lost */
     int64_t cutoff;   /* the last expiry's: older ids are not put back */
     uint64_t evicted;
     bool lost; /* an id was not remembered (no memory), or one a refused take
@@ -169,6 +173,7 @@ static void release(dedup *d)
     free(d->over);
     free(d->evictor);
     d->evictor = NULL;
+    d->limit = d->max_entries + slack_of(d->max_entries); /* a burst's growth goes too */
     d->ring = NULL;
     d->passed = NULL;
     d->index = NULL;
@@ -335,6 +340,7 @@ static int grow_to(dedup *d, uint32_t cap)
         uint32_t from = (d->head + d->cap - keep + k) % d->cap;
         ring[k] = d->ring[from];
         evictor[k] = d->evictor[from];
+        passed[k] = 0; /* not in the new index: unpop_head puts it back */
     }
     for (uint32_t k = 0; k < d->count; k++)
         ring[keep + k] = d->ring[ring_pos(d, k)];
@@ -579,7 +585,8 @@ static inline int add(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint6
          * (only when a take, and the one admitted ahead of it, evict more
          * than the slack; the ring keeps that size). */
         uint32_t tail = ring_pos(d, d->count);
-        if (d->popped == d->cap - d->count && d->evictor[tail] > d->commit_off) {
+        if (d->popped == d->cap - d->count && d->evictor[tail] > d->commit_off &&
+            d->ring[tail].time_ns >= d->cutoff) { /* (an expired id never comes back) */
             /* At most twice the bound in all: beyond that (ids not yet
              * stored pushed out more than a whole window) the slot goes,
              * and the window is marked incomplete (never saved: a restart
@@ -591,8 +598,8 @@ static inline int add(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint6
                 home_free = 0; /* a new index */
                 if (cap > d->limit)
                     d->limit = cap;
-            } else {
-                d->lost = true;
+            } else if (d->evictor[tail] > d->at_risk) {
+                d->at_risk = d->evictor[tail]; /* lost only if its take is refused */
             }
         }
     }
@@ -633,6 +640,8 @@ void dedup_commit(dedup *d, uint64_t next)
 {
     if (next > d->commit_off)
         d->commit_off = next;
+    if (d->at_risk && next >= d->at_risk)
+        d->at_risk = 0; /* the ids that evicted them are stored: nothing lost */
 }
 
 /* lookup and, when absent, add, in one pass over the home bucket: its tags
@@ -775,6 +784,12 @@ static void unpop_head(dedup *d)
 
 void dedup_truncate(dedup *d, uint64_t from)
 {
+    if (d->at_risk > from) {
+        /* A refused id had pushed out a stored one whose slot is gone: the
+         * window lacks it until the next start rebuilds it from the log. */
+        d->lost = true;
+        d->at_risk = 0;
+    }
     while (d->count > 0 && d->ring[ring_pos(d, d->count - 1)].offset >= from)
         pop_tail(d);
     while (d->popped > 0 && d->count < d->max_entries &&
@@ -799,7 +814,7 @@ uint64_t dedup_evicted(const dedup *d)
 
 size_t dedup_memory(const dedup *d)
 {
-    return sizeof *d + (size_t)d->cap * (sizeof(dedup_slot) + 1) +
+    return sizeof *d + (size_t)d->cap * (sizeof(dedup_slot) + 1 + sizeof(uint64_t)) +
            (size_t)d->nbuckets * (sizeof(bucket) + sizeof(uint32_t));
 }
 

@@ -14,10 +14,13 @@
  * Memory: entries are fixed slots of DEDUP_SLOT_BYTES (id up to 64 bytes)
  * in a ring that grows by doubling, as ids arrive, up to max_entries and
  * an eighth more (room for the ids a take that is not stored pushed out:
- * dedup_truncate puts them back), plus a hash index of two to four 8-byte
- * cells per slot in buckets of one cache line, and a 4-byte count per
- * bucket: ~113-130 bytes per slot, the slots at most twice the ids held
- * (and the slack; 64 at least). Forgetting an id (expiry, the bound) costs nothing in the index (dedup.c). Nothing is
+ * dedup_truncate puts them back; while takes not yet stored push out more
+ * than that, it grows further, up to twice max_entries, and keeps that
+ * size until the window empties), plus the offset that pushed each slot
+ * out (8 bytes), a hash index of two to four 8-byte cells per slot in
+ * buckets of one cache line, and a 4-byte count per bucket: ~121-138 bytes
+ * per slot, the slots at most twice the ids held (and the slack; 64 at
+ * least). Forgetting an id (expiry, the bound) costs nothing in the index (dedup.c). Nothing is
  * allocated until the first id, so a partition whose events carry no id
  * pays nothing.
  *
@@ -133,7 +136,8 @@ void dedup_entry(const dedup *d, size_t k, const uint8_t **id, size_t *len, uint
 #define DEDUP_SNAPSHOT_NAME "dedup.snap"
 
 /* Whether d remembered every id it was given (false once an id could not
- * be added for lack of memory: then no snapshot is saved of it). */
+ * be added for lack of memory, or a refused take had pushed out a stored
+ * id beyond twice max_entries: then no snapshot is saved of it). */
 bool dedup_complete(const dedup *d);
 
 /* Writes d's ids to DIR/DEDUP_SNAPSHOT_NAME (temporary file, fdatasync,

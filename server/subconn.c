@@ -57,7 +57,7 @@ static int64_t mono_ms(void)
 int subconn_open(subconn *c)
 {
     c->out = NULL; /* allocated by the first frame (out_reserve) */
-    c->out_len = c->out_cap = 0;
+    c->out_len = c->out_cap = c->out_owed = 0;
     frame_scan_init(&c->scan, c->max_frame_bytes);
     return 0;
 }
@@ -119,7 +119,7 @@ void subconn_close(subconn *c)
     free(c->rin);
     c->rin = NULL;
     c->out = NULL;
-    c->out_len = c->out_cap = 0;
+    c->out_len = c->out_cap = c->out_owed = 0;
     c->input = NULL;
     c->input_len = 0;
 }

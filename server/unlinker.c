@@ -75,11 +75,12 @@ static void *unlinker_main(void *arg)
         if (!u->head)
             u->tail = NULL;
         u->queued--;
-        u->queued_fds -= d->fd >= 0;
         pthread_mutex_unlock(&u->lock);
+        bool fd = d->fd >= 0;
         unlink_one(u, d);
         free(d);
         pthread_mutex_lock(&u->lock);
+        u->queued_fds -= fd; /* counted until closed */
         u->finished++;
         pthread_cond_broadcast(&u->moved);
     }

@@ -156,7 +156,7 @@ static void run_model(uint32_t max_entries, int64_t window_ns, int steps, uint64
     assert_int_equal(dedup_create(&d, window_ns, max_entries), 0);
     uint32_t slack = max_entries / 8 >= 64 ? max_entries / 8 : max_entries < 64 ? max_entries : 64;
     model m = {.max = max_entries, .cap = 1, .room = (uint64_t)max_entries + slack, .slack = slack};
-    while (m.cap < (size_t)max_entries + slack + 128)
+    while (m.cap < 2 * (size_t)max_entries + slack + 128) /* the ring grows to 2 x the bound */
         m.cap <<= 1;
     m.e = calloc(m.cap, sizeof *m.e);
     m.where = malloc((size_t)steps * 64 * sizeof *m.where);
@@ -314,16 +314,25 @@ static void test_refused_take_larger_than_slack(void **state)
     assert_int_equal(dedup_memory(d), grown);
     assert_true(dedup_complete(d));
     /* A take that pushes out more than twice the bound's room: the ring
-     * stops at twice the bound, and the window says it is incomplete
-     * (never saved, rebuilt from the log at the next start). */
-    take_first = off;
-    for (uint64_t c = 20 * max; c < 23 * max; c++, off++) {
-        size_t len = id_of(c, id);
-        assert_int_equal(dedup_check(d, dedup_id_hash(id, len), id, len, off, 4, &orig), 0);
+     * stops at twice the bound. Stored, nothing is lost; refused, the
+     * window says it is incomplete (never saved, rebuilt from the log at
+     * the next start). */
+    for (int refused = 0; refused < 2; refused++) {
+        take_first = off;
+        for (uint64_t c = (20 + 5 * (uint64_t)refused) * max;
+             c < (23 + 5 * (uint64_t)refused) * max; c++, off++) {
+            size_t len = id_of(c, id);
+            assert_int_equal(dedup_check(d, dedup_id_hash(id, len), id, len, off, 4, &orig), 0);
+        }
+        assert_true(dedup_memory(d) <= 2 * max * (DEDUP_SLOT_BYTES + 64) + 2 * grown);
+        if (refused) {
+            dedup_truncate(d, take_first);
+            assert_false(dedup_complete(d));
+        } else {
+            dedup_commit(d, off);
+            assert_true(dedup_complete(d));
+        }
     }
-    assert_false(dedup_complete(d));
-    assert_true(dedup_memory(d) <= 2 * grown + 2 * max * (DEDUP_SLOT_BYTES + 48));
-    dedup_truncate(d, take_first);
     dedup_destroy(d);
 }
 

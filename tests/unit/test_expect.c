@@ -542,7 +542,7 @@ static void test_window_bounds(void **state)
     }
     assert_int_equal(dedup_count(d), 100);
     assert_int_equal(dedup_evicted(d), 900);
-    assert_true(dedup_memory(d) <= empty + 164 * (DEDUP_SLOT_BYTES + 4) + 512 * sizeof(uint64_t));
+    assert_true(dedup_memory(d) <= empty + 164 * (DEDUP_SLOT_BYTES + 4 + 8) + 512 * sizeof(uint64_t));
     uint64_t off;
     assert_int_equal(dedup_find(d, (const uint8_t *)"id-899", 6, &off), 0);
     assert_int_equal(dedup_find(d, (const uint8_t *)"id-900", 6, &off), 1);
