@@ -55,6 +55,7 @@
 #include "grow.h"
 #include "logging.h"
 #include "matchcache.h"
+#include "metrics.h"
 #include "partition.h"
 #include "pb_errors.h"
 
@@ -187,6 +188,7 @@ static void signal_slots(void *ctx, const uint16_t *slots, uint32_t n)
                                       : r == 0 ? &fo->fast_done
                                                : &fo->fast_thread,
                                       1, memory_order_relaxed);
+            metrics_fanout_wakeup(r < 0 ? 2 : r == 0 ? 0 : 1);
         }
         pthread_rwlock_unlock(&fo->list_lock);
         /* Over the byte budget with slots left: glibc lets a lone reader

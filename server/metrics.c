@@ -35,6 +35,7 @@ static struct {
     _Atomic uint64_t dedup_hits;
     _Atomic uint64_t retention_segments, retention_bytes;
     _Atomic uint64_t subs_started, subs_ended, subs_live, subs_fallbacks, subs_dropped;
+    _Atomic uint64_t fanout_wakeups[3];
     _Atomic uint64_t standby_outcome[3];
     _Atomic uint64_t follower_up, follower_records, follower_stopped;
 } m;
@@ -134,6 +135,11 @@ void metrics_sub_fallback(void)
 void metrics_sub_dropped_slow(void)
 {
     add(&m.subs_dropped, 1);
+}
+void metrics_fanout_wakeup(int how)
+{
+    if (how >= 0 && how < 3)
+        add(&m.fanout_wakeups[how], 1);
 }
 
 /* --- exposition ------------------------------------------------------- */
@@ -284,6 +290,13 @@ int metrics_write_process(FILE *f)
             get(&m.subs_fallbacks));
     counter(f, "protobus_subscriptions_dropped_slow_total",
             "Subscribers dropped for not reading within write_deadline_ms.", get(&m.subs_dropped));
+    static const char *const wake_how[3] = {"waker", "handed", "signalled"};
+    head(f, "protobus_fanout_wakeups_total", "counter",
+         "Wake-ups of tailing subscriptions after a write: records sent by the fan-out's waker "
+         "itself, sent in part then handed to the subscription's thread, or the thread signalled.");
+    for (int i = 0; i < 3; i++)
+        fprintf(f, "protobus_fanout_wakeups_total{how=\"%s\"} %llu\n", wake_how[i],
+                (unsigned long long)get(&m.fanout_wakeups[i]));
     write_standby(f);
     double rss, threads;
     proc_status(&rss, &threads);

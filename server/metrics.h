@@ -48,6 +48,11 @@ void metrics_sub_ended(void);
 void metrics_sub_live(int live);
 void metrics_sub_fallback(void);
 void metrics_sub_dropped_slow(void);
+/* The fan-out's waker, per wake-up of a tailing subscription (fanout.c):
+ * its records delivered by the waker alone (0), delivered in part then
+ * handed to the subscription's thread (1), or the thread signalled, the
+ * subscription not being eligible (2: busy, TLS, replication, overflow). */
+void metrics_fanout_wakeup(int how);
 
 /* Hot standby. On the primary, min_standby_acks = 1: a stored publish
  * batch acknowledged once the standby confirmed it (0), on the local copy

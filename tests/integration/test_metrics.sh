@@ -246,6 +246,41 @@ test_mirror_lag_exported() {
         fail "mirror m1's numbers"
 }
 
+# A live subscriber that sleeps between events: each publish wakes it
+# through the fan-out's waker, which sends the records itself (plain TCP,
+# the partition known to the subscription): the wake-ups are counted.
+test_fanout_wakeups_counted() {
+    local i ok="" spid
+    "$PB" pub orders.live zero # the partition exists before the subscription
+    "$PB" sub 'orders\.live' -n 3 --timeout 20000 >"$TMP/live.out" &
+    spid=$!
+    for ((i = 0; i < 100; i++)); do
+        http_get /metrics "$TMP/w0" >/dev/null
+        if check "$TMP/w0" 'protobus_subscriptions{phase=live}>=1' 2>/dev/null; then
+            ok=1
+            break
+        fi
+        sleep 0.1
+    done
+    [ -n "$ok" ] || { kill -KILL "$spid"; fail "the subscription never went live"; }
+    for i in 1 2 3; do
+        sleep 0.3
+        "$PB" pub orders.live "e$i"
+    done
+    wait_until 100 eval '! kill -0 '"$spid"' 2>/dev/null' || { kill -KILL "$spid"; fail "sub did not get 3 events"; }
+    wait "$spid" || fail "sub failed"
+    [ "$(wc -l <"$TMP/live.out")" = 3 ] || fail "sub printed: $(cat "$TMP/live.out")"
+    http_get /metrics "$TMP/w1" >/dev/null
+    check "$TMP/w1" 'protobus_fanout_wakeups_total{how=waker}>=1' \
+        'protobus_fanout_wakeups_total{how=handed}>=0' \
+        'protobus_fanout_wakeups_total{how=signalled}>=0' || fail "fan-out wake-ups"
+    local w h s
+    w=$(sed -n 's/^protobus_fanout_wakeups_total{how="waker"} //p' "$TMP/w1")
+    h=$(sed -n 's/^protobus_fanout_wakeups_total{how="handed"} //p' "$TMP/w1")
+    s=$(sed -n 's/^protobus_fanout_wakeups_total{how="signalled"} //p' "$TMP/w1")
+    [ $((w + h + s)) -ge 3 ] || fail "wake-ups $w + $h + $s, want >= 3 (one per publish)"
+}
+
 test_bad_metrics_listen_refused() {
     printf '[server]\nmetrics_listen = localhost:x\n[partition e]\nmatch = .*\n' >"$TMP/bad.conf"
     local rc=0
@@ -263,6 +298,7 @@ run test_scrape_during_publish
 run test_refused_and_errors_counted
 run test_oldest_follows_retention
 run test_mirror_lag_exported
+run test_fanout_wakeups_counted
 run test_bad_metrics_listen_refused
 stop_daemon || failed=$((failed + 1))
 echo "test_metrics: $passed passed, $failed failed"
