@@ -144,7 +144,18 @@ void subconn_drain_wake(subconn *c)
 /* Writes iov completely. The socket is used with MSG_DONTWAIT whatever its
  * flags (it is a dup of the loop's non-blocking socket), waiting in poll
  * for room; write_deadline_ms without any progress drops the subscriber. */
+static int send_raw_(subconn *c, struct iovec *iov, int cnt, bool *sent);
+
 static int send_raw(subconn *c, struct iovec *iov, int cnt)
+{
+    bool sent = false;
+    int rc = send_raw_(c, iov, cnt, &sent);
+    if (rc < 0 && sent)
+        c->torn = true; /* iov ends at a frame's end: part of one went out */
+    return rc;
+}
+
+static int send_raw_(subconn *c, struct iovec *iov, int cnt, bool *sent)
 {
     uint32_t deadline_ms = c->write_deadline_ms;
     int64_t last_progress = mono_ms();
@@ -159,6 +170,7 @@ static int send_raw(subconn *c, struct iovec *iov, int cnt)
         struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
         ssize_t n = sendmsg(c->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n >= 0) {
+            *sent = *sent || n > 0;
             cnt = (int)iov_consume(&iov, (size_t)cnt, (size_t)n);
             last_progress = mono_ms();
             continue;
@@ -199,8 +211,10 @@ static int send_sealed(subconn *c)
     while ((n = tls_out_take(c->tls, chunk, sizeof chunk)) > 0) {
         struct iovec v = {chunk, n};
         int rc = send_raw(c, &v, 1);
-        if (rc < 0)
+        if (rc < 0) {
+            c->torn = true; /* the chunk left the session: TLS records lost */
             return rc;
+        }
     }
     return 0;
 }
@@ -249,9 +263,13 @@ int subconn_flush(subconn *c)
     if (c->out_len == 0)
         return 0;
     struct iovec v = {c->out, c->out_len};
+    bool owed = c->out_owed > 0;
     c->out_len = 0;
     c->out_owed = 0;
-    return send_all(c, &v, 1);
+    int rc = send_all(c, &v, 1);
+    if (rc < 0 && owed)
+        c->torn = true; /* a frame the fast path began is not finished */
+    return rc;
 }
 
 /* Room for need more bytes: when the output is full, it is sent, and what
@@ -554,10 +572,11 @@ void subconn_end(subconn *c, int rc)
 {
     char msg[600];
     c->in_input = true; /* nothing more is read */
-    /* The waker's fast path sent part of a frame and could not keep the
-     * rest (subconn_send_now): any frame now would be read as the tail of
-     * the truncated one. Closing is all that is left. */
-    if (c->fast_error)
+    /* Part of a frame is on the wire and its rest is lost: the waker's
+     * fast path could not keep it (subconn_send_now), or a send failed
+     * midway (torn). Any frame now would be read as the truncated one's
+     * tail: closing is all that is left. */
+    if (c->fast_error || c->torn)
         return;
     if (rc == PB_ECLOSED || rc == PB_ETIMEDOUT) {
         if (!c->end_code)

@@ -69,6 +69,10 @@ typedef struct subconn {
      * began on the wire (subconn_send_now): they go out before anything
      * else, even before an Error that ends the subscription. */
     size_t out_owed;
+    /* A send failed (stop, timeout, a dead peer) after part of a frame went
+     * out, or with a frame's tail still owed: the next byte would be read as
+     * that frame's rest, so subconn_end closes without writing more. */
+    bool torn;
 } subconn;
 
 /* Prepares c (the output buffer is allocated by the first frame queued).

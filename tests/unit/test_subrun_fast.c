@@ -209,6 +209,33 @@ static void test_error_after_partial_frame_finishes_it(void **state)
     assert_memory_equal(got + head, frame + head, sizeof frame - head);
 }
 
+/* A send that times out (the client does not read) after part of a frame
+ * went out leaves the stream torn: ending the subscription, even with an
+ * Error to say (the client also broke its side: end_code), writes nothing
+ * more, else the client would read the Error as the frame's rest. */
+static void test_torn_send_closes_without_error(void **state)
+{
+    fixture *f = *state;
+    int small = 4096;
+    assert_int_equal(setsockopt(f->s.conn.fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+    f->s.conn.write_deadline_ms = 100;
+    static uint8_t event[300000];
+    memset(event, 'x', sizeof event);
+    int rc = subconn_event(&f->s.conn, "p", 1, 7, event, sizeof event);
+    assert_int_equal(rc, PB_ETIMEDOUT);
+    size_t head = received(f); /* the frame's start, then nothing */
+    assert_true(head > 0 && head < sizeof event);
+    assert_true(f->s.conn.torn);
+    f->s.conn.end_code = PB_CODE_INVALID_ARGUMENT;
+    snprintf(f->why, sizeof f->why, "malformed frame: a length prefix over 10 bytes");
+    subconn_end(&f->s.conn, PB_ETIMEDOUT);
+    assert_int_equal(received(f), 0);
+    /* Not torn: the same end sends its Error. */
+    f->s.conn.torn = false;
+    subconn_end(&f->s.conn, PB_ETIMEDOUT);
+    assert_true(received(f) > 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -217,6 +244,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_full_socket_left_to_thread, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fast_error_closes_without_writing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_after_partial_frame_finishes_it, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_torn_send_closes_without_error, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
