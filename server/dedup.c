@@ -122,7 +122,7 @@ struct dedup {
     uint32_t head_seq; /* the sequence number of ring[head] */
     bucket *index;     /* nbuckets buckets */
     uint32_t *over;    /* nbuckets counts: ids in the ring that passed this bucket */
-    uint32_t nbuckets; /* a power of two; CELLS * nbuckets >= 2 * cap */
+    uint32_t nbuckets; /* a power of two; CELLS * nbuckets >= 2 * min(cap, max_entries) */
     uint32_t popped;  /* intact popped slots just before head (see the top) */
     uint64_t *evictor; /* cap: for a popped slot, 1 + the offset of the id whose
                         * add pushed it out (0: expired, or never popped) */
@@ -311,55 +311,72 @@ static void index_fill(dedup *d)
     }
 }
 
-/* Doubles the ring (up to max_entries), linearised from position 0, with
- * an index to match. */
-static int grow_to(dedup *d, uint32_t cap)
+/* The buckets of an index for up to `ids` ids: at least two cells an id. */
+static uint32_t index_buckets(uint32_t ids)
 {
     uint32_t nbuckets = 1;
-    while ((uint64_t)nbuckets * CELLS < (uint64_t)cap * 2)
+    while ((uint64_t)nbuckets * CELLS < (uint64_t)ids * 2)
         nbuckets <<= 1;
-    dedup_slot *ring = malloc((size_t)cap * sizeof *ring);
-    uint8_t *passed = malloc(cap);
-    bucket *index = index_alloc(nbuckets);
-    uint32_t *over = malloc((size_t)nbuckets * sizeof *over);
-    uint64_t *evictor = calloc(cap, sizeof *evictor);
-    if (!ring || !passed || !index || !over || !evictor) {
-        free(ring);
-        free(passed);
-        free(index);
-        free(over);
-        free(evictor);
-        return PB_ENOMEM;
+    return nbuckets;
+}
+
+/* Grows the ring to cap slots in place (realloc: a large ring is remapped,
+ * not copied). Its used region (the popped slots, then the ids) keeps its
+ * ring order: the part that wrapped past the old end moves up to the new
+ * end, so sequence numbers, and the index, stay valid. The index holds at
+ * most min(cap, max_entries) ids (popped slots are not in it): it is made
+ * anew only while the ring is below the bound, never when a take that is
+ * not yet stored makes the ring grow past it. */
+static int grow_to(dedup *d, uint32_t cap)
+{
+    uint32_t nbuckets = index_buckets(cap < d->max_entries ? cap : d->max_entries);
+    bucket *index = NULL;
+    uint32_t *over = NULL;
+    if (nbuckets != d->nbuckets) {
+        index = index_alloc(nbuckets);
+        over = malloc((size_t)nbuckets * sizeof *over);
+        if (!index || !over)
+            goto nomem;
     }
-    /* The popped slots first (dedup_truncate may take them back), then the
-     * ids: linearised from position 0. */
-    uint32_t keep = d->popped;
-    if (keep > cap - d->count)
-        keep = cap - d->count;
-    for (uint32_t k = 0; k < keep; k++) {
-        uint32_t from = (d->head + d->cap - keep + k) % d->cap;
-        ring[k] = d->ring[from];
-        evictor[k] = d->evictor[from];
-        passed[k] = 0; /* not in the new index: unpop_head puts it back */
-    }
-    for (uint32_t k = 0; k < d->count; k++)
-        ring[keep + k] = d->ring[ring_pos(d, k)];
-    free(d->ring);
-    free(d->passed);
-    free(d->index);
-    free(d->over);
-    free(d->evictor);
+    /* Each realloc keeps the old contents: a failure leaves d as it was. */
+    dedup_slot *ring = realloc(d->ring, (size_t)cap * sizeof *ring);
+    if (!ring)
+        goto nomem;
     d->ring = ring;
+    uint8_t *passed = realloc(d->passed, cap);
+    if (!passed)
+        goto nomem;
     d->passed = passed;
-    d->index = index;
-    d->over = over;
+    uint64_t *evictor = realloc(d->evictor, (size_t)cap * sizeof *evictor);
+    if (!evictor)
+        goto nomem;
     d->evictor = evictor;
+    uint32_t old = d->cap, used = d->popped + d->count;
+    uint32_t start = d->head >= d->popped ? d->head - d->popped : d->head + old - d->popped;
+    if (start + (uint64_t)used > old) {
+        uint32_t up = cap - old, n = old - start; /* [start, old) moves up to the end */
+        memmove(&ring[start + up], &ring[start], (size_t)n * sizeof *ring);
+        memmove(&passed[start + up], &passed[start], n);
+        memmove(&evictor[start + up], &evictor[start], (size_t)n * sizeof *evictor);
+        if (d->head >= start)
+            d->head += up;
+    }
     d->cap = cap;
-    d->nbuckets = nbuckets;
-    d->head = keep;
-    d->popped = keep;
-    index_fill(d);
+    if (index) {
+        free(d->index);
+        free(d->over);
+        d->index = index;
+        d->over = over;
+        d->nbuckets = nbuckets;
+        /* The popped slots are not in the new index: unpop_head indexes
+         * them again. */
+        index_fill(d);
+    }
     return 0;
+nomem:
+    free(index);
+    free(over);
+    return PB_ENOMEM;
 }
 
 /* Doubles the ring up to the bound and its slack: memory stays within twice
@@ -396,98 +413,6 @@ static uint32_t lookup(const dedup *d, uint64_t h, const uint8_t *id, size_t len
             return 0;
     }
     return 0;
-}
-
-/* The process's secrets: random, so that publishers cannot pick ids that
- * share a bucket (nor the ids that would zero a multiply below); one pair
- * for all windows, so that ingest can hash an id before it knows the
- * window (dedup_id_hash). `seeded` spares the hot path a call to
- * pthread_once once they are set. */
-static uint64_t secret[2];
-static atomic_bool seeded;
-static pthread_once_t seed_once = PTHREAD_ONCE_INIT;
-
-static void seed_init(void)
-{
-    if (getrandom(secret, sizeof secret, GRND_NONBLOCK) != (ssize_t)sizeof secret) {
-        uint64_t x = (uint64_t)(uintptr_t)&seed_once ^ (uint64_t)time(NULL);
-        secret[0] = hash_mix(x ^ 0x6a09e667f3bcc909ull);
-        secret[1] = hash_mix(x ^ 0xbb67ae8584caa73bull);
-    }
-    atomic_store_explicit(&seeded, true, memory_order_release);
-}
-
-#ifdef __SIZEOF_INT128__
-/* The id hash: wyhash's construction (public domain) under the process's
- * secrets: 16 bytes per 64x64->128-bit multiply; an id of up to 16 bytes
- * takes two multiplies in all, one of up to 32 bytes three (hash_bytes,
- * one 8-byte word per mix of two multiplies, showed in the loop thread's
- * profile). */
-static inline void mul128(uint64_t *a, uint64_t *b)
-{
-    __uint128_t r = (__uint128_t)*a * *b;
-    *a = (uint64_t)r;
-    *b = (uint64_t)(r >> 64);
-}
-
-static inline uint64_t mul_fold(uint64_t a, uint64_t b)
-{
-    mul128(&a, &b);
-    return a ^ b;
-}
-
-static inline uint64_t rd8(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
-}
-
-static inline uint64_t rd4(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
-static uint64_t id_hash(const uint8_t *p, size_t len)
-{
-    uint64_t a, b, s = secret[0];
-    if (len <= 16) {
-        if (len >= 4) {
-            size_t q = (len >> 3) << 2; /* 0 or 4: the halves overlap below 8 bytes */
-            a = rd4(p) << 32 | rd4(p + q);
-            b = rd4(p + len - 4) << 32 | rd4(p + len - 4 - q);
-        } else if (len > 0) {
-            a = (uint64_t)p[0] << 16 | (uint64_t)p[len >> 1] << 8 | p[len - 1];
-            b = 0;
-        } else {
-            a = b = 0;
-        }
-    } else {
-        size_t i = len;
-        for (; i > 16; i -= 16, p += 16)
-            s = mul_fold(rd8(p) ^ secret[1], rd8(p + 8) ^ s);
-        a = rd8(p + i - 16); /* the last 16 bytes, overlapping what was read */
-        b = rd8(p + i - 8);
-    }
-    a ^= secret[1];
-    b ^= s;
-    mul128(&a, &b);
-    return mul_fold(a ^ secret[0] ^ len, b ^ secret[1]);
-}
-#else
-static uint64_t id_hash(const uint8_t *p, size_t len)
-{
-    return hash_bytes(secret[0], p, len);
-}
-#endif
-
-uint64_t dedup_id_hash(const uint8_t *id, size_t len)
-{
-    if (!atomic_load_explicit(&seeded, memory_order_acquire))
-        pthread_once(&seed_once, seed_init);
-    return id_hash(id, len);
 }
 
 /* Brings what the check of an id of hash h `ahead` checks from now will

@@ -17,10 +17,12 @@
  * dedup_truncate puts them back; while takes not yet stored push out more
  * than that, it grows further, up to twice max_entries, and keeps that
  * size until the window empties), plus the offset that pushed each slot
- * out (8 bytes), a hash index of two to four 8-byte cells per slot in
- * buckets of one cache line, and a 4-byte count per bucket: ~121-138 bytes
- * per slot, the slots at most twice the ids held (and the slack; 64 at
- * least). Forgetting an id (expiry, the bound) costs nothing in the index (dedup.c). Nothing is
+ * out (8 bytes), a hash index of two to four 8-byte cells per slot (up to
+ * max_entries slots: the ids held never exceed it, so the ring's growth
+ * past the bound neither enlarges nor rebuilds the index) in buckets of
+ * one cache line, and a 4-byte count per bucket: ~121-138 bytes per slot
+ * below the bound, the slots at most twice the ids held (and the slack;
+ * 64 at least). Forgetting an id (expiry, the bound) costs nothing in the index (dedup.c). Nothing is
  * allocated until the first id, so a partition whose events carry no id
  * pays nothing.
  *

@@ -336,6 +336,73 @@ static void test_refused_take_larger_than_slack(void **state)
     dedup_destroy(d);
 }
 
+/* The ring grows in place (dedup.c's grow_to) wherever its head is: its
+ * used region wrapped past the end or not, the popped slots on either side
+ * of it. For every phase, a full window of acked takes, then takes not yet
+ * stored that push out more than the slack (the ring grows past the bound,
+ * once or several times) and are refused: every stored id is found again
+ * with its offset, none of the refused ones is, and the window still
+ * admits and evicts correctly afterwards. */
+static void test_refused_takes_grow_wrapped_ring(void **state)
+{
+    (void)state;
+    const uint32_t max = 1000; /* slack 125: the ring holds 1125 below twice the bound */
+    const uint32_t takes[] = {130, 400, 850}; /* 1000 + 850 < twice the bound */
+    uint8_t id[ID_MAX];
+    uint64_t orig;
+    for (uint32_t phase = 0; phase < 1125; phase += 61) {
+        for (size_t t = 0; t < sizeof takes / sizeof *takes; t++) {
+            dedup *d;
+            assert_int_equal(dedup_create(&d, 100 * SEC, max), 0);
+            uint64_t off = 0, c = 0;
+            for (; c < 2 * max + phase; c++, off++) {
+                size_t len = id_of(c, id);
+                assert_int_equal(dedup_check(d, dedup_id_hash(id, len), id, len, off, 1, &orig),
+                                 0);
+                if (off % 50 == 49)
+                    dedup_commit(d, off + 1);
+            }
+            dedup_commit(d, off);
+            uint64_t stored_end = c, take_first = off;
+            /* Two takes not stored: the one being written, the one ahead. */
+            for (uint64_t k = 0; k < takes[t]; k++, c++, off++) {
+                size_t len = id_of(c, id);
+                assert_int_equal(dedup_check(d, dedup_id_hash(id, len), id, len, off, 2, &orig),
+                                 0);
+            }
+            dedup_truncate(d, take_first);
+            assert_int_equal(dedup_count(d), max);
+            assert_true(dedup_complete(d));
+            for (uint64_t s = stored_end - max; s < stored_end; s++) {
+                size_t len = id_of(s, id);
+                assert_int_equal(dedup_find(d, id, len, &orig), 1);
+                assert_int_equal(orig, s);
+            }
+            for (uint64_t s = stored_end; s < c; s++) {
+                size_t len = id_of(s, id);
+                assert_int_equal(dedup_find(d, id, len, &orig), 0);
+            }
+            /* Afterwards: retries of the newest stored ids are duplicates,
+             * new ids are admitted at the refused take's offsets. */
+            off = take_first;
+            for (uint64_t s = stored_end - 10; s < stored_end + 2 * max; s++) {
+                size_t len = id_of(s, id);
+                int rc = dedup_check(d, dedup_id_hash(id, len), id, len, off, 3, &orig);
+                if (s < stored_end) {
+                    assert_int_equal(rc, 1);
+                    assert_int_equal(orig, s);
+                } else {
+                    assert_int_equal(rc, 0);
+                    off++;
+                }
+            }
+            dedup_commit(d, off);
+            assert_int_equal(dedup_count(d), max);
+            dedup_destroy(d);
+        }
+    }
+}
+
 static void test_lengths_and_bytes(void **state)
 {
     (void)state;
@@ -459,6 +526,7 @@ int main(void)
         cmocka_unit_test(test_model_grow_and_release),
         cmocka_unit_test(test_memory_proportional),
         cmocka_unit_test(test_refused_take_larger_than_slack),
+        cmocka_unit_test(test_refused_takes_grow_wrapped_ring),
         cmocka_unit_test(test_lengths_and_bytes),
         cmocka_unit_test(test_check_events_as_one_by_one),
     };
