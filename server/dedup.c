@@ -114,23 +114,23 @@ _Static_assert(sizeof(bucket) == 64, "a bucket is one cache line");
 struct dedup {
     int64_t window_ns;
     uint32_t max_entries;
-    uint32_t limit; /* the ring's largest: max_entries and its slack */
+    uint32_t limit;   /* the ring's largest: max_entries and its slack */
     dedup_slot *ring; /* cap slots; count of them from head on */
     uint8_t *passed;  /* cap flags: ring[i].hops != 0 (eviction reads the
                        * slot only then: it is not the one the new id takes) */
     uint32_t cap, head, count;
-    uint32_t head_seq; /* the sequence number of ring[head] */
-    bucket *index;     /* nbuckets buckets */
-    uint32_t *over;    /* nbuckets counts: ids in the ring that passed this bucket */
-    uint32_t nbuckets; /* a power of two; CELLS * nbuckets >= 2 * min(cap, max_entries) */
-    uint32_t popped;  /* intact popped slots just before head (see the top) */
-    uint64_t *evictor; /* cap: for a popped slot, 1 + the offset of the id whose
-                        * add pushed it out (0: expired, or never popped) */
+    uint32_t head_seq;   /* the sequence number of ring[head] */
+    bucket *index;       /* nbuckets buckets */
+    uint32_t *over;      /* nbuckets counts: ids in the ring that passed this bucket */
+    uint32_t nbuckets;   /* a power of two; CELLS * nbuckets >= 2 * min(cap, max_entries) */
+    uint32_t popped;     /* intact popped slots just before head (see the top) */
+    uint64_t *evictor;   /* cap: for a popped slot, 1 + the offset of the id whose
+                          * add pushed it out (0: expired, or never popped) */
     uint64_t commit_off; /* ids added below this offset are stored (dedup_commit) */
     uint64_t at_risk;    /* 1 + the largest offset of a not yet stored id whose
                           * eviction's slot was taken (the ring at twice the
                           * bound): if its take is refused, a stored id is lost */
-    int64_t cutoff;   /* the last expiry's: older ids are not put back */
+    int64_t cutoff;      /* the last expiry's: older ids are not put back */
     uint64_t evicted;
     bool lost; /* an id was not remembered (no memory), or one a refused take
                 * may need back was overwritten: see dedup_complete */
@@ -180,7 +180,6 @@ static void release(dedup *d)
     d->over = NULL;
     d->cap = d->head = d->nbuckets = d->popped = 0;
 }
-
 
 void dedup_destroy(dedup *d)
 {

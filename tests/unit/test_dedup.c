@@ -104,7 +104,9 @@ static void model_push(model *m, uint64_t c, uint64_t offset, int64_t t)
         if (m->popped >= m->room - model_count(m) &&
             at(m, m->head - m->popped)->evictor > m->commit_off) {
             uint64_t most = 2ull * m->max; /* dedup.c: at most twice the bound */
-            m->room = m->room + m->slack < most ? m->room + m->slack : most > m->room ? most : m->room;
+            m->room = m->room + m->slack < most ? m->room + m->slack
+                      : most > m->room          ? most
+                                                : m->room;
         }
     }
     m->where[c] = m->tail;
@@ -357,8 +359,7 @@ static void test_refused_takes_grow_wrapped_ring(void **state)
             uint64_t off = 0, c = 0;
             for (; c < 2 * max + phase; c++, off++) {
                 size_t len = id_of(c, id);
-                assert_int_equal(dedup_check(d, dedup_id_hash(id, len), id, len, off, 1, &orig),
-                                 0);
+                assert_int_equal(dedup_check(d, dedup_id_hash(id, len), id, len, off, 1, &orig), 0);
                 if (off % 50 == 49)
                     dedup_commit(d, off + 1);
             }
@@ -367,8 +368,7 @@ static void test_refused_takes_grow_wrapped_ring(void **state)
             /* Two takes not stored: the one being written, the one ahead. */
             for (uint64_t k = 0; k < takes[t]; k++, c++, off++) {
                 size_t len = id_of(c, id);
-                assert_int_equal(dedup_check(d, dedup_id_hash(id, len), id, len, off, 2, &orig),
-                                 0);
+                assert_int_equal(dedup_check(d, dedup_id_hash(id, len), id, len, off, 2, &orig), 0);
             }
             dedup_truncate(d, take_first);
             assert_int_equal(dedup_count(d), max);
