@@ -90,14 +90,23 @@
  * PREFETCH_AHEAD events ahead nor the check waits for that core. */
 #define EVENT_AHEAD (2u * PREFETCH_AHEAD)
 
+/* A slot is one cache line: the id's first ID_INLINE bytes are in it, the
+ * rest of a longer one in the window's `longs` (allocated at the first such
+ * id), so that ids of up to 35 bytes (a UUID's 36 characters aside, what
+ * producers send) cost a line of the ring each, not one and a half. */
+#define ID_INLINE  35u
+#define LONG_BYTES DEDUP_LONG_ID_BYTES /* >= EVENT_ID_MAX_BYTES - ID_INLINE */
+
 typedef struct dedup_slot {
     uint64_t hash;
     uint64_t offset;
     int64_t time_ns;
     uint32_t hops; /* full buckets its id passed to reach its cell */
     uint8_t len;
-    uint8_t id[EVENT_ID_MAX_BYTES];
+    uint8_t id[ID_INLINE];
 } dedup_slot;
+
+_Static_assert(EVENT_ID_MAX_BYTES - ID_INLINE <= LONG_BYTES, "an id's tail fits in longs");
 
 _Static_assert(sizeof(dedup_slot) == DEDUP_SLOT_BYTES, "dedup.h's DEDUP_SLOT_BYTES");
 
@@ -114,10 +123,12 @@ _Static_assert(sizeof(bucket) == 64, "a bucket is one cache line");
 struct dedup {
     int64_t window_ns;
     uint32_t max_entries;
-    uint32_t limit;   /* the ring's largest: max_entries and its slack */
-    dedup_slot *ring; /* cap slots; count of them from head on */
-    uint8_t *passed;  /* cap flags: ring[i].hops != 0 (eviction reads the
-                       * slot only then: it is not the one the new id takes) */
+    uint32_t limit;               /* the ring's largest: max_entries and its slack */
+    dedup_slot *ring;             /* cap slots; count of them from head on */
+    uint8_t (*longs)[LONG_BYTES]; /* cap tails of ids longer than ID_INLINE, or NULL
+                                   * while the window has not seen one */
+    uint8_t *passed;              /* cap flags: ring[i].hops != 0 (eviction reads the
+                                   * slot only then: it is not the one the new id takes) */
     uint32_t cap, head, count;
     uint32_t head_seq;   /* the sequence number of ring[head] */
     bucket *index;       /* nbuckets buckets */
@@ -168,11 +179,13 @@ int dedup_create(dedup **out, int64_t window_ns, uint32_t max_entries)
 static void release(dedup *d)
 {
     free(d->ring);
+    free(d->longs);
     free(d->passed);
     free(d->index);
     free(d->over);
     free(d->evictor);
     d->evictor = NULL;
+    d->longs = NULL;
     d->limit = d->max_entries + slack_of(d->max_entries); /* a burst's growth goes too */
     d->ring = NULL;
     d->passed = NULL;
@@ -350,6 +363,12 @@ static int grow_to(dedup *d, uint32_t cap)
     if (!evictor)
         goto nomem;
     d->evictor = evictor;
+    if (d->longs) {
+        uint8_t(*longs)[LONG_BYTES] = realloc(d->longs, (size_t)cap * LONG_BYTES);
+        if (!longs)
+            goto nomem;
+        d->longs = longs;
+    }
     uint32_t old = d->cap, used = d->popped + d->count;
     uint32_t start = d->head >= d->popped ? d->head - d->popped : d->head + old - d->popped;
     if (start + (uint64_t)used > old) {
@@ -357,6 +376,8 @@ static int grow_to(dedup *d, uint32_t cap)
         memmove(&ring[start + up], &ring[start], (size_t)n * sizeof *ring);
         memmove(&passed[start + up], &passed[start], n);
         memmove(&evictor[start + up], &evictor[start], (size_t)n * sizeof *evictor);
+        if (d->longs)
+            memmove(&d->longs[start + up], &d->longs[start], (size_t)n * LONG_BYTES);
         if (d->head >= start)
             d->head += up;
     }
@@ -389,6 +410,18 @@ static int grow(dedup *d)
     return grow_to(d, cap);
 }
 
+/* Whether slot pos holds id[0..len). */
+static inline bool slot_is(const dedup *d, uint32_t pos, const uint8_t *id, size_t len)
+{
+    const dedup_slot *s = &d->ring[pos];
+    if (s->len != len)
+        return false;
+    if (len <= ID_INLINE)
+        return memcmp(s->id, id, len) == 0;
+    return memcmp(s->id, id, ID_INLINE) == 0 &&
+           memcmp(d->longs[pos], id + ID_INLINE, len - ID_INLINE) == 0;
+}
+
 /* The ring position + 1 of id (hash h), or 0. */
 static uint32_t lookup(const dedup *d, uint64_t h, const uint8_t *id, size_t len)
 {
@@ -404,8 +437,7 @@ static uint32_t lookup(const dedup *d, uint64_t h, const uint8_t *id, size_t len
             if (k >= d->count)
                 continue; /* the cell of an id that has left the ring */
             uint32_t pos = ring_pos(d, k);
-            const dedup_slot *s = &d->ring[pos];
-            if (s->len == len && memcmp(s->id, id, len) == 0)
+            if (slot_is(d, pos, id, len))
                 return pos + 1;
         }
         if (!d->over[b])
@@ -498,6 +530,14 @@ static inline int add(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint6
             return PB_ENOMEM;
         }
     }
+    if (len > ID_INLINE && !d->longs) {
+        /* The first long id: room for the tails of all the ring's slots. */
+        d->longs = malloc((size_t)d->cap * LONG_BYTES);
+        if (!d->longs) {
+            d->lost = true;
+            return PB_ENOMEM;
+        }
+    }
     if (d->count == d->max_entries) {
         /* The window is full: the oldest id goes early. Popping only frees
          * cells, so home_free stays true. */
@@ -534,7 +574,12 @@ static inline int add(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint6
     s->offset = offset;
     s->time_ns = time_ns;
     s->len = (uint8_t)len;
-    copy_id(s->id, id, len);
+    if (len <= ID_INLINE) {
+        copy_id(s->id, id, len);
+    } else {
+        copy_id(s->id, id, ID_INLINE);
+        copy_id(d->longs[pos], id + ID_INLINE, len - ID_INLINE);
+    }
     if (home_free) {
         bucket *bk = &d->index[(uint32_t)h & (d->nbuckets - 1)];
         unsigned i = (unsigned)__builtin_ctz(home_free);
@@ -584,9 +629,9 @@ static inline int check(dedup *d, uint64_t h, const uint8_t *id, size_t len, uin
                 uint32_t k = bk->seq[__builtin_ctz(m)] - d->head_seq;
                 if (k >= d->count)
                     continue; /* the cell of an id that has left the ring */
-                const dedup_slot *s = &d->ring[ring_pos(d, k)];
-                if (s->len == len && memcmp(s->id, id, len) == 0) {
-                    *original = s->offset;
+                uint32_t pos = ring_pos(d, k);
+                if (slot_is(d, pos, id, len)) {
+                    *original = d->ring[pos].offset;
                     return 1;
                 }
             }
@@ -738,7 +783,9 @@ uint64_t dedup_evicted(const dedup *d)
 
 size_t dedup_memory(const dedup *d)
 {
-    return sizeof *d + (size_t)d->cap * (sizeof(dedup_slot) + 1 + sizeof(uint64_t)) +
+    return sizeof *d +
+           (size_t)d->cap *
+               (sizeof(dedup_slot) + 1 + sizeof(uint64_t) + (d->longs ? LONG_BYTES : 0)) +
            (size_t)d->nbuckets * (sizeof(bucket) + sizeof(uint32_t));
 }
 
@@ -752,12 +799,15 @@ uint32_t dedup_max_entries(const dedup *d)
     return d->max_entries;
 }
 
-void dedup_entry(const dedup *d, size_t k, const uint8_t **id, size_t *len, uint64_t *offset,
-                 int64_t *time_ns)
+void dedup_entry(const dedup *d, size_t k, uint8_t id[EVENT_ID_MAX_BYTES], size_t *len,
+                 uint64_t *offset, int64_t *time_ns)
 {
-    const dedup_slot *s = &d->ring[ring_pos(d, (uint32_t)k)];
-    *id = s->id;
+    uint32_t pos = ring_pos(d, (uint32_t)k);
+    const dedup_slot *s = &d->ring[pos];
     *len = s->len;
+    memcpy(id, s->id, s->len <= ID_INLINE ? s->len : ID_INLINE);
+    if (s->len > ID_INLINE)
+        memcpy(id + ID_INLINE, d->longs[pos], s->len - ID_INLINE);
     *offset = s->offset;
     *time_ns = s->time_ns;
 }

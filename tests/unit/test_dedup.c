@@ -403,6 +403,67 @@ static void test_refused_takes_grow_wrapped_ring(void **state)
     }
 }
 
+/* Ids longer than a slot holds (35 bytes) arrive only after a long run of
+ * short ones: the ring's tails are allocated then, whatever its state (full,
+ * wrapped, with popped slots a refused take gives back). Ids that differ
+ * only past byte 35 are different ids. */
+static void test_first_long_ids_late(void **state)
+{
+    (void)state;
+    dedup *d;
+    const uint32_t max = 100;
+    assert_int_equal(dedup_create(&d, 100 * SEC, max), 0);
+    uint8_t id[ID_MAX];
+    uint64_t off = 0, orig;
+    for (uint64_t c = 0; c < 1000; c++, off++) {
+        memset(id, 'a', 8);
+        memcpy(id, &c, sizeof c);
+        assert_int_equal(dedup_check(d, dedup_id_hash(id, 8), id, 8, off, 1, &orig), 0);
+        dedup_commit(d, off + 1);
+    }
+    /* A take of long ids, not stored: the short ones come back (a take
+     * of up to the bound: the ring grows to twice it at most). */
+    uint64_t take_first = off;
+    for (uint64_t c = 0; c < 90; c++, off++) {
+        memset(id, 'b', ID_MAX);
+        memcpy(id + 50, &c, sizeof c); /* only the tail differs */
+        assert_int_equal(dedup_check(d, dedup_id_hash(id, 60), id, 60, off, 2, &orig), 0);
+    }
+    dedup_truncate(d, take_first);
+    for (uint64_t c = 900; c < 1000; c++) {
+        memset(id, 'a', 8);
+        memcpy(id, &c, sizeof c);
+        assert_int_equal(dedup_find(d, id, 8, &orig), 1);
+        assert_int_equal(orig, c);
+    }
+    /* Stored this time: each found by its whole id, its tail included. */
+    off = take_first;
+    for (uint64_t c = 0; c < 150; c++, off++) {
+        memset(id, 'b', ID_MAX);
+        memcpy(id + 50, &c, sizeof c);
+        assert_int_equal(dedup_check(d, dedup_id_hash(id, 60), id, 60, off, 3, &orig), 0);
+    }
+    dedup_commit(d, off);
+    for (uint64_t c = 50; c < 150; c++) {
+        memset(id, 'b', ID_MAX);
+        memcpy(id + 50, &c, sizeof c);
+        assert_int_equal(dedup_find(d, id, 60, &orig), 1);
+        assert_int_equal(orig, take_first + c);
+        size_t len;
+        uint8_t back[ID_MAX];
+        uint64_t o;
+        int64_t t;
+        dedup_entry(d, (size_t)(c - 50), back, &len, &o, &t);
+        assert_int_equal(len, 60);
+        assert_memory_equal(back, id, 60);
+        assert_int_equal(o, take_first + c);
+        id[59] ^= 1; /* the last byte counts */
+        assert_int_equal(dedup_find(d, id, 60, &orig), 0);
+    }
+    assert_true(dedup_complete(d));
+    dedup_destroy(d);
+}
+
 static void test_lengths_and_bytes(void **state)
 {
     (void)state;
@@ -527,6 +588,7 @@ int main(void)
         cmocka_unit_test(test_memory_proportional),
         cmocka_unit_test(test_refused_take_larger_than_slack),
         cmocka_unit_test(test_refused_takes_grow_wrapped_ring),
+        cmocka_unit_test(test_first_long_ids_late),
         cmocka_unit_test(test_lengths_and_bytes),
         cmocka_unit_test(test_check_events_as_one_by_one),
     };
