@@ -25,7 +25,9 @@
  * the ids in the ring that passed it that way, and look-ups go on to the
  * next bucket only while it is not 0; the slot keeps how many buckets its
  * id passed (`hops`), so that popping it takes it off those counts. The
- * index is therefore never rebuilt, except when the ring grows. (Sticky
+ * index is therefore never rebuilt, except when the ring grows below the
+ * bound (growth past it keeps the index: it never holds more than
+ * max_entries ids). (Sticky
  * flags with a rebuild when many were set cost more: each rebuild is
  * 100,000 random writes.)
  *
@@ -56,24 +58,20 @@
 #include "broker.h"
 
 #include "event.h"
-#include "hash.h"
 #include "logging.h"
 #include "pb_errors.h"
 #include "reader.h"
 #include "segment.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/random.h>
-#include <time.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
@@ -176,9 +174,20 @@ int dedup_create(dedup **out, int64_t window_ns, uint32_t max_entries)
     return 0;
 }
 
+/* The ring's memory: mapped pages, so that it is page-aligned (a slot is
+ * one cache line, not two halves) and grows by mremap, without a copy. */
+static dedup_slot *ring_resize(dedup_slot *ring, uint32_t old_cap, uint32_t cap)
+{
+    size_t bytes = (size_t)cap * sizeof *ring;
+    void *p = ring ? mremap(ring, (size_t)old_cap * sizeof *ring, bytes, MREMAP_MAYMOVE)
+                   : mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
 static void release(dedup *d)
 {
-    free(d->ring);
+    if (d->ring)
+        munmap(d->ring, (size_t)d->cap * sizeof *d->ring);
     free(d->longs);
     free(d->passed);
     free(d->index);
@@ -350,11 +359,8 @@ static int grow_to(dedup *d, uint32_t cap)
         if (!index || !over)
             goto nomem;
     }
-    /* Each realloc keeps the old contents: a failure leaves d as it was. */
-    dedup_slot *ring = realloc(d->ring, (size_t)cap * sizeof *ring);
-    if (!ring)
-        goto nomem;
-    d->ring = ring;
+    /* Each realloc keeps the old contents, the ring's last: a failure
+     * leaves d as it was (its arrays larger than cap says: harmless). */
     uint8_t *passed = realloc(d->passed, cap);
     if (!passed)
         goto nomem;
@@ -369,6 +375,11 @@ static int grow_to(dedup *d, uint32_t cap)
             goto nomem;
         d->longs = longs;
     }
+    dedup_slot *ring = ring_resize(d->ring, d->cap, cap);
+    if (!ring)
+        goto nomem;
+    d->ring = ring;
+    assert(((uintptr_t)ring & 63) == 0); /* a slot per cache line */
     uint32_t old = d->cap, used = d->popped + d->count;
     uint32_t start = d->head >= d->popped ? d->head - d->popped : d->head + old - d->popped;
     if (start + (uint64_t)used > old) {
@@ -449,7 +460,7 @@ static uint32_t lookup(const dedup *d, uint64_t h, const uint8_t *id, size_t len
 /* Brings what the check of an id of hash h `ahead` checks from now will
  * touch into the cache: its index bucket, the bucket's count, and the slot
  * it will take if it is new (once the window is full that slot was last
- * written max_entries ids ago, long out of the cache, and a 96-byte store
+ * written max_entries ids ago, long out of the cache, and a 64-byte store
  * to it would wait for its lines). Always inlined: GCC takes a function
  * that only prefetches for one without effect, and drops its calls. */
 static inline __attribute__((always_inline)) void prefetch_check(const dedup *d, uint64_t h,

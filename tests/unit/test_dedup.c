@@ -464,6 +464,60 @@ static void test_first_long_ids_late(void **state)
     dedup_destroy(d);
 }
 
+/* Ids that share their hash (forced: dedup_check takes it) are told apart
+ * by their bytes alone: inline ones and the tails of long ones (past byte
+ * 35), also after the ring grew past the bound (the tails moved) and after
+ * a refused take gave popped slots back. */
+static void test_same_hash_told_apart_by_bytes(void **state)
+{
+    (void)state;
+    enum { N = 6 };
+    static const size_t lens[N] = {60, 60, 60, 59, 20, 20};
+    uint8_t ids[N][ID_MAX];
+    for (int i = 0; i < N; i++)
+        memset(ids[i], 'u', ID_MAX);
+    ids[1][59] ^= 1; /* the tail's last byte */
+    ids[2][10] ^= 1; /* an inline byte */
+    ids[5][19] ^= 1;
+    const uint64_t h = 42; /* one bucket, one tag for all */
+    dedup *d;
+    const uint32_t max = 100;
+    assert_int_equal(dedup_create(&d, 100 * SEC, max), 0);
+    uint64_t off = 0, orig;
+    for (int i = 0; i < N; i++, off++)
+        assert_int_equal(dedup_check(d, h, ids[i], lens[i], off, 1, &orig), 0);
+    dedup_commit(d, off);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(dedup_check(d, h, ids[i], lens[i], 1000, 1, &orig), 1);
+        assert_int_equal(orig, (uint64_t)i);
+    }
+    /* Fill the window (acked), so that the six are the oldest... */
+    uint8_t id[ID_MAX];
+    for (uint64_t c = 0; c < max - N; c++, off++) {
+        size_t len = id_of(c, id);
+        assert_int_equal(dedup_check(d, dedup_id_hash(id, len), id, len, off, 2, &orig), 0);
+    }
+    dedup_commit(d, off);
+    /* ... then a take not stored pushes them out, the ring growing past
+     * the bound, and is refused: they come back, still told apart. */
+    uint64_t take_first = off;
+    for (uint64_t c = 1000; c < 1000 + max; c++, off++) {
+        size_t len = id_of(c, id);
+        assert_int_equal(dedup_check(d, dedup_id_hash(id, len), id, len, off, 3, &orig), 0);
+    }
+    dedup_truncate(d, take_first);
+    assert_true(dedup_complete(d));
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(dedup_check(d, h, ids[i], lens[i], take_first, 3, &orig), 1);
+        assert_int_equal(orig, (uint64_t)i);
+    }
+    uint8_t other[ID_MAX];
+    memcpy(other, ids[0], ID_MAX);
+    other[40] ^= 1; /* another tail: new */
+    assert_int_equal(dedup_check(d, h, other, 60, take_first, 3, &orig), 0);
+    dedup_destroy(d);
+}
+
 static void test_lengths_and_bytes(void **state)
 {
     (void)state;
@@ -589,6 +643,7 @@ int main(void)
         cmocka_unit_test(test_refused_take_larger_than_slack),
         cmocka_unit_test(test_refused_takes_grow_wrapped_ring),
         cmocka_unit_test(test_first_long_ids_late),
+        cmocka_unit_test(test_same_hash_told_apart_by_bytes),
         cmocka_unit_test(test_lengths_and_bytes),
         cmocka_unit_test(test_check_events_as_one_by_one),
     };
