@@ -54,6 +54,7 @@
  * the log at the next start).
  */
 #include "dedup.h"
+#include "dedup_internal.h"
 
 #include "broker.h"
 
@@ -76,9 +77,6 @@
 #include <emmintrin.h>
 #endif
 
-#define RING_INITIAL 64u
-#define HUGE_PAGE    (2u << 20)
-#define CELLS        8u /* per bucket: one cache line */
 /* Prefetch distance, in events: enough to cover a cache miss with the work
  * of the events in between (16 and 24 measured no better). */
 #define PREFETCH_AHEAD 8u
@@ -87,73 +85,6 @@
  * original's offset) this many events ahead, so that neither the hash read
  * PREFETCH_AHEAD events ahead nor the check waits for that core. */
 #define EVENT_AHEAD (2u * PREFETCH_AHEAD)
-
-/* A slot is one cache line: the id's first ID_INLINE bytes are in it, the
- * rest of a longer one in the window's `longs` (allocated at the first such
- * id), so that ids of up to 35 bytes (a UUID's 36 characters aside, what
- * producers send) cost a line of the ring each, not one and a half. */
-#define ID_INLINE  35u
-#define LONG_BYTES DEDUP_LONG_ID_BYTES /* >= EVENT_ID_MAX_BYTES - ID_INLINE */
-
-typedef struct dedup_slot {
-    uint64_t hash;
-    uint64_t offset;
-    int64_t time_ns;
-    uint32_t hops; /* full buckets its id passed to reach its cell */
-    uint8_t len;
-    uint8_t id[ID_INLINE];
-} dedup_slot;
-
-_Static_assert(EVENT_ID_MAX_BYTES - ID_INLINE <= LONG_BYTES, "an id's tail fits in longs");
-
-_Static_assert(sizeof(dedup_slot) == DEDUP_SLOT_BYTES, "dedup.h's DEDUP_SLOT_BYTES");
-
-/* CELLS cells: cell i is tag[i] (32 bits of the id's hash, never 0; 0 =
- * never used) and seq[i] (the id's sequence number). Tags apart, so that
- * one look-up compares all eight at once. */
-typedef struct bucket {
-    uint32_t tag[CELLS];
-    uint32_t seq[CELLS];
-} bucket;
-
-_Static_assert(sizeof(bucket) == 64, "a bucket is one cache line");
-
-struct dedup {
-    int64_t window_ns;
-    uint32_t max_entries;
-    uint32_t limit;               /* the ring's largest: max_entries and its slack */
-    dedup_slot *ring;             /* cap slots; count of them from head on */
-    uint8_t (*longs)[LONG_BYTES]; /* cap tails of ids longer than ID_INLINE, or NULL
-                                   * while the window has not seen one */
-    uint8_t *passed;              /* cap flags: ring[i].hops != 0 (eviction reads the
-                                   * slot only then: it is not the one the new id takes) */
-    uint32_t cap, head, count;
-    uint32_t head_seq;   /* the sequence number of ring[head] */
-    bucket *index;       /* nbuckets buckets */
-    uint32_t *over;      /* nbuckets counts: ids in the ring that passed this bucket */
-    uint32_t nbuckets;   /* a power of two; CELLS * nbuckets >= 2 * min(cap, max_entries) */
-    uint32_t popped;     /* intact popped slots just before head (see the top) */
-    uint64_t *evictor;   /* cap: for a popped slot, 1 + the offset of the id whose
-                          * add pushed it out (0: expired, or never popped) */
-    uint64_t commit_off; /* ids added below this offset are stored (dedup_commit) */
-    uint64_t at_risk;    /* 1 + the largest offset of a not yet stored id whose
-                          * eviction's slot was taken (the ring at twice the
-                          * bound): if its take is refused, a stored id is lost */
-    int64_t cutoff;      /* the last expiry's: older ids are not put back */
-    uint64_t evicted;
-    bool lost; /* an id was not remembered (no memory), or one a refused take
-                * may need back was overwritten: see dedup_complete */
-};
-
-/* The ring's room past max_entries for the ids a refused take pushed out:
- * an eighth of the bound, at least 64 ids (or the bound, if smaller). */
-static uint32_t slack_of(uint32_t max_entries)
-{
-    uint32_t slack = max_entries / 8;
-    if (slack < RING_INITIAL)
-        slack = max_entries < RING_INITIAL ? max_entries : RING_INITIAL;
-    return slack > UINT32_MAX - max_entries ? UINT32_MAX - max_entries : slack;
-}
 
 int dedup_create(dedup **out, int64_t window_ns, uint32_t max_entries)
 {
@@ -209,14 +140,6 @@ void dedup_destroy(dedup *d)
         return;
     release(d);
     free(d);
-}
-
-/* The k-th slot from the head (k < cap; no division: cap need not be a
- * power of two). */
-static uint32_t ring_pos(const dedup *d, uint32_t k)
-{
-    uint32_t pos = d->head + k;
-    return pos >= d->cap ? pos - d->cap : pos;
 }
 
 static uint32_t tag_of(uint64_t h)
@@ -775,50 +698,4 @@ void dedup_truncate(dedup *d, uint64_t from)
     while (d->popped > 0 && d->count < d->max_entries &&
            d->ring[d->head == 0 ? d->cap - 1 : d->head - 1].time_ns >= d->cutoff)
         unpop_head(d);
-}
-
-bool dedup_complete(const dedup *d)
-{
-    return !d->lost;
-}
-
-size_t dedup_count(const dedup *d)
-{
-    return d->count;
-}
-
-uint64_t dedup_evicted(const dedup *d)
-{
-    return d->evicted;
-}
-
-size_t dedup_memory(const dedup *d)
-{
-    return sizeof *d +
-           (size_t)d->cap *
-               (sizeof(dedup_slot) + 1 + sizeof(uint64_t) + (d->longs ? LONG_BYTES : 0)) +
-           (size_t)d->nbuckets * (sizeof(bucket) + sizeof(uint32_t));
-}
-
-int64_t dedup_window_ns(const dedup *d)
-{
-    return d->window_ns;
-}
-
-uint32_t dedup_max_entries(const dedup *d)
-{
-    return d->max_entries;
-}
-
-void dedup_entry(const dedup *d, size_t k, uint8_t id[EVENT_ID_MAX_BYTES], size_t *len,
-                 uint64_t *offset, int64_t *time_ns)
-{
-    uint32_t pos = ring_pos(d, (uint32_t)k);
-    const dedup_slot *s = &d->ring[pos];
-    *len = s->len;
-    memcpy(id, s->id, s->len <= ID_INLINE ? s->len : ID_INLINE);
-    if (s->len > ID_INLINE)
-        memcpy(id + ID_INLINE, d->longs[pos], s->len - ID_INLINE);
-    *offset = s->offset;
-    *time_ns = s->time_ns;
 }
