@@ -24,6 +24,31 @@
 
 #include <cmocka.h>
 
+#include <sys/mman.h>
+
+/* Growth that fails part-way (dedup.c's grow_to: three reallocs, then the
+ * ring's mremap): the fail_at-th of those calls from now fails (0: none). */
+void *__real_realloc(void *ptr, size_t n);
+void *__wrap_realloc(void *ptr, size_t n);
+void *__real_mremap(void *old, size_t old_size, size_t new_size, int flags, ...);
+void *__wrap_mremap(void *old, size_t old_size, size_t new_size, int flags, ...);
+
+static int fail_at;
+
+void *__wrap_realloc(void *ptr, size_t n)
+{
+    if (fail_at > 0 && --fail_at == 0)
+        return NULL;
+    return __real_realloc(ptr, n);
+}
+
+void *__wrap_mremap(void *old, size_t old_size, size_t new_size, int flags, ...)
+{
+    if (fail_at > 0 && --fail_at == 0)
+        return MAP_FAILED;
+    return __real_mremap(old, old_size, new_size, flags);
+}
+
 #define ID_MAX 64
 #define SEC    1000000000ll
 
@@ -518,6 +543,60 @@ static void test_same_hash_told_apart_by_bytes(void **state)
     dedup_destroy(d);
 }
 
+/* A growth past the bound that fails at any of its steps leaves the window
+ * as it was: every stored id found at its offset; the take not stored
+ * that needed the room then costs stored ids their place, and a refusal
+ * says so (dedup_complete false) exactly when that happened. */
+static void test_growth_failures(void **state)
+{
+    (void)state;
+    const uint32_t max = 200; /* slack 64 */
+    uint8_t id[ID_MAX];
+    for (int step = 1; step <= 5; step++) {
+        dedup *d;
+        assert_int_equal(dedup_create(&d, 100 * SEC, max), 0);
+        uint64_t off = 0, orig;
+        for (uint64_t c = 0; c < 3 * max; c++, off++) { /* long ids too: longs[] */
+            size_t len = id_of(c, id);
+            assert_int_equal(dedup_check(d, dedup_id_hash(id, len), id, len, off, 1, &orig), 0);
+            dedup_commit(d, off + 1);
+        }
+        size_t before = dedup_memory(d);
+        uint64_t take_first = off;
+        fail_at = step; /* the first growth past the bound fails at this call */
+        for (uint64_t c = 5000; c < 5000 + max / 2; c++, off++) {
+            size_t len = id_of(c, id);
+            assert_int_equal(dedup_check(d, dedup_id_hash(id, len), id, len, off, 2, &orig), 0);
+        }
+        bool failed = fail_at == 0;
+        fail_at = 0;
+        for (uint64_t c = 5000; c < 5000 + max / 2; c++) { /* the take's ids are all there */
+            size_t len = id_of(c, id);
+            assert_int_equal(dedup_find(d, id, len, &orig), 1);
+            assert_int_equal(orig, take_first + (c - 5000));
+        }
+        dedup_truncate(d, take_first);
+        size_t found = 0;
+        for (uint64_t c = 2 * max; c < 3 * max; c++) {
+            size_t len = id_of(c, id);
+            if (dedup_find(d, id, len, &orig)) {
+                assert_int_equal(orig, c);
+                found++;
+            }
+        }
+        if (step <= 4) {
+            assert_true(failed);
+            assert_false(dedup_complete(d)); /* stored ids were lost to the refused take */
+            assert_true(found < max);
+        } else {
+            assert_true(dedup_memory(d) > before); /* four calls: the fifth never came */
+            assert_true(dedup_complete(d));
+            assert_int_equal(found, max);
+        }
+        dedup_destroy(d);
+    }
+}
+
 static void test_lengths_and_bytes(void **state)
 {
     (void)state;
@@ -644,6 +723,7 @@ int main(void)
         cmocka_unit_test(test_refused_takes_grow_wrapped_ring),
         cmocka_unit_test(test_first_long_ids_late),
         cmocka_unit_test(test_same_hash_told_apart_by_bytes),
+        cmocka_unit_test(test_growth_failures),
         cmocka_unit_test(test_lengths_and_bytes),
         cmocka_unit_test(test_check_events_as_one_by_one),
     };
