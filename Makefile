@@ -224,6 +224,8 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/integration/%.o $(TESTLIB_OBJ) $(BUILD)/lib
 $(BUILD)/tests/test_ingest: LDFLAGS += -Wl,--wrap=malloc
 # test_partition_ahead fails thread starts on request (its __wrap_pthread_create).
 $(BUILD)/tests/test_partition_ahead: LDFLAGS += -Wl,--wrap=pthread_create
+# test_dedup fails the window's growth on request (its __wrap_realloc, __wrap_mremap).
+$(BUILD)/tests/test_dedup: LDFLAGS += -Wl,--wrap=realloc -Wl,--wrap=mremap
 # test_partition_shrink fails a resize on request (its __wrap_realloc).
 $(BUILD)/tests/test_partition_shrink: LDFLAGS += -Wl,--wrap=realloc
 

@@ -25,7 +25,9 @@
  * the ids in the ring that passed it that way, and look-ups go on to the
  * next bucket only while it is not 0; the slot keeps how many buckets its
  * id passed (`hops`), so that popping it takes it off those counts. The
- * index is therefore never rebuilt, except when the ring grows. (Sticky
+ * index is therefore never rebuilt, except when the ring grows below the
+ * bound (growth past it keeps the index: it never holds more than
+ * max_entries ids). (Sticky
  * flags with a rebuild when many were set cost more: each rebuild is
  * 100,000 random writes.)
  *
@@ -52,35 +54,29 @@
  * the log at the next start).
  */
 #include "dedup.h"
+#include "dedup_internal.h"
 
 #include "broker.h"
 
 #include "event.h"
-#include "hash.h"
 #include "logging.h"
 #include "pb_errors.h"
 #include "reader.h"
 #include "segment.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/random.h>
-#include <time.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
 
-#define RING_INITIAL 64u
-#define HUGE_PAGE    (2u << 20)
-#define CELLS        8u /* per bucket: one cache line */
 /* Prefetch distance, in events: enough to cover a cache miss with the work
  * of the events in between (16 and 24 measured no better). */
 #define PREFETCH_AHEAD 8u
@@ -89,62 +85,6 @@
  * original's offset) this many events ahead, so that neither the hash read
  * PREFETCH_AHEAD events ahead nor the check waits for that core. */
 #define EVENT_AHEAD (2u * PREFETCH_AHEAD)
-
-typedef struct dedup_slot {
-    uint64_t hash;
-    uint64_t offset;
-    int64_t time_ns;
-    uint32_t hops; /* full buckets its id passed to reach its cell */
-    uint8_t len;
-    uint8_t id[EVENT_ID_MAX_BYTES];
-} dedup_slot;
-
-_Static_assert(sizeof(dedup_slot) == DEDUP_SLOT_BYTES, "dedup.h's DEDUP_SLOT_BYTES");
-
-/* CELLS cells: cell i is tag[i] (32 bits of the id's hash, never 0; 0 =
- * never used) and seq[i] (the id's sequence number). Tags apart, so that
- * one look-up compares all eight at once. */
-typedef struct bucket {
-    uint32_t tag[CELLS];
-    uint32_t seq[CELLS];
-} bucket;
-
-_Static_assert(sizeof(bucket) == 64, "a bucket is one cache line");
-
-struct dedup {
-    int64_t window_ns;
-    uint32_t max_entries;
-    uint32_t limit; /* the ring's largest: max_entries and its slack */
-    dedup_slot *ring; /* cap slots; count of them from head on */
-    uint8_t *passed;  /* cap flags: ring[i].hops != 0 (eviction reads the
-                       * slot only then: it is not the one the new id takes) */
-    uint32_t cap, head, count;
-    uint32_t head_seq; /* the sequence number of ring[head] */
-    bucket *index;     /* nbuckets buckets */
-    uint32_t *over;    /* nbuckets counts: ids in the ring that passed this bucket */
-    uint32_t nbuckets; /* a power of two; CELLS * nbuckets >= 2 * cap */
-    uint32_t popped;  /* intact popped slots just before head (see the top) */
-    uint64_t *evictor; /* cap: for a popped slot, 1 + the offset of the id whose
-                        * add pushed it out (0: expired, or never popped) */
-    uint64_t commit_off; /* ids added below this offset are stored (dedup_commit) */
-    uint64_t at_risk;    /* 1 + the largest offset of a not yet stored id whose
-                          * eviction's slot was taken (the ring at twice the
-                          * bound): if its take is refused, a stored id is lost */
-    int64_t cutoff;   /* the last expiry's: older ids are not put back */
-    uint64_t evicted;
-    bool lost; /* an id was not remembered (no memory), or one a refused take
-                * may need back was overwritten: see dedup_complete */
-};
-
-/* The ring's room past max_entries for the ids a refused take pushed out:
- * an eighth of the bound, at least 64 ids (or the bound, if smaller). */
-static uint32_t slack_of(uint32_t max_entries)
-{
-    uint32_t slack = max_entries / 8;
-    if (slack < RING_INITIAL)
-        slack = max_entries < RING_INITIAL ? max_entries : RING_INITIAL;
-    return slack > UINT32_MAX - max_entries ? UINT32_MAX - max_entries : slack;
-}
 
 int dedup_create(dedup **out, int64_t window_ns, uint32_t max_entries)
 {
@@ -165,14 +105,27 @@ int dedup_create(dedup **out, int64_t window_ns, uint32_t max_entries)
     return 0;
 }
 
+/* The ring's memory: mapped pages, so that it is page-aligned (a slot is
+ * one cache line, not two halves) and grows by mremap, without a copy. */
+static dedup_slot *ring_resize(dedup_slot *ring, uint32_t old_cap, uint32_t cap)
+{
+    size_t bytes = (size_t)cap * sizeof *ring;
+    void *p = ring ? mremap(ring, (size_t)old_cap * sizeof *ring, bytes, MREMAP_MAYMOVE)
+                   : mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
 static void release(dedup *d)
 {
-    free(d->ring);
+    if (d->ring)
+        munmap(d->ring, (size_t)d->cap * sizeof *d->ring);
+    free(d->longs);
     free(d->passed);
     free(d->index);
     free(d->over);
     free(d->evictor);
     d->evictor = NULL;
+    d->longs = NULL;
     d->limit = d->max_entries + slack_of(d->max_entries); /* a burst's growth goes too */
     d->ring = NULL;
     d->passed = NULL;
@@ -181,21 +134,12 @@ static void release(dedup *d)
     d->cap = d->head = d->nbuckets = d->popped = 0;
 }
 
-
 void dedup_destroy(dedup *d)
 {
     if (!d)
         return;
     release(d);
     free(d);
-}
-
-/* The k-th slot from the head (k < cap; no division: cap need not be a
- * power of two). */
-static uint32_t ring_pos(const dedup *d, uint32_t k)
-{
-    uint32_t pos = d->head + k;
-    return pos >= d->cap ? pos - d->cap : pos;
 }
 
 static uint32_t tag_of(uint64_t h)
@@ -311,55 +255,82 @@ static void index_fill(dedup *d)
     }
 }
 
-/* Doubles the ring (up to max_entries), linearised from position 0, with
- * an index to match. */
-static int grow_to(dedup *d, uint32_t cap)
+/* The buckets of an index for up to `ids` ids: at least two cells an id. */
+static uint32_t index_buckets(uint32_t ids)
 {
     uint32_t nbuckets = 1;
-    while ((uint64_t)nbuckets * CELLS < (uint64_t)cap * 2)
+    while ((uint64_t)nbuckets * CELLS < (uint64_t)ids * 2)
         nbuckets <<= 1;
-    dedup_slot *ring = malloc((size_t)cap * sizeof *ring);
-    uint8_t *passed = malloc(cap);
-    bucket *index = index_alloc(nbuckets);
-    uint32_t *over = malloc((size_t)nbuckets * sizeof *over);
-    uint64_t *evictor = calloc(cap, sizeof *evictor);
-    if (!ring || !passed || !index || !over || !evictor) {
-        free(ring);
-        free(passed);
-        free(index);
-        free(over);
-        free(evictor);
-        return PB_ENOMEM;
+    return nbuckets;
+}
+
+/* Grows the ring to cap slots in place (realloc: a large ring is remapped,
+ * not copied). Its used region (the popped slots, then the ids) keeps its
+ * ring order: the part that wrapped past the old end moves up to the new
+ * end, so sequence numbers, and the index, stay valid. The index holds at
+ * most min(cap, max_entries) ids (popped slots are not in it): it is made
+ * anew only while the ring is below the bound, never when a take that is
+ * not yet stored makes the ring grow past it. */
+static int grow_to(dedup *d, uint32_t cap)
+{
+    uint32_t nbuckets = index_buckets(cap < d->max_entries ? cap : d->max_entries);
+    bucket *index = NULL;
+    uint32_t *over = NULL;
+    if (nbuckets != d->nbuckets) {
+        index = index_alloc(nbuckets);
+        over = malloc((size_t)nbuckets * sizeof *over);
+        if (!index || !over)
+            goto nomem;
     }
-    /* The popped slots first (dedup_truncate may take them back), then the
-     * ids: linearised from position 0. */
-    uint32_t keep = d->popped;
-    if (keep > cap - d->count)
-        keep = cap - d->count;
-    for (uint32_t k = 0; k < keep; k++) {
-        uint32_t from = (d->head + d->cap - keep + k) % d->cap;
-        ring[k] = d->ring[from];
-        evictor[k] = d->evictor[from];
-        passed[k] = 0; /* not in the new index: unpop_head puts it back */
-    }
-    for (uint32_t k = 0; k < d->count; k++)
-        ring[keep + k] = d->ring[ring_pos(d, k)];
-    free(d->ring);
-    free(d->passed);
-    free(d->index);
-    free(d->over);
-    free(d->evictor);
-    d->ring = ring;
+    /* Each realloc keeps the old contents, the ring's last: a failure
+     * leaves d as it was (its arrays larger than cap says: harmless). */
+    uint8_t *passed = realloc(d->passed, cap);
+    if (!passed)
+        goto nomem;
     d->passed = passed;
-    d->index = index;
-    d->over = over;
+    uint64_t *evictor = realloc(d->evictor, (size_t)cap * sizeof *evictor);
+    if (!evictor)
+        goto nomem;
     d->evictor = evictor;
+    if (d->longs) {
+        uint8_t(*longs)[LONG_BYTES] = realloc(d->longs, (size_t)cap * LONG_BYTES);
+        if (!longs)
+            goto nomem;
+        d->longs = longs;
+    }
+    dedup_slot *ring = ring_resize(d->ring, d->cap, cap);
+    if (!ring)
+        goto nomem;
+    d->ring = ring;
+    assert(((uintptr_t)ring & 63) == 0); /* a slot per cache line */
+    uint32_t old = d->cap, used = d->popped + d->count;
+    uint32_t start = d->head >= d->popped ? d->head - d->popped : d->head + old - d->popped;
+    if (start + (uint64_t)used > old) {
+        uint32_t up = cap - old, n = old - start; /* [start, old) moves up to the end */
+        memmove(&ring[start + up], &ring[start], (size_t)n * sizeof *ring);
+        memmove(&passed[start + up], &passed[start], n);
+        memmove(&evictor[start + up], &evictor[start], (size_t)n * sizeof *evictor);
+        if (d->longs)
+            memmove(&d->longs[start + up], &d->longs[start], (size_t)n * LONG_BYTES);
+        if (d->head >= start)
+            d->head += up;
+    }
     d->cap = cap;
-    d->nbuckets = nbuckets;
-    d->head = keep;
-    d->popped = keep;
-    index_fill(d);
+    if (index) {
+        free(d->index);
+        free(d->over);
+        d->index = index;
+        d->over = over;
+        d->nbuckets = nbuckets;
+        /* The popped slots are not in the new index: unpop_head indexes
+         * them again. */
+        index_fill(d);
+    }
     return 0;
+nomem:
+    free(index);
+    free(over);
+    return PB_ENOMEM;
 }
 
 /* Doubles the ring up to the bound and its slack: memory stays within twice
@@ -371,6 +342,18 @@ static int grow(dedup *d)
     if (cap > d->limit || cap < d->cap)
         cap = d->limit;
     return grow_to(d, cap);
+}
+
+/* Whether slot pos holds id[0..len). */
+static inline bool slot_is(const dedup *d, uint32_t pos, const uint8_t *id, size_t len)
+{
+    const dedup_slot *s = &d->ring[pos];
+    if (s->len != len)
+        return false;
+    if (len <= ID_INLINE)
+        return memcmp(s->id, id, len) == 0;
+    return memcmp(s->id, id, ID_INLINE) == 0 &&
+           memcmp(d->longs[pos], id + ID_INLINE, len - ID_INLINE) == 0;
 }
 
 /* The ring position + 1 of id (hash h), or 0. */
@@ -388,8 +371,7 @@ static uint32_t lookup(const dedup *d, uint64_t h, const uint8_t *id, size_t len
             if (k >= d->count)
                 continue; /* the cell of an id that has left the ring */
             uint32_t pos = ring_pos(d, k);
-            const dedup_slot *s = &d->ring[pos];
-            if (s->len == len && memcmp(s->id, id, len) == 0)
+            if (slot_is(d, pos, id, len))
                 return pos + 1;
         }
         if (!d->over[b])
@@ -398,102 +380,10 @@ static uint32_t lookup(const dedup *d, uint64_t h, const uint8_t *id, size_t len
     return 0;
 }
 
-/* The process's secrets: random, so that publishers cannot pick ids that
- * share a bucket (nor the ids that would zero a multiply below); one pair
- * for all windows, so that ingest can hash an id before it knows the
- * window (dedup_id_hash). `seeded` spares the hot path a call to
- * pthread_once once they are set. */
-static uint64_t secret[2];
-static atomic_bool seeded;
-static pthread_once_t seed_once = PTHREAD_ONCE_INIT;
-
-static void seed_init(void)
-{
-    if (getrandom(secret, sizeof secret, GRND_NONBLOCK) != (ssize_t)sizeof secret) {
-        uint64_t x = (uint64_t)(uintptr_t)&seed_once ^ (uint64_t)time(NULL);
-        secret[0] = hash_mix(x ^ 0x6a09e667f3bcc909ull);
-        secret[1] = hash_mix(x ^ 0xbb67ae8584caa73bull);
-    }
-    atomic_store_explicit(&seeded, true, memory_order_release);
-}
-
-#ifdef __SIZEOF_INT128__
-/* The id hash: wyhash's construction (public domain) under the process's
- * secrets: 16 bytes per 64x64->128-bit multiply; an id of up to 16 bytes
- * takes two multiplies in all, one of up to 32 bytes three (hash_bytes,
- * one 8-byte word per mix of two multiplies, showed in the loop thread's
- * profile). */
-static inline void mul128(uint64_t *a, uint64_t *b)
-{
-    __uint128_t r = (__uint128_t)*a * *b;
-    *a = (uint64_t)r;
-    *b = (uint64_t)(r >> 64);
-}
-
-static inline uint64_t mul_fold(uint64_t a, uint64_t b)
-{
-    mul128(&a, &b);
-    return a ^ b;
-}
-
-static inline uint64_t rd8(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
-}
-
-static inline uint64_t rd4(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
-static uint64_t id_hash(const uint8_t *p, size_t len)
-{
-    uint64_t a, b, s = secret[0];
-    if (len <= 16) {
-        if (len >= 4) {
-            size_t q = (len >> 3) << 2; /* 0 or 4: the halves overlap below 8 bytes */
-            a = rd4(p) << 32 | rd4(p + q);
-            b = rd4(p + len - 4) << 32 | rd4(p + len - 4 - q);
-        } else if (len > 0) {
-            a = (uint64_t)p[0] << 16 | (uint64_t)p[len >> 1] << 8 | p[len - 1];
-            b = 0;
-        } else {
-            a = b = 0;
-        }
-    } else {
-        size_t i = len;
-        for (; i > 16; i -= 16, p += 16)
-            s = mul_fold(rd8(p) ^ secret[1], rd8(p + 8) ^ s);
-        a = rd8(p + i - 16); /* the last 16 bytes, overlapping what was read */
-        b = rd8(p + i - 8);
-    }
-    a ^= secret[1];
-    b ^= s;
-    mul128(&a, &b);
-    return mul_fold(a ^ secret[0] ^ len, b ^ secret[1]);
-}
-#else
-static uint64_t id_hash(const uint8_t *p, size_t len)
-{
-    return hash_bytes(secret[0], p, len);
-}
-#endif
-
-uint64_t dedup_id_hash(const uint8_t *id, size_t len)
-{
-    if (!atomic_load_explicit(&seeded, memory_order_acquire))
-        pthread_once(&seed_once, seed_init);
-    return id_hash(id, len);
-}
-
 /* Brings what the check of an id of hash h `ahead` checks from now will
  * touch into the cache: its index bucket, the bucket's count, and the slot
  * it will take if it is new (once the window is full that slot was last
- * written max_entries ids ago, long out of the cache, and a 96-byte store
+ * written max_entries ids ago, long out of the cache, and a 64-byte store
  * to it would wait for its lines). Always inlined: GCC takes a function
  * that only prefetches for one without effect, and drops its calls. */
 static inline __attribute__((always_inline)) void prefetch_check(const dedup *d, uint64_t h,
@@ -574,6 +464,14 @@ static inline int add(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint6
             return PB_ENOMEM;
         }
     }
+    if (len > ID_INLINE && !d->longs) {
+        /* The first long id: room for the tails of all the ring's slots. */
+        d->longs = malloc((size_t)d->cap * LONG_BYTES);
+        if (!d->longs) {
+            d->lost = true;
+            return PB_ENOMEM;
+        }
+    }
     if (d->count == d->max_entries) {
         /* The window is full: the oldest id goes early. Popping only frees
          * cells, so home_free stays true. */
@@ -610,7 +508,12 @@ static inline int add(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint6
     s->offset = offset;
     s->time_ns = time_ns;
     s->len = (uint8_t)len;
-    copy_id(s->id, id, len);
+    if (len <= ID_INLINE) {
+        copy_id(s->id, id, len);
+    } else {
+        copy_id(s->id, id, ID_INLINE);
+        copy_id(d->longs[pos], id + ID_INLINE, len - ID_INLINE);
+    }
     if (home_free) {
         bucket *bk = &d->index[(uint32_t)h & (d->nbuckets - 1)];
         unsigned i = (unsigned)__builtin_ctz(home_free);
@@ -660,9 +563,9 @@ static inline int check(dedup *d, uint64_t h, const uint8_t *id, size_t len, uin
                 uint32_t k = bk->seq[__builtin_ctz(m)] - d->head_seq;
                 if (k >= d->count)
                     continue; /* the cell of an id that has left the ring */
-                const dedup_slot *s = &d->ring[ring_pos(d, k)];
-                if (s->len == len && memcmp(s->id, id, len) == 0) {
-                    *original = s->offset;
+                uint32_t pos = ring_pos(d, k);
+                if (slot_is(d, pos, id, len)) {
+                    *original = d->ring[pos].offset;
                     return 1;
                 }
             }
@@ -795,45 +698,4 @@ void dedup_truncate(dedup *d, uint64_t from)
     while (d->popped > 0 && d->count < d->max_entries &&
            d->ring[d->head == 0 ? d->cap - 1 : d->head - 1].time_ns >= d->cutoff)
         unpop_head(d);
-}
-
-bool dedup_complete(const dedup *d)
-{
-    return !d->lost;
-}
-
-size_t dedup_count(const dedup *d)
-{
-    return d->count;
-}
-
-uint64_t dedup_evicted(const dedup *d)
-{
-    return d->evicted;
-}
-
-size_t dedup_memory(const dedup *d)
-{
-    return sizeof *d + (size_t)d->cap * (sizeof(dedup_slot) + 1 + sizeof(uint64_t)) +
-           (size_t)d->nbuckets * (sizeof(bucket) + sizeof(uint32_t));
-}
-
-int64_t dedup_window_ns(const dedup *d)
-{
-    return d->window_ns;
-}
-
-uint32_t dedup_max_entries(const dedup *d)
-{
-    return d->max_entries;
-}
-
-void dedup_entry(const dedup *d, size_t k, const uint8_t **id, size_t *len, uint64_t *offset,
-                 int64_t *time_ns)
-{
-    const dedup_slot *s = &d->ring[ring_pos(d, (uint32_t)k)];
-    *id = s->id;
-    *len = s->len;
-    *offset = s->offset;
-    *time_ns = s->time_ns;
 }

@@ -11,16 +11,20 @@
  * Times come from the caller (the partition's clock, injected in tests):
  * nothing here reads a clock.
  *
- * Memory: entries are fixed slots of DEDUP_SLOT_BYTES (id up to 64 bytes)
- * in a ring that grows by doubling, as ids arrive, up to max_entries and
- * an eighth more (room for the ids a take that is not stored pushed out:
+ * Memory: entries are fixed slots of DEDUP_SLOT_BYTES (the id's first 35
+ * bytes; once the window has held a longer id, DEDUP_LONG_ID_BYTES more per
+ * slot for the rest of such ids, up to 64 bytes) in a ring that grows by doubling, as ids arrive,
+ * up to max_entries and an eighth more (room for the ids a take that is not stored pushed out:
  * dedup_truncate puts them back; while takes not yet stored push out more
  * than that, it grows further, up to twice max_entries, and keeps that
  * size until the window empties), plus the offset that pushed each slot
- * out (8 bytes), a hash index of two to four 8-byte cells per slot in
- * buckets of one cache line, and a 4-byte count per bucket: ~121-138 bytes
- * per slot, the slots at most twice the ids held (and the slack; 64 at
- * least). Forgetting an id (expiry, the bound) costs nothing in the index (dedup.c). Nothing is
+ * out (8 bytes), a hash index of two to four 8-byte cells per slot (up to
+ * max_entries slots: the ids held never exceed it, so the ring's growth
+ * past the bound neither enlarges nor rebuilds the index) in buckets of
+ * one cache line, and a 4-byte count per bucket: ~90-107 bytes per slot
+ * below the bound (122-139 with long ids), the slots at most twice the ids
+ * held (and the slack; 64 at least). Forgetting an id (expiry, the bound)
+ * costs nothing in the index (dedup.c). Nothing is
  * allocated until the first id, so a partition whose events carry no id
  * pays nothing.
  *
@@ -41,15 +45,18 @@
 #ifndef PB_DEDUP_H
 #define PB_DEDUP_H
 
+#include "event.h"
 #include "fileio.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-/* Memory per remembered id: its slot (96 bytes) and two to four 8-byte
- * index cells (with a 4-byte count per 8 cells). */
-#define DEDUP_SLOT_BYTES 96u
+/* Memory per remembered id: its slot (64 bytes: the id's first 35 bytes;
+ * 32 more per slot once the window has held a longer id) and two to four
+ * 8-byte index cells (with a 4-byte count per 8 cells). */
+#define DEDUP_SLOT_BYTES    64u
+#define DEDUP_LONG_ID_BYTES 32u
 
 typedef struct dedup dedup;
 
@@ -126,10 +133,10 @@ uint32_t dedup_max_entries(const dedup *d);
 int dedup_rebuild(dedup *d, const fileio *io, const char *dir, const char *name, int64_t now_ns,
                   uint64_t from_offset, uint64_t end_offset);
 
-/* The k-th id from the oldest (k < dedup_count(d)): its bytes (in the
- * window, valid until it changes), offset and receive time. */
-void dedup_entry(const dedup *d, size_t k, const uint8_t **id, size_t *len, uint64_t *offset,
-                 int64_t *time_ns);
+/* The k-th id from the oldest (k < dedup_count(d)): its bytes (copied
+ * into id), length, offset and receive time. */
+void dedup_entry(const dedup *d, size_t k, uint8_t id[EVENT_ID_MAX_BYTES], size_t *len,
+                 uint64_t *offset, int64_t *time_ns);
 
 /* The window saved at a clean stop (dedup_snap.c, FORMAT.md Part B): start-up
  * then reads only the records appended after it. */

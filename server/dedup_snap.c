@@ -22,10 +22,9 @@
  * record at covered - 1 has the receive time `anchor_ns` (a snapshot with
  * no entry is tied to its log by that alone), and the log's record at the
  * newest entry's offset carries that entry's id and receive time (a log
- * that lost records it covers, or another log, fails that); anything else is logged and the window is rebuilt from the log as
- * without a snapshot. A crash after more records were appended leaves the
- * old snapshot, whose `covered` is then below the end: those records are
- * read from the log.
+ * that lost records it covers, or another log, fails that); anything else is logged and the window
+ * is rebuilt from the log as without a snapshot. A crash after more records were appended leaves
+ * the old snapshot, whose `covered` is then below the end: those records are read from the log.
  *
  * Threads: whichever thread opens or closes the partition.
  */
@@ -86,11 +85,11 @@ static uint8_t *encode(const dedup *d, uint64_t covered, int64_t anchor_ns, size
 {
     size_t count = dedup_count(d), bytes = HEADER_BYTES + 4;
     for (size_t k = 0; k < count; k++) {
-        const uint8_t *id;
+        uint8_t id[EVENT_ID_MAX_BYTES];
         size_t idlen;
         uint64_t off;
         int64_t t;
-        dedup_entry(d, k, &id, &idlen, &off, &t);
+        dedup_entry(d, k, id, &idlen, &off, &t);
         bytes += ENTRY_FIXED + idlen;
     }
     uint8_t *buf = malloc(bytes), *p = buf;
@@ -104,11 +103,11 @@ static uint8_t *encode(const dedup *d, uint64_t covered, int64_t anchor_ns, size
     put_u64(p + 32, (uint64_t)anchor_ns);
     p += HEADER_BYTES;
     for (size_t k = 0; k < count; k++) {
-        const uint8_t *id;
+        uint8_t id[EVENT_ID_MAX_BYTES];
         size_t idlen;
         uint64_t off;
         int64_t t;
-        dedup_entry(d, k, &id, &idlen, &off, &t);
+        dedup_entry(d, k, id, &idlen, &off, &t);
         put_u64(p, off);
         put_u64(p + 8, (uint64_t)t);
         p[16] = (uint8_t)idlen;
@@ -164,8 +163,8 @@ int dedup_save(const dedup *d, const fileio *io, const char *dir, uint64_t cover
     int rc = 0, fd = -1;
     /* What ties the snapshot to this log: the receive time of the last
      * record it covers. */
-    if (covered > 0 && with_record(io, dir, covered - 1, record_time, &anchor_ns, why,
-                                   sizeof why) < 0) {
+    if (covered > 0 &&
+        with_record(io, dir, covered - 1, record_time, &anchor_ns, why, sizeof why) < 0) {
         logging_printf(LOG_ERROR, "%s: no %s written: %s", dir, DEDUP_SNAPSHOT_NAME, why);
         (void)io->unlink(io, path); /* an older one would not fit the log any more */
         return PB_ECORRUPT;

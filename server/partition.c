@@ -292,16 +292,23 @@ void partition_submit(partition *p, pub_part *part)
     else
         p->head = part;
     p->tail = part;
-    if (p->ahead.state == AHEAD_WORK)
-        pthread_cond_broadcast(&p->ahead.cv); /* the helper takes it (partition_ahead.c) */
+    bool ahead = p->ahead.state == AHEAD_WORK; /* the helper takes it (partition_ahead.c) */
     if (p->running) {
         /* The writer only waits on an empty queue, so only the first part
-         * wakes it. */
+         * wakes it. The helper is woken after the unlock: woken under the
+         * lock, it would at once wait for it again (a second sleep and
+         * wake-up at each submit; the partition outlives its submitters,
+         * store.c). The writer's wake stays under the lock: moved out too,
+         * the plain publish path measured no better. */
         if (was_empty)
             pthread_cond_signal(&p->wake);
         pthread_mutex_unlock(&p->lock);
+        if (ahead)
+            pthread_cond_broadcast(&p->ahead.cv);
         return;
     }
+    if (ahead)
+        pthread_cond_broadcast(&p->ahead.cv);
     int rc = wake_dormant(p);
     if (rc == 0) {
         pthread_mutex_unlock(&p->lock);

@@ -24,6 +24,31 @@
 
 #include <cmocka.h>
 
+#include <sys/mman.h>
+
+/* Growth that fails part-way (dedup.c's grow_to: three reallocs, then the
+ * ring's mremap): the fail_at-th of those calls from now fails (0: none). */
+void *__real_realloc(void *ptr, size_t n);
+void *__wrap_realloc(void *ptr, size_t n);
+void *__real_mremap(void *old, size_t old_size, size_t new_size, int flags, ...);
+void *__wrap_mremap(void *old, size_t old_size, size_t new_size, int flags, ...);
+
+static int fail_at;
+
+void *__wrap_realloc(void *ptr, size_t n)
+{
+    if (fail_at > 0 && --fail_at == 0)
+        return NULL;
+    return __real_realloc(ptr, n);
+}
+
+void *__wrap_mremap(void *old, size_t old_size, size_t new_size, int flags, ...)
+{
+    if (fail_at > 0 && --fail_at == 0)
+        return MAP_FAILED;
+    return __real_mremap(old, old_size, new_size, flags);
+}
+
 #define ID_MAX 64
 #define SEC    1000000000ll
 
@@ -104,7 +129,9 @@ static void model_push(model *m, uint64_t c, uint64_t offset, int64_t t)
         if (m->popped >= m->room - model_count(m) &&
             at(m, m->head - m->popped)->evictor > m->commit_off) {
             uint64_t most = 2ull * m->max; /* dedup.c: at most twice the bound */
-            m->room = m->room + m->slack < most ? m->room + m->slack : most > m->room ? most : m->room;
+            m->room = m->room + m->slack < most ? m->room + m->slack
+                      : most > m->room          ? most
+                                                : m->room;
         }
     }
     m->where[c] = m->tail;
@@ -336,6 +363,240 @@ static void test_refused_take_larger_than_slack(void **state)
     dedup_destroy(d);
 }
 
+/* The ring grows in place (dedup.c's grow_to) wherever its head is: its
+ * used region wrapped past the end or not, the popped slots on either side
+ * of it. For every phase, a full window of acked takes, then takes not yet
+ * stored that push out more than the slack (the ring grows past the bound,
+ * once or several times) and are refused: every stored id is found again
+ * with its offset, none of the refused ones is, and the window still
+ * admits and evicts correctly afterwards. */
+static void test_refused_takes_grow_wrapped_ring(void **state)
+{
+    (void)state;
+    const uint32_t max = 1000; /* slack 125: the ring holds 1125 below twice the bound */
+    const uint32_t takes[] = {130, 400, 850}; /* 1000 + 850 < twice the bound */
+    uint8_t id[ID_MAX];
+    uint64_t orig;
+    for (uint32_t phase = 0; phase < 1125; phase += 61) {
+        for (size_t t = 0; t < sizeof takes / sizeof *takes; t++) {
+            dedup *d;
+            assert_int_equal(dedup_create(&d, 100 * SEC, max), 0);
+            uint64_t off = 0, c = 0;
+            for (; c < 2 * max + phase; c++, off++) {
+                size_t len = id_of(c, id);
+                assert_int_equal(dedup_check(d, dedup_id_hash(id, len), id, len, off, 1, &orig), 0);
+                if (off % 50 == 49)
+                    dedup_commit(d, off + 1);
+            }
+            dedup_commit(d, off);
+            uint64_t stored_end = c, take_first = off;
+            /* Two takes not stored: the one being written, the one ahead. */
+            for (uint64_t k = 0; k < takes[t]; k++, c++, off++) {
+                size_t len = id_of(c, id);
+                assert_int_equal(dedup_check(d, dedup_id_hash(id, len), id, len, off, 2, &orig), 0);
+            }
+            dedup_truncate(d, take_first);
+            assert_int_equal(dedup_count(d), max);
+            assert_true(dedup_complete(d));
+            for (uint64_t s = stored_end - max; s < stored_end; s++) {
+                size_t len = id_of(s, id);
+                assert_int_equal(dedup_find(d, id, len, &orig), 1);
+                assert_int_equal(orig, s);
+            }
+            for (uint64_t s = stored_end; s < c; s++) {
+                size_t len = id_of(s, id);
+                assert_int_equal(dedup_find(d, id, len, &orig), 0);
+            }
+            /* Afterwards: retries of the newest stored ids are duplicates,
+             * new ids are admitted at the refused take's offsets. */
+            off = take_first;
+            for (uint64_t s = stored_end - 10; s < stored_end + 2 * max; s++) {
+                size_t len = id_of(s, id);
+                int rc = dedup_check(d, dedup_id_hash(id, len), id, len, off, 3, &orig);
+                if (s < stored_end) {
+                    assert_int_equal(rc, 1);
+                    assert_int_equal(orig, s);
+                } else {
+                    assert_int_equal(rc, 0);
+                    off++;
+                }
+            }
+            dedup_commit(d, off);
+            assert_int_equal(dedup_count(d), max);
+            dedup_destroy(d);
+        }
+    }
+}
+
+/* Ids longer than a slot holds (35 bytes) arrive only after a long run of
+ * short ones: the ring's tails are allocated then, whatever its state (full,
+ * wrapped, with popped slots a refused take gives back). Ids that differ
+ * only past byte 35 are different ids. */
+static void test_first_long_ids_late(void **state)
+{
+    (void)state;
+    dedup *d;
+    const uint32_t max = 100;
+    assert_int_equal(dedup_create(&d, 100 * SEC, max), 0);
+    uint8_t id[ID_MAX];
+    uint64_t off = 0, orig;
+    for (uint64_t c = 0; c < 1000; c++, off++) {
+        memset(id, 'a', 8);
+        memcpy(id, &c, sizeof c);
+        assert_int_equal(dedup_check(d, dedup_id_hash(id, 8), id, 8, off, 1, &orig), 0);
+        dedup_commit(d, off + 1);
+    }
+    /* A take of long ids, not stored: the short ones come back (a take
+     * of up to the bound: the ring grows to twice it at most). */
+    uint64_t take_first = off;
+    for (uint64_t c = 0; c < 90; c++, off++) {
+        memset(id, 'b', ID_MAX);
+        memcpy(id + 50, &c, sizeof c); /* only the tail differs */
+        assert_int_equal(dedup_check(d, dedup_id_hash(id, 60), id, 60, off, 2, &orig), 0);
+    }
+    dedup_truncate(d, take_first);
+    for (uint64_t c = 900; c < 1000; c++) {
+        memset(id, 'a', 8);
+        memcpy(id, &c, sizeof c);
+        assert_int_equal(dedup_find(d, id, 8, &orig), 1);
+        assert_int_equal(orig, c);
+    }
+    /* Stored this time: each found by its whole id, its tail included. */
+    off = take_first;
+    for (uint64_t c = 0; c < 150; c++, off++) {
+        memset(id, 'b', ID_MAX);
+        memcpy(id + 50, &c, sizeof c);
+        assert_int_equal(dedup_check(d, dedup_id_hash(id, 60), id, 60, off, 3, &orig), 0);
+    }
+    dedup_commit(d, off);
+    for (uint64_t c = 50; c < 150; c++) {
+        memset(id, 'b', ID_MAX);
+        memcpy(id + 50, &c, sizeof c);
+        assert_int_equal(dedup_find(d, id, 60, &orig), 1);
+        assert_int_equal(orig, take_first + c);
+        size_t len;
+        uint8_t back[ID_MAX];
+        uint64_t o;
+        int64_t t;
+        dedup_entry(d, (size_t)(c - 50), back, &len, &o, &t);
+        assert_int_equal(len, 60);
+        assert_memory_equal(back, id, 60);
+        assert_int_equal(o, take_first + c);
+        id[59] ^= 1; /* the last byte counts */
+        assert_int_equal(dedup_find(d, id, 60, &orig), 0);
+    }
+    assert_true(dedup_complete(d));
+    dedup_destroy(d);
+}
+
+/* Ids that share their hash (forced: dedup_check takes it) are told apart
+ * by their bytes alone: inline ones and the tails of long ones (past byte
+ * 35), also after the ring grew past the bound (the tails moved) and after
+ * a refused take gave popped slots back. */
+static void test_same_hash_told_apart_by_bytes(void **state)
+{
+    (void)state;
+    enum { N = 6 };
+    static const size_t lens[N] = {60, 60, 60, 59, 20, 20};
+    uint8_t ids[N][ID_MAX];
+    for (int i = 0; i < N; i++)
+        memset(ids[i], 'u', ID_MAX);
+    ids[1][59] ^= 1; /* the tail's last byte */
+    ids[2][10] ^= 1; /* an inline byte */
+    ids[5][19] ^= 1;
+    const uint64_t h = 42; /* one bucket, one tag for all */
+    dedup *d;
+    const uint32_t max = 100;
+    assert_int_equal(dedup_create(&d, 100 * SEC, max), 0);
+    uint64_t off = 0, orig;
+    for (int i = 0; i < N; i++, off++)
+        assert_int_equal(dedup_check(d, h, ids[i], lens[i], off, 1, &orig), 0);
+    dedup_commit(d, off);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(dedup_check(d, h, ids[i], lens[i], 1000, 1, &orig), 1);
+        assert_int_equal(orig, (uint64_t)i);
+    }
+    /* Fill the window (acked), so that the six are the oldest... */
+    uint8_t id[ID_MAX];
+    for (uint64_t c = 0; c < max - N; c++, off++) {
+        size_t len = id_of(c, id);
+        assert_int_equal(dedup_check(d, dedup_id_hash(id, len), id, len, off, 2, &orig), 0);
+    }
+    dedup_commit(d, off);
+    /* ... then a take not stored pushes them out, the ring growing past
+     * the bound, and is refused: they come back, still told apart. */
+    uint64_t take_first = off;
+    for (uint64_t c = 1000; c < 1000 + max; c++, off++) {
+        size_t len = id_of(c, id);
+        assert_int_equal(dedup_check(d, dedup_id_hash(id, len), id, len, off, 3, &orig), 0);
+    }
+    dedup_truncate(d, take_first);
+    assert_true(dedup_complete(d));
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(dedup_check(d, h, ids[i], lens[i], take_first, 3, &orig), 1);
+        assert_int_equal(orig, (uint64_t)i);
+    }
+    uint8_t other[ID_MAX];
+    memcpy(other, ids[0], ID_MAX);
+    other[40] ^= 1; /* another tail: new */
+    assert_int_equal(dedup_check(d, h, other, 60, take_first, 3, &orig), 0);
+    dedup_destroy(d);
+}
+
+/* A growth past the bound that fails at any of its steps leaves the window
+ * as it was: every stored id found at its offset; the take not stored
+ * that needed the room then costs stored ids their place, and a refusal
+ * says so (dedup_complete false) exactly when that happened. */
+static void test_growth_failures(void **state)
+{
+    (void)state;
+    const uint32_t max = 200; /* slack 64 */
+    uint8_t id[ID_MAX];
+    for (int step = 1; step <= 5; step++) {
+        dedup *d;
+        assert_int_equal(dedup_create(&d, 100 * SEC, max), 0);
+        uint64_t off = 0, orig;
+        for (uint64_t c = 0; c < 3 * max; c++, off++) { /* long ids too: longs[] */
+            size_t len = id_of(c, id);
+            assert_int_equal(dedup_check(d, dedup_id_hash(id, len), id, len, off, 1, &orig), 0);
+            dedup_commit(d, off + 1);
+        }
+        size_t before = dedup_memory(d);
+        uint64_t take_first = off;
+        fail_at = step; /* the first growth past the bound fails at this call */
+        for (uint64_t c = 5000; c < 5000 + max / 2; c++, off++) {
+            size_t len = id_of(c, id);
+            assert_int_equal(dedup_check(d, dedup_id_hash(id, len), id, len, off, 2, &orig), 0);
+        }
+        bool failed = fail_at == 0;
+        fail_at = 0;
+        for (uint64_t c = 5000; c < 5000 + max / 2; c++) { /* the take's ids are all there */
+            size_t len = id_of(c, id);
+            assert_int_equal(dedup_find(d, id, len, &orig), 1);
+            assert_int_equal(orig, take_first + (c - 5000));
+        }
+        dedup_truncate(d, take_first);
+        size_t found = 0;
+        for (uint64_t c = 2 * max; c < 3 * max; c++) {
+            size_t len = id_of(c, id);
+            if (dedup_find(d, id, len, &orig)) {
+                assert_int_equal(orig, c);
+                found++;
+            }
+        }
+        if (step <= 4) {
+            assert_true(failed);
+            assert_false(dedup_complete(d)); /* stored ids were lost to the refused take */
+            assert_true(found < max);
+        } else {
+            assert_true(dedup_memory(d) > before); /* four calls: the fifth never came */
+            assert_true(dedup_complete(d));
+            assert_int_equal(found, max);
+        }
+        dedup_destroy(d);
+    }
+}
+
 static void test_lengths_and_bytes(void **state)
 {
     (void)state;
@@ -459,6 +720,10 @@ int main(void)
         cmocka_unit_test(test_model_grow_and_release),
         cmocka_unit_test(test_memory_proportional),
         cmocka_unit_test(test_refused_take_larger_than_slack),
+        cmocka_unit_test(test_refused_takes_grow_wrapped_ring),
+        cmocka_unit_test(test_first_long_ids_late),
+        cmocka_unit_test(test_same_hash_told_apart_by_bytes),
+        cmocka_unit_test(test_growth_failures),
         cmocka_unit_test(test_lengths_and_bytes),
         cmocka_unit_test(test_check_events_as_one_by_one),
     };
