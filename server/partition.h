@@ -101,6 +101,18 @@ int partition_open(partition **out, const char *data_dir, const char *name,
  * done() is called here, with the error. */
 void partition_submit(partition *p, pub_part *part);
 
+/* The most events one take of a partition's queue holds: the writer takes
+ * whole parts (a publisher's batch's share) until the next would pass it
+ * (always at least one part, however large), and leaves the rest queued
+ * for the next take, in order. Bounds what scales with a take: its batch
+ * arrays (partition_bytes_per_event) and its records' copies in the live
+ * queues of the subscriptions (~150 bytes an event of 100 bytes). A
+ * starved writer (a busy machine, a fan-out) otherwise took everything in
+ * flight at once (main.c's MAX_INFLIGHT_BYTES): 30-40k events of 100 B.
+ * Group commit needs no more: one fdatasync per 16,384 events is far below
+ * what a disk takes (README, Performance). */
+#define PARTITION_TAKE_EVENTS 16384u
+
 /* Bytes the writer keeps per event of a take (its own arrays and the
  * log's): what ingest charges a batch for its writers (ingest_charge). */
 size_t partition_bytes_per_event(void);
