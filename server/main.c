@@ -51,11 +51,16 @@
 /* What each partition keeps per topic for START_LAST_N (history depth). */
 #define TOPIC_HISTORY 16
 /* Publish charge (bytes plus per-event state, ingest_charge) queued to the
- * writers before the loop stops reading. 16 MiB is ~50 ms of the disk's
- * fdatasync'd bandwidth, enough to keep group commit fed; 64 MiB measured
- * the same throughput but took the daemon's RSS to ~90 MB with 1 KiB events
- * (tests/bench/run). */
-#define MAX_INFLIGHT_BYTES (16u << 20)
+ * writers before the loop stops reading. 8 MiB is ~10 ms of the disk's
+ * fdatasync'd bandwidth and about two takes of 100 B events
+ * (PARTITION_TAKE_EVENTS, ~420 B charged an event): the one syncing and the
+ * one being written, all that group commit and the pipelined takes use.
+ * 64 MiB measured the same throughput but took the daemon's RSS to ~90 MB
+ * with 1 KiB events; 16 MiB, the same throughput as 8 (publish 100 B and
+ * 1 KiB, the synchronous standby: tests/bench/NOTES.md, "RSS of the
+ * fan-out, third round") but a starved writer's queue held ~39k events of
+ * 100 B, 3-4 MB more at the fan-out's peak. */
+#define MAX_INFLIGHT_BYTES (8u << 20)
 /* How long a graceful stop waits for writers and acks before giving up. */
 #define STOP_DEADLINE_MS 30000
 

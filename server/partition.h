@@ -108,10 +108,11 @@ void partition_submit(partition *p, pub_part *part);
  * arrays (partition_bytes_per_event) and its records' copies in the live
  * queues of the subscriptions (~150 bytes an event of 100 bytes). A
  * starved writer (a busy machine, a fan-out) otherwise took everything in
- * flight at once (main.c's MAX_INFLIGHT_BYTES): 30-40k events of 100 B.
- * Group commit needs no more: one fdatasync per 16,384 events is far below
- * what a disk takes (README, Performance). */
-#define PARTITION_TAKE_EVENTS 16384u
+ * flight at once (main.c's MAX_INFLIGHT_BYTES, 16 MiB then): 30-40k
+ * events of 100 B. Group commit needs no more: one fdatasync per 8,192
+ * events of 100 B is ~0.8 MB, and 1 KiB events reach the in-flight bound
+ * first (publish 100 B and 1 KiB measured the same with 16,384: NOTES.md). */
+#define PARTITION_TAKE_EVENTS 8192u
 
 /* Bytes the writer keeps per event of a take (its own arrays and the
  * log's): what ingest charges a batch for its writers (ingest_charge). */
