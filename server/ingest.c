@@ -94,10 +94,10 @@ static int refuse(ingest_error *e, int code, uint32_t index_plus_one, const char
  * in and zeroed one by one, and a munmap: a quarter of the daemon's CPU
  * when publishing 1 KiB events (perf). A writer's take acks many batches at
  * once, so the cache holds about what is in flight (main.c's
- * MAX_INFLIGHT_BYTES, 8 MiB): memory the publish path used at full speed
+ * MAX_INFLIGHT_BYTES, 16 MiB): memory the publish path used at full speed
  * anyway. Per thread (the loop thread is the only one here). */
 #define BLOCK_CACHE       24
-#define BLOCK_CACHE_BYTES (8u << 20)
+#define BLOCK_CACHE_BYTES (16u << 20)
 #define BLOCK_ROUND       (64u << 10)
 
 typedef struct block {

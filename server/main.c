@@ -51,16 +51,18 @@
 /* What each partition keeps per topic for START_LAST_N (history depth). */
 #define TOPIC_HISTORY 16
 /* Publish charge (bytes plus per-event state, ingest_charge) queued to the
- * writers before the loop stops reading. 8 MiB is ~10 ms of the disk's
- * fdatasync'd bandwidth and about two takes of 100 B events
- * (PARTITION_TAKE_EVENTS, ~420 B charged an event): the one syncing and the
- * one being written, all that group commit and the pipelined takes use.
- * 64 MiB measured the same throughput but took the daemon's RSS to ~90 MB
- * with 1 KiB events; 16 MiB, the same throughput as 8 (publish 100 B and
- * 1 KiB, the synchronous standby: tests/bench/NOTES.md, "RSS of the
- * fan-out, third round") but a starved writer's queue held ~39k events of
- * 100 B, 3-4 MB more at the fan-out's peak. */
-#define MAX_INFLIGHT_BYTES (8u << 20)
+ * writers before the loop stops reading. 16 MiB is ~50 ms of the disk's
+ * fdatasync'd bandwidth, enough to keep group commit fed; 64 MiB measured
+ * the same throughput but took the daemon's RSS to ~90 MB with 1 KiB events
+ * (tests/bench/run); 8 MiB cost publish 1 KiB ~10% (tests/bench/NOTES.md). */
+#define MAX_INFLIGHT_BYTES (16u << 20)
+/* And events: small events reach this first. 20,480 events is two and a
+ * half takes (PARTITION_TAKE_EVENTS): the one syncing, the one being
+ * written and the next; with 16 MiB alone, a starved writer's queue held
+ * ~39k events of 100 B, and the fan-out's peak RSS grew with it (NOTES.md,
+ * "RSS of the fan-out, third round"). 1 KiB events never reach it (16 MiB
+ * is ~12k of them). */
+#define MAX_INFLIGHT_EVENTS 20480u
 /* How long a graceful stop waits for writers and acks before giving up. */
 #define STOP_DEADLINE_MS 30000
 
@@ -625,6 +627,7 @@ static int serve(daemon_state *d, const char *port_file)
         .handshake_timeout_ms = d->cfg.handshake_timeout_ms,
         .max_handshaking = d->cfg.max_handshaking,
         .max_inflight_bytes = MAX_INFLIGHT_BYTES,
+        .max_inflight_events = MAX_INFLIGHT_EVENTS,
         .reply_queue_total_bytes = d->cfg.reply_queue_total_bytes,
         .max_partial_frame_bytes = d->cfg.max_partial_frame_bytes,
         .router = d->router,

@@ -108,10 +108,13 @@ void partition_submit(partition *p, pub_part *part);
  * arrays (partition_bytes_per_event) and its records' copies in the live
  * queues of the subscriptions (~150 bytes an event of 100 bytes). A
  * starved writer (a busy machine, a fan-out) otherwise took everything in
- * flight at once (main.c's MAX_INFLIGHT_BYTES, 16 MiB then): 30-40k
- * events of 100 B. Group commit needs no more: one fdatasync per 8,192
- * events of 100 B is ~0.8 MB, and 1 KiB events reach the in-flight bound
- * first (publish 100 B and 1 KiB measured the same with 16,384: NOTES.md). */
+ * flight at once (main.c's MAX_INFLIGHT_BYTES): 30-40k events of 100 B.
+ * One fdatasync per 8,192 events is ~0.8 MB of 100 B events, 8 MiB of 1 KiB
+ * ones; the publish rates measured within this busy machine's noise of
+ * main's, the fan-out's perhaps a few percent lower (more waker passes:
+ * tests/bench/NOTES.md, "RSS of the fan-out, third round"). Events under
+ * ~32 B make takes below direct_write_bytes (256 KiB): page cache, no
+ * pipelining. */
 #define PARTITION_TAKE_EVENTS 8192u
 
 /* Bytes the writer keeps per event of a take (its own arrays and the
