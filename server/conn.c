@@ -11,8 +11,8 @@
  * of the last of them (pub_batch.replies_after). Those waiting bytes count
  * in the connection's back-pressure bound, like the kernel's write queue.
  *
- * Back-pressure: while more than max_inflight_bytes of publishes wait in the
- * writers' queues, or a connection's unsent replies exceed MAX_PENDING_WRITE,
+ * Back-pressure: while more than max_inflight_bytes (or max_inflight_events
+ * events) of publishes wait in the writers' queues, or a connection's unsent replies exceed MAX_PENDING_WRITE,
  * or all connections' unsent replies exceed reply_queue_total_bytes, the
  * loop stops reading the connections that push past it (those with replies
  * unsent), so a fast publisher or one that never reads its acks cannot grow
@@ -311,7 +311,7 @@ static int conn_may_read(const conn *c)
         n->out_paused = 1; /* charge_reply resumes it */
         return 0;
     }
-    if (n->inflight_bytes > n->opts.max_inflight_bytes && c->inflight > 0)
+    if (c->inflight > 0 && net_inflight_over(n))
         return 0;
     return 1;
 }
@@ -376,6 +376,7 @@ void conn_flush_replies(conn *c)
         }
         n->inflight_batches--;
         n->inflight_bytes -= b->charge;
+        n->inflight_events -= b->nevents;
         c->inflight -= b->charge;
         ingest_free(b);
         conn_release(c);

@@ -17,10 +17,12 @@
  * reading there, since a span peeked while empty reads nothing.)
  *
  * Memory: nothing is preallocated. Entries go into blocks allocated as the
- * queue grows (4 KiB first, doubling up to 64 KiB, or one entry's size);
+ * queue grows (2 KiB first, doubling up to 64 KiB, or one entry's size);
  * the consumer frees a block once it has consumed past it, and when the
- * queue runs empty it keeps at most one small block for the next pushes. So
- * an idle subscription costs a few hundred bytes. Two bounds apply to every
+ * queue runs empty it keeps at most one block of 2 KiB for the next pushes.
+ * So an idle subscription costs a few hundred bytes, and one take's records
+ * cost a subscription about their size (a take is at most
+ * PARTITION_TAKE_EVENTS events), not a doubled block. Two bounds apply to every
  * push: the queue's own `capacity` (bytes of entries, their
  * LIVEQUEUE_ENTRY_OVERHEAD and the padding at block ends), and the budget of
  * the livequeue_pool the queue draws its blocks from, shared by every

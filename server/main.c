@@ -54,8 +54,15 @@
  * writers before the loop stops reading. 16 MiB is ~50 ms of the disk's
  * fdatasync'd bandwidth, enough to keep group commit fed; 64 MiB measured
  * the same throughput but took the daemon's RSS to ~90 MB with 1 KiB events
- * (tests/bench/run). */
+ * (tests/bench/run); 8 MiB cost publish 1 KiB ~10% (tests/bench/NOTES.md). */
 #define MAX_INFLIGHT_BYTES (16u << 20)
+/* And events: small events reach this first. 20,480 events is two and a
+ * half takes (PARTITION_TAKE_EVENTS): the one syncing, the one being
+ * written and the next; with 16 MiB alone, a starved writer's queue held
+ * ~39k events of 100 B, and the fan-out's peak RSS grew with it (NOTES.md,
+ * "RSS of the fan-out, third round"). 1 KiB events never reach it (16 MiB
+ * is ~12k of them). */
+#define MAX_INFLIGHT_EVENTS 20480u
 /* How long a graceful stop waits for writers and acks before giving up. */
 #define STOP_DEADLINE_MS 30000
 
@@ -620,6 +627,7 @@ static int serve(daemon_state *d, const char *port_file)
         .handshake_timeout_ms = d->cfg.handshake_timeout_ms,
         .max_handshaking = d->cfg.max_handshaking,
         .max_inflight_bytes = MAX_INFLIGHT_BYTES,
+        .max_inflight_events = MAX_INFLIGHT_EVENTS,
         .reply_queue_total_bytes = d->cfg.reply_queue_total_bytes,
         .max_partial_frame_bytes = d->cfg.max_partial_frame_bytes,
         .router = d->router,

@@ -43,6 +43,8 @@ typedef struct net_options {
                                          0: max_connections */
     uint64_t max_inflight_bytes;      /* publish charge (ingest_charge) in the writers' queues
                                          before reads pause */
+    uint32_t max_inflight_events;     /* events of those batches before reads pause; 0: no
+                                         bound (small events reach it first) */
     uint64_t reply_queue_total_bytes; /* unsent replies of all connections (with their
                                          allocations) before the reads of those with
                                          some pause; 0: 64 MiB */

@@ -61,6 +61,7 @@ struct net {
     size_t inflight_batches;
     size_t pending_writes; /* replies queued and not yet written, all connections */
     uint64_t inflight_bytes;
+    uint64_t inflight_events; /* events of the batches counted in inflight_bytes */
     uint64_t out_cost;    /* unsent replies of every connection, with their allocations */
     uint64_t rbuf_bytes;  /* receive buffers of every connection (connbuf.c) */
     int out_paused;       /* a connection stopped reading for reply_queue_total_bytes */
@@ -262,5 +263,13 @@ void net_on_wake(uv_async_t *a);
 /* The standby's notify callback (standby_set_notify; ctx is the net): a
  * replication thread saw a ReplicaAck, the loop re-checks. */
 void net_standby_notify(void *ctx);
+
+/* The publishes waiting for the writers are past either bound (bytes, or
+ * events: max_inflight_events; conn.c's back-pressure). */
+static inline bool net_inflight_over(const net *n)
+{
+    return n->inflight_bytes > n->opts.max_inflight_bytes ||
+           (n->opts.max_inflight_events && n->inflight_events > n->opts.max_inflight_events);
+}
 
 #endif

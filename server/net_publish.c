@@ -209,7 +209,7 @@ static void flush_all(net *n, conn *flush)
         conn_release(c);
     }
     /* Connections paused for the global bound may read again. */
-    if (n->inflight_bytes <= n->opts.max_inflight_bytes)
+    if (!net_inflight_over(n))
         for (conn *c = n->conns; c; c = c->next)
             conn_update_reading(c);
 }
@@ -255,6 +255,7 @@ void conn_handle_publish(conn *c, uint64_t id, const uint8_t *body, size_t len)
     c->inflight += b->charge;
     n->inflight_batches++;
     n->inflight_bytes += b->charge;
+    n->inflight_events += b->nevents;
     if (c->rq_tail)
         c->rq_tail->next_reply = b;
     else

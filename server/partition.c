@@ -151,6 +151,27 @@ static void go_idle(partition *p)
         dedup_expire(p->dedup, partition_wall_ns(p)); /* all expired: its memory goes too */
 }
 
+pub_part *partition_detach_take(partition *p, size_t already)
+{
+    pub_part *list = p->head, *last = NULL;
+    size_t n = already;
+    for (pub_part *part = list; part; part = part->next) {
+        if (last || already) {
+            if (n >= PARTITION_TAKE_EVENTS || part->count > PARTITION_TAKE_EVENTS - n)
+                break;
+        }
+        n += part->count;
+        last = part;
+    }
+    if (!last)
+        return NULL;
+    p->head = last->next;
+    if (!p->head)
+        p->tail = NULL;
+    last->next = NULL;
+    return list;
+}
+
 static void *writer_main(void *arg)
 {
     partition *p = arg;
@@ -197,8 +218,7 @@ static void *writer_main(void *arg)
             partition_run_upkeep(p);
             continue;
         }
-        pub_part *taken = p->head;
-        p->head = p->tail = NULL;
+        pub_part *taken = partition_detach_take(p, ahead ? p->ahead.n : 0);
         bool stop = p->stopping && !taken && !ahead;
         if (stop)
             p->exited = true; /* later submits are completed by the submitter */

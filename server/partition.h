@@ -101,6 +101,22 @@ int partition_open(partition **out, const char *data_dir, const char *name,
  * done() is called here, with the error. */
 void partition_submit(partition *p, pub_part *part);
 
+/* The most events one take of a partition's queue holds: the writer takes
+ * whole parts (a publisher's batch's share) until the next would pass it
+ * (always at least one part, however large), and leaves the rest queued
+ * for the next take, in order. Bounds what scales with a take: its batch
+ * arrays (partition_bytes_per_event) and its records' copies in the live
+ * queues of the subscriptions (~150 bytes an event of 100 bytes). A
+ * starved writer (a busy machine, a fan-out) otherwise took everything in
+ * flight at once (main.c's MAX_INFLIGHT_BYTES): 30-40k events of 100 B.
+ * One fdatasync per 8,192 events is ~0.8 MB of 100 B events, 8 MiB of 1 KiB
+ * ones; the publish rates measured within this busy machine's noise of
+ * main's, the fan-out's perhaps a few percent lower (more waker passes:
+ * tests/bench/NOTES.md, "RSS of the fan-out, third round"). Events under
+ * ~32 B make takes below direct_write_bytes (256 KiB): page cache, no
+ * pipelining. */
+#define PARTITION_TAKE_EVENTS 8192u
+
 /* Bytes the writer keeps per event of a take (its own arrays and the
  * log's): what ingest charges a batch for its writers (ingest_charge). */
 size_t partition_bytes_per_event(void);

@@ -99,15 +99,22 @@ static bool oversized(const partition *p, const pub_part *part, size_t suffix_le
 }
 
 /* Lock held: detaches the queue's prefix of parts that may be admitted
- * ahead (no expectations, not a replica's). NULL when there is none; then
- * *blocked says whether the queue starts with a part that may not (the
- * rounds end: nothing after it may go first). */
+ * ahead (no expectations, not a replica's), within the next take's
+ * PARTITION_TAKE_EVENTS (what earlier rounds admitted counts). NULL when
+ * there is none; then *blocked says whether the queue starts with a part
+ * that may not (the rounds end: nothing after it may go first, or the
+ * next take is full). */
 static pub_part *detach_prefix(partition *p, bool *blocked)
 {
     pub_part *list = p->head, *last = NULL;
+    size_t n = p->ahead.n;
     for (pub_part *part = list; part && part->batch->nexpect == 0 && !part->batch->replica;
-         part = part->next)
+         part = part->next) {
+        if ((last || n) && (n >= PARTITION_TAKE_EVENTS || part->count > PARTITION_TAKE_EVENTS - n))
+            break;
+        n += part->count;
         last = part;
+    }
     *blocked = !last && p->head;
     if (!last)
         return NULL;

@@ -141,6 +141,13 @@ struct partition {
     bool topics_warned;
 };
 
+/* Lock held: detaches the front of the queue for one take: whole parts
+ * while the take stays within PARTITION_TAKE_EVENTS events, counting
+ * `already` (events admitted ahead for it); at least one part when already
+ * is 0, however large. NULL when the queue is empty or already is at the
+ * cap. The parts left stay queued, in order. */
+pub_part *partition_detach_take(partition *p, size_t already);
+
 /* CLOCK_MONOTONIC, ns. */
 uint64_t partition_mono_ns(void);
 /* The receive-time clock (opts.log.now_ns, or CLOCK_REALTIME), ns. */

@@ -303,8 +303,9 @@ static void test_grows_on_demand_and_gives_back(void **state)
     assert_int_equal(next, pushed);
     livequeue_consume(q, &sp);
     assert_true(livequeue_empty(q));
-    /* Empty: at most one small block kept. */
-    assert_true(livequeue_allocated(q) <= 16u * 1024 + 64);
+    /* Empty: at most one small block kept (2 KiB: with 1,000 idle
+     * subscriptions, what every one keeps is in the daemon's RSS). */
+    assert_true(livequeue_allocated(q) <= 2048 + 64);
     assert_int_equal(livequeue_pool_used(pool), livequeue_allocated(q));
     livequeue_destroy(q);
     assert_int_equal(livequeue_pool_used(pool), 0);

@@ -18,6 +18,7 @@
 #include "fileio.h"
 #include "metrics.h"
 #include "partition.h"
+#include "partition_internal.h"
 #include "pb_errors.h"
 #include "testfs.h"
 #include "topics.h"
@@ -401,6 +402,81 @@ static void test_ahead_duplicates_and_expectations(void **state)
         free(all[i]);
 }
 
+/* The helper admits ahead at most PARTITION_TAKE_EVENTS events for the next
+ * take (what its rounds admitted counts), however many parts are queued; the
+ * rest waits in the queue; every event is stored once, in queue order. The
+ * parts are queued all at once (under the partition's lock, as
+ * partition_submit does), so one round sees them all. */
+static void test_ahead_stops_at_the_take_cap(void **state)
+{
+    fixture *f = *state;
+    partition *p = open_p(f);
+    tbatch *a0 = make(f, p, (const char *[]){"a0", NULL}, -1);
+    submit(a0);
+    wait_done(a0);
+    close_gate(f);
+    tbatch *a = make(f, p, (const char *[]){"a1", NULL}, -1);
+    submit(a);
+    wait_blocked(f); /* a is admitted, written, held in its fdatasync */
+    enum { N = PARTITION_TAKE_EVENTS / MAX_EVENTS + 100 };
+    tbatch **q = calloc(N, sizeof *q);
+    assert_non_null(q);
+    char ids[MAX_EVENTS][24];
+    const char *list[MAX_EVENTS + 1];
+    for (size_t i = 0; i < N; i++) {
+        for (size_t k = 0; k < MAX_EVENTS; k++) {
+            snprintf(ids[k], sizeof ids[k], "q%zu-%zu", i, k);
+            list[k] = ids[k];
+        }
+        list[MAX_EVENTS] = NULL;
+        q[i] = make(f, p, list, -1);
+        atomic_store(&q[i]->b.pending, 1);
+    }
+    pthread_mutex_lock(&p->lock);
+    for (size_t i = 0; i < N; i++) {
+        q[i]->part.next = NULL;
+        if (p->tail)
+            p->tail->next = &q[i]->part;
+        else
+            p->head = &q[i]->part;
+        p->tail = &q[i]->part;
+    }
+    pthread_cond_broadcast(&p->ahead.cv);
+    pthread_cond_signal(&p->wake);
+    pthread_mutex_unlock(&p->lock);
+    /* Exactly the cap, not the N x 8 queued: read once the helper has
+     * reached it and had time to go on, the gate opened before asserting
+     * (a failed assertion must not leave the writer held). */
+    partition_stats st;
+    for (int i = 0; i < WAIT_LIMITS * 1000; i++) {
+        partition_get_stats(p, &st);
+        if (st.events_ahead >= PARTITION_TAKE_EVENTS)
+            break;
+        nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
+    }
+    nanosleep(&(struct timespec){.tv_nsec = 20000000}, NULL);
+    partition_get_stats(p, &st);
+    open_gate(f);
+    assert_int_equal(st.events_ahead, PARTITION_TAKE_EVENTS);
+    wait_done(q[N - 1]);
+    assert_int_equal(a->part.status, 0);
+    assert_stored(a, 0, 1);
+    uint64_t next = 2;
+    for (size_t i = 0; i < N; i++) {
+        wait_done(q[i]);
+        assert_int_equal(q[i]->part.status, 0);
+        for (size_t k = 0; k < MAX_EVENTS; k++)
+            assert_stored(q[i], k, next++);
+    }
+    assert_int_equal(partition_end_offset(p), next);
+    assert_int_equal(partition_close(p), 0);
+    for (size_t i = 0; i < N; i++)
+        free(q[i]);
+    free(q);
+    free(a0);
+    free(a);
+}
+
 /* The take before the ahead ones is refused before anything is written
  * (its segment cannot be reopened: the log stays usable): the ahead parts
  * are admitted afresh, so an id that was a duplicate of the refused take's
@@ -607,6 +683,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_ahead_duplicates_and_expectations, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ahead_stops_at_the_take_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ahead_discarded_when_take_not_stored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ahead_refused_when_sync_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_helper_start_failure_logged_again, setup, teardown),

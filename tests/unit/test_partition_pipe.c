@@ -134,6 +134,83 @@ static void test_each_take_acked_after_its_own_sync(void **state)
     free(b);
 }
 
+/* Many parts queued at once (all under the queue's lock, from inside take A's
+ * append): the writer takes them in takes of at most PARTITION_TAKE_EVENTS
+ * events, pipelined one behind the other; each part acked once, after the
+ * sync of its own take; offsets in queue order. */
+typedef struct submit_many {
+    partition *p;
+    ph_batch **b;
+    size_t n;
+} submit_many;
+
+static void submit_many_hook(void *arg)
+{
+    submit_many *s = arg;
+    partition *p = s->p;
+    pthread_mutex_lock(&p->lock);
+    for (size_t i = 0; i < s->n; i++) {
+        s->b[i]->part.next = NULL;
+        if (p->tail)
+            p->tail->next = &s->b[i]->part;
+        else
+            p->head = &s->b[i]->part;
+        p->tail = &s->b[i]->part;
+    }
+    pthread_cond_signal(&p->wake);
+    pthread_mutex_unlock(&p->lock);
+}
+
+static void test_long_queue_in_capped_pipelined_takes(void **state)
+{
+    ph_fixture *f = *state;
+    ph_harness *h = &f->h;
+    uint64_t next;
+    partition *p = open_direct(f, &next);
+    if (!p)
+        skip();
+    enum { PER_TAKE = PARTITION_TAKE_EVENTS / BIG, N = PER_TAKE + 8 };
+    ph_batch **b = calloc(N, sizeof *b);
+    assert_non_null(b);
+    for (size_t i = 0; i < N; i++)
+        b[i] = ph_batch_new(h, p, BIG, next + BIG * (i + 1)); /* seq = offset */
+    size_t base = ph_syncs_now(h), before = done_now(h);
+    ph_batch *a = ph_batch_new(h, p, BIG, next);
+    submit_many many = {.p = p, .b = b, .n = N};
+    pthread_mutex_lock(&h->lock);
+    h->write_hook = submit_many_hook;
+    h->write_hook_arg = &many;
+    pthread_mutex_unlock(&h->lock);
+    ph_gate(h, true);
+    partition_submit(p, &a->part);
+    ph_wait_blocked(h); /* A's sync, held */
+    assert_int_equal(done_now(h), before);
+    ph_gate(h, false);
+    ph_wait_done(h, before + 1 + N);
+    assert_int_equal(a->part.status, 0);
+    assert_true(a->syncs_at_done >= base + 1);
+    uint64_t off = next + BIG;
+    for (size_t i = 0; i < N; i++) {
+        assert_int_equal(b[i]->part.status, 0);
+        for (uint32_t k = 0; k < BIG; k++)
+            assert_int_equal(b[i]->ev[k].offset, off++);
+        /* Two takes: the first PER_TAKE parts, then the rest, each acked
+         * after a sync of its own (after A's). */
+        assert_true(b[i]->syncs_at_done > a->syncs_at_done);
+        if (i > 0 && i != PER_TAKE)
+            assert_int_equal(b[i]->syncs_at_done, b[i - 1]->syncs_at_done);
+        else if (i == PER_TAKE)
+            assert_true(b[i]->syncs_at_done > b[i - 1]->syncs_at_done);
+    }
+    assert_int_equal(partition_end_offset(p), off);
+    assert_int_equal(partition_close(p), 0);
+    ph_check_files(f, off);
+    for (size_t i = 0; i < N; i++)
+        free(b[i]);
+    free(b);
+    free(a);
+}
+
 /* Reads offsets 0..end-1 back through the end the partition published. */
 static void check_readable(ph_fixture *f, uint64_t end)
 {
@@ -477,6 +554,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_each_take_acked_after_its_own_sync, ph_setup,
+                                        ph_teardown),
+        cmocka_unit_test_setup_teardown(test_long_queue_in_capped_pipelined_takes, ph_setup,
                                         ph_teardown),
         cmocka_unit_test_setup_teardown(test_failed_sync_fails_the_take_behind, ph_setup,
                                         ph_teardown),
