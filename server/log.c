@@ -390,6 +390,46 @@ void log_seal_all(const pb_log *log, const struct iovec *iov, size_t cnt)
             log_seal_record(iov, cnt, i);
 }
 
+/* Do the sealed records among e[0..n) (log_entry.record) carry the
+ * offsets, times and lengths this log would give them? Checked before
+ * anything is written: a record stored under another header would differ
+ * from the primary's. */
+static bool sealed_fit(const pb_log *log, const log_entry *e, size_t n)
+{
+    int64_t last = log->last_time;
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *h = e[i].record;
+        int64_t t = e[i].time_ns;
+        if (h && (e[i].suffix_len != 0 || pb_load_le32(h + 4) != e[i].len + PB_RECORD_FIXED_LEN ||
+                  pb_load_le64(h + 8) != log->next_offset + i ||
+                  (int64_t)pb_load_le64(h + 16) != t || t < last))
+            return false;
+        if (t > last)
+            last = t; /* as log_append raises an earlier time */
+    }
+    return true;
+}
+
+/* Adds a sealed record's bytes to the write (log->iov[iov_start..iov_n)):
+ * its header and data as one piece when they are contiguous, appended to
+ * the piece before when that ends where it starts. Returns the new iov_n. */
+static size_t add_sealed(pb_log *log, size_t iov_start, size_t iov_n, const log_entry *e)
+{
+    const uint8_t *h = e->record;
+    size_t hlen = PB_RECORD_HEADER_SIZE;
+    bool joined = e->len > 0 && (const uint8_t *)e->data == h + hlen;
+    if (joined)
+        hlen += e->len;
+    struct iovec *prev = iov_n > iov_start ? &log->iov[iov_n - 1] : NULL;
+    if (prev && (const uint8_t *)prev->iov_base + prev->iov_len == h && !log_is_header(log, prev))
+        prev->iov_len += hlen;
+    else
+        log->iov[iov_n++] = (struct iovec){.iov_base = (void *)h, .iov_len = hlen};
+    if (e->len > 0 && !joined)
+        log->iov[iov_n++] = (struct iovec){.iov_base = (void *)e->data, .iov_len = e->len};
+    return iov_n;
+}
+
 int log_append(pb_log *log, const log_entry *e, size_t n, uint64_t *first_offset)
 {
     if (log->failed)
@@ -401,11 +441,16 @@ int log_append(pb_log *log, const log_entry *e, size_t n, uint64_t *first_offset
     }
     if (first_offset)
         *first_offset = log->next_offset;
+    bool sealed = false;
     for (size_t i = 0; i < n; i++) {
         if (e[i].len > log->opt.max_record_bytes ||
             e[i].suffix_len > log->opt.max_record_bytes - e[i].len)
             return PB_ETOOBIG;
+        if (e[i].record)
+            sealed = true;
     }
+    if (sealed && !sealed_fit(log, e, n))
+        return PB_EINVAL;
     size_t chunk = n < APPEND_CHUNK ? n : APPEND_CHUNK;
     if (grow_reserve(&log->hdrs, &log->hdrs_cap, chunk, PB_RECORD_HEADER_SIZE) < 0 ||
         grow_reserve(&log->iov, &log->iov_cap, 3 * chunk, sizeof *log->iov) < 0 ||
@@ -455,6 +500,14 @@ int log_append(pb_log *log, const log_entry *e, size_t n, uint64_t *first_offset
         if (!log->has_records) {
             log->period = log_period_of(log, t);
             log->has_records = true;
+        }
+        if (e[i].record) {
+            iov_n = add_sealed(log, iov_start, iov_n, &e[i]);
+            h_n++; /* counted as a header: bounds the iovecs of one write */
+            pending += rec_size;
+            log->next_offset++;
+            log->last_time = t;
+            continue;
         }
         uint8_t *h = log->hdrs + h_n++ * PB_RECORD_HEADER_SIZE;
         if (log->crc_later)

@@ -77,6 +77,14 @@ typedef struct log_entry {
     const void *suffix;
     size_t suffix_len;
     int64_t time_ns;
+    /* A standby's record as the primary sealed it (its 24-byte header: crc,
+     * length, offset, time_ns), or NULL. Given, it is written as it is (no
+     * header made, no CRC computed): its offset must be the log's next, its
+     * time_ns the entry's and not below the previous record's, its length
+     * len's (suffix empty), else the append fails with PB_EINVAL before
+     * writing anything. A header followed in memory by its data, and records
+     * back to back, go out as one piece of the write. */
+    const uint8_t *record;
 } log_entry;
 
 typedef struct pb_log pb_log;

@@ -345,9 +345,8 @@ static int append_and_sync(partition *p, size_t n, uint64_t *first)
         return rc;
     }
     p->dirty = true;
-    if (p->opts.fsync == PARTITION_FSYNC_ALWAYS ||
-        (p->opts.fsync == PARTITION_FSYNC_INTERVAL &&
-         partition_interval_due(p, partition_mono_ns())))
+    if (p->opts.fsync == PARTITION_FSYNC_ALWAYS || (p->opts.fsync == PARTITION_FSYNC_INTERVAL &&
+                                                    partition_interval_due(p, partition_mono_ns())))
         return partition_sync_log(p);
     return 0;
 }
@@ -739,7 +738,11 @@ static size_t admit_replica(partition *p, pub_part *taken)
         }
         for (uint32_t k = 0; k < part->count; k++, n++, next++) {
             const pub_event *ev = &part->batch->events[part->events[k]];
-            p->entries[n] = (log_entry){.data = ev->data, .len = ev->len, .time_ns = ev->time_ns};
+            p->entries[n] =
+                (log_entry){.data = ev->data,
+                            .len = ev->len,
+                            .time_ns = ev->time_ns,
+                            .record = ev->sealed ? ev->data - PB_RECORD_HEADER_SIZE : NULL};
             p->recs[n] = (live_record){.offset = next,
                                        .time_ns = ev->time_ns,
                                        .topic = ev->topic,
