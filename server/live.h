@@ -12,6 +12,7 @@
 #ifndef PB_LIVE_H
 #define PB_LIVE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* One durable record. The stored event bytes are data followed by suffix
@@ -25,6 +26,10 @@ typedef struct live_record {
     uint32_t len;
     const uint8_t *suffix;
     uint32_t suffix_len;
+    /* The record's CRC32C as stored (has_crc: the writer asked the log for
+     * it), for a replication stream's Records frames. */
+    uint32_t crc;
+    bool has_crc;
 } live_record;
 
 #endif

@@ -430,6 +430,16 @@ static size_t add_sealed(pb_log *log, size_t iov_start, size_t iov_n, const log_
     return iov_n;
 }
 
+/* After the write of records [from, to) (their headers at log->hdrs from
+ * slot 0, sealed by now): each CRC to its entry's crc_out. */
+static void export_crcs(const pb_log *log, const log_entry *e, size_t from, size_t to)
+{
+    for (size_t k = from; k < to; k++)
+        if (e[k].crc_out)
+            *e[k].crc_out = pb_load_le32(
+                e[k].record ? e[k].record : log->hdrs + (k - from) * PB_RECORD_HEADER_SIZE);
+}
+
 int log_append(pb_log *log, const log_entry *e, size_t n, uint64_t *first_offset)
 {
     if (log->failed)
@@ -462,7 +472,8 @@ int log_append(pb_log *log, const log_entry *e, size_t n, uint64_t *first_offset
      * (log_direct.c); flush computes them when the ordinary way is taken. */
     log->crc_later = log->opt.direct_min_bytes > 0 && !log->direct_off;
     size_t iov_start = 0, iov_n = 0, idx_start = 0, idx_n = 0, h_n = 0;
-    uint64_t pending = 0; /* bytes gathered for the active segment */
+    size_t chunk_first = 0; /* the record in header slot 0 */
+    uint64_t pending = 0;   /* bytes gathered for the active segment */
     for (size_t i = 0; i < n; i++) {
         if (h_n == APPEND_CHUNK) {
             /* The arrays are full: what they describe goes out first. */
@@ -470,6 +481,8 @@ int log_append(pb_log *log, const log_entry *e, size_t n, uint64_t *first_offset
                            log->idx_buf + idx_start * PB_INDEX_ENTRY_SIZE, idx_n - idx_start);
             if (rc < 0)
                 return rc;
+            export_crcs(log, e, chunk_first, i);
+            chunk_first = i;
             iov_start = iov_n = idx_start = idx_n = h_n = 0;
             pending = 0;
         }
@@ -532,6 +545,8 @@ int log_append(pb_log *log, const log_entry *e, size_t n, uint64_t *first_offset
     int rc = flush(log, log->iov + iov_start, iov_n - iov_start, pending,
                    log->idx_buf + idx_start * PB_INDEX_ENTRY_SIZE, idx_n - idx_start);
     log->sync_last = false;
+    if (rc == 0)
+        export_crcs(log, e, chunk_first, n);
     return rc;
 }
 

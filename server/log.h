@@ -85,6 +85,10 @@ typedef struct log_entry {
      * writing anything. A header followed in memory by its data, and records
      * back to back, go out as one piece of the write. */
     const uint8_t *record;
+    /* Where the record's CRC32C goes once the append succeeded (NULL: not
+     * wanted): a primary's replication sends it along (FORMAT.md 4.11)
+     * instead of computing it again. */
+    uint32_t *crc_out;
 } log_entry;
 
 typedef struct pb_log pb_log;

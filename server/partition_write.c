@@ -325,10 +325,20 @@ static void count_appended(partition *p, const live_record *recs, size_t n)
  * the fsync policy says; *first gets the offset of the first. 0, or the
  * error the whole take is answered with (the partition is marked failed
  * when the log is). */
+/* The append is to fill in each record's CRC (live_record.crc, sent along
+ * by a replication stream). Set just before the append: the arrays may
+ * move while a take is admitted (admission ahead, then reserve). */
+static void want_crcs(partition *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        p->entries[i].crc_out = &p->recs[i].crc;
+}
+
 static int append_and_sync(partition *p, size_t n, uint64_t *first)
 {
     if (n == 0)
         return 0;
+    want_crcs(p, n);
     int rc = log_append(p->log, p->entries, n, first);
     if (rc < 0 && log_status(p->log) == 0) {
         /* Refused before writing anything (an event over the record limit
@@ -648,6 +658,7 @@ static void write_pipelined(partition *p, const expect_take *x, pub_part *all, s
     uint64_t first = x->next;
     t->early = false;
     void (*synced)(void *) = t->on ? pending_synced : NULL;
+    want_crcs(p, n);
     int rc = n > 0 ? log_append_sync(p->log, p->entries, n, &first, synced, p) : 0;
     int prev = t->early_rc;
     if (!t->early) {
@@ -748,7 +759,8 @@ static size_t admit_replica(partition *p, pub_part *taken)
                                        .topic = ev->topic,
                                        .topic_len = ev->topic_len,
                                        .data = ev->data,
-                                       .len = ev->len};
+                                       .len = ev->len,
+                                       .has_crc = true};
             if (ev->time_ns > p->last_time_ns)
                 p->last_time_ns = ev->time_ns;
         }
@@ -794,6 +806,7 @@ void partition_write_replica_take(partition *p, pub_part *taken)
     uint64_t first = log_next_offset(p->log);
     if (n > 0) {
         p->window_partial = true; /* their ids are read from the log at start-up */
+        want_crcs(p, n);
         rc = log_append(p->log, p->entries, n, NULL);
         if (rc < 0 && log_status(p->log) < 0) {
             partition_set_failed(p, rc, "write");

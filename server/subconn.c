@@ -318,7 +318,7 @@ int subconn_event(subconn *c, const char *partition, size_t partition_len, uint6
 }
 
 int subconn_record(subconn *c, const char *partition, size_t partition_len, uint64_t offset,
-                   int64_t time_ns, const uint8_t *event, size_t len)
+                   int64_t time_ns, const uint8_t *event, size_t len, const uint32_t *crc)
 {
     size_t size = PB_RECORD_HEADER_SIZE + len;
     size_t hmax = RECRUN_HEADER_MAX(partition_len);
@@ -342,7 +342,12 @@ int subconn_record(subconn *c, const char *partition, size_t partition_len, uint
         return rc;
     }
     uint8_t *at = c->out + c->out_len;
-    (void)record_encode_header(at, offset, time_ns, event, len, NULL, 0);
+    if (crc) {
+        (void)record_encode_fields(at, offset, time_ns, len);
+        pb_store_le32(at, *crc);
+    } else {
+        (void)record_encode_header(at, offset, time_ns, event, len, NULL, 0);
+    }
     memcpy(at + PB_RECORD_HEADER_SIZE, event, len);
     c->out_len += size;
     c->run_next = offset + 1;

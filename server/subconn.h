@@ -117,10 +117,11 @@ int subconn_event(subconn *c, const char *partition, size_t partition_len, uint6
  * time_ns, CRC32C: byte for byte the primary's segment record), to the
  * Records frame being filled when it is of the same partition (the same
  * pointer) and the next offset there, else to a new one. A frame stays
- * within OUT_CAP; a record too large for one goes as an Event frame. Same
+ * within OUT_CAP; a record too large for one goes as an Event frame. crc:
+ * the record's CRC32C as the writer computed it (NULL: computed here). Same
  * returns as subconn_flush. */
 int subconn_record(subconn *c, const char *partition, size_t partition_len, uint64_t offset,
-                   int64_t time_ns, const uint8_t *event, size_t len);
+                   int64_t time_ns, const uint8_t *event, size_t len, const uint32_t *crc);
 
 /*
  * The waker's fast path (subrun_fast.c), while the thread sleeps: writes

@@ -377,7 +377,7 @@ static int send_live(sub *s, part_state *st, const lq_entry *e)
 {
     if (s->req->replicate && s->req->replicate_records)
         return subconn_record(&s->conn, st->name, st->name_len, e->offset, e->time_ns, e->data,
-                              e->len);
+                              e->len, e->has_crc ? &e->crc : NULL);
     return subconn_event(&s->conn, st->name, st->name_len, e->offset, e->data, e->len);
 }
 

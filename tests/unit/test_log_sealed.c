@@ -6,7 +6,8 @@
  * files identical byte for byte from position 40 on, through the page
  * cache and with direct writes; a sealed record whose header does not fit
  * (offset, time going back, length, a suffix) is refused with PB_EINVAL
- * before anything of the append is written, and the log goes on. */
+ * before anything of the append is written, and the log goes on. Every
+ * append hands each record's CRC to log_entry.crc_out, sealed or not. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -33,6 +34,7 @@
 #define MAX_LEN 700u
 
 static char root[64];
+static uint32_t crcs[N]; /* log_entry.crc_out of each record written */
 static char dir_a[128], dir_b[128];
 
 static int setup(void **state)
@@ -83,7 +85,7 @@ static void write_plain(uint64_t direct_min)
             for (size_t j = 0; j < len; j++)
                 ev[i][j] = (uint8_t)(h >> (j % 56));
             int64_t t = T0 + (int64_t)((off + i) / 3) * 1000 - (h % 10 == 0 ? 5000 : 0);
-            e[i] = (log_entry){.data = ev[i], .len = len, .time_ns = t};
+            e[i] = (log_entry){.data = ev[i], .len = len, .time_ns = t, .crc_out = &crcs[off + i]};
         }
         assert_int_equal(log_append(log, e, n, NULL), 0);
         off += n;
@@ -162,14 +164,20 @@ static void replicate(uint64_t direct_min)
     size_t len;
     static size_t pos[N];
     uint8_t *run = read_records(&len, pos);
+    /* crc_out got each record's CRC as written. */
+    for (size_t i = 0; i < N; i++)
+        assert_int_equal(crcs[i], pb_load_le32(run + pos[i]));
+    memset(crcs, 0, sizeof crcs);
     static log_entry e[N];
     pb_log *log = open_at(dir_b, direct_min);
     for (size_t at = 0, round = 0; at < N; round++) {
         size_t n = 1 + testfs_mix64(at + 7) % (round % 5 == 0 ? 900 : 40);
         if (n > N - at)
             n = N - at;
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
             e[i] = entry_of(run, pos, at + i, round % 4 != 3 || i % 2 == 0);
+            e[i].crc_out = &crcs[at + i];
+        }
         uint64_t first;
         assert_int_equal(log_append(log, e, n, &first), 0);
         assert_int_equal(first, at);
@@ -177,6 +185,8 @@ static void replicate(uint64_t direct_min)
     }
     assert_int_equal(log_sync(log), 0);
     assert_int_equal(log_close(log), 0);
+    for (size_t i = 0; i < N; i++)
+        assert_int_equal(crcs[i], pb_load_le32(run + pos[i]));
     free(run);
     expect_same_segments();
 }
