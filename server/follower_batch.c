@@ -149,9 +149,13 @@ static int take_record(follower *f, long k, uint64_t offset, wire_slice ev, cons
     char err[256] = "no server_receive_time";
     /* The primary accepted it with event_scan before storing it: what the
      * standby needs is its topic, id and receive time (and that it is an
-     * event at all); the CRC of its record here covers what it writes. */
-    if (event_scan_stored(ev.p, ev.len, &v, err, sizeof err) < 0 ||
-        !v.server_receive_time.present) {
+     * event at all); the CRC of its record here covers what it writes. A
+     * sealed record's time is its header's: only the topic and id are
+     * looked for. */
+    if (hdr && event_scan_keys(ev.p, ev.len, &v.topic, &v.id) == 0) {
+        v.server_receive_time.present = true;
+    } else if (event_scan_stored(ev.p, ev.len, &v, err, sizeof err) < 0 ||
+               !v.server_receive_time.present) {
         follower_stop_part(f, fp->name,
                            "the primary's record at offset %llu is not a stored event: %s",
                            (unsigned long long)offset, err);
