@@ -73,6 +73,15 @@ size_t recrun_put_header(uint8_t *out, uint64_t id, const char *partition, size_
     return k;
 }
 
+void recrun_set_length(uint8_t *hdr, size_t hdr_len, uint64_t id, size_t records_len)
+{
+    size_t id_len = id ? 1 + varint_size(id) : 0;
+    size_t body_at = RECRUN_LEN_BYTES + id_len + 1; /* the body's length */
+    put_len(hdr, hdr_len - RECRUN_LEN_BYTES + records_len);
+    put_len(hdr + body_at, hdr_len - body_at - RECRUN_LEN_BYTES + records_len);
+    put_len(hdr + hdr_len - RECRUN_LEN_BYTES, records_len);
+}
+
 int recrun_parse(const uint8_t *p, size_t n, recrun_view *v, char *err, size_t errlen)
 {
     wire_cursor c;

@@ -42,6 +42,11 @@
 size_t recrun_put_header(uint8_t *out, uint64_t id, const char *partition, size_t partition_len,
                          size_t records_len);
 
+/* Rewrites the three lengths of a header recrun_put_header wrote (hdr_len
+ * bytes, for this id) for records_len bytes of records: nothing else of it
+ * is read, so the partition name need not be at hand any more. */
+void recrun_set_length(uint8_t *hdr, size_t hdr_len, uint64_t id, size_t records_len);
+
 typedef struct recrun_view {
     wire_slice partition; /* valid UTF-8 */
     wire_slice records;   /* check with recrun_check before use */

@@ -95,7 +95,7 @@ static void run_close(subconn *c)
         return;
     c->run_open = false;
     size_t records = c->out_len - c->run_at - c->run_hdr;
-    (void)recrun_put_header(c->out + c->run_at, c->frame_id, c->run_part, c->run_part_len, records);
+    recrun_set_length(c->out + c->run_at, c->run_hdr, c->frame_id, records);
 }
 
 /* Room for a frame of need bytes after what is queued (an open run is

@@ -56,8 +56,9 @@ typedef struct subconn {
     size_t out_len, out_cap;
     uint64_t events_sent; /* Event frames (and records of Records frames) queued so far */
     /* The Records frame being filled (subconn_record) at out[run_at..):
-     * its header's size, its partition (the caller's pointer) and the next
-     * offset it can take. Closed by anything else written to out. */
+     * its header's size, its partition (the caller's pointer: compared,
+     * never read) and the next offset it can take. Closed by anything else
+     * written to out. */
     bool run_open;
     size_t run_at, run_hdr;
     const char *run_part;

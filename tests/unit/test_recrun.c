@@ -71,8 +71,19 @@ static void test_frame_roundtrip(void **state)
     size_t h0 = recrun_put_header(buf, 9, part, strlen(part), 0);
     assert_true(h0 <= RECRUN_HEADER_MAX(strlen(part)));
     memcpy(buf + h0, run, rlen);
-    /* Written again with the real length: the same size. */
-    assert_int_equal(recrun_put_header(buf, 9, part, strlen(part), rlen), h0);
+    /* Written again with the real length: the same size and bytes as
+     * patching the lengths in. */
+    uint8_t again[64];
+    assert_int_equal(recrun_put_header(again, 9, part, strlen(part), rlen), h0);
+    recrun_set_length(buf, h0, 9, rlen);
+    assert_memory_equal(again, buf, h0);
+    for (uint64_t id = 0; id < 300; id += 127) {
+        size_t h = recrun_put_header(again, id, "", 0, 77777);
+        uint8_t patched[64];
+        assert_int_equal(recrun_put_header(patched, id, "", 0, 0), h);
+        recrun_set_length(patched, h, id, 77777);
+        assert_memory_equal(again, patched, h);
+    }
 
     frame_split sp;
     char err[256];
