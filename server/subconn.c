@@ -66,8 +66,6 @@ int subconn_open(subconn *c)
 
 /* Room in the output buffer for out_len + need bytes (need <= OUT_CAP -
  * out_len), growing it by doubling. 0 or PB_ENOMEM (why set). */
-/* The output buffer with room for need more bytes (doubling up to
- * OUT_CAP, or exactly as large as needed beyond it). */
 static int out_grow(subconn *c, size_t need)
 {
     size_t want = c->out_len + need;
