@@ -116,7 +116,6 @@ size_t expect_admit_more(expect_take *x, pub_part *parts, log_entry *entries, li
                 .len = ev->len,
                 .suffix = x->suffix,
                 .suffix_len = (uint32_t)x->suffix_len,
-                .has_crc = true, /* the append fills crc in (partition_write.c) */
             };
             n++;
         }

@@ -119,8 +119,8 @@ static bool push_one(fanout_member *s, partition *p, const live_record *rec, uin
                   .offset = rec->offset,
                   .time_ns = rec->time_ns,
                   .since = since,
-                  .crc = rec->crc,
-                  .has_crc = rec->has_crc};
+                  .crc = rec->crc.crc,
+                  .has_crc = rec->crc.valid};
     /* Refused: overflowed, it catches up from the files. */
     (void)livequeue_push(q, &e, rec->data, rec->len, rec->suffix, rec->suffix_len);
     return take_sleeper(s);

@@ -431,13 +431,18 @@ static size_t add_sealed(pb_log *log, size_t iov_start, size_t iov_n, const log_
 }
 
 /* After the write of records [from, to) (their headers at log->hdrs from
- * slot 0, sealed by now): each CRC to its entry's crc_out. */
+ * slot 0, sealed by now): each CRC to its entry's crc_out, valid when the
+ * record was written with the entry's own time (not raised). */
 static void export_crcs(const pb_log *log, const log_entry *e, size_t from, size_t to)
 {
-    for (size_t k = from; k < to; k++)
-        if (e[k].crc_out)
-            *e[k].crc_out = pb_load_le32(
-                e[k].record ? e[k].record : log->hdrs + (k - from) * PB_RECORD_HEADER_SIZE);
+    for (size_t k = from; k < to; k++) {
+        if (!e[k].crc_out)
+            continue;
+        const uint8_t *h =
+            e[k].record ? e[k].record : log->hdrs + (k - from) * PB_RECORD_HEADER_SIZE;
+        e[k].crc_out->crc = pb_load_le32(h);
+        e[k].crc_out->valid = (int64_t)pb_load_le64(h + 16) == e[k].time_ns;
+    }
 }
 
 int log_append(pb_log *log, const log_entry *e, size_t n, uint64_t *first_offset)

@@ -19,6 +19,7 @@
 #define PB_LOG_H
 
 #include "fileio.h"
+#include "live.h" /* record_crc */
 #include "logging.h"
 
 #include <stdatomic.h>
@@ -86,9 +87,10 @@ typedef struct log_entry {
      * back to back, go out as one piece of the write. */
     const uint8_t *record;
     /* Where the record's CRC32C goes once the append succeeded (NULL: not
-     * wanted): a primary's replication sends it along (FORMAT.md 4.11)
-     * instead of computing it again. */
-    uint32_t *crc_out;
+     * wanted; valid only if the record was written with time_ns, live.h):
+     * a primary's replication sends it along (FORMAT.md 4.11) instead of
+     * computing it again. */
+    record_crc *crc_out;
 } log_entry;
 
 typedef struct pb_log pb_log;

@@ -759,10 +759,7 @@ static size_t admit_replica(partition *p, pub_part *taken)
                                        .topic = ev->topic,
                                        .topic_len = ev->topic_len,
                                        .data = ev->data,
-                                       .len = ev->len,
-                                       .has_crc = true};
-            if (ev->time_ns > p->last_time_ns)
-                p->last_time_ns = ev->time_ns;
+                                       .len = ev->len};
         }
     }
     return n;
@@ -816,6 +813,11 @@ void partition_write_replica_take(partition *p, pub_part *taken)
          * a ReplicaAck, whose offsets are durable (FORMAT.md 4.9), and a
          * synchronous primary acks its publishers on it. */
         if (rc >= 0) {
+            /* Written: only now do their times count (a refused take's,
+             * PB_EINVAL from a header that does not fit, do not). */
+            for (size_t i = 0; i < n; i++)
+                if (p->recs[i].time_ns > p->last_time_ns)
+                    p->last_time_ns = p->recs[i].time_ns;
             p->dirty = true;
             rc = partition_sync_log(p);
         }

@@ -601,9 +601,11 @@ static void end_error(subconn *c, int rc, char *msg, size_t msglen)
         code = PB_CODE_RESOURCE_EXHAUSTED;
     else if (rc == PB_EINVAL)
         code = PB_CODE_INVALID_ARGUMENT; /* its patterns, refused by the matcher */
-    if (rc != PB_ETOOBIG)
+    if (rc != PB_ETOOBIG) {
         c->out_len = c->out_owed; /* a frame begun on the wire is finished first */
-    else
+        if (c->run_open && c->run_at >= c->out_len)
+            c->run_open = false; /* dropped with the rest: never to be closed */
+    } else
         code = PB_CODE_RESOURCE_EXHAUSTED; /* a budget: what was queued goes first */
     if (subconn_error(c, c->frame_id, code, msg, NULL, 0, 0) == 0)
         (void)subconn_flush(c);

@@ -34,7 +34,8 @@
 #define MAX_LEN 700u
 
 static char root[64];
-static uint32_t crcs[N]; /* log_entry.crc_out of each record written */
+static record_crc crcs[N]; /* log_entry.crc_out of each record written */
+static int64_t asked[N];   /* the time each entry gave */
 static char dir_a[128], dir_b[128];
 
 static int setup(void **state)
@@ -86,6 +87,7 @@ static void write_plain(uint64_t direct_min)
                 ev[i][j] = (uint8_t)(h >> (j % 56));
             int64_t t = T0 + (int64_t)((off + i) / 3) * 1000 - (h % 10 == 0 ? 5000 : 0);
             e[i] = (log_entry){.data = ev[i], .len = len, .time_ns = t, .crc_out = &crcs[off + i]};
+            asked[off + i] = t;
         }
         assert_int_equal(log_append(log, e, n, NULL), 0);
         off += n;
@@ -164,9 +166,16 @@ static void replicate(uint64_t direct_min)
     size_t len;
     static size_t pos[N];
     uint8_t *run = read_records(&len, pos);
-    /* crc_out got each record's CRC as written. */
-    for (size_t i = 0; i < N; i++)
-        assert_int_equal(crcs[i], pb_load_le32(run + pos[i]));
+    /* crc_out got each record's CRC as written, valid exactly where the log
+     * kept the entry's time (it raises one that goes back). */
+    size_t raised = 0;
+    for (size_t i = 0; i < N; i++) {
+        assert_int_equal(crcs[i].crc, pb_load_le32(run + pos[i]));
+        bool kept = (int64_t)pb_load_le64(run + pos[i] + 16) == asked[i];
+        assert_int_equal(crcs[i].valid, kept);
+        raised += !kept;
+    }
+    assert_true(raised > 10);
     memset(crcs, 0, sizeof crcs);
     static log_entry e[N];
     pb_log *log = open_at(dir_b, direct_min);
@@ -185,8 +194,10 @@ static void replicate(uint64_t direct_min)
     }
     assert_int_equal(log_sync(log), 0);
     assert_int_equal(log_close(log), 0);
-    for (size_t i = 0; i < N; i++)
-        assert_int_equal(crcs[i], pb_load_le32(run + pos[i]));
+    for (size_t i = 0; i < N; i++) {
+        assert_int_equal(crcs[i].crc, pb_load_le32(run + pos[i]));
+        assert_true(crcs[i].valid);
+    }
     free(run);
     expect_same_segments();
 }

@@ -5,7 +5,8 @@
  * output buffer's 256 KiB goes on in a new frame; a record too large for a
  * run goes as an Event frame; each run passes recrun_check and each record
  * is byte for byte the one record_encode_header makes, whether its CRC was
- * given (the writer's) or computed here. */
+ * given (the writer's) or computed here; a subscription ending with a run
+ * open drops it whole and sends its Error. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +18,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -173,6 +175,9 @@ static size_t frames(fixture *f, got *g, size_t cap)
                 assert_true((int64_t)pb_load_le64(r + 16) == time_of(g[n].first + i));
                 r += PB_RECORD_HEADER_SIZE + len;
             }
+        } else if (v.kind == FRAME_ERROR) {
+            g[n].part[0] = '\0';
+            g[n].first = g[n].count = 0;
         } else {
             assert_int_equal(v.kind, FRAME_EVENT);
             event_frame_view ev;
@@ -243,11 +248,34 @@ static void test_full_buffer_and_large_record(void **state)
     expect(&g[3], FRAME_RECORDS, "p", 41, 1);
 }
 
+/* A subscription ending (out of memory) while a run is open: the run is
+ * dropped with the rest of the queued output, never closed into bytes
+ * that are gone; the client reads whole frames, the last an Error. */
+static void test_end_with_a_run_open(void **state)
+{
+    fixture *f = *state;
+    send_record(f, "p", 0, 100, true);
+    assert_int_equal(subconn_flush(&f->c), 0);
+    send_record(f, "p", 1, 100, true);
+    send_record(f, "p", 2, 100, true); /* a run open, not flushed */
+    snprintf(f->why, sizeof f->why, "out of memory (test)");
+    subconn_end(&f->c, PB_ENOMEM);
+    assert_false(f->c.run_open);
+    shutdown(f->c.fd, SHUT_WR);
+    pthread_join(f->t, NULL);
+    got g[4];
+    size_t n = frames(f, g, 4);
+    assert_int_equal(n, 2);
+    expect(&g[0], FRAME_RECORDS, "p", 0, 1);
+    assert_int_equal(g[1].kind, FRAME_ERROR);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_runs_close_where_they_must, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_buffer_and_large_record, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_end_with_a_run_open, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
