@@ -73,6 +73,11 @@ size_t recrun_put_header(uint8_t *out, uint64_t id, const char *partition, size_
     return k;
 }
 
+uint64_t recrun_frame_max(uint64_t max_frame_bytes)
+{
+    return max_frame_bytes > RECRUN_FRAME_MAX ? max_frame_bytes : RECRUN_FRAME_MAX;
+}
+
 void recrun_set_length(uint8_t *hdr, size_t hdr_len, uint64_t id, size_t records_len)
 {
     size_t id_len = id ? 1 + varint_size(id) : 0;

@@ -24,6 +24,10 @@
  * bounded by the sender, not by the largest event. */
 #define RECRUN_FRAME_MAX (512u * 1024u)
 
+/* The largest frame a standby reads from its primary: its own
+ * max_frame_bytes, or RECRUN_FRAME_MAX if that is smaller. */
+uint64_t recrun_frame_max(uint64_t max_frame_bytes);
+
 /* Each length of the header is a 5-byte varint (padded with 0x80 groups,
  * which protobuf decoders accept): values below 2^35. */
 #define RECRUN_LEN_BYTES 5u

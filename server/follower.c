@@ -214,9 +214,8 @@ static int on_input(follower *f, char *why, size_t n)
         }
         frame_split sp;
         /* A Records frame may be larger than the largest event's frame. */
-        uint64_t max =
-            f->o.max_frame_bytes > RECRUN_FRAME_MAX ? f->o.max_frame_bytes : RECRUN_FRAME_MAX;
-        rc = frame_split_next(f->buf + f->pos, f->len - f->pos, max, &sp, why, n);
+        rc = frame_split_next(f->buf + f->pos, f->len - f->pos,
+                              recrun_frame_max(f->o.max_frame_bytes), &sp, why, n);
         if (rc == PB_EINCOMPLETE) {
             f->need = sp.need;
             return 0;

@@ -234,6 +234,21 @@ static void test_over_max_frame(void **state)
     assert_int_equal(frame_split_next(buf, 8, 1024, &sp, err, sizeof err), PB_ETOOBIG);
     assert_non_null(strstr(err, "exceeds the maximum of 1024"));
     assert_int_equal(frame_split_next(buf, h + rlen, 4096, &sp, err, sizeof err), 0);
+    /* The bound a standby reads with: its max_frame_bytes, never below
+     * RECRUN_FRAME_MAX; a frame one byte over it is refused from its
+     * prefix, naming the bound. */
+    assert_int_equal(recrun_frame_max(1024), RECRUN_FRAME_MAX);
+    assert_int_equal(recrun_frame_max(16u << 20), 16u << 20);
+    uint8_t pre[32];
+    size_t k = recrun_put_header(pre, 0, "", 0, 0); /* lengths patched below */
+    assert_true(k <= sizeof pre);
+    recrun_set_length(pre, k, 0, RECRUN_FRAME_MAX - k + RECRUN_LEN_BYTES + 1);
+    assert_int_equal(frame_split_next(pre, k, recrun_frame_max(1024), &sp, err, sizeof err),
+                     PB_ETOOBIG);
+    assert_non_null(strstr(err, "exceeds the maximum of 524288"));
+    recrun_set_length(pre, k, 0, RECRUN_FRAME_MAX - k + RECRUN_LEN_BYTES);
+    assert_int_equal(frame_split_next(pre, k, recrun_frame_max(1024), &sp, err, sizeof err),
+                     PB_EINCOMPLETE);
 }
 
 int main(void)
