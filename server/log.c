@@ -394,16 +394,33 @@ void log_seal_all(const pb_log *log, const struct iovec *iov, size_t cnt)
  * offsets, times and lengths this log would give them? Checked before
  * anything is written: a record stored under another header would differ
  * from the primary's. */
-static bool sealed_fit(const pb_log *log, const log_entry *e, size_t n)
+static bool sealed_fit(pb_log *log, const log_entry *e, size_t n)
 {
     int64_t last = log->last_time;
     for (size_t i = 0; i < n; i++) {
         const uint8_t *h = e[i].record;
         int64_t t = e[i].time_ns;
-        if (h && (e[i].suffix_len != 0 || pb_load_le32(h + 4) != e[i].len + PB_RECORD_FIXED_LEN ||
-                  pb_load_le64(h + 8) != log->next_offset + i ||
-                  (int64_t)pb_load_le64(h + 16) != t || t < last))
+        uint64_t want = log->next_offset + i;
+        const char *what = NULL;
+        if (!h)
+            what = NULL;
+        else if (e[i].suffix_len != 0 || pb_load_le32(h + 4) != e[i].len + PB_RECORD_FIXED_LEN)
+            what = "its length is not its event's";
+        else if (pb_load_le64(h + 8) != want)
+            what = "its offset is not the log's next";
+        else if ((int64_t)pb_load_le64(h + 16) != t)
+            what = "its time is not its entry's";
+        else if (t < last)
+            what = "its time goes back before the last record's";
+        if (what) {
+            log_say(log, LOG_ERROR,
+                    "%s: a sealed record refused (nothing of the append written): %s (header: "
+                    "offset %" PRIu64 ", time %" PRId64 " ns, length %" PRIu32 "; expected "
+                    "offset %" PRIu64 ", time at least %" PRId64 " ns)",
+                    log->log_path, what, pb_load_le64(h + 8), (int64_t)pb_load_le64(h + 16),
+                    pb_load_le32(h + 4), want, last);
             return false;
+        }
         if (t > last)
             last = t; /* as log_append raises an earlier time */
     }

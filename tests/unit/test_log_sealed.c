@@ -53,12 +53,29 @@ static int teardown(void **state)
     return testfs_rmrf(root);
 }
 
+static char messages[8192];
+
+static void capture(void *ctx, enum log_level level, const char *msg)
+{
+    size_t used = strlen(messages);
+    snprintf(messages + used, sizeof messages - used, "%s\n", msg);
+}
+
+/* The last refusal said why. */
+static void said(const char *why)
+{
+    if (!strstr(messages, why))
+        fail_msg("no \"%s\" in:\n%s", why, messages);
+    messages[0] = '\0';
+}
+
 static log_options opts(uint64_t direct_min)
 {
     return (log_options){.segment_bytes = SEG,
                          .index_interval_bytes = 1024,
                          .direct_min_bytes = direct_min,
-                         .direct_align = 512};
+                         .direct_align = 512,
+                         .logf = capture};
 }
 
 static pb_log *open_at(const char *dir, uint64_t direct_min)
@@ -236,7 +253,9 @@ static void test_misfit_refused_nothing_written(void **state)
 
     /* Offsets 3, 4 after 0, 1: a gap. */
     log_entry gap[2] = {entry_of(run, pos, 3, true), entry_of(run, pos, 4, true)};
+    messages[0] = '\0';
     assert_int_equal(log_append(log, gap, 2, NULL), PB_EINVAL);
+    said("its offset is not the log's next (header: offset 3");
     /* The right offset, with a time going back before the last record's. */
     static uint8_t copy[MAX_LEN + PB_RECORD_HEADER_SIZE];
     uint32_t rsize = pb_load_le32(run + pos[2] + 4) + 8;
@@ -247,18 +266,22 @@ static void test_misfit_refused_nothing_written(void **state)
     log_entry two[2] = {e[2], bad};
     two[1] = bad;
     assert_int_equal(log_append(log, &bad, 1, NULL), PB_EINVAL);
+    said("its time goes back");
     /* An entry whose time is not its header's. */
     log_entry t_off = e[2];
     t_off.time_ns += 1;
     assert_int_equal(log_append(log, &t_off, 1, NULL), PB_EINVAL);
+    said("its time is not its entry's");
     /* A length that is not its header's, and a suffix. */
     log_entry l_off = e[2];
     l_off.len -= 1;
     assert_int_equal(log_append(log, &l_off, 1, NULL), PB_EINVAL);
+    said("its length is not its event's");
     log_entry s_off = e[2];
     s_off.suffix = "x";
     s_off.suffix_len = 1;
     assert_int_equal(log_append(log, &s_off, 1, NULL), PB_EINVAL);
+    said("its length is not its event's");
     /* A good record followed by a misfit one: neither is written. */
     two[0] = e[2];
     two[1] = entry_of(run, pos, 2, true); /* offset 2 again */
