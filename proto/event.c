@@ -313,6 +313,54 @@ int event_scan_stored(const uint8_t *p, size_t n, event_view *v, char *err, size
     return 0;
 }
 
+int event_scan_keys(const uint8_t *p, size_t n, wire_slice *topic, wire_slice *id)
+{
+    size_t i = 0;
+    *topic = *id = (wire_slice){0};
+    while (i < n) {
+        uint64_t tag, v;
+        int k = wire_varint_decode(p + i, n - i, &tag);
+        if (k <= 0)
+            return PB_EPROTO;
+        i += (size_t)k;
+        uint64_t number = tag >> 3;
+        switch (tag & 7) {
+        case WIRE_VARINT:
+            if ((k = wire_varint_decode(p + i, n - i, &v)) <= 0 || number == EVENT_TOPIC ||
+                number == EVENT_ID)
+                return PB_EPROTO;
+            i += (size_t)k;
+            break;
+        case WIRE_I64:
+        case WIRE_I32: {
+            size_t w = (tag & 7) == WIRE_I64 ? 8 : 4;
+            if (n - i < w || number == EVENT_TOPIC || number == EVENT_ID)
+                return PB_EPROTO;
+            i += w;
+            break;
+        }
+        case WIRE_LEN:
+            if ((k = wire_varint_decode(p + i, n - i, &v)) <= 0 || v > n - i - (size_t)k)
+                return PB_EPROTO;
+            i += (size_t)k;
+            if (number == EVENT_TOPIC) {
+                *topic = (wire_slice){.p = p + i, .len = (size_t)v};
+            } else if (number == EVENT_ID) {
+                if (v > EVENT_ID_MAX_BYTES)
+                    return PB_EPROTO;
+                *id = (wire_slice){.p = p + i, .len = (size_t)v};
+            }
+            i += (size_t)v;
+            break;
+        default: /* groups (3, 4) and the types that do not exist */
+            return PB_EPROTO;
+        }
+        if (number == 0)
+            return PB_EPROTO;
+    }
+    return 0;
+}
+
 /* --- tags ---------------------------------------------------------------------- */
 
 void event_tags_begin(const event_view *v, event_tag_iter *it)

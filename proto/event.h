@@ -129,6 +129,17 @@ int event_scan(const uint8_t *p, size_t n, event_view *v, char *err, size_t errl
  */
 int event_scan_stored(const uint8_t *p, size_t n, event_view *v, char *err, size_t errlen);
 
+/*
+ * Less still, for a standby's record whose header and CRC it keeps as the
+ * primary sealed them (a Records frame, FORMAT.md 4.11): the topic and the
+ * id (either may come back empty), from a walk of the top-level fields'
+ * wire format only (the id's length checked as above; nothing inside a
+ * field is opened, no receive time decoded: the record's header holds it).
+ * 0, or PB_EPROTO without a message (event_scan_stored then says what is
+ * wrong).
+ */
+int event_scan_keys(const uint8_t *p, size_t n, wire_slice *topic, wire_slice *id);
+
 typedef struct event_tag_iter {
     event_walker w;
 } event_tag_iter;

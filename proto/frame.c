@@ -22,7 +22,7 @@
 
 static const struct msg_desc FRAME_D =
     MSG_DESC("Frame", "id", "hello", "publish", "publish_ack", "subscribe", "event", "error",
-             "subscribed", "caught_up", "replica_ack", "ping", "pong");
+             "subscribed", "caught_up", "replica_ack", "ping", "pong", "records");
 static const struct msg_desc PUBLISH_D = MSG_DESC("Publish", "events", "no_ack", "expect");
 static const struct msg_desc EXPECT_D = MSG_DESC("ExpectLast", "topic", "none", "offset");
 static const struct msg_desc EVFRAME_D = MSG_DESC("Event", "partition", "offset", "event");

@@ -78,10 +78,11 @@ enum frame_kind {
     FRAME_REPLICA_ACK = 10,
     FRAME_PING = 11,
     FRAME_PONG = 12,
+    FRAME_RECORDS = 13, /* a run of stored records (recrun.h), replication only */
 };
 
 /* The highest body field number this version knows. */
-#define FRAME_KIND_MAX FRAME_PONG
+#define FRAME_KIND_MAX FRAME_RECORDS
 
 typedef struct frame_view {
     uint64_t id;

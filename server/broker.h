@@ -44,6 +44,10 @@ typedef struct pub_event {
     uint32_t part;        /* index into pub_batch.parts */
     uint8_t id_len;       /* EncapsulatedEvent.id's length, 0 = no id (at most 64) */
     uint8_t duplicate; /* set by the writer: the id was stored before; offset is the original's */
+    /* A standby's record from a Records frame (pub_batch.replica): the 24
+     * bytes before data are its header as the primary sealed it (written as
+     * they are: log_entry.record). */
+    uint8_t sealed;
     const uint8_t *id; /* slice of data, id_len bytes (NULL when none) */
     uint64_t id_hash;  /* dedup_id_hash(id), by ingest; 0 when not computed */
     uint64_t offset;   /* set by the writer thread */
@@ -115,7 +119,7 @@ struct pub_batch {
     pub_batch *next_reply; /* the connection's batches, in request order */
     void *replies_after;   /* replies due after this batch's, in order */
     int complete;          /* every part is done: its reply may go */
-    uint64_t received_ns; /* metrics_now_ns() when the frame was read (publish-to-ack) */
+    uint64_t received_ns;  /* metrics_now_ns() when the frame was read (publish-to-ack) */
     uint64_t charge; /* what it costs in flight (ingest_charge): the in-flight budget's unit */
     size_t bytes_len;
     uint8_t *bytes; /* the Publish frame's bytes; events point into it */

@@ -115,7 +115,12 @@ static bool push_one(fanout_member *s, partition *p, const live_record *rec, uin
     uint64_t since;
     if (livequeue_since(q, p, first_offset, &since) < 0)
         return take_sleeper(s);
-    lq_entry e = {.key = p, .offset = rec->offset, .time_ns = rec->time_ns, .since = since};
+    lq_entry e = {.key = p,
+                  .offset = rec->offset,
+                  .time_ns = rec->time_ns,
+                  .since = since,
+                  .crc = rec->crc.crc,
+                  .has_crc = rec->crc.valid};
     /* Refused: overflowed, it catches up from the files. */
     (void)livequeue_push(q, &e, rec->data, rec->len, rec->suffix, rec->suffix_len);
     return take_sleeper(s);

@@ -9,6 +9,7 @@
 
 #include "event.h"
 #include "frame.h"
+#include "recrun.h"
 #include "logging.h"
 #include "metrics.h"
 #include "pb_errors.h"
@@ -24,8 +25,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BACKOFF_MIN_MS   100
-#define BACKOFF_MAX_MS   5000
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
 /* Each of the two read buffers (one with the writers, one being read
  * into): what one batch holds at most, unless a frame is larger. 8 MiB
  * was tried (2026-12-05, tests/bench/NOTES.md "Hot standby": every
@@ -110,6 +111,7 @@ static int send_hello_subscribe(follower *f)
     }
     Protobus__Subscribe s = PROTOBUS__SUBSCRIBE__INIT;
     s.replicate = true;
+    s.replicate_records = true; /* live records as runs (FORMAT.md 4.11) */
     s.start = PROTOBUS__START_MODE__START_OFFSETS;
     s.n_offsets = n;
     s.offsets = pp;
@@ -175,8 +177,8 @@ static int on_control(follower *f, const frame_view *v, char *why, size_t n)
             return PB_EPROTO;
         }
         int rc = 0;
-        if (v->id == 2 && (e->code == PROTOBUS__CODE__DATA_LOSS ||
-                           e->code == PROTOBUS__CODE__OUT_OF_RANGE)) {
+        if (v->id == 2 &&
+            (e->code == PROTOBUS__CODE__DATA_LOSS || e->code == PROTOBUS__CODE__OUT_OF_RANGE)) {
             follower_stop_part(f, e->partition, "the primary reports offsets it cannot send: %s",
                                e->message);
         } else {
@@ -211,8 +213,9 @@ static int on_input(follower *f, char *why, size_t n)
                 break;
         }
         frame_split sp;
-        rc = frame_split_next(f->buf + f->pos, f->len - f->pos, f->o.max_frame_bytes, &sp, why,
-                              n);
+        /* A Records frame may be larger than the largest event's frame. */
+        rc = frame_split_next(f->buf + f->pos, f->len - f->pos,
+                              recrun_frame_max(f->o.max_frame_bytes), &sp, why, n);
         if (rc == PB_EINCOMPLETE) {
             f->need = sp.need;
             return 0;
@@ -223,8 +226,12 @@ static int on_input(follower *f, char *why, size_t n)
         if ((rc = frame_parse(sp.body.p, sp.body.len, &v, why, n)) < 0)
             break;
         f->got_frame = true;
-        rc = v.kind == FRAME_EVENT ? follower_on_event(f, v.body.p, v.body.len, why, n)
-                                   : on_control(f, &v, why, n);
+        if (v.kind == FRAME_EVENT)
+            rc = follower_on_event(f, v.body.p, v.body.len, why, n);
+        else if (v.kind == FRAME_RECORDS)
+            rc = follower_on_records(f, v.body.p, v.body.len, why, n);
+        else
+            rc = on_control(f, &v, why, n);
         f->pos += sp.used;
     }
     return rc;

@@ -14,6 +14,8 @@
 #include "partition.h"
 #include "pb_errors.h"
 #include "protobus_reader.h"
+#include "record.h"
+#include "recrun.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -133,17 +135,13 @@ static void compare_local(follower *f, fpart *fp, uint64_t offset, wire_slice ev
     pb_reader_close(r);
 }
 
-int follower_on_event(follower *f, const uint8_t *body, size_t len, char *why, size_t n)
+/* One record of the primary's (an Event frame's, or a run's: sealed, its
+ * header the 24 bytes before ev): into the batch, compared (an offset this
+ * standby has), or a reason to stop the partition. 0, or a negative code
+ * ending the session. */
+static int take_record(follower *f, long k, uint64_t offset, wire_slice ev, const uint8_t *hdr,
+                       char *why, size_t n)
 {
-    event_frame_view ev;
-    if (event_frame_parse(body, len, &ev, why, n) < 0)
-        return PB_EPROTO;
-    long k = find_part(f, (const char *)ev.partition.p, ev.partition.len, true);
-    if (k < 0) {
-        snprintf(why, n, "the primary sent an event of partition \"%.*s\", which cannot be kept",
-                 (int)(ev.partition.len > 100 ? 100 : ev.partition.len), ev.partition.p);
-        return PB_EINVAL;
-    }
     fpart *fp = &f->parts[k];
     if (fp->stopped)
         return 0;
@@ -151,27 +149,34 @@ int follower_on_event(follower *f, const uint8_t *body, size_t len, char *why, s
     char err[256] = "no server_receive_time";
     /* The primary accepted it with event_scan before storing it: what the
      * standby needs is its topic, id and receive time (and that it is an
-     * event at all); the CRC of its record here covers what it writes. */
-    if (event_scan_stored(ev.event.p, ev.event.len, &v, err, sizeof err) < 0 ||
-        !v.server_receive_time.present) {
-        follower_stop_part(f, fp->name, "the primary's record at offset %llu is not a stored event: %s",
-                           (unsigned long long)ev.offset, err);
+     * event at all); the CRC of its record here covers what it writes. A
+     * sealed record's time is its header's: only the topic and id are
+     * looked for. */
+    if (hdr && event_scan_keys(ev.p, ev.len, &v.topic, &v.id) == 0) {
+        v.server_receive_time.present = true;
+    } else if (event_scan_stored(ev.p, ev.len, &v, err, sizeof err) < 0 ||
+               !v.server_receive_time.present) {
+        follower_stop_part(f, fp->name,
+                           "the primary's record at offset %llu is not a stored event: %s",
+                           (unsigned long long)offset, err);
         return 0;
     }
-    if (ev.offset < fp->next) {
+    /* A sealed record keeps the primary's header, time included. */
+    int64_t t = hdr ? (int64_t)pb_load_le64(hdr + 16) : v.server_receive_time.ns;
+    if (offset < fp->next) {
         /* An offset this standby has (the session's first): on disk once
          * the batch with the writers is done. */
         int rc = follower_batch_finish(f, why, n);
         if (rc < 0)
             return rc;
-        compare_local(f, fp, ev.offset, ev.event, v.server_receive_time.ns);
+        compare_local(f, fp, offset, ev, t);
         return 0;
     }
-    if (ev.offset > fp->next) {
+    if (offset > fp->next) {
         follower_stop_part(f, fp->name,
                            "the primary sent offset %llu, the next here is %llu (offsets missing "
                            "on the primary)",
-                           (unsigned long long)ev.offset, (unsigned long long)fp->next);
+                           (unsigned long long)offset, (unsigned long long)fp->next);
         return 0;
     }
     if (f->nrecs == f->reccap) {
@@ -183,14 +188,72 @@ int follower_on_event(follower *f, const uint8_t *body, size_t len, char *why, s
         f->reccap = cap;
     }
     f->recs[f->nrecs++] = (frec){.part = (uint32_t)k,
-                                 .offset = ev.offset,
-                                 .time_ns = v.server_receive_time.ns,
-                                 .data = ev.event.p,
-                                 .len = (uint32_t)ev.event.len,
+                                 .offset = offset,
+                                 .time_ns = t,
+                                 .data = ev.p,
+                                 .len = (uint32_t)ev.len,
                                  .topic = v.topic.p,
                                  .topic_len = (uint32_t)v.topic.len,
                                  .id = v.id.len ? v.id.p : NULL,
-                                 .id_len = (uint8_t)v.id.len};
+                                 .id_len = (uint8_t)v.id.len,
+                                 .sealed = hdr != NULL};
     fp->next++;
+    return 0;
+}
+
+/* The index of the frame's partition (created if new), or PB_EINVAL (why
+ * set) when it cannot be kept. */
+static long frame_part(follower *f, wire_slice name, char *why, size_t n)
+{
+    long k = find_part(f, (const char *)name.p, name.len, true);
+    if (k < 0)
+        snprintf(why, n, "the primary sent an event of partition \"%.*s\", which cannot be kept",
+                 (int)(name.len > 100 ? 100 : name.len), name.p);
+    return k;
+}
+
+int follower_on_event(follower *f, const uint8_t *body, size_t len, char *why, size_t n)
+{
+    event_frame_view ev;
+    if (event_frame_parse(body, len, &ev, why, n) < 0)
+        return PB_EPROTO;
+    long k = frame_part(f, ev.partition, why, n);
+    if (k < 0)
+        return PB_EINVAL;
+    return take_record(f, k, ev.offset, ev.event, NULL, why, n);
+}
+
+int follower_on_records(follower *f, const uint8_t *body, size_t len, char *why, size_t n)
+{
+    recrun_view rv;
+    if (recrun_parse(body, len, &rv, why, n) < 0)
+        return PB_EPROTO;
+    long k = frame_part(f, rv.partition, why, n);
+    if (k < 0)
+        return PB_EINVAL;
+    if (f->parts[k].stopped)
+        return 0;
+    /* The whole run is checked before any record of it is taken: a damaged
+     * one ends the session (nothing of it, nor of the records gathered and
+     * not yet submitted, is written; the next session resumes from the
+     * files). */
+    uint64_t first;
+    size_t count;
+    char err[256];
+    if (recrun_check(rv.records.p, rv.records.len, PB_RECORD_MAX_EVENT, &first, &count, err,
+                     sizeof err) < 0) {
+        snprintf(why, n, "partition %s: the primary's run of records is damaged: %s",
+                 f->parts[k].name, err);
+        return PB_ECORRUPT;
+    }
+    const uint8_t *r = rv.records.p;
+    for (size_t i = 0; i < count; i++) {
+        uint32_t ev_len = pb_load_le32(r + 4) - PB_RECORD_FIXED_LEN;
+        wire_slice ev = {.p = r + PB_RECORD_HEADER_SIZE, .len = ev_len};
+        int rc = take_record(f, k, first + i, ev, r, why, n);
+        if (rc < 0)
+            return rc;
+        r += PB_RECORD_HEADER_SIZE + ev_len;
+    }
     return 0;
 }

@@ -41,6 +41,7 @@ typedef struct frec {
     uint32_t len, topic_len;
     const uint8_t *id; /* EncapsulatedEvent.id (id_len bytes, at most 64), or NULL */
     uint8_t id_len;
+    bool sealed; /* from a Records run: its header (as the primary sealed it) precedes data */
 } frec;
 
 /* The batch with the partition writers (follower_write.c). */
@@ -120,6 +121,12 @@ void follower_stop_part(follower *f, const char *name, const char *fmt, ...)
 /* An Event frame's body: into the batch, compared (an overlap), or
  * dropped (a stopped partition). 0, or a negative code ending the session. */
 int follower_on_event(follower *f, const uint8_t *body, size_t len, char *why, size_t n);
+/* A Records frame's body (FORMAT.md 4.11): the run is checked whole (each
+ * record's length and CRC, consecutive offsets), then each record goes as
+ * an Event's would, its header kept to be written as it is. A damaged run:
+ * PB_ECORRUPT (why names the partition and the record), ending the
+ * session. */
+int follower_on_records(follower *f, const uint8_t *body, size_t len, char *why, size_t n);
 
 /* follower_write.c */
 int follower_batch_init(follower *f);

@@ -109,7 +109,8 @@ static void build_batch(follower *f, pub_batch *b, uint32_t *map, uint32_t *idx,
                                      .offset = r->offset,
                                      .time_ns = r->time_ns,
                                      .id = r->id,
-                                     .id_len = r->id_len};
+                                     .id_len = r->id_len,
+                                     .sealed = r->sealed};
     }
     b->nevents = n;
     uint32_t at = 0;
@@ -262,10 +263,12 @@ static int finish_batch(follower *f, pub_batch *b, const uint32_t *kof)
                      pb_strerror(pp->status));
             rc = PB_EFAILED;
         } else if (pp->status < 0) {
-            follower_stop_part(f, name, "storing offsets from %llu failed: %s",
-                               (unsigned long long)b->events[pp->events[0]].offset,
-                               pp->status == PB_EINVAL ? "its next offset is not the primary's"
-                                                       : pb_strerror(pp->status));
+            follower_stop_part(
+                f, name, "storing offsets from %llu failed: %s",
+                (unsigned long long)b->events[pp->events[0]].offset,
+                pp->status == PB_EINVAL
+                    ? "its next offset (or a record's header) does not follow the primary's"
+                    : pb_strerror(pp->status));
         } else {
             protobus__partition_offset__init(&po[nack]);
             po[nack].partition = (char *)name;

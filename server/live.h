@@ -12,7 +12,17 @@
 #ifndef PB_LIVE_H
 #define PB_LIVE_H
 
+#include <stdbool.h>
 #include <stdint.h>
+
+/* A record's CRC32C as the log wrote it (log_entry.crc_out). valid only
+ * when the record was written with the time_ns its entry gave (the log
+ * raises an earlier one): a CRC over another time would not match a
+ * record header made from the live_record's fields. */
+typedef struct record_crc {
+    uint32_t crc;
+    bool valid;
+} record_crc;
 
 /* One durable record. The stored event bytes are data followed by suffix
  * (the server-set fields the writer appended). */
@@ -25,6 +35,10 @@ typedef struct live_record {
     uint32_t len;
     const uint8_t *suffix;
     uint32_t suffix_len;
+    /* The record's CRC32C as stored (when the writer asked the log for it
+     * and the log wrote the record with time_ns), for a replication
+     * stream's Records frames. */
+    record_crc crc;
 } live_record;
 
 #endif

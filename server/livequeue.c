@@ -26,6 +26,7 @@
 #include <string.h>
 
 #define PAD_LEN       UINT32_MAX
+#define LEN_HAS_CRC   (1u << 31) /* lq_header.crc is the record's (entries stay below 2 GiB) */
 #define SINCE_INITIAL 16u
 /* First block after the queue was empty; an empty queue keeps a block no
  * larger than BLOCK_KEEP. With 1,000 subscriptions of a fan-out, 4 KiB
@@ -40,9 +41,9 @@
  * each block was mmapped, faulted in page by page on the writer's push
  * and unmapped by the consumer: 40% of a busy primary's page faults in
  * synchronous standby mode (perf record -e page-faults). */
-#define BLOCK_MAX (64u * 1024u)
-#define BLOCK_KEEP    (2u * 1024u)
-#define POOL_MIN      4096u
+#define BLOCK_MAX  (64u * 1024u)
+#define BLOCK_KEEP (2u * 1024u) /* an empty queue keeps a block this small */
+#define POOL_MIN   4096u
 
 /* The fixed part of an entry as stored (LIVEQUEUE_ENTRY_OVERHEAD bytes),
  * copied with memcpy so the blocks need no alignment guarantees. */
@@ -51,8 +52,8 @@ typedef struct lq_header {
     uint64_t offset;
     int64_t time_ns;
     uint64_t since;
-    uint32_t len;
-    uint32_t reserved;
+    uint32_t len; /* | LEN_HAS_CRC */
+    uint32_t crc;
 } lq_header;
 
 _Static_assert(sizeof(lq_header) == LIVEQUEUE_ENTRY_OVERHEAD, "entry header size");
@@ -329,7 +330,7 @@ int livequeue_push(livequeue *q, const lq_entry *e, const void *data, uint32_t l
         return PB_ETOOBIG;
     uint64_t total = (uint64_t)len + suffix_len;
     uint64_t need = LIVEQUEUE_ENTRY_OVERHEAD + round8(total);
-    if (total >= PAD_LEN || need > q->cap)
+    if (total >= LEN_HAS_CRC - 1 || need > q->cap) /* (a flagged length never reads as PAD_LEN) */
         goto full;
     if (q->head == q->tail && q->last) {
         /* Empty: no span reads the block, so start it over from its front,
@@ -362,7 +363,8 @@ int livequeue_push(livequeue *q, const lq_entry *e, const void *data, uint32_t l
                    .offset = e->offset,
                    .time_ns = e->time_ns,
                    .since = e->since,
-                   .len = (uint32_t)total};
+                   .len = (uint32_t)total | (e->has_crc ? LEN_HAS_CRC : 0),
+                   .crc = e->crc};
     memcpy(at, &h, sizeof h);
     if (len)
         memcpy(at + sizeof h, data, len);
@@ -441,9 +443,11 @@ int livequeue_read(const livequeue *q, lq_span *span, lq_entry *e)
         e->offset = h.offset;
         e->time_ns = h.time_ns;
         e->since = h.since;
-        e->len = h.len;
+        e->len = h.len & ~LEN_HAS_CRC;
+        e->has_crc = (h.len & LEN_HAS_CRC) != 0;
+        e->crc = h.crc;
         e->data = at + sizeof h;
-        span->pos += LIVEQUEUE_ENTRY_OVERHEAD + round8(h.len);
+        span->pos += LIVEQUEUE_ENTRY_OVERHEAD + round8(e->len);
         return 0;
     }
 }

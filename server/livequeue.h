@@ -58,6 +58,8 @@ typedef struct lq_entry {
     uint64_t since;
     const uint8_t *data;
     uint32_t len;
+    uint32_t crc; /* the stored record's CRC32C, when has_crc */
+    bool has_crc;
 } lq_entry;
 
 /* A range of entries taken by livequeue_peek, read with livequeue_read.
@@ -101,7 +103,7 @@ int livequeue_since(livequeue *q, const void *key, uint64_t first_offset, uint64
 
 /*
  * Producer. Appends a copy of data[0..len) followed by suffix[0..suffix_len)
- * with e's key, offset, time and since. PB_ETOOBIG when it does not fit (the
+ * with e's key, offset, time, since and crc (if has_crc). PB_ETOOBIG when it does not fit (the
  * queue's capacity, the pool's budget, or no memory for a block): the queue
  * is then overflowed and refuses every push (PB_ETOOBIG) until reset.
  */

@@ -390,6 +390,78 @@ void log_seal_all(const pb_log *log, const struct iovec *iov, size_t cnt)
             log_seal_record(iov, cnt, i);
 }
 
+/* Do the sealed records among e[0..n) (log_entry.record) carry the
+ * offsets, times and lengths this log would give them? Checked before
+ * anything is written: a record stored under another header would differ
+ * from the primary's. */
+static bool sealed_fit(pb_log *log, const log_entry *e, size_t n)
+{
+    int64_t last = log->last_time;
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *h = e[i].record;
+        int64_t t = e[i].time_ns;
+        uint64_t want = log->next_offset + i;
+        const char *what = NULL;
+        if (!h)
+            what = NULL;
+        else if (e[i].suffix_len != 0 || pb_load_le32(h + 4) != e[i].len + PB_RECORD_FIXED_LEN)
+            what = "its length is not its event's";
+        else if (pb_load_le64(h + 8) != want)
+            what = "its offset is not the log's next";
+        else if ((int64_t)pb_load_le64(h + 16) != t)
+            what = "its time is not its entry's";
+        else if (t < last)
+            what = "its time goes back before the last record's";
+        if (what) {
+            log_say(log, LOG_ERROR,
+                    "%s: a sealed record refused (nothing of the append written): %s (header: "
+                    "offset %" PRIu64 ", time %" PRId64 " ns, length %" PRIu32 "; expected "
+                    "offset %" PRIu64 ", time at least %" PRId64 " ns)",
+                    log->log_path, what, pb_load_le64(h + 8), (int64_t)pb_load_le64(h + 16),
+                    pb_load_le32(h + 4), want, last);
+            return false;
+        }
+        if (t > last)
+            last = t; /* as log_append raises an earlier time */
+    }
+    return true;
+}
+
+/* Adds a sealed record's bytes to the write (log->iov[iov_start..iov_n)):
+ * its header and data as one piece when they are contiguous, appended to
+ * the piece before when that ends where it starts. Returns the new iov_n. */
+static size_t add_sealed(pb_log *log, size_t iov_start, size_t iov_n, const log_entry *e)
+{
+    const uint8_t *h = e->record;
+    size_t hlen = PB_RECORD_HEADER_SIZE;
+    bool joined = e->len > 0 && (const uint8_t *)e->data == h + hlen;
+    if (joined)
+        hlen += e->len;
+    struct iovec *prev = iov_n > iov_start ? &log->iov[iov_n - 1] : NULL;
+    if (prev && (const uint8_t *)prev->iov_base + prev->iov_len == h && !log_is_header(log, prev))
+        prev->iov_len += hlen;
+    else
+        log->iov[iov_n++] = (struct iovec){.iov_base = (void *)h, .iov_len = hlen};
+    if (e->len > 0 && !joined)
+        log->iov[iov_n++] = (struct iovec){.iov_base = (void *)e->data, .iov_len = e->len};
+    return iov_n;
+}
+
+/* After the write of records [from, to) (their headers at log->hdrs from
+ * slot 0, sealed by now): each CRC to its entry's crc_out, valid when the
+ * record was written with the entry's own time (not raised). */
+static void export_crcs(const pb_log *log, const log_entry *e, size_t from, size_t to)
+{
+    for (size_t k = from; k < to; k++) {
+        if (!e[k].crc_out)
+            continue;
+        const uint8_t *h =
+            e[k].record ? e[k].record : log->hdrs + (k - from) * PB_RECORD_HEADER_SIZE;
+        e[k].crc_out->crc = pb_load_le32(h);
+        e[k].crc_out->valid = (int64_t)pb_load_le64(h + 16) == e[k].time_ns;
+    }
+}
+
 int log_append(pb_log *log, const log_entry *e, size_t n, uint64_t *first_offset)
 {
     if (log->failed)
@@ -401,11 +473,16 @@ int log_append(pb_log *log, const log_entry *e, size_t n, uint64_t *first_offset
     }
     if (first_offset)
         *first_offset = log->next_offset;
+    bool sealed = false;
     for (size_t i = 0; i < n; i++) {
         if (e[i].len > log->opt.max_record_bytes ||
             e[i].suffix_len > log->opt.max_record_bytes - e[i].len)
             return PB_ETOOBIG;
+        if (e[i].record)
+            sealed = true;
     }
+    if (sealed && !sealed_fit(log, e, n))
+        return PB_EINVAL;
     size_t chunk = n < APPEND_CHUNK ? n : APPEND_CHUNK;
     if (grow_reserve(&log->hdrs, &log->hdrs_cap, chunk, PB_RECORD_HEADER_SIZE) < 0 ||
         grow_reserve(&log->iov, &log->iov_cap, 3 * chunk, sizeof *log->iov) < 0 ||
@@ -417,7 +494,8 @@ int log_append(pb_log *log, const log_entry *e, size_t n, uint64_t *first_offset
      * (log_direct.c); flush computes them when the ordinary way is taken. */
     log->crc_later = log->opt.direct_min_bytes > 0 && !log->direct_off;
     size_t iov_start = 0, iov_n = 0, idx_start = 0, idx_n = 0, h_n = 0;
-    uint64_t pending = 0; /* bytes gathered for the active segment */
+    size_t chunk_first = 0; /* the record in header slot 0 */
+    uint64_t pending = 0;   /* bytes gathered for the active segment */
     for (size_t i = 0; i < n; i++) {
         if (h_n == APPEND_CHUNK) {
             /* The arrays are full: what they describe goes out first. */
@@ -425,6 +503,8 @@ int log_append(pb_log *log, const log_entry *e, size_t n, uint64_t *first_offset
                            log->idx_buf + idx_start * PB_INDEX_ENTRY_SIZE, idx_n - idx_start);
             if (rc < 0)
                 return rc;
+            export_crcs(log, e, chunk_first, i);
+            chunk_first = i;
             iov_start = iov_n = idx_start = idx_n = h_n = 0;
             pending = 0;
         }
@@ -456,6 +536,14 @@ int log_append(pb_log *log, const log_entry *e, size_t n, uint64_t *first_offset
             log->period = log_period_of(log, t);
             log->has_records = true;
         }
+        if (e[i].record) {
+            iov_n = add_sealed(log, iov_start, iov_n, &e[i]);
+            h_n++; /* counted as a header: bounds the iovecs of one write */
+            pending += rec_size;
+            log->next_offset++;
+            log->last_time = t;
+            continue;
+        }
         uint8_t *h = log->hdrs + h_n++ * PB_RECORD_HEADER_SIZE;
         if (log->crc_later)
             record_encode_fields(h, log->next_offset, t, e[i].len + e[i].suffix_len);
@@ -479,6 +567,8 @@ int log_append(pb_log *log, const log_entry *e, size_t n, uint64_t *first_offset
     int rc = flush(log, log->iov + iov_start, iov_n - iov_start, pending,
                    log->idx_buf + idx_start * PB_INDEX_ENTRY_SIZE, idx_n - idx_start);
     log->sync_last = false;
+    if (rc == 0)
+        export_crcs(log, e, chunk_first, n);
     return rc;
 }
 

@@ -19,6 +19,7 @@
 #define PB_LOG_H
 
 #include "fileio.h"
+#include "live.h" /* record_crc */
 #include "logging.h"
 
 #include <stdatomic.h>
@@ -77,6 +78,19 @@ typedef struct log_entry {
     const void *suffix;
     size_t suffix_len;
     int64_t time_ns;
+    /* A standby's record as the primary sealed it (its 24-byte header: crc,
+     * length, offset, time_ns), or NULL. Given, it is written as it is (no
+     * header made, no CRC computed): its offset must be the log's next, its
+     * time_ns the entry's and not below the previous record's, its length
+     * len's (suffix empty), else the append fails with PB_EINVAL before
+     * writing anything. A header followed in memory by its data, and records
+     * back to back, go out as one piece of the write. */
+    const uint8_t *record;
+    /* Where the record's CRC32C goes once the append succeeded (NULL: not
+     * wanted; valid only if the record was written with time_ns, live.h):
+     * a primary's replication sends it along (FORMAT.md 4.11) instead of
+     * computing it again. */
+    record_crc *crc_out;
 } log_entry;
 
 typedef struct pb_log pb_log;

@@ -325,10 +325,20 @@ static void count_appended(partition *p, const live_record *recs, size_t n)
  * the fsync policy says; *first gets the offset of the first. 0, or the
  * error the whole take is answered with (the partition is marked failed
  * when the log is). */
+/* The append is to fill in each record's CRC (live_record.crc, sent along
+ * by a replication stream). Set just before the append: the arrays may
+ * move while a take is admitted (admission ahead, then reserve). */
+static void want_crcs(partition *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        p->entries[i].crc_out = &p->recs[i].crc;
+}
+
 static int append_and_sync(partition *p, size_t n, uint64_t *first)
 {
     if (n == 0)
         return 0;
+    want_crcs(p, n);
     int rc = log_append(p->log, p->entries, n, first);
     if (rc < 0 && log_status(p->log) == 0) {
         /* Refused before writing anything (an event over the record limit
@@ -345,9 +355,8 @@ static int append_and_sync(partition *p, size_t n, uint64_t *first)
         return rc;
     }
     p->dirty = true;
-    if (p->opts.fsync == PARTITION_FSYNC_ALWAYS ||
-        (p->opts.fsync == PARTITION_FSYNC_INTERVAL &&
-         partition_interval_due(p, partition_mono_ns())))
+    if (p->opts.fsync == PARTITION_FSYNC_ALWAYS || (p->opts.fsync == PARTITION_FSYNC_INTERVAL &&
+                                                    partition_interval_due(p, partition_mono_ns())))
         return partition_sync_log(p);
     return 0;
 }
@@ -649,6 +658,7 @@ static void write_pipelined(partition *p, const expect_take *x, pub_part *all, s
     uint64_t first = x->next;
     t->early = false;
     void (*synced)(void *) = t->on ? pending_synced : NULL;
+    want_crcs(p, n);
     int rc = n > 0 ? log_append_sync(p->log, p->entries, n, &first, synced, p) : 0;
     int prev = t->early_rc;
     if (!t->early) {
@@ -739,15 +749,17 @@ static size_t admit_replica(partition *p, pub_part *taken)
         }
         for (uint32_t k = 0; k < part->count; k++, n++, next++) {
             const pub_event *ev = &part->batch->events[part->events[k]];
-            p->entries[n] = (log_entry){.data = ev->data, .len = ev->len, .time_ns = ev->time_ns};
+            p->entries[n] =
+                (log_entry){.data = ev->data,
+                            .len = ev->len,
+                            .time_ns = ev->time_ns,
+                            .record = ev->sealed ? ev->data - PB_RECORD_HEADER_SIZE : NULL};
             p->recs[n] = (live_record){.offset = next,
                                        .time_ns = ev->time_ns,
                                        .topic = ev->topic,
                                        .topic_len = ev->topic_len,
                                        .data = ev->data,
                                        .len = ev->len};
-            if (ev->time_ns > p->last_time_ns)
-                p->last_time_ns = ev->time_ns;
         }
     }
     return n;
@@ -791,6 +803,7 @@ void partition_write_replica_take(partition *p, pub_part *taken)
     uint64_t first = log_next_offset(p->log);
     if (n > 0) {
         p->window_partial = true; /* their ids are read from the log at start-up */
+        want_crcs(p, n);
         rc = log_append(p->log, p->entries, n, NULL);
         if (rc < 0 && log_status(p->log) < 0) {
             partition_set_failed(p, rc, "write");
@@ -800,6 +813,11 @@ void partition_write_replica_take(partition *p, pub_part *taken)
          * a ReplicaAck, whose offsets are durable (FORMAT.md 4.9), and a
          * synchronous primary acks its publishers on it. */
         if (rc >= 0) {
+            /* Written: only now do their times count (a refused take's,
+             * PB_EINVAL from a header that does not fit, do not). */
+            for (size_t i = 0; i < n; i++)
+                if (p->recs[i].time_ns > p->last_time_ns)
+                    p->last_time_ns = p->recs[i].time_ns;
             p->dirty = true;
             rc = partition_sync_log(p);
         }

@@ -14,6 +14,8 @@
 #include "iov.h"
 #include "logging.h"
 #include "pb_errors.h"
+#include "record.h"
+#include "recrun.h"
 #include "protobus.pb-c.h"
 #include "session.h"
 #include "standby.h"
@@ -64,7 +66,7 @@ int subconn_open(subconn *c)
 
 /* Room in the output buffer for out_len + need bytes (need <= OUT_CAP -
  * out_len), growing it by doubling. 0 or PB_ENOMEM (why set). */
-static int out_reserve(subconn *c, size_t need)
+static int out_grow(subconn *c, size_t need)
 {
     size_t want = c->out_len + need;
     if (want <= c->out_cap)
@@ -82,6 +84,24 @@ static int out_reserve(subconn *c, size_t need)
     c->out = b;
     c->out_cap = cap;
     return 0;
+}
+
+/* Fills in the open Records frame's lengths: the frame is then whole. */
+static void run_close(subconn *c)
+{
+    if (!c->run_open)
+        return;
+    c->run_open = false;
+    size_t records = c->out_len - c->run_at - c->run_hdr;
+    recrun_set_length(c->out + c->run_at, c->run_hdr, c->frame_id, records);
+}
+
+/* Room for a frame of need bytes after what is queued (an open run is
+ * closed first: nothing may go inside it). */
+static int out_reserve(subconn *c, size_t need)
+{
+    run_close(c);
+    return out_grow(c, need);
 }
 
 int subconn_ready(subconn *c)
@@ -260,6 +280,7 @@ static int scan_sealed(subconn *c, const uint8_t *p, size_t n)
 
 int subconn_flush(subconn *c)
 {
+    run_close(c);
     if (c->out_len == 0)
         return 0;
     struct iovec v = {c->out, c->out_len};
@@ -309,6 +330,44 @@ int subconn_event(subconn *c, const char *partition, size_t partition_len, uint6
                                            c->frame_id, partition, partition_len, offset, len);
     memcpy(c->out + c->out_len, event, len);
     c->out_len += len;
+    return 0;
+}
+
+int subconn_record(subconn *c, const char *partition, size_t partition_len, uint64_t offset,
+                   int64_t time_ns, const uint8_t *event, size_t len, const uint32_t *crc)
+{
+    size_t size = PB_RECORD_HEADER_SIZE + len;
+    size_t hmax = RECRUN_HEADER_MAX(partition_len);
+    if (hmax + size > OUT_CAP || len > PB_RECORD_MAX_EVENT)
+        return subconn_event(c, partition, partition_len, offset, event, len);
+    bool join = c->run_open && c->run_part == partition && c->run_part_len == partition_len &&
+                c->run_next == offset && c->out_len + size <= OUT_CAP;
+    int rc;
+    if (!join) {
+        if ((rc = make_room(c, hmax + size)) < 0) /* closes the run before */
+            return rc;
+        run_close(c); /* (make_room closed it: a no-op) */
+        c->run_at = c->out_len;
+        c->run_hdr =
+            recrun_put_header(c->out + c->out_len, c->frame_id, partition, partition_len, 0);
+        c->out_len += c->run_hdr;
+        c->run_part = partition;
+        c->run_part_len = partition_len;
+        c->run_open = true;
+    } else if ((rc = out_grow(c, size)) < 0) {
+        return rc;
+    }
+    uint8_t *at = c->out + c->out_len;
+    if (crc) {
+        (void)record_encode_fields(at, offset, time_ns, len);
+        pb_store_le32(at, *crc);
+    } else {
+        (void)record_encode_header(at, offset, time_ns, event, len, NULL, 0);
+    }
+    memcpy(at + PB_RECORD_HEADER_SIZE, event, len);
+    c->out_len += size;
+    c->run_next = offset + 1;
+    c->events_sent++;
     return 0;
 }
 
@@ -560,9 +619,11 @@ static void end_error(subconn *c, int rc, char *msg, size_t msglen)
         code = PB_CODE_RESOURCE_EXHAUSTED;
     else if (rc == PB_EINVAL)
         code = PB_CODE_INVALID_ARGUMENT; /* its patterns, refused by the matcher */
-    if (rc != PB_ETOOBIG)
+    if (rc != PB_ETOOBIG) {
         c->out_len = c->out_owed; /* a frame begun on the wire is finished first */
-    else
+        if (c->run_open && c->run_at >= c->out_len)
+            c->run_open = false; /* dropped with the rest: never to be closed */
+    } else
         code = PB_CODE_RESOURCE_EXHAUSTED; /* a budget: what was queued goes first */
     if (subconn_error(c, c->frame_id, code, msg, NULL, 0, 0) == 0)
         (void)subconn_flush(c);

@@ -54,7 +54,16 @@ typedef struct subconn {
     /* subconn's own. */
     uint8_t *out; /* frames waiting to be written; NULL while resting */
     size_t out_len, out_cap;
-    uint64_t events_sent; /* Event frames queued so far */
+    uint64_t events_sent; /* Event frames (and records of Records frames) queued so far */
+    /* The Records frame being filled (subconn_record) at out[run_at..):
+     * its header's size, its partition (the caller's pointer: compared,
+     * never read) and the next offset it can take. Closed by anything else
+     * written to out. */
+    bool run_open;
+    size_t run_at, run_hdr;
+    const char *run_part;
+    size_t run_part_len;
+    uint64_t run_next;
     frame_scan scan;
     bool in_input; /* inside subconn_read (its answers may flush) */
     uint8_t *rin;  /* replicate: a frame of the follower's being read whole */
@@ -107,6 +116,17 @@ int subconn_flush(subconn *c);
  * are (no decoding). Same returns as subconn_flush. */
 int subconn_event(subconn *c, const char *partition, size_t partition_len, uint64_t offset,
                   const uint8_t *event, size_t len);
+
+/* The same record for a replication subscription that asked for Records
+ * frames (FORMAT.md 4.11): appended, with its record header (offset,
+ * time_ns, CRC32C: byte for byte the primary's segment record), to the
+ * Records frame being filled when it is of the same partition (the same
+ * pointer) and the next offset there, else to a new one. A frame stays
+ * within OUT_CAP; a record too large for one goes as an Event frame. crc:
+ * the record's CRC32C as the writer computed it (NULL: computed here). Same
+ * returns as subconn_flush. */
+int subconn_record(subconn *c, const char *partition, size_t partition_len, uint64_t offset,
+                   int64_t time_ns, const uint8_t *event, size_t len, const uint32_t *crc);
 
 /*
  * The waker's fast path (subrun_fast.c), while the thread sleeps: writes

@@ -370,6 +370,17 @@ out:
 /* ------------------------------------------------------------------ */
 /* live */
 
+/* One live record: an Event frame, or for a standby that asked for them
+ * into a Records frame (FORMAT.md 4.11: runs of records as stored, with
+ * their headers; history still goes as Event frames). */
+static int send_live(sub *s, part_state *st, const lq_entry *e)
+{
+    if (s->req->replicate && s->req->replicate_records)
+        return subconn_record(&s->conn, st->name, st->name_len, e->offset, e->time_ns, e->data,
+                              e->len, e->has_crc ? &e->crc : NULL);
+    return subconn_event(&s->conn, st->name, st->name_len, e->offset, e->data, e->len);
+}
+
 /* Sends what the queue holds. DRAIN_EMPTY, DRAIN_MORE, DRAIN_OVERFLOW or a
  * negative code. */
 static int drain(sub *s)
@@ -408,8 +419,7 @@ static int drain(sub *s)
         }
         part_state *st = &s->parts[i];
         if (e.offset >= st->next) {
-            if (e.time_ns >= s->min_time_ns &&
-                (rc = subconn_event(&s->conn, st->name, st->name_len, e.offset, e.data, e.len)) < 0)
+            if (e.time_ns >= s->min_time_ns && (rc = send_live(s, st, &e)) < 0)
                 return rc;
             st->next = e.offset + 1;
         }
@@ -476,8 +486,7 @@ static int wait_live(sub *s)
         if (s->conn.fast_error) {
             /* Part of a frame went out and the rest could not be kept: no
              * frame can follow on this stream, not even an Error. */
-            logging_printf(LOG_ERROR, "subscriber %s: %s; closing its connection", s->peer,
-                           s->why);
+            logging_printf(LOG_ERROR, "subscriber %s: %s; closing its connection", s->peer, s->why);
             return PB_ECLOSED;
         }
         if (pr < 0) {

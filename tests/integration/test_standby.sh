@@ -23,6 +23,9 @@
 #   - an event id replicated to the standby still deduplicates a retry
 #     after promotion;
 #   - a standby catching up on 200,000 tiny events ends byte-identical;
+#   - a Records frame damaged on the way (a proxy flips one byte) is refused
+#     by its CRC, nothing of it written; the standby reconnects and ends
+#     byte-identical;
 #   - with auth = required, a standby user with the read right .* replicates,
 #     one with less is refused;
 #   - over TLS to a primary with auth = required (follow_tls, follow_ca,
@@ -420,6 +423,72 @@ test_tiny_events_catch_up() {
     stop tprim TERM
 }
 
+# A Records frame damaged on the way (one byte flipped by a proxy in the
+# first connection, primary to standby): the standby refuses the run (its
+# CRC), writes nothing of it, reconnects and ends byte-identical.
+test_damaged_run_resumes() {
+    write_conf dprim
+    write_conf dfol
+    start dprim
+    cat >"$TMP/flipproxy.py" <<'PY'
+import socket, sys, threading
+dport, flip_at, port_file = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+ls = socket.socket()
+ls.bind(("127.0.0.1", 0))
+ls.listen(5)
+open(port_file + ".tmp", "w").write(str(ls.getsockname()[1]))
+import os; os.rename(port_file + ".tmp", port_file)
+first = [True]
+def pipe(a, b, corrupt):
+    n = 0
+    try:
+        while True:
+            d = a.recv(65536)
+            if not d:
+                break
+            if corrupt and n <= flip_at < n + len(d):
+                d = bytearray(d)
+                d[flip_at - n] ^= 0x01
+                d = bytes(d)
+            n += len(d)
+            b.sendall(d)
+    except OSError:
+        pass
+    for s in (a, b):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+while True:
+    c, _ = ls.accept()
+    u = socket.create_connection(("127.0.0.1", dport))
+    threading.Thread(target=pipe, args=(c, u, False), daemon=True).start()
+    threading.Thread(target=pipe, args=(u, c, first[0]), daemon=True).start()
+    first[0] = False
+PY
+    python3 "$TMP/flipproxy.py" "$(port dprim)" 20000 "$TMP/flip.port" 2>"$TMP/flip.log" &
+    echo $! >"$TMP/flip.pid"
+    wait_until 100 test -s "$TMP/flip.port" || fail "the proxy did not start"
+    start dfol --follow "127.0.0.1:$(cat "$TMP/flip.port")"
+    wait_until 100 grep -q "connected" "$TMP/dfol.log" || fail "the standby did not connect"
+    local i topic
+    for ((i = 0; i < 30; i++)); do
+        topic=a.t$((i % 3))
+        [ $((i % 2)) -eq 1 ] && topic=b.t$((i % 5))
+        seq $((i * 1000)) $((i * 1000 + 999)) | sed 's/$/ live payload with some bytes/' |
+            "$PB" pub -s "127.0.0.1:$(port dprim)" "$topic" >/dev/null || fail "publish $i failed"
+    done
+    wait_until 300 same_dirs "$TMP/dprim" "$TMP/dfol" ||
+        fail "the standby did not converge after a damaged run: $(tail -3 "$TMP/dfol.log")"
+    grep -q "run of records is damaged" "$TMP/dfol.log" ||
+        fail "no damaged run reported: $(grep -v INFO "$TMP/dfol.log" | tail -3)"
+    "$PB" cat --verify "$TMP/dfol/pa" "$TMP/dfol/pb" >/dev/null || fail "cat --verify of the standby"
+    stop dfol TERM
+    stop dprim TERM
+    kill "$(cat "$TMP/flip.pid")" 2>/dev/null || true
+    rm -f "$TMP/flip.pid"
+}
+
 test_sync_timeout_policies() {
     write_conf alone "min_standby_acks = 1
 standby_timeout_ms = 300"
@@ -449,6 +518,7 @@ run test_promotion
 run test_sync_kill9_primary_promote
 run test_sync_timeout_policies
 run test_tiny_events_catch_up
+run test_damaged_run_resumes
 run test_ids_survive_promotion
 run test_auth_replication
 run test_tls_auth_replication

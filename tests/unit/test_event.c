@@ -8,7 +8,7 @@
  * lenient walk accepts too and finds the same topic and tags. And the
  * subscription filter (event_filter_scan/ok): per-tag verdicts, the last
  * entry of a key deciding, the last topic winning.
- * And event_scan_stored against event_scan.
+ * And event_scan_stored and event_scan_keys against event_scan.
  * Single-threaded; no files. (event_scan itself: test_frame.c.)
  */
 #include <stdarg.h>
@@ -329,6 +329,66 @@ static void test_scan_stored_agrees_with_event_scan(void **state)
     assert_non_null(strstr(err, "nanos"));
 }
 
+/* event_scan_keys (a standby's sealed records): whatever event_scan
+ * accepts it accepts too, with the same topic and id; an id over the
+ * maximum, a topic or id of the wrong wire type, a group, a cut inside a
+ * field are refused. */
+static void test_scan_keys_agrees_with_event_scan(void **state)
+{
+    uint8_t base[256], ev[256];
+    size_t n = 0;
+    uint32_t seed = 4242;
+    unsigned accepted = 0;
+    event_view v;
+    wire_slice topic, id;
+    (void)state;
+
+    n += put_str(base + n, EVENT_TOPIC, "sensors.kitchen");
+    n += put_tag(base + n, "room", "kitchen");
+    n += put_time(base + n, EVENT_SERVER_RECEIVE_TIME, 1700000000, 5);
+    n += put_str(base + n, EVENT_ID, "order-42");
+    n += wire_put_varint_field(base + n, EVENT_PAYLOAD_SIZE, 3);
+    n += put_str(base + n, EVENT_TOPIC, "sensors.hall"); /* the last one wins */
+    assert_int_equal(event_scan_keys(base, n, &topic, &id), 0);
+    assert_true(wire_slice_eq_bytes(topic, "sensors.hall", 12));
+    assert_true(wire_slice_eq_bytes(id, "order-42", 8));
+    for (size_t cut = 1; cut < n; cut++) {
+        /* A prefix is accepted only at a field's end, as event_scan_stored does. */
+        event_view w;
+        int a = event_scan_keys(base, cut, &topic, &id);
+        int b = event_scan_stored(base, cut, &w, NULL, 0);
+        assert_int_equal(a, b);
+    }
+    for (int i = 0; i < 20000; i++) {
+        memcpy(ev, base, n);
+        for (int k = 1 + (int)(rng_next(&seed) % 3); k > 0; k--)
+            ev[rng_next(&seed) % n] = (uint8_t)rng_next(&seed);
+        size_t len = n - rng_next(&seed) % 4;
+        if (event_scan(ev, len, &v, NULL, 0) != 0)
+            continue;
+        accepted++;
+        assert_int_equal(event_scan_keys(ev, len, &topic, &id), 0);
+        assert_true(wire_slice_eq(topic, v.topic));
+        assert_true(wire_slice_eq(id, v.id));
+    }
+    assert_true(accepted > 100);
+
+    char big[80];
+    memset(big, 'x', sizeof big - 1);
+    big[EVENT_ID_MAX_BYTES + 1] = '\0';
+    n = put_str(ev, EVENT_TOPIC, "t");
+    n += put_str(ev + n, EVENT_ID, big);
+    assert_int_equal(event_scan_keys(ev, n, &topic, &id), PB_EPROTO);
+    n = wire_put_varint_field(ev, EVENT_TOPIC, 7); /* not a string */
+    assert_int_equal(event_scan_keys(ev, n, &topic, &id), PB_EPROTO);
+    const uint8_t group[] = {0x1b, 0x1c}; /* field 3, start and end group */
+    assert_int_equal(event_scan_keys(group, sizeof group, &topic, &id), PB_EPROTO);
+    const uint8_t zero[] = {0x02, 0x00}; /* field 0 */
+    assert_int_equal(event_scan_keys(zero, sizeof zero, &topic, &id), PB_EPROTO);
+    assert_int_equal(event_scan_keys(ev, 0, &topic, &id), 0);
+    assert_int_equal(topic.len + id.len, 0);
+}
+
 static void test_filter_verdicts(void **state)
 {
     uint8_t ev[256];
@@ -394,6 +454,7 @@ int main(void)
         cmocka_unit_test(test_utf8_only_when_strict),
         cmocka_unit_test(test_strict_accepts_only_what_lenient_accepts),
         cmocka_unit_test(test_scan_stored_agrees_with_event_scan),
+        cmocka_unit_test(test_scan_keys_agrees_with_event_scan),
         cmocka_unit_test(test_filter_verdicts),
         cmocka_unit_test(test_filter_malformed),
     };

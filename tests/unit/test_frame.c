@@ -341,12 +341,13 @@ static void test_frame_parse_every_kind(void **state)
     Protobus__ReplicaAck ra = PROTOBUS__REPLICA_ACK__INIT;
     Protobus__Ping pi = PROTOBUS__PING__INIT;
     Protobus__Pong po = PROTOBUS__PONG__INIT;
+    Protobus__Records rr = PROTOBUS__RECORDS__INIT;
     Protobus__EncapsulatedEvent inner = PROTOBUS__ENCAPSULATED_EVENT__INIT;
     char *patterns[] = {"sensors\\..*"};
     const ProtobufCMessage *bodies[] = {&h.base,  &pub.base, &ack.base, &sub.base,
                                         &ev.base, &er.base,  &sd.base,  &cu.base,
-                                        &ra.base, &pi.base,  &po.base};
-    const uint64_t ids[] = {0, 1, 127, 128, UINT64_MAX, 42, 7, 8, 9, 10, 1u << 20};
+                                        &ra.base, &pi.base,  &po.base,  &rr.base};
+    const uint64_t ids[] = {0, 1, 127, 128, UINT64_MAX, 42, 7, 8, 9, 10, 1u << 20, 13};
     enum { NKINDS = sizeof bodies / sizeof bodies[0] };
 
     assert_int_equal(NKINDS, FRAME_KIND_MAX - 1);
@@ -358,6 +359,8 @@ static void test_frame_parse_every_kind(void **state)
     ev.partition = "p";
     er.code = PROTOBUS__CODE__DATA_LOSS;
     cu.history_events = 3;
+    rr.partition = "p";
+    rr.records = (ProtobufCBinaryData){.len = 3, .data = (uint8_t *)"abc"};
     for (int k = 0; k < NKINDS; k++) {
         Protobus__Frame f = PROTOBUS__FRAME__INIT;
         frame_view fv;
@@ -382,8 +385,9 @@ static void test_frame_parse_every_kind(void **state)
 
 static void test_frame_parse_unknown_body(void **state)
 {
-    /* id 9, then field 100 (a future frame type) and an unknown varint. */
-    const uint8_t body[] = {0x08, 0x09, 0xa2, 0x06, 0x02, 0x08, 0x01, 0x68, 0x01};
+    /* id 9, then field 100 (a future frame type) and an unknown varint
+     * (field 14). */
+    const uint8_t body[] = {0x08, 0x09, 0xa2, 0x06, 0x02, 0x08, 0x01, 0x70, 0x01};
     Protobus__Frame *u;
     frame_view fv;
 

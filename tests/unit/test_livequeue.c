@@ -147,6 +147,9 @@ static void test_entry_larger_than_queue_overflows(void **state)
 
 /* Random producer/consumer interleaving over a small ring: every entry comes
  * back once, in order, with its bytes, contiguous; the bound always holds. */
+/* Also: an entry's CRC (lq_entry.crc, has_crc: kept in its header, the
+ * flag in the length's top bit) comes back as pushed, the length unmasked,
+ * across block ends and padding. */
 static void test_wraparound_keeps_order_and_bytes(void **state)
 {
     livequeue *q;
@@ -159,7 +162,13 @@ static void test_wraparound_keeps_order_and_bytes(void **state)
             size_t len = rnd() % 300;
             size_t split = len ? rnd() % (len + 1) : 0;
             fill(data, len, next_push);
-            lq_entry e = {.key = &key, .offset = next_push, .time_ns = (int64_t)next_push};
+            /* Every third entry without a CRC; the others with one whose
+             * top bit is set half the time (the length's flag is apart). */
+            lq_entry e = {.key = &key,
+                          .offset = next_push,
+                          .time_ns = (int64_t)next_push,
+                          .crc = (uint32_t)(next_push * 2654435761u),
+                          .has_crc = next_push % 3 != 0};
             int rc =
                 livequeue_push(q, &e, data, (uint32_t)split, data + split, (uint32_t)(len - split));
             if (rc == 0) {
@@ -180,6 +189,10 @@ static void test_wraparound_keeps_order_and_bytes(void **state)
             for (size_t i = 0; i < take && livequeue_read(q, &sp, &got) == 0; i++) {
                 assert_int_equal(got.offset, next_read);
                 assert_int_equal(got.time_ns, (int64_t)next_read);
+                assert_true(got.len < 300);
+                assert_int_equal(got.has_crc, next_read % 3 != 0);
+                if (got.has_crc)
+                    assert_int_equal(got.crc, (uint32_t)(next_read * 2654435761u));
                 fill(check, got.len, next_read);
                 assert_memory_equal(got.data, check, got.len);
                 next_read++;

@@ -14,9 +14,11 @@
 #include "partition.h"
 #include "pb_errors.h"
 #include "reader.h"
+#include "record.h"
 #include "wire.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <ftw.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -418,6 +420,49 @@ static void test_replica_take_synced_under_interval(void **state)
     assert_int_equal(partition_close(p), 0);
 }
 
+/* A standby's sealed record whose header does not fit the log (its offset
+ * is not the next) is refused with nothing written, and its far-future time
+ * does not count: the next ordinary take is stamped from the clock. */
+static void test_refused_sealed_take_leaves_last_time(void **state)
+{
+    ph_fixture *f = *state;
+    ph_harness *h = &f->h;
+    h->check_durable = false;
+    partition *p = ph_open(f);
+    const int64_t far = 4000000000000000000ll; /* year 2096 */
+    ph_batch *tb = ph_batch_new(h, p, 1, 0);
+    tb->b.replica = 1;
+    /* The record: a header claiming offset 5, then the event's bytes. */
+    static uint8_t rec[PB_RECORD_HEADER_SIZE + 64];
+    memcpy(rec + PB_RECORD_HEADER_SIZE, tb->ev[0].data, tb->ev[0].len);
+    assert_int_equal(
+        record_encode_header(rec, 5, far, rec + PB_RECORD_HEADER_SIZE, tb->ev[0].len, NULL, 0), 0);
+    tb->ev[0].data = rec + PB_RECORD_HEADER_SIZE;
+    tb->ev[0].topic = rec + PB_RECORD_HEADER_SIZE + 2;
+    tb->ev[0].sealed = 1;
+    tb->ev[0].offset = 0;
+    tb->ev[0].time_ns = far;
+    pthread_mutex_lock(&h->lock);
+    size_t done = h->done_count;
+    pthread_mutex_unlock(&h->lock);
+    partition_submit(p, &tb->part);
+    ph_wait_done(h, done + 1);
+    assert_int_equal(tb->part.status, PB_EINVAL);
+    assert_int_equal(partition_end_offset(p), 0);
+    free(tb);
+    free(ph_publish(f, p, 1, 0));
+    assert_int_equal(partition_end_offset(p), 1);
+    assert_int_equal(partition_close(p), 0);
+    pb_reader *r;
+    pb_record got;
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/p", f->root);
+    assert_int_equal(pb_reader_open(&r, dir), 0);
+    assert_int_equal(pb_reader_next(r, &got), 0);
+    assert_true(got.time_ns < far);
+    pb_reader_close(r);
+}
+
 static void test_never_policy(void **state)
 {
     ph_fixture *f = *state;
@@ -512,7 +557,10 @@ int main(void)
                                         ph_teardown),
         cmocka_unit_test_setup_teardown(test_interval_policy, ph_setup, ph_teardown),
         cmocka_unit_test_setup_teardown(test_never_policy, ph_setup, ph_teardown),
-        cmocka_unit_test_setup_teardown(test_replica_take_synced_under_interval, ph_setup, ph_teardown),
+        cmocka_unit_test_setup_teardown(test_replica_take_synced_under_interval, ph_setup,
+                                        ph_teardown),
+        cmocka_unit_test_setup_teardown(test_refused_sealed_take_leaves_last_time, ph_setup,
+                                        ph_teardown),
         cmocka_unit_test_setup_teardown(test_oversized_event_refused_alone, ph_setup, ph_teardown),
         cmocka_unit_test_setup_teardown(test_empty_part_and_bad_options, ph_setup, ph_teardown),
     };
