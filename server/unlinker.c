@@ -9,11 +9,13 @@
 #include "pb_errors.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Its stack: one path on it at most; sanitizers grow frames. */
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -38,17 +40,64 @@ struct unlinker {
     size_t queued_fds; /* of them, descriptors (each one outside the fd budget) */
     uint64_t taken, finished; /* paths queued / dealt with since the start */
     bool stop;
-    _Atomic uint64_t done; /* unlinked (or already gone) */
+    _Atomic uint64_t done;    /* unlinked (or already gone) */
+    _Atomic uint64_t stepped; /* of them, freed in steps */
     pthread_t thread;
 };
+
+/* Waits UNLINKER_STEP_PAUSE_NS between two steps, unless files are waiting
+ * (the space is then freed as fast as the file system can) or the daemon
+ * is stopping; an enqueue may cut it short. */
+static void pause_step(unlinker *u)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    t.tv_nsec += UNLINKER_STEP_PAUSE_NS;
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&u->lock);
+    if (!u->stop && u->queued < UNLINKER_PACED_BELOW)
+        (void)pthread_cond_timedwait(&u->wake, &u->lock, &t);
+    pthread_mutex_unlock(&u->lock);
+}
+
+/* Frees the extents of fd's file (writable) a step at a time from its end,
+ * if it is larger than a step and fd is its only descriptor: no reader
+ * that has it open may see it shrink (a reader keeps reading a removed
+ * segment to its end). A failure stops the steps: what is left goes with
+ * the unlink or close, as before. */
+static void free_in_steps(unlinker *u, const fileio *io, int fd)
+{
+    off_t size;
+    if (!io->sole_open || io->fsize(io, fd, &size) < 0 || size <= UNLINKER_STEP_BYTES ||
+        io->sole_open(io, fd) != 1)
+        return;
+    for (bool first = true; size > UNLINKER_STEP_BYTES; first = false) {
+        size -= UNLINKER_STEP_BYTES;
+        if (io->ftruncate(io, fd, size) < 0)
+            return; /* e.g. a read-only descriptor: at once */
+        if (first)
+            atomic_fetch_add_explicit(&u->stepped, 1, memory_order_relaxed);
+        pause_step(u);
+    }
+}
 
 static void unlink_one(unlinker *u, doomed *d)
 {
     if (d->fd >= 0) {
-        /* Read-only; its name is gone: the close only frees the space. */
+        /* Its name is gone: the close only frees the space (in steps when
+         * the writer opened it writable and nobody else has it open). */
+        free_in_steps(u, d->io, d->fd);
         (void)d->io->close(d->io, d->fd);
         atomic_fetch_add_explicit(&u->done, 1, memory_order_relaxed);
         return;
+    }
+    int fd = d->io->open(d->io, d->path, O_WRONLY, 0);
+    if (fd >= 0) { /* else (gone, no descriptor left): the unlink as it is */
+        free_in_steps(u, d->io, fd);
+        (void)d->io->close(d->io, fd);
     }
     int rc = d->io->unlink(d->io, d->path);
     if (rc == 0 || rc == -ENOENT)
@@ -168,6 +217,11 @@ void unlinker_flush(unlinker *u)
 uint64_t unlinker_done(unlinker *u)
 {
     return atomic_load_explicit(&u->done, memory_order_relaxed);
+}
+
+uint64_t unlinker_stepped(unlinker *u)
+{
+    return atomic_load_explicit(&u->stepped, memory_order_relaxed);
 }
 
 void unlinker_stop(unlinker *u)
