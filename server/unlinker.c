@@ -51,7 +51,7 @@ struct unlinker {
 static void pause_step(unlinker *u)
 {
     struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
+    clock_gettime(CLOCK_MONOTONIC, &t); /* wake's clock: a wall-clock step cannot stretch it */
     t.tv_nsec += UNLINKER_STEP_PAUSE_NS;
     if (t.tv_nsec >= 1000000000L) {
         t.tv_sec++;
@@ -150,7 +150,11 @@ int unlinker_start(unlinker **out)
     }
     (void)pthread_attr_setstacksize(&attr, UNLINKER_STACK_BYTES); /* else the default */
     pthread_mutex_init(&u->lock, NULL);
-    pthread_cond_init(&u->wake, NULL);
+    pthread_condattr_t ca; /* wake's pauses (pause_step) on the monotonic clock */
+    pthread_condattr_init(&ca);
+    (void)pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&u->wake, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_cond_init(&u->moved, NULL);
     rc = pthread_create(&u->thread, &attr, unlinker_main, u);
     pthread_attr_destroy(&attr);
