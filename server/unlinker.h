@@ -31,9 +31,9 @@
  * of system CPU, ~1.3 ms of waiting): ~0.12 s of this thread's CPU per
  * 1.5 GB freed against 0.02 s for whole unlinks; 4 MiB steps would halve
  * that but leave the writer waiting about half as long again. The file is
- * out of every reader's sight
- * already (<base>.log.del, or no name at all), so a crash amid the steps
- * leaves a shorter .log.del, removed at the next open like any other.
+ * out of every reader's sight already (<base>.log.del, or no name at all),
+ * so a crash amid the steps leaves a shorter .log.del, removed at the next
+ * open like any other.
  *
  * Bounded: at most UNLINKER_MAX_QUEUED paths (or descriptors, at most
  * UNLINKER_MAX_FDS of them) wait; beyond that (or without
