@@ -143,6 +143,11 @@ static int px_write_out(const fileio *io, int fd, off_t off, off_t len)
 
 static int px_sole_open(const fileio *io, int fd)
 {
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    if (st.st_nlink != 0)
+        return 0; /* a name (a hard link a backup made, say) shares the data */
     /* A lease break signals the holder, by default with SIGIO, whose
      * default action ends the process: SIGURG's is to ignore it. */
     if (fcntl(fd, F_SETSIG, SIGURG) < 0)

@@ -63,19 +63,28 @@ static void pause_step(unlinker *u)
     pthread_mutex_unlock(&u->lock);
 }
 
-/* Frees the extents of fd's file (writable) a step at a time from its end,
- * if it is larger than a step and fd is its only descriptor: no reader
- * that has it open may see it shrink (a reader keeps reading a removed
- * segment to its end). A failure stops the steps: what is left goes with
- * the unlink or close, as before. */
+/* The step for a file of size bytes: 1 MiB, more for a file over
+ * UNLINKER_MAX_STEPS MiB, so that no file takes more than that many. */
+static off_t step_bytes(off_t size)
+{
+    off_t step = size / UNLINKER_MAX_STEPS;
+    return step > UNLINKER_STEP_BYTES ? step : UNLINKER_STEP_BYTES;
+}
+
+/* Frees the extents of fd's file (writable, its name gone) a step at a
+ * time from its end, if it is larger than a step and fd is the only way
+ * to it (sole_open: no hard link, no other descriptor): a reader that has
+ * it open keeps reading a removed segment to its end. A failure stops the
+ * steps: what is left goes with the close, as before. */
 static void free_in_steps(unlinker *u, const fileio *io, int fd)
 {
     off_t size;
     if (!io->sole_open || io->fsize(io, fd, &size) < 0 || size <= UNLINKER_STEP_BYTES ||
         io->sole_open(io, fd) != 1)
         return;
-    for (bool first = true; size > UNLINKER_STEP_BYTES; first = false) {
-        size -= UNLINKER_STEP_BYTES;
+    off_t step = step_bytes(size);
+    for (bool first = true; size > step; first = false) {
+        size -= step;
         if (io->ftruncate(io, fd, size) < 0)
             return; /* e.g. a read-only descriptor: at once */
         if (first)
@@ -84,22 +93,34 @@ static void free_in_steps(unlinker *u, const fileio *io, int fd)
     }
 }
 
+/* A removed segment renamed out of sight: nobody opens it by name, so it
+ * may be freed in steps (an index or a compressed copy is unlinked as it
+ * is: a reader may open an index by name). */
+static bool steppable(const char *path)
+{
+    size_t n = strlen(path), k = strlen(".log.del");
+    return n > k && strcmp(path + n - k, ".log.del") == 0;
+}
+
 static void unlink_one(unlinker *u, doomed *d)
 {
     if (d->fd >= 0) {
         /* Its name is gone: the close only frees the space (in steps when
-         * the writer opened it writable and nobody else has it open). */
+         * the writer opened it writable and nothing else reaches it). */
         free_in_steps(u, d->io, d->fd);
         (void)d->io->close(d->io, d->fd);
         atomic_fetch_add_explicit(&u->done, 1, memory_order_relaxed);
         return;
     }
-    int fd = d->io->open(d->io, d->path, O_WRONLY, 0);
-    if (fd >= 0) { /* else (gone, no descriptor left): the unlink as it is */
-        free_in_steps(u, d->io, fd);
+    /* A .log.del is opened before its unlink and freed in steps after it,
+     * nameless: a crash amid the steps leaves nothing named. */
+    int fd = steppable(d->path) ? d->io->open(d->io, d->path, O_WRONLY, 0) : -1;
+    int rc = d->io->unlink(d->io, d->path);
+    if (fd >= 0) {
+        if (rc == 0)
+            free_in_steps(u, d->io, fd);
         (void)d->io->close(d->io, fd);
     }
-    int rc = d->io->unlink(d->io, d->path);
     if (rc == 0 || rc == -ENOENT)
         atomic_fetch_add_explicit(&u->done, 1, memory_order_relaxed);
     else
