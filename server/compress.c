@@ -304,14 +304,18 @@ int log_compress_install(pb_log *log, uint64_t base)
     /* The plain file stays open across the rename: its inode then outlives
      * its name, and the close that frees its extents (about as long as an
      * unlink of it, milliseconds) runs on the unlinker thread, not here.
-     * Not opened (no descriptor left): the rename frees it, as before. */
-    int plain = log->io->open(log->io, path, O_RDONLY, 0);
+     * Not opened (no descriptor left): the rename frees it, as before.
+     * Writable (nothing is written through it) so that the unlinker can
+     * free it in steps (unlinker.h); read-only if that is refused. */
+    int plain = log->io->open(log->io, path, O_RDWR, 0);
+    if (plain < 0)
+        plain = log->io->open(log->io, path, O_RDONLY, 0);
     if ((rc = log->io->rename(log->io, tmp, path)) < 0) {
         log_say(log, LOG_ERROR, "compress: rename of %s to %s failed: %s", tmp, path,
                 pb_strerror(rc));
         (void)log->io->unlink(log->io, tmp);
         if (plain >= 0)
-            (void)log->io->close(log->io, plain); /* read-only */
+            (void)log->io->close(log->io, plain); /* nothing written through it */
         return rc;
     }
     s->known = false; /* its size changed: read again when needed */

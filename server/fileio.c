@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -140,6 +141,22 @@ static int px_write_out(const fileio *io, int fd, off_t off, off_t len)
     }
 }
 
+static int px_sole_open(const fileio *io, int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    if (st.st_nlink != 0)
+        return 0; /* a name (a hard link a backup made, say) shares the data */
+    /* A lease break signals the holder, by default with SIGIO, whose
+     * default action ends the process: SIGURG's is to ignore it. */
+    if (fcntl(fd, F_SETSIG, SIGURG) < 0)
+        return -errno;
+    if (fcntl(fd, F_SETLEASE, F_WRLCK) == 0)
+        return 1;
+    return errno == EAGAIN || errno == EBUSY ? 0 : -errno;
+}
+
 static const fileio posix_io = {
     .open = px_open,
     .pwritev = px_pwritev,
@@ -157,6 +174,7 @@ static const fileio posix_io = {
     .space = px_space,
     .drop_cache = px_drop_cache,
     .write_out = px_write_out,
+    .sole_open = px_sole_open,
     .ctx = NULL,
 };
 

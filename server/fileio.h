@@ -59,6 +59,15 @@ struct fileio {
      * device before anything submitted afterwards. NULL in a layer that has
      * no page cache to write out (the power-loss simulation). */
     int (*write_out)(const fileio *io, int fd, off_t off, off_t len);
+    /* Whether fd is the only way left to the file's data: the file has no
+     * name (st_nlink 0: no hard link shares it) and fd is its only open
+     * descriptor, in this process or any other. Takes a write lease on it
+     * (F_SETLEASE F_WRLCK), held until fd is closed; the lease break is
+     * not signalled (SIGURG, ignored). 1: the only one; 0: a name or
+     * another descriptor has it; a negated errno when leases are not
+     * available. NULL in a layer without leases (the power-loss
+     * simulation): callers then assume another descriptor may have it. */
+    int (*sole_open)(const fileio *io, int fd);
     void *ctx; /* for the layer's own state */
 };
 

@@ -9,11 +9,13 @@
 #include "pb_errors.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Its stack: one path on it at most; sanitizers grow frames. */
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -38,19 +40,87 @@ struct unlinker {
     size_t queued_fds; /* of them, descriptors (each one outside the fd budget) */
     uint64_t taken, finished; /* paths queued / dealt with since the start */
     bool stop;
-    _Atomic uint64_t done; /* unlinked (or already gone) */
+    _Atomic uint64_t done;    /* unlinked (or already gone) */
+    _Atomic uint64_t stepped; /* of them, freed in steps */
     pthread_t thread;
 };
+
+/* Waits UNLINKER_STEP_PAUSE_NS between two steps, unless files are waiting
+ * (the space is then freed as fast as the file system can) or the daemon
+ * is stopping; an enqueue may cut it short. */
+static void pause_step(unlinker *u)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t); /* wake's clock: a wall-clock step cannot stretch it */
+    t.tv_nsec += UNLINKER_STEP_PAUSE_NS;
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&u->lock);
+    if (!u->stop && u->queued < UNLINKER_PACED_BELOW)
+        (void)pthread_cond_timedwait(&u->wake, &u->lock, &t);
+    pthread_mutex_unlock(&u->lock);
+}
+
+/* The step for a file of size bytes: 1 MiB, more for a file over
+ * UNLINKER_MAX_STEPS MiB, so that no file takes more than that many. */
+static off_t step_bytes(off_t size)
+{
+    off_t step = size / UNLINKER_MAX_STEPS;
+    return step > UNLINKER_STEP_BYTES ? step : UNLINKER_STEP_BYTES;
+}
+
+/* Frees the extents of fd's file (writable, its name gone) a step at a
+ * time from its end, if it is larger than a step and fd is the only way
+ * to it (sole_open: no hard link, no other descriptor): a reader that has
+ * it open keeps reading a removed segment to its end. A failure stops the
+ * steps: what is left goes with the close, as before. */
+static void free_in_steps(unlinker *u, const fileio *io, int fd)
+{
+    off_t size;
+    if (!io->sole_open || io->fsize(io, fd, &size) < 0 || size <= UNLINKER_STEP_BYTES ||
+        io->sole_open(io, fd) != 1)
+        return;
+    off_t step = step_bytes(size);
+    for (bool first = true; size > step; first = false) {
+        size -= step;
+        if (io->ftruncate(io, fd, size) < 0)
+            return; /* e.g. a read-only descriptor: at once */
+        if (first)
+            atomic_fetch_add_explicit(&u->stepped, 1, memory_order_relaxed);
+        pause_step(u);
+    }
+}
+
+/* A removed segment renamed out of sight: nobody opens it by name, so it
+ * may be freed in steps (an index or a compressed copy is unlinked as it
+ * is: a reader may open an index by name). */
+static bool steppable(const char *path)
+{
+    size_t n = strlen(path), k = strlen(".log.del");
+    return n > k && strcmp(path + n - k, ".log.del") == 0;
+}
 
 static void unlink_one(unlinker *u, doomed *d)
 {
     if (d->fd >= 0) {
-        /* Read-only; its name is gone: the close only frees the space. */
+        /* Its name is gone: the close only frees the space (in steps when
+         * the writer opened it writable and nothing else reaches it). */
+        free_in_steps(u, d->io, d->fd);
         (void)d->io->close(d->io, d->fd);
         atomic_fetch_add_explicit(&u->done, 1, memory_order_relaxed);
         return;
     }
+    /* A .log.del is opened before its unlink and freed in steps after it,
+     * nameless: a crash amid the steps leaves nothing named. */
+    int fd = steppable(d->path) ? d->io->open(d->io, d->path, O_WRONLY, 0) : -1;
     int rc = d->io->unlink(d->io, d->path);
+    if (fd >= 0) {
+        if (rc == 0)
+            free_in_steps(u, d->io, fd);
+        (void)d->io->close(d->io, fd);
+    }
     if (rc == 0 || rc == -ENOENT)
         atomic_fetch_add_explicit(&u->done, 1, memory_order_relaxed);
     else
@@ -101,7 +171,11 @@ int unlinker_start(unlinker **out)
     }
     (void)pthread_attr_setstacksize(&attr, UNLINKER_STACK_BYTES); /* else the default */
     pthread_mutex_init(&u->lock, NULL);
-    pthread_cond_init(&u->wake, NULL);
+    pthread_condattr_t ca; /* wake's pauses (pause_step) on the monotonic clock */
+    pthread_condattr_init(&ca);
+    (void)pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&u->wake, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_cond_init(&u->moved, NULL);
     rc = pthread_create(&u->thread, &attr, unlinker_main, u);
     pthread_attr_destroy(&attr);
@@ -168,6 +242,11 @@ void unlinker_flush(unlinker *u)
 uint64_t unlinker_done(unlinker *u)
 {
     return atomic_load_explicit(&u->done, memory_order_relaxed);
+}
+
+uint64_t unlinker_stepped(unlinker *u)
+{
+    return atomic_load_explicit(&u->stepped, memory_order_relaxed);
 }
 
 void unlinker_stop(unlinker *u)

@@ -404,6 +404,8 @@ static void test_install_hands_plain_fd(void **state)
     assert_int_equal(fstat(kept_fds[0], &st), 0);
     assert_int_equal(st.st_nlink, 0);
     assert_int_equal((uint64_t)st.st_size, plain_size);
+    /* Writable, so that the unlinker can free it in steps (unlinker.h). */
+    assert_int_equal(fcntl(kept_fds[0], F_GETFL) & O_ACCMODE, O_RDWR);
     uint8_t hdr[ZSEG_HEADER_END];
     assert_int_equal(pread(kept_fds[0], hdr, sizeof hdr, 0), (ssize_t)sizeof hdr);
     assert_false(zseg_is_compressed(hdr, sizeof hdr));

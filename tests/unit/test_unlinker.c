@@ -1,0 +1,369 @@
+/*
+ * test_unlinker - the unlinker thread frees a large removed file in steps
+ * (truncating it from its end, UNLINKER_STEP_BYTES at a time) only when
+ * its own descriptor is the file's only one; a file that a reader still
+ * has open is never shrunk under it (a reader keeps reading a removed
+ * segment to its end), by path (a .log.del) or by descriptor (a plain
+ * segment a compressed copy replaced). See server/unlinker.h.
+ */
+#include "fileio.h"
+#include "logging.h"
+#include "testfs.h"
+#include "unlinker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define MIB (1024 * 1024)
+
+static char root[64];
+static char path[128];
+
+/* The posix layer, counting the truncations (the unlinker's steps). */
+static fileio counting_io;
+static _Atomic int truncs;
+static _Atomic int64_t last_len;
+static _Atomic int bad_step; /* a step that did not cut exactly one step */
+
+static _Atomic int64_t want_step = UNLINKER_STEP_BYTES;
+
+/* Counts the truncations that took effect. */
+static int counting_ftruncate(const fileio *io, int fd, off_t len)
+{
+    int rc = fileio_posix()->ftruncate(io, fd, len);
+    if (rc < 0)
+        return rc;
+    int64_t before = atomic_load(&last_len);
+    if (before - (int64_t)len != atomic_load(&want_step))
+        atomic_store(&bad_step, 1);
+    atomic_store(&last_len, (int64_t)len);
+    atomic_fetch_add(&truncs, 1);
+    return rc;
+}
+
+/* Whether this file system gives leases (fileio sole_open): the step
+ * tests are skipped where it does not (leases-enable = 0, some overlay
+ * file systems), as the daemon then unlinks whole. */
+static bool leases_ok(void)
+{
+    char probe[160];
+    snprintf(probe, sizeof probe, "%s/probe", root);
+    int fd = open(probe, O_CREAT | O_RDWR, 0644);
+    if (fd < 0)
+        return false;
+    (void)unlink(probe);
+    int rc = fileio_posix()->sole_open(fileio_posix(), fd);
+    close(fd);
+    return rc == 1;
+}
+
+#define NEED_LEASES()                                                                              \
+    do {                                                                                           \
+        if (!leases_ok()) {                                                                        \
+            print_message("leases refused here: skipped\n");                                      \
+            skip();                                                                                \
+        }                                                                                          \
+    } while (0)
+
+static int link_path(const char *from, const char *to)
+{
+    return link(from, to);
+}
+
+/* A file of len bytes whose content is a function of its position. */
+static void make_file(size_t len)
+{
+    uint8_t *data = malloc(len);
+    assert_non_null(data);
+    for (size_t i = 0; i < len; i += 8) {
+        uint64_t v = testfs_mix64(i);
+        memcpy(data + i, &v, len - i < 8 ? len - i : 8);
+    }
+    testfs_write_file(path, data, len);
+    free(data);
+}
+
+/* fd reads the whole file as make_file wrote it. */
+static void assert_whole(int fd, size_t len)
+{
+    struct stat st;
+    assert_int_equal(fstat(fd, &st), 0);
+    assert_int_equal(st.st_size, (off_t)len);
+    uint8_t *buf = malloc(len);
+    assert_non_null(buf);
+    assert_int_equal(pread(fd, buf, len, 0), (ssize_t)len);
+    for (size_t i = 0; i < len; i += 8) {
+        uint64_t v = testfs_mix64(i);
+        assert_memory_equal(buf + i, &v, len - i < 8 ? len - i : 8);
+    }
+    free(buf);
+}
+
+static void reset_counts(off_t size)
+{
+    atomic_store(&want_step, UNLINKER_STEP_BYTES);
+    atomic_store(&truncs, 0);
+    atomic_store(&bad_step, 0);
+    atomic_store(&last_len, (int64_t)size);
+}
+
+/* A removed segment nobody has open: cut from its end one step at a time,
+ * down to one step or less, then unlinked. */
+static void test_path_freed_in_steps(void **state)
+{
+    (void)state;
+    NEED_LEASES();
+    size_t len = 4 * MIB + MIB / 2;
+    make_file(len);
+    reset_counts((off_t)len);
+    unlinker *u;
+    assert_int_equal(unlinker_start(&u), 0);
+    assert_int_equal(unlinker_take(u, &counting_io, path), 0);
+    unlinker_flush(u);
+    assert_int_equal(atomic_load(&truncs), 4); /* 3.5, 2.5, 1.5, 0.5 MiB */
+    assert_int_equal(atomic_load(&bad_step), 0);
+    assert_int_equal(atomic_load(&last_len), MIB / 2);
+    assert_int_equal(access(path, F_OK), -1); /* then unlinked */
+    assert_int_equal(unlinker_done(u), 1);
+    assert_int_equal(unlinker_stepped(u), 1);
+    unlinker_stop(u);
+}
+
+/* A reader that opened the segment before its removal keeps reading it
+ * to its end: the unlinker's lease is refused, nothing is truncated, and
+ * the unlink leaves the reader's file whole. */
+static void test_path_held_by_reader_not_shrunk(void **state)
+{
+    (void)state;
+    size_t len = 3 * MIB;
+    make_file(len);
+    int reader = open(path, O_RDONLY);
+    assert_true(reader >= 0);
+    reset_counts((off_t)len);
+    unlinker *u;
+    assert_int_equal(unlinker_start(&u), 0);
+    assert_int_equal(unlinker_take(u, &counting_io, path), 0);
+    unlinker_flush(u);
+    assert_int_equal(atomic_load(&truncs), 0);
+    assert_int_equal(unlinker_stepped(u), 0);
+    assert_int_equal(access(path, F_OK), -1); /* unlinked all the same */
+    assert_whole(reader, len);
+    close(reader);
+    unlinker_stop(u);
+}
+
+/* A replaced plain segment, handed over as the writer's (writable)
+ * descriptor with its name gone: freed in steps, then closed. */
+static void test_fd_freed_in_steps(void **state)
+{
+    (void)state;
+    NEED_LEASES();
+    size_t len = 3 * MIB + 100;
+    make_file(len);
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(unlink(path), 0); /* as the rename over it does */
+    reset_counts((off_t)len);
+    unlinker *u;
+    assert_int_equal(unlinker_start(&u), 0);
+    assert_int_equal(unlinker_take_fd(u, &counting_io, fd), 0);
+    unlinker_flush(u);
+    assert_int_equal(atomic_load(&truncs), 3);
+    assert_int_equal(atomic_load(&bad_step), 0);
+    assert_int_equal(fcntl(fd, F_GETFD), -1); /* closed by the thread */
+    assert_int_equal(unlinker_stepped(u), 1);
+    unlinker_stop(u);
+}
+
+/* The same with a reader on the replaced file (it opened the plain
+ * segment before the compressed copy was installed): left whole. */
+static void test_fd_held_by_reader_not_shrunk(void **state)
+{
+    (void)state;
+    size_t len = 2 * MIB + 7;
+    make_file(len);
+    int fd = open(path, O_RDWR);
+    int reader = open(path, O_RDONLY);
+    assert_true(fd >= 0 && reader >= 0);
+    assert_int_equal(unlink(path), 0);
+    reset_counts((off_t)len);
+    unlinker *u;
+    assert_int_equal(unlinker_start(&u), 0);
+    assert_int_equal(unlinker_take_fd(u, &counting_io, fd), 0);
+    unlinker_flush(u);
+    assert_int_equal(atomic_load(&truncs), 0);
+    assert_int_equal(fcntl(fd, F_GETFD), -1);
+    assert_whole(reader, len);
+    close(reader);
+    unlinker_stop(u);
+}
+
+/* No steps for a file of one step or less (an index), for a read-only
+ * descriptor (the truncation is refused: closed as it is), or through a
+ * layer without leases (it cannot tell whether a reader has the file). */
+static void test_no_steps_when_small_readonly_or_no_leases(void **state)
+{
+    (void)state;
+    unlinker *u;
+    assert_int_equal(unlinker_start(&u), 0);
+
+    make_file(MIB);
+    reset_counts(MIB);
+    assert_int_equal(unlinker_take(u, &counting_io, path), 0);
+    unlinker_flush(u);
+    assert_int_equal(atomic_load(&truncs), 0);
+    assert_int_equal(access(path, F_OK), -1);
+
+    size_t len = 2 * MIB + 1;
+    make_file(len);
+    int ro = open(path, O_RDONLY);
+    assert_true(ro >= 0);
+    assert_int_equal(unlink(path), 0);
+    reset_counts((off_t)len);
+    assert_int_equal(unlinker_take_fd(u, &counting_io, ro), 0);
+    unlinker_flush(u);
+    assert_int_equal(fcntl(ro, F_GETFD), -1);
+    assert_int_equal(atomic_load(&truncs), 0); /* refused: closed whole */
+
+    fileio no_leases = counting_io;
+    no_leases.sole_open = NULL;
+    make_file(len);
+    reset_counts((off_t)len);
+    assert_int_equal(unlinker_take(u, &no_leases, path), 0);
+    unlinker_flush(u);
+    assert_int_equal(atomic_load(&truncs), 0);
+    assert_int_equal(access(path, F_OK), -1);
+    assert_int_equal(unlinker_done(u), 3);
+    assert_int_equal(unlinker_stepped(u), 0);
+    unlinker_stop(u);
+}
+
+/* A hard link (a backup's `cp -al`) shares the data: the unlinker only
+ * removes its own name, by path and by descriptor, and the link is whole. */
+static void test_hard_link_left_whole(void **state)
+{
+    (void)state;
+    char other[160];
+    snprintf(other, sizeof other, "%s/backup-link", root);
+    size_t len = 3 * MIB;
+    make_file(len);
+    assert_int_equal(link_path(path, other), 0);
+    reset_counts((off_t)len);
+    unlinker *u;
+    assert_int_equal(unlinker_start(&u), 0);
+    assert_int_equal(unlinker_take(u, &counting_io, path), 0);
+    unlinker_flush(u);
+    assert_int_equal(atomic_load(&truncs), 0);
+    assert_int_equal(access(path, F_OK), -1);
+    int fd = open(other, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_whole(fd, len);
+    close(fd);
+    assert_int_equal(unlink(other), 0);
+
+    make_file(len); /* a replaced plain segment with a second name */
+    assert_int_equal(link_path(path, other), 0);
+    fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(unlinker_take_fd(u, &counting_io, fd), 0);
+    unlinker_flush(u);
+    assert_int_equal(atomic_load(&truncs), 0);
+    fd = open(other, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_whole(fd, len);
+    close(fd);
+    assert_int_equal(unlinker_stepped(u), 0);
+    unlinker_stop(u);
+}
+
+/* Only a removed segment (.log.del) is stepped by path: an index or a
+ * compressed copy, which a reader may open by name, is unlinked whole. */
+static void test_only_log_del_paths_stepped(void **state)
+{
+    (void)state;
+    NEED_LEASES();
+    char idx[128];
+    snprintf(idx, sizeof idx, "%s/00000000000000000000.idx", root);
+    snprintf(path, sizeof path, "%s", idx);
+    make_file(2 * MIB);
+    reset_counts(2 * MIB);
+    unlinker *u;
+    assert_int_equal(unlinker_start(&u), 0);
+    assert_int_equal(unlinker_take(u, &counting_io, idx), 0);
+    unlinker_flush(u);
+    assert_int_equal(atomic_load(&truncs), 0);
+    assert_int_equal(access(idx, F_OK), -1);
+    assert_int_equal(unlinker_stepped(u), 0);
+    unlinker_stop(u);
+}
+
+/* A huge segment takes at most UNLINKER_MAX_STEPS steps (larger ones). */
+static void test_steps_bounded(void **state)
+{
+    (void)state;
+    NEED_LEASES();
+    off_t len = (off_t)UNLINKER_MAX_STEPS * 4 * MIB; /* sparse: nothing to free */
+    int fd = open(path, O_CREAT | O_RDWR, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, len), 0);
+    assert_int_equal(unlink(path), 0);
+    reset_counts(len);
+    atomic_store(&want_step, 4 * MIB);
+    unlinker *u;
+    assert_int_equal(unlinker_start(&u), 0);
+    assert_int_equal(unlinker_take_fd(u, &counting_io, fd), 0);
+    unlinker_flush(u);
+    assert_int_equal(atomic_load(&truncs), UNLINKER_MAX_STEPS - 1);
+    assert_int_equal(atomic_load(&bad_step), 0);
+    unlinker_stop(u);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(root, sizeof root, "/tmp/pb_test_unl.XXXXXX");
+    if (!mkdtemp(root))
+        return -1;
+    snprintf(path, sizeof path, "%s/00000000000000000000.log.del", root);
+    counting_io = *fileio_posix();
+    counting_io.ftruncate = counting_ftruncate;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    return testfs_rmrf(root);
+}
+
+int main(void)
+{
+    if (!getenv("PB_TEST_VERBOSE"))
+        logging_set_level(LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_path_freed_in_steps, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_path_held_by_reader_not_shrunk, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fd_freed_in_steps, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fd_held_by_reader_not_shrunk, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_steps_when_small_readonly_or_no_leases, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_hard_link_left_whole, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_only_log_del_paths_stepped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_steps_bounded, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
