@@ -21,8 +21,8 @@
  * reads those records from the files: no gap. One registered before the
  * callback may get them both ways and skips the duplicates by offset.
  * Pipelined (fsync=always, the log's direct-write helper running, a take
- * whose payload is at least direct_write_bytes, without ids or
- * expectations, nothing admitted ahead: partition_write.c, take_is_plain
+ * whose payload is at least direct_write_bytes, without expectations or
+ * a replica's records, nothing admitted ahead: partition_write.c, take_is_plain
  * and write_pipelined): the take's fdatasync runs on the log's
  * direct-write helper thread while the writer admits and appends the next
  * take (whose writes queue behind that sync); the steps after log_sync run
@@ -32,8 +32,12 @@
  * the second's sync is awaited. Smaller takes are synced in line.
  * Each take is acked exactly when its own sync succeeded: a failed sync
  * fails the take appended behind it too (the log is failed), and a failed
- * append of the second never un-acks the first. A take with ids or
- * expectations waits until the pending one is acked (it must see it).
+ * append of the second never un-acks the first. A take with expectations
+ * waits until the pending one is acked (it must see it in the topic
+ * table). Ids: the pending take's are in the dedup window from its
+ * admission on, so the second take's duplicates of them are found (acked
+ * with the second take, after the first's sync); the first's failed sync
+ * takes both takes' ids out, the second's failed append only its own.
  * Under fsync=interval/never the sync step is left out (interval: done when
  * fsync_interval_ms has passed since the last sync, and when idle), so acks
  * can cover records a power loss would take: the documented trade-off.

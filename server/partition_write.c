@@ -519,10 +519,13 @@ static void take_stored(partition *p, const expect_take *x, pub_part *all, size_
 /* May this take be left pending, its sync running on the log's helper
  * while the writer goes on with the next one (write_pipelined)? Under
  * fsync = always, with a helper thread, a take of direct_write_bytes or
- * more (its payload), nothing admitted ahead, and no event with an id and
- * no expectation in it: the next take's admission then depends on nothing
- * that this take's ack changes (the topic table that expectations read,
- * the dedup window that ids are checked in). */
+ * more (its payload), nothing admitted ahead, no expectation and no
+ * replica's records in it: the next take's admission then depends on
+ * nothing that this take's ack changes (the topic table that expectations
+ * read gets its records only at the ack). Events with ids may be in it:
+ * their ids enter the dedup window at admission, before the write, so the
+ * next take is checked against them; the window's rules while it is
+ * pending are at write_pipelined. */
 static bool take_is_plain(const partition *p, const pub_part *taken)
 {
     if (p->opts.fsync != PARTITION_FSYNC_ALWAYS || p->ahead.parts || !p->log ||
@@ -534,10 +537,7 @@ static bool take_is_plain(const partition *p, const pub_part *taken)
         if (b->replica || b->nexpect > 0)
             return false;
         for (uint32_t k = 0; k < taken->count; k++) {
-            const pub_event *ev = &b->events[taken->events[k]];
-            if (ev->id_len > 0)
-                return false;
-            bytes += ev->len;
+            bytes += b->events[taken->events[k]].len;
         }
     }
     /* A take too small for direct writes is synced in line: at a low rate
@@ -651,7 +651,14 @@ static void append_failed(partition *p, const expect_take *x, pub_part *all, int
  * acks the take before, admits and copies the next one. Each take is acked
  * exactly when its own sync succeeded: a failure of this take never
  * un-acks the one before, and a failed sync of that one fails this one
- * too (the log is failed: nothing after a failed sync is acked). */
+ * too (the log is failed: nothing after a failed sync is acked).
+ * The dedup window meanwhile: this take's ids were added at its admission
+ * (after the pending take's: offsets ascending), so a duplicate of a
+ * pending id is found, and acked with the original offset only when this
+ * take is completed, after the pending take's sync returned 0. The pending
+ * take's failed sync takes every id from its first offset on out of the
+ * window (expect_take_failed in complete_pending: this take's too); this
+ * take's failed write, only its own (take_not_stored). */
 static void write_pipelined(partition *p, const expect_take *x, pub_part *all, size_t n)
 {
     take_pending *t = &p->pend;
@@ -671,8 +678,13 @@ static void write_pipelined(partition *p, const expect_take *x, pub_part *all, s
     }
     if (rc < 0) {
         append_failed(p, x, all, rc);
-    } else if (n == 0) {
+    } else if (n == 0 && prev == 0) {
         take_stored(p, x, all, 0, first, p->recs, 0);
+    } else if (n == 0) {
+        /* Nothing of it to write (every event a duplicate, or no event),
+         * behind a failed sync: its duplicates' originals may be the
+         * pending take's, not stored; never acked (the log is failed). */
+        take_not_stored(p, x, all, prev);
     } else if (prev < 0 || first != x->next) {
         if (prev == 0) {
             /* Cannot happen: only this thread appends. */
@@ -700,11 +712,13 @@ void partition_write_take(partition *p, pub_part *taken)
     size_t n = 0;
     if (!admit_take(p, taken, &x, &all, &n))
         return;
-    if (plain && x.ids == 0) {
+    /* The partition's first take with ids creates the dedup mark first:
+     * in line (once). */
+    if (plain && (x.ids == 0 || p->ids_marked)) {
         write_pipelined(p, &x, all, n);
         return;
     }
-    partition_finish_pending(p); /* (plain takes have no ids: cannot be pending here) */
+    partition_finish_pending(p);
     int rc;
     if (x.ids > 0 && !p->ids_marked && (rc = mark_ids(p)) < 0) {
         expect_take_failed(&x);

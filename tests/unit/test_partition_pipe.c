@@ -13,11 +13,13 @@
  * appended, so that it is surely taken while the first one's sync is
  * pending.
  */
+#include "dedup.h"
 #include "partharness.h"
 #include "partition.h"
 #include "partition_internal.h"
 #include "pb_errors.h"
 #include "reader.h"
+#include "wire.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -550,6 +552,234 @@ static void test_failed_write_behind_named_first(void **state)
     free(b);
 }
 
+/* --- takes with event ids, pipelined (the dedup window's rules) --- */
+
+/* Rewrites the batch's events with ids: event i gets topic "t<seq % 3>",
+ * payload_size seq = first_seq + i and id "id<n>" (8 digits), n = i for the
+ * first ndup events (the ids of a batch given first_id 0), else first_id + i. */
+static void give_ids(ph_batch *tb, uint64_t first_seq, uint64_t first_id, uint32_t ndup)
+{
+    size_t pos = 0;
+    for (uint32_t i = 0; i < tb->b.nevents; i++) {
+        char topic[16], id[16];
+        uint64_t seq = first_seq + i;
+        int tl = snprintf(topic, sizeof topic, "t%llu", (unsigned long long)(seq % 3));
+        int il = snprintf(id, sizeof id, "id%08llu",
+                          (unsigned long long)(i < ndup ? i : first_id + i));
+        uint8_t *e = tb->bytes + pos;
+        size_t len = wire_put_len_field(e, 1, topic, (size_t)tl);
+        size_t id_at = len + 2;
+        len += wire_put_len_field(e + len, 8, id, (size_t)il);
+        len += wire_put_varint_field(e + len, 6, seq);
+        tb->ev[i] = (pub_event){.data = e,
+                                .len = (uint32_t)len,
+                                .topic = e + 2,
+                                .topic_len = (uint32_t)tl,
+                                .id = e + id_at,
+                                .id_len = (uint8_t)il,
+                                .offset = UINT64_MAX};
+        pos += len;
+    }
+    tb->b.bytes_len = pos;
+}
+
+/* Where the window has id number n: its offset, or UINT64_MAX. Read only
+ * while the writer waits (a sync held at the gate) or is idle. */
+static uint64_t window_has(partition *p, uint64_t n)
+{
+    char s[16];
+    int il = snprintf(s, sizeof s, "id%08llu", (unsigned long long)n);
+    uint64_t off;
+    return dedup_find(p->dedup, (const uint8_t *)s, (size_t)il, &off) == 1 ? off : UINT64_MAX;
+}
+
+/* open_direct with a dedup window, then a take with ids WARM_ID.. (stored
+ * in line: the partition's first take with ids creates its dedup mark). */
+enum { WARM_ID = 900000 };
+
+static partition *open_ids(ph_fixture *f, uint64_t *next)
+{
+    f->opts.dedup_window_ms = 60000;
+    f->opts.dedup_max_entries = 100000;
+    partition *p = open_direct(f, next);
+    if (!p)
+        return NULL;
+    size_t before = done_now(&f->h);
+    ph_batch *w = ph_batch_new(&f->h, p, BIG, *next);
+    give_ids(w, *next, WARM_ID, 0);
+    partition_submit(p, &w->part);
+    ph_wait_done(&f->h, before + 1);
+    assert_int_equal(w->part.status, 0);
+    free(w);
+    *next += BIG;
+    return p;
+}
+
+/* hold_a_with_b_behind with ids: A's 0..BIG-1, B's BIG.. except its first
+ * ndup events, which repeat A's. Returns once B is surely admitted behind
+ * A's held sync (or the test proves less, never fails). */
+static ph_batch *hold_ids(ph_fixture *f, partition *p, uint64_t next, ph_batch *b, uint32_t ndup,
+                          submit_later *later)
+{
+    give_ids(b, next + BIG, BIG, ndup);
+    ph_batch *a = ph_batch_new(&f->h, p, BIG, next);
+    give_ids(a, next, 0, 0);
+    *later = (submit_later){.p = p, .b = b};
+    pthread_mutex_lock(&f->h.lock);
+    f->h.write_hook = submit_hook;
+    f->h.write_hook_arg = later;
+    pthread_mutex_unlock(&f->h.lock);
+    ph_gate(&f->h, true);
+    partition_submit(p, &a->part);
+    ph_wait_blocked(&f->h);
+    nanosleep(&(struct timespec){.tv_nsec = 200 * 1000 * 1000}, NULL);
+    return a;
+}
+
+/* A's sync fails: neither A's ids nor B's (pipelined behind it, not
+ * admitted ahead) stay in the window, so a retry of either is stored, not
+ * acked as a duplicate; the ids stored before stay. */
+static void test_ids_failed_sync_takes_both_takes_ids_out(void **state)
+{
+    ph_fixture *f = *state;
+    ph_harness *h = &f->h;
+    uint64_t next;
+    partition *p = open_ids(f, &next);
+    if (!p)
+        skip();
+    uint64_t ahead = atomic_load(&p->events_ahead);
+    size_t before = done_now(h);
+    ph_batch *b = ph_batch_new(h, p, BIG, next + BIG);
+    submit_later later;
+    ph_batch *a = hold_ids(f, p, next, b, 0, &later);
+    assert_int_equal(done_now(h), before);
+    pthread_mutex_lock(&h->lock);
+    h->fail_sync = EIO;
+    pthread_mutex_unlock(&h->lock);
+    ph_gate(h, false);
+    ph_wait_done(h, before + 2);
+    assert_int_equal(a->part.status, -EIO);
+    assert_true(b->part.status < 0);
+    assert_int_equal(atomic_load(&p->events_ahead), ahead);
+    for (uint64_t k = 0; k < 2 * BIG; k++)
+        assert_int_equal(window_has(p, k), UINT64_MAX);
+    for (uint64_t k = 0; k < BIG; k++)
+        assert_int_equal(window_has(p, WARM_ID + k), next - BIG + k);
+    pthread_mutex_lock(&h->lock);
+    h->fail_sync = 0;
+    pthread_mutex_unlock(&h->lock);
+    assert_true(partition_close(p) < 0);
+    check_readable(f, next);
+    free(a);
+    free(b);
+}
+
+/* B's write fails behind A's sync, which succeeds: A's ids stay in the
+ * window at A's offsets, B's are gone. */
+static void test_ids_failed_write_behind_takes_only_its_ids_out(void **state)
+{
+    ph_fixture *f = *state;
+    ph_harness *h = &f->h;
+    uint64_t next;
+    partition *p = open_ids(f, &next);
+    if (!p)
+        skip();
+    size_t before = done_now(h);
+    ph_batch *b = ph_batch_new(h, p, BIG, next + BIG);
+    submit_later later;
+    ph_batch *a = hold_ids(f, p, next, b, 0, &later);
+    pthread_mutex_lock(&h->lock);
+    h->fail_write = EIO;
+    pthread_mutex_unlock(&h->lock);
+    ph_gate(h, false);
+    ph_wait_done(h, before + 2);
+    assert_int_equal(a->part.status, 0);
+    assert_int_equal(b->part.status, -EIO);
+    for (uint64_t k = 0; k < BIG; k++) {
+        assert_int_equal(a->ev[k].offset, next + k);
+        assert_int_equal(window_has(p, k), next + k);
+        assert_int_equal(window_has(p, BIG + k), UINT64_MAX);
+    }
+    pthread_mutex_lock(&h->lock);
+    h->fail_write = 0;
+    pthread_mutex_unlock(&h->lock);
+    assert_true(partition_close(p) < 0);
+    check_readable(f, next + BIG);
+    free(a);
+    free(b);
+}
+
+/* B repeats DUPS of A's ids: found (A's ids are in the window while A is
+ * pending), acked as duplicates with A's offsets, and only after A's sync
+ * returned 0 (nothing is acked while it is held); B's other events are
+ * stored right after A's, B pipelined (not admitted ahead). */
+enum { DUPS = 16 };
+
+static void test_ids_duplicate_of_pending_acked_after_its_sync(void **state)
+{
+    ph_fixture *f = *state;
+    ph_harness *h = &f->h;
+    uint64_t next;
+    partition *p = open_ids(f, &next);
+    if (!p)
+        skip();
+    uint64_t ahead = atomic_load(&p->events_ahead);
+    size_t base = ph_syncs_now(h), before = done_now(h);
+    ph_batch *b = ph_batch_new(h, p, BIG, next + BIG);
+    submit_later later;
+    ph_batch *a = hold_ids(f, p, next, b, DUPS, &later);
+    assert_int_equal(done_now(h), before);
+    ph_gate(h, false);
+    ph_wait_done(h, before + 2);
+    assert_int_equal(a->part.status, 0);
+    assert_int_equal(b->part.status, 0);
+    assert_int_equal(atomic_load(&p->events_ahead), ahead);
+    assert_true(a->syncs_at_done >= base + 1);
+    assert_true(b->syncs_at_done >= a->syncs_at_done);
+    for (uint32_t k = 0; k < BIG; k++) {
+        assert_int_equal(a->ev[k].offset, next + k);
+        assert_int_equal(b->ev[k].duplicate, k < DUPS);
+        assert_int_equal(b->ev[k].offset, k < DUPS ? next + k : next + BIG + k - DUPS);
+    }
+    assert_int_equal(partition_end_offset(p), next + 2 * BIG - DUPS);
+    assert_int_equal(partition_close(p), 0);
+    check_readable(f, next + 2 * BIG - DUPS);
+    free(a);
+    free(b);
+}
+
+/* B's events all repeat A's ids (nothing of B to write) and A's sync
+ * fails: B is not acked (its duplicates' originals were never stored). */
+static void test_ids_all_duplicates_behind_failed_sync_not_acked(void **state)
+{
+    ph_fixture *f = *state;
+    ph_harness *h = &f->h;
+    uint64_t next;
+    partition *p = open_ids(f, &next);
+    if (!p)
+        skip();
+    size_t before = done_now(h);
+    ph_batch *b = ph_batch_new(h, p, BIG, next + BIG);
+    submit_later later;
+    ph_batch *a = hold_ids(f, p, next, b, BIG, &later);
+    pthread_mutex_lock(&h->lock);
+    h->fail_sync = EIO;
+    pthread_mutex_unlock(&h->lock);
+    ph_gate(h, false);
+    ph_wait_done(h, before + 2);
+    assert_int_equal(a->part.status, -EIO);
+    assert_true(b->part.status < 0);
+    for (uint64_t k = 0; k < BIG; k++)
+        assert_int_equal(window_has(p, k), UINT64_MAX);
+    pthread_mutex_lock(&h->lock);
+    h->fail_sync = 0;
+    pthread_mutex_unlock(&h->lock);
+    assert_true(partition_close(p) < 0);
+    check_readable(f, next);
+    free(a);
+    free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -569,6 +799,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_large_pending_pair_shrinks, ph_setup, ph_teardown),
         cmocka_unit_test_setup_teardown(test_failed_write_behind_named_first, ph_setup,
                                         ph_teardown),
+        cmocka_unit_test_setup_teardown(test_ids_failed_sync_takes_both_takes_ids_out, ph_setup,
+                                        ph_teardown),
+        cmocka_unit_test_setup_teardown(test_ids_failed_write_behind_takes_only_its_ids_out,
+                                        ph_setup, ph_teardown),
+        cmocka_unit_test_setup_teardown(test_ids_duplicate_of_pending_acked_after_its_sync,
+                                        ph_setup, ph_teardown),
+        cmocka_unit_test_setup_teardown(test_ids_all_duplicates_behind_failed_sync_not_acked,
+                                        ph_setup, ph_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
