@@ -526,23 +526,26 @@ static void take_stored(partition *p, const expect_take *x, pub_part *all, size_
  * their ids enter the dedup window at admission, before the write, so the
  * next take is checked against them; the window's rules while it is
  * pending are at write_pipelined. */
-static bool take_is_plain(const partition *p, const pub_part *taken)
+static bool may_pipeline(const partition *p, const pub_part *taken)
 {
-    if (p->opts.fsync != PARTITION_FSYNC_ALWAYS || p->ahead.parts || !p->log ||
-        !log_sync_async(p->log))
+    if (p->opts.fsync != PARTITION_FSYNC_ALWAYS || !p->log || !log_sync_async(p->log))
         return false;
     uint64_t bytes = 0;
     for (; taken; taken = taken->next) {
         const pub_batch *b = taken->batch;
         if (b->replica || b->nexpect > 0)
             return false;
-        for (uint32_t k = 0; k < taken->count; k++) {
+        for (uint32_t k = 0; k < taken->count; k++)
             bytes += b->events[taken->events[k]].len;
-        }
     }
     /* A take too small for direct writes is synced in line: at a low rate
      * its ack does not wait for a hand-off to the helper and back. */
     return bytes >= p->opts.log.direct_min_bytes;
+}
+
+static bool take_is_plain(const partition *p, const pub_part *taken)
+{
+    return !p->ahead.parts && may_pipeline(p, taken);
 }
 
 /* The pending take's sync ended with rc (taking ns): acked when it
@@ -726,8 +729,11 @@ void partition_write_take(partition *p, pub_part *taken)
         return;
     }
     /* While this take is written and synced, the next one's ids
-     * (partition_ahead.c): the window is the helper's until the wait. */
-    bool helped = partition_ahead_start(p, &x, n);
+     * (partition_ahead.c): the window is the helper's until the wait.
+     * Not after a take that could have been pipelined but for parts
+     * admitted ahead or the dedup mark: the next take would not be (it
+     * would hold parts admitted ahead); pipelined, it gains more. */
+    bool helped = !may_pipeline(p, all) && partition_ahead_start(p, &x, n);
     uint64_t first = x.next;
     rc = append_and_sync(p, n, &first);
     if (helped)
