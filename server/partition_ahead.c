@@ -12,8 +12,13 @@
  * set of batch arrays at the offsets that follow this take's, while the
  * writer appends and syncs. The next take starts with them admitted
  * (partition_ahead_take); the writer admits only what was queued after
- * them. Plain takes (no id) never start it: they have nothing worth
- * moving.
+ * them. Takes without ids never start it (nothing worth moving), nor do
+ * takes that partition_write.c could pipeline (may_pipeline: large
+ * enough for direct writes, no expectation): takes with ids are then
+ * pipelined like plain ones (their sync on the log's helper while the
+ * writer admits the next take itself), which parts admitted ahead would
+ * prevent. So it runs for small takes with ids, and for takes with
+ * expectations among them.
 
  * The rules of expect.h hold as if the writer had admitted those parts
  * itself at the start of its next take:
