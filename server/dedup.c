@@ -685,6 +685,30 @@ static void unpop_head(dedup *d)
     d->passed[d->head] = s->hops != 0;
 }
 
+/* Drops the popped slot just before the head without taking it back: an id
+ * of the refused takes that a later id of the same takes pushed out (the
+ * window is empty then: every id after it was refused too, and popped from
+ * the tail). Its cell, if still there, is cleared as pop_tail clears one:
+ * its sequence number goes to the next id added. */
+static void drop_popped_head(dedup *d)
+{
+    uint32_t at = d->head == 0 ? d->cap - 1 : d->head - 1;
+    uint32_t seq = d->head_seq - 1;
+    const dedup_slot *s = &d->ring[at];
+    bucket *bk = &d->index[((uint32_t)s->hash + s->hops) & (d->nbuckets - 1)];
+    for (unsigned m = tag_cells(bk, tag_of(s->hash)); m; m &= m - 1) {
+        unsigned i = (unsigned)__builtin_ctz(m);
+        if (bk->seq[i] == seq) {
+            bk->tag[i] = 0;
+            break;
+        }
+    }
+    d->head = at;
+    d->head_seq--;
+    d->popped--;
+    d->evicted--; /* its eviction is undone with its take */
+}
+
 void dedup_truncate(dedup *d, uint64_t from)
 {
     if (d->at_risk > from) {
@@ -695,6 +719,12 @@ void dedup_truncate(dedup *d, uint64_t from)
     }
     while (d->count > 0 && d->ring[ring_pos(d, d->count - 1)].offset >= from)
         pop_tail(d);
+    /* The refused takes' own ids that their later ids pushed out are the
+     * newest popped slots: never taken back (their events are not stored),
+     * the stored ids popped before them are. */
+    while (d->popped > 0 && d->count == 0 &&
+           d->ring[d->head == 0 ? d->cap - 1 : d->head - 1].offset >= from)
+        drop_popped_head(d);
     while (d->popped > 0 && d->count < d->max_entries &&
            d->ring[d->head == 0 ? d->cap - 1 : d->head - 1].time_ns >= d->cutoff)
         unpop_head(d);

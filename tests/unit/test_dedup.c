@@ -140,13 +140,20 @@ static void model_push(model *m, uint64_t c, uint64_t offset, int64_t t)
         m->popped = m->room - model_count(m); /* the ring's tail took that slot */
 }
 
-/* A take that was not stored: its ids go, and the ids they (and those
- * before them since) pushed out of a full window come back, as far as the
- * ring's slack still holds them, unless expired. */
+/* A take that was not stored: its ids go (also those of its own that its
+ * later ids pushed out), and the ids they (and those before them since)
+ * pushed out of a full window come back, as far as the ring's slack still
+ * holds them, unless expired. */
 static void model_truncate(model *m, uint64_t from, int64_t cutoff)
 {
     while (m->tail > m->head && at(m, m->tail - 1)->offset >= from)
         m->tail--;
+    /* The take's own ids that its later ids pushed out never come back. */
+    while (m->popped > 0 && model_count(m) == 0 && at(m, m->head - 1)->offset >= from) {
+        m->head--;
+        m->tail--;
+        m->popped--;
+    }
     while (m->popped > 0 && model_count(m) < m->max && at(m, m->head - 1)->time_ns >= cutoff) {
         m->head--;
         m->popped--;
@@ -301,6 +308,53 @@ static void fill(uint8_t *id, size_t len)
  * not stored: every stored id is found again after the rollback (the ring
  * grew to keep what that take pushed out). Once takes are acked
  * (dedup_commit), a steady stream reuses the slots: no growth. */
+/* A refused take whose later ids pushed its own earlier ids out of a full
+ * window (review of ids7): after the truncate none of its ids is found
+ * (a retry is stored, not acked as a duplicate of an offset never
+ * written), and the stored ids it pushed out are all back. */
+static void test_refused_take_own_evictions_dropped(void **state)
+{
+    (void)state;
+    dedup *d;
+    const uint32_t max = 100, stored = 50, take = 120; /* 70 pushed out: 50 stored, 20 its own */
+    assert_int_equal(dedup_create(&d, 100 * SEC, max), 0);
+    uint8_t id[ID_MAX];
+    uint64_t orig;
+    for (uint64_t c = 0; c < stored; c++) {
+        size_t len = id_of(c, id);
+        assert_int_equal(dedup_check(d, dedup_id_hash(id, len), id, len, c, 1, &orig), 0);
+    }
+    dedup_commit(d, stored);
+    for (uint64_t c = stored; c < stored + take; c++) { /* one take, refused */
+        size_t len = id_of(c, id);
+        assert_int_equal(dedup_check(d, dedup_id_hash(id, len), id, len, c, 2, &orig), 0);
+    }
+    dedup_truncate(d, stored);
+    for (uint64_t c = stored; c < stored + take; c++) {
+        size_t len = id_of(c, id);
+        assert_int_equal(dedup_find(d, id, len, &orig), 0);
+    }
+    assert_int_equal(dedup_count(d), stored);
+    for (uint64_t c = 0; c < stored; c++) {
+        size_t len = id_of(c, id);
+        assert_int_equal(dedup_find(d, id, len, &orig), 1);
+        assert_int_equal(orig, c);
+    }
+    assert_true(dedup_complete(d));
+    /* The retry is new, stored this time, and found at its offsets. */
+    for (uint64_t c = stored; c < stored + take; c++) {
+        size_t len = id_of(c, id);
+        assert_int_equal(dedup_check(d, dedup_id_hash(id, len), id, len, c, 3, &orig), 0);
+    }
+    dedup_commit(d, stored + take);
+    for (uint64_t c = stored + take - max; c < stored + take; c++) {
+        size_t len = id_of(c, id);
+        assert_int_equal(dedup_find(d, id, len, &orig), 1);
+        assert_int_equal(orig, c);
+    }
+    dedup_destroy(d);
+}
+
 static void test_refused_take_larger_than_slack(void **state)
 {
     (void)state;
@@ -720,6 +774,7 @@ int main(void)
         cmocka_unit_test(test_model_grow_and_release),
         cmocka_unit_test(test_memory_proportional),
         cmocka_unit_test(test_refused_take_larger_than_slack),
+        cmocka_unit_test(test_refused_take_own_evictions_dropped),
         cmocka_unit_test(test_refused_takes_grow_wrapped_ring),
         cmocka_unit_test(test_first_long_ids_late),
         cmocka_unit_test(test_same_hash_told_apart_by_bytes),
