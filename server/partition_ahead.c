@@ -13,12 +13,13 @@
  * writer appends and syncs. The next take starts with them admitted
  * (partition_ahead_take); the writer admits only what was queued after
  * them. Takes without ids never start it (nothing worth moving), nor do
- * takes that partition_write.c could pipeline (may_pipeline: large
- * enough for direct writes, no expectation): takes with ids are then
- * pipelined like plain ones (their sync on the log's helper while the
- * writer admits the next take itself), which parts admitted ahead would
- * prevent. So it runs for small takes with ids, and for takes with
- * expectations among them.
+ * takes that partition_write.c could pipeline (may_pipeline: fsync =
+ * always, the direct-write helper running, large enough for direct
+ * writes, no expectation): takes with ids are then pipelined like plain
+ * ones (their sync on the log's helper while the writer admits the next
+ * take itself), which parts admitted ahead would prevent. So it runs for
+ * small takes with ids, takes with expectations among them, and every
+ * take with ids under fsync = interval or never or without direct writes.
 
  * The rules of expect.h hold as if the writer had admitted those parts
  * itself at the start of its next take:
