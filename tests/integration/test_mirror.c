@@ -45,6 +45,7 @@
 #include "event.h"
 #include "itest.h"
 #include "jscluster.h"
+#include "mirror_cursor.h"
 #include "mirror_subject.h"
 #include "pb_errors.h"
 #include "protobus.h"
@@ -461,7 +462,30 @@ static int64_t wait_sensors(int64_t want, int limit_s)
     return n;
 }
 
-/* Waits (bounded) until both streams hold `sensors` and `events` messages. */
+/* The sum of mirror `name`'s cursors in its cursor file (every offset
+ * below a partition's cursor is acknowledged in offset order), or -1 while
+ * it cannot be read or names a copy found out of offset order (order_from:
+ * a repair still to do). */
+static int64_t cursor_sum(const char *name)
+{
+    char path[4200], why[600];
+    mirror_cursors c;
+    if (mirror_cursor_path(path, sizeof path, D.data_dir, name) < 0 ||
+        mirror_cursor_load(fileio_posix(), path, name, &c, why, sizeof why) < 0)
+        return -1;
+    int64_t sum = c.order_from ? -1 : 0;
+    for (size_t i = 0; sum >= 0 && i < c.count; i++)
+        sum += (int64_t)c.offsets[i];
+    mirror_cursors_free(&c);
+    return sum;
+}
+
+/* Waits (bounded) until both streams hold `sensors` and `events` messages,
+ * and both mirrors' cursors say so too: a stream can hold every event once
+ * while a copy is still out of offset order (E.4: a gap found after a
+ * restart is resent from the gap; the copies after it are found by their
+ * acknowledgements and deleted, then resent), so the count alone does not
+ * mean the mirror is done. */
 static void wait_shipped(uint64_t sensors, uint64_t events)
 {
     natsConnection *nc = nats_connect();
@@ -472,16 +496,20 @@ static void wait_shipped(uint64_t sensors, uint64_t events)
     while (itest_now_ms() < deadline) {
         s = stream_msgs(js, "SENSORS", NULL, 0);
         e = stream_msgs(js, "EVENTS", NULL, 0);
-        if (s >= (int64_t)sensors && e >= (int64_t)events)
+        if (s >= (int64_t)sensors && e >= (int64_t)events &&
+            cursor_sum("sensors") == (int64_t)sensors && cursor_sum("events") == (int64_t)events)
             break;
         nap_ms(200);
     }
     jsCtx_Destroy(js);
     natsConnection_Destroy(nc);
-    if (s < (int64_t)sensors || e < (int64_t)events)
+    int64_t cs = cursor_sum("sensors"), ce = cursor_sum("events");
+    if (s < (int64_t)sensors || e < (int64_t)events || cs != (int64_t)sensors ||
+        ce != (int64_t)events)
         fail_msg("after %d s the streams hold %" PRId64 "/%" PRIu64 " (SENSORS) and %" PRId64
-                 "/%" PRIu64 " (EVENTS) messages; daemon log %s",
-                 CATCH_UP_WAIT_S, s, sensors, e, events, D.log);
+                 "/%" PRIu64 " (EVENTS) messages, the mirrors' cursors %" PRId64 " and %" PRId64
+                 " (-1: a repair pending); daemon log %s",
+                 CATCH_UP_WAIT_S, s, sensors, e, events, cs, ce, D.log);
 }
 
 /* --- the scenario ------------------------------------------------------------ */
