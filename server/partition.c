@@ -155,15 +155,16 @@ static void go_idle(partition *p)
         dedup_expire(p->dedup, partition_wall_ns(p)); /* all expired: its memory goes too */
 }
 
-pub_part *partition_detach_take(partition *p, size_t already)
+pub_part *partition_detach_prefix(partition *p, size_t already, bool ahead_only)
 {
     pub_part *list = p->head, *last = NULL;
     size_t n = already;
     for (pub_part *part = list; part; part = part->next) {
-        if (last || already) {
-            if (n >= PARTITION_TAKE_EVENTS || part->count > PARTITION_TAKE_EVENTS - n)
-                break;
-        }
+        if (ahead_only && (part->batch->nexpect > 0 || part->batch->replica))
+            break;
+        if ((last || already) &&
+            (n >= PARTITION_TAKE_EVENTS || part->count > PARTITION_TAKE_EVENTS - n))
+            break;
         n += part->count;
         last = part;
     }
@@ -174,6 +175,11 @@ pub_part *partition_detach_take(partition *p, size_t already)
         p->tail = NULL;
     last->next = NULL;
     return list;
+}
+
+pub_part *partition_detach_take(partition *p, size_t already)
+{
+    return partition_detach_prefix(p, already, false);
 }
 
 static void *writer_main(void *arg)

@@ -112,22 +112,8 @@ static bool oversized(const partition *p, const pub_part *part, size_t suffix_le
  * next take is full). */
 static pub_part *detach_prefix(partition *p, bool *blocked)
 {
-    pub_part *list = p->head, *last = NULL;
-    size_t n = p->ahead.n;
-    for (pub_part *part = list; part && part->batch->nexpect == 0 && !part->batch->replica;
-         part = part->next) {
-        if ((last || n) && (n >= PARTITION_TAKE_EVENTS || part->count > PARTITION_TAKE_EVENTS - n))
-            break;
-        n += part->count;
-        last = part;
-    }
-    *blocked = !last && p->head;
-    if (!last)
-        return NULL;
-    p->head = last->next;
-    if (!p->head)
-        p->tail = NULL;
-    last->next = NULL;
+    pub_part *list = partition_detach_prefix(p, p->ahead.n, true);
+    *blocked = !list && p->head;
     return list;
 }
 

@@ -147,6 +147,10 @@ struct partition {
  * is 0, however large. NULL when the queue is empty or already is at the
  * cap. The parts left stay queued, in order. */
 pub_part *partition_detach_take(partition *p, size_t already);
+/* The same, ahead_only: the prefix stops before the first part that may
+ * not be admitted ahead (an expectation, a replica's records); the ahead
+ * helper's round (partition_ahead.c). */
+pub_part *partition_detach_prefix(partition *p, size_t already, bool ahead_only);
 
 /* CLOCK_MONOTONIC, ns. */
 uint64_t partition_mono_ns(void);
