@@ -376,7 +376,7 @@ tsan:
 # --- benchmarks ----------------------------------------------------------------
 # `make bench`: tests/bench/run (baselines + the standard workloads, median of
 # 3, one table; ~5-10 minutes). Not part of `make test`.
-bench: $(BUILD)/protobusd $(BUILD)/protobus
+bench: $(BUILD)/protobusd $(BUILD)/protobus $(FANOUT_FLOOR)
 	BUILD=$(BUILD) tests/bench/run
 
 .PHONY: bench
@@ -406,6 +406,13 @@ bench-matcher: $(MATCHER_BENCH)
 	$(MATCHER_BENCH) -r $(MATCHER_RUNS)
 
 .PHONY: bench-matcher
+
+# tests/bench/fanout_floor.c: the fan-out row's baseline, the same sends to
+# 1,000 loopback sockets without a broker (tests/bench/run runs it in the
+# fanout workload). Built by `make check` and `make bench`.
+FANOUT_FLOOR := $(BUILD)/bench/fanout_floor
+
+check: $(FANOUT_FLOOR)
 
 # `make bench-dedup`: tests/bench/dedup_bench.c, what event ids cost the
 # daemon's CPU per event (the writer's admission with and without the dedup
