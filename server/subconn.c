@@ -371,6 +371,37 @@ int subconn_record(subconn *c, const char *partition, size_t partition_len, uint
     return 0;
 }
 
+int subconn_records(subconn *c, const char *partition, size_t partition_len, uint64_t offset,
+                    const uint8_t *records, size_t len, uint32_t count)
+{
+    size_t hmax = RECRUN_HEADER_MAX(partition_len);
+    if (hmax + len > OUT_CAP) {
+        snprintf(c->why, c->why_len, "a run of %zu bytes over the output's %u", len, OUT_CAP);
+        return PB_EINVAL;
+    }
+    bool join = c->run_open && c->run_part == partition && c->run_part_len == partition_len &&
+                c->run_next == offset && c->out_len + len <= OUT_CAP;
+    int rc;
+    if (!join) {
+        if ((rc = make_room(c, hmax + len)) < 0) /* closes the run before */
+            return rc;
+        c->run_at = c->out_len;
+        c->run_hdr =
+            recrun_put_header(c->out + c->out_len, c->frame_id, partition, partition_len, 0);
+        c->out_len += c->run_hdr;
+        c->run_part = partition;
+        c->run_part_len = partition_len;
+        c->run_open = true;
+    } else if ((rc = out_grow(c, len)) < 0) {
+        return rc;
+    }
+    memcpy(c->out + c->out_len, records, len);
+    c->out_len += len;
+    c->run_next = offset + count;
+    c->events_sent += count;
+    return 0;
+}
+
 int subconn_send_now(subconn *c, const uint8_t *buf, size_t len)
 {
     size_t sent = 0;
