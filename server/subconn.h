@@ -131,8 +131,8 @@ int subconn_record(subconn *c, const char *partition, size_t partition_len, uint
 /* count consecutive records of offsets offset.. as stored (headers with
  * CRCs, events: a live queue's run entry), len bytes, for the same stream:
  * appended whole to the Records frame being filled when it is of the same
- * partition and the next offset there and the frame stays within OUT_CAP,
- * else to a new one. len + RECRUN_HEADER_MAX(partition_len) must be at
+ * partition and the next offset there and the frame stays within 64 KiB
+ * (RUNS_FRAME_BYTES), else to a new one. len + RECRUN_HEADER_MAX(partition_len) must be at
  * most OUT_CAP (PB_EINVAL otherwise). Same returns as subconn_flush. */
 int subconn_records(subconn *c, const char *partition, size_t partition_len, uint64_t offset,
                     const uint8_t *records, size_t len, uint32_t count);
