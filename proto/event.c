@@ -313,20 +313,33 @@ int event_scan_stored(const uint8_t *p, size_t n, event_view *v, char *err, size
     return 0;
 }
 
+/* A varint at p[0..n) for event_scan_keys: one byte (a tag or a short
+ * length, most of them) in line, else wire_varint_fast, else the exact
+ * decode. Same returns as wire_varint_decode. */
+static inline int scan_varint(const uint8_t *p, size_t n, uint64_t *v)
+{
+    if (n > 0 && p[0] < 0x80) {
+        *v = p[0];
+        return 1;
+    }
+    size_t k = wire_varint_fast(p, n, 9, v);
+    return k ? (int)k : wire_varint_decode(p, n, v);
+}
+
 int event_scan_keys(const uint8_t *p, size_t n, wire_slice *topic, wire_slice *id)
 {
     size_t i = 0;
     *topic = *id = (wire_slice){0};
     while (i < n) {
         uint64_t tag, v;
-        int k = wire_varint_decode(p + i, n - i, &tag);
+        int k = scan_varint(p + i, n - i, &tag);
         if (k <= 0)
             return PB_EPROTO;
         i += (size_t)k;
         uint64_t number = tag >> 3;
         switch (tag & 7) {
         case WIRE_VARINT:
-            if ((k = wire_varint_decode(p + i, n - i, &v)) <= 0 || number == EVENT_TOPIC ||
+            if ((k = scan_varint(p + i, n - i, &v)) <= 0 || number == EVENT_TOPIC ||
                 number == EVENT_ID)
                 return PB_EPROTO;
             i += (size_t)k;
@@ -340,7 +353,7 @@ int event_scan_keys(const uint8_t *p, size_t n, wire_slice *topic, wire_slice *i
             break;
         }
         case WIRE_LEN:
-            if ((k = wire_varint_decode(p + i, n - i, &v)) <= 0 || v > n - i - (size_t)k)
+            if ((k = scan_varint(p + i, n - i, &v)) <= 0 || v > n - i - (size_t)k)
                 return PB_EPROTO;
             i += (size_t)k;
             if (number == EVENT_TOPIC) {

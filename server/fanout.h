@@ -118,6 +118,11 @@ typedef struct fanout_member {
     int64_t min_time_ns;          /* records received earlier are not queued */
     const event_tag_filter *tags; /* every one must match (event_filter_scan) */
     size_t ntags;
+    /* Records are queued as runs (livequeue_run_begin): stored records with
+     * their headers, for a replication subscription's Records frames. Only
+     * with a pattern set that matches every topic, no tags and no time
+     * bound: a run is every record of a batch. */
+    bool runs;
     int efd;          /* eventfd the writers signal (fanout_wake) */
     const char *peer; /* names the subscriber in messages */
     /* Shared with the subscription's own thread, under mu. */

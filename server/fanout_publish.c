@@ -15,6 +15,7 @@
 #include "logging.h"
 #include "partition.h"
 #include "pb_errors.h"
+#include "record.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -124,6 +125,82 @@ static bool push_one(fanout_member *s, partition *p, const live_record *rec, uin
     /* Refused: overflowed, it catches up from the files. */
     (void)livequeue_push(q, &e, rec->data, rec->len, rec->suffix, rec->suffix_len);
     return take_sleeper(s);
+}
+
+/* Bytes of one run entry (push_runs): in the live queue's 64 KiB blocks,
+ * and in one Records frame with its header (RECRUN_FRAME_MAX). */
+#define RUN_BYTES (32u * 1024u)
+
+/* Stored size of a record (FORMAT.md Part B). */
+static uint64_t stored_size(const live_record *r)
+{
+    return PB_RECORD_HEADER_SIZE + (uint64_t)r->len + r->suffix_len;
+}
+
+/* Encodes recs[0..n) as stored (header with CRC, event) into at: the log's
+ * CRC when it wrote the record with the live record's time, else computed. */
+static void encode_run(uint8_t *at, const live_record *recs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const live_record *r = &recs[i];
+        if (r->crc.valid) {
+            (void)record_encode_fields(at, r->offset, r->time_ns, r->len + r->suffix_len);
+            pb_store_le32(at, r->crc.crc);
+        } else {
+            (void)record_encode_header(at, r->offset, r->time_ns, r->data, r->len, r->suffix,
+                                       r->suffix_len);
+        }
+        memcpy(at + PB_RECORD_HEADER_SIZE, r->data, r->len);
+        memcpy(at + PB_RECORD_HEADER_SIZE + r->len, r->suffix, r->suffix_len);
+        at += stored_size(r);
+    }
+}
+
+/* One run of push_runs, s->mu held: recs[0..k), bytes as stored. false
+ * when it was not queued (overflowed now or before, breached). */
+static bool push_run(fanout_member *s, partition *p, const live_record *recs, size_t k,
+                     uint64_t bytes, uint64_t first_offset)
+{
+    livequeue *q = s->q;
+    uint64_t since;
+    if (livequeue_overflowed(q) || s->breached || livequeue_since(q, p, first_offset, &since) < 0)
+        return false;
+    uint8_t *at = livequeue_run_begin(q, (uint32_t)bytes);
+    if (!at)
+        return false; /* overflowed: it catches up from the files */
+    encode_run(at, recs, k);
+    lq_entry e = {.key = p, .offset = recs[0].offset, .time_ns = recs[0].time_ns, .since = since};
+    livequeue_run_end(q, &e, (uint32_t)bytes, (uint32_t)k);
+    return true;
+}
+
+/* Writer thread, no lock held: queues recs[0..n) for a member that takes
+ * runs (fanout_member.runs): consecutive records of up to RUN_BYTES per
+ * entry, a record larger than that alone (push_one: an Event frame). The
+ * lock is taken per run, so the subscription thread can consume meanwhile.
+ * Returns true if the subscription thread must be woken. */
+static bool push_runs(fanout_member *s, partition *p, const live_record *recs, size_t n,
+                      uint64_t first_offset)
+{
+    bool wake = false, more = true;
+    for (size_t i = 0; i < n && more;) {
+        uint64_t bytes = stored_size(&recs[i]);
+        size_t k = 1;
+        while (bytes <= RUN_BYTES && i + k < n && bytes + stored_size(&recs[i + k]) <= RUN_BYTES)
+            bytes += stored_size(&recs[i + k++]);
+        pthread_mutex_lock(&s->mu);
+        if (bytes > RUN_BYTES)
+            wake |= push_one(s, p, &recs[i], first_offset);
+        else
+            (void)push_run(s, p, recs + i, k, bytes, first_offset);
+        /* Queued or overflowed: a sleeping thread is woken (the flag is
+         * cleared only with a wake-up). */
+        wake |= take_sleeper(s);
+        more = !livequeue_overflowed(s->q) && !s->breached;
+        pthread_mutex_unlock(&s->mu);
+        i += k;
+    }
+    return wake;
 }
 
 /*
@@ -390,6 +467,11 @@ void fanout_durable(void *ctx, partition *p, const live_record *recs, size_t n)
     for (uint32_t k = 0; k < fo->nall; k++) {
         fanout_member *s = fo->live[fo->all[k]];
         bool signal = false;
+        if (s->runs) {
+            if (push_runs(s, p, recs, n, recs[0].offset))
+                mark_wake(f, fo->all[k]);
+            continue;
+        }
         /* mu is let go every FANOUT_CHUNK records: the waker's fast path
          * (fanout_fast) waits for it after each delivery. */
         for (size_t i = 0; i < n; i++) {

@@ -244,9 +244,13 @@ static bool make_room(follower *f)
 {
     if (f->nrecs > 0)
         return f->len < f->cap;
-    memmove(f->buf, f->buf + f->pos, f->len - f->pos);
-    f->len -= f->pos;
-    f->pos = 0;
+    if (f->pos > 0) {
+        /* (Not at pos 0: a frame read in several pieces would be moved
+         * onto itself at every piece.) */
+        memmove(f->buf, f->buf + f->pos, f->len - f->pos);
+        f->len -= f->pos;
+        f->pos = 0;
+    }
     if (f->need > f->cap && follower_grow(f, f->need) < 0)
         return false;
     return f->len < f->cap;

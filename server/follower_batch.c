@@ -146,7 +146,7 @@ static int take_record(follower *f, long k, uint64_t offset, wire_slice ev, cons
     if (fp->stopped)
         return 0;
     event_view v;
-    char err[256] = "no server_receive_time";
+    char err[256]; /* (not cleared per record: only a refusal writes it) */
     /* The primary accepted it with event_scan before storing it: what the
      * standby needs is its topic, id and receive time (and that it is an
      * event at all); the CRC of its record here covers what it writes. A
@@ -155,7 +155,8 @@ static int take_record(follower *f, long k, uint64_t offset, wire_slice ev, cons
     if (hdr && event_scan_keys(ev.p, ev.len, &v.topic, &v.id) == 0) {
         v.server_receive_time.present = true;
     } else if (event_scan_stored(ev.p, ev.len, &v, err, sizeof err) < 0 ||
-               !v.server_receive_time.present) {
+               (!v.server_receive_time.present &&
+                snprintf(err, sizeof err, "no server_receive_time") > 0)) {
         follower_stop_part(f, fp->name,
                            "the primary's record at offset %llu is not a stored event: %s",
                            (unsigned long long)offset, err);

@@ -26,7 +26,9 @@
 #include <string.h>
 
 #define PAD_LEN       UINT32_MAX
-#define LEN_HAS_CRC   (1u << 31) /* lq_header.crc is the record's (entries stay below 2 GiB) */
+#define LEN_HAS_CRC   (1u << 31) /* lq_header.crc is the record's */
+#define LEN_RUN       (1u << 30) /* a run of stored records; lq_header.crc counts them */
+#define LEN_MAX       ((1u << 30) - 1) /* entries stay below 1 GiB: the flags fit */
 #define SINCE_INITIAL 16u
 /* First block after the queue was empty; an empty queue keeps a block no
  * larger than BLOCK_KEEP. With 1,000 subscriptions of a fan-out, 4 KiB
@@ -52,8 +54,8 @@ typedef struct lq_header {
     uint64_t offset;
     int64_t time_ns;
     uint64_t since;
-    uint32_t len; /* | LEN_HAS_CRC */
-    uint32_t crc;
+    uint32_t len; /* | LEN_HAS_CRC or LEN_RUN */
+    uint32_t crc; /* a record's CRC (LEN_HAS_CRC), a run's record count (LEN_RUN) */
 } lq_header;
 
 _Static_assert(sizeof(lq_header) == LIVEQUEUE_ENTRY_OVERHEAD, "entry header size");
@@ -323,14 +325,15 @@ int livequeue_since(livequeue *q, const void *key, uint64_t first_offset, uint64
     return 0;
 }
 
-int livequeue_push(livequeue *q, const lq_entry *e, const void *data, uint32_t len,
-                   const void *suffix, uint32_t suffix_len)
+/* Room for an entry of `total` bytes after its header at the tail (a new
+ * block, or the front of an emptied one, as needed): where its header goes,
+ * or NULL (the queue is then overflowed). The tail does not move. */
+static uint8_t *place(livequeue *q, uint64_t total)
 {
     if (q->overflowed)
-        return PB_ETOOBIG;
-    uint64_t total = (uint64_t)len + suffix_len;
+        return NULL;
     uint64_t need = LIVEQUEUE_ENTRY_OVERHEAD + round8(total);
-    if (total >= LEN_HAS_CRC - 1 || need > q->cap) /* (a flagged length never reads as PAD_LEN) */
+    if (total >= LEN_MAX || need > q->cap)
         goto full;
     if (q->head == q->tail && q->last) {
         /* Empty: no span reads the block, so start it over from its front,
@@ -357,8 +360,20 @@ int livequeue_push(livequeue *q, const lq_entry *e, const void *data, uint32_t l
     } else if (q->tail - q->head + need > q->cap) {
         goto full;
     }
+    return q->last->data + (q->tail - q->last->base);
 
-    uint8_t *at = q->last->data + (q->tail - q->last->base);
+full:
+    q->overflowed = true;
+    return NULL;
+}
+
+int livequeue_push(livequeue *q, const lq_entry *e, const void *data, uint32_t len,
+                   const void *suffix, uint32_t suffix_len)
+{
+    uint64_t total = (uint64_t)len + suffix_len;
+    uint8_t *at = place(q, total);
+    if (!at)
+        return PB_ETOOBIG;
     lq_header h = {.key = e->key,
                    .offset = e->offset,
                    .time_ns = e->time_ns,
@@ -370,12 +385,27 @@ int livequeue_push(livequeue *q, const lq_entry *e, const void *data, uint32_t l
         memcpy(at + sizeof h, data, len);
     if (suffix_len)
         memcpy(at + sizeof h + len, suffix, suffix_len);
-    q->tail += need;
+    q->tail += LIVEQUEUE_ENTRY_OVERHEAD + round8(total);
     return 0;
+}
 
-full:
-    q->overflowed = true;
-    return PB_ETOOBIG;
+uint8_t *livequeue_run_begin(livequeue *q, uint32_t len)
+{
+    uint8_t *at = place(q, len);
+    return at ? at + LIVEQUEUE_ENTRY_OVERHEAD : NULL;
+}
+
+void livequeue_run_end(livequeue *q, const lq_entry *e, uint32_t len, uint32_t count)
+{
+    uint8_t *at = q->last->data + (q->tail - q->last->base);
+    lq_header h = {.key = e->key,
+                   .offset = e->offset,
+                   .time_ns = e->time_ns,
+                   .since = e->since,
+                   .len = len | LEN_RUN,
+                   .crc = count};
+    memcpy(at, &h, sizeof h);
+    q->tail += LIVEQUEUE_ENTRY_OVERHEAD + round8(len);
 }
 
 void livequeue_overflow(livequeue *q)
@@ -443,9 +473,11 @@ int livequeue_read(const livequeue *q, lq_span *span, lq_entry *e)
         e->offset = h.offset;
         e->time_ns = h.time_ns;
         e->since = h.since;
-        e->len = h.len & ~LEN_HAS_CRC;
+        e->len = h.len & LEN_MAX;
         e->has_crc = (h.len & LEN_HAS_CRC) != 0;
-        e->crc = h.crc;
+        e->run = (h.len & LEN_RUN) != 0;
+        e->crc = e->run ? 0 : h.crc;
+        e->count = e->run ? h.crc : 1;
         e->data = at + sizeof h;
         span->pos += LIVEQUEUE_ENTRY_OVERHEAD + round8(e->len);
         return 0;

@@ -60,6 +60,11 @@ typedef struct lq_entry {
     uint32_t len;
     uint32_t crc; /* the stored record's CRC32C, when has_crc */
     bool has_crc;
+    /* From livequeue_read: a run (livequeue_run_begin) holds `count`
+     * records as stored (FORMAT.md Part B: header, event), of offsets
+     * offset..offset + count - 1; a record entry has count 1. */
+    bool run;
+    uint32_t count;
 } lq_entry;
 
 /* A range of entries taken by livequeue_peek, read with livequeue_read.
@@ -109,6 +114,18 @@ int livequeue_since(livequeue *q, const void *key, uint64_t first_offset, uint64
  */
 int livequeue_push(livequeue *q, const lq_entry *e, const void *data, uint32_t len,
                    const void *suffix, uint32_t suffix_len);
+
+/*
+ * Producer: a run entry, for a replication subscription (Records frames):
+ * count consecutive records of one partition, as stored (header with CRC,
+ * event), that the producer writes in place. livequeue_run_begin returns
+ * where the len bytes go, or NULL when they do not fit (the queue is then
+ * overflowed, as for a refused push); livequeue_run_end then queues them
+ * with e's key, first offset, time and since. Nothing else may be called
+ * on the queue in between (under the owner's lock, as every push).
+ */
+uint8_t *livequeue_run_begin(livequeue *q, uint32_t len);
+void livequeue_run_end(livequeue *q, const lq_entry *e, uint32_t len, uint32_t count);
 
 /* Producer: marks the queue overflowed, as a refused push would (for a
  * writer that cannot offer the records, e.g. out of memory). */

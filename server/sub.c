@@ -315,6 +315,10 @@ static int prepare_live(sub_registry *r, sub *s)
     s->live.min_time_ns = s->min_time_ns;
     s->live.tags = s->tags;
     s->live.ntags = s->ntags;
+    /* A standby that takes Records frames gets its live records as runs
+     * (replicate_check: no patterns, no tags; no time bound). */
+    s->live.runs = s->req->replicate && s->req->replicate_records && s->ntags == 0 &&
+                   s->min_time_ns == INT64_MIN;
     s->live.peer = s->peer;
     return 0;
 }

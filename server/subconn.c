@@ -39,6 +39,14 @@
  * 1,000 sleeping subscriptions, 256 KiB buffers with two touched pages each
  * were 8 MB of the daemon's RSS. */
 #define OUT_FIRST (8u * 1024u)
+/* A Records frame of live runs (subconn_records) takes further runs up to
+ * this size: the standby takes a frame's records once it has the whole
+ * frame, and moves a partial one to its other buffer at each submit. With
+ * 64 KiB frames instead of 256 KiB the synchronous rate was higher in two
+ * rounds of 8 alternating runs at load 5-6 (median 1.08M and 0.92M
+ * events/s against 0.89M and 0.86M), the CPU the same; 32 KiB was not
+ * better than 64. */
+#define RUNS_FRAME_BYTES (64u * 1024u)
 /* One recv of what the client sends, on the subscription thread's stack:
  * at 4 KiB it took every subscription thread's stack a page deeper (three
  * touched pages instead of two: 4 MiB more RSS with 1,000 subscriptions).
@@ -368,6 +376,38 @@ int subconn_record(subconn *c, const char *partition, size_t partition_len, uint
     c->out_len += size;
     c->run_next = offset + 1;
     c->events_sent++;
+    return 0;
+}
+
+int subconn_records(subconn *c, const char *partition, size_t partition_len, uint64_t offset,
+                    const uint8_t *records, size_t len, uint32_t count)
+{
+    size_t hmax = RECRUN_HEADER_MAX(partition_len);
+    if (hmax + len > OUT_CAP) {
+        snprintf(c->why, c->why_len, "a run of %zu bytes over the output's %u", len, OUT_CAP);
+        return PB_EINVAL;
+    }
+    bool join = c->run_open && c->run_part == partition && c->run_part_len == partition_len &&
+                c->run_next == offset && c->out_len + len <= OUT_CAP &&
+                c->out_len - c->run_at + len <= RUNS_FRAME_BYTES;
+    int rc;
+    if (!join) {
+        if ((rc = make_room(c, hmax + len)) < 0) /* closes the run before */
+            return rc;
+        c->run_at = c->out_len;
+        c->run_hdr =
+            recrun_put_header(c->out + c->out_len, c->frame_id, partition, partition_len, 0);
+        c->out_len += c->run_hdr;
+        c->run_part = partition;
+        c->run_part_len = partition_len;
+        c->run_open = true;
+    } else if ((rc = out_grow(c, len)) < 0) {
+        return rc;
+    }
+    memcpy(c->out + c->out_len, records, len);
+    c->out_len += len;
+    c->run_next = offset + count;
+    c->events_sent += count;
     return 0;
 }
 

@@ -128,6 +128,15 @@ int subconn_event(subconn *c, const char *partition, size_t partition_len, uint6
 int subconn_record(subconn *c, const char *partition, size_t partition_len, uint64_t offset,
                    int64_t time_ns, const uint8_t *event, size_t len, const uint32_t *crc);
 
+/* count consecutive records of offsets offset.. as stored (headers with
+ * CRCs, events: a live queue's run entry), len bytes, for the same stream:
+ * appended whole to the Records frame being filled when it is of the same
+ * partition and the next offset there and the frame stays within 64 KiB
+ * (RUNS_FRAME_BYTES), else to a new one. len + RECRUN_HEADER_MAX(partition_len) must be at
+ * most OUT_CAP (PB_EINVAL otherwise). Same returns as subconn_flush. */
+int subconn_records(subconn *c, const char *partition, size_t partition_len, uint64_t offset,
+                    const uint8_t *records, size_t len, uint32_t count);
+
 /*
  * The waker's fast path (subrun_fast.c), while the thread sleeps: writes
  * buf[0..len) (whole Event frames) with one non-blocking send, on plain TCP

@@ -36,11 +36,13 @@
 #include "heap.h"
 #include "logging.h"
 #include "pb_errors.h"
+#include "record.h"
 #include "sort.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -381,6 +383,24 @@ static int send_live(sub *s, part_state *st, const lq_entry *e)
     return subconn_event(&s->conn, st->name, st->name_len, e->offset, e->data, e->len);
 }
 
+/* A run entry (livequeue_run_begin): the records from st->next on, whole
+ * into a Records frame. The run's records are consecutive, so skipping
+ * those below next is a walk of their lengths. */
+static int send_run(sub *s, part_state *st, const lq_entry *e)
+{
+    const uint8_t *p = e->data, *end = e->data + e->len;
+    uint64_t offset = e->offset;
+    uint32_t count = e->count;
+    for (; offset < st->next && count > 0; offset++, count--) {
+        if (end - p < (ptrdiff_t)PB_RECORD_HEADER_SIZE)
+            break;
+        p += (size_t)pb_load_le32(p + 4) + 8;
+    }
+    if (count == 0 || p >= end)
+        return 0;
+    return subconn_records(&s->conn, st->name, st->name_len, offset, p, (size_t)(end - p), count);
+}
+
 /* Sends what the queue holds. DRAIN_EMPTY, DRAIN_MORE, DRAIN_OVERFLOW or a
  * negative code. */
 static int drain(sub *s)
@@ -411,14 +431,19 @@ static int drain(sub *s)
             snprintf(s->why, sizeof s->why, "out of memory");
             return rc;
         }
-        if (e.offset >= s->parts[i].next && e.since > s->parts[i].next) {
+        if (e.offset + e.count > s->parts[i].next && e.since > s->parts[i].next) {
             /* [next, since) never reached the queue: read it from the files. */
             s->parts[i].end = e.since;
             if ((rc = replay(s, i)) < 0)
                 return rc;
         }
         part_state *st = &s->parts[i];
-        if (e.offset >= st->next) {
+        if (e.run && e.offset + e.count > st->next) {
+            /* (runs: no time bound, fanout_member.runs) */
+            if ((rc = send_run(s, st, &e)) < 0)
+                return rc;
+            st->next = e.offset + e.count;
+        } else if (!e.run && e.offset >= st->next) {
             if (e.time_ns >= s->min_time_ns && (rc = send_live(s, st, &e)) < 0)
                 return rc;
             st->next = e.offset + 1;

@@ -335,9 +335,12 @@ static void test_scan_stored_agrees_with_event_scan(void **state)
  * field are refused. */
 static void test_scan_keys_agrees_with_event_scan(void **state)
 {
-    uint8_t base[256], ev[256];
+    uint8_t base[512], ev[512];
     size_t n = 0;
     uint32_t seed = 4242;
+    char payload[201];
+    memset(payload, 'p', 200);
+    payload[200] = '\0';
     unsigned accepted = 0;
     event_view v;
     wire_slice topic, id;
@@ -348,6 +351,9 @@ static void test_scan_keys_agrees_with_event_scan(void **state)
     n += put_time(base + n, EVENT_SERVER_RECEIVE_TIME, 1700000000, 5);
     n += put_str(base + n, EVENT_ID, "order-42");
     n += wire_put_varint_field(base + n, EVENT_PAYLOAD_SIZE, 3);
+    /* Varints of more than one byte: a 2-byte length, a 10-byte value. */
+    n += put_str(base + n, EVENT_PAYLOAD, payload);
+    n += wire_put_varint_field(base + n, EVENT_PAYLOAD_SIZE, UINT64_MAX);
     n += put_str(base + n, EVENT_TOPIC, "sensors.hall"); /* the last one wins */
     assert_int_equal(event_scan_keys(base, n, &topic, &id), 0);
     assert_true(wire_slice_eq_bytes(topic, "sensors.hall", 12));

@@ -204,6 +204,74 @@ static void test_wraparound_keeps_order_and_bytes(void **state)
     livequeue_destroy(q);
 }
 
+/* Run entries (livequeue_run_begin/end: a standby's stored records,
+ * written in place) among record entries: each comes back with its kind,
+ * count, first offset and bytes, in order, across block ends and padding;
+ * a record entry reads as a run of one; a run that does not fit overflows
+ * the queue like a refused push. */
+static void test_runs_among_records(void **state)
+{
+    livequeue *q;
+    assert_int_equal(livequeue_create(&q, 2048, NULL), 0);
+    int key;
+    uint64_t next_push = 0, next_read = 0;
+    uint8_t data[400], check[400];
+    int runs = 0;
+    for (int round = 0; round < 20000; round++) {
+        if (rnd() % 3 != 0) {
+            size_t len = rnd() % 400;
+            bool run = rnd() % 2;
+            uint32_t count = run ? 1 + rnd() % 5 : 1;
+            lq_entry e = {.key = &key, .offset = next_push, .time_ns = 5, .since = 1};
+            fill(data, len, next_push);
+            int rc = 0;
+            if (run) {
+                uint8_t *at = livequeue_run_begin(q, (uint32_t)len);
+                if (at) {
+                    memcpy(at, data, len);
+                    livequeue_run_end(q, &e, (uint32_t)len, count);
+                    runs++;
+                } else {
+                    rc = PB_ETOOBIG;
+                }
+            } else {
+                rc = livequeue_push(q, &e, data, (uint32_t)len, NULL, 0);
+            }
+            if (rc == 0) {
+                next_push += count;
+            } else {
+                assert_true(livequeue_overflowed(q));
+                assert_null(livequeue_run_begin(q, 8)); /* refused until reset */
+                livequeue_reset(q);
+                next_read = next_push;
+            }
+            assert_true(livequeue_used(q) <= livequeue_capacity(q));
+        } else {
+            lq_span sp;
+            livequeue_peek(q, &sp);
+            lq_entry got;
+            for (size_t i = 0, take = rnd() % 4; i < take && livequeue_read(q, &sp, &got) == 0;
+                 i++) {
+                assert_int_equal(got.offset, next_read);
+                assert_int_equal(got.since, 1);
+                assert_false(got.has_crc);
+                assert_true(got.run || got.count == 1);
+                assert_true(got.count >= 1 && got.count <= 5);
+                fill(check, got.len, next_read);
+                assert_memory_equal(got.data, check, got.len);
+                next_read += got.count;
+            }
+            livequeue_consume(q, &sp);
+        }
+    }
+    assert_true(runs > 3000);
+    /* Larger than the queue: refused, overflowed. */
+    livequeue_reset(q);
+    assert_null(livequeue_run_begin(q, 4096));
+    assert_true(livequeue_overflowed(q));
+    livequeue_destroy(q);
+}
+
 static void test_since_per_partition(void **state)
 {
     livequeue *q;
@@ -450,6 +518,7 @@ int main(void)
         cmocka_unit_test(test_full_queue_stays_overflowed_until_reset),
         cmocka_unit_test(test_entry_larger_than_queue_overflows),
         cmocka_unit_test(test_wraparound_keeps_order_and_bytes),
+        cmocka_unit_test(test_runs_among_records),
         cmocka_unit_test(test_since_per_partition),
         cmocka_unit_test(test_consume_of_empty_peek_keeps_new_entries),
         cmocka_unit_test(test_bad_capacity),

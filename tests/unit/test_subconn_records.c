@@ -6,7 +6,9 @@
  * run goes as an Event frame; each run passes recrun_check and each record
  * is byte for byte the one record_encode_header makes, whether its CRC was
  * given (the writer's) or computed here; a subscription ending with a run
- * open drops it whole and sends its Error. */
+ * open drops it whole and sends its Error; runs of stored records (a
+ * standby's live queue entries, subconn_records) join and split by the
+ * same rules. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -270,12 +272,66 @@ static void test_end_with_a_run_open(void **state)
     assert_int_equal(g[1].kind, FRAME_ERROR);
 }
 
+/* Records first..first+count-1 of partition "p" as stored, into buf (a
+ * live queue's run entry); their byte count. */
+static size_t stored_run(uint8_t *buf, uint64_t first, uint32_t count, size_t len)
+{
+    size_t at = 0;
+    for (uint64_t off = first; off < first + count; off++) {
+        event_of(off, buf + at + PB_RECORD_HEADER_SIZE, len);
+        assert_int_equal(record_encode_header(buf + at, off, time_of(off),
+                                              buf + at + PB_RECORD_HEADER_SIZE, len, NULL, 0),
+                         0);
+        at += PB_RECORD_HEADER_SIZE + len;
+    }
+    return at;
+}
+
+/* Runs as the live queue holds them for a standby (subconn_records): they
+ * join the open Records frame of the same partition at the next offset
+ * (after single records too), a gap or another partition starts a frame,
+ * a frame takes runs up to 64 KiB, and a run too large for the output
+ * buffer is refused (the writer never queues one). */
+static void test_stored_runs_join_and_split(void **state)
+{
+    fixture *f = *state;
+    static uint8_t run[64 * 1024];
+    send_record(f, "p", 0, 100, true);
+    size_t n = stored_run(run, 1, 10, 100);
+    assert_int_equal(subconn_records(&f->c, "p", 1, 1, run, n, 10), 0);
+    n = stored_run(run, 11, 5, 100);
+    assert_int_equal(subconn_records(&f->c, "p", 1, 11, run, n, 5), 0);
+    n = stored_run(run, 20, 2, 100); /* a gap */
+    assert_int_equal(subconn_records(&f->c, "p", 1, 20, run, n, 2), 0);
+    send_record(f, "p", 22, 50, false);
+    n = stored_run(run, 3, 4, 10);
+    assert_int_equal(subconn_records(&f->c, "q", 1, 3, run, n, 4), 0); /* another partition */
+    /* 5 runs of ~30 KiB: a frame takes runs up to 64 KiB, two of them. */
+    for (uint64_t k = 0; k < 5; k++) {
+        n = stored_run(run, 100 + k * 30, 30, 1000);
+        assert_int_equal(subconn_records(&f->c, "p", 1, 100 + k * 30, run, n, 30), 0);
+    }
+    assert_int_equal(subconn_records(&f->c, "p", 1, 250, run, 256 * 1024, 1), PB_EINVAL);
+    assert_int_equal(f->c.events_sent, 1 + 10 + 5 + 2 + 1 + 4 + 150);
+    finish(f);
+    got g[16];
+    size_t k = frames(f, g, 16);
+    assert_int_equal(k, 6);
+    expect(&g[0], FRAME_RECORDS, "p", 0, 16);
+    expect(&g[1], FRAME_RECORDS, "p", 20, 3);
+    expect(&g[2], FRAME_RECORDS, "q", 3, 4);
+    expect(&g[3], FRAME_RECORDS, "p", 100, 60);
+    expect(&g[4], FRAME_RECORDS, "p", 160, 60);
+    expect(&g[5], FRAME_RECORDS, "p", 220, 30);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_runs_close_where_they_must, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_buffer_and_large_record, setup, teardown),
         cmocka_unit_test_setup_teardown(test_end_with_a_run_open, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stored_runs_join_and_split, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
