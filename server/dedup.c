@@ -89,7 +89,7 @@
 int dedup_create(dedup **out, int64_t window_ns, uint32_t max_entries)
 {
     *out = NULL;
-    if (max_entries == 0 || window_ns < 0)
+    if (max_entries == 0 || max_entries > DEDUP_MAX_ENTRIES || window_ns < 0)
         return PB_EINVAL;
     dedup *d = calloc(1, sizeof *d);
     if (!d)
