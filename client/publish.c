@@ -131,7 +131,15 @@ static size_t put_event(uint8_t *out, const pb_event *ev, size_t topic_len, size
  * matter to protobuf; the server reads the last occurrence). */
 static size_t put_event_id(uint8_t *out, const char *id, size_t id_len)
 {
-    return id_len ? wire_put_len_field(out, 8, id, id_len) : 0;
+    if (id_len == 0)
+        return 0;
+    /* Field 8, LEN: one tag byte, one length byte (an id is at most 64
+     * bytes), inline: the call showed in the publisher's profile. */
+    _Static_assert(PB_EVENT_ID_MAX_BYTES < 128, "an id's length is one varint byte");
+    out[0] = (uint8_t)(8u << 3 | WIRE_LEN);
+    out[1] = (uint8_t)id_len;
+    memcpy(out + 2, id, id_len);
+    return 2 + id_len;
 }
 
 /* Bytes one event may take inside a Publish body, transmit time included. */
@@ -186,7 +194,9 @@ static int validate_id(pb_client *c, const pb_event *ev, const char *id, size_t 
     if (len > PB_EVENT_ID_MAX_BYTES)
         return client_fail(c, PB_EINVAL, "event for topic %s: id of %zu bytes, the maximum is %d",
                            ev->topic, len, PB_EVENT_ID_MAX_BYTES);
-    if (!wire_utf8_valid((const uint8_t *)id, len, &bad))
+    /* Most ids are ASCII of 8 to 32 bytes: checked inline, without the loop. */
+    if (!wire_ascii_short((const uint8_t *)id, len) &&
+        !wire_utf8_valid((const uint8_t *)id, len, &bad))
         return client_fail(c, PB_EINVAL, "event for topic %s: id is not UTF-8 at byte %zu",
                            ev->topic, bad);
     return 0;

@@ -200,6 +200,23 @@ int event_walk_next(event_walker *w, event_item *it, char *err, size_t errlen)
 
 /* --- scanning ---------------------------------------------------------------- */
 
+/* *dst = *src, as two 8-byte moves. The walker wrote src's pointer and
+ * length with one store each just before; a plain struct copy is one
+ * 16-byte load (GCC merges the two), which cannot be forwarded from two
+ * stores and waits for both to reach the cache: it showed as the topic's
+ * and the id's lines in the publish path's profile (~4 ns an event each).
+ * The empty asm keeps the halves apart, in general registers. */
+static inline void slice_copy(wire_slice *dst, const wire_slice *src)
+{
+    const uint8_t *p = src->p;
+    size_t len = src->len;
+#if defined(__GNUC__)
+    __asm__("" : "+r"(p), "+r"(len));
+#endif
+    dst->p = p;
+    dst->len = len;
+}
+
 int event_scan(const uint8_t *p, size_t n, event_view *v, char *err, size_t errlen)
 {
     struct ts_acc ts[3];
@@ -222,7 +239,7 @@ int event_scan(const uint8_t *p, size_t n, event_view *v, char *err, size_t errl
         rc = 0;
         switch (f->number) {
         case EVENT_TOPIC:
-            v->topic = f->data;
+            slice_copy(&v->topic, &f->data);
             break;
         case EVENT_TAGS:
             if (v->n_tags++ == 0)
@@ -249,7 +266,7 @@ int event_scan(const uint8_t *p, size_t n, event_view *v, char *err, size_t errl
             if (f->data.len > EVENT_ID_MAX_BYTES)
                 return msg_fail(err, errlen, &EVENT_D, f, "%zu bytes, over the maximum of %d bytes",
                                 f->data.len, EVENT_ID_MAX_BYTES);
-            v->id = f->data;
+            slice_copy(&v->id, &f->data);
             break;
         }
         if (rc < 0)

@@ -82,7 +82,7 @@ static inline int msg_want_string(const wire_field *f, const wire_cursor *c,
 
     if (msg_want_type(f, WIRE_LEN, d, err, errlen) < 0)
         return PB_EPROTO;
-    if (wire_utf8_valid(f->data.p, f->data.len, &bad))
+    if (wire_ascii_short(f->data.p, f->data.len) || wire_utf8_valid(f->data.p, f->data.len, &bad))
         return 0;
     return msg_bad_utf8(f, c, bad, d, err, errlen);
 }

@@ -265,7 +265,7 @@ void config_set_defaults(pb_config *cfg)
      * topics of the benchmark, so that workload never evicts. */
     cfg->max_topics_in_memory = 131072;
     /* Two minutes, as JetStream's default duplicate window. At ~105 bytes
-     * an id (dedup.h; ~140 once ids over 35 bytes were seen), a full window
+     * an id (dedup.h; ~140 once ids over 36 bytes were seen), a full window
      * costs ~10 MiB per partition; it is allocated as ids arrive. */
     cfg->dedup_window_ms = 120000;
     cfg->dedup_max_entries = 100000;

@@ -89,7 +89,7 @@
 int dedup_create(dedup **out, int64_t window_ns, uint32_t max_entries)
 {
     *out = NULL;
-    if (max_entries == 0 || window_ns < 0)
+    if (max_entries == 0 || max_entries > DEDUP_MAX_ENTRIES || window_ns < 0)
         return PB_EINVAL;
     dedup *d = calloc(1, sizeof *d);
     if (!d)
@@ -150,7 +150,7 @@ static uint32_t tag_of(uint64_t h)
 /* The cells of bucket bk whose tag is `tag` (bit i for cell i), and those
  * not in use (never used, or their sequence number has left the ring). */
 #ifdef __SSE2__
-static unsigned tag_cells(const bucket *bk, uint32_t tag)
+static inline __attribute__((always_inline)) unsigned tag_cells(const bucket *bk, uint32_t tag)
 {
     __m128i t = _mm_set1_epi32((int)tag);
     __m128i lo = _mm_cmpeq_epi32(_mm_load_si128((const __m128i *)bk->tag), t);
@@ -161,7 +161,7 @@ static unsigned tag_cells(const bucket *bk, uint32_t tag)
 
 /* seq - head_seq < count, unsigned: both sides biased by 2^31 for the
  * signed compare SSE2 has. */
-static unsigned free_cells(const dedup *d, const bucket *bk)
+static inline __attribute__((always_inline)) unsigned free_cells(const dedup *d, const bucket *bk)
 {
     const __m128i bias = _mm_set1_epi32(INT32_MIN), zero = _mm_setzero_si128();
     __m128i head = _mm_set1_epi32((int)d->head_seq);
@@ -381,10 +381,11 @@ static uint32_t lookup(const dedup *d, uint64_t h, const uint8_t *id, size_t len
 }
 
 /* Brings what the check of an id of hash h `ahead` checks from now will
- * touch into the cache: its index bucket, the bucket's count, and the slot
- * it will take if it is new (once the window is full that slot was last
+ * touch into the cache: its index bucket, the bucket's count, the slot it
+ * will take if it is new (once the window is full that slot was last
  * written max_entries ids ago, long out of the cache, and a 64-byte store
- * to it would wait for its lines). Always inlined: GCC takes a function
+ * to it would wait for its line), and the slot of the id it will push out
+ * when pop_head must read that one. Always inlined: GCC takes a function
  * that only prefetches for one without effect, and drops its calls. */
 static inline __attribute__((always_inline)) void prefetch_check(const dedup *d, uint64_t h,
                                                                  uint32_t ahead)
@@ -398,9 +399,14 @@ static inline __attribute__((always_inline)) void prefetch_check(const dedup *d,
     if (k >= d->cap)
         k -= d->cap;
     if (k < d->cap) {
-        const char *slot = (const char *)&d->ring[ring_pos(d, k)];
-        __builtin_prefetch(slot, 1);
-        __builtin_prefetch(slot + sizeof(dedup_slot) - 1, 1);
+        __builtin_prefetch(&d->ring[ring_pos(d, k)], 1); /* one line: the ring is page-aligned */
+        /* And, in a full window, the id that add will push out then, when
+         * pop_head has to read its slot (its hash and hops: about one id
+         * in a hundred passed a full bucket), a line as cold as the one
+         * above. */
+        uint32_t out = ahead < d->count ? ring_pos(d, ahead) : d->cap;
+        if (d->count == d->max_entries && out < d->cap && d->passed[out])
+            __builtin_prefetch(&d->ring[out]);
     }
 }
 
@@ -416,7 +422,7 @@ int dedup_find(const dedup *d, const uint8_t *id, size_t len, uint64_t *offset)
 
 /* Forgets the oldest id: its cell is free from now on. evictor: 1 + the
  * offset of the id that pushes it out, or 0 (expired). */
-static void pop_head(dedup *d, uint64_t evictor)
+static inline __attribute__((always_inline)) void pop_head(dedup *d, uint64_t evictor)
 {
     if (d->passed[d->head])
         index_unpass(d, &d->ring[d->head]);
@@ -430,7 +436,8 @@ static void pop_head(dedup *d, uint64_t evictor)
 /* Copies an id of 1..64 bytes with fixed-size moves (overlapping at the
  * end), which the compiler inlines: a call to memcpy per id showed in the
  * writer's profile. */
-static void copy_id(uint8_t *dst, const uint8_t *src, size_t len)
+static inline __attribute__((always_inline)) void copy_id(uint8_t *dst, const uint8_t *src,
+                                                          size_t len)
 {
     if (len >= 16) {
         for (size_t i = 0; i + 16 < len; i += 16)

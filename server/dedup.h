@@ -11,8 +11,8 @@
  * Times come from the caller (the partition's clock, injected in tests):
  * nothing here reads a clock.
  *
- * Memory: entries are fixed slots of DEDUP_SLOT_BYTES (the id's first 35
- * bytes; once the window has held a longer id, DEDUP_LONG_ID_BYTES more per
+ * Memory: entries are fixed slots of DEDUP_SLOT_BYTES (the id's first 36
+ * bytes: a UUID's text; once the window has held a longer id, DEDUP_LONG_ID_BYTES more per
  * slot for the rest of such ids, up to 64 bytes) in a ring that grows by doubling, as ids arrive,
  * up to max_entries and an eighth more (room for the ids a take that is not stored pushed out:
  * dedup_truncate puts them back; while takes not yet stored push out more
@@ -52,7 +52,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Memory per remembered id: its slot (64 bytes: the id's first 35 bytes;
+/* Memory per remembered id: its slot (64 bytes: the id's first 36 bytes;
  * 32 more per slot once the window has held a longer id) and two to four
  * 8-byte index cells (with a 4-byte count per 8 cells). */
 #define DEDUP_SLOT_BYTES    64u
@@ -60,8 +60,11 @@
 
 typedef struct dedup dedup;
 
-/* A window remembering ids for window_ns, at most max_entries (>= 1) of them.
- * 0 or PB_ENOMEM. */
+/* The largest max_entries (the config's bound on dedup_max_entries). */
+#define DEDUP_MAX_ENTRIES (1u << 24)
+
+/* A window remembering ids for window_ns, at most max_entries (1 to
+ * DEDUP_MAX_ENTRIES) of them. 0, PB_EINVAL or PB_ENOMEM. */
 int dedup_create(dedup **out, int64_t window_ns, uint32_t max_entries);
 void dedup_destroy(dedup *d);
 

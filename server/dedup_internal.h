@@ -16,19 +16,28 @@
 
 /* A slot is one cache line: the id's first ID_INLINE bytes are in it, the
  * rest of a longer one in the window's `longs` (allocated at the first such
- * id), so that ids of up to 35 bytes (a UUID's 36 characters aside, what
- * producers send) cost a line of the ring each, not one and a half. */
-#define ID_INLINE  35u
+ * id), so that ids of up to 36 bytes (a UUID's text, what producers send,
+ * and anything shorter) cost a line of the ring each, not one and a half. */
+#define ID_INLINE  36u
 #define LONG_BYTES DEDUP_LONG_ID_BYTES /* >= EVENT_ID_MAX_BYTES - ID_INLINE */
 
+/* hops: the full buckets its id passed to reach its cell, fewer than the
+ * index's buckets: at most 2^22 (dedup_max_entries is at most 2^24, and
+ * the index has 2 cells per id in buckets of 8), so 24 bits hold it, and
+ * the id's length shares its word. */
+#define HOPS_BITS 24
 typedef struct dedup_slot {
     uint64_t hash;
     uint64_t offset;
     int64_t time_ns;
-    uint32_t hops; /* full buckets its id passed to reach its cell */
-    uint8_t len;
+    uint32_t hops : HOPS_BITS;
+    uint32_t len : 8;
     uint8_t id[ID_INLINE];
 } dedup_slot;
+
+/* index_buckets(DEDUP_MAX_ENTRIES) is DEDUP_MAX_ENTRIES / 4 buckets: every
+ * hops count is below that. */
+_Static_assert((uint64_t)DEDUP_MAX_ENTRIES / 4 <= (1ull << HOPS_BITS), "hops fit in a slot");
 
 _Static_assert(EVENT_ID_MAX_BYTES - ID_INLINE <= LONG_BYTES, "an id's tail fits in longs");
 

@@ -19,6 +19,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -482,10 +483,10 @@ static void test_refused_takes_grow_wrapped_ring(void **state)
     }
 }
 
-/* Ids longer than a slot holds (35 bytes) arrive only after a long run of
+/* Ids longer than a slot holds (36 bytes) arrive only after a long run of
  * short ones: the ring's tails are allocated then, whatever its state (full,
  * wrapped, with popped slots a refused take gives back). Ids that differ
- * only past byte 35 are different ids. */
+ * only past byte 36 are different ids. */
 static void test_first_long_ids_late(void **state)
 {
     (void)state;
@@ -545,7 +546,7 @@ static void test_first_long_ids_late(void **state)
 
 /* Ids that share their hash (forced: dedup_check takes it) are told apart
  * by their bytes alone: inline ones and the tails of long ones (past byte
- * 35), also after the ring grew past the bound (the tails moved) and after
+ * 36), also after the ring grew past the bound (the tails moved) and after
  * a refused take gave popped slots back. */
 static void test_same_hash_told_apart_by_bytes(void **state)
 {
@@ -679,6 +680,58 @@ static void test_lengths_and_bytes(void **state)
     dedup_destroy(d);
 }
 
+/* A UUID's text (36 bytes) fits a slot: a window of them takes no more
+ * memory than one of short ids (no tails allocated), one of 37-byte ids
+ * does; UUIDs that differ in their last byte alone are different ids, and
+ * each comes back whole. Bounds of dedup_create: 1 to DEDUP_MAX_ENTRIES. */
+static void test_uuid_ids_inline(void **state)
+{
+    (void)state;
+    const uint32_t max = 200;
+    size_t lens[3] = {8, 36, 37}, mem[3];
+    for (int v = 0; v < 3; v++) {
+        dedup *d;
+        assert_int_equal(dedup_create(&d, 100 * SEC, max), 0);
+        char id[64];
+        for (uint32_t k = 0; k < max; k++) {
+            /* 8f2c41d0-7e3b-4c5a-9d1e-0000000000kk style: the counter last */
+            snprintf(id, sizeof id, "8f2c41d0-7e3b-4c5a-9d1e-%012u%s", k, v == 2 ? "x" : "");
+            const uint8_t *p = (const uint8_t *)id + (v == 0 ? 28 : 0);
+            assert_int_equal(strlen(id) - (v == 0 ? 28 : 0), lens[v]);
+            uint64_t orig;
+            assert_int_equal(dedup_check(d, dedup_id_hash(p, lens[v]), p, lens[v], k, 1, &orig), 0);
+        }
+        dedup_commit(d, max);
+        mem[v] = dedup_memory(d);
+        if (v == 1) {
+            for (uint32_t k = 0; k < max; k++) {
+                snprintf(id, sizeof id, "8f2c41d0-7e3b-4c5a-9d1e-%012u", k);
+                uint64_t off;
+                assert_int_equal(dedup_find(d, (const uint8_t *)id, 36, &off), 1);
+                assert_int_equal(off, k);
+                size_t len;
+                uint8_t back[EVENT_ID_MAX_BYTES];
+                int64_t t;
+                dedup_entry(d, k, back, &len, &off, &t);
+                assert_int_equal(len, 36);
+                assert_memory_equal(back, id, 36);
+            }
+            /* k = 7 with its last digit changed: no id stored has it */
+            snprintf(id, sizeof id, "8f2c41d0-7e3b-4c5a-9d1e-%012u", 7u);
+            id[35] = 'z';
+            uint64_t off;
+            assert_int_equal(dedup_find(d, (const uint8_t *)id, 36, &off), 0);
+        }
+        dedup_destroy(d);
+    }
+    assert_int_equal(mem[1], mem[0]);
+    assert_true(mem[2] >= mem[0] + (size_t)max * DEDUP_LONG_ID_BYTES);
+    dedup *d;
+    assert_int_equal(dedup_create(&d, SEC, DEDUP_MAX_ENTRIES + 1u), PB_EINVAL);
+    assert_int_equal(dedup_create(&d, SEC, DEDUP_MAX_ENTRIES), 0);
+    dedup_destroy(d);
+}
+
 /* dedup_check_events against dedup_check one event at a time, on twin
  * windows: takes of 0..300 events in a shuffled order (the part's index
  * list), some without an id, some repeating an id of the same take or of
@@ -780,6 +833,7 @@ int main(void)
         cmocka_unit_test(test_same_hash_told_apart_by_bytes),
         cmocka_unit_test(test_growth_failures),
         cmocka_unit_test(test_lengths_and_bytes),
+        cmocka_unit_test(test_uuid_ids_inline),
         cmocka_unit_test(test_check_events_as_one_by_one),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
