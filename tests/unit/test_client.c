@@ -1194,6 +1194,63 @@ static void test_subscribe_events(void **state)
     /* What the server received. */
 }
 
+/* Subscribed, then bursts of events with pauses between them (the client
+ * reads each burst as an event loop does: poll, then timeout-0 calls until
+ * PB_ETIMEDOUT), then close. */
+#define BURSTS     5
+#define BURST_SIZE 7
+static void script_bursts(fake_server *s, int fd)
+{
+    uint64_t id = srv_read_subscribe(s, fd);
+    if (!id)
+        return;
+    srv_send_subscribed(s, fd, id);
+    for (int b = 0; b < BURSTS; b++) {
+        usleep(30 * 1000); /* the client has drained the last burst and polls */
+        for (int i = 0; i < BURST_SIZE; i++) {
+            stored_event se;
+            stored_event_init(&se, b * BURST_SIZE + i, 20);
+            srv_send_event(s, fd, id, "p", (uint64_t)(b * BURST_SIZE + i), &se);
+            free(se.payload);
+        }
+    }
+}
+
+/* pb_client_next with timeout 0 returns what has arrived, then
+ * PB_ETIMEDOUT without waiting (after a short read it does not read
+ * again); the next call after the poll says readable reads the next burst:
+ * every event comes, in order, none stays behind. */
+static void test_subscribe_timeout_zero_bursts(void **state)
+{
+    fake_server s;
+    server_start(&s, script_bursts);
+    server_run(&s);
+    pb_client *c = connect_ok(&s, NULL);
+    const char *patterns[] = {"p"};
+    pb_subscription sub = {.patterns = patterns, .npatterns = 1, .start = PB_START_NEW};
+    assert_int_equal(pb_client_subscribe(c, &sub), 0);
+    int got = 0, timeouts = 0, rc = 0;
+    for (int round = 0; round < 500 && rc != PB_ECLOSED; round++) {
+        struct pollfd pf = {c->fd, POLLIN, 0};
+        assert_true(poll(&pf, 1, 1000) >= 0);
+        pb_item it;
+        while ((rc = pb_client_next(c, &it, 0)) == 0) {
+            assert_int_equal(it.kind, PB_ITEM_EVENT);
+            assert_int_equal(it.event.offset, (uint64_t)got);
+            got++;
+        }
+        if (rc == PB_ETIMEDOUT)
+            timeouts++;
+        else
+            assert_int_equal(rc, PB_ECLOSED);
+    }
+    assert_int_equal(got, BURSTS * BURST_SIZE);
+    assert_int_equal(rc, PB_ECLOSED);
+    assert_true(timeouts >= BURSTS);
+    pb_client_close(c);
+    server_join(&s);
+}
+
 /* The raw bytes of stored_event i, packed (the caller frees them). */
 static uint8_t *packed_event(int i, size_t payload_len, size_t *n)
 {
@@ -1517,6 +1574,7 @@ int main(void)
         cmocka_unit_test(test_subscribe_server_error),
         cmocka_unit_test(test_subscribe_unanswered),
         cmocka_unit_test(test_subscribe_timeout_then_close),
+        cmocka_unit_test(test_subscribe_timeout_zero_bursts),
         cmocka_unit_test(test_subscribe_refused_while_writing),
         cmocka_unit_test(test_reader_exposed),
     };
