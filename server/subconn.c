@@ -60,6 +60,7 @@ int subconn_open(subconn *c)
 {
     c->out = NULL; /* allocated by the first frame (out_reserve) */
     c->out_len = c->out_cap = c->out_owed = 0;
+    c->fast_room = false; /* the fast path polls before its first send */
     frame_scan_init(&c->scan, c->max_frame_bytes);
     return 0;
 }
