@@ -446,7 +446,11 @@ typedef struct pb_item {
 /*
  * Waits up to timeout_ms (< 0: no limit, 0: only what has arrived) for the
  * next item of the subscription and fills *item (its pointers are valid
- * until the next call on c). Decoding does not allocate per event.
+ * until the next call on c). Decoding does not allocate per event. With
+ * timeout 0 (an event loop: poll the descriptor, then call until
+ * PB_ETIMEDOUT), a call that runs out of buffered frames right after a
+ * read that emptied the socket returns PB_ETIMEDOUT without another
+ * system call; the next call reads.
  * Returns 0 (an event, a data-loss or out-of-range report or the caught-up
  * marker; iterate
  * on), PB_ETIMEDOUT
