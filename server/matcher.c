@@ -510,6 +510,7 @@ int matcher_set_add(matcher_set *set, uint32_t id, const char *const *patterns, 
     for (uint32_t i = 0; i < ms->n; i++)
         if (ms->kind[i] == PAT_HS)
             mkey_extract(ms->text[i], ms->len[i], &keys[2 * i], &keys[2 * i + 1]);
+    msub_shape(ms);
 
     pthread_mutex_lock(&set->mu);
     choose_keys(set, ms, keys);
@@ -810,6 +811,8 @@ void matcher_set_stats(matcher_set *set, matcher_stats *st)
         st->shard_bytes += s->shards[i]->db_bytes;
     }
     st->keyed = s->nkeyed;
+    for (uint32_t d = 0; d < s->nsubs; d++)
+        st->shaped += s->subs[d]->keyed && s->subs[d]->shapes;
     for (const snap *r = set->retired; r; r = r->next)
         st->retired++;
     st->compactions = set->compactions;

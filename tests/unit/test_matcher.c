@@ -13,6 +13,7 @@
 #include "hsdb.h"
 #include "matcher.h"
 #include "matcher_keys.h"
+#include "patterns.h"
 #include "pb_errors.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -405,6 +406,55 @@ static void test_key_extraction(void **state)
     }
 }
 
+/* Pattern shapes (matcher_keys.h): which patterns have one, and on every
+ * topic of a set built around their bytes (newline, high bytes, empty
+ * runs, one byte short or over) the shape decides as PCRE2 does. */
+static void test_pattern_shapes(void **state)
+{
+    static const char *const shaped[] = {
+        "orders\\.eu\\..*", "t\\.[0-9]*017", "a\\d+z", "abc", "a.*", ".*", ".+x", "x[^a-c]*",
+        "[a-c]+", "a[x.*$]*b", "k\\-[0-9a-f]+\\.log", "a*a", "\xc3\xa9.*", "a b#",
+        "[\\]]*", "z[\\d_]+",
+    };
+    static const char *const refused[] = {
+        "a|b", "(ab)*", "a?", "a{2}", "a*?b", "a++", "a*b*", "^a", "a$", "[[:alpha:]]*", "[a-]*",
+        "a\\w*", "a\\x41*", "[]a]*", "p[-]*q", "[]*", "[z-a]*", "a[bc]d", ".",
+    };
+    static const char *const topics[] = {
+        "", "a", "aa", "ab", "abc", "az", "a1z", "a12z", "a\nz", "orders.eu.x", "orders.eu.",
+        "orders.eu", "orders.eu.a\nb", "t.017", "t.12017", "t.1a017", "t.017x", "t.\n017", "x",
+        "xx", "\nx", "xd", "xa", "x\n", "b", "abcc", "pq", "p--q", "p-q", "ax.*$b", "axyb",
+        "k-0af.log", "k-.log", "k-0g.log", "\xc3\xa9", "\xc3\xa9\n", "a b#", "]]", "]a", "z_1",
+        "z", "z\n", "\xff", "\xff\xfe", "a\xff",
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+        mkey_shape sh;
+        if (mkey_shape_parse(refused[i], strlen(refused[i]), &sh))
+            fail_msg("\"%s\" has a shape: it should be left to its shard", refused[i]);
+    }
+    pcre2_match_data *md = pcre2_match_data_create(1, NULL);
+    assert_non_null(md);
+    for (size_t i = 0; i < sizeof shaped / sizeof *shaped; i++) {
+        mkey_shape sh;
+        if (!mkey_shape_parse(shaped[i], strlen(shaped[i]), &sh))
+            fail_msg("\"%s\" has no shape", shaped[i]);
+        pcre2_code *code;
+        char why[200];
+        assert_int_equal(pattern_compile_whole(shaped[i], strlen(shaped[i]), &code, why,
+                                               sizeof why),
+                         0);
+        for (size_t t = 0; t < sizeof topics / sizeof *topics; t++) {
+            size_t n = strlen(topics[t]);
+            bool want = pcre2_match(code, (PCRE2_SPTR)topics[t], n, 0, 0, md, NULL) >= 0;
+            if (mkey_shape_match(&sh, topics[t], n) != want)
+                fail_msg("\"%s\" on topic \"%s\": shape says %d, PCRE2 %d", shaped[i],
+                         topics[t], !want, want);
+        }
+        pcre2_code_free(code);
+    }
+    pcre2_match_data_free(md);
+}
+
 /* Keyed subscriptions: no compaction, no PCRE2 for their Hyperscan
  * patterns, at most key_share of them under one key, the same answers. */
 static void test_keyed_subscriptions(void **state)
@@ -671,6 +721,7 @@ int main(void)
         cmocka_unit_test(test_errors_name_the_problem),
         cmocka_unit_test(test_budget_f2_attack),
         cmocka_unit_test(test_key_extraction),
+        cmocka_unit_test(test_pattern_shapes),
         cmocka_unit_test(test_keyed_subscriptions),
         cmocka_unit_test(test_updates_and_compaction),
         cmocka_unit_test(test_stats_and_memory),
