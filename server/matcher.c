@@ -510,10 +510,11 @@ int matcher_set_add(matcher_set *set, uint32_t id, const char *const *patterns, 
     for (uint32_t i = 0; i < ms->n; i++)
         if (ms->kind[i] == PAT_HS)
             mkey_extract(ms->text[i], ms->len[i], &keys[2 * i], &keys[2 * i + 1]);
-    msub_shape(ms);
 
     pthread_mutex_lock(&set->mu);
     choose_keys(set, ms, keys);
+    if (ms->keyed)
+        msub_shape(ms); /* only a keyed one's are read */
     for (size_t i = 0; i < young.n; i++)
         young.v[i]->keyed = ms->keyed;
     if (id_in_set(set, id, NULL)) {
