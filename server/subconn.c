@@ -170,6 +170,7 @@ static int send_raw_(subconn *c, struct iovec *iov, int cnt, bool *sent);
 static int send_raw(subconn *c, struct iovec *iov, int cnt)
 {
     bool sent = false;
+    c->fast_room = false; /* the thread may fill the socket: the fast path polls first */
     int rc = send_raw_(c, iov, cnt, &sent);
     if (rc < 0 && sent)
         c->torn = true; /* iov ends at a frame's end: part of one went out */
