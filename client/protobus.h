@@ -448,9 +448,10 @@ typedef struct pb_item {
  * next item of the subscription and fills *item (its pointers are valid
  * until the next call on c). Decoding does not allocate per event. With
  * timeout 0 (an event loop: poll the descriptor, then call until
- * PB_ETIMEDOUT), a call that runs out of buffered frames right after a
- * read that emptied the socket returns PB_ETIMEDOUT without another
- * system call; the next call reads.
+ * PB_ETIMEDOUT), when the last read (made by a timeout-0 call) came back
+ * short, the call that runs out of the frames it buffered returns
+ * PB_ETIMEDOUT without another system call, even if more has arrived
+ * since: poll again (it says readable at once then); the next call reads.
  * Returns 0 (an event, a data-loss or out-of-range report or the caught-up
  * marker; iterate
  * on), PB_ETIMEDOUT

@@ -385,9 +385,9 @@ int pb_client_next(pb_client *c, pb_item *item, int timeout_ms)
         /* Read first (the socket is non-blocking): while a replay streams,
          * data is nearly always there and the poll would be a wasted call.
          * With no wait asked (timeout 0: an event loop's "what is there
-         * now"), a read that came back short already said the socket held
-         * nothing more: the call that runs out of frames after it returns
-         * at once, instead of a read that finds nothing and a poll(0) that
+         * now"), a read of such a call that came back short already said
+         * the socket held nothing more: the timeout-0 call that runs out
+         * of frames after it returns at once, instead of a read that finds nothing and a poll(0) that
          * says so again (two of the three system calls a delivery cost a
          * multiplexed subscriber: tests/bench/NOTES.md, branch fanout6).
          * Once only: the next call reads (the caller's poll said so). */
@@ -400,7 +400,7 @@ int pb_client_next(pb_client *c, pb_item *item, int timeout_ms)
         if (rc < 0)
             return rc;
         if (rc > 0) {
-            c->read_short = !c->ssl && (size_t)rc < space;
+            c->read_short = timeout_ms == 0 && !c->ssl && (size_t)rc < space;
             continue;
         }
         if (timeout_ms == 0)

@@ -28,6 +28,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1251,6 +1252,71 @@ static void test_subscribe_timeout_zero_bursts(void **state)
     server_join(&s);
 }
 
+/* Subscribed, a burst of 3 events, then (once the client says so) 3 more,
+ * then close. */
+static atomic_int second_burst_go;
+static void script_two_bursts(fake_server *s, int fd)
+{
+    uint64_t id = srv_read_subscribe(s, fd);
+    if (!id)
+        return;
+    srv_send_subscribed(s, fd, id);
+    for (int i = 0; i < 6; i++) {
+        if (i == 3)
+            for (int k = 0; k < 500 && !atomic_load(&second_burst_go); k++)
+                usleep(10 * 1000);
+        stored_event se;
+        stored_event_init(&se, i, 20);
+        srv_send_event(s, fd, id, "p", (uint64_t)i, &se);
+        free(se.payload);
+    }
+}
+
+/* The rule itself: after a timeout-0 read that came back short, the
+ * timeout-0 call that runs out of its frames returns PB_ETIMEDOUT without
+ * reading, even though more has arrived meanwhile (main's client read it:
+ * a read and a poll more per delivery); the next call reads it, in order. */
+static void short_read_case(bool first_blocking)
+{
+    fake_server s;
+    atomic_store(&second_burst_go, 0);
+    server_start(&s, script_two_bursts);
+    server_run(&s);
+    pb_client *c = connect_ok(&s, NULL);
+    const char *patterns[] = {"p"};
+    pb_subscription sub = {.patterns = patterns, .npatterns = 1, .start = PB_START_NEW};
+    assert_int_equal(pb_client_subscribe(c, &sub), 0);
+    pb_item it;
+    /* The first burst, read whole by one short read. */
+    struct pollfd pf = {c->fd, POLLIN, 0};
+    assert_int_equal(poll(&pf, 1, 5000), 1);
+    usleep(100 * 1000); /* all three are in the socket */
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(pb_client_next(c, &it, first_blocking && i == 0 ? 5000 : 0), 0);
+        assert_int_equal(it.event.offset, (uint64_t)i);
+    }
+    /* More arrives before the call that runs out of frames. After a read
+     * by a call that could wait (no event loop), that call reads it. */
+    atomic_store(&second_burst_go, 1);
+    usleep(200 * 1000);
+    if (!first_blocking)
+        assert_int_equal(pb_client_next(c, &it, 0), PB_ETIMEDOUT);
+    for (int i = 3; i < 6; i++) {
+        int rc = pb_client_next(c, &it, 0);
+        if (rc != 0)
+            fail_msg("event %d: %s", i, pb_strerror(rc));
+        assert_int_equal(it.event.offset, (uint64_t)i);
+    }
+    pb_client_close(c);
+    server_join(&s);
+}
+
+static void test_subscribe_timeout_zero_short_read(void **state)
+{
+    short_read_case(false);
+    short_read_case(true); /* only a timeout-0 read counts (review of fanout6, 3) */
+}
+
 /* The raw bytes of stored_event i, packed (the caller frees them). */
 static uint8_t *packed_event(int i, size_t payload_len, size_t *n)
 {
@@ -1575,6 +1641,7 @@ int main(void)
         cmocka_unit_test(test_subscribe_unanswered),
         cmocka_unit_test(test_subscribe_timeout_then_close),
         cmocka_unit_test(test_subscribe_timeout_zero_bursts),
+        cmocka_unit_test(test_subscribe_timeout_zero_short_read),
         cmocka_unit_test(test_subscribe_refused_while_writing),
         cmocka_unit_test(test_reader_exposed),
     };
