@@ -813,7 +813,8 @@ void matcher_set_stats(matcher_set *set, matcher_stats *st)
     }
     st->keyed = s->nkeyed;
     for (uint32_t d = 0; d < s->nsubs; d++)
-        st->shaped += s->subs[d]->keyed && s->subs[d]->shapes;
+        if (s->subs[d]->shapes)
+            st->shaped++, st->shape_bytes += s->subs[d]->n * sizeof(mkey_shape);
     for (const snap *r = set->retired; r; r = r->next)
         st->retired++;
     st->compactions = set->compactions;

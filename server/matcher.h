@@ -157,6 +157,7 @@ typedef struct matcher_stats {
     size_t young_shards;  /* of those, not compacted yet (keyed ones left out) */
     size_t keyed;         /* subscriptions matched through keys (and their own shards) */
     size_t shaped;        /* of those, decided by their patterns' shapes (matcher_keys.h) */
+    size_t shape_bytes;   /* ... the shapes' memory (at most MSUB_SHAPES_MAX patterns each) */
     size_t shard_bytes;   /* their size (hs_database_size) */
     size_t pcre_bytes;    /* PCRE2 codes and their JIT code */
     size_t retired;       /* old snapshots not freed yet (a reader may use them) */

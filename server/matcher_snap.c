@@ -57,6 +57,8 @@ void msub_free(msub *ms)
 void msub_shape(msub *ms)
 {
     bool any = false;
+    if (ms->n > MSUB_SHAPES_MAX)
+        return;
     mkey_shape *sh = malloc(((size_t)ms->n + 1) * sizeof *sh);
     for (uint32_t i = 0; sh && i < ms->n; i++) {
         if (ms->kind[i] != PAT_HS)

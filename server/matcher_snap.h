@@ -192,8 +192,15 @@ size_t pcre_code_bytes(const pcre2_code *code);
 bool pcre_code_has_jit(const pcre2_code *code);
 
 void msub_free(msub *ms);
+/* Patterns a subscription may have for its shapes to be kept: each costs
+ * sizeof(mkey_shape) (168 bytes), so at most ~2.7 KB a subscription, ~2.8
+ * MB for 1,024 of them (matcher_stats.shape_bytes). More patterns: its
+ * shard decides, as before. */
+#define MSUB_SHAPES_MAX 16u
+
 /* ms->shapes, from its PAT_HS patterns (left NULL when one has no shape,
- * or out of memory: its shard decides). */
+ * it has more than MSUB_SHAPES_MAX patterns, or out of memory: its shard
+ * decides). */
 void msub_shape(msub *ms);
 void msub_unref(msub *ms); /* frees at the last reference; NULL-safe */
 /* Frees the JIT twins of a subscription that is young no more, once no

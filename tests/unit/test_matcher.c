@@ -470,6 +470,9 @@ static void test_keyed_subscriptions(void **state)
     matcher_stats st;
     matcher_set_stats(set, &st);
     assert_int_equal(st.keyed, 20);
+    /* Each decided by its shape, whose memory is counted. */
+    assert_int_equal(st.shaped, 20);
+    assert_int_equal(st.shape_bytes, 20 * sizeof(mkey_shape));
     assert_int_equal(st.young_shards, 0);
     assert_int_equal(st.pcre_patterns, 0);
     assert_false(matcher_set_compact_wanted(set));
@@ -485,10 +488,23 @@ static void test_keyed_subscriptions(void **state)
     add_ok(set, 24, mixed, 2);
     const char *two[] = {"orders\\..*", "x\\.[a-z]+\\.err"}; /* a prefix and a suffix */
     add_ok(set, 25, two, 2);
+    /* More patterns than MSUB_SHAPES_MAX: keyed, but its shard decides
+     * (the shapes' memory stays bounded per subscription). */
+    char many_text[17][16];
+    const char *many[17];
+    for (int k = 0; k < 17; k++) {
+        snprintf(many_text[k], sizeof many_text[k], "m%02d\\.[0-9]*", k);
+        many[k] = many_text[k];
+    }
+    add_ok(set, 27, many, 17);
     matcher_set_stats(set, &st);
-    assert_int_equal(st.keyed, 24);
+    assert_int_equal(st.keyed, 25);
+    assert_int_equal(st.shaped, 24); /* 27 is not: 17 patterns */
+    assert_int_equal(st.shape_bytes, (20 + 3 + 2) * sizeof(mkey_shape)); /* 25: two patterns */
     assert_int_equal(st.young_shards, 2);
     assert_true(matcher_set_compact_wanted(set));
+    EXPECT(r, "m16.42", 0, 24, 27); /* 24: ".*" */
+    EXPECT(r, "m16.4x", 0, 24);
     EXPECT(r, "a.err", 0, 20, 21, 22, 23, 24);
     EXPECT(r, "x.y.err", 0, 20, 21, 22, 23, 24, 25);
     EXPECT(r, "orders.1", 0, 24, 25);
@@ -496,7 +512,7 @@ static void test_keyed_subscriptions(void **state)
     while (matcher_set_compact_wanted(set))
         assert_int_equal(matcher_set_compact(set), 0);
     matcher_set_stats(set, &st);
-    assert_int_equal(st.keyed, 24);
+    assert_int_equal(st.keyed, 25);
     assert_int_equal(st.young_shards, 0);
     EXPECT(r, "x.y.err", 0, 20, 21, 22, 23, 24, 25);
     EXPECT(r, "t.02", 0, 2, 24);
@@ -507,7 +523,7 @@ static void test_keyed_subscriptions(void **state)
     EXPECT(r, "t.02", 0, 24);
     add1(set, 26, "b\\.err");
     matcher_set_stats(set, &st);
-    assert_int_equal(st.keyed, 23);
+    assert_int_equal(st.keyed, 24);
     EXPECT(r, "b.err", 0, 20, 22, 23, 24, 26);
     matcher_reader_destroy(r);
     matcher_set_destroy(set);
