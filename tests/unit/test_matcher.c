@@ -490,7 +490,7 @@ static void test_keyed_subscriptions(void **state)
     add_ok(set, 25, two, 2);
     /* More patterns than MSUB_SHAPES_MAX: keyed, but its shard decides
      * (the shapes' memory stays bounded per subscription). */
-    char many_text[17][16];
+    char many_text[17][32];
     const char *many[17];
     for (int k = 0; k < 17; k++) {
         snprintf(many_text[k], sizeof many_text[k], "m%02d\\.[0-9]*", k);
