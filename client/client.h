@@ -70,6 +70,10 @@ struct pb_client {
      * views handed out by the previous frame stay valid until then. */
     uint8_t *rbuf;
     size_t rcap, rstart, rend;
+    /* The last read, made by a timeout-0 pb_client_next, was short (plain
+     * TCP): the socket was empty then; the timeout-0 call that runs out of
+     * frames after it returns without reading again (once). */
+    bool read_short;
 
     /* Send buffer: one assembled frame being written. */
     uint8_t *obuf;

@@ -446,7 +446,12 @@ typedef struct pb_item {
 /*
  * Waits up to timeout_ms (< 0: no limit, 0: only what has arrived) for the
  * next item of the subscription and fills *item (its pointers are valid
- * until the next call on c). Decoding does not allocate per event.
+ * until the next call on c). Decoding does not allocate per event. With
+ * timeout 0 (an event loop: poll the descriptor, then call until
+ * PB_ETIMEDOUT), when the last read (made by a timeout-0 call) came back
+ * short, the call that runs out of the frames it buffered returns
+ * PB_ETIMEDOUT without another system call, even if more has arrived
+ * since: poll again (it says readable at once then); the next call reads.
  * Returns 0 (an event, a data-loss or out-of-range report or the caught-up
  * marker; iterate
  * on), PB_ETIMEDOUT

@@ -383,12 +383,28 @@ int pb_client_next(pb_client *c, pb_item *item, int timeout_ms)
             }
         }
         /* Read first (the socket is non-blocking): while a replay streams,
-         * data is nearly always there and the poll would be a wasted call. */
+         * data is nearly always there and the poll would be a wasted call.
+         * With no wait asked (timeout 0: an event loop's "what is there
+         * now"), a read of such a call that came back short already said
+         * the socket held nothing more: the timeout-0 call that runs out
+         * of frames after it returns at once, instead of a read that finds nothing and a poll(0) that
+         * says so again (two of the three system calls a delivery cost a
+         * multiplexed subscriber: tests/bench/NOTES.md, branch fanout6).
+         * Once only: the next call reads (the caller's poll said so). */
+        bool was_short = c->read_short;
+        c->read_short = false;
+        if (was_short && timeout_ms == 0)
+            return client_fail(c, PB_ETIMEDOUT, "no event within %d ms", timeout_ms);
+        size_t space = c->rcap - c->rend + c->rstart;
         rc = client_read(c);
         if (rc < 0)
             return rc;
-        if (rc > 0)
+        if (rc > 0) {
+            c->read_short = timeout_ms == 0 && !c->ssl && (size_t)rc < space;
             continue;
+        }
+        if (timeout_ms == 0)
+            return client_fail(c, PB_ETIMEDOUT, "no event within %d ms", timeout_ms);
         if (!waited) {
             deadline = client_deadline(timeout_ms);
             waited = true;

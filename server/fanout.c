@@ -282,7 +282,8 @@ int fanout_create(fanout **out, const fanout_options *opts)
     fo->live = calloc(nslots, sizeof *fo->live);
     fo->all = calloc(nslots, sizeof *fo->all);
     fo->some = calloc(nslots, sizeof *fo->some);
-    rc = fo->live && fo->all && fo->some ? livequeue_pool_create(&fo->pool, queue_total_bytes)
+    fo->gated = calloc(nslots, sizeof *fo->gated);
+    rc = fo->live && fo->all && fo->some && fo->gated ? livequeue_pool_create(&fo->pool, queue_total_bytes)
                                          : PB_ENOMEM;
     if (rc == 0)
         rc = matcher_set_create(&fo->ms, opts->matcher);
@@ -334,6 +335,7 @@ void fanout_destroy(fanout *fo)
     pthread_mutex_destroy(&fo->writers_lock);
     pthread_rwlock_destroy(&fo->list_lock);
     free(fo->live);
+    free(fo->gated);
     free(fo->all);
     free(fo->some);
     free(fo->fast_buf);
@@ -376,6 +378,7 @@ int fanout_add(fanout *fo, fanout_member *s, char *err, size_t errlen)
     }
     pthread_rwlock_wrlock(&fo->list_lock);
     fo->live[s->slot] = s;
+    fo->gated[s->slot] = patterns_restricted(s->ps);
     if (all)
         fo->all[fo->nall++] = (uint16_t)s->slot;
     else

@@ -308,7 +308,7 @@ static size_t miss_ids(const fanout *fo, const fanout_writer *f, size_t j, uint1
     const matcher_result *r = &f->mres[j];
     for (size_t k = 0; k < r->n; k++) {
         const fanout_member *m = r->ids[k] < fo->nslots ? fo->live[r->ids[k]] : NULL;
-        if (!m || (patterns_restricted(m->ps) &&
+        if (!m || (fo->gated[r->ids[k]] &&
                    !patterns_gate_shared(m->ps, f->mtopic[j], f->mlen[j], f->md)))
             continue;
         out[n++] = (uint16_t)r->ids[k];

@@ -513,6 +513,8 @@ int matcher_set_add(matcher_set *set, uint32_t id, const char *const *patterns, 
 
     pthread_mutex_lock(&set->mu);
     choose_keys(set, ms, keys);
+    if (ms->keyed)
+        msub_shape(ms); /* only a keyed one's are read */
     for (size_t i = 0; i < young.n; i++)
         young.v[i]->keyed = ms->keyed;
     if (id_in_set(set, id, NULL)) {
@@ -810,6 +812,9 @@ void matcher_set_stats(matcher_set *set, matcher_stats *st)
         st->shard_bytes += s->shards[i]->db_bytes;
     }
     st->keyed = s->nkeyed;
+    for (uint32_t d = 0; d < s->nsubs; d++)
+        if (s->subs[d]->shapes)
+            st->shaped++, st->shape_bytes += s->subs[d]->n * sizeof(mkey_shape);
     for (const snap *r = set->retired; r; r = r->next)
         st->retired++;
     st->compactions = set->compactions;

@@ -51,7 +51,11 @@
  * PCRE2-only patterns excepted, as for anyone), and a topic costs a few
  * lookups plus one tiny scan per subscription it may match, instead of a
  * scan of every full shard (the bench's 1,000 keyed subscriptions: ~0.1
- * us a topic against ~1 us for 16 full shards). The price: a database of
+ * us a topic against ~1 us for 16 full shards). A keyed subscription each
+ * of whose Hyperscan patterns has a shape (matcher_keys.h: literal bytes
+ * around at most one run of a class, like the two above) is decided by
+ * the shapes, without its scan (which was ~9% of the fan-out bench's
+ * samples). The price: a database of
  * its own, ~4 KB for a one-pattern subscription (~300 bytes in a full
  * shard); with many patterns about what a full shard costs (20
  * subscriptions of 200 patterns: 1,037 against 1,032 bytes a pattern).
@@ -152,6 +156,8 @@ typedef struct matcher_stats {
     size_t shards;        /* Hyperscan databases in the current snapshot */
     size_t young_shards;  /* of those, not compacted yet (keyed ones left out) */
     size_t keyed;         /* subscriptions matched through keys (and their own shards) */
+    size_t shaped;        /* of those, decided by their patterns' shapes (matcher_keys.h) */
+    size_t shape_bytes;   /* ... the shapes' memory (at most MSUB_SHAPES_MAX patterns each) */
     size_t shard_bytes;   /* their size (hs_database_size) */
     size_t pcre_bytes;    /* PCRE2 codes and their JIT code */
     size_t retired;       /* old snapshots not freed yet (a reader may use them) */

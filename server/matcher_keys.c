@@ -170,6 +170,159 @@ void mkey_extract(const char *pattern, size_t len, mkey *prefix, mkey *suffix)
 }
 
 /* ------------------------------------------------------------------ */
+/* shapes */
+
+static void cls_set(uint64_t *cls, unsigned char b)
+{
+    cls[b >> 6] |= 1ull << (b & 63);
+}
+
+static bool cls_has(const uint64_t *cls, unsigned char b)
+{
+    return cls[b >> 6] >> (b & 63) & 1;
+}
+
+static void cls_digits(uint64_t *cls)
+{
+    for (unsigned char b = '0'; b <= '9'; b++)
+        cls_set(cls, b);
+}
+
+/* One member of a class at p[0..len) (a plain byte other than '\\', '['
+ * and ']', or escaped punctuation) into *b; its length, or 0. */
+static size_t class_byte(const char *p, size_t len, unsigned char *b)
+{
+    unsigned char c = (unsigned char)p[0];
+    if (c == '\\') {
+        if (len < 2 || (unsigned char)p[1] >= 128 || isalnum((unsigned char)p[1]))
+            return 0;
+        *b = (unsigned char)p[1];
+        return 2;
+    }
+    if (c == '[' || c == ']')
+        return 0;
+    *b = c;
+    return 1;
+}
+
+/* The class "[...]" at p[0..len) into cls: plain bytes, escaped
+ * punctuation, "\d", ranges between two bytes, a leading "^". Its length,
+ * or 0 when it is anything else ("-" outside a range included). */
+static size_t class_parse(const char *p, size_t len, uint64_t *cls)
+{
+    size_t j = 1;
+    bool neg = j < len && p[j] == '^';
+    uint64_t set[4] = {0};
+    j += neg;
+    if (j < len && p[j] == ']')
+        return 0; /* empty, or a leading ']' member: not read here */
+    while (j < len && p[j] != ']') {
+        if (p[j] == '\\' && j + 1 < len && p[j + 1] == 'd') {
+            cls_digits(set);
+            j += 2;
+            continue;
+        }
+        unsigned char lo, hi;
+        size_t n = class_byte(p + j, len - j, &lo);
+        if (n == 0 || lo == '-')
+            return 0;
+        j += n;
+        hi = lo;
+        if (j + 1 < len && p[j] == '-' && p[j + 1] != ']') {
+            n = class_byte(p + j + 1, len - j - 1, &hi);
+            if (n == 0 || hi == '-' || hi < lo)
+                return 0;
+            j += 1 + n;
+        }
+        for (unsigned b = lo; b <= hi; b++)
+            cls_set(set, (unsigned char)b);
+    }
+    if (j >= len)
+        return 0;
+    for (int w = 0; w < 4; w++)
+        cls[w] = neg ? ~set[w] : set[w];
+    return j + 1;
+}
+
+/* One atom at p[0..len): a literal byte (*lit) or a class (cls). Its
+ * length, or 0 when it is not one mkey_shape_parse reads. */
+static size_t shape_atom(const char *p, size_t len, bool *lit, unsigned char *b, uint64_t *cls)
+{
+    unsigned char c = (unsigned char)p[0];
+    *lit = false;
+    memset(cls, 0, 4 * sizeof *cls);
+    if (c == '\\') {
+        if (len >= 2 && p[1] == 'd') {
+            cls_digits(cls);
+            return 2;
+        }
+        *lit = true;
+        return class_byte(p, len, b);
+    }
+    if (c == '[')
+        return class_parse(p, len, cls);
+    if (c == '.') {
+        memset(cls, 0xff, 4 * sizeof *cls);
+        cls[0] &= ~(1ull << '\n');
+        return 1;
+    }
+    if (strchr("^$|()?*+{}]", c))
+        return 0;
+    *lit = true;
+    *b = c;
+    return 1;
+}
+
+bool mkey_shape_parse(const char *p, size_t len, mkey_shape *out)
+{
+    memset(out, 0, sizeof *out);
+    for (size_t i = 0; i < len;) {
+        bool lit;
+        unsigned char b = 0;
+        uint64_t cls[4];
+        size_t n = shape_atom(p + i, len - i, &lit, &b, cls);
+        if (n == 0)
+            return false;
+        i += n;
+        bool star = i < len && p[i] == '*', plus = i < len && p[i] == '+';
+        if (star || plus) {
+            i++;
+            if (out->run || (i < len && strchr("*+?{", p[i])))
+                return false; /* a second run, lazy, possessive */
+            if (lit) {
+                memset(cls, 0, sizeof cls);
+                cls_set(cls, b);
+            }
+            out->run = true;
+            out->run_plus = plus;
+            memcpy(out->cls, cls, sizeof cls);
+            continue;
+        }
+        if (!lit)
+            return false; /* a class once: not this shape */
+        uint8_t *n_lit = out->run ? &out->suf_len : &out->pre_len;
+        if (*n_lit == MKEY_SHAPE_LIT)
+            return false;
+        (out->run ? out->suf : out->pre)[(*n_lit)++] = (char)b;
+    }
+    return true;
+}
+
+bool mkey_shape_match(const mkey_shape *s, const char *t, size_t n)
+{
+    size_t fixed = (size_t)s->pre_len + s->suf_len;
+    if (!s->run)
+        return n == fixed && memcmp(t, s->pre, s->pre_len) == 0;
+    if (n < fixed + s->run_plus || memcmp(t, s->pre, s->pre_len) != 0 ||
+        memcmp(t + n - s->suf_len, s->suf, s->suf_len) != 0)
+        return false;
+    for (size_t i = s->pre_len; i < n - s->suf_len; i++)
+        if (!cls_has(s->cls, (unsigned char)t[i]))
+            return false;
+    return true;
+}
+
+/* ------------------------------------------------------------------ */
 /* the index */
 
 static int key_cmp(const mkey *x, const mkey *y)

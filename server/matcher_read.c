@@ -202,6 +202,24 @@ static int scan_young(matcher_reader *r, const snap *s, int32_t d, uint32_t topi
     return 0;
 }
 
+/* Keyed subscription d's answer on a topic from its patterns' shapes
+ * (msub.shapes: every Hyperscan pattern of it has one), as scan_young
+ * would give it from its own shard. */
+static int decide_shaped(matcher_reader *r, const snap *s, int32_t d, uint32_t topic,
+                         const char *text, size_t len)
+{
+    const msub *ms = s->subs[d];
+    if (!touch(r, topic, d, ST_YOUNG_DONE))
+        return PB_ENOMEM;
+    for (uint32_t p = 0; p < ms->n; p++) {
+        if (ms->kind[p] == PAT_HS && mkey_shape_match(&ms->shapes[p], text, len)) {
+            matched(r, topic, d);
+            return r->oom ? PB_ENOMEM : 0;
+        }
+    }
+    return 0;
+}
+
 /* The keyed subscriptions that may match topic t (one of their keys is its
  * prefix or suffix), each decided by its own shards. */
 static int match_keys(matcher_reader *r, const snap *s, uint32_t t, const char *text, size_t len)
@@ -215,7 +233,8 @@ static int match_keys(matcher_reader *r, const snap *s, uint32_t t, const char *
             for (uint32_t k = 0; k < cnt; k++) {
                 if (*state_of(r, t, d[k]) & (ST_MATCHED | ST_YOUNG_DONE))
                     continue;
-                int rc = scan_young(r, s, d[k], t, text, len);
+                int rc = s->subs[d[k]]->shapes ? decide_shaped(r, s, d[k], t, text, len)
+                                               : scan_young(r, s, d[k], t, text, len);
                 if (rc < 0)
                     return rc;
             }

@@ -50,7 +50,29 @@ void msub_free(msub *ms)
     free(ms->covered);
     free(ms->young_cov);
     free(ms->keys);
+    free(ms->shapes);
     free(ms);
+}
+
+void msub_shape(msub *ms)
+{
+    bool any = false;
+    if (ms->n > MSUB_SHAPES_MAX)
+        return;
+    mkey_shape *sh = malloc(((size_t)ms->n + 1) * sizeof *sh);
+    for (uint32_t i = 0; sh && i < ms->n; i++) {
+        if (ms->kind[i] != PAT_HS)
+            continue;
+        if (!mkey_shape_parse(ms->text[i], ms->len[i], &sh[i])) {
+            free(sh);
+            return;
+        }
+        any = true;
+    }
+    if (any)
+        ms->shapes = sh;
+    else
+        free(sh);
 }
 
 void msub_unref(msub *ms)

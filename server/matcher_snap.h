@@ -63,6 +63,10 @@ typedef struct msub {
     unsigned young_snaps;  /* mu: snapshots that use young_code */
     mkey *keys;            /* [n] a keyed subscription's key per PAT_HS pattern */
     bool keyed;            /* matched through keys (matcher.h); decided when added */
+    /* [n] every PAT_HS pattern's shape (matcher_keys.h), or NULL when one
+     * has none: a keyed subscription with shapes is decided by them
+     * instead of a scan of its own shard. Set before it is listed. */
+    mkey_shape *shapes;
     bool live;             /* mu: in the set */
     int32_t dense;         /* mu: index in the snapshot being built */
 } msub;
@@ -188,6 +192,16 @@ size_t pcre_code_bytes(const pcre2_code *code);
 bool pcre_code_has_jit(const pcre2_code *code);
 
 void msub_free(msub *ms);
+/* Patterns a subscription may have for its shapes to be kept: each costs
+ * sizeof(mkey_shape) (168 bytes), so at most ~2.7 KB a subscription, ~2.8
+ * MB for 1,024 of them (matcher_stats.shape_bytes). More patterns: its
+ * shard decides, as before. */
+#define MSUB_SHAPES_MAX 16u
+
+/* ms->shapes, from its PAT_HS patterns (left NULL when one has no shape,
+ * it has more than MSUB_SHAPES_MAX patterns, or out of memory: its shard
+ * decides). */
+void msub_shape(msub *ms);
 void msub_unref(msub *ms); /* frees at the last reference; NULL-safe */
 /* Frees the JIT twins of a subscription that is young no more, once no
  * snapshot uses them. */

@@ -68,6 +68,7 @@ int subconn_open(subconn *c)
 {
     c->out = NULL; /* allocated by the first frame (out_reserve) */
     c->out_len = c->out_cap = c->out_owed = 0;
+    c->fast_room = false; /* the fast path polls before its first send */
     frame_scan_init(&c->scan, c->max_frame_bytes);
     return 0;
 }
@@ -177,6 +178,7 @@ static int send_raw_(subconn *c, struct iovec *iov, int cnt, bool *sent);
 static int send_raw(subconn *c, struct iovec *iov, int cnt)
 {
     bool sent = false;
+    c->fast_room = false; /* the thread may fill the socket: the fast path polls first */
     int rc = send_raw_(c, iov, cnt, &sent);
     if (rc < 0 && sent)
         c->torn = true; /* iov ends at a frame's end: part of one went out */

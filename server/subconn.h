@@ -78,6 +78,12 @@ typedef struct subconn {
      * began on the wire (subconn_send_now): they go out before anything
      * else, even before an Error that ends the subscription. */
     size_t out_owed;
+    /* The waker's fast path: its last send took every byte and nothing
+     * was handed to the thread since, so the next one skips the poll for
+     * room (subrun_fast.c). Cleared by every hand-over and by the
+     * thread's own writes (send_raw); the two never run at once
+     * (fanout_member.fast_busy). */
+    bool fast_room;
     /* A send failed (stop, timeout, a dead peer) after part of a frame went
      * out, or with a frame's tail still owed: the next byte would be read as
      * that frame's rest, so subconn_end closes without writing more. */

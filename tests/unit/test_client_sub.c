@@ -21,6 +21,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -295,6 +296,128 @@ static void test_subscribe_events(void **state)
     fake_server_join(&s);
 
     /* What the server received. */
+}
+
+/* Subscribed, then bursts of events with pauses between them (the client
+ * reads each burst as an event loop does: poll, then timeout-0 calls until
+ * PB_ETIMEDOUT), then close. */
+#define BURSTS     5
+#define BURST_SIZE 7
+static void script_bursts(fake_server *s, int fd)
+{
+    uint64_t id = srv_read_subscribe(s, fd);
+    if (!id)
+        return;
+    srv_send_subscribed(s, fd, id);
+    for (int b = 0; b < BURSTS; b++) {
+        usleep(30 * 1000); /* the client has drained the last burst and polls */
+        for (int i = 0; i < BURST_SIZE; i++) {
+            stored_event se;
+            stored_event_init(&se, b * BURST_SIZE + i, 20);
+            srv_send_event(s, fd, id, "p", (uint64_t)(b * BURST_SIZE + i), &se);
+            free(se.payload);
+        }
+    }
+}
+
+/* pb_client_next with timeout 0 returns what has arrived, then
+ * PB_ETIMEDOUT without waiting (after a short read it does not read
+ * again); the next call after the poll says readable reads the next burst:
+ * every event comes, in order, none stays behind. */
+static void test_subscribe_timeout_zero_bursts(void **state)
+{
+    fake_server s;
+    fake_server_start(&s, script_bursts);
+    fake_server_run(&s);
+    pb_client *c = fake_connect(&s, NULL);
+    const char *patterns[] = {"p"};
+    pb_subscription sub = {.patterns = patterns, .npatterns = 1, .start = PB_START_NEW};
+    assert_int_equal(pb_client_subscribe(c, &sub), 0);
+    int got = 0, timeouts = 0, rc = 0;
+    for (int round = 0; round < 500 && rc != PB_ECLOSED; round++) {
+        struct pollfd pf = {c->fd, POLLIN, 0};
+        assert_true(poll(&pf, 1, 1000) >= 0);
+        pb_item it;
+        while ((rc = pb_client_next(c, &it, 0)) == 0) {
+            assert_int_equal(it.kind, PB_ITEM_EVENT);
+            assert_int_equal(it.event.offset, (uint64_t)got);
+            got++;
+        }
+        if (rc == PB_ETIMEDOUT)
+            timeouts++;
+        else
+            assert_int_equal(rc, PB_ECLOSED);
+    }
+    assert_int_equal(got, BURSTS * BURST_SIZE);
+    assert_int_equal(rc, PB_ECLOSED);
+    assert_true(timeouts >= BURSTS);
+    pb_client_close(c);
+    fake_server_join(&s);
+}
+
+/* Subscribed, a burst of 3 events, then (once the client says so) 3 more,
+ * then close. */
+static atomic_int second_burst_go;
+static void script_two_bursts(fake_server *s, int fd)
+{
+    uint64_t id = srv_read_subscribe(s, fd);
+    if (!id)
+        return;
+    srv_send_subscribed(s, fd, id);
+    for (int i = 0; i < 6; i++) {
+        if (i == 3)
+            for (int k = 0; k < 500 && !atomic_load(&second_burst_go); k++)
+                usleep(10 * 1000);
+        stored_event se;
+        stored_event_init(&se, i, 20);
+        srv_send_event(s, fd, id, "p", (uint64_t)i, &se);
+        free(se.payload);
+    }
+}
+
+/* The rule itself: after a timeout-0 read that came back short, the
+ * timeout-0 call that runs out of its frames returns PB_ETIMEDOUT without
+ * reading, even though more has arrived meanwhile (main's client read it:
+ * a read and a poll more per delivery); the next call reads it, in order. */
+static void short_read_case(bool first_blocking)
+{
+    fake_server s;
+    atomic_store(&second_burst_go, 0);
+    fake_server_start(&s, script_two_bursts);
+    fake_server_run(&s);
+    pb_client *c = fake_connect(&s, NULL);
+    const char *patterns[] = {"p"};
+    pb_subscription sub = {.patterns = patterns, .npatterns = 1, .start = PB_START_NEW};
+    assert_int_equal(pb_client_subscribe(c, &sub), 0);
+    pb_item it;
+    /* The first burst, read whole by one short read. */
+    struct pollfd pf = {c->fd, POLLIN, 0};
+    assert_int_equal(poll(&pf, 1, 5000), 1);
+    usleep(100 * 1000); /* all three are in the socket */
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(pb_client_next(c, &it, first_blocking && i == 0 ? 5000 : 0), 0);
+        assert_int_equal(it.event.offset, (uint64_t)i);
+    }
+    /* More arrives before the call that runs out of frames. After a read
+     * by a call that could wait (no event loop), that call reads it. */
+    atomic_store(&second_burst_go, 1);
+    usleep(200 * 1000);
+    if (!first_blocking)
+        assert_int_equal(pb_client_next(c, &it, 0), PB_ETIMEDOUT);
+    for (int i = 3; i < 6; i++) {
+        int rc = pb_client_next(c, &it, 0);
+        if (rc != 0)
+            fail_msg("event %d: %s", i, pb_strerror(rc));
+        assert_int_equal(it.event.offset, (uint64_t)i);
+    }
+    pb_client_close(c);
+    fake_server_join(&s);
+}
+
+static void test_subscribe_timeout_zero_short_read(void **state)
+{
+    short_read_case(false);
+    short_read_case(true); /* only a timeout-0 read counts (review of fanout6, 3) */
 }
 
 /* The raw bytes of stored_event i, packed (the caller frees them). */
@@ -596,6 +719,8 @@ int main(void)
         cmocka_unit_test(test_subscribe_server_error),
         cmocka_unit_test(test_subscribe_unanswered),
         cmocka_unit_test(test_subscribe_timeout_then_close),
+        cmocka_unit_test(test_subscribe_timeout_zero_bursts),
+        cmocka_unit_test(test_subscribe_timeout_zero_short_read),
         cmocka_unit_test(test_subscribe_refused_while_writing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

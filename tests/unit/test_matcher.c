@@ -13,6 +13,7 @@
 #include "hsdb.h"
 #include "matcher.h"
 #include "matcher_keys.h"
+#include "patterns.h"
 #include "pb_errors.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -405,6 +406,55 @@ static void test_key_extraction(void **state)
     }
 }
 
+/* Pattern shapes (matcher_keys.h): which patterns have one, and on every
+ * topic of a set built around their bytes (newline, high bytes, empty
+ * runs, one byte short or over) the shape decides as PCRE2 does. */
+static void test_pattern_shapes(void **state)
+{
+    static const char *const shaped[] = {
+        "orders\\.eu\\..*", "t\\.[0-9]*017", "a\\d+z", "abc", "a.*", ".*", ".+x", "x[^a-c]*",
+        "[a-c]+", "a[x.*$]*b", "k\\-[0-9a-f]+\\.log", "a*a", "\xc3\xa9.*", "a b#",
+        "[\\]]*", "z[\\d_]+",
+    };
+    static const char *const refused[] = {
+        "a|b", "(ab)*", "a?", "a{2}", "a*?b", "a++", "a*b*", "^a", "a$", "[[:alpha:]]*", "[a-]*",
+        "a\\w*", "a\\x41*", "[]a]*", "p[-]*q", "[]*", "[z-a]*", "a[bc]d", ".",
+    };
+    static const char *const topics[] = {
+        "", "a", "aa", "ab", "abc", "az", "a1z", "a12z", "a\nz", "orders.eu.x", "orders.eu.",
+        "orders.eu", "orders.eu.a\nb", "t.017", "t.12017", "t.1a017", "t.017x", "t.\n017", "x",
+        "xx", "\nx", "xd", "xa", "x\n", "b", "abcc", "pq", "p--q", "p-q", "ax.*$b", "axyb",
+        "k-0af.log", "k-.log", "k-0g.log", "\xc3\xa9", "\xc3\xa9\n", "a b#", "]]", "]a", "z_1",
+        "z", "z\n", "\xff", "\xff\xfe", "a\xff",
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+        mkey_shape sh;
+        if (mkey_shape_parse(refused[i], strlen(refused[i]), &sh))
+            fail_msg("\"%s\" has a shape: it should be left to its shard", refused[i]);
+    }
+    pcre2_match_data *md = pcre2_match_data_create(1, NULL);
+    assert_non_null(md);
+    for (size_t i = 0; i < sizeof shaped / sizeof *shaped; i++) {
+        mkey_shape sh;
+        if (!mkey_shape_parse(shaped[i], strlen(shaped[i]), &sh))
+            fail_msg("\"%s\" has no shape", shaped[i]);
+        pcre2_code *code;
+        char why[200];
+        assert_int_equal(pattern_compile_whole(shaped[i], strlen(shaped[i]), &code, why,
+                                               sizeof why),
+                         0);
+        for (size_t t = 0; t < sizeof topics / sizeof *topics; t++) {
+            size_t n = strlen(topics[t]);
+            bool want = pcre2_match(code, (PCRE2_SPTR)topics[t], n, 0, 0, md, NULL) >= 0;
+            if (mkey_shape_match(&sh, topics[t], n) != want)
+                fail_msg("\"%s\" on topic \"%s\": shape says %d, PCRE2 %d", shaped[i],
+                         topics[t], !want, want);
+        }
+        pcre2_code_free(code);
+    }
+    pcre2_match_data_free(md);
+}
+
 /* Keyed subscriptions: no compaction, no PCRE2 for their Hyperscan
  * patterns, at most key_share of them under one key, the same answers. */
 static void test_keyed_subscriptions(void **state)
@@ -420,6 +470,9 @@ static void test_keyed_subscriptions(void **state)
     matcher_stats st;
     matcher_set_stats(set, &st);
     assert_int_equal(st.keyed, 20);
+    /* Each decided by its shape, whose memory is counted. */
+    assert_int_equal(st.shaped, 20);
+    assert_int_equal(st.shape_bytes, 20 * sizeof(mkey_shape));
     assert_int_equal(st.young_shards, 0);
     assert_int_equal(st.pcre_patterns, 0);
     assert_false(matcher_set_compact_wanted(set));
@@ -435,10 +488,23 @@ static void test_keyed_subscriptions(void **state)
     add_ok(set, 24, mixed, 2);
     const char *two[] = {"orders\\..*", "x\\.[a-z]+\\.err"}; /* a prefix and a suffix */
     add_ok(set, 25, two, 2);
+    /* More patterns than MSUB_SHAPES_MAX: keyed, but its shard decides
+     * (the shapes' memory stays bounded per subscription). */
+    char many_text[17][32];
+    const char *many[17];
+    for (int k = 0; k < 17; k++) {
+        snprintf(many_text[k], sizeof many_text[k], "m%02d\\.[0-9]*", k);
+        many[k] = many_text[k];
+    }
+    add_ok(set, 27, many, 17);
     matcher_set_stats(set, &st);
-    assert_int_equal(st.keyed, 24);
+    assert_int_equal(st.keyed, 25);
+    assert_int_equal(st.shaped, 24); /* 27 is not: 17 patterns */
+    assert_int_equal(st.shape_bytes, (20 + 3 + 2) * sizeof(mkey_shape)); /* 25: two patterns */
     assert_int_equal(st.young_shards, 2);
     assert_true(matcher_set_compact_wanted(set));
+    EXPECT(r, "m16.42", 0, 24, 27); /* 24: ".*" */
+    EXPECT(r, "m16.4x", 0, 24);
     EXPECT(r, "a.err", 0, 20, 21, 22, 23, 24);
     EXPECT(r, "x.y.err", 0, 20, 21, 22, 23, 24, 25);
     EXPECT(r, "orders.1", 0, 24, 25);
@@ -446,7 +512,7 @@ static void test_keyed_subscriptions(void **state)
     while (matcher_set_compact_wanted(set))
         assert_int_equal(matcher_set_compact(set), 0);
     matcher_set_stats(set, &st);
-    assert_int_equal(st.keyed, 24);
+    assert_int_equal(st.keyed, 25);
     assert_int_equal(st.young_shards, 0);
     EXPECT(r, "x.y.err", 0, 20, 21, 22, 23, 24, 25);
     EXPECT(r, "t.02", 0, 2, 24);
@@ -457,7 +523,7 @@ static void test_keyed_subscriptions(void **state)
     EXPECT(r, "t.02", 0, 24);
     add1(set, 26, "b\\.err");
     matcher_set_stats(set, &st);
-    assert_int_equal(st.keyed, 23);
+    assert_int_equal(st.keyed, 24);
     EXPECT(r, "b.err", 0, 20, 22, 23, 24, 26);
     matcher_reader_destroy(r);
     matcher_set_destroy(set);
@@ -671,6 +737,7 @@ int main(void)
         cmocka_unit_test(test_errors_name_the_problem),
         cmocka_unit_test(test_budget_f2_attack),
         cmocka_unit_test(test_key_extraction),
+        cmocka_unit_test(test_pattern_shapes),
         cmocka_unit_test(test_keyed_subscriptions),
         cmocka_unit_test(test_updates_and_compaction),
         cmocka_unit_test(test_stats_and_memory),

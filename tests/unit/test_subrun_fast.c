@@ -4,7 +4,8 @@
  * while the subscription's thread sleeps: a sub with one partition already
  * seen, its live queue holding records, its connection one end of a
  * socketpair. What it must leave to the thread: a subscription asked to
- * stop; a socket that is full (nothing encoded, nothing copied). And what
+ * stop; a socket that is full after a send it refused (nothing encoded,
+ * nothing copied; after a complete send, the next one is tried at once). And what
  * the thread does when the fast path broke the stream (subconn_end).
  */
 #include "subrun_internal.h"
@@ -146,6 +147,71 @@ static void test_full_socket_left_to_thread(void **state)
     assert_int_equal(f->s.conn.out_len, 0);
 }
 
+/* The fast path asks for room only after a send the socket did not take
+ * whole: after a complete delivery it sends at once, and what a full
+ * socket refuses then goes to the thread's output, consumed and in order;
+ * the next delivery polls again (nothing encoded while the socket stays
+ * full). */
+static void test_poll_only_after_refused_send(void **state)
+{
+    fixture *f = *state;
+    queue(f, 0, 3, 10);
+    lq_span sp;
+    assert_int_equal(run_fast(f, &sp), FANOUT_FAST_DONE);
+    livequeue_consume(f->s.live.q, &sp);
+    assert_true(f->s.conn.fast_room);
+    assert_true(received(f) > 30);
+    static uint8_t fill[65536];
+    while (send(f->s.conn.fd, fill, sizeof fill, MSG_DONTWAIT) > 0)
+        ;
+    while (send(f->s.conn.fd, fill, 1, MSG_DONTWAIT) > 0)
+        ;
+    queue(f, 3, 3, 1000);
+    assert_int_equal(run_fast(f, &sp), FANOUT_FAST_THREAD);
+    assert_int_equal(sp.pos, sp.end); /* encoded, kept for the thread */
+    livequeue_consume(f->s.live.q, &sp);
+    assert_int_equal(f->part.next, 6);
+    assert_true(f->s.conn.out_len >= 3000);
+    assert_false(f->s.conn.fast_room);
+    /* As if the thread had sent its output: the socket is still full. */
+    f->s.conn.out_len = f->s.conn.out_owed = 0;
+    queue(f, 6, 3, 1000);
+    assert_int_equal(run_fast(f, &sp), FANOUT_FAST_THREAD);
+    assert_int_equal(sp.pos, sp.start);
+    assert_int_equal(f->part.next, 6);
+    assert_int_equal(f->s.conn.out_len, 0);
+}
+
+/* A delivery that left records to the thread (more than the scratch
+ * holds) does not let the next one skip the poll: the thread may fill the
+ * socket meanwhile, and a full socket must get nothing encoded or copied
+ * (review of fanout6, finding 1). */
+static void test_hand_over_clears_room(void **state)
+{
+    fixture *f = *state;
+    queue(f, 0, 100, 1000); /* ~100 KB: more than the 64 KiB scratch */
+    lq_span sp;
+    assert_int_equal(run_fast(f, &sp), FANOUT_FAST_THREAD);
+    assert_true(sp.pos < sp.end); /* the rest is the thread's */
+    assert_false(f->s.conn.fast_room);
+    /* The thread sends the rest, filling the socket, and sleeps. */
+    lq_entry e;
+    while (livequeue_read(f->s.live.q, &sp, &e) == 0)
+        ;
+    livequeue_consume(f->s.live.q, &sp);
+    f->part.next = 100;
+    static uint8_t fill[65536];
+    while (send(f->s.conn.fd, fill, sizeof fill, MSG_DONTWAIT) > 0)
+        ;
+    while (send(f->s.conn.fd, fill, 1, MSG_DONTWAIT) > 0)
+        ;
+    queue(f, 100, 3, 1000);
+    assert_int_equal(run_fast(f, &sp), FANOUT_FAST_THREAD);
+    assert_int_equal(sp.pos, sp.start);
+    assert_int_equal(f->part.next, 100);
+    assert_int_equal(f->s.conn.out_len, 0);
+}
+
 /* Part of a frame went out and the rest could not be kept (out of memory
  * in subconn_send_now: fast_error): the subscription ends without another
  * byte, else the client would read an Error frame as the rest of the
@@ -242,6 +308,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_delivers_when_idle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stopping_sends_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_socket_left_to_thread, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_poll_only_after_refused_send, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hand_over_clears_room, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fast_error_closes_without_writing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_after_partial_frame_finishes_it, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_send_closes_without_error, setup, teardown),
