@@ -59,6 +59,8 @@ typedef struct lq_header {
 } lq_header;
 
 _Static_assert(sizeof(lq_header) == LIVEQUEUE_ENTRY_OVERHEAD, "entry header size");
+_Static_assert(2 * (LIVEQUEUE_ENTRY_OVERHEAD + LIVEQUEUE_RUN_MAX) == BLOCK_MAX,
+               "two largest runs fill a block");
 
 typedef struct lq_block {
     struct lq_block *next; /* newer block; set before tail moves into it */
@@ -393,6 +395,12 @@ uint8_t *livequeue_run_begin(livequeue *q, uint32_t len)
 {
     uint8_t *at = place(q, len);
     return at ? at + LIVEQUEUE_ENTRY_OVERHEAD : NULL;
+}
+
+uint32_t livequeue_run_max(const livequeue *q)
+{
+    uint64_t quarter = (q->cap / 4) & ~(uint64_t)7;
+    return quarter < LIVEQUEUE_RUN_MAX ? (uint32_t)quarter : LIVEQUEUE_RUN_MAX;
 }
 
 void livequeue_run_end(livequeue *q, const lq_entry *e, uint32_t len, uint32_t count)

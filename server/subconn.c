@@ -384,7 +384,10 @@ int subconn_records(subconn *c, const char *partition, size_t partition_len, uin
 {
     size_t hmax = RECRUN_HEADER_MAX(partition_len);
     if (hmax + len > OUT_CAP) {
-        snprintf(c->why, c->why_len, "a run of %zu bytes over the output's %u", len, OUT_CAP);
+        snprintf(c->why, c->why_len,
+                 "partition %.*s: a run of %zu bytes from offset %" PRIu64
+                 " is over the output's %u",
+                 (int)partition_len, partition, len, offset, OUT_CAP);
         return PB_EINVAL;
     }
     bool join = c->run_open && c->run_part == partition && c->run_part_len == partition_len &&
