@@ -39,8 +39,8 @@
  * 1,000 sleeping subscriptions, 256 KiB buffers with two touched pages each
  * were 8 MB of the daemon's RSS. */
 #define OUT_FIRST (8u * 1024u)
-/* A Records frame of live runs (subconn_records) takes further runs up to
- * this size: the standby takes a frame's records once it has the whole
+/* A Records frame (subconn_records, subconn_record) takes further runs or
+ * records up to this size (a larger record alone): the standby takes a frame's records once it has the whole
  * frame, and moves a partial one to its other buffer at each submit. With
  * 64 KiB frames instead of 256 KiB the synchronous rate was higher in two
  * rounds of 8 alternating runs at load 5-6 (median 1.08M and 0.92M
@@ -349,7 +349,8 @@ int subconn_record(subconn *c, const char *partition, size_t partition_len, uint
     if (hmax + size > OUT_CAP || len > PB_RECORD_MAX_EVENT)
         return subconn_event(c, partition, partition_len, offset, event, len);
     bool join = c->run_open && c->run_part == partition && c->run_part_len == partition_len &&
-                c->run_next == offset && c->out_len + size <= OUT_CAP;
+                c->run_next == offset && c->out_len + size <= OUT_CAP &&
+                c->out_len - c->run_at + size <= RUNS_FRAME_BYTES;
     int rc;
     if (!join) {
         if ((rc = make_room(c, hmax + size)) < 0) /* closes the run before */
