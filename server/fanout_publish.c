@@ -127,7 +127,6 @@ static bool push_one(fanout_member *s, partition *p, const live_record *rec, uin
     return take_sleeper(s);
 }
 
-
 /* Stored size of a record (FORMAT.md Part B). */
 static uint64_t stored_size(const live_record *r)
 {
@@ -174,9 +173,9 @@ static bool push_run(fanout_member *s, partition *p, const live_record *recs, si
 /* Writer thread, no lock held: queues recs[0..n) for a member that takes
  * runs (fanout_member.runs): consecutive records of up to livequeue_run_max
  * bytes per entry, a record larger than that alone (push_one: a record
- * entry, as for any subscription). The
- * lock is taken per run, so the subscription thread can consume meanwhile.
- * Returns true if the subscription thread must be woken. */
+ * entry, as for any subscription). The lock is taken per run, so the
+ * subscription thread can consume meanwhile. Returns true if the
+ * subscription thread must be woken. */
 static bool push_runs(fanout_member *s, partition *p, const live_record *recs, size_t n,
                       uint64_t first_offset)
 {

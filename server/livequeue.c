@@ -26,8 +26,8 @@
 #include <string.h>
 
 #define PAD_LEN       UINT32_MAX
-#define LEN_HAS_CRC   (1u << 31) /* lq_header.crc is the record's */
-#define LEN_RUN       (1u << 30) /* a run of stored records; lq_header.crc counts them */
+#define LEN_HAS_CRC   (1u << 31)       /* lq_header.crc is the record's */
+#define LEN_RUN       (1u << 30)       /* a run of stored records; lq_header.crc counts them */
 #define LEN_MAX       ((1u << 30) - 1) /* entries stay below 1 GiB: the flags fit */
 #define SINCE_INITIAL 16u
 /* First block after the queue was empty; an empty queue keeps a block no

@@ -40,12 +40,12 @@
  * were 8 MB of the daemon's RSS. */
 #define OUT_FIRST (8u * 1024u)
 /* A Records frame (subconn_records, subconn_record) takes further runs or
- * records up to this size (a larger record alone): the standby takes a frame's records once it has the whole
- * frame, and moves a partial one to its other buffer at each submit. With
- * 64 KiB frames instead of 256 KiB the synchronous rate was higher in two
- * rounds of 8 alternating runs at load 5-6 (median 1.08M and 0.92M
- * events/s against 0.89M and 0.86M), the CPU the same; 32 KiB was not
- * better than 64. */
+ * records up to this size (a larger record alone): the standby takes a
+ * frame's records once it has the whole frame, and moves a partial one to
+ * its other buffer at each submit. With 64 KiB frames instead of 256 KiB
+ * the synchronous rate was higher in two rounds of 8 alternating runs at
+ * load 5-6 (median 1.08M and 0.92M events/s against 0.89M and 0.86M), the
+ * CPU the same; 32 KiB was not better than 64. */
 #define RUNS_FRAME_BYTES (64u * 1024u)
 /* One recv of what the client sends, on the subscription thread's stack:
  * at 4 KiB it took every subscription thread's stack a page deeper (three
