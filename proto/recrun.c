@@ -180,3 +180,36 @@ int recrun_check(const uint8_t *p, size_t n, uint32_t max_event, uint64_t *first
     *count = k;
     return 0;
 }
+
+int recrun_skip(const uint8_t *p, size_t n, uint64_t first, uint32_t count, uint64_t next,
+                size_t *at, uint64_t *offset, uint32_t *left)
+{
+    size_t pos = 0;
+    uint32_t k = 0;
+    for (; k < count; k++) {
+        if (n - pos < PB_RECORD_HEADER_SIZE)
+            return PB_ECORRUPT;
+        uint64_t size = (uint64_t)pb_load_le32(p + pos + 4) + 8;
+        if (size < PB_RECORD_HEADER_SIZE || size > n - pos)
+            return PB_ECORRUPT;
+        if (first + k >= next)
+            break; /* the rest is checked below */
+        pos += (size_t)size;
+    }
+    /* The records from k on must end exactly at n. */
+    size_t end = pos;
+    for (uint32_t j = k; j < count; j++) {
+        if (n - end < PB_RECORD_HEADER_SIZE)
+            return PB_ECORRUPT;
+        uint64_t size = (uint64_t)pb_load_le32(p + end + 4) + 8;
+        if (size < PB_RECORD_HEADER_SIZE || size > n - end)
+            return PB_ECORRUPT;
+        end += (size_t)size;
+    }
+    if (end != n)
+        return PB_ECORRUPT;
+    *at = pos;
+    *offset = first + k;
+    *left = count - k;
+    return 0;
+}

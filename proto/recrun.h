@@ -71,4 +71,16 @@ int recrun_parse(const uint8_t *p, size_t n, recrun_view *v, char *err, size_t e
 int recrun_check(const uint8_t *p, size_t n, uint32_t max_event, uint64_t *first, size_t *count,
                  char *err, size_t errlen);
 
+/*
+ * The part of a run of count records p[0..n) (offsets first..first+count-1,
+ * as stored: each record's size is its length field + 8) from offset next
+ * on: *at gets its byte position, *offset and *left its first offset and
+ * record count (left 0, at n: nothing from next on; next <= first: the
+ * whole run). Only lengths are read, no CRC. PB_ECORRUPT when a record's
+ * header or its end falls outside p[0..n) or the records do not end
+ * exactly at n: nothing of such a run is to be sent.
+ */
+int recrun_skip(const uint8_t *p, size_t n, uint64_t first, uint32_t count, uint64_t next,
+                size_t *at, uint64_t *offset, uint32_t *left);
+
 #endif

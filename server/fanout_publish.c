@@ -127,10 +127,6 @@ static bool push_one(fanout_member *s, partition *p, const live_record *rec, uin
     return take_sleeper(s);
 }
 
-/* Bytes of one run entry (push_runs): in the live queue's 64 KiB blocks,
- * and in one Records frame with its header (RECRUN_FRAME_MAX). */
-#define RUN_BYTES (32u * 1024u)
-
 /* Stored size of a record (FORMAT.md Part B). */
 static uint64_t stored_size(const live_record *r)
 {
@@ -175,21 +171,24 @@ static bool push_run(fanout_member *s, partition *p, const live_record *recs, si
 }
 
 /* Writer thread, no lock held: queues recs[0..n) for a member that takes
- * runs (fanout_member.runs): consecutive records of up to RUN_BYTES per
- * entry, a record larger than that alone (push_one: an Event frame). The
- * lock is taken per run, so the subscription thread can consume meanwhile.
- * Returns true if the subscription thread must be woken. */
+ * runs (fanout_member.runs): consecutive records of up to livequeue_run_max
+ * bytes per entry, a record larger than that alone (push_one: a record
+ * entry, as for any subscription). The lock is taken per run, so the
+ * subscription thread can consume meanwhile. Returns true if the
+ * subscription thread must be woken. */
 static bool push_runs(fanout_member *s, partition *p, const live_record *recs, size_t n,
                       uint64_t first_offset)
 {
     bool wake = false, more = true;
+    /* (The capacity is fixed: read without the lock.) */
+    uint64_t max = livequeue_run_max(s->q);
     for (size_t i = 0; i < n && more;) {
         uint64_t bytes = stored_size(&recs[i]);
         size_t k = 1;
-        while (bytes <= RUN_BYTES && i + k < n && bytes + stored_size(&recs[i + k]) <= RUN_BYTES)
+        while (bytes <= max && i + k < n && bytes + stored_size(&recs[i + k]) <= max)
             bytes += stored_size(&recs[i + k++]);
         pthread_mutex_lock(&s->mu);
-        if (bytes > RUN_BYTES)
+        if (bytes > max)
             wake |= push_one(s, p, &recs[i], first_offset);
         else
             (void)push_run(s, p, recs + i, k, bytes, first_offset);

@@ -26,8 +26,8 @@
 #include <string.h>
 
 #define PAD_LEN       UINT32_MAX
-#define LEN_HAS_CRC   (1u << 31) /* lq_header.crc is the record's */
-#define LEN_RUN       (1u << 30) /* a run of stored records; lq_header.crc counts them */
+#define LEN_HAS_CRC   (1u << 31)       /* lq_header.crc is the record's */
+#define LEN_RUN       (1u << 30)       /* a run of stored records; lq_header.crc counts them */
 #define LEN_MAX       ((1u << 30) - 1) /* entries stay below 1 GiB: the flags fit */
 #define SINCE_INITIAL 16u
 /* First block after the queue was empty; an empty queue keeps a block no
@@ -59,6 +59,8 @@ typedef struct lq_header {
 } lq_header;
 
 _Static_assert(sizeof(lq_header) == LIVEQUEUE_ENTRY_OVERHEAD, "entry header size");
+_Static_assert(2 * (LIVEQUEUE_ENTRY_OVERHEAD + LIVEQUEUE_RUN_MAX) == BLOCK_MAX,
+               "two largest runs fill a block");
 
 typedef struct lq_block {
     struct lq_block *next; /* newer block; set before tail moves into it */
@@ -393,6 +395,12 @@ uint8_t *livequeue_run_begin(livequeue *q, uint32_t len)
 {
     uint8_t *at = place(q, len);
     return at ? at + LIVEQUEUE_ENTRY_OVERHEAD : NULL;
+}
+
+uint32_t livequeue_run_max(const livequeue *q)
+{
+    uint64_t quarter = (q->cap / 4) & ~(uint64_t)7;
+    return quarter < LIVEQUEUE_RUN_MAX ? (uint32_t)quarter : LIVEQUEUE_RUN_MAX;
 }
 
 void livequeue_run_end(livequeue *q, const lq_entry *e, uint32_t len, uint32_t count)

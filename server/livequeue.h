@@ -38,6 +38,11 @@
 #include <stdint.h>
 
 #define LIVEQUEUE_ENTRY_OVERHEAD 40u
+/* The largest run entry (livequeue_run_begin) two of which fill one of
+ * the queue's largest blocks (64 KiB) with nothing left over: a larger
+ * run would take a block of its own and leave up to half of it as padding,
+ * counted against the queue's capacity and the pool's budget. */
+#define LIVEQUEUE_RUN_MAX (32u * 1024u - LIVEQUEUE_ENTRY_OVERHEAD)
 
 typedef struct livequeue livequeue;
 
@@ -125,6 +130,10 @@ int livequeue_push(livequeue *q, const lq_entry *e, const void *data, uint32_t l
  * on the queue in between (under the owner's lock, as every push).
  */
 uint8_t *livequeue_run_begin(livequeue *q, uint32_t len);
+/* The bytes a producer should put in one run entry of q: LIVEQUEUE_RUN_MAX,
+ * or a quarter of a smaller queue's capacity (so that runs never overflow
+ * a queue whose consumer keeps up). */
+uint32_t livequeue_run_max(const livequeue *q);
 void livequeue_run_end(livequeue *q, const lq_entry *e, uint32_t len, uint32_t count);
 
 /* Producer: marks the queue overflowed, as a refused push would (for a

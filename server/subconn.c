@@ -39,13 +39,13 @@
  * 1,000 sleeping subscriptions, 256 KiB buffers with two touched pages each
  * were 8 MB of the daemon's RSS. */
 #define OUT_FIRST (8u * 1024u)
-/* A Records frame of live runs (subconn_records) takes further runs up to
- * this size: the standby takes a frame's records once it has the whole
- * frame, and moves a partial one to its other buffer at each submit. With
- * 64 KiB frames instead of 256 KiB the synchronous rate was higher in two
- * rounds of 8 alternating runs at load 5-6 (median 1.08M and 0.92M
- * events/s against 0.89M and 0.86M), the CPU the same; 32 KiB was not
- * better than 64. */
+/* A Records frame (subconn_records, subconn_record) takes further runs or
+ * records up to this size (a larger record alone): the standby takes a
+ * frame's records once it has the whole frame, and moves a partial one to
+ * its other buffer at each submit. With 64 KiB frames instead of 256 KiB
+ * the synchronous rate was higher in two rounds of 8 alternating runs at
+ * load 5-6 (median 1.08M and 0.92M events/s against 0.89M and 0.86M), the
+ * CPU the same; 32 KiB was not better than 64. */
 #define RUNS_FRAME_BYTES (64u * 1024u)
 /* One recv of what the client sends, on the subscription thread's stack:
  * at 4 KiB it took every subscription thread's stack a page deeper (three
@@ -351,7 +351,8 @@ int subconn_record(subconn *c, const char *partition, size_t partition_len, uint
     if (hmax + size > OUT_CAP || len > PB_RECORD_MAX_EVENT)
         return subconn_event(c, partition, partition_len, offset, event, len);
     bool join = c->run_open && c->run_part == partition && c->run_part_len == partition_len &&
-                c->run_next == offset && c->out_len + size <= OUT_CAP;
+                c->run_next == offset && c->out_len + size <= OUT_CAP &&
+                c->out_len - c->run_at + size <= RUNS_FRAME_BYTES;
     int rc;
     if (!join) {
         if ((rc = make_room(c, hmax + size)) < 0) /* closes the run before */
@@ -386,7 +387,10 @@ int subconn_records(subconn *c, const char *partition, size_t partition_len, uin
 {
     size_t hmax = RECRUN_HEADER_MAX(partition_len);
     if (hmax + len > OUT_CAP) {
-        snprintf(c->why, c->why_len, "a run of %zu bytes over the output's %u", len, OUT_CAP);
+        snprintf(c->why, c->why_len,
+                 "partition %.*s: a run of %zu bytes from offset %" PRIu64
+                 " is over the output's %u",
+                 (int)partition_len, partition, len, offset, OUT_CAP);
         return PB_EINVAL;
     }
     bool join = c->run_open && c->run_part == partition && c->run_part_len == partition_len &&

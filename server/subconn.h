@@ -127,8 +127,9 @@ int subconn_event(subconn *c, const char *partition, size_t partition_len, uint6
  * frames (FORMAT.md 4.11): appended, with its record header (offset,
  * time_ns, CRC32C: byte for byte the primary's segment record), to the
  * Records frame being filled when it is of the same partition (the same
- * pointer) and the next offset there, else to a new one. A frame stays
- * within OUT_CAP; a record too large for one goes as an Event frame. crc:
+ * pointer) and the next offset there and the frame stays within 64 KiB
+ * (RUNS_FRAME_BYTES), else to a new one. A record too large for the output
+ * buffer (OUT_CAP) goes as an Event frame. crc:
  * the record's CRC32C as the writer computed it (NULL: computed here). Same
  * returns as subconn_flush. */
 int subconn_record(subconn *c, const char *partition, size_t partition_len, uint64_t offset,

@@ -36,13 +36,12 @@
 #include "heap.h"
 #include "logging.h"
 #include "pb_errors.h"
-#include "record.h"
+#include "recrun.h"
 #include "sort.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -384,21 +383,23 @@ static int send_live(sub *s, part_state *st, const lq_entry *e)
 }
 
 /* A run entry (livequeue_run_begin): the records from st->next on, whole
- * into a Records frame. The run's records are consecutive, so skipping
- * those below next is a walk of their lengths. */
+ * into a Records frame (recrun_skip finds them by their lengths). */
 static int send_run(sub *s, part_state *st, const lq_entry *e)
 {
-    const uint8_t *p = e->data, *end = e->data + e->len;
-    uint64_t offset = e->offset;
-    uint32_t count = e->count;
-    for (; offset < st->next && count > 0; offset++, count--) {
-        if (end - p < (ptrdiff_t)PB_RECORD_HEADER_SIZE)
-            break;
-        p += (size_t)pb_load_le32(p + 4) + 8;
+    size_t at;
+    uint64_t offset;
+    uint32_t left;
+    if (recrun_skip(e->data, e->len, e->offset, e->count, st->next, &at, &offset, &left) < 0) {
+        snprintf(s->why, sizeof s->why,
+                 "partition %s: the live queue's run of %u records from offset %" PRIu64
+                 " (%u bytes) does not hold whole records",
+                 st->name, e->count, e->offset, e->len);
+        return PB_ECORRUPT;
     }
-    if (count == 0 || p >= end)
+    if (left == 0)
         return 0;
-    return subconn_records(&s->conn, st->name, st->name_len, offset, p, (size_t)(end - p), count);
+    return subconn_records(&s->conn, st->name, st->name_len, offset, e->data + at, e->len - at,
+                           left);
 }
 
 /* Sends what the queue holds. DRAIN_EMPTY, DRAIN_MORE, DRAIN_OVERFLOW or a

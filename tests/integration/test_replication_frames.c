@@ -3,7 +3,8 @@
  * Subscribe.replicate_records (an older standby) every record comes as an
  * Event frame, history and live; with it, history still comes as Event
  * frames and live records as Records frames whose runs pass recrun_check,
- * with consecutive offsets and the stored events' bytes. */
+ * with consecutive offsets and the stored events' bytes; a large batch is
+ * split into runs, an event too large for one going alone. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -79,6 +80,7 @@ typedef struct seen {
     size_t history_events, live_events, live_runs, live_records;
     uint64_t next; /* the next live offset expected */
     bool caught_up;
+    size_t max_run_bytes; /* the largest live run's records */
 } seen;
 
 static void read_until(int fd, seen *s, size_t history, size_t live)
@@ -117,6 +119,8 @@ static void read_until(int fd, seen *s, size_t history, size_t live)
                              PB_RECORD_MAX_EVENT, &first, &count, err, sizeof err) != 0)
                 fail_msg("a run from the primary: %s", err);
             assert_int_equal(first, s->next);
+            if (fr->records->records.len > s->max_run_bytes)
+                s->max_run_bytes = fr->records->records.len;
             s->next += count;
             s->live_runs++;
             s->live_records += count;
@@ -165,10 +169,57 @@ static void test_event_frames_unless_asked(void **state)
     assert_int_equal(itest_daemon_stop(&f->d), 0);
 }
 
+/* One live batch of ~130 KiB with a 40 KiB event in its middle, to a
+ * standby that asks for runs: the writer splits it into runs (two to a live
+ * queue block), the large event goes as a record entry of its own (in a
+ * Records frame too), every offset comes once and in order, every run
+ * passes its CRCs, frames of runs stay within 64 KiB. */
+static void test_large_batch_split_into_runs(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(itest_daemon_start(&f->d, NULL, NULL), 0);
+    int pub = itest_connect_hello(f->d.port);
+    assert_true(pub >= 0);
+    int sb = itest_connect_hello(f->d.port);
+    assert_true(sb >= 0);
+    assert_int_equal(subscribe_replicate(sb, true), 0);
+    seen b = {.next = 0};
+    read_until(sb, &b, 0, 0);
+
+    enum { N = 61, BIG = 30 }; /* (N small events of 1.5 KiB, one replaced) */
+    static char small[N][1500];
+    static char big[40 * 1024];
+    const char *topics[N], *payloads[N];
+    for (size_t i = 0; i < N; i++) {
+        memset(small[i], 'a' + (int)(i % 26), sizeof small[i] - 1);
+        small[i][sizeof small[i] - 1] = '\0';
+        topics[i] = "sensors.a";
+        payloads[i] = small[i];
+    }
+    memset(big, 'B', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    payloads[BIG] = big;
+    Protobus__Frame *ack = itest_publish(pub, 20, topics, payloads, N, 5000);
+    assert_non_null(ack);
+    assert_int_equal(ack->body_case, PROTOBUS__FRAME__BODY_PUBLISH_ACK);
+    protobus__frame__free_unpacked(ack, NULL);
+
+    read_until(sb, &b, 0, N);
+    assert_int_equal(b.next, N);
+    assert_int_equal(b.live_events, 0);
+    assert_int_equal(b.live_records, N);
+    assert_true(b.live_runs >= 3); /* runs before and after it, and it */
+    assert_true(b.max_run_bytes <= 64 * 1024); /* frames of runs: 64 KiB at most */
+    close(sb);
+    close(pub);
+    assert_int_equal(itest_daemon_stop(&f->d), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_event_frames_unless_asked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_batch_split_into_runs, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

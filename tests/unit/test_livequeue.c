@@ -205,10 +205,15 @@ static void test_wraparound_keeps_order_and_bytes(void **state)
 }
 
 /* Run entries (livequeue_run_begin/end: a standby's stored records,
- * written in place) among record entries: each comes back with its kind,
- * count, first offset and bytes, in order, across block ends and padding;
- * a record entry reads as a run of one; a run that does not fit overflows
- * the queue like a refused push. */
+ * written in place) among record entries, half of these with a CRC: each
+ * comes back as pushed (run or record, count, CRC and its flag, first
+ * offset, bytes), in order, across block ends and padding; a run that does
+ * not fit overflows the queue like a refused push. */
+typedef struct lq_pushed {
+    bool run, has_crc;
+    uint32_t count, crc;
+} lq_pushed;
+
 static void test_runs_among_records(void **state)
 {
     livequeue *q;
@@ -216,20 +221,29 @@ static void test_runs_among_records(void **state)
     int key;
     uint64_t next_push = 0, next_read = 0;
     uint8_t data[400], check[400];
+    static lq_pushed ring[4096]; /* by offset % 4096: far more than the queue holds */
     int runs = 0;
     for (int round = 0; round < 20000; round++) {
         if (rnd() % 3 != 0) {
             size_t len = rnd() % 400;
-            bool run = rnd() % 2;
-            uint32_t count = run ? 1 + rnd() % 5 : 1;
-            lq_entry e = {.key = &key, .offset = next_push, .time_ns = 5, .since = 1};
+            lq_pushed w = {.run = rnd() % 2, .has_crc = false, .count = 1, .crc = 0};
+            if (w.run)
+                w.count = 1 + rnd() % 5;
+            else if ((w.has_crc = rnd() % 2))
+                w.crc = rnd() | 0x80000000u; /* its top bit set, apart from the length's flags */
+            lq_entry e = {.key = &key,
+                          .offset = next_push,
+                          .time_ns = 5,
+                          .since = 1,
+                          .crc = w.crc,
+                          .has_crc = w.has_crc};
             fill(data, len, next_push);
             int rc = 0;
-            if (run) {
+            if (w.run) {
                 uint8_t *at = livequeue_run_begin(q, (uint32_t)len);
                 if (at) {
                     memcpy(at, data, len);
-                    livequeue_run_end(q, &e, (uint32_t)len, count);
+                    livequeue_run_end(q, &e, (uint32_t)len, w.count);
                     runs++;
                 } else {
                     rc = PB_ETOOBIG;
@@ -238,7 +252,8 @@ static void test_runs_among_records(void **state)
                 rc = livequeue_push(q, &e, data, (uint32_t)len, NULL, 0);
             }
             if (rc == 0) {
-                next_push += count;
+                ring[next_push % 4096] = w;
+                next_push += w.count;
             } else {
                 assert_true(livequeue_overflowed(q));
                 assert_null(livequeue_run_begin(q, 8)); /* refused until reset */
@@ -252,11 +267,13 @@ static void test_runs_among_records(void **state)
             lq_entry got;
             for (size_t i = 0, take = rnd() % 4; i < take && livequeue_read(q, &sp, &got) == 0;
                  i++) {
+                const lq_pushed *w = &ring[next_read % 4096];
                 assert_int_equal(got.offset, next_read);
                 assert_int_equal(got.since, 1);
-                assert_false(got.has_crc);
-                assert_true(got.run || got.count == 1);
-                assert_true(got.count >= 1 && got.count <= 5);
+                assert_int_equal(got.run, w->run);
+                assert_int_equal(got.count, w->count);
+                assert_int_equal(got.has_crc, w->has_crc);
+                assert_int_equal(got.crc, w->crc);
                 fill(check, got.len, next_read);
                 assert_memory_equal(got.data, check, got.len);
                 next_read += got.count;
@@ -269,6 +286,46 @@ static void test_runs_among_records(void **state)
     livequeue_reset(q);
     assert_null(livequeue_run_begin(q, 4096));
     assert_true(livequeue_overflowed(q));
+    livequeue_destroy(q);
+}
+
+/* Runs of livequeue_run_max bytes fill a queue to its capacity (two to a
+ * 64 KiB block, no half-empty blocks); a small queue's runs are a quarter
+ * of it, so a consumer that keeps up never sees it overflow. */
+static void test_run_max_fills_the_queue(void **state)
+{
+    livequeue *q;
+    int key;
+    uint64_t cap = 4u << 20;
+    assert_int_equal(livequeue_create(&q, cap, NULL), 0);
+    uint32_t max = livequeue_run_max(q);
+    assert_int_equal(max, LIVEQUEUE_RUN_MAX);
+    lq_entry e = {.key = &key};
+    uint8_t *at;
+    while ((at = livequeue_run_begin(q, max)) != NULL) {
+        memset(at, 1, max);
+        livequeue_run_end(q, &e, max, 1);
+        e.offset++;
+    }
+    assert_true(livequeue_used(q) >= cap / 100 * 95);
+    livequeue_destroy(q);
+
+    assert_int_equal(livequeue_create(&q, 16 * 1024, NULL), 0);
+    max = livequeue_run_max(q);
+    assert_int_equal(max, 4 * 1024);
+    for (int i = 0; i < 1000; i++) {
+        for (int k = 0; k < 2; k++) { /* two runs, then the consumer takes them */
+            assert_non_null(at = livequeue_run_begin(q, max));
+            livequeue_run_end(q, &e, max, 1);
+        }
+        lq_span sp;
+        lq_entry got;
+        livequeue_peek(q, &sp);
+        while (livequeue_read(q, &sp, &got) == 0)
+            assert_int_equal(got.len, max);
+        livequeue_consume(q, &sp);
+    }
+    assert_false(livequeue_overflowed(q));
     livequeue_destroy(q);
 }
 
@@ -519,6 +576,7 @@ int main(void)
         cmocka_unit_test(test_entry_larger_than_queue_overflows),
         cmocka_unit_test(test_wraparound_keeps_order_and_bytes),
         cmocka_unit_test(test_runs_among_records),
+        cmocka_unit_test(test_run_max_fills_the_queue),
         cmocka_unit_test(test_since_per_partition),
         cmocka_unit_test(test_consume_of_empty_peek_keeps_new_entries),
         cmocka_unit_test(test_bad_capacity),

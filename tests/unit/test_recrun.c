@@ -4,7 +4,8 @@
  * accepted only whole: a bad CRC inside it, a gap in its offsets, a run
  * that ends inside a record or a record's header, a damaged length, an
  * empty run are each refused with a message naming the record, and a frame
- * over the receiver's bound is refused before anything is read. */
+ * over the receiver's bound is refused before anything is read; a run cut
+ * at a next offset (recrun_skip) keeps whole records from there. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -251,6 +252,50 @@ static void test_over_max_frame(void **state)
                      PB_EINCOMPLETE);
 }
 
+/* recrun_skip (a primary's live-queue run cut at a subscription's next
+ * offset): for every next from before the run to past it, the part from
+ * next on (its position, first offset, count, and so its bytes); a count
+ * the bytes do not hold, records not ending at the run's end, a damaged
+ * length are refused. */
+static void test_skip(void **state)
+{
+    (void)state;
+    uint8_t run[512];
+    size_t pos[10];
+    size_t n = build_run(run, 100, 10, pos);
+    for (uint64_t next = 99; next <= 111; next++) {
+        size_t at = 7;
+        uint64_t off = 7;
+        uint32_t left = 7;
+        assert_int_equal(recrun_skip(run, n, 100, 10, next, &at, &off, &left), 0);
+        size_t k = next <= 100 ? 0 : next >= 110 ? 10 : (size_t)(next - 100);
+        assert_int_equal(left, 10 - k);
+        assert_int_equal(off, 100 + k);
+        assert_int_equal(at, k < 10 ? pos[k] : n);
+        if (k < 10) {
+            uint64_t first;
+            size_t count;
+            char err[256];
+            assert_int_equal(recrun_check(run + at, n - at, PB_RECORD_MAX_EVENT, &first, &count,
+                                          err, sizeof err),
+                             0);
+            assert_int_equal(first, off);
+            assert_int_equal(count, left);
+        }
+    }
+    size_t at;
+    uint64_t off;
+    uint32_t left;
+    assert_int_equal(recrun_skip(run, n, 100, 11, 105, &at, &off, &left), PB_ECORRUPT);
+    assert_int_equal(recrun_skip(run, n, 100, 9, 105, &at, &off, &left), PB_ECORRUPT);
+    assert_int_equal(recrun_skip(run, n - 1, 100, 10, 100, &at, &off, &left), PB_ECORRUPT);
+    assert_int_equal(recrun_skip(run, 10, 100, 1, 100, &at, &off, &left), PB_ECORRUPT);
+    pb_store_le32(run + pos[3] + 4, 4); /* a length under the fixed part */
+    assert_int_equal(recrun_skip(run, n, 100, 10, 108, &at, &off, &left), PB_ECORRUPT);
+    pb_store_le32(run + pos[3] + 4, 100000); /* past the end */
+    assert_int_equal(recrun_skip(run, n, 100, 10, 101, &at, &off, &left), PB_ECORRUPT);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -258,6 +303,7 @@ int main(void)
         cmocka_unit_test(test_bad_crc_inside),  cmocka_unit_test(test_gap),
         cmocka_unit_test(test_truncated),       cmocka_unit_test(test_damaged_length),
         cmocka_unit_test(test_empty),           cmocka_unit_test(test_over_max_frame),
+        cmocka_unit_test(test_skip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
