@@ -49,6 +49,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct zwriter {
     const fileio *io;
@@ -68,6 +69,8 @@ typedef struct zwriter {
     void *cctx; /* zstd's, reused for every block */
     zseg_entry *ent;
     size_t nent, ent_cap;
+    const _Atomic uint64_t *active_mono; /* NULL: never paced */
+    uint64_t block_start;                /* monotonic ns; 0: none yet */
 } zwriter;
 
 static int zw_write(zwriter *w, const void *p, size_t n, uint64_t at)
@@ -80,10 +83,42 @@ static int zw_write(zwriter *w, const void *p, size_t n, uint64_t at)
     return rc;
 }
 
+static uint64_t mono_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
+/* Paced (log_compress_prepare_paced): while the partition took something
+ * in the last LOG_COMPRESS_PACE_WINDOW_NS, rests as long as the block
+ * before took (its reads, compression and write). Why: the compressor's
+ * disk reads (the direct writes leave nothing cached), its CPU on the
+ * other core and its writes and syncs compete with the publish path it
+ * runs beside; tests/bench/NOTES.md ("Pacing the compressor"). */
+static void zw_pace(zwriter *w)
+{
+    if (!w->active_mono)
+        return;
+    uint64_t now = mono_ns();
+    uint64_t last = atomic_load_explicit(w->active_mono, memory_order_relaxed);
+    if (w->block_start && now > w->block_start && last + LOG_COMPRESS_PACE_WINDOW_NS > now) {
+        uint64_t d = now - w->block_start;
+        if (d > LOG_COMPRESS_PACE_MAX_NS)
+            d = LOG_COMPRESS_PACE_MAX_NS;
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)d};
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+            ;
+        now = mono_ns();
+    }
+    w->block_start = now;
+}
+
 static int zw_flush(zwriter *w)
 {
     if (w->raw_len == 0)
         return 0;
+    zw_pace(w);
     if (w->cancel && atomic_load_explicit(w->cancel, memory_order_relaxed)) {
         snprintf(w->why, w->whylen, "compression of %s stopped: its partition is closing", w->tmp);
         return -ECANCELED;
@@ -234,6 +269,14 @@ int log_compress_prepare(const fileio *io, const char *dir, uint64_t base, int l
                          const atomic_bool *cancel, uint64_t *plain, uint64_t *packed, char *why,
                          size_t whylen)
 {
+    return log_compress_prepare_paced(io, dir, base, level, cancel, NULL, plain, packed, why,
+                                      whylen);
+}
+
+int log_compress_prepare_paced(const fileio *io, const char *dir, uint64_t base, int level,
+                               const atomic_bool *cancel, const _Atomic uint64_t *active_mono,
+                               uint64_t *plain, uint64_t *packed, char *why, size_t whylen)
+{
     char path[PATH_MAX], tmp[PATH_MAX + 8];
     *plain = *packed = 0;
     why[0] = '\0';
@@ -249,8 +292,13 @@ int log_compress_prepare(const fileio *io, const char *dir, uint64_t base, int l
         return pfd;
     }
     off_t psize = 0;
-    zwriter w = {
-        .io = io, .cancel = cancel, .why = why, .whylen = whylen, .tmp = tmp, .level = level};
+    zwriter w = {.io = io,
+                 .cancel = cancel,
+                 .why = why,
+                 .whylen = whylen,
+                 .tmp = tmp,
+                 .level = level,
+                 .active_mono = active_mono};
     if ((rc = io->fsize(io, pfd, &psize)) < 0) {
         snprintf(why, whylen, "cannot read the size of %s: %s", path, pb_strerror(rc));
     } else if ((w.fd = io->open(io, tmp, O_WRONLY | O_CREAT | O_TRUNC, FILE_MODE)) < 0) {

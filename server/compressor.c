@@ -85,8 +85,9 @@ static void *compressor_main(void *arg)
         job->next = NULL;
         c->running = job;
         pthread_mutex_unlock(&c->lock);
-        job->rc = log_compress_prepare(job->io, job->dir, job->base, job->level, &job->cancel,
-                                       &job->plain, &job->packed, job->why, sizeof job->why);
+        job->rc = log_compress_prepare_paced(job->io, job->dir, job->base, job->level,
+                                             &job->cancel, job->active_mono, &job->plain,
+                                             &job->packed, job->why, sizeof job->why);
         atomic_fetch_add(&c->done, 1);
         job->done(job); /* the job may be reused from here on */
         pthread_mutex_lock(&c->lock);

@@ -12,8 +12,10 @@
  * The thread runs under SCHED_IDLE (nice 19 where that is refused) and at
  * the lowest best-effort I/O priority: compression uses what the writers,
  * the loop and the subscriptions leave, and a publish thread that wakes
- * takes the core back at once. Under a load that leaves nothing, segments
- * simply stay plain for longer (readers read both forms).
+ * takes the core back at once. While the job's partition publishes
+ * (job->active_mono recent) it rests after each block as long as the block
+ * took (log_compress_prepare_paced). Under a load that leaves nothing,
+ * segments simply stay plain for longer (readers read both forms).
  *
  * Bounded: the queue is made of the jobs themselves (no allocation), and
  * each partition has at most one job handed over at a time, so it holds at
@@ -43,6 +45,9 @@ typedef struct compress_job {
     uint64_t base;   /* the closed segment */
     int level;       /* zstd level */
     void (*done)(struct compress_job *job);
+    /* The writer's last take (CLOCK_MONOTONIC ns), or NULL: the job is
+     * paced while it is recent (log_compress_prepare_paced). */
+    const _Atomic uint64_t *active_mono;
     atomic_bool cancel; /* set by compressor_cancel: stop at the next block */
     /* Results, valid in done() and after it: log_compress_prepare's. */
     int rc;

@@ -250,6 +250,18 @@ int log_compress_prepare(const fileio *io, const char *dir, uint64_t base, int l
                          const atomic_bool *cancel, uint64_t *plain, uint64_t *packed, char *why,
                          size_t whylen);
 
+/* The same, paced while its partition publishes: while *active_mono (the
+ * CLOCK_MONOTONIC ns of the partition writer's last take; NULL: never
+ * paced) is less than LOG_COMPRESS_PACE_WINDOW_NS old, it rests after each
+ * block as long as that block took (at most LOG_COMPRESS_PACE_MAX_NS), so
+ * that it reads, compresses and writes at most about half the time while
+ * publishes come in, and at full speed once they stop. */
+#define LOG_COMPRESS_PACE_WINDOW_NS (100ull * 1000000ull)
+#define LOG_COMPRESS_PACE_MAX_NS    (20ull * 1000000ull)
+int log_compress_prepare_paced(const fileio *io, const char *dir, uint64_t base, int level,
+                               const atomic_bool *cancel, const _Atomic uint64_t *active_mono,
+                               uint64_t *plain, uint64_t *packed, char *why, size_t whylen);
+
 /* Writer: puts the prepared <base>.log.ztmp in place of closed segment
  * `base` (rename over the .log, directory fsync). 1: installed; 0: the
  * segment is no longer a closed segment (retention removed it meanwhile):

@@ -163,7 +163,8 @@ void partition_compress_step(partition *p, bool queue_empty)
                              .dir = p->dir,
                              .base = base,
                              .level = p->opts.retain.compress_level,
-                             .done = job_done};
+                             .done = job_done,
+                             .active_mono = &p->zactive_mono};
     pthread_mutex_lock(&p->lock);
     p->zbusy = true;
     pthread_mutex_unlock(&p->lock);

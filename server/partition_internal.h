@@ -113,6 +113,9 @@ struct partition {
     uint64_t zfail_base;
     pthread_t thread;
     compress_job zjob; /* the one segment handed to opts.compressor at a time */
+    /* partition_mono_ns() of the writer's last take: zjob is paced while
+     * it is recent (compress.c, log_compress_prepare_paced). */
+    _Atomic uint64_t zactive_mono;
 
     _Atomic uint64_t end_offset;
     atomic_int status;

@@ -493,6 +493,8 @@ static void take_acked(partition *p, const expect_take *x, pub_part *all, size_t
  * the partition's arrays: they are not shrunk below it). */
 static void take_upkeep(partition *p, size_t n)
 {
+    if (p->opts.compressor)
+        atomic_store_explicit(&p->zactive_mono, partition_mono_ns(), memory_order_relaxed);
     shrink_after_take(p, n);
     /* The log failed (maybe by the take appended behind this pipelined
      * one: append_failed, after this, names that first cause): no removal,

@@ -15,7 +15,9 @@
  *   - a partition closed while its segment is with the compressor: taken
  *     back or waited for, nothing left behind, everything reads back;
  *   - a running compression taken back stops at its next block (no
- *     .ztmp, no wait for the whole segment).
+ *     .ztmp, no wait for the whole segment);
+ *   - paced (its partition publishing), the copy is byte for byte the
+ *     unpaced one, and installs and reads back.
  */
 #include "testfs.h"
 #include "compressor.h"
@@ -340,6 +342,74 @@ static void test_cancel_stops_a_running_compression(void **state)
     assert_int_equal(log_close(log), 0);
 }
 
+/* Reads a whole file into a malloc'ed buffer (*n bytes). */
+static uint8_t *slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 0, SEEK_END), 0);
+    long len = ftell(f);
+    assert_true(len > 0);
+    rewind(f);
+    uint8_t *b = malloc((size_t)len);
+    assert_non_null(b);
+    assert_int_equal(fread(b, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    *n = (size_t)len;
+    return b;
+}
+
+/* Paced while its partition publishes (the writer's last take recent: here
+ * in the future, so every block of the 4 MiB segment is followed by a
+ * rest), the compressor writes exactly the copy it writes unpaced, and it
+ * installs and reads back. */
+static void test_paced_copy_is_the_same(void **state)
+{
+    (void)state;
+    pb_log *log;
+    log_options lo = {.segment_bytes = 4u << 20, .index_interval_bytes = 4096};
+    assert_int_equal(log_open(&log, part_dir, &lo), 0);
+    uint8_t ev[1000];
+    uint64_t x = 88172645463325252ull;
+    for (size_t i = 0; i < 5000; i++) {
+        for (size_t k = 0; k < sizeof ev; k++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            ev[k] = (uint8_t)("abcdefghij klmnop"[x % 17]);
+        }
+        log_entry e = {.data = ev, .len = sizeof ev, .time_ns = 1};
+        assert_int_equal(log_append(log, &e, 1, NULL), 0);
+    }
+    assert_int_equal(log_sync(log), 0);
+    assert_true(log_closed_count(log) >= 1);
+    uint64_t b0 = log_closed_base(log, 0), plain, packed;
+    char why[256], tmp[256];
+    assert_int_equal(segment_path(tmp, sizeof tmp, part_dir, b0, ".log.ztmp"), 0);
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    _Atomic uint64_t active;
+    atomic_init(&active, (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec +
+                             60ull * 1000000000ull);
+    assert_int_equal(log_compress_prepare_paced(fileio_posix(), part_dir, b0, 1, NULL, &active,
+                                                &plain, &packed, why, sizeof why),
+                     1);
+    size_t n_paced, n_plain;
+    uint8_t *paced = slurp(tmp, &n_paced);
+    assert_true(n_paced > 256u * 1024u / 8); /* several blocks */
+    assert_int_equal(unlink(tmp), 0);
+    assert_int_equal(log_compress_prepare(fileio_posix(), part_dir, b0, 1, NULL, &plain, &packed,
+                                          why, sizeof why),
+                     1);
+    uint8_t *unpaced = slurp(tmp, &n_plain);
+    assert_int_equal(n_paced, n_plain);
+    assert_memory_equal(paced, unpaced, n_plain);
+    free(paced);
+    free(unpaced);
+    assert_int_equal(log_compress_install(log, b0), 1);
+    assert_true(is_compressed(part_dir, b0));
+    assert_int_equal(log_close(log), 0);
+    assert_int_equal(read_all(part_dir, 5000), 0);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -370,6 +440,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_close_with_a_segment_at_the_compressor, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_cancel_stops_a_running_compression, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_paced_copy_is_the_same, setup, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     compressor_stop(zc);
