@@ -224,6 +224,7 @@ static uint32_t index_put(dedup *d, uint64_t h, uint32_t seq)
             unsigned i = (unsigned)__builtin_ctz(m);
             bk->tag[i] = tag_of(h);
             bk->seq[i] = seq;
+            assert(hops < 1u << HOPS_BITS); /* the slot's field (dedup_internal.h) */
             return hops;
         }
         d->over[b]++;
