@@ -8,7 +8,6 @@
  */
 #include "config.h"
 #include "config_internal.h"
-#include "dedup.h"
 
 #include "hostport.h"
 #include "pb_errors.h"
@@ -64,7 +63,8 @@ const struct key_def config_server_keys[] = {
     {"page_cache_bytes", V_SIZE, offsetof(pb_config, page_cache_bytes), 0, 1024 * GIB},
     {"direct_write_bytes", V_SIZE, offsetof(pb_config, direct_write_bytes), 0, 1024 * GIB},
     {"dedup_window_ms", V_U32, offsetof(pb_config, dedup_window_ms), 0, 86400000},
-    {"dedup_max_entries", V_U32, offsetof(pb_config, dedup_max_entries), 1, DEDUP_MAX_ENTRIES},
+    {"dedup_max_entries", V_U32, offsetof(pb_config, dedup_max_entries), 1,
+     CONFIG_DEDUP_MAX_ENTRIES},
     {"auth", V_AUTH, 0, 0, 0},
     {"allow_anonymous_remote", V_BOOL, offsetof(pb_config, allow_anonymous_remote), 0, 0},
     {"auth_failure_delay_ms", V_U32, offsetof(pb_config, auth_failure_delay_ms), 0, 60000},
