@@ -194,7 +194,8 @@ static int validate_id(pb_client *c, const pb_event *ev, const char *id, size_t 
     if (len > PB_EVENT_ID_MAX_BYTES)
         return client_fail(c, PB_EINVAL, "event for topic %s: id of %zu bytes, the maximum is %d",
                            ev->topic, len, PB_EVENT_ID_MAX_BYTES);
-    /* Most ids are ASCII of 8 to 32 bytes: checked inline, without the loop. */
+    /* Most ids are ASCII of 8 to 40 bytes (UUIDs' text included): checked
+     * inline, without the loop. */
     if (!wire_ascii_short((const uint8_t *)id, len) &&
         !wire_utf8_valid((const uint8_t *)id, len, &bad))
         return client_fail(c, PB_EINVAL, "event for topic %s: id is not UTF-8 at byte %zu",

@@ -242,23 +242,27 @@ int wire_repeated_next(wire_repeated *r, uint64_t *v, char *detail);
 bool wire_utf8_valid(const uint8_t *p, size_t n, size_t *bad_at);
 
 /*
- * Whether p[0..n) is ASCII, for 8 <= n <= 32 (false otherwise, and false
- * says nothing): up to four overlapping 8-byte words, no loop, no call.
- * The common topic and event id (a UUID's text: 36 bytes aside) pass here
- * before wire_utf8_valid is called for them on the publish path.
+ * Whether p[0..n) is ASCII, for 8 <= n <= 40 (false otherwise, and false
+ * says nothing): up to five overlapping 8-byte words, no loop, no call.
+ * Common topics and event ids (a UUID's text, 36 bytes, included) pass
+ * here before wire_utf8_valid is called for them on the publish path.
  */
 static inline bool wire_ascii_short(const uint8_t *p, size_t n)
 {
-    uint64_t a, b, c, d;
+    uint64_t a, b, c, d, e;
 
-    if (n < 8 || n > 32)
+    if (n < 8 || n > 40)
         return false;
     memcpy(&a, p, 8);
     memcpy(&b, p + n - 8, 8);
-    if (n > 16) {
+    if (n > 16) { /* [0, 16) and [n - 16, n) */
         memcpy(&c, p + 8, 8);
         memcpy(&d, p + n - 16, 8);
         a |= c | d;
+    }
+    if (n > 32) { /* and [16, 24): n - 16 <= 24 */
+        memcpy(&e, p + 16, 8);
+        a |= e;
     }
     return ((a | b) & 0x8080808080808080ull) == 0;
 }

@@ -116,6 +116,10 @@ typedef struct pb_user_config {
     size_t n_publish, n_subscribe, n_deny_publish, n_deny_subscribe;
 } pb_user_config;
 
+/* The largest dedup_max_entries: dedup.h's DEDUP_MAX_ENTRIES, which
+ * dedup.c asserts equal (a slot keeps its hops in 24 bits). */
+#define CONFIG_DEDUP_MAX_ENTRIES (1u << 24)
+
 typedef struct pb_config {
     char *path;        /* the file loaded (as given), for messages */
     char *listen_host; /* numeric IPv4 or IPv6 address, no brackets */
@@ -160,7 +164,8 @@ typedef struct pb_config {
     uint64_t direct_write_bytes;     /* with fsync = always, an append of at least this many
                                         bytes bypasses the page cache (O_DIRECT); 0 = never */
     uint32_t dedup_window_ms;        /* event ids remembered this long; 0 = no dedup */
-    uint32_t dedup_max_entries;      /* ... and at most this many per partition */
+    uint32_t dedup_max_entries;      /* ... and at most this many per partition
+                                      * (1..CONFIG_DEDUP_MAX_ENTRIES) */
     uint32_t max_subscribe_patterns; /* caps on one Subscribe (server/subcaps.h) */
     uint32_t max_pattern_bytes;
     uint32_t max_subscribe_tags;

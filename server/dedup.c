@@ -57,6 +57,7 @@
 #include "dedup_internal.h"
 
 #include "broker.h"
+#include "config.h"
 
 #include "event.h"
 #include "logging.h"
@@ -85,6 +86,9 @@
  * original's offset) this many events ahead, so that neither the hash read
  * PREFETCH_AHEAD events ahead nor the check waits for that core. */
 #define EVENT_AHEAD (2u * PREFETCH_AHEAD)
+
+_Static_assert(DEDUP_MAX_ENTRIES == CONFIG_DEDUP_MAX_ENTRIES,
+               "the config's bound on dedup_max_entries is the window's");
 
 int dedup_create(dedup **out, int64_t window_ns, uint32_t max_entries)
 {
@@ -224,6 +228,7 @@ static uint32_t index_put(dedup *d, uint64_t h, uint32_t seq)
             unsigned i = (unsigned)__builtin_ctz(m);
             bk->tag[i] = tag_of(h);
             bk->seq[i] = seq;
+            assert(hops < 1u << HOPS_BITS); /* the slot's field (dedup_internal.h) */
             return hops;
         }
         d->over[b]++;

@@ -35,9 +35,11 @@ typedef struct dedup_slot {
     uint8_t id[ID_INLINE];
 } dedup_slot;
 
-/* index_buckets(DEDUP_MAX_ENTRIES) is DEDUP_MAX_ENTRIES / 4 buckets: every
- * hops count is below that. */
-_Static_assert((uint64_t)DEDUP_MAX_ENTRIES / 4 <= (1ull << HOPS_BITS), "hops fit in a slot");
+/* hops < nbuckets, and index_buckets gives the least power of two with
+ * CELLS * nbuckets >= 2 * ids, at most twice 2 * ids / CELLS buckets (ids <=
+ * DEDUP_MAX_ENTRIES): within HOPS_BITS (dedup.c's index_put also asserts
+ * each count). */
+_Static_assert(4ull * DEDUP_MAX_ENTRIES / CELLS <= 1ull << HOPS_BITS, "hops fit in a slot");
 
 _Static_assert(EVENT_ID_MAX_BYTES - ID_INLINE <= LONG_BYTES, "an id's tail fits in longs");
 

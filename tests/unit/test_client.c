@@ -497,6 +497,88 @@ static void test_publish_no_ack(void **state)
     assert_int_equal(s.events_seen, 95);
 }
 
+/* --- event ids ------------------------------------------------------------- */
+
+/* The ids test_publish_ids sends, in order (the fake server checks them). */
+enum { ID_CASES = 24 };
+static char id_cases[ID_CASES][PB_EVENT_ID_MAX_BYTES + 1];
+
+/* id_cases[k]: lengths 1..64 around the inline check's words (8, 16, 32,
+ * 40) and UUID text; odd k ASCII, even k with a 2-byte UTF-8 character. */
+static void id_cases_init(void)
+{
+    static const size_t lens[ID_CASES / 2] = {1, 7, 8, 9, 16, 17, 31, 32, 33, 36, 40, 64};
+    for (int k = 0; k < ID_CASES; k++) {
+        size_t len = lens[k / 2];
+        for (size_t i = 0; i < len; i++)
+            id_cases[k][i] = (char)('a' + (k + i) % 26);
+        if (k % 2 == 0 && len >= 2)
+            memcpy(id_cases[k] + len / 2 - 1, "\xc3\xa9", 2); /* U+00E9 */
+        id_cases[k][len] = '\0';
+    }
+}
+
+/* Checks each event's id, byte for byte, against id_cases, then acks. */
+static void script_check_ids(fake_server *s, int fd)
+{
+    uint64_t next[2] = {0, 0};
+    Protobus__Frame *f;
+    while ((f = srv_read_publish(s, fd)) != NULL) {
+        for (size_t i = 0; i < f->publish->n_events; i++) {
+            uint64_t k = s->events_seen - f->publish->n_events + i;
+            const char *got = f->publish->events[i]->id;
+            if (k >= ID_CASES || !got || strcmp(got, id_cases[k]) != 0)
+                srv_fail(s, "event %llu: id '%s', expected '%s'", (unsigned long long)k,
+                         got ? got : "(none)", k < ID_CASES ? id_cases[k] : "(none)");
+        }
+        srv_ack(s, fd, f, next);
+        protobus__frame__free_unpacked(f, NULL);
+    }
+}
+
+/* pb_client_publish_id: ids of 1 to 64 bytes, ASCII or not, reach the
+ * server exactly as given (the inline check and encoding); one of 65
+ * bytes, or with a byte that is not UTF-8 anywhere (the inline check's
+ * range and past it), is refused with PB_EINVAL naming the length or the
+ * byte, and nothing is sent for it. */
+static void test_publish_ids(void **state)
+{
+    (void)state;
+    id_cases_init();
+    fake_server s;
+    server_start(&s, script_check_ids);
+    s.any_events = true;
+    server_run(&s);
+    pb_client_options o;
+    pb_client_options_init(&o);
+    o.batch_events = 5;
+    pb_client *c = connect_ok(&s, &o);
+    pb_event ev = {.topic = "a.ids", .payload = "x", .payload_len = 1};
+    for (int k = 0; k < ID_CASES; k++)
+        assert_int_equal(pb_client_publish_id(c, &ev, id_cases[k]), 0);
+    char id[PB_EVENT_ID_MAX_BYTES + 2];
+    memset(id, 'q', PB_EVENT_ID_MAX_BYTES + 1);
+    id[PB_EVENT_ID_MAX_BYTES + 1] = '\0';
+    assert_int_equal(pb_client_publish_id(c, &ev, id), PB_EINVAL);
+    assert_non_null(strstr(pb_client_message(c), "id of 65 bytes"));
+    static const size_t bad_lens[] = {20, 40};
+    for (size_t b = 0; b < 2; b++) {
+        for (size_t at = 0; at < bad_lens[b]; at++) {
+            memset(id, 'q', bad_lens[b]);
+            id[bad_lens[b]] = '\0';
+            id[at] = (char)0xff;
+            assert_int_equal(pb_client_publish_id(c, &ev, id), PB_EINVAL);
+            char want[64];
+            snprintf(want, sizeof want, "not UTF-8 at byte %zu", at);
+            assert_non_null(strstr(pb_client_message(c), want));
+        }
+    }
+    assert_int_equal(pb_client_flush(c, 5000, NULL, NULL), 0);
+    pb_client_close(c);
+    server_join(&s);
+    assert_int_equal(s.events_seen, ID_CASES);
+}
+
 static void test_publish_limits(void **state)
 {
     fake_server s;
@@ -682,6 +764,7 @@ int main(void)
         cmocka_unit_test(test_publish_acks_out_of_order_refused),
         cmocka_unit_test(test_publish_server_error),
         cmocka_unit_test(test_publish_no_ack),
+        cmocka_unit_test(test_publish_ids),
         cmocka_unit_test(test_publish_limits),
         cmocka_unit_test(test_publish_within_max_batch_events),
         cmocka_unit_test(test_publish_server_closes),

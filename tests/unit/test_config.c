@@ -212,6 +212,8 @@ static const struct error_case error_cases[] = {
     {"[server]\n[server]\n", "t.conf:2: duplicate [server] section (first at line 1)"},
     {"[server]\nroute_cache_entries = 8\n",
      "t.conf:2: route_cache_entries: 8 is out of range (expected 16..16777216)"},
+    {"[server]\ndedup_max_entries = 16777217\n",
+     "t.conf:2: dedup_max_entries: 16777217 is out of range (expected 1..16777216)"},
     {"[partition a]\nmatch = .*\nrotate_every = 2x\n",
      "t.conf:3: rotate_every: \"2x\" is not a duration (use e.g. 30m, 1h, 1d, or none)"},
     {"[partition a]\nmatch = .*\nrotate_every = 30\n",

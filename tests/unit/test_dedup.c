@@ -732,6 +732,49 @@ static void test_uuid_ids_inline(void **state)
     dedup_destroy(d);
 }
 
+/* Ids that all share one hash (forced) in a window at the largest bound:
+ * each passes hundreds of full buckets (hops well past 255, kept whole in
+ * the slot's 24 bits); a refused take's ids leave the window, expiry pops
+ * the oldest (taking them off the counts of the buckets they passed), and
+ * every id left is still found by its bytes, every id gone is not. */
+static void test_deep_hops(void **state)
+{
+    (void)state;
+    enum { N = 3000, TAKE = 500 };
+    const uint64_t h = 0x5eed5eed5eed5eedull;
+    dedup *d;
+    assert_int_equal(dedup_create(&d, 100 * SEC, DEDUP_MAX_ENTRIES), 0);
+    uint8_t id[16];
+    uint64_t orig;
+    for (uint32_t k = 0; k < N; k++) {
+        memset(id, 'h', sizeof id);
+        memcpy(id, &k, sizeof k);
+        assert_int_equal(dedup_check(d, h, id, sizeof id, k, k < N / 2 ? 1 : 2, &orig), 0);
+    }
+    dedup_commit(d, N);
+    /* A take of TAKE more, refused: they leave; the N stay. */
+    for (uint32_t k = N; k < N + TAKE; k++) {
+        memset(id, 'h', sizeof id);
+        memcpy(id, &k, sizeof k);
+        assert_int_equal(dedup_check(d, h, id, sizeof id, k, 3, &orig), 0);
+    }
+    dedup_truncate(d, N);
+    assert_int_equal(dedup_count(d), N);
+    /* The first half expires (receive time 1 of a 100 s window). */
+    dedup_expire(d, 100 * SEC + 2);
+    assert_int_equal(dedup_count(d), N / 2);
+    for (uint32_t k = 0; k < N + TAKE; k++) {
+        memset(id, 'h', sizeof id);
+        memcpy(id, &k, sizeof k);
+        int in = k >= N / 2 && k < N;
+        assert_int_equal(dedup_check(d, h, id, sizeof id, N + k, 4, &orig), in);
+        if (in)
+            assert_int_equal(orig, k);
+    }
+    assert_true(dedup_complete(d));
+    dedup_destroy(d);
+}
+
 /* dedup_check_events against dedup_check one event at a time, on twin
  * windows: takes of 0..300 events in a shuffled order (the part's index
  * list), some without an id, some repeating an id of the same take or of
@@ -834,6 +877,7 @@ int main(void)
         cmocka_unit_test(test_growth_failures),
         cmocka_unit_test(test_lengths_and_bytes),
         cmocka_unit_test(test_uuid_ids_inline),
+        cmocka_unit_test(test_deep_hops),
         cmocka_unit_test(test_check_events_as_one_by_one),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
