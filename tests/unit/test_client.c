@@ -546,13 +546,13 @@ static void test_publish_ids(void **state)
     (void)state;
     id_cases_init();
     fake_server s;
-    server_start(&s, script_check_ids);
+    fake_server_start(&s, script_check_ids);
     s.any_events = true;
-    server_run(&s);
+    fake_server_run(&s);
     pb_client_options o;
     pb_client_options_init(&o);
     o.batch_events = 5;
-    pb_client *c = connect_ok(&s, &o);
+    pb_client *c = fake_connect(&s, &o);
     pb_event ev = {.topic = "a.ids", .payload = "x", .payload_len = 1};
     for (int k = 0; k < ID_CASES; k++)
         assert_int_equal(pb_client_publish_id(c, &ev, id_cases[k]), 0);
@@ -575,7 +575,7 @@ static void test_publish_ids(void **state)
     }
     assert_int_equal(pb_client_flush(c, 5000, NULL, NULL), 0);
     pb_client_close(c);
-    server_join(&s);
+    fake_server_join(&s);
     assert_int_equal(s.events_seen, ID_CASES);
 }
 
