@@ -152,8 +152,8 @@ typedef struct mirror {
      * scan finds is a publish lost inside NATS only if its first missing
      * offset is one of them; offsets skipped on purpose (events that
      * cannot be mirrored, damage, retention) were never sent. lost_valid:
-     * the list is this run's (none after a restart: then no gap is
-     * repaired by deletion, the earlier rule applies). */
+     * the list is this run's (none after a restart: then every gap of
+     * offsets the partition still holds is repaired by deletion). */
     mstray *lost;
     size_t n_lost;
     bool lost_valid;
@@ -192,8 +192,9 @@ bool mirror_dup_still_stored(mirror *m, slot *s);
  * that copy (created again, or its own limits removed it), the sequences
  * are not comparable: s is taken as in order. */
 bool mirror_ack_in_order(mirror *m, slot *s);
-/* Whether p's offset was published in the failed window and never
- * acknowledged (finish_drain's list). */
+/* Whether a gap at p's offset is repaired as a loss: the offset was
+ * published in the failed window and never acknowledged (finish_drain's
+ * list), or, with no such list (after a restart), p still holds it. */
 bool mirror_gap_is_loss(const mirror *m, const mpart *p, uint64_t offset);
 
 /* The scan found p's offset at seq out of order (m->strays_lost if full);

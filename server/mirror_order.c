@@ -15,6 +15,7 @@
 #include "logging.h"
 #include "mirror_internal.h"
 #include "mirror_nats.h"
+#include "partition.h"
 #include "pb_errors.h"
 
 #include <inttypes.h>
@@ -152,8 +153,14 @@ void mirror_add_order_strays(mirror *m)
 
 bool mirror_gap_is_loss(const mirror *m, const mpart *p, uint64_t offset)
 {
+    /* No failed window of this run (a restart; FORMAT.md E.4 item 4): the
+     * gap is repaired like a loss as long as the partition still holds
+     * the missing offset, so that it and everything after it can be sent
+     * again. Resending from the gap and counting on the stream's duplicate
+     * window to drop the later copies stores them twice once the window
+     * has passed since they were stored (a restart after a NATS outage). */
     if (!m->lost_valid)
-        return false;
+        return !p->p || offset >= partition_first_offset(p->p);
     for (size_t i = 0; i < m->n_lost; i++)
         if (m->lost[i].p == p && m->lost[i].offset == offset)
             return true;
@@ -320,18 +327,22 @@ int mirror_apply_scan(mirror *m, char *why, size_t whylen)
         if (rc == 0 && p->scan_gap && p->scan_stray)
             logging_printf(LOG_WARN,
                            "mirror %s: stream %s holds %s:%" PRIu64 " but not %s:%" PRIu64
-                           ": a publish was lost inside NATS while a later one was stored; "
-                           "deleted the %" PRIu64 " message(s) of %s stored after the gap, "
+                           ": %s; deleted the %" PRIu64 " message(s) of %s stored after the gap, "
                            "resending from %" PRIu64 " once the stream's duplicate window "
                            "(%" PRId64 " s) has forgotten their ids",
                            m->cfg->name, m->cfg->stream, p->name, p->scan_gap_at, p->name,
-                           p->cursor, p->scan_deleted, p->name, p->cursor,
+                           p->cursor,
+                           m->lost_valid ? "a publish was lost inside NATS while a later one "
+                                           "was stored"
+                                         : "a gap found after a restart (a publish lost inside "
+                                           "NATS before it)",
+                           p->scan_deleted, p->name, p->cursor,
                            (mirror_nats_dup_window_ms(m->nats) + HOLD_MARGIN_MS) / 1000);
         else if (rc == 0 && p->scan_gap)
             logging_printf(LOG_INFO,
                            "mirror %s: stream %s holds %s:%" PRIu64 " but not %s:%" PRIu64
-                           ", which was not lost in the last window (skipped, or before a "
-                           "restart, or beyond the tail read): resending from %" PRIu64
+                           ", which was not lost in the last window (skipped, removed by "
+                           "retention, or beyond the tail read): resending from %" PRIu64
                            " (offsets already in the stream come again as duplicates)",
                            m->cfg->name, m->cfg->stream, p->name, p->scan_gap_at, p->name,
                            p->cursor, p->cursor);
