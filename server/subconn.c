@@ -343,6 +343,30 @@ int subconn_event(subconn *c, const char *partition, size_t partition_len, uint6
     return 0;
 }
 
+/* Room for size more bytes of a run of partition's records from offset:
+ * joins the open run when it is this partition's, continues at offset and
+ * stays within RUNS_FRAME_BYTES, else closes it (make_room) and opens a
+ * new one (hmax: the most its header takes). 0, or a negative code. */
+static int run_reserve(subconn *c, const char *partition, size_t partition_len, uint64_t offset,
+                       size_t hmax, size_t size)
+{
+    bool join = c->run_open && c->run_part == partition && c->run_part_len == partition_len &&
+                c->run_next == offset && c->out_len + size <= OUT_CAP &&
+                c->out_len - c->run_at + size <= RUNS_FRAME_BYTES;
+    if (join)
+        return out_grow(c, size);
+    int rc = make_room(c, hmax + size); /* closes the run before */
+    if (rc < 0)
+        return rc;
+    c->run_at = c->out_len;
+    c->run_hdr = recrun_put_header(c->out + c->out_len, c->frame_id, partition, partition_len, 0);
+    c->out_len += c->run_hdr;
+    c->run_part = partition;
+    c->run_part_len = partition_len;
+    c->run_open = true;
+    return 0;
+}
+
 int subconn_record(subconn *c, const char *partition, size_t partition_len, uint64_t offset,
                    int64_t time_ns, const uint8_t *event, size_t len, const uint32_t *crc)
 {
@@ -350,24 +374,9 @@ int subconn_record(subconn *c, const char *partition, size_t partition_len, uint
     size_t hmax = RECRUN_HEADER_MAX(partition_len);
     if (hmax + size > OUT_CAP || len > PB_RECORD_MAX_EVENT)
         return subconn_event(c, partition, partition_len, offset, event, len);
-    bool join = c->run_open && c->run_part == partition && c->run_part_len == partition_len &&
-                c->run_next == offset && c->out_len + size <= OUT_CAP &&
-                c->out_len - c->run_at + size <= RUNS_FRAME_BYTES;
-    int rc;
-    if (!join) {
-        if ((rc = make_room(c, hmax + size)) < 0) /* closes the run before */
-            return rc;
-        run_close(c); /* (make_room closed it: a no-op) */
-        c->run_at = c->out_len;
-        c->run_hdr =
-            recrun_put_header(c->out + c->out_len, c->frame_id, partition, partition_len, 0);
-        c->out_len += c->run_hdr;
-        c->run_part = partition;
-        c->run_part_len = partition_len;
-        c->run_open = true;
-    } else if ((rc = out_grow(c, size)) < 0) {
+    int rc = run_reserve(c, partition, partition_len, offset, hmax, size);
+    if (rc < 0)
         return rc;
-    }
     uint8_t *at = c->out + c->out_len;
     if (crc) {
         (void)record_encode_fields(at, offset, time_ns, len);
@@ -393,23 +402,9 @@ int subconn_records(subconn *c, const char *partition, size_t partition_len, uin
                  (int)partition_len, partition, len, offset, OUT_CAP);
         return PB_EINVAL;
     }
-    bool join = c->run_open && c->run_part == partition && c->run_part_len == partition_len &&
-                c->run_next == offset && c->out_len + len <= OUT_CAP &&
-                c->out_len - c->run_at + len <= RUNS_FRAME_BYTES;
-    int rc;
-    if (!join) {
-        if ((rc = make_room(c, hmax + len)) < 0) /* closes the run before */
-            return rc;
-        c->run_at = c->out_len;
-        c->run_hdr =
-            recrun_put_header(c->out + c->out_len, c->frame_id, partition, partition_len, 0);
-        c->out_len += c->run_hdr;
-        c->run_part = partition;
-        c->run_part_len = partition_len;
-        c->run_open = true;
-    } else if ((rc = out_grow(c, len)) < 0) {
+    int rc = run_reserve(c, partition, partition_len, offset, hmax, len);
+    if (rc < 0)
         return rc;
-    }
     memcpy(c->out + c->out_len, records, len);
     c->out_len += len;
     c->run_next = offset + count;
