@@ -653,6 +653,21 @@ void dedup_expire(dedup *d, int64_t now_ns)
         release(d); /* a burst's memory is not pinned once its ids have expired */
 }
 
+/* Clears slot s's cell, the one holding seq in the bucket s->hops after
+ * its own, if it is still there: seq goes to the next id added, and a cell
+ * left with it would look in use. */
+static void clear_cell(dedup *d, const dedup_slot *s, uint32_t seq)
+{
+    bucket *bk = &d->index[((uint32_t)s->hash + s->hops) & (d->nbuckets - 1)];
+    for (unsigned m = tag_cells(bk, tag_of(s->hash)); m; m &= m - 1) {
+        unsigned i = (unsigned)__builtin_ctz(m);
+        if (bk->seq[i] == seq) {
+            bk->tag[i] = 0;
+            return;
+        }
+    }
+}
+
 /* Clears the cell of the newest id (so that its sequence number, reused by
  * the next id, does not leave a cell that looks in use) and pops it. Its
  * cell is in the bucket `hops` after its own. */
@@ -660,14 +675,7 @@ static void pop_tail(dedup *d)
 {
     uint32_t seq = d->head_seq + d->count - 1;
     const dedup_slot *s = &d->ring[ring_pos(d, d->count - 1)];
-    bucket *bk = &d->index[((uint32_t)s->hash + s->hops) & (d->nbuckets - 1)];
-    for (unsigned m = tag_cells(bk, tag_of(s->hash)); m; m &= m - 1) {
-        unsigned i = (unsigned)__builtin_ctz(m);
-        if (bk->seq[i] == seq) {
-            bk->tag[i] = 0;
-            break;
-        }
-    }
+    clear_cell(d, s, seq);
     if (s->hops)
         index_unpass(d, s);
     d->count--;
@@ -707,14 +715,7 @@ static void drop_popped_head(dedup *d)
     uint32_t at = d->head == 0 ? d->cap - 1 : d->head - 1;
     uint32_t seq = d->head_seq - 1;
     const dedup_slot *s = &d->ring[at];
-    bucket *bk = &d->index[((uint32_t)s->hash + s->hops) & (d->nbuckets - 1)];
-    for (unsigned m = tag_cells(bk, tag_of(s->hash)); m; m &= m - 1) {
-        unsigned i = (unsigned)__builtin_ctz(m);
-        if (bk->seq[i] == seq) {
-            bk->tag[i] = 0;
-            break;
-        }
-    }
+    clear_cell(d, s, seq);
     d->head = at;
     d->head_seq--;
     d->popped--;
