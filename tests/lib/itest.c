@@ -9,7 +9,10 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <setjmp.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +23,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cmocka.h>
+
 uint64_t itest_now_ms(void)
 {
     struct timespec ts;
@@ -27,7 +32,7 @@ uint64_t itest_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static void sleep_ms(int ms)
+void itest_sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
@@ -104,7 +109,7 @@ static int launch(itest_daemon *d)
             d->pid = 0;
             return -1;
         }
-        sleep_ms(10);
+        itest_sleep_ms(10);
     }
     fprintf(stderr, "itest: protobusd did not start within 30 s; log %s\n", d->log);
     print_log_tail(d);
@@ -166,7 +171,7 @@ int itest_daemon_stop(itest_daemon *d)
             d->pid = 0;
             return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
         }
-        sleep_ms(5);
+        itest_sleep_ms(5);
     }
     fprintf(stderr, "itest: protobusd %d ignored SIGTERM for 30 s; killing it\n", (int)d->pid);
     itest_daemon_kill(d);
@@ -350,28 +355,38 @@ int itest_wait_closed(int fd, int timeout_ms)
     }
 }
 
-Protobus__Frame *itest_hello(int fd, uint64_t id, int timeout_ms)
+int itest_send_hello(int fd, uint64_t id, uint32_t version)
 {
     Protobus__Hello h = PROTOBUS__HELLO__INIT;
-    h.protocol_version = 1;
+    h.protocol_version = version;
     h.name = "itest";
     Protobus__Frame f = PROTOBUS__FRAME__INIT;
     f.id = id;
     f.body_case = PROTOBUS__FRAME__BODY_HELLO;
     f.hello = &h;
-    if (itest_send_frame(fd, &f) < 0)
+    return itest_send_frame(fd, &f);
+}
+
+Protobus__Frame *itest_hello(int fd, uint64_t id, int timeout_ms)
+{
+    if (itest_send_hello(fd, id, 1) < 0)
         return NULL;
     return itest_recv_frame(fd, timeout_ms);
 }
 
-Protobus__Frame *itest_ping(int fd, uint64_t id, int timeout_ms)
+int itest_send_ping(int fd, uint64_t id)
 {
     Protobus__Ping ping = PROTOBUS__PING__INIT;
     Protobus__Frame f = PROTOBUS__FRAME__INIT;
     f.id = id;
     f.body_case = PROTOBUS__FRAME__BODY_PING;
     f.ping = &ping;
-    if (itest_send_frame(fd, &f) < 0)
+    return itest_send_frame(fd, &f);
+}
+
+Protobus__Frame *itest_ping(int fd, uint64_t id, int timeout_ms)
+{
+    if (itest_send_ping(fd, id) < 0)
         return NULL;
     return itest_recv_frame(fd, timeout_ms);
 }
@@ -466,4 +481,49 @@ out:
     free(ptrs);
     free(anys);
     return reply;
+}
+
+int itest_send_publish(int fd, uint64_t id, const char *topic, const char *payload)
+{
+    Protobus__EncapsulatedEvent ev = PROTOBUS__ENCAPSULATED_EVENT__INIT;
+    Google__Protobuf__Any any = GOOGLE__PROTOBUF__ANY__INIT;
+    Protobus__EncapsulatedEvent *evp = &ev;
+    ev.topic = (char *)topic;
+    any.value.data = (uint8_t *)payload;
+    any.value.len = strlen(payload);
+    ev.payload = &any;
+    Protobus__Publish pub = PROTOBUS__PUBLISH__INIT;
+    pub.n_events = 1;
+    pub.events = &evp;
+    Protobus__Frame f = PROTOBUS__FRAME__INIT;
+    f.id = id;
+    f.body_case = PROTOBUS__FRAME__BODY_PUBLISH;
+    f.publish = &pub;
+    return itest_send_frame(fd, &f);
+}
+
+void itest_expect_error(int fd, uint64_t id, int code, const char *text, int timeout_ms)
+{
+    Protobus__Frame *r = itest_recv_frame(fd, timeout_ms);
+    if (!r)
+        fail_msg("no frame where an Error (%d, \"%s\") was expected", code, text);
+    if (r->body_case != PROTOBUS__FRAME__BODY_ERROR)
+        fail_msg("frame %d where an Error (%d, \"%s\") was expected", r->body_case, code, text);
+    if (r->id != id || (int)r->error->code != code || !strstr(r->error->message, text))
+        fail_msg("expected Error id %llu code %d with \"%s\", got id %llu code %d: %s",
+                 (unsigned long long)id, code, text, (unsigned long long)r->id, r->error->code,
+                 r->error->message);
+    protobus__frame__free_unpacked(r, NULL);
+}
+
+void itest_expect_pong(int fd, uint64_t id, int timeout_ms)
+{
+    Protobus__Frame *r = itest_recv_frame(fd, timeout_ms);
+    if (!r)
+        fail_msg("no frame where Pong id %llu was expected", (unsigned long long)id);
+    if (r->body_case != PROTOBUS__FRAME__BODY_PONG || r->id != id)
+        fail_msg("expected Pong id %llu, got frame %d id %llu (%s)", (unsigned long long)id,
+                 r->body_case, (unsigned long long)r->id,
+                 r->body_case == PROTOBUS__FRAME__BODY_ERROR ? r->error->message : "");
+    protobus__frame__free_unpacked(r, NULL);
 }

@@ -81,6 +81,15 @@ Protobus__Frame *itest_recv_frame(int fd, int timeout_ms);
  * before the close are discarded). */
 int itest_wait_closed(int fd, int timeout_ms);
 
+/* Sends Hello with this protocol version and frame id `id`; no wait. 0 or -1. */
+int itest_send_hello(int fd, uint64_t id, uint32_t version);
+
+/* Sends a Ping with frame id `id`; no wait. 0 or -1. */
+int itest_send_ping(int fd, uint64_t id);
+
+/* Sends one event on topic as a Publish with frame id `id`; no wait. 0 or -1. */
+int itest_send_publish(int fd, uint64_t id, const char *topic, const char *payload);
+
 /* Sends Hello (protocol version 1) with frame id `id` and returns the reply
  * frame (NULL on timeout). Free it with protobus__frame__free_unpacked. */
 Protobus__Frame *itest_hello(int fd, uint64_t id, int timeout_ms);
@@ -105,7 +114,16 @@ uint8_t *itest_event(const char *topic, const char *payload, size_t *len);
 Protobus__Frame *itest_publish(int fd, uint64_t id, const char *const *topics,
                                const char *const *payloads, size_t n, int timeout_ms);
 
+/* cmocka checks (the test fails otherwise): the next frame within
+ * timeout_ms is an Error with this id and code whose message contains
+ * text; a Pong with this id. */
+void itest_expect_error(int fd, uint64_t id, int code, const char *text, int timeout_ms);
+void itest_expect_pong(int fd, uint64_t id, int timeout_ms);
+
 /* Monotonic milliseconds. */
 uint64_t itest_now_ms(void);
+
+/* Sleeps ms milliseconds (for tests whose subject is a deadline). */
+void itest_sleep_ms(int ms);
 
 #endif
