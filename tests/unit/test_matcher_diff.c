@@ -3,14 +3,11 @@
  * those for which running every pattern with PCRE2 (pattern_compile_whole,
  * the daemon's definition of a whole-topic match) finds a match.
  *
- * Patterns come from a small grammar that mixes the syntax Hyperscan takes
- * (hsdb.h: literals, UTF-8 bytes, escapes, ".", classes and ranges,
- * shorthands, groups, alternations, quantifiers greedy and lazy, (?i),
- * (?s), anchors) with syntax that must fall back to PCRE2 (back-references,
- * lookaround, \b, atomic groups, possessive quantifiers, (?x), (?m),
- * \Q..\E, POSIX classes, other escapes). Each pattern comes with sample
- * topics built to match it, which are then mutated (case, one byte more or
- * less, a newline); random topics over the same bytes complete the set.
+ * Patterns come from tests/lib/patgen.h's grammar, which mixes the syntax
+ * Hyperscan takes with syntax that must fall back to PCRE2. Each pattern
+ * comes with a sample topic built to match it, which is then mutated
+ * (case, one byte more or less, a newline); random topics over the same
+ * bytes complete the set.
  *
  * Checked in four states: every subscription in its own young shard; after
  * compaction (shards of 16 expressions); after removing a third of them,
@@ -26,6 +23,7 @@
 
 #include "hsdb.h"
 #include "matcher.h"
+#include "patgen.h"
 #include "patterns.h"
 #include "pb_errors.h"
 
@@ -35,586 +33,6 @@
 
 #define NPATTERNS 1600
 #define NRANDOM   1200 /* random topics, besides the samples */
-#define PAT_MAX   200
-#define TOPIC_MAX 300
-
-/* The constructs, Hyperscan's first (up to C_HS_END). */
-enum {
-    C_LIT,
-    C_UTF8,
-    C_DOT,
-    C_CLASS,
-    C_NCLASS,
-    C_RANGE,
-    C_SHORT,
-    C_HEX,
-    C_ESC,
-    C_CTRL,
-    C_GROUP,
-    C_NCGROUP,
-    C_ALT,
-    C_EMPTYALT,
-    C_STAR,
-    C_PLUS,
-    C_OPT,
-    C_BOUND,
-    C_LAZY,
-    C_CASELESS,
-    C_DOTALL,
-    C_ANCHOR,
-    C_HS_END,
-    C_BACKREF = C_HS_END,
-    C_LOOKAROUND,
-    C_WORDB,
-    C_ATOMIC,
-    C_POSSESSIVE,
-    C_XMODE,
-    C_MULTILINE,
-    C_QUOTE,
-    C_POSIX,
-    C_OTHER,
-    C_COUNT
-};
-
-static const char *const cname[C_COUNT] = {
-    "literal",
-    "UTF-8 bytes",
-    "dot",
-    "class",
-    "negated class",
-    "range",
-    "\\d\\w\\s",
-    "\\xHH",
-    "\\punct",
-    "\\t\\n\\r",
-    "group",
-    "(?:group)",
-    "alternation",
-    "empty branch",
-    "*",
-    "+",
-    "?",
-    "{n,m}",
-    "lazy",
-    "(?i)",
-    "(?s)",
-    "^ and $",
-    "back-reference",
-    "lookaround",
-    "\\b \\B",
-    "atomic group",
-    "possessive",
-    "(?x)",
-    "(?m)",
-    "\\Q..\\E",
-    "POSIX class",
-    "other syntax",
-};
-
-typedef struct gen {
-    uint64_t rng;
-    char pat[PAT_MAX + 64];
-    size_t plen;
-    char sam[TOPIC_MAX + 64];
-    size_t slen;
-    uint64_t uses;
-    bool caseless, dotall;
-    int groups;  /* capturing groups opened */
-    char g1[64]; /* the sample of group 1, for \1 */
-    size_t g1len;
-    bool g1done;
-} gen;
-
-static uint64_t rnd(gen *g)
-{
-    /* xorshift64*: deterministic for a seed. */
-    g->rng ^= g->rng >> 12;
-    g->rng ^= g->rng << 25;
-    g->rng ^= g->rng >> 27;
-    return g->rng * 2685821657736338717ull;
-}
-
-static unsigned pick(gen *g, unsigned n)
-{
-    return (unsigned)(rnd(g) % n);
-}
-
-static void P(gen *g, const char *s)
-{
-    size_t n = strlen(s);
-    if (g->plen + n < sizeof g->pat) {
-        memcpy(g->pat + g->plen, s, n);
-        g->plen += n;
-    }
-}
-
-static void S(gen *g, const char *s, size_t n)
-{
-    if (g->slen + n < sizeof g->sam) {
-        memcpy(g->sam + g->slen, s, n);
-        g->slen += n;
-    }
-}
-
-static void S1(gen *g, char c)
-{
-    S(g, &c, 1);
-}
-
-/* The bytes topics are made of: ASCII of every kind the constructs care
- * about, UTF-8 sequences, a newline and a byte >= 0x80 alone. */
-static const char *const alphabet[] = {"a",    "b",  "c",        "x",        "y",
-                                       "z",    "A",  "B",        "C",        "X",
-                                       "Z",    "0",  "1",        "9",        ".",
-                                       "-",    "_",  "/",        ":",        " ",
-                                       "\t",   "\n", "\xc3\xa9", "\xc3\x89", "\xe6\x97\xa5",
-                                       "\xff", "[",  "]",        "\\",       "^",
-                                       "$",    "*"};
-#define NALPHA (sizeof alphabet / sizeof *alphabet)
-
-static char flip_case(char c)
-{
-    if (c >= 'a' && c <= 'z')
-        return (char)(c - 32);
-    if (c >= 'A' && c <= 'Z')
-        return (char)(c + 32);
-    return c;
-}
-
-/* A literal: a letter, digit or harmless punctuation, or a UTF-8 char. */
-static void gen_literal(gen *g)
-{
-    static const char lits[] = "abcxyzABCXZ019-_/:, #";
-    if (pick(g, 8) == 0) {
-        static const char *const u[] = {"\xc3\xa9", "\xc3\x89", "\xe6\x97\xa5"};
-        const char *s = u[pick(g, 3)];
-        P(g, s);
-        S(g, s, strlen(s));
-        g->uses |= 1ull << C_UTF8;
-        return;
-    }
-    char c = lits[pick(g, sizeof lits - 1)];
-    char s[2] = {c, 0};
-    P(g, s);
-    S1(g, g->caseless && pick(g, 2) ? flip_case(c) : c);
-    g->uses |= 1ull << C_LIT;
-}
-
-static void gen_shorthand(gen *g, bool sample)
-{
-    static const char *const sh[] = {"\\d", "\\w", "\\s", "\\D", "\\W", "\\S"};
-    static const char *const ex[] = {"5", "q", " ", "x", "-", "k"};
-    unsigned k = pick(g, 6);
-    P(g, sh[k]);
-    if (sample)
-        S(g, ex[k], 1);
-    g->uses |= 1ull << C_SHORT;
-}
-
-/* A class; its sample is one of its members (or, negated, a byte that is
- * likely not one). */
-static void gen_class(gen *g)
-{
-    bool neg = pick(g, 4) == 0;
-    char members[16];
-    size_t nm = 0;
-    P(g, neg ? "[^" : "[");
-    g->uses |= 1ull << (neg ? C_NCLASS : C_CLASS);
-    unsigned n = 1 + pick(g, 3);
-    for (unsigned i = 0; i < n; i++) {
-        switch (pick(g, 7)) {
-        case 0: {
-            static const char *const ranges[] = {"a-c", "x-z", "0-9", "A-C", "Z-a", "!-/"};
-            static const char lo[] = "ax0AZ!";
-            unsigned r = pick(g, 6);
-            P(g, ranges[r]);
-            members[nm++] = lo[r];
-            g->uses |= 1ull << C_RANGE;
-            break;
-        }
-        case 1:
-            gen_shorthand(g, false);
-            members[nm++] = ' ';
-            break;
-        case 2: {
-            static const char *const esc[] = {"\\]", "\\-", "\\\\", "\\^", "\\x41", "\\t"};
-            static const char val[] = "]-\\^A\t";
-            unsigned e = pick(g, 6);
-            P(g, esc[e]);
-            members[nm++] = val[e];
-            g->uses |= 1ull << (e == 4 ? C_HEX : C_ESC);
-            break;
-        }
-        case 3:
-            P(g, "\xc3\xa9"); /* two bytes, two members */
-            members[nm++] = '\xc3';
-            g->uses |= 1ull << C_UTF8;
-            break;
-        default: {
-            static const char lits[] = "abcxyzAB01.$*";
-            char c = lits[pick(g, sizeof lits - 1)];
-            char s[2] = {c, 0};
-            P(g, s);
-            members[nm++] = c;
-            break;
-        }
-        }
-    }
-    P(g, "]");
-    if (neg) {
-        const char *s = alphabet[pick(g, NALPHA)];
-        S(g, s, strlen(s));
-    } else {
-        char c = members[pick(g, (unsigned)nm)];
-        S1(g, g->caseless && pick(g, 2) ? flip_case(c) : c);
-    }
-}
-
-static void gen_alt(gen *g, int depth);
-
-/* Syntax Hyperscan is not given (or that PCRE2 refuses: then the pattern
- * is dropped, as a client's would be refused). */
-static void gen_exotic(gen *g, int depth)
-{
-    switch (pick(g, 16)) {
-    case 0:
-        if (g->groups > 0 && g->g1done) {
-            P(g, "\\1");
-            S(g, g->g1, g->g1len);
-        } else {
-            P(g, "(x)\\1");
-            S(g, "xx", 2);
-            g->groups++;
-        }
-        g->uses |= 1ull << C_BACKREF;
-        break;
-    case 1:
-        P(g, pick(g, 2) ? "(?=[a-z])" : "(?![0-9])");
-        g->uses |= 1ull << C_LOOKAROUND;
-        break;
-    case 2:
-        P(g, pick(g, 2) ? "(?<=a)" : "(?<!b)");
-        g->uses |= 1ull << C_LOOKAROUND;
-        break;
-    case 3:
-        P(g, pick(g, 2) ? "\\b" : "\\B");
-        g->uses |= 1ull << C_WORDB;
-        break;
-    case 4:
-        P(g, "(?>");
-        gen_alt(g, depth + 1);
-        P(g, ")");
-        g->uses |= 1ull << C_ATOMIC;
-        break;
-    case 5:
-        P(g, pick(g, 2) ? "a*+" : "[0-9]++");
-        S(g, "a", pick(g, 2));
-        g->uses |= 1ull << C_POSSESSIVE;
-        break;
-    case 6:
-        P(g, "(?x: a b #c\n)");
-        S(g, "ab", 2);
-        g->uses |= 1ull << C_XMODE;
-        break;
-    case 7:
-        P(g, "(?m:x$\\n^y)");
-        S(g, "x\ny", 3);
-        g->uses |= 1ull << C_MULTILINE;
-        break;
-    case 8:
-        P(g, "\\Qa.*\\E");
-        S(g, "a.*", 3);
-        g->uses |= 1ull << C_QUOTE;
-        break;
-    case 9:
-        P(g, pick(g, 2) ? "[[:alpha:]]" : "[[:digit:][:punct:]]");
-        S(g, pick(g, 2) ? "q" : "7", 1);
-        g->uses |= 1ull << C_POSIX;
-        break;
-    case 10: {
-        static const char *const o[] = {"\\h",  "\\R", "\\N", "\\x{41}", "\\101",
-                                        "\\cA", "\\e", "\\a", "\\p{L}",  "\\x4-"};
-        static const char *const os[] = {" ",    "\n",   "q",    "A", "A",
-                                         "\x01", "\x1b", "\x07", "z", "\x04-"};
-        unsigned k = pick(g, 10);
-        P(g, o[k]);
-        S(g, os[k], strlen(os[k]));
-        g->uses |= 1ull << C_OTHER;
-        break;
-    }
-    case 11: {
-        /* PCRE2 reads these as literals; not taken. */
-        static const char *const o[] = {"a{,3}", "x{", "}", "]", "[]a]", "a{1,2}{2}"};
-        static const char *const os[] = {"a{,3}", "x{", "}", "]", "]", "aaa"};
-        unsigned k = pick(g, 6);
-        P(g, o[k]);
-        S(g, os[k], strlen(os[k]));
-        g->uses |= 1ull << C_OTHER;
-        break;
-    }
-    case 12:
-        P(g, pick(g, 2) ? "\\z" : "\\Z");
-        g->uses |= 1ull << C_OTHER;
-        break;
-    case 13:
-        P(g, pick(g, 2) ? "a$b|c" : "x|^y");
-        S(g, "c", 1);
-        g->uses |= 1ull << C_OTHER;
-        break;
-    case 14:
-        P(g, "(?<n>ab)");
-        S(g, "ab", 2);
-        g->groups++;
-        g->uses |= 1ull << C_OTHER;
-        break;
-    default:
-        P(g, "(?|(a)|(b))");
-        S(g, "b", 1);
-        g->groups++;
-        g->uses |= 1ull << C_OTHER;
-        break;
-    }
-}
-
-/* An item: an atom and maybe a quantifier. */
-static void gen_item(gen *g, int depth, bool exotic)
-{
-    size_t s0 = g->slen;
-    bool quantifiable = true;
-    unsigned k = pick(g, exotic ? 26 : 20);
-    if (k >= 20) {
-        gen_exotic(g, depth);
-        return;
-    }
-    switch (k) {
-    case 0:
-    case 1:
-    case 2:
-    case 3:
-    case 4:
-        gen_literal(g);
-        break;
-    case 5:
-        P(g, ".");
-        {
-            const char *s = alphabet[pick(g, NALPHA)];
-            if (s[0] == '\n' && !g->dotall)
-                s = "q";
-            S(g, s, strlen(s));
-        }
-        g->uses |= 1ull << C_DOT;
-        break;
-    case 6:
-    case 7:
-        gen_class(g);
-        break;
-    case 8:
-        gen_shorthand(g, true);
-        break;
-    case 9: {
-        static const char *const hx[] = {"\\x41", "\\x2e", "\\x0a", "\\xc3\\xa9", "\\x00"};
-        static const char *const hs[] = {"A", ".", "\n", "\xc3\xa9", "\0"};
-        unsigned h = pick(g, 5);
-        P(g, hx[h]);
-        S(g, hs[h], h == 4 ? 1 : strlen(hs[h]));
-        g->uses |= 1ull << C_HEX;
-        break;
-    }
-    case 10: {
-        static const char esc[] = ".\\-/*+?()[]{}|$^";
-        char c = esc[pick(g, sizeof esc - 1)];
-        char s[3] = {'\\', c, 0};
-        P(g, s);
-        S1(g, c);
-        g->uses |= 1ull << C_ESC;
-        break;
-    }
-    case 11: {
-        static const char *const ct[] = {"\\t", "\\n", "\\r"};
-        static const char cv[] = "\t\n\r";
-        unsigned c = pick(g, 3);
-        P(g, ct[c]);
-        S1(g, cv[c]);
-        g->uses |= 1ull << C_CTRL;
-        break;
-    }
-    case 12:
-    case 13:
-    case 14:
-    case 15:
-        if (depth >= 3) {
-            gen_literal(g);
-            break;
-        }
-        {
-            bool save_i = g->caseless, save_s = g->dotall;
-            unsigned kind = pick(g, 6);
-            if (kind < 2) {
-                int mine = ++g->groups;
-                P(g, "(");
-                size_t at = g->slen;
-                gen_alt(g, depth + 1);
-                if (mine == 1 && g->slen - at < sizeof g->g1) {
-                    memcpy(g->g1, g->sam + at, g->slen - at);
-                    g->g1len = g->slen - at;
-                    g->g1done = true;
-                }
-                g->uses |= 1ull << C_GROUP;
-            } else if (kind < 4) {
-                P(g, "(?:");
-                gen_alt(g, depth + 1);
-                g->uses |= 1ull << C_NCGROUP;
-            } else if (kind == 4) {
-                P(g, pick(g, 2) ? "(?i:" : "(?i-s:");
-                g->caseless = true;
-                gen_alt(g, depth + 1);
-                g->uses |= 1ull << C_CASELESS;
-            } else {
-                P(g, "(?s:");
-                g->dotall = true;
-                gen_alt(g, depth + 1);
-                g->uses |= 1ull << C_DOTALL;
-            }
-            P(g, ")");
-            g->caseless = save_i;
-            g->dotall = save_s;
-        }
-        break;
-    case 16:
-        /* An inline option to the end of the group. */
-        if (pick(g, 2)) {
-            P(g, "(?i)");
-            g->caseless = true;
-            g->uses |= 1ull << C_CASELESS;
-        } else {
-            P(g, "(?s)");
-            g->dotall = true;
-            g->uses |= 1ull << C_DOTALL;
-        }
-        quantifiable = false;
-        break;
-    default:
-        gen_literal(g);
-        break;
-    }
-    if (!quantifiable || pick(g, 3) != 0)
-        return;
-    /* A quantifier: the sample repeats the atom's sample. */
-    char atom[TOPIC_MAX];
-    size_t alen = g->slen - s0;
-    if (alen > 40)
-        return;
-    memcpy(atom, g->sam + s0, alen);
-    g->slen = s0;
-    unsigned lo, hi;
-    switch (pick(g, 6)) {
-    case 0:
-        P(g, "*");
-        lo = 0;
-        hi = 3;
-        g->uses |= 1ull << C_STAR;
-        break;
-    case 1:
-        P(g, "+");
-        lo = 1;
-        hi = 3;
-        g->uses |= 1ull << C_PLUS;
-        break;
-    case 2:
-        P(g, "?");
-        lo = 0;
-        hi = 1;
-        g->uses |= 1ull << C_OPT;
-        break;
-    default: {
-        char q[32];
-        lo = pick(g, 3);
-        hi = lo + pick(g, 3);
-        switch (pick(g, 3)) {
-        case 0:
-            snprintf(q, sizeof q, "{%u}", lo);
-            hi = lo;
-            break;
-        case 1:
-            snprintf(q, sizeof q, "{%u,}", lo);
-            hi = lo + 2;
-            break;
-        default:
-            snprintf(q, sizeof q, "{%u,%u}", lo, hi);
-            break;
-        }
-        P(g, q);
-        /* "{0}": PCRE2 takes it, Hyperscan does not. */
-        g->uses |= 1ull << (hi == 0 ? C_OTHER : C_BOUND);
-        break;
-    }
-    }
-    if (pick(g, 4) == 0) {
-        P(g, "?");
-        g->uses |= 1ull << C_LAZY;
-    }
-    unsigned times = lo + pick(g, hi - lo + 1);
-    for (unsigned t = 0; t < times; t++)
-        S(g, atom, alen);
-}
-
-static void gen_seq(gen *g, int depth)
-{
-    unsigned n = 1 + pick(g, depth == 0 ? 4 : 3);
-    bool exotic = pick(g, 3) == 0;
-    for (unsigned i = 0; i < n; i++)
-        gen_item(g, depth, exotic && i == 0);
-}
-
-static void gen_alt(gen *g, int depth)
-{
-    unsigned n = pick(g, 4) == 0 ? 2 + pick(g, 2) : 1;
-    unsigned chosen = pick(g, n);
-    for (unsigned i = 0; i < n; i++) {
-        if (i) {
-            P(g, "|");
-            g->uses |= 1ull << C_ALT;
-        }
-        size_t s0 = g->slen;
-        bool save_i = g->caseless, save_s = g->dotall;
-        if (n > 1 && pick(g, 10) == 0) {
-            g->uses |= 1ull << C_EMPTYALT; /* an empty branch */
-        } else {
-            gen_seq(g, depth);
-        }
-        /* The sample takes one branch; inline options end with it. */
-        if (i != chosen)
-            g->slen = s0;
-        g->caseless = save_i;
-        g->dotall = save_s;
-    }
-}
-
-/* One pattern and its sample. */
-static void gen_pattern(gen *g)
-{
-    g->plen = g->slen = 0;
-    g->uses = 0;
-    g->caseless = g->dotall = false;
-    g->groups = 0;
-    g->g1done = false;
-    bool caret = pick(g, 8) == 0, dollar = pick(g, 8) == 0;
-    if (caret)
-        P(g, "^");
-    if (pick(g, 10) == 0) {
-        P(g, "(?i)");
-        g->caseless = true;
-        g->uses |= 1ull << C_CASELESS;
-    }
-    gen_alt(g, 0);
-    if (dollar)
-        P(g, "$");
-    if (caret || dollar)
-        g->uses |= 1ull << C_ANCHOR;
-    g->pat[g->plen] = 0;
-}
-
-/* ------------------------------------------------------------------ */
 
 typedef struct corpus {
     char **pat;
@@ -649,7 +67,7 @@ static void add_topic(corpus *c, const char *t, size_t len)
 
 static void build_corpus(corpus *c, uint64_t seed)
 {
-    gen g = {.rng = seed * 0x9E3779B97F4A7C15ull + 1};
+    patgen g = {.rng = seed * 0x9E3779B97F4A7C15ull + 1};
     memset(c, 0, sizeof *c);
     c->pat = calloc(NPATTERNS, sizeof *c->pat);
     c->uses = calloc(NPATTERNS, sizeof *c->uses);
@@ -657,10 +75,10 @@ static void build_corpus(corpus *c, uint64_t seed)
     assert_non_null(c->pat);
     size_t refused_by_pcre2 = 0;
     while (c->npat < NPATTERNS) {
-        gen_pattern(&g);
+        patgen_pattern(&g);
         /* A few exact copies of earlier patterns: shared expressions. */
-        if (c->npat > 10 && pick(&g, 30) == 0) {
-            size_t k = pick(&g, (unsigned)c->npat);
+        if (c->npat > 10 && patgen_pick(&g, 30) == 0) {
+            size_t k = patgen_pick(&g, (unsigned)c->npat);
             c->pat[c->npat] = strdup(c->pat[k]);
             c->uses[c->npat] = c->uses[k];
             c->hs[c->npat] = c->hs[k];
@@ -688,20 +106,20 @@ static void build_corpus(corpus *c, uint64_t seed)
         c->npat++;
         /* Its sample, and mutations of it. */
         add_topic(c, g.sam, g.slen);
-        char t[TOPIC_MAX + 80];
+        char t[PATGEN_TOPIC_MAX + 80];
         size_t n = g.slen;
         memcpy(t, g.sam, n);
-        switch (pick(&g, 5)) {
+        switch (patgen_pick(&g, 5)) {
         case 0:
             for (size_t i = 0; i < n; i++)
-                t[i] = flip_case(t[i]);
+                t[i] = patgen_flip_case(t[i]);
             break;
         case 1:
             if (n)
                 n--;
             break;
         case 2:
-            t[n] = n ? g.sam[pick(&g, (unsigned)n)] : 'a';
+            t[n] = n ? g.sam[patgen_pick(&g, (unsigned)n)] : 'a';
             n++;
             break;
         case 3:
@@ -709,18 +127,18 @@ static void build_corpus(corpus *c, uint64_t seed)
             break;
         default:
             if (n) {
-                const char *s = alphabet[pick(&g, NALPHA)];
-                t[pick(&g, (unsigned)n)] = s[0];
+                const char *s = patgen_alphabet[patgen_pick(&g, PATGEN_NALPHA)];
+                t[patgen_pick(&g, (unsigned)n)] = s[0];
             }
             break;
         }
         add_topic(c, t, n);
     }
     for (int i = 0; i < NRANDOM; i++) {
-        char t[TOPIC_MAX];
-        size_t n = 0, want = pick(&g, 12);
+        char t[PATGEN_TOPIC_MAX];
+        size_t n = 0, want = patgen_pick(&g, 12);
         while (n < want) {
-            const char *s = alphabet[pick(&g, NALPHA)];
+            const char *s = patgen_alphabet[patgen_pick(&g, PATGEN_NALPHA)];
             memcpy(t + n, s, strlen(s));
             n += strlen(s);
         }
@@ -739,11 +157,11 @@ static void build_corpus(corpus *c, uint64_t seed)
     c->sub_pat = calloc(NPATTERNS * 2, sizeof *c->sub_pat);
     size_t np = 0;
     for (size_t p = 0; p < c->npat;) {
-        size_t k = pick(&g, 10) < 7 ? 1 : 2 + pick(&g, 2);
+        size_t k = patgen_pick(&g, 10) < 7 ? 1 : 2 + patgen_pick(&g, 2);
         c->sub_first[c->nsub++] = np;
         for (size_t j = 0; j < k && p < c->npat; j++)
             c->sub_pat[np++] = p++;
-        if (k > 1 && pick(&g, 4) == 0) {
+        if (k > 1 && patgen_pick(&g, 4) == 0) {
             c->sub_pat[np] = c->sub_pat[np - 1];
             np++;
         }
@@ -804,7 +222,8 @@ static void coverage(const corpus *c)
     print_message("%-16s %8s %8s %10s %10s\n", "construct", "patterns", "hyperscan", "matching",
                   "not");
     for (int k = 0; k < C_COUNT; k++) {
-        print_message("%-16s %8zu %8zu %10zu %10zu\n", cname[k], pats[k], hs[k], yes[k], no[k]);
+        print_message("%-16s %8zu %8zu %10zu %10zu\n", patgen_construct_name[k], pats[k], hs[k],
+                      yes[k], no[k]);
         /* Every construct is really exercised, both ways. */
         assert_true(pats[k] >= 5);
         assert_true(yes[k] >= 5);
