@@ -52,12 +52,13 @@ static void submit_hook(void *arg)
     partition_submit(s->p, &s->b->part);
 }
 
-/* A partition with direct writes and two takes stored (the second one
- * pipelined: its sync ran on the helper); *next: the next offset. NULL
- * when the file system refuses O_DIRECT (the test is skipped). */
-static partition *open_direct(ph_fixture *f, uint64_t *next)
+/* A partition with direct writes (appends of direct_min_bytes or more)
+ * and two takes stored (the second one pipelined: its sync ran on the
+ * helper); *next: the next offset. NULL when the file system refuses
+ * O_DIRECT (the test is skipped). */
+static partition *open_direct(ph_fixture *f, uint64_t direct_min_bytes, uint64_t *next)
 {
-    f->opts.log.direct_min_bytes = 1;
+    f->opts.log.direct_min_bytes = direct_min_bytes;
     /* A pending take is acked after the next take's writes: the sync
      * counts at each done() are checked instead. */
     f->h.check_durable = false;
@@ -87,53 +88,167 @@ static size_t done_now(ph_harness *h)
     return n;
 }
 
-/* Take A's sync is held; take B (events from next + BIG on) is submitted during A's append (so it
- * is appended behind A's sync); nothing is acked until the gate opens; then A is acked with its
- * sync done and B with its own. */
-static ph_batch *hold_a_with_b_behind(ph_fixture *f, partition *p, uint64_t next, ph_batch *b,
-                                      submit_later *later)
+/* Rewrites the batch's events with ids: event i gets topic "t<seq % 3>",
+ * payload_size seq = first_seq + i and id "id<n>" (8 digits), n = i for the
+ * first ndup events (the ids of a batch given first_id 0), else first_id + i. */
+static void give_ids(ph_batch *tb, uint64_t first_seq, uint64_t first_id, uint32_t ndup)
 {
+    size_t pos = 0;
+    for (uint32_t i = 0; i < tb->b.nevents; i++) {
+        char topic[16], id[16];
+        uint64_t seq = first_seq + i;
+        int tl = snprintf(topic, sizeof topic, "t%llu", (unsigned long long)(seq % 3));
+        int il =
+            snprintf(id, sizeof id, "id%08llu", (unsigned long long)(i < ndup ? i : first_id + i));
+        uint8_t *e = tb->bytes + pos;
+        size_t len = wire_put_len_field(e, 1, topic, (size_t)tl);
+        size_t id_at = len + 2;
+        len += wire_put_len_field(e + len, 8, id, (size_t)il);
+        len += wire_put_varint_field(e + len, 6, seq);
+        tb->ev[i] = (pub_event){.data = e,
+                                .len = (uint32_t)len,
+                                .topic = e + 2,
+                                .topic_len = (uint32_t)tl,
+                                .id = e + id_at,
+                                .id_len = (uint8_t)il,
+                                .offset = UINT64_MAX};
+        pos += len;
+    }
+    tb->b.bytes_len = pos;
+}
+
+/* Where the window has id number n: its offset, or UINT64_MAX. Read only
+ * while the writer waits (a sync held at the gate) or is idle. */
+static uint64_t window_has(partition *p, uint64_t n)
+{
+    char s[16];
+    int il = snprintf(s, sizeof s, "id%08llu", (unsigned long long)n);
+    uint64_t off;
+    return dedup_find(p->dedup, (const uint8_t *)s, (size_t)il, &off) == 1 ? off : UINT64_MAX;
+}
+
+/* open_direct with a dedup window, then a take with ids WARM_ID.. (stored
+ * in line: the partition's first take with ids creates its dedup mark). */
+enum { WARM_ID = 900000 };
+
+static partition *open_ids(ph_fixture *f, uint64_t *next)
+{
+    f->opts.dedup_window_ms = 60000;
+    f->opts.dedup_max_entries = 100000;
+    partition *p = open_direct(f, 1, next);
+    if (!p)
+        return NULL;
+    size_t before = done_now(&f->h);
+    ph_batch *w = ph_batch_new(&f->h, p, BIG, *next);
+    give_ids(w, *next, WARM_ID, 0);
+    partition_submit(p, &w->part);
+    ph_wait_done(&f->h, before + 1);
+    assert_int_equal(w->part.status, 0);
+    free(w);
+    *next += BIG;
+    return p;
+}
+
+/* The scene most tests start from: take A (BIG events from next) held at
+ * its sync, take B (from next + BIG) appended behind it: submitted from
+ * inside A's append (the harness's write hook), so that it is surely taken
+ * while A's sync is pending. Nothing is acked until the gate opens. */
+typedef struct held_pair {
+    ph_fixture *f;
+    ph_harness *h;
+    partition *p;
+    uint64_t next;   /* A's first offset */
+    size_t base;     /* completed .log syncs before A */
+    size_t before;   /* done() calls before A */
+    uint64_t ahead;  /* the partition's events_ahead before A */
+    ph_batch *a, *b; /* free() both */
+    bool ids;
+    submit_later later;
+} held_pair;
+
+/* What a test changes in the scene. */
+typedef struct pair_opts {
+    /* open_ids, not open_direct: A's events get ids 0..BIG-1, B's BIG..
+     * but for its first ndup, which repeat A's. */
+    bool ids;
+    uint32_t ndup;
+    uint64_t direct_min_bytes; /* 0: 1, every take of BIG events direct */
+    size_t b_events;           /* 0: BIG */
+} pair_opts;
+
+/* Opens the partition and makes A and B (hold_pair submits them). False
+ * when the file system refuses O_DIRECT: the test skips. */
+static bool open_pair(void **state, held_pair *s, pair_opts o)
+{
+    ph_fixture *f = *state;
     ph_harness *h = &f->h;
-    ph_batch *a = ph_batch_new(h, p, BIG, next);
-    *later = (submit_later){.p = p, .b = b};
+    *s = (held_pair){.f = f, .h = h};
+    s->p = o.ids ? open_ids(f, &s->next)
+                 : open_direct(f, o.direct_min_bytes ? o.direct_min_bytes : 1, &s->next);
+    if (!s->p)
+        return false;
+    s->ahead = atomic_load(&s->p->events_ahead);
+    s->base = ph_syncs_now(h);
+    s->before = done_now(h);
+    s->b = ph_batch_new(h, s->p, o.b_events ? o.b_events : BIG, s->next + BIG);
+    s->a = ph_batch_new(h, s->p, BIG, s->next);
+    if (o.ids) {
+        give_ids(s->b, s->next + BIG, BIG, o.ndup);
+        give_ids(s->a, s->next, 0, 0);
+    }
+    s->ids = o.ids;
+    return true;
+}
+
+/* Holds A's sync with B appended behind it. With ids, returns once B is
+ * surely admitted behind A's held sync (or the test proves less, never
+ * fails). */
+static void hold_pair(held_pair *s)
+{
+    ph_harness *h = s->h;
+    s->later = (submit_later){.p = s->p, .b = s->b};
     pthread_mutex_lock(&h->lock);
     h->write_hook = submit_hook;
-    h->write_hook_arg = later;
+    h->write_hook_arg = &s->later;
     pthread_mutex_unlock(&h->lock);
     ph_gate(h, true);
-    partition_submit(p, &a->part);
+    partition_submit(s->p, &s->a->part);
     ph_wait_blocked(h); /* A's sync, held */
-    return a;
+    if (s->ids)
+        nanosleep(&(struct timespec){.tv_nsec = 200 * 1000 * 1000}, NULL);
+}
+
+/* The errno the harness fails .log fdatasyncs and pwritevs with (0: none). */
+static void set_faults(ph_harness *h, int sync_errno, int write_errno)
+{
+    pthread_mutex_lock(&h->lock);
+    h->fail_sync = sync_errno;
+    h->fail_write = write_errno;
+    pthread_mutex_unlock(&h->lock);
 }
 
 static void test_each_take_acked_after_its_own_sync(void **state)
 {
-    ph_fixture *f = *state;
-    ph_harness *h = &f->h;
-    uint64_t next;
-    partition *p = open_direct(f, &next);
-    if (!p)
+    held_pair s;
+    if (!open_pair(state, &s, (pair_opts){0}))
         skip();
-    size_t base = ph_syncs_now(h), before = done_now(h);
-    ph_batch *b = ph_batch_new(h, p, BIG, next + BIG);
-    submit_later later;
-    ph_batch *a = hold_a_with_b_behind(f, p, next, b, &later);
-    assert_int_equal(done_now(h), before);
-    ph_gate(h, false);
-    ph_wait_done(h, before + 2);
-    assert_int_equal(a->part.status, 0);
-    assert_int_equal(b->part.status, 0);
-    assert_true(a->syncs_at_done >= base + 1);
-    assert_true(b->syncs_at_done >= base + 2);
+    hold_pair(&s);
+    assert_int_equal(done_now(s.h), s.before);
+    ph_gate(s.h, false);
+    ph_wait_done(s.h, s.before + 2);
+    assert_int_equal(s.a->part.status, 0);
+    assert_int_equal(s.b->part.status, 0);
+    assert_true(s.a->syncs_at_done >= s.base + 1);
+    assert_true(s.b->syncs_at_done >= s.base + 2);
     for (uint32_t k = 0; k < BIG; k++) {
-        assert_int_equal(a->ev[k].offset, next + k);
-        assert_int_equal(b->ev[k].offset, next + BIG + k);
+        assert_int_equal(s.a->ev[k].offset, s.next + k);
+        assert_int_equal(s.b->ev[k].offset, s.next + BIG + k);
     }
-    assert_int_equal(partition_end_offset(p), next + 2 * BIG);
-    assert_int_equal(partition_close(p), 0);
-    ph_check_files(f, next + 2 * BIG);
-    free(a);
-    free(b);
+    assert_int_equal(partition_end_offset(s.p), s.next + 2 * BIG);
+    assert_int_equal(partition_close(s.p), 0);
+    ph_check_files(s.f, s.next + 2 * BIG);
+    free(s.a);
+    free(s.b);
 }
 
 /* Many parts queued at once (all under the queue's lock, from inside take A's
@@ -168,7 +283,7 @@ static void test_long_queue_in_capped_pipelined_takes(void **state)
     ph_fixture *f = *state;
     ph_harness *h = &f->h;
     uint64_t next;
-    partition *p = open_direct(f, &next);
+    partition *p = open_direct(f, 1, &next);
     if (!p)
         skip();
     enum { PER_TAKE = PARTITION_TAKE_EVENTS / BIG, N = PER_TAKE + 8 };
@@ -232,78 +347,62 @@ static void check_readable(ph_fixture *f, uint64_t end)
 
 static void test_failed_sync_fails_the_take_behind(void **state)
 {
-    ph_fixture *f = *state;
-    ph_harness *h = &f->h;
-    uint64_t next;
-    partition *p = open_direct(f, &next);
-    if (!p)
+    held_pair s;
+    if (!open_pair(state, &s, (pair_opts){0}))
         skip();
-    size_t before = done_now(h);
-    ph_batch *b = ph_batch_new(h, p, BIG, next + BIG);
-    submit_later later;
-    ph_batch *a = hold_a_with_b_behind(f, p, next, b, &later);
-    pthread_mutex_lock(&h->lock);
-    h->fail_sync = EIO;
-    size_t calls = h->sync_calls;
-    pthread_mutex_unlock(&h->lock);
-    ph_gate(h, false);
-    ph_wait_done(h, before + 2);
-    assert_int_equal(a->part.status, -EIO);
-    assert_true(b->part.status < 0); /* written behind a failed sync: never acked */
-    assert_int_equal(partition_status(p), -EIO);
-    assert_int_equal(partition_end_offset(p), next);
+    hold_pair(&s);
+    pthread_mutex_lock(&s.h->lock);
+    s.h->fail_sync = EIO;
+    size_t calls = s.h->sync_calls;
+    pthread_mutex_unlock(&s.h->lock);
+    ph_gate(s.h, false);
+    ph_wait_done(s.h, s.before + 2);
+    assert_int_equal(s.a->part.status, -EIO);
+    assert_true(s.b->part.status < 0); /* written behind a failed sync: never acked */
+    assert_int_equal(partition_status(s.p), -EIO);
+    assert_int_equal(partition_end_offset(s.p), s.next);
     for (uint32_t k = 0; k < BIG; k++)
-        assert_true(a->ev[k].offset == UINT64_MAX && b->ev[k].offset == UINT64_MAX);
-    pthread_mutex_lock(&h->lock);
-    assert_int_equal(h->sync_calls, calls); /* B's sync was never begun */
-    h->fail_sync = 0;
-    pthread_mutex_unlock(&h->lock);
+        assert_true(s.a->ev[k].offset == UINT64_MAX && s.b->ev[k].offset == UINT64_MAX);
+    pthread_mutex_lock(&s.h->lock);
+    assert_int_equal(s.h->sync_calls, calls); /* B's sync was never begun */
+    s.h->fail_sync = 0;
+    pthread_mutex_unlock(&s.h->lock);
     /* One fault, counted once: B failed because of A's sync, not a write. */
     partition_stats st;
-    partition_get_stats(p, &st);
+    partition_get_stats(s.p, &st);
     assert_int_equal(st.fsync_errors, 1);
     assert_int_equal(st.write_errors, 0);
-    ph_batch *c = ph_publish(f, p, 1, next);
+    ph_batch *c = ph_publish(s.f, s.p, 1, s.next);
     assert_int_equal(c->part.status, PB_EFAILED);
-    assert_true(partition_close(p) < 0);
-    check_readable(f, next);
-    free(a);
-    free(b);
+    assert_true(partition_close(s.p) < 0);
+    check_readable(s.f, s.next);
+    free(s.a);
+    free(s.b);
     free(c);
 }
 
 static void test_failed_write_behind_keeps_the_ack_before(void **state)
 {
-    ph_fixture *f = *state;
-    ph_harness *h = &f->h;
-    uint64_t next;
-    partition *p = open_direct(f, &next);
-    if (!p)
+    held_pair s;
+    if (!open_pair(state, &s, (pair_opts){0}))
         skip();
-    size_t before = done_now(h);
-    ph_batch *b = ph_batch_new(h, p, BIG, next + BIG);
-    submit_later later;
-    ph_batch *a = hold_a_with_b_behind(f, p, next, b, &later);
+    hold_pair(&s);
     /* A is written (its sync waits at the gate); B's writes, queued
      * behind that sync, fail. */
-    pthread_mutex_lock(&h->lock);
-    h->fail_write = EIO;
-    pthread_mutex_unlock(&h->lock);
-    ph_gate(h, false);
-    ph_wait_done(h, before + 2);
-    assert_int_equal(a->part.status, 0);
-    assert_int_equal(b->part.status, -EIO);
-    assert_int_equal(partition_status(p), -EIO);
-    assert_int_equal(partition_end_offset(p), next + BIG);
+    set_faults(s.h, 0, EIO);
+    ph_gate(s.h, false);
+    ph_wait_done(s.h, s.before + 2);
+    assert_int_equal(s.a->part.status, 0);
+    assert_int_equal(s.b->part.status, -EIO);
+    assert_int_equal(partition_status(s.p), -EIO);
+    assert_int_equal(partition_end_offset(s.p), s.next + BIG);
     for (uint32_t k = 0; k < BIG; k++)
-        assert_int_equal(a->ev[k].offset, next + k);
-    pthread_mutex_lock(&h->lock);
-    h->fail_write = 0;
-    pthread_mutex_unlock(&h->lock);
-    assert_true(partition_close(p) < 0);
-    check_readable(f, next + BIG);
-    free(a);
-    free(b);
+        assert_int_equal(s.a->ev[k].offset, s.next + k);
+    set_faults(s.h, 0, 0);
+    assert_true(partition_close(s.p) < 0);
+    check_readable(s.f, s.next + BIG);
+    free(s.a);
+    free(s.b);
 }
 
 /* A's sync fails (EIO) and B's head block, written the ordinary way behind
@@ -313,44 +412,32 @@ static void test_failed_write_behind_keeps_the_ack_before(void **state)
  * though A's sync failed); nothing of A or B is acked or visible. */
 static void test_failed_sync_then_full_disk_never_heals(void **state)
 {
-    ph_fixture *f = *state;
-    ph_harness *h = &f->h;
-    uint64_t next;
-    partition *p = open_direct(f, &next);
-    if (!p)
+    held_pair s;
+    if (!open_pair(state, &s, (pair_opts){0}))
         skip();
-    size_t before = done_now(h);
-    ph_batch *b = ph_batch_new(h, p, BIG, next + BIG);
-    submit_later later;
-    ph_batch *a = hold_a_with_b_behind(f, p, next, b, &later);
+    hold_pair(&s);
     /* Let the writer queue B's jobs behind A's held sync and wait for its
      * head block (if it is slower, A's sync is collected first: the test
      * proves less, never fails). */
     nanosleep(&(struct timespec){.tv_nsec = 200 * 1000 * 1000}, NULL);
-    pthread_mutex_lock(&h->lock);
-    h->fail_sync = EIO;
-    h->fail_write = ENOSPC;
-    pthread_mutex_unlock(&h->lock);
-    ph_gate(h, false);
-    ph_wait_done(h, before + 2);
-    assert_int_equal(a->part.status, -EIO);
-    assert_true(b->part.status < 0);
-    assert_true(partition_status(p) < 0);
-    assert_int_equal(partition_end_offset(p), next);
+    set_faults(s.h, EIO, ENOSPC);
+    ph_gate(s.h, false);
+    ph_wait_done(s.h, s.before + 2);
+    assert_int_equal(s.a->part.status, -EIO);
+    assert_true(s.b->part.status < 0);
+    assert_true(partition_status(s.p) < 0);
+    assert_int_equal(partition_end_offset(s.p), s.next);
     for (uint32_t k = 0; k < BIG; k++)
-        assert_true(a->ev[k].offset == UINT64_MAX && b->ev[k].offset == UINT64_MAX);
-    pthread_mutex_lock(&h->lock);
-    h->fail_sync = 0;
-    h->fail_write = 0;
-    pthread_mutex_unlock(&h->lock);
+        assert_true(s.a->ev[k].offset == UINT64_MAX && s.b->ev[k].offset == UINT64_MAX);
+    set_faults(s.h, 0, 0);
     /* Failed for good, not "disk full, resumes when space is back". */
-    ph_batch *c = ph_publish(f, p, 1, next);
+    ph_batch *c = ph_publish(s.f, s.p, 1, s.next);
     assert_int_equal(c->part.status, PB_EFAILED);
-    assert_int_equal(partition_end_offset(p), next);
-    assert_true(partition_close(p) < 0);
-    check_readable(f, next);
-    free(a);
-    free(b);
+    assert_int_equal(partition_end_offset(s.p), s.next);
+    assert_true(partition_close(s.p) < 0);
+    check_readable(s.f, s.next);
+    free(s.a);
+    free(s.b);
     free(c);
 }
 
@@ -359,31 +446,25 @@ static void test_failed_sync_then_full_disk_never_heals(void **state)
  * decided, though B was queued while A's sync was held. */
 static void test_expectation_sees_the_pending_take(void **state)
 {
-    ph_fixture *f = *state;
-    ph_harness *h = &f->h;
-    uint64_t next;
-    partition *p = open_direct(f, &next);
-    if (!p)
+    held_pair s;
+    if (!open_pair(state, &s, (pair_opts){0}))
         skip();
-    size_t before = done_now(h);
-    uint64_t last_t0 = next + BIG - 1;
+    uint64_t last_t0 = s.next + BIG - 1;
     while (last_t0 % 3 != 0)
         last_t0--;
     pub_expect ex = {.topic = (const uint8_t *)"t0", .topic_len = 2, .offset = last_t0};
-    ph_batch *b = ph_batch_new(h, p, BIG, next + BIG);
-    b->b.nexpect = 1;
-    b->b.expect = &ex;
-    submit_later later;
-    ph_batch *a = hold_a_with_b_behind(f, p, next, b, &later);
-    ph_gate(h, false);
-    ph_wait_done(h, before + 2);
-    assert_int_equal(a->part.status, 0);
-    assert_int_equal(b->part.status, 0);
-    assert_int_equal(b->ev[0].offset, next + BIG);
-    assert_int_equal(partition_close(p), 0);
-    ph_check_files(f, next + 2 * BIG);
-    free(a);
-    free(b);
+    s.b->b.nexpect = 1;
+    s.b->b.expect = &ex;
+    hold_pair(&s);
+    ph_gate(s.h, false);
+    ph_wait_done(s.h, s.before + 2);
+    assert_int_equal(s.a->part.status, 0);
+    assert_int_equal(s.b->part.status, 0);
+    assert_int_equal(s.b->ev[0].offset, s.next + BIG);
+    assert_int_equal(partition_close(s.p), 0);
+    ph_check_files(s.f, s.next + 2 * BIG);
+    free(s.a);
+    free(s.b);
 }
 
 /* B, one small event, goes the ordinary way: its write waits for A's sync
@@ -391,35 +472,25 @@ static void test_expectation_sees_the_pending_take(void **state)
  * fsync error, no write error for B (it failed because of A's sync). */
 static void test_failed_sync_counted_once(void **state)
 {
-    ph_fixture *f = *state;
-    ph_harness *h = &f->h;
-    uint64_t next;
-    partition *p = open_direct(f, &next);
-    if (!p)
+    held_pair s;
+    if (!open_pair(state, &s, (pair_opts){.b_events = 1}))
         skip();
-    size_t before = done_now(h);
-    ph_batch *b = ph_batch_new(h, p, 1, next + BIG);
-    submit_later later;
-    ph_batch *a = hold_a_with_b_behind(f, p, next, b, &later);
-    pthread_mutex_lock(&h->lock);
-    h->fail_sync = EIO;
-    pthread_mutex_unlock(&h->lock);
-    ph_gate(h, false);
-    ph_wait_done(h, before + 2);
-    assert_int_equal(a->part.status, -EIO);
-    assert_true(b->part.status < 0);
-    assert_int_equal(partition_status(p), -EIO);
-    pthread_mutex_lock(&h->lock);
-    h->fail_sync = 0;
-    pthread_mutex_unlock(&h->lock);
+    hold_pair(&s);
+    set_faults(s.h, EIO, 0);
+    ph_gate(s.h, false);
+    ph_wait_done(s.h, s.before + 2);
+    assert_int_equal(s.a->part.status, -EIO);
+    assert_true(s.b->part.status < 0);
+    assert_int_equal(partition_status(s.p), -EIO);
+    set_faults(s.h, 0, 0);
     partition_stats st;
-    partition_get_stats(p, &st);
+    partition_get_stats(s.p, &st);
     assert_int_equal(st.fsync_errors, 1);
     assert_int_equal(st.write_errors, 0);
-    assert_true(partition_close(p) < 0);
-    check_readable(f, next);
-    free(a);
-    free(b);
+    assert_true(partition_close(s.p) < 0);
+    check_readable(s.f, s.next);
+    free(s.a);
+    free(s.b);
 }
 
 /* A large pipelined take (40 batches queued while the take before waits
@@ -431,61 +502,43 @@ enum { MANY = 40 };
 
 static void test_large_pending_pair_shrinks(void **state)
 {
-    ph_fixture *f = *state;
-    ph_harness *h = &f->h;
-    f->opts.log.direct_min_bytes = 1000; /* BIG events are plain, one is not */
-    h->check_durable = false;
-    partition *p = ph_open(f);
-    uint64_t next = 0;
-    for (int i = 0; i < 2; i++) {
-        ph_batch *b = ph_publish(f, p, BIG, next);
-        assert_int_equal(b->part.status, 0);
-        free(b);
-        next += BIG;
-    }
-    pthread_mutex_lock(&h->lock);
-    size_t helper = h->helper_syncs;
-    pthread_mutex_unlock(&h->lock);
-    if (helper == 0) {
-        assert_int_equal(partition_close(p), 0);
+    held_pair s;
+    /* BIG events are plain, one is not. */
+    if (!open_pair(state, &s, (pair_opts){.direct_min_bytes = 1000}))
         skip();
-    }
-    size_t before = done_now(h);
-    ph_batch *b = ph_batch_new(h, p, BIG, next + BIG);
-    submit_later later;
-    ph_batch *a = hold_a_with_b_behind(f, p, next, b, &later);
-    next += 2 * BIG;
+    hold_pair(&s);
+    s.next += 2 * BIG;
     ph_batch *many[MANY];
     for (int i = 0; i < MANY; i++) {
-        many[i] = ph_batch_new(h, p, BIG, next);
-        next += BIG;
-        partition_submit(p, &many[i]->part);
+        many[i] = ph_batch_new(s.h, s.p, BIG, s.next);
+        s.next += BIG;
+        partition_submit(s.p, &many[i]->part);
     }
-    ph_gate(h, false);
-    ph_wait_done(h, before + 2 + MANY);
+    ph_gate(s.h, false);
+    ph_wait_done(s.h, s.before + 2 + MANY);
     for (int i = 0; i < MANY; i++) {
         assert_int_equal(many[i]->part.status, 0);
         free(many[i]);
     }
     for (int i = 0; i < 70; i++) {
-        ph_batch *c = ph_publish(f, p, 1, next++);
+        ph_batch *c = ph_publish(s.f, s.p, 1, s.next++);
         assert_int_equal(c->part.status, 0);
         free(c);
     }
     /* The writer held in one more small take's sync: nothing of it runs. */
-    ph_batch *c = ph_batch_new(h, p, 1, next++);
-    ph_gate(h, true);
-    partition_submit(p, &c->part);
-    ph_wait_blocked(h);
-    size_t pend_cap = p->pend.cap, cap = p->cap;
-    ph_gate(h, false);
-    ph_wait_done(h, before + 2 + MANY + 71);
+    ph_batch *c = ph_batch_new(s.h, s.p, 1, s.next++);
+    ph_gate(s.h, true);
+    partition_submit(s.p, &c->part);
+    ph_wait_blocked(s.h);
+    size_t pend_cap = s.p->pend.cap, cap = s.p->cap;
+    ph_gate(s.h, false);
+    ph_wait_done(s.h, s.before + 2 + MANY + 71);
     assert_true(cap <= 2 * 4096);
     assert_true(pend_cap <= 2 * 4096); /* (KEEP_EVENTS: 4096) */
-    assert_int_equal(partition_close(p), 0);
-    ph_check_files(f, next);
-    free(a);
-    free(b);
+    assert_int_equal(partition_close(s.p), 0);
+    ph_check_files(s.f, s.next);
+    free(s.a);
+    free(s.b);
     free(c);
 }
 
@@ -497,44 +550,34 @@ static void test_large_pending_pair_shrinks(void **state)
  * writer's messages go to stderr: captured in a file. */
 static void test_failed_write_behind_named_first(void **state)
 {
-    ph_fixture *f = *state;
-    ph_harness *h = &f->h;
-    uint64_t next;
-    partition *p = open_direct(f, &next);
-    if (!p)
+    held_pair s;
+    if (!open_pair(state, &s, (pair_opts){0}))
         skip();
-    size_t before = done_now(h);
-    ph_batch *b = ph_batch_new(h, p, BIG, next + BIG);
-    submit_later later;
-    ph_batch *a = hold_a_with_b_behind(f, p, next, b, &later);
-    pthread_mutex_lock(&p->lock);
-    p->zjob.rc = 1; /* compressed: to be installed */
-    p->zjob.base = 0;
-    p->zbusy = p->zready = true;
-    p->zready_mono = 0;
-    pthread_mutex_unlock(&p->lock);
+    hold_pair(&s);
+    pthread_mutex_lock(&s.p->lock);
+    s.p->zjob.rc = 1; /* compressed: to be installed */
+    s.p->zjob.base = 0;
+    s.p->zbusy = s.p->zready = true;
+    s.p->zready_mono = 0;
+    pthread_mutex_unlock(&s.p->lock);
     char path[128];
-    snprintf(path, sizeof path, "%s/stderr", f->root);
+    snprintf(path, sizeof path, "%s/stderr", s.f->root);
     fflush(stderr);
     int saved = dup(2);
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     assert_true(saved >= 0 && fd >= 0);
     dup2(fd, 2);
     close(fd);
-    pthread_mutex_lock(&h->lock);
-    h->fail_write = EIO;
-    pthread_mutex_unlock(&h->lock);
-    ph_gate(h, false);
-    ph_wait_done(h, before + 2);
+    set_faults(s.h, 0, EIO);
+    ph_gate(s.h, false);
+    ph_wait_done(s.h, s.before + 2);
     fflush(stderr);
     dup2(saved, 2);
     close(saved);
-    assert_int_equal(a->part.status, 0);
-    assert_int_equal(b->part.status, -EIO);
-    assert_int_equal(partition_status(p), -EIO);
-    pthread_mutex_lock(&h->lock);
-    h->fail_write = 0;
-    pthread_mutex_unlock(&h->lock);
+    assert_int_equal(s.a->part.status, 0);
+    assert_int_equal(s.b->part.status, -EIO);
+    assert_int_equal(partition_status(s.p), -EIO);
+    set_faults(s.h, 0, 0);
     static char text[16384];
     FILE *in = fopen(path, "r");
     assert_non_null(in);
@@ -544,169 +587,66 @@ static void test_failed_write_behind_named_first(void **state)
     fputs(text, stderr);
     assert_null(strstr(text, "compression's directory sync failed"));
     assert_non_null(strstr(text, "partition p: write failed"));
-    pthread_mutex_lock(&p->lock);
-    p->zbusy = p->zready = false; /* (no compressor to cancel it at close) */
-    pthread_mutex_unlock(&p->lock);
-    assert_true(partition_close(p) < 0);
-    free(a);
-    free(b);
+    pthread_mutex_lock(&s.p->lock);
+    s.p->zbusy = s.p->zready = false; /* (no compressor to cancel it at close) */
+    pthread_mutex_unlock(&s.p->lock);
+    assert_true(partition_close(s.p) < 0);
+    free(s.a);
+    free(s.b);
 }
 
 /* --- takes with event ids, pipelined (the dedup window's rules) --- */
-
-/* Rewrites the batch's events with ids: event i gets topic "t<seq % 3>",
- * payload_size seq = first_seq + i and id "id<n>" (8 digits), n = i for the
- * first ndup events (the ids of a batch given first_id 0), else first_id + i. */
-static void give_ids(ph_batch *tb, uint64_t first_seq, uint64_t first_id, uint32_t ndup)
-{
-    size_t pos = 0;
-    for (uint32_t i = 0; i < tb->b.nevents; i++) {
-        char topic[16], id[16];
-        uint64_t seq = first_seq + i;
-        int tl = snprintf(topic, sizeof topic, "t%llu", (unsigned long long)(seq % 3));
-        int il = snprintf(id, sizeof id, "id%08llu",
-                          (unsigned long long)(i < ndup ? i : first_id + i));
-        uint8_t *e = tb->bytes + pos;
-        size_t len = wire_put_len_field(e, 1, topic, (size_t)tl);
-        size_t id_at = len + 2;
-        len += wire_put_len_field(e + len, 8, id, (size_t)il);
-        len += wire_put_varint_field(e + len, 6, seq);
-        tb->ev[i] = (pub_event){.data = e,
-                                .len = (uint32_t)len,
-                                .topic = e + 2,
-                                .topic_len = (uint32_t)tl,
-                                .id = e + id_at,
-                                .id_len = (uint8_t)il,
-                                .offset = UINT64_MAX};
-        pos += len;
-    }
-    tb->b.bytes_len = pos;
-}
-
-/* Where the window has id number n: its offset, or UINT64_MAX. Read only
- * while the writer waits (a sync held at the gate) or is idle. */
-static uint64_t window_has(partition *p, uint64_t n)
-{
-    char s[16];
-    int il = snprintf(s, sizeof s, "id%08llu", (unsigned long long)n);
-    uint64_t off;
-    return dedup_find(p->dedup, (const uint8_t *)s, (size_t)il, &off) == 1 ? off : UINT64_MAX;
-}
-
-/* open_direct with a dedup window, then a take with ids WARM_ID.. (stored
- * in line: the partition's first take with ids creates its dedup mark). */
-enum { WARM_ID = 900000 };
-
-static partition *open_ids(ph_fixture *f, uint64_t *next)
-{
-    f->opts.dedup_window_ms = 60000;
-    f->opts.dedup_max_entries = 100000;
-    partition *p = open_direct(f, next);
-    if (!p)
-        return NULL;
-    size_t before = done_now(&f->h);
-    ph_batch *w = ph_batch_new(&f->h, p, BIG, *next);
-    give_ids(w, *next, WARM_ID, 0);
-    partition_submit(p, &w->part);
-    ph_wait_done(&f->h, before + 1);
-    assert_int_equal(w->part.status, 0);
-    free(w);
-    *next += BIG;
-    return p;
-}
-
-/* hold_a_with_b_behind with ids: A's 0..BIG-1, B's BIG.. except its first
- * ndup events, which repeat A's. Returns once B is surely admitted behind
- * A's held sync (or the test proves less, never fails). */
-static ph_batch *hold_ids(ph_fixture *f, partition *p, uint64_t next, ph_batch *b, uint32_t ndup,
-                          submit_later *later)
-{
-    give_ids(b, next + BIG, BIG, ndup);
-    ph_batch *a = ph_batch_new(&f->h, p, BIG, next);
-    give_ids(a, next, 0, 0);
-    *later = (submit_later){.p = p, .b = b};
-    pthread_mutex_lock(&f->h.lock);
-    f->h.write_hook = submit_hook;
-    f->h.write_hook_arg = later;
-    pthread_mutex_unlock(&f->h.lock);
-    ph_gate(&f->h, true);
-    partition_submit(p, &a->part);
-    ph_wait_blocked(&f->h);
-    nanosleep(&(struct timespec){.tv_nsec = 200 * 1000 * 1000}, NULL);
-    return a;
-}
 
 /* A's sync fails: neither A's ids nor B's (pipelined behind it, not
  * admitted ahead) stay in the window, so a retry of either is stored, not
  * acked as a duplicate; the ids stored before stay. */
 static void test_ids_failed_sync_takes_both_takes_ids_out(void **state)
 {
-    ph_fixture *f = *state;
-    ph_harness *h = &f->h;
-    uint64_t next;
-    partition *p = open_ids(f, &next);
-    if (!p)
+    held_pair s;
+    if (!open_pair(state, &s, (pair_opts){.ids = true}))
         skip();
-    uint64_t ahead = atomic_load(&p->events_ahead);
-    size_t before = done_now(h);
-    ph_batch *b = ph_batch_new(h, p, BIG, next + BIG);
-    submit_later later;
-    ph_batch *a = hold_ids(f, p, next, b, 0, &later);
-    assert_int_equal(done_now(h), before);
-    pthread_mutex_lock(&h->lock);
-    h->fail_sync = EIO;
-    pthread_mutex_unlock(&h->lock);
-    ph_gate(h, false);
-    ph_wait_done(h, before + 2);
-    assert_int_equal(a->part.status, -EIO);
-    assert_true(b->part.status < 0);
-    assert_int_equal(atomic_load(&p->events_ahead), ahead);
+    hold_pair(&s);
+    assert_int_equal(done_now(s.h), s.before);
+    set_faults(s.h, EIO, 0);
+    ph_gate(s.h, false);
+    ph_wait_done(s.h, s.before + 2);
+    assert_int_equal(s.a->part.status, -EIO);
+    assert_true(s.b->part.status < 0);
+    assert_int_equal(atomic_load(&s.p->events_ahead), s.ahead);
     for (uint64_t k = 0; k < 2 * BIG; k++)
-        assert_int_equal(window_has(p, k), UINT64_MAX);
+        assert_int_equal(window_has(s.p, k), UINT64_MAX);
     for (uint64_t k = 0; k < BIG; k++)
-        assert_int_equal(window_has(p, WARM_ID + k), next - BIG + k);
-    pthread_mutex_lock(&h->lock);
-    h->fail_sync = 0;
-    pthread_mutex_unlock(&h->lock);
-    assert_true(partition_close(p) < 0);
-    check_readable(f, next);
-    free(a);
-    free(b);
+        assert_int_equal(window_has(s.p, WARM_ID + k), s.next - BIG + k);
+    set_faults(s.h, 0, 0);
+    assert_true(partition_close(s.p) < 0);
+    check_readable(s.f, s.next);
+    free(s.a);
+    free(s.b);
 }
 
 /* B's write fails behind A's sync, which succeeds: A's ids stay in the
  * window at A's offsets, B's are gone. */
 static void test_ids_failed_write_behind_takes_only_its_ids_out(void **state)
 {
-    ph_fixture *f = *state;
-    ph_harness *h = &f->h;
-    uint64_t next;
-    partition *p = open_ids(f, &next);
-    if (!p)
+    held_pair s;
+    if (!open_pair(state, &s, (pair_opts){.ids = true}))
         skip();
-    size_t before = done_now(h);
-    ph_batch *b = ph_batch_new(h, p, BIG, next + BIG);
-    submit_later later;
-    ph_batch *a = hold_ids(f, p, next, b, 0, &later);
-    pthread_mutex_lock(&h->lock);
-    h->fail_write = EIO;
-    pthread_mutex_unlock(&h->lock);
-    ph_gate(h, false);
-    ph_wait_done(h, before + 2);
-    assert_int_equal(a->part.status, 0);
-    assert_int_equal(b->part.status, -EIO);
+    hold_pair(&s);
+    set_faults(s.h, 0, EIO);
+    ph_gate(s.h, false);
+    ph_wait_done(s.h, s.before + 2);
+    assert_int_equal(s.a->part.status, 0);
+    assert_int_equal(s.b->part.status, -EIO);
     for (uint64_t k = 0; k < BIG; k++) {
-        assert_int_equal(a->ev[k].offset, next + k);
-        assert_int_equal(window_has(p, k), next + k);
-        assert_int_equal(window_has(p, BIG + k), UINT64_MAX);
+        assert_int_equal(s.a->ev[k].offset, s.next + k);
+        assert_int_equal(window_has(s.p, k), s.next + k);
+        assert_int_equal(window_has(s.p, BIG + k), UINT64_MAX);
     }
-    pthread_mutex_lock(&h->lock);
-    h->fail_write = 0;
-    pthread_mutex_unlock(&h->lock);
-    assert_true(partition_close(p) < 0);
-    check_readable(f, next + BIG);
-    free(a);
-    free(b);
+    set_faults(s.h, 0, 0);
+    assert_true(partition_close(s.p) < 0);
+    check_readable(s.f, s.next + BIG);
+    free(s.a);
+    free(s.b);
 }
 
 /* B repeats DUPS of A's ids: found (A's ids are in the window while A is
@@ -717,67 +657,50 @@ enum { DUPS = 16 };
 
 static void test_ids_duplicate_of_pending_acked_after_its_sync(void **state)
 {
-    ph_fixture *f = *state;
-    ph_harness *h = &f->h;
-    uint64_t next;
-    partition *p = open_ids(f, &next);
-    if (!p)
+    held_pair s;
+    if (!open_pair(state, &s, (pair_opts){.ids = true, .ndup = DUPS}))
         skip();
-    uint64_t ahead = atomic_load(&p->events_ahead);
-    size_t base = ph_syncs_now(h), before = done_now(h);
-    ph_batch *b = ph_batch_new(h, p, BIG, next + BIG);
-    submit_later later;
-    ph_batch *a = hold_ids(f, p, next, b, DUPS, &later);
-    assert_int_equal(done_now(h), before);
-    ph_gate(h, false);
-    ph_wait_done(h, before + 2);
-    assert_int_equal(a->part.status, 0);
-    assert_int_equal(b->part.status, 0);
-    assert_int_equal(atomic_load(&p->events_ahead), ahead);
-    assert_true(a->syncs_at_done >= base + 1);
-    assert_true(b->syncs_at_done >= a->syncs_at_done);
+    hold_pair(&s);
+    assert_int_equal(done_now(s.h), s.before);
+    ph_gate(s.h, false);
+    ph_wait_done(s.h, s.before + 2);
+    assert_int_equal(s.a->part.status, 0);
+    assert_int_equal(s.b->part.status, 0);
+    assert_int_equal(atomic_load(&s.p->events_ahead), s.ahead);
+    assert_true(s.a->syncs_at_done >= s.base + 1);
+    assert_true(s.b->syncs_at_done >= s.a->syncs_at_done);
     for (uint32_t k = 0; k < BIG; k++) {
-        assert_int_equal(a->ev[k].offset, next + k);
-        assert_int_equal(b->ev[k].duplicate, k < DUPS);
-        assert_int_equal(b->ev[k].offset, k < DUPS ? next + k : next + BIG + k - DUPS);
+        assert_int_equal(s.a->ev[k].offset, s.next + k);
+        assert_int_equal(s.b->ev[k].duplicate, k < DUPS);
+        assert_int_equal(s.b->ev[k].offset, k < DUPS ? s.next + k : s.next + BIG + k - DUPS);
     }
-    assert_int_equal(partition_end_offset(p), next + 2 * BIG - DUPS);
-    assert_int_equal(partition_close(p), 0);
-    check_readable(f, next + 2 * BIG - DUPS);
-    free(a);
-    free(b);
+    assert_int_equal(partition_end_offset(s.p), s.next + 2 * BIG - DUPS);
+    assert_int_equal(partition_close(s.p), 0);
+    check_readable(s.f, s.next + 2 * BIG - DUPS);
+    free(s.a);
+    free(s.b);
 }
 
 /* B's events all repeat A's ids (nothing of B to write) and A's sync
  * fails: B is not acked (its duplicates' originals were never stored). */
 static void test_ids_all_duplicates_behind_failed_sync_not_acked(void **state)
 {
-    ph_fixture *f = *state;
-    ph_harness *h = &f->h;
-    uint64_t next;
-    partition *p = open_ids(f, &next);
-    if (!p)
+    held_pair s;
+    if (!open_pair(state, &s, (pair_opts){.ids = true, .ndup = BIG}))
         skip();
-    size_t before = done_now(h);
-    ph_batch *b = ph_batch_new(h, p, BIG, next + BIG);
-    submit_later later;
-    ph_batch *a = hold_ids(f, p, next, b, BIG, &later);
-    pthread_mutex_lock(&h->lock);
-    h->fail_sync = EIO;
-    pthread_mutex_unlock(&h->lock);
-    ph_gate(h, false);
-    ph_wait_done(h, before + 2);
-    assert_int_equal(a->part.status, -EIO);
-    assert_true(b->part.status < 0);
+    hold_pair(&s);
+    set_faults(s.h, EIO, 0);
+    ph_gate(s.h, false);
+    ph_wait_done(s.h, s.before + 2);
+    assert_int_equal(s.a->part.status, -EIO);
+    assert_true(s.b->part.status < 0);
     for (uint64_t k = 0; k < BIG; k++)
-        assert_int_equal(window_has(p, k), UINT64_MAX);
-    pthread_mutex_lock(&h->lock);
-    h->fail_sync = 0;
-    pthread_mutex_unlock(&h->lock);
-    assert_true(partition_close(p) < 0);
-    check_readable(f, next);
-    free(a);
-    free(b);
+        assert_int_equal(window_has(s.p, k), UINT64_MAX);
+    set_faults(s.h, 0, 0);
+    assert_true(partition_close(s.p) < 0);
+    check_readable(s.f, s.next);
+    free(s.a);
+    free(s.b);
 }
 
 int main(void)
