@@ -1,9 +1,10 @@
 /*
  * matcher_snap - the matcher's internals, shared by matcher.c (the writer
- * side: subscriptions come and go, shards are compiled and compacted),
- * matcher_snap.c (reference counts; building, publishing and reclaiming
- * snapshots) and matcher_read.c (the reader side: finding the current
- * snapshot and matching topics with it). Nothing else includes it.
+ * side: subscriptions come and go), matcher_shards.c (shards are compiled
+ * and compacted), matcher_snap.c (reference counts; building, publishing
+ * and reclaiming snapshots) and matcher_read.c (the reader side: finding
+ * the current snapshot and matching topics with it). Nothing else
+ * includes it.
  *
  * Objects:
  *   msub   one subscription: its patterns' texts, PCRE2 codes (every
@@ -67,8 +68,8 @@ typedef struct msub {
      * has none: a keyed subscription with shapes is decided by them
      * instead of a scan of its own shard. Set before it is listed. */
     mkey_shape *shapes;
-    bool live;             /* mu: in the set */
-    int32_t dense;         /* mu: index in the snapshot being built */
+    bool live;     /* mu: in the set */
+    int32_t dense; /* mu: index in the snapshot being built */
 } msub;
 
 typedef struct spair {
@@ -118,7 +119,7 @@ typedef struct snap {
     uint32_t nentries;
     pcre_entry *entries; /* [nentries + 1], the last a sentinel */
     pcre_pair *ppairs;
-    mkey_index keys;    /* keyed subscriptions' patterns, by key -> dense index */
+    mkey_index keys; /* keyed subscriptions' patterns, by key -> dense index */
     uint32_t nkeyed;
     msub **young_users; /* the subscriptions whose young_code it uses */
     uint32_t nyoung_users;
@@ -221,5 +222,39 @@ int matcher_publish(matcher_set *set, uint64_t version);
 
 /* Frees the retired snapshots no reader holds. */
 void matcher_reclaim(matcher_set *set);
+
+/* Grows the array *v of *cap elements of elem bytes to hold need (doubling). */
+int matcher_grow(void **v, size_t *cap, size_t need, size_t elem);
+
+/* --- matcher_shards.c: compiling shards (no lock: the items hold
+ * references on their msubs), listing them (mu held) ------------------ */
+
+/* One pattern of a subscription to compile; refused: Hyperscan refused
+ * its expression (PCRE2 runs it). */
+typedef struct shard_item {
+    const char *expr;
+    msub *sub;
+    uint32_t pattern;
+    bool refused;
+} shard_item;
+
+/* qsort's order for items: by expression, then subscription id, then
+ * pattern. */
+int shard_item_cmp(const void *a, const void *b);
+
+typedef struct shard_list {
+    shard **v;
+    size_t n, cap;
+} shard_list;
+
+/* Packs items (sorted by expression) into shards of at most
+ * lim.shard_patterns distinct expressions, appended to out; refused
+ * expressions flag their items. The shards' pairs take no references
+ * (shard_enlist takes them). */
+int make_shards(const matcher_set *set, shard_item *items, size_t n, bool young, shard_list *out);
+/* Frees a shard whose pairs took no references (never listed). NULL-safe. */
+void shard_discard(shard *sh);
+/* Lists a new shard (mu held): its pairs take their references. */
+void shard_enlist(matcher_set *set, shard *sh);
 
 #endif
