@@ -45,17 +45,7 @@ typedef struct fixture {
 
 static int setup(void **state)
 {
-    fixture *f = calloc(1, sizeof *f);
-    *state = f;
-    return f ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    itest_daemon_cleanup(&f->d);
-    free(f);
-    return 0;
+    return itest_fixture_setup(state, sizeof(fixture));
 }
 
 /* The [user] sections every test starts with (alice's extra lines added). */
@@ -516,12 +506,12 @@ int main(void)
         crypto_pwhash_str(alice_hash, ALICE_PW, strlen(ALICE_PW), 2, 19u << 20) != 0)
         return 1;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_raw_handshake, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_publish_rights, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_read_rights, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_reload, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_config_and_modes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refusals, setup, itest_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_raw_handshake, setup, itest_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_publish_rights, setup, itest_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_read_rights, setup, itest_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_reload, setup, itest_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_config_and_modes, setup, itest_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -74,26 +74,6 @@ static int wait_counts(pid_t pid, long fds, long tasks, int timeout_ms, long *go
     }
 }
 
-static int send_publish(int fd, uint64_t id, const char *topic, const char *payload)
-{
-    Protobus__EncapsulatedEvent ev = PROTOBUS__ENCAPSULATED_EVENT__INIT;
-    Google__Protobuf__Any any = GOOGLE__PROTOBUF__ANY__INIT;
-    Protobus__EncapsulatedEvent *evp = &ev;
-    ev.topic = (char *)topic;
-    any.type_url = "type.googleapis.com/test.Text";
-    any.value.data = (uint8_t *)payload;
-    any.value.len = strlen(payload);
-    ev.payload = &any;
-    Protobus__Publish pub = PROTOBUS__PUBLISH__INIT;
-    pub.n_events = 1;
-    pub.events = &evp;
-    Protobus__Frame f = PROTOBUS__FRAME__INIT;
-    f.id = id;
-    f.body_case = PROTOBUS__FRAME__BODY_PUBLISH;
-    f.publish = &pub;
-    return itest_send_frame(fd, &f);
-}
-
 static int set_nofile(rlim_t soft)
 {
     struct rlimit rl;
@@ -180,7 +160,7 @@ static void test_thousand_connections(void **state)
         char topic[32], payload[32];
         snprintf(topic, sizeof topic, "conns.p%d", i);
         snprintf(payload, sizeof payload, "%d", i);
-        assert_int_equal(send_publish(fds[i], 1000 + (uint64_t)i, topic, payload), 0);
+        assert_int_equal(itest_send_publish(fds[i], 1000 + (uint64_t)i, topic, payload), 0);
     }
     static unsigned char acked[NPUB + 1];
     memset(acked, 0, sizeof acked);

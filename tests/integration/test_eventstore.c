@@ -53,17 +53,7 @@ typedef struct fixture {
 
 static int setup(void **state)
 {
-    fixture *f = calloc(1, sizeof *f);
-    *state = f;
-    return f ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    itest_daemon_cleanup(&f->d);
-    free(f);
-    return 0;
+    return itest_fixture_setup(state, sizeof(fixture));
 }
 
 static pb_client *connect_port(uint16_t port, char *err, size_t errlen)
@@ -410,8 +400,8 @@ int main(void)
         kill_cycles = 20;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_writer_race, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_retry_across_kill9, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_writer_race, setup, itest_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_retry_across_kill9, setup, itest_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -57,12 +57,6 @@ static int teardown(void **state)
     return 0;
 }
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* A whole delimited Frame (id) carrying a Publish of n 3-byte events with
  * topic "a". *len set; malloc'd. */
 static uint8_t *tiny_events_frame(uint64_t id, size_t n, size_t *len)
@@ -98,7 +92,7 @@ static void one_huge_publish(void)
     Protobus__Frame *f = hostile_send_frame_bytes(dut.port, frame, len, REPLY_TIMEOUT_MS);
     free(frame);
     assert_non_null(f);
-    sleep_ms(500);
+    itest_sleep_ms(500);
     long peak = hostile_peak_kb(dut.pid), now = hostile_rss_kb(dut.pid);
     printf("F8 one Publish of %zu 3-byte events: reply %s; RSS before %ld KiB, peak %ld KiB, "
            "after %ld KiB\n",
@@ -160,7 +154,7 @@ static uint64_t pipelined_batches(void)
     long peak = hostile_peak_kb(dut.pid), after = hostile_rss_kb(dut.pid);
     /* The partition goes idle (partition_idle_ms), its writer gives its
      * arrays back. */
-    sleep_ms(IDLE_WAIT_MS);
+    itest_sleep_ms(IDLE_WAIT_MS);
     long kept = hostile_rss_kb(dut.pid);
     printf("F8 %d pipelined Publishes of %d 3-byte events: %zu acked (%llu events), %zu errors; "
            "RSS before %ld KiB, peak %ld KiB, right after %ld KiB, kept (idle) %ld KiB\n",
@@ -180,7 +174,7 @@ static void test_batch_state_is_bounded(void **state)
     (void)state;
     assert_int_equal(itest_daemon_start(&dut, "partition_idle_ms = 2000\n", NULL), 0);
     assert_int_equal(hostile_honest_start(&honest, dut.port, "honest.t"), 0);
-    sleep_ms(300);
+    itest_sleep_ms(300);
     one_huge_publish();
     uint64_t events = pipelined_batches();
     hostile_honest_stop(&honest);

@@ -60,12 +60,6 @@ static int teardown(void **state)
     return 0;
 }
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* Stops the honest publisher, checks its figures and the peak RSS, then
  * restarts the daemon and checks every acknowledged event. */
 static void honest_and_durable(const char *what)
@@ -106,9 +100,9 @@ static void test_quiet_connections(void **state)
         assert_true(fds[nfds] >= 0);
         nfds++;
     }
-    sleep_ms(400); /* every slot taken by a quiet connection */
+    itest_sleep_ms(400); /* every slot taken by a quiet connection */
     assert_int_equal(hostile_honest_start(&honest, dut.port, "honest.t"), 0);
-    sleep_ms(2500); /* past quiet_timeout_ms */
+    itest_sleep_ms(2500); /* past quiet_timeout_ms */
     int closed = 0;
     for (int i = 0; i < nfds; i++)
         closed += itest_wait_closed(fds[i], 2000) ? 1 : 0;
@@ -156,7 +150,7 @@ static void test_partial_frames(void **state)
     for (int s = 0; s < 2; s++) {
         for (int i = 0; i < nfds; i++)
             (void)send(fds[i], body, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-        sleep_ms(500);
+        itest_sleep_ms(500);
     }
     printf("F6 %d connections, each 15 MiB of a 16 MiB frame: %d refused; daemon RSS %ld KiB\n",
            PARTIAL_CONNS, refused, rss);

@@ -68,12 +68,6 @@ static int teardown(void **state)
     return 0;
 }
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static int dir_exists(const char *data_dir, const char *name)
 {
     char path[512];
@@ -129,7 +123,7 @@ static size_t publish_topics(const char *prefix, int from, int to, int pause_ms,
         }
         protobus__frame__free_unpacked(f, NULL);
         if (pause_ms)
-            sleep_ms(pause_ms);
+            itest_sleep_ms(pause_ms);
     }
     close(fd);
     return ok;
@@ -140,7 +134,7 @@ static long wait_fds_at_most(long max)
 {
     long n = hostile_fd_count(dut.pid);
     for (int i = 0; i < 300 && n > max; i++) {
-        sleep_ms(100);
+        itest_sleep_ms(100);
         n = hostile_fd_count(dut.pid);
     }
     return n;
@@ -196,7 +190,7 @@ static void test_partitions_bounded_by_descriptors(void **state)
     long base_fds = hostile_fd_count(dut.pid), base_threads = hostile_thread_count(dut.pid);
 
     assert_int_equal(hostile_honest_start(&h, dut.port, "honest.x"), 0);
-    sleep_ms(200); /* the honest publisher's partition ("events") exists first */
+    itest_sleep_ms(200); /* the honest publisher's partition ("events") exists first */
     size_t refused = 0;
     size_t ok = publish_topics("a", 0, ATTACK_TOPICS, 0, &attack_acked, &refused);
     long peak_fds = hostile_fd_count(dut.pid), peak_threads = hostile_thread_count(dut.pid);

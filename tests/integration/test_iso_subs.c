@@ -65,12 +65,6 @@ static int teardown(void **state)
     return 0;
 }
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* A connection to the daemon from source address 127.0.0.<host>, its
  * handshake done. -1 on failure. */
 static int connect_from(int host)
@@ -125,7 +119,7 @@ static void test_thousand_idle_subscriptions(void **state)
     assert_int_equal(itest_daemon_start(&dut, SERVER_EXTRA, NULL), 0);
     long base_threads = hostile_thread_count(dut.pid), base_fds = hostile_fd_count(dut.pid);
     assert_int_equal(hostile_honest_start(&honest, dut.port, "honest.t"), 0);
-    sleep_ms(300);
+    itest_sleep_ms(300);
     uint64_t t0 = itest_now_ms();
     int body, code = 0;
     char msg[512] = "";
@@ -173,7 +167,7 @@ static void test_thousand_idle_subscriptions(void **state)
         after_threads = hostile_thread_count(dut.pid);
         if (after_threads <= base_threads + 2)
             break;
-        sleep_ms(100);
+        itest_sleep_ms(100);
     }
     long after_fds = hostile_fd_count(dut.pid);
     printf("after closing: threads %ld, descriptors %ld\n", after_threads, after_fds);

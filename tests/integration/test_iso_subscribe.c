@@ -56,12 +56,6 @@ static int teardown(void **state)
     return 0;
 }
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* Sends q on a new connection; returns the reply (an Error is expected) and
  * how long it took. */
 static Protobus__Frame *subscribe_reply(Protobus__Subscribe *q, uint64_t *ms)
@@ -439,12 +433,12 @@ static void test_subscribe_caps(void **state)
     (void)state;
     assert_int_equal(itest_daemon_start(&dut, NULL, NULL), 0);
     assert_int_equal(hostile_honest_start(&honest, dut.port, "honest.t"), 0);
-    sleep_ms(300);
+    itest_sleep_ms(300);
     check_hello_caps();
     f1_attacks();
     f1_compile_flood();
     f2_attacks();
-    sleep_ms(500);
+    itest_sleep_ms(500);
     long peak = hostile_peak_kb(dut.pid);
     printf("daemon peak RSS %ld KiB\n", peak);
     if (HOSTILE_RSS_CHECKED)

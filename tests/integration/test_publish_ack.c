@@ -47,18 +47,7 @@ typedef struct fixture {
 
 static int setup(void **state)
 {
-    fixture *f = calloc(1, sizeof *f);
-    *state = f;
-    return f ? 0 : -1;
-}
-
-/* Runs after a failed assertion too, so no daemon outlives its test. */
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    itest_daemon_cleanup(&f->d);
-    free(f);
-    return 0;
+    return itest_fixture_setup(state, sizeof(fixture));
 }
 
 static pb_client *client_open(const fixture *f, bool no_ack)
@@ -253,7 +242,8 @@ static void test_publish_acks_and_no_ack(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_publish_acks_and_no_ack, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_publish_acks_and_no_ack, setup,
+                                        itest_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

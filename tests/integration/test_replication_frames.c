@@ -30,17 +30,7 @@ typedef struct fixture {
 
 static int setup(void **state)
 {
-    fixture *f = calloc(1, sizeof *f);
-    *state = f;
-    return f ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    itest_daemon_cleanup(&f->d);
-    free(f);
-    return 0;
+    return itest_fixture_setup(state, sizeof(fixture));
 }
 
 /* Subscribe{replicate, START_OFFSETS, replicate_records = records}. */
@@ -208,7 +198,7 @@ static void test_large_batch_split_into_runs(void **state)
     assert_int_equal(b.next, N);
     assert_int_equal(b.live_events, 0);
     assert_int_equal(b.live_records, N);
-    assert_true(b.live_runs >= 3); /* runs before and after it, and it */
+    assert_true(b.live_runs >= 3);             /* runs before and after it, and it */
     assert_true(b.max_run_bytes <= 64 * 1024); /* frames of runs: 64 KiB at most */
     close(sb);
     close(pub);
@@ -218,8 +208,10 @@ static void test_large_batch_split_into_runs(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_event_frames_unless_asked, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_large_batch_split_into_runs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_event_frames_unless_asked, setup,
+                                        itest_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_large_batch_split_into_runs, setup,
+                                        itest_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

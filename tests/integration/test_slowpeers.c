@@ -51,12 +51,6 @@ static int teardown(void **state)
     return 0;
 }
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static void assert_hello(int fd)
 {
     Protobus__Frame *r = itest_hello(fd, 1, TIMEOUT_MS);
@@ -154,7 +148,7 @@ static uint64_t wait_log(const itest_daemon *d, const char *text, int timeout_ms
     while (!itest_log_contains(d, text)) {
         if (itest_now_ms() >= deadline)
             return 0;
-        sleep_ms(10);
+        itest_sleep_ms(10);
     }
     return itest_now_ms();
 }
@@ -194,7 +188,7 @@ static void test_stalled_subscriber_dropped(void **state)
     while (queued == 0 && itest_now_ms() < subscribed_at + TIMEOUT_MS) {
         assert_int_equal(ioctl(stalled, FIONREAD, &queued), 0);
         if (queued == 0)
-            sleep_ms(5);
+            itest_sleep_ms(5);
     }
     assert_true(queued > 0);
 
@@ -252,7 +246,7 @@ static void test_stalled_subscriber_dropped(void **state)
         protobus__frame__free_unpacked(r, NULL);
         assert_int_equal(close(next), 0);
         assert_true(itest_now_ms() < deadline);
-        sleep_ms(10);
+        itest_sleep_ms(10);
     }
     assert_string_equal(r->event->event->topic, "normal.0");
     protobus__frame__free_unpacked(r, NULL);

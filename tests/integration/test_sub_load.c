@@ -43,18 +43,7 @@ typedef struct fixture {
 
 static int setup(void **state)
 {
-    fixture *f = calloc(1, sizeof *f);
-    *state = f;
-    return f ? 0 : -1;
-}
-
-/* Runs after a failed assertion too, so no daemon outlives its test. */
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    itest_daemon_cleanup(&f->d);
-    free(f);
-    return 0;
+    return itest_fixture_setup(state, sizeof(fixture));
 }
 
 /* Any thread (no asserts): 0 or a PB_E* code with err set. */
@@ -544,9 +533,11 @@ static void test_stalled_subscriber_bounded(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_join_while_publishing, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_join_while_publishing_tiny_queue, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_stalled_subscriber_bounded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_join_while_publishing, setup, itest_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_join_while_publishing_tiny_queue, setup,
+                                        itest_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_stalled_subscriber_bounded, setup,
+                                        itest_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

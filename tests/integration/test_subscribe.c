@@ -60,18 +60,7 @@ typedef struct fixture {
 
 static int setup(void **state)
 {
-    fixture *f = calloc(1, sizeof *f);
-    *state = f;
-    return f ? 0 : -1;
-}
-
-/* Runs after a failed assertion too, so no daemon outlives its test. */
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    itest_daemon_cleanup(&f->d);
-    free(f);
-    return 0;
+    return itest_fixture_setup(state, sizeof(fixture));
 }
 
 static void start(fixture *f, const char *server_extra, const char *rules)
@@ -740,14 +729,17 @@ static void test_resume_from_offsets(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_start_beginning, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_start_offsets, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_start_time, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_start_last_n_across_restarts, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_start_new, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_pool_exhausted_then_freed, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_tag_filters_and_patterns, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_resume_from_offsets, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_start_beginning, setup, itest_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_start_offsets, setup, itest_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_start_time, setup, itest_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_start_last_n_across_restarts, setup,
+                                        itest_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_start_new, setup, itest_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_pool_exhausted_then_freed, setup,
+                                        itest_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_tag_filters_and_patterns, setup,
+                                        itest_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_resume_from_offsets, setup, itest_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -69,17 +69,7 @@ static int make_certs(void)
 
 static int setup(void **state)
 {
-    fixture *f = calloc(1, sizeof *f);
-    *state = f;
-    return f ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    itest_daemon_cleanup(&f->d);
-    free(f);
-    return 0;
+    return itest_fixture_setup(state, sizeof(fixture));
 }
 
 static void start(fixture *f, const char *extra, const char *rules)
@@ -219,9 +209,9 @@ int main(void)
         return 1;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_publish_subscribe, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_mutual, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_publish_subscribe, setup, itest_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_refusals, setup, itest_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_mutual, setup, itest_fixture_teardown),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     sh("rm -rf %s", certs);

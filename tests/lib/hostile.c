@@ -19,12 +19,6 @@
 #define PROBE_TIMEOUT_MS 5000
 #define HONEST_PAUSE_MS  5
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 void hostile_acked_add(hostile_acked_list *l, const char *partition, uint64_t offset,
                        const char *topic)
 {
@@ -84,7 +78,7 @@ static void *honest_main(void *arg)
         }
         if (fd < 0 && (fd = itest_connect_hello(h->port)) < 0) {
             h->errors++;
-            sleep_ms(100);
+            itest_sleep_ms(100);
             continue;
         }
         snprintf(payload, sizeof payload, "honest-%llu", (unsigned long long)++id);
@@ -111,7 +105,7 @@ static void *honest_main(void *arg)
         }
         if (f)
             protobus__frame__free_unpacked(f, NULL);
-        sleep_ms(HONEST_PAUSE_MS);
+        itest_sleep_ms(HONEST_PAUSE_MS);
     }
     if (fd >= 0)
         close(fd);

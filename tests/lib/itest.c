@@ -195,6 +195,21 @@ void itest_daemon_cleanup(itest_daemon *d)
         testfs_rmrf(d->dir);
 }
 
+int itest_fixture_setup(void **state, size_t size)
+{
+    *state = calloc(1, size);
+    return *state ? 0 : -1;
+}
+
+int itest_fixture_teardown(void **state)
+{
+    itest_daemon *d = *state;
+    if (d)
+        itest_daemon_cleanup(d);
+    free(d);
+    return 0;
+}
+
 long itest_daemon_rss_kb(const itest_daemon *d)
 {
     char path[64], line[256];

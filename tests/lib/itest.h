@@ -26,6 +26,15 @@ typedef struct itest_daemon {
     unsigned nofile; /* RLIMIT_NOFILE (soft and hard) for the daemon; 0 = inherit */
 } itest_daemon;
 
+/* cmocka fixtures for a test's own struct that begins with an
+ * itest_daemon. itest_fixture_setup allocates it zeroed (size bytes) into
+ * *state: a test's setup is `return itest_fixture_setup(state, sizeof(fixture));`.
+ * itest_fixture_teardown, run after a failed assertion too (so no daemon
+ * outlives its test), stops the daemon by its PID if it runs, removes its
+ * temp dir and frees the struct. */
+int itest_fixture_setup(void **state, size_t size);
+int itest_fixture_teardown(void **state);
+
 /* Path of the protobusd under test: $BUILD/protobusd (BUILD defaults to build). */
 const char *itest_daemon_path(void);
 
