@@ -65,6 +65,82 @@ static void add_topic(corpus *c, const char *t, size_t len)
     c->tlen[c->ntopic++] = len;
 }
 
+/* The pattern g just made: its sample topic, and the sample mutated
+ * (case, one byte less or more, a newline, one byte changed). */
+static void add_samples(corpus *c, patgen *g)
+{
+    add_topic(c, g->sam, g->slen);
+    char t[PATGEN_TOPIC_MAX + 80];
+    size_t n = g->slen;
+    memcpy(t, g->sam, n);
+    switch (patgen_pick(g, 5)) {
+    case 0:
+        for (size_t i = 0; i < n; i++)
+            t[i] = patgen_flip_case(t[i]);
+        break;
+    case 1:
+        if (n)
+            n--;
+        break;
+    case 2:
+        t[n] = n ? g->sam[patgen_pick(g, (unsigned)n)] : 'a';
+        n++;
+        break;
+    case 3:
+        t[n++] = '\n';
+        break;
+    default:
+        if (n) {
+            const char *s = patgen_alphabet[patgen_pick(g, PATGEN_NALPHA)];
+            t[patgen_pick(g, (unsigned)n)] = s[0];
+        }
+        break;
+    }
+    add_topic(c, t, n);
+}
+
+/* NRANDOM random topics over the alphabet, the empty topic and a long
+ * one. */
+static void add_random_topics(corpus *c, patgen *g)
+{
+    for (int i = 0; i < NRANDOM; i++) {
+        char t[PATGEN_TOPIC_MAX];
+        size_t n = 0, want = patgen_pick(g, 12);
+        while (n < want) {
+            const char *s = patgen_alphabet[patgen_pick(g, PATGEN_NALPHA)];
+            memcpy(t + n, s, strlen(s));
+            n += strlen(s);
+        }
+        add_topic(c, t, n);
+    }
+    add_topic(c, "", 0);
+    /* A long topic: 'a' * 240 + "c1". */
+    char lt[242];
+    memset(lt, 'a', 240);
+    memcpy(lt + 240, "c1", 2);
+    add_topic(c, lt, sizeof lt);
+}
+
+/* Subscriptions: most with one pattern, some with two or three (one of
+ * them sometimes given twice). */
+static void make_subscriptions(corpus *c, patgen *g)
+{
+    c->sub_first = calloc(NPATTERNS + 1, sizeof *c->sub_first);
+    c->sub_pat = calloc(NPATTERNS * 2, sizeof *c->sub_pat);
+    size_t np = 0;
+    for (size_t p = 0; p < c->npat;) {
+        size_t k = patgen_pick(g, 10) < 7 ? 1 : 2 + patgen_pick(g, 2);
+        c->sub_first[c->nsub++] = np;
+        for (size_t j = 0; j < k && p < c->npat; j++)
+            c->sub_pat[np++] = p++;
+        if (k > 1 && patgen_pick(g, 4) == 0) {
+            c->sub_pat[np] = c->sub_pat[np - 1];
+            np++;
+        }
+    }
+    c->sub_first[c->nsub] = np;
+}
+
 static void build_corpus(corpus *c, uint64_t seed)
 {
     patgen g = {.rng = seed * 0x9E3779B97F4A7C15ull + 1};
@@ -104,69 +180,11 @@ static void build_corpus(corpus *c, uint64_t seed)
         if (!outside && !c->hs[c->npat])
             fail_msg("pattern \"%s\" uses only taken syntax but was refused", g.pat);
         c->npat++;
-        /* Its sample, and mutations of it. */
-        add_topic(c, g.sam, g.slen);
-        char t[PATGEN_TOPIC_MAX + 80];
-        size_t n = g.slen;
-        memcpy(t, g.sam, n);
-        switch (patgen_pick(&g, 5)) {
-        case 0:
-            for (size_t i = 0; i < n; i++)
-                t[i] = patgen_flip_case(t[i]);
-            break;
-        case 1:
-            if (n)
-                n--;
-            break;
-        case 2:
-            t[n] = n ? g.sam[patgen_pick(&g, (unsigned)n)] : 'a';
-            n++;
-            break;
-        case 3:
-            t[n++] = '\n';
-            break;
-        default:
-            if (n) {
-                const char *s = patgen_alphabet[patgen_pick(&g, PATGEN_NALPHA)];
-                t[patgen_pick(&g, (unsigned)n)] = s[0];
-            }
-            break;
-        }
-        add_topic(c, t, n);
+        /* Its sample, and a mutation of it. */
+        add_samples(c, &g);
     }
-    for (int i = 0; i < NRANDOM; i++) {
-        char t[PATGEN_TOPIC_MAX];
-        size_t n = 0, want = patgen_pick(&g, 12);
-        while (n < want) {
-            const char *s = patgen_alphabet[patgen_pick(&g, PATGEN_NALPHA)];
-            memcpy(t + n, s, strlen(s));
-            n += strlen(s);
-        }
-        add_topic(c, t, n);
-    }
-    add_topic(c, "", 0);
-    /* A long topic: 'a' * 240 + "c1". */
-    char lt[242];
-    memset(lt, 'a', 240);
-    memcpy(lt + 240, "c1", 2);
-    add_topic(c, lt, sizeof lt);
-
-    /* Subscriptions: most with one pattern, some with two or three (one of
-     * them sometimes given twice). */
-    c->sub_first = calloc(NPATTERNS + 1, sizeof *c->sub_first);
-    c->sub_pat = calloc(NPATTERNS * 2, sizeof *c->sub_pat);
-    size_t np = 0;
-    for (size_t p = 0; p < c->npat;) {
-        size_t k = patgen_pick(&g, 10) < 7 ? 1 : 2 + patgen_pick(&g, 2);
-        c->sub_first[c->nsub++] = np;
-        for (size_t j = 0; j < k && p < c->npat; j++)
-            c->sub_pat[np++] = p++;
-        if (k > 1 && patgen_pick(&g, 4) == 0) {
-            c->sub_pat[np] = c->sub_pat[np - 1];
-            np++;
-        }
-    }
-    c->sub_first[c->nsub] = np;
+    add_random_topics(c, &g);
+    make_subscriptions(c, &g);
     print_message("seed %llu: %zu patterns (%zu refused by PCRE2 and dropped), %zu topics, %zu "
                   "subscriptions\n",
                   (unsigned long long)seed, c->npat, refused_by_pcre2, c->ntopic, c->nsub);
