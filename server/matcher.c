@@ -286,14 +286,74 @@ static void adopt_refused(msub *ms, const shard_item *items, size_t nitems)
     }
 }
 
+/* A new subscription's own (young) shards, compiled here, on the caller's
+ * thread (no lock); the patterns Hyperscan refuses keep their PCRE2 code. */
+static int compile_young(const matcher_set *set, msub *ms, shard_list *young)
+{
+    size_t nitems = 0;
+    shard_item *items = malloc((ms->n + 1) * sizeof *items);
+    if (!items)
+        return PB_ENOMEM;
+    for (uint32_t i = 0; i < ms->n; i++)
+        if (ms->kind[i] == PAT_HS)
+            items[nitems++] = (shard_item){.expr = ms->expr[i], .sub = ms, .pattern = i};
+    qsort(items, nitems, sizeof *items, shard_item_cmp);
+    int rc = make_shards(set, items, nitems, true, young);
+    if (rc == 0)
+        adopt_refused(ms, items, nitems);
+    free(items);
+    return rc;
+}
+
+/* Lists subscription id (ms) and its young shards and publishes (mu
+ * held); on a failure the lists are as they were. The shards it listed
+ * leave *young (n = 0); those it did not stay the caller's. */
+static int list_added(matcher_set *set, uint32_t id, msub *ms, const mkey *keys, shard_list *young,
+                      char *err, size_t errlen)
+{
+    choose_keys(set, ms, keys);
+    if (ms->keyed)
+        msub_shape(ms); /* only a keyed one's are read */
+    for (size_t i = 0; i < young->n; i++)
+        young->v[i]->keyed = ms->keyed;
+    if (id_in_set(set, id, NULL)) {
+        pb_set_err(err, errlen, "subscription %u is already in the matcher", id);
+        return PB_EINVAL;
+    }
+    int rc = matcher_grow((void **)&set->subs, &set->cap_subs, set->nsubs + 1, sizeof *set->subs);
+    if (rc == 0)
+        rc = matcher_grow((void **)&set->shards, &set->cap_shards, set->nshards + young->n,
+                          sizeof *set->shards);
+    if (rc < 0)
+        return rc;
+    for (size_t i = 0; i < young->n; i++)
+        shard_enlist(set, young->v[i]);
+    ms->live = true;
+    set->subs[set->nsubs++] = ms;
+    rc = matcher_publish(set, set->version + 1);
+    if (rc == 0) {
+        set->version++;
+        msub_drop_young_code(ms); /* keyed, or no young shard */
+    } else {
+        /* Undo: the shards and the subscription leave the lists. */
+        set->nsubs--;
+        ms->live = false;
+        set->nshards -= young->n;
+        for (size_t i = 0; i < young->n; i++) {
+            ms->young_shards--;
+            shard_unref(young->v[i]);
+        }
+    }
+    young->n = 0;
+    return rc;
+}
+
 int matcher_set_add(matcher_set *set, uint32_t id, const char *const *patterns, size_t n, char *err,
                     size_t errlen)
 {
     mkey *keys = NULL;
     msub *ms = NULL;
-    shard_item *items = NULL;
     shard_list young = {0};
-    size_t nitems = 0;
     int rc;
 
     pthread_mutex_lock(&set->mu);
@@ -309,19 +369,9 @@ int matcher_set_add(matcher_set *set, uint32_t id, const char *const *patterns, 
     rc = check_pcre_budget(set, ms, err, errlen);
     if (rc < 0)
         goto out;
-    /* Its own shards, compiled here, on the caller's thread. */
-    rc = PB_ENOMEM;
-    items = malloc((ms->n + 1) * sizeof *items);
-    if (!items)
-        goto out;
-    for (uint32_t i = 0; i < ms->n; i++)
-        if (ms->kind[i] == PAT_HS)
-            items[nitems++] = (shard_item){.expr = ms->expr[i], .sub = ms, .pattern = i};
-    qsort(items, nitems, sizeof *items, shard_item_cmp);
-    rc = make_shards(set, items, nitems, true, &young);
+    rc = compile_young(set, ms, &young);
     if (rc < 0)
         goto out;
-    adopt_refused(ms, items, nitems);
     rc = check_pcre_budget(set, ms, err, errlen);
     if (rc < 0)
         goto out;
@@ -334,50 +384,16 @@ int matcher_set_add(matcher_set *set, uint32_t id, const char *const *patterns, 
             mkey_extract(ms->text[i], ms->len[i], &keys[2 * i], &keys[2 * i + 1]);
 
     pthread_mutex_lock(&set->mu);
-    choose_keys(set, ms, keys);
-    if (ms->keyed)
-        msub_shape(ms); /* only a keyed one's are read */
-    for (size_t i = 0; i < young.n; i++)
-        young.v[i]->keyed = ms->keyed;
-    if (id_in_set(set, id, NULL)) {
-        pb_set_err(err, errlen, "subscription %u is already in the matcher", id);
-        rc = PB_EINVAL;
-    } else {
-        rc = matcher_grow((void **)&set->subs, &set->cap_subs, set->nsubs + 1, sizeof *set->subs);
-        if (rc == 0)
-            rc = matcher_grow((void **)&set->shards, &set->cap_shards, set->nshards + young.n,
-                              sizeof *set->shards);
-    }
-    if (rc == 0) {
-        for (size_t i = 0; i < young.n; i++)
-            shard_enlist(set, young.v[i]);
-        ms->live = true;
-        set->subs[set->nsubs++] = ms;
-        rc = matcher_publish(set, set->version + 1);
-        if (rc == 0) {
-            set->version++;
-            msub_drop_young_code(ms); /* keyed, or no young shard */
-            ms = NULL;                /* the set's list holds the creation reference */
-        } else {
-            /* Undo: the shards and the subscription leave the lists. */
-            set->nsubs--;
-            ms->live = false;
-            set->nshards -= young.n;
-            for (size_t i = 0; i < young.n; i++) {
-                ms->young_shards--;
-                shard_unref(young.v[i]);
-            }
-        }
-        young.n = 0;
-    }
+    rc = list_added(set, id, ms, keys, &young, err, errlen);
     pthread_mutex_unlock(&set->mu);
-    if (rc == PB_ENOMEM)
+    if (rc == 0)
+        ms = NULL; /* the set's list holds the creation reference */
+    else if (rc == PB_ENOMEM)
         pb_set_err(err, errlen, "out of memory adding subscription %u", id);
 out:
     for (size_t i = 0; i < young.n; i++)
         shard_discard(young.v[i]);
     free(young.v);
-    free(items);
     free(keys);
     msub_unref(ms); /* not published: only the creation reference is left */
     return rc;

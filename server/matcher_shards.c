@@ -253,70 +253,68 @@ static void release_unlisted(matcher_set *set, shard *const *saved, size_t nsave
     }
 }
 
-int matcher_set_compact(matcher_set *set)
+/* One compaction round: its inputs and what it compiled from them. */
+typedef struct compact_round {
+    shard **in; /* the input shards, each referenced */
+    size_t nin;
+    shard_item *items; /* their live pairs, each item's msub referenced */
+    size_t nitems;
+    shard_list outs; /* the compiled shards, not listed yet */
+} compact_round;
+
+/* Picks the round's inputs and an item for each of their live pairs, with
+ * references: on the inputs, to know them again when publishing, and on
+ * the subscriptions of their live pairs, for the compile. Takes mu. */
+static int round_take(matcher_set *set, compact_round *r)
 {
     int rc = PB_ENOMEM;
-    shard **in = NULL, **saved = NULL;
-    size_t nin = 0, nitems = 0, nsaved = 0;
-    shard_item *items = NULL;
-    shard_list outs = {0};
+    size_t nin, live = 0;
 
-    pthread_mutex_lock(&set->compact_mu);
     pthread_mutex_lock(&set->mu);
-    in = malloc((set->nshards + 1) * sizeof *in);
-    if (!in) {
-        pthread_mutex_unlock(&set->mu);
+    r->in = malloc((set->nshards + 1) * sizeof *r->in);
+    if (!r->in)
         goto out;
-    }
-    nin = pick_inputs(set, in);
-    size_t live = 0;
+    nin = pick_inputs(set, r->in);
     for (size_t i = 0; i < nin; i++)
-        for (uint32_t k = 0; k < in[i]->npairs; k++)
-            live += in[i]->pairs[k].sub->live;
-    items = malloc((live + 1) * sizeof *items);
-    if (!items) {
-        nin = 0;
-        pthread_mutex_unlock(&set->mu);
+        for (uint32_t k = 0; k < r->in[i]->npairs; k++)
+            live += r->in[i]->pairs[k].sub->live;
+    r->items = malloc((live + 1) * sizeof *r->items);
+    if (!r->items)
         goto out;
-    }
-    /* References: on the inputs, to know them again when publishing, and
-     * on the subscriptions of their live pairs, for the compile. */
+    r->nin = nin;
     for (size_t i = 0; i < nin; i++) {
-        shard *sh = in[i];
+        shard *sh = r->in[i];
         sh->refs++;
         for (uint32_t k = 0; k < sh->npairs; k++) {
             msub *ms = sh->pairs[k].sub;
             if (!ms->live)
                 continue;
             ms->refs++;
-            items[nitems++] = (shard_item){
+            r->items[r->nitems++] = (shard_item){
                 .expr = ms->expr[sh->pairs[k].pattern], .sub = ms, .pattern = sh->pairs[k].pattern};
         }
     }
-    pthread_mutex_unlock(&set->mu);
     rc = 0;
-    if (nin == 0)
-        goto out;
+out:
+    pthread_mutex_unlock(&set->mu);
+    return rc;
+}
 
-    /* The slow part, with no lock held. */
-    qsort(items, nitems, sizeof *items, shard_item_cmp);
-    rc = make_shards(set, items, nitems, false, &outs);
-    if (rc < 0)
-        goto out;
-    /* An expression Hyperscan refuses in a full shard (it took it in a
-     * young one: rare, a resource limit) is no longer covered; the
-     * snapshot then runs its PCRE2 code, without JIT. */
+/* Lists the compiled shards instead of the inputs still listed and
+ * publishes; on a failure the list is as it was. Takes mu. */
+static int round_install(matcher_set *set, compact_round *r)
+{
+    int rc = PB_ENOMEM;
 
     pthread_mutex_lock(&set->mu);
-    rc = PB_ENOMEM;
-    saved = malloc((set->nshards + 1) * sizeof *saved);
-    if (saved && matcher_grow((void **)&set->shards, &set->cap_shards, set->nshards + outs.n,
+    shard **saved = malloc((set->nshards + 1) * sizeof *saved);
+    if (saved && matcher_grow((void **)&set->shards, &set->cap_shards, set->nshards + r->outs.n,
                               sizeof *set->shards) == 0) {
-        nsaved = set->nshards;
+        size_t nsaved = set->nshards;
         memcpy(saved, set->shards, nsaved * sizeof *saved);
-        unlist_inputs(set, in, nin);
-        for (size_t i = 0; i < outs.n; i++)
-            shard_enlist(set, outs.v[i]);
+        unlist_inputs(set, r->in, r->nin);
+        for (size_t i = 0; i < r->outs.n; i++)
+            shard_enlist(set, r->outs.v[i]);
         rc = matcher_publish(set, set->version);
         if (rc == 0) {
             release_unlisted(set, saved, nsaved);
@@ -324,27 +322,52 @@ int matcher_set_compact(matcher_set *set)
         } else {
             memcpy(set->shards, saved, nsaved * sizeof *saved);
             set->nshards = nsaved;
-            for (size_t i = 0; i < outs.n; i++)
-                shard_unref(outs.v[i]);
+            for (size_t i = 0; i < r->outs.n; i++)
+                shard_unref(r->outs.v[i]);
         }
-        outs.n = 0;
+        r->outs.n = 0;
     }
     pthread_mutex_unlock(&set->mu);
-out:
-    for (size_t i = 0; i < outs.n; i++)
-        shard_discard(outs.v[i]);
-    free(outs.v);
-    if (nin || nitems) {
+    free(saved);
+    return rc;
+}
+
+/* Drops what the round holds: shards compiled but not listed, and the
+ * references round_take took (under mu). */
+static void round_release(matcher_set *set, compact_round *r)
+{
+    for (size_t i = 0; i < r->outs.n; i++)
+        shard_discard(r->outs.v[i]);
+    free(r->outs.v);
+    if (r->nin || r->nitems) {
         pthread_mutex_lock(&set->mu);
-        for (size_t i = 0; i < nin; i++)
-            shard_unref(in[i]);
-        for (size_t k = 0; k < nitems; k++)
-            msub_unref(items[k].sub);
+        for (size_t i = 0; i < r->nin; i++)
+            shard_unref(r->in[i]);
+        for (size_t k = 0; k < r->nitems; k++)
+            msub_unref(r->items[k].sub);
         pthread_mutex_unlock(&set->mu);
     }
-    free(in);
-    free(saved);
-    free(items);
+    free(r->in);
+    free(r->items);
+}
+
+int matcher_set_compact(matcher_set *set)
+{
+    compact_round r = {0};
+
+    pthread_mutex_lock(&set->compact_mu);
+    int rc = round_take(set, &r);
+    if (rc == 0 && r.nin > 0) {
+        /* The slow part, with no lock held. */
+        qsort(r.items, r.nitems, sizeof *r.items, shard_item_cmp);
+        rc = make_shards(set, r.items, r.nitems, false, &r.outs);
+        /* An expression Hyperscan refuses in a full shard (it took it in a
+         * young one: rare, a resource limit) is no longer covered; the
+         * snapshot then runs its PCRE2 code, without JIT. */
+        if (rc == 0)
+            rc = round_install(set, &r);
+    }
+    round_release(set, &r);
     pthread_mutex_unlock(&set->compact_mu);
     return rc;
 }
