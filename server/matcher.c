@@ -17,6 +17,7 @@
  */
 #include "matcher_snap.h"
 
+#include "grow.h"
 #include "hsdb.h"
 #include "pb_errors.h"
 
@@ -320,9 +321,9 @@ static int list_added(matcher_set *set, uint32_t id, msub *ms, const mkey *keys,
         pb_set_err(err, errlen, "subscription %u is already in the matcher", id);
         return PB_EINVAL;
     }
-    int rc = matcher_grow((void **)&set->subs, &set->cap_subs, set->nsubs + 1, sizeof *set->subs);
+    int rc = grow_reserve(&set->subs, &set->cap_subs, set->nsubs + 1, sizeof *set->subs);
     if (rc == 0)
-        rc = matcher_grow((void **)&set->shards, &set->cap_shards, set->nshards + young->n,
+        rc = grow_reserve(&set->shards, &set->cap_shards, set->nshards + young->n,
                           sizeof *set->shards);
     if (rc < 0)
         return rc;

@@ -12,6 +12,7 @@
  */
 #include "matcher_snap.h"
 
+#include "grow.h"
 #include "hsdb.h"
 #include "pb_errors.h"
 
@@ -49,14 +50,8 @@ int shard_item_cmp(const void *a, const void *b)
 
 static int shard_list_push(shard_list *l, shard *sh)
 {
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 8;
-        shard **v = realloc(l->v, cap * sizeof *v);
-        if (!v)
-            return PB_ENOMEM;
-        l->v = v;
-        l->cap = cap;
-    }
+    if (grow_reserve(&l->v, &l->cap, l->n + 1, sizeof *l->v) < 0)
+        return PB_ENOMEM;
     l->v[l->n++] = sh;
     return 0;
 }
@@ -308,7 +303,7 @@ static int round_install(matcher_set *set, compact_round *r)
 
     pthread_mutex_lock(&set->mu);
     shard **saved = malloc((set->nshards + 1) * sizeof *saved);
-    if (saved && matcher_grow((void **)&set->shards, &set->cap_shards, set->nshards + r->outs.n,
+    if (saved && grow_reserve(&set->shards, &set->cap_shards, set->nshards + r->outs.n,
                               sizeof *set->shards) == 0) {
         size_t nsaved = set->nshards;
         memcpy(saved, set->shards, nsaved * sizeof *saved);

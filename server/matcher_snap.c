@@ -406,21 +406,3 @@ int matcher_publish(matcher_set *set, uint64_t version)
     matcher_reclaim(set);
     return 0;
 }
-
-/* ------------------------------------------------------------------ */
-/* the set's lists */
-
-int matcher_grow(void **v, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap)
-        return 0;
-    size_t c = *cap ? *cap * 2 : 16;
-    while (c < need)
-        c *= 2;
-    void *nv = realloc(*v, c * elem);
-    if (!nv)
-        return PB_ENOMEM;
-    *v = nv;
-    *cap = c;
-    return 0;
-}

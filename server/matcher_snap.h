@@ -223,9 +223,6 @@ int matcher_publish(matcher_set *set, uint64_t version);
 /* Frees the retired snapshots no reader holds. */
 void matcher_reclaim(matcher_set *set);
 
-/* Grows the array *v of *cap elements of elem bytes to hold need (doubling). */
-int matcher_grow(void **v, size_t *cap, size_t need, size_t elem);
-
 /* --- matcher_shards.c: compiling shards (no lock: the items hold
  * references on their msubs), listing them (mu held) ------------------ */
 
