@@ -354,7 +354,7 @@ fuzz:
 # scripts in tests/integration are left out: they load libprotobus.so into
 # programs that are not built with TSan, which TSan cannot run.
 TSAN_OPT       := -O1 -g -fno-omit-frame-pointer -fsanitize=thread
-TSAN_THREAD_RE := pthread_create|fake_server_run|sh_start|uv_thread_create|partition_open|store_open|sub_registry_create|inflater_start|compressor_start|unlinker_start
+TSAN_THREAD_RE := pthread_create|fake_server_run|\bsh_start\b|uv_thread_create|partition_open|store_open|sub_registry_create|inflater_start|compressor_start|unlinker_start
 TSAN_UNIT      := $(patsubst tests/unit/%.c,%,$(shell grep -l -E '$(TSAN_THREAD_RE)' $(UNIT_SRC)))
 # test_iso_topics is a memory-at-scale test (400,000 topics): 180 s under
 # TSan for no thread it does not share with test_iso_partitions and

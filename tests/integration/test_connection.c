@@ -30,28 +30,14 @@
  * builds and a busy machine are slow, the daemon's timers are not late). */
 #define SLACK_MS 5000
 
-static itest_daemon daemon_under_test;
-
-static int teardown(void **state)
-{
-    (void)state;
-    itest_daemon_cleanup(&daemon_under_test);
-    return 0;
-}
-
-static void start(const char *extra, const char *rules)
-{
-    assert_int_equal(itest_daemon_start(&daemon_under_test, extra, rules), 0);
-}
-
 /* --- the handshake ---------------------------------------------------------------- */
 
 /* The client speaks first; a first frame that is not a Hello is refused
  * with its id and the connection closed; nothing of it is stored. */
 static void test_missing_hello(void **state)
 {
-    start(NULL, NULL);
-    uint16_t port = daemon_under_test.port;
+    itest_start(NULL, NULL);
+    uint16_t port = itest_dut.port;
 
     int fd = itest_connect(port);
     assert_true(fd >= 0);
@@ -84,10 +70,10 @@ static void test_missing_hello(void **state)
 static void test_versions_refused(void **state)
 {
     static const uint32_t versions[] = {0, 2, 999};
-    start(NULL, NULL);
+    itest_start(NULL, NULL);
     for (size_t i = 0; i < sizeof versions / sizeof versions[0]; i++) {
         char want[96];
-        int fd = itest_connect(daemon_under_test.port);
+        int fd = itest_connect(itest_dut.port);
         assert_true(fd >= 0);
         assert_int_equal(itest_send_hello(fd, 40 + i, versions[i]), 0);
         snprintf(want, sizeof want, "protocol version %u is not supported; this server speaks 1",
@@ -103,10 +89,10 @@ static void test_versions_refused(void **state)
  * connection kept. */
 static void test_server_hello(void **state)
 {
-    start("max_event_bytes = 2K\nmax_frame_bytes = 64K\nidle_timeout_ms = 4321\n"
-          "max_batch_events = 777\n",
-          NULL);
-    int fd = itest_connect(daemon_under_test.port);
+    itest_start("max_event_bytes = 2K\nmax_frame_bytes = 64K\nidle_timeout_ms = 4321\n"
+                "max_batch_events = 777\n",
+                NULL);
+    int fd = itest_connect(itest_dut.port);
     assert_true(fd >= 0);
     Protobus__Frame *r = itest_hello(fd, 9001, TIMEOUT_MS);
     assert_non_null(r);
@@ -140,9 +126,9 @@ static void test_handshake_deadline(void **state)
     enum { DEADLINE_MS = 400 };
     char extra[64];
     snprintf(extra, sizeof extra, "handshake_timeout_ms = %d\n", DEADLINE_MS);
-    start(extra, NULL);
-    int silent = itest_connect(daemon_under_test.port);
-    int half = itest_connect(daemon_under_test.port);
+    itest_start(extra, NULL);
+    int silent = itest_connect(itest_dut.port);
+    int half = itest_connect(itest_dut.port);
     assert_true(silent >= 0 && half >= 0);
     const uint8_t part[] = {12, 0x08, 0x01, 0x12}; /* a Hello frame's first bytes */
     assert_int_equal(itest_send_raw(half, part, sizeof part), 0);
@@ -159,7 +145,7 @@ static void test_handshake_deadline(void **state)
     assert_true(took + 2 >= DEADLINE_MS);
     assert_true(took < DEADLINE_MS + SLACK_MS);
     /* A client that says Hello at once is not affected. */
-    int fd = itest_connect_hello(daemon_under_test.port);
+    int fd = itest_connect_hello(itest_dut.port);
     assert_true(fd >= 0);
     itest_sleep_ms(DEADLINE_MS + 200);
     assert_int_equal(itest_send_ping(fd, 1), 0);
@@ -171,8 +157,8 @@ static void test_handshake_deadline(void **state)
  * DEADLINE_EXCEEDED, then closed. */
 static void test_idle_deadline(void **state)
 {
-    start("idle_timeout_ms = 300\n", NULL);
-    int fd = itest_connect_hello(daemon_under_test.port);
+    itest_start("idle_timeout_ms = 300\n", NULL);
+    int fd = itest_connect_hello(itest_dut.port);
     assert_true(fd >= 0);
     const uint8_t part[] = {20, 0x08, 0x01}; /* 3 of a 21-byte frame */
     assert_int_equal(itest_send_raw(fd, part, sizeof part), 0);
@@ -209,14 +195,14 @@ static void test_max_handshaking(void **state)
              "max_handshaking = %d\nmax_connections = 1100\nhandshake_timeout_ms = 60000\n"
              "log_level = warn\n",
              CAP);
-    start(extra, NULL);
+    itest_start(extra, NULL);
     static int fds[NSILENT];
     for (int i = 0; i < NSILENT; i++) {
-        fds[i] = itest_connect(daemon_under_test.port);
+        fds[i] = itest_connect(itest_dut.port);
         assert_true(fds[i] >= 0);
     }
     /* The real client, while the silent ones are there. */
-    int pub = itest_connect_hello(daemon_under_test.port);
+    int pub = itest_connect_hello(itest_dut.port);
     assert_true(pub >= 0);
     const char *t[1] = {"real.client"}, *p[1] = {"got in"};
     Protobus__Frame *r = itest_publish(pub, 2, t, p, 1, TIMEOUT_MS);
@@ -256,13 +242,13 @@ static void test_max_handshaking(void **state)
 static void test_max_connections_full_of_silent_ones(void **state)
 {
     enum { NSILENT = 50 };
-    start("max_connections = 50\n", NULL);
+    itest_start("max_connections = 50\n", NULL);
     int fds[NSILENT];
     for (int i = 0; i < NSILENT; i++) {
-        fds[i] = itest_connect(daemon_under_test.port);
+        fds[i] = itest_connect(itest_dut.port);
         assert_true(fds[i] >= 0);
     }
-    int fd = itest_connect_hello(daemon_under_test.port);
+    int fd = itest_connect_hello(itest_dut.port);
     assert_true(fd >= 0);
     itest_expect_error(fds[0], 0, PROTOBUS__CODE__RESOURCE_EXHAUSTED, "max_connections = 50",
                        TIMEOUT_MS);
@@ -278,8 +264,8 @@ static void test_max_connections_full_of_silent_ones(void **state)
 /* Ping gets Pong with its id; pipelined Pings are answered in order. */
 static void test_ping_pong(void **state)
 {
-    start(NULL, NULL);
-    int fd = itest_connect_hello(daemon_under_test.port);
+    itest_start(NULL, NULL);
+    int fd = itest_connect_hello(itest_dut.port);
     assert_true(fd >= 0);
     for (uint64_t id = 100; id < 200; id++)
         assert_int_equal(itest_send_ping(fd, id), 0);
@@ -293,8 +279,9 @@ static void test_ping_pong(void **state)
  * prefix closes it. */
 static void test_reply_ids_and_what_closes(void **state)
 {
-    start("max_event_bytes = 1K\nmax_frame_bytes = 64K\n", "[partition xs]\nmatch = x\\..*\n");
-    int fd = itest_connect_hello(daemon_under_test.port);
+    itest_start("max_event_bytes = 1K\nmax_frame_bytes = 64K\n",
+                "[partition xs]\nmatch = x\\..*\n");
+    int fd = itest_connect_hello(itest_dut.port);
     assert_true(fd >= 0);
 
     /* id 42, then a hello field whose length runs past the frame. */
@@ -362,8 +349,8 @@ static void test_reply_ids_and_what_closes(void **state)
  * it in the same write is still answered, in order. */
 static void test_refused_subscribe_then_more(void **state)
 {
-    start(NULL, NULL);
-    int fd = itest_connect_hello(daemon_under_test.port);
+    itest_start(NULL, NULL);
+    int fd = itest_connect_hello(itest_dut.port);
     assert_true(fd >= 0);
     assert_int_equal(itest_subscribe(fd, 5, "a(", PROTOBUS__START_MODE__START_NEW), 0);
     assert_int_equal(itest_send_ping(fd, 6), 0);
@@ -378,9 +365,9 @@ static void test_refused_subscribe_then_more(void **state)
 static void test_acks_in_order(void **state)
 {
     enum { NBATCH = 1000 };
-    start(NULL, "[partition alpha]\nmatch = a\\..*\n[partition beta]\nmatch = b\\..*\n"
-                "[partition rest]\nmatch = .*\n");
-    int fd = itest_connect_hello(daemon_under_test.port);
+    itest_start(NULL, "[partition alpha]\nmatch = a\\..*\n[partition beta]\nmatch = b\\..*\n"
+                      "[partition rest]\nmatch = .*\n");
+    int fd = itest_connect_hello(itest_dut.port);
     assert_true(fd >= 0);
     Protobus__EncapsulatedEvent ev[3] = {PROTOBUS__ENCAPSULATED_EVENT__INIT,
                                          PROTOBUS__ENCAPSULATED_EVENT__INIT,
@@ -424,10 +411,10 @@ static void test_acks_in_order(void **state)
 static void test_library_pipelined_positions(void **state)
 {
     enum { NEVENTS = 3000 };
-    start(NULL, "[partition alpha]\nmatch = a\\..*\n[partition beta]\nmatch = b\\..*\n"
-                "[partition rest]\nmatch = .*\n");
+    itest_start(NULL, "[partition alpha]\nmatch = a\\..*\n[partition beta]\nmatch = b\\..*\n"
+                      "[partition rest]\nmatch = .*\n");
     char addr[64], err[256] = "";
-    snprintf(addr, sizeof addr, "127.0.0.1:%u", (unsigned)daemon_under_test.port);
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", (unsigned)itest_dut.port);
     pb_client_options o;
     pb_client_options_init(&o);
     o.batch_events = 3;
@@ -457,18 +444,18 @@ static void test_library_pipelined_positions(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_missing_hello, teardown),
-        cmocka_unit_test_teardown(test_versions_refused, teardown),
-        cmocka_unit_test_teardown(test_server_hello, teardown),
-        cmocka_unit_test_teardown(test_handshake_deadline, teardown),
-        cmocka_unit_test_teardown(test_idle_deadline, teardown),
-        cmocka_unit_test_teardown(test_max_handshaking, teardown),
-        cmocka_unit_test_teardown(test_max_connections_full_of_silent_ones, teardown),
-        cmocka_unit_test_teardown(test_ping_pong, teardown),
-        cmocka_unit_test_teardown(test_reply_ids_and_what_closes, teardown),
-        cmocka_unit_test_teardown(test_refused_subscribe_then_more, teardown),
-        cmocka_unit_test_teardown(test_acks_in_order, teardown),
-        cmocka_unit_test_teardown(test_library_pipelined_positions, teardown),
+        cmocka_unit_test_teardown(test_missing_hello, itest_teardown),
+        cmocka_unit_test_teardown(test_versions_refused, itest_teardown),
+        cmocka_unit_test_teardown(test_server_hello, itest_teardown),
+        cmocka_unit_test_teardown(test_handshake_deadline, itest_teardown),
+        cmocka_unit_test_teardown(test_idle_deadline, itest_teardown),
+        cmocka_unit_test_teardown(test_max_handshaking, itest_teardown),
+        cmocka_unit_test_teardown(test_max_connections_full_of_silent_ones, itest_teardown),
+        cmocka_unit_test_teardown(test_ping_pong, itest_teardown),
+        cmocka_unit_test_teardown(test_reply_ids_and_what_closes, itest_teardown),
+        cmocka_unit_test_teardown(test_refused_subscribe_then_more, itest_teardown),
+        cmocka_unit_test_teardown(test_acks_in_order, itest_teardown),
+        cmocka_unit_test_teardown(test_library_pipelined_positions, itest_teardown),
     };
     return cmocka_run_group_tests_name("integration: connection model (raw frames)", tests, NULL,
                                        NULL);

@@ -28,20 +28,6 @@
 
 #define TIMEOUT_MS 10000
 
-static itest_daemon daemon_under_test;
-
-static int teardown(void **state)
-{
-    (void)state;
-    itest_daemon_cleanup(&daemon_under_test);
-    return 0;
-}
-
-static void start(const char *extra, const char *rules)
-{
-    assert_int_equal(itest_daemon_start(&daemon_under_test, extra, rules), 0);
-}
-
 /* --- subscriptions ---------------------------------------------------------------- */
 
 #define RULES_AB "[partition alpha]\nmatch = a\\..*\n[partition beta]\nmatch = b\\..*\n"
@@ -130,7 +116,7 @@ static int part_index(const char *name)
 static int subscribe_history(const char *pattern, const sub_request *q, sub_history *h)
 {
     memset(h, 0, sizeof *h);
-    int fd = itest_connect_hello(daemon_under_test.port);
+    int fd = itest_connect_hello(itest_dut.port);
     assert_true(fd >= 0);
     assert_int_equal(send_subscribe(fd, 77, pattern, q), 0);
     Protobus__Frame *r = itest_recv_frame(fd, TIMEOUT_MS);
@@ -195,8 +181,8 @@ static void expect_live_next(int sub, int pub, uint64_t id)
  * CaughtUp, and an event published right after CaughtUp seen live. */
 static void test_subscribed_every_start_mode(void **state)
 {
-    start(NULL, RULES_AB);
-    int pub = itest_connect_hello(daemon_under_test.port);
+    itest_start(NULL, RULES_AB);
+    int pub = itest_connect_hello(itest_dut.port);
     assert_true(pub >= 0);
     publish_n(pub, 1, "a.x", 3); /* alpha 0..2 */
     itest_sleep_ms(20);
@@ -276,9 +262,9 @@ static void test_subscribed_every_start_mode(void **state)
 static void test_overflow_no_second_caught_up(void **state)
 {
     enum { NBATCH = 400, PER = 16, PAYLOAD = 900 };
-    start("max_event_bytes = 1K\nmax_frame_bytes = 64K\nsubscriber_queue_bytes = 4K\n", NULL);
-    int pub = itest_connect_hello(daemon_under_test.port);
-    int sub = itest_connect_hello(daemon_under_test.port);
+    itest_start("max_event_bytes = 1K\nmax_frame_bytes = 64K\nsubscriber_queue_bytes = 4K\n", NULL);
+    int pub = itest_connect_hello(itest_dut.port);
+    int sub = itest_connect_hello(itest_dut.port);
     assert_true(pub >= 0 && sub >= 0);
     sub_request q = {.start = PROTOBUS__START_MODE__START_NEW};
     assert_int_equal(send_subscribe(sub, 5, ".*", &q), 0);
@@ -315,7 +301,7 @@ static void test_overflow_no_second_caught_up(void **state)
         protobus__frame__free_unpacked(r, NULL);
     }
     assert_int_equal(caught_up, 1);
-    assert_true(itest_log_contains(&daemon_under_test, "catching up from the files"));
+    assert_true(itest_log_contains(&itest_dut, "catching up from the files"));
     /* Nothing more: no late CaughtUp either. */
     assert_null(itest_recv_frame(sub, 300));
     close(sub);
@@ -330,9 +316,9 @@ static void test_overflow_no_second_caught_up(void **state)
  * goes on. A frame over max_frame_bytes closes it. */
 static void test_subscribed_connection_answers(void **state)
 {
-    start("max_event_bytes = 1K\nmax_frame_bytes = 64K\n", RULES_AB);
-    int pub = itest_connect_hello(daemon_under_test.port);
-    int sub = itest_connect_hello(daemon_under_test.port);
+    itest_start("max_event_bytes = 1K\nmax_frame_bytes = 64K\n", RULES_AB);
+    int pub = itest_connect_hello(itest_dut.port);
+    int sub = itest_connect_hello(itest_dut.port);
     assert_true(pub >= 0 && sub >= 0);
     publish_n(pub, 1, "a.x", 2);
 
@@ -450,9 +436,9 @@ static void *flood_read(void *arg)
 static void test_subscribed_connection_flood_bounded(void **state)
 {
     enum { NFLOOD = 16000, PAYLOAD = 4000 };
-    start("max_event_bytes = 8K\nmax_frame_bytes = 64K\n", NULL);
-    int pub = itest_connect_hello(daemon_under_test.port);
-    int sub = itest_connect_hello(daemon_under_test.port);
+    itest_start("max_event_bytes = 8K\nmax_frame_bytes = 64K\n", NULL);
+    int pub = itest_connect_hello(itest_dut.port);
+    int sub = itest_connect_hello(itest_dut.port);
     assert_true(pub >= 0 && sub >= 0);
     assert_int_equal(
         send_subscribe(sub, 1, ".*", &(sub_request){.start = PROTOBUS__START_MODE__START_NEW}), 0);
@@ -461,7 +447,7 @@ static void test_subscribed_connection_flood_bounded(void **state)
         assert_non_null(r);
         protobus__frame__free_unpacked(r, NULL);
     }
-    long rss_before = itest_daemon_rss_kb(&daemon_under_test);
+    long rss_before = itest_daemon_rss_kb(&itest_dut);
     assert_true(rss_before > 0);
 
     /* One encoded Publish frame, sent NFLOOD times with increasing ids. */
@@ -476,7 +462,7 @@ static void test_subscribed_connection_flood_bounded(void **state)
     assert_int_equal(pthread_join(th, NULL), 0);
     assert_false(fr.bad);
     assert_int_equal(fr.answered, NFLOOD);
-    long rss_after = itest_daemon_rss_kb(&daemon_under_test);
+    long rss_after = itest_daemon_rss_kb(&itest_dut);
     print_message("daemon RSS %ld KiB before, %ld KiB after %d MB of refused Publishes\n",
                   rss_before, rss_after, NFLOOD * PAYLOAD / 1000000);
     assert_true(rss_after - rss_before < 16 * 1024);
@@ -501,7 +487,7 @@ static void test_subscribed_connection_flood_bounded(void **state)
 static pb_client *lib_connect(void)
 {
     char addr[64], err[256] = "";
-    snprintf(addr, sizeof addr, "127.0.0.1:%u", (unsigned)daemon_under_test.port);
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", (unsigned)itest_dut.port);
     pb_client *c = NULL;
     if (pb_client_connect(&c, addr, NULL, err, sizeof err) != 0)
         fail_msg("connect: %s", err);
@@ -521,7 +507,7 @@ static void lib_publish(pb_client *c, const char *topic, int n)
  * items, PB_ITEM_CAUGHT_UP once, then live events. */
 static void test_library_subscription(void **state)
 {
-    start(NULL, RULES_AB);
+    itest_start(NULL, RULES_AB);
     pb_client *pub = lib_connect();
     lib_publish(pub, "a.x", 4);
     lib_publish(pub, "b.y", 2);
@@ -588,11 +574,11 @@ static void test_library_subscription(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_subscribed_every_start_mode, teardown),
-        cmocka_unit_test_teardown(test_overflow_no_second_caught_up, teardown),
-        cmocka_unit_test_teardown(test_subscribed_connection_answers, teardown),
-        cmocka_unit_test_teardown(test_subscribed_connection_flood_bounded, teardown),
-        cmocka_unit_test_teardown(test_library_subscription, teardown),
+        cmocka_unit_test_teardown(test_subscribed_every_start_mode, itest_teardown),
+        cmocka_unit_test_teardown(test_overflow_no_second_caught_up, itest_teardown),
+        cmocka_unit_test_teardown(test_subscribed_connection_answers, itest_teardown),
+        cmocka_unit_test_teardown(test_subscribed_connection_flood_bounded, itest_teardown),
+        cmocka_unit_test_teardown(test_library_subscription, itest_teardown),
     };
     return cmocka_run_group_tests_name("integration: connection model, subscriptions (raw frames)",
                                        tests, NULL, NULL);

@@ -85,21 +85,10 @@ static int set_nofile(rlim_t soft)
     return setrlimit(RLIMIT_NOFILE, &rl);
 }
 
-static itest_daemon daemon_under_test;
-
-/* Runs after a test even when an assertion failed: the daemon is stopped by
- * its PID and its directory removed. */
-static int teardown(void **state)
-{
-    (void)state;
-    itest_daemon_cleanup(&daemon_under_test);
-    return 0;
-}
-
 static void test_thousand_connections(void **state)
 {
     (void)state;
-    itest_daemon *dp = &daemon_under_test;
+    itest_daemon *dp = &itest_dut;
     /* The daemon inherits the common default soft limit and has to cope. */
     struct rlimit rl;
     assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
@@ -228,7 +217,7 @@ static void test_thousand_connections(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_thousand_connections, teardown),
+        cmocka_unit_test_teardown(test_thousand_connections, itest_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -195,6 +195,20 @@ void itest_daemon_cleanup(itest_daemon *d)
         testfs_rmrf(d->dir);
 }
 
+itest_daemon itest_dut;
+
+void itest_start(const char *server_extra, const char *rules)
+{
+    assert_int_equal(itest_daemon_start(&itest_dut, server_extra, rules), 0);
+}
+
+int itest_teardown(void **state)
+{
+    (void)state;
+    itest_daemon_cleanup(&itest_dut);
+    return 0;
+}
+
 int itest_fixture_setup(void **state, size_t size)
 {
     *state = calloc(1, size);

@@ -26,6 +26,14 @@ typedef struct itest_daemon {
     unsigned nofile; /* RLIMIT_NOFILE (soft and hard) for the daemon; 0 = inherit */
 } itest_daemon;
 
+/* For tests that run one daemon at a time, cmocka_unit_test_teardown(test,
+ * itest_teardown): itest_dut is that daemon; itest_start starts it (the
+ * test fails if it cannot); itest_teardown, run after a failed assertion
+ * too, stops it by its PID and removes its temp dir. */
+extern itest_daemon itest_dut;
+void itest_start(const char *server_extra, const char *rules);
+int itest_teardown(void **state);
+
 /* cmocka fixtures for a test's own struct that begins with an
  * itest_daemon. itest_fixture_setup allocates it zeroed (size bytes) into
  * *state: a test's setup is `return itest_fixture_setup(state, sizeof(fixture));`.
