@@ -52,6 +52,7 @@ struct pb_reader {
     uint64_t below_first; /* a seek below the first offset left: report it at next() */
     bool cur_gone;        /* the open segment is no longer in the directory (retention) */
     bool below_pending;
+    uint64_t zero_pos; /* pos where the open segment's zero tail was found (UINT64_MAX: none) */
     char problem_file[PATH_MAX];
     char reason[160];
 };
@@ -139,6 +140,7 @@ static int open_segment(pb_reader *r, size_t i)
         return fd;
     r->fd = fd;
     r->cur_gone = false;
+    r->zero_pos = UINT64_MAX;
     segment_buf_attach(&r->buf, r->fd);
     return 0;
 }
@@ -487,6 +489,33 @@ static int resync(pb_reader *r, bool *wait)
     return report(r, bad_pos, first, rec.offset - 1, reason);
 }
 
+/* The record at r->pos failed its checks. A zero tail (a zero record header
+ * with nothing but zeros after it: the unused end of a recycled segment,
+ * FORMAT.md Part B "The end of a segment") is where the records end, as if
+ * the file ended there: wait in the newest segment; in a rotated one go on
+ * to the next, which reports nothing when its base follows on. Anything
+ * else is damage (resync). The whole tail is read once per position: while
+ * the header there stays zero, the writer has written nothing after it. */
+static int bad_record(pb_reader *r, bool *wait)
+{
+    *wait = false;
+    int z = r->zero_pos == r->pos ? segment_zero_header(&r->buf, r->pos)
+                                  : segment_zero_tail(&r->buf, r->pos);
+    if (z < 0)
+        return z;
+    segment_buf_invalidate(&r->buf); /* the zeros read must not hide what comes next */
+    if (z == 0) {
+        pb_record rec;
+        uint32_t size;
+        r->zero_pos = UINT64_MAX;
+        if (segment_read_record(&r->buf, r->pos, PB_RECORD_MAX_EVENT, &rec, &size) == 0)
+            return 0; /* written meanwhile: read it */
+        return resync(r, wait);
+    }
+    r->zero_pos = r->pos;
+    return at_end_of_file(r, true, wait);
+}
+
 /* A read hit a compressed block that failed its checks (zseg.h): report
  * the file, the block's plain byte range and the offsets that start in it,
  * and go on at the next block (a record boundary). Never skipped silently. */
@@ -595,7 +624,7 @@ int pb_reader_next(pb_reader *r, pb_record *rec)
             else if (rc != ZSEG_EBADBLOCK)
                 return rc;
         } else if (rc == PB_ECORRUPT) {
-            rc = resync(r, &wait);
+            rc = bad_record(r, &wait);
         } else if (rc != ZSEG_EBADBLOCK) {
             return rc;
         }

@@ -22,6 +22,7 @@ struct segfile {
     bool header_done;
     uint64_t expected; /* offset the next record must have, once started */
     bool started;
+    uint64_t zero_pos; /* where a zero tail was found (0: none; records start at 40) */
 };
 
 static int report(segfile *f, uint64_t position, uint64_t first, uint64_t last, const char *reason)
@@ -106,6 +107,29 @@ static int resync(segfile *f)
     return report(f, bad, first, rec.offset - 1, why);
 }
 
+/* The record at f->file.pos failed its checks. A zero tail (a zero record
+ * header and only zeros after it: the unused end of a recycled segment,
+ * FORMAT.md Part B) is the end of the records, clean (with --follow: for
+ * now); anything else is damage. 1: a record is there after all (written
+ * meanwhile): read it. */
+static int bad_record(segfile *f)
+{
+    uint64_t pos = f->file.pos;
+    int z = f->zero_pos == pos ? segment_zero_header(&f->file.buf, pos)
+                               : segment_zero_tail(&f->file.buf, pos);
+    if (z < 0)
+        return z;
+    segment_buf_invalidate(&f->file.buf); /* the zeros read must not hide what comes next */
+    f->zero_pos = z ? pos : 0;
+    if (z)
+        return PB_EEOF;
+    pb_record rec;
+    uint32_t size;
+    if (segment_read_record(&f->file.buf, pos, PB_RECORD_MAX_EVENT, &rec, &size) == 0)
+        return 1; /* written meanwhile: read it */
+    return resync(f);
+}
+
 int segfile_next(segfile *f, pb_record *rec)
 {
     for (;;) {
@@ -151,8 +175,8 @@ int segfile_next(segfile *f, pb_record *rec)
                 return PB_EEOF; /* clean end (for now) */
             return resync(f);
         }
-        if (rc == PB_ECORRUPT)
-            return resync(f);
+        if (rc == PB_ECORRUPT && (rc = bad_record(f)) == 1)
+            continue;
         return rc;
     }
 }

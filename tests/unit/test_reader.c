@@ -461,6 +461,76 @@ static void test_cut_end_of_rotated_segment(void **state)
     read_expecting_problem(n, p, 0, bases[1], bases[2] - 1);
 }
 
+/* Zero tails (FORMAT.md Part B, "The end of a segment"): a recycled active
+ * segment holds zeros after its last record, a rotated one may after a
+ * crash. Neither is damage: the reader waits at the active one's and goes
+ * on into the next segment from a rotated one's, reporting nothing; a
+ * record written into the zeros is read; zeros FOLLOWED by a valid record
+ * are a hole, reported. Recovery cuts both tails and reports the hole. */
+static void test_zero_tail(void **state)
+{
+    const uint64_t n = 1500;
+    pb_log *log = open_log(32 << 10);
+    append_range(log, 0, n, 20);
+    assert_int_equal(log_close(log), 0);
+    uint64_t bases[128];
+    size_t nseg = testfs_list_bases(part, bases, 128);
+    assert_true(nseg >= 3);
+    char rot[PATH_MAX], act[PATH_MAX];
+    seg_path(rot, bases[nseg - 2], ".log"); /* the newest rotated one */
+    seg_path(act, bases[nseg - 1], ".log");
+    struct stat st;
+    assert_int_equal(stat(rot, &st), 0);
+    off_t rot_size = st.st_size;
+    assert_int_equal(stat(act, &st), 0);
+    off_t act_size = st.st_size;
+    assert_int_equal(truncate(rot, rot_size + 5000), 0);
+    assert_int_equal(truncate(act, act_size + (3 << 20)), 0); /* > the 1 MiB window */
+
+    pb_reader *r;
+    assert_int_equal(pb_reader_open(&r, part), 0);
+    expect_range(r, 0, n);
+    expect_eof(r);
+    expect_eof(r);
+
+    /* A record written into the zeros is read (follow). */
+    uint8_t rec[24 + 300];
+    size_t len = event_for(n, rec + 24);
+    assert_int_equal(record_encode_header(rec, n, time_for(n), rec + 24, len, NULL, 0), 0);
+    write_at(act, rec, 24 + len, act_size);
+    expect_record(r, n);
+    expect_eof(r);
+
+    /* Zeros followed by a valid record (what a power loss can leave): a
+     * hole, reported by a reader that comes to it. (One waiting at the
+     * zeros already looks at the header only: the writer writes in file
+     * order, so nothing appears after zeros it has not written yet.) */
+    off_t hole = act_size + (off_t)(24 + len);
+    len = event_for(n + 2, rec + 24);
+    assert_int_equal(record_encode_header(rec, n + 2, time_for(n + 2), rec + 24, len, NULL, 0), 0);
+    write_at(act, rec, 24 + len, hole + 100);
+    pb_reader_close(r);
+    assert_int_equal(pb_reader_open(&r, part), 0);
+    expect_range(r, 0, n + 1);
+    pb_record got;
+    assert_int_equal(pb_reader_next(r, &got), PB_ECORRUPT);
+    const struct pb_reader_problem *pr = pb_reader_problem(r);
+    assert_true(pr->position == (uint64_t)hole && pr->first_offset == n + 1 &&
+                pr->last_offset == n + 1);
+    expect_record(r, n + 2);
+    expect_eof(r);
+    pb_reader_close(r);
+
+    /* Recovery: both zero tails cut (not reported as torn), the hole kept. */
+    log = open_log(32 << 10);
+    assert_true(log_next_offset(log) == n + 3);
+    assert_int_equal(log_close(log), 0);
+    assert_int_equal(stat(rot, &st), 0);
+    assert_true(st.st_size == rot_size);
+    assert_int_equal(stat(act, &st), 0);
+    assert_true(st.st_size == hole + 100 + (off_t)(24 + len));
+}
+
 static void test_end_offset(void **state)
 {
     pb_log *log = open_log(16 << 10);
@@ -546,6 +616,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_follow_live_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corruption_in_rotated_segment, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cut_end_of_rotated_segment, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_zero_tail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_end_offset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_partition_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_partition_list_follows_the_name_rule, setup, teardown),
