@@ -430,6 +430,12 @@ static int discard_segment(void *ctx, const fileio *io, const char *path)
     return unlinker_take(ctx, io, path);
 }
 
+/* log_options.recycle: a removed segment zeroed into a spare, off the writer. */
+static int recycle_segment_cb(void *ctx, const fileio *io, const char *path, uint32_t spares)
+{
+    return unlinker_take_recycle(ctx, io, path, spares);
+}
+
 /* log_options.discard_fd: a replaced segment's last close, off the writer. */
 static int discard_segment_fd(void *ctx, const fileio *io, int fd)
 {
@@ -456,7 +462,11 @@ int partition_open(partition **out, const char *data_dir, const char *name,
         p->opts.log.discard = discard_segment;
         p->opts.log.discard_fd = discard_segment_fd;
         p->opts.log.discard_ctx = p->opts.unlinker;
+        if (!p->opts.log.recycle)
+            p->opts.log.recycle = recycle_segment_cb;
     }
+    if (!p->opts.log.recycle)
+        p->opts.log.recycle_spares = 0; /* never zeroed on the writer's thread */
     if (p->opts.fsync < PARTITION_FSYNC_ALWAYS || p->opts.fsync > PARTITION_FSYNC_NEVER ||
         p->opts.topic_history == 0 || (p->opts.retain.compress_level && !p->opts.compressor)) {
         rc = PB_EINVAL;

@@ -24,12 +24,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-enum { CHANGE_WRITE, CHANGE_TRUNC };
+enum { CHANGE_WRITE, CHANGE_TRUNC, CHANGE_ZERO };
 
 typedef struct change {
     int kind;
-    uint64_t off; /* WRITE: position; TRUNC: new length */
-    uint64_t len; /* WRITE: bytes, kept at arena + data_at */
+    uint64_t off; /* WRITE, ZERO: position; TRUNC: new length */
+    uint64_t len; /* WRITE: bytes, kept at arena + data_at; ZERO: bytes zeroed */
     size_t data_at;
 } change;
 
@@ -525,6 +525,41 @@ out:
     return rc;
 }
 
+/* ZERO_RANGE: the range reads as zeros, the size does not change (a range
+ * past the end is refused: the callers zero what the file holds). Another
+ * descriptor on the same file: -EBUSY, as the real one's lease says. At a
+ * power loss an unsynced zeroing is kept, dropped (the old bytes are
+ * back) or kept for a part of its range only (settle_file). */
+static int s_zero_range(const fileio *io, int fd, off_t off, off_t len)
+{
+    simio *s = S(io);
+    pthread_mutex_lock(&s->lock);
+    open_file *f = fd_find(s, fd);
+    int rc = gate(s, SIMIO_ZERO_RANGE, f ? f->path : NULL);
+    if (rc < 0)
+        goto out;
+    if (!f || f->ino < 0 || s->inodes[f->ino].is_dir || off < 0 || len < 0) {
+        rc = -EINVAL;
+        goto out;
+    }
+    inode *n = &s->inodes[f->ino];
+    if ((uint64_t)off + (uint64_t)len > n->size) {
+        rc = -EINVAL;
+        goto out;
+    }
+    for (size_t i = 0; i < s->nopen; i++) {
+        if (s->open[i].ino == f->ino && s->open[i].fd != fd) {
+            rc = -EBUSY;
+            goto out;
+        }
+    }
+    if ((rc = add_change(n, CHANGE_ZERO, (uint64_t)off, NULL, (uint64_t)len)) == 0)
+        memset(n->data + off, 0, (size_t)len);
+out:
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
 static int s_fsize(const fileio *io, int fd, off_t *size)
 {
     simio *s = S(io);
@@ -733,6 +768,7 @@ int simio_create(simio **out)
                      .unlink = s_unlink,
                      .rename = s_rename,
                      .list_dir = s_list_dir,
+                     .zero_range = s_zero_range,
                      .ctx = s};
     s->next_fd = 100;
     *out = s;
@@ -972,6 +1008,29 @@ static int settle_file(inode *n, uint64_t *rng, simio_stats *st)
                 goto nomem;
             memset(out + size, 0, c->off - size);
             size = c->off;
+            continue;
+        }
+        if (c->kind == CHANGE_ZERO) {
+            /* Kept, dropped (the old bytes come back), or kept for a
+             * random part of the range only (extents converted in no
+             * particular order): one in three each. */
+            uint64_t from = c->off, to = c->off + c->len;
+            if (r % 3 == 0) {
+                st->zeros_dropped++;
+                continue;
+            }
+            if (r % 3 == 2 && c->len > 0) {
+                uint64_t a = mix(rng) % c->len, b = mix(rng) % c->len;
+                from = c->off + (a < b ? a : b);
+                to = c->off + (a < b ? b : a) + 1;
+                st->zeros_partial++;
+            } else {
+                st->zeros_kept++;
+            }
+            if (to > size)
+                to = size; /* a later truncation cut it */
+            if (from < to)
+                memset(out + from, 0, to - from);
             continue;
         }
         /* A write: 0-29 dropped, 30-59 kept, 60-74 a prefix only, 75-89
