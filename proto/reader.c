@@ -52,7 +52,10 @@ struct pb_reader {
     uint64_t below_first; /* a seek below the first offset left: report it at next() */
     bool cur_gone;        /* the open segment is no longer in the directory (retention) */
     bool below_pending;
-    uint64_t zero_pos; /* pos where the open segment's zero tail was found (UINT64_MAX: none) */
+    /* The open segment held only zeros from here to its end when last
+     * checked (UINT64_MAX: not checked): a zero header at or after it
+     * needs no new scan (bad_record). */
+    uint64_t zero_pos;
     char problem_file[PATH_MAX];
     char reason[160];
 };
@@ -494,12 +497,15 @@ static int resync(pb_reader *r, bool *wait)
  * FORMAT.md Part B "The end of a segment") is where the records end, as if
  * the file ended there: wait in the newest segment; in a rotated one go on
  * to the next, which reports nothing when its base follows on. Anything
- * else is damage (resync). The whole tail is read once per position: while
- * the header there stays zero, the writer has written nothing after it. */
+ * else is damage (resync). The whole tail is read once per open segment:
+ * the writer writes in file order, so while the header at a position at or
+ * after the checked one is zero, nothing after it was written since (a
+ * hole a power loss left is there before any reader: the first check finds
+ * what follows it). */
 static int bad_record(pb_reader *r, bool *wait)
 {
     *wait = false;
-    int z = r->zero_pos == r->pos ? segment_zero_header(&r->buf, r->pos)
+    int z = r->pos >= r->zero_pos ? segment_zero_header(&r->buf, r->pos)
                                   : segment_zero_tail(&r->buf, r->pos);
     if (z < 0)
         return z;
@@ -512,7 +518,8 @@ static int bad_record(pb_reader *r, bool *wait)
             return 0; /* written meanwhile: read it */
         return resync(r, wait);
     }
-    r->zero_pos = r->pos;
+    if (r->pos < r->zero_pos)
+        r->zero_pos = r->pos;
     return at_end_of_file(r, true, wait);
 }
 

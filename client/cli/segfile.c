@@ -22,7 +22,7 @@ struct segfile {
     bool header_done;
     uint64_t expected; /* offset the next record must have, once started */
     bool started;
-    uint64_t zero_pos; /* where a zero tail was found (0: none; records start at 40) */
+    uint64_t zero_pos; /* zeros only from here to the end when checked (UINT64_MAX: not) */
 };
 
 static int report(segfile *f, uint64_t position, uint64_t first, uint64_t last, const char *reason)
@@ -111,16 +111,16 @@ static int resync(segfile *f)
  * header and only zeros after it: the unused end of a recycled segment,
  * FORMAT.md Part B) is the end of the records, clean (with --follow: for
  * now); anything else is damage. 1: a record is there after all (written
- * meanwhile): read it. */
+ * meanwhile): read it. The tail is read whole once (as pb_reader's). */
 static int bad_record(segfile *f)
 {
     uint64_t pos = f->file.pos;
-    int z = f->zero_pos == pos ? segment_zero_header(&f->file.buf, pos)
+    int z = pos >= f->zero_pos ? segment_zero_header(&f->file.buf, pos)
                                : segment_zero_tail(&f->file.buf, pos);
     if (z < 0)
         return z;
     segment_buf_invalidate(&f->file.buf); /* the zeros read must not hide what comes next */
-    f->zero_pos = z ? pos : 0;
+    f->zero_pos = !z ? UINT64_MAX : pos < f->zero_pos ? pos : f->zero_pos;
     if (z)
         return PB_EEOF;
     pb_record rec;
@@ -197,6 +197,7 @@ int segfile_open(segfile **out, const char *path, bool follow)
         free(f);
         return rc;
     }
+    f->zero_pos = UINT64_MAX;
     *out = f;
     return 0;
 }
