@@ -481,7 +481,19 @@ static int resync(pb_reader *r, bool *wait)
     }
     if (rc < 0)
         return rc;
+    if (is_last(r)) {
+        /* The writer writes in file order: with a later record there, a
+         * record at r->pos that verifies now was a write in progress when
+         * first read (a recycled segment's zeros under its body), no loss. */
+        pb_record again;
+        uint32_t asize;
+        segment_buf_invalidate(&r->buf);
+        if (segment_read_record(&r->buf, r->pos, PB_RECORD_MAX_EVENT, &again, &asize) == 0 &&
+            again.offset == r->expected)
+            return 0; /* (an offset going backwards is still damage) */
+    }
     uint64_t bad_pos = r->pos, first = r->expected;
+    r->zero_pos = UINT64_MAX; /* damage: what follows is checked afresh */
     r->pos = found;
     r->expected = rec.offset;
     if (r->seek == SEEK_TIME && rec.time_ns < r->seek_time)
@@ -502,25 +514,42 @@ static int resync(pb_reader *r, bool *wait)
  * after the checked one is zero, nothing after it was written since (a
  * hole a power loss left is there before any reader: the first check finds
  * what follows it). */
+/* Whether the file holds a zero tail from pos: 1, 0, or a negative code
+ * (the whole tail read once per open segment, see zero_pos). */
+static int zero_tail_at(pb_reader *r, uint64_t pos)
+{
+    int z = pos >= r->zero_pos ? segment_zero_header(&r->buf, pos) : segment_zero_tail(&r->buf, pos);
+    if (z == 1 && pos < r->zero_pos)
+        r->zero_pos = pos;
+    return z;
+}
+
 static int bad_record(pb_reader *r, bool *wait)
 {
     *wait = false;
-    int z = r->pos >= r->zero_pos ? segment_zero_header(&r->buf, r->pos)
-                                  : segment_zero_tail(&r->buf, r->pos);
+    int z = zero_tail_at(r, r->pos);
     if (z < 0)
         return z;
     segment_buf_invalidate(&r->buf); /* the zeros read must not hide what comes next */
-    if (z == 0) {
-        pb_record rec;
-        uint32_t size;
-        r->zero_pos = UINT64_MAX;
-        if (segment_read_record(&r->buf, r->pos, PB_RECORD_MAX_EVENT, &rec, &size) == 0)
-            return 0; /* written meanwhile: read it */
-        return resync(r, wait);
+    if (z == 1)
+        return at_end_of_file(r, true, wait);
+    pb_record rec;
+    uint32_t size;
+    int rc = segment_read_record(&r->buf, r->pos, PB_RECORD_MAX_EVENT, &rec, &size);
+    if (rc == 0)
+        return 0; /* written meanwhile: read it */
+    if (rc == PB_ECORRUPT && size > 0 && is_last(r)) {
+        /* A whole header whose record does not verify, then only zeros: the
+         * write the writer is making into a recycled segment's zero tail
+         * (its body not there yet): wait for it, as for a record cut short
+         * at the end of a file. */
+        if ((z = zero_tail_at(r, r->pos + size)) < 0)
+            return z;
+        segment_buf_invalidate(&r->buf);
+        if (z == 1)
+            return at_end_of_file(r, true, wait);
     }
-    if (r->pos < r->zero_pos)
-        r->zero_pos = r->pos;
-    return at_end_of_file(r, true, wait);
+    return resync(r, wait);
 }
 
 /* A read hit a compressed block that failed its checks (zseg.h): report
