@@ -75,6 +75,11 @@ typedef struct log_options {
      * removed at open either way). Shares discard_ctx. */
     uint32_t recycle_spares;
     int (*recycle)(void *ctx, const fileio *io, const char *path, uint32_t spares);
+    /* Every ack follows the fdatasync of what it covers (fsync = always):
+     * zeros after the last record at recovery were never acked, and are
+     * cut with an INFO line; otherwise (interval, never) they may have
+     * held acked events and the line is a WARN. */
+    bool synced_acks;
 } log_options;
 
 /* One event to append: `data` then `suffix` form the stored event bytes

@@ -467,6 +467,16 @@ int partition_open(partition **out, const char *data_dir, const char *name,
     }
     if (!p->opts.log.recycle)
         p->opts.log.recycle_spares = 0; /* never zeroed on the writer's thread */
+    p->opts.log.synced_acks = p->opts.fsync == PARTITION_FSYNC_ALWAYS;
+    /* Spares count towards retain_bytes: keep only as many as it holds
+     * besides the active segment and one closed one (two spares under
+     * retain_bytes = 2 segments would leave no closed segment at all). */
+    if (p->opts.retain.bytes > 0 && p->opts.log.recycle_spares > 0) {
+        uint64_t seg = p->opts.log.segment_bytes ? p->opts.log.segment_bytes : 64ull << 20;
+        uint64_t fit = p->opts.retain.bytes / seg;
+        if (fit < 2 + (uint64_t)p->opts.log.recycle_spares)
+            p->opts.log.recycle_spares = fit > 2 ? (uint32_t)(fit - 2) : 0;
+    }
     if (p->opts.fsync < PARTITION_FSYNC_ALWAYS || p->opts.fsync > PARTITION_FSYNC_NEVER ||
         p->opts.topic_history == 0 || (p->opts.retain.compress_level && !p->opts.compressor)) {
         rc = PB_EINVAL;

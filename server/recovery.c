@@ -312,11 +312,12 @@ static int recreate(pb_log *log, uint64_t base, const char *why)
     return log_create_segment(log, base);
 }
 
-/* Cuts a recycled segment's zero tail (st->pos to the end: zeros only, no
- * record was ever there) durably, so that the file ends at its last record
- * again: the writer appends at the end of the file it recovered, and a
- * rotated segment keeps the rule "records to the end of the file". Not
- * damage, so not reported as a torn tail: an INFO line only. */
+/* Cuts a zero tail (st->pos to the end: zeros only) durably, so that the
+ * file ends at its last record again: the writer appends at the end of the
+ * file it recovered, and a rotated segment keeps the rule "records to the
+ * end of the file". Either a recycled segment's unused end, or an unsynced
+ * write a crash zero-filled: with synced acks (fsync = always) never an
+ * acked one, so an INFO line; otherwise it may have been, so a WARN. */
 static int cut_zero_tail(pb_log *log, int fd, const char *path, const scan_state *st)
 {
     int rc = log->io->ftruncate(log->io, fd, (off_t)st->pos);
@@ -324,9 +325,10 @@ static int cut_zero_tail(pb_log *log, int fd, const char *path, const scan_state
         return log_fail(log, rc, "truncate of", path, st->pos);
     if ((rc = log->io->fdatasync(log->io, fd)) < 0)
         return log_fail(log, rc, "fdatasync of", path, st->pos);
-    log_say(log, LOG_INFO,
-            "segment %s: zero tail of a recycled segment after its last record at byte %" PRIu64
-            " (%" PRIu64 " bytes of zeros): cut; next offset %" PRIu64,
+    log_say(log, log->opt.synced_acks ? LOG_INFO : LOG_WARN,
+            "segment %s: zeros only after its last record at byte %" PRIu64 " (%" PRIu64
+            " bytes: a recycled segment's unused end, or an unsynced write a crash lost): cut; "
+            "next offset %" PRIu64,
             path, st->pos, st->file_size - st->pos, st->expected);
     return 0;
 }

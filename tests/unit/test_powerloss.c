@@ -373,7 +373,7 @@ static partition_options popts(simio *sim, uint64_t seed)
     if (recycles(seed)) {
         /* Smaller segments: more rotations, so that spares are taken. */
         o.log.segment_bytes = 500 + testfs_mix64(seed + 29) % 500;
-        o.retain.bytes = 3 * o.log.segment_bytes + 100; /* the spares count towards it */
+        o.retain.bytes = 4 * o.log.segment_bytes + 100; /* the spares count towards it */
         o.log.recycle_spares = 1 + testfs_mix64(seed + 23) % RECYCLE_MAX_SPARES;
         o.log.recycle = recycle_inline;
         o.log.logf = count_log;

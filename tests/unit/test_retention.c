@@ -465,7 +465,7 @@ static void test_recycled_segments(void **state)
         skip();
     }
     partition_options o = popts();
-    o.retain.bytes = 3000;
+    o.retain.bytes = 5000; /* four segments: room for two spares besides */
     o.log.recycle_spares = 2;
     assert_int_equal(unlinker_start(&o.unlinker), 0);
     atomic_store(&clock_ns, T0);
@@ -486,7 +486,7 @@ static void test_recycled_segments(void **state)
     assert_true(first > 0);
     /* retain_bytes counts the spares: the segments and spares together
      * stay within it plus the segment that just rotated. */
-    assert_true(dir_log_bytes(part_dir) + spare_bytes <= 3000 + 2 * 1100);
+    assert_true(dir_log_bytes(part_dir) + spare_bytes <= 5000 + 2 * 1100);
     uint64_t bases[64];
     size_t n = testfs_list_bases(part_dir, bases, 64);
     assert_true(n >= 2);
@@ -502,6 +502,23 @@ static void test_recycled_segments(void **state)
     assert_int_equal(count_spares(part_dir, &spare_bytes), 0);
     assert_int_equal(partition_first_offset(p), first);
     assert_int_equal(read_all(part_dir, NULL, end), first);
+    assert_int_equal(partition_close(p), 0);
+
+    /* retain_bytes of two segments leaves no room for a spare: none is
+     * made, and closed segments stay as without recycling (review 2). */
+    assert_int_equal(testfs_rmrf(part_dir), 0);
+    o.retain.bytes = 2 * 1024 + 100;
+    uint64_t before = unlinker_recycled(o.unlinker);
+    assert_int_equal(partition_open(&p, root, "p", &o), 0);
+    for (int i = 0; i < 12; i++) {
+        publish(p, 8);
+        wait_dormant(p);
+        unlinker_flush(o.unlinker);
+        assert_true(partition_first_offset(p) > 0 || i < 3);
+        assert_true(testfs_list_bases(part_dir, bases, 64) >= 2); /* a closed one stays */
+    }
+    assert_true(unlinker_recycled(o.unlinker) == before);
+    assert_int_equal(count_spares(part_dir, &spare_bytes), 0);
     assert_int_equal(partition_close(p), 0);
     unlinker_stop(o.unlinker);
 }
