@@ -68,9 +68,10 @@ struct fileio {
      * available. NULL in a layer without leases (the power-loss
      * simulation): callers then assume another descriptor may have it. */
     int (*sole_open)(const fileio *io, int fd);
-    /* Zeroes [off, off + len) of fd without freeing its blocks
-     * (fallocate FALLOC_FL_ZERO_RANGE: they become unwritten extents, which
-     * read as zeros; the size stays), but only if fd is the only way to the
+    /* Zeroes [off, off + len) of fd (fallocate FALLOC_FL_ZERO_RANGE; the
+     * size stays). On ext4 (measured) the blocks become unwritten extents,
+     * which read as zeros: nothing is freed; XFS implements it by freeing
+     * and allocating again (not measured here). Only if fd is the only way to the
      * file: one name (-EMLINK when a hard link shares it: the link would
      * see the zeros) and no other descriptor in any process (-EBUSY; a
      * write lease is taken for the call and given back). Not durable until

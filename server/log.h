@@ -71,8 +71,9 @@ typedef struct log_options {
      * instead of discard, to become a zeroed spare of the directory while
      * fewer than recycle_spares (at most RECYCLE_MAX_SPARES) exist; a
      * rotation then takes a spare when one is there. recycle returns 0 if
-     * it took the path. 0 or NULL: off (spares left from before are
-     * removed at open either way). Shares discard_ctx. */
+     * it took the path. 0 or NULL: off (spares left from before, and
+     * those beyond recycle_spares, are unlinked at open through discard).
+     * Shares discard_ctx. */
     uint32_t recycle_spares;
     int (*recycle)(void *ctx, const fileio *io, const char *path, uint32_t spares);
     /* Every ack follows the fdatasync of what it covers (fsync = always):

@@ -192,10 +192,11 @@ int log_create_segment(pb_log *log, uint64_t base);
  * creates the file as before; a negative code when the log failed. */
 int log_take_spare(pb_log *log, uint64_t base, int64_t created);
 
-/* log_spare.c: unlinks the spares of the directory (a restart's leftovers:
- * the writer has not started; the first removals make new ones). True if
- * any was there. */
-bool log_remove_spares(pb_log *log);
+/* log_spare.c, at open: the spares a restart finds are kept for rotations
+ * (zeros, at most a header a take writes again); those at or above
+ * opt.recycle_spares (all with recycling off) go through log_discard_file
+ * (the unlinker thread, when there is one). */
+void log_tidy_spares(pb_log *log);
 
 /* log_cache.c: the active segment's first durable_size bytes are durable (a
  * sync succeeded): drops the pages of what lies more than opt.cache_bytes

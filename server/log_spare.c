@@ -1,7 +1,10 @@
 /*
  * log_spare - the writer's side of recycling (recycle.h): a rotation takes a
  * zeroed spare as its new segment instead of creating a file; the spares'
- * bytes count towards retain_bytes; leftovers are removed at open.
+ * bytes count towards retain_bytes; those a restart finds are reused (they
+ * hold zeros, and at most a header the next take writes again), but for
+ * the ones beyond the partition's bound (recycling off: all), handed to the
+ * unlinker.
  *
  * Threads: the partition's writer thread (or whoever opens the log). Every
  * file operation goes through the fileio table, so the power-loss
@@ -72,22 +75,20 @@ int log_take_spare(pb_log *log, uint64_t base, int64_t created)
     return 1;
 }
 
-bool log_remove_spares(pb_log *log)
+void log_tidy_spares(pb_log *log)
 {
     char spare[PATH_MAX];
-    bool removed = false;
-    for (unsigned k = 0; k < RECYCLE_MAX_SPARES; k++) {
+    for (unsigned k = log->opt.recycle_spares; k < RECYCLE_MAX_SPARES; k++) {
         if (recycle_spare_path(spare, sizeof spare, log->dir, k) < 0)
             break;
-        int rc = log->io->unlink(log->io, spare);
-        if (rc == 0) {
-            log_say(log, LOG_INFO, "%s: a recycled segment's spare from before; removed", spare);
-            removed = true;
-        } else if (rc != -ENOENT) {
-            log_say(log, LOG_WARN, "%s: cannot remove this spare: %s", spare, pb_strerror(rc));
-        }
+        int fd = log->io->open(log->io, spare, O_RDONLY, 0);
+        if (fd < 0)
+            continue;
+        (void)log->io->close(log->io, fd);
+        log_say(log, LOG_INFO, "%s: a spare this partition keeps no more (recycle_segments); removed",
+                spare);
+        log_discard_file(log, spare); /* on the unlinker thread when there is one */
     }
-    return removed;
 }
 
 uint64_t log_spare_bytes(pb_log *log)

@@ -6,9 +6,11 @@
  * Why: freeing a removed 16 MiB segment (ext4 with discard) slows every
  * disk call of the publish path by 10-20% while retention removes
  * (tests/bench/NOTES.md, "What makes a bad retention run bad"). A recycled
- * file is never freed: FALLOC_FL_ZERO_RANGE turns its blocks into unwritten
- * extents (they read as zeros, nothing is freed or discarded) and the next
- * rotation writes over them.
+ * file is never freed: on ext4 FALLOC_FL_ZERO_RANGE turns its blocks into
+ * unwritten extents (they read as zeros, nothing is freed or discarded) and
+ * the next rotation writes over them. (XFS implements ZERO_RANGE by freeing
+ * and allocating again, discard included: recycling is correct there but
+ * may not save the freeing; not measured.)
  *
  * The spares of a partition are <dir>/spare.0 .. spare.<n-1> (n at most
  * RECYCLE_MAX_SPARES), names no reader, recovery or listing of segments

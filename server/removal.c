@@ -147,10 +147,9 @@ void log_remove_orphans(pb_log *log, uint64_t first_base)
      * crash or a stop cut short, or that failed. */
     removed |=
         remove_listed(log, ".log.del", UINT64_MAX, "a segment retention removed, not yet unlinked");
-    /* Recycled spares (recycle.h) from before the start: removed, not
-     * reused (the first removals make new ones; a spare a crash left
-     * holding a header is as good as gone). */
-    removed |= log_remove_spares(log);
+    /* Recycled spares (recycle.h) from before the start: reused, but for
+     * those beyond the partition's bound (off: all), handed to the unlinker. */
+    log_tidy_spares(log);
     if (removed)
         (void)log_sync_dir(log); /* fails the log if it fails: as for any dir sync */
 }

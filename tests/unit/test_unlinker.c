@@ -410,8 +410,9 @@ static fileio recording_io(void)
     return io;
 }
 
-/* Whether this file system zeroes ranges for us (ext4, XFS: yes; tmpfs,
- * overlay: maybe not, and the daemon then frees as before). */
+/* Whether this file system zeroes ranges for us (ext4: yes; tmpfs, some
+ * overlays: no, and the daemon then frees as before; the tests that need it
+ * say "skipped" then). */
 static bool zero_range_ok(void)
 {
     char probe[160];
