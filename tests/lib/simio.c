@@ -96,6 +96,10 @@ struct simio {
     bool broken_fsync;
     void (*hook)(void *ctx);
     void *hook_ctx;
+
+    unsigned oplog_mask; /* simio_log_ops: which kinds' op numbers to note */
+    uint64_t *oplog;
+    size_t oplog_cap, oplog_n;
 };
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -320,6 +324,8 @@ static int gate(simio *s, unsigned kind, const char *path)
 {
     if (!s->down && ++s->ops == s->crash_at)
         s->down = true;
+    if ((s->oplog_mask & kind) && s->oplog_n < s->oplog_cap)
+        s->oplog[s->oplog_n++] = s->ops;
     if (s->down)
         return -EIO;
     if ((s->fault_mask & kind) && (!s->fault_path || (path && strstr(path, s->fault_path))) &&
@@ -969,6 +975,24 @@ bool simio_is_down(simio *s)
     bool d = s->down;
     pthread_mutex_unlock(&s->lock);
     return d;
+}
+
+void simio_log_ops(simio *s, unsigned ops_mask, uint64_t *out, size_t cap)
+{
+    pthread_mutex_lock(&s->lock);
+    s->oplog_mask = ops_mask;
+    s->oplog = out;
+    s->oplog_cap = cap;
+    s->oplog_n = 0;
+    pthread_mutex_unlock(&s->lock);
+}
+
+size_t simio_logged_ops(simio *s)
+{
+    pthread_mutex_lock(&s->lock);
+    size_t n = s->oplog_n;
+    pthread_mutex_unlock(&s->lock);
+    return n;
 }
 
 void simio_restart(simio *s)

@@ -126,4 +126,10 @@ void simio_set_broken_fsync(simio *s, bool broken);
  * on the caller's thread, without the sim's lock. NULL clears it. */
 void simio_set_sync_hook(simio *s, void (*fn)(void *ctx), void *ctx);
 
+/* Notes the number (simio_ops) of every counted operation of a kind in
+ * ops_mask into out[0..cap) from now on, e.g. to crash right after each
+ * ZERO_RANGE; mask 0 stops. simio_logged_ops: how many were noted. */
+void simio_log_ops(simio *s, unsigned ops_mask, uint64_t *out, size_t cap);
+size_t simio_logged_ops(simio *s);
+
 #endif
