@@ -52,6 +52,10 @@ struct pb_reader {
     uint64_t below_first; /* a seek below the first offset left: report it at next() */
     bool cur_gone;        /* the open segment is no longer in the directory (retention) */
     bool below_pending;
+    /* The open segment held only zeros from here to its end when last
+     * checked (UINT64_MAX: not checked): a zero header at or after it
+     * needs no new scan (bad_record). */
+    uint64_t zero_pos;
     char problem_file[PATH_MAX];
     char reason[160];
 };
@@ -139,6 +143,7 @@ static int open_segment(pb_reader *r, size_t i)
         return fd;
     r->fd = fd;
     r->cur_gone = false;
+    r->zero_pos = UINT64_MAX;
     segment_buf_attach(&r->buf, r->fd);
     return 0;
 }
@@ -476,7 +481,19 @@ static int resync(pb_reader *r, bool *wait)
     }
     if (rc < 0)
         return rc;
+    if (is_last(r)) {
+        /* The writer writes in file order: with a later record there, a
+         * record at r->pos that verifies now was a write in progress when
+         * first read (a recycled segment's zeros under its body), no loss. */
+        pb_record again;
+        uint32_t asize;
+        segment_buf_invalidate(&r->buf);
+        if (segment_read_record(&r->buf, r->pos, PB_RECORD_MAX_EVENT, &again, &asize) == 0 &&
+            again.offset == r->expected)
+            return 0; /* (an offset going backwards is still damage) */
+    }
     uint64_t bad_pos = r->pos, first = r->expected;
+    r->zero_pos = UINT64_MAX; /* damage: what follows is checked afresh */
     r->pos = found;
     r->expected = rec.offset;
     if (r->seek == SEEK_TIME && rec.time_ns < r->seek_time)
@@ -485,6 +502,54 @@ static int resync(pb_reader *r, bool *wait)
     snprintf(reason, sizeof reason, "record failed its checks (CRC or length); %llu bytes skipped",
              (unsigned long long)(found - bad_pos));
     return report(r, bad_pos, first, rec.offset - 1, reason);
+}
+
+/* The record at r->pos failed its checks. A zero tail (a zero record header
+ * with nothing but zeros after it: the unused end of a recycled segment,
+ * FORMAT.md Part B "The end of a segment") is where the records end, as if
+ * the file ended there: wait in the newest segment; in a rotated one go on
+ * to the next, which reports nothing when its base follows on. Anything
+ * else is damage (resync). The whole tail is read once per open segment:
+ * the writer writes in file order, so while the header at a position at or
+ * after the checked one is zero, nothing after it was written since (a
+ * hole a power loss left is there before any reader: the first check finds
+ * what follows it). */
+/* Whether the file holds a zero tail from pos: 1, 0, or a negative code
+ * (the whole tail read once per open segment, see zero_pos). */
+static int zero_tail_at(pb_reader *r, uint64_t pos)
+{
+    int z = pos >= r->zero_pos ? segment_zero_header(&r->buf, pos) : segment_zero_tail(&r->buf, pos);
+    if (z == 1 && pos < r->zero_pos)
+        r->zero_pos = pos;
+    return z;
+}
+
+static int bad_record(pb_reader *r, bool *wait)
+{
+    *wait = false;
+    int z = zero_tail_at(r, r->pos);
+    if (z < 0)
+        return z;
+    segment_buf_invalidate(&r->buf); /* the zeros read must not hide what comes next */
+    if (z == 1)
+        return at_end_of_file(r, true, wait);
+    pb_record rec;
+    uint32_t size;
+    int rc = segment_read_record(&r->buf, r->pos, PB_RECORD_MAX_EVENT, &rec, &size);
+    if (rc == 0)
+        return 0; /* written meanwhile: read it */
+    if (rc == PB_ECORRUPT && size > 0 && is_last(r)) {
+        /* A whole header whose record does not verify, then only zeros: the
+         * write the writer is making into a recycled segment's zero tail
+         * (its body not there yet): wait for it, as for a record cut short
+         * at the end of a file. */
+        if ((z = zero_tail_at(r, r->pos + size)) < 0)
+            return z;
+        segment_buf_invalidate(&r->buf);
+        if (z == 1)
+            return at_end_of_file(r, true, wait);
+    }
+    return resync(r, wait);
 }
 
 /* A read hit a compressed block that failed its checks (zseg.h): report
@@ -595,7 +660,7 @@ int pb_reader_next(pb_reader *r, pb_record *rec)
             else if (rc != ZSEG_EBADBLOCK)
                 return rc;
         } else if (rc == PB_ECORRUPT) {
-            rc = resync(r, &wait);
+            rc = bad_record(r, &wait);
         } else if (rc != ZSEG_EBADBLOCK) {
             return rc;
         }

@@ -304,6 +304,47 @@ int segment_read_record(segment_buf *b, uint64_t pos, uint32_t max_event, pb_rec
     }
 }
 
+static bool all_zero(const uint8_t *p, size_t n)
+{
+    for (; n >= 8; p += 8, n -= 8)
+        if (pb_load_le64(p) != 0)
+            return false;
+    for (; n > 0; p++, n--)
+        if (*p)
+            return false;
+    return true;
+}
+
+int segment_zero_header(segment_buf *b, uint64_t pos)
+{
+    const uint8_t *p;
+    size_t avail;
+    int rc = segment_buf_get(b, pos, 8, &p, &avail);
+    if (rc < 0)
+        return rc;
+    return avail >= 8 && all_zero(p, 8);
+}
+
+int segment_zero_tail(segment_buf *b, uint64_t pos)
+{
+    const uint8_t *p;
+    size_t avail;
+    int rc = segment_zero_header(b, pos);
+    if (rc <= 0)
+        return rc; /* not a zero header: no zero tail */
+    if ((rc = segment_buf_get(b, pos, 1, &p, &avail)) < 0)
+        return rc;
+    for (;;) {
+        if (!all_zero(p, avail))
+            return 0;
+        pos += avail;
+        if ((rc = segment_buf_get(b, pos, 1, &p, &avail)) < 0)
+            return rc;
+        if (avail == 0)
+            return 1;
+    }
+}
+
 int segment_resync(segment_buf *b, uint64_t from, uint64_t min_offset, uint64_t max_offset,
                    uint32_t max_event, uint64_t *found, pb_record *rec, uint32_t *size)
 {

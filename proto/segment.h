@@ -165,6 +165,18 @@ int segment_buf_get(segment_buf *b, uint64_t pos, size_t n, const uint8_t **p, s
 int segment_read_record(segment_buf *b, uint64_t pos, uint32_t max_event, pb_record *rec,
                         uint32_t *size);
 
+/* Whether the 8 bytes at pos are an all-zero record header (1), not (0), or
+ * a negative errno; fewer than 8 bytes there: 0. */
+int segment_zero_header(segment_buf *b, uint64_t pos);
+
+/* Whether the file holds a zero tail from pos on (FORMAT.md Part B, "The end
+ * of a segment"): an all-zero record header at pos (never a record: a
+ * length is at least 16) and nothing but zero bytes from there to the end
+ * of the file, as a recycled segment holds after its last record. 1: yes;
+ * 0: no (not a zero header, or a non-zero byte after it); negative errno
+ * on I/O error. Reads the rest of the file through b's window. */
+int segment_zero_tail(segment_buf *b, uint64_t pos);
+
 /* Scans forward byte by byte from `from` for the first position where a whole
  * record verifies with min_offset <= offset <= max_offset. Cheap checks on the
  * length and offset fields reject most positions before any CRC is computed.

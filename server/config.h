@@ -163,6 +163,8 @@ typedef struct pb_config {
                                         page cache; older are dropped. 0 = all kept */
     uint64_t direct_write_bytes;     /* with fsync = always, an append of at least this many
                                         bytes bypasses the page cache (O_DIRECT); 0 = never */
+    bool recycle_segments;           /* retention keeps removed segments as zeroed spares
+                                        for rotation (server/recycle.h) instead of freeing */
     uint32_t dedup_window_ms;        /* event ids remembered this long; 0 = no dedup */
     uint32_t dedup_max_entries;      /* ... and at most this many per partition
                                       * (1..CONFIG_DEDUP_MAX_ENTRIES) */

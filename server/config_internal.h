@@ -61,7 +61,7 @@ struct key_def {
 };
 
 /* The [server] keys, SK_COUNT of them (config_server.c). */
-#define SK_COUNT 57
+#define SK_COUNT 58
 extern const struct key_def config_server_keys[];
 
 enum rule_key {

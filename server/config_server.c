@@ -62,6 +62,7 @@ const struct key_def config_server_keys[] = {
     {"min_free_bytes", V_FN, offsetof(pb_config, min_free_bytes), 0, 0, config_value_min_free},
     {"page_cache_bytes", V_SIZE, offsetof(pb_config, page_cache_bytes), 0, 1024 * GIB},
     {"direct_write_bytes", V_SIZE, offsetof(pb_config, direct_write_bytes), 0, 1024 * GIB},
+    {"recycle_segments", V_BOOL, offsetof(pb_config, recycle_segments), 0, 0},
     {"dedup_window_ms", V_U32, offsetof(pb_config, dedup_window_ms), 0, 86400000},
     {"dedup_max_entries", V_U32, offsetof(pb_config, dedup_max_entries), 1,
      CONFIG_DEDUP_MAX_ENTRIES},

@@ -274,6 +274,7 @@ void config_set_defaults(pb_config *cfg)
      * cached; the writer recycles the pages of the rest (log_cache.c). */
     cfg->page_cache_bytes = 64 * MIB;
     cfg->direct_write_bytes = 256 * KIB;
+    cfg->recycle_segments = true; /* proven by test_powerloss's recycling rounds */
     cfg->auth = PB_AUTH_NONE;
     /* Long enough that guessing costs real time, short enough for a person
      * who mistyped; it doubles with each recent failure from the address. */

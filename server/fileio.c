@@ -157,6 +157,28 @@ static int px_sole_open(const fileio *io, int fd)
     return errno == EAGAIN || errno == EBUSY ? 0 : -errno;
 }
 
+static int px_zero_range(const fileio *io, int fd, off_t off, off_t len)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    if (st.st_nlink != 1)
+        return -EMLINK; /* a hard link (a backup's cp -al) would see the zeros */
+    if (fcntl(fd, F_SETSIG, SIGURG) < 0) /* as px_sole_open: a break must not kill us */
+        return -errno;
+    if (fcntl(fd, F_SETLEASE, F_WRLCK) < 0)
+        return errno == EAGAIN ? -EBUSY : -errno; /* another descriptor has it open */
+    int rc = 0;
+    while (fallocate(fd, FALLOC_FL_ZERO_RANGE, off, len) < 0) {
+        if (errno != EINTR) {
+            rc = -errno;
+            break;
+        }
+    }
+    (void)fcntl(fd, F_SETLEASE, F_UNLCK); /* a later open by name must not wait for it */
+    return rc;
+}
+
 static const fileio posix_io = {
     .open = px_open,
     .pwritev = px_pwritev,
@@ -175,6 +197,7 @@ static const fileio posix_io = {
     .drop_cache = px_drop_cache,
     .write_out = px_write_out,
     .sole_open = px_sole_open,
+    .zero_range = px_zero_range,
     .ctx = NULL,
 };
 

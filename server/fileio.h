@@ -68,6 +68,17 @@ struct fileio {
      * available. NULL in a layer without leases (the power-loss
      * simulation): callers then assume another descriptor may have it. */
     int (*sole_open)(const fileio *io, int fd);
+    /* Zeroes [off, off + len) of fd (fallocate FALLOC_FL_ZERO_RANGE; the
+     * size stays). On ext4 (measured) the blocks become unwritten extents,
+     * which read as zeros: nothing is freed; XFS implements it by freeing
+     * and allocating again (not measured here). Only if fd is the only way to the
+     * file: one name (-EMLINK when a hard link shares it: the link would
+     * see the zeros) and no other descriptor in any process (-EBUSY; a
+     * write lease is taken for the call and given back). Not durable until
+     * fdatasync. -EOPNOTSUPP where the file system has no ZERO_RANGE; NULL
+     * in a layer without it: the caller frees the file instead. For
+     * recycling removed segments (server/recycle.h). */
+    int (*zero_range)(const fileio *io, int fd, off_t off, off_t len);
     void *ctx; /* for the layer's own state */
 };
 

@@ -178,33 +178,44 @@ void log_create_index(pb_log *log, int64_t created)
 /* Creates segment `base` as the active one: header written and synced, then
  * the directory synced, so a segment that exists after a crash always has a
  * whole header unless the crash came before that sync (never acked). */
-int log_create_segment(pb_log *log, uint64_t base)
+static int create_segment(pb_log *log, uint64_t base, bool spare)
 {
     uint8_t hdr[PB_FILE_HEADER_SIZE];
-    int rc;
+    int rc = 1;
     log->base = base;
     if ((rc = segment_path(log->log_path, log->path_cap, log->dir, base, ".log")) < 0 ||
         (rc = segment_path(log->idx_path, log->path_cap, log->dir, base, ".idx")) < 0)
         return log_fail(log, rc, "segment path for", log->dir, 0);
-    int fd = log->io->open(log->io, log->log_path, O_RDWR | O_CREAT | O_EXCL, FILE_MODE);
-    if (fd < 0)
-        return log_fail(log, fd, "create of", log->log_path, 0);
-    log->fd = fd;
     int64_t created = log_now_ns(log);
-    file_header_encode(hdr, PB_LOG_MAGIC, base, created);
-    struct iovec v = {.iov_base = hdr, .iov_len = sizeof hdr};
-    if ((rc = fileio_write_all(log->io, fd, &v, 1, 0)) < 0)
-        return log_fail(log, rc, "header write to", log->log_path, 0);
-    if ((rc = log->io->fdatasync(log->io, fd)) < 0)
-        return log_fail(log, rc, "fdatasync of", log->log_path, 0);
+    log->recycled = false;
+    if (!spare || (rc = log_take_spare(log, base, created)) != 0) {
+        if (rc < 0)
+            return rc;
+        int fd = log->io->open(log->io, log->log_path, O_RDWR | O_CREAT | O_EXCL, FILE_MODE);
+        if (fd < 0)
+            return log_fail(log, fd, "create of", log->log_path, 0);
+        log->fd = fd;
+        file_header_encode(hdr, PB_LOG_MAGIC, base, created);
+        struct iovec v = {.iov_base = hdr, .iov_len = sizeof hdr};
+        if ((rc = fileio_write_all(log->io, fd, &v, 1, 0)) < 0)
+            return log_fail(log, rc, "header write to", log->log_path, 0);
+        if ((rc = log->io->fdatasync(log->io, fd)) < 0)
+            return log_fail(log, rc, "fdatasync of", log->log_path, 0);
+    }
     log_create_index(log, created);
     if ((rc = log_sync_dir(log)) < 0)
         return rc;
     log->size = PB_FILE_HEADER_SIZE;
     log->has_records = false;
     log->last_index_pos = 0;
-    log_say(log, LOG_INFO, "segment %s created", log->log_path);
+    log_say(log, LOG_INFO, "segment %s %s", log->log_path,
+            log->recycled ? "made from a recycled spare" : "created");
     return 0;
+}
+
+int log_create_segment(pb_log *log, uint64_t base)
+{
+    return create_segment(log, base, false);
 }
 
 /* Closes the active segment once everything in it is durable (so that the
@@ -218,14 +229,19 @@ static int rotate(pb_log *log)
      * taken already (log_sync_hook_fire). */
     if (log_sync_collect(log) < 0 || log->failed)
         return PB_EFAILED;
-    int rc = log->io->fdatasync(log->io, log->fd);
-    if (rc < 0)
+    int rc;
+    /* A recycled segment's zero tail is cut before it is closed, and the
+     * cut synced with it (below), before the next segment exists: a
+     * rotated segment ends at its last record (FORMAT.md Part B). */
+    if (log->recycled && (rc = log->io->ftruncate(log->io, log->fd, (off_t)log->size)) < 0)
+        return log_fail(log, rc, "truncate of", log->log_path, log->size);
+    if ((rc = log->io->fdatasync(log->io, log->fd)) < 0)
         return log_fail(log, rc, "fdatasync of", log->log_path, log->size);
     log_cache_rotated(log); /* durable: its pages may go */
     if ((rc = log_close_active(log)) < 0)
         return log_fail(log, rc, "close of", log->log_path, log->size);
     log_closed_add(log, log->base, log->size, log->last_time, true);
-    return log_create_segment(log, log->next_offset);
+    return create_segment(log, log->next_offset, true);
 }
 
 /* Writes the records and index entries gathered for the active segment. */
@@ -299,6 +315,11 @@ int log_release(pb_log *log)
     log_close_index(log);
     log_direct_close(log);
     int rc = 0;
+    /* An idle partition's recycled segment loses its zero tail here (as at
+     * a close: log_close), so that its file ends at its records again. */
+    if (log->fd >= 0 && log->recycled && !log->failed &&
+        log->io->ftruncate(log->io, log->fd, (off_t)log->size) == 0)
+        log->recycled = false;
     if (log->fd >= 0) {
         rc = log->io->close(log->io, log->fd);
         log->fd = -1;
@@ -711,6 +732,13 @@ int log_close(pb_log *log)
     /* A sync running on the helper is over before its descriptor closes,
      * failed log or not; its failure is the close's. */
     int rc = log_sync_collect(log);
+    /* A recycled active segment's zero tail is cut at a clean close (the
+     * sync below makes the cut durable), so that the next open finds its
+     * records to the end of the file and says nothing; if it fails, that
+     * open cuts it. */
+    if (rc == 0 && log->fd >= 0 && !log->failed && log->recycled &&
+        log->io->ftruncate(log->io, log->fd, (off_t)log->size) == 0)
+        log->recycled = false;
     if (rc == 0 && log->fd >= 0 && !log->failed)
         rc = log_sync(log);
     if (log->rm_pending && !log->failed) {

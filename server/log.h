@@ -66,6 +66,21 @@ typedef struct log_options {
      * refusal: closed here. Shares discard_ctx. */
     int (*discard_fd)(void *ctx, const fileio *io, int fd);
     void *discard_ctx;
+    /* Recycling (recycle_segments; server/recycle.h): a removed segment's
+     * .log.del goes to recycle (the unlinker thread: unlinker_take_recycle)
+     * instead of discard, to become a zeroed spare of the directory while
+     * fewer than recycle_spares (at most RECYCLE_MAX_SPARES) exist; a
+     * rotation then takes a spare when one is there. recycle returns 0 if
+     * it took the path. 0 or NULL: off (spares left from before, and
+     * those beyond recycle_spares, are unlinked at open through discard).
+     * Shares discard_ctx. */
+    uint32_t recycle_spares;
+    int (*recycle)(void *ctx, const fileio *io, const char *path, uint32_t spares);
+    /* Every ack follows the fdatasync of what it covers (fsync = always):
+     * zeros after the last record at recovery were never acked, and are
+     * cut with an INFO line; otherwise (interval, never) they may have
+     * held acked events and the line is a WARN. */
+    bool synced_acks;
 } log_options;
 
 /* One event to append: `data` then `suffix` form the stored event bytes
@@ -208,8 +223,13 @@ int log_closed_info(pb_log *log, size_t i, log_segment_info *out);
  * the active segment's. */
 uint64_t log_first_offset(const pb_log *log);
 
-/* Bytes of the active segment's .log. */
+/* Bytes of the active segment's .log (its records: a recycled one's file
+ * may be longer, a zero tail). */
 uint64_t log_active_bytes(const pb_log *log);
+
+/* Bytes of the directory's recycled spares (recycle.h): space the
+ * partition holds, counted towards retain_bytes. */
+uint64_t log_spare_bytes(pb_log *log);
 
 /* Removes the n oldest closed segments, oldest first: each .log renamed
  * out of sight, durable (a directory fsync) before the next one goes; the

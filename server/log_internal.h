@@ -58,6 +58,7 @@ struct pb_log {
     uint64_t idx_size;       /* bytes in the .idx */
     uint64_t last_index_pos; /* position named by the last index entry */
     bool has_records;
+    bool recycled; /* a spare became this segment: its file may be longer than size (a zero tail) */
     int64_t period; /* time-rotation period of the segment's first record */
 
     uint64_t next_offset;
@@ -183,6 +184,19 @@ void log_create_index(pb_log *log, int64_t created);
  * the directory synced, so a segment that exists after a crash always has a
  * whole header unless the crash came before that sync (never acked). */
 int log_create_segment(pb_log *log, uint64_t base);
+
+/* log_spare.c: makes a spare (recycle.h) segment `base`, the active one:
+ * its header written and synced, then renamed to the segment's name
+ * (log->fd set, log->recycled); the caller syncs the directory. 0; 1 when
+ * there is no spare to take (or a spare refused: it is left): the caller
+ * creates the file as before; a negative code when the log failed. */
+int log_take_spare(pb_log *log, uint64_t base, int64_t created);
+
+/* log_spare.c, at open: the spares a restart finds are kept for rotations
+ * (zeros, at most a header a take writes again); those at or above
+ * opt.recycle_spares (all with recycling off) go through log_discard_file
+ * (the unlinker thread, when there is one). */
+void log_tidy_spares(pb_log *log);
 
 /* log_cache.c: the active segment's first durable_size bytes are durable (a
  * sync succeeded): drops the pages of what lies more than opt.cache_bytes

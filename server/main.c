@@ -25,6 +25,7 @@
 #include "mirror.h"
 #include "net.h"
 #include "partition.h"
+#include "recycle.h"
 #include "pb_errors.h"
 #include "reload.h"
 #include "sdnotify.h"
@@ -197,6 +198,8 @@ static int partition_options_for(void *ctx, const char *name, partition_options 
      * fdatasync of every take): with interval or never, a buffered write
      * returns at once and the kernel writes it out later. */
     o->log.direct_min_bytes = o->fsync == PARTITION_FSYNC_ALWAYS ? d->cfg.direct_write_bytes : 0;
+    /* Spares are made on the unlinker thread only (partition.c). */
+    o->log.recycle_spares = d->cfg.recycle_segments ? RECYCLE_MAX_SPARES : 0;
     o->topic_history = TOPIC_HISTORY;
     o->idle_ms = d->cfg.partition_idle_ms;
     o->dedup_window_ms = d->cfg.dedup_window_ms;

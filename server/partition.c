@@ -430,6 +430,12 @@ static int discard_segment(void *ctx, const fileio *io, const char *path)
     return unlinker_take(ctx, io, path);
 }
 
+/* log_options.recycle: a removed segment zeroed into a spare, off the writer. */
+static int recycle_segment_cb(void *ctx, const fileio *io, const char *path, uint32_t spares)
+{
+    return unlinker_take_recycle(ctx, io, path, spares);
+}
+
 /* log_options.discard_fd: a replaced segment's last close, off the writer. */
 static int discard_segment_fd(void *ctx, const fileio *io, int fd)
 {
@@ -456,6 +462,20 @@ int partition_open(partition **out, const char *data_dir, const char *name,
         p->opts.log.discard = discard_segment;
         p->opts.log.discard_fd = discard_segment_fd;
         p->opts.log.discard_ctx = p->opts.unlinker;
+        if (!p->opts.log.recycle)
+            p->opts.log.recycle = recycle_segment_cb;
+    }
+    if (!p->opts.log.recycle)
+        p->opts.log.recycle_spares = 0; /* never zeroed on the writer's thread */
+    p->opts.log.synced_acks = p->opts.fsync == PARTITION_FSYNC_ALWAYS;
+    /* Spares count towards retain_bytes: keep only as many as it holds
+     * besides the active segment and one closed one (two spares under
+     * retain_bytes = 2 segments would leave no closed segment at all). */
+    if (p->opts.retain.bytes > 0 && p->opts.log.recycle_spares > 0) {
+        uint64_t seg = p->opts.log.segment_bytes ? p->opts.log.segment_bytes : 64ull << 20;
+        uint64_t fit = p->opts.retain.bytes / seg;
+        if (fit < 2 + (uint64_t)p->opts.log.recycle_spares)
+            p->opts.log.recycle_spares = fit > 2 ? (uint32_t)(fit - 2) : 0;
     }
     if (p->opts.fsync < PARTITION_FSYNC_ALWAYS || p->opts.fsync > PARTITION_FSYNC_NEVER ||
         p->opts.topic_history == 0 || (p->opts.retain.compress_level && !p->opts.compressor)) {

@@ -36,6 +36,7 @@ typedef struct scan_state {
     int64_t first_time, last_time;
     bool any;  /* at least one record seen */
     bool torn; /* bytes after pos that hold no valid record */
+    bool zero_tail; /* ... or only zeros: a recycled segment's unused end (Part B) */
     uint64_t file_size;
 } scan_state;
 
@@ -73,6 +74,14 @@ static int scan_segment(pb_log *log, segment_buf *b, const char *path, scan_stat
             return rc;
         if (st->pos >= st->file_size)
             return 0; /* clean end */
+        /* A recycled segment's zero tail (FORMAT.md Part B, "The end of a
+         * segment"): the records end here, as at the end of the file. */
+        if ((rc = segment_zero_tail(b, st->pos)) < 0)
+            return rc;
+        if (rc == 1) {
+            st->zero_tail = true;
+            return 0;
+        }
         uint64_t found;
         rc = segment_resync(b, st->pos, st->expected, UINT64_MAX, PB_RECORD_MAX_EVENT, &found, &rec,
                             &size);
@@ -303,6 +312,59 @@ static int recreate(pb_log *log, uint64_t base, const char *why)
     return log_create_segment(log, base);
 }
 
+/* Cuts a zero tail (st->pos to the end: zeros only) durably, so that the
+ * file ends at its last record again: the writer appends at the end of the
+ * file it recovered, and a rotated segment keeps the rule "records to the
+ * end of the file". Either a recycled segment's unused end, or an unsynced
+ * write a crash zero-filled: with synced acks (fsync = always) never an
+ * acked one, so an INFO line; otherwise it may have been, so a WARN. */
+static int cut_zero_tail(pb_log *log, int fd, const char *path, const scan_state *st)
+{
+    int rc = log->io->ftruncate(log->io, fd, (off_t)st->pos);
+    if (rc < 0)
+        return log_fail(log, rc, "truncate of", path, st->pos);
+    if ((rc = log->io->fdatasync(log->io, fd)) < 0)
+        return log_fail(log, rc, "fdatasync of", path, st->pos);
+    log_say(log, log->opt.synced_acks ? LOG_INFO : LOG_WARN,
+            "segment %s: zeros only after its last record at byte %" PRIu64 " (%" PRIu64
+            " bytes: a recycled segment's unused end, or an unsynced write a crash lost): cut; "
+            "next offset %" PRIu64,
+            path, st->pos, st->file_size - st->pos, st->expected);
+    return 0;
+}
+
+/* The newest rotated segment (the one before the active) may end in a zero
+ * tail if it was recycled and a crash came between the rotation's cut and
+ * its sync: the writer syncs that cut before the next segment exists, so
+ * this is for files from elsewhere or a misbehaving disk. Cheap unless its
+ * last 8 bytes are zero; then scanned and cut like the active one's. */
+static int cut_rotated_zero_tail(pb_log *log, segment_buf *b, uint64_t base)
+{
+    char path[PATH_MAX];
+    uint8_t last[8];
+    off_t size;
+    int rc = segment_path(path, sizeof path, log->dir, base, ".log");
+    if (rc < 0)
+        return rc;
+    int fd = log->io->open(log->io, path, O_RDWR, 0);
+    if (fd < 0)
+        return fd;
+    rc = log->io->fsize(log->io, fd, &size);
+    if (rc == 0 && size >= (off_t)(PB_FILE_HEADER_SIZE + sizeof last) &&
+        log->io->pread(log->io, fd, last, sizeof last, size - (off_t)sizeof last) ==
+            (ssize_t)sizeof last &&
+        memcmp(last, (const uint8_t[8]){0}, sizeof last) == 0) {
+        scan_state st = {.pos = PB_FILE_HEADER_SIZE, .expected = base, .file_size = (uint64_t)size};
+        segment_buf_attach(b, fd);
+        rc = scan_segment(log, b, path, &st, false, false);
+        segment_buf_attach(b, -1);
+        if (rc == 0 && st.zero_tail)
+            rc = cut_zero_tail(log, fd, path, &st);
+    }
+    int c = log->io->close(log->io, fd);
+    return rc < 0 ? rc : c;
+}
+
 /* Recovers the newest segment: checks the header, loads or rebuilds the
  * index, scans from the last trusted index entry to the end, truncates a torn
  * tail durably, and sets the append position, next offset and last time. */
@@ -360,6 +422,8 @@ static int recover_active(pb_log *log, segment_buf *b, uint64_t base)
                      .file_size = (uint64_t)size};
     if ((rc = scan_segment(log, b, log->log_path, &st, true, kept == 0)) < 0)
         return log_fail(log, rc, "recovery read of", log->log_path, st.pos);
+    if (st.zero_tail && (rc = cut_zero_tail(log, fd, log->log_path, &st)) < 0)
+        return rc;
     if (st.torn) {
         /* Nothing valid after st.pos: a write the crash cut short (or
          * damage at the very end), never acked. Drop it durably, or a later
@@ -461,6 +525,8 @@ static int recover_segments(pb_log *log, segment_buf *b, const uint64_t *bases, 
         if ((rc = check_old_header(log, bases[i])) < 0)
             return log_fail(log, rc, "header check of segment", log->log_path, 0);
     }
+    if (n >= 2 && (rc = cut_rotated_zero_tail(log, b, bases[n - 2])) < 0)
+        return log->failed ? rc : log_fail(log, rc, "zero-tail check of segment", log->dir, 0);
     rc = n == 0 ? log_create_segment(log, 0) : recover_active(log, b, bases[n - 1]);
     if (rc < 0 || log->has_records || n < 2)
         return rc;

@@ -68,6 +68,7 @@ static void warn_restart_only(const reload_target *t, const pb_config *nc)
         {"min_free_bytes", rc->min_free_bytes != nc->min_free_bytes},
         {"page_cache_bytes", rc->page_cache_bytes != nc->page_cache_bytes},
         {"direct_write_bytes", rc->direct_write_bytes != nc->direct_write_bytes},
+        {"recycle_segments", rc->recycle_segments != nc->recycle_segments},
         {"follow", !t->follow_overridden && str_differs(rc->follow, nc->follow)},
         {"follow_user", str_differs(rc->follow_user, nc->follow_user)},
         {"follow_password", str_differs(rc->follow_password, nc->follow_password)},

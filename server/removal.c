@@ -147,6 +147,9 @@ void log_remove_orphans(pb_log *log, uint64_t first_base)
      * crash or a stop cut short, or that failed. */
     removed |=
         remove_listed(log, ".log.del", UINT64_MAX, "a segment retention removed, not yet unlinked");
+    /* Recycled spares (recycle.h) from before the start: reused, but for
+     * those beyond the partition's bound (off: all), handed to the unlinker. */
+    log_tidy_spares(log);
     if (removed)
         (void)log_sync_dir(log); /* fails the log if it fails: as for any dir sync */
 }
@@ -313,8 +316,13 @@ void log_removal_synced(pb_log *log)
         return;
     log->rm_pending = false;
     char path[PATH_MAX];
-    if (log->rm_has_del && segment_path(path, sizeof path, log->dir, log->rm_base, ".log.del") == 0)
-        log_discard_file(log, path);
+    if (log->rm_has_del && segment_path(path, sizeof path, log->dir, log->rm_base, ".log.del") == 0) {
+        /* Recycled (zeroed into a spare, recycle.h) rather than freed,
+         * when the unlinker takes it: never on this thread. */
+        if (!log->opt.recycle_spares || !log->opt.recycle ||
+            log->opt.recycle(log->opt.discard_ctx, log->io, path, log->opt.recycle_spares) != 0)
+            log_discard_file(log, path);
+    }
     /* The index after the sync, off the writer too: until then (or after
      * a crash) it is an orphan no reader looks at, which the next open
      * removes (log_remove_orphans). */

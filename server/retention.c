@@ -25,11 +25,12 @@ static int64_t expiry_ns(int64_t last_time_ns, int64_t age_s)
     return last_time_ns > INT64_MAX - age_ns ? INT64_MAX : last_time_ns + age_ns;
 }
 
-/* Total bytes of the partition: every closed segment and the active one. */
+/* Total bytes of the partition: every closed segment, the active one, and
+ * the recycled spares (space it holds, though no segment). */
 static int total_bytes(pb_log *log, size_t n, uint64_t *total)
 {
     log_segment_info si;
-    *total = log_active_bytes(log);
+    *total = log_active_bytes(log) + log_spare_bytes(log);
     for (size_t i = 0; i < n; i++) {
         int rc = log_closed_info(log, i, &si);
         if (rc < 0)

@@ -7,6 +7,7 @@
 
 #include "logging.h"
 #include "pb_errors.h"
+#include "recycle.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +29,7 @@ typedef struct doomed {
     struct doomed *next;
     const fileio *io;
     int fd;      /* >= 0: close it (path is empty); else unlink path */
+    unsigned spares; /* a .log.del: recycle it while fewer spares exist (recycle.h) */
     char path[]; /* NUL-terminated */
 } doomed;
 
@@ -42,6 +44,7 @@ struct unlinker {
     bool stop;
     _Atomic uint64_t done;    /* unlinked (or already gone) */
     _Atomic uint64_t stepped; /* of them, freed in steps */
+    _Atomic uint64_t recycled; /* removed segments made spares instead */
     pthread_t thread;
 };
 
@@ -109,6 +112,12 @@ static void unlink_one(unlinker *u, doomed *d)
          * the writer opened it writable and nothing else reaches it). */
         free_in_steps(u, d->io, d->fd);
         (void)d->io->close(d->io, d->fd);
+        atomic_fetch_add_explicit(&u->done, 1, memory_order_relaxed);
+        return;
+    }
+    /* A removed segment kept as a zeroed spare is not freed at all. */
+    if (d->spares > 0 && steppable(d->path) && recycle_segment(d->io, d->path, d->spares) == 0) {
+        atomic_fetch_add_explicit(&u->recycled, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&u->done, 1, memory_order_relaxed);
         return;
     }
@@ -190,7 +199,7 @@ int unlinker_start(unlinker **out)
     return 0;
 }
 
-static int enqueue(unlinker *u, const fileio *io, int fd, const char *path)
+static int enqueue(unlinker *u, const fileio *io, int fd, const char *path, unsigned spares)
 {
     size_t n = strlen(path) + 1;
     doomed *d = malloc(sizeof *d + n);
@@ -199,6 +208,7 @@ static int enqueue(unlinker *u, const fileio *io, int fd, const char *path)
     d->next = NULL;
     d->io = io;
     d->fd = fd;
+    d->spares = spares;
     memcpy(d->path, path, n);
     pthread_mutex_lock(&u->lock);
     if (u->stop || u->queued >= UNLINKER_MAX_QUEUED ||
@@ -222,12 +232,17 @@ static int enqueue(unlinker *u, const fileio *io, int fd, const char *path)
 
 int unlinker_take(unlinker *u, const fileio *io, const char *path)
 {
-    return enqueue(u, io, -1, path);
+    return enqueue(u, io, -1, path, 0);
+}
+
+int unlinker_take_recycle(unlinker *u, const fileio *io, const char *path, unsigned spares)
+{
+    return enqueue(u, io, -1, path, spares);
 }
 
 int unlinker_take_fd(unlinker *u, const fileio *io, int fd)
 {
-    return fd < 0 ? PB_EINVAL : enqueue(u, io, fd, "");
+    return fd < 0 ? PB_EINVAL : enqueue(u, io, fd, "", 0);
 }
 
 void unlinker_flush(unlinker *u)
@@ -242,6 +257,11 @@ void unlinker_flush(unlinker *u)
 uint64_t unlinker_done(unlinker *u)
 {
     return atomic_load_explicit(&u->done, memory_order_relaxed);
+}
+
+uint64_t unlinker_recycled(unlinker *u)
+{
+    return atomic_load_explicit(&u->recycled, memory_order_relaxed);
 }
 
 uint64_t unlinker_stepped(unlinker *u)

@@ -46,6 +46,13 @@
  * upkeep tick makes it when no rotation does), so retain_bytes and
  * min_free_bytes see it.
  *
+ * Recycling (recycle_segments; recycle.h): a removed segment handed over
+ * with unlinker_take_recycle is zeroed into a spare of its partition
+ * directory instead of being freed, while fewer spares than asked exist
+ * and the file allows it (no hard link, no other descriptor, a file system
+ * with ZERO_RANGE); the zeroing (3-20 ms for 16 MiB) and its syncs run
+ * here, never on the writer.
+ *
  * Threads: unlinker_take from any thread (the writers); the unlinks, and
  * their failure messages (WARN naming the file), on the unlinker's thread.
  */
@@ -78,6 +85,12 @@ int unlinker_start(unlinker **out);
  * unlinks it itself. A missing file is no error. */
 int unlinker_take(unlinker *u, const fileio *io, const char *path);
 
+/* As unlinker_take for a removed segment's <base>.log.del, but first tries
+ * to keep it as a zeroed spare of its directory (recycle_segment, while
+ * fewer than `spares` exist), on this thread; what cannot be recycled is
+ * unlinked (and freed in steps) as unlinker_take's are. */
+int unlinker_take_recycle(unlinker *u, const fileio *io, const char *path, unsigned spares);
+
 /* Queues a close of fd, through io->close: the last descriptor of a file
  * whose name is gone (a plain segment a compressed copy replaced), whose
  * close frees its space, as an unlink would. 0, or a negative code (as
@@ -92,6 +105,9 @@ uint64_t unlinker_done(unlinker *u);
 
 /* Of them, files freed in steps (tests, diagnostics). */
 uint64_t unlinker_stepped(unlinker *u);
+
+/* Of them, removed segments kept as spares instead (tests, diagnostics). */
+uint64_t unlinker_recycled(unlinker *u);
 
 /* Unlinks what is still queued, then stops and joins the thread; no
  * unlinker_take may follow (the partitions close first). NULL is fine. */

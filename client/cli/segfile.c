@@ -22,6 +22,7 @@ struct segfile {
     bool header_done;
     uint64_t expected; /* offset the next record must have, once started */
     bool started;
+    uint64_t zero_pos; /* zeros only from here to the end when checked (UINT64_MAX: not) */
 };
 
 static int report(segfile *f, uint64_t position, uint64_t first, uint64_t last, const char *reason)
@@ -67,7 +68,9 @@ static int read_header(segfile *f, bool *wait)
     return report(f, 0, 0, UINT64_MAX, "segment header failed its CRC check");
 }
 
-/* The record at f->file.pos failed its checks: find the next one that verifies. */
+/* The record at f->file.pos failed its checks: find the next one that
+ * verifies. 1: with --follow, the record there verifies on a second read (a
+ * write in progress when first read): read it. */
 static int resync(segfile *f)
 {
     pb_record rec;
@@ -95,6 +98,18 @@ static int resync(segfile *f)
     }
     if (rc < 0)
         return rc;
+    if (f->file.follow) {
+        /* A later record there: one at f->file.pos that verifies now was a
+         * write in progress when first read (the writer writes in order). */
+        pb_record again;
+        uint32_t asize;
+        segment_buf_invalidate(&f->file.buf);
+        if (segment_read_record(&f->file.buf, f->file.pos, PB_RECORD_MAX_EVENT, &again, &asize) ==
+                0 &&
+            (!f->started || again.offset == f->expected))
+            return 1; /* (an offset going backwards is still damage) */
+    }
+    f->zero_pos = UINT64_MAX; /* damage: what follows is checked afresh */
     uint64_t bad = f->file.pos;
     uint64_t first = f->started ? f->expected : rec.offset;
     f->file.pos = found;
@@ -104,6 +119,46 @@ static int resync(segfile *f)
     snprintf(why, sizeof why, "record failed its checks (CRC or length); %llu bytes skipped",
              (unsigned long long)(found - bad));
     return report(f, bad, first, rec.offset - 1, why);
+}
+
+/* The record at f->file.pos failed its checks. A zero tail (a zero record
+ * header and only zeros after it: the unused end of a recycled segment,
+ * FORMAT.md Part B) is the end of the records, clean (with --follow: for
+ * now); anything else is damage. 1: a record is there after all (written
+ * meanwhile): read it. The tail is read whole once (as pb_reader's). */
+static int zero_tail_at(segfile *f, uint64_t pos)
+{
+    int z = pos >= f->zero_pos ? segment_zero_header(&f->file.buf, pos)
+                               : segment_zero_tail(&f->file.buf, pos);
+    if (z == 1 && pos < f->zero_pos)
+        f->zero_pos = pos;
+    return z;
+}
+
+static int bad_record(segfile *f)
+{
+    uint64_t pos = f->file.pos;
+    int z = zero_tail_at(f, pos);
+    if (z < 0)
+        return z;
+    segment_buf_invalidate(&f->file.buf); /* the zeros read must not hide what comes next */
+    if (z)
+        return PB_EEOF;
+    pb_record rec;
+    uint32_t size;
+    int rc = segment_read_record(&f->file.buf, pos, PB_RECORD_MAX_EVENT, &rec, &size);
+    if (rc == 0)
+        return 1; /* written meanwhile: read it */
+    if (rc == PB_ECORRUPT && size > 0 && f->file.follow) {
+        /* A record the writer is still writing into a recycled segment's
+         * zero tail (its body not there yet): wait for it (pb_reader's rule). */
+        if ((z = zero_tail_at(f, pos + size)) < 0)
+            return z;
+        segment_buf_invalidate(&f->file.buf);
+        if (z)
+            return PB_EEOF;
+    }
+    return resync(f);
 }
 
 int segfile_next(segfile *f, pb_record *rec)
@@ -140,7 +195,10 @@ int segfile_next(segfile *f, pb_record *rec)
                 f->expected = rec->offset;
                 return rc;
             }
-            return resync(f); /* an offset going backwards is not ours */
+            /* An offset going backwards is not ours. */
+            if ((rc = resync(f)) == 1)
+                continue;
+            return rc;
         }
         if (rc == PB_EINCOMPLETE) {
             const uint8_t *p;
@@ -149,10 +207,12 @@ int segfile_next(segfile *f, pb_record *rec)
                 return rc;
             if (avail == 0)
                 return PB_EEOF; /* clean end (for now) */
-            return resync(f);
+            if ((rc = resync(f)) == 1)
+                continue;
+            return rc;
         }
-        if (rc == PB_ECORRUPT)
-            return resync(f);
+        if (rc == PB_ECORRUPT && (rc = bad_record(f)) == 1)
+            continue;
         return rc;
     }
 }
@@ -173,6 +233,7 @@ int segfile_open(segfile **out, const char *path, bool follow)
         free(f);
         return rc;
     }
+    f->zero_pos = UINT64_MAX;
     *out = f;
     return 0;
 }

@@ -24,12 +24,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-enum { CHANGE_WRITE, CHANGE_TRUNC };
+enum { CHANGE_WRITE, CHANGE_TRUNC, CHANGE_ZERO };
 
 typedef struct change {
     int kind;
-    uint64_t off; /* WRITE: position; TRUNC: new length */
-    uint64_t len; /* WRITE: bytes, kept at arena + data_at */
+    uint64_t off; /* WRITE, ZERO: position; TRUNC: new length */
+    uint64_t len; /* WRITE: bytes, kept at arena + data_at; ZERO: bytes zeroed */
     size_t data_at;
 } change;
 
@@ -96,6 +96,10 @@ struct simio {
     bool broken_fsync;
     void (*hook)(void *ctx);
     void *hook_ctx;
+
+    unsigned oplog_mask; /* simio_log_ops: which kinds' op numbers to note */
+    uint64_t *oplog;
+    size_t oplog_cap, oplog_n;
 };
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -320,6 +324,8 @@ static int gate(simio *s, unsigned kind, const char *path)
 {
     if (!s->down && ++s->ops == s->crash_at)
         s->down = true;
+    if ((s->oplog_mask & kind) && s->oplog_n < s->oplog_cap)
+        s->oplog[s->oplog_n++] = s->ops;
     if (s->down)
         return -EIO;
     if ((s->fault_mask & kind) && (!s->fault_path || (path && strstr(path, s->fault_path))) &&
@@ -520,6 +526,41 @@ static int s_ftruncate(const fileio *io, int fd, off_t len)
     inode *n = &s->inodes[f->ino];
     if ((rc = add_change(n, CHANGE_TRUNC, (uint64_t)len, NULL, 0)) == 0)
         rc = resize(n, (size_t)len);
+out:
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+/* ZERO_RANGE: the range reads as zeros, the size does not change (a range
+ * past the end is refused: the callers zero what the file holds). Another
+ * descriptor on the same file: -EBUSY, as the real one's lease says. At a
+ * power loss an unsynced zeroing is kept, dropped (the old bytes are
+ * back) or kept for a part of its range only (settle_file). */
+static int s_zero_range(const fileio *io, int fd, off_t off, off_t len)
+{
+    simio *s = S(io);
+    pthread_mutex_lock(&s->lock);
+    open_file *f = fd_find(s, fd);
+    int rc = gate(s, SIMIO_ZERO_RANGE, f ? f->path : NULL);
+    if (rc < 0)
+        goto out;
+    if (!f || f->ino < 0 || s->inodes[f->ino].is_dir || off < 0 || len < 0) {
+        rc = -EINVAL;
+        goto out;
+    }
+    inode *n = &s->inodes[f->ino];
+    if ((uint64_t)off + (uint64_t)len > n->size) {
+        rc = -EINVAL;
+        goto out;
+    }
+    for (size_t i = 0; i < s->nopen; i++) {
+        if (s->open[i].ino == f->ino && s->open[i].fd != fd) {
+            rc = -EBUSY;
+            goto out;
+        }
+    }
+    if ((rc = add_change(n, CHANGE_ZERO, (uint64_t)off, NULL, (uint64_t)len)) == 0)
+        memset(n->data + off, 0, (size_t)len);
 out:
     pthread_mutex_unlock(&s->lock);
     return rc;
@@ -733,6 +774,7 @@ int simio_create(simio **out)
                      .unlink = s_unlink,
                      .rename = s_rename,
                      .list_dir = s_list_dir,
+                     .zero_range = s_zero_range,
                      .ctx = s};
     s->next_fd = 100;
     *out = s;
@@ -935,6 +977,24 @@ bool simio_is_down(simio *s)
     return d;
 }
 
+void simio_log_ops(simio *s, unsigned ops_mask, uint64_t *out, size_t cap)
+{
+    pthread_mutex_lock(&s->lock);
+    s->oplog_mask = ops_mask;
+    s->oplog = out;
+    s->oplog_cap = cap;
+    s->oplog_n = 0;
+    pthread_mutex_unlock(&s->lock);
+}
+
+size_t simio_logged_ops(simio *s)
+{
+    pthread_mutex_lock(&s->lock);
+    size_t n = s->oplog_n;
+    pthread_mutex_unlock(&s->lock);
+    return n;
+}
+
 void simio_restart(simio *s)
 {
     pthread_mutex_lock(&s->lock);
@@ -972,6 +1032,29 @@ static int settle_file(inode *n, uint64_t *rng, simio_stats *st)
                 goto nomem;
             memset(out + size, 0, c->off - size);
             size = c->off;
+            continue;
+        }
+        if (c->kind == CHANGE_ZERO) {
+            /* Kept, dropped (the old bytes come back), or kept for a
+             * random part of the range only (extents converted in no
+             * particular order): one in three each. */
+            uint64_t from = c->off, to = c->off + c->len;
+            if (r % 3 == 0) {
+                st->zeros_dropped++;
+                continue;
+            }
+            if (r % 3 == 2 && c->len > 0) {
+                uint64_t a = mix(rng) % c->len, b = mix(rng) % c->len;
+                from = c->off + (a < b ? a : b);
+                to = c->off + (a < b ? b : a) + 1;
+                st->zeros_partial++;
+            } else {
+                st->zeros_kept++;
+            }
+            if (to > size)
+                to = size; /* a later truncation cut it */
+            if (from < to)
+                memset(out + from, 0, to - from);
             continue;
         }
         /* A write: 0-29 dropped, 30-59 kept, 60-74 a prefix only, 75-89

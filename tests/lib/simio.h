@@ -8,7 +8,9 @@
  * unlinks made since. simio_power_loss() then builds "the disk after the
  * power came back": synced data kept; each unsynced write dropped, kept, or
  * torn (a prefix of it, the rest of its range zero-filled or garbage, or
- * missing), each unsynced truncation kept or not, all by a seeded choice;
+ * missing), each unsynced truncation kept or not, each unsynced ZERO_RANGE
+ * (zero_range: the file's other descriptors make it -EBUSY) kept, dropped
+ * (the old bytes back) or kept for a part of its range, all by a seeded choice;
  * each directory keeps a seeded prefix of its unsynced entry changes (a
  * journal commits metadata in order; a rename is one change, atomic), so a
  * file whose directory was never synced usually disappears. simio_restart() is the milder crash
@@ -52,6 +54,7 @@ enum {
     SIMIO_LIST_DIR = 1 << 9,
     SIMIO_RENAME = 1 << 10,
     SIMIO_RMDIR = 1 << 11,
+    SIMIO_ZERO_RANGE = 1 << 12,
     SIMIO_SYNCS = SIMIO_FDATASYNC | SIMIO_FSYNC,
 };
 
@@ -60,6 +63,7 @@ typedef struct simio_stats {
     uint64_t writes_dropped, writes_kept, writes_prefix, writes_zero_tail, writes_garbage_tail;
     uint64_t truncs_kept, truncs_dropped;
     uint64_t dir_ops_kept, dir_ops_forgotten;
+    uint64_t zeros_kept, zeros_dropped, zeros_partial; /* unsynced ZERO_RANGE calls */
 } simio_stats;
 
 /* 0 or PB_ENOMEM. The sim starts empty, up, with no crash point. */
@@ -121,5 +125,11 @@ void simio_set_broken_fsync(simio *s, bool broken);
 /* fn(ctx) runs at the start of every fdatasync/fsync of a regular file,
  * on the caller's thread, without the sim's lock. NULL clears it. */
 void simio_set_sync_hook(simio *s, void (*fn)(void *ctx), void *ctx);
+
+/* Notes the number (simio_ops) of every counted operation of a kind in
+ * ops_mask into out[0..cap) from now on, e.g. to crash right after each
+ * ZERO_RANGE; mask 0 stops. simio_logged_ops: how many were noted. */
+void simio_log_ops(simio *s, unsigned ops_mask, uint64_t *out, size_t cap);
+size_t simio_logged_ops(simio *s);
 
 #endif

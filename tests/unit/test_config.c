@@ -314,11 +314,13 @@ static void test_retention_keys(void **state)
     pb_config cfg;
     char err[512] = "";
     const char *text = "[server]\nretain_age = 7d\nretain_bytes = 10G\nmin_free_bytes = 2G\n"
+                       "recycle_segments = no\n"
                        "[partition a]\nmatch = a\nretain_age = none\n"
                        "[partition b]\nmatch = b\nretain_bytes = 64K\n"
                        "[partition c]\nmatch = .*\n";
     assert_int_equal(config_load_string("t.conf", text, &cfg, err, sizeof err), 0);
     assert_int_equal(cfg.min_free_bytes, 2ull << 30);
+    assert_false(cfg.recycle_segments);
     assert_int_equal(cfg.rules[0].retain_age_s, 0);
     assert_int_equal(cfg.rules[0].retain_bytes, 10ull << 30);
     assert_int_equal(cfg.rules[1].retain_age_s, 7 * 86400);
@@ -328,6 +330,7 @@ static void test_retention_keys(void **state)
     config_free(&cfg);
     assert_int_equal(config_load_string("t.conf", minimal_rule, &cfg, err, sizeof err), 0);
     assert_int_equal(cfg.min_free_bytes, UINT64_MAX); /* auto */
+    assert_true(cfg.recycle_segments);                 /* on by default */
     assert_int_equal(cfg.rules[0].retain_age_s, 0);
     assert_int_equal(cfg.rules[0].retain_bytes, 0);
     config_free(&cfg);

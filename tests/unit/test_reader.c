@@ -461,6 +461,185 @@ static void test_cut_end_of_rotated_segment(void **state)
     read_expecting_problem(n, p, 0, bases[1], bases[2] - 1);
 }
 
+/* Zero tails (FORMAT.md Part B, "The end of a segment"): a recycled active
+ * segment holds zeros after its last record, a rotated one may after a
+ * crash. Neither is damage: the reader waits at the active one's and goes
+ * on into the next segment from a rotated one's, reporting nothing; a
+ * record written into the zeros is read; zeros FOLLOWED by a valid record
+ * are a hole, reported. Recovery cuts both tails and reports the hole. */
+static void test_zero_tail(void **state)
+{
+    const uint64_t n = 1500;
+    pb_log *log = open_log(32 << 10);
+    append_range(log, 0, n, 20);
+    assert_int_equal(log_close(log), 0);
+    uint64_t bases[128];
+    size_t nseg = testfs_list_bases(part, bases, 128);
+    assert_true(nseg >= 3);
+    char rot[PATH_MAX], act[PATH_MAX];
+    seg_path(rot, bases[nseg - 2], ".log"); /* the newest rotated one */
+    seg_path(act, bases[nseg - 1], ".log");
+    struct stat st;
+    assert_int_equal(stat(rot, &st), 0);
+    off_t rot_size = st.st_size;
+    assert_int_equal(stat(act, &st), 0);
+    off_t act_size = st.st_size;
+    assert_int_equal(truncate(rot, rot_size + 5000), 0);
+    assert_int_equal(truncate(act, act_size + (3 << 20)), 0); /* > the 1 MiB window */
+
+    pb_reader *r;
+    assert_int_equal(pb_reader_open(&r, part), 0);
+    expect_range(r, 0, n);
+    expect_eof(r);
+    expect_eof(r);
+
+    /* A record written into the zeros is read (follow). */
+    uint8_t rec[24 + 300];
+    size_t len = event_for(n, rec + 24);
+    assert_int_equal(record_encode_header(rec, n, time_for(n), rec + 24, len, NULL, 0), 0);
+    write_at(act, rec, 24 + len, act_size);
+    expect_record(r, n);
+    expect_eof(r);
+
+    /* Zeros followed by a valid record (what a power loss can leave): a
+     * hole, reported by a reader that comes to it. (One waiting at the
+     * zeros already looks at the header only: the writer writes in file
+     * order, so nothing appears after zeros it has not written yet.) */
+    off_t hole = act_size + (off_t)(24 + len);
+    len = event_for(n + 2, rec + 24);
+    assert_int_equal(record_encode_header(rec, n + 2, time_for(n + 2), rec + 24, len, NULL, 0), 0);
+    write_at(act, rec, 24 + len, hole + 100);
+    pb_reader_close(r);
+    assert_int_equal(pb_reader_open(&r, part), 0);
+    expect_range(r, 0, n + 1);
+    pb_record got;
+    assert_int_equal(pb_reader_next(r, &got), PB_ECORRUPT);
+    const struct pb_reader_problem *pr = pb_reader_problem(r);
+    assert_true(pr->position == (uint64_t)hole && pr->first_offset == n + 1 &&
+                pr->last_offset == n + 1);
+    expect_record(r, n + 2);
+    expect_eof(r);
+    pb_reader_close(r);
+
+    /* Recovery: both zero tails cut (not reported as torn), the hole kept. */
+    log = open_log(32 << 10);
+    assert_true(log_next_offset(log) == n + 3);
+    assert_int_equal(log_close(log), 0);
+    assert_int_equal(stat(rot, &st), 0);
+    assert_true(st.st_size == rot_size);
+    assert_int_equal(stat(act, &st), 0);
+    assert_true(st.st_size == hole + 100 + (off_t)(24 + len));
+}
+
+/* A writer appending into a recycled segment's zero tail while a reader
+ * follows (after the review of ret6): record N is seen torn (its header
+ * and 100 bytes, the rest of its body still zeros), then, while the reader
+ * looks past it, the writer finishes it and writes 4,000 more. The reader
+ * must wait at the torn record, then read every record in order: no
+ * PB_ECORRUPT (before the fix: "offsets 100..2147 lost"). */
+#define TORN_N  100
+#define TORN_M  4000
+#define TORN_EV 1000
+static uint8_t *torn_full;
+static size_t torn_len, torn_pos_n, torn_at;
+static int torn_stage; /* 0: records 0..N-1 written; 1: N torn; 2: all written */
+static char torn_path[PATH_MAX];
+
+static void torn_put(size_t from, size_t to)
+{
+    write_at(torn_path, torn_full + from, to - from, (off_t)from);
+}
+
+static ssize_t torn_pread(void *ctx, int fd, void *buf, size_t len, off_t off)
+{
+    if (torn_stage == 1 && (size_t)off >= torn_pos_n + (1u << 20)) {
+        torn_put(torn_at, torn_len); /* the writer got past the reader's window */
+        torn_stage = 2;
+    }
+    return segment_pread_posix(ctx, fd, buf, len, off);
+}
+
+static int torn_open(void *c, const char *p)
+{
+    return open(p, O_RDONLY);
+}
+
+static int torn_size(void *c, int fd, uint64_t *s)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    *s = (uint64_t)st.st_size;
+    return 0;
+}
+
+static int torn_close(void *c, int fd)
+{
+    return close(fd);
+}
+
+static int torn_list(void *c, const char *d, int (*fn)(void *, const char *), void *arg)
+{
+    return segment_io_posix()->list(NULL, d, fn, arg);
+}
+
+static void test_torn_write_into_zero_tail(void **state)
+{
+    assert_int_equal(mkdir(part, 0755), 0);
+    seg_path(torn_path, 0, ".log");
+    torn_len = PB_FILE_HEADER_SIZE + (TORN_N + TORN_M) * (24 + TORN_EV);
+    torn_full = calloc(1, torn_len);
+    assert_non_null(torn_full);
+    file_header_encode(torn_full, PB_LOG_MAGIC, 0, 1);
+    uint8_t ev[TORN_EV];
+    for (size_t i = 0; i < TORN_N + TORN_M; i++) {
+        memset(ev, 'a' + (int)(i % 26), TORN_EV);
+        uint8_t *r = torn_full + PB_FILE_HEADER_SIZE + i * (24 + TORN_EV);
+        assert_int_equal(record_encode_header(r, i, 1000 + (int64_t)i, ev, TORN_EV, NULL, 0), 0);
+        memcpy(r + 24, ev, TORN_EV);
+    }
+    torn_pos_n = PB_FILE_HEADER_SIZE + TORN_N * (24 + TORN_EV);
+    int fd = open(torn_path, O_CREAT | O_WRONLY, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, 16 << 20), 0); /* a recycled spare: zeros */
+    close(fd);
+    torn_stage = 0;
+    torn_put(0, torn_pos_n);
+    segment_io io = {.open = torn_open, .pread = torn_pread, .size = torn_size,
+                     .close = torn_close, .list = torn_list};
+    pb_reader *r;
+    pb_record rec;
+    assert_int_equal(pb_reader_open_io(&r, part, &io), 0);
+    uint64_t next = 0;
+    int rc;
+    while ((rc = pb_reader_next(r, &rec)) == 0)
+        assert_true(rec.offset == next++);
+    assert_int_equal(rc, PB_EEOF);
+    assert_true(next == TORN_N);
+    /* Record N torn: the reader waits at it. */
+    torn_at = torn_pos_n + 24 + 100;
+    torn_put(torn_pos_n, torn_at);
+    assert_int_equal(pb_reader_next(r, &rec), PB_EEOF);
+    /* Then the writer finishes while the reader looks ahead. */
+    torn_stage = 1;
+    for (int guard = 0; guard < 10 && next < TORN_N + TORN_M; guard++) {
+        while ((rc = pb_reader_next(r, &rec)) == 0)
+            assert_true(rec.offset == next++);
+        if (rc == PB_ECORRUPT) {
+            const struct pb_reader_problem *p = pb_reader_problem(r);
+            fail_msg("false damage at byte %llu: offsets %llu..%llu (%s)",
+                     (unsigned long long)p->position, (unsigned long long)p->first_offset,
+                     (unsigned long long)p->last_offset, p->reason);
+        }
+        assert_int_equal(rc, PB_EEOF);
+        torn_put(torn_at, torn_len); /* (if the reader waited before looking ahead) */
+        torn_stage = 2;
+    }
+    assert_true(next == TORN_N + TORN_M);
+    pb_reader_close(r);
+    free(torn_full);
+}
+
 static void test_end_offset(void **state)
 {
     pb_log *log = open_log(16 << 10);
@@ -546,6 +725,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_follow_live_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corruption_in_rotated_segment, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cut_end_of_rotated_segment, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_zero_tail, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_torn_write_into_zero_tail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_end_offset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_partition_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_partition_list_follows_the_name_rule, setup, teardown),

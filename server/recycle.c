@@ -1,0 +1,84 @@
+/*
+ * recycle - removed segments zeroed into spares (see recycle.h).
+ *
+ * Threads: the unlinker's (recycle_segment); recycle_spare_path anywhere.
+ */
+#include "recycle.h"
+
+#include "pb_errors.h"
+#include "zseg.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+int recycle_spare_path(char *out, size_t cap, const char *dir, unsigned k)
+{
+    int n = snprintf(out, cap, "%s/spare.%u", dir, k);
+    return n < 0 || (size_t)n >= cap ? PB_EINVAL : 0;
+}
+
+static bool exists(const fileio *io, const char *path)
+{
+    int fd = io->open(io, path, O_RDONLY, 0);
+    if (fd < 0)
+        return fd != -ENOENT; /* unsure: taken */
+    (void)io->close(io, fd);
+    return true;
+}
+
+/* The first spare number below spares whose name is free; -1: none. */
+static int free_slot(const fileio *io, const char *dir, unsigned spares, char *path, size_t cap)
+{
+    for (unsigned k = 0; k < spares && k < RECYCLE_MAX_SPARES; k++) {
+        if (recycle_spare_path(path, cap, dir, k) < 0)
+            return -1;
+        if (!exists(io, path))
+            return (int)k;
+    }
+    return -1;
+}
+
+int recycle_segment(const fileio *io, const char *del_path, unsigned spares)
+{
+    char dir[PATH_MAX], spare[PATH_MAX];
+    if (!io->zero_range || spares == 0)
+        return 1;
+    const char *slash = strrchr(del_path, '/');
+    if (!slash || (size_t)(slash - del_path) >= sizeof dir)
+        return 1;
+    memcpy(dir, del_path, (size_t)(slash - del_path));
+    dir[slash - del_path] = '\0';
+    if (free_slot(io, dir, spares, spare, sizeof spare) < 0)
+        return 1;
+    int fd = io->open(io, del_path, O_RDWR, 0);
+    if (fd < 0)
+        return 1;
+    off_t size;
+    uint8_t hdr[ZSEG_HEADER_END];
+    ssize_t got = io->pread(io, fd, hdr, sizeof hdr, 0);
+    if (got < 0 || zseg_is_compressed(hdr, (size_t)got)) {
+        /* A compressed segment is a fraction of a plain one's size: not
+         * worth keeping as a spare; freed as before. */
+        (void)io->close(io, fd);
+        return 1;
+    }
+    int rc = io->fsize(io, fd, &size);
+    /* Zeros durable before the name: a spare never holds old records. */
+    if (rc == 0 && size > 0)
+        rc = io->zero_range(io, fd, 0, size);
+    if (rc == 0)
+        rc = io->fdatasync(io, fd);
+    if (rc == 0)
+        rc = io->rename(io, del_path, spare);
+    (void)io->close(io, fd); /* synced, or freed by the caller's unlink */
+    if (rc < 0)
+        return 1;
+    /* The spare's name made durable (the .log.del's gone with it): a
+     * failure leaves either name after a crash, both cleaned at open. */
+    (void)fileio_sync_dir(io, dir);
+    return 0;
+}

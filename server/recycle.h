@@ -1,0 +1,52 @@
+/*
+ * recycle - a segment retention removed, zeroed and kept as a spare for a
+ * later rotation instead of being freed (recycle_segments; FORMAT.md Part
+ * B, "Removal order" and "The end of a segment").
+ *
+ * Why: freeing a removed 16 MiB segment (ext4 with discard) slows every
+ * disk call of the publish path by 10-20% while retention removes
+ * (tests/bench/NOTES.md, "What makes a bad retention run bad"). A recycled
+ * file is never freed: on ext4 FALLOC_FL_ZERO_RANGE turns its blocks into
+ * unwritten extents (they read as zeros, nothing is freed or discarded) and
+ * the next rotation writes over them. (XFS implements ZERO_RANGE by freeing
+ * and allocating again, discard included: recycling is correct there but
+ * may not save the freeing; not measured.)
+ *
+ * The spares of a partition are <dir>/spare.0 .. spare.<n-1> (n at most
+ * RECYCLE_MAX_SPARES), names no reader, recovery or listing of segments
+ * looks at. A file gets such a name only once its zeros are durable:
+ * recycle_segment zeroes the <base>.log.del, fdatasyncs it, then renames
+ * it and syncs the directory. So after any crash a spare holds zeros only
+ * (or a header the writer put there before its own crash): a removed
+ * segment's records can never come back inside a live segment.
+ *
+ * Threads: recycle_segment on the unlinker's thread (the zeroing takes
+ * 3-20 ms: never the writer's); the writer takes spares (log_spare.c) by
+ * renaming them, which only frees names: the unlinker is the only one that
+ * makes spares, so the two never race for a name.
+ */
+#ifndef PB_RECYCLE_H
+#define PB_RECYCLE_H
+
+#include "fileio.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define RECYCLE_MAX_SPARES 2u
+
+/* <dir>/spare.<k>. 0, or PB_EINVAL when it does not fit in cap. */
+int recycle_spare_path(char *out, size_t cap, const char *dir, unsigned k);
+
+/* Makes the removed segment at del_path (a <base>.log.del whose rename is
+ * durable) spare number k of its directory for the first free k below
+ * spares (at most RECYCLE_MAX_SPARES): zeroed (io->zero_range), synced,
+ * renamed, directory synced. 0 when it is a spare now; 1 when it is not
+ * one (spares already there, spares 0, no zero_range in io, a compressed
+ * segment, a hard link or another descriptor on it, a file system without
+ * ZERO_RANGE, a failure):
+ * the caller frees it as before. A failure after the zeroing leaves a
+ * zeroed .log.del, which is as good as any. */
+int recycle_segment(const fileio *io, const char *del_path, unsigned spares);
+
+#endif
