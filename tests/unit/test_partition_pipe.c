@@ -636,8 +636,8 @@ static ph_batch *hold_ids(ph_fixture *f, partition *p, uint64_t next, ph_batch *
     return a;
 }
 
-/* A's sync fails: neither A's ids nor B's (pipelined behind it, not
- * admitted ahead) stay in the window, so a retry of either is stored, not
+/* A's sync fails: neither A's ids nor B's (pipelined behind it; admitted
+ * while A's append waited, or after it) stay in the window, so a retry of either is stored, not
  * acked as a duplicate; the ids stored before stay. */
 static void test_ids_failed_sync_takes_both_takes_ids_out(void **state)
 {
@@ -660,7 +660,9 @@ static void test_ids_failed_sync_takes_both_takes_ids_out(void **state)
     ph_wait_done(h, before + 2);
     assert_int_equal(a->part.status, -EIO);
     assert_true(b->part.status < 0);
-    assert_int_equal(atomic_load(&p->events_ahead), ahead);
+    /* B was admitted ahead while A's append waited, or after it: the same. */
+    uint64_t got = atomic_load(&p->events_ahead) - ahead;
+    assert_true(got == 0 || got == BIG);
     for (uint64_t k = 0; k < 2 * BIG; k++)
         assert_int_equal(window_has(p, k), UINT64_MAX);
     for (uint64_t k = 0; k < BIG; k++)
@@ -712,7 +714,7 @@ static void test_ids_failed_write_behind_takes_only_its_ids_out(void **state)
 /* B repeats DUPS of A's ids: found (A's ids are in the window while A is
  * pending), acked as duplicates with A's offsets, and only after A's sync
  * returned 0 (nothing is acked while it is held); B's other events are
- * stored right after A's, B pipelined (not admitted ahead). */
+ * stored right after A's, B pipelined (admitted ahead or not: the same). */
 enum { DUPS = 16 };
 
 static void test_ids_duplicate_of_pending_acked_after_its_sync(void **state)
@@ -733,7 +735,8 @@ static void test_ids_duplicate_of_pending_acked_after_its_sync(void **state)
     ph_wait_done(h, before + 2);
     assert_int_equal(a->part.status, 0);
     assert_int_equal(b->part.status, 0);
-    assert_int_equal(atomic_load(&p->events_ahead), ahead);
+    uint64_t got = atomic_load(&p->events_ahead) - ahead; /* (either way) */
+    assert_true(got == 0 || got == BIG);
     assert_true(a->syncs_at_done >= base + 1);
     assert_true(b->syncs_at_done >= a->syncs_at_done);
     for (uint32_t k = 0; k < BIG; k++) {
