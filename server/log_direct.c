@@ -538,8 +538,10 @@ int log_direct_write(pb_log *log, const struct iovec *iov, size_t cnt, uint64_t 
         uses[1] = submit_lead(log, &c, lead, pos);
         pos += lead;
     }
-    /* Fill one stage while the helper writes the other. */
-    for (size_t cur = 0;; cur ^= 1) {
+    /* Fill one stage while the helper writes the other. Nothing left to
+     * copy: no wait for a stage (finish_append waits for every write),
+     * so that this append's sync is queued behind its last write at once. */
+    for (size_t cur = 0; c.i < c.cnt; cur ^= 1) {
         if ((rc = settle(log, uses[cur])) != 0)
             return rc;
         size_t k = take(log, &c, d->stage[cur], DIRECT_STAGE);
