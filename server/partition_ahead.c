@@ -17,9 +17,9 @@
  * always, the direct-write helper running, large enough for direct
  * writes, no expectation): takes with ids are then pipelined like plain
  * ones (their sync on the log's helper while the writer goes on). So the
- * helper runs for small takes with ids, takes with expectations among
- * them, and every take with ids under fsync = interval or never or
- * without direct writes.
+ * helper runs (fsync = always only: partition_ahead_start) for small
+ * takes with ids, takes with expectations among them, and every take with
+ * ids without direct writes.
  *
  * A pipelined take with ids has the writer admit ahead itself, with the
  * same rounds (partition_ahead_begin, _while_waiting, _end): its append
@@ -28,7 +28,8 @@
  * partition_ahead_while_waiting (log_append_sync's waiting hook), which
  * admits what is queued, a round a call. Without it the admission of the
  * next take (the window's check, ~35-50 ns an id) ran between two
- * appends, where the device waited for it (tests/bench/NOTES.md, ids9).
+ * appends, where the device waited for it (tests/bench/NOTES.md, "the
+ * critical path", branch ids9).
  * Only once the take before is acked (not pending): its records may point
  * at the rounds' suffixes of the other slot set, and its failed sync
  * fails everything after it. The parts admitted so are the next take's
@@ -50,11 +51,16 @@
  *     were all received by then; never below the round before): a take's
  *     records may carry a few receive times, ascending with the offsets,
  *     each shared by the events of its round (its own suffix slot).
-   - This take not stored (its append or sync failed): expect_take_failed
- *     takes the ids from this take's first offset on out of the window,
- *     the ahead ones included, and partition_ahead_discard puts the ahead
- *     parts back at the front of the queue, unadmitted: the next take
- *     admits them afresh or refuses them with the rest.
+ *   - This take not stored (its append, or its in-line sync, failed):
+ *     expect_take_failed takes the ids from this take's first offset on
+ *     out of the window, the ahead ones included, and
+ *     partition_ahead_discard puts the ahead parts back at the front of
+ *     the queue, unadmitted: the next take admits them afresh or refuses
+ *     them with the rest. A pipelined take whose sync fails (seen after
+ *     its append): its ids and those after them leave the window the same
+ *     way (complete_pending), and the take after it, the ahead parts
+ *     included, is refused whole: the partition failed (admit_take's
+ *     refuse_take, or take_not_stored if it was being appended).
  *   - The next take refused before its admission (a failed partition,
  *     free space, no memory): its ahead ids leave the window the same way
  *     (expect_take_failed from their first offset).

@@ -52,7 +52,8 @@ typedef struct take_ahead {
     int rounds;
     /* AHEAD_ROUNDS + 1 suffixes (the last is the writer's own admission's),
      * which swap with the partition's together with the arrays; both halves
-     * of one allocation (slot_block), made when the helper starts. */
+     * of one allocation (slot_block), made when the helper starts or the
+     * writer first admits ahead itself (partition_ahead_begin). */
     uint8_t (*slots)[SUFFIX_SLOT];
     uint8_t (*slot_block)[SUFFIX_SLOT];
     log_entry *entries;

@@ -10,7 +10,10 @@
  * Checked: B is admitted once, stored right after A, acked after its own
  * sync, its receive time (read at its round) not before A's, its duplicates of
  * A's ids found with A's offsets; when A's sync fails, neither A's ids nor
- * B's stay in the window, and neither take is acked.
+ * B's stay in the window, and neither take is acked. And no round runs
+ * while the take before is pending (its records admitted ahead point at
+ * the other set of round suffixes, which the rounds would overwrite): four
+ * full takes T0..T3, T1's sync held while T2's append waits behind it.
  */
 #include "dedup.h"
 #include "event.h"
@@ -115,6 +118,7 @@ typedef struct hold {
     ph_fixture *f;
     partition *p;
     uint64_t want; /* events_ahead to wait for */
+    size_t after;  /* (hold_t1: its writes come after this many sync calls) */
 } hold;
 
 static void hold_until_ahead(void *arg)
@@ -209,11 +213,14 @@ static void test_admitted_while_append_waits(void **state)
     uint64_t b_at = next + PARTITION_TAKE_EVENTS;
     ph_batch *b = ph_batch_new(h, p, BIG, b_at);
     give_ids(b, b_at, 500000, DUPS); /* its first DUPS repeat A's first ids */
+    size_t base = ph_syncs_now(h);
     hold w;
     queue_a_then_b(f, p, a, b, &w);
     ph_wait_done(h, before + A_PARTS + 1);
     assert_int_equal(ahead_now(p), ahead + BIG);
+    assert_true(b->syncs_at_done >= base + 2);
     for (size_t i = 0; i < A_PARTS; i++) {
+        assert_true(a[i]->syncs_at_done >= base + 1);
         assert_int_equal(a[i]->part.status, 0);
         for (uint32_t k = 0; k < BIG; k++)
             assert_int_equal(a[i]->ev[k].offset, next + i * BIG + k);
@@ -276,11 +283,166 @@ static void test_failed_sync_takes_ahead_ids_out(void **state)
     free(b);
 }
 
+/* Durable callback: counts the records handed on (to live subscribers and
+ * replicas) whose suffix is not their own receive time. */
+typedef struct live_check {
+    _Atomic size_t records, wrong;
+} live_check;
+
+static void check_live(void *ctx, partition *p, const live_record *recs, size_t n)
+{
+    live_check *c = ctx;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t want[SUFFIX_SLOT];
+        size_t len = event_put_receive_time(want, sizeof want, recs[i].time_ns);
+        if (recs[i].suffix_len != len || memcmp(recs[i].suffix, want, len) != 0)
+            atomic_fetch_add(&c->wrong, 1);
+        atomic_fetch_add(&c->records, 1);
+    }
+}
+
+/* T1's second write (the first after T0's sync began passes: the writer
+ * may still see that sync running then, and admits nothing while T0 is
+ * pending): the clock moves on, the write waits until T2 is admitted
+ * ahead (T0 is acked by then). */
+static void hold_t1(void *arg)
+{
+    hold *w = arg;
+    if (w->after > 0) {
+        w->after = 0;
+        ph_harness *h = &w->f->h;
+        pthread_mutex_lock(&h->lock);
+        h->write_hook = hold_t1;
+        h->write_hook_arg = w;
+        pthread_mutex_unlock(&h->lock);
+        return;
+    }
+    atomic_fetch_add(&w->f->h.clock_ns, LATER_NS);
+    for (int i = 0; i < WAIT_LIMITS * 1000 && ahead_now(w->p) < w->want; i++)
+        nanosleep(&(struct timespec){.tv_nsec = 1000 * 1000}, NULL);
+}
+
+/* T0's first write: as hold_until_ahead (T1 admitted ahead), then T1's
+ * first write is held by hold_t1 (w[1]). */
+static void hold_t0(void *arg)
+{
+    hold *w = arg;
+    hold_until_ahead(&w[0]);
+    ph_harness *h = &w->f->h;
+    pthread_mutex_lock(&h->lock);
+    h->write_hook = hold_t1;
+    h->write_hook_arg = &w[1];
+    h->write_hook_after = w[1].after;
+    pthread_mutex_unlock(&h->lock);
+}
+
+/* Events of ~300 B (an Any payload of PAD bytes besides the id): a full
+ * take is ~2.4 MB, three staging buffers of the direct write, so its
+ * append waits for the helper's writes in the middle too. buf: the
+ * batch's bytes (n x BIG_EVENT). */
+enum { PAD = 260, BIG_EVENT = 320 };
+
+static void give_big(ph_batch *tb, uint64_t first_seq, uint64_t first_id, uint8_t *buf)
+{
+    static const uint8_t pad[PAD];
+    size_t pos = 0;
+    for (uint32_t i = 0; i < tb->b.nevents; i++) {
+        char topic[16], id[16];
+        uint64_t seq = first_seq + i;
+        int tl = snprintf(topic, sizeof topic, "t%llu", (unsigned long long)(seq % 3));
+        int il = snprintf(id, sizeof id, "id%08llu", (unsigned long long)(first_id + i));
+        uint8_t any[PAD + 16];
+        size_t al = wire_put_len_field(any, 1, "x", 1);
+        al += wire_put_len_field(any + al, 2, pad, PAD);
+        uint8_t *e = buf + pos;
+        size_t len = wire_put_len_field(e, 1, topic, (size_t)tl);
+        len += wire_put_len_field(e + len, 7, any, al);
+        size_t id_at = len + 2;
+        len += wire_put_len_field(e + len, 8, id, (size_t)il);
+        len += wire_put_varint_field(e + len, 6, seq);
+        assert_true(len <= BIG_EVENT);
+        tb->ev[i] = (pub_event){.data = e,
+                                .len = (uint32_t)len,
+                                .topic = e + 2,
+                                .topic_len = (uint32_t)tl,
+                                .id = e + id_at,
+                                .id_len = (uint8_t)il,
+                                .offset = UINT64_MAX};
+        pos += len;
+    }
+    tb->b.bytes = buf;
+    tb->b.bytes_len = pos;
+}
+
+static void test_no_round_while_a_take_is_pending(void **state)
+{
+    ph_fixture *f = *state;
+    ph_harness *h = &f->h;
+    live_check live = {0};
+    f->opts.durable = check_live;
+    f->opts.durable_ctx = &live;
+    uint64_t next;
+    partition *p = open_ids(f, &next);
+    if (!p)
+        skip();
+    enum { TAKES = 4, PARTS = TAKES * A_PARTS };
+    uint64_t ahead = ahead_now(p);
+    size_t before = h->done_count, stored = atomic_load(&live.records);
+    ph_batch **t = calloc(PARTS, sizeof *t);
+    uint8_t *bytes = malloc((size_t)PARTS * BIG * BIG_EVENT);
+    assert_true(t && bytes);
+    for (size_t i = 0; i < PARTS; i++) {
+        t[i] = ph_batch_new(h, p, BIG, next + i * BIG);
+        give_big(t[i], next + i * BIG, i * BIG, bytes + i * BIG * BIG_EVENT);
+    }
+    hold w[2] = {{.f = f, .p = p, .want = ahead + PARTITION_TAKE_EVENTS},
+                 {.f = f, .p = p, .want = ahead + 2 * PARTITION_TAKE_EVENTS}};
+    pthread_mutex_lock(&h->lock);
+    w[1].after = h->sync_calls + 1; /* T0's sync: T1's writes come after it */
+    h->gate_at = h->sync_calls + 2; /* T1's sync: held */
+    h->write_hook = hold_t0;
+    h->write_hook_arg = w;
+    h->write_hook_after = 0;
+    pthread_mutex_unlock(&h->lock);
+    pthread_mutex_lock(&p->lock);
+    for (size_t i = 0; i < PARTS; i++) {
+        t[i]->part.next = NULL;
+        if (p->tail)
+            p->tail->next = &t[i]->part;
+        else
+            p->head = &t[i]->part;
+        p->tail = &t[i]->part;
+    }
+    pthread_cond_signal(&p->wake);
+    pthread_mutex_unlock(&p->lock);
+    ph_wait_blocked(h); /* T1's sync, held: T2's append waits behind it */
+    nanosleep(&(struct timespec){.tv_nsec = 200 * 1000 * 1000}, NULL);
+    /* T1 and T2 were admitted ahead; T3 not while T1 is pending. */
+    assert_int_equal(ahead_now(p), ahead + 2 * PARTITION_TAKE_EVENTS);
+    ph_gate(h, false);
+    ph_wait_done(h, before + PARTS);
+    for (size_t i = 0; i < PARTS; i++) {
+        assert_int_equal(t[i]->part.status, 0);
+        for (uint32_t k = 0; k < BIG; k++)
+            assert_int_equal(t[i]->ev[k].offset, next + i * BIG + k);
+    }
+    assert_int_equal(atomic_load(&live.records) - stored, (size_t)PARTS * BIG);
+    assert_int_equal(atomic_load(&live.wrong), 0);
+    check_times(f, next + PARTS * BIG, next);
+    assert_int_equal(partition_close(p), 0);
+    for (size_t i = 0; i < PARTS; i++)
+        free(t[i]);
+    free(t);
+    free(bytes);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_admitted_while_append_waits, ph_setup, ph_teardown),
         cmocka_unit_test_setup_teardown(test_failed_sync_takes_ahead_ids_out, ph_setup,
+                                        ph_teardown),
+        cmocka_unit_test_setup_teardown(test_no_round_while_a_take_is_pending, ph_setup,
                                         ph_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
