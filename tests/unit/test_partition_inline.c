@@ -130,12 +130,14 @@ static void hold_until_ahead(void *arg)
 }
 
 /* Queues A's parts and B at once (the test plays the loop thread), with
- * A's first write held until B is admitted ahead. */
-static void queue_a_then_b(ph_fixture *f, partition *p, ph_batch **a, ph_batch *b, hold *w)
+ * A's first write held by hook (hold_until_ahead: until B is admitted
+ * ahead). */
+static void queue_a_then_b(ph_fixture *f, partition *p, ph_batch **a, ph_batch *b, hold *w,
+                           void (*hook)(void *))
 {
     *w = (hold){.f = f, .p = p, .want = ahead_now(p) + BIG};
     pthread_mutex_lock(&f->h.lock);
-    f->h.write_hook = hold_until_ahead;
+    f->h.write_hook = hook;
     f->h.write_hook_arg = w;
     pthread_mutex_unlock(&f->h.lock);
     pthread_mutex_lock(&p->lock);
@@ -215,7 +217,7 @@ static void test_admitted_while_append_waits(void **state)
     give_ids(b, b_at, 500000, DUPS); /* its first DUPS repeat A's first ids */
     size_t base = ph_syncs_now(h);
     hold w;
-    queue_a_then_b(f, p, a, b, &w);
+    queue_a_then_b(f, p, a, b, &w, hold_until_ahead);
     ph_wait_done(h, before + A_PARTS + 1);
     assert_int_equal(ahead_now(p), ahead + BIG);
     assert_true(b->syncs_at_done >= base + 2);
@@ -262,7 +264,7 @@ static void test_failed_sync_takes_ahead_ids_out(void **state)
     h->fail_sync = EIO;
     pthread_mutex_unlock(&h->lock);
     hold w;
-    queue_a_then_b(f, p, a, b, &w);
+    queue_a_then_b(f, p, a, b, &w, hold_until_ahead);
     ph_wait_done(h, before + A_PARTS + 1);
     assert_int_equal(ahead_now(p), ahead + BIG);
     for (size_t i = 0; i < A_PARTS; i++)
@@ -277,6 +279,55 @@ static void test_failed_sync_takes_ahead_ids_out(void **state)
     }
     pthread_mutex_lock(&h->lock);
     h->fail_sync = 0;
+    pthread_mutex_unlock(&h->lock);
+    assert_true(partition_close(p) < 0);
+    free_a(a);
+    free(b);
+}
+
+/* As hold_until_ahead, then A's later writes fail (EIO). */
+static void hold_then_fail(void *arg)
+{
+    hold *w = arg;
+    hold_until_ahead(w);
+    pthread_mutex_lock(&w->f->h.lock);
+    w->f->h.fail_write = EIO;
+    pthread_mutex_unlock(&w->f->h.lock);
+}
+
+/* A's append fails after B was admitted ahead during it: B goes back to
+ * the queue unadmitted (partition_ahead_discard) and is refused with the
+ * failed partition; neither take's ids stay in the window. */
+static void test_failed_append_requeues_ahead_parts(void **state)
+{
+    ph_fixture *f = *state;
+    ph_harness *h = &f->h;
+    uint64_t next;
+    partition *p = open_ids(f, &next);
+    if (!p)
+        skip();
+    uint64_t ahead = ahead_now(p);
+    size_t before = h->done_count;
+    ph_batch **a = new_a(h, p, next);
+    uint64_t b_at = next + PARTITION_TAKE_EVENTS;
+    ph_batch *b = ph_batch_new(h, p, BIG, b_at);
+    give_ids(b, b_at, 500000, 0);
+    hold w;
+    queue_a_then_b(f, p, a, b, &w, hold_then_fail);
+    ph_wait_done(h, before + A_PARTS + 1);
+    assert_int_equal(ahead_now(p), ahead + BIG);
+    for (size_t i = 0; i < A_PARTS; i++)
+        assert_true(a[i]->part.status < 0);
+    assert_true(b->part.status < 0);
+    assert_int_equal(partition_end_offset(p), next);
+    for (uint64_t k = 0; k < PARTITION_TAKE_EVENTS; k++)
+        assert_int_equal(window_has(p, k), UINT64_MAX);
+    for (uint64_t k = 0; k < BIG; k++) {
+        assert_int_equal(window_has(p, 500000 + k), UINT64_MAX);
+        assert_int_equal(window_has(p, 900000 + k), k);
+    }
+    pthread_mutex_lock(&h->lock);
+    h->fail_write = 0;
     pthread_mutex_unlock(&h->lock);
     assert_true(partition_close(p) < 0);
     free_a(a);
@@ -443,6 +494,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failed_sync_takes_ahead_ids_out, ph_setup,
                                         ph_teardown),
         cmocka_unit_test_setup_teardown(test_no_round_while_a_take_is_pending, ph_setup,
+                                        ph_teardown),
+        cmocka_unit_test_setup_teardown(test_failed_append_requeues_ahead_parts, ph_setup,
                                         ph_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
