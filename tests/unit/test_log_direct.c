@@ -426,6 +426,37 @@ static void test_failed_direct_write_rewritten_with_crcs(void **state)
     verify_all(n);
 }
 
+/* The same through log_append_sync (the partition's pipelined takes): the
+ * failed direct write is found once the append's sync is queued behind it
+ * (log_direct.c, finish_append); that sync is waited for, the append is
+ * written again the ordinary way, the log stays up, and every record
+ * reads back. */
+static void test_failed_direct_write_behind_a_queued_sync(void **state)
+{
+    failing = *fileio_posix();
+    failing.open = open_failing;
+    failing.pwritev = pwritev_failing;
+    direct_writes = 0;
+    log_options o = opts(1u << 30, 1);
+    o.io = &failing;
+    pb_log *log;
+    assert_int_equal(log_open(&log, part, &o), 0);
+    uint64_t n = 0;
+    for (size_t k = 0; k < 3; k++) {
+        append_n(log, n, 1000, true);
+        n += 1000;
+        assert_int_equal(log_sync_finish(log, NULL), 0);
+        assert_int_equal(log_status(log), 0);
+    }
+    assert_true(direct_writes == 3); /* none after the failure */
+    assert_non_null(strstr(messages, "direct write failed"));
+    append_n(log, n, 500, true);
+    n += 500;
+    assert_int_equal(log_sync_finish(log, NULL), 0);
+    assert_int_equal(log_close(log), 0);
+    verify_all(n);
+}
+
 /* A file layer whose first ordinary write to a segment, once armed, fails
  * with EIO: the head block of the second direct append, written by the
  * helper thread. The append fails and so does the
@@ -726,6 +757,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refused_direct_falls_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_page_cache_write_ahead_of_direct, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_direct_write_rewritten_with_crcs, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_failed_direct_write_behind_a_queued_sync, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_failed_head_block_write_fails_the_log, setup,
                                         teardown),
