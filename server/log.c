@@ -665,14 +665,16 @@ static void begin_sync(pb_log *log, uint64_t seq)
 }
 
 int log_append_sync(pb_log *log, const log_entry *e, size_t n, uint64_t *first_offset,
-                    void (*synced)(void *ctx), void *ctx)
+                    void (*synced)(void *ctx), bool (*waiting)(void *ctx), void *ctx)
 {
     log->sync_after = true;
     log->dio_sync_seq = 0;
     log->sync_hook = synced;
+    log->wait_hook = waiting;
     log->sync_hook_ctx = ctx;
     int rc = log_append(log, e, n, first_offset);
     log->sync_hook = NULL;
+    log->wait_hook = NULL;
     log->sync_after = false;
     uint64_t seq = log->dio_sync_seq; /* queued behind the last direct write */
     log->dio_sync_seq = 0;

@@ -149,9 +149,15 @@ int log_sync(pb_log *log);
  * (writer thread, from inside the append) as soon as a sync begun before
  * this append is seen to be over, at most once, so that the caller can
  * take its outcome (log_sync_finish) and act on it while the append goes
- * on: it may call log_sync_finish and log_status, no other log function. */
+ * on: it may call log_sync_finish and log_status, no other log function.
+ * waiting (may be NULL) is called (writer thread, from inside the append)
+ * when the append is about to wait for a write of the helper's: work of
+ * the caller's own that needs no log function (partition_ahead.c admits
+ * the next take's events there); it returns whether it did some (it is
+ * called again while the write runs) or has none (the append waits).
+ * Both get ctx. */
 int log_append_sync(pb_log *log, const log_entry *e, size_t n, uint64_t *first_offset,
-                    void (*synced)(void *ctx), void *ctx);
+                    void (*synced)(void *ctx), bool (*waiting)(void *ctx), void *ctx);
 int log_sync_finish(pb_log *log, uint64_t *sync_ns);
 
 /* Whether log_append_sync would queue the sync on a helper thread (direct

@@ -367,6 +367,34 @@ static size_t take(const pb_log *log, cursor *c, uint8_t *dst, size_t want)
     return got;
 }
 
+static void poll_synced(pb_log *log);
+
+/* Whether job seq (and all before it) is done. */
+static bool job_over(direct_io *d, uint64_t seq)
+{
+    pthread_mutex_lock(&d->mu);
+    bool over = d->finished >= seq;
+    pthread_mutex_unlock(&d->mu);
+    return over;
+}
+
+/* Before the wait for job seq: log_append_sync's waiting hook does the
+ * caller's own work in turns while the job runs (at most WAIT_TURNS), each
+ * after the sync before this append is taken if it is over (poll_synced:
+ * that hook's caller may need it done first). Not after a failure. */
+#define WAIT_TURNS 64
+static void work_while_waiting(pb_log *log, uint64_t seq)
+{
+    direct_io *d = log->dio;
+    if (!log->wait_hook || !d->threaded)
+        return;
+    for (unsigned i = 0; i < WAIT_TURNS && !job_over(d, seq); i++) {
+        poll_synced(log);
+        if (log->failed || !log->wait_hook(log->sync_hook_ctx))
+            return;
+    }
+}
+
 /* Waits for job seq (0: none): 0; when a job failed, after waiting for
  * all of them: 1 if a direct write did (direct writes given up: the
  * caller writes the append the ordinary way), the error if an ordinary
@@ -374,6 +402,8 @@ static size_t take(const pb_log *log, cursor *c, uint8_t *dst, size_t want)
 static int settle(pb_log *log, uint64_t seq)
 {
     direct_io *d = log->dio;
+    if (seq != 0)
+        work_while_waiting(log, seq);
     if (seq == 0 || job_wait(d, seq) == 0)
         return 0;
     int rc = job_wait(d, d->queued);
@@ -508,8 +538,10 @@ int log_direct_write(pb_log *log, const struct iovec *iov, size_t cnt, uint64_t 
         uses[1] = submit_lead(log, &c, lead, pos);
         pos += lead;
     }
-    /* Fill one stage while the helper writes the other. */
-    for (size_t cur = 0;; cur ^= 1) {
+    /* Fill one stage while the helper writes the other. Nothing left to
+     * copy: no wait for a stage (finish_append waits for every write),
+     * so that this append's sync is queued behind its last write at once. */
+    for (size_t cur = 0; c.i < c.cnt; cur ^= 1) {
         if ((rc = settle(log, uses[cur])) != 0)
             return rc;
         size_t k = take(log, &c, d->stage[cur], DIRECT_STAGE);

@@ -95,8 +95,9 @@ struct pb_log {
     bool sync_after;
     bool sync_last; /* ... set for that last write only */
     uint64_t dio_sync_seq;
-    void (*sync_hook)(void *ctx); /* log_append_sync's synced, during the call */
-    void *sync_hook_ctx;
+    void (*sync_hook)(void *ctx);   /* log_append_sync's synced, during the call */
+    bool (*wait_hook)(void *ctx);   /* ... its waiting (log_direct.c, settle) */
+    void *sync_hook_ctx;            /* ... both hooks' ctx */
 
     /* Reusable append buffers: grow to the largest batch, then stay. */
     uint8_t *hdrs;

@@ -22,10 +22,12 @@
  * callback may get them both ways and skips the duplicates by offset.
  * Pipelined (fsync=always, the log's direct-write helper running, a take
  * whose payload is at least direct_write_bytes, without expectations or
- * a replica's records, nothing admitted ahead: partition_write.c, take_is_plain
- * and write_pipelined): the take's fdatasync runs on the log's
- * direct-write helper thread while the writer admits and appends the next
- * take (whose writes queue behind that sync); the steps after log_sync run
+ * a replica's records: partition_write.c, take_is_plain and
+ * write_pipelined): the take's fdatasync runs on the log's direct-write
+ * helper thread while the writer admits and appends the next take (whose
+ * writes queue behind that sync; with ids, the writer admits the take
+ * after that one while the append waits for the device:
+ * partition_ahead.c); the steps after log_sync run
  * for the first take once its own sync has returned and the writer sees
  * it: between two staging buffers of the second take's append
  * (log_append_sync's hook), at its end, or after it, in any case before

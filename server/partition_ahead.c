@@ -16,10 +16,24 @@
  * takes that partition_write.c could pipeline (may_pipeline: fsync =
  * always, the direct-write helper running, large enough for direct
  * writes, no expectation): takes with ids are then pipelined like plain
- * ones (their sync on the log's helper while the writer admits the next
- * take itself), which parts admitted ahead would prevent. So it runs for
- * small takes with ids, takes with expectations among them, and every
- * take with ids under fsync = interval or never or without direct writes.
+ * ones (their sync on the log's helper while the writer goes on). So the
+ * helper runs (fsync = always only: partition_ahead_start) for small
+ * takes with ids, takes with expectations among them, and every take with
+ * ids without direct writes.
+ *
+ * A pipelined take with ids has the writer admit ahead itself, with the
+ * same rounds (partition_ahead_begin, _while_waiting, _end): its append
+ * waits for the direct-write helper's writes (the writes queue behind the
+ * pending take's sync), and while a write runs the log calls
+ * partition_ahead_while_waiting (log_append_sync's waiting hook), which
+ * admits what is queued, a round a call. Without it the admission of the
+ * next take (the window's check, ~35-50 ns an id) ran between two
+ * appends, where the device waited for it (tests/bench/NOTES.md, "the
+ * critical path", branch ids9).
+ * Only once the take before is acked (not pending): its records may point
+ * at the rounds' suffixes of the other slot set, and its failed sync
+ * fails everything after it. The parts admitted so are the next take's
+ * start like the helper's, and that take may be pipelined too.
 
  * The rules of expect.h hold as if the writer had admitted those parts
  * itself at the start of its next take:
@@ -37,11 +51,16 @@
  *     were all received by then; never below the round before): a take's
  *     records may carry a few receive times, ascending with the offsets,
  *     each shared by the events of its round (its own suffix slot).
-   - This take not stored (its append or sync failed): expect_take_failed
- *     takes the ids from this take's first offset on out of the window,
- *     the ahead ones included, and partition_ahead_discard puts the ahead
- *     parts back at the front of the queue, unadmitted: the next take
- *     admits them afresh or refuses them with the rest.
+ *   - This take not stored (its append, or its in-line sync, failed):
+ *     expect_take_failed takes the ids from this take's first offset on
+ *     out of the window, the ahead ones included, and
+ *     partition_ahead_discard puts the ahead parts back at the front of
+ *     the queue, unadmitted: the next take admits them afresh or refuses
+ *     them with the rest. A pipelined take whose sync fails (seen after
+ *     its append): its ids and those after them leave the window the same
+ *     way (complete_pending), and the take after it, the ahead parts
+ *     included, is refused whole: the partition failed (admit_take's
+ *     refuse_take, or take_not_stored if it was being appended).
  *   - The next take refused before its admission (a failed partition,
  *     free space, no memory): its ahead ids leave the window the same way
  *     (expect_take_failed from their first offset).
@@ -210,11 +229,12 @@ static void *ahead_main(void *arg)
     return NULL;
 }
 
-static int start_helper(partition *p)
+/* The rounds' suffixes, two sets, if not there yet: p->slots is used
+ * from the first swap on (the take in flight keeps suffix_own until
+ * then). 0 or PB_ENOMEM. */
+static int alloc_slots(partition *p)
 {
     take_ahead *a = &p->ahead;
-    /* The rounds' suffixes, two sets: p->slots is used from the first
-     * swap on (the take in flight keeps suffix_own until then). */
     if (!a->slot_block) {
         a->slot_block = calloc(2 * (AHEAD_ROUNDS + 1), SUFFIX_SLOT);
         if (!a->slot_block)
@@ -222,6 +242,14 @@ static int start_helper(partition *p)
         p->slots = a->slot_block;
         a->slots = a->slot_block + AHEAD_ROUNDS + 1;
     }
+    return 0;
+}
+
+static int start_helper(partition *p)
+{
+    take_ahead *a = &p->ahead;
+    if (alloc_slots(p) < 0)
+        return PB_ENOMEM;
     int e = -partition_start_thread(&a->thread, AHEAD_STACK_BYTES, ahead_main, p);
     if (e != 0) {
         if (!a->start_warned)
@@ -254,6 +282,47 @@ bool partition_ahead_start(partition *p, const expect_take *x, size_t n)
     pthread_cond_broadcast(&a->cv);
     pthread_mutex_unlock(&p->lock);
     return true;
+}
+
+bool partition_ahead_begin(partition *p, const expect_take *x, size_t n)
+{
+    take_ahead *a = &p->ahead;
+    if (!p->dedup || x->ids == 0 || a->parts || alloc_slots(p) < 0)
+        return false;
+    a->parts = a->parts_tail = a->rest = NULL;
+    a->n = 0;
+    a->ids = 0;
+    a->next = x->next + n;
+    a->time_ns = x->time_ns; /* the floor of its receive times */
+    a->rounds = 0;
+    a->waiting = true;
+    return true;
+}
+
+bool partition_ahead_while_waiting(void *arg)
+{
+    partition *p = arg;
+    take_ahead *a = &p->ahead;
+    /* Not while the take before is pending: its records may point at the
+     * rounds' suffixes of a->slots (and its failed sync fails this one). */
+    if (!a->waiting || a->rounds >= AHEAD_ROUNDS || p->pend.on || atomic_load(&p->status) < 0)
+        return false;
+    bool blocked;
+    pthread_mutex_lock(&p->lock);
+    pub_part *list = detach_prefix(p, &blocked);
+    pthread_mutex_unlock(&p->lock);
+    if (!list)
+        return false;
+    if (!admit_round(p, a, list, a->rounds++))
+        a->waiting = false; /* a part the log refuses, or no memory: the writer's */
+    requeue_front(p, a->rest);
+    a->rest = NULL;
+    return true;
+}
+
+void partition_ahead_end(partition *p)
+{
+    p->ahead.waiting = false;
 }
 
 void partition_ahead_wait(partition *p)

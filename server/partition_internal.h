@@ -46,9 +46,14 @@ typedef struct take_ahead {
     size_t ids;           /* among them, events with an id */
     uint64_t next;        /* the offset the first of them gets */
     int64_t time_ns;      /* the receive time of the last round (the floor before) */
+    /* Writer thread: admitting ahead itself while its append waits for the
+     * device (partition_ahead_begin .. _end), and the rounds run so far. */
+    bool waiting;
+    int rounds;
     /* AHEAD_ROUNDS + 1 suffixes (the last is the writer's own admission's),
      * which swap with the partition's together with the arrays; both halves
-     * of one allocation (slot_block), made when the helper starts. */
+     * of one allocation (slot_block), made when the helper starts or the
+     * writer first admits ahead itself (partition_ahead_begin). */
     uint8_t (*slots)[SUFFIX_SLOT];
     uint8_t (*slot_block)[SUFFIX_SLOT];
     log_entry *entries;
@@ -202,6 +207,15 @@ struct expect_take;
  * now that can be admitted ahead and has the helper thread admit them
  * (started on first use); false when there are none (or no helper). */
 bool partition_ahead_start(partition *p, const struct expect_take *x, size_t n);
+/* The same on the writer itself, for a pipelined take (write_pipelined,
+ * its admission in x, n records): from now until partition_ahead_end,
+ * partition_ahead_while_waiting (log_append_sync's waiting hook: the
+ * partition is its argument) admits the parts queued meanwhile, a round a
+ * call, while the append waits for the device. false: not for this take
+ * (no ids in it, or no memory for the rounds' receive times). */
+bool partition_ahead_begin(partition *p, const struct expect_take *x, size_t n);
+bool partition_ahead_while_waiting(void *partition);
+void partition_ahead_end(partition *p);
 /* After the append and sync, before anything touches the window: waits
  * for the helper (if started). */
 void partition_ahead_wait(partition *p);

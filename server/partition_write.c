@@ -518,36 +518,46 @@ static void take_stored(partition *p, const expect_take *x, pub_part *all, size_
     take_upkeep(p, n > busy ? n : busy);
 }
 
-/* May this take be left pending, its sync running on the log's helper
- * while the writer goes on with the next one (write_pipelined)? Under
- * fsync = always, with a helper thread, a take of direct_write_bytes or
- * more (its payload), nothing admitted ahead, no expectation and no
+/* Adds the payload bytes of the parts to *bytes; false if one of them
+ * has an expectation or a replica's records. */
+static bool parts_pipeline(const pub_part *part, uint64_t *bytes)
+{
+    for (; part; part = part->next) {
+        const pub_batch *b = part->batch;
+        if (b->replica || b->nexpect > 0)
+            return false;
+        for (uint32_t k = 0; k < part->count; k++)
+            *bytes += b->events[part->events[k]].len;
+    }
+    return true;
+}
+
+/* May this take (the parts of both lists) be left pending, its sync
+ * running on the log's helper while the writer goes on with the next one
+ * (write_pipelined)? Under fsync = always, with a helper thread, a take of
+ * direct_write_bytes or more (its payload), no expectation and no
  * replica's records in it: the next take's admission then depends on
  * nothing that this take's ack changes (the topic table that expectations
- * read gets its records only at the ack). Events with ids may be in it:
- * their ids enter the dedup window at admission, before the write, so the
- * next take is checked against them; the window's rules while it is
- * pending are at write_pipelined. */
-static bool may_pipeline(const partition *p, const pub_part *taken)
+ * read gets its records only at the ack). Events with ids may be in it,
+ * and parts admitted ahead: their ids entered the dedup window at
+ * admission, before the write, so the next take is checked against them;
+ * the window's rules while it is pending are at write_pipelined. */
+static bool may_pipeline(const partition *p, const pub_part *taken, const pub_part *more)
 {
     if (p->opts.fsync != PARTITION_FSYNC_ALWAYS || !p->log || !log_sync_async(p->log))
         return false;
     uint64_t bytes = 0;
-    for (; taken; taken = taken->next) {
-        const pub_batch *b = taken->batch;
-        if (b->replica || b->nexpect > 0)
-            return false;
-        for (uint32_t k = 0; k < taken->count; k++)
-            bytes += b->events[taken->events[k]].len;
-    }
+    if (!parts_pipeline(taken, &bytes) || !parts_pipeline(more, &bytes))
+        return false;
     /* A take too small for direct writes is synced in line: at a low rate
      * its ack does not wait for a hand-off to the helper and back. */
     return bytes >= p->opts.log.direct_min_bytes;
 }
 
+/* The parts admitted ahead (if any) and then taken. */
 static bool take_is_plain(const partition *p, const pub_part *taken)
 {
-    return !p->ahead.parts && may_pipeline(p, taken);
+    return may_pipeline(p, p->ahead.parts, taken);
 }
 
 /* The pending take's sync ended with rc (taking ns): acked when it
@@ -625,8 +635,11 @@ static void leave_pending(partition *p, const expect_take *x, pub_part *all, siz
     p->recs = r;
     p->cap = cap;
     memcpy(t->suffix, x->suffix, x->suffix_len);
+    /* (Those admitted ahead keep their round's suffix: partition_ahead.c
+     * leaves those slots alone while this take is pending.) */
     for (size_t i = 0; i < n; i++)
-        t->recs[i].suffix = t->suffix;
+        if (t->recs[i].suffix == x->suffix)
+            t->recs[i].suffix = t->suffix;
     t->x = *x;
     t->x.suffix = t->suffix;
     t->all = all;
@@ -671,7 +684,13 @@ static void write_pipelined(partition *p, const expect_take *x, pub_part *all, s
     t->early = false;
     void (*synced)(void *) = t->on ? pending_synced : NULL;
     want_crcs(p, n);
-    int rc = n > 0 ? log_append_sync(p->log, p->entries, n, &first, synced, p) : 0;
+    /* While the append waits for the device, the writer admits the next
+     * take's events itself (partition_ahead.c): off its path between
+     * takes, where the device would wait for it. */
+    bool ahead = n > 0 && partition_ahead_begin(p, x, n);
+    bool (*waiting)(void *) = ahead ? partition_ahead_while_waiting : NULL;
+    int rc = n > 0 ? log_append_sync(p->log, p->entries, n, &first, synced, waiting, p) : 0;
+    partition_ahead_end(p);
     int prev = t->early_rc;
     if (!t->early) {
         uint64_t ns = 0;
@@ -732,10 +751,9 @@ void partition_write_take(partition *p, pub_part *taken)
     }
     /* While this take is written and synced, the next one's ids
      * (partition_ahead.c): the window is the helper's until the wait.
-     * Not after a take that could have been pipelined but for parts
-     * admitted ahead or the dedup mark: the next take would not be (it
-     * would hold parts admitted ahead); pipelined, it gains more. */
-    bool helped = !may_pipeline(p, all) && partition_ahead_start(p, &x, n);
+     * Not after a take that could have been pipelined but for the dedup
+     * mark (once): the takes after it are, and admit ahead themselves. */
+    bool helped = !may_pipeline(p, all, NULL) && partition_ahead_start(p, &x, n);
     uint64_t first = x.next;
     rc = append_and_sync(p, n, &first);
     if (helped)

@@ -43,7 +43,7 @@ static ssize_t t_pwritev(const fileio *io, int fd, const struct iovec *iov, int 
     pthread_mutex_lock(&h->lock);
     bool is_log = fd < MAX_FD && h->is_log[fd];
     int fail = is_log ? h->fail_write : 0;
-    void (*hook)(void *) = is_log ? h->write_hook : NULL;
+    void (*hook)(void *) = is_log && h->sync_calls >= h->write_hook_after ? h->write_hook : NULL;
     void *hook_arg = h->write_hook_arg;
     if (hook)
         h->write_hook = NULL;
@@ -73,6 +73,8 @@ static int t_fdatasync(const fileio *io, int fd)
     bool is_log = fd < MAX_FD && h->is_log[fd];
     if (is_log) {
         h->sync_calls++;
+        if (h->gate_at && h->sync_calls == h->gate_at)
+            h->gate_closed = true;
         while (h->gate_closed) {
             h->blocked++;
             pthread_cond_broadcast(&h->cond);

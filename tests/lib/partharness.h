@@ -34,6 +34,7 @@ typedef struct ph_harness {
     size_t syncs;          /* completed fdatasyncs of .log files */
     size_t sync_calls;     /* fdatasync calls on .log files, failed ones included */
     bool gate_closed;      /* hold .log fdatasyncs until opened */
+    size_t gate_at;        /* the gate closes at this fdatasync call (sync_calls); 0: never */
     int blocked;           /* fdatasyncs waiting at the gate */
     int fail_sync;         /* errno to fail .log fdatasyncs with; 0 = none */
     int fail_write;        /* errno to fail .log pwritevs with; 0 = none */
@@ -42,9 +43,11 @@ typedef struct ph_harness {
     int early_acks; /* status 0 done() while a .log write was not yet synced */
     bool check_durable;
     size_t helper_syncs; /* .log fdatasyncs made by a direct-write helper (pbd:) */
-    /* Called once (then cleared), outside the lock, at the next .log pwritev. */
+    /* Called once (then cleared), outside the lock, at the next .log pwritev
+     * made once sync_calls >= write_hook_after (0: the next one). */
     void (*write_hook)(void *arg);
     void *write_hook_arg;
+    size_t write_hook_after;
     _Atomic int64_t clock_ns;
     fileio io;
 } ph_harness;

@@ -111,7 +111,7 @@ static uint64_t append_n(pb_log *log, uint64_t from, size_t n, bool sync)
         bytes += PB_RECORD_HEADER_SIZE + len;
     }
     uint64_t first;
-    int rc = sync ? log_append_sync(log, e, n, &first, from > 0 ? on_synced : NULL, log)
+    int rc = sync ? log_append_sync(log, e, n, &first, from > 0 ? on_synced : NULL, NULL, log)
                   : log_append(log, e, n, &first);
     assert_int_equal(rc, 0);
     assert_true(first == from);
@@ -426,6 +426,37 @@ static void test_failed_direct_write_rewritten_with_crcs(void **state)
     verify_all(n);
 }
 
+/* The same through log_append_sync (the partition's pipelined takes): the
+ * failed direct write is found once the append's sync is queued behind it
+ * (log_direct.c, finish_append); that sync is waited for, the append is
+ * written again the ordinary way, the log stays up, and every record
+ * reads back. */
+static void test_failed_direct_write_behind_a_queued_sync(void **state)
+{
+    failing = *fileio_posix();
+    failing.open = open_failing;
+    failing.pwritev = pwritev_failing;
+    direct_writes = 0;
+    log_options o = opts(1u << 30, 1);
+    o.io = &failing;
+    pb_log *log;
+    assert_int_equal(log_open(&log, part, &o), 0);
+    uint64_t n = 0;
+    for (size_t k = 0; k < 3; k++) {
+        append_n(log, n, 1000, true);
+        n += 1000;
+        assert_int_equal(log_sync_finish(log, NULL), 0);
+        assert_int_equal(log_status(log), 0);
+    }
+    assert_true(direct_writes == 3); /* none after the failure */
+    assert_non_null(strstr(messages, "direct write failed"));
+    append_n(log, n, 500, true);
+    n += 500;
+    assert_int_equal(log_sync_finish(log, NULL), 0);
+    assert_int_equal(log_close(log), 0);
+    verify_all(n);
+}
+
 /* A file layer whose first ordinary write to a segment, once armed, fails
  * with EIO: the head block of the second direct append, written by the
  * helper thread. The append fails and so does the
@@ -625,7 +656,7 @@ static void test_failed_last_block_and_sync_never_heals(void **state)
     for (size_t i = 0; i < 2000; i++)
         e[i] = (log_entry){.data = buf[i], .len = 1 + i % 599, .time_ns = T0};
     uint64_t first;
-    int rc = log_append_sync(log, e, 2000, &first, NULL, NULL);
+    int rc = log_append_sync(log, e, 2000, &first, NULL, NULL, NULL);
     assert_true(__atomic_load_n(&df_tail_failed, __ATOMIC_ACQUIRE));
     assert_true(rc < 0);
     assert_true(log_status(log) < 0);
@@ -676,10 +707,10 @@ static void test_failed_sync_stops_the_next_append(void **state)
         e[i] = (log_entry){.data = buf, .len = sizeof buf, .time_ns = T0};
     uint64_t first;
     __atomic_store_n(&so_armed, true, __ATOMIC_RELEASE);
-    assert_int_equal(log_append_sync(log, e, 1000, &first, NULL, NULL), 0); /* A: ~1 MiB */
+    assert_int_equal(log_append_sync(log, e, 1000, &first, NULL, NULL, NULL), 0); /* A: ~1 MiB */
     /* B: ~3 MiB more fill the segment (A's sync is over by then: B's
      * writes queue behind it), then a rotation and ~4 MiB more. */
-    int rc = log_append_sync(log, e, 7000, &first, on_synced_rc, log);
+    int rc = log_append_sync(log, e, 7000, &first, on_synced_rc, NULL, log);
     assert_true(__atomic_load_n(&so_failed, __ATOMIC_ACQUIRE));
     int a = so_hook_rc == 1 ? log_sync_finish(log, NULL) : so_hook_rc;
     assert_int_equal(a, -EIO);
@@ -706,7 +737,7 @@ static void test_second_outcome_before_the_first_taken(void **state)
         e[i] = (log_entry){.data = buf, .len = 1 + i % 599, .time_ns = T0};
     uint64_t first;
     for (int k = 0; k < 3; k++)
-        assert_int_equal(log_append_sync(log, e, 2000, &first, NULL, NULL), 0);
+        assert_int_equal(log_append_sync(log, e, 2000, &first, NULL, NULL, NULL), 0);
     if (!log_sync_async(log)) {
         assert_int_equal(log_close(log), 0);
         skip();
@@ -726,6 +757,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refused_direct_falls_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_page_cache_write_ahead_of_direct, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_direct_write_rewritten_with_crcs, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_failed_direct_write_behind_a_queued_sync, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_failed_head_block_write_fails_the_log, setup,
                                         teardown),

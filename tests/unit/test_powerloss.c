@@ -38,7 +38,10 @@
  * and it always appends around the page cache from a low threshold: its
  * takes are plain (partition_write.c take_is_plain), their fdatasync
  * pipelined on the log's direct-write helper while the writer appends the
- * next take, so the power goes in the middle of pipelined takes too.
+ * next take, so the power goes in the middle of pipelined takes too. Seeds
+ * with ids that append around the page cache pipeline their larger takes
+ * as well, and admit the next take's ids ahead while an append waits
+ * (partition_ahead.c; counted: "events admitted ahead").
  *
  * One seed in two also compresses its closed segments (compress = zstd,
  * level 1) on the compressor thread (server/compressor.c: write the .ztmp,
@@ -275,6 +278,10 @@ static void submit_next(round_state *r)
 
 /* fdatasyncs made by a log's direct-write helper (pbd:): pipelined takes. */
 static _Atomic uint64_t helper_syncs;
+/* Events with ids admitted ahead (partition_get_stats): by the partition's
+ * helper thread, or by the writer while a pipelined take's append waited
+ * (partition_ahead.c), so the power goes in the middle of those too. */
+static _Atomic uint64_t ahead_events;
 
 /* Writer thread (or the log's helper, for a pipelined take), inside a file
  * sync: while the disk is "busy", more parts arrive (group commit). How
@@ -441,6 +448,9 @@ static void run_daemon(round_state *r, simio *sim)
     }
     r->p = NULL;
     pthread_mutex_unlock(&r->lock);
+    partition_stats st;
+    partition_get_stats(p, &st);
+    atomic_fetch_add(&ahead_events, st.events_ahead);
     int rc = partition_close(p);
     if (rc < 0 && !simio_is_down(sim))
         note(r, "partition_close: %s with the disk up", pb_strerror(rc));
@@ -1078,8 +1088,10 @@ static void test_acked_events_survive_power_loss(void **state)
            (unsigned long long)t.st.writes_zero_tail, (unsigned long long)t.st.writes_garbage_tail,
            (unsigned long long)t.st.truncs_kept, (unsigned long long)t.st.truncs_dropped,
            (unsigned long long)t.st.dir_ops_kept, (unsigned long long)t.st.dir_ops_forgotten);
-    printf("  pipelined takes: %llu fdatasyncs on a log's direct-write helper\n",
-           (unsigned long long)atomic_load(&helper_syncs));
+    printf("  pipelined takes: %llu fdatasyncs on a log's direct-write helper; "
+           "%llu events admitted ahead\n",
+           (unsigned long long)atomic_load(&helper_syncs),
+           (unsigned long long)atomic_load(&ahead_events));
     printf("  recycling: %llu rounds, %llu removed segments zeroed into spares, %llu rotations "
            "into a spare, %llu spares in recovered copies; unsynced zeroings %llu kept, %llu "
            "dropped, %llu in part\n",
@@ -1090,6 +1102,7 @@ static void test_acked_events_survive_power_loss(void **state)
     /* The rounds exercised what they are meant to (deterministic). */
     assert_true(t.rounds >= target);
     assert_true(atomic_load(&helper_syncs) > 0);
+    assert_true(atomic_load(&ahead_events) > 0);
     assert_true(t.acked > t.rounds);
     assert_true(t.snapshots > 0 && t.snapshot_tmps > 0);
     assert_true(t.dedup_snaps > 0 && t.dedup_snap_tmps > 0);
