@@ -504,16 +504,6 @@ static int resync(pb_reader *r, bool *wait)
     return report(r, bad_pos, first, rec.offset - 1, reason);
 }
 
-/* The record at r->pos failed its checks. A zero tail (a zero record header
- * with nothing but zeros after it: the unused end of a recycled segment,
- * FORMAT.md Part B "The end of a segment") is where the records end, as if
- * the file ended there: wait in the newest segment; in a rotated one go on
- * to the next, which reports nothing when its base follows on. Anything
- * else is damage (resync). The whole tail is read once per open segment:
- * the writer writes in file order, so while the header at a position at or
- * after the checked one is zero, nothing after it was written since (a
- * hole a power loss left is there before any reader: the first check finds
- * what follows it). */
 /* Whether the file holds a zero tail from pos: 1, 0, or a negative code
  * (the whole tail read once per open segment, see zero_pos). */
 static int zero_tail_at(pb_reader *r, uint64_t pos)
@@ -524,6 +514,16 @@ static int zero_tail_at(pb_reader *r, uint64_t pos)
     return z;
 }
 
+/* The record at r->pos failed its checks. A zero tail (a zero record header
+ * with nothing but zeros after it: the unused end of a recycled segment,
+ * FORMAT.md Part B "The end of a segment") is where the records end, as if
+ * the file ended there: wait in the newest segment; in a rotated one go on
+ * to the next, which reports nothing when its base follows on. Anything
+ * else is damage (resync). The whole tail is read once per open segment:
+ * the writer writes in file order, so while the header at a position at or
+ * after the checked one is zero, nothing after it was written since (a
+ * hole a power loss left is there before any reader: the first check finds
+ * what follows it). */
 static int bad_record(pb_reader *r, bool *wait)
 {
     *wait = false;
