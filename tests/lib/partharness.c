@@ -1,7 +1,9 @@
 /* partharness - see partharness.h. */
 #include "partharness.h"
 
+#include "dedup.h"
 #include "event.h"
+#include "partition_internal.h"
 #include "pb_errors.h"
 #include "reader.h"
 #include "testfs.h"
@@ -382,4 +384,38 @@ void ph_check_files(ph_fixture *f, uint64_t count)
     pb_record rec;
     assert_int_equal(pb_reader_next(r, &rec), PB_EEOF);
     pb_reader_close(r);
+}
+
+void ph_give_ids(ph_batch *tb, uint64_t first_seq, uint64_t first_id, uint32_t ndup)
+{
+    size_t pos = 0;
+    for (uint32_t i = 0; i < tb->b.nevents; i++) {
+        char topic[16], id[16];
+        uint64_t seq = first_seq + i;
+        int tl = snprintf(topic, sizeof topic, "t%llu", (unsigned long long)(seq % 3));
+        int il =
+            snprintf(id, sizeof id, "id%08llu", (unsigned long long)(i < ndup ? i : first_id + i));
+        uint8_t *e = tb->bytes + pos;
+        size_t len = wire_put_len_field(e, 1, topic, (size_t)tl);
+        size_t id_at = len + 2;
+        len += wire_put_len_field(e + len, 8, id, (size_t)il);
+        len += wire_put_varint_field(e + len, 6, seq);
+        tb->ev[i] = (pub_event){.data = e,
+                                .len = (uint32_t)len,
+                                .topic = e + 2,
+                                .topic_len = (uint32_t)tl,
+                                .id = e + id_at,
+                                .id_len = (uint8_t)il,
+                                .offset = UINT64_MAX};
+        pos += len;
+    }
+    tb->b.bytes_len = pos;
+}
+
+uint64_t ph_window_has(partition *p, uint64_t n)
+{
+    char s[16];
+    int il = snprintf(s, sizeof s, "id%08llu", (unsigned long long)n);
+    uint64_t off;
+    return dedup_find(p->dedup, (const uint8_t *)s, (size_t)il, &off) == 1 ? off : UINT64_MAX;
 }

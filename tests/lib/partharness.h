@@ -88,6 +88,16 @@ size_t ph_syncs_now(ph_harness *h);
 /* n events with topic "t<seq % 3>" and payload_size = seq, seq counting
  * from first_seq (a batch as net.c would build it; free() it). */
 ph_batch *ph_batch_new(ph_harness *h, partition *p, size_t n, uint64_t first_seq);
+
+/* Rewrites the batch's events with ids: event i gets topic "t<seq % 3>",
+ * payload_size seq = first_seq + i and id "id<n>" (8 digits), n = i for the
+ * first ndup events (the ids of a batch given first_id 0), else first_id + i. */
+void ph_give_ids(ph_batch *tb, uint64_t first_seq, uint64_t first_id, uint32_t ndup);
+
+/* Where p's dedup window has id number n (as ph_give_ids names it): its
+ * offset, or UINT64_MAX. Read only while the writer waits (a sync held at
+ * the gate) or is idle. */
+uint64_t ph_window_has(partition *p, uint64_t n);
 /* Submits one batch of n events and waits for its done(). */
 ph_batch *ph_publish(ph_fixture *f, partition *p, size_t n, uint64_t first_seq);
 /* Reads the partition back: offsets 0..count-1, each event = client bytes

@@ -38,42 +38,6 @@
 
 enum { BIG = MAX_EVENTS, A_PARTS = PARTITION_TAKE_EVENTS / BIG, DUPS = 16, LATER_NS = 5000 };
 
-/* Ids "id%08u": event i of the batch gets first_id + i, or i for the
- * first ndup events (A's first ids, when A's ids start at 0). */
-static void give_ids(ph_batch *tb, uint64_t first_seq, uint64_t first_id, uint32_t ndup)
-{
-    size_t pos = 0;
-    for (uint32_t i = 0; i < tb->b.nevents; i++) {
-        char topic[16], id[16];
-        uint64_t seq = first_seq + i;
-        int tl = snprintf(topic, sizeof topic, "t%llu", (unsigned long long)(seq % 3));
-        int il = snprintf(id, sizeof id, "id%08llu",
-                          (unsigned long long)(i < ndup ? i : first_id + i));
-        uint8_t *e = tb->bytes + pos;
-        size_t len = wire_put_len_field(e, 1, topic, (size_t)tl);
-        size_t id_at = len + 2;
-        len += wire_put_len_field(e + len, 8, id, (size_t)il);
-        len += wire_put_varint_field(e + len, 6, seq);
-        tb->ev[i] = (pub_event){.data = e,
-                                .len = (uint32_t)len,
-                                .topic = e + 2,
-                                .topic_len = (uint32_t)tl,
-                                .id = e + id_at,
-                                .id_len = (uint8_t)il,
-                                .offset = UINT64_MAX};
-        pos += len;
-    }
-    tb->b.bytes_len = pos;
-}
-
-static uint64_t window_has(partition *p, uint64_t n)
-{
-    char s[16];
-    int il = snprintf(s, sizeof s, "id%08llu", (unsigned long long)n);
-    uint64_t off;
-    return dedup_find(p->dedup, (const uint8_t *)s, (size_t)il, &off) == 1 ? off : UINT64_MAX;
-}
-
 static uint64_t ahead_now(partition *p)
 {
     partition_stats st;
@@ -95,7 +59,7 @@ static partition *open_ids(ph_fixture *f, uint64_t *next)
     for (int i = 0; i < 2; i++) {
         size_t before = f->h.done_count;
         ph_batch *w = ph_batch_new(&f->h, p, BIG, *next);
-        give_ids(w, *next, 900000 + *next, 0);
+        ph_give_ids(w, *next, 900000 + *next, 0);
         partition_submit(p, &w->part);
         ph_wait_done(&f->h, before + 1);
         assert_int_equal(w->part.status, 0);
@@ -160,7 +124,7 @@ static ph_batch **new_a(ph_harness *h, partition *p, uint64_t next)
     assert_non_null(a);
     for (size_t i = 0; i < A_PARTS; i++) {
         a[i] = ph_batch_new(h, p, BIG, next + i * BIG);
-        give_ids(a[i], next + i * BIG, i * BIG, 0);
+        ph_give_ids(a[i], next + i * BIG, i * BIG, 0);
     }
     return a;
 }
@@ -214,7 +178,7 @@ static void test_admitted_while_append_waits(void **state)
     ph_batch **a = new_a(h, p, next);
     uint64_t b_at = next + PARTITION_TAKE_EVENTS;
     ph_batch *b = ph_batch_new(h, p, BIG, b_at);
-    give_ids(b, b_at, 500000, DUPS); /* its first DUPS repeat A's first ids */
+    ph_give_ids(b, b_at, 500000, DUPS); /* its first DUPS repeat A's first ids */
     size_t base = ph_syncs_now(h);
     hold w;
     queue_a_then_b(f, p, a, b, &w, hold_until_ahead);
@@ -233,7 +197,7 @@ static void test_admitted_while_append_waits(void **state)
         assert_int_equal(b->ev[k].duplicate, k < DUPS);
         uint64_t want = k < DUPS ? next + k : b_at + k - DUPS;
         assert_int_equal(b->ev[k].offset, want);
-        assert_int_equal(window_has(p, k < DUPS ? k : 500000 + k), want);
+        assert_int_equal(ph_window_has(p, k < DUPS ? k : 500000 + k), want);
     }
     uint64_t end = b_at + BIG - DUPS;
     assert_int_equal(partition_end_offset(p), end);
@@ -259,7 +223,7 @@ static void test_failed_sync_takes_ahead_ids_out(void **state)
     ph_batch **a = new_a(h, p, next);
     uint64_t b_at = next + PARTITION_TAKE_EVENTS;
     ph_batch *b = ph_batch_new(h, p, BIG, b_at);
-    give_ids(b, b_at, 500000, 0);
+    ph_give_ids(b, b_at, 500000, 0);
     pthread_mutex_lock(&h->lock);
     h->fail_sync = EIO;
     pthread_mutex_unlock(&h->lock);
@@ -272,10 +236,10 @@ static void test_failed_sync_takes_ahead_ids_out(void **state)
     assert_true(b->part.status < 0); /* admitted behind a failed sync: never acked */
     assert_int_equal(partition_end_offset(p), next);
     for (uint64_t k = 0; k < PARTITION_TAKE_EVENTS; k++)
-        assert_int_equal(window_has(p, k), UINT64_MAX);
+        assert_int_equal(ph_window_has(p, k), UINT64_MAX);
     for (uint64_t k = 0; k < BIG; k++) {
-        assert_int_equal(window_has(p, 500000 + k), UINT64_MAX);
-        assert_int_equal(window_has(p, 900000 + k), k); /* stored before: kept */
+        assert_int_equal(ph_window_has(p, 500000 + k), UINT64_MAX);
+        assert_int_equal(ph_window_has(p, 900000 + k), k); /* stored before: kept */
     }
     pthread_mutex_lock(&h->lock);
     h->fail_sync = 0;
@@ -311,7 +275,7 @@ static void test_failed_append_requeues_ahead_parts(void **state)
     ph_batch **a = new_a(h, p, next);
     uint64_t b_at = next + PARTITION_TAKE_EVENTS;
     ph_batch *b = ph_batch_new(h, p, BIG, b_at);
-    give_ids(b, b_at, 500000, 0);
+    ph_give_ids(b, b_at, 500000, 0);
     hold w;
     queue_a_then_b(f, p, a, b, &w, hold_then_fail);
     ph_wait_done(h, before + A_PARTS + 1);
@@ -321,10 +285,10 @@ static void test_failed_append_requeues_ahead_parts(void **state)
     assert_true(b->part.status < 0);
     assert_int_equal(partition_end_offset(p), next);
     for (uint64_t k = 0; k < PARTITION_TAKE_EVENTS; k++)
-        assert_int_equal(window_has(p, k), UINT64_MAX);
+        assert_int_equal(ph_window_has(p, k), UINT64_MAX);
     for (uint64_t k = 0; k < BIG; k++) {
-        assert_int_equal(window_has(p, 500000 + k), UINT64_MAX);
-        assert_int_equal(window_has(p, 900000 + k), k);
+        assert_int_equal(ph_window_has(p, 500000 + k), UINT64_MAX);
+        assert_int_equal(ph_window_has(p, 900000 + k), k);
     }
     pthread_mutex_lock(&h->lock);
     h->fail_write = 0;

@@ -88,45 +88,6 @@ static size_t done_now(ph_harness *h)
     return n;
 }
 
-/* Rewrites the batch's events with ids: event i gets topic "t<seq % 3>",
- * payload_size seq = first_seq + i and id "id<n>" (8 digits), n = i for the
- * first ndup events (the ids of a batch given first_id 0), else first_id + i. */
-static void give_ids(ph_batch *tb, uint64_t first_seq, uint64_t first_id, uint32_t ndup)
-{
-    size_t pos = 0;
-    for (uint32_t i = 0; i < tb->b.nevents; i++) {
-        char topic[16], id[16];
-        uint64_t seq = first_seq + i;
-        int tl = snprintf(topic, sizeof topic, "t%llu", (unsigned long long)(seq % 3));
-        int il =
-            snprintf(id, sizeof id, "id%08llu", (unsigned long long)(i < ndup ? i : first_id + i));
-        uint8_t *e = tb->bytes + pos;
-        size_t len = wire_put_len_field(e, 1, topic, (size_t)tl);
-        size_t id_at = len + 2;
-        len += wire_put_len_field(e + len, 8, id, (size_t)il);
-        len += wire_put_varint_field(e + len, 6, seq);
-        tb->ev[i] = (pub_event){.data = e,
-                                .len = (uint32_t)len,
-                                .topic = e + 2,
-                                .topic_len = (uint32_t)tl,
-                                .id = e + id_at,
-                                .id_len = (uint8_t)il,
-                                .offset = UINT64_MAX};
-        pos += len;
-    }
-    tb->b.bytes_len = pos;
-}
-
-/* Where the window has id number n: its offset, or UINT64_MAX. Read only
- * while the writer waits (a sync held at the gate) or is idle. */
-static uint64_t window_has(partition *p, uint64_t n)
-{
-    char s[16];
-    int il = snprintf(s, sizeof s, "id%08llu", (unsigned long long)n);
-    uint64_t off;
-    return dedup_find(p->dedup, (const uint8_t *)s, (size_t)il, &off) == 1 ? off : UINT64_MAX;
-}
-
 /* open_direct with a dedup window, then a take with ids WARM_ID.. (stored
  * in line: the partition's first take with ids creates its dedup mark). */
 enum { WARM_ID = 900000 };
@@ -140,7 +101,7 @@ static partition *open_ids(ph_fixture *f, uint64_t *next)
         return NULL;
     size_t before = done_now(&f->h);
     ph_batch *w = ph_batch_new(&f->h, p, BIG, *next);
-    give_ids(w, *next, WARM_ID, 0);
+    ph_give_ids(w, *next, WARM_ID, 0);
     partition_submit(p, &w->part);
     ph_wait_done(&f->h, before + 1);
     assert_int_equal(w->part.status, 0);
@@ -193,8 +154,8 @@ static bool open_pair(void **state, held_pair *s, pair_opts o)
     s->b = ph_batch_new(h, s->p, o.b_events ? o.b_events : BIG, s->next + BIG);
     s->a = ph_batch_new(h, s->p, BIG, s->next);
     if (o.ids) {
-        give_ids(s->b, s->next + BIG, BIG, o.ndup);
-        give_ids(s->a, s->next, 0, 0);
+        ph_give_ids(s->b, s->next + BIG, BIG, o.ndup);
+        ph_give_ids(s->a, s->next, 0, 0);
     }
     s->ids = o.ids;
     return true;
@@ -621,9 +582,9 @@ static void test_ids_failed_sync_takes_both_takes_ids_out(void **state)
     assert_true(s.b->part.status < 0);
     assert_int_equal(atomic_load(&s.p->events_ahead), s.ahead);
     for (uint64_t k = 0; k < 2 * BIG; k++)
-        assert_int_equal(window_has(s.p, k), UINT64_MAX);
+        assert_int_equal(ph_window_has(s.p, k), UINT64_MAX);
     for (uint64_t k = 0; k < BIG; k++)
-        assert_int_equal(window_has(s.p, WARM_ID + k), s.next - BIG + k);
+        assert_int_equal(ph_window_has(s.p, WARM_ID + k), s.next - BIG + k);
     set_faults(s.h, 0, 0);
     assert_true(partition_close(s.p) < 0);
     check_readable(s.f, s.next);
@@ -646,8 +607,8 @@ static void test_ids_failed_write_behind_takes_only_its_ids_out(void **state)
     assert_int_equal(s.b->part.status, -EIO);
     for (uint64_t k = 0; k < BIG; k++) {
         assert_int_equal(s.a->ev[k].offset, s.next + k);
-        assert_int_equal(window_has(s.p, k), s.next + k);
-        assert_int_equal(window_has(s.p, BIG + k), UINT64_MAX);
+        assert_int_equal(ph_window_has(s.p, k), s.next + k);
+        assert_int_equal(ph_window_has(s.p, BIG + k), UINT64_MAX);
     }
     set_faults(s.h, 0, 0);
     assert_true(partition_close(s.p) < 0);
@@ -702,7 +663,7 @@ static void test_ids_all_duplicates_behind_failed_sync_not_acked(void **state)
     assert_int_equal(s.a->part.status, -EIO);
     assert_true(s.b->part.status < 0);
     for (uint64_t k = 0; k < BIG; k++)
-        assert_int_equal(window_has(s.p, k), UINT64_MAX);
+        assert_int_equal(ph_window_has(s.p, k), UINT64_MAX);
     set_faults(s.h, 0, 0);
     assert_true(partition_close(s.p) < 0);
     check_readable(s.f, s.next);
