@@ -481,17 +481,11 @@ static int resync(pb_reader *r, bool *wait)
     }
     if (rc < 0)
         return rc;
-    if (is_last(r)) {
-        /* The writer writes in file order: with a later record there, a
-         * record at r->pos that verifies now was a write in progress when
-         * first read (a recycled segment's zeros under its body), no loss. */
-        pb_record again;
-        uint32_t asize;
-        segment_buf_invalidate(&r->buf);
-        if (segment_read_record(&r->buf, r->pos, PB_RECORD_MAX_EVENT, &again, &asize) == 0 &&
-            again.offset == r->expected)
-            return 0; /* (an offset going backwards is still damage) */
-    }
+    /* With a later record there, a record at r->pos that verifies now was
+     * a write in progress when first read (a recycled segment's zeros under
+     * its body), no loss; an offset going backwards is still damage. */
+    if (is_last(r) && segment_verifies_again(&r->buf, r->pos, false, r->expected))
+        return 0;
     uint64_t bad_pos = r->pos, first = r->expected;
     r->zero_pos = UINT64_MAX; /* damage: what follows is checked afresh */
     r->pos = found;
@@ -502,16 +496,6 @@ static int resync(pb_reader *r, bool *wait)
     snprintf(reason, sizeof reason, "record failed its checks (CRC or length); %llu bytes skipped",
              (unsigned long long)(found - bad_pos));
     return report(r, bad_pos, first, rec.offset - 1, reason);
-}
-
-/* Whether the file holds a zero tail from pos: 1, 0, or a negative code
- * (the whole tail read once per open segment, see zero_pos). */
-static int zero_tail_at(pb_reader *r, uint64_t pos)
-{
-    int z = pos >= r->zero_pos ? segment_zero_header(&r->buf, pos) : segment_zero_tail(&r->buf, pos);
-    if (z == 1 && pos < r->zero_pos)
-        r->zero_pos = pos;
-    return z;
 }
 
 /* The record at r->pos failed its checks. A zero tail (a zero record header
@@ -527,29 +511,12 @@ static int zero_tail_at(pb_reader *r, uint64_t pos)
 static int bad_record(pb_reader *r, bool *wait)
 {
     *wait = false;
-    int z = zero_tail_at(r, r->pos);
-    if (z < 0)
-        return z;
-    segment_buf_invalidate(&r->buf); /* the zeros read must not hide what comes next */
-    if (z == 1)
+    int rc = segment_bad_record(&r->buf, r->pos, is_last(r), &r->zero_pos);
+    if (rc == SEGMENT_BAD_END)
         return at_end_of_file(r, true, wait);
-    pb_record rec;
-    uint32_t size;
-    int rc = segment_read_record(&r->buf, r->pos, PB_RECORD_MAX_EVENT, &rec, &size);
-    if (rc == 0)
+    if (rc == SEGMENT_BAD_AGAIN)
         return 0; /* written meanwhile: read it */
-    if (rc == PB_ECORRUPT && size > 0 && is_last(r)) {
-        /* A whole header whose record does not verify, then only zeros: the
-         * write the writer is making into a recycled segment's zero tail
-         * (its body not there yet): wait for it, as for a record cut short
-         * at the end of a file. */
-        if ((z = zero_tail_at(r, r->pos + size)) < 0)
-            return z;
-        segment_buf_invalidate(&r->buf);
-        if (z == 1)
-            return at_end_of_file(r, true, wait);
-    }
-    return resync(r, wait);
+    return rc < 0 ? rc : resync(r, wait);
 }
 
 /* A read hit a compressed block that failed its checks (zseg.h): report

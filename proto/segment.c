@@ -345,6 +345,47 @@ int segment_zero_tail(segment_buf *b, uint64_t pos)
     }
 }
 
+/* segment_zero_tail through the reader's memory *zero_pos (segment.h). */
+static int zero_tail_seen(segment_buf *b, uint64_t pos, uint64_t *zero_pos)
+{
+    int z = pos >= *zero_pos ? segment_zero_header(b, pos) : segment_zero_tail(b, pos);
+    if (z == 1 && pos < *zero_pos)
+        *zero_pos = pos;
+    return z;
+}
+
+int segment_bad_record(segment_buf *b, uint64_t pos, bool live, uint64_t *zero_pos)
+{
+    int z = zero_tail_seen(b, pos, zero_pos);
+    if (z < 0)
+        return z;
+    segment_buf_invalidate(b);
+    if (z == 1)
+        return SEGMENT_BAD_END;
+    pb_record rec;
+    uint32_t size;
+    int rc = segment_read_record(b, pos, PB_RECORD_MAX_EVENT, &rec, &size);
+    if (rc == 0)
+        return SEGMENT_BAD_AGAIN;
+    if (rc == PB_ECORRUPT && size > 0 && live) {
+        if ((z = zero_tail_seen(b, pos + size, zero_pos)) < 0)
+            return z;
+        segment_buf_invalidate(b);
+        if (z == 1)
+            return SEGMENT_BAD_END;
+    }
+    return SEGMENT_BAD_DAMAGE;
+}
+
+bool segment_verifies_again(segment_buf *b, uint64_t pos, bool any_offset, uint64_t expected)
+{
+    pb_record again;
+    uint32_t size;
+    segment_buf_invalidate(b);
+    return segment_read_record(b, pos, PB_RECORD_MAX_EVENT, &again, &size) == 0 &&
+           (any_offset || again.offset == expected);
+}
+
 int segment_resync(segment_buf *b, uint64_t from, uint64_t min_offset, uint64_t max_offset,
                    uint32_t max_event, uint64_t *found, pb_record *rec, uint32_t *size)
 {

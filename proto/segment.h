@@ -177,6 +177,30 @@ int segment_zero_header(segment_buf *b, uint64_t pos);
  * on I/O error. Reads the rest of the file through b's window. */
 int segment_zero_tail(segment_buf *b, uint64_t pos);
 
+/* What a record at pos that failed its checks is, for a reader that
+ * follows the writer (FORMAT.md Part B, "The end of a segment"). *zero_pos
+ * is the reader's memory of the zero tail it last saw in this file
+ * (UINT64_MAX: none; reset it when a new file is opened and after damage):
+ * the whole tail is read once, since the writer writes in file order.
+ * live: the file may still be written (the newest segment, or --follow).
+ *   SEGMENT_BAD_END     a zero tail from pos; or, live, a whole header whose
+ *                       record does not verify with only zeros after it (a
+ *                       write into a recycled segment's zeros, its body not
+ *                       there yet): the records end here (for now)
+ *   SEGMENT_BAD_AGAIN   the record verifies on a second read (written
+ *                       meanwhile): read it
+ *   SEGMENT_BAD_DAMAGE  anything else: resync
+ * or a negative errno. b's window is invalidated (zeros read must not hide
+ * what comes next). */
+enum { SEGMENT_BAD_DAMAGE = 0, SEGMENT_BAD_END = 1, SEGMENT_BAD_AGAIN = 2 };
+int segment_bad_record(segment_buf *b, uint64_t pos, bool live, uint64_t *zero_pos);
+
+/* After segment_resync found a later record in a file still being written:
+ * whether the record at pos verifies on a fresh read (b invalidated first),
+ * with offset expected unless any_offset. True means it was a write in
+ * progress when first read (the writer writes in file order): no loss. */
+bool segment_verifies_again(segment_buf *b, uint64_t pos, bool any_offset, uint64_t expected);
+
 /* Scans forward byte by byte from `from` for the first position where a whole
  * record verifies with min_offset <= offset <= max_offset. Cheap checks on the
  * length and offset fields reject most positions before any CRC is computed.

@@ -98,17 +98,12 @@ static int resync(segfile *f)
     }
     if (rc < 0)
         return rc;
-    if (f->file.follow) {
-        /* A later record there: one at f->file.pos that verifies now was a
-         * write in progress when first read (the writer writes in order). */
-        pb_record again;
-        uint32_t asize;
-        segment_buf_invalidate(&f->file.buf);
-        if (segment_read_record(&f->file.buf, f->file.pos, PB_RECORD_MAX_EVENT, &again, &asize) ==
-                0 &&
-            (!f->started || again.offset == f->expected))
-            return 1; /* (an offset going backwards is still damage) */
-    }
+    /* A later record there: one at f->file.pos that verifies now was a
+     * write in progress when first read; an offset going backwards is
+     * still damage. */
+    if (f->file.follow &&
+        segment_verifies_again(&f->file.buf, f->file.pos, !f->started, f->expected))
+        return 1;
     f->zero_pos = UINT64_MAX; /* damage: what follows is checked afresh */
     uint64_t bad = f->file.pos;
     uint64_t first = f->started ? f->expected : rec.offset;
@@ -121,44 +116,18 @@ static int resync(segfile *f)
     return report(f, bad, first, rec.offset - 1, why);
 }
 
-/* The record at f->file.pos failed its checks. A zero tail (a zero record
- * header and only zeros after it: the unused end of a recycled segment,
- * FORMAT.md Part B) is the end of the records, clean (with --follow: for
- * now); anything else is damage. 1: a record is there after all (written
- * meanwhile): read it. The tail is read whole once (as pb_reader's). */
-static int zero_tail_at(segfile *f, uint64_t pos)
-{
-    int z = pos >= f->zero_pos ? segment_zero_header(&f->file.buf, pos)
-                               : segment_zero_tail(&f->file.buf, pos);
-    if (z == 1 && pos < f->zero_pos)
-        f->zero_pos = pos;
-    return z;
-}
-
+/* The record at f->file.pos failed its checks: the end of the records (a
+ * zero tail, FORMAT.md Part B; with --follow: for now), a record written
+ * meanwhile (1: read it), or damage (resync); segment_bad_record decides,
+ * as for pb_reader. */
 static int bad_record(segfile *f)
 {
-    uint64_t pos = f->file.pos;
-    int z = zero_tail_at(f, pos);
-    if (z < 0)
-        return z;
-    segment_buf_invalidate(&f->file.buf); /* the zeros read must not hide what comes next */
-    if (z)
+    int rc = segment_bad_record(&f->file.buf, f->file.pos, f->file.follow, &f->zero_pos);
+    if (rc == SEGMENT_BAD_END)
         return PB_EEOF;
-    pb_record rec;
-    uint32_t size;
-    int rc = segment_read_record(&f->file.buf, pos, PB_RECORD_MAX_EVENT, &rec, &size);
-    if (rc == 0)
-        return 1; /* written meanwhile: read it */
-    if (rc == PB_ECORRUPT && size > 0 && f->file.follow) {
-        /* A record the writer is still writing into a recycled segment's
-         * zero tail (its body not there yet): wait for it (pb_reader's rule). */
-        if ((z = zero_tail_at(f, pos + size)) < 0)
-            return z;
-        segment_buf_invalidate(&f->file.buf);
-        if (z)
-            return PB_EEOF;
-    }
-    return resync(f);
+    if (rc == SEGMENT_BAD_AGAIN)
+        return 1;
+    return rc < 0 ? rc : resync(f);
 }
 
 int segfile_next(segfile *f, pb_record *rec)
