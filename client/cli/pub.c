@@ -286,9 +286,22 @@ static void publish_stdin(pub_state *st)
     free(lr.buf);
 }
 
-/* Over 100 lines on purpose: the option switch (one short case per
- * option) and the connect/publish/close sequence read top to bottom. */
-int cmd_pub(int argc, char **argv)
+/* The command line, parsed (what pub_state does not keep). */
+typedef struct pub_opts {
+    const char *server; /* -s, before cli_server() */
+    const char *type;
+    const char *expect; /* --expect-last as given; NULL: none */
+    const char *user;
+    cli_tls tls;
+    cli_tags tags;
+    const char *message; /* MESSAGE; NULL: standard input */
+    bool expect_none;
+    uint64_t expect_off;
+} pub_opts;
+
+/* The option switch, one short case per option. 0 to go on, -1 after
+ * --help, else the exit status. */
+static int parse_options(int argc, char **argv, pub_opts *o, pub_state *st)
 {
     static const struct option longopts[] = {
         {"server", required_argument, NULL, 's'},
@@ -305,99 +318,95 @@ int cmd_pub(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     static char prog[] = "protobus pub";
-    const char *server_opt = NULL, *type = NULL, *expect = NULL, *user = NULL;
-    char password[1024];
-    cli_tls tls = {0};
-    cli_tags tags = {0};
-    pub_state st = {.timeout_ms = DEFAULT_TIMEOUT_MS};
-    int rc = CLI_EXIT_USAGE, opt;
+    uint64_t ms;
+    int opt;
     argv[0] = prog;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "s:t:u:vh", longopts, NULL)) != -1) {
         switch (opt) {
         case 's':
-            server_opt = optarg;
+            o->server = optarg;
             break;
         case 'u':
-            user = optarg;
+            o->user = optarg;
             break;
         case CLI_OPT_TLS:
         case CLI_OPT_TLS_CA:
         case CLI_OPT_TLS_CERT:
         case CLI_OPT_TLS_KEY:
-            cli_tls_option(&tls, opt, optarg);
+            cli_tls_option(&o->tls, opt, optarg);
             break;
         case 't':
-            if (cli_tags_add(&tags, optarg) < 0) {
-                rc = cli_usage_error("pub", "-t %s: expected KEY=VALUE with a non-empty KEY",
-                                     optarg);
-                goto out;
-            }
+            if (cli_tags_add(&o->tags, optarg) < 0)
+                return cli_usage_error("pub", "-t %s: expected KEY=VALUE with a non-empty KEY",
+                                       optarg);
             break;
         case 'T':
-            type = optarg;
+            o->type = optarg;
             break;
         case 'v':
-            st.verbose = true;
+            st->verbose = true;
             break;
         case 'I':
-            st.id = optarg;
+            st->id = optarg;
             break;
         case 'L':
-            st.id_from_line = true;
+            st->id_from_line = true;
             break;
         case 'E':
-            expect = optarg;
+            o->expect = optarg;
             break;
-        case 'W': {
-            uint64_t ms;
-            if (!cli_parse_u64(optarg, &ms) || ms > INT32_MAX) {
-                rc = cli_usage_error("pub", "--timeout %s: expected milliseconds", optarg);
-                goto out;
-            }
-            st.timeout_ms = (int)ms;
+        case 'W':
+            if (!cli_parse_u64(optarg, &ms) || ms > INT32_MAX)
+                return cli_usage_error("pub", "--timeout %s: expected milliseconds", optarg);
+            st->timeout_ms = (int)ms;
             break;
-        }
         case 'h':
             fputs(usage, stdout);
-            rc = cli_flush_stdout("pub") ? CLI_EXIT_OK : CLI_EXIT_RUNTIME;
-            goto out;
+            return cli_flush_stdout("pub") ? -1 : CLI_EXIT_RUNTIME;
         default:
-            rc = cli_try_help("pub");
-            goto out;
+            return cli_try_help("pub");
         }
     }
-    int nargs = argc - optind;
-    if (nargs < 1 || nargs > 2) {
-        rc = cli_usage_error("pub", nargs < 1 ? "TOPIC is required"
-                                              : "too many arguments (quote MESSAGE)");
-        goto out;
-    }
-    if (st.id && nargs != 2) {
-        rc = cli_usage_error("pub", "--id needs MESSAGE (for standard input: --id-from-line)");
-        goto out;
-    }
-    if (st.id_from_line && nargs != 1) {
-        rc = cli_usage_error("pub", "--id-from-line reads standard input: no MESSAGE");
-        goto out;
-    }
-    bool expect_none = false;
-    uint64_t expect_off = 0;
-    if (expect && !(expect_none = strcmp(expect, "none") == 0) &&
-        !cli_parse_u64(expect, &expect_off)) {
-        rc = cli_usage_error("pub", "--expect-last %s: expected an offset or none", expect);
-        goto out;
-    }
-    st.server = cli_server(server_opt);
-    st.ev.topic = argv[optind];
-    st.ev.tags = tags.tags;
-    st.ev.ntags = tags.n;
-    st.ev.payload_type = type;
+    return 0;
+}
 
+/* Parses the command line into o and st: the options, then TOPIC and
+ * MESSAGE and the rules that tie them to --id, --id-from-line and
+ * --expect-last. 0 to go on, -1 after --help, else the exit status. */
+static int parse(int argc, char **argv, pub_opts *o, pub_state *st)
+{
+    int rc = parse_options(argc, argv, o, st);
+    if (rc != 0)
+        return rc;
+    int nargs = argc - optind;
+    if (nargs < 1 || nargs > 2)
+        return cli_usage_error("pub", nargs < 1 ? "TOPIC is required"
+                                                : "too many arguments (quote MESSAGE)");
+    if (st->id && nargs != 2)
+        return cli_usage_error("pub", "--id needs MESSAGE (for standard input: --id-from-line)");
+    if (st->id_from_line && nargs != 1)
+        return cli_usage_error("pub", "--id-from-line reads standard input: no MESSAGE");
+    if (o->expect && !(o->expect_none = strcmp(o->expect, "none") == 0) &&
+        !cli_parse_u64(o->expect, &o->expect_off))
+        return cli_usage_error("pub", "--expect-last %s: expected an offset or none", o->expect);
+    o->message = nargs == 2 ? argv[optind + 1] : NULL;
+    st->server = cli_server(o->server);
+    st->ev.topic = argv[optind];
+    st->ev.tags = o->tags.tags;
+    st->ev.ntags = o->tags.n;
+    st->ev.payload_type = o->type;
+    return 0;
+}
+
+/* Connects st->c as the command line asks and, with --expect-last, sets
+ * the expectation. 0 or the exit status. */
+static int pub_connect(pub_state *st, const pub_opts *o)
+{
     pb_client_options opts;
     pb_client_options_init(&opts);
-    opts.no_positions = !st.verbose;
-    if (expect) {
+    opts.no_positions = !st->verbose;
+    if (o->expect) {
         /* All of standard input in the one Publish the expectation covers
          * (the library lowers these to the server's limits; a line that
          * does not fit is refused, nothing is sent unchecked). */
@@ -405,44 +414,58 @@ int cmd_pub(int argc, char **argv)
         opts.batch_bytes = (size_t)1 << 30;
     }
     opts.name = "protobus pub " PB_VERSION_STRING;
-    cli_tls_apply(&tls, &opts);
+    cli_tls_apply(&o->tls, &opts);
     char err[256];
-    if (!cli_credentials("pub", user, &opts, password, sizeof password)) {
-        rc = CLI_EXIT_RUNTIME;
-        goto out;
-    }
-    int crc = pb_client_connect(&st.c, st.server, &opts, err, sizeof err);
+    char password[1024];
+    if (!cli_credentials("pub", o->user, &opts, password, sizeof password))
+        return CLI_EXIT_RUNTIME;
+    int crc = pb_client_connect(&st->c, st->server, &opts, err, sizeof err);
     memset(password, 0, sizeof password);
     if (crc < 0) {
         cli_error("pub", "%s", err);
-        rc = CLI_EXIT_RUNTIME;
-        goto out;
+        return CLI_EXIT_RUNTIME;
     }
-    if (expect && pb_client_expect_last(st.c, st.ev.topic, expect_none, expect_off) < 0) {
-        cli_error("pub", "--expect-last: %s", pb_client_message(st.c));
-        rc = CLI_EXIT_RUNTIME;
-        goto out;
+    if (o->expect &&
+        pb_client_expect_last(st->c, st->ev.topic, o->expect_none, o->expect_off) < 0) {
+        cli_error("pub", "--expect-last: %s", pb_client_message(st->c));
+        return CLI_EXIT_RUNTIME;
     }
-    if (nargs == 2) {
-        const char *msg = argv[optind + 1];
-        publish_one(&st, msg, strlen(msg), "MESSAGE", st.id);
-    } else {
-        publish_stdin(&st);
-    }
+    return 0;
+}
+
+/* Publishes MESSAGE or standard input, then flushes. Returns the exit
+ * status. */
+static int pub_run(pub_state *st, const pub_opts *o)
+{
+    if (o->message)
+        publish_one(st, o->message, strlen(o->message), "MESSAGE", st->id);
+    else
+        publish_stdin(st);
     /* Whatever was accepted is flushed, also after an error, so that the
      * events before it are stored and their fate is known; except under
      * --expect-last, whose one Publish is all of the input or nothing (the
      * library sends it only at the flush). */
-    if (expect && st.failed && !st.dead)
+    if (o->expect && st->failed && !st->dead)
         cli_error("pub", "--expect-last: nothing was published");
-    else if (!st.dead && st.since_flush > 0)
-        flush_all(&st);
-    rc = st.failed ? CLI_EXIT_RUNTIME : CLI_EXIT_OK;
+    else if (!st->dead && st->since_flush > 0)
+        flush_all(st);
+    int rc = st->failed ? CLI_EXIT_RUNTIME : CLI_EXIT_OK;
     if (!cli_flush_stdout("pub"))
         rc = CLI_EXIT_RUNTIME;
-out:
+    return rc;
+}
+
+int cmd_pub(int argc, char **argv)
+{
+    pub_opts o = {0};
+    pub_state st = {.timeout_ms = DEFAULT_TIMEOUT_MS};
+    int rc = parse(argc, argv, &o, &st);
+    if (rc < 0)
+        rc = CLI_EXIT_OK; /* --help */
+    else if (rc == 0 && (rc = pub_connect(&st, &o)) == 0)
+        rc = pub_run(&st, &o);
     free(st.line_id);
     pb_client_close(st.c);
-    cli_tags_free(&tags);
+    cli_tags_free(&o.tags);
     return rc;
 }
