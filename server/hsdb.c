@@ -213,140 +213,171 @@ static bool refuse(char *why, size_t whylen, const char *p, size_t len, size_t a
     return false;
 }
 
-/* Over 100 lines on purpose: one pass over the pattern with one case per
- * syntax element, sharing the state that pass carries (group depth, each
- * frame's weight, the preceding item); cut up, that state would have to
- * travel through every piece. */
+/* hsdb_expr's one pass over a pattern: one step per syntax element, all
+ * sharing this state. */
+typedef struct expr_scan {
+    const unsigned char *p;
+    size_t len;
+    size_t i;          /* the next byte */
+    size_t depth;      /* groups open */
+    size_t start, end; /* the expression is p[start..end): "^" and "$" dropped */
+    uint32_t last;     /* weight of the preceding repeatable item; 0: none */
+    uint32_t frame_max[HSDB_DEPTH_MAX + 1]; /* heaviest item of each open group */
+    size_t bad;                             /* where a step refused */
+} expr_scan;
+
+static bool scan_refuse(expr_scan *s, size_t at)
+{
+    s->bad = at;
+    return false;
+}
+
+/* '^' only as the first byte: the whole-topic match starts there anyway,
+ * so it is dropped. '$' only as the last byte, outside groups: with the
+ * match anchored at the end, "P$" and "P" match the same topics. */
+static bool scan_anchor(expr_scan *s)
+{
+    if (s->p[s->i] == '^') {
+        if (s->i != 0)
+            return scan_refuse(s, s->i);
+        s->start = 1;
+    } else {
+        if (s->i != s->len - 1 || s->depth != 0)
+            return scan_refuse(s, s->i);
+        s->end = s->i;
+    }
+    s->last = 0;
+    s->i++;
+    return true;
+}
+
+/* "(", "(?:" or inline options ("(?i)", "(?s-i:"). */
+static bool scan_open(expr_scan *s)
+{
+    const unsigned char *p = s->p + s->i;
+    size_t n = s->len - s->i, k = 1;
+    bool opens = true;
+    if (n > 1 && p[1] == '?') {
+        if (n > 2 && p[2] == ':')
+            k = 3;
+        else if ((k = options_len(p, n, &opens)) == 0)
+            return scan_refuse(s, s->i);
+    }
+    s->i += k;
+    s->last = 0;
+    if (opens) {
+        if (++s->depth > HSDB_DEPTH_MAX)
+            return scan_refuse(s, s->i - k);
+        s->frame_max[s->depth] = 1;
+    }
+    return true;
+}
+
+/* ')': the group is an item as heavy as its heaviest item. */
+static bool scan_close(expr_scan *s)
+{
+    if (s->depth == 0)
+        return scan_refuse(s, s->i);
+    s->last = s->frame_max[s->depth--];
+    if (s->last > s->frame_max[s->depth])
+        s->frame_max[s->depth] = s->last;
+    s->i++;
+    return true;
+}
+
+/* '*', '+', '?' or "{n,m}" after a repeatable item, maybe lazy. */
+static bool scan_repeat(expr_scan *s)
+{
+    const unsigned char *p = s->p;
+    if (s->last == 0)
+        return scan_refuse(s, s->i);
+    if (p[s->i] == '{') {
+        unsigned max;
+        size_t k = braces_len(p + s->i, s->len - s->i, &max);
+        if (k == 0)
+            return scan_refuse(s, s->i);
+        uint64_t w = (uint64_t)s->last * max;
+        if (w > HSDB_WEIGHT_MAX)
+            return scan_refuse(s, s->i);
+        if (w > s->frame_max[s->depth])
+            s->frame_max[s->depth] = (uint32_t)w;
+        s->i += k;
+    } else {
+        s->i++;
+    }
+    /* A lazy quantifier finds the same whole matches; a possessive one
+     * ('+') may not. */
+    if (s->i < s->len && p[s->i] == '?')
+        s->i++;
+    if (s->i < s->len && p[s->i] == '+')
+        return scan_refuse(s, s->i);
+    s->last = 0;
+    return true;
+}
+
+/* An atom: '.', an escape, a class or a literal byte (UTF-8 bytes
+ * included). Repeatable, weight 1. */
+static bool scan_atom(expr_scan *s)
+{
+    const unsigned char *p = s->p + s->i;
+    size_t n = s->len - s->i, k = 1;
+    int byte;
+    if (p[0] == '\\')
+        k = escape_len(p, n, &byte);
+    else if (p[0] == '[')
+        k = class_len(p, n);
+    if (k == 0)
+        return scan_refuse(s, s->i);
+    s->i += k;
+    s->last = 1;
+    return true;
+}
+
+/* One syntax element at s->i; false (and s->bad) if it is not taken. */
+static bool scan_step(expr_scan *s)
+{
+    switch (s->p[s->i]) {
+    case '^':
+    case '$':
+        return scan_anchor(s);
+    case '(':
+        return scan_open(s);
+    case ')':
+        return scan_close(s);
+    case '|':
+        s->last = 0;
+        s->i++;
+        return true;
+    case '*':
+    case '+':
+    case '?':
+    case '{':
+        return scan_repeat(s);
+    case '\0':
+    case ']':
+    case '}':
+        /* ']' and '}' are literals in PCRE2 when unmatched; not taken. */
+        return scan_refuse(s, s->i);
+    default:
+        return scan_atom(s);
+    }
+}
+
 bool hsdb_expr(const char *pattern, size_t len, char *out, char *why, size_t whylen)
 {
-    const unsigned char *p = (const unsigned char *)pattern;
-    uint32_t frame_max[HSDB_DEPTH_MAX + 1];
-    uint32_t last = 0; /* weight of the preceding repeatable item; 0: none */
-    size_t depth = 0, start = 0, end = len, i = 0;
-
     if (len > HSDB_PATTERN_MAX) {
         if (why && whylen)
             snprintf(why, whylen, "longer than %d bytes", HSDB_PATTERN_MAX);
         return false;
     }
-    frame_max[0] = 1;
-    while (i < len) {
-        unsigned char c = p[i];
-        size_t k;
-        int byte;
-        unsigned max;
-        bool opens;
-        switch (c) {
-        case '\0':
-            return refuse(why, whylen, pattern, len, i);
-        case '^':
-            /* Only as the first byte: the whole-topic match starts there
-             * anyway, so it is dropped. */
-            if (i != 0)
-                return refuse(why, whylen, pattern, len, i);
-            start = 1;
-            last = 0;
-            i++;
-            continue;
-        case '$':
-            /* Only as the last byte, outside groups: with the match
-             * anchored at the end, "P$" and "P" match the same topics. */
-            if (i != len - 1 || depth != 0)
-                return refuse(why, whylen, pattern, len, i);
-            end = i;
-            last = 0;
-            i++;
-            continue;
-        case '.':
-            i++;
-            break;
-        case '\\':
-            k = escape_len(p + i, len - i, &byte);
-            if (k == 0)
-                return refuse(why, whylen, pattern, len, i);
-            i += k;
-            break;
-        case '[':
-            k = class_len(p + i, len - i);
-            if (k == 0)
-                return refuse(why, whylen, pattern, len, i);
-            i += k;
-            break;
-        case '(':
-            if (i + 1 < len && p[i + 1] == '?') {
-                if (i + 2 < len && p[i + 2] == ':') {
-                    k = 3;
-                    opens = true;
-                } else {
-                    k = options_len(p + i, len - i, &opens);
-                    if (k == 0)
-                        return refuse(why, whylen, pattern, len, i);
-                }
-            } else {
-                k = 1;
-                opens = true;
-            }
-            i += k;
-            last = 0;
-            if (opens) {
-                if (++depth > HSDB_DEPTH_MAX)
-                    return refuse(why, whylen, pattern, len, i - k);
-                frame_max[depth] = 1;
-            }
-            continue;
-        case ')':
-            if (depth == 0)
-                return refuse(why, whylen, pattern, len, i);
-            last = frame_max[depth--];
-            if (last > frame_max[depth])
-                frame_max[depth] = last;
-            i++;
-            continue;
-        case '|':
-            last = 0;
-            i++;
-            continue;
-        case '*':
-        case '+':
-        case '?':
-        case '{':
-            if (last == 0)
-                return refuse(why, whylen, pattern, len, i);
-            if (c == '{') {
-                k = braces_len(p + i, len - i, &max);
-                if (k == 0)
-                    return refuse(why, whylen, pattern, len, i);
-                uint64_t w = (uint64_t)last * max;
-                if (w > HSDB_WEIGHT_MAX)
-                    return refuse(why, whylen, pattern, len, i);
-                if (w > frame_max[depth])
-                    frame_max[depth] = (uint32_t)w;
-                i += k;
-            } else {
-                i++;
-            }
-            /* A lazy quantifier finds the same whole matches; a
-             * possessive one ('+') may not. */
-            if (i < len && p[i] == '?')
-                i++;
-            if (i < len && p[i] == '+')
-                return refuse(why, whylen, pattern, len, i);
-            last = 0;
-            continue;
-        case ']':
-        case '}':
-            /* Literals in PCRE2 when unmatched; not taken. */
-            return refuse(why, whylen, pattern, len, i);
-        default:
-            i++; /* a literal byte, UTF-8 bytes included */
-            break;
-        }
-        /* An atom: repeatable, weight 1. */
-        last = 1;
-    }
-    if (depth != 0)
+    expr_scan s = {.p = (const unsigned char *)pattern, .len = len, .end = len};
+    s.frame_max[0] = 1;
+    while (s.i < len)
+        if (!scan_step(&s))
+            return refuse(why, whylen, pattern, len, s.bad);
+    if (s.depth != 0)
         return refuse(why, whylen, pattern, len, len);
-    snprintf(out, HSDB_EXPR_MAX, "^(?:%.*s)\\z", (int)(end - start), pattern + start);
+    snprintf(out, HSDB_EXPR_MAX, "^(?:%.*s)\\z", (int)(s.end - s.start), pattern + s.start);
     return true;
 }
 
