@@ -21,7 +21,7 @@
  *     corrupt tail at byte <its position>" naming the file and truncates
  *     exactly there, nothing else; the next offset is o.
  * A torn tail cut at every byte of the last record is
- * test_log.c:test_recover_cut_inside_last_record.
+ * test_log_recovery.c:test_recover_cut_inside_last_record.
  *
  * PB_TEST_SCALE (a percentage, default 100) scales the number of flips.
  */

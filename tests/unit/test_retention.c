@@ -1,7 +1,6 @@
 /*
- * test_retention - retention (server/retention.c) and crash-safe segment
- * removal (server/removal.c) under the real partition writer, with an
- * injected clock:
+ * test_retention - the retention policy (server/retention.c) under the real
+ * partition writer, with an injected clock (tests/lib/retharness):
  *   - size retention after rotation: the oldest segments go, the first
  *     offset rises, a reader from the start reads a contiguous range;
  *   - age retention on the receive time of a segment's newest record, run
@@ -9,18 +8,10 @@
  *     and at open for what aged while the daemon was down;
  *   - a mirror's floor holds segments back;
  *   - a reader in the middle of a segment that is removed keeps reading it;
- *   - the writer renames a removed segment out of sight (.log.del) and
- *     hands its unlink to another thread (server/unlinker.c), which also
- *     closes descriptors handed to it (unlinker_take_fd); a reopen
- *     removes what a crash left;
- *   - recycling: removed segments become zeroed spares on the unlinker
- *     thread, rotations take them, readers see no damage;
- *   - the power-loss simulation (tests/lib/simio) cut at every operation of
- *     a removal, with several seeds: the log always reopens with a
- *     contiguous range from its first base, and no orphan index is left;
- *     the last removal, left for the next directory sync, is durable once
- *     flushed and otherwise may come back (only it).
+ *   - the topic table rebuilt after retention skips what it removed.
+ * How segments are removed (crash-safe, off the writer, recycled): test_removal.c.
  */
+#include "retharness.h"
 #include "testfs.h"
 #include "fileio.h"
 #include "log.h"
@@ -50,184 +41,69 @@
 
 #include <cmocka.h>
 
-#define T0       1700000000000000000ll
-#define SEC      1000000000ll
-#define EV_BYTES 100
-
-static char root[64];
-static char part_dir[128];
-
-static _Atomic int64_t clock_ns;
-static int64_t test_clock(void *ctx)
-{
-    (void)ctx;
-    return atomic_load(&clock_ns);
-}
-
-/* The events of one batch (tests/lib/partsubmit submits and waits). */
-static pub_event batch_ev[PARTSUBMIT_MAX];
-static uint8_t ev_bytes[PARTSUBMIT_MAX][EV_BYTES];
-
-/* Publishes n (<= 16) events of EV_BYTES and waits for the ack. */
-static void publish(partition *p, uint32_t n)
-{
-    for (uint32_t i = 0; i < n; i++) {
-        /* field 1 (topic) "tt", then padding in field 15 (bytes) */
-        uint8_t *e = ev_bytes[i];
-        e[0] = 0x0a;
-        e[1] = 2;
-        e[2] = 't';
-        e[3] = 't';
-        e[4] = 0x7a; /* field 15, length-delimited */
-        e[5] = EV_BYTES - 6;
-        memset(e + 6, 'x', EV_BYTES - 6);
-        batch_ev[i] = (pub_event){.data = e, .len = EV_BYTES, .topic = e + 2, .topic_len = 2};
-    }
-    assert_int_equal(partsubmit(p, batch_ev, n), 0);
-}
-
-/* Retention runs after the acks: wait (bounded) for the writer to finish
- * and go dormant (idle_ms = 1). */
-static void wait_dormant(partition *p)
-{
-    for (int i = 0; i < 5000 && partition_writer_running(p); i++)
-        usleep(1000);
-    assert_false(partition_writer_running(p));
-}
-
-static uint64_t floor_value = UINT64_MAX;
-static uint64_t test_floor(void *ctx, const char *name)
-{
-    (void)ctx;
-    (void)name;
-    return floor_value;
-}
-
-static partition_options popts(void)
-{
-    partition_options o = {0};
-    o.log.segment_bytes = 1024; /* 8 records of 124 bytes after the header */
-    o.log.index_interval_bytes = 256;
-    o.log.now_ns = test_clock;
-    o.fsync = PARTITION_FSYNC_ALWAYS;
-    o.topic_history = 4;
-    o.idle_ms = 1;
-    o.retain_floor = test_floor;
-    return o;
-}
-
-/* Reads the partition from the start: offsets first..end-1 in order, no
- * damage reported. Returns the first offset read. */
-static uint64_t read_all(const char *dir, const fileio *io, uint64_t end)
-{
-    pb_reader *r;
-    segment_io sio;
-    if (io) {
-        fileio_segment_io(io, &sio);
-        assert_int_equal(pb_reader_open_io(&r, dir, &sio), 0);
-    } else {
-        assert_int_equal(pb_reader_open(&r, dir), 0);
-    }
-    pb_record rec;
-    uint64_t first = UINT64_MAX, next = 0;
-    int rc;
-    while ((rc = pb_reader_next(r, &rec)) == 0) {
-        if (first == UINT64_MAX)
-            first = next = rec.offset;
-        assert_int_equal(rec.offset, next);
-        next++;
-    }
-    assert_int_equal(rc, PB_EEOF);
-    assert_int_equal(next, end);
-    pb_reader_close(r);
-    return first;
-}
-
-static uint64_t dir_log_bytes(const char *dir)
-{
-    uint64_t bases[256], total = 0;
-    size_t n = testfs_list_bases(dir, bases, 256);
-    for (size_t i = 0; i < n; i++) {
-        char path[256];
-        size_t len;
-        segment_path(path, sizeof path, dir, bases[i], ".log");
-        free(testfs_read_file(path, &len));
-        total += len;
-    }
-    return total;
-}
-
 static void test_size_retention(void **state)
 {
     (void)state;
-    partition_options o = popts();
+    partition_options o = rh_popts();
     o.retain.bytes = 4000;
     partition *p;
-    atomic_store(&clock_ns, T0);
-    assert_int_equal(partition_open(&p, root, "p", &o), 0);
+    atomic_store(&rh_clock_ns, T0);
+    assert_int_equal(partition_open(&p, rh_root, "p", &o), 0);
     assert_int_equal(partition_first_offset(p), 0);
     for (int i = 0; i < 20; i++)
-        publish(p, 10);
-    wait_dormant(p);
+        rh_publish(p, 10);
+    rh_wait_dormant(p);
     uint64_t first = partition_first_offset(p);
     assert_true(first > 0);
     /* Within the limit plus the segment that just rotated. */
-    assert_true(dir_log_bytes(part_dir) <= 4000 + 1024);
-    assert_int_equal(read_all(part_dir, NULL, 200), first);
+    assert_true(rh_dir_log_bytes(rh_part_dir) <= 4000 + 1024);
+    assert_int_equal(rh_read_all(rh_part_dir, NULL, 200), first);
     /* The log starts at a segment base: the first file is named by it. */
     uint64_t bases[64];
-    assert_true(testfs_list_bases(part_dir, bases, 64) > 0);
+    assert_true(testfs_list_bases(rh_part_dir, bases, 64) > 0);
     assert_int_equal(bases[0], first);
     assert_int_equal(partition_close(p), 0);
     /* Reopened: the same first offset. */
-    assert_int_equal(partition_open(&p, root, "p", &o), 0);
+    assert_int_equal(partition_open(&p, rh_root, "p", &o), 0);
     assert_int_equal(partition_first_offset(p), first);
     assert_int_equal(partition_close(p), 0);
-}
-
-/* Waits (bounded) for the first offset to pass `above`. */
-static uint64_t wait_first_above(partition *p, uint64_t above)
-{
-    for (int i = 0; i < 5000 && partition_first_offset(p) <= above; i++)
-        usleep(1000);
-    return partition_first_offset(p);
 }
 
 static void test_age_retention_on_timer(void **state)
 {
     (void)state;
-    partition_options o = popts();
+    partition_options o = rh_popts();
     o.retain.age_s = 60;
     partition *p;
-    atomic_store(&clock_ns, T0);
-    assert_int_equal(partition_open(&p, root, "p", &o), 0);
+    atomic_store(&rh_clock_ns, T0);
+    assert_int_equal(partition_open(&p, rh_root, "p", &o), 0);
     for (int i = 0; i < 5; i++)
-        publish(p, 16); /* 80 events at T0 */
-    atomic_store(&clock_ns, T0 + 30 * SEC);
+        rh_publish(p, 16); /* 80 events at T0 */
+    atomic_store(&rh_clock_ns, T0 + 30 * SEC);
     for (int i = 0; i < 5; i++)
-        publish(p, 16); /* 80 more at T0+30s */
+        rh_publish(p, 16); /* 80 more at T0+30s */
     /* Let the writer go dormant: the timer must wake it. */
-    wait_dormant(p);
+    rh_wait_dormant(p);
     partition_upkeep_tick(p, T0 + 59 * SEC);
-    atomic_store(&clock_ns, T0 + 61 * SEC);
+    atomic_store(&rh_clock_ns, T0 + 61 * SEC);
     partition_upkeep_tick(p, T0 + 61 * SEC);
-    uint64_t first = wait_first_above(p, 0);
+    uint64_t first = rh_wait_first_above(p, 0);
     /* Every segment whose newest record is from T0 went; the one holding
      * the first T0+30s events (and maybe the last T0 ones) stays. */
     assert_true(first > 0 && first <= 80);
-    assert_int_equal(read_all(part_dir, NULL, 160), first);
+    assert_int_equal(rh_read_all(rh_part_dir, NULL, 160), first);
     uint64_t kept_first = first;
     /* A tick before the next expiry does nothing. */
     partition_upkeep_tick(p, T0 + 80 * SEC);
     assert_int_equal(partition_close(p), 0);
     /* Down for a while: what aged meanwhile goes at open. The active
      * segment never goes. */
-    atomic_store(&clock_ns, T0 + 100 * SEC);
-    assert_int_equal(partition_open(&p, root, "p", &o), 0);
+    atomic_store(&rh_clock_ns, T0 + 100 * SEC);
+    assert_int_equal(partition_open(&p, rh_root, "p", &o), 0);
     first = partition_first_offset(p);
     assert_true(first > kept_first);
-    assert_int_equal(read_all(part_dir, NULL, 160), first);
-    publish(p, 1);
+    assert_int_equal(rh_read_all(rh_part_dir, NULL, 160), first);
+    rh_publish(p, 1);
     assert_int_equal(partition_end_offset(p), 161);
     assert_int_equal(partition_close(p), 0);
 }
@@ -235,43 +111,43 @@ static void test_age_retention_on_timer(void **state)
 static void test_mirror_floor_holds_back(void **state)
 {
     (void)state;
-    partition_options o = popts();
+    partition_options o = rh_popts();
     o.retain.bytes = 2000;
     partition *p;
-    atomic_store(&clock_ns, T0);
-    floor_value = 20;
-    assert_int_equal(partition_open(&p, root, "p", &o), 0);
+    atomic_store(&rh_clock_ns, T0);
+    rh_floor_value = 20;
+    assert_int_equal(partition_open(&p, rh_root, "p", &o), 0);
     for (int i = 0; i < 10; i++)
-        publish(p, 10);
-    wait_dormant(p);
+        rh_publish(p, 10);
+    rh_wait_dormant(p);
     /* Only segments entirely below offset 20 may go. */
     uint64_t first = partition_first_offset(p);
     assert_true(first <= 20);
-    floor_value = UINT64_MAX;
-    publish(p, 16); /* rotates: retention runs again, nothing holds it */
-    wait_dormant(p);
+    rh_floor_value = UINT64_MAX;
+    rh_publish(p, 16); /* rotates: retention runs again, nothing holds it */
+    rh_wait_dormant(p);
     assert_true(partition_first_offset(p) > 20);
-    floor_value = UINT64_MAX;
+    rh_floor_value = UINT64_MAX;
     assert_int_equal(partition_close(p), 0);
 }
 
 static void test_reader_keeps_removed_segment(void **state)
 {
     (void)state;
-    partition_options o = popts();
+    partition_options o = rh_popts();
     o.retain.bytes = 3000;
     partition *p;
-    atomic_store(&clock_ns, T0);
-    assert_int_equal(partition_open(&p, root, "p", &o), 0);
-    publish(p, 16);
+    atomic_store(&rh_clock_ns, T0);
+    assert_int_equal(partition_open(&p, rh_root, "p", &o), 0);
+    rh_publish(p, 16);
     pb_reader *r;
-    assert_int_equal(pb_reader_open(&r, part_dir), 0);
+    assert_int_equal(pb_reader_open(&r, rh_part_dir), 0);
     pb_record rec;
     assert_int_equal(pb_reader_next(r, &rec), 0);
     assert_int_equal(rec.offset, 0);
     for (int i = 0; i < 10; i++)
-        publish(p, 16); /* segment 0 and more are removed under the reader */
-    wait_dormant(p);
+        rh_publish(p, 16); /* segment 0 and more are removed under the reader */
+    rh_wait_dormant(p);
     assert_true(partition_first_offset(p) > 16);
     /* The open segment is read to its end, then the reader is told what
      * it missed, and goes on at the first offset left. */
@@ -292,381 +168,6 @@ static void test_reader_keeps_removed_segment(void **state)
     assert_int_equal(next, 176);
     assert_int_equal(removed, 1);
     pb_reader_close(r);
-    assert_int_equal(partition_close(p), 0);
-}
-
-typedef struct idx_scan {
-    uint64_t lowest;
-    size_t hidden; /* <base>.log.del files */
-} idx_scan;
-
-static int lowest_idx(void *arg, const char *name)
-{
-    idx_scan *s = arg;
-    uint64_t base;
-    if (segment_parse_name(name, ".idx", &base) && base < s->lowest)
-        s->lowest = base;
-    if (segment_parse_name(name, ".log.del", &base))
-        s->hidden++;
-    return 0;
-}
-
-/* A log_options.discard that takes the path and leaves the file: an
- * unlinker thread that has not got to it yet. Each removal hands over its
- * .log.del (counted) and then its .idx (counted apart); anything else is
- * counted as wrong (asserted on the test's thread: this runs on the
- * writer's). */
-static _Atomic size_t discarded, discarded_idx, discarded_wrong;
-static int keep_discard(void *ctx, const fileio *io, const char *path)
-{
-    (void)ctx;
-    (void)io;
-    uint64_t base;
-    const char *name = strrchr(path, '/');
-    if (name && segment_parse_name(name + 1, ".log.del", &base))
-        atomic_fetch_add(&discarded, 1);
-    else if (name && segment_parse_name(name + 1, ".idx", &base))
-        atomic_fetch_add(&discarded_idx, 1);
-    else
-        atomic_fetch_add(&discarded_wrong, 1);
-    return 0;
-}
-
-static size_t count_hidden(const char *dir)
-{
-    idx_scan s = {.lowest = UINT64_MAX};
-    assert_int_equal(fileio_posix()->list_dir(fileio_posix(), dir, lowest_idx, &s), 0);
-    return s.hidden;
-}
-
-/* Opens partition "p" with o (retaining 3000 bytes), publishes 160
- * events so that retention removes segments, and waits until the writer
- * is dormant (the removals done). */
-static partition *publish_past_retention(partition_options *o)
-{
-    o->retain.bytes = 3000;
-    partition *p;
-    assert_int_equal(partition_open(&p, root, "p", o), 0);
-    for (int i = 0; i < 10; i++)
-        publish(p, 16);
-    wait_dormant(p);
-    return p;
-}
-
-/* The writer renames a removed segment out of sight and hands its unlink
- * over: readers and a reopen never see it, the reopen unlinks what was not
- * unlinked yet, and with the daemon's unlinker thread none is left. */
-static void test_removal_hands_unlink_over(void **state)
-{
-    (void)state;
-    partition_options o = popts();
-    o.log.discard = keep_discard;
-    atomic_store(&discarded, 0);
-    atomic_store(&discarded_idx, 0);
-    atomic_store(&discarded_wrong, 0);
-    atomic_store(&clock_ns, T0);
-    partition *p = publish_past_retention(&o);
-    uint64_t first = partition_first_offset(p);
-    assert_true(first > 0);
-    size_t n = atomic_load(&discarded);
-    assert_true(n > 0);
-    assert_int_equal(atomic_load(&discarded_idx), n); /* the .idx after the sync */
-    assert_int_equal(atomic_load(&discarded_wrong), 0);
-    assert_int_equal(count_hidden(part_dir), n);
-    assert_int_equal(read_all(part_dir, NULL, 160), first);
-    assert_true(dir_log_bytes(part_dir) <= 3000 + 1024);
-    assert_int_equal(partition_close(p), 0);
-    /* A restart (or a crash) before the unlinks: the open removes them. */
-    assert_int_equal(partition_open(&p, root, "p", &o), 0);
-    assert_int_equal(count_hidden(part_dir), 0);
-    assert_int_equal(partition_first_offset(p), first);
-    assert_int_equal(partition_close(p), 0);
-
-    /* The daemon's way: the unlinker thread. */
-    partition_options u = popts();
-    assert_int_equal(unlinker_start(&u.unlinker), 0);
-    p = publish_past_retention(&u);
-    assert_true(partition_first_offset(p) > first);
-    unlinker_flush(u.unlinker);
-    assert_true(unlinker_done(u.unlinker) > 0);
-    assert_int_equal(count_hidden(part_dir), 0);
-    assert_int_equal(read_all(part_dir, NULL, 320), partition_first_offset(p));
-    assert_int_equal(partition_close(p), 0);
-
-    /* A descriptor handed over (a plain segment a compressed copy
-     * replaced) is closed on the thread; one taken just before the stop is
-     * closed by the stop. */
-    char path[256];
-    snprintf(path, sizeof path, "%s/fd-only", root);
-    int fd = open(path, O_CREAT | O_RDWR, 0644);
-    assert_true(fd >= 0);
-    assert_int_equal(unlink(path), 0);
-    uint64_t before = unlinker_done(u.unlinker);
-    assert_int_equal(unlinker_take_fd(u.unlinker, fileio_posix(), fd), 0);
-    unlinker_flush(u.unlinker);
-    assert_int_equal(unlinker_done(u.unlinker), before + 1);
-    assert_int_equal(fcntl(fd, F_GETFD), -1); /* closed */
-    assert_true(unlinker_take_fd(u.unlinker, fileio_posix(), -1) < 0);
-    fd = open(path, O_CREAT | O_RDWR, 0644);
-    assert_true(fd >= 0);
-    assert_int_equal(unlink(path), 0);
-    assert_int_equal(unlinker_take_fd(u.unlinker, fileio_posix(), fd), 0);
-    unlinker_stop(u.unlinker);
-    assert_int_equal(fcntl(fd, F_GETFD), -1);
-}
-
-/* Spares (recycle.h) in the directory, and their bytes. */
-static size_t count_spares(const char *dir, uint64_t *bytes)
-{
-    size_t n = 0;
-    *bytes = 0;
-    for (unsigned k = 0; k < 4; k++) {
-        char path[256];
-        struct stat st;
-        snprintf(path, sizeof path, "%s/spare.%u", dir, k);
-        if (stat(path, &st) == 0) {
-            n++;
-            *bytes += (uint64_t)st.st_size;
-        }
-    }
-    return n;
-}
-
-/* Whether the file's last 8 bytes are zero (a zero tail). */
-static bool ends_in_zeros(const char *path)
-{
-    size_t len;
-    uint8_t *buf = testfs_read_file(path, &len);
-    bool z = len >= 8;
-    for (size_t i = len >= 8 ? len - 8 : 0; i < len; i++)
-        z &= buf[i] == 0;
-    free(buf);
-    return z;
-}
-
-/* Recycling (recycle_segments): removed segments become zeroed spares on
- * the unlinker thread (never more than the bound), rotations take them,
- * the spares count towards retain_bytes, a reader finds a contiguous range
- * with no damage reported, no rotated segment keeps a zero tail, and a
- * clean close cuts the active one's; the reopen keeps the spares for reuse,
- * and a reopen with recycling off hands them to the unlinker. */
-static void test_recycled_segments(void **state)
-{
-    (void)state;
-    char probe[160];
-    snprintf(probe, sizeof probe, "%s/zprobe", root);
-    int pfd = open(probe, O_CREAT | O_RDWR, 0644);
-    assert_true(pfd >= 0);
-    bool zr = ftruncate(pfd, 4096) == 0 &&
-              fileio_posix()->zero_range(fileio_posix(), pfd, 0, 4096) == 0;
-    close(pfd);
-    unlink(probe);
-    if (!zr) {
-        print_message("no ZERO_RANGE or leases here: skipped\n");
-        skip();
-    }
-    partition_options o = popts();
-    o.retain.bytes = 5000; /* four segments: room for two spares besides */
-    o.log.recycle_spares = 2;
-    assert_int_equal(unlinker_start(&o.unlinker), 0);
-    atomic_store(&clock_ns, T0);
-    partition *p;
-    assert_int_equal(partition_open(&p, root, "p", &o), 0);
-    uint64_t end = 0, spare_bytes;
-    for (int i = 0; i < 40; i++) {
-        publish(p, 8); /* about a segment: a rotation and a removal each */
-        end += 8;
-        wait_dormant(p);
-        unlinker_flush(o.unlinker);
-        assert_true(count_spares(part_dir, &spare_bytes) <= 2);
-    }
-    uint64_t recycled = unlinker_recycled(o.unlinker);
-    size_t spares = count_spares(part_dir, &spare_bytes);
-    assert_true(recycled > spares + 10); /* rotations took spares */
-    uint64_t first = read_all(part_dir, NULL, end);
-    assert_true(first > 0);
-    /* retain_bytes counts the spares: the segments and spares together
-     * stay within it plus the segment that just rotated. */
-    assert_true(dir_log_bytes(part_dir) + spare_bytes <= 5000 + 2 * 1100);
-    uint64_t bases[64];
-    size_t n = testfs_list_bases(part_dir, bases, 64);
-    assert_true(n >= 2);
-    char path[256];
-    for (size_t i = 0; i + 1 < n; i++) {
-        segment_path(path, sizeof path, part_dir, bases[i], ".log");
-        assert_false(ends_in_zeros(path));
-    }
-    assert_int_equal(partition_close(p), 0);
-    unlinker_flush(o.unlinker);
-    spares = count_spares(part_dir, &spare_bytes);
-    assert_true(spares > 0);
-    segment_path(path, sizeof path, part_dir, bases[n - 1], ".log");
-    assert_false(ends_in_zeros(path)); /* cut at the clean close */
-    assert_int_equal(partition_open(&p, root, "p", &o), 0);
-    assert_int_equal(count_spares(part_dir, &spare_bytes), spares); /* kept for reuse */
-    /* (The spares made after the last removal count at the open's
-     * retention run: it may remove one more segment.) */
-    first = partition_first_offset(p);
-    assert_int_equal(read_all(part_dir, NULL, end), first);
-    assert_int_equal(partition_close(p), 0);
-    partition_options off = o; /* recycling off: the spares go, on the unlinker */
-    off.log.recycle_spares = 0;
-    assert_int_equal(partition_open(&p, root, "p", &off), 0);
-    unlinker_flush(o.unlinker);
-    assert_int_equal(count_spares(part_dir, &spare_bytes), 0);
-    assert_int_equal(read_all(part_dir, NULL, end), first);
-    assert_int_equal(partition_close(p), 0);
-
-    /* retain_bytes of two segments leaves no room for a spare: none is
-     * made, and closed segments stay as without recycling (review 2). */
-    assert_int_equal(testfs_rmrf(part_dir), 0);
-    o.retain.bytes = 2 * 1024 + 100;
-    uint64_t before = unlinker_recycled(o.unlinker);
-    assert_int_equal(partition_open(&p, root, "p", &o), 0);
-    for (int i = 0; i < 12; i++) {
-        publish(p, 8);
-        wait_dormant(p);
-        unlinker_flush(o.unlinker);
-        assert_true(partition_first_offset(p) > 0 || i < 3);
-        assert_true(testfs_list_bases(part_dir, bases, 64) >= 2); /* a closed one stays */
-    }
-    assert_true(unlinker_recycled(o.unlinker) == before);
-    assert_int_equal(count_spares(part_dir, &spare_bytes), 0);
-    assert_int_equal(partition_close(p), 0);
-    unlinker_stop(o.unlinker);
-}
-
-/* A busy partition (its writer never idle) with retain_bytes alone: the
- * last removal's rename waits for a directory sync, which the upkeep tick
- * makes about a second later even with no rotation coming; before, it
- * waited for the next rotation (hours on a slow partition). */
-static void test_last_removal_flushed_by_tick(void **state)
-{
-    (void)state;
-    partition_options o = popts();
-    o.log.discard = keep_discard;
-    o.idle_ms = 3600 * 1000; /* never dormant: no release makes the sync */
-    o.retain.bytes = 3000;
-    atomic_store(&discarded, 0);
-    atomic_store(&discarded_idx, 0);
-    atomic_store(&discarded_wrong, 0);
-    atomic_store(&clock_ns, T0);
-    partition *p;
-    assert_int_equal(partition_open(&p, root, "p", &o), 0);
-    for (int i = 0; i < 10; i++)
-        publish(p, 16);
-    assert_true(wait_first_above(p, 0) > 0);
-    /* Retention ran after the last take's acks. keep_discard leaves every
-     * renamed .log.del in place, so they count the removals; the .log.del
-     * and .idx of a removal are handed over once its rename is durable:
-     * the last one's wait for a directory sync. */
-    size_t n = 0;
-    for (int i = 0; i < 100; i++) { /* until it holds for 50 ms: retention is done */
-        n = count_hidden(part_dir);
-        size_t d = atomic_load(&discarded);
-        usleep(50000);
-        if (n == d + 1 && count_hidden(part_dir) == n && atomic_load(&discarded) == d)
-            break;
-    }
-    assert_true(n > 1);
-    assert_int_equal(atomic_load(&discarded), n - 1);
-    assert_int_equal(atomic_load(&discarded_idx), n - 1);
-    /* Ticks before the second is up do nothing; the one after syncs. */
-    partition_upkeep_tick(p, T0 + SEC / 2);
-    usleep(20000);
-    assert_int_equal(atomic_load(&discarded), n - 1);
-    partition_upkeep_tick(p, T0 + 2 * SEC);
-    for (int i = 0; i < 5000 && atomic_load(&discarded_idx) != n; i++)
-        usleep(1000);
-    assert_int_equal(atomic_load(&discarded_idx), n);
-    assert_int_equal(atomic_load(&discarded), n);
-    assert_int_equal(count_hidden(part_dir), n);
-    assert_int_equal(atomic_load(&discarded_wrong), 0);
-    assert_int_equal(partition_close(p), 0);
-}
-
-/* The unlinker holds at most UNLINKER_MAX_FDS descriptors (each open
- * outside the daemon's fd budget): beyond that, unlinker_take_fd refuses and
- * the writer closes the descriptor itself. The thread is held inside an
- * unlink meanwhile, so nothing drains. */
-static fileio slow_io;
-static _Atomic int unlink_held;
-static int held_unlink(const fileio *io, const char *path)
-{
-    atomic_store(&unlink_held, 1);
-    for (int i = 0; i < 5000 && atomic_load(&unlink_held) == 1; i++)
-        usleep(1000);
-    return fileio_posix()->unlink(io, path);
-}
-
-static void test_unlinker_caps_descriptors(void **state)
-{
-    (void)state;
-    slow_io = *fileio_posix();
-    slow_io.unlink = held_unlink;
-    unlinker *u;
-    assert_int_equal(unlinker_start(&u), 0);
-    char path[256];
-    snprintf(path, sizeof path, "%s/doomed", root);
-    int fd = open(path, O_CREAT | O_RDWR, 0644);
-    assert_true(fd >= 0);
-    close(fd);
-    atomic_store(&unlink_held, 0);
-    assert_int_equal(unlinker_take(u, &slow_io, path), 0);
-    for (int i = 0; i < 5000 && atomic_load(&unlink_held) == 0; i++)
-        usleep(1000);
-    assert_int_equal(atomic_load(&unlink_held), 1); /* the thread waits in the unlink */
-    int fds[UNLINKER_MAX_FDS + 1];
-    for (int i = 0; i <= UNLINKER_MAX_FDS; i++) {
-        fds[i] = open("/dev/null", O_RDONLY);
-        assert_true(fds[i] >= 0);
-    }
-    for (int i = 0; i < UNLINKER_MAX_FDS; i++)
-        assert_int_equal(unlinker_take_fd(u, fileio_posix(), fds[i]), 0);
-    assert_true(unlinker_take_fd(u, fileio_posix(), fds[UNLINKER_MAX_FDS]) < 0);
-    assert_int_equal(unlinker_take(u, &slow_io, path), 0); /* paths still go */
-    close(fds[UNLINKER_MAX_FDS]); /* the writer's own close */
-    atomic_store(&unlink_held, 2);
-    unlinker_flush(u);
-    for (int i = 0; i < UNLINKER_MAX_FDS; i++)
-        assert_int_equal(fcntl(fds[i], F_GETFD), -1); /* closed by the thread */
-    /* Room again once they are closed. */
-    fd = open("/dev/null", O_RDONLY);
-    assert_int_equal(unlinker_take_fd(u, fileio_posix(), fd), 0);
-    unlinker_stop(u);
-    assert_int_equal(fcntl(fd, F_GETFD), -1);
-}
-
-/* A full file system may refuse the rename's new directory entry where an
- * unlink frees space: retention then unlinks the .log on the writer. */
-static fileio norename_io;
-static int refuse_rename(const fileio *io, const char *from, const char *to)
-{
-    size_t n = strlen(to);
-    if (n > 8 && strcmp(to + n - 8, ".log.del") == 0)
-        return -ENOSPC;
-    return fileio_posix()->rename(io, from, to);
-}
-
-static void test_removal_when_rename_refused(void **state)
-{
-    (void)state;
-    norename_io = *fileio_posix();
-    norename_io.rename = refuse_rename;
-    partition_options o = popts();
-    o.log.io = &norename_io;
-    o.log.discard = keep_discard;
-    atomic_store(&discarded, 0);
-    atomic_store(&discarded_idx, 0);
-    atomic_store(&discarded_wrong, 0);
-    atomic_store(&clock_ns, T0);
-    partition *p = publish_past_retention(&o);
-    uint64_t first = partition_first_offset(p);
-    assert_true(first > 0);
-    assert_int_equal(atomic_load(&discarded), 0); /* nothing renamed, nothing handed over */
-    assert_int_equal(count_hidden(part_dir), 0);
-    assert_true(dir_log_bytes(part_dir) <= 3000 + 1024);
-    assert_int_equal(read_all(part_dir, NULL, 160), first);
     assert_int_equal(partition_close(p), 0);
 }
 
@@ -691,20 +192,20 @@ static int topic_fn(void *ctx, const char *topic, size_t len, const uint64_t *of
 static void test_topic_table_after_retention(void **state)
 {
     (void)state;
-    partition_options o = popts();
+    partition_options o = rh_popts();
     o.retain.bytes = 2000;
     partition *p;
-    atomic_store(&clock_ns, T0);
-    assert_int_equal(partition_open(&p, root, "p", &o), 0);
+    atomic_store(&rh_clock_ns, T0);
+    assert_int_equal(partition_open(&p, rh_root, "p", &o), 0);
     for (int i = 0; i < 10; i++)
-        publish(p, 10);
-    wait_dormant(p);
+        rh_publish(p, 10);
+    rh_wait_dormant(p);
     assert_true(partition_first_offset(p) > 0);
     assert_int_equal(partition_close(p), 0);
     char snap[256];
-    snprintf(snap, sizeof snap, "%s/topics.snapshot", part_dir);
+    snprintf(snap, sizeof snap, "%s/topics.snapshot", rh_part_dir);
     assert_int_equal(unlink(snap), 0);
-    assert_int_equal(partition_open(&p, root, "p", &o), 0);
+    assert_int_equal(partition_open(&p, rh_root, "p", &o), 0);
     last_seen ls = {0};
     assert_int_equal(partition_foreach_topic(p, 4, topic_fn, &ls), 1);
     assert_int_equal(ls.n, 4);
@@ -713,124 +214,16 @@ static void test_topic_table_after_retention(void **state)
     assert_int_equal(partition_close(p), 0);
 }
 
-/* ---- power loss in the middle of a removal ---------------------------- */
-
-#define PL_EVENTS 60
-
-/* Builds a log of PL_EVENTS records (several closed segments) on a fresh
- * sim, everything synced. */
-static pb_log *build(simio *sim, const log_options *lo)
-{
-    pb_log *log;
-    assert_int_equal(log_open(&log, "/d/p", lo), 0);
-    uint8_t ev[EV_BYTES];
-    memset(ev, 'e', sizeof ev);
-    for (int i = 0; i < PL_EVENTS; i += 5) {
-        log_entry e[5];
-        for (int k = 0; k < 5; k++)
-            e[k] = (log_entry){.data = ev, .len = sizeof ev, .time_ns = T0 + i};
-        assert_int_equal(log_append(log, e, 5, NULL), 0);
-        assert_int_equal(log_sync(log), 0);
-    }
-    (void)sim;
-    return log;
-}
-
-static void test_removal_survives_power_loss(void **state)
-{
-    (void)state;
-    size_t rounds = 0, partial = 0, came_back = 0;
-    for (uint64_t k = 1; k < 40; k++) {
-        for (uint64_t seed = 1; seed <= 8; seed++) {
-            simio *sim;
-            assert_int_equal(simio_create(&sim), 0);
-            assert_int_equal(simio_add_root(sim, "/d"), 0);
-            log_options lo = {
-                .segment_bytes = 1024, .index_interval_bytes = 256, .io = simio_io(sim)};
-            /* Odd seeds: the unlinks are handed off and not done before
-             * the crash (an unlinker thread that had not got to them). */
-            if (seed % 2)
-                lo.discard = keep_discard;
-            pb_log *log = build(sim, &lo);
-            size_t closed = log_closed_count(log);
-            assert_true(closed >= 5);
-            simio_crash_at(sim, simio_ops(sim) + k);
-            int n = log_remove_oldest(log, 4);
-            /* The last removal's rename waits for the next directory sync:
-             * made here for odd k, left pending (the crash takes it or
-             * not) for even k. */
-            bool flushed = k % 2 == 1;
-            if (flushed)
-                (void)log_removal_flush(log);
-            bool cut = simio_is_down(sim);
-            partial += cut;
-            if (!cut)
-                assert_int_equal(n, 4);
-            assert_int_equal(simio_power_loss(sim, seed * 7919 + k, NULL), 0);
-            (void)log_close(log); /* its descriptors are gone with the power */
-            /* Reopens with a contiguous range from the first base, and
-             * whatever the crash left, no index below it. */
-            assert_int_equal(log_open(&log, "/d/p", &lo), 0);
-            uint64_t first = log_first_offset(log);
-            assert_int_equal(log_next_offset(log), PL_EVENTS);
-            assert_int_equal(read_all("/d/p", simio_io(sim), PL_EVENTS), first);
-            idx_scan s = {.lowest = UINT64_MAX};
-            assert_int_equal(simio_io(sim)->list_dir(simio_io(sim), "/d/p", lowest_idx, &s), 0);
-            assert_true(s.lowest >= first);
-            assert_int_equal(s.hidden, 0); /* removed at the open */
-            /* A finished removal is durable once synced: four segments
-             * gone; the last one unsynced may come back, never more. */
-            if (!cut && flushed)
-                assert_int_equal(log_closed_count(log), closed - 4);
-            else if (!cut) {
-                assert_true(log_closed_count(log) == closed - 4 ||
-                            log_closed_count(log) == closed - 3);
-                came_back += log_closed_count(log) == closed - 3;
-            }
-            /* And retention can go on where it stopped. */
-            assert_true(log_remove_oldest(log, 1) >= 0);
-            assert_int_equal(log_close(log), 0);
-            simio_destroy(sim);
-            rounds++;
-        }
-    }
-    assert_true(came_back > 0); /* the unsynced last removal was lost sometimes */
-    assert_true(partial > 0);
-    assert_true(rounds > 100);
-}
-
-static int setup(void **state)
-{
-    (void)state;
-    snprintf(root, sizeof root, "/tmp/pb_test_ret.XXXXXX");
-    if (!mkdtemp(root))
-        return -1;
-    snprintf(part_dir, sizeof part_dir, "%s/p", root);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    return testfs_rmrf(root);
-}
-
 int main(void)
 {
     if (!getenv("PB_TEST_VERBOSE"))
         logging_set_level(LOG_ERROR);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_size_retention, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_age_retention_on_timer, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_mirror_floor_holds_back, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_reader_keeps_removed_segment, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_removal_hands_unlink_over, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_last_removal_flushed_by_tick, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_unlinker_caps_descriptors, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_removal_when_rename_refused, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_topic_table_after_retention, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_recycled_segments, setup, teardown),
-        cmocka_unit_test(test_removal_survives_power_loss),
+        cmocka_unit_test_setup_teardown(test_size_retention, rh_setup, rh_teardown),
+        cmocka_unit_test_setup_teardown(test_age_retention_on_timer, rh_setup, rh_teardown),
+        cmocka_unit_test_setup_teardown(test_mirror_floor_holds_back, rh_setup, rh_teardown),
+        cmocka_unit_test_setup_teardown(test_reader_keeps_removed_segment, rh_setup, rh_teardown),
+        cmocka_unit_test_setup_teardown(test_topic_table_after_retention, rh_setup, rh_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
