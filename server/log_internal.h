@@ -10,6 +10,7 @@
 #define PB_LOG_INTERNAL_H
 
 #include "log.h"
+#include "recycle.h"
 
 #include <limits.h>
 #include <stdbool.h>
@@ -59,6 +60,11 @@ struct pb_log {
     uint64_t last_index_pos; /* position named by the last index entry */
     bool has_records;
     bool recycled; /* a spare became this segment: its file may be longer than size (a zero tail) */
+    /* log_spare.c: the spares as known without looking (opt.spare_ledger,
+     * else own_spares; refs unused), and whether own_spares must be read
+     * from the directory again (a recycle that does not tell took a path). */
+    spare_ledger own_spares;
+    bool spares_stale;
     int64_t period; /* time-rotation period of the segment's first record */
 
     uint64_t next_offset;

@@ -6,9 +6,18 @@
  * the ones beyond the partition's bound (recycling off: all), handed to the
  * unlinker.
  *
- * Threads: the partition's writer thread (or whoever opens the log). Every
- * file operation goes through the fileio table, so the power-loss
- * simulation covers it.
+ * What spares there are and their bytes come from the log's spare_ledger
+ * (recycle.h), filled from the directory at open and kept since by the
+ * takes here and by whoever makes spares (the unlinker thread); with a
+ * recycle that does not tell (opt.spare_ledger NULL), the log's own, read
+ * from the directory again after each path recycle took. A rotation then
+ * opens only the spare it takes, and retain_bytes opens none: before,
+ * both probed and stat'ed every spare name (tests/bench/NOTES.md).
+ *
+ * Threads: the partition's writer thread (or whoever opens the log); the
+ * ledger's slots are shared with the unlinker (recycle.h says why
+ * atomics suffice). Every file operation goes through the fileio table,
+ * so the power-loss simulation covers it.
  *
  * Why this order: the spare's header is written and synced while it still
  * has its spare name (a crash leaves a spare with a header, removed at the
@@ -40,32 +49,88 @@ static int spare_header(pb_log *log, int fd, uint64_t base, int64_t created)
     return rc < 0 ? rc : log->io->fdatasync(log->io, fd);
 }
 
+/* Sets l's slots from the directory: spare k's bytes + 1 for each k below
+ * opt.recycle_spares whose spare is there, 0 for the others. */
+static void read_spares(pb_log *log, spare_ledger *l)
+{
+    char spare[PATH_MAX];
+    for (unsigned k = 0; k < RECYCLE_MAX_SPARES; k++) {
+        uint64_t v = 0;
+        int fd = -1;
+        off_t size;
+        if (k < log->opt.recycle_spares && recycle_spare_path(spare, sizeof spare, log->dir, k) == 0)
+            fd = log->io->open(log->io, spare, O_RDONLY, 0);
+        if (fd >= 0) {
+            if (log->io->fsize(log->io, fd, &size) == 0)
+                v = (uint64_t)size + 1;
+            (void)log->io->close(log->io, fd); /* read-only */
+        }
+        atomic_store_explicit(&l->slot[k], v, memory_order_relaxed);
+    }
+}
+
+/* The spares as this log knows them. */
+static spare_ledger *ledger(pb_log *log)
+{
+    if (log->opt.spare_ledger)
+        return log->opt.spare_ledger;
+    if (log->spares_stale) {
+        log->spares_stale = false;
+        read_spares(log, &log->own_spares);
+    }
+    return &log->own_spares;
+}
+
+/* Whether the segment's name is taken (a take would rename over it, where
+ * a create refuses: O_EXCL). */
+static bool segment_exists(pb_log *log)
+{
+    int fd = log->io->open(log->io, log->log_path, O_RDONLY, 0);
+    if (fd < 0)
+        return false;
+    (void)log->io->close(log->io, fd);
+    return true;
+}
+
 int log_take_spare(pb_log *log, uint64_t base, int64_t created)
 {
     char spare[PATH_MAX];
     if (log->opt.recycle_spares == 0)
         return 1;
-    /* Never over an existing segment (a create would refuse it: O_EXCL). */
-    int efd = log->io->open(log->io, log->log_path, O_RDONLY, 0);
-    if (efd >= 0) {
-        (void)log->io->close(log->io, efd);
+    spare_ledger *l = ledger(log);
+    bool any = false;
+    for (unsigned k = 0; k < RECYCLE_MAX_SPARES; k++)
+        any |= atomic_load_explicit(&l->slot[k], memory_order_relaxed) != 0;
+    if (!any || segment_exists(log))
         return 1;
-    }
     for (unsigned k = 0; k < RECYCLE_MAX_SPARES; k++) {
-        if (recycle_spare_path(spare, sizeof spare, log->dir, k) < 0)
-            return 1;
-        int fd = log->io->open(log->io, spare, O_RDWR, 0);
-        if (fd < 0)
-            continue; /* none there (or unusable): the next */
+        /* Cleared before the rename frees the name: from then on the
+         * unlinker may make a new spare k and set the slot (recycle.h).
+         * acquire: pairs with its store, so the name is there. */
+        uint64_t had = atomic_exchange_explicit(&l->slot[k], 0, memory_order_acquire);
+        if (had == 0)
+            continue;
+        int fd = recycle_spare_path(spare, sizeof spare, log->dir, k) < 0
+                     ? PB_EINVAL
+                     : log->io->open(log->io, spare, O_RDWR, 0);
+        if (fd < 0) {
+            /* Gone (nothing else removes a spare: an outside hand), or
+             * unusable for now: still there, still counted. The next. */
+            if (fd != -ENOENT)
+                atomic_store_explicit(&l->slot[k], had, memory_order_relaxed);
+            continue;
+        }
         int rc = spare_header(log, fd, base, created);
         if (rc == 0)
             rc = log->io->rename(log->io, spare, log->log_path);
         if (rc < 0) {
-            /* A spare we cannot use is left for the next open to remove;
-             * the caller creates the segment as before. */
+            /* A spare we cannot use is left (and counted: the name is
+             * still its own), for a later rotation or the next open; the
+             * caller creates the segment as before. */
             log_say(log, LOG_WARN, "%s: cannot make it segment %s: %s; creating a new file", spare,
                     log->log_path, pb_strerror(rc));
             (void)log->io->close(log->io, fd);
+            atomic_store_explicit(&l->slot[k], had, memory_order_relaxed);
             return 1;
         }
         log->fd = fd;
@@ -89,22 +154,19 @@ void log_tidy_spares(pb_log *log)
                 spare);
         log_discard_file(log, spare); /* on the unlinker thread when there is one */
     }
+    /* Nothing makes spares for this log yet: no path was recycled. */
+    read_spares(log, log->opt.spare_ledger ? log->opt.spare_ledger : &log->own_spares);
+    log->spares_stale = false;
 }
 
 uint64_t log_spare_bytes(pb_log *log)
 {
-    char spare[PATH_MAX];
+    spare_ledger *l = ledger(log);
     uint64_t total = 0;
     for (unsigned k = 0; k < RECYCLE_MAX_SPARES; k++) {
-        if (recycle_spare_path(spare, sizeof spare, log->dir, k) < 0)
-            break;
-        int fd = log->io->open(log->io, spare, O_RDONLY, 0);
-        if (fd < 0)
-            continue;
-        off_t size;
-        if (log->io->fsize(log->io, fd, &size) == 0)
-            total += (uint64_t)size;
-        (void)log->io->close(log->io, fd); /* read-only */
+        uint64_t v = atomic_load_explicit(&l->slot[k], memory_order_relaxed);
+        if (v)
+            total += v - 1;
     }
     return total;
 }

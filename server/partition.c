@@ -387,6 +387,7 @@ static void partition_free(partition *p)
     free(p->ahead.slot_block);
     free(p->name);
     free(p->dir);
+    spare_ledger_drop(p->spares); /* after log_close; queued recycles hold their own */
     free(p);
 }
 
@@ -426,22 +427,27 @@ static int open_dedup(partition *p, uint64_t end)
     return rc == PB_ENOMEM ? rc : 0;
 }
 
-/* log_options.discard: a removed segment's unlink, off the writer. */
+/* log_options.discard: a removed segment's unlink, off the writer. ctx:
+ * the partition. */
 static int discard_segment(void *ctx, const fileio *io, const char *path)
 {
-    return unlinker_take(ctx, io, path);
+    partition *p = ctx;
+    return unlinker_take(p->opts.unlinker, io, path);
 }
 
-/* log_options.recycle: a removed segment zeroed into a spare, off the writer. */
+/* log_options.recycle: a removed segment zeroed into a spare, off the
+ * writer, which learns of the spare through the partition's ledger. */
 static int recycle_segment_cb(void *ctx, const fileio *io, const char *path, uint32_t spares)
 {
-    return unlinker_take_recycle(ctx, io, path, spares);
+    partition *p = ctx;
+    return unlinker_take_recycle(p->opts.unlinker, io, path, spares, p->spares);
 }
 
 /* log_options.discard_fd: a replaced segment's last close, off the writer. */
 static int discard_segment_fd(void *ctx, const fileio *io, int fd)
 {
-    return unlinker_take_fd(ctx, io, fd);
+    partition *p = ctx;
+    return unlinker_take_fd(p->opts.unlinker, io, fd);
 }
 
 int partition_open(partition **out, const char *data_dir, const char *name,
@@ -463,9 +469,14 @@ int partition_open(partition **out, const char *data_dir, const char *name,
     if (p->opts.unlinker && !p->opts.log.discard) {
         p->opts.log.discard = discard_segment;
         p->opts.log.discard_fd = discard_segment_fd;
-        p->opts.log.discard_ctx = p->opts.unlinker;
-        if (!p->opts.log.recycle)
+        p->opts.log.discard_ctx = p;
+        /* Without memory for the ledger the log reads the spares from the
+         * directory (log_spare.c). */
+        if (!p->opts.log.recycle) {
             p->opts.log.recycle = recycle_segment_cb;
+            p->spares = spare_ledger_new();
+            p->opts.log.spare_ledger = p->spares;
+        }
     }
     if (!p->opts.log.recycle)
         p->opts.log.recycle_spares = 0; /* never zeroed on the writer's thread */

@@ -14,6 +14,7 @@
 #include "dedup.h"
 #include "event.h"
 #include "expect.h"
+#include "recycle.h"
 #include "topics.h"
 #include "upkeep.h"
 
@@ -91,6 +92,7 @@ struct partition {
     partition_options opts;
     const fileio *io; /* opts.log.io, or POSIX: the log's and the topic snapshot's */
     pb_log *log;
+    spare_ledger *spares; /* the log's spare_ledger (recycle.h), when recycle_segment_cb is its recycle */
     topic_table *topics;
     dedup *dedup;         /* writer thread; NULL when dedup_window_ms is 0 */
     bool topics_complete; /* writer thread: the table knows every topic (expect.h) */

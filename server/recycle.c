@@ -1,7 +1,8 @@
 /*
  * recycle - removed segments zeroed into spares (see recycle.h).
  *
- * Threads: the unlinker's (recycle_segment); recycle_spare_path anywhere.
+ * Threads: the unlinker's (recycle_segment); recycle_spare_path and the
+ * ledger's references anywhere.
  */
 #include "recycle.h"
 
@@ -13,7 +14,30 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+spare_ledger *spare_ledger_new(void)
+{
+    spare_ledger *l = calloc(1, sizeof *l);
+    if (l)
+        atomic_init(&l->refs, 1);
+    return l;
+}
+
+spare_ledger *spare_ledger_hold(spare_ledger *l)
+{
+    if (l)
+        atomic_fetch_add_explicit(&l->refs, 1, memory_order_relaxed);
+    return l;
+}
+
+void spare_ledger_drop(spare_ledger *l)
+{
+    /* acq_rel: the last drop sees every other holder's stores before free. */
+    if (l && atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) == 1)
+        free(l);
+}
 
 int recycle_spare_path(char *out, size_t cap, const char *dir, unsigned k)
 {
@@ -44,6 +68,12 @@ static int free_slot(const fileio *io, const char *dir, unsigned spares, char *p
 
 int recycle_segment(const fileio *io, const char *del_path, unsigned spares)
 {
+    return recycle_segment_into(io, del_path, spares, NULL);
+}
+
+int recycle_segment_into(const fileio *io, const char *del_path, unsigned spares,
+                         spare_ledger *ledger)
+{
     char dir[PATH_MAX], spare[PATH_MAX];
     if (!io->zero_range || spares == 0)
         return 1;
@@ -52,7 +82,8 @@ int recycle_segment(const fileio *io, const char *del_path, unsigned spares)
         return 1;
     memcpy(dir, del_path, (size_t)(slash - del_path));
     dir[slash - del_path] = '\0';
-    if (free_slot(io, dir, spares, spare, sizeof spare) < 0)
+    int k = free_slot(io, dir, spares, spare, sizeof spare);
+    if (k < 0)
         return 1;
     int fd = io->open(io, del_path, O_RDWR, 0);
     if (fd < 0)
@@ -80,5 +111,9 @@ int recycle_segment(const fileio *io, const char *del_path, unsigned spares)
     /* The spare's name made durable (the .log.del's gone with it): a
      * failure leaves either name after a crash, both cleaned at open. */
     (void)fileio_sync_dir(io, dir);
+    /* release: the writer that sees the slot finds the name (its own
+     * rename and directory sync make the segment durable, as for any). */
+    if (ledger)
+        atomic_store_explicit(&ledger->slot[k], (uint64_t)size + 1, memory_order_release);
     return 0;
 }

@@ -30,10 +30,43 @@
 
 #include "fileio.h"
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #define RECYCLE_MAX_SPARES 2u
+
+/* The spares of one partition directory as its writer knows them without
+ * looking (a rotation and each retention run would otherwise open and stat
+ * every spare name: 3-4 openat per rotation, ~28 ms per 1.5 GB published,
+ * tests/bench/NOTES.md). slot[k] holds the bytes of spare k plus one, or 0
+ * when there is none. The writer fills the slots from the directory at
+ * open (log_tidy_spares), clears slot k before it renames spare k away
+ * (log_take_spare) and sums them for retain_bytes (log_spare_bytes); the
+ * unlinker sets slot k once it has made spare k, its name durable
+ * (recycle_segment_into). Atomics, no lock: a slot has one writer at a
+ * time, since the unlinker makes spare k only while the name is free and
+ * the writer clears the slot only while the name exists, before its rename
+ * frees the name. A stale slot costs at most a spare not taken or counted
+ * until the next open, never a wrong file: the take opens the spare by name
+ * and falls back to creating a segment, as before.
+ *
+ * Shared by the partition, which makes it, and every recycle the unlinker
+ * has queued for it (a partition may close before they run): counted
+ * references, the last drop frees it. */
+typedef struct spare_ledger {
+    _Atomic uint64_t slot[RECYCLE_MAX_SPARES];
+    _Atomic unsigned refs;
+} spare_ledger;
+
+/* A ledger with no spare and one reference, or NULL without memory. */
+spare_ledger *spare_ledger_new(void);
+
+/* Another reference to l (NULL is fine); returns l. */
+spare_ledger *spare_ledger_hold(spare_ledger *l);
+
+/* Drops a reference; the last frees l. NULL is fine. */
+void spare_ledger_drop(spare_ledger *l);
 
 /* <dir>/spare.<k>. 0, or PB_EINVAL when it does not fit in cap. */
 int recycle_spare_path(char *out, size_t cap, const char *dir, unsigned k);
@@ -48,5 +81,10 @@ int recycle_spare_path(char *out, size_t cap, const char *dir, unsigned k);
  * the caller frees it as before. A failure after the zeroing leaves a
  * zeroed .log.del, which is as good as any. */
 int recycle_segment(const fileio *io, const char *del_path, unsigned spares);
+
+/* recycle_segment, and when it made spare k, sets the ledger's slot k to
+ * its size (+1) after the directory sync. ledger NULL: recycle_segment. */
+int recycle_segment_into(const fileio *io, const char *del_path, unsigned spares,
+                         spare_ledger *ledger);
 
 #endif

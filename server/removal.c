@@ -322,6 +322,8 @@ void log_removal_synced(pb_log *log)
         if (!log->opt.recycle_spares || !log->opt.recycle ||
             log->opt.recycle(log->opt.discard_ctx, log->io, path, log->opt.recycle_spares) != 0)
             log_discard_file(log, path);
+        else if (!log->opt.spare_ledger)
+            log->spares_stale = true; /* it may have made one: look again (log_spare.c) */
     }
     /* The index after the sync, off the writer too: until then (or after
      * a crash) it is an orphan no reader looks at, which the next open

@@ -30,6 +30,7 @@ typedef struct doomed {
     const fileio *io;
     int fd;      /* >= 0: close it (path is empty); else unlink path */
     unsigned spares; /* a .log.del: recycle it while fewer spares exist (recycle.h) */
+    spare_ledger *ledger; /* ... and tell this one (a reference held), or NULL */
     char path[]; /* NUL-terminated */
 } doomed;
 
@@ -116,7 +117,7 @@ static void unlink_one(unlinker *u, doomed *d)
         return;
     }
     /* A removed segment kept as a zeroed spare is not freed at all. */
-    if (d->spares > 0 && steppable(d->path) && recycle_segment(d->io, d->path, d->spares) == 0) {
+    if (d->spares > 0 && steppable(d->path) &&         recycle_segment_into(d->io, d->path, d->spares, d->ledger) == 0) {
         atomic_fetch_add_explicit(&u->recycled, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&u->done, 1, memory_order_relaxed);
         return;
@@ -157,6 +158,7 @@ static void *unlinker_main(void *arg)
         pthread_mutex_unlock(&u->lock);
         bool fd = d->fd >= 0;
         unlink_one(u, d);
+        spare_ledger_drop(d->ledger);
         free(d);
         pthread_mutex_lock(&u->lock);
         u->queued_fds -= fd; /* counted until closed */
@@ -199,7 +201,8 @@ int unlinker_start(unlinker **out)
     return 0;
 }
 
-static int enqueue(unlinker *u, const fileio *io, int fd, const char *path, unsigned spares)
+static int enqueue(unlinker *u, const fileio *io, int fd, const char *path, unsigned spares,
+                   spare_ledger *ledger)
 {
     size_t n = strlen(path) + 1;
     doomed *d = malloc(sizeof *d + n);
@@ -209,6 +212,7 @@ static int enqueue(unlinker *u, const fileio *io, int fd, const char *path, unsi
     d->io = io;
     d->fd = fd;
     d->spares = spares;
+    d->ledger = NULL;
     memcpy(d->path, path, n);
     pthread_mutex_lock(&u->lock);
     if (u->stop || u->queued >= UNLINKER_MAX_QUEUED ||
@@ -222,6 +226,7 @@ static int enqueue(unlinker *u, const fileio *io, int fd, const char *path, unsi
     else
         u->head = d;
     u->tail = d;
+    d->ledger = spare_ledger_hold(ledger);
     u->queued++;
     u->queued_fds += fd >= 0;
     u->taken++;
@@ -232,17 +237,18 @@ static int enqueue(unlinker *u, const fileio *io, int fd, const char *path, unsi
 
 int unlinker_take(unlinker *u, const fileio *io, const char *path)
 {
-    return enqueue(u, io, -1, path, 0);
+    return enqueue(u, io, -1, path, 0, NULL);
 }
 
-int unlinker_take_recycle(unlinker *u, const fileio *io, const char *path, unsigned spares)
+int unlinker_take_recycle(unlinker *u, const fileio *io, const char *path, unsigned spares,
+                          spare_ledger *ledger)
 {
-    return enqueue(u, io, -1, path, spares);
+    return enqueue(u, io, -1, path, spares, ledger);
 }
 
 int unlinker_take_fd(unlinker *u, const fileio *io, int fd)
 {
-    return fd < 0 ? PB_EINVAL : enqueue(u, io, fd, "", 0);
+    return fd < 0 ? PB_EINVAL : enqueue(u, io, fd, "", 0, NULL);
 }
 
 void unlinker_flush(unlinker *u)

@@ -60,6 +60,7 @@
 #define PB_UNLINKER_H
 
 #include "fileio.h"
+#include "recycle.h" /* spare_ledger */
 
 #include <stdint.h>
 
@@ -88,8 +89,11 @@ int unlinker_take(unlinker *u, const fileio *io, const char *path);
 /* As unlinker_take for a removed segment's <base>.log.del, but first tries
  * to keep it as a zeroed spare of its directory (recycle_segment, while
  * fewer than `spares` exist), on this thread; what cannot be recycled is
- * unlinked (and freed in steps) as unlinker_take's are. */
-int unlinker_take_recycle(unlinker *u, const fileio *io, const char *path, unsigned spares);
+ * unlinked (and freed in steps) as unlinker_take's are. A spare made is
+ * entered in ledger (recycle.h; NULL: none), which the queued path holds a
+ * reference to until it is dealt with. */
+int unlinker_take_recycle(unlinker *u, const fileio *io, const char *path, unsigned spares,
+                          spare_ledger *ledger);
 
 /* Queues a close of fd, through io->close: the last descriptor of a file
  * whose name is gone (a plain segment a compressed copy replaced), whose

@@ -26,6 +26,7 @@
 #include "partsubmit.h"
 #include "pb_errors.h"
 #include "reader.h"
+#include "recycle.h"
 #include "segment.h"
 #include "simio.h"
 #include "unlinker.h"
@@ -196,6 +197,20 @@ static bool ends_in_zeros(const char *path)
     return z;
 }
 
+/* Whether the test's file system zeroes ranges (recycling needs it). */
+static bool have_zero_range(void)
+{
+    char probe[160];
+    snprintf(probe, sizeof probe, "%s/zprobe", rh_root);
+    int pfd = open(probe, O_CREAT | O_RDWR, 0644);
+    assert_true(pfd >= 0);
+    bool zr = ftruncate(pfd, 4096) == 0 &&
+              fileio_posix()->zero_range(fileio_posix(), pfd, 0, 4096) == 0;
+    close(pfd);
+    unlink(probe);
+    return zr;
+}
+
 /* Recycling (recycle_segments): removed segments become zeroed spares on
  * the unlinker thread (never more than the bound), rotations take them,
  * the spares count towards retain_bytes, a reader finds a contiguous range
@@ -205,15 +220,7 @@ static bool ends_in_zeros(const char *path)
 static void test_recycled_segments(void **state)
 {
     (void)state;
-    char probe[160];
-    snprintf(probe, sizeof probe, "%s/zprobe", rh_root);
-    int pfd = open(probe, O_CREAT | O_RDWR, 0644);
-    assert_true(pfd >= 0);
-    bool zr = ftruncate(pfd, 4096) == 0 &&
-              fileio_posix()->zero_range(fileio_posix(), pfd, 0, 4096) == 0;
-    close(pfd);
-    unlink(probe);
-    if (!zr) {
+    if (!have_zero_range()) {
         print_message("no ZERO_RANGE or leases here: skipped\n");
         skip();
     }
@@ -286,6 +293,99 @@ static void test_recycled_segments(void **state)
     assert_int_equal(count_spares(rh_part_dir, &spare_bytes), 0);
     assert_int_equal(partition_close(p), 0);
     unlinker_stop(o.unlinker);
+}
+
+/* log_options.recycle telling the ledger, in line: the unlinker's part
+ * played on the writer's thread, so that each step is deterministic. */
+static spare_ledger *told;
+static int recycle_telling(void *ctx, const fileio *io, const char *path, uint32_t spares)
+{
+    (void)ctx;
+    return recycle_segment_into(io, path, spares, told) == 0 ? 0 : -1;
+}
+
+/* Appends n events of EV_BYTES to log, then syncs. */
+static void append_events(pb_log *log, int n)
+{
+    uint8_t ev[EV_BYTES];
+    memset(ev, 'e', sizeof ev);
+    for (int i = 0; i < n; i++) {
+        log_entry e = {.data = ev, .len = sizeof ev, .time_ns = T0 + i};
+        assert_int_equal(log_append(log, &e, 1, NULL), 0);
+    }
+    assert_int_equal(log_sync(log), 0);
+}
+
+/* The spare ledger (recycle.h) a recycle tells: the log's spare bytes
+ * (for retain_bytes), read from the ledger alone, are the directory's
+ * after each step; a rotation takes a spare the ledger names; a spare
+ * removed behind the ledger's back costs that rotation its spare and
+ * nothing else (the segment is created); an open reads the directory. */
+static void test_spare_ledger_follows_directory(void **state)
+{
+    (void)state;
+    if (!have_zero_range()) {
+        print_message("no ZERO_RANGE here: skipped\n");
+        skip();
+    }
+    told = spare_ledger_new();
+    assert_non_null(told);
+    log_options lo = {.segment_bytes = 1024,
+                      .index_interval_bytes = 256,
+                      .now_ns = rh_clock,
+                      .recycle_spares = 2,
+                      .recycle = recycle_telling,
+                      .spare_ledger = told};
+    atomic_store(&rh_clock_ns, T0);
+    pb_log *log;
+    assert_int_equal(log_open(&log, rh_part_dir, &lo), 0);
+    append_events(log, 60); /* 8 a segment */
+    assert_true(log_closed_count(log) >= 5);
+    uint64_t disk;
+    assert_int_equal(count_spares(rh_part_dir, &disk), 0);
+    assert_int_equal(log_spare_bytes(log), 0);
+
+    /* Three removed: two spares (the bound), the third freed. */
+    assert_int_equal(log_remove_oldest(log, 3), 3);
+    assert_int_equal(log_removal_flush(log), 0);
+    assert_int_equal(count_spares(rh_part_dir, &disk), 2);
+    assert_true(disk > 1024); /* two segments' worth */
+    assert_int_equal(log_spare_bytes(log), disk);
+
+    /* A rotation takes one. */
+    append_events(log, 9);
+    assert_int_equal(count_spares(rh_part_dir, &disk), 1);
+    assert_int_equal(log_spare_bytes(log), disk);
+
+    /* The other one goes behind the ledger's back: the next rotation
+     * finds it gone, creates the segment, and the ledger forgets it. */
+    char path[160];
+    for (unsigned k = 0; k < 2; k++) {
+        snprintf(path, sizeof path, "%s/spare.%u", rh_part_dir, k);
+        (void)unlink(path);
+    }
+    assert_true(log_spare_bytes(log) > 0); /* stale until then */
+    append_events(log, 9);
+    assert_int_equal(log_spare_bytes(log), 0);
+    assert_int_equal(count_spares(rh_part_dir, &disk), 0);
+
+    /* Two more, then a reopen with a new ledger: read from the directory. */
+    assert_int_equal(log_remove_oldest(log, 2), 2);
+    assert_int_equal(log_removal_flush(log), 0);
+    assert_int_equal(count_spares(rh_part_dir, &disk), 2);
+    assert_int_equal(log_spare_bytes(log), disk);
+    assert_int_equal(log_close(log), 0);
+    spare_ledger_drop(told);
+    told = spare_ledger_new();
+    assert_non_null(told);
+    lo.spare_ledger = told;
+    assert_int_equal(log_open(&log, rh_part_dir, &lo), 0);
+    assert_int_equal(log_spare_bytes(log), disk);
+    uint64_t end = log_next_offset(log);
+    assert_int_equal(rh_read_all(rh_part_dir, NULL, end), log_first_offset(log));
+    assert_int_equal(log_close(log), 0);
+    spare_ledger_drop(told);
+    told = NULL;
 }
 
 /* A busy partition (its writer never idle) with retain_bytes alone: the
@@ -518,6 +618,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unlinker_caps_descriptors, rh_setup, rh_teardown),
         cmocka_unit_test_setup_teardown(test_removal_when_rename_refused, rh_setup, rh_teardown),
         cmocka_unit_test_setup_teardown(test_recycled_segments, rh_setup, rh_teardown),
+        cmocka_unit_test_setup_teardown(test_spare_ledger_follows_directory, rh_setup, rh_teardown),
         cmocka_unit_test(test_removal_survives_power_loss),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

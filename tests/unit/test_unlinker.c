@@ -452,7 +452,8 @@ static void assert_zeros(const char *p, size_t len)
 
 /* Removed segments become zeroed spares, zeros synced before the name and
  * the directory synced after it, while fewer than the bound exist; the
- * next one is freed as before. */
+ * next one is freed as before. The ledger (recycle.h) names each spare
+ * made, with its bytes, and not the one freed. */
 static void test_recycled_into_spares_up_to_the_bound(void **state)
 {
     (void)state;
@@ -462,13 +463,17 @@ static void test_recycled_into_spares_up_to_the_bound(void **state)
     fileio io = recording_io();
     unlinker *u;
     assert_int_equal(unlinker_start(&u), 0);
+    spare_ledger *l = spare_ledger_new();
+    assert_non_null(l);
     for (int i = 0; i < 3; i++) {
         del_path(del[i], sizeof del[i], i);
         memcpy(path, del[i], sizeof path);
         make_file(len);
-        assert_int_equal(unlinker_take_recycle(u, &io, del[i], 2), 0);
+        assert_int_equal(unlinker_take_recycle(u, &io, del[i], 2, l), 0);
         unlinker_flush(u);
+        assert_int_equal(atomic_load(&l->slot[i < 2 ? i : 1]), len + 1);
     }
+    spare_ledger_drop(l);
     assert_string_equal(ops_seen, "ZSRDZSRD"); /* the third: no free slot, no zeroing */
     for (unsigned k = 0; k < 2; k++) {
         snprintf(spare, sizeof spare, "%s/spare.%u", root, k);
@@ -501,7 +506,7 @@ static void test_not_recycled(void **state)
     make_file(len); /* a reader has it open */
     int reader = open(path, O_RDONLY);
     assert_true(reader >= 0);
-    assert_int_equal(unlinker_take_recycle(u, &io, path, 2), 0);
+    assert_int_equal(unlinker_take_recycle(u, &io, path, 2, NULL), 0);
     unlinker_flush(u);
     assert_whole(reader, len);
     close(reader);
@@ -509,7 +514,7 @@ static void test_not_recycled(void **state)
     make_file(len); /* a hard link */
     snprintf(other, sizeof other, "%s/backup-link", root);
     assert_int_equal(link_path(path, other), 0);
-    assert_int_equal(unlinker_take_recycle(u, &io, path, 2), 0);
+    assert_int_equal(unlinker_take_recycle(u, &io, path, 2, NULL), 0);
     unlinker_flush(u);
     int fd = open(other, O_RDONLY);
     assert_true(fd >= 0);
@@ -520,7 +525,7 @@ static void test_not_recycled(void **state)
     make_file(len); /* no ZERO_RANGE */
     fileio nz = io;
     nz.zero_range = no_zero_range;
-    assert_int_equal(unlinker_take_recycle(u, &nz, path, 2), 0);
+    assert_int_equal(unlinker_take_recycle(u, &nz, path, 2, NULL), 0);
     unlinker_flush(u);
 
     make_file(len); /* a compressed segment (its zseg header: magic and CRC) */
@@ -532,16 +537,19 @@ static void test_not_recycled(void **state)
     assert_true(zfd >= 0);
     assert_int_equal(pwrite(zfd, z, sizeof z, PB_FILE_HEADER_SIZE), (ssize_t)sizeof z);
     close(zfd);
-    assert_int_equal(unlinker_take_recycle(u, &io, path, 2), 0);
+    assert_int_equal(unlinker_take_recycle(u, &io, path, 2, NULL), 0);
     unlinker_flush(u);
 
-    make_file(len); /* off */
-    assert_int_equal(unlinker_take_recycle(u, &io, path, 0), 0);
+    make_file(len); /* off; the queued path holds the ledger's last reference */
+    spare_ledger *l = spare_ledger_new();
+    assert_non_null(l);
+    assert_int_equal(unlinker_take_recycle(u, &io, path, 0, l), 0);
+    spare_ledger_drop(l);
     unlinker_flush(u);
 
     snprintf(path, sizeof path, "%s/00000000000000000000.idx", root); /* not a segment */
     make_file(len);
-    assert_int_equal(unlinker_take_recycle(u, &io, path, 2), 0);
+    assert_int_equal(unlinker_take_recycle(u, &io, path, 2, NULL), 0);
     unlinker_flush(u);
 
     assert_int_equal(access(path, F_OK), -1);
