@@ -85,6 +85,14 @@ bool cli_flush_stdout(const char *cmd);
  * reporting why. */
 bool cli_credentials(const char *cmd, const char *user, pb_client_options *opts, char *buf,
                      size_t cap);
+
+/* Connects *c to server with opts (the caller's name, TLS and limits in
+ * it), with user's credentials (cli_credentials) when user is not NULL;
+ * the password is wiped once the connection is made or refused, and
+ * opts->password cleared. CLI_EXIT_OK, or CLI_EXIT_RUNTIME after saying
+ * why (cmd names the command). */
+int cli_connect(const char *cmd, pb_client **c, const char *server, const char *user,
+                pb_client_options *opts);
 /* Reads a line from /dev/tty without echo after prompt; false after
  * reporting why. */
 bool cli_read_password(const char *cmd, const char *prompt, char *buf, size_t cap);

@@ -127,6 +127,23 @@ bool cli_credentials(const char *cmd, const char *user, pb_client_options *opts,
     return true;
 }
 
+int cli_connect(const char *cmd, pb_client **c, const char *server, const char *user,
+                pb_client_options *opts)
+{
+    char err[256];
+    char password[1024];
+    if (!cli_credentials(cmd, user, opts, password, sizeof password))
+        return CLI_EXIT_RUNTIME;
+    int rc = pb_client_connect(c, server, opts, err, sizeof err);
+    explicit_bzero(password, sizeof password); /* a plain memset of a dying buffer may go */
+    opts->password = NULL;
+    if (rc < 0) {
+        cli_error(cmd, "%s", err);
+        return CLI_EXIT_RUNTIME;
+    }
+    return CLI_EXIT_OK;
+}
+
 /* The password to hash, into buf: from the terminal (twice) or stdin. */
 static int read_new_password(bool from_stdin, char *buf, size_t cap)
 {

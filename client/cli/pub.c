@@ -415,16 +415,9 @@ static int pub_connect(pub_state *st, const pub_opts *o)
     }
     opts.name = "protobus pub " PB_VERSION_STRING;
     cli_tls_apply(&o->tls, &opts);
-    char err[256];
-    char password[1024];
-    if (!cli_credentials("pub", o->user, &opts, password, sizeof password))
-        return CLI_EXIT_RUNTIME;
-    int crc = pb_client_connect(&st->c, st->server, &opts, err, sizeof err);
-    memset(password, 0, sizeof password);
-    if (crc < 0) {
-        cli_error("pub", "%s", err);
-        return CLI_EXIT_RUNTIME;
-    }
+    int rc = cli_connect("pub", &st->c, st->server, o->user, &opts);
+    if (rc != CLI_EXIT_OK)
+        return rc;
     if (o->expect &&
         pb_client_expect_last(st->c, st->ev.topic, o->expect_none, o->expect_off) < 0) {
         cli_error("pub", "--expect-last: %s", pb_client_message(st->c));

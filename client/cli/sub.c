@@ -336,19 +336,8 @@ int cmd_sub(int argc, char **argv)
     pb_client_options_init(&opts);
     opts.name = "protobus sub " PB_VERSION_STRING;
     cli_tls_apply(&o.tls, &opts);
-    char err[256];
-    char password[1024];
-    if (!cli_credentials("sub", o.user, &opts, password, sizeof password)) {
-        rc = CLI_EXIT_RUNTIME;
+    if ((rc = cli_connect("sub", &c, o.server, o.user, &opts)) != CLI_EXIT_OK)
         goto out;
-    }
-    int crc = pb_client_connect(&c, o.server, &opts, err, sizeof err);
-    memset(password, 0, sizeof password);
-    if (crc < 0) {
-        cli_error("sub", "%s", err);
-        rc = CLI_EXIT_RUNTIME;
-        goto out;
-    }
     /* The renderer decodes (and checks) each event's bytes itself. */
     client_events_unscanned(c);
     if (pb_client_subscribe(c, &o.s) < 0) {
