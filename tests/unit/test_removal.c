@@ -85,6 +85,15 @@ static int keep_discard(void *ctx, const fileio *io, const char *path)
     return 0;
 }
 
+/* o's removals handed to keep_discard, its counters from zero. */
+static void keep_discards(partition_options *o)
+{
+    o->log.discard = keep_discard;
+    atomic_store(&discarded, 0);
+    atomic_store(&discarded_idx, 0);
+    atomic_store(&discarded_wrong, 0);
+}
+
 static size_t count_hidden(const char *dir)
 {
     idx_scan s = {.lowest = UINT64_MAX};
@@ -113,10 +122,7 @@ static void test_removal_hands_unlink_over(void **state)
 {
     (void)state;
     partition_options o = rh_popts();
-    o.log.discard = keep_discard;
-    atomic_store(&discarded, 0);
-    atomic_store(&discarded_idx, 0);
-    atomic_store(&discarded_wrong, 0);
+    keep_discards(&o);
     atomic_store(&rh_clock_ns, T0);
     partition *p = publish_past_retention(&o);
     uint64_t first = partition_first_offset(p);
@@ -396,12 +402,9 @@ static void test_last_removal_flushed_by_tick(void **state)
 {
     (void)state;
     partition_options o = rh_popts();
-    o.log.discard = keep_discard;
+    keep_discards(&o);
     o.idle_ms = 3600 * 1000; /* never dormant: no release makes the sync */
     o.retain.bytes = 3000;
-    atomic_store(&discarded, 0);
-    atomic_store(&discarded_idx, 0);
-    atomic_store(&discarded_wrong, 0);
     atomic_store(&rh_clock_ns, T0);
     partition *p;
     assert_int_equal(partition_open(&p, rh_root, "p", &o), 0);
@@ -507,10 +510,7 @@ static void test_removal_when_rename_refused(void **state)
     norename_io.rename = refuse_rename;
     partition_options o = rh_popts();
     o.log.io = &norename_io;
-    o.log.discard = keep_discard;
-    atomic_store(&discarded, 0);
-    atomic_store(&discarded_idx, 0);
-    atomic_store(&discarded_wrong, 0);
+    keep_discards(&o);
     atomic_store(&rh_clock_ns, T0);
     partition *p = publish_past_retention(&o);
     uint64_t first = partition_first_offset(p);
