@@ -233,6 +233,18 @@ static void expect_error(int fd, int code, const char *needle)
     protobus__frame__free_unpacked(r, NULL);
 }
 
+/* The subscription on sub delivers the events at offsets 0..n-1, in order. */
+static void expect_events(int sub, uint64_t n)
+{
+    for (uint64_t off = 0; off < n; off++) {
+        Protobus__Frame *r = itest_recv_event(sub, TIMEOUT_MS);
+        assert_non_null(r);
+        assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_EVENT);
+        assert_int_equal(r->event->offset, off);
+        protobus__frame__free_unpacked(r, NULL);
+    }
+}
+
 /* Each bad input gets its error; malformed frames close only that
  * connection; a second client is served normally afterwards and nothing
  * stored is lost. */
@@ -339,13 +351,7 @@ static void test_bad_input(void **state)
     int sub = itest_connect_hello(d.port);
     assert_int_equal(itest_subscribe(sub, 1, "keep\\.me", PROTOBUS__START_MODE__START_BEGINNING),
                      0);
-    for (uint64_t off = 0; off < 2; off++) {
-        r = itest_recv_event(sub, TIMEOUT_MS);
-        assert_non_null(r);
-        assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_EVENT);
-        assert_int_equal(r->event->offset, off);
-        protobus__frame__free_unpacked(r, NULL);
-    }
+    expect_events(sub, 2);
     close(sub);
     close(half);
     close(good);
@@ -397,13 +403,7 @@ static void test_restart_continues(void **state)
     protobus__frame__free_unpacked(r, NULL);
     int sub = itest_connect_hello(d.port);
     assert_int_equal(itest_subscribe(sub, 3, ".*", PROTOBUS__START_MODE__START_BEGINNING), 0);
-    for (uint64_t off = 0; off < 11; off++) {
-        r = itest_recv_event(sub, TIMEOUT_MS);
-        assert_non_null(r);
-        assert_int_equal(r->body_case, PROTOBUS__FRAME__BODY_EVENT);
-        assert_int_equal(r->event->offset, off);
-        protobus__frame__free_unpacked(r, NULL);
-    }
+    expect_events(sub, 11);
     close(sub);
     close(fd);
     assert_int_equal(itest_daemon_stop(&d), 0);
