@@ -8,23 +8,10 @@
 #
 # Environment: BUILD (default build) holds protobus and protobusd.
 set -euo pipefail
-. "$(dirname "$0")/../lib/harness.sh" # fail, wait_until, run
+. "$(dirname "$0")/../lib/harness.sh" # harness_init, harness_cleanup, fail, wait_until, run
 
-BUILD=${BUILD:-build}
-BUILD=$(cd "$BUILD" && pwd)
-PB="$BUILD/protobus"
-PBD="$BUILD/protobusd"
-TMP=$(mktemp -d /tmp/pb_test_addr.XXXXXX)
-DPID=""
-passed=0
-failed=0
-
-cleanup() {
-    if [ -n "$DPID" ]; then kill -KILL "$DPID" 2>/dev/null || true; fi
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+harness_init addr
+trap 'harness_cleanup' EXIT
 
 # expect_refusal STATUS TEXT COMMAND...: COMMAND exits with STATUS and says TEXT.
 expect_refusal() {

@@ -11,26 +11,11 @@
 # Environment: BUILD (default build) holds protobus and protobusd.
 # Needs: jq, python3 (to write the original-layout file and flip a byte).
 set -euo pipefail
-. "$(dirname "$0")/../lib/harness.sh" # fail, wait_until, run, launch_daemon, stop_daemon
+. "$(dirname "$0")/../lib/harness.sh" # harness_init, harness_cleanup, fail, wait_until, run, launch_daemon, stop_daemon
 
-BUILD=${BUILD:-build}
-BUILD=$(cd "$BUILD" && pwd)
-PB="$BUILD/protobus"
-PBD="$BUILD/protobusd"
-TMP=$(mktemp -d /tmp/pb_test_cli.XXXXXX)
-DATA="$TMP/data"
-DPID=""
+harness_init cli
 FPID=""
-passed=0
-failed=0
-
-cleanup() {
-    if [ -n "$FPID" ]; then kill -KILL "$FPID" 2>/dev/null || true; fi
-    if [ -n "$DPID" ]; then kill -KILL "$DPID" 2>/dev/null || true; fi
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+trap 'harness_cleanup "$FPID"' EXIT
 
 # Polls "$@" every 0.1 s, at most $1 times (the first argument).
 

@@ -13,28 +13,13 @@
 #
 # Environment: BUILD (default build) holds protobus and protobusd.
 set -euo pipefail
-. "$(dirname "$0")/../lib/harness.sh" # fail, wait_until, run, launch_daemon, stop_daemon
+. "$(dirname "$0")/../lib/harness.sh" # harness_init, harness_cleanup, fail, wait_until, run, launch_daemon, stop_daemon
 
-BUILD=${BUILD:-build}
-BUILD=$(cd "$BUILD" && pwd)
+harness_init metrics
 HERE=$(cd "$(dirname "$0")" && pwd)
-PB="$BUILD/protobus"
-PBD="$BUILD/protobusd"
 PY=/usr/bin/python3 # Debian's, which sees python3-prometheus-client
-TMP=$(mktemp -d /tmp/pb_test_metrics.XXXXXX)
-DATA="$TMP/data"
-DPID=""
 PPID_BG=""
-passed=0
-failed=0
-
-cleanup() {
-    if [ -n "$PPID_BG" ]; then kill -KILL "$PPID_BG" 2>/dev/null || true; fi
-    if [ -n "$DPID" ]; then kill -KILL "$DPID" 2>/dev/null || true; fi
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+trap 'harness_cleanup "$PPID_BG"' EXIT
 
 # GET http://$MADDR$1 -> body in $2, status code on stdout.
 http_get() {

@@ -16,24 +16,10 @@
 #   - a second protobusd on the same data directory is refused at start-up.
 # Every wait is bounded; the daemon is stopped by PID; the temp dir goes.
 set -euo pipefail
-. "$(dirname "$0")/../lib/harness.sh" # fail, wait_until, run, launch_daemon, stop_daemon
+. "$(dirname "$0")/../lib/harness.sh" # harness_init, harness_cleanup, fail, wait_until, run, launch_daemon, stop_daemon
 
-BUILD=${BUILD:-build}
-BUILD=$(cd "$BUILD" && pwd)
-PB="$BUILD/protobus"
-PBD="$BUILD/protobusd"
-TMP=$(mktemp -d /tmp/pb_test_partnames.XXXXXX)
-DATA="$TMP/data"
-DPID=""
-passed=0
-failed=0
-
-cleanup() {
-    if [ -n "$DPID" ]; then kill -KILL "$DPID" 2>/dev/null || true; fi
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+harness_init partnames
+trap 'harness_cleanup' EXIT
 
 write_conf() {
     cat >"$TMP/protobusd.conf" <<EOF

@@ -8,23 +8,11 @@
 # directory, each SIGTERM sent as soon as the port file is seen (a tight
 # poll, bounded by 10 s per cycle); the daemon is stopped by PID.
 set -euo pipefail
-. "$(dirname "$0")/../lib/harness.sh" # fail, wait_until, run
+. "$(dirname "$0")/../lib/harness.sh" # harness_init, harness_cleanup, fail, wait_until, run
 
-BUILD=${BUILD:-build}
-BUILD=$(cd "$BUILD" && pwd)
-PBD="$BUILD/protobusd"
+harness_init signals
 CYCLES=${CYCLES:-150}
-TMP=$(mktemp -d /tmp/pb_test_signals.XXXXXX)
-DPID=""
-passed=0
-failed=0
-
-cleanup() {
-    if [ -n "$DPID" ]; then kill -KILL "$DPID" 2>/dev/null || true; fi
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+trap 'harness_cleanup' EXIT
 
 test_sigterm_right_after_start_is_graceful() {
     printf '[server]\nlisten = 127.0.0.1:0\ndata_dir = %s/data\n[partition events]\nmatch = .*\n' \

@@ -8,28 +8,12 @@
 #
 # Environment: BUILD (default build) holds protobus and protobusd.
 set -euo pipefail
-. "$(dirname "$0")/../lib/harness.sh" # fail, wait_until, run, launch_daemon, stop_daemon
+. "$(dirname "$0")/../lib/harness.sh" # harness_init, harness_cleanup, fail, wait_until, run, launch_daemon, stop_daemon
 
-BUILD=${BUILD:-build}
-BUILD=$(cd "$BUILD" && pwd)
-PB="$BUILD/protobus"
-PBD="$BUILD/protobusd"
-TMP=$(mktemp -d /tmp/pb_test_stats.XXXXXX)
-DATA="$TMP/data"
-DPID=""
+harness_init stats
 PPID_BG=""
 SPID=""
-passed=0
-failed=0
-
-cleanup() {
-    if [ -n "$PPID_BG" ]; then kill -KILL "$PPID_BG" 2>/dev/null || true; fi
-    if [ -n "$SPID" ]; then kill -KILL "$SPID" 2>/dev/null || true; fi
-    if [ -n "$DPID" ]; then kill -KILL "$DPID" 2>/dev/null || true; fi
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+trap 'harness_cleanup "$PPID_BG" "$SPID"' EXIT
 
 metrics_addr() {
     grep -o 'metrics on http://[^/]*' "$TMP/daemon.log" | head -1 | sed 's|.*http://||'

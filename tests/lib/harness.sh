@@ -16,7 +16,33 @@
 #   stop_daemon            SIGTERM to $DPID, waits for it (at most 30 s), clears
 #                          DPID and $TMP/port; returns 1 with the log unless it
 #                          exited 0 (a graceful stop)
+#   harness_init NAME      BUILD (absolute; default build), PB, PBD, a fresh
+#                          TMP (/tmp/pb_test_NAME.XXXXXX), DATA ($TMP/data),
+#                          DPID="", passed=0, failed=0
+#   harness_cleanup [PID]...  for the EXIT trap: SIGKILL to each PID given that
+#                          is not empty, then to $DPID, waits, removes $TMP
 # shellcheck shell=bash
+
+harness_init() {
+    BUILD=${BUILD:-build}
+    BUILD=$(cd "$BUILD" && pwd)
+    PB="$BUILD/protobus"
+    PBD="$BUILD/protobusd"
+    TMP=$(mktemp -d "/tmp/pb_test_$1.XXXXXX")
+    DATA="$TMP/data"
+    DPID=""
+    passed=0
+    failed=0
+}
+
+harness_cleanup() {
+    local pid
+    for pid in "$@" "$DPID"; do
+        if [ -n "$pid" ]; then kill -KILL "$pid" 2>/dev/null || true; fi
+    done
+    wait 2>/dev/null || true
+    rm -rf "$TMP"
+}
 
 fail() {
     echo "    $*" >&2
