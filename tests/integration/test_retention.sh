@@ -184,21 +184,29 @@ test_readers_while_segments_are_removed() {
     echo "    notices: sub $(grep -c 'removed by retention' "$TMP/sub.err" || true)," \
         "cat $(grep -c 'removed by retention' "$TMP/cat.err" || true)"
     # A new subscriber from the beginning starts at the first offset left,
-    # with no notice; cat --verify sees no problem.
+    # with no notice; cat --verify sees no problem. Retention may still
+    # remove a segment meanwhile (a spare the unlinker made after the last
+    # removal counts at the next upkeep tick's run): the first offset when
+    # the subscription started lies between the two readings around it.
+    local before after got
+    before=$(first_base)
     "$PB" sub --from-beginning --until-caught-up --format json '.*' >"$TMP/sub2.json" 2>"$TMP/sub2.err"
-    local want got
-    want=$(first_base)
+    after=$(first_base)
     got=$(head -1 "$TMP/sub2.json" | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["offset"])')
-    [ "$got" = "$want" ] || fail "from-beginning started at $got, first segment is $want"
+    [ "$got" -ge "$before" ] && [ "$got" -le "$after" ] ||
+        fail "from-beginning started at $got, first segment $before (before) .. $after (after)"
     [ ! -s "$TMP/sub2.err" ] || fail "from-beginning got notices: $(cat "$TMP/sub2.err")"
     "$PB" cat --verify "$DATA" >"$TMP/verify.out" 2>"$TMP/verify.err" || fail "cat --verify: $(cat "$TMP/verify.out" "$TMP/verify.err")"
     # START_OFFSETS below the first offset: one OUT_OF_RANGE notice naming
     # the removed range, then delivery from the first offset on.
+    before=$(first_base)
     "$PB" sub --from-offset events:0 --until-caught-up --format json '.*' >"$TMP/sub3.json" 2>"$TMP/sub3.err"
+    after=$(first_base)
     got=$(head -1 "$TMP/sub3.json" | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["offset"])')
-    [ "$got" = "$want" ] || fail "from-offset 0 started at $got, first segment is $want"
-    grep -q "offsets 0\.\.$((want - 1)) of partition events were removed by retention" "$TMP/sub3.err" ||
-        fail "no OUT_OF_RANGE notice for 0..$((want - 1)): $(cat "$TMP/sub3.err")"
+    [ "$got" -ge "$before" ] && [ "$got" -le "$after" ] ||
+        fail "from-offset 0 started at $got, first segment $before (before) .. $after (after)"
+    grep -q "offsets 0\.\.$((got - 1)) of partition events were removed by retention" "$TMP/sub3.err" ||
+        fail "no OUT_OF_RANGE notice for 0..$((got - 1)): $(cat "$TMP/sub3.err")"
     # cat from an offset below the first: a note, exit 0.
     "$PB" cat --from-offset 0 --format json "$DATA" >"$TMP/cat3.json" 2>"$TMP/cat3.err" ||
         fail "cat --from-offset 0: exit $? ($(cat "$TMP/cat3.err"))"
