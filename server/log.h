@@ -78,9 +78,10 @@ typedef struct log_options {
     int (*recycle)(void *ctx, const fileio *io, const char *path, uint32_t spares);
     /* Where recycle enters the spares it makes (recycle.h), so that
      * rotations and retain_bytes need not look at the directory; the
-     * caller keeps it alive while the log is open. NULL (a recycle that
-     * does not tell, e.g. one done in line): the log's own, which it fills
-     * from the directory again after each path recycle took. */
+     * caller keeps it alive while the log is open. NULL only with a
+     * recycle done in line (it has made the spare when it returns): the
+     * log's own, read from the directory again after each path recycle
+     * took. */
     struct spare_ledger *spare_ledger;
     /* Every ack follows the fdatasync of what it covers (fsync = always):
      * zeros after the last record at recovery were never acked, and are

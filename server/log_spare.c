@@ -81,17 +81,6 @@ static spare_ledger *ledger(pb_log *log)
     return &log->own_spares;
 }
 
-/* Whether the segment's name is taken (a take would rename over it, where
- * a create refuses: O_EXCL). */
-static bool segment_exists(pb_log *log)
-{
-    int fd = log->io->open(log->io, log->log_path, O_RDONLY, 0);
-    if (fd < 0)
-        return false;
-    (void)log->io->close(log->io, fd);
-    return true;
-}
-
 int log_take_spare(pb_log *log, uint64_t base, int64_t created)
 {
     char spare[PATH_MAX];
@@ -101,7 +90,9 @@ int log_take_spare(pb_log *log, uint64_t base, int64_t created)
     bool any = false;
     for (unsigned k = 0; k < RECYCLE_MAX_SPARES; k++)
         any |= atomic_load_explicit(&l->slot[k], memory_order_relaxed) != 0;
-    if (!any || segment_exists(log))
+    /* Never over an existing segment (a create would refuse it: O_EXCL),
+     * nor over a name that cannot be checked. */
+    if (!any || recycle_name_taken(log->io, log->log_path))
         return 1;
     for (unsigned k = 0; k < RECYCLE_MAX_SPARES; k++) {
         /* Cleared before the rename frees the name: from then on the

@@ -470,11 +470,12 @@ int partition_open(partition **out, const char *data_dir, const char *name,
         p->opts.log.discard = discard_segment;
         p->opts.log.discard_fd = discard_segment_fd;
         p->opts.log.discard_ctx = p;
-        /* Without memory for the ledger the log reads the spares from the
-         * directory (log_spare.c). */
         if (!p->opts.log.recycle) {
             p->opts.log.recycle = recycle_segment_cb;
-            p->spares = spare_ledger_new();
+            if (!(p->spares = spare_ledger_new())) {
+                rc = PB_ENOMEM;
+                goto fail;
+            }
             p->opts.log.spare_ledger = p->spares;
         }
     }

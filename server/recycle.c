@@ -45,7 +45,7 @@ int recycle_spare_path(char *out, size_t cap, const char *dir, unsigned k)
     return n < 0 || (size_t)n >= cap ? PB_EINVAL : 0;
 }
 
-static bool exists(const fileio *io, const char *path)
+bool recycle_name_taken(const fileio *io, const char *path)
 {
     int fd = io->open(io, path, O_RDONLY, 0);
     if (fd < 0)
@@ -60,7 +60,7 @@ static int free_slot(const fileio *io, const char *dir, unsigned spares, char *p
     for (unsigned k = 0; k < spares && k < RECYCLE_MAX_SPARES; k++) {
         if (recycle_spare_path(path, cap, dir, k) < 0)
             return -1;
-        if (!exists(io, path))
+        if (!recycle_name_taken(io, path))
             return (int)k;
     }
     return -1;

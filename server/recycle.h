@@ -31,6 +31,7 @@
 #include "fileio.h"
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,8 +39,9 @@
 
 /* The spares of one partition directory as its writer knows them without
  * looking (a rotation and each retention run would otherwise open and stat
- * every spare name: 3-4 openat per rotation, ~28 ms per 1.5 GB published,
- * tests/bench/NOTES.md). slot[k] holds the bytes of spare k plus one, or 0
+ * every spare name: about 2.4 openat and 1 close more per rotation, the
+ * time within the noise; tests/bench/NOTES.md, "The spares known without
+ * looking"). slot[k] holds the bytes of spare k plus one, or 0
  * when there is none. The writer fills the slots from the directory at
  * open (log_tidy_spares), clears slot k before it renames spare k away
  * (log_take_spare) and sums them for retain_bytes (log_spare_bytes); the
@@ -70,6 +72,10 @@ void spare_ledger_drop(spare_ledger *l);
 
 /* <dir>/spare.<k>. 0, or PB_EINVAL when it does not fit in cap. */
 int recycle_spare_path(char *out, size_t cap, const char *dir, unsigned k);
+
+/* Whether path's name is taken, as a rename onto it must assume: true when
+ * it opens, and when the open fails for any reason but ENOENT (unsure). */
+bool recycle_name_taken(const fileio *io, const char *path);
 
 /* Makes the removed segment at del_path (a <base>.log.del whose rename is
  * durable) spare number k of its directory for the first free k below

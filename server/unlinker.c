@@ -117,7 +117,8 @@ static void unlink_one(unlinker *u, doomed *d)
         return;
     }
     /* A removed segment kept as a zeroed spare is not freed at all. */
-    if (d->spares > 0 && steppable(d->path) &&         recycle_segment_into(d->io, d->path, d->spares, d->ledger) == 0) {
+    if (d->spares > 0 && steppable(d->path) &&
+        recycle_segment_into(d->io, d->path, d->spares, d->ledger) == 0) {
         atomic_fetch_add_explicit(&u->recycled, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&u->done, 1, memory_order_relaxed);
         return;
