@@ -313,8 +313,13 @@ bool partition_ahead_while_waiting(void *arg)
     pthread_mutex_unlock(&p->lock);
     if (!list)
         return false;
+    /* (The helper thread, if started, is idle: only this round counts.) */
+    uint64_t before = atomic_load_explicit(&p->events_ahead, memory_order_relaxed);
     if (!admit_round(p, a, list, a->rounds++))
         a->waiting = false; /* a part the log refuses, or no memory: the writer's */
+    atomic_fetch_add_explicit(&p->events_ahead_writer,
+                              atomic_load_explicit(&p->events_ahead, memory_order_relaxed) - before,
+                              memory_order_relaxed);
     requeue_front(p, a->rest);
     a->rest = NULL;
     return true;
