@@ -103,5 +103,14 @@ ph_batch *ph_publish(ph_fixture *f, partition *p, size_t n, uint64_t first_seq);
 /* Reads the partition back: offsets 0..count-1, each event = client bytes
  * + the server_receive_time suffix with the record's time. */
 void ph_check_files(ph_fixture *f, uint64_t count);
+/* The durability check, byte-precise: reads the partition <root>/p
+ * through io (NULL: the real file system) and holds every acked event of
+ * the nb batches against it. An event acked as stored (status 0, not a
+ * duplicate) must be the record at its acked offset byte for byte (its
+ * topic, id and payload) followed by the server_receive_time suffix of
+ * the record's time; one acked as a duplicate, a record with its id at
+ * the offset its ack named. The offsets run from 0 without a gap and no id
+ * is stored twice. Returns the log's end (its records). */
+uint64_t ph_check_acked(ph_fixture *f, const fileio *io, ph_batch *const *b, size_t nb);
 
 #endif

@@ -1,0 +1,382 @@
+/*
+ * test_ahead_fail - the failure paths of a take whose next take was
+ * admitted ahead (server/partition_ahead.c), over the simulated disk
+ * (tests/lib/simio: its fault injection, its write and sync hooks, its
+ * power loss), through the real partition writer:
+ *   - ENOSPC in the middle of a take's append while the next take was
+ *     admitted ahead, by the helper thread (takes synced in line) and by
+ *     the writer itself (a pipelined append with direct writes): neither
+ *     take is acked, neither take's ids stay in the dedup window, the
+ *     ahead parts go back to the queue and are refused with the full disk;
+ *     once space is back (the upkeep's resume, issue 14) a retry of every
+ *     refused event is stored once: the records of the failed take that
+ *     reached the disk whole (kept by the resume) are acked as duplicates
+ *     of themselves, everything else is stored (never a duplicate of
+ *     something not stored: JetStream's PR #6415); and all of it survives
+ *     a power loss right after;
+ *   - a failed direct write followed by a failed fdatasync on the same
+ *     take, and a failed fdatasync (of the pending take) followed by a
+ *     failed direct write of the take appended behind it, with a take
+ *     admitted ahead: the same rules, except that a failed sync never
+ *     heals: the retries go to the partition reopened after a restart.
+ * Every check of the log is byte-precise (ph_check_acked). Waits are
+ * bounded (WAIT_LIMITS); the sim's choices are seeded.
+ */
+#include "dedup.h"
+#include "event.h"
+#include "partharness.h"
+#include "partition.h"
+#include "partition_internal.h"
+#include "pb_errors.h"
+#include "simio.h"
+
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+enum { BIG = MAX_EVENTS, A_PARTS = PARTITION_TAKE_EVENTS / BIG, NB = A_PARTS + 3 };
+#define GIB (1024ull * 1024 * 1024)
+
+/* The test's disk: the sim, with a space() the test sets (the upkeep's
+ * probe: a full disk heals only once it reports room). */
+static simio *sim;
+static fileio sim_io;
+static _Atomic uint64_t avail;
+
+static int sim_space(const fileio *io, const char *path, uint64_t *a, uint64_t *total)
+{
+    *a = atomic_load(&avail);
+    *total = 100 * GIB;
+    return 0;
+}
+
+static uint64_t ahead_now(partition *p, bool writer)
+{
+    partition_stats st;
+    partition_get_stats(p, &st);
+    return writer ? st.events_ahead_writer : st.events_ahead;
+}
+
+/* The write hook: once (armed), waits (bounded) until `want` events were
+ * admitted ahead (by the writer itself if writer), then makes the writes
+ * and syncs in mask fail with err after `skip` more (this write counts). */
+typedef struct fault_plan {
+    partition *p;
+    _Atomic bool armed;
+    bool writer;
+    uint64_t want;
+    unsigned mask;
+    uint64_t skip;
+    int err;
+} fault_plan;
+
+static void fail_when_ahead(void *arg)
+{
+    fault_plan *w = arg;
+    if (!atomic_exchange(&w->armed, false))
+        return;
+    for (int i = 0; i < WAIT_LIMITS * 1000 && ahead_now(w->p, w->writer) < w->want; i++)
+        nanosleep(&(struct timespec){.tv_nsec = 1000 * 1000}, NULL);
+    assert_int_equal(simio_set_fault(sim, w->mask, w->skip, w->err, ".log"), 0);
+}
+
+/* The fixture's partition over a fresh sim: ids, min_free_bytes; direct
+ * writes (every take pipelined once the dedup mark exists) if direct. */
+static partition *open_sim(ph_fixture *f, bool direct)
+{
+    assert_int_equal(simio_create(&sim), 0);
+    assert_int_equal(simio_add_root(sim, f->root), 0);
+    sim_io = *simio_io(sim);
+    sim_io.space = sim_space;
+    atomic_store(&avail, 50 * GIB);
+    f->opts.log.io = &sim_io;
+    f->opts.log.direct_min_bytes = direct ? 1 : 0;
+    f->opts.log.direct_align = 512;
+    f->opts.min_free_bytes = GIB;
+    f->opts.dedup_window_ms = 60000;
+    f->opts.dedup_max_entries = 100000;
+    f->h.check_durable = false; /* the harness's own io is not in use */
+    return ph_open(f);
+}
+
+static ph_batch *ids_batch(ph_fixture *f, partition *p, uint64_t seq, uint64_t id)
+{
+    ph_batch *tb = ph_batch_new(&f->h, p, BIG, seq);
+    ph_give_ids(tb, seq, id, 0);
+    return tb;
+}
+
+/* Submits the batches [from, to) (all but the last as one queue append,
+ * then the last through partition_submit, which starts a dormant writer)
+ * and waits for them. */
+static void submit_wait(ph_fixture *f, partition *p, ph_batch **b, size_t from, size_t to)
+{
+    pthread_mutex_lock(&f->h.lock);
+    size_t before = f->h.done_count;
+    pthread_mutex_unlock(&f->h.lock);
+    for (size_t i = from; i < to; i++) {
+        pub_part *part = &b[i]->part;
+        part->partition = p;
+        part->status = 1;
+        part->next = NULL;
+        atomic_store(&b[i]->b.pending, 1);
+        for (uint32_t k = 0; k < part->count; k++) {
+            b[i]->ev[k].offset = UINT64_MAX;
+            b[i]->ev[k].duplicate = false;
+        }
+    }
+    pthread_mutex_lock(&p->lock);
+    for (size_t i = from; i + 1 < to; i++) {
+        pub_part *part = &b[i]->part;
+        if (p->tail)
+            p->tail->next = part;
+        else
+            p->head = part;
+        p->tail = part;
+    }
+    pthread_cond_signal(&p->wake);
+    pthread_mutex_unlock(&p->lock);
+    partition_submit(p, &b[to - 1]->part);
+    ph_wait_done(&f->h, before + (to - from));
+}
+
+/* The batches: two stored first (the dedup mark in line, then one more),
+ * A (a whole take) and B queued behind it. Ids: batch i's are i * BIG.. */
+static ph_batch **make_batches(ph_fixture *f, partition *p)
+{
+    ph_batch **b = calloc(NB, sizeof *b);
+    assert_non_null(b);
+    for (size_t i = 0; i < NB; i++)
+        b[i] = ids_batch(f, p, i * BIG, i * BIG);
+    submit_wait(f, p, b, 0, 2);
+    assert_int_equal(b[0]->part.status, 0);
+    assert_int_equal(b[1]->part.status, 0);
+    return b;
+}
+
+static void free_batches(ph_batch **b)
+{
+    for (size_t i = 0; i < NB; i++)
+        free(b[i]);
+    free(b);
+}
+
+/* After the failure: nothing from A (batches 2..NB-2) or B (NB-1) acked,
+ * none of their ids in the window, the two stored batches' kept. */
+static void check_refused(partition *p, ph_batch **b, uint64_t end)
+{
+    for (size_t i = 2; i < NB; i++)
+        assert_true(b[i]->part.status < 0);
+    assert_int_equal(partition_end_offset(p), end);
+    for (uint64_t k = 2 * BIG; k < NB * BIG; k++)
+        assert_int_equal(ph_window_has(p, k), UINT64_MAX);
+    for (uint64_t k = 0; k < 2 * BIG; k++)
+        assert_int_equal(ph_window_has(p, k), k);
+}
+
+/* Retries every refused batch: each acked; an event acked as a duplicate
+ * only of a record that holds it (kept whole from the failed take: at or
+ * above `kept_from`, below `kept_to`), the rest stored. Returns how many
+ * were duplicates. */
+static uint64_t retry_refused(ph_fixture *f, partition *p, ph_batch **b, uint64_t kept_from,
+                              uint64_t kept_to)
+{
+    submit_wait(f, p, b, 2, NB);
+    uint64_t dups = 0;
+    for (size_t i = 2; i < NB; i++) {
+        assert_int_equal(b[i]->part.status, 0);
+        for (uint32_t k = 0; k < BIG; k++) {
+            if (!b[i]->ev[k].duplicate)
+                continue;
+            dups++;
+            assert_true(b[i]->ev[k].offset >= kept_from && b[i]->ev[k].offset < kept_to);
+        }
+    }
+    ph_check_acked(f, &sim_io, b, NB);
+    assert_int_equal(partition_end_offset(p), (uint64_t)NB * BIG); /* each event once */
+    return dups;
+}
+
+/* The power goes right after (seeded): every acked event is still there,
+ * and a retry of everything is all duplicates at the acked offsets. */
+static void power_loss_keeps_all(ph_fixture *f, partition *p, ph_batch **b, uint64_t seed)
+{
+    uint64_t *want = malloc(NB * BIG * sizeof *want);
+    assert_non_null(want);
+    for (size_t i = 0; i < NB; i++)
+        for (uint32_t k = 0; k < BIG; k++)
+            want[i * BIG + k] = b[i]->ev[k].offset;
+    simio_crash_at(sim, simio_ops(sim) + 1);
+    (void)partition_close(p);
+    assert_int_equal(simio_power_loss(sim, seed, NULL), 0);
+    ph_check_acked(f, &sim_io, b, NB);
+    p = ph_open(f);
+    submit_wait(f, p, b, 0, NB);
+    for (size_t i = 0; i < NB; i++) {
+        assert_int_equal(b[i]->part.status, 0);
+        for (uint32_t k = 0; k < BIG; k++) {
+            assert_true(b[i]->ev[k].duplicate);
+            assert_int_equal(b[i]->ev[k].offset, want[i * BIG + k]);
+        }
+    }
+    free(want);
+    assert_int_equal(partition_close(p), 0);
+}
+
+/* The partition heals once space is back (the upkeep tick, bounded). */
+static void heal(partition *p)
+{
+    assert_int_equal(partition_status(p), -ENOSPC);
+    assert_int_equal(simio_set_fault(sim, 0, 0, 0, NULL), 0);
+    for (int i = 0; i < WAIT_LIMITS * 1000 && partition_status(p) != 0; i++) {
+        partition_upkeep_tick(p, 0);
+        nanosleep(&(struct timespec){.tv_nsec = 1000 * 1000}, NULL);
+    }
+    assert_int_equal(partition_status(p), 0);
+}
+
+/* ENOSPC in A's append, B admitted ahead (writer: by the writer itself
+ * during a pipelined append; else by the helper thread): the first write
+ * of A goes through (its records whole: kept by the resume), the rest
+ * fail. */
+static void enospc_with_ahead(ph_fixture *f, bool writer, uint64_t seed)
+{
+    partition *p = open_sim(f, writer);
+    ph_batch **b = make_batches(f, p);
+    fault_plan w = {.p = p,
+                    .armed = true,
+                    .writer = writer,
+                    .want = ahead_now(p, writer) + BIG,
+                    .mask = SIMIO_PWRITEV,
+                    .skip = 1,
+                    .err = ENOSPC};
+    simio_set_write_hook(sim, fail_when_ahead, &w);
+    submit_wait(f, p, b, 2, NB);
+    simio_set_write_hook(sim, NULL, NULL);
+    assert_false(atomic_load(&w.armed));
+    assert_int_equal(ahead_now(p, writer), w.want); /* B, once */
+    check_refused(p, b, 2 * BIG);
+    for (size_t i = 2; i < NB; i++)
+        assert_int_equal(b[i]->part.status, -ENOSPC);
+    heal(p);
+    uint64_t kept = partition_end_offset(p) - 2 * BIG;
+    assert_true(kept < PARTITION_TAKE_EVENTS);
+    for (uint64_t k = 0; k < kept; k++) /* the resume put them back: stored */
+        assert_int_equal(ph_window_has(p, 2 * BIG + k), 2 * BIG + k);
+    assert_int_equal(retry_refused(f, p, b, 2 * BIG, 2 * BIG + kept), kept);
+    power_loss_keeps_all(f, p, b, seed);
+    free_batches(b);
+    simio_destroy(sim);
+}
+
+static void test_enospc_helper_ahead(void **state)
+{
+    enospc_with_ahead(*state, false, 11);
+}
+
+static void test_enospc_writer_ahead(void **state)
+{
+    enospc_with_ahead(*state, true, 12);
+}
+
+/* A failed sync: no heal. The partition is reopened after a restart
+ * (kill -9: the page cache stays) and every refused batch retried. */
+static void retry_after_restart(ph_fixture *f, partition *p, ph_batch **b, uint64_t seed)
+{
+    for (int i = 0; i < 20; i++) {
+        partition_upkeep_tick(p, 0);
+        nanosleep(&(struct timespec){.tv_nsec = 1000 * 1000}, NULL);
+    }
+    assert_true(partition_status(p) < 0); /* a failed sync never heals */
+    assert_int_equal(simio_set_fault(sim, 0, 0, 0, NULL), 0);
+    assert_true(partition_close(p) < 0);
+    simio_restart(sim);
+    p = ph_open(f);
+    uint64_t end = partition_end_offset(p);
+    assert_true(end >= 2 * BIG);
+    retry_refused(f, p, b, 2 * BIG, end);
+    power_loss_keeps_all(f, p, b, seed);
+}
+
+/* A's direct write fails (ENOSPC) after B was admitted ahead by the
+ * writer, and the fdatasync queued behind A's last write fails too. */
+static void test_failed_write_then_sync(void **state)
+{
+    ph_fixture *f = *state;
+    partition *p = open_sim(f, true);
+    ph_batch **b = make_batches(f, p);
+    fault_plan w = {.p = p,
+                    .armed = true,
+                    .writer = true,
+                    .want = ahead_now(p, true) + BIG,
+                    .mask = SIMIO_PWRITEV | SIMIO_FDATASYNC,
+                    .skip = 1,
+                    .err = ENOSPC};
+    simio_set_write_hook(sim, fail_when_ahead, &w);
+    submit_wait(f, p, b, 2, NB);
+    simio_set_write_hook(sim, NULL, NULL);
+    assert_false(atomic_load(&w.armed));
+    assert_int_equal(ahead_now(p, true), w.want);
+    check_refused(p, b, 2 * BIG);
+    retry_after_restart(f, p, b, 21);
+    free_batches(b);
+    simio_destroy(sim);
+}
+
+/* The reverse order: A (a whole take, pipelined) is written, B (the next
+ * whole take) admitted ahead by the writer during A's append; A's
+ * fdatasync fails, and so does B's direct write behind it (if B's append
+ * gets that far: a log already failed refuses it before writing). C,
+ * queued behind B, is refused too. */
+static void sync_fails(void *arg)
+{
+    fault_plan *w = arg;
+    if (atomic_exchange(&w->armed, false))
+        assert_int_equal(simio_set_fault(sim, w->mask, 0, w->err, ".log"), 0);
+}
+
+static void test_failed_sync_then_write(void **state)
+{
+    ph_fixture *f = *state;
+    partition *p = open_sim(f, true);
+    ph_batch **b = make_batches(f, p);
+    /* A's first write waits until B is admitted ahead; A's sync (the
+     * next .log sync) then fails, and every write after it. */
+    fault_plan w = {.p = p,
+                    .armed = true,
+                    .writer = true,
+                    .want = ahead_now(p, true) + BIG,
+                    .mask = 0,
+                    .err = 0};
+    fault_plan s = {.p = p, .armed = true, .mask = SIMIO_PWRITEV | SIMIO_FDATASYNC, .err = EIO};
+    simio_set_write_hook(sim, fail_when_ahead, &w);
+    simio_set_sync_hook(sim, sync_fails, &s);
+    submit_wait(f, p, b, 2, NB);
+    simio_set_write_hook(sim, NULL, NULL);
+    simio_set_sync_hook(sim, NULL, NULL);
+    assert_false(atomic_load(&s.armed));
+    assert_int_equal(ahead_now(p, true), w.want);
+    check_refused(p, b, 2 * BIG);
+    retry_after_restart(f, p, b, 22);
+    free_batches(b);
+    simio_destroy(sim);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_enospc_helper_ahead, ph_setup, ph_teardown),
+        cmocka_unit_test_setup_teardown(test_enospc_writer_ahead, ph_setup, ph_teardown),
+        cmocka_unit_test_setup_teardown(test_failed_write_then_sync, ph_setup, ph_teardown),
+        cmocka_unit_test_setup_teardown(test_failed_sync_then_write, ph_setup, ph_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
