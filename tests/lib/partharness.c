@@ -342,6 +342,21 @@ partition *ph_open(ph_fixture *f)
     return p;
 }
 
+void ph_queue_parts(partition *p, pub_part *const *parts, size_t n)
+{
+    pthread_mutex_lock(&p->lock);
+    for (size_t i = 0; i < n; i++) {
+        parts[i]->next = NULL;
+        if (p->tail)
+            p->tail->next = parts[i];
+        else
+            p->head = parts[i];
+        p->tail = parts[i];
+    }
+    pthread_cond_signal(&p->wake);
+    pthread_mutex_unlock(&p->lock);
+}
+
 /* Submits one batch of n events and waits for its done(). */
 ph_batch *ph_publish(ph_fixture *f, partition *p, size_t n, uint64_t first_seq)
 {
@@ -512,7 +527,8 @@ uint64_t ph_check_acked(ph_fixture *f, const fileio *io, ph_batch *const *b, siz
     qsort(recs, end, sizeof *recs, id_cmp);
     for (uint64_t o = 0; o + 1 < end; o++) {
         const uint8_t *id;
-        if (dedup_event_id(recs[o].bytes, recs[o].len, &id) > 0 && id_cmp(&recs[o], &recs[o + 1]) == 0)
+        if (dedup_event_id(recs[o].bytes, recs[o].len, &id) > 0 &&
+            id_cmp(&recs[o], &recs[o + 1]) == 0)
             fail_msg("an id is stored twice");
     }
     for (uint64_t o = 0; o < end; o++)

@@ -98,6 +98,10 @@ void ph_give_ids(ph_batch *tb, uint64_t first_seq, uint64_t first_id, uint32_t n
  * offset, or UINT64_MAX. Read only while the writer waits (a sync held at
  * the gate) or is idle. */
 uint64_t ph_window_has(partition *p, uint64_t n);
+/* Queues the n parts in one go (no take can start between them), as the
+ * loop thread would, and wakes a running writer (a dormant one is started
+ * only by partition_submit). */
+void ph_queue_parts(partition *p, pub_part *const *parts, size_t n);
 /* Submits one batch of n events and waits for its done(). */
 ph_batch *ph_publish(ph_fixture *f, partition *p, size_t n, uint64_t first_seq);
 /* Reads the partition back: offsets 0..count-1, each event = client bytes

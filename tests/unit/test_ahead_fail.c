@@ -67,7 +67,8 @@ static uint64_t ahead_now(partition *p, bool writer)
 
 /* The write hook: once (armed), waits (bounded) until `want` events were
  * admitted ahead (by the writer itself if writer), then makes the writes
- * and syncs in mask fail with err after `skip` more (this write counts). */
+ * and syncs in mask fail with err after `skip` more (this write counts);
+ * ENOSPC: the free space probe says so too (below min_free_bytes). */
 typedef struct fault_plan {
     partition *p;
     _Atomic bool armed;
@@ -85,6 +86,8 @@ static void fail_when_ahead(void *arg)
         return;
     for (int i = 0; i < WAIT_LIMITS * 1000 && ahead_now(w->p, w->writer) < w->want; i++)
         nanosleep(&(struct timespec){.tv_nsec = 1000 * 1000}, NULL);
+    if (w->err == ENOSPC)
+        atomic_store(&avail, GIB / 2);
     assert_int_equal(simio_set_fault(sim, w->mask, w->skip, w->err, ".log"), 0);
 }
 
@@ -133,17 +136,10 @@ static void submit_wait(ph_fixture *f, partition *p, ph_batch **b, size_t from, 
             b[i]->ev[k].duplicate = false;
         }
     }
-    pthread_mutex_lock(&p->lock);
-    for (size_t i = from; i + 1 < to; i++) {
-        pub_part *part = &b[i]->part;
-        if (p->tail)
-            p->tail->next = part;
-        else
-            p->head = part;
-        p->tail = part;
-    }
-    pthread_cond_signal(&p->wake);
-    pthread_mutex_unlock(&p->lock);
+    pub_part *parts[NB];
+    for (size_t i = from; i + 1 < to; i++)
+        parts[i - from] = &b[i]->part;
+    ph_queue_parts(p, parts, to - from - 1);
     partition_submit(p, &b[to - 1]->part);
     ph_wait_done(&f->h, before + (to - from));
 }
@@ -160,13 +156,6 @@ static ph_batch **make_batches(ph_fixture *f, partition *p)
     assert_int_equal(b[0]->part.status, 0);
     assert_int_equal(b[1]->part.status, 0);
     return b;
-}
-
-static void free_batches(ph_batch **b)
-{
-    for (size_t i = 0; i < NB; i++)
-        free(b[i]);
-    free(b);
 }
 
 /* After the failure: nothing from A (batches 2..NB-2) or B (NB-1) acked,
@@ -231,11 +220,17 @@ static void power_loss_keeps_all(ph_fixture *f, partition *p, ph_batch **b, uint
     assert_int_equal(partition_close(p), 0);
 }
 
-/* The partition heals once space is back (the upkeep tick, bounded). */
+/* The partition stays stopped while the disk is full, and heals once
+ * space is back (the upkeep tick, bounded). */
 static void heal(partition *p)
 {
+    for (int i = 0; i < 20; i++) {
+        partition_upkeep_tick(p, 0);
+        nanosleep(&(struct timespec){.tv_nsec = 1000 * 1000}, NULL);
+    }
     assert_int_equal(partition_status(p), -ENOSPC);
     assert_int_equal(simio_set_fault(sim, 0, 0, 0, NULL), 0);
+    atomic_store(&avail, 50 * GIB);
     for (int i = 0; i < WAIT_LIMITS * 1000 && partition_status(p) != 0; i++) {
         partition_upkeep_tick(p, 0);
         nanosleep(&(struct timespec){.tv_nsec = 1000 * 1000}, NULL);
@@ -243,38 +238,72 @@ static void heal(partition *p)
     assert_int_equal(partition_status(p), 0);
 }
 
-/* ENOSPC in A's append, B admitted ahead (writer: by the writer itself
- * during a pipelined append; else by the helper thread): the first write
- * of A goes through (its records whole: kept by the resume), the rest
- * fail. */
-static void enospc_with_ahead(ph_fixture *f, bool writer, uint64_t seed)
+/* The sync hook: once (armed), the calls in mask fail with err from this
+ * sync on. */
+static void sync_fails(void *arg)
 {
-    partition *p = open_sim(f, writer);
+    fault_plan *w = arg;
+    if (atomic_exchange(&w->armed, false))
+        assert_int_equal(simio_set_fault(sim, w->mask, 0, w->err, ".log"), 0);
+}
+
+/* A failing with B admitted ahead (writer: by the writer itself during a
+ * pipelined append; else by the helper thread while A is written and
+ * synced in line): A's first write waits until B is admitted, then the
+ * calls in mask fail with err after `skip` more (this write counts), and
+ * (sync, if not NULL) its plan runs at the next file sync. Checked:
+ * neither take acked, B admitted once, none of their ids in the window.
+ * *pp: the partition; returns the batches. */
+static ph_batch **fail_with_b_ahead(ph_fixture *f, partition **pp, bool writer, unsigned mask,
+                                    uint64_t skip, int err, fault_plan *sync)
+{
+    partition *p = *pp = open_sim(f, writer);
     ph_batch **b = make_batches(f, p);
     fault_plan w = {.p = p,
                     .armed = true,
                     .writer = writer,
                     .want = ahead_now(p, writer) + BIG,
-                    .mask = SIMIO_PWRITEV,
-                    .skip = 1,
-                    .err = ENOSPC};
+                    .mask = mask,
+                    .skip = skip,
+                    .err = err};
     simio_set_write_hook(sim, fail_when_ahead, &w);
+    if (sync)
+        simio_set_sync_hook(sim, sync_fails, sync);
     submit_wait(f, p, b, 2, NB);
     simio_set_write_hook(sim, NULL, NULL);
+    simio_set_sync_hook(sim, NULL, NULL);
     assert_false(atomic_load(&w.armed));
+    assert_true(!sync || !atomic_load(&sync->armed));
     assert_int_equal(ahead_now(p, writer), w.want); /* B, once */
     check_refused(p, b, 2 * BIG);
+    return b;
+}
+
+static void done_with(ph_batch **b)
+{
+    for (size_t i = 0; i < NB; i++)
+        free(b[i]);
+    free(b);
+    simio_destroy(sim);
+}
+
+/* ENOSPC in A's append after its first write (its records whole: kept by
+ * the resume), B admitted ahead: both refused with the full disk; healed,
+ * the retries stored once. */
+static void enospc_with_ahead(ph_fixture *f, bool writer, uint64_t seed)
+{
+    partition *p;
+    ph_batch **b = fail_with_b_ahead(f, &p, writer, SIMIO_PWRITEV, 1, ENOSPC, NULL);
     for (size_t i = 2; i < NB; i++)
         assert_int_equal(b[i]->part.status, -ENOSPC);
     heal(p);
     uint64_t kept = partition_end_offset(p) - 2 * BIG;
-    assert_true(kept < PARTITION_TAKE_EVENTS);
+    assert_true(kept > 0 && kept < PARTITION_TAKE_EVENTS);
     for (uint64_t k = 0; k < kept; k++) /* the resume put them back: stored */
         assert_int_equal(ph_window_has(p, 2 * BIG + k), 2 * BIG + k);
     assert_int_equal(retry_refused(f, p, b, 2 * BIG, 2 * BIG + kept), kept);
     power_loss_keeps_all(f, p, b, seed);
-    free_batches(b);
-    simio_destroy(sim);
+    done_with(b);
 }
 
 static void test_enospc_helper_ahead(void **state)
@@ -287,15 +316,17 @@ static void test_enospc_writer_ahead(void **state)
     enospc_with_ahead(*state, true, 12);
 }
 
-/* A failed sync: no heal. The partition is reopened after a restart
- * (kill -9: the page cache stays) and every refused batch retried. */
+/* A failed sync: no heal, even once the disk has room. The partition is
+ * reopened after a restart (kill -9: the page cache stays) and every
+ * refused batch retried. */
 static void retry_after_restart(ph_fixture *f, partition *p, ph_batch **b, uint64_t seed)
 {
+    atomic_store(&avail, 50 * GIB);
     for (int i = 0; i < 20; i++) {
         partition_upkeep_tick(p, 0);
         nanosleep(&(struct timespec){.tv_nsec = 1000 * 1000}, NULL);
     }
-    assert_true(partition_status(p) < 0); /* a failed sync never heals */
+    assert_true(partition_status(p) < 0);
     assert_int_equal(simio_set_fault(sim, 0, 0, 0, NULL), 0);
     assert_true(partition_close(p) < 0);
     simio_restart(sim);
@@ -304,70 +335,29 @@ static void retry_after_restart(ph_fixture *f, partition *p, ph_batch **b, uint6
     assert_true(end >= 2 * BIG);
     retry_refused(f, p, b, 2 * BIG, end);
     power_loss_keeps_all(f, p, b, seed);
+    done_with(b);
 }
 
 /* A's direct write fails (ENOSPC) after B was admitted ahead by the
  * writer, and the fdatasync queued behind A's last write fails too. */
 static void test_failed_write_then_sync(void **state)
 {
-    ph_fixture *f = *state;
-    partition *p = open_sim(f, true);
-    ph_batch **b = make_batches(f, p);
-    fault_plan w = {.p = p,
-                    .armed = true,
-                    .writer = true,
-                    .want = ahead_now(p, true) + BIG,
-                    .mask = SIMIO_PWRITEV | SIMIO_FDATASYNC,
-                    .skip = 1,
-                    .err = ENOSPC};
-    simio_set_write_hook(sim, fail_when_ahead, &w);
-    submit_wait(f, p, b, 2, NB);
-    simio_set_write_hook(sim, NULL, NULL);
-    assert_false(atomic_load(&w.armed));
-    assert_int_equal(ahead_now(p, true), w.want);
-    check_refused(p, b, 2 * BIG);
-    retry_after_restart(f, p, b, 21);
-    free_batches(b);
-    simio_destroy(sim);
+    partition *p;
+    ph_batch **b =
+        fail_with_b_ahead(*state, &p, true, SIMIO_PWRITEV | SIMIO_FDATASYNC, 1, ENOSPC, NULL);
+    retry_after_restart(*state, p, b, 21);
 }
 
-/* The reverse order: A (a whole take, pipelined) is written, B (the next
- * whole take) admitted ahead by the writer during A's append; A's
- * fdatasync fails, and so does B's direct write behind it (if B's append
- * gets that far: a log already failed refuses it before writing). C,
- * queued behind B, is refused too. */
-static void sync_fails(void *arg)
-{
-    fault_plan *w = arg;
-    if (atomic_exchange(&w->armed, false))
-        assert_int_equal(simio_set_fault(sim, w->mask, 0, w->err, ".log"), 0);
-}
-
+/* The reverse order: A (a whole take, pipelined) is written, B admitted
+ * ahead by the writer during A's append; A's fdatasync fails (EIO), and so
+ * does every write after it: B's, queued behind that sync (or B is
+ * refused before writing, if the log's failure is known by then). */
 static void test_failed_sync_then_write(void **state)
 {
-    ph_fixture *f = *state;
-    partition *p = open_sim(f, true);
-    ph_batch **b = make_batches(f, p);
-    /* A's first write waits until B is admitted ahead; A's sync (the
-     * next .log sync) then fails, and every write after it. */
-    fault_plan w = {.p = p,
-                    .armed = true,
-                    .writer = true,
-                    .want = ahead_now(p, true) + BIG,
-                    .mask = 0,
-                    .err = 0};
-    fault_plan s = {.p = p, .armed = true, .mask = SIMIO_PWRITEV | SIMIO_FDATASYNC, .err = EIO};
-    simio_set_write_hook(sim, fail_when_ahead, &w);
-    simio_set_sync_hook(sim, sync_fails, &s);
-    submit_wait(f, p, b, 2, NB);
-    simio_set_write_hook(sim, NULL, NULL);
-    simio_set_sync_hook(sim, NULL, NULL);
-    assert_false(atomic_load(&s.armed));
-    assert_int_equal(ahead_now(p, true), w.want);
-    check_refused(p, b, 2 * BIG);
-    retry_after_restart(f, p, b, 22);
-    free_batches(b);
-    simio_destroy(sim);
+    partition *p;
+    fault_plan s = {.armed = true, .mask = SIMIO_PWRITEV | SIMIO_FDATASYNC, .err = EIO};
+    ph_batch **b = fail_with_b_ahead(*state, &p, true, 0, 0, 0, &s);
+    retry_after_restart(*state, p, b, 22);
 }
 
 int main(void)
