@@ -1,26 +1,32 @@
 /*
- * test_ahead_fail - the failure paths of a take whose next take was
+ * test_ahead_fail - the failure paths of a take A whose next take B was
  * admitted ahead (server/partition_ahead.c), over the simulated disk
  * (tests/lib/simio: its fault injection, its write and sync hooks, its
- * power loss), through the real partition writer:
- *   - ENOSPC in the middle of a take's append while the next take was
- *     admitted ahead, by the helper thread (takes synced in line) and by
- *     the writer itself (a pipelined append with direct writes): neither
- *     take is acked, neither take's ids stay in the dedup window, the
- *     ahead parts go back to the queue and are refused with the full disk;
- *     once space is back (the upkeep's resume, issue 14) a retry of every
- *     refused event is stored once: the records of the failed take that
- *     reached the disk whole (kept by the resume) are acked as duplicates
- *     of themselves, everything else is stored (never a duplicate of
- *     something not stored: JetStream's PR #6415); and all of it survives
- *     a power loss right after;
- *   - a failed direct write followed by a failed fdatasync on the same
- *     take, and a failed fdatasync (of the pending take) followed by a
- *     failed direct write of the take appended behind it, with a take
- *     admitted ahead: the same rules, except that a failed sync never
- *     heals: the retries go to the partition reopened after a restart.
- * Every check of the log is byte-precise (ph_check_acked). Waits are
- * bounded (WAIT_LIMITS); the sim's choices are seeded.
+ * power loss), through the real partition writer; B admitted by the
+ * helper thread (A synced in line) or by the writer itself (A a pipelined
+ * append with direct writes), A's first write held until it was:
+ *   - ENOSPC in the middle of A's append: neither take acked, neither
+ *     take's ids left in the dedup window, B back in the queue and refused
+ *     with the full disk (-ENOSPC); no resume while the free space probe
+ *     says the disk is full; once space is back (the upkeep's resume,
+ *     issue 14) a retry of every refused event is stored once: the records
+ *     of A that reached the disk whole (kept by the resume, their ids put
+ *     back in the window) are acked as duplicates of themselves,
+ *     everything else is stored, never as a duplicate of something not
+ *     stored (JetStream's PR #6415);
+ *   - the free space falling below min_free_bytes while A is written: A
+ *     stored and acked, B refused up front (-ENOSPC), its ids out of the
+ *     window, its retry stored once space is back;
+ *   - a failed direct write followed by a failed fdatasync of A, and A's
+ *     failed fdatasync followed by the failed writes of B behind it: the
+ *     same rules, but a failed sync never heals, even with room again:
+ *     the retries go to the partition reopened after a restart (kill -9).
+ * After the retries: a clean restart (the window from dedup.snap), then a
+ * power loss and a restart (the window from the log): every acked event
+ * still there, a retry of everything all duplicates at the acked offsets.
+ * Every check of the log is byte-precise (ph_check_acked: each acked
+ * event at its acked offset, no id stored twice). Waits are bounded
+ * (WAIT_LIMITS); the sim's choices are seeded.
  */
 #include "dedup.h"
 #include "event.h"
@@ -29,6 +35,7 @@
 #include "partition_internal.h"
 #include "pb_errors.h"
 #include "simio.h"
+#include "upkeep.h"
 
 #include <errno.h>
 #include <setjmp.h>
@@ -194,20 +201,9 @@ static uint64_t retry_refused(ph_fixture *f, partition *p, ph_batch **b, uint64_
     return dups;
 }
 
-/* The power goes right after (seeded): every acked event is still there,
- * and a retry of everything is all duplicates at the acked offsets. */
-static void power_loss_keeps_all(ph_fixture *f, partition *p, ph_batch **b, uint64_t seed)
+/* A retry of every batch: all duplicates, at the offsets in want. */
+static void retry_all_dups(ph_fixture *f, partition *p, ph_batch **b, const uint64_t *want)
 {
-    uint64_t *want = malloc(NB * BIG * sizeof *want);
-    assert_non_null(want);
-    for (size_t i = 0; i < NB; i++)
-        for (uint32_t k = 0; k < BIG; k++)
-            want[i * BIG + k] = b[i]->ev[k].offset;
-    simio_crash_at(sim, simio_ops(sim) + 1);
-    (void)partition_close(p);
-    assert_int_equal(simio_power_loss(sim, seed, NULL), 0);
-    ph_check_acked(f, &sim_io, b, NB);
-    p = ph_open(f);
     submit_wait(f, p, b, 0, NB);
     for (size_t i = 0; i < NB; i++) {
         assert_int_equal(b[i]->part.status, 0);
@@ -216,6 +212,30 @@ static void power_loss_keeps_all(ph_fixture *f, partition *p, ph_batch **b, uint
             assert_int_equal(b[i]->ev[k].offset, want[i * BIG + k]);
         }
     }
+    assert_int_equal(partition_end_offset(p), (uint64_t)NB * BIG);
+}
+
+/* After the retries: a clean stop (the window saved in dedup.snap) and a
+ * start that loads it, then the power going right after (seeded) and a
+ * start that rebuilds the window from the log: each time every acked
+ * event is still there, and a retry of everything is all duplicates at
+ * the acked offsets. */
+static void restarts_keep_all(ph_fixture *f, partition *p, ph_batch **b, uint64_t seed)
+{
+    uint64_t *want = malloc(NB * BIG * sizeof *want);
+    assert_non_null(want);
+    for (size_t i = 0; i < NB; i++)
+        for (uint32_t k = 0; k < BIG; k++)
+            want[i * BIG + k] = b[i]->ev[k].offset;
+    assert_int_equal(partition_close(p), 0);
+    p = ph_open(f);
+    retry_all_dups(f, p, b, want);
+    simio_crash_at(sim, simio_ops(sim) + 1);
+    (void)partition_close(p);
+    assert_int_equal(simio_power_loss(sim, seed, NULL), 0);
+    ph_check_acked(f, &sim_io, b, NB);
+    p = ph_open(f);
+    retry_all_dups(f, p, b, want);
     free(want);
     assert_int_equal(partition_close(p), 0);
 }
@@ -302,7 +322,7 @@ static void enospc_with_ahead(ph_fixture *f, bool writer, uint64_t seed)
     for (uint64_t k = 0; k < kept; k++) /* the resume put them back: stored */
         assert_int_equal(ph_window_has(p, 2 * BIG + k), 2 * BIG + k);
     assert_int_equal(retry_refused(f, p, b, 2 * BIG, 2 * BIG + kept), kept);
-    power_loss_keeps_all(f, p, b, seed);
+    restarts_keep_all(f, p, b, seed);
     done_with(b);
 }
 
@@ -314,6 +334,70 @@ static void test_enospc_helper_ahead(void **state)
 static void test_enospc_writer_ahead(void **state)
 {
     enospc_with_ahead(*state, true, 12);
+}
+
+/* The write hook of the up-front refusal: once B is admitted ahead, the
+ * free space drops below min_free_bytes, and the next probe comes after
+ * the one that let A in (UPKEEP_PROBE_EVERY_MS; a sleep is at least as
+ * long as asked). A's writes go on. */
+static void space_low_when_ahead(void *arg)
+{
+    fault_plan *w = arg;
+    if (!atomic_exchange(&w->armed, false))
+        return;
+    for (int i = 0; i < WAIT_LIMITS * 1000 && ahead_now(w->p, w->writer) < w->want; i++)
+        nanosleep(&(struct timespec){.tv_nsec = 1000 * 1000}, NULL);
+    atomic_store(&avail, GIB / 2);
+    nanosleep(&(struct timespec){.tv_nsec = (UPKEEP_PROBE_EVERY_MS + 5) * 1000 * 1000}, NULL);
+}
+
+/* The free space drops below min_free_bytes while A is written, B
+ * admitted ahead: A is stored and acked, B refused up front (-ENOSPC, the
+ * partition not failed), its ids out of the window; once space is back,
+ * its retry is stored, not a duplicate. */
+static void space_low_with_ahead(ph_fixture *f, bool writer)
+{
+    partition *p = open_sim(f, writer);
+    ph_batch **b = make_batches(f, p);
+    fault_plan w = {.p = p, .armed = true, .writer = writer, .want = ahead_now(p, writer) + BIG};
+    simio_set_write_hook(sim, space_low_when_ahead, &w);
+    submit_wait(f, p, b, 2, NB);
+    simio_set_write_hook(sim, NULL, NULL);
+    assert_false(atomic_load(&w.armed));
+    assert_int_equal(ahead_now(p, writer), w.want);
+    assert_int_equal(partition_status(p), 0);
+    for (size_t i = 2; i + 1 < NB; i++)
+        assert_int_equal(b[i]->part.status, 0);
+    assert_int_equal(b[NB - 1]->part.status, -ENOSPC);
+    uint64_t end = (NB - 1) * BIG;
+    assert_int_equal(partition_end_offset(p), end);
+    for (uint64_t k = 0; k < NB * BIG; k++)
+        assert_int_equal(ph_window_has(p, k), k < end ? k : UINT64_MAX);
+    atomic_store(&avail, 50 * GIB);
+    uint64_t a, m;
+    for (int i = 0; i < WAIT_LIMITS * 1000 && partition_space_low(p, &a, &m); i++) {
+        partition_upkeep_tick(p, INT64_MAX);
+        nanosleep(&(struct timespec){.tv_nsec = 1000 * 1000}, NULL);
+    }
+    submit_wait(f, p, b, NB - 1, NB);
+    assert_int_equal(b[NB - 1]->part.status, 0);
+    for (uint32_t k = 0; k < BIG; k++) {
+        assert_false(b[NB - 1]->ev[k].duplicate);
+        assert_int_equal(b[NB - 1]->ev[k].offset, end + k);
+    }
+    assert_int_equal(ph_check_acked(f, &sim_io, b, NB), NB * BIG);
+    restarts_keep_all(f, p, b, 13 + writer);
+    done_with(b);
+}
+
+static void test_space_low_helper_ahead(void **state)
+{
+    space_low_with_ahead(*state, false);
+}
+
+static void test_space_low_writer_ahead(void **state)
+{
+    space_low_with_ahead(*state, true);
 }
 
 /* A failed sync: no heal, even once the disk has room. The partition is
@@ -334,7 +418,7 @@ static void retry_after_restart(ph_fixture *f, partition *p, ph_batch **b, uint6
     uint64_t end = partition_end_offset(p);
     assert_true(end >= 2 * BIG);
     retry_refused(f, p, b, 2 * BIG, end);
-    power_loss_keeps_all(f, p, b, seed);
+    restarts_keep_all(f, p, b, seed);
     done_with(b);
 }
 
@@ -365,6 +449,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_enospc_helper_ahead, ph_setup, ph_teardown),
         cmocka_unit_test_setup_teardown(test_enospc_writer_ahead, ph_setup, ph_teardown),
+        cmocka_unit_test_setup_teardown(test_space_low_helper_ahead, ph_setup, ph_teardown),
+        cmocka_unit_test_setup_teardown(test_space_low_writer_ahead, ph_setup, ph_teardown),
         cmocka_unit_test_setup_teardown(test_failed_write_then_sync, ph_setup, ph_teardown),
         cmocka_unit_test_setup_teardown(test_failed_sync_then_write, ph_setup, ph_teardown),
     };
