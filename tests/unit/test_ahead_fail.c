@@ -84,6 +84,7 @@ typedef struct fault_plan {
     unsigned mask;
     uint64_t skip;
     int err;
+    _Atomic int rc; /* simio_set_fault's (checked on the test thread) */
 } fault_plan;
 
 static void fail_when_ahead(void *arg)
@@ -95,7 +96,7 @@ static void fail_when_ahead(void *arg)
         nanosleep(&(struct timespec){.tv_nsec = 1000 * 1000}, NULL);
     if (w->err == ENOSPC)
         atomic_store(&avail, GIB / 2);
-    assert_int_equal(simio_set_fault(sim, w->mask, w->skip, w->err, ".log"), 0);
+    atomic_store(&w->rc, simio_set_fault(sim, w->mask, w->skip, w->err, ".log"));
 }
 
 /* The fixture's partition over a fresh sim: ids, min_free_bytes; direct
@@ -124,9 +125,11 @@ static ph_batch *ids_batch(ph_fixture *f, partition *p, uint64_t seq, uint64_t i
     return tb;
 }
 
-/* Submits the batches [from, to) (all but the last as one queue append,
- * then the last through partition_submit, which starts a dormant writer)
- * and waits for them. */
+/* Submits the batches [from, to) as one queue append, so that B is queued
+ * before A is taken (the writer, once started, runs until the partition
+ * closes: idle_ms 0); on a partition whose writer has not started yet,
+ * the last goes through partition_submit, which starts it. Then waits for
+ * them. */
 static void submit_wait(ph_fixture *f, partition *p, ph_batch **b, size_t from, size_t to)
 {
     pthread_mutex_lock(&f->h.lock);
@@ -144,10 +147,14 @@ static void submit_wait(ph_fixture *f, partition *p, ph_batch **b, size_t from, 
         }
     }
     pub_part *parts[NB];
-    for (size_t i = from; i + 1 < to; i++)
+    for (size_t i = from; i < to; i++)
         parts[i - from] = &b[i]->part;
-    ph_queue_parts(p, parts, to - from - 1);
-    partition_submit(p, &b[to - 1]->part);
+    pthread_mutex_lock(&p->lock);
+    bool running = p->running;
+    pthread_mutex_unlock(&p->lock);
+    ph_queue_parts(p, parts, to - from - !running);
+    if (!running)
+        partition_submit(p, &b[to - 1]->part);
     ph_wait_done(&f->h, before + (to - from));
 }
 
@@ -264,7 +271,7 @@ static void sync_fails(void *arg)
 {
     fault_plan *w = arg;
     if (atomic_exchange(&w->armed, false))
-        assert_int_equal(simio_set_fault(sim, w->mask, 0, w->err, ".log"), 0);
+        atomic_store(&w->rc, simio_set_fault(sim, w->mask, 0, w->err, ".log"));
 }
 
 /* A failing with B admitted ahead (writer: by the writer itself during a
@@ -293,7 +300,8 @@ static ph_batch **fail_with_b_ahead(ph_fixture *f, partition **pp, bool writer, 
     simio_set_write_hook(sim, NULL, NULL);
     simio_set_sync_hook(sim, NULL, NULL);
     assert_false(atomic_load(&w.armed));
-    assert_true(!sync || !atomic_load(&sync->armed));
+    assert_int_equal(atomic_load(&w.rc), 0);
+    assert_true(!sync || (!atomic_load(&sync->armed) && atomic_load(&sync->rc) == 0));
     assert_int_equal(ahead_now(p, writer), w.want); /* B, once */
     check_refused(p, b, 2 * BIG);
     return b;
