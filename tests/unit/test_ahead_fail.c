@@ -17,13 +17,20 @@
  *   - the free space falling below min_free_bytes while A is written: A
  *     stored and acked, B refused up front (-ENOSPC), its ids out of the
  *     window, its retry stored once space is back;
+ *     A retry of only the kept records (all duplicates, nothing written)
+ *     and the power at once: those duplicate acks survive (the resume's
+ *     reopen synced the records);
  *   - a failed direct write followed by a failed fdatasync of A, and A's
- *     failed fdatasync followed by the failed writes of B behind it: the
- *     same rules, but a failed sync never heals, even with room again:
- *     the retries go to the partition reopened after a restart (kill -9).
- * After the retries: a clean restart (the window from dedup.snap), then a
- * power loss and a restart (the window from the log): every acked event
- * still there, a retry of everything all duplicates at the acked offsets.
+ *     failed fdatasync followed by the failed writes of B behind it (B's
+ *     take admitted before A's sync fails: its writes are queued behind
+ *     it; counted): the same rules, but a failed sync never heals, even
+ *     with room again: the retries go to the partition reopened after a
+ *     reboot (the sim's power loss; FORMAT.md D.1 rule 3), the surviving
+ *     records of A acked as duplicates of themselves and only those.
+ * After the retries: a power loss and a restart (the window rebuilt from
+ * the log: no dedup.snap), then a clean restart (the window loaded from
+ * dedup.snap): every acked event still there, a retry of everything all
+ * duplicates at the acked offsets.
  * Every check of the log is byte-precise (ph_check_acked: each acked
  * event at its acked offset, no id stored twice). Waits are bounded
  * (WAIT_LIMITS); the sim's choices are seeded.
@@ -38,6 +45,7 @@
 #include "upkeep.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -84,16 +92,48 @@ typedef struct fault_plan {
     unsigned mask;
     uint64_t skip;
     int err;
-    _Atomic int rc; /* simio_set_fault's (checked on the test thread) */
+    _Atomic int rc;            /* simio_set_fault's (checked on the test thread) */
+    _Atomic uint64_t clock_at; /* clock_calls once B was admitted ahead */
 } fault_plan;
+
+/* The receive-time clock (the harness's), counting its calls: the writer
+ * reads it once at each take's admission (and at each round ahead). */
+static _Atomic uint64_t clock_calls;
+static int64_t counting_now(void *ctx)
+{
+    atomic_fetch_add(&clock_calls, 1);
+    ph_harness *h = ctx;
+    return atomic_load(&h->clock_ns);
+}
+
+/* Writes attempted after the sync hook's fault was set (sync_fails; the
+ * write hook counts them: it runs at every write). */
+static _Atomic bool sync_failed;
+static _Atomic uint64_t writes_after;
+
+/* The plans the hooks use: static, never a test's locals (a hook may
+ * still run on another thread when a failed test has returned). */
+static fault_plan plan_w, plan_s;
+
+/* A hook's wait (bounded, well below the test thread's WAIT_LIMITS: the
+ * test fails on its own thread, never in a hook) until `want` events were
+ * admitted ahead. */
+#define HOOK_WAIT_MS 10000
+static void wait_ahead(const fault_plan *w)
+{
+    for (int i = 0; i < HOOK_WAIT_MS && ahead_now(w->p, w->writer) < w->want; i++)
+        nanosleep(&(struct timespec){.tv_nsec = 1000 * 1000}, NULL);
+}
 
 static void fail_when_ahead(void *arg)
 {
     fault_plan *w = arg;
+    if (atomic_load(&sync_failed))
+        atomic_fetch_add(&writes_after, 1);
     if (!atomic_exchange(&w->armed, false))
         return;
-    for (int i = 0; i < WAIT_LIMITS * 1000 && ahead_now(w->p, w->writer) < w->want; i++)
-        nanosleep(&(struct timespec){.tv_nsec = 1000 * 1000}, NULL);
+    wait_ahead(w);
+    atomic_store(&w->clock_at, atomic_load(&clock_calls));
     if (w->err == ENOSPC)
         atomic_store(&avail, GIB / 2);
     atomic_store(&w->rc, simio_set_fault(sim, w->mask, w->skip, w->err, ".log"));
@@ -109,6 +149,7 @@ static partition *open_sim(ph_fixture *f, bool direct)
     sim_io.space = sim_space;
     atomic_store(&avail, 50 * GIB);
     f->opts.log.io = &sim_io;
+    f->opts.log.now_ns = counting_now;
     f->opts.log.direct_min_bytes = direct ? 1 : 0;
     f->opts.log.direct_align = 512;
     f->opts.min_free_bytes = GIB;
@@ -222,11 +263,31 @@ static void retry_all_dups(ph_fixture *f, partition *p, ph_batch **b, const uint
     assert_int_equal(partition_end_offset(p), (uint64_t)NB * BIG);
 }
 
-/* After the retries: a clean stop (the window saved in dedup.snap) and a
- * start that loads it, then the power going right after (seeded) and a
- * start that rebuilds the window from the log: each time every acked
- * event is still there, and a retry of everything is all duplicates at
- * the acked offsets. */
+/* Whether the partition's dedup.snap exists on the sim. */
+static bool snapshot_exists(ph_fixture *f)
+{
+    char path[160];
+    snprintf(path, sizeof path, "%s/p/%s", f->root, DEDUP_SNAPSHOT_NAME);
+    int fd = sim_io.open(&sim_io, path, O_RDONLY, 0);
+    if (fd >= 0)
+        sim_io.close(&sim_io, fd);
+    return fd >= 0;
+}
+
+/* The power goes now (seeded) and the partition is opened again. */
+static partition *power_loss(ph_fixture *f, partition *p, uint64_t seed)
+{
+    simio_crash_at(sim, simio_ops(sim) + 1);
+    (void)partition_close(p);
+    assert_int_equal(simio_power_loss(sim, seed, NULL), 0);
+    return ph_open(f);
+}
+
+/* Right after the retries, the power goes (seeded) and the start rebuilds
+ * the window from the log (no dedup.snap: never stopped cleanly); then a
+ * clean stop (the window saved in dedup.snap) and a start that loads it:
+ * each time every acked event is still there, and a retry of everything
+ * is all duplicates at the acked offsets. */
 static void restarts_keep_all(ph_fixture *f, partition *p, ph_batch **b, uint64_t seed)
 {
     uint64_t *want = malloc(NB * BIG * sizeof *want);
@@ -234,17 +295,45 @@ static void restarts_keep_all(ph_fixture *f, partition *p, ph_batch **b, uint64_
     for (size_t i = 0; i < NB; i++)
         for (uint32_t k = 0; k < BIG; k++)
             want[i * BIG + k] = b[i]->ev[k].offset;
-    assert_int_equal(partition_close(p), 0);
-    p = ph_open(f);
-    retry_all_dups(f, p, b, want);
-    simio_crash_at(sim, simio_ops(sim) + 1);
-    (void)partition_close(p);
-    assert_int_equal(simio_power_loss(sim, seed, NULL), 0);
+    p = power_loss(f, p, seed);
     ph_check_acked(f, &sim_io, b, NB);
+    assert_false(snapshot_exists(f));
+    retry_all_dups(f, p, b, want);
+    assert_int_equal(partition_close(p), 0);
+    assert_true(snapshot_exists(f));
     p = ph_open(f);
     retry_all_dups(f, p, b, want);
     free(want);
     assert_int_equal(partition_close(p), 0);
+}
+
+/* Finding of the review: a retry of only the records the resume kept (all
+ * duplicates: the take writes nothing, so nothing of it syncs them), then
+ * the power at once: those duplicate acks must point at durable records
+ * (the reopen synced them). Returns the partition opened again. */
+static partition *kept_dups_survive(ph_fixture *f, partition *p, ph_batch **b, uint64_t kept,
+                                    uint64_t seed)
+{
+    ph_batch *k = malloc(sizeof *k);
+    assert_non_null(k);
+    memcpy(k, b[2], sizeof *k); /* its events point at b[2]'s bytes */
+    k->b.events = k->ev;
+    k->b.parts = &k->part;
+    k->part.batch = &k->b;
+    k->part.events = k->idx;
+    k->part.count = (uint32_t)(kept < BIG ? kept : BIG);
+    k->b.nevents = k->part.count;
+    ph_batch *one[1] = {k};
+    submit_wait(f, p, one, 0, 1);
+    assert_int_equal(k->part.status, 0);
+    for (uint32_t i = 0; i < k->part.count; i++) {
+        assert_true(k->ev[i].duplicate);
+        assert_int_equal(k->ev[i].offset, 2 * BIG + i);
+    }
+    p = power_loss(f, p, seed);
+    ph_check_acked(f, &sim_io, one, 1);
+    free(k);
+    return p;
 }
 
 /* The partition stays stopped while the disk is full, and heals once
@@ -265,13 +354,24 @@ static void heal(partition *p)
     assert_int_equal(partition_status(p), 0);
 }
 
-/* The sync hook: once (armed), the calls in mask fail with err from this
+/* The sync hook (A's sync, on the direct-write helper): once (armed),
+ * waits (bounded) until the writer has admitted B's take (it reads the
+ * clock there, after the round that admitted B ahead: plan_w.clock_at),
+ * so that B's writes are queued behind this sync before the writer can
+ * learn of its failure; then the calls in mask fail with err from this
  * sync on. */
 static void sync_fails(void *arg)
 {
     fault_plan *w = arg;
-    if (atomic_exchange(&w->armed, false))
-        atomic_store(&w->rc, simio_set_fault(sim, w->mask, 0, w->err, ".log"));
+    if (!atomic_exchange(&w->armed, false))
+        return;
+    for (int i = 0;
+         i < HOOK_WAIT_MS &&
+         (atomic_load(&plan_w.armed) || atomic_load(&clock_calls) <= atomic_load(&plan_w.clock_at));
+         i++)
+        nanosleep(&(struct timespec){.tv_nsec = 1000 * 1000}, NULL);
+    atomic_store(&w->rc, simio_set_fault(sim, w->mask, 0, w->err, ".log"));
+    atomic_store(&sync_failed, true);
 }
 
 /* A failing with B admitted ahead (writer: by the writer itself during a
@@ -286,23 +386,24 @@ static ph_batch **fail_with_b_ahead(ph_fixture *f, partition **pp, bool writer, 
 {
     partition *p = *pp = open_sim(f, writer);
     ph_batch **b = make_batches(f, p);
-    fault_plan w = {.p = p,
-                    .armed = true,
-                    .writer = writer,
-                    .want = ahead_now(p, writer) + BIG,
-                    .mask = mask,
-                    .skip = skip,
-                    .err = err};
-    simio_set_write_hook(sim, fail_when_ahead, &w);
+    fault_plan *w = &plan_w;
+    *w = (fault_plan){.p = p,
+                      .armed = true,
+                      .writer = writer,
+                      .want = ahead_now(p, writer) + BIG,
+                      .mask = mask,
+                      .skip = skip,
+                      .err = err};
+    simio_set_write_hook(sim, fail_when_ahead, w);
     if (sync)
         simio_set_sync_hook(sim, sync_fails, sync);
     submit_wait(f, p, b, 2, NB);
     simio_set_write_hook(sim, NULL, NULL);
     simio_set_sync_hook(sim, NULL, NULL);
-    assert_false(atomic_load(&w.armed));
-    assert_int_equal(atomic_load(&w.rc), 0);
+    assert_false(atomic_load(&w->armed));
+    assert_int_equal(atomic_load(&w->rc), 0);
     assert_true(!sync || (!atomic_load(&sync->armed) && atomic_load(&sync->rc) == 0));
-    assert_int_equal(ahead_now(p, writer), w.want); /* B, once */
+    assert_int_equal(ahead_now(p, writer), w->want); /* B, once */
     check_refused(p, b, 2 * BIG);
     return b;
 }
@@ -329,6 +430,8 @@ static void enospc_with_ahead(ph_fixture *f, bool writer, uint64_t seed)
     assert_true(kept > 0 && kept < PARTITION_TAKE_EVENTS);
     for (uint64_t k = 0; k < kept; k++) /* the resume put them back: stored */
         assert_int_equal(ph_window_has(p, 2 * BIG + k), 2 * BIG + k);
+    p = kept_dups_survive(f, p, b, kept, seed + 100);
+    assert_int_equal(partition_end_offset(p), 2 * BIG + kept);
     assert_int_equal(retry_refused(f, p, b, 2 * BIG, 2 * BIG + kept), kept);
     restarts_keep_all(f, p, b, seed);
     done_with(b);
@@ -353,8 +456,7 @@ static void space_low_when_ahead(void *arg)
     fault_plan *w = arg;
     if (!atomic_exchange(&w->armed, false))
         return;
-    for (int i = 0; i < WAIT_LIMITS * 1000 && ahead_now(w->p, w->writer) < w->want; i++)
-        nanosleep(&(struct timespec){.tv_nsec = 1000 * 1000}, NULL);
+    wait_ahead(w);
     atomic_store(&avail, GIB / 2);
     nanosleep(&(struct timespec){.tv_nsec = (UPKEEP_PROBE_EVERY_MS + 5) * 1000 * 1000}, NULL);
 }
@@ -367,12 +469,13 @@ static void space_low_with_ahead(ph_fixture *f, bool writer)
 {
     partition *p = open_sim(f, writer);
     ph_batch **b = make_batches(f, p);
-    fault_plan w = {.p = p, .armed = true, .writer = writer, .want = ahead_now(p, writer) + BIG};
-    simio_set_write_hook(sim, space_low_when_ahead, &w);
+    fault_plan *w = &plan_w;
+    *w = (fault_plan){.p = p, .armed = true, .writer = writer, .want = ahead_now(p, writer) + BIG};
+    simio_set_write_hook(sim, space_low_when_ahead, w);
     submit_wait(f, p, b, 2, NB);
     simio_set_write_hook(sim, NULL, NULL);
-    assert_false(atomic_load(&w.armed));
-    assert_int_equal(ahead_now(p, writer), w.want);
+    assert_false(atomic_load(&w->armed));
+    assert_int_equal(ahead_now(p, writer), w->want);
     assert_int_equal(partition_status(p), 0);
     for (size_t i = 2; i + 1 < NB; i++)
         assert_int_equal(b[i]->part.status, 0);
@@ -409,8 +512,8 @@ static void test_space_low_writer_ahead(void **state)
 }
 
 /* A failed sync: no heal, even once the disk has room. The partition is
- * reopened after a restart (kill -9: the page cache stays) and every
- * refused batch retried. */
+ * reopened after a reboot (the sim's power loss) and every refused batch
+ * retried. */
 static void retry_after_restart(ph_fixture *f, partition *p, ph_batch **b, uint64_t seed)
 {
     atomic_store(&avail, 50 * GIB);
@@ -421,11 +524,16 @@ static void retry_after_restart(ph_fixture *f, partition *p, ph_batch **b, uint6
     assert_true(partition_status(p) < 0);
     assert_int_equal(simio_set_fault(sim, 0, 0, 0, NULL), 0);
     assert_true(partition_close(p) < 0);
-    simio_restart(sim);
+    /* A reboot (FORMAT.md D.3: after a failed sync, not a restart of the
+     * process alone, whose page cache may hold records no sync made
+     * durable): what of the failed take survives is durable. */
+    assert_int_equal(simio_power_loss(sim, seed + 200, NULL), 0);
     p = ph_open(f);
     uint64_t end = partition_end_offset(p);
     assert_true(end >= 2 * BIG);
-    retry_refused(f, p, b, 2 * BIG, end);
+    /* Records of the refused take that survived are stored: their retry
+     * is a duplicate of them, and only of them. */
+    assert_int_equal(retry_refused(f, p, b, 2 * BIG, end), end - 2 * BIG);
     restarts_keep_all(f, p, b, seed);
     done_with(b);
 }
@@ -441,14 +549,18 @@ static void test_failed_write_then_sync(void **state)
 }
 
 /* The reverse order: A (a whole take, pipelined) is written, B admitted
- * ahead by the writer during A's append; A's fdatasync fails (EIO), and so
- * does every write after it: B's, queued behind that sync (or B is
- * refused before writing, if the log's failure is known by then). */
+ * ahead by the writer during A's append; A's fdatasync fails (EIO) once
+ * B's take was admitted (its writes queued behind that sync), and so do
+ * B's writes after it (counted: at least one was attempted). */
 static void test_failed_sync_then_write(void **state)
 {
     partition *p;
-    fault_plan s = {.armed = true, .mask = SIMIO_PWRITEV | SIMIO_FDATASYNC, .err = EIO};
-    ph_batch **b = fail_with_b_ahead(*state, &p, true, 0, 0, 0, &s);
+    atomic_store(&sync_failed, false);
+    atomic_store(&writes_after, 0);
+    plan_s = (fault_plan){.armed = true, .mask = SIMIO_PWRITEV | SIMIO_FDATASYNC, .err = EIO};
+    ph_batch **b = fail_with_b_ahead(*state, &p, true, 0, 0, 0, &plan_s);
+    atomic_store(&sync_failed, false);
+    assert_true(atomic_load(&writes_after) > 0);
     retry_after_restart(*state, p, b, 22);
 }
 

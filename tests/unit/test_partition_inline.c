@@ -14,9 +14,11 @@
  * while the take before is pending (its records admitted ahead point at
  * the other set of round suffixes, which the rounds would overwrite): four
  * full takes T0..T3, T1's sync held while T2's append waits behind it.
- * Every test ends with the files read back byte for byte against the acks
- * (ph_check_acked: each acked event at its acked offset, duplicates at a
- * record with their id, no id stored twice). The three tests of A and B
+ * Every test ends with the files read back against the acks
+ * (ph_check_acked: each event acked as stored byte for byte at its acked
+ * offset, a duplicate at a record with its id, no gap, no id stored
+ * twice; in the failure tests nothing of A or B is acked, so there it
+ * checks no gap and no id twice). The three tests of A and B
  * share one set-up (ab_open, ab_run, ab_refused).
  */
 #include "dedup.h"
