@@ -604,6 +604,7 @@ void partition_get_stats(partition *p, partition_stats *st)
     st->write_errors = atomic_load_explicit(&p->write_errors, memory_order_relaxed);
     st->fsync_errors = atomic_load_explicit(&p->fsync_errors, memory_order_relaxed);
     st->events_ahead = atomic_load_explicit(&p->events_ahead, memory_order_relaxed);
+    st->events_ahead_writer = atomic_load_explicit(&p->events_ahead_writer, memory_order_relaxed);
 }
 
 uint64_t partition_first_offset(partition *p)

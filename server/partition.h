@@ -139,8 +139,10 @@ typedef struct partition_stats {
     uint64_t events_appended, bytes_appended;
     uint64_t write_errors, fsync_errors;
     /* Events admitted while the take before them was written and synced
-     * (the dedup window checked off the writer's path: partition_ahead.c). */
-    uint64_t events_ahead;
+     * (the dedup window checked off the writer's path: partition_ahead.c);
+     * among them, those the writer admitted itself while a pipelined
+     * append waited (the rest: the helper thread's rounds). */
+    uint64_t events_ahead, events_ahead_writer;
 } partition_stats;
 void partition_get_stats(partition *p, partition_stats *st);
 /* Any thread. The oldest offset still stored (retention raises it).

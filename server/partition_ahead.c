@@ -136,11 +136,11 @@ static pub_part *detach_prefix(partition *p, bool *blocked)
     return list;
 }
 
-/* Helper thread: one round, the parts of list admitted after what earlier
- * rounds admitted, at a receive time read now. Parts from the first one
- * the log would refuse (or all, out of memory) go to a->rest. Returns
- * whether more rounds may follow. */
-static bool admit_round(partition *p, take_ahead *a, pub_part *list, int round)
+/* Helper thread (or the writer itself: by_writer): one round, the parts
+ * of list admitted after what earlier rounds admitted, at a receive time
+ * read now. Parts from the first one the log would refuse (or all, out of
+ * memory) go to a->rest. Returns whether more rounds may follow. */
+static bool admit_round(partition *p, take_ahead *a, pub_part *list, int round, bool by_writer)
 {
     pub_part **link = &list;
     size_t count = 0;
@@ -175,6 +175,8 @@ static bool admit_round(partition *p, take_ahead *a, pub_part *list, int round)
     dedup_expire(p->dedup, t);
     a->n = expect_admit_more(&x, list, a->entries, a->recs, a->n);
     atomic_fetch_add_explicit(&p->events_ahead, count, memory_order_relaxed);
+    if (by_writer)
+        atomic_fetch_add_explicit(&p->events_ahead_writer, count, memory_order_relaxed);
     a->ids = x.ids;
     a->time_ns = t;
     if (a->parts_tail)
@@ -201,7 +203,7 @@ static void run_rounds(partition *p, take_ahead *a)
             continue;
         }
         pthread_mutex_unlock(&p->lock);
-        bool more = admit_round(p, a, list, round++);
+        bool more = admit_round(p, a, list, round++, false);
         pthread_mutex_lock(&p->lock);
         if (!more)
             return;
@@ -313,7 +315,7 @@ bool partition_ahead_while_waiting(void *arg)
     pthread_mutex_unlock(&p->lock);
     if (!list)
         return false;
-    if (!admit_round(p, a, list, a->rounds++))
+    if (!admit_round(p, a, list, a->rounds++, true))
         a->waiting = false; /* a part the log refuses, or no memory: the writer's */
     requeue_front(p, a->rest);
     a->rest = NULL;

@@ -127,7 +127,8 @@ struct partition {
     _Atomic uint64_t end_offset;
     atomic_int status;
     /* Written by the writer (relaxed), read by /metrics: partition_get_stats. */
-    _Atomic uint64_t events_appended, bytes_appended, write_errors, fsync_errors, events_ahead;
+    _Atomic uint64_t events_appended, bytes_appended, write_errors, fsync_errors, events_ahead,
+        events_ahead_writer;
     upkeep up; /* retention, free space, resume after a full disk (upkeep.h) */
 
     /* Writer thread only (the current one; a closing thread after the

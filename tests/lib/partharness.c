@@ -6,6 +6,7 @@
 #include "partition_internal.h"
 #include "pb_errors.h"
 #include "reader.h"
+#include "segment.h"
 #include "testfs.h"
 #include "wire.h"
 
@@ -341,6 +342,21 @@ partition *ph_open(ph_fixture *f)
     return p;
 }
 
+void ph_queue_parts(partition *p, pub_part *const *parts, size_t n)
+{
+    pthread_mutex_lock(&p->lock);
+    for (size_t i = 0; i < n; i++) {
+        parts[i]->next = NULL;
+        if (p->tail)
+            p->tail->next = parts[i];
+        else
+            p->head = parts[i];
+        p->tail = parts[i];
+    }
+    pthread_cond_signal(&p->wake);
+    pthread_mutex_unlock(&p->lock);
+}
+
 /* Submits one batch of n events and waits for its done(). */
 ph_batch *ph_publish(ph_fixture *f, partition *p, size_t n, uint64_t first_seq)
 {
@@ -418,4 +434,105 @@ uint64_t ph_window_has(partition *p, uint64_t n)
     int il = snprintf(s, sizeof s, "id%08llu", (unsigned long long)n);
     uint64_t off;
     return dedup_find(p->dedup, (const uint8_t *)s, (size_t)il, &off) == 1 ? off : UINT64_MAX;
+}
+
+/* One record read back by ph_check_acked. */
+typedef struct ph_rec {
+    uint8_t *bytes;
+    size_t len;
+    int64_t time_ns;
+} ph_rec;
+
+static int id_cmp(const void *a, const void *b)
+{
+    const ph_rec *x = a, *y = b;
+    const uint8_t *ix, *iy;
+    size_t lx = dedup_event_id(x->bytes, x->len, &ix), ly = dedup_event_id(y->bytes, y->len, &iy);
+    if (lx != ly)
+        return lx < ly ? -1 : 1;
+    return lx ? memcmp(ix, iy, lx) : 0;
+}
+
+/* Reads every record of <root>/p (offsets from 0, no gap) into *out. */
+static uint64_t read_all(ph_fixture *f, const fileio *io, ph_rec **out)
+{
+    char dir[96];
+    snprintf(dir, sizeof dir, "%s/p", f->root);
+    pb_reader *r;
+    segment_io sio;
+    if (io)
+        fileio_segment_io(io, &sio);
+    assert_int_equal(io ? pb_reader_open_io(&r, dir, &sio) : pb_reader_open(&r, dir), 0);
+    size_t cap = 1024, n = 0;
+    ph_rec *recs = malloc(cap * sizeof *recs);
+    assert_non_null(recs);
+    pb_record rec;
+    int rc;
+    for (int guard = 0; guard < 10000000 && (rc = pb_reader_next(r, &rec)) == 0; guard++) {
+        assert_int_equal(rec.offset, n);
+        if (n == cap) {
+            cap *= 2;
+            recs = realloc(recs, cap * sizeof *recs);
+            assert_non_null(recs);
+        }
+        recs[n].bytes = malloc(rec.event_len);
+        assert_non_null(recs[n].bytes);
+        memcpy(recs[n].bytes, rec.event, rec.event_len);
+        recs[n].len = rec.event_len;
+        recs[n++].time_ns = rec.time_ns;
+    }
+    assert_int_equal(rc, PB_EEOF);
+    pb_reader_close(r);
+    *out = recs;
+    return n;
+}
+
+/* Does record r carry the id of event ev? */
+static bool same_id(const ph_rec *r, const pub_event *ev)
+{
+    const uint8_t *id;
+    size_t len = dedup_event_id(r->bytes, r->len, &id);
+    return len == ev->id_len && len > 0 && memcmp(id, ev->id, len) == 0;
+}
+
+uint64_t ph_check_acked(ph_fixture *f, const fileio *io, ph_batch *const *b, size_t nb)
+{
+    ph_rec *recs;
+    uint64_t end = read_all(f, io, &recs);
+    for (size_t i = 0; i < nb; i++) {
+        if (b[i]->part.status != 0)
+            continue;
+        for (uint32_t k = 0; k < b[i]->part.count; k++) {
+            const pub_event *ev = &b[i]->ev[b[i]->idx[k]];
+            if (ev->offset >= end)
+                fail_msg("batch %zu event %u acked at offset %llu, the log ends at %llu", i, k,
+                         (unsigned long long)ev->offset, (unsigned long long)end);
+            const ph_rec *r = &recs[ev->offset];
+            if (ev->duplicate) {
+                if (!same_id(r, ev))
+                    fail_msg("batch %zu event %u acked as a duplicate of offset %llu, which "
+                             "holds another id",
+                             i, k, (unsigned long long)ev->offset);
+                continue;
+            }
+            uint8_t sfx[SUFFIX_SLOT];
+            size_t sl = event_put_receive_time(sfx, sizeof sfx, r->time_ns);
+            if (r->len != ev->len + sl || memcmp(r->bytes, ev->data, ev->len) != 0 ||
+                memcmp(r->bytes + ev->len, sfx, sl) != 0)
+                fail_msg("batch %zu event %u acked at offset %llu: the record there is not "
+                         "its bytes",
+                         i, k, (unsigned long long)ev->offset);
+        }
+    }
+    qsort(recs, end, sizeof *recs, id_cmp);
+    for (uint64_t o = 0; o + 1 < end; o++) {
+        const uint8_t *id;
+        if (dedup_event_id(recs[o].bytes, recs[o].len, &id) > 0 &&
+            id_cmp(&recs[o], &recs[o + 1]) == 0)
+            fail_msg("an id is stored twice");
+    }
+    for (uint64_t o = 0; o < end; o++)
+        free(recs[o].bytes);
+    free(recs);
+    return end;
 }

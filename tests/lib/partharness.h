@@ -98,10 +98,23 @@ void ph_give_ids(ph_batch *tb, uint64_t first_seq, uint64_t first_id, uint32_t n
  * offset, or UINT64_MAX. Read only while the writer waits (a sync held at
  * the gate) or is idle. */
 uint64_t ph_window_has(partition *p, uint64_t n);
+/* Queues the n parts in one go (no take can start between them), as the
+ * loop thread would, and wakes a running writer (a dormant one is started
+ * only by partition_submit). */
+void ph_queue_parts(partition *p, pub_part *const *parts, size_t n);
 /* Submits one batch of n events and waits for its done(). */
 ph_batch *ph_publish(ph_fixture *f, partition *p, size_t n, uint64_t first_seq);
 /* Reads the partition back: offsets 0..count-1, each event = client bytes
  * + the server_receive_time suffix with the record's time. */
 void ph_check_files(ph_fixture *f, uint64_t count);
+/* The durability check, byte-precise: reads the partition <root>/p
+ * through io (NULL: the real file system) and holds every acked event of
+ * the nb batches against it. An event acked as stored (status 0, not a
+ * duplicate) must be the record at its acked offset byte for byte (its
+ * topic, id and payload) followed by the server_receive_time suffix of
+ * the record's time; one acked as a duplicate, a record with its id at
+ * the offset its ack named. The offsets run from 0 without a gap and no id
+ * is stored twice. Returns the log's end (its records). */
+uint64_t ph_check_acked(ph_fixture *f, const fileio *io, ph_batch *const *b, size_t nb);
 
 #endif

@@ -7,7 +7,7 @@
  * durable, plus the ordered list of unsynced creates/unlinks/renames; a directory
  * fsync moves that directory's unsynced changes into the durable list.
  *
- * Threads: any; one mutex around every call (the sync hook runs outside).
+ * Threads: any; one mutex around every call (the sync and write hooks run outside).
  */
 #include "simio.h"
 
@@ -96,6 +96,8 @@ struct simio {
     bool broken_fsync;
     void (*hook)(void *ctx);
     void *hook_ctx;
+    void (*write_hook)(void *ctx); /* simio_set_write_hook */
+    void *write_hook_ctx;
 
     unsigned oplog_mask; /* simio_log_ops: which kinds' op numbers to note */
     uint64_t *oplog;
@@ -402,6 +404,12 @@ out:
 static ssize_t s_pwritev(const fileio *io, int fd, const struct iovec *iov, int cnt, off_t off)
 {
     simio *s = S(io);
+    pthread_mutex_lock(&s->lock);
+    void (*hook)(void *) = s->write_hook;
+    void *hook_ctx = s->write_hook_ctx;
+    pthread_mutex_unlock(&s->lock);
+    if (hook)
+        hook(hook_ctx);
     pthread_mutex_lock(&s->lock);
     open_file *f = fd_find(s, fd);
     ssize_t rc = gate(s, SIMIO_PWRITEV, f ? f->path : NULL);
@@ -1218,5 +1226,13 @@ void simio_set_sync_hook(simio *s, void (*fn)(void *ctx), void *ctx)
     pthread_mutex_lock(&s->lock);
     s->hook = fn;
     s->hook_ctx = ctx;
+    pthread_mutex_unlock(&s->lock);
+}
+
+void simio_set_write_hook(simio *s, void (*fn)(void *ctx), void *ctx)
+{
+    pthread_mutex_lock(&s->lock);
+    s->write_hook = fn;
+    s->write_hook_ctx = ctx;
     pthread_mutex_unlock(&s->lock);
 }

@@ -19,8 +19,9 @@
  * Also for tests: a crash point (the n-th counted operation finds the power
  * gone: it and every later one fail with EIO and change nothing), injected
  * errors (EIO, ENOSPC, ... on chosen calls), short writes, a broken fsync
- * that reports success and makes nothing durable, and a hook that runs at
- * each file sync (to queue more work while "the disk is busy").
+ * that reports success and makes nothing durable, and hooks that run at
+ * each file sync (to queue more work while "the disk is busy") and at each
+ * write.
  *
  * Counted operations: every fileio call except close. Paths are plain
  * strings: the sim never touches the real file system except in
@@ -125,6 +126,10 @@ void simio_set_broken_fsync(simio *s, bool broken);
 /* fn(ctx) runs at the start of every fdatasync/fsync of a regular file,
  * on the caller's thread, without the sim's lock. NULL clears it. */
 void simio_set_sync_hook(simio *s, void (*fn)(void *ctx), void *ctx);
+/* The same at the start of every pwritev (before it is counted), e.g. to
+ * hold a write until another thread got somewhere, then inject a fault
+ * (simio_set_fault) that this write already meets. NULL clears it. */
+void simio_set_write_hook(simio *s, void (*fn)(void *ctx), void *ctx);
 
 /* Notes the number (simio_ops) of every counted operation of a kind in
  * ops_mask into out[0..cap) from now on, e.g. to crash right after each

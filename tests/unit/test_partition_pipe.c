@@ -565,6 +565,16 @@ static void test_failed_write_behind_named_first(void **state)
 
 /* --- takes with event ids, pipelined (the dedup window's rules) --- */
 
+/* Byte for byte: every event of A and B acked as stored is the record at
+ * its acked offset, one acked as a duplicate points at a record with its
+ * id, no id is stored twice (ph_check_acked); the files hold at least the
+ * `end` records the partition published. */
+static void check_ids_acked(held_pair *s, uint64_t end)
+{
+    ph_batch *both[2] = {s->a, s->b};
+    assert_true(ph_check_acked(s->f, NULL, both, 2) >= end);
+}
+
 /* A's sync fails: neither A's ids nor B's (pipelined behind it, not
  * admitted ahead) stay in the window, so a retry of either is stored, not
  * acked as a duplicate; the ids stored before stay. */
@@ -588,6 +598,7 @@ static void test_ids_failed_sync_takes_both_takes_ids_out(void **state)
     set_faults(s.h, 0, 0);
     assert_true(partition_close(s.p) < 0);
     check_readable(s.f, s.next);
+    check_ids_acked(&s, s.next);
     free(s.a);
     free(s.b);
 }
@@ -613,6 +624,7 @@ static void test_ids_failed_write_behind_takes_only_its_ids_out(void **state)
     set_faults(s.h, 0, 0);
     assert_true(partition_close(s.p) < 0);
     check_readable(s.f, s.next + BIG);
+    check_ids_acked(&s, s.next + BIG);
     free(s.a);
     free(s.b);
 }
@@ -645,6 +657,7 @@ static void test_ids_duplicate_of_pending_acked_after_its_sync(void **state)
     assert_int_equal(partition_end_offset(s.p), s.next + 2 * BIG - DUPS);
     assert_int_equal(partition_close(s.p), 0);
     check_readable(s.f, s.next + 2 * BIG - DUPS);
+    check_ids_acked(&s, s.next + 2 * BIG - DUPS);
     free(s.a);
     free(s.b);
 }
@@ -667,6 +680,7 @@ static void test_ids_all_duplicates_behind_failed_sync_not_acked(void **state)
     set_faults(s.h, 0, 0);
     assert_true(partition_close(s.p) < 0);
     check_readable(s.f, s.next);
+    check_ids_acked(&s, s.next);
     free(s.a);
     free(s.b);
 }
