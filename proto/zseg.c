@@ -30,6 +30,7 @@ typedef struct zahead {
     void *ctx;
     int fd;
     uint32_t block; /* UINT32_MAX: none started */
+    bool local;     /* taken back (steal) and run by the reader: done */
     int rc;         /* 0: raw holds the block, checked; else redone inline */
     uint8_t *raw;
     size_t raw_cap;
@@ -277,9 +278,33 @@ static void ahead_run(segment_task *t)
 /* Waits for (or takes back) the block in a's hands; true if it is ready. */
 static bool ahead_finish(zseg_view *v, zahead *a)
 {
-    bool ran = v->ahead->finish(v->ahead->ctx, &a->task);
+    bool ran = a->local || v->ahead->finish(v->ahead->ctx, &a->task);
     a->block = UINT32_MAX;
+    a->local = false;
     return ran && a->rc == 0;
+}
+
+/* Block want is in the executor's hands: while the executor runs it, the
+ * reader decompresses the later blocks it has not begun (the furthest
+ * first: the executor reaches the nearer ones sooner) instead of waiting. */
+static void ahead_steal(zseg_view *v, zahead *want)
+{
+    if (!v->ahead->steal || want->local)
+        return;
+    for (;;) {
+        zahead *pick = NULL;
+        for (int k = 0; k < ZSEG_AHEAD; k++) {
+            zahead *a = &v->ah[k];
+            if (a != want && a->block != UINT32_MAX && !a->local && a->block > want->block &&
+                a->block - want->block <= ZSEG_AHEAD &&
+                (!pick || a->block > pick->block))
+                pick = a;
+        }
+        if (!pick || !v->ahead->steal(v->ahead->ctx, &want->task, &pick->task))
+            return;
+        pick->task.fn(&pick->task);
+        pick->local = true;
+    }
 }
 
 /* The slot holding block i, taken back; NULL if none holds it ready. Slots
@@ -293,6 +318,7 @@ static zahead *ahead_take(zseg_view *v, uint32_t i)
         if (a->block == UINT32_MAX)
             continue;
         if (a->block == i) {
+            ahead_steal(v, a);
             found = ahead_finish(v, a) ? a : NULL;
         } else if (a->block < i || a->block - i > ZSEG_AHEAD) {
             (void)ahead_finish(v, a);
@@ -326,6 +352,7 @@ static void ahead_start_one(zseg_view *v, zahead *a, uint32_t i, segment_pread_f
     a->fd = fd;
     a->rc = 0;
     a->block = i;
+    a->local = false;
     if (!v->ahead->start(v->ahead->ctx, &a->task))
         a->block = UINT32_MAX;
 }
@@ -351,7 +378,7 @@ static void ahead_start(zseg_view *v, uint32_t i, segment_pread_fn fn, void *ctx
 
 /* Decompresses block i into dst (raw_len bytes; NULL: the view's own
  * buffer, which then caches it): from the block decompressed ahead when
- * that is block i, else here; then hands block i+1 to the executor. */
+ * that is block i, else here; then hands blocks i+1..i+ZSEG_AHEAD to the executor. */
 static int load_block(zseg_view *v, segment_pread_fn fn, void *ctx, int fd, uint32_t i,
                       uint8_t *dst)
 {
@@ -370,7 +397,7 @@ static int load_block(zseg_view *v, segment_pread_fn fn, void *ctx, int fd, uint
             a->raw_cap = c;
             v->cached = i;
         }
-        ahead_start(v, i + 1, fn, ctx, fd);
+        ahead_start(v, i, fn, ctx, fd);
         return 0;
     }
     if (!dst && e->raw_len > v->raw_cap) {
@@ -388,7 +415,7 @@ static int load_block(zseg_view *v, segment_pread_fn fn, void *ctx, int fd, uint
                                            : "does not decompress");
     if (!dst)
         v->cached = i;
-    ahead_start(v, i + 1, fn, ctx, fd);
+    ahead_start(v, i, fn, ctx, fd);
     return 0;
 }
 
@@ -434,6 +461,26 @@ ssize_t zseg_view_read(zseg_view *v, segment_pread_fn fn, void *ctx, int fd, voi
         off += n;
     }
     return (ssize_t)done;
+}
+
+int zseg_view_peek(zseg_view *v, segment_pread_fn fn, void *ctx, int fd, uint64_t off, size_t n,
+                   const uint8_t **p, size_t *avail)
+{
+    if (v->damaged || off < PB_FILE_HEADER_SIZE || off >= v->logical_size || v->nblocks == 0)
+        return 0;
+    uint32_t i = find_block(v, off);
+    const zseg_entry *e = &v->blocks[i];
+    uint64_t end = e->logical + e->raw_len;
+    if (off < e->logical || off >= end || n > end - off)
+        return 0; /* spans blocks (damage, or a caller's guess): the copying read */
+    if (v->cached != i) {
+        int rc = load_block(v, fn, ctx, fd, i, NULL);
+        if (rc < 0)
+            return rc;
+    }
+    *p = v->raw + (off - e->logical);
+    *avail = (size_t)(end - off);
+    return 1;
 }
 
 int zseg_compress_block(void **cctx, const void *raw, size_t len, int level, uint8_t **dst,

@@ -126,6 +126,53 @@ static bool lazy_finish(void *ctx, segment_task *t)
     (void)t;
     return false;
 }
+/* Queues tasks and runs one only when finish() asks for it, as if it had
+ * been running all along; steal() takes back any queued one while another
+ * "runs". Counts who decompressed what. */
+#define DEFER_MAX 8
+static segment_task *deferred[DEFER_MAX];
+static unsigned ran_by_executor, ran_by_reader;
+static bool defer_start(void *ctx, segment_task *t)
+{
+    (void)ctx;
+    for (int k = 0; k < DEFER_MAX; k++)
+        if (!deferred[k]) {
+            deferred[k] = t;
+            return true;
+        }
+    return false;
+}
+static bool defer_take(segment_task *t)
+{
+    for (int k = 0; k < DEFER_MAX; k++)
+        if (deferred[k] == t) {
+            deferred[k] = NULL;
+            return true;
+        }
+    return false;
+}
+static bool defer_finish(void *ctx, segment_task *t)
+{
+    (void)ctx;
+    assert_true(defer_take(t));
+    t->fn(t);
+    ran_by_executor++;
+    return true;
+}
+static bool defer_steal(void *ctx, segment_task *busy, segment_task *t)
+{
+    (void)ctx;
+    bool busy_queued = false;
+    for (int k = 0; k < DEFER_MAX; k++)
+        busy_queued |= deferred[k] == busy;
+    assert_true(busy_queued); /* only ever asked about a block in our hands */
+    if (!defer_take(t))
+        return false;
+    ran_by_reader++;
+    return true;
+}
+static const segment_ahead defer_ahead = {
+    .start = defer_start, .finish = defer_finish, .steal = defer_steal};
 static const segment_ahead sync_ahead = {.start = sync_start, .finish = sync_finish};
 static const segment_ahead refuse_ahead = {.start = refuse_start, .finish = sync_finish};
 static const segment_ahead lazy_ahead = {.start = lazy_start, .finish = lazy_finish};
@@ -324,9 +371,11 @@ static void test_decompress_ahead(void **state)
     pb_log *log = build(dir, NULL, 1024 * 1024, N);
     assert_true(compress_all(log) >= 1);
     assert_int_equal(log_close(log), 0);
-    const segment_ahead *modes[] = {inflater_ahead(inf), &sync_ahead, &refuse_ahead, &lazy_ahead};
+    const segment_ahead *modes[] = {inflater_ahead(inf), &sync_ahead, &refuse_ahead, &lazy_ahead,
+                                    &defer_ahead};
+    const size_t nmodes = sizeof modes / sizeof modes[0];
     uint64_t lost;
-    for (size_t m = 0; m < 4; m++) {
+    for (size_t m = 0; m < nmodes; m++) {
         test_ahead = modes[m];
         assert_int_equal(read_all(dir, NULL, N, &lost, NULL, NULL, 0), 0);
         segment_io sio = *segment_io_posix();
@@ -354,7 +403,7 @@ static void test_decompress_ahead(void **state)
     char why[200];
     test_ahead = NULL;
     assert_int_equal(read_all(dir, NULL, N, &lost, &want, why, sizeof why), 1);
-    for (size_t m = 0; m < 4; m++) {
+    for (size_t m = 0; m < nmodes; m++) {
         test_ahead = modes[m];
         assert_int_equal(read_all(dir, NULL, N, &lost, &got, why, sizeof why), 1);
         assert_non_null(strstr(why, "CRC32C"));
@@ -364,6 +413,77 @@ static void test_decompress_ahead(void **state)
     }
     test_ahead = NULL;
     inflater_stop(inf);
+    for (int k = 0; k < DEFER_MAX; k++)
+        assert_null(deferred[k]); /* every task taken back or finished */
+}
+
+/* A reader that would wait for the block the executor runs decompresses
+ * the next one itself (segment_ahead.steal): in a sequential read through
+ * an executor that is always "busy" with the block wanted, the reader and
+ * the executor each decompress about half of the blocks, and nothing is
+ * decompressed twice. */
+static void test_reader_steals_while_waiting(void **state)
+{
+    (void)state;
+    pb_log *log = build(dir, NULL, 1024 * 1024, 5 * N);
+    size_t closed = compress_all(log);
+    assert_true(closed >= 4);
+    assert_int_equal(log_close(log), 0);
+    ran_by_executor = ran_by_reader = 0;
+    test_ahead = &defer_ahead;
+    uint64_t lost;
+    assert_int_equal(read_all(dir, NULL, 5 * N, &lost, NULL, NULL, 0), 0);
+    test_ahead = NULL;
+    printf("executor: %u blocks, reader stole %u\n", ran_by_executor, ran_by_reader);
+    /* Per segment: the first block inline, then the two alternate. */
+    assert_true(ran_by_reader >= 2 * closed - 1);
+    assert_true(ran_by_executor >= 2 * closed - 1);
+    assert_true(ran_by_reader <= ran_by_executor + closed &&
+                ran_by_executor <= ran_by_reader + closed);
+    for (int k = 0; k < DEFER_MAX; k++)
+        assert_null(deferred[k]);
+}
+
+/* A sequential read of a compressed segment is served from the
+ * decompressed block itself (no copy into the window), and a record read
+ * across the window's refills stays right. */
+static void test_records_served_from_block(void **state)
+{
+    (void)state;
+    pb_log *log = build(dir, NULL, 1024 * 1024, N);
+    assert_true(compress_all(log) >= 1);
+    assert_int_equal(log_close(log), 0);
+    char path[256];
+    assert_int_equal(segment_path(path, sizeof path, dir, 0, ".log"), 0);
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    segment_buf b;
+    assert_int_equal(segment_buf_init(&b, segment_pread_posix, NULL), 0);
+    segment_buf_attach(&b, fd);
+    const uint8_t *p;
+    size_t avail;
+    /* The file header (outside every block) comes through the window. */
+    assert_int_equal(segment_buf_get(&b, 0, PB_FILE_HEADER_SIZE, &p, &avail), 0);
+    assert_ptr_equal(p, b.data);
+    uint64_t pos = PB_FILE_HEADER_SIZE, expected = 0, end;
+    assert_int_equal(zseg_logical_size(segment_pread_posix, NULL, fd, file_size(path), &end), 0);
+    assert_true(end > file_size(path));
+    unsigned outside = 0;
+    while (pos < end) {
+        pb_record rec;
+        uint32_t size;
+        assert_int_equal(segment_read_record(&b, pos, PB_RECORD_MAX_EVENT, &rec, &size), 0);
+        assert_int_equal(rec.offset, expected);
+        assert_int_equal(segment_buf_get(&b, pos, size, &p, &avail), 0);
+        assert_true(avail >= size);
+        outside += p < b.data || p >= b.data + b.cap;
+        pos += size;
+        expected++;
+    }
+    assert_true(expected > 1000);
+    assert_int_equal(outside, expected); /* every record: none copied */
+    segment_buf_free(&b);
+    close(fd);
 }
 
 /* log_options.discard_fd: keeps the descriptors it is given (or refuses). */
@@ -487,7 +607,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_round_trip_and_seek, setup, teardown),
         cmocka_unit_test_setup_teardown(test_flipped_bit_is_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged_index_is_reported, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_records_served_from_block, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decompress_ahead, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reader_steals_while_waiting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_install_hands_plain_fd, setup, teardown),
         cmocka_unit_test(test_compress_survives_power_loss),
     };
