@@ -32,6 +32,7 @@
 #include "zseg.h"
 
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -312,14 +313,21 @@ static void flip(const char *path, uint64_t pos)
     close(fd);
 }
 
-static void test_flipped_bit_is_reported(void **state)
+/* N events in 1 MiB segments, the closed ones compressed, the log closed;
+ * path: the first (compressed) segment. */
+static void build_compressed(char *path, size_t cap)
 {
-    (void)state;
     pb_log *log = build(dir, NULL, 1024 * 1024, N);
     assert_true(compress_all(log) >= 1);
     assert_int_equal(log_close(log), 0);
+    assert_int_equal(segment_path(path, cap, dir, 0, ".log"), 0);
+}
+
+static void test_flipped_bit_is_reported(void **state)
+{
+    (void)state;
     char path[256];
-    assert_int_equal(segment_path(path, sizeof path, dir, 0, ".log"), 0);
+    build_compressed(path, sizeof path);
     /* A byte in the middle of the blocks (the second one or later). */
     flip(path, file_size(path) / 2);
     uint64_t lost;
@@ -444,17 +452,62 @@ static void test_reader_steals_while_waiting(void **state)
         assert_null(deferred[k]);
 }
 
+/* The inflater's steal: a task queued behind one that runs is taken back
+ * (and never runs on the thread); nothing is taken while the one waited
+ * for is not running. */
+static atomic_bool gate_open, gate_entered;
+static atomic_int counted;
+static void gated_fn(segment_task *t)
+{
+    (void)t;
+    atomic_store(&gate_entered, true);
+    for (int i = 0; i < 50000 && !atomic_load(&gate_open); i++) /* 5 s at most */
+        usleep(100);
+}
+static atomic_int stolen_ran;
+static void count_fn(segment_task *t)
+{
+    (void)t;
+    atomic_fetch_add(&counted, 1);
+}
+static void stolen_fn(segment_task *t)
+{
+    (void)t;
+    atomic_fetch_add(&stolen_ran, 1);
+}
+
+static void test_inflater_steal(void **state)
+{
+    (void)state;
+    inflater *inf;
+    assert_int_equal(inflater_start(&inf), 0);
+    const segment_ahead *a = inflater_ahead(inf);
+    segment_task busy = {.fn = gated_fn}, t = {.fn = stolen_fn}, u = {.fn = count_fn};
+    assert_true(a->start(a->ctx, &busy));
+    for (int i = 0; i < 50000 && !atomic_load(&gate_entered); i++)
+        usleep(100);
+    assert_true(atomic_load(&gate_entered)); /* busy runs */
+    assert_true(a->start(a->ctx, &t));
+    assert_true(a->steal(a->ctx, &busy, &t));  /* queued behind it: taken */
+    assert_false(a->steal(a->ctx, &busy, &t)); /* no longer queued */
+    atomic_store(&gate_open, true);
+    assert_true(a->finish(a->ctx, &busy));
+    assert_true(a->start(a->ctx, &u));
+    assert_false(a->steal(a->ctx, &busy, &u)); /* busy is done: u stays */
+    (void)a->finish(a->ctx, &u);               /* ran, or taken back not begun */
+    inflater_stop(inf);
+    assert_int_equal(atomic_load(&stolen_ran), 0); /* t never ran on the thread */
+    assert_true(atomic_load(&counted) <= 1);
+}
+
 /* A sequential read of a compressed segment is served from the
- * decompressed block itself (no copy into the window), and a record read
- * across the window's refills stays right. */
+ * decompressed block itself (no copy into the window), every record in
+ * order; the file's header comes through the window. */
 static void test_records_served_from_block(void **state)
 {
     (void)state;
-    pb_log *log = build(dir, NULL, 1024 * 1024, N);
-    assert_true(compress_all(log) >= 1);
-    assert_int_equal(log_close(log), 0);
     char path[256];
-    assert_int_equal(segment_path(path, sizeof path, dir, 0, ".log"), 0);
+    build_compressed(path, sizeof path);
     int fd = open(path, O_RDONLY);
     assert_true(fd >= 0);
     segment_buf b;
@@ -609,6 +662,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_damaged_index_is_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_records_served_from_block, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decompress_ahead, setup, teardown),
+        cmocka_unit_test(test_inflater_steal),
         cmocka_unit_test_setup_teardown(test_reader_steals_while_waiting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_install_hands_plain_fd, setup, teardown),
         cmocka_unit_test(test_compress_survives_power_loss),
