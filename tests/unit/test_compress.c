@@ -10,7 +10,11 @@
  *     whole file reported, never silently skipped;
  *   - decompressing ahead (segment_ahead): the same reads, seeks and damage
  *     reports through the daemon's inflater thread and through executors
- *     that run a task at once, refuse it, or never begin it;
+ *     that run a task at once, refuse it, or never begin it; a reader that
+ *     would wait for the block the executor runs decompresses the next one
+ *     itself (steal: the inflater's, and a deferred executor where reader
+ *     and executor each do half); records are served from the
+ *     decompressed block, not copied;
  *   - the install hands the replaced plain file's descriptor to
  *     log_options.discard_fd (the daemon's unlinker thread closes it, so
  *     freeing its extents never runs on the writer): the descriptor still
