@@ -198,8 +198,8 @@ bool segment_buf_bad_block(const segment_buf *b, uint64_t *pos, uint64_t *end, u
     return true;
 }
 
-/* Reads the file's plain bytes: through the compressed view if the file
- * is a compressed segment (found out at the first read after attach). */
+/* Finds out, once per attach (at the first read), whether the file is a
+ * compressed segment: its view then serves the plain bytes. */
 static int probe(segment_buf *b)
 {
     if (!b->probed && b->fd >= 0) {
@@ -213,6 +213,7 @@ static int probe(segment_buf *b)
     return 0;
 }
 
+/* Reads the file's plain bytes: through the compressed view if it is one. */
 static ssize_t buf_read(segment_buf *b, void *dst, size_t len, uint64_t off)
 {
     int rc = probe(b);

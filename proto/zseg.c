@@ -296,8 +296,7 @@ static void ahead_steal(zseg_view *v, zahead *want)
         for (int k = 0; k < ZSEG_AHEAD; k++) {
             zahead *a = &v->ah[k];
             if (a != want && a->block != UINT32_MAX && !a->local && a->block > want->block &&
-                a->block - want->block <= ZSEG_AHEAD &&
-                (!pick || a->block > pick->block))
+                a->block - want->block <= ZSEG_AHEAD && (!pick || a->block > pick->block))
                 pick = a;
         }
         if (!pick || !v->ahead->steal(v->ahead->ctx, &want->task, &pick->task))
