@@ -162,7 +162,10 @@ bool segment_buf_bad_block(const segment_buf *b, uint64_t *pos, uint64_t *end, u
  * (the caller bounds n). *p points at pos, *avail is how many bytes from pos
  * are readable (< n only at end of file). 0 or a negative errno/PB_ENOMEM.
  * *p stays valid until the next get, invalidate or attach (a compressed
- * file's bytes may come from its decompressed block, not the window). */
+ * file's bytes may come from its decompressed block, not the window; after
+ * the next get that buffer may be handed to the decompress-ahead thread
+ * and rewritten there, so a caller that keeps bytes past it must copy
+ * them). */
 int segment_buf_get(segment_buf *b, uint64_t pos, size_t n, const uint8_t **p, size_t *avail);
 
 /* Decodes the record starting at file position pos (see record_decode for the

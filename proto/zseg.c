@@ -375,36 +375,32 @@ static void ahead_start(zseg_view *v, uint32_t i, segment_pread_fn fn, void *ctx
     }
 }
 
-/* Decompresses block i into dst (raw_len bytes; NULL: the view's own
- * buffer, which then caches it): from the block decompressed ahead when
- * that is block i, else here; then hands blocks i+1..i+ZSEG_AHEAD to the executor. */
-static int load_block(zseg_view *v, segment_pread_fn fn, void *ctx, int fd, uint32_t i,
-                      uint8_t *dst)
+/* Makes block i the view's decompressed block (v->raw): the block
+ * decompressed ahead when that is block i (its buffer swapped in, no
+ * copy), else decompressed here; then hands blocks i+1..i+ZSEG_AHEAD to
+ * the executor. */
+static int load_block(zseg_view *v, segment_pread_fn fn, void *ctx, int fd, uint32_t i)
 {
     const zseg_entry *e = &v->blocks[i];
     v->cached = UINT32_MAX;
     zahead *a = v->ahead ? ahead_take(v, i) : NULL;
     if (a) {
-        if (dst) {
-            memcpy(dst, a->raw, e->raw_len);
-        } else {
-            uint8_t *t = v->raw;
-            size_t c = v->raw_cap;
-            v->raw = a->raw;
-            v->raw_cap = a->raw_cap;
-            a->raw = t;
-            a->raw_cap = c;
-            v->cached = i;
-        }
+        uint8_t *t = v->raw;
+        size_t c = v->raw_cap;
+        v->raw = a->raw;
+        v->raw_cap = a->raw_cap;
+        a->raw = t;
+        a->raw_cap = c;
+        v->cached = i;
         ahead_start(v, i, fn, ctx, fd);
         return 0;
     }
-    if (!dst && e->raw_len > v->raw_cap) {
+    if (e->raw_len > v->raw_cap) {
         if (grow_resize(&v->raw, e->raw_len, 1) < 0)
             return PB_ENOMEM;
         v->raw_cap = e->raw_len;
     }
-    int rc = unpack(fn, ctx, fd, e, &v->comp, &v->comp_cap, dst ? dst : v->raw, &v->dctx);
+    int rc = unpack(fn, ctx, fd, e, &v->comp, &v->comp_cap, v->raw, &v->dctx);
     if (rc < 0)
         return rc;
     if (rc > 0)
@@ -412,10 +408,21 @@ static int load_block(zseg_view *v, segment_pread_fn fn, void *ctx, int fd, uint
                         rc == UNPACK_CUT   ? "is cut short"
                         : rc == UNPACK_CRC ? "failed its CRC32C"
                                            : "does not decompress");
-    if (!dst)
-        v->cached = i;
+    v->cached = i;
     ahead_start(v, i, fn, ctx, fd);
     return 0;
+}
+
+/* The block holding plain byte off (>= PB_FILE_HEADER_SIZE, < the logical
+ * size): the decompressed one when it holds it (no search). */
+static uint32_t block_of(const zseg_view *v, uint64_t off)
+{
+    if (v->cached != UINT32_MAX) {
+        const zseg_entry *c = &v->blocks[v->cached];
+        if (off >= c->logical && off - c->logical < c->raw_len)
+            return v->cached;
+    }
+    return find_block(v, off);
 }
 
 ssize_t zseg_view_read(zseg_view *v, segment_pread_fn fn, void *ctx, int fd, void *buf, size_t len,
@@ -432,21 +439,10 @@ ssize_t zseg_view_read(zseg_view *v, segment_pread_fn fn, void *ctx, int fd, voi
                 n = len - done;
             memcpy((uint8_t *)buf + done, v->head + off, n);
         } else {
-            uint32_t i = find_block(v, off);
+            uint32_t i = block_of(v, off);
             const zseg_entry *e = &v->blocks[i];
-            if (v->cached != i && off == e->logical && len - done >= e->raw_len) {
-                /* A whole block wanted (a sequential read): straight into
-                 * the caller's buffer, no copy. Blocks hold whole records,
-                 * so the next read starts at or after its end. */
-                int rc = load_block(v, fn, ctx, fd, i, (uint8_t *)buf + done);
-                if (rc < 0)
-                    return done > 0 ? (ssize_t)done : rc;
-                done += e->raw_len;
-                off += e->raw_len;
-                continue;
-            }
             if (v->cached != i) {
-                int rc = load_block(v, fn, ctx, fd, i, NULL);
+                int rc = load_block(v, fn, ctx, fd, i);
                 if (rc < 0)
                     return done > 0 ? (ssize_t)done : rc;
             }
@@ -467,13 +463,13 @@ int zseg_view_peek(zseg_view *v, segment_pread_fn fn, void *ctx, int fd, uint64_
 {
     if (v->damaged || off < PB_FILE_HEADER_SIZE || off >= v->logical_size || v->nblocks == 0)
         return 0;
-    uint32_t i = find_block(v, off);
+    uint32_t i = block_of(v, off);
     const zseg_entry *e = &v->blocks[i];
     uint64_t end = e->logical + e->raw_len;
     if (off < e->logical || off >= end || n > end - off)
         return 0; /* spans blocks (damage, or a caller's guess): the copying read */
     if (v->cached != i) {
-        int rc = load_block(v, fn, ctx, fd, i, NULL);
+        int rc = load_block(v, fn, ctx, fd, i);
         if (rc < 0)
             return rc;
     }

@@ -429,38 +429,78 @@ static void test_decompress_ahead(void **state)
         assert_null(deferred[k]); /* every task taken back or finished */
 }
 
+/* Counts the reads of compressed blocks: every pread between the zseg
+ * header and the block index (unpack reads a block's bytes in one). */
+static uint64_t count_index_pos;
+static unsigned block_reads;
+static ssize_t counting_pread(void *ctx, int fd, void *buf, size_t len, off_t off)
+{
+    if ((uint64_t)off >= ZSEG_HEADER_END && (uint64_t)off < count_index_pos)
+        block_reads++;
+    return segment_pread_posix(ctx, fd, buf, len, off);
+}
+
 /* A reader that would wait for the block the executor runs decompresses
- * the next one itself (segment_ahead.steal): in a sequential read through
- * an executor that is always "busy" with the block wanted, the reader and
- * the executor each decompress about half of the blocks, and nothing is
- * decompressed twice. */
+ * the next one itself (segment_ahead.steal): a sequential read of each
+ * compressed segment through an executor that is always "busy" with the
+ * block wanted: the reader and the executor each decompress about half of
+ * the blocks, and every block is decompressed exactly once. */
 static void test_reader_steals_while_waiting(void **state)
 {
     (void)state;
     pb_log *log = build(dir, NULL, 1024 * 1024, 5 * N);
     size_t closed = compress_all(log);
     assert_true(closed >= 4);
+    uint64_t bases[64];
+    assert_true(closed <= 64);
+    for (size_t i = 0; i < closed; i++)
+        bases[i] = log_closed_base(log, i);
     assert_int_equal(log_close(log), 0);
-    ran_by_executor = ran_by_reader = 0;
-    test_ahead = &defer_ahead;
-    uint64_t lost;
-    assert_int_equal(read_all(dir, NULL, 5 * N, &lost, NULL, NULL, 0), 0);
-    test_ahead = NULL;
-    printf("executor: %u blocks, reader stole %u\n", ran_by_executor, ran_by_reader);
-    /* Per segment: the first block inline, then the two alternate. */
-    assert_true(ran_by_reader >= 2 * closed - 1);
-    assert_true(ran_by_executor >= 2 * closed - 1);
-    assert_true(ran_by_reader <= ran_by_executor + closed &&
-                ran_by_executor <= ran_by_reader + closed);
-    for (int k = 0; k < DEFER_MAX; k++)
-        assert_null(deferred[k]);
+    segment_buf b;
+    assert_int_equal(segment_buf_init(&b, counting_pread, NULL), 0);
+    segment_buf_set_ahead(&b, &defer_ahead);
+    for (size_t s = 0; s < closed; s++) {
+        char path[256];
+        uint8_t hdr[ZSEG_HEADER_END];
+        assert_int_equal(segment_path(path, sizeof path, dir, bases[s], ".log"), 0);
+        int fd = open(path, O_RDONLY);
+        assert_true(fd >= 0);
+        assert_int_equal(pread(fd, hdr, sizeof hdr, 0), (ssize_t)sizeof hdr);
+        assert_true(zseg_is_compressed(hdr, sizeof hdr));
+        uint64_t end = pb_load_le64(hdr + PB_FILE_HEADER_SIZE + 8);
+        count_index_pos = pb_load_le64(hdr + PB_FILE_HEADER_SIZE + 16);
+        uint32_t nblocks = pb_load_le32(hdr + PB_FILE_HEADER_SIZE + 24);
+        assert_true(nblocks >= 3);
+        ran_by_executor = ran_by_reader = block_reads = 0;
+        segment_buf_attach(&b, fd);
+        uint64_t pos = PB_FILE_HEADER_SIZE, expected = bases[s];
+        while (pos < end) {
+            pb_record rec;
+            uint32_t size;
+            assert_int_equal(segment_read_record(&b, pos, PB_RECORD_MAX_EVENT, &rec, &size), 0);
+            assert_int_equal(rec.offset, expected);
+            pos += size;
+            expected++;
+        }
+        if (s + 1 < closed)
+            assert_int_equal(expected, bases[s + 1]);
+        segment_buf_attach(&b, -1); /* frees the view: every task back */
+        close(fd);
+        /* Each block read (so decompressed) once: the first inline, the
+         * others alternately by the executor and by the reader. */
+        assert_int_equal(block_reads, nblocks);
+        assert_int_equal(ran_by_executor + ran_by_reader, nblocks - 1);
+        assert_true(ran_by_reader >= (nblocks - 1) / 2 && ran_by_executor >= (nblocks - 1) / 2);
+        for (int k = 0; k < DEFER_MAX; k++)
+            assert_null(deferred[k]);
+    }
+    segment_buf_free(&b);
 }
 
 /* The inflater's steal: a task queued behind one that runs is taken back
  * (and never runs on the thread); nothing is taken while the one waited
  * for is not running. */
 static atomic_bool gate_open, gate_entered;
-static atomic_int counted;
 static void gated_fn(segment_task *t)
 {
     (void)t;
@@ -469,10 +509,9 @@ static void gated_fn(segment_task *t)
         usleep(100);
 }
 static atomic_int stolen_ran;
-static void count_fn(segment_task *t)
+static void noop_fn(segment_task *t)
 {
     (void)t;
-    atomic_fetch_add(&counted, 1);
 }
 static void stolen_fn(segment_task *t)
 {
@@ -480,13 +519,23 @@ static void stolen_fn(segment_task *t)
     atomic_fetch_add(&stolen_ran, 1);
 }
 
+static inflater *steal_inf;
+static int steal_teardown(void **state)
+{
+    (void)state;
+    atomic_store(&gate_open, true); /* a failed assert left the thread waiting */
+    inflater_stop(steal_inf);
+    steal_inf = NULL;
+    return 0;
+}
+
 static void test_inflater_steal(void **state)
 {
     (void)state;
-    inflater *inf;
-    assert_int_equal(inflater_start(&inf), 0);
+    assert_int_equal(inflater_start(&steal_inf), 0);
+    inflater *inf = steal_inf;
     const segment_ahead *a = inflater_ahead(inf);
-    segment_task busy = {.fn = gated_fn}, t = {.fn = stolen_fn}, u = {.fn = count_fn};
+    segment_task busy = {.fn = gated_fn}, t = {.fn = stolen_fn}, u = {.fn = noop_fn};
     assert_true(a->start(a->ctx, &busy));
     for (int i = 0; i < 50000 && !atomic_load(&gate_entered); i++)
         usleep(100);
@@ -500,13 +549,14 @@ static void test_inflater_steal(void **state)
     assert_false(a->steal(a->ctx, &busy, &u)); /* busy is done: u stays */
     (void)a->finish(a->ctx, &u);               /* ran, or taken back not begun */
     inflater_stop(inf);
+    steal_inf = NULL;
     assert_int_equal(atomic_load(&stolen_ran), 0); /* t never ran on the thread */
-    assert_true(atomic_load(&counted) <= 1);
 }
 
 /* A sequential read of a compressed segment is served from the
  * decompressed block itself (no copy into the window), every record in
- * order; the file's header comes through the window. */
+ * order; the file's header and a range across two blocks come through the
+ * window, with the same bytes. */
 static void test_records_served_from_block(void **state)
 {
     (void)state;
@@ -526,6 +576,7 @@ static void test_records_served_from_block(void **state)
     assert_int_equal(zseg_logical_size(segment_pread_posix, NULL, fd, file_size(path), &end), 0);
     assert_true(end > file_size(path));
     unsigned outside = 0;
+    uint64_t boundary = 0;
     while (pos < end) {
         pb_record rec;
         uint32_t size;
@@ -534,11 +585,25 @@ static void test_records_served_from_block(void **state)
         assert_int_equal(segment_buf_get(&b, pos, size, &p, &avail), 0);
         assert_true(avail >= size);
         outside += p < b.data || p >= b.data + b.cap;
+        if (avail == size && !boundary && pos + size < end)
+            boundary = pos + size; /* the record ends its block */
         pos += size;
         expected++;
     }
     assert_true(expected > 1000);
     assert_int_equal(outside, expected); /* every record: none copied */
+    /* A range across two blocks comes through the window, the same bytes. */
+    assert_true(boundary > 0);
+    uint8_t tail[8], head[8];
+    assert_int_equal(segment_buf_get(&b, boundary - 8, 8, &p, &avail), 0);
+    memcpy(tail, p, 8);
+    assert_int_equal(segment_buf_get(&b, boundary, 8, &p, &avail), 0);
+    memcpy(head, p, 8);
+    assert_int_equal(segment_buf_get(&b, boundary - 8, 16, &p, &avail), 0);
+    assert_ptr_equal(p, b.data);
+    assert_true(avail >= 16);
+    assert_memory_equal(p, tail, 8);
+    assert_memory_equal(p + 8, head, 8);
     segment_buf_free(&b);
     close(fd);
 }
@@ -666,7 +731,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_damaged_index_is_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_records_served_from_block, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decompress_ahead, setup, teardown),
-        cmocka_unit_test(test_inflater_steal),
+        cmocka_unit_test_teardown(test_inflater_steal, steal_teardown),
         cmocka_unit_test_setup_teardown(test_reader_steals_while_waiting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_install_hands_plain_fd, setup, teardown),
         cmocka_unit_test(test_compress_survives_power_loss),
