@@ -520,6 +520,9 @@ static void stolen_fn(segment_task *t)
 }
 
 static inflater *steal_inf;
+/* Static, not the test's locals: after a failed assert the thread may
+ * still run or dequeue them while the teardown stops it. */
+static segment_task st_busy, st_t, st_u;
 static int steal_teardown(void **state)
 {
     (void)state;
@@ -535,19 +538,21 @@ static void test_inflater_steal(void **state)
     assert_int_equal(inflater_start(&steal_inf), 0);
     inflater *inf = steal_inf;
     const segment_ahead *a = inflater_ahead(inf);
-    segment_task busy = {.fn = gated_fn}, t = {.fn = stolen_fn}, u = {.fn = noop_fn};
-    assert_true(a->start(a->ctx, &busy));
+    st_busy = (segment_task){.fn = gated_fn};
+    st_t = (segment_task){.fn = stolen_fn};
+    st_u = (segment_task){.fn = noop_fn};
+    assert_true(a->start(a->ctx, &st_busy));
     for (int i = 0; i < 50000 && !atomic_load(&gate_entered); i++)
         usleep(100);
-    assert_true(atomic_load(&gate_entered)); /* busy runs */
-    assert_true(a->start(a->ctx, &t));
-    assert_true(a->steal(a->ctx, &busy, &t));  /* queued behind it: taken */
-    assert_false(a->steal(a->ctx, &busy, &t)); /* no longer queued */
+    assert_true(atomic_load(&gate_entered)); /* st_busy runs */
+    assert_true(a->start(a->ctx, &st_t));
+    assert_true(a->steal(a->ctx, &st_busy, &st_t));  /* queued behind it: taken */
+    assert_false(a->steal(a->ctx, &st_busy, &st_t)); /* no longer queued */
     atomic_store(&gate_open, true);
-    assert_true(a->finish(a->ctx, &busy));
-    assert_true(a->start(a->ctx, &u));
-    assert_false(a->steal(a->ctx, &busy, &u)); /* busy is done: u stays */
-    (void)a->finish(a->ctx, &u);               /* ran, or taken back not begun */
+    assert_true(a->finish(a->ctx, &st_busy));
+    assert_true(a->start(a->ctx, &st_u));
+    assert_false(a->steal(a->ctx, &st_busy, &st_u)); /* st_busy is done: u stays */
+    (void)a->finish(a->ctx, &st_u);                  /* ran, or taken back not begun */
     inflater_stop(inf);
     steal_inf = NULL;
     assert_int_equal(atomic_load(&stolen_ran), 0); /* t never ran on the thread */
