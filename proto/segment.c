@@ -198,9 +198,9 @@ bool segment_buf_bad_block(const segment_buf *b, uint64_t *pos, uint64_t *end, u
     return true;
 }
 
-/* Reads the file's plain bytes: through the compressed view if the file
- * is a compressed segment (found out at the first read after attach). */
-static ssize_t buf_read(segment_buf *b, void *dst, size_t len, uint64_t off)
+/* Finds out, once per attach (at the first read), whether the file is a
+ * compressed segment: its view then serves the plain bytes. */
+static int probe(segment_buf *b)
 {
     if (!b->probed && b->fd >= 0) {
         int rc = zseg_view_open(&b->z, b->pread, b->pread_ctx, b->fd);
@@ -210,6 +210,15 @@ static ssize_t buf_read(segment_buf *b, void *dst, size_t len, uint64_t off)
             zseg_view_set_ahead(b->z, b->ahead);
         b->probed = true;
     }
+    return 0;
+}
+
+/* Reads the file's plain bytes: through the compressed view if it is one. */
+static ssize_t buf_read(segment_buf *b, void *dst, size_t len, uint64_t off)
+{
+    int rc = probe(b);
+    if (rc < 0)
+        return rc;
     if (b->z)
         return zseg_view_read(b->z, b->pread, b->pread_ctx, b->fd, dst, len, off);
     return segment_pread_full(b->pread, b->pread_ctx, b->fd, dst, len, (off_t)off);
@@ -233,7 +242,10 @@ ssize_t segment_pread_full(segment_pread_fn fn, void *ctx, int fd, void *buf, si
 
 static int fill(segment_buf *b, uint64_t pos, size_t n)
 {
-    size_t want = n > b->readahead ? n : b->readahead;
+    /* A compressed file's window only holds what peeks cannot serve (its
+     * header, ranges across blocks): readahead would decompress blocks
+     * the next peeks then decompress again. */
+    size_t want = n > b->readahead || b->z ? n : b->readahead;
     if (want > b->cap)
         want = b->cap;
     if (b->pos != pos)
@@ -257,10 +269,18 @@ int segment_buf_get(segment_buf *b, uint64_t pos, size_t n, const uint8_t **p, s
         *avail = b->len - (size_t)(pos - b->pos);
         return 0;
     }
+    /* A compressed file: bytes inside one block are served from the
+     * decompressed block itself, not copied into the window (blocks hold
+     * whole records, so every record read of a sequential scan is). */
+    int rc = probe(b);
+    if (rc < 0)
+        return rc;
+    if (b->z && (rc = zseg_view_peek(b->z, b->pread, b->pread_ctx, b->fd, pos, n, p, avail)) != 0)
+        return rc < 0 ? rc : 0;
     /* Refill starting at pos (everything before it is consumed), the whole
      * window, so the following records come without another syscall. */
     b->len = 0;
-    int rc = fill(b, pos, n);
+    rc = fill(b, pos, n);
     if (rc < 0)
         return rc;
     if (n > b->cap && b->len == b->cap) {

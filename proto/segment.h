@@ -69,6 +69,11 @@ typedef struct segment_ahead {
     /* For a started t: takes it back if it has not begun (false: fn will
      * never run), else waits until fn has returned (true). */
     bool (*finish)(void *ctx, segment_task *t);
+    /* Optional (NULL: never). If busy (started) is running on the executor
+     * and t (started) has not begun, takes t back and returns true: the
+     * caller runs t->fn itself while busy finishes, rather than wait idle
+     * for it. False otherwise: t stays in the executor's hands. */
+    bool (*steal)(void *ctx, segment_task *busy, segment_task *t);
     void *ctx;
 } segment_ahead;
 
@@ -155,7 +160,12 @@ bool segment_buf_bad_block(const segment_buf *b, uint64_t *pos, uint64_t *end, u
 
 /* Makes bytes [pos, pos+n) readable, growing the buffer if n is larger than it
  * (the caller bounds n). *p points at pos, *avail is how many bytes from pos
- * are readable (< n only at end of file). 0 or a negative errno/PB_ENOMEM. */
+ * are readable (< n only at end of file). 0 or a negative errno/PB_ENOMEM.
+ * *p stays valid until the next get, invalidate or attach (a compressed
+ * file's bytes may come from its decompressed block, not the window; after
+ * the next get that buffer may be handed to the decompress-ahead thread
+ * and rewritten there, so a caller that keeps bytes past it must copy
+ * them). */
 int segment_buf_get(segment_buf *b, uint64_t pos, size_t n, const uint8_t **p, size_t *avail);
 
 /* Decodes the record starting at file position pos (see record_decode for the

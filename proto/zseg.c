@@ -30,6 +30,7 @@ typedef struct zahead {
     void *ctx;
     int fd;
     uint32_t block; /* UINT32_MAX: none started */
+    bool local;     /* taken back (steal) and run by the reader: done */
     int rc;         /* 0: raw holds the block, checked; else redone inline */
     uint8_t *raw;
     size_t raw_cap;
@@ -277,9 +278,32 @@ static void ahead_run(segment_task *t)
 /* Waits for (or takes back) the block in a's hands; true if it is ready. */
 static bool ahead_finish(zseg_view *v, zahead *a)
 {
-    bool ran = v->ahead->finish(v->ahead->ctx, &a->task);
+    bool ran = a->local || v->ahead->finish(v->ahead->ctx, &a->task);
     a->block = UINT32_MAX;
+    a->local = false;
     return ran && a->rc == 0;
+}
+
+/* Block want is in the executor's hands: while the executor runs it, the
+ * reader decompresses the later blocks it has not begun (the furthest
+ * first: the executor reaches the nearer ones sooner) instead of waiting. */
+static void ahead_steal(zseg_view *v, zahead *want)
+{
+    if (!v->ahead->steal || want->local)
+        return;
+    for (;;) {
+        zahead *pick = NULL;
+        for (int k = 0; k < ZSEG_AHEAD; k++) {
+            zahead *a = &v->ah[k];
+            if (a != want && a->block != UINT32_MAX && !a->local && a->block > want->block &&
+                a->block - want->block <= ZSEG_AHEAD && (!pick || a->block > pick->block))
+                pick = a;
+        }
+        if (!pick || !v->ahead->steal(v->ahead->ctx, &want->task, &pick->task))
+            return;
+        pick->task.fn(&pick->task);
+        pick->local = true;
+    }
 }
 
 /* The slot holding block i, taken back; NULL if none holds it ready. Slots
@@ -293,6 +317,7 @@ static zahead *ahead_take(zseg_view *v, uint32_t i)
         if (a->block == UINT32_MAX)
             continue;
         if (a->block == i) {
+            ahead_steal(v, a);
             found = ahead_finish(v, a) ? a : NULL;
         } else if (a->block < i || a->block - i > ZSEG_AHEAD) {
             (void)ahead_finish(v, a);
@@ -326,6 +351,7 @@ static void ahead_start_one(zseg_view *v, zahead *a, uint32_t i, segment_pread_f
     a->fd = fd;
     a->rc = 0;
     a->block = i;
+    a->local = false;
     if (!v->ahead->start(v->ahead->ctx, &a->task))
         a->block = UINT32_MAX;
 }
@@ -349,36 +375,32 @@ static void ahead_start(zseg_view *v, uint32_t i, segment_pread_fn fn, void *ctx
     }
 }
 
-/* Decompresses block i into dst (raw_len bytes; NULL: the view's own
- * buffer, which then caches it): from the block decompressed ahead when
- * that is block i, else here; then hands block i+1 to the executor. */
-static int load_block(zseg_view *v, segment_pread_fn fn, void *ctx, int fd, uint32_t i,
-                      uint8_t *dst)
+/* Makes block i the view's decompressed block (v->raw): the block
+ * decompressed ahead when that is block i (its buffer swapped in, no
+ * copy), else decompressed here; then hands blocks i+1..i+ZSEG_AHEAD to
+ * the executor. */
+static int load_block(zseg_view *v, segment_pread_fn fn, void *ctx, int fd, uint32_t i)
 {
     const zseg_entry *e = &v->blocks[i];
     v->cached = UINT32_MAX;
     zahead *a = v->ahead ? ahead_take(v, i) : NULL;
     if (a) {
-        if (dst) {
-            memcpy(dst, a->raw, e->raw_len);
-        } else {
-            uint8_t *t = v->raw;
-            size_t c = v->raw_cap;
-            v->raw = a->raw;
-            v->raw_cap = a->raw_cap;
-            a->raw = t;
-            a->raw_cap = c;
-            v->cached = i;
-        }
-        ahead_start(v, i + 1, fn, ctx, fd);
+        uint8_t *t = v->raw;
+        size_t c = v->raw_cap;
+        v->raw = a->raw;
+        v->raw_cap = a->raw_cap;
+        a->raw = t;
+        a->raw_cap = c;
+        v->cached = i;
+        ahead_start(v, i, fn, ctx, fd);
         return 0;
     }
-    if (!dst && e->raw_len > v->raw_cap) {
+    if (e->raw_len > v->raw_cap) {
         if (grow_resize(&v->raw, e->raw_len, 1) < 0)
             return PB_ENOMEM;
         v->raw_cap = e->raw_len;
     }
-    int rc = unpack(fn, ctx, fd, e, &v->comp, &v->comp_cap, dst ? dst : v->raw, &v->dctx);
+    int rc = unpack(fn, ctx, fd, e, &v->comp, &v->comp_cap, v->raw, &v->dctx);
     if (rc < 0)
         return rc;
     if (rc > 0)
@@ -386,10 +408,21 @@ static int load_block(zseg_view *v, segment_pread_fn fn, void *ctx, int fd, uint
                         rc == UNPACK_CUT   ? "is cut short"
                         : rc == UNPACK_CRC ? "failed its CRC32C"
                                            : "does not decompress");
-    if (!dst)
-        v->cached = i;
-    ahead_start(v, i + 1, fn, ctx, fd);
+    v->cached = i;
+    ahead_start(v, i, fn, ctx, fd);
     return 0;
+}
+
+/* The block holding plain byte off (>= PB_FILE_HEADER_SIZE, < the logical
+ * size): the decompressed one when it holds it (no search). */
+static uint32_t block_of(const zseg_view *v, uint64_t off)
+{
+    if (v->cached != UINT32_MAX) {
+        const zseg_entry *c = &v->blocks[v->cached];
+        if (off >= c->logical && off - c->logical < c->raw_len)
+            return v->cached;
+    }
+    return find_block(v, off);
 }
 
 ssize_t zseg_view_read(zseg_view *v, segment_pread_fn fn, void *ctx, int fd, void *buf, size_t len,
@@ -406,21 +439,10 @@ ssize_t zseg_view_read(zseg_view *v, segment_pread_fn fn, void *ctx, int fd, voi
                 n = len - done;
             memcpy((uint8_t *)buf + done, v->head + off, n);
         } else {
-            uint32_t i = find_block(v, off);
+            uint32_t i = block_of(v, off);
             const zseg_entry *e = &v->blocks[i];
-            if (v->cached != i && off == e->logical && len - done >= e->raw_len) {
-                /* A whole block wanted (a sequential read): straight into
-                 * the caller's buffer, no copy. Blocks hold whole records,
-                 * so the next read starts at or after its end. */
-                int rc = load_block(v, fn, ctx, fd, i, (uint8_t *)buf + done);
-                if (rc < 0)
-                    return done > 0 ? (ssize_t)done : rc;
-                done += e->raw_len;
-                off += e->raw_len;
-                continue;
-            }
             if (v->cached != i) {
-                int rc = load_block(v, fn, ctx, fd, i, NULL);
+                int rc = load_block(v, fn, ctx, fd, i);
                 if (rc < 0)
                     return done > 0 ? (ssize_t)done : rc;
             }
@@ -434,6 +456,26 @@ ssize_t zseg_view_read(zseg_view *v, segment_pread_fn fn, void *ctx, int fd, voi
         off += n;
     }
     return (ssize_t)done;
+}
+
+int zseg_view_peek(zseg_view *v, segment_pread_fn fn, void *ctx, int fd, uint64_t off, size_t n,
+                   const uint8_t **p, size_t *avail)
+{
+    if (v->damaged || off < PB_FILE_HEADER_SIZE || off >= v->logical_size || v->nblocks == 0)
+        return 0;
+    uint32_t i = block_of(v, off);
+    const zseg_entry *e = &v->blocks[i];
+    uint64_t end = e->logical + e->raw_len;
+    if (off < e->logical || off >= end || n > end - off)
+        return 0; /* spans blocks (damage, or a caller's guess): the copying read */
+    if (v->cached != i) {
+        int rc = load_block(v, fn, ctx, fd, i);
+        if (rc < 0)
+            return rc;
+    }
+    *p = v->raw + (off - e->logical);
+    *avail = (size_t)(end - off);
+    return 1;
 }
 
 int zseg_compress_block(void **cctx, const void *raw, size_t len, int level, uint8_t **dst,

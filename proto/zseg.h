@@ -75,6 +75,16 @@ void zseg_view_free(zseg_view *v);
 ssize_t zseg_view_read(zseg_view *v, segment_pread_fn fn, void *ctx, int fd, void *buf, size_t len,
                        uint64_t off);
 
+/* Zero-copy read for a sequential reader: if plain bytes [off, off+n) lie
+ * inside one block, makes that block the view's decompressed one (from the
+ * block decompressed ahead when there is one: no copy either way) and sets
+ * *p to off's byte in it, *avail to the bytes from off to the block's end;
+ * returns 1. 0 if they do not (the file's first 40 bytes, the end, a range
+ * across blocks: use zseg_view_read); ZSEG_EBADBLOCK or a negated errno.
+ * *p stays valid until the next peek, read or invalidate of the view. */
+int zseg_view_peek(zseg_view *v, segment_pread_fn fn, void *ctx, int fd, uint64_t off, size_t n,
+                   const uint8_t **p, size_t *avail);
+
 /* Size of the plain file the view stands for. */
 uint64_t zseg_view_logical_size(const zseg_view *v);
 

@@ -36,6 +36,7 @@ struct inflater {
 static void *inflater_main(void *arg)
 {
     inflater *f = arg;
+    (void)pthread_setname_np(pthread_self(), "pb-inflate"); /* per-thread CPU in NOTES */
     pthread_mutex_lock(&f->lock);
     for (;;) {
         while (!f->head && !f->stop)
@@ -79,23 +80,29 @@ static bool ahead_start(void *ctx, segment_task *t)
     return taken;
 }
 
+/* Takes a queued t off the FIFO; under the lock. */
+static void unqueue(inflater *f, segment_task *t)
+{
+    segment_task *prev = NULL;
+    for (segment_task *q = f->head; q && q != t; q = q->next)
+        prev = q;
+    if (prev)
+        prev->next = t->next;
+    else
+        f->head = t->next;
+    if (f->tail == t)
+        f->tail = prev;
+    f->queued--;
+    t->state = 0;
+}
+
 static bool ahead_finish(void *ctx, segment_task *t)
 {
     inflater *f = ctx;
     pthread_mutex_lock(&f->lock);
     if (t->state == TASK_QUEUED) {
         /* Not begun: the reader does it itself rather than wait. */
-        segment_task *prev = NULL;
-        for (segment_task *q = f->head; q && q != t; q = q->next)
-            prev = q;
-        if (prev)
-            prev->next = t->next;
-        else
-            f->head = t->next;
-        if (f->tail == t)
-            f->tail = prev;
-        f->queued--;
-        t->state = 0;
+        unqueue(f, t);
         pthread_mutex_unlock(&f->lock);
         return false;
     }
@@ -106,6 +113,20 @@ static bool ahead_finish(void *ctx, segment_task *t)
     return true;
 }
 
+/* The reader would wait for busy: it decompresses t (a later block) in the
+ * meantime, so a replay decompresses on both cores when the thread alone
+ * is slower than the sending. */
+static bool ahead_steal(void *ctx, segment_task *busy, segment_task *t)
+{
+    inflater *f = ctx;
+    pthread_mutex_lock(&f->lock);
+    bool taken = busy->state == TASK_RUNNING && t->state == TASK_QUEUED;
+    if (taken)
+        unqueue(f, t);
+    pthread_mutex_unlock(&f->lock);
+    return taken;
+}
+
 int inflater_start(inflater **out)
 {
     *out = NULL;
@@ -113,7 +134,8 @@ int inflater_start(inflater **out)
     if (!f)
         return PB_ENOMEM;
     atomic_init(&f->ran, 0);
-    f->ahead = (segment_ahead){.start = ahead_start, .finish = ahead_finish, .ctx = f};
+    f->ahead = (segment_ahead){
+        .start = ahead_start, .finish = ahead_finish, .steal = ahead_steal, .ctx = f};
     int e = pthread_mutex_init(&f->lock, NULL);
     if (e != 0) {
         free(f);

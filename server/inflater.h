@@ -11,7 +11,11 @@
  * reader needs the block is taken back and the reader decompresses it
  * itself, and at most INFLATER_MAX_QUEUED tasks wait (beyond, start()
  * refuses and the reader works inline). So a busy inflater makes replays no
- * slower than without it.
+ * slower than without it. Nor an idle wait: while the thread runs the
+ * block a reader needs, the reader takes back a later block it has not
+ * begun (steal) and decompresses that one meanwhile; decompression is
+ * the larger part of a compressed replay's CPU, so this is what keeps
+ * both cores busy (tests/bench/NOTES.md, "Compression on a slower CPU").
  *
  * Threads: start/finish (through the segment_ahead table) from any reader
  * thread; the tasks run on the inflater's own thread. The store starts it

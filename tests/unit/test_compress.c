@@ -10,7 +10,11 @@
  *     whole file reported, never silently skipped;
  *   - decompressing ahead (segment_ahead): the same reads, seeks and damage
  *     reports through the daemon's inflater thread and through executors
- *     that run a task at once, refuse it, or never begin it;
+ *     that run a task at once, refuse it, or never begin it; a reader that
+ *     would wait for the block the executor runs decompresses the next one
+ *     itself (steal: the inflater's, and a deferred executor where reader
+ *     and executor each do half); records are served from the
+ *     decompressed block, not copied;
  *   - the install hands the replaced plain file's descriptor to
  *     log_options.discard_fd (the daemon's unlinker thread closes it, so
  *     freeing its extents never runs on the writer): the descriptor still
@@ -32,6 +36,7 @@
 #include "zseg.h"
 
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -126,6 +131,53 @@ static bool lazy_finish(void *ctx, segment_task *t)
     (void)t;
     return false;
 }
+/* Queues tasks and runs one only when finish() asks for it, as if it had
+ * been running all along; steal() takes back any queued one while another
+ * "runs". Counts who decompressed what. */
+#define DEFER_MAX 8
+static segment_task *deferred[DEFER_MAX];
+static unsigned ran_by_executor, ran_by_reader;
+static bool defer_start(void *ctx, segment_task *t)
+{
+    (void)ctx;
+    for (int k = 0; k < DEFER_MAX; k++)
+        if (!deferred[k]) {
+            deferred[k] = t;
+            return true;
+        }
+    return false;
+}
+static bool defer_take(segment_task *t)
+{
+    for (int k = 0; k < DEFER_MAX; k++)
+        if (deferred[k] == t) {
+            deferred[k] = NULL;
+            return true;
+        }
+    return false;
+}
+static bool defer_finish(void *ctx, segment_task *t)
+{
+    (void)ctx;
+    assert_true(defer_take(t));
+    t->fn(t);
+    ran_by_executor++;
+    return true;
+}
+static bool defer_steal(void *ctx, segment_task *busy, segment_task *t)
+{
+    (void)ctx;
+    bool busy_queued = false;
+    for (int k = 0; k < DEFER_MAX; k++)
+        busy_queued |= deferred[k] == busy;
+    assert_true(busy_queued); /* only ever asked about a block in our hands */
+    if (!defer_take(t))
+        return false;
+    ran_by_reader++;
+    return true;
+}
+static const segment_ahead defer_ahead = {
+    .start = defer_start, .finish = defer_finish, .steal = defer_steal};
 static const segment_ahead sync_ahead = {.start = sync_start, .finish = sync_finish};
 static const segment_ahead refuse_ahead = {.start = refuse_start, .finish = sync_finish};
 static const segment_ahead lazy_ahead = {.start = lazy_start, .finish = lazy_finish};
@@ -265,14 +317,21 @@ static void flip(const char *path, uint64_t pos)
     close(fd);
 }
 
-static void test_flipped_bit_is_reported(void **state)
+/* N events in 1 MiB segments, the closed ones compressed, the log closed;
+ * path: the first (compressed) segment. */
+static void build_compressed(char *path, size_t cap)
 {
-    (void)state;
     pb_log *log = build(dir, NULL, 1024 * 1024, N);
     assert_true(compress_all(log) >= 1);
     assert_int_equal(log_close(log), 0);
+    assert_int_equal(segment_path(path, cap, dir, 0, ".log"), 0);
+}
+
+static void test_flipped_bit_is_reported(void **state)
+{
+    (void)state;
     char path[256];
-    assert_int_equal(segment_path(path, sizeof path, dir, 0, ".log"), 0);
+    build_compressed(path, sizeof path);
     /* A byte in the middle of the blocks (the second one or later). */
     flip(path, file_size(path) / 2);
     uint64_t lost;
@@ -324,9 +383,11 @@ static void test_decompress_ahead(void **state)
     pb_log *log = build(dir, NULL, 1024 * 1024, N);
     assert_true(compress_all(log) >= 1);
     assert_int_equal(log_close(log), 0);
-    const segment_ahead *modes[] = {inflater_ahead(inf), &sync_ahead, &refuse_ahead, &lazy_ahead};
+    const segment_ahead *modes[] = {inflater_ahead(inf), &sync_ahead, &refuse_ahead, &lazy_ahead,
+                                    &defer_ahead};
+    const size_t nmodes = sizeof modes / sizeof modes[0];
     uint64_t lost;
-    for (size_t m = 0; m < 4; m++) {
+    for (size_t m = 0; m < nmodes; m++) {
         test_ahead = modes[m];
         assert_int_equal(read_all(dir, NULL, N, &lost, NULL, NULL, 0), 0);
         segment_io sio = *segment_io_posix();
@@ -354,7 +415,7 @@ static void test_decompress_ahead(void **state)
     char why[200];
     test_ahead = NULL;
     assert_int_equal(read_all(dir, NULL, N, &lost, &want, why, sizeof why), 1);
-    for (size_t m = 0; m < 4; m++) {
+    for (size_t m = 0; m < nmodes; m++) {
         test_ahead = modes[m];
         assert_int_equal(read_all(dir, NULL, N, &lost, &got, why, sizeof why), 1);
         assert_non_null(strstr(why, "CRC32C"));
@@ -364,6 +425,192 @@ static void test_decompress_ahead(void **state)
     }
     test_ahead = NULL;
     inflater_stop(inf);
+    for (int k = 0; k < DEFER_MAX; k++)
+        assert_null(deferred[k]); /* every task taken back or finished */
+}
+
+/* Counts the reads of compressed blocks: every pread between the zseg
+ * header and the block index (unpack reads a block's bytes in one). */
+static uint64_t count_index_pos;
+static unsigned block_reads;
+static ssize_t counting_pread(void *ctx, int fd, void *buf, size_t len, off_t off)
+{
+    if ((uint64_t)off >= ZSEG_HEADER_END && (uint64_t)off < count_index_pos)
+        block_reads++;
+    return segment_pread_posix(ctx, fd, buf, len, off);
+}
+
+/* A reader that would wait for the block the executor runs decompresses
+ * the next one itself (segment_ahead.steal): a sequential read of each
+ * compressed segment through an executor that is always "busy" with the
+ * block wanted: the reader and the executor each decompress about half of
+ * the blocks, and every block is decompressed exactly once. */
+static void test_reader_steals_while_waiting(void **state)
+{
+    (void)state;
+    pb_log *log = build(dir, NULL, 1024 * 1024, 5 * N);
+    size_t closed = compress_all(log);
+    assert_true(closed >= 4);
+    uint64_t bases[64];
+    assert_true(closed <= 64);
+    for (size_t i = 0; i < closed; i++)
+        bases[i] = log_closed_base(log, i);
+    assert_int_equal(log_close(log), 0);
+    segment_buf b;
+    assert_int_equal(segment_buf_init(&b, counting_pread, NULL), 0);
+    segment_buf_set_ahead(&b, &defer_ahead);
+    for (size_t s = 0; s < closed; s++) {
+        char path[256];
+        uint8_t hdr[ZSEG_HEADER_END];
+        assert_int_equal(segment_path(path, sizeof path, dir, bases[s], ".log"), 0);
+        int fd = open(path, O_RDONLY);
+        assert_true(fd >= 0);
+        assert_int_equal(pread(fd, hdr, sizeof hdr, 0), (ssize_t)sizeof hdr);
+        assert_true(zseg_is_compressed(hdr, sizeof hdr));
+        uint64_t end = pb_load_le64(hdr + PB_FILE_HEADER_SIZE + 8);
+        count_index_pos = pb_load_le64(hdr + PB_FILE_HEADER_SIZE + 16);
+        uint32_t nblocks = pb_load_le32(hdr + PB_FILE_HEADER_SIZE + 24);
+        assert_true(nblocks >= 3);
+        ran_by_executor = ran_by_reader = block_reads = 0;
+        segment_buf_attach(&b, fd);
+        uint64_t pos = PB_FILE_HEADER_SIZE, expected = bases[s];
+        while (pos < end) {
+            pb_record rec;
+            uint32_t size;
+            assert_int_equal(segment_read_record(&b, pos, PB_RECORD_MAX_EVENT, &rec, &size), 0);
+            assert_int_equal(rec.offset, expected);
+            pos += size;
+            expected++;
+        }
+        if (s + 1 < closed)
+            assert_int_equal(expected, bases[s + 1]);
+        segment_buf_attach(&b, -1); /* frees the view: every task back */
+        close(fd);
+        /* Each block read (so decompressed) once: the first inline, the
+         * others alternately by the executor and by the reader. */
+        assert_int_equal(block_reads, nblocks);
+        assert_int_equal(ran_by_executor + ran_by_reader, nblocks - 1);
+        assert_true(ran_by_reader >= (nblocks - 1) / 2 && ran_by_executor >= (nblocks - 1) / 2);
+        for (int k = 0; k < DEFER_MAX; k++)
+            assert_null(deferred[k]);
+    }
+    segment_buf_free(&b);
+}
+
+/* The inflater's steal: a task queued behind one that runs is taken back
+ * (and never runs on the thread); nothing is taken while the one waited
+ * for is not running. */
+static atomic_bool gate_open, gate_entered;
+static void gated_fn(segment_task *t)
+{
+    (void)t;
+    atomic_store(&gate_entered, true);
+    for (int i = 0; i < 50000 && !atomic_load(&gate_open); i++) /* 5 s at most */
+        usleep(100);
+}
+static atomic_int stolen_ran;
+static void noop_fn(segment_task *t)
+{
+    (void)t;
+}
+static void stolen_fn(segment_task *t)
+{
+    (void)t;
+    atomic_fetch_add(&stolen_ran, 1);
+}
+
+static inflater *steal_inf;
+/* Static, not the test's locals: after a failed assert the thread may
+ * still run or dequeue them while the teardown stops it. */
+static segment_task st_busy, st_t, st_u;
+static int steal_teardown(void **state)
+{
+    (void)state;
+    atomic_store(&gate_open, true); /* a failed assert left the thread waiting */
+    inflater_stop(steal_inf);
+    steal_inf = NULL;
+    return 0;
+}
+
+static void test_inflater_steal(void **state)
+{
+    (void)state;
+    assert_int_equal(inflater_start(&steal_inf), 0);
+    inflater *inf = steal_inf;
+    const segment_ahead *a = inflater_ahead(inf);
+    st_busy = (segment_task){.fn = gated_fn};
+    st_t = (segment_task){.fn = stolen_fn};
+    st_u = (segment_task){.fn = noop_fn};
+    assert_true(a->start(a->ctx, &st_busy));
+    for (int i = 0; i < 50000 && !atomic_load(&gate_entered); i++)
+        usleep(100);
+    assert_true(atomic_load(&gate_entered)); /* st_busy runs */
+    assert_true(a->start(a->ctx, &st_t));
+    assert_true(a->steal(a->ctx, &st_busy, &st_t));  /* queued behind it: taken */
+    assert_false(a->steal(a->ctx, &st_busy, &st_t)); /* no longer queued */
+    atomic_store(&gate_open, true);
+    assert_true(a->finish(a->ctx, &st_busy));
+    assert_true(a->start(a->ctx, &st_u));
+    assert_false(a->steal(a->ctx, &st_busy, &st_u)); /* st_busy is done: u stays */
+    (void)a->finish(a->ctx, &st_u);                  /* ran, or taken back not begun */
+    inflater_stop(inf);
+    steal_inf = NULL;
+    assert_int_equal(atomic_load(&stolen_ran), 0); /* t never ran on the thread */
+}
+
+/* A sequential read of a compressed segment is served from the
+ * decompressed block itself (no copy into the window), every record in
+ * order; the file's header and a range across two blocks come through the
+ * window, with the same bytes. */
+static void test_records_served_from_block(void **state)
+{
+    (void)state;
+    char path[256];
+    build_compressed(path, sizeof path);
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    segment_buf b;
+    assert_int_equal(segment_buf_init(&b, segment_pread_posix, NULL), 0);
+    segment_buf_attach(&b, fd);
+    const uint8_t *p;
+    size_t avail;
+    /* The file header (outside every block) comes through the window. */
+    assert_int_equal(segment_buf_get(&b, 0, PB_FILE_HEADER_SIZE, &p, &avail), 0);
+    assert_ptr_equal(p, b.data);
+    uint64_t pos = PB_FILE_HEADER_SIZE, expected = 0, end;
+    assert_int_equal(zseg_logical_size(segment_pread_posix, NULL, fd, file_size(path), &end), 0);
+    assert_true(end > file_size(path));
+    unsigned outside = 0;
+    uint64_t boundary = 0;
+    while (pos < end) {
+        pb_record rec;
+        uint32_t size;
+        assert_int_equal(segment_read_record(&b, pos, PB_RECORD_MAX_EVENT, &rec, &size), 0);
+        assert_int_equal(rec.offset, expected);
+        assert_int_equal(segment_buf_get(&b, pos, size, &p, &avail), 0);
+        assert_true(avail >= size);
+        outside += p < b.data || p >= b.data + b.cap;
+        if (avail == size && !boundary && pos + size < end)
+            boundary = pos + size; /* the record ends its block */
+        pos += size;
+        expected++;
+    }
+    assert_true(expected > 1000);
+    assert_int_equal(outside, expected); /* every record: none copied */
+    /* A range across two blocks comes through the window, the same bytes. */
+    assert_true(boundary > 0);
+    uint8_t tail[8], head[8];
+    assert_int_equal(segment_buf_get(&b, boundary - 8, 8, &p, &avail), 0);
+    memcpy(tail, p, 8);
+    assert_int_equal(segment_buf_get(&b, boundary, 8, &p, &avail), 0);
+    memcpy(head, p, 8);
+    assert_int_equal(segment_buf_get(&b, boundary - 8, 16, &p, &avail), 0);
+    assert_ptr_equal(p, b.data);
+    assert_true(avail >= 16);
+    assert_memory_equal(p, tail, 8);
+    assert_memory_equal(p + 8, head, 8);
+    segment_buf_free(&b);
+    close(fd);
 }
 
 /* log_options.discard_fd: keeps the descriptors it is given (or refuses). */
@@ -487,7 +734,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_round_trip_and_seek, setup, teardown),
         cmocka_unit_test_setup_teardown(test_flipped_bit_is_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged_index_is_reported, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_records_served_from_block, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decompress_ahead, setup, teardown),
+        cmocka_unit_test_teardown(test_inflater_steal, steal_teardown),
+        cmocka_unit_test_setup_teardown(test_reader_steals_while_waiting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_install_hands_plain_fd, setup, teardown),
         cmocka_unit_test(test_compress_survives_power_loss),
     };
