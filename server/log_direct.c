@@ -78,7 +78,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #define DIRECT_ALIGN_DEFAULT 4096u
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -226,9 +229,40 @@ static unsigned gather(const direct_io *d, const job *j, struct iovec *v)
     return m;
 }
 
+/* The helper's time slice (sched_setattr's sched_runtime for a fair task,
+ * Linux 6.12 and later; 0.1 ms is the least it takes). The helper sleeps
+ * in every write and sync and, woken by the device, waited for a core
+ * behind the loop thread, the writer and the publisher, all busy on two
+ * cores: ~0.1 ms a wake-up (its run-queue wait in /proc/.../schedstat:
+ * 0.25-0.4 s of a 1.1-1.7 s publish of 1M x 1 KiB), the device idle
+ * meanwhile. A short slice gives it an early deadline, so that it runs at
+ * once when woken (0.06-0.27 s). It asks for nothing else: same policy,
+ * same nice, no privilege; a kernel without custom slices ignores it. */
+#define HELPER_SLICE_NS 100000ull
+
+static void ask_short_slice(void)
+{
+#ifdef SYS_sched_setattr
+    struct {
+        uint32_t size, policy;
+        uint64_t flags;
+        int32_t nice;
+        uint32_t priority;
+        uint64_t runtime, deadline, period;
+    } a = {.size = 48, .flags = 0x08 /* SCHED_FLAG_KEEP_POLICY */, .runtime = HELPER_SLICE_NS};
+    errno = 0;
+    int nice = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+    if (errno != 0)
+        return;
+    a.nice = nice;
+    (void)syscall(SYS_sched_setattr, 0, &a, 0);
+#endif
+}
+
 static void *helper_main(void *arg)
 {
     direct_io *d = arg;
+    ask_short_slice();
     pthread_mutex_lock(&d->mu);
     for (;;) {
         while (d->n == 0 && !d->quit)

@@ -7,7 +7,9 @@
  * fails, every stage in it counts as failed, the append is written again
  * the ordinary way, the log stays up and nothing is lost; the append's
  * sync queued behind it (log_append_sync) still runs and counts for
- * nothing of the failed write. */
+ * nothing of the failed write. The helper thread (pbd:) asks the kernel
+ * for a 0.1 ms time slice (read back with sched_getattr where the kernel
+ * has custom slices). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,7 +23,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fileio.h"
 #include "log.h"
@@ -193,11 +198,57 @@ static void test_failed_gathered_write_rewritten(void **state)
     verify_all(2 * N);
 }
 
+/* The slice (sched_runtime) of this process's thread named pbd:*, 0 if
+ * the kernel does not say; -1: no such thread. */
+static long long helper_slice(void)
+{
+    DIR *dir = opendir("/proc/self/task");
+    assert_non_null(dir);
+    long long slice = -1;
+    struct dirent *de;
+    while ((de = readdir(dir)) != NULL && slice < 0) {
+        char path[300], comm[32] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", de->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        if (!fgets(comm, sizeof comm, f))
+            comm[0] = '\0';
+        fclose(f);
+        if (strncmp(comm, "pbd:", 4) != 0)
+            continue;
+        struct {
+            uint32_t size, policy;
+            uint64_t flags;
+            int32_t nice;
+            uint32_t priority;
+            uint64_t runtime, deadline, period;
+        } a = {0};
+        long tid = strtol(de->d_name, NULL, 10);
+        slice = syscall(SYS_sched_getattr, tid, &a, 48, 0) == 0 ? (long long)a.runtime : 0;
+    }
+    closedir(dir);
+    return slice;
+}
+
+static void test_helper_asks_for_a_short_slice(void **state)
+{
+    fail_multi = false;
+    pb_log *log = open_slow_log();
+    append_all(log, 0, false); /* starts the helper */
+    long long slice = helper_slice();
+    assert_int_equal(log_close(log), 0);
+    if (slice <= 0)
+        skip(); /* no O_DIRECT (no helper), or no custom slices */
+    assert_int_equal(slice, 100000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_stages_gathered_read_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_gathered_write_rewritten, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_helper_asks_for_a_short_slice, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
