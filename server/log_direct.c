@@ -71,6 +71,7 @@
 #include "log_internal.h"
 
 #include "pb_errors.h"
+#include "sched_attr.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -243,13 +244,9 @@ static unsigned gather(const direct_io *d, const job *j, struct iovec *v)
 static void ask_short_slice(void)
 {
 #ifdef SYS_sched_setattr
-    struct {
-        uint32_t size, policy;
-        uint64_t flags;
-        int32_t nice;
-        uint32_t priority;
-        uint64_t runtime, deadline, period;
-    } a = {.size = 48, .flags = 0x08 /* SCHED_FLAG_KEEP_POLICY */, .runtime = HELPER_SLICE_NS};
+    pb_sched_attr a = {.size = PB_SCHED_ATTR_SIZE,
+                       .flags = PB_SCHED_FLAG_KEEP_POLICY,
+                       .runtime = HELPER_SLICE_NS};
     errno = 0;
     int nice = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
     if (errno != 0)

@@ -33,6 +33,7 @@
 #include "pb_errors.h"
 #include "reader.h"
 #include "record.h"
+#include "sched_attr.h"
 #include "testfs.h"
 
 #define T0    1700000000000000000ll
@@ -217,15 +218,10 @@ static long long helper_slice(void)
         fclose(f);
         if (strncmp(comm, "pbd:", 4) != 0)
             continue;
-        struct {
-            uint32_t size, policy;
-            uint64_t flags;
-            int32_t nice;
-            uint32_t priority;
-            uint64_t runtime, deadline, period;
-        } a = {0};
+        pb_sched_attr a = {0};
         long tid = strtol(de->d_name, NULL, 10);
-        slice = syscall(SYS_sched_getattr, tid, &a, 48, 0) == 0 ? (long long)a.runtime : 0;
+        slice = syscall(SYS_sched_getattr, tid, &a, PB_SCHED_ATTR_SIZE, 0) == 0 ? (long long)a.runtime
+                                                                                : 0;
     }
     closedir(dir);
     return slice;
