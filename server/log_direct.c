@@ -42,7 +42,7 @@
  * writes it after FIRST_STAGE bytes; the last partial block, the ordinary
  * way, last); the stages filled meanwhile go out together, one pwritev
  * (gather: the writer copies faster than the device writes, so the writes
- * after the first are of up to NSTAGE - 1 stages); every write has
+ * after the first are of up to NSTAGE stages); every write has
  * finished before log_direct_write returns. Without a thread (pthread_create
  * failed) the writes are made in line, as before.
  *
@@ -95,7 +95,7 @@
 #endif
 /* Staging buffers: while the helper writes one, the writer fills the
  * others; the helper writes the full ones queued behind it together
- * (one pwritev of up to NSTAGE - 1 of them: see helper_main). */
+ * (one pwritev of up to NSTAGE of them: see helper_main). */
 #ifndef NSTAGE
 #define NSTAGE 4u
 #endif
@@ -578,15 +578,12 @@ static int drain(pb_log *log)
 static int finish_append(pb_log *log, uint64_t last)
 {
     if (log->sync_last && log->dio->threaded) {
-        /* The sync is queued before the hook acks the take before (its
-         * outcome collected first: one sync job's at a time): those acks
-         * took 0.3-0.8 ms during which the device had nothing to do. */
         (void)log_sync_collect(log);
+        log_sync_hook_fire(log);
         if (!log->failed) {
             job j = {.io = log->io, .fd = log->fd, .sync = true};
             log->dio_sync_seq = job_submit(log->dio, &j);
         }
-        log_sync_hook_fire(log);
     }
     int rc = settle(log, last);
     if (rc != 0 && log->dio_sync_seq != 0) {
