@@ -70,6 +70,7 @@
  */
 #include "log_internal.h"
 
+#include "logging.h"
 #include "pb_errors.h"
 #include "sched_attr.h"
 
@@ -238,7 +239,8 @@ static unsigned gather(const direct_io *d, const job *j, struct iovec *v)
  * 0.25-0.4 s of a 1.1-1.7 s publish of 1M x 1 KiB), the device idle
  * meanwhile. A short slice gives it an early deadline, so that it runs at
  * once when woken (0.06-0.27 s). It asks for nothing else: same policy,
- * same nice, no privilege; a kernel without custom slices ignores it. */
+ * same nice, no privilege; a kernel without custom slices ignores it, one
+ * that refuses it (older flags, a seccomp filter) gets a DEBUG line. */
 #define HELPER_SLICE_NS 100000ull
 
 static void ask_short_slice(void)
@@ -252,7 +254,9 @@ static void ask_short_slice(void)
     if (errno != 0)
         return;
     a.nice = nice;
-    (void)syscall(SYS_sched_setattr, 0, &a, 0);
+    if (syscall(SYS_sched_setattr, 0, &a, 0) != 0)
+        logging_printf(LOG_DEBUG, "direct-write helper: no 0.1 ms time slice (sched_setattr): %s",
+                       pb_strerror(-errno));
 #endif
 }
 
