@@ -360,11 +360,11 @@ TSAN_UNIT      := $(patsubst tests/unit/%.c,%,$(shell grep -l -E '$(TSAN_THREAD_
 # TSan for no thread it does not share with test_iso_partitions and
 # test_topics, so it runs in the plain and ASan passes only.
 TSAN_SKIP      := test_iso_topics
-# test_log_direct and test_partition_pipe start no thread themselves: the log's direct writes start
+# test_log_direct, test_log_gather and test_partition_pipe start no thread themselves: the log's direct writes start
 # their helper thread (server/log_direct.c); test_partition_take opens its partition through the
 # harness (tests/lib/partharness.c), whose writer thread detaches the takes; so do test_partition_inline
 # and test_ahead_fail.
-TSAN_EXTRA     := test_log_direct test_partition_pipe test_partition_take test_partition_inline \
+TSAN_EXTRA     := test_log_direct test_log_gather test_partition_pipe test_partition_take test_partition_inline \
                   test_ahead_fail
 TSAN_TESTS     := $(sort $(TSAN_UNIT) $(TSAN_EXTRA) $(filter-out $(TSAN_SKIP),$(patsubst tests/integration/%.c,%,$(INTEG_SRC))))
 
