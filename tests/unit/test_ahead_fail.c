@@ -26,7 +26,14 @@
  *     it; counted): the same rules, but a failed sync never heals, even
  *     with room again: the retries go to the partition reopened after a
  *     reboot (the sim's power loss; FORMAT.md D.1 rule 3), the surviving
- *     records of A acked as duplicates of themselves and only those.
+ *     records of A acked as duplicates of themselves and only those;
+ *   - a failed fdatasync of A (in line; or pipelined, B's writes behind
+ *     it), then a restart of the process alone (the sim keeps its page
+ *     cache, where the failed sync's bytes stay readable but are lost at
+ *     the next power loss: fsyncgate): the log cut the segment back to its
+ *     durable end at once, so A and B are stored anew (no duplicate), and
+ *     after a power loss every acked event is back; the cut failing too:
+ *     said at ERROR, the partition stays failed.
  * After the retries: a power loss and a restart (the window rebuilt from
  * the log: no dedup.snap), then a clean restart (the window loaded from
  * dedup.snap): every acked event still there, a retry of everything all
@@ -524,9 +531,9 @@ static void retry_after_restart(ph_fixture *f, partition *p, ph_batch **b, uint6
     assert_true(partition_status(p) < 0);
     assert_int_equal(simio_set_fault(sim, 0, 0, 0, NULL), 0);
     assert_true(partition_close(p) < 0);
-    /* A reboot (FORMAT.md D.1 rule 3: after a failed sync, not a restart
-     * of the process alone, whose page cache may hold records no sync
-     * made durable): what of the failed take survives is durable. (The
+    /* A reboot (the sim's power loss; without one: retry_after_process_
+     * restart): what of the failed take survives the cut back to the
+     * durable end (FORMAT.md D.1 rule 3) is durable. (The
      * seeds, 221 and 222, cut a torn tail and leave no hole: ph_check_acked
      * wants offsets without a gap, D.2 would allow one.) */
     assert_int_equal(simio_power_loss(sim, seed + 200, NULL), 0);
