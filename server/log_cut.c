@@ -23,12 +23,16 @@ void log_durable_at(pb_log *log, uint64_t size)
  * served and remembered (a retry acked as their duplicate) until a power
  * loss takes them. So the file is cut back at once to the end that the
  * last successful sync covered: the failed take's records and everything
- * written or queued behind it go (none of them was acknowledged); then
- * one sync of the cut, its outcome only said. The log stays failed.
+ * written or queued behind it go (none of them was acknowledged: fsync =
+ * always); then one sync of the cut, its outcome only said. The log stays
+ * failed.
  */
 void log_cut_to_durable(pb_log *log, int err, const char *what)
 {
-    if (log->cut || !log->durable_known || log->fd < 0)
+    /* With fsync = interval or never, acks come before syncs: records past
+     * the durable end may be acked and read; they are left (those
+     * policies already allow a power loss to take them). */
+    if (log->cut || !log->durable_known || log->fd < 0 || !log->opt.synced_acks)
         return;
     log->cut = true;
     log_direct_quiesce(log); /* no write of the helper's lands after the cut */
