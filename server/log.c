@@ -64,12 +64,17 @@ int64_t log_now_ns(pb_log *log)
 /* Stops the log for good and says why. Returns the error for the caller. */
 int log_fail(pb_log *log, int rc, const char *what, const char *path, uint64_t pos)
 {
+    bool sync = strncmp(what, "fdatasync", 9) == 0 || strncmp(what, "fsync", 5) == 0;
     if (!log->failed) {
         log->failed = rc;
-        log->failed_sync = strncmp(what, "fdatasync", 9) == 0 || strncmp(what, "fsync", 5) == 0;
+        log->failed_sync = sync;
     }
     log_say(log, LOG_ERROR, "%s %s at byte %" PRIu64 " failed: %s; the log is stopped", what, path,
             pos, pb_strerror(rc));
+    /* The active segment's own sync, or the write-out whose error a later
+     * sync would not see (log_direct.c, settle). */
+    if (path == log->log_path && (sync || strncmp(what, "write-out", 9) == 0))
+        log_cut_to_durable(log, rc, what);
     return rc;
 }
 
@@ -188,6 +193,8 @@ static int create_segment(pb_log *log, uint64_t base, bool spare)
         return log_fail(log, rc, "segment path for", log->dir, 0);
     int64_t created = log_now_ns(log);
     log->recycled = false;
+    log->durable_known = false; /* until its header is synced */
+    log->cut = false;
     if (!spare || (rc = log_take_spare(log, base, created)) != 0) {
         if (rc < 0)
             return rc;
@@ -206,6 +213,8 @@ static int create_segment(pb_log *log, uint64_t base, bool spare)
     if ((rc = log_sync_dir(log)) < 0)
         return rc;
     log->size = PB_FILE_HEADER_SIZE;
+    log->durable = PB_FILE_HEADER_SIZE; /* synced above, or as a spare */
+    log->durable_known = true;
     log->has_records = false;
     log->last_index_pos = 0;
     log_say(log, LOG_INFO, "segment %s %s", log->log_path,
@@ -237,6 +246,7 @@ static int rotate(pb_log *log)
         return log_fail(log, rc, "truncate of", log->log_path, log->size);
     if ((rc = log->io->fdatasync(log->io, log->fd)) < 0)
         return log_fail(log, rc, "fdatasync of", log->log_path, log->size);
+    log_durable_at(log, log->size);
     log_cache_rotated(log); /* durable: its pages may go */
     if ((rc = log_close_active(log)) < 0)
         return log_fail(log, rc, "close of", log->log_path, log->size);
@@ -608,6 +618,7 @@ int log_sync(pb_log *log)
     rc = log->io->fdatasync(log->io, log->fd);
     if (rc < 0)
         return log_fail(log, rc, "fdatasync of", log->log_path, log->size);
+    log_durable_at(log, log->size);
     /* Durable: what lies cache_bytes behind may leave the cache. */
     log_cache_synced(log, log->size);
     return 0;
@@ -622,8 +633,10 @@ int log_sync_collect(pb_log *log)
         log->sync_pending = false;
         if (rc < 0 && log->sync_job)
             log_fail(log, rc, "fdatasync of", log->log_path, log->sync_size);
-        else if (rc == 0)
+        else if (rc == 0) {
+            log_durable_at(log, log->sync_size);
             log_cache_synced(log, log->sync_size);
+        }
         /* Even when the log failed before (a write queued behind this
          * sync, with ENOSPC, say): what was written before it may not be
          * on the device, so the failure never heals (log_failure_heals:
@@ -657,6 +670,8 @@ static void begin_sync(pb_log *log, uint64_t seq)
         int rc = log->io->fdatasync(log->io, log->fd);
         if (rc < 0)
             log_fail(log, rc, "fdatasync of", log->log_path, log->size);
+        else
+            log_durable_at(log, log->size);
         log->sync_inline_rc = rc;
     }
     log->sync_pending = true;

@@ -692,6 +692,13 @@ int log_direct_sync_wait(pb_log *log, uint64_t seq, uint64_t *ns)
     return rc;
 }
 
+void log_direct_quiesce(pb_log *log)
+{
+    direct_io *d = log->dio;
+    if (d && d->threaded)
+        (void)job_wait(d, d->queued);
+}
+
 void log_direct_close(pb_log *log)
 {
     if (log->dfd >= 0) {

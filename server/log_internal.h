@@ -71,6 +71,13 @@ struct pb_log {
     int64_t last_time; /* INT64_MIN: no record yet */
     int failed;        /* 0, or the error that stopped the log */
     bool failed_sync;  /* ... and it was a sync that failed */
+    /* The active segment's first `durable` bytes are what the last
+     * fdatasync of it that returned 0 covered (durable_known: set since
+     * its creation or recovery). A failed sync of it cuts the file back
+     * to there (log_cut_to_durable, once: cut). */
+    uint64_t durable;
+    bool durable_known;
+    bool cut;
 
     /* log_direct.c: the active segment opened with O_DIRECT (-1: not yet,
      * or closed with it), the aligned staging buffers and their writing
@@ -209,6 +216,17 @@ void log_tidy_spares(pb_log *log);
  * sync succeeded): drops the pages of what lies more than opt.cache_bytes
  * behind that. */
 void log_cache_synced(pb_log *log, uint64_t durable_size);
+
+/* A sync of the active segment covering its first `size` bytes returned 0. */
+void log_durable_at(pb_log *log, uint64_t size);
+
+/* log_cut.c: a sync (or write-out, what) of the active segment failed with
+ * err: the file is cut back to log->durable (once), said at ERROR. */
+void log_cut_to_durable(pb_log *log, int err, const char *what);
+
+/* log_direct.c: waits until every job queued on the helper is over (no
+ * write of this log runs after it unless the writer queues one). */
+void log_direct_quiesce(pb_log *log);
 
 /* log.c: waits for the sync log_append_sync began, if any is pending, and
  * keeps its outcome for log_sync_finish (a failure fails the log, as

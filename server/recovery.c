@@ -559,6 +559,8 @@ static int make_found_durable(pb_log *log)
     int rc = log->io->fdatasync(log->io, log->fd);
     if (rc < 0)
         return log_fail(log, rc, "fdatasync of", log->log_path, 0);
+    log_durable_at(log, log->size); /* the active segment, as recovered */
+    log->durable_known = true;
     return log_sync_dir(log);
 }
 

@@ -44,6 +44,11 @@ typedef struct inode {
     size_t nchanges, changes_cap;
     uint8_t *arena; /* bytes of the unsynced writes */
     size_t arena_len, arena_cap;
+    /* A sync of it failed (fsyncgate): the changes pending then were
+     * dropped from the list, so the durable bytes are no longer the
+     * current ones without them: a later sync applies the list to the
+     * durable bytes (replay_durable) instead of copying the current. */
+    bool gated;
 } inode;
 
 typedef struct entry {
@@ -276,6 +281,47 @@ static int make_durable(inode *n)
     return 0;
 }
 
+/* After a failed sync (gated): the durable bytes with every change since
+ * that sync applied in full; the bytes of the changes pending at it stay
+ * visible in data until a power loss, but never become durable (Linux
+ * marks the pages of a failed writeback clean: fsyncgate). */
+static int replay_durable(inode *n)
+{
+    size_t size = n->dsize, cap = n->dsize ? n->dsize : 1;
+    uint8_t *out = malloc(cap);
+    if (!out)
+        return PB_ENOMEM;
+    if (n->dsize)
+        memcpy(out, n->durable, n->dsize);
+    for (size_t i = 0; i < n->nchanges; i++) {
+        const change *c = &n->changes[i];
+        uint64_t end = c->kind == CHANGE_TRUNC ? c->off : c->off + c->len;
+        if (c->kind == CHANGE_ZERO && end > size)
+            end = size;
+        if (end > size) {
+            if (grow((void **)&out, &cap, end, 1) < 0) {
+                free(out);
+                return PB_ENOMEM;
+            }
+            memset(out + size, 0, end - size);
+        }
+        if (c->kind == CHANGE_TRUNC)
+            size = c->off;
+        else if (end > size)
+            size = end;
+        if (c->kind == CHANGE_WRITE)
+            memcpy(out + c->off, n->arena + c->data_at, c->len);
+        else if (c->kind == CHANGE_ZERO && c->off < end)
+            memset(out + c->off, 0, end - c->off);
+    }
+    free(n->durable);
+    n->durable = out;
+    n->dsize = size;
+    n->nchanges = 0;
+    n->arena_len = 0;
+    return 0;
+}
+
 static int add_dirop(simio *s, int kind, const char *path, int ino, const char *from)
 {
     if (grow((void **)&s->dirops, &s->dirops_cap, s->ndirops + 1, sizeof *s->dirops) < 0)
@@ -481,6 +527,14 @@ static int do_sync(const fileio *io, int fd, unsigned kind)
     pthread_mutex_lock(&s->lock);
     f = fd_find(s, fd);
     int rc = gate(s, kind, f ? f->path : NULL);
+    if (rc < 0 && !s->down && f && f->ino >= 0 && !s->inodes[f->ino].is_dir) {
+        /* An injected failure: what was pending is lost for good (at the
+         * next power loss), though reads still see it. */
+        inode *n = &s->inodes[f->ino];
+        n->nchanges = 0;
+        n->arena_len = 0;
+        n->gated = true;
+    }
     if (rc < 0 || s->broken_fsync)
         goto out;
     if (!f) {
@@ -488,7 +542,8 @@ static int do_sync(const fileio *io, int fd, unsigned kind)
         goto out;
     }
     if (f->ino >= 0 && !s->inodes[f->ino].is_dir) {
-        rc = make_durable(&s->inodes[f->ino]);
+        inode *n = &s->inodes[f->ino];
+        rc = n->gated ? replay_durable(n) : make_durable(n);
         goto out;
     }
     /* A directory: its unsynced entry changes become durable, in order. */
@@ -1098,6 +1153,7 @@ static int settle_file(inode *n, uint64_t *rng, simio_stats *st)
     n->data = out;
     n->size = size;
     n->cap = cap;
+    n->gated = false; /* what the failed sync left in data is gone now */
     return make_durable(n);
 nomem:
     free(out);

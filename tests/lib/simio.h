@@ -112,8 +112,11 @@ int simio_power_loss(simio *s, uint64_t seed, simio_stats *st);
 /* From now on, calls whose kind is in ops_mask (and whose path contains
  * path_contains, unless NULL) fail with -err, after the first `skip` such
  * calls have gone through; a failing disk stays failed. A failed call
- * changes nothing. mask 0 clears it. The string is copied. 0 or
- * PB_ENOMEM. */
+ * changes nothing, except a failed fdatasync/fsync of a regular file
+ * (fsyncgate, as Linux does): the file's changes pending at it stay
+ * visible to reads but are lost at the next power loss, even when a
+ * later sync of the file succeeds. mask 0 clears it. The string is
+ * copied. 0 or PB_ENOMEM. */
 int simio_set_fault(simio *s, unsigned ops_mask, uint64_t skip, int err, const char *path_contains);
 
 /* pwritev writes at most n bytes per call (0 = no limit). */

@@ -26,7 +26,14 @@
  *     it; counted): the same rules, but a failed sync never heals, even
  *     with room again: the retries go to the partition reopened after a
  *     reboot (the sim's power loss; FORMAT.md D.1 rule 3), the surviving
- *     records of A acked as duplicates of themselves and only those.
+ *     records of A acked as duplicates of themselves and only those;
+ *   - a failed fdatasync of A (in line; or pipelined, B's writes behind
+ *     it), then a restart of the process alone (the sim keeps its page
+ *     cache, where the failed sync's bytes stay readable but are lost at
+ *     the next power loss: fsyncgate): the log cut the segment back to its
+ *     durable end at once, so A and B are stored anew (no duplicate), and
+ *     after a power loss every acked event is back; the cut failing too:
+ *     said at ERROR, the partition stays failed.
  * After the retries: a power loss and a restart (the window rebuilt from
  * the log: no dedup.snap), then a clean restart (the window loaded from
  * dedup.snap): every acked event still there, a retry of everything all
@@ -524,9 +531,9 @@ static void retry_after_restart(ph_fixture *f, partition *p, ph_batch **b, uint6
     assert_true(partition_status(p) < 0);
     assert_int_equal(simio_set_fault(sim, 0, 0, 0, NULL), 0);
     assert_true(partition_close(p) < 0);
-    /* A reboot (FORMAT.md D.1 rule 3: after a failed sync, not a restart
-     * of the process alone, whose page cache may hold records no sync
-     * made durable): what of the failed take survives is durable. (The
+    /* A reboot (the sim's power loss; without one: retry_after_process_
+     * restart): what of the failed take survives the cut back to the
+     * durable end (FORMAT.md D.1 rule 3) is durable. (The
      * seeds, 221 and 222, cut a torn tail and leave no hole: ph_check_acked
      * wants offsets without a gap, D.2 would allow one.) */
     assert_int_equal(simio_power_loss(sim, seed + 200, NULL), 0);
@@ -566,6 +573,103 @@ static void test_failed_sync_then_write(void **state)
     retry_after_restart(*state, p, b, 22);
 }
 
+/* The log's messages about a cut (log_cut_to_durable), kept for the test
+ * thread. */
+static pthread_mutex_t said_lock = PTHREAD_MUTEX_INITIALIZER;
+static int cut_done, cut_failed;
+static void capture(void *ctx, enum log_level level, const char *msg)
+{
+    if (level != LOG_ERROR)
+        return;
+    pthread_mutex_lock(&said_lock);
+    if (strstr(msg, "(the last durable end): the records after it were never acknowledged"))
+        cut_done++;
+    if (strstr(msg, "(the last durable end) failed too"))
+        cut_failed++;
+    pthread_mutex_unlock(&said_lock);
+}
+
+static void capture_cuts(ph_fixture *f)
+{
+    pthread_mutex_lock(&said_lock);
+    cut_done = cut_failed = 0;
+    pthread_mutex_unlock(&said_lock);
+    f->opts.log.logf = capture;
+}
+
+static void cuts_said(int done, int failed)
+{
+    pthread_mutex_lock(&said_lock);
+    assert_int_equal(cut_done, done);
+    assert_int_equal(cut_failed, failed);
+    pthread_mutex_unlock(&said_lock);
+}
+
+/* After a failed sync the log cut the segment back to its durable end (the
+ * end of the two acked batches): a restart of the process alone (the sim
+ * keeps its page cache: no power loss), the disk working again, finds
+ * nothing of A or B, though a failed sync left their bytes readable
+ * (simio: fsyncgate, lost at the next power loss whatever syncs later).
+ * Their retry is stored anew, never acked as a duplicate of those bytes;
+ * then a power loss: every acked event is back at its acked offset. */
+static void retry_after_process_restart(ph_fixture *f, partition *p, ph_batch **b, uint64_t seed)
+{
+    assert_true(partition_status(p) < 0);
+    assert_int_equal(simio_set_fault(sim, 0, 0, 0, NULL), 0);
+    assert_true(partition_close(p) < 0);
+    simio_restart(sim);
+    p = ph_open(f);
+    assert_int_equal(partition_end_offset(p), 2 * BIG);
+    assert_int_equal(retry_refused(f, p, b, 2 * BIG, 2 * BIG), 0);
+    restarts_keep_all(f, p, b, seed);
+    cuts_said(1, 0);
+    done_with(b);
+}
+
+/* A's fdatasync (in line, B admitted ahead by the helper thread) fails. */
+static void test_failed_sync_no_reboot(void **state)
+{
+    partition *p;
+    capture_cuts(*state);
+    ph_batch **b = fail_with_b_ahead(*state, &p, false, SIMIO_FDATASYNC, 0, EIO, NULL);
+    retry_after_process_restart(*state, p, b, 31);
+}
+
+/* A's fdatasync (pipelined, on the direct-write helper) fails with B's
+ * writes queued behind it (they fail too). */
+static void test_failed_pipelined_sync_no_reboot(void **state)
+{
+    partition *p;
+    capture_cuts(*state);
+    atomic_store(&sync_failed, false);
+    plan_s = (fault_plan){.armed = true, .mask = SIMIO_PWRITEV | SIMIO_FDATASYNC, .err = EIO};
+    ph_batch **b = fail_with_b_ahead(*state, &p, true, 0, 0, 0, &plan_s);
+    atomic_store(&sync_failed, false);
+    retry_after_process_restart(*state, p, b, 32);
+}
+
+/* The cut itself fails (ftruncate, EIO): said at ERROR, and the partition
+ * stays failed with the disk working again (no heal). */
+static void test_cut_fails(void **state)
+{
+    ph_fixture *f = *state;
+    partition *p;
+    capture_cuts(f);
+    ph_batch **b =
+        fail_with_b_ahead(f, &p, false, SIMIO_FDATASYNC | SIMIO_FTRUNCATE, 0, EIO, NULL);
+    cuts_said(0, 1);
+    assert_int_equal(simio_set_fault(sim, 0, 0, 0, NULL), 0);
+    atomic_store(&avail, 50 * GIB);
+    for (int i = 0; i < 20; i++) {
+        partition_upkeep_tick(p, 0);
+        nanosleep(&(struct timespec){.tv_nsec = 1000 * 1000}, NULL);
+    }
+    assert_true(partition_status(p) < 0);
+    assert_int_equal(partition_end_offset(p), 2 * BIG);
+    assert_true(partition_close(p) < 0);
+    done_with(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -575,6 +679,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_space_low_writer_ahead, ph_setup, ph_teardown),
         cmocka_unit_test_setup_teardown(test_failed_write_then_sync, ph_setup, ph_teardown),
         cmocka_unit_test_setup_teardown(test_failed_sync_then_write, ph_setup, ph_teardown),
+        cmocka_unit_test_setup_teardown(test_failed_sync_no_reboot, ph_setup, ph_teardown),
+        cmocka_unit_test_setup_teardown(test_failed_pipelined_sync_no_reboot, ph_setup,
+                                        ph_teardown),
+        cmocka_unit_test_setup_teardown(test_cut_fails, ph_setup, ph_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
