@@ -33,37 +33,13 @@
 #include "reader.h"
 #include "record.h"
 #include "sched_attr.h"
+#include "logharness.h"
 #include "testfs.h"
 
 #define T0    1700000000000000000ll
 #define N     6000u /* events of one append: ~6 MiB, several stages */
 #define LEN   1000u
 #define SLOW_NS 300000000l /* the first direct write: the writer fills the others */
-
-static char root[64];
-static char part[128];
-static char messages[8192];
-
-static int setup(void **state)
-{
-    snprintf(root, sizeof root, "/tmp/pb_test_gather.XXXXXX");
-    if (!mkdtemp(root))
-        return -1;
-    snprintf(part, sizeof part, "%s/p", root);
-    messages[0] = '\0';
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    return testfs_rmrf(root);
-}
-
-static void capture(void *ctx, enum log_level level, const char *msg)
-{
-    size_t used = strlen(messages);
-    snprintf(messages + used, sizeof messages - used, "%s\n", msg);
-}
 
 /* The direct descriptor's writes: how many, the most iovecs in one, and
  * (fail_multi) the first with more than one fails with EIO; slow_next: the
@@ -130,7 +106,7 @@ static void verify_all(uint64_t n)
 {
     pb_reader *r;
     pb_record rec;
-    assert_int_equal(pb_reader_open(&r, part), 0);
+    assert_int_equal(pb_reader_open(&r, lh_part), 0);
     for (uint64_t o = 0; o < n; o++) {
         int rc = pb_reader_next(r, &rec);
         if (rc != 0)
@@ -157,9 +133,10 @@ static pb_log *open_slow_log(void)
                      .index_interval_bytes = 4096,
                      .direct_min_bytes = 1,
                      .io = &slow,
-                     .logf = capture};
+                     .logf = lh_capture};
     pb_log *log;
-    assert_int_equal(log_open(&log, part, &o), 0);
+    lh_messages[0] = '\0';
+    assert_int_equal(log_open(&log, lh_part, &o), 0);
     return log;
 }
 
@@ -174,7 +151,7 @@ static void test_stages_gathered_read_back(void **state)
     if (slow_fd < 0 && writes == 0)
         skip(); /* no O_DIRECT here: nothing to gather */
     assert_true(most_iov > 1);
-    assert_null(strstr(messages, "direct write failed"));
+    assert_null(strstr(lh_messages, "direct write failed"));
     verify_all(2 * N);
 }
 
@@ -189,7 +166,7 @@ static void test_failed_gathered_write_rewritten(void **state)
     }
     assert_true(failed_one); /* a write of several stages was made, and failed */
     assert_int_equal(log_status(log), 0);
-    const char *m = strstr(messages, "direct write failed");
+    const char *m = strstr(lh_messages, "direct write failed");
     assert_non_null(m);
     assert_non_null(strstr(m, "appending through the page cache from now on"));
     int before = writes;
@@ -242,9 +219,9 @@ static void test_helper_asks_for_a_short_slice(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_stages_gathered_read_back, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_failed_gathered_write_rewritten, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_helper_asks_for_a_short_slice, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stages_gathered_read_back, lh_setup, lh_teardown),
+        cmocka_unit_test_setup_teardown(test_failed_gathered_write_rewritten, lh_setup, lh_teardown),
+        cmocka_unit_test_setup_teardown(test_helper_asks_for_a_short_slice, lh_setup, lh_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
