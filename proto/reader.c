@@ -539,9 +539,16 @@ static int bad_block(pb_reader *r)
         int nrc = next_segment(r);
         return nrc < 0 && nrc != PB_ECORRUPT ? nrc : rc;
     }
-    uint64_t lost_first = r->expected < first ? r->expected : first;
+    /* Offsets below r->expected were returned or reported already: the
+     * loss starts at r->expected (the index's first_offset may be higher:
+     * those between were in this block too, or missing before it), and is
+     * empty (last + 1 == first) if the entry names only offsets passed
+     * already (the records before it did not match the index). */
     r->pos = end;
-    if (last + 1 > r->expected)
+    uint64_t lost_first = r->expected;
+    if (last < lost_first)
+        last = lost_first - 1;
+    else
         r->expected = last + 1;
     return report(r, pos, lost_first, last, reason);
 }

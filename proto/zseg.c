@@ -135,10 +135,16 @@ static int load_index(zseg_view *v, segment_pread_fn fn, void *ctx, int fd, uint
     for (uint32_t i = 0; ok && i < v->nblocks; i++) {
         zseg_entry *e = &v->blocks[i];
         zseg_entry_decode(raw + (size_t)i * ZSEG_ENTRY_SIZE, e);
+        /* Every block holds at least one record, offsets rising from block
+         * to block: a damaged block's entry names what is lost, so offsets
+         * that do not rise (an index whose CRC matches by chance, or a
+         * forged one) are index damage, not offsets to report. */
         ok = e->logical == expect && e->raw_len > 0 &&
              e->raw_len <= PB_RECORD_MAX_EVENT + PB_RECORD_HEADER_SIZE + ZSEG_BLOCK_TARGET &&
              e->comp_len <= ZSTD_compressBound(e->raw_len) && e->file_pos >= ZSEG_HEADER_END &&
-             e->file_pos + e->comp_len <= pos;
+             e->file_pos + e->comp_len <= pos && e->first_offset <= e->last_offset &&
+             e->last_offset != UINT64_MAX &&
+             (i == 0 || e->first_offset > v->blocks[i - 1].last_offset);
         expect += e->raw_len;
     }
     free(raw);

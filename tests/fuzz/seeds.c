@@ -8,9 +8,11 @@
  * Encodes with protobuf-c and the record codec, independently of the
  * walkers under test. Threads: one.
  */
+#include "crc32c.h"
 #include "protobus.pb-c.h"
 #include "record.h"
 #include "segment.h"
+#include "zseg.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -468,6 +470,56 @@ static void add_log(buf *b, uint64_t base, uint64_t first, int count)
     }
 }
 
+/* A compressed segment (FORMAT.md Part B) standing for the plain .log
+ * image `plain` (records of 33 bytes after its 40-byte header): blocks of
+ * per[k] records each; offs[k] (when given) the first and last offsets
+ * block k's index entry names (else the records' own); block `bad` (-1:
+ * none) gets a wrong CRC. The index and header CRCs are right, so the
+ * reader trusts the entries. */
+static void add_zlog(buf *out, const buf *plain, const int *per, int nblocks,
+                     const uint64_t (*offs)[2], uint64_t first_offset, int bad)
+{
+    enum { REC = 33 };
+    zseg_entry ent[8];
+    void *cctx = NULL;
+    uint8_t *comp = NULL;
+    size_t cap = 0;
+    out->n = 0;
+    add(out, plain->b, PB_FILE_HEADER_SIZE);
+    uint8_t zero[ZSEG_HEADER_END - PB_FILE_HEADER_SIZE] = {0};
+    add(out, zero, sizeof zero);
+    uint64_t logical = PB_FILE_HEADER_SIZE, offset = first_offset;
+    for (int k = 0; k < nblocks; k++) {
+        size_t len = (size_t)per[k] * REC, n;
+        if (zseg_compress_block(&cctx, plain->b + logical, len, 1, &comp, &cap, &n) < 0) {
+            fprintf(stderr, "seeds: zseg_compress_block failed\n");
+            failures++;
+            return;
+        }
+        ent[k] = (zseg_entry){.logical = logical,
+                              .file_pos = out->n,
+                              .first_offset = offs ? offs[k][0] : offset,
+                              .last_offset = offs ? offs[k][1] : offset + (uint64_t)per[k] - 1,
+                              .comp_len = (uint32_t)n,
+                              .raw_len = (uint32_t)len,
+                              .crc = crc32c(0, comp, n) ^ (k == bad ? 1u : 0u)};
+        add(out, comp, n);
+        logical += len;
+        offset += (uint64_t)per[k];
+    }
+    uint64_t index_pos = out->n;
+    uint8_t e[ZSEG_ENTRY_SIZE];
+    size_t idx_start = out->n;
+    for (int k = 0; k < nblocks; k++) {
+        zseg_entry_encode(e, &ent[k]);
+        add(out, e, sizeof e);
+    }
+    add_le(out, crc32c(0, out->b + idx_start, out->n - idx_start), 4);
+    zseg_header_encode(out->b + PB_FILE_HEADER_SIZE, logical, index_pos, (uint32_t)nblocks);
+    free(comp);
+    zseg_cctx_free(cctx);
+}
+
 static void add_prelude(buf *b, int op, int many, uint64_t param)
 {
     b->n = 0;
@@ -562,6 +614,35 @@ static void segment_seeds(void)
     add_file(&b, 0, 0, &log);
     add_file(&b, 0, 7, &log2);
     put("segment", "offsets-missing-in-segment", b.b, b.n);
+    /* Compressed segments: whole; a block that fails its CRC; and a bad
+     * block whose index entry (CRCs right) names offsets that do not
+     * follow the ones before it (the reader must not trust them further
+     * than the offsets it has already passed). */
+    static buf z;
+    static const int per[3] = {2, 2, 2};
+    log.n = 0;
+    add_log(&log, 0, 0, 6);
+    add_zlog(&z, &log, per, 3, NULL, 0, -1);
+    add_prelude(&b, 0, 0, 0);
+    add(&b, z.b, z.n);
+    put("segment", "compressed", b.b, b.n);
+    add_prelude(&b, 1, 0, 3);
+    add(&b, z.b, z.n);
+    put("segment", "compressed-seek-offset", b.b, b.n);
+    add_zlog(&z, &log, per, 3, NULL, 0, 1);
+    add_prelude(&b, 0, 0, 0);
+    add(&b, z.b, z.n);
+    put("segment", "compressed-bad-block", b.b, b.n);
+    static const uint64_t backwards[3][2] = {{0, 1}, {3, 0}, {4, 5}};
+    add_zlog(&z, &log, per, 3, backwards, 0, 1);
+    add_prelude(&b, 0, 0, 0);
+    add(&b, z.b, z.n);
+    put("segment", "compressed-bad-block-index-offsets-backwards", b.b, b.n);
+    static const uint64_t behind[3][2] = {{0, 5}, {0, 1}, {4, 5}};
+    add_zlog(&z, &log, per, 3, behind, 0, 1);
+    add_prelude(&b, 0, 0, 0);
+    add(&b, z.b, z.n);
+    put("segment", "compressed-bad-block-index-offsets-behind", b.b, b.n);
 }
 
 /* ---- config files ---- */
