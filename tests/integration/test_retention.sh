@@ -175,11 +175,15 @@ publish_mb() {
 # socket, the daemon's output buffer (256 KiB, server/subconn.c) and its
 # live queue (64K), and the one segment its replay may hold open (the
 # paused cat holds one too, its first); each event is over 900 bytes. The
-# first offset still stored must lie beyond.
+# first offset still stored must lie beyond. What it saw goes to
+# $TMP/reach (for a failure's message).
 overtaken() {
-    local reach
-    reach=$((200 + ($(socket_bytes) + 256 * 1024 + 64 * 1024 + $(numfmt --from=iec "${SEGMENT_BYTES:-16K}")) / 900))
-    [ "$(first_base)" -gt "$reach" ]
+    local held reach first
+    held=$(socket_bytes)
+    reach=$((200 + (held + 256 * 1024 + 64 * 1024 + $(numfmt --from=iec "${SEGMENT_BYTES:-16K}")) / 900))
+    first=$(first_base)
+    echo "paused: $held bytes in the subscriber's socket, reach $reach, first offset stored $first" >"$TMP/reach"
+    [ "$first" -gt "$reach" ]
 }
 
 # RETAIN: retain_bytes (default 64K); SPARES=no: it leaves no room for a
@@ -230,7 +234,8 @@ test_readers_while_segments_are_removed() {
     # The subscriber was caught up (live) when paused: its overflowed queue
     # sent it back to the files, where retention had removed what it
     # missed: the server's replay reports it (OUT_OF_RANGE).
-    check_stream "$TMP/sub.json" "$TMP/sub.err" the-end || fail "sub: $(cat "$TMP/sub.err")"
+    check_stream "$TMP/sub.json" "$TMP/sub.err" the-end ||
+        fail "sub: $(cat "$TMP/sub.err"); $(cat "$TMP/reach"); $(grep -E 'live queue full|removed by retention' "$TMP/daemon.log" | grep subscriber | head -5)"
     if grep -q "data loss" "$TMP/sub.err"; then fail "sub reported damage: $(cat "$TMP/sub.err")"; fi
     echo "    notices: sub $(grep -c 'removed by retention' "$TMP/sub.err" || true)," \
         "cat $(grep -c 'removed by retention' "$TMP/cat.err" || true)"
