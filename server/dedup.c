@@ -82,9 +82,13 @@
  * of the events in between (16 and 24 measured no better). */
 #define PREFETCH_AHEAD 8u
 /* The events (pub_event, a cache line each) were written by the loop
- * thread on the other core: fetched for writing (the duplicate flag, the
- * original's offset) this many events ahead, so that neither the hash read
- * PREFETCH_AHEAD events ahead nor the check waits for that core. */
+ * thread on the other core: fetched this many events ahead, so that
+ * neither the hash read PREFETCH_AHEAD events ahead nor the check waits
+ * for that core. The calls ask for writing (the duplicate flag, the
+ * original's offset), but GCC emits that as PREFETCHW only for a target
+ * with it (-mprfchw); for the default x86-64 it is PREFETCHT0, a read, and
+ * the store still has to take the line. PREFETCHW through inline asm was
+ * measured (ids11, tests/bench/NOTES.md) and not kept: no difference. */
 #define EVENT_AHEAD (2u * PREFETCH_AHEAD)
 
 _Static_assert(DEDUP_MAX_ENTRIES == CONFIG_DEDUP_MAX_ENTRIES,
