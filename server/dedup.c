@@ -701,7 +701,8 @@ static void unpop_head(dedup *d)
     bucket *bk = &d->index[((uint32_t)s->hash + slot_hops(s)) & mask];
     for (unsigned m = tag_cells(bk, tag_of(s->hash)); m; m &= m - 1) {
         if (bk->seq[__builtin_ctz(m)] == d->head_seq) {
-            for (uint32_t j = 0, b = (uint32_t)s->hash & mask; j < slot_hops(s); j++, b = (b + 1) & mask)
+            for (uint32_t j = 0, b = (uint32_t)s->hash & mask; j < slot_hops(s);
+                 j++, b = (b + 1) & mask)
                 d->over[b]++; /* passing them again */
             return;
         }
