@@ -150,11 +150,6 @@ void dedup_destroy(dedup *d)
     free(d);
 }
 
-static uint32_t tag_of(uint64_t h)
-{
-    return (uint32_t)(h >> 32) | 1u;
-}
-
 /* The cells of bucket bk whose tag is `tag` (bit i for cell i), and those
  * not in use (never used, or their sequence number has left the ring). */
 #ifdef __SSE2__

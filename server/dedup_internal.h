@@ -1,6 +1,7 @@
 /*
  * dedup_internal - the dedup window's layout (dedup.c: the design; dedup.h:
- * the interface), shared by dedup.c and dedup_state.c only.
+ * the interface), shared by dedup.c and dedup_state.c only (and
+ * test_dedup, which checks the index against the slots).
  */
 #ifndef PB_DEDUP_INTERNAL_H
 #define PB_DEDUP_INTERNAL_H
@@ -79,6 +80,12 @@ typedef struct bucket {
 } bucket;
 
 _Static_assert(sizeof(bucket) == 64, "a bucket is one cache line");
+
+/* The tag of an id of hash h: 32 bits of it, never 0. */
+static inline uint32_t tag_of(uint64_t h)
+{
+    return (uint32_t)(h >> 32) | 1u;
+}
 
 struct dedup {
     int64_t window_ns;

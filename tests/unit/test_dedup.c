@@ -186,7 +186,6 @@ static void verify(dedup *d, const model *m, uint64_t next)
     }
 }
 
-/* `steps` random steps on a window of max_entries ids and window_ns. */
 /* The index agrees with the slots (dedup.c's top): each id in the ring has
  * its cell (its tag, its sequence number) in the bucket `hops` after its
  * own, each bucket's `over` counts the ids that passed it, and `passed`
@@ -201,7 +200,7 @@ static uint32_t assert_index_matches(const dedup *d)
     for (uint32_t k = 0; k < d->count; k++) {
         uint32_t pos = ring_pos(d, k), seq = d->head_seq + k;
         const dedup_slot *s = &d->ring[pos];
-        uint32_t hops = slot_hops(s), tag = (uint32_t)(s->hash >> 32) | 1u;
+        uint32_t hops = slot_hops(s), tag = tag_of(s->hash);
         assert_int_equal(d->passed[pos], hops != 0);
         const bucket *bk = &d->index[((uint32_t)s->hash + hops) & mask];
         bool found = false;
@@ -218,6 +217,7 @@ static uint32_t assert_index_matches(const dedup *d)
     return most;
 }
 
+/* `steps` random steps on a window of max_entries ids and window_ns. */
 static void run_model(uint32_t max_entries, int64_t window_ns, int steps, uint64_t seed)
 {
     rng_state = seed;
