@@ -82,9 +82,13 @@
  * of the events in between (16 and 24 measured no better). */
 #define PREFETCH_AHEAD 8u
 /* The events (pub_event, a cache line each) were written by the loop
- * thread on the other core: fetched for writing (the duplicate flag, the
- * original's offset) this many events ahead, so that neither the hash read
- * PREFETCH_AHEAD events ahead nor the check waits for that core. */
+ * thread on the other core: fetched this many events ahead, so that
+ * neither the hash read PREFETCH_AHEAD events ahead nor the check waits
+ * for that core. The calls ask for writing (the duplicate flag, the
+ * original's offset), but GCC emits that as PREFETCHW only for a target
+ * with it (-mprfchw); for the default x86-64 it is PREFETCHT0, a read, and
+ * the store still has to take the line. PREFETCHW through inline asm was
+ * measured (ids11, tests/bench/NOTES.md) and not kept: no difference. */
 #define EVENT_AHEAD (2u * PREFETCH_AHEAD)
 
 _Static_assert(DEDUP_MAX_ENTRIES == CONFIG_DEDUP_MAX_ENTRIES,
@@ -144,11 +148,6 @@ void dedup_destroy(dedup *d)
         return;
     release(d);
     free(d);
-}
-
-static uint32_t tag_of(uint64_t h)
-{
-    return (uint32_t)(h >> 32) | 1u;
 }
 
 /* The cells of bucket bk whose tag is `tag` (bit i for cell i), and those
@@ -244,7 +243,7 @@ static uint32_t index_put(dedup *d, uint64_t h, uint32_t seq)
 static void index_unpass(dedup *d, const dedup_slot *s)
 {
     uint32_t mask = d->nbuckets - 1;
-    for (uint32_t j = 0, b = (uint32_t)s->hash & mask; j < s->hops; j++, b = (b + 1) & mask)
+    for (uint32_t j = 0, b = (uint32_t)s->hash & mask; j < slot_hops(s); j++, b = (b + 1) & mask)
         d->over[b]--;
 }
 
@@ -255,8 +254,9 @@ static void index_fill(dedup *d)
     memset(d->over, 0, (size_t)d->nbuckets * sizeof *d->over);
     for (uint32_t k = 0; k < d->count; k++) {
         dedup_slot *s = &d->ring[ring_pos(d, k)];
-        s->hops = index_put(d, s->hash, d->head_seq + k);
-        d->passed[ring_pos(d, k)] = s->hops != 0;
+        uint32_t hops = index_put(d, s->hash, d->head_seq + k);
+        slot_set_hops(s, hops);
+        d->passed[ring_pos(d, k)] = hops != 0;
     }
 }
 
@@ -353,7 +353,7 @@ static int grow(dedup *d)
 static inline bool slot_is(const dedup *d, uint32_t pos, const uint8_t *id, size_t len)
 {
     const dedup_slot *s = &d->ring[pos];
-    if (s->len != len)
+    if (slot_len(s) != len)
         return false;
     if (len <= ID_INLINE)
         return memcmp(s->id, id, len) == 0;
@@ -514,28 +514,28 @@ static inline int add(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint6
         }
     }
     uint32_t pos = ring_pos(d, d->count);
-    uint32_t seq = d->head_seq + d->count;
+    uint32_t seq = d->head_seq + d->count, hops = 0;
+    if (home_free) {
+        bucket *bk = &d->index[(uint32_t)h & (d->nbuckets - 1)];
+        unsigned i = (unsigned)__builtin_ctz(home_free);
+        bk->tag[i] = tag_of(h);
+        bk->seq[i] = seq;
+    } else {
+        hops = index_put(d, h, seq); /* (index_fill reads the ring's ids, not pos) */
+    }
+    /* Stores only: the slot's line is cold (see slot_meta). */
     dedup_slot *s = &d->ring[pos];
     s->hash = h;
     s->offset = offset;
     s->time_ns = time_ns;
-    s->len = (uint8_t)len;
+    s->meta = slot_meta(hops, len);
     if (len <= ID_INLINE) {
         copy_id(s->id, id, len);
     } else {
         copy_id(s->id, id, ID_INLINE);
         copy_id(d->longs[pos], id + ID_INLINE, len - ID_INLINE);
     }
-    if (home_free) {
-        bucket *bk = &d->index[(uint32_t)h & (d->nbuckets - 1)];
-        unsigned i = (unsigned)__builtin_ctz(home_free);
-        bk->tag[i] = tag_of(h);
-        bk->seq[i] = seq;
-        s->hops = 0;
-    } else {
-        s->hops = index_put(d, h, seq);
-    }
-    d->passed[pos] = s->hops != 0;
+    d->passed[pos] = hops != 0;
     d->count++;
     if (d->popped > d->cap - d->count)
         d->popped = d->cap - d->count; /* the tail took the oldest popped slot */
@@ -653,12 +653,12 @@ void dedup_expire(dedup *d, int64_t now_ns)
         release(d); /* a burst's memory is not pinned once its ids have expired */
 }
 
-/* Clears slot s's cell, the one holding seq in the bucket s->hops after
+/* Clears slot s's cell, the one holding seq in the bucket slot_hops(s) after
  * its own, if it is still there: seq goes to the next id added, and a cell
  * left with it would look in use. */
 static void clear_cell(dedup *d, const dedup_slot *s, uint32_t seq)
 {
-    bucket *bk = &d->index[((uint32_t)s->hash + s->hops) & (d->nbuckets - 1)];
+    bucket *bk = &d->index[((uint32_t)s->hash + slot_hops(s)) & (d->nbuckets - 1)];
     for (unsigned m = tag_cells(bk, tag_of(s->hash)); m; m &= m - 1) {
         unsigned i = (unsigned)__builtin_ctz(m);
         if (bk->seq[i] == seq) {
@@ -676,7 +676,7 @@ static void pop_tail(dedup *d)
     uint32_t seq = d->head_seq + d->count - 1;
     const dedup_slot *s = &d->ring[ring_pos(d, d->count - 1)];
     clear_cell(d, s, seq);
-    if (s->hops)
+    if (slot_hops(s))
         index_unpass(d, s);
     d->count--;
 }
@@ -693,16 +693,18 @@ static void unpop_head(dedup *d)
     d->evicted--; /* not expired (cutoff): it was evicted */
     dedup_slot *s = &d->ring[d->head];
     uint32_t mask = d->nbuckets - 1;
-    bucket *bk = &d->index[((uint32_t)s->hash + s->hops) & mask];
+    bucket *bk = &d->index[((uint32_t)s->hash + slot_hops(s)) & mask];
     for (unsigned m = tag_cells(bk, tag_of(s->hash)); m; m &= m - 1) {
         if (bk->seq[__builtin_ctz(m)] == d->head_seq) {
-            for (uint32_t j = 0, b = (uint32_t)s->hash & mask; j < s->hops; j++, b = (b + 1) & mask)
+            for (uint32_t j = 0, b = (uint32_t)s->hash & mask; j < slot_hops(s);
+                 j++, b = (b + 1) & mask)
                 d->over[b]++; /* passing them again */
             return;
         }
     }
-    s->hops = index_put(d, s->hash, d->head_seq);
-    d->passed[d->head] = s->hops != 0;
+    uint32_t hops = index_put(d, s->hash, d->head_seq);
+    slot_set_hops(s, hops);
+    d->passed[d->head] = hops != 0;
 }
 
 /* Drops the popped slot just before the head without taking it back: an id

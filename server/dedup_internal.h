@@ -1,6 +1,7 @@
 /*
  * dedup_internal - the dedup window's layout (dedup.c: the design; dedup.h:
- * the interface), shared by dedup.c and dedup_state.c only.
+ * the interface), shared by dedup.c and dedup_state.c only (and
+ * test_dedup, which checks the index against the slots).
  */
 #ifndef PB_DEDUP_INTERNAL_H
 #define PB_DEDUP_INTERNAL_H
@@ -8,6 +9,7 @@
 #include "dedup.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define RING_INITIAL 64u
@@ -24,16 +26,40 @@
 /* hops: the full buckets its id passed to reach its cell, fewer than the
  * index's buckets: at most 2^22 (dedup_max_entries is at most 2^24, and
  * the index has 2 cells per id in buckets of 8), so 24 bits hold it, and
- * the id's length shares its word. */
+ * the id's length shares its word: `meta`, hops in the low HOPS_BITS, the
+ * length above. A plain word, not bit-fields: the writer stores it whole
+ * (slot_meta), where assigning one bit-field reads the word first, and
+ * that read of a slot last written max_entries ids ago waited for its cold
+ * line (half of the window's add in the daemon's profile). */
 #define HOPS_BITS 24
+#define HOPS_MASK ((1u << HOPS_BITS) - 1)
 typedef struct dedup_slot {
     uint64_t hash;
     uint64_t offset;
     int64_t time_ns;
-    uint32_t hops : HOPS_BITS;
-    uint32_t len : 8;
+    uint32_t meta;
     uint8_t id[ID_INLINE];
 } dedup_slot;
+
+static inline uint32_t slot_meta(uint32_t hops, size_t len)
+{
+    return hops | (uint32_t)len << HOPS_BITS;
+}
+
+static inline uint32_t slot_hops(const dedup_slot *s)
+{
+    return s->meta & HOPS_MASK;
+}
+
+static inline uint32_t slot_len(const dedup_slot *s)
+{
+    return s->meta >> HOPS_BITS;
+}
+
+static inline void slot_set_hops(dedup_slot *s, uint32_t hops)
+{
+    s->meta = (s->meta & ~HOPS_MASK) | hops;
+}
 
 /* hops < nbuckets, and index_buckets gives the least power of two with
  * CELLS * nbuckets >= 2 * ids, at most twice 2 * ids / CELLS buckets (ids <=
@@ -55,6 +81,12 @@ typedef struct bucket {
 
 _Static_assert(sizeof(bucket) == 64, "a bucket is one cache line");
 
+/* The tag of an id of hash h: 32 bits of it, never 0. */
+static inline uint32_t tag_of(uint64_t h)
+{
+    return (uint32_t)(h >> 32) | 1u;
+}
+
 struct dedup {
     int64_t window_ns;
     uint32_t max_entries;
@@ -62,7 +94,7 @@ struct dedup {
     dedup_slot *ring;             /* cap slots; count of them from head on */
     uint8_t (*longs)[LONG_BYTES]; /* cap tails of ids longer than ID_INLINE, or NULL
                                    * while the window has not seen one */
-    uint8_t *passed;              /* cap flags: ring[i].hops != 0 (eviction reads the
+    uint8_t *passed;              /* cap flags: slot_hops(&ring[i]) != 0 (eviction reads the
                                    * slot only then: it is not the one the new id takes) */
     uint32_t cap, head, count;
     uint32_t head_seq;   /* the sequence number of ring[head] */

@@ -47,10 +47,11 @@ void dedup_entry(const dedup *d, size_t k, uint8_t id[EVENT_ID_MAX_BYTES], size_
 {
     uint32_t pos = ring_pos(d, (uint32_t)k);
     const dedup_slot *s = &d->ring[pos];
-    *len = s->len;
-    memcpy(id, s->id, s->len <= ID_INLINE ? s->len : ID_INLINE);
-    if (s->len > ID_INLINE)
-        memcpy(id + ID_INLINE, d->longs[pos], s->len - ID_INLINE);
+    uint32_t n = slot_len(s);
+    *len = n;
+    memcpy(id, s->id, n <= ID_INLINE ? n : ID_INLINE);
+    if (n > ID_INLINE)
+        memcpy(id + ID_INLINE, d->longs[pos], n - ID_INLINE);
     *offset = s->offset;
     *time_ns = s->time_ns;
 }

@@ -8,9 +8,12 @@
  * ids on to the next, and the index is rebuilt), and the sequence numbers
  * cross 2^32 (dedup.c starts them just below). The writer's batched check
  * (dedup_check_events) gives the answers of dedup_check event by event.
+ * The index is checked against the slots (assert_index_matches): where
+ * each id's cell is, and the counts of the buckets ids passed.
  * Deterministic (fixed seeds).
  */
 #include "dedup.h"
+#include "dedup_internal.h"
 
 #include "broker.h"
 #include "pb_errors.h"
@@ -183,6 +186,37 @@ static void verify(dedup *d, const model *m, uint64_t next)
     }
 }
 
+/* The index agrees with the slots (dedup.c's top): each id in the ring has
+ * its cell (its tag, its sequence number) in the bucket `hops` after its
+ * own, each bucket's `over` counts the ids that passed it, and `passed`
+ * flags the slots whose id passed any. A wrong hops gives no wrong answer
+ * (a stale count only sends look-ups on), so the answers the tests check
+ * cannot see one: this does. Returns the largest hops. */
+static uint32_t assert_index_matches(const dedup *d)
+{
+    uint32_t mask = d->nbuckets - 1, most = 0;
+    uint32_t *over = calloc(d->nbuckets + 1u, sizeof *over);
+    assert_non_null(over);
+    for (uint32_t k = 0; k < d->count; k++) {
+        uint32_t pos = ring_pos(d, k), seq = d->head_seq + k;
+        const dedup_slot *s = &d->ring[pos];
+        uint32_t hops = slot_hops(s), tag = tag_of(s->hash);
+        assert_int_equal(d->passed[pos], hops != 0);
+        const bucket *bk = &d->index[((uint32_t)s->hash + hops) & mask];
+        bool found = false;
+        for (unsigned i = 0; i < CELLS; i++)
+            found |= bk->tag[i] == tag && bk->seq[i] == seq;
+        assert_true(found);
+        for (uint32_t j = 0, b = (uint32_t)s->hash & mask; j < hops; j++, b = (b + 1) & mask)
+            over[b]++;
+        most = hops > most ? hops : most;
+    }
+    for (uint32_t b = 0; b < d->nbuckets; b++)
+        assert_int_equal(d->over[b], over[b]);
+    free(over);
+    return most;
+}
+
 /* `steps` random steps on a window of max_entries ids and window_ns. */
 static void run_model(uint32_t max_entries, int64_t window_ns, int steps, uint64_t seed)
 {
@@ -248,9 +282,11 @@ static void run_model(uint32_t max_entries, int64_t window_ns, int steps, uint64
             }
         } else {
             verify(d, &m, next_c);
+            (void)assert_index_matches(d);
         }
     }
     verify(d, &m, next_c);
+    (void)assert_index_matches(d);
     free(m.e);
     free(m.where);
     dedup_destroy(d);
@@ -587,6 +623,7 @@ static void test_same_hash_told_apart_by_bytes(void **state)
     }
     dedup_truncate(d, take_first);
     assert_true(dedup_complete(d));
+    (void)assert_index_matches(d);
     for (int i = 0; i < N; i++) {
         assert_int_equal(dedup_check(d, h, ids[i], lens[i], take_first, 3, &orig), 1);
         assert_int_equal(orig, (uint64_t)i);
@@ -752,6 +789,7 @@ static void test_deep_hops(void **state)
         assert_int_equal(dedup_check(d, h, id, sizeof id, k, k < N / 2 ? 1 : 2, &orig), 0);
     }
     dedup_commit(d, N);
+    assert_true(assert_index_matches(d) > 255); /* hops past a byte */
     /* A take of TAKE more, refused: they leave; the N stay. */
     for (uint32_t k = N; k < N + TAKE; k++) {
         memset(id, 'h', sizeof id);
@@ -760,9 +798,11 @@ static void test_deep_hops(void **state)
     }
     dedup_truncate(d, N);
     assert_int_equal(dedup_count(d), N);
+    (void)assert_index_matches(d);
     /* The first half expires (receive time 1 of a 100 s window). */
     dedup_expire(d, 100 * SEC + 2);
     assert_int_equal(dedup_count(d), N / 2);
+    (void)assert_index_matches(d);
     for (uint32_t k = 0; k < N + TAKE; k++) {
         memset(id, 'h', sizeof id);
         memcpy(id, &k, sizeof k);
