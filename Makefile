@@ -237,9 +237,9 @@ run: $(BUILD)/protobusd
 # `make test`: three passes, plain, then ASan+UBSan, then ThreadSanitizer
 # (the daemon and every threaded test; see `tsan` below). Each builds first.
 test: deps
-	$(MAKE) check
-	$(MAKE) SAN=1 check
-	$(MAKE) tsan
+	@s=$$(date +%s); $(MAKE) check && echo "== make check: $$(($$(date +%s) - s)) s"
+	@s=$$(date +%s); $(MAKE) SAN=1 check && echo "== make SAN=1 check: $$(($$(date +%s) - s)) s"
+	@s=$$(date +%s); $(MAKE) tsan && echo "== make tsan: $$(($$(date +%s) - s)) s"
 
 # One pass: check the include layers, build everything, run every unit
 # test, then the integration tests.
