@@ -4,7 +4,9 @@
 #   make            protobusd, protobus, libprotobus.a, libprotobus.so (+ .so.1)
 #   make run        build and start protobusd on conf/protobusd.conf
 #   make test       install missing Debian packages, build, run every test,
-#                   then rebuild with ASan+UBSan and run them all again
+#                   then again built with ASan+UBSan, then the threaded ones
+#                   built with TSan (BUILD_JOBS build jobs, TEST_JOBS programs
+#                   at a time: tests/run-tests)
 #   make install    public headers, libraries and pkg-config file under $(PREFIX);
 #                   protobusd.service, the protobus user (sysusers.d) and a default
 #                   configuration in $(SYSCONFDIR)/protobus/ (kept if there)
