@@ -152,7 +152,9 @@ endif
 
 all: $(BINS)
 
-$(GEN)/protobus.pb-c.c $(GEN)/protobus.pb-c.h: proto/protobus.proto
+# &: one protoc-c run makes both (a -j build ran it twice, the second
+# rewriting the header while other jobs compiled against it).
+$(GEN)/protobus.pb-c.c $(GEN)/protobus.pb-c.h &: proto/protobus.proto
 	@mkdir -p $(GEN)
 	protoc-c --c_out=$(GEN) -Iproto -I$(PROTO_INC) proto/protobus.proto
 
@@ -239,9 +241,9 @@ run: $(BUILD)/protobusd
 # `make test`: three passes, plain, then ASan+UBSan, then ThreadSanitizer
 # (the daemon and every threaded test; see `tsan` below). Each builds first.
 # The builds of `make test` and `make fuzz` use every core (BUILD_JOBS; CI
-# runs a bare `make test`, whose three builds took 580 s of CI's 1,504 s
-# one job at a time); the test programs run TEST_JOBS at a time
-# (tests/run-tests).
+# runs a bare `make test` and `make fuzz`, which built one job at a time);
+# the test programs run TEST_JOBS at a time (tests/run-tests). Figures:
+# tests/bench/NOTES.md, "make test's wall time".
 BUILD_JOBS ?= $(shell nproc)
 test: deps
 	@s=$$(date +%s); $(MAKE) -j$(BUILD_JOBS) check && echo "== make check: $$(($$(date +%s) - s)) s"
