@@ -80,6 +80,24 @@ static int write_conf(const jscluster *c, int i)
     return fclose(f) == 0 ? 0 : -1;
 }
 
+/* Whether the log has this process's "Server is ready" (nats-server starts
+ * each line with "[PID] "): a listener on the port that is not this
+ * nats-server (another program's, in a parallel test run) is not taken for
+ * it. */
+static bool says_ready(const char *log, pid_t pid)
+{
+    FILE *f = fopen(log, "r");
+    if (!f)
+        return false;
+    char line[512], tag[32];
+    int n = snprintf(tag, sizeof tag, "[%d] ", (int)pid);
+    bool ready = false;
+    while (!ready && fgets(line, sizeof line, f))
+        ready = strncmp(line, tag, (size_t)n) == 0 && strstr(line, "Server is ready");
+    fclose(f);
+    return ready;
+}
+
 int jscluster_start_node(jscluster *c, int i)
 {
     char conf[400], log[400];
@@ -102,7 +120,7 @@ int jscluster_start_node(jscluster *c, int i)
     c->pid[i] = pid;
     uint64_t deadline = now_ms() + 20000;
     while (now_ms() < deadline) {
-        if (accepts(c->port[i]))
+        if (says_ready(log, pid) && accepts(c->port[i]))
             return 0;
         int status;
         if (waitpid(pid, &status, WNOHANG) == pid) {
