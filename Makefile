@@ -4,7 +4,9 @@
 #   make            protobusd, protobus, libprotobus.a, libprotobus.so (+ .so.1)
 #   make run        build and start protobusd on conf/protobusd.conf
 #   make test       install missing Debian packages, build, run every test,
-#                   then rebuild with ASan+UBSan and run them all again
+#                   then again built with ASan+UBSan, then the threaded ones
+#                   built with TSan (BUILD_JOBS build jobs, TEST_JOBS programs
+#                   at a time: tests/run-tests)
 #   make install    public headers, libraries and pkg-config file under $(PREFIX);
 #                   protobusd.service, the protobus user (sysusers.d) and a default
 #                   configuration in $(SYSCONFDIR)/protobus/ (kept if there)
@@ -150,7 +152,9 @@ endif
 
 all: $(BINS)
 
-$(GEN)/protobus.pb-c.c $(GEN)/protobus.pb-c.h: proto/protobus.proto
+# &: one protoc-c run makes both (a -j build ran it twice, the second
+# rewriting the header while other jobs compiled against it).
+$(GEN)/protobus.pb-c.c $(GEN)/protobus.pb-c.h &: proto/protobus.proto
 	@mkdir -p $(GEN)
 	protoc-c --c_out=$(GEN) -Iproto -I$(PROTO_INC) proto/protobus.proto
 
@@ -236,15 +240,22 @@ run: $(BUILD)/protobusd
 
 # `make test`: three passes, plain, then ASan+UBSan, then ThreadSanitizer
 # (the daemon and every threaded test; see `tsan` below). Each builds first.
+# The builds of `make test` and `make fuzz` use every core (BUILD_JOBS; CI
+# runs a bare `make test` and `make fuzz`, which built one job at a time);
+# the test programs run TEST_JOBS at a time (tests/run-tests). Figures:
+# tests/bench/NOTES.md, "make test's wall time".
+BUILD_JOBS ?= $(shell nproc)
 test: deps
-	$(MAKE) check
-	$(MAKE) SAN=1 check
-	$(MAKE) tsan
+	@s=$$(date +%s); $(MAKE) -j$(BUILD_JOBS) check && echo "== make check: $$(($$(date +%s) - s)) s"
+	@s=$$(date +%s); $(MAKE) -j$(BUILD_JOBS) SAN=1 check && echo "== make SAN=1 check: $$(($$(date +%s) - s)) s"
+	@s=$$(date +%s); $(MAKE) -j$(BUILD_JOBS) tsan && echo "== make tsan: $$(($$(date +%s) - s)) s"
 
 # One pass: check the include layers, build everything, run every unit
 # test, then the integration tests.
+# The sanitizer pass runs all its programs TEST_JOBS at a time (the latency
+# budgets that make three run alone are asserted in the plain pass only).
 check: layers all $(UNIT_BIN) $(INTEG_BIN)
-	@BUILD=$(BUILD) tests/run-tests
+	@BUILD=$(BUILD) $(if $(filter 1,$(SAN)),TEST_ALONE=) tests/run-tests
 
 # The #include lines run one way (proto <- server, proto <- client, and the
 # server's layers in data-flow order): tests/check-layers.
@@ -342,7 +353,7 @@ FUZZ_DEPS := clang libclang-rt-14-dev
 # clang warns about other things than gcc: -Werror stays with the gcc build.
 fuzz:
 	@tests/install-deps $(FUZZ_DEPS)
-	$(MAKE) BUILD=build/fuzz CC=$(FUZZ_CC) OPT="$(FUZZ_OPT)" LDSAN="-fsanitize=address,undefined" \
+	$(MAKE) -j$(BUILD_JOBS) BUILD=build/fuzz CC=$(FUZZ_CC) OPT="$(FUZZ_OPT)" LDSAN="-fsanitize=address,undefined" \
 	  WARN="-Wall -Wextra -Wno-unused-parameter" fuzz-bins
 	FUZZ_SECONDS="$(FUZZ_SECONDS)" FUZZ_RUNS="$(FUZZ_RUNS)" tests/fuzz/run-fuzz build/fuzz $(FUZZ_NAMES)
 

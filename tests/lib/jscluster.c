@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,20 +32,21 @@ static void nap_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
-/* A port nobody listens on right now (the kernel's pick). */
-static uint16_t free_port(void)
+/* A port nobody uses right now (the kernel's pick), and the socket that
+ * holds it: the caller closes it once every port is picked, so that two
+ * picks of one cluster never get the same port. */
+static uint16_t free_port(int *held)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
+    *held = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (*held < 0)
         return 0;
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t len = sizeof a;
     uint16_t port = 0;
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+    if (bind(*held, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(*held, (struct sockaddr *)&a, &len) == 0)
         port = ntohs(a.sin_port);
-    close(fd);
     return port;
 }
 
@@ -78,6 +80,24 @@ static int write_conf(const jscluster *c, int i)
     return fclose(f) == 0 ? 0 : -1;
 }
 
+/* Whether the log has this process's "Server is ready" (nats-server starts
+ * each line with "[PID] "): a listener on the port that is not this
+ * nats-server (another program's, in a parallel test run) is not taken for
+ * it. */
+static bool says_ready(const char *log, pid_t pid)
+{
+    FILE *f = fopen(log, "r");
+    if (!f)
+        return false;
+    char line[512], tag[32];
+    int n = snprintf(tag, sizeof tag, "[%d] ", (int)pid);
+    bool ready = false;
+    while (!ready && fgets(line, sizeof line, f))
+        ready = strncmp(line, tag, (size_t)n) == 0 && strstr(line, "Server is ready");
+    fclose(f);
+    return ready;
+}
+
 int jscluster_start_node(jscluster *c, int i)
 {
     char conf[400], log[400];
@@ -100,7 +120,7 @@ int jscluster_start_node(jscluster *c, int i)
     c->pid[i] = pid;
     uint64_t deadline = now_ms() + 20000;
     while (now_ms() < deadline) {
-        if (accepts(c->port[i]))
+        if (says_ready(log, pid) && accepts(c->port[i]))
             return 0;
         int status;
         if (waitpid(pid, &status, WNOHANG) == pid) {
@@ -128,14 +148,20 @@ int jscluster_start(jscluster *c, int n)
         return -1;
     }
     size_t len = 0;
+    int held[2 * JSCLUSTER_MAX];
+    bool picked = true;
     for (int i = 0; i < n; i++) {
-        c->port[i] = free_port();
-        c->route[i] = free_port();
-        if (!c->port[i] || !c->route[i])
-            return -1;
+        c->port[i] = free_port(&held[2 * i]);
+        c->route[i] = free_port(&held[2 * i + 1]);
+        picked = picked && c->port[i] && c->route[i];
         len += (size_t)snprintf(c->urls + len, sizeof c->urls - len, "%snats://127.0.0.1:%u",
                                 i ? ", " : "", c->port[i]);
     }
+    for (int i = 0; i < 2 * n; i++)
+        if (held[i] >= 0)
+            close(held[i]);
+    if (!picked)
+        return -1;
     for (int i = 0; i < n; i++)
         if (write_conf(c, i) < 0)
             return -1;

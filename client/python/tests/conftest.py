@@ -8,7 +8,6 @@ acknowledges everything it received and exits cleanly; SIGKILL after 10 s).
 
 import os
 import signal
-import socket
 import subprocess
 import time
 
@@ -127,11 +126,3 @@ def client(daemon):
     with protobus.Client(daemon.address, timeout=20) as c:
         yield c
 
-
-def free_port():
-    """A port nothing listens on (bound, then released)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port

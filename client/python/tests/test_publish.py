@@ -8,7 +8,6 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 import protobus
-from conftest import free_port
 
 TWO_PARTITIONS = r"""
 [partition orders]
@@ -189,9 +188,14 @@ def test_refused_batch_reports_what_was_stored(daemon):
 
 
 def test_server_down(tmp_path):
-    port = free_port()
-    with pytest.raises(protobus.ConnectionLostError) as ei:
-        protobus.Client("127.0.0.1:%d" % port, timeout=5)
+    # The port stays bound (never listening) while the client tries it, so
+    # no other program of a parallel test run can be listening there: the
+    # connection is refused.
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        with pytest.raises(protobus.ConnectionLostError) as ei:
+            protobus.Client("127.0.0.1:%d" % port, timeout=5)
     assert ei.value.code == "UNAVAILABLE"
     assert isinstance(ei.value, ConnectionError)
     assert "127.0.0.1:%d" % port in str(ei.value)
