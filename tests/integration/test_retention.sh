@@ -251,7 +251,20 @@ test_readers_while_segments_are_removed() {
     got=$(head -1 "$TMP/sub2.json" | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["offset"])')
     [ "$got" -ge "$before" ] && [ "$got" -le "$after" ] ||
         fail "from-beginning started at $got, first segment $before (before) .. $after (after)"
-    [ ! -s "$TMP/sub2.err" ] || fail "from-beginning got notices: $(cat "$TMP/sub2.err")"
+    # No notice, unless retention removed a segment while it read (a slow,
+    # sanitized reader still in the first segment): then only notices of
+    # offsets below the first one left after it.
+    if [ -s "$TMP/sub2.err" ]; then
+        [ "$after" -gt "$before" ] || fail "from-beginning got notices: $(cat "$TMP/sub2.err")"
+        python3 - "$TMP/sub2.err" "$after" <<'EOF2' || fail "from-beginning got notices: $(cat "$TMP/sub2.err")"
+import re, sys
+after = int(sys.argv[2])
+for line in open(sys.argv[1]):
+    m = re.search(r"offsets (\d+)\.\.(\d+) of partition events were removed by retention", line)
+    if not m or int(m.group(2)) >= after:
+        sys.exit(1)
+EOF2
+    fi
     # START_OFFSETS below the first offset: one OUT_OF_RANGE notice naming
     # the removed range, then delivery from the first offset on.
     before=$(first_base)
