@@ -384,6 +384,9 @@ size_t cat_source_check_headers(const cat_source *src,
         ssize_t n = fd < 0 ? -errno : segment_pread_posix(NULL, fd, hdr, sizeof hdr, 0);
         if (fd >= 0)
             (void)close(fd); /* read-only */
+        if (n == -ENOENT)
+            continue; /* removed by retention since it was listed: not damage (the reader
+                         notes a removal where it passes one) */
         if (n < 0)
             why = strerror((int)-n);
         else if (n < (ssize_t)sizeof hdr)
