@@ -21,10 +21,11 @@
  * Then, once the streams hold as many messages as the partitions have
  * events (bounded wait), protobusd is stopped and every stream is read
  * with the NATS C client (an ordered consumer; what its replica lacks,
- * from the stream's leader) and compared with the partitions' files: every event exactly once, in offset order per
- * partition (Nats-Msg-Id = PARTITION:OFFSET), with the subject its topic
- * maps to (and back), the stored event bytes (event format) or the payload
- * with its topic, receive time and tags as headers (payload format).
+ * from the stream's leader) and compared with the partitions' files:
+ * every event exactly once, in offset order per partition (Nats-Msg-Id =
+ * PARTITION:OFFSET), with the subject its topic maps to (and back), the
+ * stored event bytes (event format) or the payload with its topic, receive
+ * time and tags as headers (payload format).
  *
  * In phase 1 one publish is lost inside NATS on purpose (the daemon's test
  * hook PROTOBUSD_TEST_MIRROR_LOSE sends sensors-a:L to a subject where this
@@ -506,17 +507,20 @@ static void check_stream(const char *stream, const char *prefix, bool payload_fo
     natsStatus s = js_SubscribeSync(&sub, sr.js, subject, NULL, &so, &jerr);
     if (s != NATS_OK)
         fail_msg("subscribe to %s: %s (%d)", stream, natsStatus_GetText(s), (int)jerr);
-    /* No pending limit (nats_connect sets none either): libnats 3.4.1
+    /* No pending limit (nats_connect's is far above it too): libnats 3.4.1
      * takes an ordered consumer's message as delivered before its
-     * subscription's limit (65,536 messages by default) drops it, so a
-     * drop is a silent skip, and nats-server 2.9.10's flow-control window
+     * subscription's limit (65,536 messages by default) drops it, and the
+     * consumer then stalls on flow control; nats-server 2.9.10's window
      * (32 MiB) lets more than that wait here when this reads slowly. */
     assert_int_equal(natsSubscription_SetPendingLimits(sub, -1, -1), NATS_OK);
     char where[160] = "";
     jsConsumerInfo *ci = NULL;
+    /* Where the consumer runs, and what its replica holds (delivered +
+     * pending: fewer than the leader's count when it lacks messages). */
     if (natsSubscription_GetConsumerInfo(&ci, sub, NULL, &jerr) == NATS_OK && ci->Cluster &&
         ci->Cluster->Leader)
-        snprintf(where, sizeof where, " through a consumer on %s", ci->Cluster->Leader);
+        snprintf(where, sizeof where, " through a consumer on %s (its replica: %" PRIu64 ")",
+                 ci->Cluster->Leader, ci->Delivered.Consumer + ci->NumPending);
     jsConsumerInfo_Destroy(ci);
     while (sr.checked < total && sr.last_seq < last) {
         natsMsg *m = NULL;
