@@ -373,6 +373,13 @@ static int scan_pass(mirror_nats *mn, uint64_t start_seq, uint64_t last, uint32_
         why_fmt(why, whylen, "stream %s: cannot read its tail: %s", mn->cfg->stream, nats_why(s));
         return PB_ESERVER;
     }
+    /* No pending limit: libnats (3.4.1) drops what a subscription holds
+     * beyond it (65,536 messages by default, fewer than `limit`) after its
+     * ordered consumer took the message as delivered, and the consumer
+     * then stalls on flow control: the scan would end early at
+     * SCAN_QUIET_MS and take the rest of the tail for missing. The
+     * server's flow-control window (32 MiB in 2.9.10) bounds what waits. */
+    natsSubscription_SetPendingLimits(sub, -1, -1);
     int rc = 0;
     for (uint32_t n = 0;; n++) {
         if (n >= limit) {
@@ -408,6 +415,13 @@ static int scan_pass(mirror_nats *mn, uint64_t start_seq, uint64_t last, uint32_
         natsMsg_Destroy(msg);
         if (seq >= last)
             break;
+    }
+    int64_t dropped = 0;
+    if (natsSubscription_GetDropped(sub, &dropped) == NATS_OK && dropped > 0) {
+        why_fmt(why, whylen,
+                "stream %s: reading its tail, the client dropped %" PRId64 " message(s)",
+                mn->cfg->stream, dropped);
+        rc = PB_ESERVER;
     }
     natsSubscription_Unsubscribe(sub);
     natsSubscription_Destroy(sub);
