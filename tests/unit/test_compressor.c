@@ -27,7 +27,7 @@
 #include "partition.h"
 #include "partsubmit.h"
 #include "pb_errors.h"
-#include "reader.h"
+#include "retharness.h"
 #include "segment.h"
 #include "zseg.h"
 
@@ -101,27 +101,6 @@ static partition_options popts(void)
     return o;
 }
 
-/* Reads the directory from the start: a contiguous range up to end, no
- * damage. Returns the first offset. */
-static uint64_t read_all(const char *dir, uint64_t end)
-{
-    pb_reader *r;
-    assert_int_equal(pb_reader_open(&r, dir), 0);
-    pb_record rec;
-    uint64_t first = UINT64_MAX, next = 0;
-    int rc;
-    while ((rc = pb_reader_next(r, &rec)) == 0) {
-        if (first == UINT64_MAX)
-            first = next = rec.offset;
-        assert_int_equal(rec.offset, next);
-        next++;
-    }
-    assert_int_equal(rc, PB_EEOF);
-    assert_int_equal(next, end);
-    pb_reader_close(r);
-    return first;
-}
-
 static bool is_compressed(const char *dir, uint64_t base)
 {
     char path[256];
@@ -168,14 +147,14 @@ static void test_segments_compressed_by_the_thread(void **state)
     assert_false(is_compressed(part_dir, bases[n - 1])); /* the active one */
     assert_true(compressor_jobs_done(zc) - jobs0 >= n - 1);
     assert_int_equal(count_suffix(part_dir, ".ztmp"), 0);
-    assert_int_equal(read_all(part_dir, 320), 0);
+    assert_int_equal(rh_read_all(part_dir, NULL, 320), 0);
     assert_int_equal(partition_close(p), 0);
     /* Reopened: nothing more to do (no job for compressed segments). */
     jobs0 = compressor_jobs_done(zc);
     assert_int_equal(partition_open(&p, root, "p", &o), 0);
     publish(p, 20);
     wait_dormant(p);
-    assert_int_equal(read_all(part_dir, 336), 0);
+    assert_int_equal(rh_read_all(part_dir, NULL, 336), 0);
     assert_int_equal(partition_close(p), 0);
     assert_true(compressor_jobs_done(zc) - jobs0 <= 1); /* at most a rotation's */
 }
@@ -231,7 +210,7 @@ static void test_removal_wins_over_a_prepared_copy(void **state)
     assert_int_equal(log_compress_install(log, b2), 1);
     assert_true(is_compressed(part_dir, b2));
     assert_int_equal(log_close(log), 0);
-    assert_int_equal(read_all(part_dir, 100), b2);
+    assert_int_equal(rh_read_all(part_dir, NULL, 100), b2);
 }
 
 static void test_leftover_copy_removed_at_open(void **state)
@@ -252,7 +231,7 @@ static void test_leftover_copy_removed_at_open(void **state)
     assert_int_equal(count_suffix(part_dir, ".ztmp"), 0);
     assert_false(is_compressed(part_dir, b0));
     assert_int_equal(log_close(log), 0);
-    assert_int_equal(read_all(part_dir, 100), 0);
+    assert_int_equal(rh_read_all(part_dir, NULL, 100), 0);
 }
 
 static void test_retention_and_compression_together(void **state)
@@ -268,12 +247,12 @@ static void test_retention_and_compression_together(void **state)
     uint64_t first = partition_first_offset(p);
     assert_true(first > 0);
     assert_int_equal(count_suffix(part_dir, ".ztmp"), 0);
-    assert_int_equal(read_all(part_dir, 960), first);
+    assert_int_equal(rh_read_all(part_dir, NULL, 960), first);
     assert_int_equal(partition_close(p), 0);
     assert_int_equal(partition_open(&p, root, "p", &o), 0);
     assert_int_equal(partition_first_offset(p), first);
     assert_int_equal(partition_close(p), 0);
-    assert_int_equal(read_all(part_dir, 960), first);
+    assert_int_equal(rh_read_all(part_dir, NULL, 960), first);
 }
 
 static void test_close_with_a_segment_at_the_compressor(void **state)
@@ -288,7 +267,7 @@ static void test_close_with_a_segment_at_the_compressor(void **state)
             publish(p, (uint64_t)round * 4 + i);
         assert_int_equal(partition_close(p), 0);
         assert_int_equal(count_suffix(part_dir, ".ztmp"), 0);
-        assert_int_equal(read_all(part_dir, (uint64_t)(round + 1) * 64), 0);
+        assert_int_equal(rh_read_all(part_dir, NULL, (uint64_t)(round + 1) * 64), 0);
     }
 }
 
@@ -407,7 +386,7 @@ static void test_paced_copy_is_the_same(void **state)
     assert_int_equal(log_compress_install(log, b0), 1);
     assert_true(is_compressed(part_dir, b0));
     assert_int_equal(log_close(log), 0);
-    assert_int_equal(read_all(part_dir, 5000), 0);
+    assert_int_equal(rh_read_all(part_dir, NULL, 5000), 0);
 }
 
 static int setup(void **state)
