@@ -33,8 +33,10 @@ endif
 # libsystemd: sd_notify for Type=notify (server/sdnotify.c).
 # libzstd: compressed segments (proto/zseg.c: the daemon writes them, every
 # reader, libprotobus's pb_reader included, reads them).
+# libisal: ISA-L's CRC-32C (proto/crc32c.c: every record's checksum, written
+# and read, libprotobus's included).
 PKGS    := libprotobuf-c libpcre2-8 libuv inih json-c libhs libnats libsodium libssl libcrypto \
-           libmicrohttpd libsystemd libzstd
+           libmicrohttpd libsystemd libzstd libisal
 
 ifeq ($(SAN),1)
 BUILD   ?= build/san
@@ -63,7 +65,7 @@ CFLAGS  += -std=c11 $(OPT) $(WARN) -pthread -fPIC -fvisibility=hidden $(shell pk
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 # The CLI needs no event loop, no config parser and no JSON library (it
 # writes its JSON itself: client/cli/render.c).
-CLI_LDLIBS := $(shell pkg-config --libs libprotobuf-c libpcre2-8 libsodium libssl libcrypto libzstd 2>/dev/null) -lpthread -lm
+CLI_LDLIBS := $(shell pkg-config --libs libprotobuf-c libpcre2-8 libsodium libssl libcrypto libzstd libisal 2>/dev/null) -lpthread -lm
 LDFLAGS += $(LDSAN) -pthread
 
 # Generated protobuf-c code (never committed).
