@@ -56,7 +56,7 @@ static long proc_count(pid_t pid, const char *what)
     return n;
 }
 
-/* Waits (bounded) until the daemon holds exactly fds descriptors and tasks
+/* Waits (bounded) until the daemon holds at most fds descriptors and tasks
  * threads: closing a connection is asynchronous on its side. */
 static int wait_counts(pid_t pid, long fds, long tasks, int timeout_ms, long *got_fds,
                        long *got_tasks)
@@ -65,7 +65,11 @@ static int wait_counts(pid_t pid, long fds, long tasks, int timeout_ms, long *go
     for (;;) {
         *got_fds = proc_count(pid, "fd");
         *got_tasks = proc_count(pid, "task");
-        if (*got_fds == fds && *got_tasks == tasks)
+        /* At or below: what leaks is more; fewer is a thread (and its
+         * descriptors) of the daemon's own that was still idle at the
+         * baseline and has ended since (seen under ASan at load 9-12: 15
+         * descriptors and 8 threads against 17 and 9). */
+        if (*got_fds <= fds && *got_tasks <= tasks)
             return 0;
         if (itest_now_ms() >= deadline)
             return -1;
