@@ -175,3 +175,14 @@ int mirror_header_unescape(const char *s, size_t n, uint8_t *out, size_t cap)
     }
     return (int)len;
 }
+
+bool mirror_subjects_under(const char *prefix, const char *const *subjects, int n)
+{
+    size_t plen = strlen(prefix);
+    if (n < 1 || plen == 0 || prefix[plen - 1] != '.')
+        return false;
+    for (int i = 0; i < n; i++)
+        if (!subjects[i] || strlen(subjects[i]) <= plen || strncmp(subjects[i], prefix, plen) != 0)
+            return false;
+    return true;
+}
