@@ -176,13 +176,9 @@ int mirror_header_unescape(const char *s, size_t n, uint8_t *out, size_t cap)
     return (int)len;
 }
 
-bool mirror_subjects_under(const char *prefix, const char *const *subjects, int n)
+bool mirror_subject_under(const char *prefix, const char *subject)
 {
     size_t plen = strlen(prefix);
-    if (n < 1 || plen == 0 || prefix[plen - 1] != '.')
-        return false;
-    for (int i = 0; i < n; i++)
-        if (!subjects[i] || strlen(subjects[i]) <= plen || strncmp(subjects[i], prefix, plen) != 0)
-            return false;
-    return true;
+    return subject && plen > 0 && prefix[plen - 1] == '.' && strlen(subject) > plen &&
+           strncmp(subject, prefix, plen) == 0;
 }

@@ -52,16 +52,9 @@ int mirror_header_escape(const uint8_t *p, size_t n, bool escape_eq, char *out, 
  * length, or PB_EINVAL for a '%' not followed by two hex digits. */
 int mirror_header_unescape(const char *s, size_t n, uint8_t *out, size_t cap);
 
-/* True when a stream with these subjects holds nothing outside
- * prefix + ">": n >= 1 and each subject is longer than prefix and begins
- * with it (prefix is literal and ends with '.', config_mirror_prefix_valid).
- * Such a stream is read back unfiltered (">"): nats-server 2.9.10 (fixed in
- * 2.9.15) makes a consumer with a wildcard filter that starts in the first
- * half of a block recompute its pending count for every message it
- * delivers, each time reading the block from its start (measured: 23,000
- * of 25,000 messages in 20 s with the filter, 0.2 s without). Anything
- * else (a wider or foreign subject, a stream fed by sources) keeps the
- * filter. */
-bool mirror_subjects_under(const char *prefix, const char *const *subjects, int n);
+/* True when `subject` lies under `prefix` (literal, ending in '.',
+ * config_mirror_prefix_valid): longer than it and beginning with it. The
+ * mirror's scan reads every subject of its stream and keeps these. */
+bool mirror_subject_under(const char *prefix, const char *subject);
 
 #endif

@@ -83,12 +83,6 @@ static const char *const odd_topics[] = {"odd..dots", "wild.*.card", "gt.>",   "
                                          "hash#tag",  "plain.topic"};
 #define N_ODD (sizeof odd_topics / sizeof odd_topics[0])
 
-static void nap_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* Event id -> topic: a quarter each to events, sensors-a, sensors-b and
  * sensors-c1 (sensors-late from phase 2 on). */
 static const char *topic_for(uint64_t id, bool late)
@@ -175,7 +169,7 @@ static int stream_leader(const char *stream)
     char leader[64] = "";
     for (int tries = 0; tries < 100 && !leader[0]; tries++) {
         if (sc_stream_msgs(js, stream, leader, sizeof leader) < 0 || !leader[0])
-            nap_ms(100);
+            itest_sleep_ms(100);
     }
     jsCtx_Destroy(js);
     natsConnection_Destroy(nc);
@@ -209,7 +203,7 @@ static int64_t wait_sensors(int64_t want, int limit_s)
     uint64_t deadline = itest_now_ms() + (uint64_t)limit_s * 1000;
     int64_t n = -1;
     while (itest_now_ms() < deadline && (n = sc_stream_msgs(js, "SENSORS", NULL, 0)) < want)
-        nap_ms(20);
+        itest_sleep_ms(20);
     jsCtx_Destroy(js);
     natsConnection_Destroy(nc);
     if (n < want)
@@ -256,7 +250,7 @@ static void wait_shipped(uint64_t sensors, uint64_t events)
         if (s >= (int64_t)sensors && e >= (int64_t)events &&
             cursor_sum("sensors") == (int64_t)sensors && cursor_sum("events") == (int64_t)events)
             break;
-        nap_ms(200);
+        itest_sleep_ms(200);
     }
     jsCtx_Destroy(js);
     natsConnection_Destroy(nc);
@@ -271,9 +265,8 @@ static void wait_shipped(uint64_t sensors, uint64_t events)
 
 /* The daemon's scans of a stream's tail (its headers-only consumers, as
  * the cluster sees their create requests), and of them those filtered on
- * a prefix: none may be, the streams holding the prefixes' subjects alone
- * (FORMAT.md E.4 item 2; nats-server 2.9.10 re-reads a block per message
- * for a wildcard filter). */
+ * a prefix: none may be (FORMAT.md E.4 item 2; nats-server 2.9.10
+ * re-reads a block per message for a wildcard filter). */
 static atomic_int scans, scans_filtered;
 
 static void on_consumer_create(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *arg)
@@ -359,13 +352,13 @@ static void test_mirror_through_outages(void **state)
     char gap[160];
     snprintf(gap, sizeof gap, "but not sensors-a:%" PRIu64 ": a publish was lost", lose_at);
     for (int i = 0; i < 600 && !itest_log_contains(&D, gap); i++)
-        nap_ms(100);
+        itest_sleep_ms(100);
     if (!itest_log_contains(&D, gap) || !itest_log_contains(&D, "deleted the"))
         fail_msg("no \"%s\" and \"deleted the\" in the daemon log %s after 60 s", gap, D.log);
     /* The copies stored late are found by their acknowledgements. */
     const char *order = "message(s) of sensors-b at or after offset";
     for (int i = 0; i < 600 && !itest_log_contains(&D, order); i++)
-        nap_ms(100);
+        itest_sleep_ms(100);
     if (!itest_log_contains(&D, order))
         fail_msg("no \"%s\" in the daemon log %s after 60 s", order, D.log);
     natsSubscription_Destroy(hole_sub);
@@ -383,9 +376,9 @@ static void test_mirror_through_outages(void **state)
         jscluster_stop_node(&C, i);
 
     publish_range(2 * fifth, 3 * fifth, true); /* 3: all down, for a while */
-    nap_ms(3000);
+    itest_sleep_ms(3000);
     restart_daemon(); /* killed and restarted while the cluster is down */
-    nap_ms(1000);
+    itest_sleep_ms(1000);
     for (int i = 0; i < C.n; i++)
         assert_int_equal(jscluster_start_node(&C, i), 0);
     printf("phase 3 done (%.1f s); cluster restarted\n", (double)(itest_now_ms() - t0) / 1000);

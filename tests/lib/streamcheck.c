@@ -21,12 +21,6 @@
 
 #include <cmocka.h>
 
-static void nap_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* The stream's message count, or -1 if it cannot be had now. */
 int64_t sc_stream_msgs(jsCtx *js, const char *stream, char *leader, size_t leader_len)
 {
@@ -330,7 +324,7 @@ void sc_check_stream(natsConnection *nc, int nodes, const char *daemon_log, cons
         total += parts[i].count;
     uint64_t t0 = itest_now_ms(), deadline = t0 + 60000;
     while (!replicas_current(sr.js, nodes, stream) && itest_now_ms() < deadline)
-        nap_ms(200);
+        itest_sleep_ms(200);
     if (!replicas_current(sr.js, nodes, stream))
         fail_msg("stream %s: its replicas are not all current after 60 s", stream);
     int64_t msgs = -1;
@@ -347,8 +341,8 @@ void sc_check_stream(natsConnection *nc, int nodes, const char *daemon_log, cons
     /* Unfiltered (the stream's subjects are PREFIX> alone; check_message
      * fails any other): with the filter PREFIX>, the consumer info asked
      * below once delivery began made nats-server 2.9.10 re-read the block
-     * per message up to its middle (EVENTS 18-25 s, 0.2 s unfiltered;
-     * mirror_subjects_under). */
+     * per message up to its middle (EVENTS 18-25 s, 0.2 s unfiltered; the
+     * daemon's scan, mirror_nats.c, reads unfiltered too). */
     const char *subject = ">";
     natsSubscription *sub = NULL;
     jsErrCode jerr = 0;
