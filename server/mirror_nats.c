@@ -353,7 +353,14 @@ int mirror_nats_ensure_stream(mirror_nats *mn, char *why, size_t whylen)
 }
 
 /* One forward pass over the stream from start_seq to `last`, at most
- * `limit` messages. 0, 1 when it stopped at the limit, or a negative code. */
+ * `limit` messages. The consumer takes every subject (">") and the
+ * messages outside subject_prefix are skipped here: with the filter
+ * subject_prefix>, nats-server 2.9.10 (fixed in 2.9.15) recomputes the
+ * consumer's pending count for every message it delivers while the
+ * consumer stands in the first half of the stream's last block, each time
+ * reading the block from its start (23,001 messages from sequence 2,000 of
+ * a one-block stream: 20.3 s filtered, 0.22 s not). 0, 1 when it stopped
+ * at the limit, or a negative code. */
 static int scan_pass(mirror_nats *mn, uint64_t start_seq, uint64_t last, uint32_t limit,
                      mirror_scan_fn fn, void *ctx, uint32_t *read, char *why, size_t whylen)
 {
@@ -364,11 +371,9 @@ static int scan_pass(mirror_nats *mn, uint64_t start_seq, uint64_t last, uint32_
     so.Config.HeadersOnly = true; /* the ids are all it needs */
     so.Config.DeliverPolicy = js_DeliverByStartSequence;
     so.Config.OptStartSeq = start_seq;
-    char subject[256];
-    snprintf(subject, sizeof subject, "%s>", mn->cfg->subject_prefix);
     natsSubscription *sub = NULL;
     jsErrCode jerr = 0;
-    natsStatus s = js_SubscribeSync(&sub, mn->js, subject, NULL, &so, &jerr);
+    natsStatus s = js_SubscribeSync(&sub, mn->js, ">", NULL, &so, &jerr);
     if (s != NATS_OK) {
         why_fmt(why, whylen, "stream %s: cannot read its tail: %s", mn->cfg->stream, nats_why(s));
         return PB_ESERVER;
@@ -387,19 +392,22 @@ static int scan_pass(mirror_nats *mn, uint64_t start_seq, uint64_t last, uint32_
             break;
         }
         natsMsg *msg = NULL;
-        /* A quiet consumer: the rest of the stream is not under our prefix
-         * (or the stream shrank meanwhile). */
+        /* A quiet consumer: the stream shrank meanwhile. */
         if (natsSubscription_NextMsg(&msg, sub, SCAN_QUIET_MS) != NATS_OK)
             break;
-        (*read)++;
         jsMsgMetaData *meta = NULL;
         uint64_t seq = 0;
         if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
             seq = meta->Sequence.Stream;
             jsMsgMetaData_Destroy(meta);
         }
+        /* Another writer's message (a stream with sources, or subjects
+         * changed after use) is no copy of ours, whatever its id says. */
+        bool ours = mirror_subject_under(mn->cfg->subject_prefix, natsMsg_GetSubject(msg));
+        if (ours)
+            (*read)++;
         const char *id = NULL;
-        if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) == NATS_OK && id) {
+        if (ours && natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) == NATS_OK && id) {
             const char *colon = strrchr(id, ':');
             size_t plen = colon ? (size_t)(colon - id) : 0;
             char part[PB_PARTITION_NAME_MAX + 1], *end = NULL;

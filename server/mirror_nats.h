@@ -56,7 +56,8 @@ bool mirror_nats_connected(mirror_nats *mn);
 int mirror_nats_ensure_stream(mirror_nats *mn, char *why, size_t whylen);
 
 /* Reads the stream's tail forward (an ordered, headers-only consumer under
- * subject_prefix), from stream sequence from_seq to its last message,
+ * subject_prefix: every subject is read, those outside it skipped; see
+ * scan_pass), from stream sequence from_seq to its last message,
  * calling fn(ctx, partition, offset, seq) for each whose Nats-Msg-Id is
  * PARTITION:OFFSET, in stream order. The consumer may run on a replica that is behind or (in a
  * cluster that is recovering) holds what the leader never committed:

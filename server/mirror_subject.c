@@ -175,3 +175,10 @@ int mirror_header_unescape(const char *s, size_t n, uint8_t *out, size_t cap)
     }
     return (int)len;
 }
+
+bool mirror_subject_under(const char *prefix, const char *subject)
+{
+    size_t plen = strlen(prefix);
+    return subject && plen > 0 && prefix[plen - 1] == '.' && strlen(subject) > plen &&
+           strncmp(subject, prefix, plen) == 0;
+}

@@ -52,4 +52,9 @@ int mirror_header_escape(const uint8_t *p, size_t n, bool escape_eq, char *out, 
  * length, or PB_EINVAL for a '%' not followed by two hex digits. */
 int mirror_header_unescape(const char *s, size_t n, uint8_t *out, size_t cap);
 
+/* True when `subject` lies under `prefix` (literal, ending in '.',
+ * config_mirror_prefix_valid): longer than it and beginning with it. The
+ * mirror's scan reads every subject of its stream and keeps these. */
+bool mirror_subject_under(const char *prefix, const char *subject);
+
 #endif

@@ -1,7 +1,7 @@
 /* Tests for server/mirror_subject: topic -> NATS subject and back (round
  * trips for every byte value, empty pieces, wildcards, UTF-8), the subjects
  * the reverse refuses (not of the mapping's canonical form), buffer bounds,
- * and the escaping of header values. */
+ * and the escaping of header values; which subjects the scan keeps. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -196,13 +196,29 @@ static void test_header_escape(void **state)
     assert_int_equal(mirror_header_escape((const uint8_t *)"%%", 2, false, out, 6), PB_ETOOBIG);
 }
 
+/* Which messages the mirror's scan keeps (it reads every subject of the
+ * stream): those under the prefix, not another writer's. */
+static void test_subject_under(void **state)
+{
+    (void)state;
+    assert_true(mirror_subject_under("pb.e.", "pb.e.t"));
+    assert_true(mirror_subject_under("pb.e.", "pb.e.a.b.%25"));
+    assert_false(mirror_subject_under("pb.e.", "pb.f.t"));   /* a source's */
+    assert_false(mirror_subject_under("pb.e.", "pb.ex.t"));  /* a look-alike */
+    assert_false(mirror_subject_under("pb.e.", "pb.e."));    /* nothing after it */
+    assert_false(mirror_subject_under("pb.e.", "pb.e"));     /* shorter */
+    assert_false(mirror_subject_under("pb.e.", "x.pb.e.t")); /* not at the start */
+    assert_false(mirror_subject_under("pb.e", "pb.ex"));     /* not a valid prefix */
+    assert_false(mirror_subject_under("pb.e.", NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_examples),        cmocka_unit_test(test_empty_pieces),
         cmocka_unit_test(test_every_byte),      cmocka_unit_test(test_distinct),
         cmocka_unit_test(test_reverse_refuses), cmocka_unit_test(test_bounds),
-        cmocka_unit_test(test_header_escape),
+        cmocka_unit_test(test_header_escape),   cmocka_unit_test(test_subject_under),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
