@@ -34,8 +34,8 @@
 #include "logharness.h"
 #include "testfs.h"
 
-#define N     6000u /* events of one append: ~6 MiB, several stages */
-#define LEN   1000u
+#define N       6000u /* events of one append: ~6 MiB, several stages */
+#define LEN     1000u
 #define SLOW_NS 300000000l /* the first direct write: the writer fills the others */
 
 /* The direct descriptor's writes: how many, the most iovecs in one, and
