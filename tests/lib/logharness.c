@@ -28,10 +28,8 @@ char lh_part[128];
 
 int lh_setup(void **state)
 {
-    snprintf(lh_root, sizeof lh_root, "/tmp/pb_test_log.XXXXXX");
-    if (!mkdtemp(lh_root))
+    if (testfs_make_root(lh_root, sizeof lh_root, "pb_test_log", lh_part, sizeof lh_part) < 0)
         return -1;
-    snprintf(lh_part, sizeof lh_part, "%s/p", lh_root);
     lh_messages[0] = '\0';
     lh_worst = LOG_DEBUG;
     return 0;

@@ -36,11 +36,7 @@ static char part[PATH_MAX];
 
 static int setup(void **state)
 {
-    snprintf(root, sizeof root, "/tmp/pb_test_reader.XXXXXX");
-    if (!mkdtemp(root))
-        return -1;
-    snprintf(part, sizeof part, "%s/p", root);
-    return 0;
+    return testfs_make_root(root, sizeof root, "pb_test_reader", part, sizeof part);
 }
 
 static int teardown(void **state)
