@@ -84,13 +84,14 @@ static uint64_t append_n(pb_log *log, uint64_t from, size_t n, bool sync)
     return bytes;
 }
 
-/* lh_verify_with's check: event_for's bytes. */
+/* lh_verify_with's check: event_for's bytes, append_n's time. */
 static void check_event(uint64_t off, const pb_record *rec)
 {
     static uint8_t want[MAX_LEN];
     size_t len = event_for(off, want);
     assert_int_equal(rec->event_len, len);
     assert_memory_equal(rec->event, want, len);
+    assert_true(rec->time_ns == T0 + (int64_t)off);
 }
 
 /* Opens the log in lh_part through io (NULL: the real file layer). */

@@ -99,13 +99,14 @@ static void append_all(pb_log *log, uint64_t from, bool sync)
         assert_int_equal(log_sync_finish(log, NULL), 0);
 }
 
-/* lh_verify_with's check: LEN bytes of byte_of(off, i). */
+/* lh_verify_with's check: LEN bytes of byte_of(off, i), append_all's time. */
 static void check_event(uint64_t off, const pb_record *rec)
 {
     assert_int_equal(rec->event_len, LEN);
     for (size_t i = 0; i < LEN; i++)
         if (rec->event[i] != byte_of(off, i))
             fail_msg("offset %llu: byte %zu differs", (unsigned long long)off, i);
+    assert_true(rec->time_ns == T0 + (int64_t)off);
 }
 
 static pb_log *open_slow_log(void)
