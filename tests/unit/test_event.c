@@ -227,8 +227,10 @@ static size_t mutated_event(uint8_t *ev, const uint8_t *base, size_t n, uint32_t
                             event_view *v)
 {
     memcpy(ev, base, n);
-    for (int k = 1 + (int)(rng_next(seed) % 3); k > 0; k--)
-        ev[rng_next(seed) % n] = (uint8_t)rng_next(seed);
+    for (int k = 1 + (int)(rng_next(seed) % 3); k > 0; k--) {
+        uint8_t byte = (uint8_t)rng_next(seed); /* drawn before its place (as gcc did) */
+        ev[rng_next(seed) % n] = byte;
+    }
     size_t len = n - rng_next(seed) % 4;
     return event_scan(ev, len, v, NULL, 0) == 0 ? len : 0;
 }
