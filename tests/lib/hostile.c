@@ -1,6 +1,13 @@
 /* hostile - the isolation suite's harness; see hostile.h. */
 #include "hostile.h"
 
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
 #include "event.h"
 #include "reader.h"
 
@@ -297,4 +304,30 @@ Protobus__Frame *hostile_send_frame_bytes(uint16_t port, const uint8_t *frame, s
         f = itest_recv_frame(fd, timeout_ms);
     close(fd);
     return f;
+}
+
+void hostile_honest_check(hostile_honest *h, uint64_t ack_budget_ms)
+{
+    hostile_honest_stop(h);
+    printf("honest publisher: %zu acked, %llu errors, slowest ack %llu ms; probes %llu, "
+           "failed %llu, slowest %llu ms\n",
+           h->acked.n, (unsigned long long)h->errors, (unsigned long long)h->max_ack_ms,
+           (unsigned long long)h->probes, (unsigned long long)h->probes_failed,
+           (unsigned long long)h->max_probe_ms);
+    assert_true(h->acked.n > 0);
+    assert_int_equal(h->errors, 0);
+    assert_int_equal(h->probes_failed, 0);
+    if (HOSTILE_RSS_CHECKED && ack_budget_ms > 0)
+        assert_true(h->max_ack_ms < ack_budget_ms);
+}
+
+void hostile_check_durable(itest_daemon *d, const hostile_honest *h, char *out, size_t outlen)
+{
+    assert_int_equal(itest_daemon_stop(d), 0);
+    assert_int_equal(itest_daemon_restart(d), 0);
+    assert_int_equal(itest_daemon_stop(d), 0);
+    int rc = hostile_cat_verify(d->data_dir, out, outlen);
+    printf("%s", out);
+    assert_int_equal(rc, 0);
+    assert_int_equal(hostile_check_acked(d->data_dir, &h->acked), 0);
 }

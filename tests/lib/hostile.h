@@ -70,6 +70,16 @@ int hostile_honest_start(hostile_honest *h, uint16_t port, const char *topic);
  * test's teardown may call it after a failed assertion left it running). */
 void hostile_honest_stop(hostile_honest *h);
 
+/* Stops it, prints its figures and checks them: something acknowledged,
+ * no publish failed, no probe failed and, when ack_budget_ms > 0 and the
+ * build has no sanitizer (they slow the daemon tenfold), no ack slower. */
+void hostile_honest_check(hostile_honest *h, uint64_t ack_budget_ms);
+
+/* Stops d, restarts it (recovery over what it wrote) and stops it again;
+ * then `protobus cat --verify` finds its data clean (the output into out,
+ * and printed) and every event h acknowledged is there. */
+void hostile_check_durable(itest_daemon *d, const hostile_honest *h, char *out, size_t outlen);
+
 /* VmRSS and VmHWM (peak) of pid, in KiB; -1 when unreadable. */
 long hostile_rss_kb(pid_t pid);
 long hostile_peak_kb(pid_t pid);

@@ -28,10 +28,10 @@ char lh_part[128];
 
 int lh_setup(void **state)
 {
-    snprintf(lh_root, sizeof lh_root, "/tmp/pb_test_log.XXXXXX");
-    if (!mkdtemp(lh_root))
+    if (testfs_make_root(lh_root, sizeof lh_root, "pb_test_log", lh_part, sizeof lh_part) < 0)
         return -1;
-    snprintf(lh_part, sizeof lh_part, "%s/p", lh_root);
+    lh_messages[0] = '\0';
+    lh_worst = LOG_DEBUG;
     return 0;
 }
 
@@ -85,6 +85,14 @@ log_options lh_opts(uint64_t segment_bytes)
                          .synced_acks = lh_synced_acks};
 }
 
+log_options lh_direct_opts(uint64_t segment_bytes, uint64_t direct_min)
+{
+    log_options o = lh_opts(segment_bytes);
+    o.index_interval_bytes = 4096;
+    o.direct_min_bytes = direct_min;
+    return o;
+}
+
 pb_log *lh_open_log_opts(const log_options *o)
 {
     pb_log *log;
@@ -133,25 +141,35 @@ int lh_append_range(pb_log *log, uint64_t from, uint64_t count, size_t max_batch
     return 0;
 }
 
-/* Reads the whole partition: offsets 0..n-1 with the right content. */
-void lh_verify_all(uint64_t n)
+void lh_verify_with(uint64_t n, lh_check_fn *check, bool to_end)
 {
     pb_reader *r;
     pb_record rec;
-    uint8_t want[300];
     assert_int_equal(pb_reader_open(&r, lh_part), 0);
     for (uint64_t o = 0; o < n; o++) {
         int rc = pb_reader_next(r, &rec);
         if (rc != 0)
             fail_msg("offset %llu: %s", (unsigned long long)o, pb_strerror(rc));
         assert_true(rec.offset == o);
-        size_t len = lh_event_for(o, want);
-        assert_int_equal(rec.event_len, len);
-        assert_memory_equal(rec.event, want, len);
-        assert_true(rec.time_ns == lh_time_for(o));
+        check(o, &rec);
     }
-    assert_int_equal(pb_reader_next(r, &rec), PB_EEOF);
+    if (to_end)
+        assert_int_equal(pb_reader_next(r, &rec), PB_EEOF);
     pb_reader_close(r);
+}
+
+void lh_check_event(uint64_t off, const pb_record *rec)
+{
+    uint8_t want[300];
+    size_t len = lh_event_for(off, want);
+    assert_int_equal(rec->event_len, len);
+    assert_memory_equal(rec->event, want, len);
+    assert_true(rec->time_ns == lh_time_for(off));
+}
+
+void lh_verify_all(uint64_t n)
+{
+    lh_verify_with(n, lh_check_event, true);
 }
 
 void lh_seg_path(char *out, uint64_t base, const char *ext)

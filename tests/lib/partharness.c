@@ -240,6 +240,13 @@ void ph_gate(ph_harness *h, bool closed)
     pthread_mutex_unlock(&h->lock);
 }
 
+void ph_submit_held(ph_harness *h, partition *p, ph_batch *b)
+{
+    ph_gate(h, true);
+    partition_submit(p, &b->part);
+    ph_wait_blocked(h);
+}
+
 size_t ph_syncs_now(ph_harness *h)
 {
     pthread_mutex_lock(&h->lock);

@@ -83,6 +83,9 @@ void ph_wait_blocked(ph_harness *h);
 void ph_wait_syncs(ph_harness *h, size_t count);
 /* Closes or opens the gate that holds .log fdatasyncs. */
 void ph_gate(ph_harness *h, bool closed);
+/* Closes the gate, submits b to p and waits until the writer is held at
+ * the gate (in the sync that covers b). */
+void ph_submit_held(ph_harness *h, partition *p, ph_batch *b);
 size_t ph_syncs_now(ph_harness *h);
 
 /* n events with topic "t<seq % 3>" and payload_size = seq, seq counting

@@ -24,6 +24,15 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
     return remove(path);
 }
 
+int testfs_make_root(char *root, size_t rootsz, const char *prefix, char *part, size_t partsz)
+{
+    snprintf(root, rootsz, "/tmp/%s.XXXXXX", prefix);
+    if (!mkdtemp(root))
+        return -1;
+    snprintf(part, partsz, "%s/p", root);
+    return 0;
+}
+
 int testfs_rmrf(const char *path)
 {
     return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);

@@ -1,6 +1,6 @@
 /*
- * testfs - file helpers the unit and integration tests share: remove a
- * tree, read or write a whole file, list a partition's segment bases.
+ * testfs - file helpers the unit and integration tests share: make a
+ * test's temporary directory, remove a tree, read or write a whole file, list a partition's segment bases.
  * The read/write/list helpers fail the calling cmocka test on any error.
  * Also the mixing function the tests derive their event contents from.
  */
@@ -13,6 +13,11 @@
 /* Removes path and everything below it (no symlinks followed). 0, or the
  * nftw(3) result when something could not be removed. */
 int testfs_rmrf(const char *path);
+
+/* A test's fresh directory: makes /tmp/<prefix>.XXXXXX into root (rootsz
+ * bytes) and names the partition directory <root>/p (not made) in part.
+ * 0, or -1 when mkdtemp fails (a cmocka setup's result). */
+int testfs_make_root(char *root, size_t rootsz, const char *prefix, char *part, size_t partsz);
 
 /* The whole file, malloc'd (one spare byte), with *len set. */
 uint8_t *testfs_read_file(const char *path, size_t *len);

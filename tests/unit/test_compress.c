@@ -795,11 +795,7 @@ static void test_compress_survives_power_loss(void **state)
 static int setup(void **state)
 {
     (void)state;
-    snprintf(root, sizeof root, "/tmp/pb_test_zseg.XXXXXX");
-    if (!mkdtemp(root))
-        return -1;
-    snprintf(dir, sizeof dir, "%s/p", root);
-    return 0;
+    return testfs_make_root(root, sizeof root, "pb_test_zseg", dir, sizeof dir);
 }
 
 static int teardown(void **state)

@@ -392,11 +392,7 @@ static void test_paced_copy_is_the_same(void **state)
 static int setup(void **state)
 {
     (void)state;
-    snprintf(root, sizeof root, "/tmp/pb_test_zthread.XXXXXX");
-    if (!mkdtemp(root))
-        return -1;
-    snprintf(part_dir, sizeof part_dir, "%s/p", root);
-    return 0;
+    return testfs_make_root(root, sizeof root, "pb_test_zthread", part_dir, sizeof part_dir);
 }
 
 static int teardown(void **state)

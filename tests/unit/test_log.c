@@ -323,14 +323,14 @@ static void test_too_big_refused_not_sticky(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_creates_dir_and_segment, lh_setup, lh_teardown),
-        cmocka_unit_test_setup_teardown(test_index_entries, lh_setup, lh_teardown),
-        cmocka_unit_test_setup_teardown(test_size_rotation, lh_setup, lh_teardown),
-        cmocka_unit_test_setup_teardown(test_append_larger_than_its_arrays, lh_setup, lh_teardown),
-        cmocka_unit_test_setup_teardown(test_time_rotation_daily_utc_offset, lh_setup, lh_teardown),
-        cmocka_unit_test_setup_teardown(test_time_rotation_hourly, lh_setup, lh_teardown),
-        cmocka_unit_test_setup_teardown(test_time_clamped, lh_setup, lh_teardown),
-        cmocka_unit_test_setup_teardown(test_too_big_refused_not_sticky, lh_setup, lh_teardown),
+        LH_TEST(test_creates_dir_and_segment),
+        LH_TEST(test_index_entries),
+        LH_TEST(test_size_rotation),
+        LH_TEST(test_append_larger_than_its_arrays),
+        LH_TEST(test_time_rotation_daily_utc_offset),
+        LH_TEST(test_time_rotation_hourly),
+        LH_TEST(test_time_clamped),
+        LH_TEST(test_too_big_refused_not_sticky),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

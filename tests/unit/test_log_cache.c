@@ -42,11 +42,7 @@ static char part[128];
 
 static int setup(void **state)
 {
-    snprintf(root, sizeof root, "/tmp/pb_test_log_cache.XXXXXX");
-    if (!mkdtemp(root))
-        return -1;
-    snprintf(part, sizeof part, "%s/p", root);
-    return 0;
+    return testfs_make_root(root, sizeof root, "pb_test_log_cache", part, sizeof part);
 }
 
 static int teardown(void **state)

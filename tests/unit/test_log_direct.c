@@ -29,33 +29,13 @@
 #include "testfs.h"
 #include "fileio.h"
 #include "log.h"
+#include "logharness.h"
 #include "pb_errors.h"
-#include "reader.h"
 #include "record.h"
 #include "segment.h"
 
-#define T0      1700000000000000000ll
 #define MAX_LEN 5000u /* largest test event */
 #define MAX_N   4096u /* most events in one append */
-
-static char root[64];
-static char part[128];
-static char messages[16384];
-
-static int setup(void **state)
-{
-    snprintf(root, sizeof root, "/tmp/pb_test_logd.XXXXXX");
-    if (!mkdtemp(root))
-        return -1;
-    snprintf(part, sizeof part, "%s/p", root);
-    messages[0] = '\0';
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    return testfs_rmrf(root);
-}
 
 /* Event `off`: 1..MAX_LEN bytes, its content a function of off. */
 static size_t event_for(uint64_t off, uint8_t *buf)
@@ -65,20 +45,6 @@ static size_t event_for(uint64_t off, uint8_t *buf)
     for (size_t i = 0; i < len; i++)
         buf[i] = (uint8_t)(testfs_mix64(h + i / 8) >> (8 * (i % 8)));
     return len;
-}
-
-static void capture(void *ctx, enum log_level level, const char *msg)
-{
-    size_t used = strlen(messages);
-    snprintf(messages + used, sizeof messages - used, "%s\n", msg);
-}
-
-static log_options opts(uint64_t segment_bytes, uint64_t direct_min)
-{
-    return (log_options){.segment_bytes = segment_bytes,
-                         .index_interval_bytes = 4096,
-                         .direct_min_bytes = direct_min,
-                         .logf = capture};
 }
 
 /* log_append_sync's hook: the sync before is over; its outcome is taken. */
@@ -118,34 +84,50 @@ static uint64_t append_n(pb_log *log, uint64_t from, size_t n, bool sync)
     return bytes;
 }
 
-/* Every offset 0..n-1 reads back with its content. */
-static void verify_all(uint64_t n)
+/* lh_verify_with's check: event_for's bytes, append_n's time. */
+static void check_event(uint64_t off, const pb_record *rec)
 {
     static uint8_t want[MAX_LEN];
-    pb_reader *r;
-    pb_record rec;
-    assert_int_equal(pb_reader_open(&r, part), 0);
-    for (uint64_t o = 0; o < n; o++) {
-        int rc = pb_reader_next(r, &rec);
-        if (rc != 0)
-            fail_msg("offset %llu: %s", (unsigned long long)o, pb_strerror(rc));
-        assert_true(rec.offset == o);
-        size_t len = event_for(o, want);
-        assert_int_equal(rec.event_len, len);
-        assert_memory_equal(rec.event, want, len);
-    }
-    assert_int_equal(pb_reader_next(r, &rec), PB_EEOF);
-    pb_reader_close(r);
+    size_t len = event_for(off, want);
+    assert_int_equal(rec->event_len, len);
+    assert_memory_equal(rec->event, want, len);
+    assert_true(rec->time_ns == T0 + (int64_t)off);
+}
+
+/* Opens the log in lh_part through io (NULL: the real file layer). */
+static pb_log *open_log(const fileio *io, uint64_t segment_bytes, uint64_t direct_min)
+{
+    log_options o = lh_direct_opts(segment_bytes, direct_min);
+    o.io = io;
+    pb_log *log;
+    assert_int_equal(log_open(&log, lh_part, &o), 0);
+    return log;
+}
+
+/* 2,000 events of 1..599 zero bytes, each in its own buffer (~600 KiB). */
+static log_entry *filler(void)
+{
+    static log_entry e[2000];
+    static uint8_t buf[2000][600];
+    for (size_t i = 0; i < 2000; i++)
+        e[i] = (log_entry){.data = buf[i], .len = 1 + i % 599, .time_ns = T0};
+    return e;
+}
+
+/* A segment's .log file (for the file layers that watch its writes). */
+static bool is_log_path(const char *path)
+{
+    size_t n = strlen(path);
+    return n > 4 && strcmp(path + n - 4, ".log") == 0;
 }
 
 /* Sizes of the appends: single events (below any block), a few, hundreds
  * (several blocks), thousands (several 1 MiB staging buffers). */
 static const size_t sizes[] = {1, 3, 200, 1, 4096, 17, 900, 2, 2500, 64, 1, 1500, 5, 3000};
 
-static void run_appends(const log_options *o, uint64_t *n, uint64_t *bytes)
+/* Appends the sizes[] to log (then closes it): n events, bytes bytes. */
+static void run_appends(pb_log *log, uint64_t *n, uint64_t *bytes)
 {
-    pb_log *log;
-    assert_int_equal(log_open(&log, part, o), 0);
     *n = 0;
     *bytes = 0;
     for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
@@ -172,38 +154,32 @@ static void test_direct_appends_read_back(void **state)
     counting = *fileio_posix();
     counting.open = open_counting;
     direct_opens = 0;
-    log_options o = opts(1u << 30, 1); /* one segment; every append direct */
-    o.io = &counting;
-    uint64_t n, bytes;
-    run_appends(&o, &n, &bytes);
-    verify_all(n);
+    uint64_t n, bytes; /* one segment; every append direct */
+    run_appends(open_log(&counting, 1u << 30, 1), &n, &bytes);
+    lh_verify_with(n, check_event, true);
     char path[PATH_MAX];
-    assert_int_equal(segment_path(path, sizeof path, part, 0, ".log"), 0);
-    struct stat st;
-    assert_int_equal(stat(path, &st), 0);
-    assert_true((uint64_t)st.st_size == PB_FILE_HEADER_SIZE + bytes); /* no padding */
-    assert_null(strstr(messages, "through the page cache"));
+    lh_seg_path(path, 0, ".log");
+    assert_true((uint64_t)lh_file_size(path) == PB_FILE_HEADER_SIZE + bytes); /* no padding */
+    assert_null(strstr(lh_messages, "through the page cache"));
     assert_true(direct_opens == 1); /* taken, once per segment */
     /* Reopened (recovery finds nothing to cut), the log appends on. */
-    pb_log *log;
-    assert_int_equal(log_open(&log, part, &o), 0);
-    assert_null(strstr(messages, "torn"));
+    pb_log *log = open_log(&counting, 1u << 30, 1);
+    assert_null(strstr(lh_messages, "torn"));
     append_n(log, n, 1000, false);
     assert_int_equal(log_close(log), 0);
-    verify_all(n + 1000);
+    lh_verify_with(n + 1000, check_event, true);
 }
 
 static void test_direct_and_buffered_mixed_across_rotations(void **state)
 {
     /* 3 MiB segments, direct from 64 KiB: small appends go the ordinary
      * way, large ones directly, some of them split by a rotation. */
-    log_options o = opts(3u << 20, 64u << 10);
     uint64_t n, bytes;
-    run_appends(&o, &n, &bytes);
-    verify_all(n);
+    run_appends(open_log(NULL, 3u << 20, 64u << 10), &n, &bytes);
+    lh_verify_with(n, check_event, true);
     uint64_t bases[16];
-    assert_true(testfs_list_bases(part, bases, 16) >= 3);
-    assert_null(strstr(messages, "through the page cache"));
+    assert_true(testfs_list_bases(lh_part, bases, 16) >= 3);
+    assert_null(strstr(lh_messages, "through the page cache"));
 }
 
 /* log_append_sync / log_sync_finish: each append's sync begun on the
@@ -231,10 +207,7 @@ static void test_pipelined_syncs_across_rotations(void **state)
     sync_counting.fdatasync = fdatasync_counting;
     helper_syncs = 0;
     hooked = 0;
-    log_options o = opts(3u << 20, 64u << 10);
-    o.io = &sync_counting;
-    pb_log *log;
-    assert_int_equal(log_open(&log, part, &o), 0);
+    pb_log *log = open_log(&sync_counting, 3u << 20, 64u << 10);
     assert_int_equal(log_sync_finish(log, NULL), 0); /* none pending: 0 */
     uint64_t n = 0;
     for (int round = 0; round < 2; round++) {
@@ -257,10 +230,10 @@ static void test_pipelined_syncs_across_rotations(void **state)
     assert_int_equal(log_close(log), 0);
     assert_true(__atomic_load_n(&helper_syncs, __ATOMIC_RELAXED) >= 6);
     assert_true(hooked > 0); /* some outcomes were taken inside the next append */
-    verify_all(n);
+    lh_verify_with(n, check_event, true);
     uint64_t bases[16];
-    assert_true(testfs_list_bases(part, bases, 16) >= 3);
-    assert_null(strstr(messages, "through the page cache"));
+    assert_true(testfs_list_bases(lh_part, bases, 16) >= 3);
+    assert_null(strstr(lh_messages, "through the page cache"));
 }
 
 /* A file layer whose open refuses O_DIRECT, as some file systems do. */
@@ -277,12 +250,10 @@ static void test_refused_direct_falls_back(void **state)
 {
     no_direct = *fileio_posix();
     no_direct.open = open_no_direct;
-    log_options o = opts(1u << 30, 1);
-    o.io = &no_direct;
     uint64_t n, bytes;
-    run_appends(&o, &n, &bytes);
-    verify_all(n);
-    const char *m = strstr(messages, "open with O_DIRECT failed");
+    run_appends(open_log(&no_direct, 1u << 30, 1), &n, &bytes);
+    lh_verify_with(n, check_event, true);
+    const char *m = strstr(lh_messages, "open with O_DIRECT failed");
     assert_non_null(m);
     assert_non_null(strstr(m, "appending through the page cache from now on"));
     assert_null(strstr(m + 1, "open with O_DIRECT failed")); /* said once */
@@ -307,8 +278,7 @@ static bool is_log_fd(int fd)
 static int open_ordering(const fileio *io, const char *path, int flags, int mode)
 {
     int fd = fileio_posix()->open(fileio_posix(), path, flags, mode);
-    size_t n = strlen(path);
-    if (fd >= 0 && n > 4 && strcmp(path + n - 4, ".log") == 0) {
+    if (fd >= 0 && is_log_path(path)) {
         for (size_t i = 0; i < 8; i++)
             if (log_fds[i] < 0) {
                 log_fds[i] = fd;
@@ -357,10 +327,7 @@ static void test_no_page_cache_write_ahead_of_direct(void **state)
     ordering.write_out = write_out_ordering;
     for (size_t i = 0; i < 8; i++)
         log_fds[i] = -1;
-    log_options o = opts(1u << 30, 1);
-    o.io = &ordering;
-    pb_log *log;
-    assert_int_equal(log_open(&log, part, &o), 0);
+    pb_log *log = open_log(&ordering, 1u << 30, 1);
     uint64_t n = 0;
     size_t direct_appends = 0;
     for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
@@ -373,7 +340,7 @@ static void test_no_page_cache_write_ahead_of_direct(void **state)
     }
     assert_int_equal(log_close(log), 0);
     assert_true(direct_appends >= 6); /* the appends of whole blocks */
-    verify_all(n);
+    lh_verify_with(n, check_event, true);
 }
 
 /* A file layer whose third direct write fails with EIO (on the helper
@@ -399,16 +366,18 @@ static ssize_t pwritev_failing(const fileio *io, int fd, const struct iovec *iov
     return fileio_posix()->pwritev(fileio_posix(), fd, iov, n, off);
 }
 
-static void test_failed_direct_write_rewritten_with_crcs(void **state)
+static pb_log *open_failing_log(void)
 {
     failing = *fileio_posix();
     failing.open = open_failing;
     failing.pwritev = pwritev_failing;
     direct_writes = 0;
-    log_options o = opts(1u << 30, 1);
-    o.io = &failing;
-    pb_log *log;
-    assert_int_equal(log_open(&log, part, &o), 0);
+    return open_log(&failing, 1u << 30, 1);
+}
+
+static void test_failed_direct_write_rewritten_with_crcs(void **state)
+{
+    pb_log *log = open_failing_log();
     uint64_t n = 0;
     for (size_t k = 0; k < 3; k++) { /* 3000 events of ~550 B: 3 stages or more */
         append_n(log, n, 1000, false);
@@ -417,13 +386,13 @@ static void test_failed_direct_write_rewritten_with_crcs(void **state)
     assert_int_equal(log_sync(log), 0);
     assert_int_equal(log_status(log), 0);
     assert_true(direct_writes == 3); /* none after the failure */
-    const char *m = strstr(messages, "direct write failed");
+    const char *m = strstr(lh_messages, "direct write failed");
     assert_non_null(m);
     assert_non_null(strstr(m, "appending through the page cache from now on"));
     append_n(log, n, 500, false);
     n += 500;
     assert_int_equal(log_close(log), 0);
-    verify_all(n);
+    lh_verify_with(n, check_event, true);
 }
 
 /* The same through log_append_sync (the partition's pipelined takes): the
@@ -433,14 +402,7 @@ static void test_failed_direct_write_rewritten_with_crcs(void **state)
  * reads back. */
 static void test_failed_direct_write_behind_a_queued_sync(void **state)
 {
-    failing = *fileio_posix();
-    failing.open = open_failing;
-    failing.pwritev = pwritev_failing;
-    direct_writes = 0;
-    log_options o = opts(1u << 30, 1);
-    o.io = &failing;
-    pb_log *log;
-    assert_int_equal(log_open(&log, part, &o), 0);
+    pb_log *log = open_failing_log();
     uint64_t n = 0;
     for (size_t k = 0; k < 3; k++) {
         append_n(log, n, 1000, true);
@@ -449,12 +411,12 @@ static void test_failed_direct_write_behind_a_queued_sync(void **state)
         assert_int_equal(log_status(log), 0);
     }
     assert_true(direct_writes == 3); /* none after the failure */
-    assert_non_null(strstr(messages, "direct write failed"));
+    assert_non_null(strstr(lh_messages, "direct write failed"));
     append_n(log, n, 500, true);
     n += 500;
     assert_int_equal(log_sync_finish(log, NULL), 0);
     assert_int_equal(log_close(log), 0);
-    verify_all(n);
+    lh_verify_with(n, check_event, true);
 }
 
 /* A file layer whose first ordinary write to a segment, once armed, fails
@@ -469,8 +431,7 @@ static bool lead_armed, lead_failed;
 static int open_failing_lead(const fileio *io, const char *path, int flags, int mode)
 {
     int fd = fileio_posix()->open(fileio_posix(), path, flags, mode);
-    size_t n = strlen(path);
-    if (fd >= 0 && n > 4 && strcmp(path + n - 4, ".log") == 0) {
+    if (fd >= 0 && is_log_path(path)) {
         if (flags & O_DIRECT)
             lead_direct_fd = fd;
         else
@@ -496,25 +457,19 @@ static void test_failed_head_block_write_fails_the_log(void **state)
     failing_lead.pwritev = pwritev_failing_lead;
     lead_log_fd = lead_direct_fd = -1;
     lead_armed = lead_failed = false;
-    log_options o = opts(1u << 30, 1);
-    o.io = &failing_lead;
-    pb_log *log;
-    assert_int_equal(log_open(&log, part, &o), 0);
+    pb_log *log = open_log(&failing_lead, 1u << 30, 1);
     append_n(log, 0, 1000, false);
     assert_int_equal(log_sync(log), 0);
     assert_true(lead_direct_fd >= 0);
     lead_armed = true;
-    static log_entry e[2000];
-    static uint8_t buf[2000][600];
-    for (size_t i = 0; i < 2000; i++)
-        e[i] = (log_entry){.data = buf[i], .len = 1 + i % 599, .time_ns = T0};
+    log_entry *e = filler();
     uint64_t first;
     assert_true(log_append(log, e, 2000, &first) < 0);
     assert_true(lead_failed);
     assert_true(log_status(log) < 0);
-    assert_non_null(strstr(messages, "failed"));
+    assert_non_null(strstr(lh_messages, "failed"));
     (void)log_close(log);
-    verify_all(1000);
+    lh_verify_with(1000, check_event, true);
 }
 
 /* A file layer whose write-out (sync_file_range of the head block, on the
@@ -542,17 +497,11 @@ static void failed_write_out(int err)
     failing_out.write_out = write_out_failing;
     out_err = err;
     out_armed = out_called = false;
-    log_options o = opts(1u << 30, 1);
-    o.io = &failing_out;
-    pb_log *log;
-    assert_int_equal(log_open(&log, part, &o), 0);
+    pb_log *log = open_log(&failing_out, 1u << 30, 1);
     append_n(log, 0, 1000, false); /* ends mid-block: the next append has a head block */
     assert_int_equal(log_sync(log), 0);
     out_armed = true;
-    static log_entry e[2000];
-    static uint8_t buf[2000][600];
-    for (size_t i = 0; i < 2000; i++)
-        e[i] = (log_entry){.data = buf[i], .len = 1 + i % 599, .time_ns = T0};
+    log_entry *e = filler();
     uint64_t first;
     int rc = log_append(log, e, 2000, &first);
     out_armed = false;
@@ -561,30 +510,26 @@ static void failed_write_out(int err)
         assert_int_equal(rc, 0);
         assert_int_equal(log_sync(log), 0);
         assert_int_equal(log_close(log), 0);
+        /* Nothing lost around the ignored write-out: the 1,000 read back
+         * (filler's 2,000 after them have other bytes), all 3,000 kept. */
+        lh_verify_with(1000, check_event, false);
+        log = open_log(NULL, 1u << 30, 1);
+        assert_true(log_next_offset(log) == 3000);
+        assert_int_equal(log_close(log), 0);
         return;
     }
     assert_int_equal(rc, -err);
     assert_int_equal(log_status(log), -err);
     assert_false(log_failure_heals(log));
     assert_int_equal(log_sync(log), PB_EFAILED);
-    assert_non_null(strstr(messages, "write-out"));
+    assert_non_null(strstr(lh_messages, "write-out"));
     (void)log_close(log);
     /* The head block was written (never acked: whole records of it may
      * be kept, its torn last one is cut); the first append reads back. */
-    o.io = NULL;
-    assert_int_equal(log_open(&log, part, &o), 0);
+    log = open_log(NULL, 1u << 30, 1);
     assert_true(log_next_offset(log) >= 1000 && log_next_offset(log) < 3000);
     assert_int_equal(log_close(log), 0);
-    static uint8_t want[MAX_LEN];
-    pb_reader *r;
-    pb_record rec;
-    assert_int_equal(pb_reader_open(&r, part), 0);
-    for (uint64_t off = 0; off < 1000; off++) {
-        assert_int_equal(pb_reader_next(r, &rec), 0);
-        assert_int_equal(rec.event_len, event_for(off, want));
-        assert_memory_equal(rec.event, want, rec.event_len);
-    }
-    pb_reader_close(r);
+    lh_verify_with(1000, check_event, false); /* more may follow */
 }
 
 static void test_failed_write_out_fails_the_log(void **state)
@@ -610,8 +555,7 @@ static bool df_armed, df_tail_failed, df_sync_failed;
 static int open_double_fault(const fileio *io, const char *path, int flags, int mode)
 {
     int fd = fileio_posix()->open(fileio_posix(), path, flags, mode);
-    size_t n = strlen(path);
-    if (fd >= 0 && !(flags & O_DIRECT) && n > 4 && strcmp(path + n - 4, ".log") == 0)
+    if (fd >= 0 && !(flags & O_DIRECT) && is_log_path(path))
         df_log_fd = fd;
     return fd;
 }
@@ -643,18 +587,12 @@ static void test_failed_last_block_and_sync_never_heals(void **state)
     double_fault.fdatasync = fdatasync_double_fault;
     df_log_fd = -1;
     df_armed = df_tail_failed = df_sync_failed = false;
-    log_options o = opts(1u << 30, 1);
-    o.io = &double_fault;
-    pb_log *log;
-    assert_int_equal(log_open(&log, part, &o), 0);
+    pb_log *log = open_log(&double_fault, 1u << 30, 1);
     append_n(log, 0, 1000, false);
     assert_int_equal(log_sync(log), 0);
     assert_true(log_sync_async(log)); /* the helper runs: the sync is queued on it */
     __atomic_store_n(&df_armed, true, __ATOMIC_RELEASE);
-    static log_entry e[2000];
-    static uint8_t buf[2000][600];
-    for (size_t i = 0; i < 2000; i++)
-        e[i] = (log_entry){.data = buf[i], .len = 1 + i % 599, .time_ns = T0};
+    log_entry *e = filler();
     uint64_t first;
     int rc = log_append_sync(log, e, 2000, &first, NULL, NULL, NULL);
     assert_true(__atomic_load_n(&df_tail_failed, __ATOMIC_ACQUIRE));
@@ -665,7 +603,7 @@ static void test_failed_last_block_and_sync_never_heals(void **state)
     (void)log_close(log);
     __atomic_store_n(&df_armed, false, __ATOMIC_RELEASE);
     if (__atomic_load_n(&df_sync_failed, __ATOMIC_ACQUIRE))
-        assert_non_null(strstr(messages, "fdatasync"));
+        assert_non_null(strstr(lh_messages, "fdatasync"));
 }
 
 /* The sync of one append (A, on the helper) fails with EIO while the next
@@ -697,10 +635,7 @@ static void test_failed_sync_stops_the_next_append(void **state)
     sync_once.fdatasync = fdatasync_once;
     so_armed = so_failed = false;
     so_hook_rc = 1;
-    log_options o = opts(4u << 20, 1);
-    o.io = &sync_once;
-    pb_log *log;
-    assert_int_equal(log_open(&log, part, &o), 0);
+    pb_log *log = open_log(&sync_once, 4u << 20, 1);
     static log_entry e[8000];
     static uint8_t buf[1000];
     for (size_t i = 0; i < 8000; i++)
@@ -718,7 +653,7 @@ static void test_failed_sync_stops_the_next_append(void **state)
     assert_int_equal(log_status(log), -EIO);
     assert_false(log_failure_heals(log));
     uint64_t bases[4];
-    assert_int_equal(testfs_list_bases(part, bases, 4), 1); /* no segment on a failed log */
+    assert_int_equal(testfs_list_bases(lh_part, bases, 4), 1); /* no segment on a failed log */
     (void)log_sync_finish(log, NULL);
     (void)log_close(log);
 }
@@ -728,13 +663,8 @@ static void test_failed_sync_stops_the_next_append(void **state)
  * the caller) and never replaces a failure. */
 static void test_second_outcome_before_the_first_taken(void **state)
 {
-    log_options o = opts(1u << 30, 1);
-    pb_log *log;
-    assert_int_equal(log_open(&log, part, &o), 0);
-    static log_entry e[2000];
-    static uint8_t buf[600];
-    for (size_t i = 0; i < 2000; i++)
-        e[i] = (log_entry){.data = buf, .len = 1 + i % 599, .time_ns = T0};
+    pb_log *log = open_log(NULL, 1u << 30, 1);
+    log_entry *e = filler();
     uint64_t first;
     for (int k = 0; k < 3; k++)
         assert_int_equal(log_append_sync(log, e, 2000, &first, NULL, NULL, NULL), 0);
@@ -742,7 +672,7 @@ static void test_second_outcome_before_the_first_taken(void **state)
         assert_int_equal(log_close(log), 0);
         skip();
     }
-    assert_non_null(strstr(messages, "collected before the one before was taken"));
+    assert_non_null(strstr(lh_messages, "collected before the one before was taken"));
     assert_int_equal(log_sync_finish(log, NULL), 0);
     assert_int_equal(log_close(log), 0);
 }
@@ -750,25 +680,19 @@ static void test_second_outcome_before_the_first_taken(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_direct_appends_read_back, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_direct_and_buffered_mixed_across_rotations, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_pipelined_syncs_across_rotations, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_refused_direct_falls_back, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_no_page_cache_write_ahead_of_direct, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_failed_direct_write_rewritten_with_crcs, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_failed_direct_write_behind_a_queued_sync, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_failed_head_block_write_fails_the_log, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_failed_write_out_fails_the_log, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_unsupported_write_out_ignored, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_failed_last_block_and_sync_never_heals, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_failed_sync_stops_the_next_append, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_second_outcome_before_the_first_taken, setup,
-                                        teardown),
+        LH_TEST(test_direct_appends_read_back),
+        LH_TEST(test_direct_and_buffered_mixed_across_rotations),
+        LH_TEST(test_pipelined_syncs_across_rotations),
+        LH_TEST(test_refused_direct_falls_back),
+        LH_TEST(test_no_page_cache_write_ahead_of_direct),
+        LH_TEST(test_failed_direct_write_rewritten_with_crcs),
+        LH_TEST(test_failed_direct_write_behind_a_queued_sync),
+        LH_TEST(test_failed_head_block_write_fails_the_log),
+        LH_TEST(test_failed_write_out_fails_the_log),
+        LH_TEST(test_unsupported_write_out_ignored),
+        LH_TEST(test_failed_last_block_and_sync_never_heals),
+        LH_TEST(test_failed_sync_stops_the_next_append),
+        LH_TEST(test_second_outcome_before_the_first_taken),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

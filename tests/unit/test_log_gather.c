@@ -29,16 +29,13 @@
 
 #include "fileio.h"
 #include "log.h"
-#include "pb_errors.h"
-#include "reader.h"
 #include "record.h"
 #include "sched_attr.h"
 #include "logharness.h"
 #include "testfs.h"
 
-#define T0    1700000000000000000ll
-#define N     6000u /* events of one append: ~6 MiB, several stages */
-#define LEN   1000u
+#define N       6000u /* events of one append: ~6 MiB, several stages */
+#define LEN     1000u
 #define SLOW_NS 300000000l /* the first direct write: the writer fills the others */
 
 /* The direct descriptor's writes: how many, the most iovecs in one, and
@@ -102,23 +99,14 @@ static void append_all(pb_log *log, uint64_t from, bool sync)
         assert_int_equal(log_sync_finish(log, NULL), 0);
 }
 
-static void verify_all(uint64_t n)
+/* lh_verify_with's check: LEN bytes of byte_of(off, i), append_all's time. */
+static void check_event(uint64_t off, const pb_record *rec)
 {
-    pb_reader *r;
-    pb_record rec;
-    assert_int_equal(pb_reader_open(&r, lh_part), 0);
-    for (uint64_t o = 0; o < n; o++) {
-        int rc = pb_reader_next(r, &rec);
-        if (rc != 0)
-            fail_msg("offset %llu: %s", (unsigned long long)o, pb_strerror(rc));
-        assert_true(rec.offset == o);
-        assert_int_equal(rec.event_len, LEN);
-        for (size_t i = 0; i < LEN; i++)
-            if (rec.event[i] != byte_of(o, i))
-                fail_msg("offset %llu: byte %zu differs", (unsigned long long)o, i);
-    }
-    assert_int_equal(pb_reader_next(r, &rec), PB_EEOF);
-    pb_reader_close(r);
+    assert_int_equal(rec->event_len, LEN);
+    for (size_t i = 0; i < LEN; i++)
+        if (rec->event[i] != byte_of(off, i))
+            fail_msg("offset %llu: byte %zu differs", (unsigned long long)off, i);
+    assert_true(rec->time_ns == T0 + (int64_t)off);
 }
 
 static pb_log *open_slow_log(void)
@@ -129,13 +117,9 @@ static pb_log *open_slow_log(void)
     slow_fd = -1;
     writes = most_iov = 0;
     failed_one = false;
-    log_options o = {.segment_bytes = 1u << 30,
-                     .index_interval_bytes = 4096,
-                     .direct_min_bytes = 1,
-                     .io = &slow,
-                     .logf = lh_capture};
+    log_options o = lh_direct_opts(1u << 30, 1);
+    o.io = &slow;
     pb_log *log;
-    lh_messages[0] = '\0';
     assert_int_equal(log_open(&log, lh_part, &o), 0);
     return log;
 }
@@ -152,7 +136,7 @@ static void test_stages_gathered_read_back(void **state)
         skip(); /* no O_DIRECT here: nothing to gather */
     assert_true(most_iov > 1);
     assert_null(strstr(lh_messages, "direct write failed"));
-    verify_all(2 * N);
+    lh_verify_with(2 * N, check_event, true);
 }
 
 static void test_failed_gathered_write_rewritten(void **state)
@@ -173,7 +157,7 @@ static void test_failed_gathered_write_rewritten(void **state)
     append_all(log, N, true);
     assert_int_equal(writes, before); /* none after the failure */
     assert_int_equal(log_close(log), 0);
-    verify_all(2 * N);
+    lh_verify_with(2 * N, check_event, true);
 }
 
 /* The slice (sched_runtime) of this process's thread named pbd:*, 0 if
@@ -219,9 +203,9 @@ static void test_helper_asks_for_a_short_slice(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_stages_gathered_read_back, lh_setup, lh_teardown),
-        cmocka_unit_test_setup_teardown(test_failed_gathered_write_rewritten, lh_setup, lh_teardown),
-        cmocka_unit_test_setup_teardown(test_helper_asks_for_a_short_slice, lh_setup, lh_teardown),
+        LH_TEST(test_stages_gathered_read_back),
+        LH_TEST(test_failed_gathered_write_rewritten),
+        LH_TEST(test_helper_asks_for_a_short_slice),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -506,17 +506,14 @@ static void test_power_loss_simulation(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_recover_cut_inside_last_record, lh_setup, lh_teardown),
-        cmocka_unit_test_setup_teardown(test_recover_cut_inside_fresh_header, lh_setup,
-                                        lh_teardown),
-        cmocka_unit_test_setup_teardown(test_recover_garbage_and_zero_tails, lh_setup, lh_teardown),
-        cmocka_unit_test_setup_teardown(test_recover_damage_in_middle_not_truncated, lh_setup,
-                                        lh_teardown),
-        cmocka_unit_test_setup_teardown(test_index_rebuilt_when_missing_or_stale, lh_setup,
-                                        lh_teardown),
-        cmocka_unit_test_setup_teardown(test_failed_io_is_sticky, lh_setup, lh_teardown),
-        cmocka_unit_test_setup_teardown(test_short_writes_and_index_failure, lh_setup, lh_teardown),
-        cmocka_unit_test_setup_teardown(test_power_loss_simulation, lh_setup, lh_teardown),
+        LH_TEST(test_recover_cut_inside_last_record),
+        LH_TEST(test_recover_cut_inside_fresh_header),
+        LH_TEST(test_recover_garbage_and_zero_tails),
+        LH_TEST(test_recover_damage_in_middle_not_truncated),
+        LH_TEST(test_index_rebuilt_when_missing_or_stale),
+        LH_TEST(test_failed_io_is_sticky),
+        LH_TEST(test_short_writes_and_index_failure),
+        LH_TEST(test_power_loss_simulation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

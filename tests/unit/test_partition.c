@@ -110,10 +110,8 @@ static void test_group_commit_and_ack_after_sync(void **state)
     size_t base = ph_syncs_now(h);
 
     /* A slow disk: the fdatasync covering batch A is held ... */
-    ph_gate(h, true);
     ph_batch *a = ph_batch_new(h, p, 2, 1);
-    partition_submit(p, &a->part);
-    ph_wait_blocked(h);
+    ph_submit_held(h, p, a);
     /* ... while 50 more batches arrive. */
     enum { N = 50 };
     ph_batch *more[N];
@@ -245,10 +243,8 @@ static void test_close_drains_and_reopen_continues(void **state)
 
     /* Hold the writer in a sync so that the next batches are surely queued
      * when the close begins. */
-    ph_gate(h, true);
     ph_batch *a = ph_batch_new(h, p, 1, 1);
-    partition_submit(p, &a->part);
-    ph_wait_blocked(h);
+    ph_submit_held(h, p, a);
     enum { N = 10 };
     ph_batch *queued[N];
     uint64_t seq = 2;
@@ -491,10 +487,8 @@ static void test_oversized_event_refused_alone(void **state)
     free(ph_publish(f, p, 1, 0));
 
     /* Hold the writer so the big and the small batch are taken together. */
-    ph_gate(h, true);
     ph_batch *a = ph_batch_new(h, p, 1, 1);
-    partition_submit(p, &a->part);
-    ph_wait_blocked(h);
+    ph_submit_held(h, p, a);
     ph_batch *big = ph_batch_new(h, p, 2, 2);
     static uint8_t big_event[160];
     size_t len = wire_put_len_field(big_event, 1, "t2", 2);

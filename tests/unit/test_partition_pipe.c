@@ -177,9 +177,7 @@ static void hold_pair(held_pair *s)
         h->write_hook_arg = &s->later;
         pthread_mutex_unlock(&h->lock);
     }
-    ph_gate(h, true);
-    partition_submit(s->p, &s->a->part);
-    ph_wait_blocked(h); /* A's sync, held */
+    ph_submit_held(h, s->p, s->a); /* A's sync, held */
     if (s->ids) {
         partition_submit(s->p, &s->b->part);
         nanosleep(&(struct timespec){.tv_nsec = 200 * 1000 * 1000}, NULL);
@@ -266,9 +264,7 @@ static void test_long_queue_in_capped_pipelined_takes(void **state)
     h->write_hook = submit_many_hook;
     h->write_hook_arg = &many;
     pthread_mutex_unlock(&h->lock);
-    ph_gate(h, true);
-    partition_submit(p, &a->part);
-    ph_wait_blocked(h); /* A's sync, held */
+    ph_submit_held(h, p, a); /* A's sync, held */
     assert_int_equal(done_now(h), before);
     ph_gate(h, false);
     ph_wait_done(h, before + 1 + N);
@@ -497,9 +493,7 @@ static void test_large_pending_pair_shrinks(void **state)
     }
     /* The writer held in one more small take's sync: nothing of it runs. */
     ph_batch *c = ph_batch_new(s.h, s.p, 1, s.next++);
-    ph_gate(s.h, true);
-    partition_submit(s.p, &c->part);
-    ph_wait_blocked(s.h);
+    ph_submit_held(s.h, s.p, c);
     size_t pend_cap = s.p->pend.cap, cap = s.p->cap;
     ph_gate(s.h, false);
     ph_wait_done(s.h, s.before + 2 + MANY + 71);

@@ -117,10 +117,8 @@ static void test_writer_splits_a_long_queue(void **state)
     ph_harness *h = &f->h;
     partition *p = ph_open(f);
     free(ph_publish(f, p, 1, 0));
-    ph_gate(h, true);
     ph_batch *a = ph_batch_new(h, p, 1, 1);
-    partition_submit(p, &a->part);
-    ph_wait_blocked(h);
+    ph_submit_held(h, p, a);
     /* MAX_EVENTS-event batches: (cap / MAX_EVENTS) fill a take, 8 more
      * go to the next one. */
     enum { PER_TAKE = PARTITION_TAKE_EVENTS / MAX_EVENTS, N = PER_TAKE + 8 };

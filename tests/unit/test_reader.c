@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "logharness.h" /* lh_event_for: the event stored at each offset */
 #include "testfs.h"
 #include "log.h"
 #include "pb_errors.h"
@@ -29,33 +30,17 @@
 #include "record.h"
 #include "segment.h"
 
-#define T0 1700000000000000000ll
-
 static char root[64];
 static char part[PATH_MAX];
 
 static int setup(void **state)
 {
-    snprintf(root, sizeof root, "/tmp/pb_test_reader.XXXXXX");
-    if (!mkdtemp(root))
-        return -1;
-    snprintf(part, sizeof part, "%s/p", root);
-    return 0;
+    return testfs_make_root(root, sizeof root, "pb_test_reader", part, sizeof part);
 }
 
 static int teardown(void **state)
 {
     return testfs_rmrf(root);
-}
-
-/* The event stored at offset off: 20..300 bytes, content from off. */
-static size_t event_for(uint64_t off, uint8_t *buf)
-{
-    uint64_t h = testfs_mix64(off);
-    size_t len = 20 + h % 281;
-    for (size_t i = 0; i < len; i++)
-        buf[i] = (uint8_t)(testfs_mix64(h + i / 8) >> (8 * (i % 8)));
-    return len;
 }
 
 /* Three records share each receive time, to test seeks into equal times. */
@@ -87,7 +72,7 @@ static void append_range(pb_log *log, uint64_t from, uint64_t count, size_t max_
         for (size_t i = 0; i < n; i++) {
             uint64_t off = from + done + i;
             uint8_t *p = scratch + i * 300;
-            size_t len = event_for(off, p);
+            size_t len = lh_event_for(off, p);
             size_t cut = off % 5 == 0 ? len - 7 : len;
             e[i] = (log_entry){.data = p,
                                .len = cut,
@@ -103,6 +88,20 @@ static void append_range(pb_log *log, uint64_t from, uint64_t count, size_t max_
     assert_true(log_next_offset(log) == from + count);
 }
 
+/* Writes offsets 0..n-1 (segment_bytes segments, batches of up to
+ * max_batch) and closes the log; its segments' bases into bases (cap),
+ * at least min_segs of them; returns how many. */
+static size_t write_segments(uint64_t n, uint64_t segment_bytes, size_t max_batch, uint64_t *bases,
+                             size_t cap, size_t min_segs)
+{
+    pb_log *log = open_log(segment_bytes);
+    append_range(log, 0, n, max_batch);
+    assert_int_equal(log_close(log), 0);
+    size_t nseg = testfs_list_bases(part, bases, cap);
+    assert_true(nseg >= min_segs);
+    return nseg;
+}
+
 static void expect_record(pb_reader *r, uint64_t off)
 {
     pb_record rec;
@@ -114,7 +113,7 @@ static void expect_record(pb_reader *r, uint64_t off)
     if (rec.offset != off)
         fail_msg("expected offset %llu, got %llu", (unsigned long long)off,
                  (unsigned long long)rec.offset);
-    size_t len = event_for(off, want);
+    size_t len = lh_event_for(off, want);
     assert_int_equal(rec.event_len, len);
     assert_memory_equal(rec.event, want, len);
     assert_true(rec.time_ns == time_for(off));
@@ -169,13 +168,8 @@ static uint64_t record_pos(const char *path, uint64_t off, uint32_t *size)
 static void test_100k_records_roundtrip(void **state)
 {
     const uint64_t n = 100000;
-    pb_log *log = open_log(1 << 20);
-    append_range(log, 0, n, 500);
-    assert_int_equal(log_close(log), 0);
-
     uint64_t bases[256];
-    size_t nseg = testfs_list_bases(part, bases, 256);
-    assert_true(nseg >= 10);
+    size_t nseg = write_segments(n, 1 << 20, 500, bases, 256, 10);
     assert_true(bases[0] == 0);
     for (size_t i = 0; i < nseg; i++) {
         char p[PATH_MAX];
@@ -284,12 +278,8 @@ static void test_seek_offset_and_time(void **state)
 static void test_seek_without_or_with_bad_index(void **state)
 {
     const uint64_t n = 6000;
-    pb_log *log = open_log(128 << 10);
-    append_range(log, 0, n, 100);
-    assert_int_equal(log_close(log), 0);
     uint64_t bases[64];
-    size_t nseg = testfs_list_bases(part, bases, 64);
-    assert_true(nseg >= 4);
+    size_t nseg = write_segments(n, 128 << 10, 100, bases, 64, 4);
     for (size_t i = 0; i < nseg; i++) {
         char p[PATH_MAX];
         seg_path(p, bases[i], ".idx");
@@ -345,7 +335,7 @@ static void test_follow_live_log(void **state)
     struct stat st;
     assert_int_equal(stat(p, &st), 0);
     uint8_t rec[24 + 300];
-    size_t len = event_for(360, rec + 24);
+    size_t len = lh_event_for(360, rec + 24);
     assert_int_equal(record_encode_header(rec, 360, time_for(360), rec + 24, len, NULL, 0), 0);
     write_at(p, rec, 30, st.st_size);
     expect_eof(r);
@@ -390,12 +380,8 @@ static void read_expecting_problem(uint64_t n, const char *file, uint64_t pos, u
 static void test_corruption_in_rotated_segment(void **state)
 {
     const uint64_t n = 3000;
-    pb_log *log = open_log(64 << 10);
-    append_range(log, 0, n, 50);
-    assert_int_equal(log_close(log), 0);
     uint64_t bases[64];
-    size_t nseg = testfs_list_bases(part, bases, 64);
-    assert_true(nseg >= 4);
+    write_segments(n, 64 << 10, 50, bases, 64, 4);
     char p[PATH_MAX];
     seg_path(p, bases[1], ".log");
 
@@ -426,7 +412,7 @@ static void test_corruption_in_rotated_segment(void **state)
 
     /* The writer's recovery leaves a rotated segment alone. */
     uint8_t *before = testfs_read_file(p, &flen);
-    log = open_log(64 << 10);
+    pb_log *log = open_log(64 << 10);
     assert_true(log_next_offset(log) == n);
     assert_int_equal(log_close(log), 0);
     size_t flen2;
@@ -443,12 +429,8 @@ static void test_corruption_in_rotated_segment(void **state)
 static void test_cut_end_of_rotated_segment(void **state)
 {
     const uint64_t n = 2000;
-    pb_log *log = open_log(32 << 10);
-    append_range(log, 0, n, 20);
-    assert_int_equal(log_close(log), 0);
     uint64_t bases[128];
-    size_t nseg = testfs_list_bases(part, bases, 128);
-    assert_true(nseg >= 3);
+    write_segments(n, 32 << 10, 20, bases, 128, 3);
     char p[PATH_MAX];
     seg_path(p, bases[1], ".log");
     uint32_t size;
@@ -470,12 +452,8 @@ static void test_cut_end_of_rotated_segment(void **state)
 static void test_zero_tail(void **state)
 {
     const uint64_t n = 1500;
-    pb_log *log = open_log(32 << 10);
-    append_range(log, 0, n, 20);
-    assert_int_equal(log_close(log), 0);
     uint64_t bases[128];
-    size_t nseg = testfs_list_bases(part, bases, 128);
-    assert_true(nseg >= 3);
+    size_t nseg = write_segments(n, 32 << 10, 20, bases, 128, 3);
     char rot[PATH_MAX], act[PATH_MAX];
     seg_path(rot, bases[nseg - 2], ".log"); /* the newest rotated one */
     seg_path(act, bases[nseg - 1], ".log");
@@ -495,7 +473,7 @@ static void test_zero_tail(void **state)
 
     /* A record written into the zeros is read (follow). */
     uint8_t rec[24 + 300];
-    size_t len = event_for(n, rec + 24);
+    size_t len = lh_event_for(n, rec + 24);
     assert_int_equal(record_encode_header(rec, n, time_for(n), rec + 24, len, NULL, 0), 0);
     write_at(act, rec, 24 + len, act_size);
     expect_record(r, n);
@@ -506,7 +484,7 @@ static void test_zero_tail(void **state)
      * zeros already looks at the header only: the writer writes in file
      * order, so nothing appears after zeros it has not written yet.) */
     off_t hole = act_size + (off_t)(24 + len);
-    len = event_for(n + 2, rec + 24);
+    len = lh_event_for(n + 2, rec + 24);
     assert_int_equal(record_encode_header(rec, n + 2, time_for(n + 2), rec + 24, len, NULL, 0), 0);
     write_at(act, rec, 24 + len, hole + 100);
     pb_reader_close(r);
@@ -522,7 +500,7 @@ static void test_zero_tail(void **state)
     pb_reader_close(r);
 
     /* Recovery: both zero tails cut (not reported as torn), the hole kept. */
-    log = open_log(32 << 10);
+    pb_log *log = open_log(32 << 10);
     assert_true(log_next_offset(log) == n + 3);
     assert_int_equal(log_close(log), 0);
     assert_int_equal(stat(rot, &st), 0);

@@ -457,11 +457,7 @@ static void test_failing_segment_does_not_block(void **state)
 static int setup(void **state)
 {
     (void)state;
-    snprintf(root, sizeof root, "/tmp/pb_test_upkeep.XXXXXX");
-    if (!mkdtemp(root))
-        return -1;
-    snprintf(part_dir, sizeof part_dir, "%s/p", root);
-    return 0;
+    return testfs_make_root(root, sizeof root, "pb_test_upkeep", part_dir, sizeof part_dir);
 }
 
 static int teardown(void **state)
