@@ -110,6 +110,14 @@ struct pub_event;
 uint32_t dedup_check_events(dedup *d, struct pub_event *events, const uint32_t *idx, uint32_t n,
                             uint64_t first, int64_t time_ns, uint32_t *dups);
 
+/* dedup_check_events, with fill(ctx, ev) called for each event right after
+ * its check (its duplicate flag and original's offset set), in the part's
+ * order: the writer's admission (expect.c) fills its records in the same
+ * pass, so that each event is read once. Returns the events stored. */
+typedef void dedup_fill_fn(void *ctx, struct pub_event *ev);
+uint32_t dedup_admit_events(dedup *d, struct pub_event *events, const uint32_t *idx, uint32_t n,
+                            uint64_t first, int64_t time_ns, dedup_fill_fn *fill, void *ctx);
+
 /* Forgets the ids stored before now_ns - window. */
 void dedup_expire(dedup *d, int64_t now_ns);
 

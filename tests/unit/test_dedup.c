@@ -815,20 +815,37 @@ static void test_deep_hops(void **state)
     dedup_destroy(d);
 }
 
-/* dedup_check_events against dedup_check one event at a time, on twin
- * windows: takes of 0..300 events in a shuffled order (the part's index
- * list), some without an id, some repeating an id of the same take or of
+/* dedup_admit_events' fill: which events it was called for, in order, and
+ * their duplicate flag at the time. */
+enum { SEEN_MAX = 300 };
+static const pub_event *seen[SEEN_MAX];
+static bool seen_dup[SEEN_MAX];
+static uint32_t seen_n;
+
+static void note_event(void *ctx, pub_event *ev)
+{
+    (void)ctx;
+    assert_true(seen_n < SEEN_MAX);
+    seen[seen_n] = ev;
+    seen_dup[seen_n++] = ev->duplicate;
+}
+
+/* dedup_check_events and dedup_admit_events against dedup_check one event
+ * at a time, on three windows: takes of 0..300 events in a shuffled order
+ * (the part's index list), some without an id, some repeating an id of the same take or of
  * recent ones, half with ingest's hash and half without; the same flags,
  * offsets and window contents, also past the bound (eviction) and across
- * index growth. */
+ * index growth; dedup_admit_events calls its fill for every event, in the
+ * part's order, each after its own check. */
 static void test_check_events_as_one_by_one(void **state)
 {
     (void)state;
     rng_state = 99;
-    dedup *a, *b;
+    dedup *a, *b, *c3;
     assert_int_equal(dedup_create(&a, 10 * SEC, 2000), 0);
     assert_int_equal(dedup_create(&b, 10 * SEC, 2000), 0);
-    enum { TAKE = 300 };
+    assert_int_equal(dedup_create(&c3, 10 * SEC, 2000), 0);
+    enum { TAKE = SEEN_MAX };
     static uint8_t ids[TAKE][ID_MAX];
     static pub_event ev[TAKE];
     static uint32_t idx[TAKE];
@@ -886,8 +903,22 @@ static void test_check_events_as_one_by_one(void **state)
             if (want_flag[k])
                 assert_int_equal(ev[k].offset, want_dup[k]);
         }
+        /* Checked with a fill per event on c3: each event's call comes in
+         * the part's order, right after its check (its flag set). */
+        seen_n = 0;
+        uint32_t stored3 = dedup_admit_events(c3, ev, idx, n, next_off, (int64_t)t, note_event,
+                                              NULL);
+        assert_int_equal(stored3, stored);
+        assert_int_equal(seen_n, n);
+        for (uint32_t k = 0; k < n; k++) {
+            assert_ptr_equal(seen[k], &ev[idx[k]]);
+            assert_int_equal(seen_dup[k], want_flag[idx[k]]);
+            if (want_flag[idx[k]])
+                assert_int_equal(ev[idx[k]].offset, want_dup[idx[k]]);
+        }
         next_off = off;
         assert_int_equal(dedup_count(a), dedup_count(b));
+        assert_int_equal(dedup_count(a), dedup_count(c3));
     }
     /* Every id ever numbered: found in both, at the same offset, or in neither. */
     uint8_t id[ID_MAX];
@@ -898,9 +929,14 @@ static void test_check_events_as_one_by_one(void **state)
         assert_int_equal(fa, fb);
         if (fa)
             assert_int_equal(oa, ob);
+        uint64_t oc = 0;
+        assert_int_equal(dedup_find(c3, id, len, &oc), fa);
+        if (fa)
+            assert_int_equal(oa, oc);
     }
     dedup_destroy(a);
     dedup_destroy(b);
+    dedup_destroy(c3);
 }
 
 int main(void)
