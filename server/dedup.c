@@ -602,15 +602,10 @@ static inline uint64_t event_hash(const pub_event *ev)
     return ev->id_hash ? ev->id_hash : dedup_id_hash(ev->id, ev->id_len);
 }
 
-/* dedup_check_events' loop, and with fill (dedup_admit_events) the
- * caller's fill of each event in the same pass: fill NULL or not is a
- * constant in each caller, so each gets its own loop. */
-static inline __attribute__((always_inline)) uint32_t
-check_events(dedup *d, pub_event *events, const uint32_t *idx, uint32_t n, uint64_t first,
-             int64_t time_ns, uint32_t *dups, dedup_fill_fn *fill, void *ctx)
+uint32_t dedup_admit_events(dedup *d, pub_event *events, const uint32_t *idx, uint32_t n,
+                            uint64_t first, int64_t time_ns, dedup_fill_fn *fill, void *ctx)
 {
     uint64_t next = first;
-    uint32_t ndups = 0;
     for (uint32_t k = 0; k < n && k < EVENT_AHEAD; k++)
         __builtin_prefetch(&events[idx[k]], 1);
     for (uint32_t k = 0; k < n; k++) {
@@ -634,28 +629,12 @@ check_events(dedup *d, pub_event *events, const uint32_t *idx, uint32_t n, uint6
             check(d, event_hash(ev), ev->id, ev->id_len, next, time_ns, &orig) == 1) {
             ev->duplicate = 1;
             ev->offset = orig;
-            ndups++;
         } else {
             next++;
         }
-        if (fill)
-            fill(ctx, ev);
+        fill(ctx, ev);
     }
-    *dups = ndups;
     return (uint32_t)(next - first);
-}
-
-uint32_t dedup_check_events(dedup *d, pub_event *events, const uint32_t *idx, uint32_t n,
-                            uint64_t first, int64_t time_ns, uint32_t *dups)
-{
-    return check_events(d, events, idx, n, first, time_ns, dups, NULL, NULL);
-}
-
-uint32_t dedup_admit_events(dedup *d, pub_event *events, const uint32_t *idx, uint32_t n,
-                            uint64_t first, int64_t time_ns, dedup_fill_fn *fill, void *ctx)
-{
-    uint32_t dups;
-    return check_events(d, events, idx, n, first, time_ns, &dups, fill, ctx);
 }
 
 void dedup_expire(dedup *d, int64_t now_ns)

@@ -103,17 +103,12 @@ int dedup_check(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint64_t of
  * offset; every other one duplicate = 0, and if it has an id, the id is
  * remembered as stored at the next offset from `first` on (the events that
  * are not duplicates, with an id or without, take first, first + 1, ...).
- * Returns that number of events (n - *dups). The hash is the event's
- * id_hash when set (ingest's), else computed here. Out of memory, an id
- * is stored without being remembered (the window degrades). */
+ * Right after each event's check, fill(ctx, ev) (the writer fills its
+ * records in the same pass: each event is read once). Returns the number
+ * of events not duplicates. The hash is the event's id_hash when set
+ * (ingest's), else computed here. Out of memory, an id is stored without
+ * being remembered (the window degrades). */
 struct pub_event;
-uint32_t dedup_check_events(dedup *d, struct pub_event *events, const uint32_t *idx, uint32_t n,
-                            uint64_t first, int64_t time_ns, uint32_t *dups);
-
-/* dedup_check_events, with fill(ctx, ev) called for each event right after
- * its check (its duplicate flag and original's offset set), in the part's
- * order: the writer's admission (expect.c) fills its records in the same
- * pass, so that each event is read once. Returns the events stored. */
 typedef void dedup_fill_fn(void *ctx, struct pub_event *ev);
 uint32_t dedup_admit_events(dedup *d, struct pub_event *events, const uint32_t *idx, uint32_t n,
                             uint64_t first, int64_t time_ns, dedup_fill_fn *fill, void *ctx);
