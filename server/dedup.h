@@ -103,9 +103,9 @@ int dedup_check(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint64_t of
  * offset; every other one duplicate = 0, and if it has an id, the id is
  * remembered as stored at the next offset from `first` on (the events that
  * are not duplicates, with an id or without, take first, first + 1, ...).
- * Right after each event's check, fill(ctx, ev) (the writer fills its
- * records in the same pass: each event is read once). Returns the number
- * of events not duplicates. The hash is the event's id_hash when set
+ * Right after each event's check, fill(ctx, ev) (not NULL: the writer
+ * fills its records in the same pass, each event read once). Returns the
+ * number of events not duplicates. The hash is the event's id_hash when set
  * (ingest's), else computed here. Out of memory, an id is stored without
  * being remembered (the window degrades). */
 struct pub_event;
