@@ -463,7 +463,7 @@ static inline __attribute__((always_inline)) void copy_id(uint8_t *dst, const ui
 /* Adds id (hash h; not present). home_free: the cells of its home bucket
  * that were free when it was looked up (0: unknown, or none), so that the
  * common case, a free cell there, needs no second pass over the bucket. */
-static inline int add(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint64_t offset,
+static inline __attribute__((always_inline)) int add(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint64_t offset,
                       int64_t time_ns, unsigned home_free)
 {
     if (d->count == d->cap || (d->count == d->max_entries && d->cap < d->limit)) {
@@ -562,7 +562,7 @@ void dedup_commit(dedup *d, uint64_t next)
 /* lookup and, when absent, add, in one pass over the home bucket: its tags
  * and its free cells are read from the same line. 1 with *original, 0
  * (added), or PB_ENOMEM. */
-static inline int check(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint64_t offset,
+static inline __attribute__((always_inline)) int check(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint64_t offset,
                         int64_t time_ns, uint64_t *original)
 {
     unsigned home_free = 0;
@@ -602,11 +602,10 @@ static inline uint64_t event_hash(const pub_event *ev)
     return ev->id_hash ? ev->id_hash : dedup_id_hash(ev->id, ev->id_len);
 }
 
-uint32_t dedup_check_events(dedup *d, pub_event *events, const uint32_t *idx, uint32_t n,
-                            uint64_t first, int64_t time_ns, uint32_t *dups)
+uint32_t dedup_admit_events(dedup *d, pub_event *events, const uint32_t *idx, uint32_t n,
+                            uint64_t first, int64_t time_ns, dedup_fill_fn *fill, void *ctx)
 {
     uint64_t next = first;
-    uint32_t ndups = 0;
     for (uint32_t k = 0; k < n && k < EVENT_AHEAD; k++)
         __builtin_prefetch(&events[idx[k]], 1);
     for (uint32_t k = 0; k < n; k++) {
@@ -623,22 +622,18 @@ uint32_t dedup_check_events(dedup *d, pub_event *events, const uint32_t *idx, ui
         }
         pub_event *ev = &events[idx[k]];
         ev->duplicate = 0;
-        if (ev->id_len == 0 || ev->id_len > EVENT_ID_MAX_BYTES) {
-            next++;
-            continue;
-        }
         uint64_t orig = 0;
         /* PB_ENOMEM: stored without being remembered (the window degrades,
          * nothing is refused). */
-        if (check(d, event_hash(ev), ev->id, ev->id_len, next, time_ns, &orig) == 1) {
+        if (ev->id_len > 0 && ev->id_len <= EVENT_ID_MAX_BYTES &&
+            check(d, event_hash(ev), ev->id, ev->id_len, next, time_ns, &orig) == 1) {
             ev->duplicate = 1;
             ev->offset = orig;
-            ndups++;
-            continue;
+        } else {
+            next++;
         }
-        next++;
+        fill(ctx, ev);
     }
-    *dups = ndups;
     return (uint32_t)(next - first);
 }
 

@@ -103,12 +103,15 @@ int dedup_check(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint64_t of
  * offset; every other one duplicate = 0, and if it has an id, the id is
  * remembered as stored at the next offset from `first` on (the events that
  * are not duplicates, with an id or without, take first, first + 1, ...).
- * Returns that number of events (n - *dups). The hash is the event's
- * id_hash when set (ingest's), else computed here. Out of memory, an id
- * is stored without being remembered (the window degrades). */
+ * Right after each event's check, fill(ctx, ev) (not NULL: the writer
+ * fills its records in the same pass, each event read once). Returns the
+ * number of events not duplicates. The hash is the event's id_hash when set
+ * (ingest's), else computed here. Out of memory, an id is stored without
+ * being remembered (the window degrades). */
 struct pub_event;
-uint32_t dedup_check_events(dedup *d, struct pub_event *events, const uint32_t *idx, uint32_t n,
-                            uint64_t first, int64_t time_ns, uint32_t *dups);
+typedef void dedup_fill_fn(void *ctx, struct pub_event *ev);
+uint32_t dedup_admit_events(dedup *d, struct pub_event *events, const uint32_t *idx, uint32_t n,
+                            uint64_t first, int64_t time_ns, dedup_fill_fn *fill, void *ctx);
 
 /* Forgets the ids stored before now_ns - window. */
 void dedup_expire(dedup *d, int64_t now_ns);

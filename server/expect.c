@@ -78,6 +78,48 @@ size_t expect_admit(expect_take *x, pub_part *taken, log_entry *entries, live_re
     return expect_admit_more(x, taken, entries, recs, 0);
 }
 
+/* Fills entries[n] and recs[n] with ev as the take's n-th record (offset
+ * x->next + n). */
+static inline void fill_record(const expect_take *x, const pub_event *ev, log_entry *entries,
+                               live_record *recs, size_t n)
+{
+    entries[n] = (log_entry){
+        .data = ev->data,
+        .len = ev->len,
+        .suffix = x->suffix,
+        .suffix_len = x->suffix_len,
+        .time_ns = x->time_ns,
+    };
+    recs[n] = (live_record){
+        .offset = x->next + n,
+        .time_ns = x->time_ns,
+        .topic = ev->topic,
+        .topic_len = ev->topic_len,
+        .data = ev->data,
+        .len = ev->len,
+        .suffix = x->suffix,
+        .suffix_len = (uint32_t)x->suffix_len,
+    };
+}
+
+/* dedup_admit_events' callback: an event just checked. */
+typedef struct admit_fill {
+    expect_take *x;
+    log_entry *entries;
+    live_record *recs;
+    size_t n;
+} admit_fill;
+
+static void fill_one(void *ctx, pub_event *ev)
+{
+    admit_fill *f = ctx;
+    ev->time_ns = f->x->time_ns;
+    if (ev->duplicate)
+        return;
+    f->x->ids += ev->id_len > 0;
+    fill_record(f->x, ev, f->entries, f->recs, f->n++);
+}
+
 size_t expect_admit_more(expect_take *x, pub_part *parts, log_entry *entries, live_record *recs,
                          size_t n)
 {
@@ -86,38 +128,20 @@ size_t expect_admit_more(expect_take *x, pub_part *parts, log_entry *entries, li
         bool retry = b->nexpect > 0 && all_duplicates(x, part);
         if (!retry && check_expectations(x, part, recs, n) < 0)
             continue;
-        /* The window first (dedup.c, in one pass with its prefetches):
-         * it marks the duplicates, which are then left out. */
-        bool ids = x->dedup != NULL;
-        if (ids) {
-            uint32_t dups;
-            (void)dedup_check_events(x->dedup, b->events, part->events, part->count, x->next + n,
-                                     x->time_ns, &dups);
+        if (x->dedup) {
+            /* dedup.c checks each event and calls fill_one on it in the
+             * same pass (its prefetches ahead): each event is read once. */
+            admit_fill f = {.x = x, .entries = entries, .recs = recs, .n = n};
+            (void)dedup_admit_events(x->dedup, b->events, part->events, part->count, x->next + n,
+                                     x->time_ns, fill_one, &f);
+            n = f.n;
+            continue;
         }
         for (uint32_t k = 0; k < part->count; k++) {
             pub_event *ev = &b->events[part->events[k]];
             ev->time_ns = x->time_ns;
-            if (ids && ev->duplicate)
-                continue;
             x->ids += ev->id_len > 0;
-            entries[n] = (log_entry){
-                .data = ev->data,
-                .len = ev->len,
-                .suffix = x->suffix,
-                .suffix_len = x->suffix_len,
-                .time_ns = x->time_ns,
-            };
-            recs[n] = (live_record){
-                .offset = x->next + n,
-                .time_ns = x->time_ns,
-                .topic = ev->topic,
-                .topic_len = ev->topic_len,
-                .data = ev->data,
-                .len = ev->len,
-                .suffix = x->suffix,
-                .suffix_len = (uint32_t)x->suffix_len,
-            };
-            n++;
+            fill_record(x, ev, entries, recs, n++);
         }
     }
     return n;

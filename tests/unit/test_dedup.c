@@ -7,7 +7,7 @@
  * windows put many ids in each bucket of the index (so full buckets send
  * ids on to the next, and the index is rebuilt), and the sequence numbers
  * cross 2^32 (dedup.c starts them just below). The writer's batched check
- * (dedup_check_events) gives the answers of dedup_check event by event.
+ * (dedup_admit_events) gives the answers of dedup_check event by event.
  * The index is checked against the slots (assert_index_matches): where
  * each id's cell is, and the counts of the buckets ids passed.
  * Deterministic (fixed seeds).
@@ -815,12 +815,30 @@ static void test_deep_hops(void **state)
     dedup_destroy(d);
 }
 
-/* dedup_check_events against dedup_check one event at a time, on twin
- * windows: takes of 0..300 events in a shuffled order (the part's index
- * list), some without an id, some repeating an id of the same take or of
+/* dedup_admit_events' fill: which events it was called for, in order, and
+ * their duplicate flag and offset at the time. */
+enum { SEEN_MAX = 300 };
+static const pub_event *seen[SEEN_MAX];
+static bool seen_dup[SEEN_MAX];
+static uint64_t seen_off[SEEN_MAX];
+static uint32_t seen_n;
+
+static void note_event(void *ctx, pub_event *ev)
+{
+    (void)ctx;
+    assert_true(seen_n < SEEN_MAX);
+    seen[seen_n] = ev;
+    seen_off[seen_n] = ev->offset;
+    seen_dup[seen_n++] = ev->duplicate;
+}
+
+/* dedup_admit_events against dedup_check one event at a time, on twin
+ * windows: takes of 0..300 events in a shuffled order
+ * (the part's index list), some without an id, some repeating an id of the same take or of
  * recent ones, half with ingest's hash and half without; the same flags,
  * offsets and window contents, also past the bound (eviction) and across
- * index growth. */
+ * index growth; the fill is called for every event, in the part's order,
+ * each right after its own check (its flag and offset set). */
 static void test_check_events_as_one_by_one(void **state)
 {
     (void)state;
@@ -828,7 +846,7 @@ static void test_check_events_as_one_by_one(void **state)
     dedup *a, *b;
     assert_int_equal(dedup_create(&a, 10 * SEC, 2000), 0);
     assert_int_equal(dedup_create(&b, 10 * SEC, 2000), 0);
-    enum { TAKE = 300 };
+    enum { TAKE = SEEN_MAX };
     static uint8_t ids[TAKE][ID_MAX];
     static pub_event ev[TAKE];
     static uint32_t idx[TAKE];
@@ -837,7 +855,8 @@ static void test_check_events_as_one_by_one(void **state)
         uint32_t n = (uint32_t)(rnd() % (TAKE + 1));
         for (uint32_t k = 0; k < n; k++) {
             idx[k] = k;
-            ev[k] = (pub_event){.duplicate = 1}; /* stale: the check resets it */
+            /* Stale flag and offset: the check sets both. */
+            ev[k] = (pub_event){.duplicate = 1, .offset = UINT64_MAX};
             unsigned kind = (unsigned)(rnd() % 8);
             if (kind == 0)
                 continue; /* no id */
@@ -876,16 +895,22 @@ static void test_check_events_as_one_by_one(void **state)
                 off++;
             }
         }
-        /* Batched on b. */
-        uint32_t dups = 99;
-        uint32_t stored = dedup_check_events(b, ev, idx, n, next_off, (int64_t)t, &dups);
+        /* Batched on b, with a fill that notes each event as it comes. */
+        seen_n = 0;
+        uint32_t stored = dedup_admit_events(b, ev, idx, n, next_off, (int64_t)t, note_event, NULL);
         assert_int_equal(stored, off - next_off);
-        assert_int_equal(dups, n - stored);
+        assert_int_equal(seen_n, n);
+        uint32_t dups = 0;
         for (uint32_t k = 0; k < n; k++) {
-            assert_int_equal(ev[k].duplicate, want_flag[k]);
-            if (want_flag[k])
-                assert_int_equal(ev[k].offset, want_dup[k]);
+            assert_ptr_equal(seen[k], &ev[idx[k]]);
+            assert_int_equal(seen_dup[k], want_flag[idx[k]]);
+            assert_int_equal(ev[idx[k]].duplicate, want_flag[idx[k]]);
+            if (want_flag[idx[k]]) {
+                assert_int_equal(seen_off[k], want_dup[idx[k]]);
+                dups++;
+            }
         }
+        assert_int_equal(dups, n - stored);
         next_off = off;
         assert_int_equal(dedup_count(a), dedup_count(b));
     }
