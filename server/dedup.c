@@ -463,8 +463,9 @@ static inline __attribute__((always_inline)) void copy_id(uint8_t *dst, const ui
 /* Adds id (hash h; not present). home_free: the cells of its home bucket
  * that were free when it was looked up (0: unknown, or none), so that the
  * common case, a free cell there, needs no second pass over the bucket. */
-static inline __attribute__((always_inline)) int add(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint64_t offset,
-                      int64_t time_ns, unsigned home_free)
+static inline __attribute__((always_inline)) int add(dedup *d, uint64_t h, const uint8_t *id,
+                                                     size_t len, uint64_t offset, int64_t time_ns,
+                                                     unsigned home_free)
 {
     if (d->count == d->cap || (d->count == d->max_entries && d->cap < d->limit)) {
         /* The ring grows to its slack before the first eviction, so that
@@ -562,8 +563,9 @@ void dedup_commit(dedup *d, uint64_t next)
 /* lookup and, when absent, add, in one pass over the home bucket: its tags
  * and its free cells are read from the same line. 1 with *original, 0
  * (added), or PB_ENOMEM. */
-static inline __attribute__((always_inline)) int check(dedup *d, uint64_t h, const uint8_t *id, size_t len, uint64_t offset,
-                        int64_t time_ns, uint64_t *original)
+static inline __attribute__((always_inline)) int check(dedup *d, uint64_t h, const uint8_t *id,
+                                                       size_t len, uint64_t offset, int64_t time_ns,
+                                                       uint64_t *original)
 {
     unsigned home_free = 0;
     if (d->count > 0) {

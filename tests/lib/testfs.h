@@ -1,8 +1,8 @@
 /*
  * testfs - file helpers the unit and integration tests share: make a
- * test's temporary directory, remove a tree, read or write a whole file, list a partition's segment bases.
- * The read/write/list helpers fail the calling cmocka test on any error.
- * Also the mixing function the tests derive their event contents from.
+ * test's temporary directory, remove a tree, read or write a whole file, list a partition's segment
+ * bases. The read/write/list helpers fail the calling cmocka test on any error. Also the mixing
+ * function the tests derive their event contents from.
  */
 #ifndef PB_TESTFS_H
 #define PB_TESTFS_H
