@@ -133,11 +133,8 @@ uint64_t rh_dir_log_bytes(const char *dir)
 int rh_setup(void **state)
 {
     (void)state;
-    snprintf(rh_root, sizeof rh_root, "/tmp/pb_test_ret.XXXXXX");
-    if (!mkdtemp(rh_root))
-        return -1;
-    snprintf(rh_part_dir, sizeof rh_part_dir, "%s/p", rh_root);
-    return 0;
+    return testfs_make_root(rh_root, sizeof rh_root, "pb_test_ret", rh_part_dir,
+                            sizeof rh_part_dir);
 }
 
 int rh_teardown(void **state)

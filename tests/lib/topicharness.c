@@ -26,10 +26,10 @@ int th_setup(void **state)
     th_fixture *f = calloc(1, sizeof *f);
     if (!f)
         return -1;
-    strcpy(f->root, "/tmp/test_topics.XXXXXX");
-    if (!mkdtemp(f->root))
+    if (testfs_make_root(f->root, sizeof f->root, "test_topics", f->dir, sizeof f->dir) < 0) {
+        free(f);
         return -1;
-    snprintf(f->dir, sizeof f->dir, "%s/p", f->root);
+    }
     *state = f;
     return 0;
 }
