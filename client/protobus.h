@@ -117,7 +117,7 @@ typedef struct pb_client_options {
      * pb_client_flush has its own timeout argument. */
     uint32_t io_timeout_ms;
     /* A batch is sent when its encoded events reach batch_bytes (default
-     * 1 MiB; lowered to fit the server's max_frame_bytes) or batch_events
+     * 512 KiB; lowered to fit the server's max_frame_bytes) or batch_events
      * events (default 1000; lowered to the max_batch_events the server's
      * Hello announces). */
     size_t batch_bytes;

@@ -31,7 +31,7 @@
 #define READ_SMALL (4 * READ_CHUNK)
 /* An empty buffer up to this size is kept for the next frame while the
  * buffers of all connections hold less than a quarter of the budget: a
- * publisher of 1 MiB batches (the library's default) would otherwise grow a
+ * publisher of 512 KiB batches (the library's default) would otherwise grow a
  * fresh buffer for each frame, faulting in and copying its pages again. */
 #define READ_KEEP (2 * 1024 * 1024)
 

@@ -36,7 +36,7 @@ static const char usage[] =
     "  -n, --count N           events in total (default 1000000)\n"
     "      --size BYTES        payload bytes per event (default 100, at least 8)\n"
     "  -b, --batch N           events per batch (default 1000)\n"
-    "      --batch-bytes N     bytes per batch (default: the library's, 1 MiB)\n"
+    "      --batch-bytes N     bytes per batch (default: the library's, 512 KiB)\n"
     "      --in-flight N       unacknowledged batches per publisher (default 64)\n"
     "  -p, --pubs N            publishers, one thread and connection each (default 1)\n"
     "      --subs N            subscribers (sub mode; default 1)\n"
