@@ -18,10 +18,9 @@
 /* 512 KiB rather than 1 MiB: a batch of 1 KiB events is written once
  * (encoding) and read again when it is sent, and on this project's 2-core
  * machine bytes written a megabyte back are no longer in the core's cache.
- * Halved, the publisher took 0.41-0.43 s instead of 0.48-0.52 s of CPU per
- * GB, and with a busy process sharing the two cores publishing ran 11-16%
- * faster (tests/bench/NOTES.md, "Publish 1 KiB, sixth round"). Batches of
- * small events end at batch_events first either way. */
+ * Halved, the publisher took 10-20% less CPU per GB of 1 KiB events
+ * (tests/bench/NOTES.md, "Publish 1 KiB, sixth round"). Batches of small
+ * events end at batch_events first either way. */
 #define DEFAULT_BATCH_BYTES        (512u << 10)
 #define DEFAULT_BATCH_EVENTS       1000u
 #define DEFAULT_MAX_IN_FLIGHT      64u
