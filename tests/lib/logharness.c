@@ -110,12 +110,18 @@ pb_log *lh_open_log(uint64_t segment_bytes)
     return lh_open_log_opts(&o);
 }
 
-/* Appends offsets [from, from+count) in batches of up to max_batch. */
 int lh_append_range(pb_log *log, uint64_t from, uint64_t count, size_t max_batch)
 {
-    static uint8_t scratch[64 * 300];
-    static log_entry e[64];
+    return lh_append_range_timed(log, from, count, max_batch, lh_time_for);
+}
+
+int lh_append_range_timed(pb_log *log, uint64_t from, uint64_t count, size_t max_batch,
+                          lh_time_fn *time_for)
+{
+    static uint8_t scratch[LH_MAX_BATCH * 300];
+    static log_entry e[LH_MAX_BATCH];
     uint64_t done = 0;
+    assert_true(max_batch >= 1 && max_batch <= LH_MAX_BATCH);
     while (done < count) {
         size_t n = 1 + testfs_mix64(from + done + 5) % max_batch;
         if (n > count - done)
@@ -129,7 +135,7 @@ int lh_append_range(pb_log *log, uint64_t from, uint64_t count, size_t max_batch
                                .len = cut,
                                .suffix = p + cut,
                                .suffix_len = len - cut,
-                               .time_ns = lh_time_for(off)};
+                               .time_ns = time_for(off)};
         }
         uint64_t first;
         int rc = log_append(log, e, n, &first);

@@ -2,10 +2,11 @@
  * logharness - what the segment log's tests share (tests/unit/test_log.c:
  * writing, indexing and rotation; test_log_recovery.c: recovery, failed
  * I/O and power loss; test_log_direct.c and test_log_gather.c: direct
- * writes): a temporary directory with partition directory lh_part in it,
- * deterministic events for each offset (varied sizes, some appended in two
- * parts), a fixed clock, captured log messages, and a reader that checks
- * every event (lh_verify_with: each test's own check of an event's bytes).
+ * writes; test_reader.c: its events and appends): a temporary directory
+ * with partition directory lh_part in it, deterministic events for each
+ * offset (varied sizes, some appended in two parts), a fixed clock,
+ * captured log messages, and a reader that checks every event
+ * (lh_verify_with: each test's own check of an event's bytes).
  */
 #ifndef PB_TEST_LOGHARNESS_H
 #define PB_TEST_LOGHARNESS_H
@@ -52,9 +53,19 @@ log_options lh_direct_opts(uint64_t segment_bytes, uint64_t direct_min);
 pb_log *lh_open_log_opts(const log_options *o);
 pb_log *lh_open_log(uint64_t segment_bytes);
 
-/* Appends offsets [from, from+count) in batches of up to max_batch (64).
- * 0 or the append's error. */
+/* The most events lh_append_range puts in one log_append. */
+#define LH_MAX_BATCH 512
+
+/* Appends offsets [from, from+count) (lh_event_for's bytes, every fourth
+ * event split into data + suffix as the daemon does) in batches of 1 to
+ * max_batch (at most LH_MAX_BATCH), each at lh_time_for(off). 0 or the
+ * append's error. */
 int lh_append_range(pb_log *log, uint64_t from, uint64_t count, size_t max_batch);
+/* The same with the receive times time_for gives (test_reader: records that
+ * share a time). */
+typedef int64_t lh_time_fn(uint64_t off);
+int lh_append_range_timed(pb_log *log, uint64_t from, uint64_t count, size_t max_batch,
+                          lh_time_fn *time_for);
 
 /* Checks the record read back at offset off (its content; the offset is
  * checked already), failing the test if it is not what was appended. */

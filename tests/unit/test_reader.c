@@ -22,7 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "logharness.h" /* lh_event_for: the event stored at each offset */
+#include "logharness.h" /* lh_event_for, lh_append_range_timed: the events and their appends */
 #include "testfs.h"
 #include "log.h"
 #include "pb_errors.h"
@@ -57,34 +57,11 @@ static pb_log *open_log(uint64_t segment_bytes)
     return log;
 }
 
-/* Appends offsets [from, from+count) in batches of 1..max_batch; some events
- * are split into data + suffix as the daemon does. */
+/* Appends offsets [from, from+count) in batches of 1..max_batch, at
+ * time_for's times (lh_append_range_timed). */
 static void append_range(pb_log *log, uint64_t from, uint64_t count, size_t max_batch)
 {
-    static uint8_t scratch[512 * 300];
-    static log_entry e[512];
-    uint64_t done = 0;
-    assert_true(max_batch <= 512);
-    while (done < count) {
-        size_t n = 1 + testfs_mix64(from + done + 77) % max_batch;
-        if (n > count - done)
-            n = count - done;
-        for (size_t i = 0; i < n; i++) {
-            uint64_t off = from + done + i;
-            uint8_t *p = scratch + i * 300;
-            size_t len = lh_event_for(off, p);
-            size_t cut = off % 5 == 0 ? len - 7 : len;
-            e[i] = (log_entry){.data = p,
-                               .len = cut,
-                               .suffix = p + cut,
-                               .suffix_len = len - cut,
-                               .time_ns = time_for(off)};
-        }
-        uint64_t first;
-        assert_int_equal(log_append(log, e, n, &first), 0);
-        assert_true(first == from + done);
-        done += n;
-    }
+    assert_int_equal(lh_append_range_timed(log, from, count, max_batch, time_for), 0);
     assert_true(log_next_offset(log) == from + count);
 }
 
