@@ -517,6 +517,42 @@ static void wait_mixed(jsCtx *js, uint64_t events, int64_t msgs, int limit_s)
              limit_s, n, msgs, cs, events, warn[0] ? warn : "none\n", last, D.log);
 }
 
+/* The other writer's message: on OTHER_PREFIX "mix.a", with the id of
+ * mixed-a's next offset. Its stream sequence. */
+static uint64_t other_publish(jsCtx *js)
+{
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MsgId = "mixed-a:20";
+    jsPubAck *pa = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s =
+        js_Publish(&pa, js, OTHER_PREFIX "mix.a", OTHER_DATA, (int)strlen(OTHER_DATA), &po, &jerr);
+    if (s != NATS_OK)
+        fail_msg("publish to " OTHER_PREFIX "mix.a: %s (%d)", natsStatus_GetText(s), (int)jerr);
+    uint64_t seq = pa->Sequence;
+    jsPubAck_Destroy(pa);
+    return seq;
+}
+
+/* The other writer's message is still at seq, as it was put there. */
+static void other_check(jsCtx *js, uint64_t seq)
+{
+    natsMsg *om = NULL;
+    const char *oid = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetMsg(&om, js, "MIXED", seq, NULL, &jerr);
+    if (s != NATS_OK)
+        fail_msg("the other writer's message at sequence %" PRIu64 " is gone: %s (daemon log %s)",
+                 seq, natsStatus_GetText(s), D.log);
+    assert_string_equal(natsMsg_GetSubject(om), OTHER_PREFIX "mix.a");
+    assert_int_equal(natsMsgHeader_Get(om, "Nats-Msg-Id", &oid), NATS_OK);
+    assert_string_equal(oid, "mixed-a:20");
+    assert_int_equal(natsMsg_GetDataLength(om), (int)strlen(OTHER_DATA));
+    assert_memory_equal(natsMsg_GetData(om), OTHER_DATA, strlen(OTHER_DATA));
+    natsMsg_Destroy(om);
+}
+
 /* A message of another writer in the mirror's stream, on a subject outside
  * subject_prefix, whose Nats-Msg-Id names the next offset of mixed-a, which
  * the mirror has not shipped yet: put there while protobusd is stopped, so
@@ -555,18 +591,8 @@ static void test_mirror_foreign_message(void **state)
     wait_mixed(js, 40, 40, 30);
     assert_int_equal(itest_daemon_stop(&D), 0);
 
-    jsPubOptions po;
-    jsPubOptions_Init(&po);
-    po.MsgId = "mixed-a:20";
-    jsPubAck *pa = NULL;
-    jsErrCode jerr = 0;
     uint64_t t_other = itest_now_ms();
-    natsStatus s =
-        js_Publish(&pa, js, OTHER_PREFIX "mix.a", OTHER_DATA, (int)strlen(OTHER_DATA), &po, &jerr);
-    if (s != NATS_OK)
-        fail_msg("publish to " OTHER_PREFIX "mix.a: %s (%d)", natsStatus_GetText(s), (int)jerr);
-    uint64_t other_seq = pa->Sequence;
-    jsPubAck_Destroy(pa);
+    uint64_t other_seq = other_publish(js);
 
     assert_int_equal(itest_daemon_restart(&D), 0);
     /* mixed-a:20 alone first, so that nothing of mixed-a after it is in
@@ -588,19 +614,7 @@ static void test_mirror_foreign_message(void **state)
                                          "sent again after the window"
                                        : "stored at once (the window had passed)");
 
-    /* The other writer's message, as it was put there. */
-    natsMsg *om = NULL;
-    const char *oid = NULL;
-    s = js_GetMsg(&om, js, "MIXED", other_seq, NULL, &jerr);
-    if (s != NATS_OK)
-        fail_msg("the other writer's message at sequence %" PRIu64 " is gone: %s (daemon log %s)",
-                 other_seq, natsStatus_GetText(s), D.log);
-    assert_string_equal(natsMsg_GetSubject(om), OTHER_PREFIX "mix.a");
-    assert_int_equal(natsMsgHeader_Get(om, "Nats-Msg-Id", &oid), NATS_OK);
-    assert_string_equal(oid, "mixed-a:20");
-    assert_int_equal(natsMsg_GetDataLength(om), (int)strlen(OTHER_DATA));
-    assert_memory_equal(natsMsg_GetData(om), OTHER_DATA, strlen(OTHER_DATA));
-    natsMsg_Destroy(om);
+    other_check(js, other_seq);
     jsCtx_Destroy(js);
 
     sc_load_part(D.data_dir, "mixed-a", &P.sensors[P.ns++]);
