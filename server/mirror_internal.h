@@ -98,7 +98,8 @@ typedef struct mirror {
     pcre2_match_data *md; /* the thread's */
     mirror_nats *nats;
     /* mirror_nats_id_at (a unit test puts a stand-in here). */
-    int (*id_at)(mirror_nats *mn, uint64_t seq, char *id, size_t idlen, char *why, size_t whylen);
+    int (*id_at)(mirror_nats *mn, uint64_t seq, char *id, size_t idlen, char *subject,
+                 size_t subjlen, char *why, size_t whylen);
     pthread_t thread;
     bool started;
     bool broken; /* damaged cursor file: not started */

@@ -465,8 +465,8 @@ int mirror_nats_scan(mirror_nats *mn, uint64_t from_seq, uint32_t limit, mirror_
     return rc < 0 ? rc : 0;
 }
 
-int mirror_nats_id_at(mirror_nats *mn, uint64_t seq, char *id, size_t idlen, char *why,
-                      size_t whylen)
+int mirror_nats_id_at(mirror_nats *mn, uint64_t seq, char *id, size_t idlen, char *subject,
+                      size_t subjlen, char *why, size_t whylen)
 {
     natsMsg *msg = NULL;
     jsErrCode jerr = 0;
@@ -480,6 +480,8 @@ int mirror_nats_id_at(mirror_nats *mn, uint64_t seq, char *id, size_t idlen, cha
     }
     const char *v = NULL;
     snprintf(id, idlen, "%s", natsMsgHeader_Get(msg, "Nats-Msg-Id", &v) == NATS_OK && v ? v : "");
+    const char *subj = natsMsg_GetSubject(msg);
+    snprintf(subject, subjlen, "%s", subj ? subj : "");
     natsMsg_Destroy(msg);
     return 0;
 }

@@ -70,10 +70,11 @@ int mirror_nats_scan(mirror_nats *mn, uint64_t from_seq, uint32_t limit, mirror_
                      void *ctx, uint32_t *read, bool *hit_limit, char *why, size_t whylen);
 
 /* The Nats-Msg-Id of the message at stream sequence seq, as the stream's
- * leader has it ("" when it has none). 0, PB_ENOTFOUND (no such message),
- * or a negative code with why. */
-int mirror_nats_id_at(mirror_nats *mn, uint64_t seq, char *id, size_t idlen, char *why,
-                      size_t whylen);
+ * leader has it ("" when it has none), and its subject (whose is it: a
+ * stream may hold other writers' messages too, with any id). 0,
+ * PB_ENOTFOUND (no such message), or a negative code with why. */
+int mirror_nats_id_at(mirror_nats *mn, uint64_t seq, char *id, size_t idlen, char *subject,
+                      size_t subjlen, char *why, size_t whylen);
 
 /* Deletes the message at stream sequence seq (through the stream's
  * leader; in a cluster, a replicated operation ordered before every later

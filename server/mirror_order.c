@@ -15,6 +15,7 @@
 #include "logging.h"
 #include "mirror_internal.h"
 #include "mirror_nats.h"
+#include "mirror_subject.h"
 #include "partition.h"
 #include "pb_errors.h"
 
@@ -24,16 +25,29 @@
 #include <string.h>
 
 /* Whether the stream's leader holds part:offset at seq: 1 yes; 0 no
- * (nothing there, or another message: why then says which, as the
- * replicas disagreeing); or a negative code (why says it cannot tell). */
-static int leader_holds(mirror *m, const char *part, uint64_t offset, uint64_t seq, char *why,
-                        size_t whylen)
+ * (nothing there, another message, or another writer's message with any
+ * id: why then says which, as the replicas disagreeing unless *foreign is
+ * set: another writer's); or a negative code (why says it cannot tell). */
+static int leader_holds_at(mirror *m, const char *part, uint64_t offset, uint64_t seq,
+                           bool *foreign, char *why, size_t whylen)
 {
+    *foreign = false;
     char want[MIRROR_MSG_ID_MAX], id[MIRROR_MSG_ID_MAX] = "";
+    char subject[MIRROR_SUBJECT_MAX(256, 256)] = "";
     snprintf(want, sizeof want, "%s:%" PRIu64, part, offset);
-    int r = m->id_at(m->nats, seq, id, sizeof id, why, whylen);
+    int r = m->id_at(m->nats, seq, id, sizeof id, subject, sizeof subject, why, whylen);
     if (r < 0 && r != PB_ENOTFOUND)
         return r;
+    /* A message outside subject_prefix is no copy of ours, whatever its
+     * id says (the scan skips them too: mirror_nats.c). */
+    if (r == 0 && !mirror_subject_under(m->cfg->subject_prefix, subject)) {
+        *foreign = true;
+        snprintf(why, whylen,
+                 "sequence %" PRIu64 " holds another writer's message with id \"%s\" (subject "
+                 "%.200s, outside %s), not %s",
+                 seq, id, subject, m->cfg->subject_prefix, want);
+        return 0;
+    }
     if (r == 0 && strcmp(id, want) == 0)
         return 1;
     snprintf(why, whylen,
@@ -43,20 +57,31 @@ static int leader_holds(mirror *m, const char *part, uint64_t offset, uint64_t s
     return 0;
 }
 
+static int leader_holds(mirror *m, const char *part, uint64_t offset, uint64_t seq, char *why,
+                        size_t whylen)
+{
+    bool foreign;
+    return leader_holds_at(m, part, offset, seq, &foreign, why, whylen);
+}
+
 /* A slot acknowledged as a duplicate of the message at s->seq: is that
  * message still in the stream? JetStream keeps the id of a message deleted
  * (FORMAT.md E.4) for its duplicate window and answers "duplicate" with
  * the deleted message's sequence, though the stream no longer holds the
- * event. If it is gone (or the stream cannot say), the slot fails: the
- * partition is resent from it, once the window has passed. Called with
- * m->lock held, which it drops during the request. */
+ * event. It also answers "duplicate" for another writer's message that
+ * carries the same id (on a subject outside subject_prefix), which is no
+ * copy of the event either. If it is gone or not ours (or the stream
+ * cannot say), the slot fails: the partition is resent from it, once the
+ * window has passed. Called with m->lock held, which it drops during the
+ * request. */
 bool mirror_dup_still_stored(mirror *m, slot *s)
 {
     char why[300] = "";
     mpart *p = m->parts[s->part];
     uint64_t seq = s->seq;
+    bool foreign = false;
     pthread_mutex_unlock(&m->lock);
-    int h = leader_holds(m, p->name, s->offset, seq, why, sizeof why);
+    int h = leader_holds_at(m, p->name, s->offset, seq, &foreign, why, sizeof why);
     pthread_mutex_lock(&m->lock);
     if (h == 1) {
         s->dup = false;
@@ -68,12 +93,19 @@ bool mirror_dup_still_stored(mirror *m, slot *s)
         m->dup_gone = true;
     if (!m->failed) {
         m->failed = true;
-        snprintf(m->fail_why, sizeof m->fail_why,
-                 h < 0 ? "acknowledged as a duplicate of sequence %" PRIu64 ", which cannot be read"
-                       : "acknowledged as a duplicate of sequence %" PRIu64
-                         ", which no longer holds it: a deleted copy's id is still in the "
-                         "stream's duplicate window",
-                 seq);
+        if (foreign)
+            snprintf(m->fail_why, sizeof m->fail_why,
+                     "acknowledged as a duplicate: %.200s; the id stays in the stream's duplicate "
+                     "window",
+                     why);
+        else
+            snprintf(m->fail_why, sizeof m->fail_why,
+                     h < 0 ? "acknowledged as a duplicate of sequence %" PRIu64
+                             ", which cannot be read"
+                           : "acknowledged as a duplicate of sequence %" PRIu64
+                             ", which no longer holds it: a deleted copy's id is still in the "
+                             "stream's duplicate window",
+                     seq);
         m->fail_part = s->part;
         m->fail_offset = s->offset;
     }

@@ -39,6 +39,14 @@
  * sensors-b:M is resent. The mirror must see from the acknowledgements
  * that they are out of order, delete them and resend.
  *
+ * A second case on the same cluster, test_mirror_foreign_message (4 s),
+ * puts another writer's message into a mirror's stream (a subject outside
+ * subject_prefix, which the stream also takes) with the Nats-Msg-Id of an
+ * event the mirror has not shipped yet, while protobusd is stopped: its
+ * resume scan reads it, JetStream's duplicate window still holds its id
+ * when the event is published. The event must still be in the stream
+ * once, under the prefix, in order; the other message left as it was.
+ *
  * PB_TEST_SCALE (a percentage, default 100) scales the number of events;
  * under ThreadSanitizer (PB_SANITIZER=thread, tests/run-tsan) the default is
  * 20%, to stay within the time budget. 55-67 s on this machine kind (load
@@ -99,8 +107,10 @@ static const char *topic_for(uint64_t id, bool late)
     }
 }
 
-/* Publishes ids [from, to) and waits until all are acked. */
-static void publish_range(uint64_t from, uint64_t to, bool late)
+/* Publishes ids [from, to), each on topic(id, late), and waits until all
+ * are acked. */
+static void publish_topics(uint64_t from, uint64_t to, const char *(*topic)(uint64_t, bool),
+                           bool late)
 {
     char addr[64], err[256];
     snprintf(addr, sizeof addr, "127.0.0.1:%u", D.port);
@@ -117,7 +127,7 @@ static void publish_range(uint64_t from, uint64_t to, bool late)
         /* Every third event has tags whose keys and values need escaping
          * in headers ('=', '%', a tab). */
         pb_tag tags[2] = {{.key = "id", .value = idtxt}, {.key = "k=e%y", .value = "v\t%al=ue"}};
-        pb_event ev = {.topic = topic_for(id, late),
+        pb_event ev = {.topic = topic(id, late),
                        .tags = id % 3 == 0 ? tags : NULL,
                        .ntags = id % 3 == 0 ? 2 : 0,
                        .payload_type = id % 2 ? "type.example/pb.Test" : NULL,
@@ -131,6 +141,11 @@ static void publish_range(uint64_t from, uint64_t to, bool late)
     if (rc != 0)
         fail_msg("flush: %s (%s)", pb_strerror(rc), pb_client_message(c));
     pb_client_close(c);
+}
+
+static void publish_range(uint64_t from, uint64_t to, bool late)
+{
+    publish_topics(from, to, topic_for, late);
 }
 
 /* --- NATS side ------------------------------------------------------------- */
@@ -294,7 +309,6 @@ static void test_mirror_through_outages(void **state)
 {
     (void)state;
     uint64_t t0 = itest_now_ms();
-    assert_int_equal(jscluster_start(&C, 3), 0);
     char rules[2048];
     snprintf(rules, sizeof rules,
              "[partition sensors-$1]\n"
@@ -426,11 +440,211 @@ static void test_mirror_through_outages(void **state)
            (double)(itest_now_ms() - t0) / 1000);
 }
 
+/* --- another writer's message in the stream ---------------------------------- */
+
+/* Stream MIXED takes the subjects of mirror "mixed" (MIXED_PREFIX) and
+ * another writer's (OTHER_PREFIX). */
+#define MIXED_PREFIX   "pb.m."
+#define OTHER_PREFIX   "other."
+#define MIXED_WINDOW_S 1
+#define OTHER_DATA     "another writer's message"
+
+static const char *mixed_topic(uint64_t id, bool late)
+{
+    (void)late;
+    return id % 2 ? "mix.b.t" : "mix.a.t"; /* partitions mixed-b, mixed-a */
+}
+
+/* MIXED as an operator would set it up beforehand: R3, both subject
+ * trees, a duplicate window of MIXED_WINDOW_S (the mirror uses a stream
+ * it finds as it is). Retried (bounded) while the cluster elects. */
+static void create_mixed(jsCtx *js)
+{
+    const char *subjects[] = {MIXED_PREFIX ">", OTHER_PREFIX ">"};
+    jsStreamConfig sc;
+    jsStreamConfig_Init(&sc);
+    sc.Name = "MIXED";
+    sc.Subjects = subjects;
+    sc.SubjectsLen = 2;
+    sc.Storage = js_FileStorage;
+    sc.Replicas = 3;
+    sc.Duplicates = MIXED_WINDOW_S * 1000000000LL;
+    natsStatus s = NATS_ERR;
+    jsErrCode jerr = 0;
+    for (int tries = 0; tries < 100 && s != NATS_OK; tries++) {
+        jsStreamInfo *si = NULL;
+        s = js_AddStream(&si, js, &sc, NULL, &jerr);
+        jsStreamInfo_Destroy(si);
+        if (s != NATS_OK)
+            itest_sleep_ms(100);
+    }
+    if (s != NATS_OK)
+        fail_msg("cannot create stream MIXED: %s (%d)", natsStatus_GetText(s), (int)jerr);
+}
+
+/* The daemon log's last line holding `text` into out ("" if none). */
+static void last_log_line(const char *text, char *out, size_t n)
+{
+    FILE *f = fopen(D.log, "r");
+    char line[1024];
+    out[0] = '\0';
+    while (f && fgets(line, sizeof line, f))
+        if (strstr(line, text))
+            snprintf(out, n, "%s", line);
+    if (f)
+        fclose(f);
+}
+
+/* Waits (bounded, limit_s) until mirror "mixed"'s cursors add up to
+ * `events` and MIXED holds `msgs` messages. */
+static void wait_mixed(jsCtx *js, uint64_t events, int64_t msgs, int limit_s)
+{
+    uint64_t deadline = itest_now_ms() + (uint64_t)limit_s * 1000;
+    int64_t n = -1, cs = -1;
+    while (itest_now_ms() < deadline) {
+        n = sc_stream_msgs(js, "MIXED", NULL, 0);
+        cs = cursor_sum("mixed");
+        if (n == msgs && cs == (int64_t)events)
+            return;
+        itest_sleep_ms(50);
+    }
+    char warn[1024], last[1024];
+    last_log_line(" WARN mirror mixed: ", warn, sizeof warn);
+    last_log_line("mirror mixed: ", last, sizeof last);
+    fail_msg("after %d s MIXED holds %" PRId64 " messages (expected %" PRId64
+             "), the mirror's cursors add up to %" PRId64 " (expected %" PRIu64
+             "); the daemon's last warning: %sits last word: %s(log %s)",
+             limit_s, n, msgs, cs, events, warn[0] ? warn : "none\n", last, D.log);
+}
+
+/* The other writer's message: on OTHER_PREFIX "mix.a", with the id of
+ * mixed-a's next offset. Its stream sequence. */
+static uint64_t other_publish(jsCtx *js)
+{
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MsgId = "mixed-a:20";
+    jsPubAck *pa = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s =
+        js_Publish(&pa, js, OTHER_PREFIX "mix.a", OTHER_DATA, (int)strlen(OTHER_DATA), &po, &jerr);
+    if (s != NATS_OK)
+        fail_msg("publish to " OTHER_PREFIX "mix.a: %s (%d)", natsStatus_GetText(s), (int)jerr);
+    uint64_t seq = pa->Sequence;
+    jsPubAck_Destroy(pa);
+    return seq;
+}
+
+/* The other writer's message is still at seq, as it was put there. */
+static void other_check(jsCtx *js, uint64_t seq)
+{
+    natsMsg *om = NULL;
+    const char *oid = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetMsg(&om, js, "MIXED", seq, NULL, &jerr);
+    if (s != NATS_OK)
+        fail_msg("the other writer's message at sequence %" PRIu64 " is gone: %s (daemon log %s)",
+                 seq, natsStatus_GetText(s), D.log);
+    assert_string_equal(natsMsg_GetSubject(om), OTHER_PREFIX "mix.a");
+    assert_int_equal(natsMsgHeader_Get(om, "Nats-Msg-Id", &oid), NATS_OK);
+    assert_string_equal(oid, "mixed-a:20");
+    assert_int_equal(natsMsg_GetDataLength(om), (int)strlen(OTHER_DATA));
+    assert_memory_equal(natsMsg_GetData(om), OTHER_DATA, strlen(OTHER_DATA));
+    natsMsg_Destroy(om);
+}
+
+/* A message of another writer in the mirror's stream, on a subject outside
+ * subject_prefix, whose Nats-Msg-Id names the next offset of mixed-a, which
+ * the mirror has not shipped yet: put there while protobusd is stopped, so
+ * that its resume scan reads it. It is no copy of that event: the event
+ * must still get to the stream under the prefix, once, in order, and the
+ * other writer's message must stay as it is. JetStream's duplicate window
+ * (MIXED_WINDOW_S) usually still holds that id when the mirror publishes
+ * the event (some 0.1 s later): the "duplicate" acknowledgement names the
+ * other writer's message, which must not pass for the event either; the
+ * mirror waits out the window (plus 2 s) and publishes again. 4 s once the
+ * cluster has its leaders. */
+static void test_mirror_foreign_message(void **state)
+{
+    (void)state;
+    uint64_t t0 = itest_now_ms();
+    for (int i = 0; i < C.n; i++) /* the previous test may have stopped some */
+        if (!C.pid[i])
+            assert_int_equal(jscluster_start_node(&C, i), 0);
+    natsConnection *nc = nats_connect();
+    jsCtx *js = NULL;
+    assert_int_equal(natsConnection_JetStream(&js, nc, NULL), NATS_OK);
+    create_mixed(js);
+    char rules[1024];
+    snprintf(rules, sizeof rules,
+             "[partition mixed-$1]\n"
+             "match = mix\\.([a-z])\\..*\n"
+             "[mirror mixed]\n"
+             "nats_url = %s\n"
+             "partitions = mixed-.*\n"
+             "stream = MIXED\n"
+             "subject_prefix = " MIXED_PREFIX "\n"
+             "ack_timeout_ms = 2000\n",
+             C.urls);
+    assert_int_equal(itest_daemon_start(&D, NULL, rules), 0);
+    publish_topics(0, 40, mixed_topic, false); /* mixed-a and mixed-b 0..19 */
+    wait_mixed(js, 40, 40, 30);
+    assert_int_equal(itest_daemon_stop(&D), 0);
+
+    uint64_t t_other = itest_now_ms();
+    uint64_t other_seq = other_publish(js);
+
+    assert_int_equal(itest_daemon_restart(&D), 0);
+    /* mixed-a:20 alone first, so that nothing of mixed-a after it is in
+     * flight when its publish fails (that repair is test_mirror_through_
+     * outages' and would cost a second window). */
+    publish_topics(40, 41, mixed_topic, false);
+    uint64_t t_event = itest_now_ms();
+    const char *dup = "publishing mixed-a:20 to stream MIXED failed";
+    for (int i = 0; i < 300 && !itest_log_contains(&D, dup) && cursor_sum("mixed") != 41; i++)
+        itest_sleep_ms(20);
+    publish_topics(41, 80, mixed_topic, false); /* mixed-a 21..39, mixed-b 20..39 */
+    wait_mixed(js, 80, 81, 30);
+    assert_int_equal(itest_daemon_stop(&D), 0);
+    /* Which way it went depends on the time (test_mirror_order checks
+     * the duplicate case on its own): said, not asserted. */
+    printf("mixed-a:20 published to protobusd %.2f s after the other writer's message: %s\n",
+           (double)(t_event - t_other) / 1000,
+           itest_log_contains(&D, dup) ? "the mirror's publish was answered \"duplicate\", "
+                                         "sent again after the window"
+                                       : "stored at once (the window had passed)");
+
+    other_check(js, other_seq);
+    jsCtx_Destroy(js);
+
+    sc_load_part(D.data_dir, "mixed-a", &P.sensors[P.ns++]);
+    sc_load_part(D.data_dir, "mixed-b", &P.sensors[P.ns++]);
+    assert_int_equal(P.sensors[0].count + P.sensors[1].count, 80);
+    sc_check_stream_foreign(nc, C.n, D.log, "MIXED", MIXED_PREFIX, false, P.sensors, P.ns,
+                            OTHER_PREFIX, 1);
+    natsConnection_Destroy(nc);
+    free_parts();
+    printf("test_mirror_foreign_message: %.1f s\n", (double)(itest_now_ms() - t0) / 1000);
+}
+
 static int teardown(void **state)
 {
     (void)state;
     free_parts();
     itest_daemon_cleanup(&D);
+    memset(&D, 0, sizeof D); /* its temp dir is gone: never removed twice */
+    return 0;
+}
+
+static int cluster_up(void **state)
+{
+    (void)state;
+    return jscluster_start(&C, 3);
+}
+
+static int cluster_down(void **state)
+{
+    (void)state;
     jscluster_cleanup(&C);
     nats_CloseAndWait(5000);
     return 0;
@@ -449,6 +663,7 @@ int main(void)
         n_events = 100;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_mirror_through_outages, teardown),
+        cmocka_unit_test_teardown(test_mirror_foreign_message, teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, cluster_up, cluster_down);
 }

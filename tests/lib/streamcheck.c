@@ -104,6 +104,8 @@ typedef struct stream_read {
     size_t ndels;
     uint64_t deleted; /* of them, those the consumer's gaps covered */
     uint64_t from_leader;
+    const char *foreign_prefix; /* other writers' subjects (NULL: none expected) */
+    uint64_t foreign;           /* their messages read */
 } stream_read;
 
 static void check_payload_headers(natsMsg *m, const event_view *v, const part_data *p, uint64_t off)
@@ -155,13 +157,19 @@ static void check_order(const stream_read *sr, part_data *p, uint64_t off, const
 
 /* One message (at stream sequence seq) against the event at its
  * PARTITION:OFFSET. */
-static void check_message(const stream_read *sr, natsMsg *m, uint64_t seq)
+static void check_message(stream_read *sr, natsMsg *m, uint64_t seq)
 {
     const char *prefix = sr->prefix;
     bool payload_format = sr->payload_format;
     part_data *parts = sr->parts;
     size_t nparts = sr->nparts;
     const char *id = NULL;
+    if (sr->foreign_prefix &&
+        strncmp(natsMsg_GetSubject(m), sr->foreign_prefix, strlen(sr->foreign_prefix)) == 0) {
+        /* Another writer's: no event of the mirror's, whatever its id. */
+        sr->foreign++;
+        return;
+    }
     if (natsMsgHeader_Get(m, "Nats-Msg-Id", &id) != NATS_OK)
         fail_msg("a message on %s has no Nats-Msg-Id", natsMsg_GetSubject(m));
     const char *colon = strrchr(id, ':');
@@ -311,15 +319,25 @@ static void read_from_leader(stream_read *sr, uint64_t to)
 void sc_check_stream(natsConnection *nc, int nodes, const char *daemon_log, const char *stream,
                      const char *prefix, bool payload_format, part_data *parts, size_t nparts)
 {
+    sc_check_stream_foreign(nc, nodes, daemon_log, stream, prefix, payload_format, parts, nparts,
+                            NULL, 0);
+}
+
+void sc_check_stream_foreign(natsConnection *nc, int nodes, const char *daemon_log,
+                             const char *stream, const char *prefix, bool payload_format,
+                             part_data *parts, size_t nparts, const char *foreign_prefix,
+                             uint64_t foreign)
+{
     stream_read sr = {.stream = stream,
                       .prefix = prefix,
                       .payload_format = payload_format,
                       .parts = parts,
                       .nparts = nparts,
                       .nodes = nodes,
-                      .daemon_log = daemon_log};
+                      .daemon_log = daemon_log,
+                      .foreign_prefix = foreign_prefix};
     assert_int_equal(natsConnection_JetStream(&sr.js, nc, NULL), NATS_OK);
-    uint64_t total = 0, first = 0, last = 0;
+    uint64_t total = foreign, first = 0, last = 0;
     for (size_t i = 0; i < nparts; i++)
         total += parts[i].count;
     uint64_t t0 = itest_now_ms(), deadline = t0 + 60000;
@@ -331,18 +349,20 @@ void sc_check_stream(natsConnection *nc, int nodes, const char *daemon_log, cons
     if (!stream_state(sr.js, stream, &first, &last, &msgs, &sr.dels, &sr.ndels))
         fail_msg("stream %s: no stream info", stream);
     if (msgs != (int64_t)total)
-        fail_msg("stream %s holds %" PRId64 " messages; its partitions have %" PRIu64 " events",
-                 stream, msgs, total);
+        fail_msg("stream %s holds %" PRId64 " messages; its partitions have %" PRIu64
+                 " events, other writers put %" PRIu64 " there",
+                 stream, msgs, total - foreign, foreign);
     sr.last_seq = first - 1;
     jsSubOptions so;
     jsSubOptions_Init(&so);
     so.Stream = stream;
     so.Ordered = true;
-    /* Unfiltered (the stream's subjects are PREFIX> alone; check_message
-     * fails any other): with the filter PREFIX>, the consumer info asked
-     * below once delivery began made nats-server 2.9.10 re-read the block
-     * per message up to its middle (EVENTS 18-25 s, 0.2 s unfiltered; the
-     * daemon's scan, mirror_nats.c, reads unfiltered too). */
+    /* Unfiltered (the stream's subjects are PREFIX>, and FOREIGN> when
+     * other writers are expected; check_message fails any other): with
+     * the filter PREFIX>, the consumer info asked below once delivery
+     * began made nats-server 2.9.10 re-read the block per message up to
+     * its middle (EVENTS 18-25 s, 0.2 s unfiltered; the daemon's scan,
+     * mirror_nats.c, reads unfiltered too). */
     const char *subject = ">";
     natsSubscription *sub = NULL;
     jsErrCode jerr = 0;
@@ -412,6 +432,10 @@ void sc_check_stream(natsConnection *nc, int nodes, const char *daemon_log, cons
     if (dropped)
         fail_msg("stream %s: the checker's subscription dropped %" PRId64 " message(s)", stream,
                  dropped);
+    if (sr.foreign != foreign)
+        fail_msg("stream %s: %" PRIu64 " message(s) of other writers (under %s), expected %" PRIu64
+                 " (daemon log %s)",
+                 stream, sr.foreign, foreign_prefix ? foreign_prefix : "-", foreign, daemon_log);
     for (size_t i = 0; i < nparts; i++)
         if (parts[i].got != parts[i].count)
             fail_msg("stream %s: %s has %" PRIu64 " of its %" PRIu64 " events", stream,

@@ -45,4 +45,12 @@ int64_t sc_stream_msgs(jsCtx *js, const char *stream, char *leader, size_t leade
 void sc_check_stream(natsConnection *nc, int nodes, const char *daemon_log, const char *stream,
                      const char *prefix, bool payload_format, part_data *parts, size_t nparts);
 
+/* sc_check_stream for a stream that also holds `foreign` messages of other
+ * writers, on subjects under foreign_prefix (outside prefix): those are
+ * counted, whatever their Nats-Msg-Id, and must be exactly `foreign`. */
+void sc_check_stream_foreign(natsConnection *nc, int nodes, const char *daemon_log,
+                             const char *stream, const char *prefix, bool payload_format,
+                             part_data *parts, size_t nparts, const char *foreign_prefix,
+                             uint64_t foreign);
+
 #endif

@@ -12,7 +12,10 @@
  * copy to delete, once the stream confirms the copy at seq_last; a stream
  * that no longer holds that copy (created again) starts the order over;
  * another partition's order is its own; the stray list keeps which
- * strays are order strays.
+ * strays are order strays; another writer's message (a subject outside
+ * subject_prefix) with one of the mirror's ids confirms nothing: not as a
+ * "duplicate" acknowledgement's copy, not as the end of a scan's run, not
+ * as a stray to delete.
  */
 #include "mirror_internal.h"
 #include "pb_errors.h"
@@ -28,16 +31,16 @@
 #include <cmocka.h>
 
 /* The stream as the check asks it (m->id_at, in place of
- * mirror_nats_id_at): the id at each sequence. */
+ * mirror_nats_id_at): the id and subject at each sequence. */
 static struct {
     uint64_t seq[8];
-    const char *id[8];
+    const char *id[8], *subject[8];
     size_t n;
     int asked;
 } stream;
 
-static int fake_id_at(mirror_nats *mn, uint64_t seq, char *id, size_t idlen, char *why,
-                      size_t whylen)
+static int fake_id_at(mirror_nats *mn, uint64_t seq, char *id, size_t idlen, char *subject,
+                      size_t subjlen, char *why, size_t whylen)
 {
     (void)mn;
     (void)why;
@@ -46,15 +49,24 @@ static int fake_id_at(mirror_nats *mn, uint64_t seq, char *id, size_t idlen, cha
     for (size_t i = 0; i < stream.n; i++)
         if (stream.seq[i] == seq) {
             snprintf(id, idlen, "%s", stream.id[i]);
+            snprintf(subject, subjlen, "%s", stream.subject[i]);
             return 0;
         }
     return PB_ENOTFOUND;
 }
 
-static void holds(uint64_t seq, const char *id)
+/* The stream holds a message with that id at seq, on `subject`. */
+static void holds_on(uint64_t seq, const char *id, const char *subject)
 {
     stream.seq[stream.n] = seq;
+    stream.subject[stream.n] = subject;
     stream.id[stream.n++] = id;
+}
+
+/* ... one of the mirror's (subject_prefix pb.s.). */
+static void holds(uint64_t seq, const char *id)
+{
+    holds_on(seq, id, "pb.s.sensors.x");
 }
 
 typedef struct fixture {
@@ -80,6 +92,7 @@ static int setup(void **state)
     f->m.id_at = fake_id_at;
     f->cfg.name = "sensors";
     f->cfg.stream = "SENSORS";
+    f->cfg.subject_prefix = "pb.s.";
     f->m.cfg = &f->cfg;
     *state = f;
     return 0;
@@ -217,6 +230,59 @@ static void test_resync_drops_strays_of_a_recreated_stream(void **state)
     assert_int_equal(f->m.n_strays, 0);
 }
 
+/* A "duplicate" acknowledgement naming another writer's message (a
+ * subject outside subject_prefix) that carries the event's id: no copy of
+ * the event. The slot fails and the resend waits for the duplicate window
+ * (dup_gone); a duplicate of the mirror's own copy is taken. */
+static void test_duplicate_of_another_writers_message(void **state)
+{
+    fixture *f = *state;
+    holds_on(700, "sensors-a:20", "other.sensors.a");
+    holds(701, "sensors-a:21");
+    slot own = acked(0, 21, 701);
+    own.dup = true;
+    assert_true(mirror_dup_still_stored(&f->m, &own));
+    assert_false(own.dup);
+    assert_false(f->m.failed);
+    slot s = acked(0, 20, 700);
+    s.dup = true;
+    assert_false(mirror_dup_still_stored(&f->m, &s));
+    assert_int_equal(s.state, SLOT_FAILED);
+    assert_true(f->m.failed);
+    assert_true(f->m.dup_gone);
+    assert_int_equal(f->m.fail_part, 0);
+    assert_int_equal(f->m.fail_offset, 20);
+    assert_non_null(strstr(f->m.fail_why, "another writer's message"));
+    assert_non_null(strstr(f->m.fail_why, "other.sensors.a"));
+}
+
+/* A scan whose run of a partition ends at another writer's message with
+ * the next offset's id (the scan skips those, mirror_nats.c; this is the
+ * check behind it): the leader does not confirm it, the cursor stays, and
+ * a stray with such an id is not deleted. */
+static void test_another_writers_message_confirms_nothing(void **state)
+{
+    fixture *f = *state;
+    holds_on(300, "sensors-a:10", "other.a");
+    f->a.cursor = f->a.scan_next = 10;
+    f->b.cursor = f->b.scan_next = 5;
+    mirror_scan_hit(&f->m, "sensors-a", 10, 300);
+    assert_int_equal(f->a.scan_next, 11);
+    char why[300] = "";
+    pthread_mutex_unlock(&f->m.lock);
+    int rc = mirror_apply_scan(&f->m, why, sizeof why);
+    pthread_mutex_lock(&f->m.lock);
+    assert_int_equal(rc, -1);
+    assert_int_equal(f->a.cursor, 10);
+    assert_non_null(strstr(why, "another writer's message"));
+    mirror_stray_add(&f->m, &f->a, 10, 300, false);
+    pthread_mutex_unlock(&f->m.lock);
+    rc = mirror_delete_strays(&f->m, why, sizeof why); /* m.nats is NULL: a delete would crash */
+    pthread_mutex_lock(&f->m.lock);
+    assert_int_equal(rc, -1);
+    assert_int_equal(f->a.scan_deleted, 0);
+}
+
 static void test_stray_list_keeps_kind(void **state)
 {
     fixture *f = *state;
@@ -275,6 +341,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_equal_sequence_is_not_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_created_again, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resync_drops_strays_of_a_recreated_stream, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_duplicate_of_another_writers_message, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_another_writers_message_confirms_nothing, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_stray_list_keeps_kind, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gap_in_a_run_not_lost_is_resent, setup, teardown),
